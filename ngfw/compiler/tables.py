@@ -1,0 +1,104 @@
+"""The compiled policy: the contract between the policy compiler and the fastpath.
+
+Everything here is plain, immutable data with numeric identities. The compiler
+(`ngfw.compiler.policy`) produces a `CompiledPolicy` from resources; the fastpath
+(`ngfw._fastpath`) turns it into C tables off the hot path and swaps them in.
+Names live only here (for logs and metrics); the fastpath sees indexes.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from dataclasses import dataclass, field
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+PROTO_ANY = 0
+PROTO_ICMP = 1
+PROTO_TCP = 6
+PROTO_UDP = 17
+PROTO_ICMPV6 = 58
+
+
+class Action(enum.IntEnum):
+    """What a rule does to a flow; values are the fastpath's verdict codes."""
+
+    ALLOW = 0
+    DENY = 1  # silent drop
+    REJECT = 2  # TCP RST / ICMP unreachable sent by the dataplane
+
+
+@dataclass(frozen=True)
+class AddressSet:
+    """One side (`from` or `to`) of a rule.
+
+    Matches when `any` is set, or the endpoint is one of `workloads` (indexes into
+    `CompiledPolicy.workloads`; groups are expanded to members at compile time),
+    or the endpoint's IP is inside one of `cidrs`.
+    """
+
+    any: bool = False
+    workloads: frozenset[int] = frozenset()
+    cidrs: tuple[IPNetwork, ...] = ()
+
+
+@dataclass(frozen=True)
+class Service:
+    """A protocol and an inclusive destination-port range.
+
+    `proto` is an IP protocol number (`PROTO_ANY` matches every protocol). For
+    ICMP/ICMPv6 the port range is unused (0..65535).
+    """
+
+    proto: int
+    port_lo: int = 0
+    port_hi: int = 65535
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    name: str
+    vsys: int  # index into CompiledPolicy.vsys
+    src: AddressSet
+    dst: AddressSet
+    services: tuple[Service, ...] = ()  # empty: any service
+    action: Action = Action.DENY
+    log: bool = False
+
+
+@dataclass(frozen=True)
+class CompiledWorkload:
+    name: str
+    vsys: int  # index into CompiledPolicy.vsys
+    macs: tuple[bytes, ...]  # 6 bytes each
+    ips: tuple[IPAddress, ...]
+    port: str | None = None  # dataplane interface the workload must arrive on, if pinned
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class CompiledPolicy:
+    """A whole policy, ready for the fastpath.
+
+    `rules` are ordered by vsys (all rules of vsys 0, then vsys 1, ...) and, within a
+    vsys, in evaluation order: the first matching rule decides. A flow that no rule
+    matches is denied by the implicit default rule.
+    """
+
+    version: int
+    digest: str  # sha256 of the canonical resource documents
+    vsys: tuple[str, ...]
+    workloads: tuple[CompiledWorkload, ...]
+    rules: tuple[CompiledRule, ...]
+    sources: tuple[str, ...] = field(default=())  # files the policy came from
+
+    def rule_name(self, index: int) -> str:
+        return self.rules[index].name if 0 <= index < len(self.rules) else "default-deny"
+
+    def workload_name(self, index: int) -> str:
+        return self.workloads[index].name if 0 <= index < len(self.workloads) else ""
+
+    def vsys_name(self, index: int) -> str:
+        return self.vsys[index] if 0 <= index < len(self.vsys) else ""
