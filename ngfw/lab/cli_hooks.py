@@ -1,0 +1,55 @@
+"""What `ngfw lab up|down` and `ngfw demo` call: each prints a summary for a person and returns an exit code."""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+from ngfw.lab.dataplane_process import ArgvBuilder, default_dataplane_argv
+from ngfw.lab.topology import describe, lab_down, lab_exists, lab_up
+
+
+def lab_up_cmd(prefix: str = "ngfw", out: TextIO = sys.stdout) -> int:
+    """Build lab `prefix` (rebuilding it if it exists) and print what exists."""
+    try:
+        lab = lab_up(prefix)
+    except Exception as exc:  # noqa: BLE001 - reported to the user, exit code 1
+        print(f"lab {prefix!r}: could not be built: {exc}", file=out)
+        return 1
+    print(f"lab {prefix!r} is up (no firewall in the path yet: start `ngfw dataplane` in {lab.fw_ns}):", file=out)
+    for line in describe(prefix):
+        print(f"  {line}", file=out)
+    print(
+        f"  workloads: web1 {lab.web1.ipv4} / {lab.web1.ipv6} ({lab.web1.mac}), "
+        f"web2 {lab.web2.ipv4} / {lab.web2.ipv6} ({lab.web2.mac}); "
+        f"server: srv {lab.srv.ipv4} / {lab.srv.ipv6} ({lab.srv.mac})",
+        file=out,
+    )
+    print(f"  dataplane wire: --wire {lab.wire} (inside {lab.fw_ns})", file=out)
+    return 0
+
+
+def lab_down_cmd(prefix: str = "ngfw", out: TextIO = sys.stdout) -> int:
+    """Remove lab `prefix` (also a crashed run's leftovers) and print what was removed."""
+    removed = lab_down(prefix)
+    left = lab_exists(prefix)
+    if removed:
+        print(f"lab {prefix!r}: removed namespaces {', '.join(removed)}", file=out)
+    else:
+        print(f"lab {prefix!r}: nothing to remove", file=out)
+    if left:
+        print(f"lab {prefix!r}: still present: {', '.join(left)}", file=out)
+        return 1
+    return 0
+
+
+def demo_cmd(
+    prefix: str = "ngfw",
+    baseline: bool = False,
+    policy: str | None = None,
+    dataplane_argv_builder: ArgvBuilder | None = default_dataplane_argv,
+) -> int:
+    """`ngfw demo`: see `ngfw.lab.demo.run_demo`."""
+    from ngfw.lab.demo import run_demo
+
+    return run_demo(dataplane_argv_builder, prefix=prefix, baseline=baseline, policy=policy)
