@@ -1,0 +1,191 @@
+"""Compiling policy resources into the fastpath's `CompiledPolicy`.
+
+Names become indexes (vsys by sorted name, workloads by sorted vsys and name),
+groups become sets of workload indexes, and each vsys's SecurityPolicies are
+concatenated into one ordered rule list. The result depends only on what the
+resources say, never on how they were spelt or split into files, so the digest
+identifies a policy across hosts and commits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from ngfw.compiler.tables import (
+    Action,
+    AddressSet,
+    CompiledPolicy,
+    CompiledRule,
+    CompiledWorkload,
+    IPNetwork,
+    PROTO_ANY,
+    Service,
+)
+from ngfw.model import syntax
+from ngfw.model.errors import PolicyError
+from ngfw.model.loader import load_resources
+from ngfw.model.resources import (
+    Group,
+    LoadedResource,
+    Resource,
+    Rule,
+    SecurityPolicy,
+    VirtualSystem,
+    Workload,
+    dump,
+    vsys_of,
+)
+from ngfw.model.validate import cross_check
+
+__all__ = ["compile_resources", "digest", "load_policy"]
+
+_ACTIONS = {"allow": Action.ALLOW, "deny": Action.DENY, "reject": Action.REJECT}
+_UNKNOWN_SOURCE = "<resources>"
+
+
+def load_policy(path: str | Path, version: int = 1) -> CompiledPolicy:
+    """Load, validate and compile the policy at `path` (a file or a directory)."""
+    return compile_resources(load_resources(path), version)
+
+
+def compile_resources(resources: Iterable[LoadedResource | Resource], version: int) -> CompiledPolicy:
+    """Compile resources given in load order (the order of SecurityPolicies matters).
+
+    Raises `PolicyError` when the resources do not form a valid policy, so that
+    resources from any source (files, the control API) get the same checks.
+    """
+    loaded = [
+        item if isinstance(item, LoadedResource) else LoadedResource(item, _UNKNOWN_SOURCE, i)
+        for i, item in enumerate(resources)
+    ]
+    problems = cross_check(loaded)
+    if problems:
+        raise PolicyError(problems)
+
+    items = [item.resource for item in loaded]
+    vsys_names = sorted(r.metadata.name for r in items if isinstance(r, VirtualSystem))
+    vsys_index = {name: i for i, name in enumerate(vsys_names)}
+
+    workloads = sorted(
+        (r for r in items if isinstance(r, Workload)), key=lambda w: (w.metadata.vsys, w.metadata.name)
+    )
+    workload_index = {(w.metadata.vsys, w.metadata.name): i for i, w in enumerate(workloads)}
+    groups = {
+        (g.metadata.vsys, g.metadata.name): _members(g, workloads, workload_index)
+        for g in items
+        if isinstance(g, Group)
+    }
+
+    rules: list[CompiledRule] = []
+    for vsys in vsys_names:
+        for policy in (r for r in items if isinstance(r, SecurityPolicy) and r.metadata.vsys == vsys):
+            for rule in policy.spec.rules:
+                rules.append(_compile_rule(rule, vsys, vsys_index[vsys], workload_index, groups))
+
+    sources = tuple(dict.fromkeys(item.file for item in loaded if item.file != _UNKNOWN_SOURCE))
+    return CompiledPolicy(
+        version=version,
+        digest=digest(items),
+        vsys=tuple(vsys_names),
+        workloads=tuple(_compile_workload(w, vsys_index) for w in workloads),
+        rules=tuple(rules),
+        sources=sources,
+    )
+
+
+def digest(resources: Sequence[Resource]) -> str:
+    """sha256 of the canonical documents, in an order that carries meaning only where it matters.
+
+    Documents are sorted by (kind, vsys, name), except that a vsys's SecurityPolicies
+    keep their load order (it is their evaluation order). Defaults are filled in and
+    values canonicalised, so `log: false` and no `log` hash alike.
+    """
+
+    def key(resource: Resource) -> tuple[str, str, str]:
+        name = "" if isinstance(resource, SecurityPolicy) else resource.metadata.name
+        return (resource.kind, vsys_of(resource), name)
+
+    documents = [dump(r) for r in sorted(resources, key=key)]  # sorted() is stable
+    canonical = json.dumps(documents, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _members(group: Group, workloads: Sequence[Workload], index: dict[tuple[str, str], int]) -> frozenset[int]:
+    vsys = group.metadata.vsys
+    members: set[int] = set()
+    selector = group.spec.selector
+    if selector:
+        members.update(
+            index[(vsys, w.metadata.name)]
+            for w in workloads
+            if w.metadata.vsys == vsys and all(w.metadata.labels.get(k) == v for k, v in selector.items())
+        )
+    for member in group.spec.members or []:
+        members.add(index[(vsys, syntax.parse_ref(member).value)])
+    return frozenset(members)
+
+
+def _compile_workload(workload: Workload, vsys_index: dict[str, int]) -> CompiledWorkload:
+    interfaces = workload.spec.interfaces
+    return CompiledWorkload(
+        name=workload.metadata.name,
+        vsys=vsys_index[workload.metadata.vsys],
+        macs=tuple(syntax.mac_bytes(i.mac) for i in interfaces),
+        ips=tuple(ipaddress.ip_address(ip) for i in interfaces for ip in i.ips),
+        port=interfaces[0].port,  # validation made every interface name the same port
+        labels=tuple(sorted(workload.metadata.labels.items())),
+    )
+
+
+def _compile_rule(
+    rule: Rule,
+    vsys: str,
+    vsys_number: int,
+    workload_index: dict[tuple[str, str], int],
+    groups: dict[tuple[str, str], frozenset[int]],
+) -> CompiledRule:
+    return CompiledRule(
+        name=rule.name,
+        vsys=vsys_number,
+        src=_address_set(rule.from_, vsys, workload_index, groups),
+        dst=_address_set(rule.to, vsys, workload_index, groups),
+        services=_services(rule.services),
+        action=_ACTIONS[rule.action],
+        log=rule.log,
+    )
+
+
+def _address_set(
+    items: Iterable[str],
+    vsys: str,
+    workload_index: dict[tuple[str, str], int],
+    groups: dict[tuple[str, str], frozenset[int]],
+) -> AddressSet:
+    workloads: set[int] = set()
+    cidrs: dict[IPNetwork, None] = {}  # ordered set: keeps the user's order, drops repeats
+    for item in items:
+        ref = syntax.parse_ref(item)
+        if ref.kind == "any":
+            return AddressSet(any=True)
+        if ref.kind == "vm":
+            workloads.add(workload_index[(vsys, ref.value)])
+        elif ref.kind == "group":
+            workloads |= groups[(vsys, ref.value)]
+        else:
+            cidrs[ipaddress.ip_network(ref.value)] = None
+    return AddressSet(workloads=frozenset(workloads), cidrs=tuple(cidrs))
+
+
+def _services(items: Iterable[str]) -> tuple[Service, ...]:
+    services: dict[Service, None] = {}
+    for item in items:
+        spec = syntax.parse_service(item)
+        if spec.proto == PROTO_ANY:
+            return ()  # `any` anywhere in the list: every service
+        services[Service(spec.proto, spec.port_lo, spec.port_hi)] = None
+    return tuple(services)
+

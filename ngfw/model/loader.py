@@ -1,0 +1,125 @@
+"""Loading resources from a YAML file or a directory of them.
+
+A load is all or nothing, like a candidate configuration: it either returns every
+resource, checked on its own and against the others, or raises one `PolicyError`
+listing every problem found — never a partial policy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from ngfw.model.errors import PolicyError, describe_all
+from ngfw.model.resources import API_VERSION, KINDS, LoadedResource
+from ngfw.model.validate import Identity, cross_check
+from ngfw.model.yamldoc import Document, YamlProblem, parse_documents
+
+__all__ = ["LoadedResource", "PolicyError", "load_resources", "policy_files"]
+
+SUFFIXES = (".yaml", ".yml")
+
+
+def policy_files(path: Path) -> list[Path]:
+    """`path` itself, or every `*.yaml`/`*.yml` under it, sorted by relative path.
+
+    Hidden files and directories are skipped: editors and VCS keep their own files
+    there (`.#main.yaml`, `.git/`), and they are never policy.
+    """
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise PolicyError([f"{path}: no such file or directory"])
+    files = [
+        p
+        for p in path.rglob("*")
+        if p.suffix in SUFFIXES
+        and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(path).parts)
+    ]
+    if not files:
+        # An empty policy denies everything; from a directory that is more likely
+        # a wrong path than intent, so say so instead of loading nothing.
+        raise PolicyError([f"{path}: no *.yaml or *.yml files in this directory"])
+    return sorted(files, key=lambda p: p.relative_to(path).parts)
+
+
+def load_resources(path: str | Path, *, check_references: bool = True) -> list[LoadedResource]:
+    """Every resource under `path`, in (file, document) order.
+
+    With `check_references=False` only each document on its own is checked (for
+    fragments that are merged with other resources before compiling).
+    """
+    problems: list[str] = []
+    loaded: list[LoadedResource] = []
+    broken: set[Identity] = set()
+    for file in policy_files(Path(path)):
+        name = str(file)
+        try:
+            text = file.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            problems.append(f"{name}: not UTF-8 text (byte {exc.start})")
+            continue
+        except OSError as exc:
+            problems.append(f"{name}: cannot read: {exc.strerror or exc}")
+            continue
+        try:
+            documents = parse_documents(text)
+        except YamlProblem as exc:
+            problems.append(f"{name}:{exc.line}:{exc.column}: invalid YAML: {exc.message}")
+            continue
+        for document in documents:
+            if document.data is None:
+                continue  # an empty document, e.g. after a trailing `---`
+            resource, document_problems, identity = _validate_document(document, name)
+            if resource is not None:
+                loaded.append(resource)
+            problems += document_problems
+            if identity is not None:
+                broken.add(identity)
+    if check_references:
+        problems += cross_check(loaded, broken)
+    if problems:
+        raise PolicyError(problems)
+    return loaded
+
+
+def _validate_document(
+    document: Document, file: str
+) -> tuple[LoadedResource | None, list[str], Identity | None]:
+    """The resource, or the problems and (if it can be told) the identity of the broken resource."""
+    data = document.data
+    anonymous = f"document {document.index + 1} (line {document.line})"
+    if not isinstance(data, dict):
+        return None, [f"{file}: {anonymous}: must be a mapping with apiVersion, kind, metadata and spec"], None
+    kind = data.get("kind")
+    model = KINDS.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        problems = []
+        if data.get("apiVersion") != API_VERSION:
+            problems.append(f"{file}: {anonymous}: apiVersion: must be {API_VERSION} (got {data.get('apiVersion')!r})")
+        expected = ", ".join(KINDS)
+        if kind is None:
+            problems.append(f"{file}: {anonymous}: kind: required field is missing (one of {expected})")
+        else:
+            problems.append(f"{file}: {anonymous}: kind: unknown kind {kind!r} (expected one of {expected})")
+        return None, problems, None
+    try:
+        resource = model.model_validate(data)
+    except ValidationError as exc:
+        who, identity = _describe_raw(kind, data.get("metadata"), anonymous)
+        return None, [f"{file}: {who}: {line}" for line in describe_all(exc, model)], identity
+    return LoadedResource(resource, file, document.index), [], None
+
+
+def _describe_raw(kind: str, metadata: Any, anonymous: str) -> tuple[str, Identity | None]:
+    """Name a resource that failed validation as well as its raw metadata allows."""
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    vsys = metadata.get("vsys") if isinstance(metadata, dict) else None
+    if kind == "VirtualSystem" and isinstance(name, str):
+        return f"{kind} {name}", (kind, name, name)
+    if isinstance(name, str) and isinstance(vsys, str):
+        return f"{kind} {vsys}/{name}", (kind, vsys, name)
+    return f"{kind} in {anonymous}", None

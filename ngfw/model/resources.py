@@ -1,0 +1,222 @@
+"""The policy resources users write: VirtualSystem, Workload, Group, SecurityPolicy.
+
+Each kind is a pydantic model that checks one document on its own (types, syntax,
+unknown fields) and stores canonical spellings (lower-case MACs, compressed IPs,
+`icmp6` for `ipv6-icmp`), so that equal policies dump equally. Checks that need
+other documents (references, duplicates) live in `ngfw.model.validate`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
+
+from ngfw.model import syntax
+
+API_VERSION = "ngfw/v1"
+
+
+def _schema(**schema: Any) -> WithJsonSchema:
+    return WithJsonSchema({"type": "string", **schema})
+
+
+# Strings checked (and canonicalised) by a `syntax.check_*` function; the JSON Schema
+# says as much as a schema can (the checks can say more, e.g. "not multicast").
+Name = Annotated[str, AfterValidator(syntax.check_name), _schema(pattern=syntax.NAME_PATTERN)]
+LabelKey = Annotated[str, AfterValidator(syntax.check_label_key), _schema(pattern=syntax.LABEL_KEY_PATTERN)]
+LabelValue = Annotated[str, AfterValidator(syntax.check_label_value), _schema(pattern=syntax.LABEL_VALUE_PATTERN)]
+PortName = Annotated[str, AfterValidator(syntax.check_port_name), _schema(pattern=syntax.PORT_NAME_PATTERN)]
+Mac = Annotated[
+    str,
+    AfterValidator(syntax.check_mac),
+    _schema(pattern=syntax.MAC_PATTERN, description="Unicast MAC address; ':' or '-' separated, any case."),
+]
+IpAddress = Annotated[
+    str, AfterValidator(syntax.check_ip), _schema(anyOf=[{"format": "ipv4"}, {"format": "ipv6"}])
+]
+Reference = Annotated[
+    str,
+    AfterValidator(syntax.check_ref),
+    _schema(pattern=syntax.REF_PATTERN, description="any, vm:NAME, group:NAME or cidr:PREFIX (IPv4 or IPv6)."),
+]
+Member = Annotated[str, AfterValidator(syntax.check_member), _schema(pattern=syntax.MEMBER_PATTERN)]
+ServiceName = Annotated[
+    str,
+    AfterValidator(syntax.check_service),
+    _schema(
+        pattern=syntax.SERVICE_PATTERN,
+        description="any, tcp, udp, tcp/PORT, tcp/LO-HI, udp/PORT, udp/LO-HI, icmp, icmp6 (alias ipv6-icmp).",
+    ),
+]
+
+
+class _Strict(BaseModel):
+    # strict: YAML already gives typed values, and lax coercion would accept
+    # `log: "no"` as False or `maxSessions: true` as 1 without a word.
+    # extra=forbid: a misspelt field must be an error, never silently ignored.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class ClusterMetadata(_Strict):
+    name: Name
+
+
+class VsysMetadata(_Strict):
+    name: Name
+    vsys: Name = Field(description="The VirtualSystem (tenant) this resource belongs to.")
+
+
+class WorkloadMetadata(VsysMetadata):
+    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, description="Matched by Group selectors.")
+
+
+class Limits(_Strict):
+    max_sessions: int | None = Field(None, alias="maxSessions", gt=0, description="Concurrent sessions of the vsys.")
+    new_sessions_per_second: int | None = Field(
+        None, alias="newSessionsPerSecond", gt=0, description="New sessions per second of the vsys."
+    )
+
+
+class VirtualSystemSpec(_Strict):
+    limits: Limits = Field(default_factory=Limits)
+
+
+class VirtualSystem(_Strict):
+    """A tenant: its own rules, objects, logs, counters and quotas."""
+
+    api_version: Literal["ngfw/v1"] = Field(alias="apiVersion")
+    kind: Literal["VirtualSystem"]
+    metadata: ClusterMetadata
+    spec: VirtualSystemSpec = Field(default_factory=VirtualSystemSpec)
+
+
+class Interface(_Strict):
+    mac: Mac
+    ips: list[IpAddress] = Field(description="Addresses the workload sends from on this interface; may be empty.")
+    port: PortName | None = Field(None, description="Dataplane interface the workload must arrive on (pins it).")
+
+
+class WorkloadSpec(_Strict):
+    interfaces: list[Interface] = Field(min_length=1)
+    host: str | None = Field(None, min_length=1, description="Hypervisor host currently running the workload.")
+
+
+class Workload(_Strict):
+    """A VM identity: moving it changes its bindings, never the rules that name it."""
+
+    api_version: Literal["ngfw/v1"] = Field(alias="apiVersion")
+    kind: Literal["Workload"]
+    metadata: WorkloadMetadata
+    spec: WorkloadSpec
+
+
+class GroupSpec(_Strict):
+    selector: dict[LabelKey, LabelValue] | None = Field(
+        None, description="Workloads of the vsys whose labels include all of these (matchLabels)."
+    )
+    members: list[Member] | None = Field(None, description="Static members, vm:NAME.")
+
+    @model_validator(mode="after")
+    def _names_someone(self) -> GroupSpec:
+        # An empty selector would match every workload of the vsys (Kubernetes
+        # semantics); in a firewall that is far more likely a mistake than intent,
+        # and `any` already says "everyone".
+        if self.selector is not None and not self.selector:
+            raise ValueError("selector must name at least one label (use `any` in rules for every workload)")
+        if self.selector is None and self.members is None:
+            raise ValueError("a Group needs a selector, members, or both")
+        return self
+
+
+class Group(_Strict):
+    """A set of workloads of one vsys, by label selector and/or static members."""
+
+    api_version: Literal["ngfw/v1"] = Field(alias="apiVersion")
+    kind: Literal["Group"]
+    metadata: VsysMetadata
+    spec: GroupSpec
+
+
+class Rule(_Strict):
+    name: Name
+    from_: list[Reference] = Field(alias="from", min_length=1)
+    to: list[Reference] = Field(min_length=1)
+    services: list[ServiceName] = Field(default_factory=lambda: ["any"], min_length=1)
+    applications: list[str] = Field(
+        default_factory=lambda: ["any"], min_length=1, description="Only [any] until App-ID lands."
+    )
+    action: Literal["allow", "deny", "reject"]
+    log: bool = False
+    inspect: str | None = Field(None, description="Inspection profile; accepted and stored, not enforced yet.")
+    description: str | None = None
+
+    @field_validator("applications")
+    @classmethod
+    def _no_app_id_yet(cls, value: list[str]) -> list[str]:
+        if value != ["any"]:
+            raise ValueError("applications need App-ID, not supported yet; only [any] is accepted")
+        return value
+
+
+class SecurityPolicySpec(_Strict):
+    rules: list[Rule] = Field(description="Evaluated in order; the first matching rule decides.")
+
+
+class SecurityPolicy(_Strict):
+    """Ordered rules of one vsys; several policies of a vsys are concatenated in load order."""
+
+    api_version: Literal["ngfw/v1"] = Field(alias="apiVersion")
+    kind: Literal["SecurityPolicy"]
+    metadata: VsysMetadata
+    spec: SecurityPolicySpec
+
+
+Resource = VirtualSystem | Workload | Group | SecurityPolicy
+
+KINDS: dict[str, type[VirtualSystem] | type[Workload] | type[Group] | type[SecurityPolicy]] = {
+    "VirtualSystem": VirtualSystem,
+    "Workload": Workload,
+    "Group": Group,
+    "SecurityPolicy": SecurityPolicy,
+}
+
+
+def vsys_of(resource: Resource) -> str:
+    """The vsys a resource belongs to (a VirtualSystem belongs to itself)."""
+    if isinstance(resource, VirtualSystem):
+        return resource.metadata.name
+    return resource.metadata.vsys
+
+
+def label(resource: Resource) -> str:
+    """How messages name a resource: `Workload tenant-a/web-01`, `VirtualSystem tenant-a`."""
+    if isinstance(resource, VirtualSystem):
+        return f"VirtualSystem {resource.metadata.name}"
+    return f"{resource.kind} {resource.metadata.vsys}/{resource.metadata.name}"
+
+
+def dump(resource: Resource) -> dict[str, Any]:
+    """The canonical document: user spellings of field names, every default filled in."""
+    return resource.model_dump(mode="json", by_alias=True)
+
+
+@dataclass(frozen=True)
+class LoadedResource:
+    """A resource and where it came from."""
+
+    resource: Resource
+    file: str
+    index: int  # document index within the file, 0-based
+
+    @property
+    def label(self) -> str:
+        return label(self.resource)
+
+    @property
+    def origin(self) -> str:
+        return f"{self.file}, document {self.index + 1}"
+
+    def problem(self, field: str, message: str) -> str:
+        return f"{self.file}: {self.label}: {field}: {message}"
