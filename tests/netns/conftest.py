@@ -1,0 +1,125 @@
+"""Fixtures for tests that build network namespaces and send real traffic (root only).
+
+- `lab`: the lab topology (session-wide, own prefix `nt<pid%1000>`), removed at the end.
+- `lab_services`: nginx (:80, :8443), DNS and sshd on the lab server (session-wide).
+- `bridged_fw`: the fw namespace bridged by a plain Linux bridge for one test (baseline).
+- `start_dataplane(policy_path, extra_args=()) -> DataplaneProcess`: `ngfw dataplane` on the lab wire,
+  ready when it returns (/metrics answers), stopped after the test.
+- `ns_run(ns, argv, timeout=10) -> CompletedProcess`: run a client inside a namespace.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from ngfw.lab import services as lab_services_mod
+from ngfw.lab import dataplane_process
+from ngfw.lab.dataplane_process import DataplaneProcess, DataplaneStartError, repo_path
+from ngfw.lab.netns import call_in, free_tcp_port, http_get
+from ngfw.lab.topology import Lab, lab_bridge_fw, lab_down, lab_unbridge_fw, lab_up
+
+HERE = Path(__file__).resolve().parent
+NOT_ROOT_REASON = "netns tests need root (they create network namespaces, veth pairs and bridges); run as root"
+DATAPLANE_READY_TIMEOUT = 20.0
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test under tests/netns `netns`, and skip them all when not root."""
+    skip = pytest.mark.skip(reason=NOT_ROOT_REASON) if os.geteuid() != 0 else None
+    for item in items:
+        if HERE in Path(str(item.path)).resolve().parents:
+            item.add_marker(pytest.mark.netns)
+            if skip is not None:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[Lab]:
+    prefix = f"nt{os.getpid() % 1000}"
+    built = lab_up(prefix)
+    try:
+        yield built
+    finally:
+        lab_down(prefix)
+
+
+@pytest.fixture(scope="session")
+def lab_services(lab: Lab) -> Iterator[lab_services_mod.Services]:
+    with lab_services_mod.lab_services(lab) as running:
+        yield running
+
+
+@pytest.fixture
+def bridged_fw(lab: Lab) -> Iterator[Lab]:
+    """The lab with a plain Linux bridge in place of the dataplane, for this test only."""
+    lab_bridge_fw(lab)
+    try:
+        yield lab
+    finally:
+        lab_unbridge_fw(lab)
+
+
+StartDataplane = Callable[..., DataplaneProcess]
+
+
+@pytest.fixture
+def start_dataplane_factory(lab: Lab, tmp_path: Path) -> Iterator[StartDataplane]:
+    started: list[DataplaneProcess] = []
+
+    def start(policy_path: str | Path, extra_args: Sequence[str] = ()) -> DataplaneProcess:
+        policy = Path(policy_path)
+        if not policy.is_absolute():
+            policy = repo_path(str(policy_path))
+        lab_unbridge_fw(lab)  # the dataplane, not a bridge, joins fw-vm and fw-up
+        workdir = tmp_path / f"dataplane{len(started)}"
+        workdir.mkdir()
+        try:
+            dp = dataplane_process.start_dataplane(
+                lab.fw_ns, policy, free_tcp_port(lab.fw_ns), workdir=workdir, extra_args=extra_args,
+                ready_timeout=DATAPLANE_READY_TIMEOUT,
+            )  # fmt: skip
+        except DataplaneStartError as exc:
+            failure = str(exc)
+        else:
+            started.append(dp)
+            return dp
+        pytest.fail(failure, pytrace=False)  # outside `except`: the report shows stderr once
+
+    try:
+        yield start
+    finally:
+        for dp in started:
+            dp.stop()
+
+
+@pytest.fixture
+def dataplane(start_dataplane_factory: StartDataplane) -> StartDataplane:
+    """`dataplane(policy_path, extra_args=())` starts `ngfw dataplane` in the fw namespace (see module doc)."""
+    return start_dataplane_factory
+
+
+@pytest.fixture
+def start_dataplane(start_dataplane_factory: StartDataplane) -> StartDataplane:
+    """Same as `dataplane`, under the name a test reads best: `dp = start_dataplane("rules/examples/lab.yaml")`."""
+    return start_dataplane_factory
+
+
+def _ns_run(ns: str, argv: Sequence[str], timeout: float = 10.0) -> subprocess.CompletedProcess[str]:
+    return call_in(ns, argv, timeout=timeout)
+
+
+@pytest.fixture
+def ns_run() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """`ns_run(ns, argv, timeout=10)`: run argv inside namespace `ns`; returncode/stdout/stderr, never raises on exit."""
+    return _ns_run
+
+
+@pytest.fixture
+def ns_http_get() -> Callable[..., tuple[int, bytes]]:
+    """`ns_http_get(ns, host, port, path="/", timeout=2)` -> (status, body), from inside `ns` (no curl)."""
+    return http_get
