@@ -1,0 +1,203 @@
+# Stage 1, decode: Ethernet, 802.1Q/802.1ad, ARP, IPv4, IPv6 (extension headers), TCP, UDP, ICMP/ICMPv6.
+# Every read is bounds-checked against the frame length; a malformed frame returns a drop reason
+# and is counted, never read past its end.
+
+cdef enum:
+    ETH_HLEN = 14
+    MAX_VLAN_TAGS = 2
+    MAX_IPV6_EXT = 8
+
+cdef inline void ip_from_v4(ip128_t *ip, const uint8_t *p) noexcept nogil:
+    # ::ffff:a.b.c.d, laid out exactly as the 16 packet bytes would be
+    cdef uint8_t buf[16]
+    memset(buf, 0, 10)
+    buf[10] = 0xff
+    buf[11] = 0xff
+    memcpy(buf + 12, p, 4)
+    memcpy(&ip.hi, buf, 8)
+    memcpy(&ip.lo, buf + 8, 8)
+
+cdef inline void ip_from_v6(ip128_t *ip, const uint8_t *p) noexcept nogil:
+    memcpy(&ip.hi, p, 8)
+    memcpy(&ip.lo, p + 8, 8)
+
+cdef int decode_l4(pkt_t *p, uint32_t off, uint32_t end) noexcept nogil:
+    """Decode the transport header at `off`; `end` is the end of the IP payload."""
+    cdef const uint8_t *d = p.data
+    cdef uint32_t avail = end - off if end > off else 0
+    cdef uint32_t hl, ulen
+    p.l4_off = off
+    p.payload_off = end
+    p.payload_len = 0
+    if p.proto == P_TCP:
+        if avail < 20:
+            return R_FRAG_TINY if p.is_frag else R_TRUNC_TCP
+        hl = (d[off + 12] >> 4) * 4
+        if hl < 20 or hl > avail:
+            return R_BAD_TCP_HEADER
+        p.sport = ngfw_be16(d + off)
+        p.dport = ngfw_be16(d + off + 2)
+        p.tcp_seq = ngfw_be32(d + off + 4)
+        p.tcp_ack = ngfw_be32(d + off + 8)
+        p.tcp_flags = d[off + 13]
+        p.payload_off = off + hl
+        p.payload_len = avail - hl
+        p.has_ports = 1
+    elif p.proto == P_UDP:
+        if avail < 8:
+            return R_FRAG_TINY if p.is_frag else R_TRUNC_UDP
+        p.sport = ngfw_be16(d + off)
+        p.dport = ngfw_be16(d + off + 2)
+        ulen = ngfw_be16(d + off + 4)
+        if not p.is_frag and (ulen < 8 or ulen > avail):
+            return R_BAD_UDP_LENGTH
+        p.payload_off = off + 8
+        p.payload_len = (ulen if not p.is_frag else avail) - 8
+        p.has_ports = 1
+    elif p.proto == P_ICMP or p.proto == P_ICMPV6:
+        if avail < 4:
+            return R_FRAG_TINY if p.is_frag else R_TRUNC_ICMP
+        p.icmp_type = d[off]
+        p.icmp_code = d[off + 1]
+        p.has_ports = 1
+        # echo request/reply carry an identifier that tells concurrent pings apart
+        if avail >= 8 and ((p.proto == P_ICMP and (p.icmp_type == 8 or p.icmp_type == 0)) or
+                           (p.proto == P_ICMPV6 and (p.icmp_type == 128 or p.icmp_type == 129))):
+            p.sport = ngfw_be16(d + off + 4)
+            p.dport = p.sport
+        p.payload_off = off + 4 if avail >= 4 else end
+        p.payload_len = avail - 4
+    return R_NONE
+
+cdef int decode_ipv4(pkt_t *p, uint32_t off) noexcept nogil:
+    cdef const uint8_t *d = p.data
+    cdef uint32_t avail = p.len - off
+    cdef uint32_t ihl, total, frag
+    if avail < 20:
+        return R_TRUNC_IPV4
+    if (d[off] >> 4) != 4:
+        return R_BAD_IPV4_HEADER
+    ihl = (d[off] & 0x0f) * 4
+    if ihl < 20 or ihl > avail:
+        return R_BAD_IPV4_HEADER
+    total = ngfw_be16(d + off + 2)
+    if total < ihl or total > avail:
+        return R_BAD_IPV4_LENGTH
+    p.l3 = L3_IPV4
+    p.l3_off = off
+    p.ip_end = off + total
+    p.proto = d[off + 9]
+    ip_from_v4(&p.src_ip, d + off + 12)
+    ip_from_v4(&p.dst_ip, d + off + 16)
+    frag = ngfw_be16(d + off + 6)
+    if frag & 0x3fff:  # MF set or a non-zero offset
+        p.is_frag = 1
+        p.frag_id = ngfw_be16(d + off + 4)
+        p.frag_first = 1 if (frag & 0x1fff) == 0 else 0
+        if not p.frag_first:
+            p.l4_off = off + ihl
+            p.payload_off = off + ihl
+            p.payload_len = total - ihl
+            return R_NONE
+    return decode_l4(p, off + ihl, off + total)
+
+cdef int decode_ipv6(pkt_t *p, uint32_t off) noexcept nogil:
+    cdef const uint8_t *d = p.data
+    cdef uint32_t avail = p.len - off
+    cdef uint32_t plen, end, cur, hlen
+    cdef uint8_t nh
+    cdef int i
+    if avail < 40:
+        return R_TRUNC_IPV6
+    if (d[off] >> 4) != 6:
+        return R_BAD_IPV4_HEADER if (d[off] >> 4) == 4 else R_TRUNC_IPV6
+    plen = ngfw_be16(d + off + 4)
+    if plen + 40 > avail:
+        return R_TRUNC_IPV6
+    p.l3 = L3_IPV6
+    p.is_v6 = 1
+    p.l3_off = off
+    end = off + 40 + plen
+    p.ip_end = end
+    ip_from_v6(&p.src_ip, d + off + 8)
+    ip_from_v6(&p.dst_ip, d + off + 24)
+    nh = d[off + 6]
+    cur = off + 40
+    for i in range(MAX_IPV6_EXT + 1):
+        if nh == 0 or nh == 43 or nh == 60:  # hop-by-hop, routing, destination options
+            if cur + 8 > end:
+                return R_BAD_IPV6_EXT
+            hlen = (<uint32_t>d[cur + 1] + 1) * 8
+            if cur + hlen > end:
+                return R_BAD_IPV6_EXT
+            nh = d[cur]
+            cur += hlen
+        elif nh == 51:  # authentication header: length in 4-octet units minus 2
+            if cur + 8 > end:
+                return R_BAD_IPV6_EXT
+            hlen = (<uint32_t>d[cur + 1] + 2) * 4
+            if cur + hlen > end:
+                return R_BAD_IPV6_EXT
+            nh = d[cur]
+            cur += hlen
+        elif nh == 44:  # fragment
+            if cur + 8 > end:
+                return R_BAD_IPV6_EXT
+            p.is_frag = 1
+            p.frag_id = ngfw_be32(d + cur + 4)
+            p.frag_first = 1 if (ngfw_be16(d + cur + 2) & 0xfff8) == 0 else 0
+            nh = d[cur]
+            cur += 8
+            if not p.frag_first:
+                p.proto = nh
+                p.l4_off = cur
+                p.payload_off = cur
+                p.payload_len = end - cur
+                return R_NONE
+        else:
+            p.proto = nh
+            return decode_l4(p, cur, end)
+    return R_BAD_IPV6_EXT
+
+cdef int decode_frame(pkt_t *p, const uint8_t *data, uint32_t n) noexcept nogil:
+    """Fill `p` from one Ethernet frame; returns R_NONE or the reason to drop it."""
+    cdef uint32_t off = 12
+    cdef uint16_t et
+    cdef int tags = 0
+    memset(p, 0, sizeof(pkt_t))
+    p.data = data
+    p.len = n
+    if n == 0:
+        return R_EMPTY
+    if n < ETH_HLEN:
+        return R_TRUNC_ETH
+    p.dst_mac = ngfw_mac64(data)
+    p.src_mac = ngfw_mac64(data + 6)
+    et = ngfw_be16(data + off)
+    while et == 0x8100 or et == 0x88a8:
+        if tags == MAX_VLAN_TAGS or off + 6 > n:
+            return R_TRUNC_VLAN
+        if tags == 0:
+            p.vlan = ngfw_be16(data + off + 2) & 0x0fff
+        tags += 1
+        off += 4
+        et = ngfw_be16(data + off)
+    off += 2
+    p.ethertype = et
+    p.l3_off = off
+    if et == 0x0800:
+        return decode_ipv4(p, off)
+    if et == 0x86dd:
+        return decode_ipv6(p, off)
+    if et == 0x0806:
+        # Ethernet/IPv4 ARP is 28 bytes; sender IP lands in src_ip, target IP in dst_ip
+        if off + 28 > n:
+            return R_TRUNC_ARP
+        p.l3 = L3_ARP
+        if ngfw_be16(data + off) == 1 and ngfw_be16(data + off + 2) == 0x0800 and data[off + 4] == 6 and data[off + 5] == 4:
+            ip_from_v4(&p.src_ip, data + off + 14)
+            ip_from_v4(&p.dst_ip, data + off + 24)
+            p.arp_ipv4 = 1
+        p.ip_end = off + 28
+        return R_NONE
+    return R_UNKNOWN_ETHERTYPE

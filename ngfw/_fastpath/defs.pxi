@@ -1,0 +1,196 @@
+# Shared C declarations of the fastpath: system glue, packet and drop-reason vocabulary.
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int16_t, int32_t, int64_t
+from libc.string cimport memcpy, memset, memcmp
+from libc.stdlib cimport calloc, malloc, free
+
+cdef extern from "fp_sys.h" nogil:
+    uint32_t ngfw_load_u32(const void *p)
+    void ngfw_store_u32(void *p, uint32_t v)
+    uint64_t ngfw_load_u64(const void *p)
+    void ngfw_store_u64(void *p, uint64_t v)
+    void *ngfw_load_ptr(void * const *p)
+    void ngfw_store_ptr(void **p, void *v)
+    uint64_t ngfw_now_ns()
+    uint16_t ngfw_be16(const uint8_t *p)
+    uint32_t ngfw_be32(const uint8_t *p)
+    void ngfw_put_be16(uint8_t *p, uint16_t v)
+    void ngfw_put_be32(uint8_t *p, uint32_t v)
+    uint64_t ngfw_load64(const uint8_t *p)
+    uint64_t ngfw_mac64(const uint8_t *p)
+    uint64_t ngfw_mix64(uint64_t x)
+    size_t NGFW_TX_DATA_OFF
+
+    # linux/if_packet.h
+    int AF_PACKET, SOCK_RAW, SOL_PACKET, ETH_P_ALL, MSG_DONTWAIT
+    int PACKET_VERSION, PACKET_RX_RING, PACKET_TX_RING, PACKET_QDISC_BYPASS, PACKET_IGNORE_OUTGOING
+    int PACKET_STATISTICS
+    int TPACKET_V2
+    uint32_t TP_STATUS_KERNEL, TP_STATUS_USER, TP_STATUS_AVAILABLE, TP_STATUS_SEND_REQUEST
+    uint32_t TP_STATUS_SENDING, TP_STATUS_WRONG_FORMAT, TP_STATUS_CSUMNOTREADY, TP_STATUS_VLAN_VALID
+    uint32_t TP_STATUS_VLAN_TPID_VALID
+    int PROT_READ, PROT_WRITE, MAP_SHARED, MAP_LOCKED
+    void *MAP_FAILED
+    short POLLIN, POLLERR
+    int errno
+    int EAGAIN, EINTR
+
+    struct tpacket2_hdr:
+        uint32_t tp_status
+        uint32_t tp_len
+        uint32_t tp_snaplen
+        uint16_t tp_mac
+        uint16_t tp_net
+        uint32_t tp_sec
+        uint32_t tp_nsec
+        uint16_t tp_vlan_tci
+        uint16_t tp_vlan_tpid
+
+    struct tpacket_req:
+        unsigned int tp_block_size
+        unsigned int tp_block_nr
+        unsigned int tp_frame_size
+        unsigned int tp_frame_nr
+
+    struct tpacket_stats:
+        unsigned int tp_packets
+        unsigned int tp_drops
+
+    struct sockaddr_ll:
+        unsigned short sll_family
+        unsigned short sll_protocol
+        int sll_ifindex
+        unsigned short sll_hatype
+        unsigned char sll_pkttype
+        unsigned char sll_halen
+        unsigned char sll_addr[8]
+
+    struct sockaddr:
+        pass
+
+    struct pollfd:
+        int fd
+        short events
+        short revents
+
+    ctypedef unsigned int socklen_t
+    int socket(int domain, int type, int protocol)
+    int setsockopt(int fd, int level, int name, const void *val, socklen_t len)
+    int getsockopt(int fd, int level, int name, void *val, socklen_t *len)
+    int bind(int fd, const sockaddr *addr, socklen_t len)
+    ssize_t send(int fd, const void *buf, size_t n, int flags)
+    ssize_t read(int fd, void *buf, size_t n)
+    ssize_t write(int fd, const void *buf, size_t n)
+    int close(int fd)
+    void *mmap(void *addr, size_t length, int prot, int flags, int fd, long offset)
+    int munmap(void *addr, size_t length)
+    int poll(pollfd *fds, unsigned long nfds, int timeout)
+    uint16_t htons(uint16_t v)
+
+# --- drop reasons: one counter each; names are the `reason` label of ngfw_drops_total ---
+cdef enum:
+    R_NONE = 0
+    R_EMPTY = 1
+    R_TRUNC_ETH = 2
+    R_TRUNC_VLAN = 3
+    R_UNKNOWN_ETHERTYPE = 4
+    R_TRUNC_ARP = 5
+    R_TRUNC_IPV4 = 6
+    R_BAD_IPV4_HEADER = 7
+    R_BAD_IPV4_LENGTH = 8
+    R_TRUNC_IPV6 = 9
+    R_BAD_IPV6_EXT = 10
+    R_TRUNC_TCP = 11
+    R_BAD_TCP_HEADER = 12
+    R_TRUNC_UDP = 13
+    R_BAD_UDP_LENGTH = 14
+    R_TRUNC_ICMP = 15
+    R_OVERSIZE = 16
+    R_FRAG_TINY = 17
+    R_FRAG_NO_FIRST = 18
+    R_SPOOFED_IP = 19
+    R_SPOOFED_MAC = 20
+    R_WRONG_PORT = 21
+    R_NO_WORKLOAD = 22
+    R_POLICY_DENY = 23
+    R_POLICY_REJECT = 24
+    R_POLICY_DEFAULT = 25
+    R_TCP_NOT_SYN = 26
+    R_FLOW_TABLE_FULL = 27
+    R_CUT_BY_POLICY = 28
+    R_HAIRPIN = 29
+    R_TX_FULL = 30
+    R_FRAG_TABLE_FULL = 31
+    R_NO_POLICY = 32
+    R_COUNT = 33
+
+DROP_REASONS = (
+    "none", "empty_frame", "truncated_ethernet", "truncated_vlan", "unknown_ethertype", "truncated_arp",
+    "truncated_ipv4", "bad_ipv4_header", "bad_ipv4_length", "truncated_ipv6", "bad_ipv6_extension_header",
+    "truncated_tcp", "bad_tcp_header", "truncated_udp", "bad_udp_length", "truncated_icmp", "oversize",
+    "fragment_tiny", "fragment_without_first", "spoofed_ip", "spoofed_mac", "wrong_port", "no_workload",
+    "policy_deny", "policy_reject", "policy_default_deny", "tcp_not_syn", "flow_table_full",
+    "cut_by_policy", "hairpin", "tx_ring_full", "fragment_table_full", "no_policy",
+)
+
+# --- layer 3 kinds ---
+cdef enum:
+    L3_NONE = 0
+    L3_ARP = 1
+    L3_IPV4 = 2
+    L3_IPV6 = 3
+
+cdef enum:
+    P_ICMP = 1
+    P_TCP = 6
+    P_UDP = 17
+    P_ICMPV6 = 58
+
+cdef enum:
+    TH_FIN = 0x01
+    TH_SYN = 0x02
+    TH_RST = 0x04
+    TH_PSH = 0x08
+    TH_ACK = 0x10
+
+# --- verdicts (equal to ngfw.compiler.tables.Action) ---
+cdef enum:
+    A_ALLOW = 0
+    A_DENY = 1
+    A_REJECT = 2
+
+# An IP address as two 64-bit words in packet byte order; IPv4 is mapped (::ffff:a.b.c.d)
+# so one table and one compare serve both families.
+ctypedef struct ip128_t:
+    uint64_t hi
+    uint64_t lo
+
+# One decoded frame. Offsets index `data`; nothing here owns memory.
+ctypedef struct pkt_t:
+    const uint8_t *data
+    uint32_t len
+    uint32_t l3_off
+    uint32_t l4_off
+    uint32_t payload_off
+    uint32_t payload_len
+    uint32_t ip_end            # end of the IP datagram (Ethernet padding excluded)
+    uint16_t vlan              # VLAN id of the outer tag, 0 when untagged
+    uint16_t ethertype
+    uint8_t l3
+    uint8_t proto
+    uint8_t has_ports          # ports/ICMP fields were decoded
+    uint8_t tcp_flags
+    uint8_t icmp_type
+    uint8_t icmp_code
+    uint8_t is_frag
+    uint8_t frag_first
+    uint8_t is_v6
+    uint8_t arp_ipv4           # an Ethernet/IPv4 ARP whose sender and target IPs were read
+    uint32_t frag_id
+    uint16_t sport
+    uint16_t dport
+    uint32_t tcp_seq
+    uint32_t tcp_ack
+    ip128_t src_ip
+    ip128_t dst_ip
+    uint64_t src_mac
+    uint64_t dst_mac

@@ -1,0 +1,546 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The ngfw fastpath: one compiled extension, one include per pipeline stage.
+
+Python builds `Tables` from a compiled policy and hands ports to an `Engine`; `Engine.run`
+then forwards frames with the GIL released. Python sees counters when it asks (`stats`) and
+flow/drop events through a ring it drains (`drain_events`).
+"""
+
+include "defs.pxi"
+include "decode.pxi"
+include "idmap.pxi"
+include "policy.pxi"
+include "identity.pxi"
+include "flow.pxi"
+include "events.pxi"
+include "respond.pxi"
+include "io.pxi"
+include "switch.pxi"
+include "worker.pxi"
+
+import ipaddress
+import os
+import time
+
+cdef extern from "hs.h" nogil:
+    const char *hs_version()
+
+COMPILED = True
+BUILD_INFO = {"hyperscan": hs_version().decode(), "io": "AF_PACKET TPACKET_V2"}
+
+
+# ---------------------------------------------------------------- helpers for Python <-> C
+
+cdef ip128_t ip_to_c(object addr) except *:
+    cdef ip128_t out
+    cdef bytes raw
+    if isinstance(addr, ipaddress.IPv4Address):
+        raw = b"\x00" * 10 + b"\xff\xff" + addr.packed
+    else:
+        raw = addr.packed
+    memcpy(&out.hi, <const char *>raw, 8)
+    memcpy(&out.lo, (<const char *>raw) + 8, 8)
+    return out
+
+cdef object ip_from_c(ip128_t ip, bint v6):
+    cdef bytes raw = (<char *>&ip.hi)[:8] + (<char *>&ip.lo)[:8]
+    if v6:
+        return str(ipaddress.IPv6Address(raw))
+    return str(ipaddress.IPv4Address(raw[12:]))
+
+cdef uint64_t mac_to_c(bytes mac) except? 0:
+    cdef uint64_t v = 0
+    if len(mac) != 6:
+        raise ValueError(f"a MAC address is 6 bytes, got {len(mac)}")
+    memcpy(&v, <const char *>mac, 6)
+    return v
+
+
+def decode(bytes frame) -> dict:
+    """Decode one frame with the fastpath's decoder (for tests and tools)."""
+    cdef pkt_t p
+    cdef int reason = decode_frame(&p, <const uint8_t *><const char *>frame, <uint32_t>len(frame))
+    out = {"reason": DROP_REASONS[reason] if reason else None, "l3": ("none", "arp", "ipv4", "ipv6")[p.l3],
+           "vlan": p.vlan, "ethertype": p.ethertype, "proto": p.proto, "is_fragment": bool(p.is_frag),
+           "first_fragment": bool(p.frag_first), "sport": p.sport, "dport": p.dport,
+           "tcp_flags": p.tcp_flags, "icmp_type": p.icmp_type, "icmp_code": p.icmp_code,
+           "payload_len": p.payload_len}
+    if p.l3 == L3_IPV4 or p.l3 == L3_IPV6 or p.arp_ipv4:
+        out["src_ip"] = ip_from_c(p.src_ip, p.is_v6)
+        out["dst_ip"] = ip_from_c(p.dst_ip, p.is_v6)
+    return out
+
+
+# ---------------------------------------------------------------- policy tables
+
+cdef class Tables:
+    """One policy generation in C memory; built off the hot path, then handed to `Engine.set_tables`."""
+
+    cdef tables_t t
+    cdef readonly object policy
+    cdef readonly double build_seconds
+
+    def __cinit__(self):
+        memset(&self.t, 0, sizeof(tables_t))
+
+    def __init__(self, policy, port_index=None):
+        port_index = port_index or {}
+        started = time.perf_counter()
+        self.policy = policy
+        self._build(policy, port_index)
+        self.build_seconds = time.perf_counter() - started
+
+    cdef _build(self, policy, dict port_index):
+        cdef tables_t *t = &self.t
+        cdef uint32_t n_wl = len(policy.workloads)
+        cdef uint32_t n_rules = len(policy.rules)
+        cdef uint32_t n_vsys = len(policy.vsys)
+        cdef uint32_t words = (n_wl + 63) // 64
+        cdef uint32_t i, j, w, v, nbits = 0, ncidr = 0, nsvc = 0, ncand = 0
+        cdef int32_t prev
+        cdef ip128_t ip, mask
+        cdef rule_t *r
+        t.generation = policy.version
+        t.n_wl = n_wl
+        t.n_rules = n_rules
+        t.n_vsys = n_vsys
+        for rule in policy.rules:
+            nbits += (1 if rule.src.workloads else 0) + (1 if rule.dst.workloads else 0)
+            ncidr += len(rule.src.cidrs) + len(rule.dst.cidrs)
+            nsvc += len(rule.services)
+        t.rules = <rule_t *>calloc(n_rules + 1, sizeof(rule_t))
+        t.bits = <uint64_t *>calloc(nbits * words + 1, sizeof(uint64_t))
+        t.cidrs = <cidr_t *>calloc(ncidr + 1, sizeof(cidr_t))
+        t.svcs = <svc_t *>calloc(nsvc + 1, sizeof(svc_t))
+        t.wl_vsys = <int32_t *>calloc(n_wl + 1, sizeof(int32_t))
+        t.wl_port = <int32_t *>calloc(n_wl + 1, sizeof(int32_t))
+        t.cand_off = <uint32_t *>calloc(n_wl + n_vsys + 1, sizeof(uint32_t))
+        t.cand_len = <uint32_t *>calloc(n_wl + n_vsys + 1, sizeof(uint32_t))
+        t.rule_hits = <uint64_t *>calloc(n_rules + 1, sizeof(uint64_t))
+        t.default_hits = <uint64_t *>calloc(n_vsys + 1, sizeof(uint64_t))
+        if (t.rules == NULL or t.bits == NULL or t.cidrs == NULL or t.svcs == NULL or t.wl_vsys == NULL
+                or t.wl_port == NULL or t.cand_off == NULL or t.cand_len == NULL or t.rule_hits == NULL
+                or t.default_hits == NULL):
+            raise MemoryError("not enough memory for the policy tables")
+        n_macs = sum(len(wl.macs) for wl in policy.workloads)
+        n_ips = sum(len(wl.ips) for wl in policy.workloads)
+        if idmap_init(&t.wl_by_mac, n_macs) < 0 or idmap_init(&t.wl_by_ip, n_ips) < 0:
+            raise MemoryError("not enough memory for the identity tables")
+
+        for w, wl in enumerate(policy.workloads):
+            t.wl_vsys[w] = wl.vsys
+            t.wl_port[w] = port_index.get(wl.port, -1) if wl.port else -1
+            for mac in wl.macs:
+                prev = idmap_put(&t.wl_by_mac, 0, mac_to_c(bytes(mac)), w)
+                if prev >= 0:
+                    raise ValueError(f"MAC {bytes(mac).hex(':')} is bound to workloads "
+                                     f"{policy.workloads[prev].name} and {wl.name}")
+            for addr in wl.ips:
+                ip = ip_to_c(addr)
+                prev = idmap_put(&t.wl_by_ip, ip.hi, ip.lo, w)
+                if prev >= 0:
+                    raise ValueError(f"IP {addr} is bound to workloads {policy.workloads[prev].name} and {wl.name}")
+
+        nbits = 0
+        ncidr = 0
+        nsvc = 0
+        prev_vsys = -1
+        for i, rule in enumerate(policy.rules):
+            if rule.vsys < prev_vsys:
+                raise ValueError("compiled rules must be grouped by vsys")
+            prev_vsys = rule.vsys
+            r = &t.rules[i]
+            r.vsys = rule.vsys
+            r.action = int(rule.action)
+            r.log = 1 if rule.log else 0
+            for side in (0, 1):
+                aset = rule.src if side == 0 else rule.dst
+                bits_off = -1
+                if aset.workloads:
+                    bits_off = nbits * words
+                    nbits += 1
+                    for w in aset.workloads:
+                        t.bits[bits_off + (w >> 6)] |= (<uint64_t>1) << (w & 63)
+                first = ncidr
+                for net in aset.cidrs:
+                    ip = ip_to_c(net.network_address)
+                    plen = net.prefixlen + (96 if net.version == 4 else 0)
+                    mask_int = ((1 << plen) - 1) << (128 - plen) if plen else 0
+                    mask = ip_to_c(ipaddress.IPv6Address(mask_int))
+                    t.cidrs[ncidr].mask_hi = mask.hi
+                    t.cidrs[ncidr].mask_lo = mask.lo
+                    t.cidrs[ncidr].net_hi = ip.hi & mask.hi
+                    t.cidrs[ncidr].net_lo = ip.lo & mask.lo
+                    ncidr += 1
+                if side == 0:
+                    r.src_any = 1 if aset.any else 0
+                    r.src_bits = bits_off
+                    r.src_cidr = first
+                    r.src_ncidr = ncidr - first
+                else:
+                    r.dst_any = 1 if aset.any else 0
+                    r.dst_bits = bits_off
+                    r.dst_cidr = first
+                    r.dst_ncidr = ncidr - first
+            r.svc = nsvc
+            r.nsvc = len(rule.services)
+            for svc in rule.services:
+                t.svcs[nsvc].proto = svc.proto
+                t.svcs[nsvc].lo = svc.port_lo
+                t.svcs[nsvc].hi = svc.port_hi
+                nsvc += 1
+        self._build_candidates(words)
+
+    cdef _build_candidates(self, uint32_t words):
+        """Per-source candidate lists, so a flow scans only the rules that can match its source."""
+        cdef tables_t *t = &self.t
+        cdef uint32_t lists = t.n_wl + t.n_vsys
+        cdef uint32_t i, li, v, total = 0, pass_no
+        cdef int32_t w
+        cdef rule_t *r
+        cdef uint32_t *first = <uint32_t *>calloc(t.n_vsys + 1, sizeof(uint32_t))
+        cdef uint32_t *last = <uint32_t *>calloc(t.n_vsys + 1, sizeof(uint32_t))
+        if first == NULL or last == NULL:
+            free(first); free(last)
+            raise MemoryError("not enough memory for the policy tables")
+        for v in range(t.n_vsys):
+            first[v] = t.n_rules
+        for i in range(t.n_rules):
+            v = t.rules[i].vsys
+            if first[v] == t.n_rules:
+                first[v] = i
+            last[v] = i + 1
+        # two passes: count, then fill
+        for pass_no in range(2):
+            total = 0
+            for li in range(lists):
+                if pass_no == 1:
+                    t.cand_off[li] = total
+                if li < t.n_wl:
+                    w = li
+                    v = t.wl_vsys[w]
+                else:
+                    w = -1
+                    v = li - t.n_wl
+                for i in range(first[v], last[v]):
+                    r = &t.rules[i]
+                    if (r.src_any or r.src_ncidr > 0 or
+                            (w >= 0 and r.src_bits >= 0 and (t.bits[r.src_bits + (w >> 6)] >> (w & 63)) & 1)):
+                        if pass_no == 1:
+                            t.cand[total] = i
+                        total += 1
+                if pass_no == 1:
+                    t.cand_len[li] = total - t.cand_off[li]
+            if pass_no == 0:
+                t.cand = <int32_t *>calloc(total + 1, sizeof(int32_t))
+                if t.cand == NULL:
+                    free(first); free(last)
+                    raise MemoryError("not enough memory for the policy tables")
+        free(first)
+        free(last)
+
+    def rule_hits(self) -> list:
+        return [self.t.rule_hits[i] for i in range(self.t.n_rules)]
+
+    def default_hits(self) -> list:
+        return [self.t.default_hits[i] for i in range(self.t.n_vsys)]
+
+    @property
+    def generation(self) -> int:
+        return self.t.generation
+
+    def __dealloc__(self):
+        free(self.t.rules); free(self.t.bits); free(self.t.cidrs); free(self.t.svcs)
+        free(self.t.wl_vsys); free(self.t.wl_port); free(self.t.cand_off); free(self.t.cand_len)
+        free(self.t.cand); free(self.t.rule_hits); free(self.t.default_hits)
+        idmap_free(&self.t.wl_by_mac)
+        idmap_free(&self.t.wl_by_ip)
+
+
+# ---------------------------------------------------------------- the engine
+
+DEFAULT_TIMEOUTS = {"tcp_syn": 30.0, "tcp_established": 3600.0, "tcp_closing": 30.0, "tcp_closed": 5.0,
+                    "udp": 30.0, "icmp": 10.0, "other": 30.0}
+
+
+cdef class Engine:
+    """Ports, the flow table and the loop. One engine runs on one thread."""
+
+    cdef engine_t *e
+    cdef Tables current
+    cdef list port_names
+    cdef readonly uint32_t flow_capacity
+    cdef readonly double wall_offset
+    cdef dict kernel_drops   # port index -> drops reported by PACKET_STATISTICS so far
+
+    def __cinit__(self, uint32_t flow_capacity=262144, dict timeouts=None, uint32_t event_capacity=65536,
+                  uint32_t burst=64):
+        cdef uint32_t i
+        self.e = <engine_t *>calloc(1, sizeof(engine_t))
+        if self.e == NULL:
+            raise MemoryError("not enough memory for the engine")
+        self.e.macs = <mac_entry_t *>calloc(MACTABLE_SLOTS, sizeof(mac_entry_t))
+        self.e.frags = <frag_entry_t *>calloc(FRAG_SLOTS, sizeof(frag_entry_t))
+        if self.e.macs == NULL or self.e.frags == NULL:
+            raise MemoryError("not enough memory for the engine")
+        for i in range(MACTABLE_SLOTS):
+            self.e.macs[i].port = -1
+        if flow_capacity < 1:
+            raise ValueError("flow_capacity must be at least 1")
+        if flowtable_init(&self.e.flows, flow_capacity) < 0:
+            raise MemoryError(f"not enough memory for a flow table of {flow_capacity} flows")
+        if evring_init(&self.e.events, event_capacity) < 0:
+            raise MemoryError("not enough memory for the event ring")
+        self.flow_capacity = flow_capacity
+        self.e.burst = burst
+        self.e.flow_id_salt = int.from_bytes(os.urandom(8), "little")
+        self.port_names = []
+        self.kernel_drops = {}
+        self.set_timeouts(timeouts or {})
+        self.wall_offset = time.time() - time.monotonic()
+
+    def set_timeouts(self, dict timeouts):
+        merged = dict(DEFAULT_TIMEOUTS)
+        for name, value in timeouts.items():
+            if name not in merged:
+                raise ValueError(f"unknown timeout {name!r}; known: {', '.join(merged)}")
+            if value <= 0:
+                raise ValueError(f"timeout {name} must be positive, got {value}")
+            merged[name] = float(value)
+        for i, name in enumerate(TIMEOUT_NAMES):
+            self.e.timeouts_ns[i] = <uint64_t>(merged[name] * 1e9)
+
+    def __dealloc__(self):
+        cdef uint32_t i
+        if self.e != NULL:
+            for i in range(self.e.n_ports):
+                port_close(&self.e.ports[i])
+            free(self.e.flows.slots)
+            free(self.e.events.ev)
+            free(self.e.macs)
+            free(self.e.frags)
+            free(self.e)
+            self.e = NULL
+
+    # ---- ports
+    cdef port_t *_new_port(self, str name, int32_t segment) except NULL:
+        if self.e.n_ports >= MAX_PORTS:
+            raise ValueError(f"at most {MAX_PORTS} ports per dataplane")
+        if segment < 0 or segment >= MAX_SEGMENTS:
+            raise ValueError(f"segment must be in 0..{MAX_SEGMENTS - 1}")
+        if self.e.segments[segment].n_ports >= MAX_SEGMENT_PORTS:
+            raise ValueError(f"at most {MAX_SEGMENT_PORTS} ports per segment")
+        cdef port_t *p = &self.e.ports[self.e.n_ports]
+        memset(p, 0, sizeof(port_t))
+        p.fd = -1
+        p.segment = segment
+        return p
+
+    cdef int _commit_port(self, str name, int32_t segment):
+        cdef segment_t *s = &self.e.segments[segment]
+        s.ports[s.n_ports] = self.e.n_ports
+        s.n_ports += 1
+        if segment >= self.e.n_segments:
+            self.e.n_segments = segment + 1
+        self.port_names.append(name)
+        self.e.n_ports += 1
+        return self.e.n_ports - 1
+
+    def add_ring_port(self, str name, int ifindex, uint32_t mtu, int32_t segment,
+                      uint32_t rx_frames=4096, uint32_t tx_frames=1024) -> int:
+        """Attach an AF_PACKET TPACKET_V2 ring to link `ifindex`; raises OSError naming the link."""
+        cdef port_t *p = self._new_port(name, segment)
+        cdef int rc = ring_port_open(p, ifindex, rx_frames, tx_frames, mtu)
+        if rc < 0:
+            raise OSError(-rc, f"cannot open a packet ring on {name}: {os.strerror(-rc)}")
+        return self._commit_port(name, segment)
+
+    def add_tap_port(self, str name, int fd, uint32_t mtu, int32_t segment) -> int:
+        """Use an open, non-blocking TAP descriptor (IFF_TAP | IFF_NO_PI) as a port."""
+        cdef port_t *p = self._new_port(name, segment)
+        p.kind = PORT_TAP
+        p.fd = fd
+        p.mtu = mtu
+        return self._commit_port(name, segment)
+
+    def add_memory_port(self, str name, int32_t segment, uint32_t mtu=1500, uint32_t capacity=1 << 22) -> int:
+        """A port whose transmitted frames are kept for `take_tx` (tests, replay)."""
+        cdef port_t *p = self._new_port(name, segment)
+        p.kind = PORT_MEM
+        p.mtu = mtu
+        p.mem_buf = <uint8_t *>malloc(capacity)
+        if p.mem_buf == NULL:
+            raise MemoryError("not enough memory for a memory port")
+        p.mem_cap = capacity
+        return self._commit_port(name, segment)
+
+    @property
+    def ports(self) -> list:
+        return list(self.port_names)
+
+    # ---- policy
+    def set_tables(self, Tables tables, double timeout=2.0) -> None:
+        """Swap in a new policy generation; returns once the loop uses it (or at once when stopped)."""
+        cdef double deadline
+        if not ngfw_load_u32(&self.e.running):
+            self.e.tables = &tables.t
+            self.current = tables
+            return
+        ngfw_store_ptr(<void **>&self.e.pending, <void *>&tables.t)
+        deadline = time.monotonic() + timeout
+        while ngfw_load_ptr(<void **>&self.e.pending) != NULL:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the packet loop did not pick up the new policy")
+            time.sleep(0.0005)
+        self.current = tables
+
+    @property
+    def tables(self):
+        return self.current
+
+    # ---- running
+    def run(self) -> None:
+        """Forward until `stop()`; the GIL is released for the whole loop."""
+        ngfw_store_u32(&self.e.stop, 0)
+        ngfw_store_u32(&self.e.running, 1)
+        try:
+            with nogil:
+                run_loop(self.e)
+        finally:
+            adopt_tables(self.e)
+            ngfw_store_u32(&self.e.running, 0)
+
+    def stop(self) -> None:
+        ngfw_store_u32(&self.e.stop, 1)
+
+    def inject(self, uint16_t port, bytes frame, now_ns=None) -> None:
+        """Run one frame through the pipeline as if it arrived on `port` (never while `run` is active)."""
+        cdef uint64_t now = ngfw_now_ns() if now_ns is None else <uint64_t>now_ns
+        cdef uint32_t i
+        if port >= self.e.n_ports:
+            raise ValueError(f"no port {port}")
+        if ngfw_load_u32(&self.e.running):
+            raise RuntimeError("inject() while the loop is running")
+        process_frame(self.e, port, <const uint8_t *><const char *>frame, <uint32_t>len(frame), 0, now)
+        for i in range(self.e.n_ports):
+            port_flush(&self.e.ports[i])
+
+    def take_tx(self, uint16_t port) -> list:
+        """Frames a memory port transmitted since the last call."""
+        cdef port_t *p = &self.e.ports[port]
+        cdef uint32_t off = 0, n
+        out = []
+        if p.kind != PORT_MEM:
+            raise ValueError(f"port {self.port_names[port]} is not a memory port")
+        while off < p.mem_used:
+            memcpy(&n, p.mem_buf + off, 4)
+            out.append((<char *>p.mem_buf)[off + 4:off + 4 + n])
+            off += 4 + n
+        p.mem_used = 0
+        return out
+
+    def expire(self, now_ns=None) -> None:
+        """Sweep the whole flow table at `now_ns` (tests; the loop sweeps by itself)."""
+        cdef uint64_t now = ngfw_now_ns() if now_ns is None else <uint64_t>now_ns
+        self.e.last_sweep = 0
+        self.e.flows.sweep_cursor = 0
+        sweep_flows(self.e, now if now > 1000000000 else 1000000000)
+
+    def end_all_flows(self) -> None:
+        """Emit a `shutdown` flow event for every logged flow and empty the table (after `stop`)."""
+        cdef uint32_t s
+        for s in range(self.e.flows.mask + 1):
+            if self.e.flows.slots[s].used:
+                flow_end(self.e, &self.e.flows.slots[s], END_SHUTDOWN)
+                self.e.flows.slots[s].used = 0
+        self.e.flows.count = 0
+
+    # ---- observability
+    def stats(self) -> dict:
+        cdef uint32_t i
+        cdef port_t *p
+        ports = []
+        for i in range(self.e.n_ports):
+            p = &self.e.ports[i]
+            ports.append({"name": self.port_names[i], "rx_packets": p.rx_packets, "rx_bytes": p.rx_bytes,
+                          "tx_packets": p.tx_packets, "tx_bytes": p.tx_bytes, "tx_errors": p.tx_errors,
+                          "kernel_drops": self._kernel_drops(i)})
+        return {
+            "ports": ports,
+            "drops": {DROP_REASONS[i]: self.e.drops[i] for i in range(1, R_COUNT)},
+            "flows_active": self.e.flows.count,
+            "flows_capacity": self.e.flows.capacity,
+            "flows_created": self.e.flows_created,
+            "flows_expired": self.e.flows_expired,
+            "flows_cut": self.e.flows_cut,
+            "flow_insert_failures": self.e.drops[R_FLOW_TABLE_FULL],
+            "events_lost": self.e.events.lost,
+        }
+
+    cdef uint64_t _kernel_drops(self, uint32_t i):
+        # PACKET_STATISTICS resets on every read, so the total is kept here
+        cdef tpacket_stats st
+        cdef socklen_t n = sizeof(st)
+        cdef port_t *p = &self.e.ports[i]
+        if p.kind == PORT_RING and getsockopt(p.fd, SOL_PACKET, PACKET_STATISTICS, &st, &n) == 0:
+            self.kernel_drops[i] = self.kernel_drops.get(i, 0) + st.tp_drops
+        return self.kernel_drops.get(i, 0)
+
+    def flows(self) -> list:
+        """The flow table as dicts (debugging and tests; O(capacity))."""
+        cdef uint32_t s
+        cdef event_t ev
+        out = []
+        for s in range(self.e.flows.mask + 1):
+            if self.e.flows.slots[s].used:
+                event_from_flow(&ev, &self.e.flows.slots[s], EV_FLOW)
+                d = self._event_dict(&ev)
+                d["tcp_state"] = TCP_STATE_NAMES[self.e.flows.slots[s].tcp_state]
+                d["cut"] = bool(self.e.flows.slots[s].cut)
+                out.append(d)
+        return out
+
+    cdef dict _event_dict(self, event_t *ev):
+        return {
+            "event": "flow" if ev.type == EV_FLOW else "drop",
+            "flow_id": ev.flow_id,
+            "proto": ev.proto,
+            "src_ip": ip_from_c(ev.src_ip, ev.is_v6),
+            "src_port": ev.src_port,
+            "dest_ip": ip_from_c(ev.dest_ip, ev.is_v6),
+            "dest_port": ev.dest_port,
+            "vlan": ev.vlan,
+            "in_port": self.port_names[ev.in_port] if ev.in_port < len(self.port_names) else "",
+            "vsys": ev.vsys,
+            "src_wl": ev.src_wl,
+            "dst_wl": ev.dst_wl,
+            "rule": ev.rule,
+            "rule_ingress": ev.rule_ingress,
+            "generation": ev.generation,
+            "action": ("allow", "deny", "reject")[ev.action],
+            "end_reason": END_REASONS[ev.end_reason] if ev.type == EV_FLOW else None,
+            "drop_reason": DROP_REASONS[ev.drop_reason] if ev.type == EV_DROP else None,
+            "tcp_state": TCP_STATE_NAMES[ev.tcp_state],
+            "start": (ev.ts_first / 1e9) + self.wall_offset,
+            "end": (ev.ts_last / 1e9) + self.wall_offset,
+            "pkts_toserver": ev.pkts[0],
+            "pkts_toclient": ev.pkts[1],
+            "bytes_toserver": ev.bytes[0],
+            "bytes_toclient": ev.bytes[1],
+        }
+
+    def drain_events(self, uint32_t max_events=4096) -> list:
+        """Take up to `max_events` flow/drop events from the ring (Python side of the SPSC ring)."""
+        cdef evring_t *r = &self.e.events
+        cdef uint32_t tail = r.tail
+        cdef uint32_t head = ngfw_load_u32(&r.head)
+        out = []
+        while tail != head and len(out) < max_events:
+            out.append(self._event_dict(&r.ev[tail & (r.size - 1)]))
+            tail += 1
+        ngfw_store_u32(&r.tail, tail)
+        return out
+
+    @property
+    def drop_reasons(self) -> tuple:
+        return DROP_REASONS[1:]

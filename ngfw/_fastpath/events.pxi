@@ -1,0 +1,98 @@
+# Events from the fastpath to Python (flow ended, new flow dropped): a single-producer,
+# single-consumer ring. The loop never waits on Python; when the ring is full the event is
+# counted as lost.
+
+cdef enum:
+    EV_FLOW = 1    # a flow ended (timeout, close, cut, shutdown)
+    EV_DROP = 2    # a new flow was denied or rejected
+
+cdef enum:
+    END_TIMEOUT = 0
+    END_CUT = 1
+    END_SHUTDOWN = 2
+    END_REUSED = 3  # a new TCP SYN reused the tuple of a closed flow
+
+END_REASONS = ("timeout", "cut", "shutdown", "reused")
+
+ctypedef struct event_t:
+    uint8_t type
+    uint8_t proto
+    uint8_t action
+    uint8_t end_reason
+    uint8_t tcp_state
+    uint8_t is_v6
+    uint8_t drop_reason
+    uint8_t pad
+    uint16_t in_port
+    uint16_t src_port       # initiator's side
+    uint16_t dest_port
+    uint16_t vlan
+    int32_t vsys
+    int32_t src_wl
+    int32_t dst_wl
+    int32_t rule
+    int32_t rule_ingress
+    uint32_t generation
+    uint64_t flow_id
+    uint64_t ts_first
+    uint64_t ts_last
+    uint64_t pkts[2]
+    uint64_t bytes[2]
+    ip128_t src_ip
+    ip128_t dest_ip
+
+ctypedef struct evring_t:
+    event_t *ev
+    uint32_t size          # power of two
+    uint32_t head          # written by the loop
+    uint32_t tail          # written by Python
+    uint64_t lost
+
+cdef int evring_init(evring_t *r, uint32_t size) noexcept nogil:
+    cdef uint32_t n = 64
+    while n < size:
+        n <<= 1
+    r.ev = <event_t *>calloc(n, sizeof(event_t))
+    r.size = n
+    r.head = 0
+    r.tail = 0
+    r.lost = 0
+    return 0 if r.ev != NULL else -1
+
+cdef inline event_t *evring_claim(evring_t *r) noexcept nogil:
+    cdef uint32_t head = r.head
+    if head - ngfw_load_u32(&r.tail) >= r.size:
+        r.lost += 1
+        return NULL
+    return &r.ev[head & (r.size - 1)]
+
+cdef inline void evring_publish(evring_t *r) noexcept nogil:
+    ngfw_store_u32(&r.head, r.head + 1)
+
+cdef void event_from_flow(event_t *e, const flow_t *f, uint8_t type) noexcept nogil:
+    e.type = type
+    e.proto = f.key.proto
+    e.action = f.action
+    e.tcp_state = f.tcp_state
+    e.is_v6 = f.is_v6
+    e.in_port = f.in_port
+    e.vlan = f.key.vlan
+    e.vsys = f.vsys
+    e.src_wl = f.src_wl
+    e.dst_wl = f.dst_wl
+    e.rule = f.rule
+    e.rule_ingress = f.rule_ingress
+    e.generation = f.generation
+    e.flow_id = f.flow_id
+    e.ts_first = f.ts_first
+    e.ts_last = f.ts_last
+    e.pkts[0] = f.pkts[0]
+    e.pkts[1] = f.pkts[1]
+    e.bytes[0] = f.bytes[0]
+    e.bytes[1] = f.bytes[1]
+    if f.init_is_a:
+        e.src_ip.hi = f.key.a_hi; e.src_ip.lo = f.key.a_lo; e.src_port = f.key.a_port
+        e.dest_ip.hi = f.key.b_hi; e.dest_ip.lo = f.key.b_lo; e.dest_port = f.key.b_port
+    else:
+        e.src_ip.hi = f.key.b_hi; e.src_ip.lo = f.key.b_lo; e.src_port = f.key.b_port
+        e.dest_ip.hi = f.key.a_hi; e.dest_ip.lo = f.key.a_lo; e.dest_port = f.key.a_port

@@ -1,0 +1,177 @@
+# Stage 3, flow: a bidirectional flow table in C memory (open addressing, linear probing,
+# backward-shift deletion), TCP state tracking and per-protocol idle timeouts.
+
+ctypedef struct flow_key_t:
+    uint64_t a_hi
+    uint64_t a_lo
+    uint64_t b_hi
+    uint64_t b_lo
+    uint16_t a_port
+    uint16_t b_port
+    uint16_t vlan
+    uint8_t proto
+    uint8_t pad
+
+cdef enum:
+    TCP_NONE = 0
+    TCP_SYN_SENT = 1
+    TCP_SYN_RECV = 2
+    TCP_ESTABLISHED = 3
+    TCP_FIN_WAIT = 4      # one side closed
+    TCP_CLOSING = 5       # both sides closed
+    TCP_CLOSED = 6        # reset
+
+TCP_STATE_NAMES = ("none", "syn_sent", "syn_recv", "established", "fin_wait", "closing", "closed")
+
+cdef enum:
+    TO_TCP_SYN = 0
+    TO_TCP_EST = 1
+    TO_TCP_CLOSING = 2
+    TO_TCP_CLOSED = 3
+    TO_UDP = 4
+    TO_ICMP = 5
+    TO_OTHER = 6
+    TO_COUNT = 7
+
+TIMEOUT_NAMES = ("tcp_syn", "tcp_established", "tcp_closing", "tcp_closed", "udp", "icmp", "other")
+
+ctypedef struct flow_t:
+    flow_key_t key
+    uint8_t used
+    uint8_t init_is_a      # the initiator (client) is side a of the key
+    uint8_t tcp_state
+    uint8_t action
+    uint8_t log
+    uint8_t cut            # cut by a policy reload
+    uint8_t fin_seen       # bit 0: client sent FIN, bit 1: server sent FIN
+    uint8_t is_v6
+    uint16_t in_port       # port the first packet arrived on
+    int16_t vsys
+    int32_t src_wl
+    int32_t dst_wl
+    int32_t rule
+    int32_t rule_ingress
+    uint32_t generation    # policy generation that decided it
+    uint64_t flow_id
+    uint64_t ts_first
+    uint64_t ts_last
+    uint64_t pkts[2]       # [0] to server, [1] to client
+    uint64_t bytes[2]
+
+ctypedef struct flowtable_t:
+    flow_t *slots
+    uint32_t mask
+    uint32_t capacity      # most flows held at once
+    uint32_t count
+    uint32_t sweep_cursor
+
+cdef int flowtable_init(flowtable_t *ft, uint32_t capacity) noexcept nogil:
+    cdef uint32_t n = 64
+    while n < capacity + capacity // 2:
+        n <<= 1
+    ft.slots = <flow_t *>calloc(n, sizeof(flow_t))
+    if ft.slots == NULL:
+        return -1
+    ft.mask = n - 1
+    ft.capacity = capacity
+    ft.count = 0
+    ft.sweep_cursor = 0
+    return 0
+
+cdef inline void flow_key_from_pkt(flow_key_t *k, const pkt_t *p, bint *pkt_is_a) noexcept nogil:
+    """Normalise so both directions share one key: the lower (ip, port) is side a."""
+    cdef bint src_lower
+    if p.src_ip.hi != p.dst_ip.hi:
+        src_lower = p.src_ip.hi < p.dst_ip.hi
+    elif p.src_ip.lo != p.dst_ip.lo:
+        src_lower = p.src_ip.lo < p.dst_ip.lo
+    else:
+        src_lower = p.sport <= p.dport
+    memset(k, 0, sizeof(flow_key_t))
+    if src_lower:
+        k.a_hi = p.src_ip.hi; k.a_lo = p.src_ip.lo; k.a_port = p.sport
+        k.b_hi = p.dst_ip.hi; k.b_lo = p.dst_ip.lo; k.b_port = p.dport
+    else:
+        k.a_hi = p.dst_ip.hi; k.a_lo = p.dst_ip.lo; k.a_port = p.dport
+        k.b_hi = p.src_ip.hi; k.b_lo = p.src_ip.lo; k.b_port = p.sport
+    k.vlan = p.vlan
+    k.proto = p.proto
+    pkt_is_a[0] = src_lower
+
+cdef inline uint32_t flow_hash(const flow_key_t *k) noexcept nogil:
+    cdef uint64_t h = ngfw_mix64(k.a_hi ^ ngfw_mix64(k.a_lo ^ ngfw_mix64(k.b_hi ^ ngfw_mix64(k.b_lo))))
+    h ^= (<uint64_t>k.a_port << 32) | (<uint64_t>k.b_port << 16) | (<uint64_t>k.proto << 8) | (<uint64_t>k.vlan << 40)
+    return <uint32_t>ngfw_mix64(h)
+
+cdef inline bint flow_key_eq(const flow_key_t *x, const flow_key_t *y) noexcept nogil:
+    return (x.a_hi == y.a_hi and x.a_lo == y.a_lo and x.b_hi == y.b_hi and x.b_lo == y.b_lo and
+            x.a_port == y.a_port and x.b_port == y.b_port and x.proto == y.proto and x.vlan == y.vlan)
+
+cdef flow_t *flow_lookup(flowtable_t *ft, const flow_key_t *k, uint32_t h) noexcept nogil:
+    cdef uint32_t s = h & ft.mask
+    while ft.slots[s].used:
+        if flow_key_eq(&ft.slots[s].key, k):
+            return &ft.slots[s]
+        s = (s + 1) & ft.mask
+    return NULL
+
+cdef flow_t *flow_insert(flowtable_t *ft, const flow_key_t *k, uint32_t h) noexcept nogil:
+    """A fresh, zeroed entry for `k` (which must not be present); NULL when the table is full."""
+    cdef uint32_t s = h & ft.mask
+    if ft.count >= ft.capacity:
+        return NULL
+    while ft.slots[s].used:
+        s = (s + 1) & ft.mask
+    memset(&ft.slots[s], 0, sizeof(flow_t))
+    ft.slots[s].key = k[0]
+    ft.slots[s].used = 1
+    ft.count += 1
+    return &ft.slots[s]
+
+cdef void flow_remove_slot(flowtable_t *ft, uint32_t s) noexcept nogil:
+    """Delete slot `s` and shift later entries of its probe run back, so lookups never need tombstones."""
+    cdef uint32_t j = s
+    cdef uint32_t home
+    ft.slots[s].used = 0
+    ft.count -= 1
+    while True:
+        j = (j + 1) & ft.mask
+        if not ft.slots[j].used:
+            return
+        home = flow_hash(&ft.slots[j].key) & ft.mask
+        # move j into the hole when its home is not within (s, j] cyclically
+        if (j > s and (home <= s or home > j)) or (j < s and (home <= s and home > j)):
+            ft.slots[s] = ft.slots[j]
+            ft.slots[j].used = 0
+            s = j
+
+cdef inline uint32_t flow_timeout_class(const flow_t *f) noexcept nogil:
+    if f.key.proto == P_TCP:
+        if f.tcp_state == TCP_ESTABLISHED:
+            return TO_TCP_EST
+        if f.tcp_state == TCP_FIN_WAIT or f.tcp_state == TCP_CLOSING:
+            return TO_TCP_CLOSING
+        if f.tcp_state == TCP_CLOSED:
+            return TO_TCP_CLOSED
+        return TO_TCP_SYN
+    if f.key.proto == P_UDP:
+        return TO_UDP
+    if f.key.proto == P_ICMP or f.key.proto == P_ICMPV6:
+        return TO_ICMP
+    return TO_OTHER
+
+cdef inline void tcp_track(flow_t *f, uint8_t flags, bint to_server) noexcept nogil:
+    """Advance the TCP state machine; sequence windows are not checked here (that is inspection's job)."""
+    if flags & TH_RST:
+        f.tcp_state = TCP_CLOSED
+        return
+    if f.tcp_state == TCP_SYN_SENT:
+        if not to_server and (flags & (TH_SYN | TH_ACK)) == (TH_SYN | TH_ACK):
+            f.tcp_state = TCP_SYN_RECV
+    elif f.tcp_state == TCP_SYN_RECV:
+        if to_server and (flags & TH_ACK) and not (flags & TH_SYN):
+            f.tcp_state = TCP_ESTABLISHED
+    if flags & TH_FIN:
+        f.fin_seen |= 1 if to_server else 2
+        if f.tcp_state >= TCP_SYN_RECV:
+            f.tcp_state = TCP_CLOSING if f.fin_seen == 3 else TCP_FIN_WAIT

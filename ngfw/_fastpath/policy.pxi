@@ -1,0 +1,160 @@
+# Stage 4, policy: first matching rule per vsys, evaluated once per flow (the flow caches it).
+# A flow between two vsys needs both: egress rules of the source's vsys, ingress of the destination's.
+
+ctypedef struct cidr_t:
+    uint64_t net_hi
+    uint64_t net_lo
+    uint64_t mask_hi
+    uint64_t mask_lo
+
+ctypedef struct svc_t:
+    uint8_t proto      # 0: any protocol
+    uint16_t lo
+    uint16_t hi
+
+ctypedef struct rule_t:
+    uint8_t src_any
+    uint8_t dst_any
+    uint8_t action
+    uint8_t log
+    int32_t vsys
+    int32_t src_bits   # word offset of the member bitmap in tables_t.bits, -1 without members
+    int32_t dst_bits
+    uint32_t src_cidr
+    uint32_t src_ncidr
+    uint32_t dst_cidr
+    uint32_t dst_ncidr
+    uint32_t svc
+    uint32_t nsvc      # 0: any service
+
+# Everything a policy generation needs on the hot path; built by `Tables`, swapped atomically.
+ctypedef struct tables_t:
+    uint32_t generation
+    uint32_t n_rules
+    uint32_t n_wl
+    uint32_t n_vsys
+    rule_t *rules
+    uint64_t *bits
+    cidr_t *cidrs
+    svc_t *svcs
+    int32_t *wl_vsys
+    int32_t *wl_port
+    idmap_t wl_by_mac
+    idmap_t wl_by_ip
+    # candidate rules per source: lists [0, n_wl) for each workload (rules of its vsys that can
+    # match it as a source), [n_wl, n_wl + n_vsys) for a source outside that vsys
+    uint32_t *cand_off
+    uint32_t *cand_len
+    int32_t *cand
+    uint64_t *rule_hits
+    uint64_t *default_hits   # per vsys
+
+cdef inline bint side_match(const tables_t *t, uint8_t any, int32_t bits, uint32_t coff, uint32_t n,
+                            int32_t wl, const ip128_t *ip) noexcept nogil:
+    cdef uint32_t i
+    cdef const cidr_t *c
+    if any:
+        return True
+    if wl >= 0 and bits >= 0 and (t.bits[bits + (wl >> 6)] >> (wl & 63)) & 1:
+        return True
+    for i in range(n):
+        c = &t.cidrs[coff + i]
+        if (ip.hi & c.mask_hi) == c.net_hi and (ip.lo & c.mask_lo) == c.net_lo:
+            return True
+    return False
+
+cdef inline bint service_match(const tables_t *t, const rule_t *r, uint8_t proto, uint16_t dport) noexcept nogil:
+    cdef uint32_t i
+    cdef const svc_t *s
+    if r.nsvc == 0:
+        return True
+    for i in range(r.nsvc):
+        s = &t.svcs[r.svc + i]
+        if s.proto != 0 and s.proto != proto:
+            continue
+        if proto == P_TCP or proto == P_UDP:
+            if dport < s.lo or dport > s.hi:
+                continue
+        return True
+    return False
+
+cdef int32_t policy_first_match(const tables_t *t, uint32_t cand_list, int32_t src_wl, const ip128_t *sip,
+                                int32_t dst_wl, const ip128_t *dip, uint8_t proto, uint16_t dport) noexcept nogil:
+    cdef uint32_t i
+    cdef int32_t idx
+    cdef const rule_t *r
+    cdef uint32_t off = t.cand_off[cand_list]
+    for i in range(t.cand_len[cand_list]):
+        idx = t.cand[off + i]
+        r = &t.rules[idx]
+        if not side_match(t, r.dst_any, r.dst_bits, r.dst_cidr, r.dst_ncidr, dst_wl, dip):
+            continue
+        if not service_match(t, r, proto, dport):
+            continue
+        if not side_match(t, r.src_any, r.src_bits, r.src_cidr, r.src_ncidr, src_wl, sip):
+            continue
+        return idx
+    return -1
+
+ctypedef struct decision_t:
+    uint8_t action
+    uint8_t log
+    uint8_t reason       # drop reason when not allowed
+    int32_t vsys         # vsys that owns the flow's logs (the deciding side)
+    int32_t rule         # deciding rule, -1 for the implicit default deny
+    int32_t rule_ingress # the destination vsys' rule of a cross-vsys flow, -1 otherwise
+
+cdef inline void decide_side(tables_t *t, decision_t *d, int32_t vsys, int32_t r) noexcept nogil:
+    d.vsys = vsys
+    d.rule = r
+    if r >= 0:
+        d.action = t.rules[r].action
+        d.log = t.rules[r].log
+        t.rule_hits[r] += 1
+        d.reason = R_POLICY_REJECT if d.action == A_REJECT else R_POLICY_DENY
+    else:
+        d.action = A_DENY
+        d.log = 0
+        d.reason = R_POLICY_DEFAULT
+        t.default_hits[vsys] += 1
+
+cdef void policy_decide(tables_t *t, int32_t src_wl, const ip128_t *sip, int32_t dst_wl, const ip128_t *dip,
+                        uint8_t proto, uint16_t dport, decision_t *d) noexcept nogil:
+    cdef int32_t sv = t.wl_vsys[src_wl] if src_wl >= 0 else -1
+    cdef int32_t dv = t.wl_vsys[dst_wl] if dst_wl >= 0 else -1
+    cdef int32_t r
+    d.rule_ingress = -1
+    if sv < 0 and dv < 0:
+        d.action = A_DENY
+        d.log = 0
+        d.reason = R_NO_WORKLOAD
+        d.vsys = -1
+        d.rule = -1
+        return
+    if sv >= 0:
+        r = policy_first_match(t, <uint32_t>src_wl, src_wl, sip, dst_wl, dip, proto, dport)
+        decide_side(t, d, sv, r)
+        if d.action != A_ALLOW or dv < 0 or dv == sv:
+            return
+    # ingress: the destination's vsys sees the source as outside
+    r = policy_first_match(t, t.n_wl + <uint32_t>dv, src_wl, sip, dst_wl, dip, proto, dport)
+    if sv >= 0:
+        # cross-vsys: keep the egress rule as `rule` unless ingress refuses
+        d.rule_ingress = r
+        if r >= 0:
+            t.rule_hits[r] += 1
+            if t.rules[r].action != A_ALLOW:
+                d.action = t.rules[r].action
+                d.reason = R_POLICY_REJECT if d.action == A_REJECT else R_POLICY_DENY
+                d.vsys = dv
+                d.rule = r
+                d.log = t.rules[r].log
+        else:
+            t.default_hits[dv] += 1
+            d.action = A_DENY
+            d.reason = R_POLICY_DEFAULT
+            d.vsys = dv
+            d.rule = -1
+            d.log = 0
+        return
+    decide_side(t, d, dv, r)

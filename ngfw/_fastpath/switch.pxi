@@ -1,0 +1,47 @@
+# Stage 7, forward: frames of a segment are switched by MAC learning among its ports (a wire is a
+# two-port segment and needs no table), so VM-to-VM traffic on one host crosses the fastpath too.
+
+cdef enum:
+    MAX_SEGMENTS = 32
+    MAX_SEGMENT_PORTS = 16
+    MACTABLE_SLOTS = 8192
+    MAC_PROBE = 8
+
+cdef uint64_t MAC_AGE_NS = 300 * 1000000000ull
+
+ctypedef struct mac_entry_t:
+    uint64_t key        # mac | segment << 48
+    uint64_t ts
+    int32_t port
+
+ctypedef struct segment_t:
+    uint16_t ports[MAX_SEGMENT_PORTS]
+    uint32_t n_ports
+
+cdef inline uint32_t mac_home(uint64_t key) noexcept nogil:
+    return <uint32_t>(ngfw_mix64(key) & (MACTABLE_SLOTS - 1))
+
+cdef void mac_learn(mac_entry_t *tab, uint64_t key, int32_t port, uint64_t now) noexcept nogil:
+    cdef uint32_t s = mac_home(key)
+    cdef uint32_t i, victim = s
+    cdef uint64_t oldest = <uint64_t>-1
+    for i in range(MAC_PROBE):
+        if tab[s].key == key or tab[s].port < 0:
+            victim = s
+            break
+        if tab[s].ts < oldest:
+            oldest = tab[s].ts
+            victim = s
+        s = (s + 1) & (MACTABLE_SLOTS - 1)
+    tab[victim].key = key
+    tab[victim].ts = now
+    tab[victim].port = port
+
+cdef int32_t mac_lookup(const mac_entry_t *tab, uint64_t key, uint64_t now) noexcept nogil:
+    cdef uint32_t s = mac_home(key)
+    cdef uint32_t i
+    for i in range(MAC_PROBE):
+        if tab[s].key == key and tab[s].port >= 0:
+            return tab[s].port if now - tab[s].ts < MAC_AGE_NS else -1
+        s = (s + 1) & (MACTABLE_SLOTS - 1)
+    return -1

@@ -1,0 +1,379 @@
+# The packet path in one place (Suricata's FlowWorker habit): `process_frame` spells out the order
+# of the stages for one frame; `run_loop` drives the ports with the GIL released.
+
+cdef enum:
+    FRAG_SLOTS = 4096
+    FRAG_PROBE = 4
+
+cdef uint64_t FRAG_TTL_NS = 30 * 1000000000ull
+
+ctypedef struct frag_entry_t:
+    ip128_t src
+    ip128_t dst
+    uint32_t id
+    uint8_t proto
+    uint8_t action
+    uint8_t used
+    uint64_t ts
+
+ctypedef struct engine_t:
+    port_t ports[MAX_PORTS]
+    uint32_t n_ports
+    segment_t segments[MAX_SEGMENTS]
+    uint32_t n_segments
+    mac_entry_t *macs
+    frag_entry_t *frags
+    flowtable_t flows
+    evring_t events
+    tables_t *tables          # the generation the loop uses now
+    tables_t *pending         # set by Python, adopted by the loop between bursts
+    uint64_t timeouts_ns[TO_COUNT]
+    uint64_t drops[R_COUNT]
+    uint64_t flows_created
+    uint64_t flows_expired
+    uint64_t flows_cut
+    uint64_t flow_id_next
+    uint64_t flow_id_salt
+    uint64_t last_sweep
+    uint32_t stop
+    uint32_t running
+    uint32_t burst
+    uint8_t scratch[SCRATCH_LEN]
+    uint8_t response[RESPONSE_MAX]
+
+cdef inline void count_drop(engine_t *e, int reason) noexcept nogil:
+    e.drops[reason] += 1
+
+cdef inline bint mac_is_multicast(uint64_t mac) noexcept nogil:
+    return (mac & 1) != 0   # I/G bit of the first octet (little-endian load)
+
+cdef void forward(engine_t *e, uint16_t in_port, const uint8_t *data, uint32_t len, const pkt_t *fix, uint64_t now) noexcept nogil:
+    cdef segment_t *seg = &e.segments[e.ports[in_port].segment]
+    cdef uint64_t segkey = <uint64_t>e.ports[in_port].segment << 48
+    cdef int32_t out
+    cdef uint32_t i
+    cdef uint64_t src_mac = ngfw_mac64(data + 6)
+    cdef uint64_t dst_mac = ngfw_mac64(data)
+    if seg.n_ports == 2:
+        out = seg.ports[0] if seg.ports[1] == in_port else seg.ports[1]
+        if not port_tx(&e.ports[out], data, len, fix):
+            count_drop(e, R_TX_FULL)
+        return
+    if not mac_is_multicast(src_mac):
+        mac_learn(e.macs, src_mac | segkey, in_port, now)
+    out = -1 if mac_is_multicast(dst_mac) else mac_lookup(e.macs, dst_mac | segkey, now)
+    if out == in_port:
+        count_drop(e, R_HAIRPIN)
+        return
+    if out >= 0:
+        if not port_tx(&e.ports[out], data, len, fix):
+            count_drop(e, R_TX_FULL)
+        return
+    for i in range(seg.n_ports):
+        if seg.ports[i] != in_port:
+            port_tx(&e.ports[seg.ports[i]], data, len, fix)
+
+cdef void respond_reject(engine_t *e, uint16_t in_port, const pkt_t *p) noexcept nogil:
+    cdef uint32_t n
+    if p.proto == P_TCP:
+        if p.tcp_flags & TH_RST:
+            return
+        n = build_tcp_rst(e.response, p)
+    else:
+        n = build_icmp_unreachable(e.response, p)
+    if n:
+        port_tx(&e.ports[in_port], e.response, n, NULL)
+
+cdef frag_entry_t *frag_find(engine_t *e, const pkt_t *p, bint create, uint64_t now) noexcept nogil:
+    cdef uint32_t h = <uint32_t>ngfw_mix64(p.src_ip.lo ^ ngfw_mix64(p.dst_ip.lo ^ p.src_ip.hi) ^ (<uint64_t>p.frag_id << 8) ^ p.proto)
+    cdef uint32_t s = h & (FRAG_SLOTS - 1)
+    cdef uint32_t i
+    cdef frag_entry_t *f
+    cdef frag_entry_t *free_slot = NULL
+    for i in range(FRAG_PROBE):
+        f = &e.frags[(s + i) & (FRAG_SLOTS - 1)]
+        if f.used and now - f.ts > FRAG_TTL_NS:
+            f.used = 0
+        if f.used:
+            if (f.id == p.frag_id and f.proto == p.proto and f.src.hi == p.src_ip.hi and f.src.lo == p.src_ip.lo
+                    and f.dst.hi == p.dst_ip.hi and f.dst.lo == p.dst_ip.lo):
+                return f
+        elif free_slot == NULL:
+            free_slot = f
+    if not create or free_slot == NULL:
+        return NULL
+    free_slot.used = 1
+    free_slot.src = p.src_ip
+    free_slot.dst = p.dst_ip
+    free_slot.id = p.frag_id
+    free_slot.proto = p.proto
+    free_slot.ts = now
+    return free_slot
+
+cdef void flow_end(engine_t *e, flow_t *f, uint8_t reason) noexcept nogil:
+    cdef event_t *ev
+    if f.log:
+        ev = evring_claim(&e.events)
+        if ev != NULL:
+            event_from_flow(ev, f, EV_FLOW)
+            ev.end_reason = reason
+            evring_publish(&e.events)
+    e.flows_expired += 1
+
+cdef void flow_decide(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, int32_t src_wl, int32_t dst_wl,
+                      decision_t *d) noexcept nogil:
+    """Evaluate policy for a flow from the initiator's point of view and cache the decision on it."""
+    cdef const ip128_t *sip
+    cdef const ip128_t *dip
+    cdef flow_key_t *k = &f.key
+    cdef ip128_t a, b
+    a.hi = k.a_hi; a.lo = k.a_lo
+    b.hi = k.b_hi; b.lo = k.b_lo
+    if f.init_is_a:
+        policy_decide(t, src_wl, &a, dst_wl, &b, k.proto, k.b_port, d)
+    else:
+        policy_decide(t, src_wl, &b, dst_wl, &a, k.proto, k.a_port, d)
+    f.action = d.action
+    f.log = d.log
+    f.vsys = <int16_t>d.vsys
+    f.rule = d.rule
+    f.rule_ingress = d.rule_ingress
+    f.src_wl = src_wl
+    f.dst_wl = dst_wl
+    f.generation = t.generation
+
+cdef void flow_start(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bint pkt_is_a, uint16_t in_port,
+                     int32_t src_wl, int32_t dst_wl, uint64_t now, decision_t *d) noexcept nogil:
+    cdef event_t *ev
+    f.init_is_a = pkt_is_a
+    f.in_port = in_port
+    f.is_v6 = p.is_v6
+    f.ts_first = now
+    f.ts_last = now
+    f.tcp_state = TCP_SYN_SENT if p.proto == P_TCP else TCP_NONE
+    e.flow_id_next += 1
+    f.flow_id = (ngfw_mix64(e.flow_id_next ^ e.flow_id_salt)) & 0x7fffffffffffffffull
+    e.flows_created += 1
+    flow_decide(e, t, f, p, src_wl, dst_wl, d)
+    if d.action != A_ALLOW and d.log:
+        ev = evring_claim(&e.events)
+        if ev != NULL:
+            event_from_flow(ev, f, EV_DROP)
+            ev.drop_reason = d.reason
+            evring_publish(&e.events)
+
+cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint32_t len, uint32_t rx_status,
+                        uint64_t now) noexcept nogil:
+    cdef pkt_t p
+    cdef port_t *port = &e.ports[in_port]
+    cdef tables_t *t = e.tables
+    cdef int reason
+    cdef int32_t src_wl = -1, dst_wl = -1
+    cdef flow_key_t key
+    cdef bint pkt_is_a, to_server
+    cdef uint32_t h
+    cdef flow_t *f
+    cdef frag_entry_t *fr
+    cdef decision_t d
+    cdef uint8_t old_action
+    cdef const pkt_t *fix = NULL
+    port.rx_packets += 1
+    port.rx_bytes += len
+
+    # 1. decode
+    if len > port.mtu + 14 + 8:
+        count_drop(e, R_OVERSIZE)
+        return
+    reason = decode_frame(&p, data, len)
+    if reason != R_NONE:
+        count_drop(e, reason)
+        return
+    if t == NULL:
+        count_drop(e, R_NO_POLICY)
+        return
+    if rx_status & TP_STATUS_CSUMNOTREADY:
+        fix = &p
+
+    # 2. identity and anti-spoofing, on every frame (a flow's tuple must not be borrowed)
+    reason = identity_resolve(t, &p, in_port, &src_wl, &dst_wl)
+    if reason != R_NONE:
+        count_drop(e, reason)
+        return
+    # address resolution passes so hosts find each other through the wire
+    if p.l3 == L3_ARP or (p.proto == P_ICMPV6 and p.has_ports and 133 <= p.icmp_type <= 137):
+        forward(e, in_port, data, len, fix, now)
+        return
+    # non-first fragments carry no ports: they follow their first fragment's verdict
+    if p.is_frag and not p.frag_first:
+        fr = frag_find(e, &p, False, now)
+        if fr == NULL:
+            count_drop(e, R_FRAG_NO_FIRST)
+        elif fr.action != A_ALLOW:
+            count_drop(e, R_POLICY_DENY)
+        else:
+            forward(e, in_port, data, len, fix, now)
+        return
+
+    # 3. flow
+    flow_key_from_pkt(&key, &p, &pkt_is_a)
+    h = flow_hash(&key)
+    f = flow_lookup(&e.flows, &key, h)
+    if f != NULL and p.proto == P_TCP and (p.tcp_flags & (TH_SYN | TH_ACK)) == TH_SYN and f.tcp_state >= TCP_FIN_WAIT:
+        # a new connection on the tuple of a closing one: end the old flow, start afresh
+        flow_end(e, f, END_REUSED)
+        flow_remove_slot(&e.flows, <uint32_t>(f - e.flows.slots))
+        f = NULL
+    if f == NULL:
+        if p.proto == P_TCP and (p.tcp_flags & (TH_SYN | TH_ACK | TH_RST)) != TH_SYN:
+            count_drop(e, R_TCP_NOT_SYN)
+            return
+        f = flow_insert(&e.flows, &key, h)
+        if f == NULL:
+            count_drop(e, R_FLOW_TABLE_FULL)
+            return
+        # 4. policy, once per flow
+        flow_start(e, t, f, &p, pkt_is_a, in_port, src_wl, dst_wl, now, &d)
+        to_server = True
+    else:
+        to_server = pkt_is_a == f.init_is_a
+        if f.generation != t.generation:
+            # a reload: established flows keep going unless the new policy refuses them
+            old_action = f.action
+            if to_server:
+                flow_decide(e, t, f, &p, src_wl, dst_wl, &d)
+            else:
+                flow_decide(e, t, f, &p, dst_wl, src_wl, &d)
+            if old_action == A_ALLOW and f.action != A_ALLOW:
+                f.cut = 1
+                e.flows_cut += 1
+                count_drop(e, R_CUT_BY_POLICY)
+                if f.action == A_REJECT:
+                    respond_reject(e, in_port, &p)
+                return
+    f.ts_last = now
+    f.pkts[0 if to_server else 1] += 1
+    f.bytes[0 if to_server else 1] += len
+    if p.proto == P_TCP:
+        tcp_track(f, p.tcp_flags, to_server)
+    if p.is_frag:
+        fr = frag_find(e, &p, True, now)
+        if fr == NULL:
+            count_drop(e, R_FRAG_TABLE_FULL)
+            return
+        fr.action = f.action
+        fr.ts = now
+
+    # 5. verdict
+    if f.action != A_ALLOW:
+        if f.cut:
+            count_drop(e, R_CUT_BY_POLICY)
+        elif f.rule < 0:
+            count_drop(e, R_NO_WORKLOAD if f.vsys < 0 else R_POLICY_DEFAULT)
+        else:
+            count_drop(e, R_POLICY_REJECT if f.action == A_REJECT else R_POLICY_DENY)
+        if f.action == A_REJECT:
+            respond_reject(e, in_port, &p)
+        return
+    # 6. forward
+    forward(e, in_port, data, len, fix, now)
+
+cdef void sweep_flows(engine_t *e, uint64_t now) noexcept nogil:
+    """Expire idle flows, scanning a share of the table proportional to the time elapsed."""
+    cdef flowtable_t *ft = &e.flows
+    cdef uint64_t elapsed = now - e.last_sweep
+    cdef uint64_t budget
+    cdef uint32_t s
+    cdef flow_t *f
+    if elapsed < 5000000:   # 5 ms
+        return
+    e.last_sweep = now
+    budget = (<uint64_t>(ft.mask + 1) * elapsed) // 1000000000ull + 64
+    if budget > ft.mask + 1:
+        budget = ft.mask + 1
+    while budget > 0:
+        budget -= 1
+        s = ft.sweep_cursor
+        f = &ft.slots[s]
+        if f.used and now - f.ts_last > e.timeouts_ns[flow_timeout_class(f)]:
+            flow_end(e, f, END_TIMEOUT)
+            flow_remove_slot(ft, s)
+            continue   # a later entry may have shifted into this slot
+        ft.sweep_cursor = (s + 1) & ft.mask
+
+cdef inline void adopt_tables(engine_t *e) noexcept nogil:
+    cdef tables_t *p = <tables_t *>ngfw_load_ptr(<void **>&e.pending)
+    if p != NULL:
+        e.tables = p
+        ngfw_store_ptr(<void **>&e.pending, NULL)
+
+cdef uint32_t rx_ring_burst(engine_t *e, uint16_t pi, uint32_t budget, uint64_t now) noexcept nogil:
+    cdef port_t *port = &e.ports[pi]
+    cdef tpacket2_hdr *h
+    cdef uint32_t n = 0, st, snap
+    cdef uint8_t *frame
+    cdef uint16_t tpid
+    while n < budget:
+        h = <tpacket2_hdr *>(port.rx_ring + <size_t>port.rx_head * port.rx_frame_size)
+        st = ngfw_load_u32(&h.tp_status)
+        if not (st & TP_STATUS_USER):
+            break
+        frame = <uint8_t *>h + h.tp_mac
+        snap = h.tp_snaplen
+        if h.tp_len > snap:
+            # larger than a ring frame: a super-frame from an offload, or over the MTU
+            port.rx_packets += 1
+            port.rx_bytes += h.tp_len
+            count_drop(e, R_OVERSIZE)
+        elif (st & TP_STATUS_VLAN_VALID) and snap >= 12 and snap + 4 <= SCRATCH_LEN:
+            # the kernel moved the 802.1Q tag into metadata: put it back so it is decoded and forwarded
+            tpid = h.tp_vlan_tpid if (st & TP_STATUS_VLAN_TPID_VALID) else 0x8100
+            memcpy(e.scratch, frame, 12)
+            ngfw_put_be16(e.scratch + 12, tpid)
+            ngfw_put_be16(e.scratch + 14, h.tp_vlan_tci)
+            memcpy(e.scratch + 16, frame + 12, snap - 12)
+            process_frame(e, pi, e.scratch, snap + 4, st, now)
+        else:
+            process_frame(e, pi, frame, snap, st, now)
+        ngfw_store_u32(&h.tp_status, TP_STATUS_KERNEL)
+        port.rx_head += 1
+        if port.rx_head == port.rx_frames:
+            port.rx_head = 0
+        n += 1
+    return n
+
+cdef uint32_t rx_tap_burst(engine_t *e, uint16_t pi, uint32_t budget, uint64_t now) noexcept nogil:
+    cdef port_t *port = &e.ports[pi]
+    cdef uint32_t n = 0
+    cdef ssize_t r
+    while n < budget:
+        r = read(port.fd, e.scratch, SCRATCH_LEN)
+        if r < 0:
+            break
+        process_frame(e, pi, e.scratch, <uint32_t>r, 0, now)
+        n += 1
+    return n
+
+cdef void run_loop(engine_t *e) noexcept nogil:
+    cdef pollfd fds[MAX_PORTS]
+    cdef uint32_t i, n, nfds = 0
+    cdef uint64_t now
+    for i in range(e.n_ports):
+        if e.ports[i].kind == PORT_RING or e.ports[i].kind == PORT_TAP:
+            fds[nfds].fd = e.ports[i].fd
+            fds[nfds].events = POLLIN
+            nfds += 1
+    e.last_sweep = ngfw_now_ns()
+    while not ngfw_load_u32(&e.stop):
+        adopt_tables(e)
+        now = ngfw_now_ns()
+        n = 0
+        for i in range(e.n_ports):
+            if e.ports[i].kind == PORT_RING:
+                n += rx_ring_burst(e, i, e.burst, now)
+            elif e.ports[i].kind == PORT_TAP:
+                n += rx_tap_burst(e, i, e.burst, now)
+        for i in range(e.n_ports):
+            port_flush(&e.ports[i])
+        sweep_flows(e, now)
+        if n == 0:
+            poll(fds, nfds, 10)
