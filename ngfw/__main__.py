@@ -1,0 +1,5 @@
+import sys
+
+from ngfw.cli import main
+
+sys.exit(main())

@@ -1,0 +1,164 @@
+"""The `ngfw` command: dataplane, lab, demo, and policy tooling."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Sequence
+
+from ngfw import __version__
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return (host.strip("[]") or "0.0.0.0", int(port))
+
+
+def _wire(text: str) -> tuple[str, str]:
+    a, sep, b = text.partition(":")
+    if not sep or not a or not b or a == b:
+        raise argparse.ArgumentTypeError(f"expected IF_A:IF_B with two different interfaces, got {text!r}")
+    return (a, b)
+
+
+def _segment(text: str) -> tuple[str, list[str]]:
+    name, sep, ports = text.partition(":")
+    members = [p for p in ports.split(",") if p]
+    if not sep or not name or len(members) < 2:
+        raise argparse.ArgumentTypeError(f"expected NAME:PORT,PORT[,...] with at least two ports, got {text!r}")
+    return (name, members)
+
+
+def _timeout(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    try:
+        return (name, float(value))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NAME=SECONDS (e.g. udp=30), got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ngfw", description="Virtualization-aware next-generation firewall dataplane")
+    parser.add_argument("--version", action="version", version=f"ngfw {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    dp = sub.add_parser("dataplane", help="run the inline dataplane on wires and TAPs")
+    dp.add_argument("--wire", type=_wire, action="append", default=[], metavar="IF_A:IF_B",
+                    help="forward between two existing interfaces (repeatable)")
+    dp.add_argument("--tap", action="append", default=[], metavar="NAME",
+                    help="create or open a TAP device whose far side is a VM (repeatable)")
+    dp.add_argument("--segment", type=_segment, action="append", default=[], metavar="NAME:PORT,PORT,...",
+                    help="switch frames by MAC learning among these ports (TAPs and interfaces); TAPs in no "
+                         "segment share one")
+    dp.add_argument("--policy", metavar="PATH", help="policy YAML file or directory (SIGHUP reloads it)")
+    dp.add_argument("--metrics", type=_host_port, metavar="HOST:PORT", help="serve Prometheus metrics")
+    dp.add_argument("--eve", metavar="PATH", help="append EVE JSON flow and drop records to PATH")
+    dp.add_argument("--flow-capacity", type=int, default=262144, metavar="N", help="flows the table holds (262144)")
+    dp.add_argument("--timeout", type=_timeout, action="append", default=[], metavar="NAME=SECONDS",
+                    help="idle timeout: tcp_syn, tcp_established, tcp_closing, tcp_closed, udp, icmp, other")
+
+    lab = sub.add_parser("lab", help="network-namespace lab: two workloads, the dataplane, a server")
+    lab.add_argument("action", choices=["up", "down"])
+    lab.add_argument("--prefix", default="ngfw", help="namespace name prefix (ngfw)")
+
+    demo = sub.add_parser("demo", help="bring the lab up, run the dataplane, drive real clients, tear down")
+    demo.add_argument("--prefix", default="ngfw")
+    demo.add_argument("--policy", help="policy to run (rules/examples/lab.yaml)")
+
+    pol = sub.add_parser("policy", help="policy tooling")
+    pol_sub = pol.add_subparsers(dest="policy_command", required=True)
+    check = pol_sub.add_parser("check", help="validate and compile a policy, print a summary or the errors")
+    check.add_argument("path")
+    check.add_argument("--json", action="store_true")
+
+    sub.add_parser("schema", help="print the JSON Schema of the policy resources")
+    return parser
+
+
+def cmd_dataplane(args: argparse.Namespace) -> int:
+    from ngfw.dataplane.fastpath import FastpathMissing
+    from ngfw.dataplane.ports import PortError
+    from ngfw.dataplane.runner import Dataplane, PortPlan, serve
+    from ngfw.model.errors import PolicyError
+
+    if not args.wire and not args.tap and not args.segment:
+        print("ngfw dataplane: give at least one --wire IF_A:IF_B, --tap NAME or --segment", file=sys.stderr)
+        return 2
+    plan = PortPlan(wires=args.wire, taps=args.tap, segments=dict(args.segment))
+    try:
+        dp = Dataplane(plan, policy_path=args.policy, eve_path=args.eve, flow_capacity=args.flow_capacity,
+                       timeouts=dict(args.timeout))
+        if args.policy:
+            dp.load_file()
+    except (PortError, FastpathMissing, ValueError) as exc:
+        print(f"ngfw dataplane: {exc}", file=sys.stderr)
+        return 1
+    except PolicyError as exc:
+        print(f"ngfw dataplane: policy {args.policy} refused:\n{exc}", file=sys.stderr)
+        return 1
+    if dp.policy is None:
+        logging.getLogger("ngfw").warning("no --policy: every frame is dropped (reason no_policy) until one is loaded")
+    else:
+        logging.getLogger("ngfw").info("policy version %d: %d vsys, %d workloads, %d rules",
+                                       dp.policy.version, len(dp.policy.vsys), len(dp.policy.workloads),
+                                       len(dp.policy.rules))
+    return serve(dp, args.metrics)
+
+
+def cmd_policy_check(args: argparse.Namespace) -> int:
+    from ngfw.compiler.lint import lint
+    from ngfw.compiler.policy import load_policy
+    from ngfw.model.errors import PolicyError
+
+    try:
+        policy = load_policy(args.path)
+    except PolicyError as exc:
+        if args.json:
+            print(json.dumps({"ok": False, "errors": exc.problems}))
+        else:
+            print(exc, file=sys.stderr)
+        return 1
+    warnings = lint(policy)
+    summary = {"ok": True, "digest": policy.digest, "vsys": len(policy.vsys), "workloads": len(policy.workloads),
+               "rules": len(policy.rules), "warnings": warnings}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"{args.path}: ok: {summary['vsys']} vsys, {summary['workloads']} workloads, {summary['rules']} rules "
+              f"(sha256 {policy.digest[:12]})")
+        for warning in warnings:
+            print(f"warning: {warning}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.command == "dataplane":
+        return cmd_dataplane(args)
+    if args.command == "lab":
+        from ngfw.lab.cli_hooks import lab_down_cmd, lab_up_cmd
+
+        return lab_up_cmd(args.prefix) if args.action == "up" else lab_down_cmd(args.prefix)
+    if args.command == "demo":
+        from ngfw.lab.cli_hooks import demo_cmd
+
+        return demo_cmd(prefix=args.prefix, policy=args.policy)
+    if args.command == "policy":
+        return cmd_policy_check(args)
+    if args.command == "schema":
+        from ngfw.model.schema import json_schema
+
+        print(json.dumps(json_schema(), indent=2))
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

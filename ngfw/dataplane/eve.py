@@ -1,0 +1,109 @@
+"""EVE-shaped JSON lines (Suricata's log format) for flow and drop events, plus ngfw's identity fields.
+
+The fastpath reports numeric identities; this module names them with the policy generation
+that decided the flow, so a record stays right after a reload renumbered workloads or rules.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import threading
+from typing import IO, Any, Callable
+
+from ngfw.compiler.tables import CompiledPolicy
+
+PROTO_NAMES = {1: "ICMP", 6: "TCP", 17: "UDP", 58: "IPv6-ICMP"}
+DEFAULT_RULE = "default-deny"
+
+
+def eve_timestamp(epoch: float) -> str:
+    """Suricata's timestamp shape: 2026-11-26T15:04:05.123456+0000."""
+    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f+0000")
+
+
+def eve_record(event: dict[str, Any], policy: CompiledPolicy | None) -> dict[str, Any]:
+    """One EVE record for a fastpath event (`Engine.drain_events` / `Engine.flows` shape)."""
+    def wl(index: int) -> str | None:
+        return policy.workload_name(index) or None if policy is not None and index >= 0 else None
+
+    rule_index = event["rule"]
+    if event["vsys"] < 0:
+        rule = None
+    elif rule_index < 0:
+        rule = DEFAULT_RULE
+    else:
+        rule = policy.rule_name(rule_index) if policy is not None else None
+    proto = PROTO_NAMES.get(event["proto"], str(event["proto"]))
+    record: dict[str, Any] = {
+        "timestamp": eve_timestamp(event["end"] if event["event"] == "flow" else event["start"]),
+        "flow_id": event["flow_id"],
+        "in_iface": event["in_port"],
+        "event_type": event["event"],
+        "src_ip": event["src_ip"],
+        "src_port": event["src_port"],
+        "dest_ip": event["dest_ip"],
+        "dest_port": event["dest_port"],
+        "proto": proto,
+    }
+    if event.get("vlan"):
+        record["vlan"] = [event["vlan"]]
+    record.update({
+        "vsys": policy.vsys_name(event["vsys"]) or None if policy is not None else None,
+        "src_vm": wl(event["src_wl"]),
+        "dest_vm": wl(event["dst_wl"]),
+        "rule": rule,
+        "action": event["action"],
+        "policy_version": event["generation"],
+    })
+    if event["event"] == "flow":
+        record["flow"] = {
+            "pkts_toserver": event["pkts_toserver"],
+            "pkts_toclient": event["pkts_toclient"],
+            "bytes_toserver": event["bytes_toserver"],
+            "bytes_toclient": event["bytes_toclient"],
+            "start": eve_timestamp(event["start"]),
+            "end": eve_timestamp(event["end"]),
+            "age": int(round(event["end"] - event["start"])),
+            "reason": event["end_reason"],
+            "action": "pass" if event["action"] == "allow" else "drop",
+        }
+        if proto == "TCP":
+            record["tcp"] = {"state": event["tcp_state"]}
+    else:
+        record["drop"] = {"reason": event["drop_reason"]}
+    return record
+
+
+class EveWriter:
+    """Appends EVE lines to a file; `reopen()` follows log rotation (the dataplane calls it on SIGHUP)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._file: IO[str] = self._open()
+        self.written = 0
+
+    def _open(self) -> IO[str]:
+        directory = os.path.dirname(self.path)
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        return open(self.path, "a", encoding="utf-8", buffering=1)
+
+    def write_events(self, events: list[dict[str, Any]], policy_for: Callable[[int], CompiledPolicy | None]) -> None:
+        if not events:
+            return
+        lines = [json.dumps(eve_record(e, policy_for(e["generation"])), separators=(",", ":")) for e in events]
+        with self._lock:
+            self._file.write("\n".join(lines) + "\n")
+            self.written += len(lines)
+
+    def reopen(self) -> None:
+        with self._lock:
+            self._file.close()
+            self._file = self._open()
+
+    def close(self) -> None:
+        with self._lock:
+            self._file.close()

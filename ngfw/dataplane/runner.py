@@ -1,0 +1,267 @@
+"""The dataplane process: ports, the engine thread, policy (re)loads, EVE drain and metrics.
+
+Python here runs beside the packet loop, never inside it: it builds tables, swaps them in,
+drains the event ring every `drain_interval` and answers scrapes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from ngfw import __version__
+from ngfw.compiler.tables import CompiledPolicy
+from ngfw.dataplane.eve import DEFAULT_RULE, EveWriter
+from ngfw.dataplane.fastpath import engine_module
+from ngfw.dataplane.ports import Link, PortError, open_tap, prepare_link
+
+log = logging.getLogger("ngfw.dataplane")
+
+GENERATIONS_KEPT = 16  # names of older policy generations, for flows decided before a reload
+
+
+@dataclass
+class PortPlan:
+    """Which ports to open and how they are joined into segments."""
+
+    wires: list[tuple[str, str]] = field(default_factory=list)
+    taps: list[str] = field(default_factory=list)
+    segments: dict[str, list[str]] = field(default_factory=dict)  # name -> port names (TAPs or links)
+
+    def segment_list(self) -> list[list[str]]:
+        """Ports of each segment, in order; TAPs named in no segment share one."""
+        out: list[list[str]] = [list(pair) for pair in self.wires]
+        placed = {p for pair in self.wires for p in pair}
+        for name, ports in self.segments.items():
+            for port in ports:
+                if port in placed:
+                    raise PortError(f"interface {port} is in two segments (segment {name})")
+                placed.add(port)
+            out.append(list(ports))
+        loose = [t for t in self.taps if t not in placed]
+        if loose:
+            out.append(loose)
+        for seg in out:
+            if len(seg) < 2:
+                raise PortError(f"segment of {seg[0]} has one port: a segment needs at least two")
+        return out
+
+
+class Dataplane:
+    def __init__(self, plan: PortPlan, policy_path: str | None = None, eve_path: str | None = None,
+                 flow_capacity: int = 262144, timeouts: dict[str, float] | None = None,
+                 drain_interval: float = 0.1) -> None:
+        fp = engine_module()
+        self.fp = fp
+        self.engine = fp.Engine(flow_capacity=flow_capacity, timeouts=timeouts or {})
+        self.plan = plan
+        self.policy_path = policy_path
+        self.policy: CompiledPolicy | None = None
+        self.generations: OrderedDict[int, CompiledPolicy] = OrderedDict()
+        self.hits_folded: dict[tuple[str, str], int] = {}
+        self.version = 0
+        self.reloads_ok = 0
+        self.reloads_failed = 0
+        self.last_load_seconds = 0.0
+        self.last_load_time = 0.0
+        self.drain_interval = drain_interval
+        self.eve = EveWriter(eve_path) if eve_path else None
+        self._tap_fds: list[int] = []
+        self._loop_thread: threading.Thread | None = None
+        self._drain_thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._last_full_warning = 0.0
+        self._last_insert_failures = 0
+        self.port_index: dict[str, int] = {}
+        self._open_ports()
+
+    # ---- ports
+    def _open_ports(self) -> None:
+        taps = set(self.plan.taps)
+        for seg_no, ports in enumerate(self.plan.segment_list()):
+            for name in ports:
+                if name in self.port_index:
+                    raise PortError(f"interface {name} is given twice")
+                if name in taps:
+                    fd, link = open_tap(name)
+                    self._tap_fds.append(fd)
+                    index = self.engine.add_tap_port(name, fd, link.mtu, seg_no)
+                else:
+                    link = prepare_link(name)
+                    try:
+                        index = self.engine.add_ring_port(name, link.ifindex, link.mtu, seg_no)
+                    except PermissionError:
+                        raise PortError(f"no permission to open a packet socket on {name}: run the dataplane as "
+                                        "root (or with CAP_NET_RAW)") from None
+                    except OSError as exc:
+                        raise PortError(str(exc)) from None
+                self.port_index[name] = index
+                log.info("port %s: segment %d, MTU %d", name, seg_no, link.mtu)
+
+    # ---- policy
+    def load(self, policy: CompiledPolicy) -> None:
+        """Build tables for `policy` off the hot path and swap them in atomically."""
+        started = time.perf_counter()
+        tables = self.fp.Tables(policy, self.port_index)
+        with self._lock:
+            old = self.engine.tables
+            self.engine.set_tables(tables)
+            if old is not None:
+                self._fold_hits(old)
+            self.policy = policy
+            self.generations[policy.version] = policy
+            while len(self.generations) > GENERATIONS_KEPT:
+                self.generations.popitem(last=False)
+        self.last_load_seconds = time.perf_counter() - started
+        self.last_load_time = time.time()
+        self.reloads_ok += 1
+
+    def load_file(self) -> CompiledPolicy:
+        """Load, validate and compile the policy file; raises PolicyError and keeps the running policy."""
+        from ngfw.compiler.policy import load_policy  # imported lazily: the model pulls in pydantic
+
+        assert self.policy_path is not None
+        started = time.perf_counter()
+        try:
+            policy = load_policy(self.policy_path, version=self.version + 1)
+        except Exception:
+            self.reloads_failed += 1
+            raise
+        self.version = policy.version
+        self.load(policy)
+        self.last_load_seconds = time.perf_counter() - started
+        return policy
+
+    def reload(self) -> bool:
+        """SIGHUP: reload the policy file; a bad policy is refused and the running one stays."""
+        try:
+            policy = self.load_file()
+        except Exception as exc:  # noqa: BLE001 - every failure keeps the running policy
+            log.error("policy reload refused, version %s stays in force: %s",
+                      self.policy.version if self.policy else "none", exc)
+            return False
+        log.info("policy version %d loaded from %s: %d workloads, %d rules", policy.version, self.policy_path,
+                 len(policy.workloads), len(policy.rules))
+        if self.eve is not None:
+            self.eve.reopen()
+        return True
+
+    def _fold_hits(self, tables: Any) -> None:
+        """Keep rule hit counters monotonic across generations (labels are names, not indexes)."""
+        for key, value in self._hits_of(tables).items():
+            self.hits_folded[key] = self.hits_folded.get(key, 0) + value
+
+    @staticmethod
+    def _hits_of(tables: Any) -> dict[tuple[str, str], int]:
+        policy: CompiledPolicy = tables.policy
+        out: dict[tuple[str, str], int] = {}
+        for index, value in enumerate(tables.rule_hits()):
+            rule = policy.rules[index]
+            key = (policy.vsys_name(rule.vsys), rule.name)
+            out[key] = out.get(key, 0) + value
+        for vsys_index, value in enumerate(tables.default_hits()):
+            key = (policy.vsys_name(vsys_index), DEFAULT_RULE)
+            out[key] = out.get(key, 0) + value
+        return out
+
+    def rule_hits(self) -> dict[tuple[str, str], int]:
+        with self._lock:
+            out = dict(self.hits_folded)
+            if self.engine.tables is not None:
+                for key, value in self._hits_of(self.engine.tables).items():
+                    out[key] = out.get(key, 0) + value
+        return out
+
+    def policy_for(self, generation: int) -> CompiledPolicy | None:
+        return self.generations.get(generation)
+
+    def build_info(self) -> dict[str, str]:
+        return {"version": __version__, "fastpath": "compiled" if getattr(self.fp, "COMPILED", False) else "python",
+                **{k: str(v) for k, v in self.fp.BUILD_INFO.items()}}
+
+    # ---- running
+    def start(self) -> None:
+        self._loop_thread = threading.Thread(target=self.engine.run, name="ngfw-fastpath", daemon=True)
+        self._loop_thread.start()
+        self._drain_thread = threading.Thread(target=self._drain_forever, name="ngfw-events", daemon=True)
+        self._drain_thread.start()
+
+    def _drain_forever(self) -> None:
+        while not self._stopping.wait(self.drain_interval):
+            self.drain()
+
+    def drain(self) -> None:
+        events = self.engine.drain_events()
+        while events:
+            if self.eve is not None:
+                self.eve.write_events(events, self.policy_for)
+            events = self.engine.drain_events()
+        failures = self.engine.stats()["flow_insert_failures"]
+        if failures > self._last_insert_failures and time.monotonic() - self._last_full_warning >= 1.0:
+            log.warning("flow table full (%d flows): %d new flows dropped so far", self.engine.flow_capacity, failures)
+            self._last_full_warning = time.monotonic()
+            self._last_insert_failures = failures
+
+    def stop(self) -> None:
+        """Stop the loop, log every remaining flow as ended by shutdown, close ports and logs."""
+        self._stopping.set()
+        self.engine.stop()
+        if self._loop_thread is not None:
+            self._loop_thread.join(timeout=5)
+        if self._drain_thread is not None:
+            self._drain_thread.join(timeout=5)
+        self.drain()
+        self.engine.end_all_flows()
+        self.drain()
+        if self.eve is not None:
+            self.eve.close()
+        for fd in self._tap_fds:
+            os.close(fd)
+        self._tap_fds.clear()
+
+
+def serve(dp: Dataplane, metrics_addr: tuple[str, int] | None) -> int:
+    """Run until SIGINT/SIGTERM; SIGHUP reloads the policy. Returns the exit status."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from ngfw.dataplane.metrics import DataplaneCollector
+
+    wake = threading.Event()
+    wanted = {"reload": False, "stop": False}
+
+    def on_hup(signum: int, frame: Any) -> None:
+        wanted["reload"] = True
+        wake.set()
+
+    def on_stop(signum: int, frame: Any) -> None:
+        wanted["stop"] = True
+        wake.set()
+
+    signal.signal(signal.SIGHUP, on_hup)
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    if metrics_addr is not None:
+        registry = CollectorRegistry()
+        registry.register(DataplaneCollector(dp))
+        start_http_server(metrics_addr[1], addr=metrics_addr[0], registry=registry)
+        log.info("metrics on http://%s:%d/metrics", *metrics_addr)
+    dp.start()
+    log.info("forwarding on %s", ", ".join(dp.port_index))
+    try:
+        while not wanted["stop"]:
+            wake.wait(1.0)
+            wake.clear()
+            if wanted["reload"]:
+                wanted["reload"] = False
+                if dp.policy_path:
+                    dp.reload()
+    finally:
+        dp.stop()
+    return 0
