@@ -95,8 +95,7 @@ def _validate_document(
     if not isinstance(data, dict):
         return None, [f"{file}: {anonymous}: must be a mapping with apiVersion, kind, metadata and spec"], None
     kind = data.get("kind")
-    model = KINDS.get(kind) if isinstance(kind, str) else None
-    if model is None:
+    if not isinstance(kind, str) or kind not in KINDS:
         problems = []
         if data.get("apiVersion") != API_VERSION:
             problems.append(f"{file}: {anonymous}: apiVersion: must be {API_VERSION} (got {data.get('apiVersion')!r})")
@@ -106,6 +105,7 @@ def _validate_document(
         else:
             problems.append(f"{file}: {anonymous}: kind: unknown kind {kind!r} (expected one of {expected})")
         return None, problems, None
+    model = KINDS[kind]
     try:
         resource = model.model_validate(data)
     except ValidationError as exc:

@@ -80,7 +80,7 @@ class Limits(_Strict):
 
 
 class VirtualSystemSpec(_Strict):
-    limits: Limits = Field(default_factory=Limits)
+    limits: Limits = Field(default_factory=lambda: Limits.model_validate({}))
 
 
 class VirtualSystem(_Strict):
@@ -89,7 +89,7 @@ class VirtualSystem(_Strict):
     api_version: Literal["ngfw/v1"] = Field(alias="apiVersion")
     kind: Literal["VirtualSystem"]
     metadata: ClusterMetadata
-    spec: VirtualSystemSpec = Field(default_factory=VirtualSystemSpec)
+    spec: VirtualSystemSpec = Field(default_factory=lambda: VirtualSystemSpec.model_validate({}))
 
 
 class Interface(_Strict):

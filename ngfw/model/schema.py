@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel
 
 from pydantic.json_schema import models_json_schema
 
@@ -22,13 +24,13 @@ SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 
 def json_schema() -> dict[str, Any]:
-    models = [(model, "validation") for model in KINDS.values()]
+    models: list[tuple[type[BaseModel], Literal["validation"]]] = [(model, "validation") for model in KINDS.values()]
     refs, definitions = models_json_schema(models, by_alias=True, ref_template="#/$defs/{model}")
     return {
         "$schema": SCHEMA_DIALECT,
         "title": f"ngfw policy resource ({API_VERSION})",
         "description": "One YAML/JSON document of an ngfw policy: " + ", ".join(KINDS) + ".",
-        "oneOf": [refs[(model, "validation")] for model in KINDS.values()],
+        "oneOf": [refs[key] for key in models],
         "$defs": definitions["$defs"],
     }
 

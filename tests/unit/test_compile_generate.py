@@ -29,7 +29,7 @@ def test_only_the_last_rules_name_the_benchmark_workloads(tmp_path: Path) -> Non
     path = tmp_path / "identity.yaml"
     path.write_text(identity_policy(1000, CLIENTS, "10.77.0.100/32", vsys="perf"))
     compiled = load_policy(path)
-    clients = {i for i, w in enumerate(compiled.workloads) if w.name.startswith("client-")}
+    clients = frozenset(i for i, w in enumerate(compiled.workloads) if w.name.startswith("client-"))
     synthetic = [w for w in compiled.workloads if w.name not in {"client-01", "client-02"}]
     assert len(clients) == 2 and len(synthetic) == 998
     for rule in compiled.rules[:-2]:
