@@ -199,8 +199,10 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
     if reason != R_NONE:
         count_drop(e, reason)
         return
-    # address resolution passes so hosts find each other through the wire
-    if p.l3 == L3_ARP or (p.proto == P_ICMPV6 and p.has_ports and 133 <= p.icmp_type <= 137):
+    # address resolution (ARP, IPv6 ND) and multicast listener reports pass, so hosts find each
+    # other through the wire
+    if p.l3 == L3_ARP or (p.proto == P_ICMPV6 and p.has_ports and not p.is_frag and
+                          (133 <= p.icmp_type <= 137 or 130 <= p.icmp_type <= 132 or p.icmp_type == 143)):
         forward(e, in_port, data, len, fix, now)
         return
     # non-first fragments carry no ports: they follow their first fragment's verdict
