@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any, TextIO
 
 from ngfw.lab.dataplane_process import (
@@ -31,6 +29,7 @@ from ngfw.lab.dataplane_process import (
 )
 from ngfw.lab.netns import call_in
 from ngfw.lab.services import lab_services
+from ngfw.lab.signals import Terminated, raise_on_signals
 from ngfw.lab.topology import Lab, lab_bridge_fw, lab_down, lab_up
 
 DEMO_POLICY = "rules/examples/lab.yaml"
@@ -151,36 +150,13 @@ def format_eve(records: list[dict[str, Any]], limit: int = 20) -> list[str]:
 def format_metrics(text: str, limit: int = 25) -> list[str]:
     samples = parse_metrics(text)
     drops = metric_by_label(samples, "ngfw_drops_total", "reason")
-    lines = ["  drops by reason: " + (", ".join(f"{k or '-'} {v:g}" for k, v in sorted(drops.items())) or "none")]
+    shown_drops = ", ".join(f"{k or '-'} {v:g}" for k, v in sorted(drops.items()) if v)
+    lines = ["  drops by reason: " + (shown_drops or "none")]
     shown = [(n, p, v) for (n, p), v in sorted(samples.items()) if n.startswith("ngfw_") and v][:limit]
     for name, pairs, value in shown:
         labels = ",".join(f'{k}="{v}"' for k, v in pairs)
         lines.append(f"  {name}{{{labels}}} {value:g}" if labels else f"  {name} {value:g}")
     return lines
-
-
-class _Terminated(BaseException):
-    pass
-
-
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise _Terminated()
-
-
-@contextmanager
-def _signals_raise() -> Iterator[Callable[[], None]]:
-    """SIGTERM raises like Ctrl-C does, so teardown runs. Yields `quiet()`, which ignores both from then on."""
-
-    def quiet() -> None:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-    old_int, old_term = signal.getsignal(signal.SIGINT), signal.signal(signal.SIGTERM, _on_sigterm)
-    try:
-        yield quiet
-    finally:
-        signal.signal(signal.SIGTERM, old_term)
-        signal.signal(signal.SIGINT, old_int)
 
 
 def run_demo(
@@ -202,7 +178,7 @@ def run_demo(
         return 2
     workdir = Path(tempfile.mkdtemp(prefix="ngfw-demo-"))
     try:
-        with _signals_raise() as quiet, ExitStack() as stack:
+        with raise_on_signals() as quiet, ExitStack() as stack:
             stack.callback(shutil.rmtree, workdir, ignore_errors=True)
             stack.callback(lab_down, prefix)
             try:
@@ -213,7 +189,7 @@ def run_demo(
     except KeyboardInterrupt:
         say("demo: interrupted")
         return 130
-    except _Terminated:
+    except Terminated:
         say("demo: terminated")
         return 143
     except Exception as exc:  # the report is for a person: say what failed (teardown already ran)
@@ -251,11 +227,6 @@ def _demo(
     judged = [o for o in outcomes if o.check.expect == "allowed"] if baseline else outcomes
     status = 0 if all(o.as_expected for o in judged) else 1
     if dp is not None:
-        time.sleep(1.0)  # let the dataplane flush its EVE writer
-        say()
-        say(f"EVE log ({dp.eve_path}):")
-        for line in format_eve(dp.eve_records()):
-            say(line)
         say()
         say("Metrics (non-zero ngfw_* samples):")
         try:
@@ -266,6 +237,12 @@ def _demo(
         if not dp.running():
             say(f"  dataplane exited with {dp.proc.returncode} during the demo:\n{dp.stderr_text()}")
             status = 1
+        # Flow records are written when a flow ends; stopping the dataplane ends the open ones.
+        dp.stop()
+        say()
+        say(f"EVE log ({dp.eve_path}):")
+        for line in format_eve(dp.eve_records()):
+            say(line)
     say()
     if baseline:
         say("demo: baseline mode: deny/reject are not enforced by a plain bridge (the 8080/8443 rows show the server)")
