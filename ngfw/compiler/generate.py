@@ -11,6 +11,7 @@ matches, which is what the number is meant to measure.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import yaml
@@ -30,13 +31,17 @@ PORTS_PER_PROTO = 65535 - FIRST_PORT + 1
 _Dumper: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
+BenchWorkload = tuple[str, str, str] | Mapping[str, Any]
+
+
 def identity_policy(
-    n_rules: int, workloads: list[tuple[str, str, str]], server_cidr: str, vsys: str = "bench"
+    n_rules: int, workloads: Sequence[BenchWorkload], server_cidr: str, vsys: str = "bench"
 ) -> str:
     """YAML of an `n_rules`-rule policy in vsys `vsys`.
 
-    `workloads` are the benchmark's own (name, MAC, IP); they may reach
-    `server_cidr` and be reached from it, on any service, by the last two rules.
+    `workloads` are the benchmark's own, each `(name, mac, ip)` or a mapping
+    `{name, mac, ips: [...]}` (or `ip:`); they may reach `server_cidr` and be
+    reached from it, on any service, by the last two rules.
     """
     synthetic_rules = n_rules - 2
     if synthetic_rules < 0:
@@ -48,8 +53,9 @@ def identity_policy(
     n_groups = min(SYNTHETIC_GROUPS, n_workloads)
 
     documents: list[dict[str, Any]] = [_resource("VirtualSystem", {"name": vsys}, {})]
-    for name, mac, ip in workloads:
-        documents.append(_workload(vsys, name, {"role": "bench-client"}, mac, [ip]))
+    for workload in workloads:
+        name, mac, ips = _bench_workload(workload)
+        documents.append(_workload(vsys, name, {"role": "bench-client"}, mac, ips))
     documents.append(_resource("Group", {"name": "bench-clients", "vsys": vsys}, {"selector": {"role": "bench-client"}}))
     for i in range(n_workloads):
         documents.append(
@@ -97,6 +103,14 @@ def _workload(vsys: str, name: str, labels: dict[str, str], mac: str, ips: list[
     return _resource(
         "Workload", {"name": name, "vsys": vsys, "labels": labels}, {"interfaces": [{"mac": mac, "ips": ips}]}
     )
+
+
+def _bench_workload(workload: BenchWorkload) -> tuple[str, str, list[str]]:
+    if isinstance(workload, Mapping):
+        ips = workload.get("ips", [workload["ip"]] if "ip" in workload else [])
+        return str(workload["name"]), str(workload["mac"]), [str(ip) for ip in ips]
+    name, mac, ip = workload
+    return name, mac, [ip]
 
 
 def _synthetic_workload(i: int) -> str:

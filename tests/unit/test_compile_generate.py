@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,3 +50,18 @@ def test_only_the_last_rules_name_the_benchmark_workloads(tmp_path: Path) -> Non
 def test_too_few_rules_is_refused() -> None:
     with pytest.raises(ValueError):
         identity_policy(1, CLIENTS, "10.77.0.100/32")
+
+
+def test_workloads_may_be_given_as_mappings_with_several_ips(tmp_path: Path) -> None:
+    clients: list[dict[str, Any]] = [
+        {"name": "web1", "mac": "02:00:00:00:01:01", "ips": ["10.77.0.11", "fd77::11"]},
+        {"name": "web2", "mac": "02:00:00:00:01:02", "ip": "10.77.0.12"},
+    ]
+    path = tmp_path / "identity.yaml"
+    path.write_text(identity_policy(10, clients, "10.77.0.100/32"))
+    compiled = load_policy(path)
+    index = {w.name: i for i, w in enumerate(compiled.workloads)}
+    web1, web2 = compiled.workloads[index["web1"]], compiled.workloads[index["web2"]]
+    assert web1.ips == (ipaddress.ip_address("10.77.0.11"), ipaddress.ip_address("fd77::11"))
+    assert web2.ips == (ipaddress.ip_address("10.77.0.12"),)
+    assert compiled.rules[-1].dst.workloads == {index["web1"], index["web2"]}

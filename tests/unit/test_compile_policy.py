@@ -45,8 +45,8 @@ def test_lab_example_compiles_to_the_lab_facts() -> None:
     assert compiled.vsys == ("tenant-a",)
     assert compiled.sources == (str(EXAMPLES / "lab.yaml"),)
     web_01, web_02 = compiled.workloads
-    assert (web_01.name, web_01.macs, web_01.ips) == ("web-01", (bytes.fromhex("020000000101"),), (ipaddress.ip_address("10.77.0.11"),))
-    assert (web_02.name, web_02.macs, web_02.ips) == ("web-02", (bytes.fromhex("020000000102"),), (ipaddress.ip_address("10.77.0.12"),))
+    assert (web_01.name, web_01.macs, web_01.ips) == ("web-01", (bytes.fromhex("020000000101"),), (ipaddress.ip_address("10.77.0.11"), ipaddress.ip_address("fd77::11")))
+    assert (web_02.name, web_02.macs, web_02.ips) == ("web-02", (bytes.fromhex("020000000102"),), (ipaddress.ip_address("10.77.0.12"), ipaddress.ip_address("fd77::12")))
     assert web_01.labels == (("env", "prod"), ("tier", "web"))
     assert [r.name for r in compiled.rules] == [
         "web-to-server-http", "ping", "web-to-server-dns", "reject-8443", "ssh-from-server", "default-deny",
