@@ -56,11 +56,20 @@ cdef uint64_t mac_to_c(bytes mac) except? 0:
     return v
 
 
+ACTION_NAMES = ("allow", "deny", "reject")
+L3_NAMES = ("none", "arp", "ipv4", "ipv6")
+
+
+cdef object _name(tuple names, Py_ssize_t i):
+    # bounds-checked by hand: the module is compiled with boundscheck off
+    return names[i] if 0 <= i < len(names) else str(i)
+
+
 def decode(bytes frame) -> dict:
     """Decode one frame with the fastpath's decoder (for tests and tools)."""
     cdef pkt_t p
     cdef int reason = decode_frame(&p, <const uint8_t *><const char *>frame, <uint32_t>len(frame))
-    out = {"reason": DROP_REASONS[reason] if reason else None, "l3": ("none", "arp", "ipv4", "ipv6")[p.l3],
+    out = {"reason": _name(DROP_REASONS, reason) if reason else None, "l3": _name(L3_NAMES, p.l3),
            "vlan": p.vlan, "ethertype": p.ethertype, "proto": p.proto, "is_fragment": bool(p.is_frag),
            "first_fragment": bool(p.frag_first), "sport": p.sport, "dport": p.dport,
            "tcp_flags": p.tcp_flags, "icmp_type": p.icmp_type, "icmp_code": p.icmp_code,
@@ -467,7 +476,7 @@ cdef class Engine:
                           "kernel_drops": self._kernel_drops(i)})
         return {
             "ports": ports,
-            "drops": {DROP_REASONS[i]: self.e.drops[i] for i in range(1, R_COUNT)},
+            "drops": {_name(DROP_REASONS, i): self.e.drops[i] for i in range(1, R_COUNT)},
             "flows_active": self.e.flows.count,
             "flows_capacity": self.e.flows.capacity,
             "flows_created": self.e.flows_created,
@@ -493,9 +502,10 @@ cdef class Engine:
         out = []
         for s in range(self.e.flows.mask + 1):
             if self.e.flows.slots[s].used:
+                memset(&ev, 0, sizeof(ev))
                 event_from_flow(&ev, &self.e.flows.slots[s], EV_FLOW)
                 d = self._event_dict(&ev)
-                d["tcp_state"] = TCP_STATE_NAMES[self.e.flows.slots[s].tcp_state]
+                d["tcp_state"] = _name(TCP_STATE_NAMES, self.e.flows.slots[s].tcp_state)
                 d["cut"] = bool(self.e.flows.slots[s].cut)
                 out.append(d)
         return out
@@ -517,10 +527,10 @@ cdef class Engine:
             "rule": ev.rule,
             "rule_ingress": ev.rule_ingress,
             "generation": ev.generation,
-            "action": ("allow", "deny", "reject")[ev.action],
-            "end_reason": END_REASONS[ev.end_reason] if ev.type == EV_FLOW else None,
-            "drop_reason": DROP_REASONS[ev.drop_reason] if ev.type == EV_DROP else None,
-            "tcp_state": TCP_STATE_NAMES[ev.tcp_state],
+            "action": _name(ACTION_NAMES, ev.action),
+            "end_reason": _name(END_REASONS, ev.end_reason) if ev.type == EV_FLOW else None,
+            "drop_reason": _name(DROP_REASONS, ev.drop_reason) if ev.type == EV_DROP else None,
+            "tcp_state": _name(TCP_STATE_NAMES, ev.tcp_state),
             "start": (ev.ts_first / 1e9) + self.wall_offset,
             "end": (ev.ts_last / 1e9) + self.wall_offset,
             "pkts_toserver": ev.pkts[0],

@@ -293,13 +293,13 @@ cdef void sweep_flows(engine_t *e, uint64_t now) noexcept nogil:
     if budget > ft.mask + 1:
         budget = ft.mask + 1
     while budget > 0:
-        budget -= 1
         s = ft.sweep_cursor
         f = &ft.slots[s]
         if f.used and now - f.ts_last > e.timeouts_ns[flow_timeout_class(f)]:
             flow_end(e, f, END_TIMEOUT)
             flow_remove_slot(ft, s)
-            continue   # a later entry may have shifted into this slot
+            continue   # a later entry may have shifted into this slot: look at it again
+        budget -= 1
         ft.sweep_cursor = (s + 1) & ft.mask
 
 cdef inline void adopt_tables(engine_t *e) noexcept nogil:

@@ -1,0 +1,137 @@
+"""Flow table behaviour: bidirectional flows, TCP state, idle timeouts, a full table, fragments, VLANs."""
+
+from __future__ import annotations
+
+from scapy.layers.inet import fragment
+from scapy.layers.l2 import Dot1Q
+
+from fastpath_helpers import (ICMP, IP, SRV_IP, SRV_MAC, UDP, WEB1_IP, WEB1_MAC, Ether, Wire, lab_policy,
+                              srv_to_web1, tcp, web1_to_srv)
+
+S = 1_000_000_000  # ns
+
+
+def handshake(w: Wire, sport: int, now: int) -> None:
+    w.from_vm(web1_to_srv(tcp(sport, 80, "S")), now)
+    w.from_up(srv_to_web1(tcp(80, sport, "SA", ack=1001)), now)
+    w.from_vm(web1_to_srv(tcp(sport, 80, "A", seq=1001)), now)
+
+
+def test_both_directions_share_one_flow() -> None:
+    w = Wire(lab_policy())
+    handshake(w, 41000, 10 * S)
+    (flow,) = w.engine.flows()
+    assert flow["src_ip"] == WEB1_IP and flow["src_port"] == 41000 and flow["dest_ip"] == SRV_IP
+    assert (flow["pkts_toserver"], flow["pkts_toclient"]) == (2, 1)
+
+
+def test_tcp_close_and_idle_timeouts() -> None:
+    w = Wire(lab_policy(), tcp_established=100, tcp_closing=5)
+    handshake(w, 41001, 10 * S)
+    w.engine.expire(50 * S)
+    assert len(w.engine.flows()) == 1  # established, not idle long enough
+    w.from_vm(web1_to_srv(tcp(41001, 80, "FA", seq=1001)), 60 * S)
+    w.from_up(srv_to_web1(tcp(80, 41001, "FA", ack=1002)), 60 * S)
+    assert w.engine.flows()[0]["tcp_state"] == "closing"
+    w.engine.expire(66 * S)
+    assert w.engine.flows() == []
+    (event,) = w.engine.drain_events()
+    assert event["event"] == "flow" and event["end_reason"] == "timeout"
+    assert event["pkts_toserver"] == 3 and event["pkts_toclient"] == 2
+    assert event["rule"] == 0 and event["action"] == "allow"
+
+
+def test_udp_flow_expires_after_its_timeout() -> None:
+    w = Wire(lab_policy(), udp=30)
+    w.from_vm(web1_to_srv(UDP(sport=5353, dport=53)), 10 * S)
+    w.engine.expire(39 * S)
+    assert len(w.engine.flows()) == 1
+    w.engine.expire(41 * S)
+    assert w.engine.flows() == []
+
+
+def test_new_syn_on_a_closed_tuple_starts_a_new_flow() -> None:
+    w = Wire(lab_policy())
+    handshake(w, 41002, 10 * S)
+    w.from_vm(web1_to_srv(tcp(41002, 80, "R", seq=1001)), 11 * S)
+    up, _ = w.from_vm(web1_to_srv(tcp(41002, 80, "S", seq=9000)), 12 * S)
+    assert len(up) == 1
+    (flow,) = w.engine.flows()
+    assert flow["tcp_state"] == "syn_sent" and flow["pkts_toserver"] == 1
+    (ended,) = w.engine.drain_events()
+    assert ended["end_reason"] == "reused"
+
+
+def test_full_flow_table_drops_new_flows_and_keeps_old_ones() -> None:
+    w = Wire(lab_policy(), flow_capacity=4)
+    for port in range(4):
+        assert len(w.from_vm(web1_to_srv(tcp(42000 + port, 80, "S")))[0]) == 1
+    assert w.from_vm(web1_to_srv(tcp(42100, 80, "S")))[0] == []
+    assert w.engine.stats()["flow_insert_failures"] == 1
+    # existing flows go on
+    assert len(w.from_up(srv_to_web1(tcp(80, 42000, "SA", ack=1001)))[0]) == 1
+
+
+def test_flow_table_survives_churn() -> None:
+    """Insert/expire many flows through a small table: lookups stay right after backward-shift deletes."""
+    w = Wire(lab_policy(), flow_capacity=64, udp=1)
+    now = 10 * S
+    for round_no in range(20):
+        for port in range(60):
+            w.from_vm(web1_to_srv(UDP(sport=10000 + round_no * 100 + port, dport=53)), now)
+        assert w.engine.stats()["flows_active"] == 60
+        # every flow of this round is still found (replies pass as part of the flow)
+        for port in range(0, 60, 7):
+            reply = Ether(src=SRV_MAC, dst=WEB1_MAC) / IP(src=SRV_IP, dst=WEB1_IP) / UDP(
+                sport=53, dport=10000 + round_no * 100 + port)
+            assert len(w.from_up(reply, now)[0]) == 1
+        now += 5 * S
+        w.engine.expire(now)
+        assert w.engine.stats()["flows_active"] == 0
+    assert w.engine.stats()["flow_insert_failures"] == 0
+
+
+def test_fragments_follow_their_first_fragment() -> None:
+    w = Wire(lab_policy())
+    allowed = fragment(web1_to_srv(UDP(sport=1, dport=53) / (b"a" * 3000))[IP], fragsize=1000)
+    denied = fragment(web1_to_srv(UDP(sport=1, dport=9999) / (b"a" * 3000))[IP], fragsize=1000)
+    out = []
+    for frag in allowed:
+        out += w.from_vm(Ether(src=WEB1_MAC, dst=SRV_MAC) / frag)[0]
+    assert len(out) == len(allowed) >= 3
+    out = []
+    for frag in denied:
+        out += w.from_vm(Ether(src=WEB1_MAC, dst=SRV_MAC) / frag)[0]
+    assert out == []
+
+
+def test_fragment_without_first_is_dropped() -> None:
+    w = Wire(lab_policy())
+    frags = fragment(web1_to_srv(UDP(sport=1, dport=53) / (b"a" * 3000))[IP], fragsize=1000)
+    assert w.from_vm(Ether(src=WEB1_MAC, dst=SRV_MAC) / frags[1])[0] == []
+    assert w.drops() == {"fragment_without_first": 1}
+
+
+def test_vlan_tagged_flows_are_tracked_and_forwarded_tagged() -> None:
+    w = Wire(lab_policy())
+    frame = Ether(src=WEB1_MAC, dst=SRV_MAC) / Dot1Q(vlan=42) / IP(src=WEB1_IP, dst=SRV_IP) / tcp(43000, 80, "S")
+    up, _ = w.from_vm(frame)
+    assert up == [bytes(frame)]
+    assert w.engine.flows()[0]["vlan"] == 42
+
+
+def test_ping_is_a_flow_keyed_by_echo_id() -> None:
+    w = Wire(lab_policy())
+    w.from_vm(web1_to_srv(ICMP(type=8, id=7, seq=1)))
+    down, _ = w.from_up(srv_to_web1(ICMP(type=0, id=7, seq=1)))
+    assert len(down) == 1
+    (flow,) = w.engine.flows()
+    assert flow["pkts_toclient"] == 1
+
+
+def test_shutdown_logs_every_open_flow() -> None:
+    w = Wire(lab_policy())
+    handshake(w, 41003, 10 * S)
+    w.engine.end_all_flows()
+    (event,) = w.engine.drain_events()
+    assert event["end_reason"] == "shutdown" and event["dest_port"] == 80
