@@ -291,13 +291,14 @@ def markdown_table(results: list[ConfigResult]) -> str:
             continue
         m = r.medians()
 
-        def cell(metric: str, kind: str, higher_better: bool = True) -> str:
-            text = fmt(m[metric], kind)
-            if base is None or r.name == "bridge" or m[metric] is None or base[metric] is None:
+        def cell(metric: str, kind: str) -> str:
+            value, ref = m[metric], base[metric] if base is not None else None
+            text = fmt(value, kind)
+            if r.name == "bridge" or value is None or ref is None:
                 return text
             if kind == "us":  # latency: show what the dataplane adds
-                return f"{text} (+{m[metric] - base[metric]:.0f})"
-            q = measure.ratio(m[metric], base[metric])
+                return f"{text} ({value - ref:+.0f})"
+            q = measure.ratio(value, ref)
             return f"{text} ({q:.2f}×)" if q is not None else text
 
         delivered = measure.ratio(m["pps_delivered"], m["pps_offered"])

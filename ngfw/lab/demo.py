@@ -12,7 +12,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,7 +107,7 @@ def run_check(lab: Lab, check: Check) -> Outcome:
 
 
 def format_outcomes(outcomes: list[Outcome], baseline: bool) -> list[str]:
-    rows = [("#", "client", "test", "expected (rule)", "observed", "time", "")]
+    rows: list[tuple[str, ...]] = [("#", "client", "test", "expected (rule)", "observed", "time", "")]
     for i, o in enumerate(outcomes, 1):
         mark = "" if baseline else ("ok" if o.as_expected else "UNEXPECTED")
         rows.append(
@@ -117,7 +117,7 @@ def format_outcomes(outcomes: list[Outcome], baseline: bool) -> list[str]:
     return _table(rows)
 
 
-def _table(rows: list[tuple[str, ...]]) -> list[str]:
+def _table(rows: Sequence[Sequence[str]]) -> list[str]:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
 
@@ -138,7 +138,7 @@ def format_eve(records: list[dict[str, Any]], limit: int = 20) -> list[str]:
     counts = Counter(str(r.get("event_type", "?")) for r in records)
     lines = ["  records: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))]
     shown = [r for r in records if r.get("event_type") in ("flow", "drop", "alert")][:limit]
-    rows = [("event_type", "src_ip", "dest_ip", "dest_port", "proto", "rule", "action")]
+    rows: list[tuple[str, ...]] = [("event_type", "src_ip", "dest_ip", "dest_port", "proto", "rule", "action")]
     for r in shown:
         rows.append(
             tuple(str(r.get(k, "-")) for k in ("event_type", "src_ip", "dest_ip", "dest_port", "proto", "rule"))
