@@ -462,7 +462,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="3 s per measurement, 1 repetition")
     parser.add_argument("--only", default="", help=f"comma-separated subset of {','.join(CONFIGS)}")
-    parser.add_argument("--reps", type=int, default=None, help="repetitions per configuration (default 3; 1 with --quick)")
+    parser.add_argument(
+        "--reps", type=int, default=None, help="repetitions per configuration (default 3; 1 with --quick)"
+    )
     parser.add_argument("--out", default=str(HERE / "out"), help="directory for the JSON results")
     parser.add_argument("--prefix", default=PREFIX, help="namespace name prefix")
     return run(parser.parse_args(argv))

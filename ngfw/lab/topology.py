@@ -1,9 +1,9 @@
 """The lab: one hypervisor host, two workloads, a firewall "VM" and a server, as network namespaces.
 
 ```
- {p}-web1 eth0 ─┐                                              ┌─ eth0 {p}-srv
- {p}-web2 eth0 ─┤ br-vm ── vm-fw ═ fw-vm [ {p}-fw ] fw-up ═ up-fw ── br-up ├
-                └──────────────── {p}-host ───────────────────────────────┘
+ {p}-web1 eth0 --vm-web1--+                                        +--up-srv-- eth0 {p}-srv
+                          br-vm --vm-fw== fw-vm [{p}-fw] fw-up ==up-fw-- br-up
+ {p}-web2 eth0 --vm-web2--+     (bridges and their ports: {p}-host)
 ```
 All endpoints share one L2 subnet; the only path between br-vm and br-up runs through the
 fw namespace (the dataplane, or the `br-fw` Linux bridge in baseline mode).
@@ -139,13 +139,17 @@ def _index(ipr: IPRoute, ifname: str) -> int:
     return int(found[0])
 
 
+def _operstate(ipr: IPRoute, ifname: str) -> str:
+    return str(ipr.link("get", index=_index(ipr, ifname))[0].get_attr("IFLA_OPERSTATE"))
+
+
 def _wait_oper_up(ns: str, ifnames: list[str], timeout: float = 5.0) -> None:
     """Wait until every veth in `ifnames` reports carrier (both ends up), bounded by `timeout`."""
     deadline = time.monotonic() + timeout
     with IPRoute(netns=ns, flags=0) as ipr:
         pending = list(ifnames)
         while pending and time.monotonic() < deadline:
-            pending = [n for n in pending if ipr.link("get", index=_index(ipr, n))[0].get_attr("IFLA_OPERSTATE") != "UP"]
+            pending = [n for n in pending if _operstate(ipr, n) != "UP"]
             if pending:
                 time.sleep(0.05)
     if pending:

@@ -115,7 +115,7 @@ def _ns_run(ns: str, argv: Sequence[str], timeout: float = 10.0) -> subprocess.C
 
 @pytest.fixture
 def ns_run() -> Callable[..., subprocess.CompletedProcess[str]]:
-    """`ns_run(ns, argv, timeout=10)`: run argv inside namespace `ns`; returncode/stdout/stderr, never raises on exit."""
+    """`ns_run(ns, argv, timeout=10)`: run argv inside namespace `ns` -> CompletedProcess (no raise on exit code)."""
     return _ns_run
 
 
