@@ -39,6 +39,7 @@ from ngfw.lab.dataplane_process import (  # noqa: E402
     repo_path,
     start_dataplane,
 )
+from ngfw.lab.lock import LabBusy, lock_prefix, release  # noqa: E402
 from ngfw.lab.netns import call_in, free_tcp_port, in_netns, read_proc_net, run_in, stop_process  # noqa: E402
 from ngfw.lab.services import lab_services  # noqa: E402
 from ngfw.lab.signals import Terminated, raise_on_signals  # noqa: E402
@@ -367,6 +368,11 @@ def run(args: argparse.Namespace) -> int:
     info = machine_info()
     log(f"{len(active)} configuration(s) x {reps} repetition(s) on {info['cpus']} CPUs ({info['cpu_model']}), "
         f"load {info['loadavg_at_start'][0]:.2f}; the machine is shared: expect noise")  # fmt: skip
+    try:
+        lock = lock_prefix(args.prefix)
+    except LabBusy as exc:
+        print(f"bench: {exc} (another benchmark is running?)", file=sys.stderr)
+        return 2
     workdir = Path(tempfile.mkdtemp(prefix="ngfw-bench-"))
     status = 0
     try:
@@ -387,6 +393,7 @@ def run(args: argparse.Namespace) -> int:
         status = 130
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+        release(lock)
 
     ordered = [results[n] for n in names]
     table = markdown_table(ordered)

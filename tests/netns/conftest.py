@@ -20,6 +20,7 @@ import pytest
 from ngfw.lab import services as lab_services_mod
 from ngfw.lab import dataplane_process
 from ngfw.lab.dataplane_process import DataplaneProcess, DataplaneStartError, repo_path
+from ngfw.lab.lock import claim_prefix, release
 from ngfw.lab.netns import call_in, free_tcp_port, http_get
 from ngfw.lab.topology import Lab, lab_bridge_fw, lab_down, lab_unbridge_fw, lab_up
 
@@ -40,12 +41,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def lab() -> Iterator[Lab]:
-    prefix = f"nt{os.getpid() % 1000}"
-    built = lab_up(prefix)
+    # nt<pid%1000>, or the next number a concurrent session does not hold.
+    pid = os.getpid()
+    prefix, lock = claim_prefix(f"nt{(pid + i) % 1000}" for i in range(1000))
     try:
-        yield built
+        built = lab_up(prefix)
+        try:
+            yield built
+        finally:
+            lab_down(prefix)
     finally:
-        lab_down(prefix)
+        release(lock)
 
 
 @pytest.fixture(scope="session")
