@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -95,7 +96,7 @@ def test_spoofed_source_is_dropped(lab, lab_services, start_dataplane, ns_run) -
     script = (f"from scapy.all import Ether, IP, UDP, sendp; "
               f"sendp(Ether(src='{lab.web1.mac}', dst='{lab.srv.mac}') / IP(src='{lab.web2.ipv4}', "
               f"dst='{SERVER}') / UDP(sport=5555, dport=53) / b'x', iface='{lab.web1.ifname}', count=3, verbose=False)")
-    r = ns_run(lab.web1.ns, ["python3", "-c", script], timeout=30)
+    r = ns_run(lab.web1.ns, [sys.executable, "-c", script], timeout=30)
     assert r.returncode == 0, r.stderr
     assert wait_for(lambda: metric(dp.metrics_text(), "ngfw_drops_total", reason="spoofed_ip") == 3)
     # and the honest address still works

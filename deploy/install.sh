@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Install ngfw and everything it needs on Debian 12, as root: system packages (build tools, libhs,
+# the lab's real servers and clients), a virtualenv in .venv with the Python dependencies, and the
+# compiled fastpath. Idempotent; safe to run again.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$here"
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "deploy/install.sh: run as root (it installs Debian packages and the lab needs network namespaces)" >&2
+    exit 1
+fi
+
+packages=$(cat deploy/packages.txt deploy/packages-lab.txt | sed 's/#.*//' | tr -s ' \n' ' ')
+missing=()
+for p in $packages; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "deploy/install.sh: installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+# the lab starts its own nginx/sshd/dnsmasq in namespaces; the host's copies stay off
+for unit in nginx ssh dnsmasq; do
+    systemctl disable --now "$unit" >/dev/null 2>&1 || true
+done
+
+python="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+    "$python" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip setuptools wheel
+.venv/bin/python -m pip install -q -e ".[test]"
+.venv/bin/python -c "import ngfw._fastpath.engine as e; print('ngfw: compiled fastpath', e.__file__, 'libhs', e.BUILD_INFO['hyperscan'])"
