@@ -54,7 +54,9 @@ cdef int decode_l4(pkt_t *p, uint32_t off, uint32_t end) noexcept nogil:
         p.payload_off = off + 8
         p.payload_len = (ulen if not p.is_frag else avail) - 8
         p.has_ports = 1
-    elif p.proto == P_ICMP or p.proto == P_ICMPV6:
+    elif (p.proto == P_ICMP and not p.is_v6) or (p.proto == P_ICMPV6 and p.is_v6):
+        # each family has its own ICMP: protocol 58 inside IPv4 (1 inside IPv6) is opaque, or an
+        # IPv4 datagram could pass as neighbour discovery, which is forwarded around the policy
         if avail < 4:
             return R_FRAG_TINY if p.is_frag else R_TRUNC_ICMP
         p.icmp_type = d[off]
@@ -143,12 +145,15 @@ cdef int decode_ipv6(pkt_t *p, uint32_t off) noexcept nogil:
         elif nh == 44:  # fragment
             if cur + 8 > end:
                 return R_BAD_IPV6_EXT
-            p.is_frag = 1
-            p.frag_id = ngfw_be32(d + cur + 4)
-            p.frag_first = 1 if (ngfw_be16(d + cur + 2) & 0xfff8) == 0 else 0
+            # offset 0 with M clear is an atomic fragment: a whole datagram, processed in isolation
+            # (RFC 8200 4.5, RFC 6946), not a first fragment to track
+            if ngfw_be16(d + cur + 2) & 0xfff9:
+                p.is_frag = 1
+                p.frag_id = ngfw_be32(d + cur + 4)
+                p.frag_first = 1 if (ngfw_be16(d + cur + 2) & 0xfff8) == 0 else 0
             nh = d[cur]
             cur += 8
-            if not p.frag_first:
+            if p.is_frag and not p.frag_first:
                 p.proto = nh
                 p.l4_off = cur
                 p.payload_off = cur
