@@ -216,7 +216,7 @@ def run_measurements(lab: Lab, d: Durations, workdir: Path, result: ConfigResult
 def identity_policy_file(lab: Lab, workdir: Path) -> Path:
     from ngfw.compiler.generate import identity_policy  # the policy engineer's generator
 
-    workloads = [(w.name, w.mac, w.ipv4) for w in lab.workloads]
+    workloads = [{"name": w.name, "mac": w.mac, "ips": [w.ipv4, w.ipv6]} for w in lab.workloads]
     text = identity_policy(IDENTITY_RULES, workloads, f"{lab.srv.ipv4}/32", "bench")
     path = workdir / f"identity-{IDENTITY_RULES}.yaml"
     path.write_text(text)
