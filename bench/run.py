@@ -36,6 +36,7 @@ from ngfw.lab.dataplane_process import (  # noqa: E402
     DataplaneStartError,
     dataplane_unavailable,
     metric_by_label,
+    metric_sum,
     repo_path,
     start_dataplane,
 )
@@ -240,6 +241,9 @@ def unavailable(name: str) -> str | None:
     return None
 
 
+DATAPLANE_ARGS: list[str] = []  # extra `ngfw dataplane` options for every ngfw configuration (--dataplane-args)
+
+
 @contextlib.contextmanager
 def configuration(name: str, lab: Lab, workdir: Path, result: ConfigResult) -> Iterator[DataplaneProcess | None]:
     """Put configuration `name` in place between fw-vm and fw-up for the block; undo it afterwards."""
@@ -252,11 +256,14 @@ def configuration(name: str, lab: Lab, workdir: Path, result: ConfigResult) -> I
         return
     policy = repo_path(ALLOW_ALL_POLICY) if name == "allow" else identity_policy_file(lab, workdir)
     dp_dir = Path(tempfile.mkdtemp(prefix=f"dp-{name}-", dir=workdir))
-    dp = start_dataplane(lab.fw_ns, policy, free_tcp_port(lab.fw_ns), workdir=dp_dir)
+    dp = start_dataplane(lab.fw_ns, policy, free_tcp_port(lab.fw_ns), workdir=dp_dir, extra_args=DATAPLANE_ARGS)
     try:
         yield dp
         try:
-            drops = metric_by_label(dp.metrics(), "ngfw_drops_total", "reason")
+            samples = dp.metrics()
+            drops = metric_by_label(samples, "ngfw_drops_total", "reason")
+            # frames lost before the dataplane read them (its receive ring was full)
+            drops["kernel_ring_full"] = metric_sum(samples, "ngfw_port_kernel_drops_total")
         except OSError as exc:
             drops = {}
             result.errors.append(f"metrics scrape: {exc}")
@@ -351,6 +358,9 @@ def run(args: argparse.Namespace) -> int:
         print("bench: needs root (it builds network namespaces)", file=sys.stderr)
         return 2
     durations = Durations.quick() if args.quick else Durations()
+    import shlex
+
+    DATAPLANE_ARGS[:] = shlex.split(args.dataplane_args)
     reps = 1 if args.quick and args.reps is None else (args.reps or 3)
     names = [n.strip() for n in args.only.split(",")] if args.only else list(CONFIGS)
     bad = [n for n in names if n not in CONFIGS]
@@ -468,6 +478,8 @@ def _tcp_listeners(lab: Lab) -> set[int]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="3 s per measurement, 1 repetition")
+    parser.add_argument("--dataplane-args", default="", metavar="ARGS",
+                        help="extra options for `ngfw dataplane`, e.g. '--idle-spin-us 100000'")
     parser.add_argument("--only", default="", help=f"comma-separated subset of {','.join(CONFIGS)}")
     parser.add_argument(
         "--reps", type=int, default=None, help="repetitions per configuration (default 3; 1 with --quick)"

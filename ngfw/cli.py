@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--flow-capacity", type=int, default=262144, metavar="N", help="flows the table holds (262144)")
     dp.add_argument("--timeout", type=_timeout, action="append", default=[], metavar="NAME=SECONDS",
                     help="idle timeout: tcp_syn, tcp_established, tcp_closing, tcp_closed, udp, icmp, other")
+    dp.add_argument("--idle-spin-us", type=float, default=200.0, metavar="US",
+                    help="keep polling the rings this long after the last frame before sleeping (200; 0 sleeps at "
+                         "once: less CPU, more latency)")
 
     lab = sub.add_parser("lab", help="network-namespace lab: two workloads, the dataplane, a server")
     lab.add_argument("action", choices=["up", "down"])
@@ -92,7 +95,7 @@ def cmd_dataplane(args: argparse.Namespace) -> int:
     plan = PortPlan(wires=args.wire, taps=args.tap, segments=dict(args.segment))
     try:
         dp = Dataplane(plan, policy_path=args.policy, eve_path=args.eve, flow_capacity=args.flow_capacity,
-                       timeouts=dict(args.timeout))
+                       timeouts=dict(args.timeout), idle_spin_us=args.idle_spin_us)
         if args.policy:
             dp.load_file()
     except (PortError, FastpathMissing, ValueError) as exc:

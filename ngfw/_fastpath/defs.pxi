@@ -85,6 +85,7 @@ cdef extern from "fp_sys.h" nogil:
     int munmap(void *addr, size_t length)
     int poll(pollfd *fds, unsigned long nfds, int timeout)
     uint16_t htons(uint16_t v)
+    int sched_yield()
 
 # --- drop reasons: one counter each; names are the `reason` label of ngfw_drops_total ---
 cdef enum:

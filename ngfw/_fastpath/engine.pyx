@@ -283,7 +283,7 @@ cdef class Engine:
     cdef dict kernel_drops   # port index -> drops reported by PACKET_STATISTICS so far
 
     def __cinit__(self, uint32_t flow_capacity=262144, dict timeouts=None, uint32_t event_capacity=65536,
-                  uint32_t burst=64):
+                  uint32_t burst=64, double idle_spin_us=200.0):
         cdef uint32_t i
         self.e = <engine_t *>calloc(1, sizeof(engine_t))
         if self.e == NULL:
@@ -302,6 +302,9 @@ cdef class Engine:
             raise MemoryError("not enough memory for the event ring")
         self.flow_capacity = flow_capacity
         self.e.burst = burst
+        if idle_spin_us < 0:
+            raise ValueError("idle_spin_us must not be negative")
+        self.e.idle_spin_ns = <uint64_t>(idle_spin_us * 1000.0)
         self.e.flow_id_salt = int.from_bytes(os.urandom(8), "little")
         self.port_names = []
         self.kernel_drops = {}

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 #include <poll.h>
+#include <sched.h>
 #include <errno.h>
 #include <unistd.h>
 #include <sys/mman.h>

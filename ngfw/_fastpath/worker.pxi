@@ -38,6 +38,7 @@ ctypedef struct engine_t:
     uint32_t stop
     uint32_t running
     uint32_t burst
+    uint64_t idle_spin_ns      # keep polling the rings this long after the last frame before sleeping
     uint8_t scratch[SCRATCH_LEN]
     uint8_t response[RESPONSE_MAX]
 
@@ -364,7 +365,9 @@ cdef void run_loop(engine_t *e) noexcept nogil:
             fds[nfds].fd = e.ports[i].fd
             fds[nfds].events = POLLIN
             nfds += 1
+    cdef uint64_t last_busy
     e.last_sweep = ngfw_now_ns()
+    last_busy = e.last_sweep
     while not ngfw_load_u32(&e.stop):
         adopt_tables(e)
         now = ngfw_now_ns()
@@ -377,5 +380,11 @@ cdef void run_loop(engine_t *e) noexcept nogil:
         for i in range(e.n_ports):
             port_flush(&e.ports[i])
         sweep_flows(e, now)
-        if n == 0:
+        if n:
+            last_busy = now
+        elif now - last_busy < e.idle_spin_ns:
+            # a reply usually follows within tens of microseconds: waking from poll() costs about as
+            # much again on a VM, so keep looking for a while, yielding the core to anyone runnable
+            sched_yield()
+        else:
             poll(fds, nfds, 10)
