@@ -69,7 +69,48 @@ cdef int decode_l4(pkt_t *p, uint32_t off, uint32_t end) noexcept nogil:
             p.dport = p.sport
         p.payload_off = off + 4 if avail >= 4 else end
         p.payload_len = avail - 4
+        if not p.is_frag and icmp_is_error(p):
+            decode_icmp_quote(p, off + 8, end)
     return R_NONE
+
+cdef inline bint icmp_is_error(const pkt_t *p) noexcept nogil:
+    if p.proto == P_ICMP:
+        return p.icmp_type == 3 or p.icmp_type == 4 or p.icmp_type == 5 or p.icmp_type == 11 or p.icmp_type == 12
+    return 1 <= p.icmp_type <= 4
+
+cdef void decode_icmp_quote(pkt_t *p, uint32_t off, uint32_t end) noexcept nogil:
+    """Read the quoted datagram's addresses and ports; leaves icmp_error 0 when the quote is too short."""
+    cdef const uint8_t *d = p.data
+    cdef uint32_t ihl, l4
+    if p.proto == P_ICMP:
+        if off + 20 > end or (d[off] >> 4) != 4:
+            return
+        ihl = (d[off] & 0x0f) * 4
+        if ihl < 20 or off + ihl > end:
+            return
+        p.inner_proto = d[off + 9]
+        ip_from_v4(&p.inner_src, d + off + 12)
+        ip_from_v4(&p.inner_dst, d + off + 16)
+        l4 = off + ihl
+    else:
+        if off + 40 > end or (d[off] >> 4) != 6:
+            return
+        p.inner_proto = d[off + 6]
+        ip_from_v6(&p.inner_src, d + off + 8)
+        ip_from_v6(&p.inner_dst, d + off + 24)
+        l4 = off + 40
+    if p.inner_proto == P_TCP or p.inner_proto == P_UDP:
+        if l4 + 4 > end:
+            return
+        p.inner_sport = ngfw_be16(d + l4)
+        p.inner_dport = ngfw_be16(d + l4 + 2)
+    elif p.inner_proto == p.proto:
+        # a quoted echo request: its identifier keys the ping's flow
+        if l4 + 8 > end:
+            return
+        p.inner_sport = ngfw_be16(d + l4 + 4)
+        p.inner_dport = p.inner_sport
+    p.icmp_error = 1
 
 cdef int decode_ipv4(pkt_t *p, uint32_t off) noexcept nogil:
     cdef const uint8_t *d = p.data

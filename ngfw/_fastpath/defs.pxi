@@ -122,7 +122,8 @@ cdef enum:
     R_TX_FULL = 30
     R_FRAG_TABLE_FULL = 31
     R_NO_POLICY = 32
-    R_COUNT = 33
+    R_ICMP_ERROR_NO_FLOW = 33
+    R_COUNT = 34
 
 DROP_REASONS = (
     "none", "empty_frame", "truncated_ethernet", "truncated_vlan", "unknown_ethertype", "truncated_arp",
@@ -130,7 +131,7 @@ DROP_REASONS = (
     "truncated_tcp", "bad_tcp_header", "truncated_udp", "bad_udp_length", "truncated_icmp", "oversize",
     "fragment_tiny", "fragment_without_first", "spoofed_ip", "spoofed_mac", "wrong_port", "no_workload",
     "policy_deny", "policy_reject", "policy_default_deny", "tcp_not_syn", "flow_table_full",
-    "cut_by_policy", "hairpin", "tx_ring_full", "fragment_table_full", "no_policy",
+    "cut_by_policy", "hairpin", "tx_ring_full", "fragment_table_full", "no_policy", "icmp_error_without_flow",
 )
 
 # --- layer 3 kinds ---
@@ -195,3 +196,10 @@ ctypedef struct pkt_t:
     ip128_t dst_ip
     uint64_t src_mac
     uint64_t dst_mac
+    # an ICMP error quotes the datagram it answers: the quoted tuple finds the flow it belongs to
+    uint8_t icmp_error
+    uint8_t inner_proto
+    uint16_t inner_sport
+    uint16_t inner_dport
+    ip128_t inner_src
+    ip128_t inner_dst

@@ -98,6 +98,19 @@ cdef inline void flow_key_from_pkt(flow_key_t *k, const pkt_t *p, bint *pkt_is_a
     k.proto = p.proto
     pkt_is_a[0] = src_lower
 
+cdef inline void flow_key_from_icmp_quote(flow_key_t *k, const pkt_t *p) noexcept nogil:
+    """The key of the flow an ICMP error belongs to, from the datagram it quotes."""
+    cdef pkt_t q
+    cdef bint unused
+    memset(&q, 0, sizeof(pkt_t))
+    q.src_ip = p.inner_src
+    q.dst_ip = p.inner_dst
+    q.sport = p.inner_sport
+    q.dport = p.inner_dport
+    q.proto = p.inner_proto
+    q.vlan = p.vlan
+    flow_key_from_pkt(k, &q, &unused)
+
 cdef inline uint32_t flow_hash(const flow_key_t *k) noexcept nogil:
     cdef uint64_t h = ngfw_mix64(k.a_hi ^ ngfw_mix64(k.a_lo ^ ngfw_mix64(k.b_hi ^ ngfw_mix64(k.b_lo))))
     h ^= (<uint64_t>k.a_port << 32) | (<uint64_t>k.b_port << 16) | (<uint64_t>k.proto << 8) | (<uint64_t>k.vlan << 40)

@@ -217,6 +217,17 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
             forward(e, in_port, data, len, fix, now)
         return
 
+    # an ICMP error travels with the flow it reports on (PMTU discovery, unreachables), or not at all
+    if p.icmp_error:
+        flow_key_from_icmp_quote(&key, &p)
+        f = flow_lookup(&e.flows, &key, flow_hash(&key))
+        if f == NULL or f.action != A_ALLOW:
+            count_drop(e, R_ICMP_ERROR_NO_FLOW)
+            return
+        f.ts_last = now
+        forward(e, in_port, data, len, fix, now)
+        return
+
     # 3. flow
     flow_key_from_pkt(&key, &p, &pkt_is_a)
     h = flow_hash(&key)

@@ -135,3 +135,26 @@ def test_shutdown_logs_every_open_flow() -> None:
     w.engine.end_all_flows()
     (event,) = w.engine.drain_events()
     assert event["end_reason"] == "shutdown" and event["dest_port"] == 80
+
+
+def test_icmp_error_about_a_flow_travels_with_it() -> None:
+    """PMTU discovery: a 'fragmentation needed' about an allowed flow reaches its sender."""
+    w = Wire(lab_policy())
+    request = web1_to_srv(tcp(44000, 80, "S"))
+    w.from_vm(request)
+    too_big = srv_to_web1(ICMP(type=3, code=4, nexthopmtu=1400) / bytes(request[IP])[:28])
+    assert len(w.from_up(too_big)[0]) == 1
+
+
+def test_icmp_error_about_no_flow_is_dropped() -> None:
+    w = Wire(lab_policy())
+    unsolicited = srv_to_web1(ICMP(type=3, code=3) / bytes(web1_to_srv(UDP(sport=1, dport=2))[IP])[:28])
+    assert w.from_up(unsolicited)[0] == []
+    assert w.drops() == {"icmp_error_without_flow": 1}
+
+
+def test_icmp_error_about_a_denied_flow_is_dropped() -> None:
+    w = Wire(lab_policy())
+    denied = web1_to_srv(UDP(sport=1, dport=9999))
+    w.from_vm(denied)
+    assert w.from_up(srv_to_web1(ICMP(type=3, code=3) / bytes(denied[IP])[:28]))[0] == []
