@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from pyroute2 import IPRoute
 from pyroute2.ethtool import Ethtool
+from pyroute2.netlink.exceptions import NetlinkError
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +54,11 @@ def prepare_link(name: str, min_mtu: int = 1500) -> Link:
         try:
             ipr.link("set", index=ifindex, state="up")
             ipr.link("set", index=ifindex, flags=IFF_PROMISC, mask=IFF_PROMISC)
-        except OSError as exc:
-            if exc.errno in (errno.EPERM, errno.EACCES):
+        except (OSError, NetlinkError) as exc:
+            code = exc.code if isinstance(exc, NetlinkError) else exc.errno
+            if code in (errno.EPERM, errno.EACCES):
                 raise _no_permission(name) from None
-            raise PortError(f"cannot bring {name} up: {exc.strerror or exc}") from None
+            raise PortError(f"cannot bring {name} up: {os.strerror(code) if code else exc}") from None
         mtu = ipr.get_links(ifindex)[0].get_attr("IFLA_MTU") or 1500
     if mtu < min_mtu:
         log.warning("interface %s has MTU %d, below %d: larger frames from the other side will be dropped as oversize",

@@ -204,3 +204,15 @@ def test_eve_records_flows_and_drops(lab, lab_services, start_dataplane, ns_run)
     assert flow["flow"]["pkts_toserver"] >= 3 and flow["flow"]["bytes_toclient"] > 0
     assert isinstance(flow["flow_id"], int)
     assert (drops[0]["src_vm"], drops[0]["rule"], drops[0]["action"]) == ("web-02", "default-deny", "deny")
+
+
+def test_no_permission_is_one_sentence(lab) -> None:
+    """Without CAP_NET_ADMIN/CAP_NET_RAW: a sentence naming the interface and what to do, not a traceback."""
+    from ngfw.lab.netns import call_in
+
+    # root's uid (so the installed files stay readable) with every capability dropped
+    r = call_in(lab.fw_ns, ["setpriv", "--bounding-set=-all", "--inh-caps=-all", sys.executable, "-m", "ngfw", "dataplane", "--wire", f"{lab.fw_vm}:{lab.fw_up}"],
+                timeout=60, cwd=str(LAB_POLICY.parents[2]))
+    assert r.returncode == 1
+    assert r.stderr.strip().startswith(f"ngfw dataplane: no permission to configure {lab.fw_vm}"), r.stderr
+    assert "Traceback" not in r.stderr
