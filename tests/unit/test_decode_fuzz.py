@@ -25,7 +25,7 @@ from scapy.layers.inet6 import (
     IPv6ExtHdrHopByHop,
 )
 from scapy.layers.l2 import ARP, Dot1Q, Ether
-from scapy.packet import Raw
+from scapy.packet import Packet, Raw
 
 from ngfw._fastpath import engine
 from ngfw.compiler.tables import (
@@ -89,10 +89,10 @@ def corpus() -> list[bytes]:
     """Valid frames for every path of the engine: flows both ways, fragments, ND, ARP, VLANs."""
     ends4 = [(W1_MAC, W1_V4), (W2_MAC, W2_V4), (W3_MAC, W3_V4), (OUT_MAC, OUT_V4)]
     ends6 = [(W1_MAC, W1_V6), (W2_MAC, W2_V6), (OUT_MAC, OUT_V6)]
-    l4s = [TCP(sport=40000, dport=p, flags=f) for p in (80, 23, 25, 22, 443) for f in ("S", "SA", "A", "FA", "R")]
+    l4s: list[Packet] = [TCP(sport=40000, dport=p, flags=f) for p in (80, 23, 25, 22, 443) for f in ("S", "SA", "A", "FA", "R")]
     l4s += [TCP(sport=40001, dport=80, flags="PA", options=[("MSS", 1460), ("NOP", None)]) / Raw(b"GET / HTTP/1.0\r\n")]
     l4s += [UDP(sport=5353, dport=p) / Raw(b"q" * 12) for p in (53, 69, 123)]
-    frames = []
+    frames: list[Packet] = []
     for smac, sip in ends4:
         for dmac, dip in ends4:
             if sip == dip:

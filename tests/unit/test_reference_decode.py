@@ -309,7 +309,7 @@ def test_arp_and_other_frames_decode_alike(frame: bytes, seed: int) -> None:
 MAC_A, MAC_B = "02:00:00:00:00:01", "02:00:00:00:00:02"
 
 
-def eth(payload: Packet, *vlans: int) -> Ether:
+def eth(payload: Packet, *vlans: int) -> Packet:
     frame: Packet = Ether(src=MAC_A, dst=MAC_B)
     for vid in vlans:
         frame = frame / Dot1Q(vlan=vid)

@@ -221,24 +221,27 @@ def describe(policy: CompiledPolicy) -> str:
     return "\n".join(lines)
 
 
-# ---------------------------------------------------------------- tests
-
-
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(policies_and_flows())
-def test_engine_decides_flows_like_the_twin(case: tuple[CompiledPolicy, list[Flow]]) -> None:
-    policy, flows_ = case
+def assert_decided_alike(policy: CompiledPolicy, flows_: list[Flow]) -> None:
     for flow in flows_:
         expected = twin_decision(policy, flow)
         got = engine_decision(policy, flow)
         assert got == expected, f"{flow}: engine {got}, twin {expected}\n{describe(policy)}"
 
 
+# ---------------------------------------------------------------- tests
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(policies_and_flows())
+def test_engine_decides_flows_like_the_twin(case: tuple[CompiledPolicy, list[Flow]]) -> None:
+    assert_decided_alike(*case)
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(policies_and_flows(min_vsys=2, outsiders=False))
 def test_engine_decides_flows_between_workloads_like_the_twin(case: tuple[CompiledPolicy, list[Flow]]) -> None:
     # workload to workload across 2-3 vsys: where egress and ingress rules both have a say
-    test_engine_decides_flows_like_the_twin.hypothesis.inner_test(case)
+    assert_decided_alike(*case)
 
 
 def _policy(workloads: list[CompiledWorkload], rules: list[CompiledRule], n_vsys: int = 2) -> CompiledPolicy:
