@@ -130,6 +130,7 @@ cdef int decode_ipv4(pkt_t *p, uint32_t off) noexcept nogil:
     p.l3_off = off
     p.ip_end = off + total
     p.proto = d[off + 9]
+    p.ttl = d[off + 8]
     ip_from_v4(&p.src_ip, d + off + 12)
     ip_from_v4(&p.dst_ip, d + off + 16)
     frag = ngfw_be16(d + off + 6)
@@ -164,6 +165,7 @@ cdef int decode_ipv6(pkt_t *p, uint32_t off) noexcept nogil:
     p.ip_end = end
     ip_from_v6(&p.src_ip, d + off + 8)
     ip_from_v6(&p.dst_ip, d + off + 24)
+    p.ttl = d[off + 7]
     nh = d[off + 6]
     cur = off + 40
     for i in range(MAX_IPV6_EXT + 1):

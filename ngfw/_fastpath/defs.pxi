@@ -187,6 +187,7 @@ ctypedef struct pkt_t:
     uint8_t frag_first
     uint8_t is_v6
     uint8_t arp_ipv4           # an Ethernet/IPv4 ARP whose sender and target IPs were read
+    uint8_t ttl                # IPv4 TTL / IPv6 hop limit
     uint32_t frag_id
     uint16_t sport
     uint16_t dport

@@ -180,6 +180,7 @@ cdef class Tables:
                     t.cidrs[ncidr].mask_lo = mask.lo
                     t.cidrs[ncidr].net_hi = ip.hi & mask.hi
                     t.cidrs[ncidr].net_lo = ip.lo & mask.lo
+                    t.cidrs[ncidr].v6 = 1 if net.version == 6 else 0
                     ncidr += 1
                 if side == 0:
                     r.src_any = 1 if aset.any else 0

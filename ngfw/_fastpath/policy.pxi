@@ -6,6 +6,7 @@ ctypedef struct cidr_t:
     uint64_t net_lo
     uint64_t mask_hi
     uint64_t mask_lo
+    uint8_t v6         # IPv4 is stored mapped (::ffff:a.b.c.d): an IPv6 prefix must not match it
 
 ctypedef struct svc_t:
     uint8_t proto      # 0: any protocol
@@ -50,7 +51,7 @@ ctypedef struct tables_t:
     uint64_t *default_hits   # per vsys
 
 cdef inline bint side_match(const tables_t *t, uint8_t any, int32_t bits, uint32_t coff, uint32_t n,
-                            int32_t wl, const ip128_t *ip) noexcept nogil:
+                            int32_t wl, const ip128_t *ip, bint v6) noexcept nogil:
     cdef uint32_t i
     cdef const cidr_t *c
     if any:
@@ -59,7 +60,7 @@ cdef inline bint side_match(const tables_t *t, uint8_t any, int32_t bits, uint32
         return True
     for i in range(n):
         c = &t.cidrs[coff + i]
-        if (ip.hi & c.mask_hi) == c.net_hi and (ip.lo & c.mask_lo) == c.net_lo:
+        if c.v6 == v6 and (ip.hi & c.mask_hi) == c.net_hi and (ip.lo & c.mask_lo) == c.net_lo:
             return True
     return False
 
@@ -79,7 +80,8 @@ cdef inline bint service_match(const tables_t *t, const rule_t *r, uint8_t proto
     return False
 
 cdef int32_t policy_first_match(const tables_t *t, uint32_t cand_list, int32_t src_wl, const ip128_t *sip,
-                                int32_t dst_wl, const ip128_t *dip, uint8_t proto, uint16_t dport) noexcept nogil:
+                                int32_t dst_wl, const ip128_t *dip, bint v6, uint8_t proto,
+                                uint16_t dport) noexcept nogil:
     cdef uint32_t i
     cdef int32_t idx
     cdef const rule_t *r
@@ -87,11 +89,11 @@ cdef int32_t policy_first_match(const tables_t *t, uint32_t cand_list, int32_t s
     for i in range(t.cand_len[cand_list]):
         idx = t.cand[off + i]
         r = &t.rules[idx]
-        if not side_match(t, r.dst_any, r.dst_bits, r.dst_cidr, r.dst_ncidr, dst_wl, dip):
+        if not side_match(t, r.dst_any, r.dst_bits, r.dst_cidr, r.dst_ncidr, dst_wl, dip, v6):
             continue
         if not service_match(t, r, proto, dport):
             continue
-        if not side_match(t, r.src_any, r.src_bits, r.src_cidr, r.src_ncidr, src_wl, sip):
+        if not side_match(t, r.src_any, r.src_bits, r.src_cidr, r.src_ncidr, src_wl, sip, v6):
             continue
         return idx
     return -1
@@ -119,7 +121,7 @@ cdef inline void decide_side(tables_t *t, decision_t *d, int32_t vsys, int32_t r
         t.default_hits[vsys] += 1
 
 cdef void policy_decide(tables_t *t, int32_t src_wl, const ip128_t *sip, int32_t dst_wl, const ip128_t *dip,
-                        uint8_t proto, uint16_t dport, decision_t *d) noexcept nogil:
+                        bint v6, uint8_t proto, uint16_t dport, decision_t *d) noexcept nogil:
     cdef int32_t sv = t.wl_vsys[src_wl] if src_wl >= 0 else -1
     cdef int32_t dv = t.wl_vsys[dst_wl] if dst_wl >= 0 else -1
     cdef int32_t r
@@ -132,12 +134,12 @@ cdef void policy_decide(tables_t *t, int32_t src_wl, const ip128_t *sip, int32_t
         d.rule = -1
         return
     if sv >= 0:
-        r = policy_first_match(t, <uint32_t>src_wl, src_wl, sip, dst_wl, dip, proto, dport)
+        r = policy_first_match(t, <uint32_t>src_wl, src_wl, sip, dst_wl, dip, v6, proto, dport)
         decide_side(t, d, sv, r)
         if d.action != A_ALLOW or dv < 0 or dv == sv:
             return
     # ingress: the destination's vsys sees the source as outside
-    r = policy_first_match(t, t.n_wl + <uint32_t>dv, src_wl, sip, dst_wl, dip, proto, dport)
+    r = policy_first_match(t, t.n_wl + <uint32_t>dv, src_wl, sip, dst_wl, dip, v6, proto, dport)
     if sv >= 0:
         # cross-vsys: keep the egress rule as `rule` unless ingress refuses
         d.rule_ingress = r

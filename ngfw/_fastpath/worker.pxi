@@ -131,9 +131,9 @@ cdef void flow_decide(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, int32
     a.hi = k.a_hi; a.lo = k.a_lo
     b.hi = k.b_hi; b.lo = k.b_lo
     if f.init_is_a:
-        policy_decide(t, src_wl, &a, dst_wl, &b, k.proto, k.b_port, d)
+        policy_decide(t, src_wl, &a, dst_wl, &b, p.is_v6, k.proto, k.b_port, d)
     else:
-        policy_decide(t, src_wl, &b, dst_wl, &a, k.proto, k.a_port, d)
+        policy_decide(t, src_wl, &b, dst_wl, &a, p.is_v6, k.proto, k.a_port, d)
     f.action = d.action
     f.log = d.log
     f.vsys = <int16_t>d.vsys
@@ -162,6 +162,17 @@ cdef void flow_start(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bint p
             event_from_flow(ev, f, EV_DROP)
             ev.drop_reason = d.reason
             evring_publish(&e.events)
+
+cdef inline bint link_control(const pkt_t *p) noexcept nogil:
+    """IPv6 neighbour discovery (hop limit 255, RFC 4861) and multicast listener messages (hop limit 1,
+    RFC 2710/3810): control of the link itself, which never leaves it."""
+    if p.proto != P_ICMPV6 or not p.has_ports or p.is_frag:
+        return False
+    if 133 <= p.icmp_type <= 137:
+        return p.ttl == 255
+    if 130 <= p.icmp_type <= 132 or p.icmp_type == 143:
+        return p.ttl == 1
+    return False
 
 cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint32_t len, uint32_t rx_status,
                         uint64_t now) noexcept nogil:
@@ -202,8 +213,7 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
         return
     # address resolution (ARP, IPv6 ND) and multicast listener reports pass, so hosts find each
     # other through the wire
-    if p.l3 == L3_ARP or (p.proto == P_ICMPV6 and p.has_ports and not p.is_frag and
-                          (133 <= p.icmp_type <= 137 or 130 <= p.icmp_type <= 132 or p.icmp_type == 143)):
+    if p.l3 == L3_ARP or link_control(&p):
         forward(e, in_port, data, len, fix, now)
         return
     # non-first fragments carry no ports: they follow their first fragment's verdict
@@ -219,6 +229,11 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
 
     # an ICMP error travels with the flow it reports on (PMTU discovery, unreachables), or not at all
     if p.icmp_error:
+        # the error must go back to the sender of the datagram it quotes (a router on the path may
+        # send it); anything else would let a workload carry data inside "errors" to any address
+        if p.dst_ip.hi != p.inner_src.hi or p.dst_ip.lo != p.inner_src.lo:
+            count_drop(e, R_ICMP_ERROR_NO_FLOW)
+            return
         flow_key_from_icmp_quote(&key, &p)
         f = flow_lookup(&e.flows, &key, flow_hash(&key))
         if f == NULL or f.action != A_ALLOW:

@@ -94,6 +94,9 @@ def check_ip(value: str) -> str:
     # never appear as the source of a workload's own traffic.
     if address.is_unspecified or address.is_multicast or address == ipaddress.IPv4Address("255.255.255.255"):
         raise ValueError("must be a unicast address")
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        # on the wire this host speaks IPv4: the same address written twice would bind two workloads
+        raise ValueError(f"is an IPv4-mapped IPv6 address: write it as {address.ipv4_mapped}")
     return address.compressed
 
 

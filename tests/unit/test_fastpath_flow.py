@@ -158,3 +158,26 @@ def test_icmp_error_about_a_denied_flow_is_dropped() -> None:
     denied = web1_to_srv(UDP(sport=1, dport=9999))
     w.from_vm(denied)
     assert w.from_up(srv_to_web1(ICMP(type=3, code=3) / bytes(denied[IP])[:28]))[0] == []
+
+
+def test_icmp_error_must_go_back_to_the_quoted_sender() -> None:
+    """A workload cannot smuggle data to any address inside an 'error' about its own allowed flow."""
+    w = Wire(lab_policy())
+    request = web1_to_srv(tcp(44001, 80, "S"))
+    w.from_vm(request)
+    smuggled = (Ether(src=WEB1_MAC, dst=SRV_MAC) / IP(src=WEB1_IP, dst="203.0.113.99") /
+                ICMP(type=3, code=3) / bytes(request[IP])[:28] / (b"secret" * 100))
+    assert w.from_vm(smuggled)[0] == []
+    assert w.drops() == {"icmp_error_without_flow": 1}
+
+
+def test_neighbour_discovery_passes_only_as_link_local_control() -> None:
+    from scapy.layers.inet6 import ICMPv6ND_NS, IPv6
+
+    w = Wire(lab_policy())
+    ns = Ether(src=WEB1_MAC, dst="33:33:ff:00:01:00") / IPv6(src="fe80::1", dst="ff02::1:ff00:100", hlim=255) / \
+        ICMPv6ND_NS(tgt="fd77::100")
+    assert len(w.from_vm(ns)[0]) == 1
+    routed = Ether(src=WEB1_MAC, dst=SRV_MAC) / IPv6(src="fd77::11", dst="2001:db8::1", hlim=64) / \
+        ICMPv6ND_NS(tgt="fd77::100")
+    assert w.from_vm(routed)[0] == []

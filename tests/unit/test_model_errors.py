@@ -328,3 +328,19 @@ def test_compile_checks_resources_that_did_not_come_from_files(tmp_path: Path) -
         compile_resources(resources[1:], version=1)  # the VirtualSystem is gone
     assert len(info.value.problems) == 2
     assert all(p.startswith("<resources>: ") and "metadata.vsys" in p for p in info.value.problems)
+
+
+def test_ipv4_mapped_workload_address_is_refused(tmp_path) -> None:
+    import pytest
+
+    from ngfw.compiler.policy import load_policy
+    from ngfw.model.errors import PolicyError
+
+    path = tmp_path / "mapped.yaml"
+    path.write_text(
+        "apiVersion: ngfw/v1\nkind: VirtualSystem\nmetadata: {name: t}\n---\n"
+        "apiVersion: ngfw/v1\nkind: Workload\nmetadata: {name: w, vsys: t}\n"
+        "spec: {interfaces: [{mac: '02:00:00:00:00:01', ips: ['::ffff:10.0.0.1']}]}\n"
+    )
+    with pytest.raises(PolicyError, match=r"mapped.yaml: Workload t/w: spec.interfaces\[0\].ips\[0\]: .*write it as 10.0.0.1"):
+        load_policy(path)

@@ -303,8 +303,6 @@ def test_no_workload_on_either_side_is_denied_without_a_vsys() -> None:
     assert engine_decision(policy, flow) == twin_decision(policy, flow) == (int(Action.DENY), -1, -1)
 
 
-@pytest.mark.xfail(strict=True, reason="fastpath bug: IPv4 is stored as ::ffff:a.b.c.d, so an IPv6 prefix covering "
-                   "::ffff:0:0/96 (::/0, ::/1, ::ffff:0:0/96) matches IPv4 endpoints; policy.pxi is not ours to fix")
 def test_an_ipv6_prefix_does_not_contain_ipv4_endpoints() -> None:
     policy = _policy(
         [_wl(0, 0, "10.0.0.1")],
