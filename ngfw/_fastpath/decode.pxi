@@ -49,6 +49,8 @@ cdef int decode_l4(pkt_t *p, uint32_t off, uint32_t end) noexcept nogil:
         p.sport = ngfw_be16(d + off)
         p.dport = ngfw_be16(d + off + 2)
         ulen = ngfw_be16(d + off + 4)
+        if ulen > avail and p.snapped and ulen >= 8:
+            ulen = avail
         if not p.is_frag and (ulen < 8 or ulen > avail):
             return R_BAD_UDP_LENGTH
         p.payload_off = off + 8
@@ -124,6 +126,8 @@ cdef int decode_ipv4(pkt_t *p, uint32_t off) noexcept nogil:
     if ihl < 20 or ihl > avail:
         return R_BAD_IPV4_HEADER
     total = ngfw_be16(d + off + 2)
+    if total > avail and p.snapped and total >= ihl:
+        total = avail   # decode what the capture kept
     if total < ihl or total > avail:
         return R_BAD_IPV4_LENGTH
     p.l3 = L3_IPV4
@@ -156,6 +160,8 @@ cdef int decode_ipv6(pkt_t *p, uint32_t off) noexcept nogil:
     if (d[off] >> 4) != 6:
         return R_BAD_IPV4_HEADER if (d[off] >> 4) == 4 else R_TRUNC_IPV6
     plen = ngfw_be16(d + off + 4)
+    if plen + 40 > avail and p.snapped:
+        plen = avail - 40
     if plen + 40 > avail:
         return R_TRUNC_IPV6
     p.l3 = L3_IPV6
@@ -207,14 +213,16 @@ cdef int decode_ipv6(pkt_t *p, uint32_t off) noexcept nogil:
             return decode_l4(p, cur, end)
     return R_BAD_IPV6_EXT
 
-cdef int decode_frame(pkt_t *p, const uint8_t *data, uint32_t n) noexcept nogil:
-    """Fill `p` from one Ethernet frame; returns R_NONE or the reason to drop it."""
+cdef int decode_frame(pkt_t *p, const uint8_t *data, uint32_t n, bint snapped=False) noexcept nogil:
+    """Fill `p` from one Ethernet frame; returns R_NONE or the reason to drop it. `snapped`: the frame
+    is a capture record cut by the snap length, so IP/UDP lengths may point past its end."""
     cdef uint32_t off = 12
     cdef uint16_t et
     cdef int tags = 0
     memset(p, 0, sizeof(pkt_t))
     p.data = data
     p.len = n
+    p.snapped = snapped
     if n == 0:
         return R_EMPTY
     if n < ETH_HLEN:

@@ -134,6 +134,10 @@ DROP_REASONS = (
     "cut_by_policy", "hairpin", "tx_ring_full", "fragment_table_full", "no_policy", "icmp_error_without_flow",
 )
 
+# process_frame's rx_status flag (beside the kernel's TP_STATUS_* bits) for a capture record cut short
+cdef enum:
+    RX_SNAPPED = 0x40000000
+
 # --- layer 3 kinds ---
 cdef enum:
     L3_NONE = 0
@@ -188,6 +192,7 @@ ctypedef struct pkt_t:
     uint8_t is_v6
     uint8_t arp_ipv4           # an Ethernet/IPv4 ARP whose sender and target IPs were read
     uint8_t ttl                # IPv4 TTL / IPv6 hop limit
+    uint8_t snapped            # the frame is a capture record cut short: header lengths may exceed it
     uint32_t frag_id
     uint16_t sport
     uint16_t dport

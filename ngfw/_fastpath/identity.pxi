@@ -32,3 +32,9 @@ cdef int identity_resolve(const tables_t *t, const pkt_t *p, uint16_t in_port,
     src_wl[0] = by_mac
     dst_wl[0] = idmap_get(&t.wl_by_ip, p.dst_ip.hi, p.dst_ip.lo) if has_ip else -1
     return R_NONE
+
+cdef inline void identity_by_ip(const tables_t *t, const pkt_t *p, int32_t *src_wl, int32_t *dst_wl) noexcept nogil:
+    """Workloads by address alone (offline replay: a capture's MACs are often a router's)."""
+    cdef bint has_ip = p.l3 == L3_IPV4 or p.l3 == L3_IPV6 or p.arp_ipv4
+    src_wl[0] = idmap_get(&t.wl_by_ip, p.src_ip.hi, p.src_ip.lo) if has_ip else -1
+    dst_wl[0] = idmap_get(&t.wl_by_ip, p.dst_ip.hi, p.dst_ip.lo) if has_ip else -1

@@ -5,6 +5,7 @@ cdef enum:
     PORT_RING = 1
     PORT_TAP = 2
     PORT_MEM = 3
+    PORT_SINK = 4      # counts what it is given and discards it (replay)
 
 cdef enum:
     MAX_PORTS = 64
@@ -162,7 +163,7 @@ cdef bint port_tx(port_t *port, const uint8_t *frame, uint32_t len, const pkt_t 
         elif write(port.fd, frame, len) != len:
             port.tx_errors += 1
             return False
-    else:
+    elif port.kind == PORT_MEM:
         if port.mem_used + 4 + len > port.mem_cap:
             port.tx_errors += 1
             return False

@@ -121,11 +121,13 @@ cdef inline void decide_side(tables_t *t, decision_t *d, int32_t vsys, int32_t r
         t.default_hits[vsys] += 1
 
 cdef void policy_decide(tables_t *t, int32_t src_wl, const ip128_t *sip, int32_t dst_wl, const ip128_t *dip,
-                        bint v6, uint8_t proto, uint16_t dport, decision_t *d) noexcept nogil:
+                        bint v6, uint8_t proto, uint16_t dport, int32_t unmanaged_vsys, decision_t *d) noexcept nogil:
     cdef int32_t sv = t.wl_vsys[src_wl] if src_wl >= 0 else -1
     cdef int32_t dv = t.wl_vsys[dst_wl] if dst_wl >= 0 else -1
     cdef int32_t r
     d.rule_ingress = -1
+    if sv < 0 and dv < 0 and 0 <= unmanaged_vsys < <int32_t>t.n_vsys:
+        dv = unmanaged_vsys   # neither side is a workload: that vsys decides, seeing both as outside
     if sv < 0 and dv < 0:
         d.action = A_DENY
         d.log = 0

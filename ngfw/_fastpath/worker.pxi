@@ -39,6 +39,11 @@ ctypedef struct engine_t:
     uint32_t running
     uint32_t burst
     uint64_t idle_spin_ns      # keep polling the rings this long after the last frame before sleeping
+    # offline replay: captures start mid-connection, carry routers' MACs and log every flow
+    uint8_t tcp_midstream      # a TCP flow may start with any segment; its sender is the client
+    uint8_t identity_ip_only   # resolve workloads by IP alone, no anti-spoofing
+    uint8_t log_all            # every flow and drop is an event, whatever the rule's `log`
+    int32_t unmanaged_vsys     # vsys deciding flows with no workload on either side; -1 drops them
     uint8_t scratch[SCRATCH_LEN]
     uint8_t response[RESPONSE_MAX]
 
@@ -131,9 +136,9 @@ cdef void flow_decide(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, int32
     a.hi = k.a_hi; a.lo = k.a_lo
     b.hi = k.b_hi; b.lo = k.b_lo
     if f.init_is_a:
-        policy_decide(t, src_wl, &a, dst_wl, &b, p.is_v6, k.proto, k.b_port, d)
+        policy_decide(t, src_wl, &a, dst_wl, &b, p.is_v6, k.proto, k.b_port, e.unmanaged_vsys, d)
     else:
-        policy_decide(t, src_wl, &b, dst_wl, &a, p.is_v6, k.proto, k.a_port, d)
+        policy_decide(t, src_wl, &b, dst_wl, &a, p.is_v6, k.proto, k.a_port, e.unmanaged_vsys, d)
     f.action = d.action
     f.log = d.log
     f.vsys = <int16_t>d.vsys
@@ -151,12 +156,17 @@ cdef void flow_start(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bint p
     f.is_v6 = p.is_v6
     f.ts_first = now
     f.ts_last = now
-    f.tcp_state = TCP_SYN_SENT if p.proto == P_TCP else TCP_NONE
+    if p.proto == P_TCP:
+        f.tcp_state = TCP_SYN_SENT if p.tcp_flags & TH_SYN else TCP_ESTABLISHED  # mid-stream pick-up
+    else:
+        f.tcp_state = TCP_NONE
     e.flow_id_next += 1
     f.flow_id = (ngfw_mix64(e.flow_id_next ^ e.flow_id_salt)) & 0x7fffffffffffffffull
     e.flows_created += 1
     flow_decide(e, t, f, p, src_wl, dst_wl, d)
-    if d.action != A_ALLOW and d.log:
+    if e.log_all:
+        f.log = 1
+    if d.action != A_ALLOW and f.log:
         ev = evring_claim(&e.events)
         if ev != NULL:
             event_from_flow(ev, f, EV_DROP)
@@ -196,21 +206,24 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
     if len > port.mtu + 14 + 8:
         count_drop(e, R_OVERSIZE)
         return
-    reason = decode_frame(&p, data, len)
+    reason = decode_frame(&p, data, len, (rx_status & RX_SNAPPED) != 0)
     if reason != R_NONE:
         count_drop(e, reason)
         return
     if t == NULL:
         count_drop(e, R_NO_POLICY)
         return
-    if rx_status & TP_STATUS_CSUMNOTREADY:
+    if (rx_status & TP_STATUS_CSUMNOTREADY) and not (rx_status & RX_SNAPPED):
         fix = &p
 
     # 2. identity and anti-spoofing, on every frame (a flow's tuple must not be borrowed)
-    reason = identity_resolve(t, &p, in_port, &src_wl, &dst_wl)
-    if reason != R_NONE:
-        count_drop(e, reason)
-        return
+    if e.identity_ip_only:
+        identity_by_ip(t, &p, &src_wl, &dst_wl)
+    else:
+        reason = identity_resolve(t, &p, in_port, &src_wl, &dst_wl)
+        if reason != R_NONE:
+            count_drop(e, reason)
+            return
     # address resolution (ARP, IPv6 ND) and multicast listener reports pass, so hosts find each
     # other through the wire
     if p.l3 == L3_ARP or link_control(&p):
@@ -253,7 +266,7 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
         flow_remove_slot(&e.flows, <uint32_t>(f - e.flows.slots))
         f = NULL
     if f == NULL:
-        if p.proto == P_TCP and (p.tcp_flags & (TH_SYN | TH_ACK | TH_RST)) != TH_SYN:
+        if p.proto == P_TCP and (p.tcp_flags & (TH_SYN | TH_ACK | TH_RST)) != TH_SYN and not e.tcp_midstream:
             count_drop(e, R_TCP_NOT_SYN)
             return
         f = flow_insert(&e.flows, &key, h)
@@ -313,7 +326,7 @@ cdef void sweep_flows(engine_t *e, uint64_t now) noexcept nogil:
     cdef uint64_t budget
     cdef uint32_t s
     cdef flow_t *f
-    if elapsed < 5000000:   # 5 ms
+    if now < e.last_sweep or elapsed < 5000000:   # 5 ms (a replayed capture's clock may step back)
         return
     e.last_sweep = now
     budget = (<uint64_t>(ft.mask + 1) * elapsed) // 1000000000ull + 64
@@ -322,7 +335,7 @@ cdef void sweep_flows(engine_t *e, uint64_t now) noexcept nogil:
     while budget > 0:
         s = ft.sweep_cursor
         f = &ft.slots[s]
-        if f.used and now - f.ts_last > e.timeouts_ns[flow_timeout_class(f)]:
+        if f.used and now > f.ts_last and now - f.ts_last > e.timeouts_ns[flow_timeout_class(f)]:
             flow_end(e, f, END_TIMEOUT)
             flow_remove_slot(ft, s)
             continue   # a later entry may have shifted into this slot: look at it again

@@ -1,0 +1,44 @@
+# App-ID vocabulary shared by the protocol parsers (app_parsers.pxi) and the App-ID stage (appid.pxi).
+#
+# A parser looks at the first bytes of a flow, one direction at a time, and answers with the
+# canonical name of the protocol it recognised (an index into BUILTIN_APPS), "not mine", or "need
+# more bytes". It may fill `appmeta_t` (host name, ALPN, ...). Parsers are pure functions of their
+# input plus the flow's scratch buffer: no allocation, no I/O, every read bounds-checked.
+
+cdef enum:
+    HOST_MAX = 160        # longest host name kept (longer ones are truncated, never over-read)
+    ALPN_MAX = 32
+    UA_MAX = 96
+    STREAM_MAX = 4096     # first bytes of each TCP direction kept in order for the parsers
+    SCRATCH_MAX = 2048    # per-flow parser scratch (QUIC CRYPTO reassembly and the like)
+
+cdef enum:
+    PARSE_NEED_MORE = -1  # could be this protocol: call again with more bytes
+    PARSE_NO = 0          # not recognised by any parser
+
+# What parsers extract. Strings are ASCII, not NUL-terminated: use the *_len fields.
+ctypedef struct appmeta_t:
+    uint8_t host_len
+    uint8_t alpn_len
+    uint8_t ua_len
+    uint8_t http_method_len
+    uint16_t tls_version      # highest version offered (supported_versions) or legacy_version
+    uint16_t dns_qtype
+    char host[HOST_MAX]       # HTTP Host / TLS or QUIC SNI / DNS query name, lower-case, no trailing dot
+    char alpn[ALPN_MAX]       # first ALPN protocol offered
+    char ua[UA_MAX]           # HTTP User-Agent
+    char http_method[8]
+
+# What a parser is given for one payload packet of a flow.
+ctypedef struct appctx_t:
+    uint8_t l4proto           # 6 TCP, 17 UDP (parsers are called for these only)
+    uint8_t to_server         # 1: client -> server direction (client = the flow's initiator)
+    uint16_t client_port
+    uint16_t server_port
+    uint32_t pkt_index        # 0-based index of this payload packet within its direction
+    const uint8_t *payload    # this packet's payload
+    uint32_t payload_len
+    const uint8_t *stream     # TCP: the direction's first bytes in order, this packet included; UDP: == payload
+    uint32_t stream_len
+    uint8_t *scratch          # SCRATCH_MAX bytes owned by this flow while it is being classified (zeroed at start)
+    appmeta_t *meta

@@ -1,0 +1,257 @@
+# Source: pcap and pcapng captures, read in C so `ngfw replay` runs the same pipeline as a live port
+# at the speed of the file. Link types other than Ethernet get a synthetic Ethernet header.
+
+cdef enum:
+    LINK_NULL = 0          # BSD loopback: 4-byte host-order address family
+    LINK_ETHERNET = 1
+    LINK_PPP = 9
+    LINK_CHDLC = 104       # Cisco HDLC: address, control, then an Ethertype
+    LINK_RAW = 101         # raw IPv4/IPv6 (also DLT_RAW 12 and 14)
+    LINK_SLL = 113         # Linux cooked capture v1
+    LINK_IPV4 = 228
+    LINK_IPV6 = 229
+    LINK_SLL2 = 276        # Linux cooked capture v2
+    MAX_IDB = 32
+
+ctypedef struct capture_t:
+    const uint8_t *buf
+    size_t len
+    size_t off             # next record
+    int swapped            # file byte order differs from ours
+    int pcapng
+    uint32_t linktype      # classic pcap
+    uint64_t ts_div        # classic pcap: ns per timestamp unit (1000 for µs, 1 for ns)
+    uint32_t idb_link[MAX_IDB]
+    uint64_t idb_ns_per_unit[MAX_IDB]
+    uint32_t n_idb
+    const char *error      # set when the file is damaged; `off` says where
+
+cdef inline uint32_t cap_u32(const capture_t *c, const uint8_t *p) noexcept nogil:
+    cdef uint32_t v
+    memcpy(&v, p, 4)
+    if c.swapped:
+        v = ((v & 0xff) << 24) | ((v & 0xff00) << 8) | ((v >> 8) & 0xff00) | (v >> 24)
+    return v
+
+cdef inline uint16_t cap_u16(const capture_t *c, const uint8_t *p) noexcept nogil:
+    cdef uint16_t v
+    memcpy(&v, p, 2)
+    if c.swapped:
+        v = <uint16_t>((v << 8) | (v >> 8))
+    return v
+
+cdef int capture_open(capture_t *c, const uint8_t *buf, size_t len) noexcept nogil:
+    cdef uint32_t magic
+    memset(c, 0, sizeof(capture_t))
+    c.buf = buf
+    c.len = len
+    if len < 24:
+        c.error = "file too short for a pcap or pcapng header"
+        return -1
+    memcpy(&magic, buf, 4)
+    if magic == 0x0a0d0d0aU:
+        c.pcapng = 1
+        return 0   # the section header block sets the byte order when read
+    if magic == 0xa1b2c3d4U or magic == 0xa1b23c4dU:
+        c.swapped = 0
+    elif magic == 0xd4c3b2a1U or magic == 0x4d3cb2a1U:
+        c.swapped = 1
+    else:
+        c.error = "not a pcap or pcapng file (unknown magic number)"
+        return -1
+    c.ts_div = 1 if (magic == 0xa1b23c4dU or magic == 0x4d3cb2a1U) else 1000
+    c.linktype = cap_u32(c, buf + 20) & 0x0fffffff
+    c.off = 24
+    return 0
+
+cdef inline uint64_t pow10_ns(uint8_t tsresol) noexcept nogil:
+    """ns per unit of a pcapng if_tsresol (decimal exponents; binary ones approximated)."""
+    cdef uint64_t units = 1
+    cdef int i
+    if tsresol & 0x80:
+        return 1  # 2^-n seconds: rare; treat as ns
+    for i in range(tsresol):
+        units *= 10
+    return 1000000000ull // units if units <= 1000000000ull else 1
+
+cdef int capture_next(capture_t *c, const uint8_t **frame, uint32_t *caplen, uint32_t *origlen, uint32_t *link,
+                      uint64_t *ts_ns) noexcept nogil:
+    """Next packet record: 1 and the frame; 0 at the end; -1 when the file is damaged (c.error, c.off)."""
+    cdef uint32_t btype, blen, iface, incl, opt_code, opt_len, hi, lo
+    cdef size_t o, body_end
+    cdef uint64_t ts
+    cdef uint32_t bo
+    while True:
+        if c.off >= c.len:
+            return 0
+        if not c.pcapng:
+            if c.off + 16 > c.len:
+                c.error = "truncated packet record header"
+                return -1
+            incl = cap_u32(c, c.buf + c.off + 8)
+            if c.off + 16 + incl > c.len:
+                c.error = "packet record runs past the end of the file"
+                return -1
+            if incl > 262144:
+                c.error = "packet record longer than 256 KiB"
+                return -1
+            ts = <uint64_t>cap_u32(c, c.buf + c.off) * 1000000000ull + <uint64_t>cap_u32(c, c.buf + c.off + 4) * c.ts_div
+            frame[0] = c.buf + c.off + 16
+            caplen[0] = incl
+            origlen[0] = cap_u32(c, c.buf + c.off + 12)
+            link[0] = c.linktype
+            ts_ns[0] = ts
+            c.off += 16 + incl
+            return 1
+        # pcapng: blocks of type, total length, body, total length
+        if c.off + 12 > c.len:
+            c.error = "truncated pcapng block header"
+            return -1
+        memcpy(&btype, c.buf + c.off, 4)
+        if btype == 0x0a0d0d0aU:
+            if c.off + 12 > c.len:
+                c.error = "truncated section header block"
+                return -1
+            memcpy(&bo, c.buf + c.off + 8, 4)
+            if bo == 0x1a2b3c4dU:
+                c.swapped = 0
+            elif bo == 0x4d3c2b1aU:
+                c.swapped = 1
+            else:
+                c.error = "bad pcapng byte-order magic"
+                return -1
+            c.n_idb = 0   # interfaces are numbered per section
+        else:
+            btype = cap_u32(c, c.buf + c.off)
+        blen = cap_u32(c, c.buf + c.off + 4)
+        if blen < 12 or (blen & 3) or c.off + blen > c.len:
+            c.error = "pcapng block length is invalid or runs past the end of the file"
+            return -1
+        o = c.off
+        body_end = o + blen - 4
+        c.off += blen
+        if btype == 1:  # interface description
+            if o + 16 > body_end:
+                c.error = "truncated interface description block"
+                c.off = o
+                return -1
+            if c.n_idb < MAX_IDB:
+                c.idb_link[c.n_idb] = cap_u16(c, c.buf + o + 8)
+                c.idb_ns_per_unit[c.n_idb] = 1000   # default resolution: microseconds
+                # options: look for if_tsresol (code 9)
+                opt_code = 0
+                o += 16
+                while o + 4 <= body_end:
+                    opt_code = cap_u16(c, c.buf + o)
+                    opt_len = cap_u16(c, c.buf + o + 2)
+                    if opt_code == 0 or o + 4 + opt_len > body_end:
+                        break
+                    if opt_code == 9 and opt_len >= 1:
+                        c.idb_ns_per_unit[c.n_idb] = pow10_ns(c.buf[o + 4])
+                    o += 4 + ((opt_len + 3) & ~3u)
+                c.n_idb += 1
+        elif btype == 6 or btype == 2:  # enhanced / obsolete packet block
+            if o + 28 > body_end:
+                c.error = "truncated packet block"
+                c.off = o
+                return -1
+            iface = cap_u32(c, c.buf + o + 8) if btype == 6 else cap_u16(c, c.buf + o + 8)
+            if iface >= c.n_idb:
+                c.error = "packet block names an interface that was not described"
+                c.off = o
+                return -1
+            hi = cap_u32(c, c.buf + o + 12)
+            lo = cap_u32(c, c.buf + o + 16)
+            incl = cap_u32(c, c.buf + o + 20)
+            if o + 28 + incl > body_end:
+                c.error = "packet data runs past its block"
+                c.off = o
+                return -1
+            ts = ((<uint64_t>hi << 32) | lo) * c.idb_ns_per_unit[iface]
+            frame[0] = c.buf + o + 28
+            caplen[0] = incl
+            origlen[0] = cap_u32(c, c.buf + o + 24)
+            link[0] = c.idb_link[iface]
+            ts_ns[0] = ts
+            return 1
+        elif btype == 3:  # simple packet block: interface 0, no timestamp
+            if c.n_idb == 0 or o + 16 > body_end:
+                c.error = "simple packet block without an interface"
+                c.off = o
+                return -1
+            incl = body_end - (o + 12)
+            frame[0] = c.buf + o + 12
+            caplen[0] = incl
+            origlen[0] = cap_u32(c, c.buf + o + 8)
+            link[0] = c.idb_link[0]
+            ts_ns[0] = 0
+            return 1
+        # other blocks (statistics, name resolution, custom): skipped
+
+cdef uint32_t to_ethernet(const uint8_t *frame, uint32_t caplen, uint32_t link, uint8_t *out,
+                          uint32_t out_max) noexcept nogil:
+    """An Ethernet frame for `frame` of link type `link` in `out`; 0 when the link type is not supported."""
+    cdef uint32_t skip = 0
+    cdef uint16_t et = 0
+    cdef uint16_t ppp
+    cdef uint32_t fam
+    if link == LINK_ETHERNET:
+        if caplen > out_max:
+            return 0
+        memcpy(out, frame, caplen)
+        return caplen
+    if link == LINK_RAW or link == 12 or link == 14 or link == LINK_IPV4 or link == LINK_IPV6:
+        skip = 0
+    elif link == LINK_SLL:
+        if caplen < 16:
+            return 0
+        skip = 16
+        et = ngfw_be16(frame + 14)
+    elif link == LINK_SLL2:
+        if caplen < 20:
+            return 0
+        skip = 20
+        et = ngfw_be16(frame)
+    elif link == LINK_CHDLC:
+        if caplen < 4:
+            return 0
+        skip = 4
+        et = ngfw_be16(frame + 2)
+    elif link == LINK_NULL:
+        if caplen < 4:
+            return 0
+        skip = 4
+    elif link == LINK_PPP:
+        if caplen < 4:
+            return 0
+        skip = 2
+        if frame[0] == 0xff and frame[1] == 0x03:
+            skip = 4
+        ppp = ngfw_be16(frame + skip - 2)
+        if ppp == 0x0021:
+            et = 0x0800
+        elif ppp == 0x0057:
+            et = 0x86dd
+        else:
+            return 0
+    else:
+        return 0
+    if caplen < skip + 1 or caplen - skip + 14 > out_max:
+        return 0
+    if et == 0 or et == 0x8100:
+        # from the IP version nibble
+        if (frame[skip] >> 4) == 4:
+            et = 0x0800
+        elif (frame[skip] >> 4) == 6:
+            et = 0x86dd
+        else:
+            return 0
+    # locally administered MACs: replayed flows are keyed by IP, the MACs only need to be unicast
+    memset(out, 0, 12)
+    out[0] = 0x02
+    out[5] = 0x02
+    out[6] = 0x02
+    out[11] = 0x01
+    ngfw_put_be16(out + 12, et)
+    memcpy(out + 14, frame + skip, caplen - skip)
+    return caplen - skip + 14
