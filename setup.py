@@ -12,32 +12,44 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 
-def pkg_config(*args: str) -> list[str]:
+def pkg_config(*args: str, lib: str = "libhs") -> list[str]:
     try:
-        out = subprocess.run(["pkg-config", *args, "libhs"], check=True, capture_output=True, text=True).stdout
+        out = subprocess.run(["pkg-config", *args, lib], check=True, capture_output=True, text=True).stdout
     except (OSError, subprocess.CalledProcessError) as exc:
-        sys.exit(
-            "ngfw build: libhs (Hyperscan) not found through pkg-config; install libhyperscan-dev "
-            f"(or libvectorscan-dev off x86) and pkg-config: {exc}"
-        )
+        hint = {
+            "libhs": "libhs (Hyperscan) not found through pkg-config; install libhyperscan-dev "
+            "(or libvectorscan-dev off x86)",
+            "libcrypto": "libcrypto (OpenSSL) not found through pkg-config; install libssl-dev",
+        }[lib]
+        sys.exit(f"ngfw build: {hint} and pkg-config: {exc}")
     return shlex.split(out)
 
 
 cflags = pkg_config("--cflags")
 libs = pkg_config("--libs")
+# App-ID decrypts QUIC Initial packets with libcrypto (Debian libssl-dev)
+cflags += pkg_config("--cflags", lib="libcrypto")
+libs += pkg_config("--libs", lib="libcrypto")
 
-extensions = [
-    Extension(
-        "ngfw._fastpath.engine",
-        sources=["ngfw/_fastpath/engine.pyx"],
+
+def fastpath_extension(name: str, source: str) -> Extension:
+    return Extension(
+        name,
+        sources=[source],
         include_dirs=["ngfw/_fastpath"] + [f[2:] for f in cflags if f.startswith("-I")],
         libraries=[f[2:] for f in libs if f.startswith("-l")],
         library_dirs=[f[2:] for f in libs if f.startswith("-L")],
         extra_compile_args=["-O2", "-g0", "-Wno-unused-function", "-Wno-unreachable-code"],
     )
+
+
+extensions = [
+    fastpath_extension("ngfw._fastpath.engine", "ngfw/_fastpath/engine.pyx"),
+    # test-only: the App-ID protocol parsers on their own, driven from Python
+    fastpath_extension("ngfw._fastpath.parsers", "ngfw/_fastpath/parsers.pyx"),
 ]
 
-print("ngfw build: Accelerated (Cython fastpath + libhs " + " ".join(libs) + ")", file=sys.stderr)
+print("ngfw build: Accelerated (Cython fastpath + libhs + libcrypto " + " ".join(libs) + ")", file=sys.stderr)
 setup(
     ext_modules=cythonize(
         extensions,

@@ -138,6 +138,18 @@ cdef inline bint _starts(const uint8_t *p, uint32_t n, const char *lit) noexcept
     return True
 
 
+cdef inline bint _prefix_of(const uint8_t *p, uint32_t n, const char *lit) noexcept nogil:
+    # p[0:n] (n > 0) is the beginning of lit, or lit is the beginning of p[0:n]
+    cdef uint32_t i = 0
+    if n == 0:
+        return False
+    while lit[i] != 0 and i < n:
+        if p[i] != <uint8_t>lit[i]:
+            return False
+        i += 1
+    return True
+
+
 cdef inline bint _either_port(appctx_t *c, uint16_t port) noexcept nogil:
     return c.client_port == port or c.server_port == port
 
@@ -634,8 +646,8 @@ cdef int parse_http(appctx_t *c) noexcept nogil:
                 if i + 4 > n:
                     return PARSE_NEED_MORE if _stream_can_grow(c) else PARSE_NO
             return PARSE_NO
-        if n < 8 and (_starts(b"HTTP/1.", 7, <const char *>p) if False else False):
-            pass
+        if n < 8 and (_prefix_of(p, n, "HTTP/1.") or _prefix_of(p, n, "RTSP/1.") or _prefix_of(p, n, "SIP/2.0")):
+            return PARSE_NEED_MORE if _stream_can_grow(c) else PARSE_NO
     # request line: METHOD SP target SP PROTO CRLF
     while i < n and i < 17 and ((p[i] >= 65 and p[i] <= 90) or p[i] == 45 or p[i] == 95):
         i += 1
@@ -656,10 +668,10 @@ cdef int parse_http(appctx_t *c) noexcept nogil:
         return PARSE_NO
     if n - (t_end + 1) < 8:
         # the protocol token is still coming: it must agree with what is here
-        if not (_starts(b"HTTP/1.", n - t_end - 1, <const char *>(p + t_end + 1))
-                or _starts(b"HTTP/2.0", n - t_end - 1, <const char *>(p + t_end + 1))
-                or _starts(b"RTSP/1.0", n - t_end - 1, <const char *>(p + t_end + 1))
-                or _starts(b"SIP/2.0", n - t_end - 1, <const char *>(p + t_end + 1))):
+        if not (_prefix_of(p + t_end + 1, n - t_end - 1, "HTTP/1.")
+                or _prefix_of(p + t_end + 1, n - t_end - 1, "HTTP/2.0")
+                or _prefix_of(p + t_end + 1, n - t_end - 1, "RTSP/1.0")
+                or _prefix_of(p + t_end + 1, n - t_end - 1, "SIP/2.0")):
             return PARSE_NO
         return PARSE_NEED_MORE if _stream_can_grow(c) else PARSE_NO
     proto = _proto_token(p + t_end + 1, n - t_end - 1)
@@ -693,7 +705,7 @@ cdef int parse_ssh(appctx_t *c) noexcept nogil:
     cdef const uint8_t *p = c.stream
     cdef uint32_t n = c.stream_len, e
     if n < 4:
-        return PARSE_NEED_MORE if n > 0 and _starts(b"SSH-", n, <const char *>p) and _stream_can_grow(c) else PARSE_NO
+        return PARSE_NEED_MORE if _prefix_of(p, n, "SSH-") and _stream_can_grow(c) else PARSE_NO
     if not _starts(p, n, "SSH-"):
         return PARSE_NO
     if n < 8:

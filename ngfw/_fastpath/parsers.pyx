@@ -1,0 +1,117 @@
+# Test-only extension: runs the App-ID protocol parsers (app_parsers.pxi) on payloads given from Python.
+# The fastpath never imports this module; tests and the corpus measurement do.
+include "defs.pxi"
+include "appid_defs.pxi"
+include "app_parsers.pxi"
+
+APPS = {name: i for i, name in enumerate(BUILTIN_APPS) if name}
+NEED_MORE = PARSE_NEED_MORE
+
+# the enum and the tuple are written by hand side by side: check they agree
+_ENUM = {
+    "http": APP_HTTP, "tls": APP_TLS, "dns": APP_DNS, "mdns": APP_MDNS, "llmnr": APP_LLMNR,
+    "netbios": APP_NETBIOS, "quic": APP_QUIC, "ssh": APP_SSH, "ssdp": APP_SSDP, "rtsp": APP_RTSP,
+    "sip": APP_SIP, "http2": APP_HTTP2, "smb": APP_SMB, "kerberos": APP_KERBEROS, "dhcp": APP_DHCP,
+    "dhcpv6": APP_DHCPV6, "stun": APP_STUN, "ntp": APP_NTP, "snmp": APP_SNMP, "radius": APP_RADIUS,
+    "dtls": APP_DTLS, "rtp": APP_RTP, "rtcp": APP_RTCP, "ftp": APP_FTP, "smtp": APP_SMTP,
+    "pop3": APP_POP3, "imap": APP_IMAP, "mssql": APP_MSSQL, "openvpn": APP_OPENVPN, "tftp": APP_TFTP,
+    "ldap": APP_LDAP, "socks": APP_SOCKS, "mysql": APP_MYSQL, "postgresql": APP_POSTGRESQL,
+    "vnc": APP_VNC, "rdp": APP_RDP, "bgp": APP_BGP, "telnet": APP_TELNET, "nntp": APP_NNTP,
+}
+assert _ENUM == APPS, "BUILTIN_APPS and the APP_* enum disagree"
+
+
+cdef dict _meta_dict(appmeta_t *m):
+    return {
+        "host": m.host[:m.host_len].decode("ascii") if m.host_len else None,
+        "alpn": m.alpn[:m.alpn_len].decode("ascii") if m.alpn_len else None,
+        "ua": m.ua[:m.ua_len].decode("ascii") if m.ua_len else None,
+        "http_method": m.http_method[:m.http_method_len].decode("ascii") if m.http_method_len else None,
+        "tls_version": m.tls_version or None,
+        "dns_qtype": m.dns_qtype or None,
+    }
+
+
+cdef class _Flow:
+    """One flow being classified, as the fastpath keeps it: a stream per direction, scratch, meta."""
+    cdef appctx_t ctx
+    cdef appmeta_t meta
+    cdef bytearray scratch
+    cdef list streams
+    cdef uint32_t index[2]
+
+    def __cinit__(self, int l4proto, int client_port, int server_port):
+        memset(&self.ctx, 0, sizeof(self.ctx))
+        memset(&self.meta, 0, sizeof(self.meta))
+        self.scratch = bytearray(SCRATCH_MAX)
+        self.streams = [b"", b""]
+        self.index[0] = 0
+        self.index[1] = 0
+        self.ctx.l4proto = l4proto
+        self.ctx.client_port = client_port
+        self.ctx.server_port = server_port
+        self.ctx.meta = &self.meta
+
+    def feed(self, bint to_server, bytes payload):
+        cdef int d = 1 if to_server else 0
+        cdef bytes stream
+        cdef int r
+        cdef const uint8_t *pp = payload
+        cdef const uint8_t *sp
+        cdef uint8_t *scratch = self.scratch
+        if self.ctx.l4proto == 6:
+            stream = (self.streams[d] + payload)[:STREAM_MAX]
+            self.streams[d] = stream
+        else:
+            stream = payload
+        self.ctx.to_server = to_server
+        self.ctx.pkt_index = self.index[d]
+        self.index[d] += 1
+        sp = stream
+        self.ctx.payload = pp
+        self.ctx.payload_len = len(payload)
+        self.ctx.stream = sp
+        self.ctx.stream_len = len(stream)
+        self.ctx.scratch = scratch
+        with nogil:
+            r = appid_parse(&self.ctx)
+        return r
+
+    def result(self, int r):
+        out = _meta_dict(&self.meta)
+        out["app"] = BUILTIN_APPS[r] if r > 0 else None
+        out["need_more"] = r == PARSE_NEED_MORE
+        return out
+
+
+def parse(int l4proto, bint to_server, int client_port, int server_port, list payloads):
+    """appid_parse over successive payloads of one direction; stops at the first answer."""
+    f = _Flow(l4proto, client_port, server_port)
+    r = PARSE_NO
+    for p in payloads:
+        r = f.feed(to_server, bytes(p))
+        if r > 0:
+            break
+    return f.result(r)
+
+
+def parse_flow(int l4proto, int client_port, int server_port, list packets):
+    """appid_parse over (to_server, payload) packets of both directions in order, as the fastpath calls it;
+    a direction that answered PARSE_NO is no longer asked."""
+    f = _Flow(l4proto, client_port, server_port)
+    r = PARSE_NO
+    done = [False, False]
+    last_need = False
+    for to_server, p in packets:
+        d = 1 if to_server else 0
+        if done[d]:
+            continue
+        r = f.feed(bool(to_server), bytes(p))
+        if r > 0:
+            return f.result(r)
+        if r == PARSE_NO:
+            done[d] = True
+        last_need = last_need or r == PARSE_NEED_MORE
+    out = f.result(PARSE_NO)
+    out["need_more"] = last_need
+    return out
