@@ -722,51 +722,1036 @@ cdef int parse_ssh(appctx_t *c) noexcept nogil:
 
 
 # ---------------------------------------------------------------------------------------------------
+# binary UDP protocols
+
+cdef int parse_stun(appctx_t *c) noexcept nogil:
+    """STUN/TURN (RFC 5389 with the magic cookie, RFC 3489 without): type, length, transaction id and a
+    TLV attribute chain that ends exactly at the message end. Over TCP also with RFC 4571 framing."""
+    cdef const uint8_t *p = c.stream
+    cdef uint32_t n = c.stream_len, l, off, al
+    cdef uint16_t t
+    cdef bint cookie
+    if n >= 2 and c.l4proto == 6 and ngfw_be16(p) + 2 == n and n >= 22 and ngfw_be32(p + 6) == 0x2112A442:
+        p += 2
+        n -= 2
+    if n < 20 or (p[0] & 0xC0) != 0:
+        return PARSE_NO
+    t = ngfw_be16(p)
+    l = ngfw_be16(p + 2)
+    if (l & 3) != 0 or 20 + l > n:
+        return PARSE_NO
+    cookie = ngfw_be32(p + 4) == 0x2112A442
+    if not cookie:
+        # classic STUN: a known method/class and exactly one message
+        if 20 + l != n or not (t == 0x0001 or t == 0x0101 or t == 0x0111 or t == 0x0002 or t == 0x0102
+                               or t == 0x0112 or t == 0x0003 or t == 0x0103 or t == 0x0113):
+            return PARSE_NO
+        if l == 0:
+            return PARSE_NO
+    elif c.l4proto == 17 and 20 + l != n:
+        return PARSE_NO
+    off = 20
+    while off + 4 <= 20 + l:
+        al = ngfw_be16(p + off + 2)
+        off += 4 + ((al + 3) & ~3u)
+    if off != 20 + l:
+        return PARSE_NO
+    return APP_STUN
+
+
+cdef int parse_radius(appctx_t *c) noexcept nogil:
+    """RADIUS (RFC 2865/2866/5176): code, id, length = the datagram, authenticator, exact attribute chain."""
+    cdef const uint8_t *p = c.stream
+    cdef uint32_t n = c.stream_len, l, off
+    cdef uint8_t code
+    if n < 20:
+        return PARSE_NO
+    code = p[0]
+    if not ((code >= 1 and code <= 5) or (code >= 11 and code <= 13) or (code >= 40 and code <= 45)):
+        return PARSE_NO
+    l = ngfw_be16(p + 2)
+    if l < 20 or l > 4096 or l > n or (c.l4proto == 17 and l != n):
+        return PARSE_NO
+    off = 20
+    while off + 2 <= l:
+        if p[off + 1] < 2 or p[off] == 0:
+            return PARSE_NO
+        off += p[off + 1]
+    if off != l:
+        return PARSE_NO
+    if l == 20 and (code == 1 or code == 4):
+        return PARSE_NO    # requests carry attributes
+    return APP_RADIUS
+
+
+cdef int _ber_len(const uint8_t *p, uint32_t n, uint32_t off, uint32_t *len_out, uint32_t *hdr) noexcept nogil:
+    # BER definite length at p[off]; -1 if malformed or truncated
+    cdef uint32_t k, i, v = 0
+    if off >= n:
+        return -1
+    if p[off] < 0x80:
+        len_out[0] = p[off]
+        hdr[0] = 1
+        return 0
+    k = p[off] & 0x7F
+    if k == 0 or k > 3 or off + 1 + k > n:
+        return -1
+    for i in range(k):
+        v = (v << 8) | p[off + 1 + i]
+    len_out[0] = v
+    hdr[0] = 1 + k
+    return 0
+
+
+cdef int parse_snmp(appctx_t *c) noexcept nogil:
+    """SNMP v1/v2c (community + PDU tag) and v3 (global data sequence)."""
+    cdef const uint8_t *p = c.payload
+    cdef uint32_t n = c.payload_len, l, h, off
+    if c.l4proto != 17 or n < 10 or p[0] != 0x30:
+        return PARSE_NO
+    if _ber_len(p, n, 1, &l, &h) != 0 or 1 + h + l != n:
+        return PARSE_NO
+    off = 1 + h
+    if off + 3 > n or p[off] != 0x02 or p[off + 1] != 1 or p[off + 2] > 3 or p[off + 2] == 2:
+        return PARSE_NO
+    if p[off + 2] == 3:
+        off += 3
+        return APP_SNMP if off < n and p[off] == 0x30 else PARSE_NO
+    off += 3
+    if off >= n or p[off] != 0x04:
+        return PARSE_NO
+    if _ber_len(p, n, off + 1, &l, &h) != 0 or l > 255:
+        return PARSE_NO
+    off += 1 + h + l
+    if off >= n or p[off] < 0xA0 or p[off] > 0xA8:
+        return PARSE_NO
+    if _ber_len(p, n, off + 1, &l, &h) != 0 or off + 1 + h + l != n:
+        return PARSE_NO
+    return APP_SNMP
+
+
+cdef int parse_dhcp(appctx_t *c) noexcept nogil:
+    """DHCP/BOOTP with the magic cookie; the host name (option 12) goes to host."""
+    cdef const uint8_t *p = c.payload
+    cdef uint32_t n = c.payload_len, off
+    cdef uint8_t o, l
+    if n < 240 or (p[0] != 1 and p[0] != 2) or p[2] > 16 or ngfw_be32(p + 236) != 0x63825363:
+        return PARSE_NO
+    off = 240
+    while off < n:
+        o = p[off]
+        if o == 255:
+            break
+        if o == 0:
+            off += 1
+            continue
+        if off + 2 > n:
+            break
+        l = p[off + 1]
+        if off + 2 + l > n:
+            break
+        if o == 12 and l > 0:
+            _set_host(c.meta, p + off + 2, l)
+        off += 2 + l
+    return APP_DHCP
+
+
+cdef int parse_dhcpv6(appctx_t *c) noexcept nogil:
+    """DHCPv6: message type, transaction id, options that end exactly at the datagram end. Relay messages
+    and a client or server identifier make it certain; otherwise the DHCPv6 ports must agree."""
+    cdef const uint8_t *p = c.payload
+    cdef uint32_t n = c.payload_len, off, l
+    cdef uint16_t o
+    cdef bint duid = False
+    if n < 8 or p[0] < 1 or p[0] > 13:
+        return PARSE_NO
+    off = 4 if p[0] < 12 else 34
+    if off >= n:
+        return PARSE_NO
+    while off + 4 <= n:
+        o = ngfw_be16(p + off)
+        l = ngfw_be16(p + off + 2)
+        if o == 0 or o > 200 or off + 4 + l > n:
+            return PARSE_NO
+        if o == 1 or o == 2 or o == 9:
+            duid = True
+        off += 4 + l
+    if off != n:
+        return PARSE_NO
+    if duid or _either_port(c, 546) or _either_port(c, 547):
+        return APP_DHCPV6
+    return PARSE_NO
+
+
+cdef int parse_ntp(appctx_t *c) noexcept nogil:
+    """NTP v1-4: a 48-byte header (plus extension fields / MAC) in modes 1-5, or a mode 6 control message."""
+    cdef const uint8_t *p = c.payload
+    cdef uint32_t n = c.payload_len
+    cdef uint8_t vn, mode
+    if n < 12:
+        return PARSE_NO
+    vn = (p[0] >> 3) & 7
+    mode = p[0] & 7
+    if vn < 1 or vn > 4:
+        return PARSE_NO
+    if mode == 6:
+        # control: opcode, sequence, status, association id, offset, count
+        if (p[1] & 0x1F) > 31 or ngfw_be16(p + 10) + 12 > n or ngfw_be16(p + 10) > 468:
+            return PARSE_NO
+        return APP_NTP if _either_port(c, 123) else PARSE_NO
+    if mode < 1 or mode > 5 or n < 48:
+        return PARSE_NO
+    if not (n == 48 or n == 52 or n == 60 or n == 68 or n == 72 or n == 120 or (n > 48 and (n - 48) % 4 == 0 and n <= 1024)):
+        return PARSE_NO
+    if p[1] > 16:
+        return PARSE_NO     # stratum
+    if n != 48 and not _either_port(c, 123):
+        return PARSE_NO
+    return APP_NTP
+
+
+cdef int parse_tftp(appctx_t *c) noexcept nogil:
+    """TFTP: read/write requests (file\\0mode\\0), option acks, errors; a first data block or its ack."""
+    cdef const uint8_t *p = c.payload
+    cdef uint32_t n = c.payload_len, i, z = 0, start
+    cdef uint16_t op
+    if n < 4 or p[0] != 0:
+        return PARSE_NO
+    op = p[1]
+    if op == 1 or op == 2 or op == 6:
+        # NUL-separated printable strings, an even number of them for OACK, mode known for requests
+        start = 2
+        for i in range(2, n):
+            if p[i] == 0:
+                if op != 6 and z == 1:
+                    if not (_ieq(p + start, i - start, "octet") or _ieq(p + start, i - start, "netascii")
+                            or _ieq(p + start, i - start, "mail")):
+                        return PARSE_NO
+                z += 1
+                start = i + 1
+            elif p[i] < 32 or p[i] > 126:
+                return PARSE_NO
+        if p[n - 1] != 0 or z < 1 or (op != 6 and z < 2) or (op == 6 and (z & 1)):
+            return PARSE_NO
+        return APP_TFTP
+    if op == 5:
+        if p[2] != 0 or p[3] > 8 or p[n - 1] != 0:
+            return PARSE_NO
+        return APP_TFTP
+    if op == 4 and n == 4 and ngfw_be16(p + 2) <= 1:
+        return APP_TFTP
+    if op == 3 and ngfw_be16(p + 2) == 1 and n <= 4 + 65464:
+        return APP_TFTP
+    return PARSE_NO
+
+
+cdef int parse_rtp(appctx_t *c) noexcept nogil:
+    """RTCP: a compound of version-2 packets with types 200-207 whose lengths tile the datagram.
+    RTP: version 2 with a consistent header; confirmed by the next packet of the same direction carrying
+    the same SSRC and the next few sequence numbers (remembered in scratch)."""
+    cdef const uint8_t *p = c.payload
+    cdef uint32_t n = c.payload_len, off = 0, l, hdr
+    cdef uint8_t *s = c.scratch
+    cdef uint16_t seq, dseq
+    cdef int pkts = 0
+    if n < 8 or (p[0] & 0xC0) != 0x80:
+        return PARSE_NO
+    if p[1] >= 200 and p[1] <= 207:
+        while off + 4 <= n:
+            if (p[off] & 0xC0) != 0x80 or p[off + 1] < 192 or p[off + 1] > 210:
+                return PARSE_NO
+            l = (<uint32_t>ngfw_be16(p + off + 2) + 1) * 4
+            off += l
+            pkts += 1
+        return APP_RTCP if off == n and pkts > 0 else PARSE_NO
+    if n < 12 or ((p[1] & 0x7F) >= 72 and (p[1] & 0x7F) <= 76):
+        return PARSE_NO
+    hdr = 12 + 4 * (p[0] & 0x0F)
+    if hdr > n:
+        return PARSE_NO
+    seq = ngfw_be16(p + 2)
+    if s[0] == 82 and s[1] == c.to_server:     # 'R': an earlier packet of this direction looked like RTP
+        dseq = seq - ngfw_be16(s + 2)
+        if memcmp(s + 4, p + 8, 4) == 0 and dseq >= 1 and dseq <= 16:
+            return APP_RTP
+        return PARSE_NO
+    if s[0] == 0:
+        s[0] = 82
+        s[1] = c.to_server
+        ngfw_put_be16(s + 2, seq)
+        memcpy(s + 4, p + 8, 4)
+    return PARSE_NEED_MORE
+
+
+cdef int parse_openvpn(appctx_t *c) noexcept nogil:
+    """OpenVPN: a hard-reset opcode (key id 0) opens the session with an 8-byte session id; the session is
+    confirmed when the next packet of that direction repeats the id or the peer echoes it back. A bare
+    14-byte client reset (no tls-auth) is certain on its own. TCP messages carry a 2-byte length."""
+    cdef const uint8_t *p = c.payload
+    cdef uint32_t n = c.payload_len, i
+    cdef uint8_t *s = c.scratch
+    cdef uint8_t op
+    if c.l4proto == 6:
+        if c.pkt_index != 0 and s[0] == 79:
+            p = c.stream
+            n = c.stream_len
+        else:
+            p = c.stream
+            n = c.stream_len
+            if n < 3 or ngfw_be16(p) + 2 > n or ngfw_be16(p) < 9:
+                return PARSE_NO
+            n = ngfw_be16(p) + 2
+            p += 2
+            n -= 2
+    if n < 9:
+        return PARSE_NO
+    if s[0] == 79:      # 'O': a session id was seen
+        if c.l4proto == 6:
+            # anywhere after the first message of the direction that sent it, or anywhere in the other one
+            i = 0 if c.to_server != s[1] else 2 + ngfw_be16(p)
+        else:
+            i = 0
+            if c.to_server == s[1]:
+                op = p[0] >> 3
+                if (op == 4 or op == 5 or op == 6 or op == 9) and memcmp(p + 1, s + 2, 8) == 0:
+                    return APP_OPENVPN
+                return PARSE_NO
+        while i + 8 <= n:
+            if memcmp(p + i, s + 2, 8) == 0:
+                return APP_OPENVPN
+            i += 1
+        return PARSE_NO
+    op = p[0] >> 3
+    if (p[0] & 7) != 0 or not (op == 1 or op == 2 or op == 7 or op == 8 or op == 10):
+        return PARSE_NO
+    if op == 7 and n == 14 and ngfw_be32(p + 10) == 0 and p[9] == 0:
+        return APP_OPENVPN
+    if s[0] == 0 and c.pkt_index < 4:
+        s[0] = 79
+        s[1] = c.to_server
+        memcpy(s + 2, p + 1, 8)
+    return PARSE_NEED_MORE
+
+
+# ---------------------------------------------------------------------------------------------------
+# binary TCP protocols
+
+cdef int parse_kerberos(appctx_t *c) noexcept nogil:
+    """Kerberos v5 KDC and AP messages: [APPLICATION n] SEQUENCE with pvno 5 and the matching msg-type.
+    Over TCP behind a 4-byte record length."""
+    cdef const uint8_t *p = c.stream
+    cdef uint32_t n = c.stream_len, l, h, off = 0, rec
+    cdef uint8_t tag, mt
+    if c.l4proto == 6:
+        if n < 4:
+            return PARSE_NEED_MORE if n > 0 and p[0] == 0 and _stream_can_grow(c) else PARSE_NO
+        rec = ngfw_be32(p)
+        if rec < 20 or rec > 65535:
+            return PARSE_NO
+        off = 4
+        if n < 5:
+            return PARSE_NEED_MORE if _stream_can_grow(c) else PARSE_NO
+    if off >= n:
+        return PARSE_NO
+    tag = p[off]
+    if not (tag == 0x6A or tag == 0x6B or tag == 0x6C or tag == 0x6D or tag == 0x6E or tag == 0x6F or tag == 0x7E):
+        return PARSE_NO
+    if n < off + 24:
+        return PARSE_NEED_MORE if _stream_can_grow(c) else PARSE_NO
+    if _ber_len(p, n, off + 1, &l, &h) != 0:
+        return PARSE_NO
+    if c.l4proto == 6 and 1 + h + l != rec:
+        return PARSE_NO
+    off += 1 + h
+    if p[off] != 0x30 or _ber_len(p, n, off + 1, &l, &h) != 0:
+        return PARSE_NO
+    off += 1 + h
+    if off + 10 > n:
+        return PARSE_NO
+    mt = tag - 0x60
+    if tag == 0x6A or tag == 0x6C:
+        # KDC-REQ: [1] pvno, [2] msg-type
+        if memcmp(p + off, b"\xa1\x03\x02\x01\x05\xa2\x03\x02\x01", 9) != 0 or p[off + 9] != mt:
+            return PARSE_NO
+    else:
+        if memcmp(p + off, b"\xa0\x03\x02\x01\x05\xa1\x03\x02\x01", 9) != 0 or p[off + 9] != mt:
+            return PARSE_NO
+    return APP_KERBEROS
+
+
+cdef int parse_smb(appctx_t *c) noexcept nogil:
+    """SMB behind a NetBIOS session header: SMB2/3 (0xFE 'SMB', 0xFD transform) is smb; SMB1 (0xFF) is
+    reported as netbios, as nDPI does."""
+    cdef const uint8_t *p = c.stream
+    cdef uint32_t n = c.stream_len
+    if n < 8:
+        return PARSE_NEED_MORE if n > 0 and p[0] == 0 and _stream_can_grow(c) else PARSE_NO
+    if p[0] != 0 or (p[1] & 0xFE) != 0 or _be24(p + 1) < 32:
+        return PARSE_NO
+    if p[5] != 83 or p[6] != 77 or p[7] != 66:
+        return PARSE_NO
+    if p[4] == 0xFE or p[4] == 0xFD:
+        return APP_SMB
+    if p[4] == 0xFF:
+        return APP_NETBIOS
+    return PARSE_NO
+
+
+cdef int parse_mssql(appctx_t *c) noexcept nogil:
+    """TDS (MS SQL Server): packet type, status, length, SPID, packet id, window 0; a PRELOGIN carries an
+    option table ending in 0xFF with offsets inside the packet."""
+    cdef const uint8_t *p = c.stream
+    cdef uint32_t n = c.stream_len, l, off
+    cdef uint8_t t
+    if n < 8:
+        return PARSE_NEED_MORE if n > 0 and p[0] >= 1 and p[0] <= 0x12 and _stream_can_grow(c) else PARSE_NO
+    t = p[0]
+    if not (t == 0x01 or t == 0x02 or t == 0x03 or t == 0x04 or t == 0x06 or t == 0x07 or t == 0x0E
+            or t == 0x0F or t == 0x10 or t == 0x11 or t == 0x12):
+        return PARSE_NO
+    if (p[1] & 0xE0) != 0 or p[7] != 0:
+        return PARSE_NO
+    l = ngfw_be16(p + 2)
+    if l < 9 or l > 32768:
+        return PARSE_NO
+    if (p[1] & 1) == 1 and l > n and n < STREAM_MAX:
+        return PARSE_NEED_MORE if _stream_can_grow(c) else PARSE_NO
+    if (p[1] & 1) == 0 and l != 4096 and l != 8192 and l != 16384 and l != 32768 and l > 512 and l < n:
+        return PARSE_NO
+    if t == 0x12:
+        off = 8
+        while off < n and off < l and p[off] != 0xFF:
+            if off + 5 > n or ngfw_be16(p + off + 1) + ngfw_be16(p + off + 3) > l - 8:
+                return PARSE_NO
+            off += 5
+        if off >= n or p[off] != 0xFF:
+            return PARSE_NO
+        return APP_MSSQL
+    if t == 0x01 or t == 0x03 or t == 0x0E:
+        # SQL batch / RPC / transaction manager: ALL_HEADERS total length (LE) then header length (LE)
+        if n < 16 or p[9] != 0 or p[10] != 0 or p[11] != 0 or p[8] < 4 or p[8] > l - 8:
+            # TDS 7.1 and earlier have no ALL_HEADERS: UCS-2 text or an RPC name length
+            if t == 0x01 and n >= 12 and p[9] == 0 and p[11] == 0 and p[8] >= 32 and p[8] < 127:
+                return APP_MSSQL
+            if t == 0x03 and n >= 12 and (p[8] > 0 or p[9] == 0xFF) and p[9] <= 0xFF and p[11] == 0:
+                return APP_MSSQL
+            return PARSE_NO
+        return APP_MSSQL
+    if t == 0x04:
+        # a response starts with a token (done, env change, info, login ack, error, col metadata ...)
+        if n >= 9 and (p[8] == 0xFD or p[8] == 0xE3 or p[8] == 0xAB or p[8] == 0xAD or p[8] == 0xAA
+                       or p[8] == 0x81 or p[8] == 0x79 or p[8] == 0xFE or p[8] == 0xFF):
+            return APP_MSSQL
+        return PARSE_NO
+    if t == 0x10 and n >= 12 and p[11] == 0 and p[12] >= 0x70 and p[12] <= 0x74:
+        return APP_MSSQL
+    return PARSE_NO
+
+
+cdef int parse_ldap(appctx_t *c) noexcept nogil:
+    """LDAP: SEQUENCE { messageID INTEGER, protocolOp [APPLICATION n] ... }."""
+    cdef const uint8_t *p = c.stream
+    cdef uint32_t n = c.stream_len, l, h, off
+    cdef uint8_t op
+    if n < 7 or p[0] != 0x30:
+        return PARSE_NO
+    if _ber_len(p, n, 1, &l, &h) != 0 or l < 5:
+        return PARSE_NO
+    off = 1 + h
+    if p[off] != 0x02 or p[off + 1] < 1 or p[off + 1] > 4:
+        return PARSE_NO
+    off += 2 + p[off + 1]
+    if off >= n:
+        return PARSE_NEED_MORE if _stream_can_grow(c) else PARSE_NO
+    op = p[off]
+    if not ((op >= 0x60 and op <= 0x79 and op != 0x62 and op != 0x6A and op != 0x69 and op != 0x6E)
+            or op == 0x42 or op == 0x4A or op == 0x50):
+        return PARSE_NO
+    if op == 0x42 or op == 0x4A or op == 0x50:
+        return APP_LDAP
+    if off + 1 >= n or _ber_len(p, n, off + 1, &l, &h) != 0:
+        return PARSE_NO
+    return APP_LDAP
+
+
+cdef int parse_socks(appctx_t *c) noexcept nogil:
+    """SOCKS 4/4a CONNECT/BIND requests and the SOCKS 5 method offer."""
+    cdef const uint8_t *p = c.stream
+    cdef uint32_t n = c.stream_len, i
+    if n < 3 or c.to_server == 0:
+        return PARSE_NO
+    if p[0] == 5:
+        if p[1] < 1 or p[1] > 10 or n != 2 + <uint32_t>p[1]:
+            return PARSE_NO
+        for i in range(2, n):
+            if p[i] > 9 and p[i] < 0x80 or p[i] == 0xFF:
+                return PARSE_NO
+        return APP_SOCKS
+    if p[0] == 4 and (p[1] == 1 or p[1] == 2) and n >= 9 and p[n - 1] == 0:
+        for i in range(8, n - 1):
+            if p[i] != 0 and (p[i] < 32 or p[i] > 126):
+                return PARSE_NO
+        return APP_SOCKS
+    return PARSE_NO
+
+
+cdef int parse_mysql(appctx_t *c) noexcept nogil:
+    """MySQL/MariaDB server greeting: 3-byte length, sequence 0, protocol 10, NUL-terminated version."""
+    cdef const uint8_t *p = c.stream
+    cdef uint32_t n = c.stream_len, l, i
+    if c.to_server or n < 12:
+        return PARSE_NO
+    l = p[0] | (<uint32_t>p[1] << 8) | (<uint32_t>p[2] << 16)
+    if p[3] != 0 or p[4] != 10 or l < 30 or l > 512 or l + 4 < n and n <= l + 4:
+        return PARSE_NO
+    if p[5] < 48 or p[5] > 57:
+        return PARSE_NO
+    i = 5
+    while i < n and i < 4 + l and p[i] != 0:
+        if p[i] < 32 or p[i] > 126:
+            return PARSE_NO
+        i += 1
+    if i >= n or p[i] != 0:
+        return PARSE_NO
+    return APP_MYSQL
+
+
+cdef int parse_postgresql(appctx_t *c) noexcept nogil:
+    """PostgreSQL: SSLRequest / GSSENCRequest / CancelRequest codes, or a v3 StartupMessage."""
+    cdef const uint8_t *p = c.stream
+    cdef uint32_t n = c.stream_len, l, code
+    if c.to_server == 0 or n < 8:
+        return PARSE_NO
+    l = ngfw_be32(p)
+    code = ngfw_be32(p + 4)
+    if l == 8 and (code == 80877103 or code == 80877104) and n == 8:
+        return APP_POSTGRESQL
+    if l == 16 and code == 80877102:
+        return APP_POSTGRESQL
+    if code == 0x00030000 and l >= 9 and l <= 10000 and l == n and p[n - 1] == 0:
+        return APP_POSTGRESQL
+    return PARSE_NO
+
+
+cdef int parse_tpkt(appctx_t *c) noexcept nogil:
+    """RDP: a TPKT header around an X.224 connection request (cookie or negotiation request)."""
+    cdef const uint8_t *p = c.stream
+    cdef uint32_t n = c.stream_len, l
+    if n < 11 or p[0] != 3 or p[1] != 0:
+        return PARSE_NO
+    l = ngfw_be16(p + 2)
+    if l < 11 or l != n or p[4] + 5 != l:
+        return PARSE_NO
+    if p[5] == 0xE0 or p[5] == 0xD0:
+        return APP_RDP
+    return PARSE_NO
+
+
+cdef int parse_bgp(appctx_t *c) noexcept nogil:
+    """BGP: 16 bytes of 0xFF marker, length 19..4096, type 1-5."""
+    cdef const uint8_t *p = c.stream
+    cdef uint32_t n = c.stream_len, i, l
+    if n < 19:
+        return PARSE_NO
+    for i in range(16):
+        if p[i] != 0xFF:
+            return PARSE_NO
+    l = ngfw_be16(p + 16)
+    if l < 19 or l > 4096 or p[18] < 1 or p[18] > 5:
+        return PARSE_NO
+    return APP_BGP
+
+
+cdef int parse_telnet(appctx_t *c) noexcept nogil:
+    """Telnet option negotiation: a run of IAC {WILL, WONT, DO, DONT} option (and subnegotiation)."""
+    cdef const uint8_t *p = c.stream
+    cdef uint32_t n = c.stream_len, i = 0, cmds = 0
+    if n < 3 or p[0] != 0xFF:
+        return PARSE_NO
+    while i + 2 < n and p[i] == 0xFF:
+        if p[i + 1] >= 0xFB and p[i + 1] <= 0xFE:
+            i += 3
+            cmds += 1
+        elif p[i + 1] == 0xFA:
+            i += 2
+            while i + 1 < n and not (p[i] == 0xFF and p[i + 1] == 0xF0):
+                i += 1
+            i += 2
+            cmds += 1
+        else:
+            return PARSE_NO
+    return APP_TELNET if cmds >= 1 and i >= n else PARSE_NO
+
+
+# ---------------------------------------------------------------------------------------------------
+# text banners and commands (FTP, SMTP, POP3, IMAP, NNTP, VNC)
+
+cdef bint _contains_ci(const uint8_t *p, uint32_t n, const char *lit) noexcept nogil:
+    cdef uint32_t i
+    for i in range(n):
+        if _ieq(p + i, n - i, lit):
+            return True
+    return False
+
+
+cdef int parse_mail_ftp(appctx_t *c) noexcept nogil:
+    """Line-oriented protocols told apart by the server's greeting or the client's first command:
+    FTP (220 ... FTP / USER, AUTH), SMTP (220 ... SMTP / EHLO, HELO), POP3 (+OK / CAPA), IMAP (* OK /
+    tagged command), NNTP (200/201 ... NNTP / MODE READER), VNC (RFB 003.00x)."""
+    cdef const uint8_t *p = c.stream
+    cdef uint32_t n = c.stream_len, e = 0, i
+    if n < 4:
+        return PARSE_NEED_MORE if n > 0 and _stream_can_grow(c) and p[0] >= 32 and p[0] < 127 else PARSE_NO
+    while e < n and e < 512 and p[e] != 10:
+        if (p[e] < 32 or p[e] > 126) and p[e] != 13 and p[e] != 9:
+            return PARSE_NO
+        e += 1
+    if e >= n:
+        return PARSE_NEED_MORE if _stream_can_grow(c) and e < 512 else PARSE_NO
+    if n >= 12 and _starts(p, n, "RFB 00") and p[7] == 46 and p[11] == 10:
+        return APP_VNC
+    if c.to_server == 0:
+        if _starts(p, n, "+OK"):
+            return APP_POP3
+        if _starts(p, n, "* OK") or _starts(p, n, "* PREAUTH"):
+            return APP_IMAP
+        if p[0] >= 49 and p[0] <= 53 and p[1] >= 48 and p[1] <= 57 and p[2] >= 48 and p[2] <= 57 \
+                and (p[3] == 32 or p[3] == 45):
+            if _contains_ci(p, e, "ftp"):
+                return APP_FTP
+            if _contains_ci(p, e, "smtp") or _contains_ci(p, e, "mail"):
+                return APP_SMTP
+            if _contains_ci(p, e, "nntp") or _contains_ci(p, e, "news"):
+                return APP_NNTP
+            if _either_port(c, 21):
+                return APP_FTP
+            if _either_port(c, 25) or _either_port(c, 587):
+                return APP_SMTP
+            if _either_port(c, 119):
+                return APP_NNTP
+        return PARSE_NO
+    if _ieq(p, n, "user ") or _ieq(p, n, "auth tls") or _ieq(p, n, "auth ssl") or _ieq(p, n, "feat\r") \
+            or _ieq(p, n, "syst\r"):
+        if _ieq(p, n, "user ") and _either_port(c, 110):
+            return APP_POP3
+        return APP_FTP
+    if _ieq(p, n, "ehlo ") or _ieq(p, n, "helo "):
+        return APP_SMTP
+    if _ieq(p, n, "capa\r") or _ieq(p, n, "stls\r") or _ieq(p, n, "apop "):
+        return APP_POP3
+    if _ieq(p, n, "mode reader") or _ieq(p, n, "authinfo "):
+        return APP_NNTP
+    # IMAP: tag SP command
+    i = 0
+    while i < e and i < 32 and p[i] > 32 and p[i] != 40 and p[i] != 41 and p[i] != 123 and p[i] != 42 \
+            and p[i] != 37 and p[i] != 34 and p[i] != 92:
+        i += 1
+    if i > 0 and i < e and p[i] == 32:
+        i += 1
+        if _ieq(p + i, e - i, "capability") or _ieq(p + i, e - i, "login ") or _ieq(p + i, e - i, "starttls") \
+                or _ieq(p + i, e - i, "authenticate ") or _ieq(p + i, e - i, "id ("):
+            return APP_IMAP
+    return PARSE_NO
+
+
+# ---------------------------------------------------------------------------------------------------
+# QUIC: decrypt the client's Initial packets (RFC 9001 / RFC 9369) and read the ClientHello
+
+cdef extern from *:
+    """
+    static const unsigned char ngfw_quic_salt_v1[20] = {0x38,0x76,0x2c,0xf7,0xf5,0x59,0x34,0xb3,0x4d,0x17,
+        0x9a,0xe6,0xa4,0xc8,0x0c,0xad,0xcc,0xbb,0x7f,0x0a};
+    static const unsigned char ngfw_quic_salt_v2[20] = {0x0d,0xed,0xe3,0xde,0xf7,0x00,0xa6,0xdb,0x81,0x93,
+        0x81,0xbe,0x6e,0x26,0x9d,0xcb,0xf9,0xbd,0x2e,0xd9};
+    static const unsigned char ngfw_quic_salt_d29[20] = {0xaf,0xbf,0xec,0x28,0x99,0x93,0xd2,0x4c,0x9e,0x97,
+        0x86,0xf1,0x9c,0x61,0x11,0xe0,0x43,0x90,0xa8,0x99};
+    static const unsigned char ngfw_quic_salt_d23[20] = {0xc3,0xee,0xf7,0x12,0xc7,0x2e,0xbb,0x5a,0x11,0xa7,
+        0xd2,0x43,0x2b,0xb4,0x63,0x65,0xbe,0xf9,0xf5,0x02};
+    """
+    const unsigned char ngfw_quic_salt_v1[20]
+    const unsigned char ngfw_quic_salt_v2[20]
+    const unsigned char ngfw_quic_salt_d29[20]
+    const unsigned char ngfw_quic_salt_d23[20]
+
+cdef enum:
+    QUIC_V1 = 0x00000001
+    QUIC_V2 = 0x6B3343CF
+    QS_DCID_LEN = 1       # scratch layout while a QUIC ClientHello is being reassembled ('Q' at 0)
+    QS_DCID = 2
+    QS_NRANGES = 22
+    QS_RANGES = 24        # up to QS_MAXRANGES (start, end) pairs of u16, filled CRYPTO byte ranges
+    QS_MAXRANGES = 8
+    QS_DATA = 64
+    QS_CAP = SCRATCH_MAX - QS_DATA
+
+
+cdef const unsigned char *_quic_salt(uint32_t v) noexcept nogil:
+    if v == QUIC_V1 or v == 0xFF000021U or v == 0xFF000022U:
+        return ngfw_quic_salt_v1
+    if v == QUIC_V2:
+        return ngfw_quic_salt_v2
+    if v >= 0xFF00001DU and v <= 0xFF000020U:
+        return ngfw_quic_salt_d29
+    if v >= 0xFF000017U and v <= 0xFF00001CU:
+        return ngfw_quic_salt_d23
+    return NULL
+
+
+cdef bint _quic_known_version(uint32_t v) noexcept nogil:
+    if _quic_salt(v) != NULL:
+        return True
+    if (v & 0xFFFFFFF0U) == 0xFACEB000U:     # mvfst
+        return True
+    if v == 0x709A50C4:                    # v2 drafts
+        return True
+    # Google QUIC 'Q0xx' / 'T0xx'
+    if ((v >> 24) == 81 or (v >> 24) == 84) and ((v >> 16) & 0xFF) == 48 and 48 <= ((v >> 8) & 0xFF) <= 57:
+        return True
+    return False
+
+
+cdef bint _hkdf_expand_label(const uint8_t *secret, const char *label, uint8_t *out, uint32_t outlen) noexcept nogil:
+    # HKDF-Expand-Label (RFC 8446 7.1) with an empty context, for outputs of at most one SHA-256 block
+    cdef uint8_t info[80]
+    cdef uint8_t md[32]
+    cdef unsigned int mdlen = 0
+    cdef uint32_t ll = 0, k
+    while label[ll] != 0:
+        ll += 1
+    ngfw_put_be16(info, <uint16_t>outlen)
+    info[2] = <uint8_t>(6 + ll)
+    memcpy(info + 3, b"tls13 ", 6)
+    memcpy(info + 9, label, ll)
+    k = 9 + ll
+    info[k] = 0
+    info[k + 1] = 1
+    if HMAC(EVP_sha256(), secret, 32, info, k + 2, md, &mdlen) == NULL:
+        return False
+    memcpy(out, md, outlen)
+    return True
+
+
+cdef bint _quic_keys(uint32_t version, const uint8_t *dcid, uint32_t dcid_len, uint8_t *key, uint8_t *iv,
+                     uint8_t *hp) noexcept nogil:
+    cdef const unsigned char *salt = _quic_salt(version)
+    cdef uint8_t initial[32]
+    cdef uint8_t client[32]
+    cdef unsigned int mdlen = 0
+    if salt == NULL:
+        return False
+    if HMAC(EVP_sha256(), salt, 20, dcid, dcid_len, initial, &mdlen) == NULL:
+        return False
+    if not _hkdf_expand_label(initial, "client in", client, 32):
+        return False
+    if version == QUIC_V2:
+        return (_hkdf_expand_label(client, "quicv2 key", key, 16) and _hkdf_expand_label(client, "quicv2 iv", iv, 12)
+                and _hkdf_expand_label(client, "quicv2 hp", hp, 16))
+    return (_hkdf_expand_label(client, "quic key", key, 16) and _hkdf_expand_label(client, "quic iv", iv, 12)
+            and _hkdf_expand_label(client, "quic hp", hp, 16))
+
+
+cdef int _varint(const uint8_t *p, uint32_t n, uint32_t *off, uint64_t *v) noexcept nogil:
+    cdef uint32_t l, i
+    cdef uint64_t x
+    if off[0] >= n:
+        return -1
+    l = 1u << (p[off[0]] >> 6)
+    if off[0] + l > n:
+        return -1
+    x = p[off[0]] & 0x3F
+    for i in range(1, l):
+        x = (x << 8) | p[off[0] + i]
+    off[0] += l
+    v[0] = x
+    return 0
+
+
+cdef int _quic_decrypt(const uint8_t *pkt, uint32_t pn_off, uint32_t end, const uint8_t *key, const uint8_t *iv,
+                       const uint8_t *hp, uint8_t *out, uint32_t *out_len) noexcept nogil:
+    # Remove header protection and open the AEAD payload of one long-header packet pkt[0:end]. 0 ok.
+    cdef uint8_t mask[32]
+    cdef uint8_t hdr[64 + 20 + 20 + 16]
+    cdef uint8_t nonce[12]
+    cdef uint8_t tag[16]
+    cdef uint32_t pn_len, i, ct_len
+    cdef int outl = 0, ok = 0
+    cdef EVP_CIPHER_CTX *ctx
+    if pn_off + 4 + 16 > end or pn_off + 4 > sizeof(hdr):
+        return -1
+    ctx = EVP_CIPHER_CTX_new()
+    if ctx == NULL:
+        return -1
+    if EVP_EncryptInit_ex(ctx, EVP_aes_128_ecb(), NULL, hp, NULL) != 1 or EVP_EncryptUpdate(ctx, mask, &outl, pkt + pn_off + 4, 16) != 1:
+        EVP_CIPHER_CTX_free(ctx)
+        return -1
+    memcpy(hdr, pkt, pn_off + 4)
+    hdr[0] ^= mask[0] & 0x0F
+    pn_len = (hdr[0] & 3) + 1
+    for i in range(pn_len):
+        hdr[pn_off + i] ^= mask[1 + i]
+    memcpy(nonce, iv, 12)
+    for i in range(pn_len):
+        nonce[12 - pn_len + i] ^= hdr[pn_off + i]
+    if pn_off + pn_len + 16 > end:
+        EVP_CIPHER_CTX_free(ctx)
+        return -1
+    ct_len = end - (pn_off + pn_len) - 16
+    if ct_len > 1500:
+        EVP_CIPHER_CTX_free(ctx)
+        return -1
+    memcpy(tag, pkt + end - 16, 16)
+    if EVP_DecryptInit_ex(ctx, EVP_aes_128_gcm(), NULL, key, nonce) == 1 \
+            and EVP_DecryptUpdate(ctx, NULL, &outl, hdr, pn_off + pn_len) == 1 \
+            and EVP_DecryptUpdate(ctx, out, &outl, pkt + pn_off + pn_len, ct_len) == 1 \
+            and EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, 16, tag) == 1 \
+            and EVP_DecryptFinal_ex(ctx, out + outl, &outl) == 1:
+        ok = 1
+    EVP_CIPHER_CTX_free(ctx)
+    if not ok:
+        return -1
+    out_len[0] = ct_len
+    return 0
+
+
+cdef void _quic_store(uint8_t *s, uint64_t off, const uint8_t *data, uint64_t len) noexcept nogil:
+    # copy a CRYPTO frame's bytes into the reassembly buffer and record the range
+    cdef uint32_t start, end, nr, i, j
+    if off >= QS_CAP or len == 0:
+        return
+    start = <uint32_t>off
+    end = <uint32_t>(off + len) if off + len <= QS_CAP else QS_CAP
+    memcpy(s + QS_DATA + start, data, end - start)
+    nr = s[QS_NRANGES]
+    if nr >= QS_MAXRANGES:
+        return
+    ngfw_put_be16(s + QS_RANGES + 4 * nr, <uint16_t>start)
+    ngfw_put_be16(s + QS_RANGES + 4 * nr + 2, <uint16_t>end)
+    s[QS_NRANGES] = nr + 1
+
+
+cdef uint32_t _quic_contiguous(uint8_t *s) noexcept nogil:
+    # length of the gap-free prefix of the reassembled CRYPTO stream
+    cdef uint32_t have = 0, nr = s[QS_NRANGES], i, a, b
+    cdef bint grew = True
+    while grew:
+        grew = False
+        for i in range(nr):
+            a = ngfw_be16(s + QS_RANGES + 4 * i)
+            b = ngfw_be16(s + QS_RANGES + 4 * i + 2)
+            if a <= have and b > have:
+                have = b
+                grew = True
+    return have
+
+
+cdef int _quic_frames(uint8_t *s, const uint8_t *pt, uint32_t n) noexcept nogil:
+    # walk the frames of a decrypted Initial payload, storing CRYPTO data. 0 ok, -1 malformed
+    cdef uint32_t off = 0
+    cdef uint64_t t, a, b, cnt, i
+    while off < n:
+        t = pt[off]
+        if t == 0x00 or t == 0x01:
+            off += 1
+            continue
+        if t == 0x06:
+            off += 1
+            if _varint(pt, n, &off, &a) != 0 or _varint(pt, n, &off, &b) != 0 or off + b > n:
+                return -1
+            _quic_store(s, a, pt + off, b)
+            off += <uint32_t>b
+            continue
+        if t == 0x02 or t == 0x03:
+            off += 1
+            if _varint(pt, n, &off, &a) != 0 or _varint(pt, n, &off, &a) != 0 or _varint(pt, n, &off, &cnt) != 0 \
+                    or _varint(pt, n, &off, &a) != 0 or cnt > 256:
+                return -1
+            for i in range(cnt * 2 + (3 if t == 0x03 else 0)):
+                if _varint(pt, n, &off, &a) != 0:
+                    return -1
+            continue
+        if t == 0x1C or t == 0x1D:
+            return 0
+        return -1
+    return 0
+
+
+cdef int parse_quic(appctx_t *c) noexcept nogil:
+    """QUIC long-header Initial of a known version: derive the client Initial keys from the original DCID,
+    decrypt, reassemble CRYPTO frames in scratch and read the ClientHello (SNI, ALPN). Versions without
+    keys here (mvfst, Google QUIC) and undecryptable Initials are still quic, without a host."""
+    cdef const uint8_t *p = c.payload
+    cdef uint32_t n = c.payload_len, off, dcid_len, scid_len, pn_off, end, have, hs_len, pt_len = 0
+    cdef uint32_t version
+    cdef uint64_t tok_len, length
+    cdef uint8_t *s = c.scratch
+    cdef uint8_t key[16]
+    cdef uint8_t iv[12]
+    cdef uint8_t hp[16]
+    cdef uint8_t pt[1536]
+    cdef uint8_t ptype
+    cdef int r
+    if n < 7:
+        return PARSE_NO
+    if (p[0] & 0x80) == 0:
+        # Google QUIC (Q043 and older): public flags with the version bit, 8-byte connection id, 'Q0xx'
+        if c.to_server and (p[0] & 0x01) and (p[0] & 0x08) and (p[0] & 0xC0) == 0 and n >= 13 \
+                and p[9] == 81 and p[10] == 48 and 48 <= p[11] <= 57 and 48 <= p[12] <= 57:
+            return APP_QUIC
+        return PARSE_NO
+    version = ngfw_be32(p + 1)
+    if not _quic_known_version(version):
+        return PARSE_NO
+    dcid_len = p[5]
+    if dcid_len > 20 or 6 + dcid_len >= n:
+        return PARSE_NO
+    scid_len = p[6 + dcid_len]
+    if scid_len > 20 or 7 + dcid_len + scid_len > n:
+        return PARSE_NO
+    off = 7 + dcid_len + scid_len
+    ptype = (p[0] >> 4) & 3
+    if (p[0] & 0x40) == 0 or c.to_server == 0 or _quic_salt(version) == NULL:
+        return APP_QUIC
+    if ptype != (1 if version == QUIC_V2 else 0):
+        return APP_QUIC if s[0] != 81 else PARSE_NEED_MORE
+    if _varint(p, n, &off, &tok_len) != 0 or off + tok_len > n:
+        return PARSE_NO
+    off += <uint32_t>tok_len
+    if _varint(p, n, &off, &length) != 0 or off + length > n or length < 20:
+        return PARSE_NO
+    pn_off = off
+    end = off + <uint32_t>length
+    if s[0] != 81:
+        if s[0] != 0:
+            return APP_QUIC
+        memset(s, 0, QS_DATA)
+        s[0] = 81
+        s[QS_DCID_LEN] = <uint8_t>dcid_len
+        memcpy(s + QS_DCID, p + 6, dcid_len)
+    if not _quic_keys(version, s + QS_DCID, s[QS_DCID_LEN], key, iv, hp):
+        return APP_QUIC
+    if _quic_decrypt(p, pn_off, end, key, iv, hp, pt, &pt_len) != 0:
+        # after a Retry the client switches to the DCID the server chose
+        if not _quic_keys(version, p + 6, dcid_len, key, iv, hp) \
+                or _quic_decrypt(p, pn_off, end, key, iv, hp, pt, &pt_len) != 0:
+            return APP_QUIC
+    if _quic_frames(s, pt, pt_len) != 0:
+        return APP_QUIC
+    have = _quic_contiguous(s)
+    if have < 4:
+        return PARSE_NEED_MORE if c.pkt_index < 3 else APP_QUIC
+    if s[QS_DATA] != 1:
+        return APP_QUIC
+    hs_len = _be24(s + QS_DATA + 1)
+    r = _tls_hello(s + QS_DATA + 4, have - 4, hs_len, True, c.meta)
+    if r == 0 and c.meta.host_len == 0 and c.pkt_index < 3 and have < QS_CAP:
+        return PARSE_NEED_MORE
+    if r < 0:
+        c.meta.host_len = 0
+        c.meta.alpn_len = 0
+    return APP_QUIC
+
+
+# ---------------------------------------------------------------------------------------------------
 # dispatcher
 
+cdef inline int _try(int r, int *need) noexcept nogil:
+    if r == PARSE_NEED_MORE:
+        need[0] = 1
+    return r
+
+
 cdef int appid_parse(appctx_t *c) noexcept nogil:
-    """Try the parsers that could match this payload; the first positive answer wins, else NEED_MORE when
-    any parser asked for more bytes, else PARSE_NO."""
+    """Try the parsers that could match this payload, cheapest and most specific first; the first positive
+    answer wins, else NEED_MORE when any parser asked for more bytes, else PARSE_NO."""
     cdef int r, need = 0
     cdef uint8_t b0
-    if c.payload_len == 0 and c.stream_len == 0:
-        return PARSE_NO
     if c.l4proto == 6:
         if c.stream_len == 0:
             return PARSE_NO
         b0 = c.stream[0]
         if b0 >= 20 and b0 <= 23:
-            r = parse_tls(c)
+            r = _try(parse_tls(c), &need)
             if r > 0:
                 return r
-            if r == PARSE_NEED_MORE:
-                need = 1
-        if b0 >= 65 and b0 <= 90:
-            r = parse_ssh(c)
+        if b0 >= 32 and b0 < 127:
+            if b0 == 83:
+                r = _try(parse_ssh(c), &need)
+                if r > 0:
+                    return r
+            if b0 >= 65 and b0 <= 90:
+                r = _try(parse_http(c), &need)
+                if r > 0:
+                    return r
+            r = _try(parse_mail_ftp(c), &need)
             if r > 0:
                 return r
-            if r == PARSE_NEED_MORE:
-                need = 1
-            r = parse_http(c)
+        if b0 == 0:
+            r = _try(parse_smb(c), &need)
             if r > 0:
                 return r
-            if r == PARSE_NEED_MORE:
-                need = 1
+            r = _try(parse_kerberos(c), &need)
+            if r > 0:
+                return r
+            r = parse_postgresql(c)
+            if r > 0:
+                return r
+        if b0 <= 0x12:
+            r = _try(parse_mssql(c), &need)
+            if r > 0:
+                return r
+        if b0 == 0x30:
+            r = _try(parse_ldap(c), &need)
+            if r > 0:
+                return r
+        if b0 == 0x81 or b0 == 0x82 or b0 == 0x83 or b0 == 0x85:
+            r = _try(parse_netbios(c), &need)
+            if r > 0:
+                return r
+        if b0 == 0xFF:
+            r = parse_bgp(c)
+            if r > 0:
+                return r
+            r = parse_telnet(c)
+            if r > 0:
+                return r
+        if b0 == 3:
+            r = parse_tpkt(c)
+            if r > 0:
+                return r
+        if b0 == 4 or b0 == 5:
+            r = parse_socks(c)
+            if r > 0:
+                return r
+        r = parse_mysql(c)
+        if r > 0:
+            return r
+        r = parse_stun(c)
+        if r > 0:
+            return r
+        r = parse_radius(c)
+        if r > 0:
+            return r
         r = parse_dns(c)
         if r > 0:
             return r
         if r == PARSE_NEED_MORE and _either_port(c, 53):
             need = 1
-        r = parse_netbios(c)
+        r = _try(parse_openvpn(c), &need)
         if r > 0:
             return r
-        if r == PARSE_NEED_MORE:
-            need = 1
         return PARSE_NEED_MORE if need else PARSE_NO
     if c.l4proto == 17:
         if c.payload_len == 0:
             return PARSE_NO
         b0 = c.payload[0]
+        if b0 >= 0xC0 or (b0 & 0x89) == 0x09:
+            r = _try(parse_quic(c), &need)
+            if r > 0:
+                return r
+        if b0 < 4:
+            r = parse_stun(c)
+            if r > 0:
+                return r
         r = parse_dns(c)
         if r > 0:
             return r
@@ -777,9 +1762,39 @@ cdef int appid_parse(appctx_t *c) noexcept nogil:
             r = parse_http(c)
             if r > 0:
                 return r
-        if b0 >= 20 and b0 <= 25:
+        if (b0 >= 20 and b0 <= 25) or b0 == 0x16:
             r = parse_dtls(c)
             if r > 0:
                 return r
-        return PARSE_NO
+        if b0 == 1 or b0 == 2:
+            r = parse_dhcp(c)
+            if r > 0:
+                return r
+        r = parse_radius(c)
+        if r > 0:
+            return r
+        if b0 == 0x30:
+            r = parse_snmp(c)
+            if r > 0:
+                return r
+        if b0 == 0:
+            r = parse_tftp(c)
+            if r > 0:
+                return r
+        r = parse_dhcpv6(c)
+        if r > 0:
+            return r
+        r = parse_ntp(c)
+        if r > 0:
+            return r
+        if (b0 & 0xC0) == 0x80:
+            r = _try(parse_rtp(c), &need)
+            if r > 0:
+                return r
+        r = _try(parse_openvpn(c), &need)
+        if r > 0:
+            return r
+        if b0 >= 65 and b0 <= 90 or b0 == 42 or b0 == 43:
+            r = parse_mail_ftp(c)
+        return PARSE_NEED_MORE if need else PARSE_NO
     return PARSE_NO
