@@ -7,8 +7,12 @@ flow/drop events through a ring it drains (`drain_events`).
 """
 
 include "defs.pxi"
+include "hs.pxd.pxi"
+include "appid_defs.pxi"
+include "app_parsers.pxi"
 include "decode.pxi"
 include "idmap.pxi"
+include "appid_types.pxi"
 include "policy.pxi"
 include "identity.pxi"
 include "flow.pxi"
@@ -17,14 +21,12 @@ include "respond.pxi"
 include "io.pxi"
 include "switch.pxi"
 include "worker.pxi"
+include "appid.pxi"
 include "source_pcap.pxi"
 
 import ipaddress
 import os
 import time
-
-cdef extern from "hs.h" nogil:
-    const char *hs_version()
 
 COMPILED = True
 BUILD_INFO = {"hyperscan": hs_version().decode(), "io": "AF_PACKET TPACKET_V2"}
@@ -89,6 +91,7 @@ cdef class Tables:
     cdef tables_t t
     cdef readonly object policy
     cdef readonly double build_seconds
+    cdef readonly list app_names
 
     def __cinit__(self):
         memset(&self.t, 0, sizeof(tables_t))
@@ -114,12 +117,17 @@ cdef class Tables:
         t.n_wl = n_wl
         t.n_rules = n_rules
         t.n_vsys = n_vsys
+        cat = policy.catalogue
+        app_words = ((len(cat.apps) if cat is not None else 1) + 63) // 64
+        napp_rules = 0
         for rule in policy.rules:
             nbits += (1 if rule.src.workloads else 0) + (1 if rule.dst.workloads else 0)
+            napp_rules += 1 if rule.apps else 0
             ncidr += len(rule.src.cidrs) + len(rule.dst.cidrs)
             nsvc += len(rule.services)
         t.rules = <rule_t *>calloc(n_rules + 1, sizeof(rule_t))
-        t.bits = <uint64_t *>calloc(nbits * words + 1, sizeof(uint64_t))
+        t.bits = <uint64_t *>calloc(nbits * words + napp_rules * app_words + 1, sizeof(uint64_t))
+        t.app_words = app_words
         t.cidrs = <cidr_t *>calloc(ncidr + 1, sizeof(cidr_t))
         t.svcs = <svc_t *>calloc(nsvc + 1, sizeof(svc_t))
         t.wl_vsys = <int32_t *>calloc(n_wl + 1, sizeof(int32_t))
@@ -193,6 +201,8 @@ cdef class Tables:
                     r.dst_bits = bits_off
                     r.dst_cidr = first
                     r.dst_ncidr = ncidr - first
+            r.app_bits = -1
+            r.app_default = 1 if rule.app_default else 0
             r.svc = nsvc
             r.nsvc = len(rule.services)
             for svc in rule.services:
@@ -200,7 +210,120 @@ cdef class Tables:
                 t.svcs[nsvc].lo = svc.port_lo
                 t.svcs[nsvc].hi = svc.port_hi
                 nsvc += 1
+        # application sets live after the member bitmaps
+        app_off = nbits * words
+        for i, rule in enumerate(policy.rules):
+            if rule.apps:
+                t.rules[i].app_bits = app_off
+                for app_id in rule.apps:
+                    t.bits[app_off + (app_id >> 6)] |= (<uint64_t>1) << (app_id & 63)
+                app_off += app_words
         self._build_candidates(words)
+        self._build_apps(policy)
+
+    cdef _build_apps(self, policy):
+        """App-ID tables from the policy's catalogue: Hyperscan database, host and port maps, rule app sets."""
+        cdef tables_t *t = &self.t
+        cdef apptables_t *a = &t.apps
+        cdef uint32_t i, n, words, nbits_used
+        cdef hs_compile_error_t *err = NULL
+        cdef const char **exprs = NULL
+        cdef unsigned int *flags = NULL
+        cdef unsigned int *ids = NULL
+        cdef uint32_t slot
+        cdef bytes key
+        cat = policy.catalogue
+        self.app_names = [""] if cat is None else [app.name for app in cat.apps]
+        a.n_apps = len(self.app_names)
+        a.parent = <uint16_t *>malloc(a.n_apps * sizeof(uint16_t))
+        a.port_app = <uint16_t *>calloc(2 * 65536, sizeof(uint16_t))
+        a.app_flows = <uint64_t *>calloc((t.n_vsys + 1) * a.n_apps, sizeof(uint64_t))
+        a.n_builtin = len(BUILTIN_APPS)
+        a.builtin_app = <uint16_t *>calloc(a.n_builtin, sizeof(uint16_t))
+        if a.parent == NULL or a.port_app == NULL or a.app_flows == NULL or a.builtin_app == NULL:
+            raise MemoryError("not enough memory for the App-ID tables")
+        for i in range(a.n_apps):
+            a.parent[i] = 0xffff
+        n_ports = 0 if cat is None else sum(len(app.ports) for app in cat.apps)
+        n_children = 0 if cat is None else len(cat.children_by_port)
+        if idmap_init(&a.app_ports, n_ports + 1) < 0 or idmap_init(&a.port_children, n_children + 1) < 0:
+            raise MemoryError("not enough memory for the App-ID tables")
+        if cat is None:
+            return
+        by_name = cat.by_name
+        for i, name in enumerate(BUILTIN_APPS):
+            a.builtin_app[i] = by_name.get(name, 0) if name else 0
+        for app in cat.apps:
+            if app.parent is not None:
+                a.parent[app.id] = app.parent
+            for l4, port in app.ports:
+                idmap_put(&a.app_ports, 0, (<uint64_t>app.id << 32) | (<uint64_t>l4 << 16) | port, 1)
+        for (l4, port), apps in cat.default_ports.items():
+            if l4 in (6, 17) and apps:
+                a.port_app[(0 if l4 == 6 else 1) * 65536 + port] = apps[0]
+        for (parent, l4, port), child in cat.children_by_port.items():
+            idmap_put(&a.port_children, 0, (<uint64_t>parent << 32) | (<uint64_t>l4 << 16) | port, child)
+        for proto, app_id in cat.ip_protocols.items():
+            a.ipproto_app[proto] = app_id
+        a.unknown_tcp = by_name.get("unknown-tcp", 0)
+        a.unknown_udp = by_name.get("unknown-udp", 0)
+        a.unknown = by_name.get("unknown", 0)
+        a.incomplete = by_name.get("incomplete", 0)
+        a.insufficient = by_name.get("insufficient-data", 0)
+        # host names: exact names as written, `*.domain` stored as ".domain" (subdomains only)
+        n = 16
+        while n < 2 * len(cat.hosts) + 2:
+            n <<= 1
+        a.hosts = <hostent_t *>calloc(n, sizeof(hostent_t))
+        if a.hosts == NULL:
+            raise MemoryError("not enough memory for the App-ID host table")
+        a.host_mask = n - 1
+        for rule in cat.hosts:
+            key = (("." if rule.wildcard else "") + rule.domain.lower()).encode("ascii", "ignore")
+            if not key or len(key) > HOST_MAX:
+                continue
+            if host_find(a, key, len(key)) != NULL:
+                continue   # the catalogue orders the most specific rule first
+            slot = host_hash(key, len(key)) & a.host_mask
+            while a.hosts[slot].len:
+                slot = (slot + 1) & a.host_mask
+            memcpy(a.hosts[slot].name, <const char *>key, len(key))
+            a.hosts[slot].len = len(key)
+            a.hosts[slot].wildcard = rule.wildcard
+            a.hosts[slot].app = rule.app
+        # signatures: one block-mode database, expression id = signature id
+        a.n_sigs = len(cat.signatures)
+        if a.n_sigs:
+            a.sig_app = <uint16_t *>calloc(a.n_sigs, sizeof(uint16_t))
+            a.sig_l4 = <uint8_t *>calloc(a.n_sigs, 1)
+            a.sig_dir = <uint8_t *>calloc(a.n_sigs, 1)
+            a.sig_prio = <uint16_t *>calloc(a.n_sigs, sizeof(uint16_t))
+            a.sig_minlen = <uint16_t *>calloc(a.n_sigs, sizeof(uint16_t))
+            exprs = <const char **>calloc(a.n_sigs, sizeof(char *))
+            flags = <unsigned int *>calloc(a.n_sigs, sizeof(unsigned int))
+            ids = <unsigned int *>calloc(a.n_sigs, sizeof(unsigned int))
+            patterns = [sig.pattern.encode("utf-8") for sig in cat.signatures]
+            try:
+                for i, sig in enumerate(cat.signatures):
+                    a.sig_app[i] = sig.app
+                    a.sig_l4[i] = sig.l4
+                    a.sig_dir[i] = sig.direction
+                    a.sig_prio[i] = sig.priority
+                    a.sig_minlen[i] = sig.min_len
+                    exprs[i] = patterns[i]
+                    flags[i] = sig.hs_flags
+                    ids[i] = i
+                if hs_compile_multi(exprs, flags, ids, a.n_sigs, HS_MODE_BLOCK, NULL, &a.db, &err) != HS_SUCCESS:
+                    where = cat.signatures[err.expression].pattern if 0 <= err.expression < a.n_sigs else ""
+                    message = err.message.decode(errors="replace")
+                    hs_free_compile_error(err)
+                    raise ValueError(f"App-ID signatures do not compile: {message} ({where!r})")
+                if hs_alloc_scratch(a.db, &a.scratch) != HS_SUCCESS:
+                    raise MemoryError("not enough memory for Hyperscan scratch")
+            finally:
+                free(exprs)
+                free(flags)
+                free(ids)
 
     cdef _build_candidates(self, uint32_t words):
         """Per-source candidate lists, so a flow scans only the rules that can match its source."""
@@ -260,7 +383,28 @@ cdef class Tables:
     def generation(self) -> int:
         return self.t.generation
 
+    def app_flows(self) -> dict:
+        """Flows identified per (vsys index, app name), non-zero only."""
+        cdef apptables_t *a = &self.t.apps
+        out = {}
+        if a.app_flows == NULL:
+            return out
+        for v in range(self.t.n_vsys):
+            for i in range(a.n_apps):
+                if a.app_flows[v * a.n_apps + i]:
+                    out[(v, self.app_names[i])] = a.app_flows[v * a.n_apps + i]
+        return out
+
     def __dealloc__(self):
+        cdef apptables_t *a = &self.t.apps
+        if a.scratch != NULL:
+            hs_free_scratch(a.scratch)
+        if a.db != NULL:
+            hs_free_database(a.db)
+        free(a.builtin_app); free(a.sig_app); free(a.sig_l4); free(a.sig_dir); free(a.sig_prio); free(a.sig_minlen)
+        free(a.port_app); free(a.hosts); free(a.parent); free(a.app_flows)
+        idmap_free(&a.app_ports)
+        idmap_free(&a.port_children)
         free(self.t.rules); free(self.t.bits); free(self.t.cidrs); free(self.t.svcs)
         free(self.t.wl_vsys); free(self.t.wl_port); free(self.t.cand_off); free(self.t.cand_len)
         free(self.t.cand); free(self.t.rule_hits); free(self.t.default_hits)
@@ -283,9 +427,11 @@ cdef class Engine:
     cdef readonly uint32_t flow_capacity
     cdef readonly double wall_offset
     cdef dict kernel_drops   # port index -> drops reported by PACKET_STATISTICS so far
+    cdef list app_names      # app id -> name, of the catalogue in force
 
     def __cinit__(self, uint32_t flow_capacity=262144, dict timeouts=None, uint32_t event_capacity=65536,
-                  uint32_t burst=64, double idle_spin_us=200.0, bint replay=False, int unmanaged_vsys=-1):
+                  uint32_t burst=64, double idle_spin_us=200.0, bint replay=False, int unmanaged_vsys=-1,
+                  uint32_t appid_slots=1024, uint32_t appid_max_pkts=8, uint32_t appid_budget=8):
         cdef uint32_t i
         self.e = <engine_t *>calloc(1, sizeof(engine_t))
         if self.e == NULL:
@@ -307,6 +453,12 @@ cdef class Engine:
         if idle_spin_us < 0:
             raise ValueError("idle_spin_us must not be negative")
         self.e.idle_spin_ns = <uint64_t>(idle_spin_us * 1000.0)
+        if clspool_init(&self.e.cls, appid_slots) < 0 or hostpool_init(&self.e.hostpool, max(flow_capacity // 2, 16)) < 0:
+            raise MemoryError("not enough memory for App-ID buffers")
+        if appid_max_pkts < 1 or appid_budget < 1:
+            raise ValueError("appid_max_pkts and appid_budget must be at least 1")
+        self.e.appid_max_pkts = appid_max_pkts
+        self.e.appid_budget = appid_budget
         # replay: mid-stream TCP, identity by IP, every flow logged, capture timestamps as the clock
         self.e.tcp_midstream = replay
         self.e.identity_ip_only = replay
@@ -314,6 +466,7 @@ cdef class Engine:
         self.e.unmanaged_vsys = unmanaged_vsys
         self.e.flow_id_salt = int.from_bytes(os.urandom(8), "little")
         self.port_names = []
+        self.app_names = [""]
         self.kernel_drops = {}
         self.set_timeouts(timeouts or {})
         self.wall_offset = 0.0 if replay else time.time() - time.monotonic()
@@ -336,6 +489,10 @@ cdef class Engine:
                 port_close(&self.e.ports[i])
             free(self.e.flows.slots)
             free(self.e.events.ev)
+            free(self.e.cls.slots)
+            free(self.e.hostpool.names)
+            free(self.e.hostpool.lens)
+            free(self.e.hostpool.next_free)
             free(self.e.macs)
             free(self.e.frags)
             free(self.e)
@@ -448,6 +605,7 @@ cdef class Engine:
     def set_tables(self, Tables tables, double timeout=2.0) -> None:
         """Swap in a new policy generation; returns once the loop uses it (or at once when stopped)."""
         cdef double deadline
+        self.app_names = tables.app_names
         if not ngfw_load_u32(&self.e.running):
             self.e.tables = &tables.t
             self.current = tables
@@ -541,6 +699,8 @@ cdef class Engine:
             "flows_cut": self.e.flows_cut,
             "flow_insert_failures": self.e.drops[R_FLOW_TABLE_FULL],
             "events_lost": self.e.events.lost,
+            "app_cuts": self.e.app_cuts,
+            "appid_buffers_exhausted": self.e.cls.exhausted,
         }
 
     cdef uint64_t _kernel_drops(self, uint32_t i):
@@ -561,6 +721,7 @@ cdef class Engine:
             if self.e.flows.slots[s].used:
                 memset(&ev, 0, sizeof(ev))
                 event_from_flow(&ev, &self.e.flows.slots[s], EV_FLOW)
+                event_host(self.e, &ev, &self.e.flows.slots[s])
                 d = self._event_dict(&ev)
                 d["tcp_state"] = _name(TCP_STATE_NAMES, self.e.flows.slots[s].tcp_state)
                 d["cut"] = bool(self.e.flows.slots[s].cut)
@@ -594,6 +755,10 @@ cdef class Engine:
             "pkts_toclient": ev.pkts[1],
             "bytes_toserver": ev.bytes[0],
             "bytes_toclient": ev.bytes[1],
+            "app_proto": self.app_names[ev.app] if 0 < ev.app < len(self.app_names) else None,
+            "app_confidence": ev.app_conf if ev.app else None,
+            "app_pkts": ev.app_pkts if ev.app else None,
+            "app_host": (<char *>ev.host)[:ev.host_len].decode("ascii", "replace") if ev.host_len else None,
         }
 
     def drain_events(self, uint32_t max_events=4096) -> list:

@@ -40,6 +40,11 @@ ctypedef struct event_t:
     uint64_t bytes[2]
     ip128_t src_ip
     ip128_t dest_ip
+    uint16_t app
+    uint8_t app_conf
+    uint8_t app_pkts
+    uint8_t host_len
+    char host[HOST_MAX]
 
 ctypedef struct evring_t:
     event_t *ev
@@ -90,6 +95,10 @@ cdef void event_from_flow(event_t *e, const flow_t *f, uint8_t type) noexcept no
     e.pkts[1] = f.pkts[1]
     e.bytes[0] = f.bytes[0]
     e.bytes[1] = f.bytes[1]
+    e.app = f.app if f.app_state == APPST_DONE else 0
+    e.app_conf = f.app_conf
+    e.app_pkts = f.app_pkts
+    e.host_len = 0
     if f.init_is_a:
         e.src_ip.hi = f.key.a_hi; e.src_ip.lo = f.key.a_lo; e.src_port = f.key.a_port
         e.dest_ip.hi = f.key.b_hi; e.dest_ip.lo = f.key.b_lo; e.dest_port = f.key.b_port

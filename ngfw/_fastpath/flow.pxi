@@ -57,6 +57,15 @@ ctypedef struct flow_t:
     uint64_t ts_last
     uint64_t pkts[2]       # [0] to server, [1] to client
     uint64_t bytes[2]
+    # App-ID
+    uint16_t app           # catalogue id once decided
+    uint8_t app_state      # APPST_NONE / APPST_PENDING / APPST_DONE
+    uint8_t app_conf       # 0..100
+    uint8_t app_pkts       # payload packets seen when decided
+    uint8_t pl_pkts[2]     # payload packets seen per direction
+    uint8_t app_wait       # the verdict waits for the app (a rule names applications)
+    int32_t cls            # classification buffers while classifying, -1 none
+    int32_t host           # host name (SNI, Host, DNS query) in the host pool, -1 none
 
 ctypedef struct flowtable_t:
     flow_t *slots

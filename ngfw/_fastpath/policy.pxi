@@ -27,6 +27,8 @@ ctypedef struct rule_t:
     uint32_t dst_ncidr
     uint32_t svc
     uint32_t nsvc      # 0: any service
+    int32_t app_bits   # word offset of the rule's application bitmap in tables_t.bits, -1: any app
+    uint8_t app_default  # services: [application-default]: the identified app's own ports
 
 # Everything a policy generation needs on the hot path; built by `Tables`, swapped atomically.
 ctypedef struct tables_t:
@@ -49,6 +51,8 @@ ctypedef struct tables_t:
     int32_t *cand
     uint64_t *rule_hits
     uint64_t *default_hits   # per vsys
+    uint32_t app_words       # words of one application bitmap
+    apptables_t apps
 
 cdef inline bint side_match(const tables_t *t, uint8_t any, int32_t bits, uint32_t coff, uint32_t n,
                             int32_t wl, const ip128_t *ip, bint v6) noexcept nogil:
@@ -79,9 +83,14 @@ cdef inline bint service_match(const tables_t *t, const rule_t *r, uint8_t proto
         return True
     return False
 
+cdef inline bint app_default_port(const tables_t *t, uint16_t app, uint8_t proto, uint16_t dport) noexcept nogil:
+    return idmap_get(&t.apps.app_ports, 0, (<uint64_t>app << 32) | (<uint64_t>proto << 16) | dport) >= 0
+
 cdef int32_t policy_first_match(const tables_t *t, uint32_t cand_list, int32_t src_wl, const ip128_t *sip,
                                 int32_t dst_wl, const ip128_t *dip, bint v6, uint8_t proto,
-                                uint16_t dport) noexcept nogil:
+                                uint16_t dport, uint16_t app, bint *pending) noexcept nogil:
+    """First matching rule. With `app` 0 (not identified yet) a rule that names applications cannot
+    be decided: it is passed over and `pending` set, so the caller knows the answer may change."""
     cdef uint32_t i
     cdef int32_t idx
     cdef const rule_t *r
@@ -91,16 +100,29 @@ cdef int32_t policy_first_match(const tables_t *t, uint32_t cand_list, int32_t s
         r = &t.rules[idx]
         if not side_match(t, r.dst_any, r.dst_bits, r.dst_cidr, r.dst_ncidr, dst_wl, dip, v6):
             continue
+        if r.app_default:
+            if app == 0:
+                pending[0] = True   # the app's own ports are known once the app is
+                continue
+            if not app_default_port(t, app, proto, dport):
+                continue
         if not service_match(t, r, proto, dport):
             continue
         if not side_match(t, r.src_any, r.src_bits, r.src_cidr, r.src_ncidr, src_wl, sip, v6):
             continue
+        if r.app_bits >= 0:
+            if app == 0:
+                pending[0] = True
+                continue
+            if not (t.bits[r.app_bits + (app >> 6)] >> (app & 63)) & 1:
+                continue
         return idx
     return -1
 
 ctypedef struct decision_t:
     uint8_t action
     uint8_t log
+    uint8_t wait         # provisional: a rule naming applications may still decide once the app is known
     uint8_t reason       # drop reason when not allowed
     int32_t vsys         # vsys that owns the flow's logs (the deciding side)
     int32_t rule         # deciding rule, -1 for the implicit default deny
@@ -120,12 +142,24 @@ cdef inline void decide_side(tables_t *t, decision_t *d, int32_t vsys, int32_t r
         d.reason = R_POLICY_DEFAULT
         t.default_hits[vsys] += 1
 
+cdef inline void provisional(decision_t *d, int32_t vsys) noexcept nogil:
+    """Allowed for now, within the App-ID budget; decided again once the app is known."""
+    d.action = A_ALLOW
+    d.wait = 1
+    d.log = 0
+    d.vsys = vsys
+    d.rule = -1
+    d.reason = R_NONE
+
 cdef void policy_decide(tables_t *t, int32_t src_wl, const ip128_t *sip, int32_t dst_wl, const ip128_t *dip,
-                        bint v6, uint8_t proto, uint16_t dport, int32_t unmanaged_vsys, decision_t *d) noexcept nogil:
+                        bint v6, uint8_t proto, uint16_t dport, int32_t unmanaged_vsys, uint16_t app,
+                        decision_t *d) noexcept nogil:
     cdef int32_t sv = t.wl_vsys[src_wl] if src_wl >= 0 else -1
     cdef int32_t dv = t.wl_vsys[dst_wl] if dst_wl >= 0 else -1
     cdef int32_t r
+    cdef bint pending = False
     d.rule_ingress = -1
+    d.wait = 0
     if sv < 0 and dv < 0 and 0 <= unmanaged_vsys < <int32_t>t.n_vsys:
         dv = unmanaged_vsys   # neither side is a workload: that vsys decides, seeing both as outside
     if sv < 0 and dv < 0:
@@ -136,12 +170,18 @@ cdef void policy_decide(tables_t *t, int32_t src_wl, const ip128_t *sip, int32_t
         d.rule = -1
         return
     if sv >= 0:
-        r = policy_first_match(t, <uint32_t>src_wl, src_wl, sip, dst_wl, dip, v6, proto, dport)
+        r = policy_first_match(t, <uint32_t>src_wl, src_wl, sip, dst_wl, dip, v6, proto, dport, app, &pending)
+        if pending:
+            provisional(d, sv)
+            return
         decide_side(t, d, sv, r)
         if d.action != A_ALLOW or dv < 0 or dv == sv:
             return
     # ingress: the destination's vsys sees the source as outside
-    r = policy_first_match(t, t.n_wl + <uint32_t>dv, src_wl, sip, dst_wl, dip, v6, proto, dport)
+    r = policy_first_match(t, t.n_wl + <uint32_t>dv, src_wl, sip, dst_wl, dip, v6, proto, dport, app, &pending)
+    if pending:
+        provisional(d, dv)
+        return
     if sv >= 0:
         # cross-vsys: keep the egress rule as `rule` unless ingress refuses
         d.rule_ingress = r

@@ -124,3 +124,31 @@ cdef void fix_partial_checksum(uint8_t *frame, const pkt_t *p) noexcept nogil:
         l4_checksum(frame + p.l3_off, p.is_v6, P_TCP, frame + p.l4_off, l4len, 16)
     elif p.proto == P_UDP:
         l4_checksum(frame + p.l3_off, p.is_v6, P_UDP, frame + p.l4_off, l4len, 6)
+
+cdef uint32_t build_tcp_rst_onward(uint8_t *out, const pkt_t *p) noexcept nogil:
+    """A RST in the packet's own direction, standing in for it, so the receiver also drops the connection."""
+    cdef uint32_t l3 = p.l3_off
+    cdef uint32_t l4 = l3 + (40 if p.is_v6 else 20)
+    memcpy(out, p.data, l3)                      # Ethernet and VLAN tags unchanged
+    if p.is_v6:
+        memcpy(out + l3, p.data + l3, 40)
+        ngfw_put_be16(out + l3 + 4, 20)
+        out[l3 + 6] = P_TCP
+    else:
+        memset(out + l3, 0, 20)
+        out[l3] = 0x45
+        ngfw_put_be16(out + l3 + 2, 40)
+        ngfw_put_be16(out + l3 + 6, 0x4000)
+        out[l3 + 8] = 64
+        out[l3 + 9] = P_TCP
+        memcpy(out + l3 + 12, p.data + p.l3_off + 12, 8)
+        ngfw_put_be16(out + l3 + 10, csum_fold(csum_add(0, out + l3, 20)))
+    memset(out + l4, 0, 20)
+    ngfw_put_be16(out + l4, p.sport)
+    ngfw_put_be16(out + l4 + 2, p.dport)
+    ngfw_put_be32(out + l4 + 4, p.tcp_seq)
+    ngfw_put_be32(out + l4 + 8, p.tcp_ack)
+    out[l4 + 12] = 5 << 4
+    out[l4 + 13] = TH_RST | TH_ACK
+    l4_checksum(out + l3, p.is_v6, P_TCP, out + l4, 20, 16)
+    return l4 + 20

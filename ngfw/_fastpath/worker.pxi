@@ -44,6 +44,12 @@ ctypedef struct engine_t:
     uint8_t identity_ip_only   # resolve workloads by IP alone, no anti-spoofing
     uint8_t log_all            # every flow and drop is an event, whatever the rule's `log`
     int32_t unmanaged_vsys     # vsys deciding flows with no workload on either side; -1 drops them
+    clspool_t cls                # App-ID classification buffers
+    hostpool_t hostpool          # host names of flows
+    uint32_t appid_max_pkts      # payload packets after which an unidentified flow is decided anyway
+    uint32_t appid_budget        # payload packets a flow waiting for its app may pass before that
+    uint64_t app_cuts            # flows cut once their app was known
+    uint8_t cls_scratch[SCRATCH_MAX]
     uint8_t scratch[SCRATCH_LEN]
     uint8_t response[RESPONSE_MAX]
 
@@ -90,6 +96,14 @@ cdef void respond_reject(engine_t *e, uint16_t in_port, const pkt_t *p) noexcept
     if n:
         port_tx(&e.ports[in_port], e.response, n, NULL)
 
+cdef void respond_reset_peer(engine_t *e, flow_t *f, const pkt_t *p, bint to_server, uint16_t in_port) noexcept nogil:
+    """Reset the far side of a cut TCP connection too, in place of the packet that is dropped."""
+    cdef uint32_t n
+    if p.tcp_flags & TH_RST:
+        return
+    n = build_tcp_rst_onward(e.response, p)
+    forward(e, in_port, e.response, n, NULL, e.last_sweep)
+
 cdef frag_entry_t *frag_find(engine_t *e, const pkt_t *p, bint create, uint64_t now) noexcept nogil:
     cdef uint32_t h = <uint32_t>ngfw_mix64(p.src_ip.lo ^ ngfw_mix64(p.dst_ip.lo ^ p.src_ip.hi) ^ (<uint64_t>p.frag_id << 8) ^ p.proto)
     cdef uint32_t s = h & (FRAG_SLOTS - 1)
@@ -118,13 +132,22 @@ cdef frag_entry_t *frag_find(engine_t *e, const pkt_t *p, bint create, uint64_t 
 
 cdef void flow_end(engine_t *e, flow_t *f, uint8_t reason) noexcept nogil:
     cdef event_t *ev
+    appid_flow_end(e, e.tables, f)
     if f.log:
         ev = evring_claim(&e.events)
         if ev != NULL:
             event_from_flow(ev, f, EV_FLOW)
             ev.end_reason = reason
+            event_host(e, ev, f)
             evring_publish(&e.events)
+    hostpool_give(&e.hostpool, f.host)
+    f.host = -1
     e.flows_expired += 1
+
+cdef inline void event_host(engine_t *e, event_t *ev, const flow_t *f) noexcept nogil:
+    if f.host >= 0:
+        ev.host_len = e.hostpool.lens[f.host]
+        memcpy(ev.host, e.hostpool.names[f.host], ev.host_len)
 
 cdef void flow_decide(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, int32_t src_wl, int32_t dst_wl,
                       decision_t *d) noexcept nogil:
@@ -135,10 +158,12 @@ cdef void flow_decide(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, int32
     cdef ip128_t a, b
     a.hi = k.a_hi; a.lo = k.a_lo
     b.hi = k.b_hi; b.lo = k.b_lo
+    cdef uint16_t app = f.app if f.app_state == APPST_DONE else 0
     if f.init_is_a:
-        policy_decide(t, src_wl, &a, dst_wl, &b, p.is_v6, k.proto, k.b_port, e.unmanaged_vsys, d)
+        policy_decide(t, src_wl, &a, dst_wl, &b, p.is_v6, k.proto, k.b_port, e.unmanaged_vsys, app, d)
     else:
-        policy_decide(t, src_wl, &b, dst_wl, &a, p.is_v6, k.proto, k.a_port, e.unmanaged_vsys, d)
+        policy_decide(t, src_wl, &b, dst_wl, &a, p.is_v6, k.proto, k.a_port, e.unmanaged_vsys, app, d)
+    f.app_wait = d.wait
     f.action = d.action
     f.log = d.log
     f.vsys = <int16_t>d.vsys
@@ -156,6 +181,12 @@ cdef void flow_start(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bint p
     f.is_v6 = p.is_v6
     f.ts_first = now
     f.ts_last = now
+    f.cls = -1
+    f.host = -1
+    if p.proto != P_TCP and p.proto != P_UDP and t.apps.ipproto_app[p.proto]:
+        f.app = t.apps.ipproto_app[p.proto]   # an IP protocol is its own application (icmp, ospf, ...)
+        f.app_state = APPST_DONE
+        f.app_conf = CONF_PARSER
     if p.proto == P_TCP:
         f.tcp_state = TCP_SYN_SENT if p.tcp_flags & TH_SYN else TCP_ESTABLISHED  # mid-stream pick-up
     else:
@@ -182,6 +213,34 @@ cdef inline bint link_control(const pkt_t *p) noexcept nogil:
         return p.ttl == 255
     if 130 <= p.icmp_type <= 132 or p.icmp_type == 143:
         return p.ttl == 1
+    return False
+
+cdef bint app_verdict(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bint to_server, int32_t src_wl,
+                      int32_t dst_wl, uint16_t in_port) noexcept nogil:
+    """Decide a provisionally allowed flow now that its app is known; False when it is cut."""
+    cdef decision_t d
+    cdef event_t *ev
+    if to_server:
+        flow_decide(e, t, f, p, src_wl, dst_wl, &d)
+    else:
+        flow_decide(e, t, f, p, dst_wl, src_wl, &d)
+    if e.log_all:
+        f.log = 1
+    if f.action == A_ALLOW:
+        return True
+    e.app_cuts += 1
+    count_drop(e, d.reason)
+    if f.log:
+        ev = evring_claim(&e.events)
+        if ev != NULL:
+            event_from_flow(ev, f, EV_DROP)
+            ev.drop_reason = d.reason
+            event_host(e, ev, f)
+            evring_publish(&e.events)
+    if f.action == A_REJECT:
+        respond_reject(e, in_port, p)
+        if p.proto == P_TCP:
+            respond_reset_peer(e, f, p, to_server, in_port)
     return False
 
 cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint32_t len, uint32_t rx_status,
@@ -305,7 +364,19 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
         fr.action = f.action
         fr.ts = now
 
-    # 5. verdict
+    # 5. App-ID on the first payload packets; a verdict that waited for the app is decided now
+    if p.payload_len and f.app_state != APPST_DONE and f.action == A_ALLOW and (p.proto == P_TCP or p.proto == P_UDP):
+        if appid_inspect(e, t, f, &p, to_server):
+            if f.app_wait and not app_verdict(e, t, f, &p, to_server, src_wl, dst_wl, in_port):
+                return
+        elif f.app_wait and <uint32_t>f.pl_pkts[0] + f.pl_pkts[1] > e.appid_budget:
+            # the budget is spent: decide with what is known
+            app_finish(e, t, f, port_guess(&t.apps, f) or (t.apps.unknown_tcp if p.proto == P_TCP else t.apps.unknown_udp),
+                       CONF_PORT, NULL)
+            if not app_verdict(e, t, f, &p, to_server, src_wl, dst_wl, in_port):
+                return
+
+    # 6. verdict
     if f.action != A_ALLOW:
         if f.cut:
             count_drop(e, R_CUT_BY_POLICY)
@@ -316,7 +387,7 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
         if f.action == A_REJECT:
             respond_reject(e, in_port, &p)
         return
-    # 6. forward
+    # 7. forward
     forward(e, in_port, data, len, fix, now)
 
 cdef void sweep_flows(engine_t *e, uint64_t now) noexcept nogil:

@@ -39,6 +39,7 @@ from ngfw.model.resources import (
     dump,
     vsys_of,
 )
+from ngfw.compiler.apps import Catalogue, load_catalogue
 from ngfw.model.validate import cross_check
 
 __all__ = ["compile_resources", "digest", "load_policy"]
@@ -47,12 +48,14 @@ _ACTIONS = {"allow": Action.ALLOW, "deny": Action.DENY, "reject": Action.REJECT}
 _UNKNOWN_SOURCE = "<resources>"
 
 
-def load_policy(path: str | Path, version: int = 1) -> CompiledPolicy:
+def load_policy(path: str | Path, version: int = 1, catalogue: Catalogue | None = None) -> CompiledPolicy:
     """Load, validate and compile the policy at `path` (a file or a directory)."""
-    return compile_resources(load_resources(path), version)
+    return compile_resources(load_resources(path), version, catalogue)
 
 
-def compile_resources(resources: Iterable[LoadedResource | Resource], version: int) -> CompiledPolicy:
+def compile_resources(
+    resources: Iterable[LoadedResource | Resource], version: int, catalogue: Catalogue | None = None
+) -> CompiledPolicy:
     """Compile resources given in load order (the order of SecurityPolicies matters).
 
     Raises `PolicyError` when the resources do not form a valid policy, so that
@@ -80,11 +83,20 @@ def compile_resources(resources: Iterable[LoadedResource | Resource], version: i
         if isinstance(g, Group)
     }
 
+    if catalogue is None:
+        catalogue = load_catalogue()  # the shipped one: applications are named in rules and logs
     rules: list[CompiledRule] = []
+    app_problems: list[str] = []
     for vsys in vsys_names:
-        for policy in (r for r in items if isinstance(r, SecurityPolicy) and r.metadata.vsys == vsys):
-            for rule in policy.spec.rules:
-                rules.append(_compile_rule(rule, vsys, vsys_index[vsys], workload_index, groups))
+        for loaded_policy in (x for x in loaded if isinstance(x.resource, SecurityPolicy)
+                              and x.resource.metadata.vsys == vsys):
+            policy = loaded_policy.resource
+            assert isinstance(policy, SecurityPolicy)
+            for number, rule in enumerate(policy.spec.rules):
+                apps = _applications(rule, catalogue, loaded_policy, number, app_problems)
+                rules.append(_compile_rule(rule, vsys, vsys_index[vsys], workload_index, groups, apps))
+    if app_problems:
+        raise PolicyError(app_problems)
 
     sources = tuple(dict.fromkeys(item.file for item in loaded if item.file != _UNKNOWN_SOURCE))
     return CompiledPolicy(
@@ -94,7 +106,24 @@ def compile_resources(resources: Iterable[LoadedResource | Resource], version: i
         workloads=tuple(_compile_workload(w, vsys_index) for w in workloads),
         rules=tuple(rules),
         sources=sources,
+        catalogue=catalogue,
     )
+
+
+def _applications(rule: Rule, catalogue: Catalogue, loaded: LoadedResource, number: int,
+                  problems: list[str]) -> frozenset[int]:
+    """App ids a rule names (empty: any), each name checked against the catalogue."""
+    if rule.applications == ["any"]:
+        return frozenset()
+    ids: set[int] = set()
+    for i, name in enumerate(rule.applications):
+        app_id = catalogue.by_name.get(name)
+        if app_id is None:
+            problems.append(loaded.problem(f"spec.rules[{number}].applications[{i}]",
+                                           f"unknown application {name!r} (see `ngfw apps` or rules/apps/)"))
+        else:
+            ids.add(app_id)
+    return frozenset(ids)
 
 
 def digest(resources: Sequence[Resource]) -> str:
@@ -147,15 +176,19 @@ def _compile_rule(
     vsys_number: int,
     workload_index: dict[tuple[str, str], int],
     groups: dict[tuple[str, str], frozenset[int]],
+    apps: frozenset[int] = frozenset(),
 ) -> CompiledRule:
+    app_default = "application-default" in rule.services
     return CompiledRule(
         name=rule.name,
         vsys=vsys_number,
         src=_address_set(rule.from_, vsys, workload_index, groups),
         dst=_address_set(rule.to, vsys, workload_index, groups),
-        services=_services(rule.services),
+        services=_services([s for s in rule.services if s != "application-default"]),
         action=_ACTIONS[rule.action],
         log=rule.log,
+        apps=apps,
+        app_default=app_default,
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 from dataclasses import dataclass, field
+from typing import Any
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -66,6 +67,8 @@ class CompiledRule:
     services: tuple[Service, ...] = ()  # empty: any service
     action: Action = Action.DENY
     log: bool = False
+    apps: frozenset[int] = frozenset()  # catalogue app ids; empty: any application
+    app_default: bool = False  # services: [application-default]: the identified app's default ports
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,7 @@ class CompiledPolicy:
     workloads: tuple[CompiledWorkload, ...]
     rules: tuple[CompiledRule, ...]
     sources: tuple[str, ...] = field(default=())  # files the policy came from
+    catalogue: Any = None  # ngfw.compiler.apps.Catalogue the rules' app ids refer to (None: no App-ID)
 
     def rule_name(self, index: int) -> str:
         return self.rules[index].name if 0 <= index < len(self.rules) else "default-deny"
@@ -102,3 +106,8 @@ class CompiledPolicy:
 
     def vsys_name(self, index: int) -> str:
         return self.vsys[index] if 0 <= index < len(self.vsys) else ""
+
+    def app_name(self, index: int) -> str | None:
+        if self.catalogue is None or not 0 < index < len(self.catalogue.apps):
+            return None
+        return str(self.catalogue.apps[index].name)

@@ -23,8 +23,11 @@ REPLAY_VSYS = "default"
 
 def allow_all_policy() -> CompiledPolicy:
     """The policy of a replay without --policy: one vsys that allows everything (and decides unmanaged flows)."""
+    from ngfw.compiler.apps import load_catalogue
+
     rule = CompiledRule("allow-all", 0, AddressSet(any=True), AddressSet(any=True), (), Action.ALLOW, True)
-    return CompiledPolicy(version=1, digest="", vsys=(REPLAY_VSYS,), workloads=(), rules=(rule,))
+    return CompiledPolicy(version=1, digest="", vsys=(REPLAY_VSYS,), workloads=(), rules=(rule,),
+                          catalogue=load_catalogue())
 
 
 @dataclass
@@ -52,7 +55,14 @@ class Replayer:
             yield from self.replay_file(path)
 
     def replay_file(self, path: str) -> list[dict[str, Any]]:
-        engine = self.fp.Engine(flow_capacity=self.flow_capacity, replay=True, unmanaged_vsys=self.unmanaged_vsys)
+        try:
+            size = os.path.getsize(path)
+        except OSError:
+            size = 0
+        # a flow needs at least one ~60-byte record: size the table to the file, not to a host
+        capacity = max(1024, min(self.flow_capacity, size // 60))
+        engine = self.fp.Engine(flow_capacity=capacity, replay=True, unmanaged_vsys=self.unmanaged_vsys,
+                                appid_slots=min(1024, capacity))
         port_in = engine.add_sink_port("capture", 0)
         engine.add_sink_port("discard", 0)
         engine.set_tables(self.tables)

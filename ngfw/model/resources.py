@@ -8,6 +8,8 @@ other documents (references, duplicates) live in `ngfw.model.validate`.
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -145,18 +147,31 @@ class Rule(_Strict):
     to: list[Reference] = Field(min_length=1)
     services: list[ServiceName] = Field(default_factory=lambda: ["any"], min_length=1)
     applications: list[str] = Field(
-        default_factory=lambda: ["any"], min_length=1, description="Only [any] until App-ID lands."
+        default_factory=lambda: ["any"],
+        min_length=1,
+        description="Application names from the App-ID catalogue (rules/apps/), or [any].",
     )
     action: Literal["allow", "deny", "reject"]
     log: bool = False
     inspect: str | None = Field(None, description="Inspection profile; accepted and stored, not enforced yet.")
     description: str | None = None
 
+    @field_validator("services")
+    @classmethod
+    def _app_default_alone(cls, value: list[str]) -> list[str]:
+        if "application-default" in value and len(value) > 1:
+            raise ValueError("application-default stands alone: it means the identified application's own ports")
+        return value
+
     @field_validator("applications")
     @classmethod
-    def _no_app_id_yet(cls, value: list[str]) -> list[str]:
-        if value != ["any"]:
-            raise ValueError("applications need App-ID, not supported yet; only [any] is accepted")
+    def _app_names(cls, value: list[str]) -> list[str]:
+        # names are checked against the catalogue when the policy is compiled
+        if "any" in value and len(value) > 1:
+            raise ValueError("`any` stands alone: it already includes every application")
+        for name in value:
+            if not re.fullmatch(r"[a-z0-9][a-z0-9.+_-]*", name):
+                raise ValueError(f"{name!r} is not an application name (lower case letters, digits, . + _ -)")
         return value
 
 

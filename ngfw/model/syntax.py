@@ -186,7 +186,7 @@ def check_service(value: str) -> str:
     if value in _ICMP_ALIASES:
         return _ICMP_ALIASES[value]
     if value == "application-default":
-        raise ValueError(f"application-default {APP_ID_MISSING}")
+        return value
     match = _SERVICE_RE.match(value)
     if not match:
         raise ValueError("must be any, icmp, icmp6, tcp/PORT, tcp/LO-HI, udp/PORT or udp/LO-HI")

@@ -1,0 +1,311 @@
+# Stage 5, App-ID: the application of a flow from its first payload packets. Protocol parsers
+# (app_parsers.pxi) answer first; then Hyperscan block-mode signatures from the catalogue, by
+# priority; a host name (SNI, Host, DNS query) refines to a child app (tls -> github); ports break
+# ties only, at low confidence. A decided app re-evaluates policy when the verdict waited for it.
+
+cdef enum:
+    APPST_NONE = 0        # no payload yet
+    APPST_PENDING = 1     # classifying
+    APPST_DONE = 2
+
+cdef enum:
+    CONF_PARSER = 100
+    CONF_SIGNATURE = 80
+    CONF_PORT = 30
+
+cdef int clspool_init(clspool_t *p, uint32_t n) noexcept nogil:
+    cdef uint32_t i
+    p.n = n
+    p.exhausted = 0
+    p.slots = <clsslot_t *>malloc(<size_t>n * sizeof(clsslot_t)) if n else NULL
+    if n and p.slots == NULL:
+        return -1
+    for i in range(n):
+        p.slots[i].next_free = <int32_t>i + 1 if i + 1 < n else -1
+    p.free_head = 0 if n else -1
+    return 0
+
+cdef int32_t clspool_take(clspool_t *p) noexcept nogil:
+    cdef int32_t i = p.free_head
+    cdef clsslot_t *s
+    if i < 0:
+        p.exhausted += 1
+        return -1
+    s = &p.slots[i]
+    p.free_head = s.next_free
+    s.stream_len[0] = 0
+    s.stream_len[1] = 0
+    s.seq_set[0] = 0
+    s.seq_set[1] = 0
+    s.parser_more = 0
+    memset(&s.meta, 0, sizeof(appmeta_t))
+    memset(s.scratch, 0, SCRATCH_MAX)
+    return i
+
+cdef inline void clspool_give(clspool_t *p, int32_t i) noexcept nogil:
+    if i >= 0:
+        p.slots[i].next_free = p.free_head
+        p.free_head = i
+
+cdef int hostpool_init(hostpool_t *p, uint32_t n) noexcept nogil:
+    cdef uint32_t i
+    p.n = n
+    p.names = <char (*)[HOST_MAX]>malloc(<size_t>n * HOST_MAX) if n else NULL
+    p.lens = <uint8_t *>calloc(n + 1, 1)
+    p.next_free = <int32_t *>malloc((n + 1) * sizeof(int32_t))
+    if (n and p.names == NULL) or p.lens == NULL or p.next_free == NULL:
+        return -1
+    for i in range(n):
+        p.next_free[i] = <int32_t>i + 1 if i + 1 < n else -1
+    p.free_head = 0 if n else -1
+    return 0
+
+cdef int32_t hostpool_put(hostpool_t *p, const char *name, uint8_t n) noexcept nogil:
+    cdef int32_t i = p.free_head
+    if i < 0 or n == 0:
+        return -1
+    p.free_head = p.next_free[i]
+    memcpy(p.names[i], name, n)
+    p.lens[i] = n
+    return i
+
+cdef inline void hostpool_give(hostpool_t *p, int32_t i) noexcept nogil:
+    if i >= 0:
+        p.next_free[i] = p.free_head
+        p.free_head = i
+
+# ---------------------------------------------------------------- catalogue lookups
+
+cdef inline uint32_t host_hash(const char *s, uint32_t n) noexcept nogil:
+    cdef uint64_t h = 1469598103934665603ull
+    cdef uint32_t i
+    for i in range(n):
+        h = (h ^ <uint8_t>s[i]) * 1099511628211ull
+    return <uint32_t>ngfw_mix64(h)
+
+cdef const hostent_t *host_find(const apptables_t *a, const char *s, uint32_t n) noexcept nogil:
+    cdef uint32_t slot
+    cdef const hostent_t *h
+    if a.hosts == NULL or n == 0 or n > HOST_MAX:
+        return NULL
+    slot = host_hash(s, n) & a.host_mask
+    while a.hosts[slot].len:
+        h = &a.hosts[slot]
+        if h.len == n and memcmp(h.name, s, n) == 0:
+            return h
+        slot = (slot + 1) & a.host_mask
+    return NULL
+
+cdef uint16_t host_app(const apptables_t *a, const char *s, uint32_t n) noexcept nogil:
+    """The app of a host name: an exact entry, else the longest `*.domain` (stored as ".domain") above it."""
+    cdef const hostent_t *h = host_find(a, s, n)
+    cdef uint32_t i
+    if h != NULL:
+        return h.app
+    for i in range(1, n):
+        if s[i] == 46:  # '.'
+            h = host_find(a, s + i, n - i)
+            if h != NULL:
+                return h.app
+    return 0
+
+cdef inline bint app_descends(const apptables_t *a, uint16_t child, uint16_t ancestor) noexcept nogil:
+    cdef int depth = 0
+    while child != 0xffff and child < a.n_apps and depth < 8:
+        if child == ancestor:
+            return True
+        child = a.parent[child]
+        depth += 1
+    return False
+
+# ---------------------------------------------------------------- signatures
+
+ctypedef struct sigmatch_t:
+    const apptables_t *a
+    uint8_t l4
+    uint8_t dir          # 1 to_server, 2 to_client
+    uint32_t len
+    int32_t best_sig
+    uint16_t best_prio
+
+cdef int on_signature(unsigned int id, unsigned long long frm, unsigned long long to, unsigned int flags,
+                      void *ctx) noexcept nogil:
+    cdef sigmatch_t *m = <sigmatch_t *>ctx
+    cdef const apptables_t *a = m.a
+    if id >= a.n_sigs:
+        return 0
+    if a.sig_l4[id] and a.sig_l4[id] != m.l4:
+        return 0
+    if a.sig_dir[id] and a.sig_dir[id] != m.dir:
+        return 0
+    if m.len < a.sig_minlen[id]:
+        return 0
+    if m.best_sig < 0 or a.sig_prio[id] > m.best_prio:
+        m.best_sig = id
+        m.best_prio = a.sig_prio[id]
+    return 0
+
+cdef uint16_t signature_app(const apptables_t *a, uint8_t l4, bint to_server, const uint8_t *d,
+                            uint32_t n) noexcept nogil:
+    cdef sigmatch_t m
+    if a.db == NULL or n == 0:
+        return 0
+    m.a = a
+    m.l4 = l4
+    m.dir = 1 if to_server else 2
+    m.len = n
+    m.best_sig = -1
+    m.best_prio = 0
+    hs_scan(a.db, <const char *>d, n, 0, a.scratch, on_signature, &m)
+    return a.sig_app[m.best_sig] if m.best_sig >= 0 else 0
+
+# ---------------------------------------------------------------- the stage
+
+cdef inline uint16_t flow_server_port(const flow_t *f) noexcept nogil:
+    return f.key.b_port if f.init_is_a else f.key.a_port
+
+cdef inline uint16_t flow_client_port(const flow_t *f) noexcept nogil:
+    return f.key.a_port if f.init_is_a else f.key.b_port
+
+cdef uint16_t port_guess(const apptables_t *a, const flow_t *f) noexcept nogil:
+    cdef uint16_t sp = flow_server_port(f)
+    cdef uint16_t cp = flow_client_port(f)
+    cdef uint32_t l4 = 0 if f.key.proto == P_TCP else 1
+    if f.key.proto != P_TCP and f.key.proto != P_UDP:
+        return 0
+    if a.port_app[l4 * 65536 + sp]:
+        return a.port_app[l4 * 65536 + sp]
+    return a.port_app[l4 * 65536 + cp]
+
+cdef void stream_append(clsslot_t *s, uint8_t dir, const pkt_t *p) noexcept nogil:
+    """Keep the first STREAM_MAX bytes of a TCP direction in order (gaps stop the copy; overlaps keep
+    the first copy)."""
+    cdef uint32_t seq = p.tcp_seq
+    cdef uint32_t have, skip, n
+    if not s.seq_set[dir]:
+        s.seq_set[dir] = 1
+        s.next_seq[dir] = seq
+    if <int32_t>(seq - s.next_seq[dir]) > 0:
+        return   # a gap: out of order, the parsers see only the in-order prefix
+    skip = s.next_seq[dir] - seq
+    if skip >= p.payload_len:
+        return   # retransmission of what we have
+    n = p.payload_len - skip
+    have = s.stream_len[dir]
+    if have + n > STREAM_MAX:
+        n = STREAM_MAX - have
+    memcpy(s.stream[dir] + have, p.data + p.payload_off + skip, n)
+    s.stream_len[dir] = have + n
+    s.next_seq[dir] += p.payload_len - skip
+
+cdef void app_finish(engine_t *e, tables_t *t, flow_t *f, uint16_t app, uint8_t conf, const appmeta_t *meta) noexcept nogil:
+    """Record the decision: refine by host and port, keep the host name, count, free the buffers."""
+    cdef apptables_t *a = &t.apps
+    cdef uint16_t child
+    cdef int32_t r
+    if meta != NULL and meta.host_len:
+        # a host-based app refines the protocol it runs over (tls -> github), never replaces another
+        child = host_app(a, meta.host, meta.host_len)
+        if child and (app == 0 or app_descends(a, child, app)):
+            app = child
+        if f.host < 0:
+            f.host = hostpool_put(&e.hostpool, meta.host, meta.host_len)
+    if app and app < a.n_apps:
+        # the same protocol on a well-known port of a child app (tls on 993 is imaps)
+        r = idmap_get(&a.port_children, 0, (<uint64_t>app << 32) | (<uint64_t>f.key.proto << 16) | flow_server_port(f))
+        if r > 0:
+            app = <uint16_t>r
+    f.app = app
+    f.app_conf = conf
+    f.app_state = APPST_DONE
+    f.app_pkts = <uint8_t>min(<uint32_t>f.pl_pkts[0] + f.pl_pkts[1], 255)
+    if f.cls >= 0:
+        clspool_give(&e.cls, f.cls)
+        f.cls = -1
+    if f.vsys >= 0 and <uint32_t>f.vsys < t.n_vsys and app < a.n_apps:
+        a.app_flows[<uint32_t>f.vsys * a.n_apps + app] += 1
+
+cdef uint16_t app_at_end(const apptables_t *a, const flow_t *f) noexcept nogil:
+    """The honest answer for a flow that ends undecided."""
+    cdef uint16_t guess
+    if f.key.proto != P_TCP and f.key.proto != P_UDP:
+        return a.ipproto_app[f.key.proto] if a.ipproto_app[f.key.proto] else a.unknown
+    if f.pl_pkts[0] == 0 and f.pl_pkts[1] == 0:
+        return a.incomplete
+    guess = port_guess(a, f)
+    if guess:
+        return guess
+    return a.insufficient
+
+cdef bint appid_inspect(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bint to_server) noexcept nogil:
+    """Look at one payload packet of an undecided flow; True when the app got decided."""
+    cdef apptables_t *a = &t.apps
+    cdef uint8_t dir = 0 if to_server else 1
+    cdef clsslot_t *s = NULL
+    cdef appctx_t c
+    cdef appmeta_t tmp_meta
+    cdef uint8_t tmp_scratch[64]
+    cdef int r
+    cdef uint16_t sig
+    cdef uint32_t total
+    if f.pl_pkts[dir] < 255:
+        f.pl_pkts[dir] += 1
+    f.app_state = APPST_PENDING
+    if f.cls < 0 and e.cls.n:
+        f.cls = clspool_take(&e.cls)
+    memset(&c, 0, sizeof(c))
+    c.l4proto = p.proto
+    c.to_server = to_server
+    c.client_port = flow_client_port(f)
+    c.server_port = flow_server_port(f)
+    c.pkt_index = f.pl_pkts[dir] - 1
+    c.payload = p.data + p.payload_off
+    c.payload_len = p.payload_len
+    c.stream = c.payload
+    c.stream_len = c.payload_len
+    if f.cls >= 0:
+        s = &e.cls.slots[f.cls]
+        if p.proto == P_TCP:
+            stream_append(s, dir, p)
+            c.stream = s.stream[dir]
+            c.stream_len = s.stream_len[dir]
+        c.scratch = s.scratch
+        c.meta = &s.meta
+    else:
+        # no buffer left: this packet alone, no memory across packets
+        memset(&tmp_meta, 0, sizeof(tmp_meta))
+        memset(e.cls_scratch, 0, SCRATCH_MAX)
+        c.scratch = e.cls_scratch
+        c.meta = &tmp_meta
+    r = appid_parse(&c)
+    if r > 0 and <uint32_t>r < a.n_builtin and a.builtin_app[r]:
+        app_finish(e, t, f, a.builtin_app[r], CONF_PARSER, c.meta)
+        return True
+    if s != NULL:
+        s.parser_more = r == PARSE_NEED_MORE
+    sig = signature_app(a, p.proto, to_server, c.payload, c.payload_len)
+    if sig and r != PARSE_NEED_MORE:
+        app_finish(e, t, f, sig, CONF_SIGNATURE, c.meta)
+        return True
+    total = <uint32_t>f.pl_pkts[0] + f.pl_pkts[1]
+    # give up after the packet budget (twice that while a parser still asks for more)
+    if total >= e.appid_max_pkts and (r != PARSE_NEED_MORE or total >= 2 * e.appid_max_pkts):
+        if sig:
+            app_finish(e, t, f, sig, CONF_SIGNATURE, c.meta)
+        elif port_guess(a, f):
+            app_finish(e, t, f, port_guess(a, f), CONF_PORT, c.meta)
+        else:
+            app_finish(e, t, f, a.unknown_tcp if p.proto == P_TCP else a.unknown_udp, 0, c.meta)
+        return True
+    return False
+
+cdef void appid_flow_end(engine_t *e, tables_t *t, flow_t *f) noexcept nogil:
+    """Called as a flow ends: decide what it was if nothing did yet, free what it held."""
+    cdef apptables_t *a
+    if t != NULL and f.app_state != APPST_DONE:
+        a = &t.apps
+        app_finish(e, t, f, app_at_end(a, f), CONF_PORT if port_guess(a, f) else 0,
+                   &e.cls.slots[f.cls].meta if f.cls >= 0 else NULL)
+    if f.cls >= 0:
+        clspool_give(&e.cls, f.cls)
+        f.cls = -1

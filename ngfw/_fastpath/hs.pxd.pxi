@@ -1,0 +1,24 @@
+# The Hyperscan (libhs) C API, declared once.
+cdef extern from "hs.h" nogil:
+    ctypedef struct hs_database_t:
+        pass
+    ctypedef struct hs_scratch_t:
+        pass
+    ctypedef struct hs_platform_info_t:
+        pass
+    ctypedef struct hs_compile_error_t:
+        char *message
+        int expression
+    ctypedef int (*match_event_handler)(unsigned int id, unsigned long long frm, unsigned long long to,
+                                        unsigned int flags, void *context) noexcept nogil
+    int HS_SUCCESS, HS_MODE_BLOCK, HS_MODE_STREAM
+    const char *hs_version()
+    int hs_compile_multi(const char *const *expressions, const unsigned int *flags, const unsigned int *ids,
+                         unsigned int elements, unsigned int mode, const hs_platform_info_t *platform,
+                         hs_database_t **db, hs_compile_error_t **error)
+    int hs_free_compile_error(hs_compile_error_t *error)
+    int hs_free_database(hs_database_t *db)
+    int hs_alloc_scratch(const hs_database_t *db, hs_scratch_t **scratch)
+    int hs_free_scratch(hs_scratch_t *scratch)
+    int hs_scan(const hs_database_t *db, const char *data, unsigned int length, unsigned int flags,
+                hs_scratch_t *scratch, match_event_handler onEvent, void *context)
