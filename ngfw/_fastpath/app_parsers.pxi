@@ -770,7 +770,11 @@ cdef int parse_radius(appctx_t *c) noexcept nogil:
     if not ((code >= 1 and code <= 5) or (code >= 11 and code <= 13) or (code >= 40 and code <= 45)):
         return PARSE_NO
     l = ngfw_be16(p + 2)
-    if l < 20 or l > 4096 or l > n or (c.l4proto == 17 and l != n):
+    if l < 20 or l > 4096 or l > n:
+        return PARSE_NO
+    if _either_port(c, 1812) or _either_port(c, 1813) or _either_port(c, 1645) or _either_port(c, 1646):
+        return APP_RADIUS     # on its own ports, a header that fits is enough (as nDPI decides)
+    if c.l4proto == 17 and l != n:
         return PARSE_NO
     off = 20
     while off + 2 <= l:
@@ -1114,10 +1118,14 @@ cdef int parse_mssql(appctx_t *c) noexcept nogil:
     l = ngfw_be16(p + 2)
     if l < 9 or l > 32768:
         return PARSE_NO
-    if (p[1] & 1) == 1 and l > n and n < STREAM_MAX:
-        return PARSE_NEED_MORE if _stream_can_grow(c) else PARSE_NO
-    if (p[1] & 1) == 0 and l != 4096 and l != 8192 and l != 16384 and l != 32768 and l > 512 and l < n:
-        return PARSE_NO
+    if (p[1] & 1) == 1:
+        # the last packet of a message: exactly this much, or another TDS packet follows
+        if l > n:
+            return PARSE_NEED_MORE if _stream_can_grow(c) else PARSE_NO
+        if l < n and p[l] != t:
+            return PARSE_NO
+    elif l < 512:
+        return PARSE_NO       # a message continued in another packet fills the negotiated packet size
     if t == 0x12:
         off = 8
         while off < n and off < l and p[off] != 0xFF:
@@ -1310,7 +1318,7 @@ cdef int parse_mail_ftp(appctx_t *c) noexcept nogil:
         return PARSE_NEED_MORE if _stream_can_grow(c) and e < 512 else PARSE_NO
     if n >= 12 and _starts(p, n, "RFB 00") and p[7] == 46 and p[11] == 10:
         return APP_VNC
-    if c.to_server == 0:
+    if True:
         if _starts(p, n, "+OK"):
             return APP_POP3
         if _starts(p, n, "* OK") or _starts(p, n, "* PREAUTH"):
@@ -1329,11 +1337,17 @@ cdef int parse_mail_ftp(appctx_t *c) noexcept nogil:
                 return APP_SMTP
             if _either_port(c, 119):
                 return APP_NNTP
-        return PARSE_NO
+            return PARSE_NO
     if _ieq(p, n, "user ") or _ieq(p, n, "auth tls") or _ieq(p, n, "auth ssl") or _ieq(p, n, "feat\r") \
             or _ieq(p, n, "syst\r"):
         if _ieq(p, n, "user ") and _either_port(c, 110):
             return APP_POP3
+        return APP_FTP
+    if _ieq(p, n, "pass ") or _ieq(p, n, "retr "):
+        return APP_POP3 if _either_port(c, 110) else APP_FTP
+    if _ieq(p, n, "pasv\r") or _ieq(p, n, "epsv") or _ieq(p, n, "port ") or _ieq(p, n, "eprt ") \
+            or _ieq(p, n, "cwd ") or _ieq(p, n, "pwd\r") or _ieq(p, n, "type ") or _ieq(p, n, "stor ") \
+            or _ieq(p, n, "nlst") or _ieq(p, n, "mdtm ") or _ieq(p, n, "size "):
         return APP_FTP
     if _ieq(p, n, "ehlo ") or _ieq(p, n, "helo "):
         return APP_SMTP

@@ -1,0 +1,190 @@
+"""App-ID protocol parsers (app_parsers.pxi) through the test-only ngfw._fastpath.parsers extension:
+real flows of the reference corpus, hand-made edge cases, and random or damaged input."""
+
+from __future__ import annotations
+
+import struct
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+parsers = pytest.importorskip("ngfw._fastpath.parsers")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from appid_corpus import CORPUS, load_flows  # noqa: E402
+
+TCP, UDP = 6, 17
+
+
+def dns_query(name: str, qtype: int = 1, flags: int = 0x0100) -> bytes:
+    q = b"".join(bytes([len(label)]) + label.encode() for label in name.split(".")) + b"\x00"
+    return struct.pack("!HHHHHH", 0x1234, flags, 1, 0, 0, 0) + q + struct.pack("!HH", qtype, 1)
+
+
+def client_hello(sni: bytes, sni_len: int | None = None, alpn: bytes = b"h2") -> bytes:
+    sni_len = len(sni) if sni_len is None else sni_len
+    sni_ext = struct.pack("!HBH", sni_len + 3, 0, sni_len) + sni
+    alpn_ext = struct.pack("!HB", len(alpn) + 1, len(alpn)) + alpn
+    versions = b"\x04\x03\x04\x03\x03"
+    exts = (struct.pack("!HH", 0, len(sni_ext)) + sni_ext + struct.pack("!HH", 16, len(alpn_ext)) + alpn_ext
+            + struct.pack("!HH", 43, len(versions)) + versions)
+    body = b"\x03\x03" + b"\x11" * 32 + b"\x00" + b"\x00\x04\x13\x01\x13\x02" + b"\x01\x00" + struct.pack("!H", len(exts)) + exts
+    hs = b"\x01" + len(body).to_bytes(3, "big") + body
+    return b"\x16\x03\x01" + struct.pack("!H", len(hs)) + hs
+
+
+def test_builtin_names_are_canonical() -> None:
+    assert parsers.APPS["dns"] > 0 and "" not in parsers.APPS
+    assert all(name == name.lower() for name in parsers.APPS)
+
+
+# ---- hand-made cases -----------------------------------------------------------------------------------
+
+def test_tls_client_hello_fields() -> None:
+    r = parsers.parse(TCP, True, 40000, 443, [client_hello(b"Example.COM")])
+    assert r["app"] == "tls" and r["host"] == "example.com" and r["alpn"] == "h2" and r["tls_version"] == 0x0304
+
+
+def test_tls_client_hello_split_in_two_segments() -> None:
+    ch = client_hello(b"split.example")
+    r = parsers.parse(TCP, True, 40000, 8443, [ch[:30], ch[30:]])
+    assert r["app"] == "tls" and r["host"] == "split.example"
+
+
+@pytest.mark.parametrize("cut", range(1, 120))
+def test_tls_truncated_client_hello_asks_for_more(cut: int) -> None:
+    r = parsers.parse(TCP, True, 40000, 443, [client_hello(b"truncated.example")[:cut]])
+    assert r["need_more"] or r["app"] == "tls"
+
+
+def test_tls_sni_longer_than_record_is_not_read() -> None:
+    r = parsers.parse(TCP, True, 40000, 443, [client_hello(b"short", sni_len=4000)])
+    assert r["host"] is None
+
+
+def test_http_request() -> None:
+    req = b"GET /x HTTP/1.1\r\nHost: www.Example.org:8080\r\nUser-Agent: curl/8\r\n\r\n"
+    r = parsers.parse(TCP, True, 40000, 8080, [req])
+    assert r["app"] == "http" and r["host"] == "www.example.org" and r["ua"] == "curl/8"
+    assert parsers.parse(TCP, True, 40000, 80, [req[:9], req[9:]])["host"] == "www.example.org"
+
+
+def test_http_status_line_and_ssdp() -> None:
+    assert parsers.parse(TCP, False, 40000, 80, [b"HTTP/1.1 200 OK\r\n\r\n"])["app"] == "http"
+    r = parsers.parse(UDP, True, 40000, 1900, [b"M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\n\r\n"])
+    assert r["app"] == "ssdp" and r["host"] == "239.255.255.250:1900"
+
+
+def test_dns_recognised_by_bytes_not_port() -> None:
+    r = parsers.parse(UDP, True, 40000, 5000, [dns_query("www.example.com", 28)])
+    assert r["app"] == "dns" and r["host"] == "www.example.com" and r["dns_qtype"] == 28
+    assert parsers.parse(UDP, True, 40000, 53, [b"\x17\x03\x03hello garbage, not a dns message"])["app"] is None
+    assert parsers.parse(UDP, True, 5353, 5353, [dns_query("_ipp._tcp.local", 12, 0)])["app"] == "mdns"
+    assert parsers.parse(UDP, True, 40000, 5355, [dns_query("wpad", 1, 0)])["app"] == "llmnr"
+
+
+def test_dns_over_tcp_in_two_segments() -> None:
+    q = dns_query("tcp.example.net")
+    msg = struct.pack("!H", len(q)) + q
+    r = parsers.parse(TCP, True, 40000, 53, [msg[:10], msg[10:]])
+    assert r["app"] == "dns" and r["host"] == "tcp.example.net"
+
+
+def test_dns_compression_loops_and_wild_pointers_are_rejected() -> None:
+    hdr = struct.pack("!HHHHHH", 1, 0x8180, 1, 1, 0, 0)
+    loop = hdr + b"\xc0\x0c" + b"\x00\x01\x00\x01"                    # points at itself
+    wild = hdr + b"\x03www\xc3\xff" + b"\x00\x01\x00\x01"            # points past the end
+    forward = hdr + b"\xc0\x20" + b"\x00\x01\x00\x01" + b"\x00" * 40  # points forward
+    for msg in (loop, wild, forward):
+        assert parsers.parse(UDP, True, 40000, 53, [msg])["app"] is None
+
+
+def test_netbios_name_decoded() -> None:
+    enc = "".join(chr(65 + (b >> 4)) + chr(65 + (b & 15)) for b in b"WORKGROUP      \x00")
+    r = parsers.parse(UDP, True, 137, 137, [dns_query(enc, 32, 0x0110)])
+    assert r["app"] == "netbios" and r["host"] == "workgroup"
+
+
+def test_ssh_banner() -> None:
+    r = parsers.parse(TCP, True, 40000, 2222, [b"SSH-2.0-OpenSSH_9.2p1 Debian\r\n"])
+    assert r["app"] == "ssh" and r["ua"] == "SSH-2.0-OpenSSH_9.2p1 Debian"
+
+
+def test_quic_garbage_long_header_is_not_quic() -> None:
+    assert parsers.parse(UDP, True, 40000, 443, [b"\xc3\x12\x34\x56\x78" + b"\x08" * 40])["app"] is None
+    # a known version whose Initial does not decrypt is still QUIC, without a host
+    r = parsers.parse(UDP, True, 40000, 443, [b"\xc3\x00\x00\x00\x01\x08" + b"\x01" * 8 + b"\x00\x00\x44\xb0" + b"\x00" * 1200])
+    assert r["app"] == "quic" and r["host"] is None
+
+
+# ---- random and damaged input --------------------------------------------------------------------------
+
+ports = st.sampled_from([53, 80, 88, 137, 443, 445, 1194, 1433, 1812, 3478, 5060, 5353, 40000])
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.sampled_from([TCP, UDP]), st.booleans(), ports, ports, st.lists(st.binary(max_size=1600), min_size=1, max_size=3))
+def test_random_bytes_never_crash(l4: int, to_server: bool, cport: int, sport: int, payloads: list[bytes]) -> None:
+    r = parsers.parse(l4, to_server, cport, sport, payloads)
+    assert r["app"] is None or r["app"] in parsers.APPS
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.data())
+def test_mutated_real_payloads_never_crash(data: st.DataObject) -> None:
+    seeds = [client_hello(b"mutate.example"), dns_query("a.b.example"), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"]
+    raw = bytearray(data.draw(st.sampled_from(seeds)))
+    for _ in range(data.draw(st.integers(1, 8))):
+        raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(raw)))
+    parsers.parse(data.draw(st.sampled_from([TCP, UDP])), True, 40000, 443, [bytes(raw[:cut]), bytes(raw[cut:])])
+
+
+# ---- the reference corpus ------------------------------------------------------------------------------
+
+corpus = pytest.mark.skipif(not (CORPUS / "labels.jsonl").exists(), reason="App-ID corpus not present")
+
+# share of labelled flows (with payload) each parser must recognise from the first <= 3 packets per direction
+MIN_SHARE = {
+    "tls": 0.95, "http": 1.0, "dns": 0.75, "mdns": 1.0, "llmnr": 1.0, "radius": 0.9, "stun": 0.95,
+    "netbios": 0.75, "ssdp": 1.0, "snmp": 1.0, "dhcp": 1.0, "ntp": 1.0, "openvpn": 1.0, "mssql": 1.0,
+    "ldap": 1.0, "smb": 1.0, "quic": 0.6, "sip": 0.65, "kerberos": 0.45, "ssh": 1.0, "dhcpv6": 1.0,
+}
+
+
+@pytest.fixture(scope="module")
+def flows():  # type: ignore[no-untyped-def]
+    return [f for f in load_flows() if f.l4 in ("TCP", "UDP") and f.packets]
+
+
+def _classify(f):  # type: ignore[no-untyped-def]
+    return parsers.parse_flow(TCP if f.l4 == "TCP" else UDP, f.client_port, f.server_port, f.packets)
+
+
+@corpus
+@pytest.mark.parametrize("app", sorted(MIN_SHARE))
+def test_corpus_flows_recognised(flows, app: str) -> None:  # type: ignore[no-untyped-def]
+    mine = [f for f in flows if f.app == app]
+    assert mine, app
+    ok = sum(_classify(f)["app"] in f.accepted for f in mine)
+    assert ok >= MIN_SHARE[app] * len(mine), f"{app}: {ok}/{len(mine)}"
+
+
+@corpus
+@pytest.mark.parametrize("app", ["tls", "http", "mdns", "dhcp", "quic"])
+def test_corpus_hosts_match_labels(flows, app: str) -> None:  # type: ignore[no-untyped-def]
+    mine = [f for f in flows if f.app == app and f.host]
+    results = [_classify(f) for f in mine]
+    matched = sum(r["host"] == f.host.lower() for f, r in zip(mine, results) if r["app"] in f.accepted)
+    recognised = sum(r["app"] in f.accepted for f, r in zip(mine, results))
+    assert matched >= 0.75 * recognised, f"{app}: {matched}/{recognised}"
+
+
+@corpus
+def test_corpus_few_wrong_answers(flows) -> None:  # type: ignore[no-untyped-def]
+    labelled = [f for f in flows if f.app]
+    wrong = sum(1 for f in labelled if (a := _classify(f)["app"]) is not None and a not in f.accepted)
+    assert wrong <= 0.02 * len(labelled)
