@@ -158,6 +158,22 @@ cdef inline bint _stream_can_grow(appctx_t *c) noexcept nogil:
     return c.l4proto == 6 and c.stream_len < STREAM_MAX
 
 
+cdef enum:
+    SCRATCH_TENTATIVE = SCRATCH_MAX - 1   # scratch byte: the app a parser is already sure of while asking for more
+
+
+cdef inline int _tentative(appctx_t *c, int app) noexcept nogil:
+    # "this is `app`, but more bytes would tell me more (SNI, Host)": remember it, ask for more
+    c.scratch[SCRATCH_TENTATIVE] = <uint8_t>app
+    return PARSE_NEED_MORE
+
+
+cdef int appid_tentative(appctx_t *c) noexcept nogil:
+    """The app a parser recognised while it still asked for more bytes (a TLS or QUIC ClientHello whose
+    rest never came), or PARSE_NO. For the caller that stops feeding a flow still at PARSE_NEED_MORE."""
+    return c.scratch[SCRATCH_TENTATIVE]
+
+
 # ---------------------------------------------------------------------------------------------------
 # DNS family (DNS, mDNS, LLMNR, NetBIOS name service)
 
@@ -530,7 +546,7 @@ cdef int parse_tls(appctx_t *c) noexcept nogil:
         c.meta.tls_version = 0
         return PARSE_NO
     if r == 0 and n < 5 + rec_len and _stream_can_grow(c):
-        return PARSE_NEED_MORE
+        return _tentative(c, APP_TLS)
     return APP_TLS
 
 
@@ -1396,7 +1412,7 @@ cdef enum:
     QS_RANGES = 24        # up to QS_MAXRANGES (start, end) pairs of u16, filled CRYPTO byte ranges
     QS_MAXRANGES = 8
     QS_DATA = 64
-    QS_CAP = SCRATCH_MAX - QS_DATA
+    QS_CAP = SCRATCH_MAX - QS_DATA - 1
 
 
 cdef const unsigned char *_quic_salt(uint32_t v) noexcept nogil:
@@ -1652,13 +1668,13 @@ cdef int parse_quic(appctx_t *c) noexcept nogil:
         return APP_QUIC
     have = _quic_contiguous(s)
     if have < 4:
-        return PARSE_NEED_MORE if c.pkt_index < 3 else APP_QUIC
+        return _tentative(c, APP_QUIC) if c.pkt_index < 3 else APP_QUIC
     if s[QS_DATA] != 1:
         return APP_QUIC
     hs_len = _be24(s + QS_DATA + 1)
     r = _tls_hello(s + QS_DATA + 4, have - 4, hs_len, True, c.meta)
     if r == 0 and c.meta.host_len == 0 and c.pkt_index < 3 and have < QS_CAP:
-        return PARSE_NEED_MORE
+        return _tentative(c, APP_QUIC)
     if r < 0:
         c.meta.host_len = 0
         c.meta.alpn_len = 0

@@ -81,6 +81,10 @@ cdef class _Flow:
         out = _meta_dict(&self.meta)
         out["app"] = BUILTIN_APPS[r] if r > 0 else None
         out["need_more"] = r == PARSE_NEED_MORE
+        out["tentative"] = None
+        if r == PARSE_NEED_MORE and self.ctx.scratch != NULL:
+            t = appid_tentative(&self.ctx)
+            out["tentative"] = BUILTIN_APPS[t] if t > 0 else None
         return out
 
 
@@ -97,7 +101,8 @@ def parse(int l4proto, bint to_server, int client_port, int server_port, list pa
 
 def parse_flow(int l4proto, int client_port, int server_port, list packets):
     """appid_parse over (to_server, payload) packets of both directions in order, as the fastpath calls it;
-    a direction that answered PARSE_NO is no longer asked."""
+    a direction that answered PARSE_NO is no longer asked. A flow left at NEED_MORE takes the tentative
+    answer (appid_tentative), as the fastpath does when it stops feeding a flow."""
     f = _Flow(l4proto, client_port, server_port)
     r = PARSE_NO
     done = [False, False]
@@ -112,6 +117,7 @@ def parse_flow(int l4proto, int client_port, int server_port, list packets):
         if r == PARSE_NO:
             done[d] = True
         last_need = last_need or r == PARSE_NEED_MORE
-    out = f.result(PARSE_NO)
-    out["need_more"] = last_need
+    out = f.result(PARSE_NEED_MORE if last_need else PARSE_NO)
+    if out["tentative"]:
+        out["app"] = out["tentative"]
     return out
