@@ -290,7 +290,10 @@ cdef bint appid_inspect(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
     total = <uint32_t>f.pl_pkts[0] + f.pl_pkts[1]
     # give up after the packet budget (twice that while a parser still asks for more)
     if total >= e.appid_max_pkts and (r != PARSE_NEED_MORE or total >= 2 * e.appid_max_pkts):
-        if sig:
+        r = appid_tentative(&c)
+        if r > 0 and <uint32_t>r < a.n_builtin and a.builtin_app[r]:
+            app_finish(e, t, f, a.builtin_app[r], CONF_SIGNATURE, c.meta)   # the protocol, without the rest
+        elif sig:
             app_finish(e, t, f, sig, CONF_SIGNATURE, c.meta)
         elif port_guess(a, f):
             app_finish(e, t, f, port_guess(a, f), CONF_PORT, c.meta)
@@ -302,10 +305,16 @@ cdef bint appid_inspect(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
 cdef void appid_flow_end(engine_t *e, tables_t *t, flow_t *f) noexcept nogil:
     """Called as a flow ends: decide what it was if nothing did yet, free what it held."""
     cdef apptables_t *a
+    cdef int r = 0
     if t != NULL and f.app_state != APPST_DONE:
         a = &t.apps
-        app_finish(e, t, f, app_at_end(a, f), CONF_PORT if port_guess(a, f) else 0,
-                   &e.cls.slots[f.cls].meta if f.cls >= 0 else NULL)
+        if f.cls >= 0:
+            r = e.cls.slots[f.cls].scratch[SCRATCH_TENTATIVE]   # a parser knew the protocol, waiting for more
+        if r > 0 and <uint32_t>r < a.n_builtin and a.builtin_app[r]:
+            app_finish(e, t, f, a.builtin_app[r], CONF_SIGNATURE, &e.cls.slots[f.cls].meta)
+        else:
+            app_finish(e, t, f, app_at_end(a, f), CONF_PORT if port_guess(a, f) else 0,
+                       &e.cls.slots[f.cls].meta if f.cls >= 0 else NULL)
     if f.cls >= 0:
         clspool_give(&e.cls, f.cls)
         f.cls = -1

@@ -83,6 +83,51 @@ def decode(bytes frame) -> dict:
     return out
 
 
+# ---------------------------------------------------------------- compiled-database cache
+
+def _hs_cache_path(signatures):
+    """Where a compiled signature set is kept: compiling takes seconds, loading milliseconds."""
+    import hashlib
+    h = hashlib.sha256(hs_version())
+    for i, sig in enumerate(signatures):
+        h.update(f"{i}\0{sig.hs_flags}\0{sig.pattern}\0".encode("utf-8", "surrogateescape"))
+    base = os.environ.get("NGFW_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "ngfw")
+    return os.path.join(base, f"hs-block-{h.hexdigest()[:32]}.db")
+
+
+cdef hs_database_t *_hs_cache_load(str path):
+    cdef hs_database_t *db = NULL
+    cdef bytes data
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return NULL
+    if hs_deserialize_database(data, len(data), &db) != HS_SUCCESS:
+        return NULL   # stale or from another libhs: compile afresh
+    return db
+
+
+cdef void _hs_cache_store(str path, hs_database_t *db):
+    cdef char *raw = NULL
+    cdef size_t n = 0
+    if hs_serialize_database(db, &raw, &n) != HS_SUCCESS:
+        return
+    try:
+        data = raw[:n]
+    finally:
+        free(raw)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError:
+        pass   # a cache that cannot be written only costs time
+
+
 # ---------------------------------------------------------------- policy tables
 
 cdef class Tables:
@@ -313,11 +358,15 @@ cdef class Tables:
                     exprs[i] = patterns[i]
                     flags[i] = sig.hs_flags
                     ids[i] = i
-                if hs_compile_multi(exprs, flags, ids, a.n_sigs, HS_MODE_BLOCK, NULL, &a.db, &err) != HS_SUCCESS:
-                    where = cat.signatures[err.expression].pattern if 0 <= err.expression < a.n_sigs else ""
-                    message = err.message.decode(errors="replace")
-                    hs_free_compile_error(err)
-                    raise ValueError(f"App-ID signatures do not compile: {message} ({where!r})")
+                cache = _hs_cache_path(cat.signatures)
+                a.db = _hs_cache_load(cache)
+                if a.db == NULL:
+                    if hs_compile_multi(exprs, flags, ids, a.n_sigs, HS_MODE_BLOCK, NULL, &a.db, &err) != HS_SUCCESS:
+                        where = cat.signatures[err.expression].pattern if 0 <= err.expression < a.n_sigs else ""
+                        message = err.message.decode(errors="replace")
+                        hs_free_compile_error(err)
+                        raise ValueError(f"App-ID signatures do not compile: {message} ({where!r})")
+                    _hs_cache_store(cache, a.db)
                 if hs_alloc_scratch(a.db, &a.scratch) != HS_SUCCESS:
                     raise MemoryError("not enough memory for Hyperscan scratch")
             finally:

@@ -20,5 +20,7 @@ cdef extern from "hs.h" nogil:
     int hs_free_database(hs_database_t *db)
     int hs_alloc_scratch(const hs_database_t *db, hs_scratch_t **scratch)
     int hs_free_scratch(hs_scratch_t *scratch)
+    int hs_serialize_database(const hs_database_t *db, char **bytes, size_t *length)
+    int hs_deserialize_database(const char *bytes, const size_t length, hs_database_t **db)
     int hs_scan(const hs_database_t *db, const char *data, unsigned int length, unsigned int flags,
                 hs_scratch_t *scratch, match_event_handler onEvent, void *context)

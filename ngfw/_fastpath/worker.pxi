@@ -285,7 +285,7 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
             return
     # address resolution (ARP, IPv6 ND) and multicast listener reports pass, so hosts find each
     # other through the wire
-    if p.l3 == L3_ARP or link_control(&p):
+    if p.l3 == L3_ARP or (link_control(&p) and not e.log_all):
         forward(e, in_port, data, len, fix, now)
         return
     # non-first fragments carry no ports: they follow their first fragment's verdict

@@ -13,6 +13,7 @@ import threading
 from typing import IO, Any, Callable
 
 from ngfw.compiler.tables import CompiledPolicy
+from ngfw.dataplane.appnames import split_app
 
 PROTO_NAMES = {1: "ICMP", 6: "TCP", 17: "UDP", 58: "IPv6-ICMP"}
 DEFAULT_RULE = "default-deny"
@@ -57,6 +58,11 @@ def eve_record(event: dict[str, Any], policy: CompiledPolicy | None) -> dict[str
         "action": event["action"],
         "policy_version": event["generation"],
     })
+    if event.get("app_proto"):
+        record["app_proto"], record["app"] = split_app(policy.catalogue if policy else None, event["app_proto"])
+        record["app_confidence"] = event.get("app_confidence")
+    if event.get("app_host"):
+        record["app_host"] = event["app_host"]
     if event["event"] == "flow":
         record["flow"] = {
             "pkts_toserver": event["pkts_toserver"],

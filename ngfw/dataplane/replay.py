@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ngfw.compiler.tables import Action, AddressSet, CompiledPolicy, CompiledRule
+from ngfw.dataplane.appnames import port_guess, split_app
 from ngfw.dataplane.eve import DEFAULT_RULE, PROTO_NAMES, eve_timestamp
 from ngfw.dataplane.fastpath import engine_module
 
@@ -92,6 +93,8 @@ class Replayer:
     def record(self, event: dict[str, Any], pcap_file: str) -> dict[str, Any]:
         policy = self.policy
         rule = event["rule"]
+        catalogue = policy.catalogue
+        app_proto, app = split_app(catalogue, event.get("app_proto"))
         return {
             "pcap_file": pcap_file,
             "flow_id": event["flow_id"],
@@ -101,10 +104,14 @@ class Replayer:
             "dest_ip": event["dest_ip"],
             "dest_port": event["dest_port"],
             "proto": PROTO_NAMES.get(event["proto"], str(event["proto"])),
-            "app_proto": event.get("app_proto"),
+            "app_proto": app_proto,
+            "app": app,
             "app_host": event.get("app_host"),
             "app_confidence": event.get("app_confidence"),
             "app_pkts": event.get("app_pkts"),
+            # without payload nothing was identified; the port says what it probably was
+            "app_guess": port_guess(catalogue, event["proto"], event["dest_port"], event["src_port"])
+            if app in ("incomplete", "insufficient-data", "unknown-tcp", "unknown-udp") else None,
             "vsys": policy.vsys_name(event["vsys"]) or None,
             "src_vm": policy.workload_name(event["src_wl"]) or None,
             "dest_vm": policy.workload_name(event["dst_wl"]) or None,
