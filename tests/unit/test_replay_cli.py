@@ -1,0 +1,190 @@
+"""`ngfw replay` as a user runs it: a subprocess over real captures, no root.
+
+The captures in tests/fixtures/replay/ are copies of small files of the App-ID corpus
+(/work/shared/corpus/appid/pcaps, from nDPI's regression suite); the expected app and host of each
+flow below are nDPI's, from the corpus' labels.jsonl, copied here so the test does not depend on
+the shared corpus being mounted.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+FIXTURES = REPO / "tests" / "fixtures" / "replay"
+CAPTURES = ["mullvad_dns.pcap", "punycode-idn.pcap", "cloudflare-warp.pcap", "dlt_ppp.pcap", "quic_cc_ack.pcapng"]
+
+JSON_FIELDS = {"src_ip", "src_port", "dest_ip", "dest_port", "proto", "app_proto", "app_host", "app_confidence",
+               "app_pkts", "pcap_file"}
+
+# (pcap, l4, client ip:port, server ip:port) -> (app, host), from labels.jsonl (nDPI's answer)
+LABELS = {
+    ("mullvad_dns.pcap", "UDP", "192.168.122.11:51696", "9.9.9.9:53"): ("dns", "www.mullvad.net"),
+    ("punycode-idn.pcap", "TCP", "192.168.2.140:56011", "170.33.9.230:80"): ("http", "www.love.xn--55qx5d"),
+    ("punycode-idn.pcap", "UDP", "192.168.2.140:45520", "192.168.2.1:53"): ("dns", "i.scdn.co"),
+    ("punycode-idn.pcap", "UDP", "192.168.2.140:60156", "192.168.2.1:53"): ("dns", "www.xn--mnich-kva.com"),
+    ("cloudflare-warp.pcap", "TCP", "10.8.0.1:40214", "157.240.16.32:443"): ("tls", "mqtt-mini.facebook.com"),
+    ("cloudflare-warp.pcap", "TCP", "10.8.0.1:45606", "104.18.47.234:443"): ("tls", "api.cloudflareclient.com"),
+    ("cloudflare-warp.pcap", "TCP", "10.8.0.1:45610", "104.18.47.234:443"): ("tls", "api.cloudflareclient.com"),
+    ("cloudflare-warp.pcap", "TCP", "10.8.0.1:51296", "142.250.183.163:443"): ("tls", "crashlyticsreports-pa.googleapis.com"),
+    ("dlt_ppp.pcap", "UDP", "193.167.0.252:44083", "193.167.100.100:443"): ("quic", "server4"),
+    ("quic_cc_ack.pcapng", "UDP", "152.14.223.145:57113", "71.98.228.93:443"): ("quic", None),
+    ("quic_cc_ack.pcapng", "UDP", "183.23.159.144:37787", "108.140.147.22:443"): ("quic", None),
+}
+
+
+def run_replay(*args: str | Path, cwd: Path = FIXTURES) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ngfw", "replay", *map(str, args)], capture_output=True, text=True,
+                          timeout=120, cwd=cwd)
+
+
+def json_lines(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+def flow_key(rec: dict) -> tuple[str, str, str, str]:
+    return (rec["pcap_file"], rec["proto"], f"{rec['src_ip']}:{rec['src_port']}", f"{rec['dest_ip']}:{rec['dest_port']}")
+
+
+@pytest.fixture(scope="module")
+def replayed() -> subprocess.CompletedProcess[str]:
+    """One run over every fixture capture (each run loads the catalogue: a few seconds)."""
+    return run_replay("--json", *CAPTURES)
+
+
+def test_every_line_is_a_json_flow_record(replayed) -> None:
+    assert replayed.returncode == 0, replayed.stderr
+    assert "Traceback" not in replayed.stderr
+    records = json_lines(replayed.stdout)
+    assert len(records) == len(replayed.stdout.splitlines())
+    for rec in records:
+        assert JSON_FIELDS <= rec.keys(), rec
+        assert rec["pcap_file"] in CAPTURES  # the file's name as given, not a full path
+        assert rec["proto"] in ("TCP", "UDP")
+        assert isinstance(rec["src_port"], int) and isinstance(rec["dest_port"], int)
+        assert isinstance(rec["app_pkts"], int) and rec["app_pkts"] >= 0
+        assert rec["app_confidence"] is None or 0 <= rec["app_confidence"] <= 100
+    # every file contributed, in the order given on the command line
+    files = [rec["pcap_file"] for rec in records]
+    assert sorted(set(files), key=files.index) == CAPTURES
+
+
+def test_labelled_flows_get_nDPIs_app_and_host(replayed) -> None:
+    by_key = {flow_key(rec): rec for rec in json_lines(replayed.stdout)}
+    wrong = {}
+    for key, (app, host) in LABELS.items():
+        rec = by_key.get(key)
+        if rec is None:
+            wrong[key] = "missing"
+        elif (rec["app_proto"], rec["app_host"]) != (app, host):
+            wrong[key] = (rec["app_proto"], rec["app_host"])
+    assert not wrong, wrong
+
+
+def test_identified_flows_are_confident_and_quick(replayed) -> None:
+    by_key = {flow_key(rec): rec for rec in json_lines(replayed.stdout)}
+    dns = by_key[("mullvad_dns.pcap", "UDP", "192.168.122.11:51696", "9.9.9.9:53")]
+    assert dns["app_confidence"] == 100 and dns["app_pkts"] == 1
+    tls = by_key[("cloudflare-warp.pcap", "TCP", "10.8.0.1:45606", "104.18.47.234:443")]
+    assert tls["app_confidence"] == 100 and 1 <= tls["app_pkts"] <= 3
+
+
+def test_sni_names_the_service_beside_the_protocol(replayed) -> None:
+    """A TLS flow to a catalogued SaaS: app_proto stays tls, app is the service (nDPI: TLS.FacebookMessenger)."""
+    by_key = {flow_key(rec): rec for rec in json_lines(replayed.stdout)}
+    fb = by_key[("cloudflare-warp.pcap", "TCP", "10.8.0.1:40214", "157.240.16.32:443")]
+    assert (fb["app_proto"], fb["app"], fb["app_host"]) == ("tls", "facebook", "mqtt-mini.facebook.com")
+    plain = by_key[("cloudflare-warp.pcap", "TCP", "10.8.0.1:45606", "104.18.47.234:443")]
+    assert (plain["app_proto"], plain["app"]) == ("tls", "tls")
+
+
+def test_readable_output_is_one_line_per_flow(replayed) -> None:
+    r = run_replay(*CAPTURES)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) == len(json_lines(replayed.stdout))
+    assert not any(line.lstrip().startswith("{") for line in lines)
+    http = [line for line in lines if "192.168.2.140:56011" in line]
+    assert len(http) == 1
+    line = http[0]
+    for word in ("punycode-idn.pcap", "TCP", "170.33.9.230:80", "http", "www.love.xn--55qx5d", "allow"):
+        assert word in line, (word, line)
+    assert line.index("192.168.2.140:56011") < line.index("170.33.9.230:80")  # client before server
+    quic = [line for line in lines if "193.167.0.252:44083" in line]
+    assert len(quic) == 1 and "quic" in quic[0] and "server4" in quic[0]
+
+
+def _truncate_mid_record(src: Path, dst: Path) -> int:
+    """Copy a classic little-endian pcap up to the middle of a packet record; return that record's offset."""
+    data = src.read_bytes()
+    assert data[:4] == b"\xd4\xc3\xb2\xa1", "expected a little-endian microsecond pcap"
+    offsets = []
+    off = 24
+    while off + 16 <= len(data):
+        offsets.append(off)
+        off += 16 + struct.unpack_from("<I", data, off + 8)[0]
+    cut = offsets[len(offsets) // 2]  # a record in the middle: its header is whole, its data is not
+    incl = struct.unpack_from("<I", data, cut + 8)[0]
+    dst.write_bytes(data[: cut + 16 + incl // 2])
+    return cut
+
+
+def test_damaged_capture_is_named_with_offset_and_others_still_run(tmp_path: Path) -> None:
+    damaged = tmp_path / "damaged.pcap"
+    offset = _truncate_mid_record(FIXTURES / "punycode-idn.pcap", damaged)
+    before = shutil.copy(FIXTURES / "mullvad_dns.pcap", tmp_path / "before.pcap")
+    after = shutil.copy(FIXTURES / "dlt_ppp.pcap", tmp_path / "after.pcap")
+    r = run_replay("--json", before, damaged, after, cwd=tmp_path)
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr
+    problems = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(problems) == 1, r.stderr
+    assert "damaged.pcap" in problems[0] and str(offset) in problems[0], problems[0]
+    records = json_lines(r.stdout)
+    files = {rec["pcap_file"] for rec in records}
+    assert {"before.pcap", "after.pcap"} <= files  # the files around the damaged one were still processed
+    # and the packets before the damage were replayed too (the DNS flows come first in that capture)
+    assert any(rec["pcap_file"] == "damaged.pcap" and rec["app_host"] == "i.scdn.co" for rec in records)
+    after_rec = [rec for rec in records if rec["pcap_file"] == "after.pcap"]
+    assert [(a["app_proto"], a["app_host"]) for a in after_rec] == [("quic", "server4")]
+
+
+def test_damaged_pcapng_is_named_with_offset(tmp_path: Path) -> None:
+    data = (FIXTURES / "quic_cc_ack.pcapng").read_bytes()
+    damaged = tmp_path / "cut.pcapng"
+    damaged.write_bytes(data[: len(data) - 100])
+    r = run_replay("--json", damaged, cwd=tmp_path)
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr
+    problem = r.stderr.strip()
+    assert len(problem.splitlines()) == 1 and "cut.pcapng" in problem, r.stderr
+    assert any(ch.isdigit() for ch in problem.split("cut.pcapng", 1)[1]), problem  # a byte offset
+
+
+def test_non_pcap_file_is_one_sentence_naming_it(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("these are my notes, not a capture\n")
+    r = run_replay("--json", notes, FIXTURES / "mullvad_dns.pcap", cwd=tmp_path)
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, r.stderr
+    assert "notes.txt" in lines[0] and "not a pcap" in lines[0], lines[0]
+    # the capture after it was still replayed
+    assert [rec["app_host"] for rec in json_lines(r.stdout)] == ["www.mullvad.net"]
+
+
+def test_missing_file_is_one_sentence(tmp_path: Path) -> None:
+    r = run_replay("--json", tmp_path / "nosuch.pcap", cwd=tmp_path)
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "nosuch.pcap" in lines[0], r.stderr
+    assert r.stdout == ""
