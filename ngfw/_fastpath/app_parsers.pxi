@@ -1044,6 +1044,10 @@ cdef int parse_openvpn(appctx_t *c) noexcept nogil:
     op = p[0] >> 3
     if (p[0] & 7) != 0 or not (op == 1 or op == 2 or op == 7 or op == 8 or op == 10):
         return PARSE_NO
+    # an ONC RPC message (NFS, portmap) can start with such a byte: its call/reply header gives it away
+    if n >= 12 and ((ngfw_be32(p + 4) == 0 and ngfw_be32(p + 8) == 2) or
+                    (ngfw_be32(p + 4) == 1 and ngfw_be32(p + 8) <= 1)):
+        return PARSE_NO
     if op == 7 and n == 14 and ngfw_be32(p + 10) == 0 and p[9] == 0:
         return APP_OPENVPN
     if s[0] == 0 and c.pkt_index < 4:

@@ -124,14 +124,17 @@ ctypedef struct sigmatch_t:
     const apptables_t *a
     uint8_t l4
     uint8_t dir          # 1 to_server, 2 to_client
+    uint16_t server_port
     uint32_t len
     int32_t best_sig
     uint16_t best_prio
+    uint8_t best_on_port # the best signature's app has the flow's server port among its default ports
 
 cdef int on_signature(unsigned int id, unsigned long long frm, unsigned long long to, unsigned int flags,
                       void *ctx) noexcept nogil:
     cdef sigmatch_t *m = <sigmatch_t *>ctx
     cdef const apptables_t *a = m.a
+    cdef bint on_port
     if id >= a.n_sigs:
         return 0
     if a.sig_l4[id] and a.sig_l4[id] != m.l4:
@@ -140,18 +143,23 @@ cdef int on_signature(unsigned int id, unsigned long long frm, unsigned long lon
         return 0
     if m.len < a.sig_minlen[id]:
         return 0
-    if m.best_sig < 0 or a.sig_prio[id] > m.best_prio:
+    # equal priorities: the app whose default port the flow uses wins (USER is pop3 on 110, ftp on 21)
+    on_port = idmap_get(&a.app_ports, 0, (<uint64_t>a.sig_app[id] << 32) | (<uint64_t>m.l4 << 16) | m.server_port) >= 0
+    if m.best_sig < 0 or a.sig_prio[id] > m.best_prio or (a.sig_prio[id] == m.best_prio and on_port and not m.best_on_port):
         m.best_sig = id
         m.best_prio = a.sig_prio[id]
+        m.best_on_port = on_port
     return 0
 
-cdef uint16_t signature_app(const apptables_t *a, uint8_t l4, bint to_server, const uint8_t *d,
-                            uint32_t n) noexcept nogil:
+cdef uint16_t signature_app(const apptables_t *a, uint8_t l4, bint to_server, uint16_t server_port,
+                            const uint8_t *d, uint32_t n) noexcept nogil:
     cdef sigmatch_t m
     if a.db == NULL or n == 0:
         return 0
     m.a = a
     m.l4 = l4
+    m.server_port = server_port
+    m.best_on_port = 0
     m.dir = 1 if to_server else 2
     m.len = n
     m.best_sig = -1
@@ -278,12 +286,16 @@ cdef bint appid_inspect(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
         c.scratch = e.cls_scratch
         c.meta = &tmp_meta
     r = appid_parse(&c)
+    sig = signature_app(a, p.proto, to_server, c.server_port, c.payload, c.payload_len)
     if r > 0 and <uint32_t>r < a.n_builtin and a.builtin_app[r]:
-        app_finish(e, t, f, a.builtin_app[r], CONF_PARSER, c.meta)
+        # a signature of a child of the parser's protocol is more specific (websocket over http)
+        if sig and sig < a.n_apps and a.parent[sig] == a.builtin_app[r]:
+            app_finish(e, t, f, sig, CONF_PARSER, c.meta)
+        else:
+            app_finish(e, t, f, a.builtin_app[r], CONF_PARSER, c.meta)
         return True
     if s != NULL:
         s.parser_more = r == PARSE_NEED_MORE
-    sig = signature_app(a, p.proto, to_server, c.payload, c.payload_len)
     if sig and r != PARSE_NEED_MORE:
         app_finish(e, t, f, sig, CONF_SIGNATURE, c.meta)
         return True

@@ -91,9 +91,8 @@ def _hs_cache_path(signatures):
     h = hashlib.sha256(hs_version())
     for i, sig in enumerate(signatures):
         h.update(f"{i}\0{sig.hs_flags}\0{sig.pattern}\0".encode("utf-8", "surrogateescape"))
-    base = os.environ.get("NGFW_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "ngfw")
-    return os.path.join(base, f"hs-block-{h.hexdigest()[:32]}.db")
+    from ngfw.compiler.apps import cache_dir
+    return os.path.join(str(cache_dir()), f"hs-block-{h.hexdigest()[:32]}.db")
 
 
 cdef hs_database_t *_hs_cache_load(str path):

@@ -300,7 +300,7 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
         return
 
     # an ICMP error travels with the flow it reports on (PMTU discovery, unreachables), or not at all
-    if p.icmp_error:
+    if p.icmp_error and not e.log_all:
         # the error must go back to the sender of the datagram it quotes (a router on the path may
         # send it); anything else would let a workload carry data inside "errors" to any address
         if p.dst_ip.hi != p.inner_src.hi or p.dst_ip.lo != p.inner_src.lo:

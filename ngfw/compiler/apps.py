@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import pickle
 import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -287,8 +289,56 @@ def _compile_all(signatures: tuple[Signature, ...]) -> str | None:
     return None
 
 
-def load_catalogue(path: str | Path = DEFAULT_CATALOGUE) -> Catalogue:
-    """The catalogue under `path` (a file or a directory of `*.yaml`), or `PolicyError` with every problem."""
+_LOADED: dict[str, Catalogue] = {}
+
+
+def cache_dir() -> Path:
+    """Where compiled catalogues and signature databases are kept between runs."""
+    base = os.environ.get("NGFW_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "ngfw")
+    return Path(base)
+
+
+def load_catalogue(path: str | Path = DEFAULT_CATALOGUE, cache: bool = True) -> Catalogue:
+    """The catalogue under `path` (a file or a directory of `*.yaml`), or `PolicyError` with every problem.
+
+    Validating every signature with Hyperscan takes seconds, so a catalogue that loaded cleanly is
+    kept (in this process, and pickled in the cache directory) under the hash of its files and of
+    this compiler; any change to either loads it afresh.
+    """
+    files = catalogue_files(Path(path))
+    h = hashlib.sha256(Path(__file__).read_bytes())
+    for file in files:
+        h.update(str(file).encode() + b"\0" + file.read_bytes() + b"\0")
+    key = h.hexdigest()
+    if cache and key in _LOADED:
+        return _LOADED[key]
+    stored = cache_dir() / f"catalogue-{key[:32]}.pickle"
+    if cache:
+        try:
+            with open(stored, "rb") as f:
+                catalogue = pickle.load(f)
+            if isinstance(catalogue, Catalogue):
+                _LOADED[key] = catalogue
+                return catalogue
+        except (OSError, pickle.PickleError, EOFError, AttributeError, ImportError):
+            pass
+    catalogue = _load_catalogue(path)
+    _LOADED[key] = catalogue
+    if cache:
+        try:
+            stored.parent.mkdir(parents=True, exist_ok=True)
+            tmp = stored.with_suffix(f".{os.getpid()}.tmp")
+            with open(tmp, "wb") as f:
+                pickle.dump(catalogue, f, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp, stored)
+        except OSError:
+            pass  # only costs time next run
+    return catalogue
+
+
+def _load_catalogue(path: str | Path = DEFAULT_CATALOGUE) -> Catalogue:
+    """Read, validate and compile the catalogue (no cache)."""
     problems: list[str] = []
     entries = _read(catalogue_files(Path(path)), problems)
 

@@ -50,6 +50,16 @@ class DataplaneCollector(Collector):
             hits.add_metric([vsys, rule], value)
         yield hits
 
+        apps = CounterMetricFamily("ngfw_app_flows_total", "Flows whose application was decided, by vsys and app",
+                                   labels=["vsys", "app"])
+        for (vsys, app), value in sorted(dp.app_flows().items()):
+            apps.add_metric([vsys, app], value)
+        yield apps
+        yield CounterMetricFamily("ngfw_app_cuts_total", "Flows cut once their application was known",
+                                  value=stats["app_cuts"])
+        yield CounterMetricFamily("ngfw_appid_buffers_exhausted_total",
+                                  "Flows classified without reassembly buffers because all were in use",
+                                  value=stats["appid_buffers_exhausted"])
         yield GaugeMetricFamily("ngfw_flows_active", "Flows in the flow table", value=stats["flows_active"])
         yield GaugeMetricFamily("ngfw_flows_capacity", "Flows the flow table can hold", value=stats["flows_capacity"])
         yield CounterMetricFamily("ngfw_flows_created_total", "Flows created", value=stats["flows_created"])

@@ -65,6 +65,7 @@ class Dataplane:
         self.policy: CompiledPolicy | None = None
         self.generations: OrderedDict[int, CompiledPolicy] = OrderedDict()
         self.hits_folded: dict[tuple[str, str], int] = {}
+        self.apps_folded: dict[tuple[str, str], int] = {}
         self.version = 0
         self.reloads_ok = 0
         self.reloads_failed = 0
@@ -154,9 +155,25 @@ class Dataplane:
         return True
 
     def _fold_hits(self, tables: Any) -> None:
-        """Keep rule hit counters monotonic across generations (labels are names, not indexes)."""
+        """Keep rule hit and app counters monotonic across generations (labels are names, not indexes)."""
         for key, value in self._hits_of(tables).items():
             self.hits_folded[key] = self.hits_folded.get(key, 0) + value
+        for key, value in self._apps_of(tables).items():
+            self.apps_folded[key] = self.apps_folded.get(key, 0) + value
+
+    @staticmethod
+    def _apps_of(tables: Any) -> dict[tuple[str, str], int]:
+        policy: CompiledPolicy = tables.policy
+        return {(policy.vsys_name(v), app): n for (v, app), n in tables.app_flows().items()}
+
+    def app_flows(self) -> dict[tuple[str, str], int]:
+        """Flows identified per (vsys, app) since the dataplane started."""
+        with self._lock:
+            out = dict(self.apps_folded)
+            if self.engine.tables is not None:
+                for key, value in self._apps_of(self.engine.tables).items():
+                    out[key] = out.get(key, 0) + value
+        return out
 
     @staticmethod
     def _hits_of(tables: Any) -> dict[tuple[str, str], int]:

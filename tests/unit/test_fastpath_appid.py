@@ -1,0 +1,108 @@
+"""App-ID in the fastpath: identification from payload, and rules that name applications."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fastpath_helpers import SRV_IP, SRV_MAC, TCP, UDP, WEB1_IP, WEB1_MAC, Ether, IP, Wire, srv_to_web1, tcp, web1_to_srv
+from test_fastpath_policy import _policy
+
+HTTP_GET = b"GET /index.html HTTP/1.1\r\nHost: www.example.org\r\nUser-Agent: curl/8.0\r\n\r\n"
+SSH_BANNER = b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n"
+
+
+def open_tcp(w: Wire, sport: int, dport: int) -> None:
+    assert len(w.from_vm(web1_to_srv(tcp(sport, dport, "S", seq=100)))[0]) == 1
+    assert len(w.from_up(srv_to_web1(tcp(dport, sport, "SA", seq=500, ack=101)))[0]) == 1
+    assert len(w.from_vm(web1_to_srv(tcp(sport, dport, "A", seq=101, ack=501)))[0]) == 1
+
+
+APP_RULES = """
+- {name: allow-http, from: [group:web], to: [any], applications: [http], services: [application-default], action: allow, log: true}
+- {name: deny-ssh, from: [any], to: [any], applications: [ssh], action: deny, log: true}
+- {name: reject-facebook, from: [any], to: [any], applications: [facebook], action: reject, log: true}
+- {name: allow-dns, from: [any], to: [any], applications: [dns], action: allow, log: true}
+- {name: default-deny, from: [any], to: [any], action: deny, log: true}
+"""
+
+
+@pytest.fixture
+def app_wire(tmp_path: Path) -> Wire:
+    return Wire(_policy(tmp_path, APP_RULES))
+
+
+def test_http_is_identified_with_its_host(app_wire: Wire) -> None:
+    open_tcp(app_wire, 40000, 80)
+    up, _ = app_wire.from_vm(web1_to_srv(tcp(40000, 80, "PA", seq=101, ack=501, payload=HTTP_GET)))
+    assert len(up) == 1
+    (flow,) = app_wire.engine.flows()
+    assert (flow["app_proto"], flow["app_host"], flow["app_pkts"]) == ("http", "www.example.org", 1)
+    assert flow["action"] == "allow" and flow["rule"] == 0
+
+
+def test_ssh_is_cut_once_identified_on_any_port(app_wire: Wire) -> None:
+    open_tcp(app_wire, 40001, 2222)  # provisionally allowed: a rule naming applications may apply
+    down, _ = app_wire.from_up(srv_to_web1(tcp(2222, 40001, "PA", seq=501, ack=101, payload=SSH_BANNER)))
+    assert down == []  # the banner never reaches the client
+    assert app_wire.from_vm(web1_to_srv(tcp(40001, 2222, "A", seq=101, ack=501)))[0] == []
+    (flow,) = app_wire.engine.flows()
+    assert (flow["app_proto"], flow["action"], flow["rule"]) == ("ssh", "deny", 1)
+    assert app_wire.engine.stats()["app_cuts"] == 1
+
+
+def test_http_on_a_non_default_port_is_not_allowed_by_application_default(app_wire: Wire) -> None:
+    open_tcp(app_wire, 40002, 9999)
+    assert app_wire.from_vm(web1_to_srv(tcp(40002, 9999, "PA", seq=101, ack=501, payload=HTTP_GET)))[0] == []
+    (flow,) = app_wire.engine.flows()
+    assert (flow["app_proto"], flow["action"], flow["rule"]) == ("http", "deny", 4)
+
+
+def test_rejected_app_resets_both_sides(app_wire: Wire) -> None:
+    from scapy.layers.tls.all import TLS, TLSClientHello
+    from scapy.layers.tls.extensions import ServerName, TLS_Ext_ServerName
+
+    hello = bytes(TLS(msg=[TLSClientHello(ext=[TLS_Ext_ServerName(servernames=[ServerName(servername=b"www.facebook.com")])])]))
+    open_tcp(app_wire, 40003, 443)
+    up, back = app_wire.from_vm(web1_to_srv(tcp(40003, 443, "PA", seq=101, ack=501, payload=hello)))
+    rst_server = [Ether(f) for f in up]
+    rst_client = [Ether(f) for f in back]
+    assert len(rst_server) == 1 and rst_server[0][TCP].flags.R and rst_server[0][IP].dst == SRV_IP
+    assert len(rst_client) == 1 and rst_client[0][TCP].flags.R and rst_client[0][IP].dst == WEB1_IP
+    (flow,) = app_wire.engine.flows()
+    assert (flow["app_proto"], flow["app_host"], flow["action"]) == ("facebook", "www.facebook.com", "reject")
+
+
+def test_dns_is_decided_on_its_first_datagram(app_wire: Wire) -> None:
+    from scapy.layers.dns import DNS, DNSQR
+
+    query = web1_to_srv(UDP(sport=40053, dport=53) / DNS(rd=1, qd=DNSQR(qname="example.internal")))
+    assert len(app_wire.from_vm(query)[0]) == 1
+    (flow,) = app_wire.engine.flows()
+    assert (flow["app_proto"], flow["app_host"], flow["rule"]) == ("dns", "example.internal", 3)
+
+
+def test_unidentified_flow_is_decided_when_the_budget_is_spent(app_wire: Wire) -> None:
+    open_tcp(app_wire, 40004, 5000)
+    passed = 0
+    for i in range(12):
+        up, _ = app_wire.from_vm(web1_to_srv(tcp(40004, 5000, "PA", seq=101 + 10 * i, ack=501, payload=bytes(10))))
+        passed += len(up)
+    assert 0 < passed <= 8  # the documented budget (appid_budget=8 payload packets), then the final verdict
+    (flow,) = app_wire.engine.flows()
+    assert flow["app_proto"] in ("unknown-tcp", "insufficient-data") and flow["action"] == "deny"
+
+
+def test_flows_without_app_rules_are_not_held(tmp_path: Path) -> None:
+    w = Wire(_policy(tmp_path, "- {name: web, from: [any], to: [any], services: [tcp/80], action: allow}"))
+    open_tcp(w, 40005, 80)
+    assert len(w.from_vm(web1_to_srv(tcp(40005, 80, "PA", seq=101, ack=501, payload=HTTP_GET)))[0]) == 1
+    assert w.engine.flows()[0]["app_proto"] == "http"
+
+
+def test_unknown_application_in_a_rule_is_refused(tmp_path: Path) -> None:
+    from ngfw.model.errors import PolicyError
+
+    with pytest.raises(PolicyError, match=r"spec.rules\[0\].applications\[0\]: unknown application 'nosuchapp'"):
+        _policy(tmp_path, "- {name: x, from: [any], to: [any], applications: [nosuchapp], action: allow}")
