@@ -129,7 +129,6 @@ def test_limits_must_be_positive_integers(tmp_path: Path) -> None:
         ("udp/65536", "port 65536 is out of range 1-65535"),
         ("tcp/9000-8000", "port range 9000-8000 is reversed (low end above high end)"),
         ("sctp/80", "must be any, icmp, icmp6, tcp/PORT, tcp/LO-HI, udp/PORT or udp/LO-HI"),
-        ("application-default", "application-default needs App-ID, not supported yet"),
     ],
 )
 def test_bad_services(tmp_path: Path, service: str, message: str) -> None:
@@ -137,11 +136,14 @@ def test_bad_services(tmp_path: Path, service: str, message: str) -> None:
     assert only(found) == f"{file}: SecurityPolicy tenant-a/main: spec.rules[0].services[1]: {message} (got '{service}')"
 
 
-def test_applications_need_app_id(tmp_path: Path) -> None:
-    file, found = problems(tmp_path, VSYS_A, policy("{name: a, from: [any], to: [any], applications: [http], action: allow}"))
-    assert only(found).startswith(
-        f"{file}: SecurityPolicy tenant-a/main: spec.rules[0].applications: applications need App-ID, not supported yet"
-    )
+def test_application_default_stands_alone(tmp_path: Path) -> None:
+    file, found = problems(tmp_path, VSYS_A, policy("{name: a, from: [any], to: [any], services: [icmp, application-default], action: allow}"))
+    assert only(found).startswith(f"{file}: SecurityPolicy tenant-a/main: spec.rules[0].services: application-default stands alone")
+
+
+def test_applications_any_stands_alone(tmp_path: Path) -> None:
+    file, found = problems(tmp_path, VSYS_A, policy("{name: a, from: [any], to: [any], applications: [any, http], action: allow}"))
+    assert only(found).startswith(f"{file}: SecurityPolicy tenant-a/main: spec.rules[0].applications: `any` stands alone")
 
 
 @pytest.mark.parametrize(
