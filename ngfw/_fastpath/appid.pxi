@@ -14,25 +14,29 @@ cdef enum:
     CONF_PORT = 30
 
 cdef int clspool_init(clspool_t *p, uint32_t n) noexcept nogil:
-    cdef uint32_t i
+    # slots are handed out in order first, then recycled: untouched memory is never faulted in
     p.n = n
     p.exhausted = 0
+    p.never_used = 0
     p.slots = <clsslot_t *>malloc(<size_t>n * sizeof(clsslot_t)) if n else NULL
     if n and p.slots == NULL:
         return -1
-    for i in range(n):
-        p.slots[i].next_free = <int32_t>i + 1 if i + 1 < n else -1
-    p.free_head = 0 if n else -1
+    p.free_head = -1
     return 0
 
 cdef int32_t clspool_take(clspool_t *p) noexcept nogil:
     cdef int32_t i = p.free_head
     cdef clsslot_t *s
     if i < 0:
-        p.exhausted += 1
-        return -1
-    s = &p.slots[i]
-    p.free_head = s.next_free
+        if p.never_used >= p.n:
+            p.exhausted += 1
+            return -1
+        i = <int32_t>p.never_used
+        p.never_used += 1
+        s = &p.slots[i]
+    else:
+        s = &p.slots[i]
+        p.free_head = s.next_free
     s.stream_len[0] = 0
     s.stream_len[1] = 0
     s.seq_set[0] = 0

@@ -47,6 +47,7 @@ ctypedef struct clsslot_t:
 ctypedef struct clspool_t:
     clsslot_t *slots
     int32_t free_head
+    uint32_t never_used
     uint32_t n
     uint64_t exhausted
 

@@ -91,7 +91,7 @@ def _hs_cache_path(signatures):
     h = hashlib.sha256(hs_version())
     for i, sig in enumerate(signatures):
         h.update(f"{i}\0{sig.hs_flags}\0{sig.pattern}\0".encode("utf-8", "surrogateescape"))
-    from ngfw.compiler.apps import cache_dir
+    from ngfw.compiler.catalogue import cache_dir
     return os.path.join(str(cache_dir()), f"hs-block-{h.hexdigest()[:32]}.db")
 
 

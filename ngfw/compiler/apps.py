@@ -30,6 +30,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ngfw.model.errors import PolicyError, describe_all
 from ngfw.model.yamldoc import YamlProblem, parse_documents
+from ngfw.compiler.catalogue import (  # noqa: F401 - re-exported: the compiler's public names
+    DEFAULT_CATALOGUE, RESERVED, SUFFIXES, AppDef, Catalogue, HostRule, Signature, cache_dir,
+    catalogue_files, load_catalogue,
+)
 
 __all__ = [
     "APP_INCOMPLETE",
@@ -49,10 +53,7 @@ __all__ = [
     "load_catalogue",
 ]
 
-DEFAULT_CATALOGUE = Path(__file__).resolve().parents[2] / "rules" / "apps"
-SUFFIXES = (".yaml", ".yml")
 
-RESERVED = ("unknown", "unknown-tcp", "unknown-udp", "incomplete", "insufficient-data")
 APP_UNKNOWN, APP_UNKNOWN_TCP, APP_UNKNOWN_UDP, APP_INCOMPLETE, APP_INSUFFICIENT_DATA = range(len(RESERVED))
 
 L4_ANY, L4_TCP, L4_UDP = 0, 6, 17
@@ -123,98 +124,10 @@ class CatalogueFile(_Strict):
     apps: list[dict[str, Any]]
 
 
-# ---------------------------------------------------------------- the compiled tables
-
-
-@dataclass(frozen=True)
-class AppDef:
-    id: int
-    name: str
-    category: str
-    risk: int
-    parent: int | None  # app id of the parent (github -> tls), None for top-level apps
-    ports: tuple[tuple[int, int], ...]  # (l4 6/17, port): the app's default ports
-    hosts: tuple[str, ...]  # host patterns as written
-    ip_protocols: tuple[int, ...]
-    description: str
-    source: str  # file the app was defined in, for messages
-    # "reserved" (a classification state), "protocol" (what the flow speaks: parsers,
-    # signatures, ports, IP protocols decide it) or "service" (host-based: a name the flow
-    # carries decides it; it refines the protocol and is logged beside it, never instead).
-    kind: str = "protocol"
-
-    @property
-    def reserved(self) -> bool:
-        return self.id < len(RESERVED)
-
-
-@dataclass(frozen=True)
-class Signature:
-    app: int
-    l4: int  # 0 any, 6 tcp, 17 udp
-    direction: int  # DIR_ANY, DIR_TO_SERVER, DIR_TO_CLIENT
-    pattern: str
-    hs_flags: int  # SINGLEMATCH|DOTALL, plus CASELESS for nocase
-    priority: int  # higher wins; a parser's answer beats every signature
-    min_len: int  # the packet's payload must be at least this long (0: no minimum)
-
-
-@dataclass(frozen=True)
-class HostRule:
-    """`github.com` matches that name only; `*.github.com` matches its subdomains, not itself.
-
-    `Catalogue.hosts` is ordered so the first rule that matches is the most specific one:
-    exact names first, then wildcards by longest suffix.
-    """
-
-    pattern: str  # as written
-    domain: str  # the pattern without its `*.`
-    wildcard: bool
-    app: int
-
-
-@dataclass(frozen=True)
-class Catalogue:
-    apps: tuple[AppDef, ...]  # index = app id
-    by_name: dict[str, int]
-    signatures: tuple[Signature, ...]  # index = signature id = Hyperscan expression id
-    hosts: tuple[HostRule, ...]
-    ip_protocols: dict[int, int]  # IP protocol number -> app id
-    default_ports: dict[tuple[int, int], tuple[int, ...]]  # (l4, port) -> app ids, in catalogue order
-    children_by_port: dict[tuple[int, int, int], int]  # (parent app id, l4, port) -> child app id
-    digest: str  # sha256 of the compiled tables; changes whenever anything the fastpath sees does
-
-    def app(self, name: str) -> AppDef:
-        return self.apps[self.by_name[name]]
-
-    def match_host(self, host: str) -> int | None:
-        """The app of the most specific host rule matching `host`, if any (the fastpath's C twin)."""
-        name = host.lower().rstrip(".")
-        for rule in self.hosts:
-            if rule.wildcard:
-                if name.endswith("." + rule.domain):
-                    return rule.app
-            elif name == rule.domain:
-                return rule.app
-        return None
+# The compiled tables (AppDef, Signature, HostRule, Catalogue) live in ngfw.compiler.catalogue.
 
 
 # ---------------------------------------------------------------- loading
-
-
-def catalogue_files(path: Path) -> list[Path]:
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        raise PolicyError([f"{path}: no such file or directory"])
-    files = sorted(
-        p
-        for p in path.rglob("*")
-        if p.suffix in SUFFIXES and p.is_file() and not any(x.startswith(".") for x in p.relative_to(path).parts)
-    )
-    if not files:
-        raise PolicyError([f"{path}: no *.yaml or *.yml files in this directory"])
-    return files
 
 
 @dataclass
@@ -289,55 +202,7 @@ def _compile_all(signatures: tuple[Signature, ...]) -> str | None:
     return None
 
 
-_LOADED: dict[str, Catalogue] = {}
-
-
-def cache_dir() -> Path:
-    """Where compiled catalogues and signature databases are kept between runs."""
-    base = os.environ.get("NGFW_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "ngfw")
-    return Path(base)
-
-
-def load_catalogue(path: str | Path = DEFAULT_CATALOGUE, cache: bool = True) -> Catalogue:
-    """The catalogue under `path` (a file or a directory of `*.yaml`), or `PolicyError` with every problem.
-
-    Validating every signature with Hyperscan takes seconds, so a catalogue that loaded cleanly is
-    kept (in this process, and pickled in the cache directory) under the hash of its files and of
-    this compiler; any change to either loads it afresh.
-    """
-    files = catalogue_files(Path(path))
-    h = hashlib.sha256(Path(__file__).read_bytes())
-    for file in files:
-        h.update(str(file).encode() + b"\0" + file.read_bytes() + b"\0")
-    key = h.hexdigest()
-    if cache and key in _LOADED:
-        return _LOADED[key]
-    stored = cache_dir() / f"catalogue-{key[:32]}.pickle"
-    if cache:
-        try:
-            with open(stored, "rb") as f:
-                catalogue = pickle.load(f)
-            if isinstance(catalogue, Catalogue):
-                _LOADED[key] = catalogue
-                return catalogue
-        except (OSError, pickle.PickleError, EOFError, AttributeError, ImportError):
-            pass
-    catalogue = _load_catalogue(path)
-    _LOADED[key] = catalogue
-    if cache:
-        try:
-            stored.parent.mkdir(parents=True, exist_ok=True)
-            tmp = stored.with_suffix(f".{os.getpid()}.tmp")
-            with open(tmp, "wb") as f:
-                pickle.dump(catalogue, f, protocol=pickle.HIGHEST_PROTOCOL)
-            os.replace(tmp, stored)
-        except OSError:
-            pass  # only costs time next run
-    return catalogue
-
-
-def _load_catalogue(path: str | Path = DEFAULT_CATALOGUE) -> Catalogue:
+def compile_catalogue(path: str | Path = DEFAULT_CATALOGUE) -> Catalogue:
     """Read, validate and compile the catalogue (no cache)."""
     problems: list[str] = []
     entries = _read(catalogue_files(Path(path)), problems)

@@ -39,7 +39,7 @@ from ngfw.model.resources import (
     dump,
     vsys_of,
 )
-from ngfw.compiler.apps import Catalogue, load_catalogue
+from ngfw.compiler.catalogue import Catalogue, load_catalogue
 from ngfw.model.validate import cross_check
 
 __all__ = ["compile_resources", "digest", "load_policy"]

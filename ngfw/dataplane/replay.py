@@ -24,7 +24,7 @@ REPLAY_VSYS = "default"
 
 def allow_all_policy() -> CompiledPolicy:
     """The policy of a replay without --policy: one vsys that allows everything (and decides unmanaged flows)."""
-    from ngfw.compiler.apps import load_catalogue
+    from ngfw.compiler.catalogue import load_catalogue
 
     rule = CompiledRule("allow-all", 0, AddressSet(any=True), AddressSet(any=True), (), Action.ALLOW, True)
     return CompiledPolicy(version=1, digest="", vsys=(REPLAY_VSYS,), workloads=(), rules=(rule,),
@@ -62,8 +62,10 @@ class Replayer:
             size = 0
         # a flow needs at least one ~60-byte record: size the table to the file, not to a host
         capacity = max(1024, min(self.flow_capacity, size // 60))
+        # every flow of the file is an event before anything drains them: one per record at most
+        events = max(4096, min(2 * (size // 60), 1 << 20))
         engine = self.fp.Engine(flow_capacity=capacity, replay=True, unmanaged_vsys=self.unmanaged_vsys,
-                                appid_slots=min(1024, capacity))
+                                appid_slots=min(1024, capacity), event_capacity=events)
         port_in = engine.add_sink_port("capture", 0)
         engine.add_sink_port("discard", 0)
         engine.set_tables(self.tables)
@@ -86,6 +88,10 @@ class Replayer:
         events: list[dict[str, Any]] = []
         while batch := engine.drain_events(65536):
             events.extend(e for e in batch if e["event"] == "flow")
+        lost = engine.stats()["events_lost"]
+        if lost:
+            self.problems.append(FileProblem(path, f"{lost} flow records were lost: the capture has more flows "
+                                                   "than one pass can hold (split it)"))
         events.sort(key=lambda e: (e["start"], e["flow_id"]))
         name = os.path.basename(path)
         return [self.record(e, name) for e in events]
