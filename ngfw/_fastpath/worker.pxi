@@ -215,6 +215,12 @@ cdef inline bint link_control(const pkt_t *p) noexcept nogil:
         return p.ttl == 1
     return False
 
+cdef inline void flow_mark_cut(flow_t *f) noexcept nogil:
+    """A refused TCP connection is over: reset ones end after tcp_closed, silently dropped ones after
+    tcp_closing (their entry only keeps dropping retries), not after tcp_established."""
+    if f.key.proto == P_TCP and f.tcp_state < TCP_FIN_WAIT:
+        f.tcp_state = TCP_CLOSED if f.action == A_REJECT else TCP_CLOSING
+
 cdef bint app_verdict(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bint to_server, int32_t src_wl,
                       int32_t dst_wl, uint16_t in_port) noexcept nogil:
     """Decide a provisionally allowed flow now that its app is known; False when it is cut."""
@@ -241,6 +247,7 @@ cdef bint app_verdict(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bint 
         respond_reject(e, in_port, p)
         if p.proto == P_TCP:
             respond_reset_peer(e, f, p, to_server, in_port)
+    flow_mark_cut(f)
     return False
 
 cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint32_t len, uint32_t rx_status,
@@ -350,6 +357,7 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
                 count_drop(e, R_CUT_BY_POLICY)
                 if f.action == A_REJECT:
                     respond_reject(e, in_port, &p)
+                flow_mark_cut(f)
                 return
     f.ts_last = now
     f.pkts[0 if to_server else 1] += 1

@@ -81,7 +81,9 @@ class Replayer:
         except OSError as exc:
             self.problems.append(FileProblem(path, f"cannot read: {exc.strerror or exc}"))
             return []
-        if result["error"]:
+        if result["error"] and result["packets"] == 0 and result["error_offset"] == 0:
+            self.problems.append(FileProblem(path, result["error"]))   # never was a capture
+        elif result["error"]:
             self.problems.append(FileProblem(path, f"damaged at byte {result['error_offset']}: {result['error']}"
                                                    f" ({result['packets']} packets before it were replayed)"))
         engine.end_all_flows()
@@ -137,8 +139,10 @@ def format_table(records: list[dict[str, Any]]) -> list[str]:
         src = f"{r['src_ip']}:{r['src_port']}"
         dst = f"{r['dest_ip']}:{r['dest_port']}"
         host = f" {r['app_host']}" if r.get("app_host") else ""
-        lines.append(f"{r['pcap_file']:<28} {r['proto']:<5} {src:>28} -> {dst:<28} {r.get('app_proto') or '-':<14}"
-                     f"{host}  {r['action']}")
+        app = r.get("app_proto") or "-"
+        if r.get("app") and r.get("app") != r.get("app_proto"):
+            app = f"{app}/{r['app']}"
+        lines.append(f"{r['pcap_file']:<28} {r['proto']:<5} {src:>28} -> {dst:<28} {app:<18}{host}  {r['action']}")
     return lines
 
 

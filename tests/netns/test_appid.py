@@ -287,9 +287,6 @@ def test_tls_allowed_by_sni_and_facebook_rejected(lab, lab_services, tls_server,
     assert any(rec["event_type"] == "drop" for rec in blocked), blocked
 
 
-@pytest.mark.xfail(strict=True, reason="dataplane bug: a flow rejected once its app is known keeps tcp_state "
-                   "established after the dataplane reset both sides (app_verdict in ngfw/_fastpath/worker.pxi "
-                   "does not close it), so it holds its table slot for tcp_established (3600 s)")
 def test_rejected_flow_ends_like_a_reset_one(lab, lab_services, tls_server, start_dataplane, app_policy,
                                              ns_run) -> None:
     """Both endpoints got a RST and forgot the connection: the dataplane's flow ends tcp_closed seconds later."""
