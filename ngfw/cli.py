@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--flow-capacity", type=int, default=262144, metavar="N", help="flows the table holds (262144)")
     dp.add_argument("--timeout", type=_timeout, action="append", default=[], metavar="NAME=SECONDS",
                     help="idle timeout: tcp_syn, tcp_established, tcp_closing, tcp_closed, udp, icmp, other")
+    dp.add_argument("--appid-budget", type=int, default=8, metavar="N",
+                    help="payload packets a flow waiting for its application may pass before it is decided (8)")
+    dp.add_argument("--appid-max-pkts", type=int, default=8, metavar="N",
+                    help="payload packets after which an unidentified flow is decided (8)")
+    dp.add_argument("--appid-buffers", type=int, default=1024, metavar="N",
+                    help="flows classified at once with reassembly buffers, 10 KB each (1024)")
     dp.add_argument("--idle-spin-us", type=float, default=200.0, metavar="US",
                     help="keep polling the rings this long after the last frame before sleeping (200; 0 sleeps at "
                          "once: less CPU, more latency)")
@@ -84,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--policy", metavar="PATH", help="policy to decide flows with (default: allow everything)")
     rp.add_argument("--json", action="store_true", help="one JSON object per line")
 
+    apps = sub.add_parser("apps", help="list the applications App-ID knows (the catalogue in rules/apps/)")
+    apps.add_argument("--json", action="store_true")
+
     sub.add_parser("schema", help="print the JSON Schema of the policy resources")
     return parser
 
@@ -100,7 +109,9 @@ def cmd_dataplane(args: argparse.Namespace) -> int:
     plan = PortPlan(wires=args.wire, taps=args.tap, segments=dict(args.segment))
     try:
         dp = Dataplane(plan, policy_path=args.policy, eve_path=args.eve, flow_capacity=args.flow_capacity,
-                       timeouts=dict(args.timeout), idle_spin_us=args.idle_spin_us)
+                       timeouts=dict(args.timeout), idle_spin_us=args.idle_spin_us,
+                       appid=dict(appid_budget=args.appid_budget, appid_max_pkts=args.appid_max_pkts,
+                                  appid_slots=args.appid_buffers))
         if args.policy:
             dp.load_file()
     except (PortError, FastpathMissing, ValueError) as exc:
@@ -141,6 +152,30 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
               f"(sha256 {policy.digest[:12]})")
         for warning in warnings:
             print(f"warning: {warning}")
+    return 0
+
+
+def cmd_apps(args: argparse.Namespace) -> int:
+    from ngfw.compiler.catalogue import load_catalogue
+    from ngfw.model.errors import PolicyError
+
+    try:
+        catalogue = load_catalogue()
+    except PolicyError as exc:
+        print(f"ngfw apps: the catalogue does not load:\n{exc}", file=sys.stderr)
+        return 1
+    rows = []
+    for app in catalogue.apps:
+        ports = ", ".join(f"{'tcp' if l4 == 6 else 'udp'}/{port}" for l4, port in app.ports)
+        parent = catalogue.apps[app.parent].name if app.parent is not None else None
+        rows.append({"name": app.name, "kind": app.kind, "category": app.category, "risk": app.risk,
+                     "parent": parent, "ports": ports, "hosts": list(app.hosts)})
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    else:
+        for r in rows:
+            over = f" (over {r['parent']})" if r["parent"] else ""
+            print(f"{r['name']:<20} {r['kind']:<9} {r['category']:<22} risk {r['risk']}  {r['ports']}{over}")
     return 0
 
 
@@ -199,6 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_policy_check(args)
     if args.command == "replay":
         return cmd_replay(args)
+    if args.command == "apps":
+        return cmd_apps(args)
     if args.command == "schema":
         from ngfw.model.schema import json_schema
 

@@ -56,10 +56,12 @@ class PortPlan:
 class Dataplane:
     def __init__(self, plan: PortPlan, policy_path: str | None = None, eve_path: str | None = None,
                  flow_capacity: int = 262144, timeouts: dict[str, float] | None = None,
-                 drain_interval: float = 0.1, idle_spin_us: float = 200.0) -> None:
+                 drain_interval: float = 0.1, idle_spin_us: float = 200.0,
+                 appid: dict[str, int] | None = None) -> None:
         fp = engine_module()
         self.fp = fp
-        self.engine = fp.Engine(flow_capacity=flow_capacity, timeouts=timeouts or {}, idle_spin_us=idle_spin_us)
+        self.engine = fp.Engine(flow_capacity=flow_capacity, timeouts=timeouts or {}, idle_spin_us=idle_spin_us,
+                                **(appid or {}))
         self.plan = plan
         self.policy_path = policy_path
         self.policy: CompiledPolicy | None = None
