@@ -806,7 +806,7 @@ cdef class Engine:
             "app_proto": self.app_names[ev.app] if 0 < ev.app < len(self.app_names) else None,
             "app_confidence": ev.app_conf if ev.app else None,
             "app_pkts": ev.app_pkts if ev.app else None,
-            "app_host": (<char *>ev.host)[:ev.host_len].decode("ascii", "replace") if ev.host_len else None,
+            "app_host": (<char *>ev.host)[:ev.host_len].decode("utf-8", "replace") if ev.host_len else None,
         }
 
     def drain_events(self, uint32_t max_events=4096) -> list:

@@ -19,7 +19,7 @@ from ngfw import __version__
 from ngfw.compiler.tables import CompiledPolicy
 from ngfw.dataplane.eve import DEFAULT_RULE, EveWriter
 from ngfw.dataplane.fastpath import engine_module
-from ngfw.dataplane.ports import Link, PortError, open_tap, prepare_link
+from ngfw.dataplane.ports import PortError, open_tap, prepare_link
 
 log = logging.getLogger("ngfw.dataplane")
 

@@ -17,10 +17,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from ngfw.lab.netns import call_in, run_in, socket_in, stop_process
+from ngfw.lab.netns import run_in, socket_in, stop_process
 from ngfw.lab.services import listening
+
+from netns_helpers import lab_policy_with, metric, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 LAB_POLICY = REPO / "rules" / "examples" / "lab.yaml"
@@ -41,37 +42,9 @@ APP_RULES = """
 """
 
 
-def lab_policy_with(tmp_path: Path, rules: str, name: str = "policy.yaml") -> Path:
-    """The lab's workloads and groups with a different rule list (as in test_dataplane.py)."""
-    head = LAB_POLICY.read_text().split("kind: SecurityPolicy")[0].rsplit("---", 1)[0]
-    body = (head + "---\napiVersion: ngfw/v1\nkind: SecurityPolicy\nmetadata: {name: main, vsys: tenant-a}\n"
-            "spec:\n  rules:\n" + textwrap.indent(textwrap.dedent(rules).strip() + "\n", "    "))
-    path = tmp_path / name
-    path.write_text(body)
-    return path
-
-
 @pytest.fixture
 def app_policy(tmp_path: Path) -> Path:
     return lab_policy_with(tmp_path, APP_RULES, "apps.yaml")
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                total += sample.value
-    return total
-
-
-def wait_for(predicate, timeout: float = 5.0, interval: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 def records_for(dp, dest_port: int, proto: str = "TCP") -> list[dict]:

@@ -5,46 +5,16 @@ from __future__ import annotations
 import contextlib
 import socket
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from ngfw.lab.netns import socket_in
+from netns_helpers import lab_policy_with, metric, wait_for
 
 LAB_POLICY = Path(__file__).resolve().parents[2] / "rules" / "examples" / "lab.yaml"
 SERVER = "10.77.0.100"
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    """One sample's value from an exposition, parsed by prometheus_client's own parser."""
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                total += sample.value
-    return total
-
-
-def lab_policy_with(tmp_path: Path, rules: str, name: str = "policy.yaml") -> Path:
-    """The lab's workloads and groups with a different rule list."""
-    head = LAB_POLICY.read_text().split("kind: SecurityPolicy")[0].rsplit("---", 1)[0]
-    body = (head + "---\napiVersion: ngfw/v1\nkind: SecurityPolicy\nmetadata: {name: main, vsys: tenant-a}\n"
-            "spec:\n  rules:\n" + textwrap.indent(textwrap.dedent(rules).strip() + "\n", "    "))
-    path = tmp_path / name
-    path.write_text(body)
-    return path
-
-
-def wait_for(predicate, timeout: float = 5.0, interval: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 def test_allowed_http_session_completes(lab, lab_services, start_dataplane, ns_run) -> None:
