@@ -1,0 +1,607 @@
+"""One rule's text -> CompiledSignature, or RuleError saying why it cannot load.
+
+Options are applied in rule order, as Suricata does: content modifiers attach to
+the content just before them, sticky buffers switch the buffer for what follows,
+and the first unsupported keyword or malformed option decides the skip reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal, cast
+
+import hyperscan
+
+from ngfw.compiler.suricata import patterns
+from ngfw.compiler.suricata.addresses import _Resolver
+from ngfw.compiler.suricata.buffers import LEGACY_MODIFIERS, PROTOCOLS, STICKY_BUFFERS
+from ngfw.compiler.suricata.classification import DEFAULT_PRIORITY
+from ngfw.compiler.suricata.lexer import Option, RawRule, RuleError, split_options, split_rule, unescape, unquote
+from ngfw.compiler.suricata.model import (
+    PAYLOAD,
+    Action,
+    BufferMatches,
+    CompiledSignature,
+    ContentMatch,
+    DataAt,
+    FastPattern,
+    FlowbitOp,
+    FlowConstraint,
+    Match,
+    NumberCheck,
+    PcreMatch,
+    Threshold,
+)
+
+ACTIONS: dict[str, Action] = {
+    "alert": "alert",
+    "drop": "drop",
+    "pass": "pass",
+    "reject": "reject",
+    "rejectsrc": "reject",
+    "rejectdst": "reject",
+    "rejectboth": "reject",
+}
+
+# The app-layer protocols a buffer implies; a rule for another app protocol cannot use it.
+_BUFFER_APPS: dict[str, tuple[str, ...]] = {
+    "http.": ("http", "http2"),
+    "tls.": ("tls",),
+    "dns.": ("dns",),
+    "ssh.": ("ssh",),
+}
+
+_FLOW_OPTIONS: dict[str, tuple[str, str]] = {
+    "to_server": ("direction", "to_server"),
+    "from_client": ("direction", "to_server"),
+    "to_client": ("direction", "to_client"),
+    "from_server": ("direction", "to_client"),
+    "established": ("state", "established"),
+    "not_established": ("state", "not_established"),
+    "stateless": ("state", "stateless"),
+    "only_stream": ("stream", "only_stream"),
+    "no_stream": ("stream", "no_stream"),
+    "only_frag": ("fragments", "only_frag"),
+    "no_frag": ("fragments", "no_frag"),
+}
+
+_TCP_FLAG_CHARS = set("FSRPAUCEN012*+!,")
+
+
+@dataclass
+class _Content:
+    """A content being built: modifiers arrive after it, one option at a time."""
+
+    pattern: bytes
+    negated: bool
+    buffer: str
+    nocase: bool = False
+    offset: int | None = None
+    depth: int | None = None
+    distance: int | None = None
+    within: int | None = None
+    startswith: bool = False
+    endswith: bool = False
+    fast_pattern: bool = False
+    fast_pattern_only: bool = False
+    fast_pattern_chop: tuple[int, int] | None = None
+
+    def freeze(self) -> ContentMatch:
+        return ContentMatch(
+            pattern=self.pattern,
+            hs_expression=patterns.literal_expression(self.pattern),
+            hs_flags=hyperscan.HS_FLAG_CASELESS if self.nocase else 0,
+            negated=self.negated,
+            nocase=self.nocase,
+            offset=self.offset,
+            depth=self.depth,
+            distance=self.distance,
+            within=self.within,
+            startswith=self.startswith,
+            endswith=self.endswith,
+            fast_pattern=self.fast_pattern,
+            fast_pattern_only=self.fast_pattern_only,
+            fast_pattern_chop=self.fast_pattern_chop,
+        )
+
+
+@dataclass
+class _Builder:
+    """Mutable state while a rule's options are applied."""
+
+    protocol: str
+    app_proto: str | None
+    classifications: dict[str, tuple[str, int]]
+    sticky: str = PAYLOAD
+    entries: list[tuple[str, _Content | PcreMatch | DataAt]] = field(default_factory=list)
+    sizes: dict[str, NumberCheck] = field(default_factory=dict)
+    sid: int | None = None
+    gid: int = 1
+    rev: int = 0
+    msg: str = ""
+    classtype: str | None = None
+    priority: int | None = None
+    metadata: list[tuple[str, str]] = field(default_factory=list)
+    references: list[tuple[str, str]] = field(default_factory=list)
+    target: Literal["src_ip", "dest_ip"] | None = None
+    flow: FlowConstraint = FlowConstraint()
+    flowbits: list[FlowbitOp] = field(default_factory=list)
+    noalert: bool = False
+    dsize: NumberCheck | None = None
+    threshold: Threshold | None = None
+    detection_filter: Threshold | None = None
+    tcp_flags: str | None = None
+    icmp_type: NumberCheck | None = None
+    icmp_code: NumberCheck | None = None
+
+    # -- helpers ---------------------------------------------------------------------------
+    def last_content(self, keyword: str) -> _Content:
+        for _, entry in reversed(self.entries):
+            if isinstance(entry, _Content):
+                return entry
+        raise RuleError("malformed rule", f"{keyword} needs a preceding content")
+
+    def last_match_buffer(self) -> str | None:
+        for buffer, entry in reversed(self.entries):
+            if isinstance(entry, (_Content, PcreMatch)):
+                return buffer
+        return None
+
+    def use_buffer(self, buffer: str) -> None:
+        for prefix, apps in _BUFFER_APPS.items():
+            if buffer.startswith(prefix):
+                if self.app_proto is None:
+                    self.app_proto = apps[0]
+                elif self.app_proto not in apps:
+                    raise RuleError("conflicting protocol", f"{buffer} in a {self.protocol} rule")
+
+
+def compile_rule(raw: RawRule, resolver: _Resolver, classifications: dict[str, tuple[str, int]],
+                 file: str) -> CompiledSignature:
+    header, body = split_rule(raw.text)
+    if len(header) != 7:
+        raise RuleError("malformed rule", f"header needs 7 fields, has {len(header)}: {' '.join(header)[:80]!r}")
+    action_text, protocol, src, src_port, direction, dst, dst_port = header
+    options = split_options(body)
+    action = ACTIONS.get(action_text.lower())
+    if action is None:
+        raise RuleError("malformed rule", f"unknown action {action_text!r}")
+    protocol = protocol.lower()
+    known = PROTOCOLS.get(protocol)
+    if known is None:
+        raise RuleError(f"unsupported protocol: {protocol}")
+    if direction not in ("->", "<>"):
+        raise RuleError("malformed rule", f"bad direction {direction!r}")
+    transport, app_proto = known
+    builder = _Builder(protocol=protocol, app_proto=app_proto, classifications=classifications)
+    # The sid comes first so that every later error can name it.
+    for option in options:
+        if option.name == "sid":
+            builder.sid = _positive(option, "sid")
+    if builder.sid is None:
+        raise RuleError("missing sid")
+    src_matcher, dst_matcher = resolver.address(src), resolver.address(dst)
+    src_ports, dst_ports = resolver.ports(src_port), resolver.ports(dst_port)
+    for option in options:
+        handler = _HANDLERS.get(option.name)
+        if handler is not None:
+            handler(builder, option)
+        elif option.name in STICKY_BUFFERS:
+            builder.sticky = STICKY_BUFFERS[option.name]
+            builder.use_buffer(builder.sticky)
+        elif option.name in LEGACY_MODIFIERS:
+            content = builder.last_content(option.name)
+            content.buffer = LEGACY_MODIFIERS[option.name]
+            builder.use_buffer(content.buffer)
+        else:
+            raise RuleError(f"unsupported keyword: {option.name}")
+    buffers = _buffers(builder)
+    category, priority = "", DEFAULT_PRIORITY
+    if builder.classtype is not None:
+        category, priority = builder.classifications[builder.classtype]
+    if builder.priority is not None:
+        priority = builder.priority
+    return CompiledSignature(
+        sid=builder.sid,
+        gid=builder.gid,
+        rev=builder.rev,
+        msg=builder.msg,
+        action=action,
+        protocol=protocol,
+        transport=transport,
+        app_proto=builder.app_proto,
+        src=src_matcher,
+        src_ports=src_ports,
+        direction=cast(Literal["->", "<>"], direction),
+        dst=dst_matcher,
+        dst_ports=dst_ports,
+        classtype=builder.classtype,
+        category=category,
+        priority=priority,
+        flow=builder.flow,
+        flowbits=tuple(builder.flowbits),
+        noalert=builder.noalert,
+        dsize=builder.dsize,
+        threshold=builder.threshold,
+        detection_filter=builder.detection_filter,
+        buffers=buffers,
+        fast_pattern=_fast_pattern(buffers),
+        tcp_flags=builder.tcp_flags,
+        icmp_type=builder.icmp_type,
+        icmp_code=builder.icmp_code,
+        target=builder.target,
+        metadata=tuple(builder.metadata),
+        references=tuple(builder.references),
+        file=file,
+        line=raw.line,
+    )
+
+
+def _buffers(builder: _Builder) -> tuple[BufferMatches, ...]:
+    """Group the matches by buffer, first-used buffer first, rule order inside a buffer."""
+    grouped: dict[str, list[Match]] = {}
+    for buffer, entry in builder.entries:
+        if isinstance(entry, _Content):
+            # A legacy modifier may have moved the content after it was written.
+            grouped.setdefault(entry.buffer, []).append(entry.freeze())
+        else:
+            grouped.setdefault(buffer, []).append(entry)
+    for buffer in builder.sizes:
+        grouped.setdefault(buffer, [])
+    return tuple(BufferMatches(name, tuple(matches), builder.sizes.get(name)) for name, matches in grouped.items())
+
+
+def _fast_pattern(buffers: tuple[BufferMatches, ...]) -> FastPattern | None:
+    """The explicit `fast_pattern`, else the longest positive content (Suricata's default choice)."""
+    best: tuple[int, BufferMatches, int, ContentMatch] | None = None
+    for group in buffers:
+        for index, match in enumerate(group.matches):
+            if not isinstance(match, ContentMatch) or match.negated:
+                continue
+            if match.fast_pattern:
+                return _fast(group, index, match)
+            if best is None or len(match.pattern) > best[0]:
+                best = (len(match.pattern), group, index, match)
+    return _fast(best[1], best[2], best[3]) if best else None
+
+
+def _fast(group: BufferMatches, index: int, match: ContentMatch) -> FastPattern:
+    pattern = match.pattern
+    if match.fast_pattern_chop is not None:
+        start, length = match.fast_pattern_chop
+        pattern = pattern[start : start + length]
+    # The prefilter hit alone proves the content when nothing about its position or
+    # extent remains to check.
+    only = match.fast_pattern_only or (
+        match.fast_pattern_chop is None
+        and not match.startswith
+        and not match.endswith
+        and match.offset is None
+        and match.depth is None
+        and not match.relative
+    )
+    return FastPattern(group.buffer, index, pattern, match.nocase, only)
+
+
+# -- option handlers --------------------------------------------------------------------------
+
+def _int(option: Option, low: int | None = None) -> int:
+    value = (option.value or "").strip()
+    try:
+        number = int(value)
+    except ValueError:
+        raise RuleError("malformed rule", f"{option.name}:{value[:40]} is not an integer") from None
+    if low is not None and number < low:
+        raise RuleError("malformed rule", f"{option.name}:{number} is below {low}")
+    return number
+
+
+def _positive(option: Option, keyword: str) -> int:
+    return _int(option, 1)
+
+
+def _msg(b: _Builder, o: Option) -> None:
+    b.msg = unescape(unquote(o.value, "msg"))
+
+
+def _gid(b: _Builder, o: Option) -> None:
+    b.gid = _int(o, 0)
+
+
+def _rev(b: _Builder, o: Option) -> None:
+    b.rev = _int(o, 0)
+
+
+def _classtype(b: _Builder, o: Option) -> None:
+    name = (o.value or "").strip().lower()
+    if name not in b.classifications:
+        raise RuleError("unknown classtype", name)
+    b.classtype = name
+
+
+def _priority(b: _Builder, o: Option) -> None:
+    b.priority = _int(o, 1)
+
+
+def _metadata(b: _Builder, o: Option) -> None:
+    for item in (o.value or "").split(","):
+        key, _, value = item.strip().partition(" ")
+        if key:
+            b.metadata.append((key, value.strip()))
+
+
+def _reference(b: _Builder, o: Option) -> None:
+    kind, comma, value = (o.value or "").partition(",")
+    if not comma:
+        raise RuleError("malformed rule", f"reference:{(o.value or '')[:40]} needs type,value")
+    b.references.append((kind.strip(), value.strip()))
+
+
+def _target(b: _Builder, o: Option) -> None:
+    value = (o.value or "").strip()
+    if value not in ("src_ip", "dest_ip"):
+        raise RuleError("malformed rule", f"target:{value}")
+    b.target = cast(Literal["src_ip", "dest_ip"], value)
+
+
+def _content(b: _Builder, o: Option) -> None:
+    value = (o.value or "").strip()
+    negated = value.startswith("!")
+    if negated:
+        value = value[1:].strip()
+    pattern = patterns.parse_content(unquote(value, "content"))
+    b.entries.append((b.sticky, _Content(pattern, negated, b.sticky)))
+
+
+def _nocase(b: _Builder, o: Option) -> None:
+    b.last_content("nocase").nocase = True
+
+
+def _absolute(b: _Builder, o: Option) -> None:
+    content = b.last_content(o.name)
+    if content.distance is not None or content.within is not None:
+        raise RuleError("malformed rule", f"{o.name} mixed with distance/within on one content")
+    if o.name == "offset":
+        content.offset = _int(o, 0)
+    else:
+        depth = _int(o, 1)
+        if depth < len(content.pattern):
+            raise RuleError("malformed rule", f"depth:{depth} shorter than its content ({len(content.pattern)} bytes)")
+        content.depth = depth
+
+
+def _relative(b: _Builder, o: Option) -> None:
+    content = b.last_content(o.name)
+    if content.offset is not None or content.depth is not None:
+        raise RuleError("malformed rule", f"{o.name} mixed with offset/depth on one content")
+    if o.name == "distance":
+        content.distance = _int(o)
+    else:
+        within = _int(o, 1)
+        if within < len(content.pattern):
+            raise RuleError("malformed rule", f"within:{within} shorter than its content ({len(content.pattern)} bytes)")
+        content.within = within
+
+
+def _startswith(b: _Builder, o: Option) -> None:
+    b.last_content("startswith").startswith = True
+
+
+def _endswith(b: _Builder, o: Option) -> None:
+    b.last_content("endswith").endswith = True
+
+
+def _fast_pattern_option(b: _Builder, o: Option) -> None:
+    content = b.last_content("fast_pattern")
+    if any(isinstance(e, _Content) and e.fast_pattern for _, e in b.entries):
+        raise RuleError("malformed rule", "fast_pattern on more than one content")
+    content.fast_pattern = True
+    value = (o.value or "").strip()
+    if value == "only":
+        content.fast_pattern_only = True
+    elif value:
+        start, comma, length = value.partition(",")
+        if not comma or not start.strip().isdigit() or not length.strip().isdigit():
+            raise RuleError("malformed rule", f"fast_pattern:{value[:40]}")
+        chop = (int(start), int(length))
+        if chop[1] == 0 or chop[0] + chop[1] > len(content.pattern):
+            raise RuleError("malformed rule", f"fast_pattern:{value} outside its content")
+        content.fast_pattern_chop = chop
+
+
+def _rawbytes(b: _Builder, o: Option) -> None:
+    # Suricata ignores rawbytes (it inspects raw bytes anyway); so do we.
+    b.last_content("rawbytes")
+
+
+def _isdataat(b: _Builder, o: Option) -> None:
+    value = (o.value or "").strip()
+    negated = value.startswith("!")
+    parts = [p.strip() for p in value.lstrip("!").split(",")]
+    relative = False
+    for extra in parts[1:]:
+        if extra == "relative":
+            relative = True
+        elif extra != "rawbytes":
+            raise RuleError("malformed rule", f"isdataat:{value[:40]}")
+    if not parts[0].isdigit():
+        raise RuleError("malformed rule", f"isdataat:{value[:40]}")
+    buffer = (b.last_match_buffer() if relative else None) or b.sticky
+    b.entries.append((buffer, DataAt(int(parts[0]), relative, negated)))
+
+
+def _pcre(b: _Builder, o: Option) -> None:
+    parsed = patterns.parse_pcre(o.value, stream=b.sticky == PAYLOAD)
+    buffer = b.sticky
+    if parsed.buffer is not None:
+        if b.sticky != PAYLOAD and b.sticky != parsed.buffer:
+            raise RuleError("malformed rule", f"pcre buffer flag for {parsed.buffer} inside sticky buffer {b.sticky}")
+        buffer = parsed.buffer
+        b.use_buffer(buffer)
+    elif parsed.relative and b.sticky == PAYLOAD:
+        # A relative pcre continues from the previous match, in that match's buffer.
+        buffer = b.last_match_buffer() or PAYLOAD
+    if buffer != PAYLOAD and parsed.buffer is None and b.sticky == PAYLOAD:
+        # Re-check in block mode: sticky buffers are scanned whole, not streamed.
+        parsed = patterns.parse_pcre(o.value, stream=False)
+    b.entries.append((buffer, PcreMatch(parsed.source, parsed.hs_expression, parsed.hs_flags,
+                                        parsed.negated, parsed.relative)))
+
+
+def _flow(b: _Builder, o: Option) -> None:
+    values: dict[str, str] = {}
+    for item in (o.value or "").split(","):
+        item = item.strip().lower()
+        known = _FLOW_OPTIONS.get(item)
+        if known is None:
+            raise RuleError("malformed rule", f"flow:{item}")
+        slot, value = known
+        if values.get(slot, value) != value:
+            raise RuleError("malformed rule", f"flow: conflicting {values[slot]} and {value}")
+        values[slot] = value
+    b.flow = FlowConstraint(**values)  # type: ignore[arg-type]
+
+
+def _flowbits(b: _Builder, o: Option) -> None:
+    value = (o.value or "").strip()
+    command, _, names_text = value.partition(",")
+    command = command.strip().lower()
+    names_text = names_text.strip()
+    if command == "noalert":
+        if names_text:
+            raise RuleError("malformed rule", f"flowbits:{value[:40]}")
+        b.noalert = True
+        return
+    if command not in ("set", "isset", "isnotset", "unset", "toggle") or not names_text:
+        raise RuleError("malformed rule", f"flowbits:{value[:40]}")
+    if "&" in names_text:
+        # `a&b` requires all of them: one op per bit says the same.
+        for name in names_text.split("&"):
+            b.flowbits.append(FlowbitOp(command, (name.strip(),)))  # type: ignore[arg-type]
+        return
+    names = tuple(n.strip() for n in names_text.split("|"))
+    if any(not n for n in names) or (len(names) > 1 and command not in ("isset", "isnotset")):
+        raise RuleError("malformed rule", f"flowbits:{value[:40]}")
+    b.flowbits.append(FlowbitOp(command, names))  # type: ignore[arg-type]
+
+
+def _noalert(b: _Builder, o: Option) -> None:
+    b.noalert = True
+
+
+def number_check(text: str, keyword: str) -> NumberCheck:
+    """Suricata's integer syntax: `N`, `!N`, `<N`, `<=N`, `>N`, `>=N`, `N<>M`, `N-M`."""
+    text = text.replace(" ", "")
+    try:
+        if "<>" in text or ("-" in text[1:] and text[0].isdigit()):
+            low, high = text.split("<>") if "<>" in text else text.split("-", 1)
+            if int(low) >= int(high):
+                raise ValueError
+            return NumberCheck("<>", int(low), int(high))
+        for op in ("<=", ">=", "<", ">", "!", "="):
+            if text.startswith(op):
+                number = int(text[len(op):])
+                return NumberCheck("!=" if op == "!" else op, number)  # type: ignore[arg-type]
+        return NumberCheck("=", int(text))
+    except ValueError:
+        raise RuleError("malformed rule", f"{keyword}:{text[:40]}") from None
+
+
+def _dsize(b: _Builder, o: Option) -> None:
+    b.dsize = number_check(o.value or "", "dsize")
+
+
+def _bsize(b: _Builder, o: Option) -> None:
+    if b.sticky == PAYLOAD:
+        raise RuleError("malformed rule", "bsize needs a sticky buffer")
+    b.sizes[b.sticky] = number_check(o.value or "", "bsize")
+
+
+def _urilen(b: _Builder, o: Option) -> None:
+    value, _, mode = (o.value or "").partition(",")
+    mode = mode.strip() or "norm"
+    if mode not in ("norm", "raw"):
+        raise RuleError("malformed rule", f"urilen:{o.value}")
+    buffer = "http.uri" if mode == "norm" else "http.uri.raw"
+    b.use_buffer(buffer)
+    b.sizes[buffer] = number_check(value, "urilen")
+
+
+def _icmp(b: _Builder, o: Option) -> None:
+    check = number_check(o.value or "", o.name)
+    if o.name == "itype":
+        b.icmp_type = check
+    else:
+        b.icmp_code = check
+
+
+def _flags(b: _Builder, o: Option) -> None:
+    value = (o.value or "").strip().replace(" ", "")
+    if not value or any(c not in _TCP_FLAG_CHARS for c in value.upper()):
+        raise RuleError("malformed rule", f"flags:{value[:40]}")
+    b.tcp_flags = value
+
+
+def _threshold_fields(o: Option) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for item in (o.value or "").split(","):
+        key, _, value = item.strip().partition(" ")
+        fields[key.strip().lower()] = value.strip().lower()
+    return fields
+
+
+def _threshold(b: _Builder, o: Option) -> None:
+    fields = _threshold_fields(o)
+    kind = fields.get("type", "detection_filter" if o.name == "detection_filter" else "")
+    track = fields.get("track", "")
+    if (kind not in ("limit", "threshold", "both", "detection_filter")
+            or track not in ("by_src", "by_dst", "by_rule", "by_both", "by_flow")
+            or not fields.get("count", "").isdigit() or not fields.get("seconds", "").isdigit()):
+        raise RuleError("malformed rule", f"{o.name}:{(o.value or '')[:60]}")
+    threshold = Threshold(kind, track, int(fields["count"]), int(fields["seconds"]))  # type: ignore[arg-type]
+    if o.name == "detection_filter":
+        b.detection_filter = threshold
+    else:
+        b.threshold = threshold
+
+
+def _ignore(b: _Builder, o: Option) -> None:
+    # sid was read before the other options, so every error can name it.
+    pass
+
+
+_HANDLERS: dict[str, Callable[[_Builder, Option], None]] = {
+    "msg": _msg,
+    "sid": _ignore,
+    "rev": _rev,
+    "gid": _gid,
+    "classtype": _classtype,
+    "priority": _priority,
+    "metadata": _metadata,
+    "reference": _reference,
+    "target": _target,
+    "content": _content,
+    "nocase": _nocase,
+    "offset": _absolute,
+    "depth": _absolute,
+    "distance": _relative,
+    "within": _relative,
+    "startswith": _startswith,
+    "endswith": _endswith,
+    "fast_pattern": _fast_pattern_option,
+    "rawbytes": _rawbytes,
+    "isdataat": _isdataat,
+    "pcre": _pcre,
+    "flow": _flow,
+    "flowbits": _flowbits,
+    "noalert": _noalert,
+    "dsize": _dsize,
+    "bsize": _bsize,
+    "urilen": _urilen,
+    "itype": _icmp,
+    "icode": _icmp,
+    "flags": _flags,
+    "threshold": _threshold,
+    "detection_filter": _threshold,
+}

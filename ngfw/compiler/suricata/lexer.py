@@ -1,0 +1,171 @@
+"""Splits rule files into rules, and a rule into header tokens and `key: value` options.
+
+Follows Suricata's own tokenizer rather than a general grammar: options end at
+an unescaped `;` whether or not it sits inside quotes (Suricata requires `\\;`
+there), a trailing backslash continues a rule on the next line, and `#` starts
+a comment line (a disabled rule).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+
+class RuleError(Exception):
+    """A rule that cannot load. `reason` is the counted category, `detail` the specifics."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class RawRule:
+    text: str
+    line: int  # first physical line of the rule, 1-based
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    value: str | None  # None for bare keywords such as `nocase`
+
+
+def read_rules(text: str) -> Iterator[RawRule]:
+    """Logical rules of a file: comments and blank lines dropped, continuations joined."""
+    pending: list[str] = []
+    start = 0
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not pending:
+            if not line or line.startswith("#"):
+                continue
+            start = number
+        if line.endswith("\\") and not line.endswith("\\\\"):
+            pending.append(line[:-1])
+            continue
+        pending.append(line)
+        yield RawRule(" ".join(p.strip() for p in pending).strip(), start)
+        pending = []
+    if pending:
+        # A continuation on the last line: still a rule, parsed (and probably rejected) as is.
+        yield RawRule(" ".join(p.strip() for p in pending).strip(), start)
+
+
+def split_rule(text: str) -> tuple[list[str], str]:
+    """(header tokens, option text between the outer parentheses)."""
+    open_at = text.find("(")
+    if open_at < 0:
+        raise RuleError("malformed rule", "no option list: missing '('")
+    if not text.endswith(")"):
+        raise RuleError("malformed rule", "unbalanced parentheses: rule does not end with ')'")
+    header = _header_tokens(text[:open_at])
+    return header, text[open_at + 1 : -1]
+
+
+def _header_tokens(header: str) -> list[str]:
+    """Whitespace-separated tokens, except that spaces inside `[...]` lists do not split."""
+    tokens: list[str] = []
+    current: list[str] = []
+    depth = 0
+    for ch in header:
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+            if depth < 0:
+                raise RuleError("malformed rule", "unbalanced brackets in header")
+        if ch.isspace() and depth == 0:
+            if current:
+                tokens.append("".join(current))
+                current = []
+            continue
+        if not ch.isspace():
+            current.append(ch)
+    if depth:
+        raise RuleError("malformed rule", "unbalanced brackets in header")
+    if current:
+        tokens.append("".join(current))
+    return tokens
+
+
+def split_options(body: str) -> list[Option]:
+    """`msg:"x"; nocase; content:"a\\;b";` -> options; escapes are kept for the keyword to interpret."""
+    options: list[Option] = []
+    current: list[str] = []
+    i, n = 0, len(body)
+    while i < n:
+        ch = body[i]
+        if ch == "\\" and i + 1 < n:
+            current.append(body[i : i + 2])
+            i += 2
+            continue
+        if ch == ";":
+            _add_option(options, "".join(current))
+            current = []
+        else:
+            current.append(ch)
+        i += 1
+    if "".join(current).strip():
+        # Suricata requires the last option to be terminated too; a missing `;` usually
+        # means an unescaped quote or parenthesis swallowed the end of the rule.
+        raise RuleError("malformed rule", f"option not terminated by ';': {''.join(current).strip()[:60]!r}")
+    return options
+
+
+def _add_option(options: list[Option], text: str) -> None:
+    text = text.strip()
+    if not text:
+        return
+    name, colon, value = text.partition(":")
+    name = name.strip()
+    if not name or any(c.isspace() for c in name):
+        raise RuleError("malformed rule", f"bad option {text[:60]!r}")
+    options.append(Option(name.lower(), value.strip() if colon else None))
+
+
+def unquote(value: str | None, keyword: str) -> str:
+    """The text between the quotes of a quoted option value (escapes kept)."""
+    if value is None:
+        raise RuleError("malformed rule", f"{keyword} needs a value")
+    value = value.strip()
+    if len(value) < 2 or not value.startswith('"') or not value.endswith('"') or _ends_escaped(value[:-1]):
+        raise RuleError("unbalanced quotes", f"{keyword}:{value[:60]}")
+    inner = value[1:-1]
+    _check_quotes_escaped(inner, keyword)
+    return inner
+
+
+def _ends_escaped(text: str) -> bool:
+    # The closing quote is escaped when an odd number of backslashes precede it.
+    count = len(text) - len(text.rstrip("\\"))
+    return count % 2 == 1
+
+
+def _check_quotes_escaped(inner: str, keyword: str) -> None:
+    i = 0
+    while i < len(inner):
+        if inner[i] == "\\":
+            i += 2
+            continue
+        if inner[i] == '"':
+            raise RuleError("unbalanced quotes", f"unescaped '\"' inside {keyword}")
+        i += 1
+
+
+def unescape(text: str) -> str:
+    """Suricata's string escapes: `\\;` `\\"` `\\\\` `\\:` `\\,` stand for the character itself."""
+    if "\\" not in text:
+        return text
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        if text[i] == "\\" and i + 1 < len(text):
+            out.append(text[i + 1])
+            i += 2
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)

@@ -1,0 +1,171 @@
+"""Content strings and pcre regexes, turned into what Hyperscan compiles.
+
+Contents become escaped literals. A pcre is passed to Hyperscan as written
+(its syntax is PCRE's) with its flags mapped; whether Hyperscan accepts it is
+decided by compiling it, because only Hyperscan knows exactly which constructs it
+supports (back-references and lookarounds are the usual refusals).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+import hyperscan
+
+from ngfw.compiler.suricata.buffers import PCRE_BUFFER_FLAGS
+from ngfw.compiler.suricata.lexer import RuleError
+
+_HEX = set("0123456789abcdefABCDEF")
+# Characters Suricata lets a content string escape with a backslash.
+_CONTENT_ESCAPES = set(':;\\",')
+_WORD = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+
+
+def rule_bytes(text: str) -> bytes:
+    # Rule files are read with surrogateescape, so this recovers the file's exact bytes.
+    return text.encode("utf-8", errors="surrogateescape")
+
+
+def parse_content(inner: str) -> bytes:
+    """The bytes of a content string (already unquoted): text, `|41 42|` hex, escapes."""
+    out = bytearray()
+    i, n = 0, len(inner)
+    while i < n:
+        ch = inner[i]
+        if ch == "|":
+            end = inner.find("|", i + 1)
+            if end < 0:
+                raise RuleError("bad hex in content", f"unterminated '|' in {inner[:60]!r}")
+            digits = inner[i + 1 : end].replace(" ", "").replace("\t", "")
+            if len(digits) % 2 or any(d not in _HEX for d in digits):
+                raise RuleError("bad hex in content", f"|{inner[i + 1 : end]}|")
+            out += bytes.fromhex(digits)
+            i = end + 1
+        elif ch == "\\":
+            if i + 1 >= n or inner[i + 1] not in _CONTENT_ESCAPES:
+                raise RuleError("malformed rule", f"bad escape in content {inner[i : i + 2]!r}")
+            out += rule_bytes(inner[i + 1])
+            i += 2
+        else:
+            # Take the run of plain text up to the next special character in one go.
+            j = i
+            while j < n and inner[j] not in "|\\":
+                j += 1
+            out += rule_bytes(inner[i:j])
+            i = j
+    if not out:
+        raise RuleError("malformed rule", "empty content")
+    return bytes(out)
+
+
+def literal_expression(pattern: bytes) -> str:
+    """A Hyperscan expression matching exactly `pattern`: word bytes as-is, others as \\xHH."""
+    return "".join(chr(b) if b in _WORD else f"\\x{b:02x}" for b in pattern)
+
+
+@dataclass(frozen=True)
+class ParsedPcre:
+    source: str
+    hs_expression: str
+    hs_flags: int
+    negated: bool
+    relative: bool
+    buffer: str | None  # from a buffer flag such as /U, else None
+
+
+def parse_pcre(value: str | None, stream: bool) -> ParsedPcre:
+    """`pcre:[!]"/regex/flags"` -> Hyperscan expression and flags, or RuleError.
+
+    `stream` selects the Hyperscan mode the expression is checked in: streaming for
+    the payload, block for bounded sticky buffers, matching how the engine scans them.
+    """
+    if value is None:
+        raise RuleError("bad pcre", "pcre needs a value")
+    text = value.strip()
+    negated = text.startswith("!")
+    if negated:
+        text = text[1:].strip()
+    if len(text) < 2 or not text.startswith('"') or not text.endswith('"'):
+        raise RuleError("unbalanced quotes", f"pcre:{value[:60]}")
+    text = text[1:-1]
+    if text.startswith("!"):
+        negated, text = True, text[1:]
+    last = text.rfind("/")
+    if not text.startswith("/") or last <= 0:
+        raise RuleError("bad pcre", f"not /regex/flags: {text[:60]!r}")
+    regex, flags_text = text[1:last], text[last + 1 :]
+    hs_flags = 0
+    prefix = ""
+    anchored = relative = False
+    buffer: str | None = None
+    for flag in flags_text:
+        if flag == "i":
+            hs_flags |= hyperscan.HS_FLAG_CASELESS
+        elif flag == "s":
+            hs_flags |= hyperscan.HS_FLAG_DOTALL
+        elif flag == "m":
+            hs_flags |= hyperscan.HS_FLAG_MULTILINE
+        elif flag == "x":
+            prefix = "(?x)"
+        elif flag == "A":
+            anchored = True
+        elif flag == "R":
+            relative = True
+        elif flag in "GBO":
+            # G (ungreedy) cannot change whether a regex matches, only which match PCRE
+            # reports; B (rawbytes) and O (match-limit override) do not apply to Hyperscan.
+            pass
+        elif flag == "E":
+            if "$" in regex:
+                raise RuleError("unsupported pcre flag", "E (dollar end-only)")
+        elif flag in PCRE_BUFFER_FLAGS:
+            if buffer is not None and buffer != PCRE_BUFFER_FLAGS[flag]:
+                raise RuleError("bad pcre", f"conflicting buffer flags {flags_text!r}")
+            buffer = PCRE_BUFFER_FLAGS[flag]
+        else:
+            raise RuleError("bad pcre", f"unknown flag {flag!r} in /{flags_text}")
+    body = _ascii_expression(regex)
+    if anchored:
+        body = f"\\A(?:{body})"
+    expression = prefix + body
+    hs_flags = _checked(expression, hs_flags, stream)
+    return ParsedPcre(regex, expression, hs_flags, negated, relative, buffer)
+
+
+def _ascii_expression(regex: str) -> str:
+    # Bytes outside ASCII (UTF-8 text in the rule) become \xHH so the expression is
+    # pure ASCII and means the same bytes in Hyperscan's non-UTF-8 mode.
+    if regex.isascii():
+        return regex
+    return "".join(c if c.isascii() else "".join(f"\\x{b:02x}" for b in rule_bytes(c)) for c in regex)
+
+
+_INDEX = re.compile(r"\s+at index \d+")
+
+
+def _checked(expression: str, flags: int, stream: bool) -> int:
+    """The flags to compile `expression` with (HS_FLAG_ALLOWEMPTY added when needed), or RuleError."""
+    error = _compile_error(expression, flags, stream)
+    if error and "empty" in error.lower():
+        # A regex that can match nothing (e.g. /^.*$/) still means something to PCRE.
+        flags |= hyperscan.HS_FLAG_ALLOWEMPTY
+        error = _compile_error(expression, flags, stream)
+    if error is None:
+        return flags
+    message = _INDEX.sub("", error).rstrip(".")
+    lowered = message.lower()
+    if "support" in lowered or "too large" in lowered or "resource" in lowered:
+        raise RuleError(f"pcre unsupported by Hyperscan: {message}", expression[:80])
+    raise RuleError("bad pcre", f"{message}: {expression[:80]}")
+
+
+@lru_cache(maxsize=None)
+def _compile_error(expression: str, flags: int, stream: bool) -> str | None:
+    database = hyperscan.Database(mode=hyperscan.HS_MODE_STREAM if stream else hyperscan.HS_MODE_BLOCK)
+    try:
+        database.compile(expressions=[expression.encode("ascii")], ids=[0], flags=[flags])
+    except hyperscan.error as exc:
+        return str(exc.args[0]) if exc.args else "compile error"
+    return None
