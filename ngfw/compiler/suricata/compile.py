@@ -144,7 +144,9 @@ class _Builder:
 
     def last_match_buffer(self) -> str | None:
         for buffer, entry in reversed(self.entries):
-            if isinstance(entry, (_Content, PcreMatch)):
+            if isinstance(entry, _Content):
+                return entry.buffer  # where a legacy modifier may have moved it
+            if isinstance(entry, PcreMatch):
                 return buffer
         return None
 

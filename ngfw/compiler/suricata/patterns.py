@@ -128,7 +128,9 @@ def parse_pcre(value: str | None, stream: bool) -> ParsedPcre:
             raise RuleError("bad pcre", f"unknown flag {flag!r} in /{flags_text}")
     body = _ascii_expression(regex)
     if anchored:
-        body = f"\\A(?:{body})"
+        # In extended mode a trailing `# comment` would swallow the closing parenthesis;
+        # a newline ends the comment and is itself ignored there.
+        body = f"\\A(?:{body}{chr(10) if prefix else ''})"
     expression = prefix + body
     hs_flags = _checked(expression, hs_flags, stream)
     return ParsedPcre(regex, expression, hs_flags, negated, relative, buffer)
