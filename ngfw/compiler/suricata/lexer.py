@@ -8,6 +8,7 @@ a comment line (a disabled rule).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -67,6 +68,8 @@ def split_rule(text: str) -> tuple[list[str], str]:
 
 def _header_tokens(header: str) -> list[str]:
     """Whitespace-separated tokens, except that spaces inside `[...]` lists do not split."""
+    if "[" not in header and "]" not in header:
+        return header.split()
     tokens: list[str] = []
     current: list[str] = []
     depth = 0
@@ -91,27 +94,25 @@ def _header_tokens(header: str) -> list[str]:
     return tokens
 
 
+# One option: anything up to an unescaped `;` (a backslash escapes any character).
+_OPTION = re.compile(r"((?:[^;\\]|\\.)*);")
+# A `"` preceded by an even number of backslashes (zero included) is not escaped.
+_BARE_QUOTE = re.compile(r'(?:^|[^\\])(?:\\\\)*"')
+_ESCAPE = re.compile(r"\\(.)")
+
+
 def split_options(body: str) -> list[Option]:
     """`msg:"x"; nocase; content:"a\\;b";` -> options; escapes are kept for the keyword to interpret."""
     options: list[Option] = []
-    current: list[str] = []
-    i, n = 0, len(body)
-    while i < n:
-        ch = body[i]
-        if ch == "\\" and i + 1 < n:
-            current.append(body[i : i + 2])
-            i += 2
-            continue
-        if ch == ";":
-            _add_option(options, "".join(current))
-            current = []
-        else:
-            current.append(ch)
-        i += 1
-    if "".join(current).strip():
+    end = 0
+    for found in _OPTION.finditer(body):
+        _add_option(options, found.group(1))
+        end = found.end()
+    rest = body[end:].strip()
+    if rest:
         # Suricata requires the last option to be terminated too; a missing `;` usually
         # means an unescaped quote or parenthesis swallowed the end of the rule.
-        raise RuleError("malformed rule", f"option not terminated by ';': {''.join(current).strip()[:60]!r}")
+        raise RuleError("malformed rule", f"option not terminated by ';': {rest[:60]!r}")
     return options
 
 
@@ -121,7 +122,7 @@ def _add_option(options: list[Option], text: str) -> None:
         return
     name, colon, value = text.partition(":")
     name = name.strip()
-    if not name or any(c.isspace() for c in name):
+    if not name or len(name.split()) != 1:
         raise RuleError("malformed rule", f"bad option {text[:60]!r}")
     options.append(Option(name.lower(), value.strip() if colon else None))
 
@@ -145,27 +146,10 @@ def _ends_escaped(text: str) -> bool:
 
 
 def _check_quotes_escaped(inner: str, keyword: str) -> None:
-    i = 0
-    while i < len(inner):
-        if inner[i] == "\\":
-            i += 2
-            continue
-        if inner[i] == '"':
-            raise RuleError("unbalanced quotes", f"unescaped '\"' inside {keyword}")
-        i += 1
+    if '"' in inner and _BARE_QUOTE.search(inner):
+        raise RuleError("unbalanced quotes", f"unescaped '\"' inside {keyword}")
 
 
 def unescape(text: str) -> str:
     """Suricata's string escapes: `\\;` `\\"` `\\\\` `\\:` `\\,` stand for the character itself."""
-    if "\\" not in text:
-        return text
-    out: list[str] = []
-    i = 0
-    while i < len(text):
-        if text[i] == "\\" and i + 1 < len(text):
-            out.append(text[i + 1])
-            i += 2
-        else:
-            out.append(text[i])
-            i += 1
-    return "".join(out)
+    return _ESCAPE.sub(r"\1", text) if "\\" in text else text

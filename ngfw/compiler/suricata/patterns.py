@@ -21,6 +21,8 @@ _HEX = set("0123456789abcdefABCDEF")
 # Characters Suricata lets a content string escape with a backslash.
 _CONTENT_ESCAPES = set(':;\\",')
 _WORD = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+# byte value -> its text in a Hyperscan literal; str.translate applies it in C.
+_LITERAL = {b: (chr(b) if b in _WORD else f"\\x{b:02x}") for b in range(256)}
 
 
 def rule_bytes(text: str) -> bytes:
@@ -62,7 +64,7 @@ def parse_content(inner: str) -> bytes:
 
 def literal_expression(pattern: bytes) -> str:
     """A Hyperscan expression matching exactly `pattern`: word bytes as-is, others as \\xHH."""
-    return "".join(chr(b) if b in _WORD else f"\\x{b:02x}" for b in pattern)
+    return pattern.decode("latin-1").translate(_LITERAL)
 
 
 @dataclass(frozen=True)
