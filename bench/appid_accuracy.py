@@ -20,13 +20,15 @@ import json
 import shlex
 import subprocess
 import sys
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-DEFAULT_CORPUS = Path("/work/shared/corpus/appid")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+from ngfw.corpus import corpus  # noqa: E402
+
+DEFAULT_CORPUS = corpus("appid")
 PCAP_SUFFIXES = (".pcap", ".pcapng", ".cap")
 
 # Protocol names as nDPI's labels and our EVE output spell them -> IP protocol number.

@@ -26,7 +26,10 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-DEFAULT_CORPUS = Path("/work/shared/corpus/appid")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+from ngfw.corpus import corpus  # noqa: E402
+
+DEFAULT_CORPUS = corpus("appid")
 PCAP_SUFFIXES = (".pcap", ".pcapng", ".cap")
 
 

@@ -11,8 +11,9 @@ import os
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
+from ngfw.corpus import corpus
 
-CORPUS = Path(os.environ.get("NGFW_APPID_CORPUS", "/work/shared/corpus/appid"))
+CORPUS = Path(os.environ.get("NGFW_APPID_CORPUS", str(corpus("appid"))))
 CACHE = Path(__file__).resolve().parents[1] / "fixtures" / "appid" / ".corpus_flows.pickle"
 MAX_PER_DIR = 3
 

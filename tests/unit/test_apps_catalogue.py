@@ -24,8 +24,9 @@ from ngfw.compiler.apps import (
     Catalogue,
     load_catalogue,
 )
+from ngfw.corpus import corpus
 
-LABELS = Path(os.environ.get("NGFW_APPID_CORPUS", "/work/shared/corpus/appid")) / "labels.jsonl"
+LABELS = Path(os.environ.get("NGFW_APPID_CORPUS", str(corpus("appid")))) / "labels.jsonl"
 
 
 @pytest.fixture(scope="module")
