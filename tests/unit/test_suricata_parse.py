@@ -11,6 +11,7 @@ import hyperscan
 import pytest
 
 from ngfw.compiler.rules_cli import parse_variables, rules_check
+from ngfw.compiler.suricata import hscheck
 from ngfw.compiler.suricata import (
     PAYLOAD,
     CompiledSignature,
@@ -334,6 +335,16 @@ def test_bad_pcre(tmp_path: Path, value: str) -> None:
     assert skip_reason(tmp_path, f"alert tcp any any -> any any (pcre:{value}; sid:1;)") == "bad pcre"
 
 
+@pytest.mark.parametrize("regex", [r"(a)\1", "a(?=b)", "(?<!a)b", "x?", "abc", "a{1,100000}", "a(b", "[z-a]", "a++b",
+                                   "^.*$", r"\d{2,4}\.(?i:exe)", "(?x) a b # c"])
+def test_fast_and_compiling_hyperscan_checks_agree(regex: str) -> None:
+    fast_error, fast_empty = hscheck.check(regex, 0, True, "expression_info")
+    compile_error, _ = hscheck.check(regex, 0, True, "compile")
+    assert fast_error == compile_error
+    if fast_empty and fast_error is None:
+        assert hscheck.check(regex, hyperscan.HS_FLAG_ALLOWEMPTY, True, "compile") == (None, False)
+
+
 def test_pcre_that_can_match_empty_gets_allowempty(tmp_path: Path) -> None:
     match = one(tmp_path, 'pcre:"/x?/";').buffers[0].matches[0]
     assert isinstance(match, PcreMatch) and match.hs_flags & hyperscan.HS_FLAG_ALLOWEMPTY
@@ -410,6 +421,8 @@ MALFORMED = [
     ('alert tcp any any -> any any (content:""; sid:28;)', "malformed rule"),
     ("florp tcp any any -> any any (sid:29;)", "malformed rule"),
     ("alert tcp any any <- any any (sid:30;)", "malformed rule"),
+    ('alert tcp any any -> any any (content:"x"; nocase foo; sid:31;)', "malformed rule"),
+    ('alert tcp any any -> any any (content:"x" sid:32;)', "unbalanced quotes"),
 ]
 
 

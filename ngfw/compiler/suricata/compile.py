@@ -7,6 +7,7 @@ and the first unsupported keyword or malformed option decides the skip reason.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, cast
@@ -67,6 +68,7 @@ _FLOW_OPTIONS: dict[str, tuple[str, str]] = {
 }
 
 _TCP_FLAG_CHARS = set("FSRPAUCEN012*+!,")
+_SID_TEXT = re.compile(r"\bsid\s*:\s*\d+")
 
 
 @dataclass
@@ -181,7 +183,7 @@ def compile_rule(raw: RawRule, resolver: _Resolver, classifications: dict[str, t
     for option in options:
         if option.name == "sid":
             builder.sid = _positive(option, "sid")
-    if builder.sid is None:
+    if builder.sid is None and not _SID_TEXT.search(body):
         raise RuleError("missing sid")
     src_matcher, dst_matcher = resolver.address(src), resolver.address(dst)
     src_ports, dst_ports = resolver.ports(src_port), resolver.ports(dst_port)
@@ -198,6 +200,9 @@ def compile_rule(raw: RawRule, resolver: _Resolver, classifications: dict[str, t
             builder.use_buffer(content.buffer)
         else:
             raise RuleError(f"unsupported keyword: {option.name}")
+    if builder.sid is None:
+        # "sid:N" is in the text but swallowed by another option (an unterminated value).
+        raise RuleError("malformed rule", "sid is not an option of its own")
     buffers = _buffers(builder)
     category, priority = "", DEFAULT_PRIORITY
     if builder.classtype is not None:

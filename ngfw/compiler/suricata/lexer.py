@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
 class RuleError(Exception):
@@ -28,8 +29,8 @@ class RawRule:
     line: int  # first physical line of the rule, 1-based
 
 
-@dataclass(frozen=True)
-class Option:
+class Option(NamedTuple):
+    # A tuple, not a dataclass: ET Open has 345,000 of them and construction cost shows.
     name: str
     value: str | None  # None for bare keywords such as `nocase`
 
@@ -94,8 +95,10 @@ def _header_tokens(header: str) -> list[str]:
     return tokens
 
 
-# One option: anything up to an unescaped `;` (a backslash escapes any character).
-_OPTION = re.compile(r"((?:[^;\\]|\\.)*);")
+# One option: a name, then optionally `:` and a value running to an unescaped `;`
+# (a backslash escapes any character, the `;` included).
+_OPTION = re.compile(r"\s*([^\s:;\\]+)\s*(?:(:)\s*((?:[^;\\]|\\.)*))?;")
+_ALL_OPTIONS = re.compile(r"(?:\s*[^\s:;\\]+\s*(?::(?:[^;\\]|\\.)*)?;)*\s*")
 # A `"` preceded by an even number of backslashes (zero included) is not escaped.
 _BARE_QUOTE = re.compile(r'(?:^|[^\\])(?:\\\\)*"')
 _ESCAPE = re.compile(r"\\(.)")
@@ -103,28 +106,20 @@ _ESCAPE = re.compile(r"\\(.)")
 
 def split_options(body: str) -> list[Option]:
     """`msg:"x"; nocase; content:"a\\;b";` -> options; escapes are kept for the keyword to interpret."""
-    options: list[Option] = []
-    end = 0
-    for found in _OPTION.finditer(body):
-        _add_option(options, found.group(1))
-        end = found.end()
-    rest = body[end:].strip()
-    if rest:
-        # Suricata requires the last option to be terminated too; a missing `;` usually
-        # means an unescaped quote or parenthesis swallowed the end of the rule.
-        raise RuleError("malformed rule", f"option not terminated by ';': {rest[:60]!r}")
-    return options
+    if _ALL_OPTIONS.fullmatch(body) is None:
+        _raise_at_bad_option(body)
+    # findall runs in C: ET Open has 345,000 options and a Python loop over them shows.
+    return [Option(name.lower(), value.rstrip() if colon else None)
+            for name, colon, value in _OPTION.findall(body)]
 
 
-def _add_option(options: list[Option], text: str) -> None:
-    text = text.strip()
-    if not text:
-        return
-    name, colon, value = text.partition(":")
-    name = name.strip()
-    if not name or len(name.split()) != 1:
-        raise RuleError("malformed rule", f"bad option {text[:60]!r}")
-    options.append(Option(name.lower(), value.strip() if colon else None))
+def _raise_at_bad_option(body: str) -> None:
+    position = 0
+    while (found := _OPTION.match(body, position)) is not None:
+        position = found.end()
+    # Suricata requires the last option to be terminated too; a missing `;` usually
+    # means an unescaped quote or parenthesis swallowed the end of the rule.
+    raise RuleError("malformed rule", f"bad or unterminated option: {body[position:].strip()[:60]!r}")
 
 
 def unquote(value: str | None, keyword: str) -> str:

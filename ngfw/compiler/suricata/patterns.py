@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 
 import hyperscan
 
+from ngfw.compiler.suricata import hscheck
 from ngfw.compiler.suricata.buffers import PCRE_BUFFER_FLAGS
 from ngfw.compiler.suricata.lexer import RuleError
 
@@ -151,25 +151,13 @@ _INDEX = re.compile(r"\s+at index \d+")
 
 def _checked(expression: str, flags: int, stream: bool) -> int:
     """The flags to compile `expression` with (HS_FLAG_ALLOWEMPTY added when needed), or RuleError."""
-    error = _compile_error(expression, flags, stream)
-    if error and "empty" in error.lower():
-        # A regex that can match nothing (e.g. /^.*$/) still means something to PCRE.
-        flags |= hyperscan.HS_FLAG_ALLOWEMPTY
-        error = _compile_error(expression, flags, stream)
+    error, matches_empty = hscheck.check(expression, flags, stream)
     if error is None:
-        return flags
+        # A regex that can match nothing (e.g. /x?/) still means something to PCRE;
+        # Hyperscan refuses it unless told so.
+        return flags | hyperscan.HS_FLAG_ALLOWEMPTY if matches_empty else flags
     message = _INDEX.sub("", error).rstrip(".")
     lowered = message.lower()
     if "support" in lowered or "too large" in lowered or "resource" in lowered:
         raise RuleError(f"pcre unsupported by Hyperscan: {message}", expression[:80])
     raise RuleError("bad pcre", f"{message}: {expression[:80]}")
-
-
-@lru_cache(maxsize=None)
-def _compile_error(expression: str, flags: int, stream: bool) -> str | None:
-    database = hyperscan.Database(mode=hyperscan.HS_MODE_STREAM if stream else hyperscan.HS_MODE_BLOCK)
-    try:
-        database.compile(expressions=[expression.encode("ascii")], ids=[0], flags=[flags])
-    except hyperscan.error as exc:
-        return str(exc.args[0]) if exc.args else "compile error"
-    return None
