@@ -267,6 +267,25 @@ def test_payload_then_sticky_then_pkt_data(tmp_path: Path) -> None:
         (PAYLOAD, [b"p1", b"p2"]), ("http.uri", [b"u1"]), ("http.host", [b"h1"])]
 
 
+def test_transforms_make_a_buffer_of_their_own(tmp_path: Path) -> None:
+    rule = one(tmp_path, 'dns.query; content:"plain"; dns.query; dotprefix; to_lowercase; content:".evil.com"; endswith; '
+                         'pcre:"/\\.evil\\.com$/";', "alert dns any any -> any any")
+    plain, transformed = rule.buffers
+    assert (plain.buffer, plain.transforms) == ("dns.query", ())
+    assert (transformed.buffer, transformed.transforms) == ("dns.query", ("dotprefix", "to_lowercase"))
+    assert [type(m) for m in transformed.matches] == [ContentMatch, PcreMatch]
+    assert rule.fast_pattern is not None and rule.fast_pattern.transforms == ("dotprefix", "to_lowercase")
+
+
+@pytest.mark.parametrize(("options", "reason"), [
+    ('dotprefix; content:"x";', "malformed rule"),  # no sticky buffer to transform
+    ('dns.query; content:"x"; dotprefix;', "malformed rule"),  # must directly follow the buffer
+    ('dns.query; to_md5; content:"x";', "unsupported keyword: to_md5"),
+])
+def test_transform_errors(tmp_path: Path, options: str, reason: str) -> None:
+    assert skip_reason(tmp_path, f"alert dns any any -> any any ({options} sid:1;)") == reason
+
+
 def test_bsize_and_urilen(tmp_path: Path) -> None:
     rule = one(tmp_path, 'http.host; content:"a"; bsize:<20; urilen:5<>10;')
     host = rule.buffer("http.host")

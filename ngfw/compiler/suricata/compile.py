@@ -67,6 +67,14 @@ _FLOW_OPTIONS: dict[str, tuple[str, str]] = {
     "no_frag": ("fragments", "no_frag"),
 }
 
+# Transforms the engine applies to a sticky buffer before matching (pure byte
+# functions); others (to_md5, pcrexform, xor, url_decode, ...) skip the rule.
+TRANSFORMS = frozenset({"dotprefix", "to_lowercase", "to_uppercase", "strip_whitespace", "compress_whitespace"})
+
+# A buffer as matches see it: its name and the transforms applied to it, in order.
+Key = tuple[str, tuple[str, ...]]
+PAYLOAD_KEY: Key = (PAYLOAD, ())
+
 _TCP_FLAG_CHARS = set("FSRPAUCEN012*+!,")
 _SID_TEXT = re.compile(r"\bsid\s*:\s*\d+")
 
@@ -77,7 +85,7 @@ class _Content:
 
     pattern: bytes
     negated: bool
-    buffer: str
+    key: Key
     nocase: bool = False
     offset: int | None = None
     depth: int | None = None
@@ -116,8 +124,10 @@ class _Builder:
     app_proto: str | None
     classifications: dict[str, tuple[str, int]]
     sticky: str = PAYLOAD
-    entries: list[tuple[str, _Content | PcreMatch | DataAt]] = field(default_factory=list)
-    sizes: dict[str, NumberCheck] = field(default_factory=dict)
+    transforms: tuple[str, ...] = ()
+    sticky_used: bool = False  # a match was written since the last sticky buffer keyword
+    entries: list[tuple[Key, _Content | PcreMatch | DataAt]] = field(default_factory=list)
+    sizes: dict[Key, NumberCheck] = field(default_factory=dict)
     sid: int | None = None
     gid: int = 1
     rev: int = 0
@@ -144,13 +154,21 @@ class _Builder:
                 return entry
         raise RuleError("malformed rule", f"{keyword} needs a preceding content")
 
-    def last_match_buffer(self) -> str | None:
-        for buffer, entry in reversed(self.entries):
+    @property
+    def sticky_key(self) -> Key:
+        return (self.sticky, self.transforms)
+
+    def last_match_key(self) -> Key | None:
+        for key, entry in reversed(self.entries):
             if isinstance(entry, _Content):
-                return entry.buffer  # where a legacy modifier may have moved it
+                return entry.key  # where a legacy modifier may have moved it
             if isinstance(entry, PcreMatch):
-                return buffer
+                return key
         return None
+
+    def add(self, key: Key, entry: _Content | PcreMatch | DataAt) -> None:
+        self.entries.append((key, entry))
+        self.sticky_used = True
 
     def use_buffer(self, buffer: str) -> None:
         for prefix, apps in _BUFFER_APPS.items():
@@ -193,11 +211,12 @@ def compile_rule(raw: RawRule, resolver: _Resolver, classifications: dict[str, t
             handler(builder, option)
         elif option.name in STICKY_BUFFERS:
             builder.sticky = STICKY_BUFFERS[option.name]
+            builder.transforms, builder.sticky_used = (), False
             builder.use_buffer(builder.sticky)
         elif option.name in LEGACY_MODIFIERS:
             content = builder.last_content(option.name)
-            content.buffer = LEGACY_MODIFIERS[option.name]
-            builder.use_buffer(content.buffer)
+            content.key = (LEGACY_MODIFIERS[option.name], ())
+            builder.use_buffer(content.key[0])
         else:
             raise RuleError(f"unsupported keyword: {option.name}")
     if builder.sid is None:
@@ -247,16 +266,17 @@ def compile_rule(raw: RawRule, resolver: _Resolver, classifications: dict[str, t
 
 def _buffers(builder: _Builder) -> tuple[BufferMatches, ...]:
     """Group the matches by buffer, first-used buffer first, rule order inside a buffer."""
-    grouped: dict[str, list[Match]] = {}
-    for buffer, entry in builder.entries:
+    grouped: dict[Key, list[Match]] = {}
+    for key, entry in builder.entries:
         if isinstance(entry, _Content):
             # A legacy modifier may have moved the content after it was written.
-            grouped.setdefault(entry.buffer, []).append(entry.freeze())
+            grouped.setdefault(entry.key, []).append(entry.freeze())
         else:
-            grouped.setdefault(buffer, []).append(entry)
-    for buffer in builder.sizes:
-        grouped.setdefault(buffer, [])
-    return tuple(BufferMatches(name, tuple(matches), builder.sizes.get(name)) for name, matches in grouped.items())
+            grouped.setdefault(key, []).append(entry)
+    for key in builder.sizes:
+        grouped.setdefault(key, [])
+    return tuple(BufferMatches(key[0], tuple(matches), builder.sizes.get(key), key[1])
+                 for key, matches in grouped.items())
 
 
 def _fast_pattern(buffers: tuple[BufferMatches, ...]) -> FastPattern | None:
@@ -288,7 +308,7 @@ def _fast(group: BufferMatches, index: int, match: ContentMatch) -> FastPattern:
         and match.depth is None
         and not match.relative
     )
-    return FastPattern(group.buffer, index, pattern, match.nocase, only)
+    return FastPattern(group.buffer, index, pattern, match.nocase, only, group.transforms)
 
 
 # -- option handlers --------------------------------------------------------------------------
@@ -358,7 +378,7 @@ def _content(b: _Builder, o: Option) -> None:
     if negated:
         value = value[1:].strip()
     pattern = patterns.parse_content(unquote(value, "content"))
-    b.entries.append((b.sticky, _Content(pattern, negated, b.sticky)))
+    b.add(b.sticky_key, _Content(pattern, negated, b.sticky_key))
 
 
 def _nocase(b: _Builder, o: Option) -> None:
@@ -434,26 +454,34 @@ def _isdataat(b: _Builder, o: Option) -> None:
             raise RuleError("malformed rule", f"isdataat:{value[:40]}")
     if not parts[0].isdigit():
         raise RuleError("malformed rule", f"isdataat:{value[:40]}")
-    buffer = (b.last_match_buffer() if relative else None) or b.sticky
-    b.entries.append((buffer, DataAt(int(parts[0]), relative, negated)))
+    key = (b.last_match_key() if relative else None) or b.sticky_key
+    b.add(key, DataAt(int(parts[0]), relative, negated))
 
 
 def _pcre(b: _Builder, o: Option) -> None:
     parsed = patterns.parse_pcre(o.value, stream=b.sticky == PAYLOAD)
-    buffer = b.sticky
+    key = b.sticky_key
     if parsed.buffer is not None:
         if b.sticky != PAYLOAD and b.sticky != parsed.buffer:
             raise RuleError("malformed rule", f"pcre buffer flag for {parsed.buffer} inside sticky buffer {b.sticky}")
-        buffer = parsed.buffer
-        b.use_buffer(buffer)
+        key = (parsed.buffer, b.transforms if b.sticky == parsed.buffer else ())
+        b.use_buffer(parsed.buffer)
     elif parsed.relative and b.sticky == PAYLOAD:
         # A relative pcre continues from the previous match, in that match's buffer.
-        buffer = b.last_match_buffer() or PAYLOAD
-    if buffer != PAYLOAD and parsed.buffer is None and b.sticky == PAYLOAD:
+        key = b.last_match_key() or PAYLOAD_KEY
+    if key[0] != PAYLOAD and b.sticky == PAYLOAD:
         # Re-check in block mode: sticky buffers are scanned whole, not streamed.
         parsed = patterns.parse_pcre(o.value, stream=False)
-    b.entries.append((buffer, PcreMatch(parsed.source, parsed.hs_expression, parsed.hs_flags,
-                                        parsed.negated, parsed.relative)))
+    b.add(key, PcreMatch(parsed.source, parsed.hs_expression, parsed.hs_flags, parsed.negated, parsed.relative))
+
+
+def _transform(b: _Builder, o: Option) -> None:
+    if b.sticky == PAYLOAD:
+        raise RuleError("malformed rule", f"transform {o.name} needs a sticky buffer before it")
+    if b.sticky_used:
+        # Suricata: transforms must directly follow the sticky buffer they change.
+        raise RuleError("malformed rule", f"transform {o.name} after a match in {b.sticky}")
+    b.transforms = (*b.transforms, o.name)
 
 
 def _flow(b: _Builder, o: Option) -> None:
@@ -522,7 +550,7 @@ def _dsize(b: _Builder, o: Option) -> None:
 def _bsize(b: _Builder, o: Option) -> None:
     if b.sticky == PAYLOAD:
         raise RuleError("malformed rule", "bsize needs a sticky buffer")
-    b.sizes[b.sticky] = number_check(o.value or "", "bsize")
+    b.sizes[b.sticky_key] = number_check(o.value or "", "bsize")
 
 
 def _urilen(b: _Builder, o: Option) -> None:
@@ -532,7 +560,7 @@ def _urilen(b: _Builder, o: Option) -> None:
         raise RuleError("malformed rule", f"urilen:{o.value}")
     buffer = "http.uri" if mode == "norm" else "http.uri.raw"
     b.use_buffer(buffer)
-    b.sizes[buffer] = number_check(value, "urilen")
+    b.sizes[(buffer, ())] = number_check(value, "urilen")
 
 
 def _icmp(b: _Builder, o: Option) -> None:
@@ -611,4 +639,5 @@ _HANDLERS: dict[str, Callable[[_Builder, Option], None]] = {
     "flags": _flags,
     "threshold": _threshold,
     "detection_filter": _threshold,
+    **{name: _transform for name in TRANSFORMS},
 }

@@ -149,11 +149,16 @@ Match = ContentMatch | PcreMatch | DataAt
 
 @dataclass(frozen=True)
 class BufferMatches:
-    """The matches one buffer must satisfy, in rule order, plus its size check (`bsize`/`urilen`)."""
+    """The matches one buffer must satisfy, in rule order, plus its size check (`bsize`/`urilen`).
+
+    `transforms` (e.g. `("dotprefix",)`) are applied to the buffer, in order, before
+    matching; the same buffer with other transforms is another `BufferMatches`.
+    """
 
     buffer: str
     matches: tuple[Match, ...]
     size: NumberCheck | None = None
+    transforms: tuple[str, ...] = ()
 
     @property
     def contents(self) -> tuple[ContentMatch, ...]:
@@ -169,6 +174,7 @@ class FastPattern:
     pattern: bytes  # after `fast_pattern:O,L` chopping
     nocase: bool
     only: bool  # the content needs no verification beyond the prefilter hit
+    transforms: tuple[str, ...] = ()  # of its buffer
 
 
 @dataclass(frozen=True)
