@@ -277,9 +277,16 @@ def test_transforms_make_a_buffer_of_their_own(tmp_path: Path) -> None:
     assert rule.fast_pattern is not None and rule.fast_pattern.transforms == ("dotprefix", "to_lowercase")
 
 
+def test_transform_after_a_match_applies_to_the_matches_after_it(tmp_path: Path) -> None:
+    # ET Open sid 2044076 is written this way.
+    rule = one(tmp_path, 'dns.query; content:"rs-"; startswith; pcre:"/[a-z]{2}/Ri"; dotprefix; content:".rustdesk.com"; '
+                         'endswith;', "alert dns any any -> any any")
+    assert [(b.buffer, b.transforms, len(b.matches)) for b in rule.buffers] == [
+        ("dns.query", (), 2), ("dns.query", ("dotprefix",), 1)]
+
+
 @pytest.mark.parametrize(("options", "reason"), [
     ('dotprefix; content:"x";', "malformed rule"),  # no sticky buffer to transform
-    ('dns.query; content:"x"; dotprefix;', "malformed rule"),  # must directly follow the buffer
     ('dns.query; to_md5; content:"x";', "unsupported keyword: to_md5"),
 ])
 def test_transform_errors(tmp_path: Path, options: str, reason: str) -> None:

@@ -125,7 +125,6 @@ class _Builder:
     classifications: dict[str, tuple[str, int]]
     sticky: str = PAYLOAD
     transforms: tuple[str, ...] = ()
-    sticky_used: bool = False  # a match was written since the last sticky buffer keyword
     entries: list[tuple[Key, _Content | PcreMatch | DataAt]] = field(default_factory=list)
     sizes: dict[Key, NumberCheck] = field(default_factory=dict)
     sid: int | None = None
@@ -168,7 +167,6 @@ class _Builder:
 
     def add(self, key: Key, entry: _Content | PcreMatch | DataAt) -> None:
         self.entries.append((key, entry))
-        self.sticky_used = True
 
     def use_buffer(self, buffer: str) -> None:
         for prefix, apps in _BUFFER_APPS.items():
@@ -211,7 +209,7 @@ def compile_rule(raw: RawRule, resolver: _Resolver, classifications: dict[str, t
             handler(builder, option)
         elif option.name in STICKY_BUFFERS:
             builder.sticky = STICKY_BUFFERS[option.name]
-            builder.transforms, builder.sticky_used = (), False
+            builder.transforms = ()
             builder.use_buffer(builder.sticky)
         elif option.name in LEGACY_MODIFIERS:
             content = builder.last_content(option.name)
@@ -478,9 +476,9 @@ def _pcre(b: _Builder, o: Option) -> None:
 def _transform(b: _Builder, o: Option) -> None:
     if b.sticky == PAYLOAD:
         raise RuleError("malformed rule", f"transform {o.name} needs a sticky buffer before it")
-    if b.sticky_used:
-        # Suricata: transforms must directly follow the sticky buffer they change.
-        raise RuleError("malformed rule", f"transform {o.name} after a match in {b.sticky}")
+    # After matches in the buffer, Suricata 7 applies the transform to the matches that
+    # follow only (ET writes `dns.query; content:"rs-"; startswith; dotprefix; content:...`):
+    # they inspect a transformed copy, the earlier ones the buffer as it was.
     b.transforms = (*b.transforms, o.name)
 
 
