@@ -463,7 +463,7 @@ def test_malformed_rule_reported_with_file_line_sid(tmp_path: Path, rule: str, r
     assert skipped.file == str(tmp_path / "test.rules") and skipped.line == 3
     expected_sid = None if reason == "missing sid" else int(rule.rsplit("sid:", 1)[1].split(";")[0])
     assert skipped.sid == expected_sid
-    assert f"test.rules:3: " in str(skipped)
+    assert "test.rules:3: " in str(skipped)
 
 
 def test_duplicate_sid_keeps_the_higher_rev_and_reports_the_other(tmp_path: Path) -> None:
