@@ -449,6 +449,24 @@ MALFORMED = [
     ("alert tcp any any <- any any (sid:30;)", "malformed rule"),
     ('alert tcp any any -> any any (content:"x"; nocase foo; sid:31;)', "malformed rule"),
     ('alert tcp any any -> any any (content:"x" sid:32;)', "unbalanced quotes"),
+    # Rules Suricata itself refuses, so loading them would alert where Suricata cannot.
+    ("alert tcp any any -> any any (sid:33; sid:33;)", "malformed rule"),
+    ('alert tcp any any -> any any (msg:"a"; msg:"b"; sid:34;)', "malformed rule"),
+    ('alert tcp any any -> any any (content:"x"; nocase:1; sid:35;)', "malformed rule"),
+    ('alert tcp any any -> any any (pcre:"/a/R"; sid:36;)', "malformed rule"),
+    ('alert http any any -> any any (http.host; content:"Evil.com"; sid:37;)', "malformed rule"),
+    ('alert tcp any any -> any any (dsize:2; content:"toolong"; sid:38;)', "malformed rule"),
+    ("alert tcp any any -> any any (dsize:2; dsize:3; sid:39;)", "malformed rule"),
+    ("alert tcp any any -> any any (target:src_ip; target:dest_ip; sid:40;)", "malformed rule"),
+    ("alert tcp any [80,!80] -> any any (sid:41;)", "bad port"),
+    ("alert tcp [1.1.1.1,!1.1.1.1] any -> any any (sid:42;)", "bad address"),
+    ('alert http any any -> any any (http.uri; compress_whitespace; pkt_data; content:"x"; sid:43;)', "malformed rule"),
+    ('alert http any any -> any any (http.uri; compress_whitespace; content:"a"; to_lowercase; sid:44;)',
+     "malformed rule"),
+    ("alert tcp any any -> any any (dsize:500<>100; sid:45;)", "malformed rule"),
+    ("alert tcp any any -> any any (flowbits:isset; sid:46;)", "malformed rule"),
+    ('alert tcp any any -> any any (content:"abc"; fast_pattern:1,10; sid:47;)', "malformed rule"),
+    ('alert tcp any any -> any any (sid:"48";)', "malformed rule"),
 ]
 
 
@@ -461,7 +479,7 @@ def test_malformed_rule_reported_with_file_line_sid(tmp_path: Path, rule: str, r
     (skipped,) = ruleset.skipped
     assert skipped.reason == reason
     assert skipped.file == str(tmp_path / "test.rules") and skipped.line == 3
-    expected_sid = None if reason == "missing sid" else int(rule.rsplit("sid:", 1)[1].split(";")[0])
+    expected_sid = None if reason == "missing sid" else int(rule.rsplit("sid:", 1)[1].split(";")[0].strip('"'))
     assert skipped.sid == expected_sid
     assert "test.rules:3: " in str(skipped)
 

@@ -117,6 +117,8 @@ class _Resolver:
         cached = self._addresses.get(text)
         if cached is None:
             v4, v6 = self._address_sets(text, ())
+            if not v4 and not v6:
+                raise RuleError("bad address", f"{text!r} leaves no address")
             cached = self._addresses[text] = AddressMatcher(v4, v6)
         return cached
 
@@ -162,7 +164,10 @@ class _Resolver:
     def ports(self, text: str) -> PortMatcher:
         cached = self._ports.get(text)
         if cached is None:
-            cached = self._ports[text] = PortMatcher(self._port_set(text, ()))
+            ranges = self._port_set(text, ())
+            if not ranges:
+                raise RuleError("bad port", f"{text!r} leaves no port")
+            cached = self._ports[text] = PortMatcher(ranges)
         return cached
 
     def _port_set(self, text: str, seen: tuple[str, ...]) -> tuple[IntRange, ...]:

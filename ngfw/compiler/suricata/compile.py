@@ -77,6 +77,10 @@ PAYLOAD_KEY: Key = (PAYLOAD, ())
 
 _TCP_FLAG_CHARS = set("FSRPAUCEN012*+!,")
 _SID_TEXT = re.compile(r"\bsid\s*:\s*\d+")
+# Keywords Suricata refuses to see twice in a rule, and keywords that take no value.
+_ONCE = frozenset({"msg", "rev", "gid", "classtype", "priority"})
+_BARE = frozenset({"nocase", "rawbytes", "startswith", "endswith", "noalert",
+                   *STICKY_BUFFERS, *LEGACY_MODIFIERS, *TRANSFORMS})
 
 
 @dataclass
@@ -125,6 +129,7 @@ class _Builder:
     classifications: dict[str, tuple[str, int]]
     sticky: str = PAYLOAD
     transforms: tuple[str, ...] = ()
+    transforms_consumed: bool = False  # a match was written to the transformed buffer
     entries: list[tuple[Key, _Content | PcreMatch | DataAt]] = field(default_factory=list)
     sizes: dict[Key, NumberCheck] = field(default_factory=dict)
     sid: int | None = None
@@ -165,8 +170,14 @@ class _Builder:
                 return key
         return None
 
+    def match_keys(self) -> set[Key]:
+        """The buffers holding a content or pcre so far (where legacy modifiers put them)."""
+        return {e.key if isinstance(e, _Content) else k for k, e in self.entries if not isinstance(e, DataAt)}
+
     def add(self, key: Key, entry: _Content | PcreMatch | DataAt) -> None:
         self.entries.append((key, entry))
+        if key[1] and key == self.sticky_key:
+            self.transforms_consumed = True
 
     def use_buffer(self, buffer: str) -> None:
         for prefix, apps in _BUFFER_APPS.items():
@@ -198,18 +209,30 @@ def compile_rule(raw: RawRule, resolver: _Resolver, classifications: dict[str, t
     # The sid comes first so that every later error can name it.
     for option in options:
         if option.name == "sid":
+            if builder.sid is not None:
+                raise RuleError("malformed rule", "sid given twice")
             builder.sid = _positive(option, "sid")
     if builder.sid is None and not _SID_TEXT.search(body):
         raise RuleError("missing sid")
     src_matcher, dst_matcher = resolver.address(src), resolver.address(dst)
     src_ports, dst_ports = resolver.ports(src_port), resolver.ports(dst_port)
+    seen: set[str] = set()
     for option in options:
         handler = _HANDLERS.get(option.name)
+        if option.name in _ONCE:
+            if option.name in seen:
+                raise RuleError("malformed rule", f"{option.name} given twice")
+            seen.add(option.name)
+        if option.name in _BARE and option.value is not None:
+            raise RuleError("malformed rule", f"{option.name} takes no value")
         if handler is not None:
             handler(builder, option)
         elif option.name in STICKY_BUFFERS:
+            if builder.transforms and not builder.transforms_consumed:
+                raise RuleError("malformed rule", f"transforms {', '.join(builder.transforms)} not used before "
+                                                  f"{option.name}")
             builder.sticky = STICKY_BUFFERS[option.name]
-            builder.transforms = ()
+            builder.transforms, builder.transforms_consumed = (), False
             builder.use_buffer(builder.sticky)
         elif option.name in LEGACY_MODIFIERS:
             content = builder.last_content(option.name)
@@ -217,6 +240,7 @@ def compile_rule(raw: RawRule, resolver: _Resolver, classifications: dict[str, t
             builder.use_buffer(content.key[0])
         else:
             raise RuleError(f"unsupported keyword: {option.name}")
+    _validate(builder)
     if builder.sid is None:
         # "sid:N" is in the text but swallowed by another option (an unterminated value).
         raise RuleError("malformed rule", "sid is not an option of its own")
@@ -260,6 +284,33 @@ def compile_rule(raw: RawRule, resolver: _Resolver, classifications: dict[str, t
         file=file,
         line=raw.line,
     )
+
+
+def _validate(builder: _Builder) -> None:
+    """Whole-rule checks Suricata makes once every option is read (it refuses these rules)."""
+    contents = [entry for _, entry in builder.entries if isinstance(entry, _Content)]
+    for content in contents:
+        if content.key[0] == "http.host" and not content.nocase and content.pattern.lower() != content.pattern:
+            # Suricata normalizes the host to lower case, so this content could never match.
+            raise RuleError("malformed rule", f"http.host content {content.pattern[:40]!r} has upper case")
+    if builder.dsize is not None:
+        largest = _largest(builder.dsize)
+        for content in contents:
+            if content.key == PAYLOAD_KEY and not content.negated and largest is not None \
+                    and len(content.pattern) > largest:
+                raise RuleError("malformed rule", f"content of {len(content.pattern)} bytes exceeds dsize {largest}")
+
+
+def _largest(check: NumberCheck) -> int | None:
+    """The largest size a NumberCheck admits, None when unbounded."""
+    if check.op in ("=", "<="):
+        return check.value
+    if check.op == "<":
+        return check.value - 1
+    if check.op == "<>":
+        assert check.high is not None
+        return check.high - 1
+    return None
 
 
 def _buffers(builder: _Builder) -> tuple[BufferMatches, ...]:
@@ -365,7 +416,7 @@ def _reference(b: _Builder, o: Option) -> None:
 
 def _target(b: _Builder, o: Option) -> None:
     value = (o.value or "").strip()
-    if value not in ("src_ip", "dest_ip"):
+    if value not in ("src_ip", "dest_ip") or b.target not in (None, value):
         raise RuleError("malformed rule", f"target:{value}")
     b.target = cast(Literal["src_ip", "dest_ip"], value)
 
@@ -467,6 +518,8 @@ def _pcre(b: _Builder, o: Option) -> None:
     elif parsed.relative and b.sticky == PAYLOAD:
         # A relative pcre continues from the previous match, in that match's buffer.
         key = b.last_match_key() or PAYLOAD_KEY
+    if parsed.relative and key not in b.match_keys():
+        raise RuleError("malformed rule", "pcre /R (relative) needs a preceding match in its buffer")
     if key[0] != PAYLOAD and b.sticky == PAYLOAD:
         # Re-check in block mode: sticky buffers are scanned whole, not streamed.
         parsed = patterns.parse_pcre(o.value, stream=False)
@@ -476,6 +529,9 @@ def _pcre(b: _Builder, o: Option) -> None:
 def _transform(b: _Builder, o: Option) -> None:
     if b.sticky == PAYLOAD:
         raise RuleError("malformed rule", f"transform {o.name} needs a sticky buffer before it")
+    if b.transforms_consumed:
+        # Suricata: "transforms must directly follow stickybuffers".
+        raise RuleError("malformed rule", f"transform {o.name} after matches in a transformed {b.sticky}")
     # After matches in the buffer, Suricata 7 applies the transform to the matches that
     # follow only (ET writes `dns.query; content:"rs-"; startswith; dotprefix; content:...`):
     # they inspect a transformed copy, the earlier ones the buffer as it was.
@@ -542,6 +598,8 @@ def number_check(text: str, keyword: str) -> NumberCheck:
 
 
 def _dsize(b: _Builder, o: Option) -> None:
+    if b.dsize is not None:
+        raise RuleError("malformed rule", "dsize given twice")
     b.dsize = number_check(o.value or "", "dsize")
 
 

@@ -17,7 +17,7 @@ from ngfw.compiler.suricata.lexer import RuleError, read_rules
 from ngfw.compiler.suricata.model import CompiledSignature, RuleSet, Skipped
 
 # Finds the sid of a rule that failed before its options were parsed, for the report.
-_SID = re.compile(r"\bsid\s*:\s*(\d+)")
+_SID = re.compile(r"\bsid\s*:\s*\"?(\d+)")
 
 
 def load_rules(
