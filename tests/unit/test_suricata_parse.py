@@ -93,8 +93,8 @@ def test_default_variables_home_and_external_net(tmp_path: Path) -> None:
     rule = one(tmp_path, "", "alert tcp $HOME_NET any -> $EXTERNAL_NET $HTTP_PORTS")
     assert rule.src.matches("10.1.2.3") and rule.src.matches("192.168.1.1") and not rule.src.matches("8.8.8.8")
     assert rule.dst.matches("8.8.8.8") and not rule.dst.matches("172.16.0.1")
-    # EXTERNAL_NET = !$HOME_NET and HOME_NET is IPv4 only, so every IPv6 address is external.
-    assert rule.dst.matches("2001:db8::1") and not rule.src.matches("2001:db8::1")
+    # EXTERNAL_NET = !$HOME_NET and HOME_NET is IPv4 only: as in Suricata, neither matches IPv6.
+    assert not rule.dst.matches("2001:db8::1") and not rule.src.matches("2001:db8::1")
     assert rule.dst_ports.ranges == ((80, 80),)
     assert rule.src_ports.is_any
 
@@ -114,6 +114,11 @@ def test_address_lists_negation_and_ranges(tmp_path: Path) -> None:
     assert rule.dst.matches("1.1.1.5") and not rule.dst.matches("1.1.1.6") and rule.dst.matches("2001:db8::9")
     only_negated = one(tmp_path, "", "alert ip ![10.0.0.0/8,192.168.0.0/16] any -> any any")
     assert only_negated.src.matches("8.8.8.8") and not only_negated.src.matches("192.168.3.3")
+    # Negation works per IP version, as Suricata's DetectAddressMergeNot does.
+    mixed = one(tmp_path, "", "alert ip [2001:db8::/32,!10.0.0.0/8] any -> [!2001:db8::1,!1.1.1.1] any")
+    assert mixed.src.matches("2001:db8::5") and mixed.src.matches("11.0.0.1") and not mixed.src.matches("10.0.0.1")
+    assert mixed.dst.matches("2001:db9::1") and not mixed.dst.matches("2001:db8::1") and mixed.dst.matches("8.8.8.8")
+    assert one(tmp_path, "", "alert ip any any -> [any,!1.1.1.1] any").dst.matches("2001:db8::1")
 
 
 @pytest.mark.parametrize(("ports", "inside", "outside"), [
@@ -460,6 +465,7 @@ MALFORMED = [
     ("alert tcp any any -> any any (target:src_ip; target:dest_ip; sid:40;)", "malformed rule"),
     ("alert tcp any [80,!80] -> any any (sid:41;)", "bad port"),
     ("alert tcp [1.1.1.1,!1.1.1.1] any -> any any (sid:42;)", "bad address"),
+    ("alert tcp !any any -> any any (sid:49;)", "bad address"),
     ('alert http any any -> any any (http.uri; compress_whitespace; pkt_data; content:"x"; sid:43;)', "malformed rule"),
     ('alert http any any -> any any (http.uri; compress_whitespace; content:"a"; to_lowercase; sid:44;)',
      "malformed rule"),

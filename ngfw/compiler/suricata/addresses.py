@@ -1,9 +1,10 @@
 """Header addresses and ports: variables, lists, ranges and negation reduced to integer ranges.
 
-Semantics follow Suricata: a list is the union of its positive members minus its
-negated ones (only negated members: everything minus them), and a negated IPv4
-list leaves all of IPv6 in (so `!$HOME_NET` with an IPv4-only HOME_NET matches
-every IPv6 address, as Suricata does).
+Semantics follow Suricata (`DetectAddressMergeNot`): a list is the union of its
+positive members minus its negated ones, and only negated members mean "everything
+but them" — per IP version: a version with no member at all stays empty. So
+`!$HOME_NET` with an IPv4-only HOME_NET matches no IPv6 address, exactly as in
+Suricata, where `$EXTERNAL_NET` rules never fire on IPv6 with the default HOME_NET.
 """
 
 from __future__ import annotations
@@ -126,7 +127,7 @@ class _Resolver:
         text = text.strip()
         if text.startswith("!"):
             v4, v6 = self._address_sets(text[1:], seen)
-            return subtract((V4_ALL,), v4), subtract((V6_ALL,), v6)
+            return _not(v4, V4_ALL), _not(v6, V6_ALL)
         if text.startswith("["):
             if not text.endswith("]"):
                 raise RuleError("malformed rule", f"unbalanced brackets in address {text!r}")
@@ -134,7 +135,6 @@ class _Resolver:
             pos6: list[IntRange] = []
             neg4: list[IntRange] = []
             neg6: list[IntRange] = []
-            any_positive = False
             for member in _split_list(text[1:-1]):
                 negated = member.startswith("!")
                 v4, v6 = self._address_sets(member[1:] if negated else member, seen)
@@ -142,12 +142,9 @@ class _Resolver:
                     neg4.extend(v4)
                     neg6.extend(v6)
                 else:
-                    any_positive = True
                     pos4.extend(v4)
                     pos6.extend(v6)
-            base4 = normalize(pos4) if any_positive else (V4_ALL,)
-            base6 = normalize(pos6) if any_positive else (V6_ALL,)
-            return subtract(base4, normalize(neg4)), subtract(base6, normalize(neg6))
+            return _merge_not(pos4, neg4, V4_ALL), _merge_not(pos6, neg6, V6_ALL)
         if text.startswith("$"):
             name = text[1:]
             if name in seen:
@@ -207,6 +204,18 @@ class _Resolver:
             return ((lo, hi),)
         port = _port_number(text)
         return ((port, port),)
+
+
+def _not(ranges: tuple[IntRange, ...], full: IntRange) -> tuple[IntRange, ...]:
+    """`!x` within one IP version: nothing to negate leaves that version empty."""
+    return subtract((full,), ranges) if ranges else ()
+
+
+def _merge_not(positive: list[IntRange], negative: list[IntRange], full: IntRange) -> tuple[IntRange, ...]:
+    """One IP version of a list: positives (or everything, if only negatives) minus negatives."""
+    if positive:
+        return subtract(normalize(positive), normalize(negative))
+    return subtract((full,), normalize(negative)) if negative else ()
 
 
 def _port_number(text: str) -> int:

@@ -33,7 +33,8 @@ class AddressMatcher:
     """A header address field, resolved: inclusive integer ranges per IP version.
 
     Negation is applied at compile time (`!$HOME_NET` becomes the ranges outside
-    it), so the engine only ever asks "is this address in one of the ranges".
+    it, per IP version as Suricata does), so the engine only ever asks "is this
+    address in one of the ranges".
     """
 
     v4: tuple[IntRange, ...]
