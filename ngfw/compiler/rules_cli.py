@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from collections.abc import Iterable, Sequence
@@ -74,3 +75,28 @@ def _print_text(ruleset: RuleSet, out: TextIO, verbose: bool) -> None:
     if verbose:
         for skipped in ruleset.skipped:
             out.write(f"{skipped}\n")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `ngfw rules check`, for the `ngfw` command's subparser."""
+    parser.add_argument("files", nargs="+", metavar="FILE", help="Suricata rule files")
+    parser.add_argument("--json", action="store_true", help='print {"loaded": N, "skipped": M, "reasons": {...}}')
+    parser.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
+                        help="set a rule variable, e.g. HOME_NET=[10.0.0.0/8] (repeatable)")
+    parser.add_argument("--verbose", "-v", action="store_true", help="list every skipped rule with file, line, sid")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m ngfw.compiler.rules_cli FILE... [--json] [--var NAME=VALUE]` (what `ngfw rules check` runs)."""
+    parser = argparse.ArgumentParser(prog="ngfw rules check", description=__doc__)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        variables = parse_variables(args.var)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return rules_check(args.files, args.json, variables, verbose=args.verbose)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -559,3 +559,14 @@ def test_parse_variables() -> None:
     assert parse_variables(["HOME_NET=[10.0.0.0/8]", "$HTTP_PORTS=80"]) == {"HOME_NET": "[10.0.0.0/8]", "HTTP_PORTS": "80"}
     with pytest.raises(ValueError):
         parse_variables(["HOME_NET"])
+
+
+def test_rules_cli_main(capsys: pytest.CaptureFixture[str]) -> None:
+    from ngfw.compiler.rules_cli import main
+
+    assert main([str(FIXTURES / "mixed.rules"), "--json", "--var", "HOME_NET=[10.0.0.0/8]"]) == 1
+    assert json.loads(capsys.readouterr().out)["loaded"] == 3
+    assert main([str(FIXTURES / "supported.rules"), "-v"]) == 0
+    assert capsys.readouterr().out.startswith("loaded 18 of 18 rules (100.0%)")
+    with pytest.raises(SystemExit):
+        main([str(FIXTURES / "mixed.rules"), "--var", "HOME_NET"])
