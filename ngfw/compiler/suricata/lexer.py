@@ -97,8 +97,10 @@ def _header_tokens(header: str) -> list[str]:
 
 # One option: a name, then optionally `:` and a value running to an unescaped `;`
 # (a backslash escapes any character, the `;` included).
-_OPTION = re.compile(r"\s*([^\s:;\\]+)\s*(?:(:)\s*((?:[^;\\]|\\.)*))?;")
-_ALL_OPTIONS = re.compile(r"(?:\s*[^\s:;\\]+\s*(?::(?:[^;\\]|\\.)*)?;)*\s*")
+# The value is written as an unrolled loop (runs of plain characters between escapes),
+# several times faster in `re` than the equivalent `(?:[^;\\]|\\.)*`.
+_OPTION = re.compile(r"\s*([^\s:;\\]+)\s*(?:(:)\s*([^;\\]*(?:\\.[^;\\]*)*))?;")
+_ALL_OPTIONS = re.compile(r"(?:\s*[^\s:;\\]+\s*(?::[^;\\]*(?:\\.[^;\\]*)*)?;)*\s*")
 # A `"` preceded by an even number of backslashes (zero included) is not escaped.
 _BARE_QUOTE = re.compile(r'(?:^|[^\\])(?:\\\\)*"')
 _ESCAPE = re.compile(r"\\(.)")
