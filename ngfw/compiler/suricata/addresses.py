@@ -104,7 +104,7 @@ def _split_list(text: str) -> list[str]:
     return members
 
 
-class _Resolver:
+class Resolver:
     """Parses address and port expressions against one variable table, memoizing results
     (ET Open repeats a handful of expressions tens of thousands of times)."""
 
@@ -244,9 +244,9 @@ def _address_literal(text: str) -> tuple[tuple[IntRange, ...], tuple[IntRange, .
     return ((span,), ()) if version == 4 else ((), (span,))
 
 
-def resolver(variables: dict[str, str] | None) -> _Resolver:
+def resolver(variables: dict[str, str] | None) -> Resolver:
     """A resolver over suricata.yaml's defaults overridden by `variables` (names without `$`)."""
     table = dict(DEFAULT_VARIABLES)
     for name, value in (variables or {}).items():
         table[name.lstrip("$")] = value
-    return _Resolver(table)
+    return Resolver(table)

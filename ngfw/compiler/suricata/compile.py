@@ -15,7 +15,7 @@ from typing import Literal, cast
 import hyperscan
 
 from ngfw.compiler.suricata import patterns
-from ngfw.compiler.suricata.addresses import _Resolver
+from ngfw.compiler.suricata.addresses import Resolver
 from ngfw.compiler.suricata.buffers import LEGACY_MODIFIERS, PROTOCOLS, STICKY_BUFFERS
 from ngfw.compiler.suricata.classification import DEFAULT_PRIORITY
 from ngfw.compiler.suricata.lexer import Option, RawRule, RuleError, split_options, split_rule, unescape, unquote
@@ -188,7 +188,7 @@ class _Builder:
                     raise RuleError("conflicting protocol", f"{buffer} in a {self.protocol} rule")
 
 
-def compile_rule(raw: RawRule, resolver: _Resolver, classifications: dict[str, tuple[str, int]],
+def compile_rule(raw: RawRule, resolver: Resolver, classifications: dict[str, tuple[str, int]],
                  file: str) -> CompiledSignature:
     header, body = split_rule(raw.text)
     if len(header) != 7:
@@ -211,7 +211,7 @@ def compile_rule(raw: RawRule, resolver: _Resolver, classifications: dict[str, t
         if option.name == "sid":
             if builder.sid is not None:
                 raise RuleError("malformed rule", "sid given twice")
-            builder.sid = _positive(option, "sid")
+            builder.sid = _int(option, 1)
     if builder.sid is None and not _SID_TEXT.search(body):
         raise RuleError("missing sid")
     src_matcher, dst_matcher = resolver.address(src), resolver.address(dst)
@@ -371,10 +371,6 @@ def _int(option: Option, low: int | None = None) -> int:
     if low is not None and number < low:
         raise RuleError("malformed rule", f"{option.name}:{number} is below {low}")
     return number
-
-
-def _positive(option: Option, keyword: str) -> int:
-    return _int(option, 1)
 
 
 def _msg(b: _Builder, o: Option) -> None:
