@@ -87,6 +87,19 @@ def test_sticky_buffer_gives_a_tcp_rule_its_app_protocol(tmp_path: Path) -> None
 def test_buffer_of_another_app_protocol_is_refused(tmp_path: Path) -> None:
     rule = 'alert dns any any -> any any (http.uri; content:"/x"; sid:1;)'
     assert skip_reason(tmp_path, rule) == "conflicting protocol"
+    rule = 'alert udp any any -> any any (tls.sni; content:"x"; sid:1;)'
+    assert skip_reason(tmp_path, rule) == "conflicting protocol"
+
+
+@pytest.mark.parametrize(("header", "buffer", "transport", "app"), [
+    ("alert ip any any -> any any", "http.uri", "tcp", "http"),
+    ("alert udp any any -> any any", "dns.query", "udp", "dns"),
+    ("alert tcp any any -> any any", "dns.query", "tcp", "dns"),
+    ("alert ip any any -> any any", "dns.query", "tcp/udp", "dns"),
+])
+def test_buffer_narrows_the_transport(tmp_path: Path, header: str, buffer: str, transport: str, app: str) -> None:
+    rule = one(tmp_path, f'{buffer}; content:"x";', header)
+    assert (rule.transport, rule.app_proto) == (transport, app)
 
 
 def test_default_variables_home_and_external_net(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import hyperscan
 
 from ngfw.compiler.suricata import patterns
 from ngfw.compiler.suricata.addresses import Resolver
-from ngfw.compiler.suricata.buffers import LEGACY_MODIFIERS, PROTOCOLS, STICKY_BUFFERS
+from ngfw.compiler.suricata.buffers import LEGACY_MODIFIERS, PROTOCOLS, STICKY_BUFFERS, Transport
 from ngfw.compiler.suricata.classification import DEFAULT_PRIORITY
 from ngfw.compiler.suricata.lexer import Option, RawRule, RuleError, split_options, split_rule, unescape, unquote
 from ngfw.compiler.suricata.model import (
@@ -125,6 +125,7 @@ class _Builder:
     """Mutable state while a rule's options are applied."""
 
     protocol: str
+    transport: Transport
     app_proto: str | None
     classifications: dict[str, tuple[str, int]]
     sticky: str = PAYLOAD
@@ -180,9 +181,16 @@ class _Builder:
             self.transforms_consumed = True
 
     def use_buffer(self, buffer: str) -> None:
+        """A buffer of an app protocol makes the rule one of that protocol (Suricata sets
+        the rule's app-layer protocol from it), unless it already is another one."""
         for prefix, apps in _BUFFER_APPS.items():
             if buffer.startswith(prefix):
                 if self.app_proto is None:
+                    app_transport = PROTOCOLS[apps[0]][0]
+                    if self.transport == "ip" or self.transport == app_transport:
+                        self.transport = app_transport
+                    elif app_transport != "tcp/udp":
+                        raise RuleError("conflicting protocol", f"{buffer} in a {self.protocol} rule")
                     self.app_proto = apps[0]
                 elif self.app_proto not in apps:
                     raise RuleError("conflicting protocol", f"{buffer} in a {self.protocol} rule")
@@ -205,7 +213,7 @@ def compile_rule(raw: RawRule, resolver: Resolver, classifications: dict[str, tu
     if direction not in ("->", "<>"):
         raise RuleError("malformed rule", f"bad direction {direction!r}")
     transport, app_proto = known
-    builder = _Builder(protocol=protocol, app_proto=app_proto, classifications=classifications)
+    builder = _Builder(protocol=protocol, transport=transport, app_proto=app_proto, classifications=classifications)
     # The sid comes first so that every later error can name it.
     for option in options:
         if option.name == "sid":
@@ -257,7 +265,7 @@ def compile_rule(raw: RawRule, resolver: Resolver, classifications: dict[str, tu
         msg=builder.msg,
         action=action,
         protocol=protocol,
-        transport=transport,
+        transport=builder.transport,
         app_proto=builder.app_proto,
         src=src_matcher,
         src_ports=src_ports,
