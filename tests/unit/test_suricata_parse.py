@@ -527,6 +527,14 @@ def test_counts_by_reason_and_nothing_skipped_silently(tmp_path: Path) -> None:
                                           "malformed rule": 1}
 
 
+def test_byte_order_mark_and_crlf(tmp_path: Path) -> None:
+    path = tmp_path / "windows.rules"
+    path.write_bytes(b'\xef\xbb\xbfalert tcp any any -> any any (content:"a"; sid:1;)\r\n'
+                     b'alert tcp any any -> any any (content:"b"; sid:2;)\r\n')
+    ruleset = load_rules([path])
+    assert [r.sid for r in ruleset.rules] == [1, 2] and not ruleset.skipped
+
+
 def test_unreadable_file_is_reported(tmp_path: Path) -> None:
     ruleset = load_rules([tmp_path / "missing.rules"])
     assert ruleset.skipped[0].reason == "unreadable file"

@@ -43,7 +43,8 @@ def load_rules(
         except OSError as exc:
             skipped.append(Skipped(file, 0, None, "unreadable file", exc.strerror or str(exc)))
             continue
-        for raw in read_rules(text):
+        # A byte-order mark (editors on Windows add one) is not part of the first rule.
+        for raw in read_rules(text.removeprefix("\ufeff")):
             try:
                 signature = compile_rule(raw, names, table, file)
             except RuleError as exc:
