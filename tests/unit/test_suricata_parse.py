@@ -221,6 +221,7 @@ def test_position_modifiers(tmp_path: Path) -> None:
     assert d.startswith and not d.endswith  # type: ignore[union-attr]
     assert e.endswith  # type: ignore[union-attr]
     assert f.distance == -3  # type: ignore[union-attr]
+    assert a.end_bounds == (3, 12) and d.end_bounds == (1, 1) and e.end_bounds == (1, None)  # type: ignore[union-attr]
 
 
 def test_fast_pattern_explicit_only_chop_and_default(tmp_path: Path) -> None:

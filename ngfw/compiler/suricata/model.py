@@ -120,6 +120,18 @@ class ContentMatch:
     def relative(self) -> bool:
         return self.distance is not None or self.within is not None
 
+    @property
+    def end_bounds(self) -> tuple[int, int | None]:
+        """Where a match may end in its buffer, from the absolute constraints only
+        (offset, depth, startswith): Hyperscan's `min_offset`/`max_offset` for the
+        pattern. `depth` counts from `offset`, as in Suricata."""
+        start = self.offset or 0
+        low = start + len(self.pattern)
+        high = start + self.depth if self.depth is not None else None
+        if self.startswith:
+            high = low if high is None else min(high, low)
+        return low, high
+
 
 @dataclass(frozen=True)
 class PcreMatch:
