@@ -10,6 +10,8 @@ Suricata, where `$EXTERNAL_NET` rules never fire on IPv6 with the default HOME_N
 from __future__ import annotations
 
 import ipaddress
+import socket
+from functools import lru_cache
 
 from ngfw.compiler.suricata.lexer import RuleError
 from ngfw.compiler.suricata.model import AddressMatcher, IntRange, PortMatcher
@@ -224,7 +226,20 @@ def _port_number(text: str) -> int:
     return int(text)
 
 
+@lru_cache(maxsize=65536)
 def _address_literal(text: str) -> tuple[tuple[IntRange, ...], tuple[IntRange, ...]]:
+    # IP-list rules (botcc, compromised, ...) hold ~18,000 IPv4 literals; the socket
+    # parser is several times faster than `ipaddress` for them.
+    address, slash, bits = text.partition("/")
+    if "-" not in text and ":" not in text and (not slash or bits.isdigit() and int(bits) <= 32):
+        try:
+            value = int.from_bytes(socket.inet_pton(socket.AF_INET, address), "big")
+        except OSError:
+            value = None
+        if value is not None:
+            host_bits = 32 - (int(bits) if slash else 32)
+            low = value >> host_bits << host_bits
+            return ((low, low | ((1 << host_bits) - 1)),), ()
     try:
         if "-" in text:
             # Suricata's `a.b.c.d-e.f.g.h` address range.
