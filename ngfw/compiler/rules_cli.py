@@ -41,7 +41,11 @@ def rules_check(
     """
     out = out or sys.stdout
     if variables is not None and not isinstance(variables, dict):
-        variables = parse_variables(variables)
+        try:
+            variables = parse_variables(variables)
+        except ValueError as exc:
+            print(f"ngfw rules check: {exc}", file=sys.stderr)
+            return 2
     ruleset = load_rules([Path(p) for p in paths], variables)
     if as_json:
         json.dump(_summary(ruleset), out)

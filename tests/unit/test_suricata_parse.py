@@ -575,6 +575,7 @@ def test_rules_check_exit_status(tmp_path: Path) -> None:
                                        "alert tcp any any -> any any (byte_test:1,>,2,0; sid:2;)\n")
     assert rules_check([tmp_path / "ok.rules"], False, None, out=io.StringIO()) == 0
     assert rules_check([tmp_path / "none.rules"], True, None, out=io.StringIO()) == 2
+    assert rules_check([tmp_path / "ok.rules"], False, ["HOME_NET"], out=io.StringIO()) == 2  # --var without '='
 
 
 def test_parse_variables() -> None:
