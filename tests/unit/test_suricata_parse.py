@@ -468,6 +468,7 @@ MALFORMED = [
     ("alert tcp any any <- any any (sid:30;)", "malformed rule"),
     ('alert tcp any any -> any any (content:"x"; nocase foo; sid:31;)', "malformed rule"),
     ('alert tcp any any -> any any (content:"x" sid:32;)', "unbalanced quotes"),
+    ("alert tcp any any -> any any (content:abc; sid:50;)", "malformed rule"),
     # Rules Suricata itself refuses, so loading them would alert where Suricata cannot.
     ("alert tcp any any -> any any (sid:33; sid:33;)", "malformed rule"),
     ('alert tcp any any -> any any (msg:"a"; msg:"b"; sid:34;)', "malformed rule"),

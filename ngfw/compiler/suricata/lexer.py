@@ -129,7 +129,9 @@ def unquote(value: str | None, keyword: str) -> str:
     if value is None:
         raise RuleError("malformed rule", f"{keyword} needs a value")
     value = value.strip()
-    if len(value) < 2 or not value.startswith('"') or not value.endswith('"') or _ends_escaped(value[:-1]):
+    if not value.startswith('"'):
+        raise RuleError("malformed rule", f"{keyword} needs a quoted value: {value[:60]!r}")
+    if len(value) < 2 or not value.endswith('"') or _ends_escaped(value[:-1]):
         raise RuleError("unbalanced quotes", f"{keyword}:{value[:60]}")
     inner = value[1:-1]
     _check_quotes_escaped(inner, keyword)
