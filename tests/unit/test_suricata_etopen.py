@@ -7,10 +7,9 @@ from pathlib import Path
 import pytest
 
 from ngfw.compiler.suricata import RuleSet, load_rules
+from ngfw.corpus import corpus
 
-ET_OPEN = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "et-open"
-if not ET_OPEN.is_dir():
-    ET_OPEN = Path("/work/shared/corpus/et-open")
+ET_OPEN = corpus("et-open")
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 
 from ngfw.compiler.suricata import load_rules
+from ngfw.corpus import corpus
 
-CASES = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "suricata-verify"
-if not CASES.is_dir():
-    CASES = Path("/work/shared/corpus/suricata-verify")
+CASES = corpus("suricata-verify")
 
 # Protocols Suricata 7 does not know either (these cases expect no alert from them).
 NOT_IN_SURICATA_7 = {"unsupported protocol: arp", "unsupported protocol: llmnr"}
