@@ -18,7 +18,7 @@ from ngfw.compiler.suricata import patterns
 from ngfw.compiler.suricata.addresses import Resolver
 from ngfw.compiler.suricata.buffers import LEGACY_MODIFIERS, PROTOCOLS, STICKY_BUFFERS, Transport
 from ngfw.compiler.suricata.classification import DEFAULT_PRIORITY
-from ngfw.compiler.suricata.lexer import Option, RawRule, RuleError, split_options, split_rule, unescape, unquote
+from ngfw.compiler.suricata.lexer import RawRule, RuleError, split_options, split_rule, unescape, unquote
 from ngfw.compiler.suricata.model import (
     PAYLOAD,
     Action,
@@ -215,39 +215,39 @@ def compile_rule(raw: RawRule, resolver: Resolver, classifications: dict[str, tu
     transport, app_proto = known
     builder = _Builder(protocol=protocol, transport=transport, app_proto=app_proto, classifications=classifications)
     # The sid comes first so that every later error can name it.
-    for option in options:
-        if option.name == "sid":
+    for name, value in options:
+        if name == "sid":
             if builder.sid is not None:
                 raise RuleError("malformed rule", "sid given twice")
-            builder.sid = _int(option, 1)
+            builder.sid = _int(name, value, 1)
     if builder.sid is None and not _SID_TEXT.search(body):
         raise RuleError("missing sid")
     src_matcher, dst_matcher = resolver.address(src), resolver.address(dst)
     src_ports, dst_ports = resolver.ports(src_port), resolver.ports(dst_port)
     seen: set[str] = set()
-    for option in options:
-        handler = _HANDLERS.get(option.name)
-        if option.name in _ONCE:
-            if option.name in seen:
-                raise RuleError("malformed rule", f"{option.name} given twice")
-            seen.add(option.name)
-        if option.name in _BARE and option.value is not None:
-            raise RuleError("malformed rule", f"{option.name} takes no value")
+    for name, value in options:
+        handler = _HANDLERS.get(name)
+        if name in _ONCE:
+            if name in seen:
+                raise RuleError("malformed rule", f"{name} given twice")
+            seen.add(name)
+        if name in _BARE and value is not None:
+            raise RuleError("malformed rule", f"{name} takes no value")
         if handler is not None:
-            handler(builder, option)
-        elif option.name in STICKY_BUFFERS:
+            handler(builder, name, value)
+        elif name in STICKY_BUFFERS:
             if builder.transforms and not builder.transforms_consumed:
                 raise RuleError("malformed rule", f"transforms {', '.join(builder.transforms)} not used before "
-                                                  f"{option.name}")
-            builder.sticky = STICKY_BUFFERS[option.name]
+                                                  f"{name}")
+            builder.sticky = STICKY_BUFFERS[name]
             builder.transforms, builder.transforms_consumed = (), False
             builder.use_buffer(builder.sticky)
-        elif option.name in LEGACY_MODIFIERS:
-            content = builder.last_content(option.name)
-            content.key = (LEGACY_MODIFIERS[option.name], ())
+        elif name in LEGACY_MODIFIERS:
+            content = builder.last_content(name)
+            content.key = (LEGACY_MODIFIERS[name], ())
             builder.use_buffer(content.key[0])
         else:
-            raise RuleError(f"unsupported keyword: {option.name}")
+            raise RuleError(f"unsupported keyword: {name}")
     _validate(builder)
     if builder.sid is None:
         # "sid:N" is in the text but swallowed by another option (an unterminated value).
@@ -370,63 +370,63 @@ def _fast(group: BufferMatches, index: int, match: ContentMatch) -> FastPattern:
 
 # -- option handlers --------------------------------------------------------------------------
 
-def _int(option: Option, low: int | None = None) -> int:
-    value = (option.value or "").strip()
+def _int(name: str, value: str | None, low: int | None = None) -> int:
+    text = (value or "").strip()
     try:
-        number = int(value)
+        number = int(text)
     except ValueError:
-        raise RuleError("malformed rule", f"{option.name}:{value[:40]} is not an integer") from None
+        raise RuleError("malformed rule", f"{name}:{text[:40]} is not an integer") from None
     if low is not None and number < low:
-        raise RuleError("malformed rule", f"{option.name}:{number} is below {low}")
+        raise RuleError("malformed rule", f"{name}:{number} is below {low}")
     return number
 
 
-def _msg(b: _Builder, o: Option) -> None:
-    b.msg = unescape(unquote(o.value, "msg"))
+def _msg(b: _Builder, name: str, value: str | None) -> None:
+    b.msg = unescape(unquote(value, "msg"))
 
 
-def _gid(b: _Builder, o: Option) -> None:
-    b.gid = _int(o, 0)
+def _gid(b: _Builder, name: str, value: str | None) -> None:
+    b.gid = _int(name, value, 0)
 
 
-def _rev(b: _Builder, o: Option) -> None:
-    b.rev = _int(o, 0)
+def _rev(b: _Builder, name: str, value: str | None) -> None:
+    b.rev = _int(name, value, 0)
 
 
-def _classtype(b: _Builder, o: Option) -> None:
-    name = (o.value or "").strip().lower()
+def _classtype(b: _Builder, name: str, value: str | None) -> None:
+    name = (value or "").strip().lower()
     if name not in b.classifications:
         raise RuleError("unknown classtype", name)
     b.classtype = name
 
 
-def _priority(b: _Builder, o: Option) -> None:
-    b.priority = _int(o, 1)
+def _priority(b: _Builder, name: str, value: str | None) -> None:
+    b.priority = _int(name, value, 1)
 
 
-def _metadata(b: _Builder, o: Option) -> None:
-    for item in (o.value or "").split(","):
-        key, _, value = item.strip().partition(" ")
+def _metadata(b: _Builder, name: str, value: str | None) -> None:
+    for item in (value or "").split(","):
+        key, _, setting = item.strip().partition(" ")
         if key:
-            b.metadata.append((key, value.strip()))
+            b.metadata.append((key, setting.strip()))
 
 
-def _reference(b: _Builder, o: Option) -> None:
-    kind, comma, value = (o.value or "").partition(",")
+def _reference(b: _Builder, name: str, value: str | None) -> None:
+    kind, comma, where = (value or "").partition(",")
     if not comma:
-        raise RuleError("malformed rule", f"reference:{(o.value or '')[:40]} needs type,value")
-    b.references.append((kind.strip(), value.strip()))
+        raise RuleError("malformed rule", f"reference:{(value or '')[:40]} needs type,value")
+    b.references.append((kind.strip(), where.strip()))
 
 
-def _target(b: _Builder, o: Option) -> None:
-    value = (o.value or "").strip()
+def _target(b: _Builder, name: str, value: str | None) -> None:
+    value = (value or "").strip()
     if value not in ("src_ip", "dest_ip") or b.target not in (None, value):
         raise RuleError("malformed rule", f"target:{value}")
     b.target = cast(Literal["src_ip", "dest_ip"], value)
 
 
-def _content(b: _Builder, o: Option) -> None:
-    value = (o.value or "").strip()
+def _content(b: _Builder, name: str, value: str | None) -> None:
+    value = (value or "").strip()
     negated = value.startswith("!")
     if negated:
         value = value[1:].strip()
@@ -434,50 +434,50 @@ def _content(b: _Builder, o: Option) -> None:
     b.add(b.sticky_key, _Content(pattern, negated, b.sticky_key))
 
 
-def _nocase(b: _Builder, o: Option) -> None:
+def _nocase(b: _Builder, name: str, value: str | None) -> None:
     b.last_content("nocase").nocase = True
 
 
-def _absolute(b: _Builder, o: Option) -> None:
-    content = b.last_content(o.name)
+def _absolute(b: _Builder, name: str, value: str | None) -> None:
+    content = b.last_content(name)
     if content.distance is not None or content.within is not None:
-        raise RuleError("malformed rule", f"{o.name} mixed with distance/within on one content")
-    if o.name == "offset":
-        content.offset = _int(o, 0)
+        raise RuleError("malformed rule", f"{name} mixed with distance/within on one content")
+    if name == "offset":
+        content.offset = _int(name, value, 0)
     else:
-        depth = _int(o, 1)
+        depth = _int(name, value, 1)
         if depth < len(content.pattern):
             raise RuleError("malformed rule", f"depth:{depth} shorter than its content ({len(content.pattern)} bytes)")
         content.depth = depth
 
 
-def _relative(b: _Builder, o: Option) -> None:
-    content = b.last_content(o.name)
+def _relative(b: _Builder, name: str, value: str | None) -> None:
+    content = b.last_content(name)
     if content.offset is not None or content.depth is not None:
-        raise RuleError("malformed rule", f"{o.name} mixed with offset/depth on one content")
-    if o.name == "distance":
-        content.distance = _int(o)
+        raise RuleError("malformed rule", f"{name} mixed with offset/depth on one content")
+    if name == "distance":
+        content.distance = _int(name, value)
     else:
-        within = _int(o, 1)
+        within = _int(name, value, 1)
         if within < len(content.pattern):
             raise RuleError("malformed rule", f"within:{within} shorter than its content ({len(content.pattern)} bytes)")
         content.within = within
 
 
-def _startswith(b: _Builder, o: Option) -> None:
+def _startswith(b: _Builder, name: str, value: str | None) -> None:
     b.last_content("startswith").startswith = True
 
 
-def _endswith(b: _Builder, o: Option) -> None:
+def _endswith(b: _Builder, name: str, value: str | None) -> None:
     b.last_content("endswith").endswith = True
 
 
-def _fast_pattern_option(b: _Builder, o: Option) -> None:
+def _fast_pattern_option(b: _Builder, name: str, value: str | None) -> None:
     content = b.last_content("fast_pattern")
     if any(isinstance(e, _Content) and e.fast_pattern for _, e in b.entries):
         raise RuleError("malformed rule", "fast_pattern on more than one content")
     content.fast_pattern = True
-    value = (o.value or "").strip()
+    value = (value or "").strip()
     if value == "only":
         content.fast_pattern_only = True
     elif value:
@@ -490,13 +490,13 @@ def _fast_pattern_option(b: _Builder, o: Option) -> None:
         content.fast_pattern_chop = chop
 
 
-def _rawbytes(b: _Builder, o: Option) -> None:
+def _rawbytes(b: _Builder, name: str, value: str | None) -> None:
     # Suricata ignores rawbytes (it inspects raw bytes anyway); so do we.
     b.last_content("rawbytes")
 
 
-def _isdataat(b: _Builder, o: Option) -> None:
-    value = (o.value or "").strip()
+def _isdataat(b: _Builder, name: str, value: str | None) -> None:
+    value = (value or "").strip()
     negated = value.startswith("!")
     parts = [p.strip() for p in value.lstrip("!").split(",")]
     relative = False
@@ -511,8 +511,8 @@ def _isdataat(b: _Builder, o: Option) -> None:
     b.add(key, DataAt(int(parts[0]), relative, negated))
 
 
-def _pcre(b: _Builder, o: Option) -> None:
-    parsed = patterns.parse_pcre(o.value, stream=b.sticky == PAYLOAD)
+def _pcre(b: _Builder, name: str, value: str | None) -> None:
+    parsed = patterns.parse_pcre(value, stream=b.sticky == PAYLOAD)
     key = b.sticky_key
     if parsed.buffer is not None:
         if b.sticky != PAYLOAD and b.sticky != parsed.buffer:
@@ -526,38 +526,38 @@ def _pcre(b: _Builder, o: Option) -> None:
         raise RuleError("malformed rule", "pcre /R (relative) needs a preceding match in its buffer")
     if key[0] != PAYLOAD and b.sticky == PAYLOAD:
         # Re-check in block mode: sticky buffers are scanned whole, not streamed.
-        parsed = patterns.parse_pcre(o.value, stream=False)
+        parsed = patterns.parse_pcre(value, stream=False)
     b.add(key, PcreMatch(parsed.source, parsed.hs_expression, parsed.hs_flags, parsed.negated, parsed.relative))
 
 
-def _transform(b: _Builder, o: Option) -> None:
+def _transform(b: _Builder, name: str, value: str | None) -> None:
     if b.sticky == PAYLOAD:
-        raise RuleError("malformed rule", f"transform {o.name} needs a sticky buffer before it")
+        raise RuleError("malformed rule", f"transform {name} needs a sticky buffer before it")
     if b.transforms_consumed:
         # Suricata: "transforms must directly follow stickybuffers".
-        raise RuleError("malformed rule", f"transform {o.name} after matches in a transformed {b.sticky}")
+        raise RuleError("malformed rule", f"transform {name} after matches in a transformed {b.sticky}")
     # After matches in the buffer, Suricata 7 applies the transform to the matches that
     # follow only (ET writes `dns.query; content:"rs-"; startswith; dotprefix; content:...`):
     # they inspect a transformed copy, the earlier ones the buffer as it was.
-    b.transforms = (*b.transforms, o.name)
+    b.transforms = (*b.transforms, name)
 
 
-def _flow(b: _Builder, o: Option) -> None:
+def _flow(b: _Builder, name: str, value: str | None) -> None:
     values: dict[str, str] = {}
-    for item in (o.value or "").split(","):
+    for item in (value or "").split(","):
         item = item.strip().lower()
         known = _FLOW_OPTIONS.get(item)
         if known is None:
             raise RuleError("malformed rule", f"flow:{item}")
-        slot, value = known
-        if values.get(slot, value) != value:
-            raise RuleError("malformed rule", f"flow: conflicting {values[slot]} and {value}")
-        values[slot] = value
+        slot, setting = known
+        if values.get(slot, setting) != setting:
+            raise RuleError("malformed rule", f"flow: conflicting {values[slot]} and {setting}")
+        values[slot] = setting
     b.flow = FlowConstraint(**values)  # type: ignore[arg-type]
 
 
-def _flowbits(b: _Builder, o: Option) -> None:
-    value = (o.value or "").strip()
+def _flowbits(b: _Builder, name: str, value: str | None) -> None:
+    value = (value or "").strip()
     command, _, names_text = value.partition(",")
     command = command.strip().lower()
     names_text = names_text.strip()
@@ -579,7 +579,7 @@ def _flowbits(b: _Builder, o: Option) -> None:
     b.flowbits.append(FlowbitOp(command, names))  # type: ignore[arg-type]
 
 
-def _noalert(b: _Builder, o: Option) -> None:
+def _noalert(b: _Builder, name: str, value: str | None) -> None:
     b.noalert = True
 
 
@@ -601,72 +601,72 @@ def number_check(text: str, keyword: str) -> NumberCheck:
         raise RuleError("malformed rule", f"{keyword}:{text[:40]}") from None
 
 
-def _dsize(b: _Builder, o: Option) -> None:
+def _dsize(b: _Builder, name: str, value: str | None) -> None:
     if b.dsize is not None:
         raise RuleError("malformed rule", "dsize given twice")
-    b.dsize = number_check(o.value or "", "dsize")
+    b.dsize = number_check(value or "", "dsize")
 
 
-def _bsize(b: _Builder, o: Option) -> None:
+def _bsize(b: _Builder, name: str, value: str | None) -> None:
     if b.sticky == PAYLOAD:
         raise RuleError("malformed rule", "bsize needs a sticky buffer")
-    b.sizes[b.sticky_key] = number_check(o.value or "", "bsize")
+    b.sizes[b.sticky_key] = number_check(value or "", "bsize")
 
 
-def _urilen(b: _Builder, o: Option) -> None:
-    value, _, mode = (o.value or "").partition(",")
+def _urilen(b: _Builder, name: str, value: str | None) -> None:
+    size_text, _, mode = (value or "").partition(",")
     mode = mode.strip() or "norm"
     if mode not in ("norm", "raw"):
-        raise RuleError("malformed rule", f"urilen:{o.value}")
+        raise RuleError("malformed rule", f"urilen:{value}")
     buffer = "http.uri" if mode == "norm" else "http.uri.raw"
     b.use_buffer(buffer)
-    b.sizes[(buffer, ())] = number_check(value, "urilen")
+    b.sizes[(buffer, ())] = number_check(size_text, "urilen")
 
 
-def _icmp(b: _Builder, o: Option) -> None:
-    check = number_check(o.value or "", o.name)
-    if o.name == "itype":
+def _icmp(b: _Builder, name: str, value: str | None) -> None:
+    check = number_check(value or "", name)
+    if name == "itype":
         b.icmp_type = check
     else:
         b.icmp_code = check
 
 
-def _flags(b: _Builder, o: Option) -> None:
-    value = (o.value or "").strip().replace(" ", "")
+def _flags(b: _Builder, name: str, value: str | None) -> None:
+    value = (value or "").strip().replace(" ", "")
     if not value or any(c not in _TCP_FLAG_CHARS for c in value.upper()):
         raise RuleError("malformed rule", f"flags:{value[:40]}")
     b.tcp_flags = value
 
 
-def _threshold_fields(o: Option) -> dict[str, str]:
+def _threshold_fields(value: str | None) -> dict[str, str]:
     fields: dict[str, str] = {}
-    for item in (o.value or "").split(","):
-        key, _, value = item.strip().partition(" ")
-        fields[key.strip().lower()] = value.strip().lower()
+    for item in (value or "").split(","):
+        key, _, setting = item.strip().partition(" ")
+        fields[key.strip().lower()] = setting.strip().lower()
     return fields
 
 
-def _threshold(b: _Builder, o: Option) -> None:
-    fields = _threshold_fields(o)
-    kind = fields.get("type", "detection_filter" if o.name == "detection_filter" else "")
+def _threshold(b: _Builder, name: str, value: str | None) -> None:
+    fields = _threshold_fields(value)
+    kind = fields.get("type", "detection_filter" if name == "detection_filter" else "")
     track = fields.get("track", "")
     if (kind not in ("limit", "threshold", "both", "detection_filter")
             or track not in ("by_src", "by_dst", "by_rule", "by_both", "by_flow")
             or not fields.get("count", "").isdigit() or not fields.get("seconds", "").isdigit()):
-        raise RuleError("malformed rule", f"{o.name}:{(o.value or '')[:60]}")
+        raise RuleError("malformed rule", f"{name}:{(value or '')[:60]}")
     threshold = Threshold(kind, track, int(fields["count"]), int(fields["seconds"]))  # type: ignore[arg-type]
-    if o.name == "detection_filter":
+    if name == "detection_filter":
         b.detection_filter = threshold
     else:
         b.threshold = threshold
 
 
-def _ignore(b: _Builder, o: Option) -> None:
+def _ignore(b: _Builder, name: str, value: str | None) -> None:
     # sid was read before the other options, so every error can name it.
     pass
 
 
-_HANDLERS: dict[str, Callable[[_Builder, Option], None]] = {
+_HANDLERS: dict[str, Callable[[_Builder, str, str | None], None]] = {
     "msg": _msg,
     "sid": _ignore,
     "rev": _rev,

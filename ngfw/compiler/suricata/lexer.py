@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import NamedTuple
 
 
 class RuleError(Exception):
@@ -29,10 +28,9 @@ class RawRule:
     line: int  # first physical line of the rule, 1-based
 
 
-class Option(NamedTuple):
-    # A tuple, not a dataclass: ET Open has 345,000 of them and construction cost shows.
-    name: str
-    value: str | None  # None for bare keywords such as `nocase`
+# (name, value): value is None for bare keywords such as `nocase`. A plain tuple, not a
+# class: ET Open has 345,000 options and constructing anything richer shows in load time.
+Option = tuple[str, str | None]
 
 
 def read_rules(text: str) -> Iterator[RawRule]:
@@ -111,8 +109,7 @@ def split_options(body: str) -> list[Option]:
     if _ALL_OPTIONS.fullmatch(body) is None:
         _raise_at_bad_option(body)
     # findall runs in C: ET Open has 345,000 options and a Python loop over them shows.
-    return [Option(name.lower(), value.rstrip() if colon else None)
-            for name, colon, value in _OPTION.findall(body)]
+    return [(name.lower(), value.rstrip() if colon else None) for name, colon, value in _OPTION.findall(body)]
 
 
 def _raise_at_bad_option(body: str) -> None:
