@@ -12,6 +12,7 @@ import pytest
 
 from ngfw.compiler.rules_cli import parse_variables, rules_check
 from ngfw.compiler.suricata import hscheck
+from ngfw.compiler.suricata.buffers import PCRE_BUFFER_FLAGS, STICKY_BUFFERS
 from ngfw.compiler.suricata import (
     PAYLOAD,
     CompiledSignature,
@@ -594,3 +595,15 @@ def test_rules_cli_main(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out.startswith("loaded 18 of 18 rules (100.0%)")
     with pytest.raises(SystemExit):
         main([str(FIXTURES / "mixed.rules"), "--var", "HOME_NET"])
+
+
+@pytest.mark.parametrize("keyword", sorted(STICKY_BUFFERS))
+def test_every_sticky_buffer_keyword_loads(tmp_path: Path, keyword: str) -> None:
+    rule = one(tmp_path, f'{keyword}; content:"x";', "alert ip any any -> any any")
+    assert [b.buffer for b in rule.buffers] == [STICKY_BUFFERS[keyword]]
+
+
+@pytest.mark.parametrize(("flag", "buffer"), sorted(PCRE_BUFFER_FLAGS.items()))
+def test_every_pcre_buffer_flag(tmp_path: Path, flag: str, buffer: str) -> None:
+    rule = one(tmp_path, f'pcre:"/x/{flag}";', "alert http any any -> any any")
+    assert [b.buffer for b in rule.buffers] == [buffer]
