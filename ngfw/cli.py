@@ -90,6 +90,16 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--policy", metavar="PATH", help="policy to decide flows with (default: allow everything)")
     rp.add_argument("--json", action="store_true", help="one JSON object per line")
 
+    rules = sub.add_parser("rules", help="threat signatures (Suricata rule syntax)")
+    rules_sub = rules.add_subparsers(dest="rules_command", required=True)
+    check_rules = rules_sub.add_parser("check", help="load rule files, print loaded/skipped counts by reason")
+    # declared here, not imported from the rule compiler: every `ngfw` command would pay for its import
+    check_rules.add_argument("files", nargs="+", metavar="FILE", help="Suricata rule files")
+    check_rules.add_argument("--json", action="store_true", help='print {"loaded": N, "skipped": M, "reasons": {...}}')
+    check_rules.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
+                             help="set a rule variable, e.g. HOME_NET=[10.0.0.0/8] (repeatable)")
+    check_rules.add_argument("--verbose", "-v", action="store_true", help="list every skipped rule with file, line, sid")
+
     apps = sub.add_parser("apps", help="list the applications App-ID knows (the catalogue in rules/apps/)")
     apps.add_argument("--json", action="store_true")
 
@@ -218,7 +228,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command in ("apps", "replay", "schema", "policy"):
+    if args.command in ("apps", "replay", "schema", "policy", "rules"):
         import signal
 
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `ngfw replay ... | head` ends quietly
@@ -240,6 +250,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_replay(args)
     if args.command == "apps":
         return cmd_apps(args)
+    if args.command == "rules":
+        from ngfw.compiler.rules_cli import rules_check
+
+        return rules_check(args.files, args.json, args.var, verbose=args.verbose)
     if args.command == "schema":
         from ngfw.model.schema import json_schema
 
