@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="payload packets after which an unidentified flow is decided (8)")
     dp.add_argument("--appid-buffers", type=int, default=1024, metavar="N",
                     help="flows classified at once with reassembly buffers, 10 KB each (1024)")
+    dp.add_argument("--tx-thread", action="store_true",
+                    help="flush the TX rings from a second thread: the kernel's work for the receiving side then "
+                         "overlaps with the packet loop (more throughput, about +60 us latency)")
     dp.add_argument("--idle-spin-us", type=float, default=200.0, metavar="US",
                     help="keep polling the rings this long after the last frame before sleeping (200; 0 sleeps at "
                          "once: less CPU, more latency)")
@@ -121,7 +124,8 @@ def cmd_dataplane(args: argparse.Namespace) -> int:
         dp = Dataplane(plan, policy_path=args.policy, eve_path=args.eve, flow_capacity=args.flow_capacity,
                        timeouts=dict(args.timeout), idle_spin_us=args.idle_spin_us,
                        appid=dict(appid_budget=args.appid_budget, appid_max_pkts=args.appid_max_pkts,
-                                  appid_slots=args.appid_buffers))
+                                  appid_slots=args.appid_buffers),
+                       tx_thread=args.tx_thread)
         if args.policy:
             dp.load_file()
     except (PortError, FastpathMissing, ValueError) as exc:

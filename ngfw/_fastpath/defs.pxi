@@ -86,6 +86,7 @@ cdef extern from "fp_sys.h" nogil:
     int poll(pollfd *fds, unsigned long nfds, int timeout)
     uint16_t htons(uint16_t v)
     int sched_yield()
+    int usleep(unsigned int usec)
 
 # --- drop reasons: one counter each; names are the `reason` label of ngfw_drops_total ---
 cdef enum:

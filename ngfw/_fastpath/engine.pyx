@@ -682,6 +682,17 @@ cdef class Engine:
             adopt_tables(self.e)
             ngfw_store_u32(&self.e.running, 0)
 
+    def use_tx_thread(self) -> None:
+        """Flush TX rings from a second thread (`run_tx`) instead of the packet loop."""
+        cdef uint32_t i
+        for i in range(self.e.n_ports):
+            self.e.ports[i].tx_async = 1
+
+    def run_tx(self) -> None:
+        """The TX flushing thread's body (see `use_tx_thread`); returns after `stop()`."""
+        with nogil:
+            run_tx_loop(self.e)
+
     def stop(self) -> None:
         ngfw_store_u32(&self.e.stop, 1)
 

@@ -33,6 +33,8 @@ ctypedef struct port_t:
     uint64_t tx_packets
     uint64_t tx_bytes
     uint64_t tx_errors
+    uint32_t tx_async       # a separate thread flushes the TX ring (its send() runs the downstream path)
+    uint32_t tx_wanted      # set by the loop, taken by that thread
     # PORT_MEM: transmitted frames kept as [u32 length][bytes]... for Python to take
     uint8_t *mem_buf
     uint32_t mem_cap
@@ -146,7 +148,7 @@ cdef bint port_tx(port_t *port, const uint8_t *frame, uint32_t len, const pkt_t 
             port.tx_head = 0
         port.tx_pending += 1
         if port.tx_pending >= TX_KICK_BATCH:
-            ring_kick(port)
+            port_flush(port)
     elif port.kind == PORT_TAP:
         if fix != NULL:
             # a TAP write needs its own buffer to fix the checksum in
@@ -176,4 +178,9 @@ cdef bint port_tx(port_t *port, const uint8_t *frame, uint32_t len, const pkt_t 
 
 cdef inline void port_flush(port_t *port) noexcept nogil:
     if port.kind == PORT_RING:
-        ring_kick(port)
+        if port.tx_async:
+            if port.tx_pending:
+                port.tx_pending = 0
+                ngfw_store_u32(&port.tx_wanted, 1)
+        else:
+            ring_kick(port)

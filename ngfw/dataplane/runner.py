@@ -57,12 +57,14 @@ class Dataplane:
     def __init__(self, plan: PortPlan, policy_path: str | None = None, eve_path: str | None = None,
                  flow_capacity: int = 262144, timeouts: dict[str, float] | None = None,
                  drain_interval: float = 0.1, idle_spin_us: float = 200.0,
-                 appid: dict[str, int] | None = None) -> None:
+                 appid: dict[str, int] | None = None, tx_thread: bool = False) -> None:
         fp = engine_module()
         self.fp = fp
         self.engine = fp.Engine(flow_capacity=flow_capacity, timeouts=timeouts or {}, idle_spin_us=idle_spin_us,
                                 **(appid or {}))
         self.plan = plan
+        self.tx_thread = tx_thread  # flush TX rings from a second thread: more throughput, more latency
+        self._tx_thread: threading.Thread | None = None
         self.policy_path = policy_path
         self.policy: CompiledPolicy | None = None
         self.generations: OrderedDict[int, CompiledPolicy] = OrderedDict()
@@ -207,6 +209,10 @@ class Dataplane:
 
     # ---- running
     def start(self) -> None:
+        if self.tx_thread:
+            self.engine.use_tx_thread()
+            self._tx_thread = threading.Thread(target=self.engine.run_tx, name="ngfw-tx", daemon=True)
+            self._tx_thread.start()
         self._loop_thread = threading.Thread(target=self.engine.run, name="ngfw-fastpath", daemon=True)
         self._loop_thread.start()
         self._drain_thread = threading.Thread(target=self._drain_forever, name="ngfw-events", daemon=True)
@@ -234,6 +240,8 @@ class Dataplane:
         self.engine.stop()
         if self._loop_thread is not None:
             self._loop_thread.join(timeout=5)
+        if self._tx_thread is not None:
+            self._tx_thread.join(timeout=5)
         if self._drain_thread is not None:
             self._drain_thread.join(timeout=5)
         self.drain()
