@@ -687,7 +687,6 @@ cdef class Engine:
         cdef uint32_t i
         for i in range(self.e.n_ports):
             self.e.ports[i].tx_async = 1
-            self.e.ports[i].tx_thread_awake = &self.e.tx_thread_awake
 
     def run_tx(self) -> None:
         """The TX flushing thread's body (see `use_tx_thread`); returns after `stop()`."""

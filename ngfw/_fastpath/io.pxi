@@ -10,7 +10,6 @@ cdef enum:
 cdef enum:
     MAX_PORTS = 64
     TX_KICK_BATCH = 64
-    TX_WAKE_BURST = 8     # frames in one flush that make the loop wake the flushing thread
     SCRATCH_LEN = 65536 + 64
 
 ctypedef struct port_t:
@@ -36,7 +35,6 @@ ctypedef struct port_t:
     uint64_t tx_errors
     uint32_t tx_async       # a separate thread flushes the TX ring (its send() runs the downstream path)
     uint32_t tx_wanted      # set by the loop, taken by that thread
-    uint32_t *tx_thread_awake  # the engine's flag: that thread is polling, not sleeping
     # PORT_MEM: transmitted frames kept as [u32 length][bytes]... for Python to take
     uint8_t *mem_buf
     uint32_t mem_cap
@@ -181,15 +179,8 @@ cdef bint port_tx(port_t *port, const uint8_t *frame, uint32_t len, const pkt_t 
 cdef inline void port_flush(port_t *port) noexcept nogil:
     if port.kind == PORT_RING:
         if port.tx_async:
-            # the flushing thread takes over while it is awake (under load); otherwise flush here and
-            # wake it only for a burst, so one frame (a ping) does not wait for its wake-up
             if port.tx_pending:
-                if ngfw_load_u32(port.tx_thread_awake):
-                    port.tx_pending = 0
-                    ngfw_store_u32(&port.tx_wanted, 1)
-                else:
-                    if port.tx_pending >= TX_WAKE_BURST:
-                        ngfw_store_u32(&port.tx_wanted, 1)
-                    ring_kick(port)
+                port.tx_pending = 0
+                ngfw_store_u32(&port.tx_wanted, 1)
         else:
             ring_kick(port)

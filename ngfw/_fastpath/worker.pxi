@@ -49,7 +49,6 @@ ctypedef struct engine_t:
     uint32_t appid_max_pkts      # payload packets after which an unidentified flow is decided anyway
     uint32_t appid_budget        # payload packets a flow waiting for its app may pass before that
     uint64_t app_cuts            # flows cut once their app was known
-    uint32_t tx_thread_awake     # the TX-flush thread is polling (see port_flush)
     uint8_t cls_scratch[SCRATCH_MAX]
     uint8_t scratch[SCRATCH_LEN]
     uint8_t response[RESPONSE_MAX]
@@ -526,9 +525,7 @@ cdef void run_tx_loop(engine_t *e) noexcept nogil:
         now = ngfw_now_ns()
         if busy:
             last_busy = now
-            ngfw_store_u32(&e.tx_thread_awake, 1)
-        elif now - last_busy < 1000000:
+        elif now - last_busy < e.idle_spin_ns + 1000000:
             sched_yield()
         else:
-            ngfw_store_u32(&e.tx_thread_awake, 0)   # the loop flushes by itself until the next burst
-            usleep(1000)   # while asleep the loop flushes inline; waking late only delays the hand-over
+            usleep(50)
