@@ -22,8 +22,27 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -q
     apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-# the lab starts its own nginx/sshd/dnsmasq in namespaces; the host's copies stay off
-for unit in nginx ssh dnsmasq; do
+# Suricata 7, the baseline the parity tool and the benchmark compare with, comes from
+# bookworm-backports (bookworm itself ships 6.0); the source is added only when none names it.
+if ! grep -rqs '^[^#]*bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    cat > /etc/apt/sources.list.d/bookworm-backports.sources <<'SOURCES'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SOURCES
+    apt-get update -q
+fi
+if ! suricata -V 2>/dev/null | grep -q 'version 7\.'; then
+    echo "deploy/install.sh: installing suricata 7 from bookworm-backports"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends -t bookworm-backports suricata \
+        || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends -t bookworm-backports suricata; }
+fi
+
+# the lab starts its own nginx/sshd/dnsmasq in namespaces and the baselines their own suricata;
+# the host's copies stay off
+for unit in nginx ssh dnsmasq suricata; do
     systemctl disable --now "$unit" >/dev/null 2>&1 || true
 done
 
