@@ -20,6 +20,7 @@ def pkg_config(*args: str, lib: str = "libhs") -> list[str]:
             "libhs": "libhs (Hyperscan) not found through pkg-config; install libhyperscan-dev "
             "(or libvectorscan-dev off x86)",
             "libcrypto": "libcrypto (OpenSSL) not found through pkg-config; install libssl-dev",
+            "libpcre2-8": "libpcre2-8 (PCRE2) not found through pkg-config; install libpcre2-dev",
         }[lib]
         sys.exit(f"ngfw build: {hint} and pkg-config: {exc}")
     return shlex.split(out)
@@ -30,6 +31,9 @@ libs = pkg_config("--libs")
 # App-ID decrypts QUIC Initial packets with libcrypto (Debian libssl-dev)
 cflags += pkg_config("--cflags", lib="libcrypto")
 libs += pkg_config("--libs", lib="libcrypto")
+# threat inspection verifies `pcre` with PCRE2, as Suricata does (Debian libpcre2-dev)
+cflags += pkg_config("--cflags", lib="libpcre2-8")
+libs += pkg_config("--libs", lib="libpcre2-8")
 
 
 def fastpath_extension(name: str, source: str) -> Extension:
@@ -49,7 +53,7 @@ extensions = [
     fastpath_extension("ngfw._fastpath.parsers", "ngfw/_fastpath/parsers.pyx"),
 ]
 
-print("ngfw build: Accelerated (Cython fastpath + libhs + libcrypto " + " ".join(libs) + ")", file=sys.stderr)
+print("ngfw build: Accelerated (Cython fastpath + libhs + libcrypto + libpcre2 " + " ".join(libs) + ")", file=sys.stderr)
 setup(
     ext_modules=cythonize(
         extensions,

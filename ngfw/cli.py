@@ -92,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("files", nargs="+", metavar="FILE")
     rp.add_argument("--policy", metavar="PATH", help="policy to decide flows with (default: allow everything)")
     rp.add_argument("--json", action="store_true", help="one JSON object per line")
+    rp.add_argument("--rules", action="append", default=[], metavar="[NAME=]PATH",
+                    help="inspect every flow with these Suricata rules (file or directory; repeatable) and "
+                         "print alert records next to flow records")
+    rp.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
+                    help="set a rule variable, e.g. HOME_NET=[10.0.0.0/8] (repeatable)")
 
     rules = sub.add_parser("rules", help="threat signatures (Suricata rule syntax)")
     rules_sub = rules.add_subparsers(dest="rules_command", required=True)
@@ -208,9 +213,28 @@ def cmd_replay(args: argparse.Namespace) -> int:
         except PolicyError as exc:
             print(f"ngfw replay: policy {args.policy} refused:\n{exc}", file=sys.stderr)
             return 1
+    signatures = None
+    if args.rules:
+        from ngfw.compiler.catalogue import load_catalogue
+        from ngfw.compiler.rules_cli import parse_variables
+        from ngfw.dataplane.threats import RulesError, load_signature_sets, parse_rules_arg
+
+        try:
+            signatures = load_signature_sets([parse_rules_arg(r) for r in args.rules], parse_variables(args.var),
+                                             policy.catalogue if policy is not None else load_catalogue())
+        except (RulesError, ValueError) as exc:
+            print(f"ngfw replay: rules refused: {exc}", file=sys.stderr)
+            return 1
+        except FastpathMissing as exc:
+            print(f"ngfw replay: {exc}", file=sys.stderr)
+            return 1
+        print(f"ngfw replay: {signatures.summary()}", file=sys.stderr)
     try:
-        replayer = Replayer(policy)
+        replayer = Replayer(policy, signatures=signatures)
     except FastpathMissing as exc:
+        print(f"ngfw replay: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:   # a profile names a signature set that was not given
         print(f"ngfw replay: {exc}", file=sys.stderr)
         return 1
     out = sys.stdout

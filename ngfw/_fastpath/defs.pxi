@@ -1,5 +1,5 @@
 # Shared C declarations of the fastpath: system glue, packet and drop-reason vocabulary.
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int16_t, int32_t, int64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int16_t, int32_t, int64_t, UINT32_MAX
 from libc.string cimport memcpy, memset, memcmp
 from libc.stdlib cimport calloc, malloc, free
 
@@ -124,7 +124,8 @@ cdef enum:
     R_FRAG_TABLE_FULL = 31
     R_NO_POLICY = 32
     R_ICMP_ERROR_NO_FLOW = 33
-    R_COUNT = 34
+    R_THREAT = 34
+    R_COUNT = 35
 
 DROP_REASONS = (
     "none", "empty_frame", "truncated_ethernet", "truncated_vlan", "unknown_ethertype", "truncated_arp",
@@ -133,6 +134,7 @@ DROP_REASONS = (
     "fragment_tiny", "fragment_without_first", "spoofed_ip", "spoofed_mac", "wrong_port", "no_workload",
     "policy_deny", "policy_reject", "policy_default_deny", "tcp_not_syn", "flow_table_full",
     "cut_by_policy", "hairpin", "tx_ring_full", "fragment_table_full", "no_policy", "icmp_error_without_flow",
+    "threat",
 )
 
 # process_frame's rx_status flag (beside the kernel's TP_STATUS_* bits) for a capture record cut short

@@ -13,6 +13,7 @@ include "app_parsers.pxi"
 include "decode.pxi"
 include "idmap.pxi"
 include "appid_types.pxi"
+include "inspect_defs.pxi"
 include "policy.pxi"
 include "identity.pxi"
 include "flow.pxi"
@@ -22,7 +23,11 @@ include "io.pxi"
 include "switch.pxi"
 include "worker.pxi"
 include "appid.pxi"
+include "inspect_match.pxi"
+include "inspect_buffers.pxi"
+include "inspect.pxi"
 include "source_pcap.pxi"
+include "inspect_tables.pxi"
 
 import ipaddress
 import os
@@ -136,16 +141,43 @@ cdef class Tables:
     cdef readonly object policy
     cdef readonly double build_seconds
     cdef readonly list app_names
+    cdef readonly InspectTables inspect
 
     def __cinit__(self):
         memset(&self.t, 0, sizeof(tables_t))
 
-    def __init__(self, policy, port_index=None):
+    def __init__(self, policy, port_index=None, InspectTables inspect=None):
         port_index = port_index or {}
         started = time.perf_counter()
         self.policy = policy
         self._build(policy, port_index)
+        self._build_profiles(policy, inspect)
         self.build_seconds = time.perf_counter() - started
+
+    cdef _build_profiles(self, policy, InspectTables inspect):
+        """Threat profiles of the policy against the signature sets of `inspect`."""
+        cdef tables_t *t = &self.t
+        cdef uint32_t i
+        profiles = tuple(getattr(policy, "profiles", ()) or ())
+        self.inspect = inspect
+        t.inspect = &inspect.T if inspect is not None else NULL
+        t.n_profiles = len(profiles)
+        t.profiles = <iprofile_t *>calloc(len(profiles) + 1, sizeof(iprofile_t))
+        if t.profiles == NULL:
+            raise MemoryError("not enough memory for the threat profiles")
+        known = inspect.set_names if inspect is not None else []
+        for i, prof in enumerate(profiles):
+            mask = 0
+            for name in (prof.signature_sets or known):
+                if name not in known:
+                    raise ValueError(f"threat profile {prof.name} names signature set {name!r}, which the dataplane "
+                                     f"does not have (it has: {', '.join(known) or 'none; start it with --rules'})")
+                mask |= 1 << known.index(name)
+            t.profiles[i].set_mask = mask
+            t.profiles[i].action_override = {"as-written": 0, "alert": 1, "drop": 2}[prof.action]
+            t.profiles[i].depth = prof.depth
+        for i, rule in enumerate(policy.rules):
+            t.rules[i].profile = getattr(rule, "profile", -1)
 
     cdef _build(self, policy, dict port_index):
         cdef tables_t *t = &self.t
@@ -455,7 +487,7 @@ cdef class Tables:
         idmap_free(&a.port_children)
         free(self.t.rules); free(self.t.bits); free(self.t.cidrs); free(self.t.svcs)
         free(self.t.wl_vsys); free(self.t.wl_port); free(self.t.cand_off); free(self.t.cand_len)
-        free(self.t.cand); free(self.t.rule_hits); free(self.t.default_hits)
+        free(self.t.cand); free(self.t.rule_hits); free(self.t.default_hits); free(self.t.profiles)
         idmap_free(&self.t.wl_by_mac)
         idmap_free(&self.t.wl_by_ip)
 
@@ -476,10 +508,12 @@ cdef class Engine:
     cdef readonly double wall_offset
     cdef dict kernel_drops   # port index -> drops reported by PACKET_STATISTICS so far
     cdef list app_names      # app id -> name, of the catalogue in force
+    cdef dict rulesets       # InspectTables id -> InspectTables, for alert events
 
     def __cinit__(self, uint32_t flow_capacity=262144, dict timeouts=None, uint32_t event_capacity=65536,
                   uint32_t burst=64, double idle_spin_us=200.0, bint replay=False, int unmanaged_vsys=-1,
-                  uint32_t appid_slots=1024, uint32_t appid_max_pkts=8, uint32_t appid_budget=8):
+                  uint32_t appid_slots=1024, uint32_t appid_max_pkts=8, uint32_t appid_budget=8,
+                  inspect_slots=None):
         cdef uint32_t i
         self.e = <engine_t *>calloc(1, sizeof(engine_t))
         if self.e == NULL:
@@ -505,6 +539,18 @@ cdef class Engine:
             raise MemoryError("not enough memory for App-ID buffers")
         if appid_max_pkts < 1 or appid_budget < 1:
             raise ValueError("appid_max_pkts and appid_budget must be at least 1")
+        self.e.ins = <insws_t *>calloc(1, sizeof(insws_t))
+        if self.e.ins == NULL or inspool_init(&self.e.ins.pool, flow_capacity if inspect_slots is None else inspect_slots) < 0:
+            raise MemoryError("not enough memory for the inspection state")
+        self.e.ins.md = pcre2_match_data_create(32, NULL)
+        self.e.ins.mctx = pcre2_match_context_create(NULL)
+        self.e.ins.thr = <ithrent_t *>calloc(THR_SLOTS, sizeof(ithrent_t))
+        if self.e.ins.md == NULL or self.e.ins.mctx == NULL or self.e.ins.thr == NULL:
+            raise MemoryError("not enough memory for the inspection state")
+        # Suricata's default pcre limits: a hostile payload cannot make a regex run away
+        pcre2_set_match_limit(self.e.ins.mctx, 3500)
+        pcre2_set_depth_limit(self.e.ins.mctx, 1500)
+        self.rulesets = {}
         self.e.appid_max_pkts = appid_max_pkts
         self.e.appid_budget = appid_budget
         # replay: mid-stream TCP, identity by IP, every flow logged, capture timestamps as the clock
@@ -543,6 +589,17 @@ cdef class Engine:
             free(self.e.hostpool.next_free)
             free(self.e.macs)
             free(self.e.frags)
+            if self.e.ins != NULL:
+                for i in range(self.e.flows.mask + 1 if self.e.flows.slots != NULL else 0):
+                    if self.e.flows.slots[i].used:
+                        inspect_flow_end(self.e, &self.e.flows.slots[i])
+                free(self.e.ins.pool.slots)
+                free(self.e.ins.thr)
+                if self.e.ins.md != NULL:
+                    pcre2_match_data_free(self.e.ins.md)
+                if self.e.ins.mctx != NULL:
+                    pcre2_match_context_free(self.e.ins.mctx)
+                free(self.e.ins)
             free(self.e)
             self.e = NULL
 
@@ -654,6 +711,10 @@ cdef class Engine:
         """Swap in a new policy generation; returns once the loop uses it (or at once when stopped)."""
         cdef double deadline
         self.app_names = tables.app_names
+        if tables.inspect is not None:
+            self.rulesets[tables.inspect.id] = tables.inspect
+            while len(self.rulesets) > 8:
+                del self.rulesets[next(iter(self.rulesets))]
         if not ngfw_load_u32(&self.e.running):
             self.e.tables = &tables.t
             self.current = tables
@@ -760,7 +821,24 @@ cdef class Engine:
             "events_lost": self.e.events.lost,
             "app_cuts": self.e.app_cuts,
             "appid_buffers_exhausted": self.e.cls.exhausted,
+            "inspect": self.inspect_stats(),
         }
+
+    def inspect_stats(self) -> dict:
+        """Threat inspection counters; `alerts` is {(vsys index or -1, severity, blocked): count}."""
+        cdef insws_t *ws = self.e.ins
+        cdef uint32_t v, s, b
+        alerts = {}
+        for v in range(1024):
+            for s in range(4):
+                for b in range(2):
+                    if ws.alerts[v][s][b]:
+                        alerts[(<int>v - 1, s + 1, bool(b))] = ws.alerts[v][s][b]
+        return {"alerts": alerts, "flows_inspected": ws.flows_inspected, "flows_blocked": ws.blocked_flows,
+                "bytes_inspected": ws.bytes_inspected, "depth_reached": ws.depth_reached,
+                "out_of_order": ws.out_of_order, "overlaps": ws.overlaps,
+                "fragments_dropped": ws.fragments_dropped, "candidates_overflow": ws.cand_overflow,
+                "state_exhausted": ws.pool.exhausted}
 
     cdef uint64_t _kernel_drops(self, uint32_t i):
         # PACKET_STATISTICS resets on every read, so the total is kept here
@@ -788,6 +866,18 @@ cdef class Engine:
         return out
 
     cdef dict _event_dict(self, event_t *ev):
+        d = self._flow_event_dict(ev)
+        if ev.type == EV_ALERT:
+            d["event"] = "alert"
+            d["ruleset"] = ev.ruleset
+            d["sig"] = ev.sig
+            d["blocked"] = bool(ev.alert_blocked)
+            d["pkt_to_client"] = bool(ev.pkt_to_client)
+            ruleset = self.rulesets.get(ev.ruleset)
+            d["signature"] = ruleset.rules[ev.sig] if ruleset is not None and ev.sig < len(ruleset.rules) else None
+        return d
+
+    cdef dict _flow_event_dict(self, event_t *ev):
         return {
             "event": "flow" if ev.type == EV_FLOW else "drop",
             "flow_id": ev.flow_id,

@@ -5,6 +5,7 @@
 cdef enum:
     EV_FLOW = 1    # a flow ended (timeout, close, cut, shutdown)
     EV_DROP = 2    # a new flow was denied or rejected
+    EV_ALERT = 3   # a signature matched a packet of the flow
 
 cdef enum:
     END_TIMEOUT = 0
@@ -44,6 +45,10 @@ ctypedef struct event_t:
     uint8_t app_conf
     uint8_t app_pkts
     uint8_t host_len
+    uint8_t alert_blocked   # EV_ALERT: the packet (and flow) was dropped
+    uint8_t pkt_to_client   # EV_ALERT: the matching packet went server -> client
+    uint32_t sig            # EV_ALERT: rule index in the rule set
+    uint32_t ruleset        # EV_ALERT: InspectTables id
     char host[HOST_MAX]
 
 ctypedef struct evring_t:

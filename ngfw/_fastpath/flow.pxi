@@ -66,6 +66,10 @@ ctypedef struct flow_t:
     uint8_t app_wait       # the verdict waits for the app (a rule names applications)
     int32_t cls            # classification buffers while classifying, -1 none
     int32_t host           # host name (SNI, Host, DNS query) in the host pool, -1 none
+    # threat inspection
+    int32_t insp           # inspection state in the engine's pool, -1 none
+    int16_t profile        # threat profile of the deciding rule, -1: not inspected
+    uint8_t threat         # a signature blocked the flow: A_DENY (drop) or A_REJECT
 
 ctypedef struct flowtable_t:
     flow_t *slots

@@ -24,3 +24,16 @@ cdef extern from "hs.h" nogil:
     int hs_deserialize_database(const char *bytes, const size_t length, hs_database_t **db)
     int hs_scan(const hs_database_t *db, const char *data, unsigned int length, unsigned int flags,
                 hs_scratch_t *scratch, match_event_handler onEvent, void *context)
+    # streaming mode: matches carry across the TCP segments of one direction
+    ctypedef struct hs_stream_t:
+        pass
+    int hs_open_stream(const hs_database_t *db, unsigned int flags, hs_stream_t **stream)
+    int hs_scan_stream(hs_stream_t *id, const char *data, unsigned int length, unsigned int flags,
+                       hs_scratch_t *scratch, match_event_handler onEvent, void *ctxt)
+    int hs_close_stream(hs_stream_t *id, hs_scratch_t *scratch, match_event_handler onEvent, void *ctxt)
+    int hs_stream_size(const hs_database_t *database, size_t *stream_size)
+    int hs_compile_lit_multi(const char *const *expressions, const unsigned int *flags, const unsigned int *ids,
+                             const size_t *lens, unsigned int elements, unsigned int mode,
+                             const hs_platform_info_t *platform, hs_database_t **db, hs_compile_error_t **error)
+    int HS_FLAG_CASELESS
+    int HS_SCAN_TERMINATED

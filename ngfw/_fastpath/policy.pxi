@@ -29,6 +29,7 @@ ctypedef struct rule_t:
     uint32_t nsvc      # 0: any service
     int32_t app_bits   # word offset of the rule's application bitmap in tables_t.bits, -1: any app
     uint8_t app_default  # services: [application-default]: the identified app's own ports
+    int16_t profile      # threat profile (`inspect:`), index into tables_t.profiles; -1 none
 
 # Everything a policy generation needs on the hot path; built by `Tables`, swapped atomically.
 ctypedef struct tables_t:
@@ -53,6 +54,9 @@ ctypedef struct tables_t:
     uint64_t *default_hits   # per vsys
     uint32_t app_words       # words of one application bitmap
     apptables_t apps
+    instables_t *inspect     # the rule set flows with a profile are inspected with (NULL: none)
+    iprofile_t *profiles
+    uint32_t n_profiles
 
 cdef inline bint side_match(const tables_t *t, uint8_t any, int32_t bits, uint32_t coff, uint32_t n,
                             int32_t wl, const ip128_t *ip, bint v6) noexcept nogil:

@@ -49,6 +49,7 @@ ctypedef struct engine_t:
     uint32_t appid_max_pkts      # payload packets after which an unidentified flow is decided anyway
     uint32_t appid_budget        # payload packets a flow waiting for its app may pass before that
     uint64_t app_cuts            # flows cut once their app was known
+    insws_t *ins                 # threat inspection workspace
     uint8_t cls_scratch[SCRATCH_MAX]
     uint8_t scratch[SCRATCH_LEN]
     uint8_t response[RESPONSE_MAX]
@@ -133,6 +134,7 @@ cdef frag_entry_t *frag_find(engine_t *e, const pkt_t *p, bint create, uint64_t 
 cdef void flow_end(engine_t *e, flow_t *f, uint8_t reason) noexcept nogil:
     cdef event_t *ev
     appid_flow_end(e, e.tables, f)
+    inspect_flow_end(e, f)
     if f.log:
         ev = evring_claim(&e.events)
         if ev != NULL:
@@ -169,6 +171,13 @@ cdef void flow_decide(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, int32
     f.vsys = <int16_t>d.vsys
     f.rule = d.rule
     f.rule_ingress = d.rule_ingress
+    # the threat profile: the source vsys' rule names it, else the destination's
+    f.profile = -1
+    if d.action == A_ALLOW:
+        if d.rule >= 0 and t.rules[d.rule].profile >= 0:
+            f.profile = t.rules[d.rule].profile
+        elif d.rule_ingress >= 0 and t.rules[d.rule_ingress].profile >= 0:
+            f.profile = t.rules[d.rule_ingress].profile
     f.src_wl = src_wl
     f.dst_wl = dst_wl
     f.generation = t.generation
@@ -183,6 +192,7 @@ cdef void flow_start(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bint p
     f.ts_last = now
     f.cls = -1
     f.host = -1
+    f.insp = -1
     if p.proto != P_TCP and p.proto != P_UDP and t.apps.ipproto_app[p.proto]:
         f.app = t.apps.ipproto_app[p.proto]   # an IP protocol is its own application (icmp, ospf, ...)
         f.app_state = APPST_DONE
@@ -264,6 +274,7 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
     cdef frag_entry_t *fr
     cdef decision_t d
     cdef uint8_t old_action
+    cdef int r
     cdef const pkt_t *fix = NULL
     port.rx_packets += 1
     port.rx_bytes += len
@@ -384,7 +395,24 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
             if not app_verdict(e, t, f, &p, to_server, src_wl, dst_wl, in_port):
                 return
 
-    # 6. verdict
+    # 6. threat inspection (flows whose rule names a profile); a blocked flow stays blocked
+    if f.threat:
+        count_drop(e, R_THREAT)
+        if f.threat == A_REJECT and p.proto == P_TCP:
+            respond_reject(e, in_port, &p)
+        return
+    if f.profile >= 0 and f.action == A_ALLOW:
+        r = inspect_packet(e, t, f, &p, to_server, now)
+        if r != A_ALLOW:
+            count_drop(e, R_THREAT)
+            if r == A_REJECT:
+                # RST both ways: to the sender, and onward in place of the dropped packet
+                respond_reject(e, in_port, &p)
+                if p.proto == P_TCP:
+                    respond_reset_peer(e, f, &p, to_server, in_port)
+            return
+
+    # 7. verdict
     if f.action != A_ALLOW:
         if f.cut:
             count_drop(e, R_CUT_BY_POLICY)
@@ -395,7 +423,7 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
         if f.action == A_REJECT:
             respond_reject(e, in_port, &p)
         return
-    # 7. forward
+    # 8. forward
     forward(e, in_port, data, len, fix, now)
 
 cdef void sweep_flows(engine_t *e, uint64_t now) noexcept nogil:

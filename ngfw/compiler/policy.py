@@ -19,6 +19,7 @@ from ngfw.compiler.tables import (
     Action,
     AddressSet,
     CompiledPolicy,
+    CompiledProfile,
     CompiledRule,
     CompiledWorkload,
     IPNetwork,
@@ -34,6 +35,7 @@ from ngfw.model.resources import (
     Resource,
     Rule,
     SecurityPolicy,
+    ThreatProfile,
     VirtualSystem,
     Workload,
     dump,
@@ -87,6 +89,24 @@ def compile_resources(
         catalogue = load_catalogue()  # the shipped one: applications are named in rules and logs
     rules: list[CompiledRule] = []
     app_problems: list[str] = []
+    profiles: list[CompiledProfile] = []
+    profile_index: dict[tuple[str, str], int] = {}
+
+    def profile_of(rule: Rule, vsys: str) -> int:
+        if rule.inspect is None:
+            return -1
+        key = (vsys, rule.inspect)
+        if key not in profile_index:
+            found = next((r for r in items if isinstance(r, ThreatProfile) and r.metadata.vsys == vsys
+                          and r.metadata.name == rule.inspect), None)
+            if found is None:   # `default` without a resource of that name: every set, as written
+                profiles.append(CompiledProfile(rule.inspect, vsys_index[vsys]))
+            else:
+                profiles.append(CompiledProfile(rule.inspect, vsys_index[vsys], tuple(found.spec.signatures),
+                                                found.spec.action, found.spec.depth))
+            profile_index[key] = len(profiles) - 1
+        return profile_index[key]
+
     for vsys in vsys_names:
         for loaded_policy in (x for x in loaded if isinstance(x.resource, SecurityPolicy)
                               and x.resource.metadata.vsys == vsys):
@@ -94,7 +114,8 @@ def compile_resources(
             assert isinstance(policy, SecurityPolicy)
             for number, rule in enumerate(policy.spec.rules):
                 apps = _applications(rule, catalogue, loaded_policy, number, app_problems)
-                rules.append(_compile_rule(rule, vsys, vsys_index[vsys], workload_index, groups, apps))
+                rules.append(_compile_rule(rule, vsys, vsys_index[vsys], workload_index, groups, apps,
+                                           profile_of(rule, vsys)))
     if app_problems:
         raise PolicyError(app_problems)
 
@@ -107,6 +128,7 @@ def compile_resources(
         rules=tuple(rules),
         sources=sources,
         catalogue=catalogue,
+        profiles=tuple(profiles),
     )
 
 
@@ -177,6 +199,7 @@ def _compile_rule(
     workload_index: dict[tuple[str, str], int],
     groups: dict[tuple[str, str], frozenset[int]],
     apps: frozenset[int] = frozenset(),
+    profile: int = -1,
 ) -> CompiledRule:
     app_default = "application-default" in rule.services
     return CompiledRule(
@@ -189,6 +212,7 @@ def _compile_rule(
         log=rule.log,
         apps=apps,
         app_default=app_default,
+        profile=profile,
     )
 
 

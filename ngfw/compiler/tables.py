@@ -69,6 +69,19 @@ class CompiledRule:
     log: bool = False
     apps: frozenset[int] = frozenset()  # catalogue app ids; empty: any application
     app_default: bool = False  # services: [application-default]: the identified app's default ports
+    profile: int = -1  # index into CompiledPolicy.profiles (`inspect:`); -1: not inspected
+
+
+@dataclass(frozen=True)
+class CompiledProfile:
+    """A threat profile: signature sets by name (empty: every set the dataplane has), an action
+    override (`as-written`, `alert`, `drop`) and the inspection depth per direction in bytes."""
+
+    name: str
+    vsys: int
+    signature_sets: tuple[str, ...] = ()
+    action: str = "as-written"
+    depth: int = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -97,6 +110,7 @@ class CompiledPolicy:
     rules: tuple[CompiledRule, ...]
     sources: tuple[str, ...] = field(default=())  # files the policy came from
     catalogue: Any = None  # ngfw.compiler.apps.Catalogue the rules' app ids refer to (None: no App-ID)
+    profiles: tuple[CompiledProfile, ...] = ()  # threat profiles rules name (`inspect:`)
 
     def rule_name(self, index: int) -> str:
         return self.rules[index].name if 0 <= index < len(self.rules) else "default-deny"

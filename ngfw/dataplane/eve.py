@@ -24,6 +24,16 @@ def eve_timestamp(epoch: float) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f+0000")
 
 
+def alert_fields(event: dict[str, Any]) -> dict[str, Any]:
+    """EVE's `alert` object for an alert event (Suricata's field names and values)."""
+    sig = event["signature"]
+    if sig is None:   # the rule set was replaced long ago; the numbers are all that is left
+        return {"signature_id": None, "gid": None, "rev": None, "signature": None, "category": None,
+                "severity": None, "action": "blocked" if event["blocked"] else "allowed"}
+    return {"action": "blocked" if event["blocked"] else "allowed", "gid": sig.gid, "signature_id": sig.sid,
+            "rev": sig.rev, "signature": sig.msg, "category": sig.category, "severity": sig.severity}
+
+
 def eve_record(event: dict[str, Any], policy: CompiledPolicy | None) -> dict[str, Any]:
     """One EVE record for a fastpath event (`Engine.drain_events` / `Engine.flows` shape)."""
     def wl(index: int) -> str | None:
@@ -37,23 +47,25 @@ def eve_record(event: dict[str, Any], policy: CompiledPolicy | None) -> dict[str
     else:
         rule = policy.rule_name(rule_index) if policy is not None else None
     proto = PROTO_NAMES.get(event["proto"], str(event["proto"]))
+    # an alert names the packet's own source and destination (Suricata's habit)
+    src, dst = ("dest", "src") if event.get("pkt_to_client") else ("src", "dest")
     record: dict[str, Any] = {
-        "timestamp": eve_timestamp(event["end"] if event["event"] == "flow" else event["start"]),
+        "timestamp": eve_timestamp(event["start"] if event["event"] == "drop" else event["end"]),
         "flow_id": event["flow_id"],
         "in_iface": event["in_port"],
         "event_type": event["event"],
-        "src_ip": event["src_ip"],
-        "src_port": event["src_port"],
-        "dest_ip": event["dest_ip"],
-        "dest_port": event["dest_port"],
+        "src_ip": event[f"{src}_ip"],
+        "src_port": event[f"{src}_port"],
+        "dest_ip": event[f"{dst}_ip"],
+        "dest_port": event[f"{dst}_port"],
         "proto": proto,
     }
     if event.get("vlan"):
         record["vlan"] = [event["vlan"]]
     record.update({
         "vsys": policy.vsys_name(event["vsys"]) or None if policy is not None else None,
-        "src_vm": wl(event["src_wl"]),
-        "dest_vm": wl(event["dst_wl"]),
+        "src_vm": wl(event["src_wl" if src == "src" else "dst_wl"]),
+        "dest_vm": wl(event["dst_wl" if src == "src" else "src_wl"]),
         "rule": rule,
         "action": event["action"],
         "policy_version": event["generation"],
@@ -77,6 +89,8 @@ def eve_record(event: dict[str, Any], policy: CompiledPolicy | None) -> dict[str
         }
         if proto == "TCP":
             record["tcp"] = {"state": event["tcp_state"]}
+    elif event["event"] == "alert":
+        record["alert"] = alert_fields(event)
     else:
         record["drop"] = {"reason": event["drop_reason"]}
     return record

@@ -14,21 +14,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ngfw.compiler.tables import Action, AddressSet, CompiledPolicy, CompiledRule
+from ngfw.compiler.tables import Action, AddressSet, CompiledPolicy, CompiledProfile, CompiledRule
 from ngfw.dataplane.appnames import port_guess, split_app
-from ngfw.dataplane.eve import DEFAULT_RULE, PROTO_NAMES, eve_timestamp
+from ngfw.dataplane.eve import DEFAULT_RULE, PROTO_NAMES, alert_fields, eve_timestamp
 from ngfw.dataplane.fastpath import engine_module
 
 REPLAY_VSYS = "default"
 
 
-def allow_all_policy() -> CompiledPolicy:
-    """The policy of a replay without --policy: one vsys that allows everything (and decides unmanaged flows)."""
+def allow_all_policy(inspect: bool = False) -> CompiledPolicy:
+    """The policy of a replay without --policy: one vsys that allows everything (and decides unmanaged
+    flows); with `inspect`, every flow is inspected with every signature, actions as written."""
     from ngfw.compiler.catalogue import load_catalogue
 
-    rule = CompiledRule("allow-all", 0, AddressSet(any=True), AddressSet(any=True), (), Action.ALLOW, True)
+    rule = CompiledRule("allow-all", 0, AddressSet(any=True), AddressSet(any=True), (), Action.ALLOW, True,
+                        profile=0 if inspect else -1)
+    profiles = (CompiledProfile("default", 0),) if inspect else ()
     return CompiledPolicy(version=1, digest="", vsys=(REPLAY_VSYS,), workloads=(), rules=(rule,),
-                          catalogue=load_catalogue())
+                          catalogue=load_catalogue(), profiles=profiles)
 
 
 @dataclass
@@ -41,13 +44,17 @@ class FileProblem:
 
 
 class Replayer:
-    def __init__(self, policy: CompiledPolicy | None = None, flow_capacity: int = 262144) -> None:
+    def __init__(self, policy: CompiledPolicy | None = None, flow_capacity: int = 262144,
+                 signatures: Any = None) -> None:
+        """`signatures`: a rule set (`threats.SignatureSets`) to inspect flows with; without a
+        policy every flow is inspected with all of it."""
         self.fp = engine_module()
-        self.policy = policy or allow_all_policy()
+        self.policy = policy or allow_all_policy(inspect=signatures is not None)
         # without a policy every flow is decided by the built-in allow-all vsys
         self.unmanaged_vsys = 0 if policy is None else -1
         self.flow_capacity = flow_capacity
-        self.tables = self.fp.Tables(self.policy, {})
+        self.signatures = signatures
+        self.tables = self.fp.Tables(self.policy, {}, signatures.inspect if signatures is not None else None)
         self.problems: list[FileProblem] = []
 
     def replay(self, paths: list[str]) -> Iterator[dict[str, Any]]:
@@ -89,14 +96,39 @@ class Replayer:
         engine.end_all_flows()
         events: list[dict[str, Any]] = []
         while batch := engine.drain_events(65536):
-            events.extend(e for e in batch if e["event"] == "flow")
+            events.extend(e for e in batch if e["event"] in ("flow", "alert"))
         lost = engine.stats()["events_lost"]
         if lost:
             self.problems.append(FileProblem(path, f"{lost} flow records were lost: the capture has more flows "
                                                    "than one pass can hold (split it)"))
-        events.sort(key=lambda e: (e["start"], e["flow_id"]))
+        # flows in order of their first packet, each flow's alerts in order right after it
+        first_seen = {e["flow_id"]: e["start"] for e in events if e["event"] == "flow"}
+        events.sort(key=lambda e: (first_seen.get(e["flow_id"], e["start"]), e["flow_id"], e["event"] == "alert",
+                                   e["end"]))
         name = os.path.basename(path)
-        return [self.record(e, name) for e in events]
+        return [self.record(e, name) if e["event"] == "flow" else self.alert_record(e, name) for e in events]
+
+    def alert_record(self, event: dict[str, Any], pcap_file: str) -> dict[str, Any]:
+        """An EVE-shaped alert: the packet's own source and destination, the signature, the flow's app."""
+        policy = self.policy
+        src, dst = ("dest", "src") if event["pkt_to_client"] else ("src", "dest")
+        app_proto, _ = split_app(policy.catalogue, event.get("app_proto"))
+        return {
+            "event_type": "alert",
+            "pcap_file": pcap_file,
+            "flow_id": event["flow_id"],
+            "timestamp": eve_timestamp(event["end"]),
+            "src_ip": event[f"{src}_ip"],
+            "src_port": event[f"{src}_port"],
+            "dest_ip": event[f"{dst}_ip"],
+            "dest_port": event[f"{dst}_port"],
+            "proto": PROTO_NAMES.get(event["proto"], str(event["proto"])),
+            "app_proto": app_proto,
+            "vsys": policy.vsys_name(event["vsys"]) or None,
+            "src_vm": policy.workload_name(event["src_wl" if src == "src" else "dst_wl"]) or None,
+            "dest_vm": policy.workload_name(event["dst_wl" if src == "src" else "src_wl"]) or None,
+            "alert": alert_fields(event),
+        }
 
     def record(self, event: dict[str, Any], pcap_file: str) -> dict[str, Any]:
         policy = self.policy
@@ -104,6 +136,7 @@ class Replayer:
         catalogue = policy.catalogue
         app_proto, app = split_app(catalogue, event.get("app_proto"))
         return {
+            "event_type": "flow",
             "pcap_file": pcap_file,
             "flow_id": event["flow_id"],
             "timestamp": eve_timestamp(event["start"]),
@@ -136,6 +169,12 @@ def format_table(records: list[dict[str, Any]]) -> list[str]:
     """A readable line per flow (without --json)."""
     lines = []
     for r in records:
+        if r.get("event_type") == "alert":
+            a = r["alert"]
+            lines.append(f"{r['pcap_file']:<28} ALERT [{a['gid']}:{a['signature_id']}:{a['rev']}] {a['signature']} "
+                         f"[{a['category'] or '-'}] [severity {a['severity']}] {r['src_ip']}:{r['src_port']} -> "
+                         f"{r['dest_ip']}:{r['dest_port']} {a['action']}")
+            continue
         src = f"{r['src_ip']}:{r['src_port']}"
         dst = f"{r['dest_ip']}:{r['dest_port']}"
         host = f" {r['app_host']}" if r.get("app_host") else ""

@@ -153,7 +153,11 @@ class Rule(_Strict):
     )
     action: Literal["allow", "deny", "reject"]
     log: bool = False
-    inspect: str | None = Field(None, description="Inspection profile; accepted and stored, not enforced yet.")
+    inspect: str | None = Field(
+        None,
+        description="Threat profile (a ThreatProfile of the rule's vsys, or `default`: every signature set, "
+        "actions as written) that inspects the flows this rule allows.",
+    )
     description: str | None = None
 
     @field_validator("services")
@@ -188,13 +192,42 @@ class SecurityPolicy(_Strict):
     spec: SecurityPolicySpec
 
 
-Resource = VirtualSystem | Workload | Group | SecurityPolicy
+DEFAULT_INSPECT_DEPTH = 1 << 20  # bytes per direction, Suricata's default stream depth
 
-KINDS: dict[str, type[VirtualSystem] | type[Workload] | type[Group] | type[SecurityPolicy]] = {
+
+class ThreatProfileSpec(_Strict):
+    signatures: list[str] = Field(
+        default_factory=list,
+        description="Signature sets (names given to the dataplane's --rules NAME=PATH); empty: all of them.",
+    )
+    action: Literal["as-written", "alert", "drop"] = Field(
+        "as-written",
+        description="`as-written`: each signature's own action; `alert`: audit mode, nothing is blocked; "
+        "`drop`: alert signatures block too.",
+    )
+    depth: int = Field(
+        DEFAULT_INSPECT_DEPTH, ge=0, le=1 << 31,
+        description="Bytes of each direction of a flow inspected; later bytes pass uninspected (counted).",
+    )
+
+
+class ThreatProfile(_Strict):
+    """Which signatures inspect the flows of a rule that names this profile (`inspect: NAME`), and how."""
+
+    api_version: Literal["ngfw/v1"] = Field(alias="apiVersion")
+    kind: Literal["ThreatProfile"]
+    metadata: VsysMetadata
+    spec: ThreatProfileSpec = Field(default_factory=ThreatProfileSpec)
+
+
+Resource = VirtualSystem | Workload | Group | SecurityPolicy | ThreatProfile
+
+KINDS: dict[str, type[VirtualSystem] | type[Workload] | type[Group] | type[SecurityPolicy] | type[ThreatProfile]] = {
     "VirtualSystem": VirtualSystem,
     "Workload": Workload,
     "Group": Group,
     "SecurityPolicy": SecurityPolicy,
+    "ThreatProfile": ThreatProfile,
 }
 
 

@@ -160,3 +160,7 @@ class _Checker:
                         why = self._missing(kind, vsys, ref.value)
                         if why:
                             self.problems.append(loaded.problem(f"spec.rules[{r}].{side}[{i}]", f"{item}: {why}"))
+            if rule.inspect is not None and rule.inspect != "default":
+                why = self._missing("ThreatProfile", vsys, rule.inspect)
+                if why:
+                    self.problems.append(loaded.problem(f"spec.rules[{r}].inspect", why))

@@ -527,7 +527,8 @@ def _pcre(b: _Builder, name: str, value: str | None) -> None:
     if key[0] != PAYLOAD and b.sticky == PAYLOAD:
         # Re-check in block mode: sticky buffers are scanned whole, not streamed.
         parsed = patterns.parse_pcre(value, stream=False)
-    b.add(key, PcreMatch(parsed.source, parsed.hs_expression, parsed.hs_flags, parsed.negated, parsed.relative))
+    b.add(key, PcreMatch(parsed.source, parsed.hs_expression, parsed.hs_flags, parsed.negated, parsed.relative,
+                             parsed.options))
 
 
 def _transform(b: _Builder, name: str, value: str | None) -> None:

@@ -142,10 +142,11 @@ class PcreMatch:
     """
 
     source: str
-    hs_expression: str
+    hs_expression: str | None  # None when Hyperscan cannot express it; the engine verifies with PCRE2
     hs_flags: int
     negated: bool = False
     relative: bool = False
+    options: str = ""  # PCRE modifiers as written (`i`, `s`, `R`, `U`, ...)
 
 
 @dataclass(frozen=True)

@@ -70,11 +70,12 @@ def literal_expression(pattern: bytes) -> str:
 @dataclass(frozen=True)
 class ParsedPcre:
     source: str
-    hs_expression: str
+    hs_expression: str | None  # None: Hyperscan cannot express it (the engine's PCRE2 still can)
     hs_flags: int
     negated: bool
     relative: bool
     buffer: str | None  # from a buffer flag such as /U, else None
+    options: str = ""  # the modifiers as written after the closing slash
 
 
 def parse_pcre(value: str | None, stream: bool) -> ParsedPcre:
@@ -120,8 +121,7 @@ def parse_pcre(value: str | None, stream: bool) -> ParsedPcre:
             # reports; B (rawbytes) and O (match-limit override) do not apply to Hyperscan.
             pass
         elif flag == "E":
-            if "$" in regex:
-                raise RuleError("unsupported pcre flag", "E (dollar end-only)")
+            pass   # PCRE2_DOLLAR_ENDONLY in the engine
         elif flag in PCRE_BUFFER_FLAGS:
             if buffer is not None and buffer != PCRE_BUFFER_FLAGS[flag]:
                 raise RuleError("bad pcre", f"conflicting buffer flags {flags_text!r}")
@@ -133,9 +133,16 @@ def parse_pcre(value: str | None, stream: bool) -> ParsedPcre:
         # In extended mode a trailing `# comment` would swallow the closing parenthesis;
         # a newline ends the comment and is itself ignored there.
         body = f"\\A(?:{body}{chr(10) if prefix else ''})"
-    expression = prefix + body
-    hs_flags = _checked(expression, hs_flags, stream)
-    return ParsedPcre(regex, expression, hs_flags, negated, relative, buffer)
+    expression: str | None = prefix + body
+    try:
+        hs_flags = _checked(expression, hs_flags, stream)
+    except RuleError as exc:
+        # back-references, lookarounds and the like: the engine verifies candidates with PCRE2,
+        # as Suricata does, so only a regex neither can read is refused
+        if not exc.reason.startswith("pcre unsupported by Hyperscan"):
+            raise
+        expression = None
+    return ParsedPcre(regex, expression, hs_flags, negated, relative, buffer, flags_text)
 
 
 def _ascii_expression(regex: str) -> str:

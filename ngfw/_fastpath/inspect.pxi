@@ -1,0 +1,556 @@
+# Stage 6, threat inspection: Suricata-syntax signatures on Hyperscan. Per packet of a flow whose
+# policy rule names a threat profile:
+#   1. TCP payload goes through the direction's Hyperscan *stream* (matches span segments); other
+#      payloads through a block-mode database; sticky buffers (HTTP, DNS, TLS, SSH) through theirs.
+#   2. Every prefilter hit makes its rules candidates; rules without a fast pattern are always
+#      candidates. Candidates are verified here, in C, for everything else they ask.
+#   3. A match applies flowbits, passes thresholds, then alerts, drops (the flow is blocked from
+#      then on), rejects (RST both ways) or passes (no more inspection of the flow).
+# TCP: the first copy of every byte is the one inspected (and the only one forwarded in order);
+# a segment beyond a hole is held back by dropping it inline (the sender retransmits it in order).
+
+cdef int inspool_init(inspool_t *p, uint32_t n) noexcept nogil:
+    p.n = n
+    p.exhausted = 0
+    p.never_used = 0
+    p.free_head = -1
+    p.slots = <inspslot_t *>malloc(<size_t>n * sizeof(inspslot_t)) if n else NULL
+    return -1 if n and p.slots == NULL else 0
+
+cdef int32_t inspool_take(inspool_t *p) noexcept nogil:
+    cdef int32_t i = p.free_head
+    if i < 0:
+        if p.never_used >= p.n:
+            p.exhausted += 1
+            return -1
+        i = <int32_t>p.never_used
+        p.never_used += 1
+    else:
+        p.free_head = p.slots[i].next_free
+    memset(&p.slots[i], 0, <size_t>(&p.slots[i].tail[0][0] - <uint8_t *>&p.slots[i]))
+    return i
+
+cdef void insp_close_streams(inspslot_t *s) noexcept nogil:
+    cdef int d
+    for d in range(2):
+        if s.stream[d] != NULL:
+            hs_close_stream(s.stream[d], NULL, NULL, NULL)
+            s.stream[d] = NULL
+
+cdef void inspect_flow_end(engine_t *e, flow_t *f) noexcept nogil:
+    cdef inspool_t *p
+    if f.insp < 0 or e.ins == NULL:
+        return
+    p = &e.ins.pool
+    insp_close_streams(&p.slots[f.insp])
+    p.slots[f.insp].next_free = p.free_head
+    p.free_head = f.insp
+    f.insp = -1
+
+# ---------------------------------------------------------------- candidates
+
+ctypedef struct hitctx_t:
+    insws_t *ws
+    const instables_t *T
+    const idb_t *db
+
+cdef inline void add_candidate(insws_t *ws, const instables_t *T, uint32_t r) noexcept nogil:
+    if r >= T.n_rules or T.stamp[r] == ws.stamp_now:
+        return
+    T.stamp[r] = ws.stamp_now
+    if ws.n_cand >= CAND_MAX:
+        ws.cand_overflow += 1
+        return
+    ws.cand[ws.n_cand].rule = r
+    ws.cand[ws.n_cand].rank = T.rules[r].rank
+    ws.n_cand += 1
+
+cdef int on_prefilter_hit(unsigned int id, unsigned long long frm, unsigned long long to, unsigned int flags,
+                          void *ctx) noexcept nogil:
+    cdef hitctx_t *h = <hitctx_t *>ctx
+    cdef uint32_t i
+    if id >= h.db.n_pats:
+        return 0
+    for i in range(h.db.pat_n[id]):
+        add_candidate(h.ws, h.T, h.T.pat_rules[h.db.pat_off[id] + i])
+    return 0
+
+cdef inline void scan_block(insws_t *ws, const instables_t *T, const idb_t *db, const uint8_t *d, uint32_t n) noexcept nogil:
+    cdef hitctx_t h
+    if db.db == NULL or n == 0:
+        return
+    h.ws = ws; h.T = T; h.db = db
+    hs_scan(db.db, <const char *>d, n, 0, T.scratch, on_prefilter_hit, &h)
+
+# ---------------------------------------------------------------- rule checks
+
+cdef inline bint ip_in(const instables_t *T, uint32_t off, uint32_t n, const ip128_t *ip, bint v6) noexcept nogil:
+    cdef uint64_t hi = __builtin_bswap64(ip.hi)
+    cdef uint64_t lo = __builtin_bswap64(ip.lo)
+    cdef uint32_t i
+    cdef const irange_t *r
+    if not v6:
+        lo &= 0xffffffffull
+    for i in range(n):
+        r = &T.ranges[off + i]
+        if r.v6 != v6:
+            continue
+        if v6:
+            if (hi > r.lo_hi or (hi == r.lo_hi and lo >= r.lo_lo)) and (hi < r.hi_hi or (hi == r.hi_hi and lo <= r.hi_lo)):
+                return True
+        elif r.lo_lo <= lo <= r.hi_lo:
+            return True
+    return False
+
+cdef inline bint port_in(const instables_t *T, uint32_t off, uint32_t n, uint16_t port) noexcept nogil:
+    cdef uint32_t i
+    for i in range(n):
+        if T.ports[off + i].lo <= port <= T.ports[off + i].hi:
+            return True
+    return False
+
+cdef inline bint header_side(const instables_t *T, const irule_t *r, const ip128_t *sip, uint16_t sport,
+                             const ip128_t *dip, uint16_t dport, bint v6, bint has_ports) noexcept nogil:
+    if not r.src_any and not ip_in(T, r.src_off, r.src_n, sip, v6):
+        return False
+    if not r.dst_any and not ip_in(T, r.dst_off, r.dst_n, dip, v6):
+        return False
+    if has_ports:
+        if not r.sport_any and not port_in(T, r.sport_off, r.sport_n, sport):
+            return False
+        if not r.dport_any and not port_in(T, r.dport_off, r.dport_n, dport):
+            return False
+    elif not r.sport_any or not r.dport_any:
+        return False
+    return True
+
+cdef inline bint flowbit_isset(const inspslot_t *s, uint16_t bit) noexcept nogil:
+    cdef uint32_t i
+    for i in range(s.n_bits):
+        if s.bits[i] == bit:
+            return True
+    return False
+
+cdef void flowbit_change(inspslot_t *s, uint16_t bit, uint8_t cmd) noexcept nogil:
+    cdef uint32_t i
+    for i in range(s.n_bits):
+        if s.bits[i] == bit:
+            if cmd == FB_UNSET or cmd == FB_TOGGLE:
+                s.n_bits -= 1
+                s.bits[i] = s.bits[s.n_bits]
+            return
+    if (cmd == FB_SET or cmd == FB_TOGGLE) and s.n_bits < FLOWBITS_MAX:
+        s.bits[s.n_bits] = bit
+        s.n_bits += 1
+
+cdef bint flowbits_hold(const instables_t *T, const irule_t *r, const inspslot_t *s) noexcept nogil:
+    cdef uint32_t i, j
+    cdef const ifbop_t *op
+    cdef bint any_set
+    for i in range(r.fb_n):
+        op = &T.fbops[r.fb_off + i]
+        if op.cmd != FB_ISSET and op.cmd != FB_ISNOTSET:
+            continue
+        any_set = False
+        for j in range(op.n):
+            if flowbit_isset(s, T.fb_ids[op.off + j]):
+                any_set = True
+                break
+        if op.cmd == FB_ISSET and not any_set:
+            return False
+        if op.cmd == FB_ISNOTSET:
+            # isnotset a|b: true when any of them is not set
+            if op.n == 1 and any_set:
+                return False
+            if op.n > 1:
+                any_set = True
+                for j in range(op.n):
+                    if not flowbit_isset(s, T.fb_ids[op.off + j]):
+                        any_set = False
+                        break
+                if any_set:
+                    return False
+    return True
+
+cdef inline bint tcp_flags_ok(const irule_t *r, uint8_t flags) noexcept nogil:
+    cdef uint8_t f = flags & ~r.flags_ignore
+    if r.flags_mode == 0:
+        return True
+    if r.flags_mode == 1:
+        return f == r.flags_want
+    if r.flags_mode == 2:
+        return (f & r.flags_want) == r.flags_want
+    if r.flags_mode == 3:
+        return (f & r.flags_want) != 0
+    return (f & r.flags_want) == 0
+
+cdef bint rule_header_ok(engine_t *e, tables_t *t, const instables_t *T, const irule_t *r, const flow_t *f,
+                         const pkt_t *p, bint to_server, const inspslot_t *s) noexcept nogil:
+    if r.transport != 0:
+        if r.transport == 255:
+            if p.proto != P_TCP and p.proto != P_UDP:
+                return False
+        elif r.transport == P_ICMP:
+            if p.proto != P_ICMP and p.proto != P_ICMPV6:
+                return False
+        elif r.transport != p.proto:
+            return False
+    if r.flow_dir == 1 and not to_server:
+        return False
+    if r.flow_dir == 2 and to_server:
+        return False
+    if r.flow_state == 1 or r.flow_state == 2:
+        if p.proto == P_TCP:
+            if (r.flow_state == 1) != (TCP_ESTABLISHED <= f.tcp_state <= TCP_CLOSING and f.pkts[0] > 0 and f.pkts[1] > 0):
+                return False
+        elif (r.flow_state == 1) != (f.pkts[0] > 0 and f.pkts[1] > 0):
+            return False
+    if r.frag_mode == 1 and not p.is_frag:
+        return False
+    if r.frag_mode == 2 and p.is_frag:
+        return False
+    if r.app:
+        if f.app_state != APPST_DONE or not app_descends(&t.apps, f.app, r.app):
+            return False
+    if r.dsize.op != NC_NONE and not num_ok(&r.dsize, p.payload_len):
+        return False
+    if r.itype.op != NC_NONE and (not (p.proto == P_ICMP or p.proto == P_ICMPV6) or not num_ok(&r.itype, p.icmp_type)):
+        return False
+    if r.icode.op != NC_NONE and (not (p.proto == P_ICMP or p.proto == P_ICMPV6) or not num_ok(&r.icode, p.icmp_code)):
+        return False
+    if r.flags_mode and (p.proto != P_TCP or not tcp_flags_ok(r, p.tcp_flags)):
+        return False
+    if not header_side(T, r, &p.src_ip, p.sport, &p.dst_ip, p.dport, p.is_v6, p.has_ports and p.proto != P_ICMP and p.proto != P_ICMPV6):
+        if not r.both_dirs or not header_side(T, r, &p.dst_ip, p.dport, &p.src_ip, p.sport, p.is_v6,
+                                              p.has_ports and p.proto != P_ICMP and p.proto != P_ICMPV6):
+            return False
+    if r.fb_n and not flowbits_hold(T, r, s):
+        return False
+    return True
+
+# ---------------------------------------------------------------- buffers of a rule
+
+cdef bint slot_buffer(insws_t *ws, const instables_t *T, uint32_t slot, const uint8_t **out, uint32_t *n) noexcept nogil:
+    cdef uint32_t base = T.slot_base[slot]
+    cdef uint32_t m
+    if ws.slot_ready[slot] == 0:
+        ws.slot_ready[slot] = 2
+        if ws.bs.have[base]:
+            m = apply_transforms(ws, ws.bs.ptr[base], ws.bs.len[base], T.slot_xf[slot], &ws.slot_ptr[slot])
+            if m != UINT32_MAX:
+                ws.slot_len[slot] = m
+                ws.slot_ready[slot] = 1
+    if ws.slot_ready[slot] != 1:
+        return False
+    out[0] = ws.slot_ptr[slot]
+    n[0] = ws.slot_len[slot]
+    return True
+
+cdef bint rule_buffers_ok(insws_t *ws, const instables_t *T, const irule_t *r, inspslot_t *s, uint8_t dir,
+                          bint tcp) noexcept nogil:
+    cdef uint32_t i
+    cdef const ibuf_t *b
+    cdef const uint8_t *d
+    cdef uint32_t n
+    for i in range(r.buf_n):
+        b = &T.bufs[r.buf_off + i]
+        if not slot_buffer(ws, T, b.slot, &d, &n):
+            return False
+        if b.size.op != NC_NONE and not num_ok(&b.size, n):
+            return False
+        ws.recursion = 0
+        if match_items(ws, T, T.items, b.item_off, b.item_off + b.item_n, d, n, 0):
+            continue
+        # the payload of a TCP stream: a match may span the previous segment's last bytes
+        if not (tcp and T.slot_base[b.slot] == B_PAYLOAD and T.slot_xf[b.slot][0] == XF_NONE and s.tail_len[dir]):
+            return False
+        if r.has_abs and not ws.win_from_start:
+            return False
+        if not ws.win_ready:
+            memcpy(ws.win, s.tail[dir], s.tail_len[dir])
+            memcpy(ws.win + s.tail_len[dir], d, n)
+            ws.win_len = s.tail_len[dir] + n
+            ws.win_ready = 1
+        ws.recursion = 0
+        if not match_items(ws, T, T.items, b.item_off, b.item_off + b.item_n, ws.win, ws.win_len, 0):
+            return False
+    return True
+
+# ---------------------------------------------------------------- thresholds
+
+cdef bint threshold_passes(insws_t *ws, const instables_t *T, uint32_t rid, const ithr_t *th, const flow_t *f,
+                           const pkt_t *p, uint64_t now) noexcept nogil:
+    """Suricata's threshold / detection_filter: True when this match may alert."""
+    cdef uint64_t khi = 0, klo = 0
+    cdef uint32_t slot, k
+    cdef ithrent_t *en
+    cdef ithrent_t *victim = NULL
+    if th.track == TK_SRC:
+        khi = p.src_ip.hi; klo = p.src_ip.lo
+    elif th.track == TK_DST:
+        khi = p.dst_ip.hi; klo = p.dst_ip.lo
+    elif th.track == TK_BOTH:
+        khi = p.src_ip.hi ^ ngfw_mix64(p.dst_ip.hi); klo = p.src_ip.lo ^ ngfw_mix64(p.dst_ip.lo)
+    elif th.track == TK_FLOW:
+        klo = f.flow_id
+    slot = <uint32_t>ngfw_mix64(klo ^ ngfw_mix64(khi ^ ((<uint64_t>rid << 32) | T.id))) & (THR_SLOTS - 1)
+    en = NULL
+    for k in range(8):
+        victim = &ws.thr[(slot + k) & (THR_SLOTS - 1)]
+        if victim.used and victim.rule_id == rid and victim.ruleset == T.id and victim.key_hi == khi and victim.key_lo == klo:
+            en = victim
+            break
+        if not victim.used:
+            break
+    if en == NULL:
+        # a new key: take a free slot or the first probed one (old entries give way)
+        en = victim if victim != NULL and not victim.used else &ws.thr[slot]
+        en.used = 1
+        en.rule_id = rid
+        en.ruleset = T.id
+        en.key_hi = khi
+        en.key_lo = klo
+        en.count = 0
+        en.window_start = now
+    if now - en.window_start > <uint64_t>th.seconds * 1000000000ull:
+        en.window_start = now
+        en.count = 0
+    en.count += 1
+    if th.kind == TH_LIMIT:
+        return en.count <= th.count
+    if th.kind == TH_THRESHOLD:
+        if en.count >= th.count:
+            en.count = 0
+            return True
+        return False
+    if th.kind == TH_BOTH:
+        return en.count == th.count
+    return en.count > th.count   # detection_filter
+
+# ---------------------------------------------------------------- the stage
+
+cdef void emit_alert(engine_t *e, const instables_t *T, const flow_t *f, uint32_t rid, bint to_server,
+                     uint8_t blocked) noexcept nogil:
+    cdef event_t *ev = evring_claim(&e.events)
+    if ev == NULL:
+        return
+    event_from_flow(ev, f, EV_ALERT)
+    event_host(e, ev, f)
+    ev.sig = rid
+    ev.ruleset = T.id
+    ev.alert_blocked = blocked
+    ev.pkt_to_client = not to_server
+    evring_publish(&e.events)
+
+cdef inline void insort_candidates(insws_t *ws) noexcept nogil:
+    cdef uint32_t i, j
+    cdef icand_t c
+    for i in range(1, ws.n_cand):
+        c = ws.cand[i]
+        j = i
+        while j > 0 and ws.cand[j - 1].rank > c.rank:
+            ws.cand[j] = ws.cand[j - 1]
+            j -= 1
+        ws.cand[j] = c
+
+cdef uint32_t tcp_new_bytes(engine_t *e, insws_t *ws, inspslot_t *s, uint8_t dir, const pkt_t *p,
+                            uint32_t *skip) noexcept nogil:
+    """How many bytes of this segment are new in its direction's stream (skip: the old ones before
+    them). UINT32_MAX: beyond a hole while inline (the caller drops it)."""
+    cdef uint32_t seq = p.tcp_seq
+    cdef int32_t diff
+    skip[0] = 0
+    if not s.seq_set[dir]:
+        s.seq_set[dir] = 1
+        s.next_seq[dir] = seq
+    diff = <int32_t>(seq - s.next_seq[dir])
+    if diff > 0:
+        ws.out_of_order += 1
+        if not e.tcp_midstream:
+            return UINT32_MAX
+        # a capture with a hole: carry on after it, forgetting the bytes before the hole
+        s.next_seq[dir] = seq
+        s.tail_len[dir] = 0
+        diff = 0
+    if diff < 0:
+        ws.overlaps += 1
+        if <uint32_t>(-diff) >= p.payload_len:
+            return 0
+        skip[0] = <uint32_t>(-diff)
+    s.next_seq[dir] += p.payload_len - skip[0]
+    return p.payload_len - skip[0]
+
+cdef void keep_tail(inspslot_t *s, uint8_t dir, const uint8_t *d, uint32_t n) noexcept nogil:
+    cdef uint32_t keep
+    if n >= TAIL_MAX:
+        memcpy(s.tail[dir], d + n - TAIL_MAX, TAIL_MAX)
+        s.tail_len[dir] = TAIL_MAX
+        return
+    keep = s.tail_len[dir]
+    if keep + n > TAIL_MAX:
+        memmove(s.tail[dir], s.tail[dir] + keep + n - TAIL_MAX, TAIL_MAX - n)
+        keep = TAIL_MAX - n
+    memcpy(s.tail[dir] + keep, d, n)
+    s.tail_len[dir] = keep + n
+
+cdef void fill_app_buffers(insws_t *ws, tables_t *t, const instables_t *T, flow_t *f, inspslot_t *s, uint8_t dir,
+                           const uint8_t *d, uint32_t n, bint tcp) noexcept nogil:
+    cdef bint decided = f.app_state == APPST_DONE
+    cdef bint parsed = False
+    if n == 0:
+        return
+    if not decided or (T.app_http and app_descends(&t.apps, f.app, T.app_http)):
+        if dir == 0:
+            parsed = http_request(ws, s, d, n)
+        else:
+            parsed = http_response(ws, s, d, n)
+        if not parsed:
+            http_body_continues(ws, s, dir, d, n)
+        if parsed or decided:
+            return
+    if dir == 0 and (not decided or (T.app_tls and app_descends(&t.apps, f.app, T.app_tls))) and tcp:
+        if tls_sni_buffer(ws, d, n):
+            return
+    if (not decided or (T.app_dns and app_descends(&t.apps, f.app, T.app_dns))) and dir == 0:
+        if dns_query_buffer(ws, d, n, tcp):
+            return
+    if not decided or (T.app_ssh and app_descends(&t.apps, f.app, T.app_ssh)):
+        ssh_banner_buffers(ws, d, n)
+
+cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bint to_server, uint64_t now) noexcept nogil:
+    """Inspect one packet of an allowed flow; returns the verdict (A_ALLOW, A_DENY or A_REJECT)."""
+    cdef insws_t *ws = e.ins
+    cdef const instables_t *T = t.inspect
+    cdef const iprofile_t *prof
+    cdef inspslot_t *s
+    cdef uint8_t dir = 0 if to_server else 1
+    cdef bint tcp = p.proto == P_TCP
+    cdef const uint8_t *d = p.data + p.payload_off
+    cdef uint32_t n = p.payload_len, skip = 0, i, slot, rid, j, scan_n
+    cdef hitctx_t h
+    cdef const irule_t *r
+    cdef const ifbop_t *op
+    cdef uint8_t action, verdict = A_ALLOW
+    cdef uint8_t blocked
+    cdef int vs
+    if T == NULL or ws == NULL or f.profile < 0 or <uint32_t>f.profile >= t.n_profiles:
+        return A_ALLOW
+    prof = &t.profiles[f.profile]
+    if f.insp < 0:
+        f.insp = inspool_take(&ws.pool)
+        if f.insp < 0:
+            f.profile = -1          # no state left: this flow goes uninspected (counted)
+            return A_ALLOW
+        ws.flows_inspected += 1
+        ws.pool.slots[f.insp].ruleset = T.id
+    s = &ws.pool.slots[f.insp]
+    if s.passed:
+        return A_ALLOW
+    if s.ruleset != T.id:
+        # a new rule set: its databases cannot continue the old streams
+        insp_close_streams(s)
+        s.ruleset = T.id
+        s.tail_len[0] = 0
+        s.tail_len[1] = 0
+        s.n_bits = 0
+    if p.is_frag:
+        if tcp and not e.tcp_midstream:
+            # a TCP segment cut in IP fragments: the later fragments would pass uninspected
+            ws.fragments_dropped += 1
+            return A_DENY
+        if not p.frag_first:
+            return A_ALLOW
+    if n == 0 and T.nopf_n == 0:
+        return A_ALLOW
+    # per-packet workspace
+    ws.stamp_now += 1
+    if ws.stamp_now == 0:
+        memset(T.stamp, 0, T.n_rules * sizeof(uint32_t))
+        ws.stamp_now = 1
+    ws.n_cand = 0
+    ws.norm_used = 0
+    ws.win_ready = 0
+    memset(ws.bs.have, 0, B_COUNT)
+    memset(ws.slot_ready, 0, T.n_slots)
+    if n:
+        if tcp:
+            scan_n = tcp_new_bytes(e, ws, s, dir, p, &skip)
+            if scan_n == UINT32_MAX:
+                return A_DENY
+            if scan_n == 0:
+                return A_ALLOW      # a retransmission: its first copy was inspected
+            d += skip
+            n = scan_n
+            ws.win_from_start = s.inspected[dir] <= s.tail_len[dir]
+            if s.done[dir]:
+                return A_ALLOW
+            if s.inspected[dir] + n >= prof.depth:
+                n = prof.depth - s.inspected[dir] if prof.depth > s.inspected[dir] else 0
+                s.done[dir] = 1
+                ws.depth_reached += 1
+            if n and T.stream_db[dir].db != NULL:
+                if s.stream[dir] == NULL:
+                    hs_open_stream(T.stream_db[dir].db, 0, &s.stream[dir])
+                if s.stream[dir] != NULL:
+                    h.ws = ws; h.T = T; h.db = &T.stream_db[dir]
+                    hs_scan_stream(s.stream[dir], <const char *>d, n, 0, T.scratch, on_prefilter_hit, &h)
+            s.inspected[dir] += n
+        else:
+            ws.win_from_start = True
+            scan_block(ws, T, &T.pkt_db[dir], d, n)
+        ws.bytes_inspected += n
+        bs_set(&ws.bs, B_PAYLOAD, d, n)
+        fill_app_buffers(ws, t, T, f, s, dir, d, n, tcp)
+        for slot in range(T.n_slots):
+            if T.slot_db[slot].db != NULL and ws.bs.have[T.slot_base[slot]] and T.slot_base[slot] != B_PAYLOAD:
+                if slot_buffer(ws, T, slot, &d, &scan_n):
+                    scan_block(ws, T, &T.slot_db[slot], d, scan_n)
+        d = ws.bs.ptr[B_PAYLOAD]
+    else:
+        bs_set(&ws.bs, B_PAYLOAD, d, 0)
+    for i in range(T.nopf_n):
+        add_candidate(ws, T, T.nopf[i])
+    if ws.n_cand > 1:
+        insort_candidates(ws)
+    for i in range(ws.n_cand):
+        rid = ws.cand[i].rule
+        r = &T.rules[rid]
+        if not ((prof.set_mask >> r.set_id) & 1):
+            continue
+        if not rule_header_ok(e, t, T, r, f, p, to_server, s):
+            continue
+        if not rule_buffers_ok(ws, T, r, s, dir, tcp):
+            continue
+        T.rule_matches[rid] += 1
+        for j in range(r.fb_n):
+            op = &T.fbops[r.fb_off + j]
+            if op.cmd == FB_SET or op.cmd == FB_UNSET or op.cmd == FB_TOGGLE:
+                flowbit_change(s, T.fb_ids[op.off], op.cmd)
+        if r.action == IA_PASS:
+            s.passed = 1
+            break
+        if r.noalert:
+            continue
+        if r.thr >= 0 and not threshold_passes(ws, T, rid, &T.thresholds[r.thr], f, p, now):
+            continue
+        if r.dfilter >= 0 and not threshold_passes(ws, T, rid, &T.thresholds[r.dfilter], f, p, now):
+            continue
+        action = r.action
+        if prof.action_override == 1:
+            action = IA_ALERT
+        elif prof.action_override == 2 and action == IA_ALERT:
+            action = IA_DROP
+        blocked = action == IA_DROP or action == IA_REJECT
+        emit_alert(e, T, f, rid, to_server, blocked)
+        vs = f.vsys + 1 if f.vsys >= 0 and f.vsys < 1023 else 0
+        ws.alerts[vs][(r.priority - 1) & 3][blocked] += 1
+        if action == IA_REJECT:
+            verdict = A_REJECT
+        elif action == IA_DROP and verdict == A_ALLOW:
+            verdict = A_DENY
+    if tcp and n:
+        keep_tail(s, dir, ws.bs.ptr[B_PAYLOAD], ws.bs.len[B_PAYLOAD])
+    if verdict != A_ALLOW:
+        f.threat = verdict
+        ws.blocked_flows += 1
+    return verdict

@@ -1,0 +1,359 @@
+# Threat inspection vocabulary: compiled Suricata signatures in C arrays, the per-flow inspection
+# state and the per-engine workspace. Built by `InspectTables` (engine.pyx) from a RuleSet; read by
+# the inspect stage (inspect.pxi). Nothing here is a Python object.
+
+cdef extern from "fp_pcre.h" nogil:
+    ctypedef struct pcre2_code:
+        pass
+    ctypedef struct pcre2_match_data:
+        pass
+    ctypedef struct pcre2_match_context:
+        pass
+    ctypedef struct pcre2_general_context:
+        pass
+    ctypedef struct pcre2_compile_context:
+        pass
+    ctypedef size_t PCRE2_SIZE
+    ctypedef const unsigned char *PCRE2_SPTR
+    uint32_t PCRE2_CASELESS, PCRE2_DOTALL, PCRE2_MULTILINE, PCRE2_EXTENDED, PCRE2_ANCHORED
+    uint32_t PCRE2_DOLLAR_ENDONLY, PCRE2_UNGREEDY, PCRE2_JIT_COMPLETE, PCRE2_NO_UTF_CHECK
+    int PCRE2_ERROR_NOMATCH
+    pcre2_code *pcre2_compile(PCRE2_SPTR pattern, PCRE2_SIZE length, uint32_t options, int *errorcode,
+                              PCRE2_SIZE *erroroffset, pcre2_compile_context *ccontext)
+    int pcre2_jit_compile(pcre2_code *code, uint32_t options)
+    void pcre2_code_free(pcre2_code *code)
+    pcre2_match_data *pcre2_match_data_create(uint32_t ovecsize, pcre2_general_context *gcontext)
+    void pcre2_match_data_free(pcre2_match_data *match_data)
+    pcre2_match_context *pcre2_match_context_create(pcre2_general_context *gcontext)
+    void pcre2_match_context_free(pcre2_match_context *mcontext)
+    int pcre2_set_match_limit(pcre2_match_context *mcontext, uint32_t value)
+    int pcre2_set_depth_limit(pcre2_match_context *mcontext, uint32_t value)
+    int pcre2_match(const pcre2_code *code, PCRE2_SPTR subject, PCRE2_SIZE length, PCRE2_SIZE startoffset,
+                    uint32_t options, pcre2_match_data *match_data, pcre2_match_context *mcontext)
+    PCRE2_SIZE *pcre2_get_ovector_pointer(pcre2_match_data *match_data)
+    int pcre2_get_error_message(int errorcode, unsigned char *buffer, PCRE2_SIZE bufflen)
+
+# --- buffers the engine fills (the compiler's canonical names, INSPECT_BUFFERS in engine.pyx) ---
+cdef enum:
+    B_PAYLOAD = 0
+    B_HTTP_URI = 1
+    B_HTTP_URI_RAW = 2
+    B_HTTP_METHOD = 3
+    B_HTTP_HOST = 4
+    B_HTTP_HOST_RAW = 5
+    B_HTTP_UA = 6
+    B_HTTP_HEADER = 7
+    B_HTTP_HEADER_RAW = 8
+    B_HTTP_COOKIE = 9
+    B_HTTP_BODY = 10
+    B_FILE_DATA = 11
+    B_HTTP_STAT_CODE = 12
+    B_HTTP_STAT_MSG = 13
+    B_HTTP_REQUEST_LINE = 14
+    B_HTTP_RESPONSE_LINE = 15
+    B_HTTP_START = 16
+    B_HTTP_PROTOCOL = 17
+    B_HTTP_HEADER_NAMES = 18
+    B_HTTP_CONTENT_TYPE = 19
+    B_HTTP_CONTENT_LEN = 20
+    B_HTTP_REFERER = 21
+    B_HTTP_ACCEPT = 22
+    B_HTTP_ACCEPT_ENC = 23
+    B_HTTP_ACCEPT_LANG = 24
+    B_HTTP_CONNECTION = 25
+    B_HTTP_LOCATION = 26
+    B_HTTP_SERVER = 27
+    B_TLS_SNI = 28
+    B_DNS_QUERY = 29
+    B_SSH_PROTO = 30
+    B_SSH_SOFTWARE = 31
+    B_COUNT = 32
+
+INSPECT_BUFFERS = (
+    "payload", "http.uri", "http.uri.raw", "http.method", "http.host", "http.host.raw", "http.user_agent",
+    "http.header", "http.header.raw", "http.cookie", "http.request_body", "file.data", "http.stat_code",
+    "http.stat_msg", "http.request_line", "http.response_line", "http.start", "http.protocol",
+    "http.header_names", "http.content_type", "http.content_len", "http.referer", "http.accept",
+    "http.accept_enc", "http.accept_lang", "http.connection", "http.location", "http.server", "tls.sni",
+    "dns.query", "ssh.proto", "ssh.software",
+)
+
+# transforms, applied in order to a buffer before its matches (compile.py TRANSFORMS)
+cdef enum:
+    XF_NONE = 0
+    XF_DOTPREFIX = 1
+    XF_LOWER = 2
+    XF_UPPER = 3
+    XF_STRIP_WS = 4
+    XF_COMPRESS_WS = 5
+
+INSPECT_TRANSFORMS = ("", "dotprefix", "to_lowercase", "to_uppercase", "strip_whitespace", "compress_whitespace")
+
+cdef enum:
+    XF_MAX = 4            # transforms per buffer slot
+    SLOT_MAX = 96         # distinct (buffer, transforms) pairs in one rule set
+    TAIL_MAX = 256        # bytes of each direction kept for matches that span segments
+    FLOWBITS_MAX = 16     # flowbits set at once on one flow
+    CAND_MAX = 2048       # candidate rules per packet (more are counted and dropped)
+    WIN_MAX = TAIL_MAX + 65536
+    NORM_MAX = 65536      # per-packet room for normalised and transformed buffers
+    THR_SLOTS = 8192      # threshold / detection_filter tracking entries
+
+# --- actions (Suricata's), item kinds and flags ---
+cdef enum:
+    IA_ALERT = 0
+    IA_DROP = 1
+    IA_REJECT = 2
+    IA_PASS = 3
+
+INSPECT_ACTIONS = ("alert", "drop", "reject", "pass")
+
+cdef enum:
+    IK_CONTENT = 0
+    IK_PCRE = 1
+    IK_DATAAT = 2
+
+cdef enum:
+    IF_NEG = 1
+    IF_NOCASE = 2
+    IF_OFFSET = 4
+    IF_DEPTH = 8
+    IF_DISTANCE = 16
+    IF_WITHIN = 32
+    IF_STARTS = 64
+    IF_ENDS = 128
+    IF_RELATIVE = 256
+
+cdef enum:
+    NC_NONE = 0
+    NC_EQ = 1
+    NC_NE = 2
+    NC_LT = 3
+    NC_LE = 4
+    NC_GT = 5
+    NC_GE = 6
+    NC_RANGE = 7
+
+cdef enum:
+    FB_SET = 0
+    FB_ISSET = 1
+    FB_ISNOTSET = 2
+    FB_UNSET = 3
+    FB_TOGGLE = 4
+
+cdef enum:
+    TK_SRC = 0
+    TK_DST = 1
+    TK_RULE = 2
+    TK_BOTH = 3
+    TK_FLOW = 4
+
+cdef enum:
+    TH_LIMIT = 0
+    TH_THRESHOLD = 1
+    TH_BOTH = 2
+    TH_DFILTER = 3
+
+ctypedef struct numchk_t:
+    uint8_t op
+    uint32_t v
+    uint32_t hi
+
+ctypedef struct iitem_t:
+    uint8_t kind
+    uint16_t flags
+    int32_t offset
+    int32_t depth
+    int32_t distance
+    int32_t within
+    uint32_t pat_off      # content: into patterns; pcre: index into pcres; isdataat: unused
+    uint32_t pat_len
+
+ctypedef struct ibuf_t:
+    uint16_t slot
+    numchk_t size
+    uint32_t item_off
+    uint32_t item_n
+
+# an address range in host order; IPv4 ranges compare the low 32 bits
+ctypedef struct irange_t:
+    uint8_t v6
+    uint64_t lo_hi
+    uint64_t lo_lo
+    uint64_t hi_hi
+    uint64_t hi_lo
+
+ctypedef struct iport_t:
+    uint16_t lo
+    uint16_t hi
+
+ctypedef struct ifbop_t:
+    uint8_t cmd
+    uint32_t off          # into fb_ids
+    uint32_t n
+
+ctypedef struct ithr_t:
+    uint8_t kind
+    uint8_t track
+    uint32_t count
+    uint32_t seconds
+
+ctypedef struct irule_t:
+    uint32_t sid
+    uint32_t gid
+    uint32_t rev
+    uint8_t action
+    uint8_t transport     # 0 ip, 6 tcp, 17 udp, 1 icmp, 255 tcp or udp
+    uint8_t both_dirs     # header `<>`
+    uint8_t flow_dir      # 0 any, 1 to_server, 2 to_client
+    uint8_t flow_state    # 0 any, 1 established, 2 not_established
+    uint8_t stream_mode   # 0 any, 1 only_stream, 2 no_stream (tcp-pkt)
+    uint8_t frag_mode     # 0 any, 1 only_frag, 2 no_frag
+    uint8_t noalert
+    uint8_t priority
+    uint8_t has_abs       # a payload content is anchored (offset/depth/startswith)
+    uint8_t set_id        # signature set the rule came from (bit in a profile's mask)
+    uint8_t flags_mode    # 0 none; 1 exactly; 2 plus others ('+'); 3 any of ('*'); 4 none of ('!')
+    uint8_t flags_want
+    uint8_t flags_ignore
+    uint8_t src_any
+    uint8_t dst_any
+    uint8_t sport_any
+    uint8_t dport_any
+    uint16_t app          # catalogue app id the flow must be (or descend from); 0 any
+    numchk_t dsize
+    numchk_t itype
+    numchk_t icode
+    uint32_t src_off
+    uint32_t src_n
+    uint32_t dst_off
+    uint32_t dst_n
+    uint32_t sport_off
+    uint32_t sport_n
+    uint32_t dport_off
+    uint32_t dport_n
+    uint32_t buf_off
+    uint32_t buf_n
+    uint32_t fb_off
+    uint32_t fb_n
+    int32_t thr           # index into thresholds, -1 none
+    int32_t dfilter
+    uint32_t rank         # evaluation order within a packet (flowbit setters first)
+
+# a prefilter database and, per pattern id, the rules whose fast pattern it is
+ctypedef struct idb_t:
+    hs_database_t *db
+    uint32_t *pat_off
+    uint32_t *pat_n
+    uint32_t n_pats
+
+ctypedef struct instables_t:
+    uint32_t id           # names this rule set in events
+    uint32_t n_rules
+    irule_t *rules
+    iitem_t *items
+    ibuf_t *bufs
+    uint8_t *patterns
+    irange_t *ranges
+    iport_t *ports
+    ifbop_t *fbops
+    uint16_t *fb_ids
+    ithr_t *thresholds
+    uint32_t *pat_rules
+    pcre2_code **pcres
+    uint32_t n_pcres
+    idb_t stream_db[2]    # TCP payload of each direction, streaming mode
+    idb_t pkt_db[2]       # other payloads, block mode
+    idb_t slot_db[SLOT_MAX]
+    uint8_t slot_base[SLOT_MAX]
+    uint8_t slot_xf[SLOT_MAX][XF_MAX]
+    uint32_t n_slots
+    uint32_t *nopf        # rules without a fast pattern: evaluated on every packet their header allows
+    uint32_t nopf_n
+    hs_scratch_t *scratch
+    uint64_t *rule_matches
+    uint32_t *stamp       # per rule: the packet stamp when it last became a candidate (loop thread only)
+    uint16_t app_http
+    uint16_t app_tls
+    uint16_t app_dns
+    uint16_t app_ssh
+
+# a threat profile, per policy generation: which signature sets, whose actions, how deep
+ctypedef struct iprofile_t:
+    uint64_t set_mask
+    uint8_t action_override   # 0 as written, 1 alert (audit), 2 drop (block what alerts)
+    uint32_t depth            # bytes inspected per direction
+
+ctypedef struct inspslot_t:
+    hs_stream_t *stream[2]
+    uint32_t next_seq[2]
+    uint32_t inspected[2]     # stream bytes inspected per direction (the depth spent)
+    uint32_t body_left[2]     # HTTP body bytes still expected per direction
+    uint16_t tail_len[2]
+    uint8_t seq_set[2]
+    uint8_t done[2]           # the direction reached the inspection depth
+    uint8_t n_bits
+    uint8_t passed            # a `pass` rule matched: the flow is not inspected any more
+    uint8_t http_body[2]      # the direction is inside an HTTP body
+    uint16_t bits[FLOWBITS_MAX]
+    uint32_t ruleset          # InspectTables id the streams belong to
+    int32_t next_free
+    uint8_t tail[2][TAIL_MAX]
+
+ctypedef struct inspool_t:
+    inspslot_t *slots
+    int32_t free_head
+    uint32_t never_used
+    uint32_t n
+    uint64_t exhausted
+
+ctypedef struct ithrent_t:
+    uint32_t rule_id
+    uint32_t ruleset
+    uint64_t key_hi
+    uint64_t key_lo
+    uint64_t window_start
+    uint32_t count
+    uint8_t used
+
+# the buffers of the packet being inspected
+ctypedef struct ibufset_t:
+    const uint8_t *ptr[B_COUNT]
+    uint32_t len[B_COUNT]
+    uint8_t have[B_COUNT]
+
+ctypedef struct icand_t:
+    uint32_t rule
+    uint32_t rank
+
+# per-engine inspection workspace (one loop thread)
+ctypedef struct insws_t:
+    inspool_t pool
+    ibufset_t bs
+    uint32_t norm_used
+    uint32_t win_len
+    uint32_t win_pkt_off       # where this packet's new bytes start in `win`
+    uint8_t win_ready
+    uint8_t win_from_start     # the window starts at stream offset 0
+    uint32_t n_cand
+    uint32_t stamp_now
+    icand_t cand[CAND_MAX]
+    pcre2_match_data *md
+    pcre2_match_context *mctx
+    ithrent_t *thr
+    uint32_t recursion
+    # counters
+    uint64_t alerts[1024][4][2]    # [vsys + 1][severity 1..4 -> 0..3][0 alerted, 1 blocked]
+    uint64_t blocked_flows
+    uint64_t depth_reached
+    uint64_t out_of_order
+    uint64_t overlaps
+    uint64_t fragments_dropped
+    uint64_t cand_overflow
+    uint64_t bytes_inspected
+    uint64_t flows_inspected
+    uint8_t slot_ready[SLOT_MAX]
+    const uint8_t *slot_ptr[SLOT_MAX]
+    uint32_t slot_len[SLOT_MAX]
+    uint8_t win[WIN_MAX]
+    uint8_t norm[NORM_MAX]

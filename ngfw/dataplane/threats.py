@@ -1,0 +1,119 @@
+"""Signature sets for threat inspection: rule files -> compiled signatures -> the fastpath's rule set.
+
+A dataplane is given signature sets by name (`--rules NAME=PATH`, PATH a .rules file or a directory
+of them; a bare PATH joins the set `default`). Policy rules reach them through threat profiles.
+Loading runs off the hot path: the rule compiler parses and checks every rule, then
+`InspectTables` builds the C tables and Hyperscan databases (cached on disk by content).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("ngfw.threats")
+
+DEFAULT_SET = "default"
+
+
+class RulesError(Exception):
+    """A signature set that cannot be used; the message says which file or rules and why."""
+
+
+def parse_rules_arg(text: str) -> tuple[str, str]:
+    """`NAME=PATH` or `PATH` (set `default`)."""
+    name, sep, path = text.partition("=")
+    if not sep:
+        return DEFAULT_SET, text
+    if not name or not path:
+        raise ValueError(f"--rules {text!r}: expected NAME=PATH or PATH")
+    return name, path
+
+
+def rule_files(path: str) -> list[Path]:
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(p.glob("*.rules"))
+        if not files:
+            raise RulesError(f"{path}: a directory without *.rules files")
+        return files
+    if not p.exists():
+        raise RulesError(f"{path}: no such rule file")
+    return [p]
+
+
+@dataclass
+class SignatureSets:
+    """What a load produced: the fastpath's rule set and an account of every rule."""
+
+    inspect: Any  # ngfw._fastpath.engine.InspectTables
+    loaded: int
+    skipped: list[tuple[str, str, int, int | None, str, str]] = field(default_factory=list)  # set, file, line, sid, reason, detail
+    malformed: list[str] = field(default_factory=list)
+    parse_seconds: float = 0.0
+    compile_seconds: float = 0.0
+    sources: dict[str, list[str]] = field(default_factory=dict)
+
+    def reasons(self) -> dict[str, int]:
+        return dict(Counter(s[4] for s in self.skipped).most_common())
+
+    def summary(self) -> str:
+        total = self.loaded + len(self.skipped)
+        top = ", ".join(f"{n} {reason}" for reason, n in list(self.reasons().items())[:5])
+        return (f"{self.loaded} of {total} signatures loaded in {self.parse_seconds + self.compile_seconds:.1f} s "
+                f"({', '.join(self.sources)})" + (f"; skipped: {top}" if top else ""))
+
+
+def load_signature_sets(sets: list[tuple[str, str]], variables: dict[str, str] | None = None,
+                        catalogue: Any = None, strict: bool = False) -> SignatureSets:
+    """Compile the named rule files into one fastpath rule set.
+
+    `strict`: refuse the whole load when any rule is malformed (a reload must not silently lose
+    rules that ran before); otherwise malformed rules are skipped and listed.
+    """
+    from ngfw.compiler.suricata import load_rules
+    from ngfw.dataplane.fastpath import engine_module
+
+    by_name: dict[str, list[Path]] = {}
+    for name, path in sets:
+        by_name.setdefault(name, []).extend(rule_files(path))
+    started = time.perf_counter()
+    compiled: list[tuple[str, Any]] = []
+    skipped: list[tuple[str, str, int, int | None, str, str]] = []
+    malformed: list[str] = []
+    for name, files in by_name.items():
+        try:
+            ruleset = load_rules(files, variables=variables or {})
+        except OSError as exc:
+            raise RulesError(f"cannot read rules of set {name}: {exc}") from None
+        compiled.append((name, ruleset.rules))
+        for s in ruleset.skipped:
+            skipped.append((name, s.file, s.line, s.sid, s.reason, s.detail))
+            if not s.unsupported:
+                malformed.append(str(s))
+    parse_seconds = time.perf_counter() - started
+    if strict and malformed:
+        shown = "\n  ".join(malformed[:20])
+        more = f"\n  ... and {len(malformed) - 20} more" if len(malformed) > 20 else ""
+        raise RulesError(f"{len(malformed)} malformed rules:\n  {shown}{more}")
+    fp = engine_module()
+    try:
+        inspect = fp.InspectTables(compiled, catalogue)
+    except (RuntimeError, MemoryError, ValueError) as exc:
+        raise RulesError(str(exc)) from None
+    for set_name, sig, reason, detail in inspect.skipped:
+        skipped.append((set_name, sig.file, sig.line, sig.sid, reason, detail))
+        if reason == "malformed rule" or reason == "pcre does not compile":
+            malformed.append(f"{sig.file}:{sig.line}: sid {sig.sid}: {reason} ({detail})")
+    if strict and malformed:
+        raise RulesError(f"{len(malformed)} rules cannot be compiled:\n  " + "\n  ".join(malformed[:20]))
+    if inspect.loaded == 0:
+        raise RulesError("no signature loaded from " + ", ".join(str(f) for fs in by_name.values() for f in fs))
+    return SignatureSets(inspect=inspect, loaded=inspect.loaded, skipped=skipped, malformed=malformed,
+                         parse_seconds=parse_seconds, compile_seconds=inspect.compile_seconds,
+                         sources={n: [str(f) for f in fs] for n, fs in by_name.items()})
+
