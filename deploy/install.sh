@@ -40,9 +40,9 @@ if ! suricata -V 2>/dev/null | grep -q 'version 7\.'; then
         || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends -t bookworm-backports suricata; }
 fi
 
-# the lab starts its own nginx/sshd/dnsmasq in namespaces and the baselines their own suricata;
-# the host's copies stay off
-for unit in nginx ssh dnsmasq suricata; do
+# the lab starts its own nginx/sshd/dnsmasq in namespaces, the baselines their own suricata and the
+# control tests their own etcd; the host's copies stay off
+for unit in nginx ssh dnsmasq suricata etcd; do
     systemctl disable --now "$unit" >/dev/null 2>&1 || true
 done
 

@@ -1,0 +1,66 @@
+"""Checking a whole configuration the way a commit does: parse, cross-check, compile, lint.
+
+Control runs this on every candidate edit (so a candidate is always a valid policy and a bad
+edit leaves it as it was), on commit, rollback and identity updates; agents run the same
+compile on the bundle they receive. Reusing `ngfw.compiler.policy` means a policy accepted
+by control is exactly a policy the dataplane can load.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from ngfw.compiler.lint import lint
+from ngfw.compiler.policy import compile_resources
+from ngfw.compiler.tables import CompiledPolicy
+from ngfw.control.documents import Document, InvalidDocuments, Key, Problem, key_of, label_of, parse_resource
+from ngfw.model.errors import PolicyError
+from ngfw.model.resources import LoadedResource
+
+CANDIDATE = "candidate"  # the source named in problems of resources that were already in the candidate
+
+
+@dataclass(frozen=True)
+class Validated:
+    policy: CompiledPolicy
+    warnings: list[str]
+
+
+def compile_documents(
+    documents: Sequence[Document], version: int, sources: Mapping[Key, str] | None = None
+) -> Validated:
+    """Compile canonical documents; InvalidDocuments names every resource and field at fault.
+
+    `sources` names where a document came from (a request's file) for documents of this
+    request; the others are named as part of the candidate.
+    """
+    loaded: list[LoadedResource] = []
+    problems: list[Problem] = []
+    for index, document in enumerate(documents):
+        try:
+            resource = parse_resource(document, f"document {index + 1}")
+        except InvalidDocuments as exc:
+            problems += exc.problems
+            continue
+        source = (sources or {}).get(key_of(document), CANDIDATE)
+        loaded.append(LoadedResource(resource, source, index))
+    if problems:
+        raise InvalidDocuments(problems)
+    try:
+        policy = compile_resources(loaded, version)
+    except PolicyError as exc:
+        raise InvalidDocuments([Problem.from_text(line) for line in exc.problems]) from None
+    return Validated(policy, lint(policy))
+
+
+def duplicates(documents: Sequence[Document]) -> list[Problem]:
+    """Documents of one request that name the same resource twice."""
+    seen: set[Key] = set()
+    problems = []
+    for document in documents:
+        key = key_of(document)
+        if key in seen:
+            problems.append(Problem(label_of(key), "metadata.name", f"duplicate {label_of(key)} in this request"))
+        seen.add(key)
+    return problems
