@@ -1,0 +1,503 @@
+"""What control does, without HTTP: candidates, commit, rollback, identity, bundles, acks, audit.
+
+Every method takes the calling `Principal`, checks its role first, and either returns a
+JSON-ready dict or raises `ApiError` (status, message, problems naming resource and field).
+Every change and every refusal is written to the audit log. The HTTP layer
+(ngfw.control.server) only maps requests to these methods.
+
+The running configuration is (version N, identity revision R): the policy resources of
+version N with the Workloads of identity revision R. Workload bindings and labels change
+through `put_workload`/`delete_workload` without a policy commit (R moves, N does not); a
+commit that changes Workloads moves both.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ngfw.control.auth import Principal
+from ngfw.control.diff import changed_keys, diff_documents, merge
+from ngfw.control.documents import (
+    Document,
+    InvalidDocuments,
+    Key,
+    Problem,
+    bundle_hash,
+    canonical,
+    content_hash,
+    key_of,
+    label_of,
+    parse_resource,
+)
+from ngfw.control.store import (
+    AuditEntry,
+    Candidate,
+    HostAck,
+    IdentityRecord,
+    Store,
+    StoreConflict,
+    VersionRecord,
+)
+from ngfw.control.validation import compile_documents, duplicates
+
+log = logging.getLogger("ngfw.control")
+
+STORE_POLL_SECONDS = 0.2  # how often a waiting bundle request re-reads the store (other controllers commit too)
+
+
+class ApiError(Exception):
+    """A refused request: HTTP status, a one-line message, and the problems behind it."""
+
+    def __init__(self, status: int, message: str, problems: Sequence[Problem] = (), **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.problems = list(problems)
+        self.extra = extra
+
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"error": self.message, **self.extra}
+        if self.problems:
+            out["problems"] = [p.as_dict() for p in self.problems]
+        return out
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """What every host runs: a policy version and identity revision, their documents and hash."""
+
+    version: int
+    identity: int
+    hash: str
+    documents: list[Document]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _is_workload(document: Document) -> bool:
+    return bool(document["kind"] == "Workload")
+
+
+def _workloads(documents: Sequence[Document]) -> list[Document]:
+    # sorted: the workload set has no order that means anything, and equal sets must hash equally
+    return sorted((d for d in documents if _is_workload(d)), key=key_of)
+
+
+class Control:
+    def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.clock = clock
+        self._write_lock = threading.Lock()  # one writer at a time in this process; the store arbitrates across
+        self._changed = threading.Condition()
+        self._bundles: dict[tuple[int, int], Bundle] = {}
+
+    # ---- audit and authorization
+    def audit(self, who: Principal | None, action: str, target: str, outcome: str, **detail: Any) -> None:
+        entry = AuditEntry(self.clock(), who.name if who else "", who.role if who else "", action, target, outcome,
+                           detail)
+        try:
+            self.store.add_audit(entry)
+        except Exception:  # noqa: BLE001 - an audit write failing must be loud, not turn a read into a 500
+            log.exception("audit entry not written: %s", entry)
+
+    def require(self, who: Principal, refusal: str | None, action: str, target: str = "") -> None:
+        if refusal is not None:
+            self.audit(who, action, target, "denied", reason=refusal)
+            raise ApiError(403, refusal)
+
+    def unauthenticated(self, action: str, target: str, reason: str) -> ApiError:
+        self.audit(None, action, target, "unauthenticated", reason=reason)
+        return ApiError(401, reason)
+
+    def _rejected(self, who: Principal, action: str, target: str, exc: InvalidDocuments, status: int = 422) -> ApiError:
+        self.audit(who, action, target, "rejected", problems=[p.as_dict() for p in exc.problems][:20])
+        return ApiError(status, f"{len(exc.problems)} problem(s); nothing was changed", exc.problems)
+
+    # ---- reading state
+    def _version(self, number: int) -> VersionRecord | None:
+        return self.store.get_version(number) if number > 0 else None
+
+    def effective(self, version: int, identity: int) -> list[Document]:
+        """The resources of policy `version` with the Workloads of identity revision `identity`."""
+        record = self._version(version)
+        if record is None:
+            return []
+        id_record = self.store.get_identity(identity) if identity > 0 else None
+        workloads = id_record.workloads if id_record is not None else []
+        return [d for d in record.documents if not _is_workload(d)] + workloads
+
+    def bundle(self, version: int, identity: int) -> Bundle:
+        cached = self._bundles.get((version, identity))
+        if cached is None:
+            documents = self.effective(version, identity)
+            cached = Bundle(version, identity, bundle_hash(version, identity, documents), documents)
+            self._bundles = {(version, identity): cached}  # only the running one is asked for
+        return cached
+
+    def _candidate(self, who: Principal) -> Candidate:
+        existing = self.store.get_candidate(who.name)
+        if existing is not None:
+            return existing
+        version, identity = self.store.latest()
+        return Candidate(who.name, version, identity, self.effective(version, identity), self.clock())
+
+    def _resolve(self, who: Principal, ref: str) -> tuple[str, list[Document]]:
+        if ref == "running":
+            version, identity = self.store.latest()
+            return f"running (version {version}, identity {identity})", self.effective(version, identity)
+        if ref == "candidate":
+            return "candidate", self._candidate(who).documents
+        if not ref.isdigit():
+            raise ApiError(400, f"{ref!r} is not a version: expected a number, running or candidate")
+        record = self._version(int(ref))
+        if record is None:
+            raise ApiError(404, f"version {ref} does not exist")
+        return f"version {ref}", record.documents
+
+    def _visible(self, who: Principal, documents: Sequence[Document]) -> list[Document]:
+        return [d for d in documents if who.sees(key_of(d)[1])]
+
+    def running(self, who: Principal) -> dict[str, Any]:
+        self.require(who, who.may_read_config(), "running.get")
+        version, identity = self.store.latest()
+        bundle = self.bundle(version, identity)
+        return {"version": version, "identity": identity, "hash": bundle.hash,
+                "documents": self._visible(who, bundle.documents)}
+
+    def candidate(self, who: Principal) -> dict[str, Any]:
+        self.require(who, who.may_read_config(), "candidate.get")
+        candidate = self._candidate(who)
+        base = self.effective(candidate.base_version, candidate.base_identity)
+        return {"base_version": candidate.base_version, "base_identity": candidate.base_identity,
+                "documents": self._visible(who, candidate.documents),
+                "changes": diff_documents(base, candidate.documents, "base", "candidate",
+                                          lambda k: who.sees(k[1]))}
+
+    def versions(self, who: Principal, limit: int = 50) -> dict[str, Any]:
+        self.require(who, who.may_read_config(), "versions.get")
+        return {"versions": self.store.versions(limit)}
+
+    def version(self, who: Principal, number: int) -> dict[str, Any]:
+        self.require(who, who.may_read_config(), "version.get", str(number))
+        record = self._version(number)
+        if record is None:
+            raise ApiError(404, f"version {number} does not exist")
+        return {**record.meta(), "documents": self._visible(who, record.documents)}
+
+    def diff(self, who: Principal, old: str = "running", new: str = "candidate") -> dict[str, Any]:
+        self.require(who, who.may_read_config(), "diff", f"{old}..{new}")
+        old_name, old_docs = self._resolve(who, old)
+        new_name, new_docs = self._resolve(who, new)
+        return {"from": old_name, "to": new_name,
+                "changes": diff_documents(old_docs, new_docs, old_name, new_name, lambda k: who.sees(k[1]))}
+
+    def audit_log(self, who: Principal, limit: int = 100) -> dict[str, Any]:
+        self.require(who, who.may_read_audit(), "audit.get")
+        return {"entries": [asdict(e) for e in self.store.audit(limit)]}
+
+    # ---- editing the candidate
+    def apply(self, who: Principal, items: Sequence[tuple[Any, str]], action: str = "candidate.apply",
+              expected: Key | None = None) -> dict[str, Any]:
+        """Create or replace resources in the caller's candidate; all or nothing.
+
+        `items` are (document, where) pairs, `where` naming the document for messages
+        ("web.yaml document 2"); `expected` is the resource a URL names, which the
+        document must be.
+        """
+        self.require(who, who.may_read_config(), action)
+        parsed: list[tuple[Document, str]] = []
+        problems: list[Problem] = []
+        for data, where in items:
+            try:
+                parsed.append((canonical(parse_resource(data, where)), where))
+            except InvalidDocuments as exc:
+                problems += exc.problems
+        if problems:
+            raise self._rejected(who, action, f"{len(items)} document(s)", InvalidDocuments(problems))
+        if not parsed:
+            raise ApiError(400, "no documents given")
+        if expected is not None and key_of(parsed[0][0]) != expected:
+            got = key_of(parsed[0][0])
+            field = "kind" if got[0] != expected[0] else "metadata.vsys" if got[1] != expected[1] else "metadata.name"
+            problem = Problem(label_of(expected), field, f"the document is {label_of(got)}, the URL names "
+                                                          f"{label_of(expected)}")
+            raise self._rejected(who, action, label_of(expected), InvalidDocuments([problem]))
+        for document, _ in parsed:
+            kind, vsys, _name = key_of(document)
+            self.require(who, who.may_edit(kind, vsys), action, label_of(key_of(document)))
+        dups = duplicates([d for d, _ in parsed])
+        if dups:
+            raise self._rejected(who, action, f"{len(items)} document(s)", InvalidDocuments(dups), 400)
+        with self._write_lock:
+            candidate = self._candidate(who)
+            incoming = {key_of(d): d for d, _ in parsed}
+            documents = [incoming.pop(key_of(d), d) for d in candidate.documents] + list(incoming.values())
+            sources = {key_of(d): where for d, where in parsed}
+            return self._save_candidate(who, candidate, documents, action, sources)
+
+    def delete(self, who: Principal, kind: str, vsys: str, name: str) -> dict[str, Any]:
+        key: Key = (kind, vsys, name)
+        self.require(who, who.may_read_config(), "candidate.delete", label_of(key))
+        self.require(who, who.may_edit(kind, vsys), "candidate.delete", label_of(key))
+        with self._write_lock:
+            candidate = self._candidate(who)
+            documents = [d for d in candidate.documents if key_of(d) != key]
+            if len(documents) == len(candidate.documents):
+                raise ApiError(404, f"{label_of(key)} is not in your candidate")
+            return self._save_candidate(who, candidate, documents, "candidate.delete", {})
+
+    def _save_candidate(self, who: Principal, candidate: Candidate, documents: list[Document], action: str,
+                        sources: dict[Key, str]) -> dict[str, Any]:
+        before = candidate.documents
+        touched = sorted(label_of(k) for k in changed_keys(before, documents))
+        try:
+            validated = compile_documents(documents, candidate.base_version + 1, sources)
+        except InvalidDocuments as exc:
+            raise self._rejected(who, action, ", ".join(touched) or "candidate", exc) from None
+        if touched:
+            self.store.put_candidate(Candidate(who.name, candidate.base_version, candidate.base_identity, documents,
+                                               self.clock()))
+            self.audit(who, action, ", ".join(touched), "ok")
+        return {"changed": touched, "warnings": validated.warnings, "base_version": candidate.base_version}
+
+    def discard(self, who: Principal) -> dict[str, Any]:
+        self.require(who, who.may_read_config(), "candidate.discard")
+        self.store.delete_candidate(who.name)
+        self.audit(who, "candidate.discard", "candidate", "ok")
+        return {"discarded": True}
+
+    def validate(self, who: Principal) -> dict[str, Any]:
+        """Dry run of a commit: does the candidate compile, and what does lint say."""
+        self.require(who, who.may_read_config(), "candidate.validate")
+        candidate = self._candidate(who)
+        try:
+            validated = compile_documents(candidate.documents, candidate.base_version + 1)
+        except InvalidDocuments as exc:
+            raise ApiError(422, "the candidate does not compile", exc.problems) from None
+        return {"ok": True, "warnings": validated.warnings, "rules": len(validated.policy.rules)}
+
+    def rebase(self, who: Principal) -> dict[str, Any]:
+        """Move the caller's candidate onto the running version, keeping its changes."""
+        self.require(who, who.may_read_config(), "candidate.rebase")
+        with self._write_lock:
+            candidate = self._candidate(who)
+            version, identity = self.store.latest()
+            base = self.effective(candidate.base_version, candidate.base_identity)
+            merged, conflicts = merge(base, candidate.documents, self.effective(version, identity))
+            if conflicts:
+                names = ", ".join(label_of(k) for k in conflicts)
+                self.audit(who, "candidate.rebase", names, "conflict")
+                raise ApiError(409, f"changed both in your candidate and since version {candidate.base_version}: "
+                               f"{names}; discard your candidate or change those resources again")
+            rebased = Candidate(who.name, version, identity, merged, self.clock())
+            result = self._save_candidate(who, rebased, merged, "candidate.rebase", {})
+            self.store.put_candidate(rebased)
+            return {**result, "base_version": version}
+
+    # ---- commit and rollback
+    def _conflict(self, who: Principal, action: str, base: int, running: int) -> ApiError:
+        record = self._version(running)
+        by = f" by {record.author} ({record.message!r})" if record else ""
+        message = (f"version {running} was committed{by} after version {base}, which your change is based on; "
+                   "review it (`ngfw diff`), then `ngfw rebase` and commit again")
+        self.audit(who, action, f"version {base + 1}", "conflict", running=running, base=base)
+        return ApiError(409, message, running_version=running, base_version=base)
+
+    def commit(self, who: Principal, message: str, base: int | None = None) -> dict[str, Any]:
+        self.require(who, who.may_commit(), "commit")
+        if not message.strip():
+            raise ApiError(400, "a commit needs a message (what changed and why)")
+        with self._write_lock:
+            candidate = self.store.get_candidate(who.name)
+            running, identity = self.store.latest()
+            expected = candidate.base_version if candidate is not None else running
+            if base is not None and base != expected:
+                raise self._conflict(who, "commit", base, running)
+            if expected != running:
+                raise self._conflict(who, "commit", expected, running)
+            assert candidate is None or candidate.base_version == running
+            if candidate is None:
+                raise ApiError(400, "nothing to commit: your candidate has no changes")
+            base_docs = self.effective(candidate.base_version, candidate.base_identity)
+            changes = changed_keys(base_docs, candidate.documents)
+            if not changes:
+                raise ApiError(400, "nothing to commit: your candidate has no changes")
+            for key in changes:  # the role may have changed since the edit
+                self.require(who, who.may_edit(key[0], key[1]), "commit", label_of(key))
+            running_docs = self.effective(running, identity)
+            # Workloads may have moved through the identity API since the candidate was made
+            documents, conflicts = merge(base_docs, candidate.documents, running_docs)
+            if conflicts:
+                names = ", ".join(label_of(k) for k in conflicts)
+                self.audit(who, "commit", names, "conflict")
+                raise ApiError(409, f"changed by an identity update since your candidate was made: {names}; "
+                               "`ngfw rebase` and commit again")
+            record = self._publish(who, "commit", documents, running, identity, message, None)
+            self.store.delete_candidate(who.name)
+            self.audit(who, "commit", f"version {record['version']}", "ok", message=message,
+                       changes=sorted(label_of(k) for k in changes))
+            return record
+
+    def rollback(self, who: Principal, target: int, message: str = "", base: int | None = None) -> dict[str, Any]:
+        """A new version whose policy is that of version `target` (Workloads stay where they are now)."""
+        self.require(who, who.may_rollback(), "rollback", f"version {target}")
+        with self._write_lock:
+            running, identity = self.store.latest()
+            if base is not None and base != running:
+                raise self._conflict(who, "rollback", base, running)
+            record = self._version(target)
+            if record is None:
+                raise ApiError(404, f"version {target} does not exist")
+            current = self.effective(running, identity)
+            documents = [d for d in record.documents if not _is_workload(d)] + _workloads(current)
+            result = self._publish(who, "rollback", documents, running, identity,
+                                   message or f"rollback to version {target}", target)
+            self.audit(who, "rollback", f"version {result['version']}", "ok", rollback_of=target)
+            return result
+
+    def _publish(self, who: Principal, action: str, documents: list[Document], running: int, identity: int,
+                 message: str, rollback_of: int | None) -> dict[str, Any]:
+        number = running + 1
+        try:
+            validated = compile_documents(documents, number)
+        except InvalidDocuments as exc:
+            raise self._rejected(who, action, f"version {number}", exc) from None
+        workloads = _workloads(documents)
+        current = self.store.get_identity(identity) if identity > 0 else None
+        identity_changed = workloads != (current.workloads if current else [])
+        new_identity = identity + 1 if identity_changed else identity
+        now = self.clock()
+        version_record = VersionRecord(number, documents, who.name, message, now, content_hash(documents),
+                                       new_identity, rollback_of)
+        identity_record = (IdentityRecord(new_identity, workloads, who.name, now, f"{action} {number}")
+                           if identity_changed else None)
+        try:
+            self.store.append(version_record, identity_record)
+        except StoreConflict:
+            # another controller sharing the store won the race for this number
+            raise self._conflict(who, action, running, self.store.latest()[0]) from None
+        self._notify()
+        bundle = self.bundle(number, new_identity)
+        log.info("%s: version %d by %s: %s", action, number, who.name, message)
+        return {"version": number, "identity": new_identity, "hash": bundle.hash,
+                "content_hash": version_record.content_hash, "warnings": validated.warnings,
+                "rules": len(validated.policy.rules)}
+
+    # ---- identity: workload bindings and labels without a policy commit
+    def put_workload(self, who: Principal, vsys: str, name: str, data: Any) -> dict[str, Any]:
+        target = label_of(("Workload", vsys, name))
+        self.require(who, who.may_change_identity(vsys), "identity.put", target)
+        try:
+            resource = parse_resource(data, "request")
+        except InvalidDocuments as exc:
+            raise self._rejected(who, "identity.put", target, exc) from None
+        document = canonical(resource)
+        if key_of(document) != ("Workload", vsys, name):
+            field = "kind" if document["kind"] != "Workload" else "metadata"
+            problem = Problem(target, field, f"the document is {label_of(key_of(document))}, the URL names {target}")
+            raise self._rejected(who, "identity.put", target, InvalidDocuments([problem]))
+        return self._change_identity(who, "identity.put", target, ("Workload", vsys, name), document)
+
+    def delete_workload(self, who: Principal, vsys: str, name: str) -> dict[str, Any]:
+        target = label_of(("Workload", vsys, name))
+        self.require(who, who.may_change_identity(vsys), "identity.delete", target)
+        return self._change_identity(who, "identity.delete", target, ("Workload", vsys, name), None)
+
+    def _change_identity(self, who: Principal, action: str, target: str, key: Key,
+                         document: Document | None) -> dict[str, Any]:
+        with self._write_lock:
+            for _attempt in range(5):  # another controller may take the revision first: try the next one
+                running, identity = self.store.latest()
+                if running == 0:
+                    raise ApiError(409, "nothing is committed yet: commit the VirtualSystem first")
+                current = self.effective(running, identity)
+                workloads = {key_of(d): d for d in _workloads(current)}
+                if document is None:
+                    if key not in workloads:
+                        raise ApiError(404, f"{target} does not exist")
+                    del workloads[key]
+                else:
+                    workloads[key] = document
+                documents = [d for d in current if not _is_workload(d)] + sorted(workloads.values(), key=key_of)
+                try:
+                    compile_documents(documents, running, {key: "request"})
+                except InvalidDocuments as exc:
+                    raise self._rejected(who, action, target, exc) from None
+                if _workloads(documents) == _workloads(current):
+                    return {"version": running, "identity": identity, "changed": False}
+                record = IdentityRecord(identity + 1, _workloads(documents), who.name, self.clock(), action)
+                try:
+                    self.store.append(None, record)
+                except StoreConflict:
+                    continue
+                self._notify()
+                self.audit(who, action, target, "ok", identity=identity + 1)
+                return {"version": running, "identity": identity + 1, "changed": True,
+                        "hash": self.bundle(running, identity + 1).hash}
+        raise ApiError(409, "identity kept changing under this update; try again")
+
+    def identity(self, who: Principal) -> dict[str, Any]:
+        self.require(who, who.may_read_config(), "identity.get")
+        running, identity = self.store.latest()
+        return {"version": running, "identity": identity,
+                "workloads": self._visible(who, _workloads(self.effective(running, identity)))}
+
+    # ---- agents: bundles and acknowledgements
+    def _notify(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait_bundle(self, who: Principal, host: str, known: str | None, wait: float) -> Bundle | None:
+        """The running bundle once its hash differs from `known`; None if nothing changed within `wait` s."""
+        self.require(who, who.may_fetch_bundle(host), "bundle.get", host)
+        deadline = time.monotonic() + max(0.0, min(wait, 60.0))
+        while True:
+            version, identity = self.store.latest()
+            if version > 0:
+                bundle = self.bundle(version, identity)
+                if bundle.hash != known:
+                    return bundle
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            with self._changed:
+                self._changed.wait(min(remaining, STORE_POLL_SECONDS))
+
+    def ack(self, who: Principal, body: dict[str, Any]) -> dict[str, Any]:
+        host = body.get("host")
+        if not isinstance(host, str) or not host:
+            raise ApiError(400, "an acknowledgement names its host", [Problem("ack", "host", "required")])
+        self.require(who, who.may_ack(host), "ack", host)
+        status = body.get("status", "applied")
+        if status not in ("applied", "refused", "failed"):
+            raise ApiError(400, "status must be applied, refused or failed", [Problem("ack", "status", repr(status))])
+        try:
+            ack = HostAck(host, int(body.get("version", 0)), int(body.get("identity", 0)), str(body.get("hash", "")),
+                          status, str(body.get("detail", ""))[:2000], self.clock())
+        except (TypeError, ValueError):
+            raise ApiError(400, "version and identity must be integers") from None
+        self.store.put_ack(ack)
+        if status != "applied":
+            # a host that refuses or fails a bundle keeps its old policy: operators must hear of it
+            self.audit(who, f"agent.{status}", host, status, version=ack.version, hash=ack.hash, detail=ack.detail)
+            log.warning("host %s %s version %d: %s", host, status, ack.version, ack.detail)
+        return {"ok": True}
+
+    def status(self, who: Principal) -> dict[str, Any]:
+        self.require(who, who.may_read_config() if who.base_role != "dataplane" else None, "status.get")
+        version, identity = self.store.latest()
+        current = self.bundle(version, identity).hash if version > 0 else ""
+        hosts = []
+        for ack in self.store.acks():
+            entry = asdict(ack)
+            entry["current"] = ack.status == "applied" and ack.hash == current
+            hosts.append(entry)
+        realized = sum(1 for h in hosts if h["current"])
+        return {"version": version, "identity": identity, "hash": current, "hosts": hosts, "realized": realized,
+                "total": len(hosts), "summary": f"version {version} on {realized} of {len(hosts)} hosts"}
