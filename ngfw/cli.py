@@ -57,7 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
                          "segment share one")
     dp.add_argument("--policy", metavar="PATH", help="policy YAML file or directory (SIGHUP reloads it)")
     dp.add_argument("--metrics", type=_host_port, metavar="HOST:PORT", help="serve Prometheus metrics")
-    dp.add_argument("--eve", metavar="PATH", help="append EVE JSON flow and drop records to PATH")
+    dp.add_argument("--eve", metavar="PATH", help="append EVE JSON flow, drop and alert records to PATH")
+    dp.add_argument("--rules", action="append", default=[], metavar="[NAME=]PATH",
+                    help="signature set NAME (default: `default`) from a Suricata rule file or directory "
+                         "(repeatable); policy rules reach it with `inspect:` (SIGHUP reloads it)")
+    dp.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
+                    help="set a rule variable, e.g. HOME_NET=[10.0.0.0/8] (repeatable)")
+    dp.add_argument("--inspect-flows", type=int, default=None, metavar="N",
+                    help="flows inspected at once (inspection state, ~0.7 KB each beyond Hyperscan's stream "
+                         "state; default: the flow capacity)")
     dp.add_argument("--flow-capacity", type=int, default=262144, metavar="N", help="flows the table holds (262144)")
     dp.add_argument("--timeout", type=_timeout, action="append", default=[], metavar="NAME=SECONDS",
                     help="idle timeout: tcp_syn, tcp_established, tcp_closing, tcp_closed, udp, icmp, other")
@@ -119,6 +127,7 @@ def cmd_dataplane(args: argparse.Namespace) -> int:
     from ngfw.dataplane.fastpath import FastpathMissing
     from ngfw.dataplane.ports import PortError
     from ngfw.dataplane.runner import Dataplane, PortPlan, serve
+    from ngfw.dataplane.threats import RulesError
     from ngfw.model.errors import PolicyError
 
     if not args.wire and not args.tap and not args.segment:
@@ -130,9 +139,17 @@ def cmd_dataplane(args: argparse.Namespace) -> int:
                        timeouts=dict(args.timeout), idle_spin_us=args.idle_spin_us,
                        appid=dict(appid_budget=args.appid_budget, appid_max_pkts=args.appid_max_pkts,
                                   appid_slots=args.appid_buffers),
-                       tx_thread=args.tx_thread)
+                       tx_thread=args.tx_thread, inspect_flows=args.inspect_flows)
+        if args.rules:
+            from ngfw.compiler.rules_cli import parse_variables
+            from ngfw.dataplane.threats import parse_rules_arg
+
+            dp.load_signatures([parse_rules_arg(r) for r in args.rules], parse_variables(args.var))
         if args.policy:
             dp.load_file()
+    except RulesError as exc:
+        print(f"ngfw dataplane: rules refused: {exc}", file=sys.stderr)
+        return 1
     except (PortError, FastpathMissing, ValueError) as exc:
         print(f"ngfw dataplane: {exc}", file=sys.stderr)
         return 1

@@ -581,14 +581,6 @@ cdef class Engine:
         if self.e != NULL:
             for i in range(self.e.n_ports):
                 port_close(&self.e.ports[i])
-            free(self.e.flows.slots)
-            free(self.e.events.ev)
-            free(self.e.cls.slots)
-            free(self.e.hostpool.names)
-            free(self.e.hostpool.lens)
-            free(self.e.hostpool.next_free)
-            free(self.e.macs)
-            free(self.e.frags)
             if self.e.ins != NULL:
                 for i in range(self.e.flows.mask + 1 if self.e.flows.slots != NULL else 0):
                     if self.e.flows.slots[i].used:
@@ -600,6 +592,14 @@ cdef class Engine:
                 if self.e.ins.mctx != NULL:
                     pcre2_match_context_free(self.e.ins.mctx)
                 free(self.e.ins)
+            free(self.e.flows.slots)
+            free(self.e.events.ev)
+            free(self.e.cls.slots)
+            free(self.e.hostpool.names)
+            free(self.e.hostpool.lens)
+            free(self.e.hostpool.next_free)
+            free(self.e.macs)
+            free(self.e.frags)
             free(self.e)
             self.e = NULL
 

@@ -75,7 +75,7 @@ cdef pcre2_code *_pcre_compile(bytes regex, uint32_t opts) except? NULL:
     cdef pcre2_code *code = pcre2_compile(<PCRE2_SPTR><const char *>regex, len(regex), opts, &err, &erroff, NULL)
     if code == NULL:
         pcre2_get_error_message(err, msg, sizeof(msg))
-        raise EngineSkip("pcre does not compile", f"{(<char *>msg).decode(errors='replace')} at offset {erroff}")
+        raise EngineSkip("bad pcre", f"{(<char *>msg).decode(errors='replace')} at offset {erroff}")
     pcre2_jit_compile(code, PCRE2_JIT_COMPLETE)
     return code
 
@@ -188,7 +188,7 @@ cdef class InspectTables:
                     if sig.app_proto:
                         name = _SURICATA_APPS.get(sig.app_proto, sig.app_proto)
                         if name not in app_ids:
-                            raise EngineSkip("unsupported app-layer protocol", sig.app_proto)
+                            raise EngineSkip(f"unsupported app-layer protocol: {sig.app_proto}")
                         app = app_ids[name]
                     rule_bufs = []
                     rule_items_start = len(items)
@@ -197,14 +197,14 @@ cdef class InspectTables:
                     has_abs = 0
                     for group in sig.buffers:
                         if group.buffer not in buffer_ids:
-                            raise EngineSkip("unsupported buffer", group.buffer)
+                            raise EngineSkip(f"unsupported buffer: {group.buffer}")
                         for xf in group.transforms:
                             if xf not in transform_ids:
-                                raise EngineSkip("unsupported transform", xf)
+                                raise EngineSkip(f"unsupported transform: {xf}")
                         key = (group.buffer, tuple(group.transforms))
                         if key not in slots:
                             if len(slots) >= SLOT_MAX or len(group.transforms) > XF_MAX:
-                                raise EngineSkip("unsupported transform", "too many buffer/transform pairs")
+                                raise EngineSkip("unsupported transform: too many buffer/transform pairs")
                             slots[key] = len(slots)
                         item_start = rule_items_start + len(new_items)
                         for m in group.matches:

@@ -47,6 +47,14 @@ def rules_check(
             print(f"ngfw rules check: {exc}", file=sys.stderr)
             return 2
     ruleset = load_rules([Path(p) for p in paths], variables)
+    from ngfw.dataplane.fastpath import FastpathMissing
+    from ngfw.dataplane.threats import engine_check
+
+    try:
+        # what the dataplane would run: the engine refuses buffers it does not fill and regexes PCRE2 refuses
+        ruleset = engine_check(ruleset)
+    except FastpathMissing:   # no compiled fastpath: the compiler's verdict alone
+        pass
     if as_json:
         json.dump(_summary(ruleset), out)
         out.write("\n")

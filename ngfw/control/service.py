@@ -125,18 +125,25 @@ class Control:
 
     def effective(self, version: int, identity: int) -> list[Document]:
         """The resources of policy `version` with the Workloads of identity revision `identity`."""
+        return self._records(version, identity)[0]
+
+    def _records(self, version: int, identity: int) -> tuple[list[Document], str]:
+        """Effective documents of (version, identity) and the bundle hash stored when that pair was written."""
         record = self._version(version)
         if record is None:
-            return []
+            return [], ""
         id_record = self.store.get_identity(identity) if identity > 0 else None
         workloads = id_record.workloads if id_record is not None else []
-        return [d for d in record.documents if not _is_workload(d)] + workloads
+        stored = id_record.bundle_hash if id_record is not None and id_record.version == version else \
+            record.bundle_hash
+        return [d for d in record.documents if not _is_workload(d)] + workloads, stored
 
     def bundle(self, version: int, identity: int) -> Bundle:
+        """The bundle of (version, identity) with the hash stored at commit: agents verify the documents by it."""
         cached = self._bundles.get((version, identity))
         if cached is None:
-            documents = self.effective(version, identity)
-            cached = Bundle(version, identity, bundle_hash(version, identity, documents), documents)
+            documents, stored = self._records(version, identity)
+            cached = Bundle(version, identity, stored or bundle_hash(version, identity, documents), documents)
             self._bundles = {(version, identity): cached}  # only the running one is asked for
         return cached
 
@@ -373,9 +380,10 @@ class Control:
         identity_changed = workloads != (current.workloads if current else [])
         new_identity = identity + 1 if identity_changed else identity
         now = self.clock()
+        digest = bundle_hash(number, new_identity, [d for d in documents if not _is_workload(d)] + workloads)
         version_record = VersionRecord(number, documents, who.name, message, now, content_hash(documents),
-                                       new_identity, rollback_of)
-        identity_record = (IdentityRecord(new_identity, workloads, who.name, now, f"{action} {number}")
+                                       new_identity, rollback_of, digest)
+        identity_record = (IdentityRecord(new_identity, workloads, who.name, now, f"{action} {number}", number, digest)
                            if identity_changed else None)
         try:
             self.store.append(version_record, identity_record)
@@ -431,7 +439,10 @@ class Control:
                     raise self._rejected(who, action, target, exc) from None
                 if _workloads(documents) == _workloads(current):
                     return {"version": running, "identity": identity, "changed": False}
-                record = IdentityRecord(identity + 1, _workloads(documents), who.name, self.clock(), action)
+                new_workloads = _workloads(documents)
+                digest = bundle_hash(running, identity + 1,
+                                     [d for d in documents if not _is_workload(d)] + new_workloads)
+                record = IdentityRecord(identity + 1, new_workloads, who.name, self.clock(), action, running, digest)
                 try:
                     self.store.append(None, record)
                 except StoreConflict:

@@ -35,6 +35,10 @@ class VersionRecord:
     content_hash: str  # sha256 of the canonical documents
     identity: int  # identity revision in force when this version was committed
     rollback_of: int | None = None
+    # sha256 of the bundle (this version, that identity revision), computed when it was written:
+    # agents check the documents they receive against it, so corruption on the way (store
+    # included) is refused rather than enforced
+    bundle_hash: str = ""
 
     def meta(self) -> dict[str, Any]:
         out = asdict(self)
@@ -51,6 +55,8 @@ class IdentityRecord:
     author: str
     created: float
     reason: str  # "commit N" or "identity update"
+    version: int = 0  # the policy version this revision was written against
+    bundle_hash: str = ""  # of the bundle (version, this revision) when it was written
 
 
 @dataclass

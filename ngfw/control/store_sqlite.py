@@ -22,10 +22,11 @@ from ngfw.control.store import (
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (
     number INTEGER PRIMARY KEY, documents TEXT NOT NULL, author TEXT NOT NULL, message TEXT NOT NULL,
-    created REAL NOT NULL, content_hash TEXT NOT NULL, identity INTEGER NOT NULL, rollback_of INTEGER);
+    created REAL NOT NULL, content_hash TEXT NOT NULL, identity INTEGER NOT NULL, rollback_of INTEGER,
+    bundle_hash TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS identities (
     revision INTEGER PRIMARY KEY, workloads TEXT NOT NULL, author TEXT NOT NULL, created REAL NOT NULL,
-    reason TEXT NOT NULL);
+    reason TEXT NOT NULL, version INTEGER NOT NULL, bundle_hash TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS candidates (owner TEXT PRIMARY KEY, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS hosts (host TEXT PRIMARY KEY, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL);
@@ -62,24 +63,24 @@ class SqliteStore(Store):
         return (version or 0, identity or 0)
 
     def get_version(self, number: int) -> VersionRecord | None:
-        row = self._one("SELECT number, documents, author, message, created, content_hash, identity, rollback_of "
-                        "FROM versions WHERE number = ?", number)
+        row = self._one("SELECT number, documents, author, message, created, content_hash, identity, rollback_of, "
+                        "bundle_hash FROM versions WHERE number = ?", number)
         if row is None:
             return None
-        return VersionRecord(row[0], json.loads(row[1]), row[2], row[3], row[4], row[5], row[6], row[7])
+        return VersionRecord(row[0], json.loads(row[1]), *row[2:])
 
     def versions(self, limit: int) -> list[dict[str, Any]]:
-        rows = self._all("SELECT number, author, message, created, content_hash, identity, rollback_of "
+        rows = self._all("SELECT number, author, message, created, content_hash, identity, rollback_of, bundle_hash "
                          "FROM versions ORDER BY number DESC LIMIT ?", limit)
-        names = ("number", "author", "message", "created", "content_hash", "identity", "rollback_of")
+        names = ("number", "author", "message", "created", "content_hash", "identity", "rollback_of", "bundle_hash")
         return [dict(zip(names, row)) for row in rows]
 
     def get_identity(self, revision: int) -> IdentityRecord | None:
-        row = self._one("SELECT revision, workloads, author, created, reason FROM identities WHERE revision = ?",
-                        revision)
+        row = self._one("SELECT revision, workloads, author, created, reason, version, bundle_hash FROM identities "
+                        "WHERE revision = ?", revision)
         if row is None:
             return None
-        return IdentityRecord(row[0], json.loads(row[1]), row[2], row[3], row[4])
+        return IdentityRecord(row[0], json.loads(row[1]), *row[2:])
 
     def append(self, version: VersionRecord | None, identity: IdentityRecord | None) -> None:
         with self._lock:
@@ -87,14 +88,15 @@ class SqliteStore(Store):
                 self._db.execute("BEGIN IMMEDIATE")
                 if version is not None:
                     self._db.execute(
-                        "INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        "INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (version.number, json.dumps(version.documents), version.author, version.message,
-                         version.created, version.content_hash, version.identity, version.rollback_of))
+                         version.created, version.content_hash, version.identity, version.rollback_of,
+                         version.bundle_hash))
                 if identity is not None:
                     self._db.execute(
-                        "INSERT INTO identities VALUES (?, ?, ?, ?, ?)",
+                        "INSERT INTO identities VALUES (?, ?, ?, ?, ?, ?, ?)",
                         (identity.revision, json.dumps(identity.workloads), identity.author, identity.created,
-                         identity.reason))
+                         identity.reason, identity.version, identity.bundle_hash))
                 self._db.execute("COMMIT")
             except sqlite3.IntegrityError:
                 self._db.execute("ROLLBACK")

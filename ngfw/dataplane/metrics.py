@@ -71,6 +71,8 @@ class DataplaneCollector(Collector):
         yield CounterMetricFamily("ngfw_events_lost_total", "Flow/drop events lost because the event ring was full",
                                   value=stats["events_lost"])
 
+        yield from self._inspection(stats["inspect"])
+
         policy = dp.policy
         yield GaugeMetricFamily("ngfw_policy_version", "Version of the policy in force",
                                 value=policy.version if policy else 0)
@@ -83,3 +85,51 @@ class DataplaneCollector(Collector):
         reloads.add_metric(["success"], dp.reloads_ok)
         reloads.add_metric(["failure"], dp.reloads_failed)
         yield reloads
+
+    def _inspection(self, ins: dict) -> Iterator:
+        dp = self.dp
+        policy = dp.policy
+        alerts = CounterMetricFamily("ngfw_alerts_total", "Signature alerts, by vsys, severity and whether the "
+                                     "packet was blocked", labels=["vsys", "severity", "action"])
+        for (vsys, severity, blocked), value in sorted(ins["alerts"].items()):
+            name = policy.vsys_name(vsys) if policy is not None and vsys >= 0 else ""
+            alerts.add_metric([name, str(severity), "blocked" if blocked else "allowed"], value)
+        yield alerts
+        yield CounterMetricFamily("ngfw_inspect_flows_total", "Flows that were inspected", value=ins["flows_inspected"])
+        yield CounterMetricFamily("ngfw_inspect_flows_blocked_total", "Flows blocked by a signature (drop/reject)",
+                                  value=ins["flows_blocked"])
+        yield CounterMetricFamily("ngfw_inspect_bytes_total", "Payload bytes inspected", value=ins["bytes_inspected"])
+        yield CounterMetricFamily("ngfw_inspect_depth_reached_total",
+                                  "Flow directions that reached the inspection depth (later bytes pass uninspected)",
+                                  value=ins["depth_reached"])
+        events = CounterMetricFamily("ngfw_inspect_stream_events_total",
+                                     "TCP stream events seen by inspection, by kind", labels=["kind"])
+        events.add_metric(["out_of_order"], ins["out_of_order"])
+        events.add_metric(["overlap"], ins["overlaps"])
+        events.add_metric(["fragment_dropped"], ins["fragments_dropped"])
+        events.add_metric(["candidates_overflow"], ins["candidates_overflow"])
+        events.add_metric(["state_exhausted"], ins["state_exhausted"])
+        yield events
+        sigs = dp.signatures
+        loaded = GaugeMetricFamily("ngfw_signatures_loaded", "Signatures in the rule set in force, by set",
+                                   labels=["set"])
+        skipped = GaugeMetricFamily("ngfw_signatures_skipped", "Signatures that did not load, by reason",
+                                    labels=["reason"])
+        if sigs is not None:
+            per_set: dict[str, int] = {}
+            for index in sigs.inspect.rule_sets:
+                name = sigs.inspect.set_names[index]
+                per_set[name] = per_set.get(name, 0) + 1
+            for name, n in per_set.items():
+                loaded.add_metric([name], n)
+            for reason, n in sigs.reasons().items():
+                skipped.add_metric([reason], n)
+        yield loaded
+        yield skipped
+        yield GaugeMetricFamily("ngfw_signatures_compile_seconds",
+                                "Time the rule set in force took to parse and compile",
+                                value=(sigs.parse_seconds + sigs.compile_seconds) if sigs is not None else 0)
+        rl = CounterMetricFamily("ngfw_signature_reloads_total", "Signature set reloads, by result", labels=["result"])
+        rl.add_metric(["success"], dp.rules_reloads_ok)
+        rl.add_metric(["failure"], dp.rules_reloads_failed)
+        yield rl

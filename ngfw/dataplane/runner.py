@@ -57,11 +57,18 @@ class Dataplane:
     def __init__(self, plan: PortPlan, policy_path: str | None = None, eve_path: str | None = None,
                  flow_capacity: int = 262144, timeouts: dict[str, float] | None = None,
                  drain_interval: float = 0.1, idle_spin_us: float = 200.0,
-                 appid: dict[str, int] | None = None, tx_thread: bool = False) -> None:
+                 appid: dict[str, int] | None = None, tx_thread: bool = False,
+                 inspect_flows: int | None = None) -> None:
         fp = engine_module()
         self.fp = fp
         self.engine = fp.Engine(flow_capacity=flow_capacity, timeouts=timeouts or {}, idle_spin_us=idle_spin_us,
-                                **(appid or {}))
+                                inspect_slots=inspect_flows, **(appid or {}))
+        self.signatures: Any = None           # threats.SignatureSets in force
+        self.signature_sources: list[tuple[str, str]] = []
+        self.signature_variables: dict[str, str] = {}
+        self.signature_digest = ""
+        self.rules_reloads_ok = 0
+        self.rules_reloads_failed = 0
         self.plan = plan
         self.tx_thread = tx_thread  # flush TX rings from a second thread: more throughput, more latency
         self._tx_thread: threading.Thread | None = None
@@ -110,11 +117,47 @@ class Dataplane:
                 self.port_index[name] = index
                 log.info("port %s: segment %d, MTU %d", name, seg_no, link.mtu)
 
+    # ---- threat signatures
+    def load_signatures(self, sources: list[tuple[str, str]], variables: dict[str, str] | None = None,
+                        strict: bool = False) -> bool:
+        """Compile signature sets off the hot path; they take effect with the next `load`.
+        Returns False when the rule files did not change. Raises RulesError (the running set stays)."""
+        from ngfw.compiler.catalogue import load_catalogue
+        from ngfw.dataplane.threats import load_signature_sets, sources_digest
+
+        digest = sources_digest(sources, variables or {})
+        if self.signatures is not None and digest == self.signature_digest:
+            return False
+        catalogue = self.policy.catalogue if self.policy is not None else load_catalogue()
+        signatures = load_signature_sets(sources, variables, catalogue, strict=strict)
+        self.signatures = signatures
+        self.signature_sources = list(sources)
+        self.signature_variables = dict(variables or {})
+        self.signature_digest = digest
+        log.info("signatures: %s", signatures.summary())
+        for line in signatures.malformed[:20]:
+            log.warning("rule skipped: %s", line)
+        return True
+
+    def reload_signatures(self) -> None:
+        """SIGHUP: recompile changed rule files; a set with malformed rules is refused, the running one stays."""
+        from ngfw.dataplane.threats import RulesError
+
+        if not self.signature_sources:
+            return
+        try:
+            if self.load_signatures(self.signature_sources, self.signature_variables, strict=True):
+                self.rules_reloads_ok += 1
+        except RulesError as exc:
+            self.rules_reloads_failed += 1
+            log.error("signature reload refused, the running rule set stays: %s", exc)
+
     # ---- policy
     def load(self, policy: CompiledPolicy) -> None:
         """Build tables for `policy` off the hot path and swap them in atomically."""
         started = time.perf_counter()
-        tables = self.fp.Tables(policy, self.port_index)
+        inspect = self.signatures.inspect if self.signatures is not None else None
+        tables = self.fp.Tables(policy, self.port_index, inspect)
         with self._lock:
             old = self.engine.tables
             self.engine.set_tables(tables)
@@ -145,7 +188,8 @@ class Dataplane:
         return policy
 
     def reload(self) -> bool:
-        """SIGHUP: reload the policy file; a bad policy is refused and the running one stays."""
+        """SIGHUP: reload rule files and the policy file; a bad policy is refused and the running one stays."""
+        self.reload_signatures()
         try:
             policy = self.load_file()
         except Exception as exc:  # noqa: BLE001 - every failure keeps the running policy

@@ -34,6 +34,37 @@ def parse_rules_arg(text: str) -> tuple[str, str]:
     return name, path
 
 
+def engine_check(ruleset: Any, catalogue: Any = None) -> Any:
+    """The compiler's RuleSet narrowed to what the fastpath runs: rules the engine cannot (a buffer it
+    does not fill, a regex PCRE2 refuses) move to `skipped` with the reason."""
+    from dataclasses import replace
+
+    from ngfw.compiler.suricata.model import Skipped
+    from ngfw.dataplane.fastpath import engine_module
+
+    if catalogue is None:
+        from ngfw.compiler.catalogue import load_catalogue
+
+        catalogue = load_catalogue()
+    inspect = engine_module().InspectTables([("check", ruleset.rules)], catalogue)
+    refused = {id(sig): (reason, detail) for _, sig, reason, detail in inspect.skipped}
+    extra = tuple(Skipped(sig.file, sig.line, sig.sid, *refused[id(sig)]) for sig in ruleset.rules if id(sig) in refused)
+    return replace(ruleset, rules=tuple(r for r in ruleset.rules if id(r) not in refused),
+                   skipped=ruleset.skipped + extra)
+
+
+def sources_digest(sources: list[tuple[str, str]], variables: dict[str, str]) -> str:
+    """Identifies the content of a signature load: set names, file contents and variables."""
+    import hashlib
+
+    h = hashlib.sha256(repr(sorted(variables.items())).encode())
+    for name, path in sources:
+        for f in rule_files(path):
+            h.update(f"{name}\0{f}\0".encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
 def rule_files(path: str) -> list[Path]:
     p = Path(path)
     if p.is_dir():
@@ -107,7 +138,7 @@ def load_signature_sets(sets: list[tuple[str, str]], variables: dict[str, str] |
         raise RulesError(str(exc)) from None
     for set_name, sig, reason, detail in inspect.skipped:
         skipped.append((set_name, sig.file, sig.line, sig.sid, reason, detail))
-        if reason == "malformed rule" or reason == "pcre does not compile":
+        if not reason.startswith("unsupported "):
             malformed.append(f"{sig.file}:{sig.line}: sid {sig.sid}: {reason} ({detail})")
     if strict and malformed:
         raise RulesError(f"{len(malformed)} rules cannot be compiled:\n  " + "\n  ".join(malformed[:20]))
