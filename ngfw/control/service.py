@@ -125,13 +125,23 @@ class Control:
 
     def effective(self, version: int, identity: int) -> list[Document]:
         """The resources of policy `version` with the Workloads of identity revision `identity`."""
-        return self._records(version, identity)[0]
+        return self._records(version, identity, verify=True)[0]
 
-    def _records(self, version: int, identity: int) -> tuple[list[Document], str]:
-        """Effective documents of (version, identity) and the bundle hash stored when that pair was written."""
+    def _records(self, version: int, identity: int, verify: bool) -> tuple[list[Document], str]:
+        """Effective documents of (version, identity) and the bundle hash stored when that pair was written.
+
+        With `verify`, a version whose documents no longer match the content hash stored at
+        commit is an error: control must not build new versions (and hashes) on a store that
+        was corrupted or edited behind its back. Bundles are served unverified, with the
+        stored hash: the agents' check is the one that protects the dataplane.
+        """
         record = self._version(version)
         if record is None:
             return [], ""
+        if verify and content_hash(record.documents) != record.content_hash:
+            log.error("version %d in the store does not match its content hash", version)
+            raise ApiError(500, f"version {version} in the store does not match its content hash (corrupted or "
+                                "edited outside control); roll back to a good version")
         id_record = self.store.get_identity(identity) if identity > 0 else None
         workloads = id_record.workloads if id_record is not None else []
         stored = id_record.bundle_hash if id_record is not None and id_record.version == version else \
@@ -142,7 +152,7 @@ class Control:
         """The bundle of (version, identity) with the hash stored at commit: agents verify the documents by it."""
         cached = self._bundles.get((version, identity))
         if cached is None:
-            documents, stored = self._records(version, identity)
+            documents, stored = self._records(version, identity, verify=False)
             cached = Bundle(version, identity, stored or bundle_hash(version, identity, documents), documents)
             self._bundles = {(version, identity): cached}  # only the running one is asked for
         return cached
@@ -361,8 +371,12 @@ class Control:
             record = self._version(target)
             if record is None:
                 raise ApiError(404, f"version {target} does not exist")
-            current = self.effective(running, identity)
-            documents = [d for d in record.documents if not _is_workload(d)] + _workloads(current)
+            if content_hash(record.documents) != record.content_hash:
+                raise ApiError(409, f"version {target} in the store does not match its content hash; pick another")
+            # workloads from the identity record alone: rolling back must work when the running version is bad
+            id_record = self.store.get_identity(identity) if identity > 0 else None
+            workloads = id_record.workloads if id_record is not None else []
+            documents = [d for d in record.documents if not _is_workload(d)] + workloads
             result = self._publish(who, "rollback", documents, running, identity,
                                    message or f"rollback to version {target}", target)
             self.audit(who, "rollback", f"version {result['version']}", "ok", rollback_of=target)

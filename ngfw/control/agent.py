@@ -1,0 +1,204 @@
+"""The dataplane agent: fetch this host's bundle from control, verify, compile, apply, acknowledge.
+
+It long-polls control (`GET /bundle?known=HASH&wait=S` returns as soon as the running bundle
+differs from the one the agent last saw), so a commit reaches every host in one round trip.
+A bundle is trusted only if its documents hash to the hash control stored when the version
+was committed; otherwise it is refused, reported (`POST /acks` with status refused), and the
+running policy stays. Compiling happens here, in the agent's thread, and the `apply`
+callback (`Dataplane.load` in `ngfw dataplane`) builds tables and swaps them atomically, so
+the packet loop never waits for either. When control is unreachable the agent keeps the
+last good policy, retries, and re-synchronises (and re-acknowledges) when control is back.
+
+Standalone use (tests, benchmarks): `Agent(ControlClient(url, token), "host-a", apply=fn).start()`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ngfw.compiler.tables import CompiledPolicy
+from ngfw.control.client import ControlClient, ControlError, ControlUnreachable
+from ngfw.control.documents import InvalidDocuments, bundle_hash
+from ngfw.control.validation import compile_documents
+
+log = logging.getLogger("ngfw.agent")
+
+ApplyFn = Callable[[CompiledPolicy], None]
+
+
+@dataclass(frozen=True)
+class Applied:
+    """A bundle this agent runs, and when it started running it."""
+
+    version: int
+    identity: int
+    hash: str
+    at: float  # time.time() when apply returned
+
+
+class Agent:
+    def __init__(self, client: ControlClient, host: str, apply: ApplyFn, *,
+                 apply_identity: ApplyFn | None = None, wait: float = 20.0, retry_interval: float = 0.5,
+                 cache_path: str | Path | None = None) -> None:
+        """`apply_identity` (default: `apply`) gets bundles that changed only Workloads (same version),
+        for a dataplane that can update its identity tables without rebuilding rule tables."""
+        self.client = client
+        self.host = host
+        self.apply = apply
+        self.apply_identity = apply_identity or apply
+        self.wait = wait
+        self.retry_interval = retry_interval
+        self.cache_path = Path(cache_path) if cache_path else None
+        self.current: Applied | None = None
+        self.policy: CompiledPolicy | None = None
+        self.refused: list[str] = []  # hashes of bundles refused (did not verify, compile or apply)
+        self.connected = False
+        self.last_error = ""
+        self._seen_hash: str | None = None  # last bundle hash handled, good or bad: the long-poll's `known`
+        self._ack_pending = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._changed = threading.Condition()
+
+    # ---- running
+    def start(self) -> None:
+        self.load_cache()
+        self._thread = threading.Thread(target=self.run, name=f"ngfw-agent-{self.host}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            # a long-poll in flight ends within its wait; the thread is a daemon either way
+            self._thread.join(timeout=0.1)
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.sync_once(self.wait)
+                if not self.connected:
+                    log.info("agent %s: control %s reachable", self.host, self.client.url)
+                self.connected = True
+            except ControlUnreachable as exc:
+                if self.connected or not self.last_error:
+                    log.warning("agent %s: %s; keeping version %s", self.host, exc,
+                                self.current.version if self.current else "none")
+                self.connected = False
+                self.last_error = str(exc)
+                self._ack_pending = self.current is not None  # say what we run once control is back
+                self._stop.wait(self.retry_interval)
+            except ControlError as exc:
+                self.last_error = str(exc)
+                log.error("agent %s: control refused: %s", self.host, exc)
+                self._stop.wait(max(self.retry_interval, 2.0))  # e.g. a bad token: do not hammer control
+
+    def sync_once(self, wait: float) -> bool:
+        """One long-poll: True if a new bundle was applied. Raises ControlUnreachable/ControlError."""
+        if self._ack_pending and self.current is not None:
+            self._ack(self.current, "applied")
+        bundle = self.client.bundle(self.host, self._seen_hash, wait)
+        if bundle is None:
+            return False
+        self._seen_hash = str(bundle.get("hash", ""))
+        return self.handle(bundle)
+
+    def handle(self, bundle: dict[str, Any], report: bool = True) -> bool:
+        """Verify, compile and apply one bundle; True when it is now running."""
+        version, identity = int(bundle["version"]), int(bundle["identity"])
+        claimed, documents = str(bundle["hash"]), bundle["documents"]
+        computed = bundle_hash(version, identity, documents)
+        if computed != claimed:
+            return self._refuse(version, identity, claimed, "refused",
+                                f"hash mismatch: the bundle says {claimed}, its documents hash to {computed}", report)
+        started = time.perf_counter()
+        try:
+            policy = compile_documents(documents, version).policy
+        except InvalidDocuments as exc:
+            return self._refuse(version, identity, claimed, "failed", f"does not compile: {exc}", report)
+        identity_only = self.current is not None and self.current.version == version
+        try:
+            (self.apply_identity if identity_only else self.apply)(policy)
+        except Exception as exc:  # noqa: BLE001 - whatever the dataplane says, the old tables stay in force
+            log.exception("agent %s: applying version %d failed", self.host, version)
+            return self._refuse(version, identity, claimed, "failed", f"apply failed: {exc}", report)
+        applied = Applied(version, identity, claimed, time.time())
+        with self._changed:
+            self.current, self.policy = applied, policy
+            self._changed.notify_all()
+        log.info("agent %s: version %d identity %d applied in %.3f s (sha256 %s)", self.host, version, identity,
+                 time.perf_counter() - started, claimed[:12])
+        self._save_cache(bundle)
+        if report:
+            self._ack(applied, "applied")
+        return True
+
+    def _refuse(self, version: int, identity: int, claimed: str, status: str, detail: str, report: bool) -> bool:
+        log.error("agent %s: bundle version %d %s: %s", self.host, version, status, detail)
+        self.refused.append(claimed)
+        with self._changed:
+            self._changed.notify_all()
+        if report:
+            self.client.ack(self.host, version, identity, claimed, status, detail)
+        return False
+
+    def _ack(self, applied: Applied, status: str) -> None:
+        self.client.ack(self.host, applied.version, applied.identity, applied.hash, status)
+        self._ack_pending = False
+
+    def wait_for(self, predicate: Callable[[Agent], bool], timeout: float) -> bool:
+        """Block until `predicate(self)` holds after an apply or refusal (tests, benchmarks)."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not predicate(self):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._changed.wait(remaining)
+        return True
+
+    # ---- the last good bundle on disk: a restarted dataplane enforces it while control is down
+    def load_cache(self) -> bool:
+        if self.cache_path is None or not self.cache_path.exists():
+            return False
+        try:
+            bundle = json.loads(self.cache_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            log.warning("agent %s: cached bundle %s unreadable: %s", self.host, self.cache_path, exc)
+            return False
+        ok = self.handle(bundle, report=False)
+        if ok:
+            self._seen_hash = self.current.hash if self.current else None
+            self._ack_pending = True
+        return ok
+
+    def _save_cache(self, bundle: dict[str, Any]) -> None:
+        if self.cache_path is None:
+            return
+        tmp = self.cache_path.with_name(self.cache_path.name + ".tmp")
+        try:
+            self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(bundle), encoding="utf-8")
+            os.replace(tmp, self.cache_path)
+        except OSError as exc:
+            log.warning("agent %s: cannot cache the bundle in %s: %s", self.host, self.cache_path, exc)
+
+
+def start_dataplane_agent(dataplane: Any, control_url: str, host: str, token: str | None,
+                          cache_path: str | None = None) -> Agent:
+    """Run an agent that feeds `ngfw dataplane`: its compiled policies go to `Dataplane.load`."""
+
+    def apply(policy: CompiledPolicy) -> None:
+        dataplane.version = policy.version
+        dataplane.load(policy)
+
+    agent = Agent(ControlClient(control_url, token), host, apply, cache_path=cache_path)
+    agent.start()
+    return agent
