@@ -120,6 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     apps.add_argument("--json", action="store_true")
 
     sub.add_parser("schema", help="print the JSON Schema of the policy resources")
+
+    from ngfw.control import cli_hooks as control_cli  # argparse only: the control commands import lazily
+
+    control_cli.add_dataplane_options(dp)
+    control_cli.register(sub)
     return parser
 
 
@@ -156,6 +161,13 @@ def cmd_dataplane(args: argparse.Namespace) -> int:
     except PolicyError as exc:
         print(f"ngfw dataplane: policy {args.policy} refused:\n{exc}", file=sys.stderr)
         return 1
+    try:
+        from ngfw.control.cli_hooks import start_dataplane_agent
+
+        start_dataplane_agent(dp, args)  # --control: policy bundles from ngfw control, applied via dp.load
+    except (ValueError, OSError) as exc:
+        print(f"ngfw dataplane: {exc}", file=sys.stderr)
+        return 2
     if dp.policy is None:
         logging.getLogger("ngfw").warning("no --policy: every frame is dropped (reason no_policy) until one is loaded")
     else:
@@ -304,7 +316,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(json.dumps(json_schema(), indent=2))
         return 0
-    return 2
+    from ngfw.control.cli_hooks import dispatch
+
+    result = dispatch(args)  # control, apply, diff, commit, rollback, status, explain, ...
+    return 2 if result is None else result
 
 
 if __name__ == "__main__":
