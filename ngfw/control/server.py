@@ -266,7 +266,9 @@ class ControlServer:
         return self._openapi
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="ngfw-control-http", daemon=True)
+        # a short poll interval: stopping (tests, restarts) waits for at most one interval
+        self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.1,), name="ngfw-control-http",
+                                        daemon=True)
         self._thread.start()
 
     def serve_forever(self) -> None:
