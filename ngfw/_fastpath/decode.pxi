@@ -213,6 +213,33 @@ cdef int decode_ipv6(pkt_t *p, uint32_t off) noexcept nogil:
             return decode_l4(p, cur, end)
     return R_BAD_IPV6_EXT
 
+cdef uint16_t nsh_inner(const uint8_t *data, uint32_t n, uint32_t *off) noexcept nogil:
+    """Skip NSH headers (and an inner Ethernet header) at off[0]; the inner ethertype, 0 when malformed."""
+    cdef uint32_t hlen
+    cdef int depth
+    for depth in range(4):
+        if off[0] + 8 > n or (data[off[0]] >> 6) != 0:
+            return 0
+        hlen = (<uint32_t>(data[off[0] + 1] & 0x3f)) * 4
+        if hlen < 8 or off[0] + hlen > n:
+            return 0
+        off[0] += hlen
+        if data[off[0] - hlen + 3] == 1:
+            return 0x0800
+        if data[off[0] - hlen + 3] == 2:
+            return 0x86dd
+        if data[off[0] - hlen + 3] == 3:
+            if off[0] + 14 > n:
+                return 0
+            if ngfw_be16(data + off[0] + 12) != 0x894F:
+                off[0] += 14
+                return ngfw_be16(data + off[0] - 2)
+            off[0] += 14
+            continue
+        if data[off[0] - hlen + 3] != 4:
+            return 0
+    return 0
+
 cdef int decode_frame(pkt_t *p, const uint8_t *data, uint32_t n, bint snapped=False) noexcept nogil:
     """Fill `p` from one Ethernet frame; returns R_NONE or the reason to drop it. `snapped`: the frame
     is a capture record cut by the snap length, so IP/UDP lengths may point past its end."""
@@ -240,6 +267,11 @@ cdef int decode_frame(pkt_t *p, const uint8_t *data, uint32_t n, bint snapped=Fa
         et = ngfw_be16(data + off)
     off += 2
     p.ethertype = et
+    if et == 0x894F:
+        # Network Service Header (RFC 8300, service function chaining): decode what it carries
+        et = nsh_inner(data, n, &off)
+        if et == 0:
+            return R_TRUNC_NSH
     p.l3_off = off
     if et == 0x0800:
         return decode_ipv4(p, off)

@@ -125,7 +125,8 @@ cdef enum:
     R_NO_POLICY = 32
     R_ICMP_ERROR_NO_FLOW = 33
     R_THREAT = 34
-    R_COUNT = 35
+    R_TRUNC_NSH = 35
+    R_COUNT = 36
 
 DROP_REASONS = (
     "none", "empty_frame", "truncated_ethernet", "truncated_vlan", "unknown_ethertype", "truncated_arp",
@@ -134,7 +135,7 @@ DROP_REASONS = (
     "fragment_tiny", "fragment_without_first", "spoofed_ip", "spoofed_mac", "wrong_port", "no_workload",
     "policy_deny", "policy_reject", "policy_default_deny", "tcp_not_syn", "flow_table_full",
     "cut_by_policy", "hairpin", "tx_ring_full", "fragment_table_full", "no_policy", "icmp_error_without_flow",
-    "threat",
+    "threat", "truncated_nsh",
 )
 
 # process_frame's rx_status flag (beside the kernel's TP_STATUS_* bits) for a capture record cut short

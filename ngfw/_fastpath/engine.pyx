@@ -836,7 +836,7 @@ cdef class Engine:
                         alerts[(<int>v - 1, s + 1, bool(b))] = ws.alerts[v][s][b]
         return {"alerts": alerts, "flows_inspected": ws.flows_inspected, "flows_blocked": ws.blocked_flows,
                 "bytes_inspected": ws.bytes_inspected, "depth_reached": ws.depth_reached,
-                "out_of_order": ws.out_of_order, "overlaps": ws.overlaps,
+                "out_of_order": ws.out_of_order, "overlaps": ws.overlaps, "overlap_mismatch": ws.overlap_mismatch,
                 "fragments_dropped": ws.fragments_dropped, "candidates_overflow": ws.cand_overflow,
                 "state_exhausted": ws.pool.exhausted}
 

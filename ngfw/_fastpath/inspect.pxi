@@ -353,11 +353,27 @@ cdef inline void insort_candidates(insws_t *ws) noexcept nogil:
             j -= 1
         ws.cand[j] = c
 
+cdef bint overlap_agrees(const inspslot_t *s, uint8_t dir, const pkt_t *p, uint32_t back) noexcept nogil:
+    """Does the part of a segment that overlaps what was inspected (`back` bytes before the next
+    expected byte) carry the same bytes? Only the kept tail can be compared; older bytes are not."""
+    cdef uint32_t start, n, tail_off
+    cdef const uint8_t *d = p.data + p.payload_off
+    n = back if back < p.payload_len else p.payload_len
+    if back > s.tail_len[dir]:
+        # the segment starts before the tail: compare from where the tail begins
+        start = back - s.tail_len[dir]
+        if start >= n:
+            return True
+        tail_off = 0
+        return memcmp(d + start, s.tail[dir], n - start) == 0
+    tail_off = s.tail_len[dir] - back
+    return memcmp(d, s.tail[dir] + tail_off, n) == 0
+
 cdef uint32_t tcp_new_bytes(engine_t *e, insws_t *ws, inspslot_t *s, uint8_t dir, const pkt_t *p,
                             uint32_t *skip) noexcept nogil:
     """How many bytes of this segment are new in its direction's stream (skip: the old ones before
-    them). UINT32_MAX: beyond a hole while inline (the caller drops it)."""
-    cdef uint32_t seq = p.tcp_seq
+    them). UINT32_MAX: drop it (beyond a hole while inline, or rewriting inspected bytes)."""
+    cdef uint32_t seq = p.tcp_seq + (1 if p.tcp_flags & TH_SYN else 0)   # a SYN's data follows the SYN
     cdef int32_t diff
     skip[0] = 0
     if not s.seq_set[dir]:
@@ -374,6 +390,11 @@ cdef uint32_t tcp_new_bytes(engine_t *e, insws_t *ws, inspslot_t *s, uint8_t dir
         diff = 0
     if diff < 0:
         ws.overlaps += 1
+        if not overlap_agrees(s, dir, p, <uint32_t>(-diff)):
+            # a retransmission that rewrites bytes already inspected and forwarded: the receiver may
+            # not have the first copy, so this one must not pass uninspected
+            ws.overlap_mismatch += 1
+            return UINT32_MAX
         if <uint32_t>(-diff) >= p.payload_len:
             return 0
         skip[0] = <uint32_t>(-diff)
@@ -460,6 +481,10 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
             return A_DENY
         if not p.frag_first:
             return A_ALLOW
+    if tcp and (p.tcp_flags & TH_SYN):
+        # the stream of this direction starts after the SYN: a first data segment beyond it is a hole
+        s.seq_set[dir] = 1
+        s.next_seq[dir] = p.tcp_seq + 1
     if n == 0 and T.nopf_n == 0:
         return A_ALLOW
     # per-packet workspace

@@ -348,6 +348,7 @@ ctypedef struct insws_t:
     uint64_t depth_reached
     uint64_t out_of_order
     uint64_t overlaps
+    uint64_t overlap_mismatch
     uint64_t fragments_dropped
     uint64_t cand_overflow
     uint64_t bytes_inspected

@@ -106,6 +106,7 @@ class DataplaneCollector(Collector):
                                      "TCP stream events seen by inspection, by kind", labels=["kind"])
         events.add_metric(["out_of_order"], ins["out_of_order"])
         events.add_metric(["overlap"], ins["overlaps"])
+        events.add_metric(["overlap_mismatch_dropped"], ins["overlap_mismatch"])
         events.add_metric(["fragment_dropped"], ins["fragments_dropped"])
         events.add_metric(["candidates_overflow"], ins["candidates_overflow"])
         events.add_metric(["state_exhausted"], ins["state_exhausted"])

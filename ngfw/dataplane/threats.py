@@ -131,6 +131,10 @@ def load_signature_sets(sets: list[tuple[str, str]], variables: dict[str, str] |
         shown = "\n  ".join(malformed[:20])
         more = f"\n  ... and {len(malformed) - 20} more" if len(malformed) > 20 else ""
         raise RulesError(f"{len(malformed)} malformed rules:\n  {shown}{more}")
+    if catalogue is None:
+        from ngfw.compiler.catalogue import load_catalogue
+
+        catalogue = load_catalogue()   # app-layer rules (`alert http`) name the shipped apps
     fp = engine_module()
     try:
         inspect = fp.InspectTables(compiled, catalogue)

@@ -20,6 +20,7 @@ MAX_IPV6_EXT = 8  # extension headers walked before the chain is declared abusiv
 
 ETHERTYPE_IPV4 = 0x0800
 ETHERTYPE_ARP = 0x0806
+ETHERTYPE_NSH = 0x894F
 ETHERTYPE_IPV6 = 0x86DD
 VLAN_TPIDS = (0x8100, 0x88A8)
 
@@ -94,6 +95,35 @@ def decode(frame: bytes) -> dict[str, Any]:
     return pkt.as_dict(reason)
 
 
+def _nsh_inner(f: bytes, off: int) -> tuple[int, int] | None:
+    """RFC 8300 Network Service Headers (up to four, possibly around an inner Ethernet header) at
+    `off`: the inner EtherType and where it starts, None when malformed."""
+    n = len(f)
+    for _ in range(4):
+        if off + 8 > n or f[off] >> 6 != 0:
+            return None
+        hlen = (f[off + 1] & 0x3F) * 4
+        if hlen < 8 or off + hlen > n:
+            return None
+        next_protocol = f[off + 3]
+        off += hlen
+        if next_protocol == 1:
+            return ETHERTYPE_IPV4, off
+        if next_protocol == 2:
+            return ETHERTYPE_IPV6, off
+        if next_protocol == 3:
+            if off + 14 > n:
+                return None
+            et = _be16(f, off + 12)
+            off += 14
+            if et != ETHERTYPE_NSH:
+                return et, off
+            continue
+        if next_protocol != 4:
+            return None
+    return None
+
+
 def _ethernet(f: bytes, pkt: _Decoded) -> str | None:
     n = len(f)
     if n == 0:
@@ -114,6 +144,11 @@ def _ethernet(f: bytes, pkt: _Decoded) -> str | None:
         et = _be16(f, off)
     off += 2
     pkt.ethertype = et
+    if et == ETHERTYPE_NSH:
+        inner = _nsh_inner(f, off)
+        if inner is None:
+            return "truncated_nsh"
+        et, off = inner
     if et == ETHERTYPE_IPV4:
         return _ipv4(f, off, pkt)
     if et == ETHERTYPE_IPV6:

@@ -1,0 +1,274 @@
+"""Threat inspection inline: Suricata signatures decide what a workload's traffic may carry.
+
+Frames go through an engine with two memory ports (no root); what comes out of the far port, what is
+sent back, the alert events and the drop counters are what a user of the dataplane would see.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from fastpath_helpers import IP, TCP, Ether, Wire, fp, srv_to_web1, tcp, web1_to_srv, SRV_IP, SRV_MAC, WEB1_IP, WEB1_MAC
+from ngfw.compiler.policy import load_policy
+from ngfw.dataplane.threats import RulesError, load_signature_sets
+
+LAB = Path(__file__).resolve().parents[2] / "rules" / "examples" / "lab.yaml"
+
+RULES = r"""
+alert http any any -> any any (msg:"admin page"; flow:established,to_server; http.uri; content:"/admin"; sid:1001; rev:2; classtype:web-application-attack;)
+drop tcp any any -> any any (msg:"exploit string"; flow:to_server; content:"EVIL-PAYLOAD-XYZ"; sid:1002; rev:1;)
+reject tcp any any -> any any (msg:"shell upload"; flow:to_server; content:"cmd.exe"; nocase; sid:1003; rev:1;)
+alert tcp any any -> any any (msg:"anchored"; content:"HELLO"; offset:0; depth:5; sid:1004; rev:1;)
+alert tcp any any -> any any (msg:"response leak"; flow:to_client; content:"SECRET-TOKEN"; sid:1005; rev:1;)
+alert http any any -> any any (msg:"curl"; http.user_agent; content:"curl/"; startswith; http.method; content:"POST"; sid:1006; rev:1;)
+alert http any any -> any any (msg:"pcre backref"; http.uri; content:"/dup/"; pcre:"/\/dup\/(\w+)\/\1/"; sid:1007; rev:1;)
+"""
+
+
+def write_policy(tmp_path: Path, inspect: str = "default", profiles: str = "", rule_extra: str = "") -> object:
+    head = LAB.read_text().split("kind: SecurityPolicy")[0].rsplit("---", 1)[0]
+    body = head + textwrap.dedent(profiles) + textwrap.dedent(f"""
+        ---
+        apiVersion: ngfw/v1
+        kind: SecurityPolicy
+        metadata: {{name: main, vsys: tenant-a}}
+        spec:
+          rules:
+            - {{name: inspected-http, from: [group:web], to: [any], services: [tcp/80], action: allow, inspect: {inspect}{rule_extra}}}
+            - {{name: plain-8080, from: [group:web], to: [any], services: [tcp/8080], action: allow}}
+        """)
+    (tmp_path / "policy.yaml").write_text(body)
+    return load_policy(tmp_path / "policy.yaml")
+
+
+def rule_sets(tmp_path: Path, **sets: str) -> object:
+    sources = []
+    for name, text in sets.items():
+        (tmp_path / f"{name}.rules").write_text(textwrap.dedent(text).strip() + "\n")
+        sources.append((name, str(tmp_path / f"{name}.rules")))
+    return load_signature_sets(sources)
+
+
+class InspectWire(Wire):
+    def __init__(self, policy, signatures) -> None:
+        self.signatures = signatures
+        super().__init__(policy)
+
+    def load(self, policy) -> None:
+        self.engine.set_tables(fp.Tables(policy, {"vm": self.vm, "up": self.up}, self.signatures.inspect))
+
+    def alerts(self) -> list[dict]:
+        return [e for e in self.engine.drain_events() if e["event"] == "alert"]
+
+
+def wire(tmp_path: Path, rules: str = RULES, **policy_args: str) -> InspectWire:
+    return InspectWire(write_policy(tmp_path, **policy_args), rule_sets(tmp_path, default=rules))
+
+
+def handshake(w: Wire, sport: int, dport: int = 80) -> tuple[int, int]:
+    """Open a TCP connection web-01 -> server; returns the next client and server sequence numbers."""
+    assert w.from_vm(web1_to_srv(tcp(sport, dport, "S", seq=100)))[0]
+    assert w.from_up(srv_to_web1(tcp(dport, sport, "SA", seq=500, ack=101)))[0]
+    assert w.from_vm(web1_to_srv(tcp(sport, dport, "A", seq=101, ack=501)))[0]
+    return 101, 501
+
+
+def send(w: Wire, sport: int, seq: int, payload: bytes, dport: int = 80) -> tuple[list[bytes], list[bytes]]:
+    return w.from_vm(web1_to_srv(tcp(sport, dport, "PA", seq=seq, ack=501, payload=payload)))
+
+
+def sids(alerts: list[dict]) -> list[int]:
+    return [a["signature"].sid for a in alerts]
+
+
+def test_alert_passes_the_packet_and_names_the_signature(tmp_path: Path) -> None:
+    w = wire(tmp_path)
+    seq, _ = handshake(w, 41000)
+    out, back = send(w, 41000, seq, b"GET /admin/login HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert len(out) == 1 and not back
+    [alert] = w.alerts()
+    assert alert["signature"].sid == 1001 and alert["signature"].rev == 2 and not alert["blocked"]
+    assert alert["signature"].category == "Web Application Attack"
+    assert alert["src_ip"] == WEB1_IP and alert["app_proto"] == "http"
+
+
+def test_drop_blocks_the_packet_and_the_rest_of_the_flow(tmp_path: Path) -> None:
+    w = wire(tmp_path)
+    seq, _ = handshake(w, 41001)
+    out, _ = send(w, 41001, seq, b"xx EVIL-PAYLOAD-XYZ yy")
+    assert out == []
+    [alert] = w.alerts()
+    assert alert["signature"].sid == 1002 and alert["blocked"]
+    # the flow stays blocked, whatever it carries next, in both directions
+    assert send(w, 41001, seq + 22, b"harmless")[0] == []
+    assert w.from_up(srv_to_web1(tcp(80, 41001, "A", seq=501, ack=seq)))[0] == []
+    assert w.drops()["threat"] == 3
+    assert w.engine.inspect_stats()["flows_blocked"] == 1
+
+
+def test_reject_resets_both_sides(tmp_path: Path) -> None:
+    w = wire(tmp_path)
+    seq, _ = handshake(w, 41002)
+    out, back = send(w, 41002, seq, b"POST /upload CMD.EXE")
+    assert len(back) == 1 and Ether(back[0])[TCP].flags.R          # to the client
+    assert len(out) == 1 and Ether(out[0])[TCP].flags.R            # onward to the server, in its place
+    assert w.alerts()[0]["blocked"]
+
+
+def test_a_pattern_split_across_segments_is_found(tmp_path: Path) -> None:
+    w = wire(tmp_path)
+    seq, _ = handshake(w, 41003)
+    assert send(w, 41003, seq, b"aaaa EVIL-PAY")[0]                 # the first half passes
+    assert send(w, 41003, seq + 13, b"LOAD-XYZ bbbb")[0] == []      # the second completes it: dropped
+    assert sids(w.alerts()) == [1002]
+
+
+def test_a_segment_beyond_a_hole_waits_for_the_bytes_before_it(tmp_path: Path) -> None:
+    w = wire(tmp_path)
+    seq, _ = handshake(w, 41004)
+    # the attacker sends the end first: inline, it is dropped until the hole is filled (TCP retransmits)
+    assert send(w, 41004, seq + 13, b"LOAD-XYZ bbbb")[0] == []
+    assert send(w, 41004, seq, b"aaaa EVIL-PAY")[0]
+    assert send(w, 41004, seq + 13, b"LOAD-XYZ bbbb")[0] == []
+    assert sids(w.alerts()) == [1002]
+    assert w.engine.inspect_stats()["out_of_order"] == 1
+
+
+def test_a_retransmission_that_rewrites_inspected_bytes_is_dropped(tmp_path: Path) -> None:
+    w = wire(tmp_path)
+    seq, _ = handshake(w, 41005)
+    assert send(w, 41005, seq, b"innocent-bytes-here")[0]
+    # same sequence numbers, other bytes: the first copy was inspected, this one never will be
+    assert send(w, 41005, seq, b"EVIL-PAYLOAD-XYZ!!!")[0] == []
+    # an honest retransmission (same bytes) passes
+    assert send(w, 41005, seq, b"innocent-bytes-here")[0]
+    assert w.engine.inspect_stats()["overlap_mismatch"] == 1
+
+
+def test_anchored_content_is_relative_to_each_packet(tmp_path: Path) -> None:
+    w = wire(tmp_path)
+    seq, _ = handshake(w, 41006)
+    send(w, 41006, seq, b"xxHELLO")
+    assert w.alerts() == []
+    send(w, 41006, seq + 7, b"HELLO world")
+    assert sids(w.alerts()) == [1004]
+
+
+def test_server_responses_are_inspected_to_client(tmp_path: Path) -> None:
+    w = wire(tmp_path)
+    seq, srv_seq = handshake(w, 41007)
+    send(w, 41007, seq, b"GET / HTTP/1.1\r\n\r\n")
+    w.from_up(srv_to_web1(tcp(80, 41007, "PA", seq=srv_seq, ack=seq + 18, payload=b"HTTP/1.1 200 OK\r\n\r\nSECRET-TOKEN")))
+    [alert] = w.alerts()
+    assert alert["signature"].sid == 1005 and alert["pkt_to_client"]
+
+
+def test_http_buffers_and_pcre_with_back_reference(tmp_path: Path) -> None:
+    w = wire(tmp_path)
+    seq, _ = handshake(w, 41008)
+    req = b"POST /dup/abc/abc HTTP/1.1\r\nHost: x\r\nUser-Agent: curl/8.1\r\nContent-Length: 0\r\n\r\n"
+    send(w, 41008, seq, req)
+    assert sorted(sids(w.alerts())) == [1006, 1007]
+    seq2, _ = handshake(w, 41009)
+    send(w, 41009, seq2, b"GET /dup/abc/abd HTTP/1.1\r\nUser-Agent: wget\r\n\r\n")
+    assert w.alerts() == []
+
+
+def test_audit_profile_alerts_but_never_blocks(tmp_path: Path) -> None:
+    profile = """
+        ---
+        apiVersion: ngfw/v1
+        kind: ThreatProfile
+        metadata: {name: audit, vsys: tenant-a}
+        spec: {action: alert}
+        """
+    w = wire(tmp_path, inspect="audit", profiles=profile)
+    seq, _ = handshake(w, 41010)
+    assert send(w, 41010, seq, b"EVIL-PAYLOAD-XYZ")[0]
+    [alert] = w.alerts()
+    assert alert["signature"].sid == 1002 and not alert["blocked"]
+
+
+def test_a_profile_uses_only_the_signature_sets_it_names(tmp_path: Path) -> None:
+    profile = """
+        ---
+        apiVersion: ngfw/v1
+        kind: ThreatProfile
+        metadata: {name: web-only, vsys: tenant-a}
+        spec: {signatures: [web]}
+        """
+    sigs = rule_sets(tmp_path, web='alert tcp any any -> any any (msg:"w"; content:"WEBX"; sid:1;)',
+                     mail='alert tcp any any -> any any (msg:"m"; content:"MAILX"; sid:2;)')
+    w = InspectWire(write_policy(tmp_path, inspect="web-only", profiles=profile), sigs)
+    seq, _ = handshake(w, 41011)
+    send(w, 41011, seq, b"WEBX MAILX")
+    assert sids(w.alerts()) == [1]
+
+
+def test_flows_of_rules_without_a_profile_are_not_inspected(tmp_path: Path) -> None:
+    w = wire(tmp_path)
+    handshake(w, 41012, dport=8080)
+    assert send(w, 41012, 101, b"EVIL-PAYLOAD-XYZ", dport=8080)[0]
+    assert w.alerts() == [] and w.engine.inspect_stats()["flows_inspected"] == 0
+
+
+def test_inspection_stops_at_the_profile_depth(tmp_path: Path) -> None:
+    profile = """
+        ---
+        apiVersion: ngfw/v1
+        kind: ThreatProfile
+        metadata: {name: shallow, vsys: tenant-a}
+        spec: {depth: 100}
+        """
+    w = wire(tmp_path, inspect="shallow", profiles=profile)
+    seq, _ = handshake(w, 41013)
+    assert send(w, 41013, seq, b"a" * 120)[0]
+    assert send(w, 41013, seq + 120, b"EVIL-PAYLOAD-XYZ")[0]          # past the depth: not inspected
+    assert w.alerts() == [] and w.engine.inspect_stats()["depth_reached"] == 1
+
+
+def test_tcp_fragments_of_an_inspected_flow_are_dropped(tmp_path: Path) -> None:
+    from scapy.layers.inet import fragment
+
+    w = wire(tmp_path)
+    seq, _ = handshake(w, 41014)
+    packet = IP(src=WEB1_IP, dst=SRV_IP) / TCP(sport=41014, dport=80, flags="PA", seq=seq, ack=501) / (b"x" * 60)
+    first, second = fragment(packet, fragsize=32)[:2]
+    assert w.from_vm(Ether(src=WEB1_MAC, dst=SRV_MAC) / first)[0] == []
+    assert w.engine.inspect_stats()["fragments_dropped"] == 1
+
+
+def test_an_unknown_signature_set_in_a_profile_is_refused_with_its_name(tmp_path: Path) -> None:
+    profile = """
+        ---
+        apiVersion: ngfw/v1
+        kind: ThreatProfile
+        metadata: {name: p, vsys: tenant-a}
+        spec: {signatures: [nosuch]}
+        """
+    policy = write_policy(tmp_path, inspect="p", profiles=profile)
+    with pytest.raises(ValueError, match="threat profile p names signature set 'nosuch'"):
+        fp.Tables(policy, {}, rule_sets(tmp_path, default=RULES).inspect)
+
+
+def test_a_profile_that_does_not_exist_is_a_policy_error_naming_the_field(tmp_path: Path) -> None:
+    from ngfw.model.errors import PolicyError
+
+    with pytest.raises(PolicyError, match=r"spec.rules\[0\].inspect.*ThreatProfile 'strict' does not exist"):
+        write_policy(tmp_path, inspect="strict")
+
+
+def test_a_strict_load_refuses_malformed_rules_and_names_them(tmp_path: Path) -> None:
+    (tmp_path / "bad.rules").write_text('alert tcp any any -> any any (content:"ok"; sid:1;)\n'
+                                        'alert tcp any any -> any any (content:"|4|"; sid:2;)\n')
+    assert load_signature_sets([("default", str(tmp_path / "bad.rules"))]).loaded == 1
+    with pytest.raises(RulesError, match=r"bad.rules:2: sid 2: bad hex"):
+        load_signature_sets([("default", str(tmp_path / "bad.rules"))], strict=True)
+
+
+def test_missing_rule_file_is_one_sentence(tmp_path: Path) -> None:
+    with pytest.raises(RulesError, match="no such rule file"):
+        load_signature_sets([("default", str(tmp_path / "missing.rules"))])
