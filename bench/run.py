@@ -88,6 +88,7 @@ TITLES = {
     "bridge": "Linux bridge (baseline)",
     "allow": f"ngfw, {ALLOW_ALL_POLICY}",
     "rules1000": f"ngfw, {IDENTITY_RULES}-rule identity policy",
+    "suricata": "Suricata 7, AF_PACKET IPS (--baseline suricata)",
 }
 
 
@@ -228,6 +229,8 @@ def unavailable(name: str) -> str | None:
     """Why configuration `name` cannot run here (None when it can)."""
     if name == "bridge":
         return None
+    if name == "suricata":
+        return None if shutil.which("suricata") else "suricata is not installed (deploy/install.sh)"
     reason = dataplane_unavailable()
     if reason:
         return f"the dataplane is not available yet: {reason}"
@@ -242,11 +245,36 @@ def unavailable(name: str) -> str | None:
 
 
 DATAPLANE_ARGS: list[str] = []  # extra `ngfw dataplane` options for every ngfw configuration (--dataplane-args)
+SURICATA_RULES: list[Path] = []  # rule files of the Suricata baseline (--suricata-rules)
+
+
+@contextlib.contextmanager
+def suricata_baseline(lab: Lab, workdir: Path, result: ConfigResult) -> Iterator[None]:
+    """Suricata 7 in AF_PACKET IPS mode on the dataplane's wire (bench/suricata_ips.py); its load time is kept."""
+    sys.path.insert(0, str(HERE))
+    import suricata_ips
+
+    def ping() -> bool:
+        return call_in(lab.web1.ns, ["ping", "-c", "1", "-W", "1", lab.srv.ipv4], timeout=5).returncode == 0
+
+    home = {"HOME_NET": f"[{lab.subnet4},{lab.subnet6}]"}
+    ips_dir = Path(tempfile.mkdtemp(prefix="suricata-", dir=workdir))
+    with suricata_ips.running(lab.fw_ns, lab.fw_vm, lab.fw_up, SURICATA_RULES, probe=ping, workdir=ips_dir,
+                              variables=home) as ips:  # fmt: skip
+        log(f"suricata: {ips.load.rules_loaded} rules, engine started after {ips.load.engine_started_s:.1f} s")
+        result.details.append({"suricata_load": ips.load.as_dict()})
+        yield
+        if not ips.running():
+            result.errors.append(f"suricata exited: {ips.process.tail(5)}")
 
 
 @contextlib.contextmanager
 def configuration(name: str, lab: Lab, workdir: Path, result: ConfigResult) -> Iterator[DataplaneProcess | None]:
     """Put configuration `name` in place between fw-vm and fw-up for the block; undo it afterwards."""
+    if name == "suricata":
+        with suricata_baseline(lab, workdir, result):
+            yield None
+        return
     if name == "bridge":
         lab_bridge_fw(lab)
         try:
@@ -367,6 +395,9 @@ def run(args: argparse.Namespace) -> int:
     if bad:
         print(f"bench: unknown configuration(s) {bad}; choose from {', '.join(CONFIGS)}", file=sys.stderr)
         return 2
+    if args.baseline == "suricata":
+        names.append("suricata")
+        SURICATA_RULES[:] = args.suricata_rules or sorted(_et_open().glob("*.rules"))
     results = {n: ConfigResult(n, TITLES[n]) for n in names}
     for n in names:
         results[n].skipped = unavailable(n)
@@ -475,6 +506,12 @@ def _tcp_listeners(lab: Lab) -> set[int]:
     return listening(lab.srv.ns, "tcp")
 
 
+def _et_open() -> Path:
+    from ngfw.corpus import corpus
+
+    return corpus("et-open")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="3 s per measurement, 1 repetition")
@@ -486,6 +523,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", default=str(HERE / "out"), help="directory for the JSON results")
     parser.add_argument("--prefix", default=PREFIX, help="namespace name prefix")
+    parser.add_argument("--baseline", choices=("suricata",), help="also measure Suricata 7 inline on the same wire")
+    parser.add_argument("--suricata-rules", type=Path, nargs="+", metavar="FILE",
+                        help="rules of the Suricata baseline (default: the ET Open corpus)")
     return run(parser.parse_args(argv))
 
 
