@@ -120,7 +120,7 @@ class Agent:
                                 f"hash mismatch: the bundle says {claimed}, its documents hash to {computed}", report)
         started = time.perf_counter()
         try:
-            policy = compile_documents(documents, version).policy
+            policy = compile_documents(documents, version, lint_it=False).policy
         except InvalidDocuments as exc:
             return self._refuse(version, identity, claimed, "failed", f"does not compile: {exc}", report)
         identity_only = self.current is not None and self.current.version == version

@@ -14,11 +14,37 @@ from dataclasses import dataclass
 from ngfw.compiler.lint import lint
 from ngfw.compiler.policy import compile_resources
 from ngfw.compiler.tables import CompiledPolicy
-from ngfw.control.documents import Document, InvalidDocuments, Key, Problem, key_of, label_of, parse_resource
+from ngfw.control.documents import (
+    Document,
+    InvalidDocuments,
+    Key,
+    Problem,
+    canonical_json,
+    key_of,
+    label_of,
+    parse_resource,
+)
 from ngfw.model.errors import PolicyError
-from ngfw.model.resources import LoadedResource
+from ngfw.model.resources import LoadedResource, Resource
 
 CANDIDATE = "candidate"  # the source named in problems of resources that were already in the candidate
+PARSED_CACHE_SIZE = 100_000
+
+# Parsed resources by their canonical JSON. A commit or a label change touches a few documents
+# of thousands; re-validating the unchanged ones with pydantic was half of every compile.
+# Resources are frozen models, so sharing them between compiles is safe.
+_parsed: dict[bytes, Resource] = {}
+
+
+def _parse(document: Document, where: str) -> Resource:
+    encoded = canonical_json(document)
+    resource = _parsed.get(encoded)
+    if resource is None:
+        resource = parse_resource(document, where)
+        if len(_parsed) >= PARSED_CACHE_SIZE:
+            _parsed.clear()
+        _parsed[encoded] = resource
+    return resource
 
 
 @dataclass(frozen=True)
@@ -28,18 +54,19 @@ class Validated:
 
 
 def compile_documents(
-    documents: Sequence[Document], version: int, sources: Mapping[Key, str] | None = None
+    documents: Sequence[Document], version: int, sources: Mapping[Key, str] | None = None, lint_it: bool = True
 ) -> Validated:
     """Compile canonical documents; InvalidDocuments names every resource and field at fault.
 
     `sources` names where a document came from (a request's file) for documents of this
-    request; the others are named as part of the candidate.
+    request; the others are named as part of the candidate. Agents pass `lint_it=False`:
+    warnings are for the people who commit, not for hosts.
     """
     loaded: list[LoadedResource] = []
     problems: list[Problem] = []
     for index, document in enumerate(documents):
         try:
-            resource = parse_resource(document, f"document {index + 1}")
+            resource = _parse(document, f"document {index + 1}")
         except InvalidDocuments as exc:
             problems += exc.problems
             continue
@@ -51,7 +78,7 @@ def compile_documents(
         policy = compile_resources(loaded, version)
     except PolicyError as exc:
         raise InvalidDocuments([Problem.from_text(line) for line in exc.problems]) from None
-    return Validated(policy, lint(policy))
+    return Validated(policy, lint(policy) if lint_it else [])
 
 
 def duplicates(documents: Sequence[Document]) -> list[Problem]:
