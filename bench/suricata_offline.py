@@ -72,7 +72,7 @@ class OfflineOptions:
 
 def read_eve_alerts(path: Path) -> list[dict[str, Any]]:
     """The `alert` records of an EVE JSON file; a torn last line (writer killed) is skipped."""
-    alerts = []
+    alerts: list[dict[str, Any]] = []
     if not path.exists():
         return alerts
     with open(path, errors="replace") as f:
