@@ -47,7 +47,7 @@ from ngfw.lab.signals import Terminated, raise_on_signals  # noqa: E402
 from ngfw.lab.topology import Lab, interface_stats, lab_bridge_fw, lab_down, lab_unbridge_fw, lab_up  # noqa: E402
 
 PREFIX = "nb"
-CONFIGS = ("bridge", "allow", "rules1000")
+CONFIGS = ("bridge", "allow", "rules1000", "etopen")
 ALLOW_ALL_POLICY = "rules/examples/allow-all.yaml"
 IDENTITY_RULES = 1000
 IPERF_PORT = 5201
@@ -88,6 +88,7 @@ TITLES = {
     "bridge": "Linux bridge (baseline)",
     "allow": f"ngfw, {ALLOW_ALL_POLICY}",
     "rules1000": f"ngfw, {IDENTITY_RULES}-rule identity policy",
+    "etopen": "ngfw, allow-all with every flow inspected by ET Open",
     "suricata": "Suricata 7, AF_PACKET IPS (--baseline suricata)",
 }
 
@@ -282,9 +283,22 @@ def configuration(name: str, lab: Lab, workdir: Path, result: ConfigResult) -> I
         finally:
             lab_unbridge_fw(lab)
         return
-    policy = repo_path(ALLOW_ALL_POLICY) if name == "allow" else identity_policy_file(lab, workdir)
+    extra = list(DATAPLANE_ARGS)
+    if name == "allow":
+        policy = repo_path(ALLOW_ALL_POLICY)
+    elif name == "etopen":
+        # the same rules and HOME_NET the Suricata baseline gets; every allowed flow is inspected
+        policy = workdir / "allow-all-inspect.yaml"
+        policy.write_text(repo_path(ALLOW_ALL_POLICY).read_text().replace("      action: allow", "      action: allow\n      inspect: default"))
+        extra += ["--rules", f"et={_et_open()}", "--var", f"HOME_NET=[{lab.subnet4},{lab.subnet6}]"]
+    else:
+        policy = identity_policy_file(lab, workdir)
     dp_dir = Path(tempfile.mkdtemp(prefix=f"dp-{name}-", dir=workdir))
-    dp = start_dataplane(lab.fw_ns, policy, free_tcp_port(lab.fw_ns), workdir=dp_dir, extra_args=DATAPLANE_ARGS)
+    started_at = time.monotonic()
+    dp = start_dataplane(lab.fw_ns, policy, free_tcp_port(lab.fw_ns), workdir=dp_dir, extra_args=extra,
+                         **({"ready_timeout": 120.0} if name == "etopen" else {}))
+    if name == "etopen":
+        result.details.append({"ngfw_ready_s": time.monotonic() - started_at})
     try:
         yield dp
         try:

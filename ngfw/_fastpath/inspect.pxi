@@ -75,6 +75,35 @@ cdef int on_prefilter_hit(unsigned int id, unsigned long long frm, unsigned long
         add_candidate(h.ws, h.T, h.T.pat_rules[h.db.pat_off[id] + i])
     return 0
 
+cdef inline bint _ge128(uint64_t ah, uint64_t al, uint64_t bh, uint64_t bl) noexcept nogil:
+    return ah > bh or (ah == bh and al >= bl)
+
+cdef void addr_candidates(insws_t *ws, const instables_t *T, int kind, const ip128_t *ip, bint v6) noexcept nogil:
+    """Rules of `kind` whose indexed address side holds `ip`."""
+    cdef const iaddr_t *a = T.addr_idx[kind][1 if v6 else 0]
+    cdef uint32_t n = T.addr_n[kind][1 if v6 else 0]
+    cdef uint64_t hi = __builtin_bswap64(ip.hi) if v6 else 0
+    cdef uint64_t lo = __builtin_bswap64(ip.lo)
+    cdef int64_t lo_i = 0, hi_i, mid, j
+    if not v6:
+        lo &= 0xffffffffull
+    if n == 0:
+        return
+    # the last entry whose lo <= ip
+    hi_i = <int64_t>n - 1
+    j = -1
+    while lo_i <= hi_i:
+        mid = (lo_i + hi_i) >> 1
+        if _ge128(hi, lo, a[mid].lo_hi, a[mid].lo_lo):
+            j = mid
+            lo_i = mid + 1
+        else:
+            hi_i = mid - 1
+    while j >= 0 and _ge128(a[j].max_hi, a[j].max_lo, hi, lo):
+        if _ge128(a[j].hi_hi, a[j].hi_lo, hi, lo):
+            add_candidate(ws, T, a[j].rule)
+        j -= 1
+
 cdef inline void scan_block(insws_t *ws, const instables_t *T, const idb_t *db, const uint8_t *d, uint32_t n) noexcept nogil:
     cdef hitctx_t h
     if db.db == NULL or n == 0:
@@ -485,8 +514,8 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
         # the stream of this direction starts after the SYN: a first data segment beyond it is a hole
         s.seq_set[dir] = 1
         s.next_seq[dir] = p.tcp_seq + 1
-    if n == 0 and T.nopf_n == 0:
-        return A_ALLOW
+    if n == 0 and (T.nopf_n == 0 or (f.pkts[dir] != 1 and T.addr_n[1][0] + T.addr_n[1][1] + T.general_n[1] == 0)):
+        return A_ALLOW     # no payload and no header-only rule due on this packet
     # per-packet workspace
     ws.stamp_now += 1
     if ws.stamp_now == 0:
@@ -533,8 +562,15 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
         d = ws.bs.ptr[B_PAYLOAD]
     else:
         bs_set(&ws.bs, B_PAYLOAD, d, 0)
-    for i in range(T.nopf_n):
-        add_candidate(ws, T, T.nopf[i])
+    if T.nopf_n:
+        # rules without a fast pattern, found by address; header-only ones once per flow direction
+        for j in range(2):
+            if j == 0 and f.pkts[dir] != 1:
+                continue
+            addr_candidates(ws, T, j, &p.src_ip, p.is_v6)
+            addr_candidates(ws, T, j, &p.dst_ip, p.is_v6)
+            for i in range(T.general_n[j]):
+                add_candidate(ws, T, T.general[j][i])
     if ws.n_cand > 1:
         insort_candidates(ws)
     for i in range(ws.n_cand):

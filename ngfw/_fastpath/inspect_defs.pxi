@@ -240,6 +240,18 @@ ctypedef struct irule_t:
     int32_t dfilter
     uint32_t rank         # evaluation order within a packet (flowbit setters first)
 
+# rules without a fast pattern, indexed by the narrower of their two address sides: entries sorted by
+# `lo`, each with the largest `hi` up to it, so the ranges holding an address are found by a binary
+# search and a short walk back (numbers in host order; IPv4 in the low 32 bits)
+ctypedef struct iaddr_t:
+    uint64_t lo_hi
+    uint64_t lo_lo
+    uint64_t hi_hi
+    uint64_t hi_lo
+    uint64_t max_hi
+    uint64_t max_lo
+    uint32_t rule
+
 # a prefilter database and, per pattern id, the rules whose fast pattern it is
 ctypedef struct idb_t:
     hs_database_t *db
@@ -268,7 +280,12 @@ ctypedef struct instables_t:
     uint8_t slot_base[SLOT_MAX]
     uint8_t slot_xf[SLOT_MAX][XF_MAX]
     uint32_t n_slots
-    uint32_t *nopf        # rules without a fast pattern: evaluated on every packet their header allows
+    # rules without a fast pattern: [0] header-only ("IP-only", Suricata's term) rules, evaluated on the
+    # first packet of each direction of a flow; [1] the others, evaluated on every packet
+    iaddr_t *addr_idx[2][2]   # [kind][is_v6]
+    uint32_t addr_n[2][2]
+    uint32_t *general[2]      # rules whose address sides are both too wide to index
+    uint32_t general_n[2]
     uint32_t nopf_n
     hs_scratch_t *scratch
     uint64_t *rule_matches

@@ -100,6 +100,7 @@ cdef class InspectTables:
     cdef readonly list skipped        # (set name, CompiledSignature, reason, detail) the engine cannot run
     cdef readonly double compile_seconds
     cdef readonly dict database_patterns
+    cdef readonly dict address_index
     cdef readonly uint32_t id
 
     def __cinit__(self):
@@ -383,12 +384,11 @@ cdef class InspectTables:
             T.slot_base[slot] = buffer_ids[buffer]
             for k, xf in enumerate(transforms):
                 T.slot_xf[slot][k] = transform_ids[xf]
-        # prefilter databases
+        # rules without a fast pattern: by address
         nopf = groups.pop(("nopf",), {}).get(b"", [])
-        T.nopf = <uint32_t *>calloc(max(len(nopf), 1), sizeof(uint32_t))
-        for i, rid in enumerate(nopf):
-            T.nopf[i] = rid
         T.nopf_n = len(nopf)
+        self._build_address_index(nopf)
+        # prefilter databases
         all_rule_lists = []
         for key, pats in groups.items():
             all_rule_lists.extend(pats.values())
@@ -406,6 +406,49 @@ cdef class InspectTables:
                 mode = HS_MODE_BLOCK
             offset = self._build_db(db, pats, mode, offset)
             self.database_patterns["/".join(str(k) for k in key)] = len(pats)
+
+    def _build_address_index(self, nopf):
+        cdef instables_t *T = &self.T
+        cdef iaddr_t *a
+        cdef uint32_t i
+        entries = {(k, v6): [] for k in range(2) for v6 in range(2)}
+        general = {0: [], 1: []}
+        for rid in nopf:
+            sig = self.rules[rid]
+            # "IP-only": nothing to look at but the header; its answer cannot change within a direction
+            header_only = (not sig.buffers and sig.app_proto is None and sig.dsize is None and sig.tcp_flags is None and sig.icmp_type is None
+                           and sig.icmp_code is None and sig.flow.state is None
+                           and all(op.command in ("set", "unset", "toggle") for op in sig.flowbits))
+            kind = 0 if header_only else 1
+            side = min((sig.src, sig.dst), key=_address_cover)
+            if _address_cover(side) >= 1 << 31:
+                general[kind].append(rid)
+                continue
+            for lo, hi in side.v4:
+                entries[(kind, 0)].append((0, lo, 0, hi, rid))
+            for lo, hi in side.v6:
+                entries[(kind, 1)].append((lo >> 64, lo & 0xffffffffffffffff, hi >> 64, hi & 0xffffffffffffffff, rid))
+        for (kind, v6), items in entries.items():
+            items.sort()
+            a = <iaddr_t *>calloc(max(len(items), 1), sizeof(iaddr_t))
+            if a == NULL:
+                raise MemoryError("not enough memory for the address index")
+            T.addr_idx[kind][v6] = a
+            T.addr_n[kind][v6] = len(items)
+            best = (0, 0)
+            for i, (lo_hi, lo_lo, hi_hi, hi_lo, rid) in enumerate(items):
+                best = max(best, (hi_hi, hi_lo))
+                a[i].lo_hi = lo_hi; a[i].lo_lo = lo_lo; a[i].hi_hi = hi_hi; a[i].hi_lo = hi_lo
+                a[i].max_hi = best[0]; a[i].max_lo = best[1]; a[i].rule = rid
+        for kind in range(2):
+            T.general[kind] = <uint32_t *>calloc(max(len(general[kind]), 1), sizeof(uint32_t))
+            for i, rid in enumerate(general[kind]):
+                T.general[kind][i] = rid
+            T.general_n[kind] = len(general[kind])
+        self.address_index = {"header_only_indexed": len(entries[(0, 0)]) + len(entries[(0, 1)]),
+                              "header_only_general": len(general[0]),
+                              "per_packet_indexed": len(entries[(1, 0)]) + len(entries[(1, 1)]),
+                              "per_packet_general": len(general[1])}
 
     cdef uint32_t _build_db(self, idb_t *db, dict pats, unsigned int mode, uint32_t offset) except? 0xffffffff:
         cdef instables_t *T = &self.T
@@ -473,8 +516,15 @@ cdef class InspectTables:
         for i in range(T.n_pcres):
             pcre2_code_free(T.pcres[i])
         free(T.pcres); free(T.rules); free(T.items); free(T.bufs); free(T.patterns); free(T.ranges)
-        free(T.ports); free(T.fbops); free(T.fb_ids); free(T.thresholds); free(T.pat_rules); free(T.nopf)
+        free(T.ports); free(T.fbops); free(T.fb_ids); free(T.thresholds); free(T.pat_rules)
+        for i in range(2):
+            free(T.addr_idx[i][0]); free(T.addr_idx[i][1]); free(T.general[i])
         free(T.rule_matches); free(T.stamp)
+
+
+def _address_cover(matcher):
+    """How much of the address space a header side covers (IPv6 scaled to IPv4's size)."""
+    return sum(hi - lo + 1 for lo, hi in matcher.v4) + (sum(hi - lo + 1 for lo, hi in matcher.v6) >> 96)
 
 
 cdef void _free_idb(idb_t *db) noexcept:

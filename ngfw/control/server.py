@@ -54,6 +54,13 @@ class Request:
 
 
 @dataclass(frozen=True)
+class RawJson:
+    """A response body that is JSON already."""
+
+    data: bytes
+
+
+@dataclass(frozen=True)
 class Route:
     method: str
     path: str  # OpenAPI template, e.g. /versions/{number}
@@ -176,7 +183,7 @@ def _bundle(control: Control, request: Request) -> tuple[int, Any]:
         raise ApiError(400, "host is required")
     wait = float(request.query.get("wait", "0") or 0)
     bundle = control.wait_bundle(request.principal, host, request.query.get("known") or None, wait)
-    return (204, None) if bundle is None else (200, bundle.as_dict())
+    return (204, None) if bundle is None else (200, RawJson(bundle.encoded))
 
 
 def openapi(routes: list[Route]) -> dict[str, Any]:
@@ -238,6 +245,13 @@ def _rebase_refs(value: Any) -> Any:
     return value
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver's default backlog is 5: when every agent acks and re-polls at once (after a
+    # commit) the rest of the SYNs are dropped and retried a second later by the kernel
+    request_queue_size = 1024
+    daemon_threads = True  # long-polls must not keep a stopping control alive
+
+
 class ControlServer:
     """`ngfw control`: the API on HOST:PORT, serving from a thread per request."""
 
@@ -251,8 +265,7 @@ class ControlServer:
         class _Handler(_RequestHandler):
             owner = server
 
-        self.httpd = ThreadingHTTPServer((host, port), _Handler)
-        self.httpd.daemon_threads = True  # long-polls must not keep a stopping control alive
+        self.httpd = _Server((host, port), _Handler)
         self._thread: threading.Thread | None = None
 
     @property
@@ -302,7 +315,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self._dispatch("DELETE")
 
     def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-        data = b"" if body is None else json.dumps(body).encode("utf-8")
+        data = b"" if body is None else body.data if isinstance(body, RawJson) else json.dumps(body).encode("utf-8")
         self.send_response(status)
         if body is not None:
             self.send_header("Content-Type", "application/json")

@@ -13,6 +13,8 @@ commit that changes Workloads moves both.
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import threading
 import time
@@ -79,6 +81,11 @@ class Bundle:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @functools.cached_property
+    def encoded(self) -> bytes:
+        """The JSON body, encoded once: every host's long-poll wakes at once for the same bundle."""
+        return json.dumps(self.as_dict()).encode("utf-8")
+
 
 def _is_workload(document: Document) -> bool:
     return bool(document["kind"] == "Workload")
@@ -96,6 +103,8 @@ class Control:
         self._write_lock = threading.Lock()  # one writer at a time in this process; the store arbitrates across
         self._changed = threading.Condition()
         self._bundles: dict[tuple[int, int], Bundle] = {}
+        self._bundle_lock = threading.Lock()
+        self._versions: dict[int, VersionRecord] = {}
 
     # ---- audit and authorization
     def audit(self, who: Principal | None, action: str, target: str, outcome: str, **detail: Any) -> None:
@@ -121,7 +130,18 @@ class Control:
 
     # ---- reading state
     def _version(self, number: int) -> VersionRecord | None:
-        return self.store.get_version(number) if number > 0 else None
+        # versions never change once written: the last few are kept decoded (a label change
+        # or a commit reads the running one several times)
+        if number <= 0:
+            return None
+        record = self._versions.get(number)
+        if record is None:
+            record = self.store.get_version(number)
+            if record is not None:
+                if len(self._versions) >= 4:
+                    self._versions.pop(next(iter(self._versions)))
+                self._versions[number] = record
+        return record
 
     def effective(self, version: int, identity: int) -> list[Document]:
         """The resources of policy `version` with the Workloads of identity revision `identity`."""
@@ -152,9 +172,14 @@ class Control:
         """The bundle of (version, identity) with the hash stored at commit: agents verify the documents by it."""
         cached = self._bundles.get((version, identity))
         if cached is None:
-            documents, stored = self._records(version, identity, verify=False)
-            cached = Bundle(version, identity, stored or bundle_hash(version, identity, documents), documents)
-            self._bundles = {(version, identity): cached}  # only the running one is asked for
+            with self._bundle_lock:  # every host's long-poll wakes at once: build it once, not once per host
+                cached = self._bundles.get((version, identity))
+                if cached is None:
+                    documents, stored = self._records(version, identity, verify=False)
+                    cached = Bundle(version, identity, stored or bundle_hash(version, identity, documents),
+                                    documents)
+                    cached.encoded  # noqa: B018 - encoded here, under the lock, once
+                    self._bundles = {(version, identity): cached}  # only the running one is asked for
         return cached
 
     def _candidate(self, who: Principal) -> Candidate:
@@ -448,7 +473,7 @@ class Control:
                     workloads[key] = document
                 documents = [d for d in current if not _is_workload(d)] + sorted(workloads.values(), key=key_of)
                 try:
-                    compile_documents(documents, running, {key: "request"})
+                    compile_documents(documents, running, {key: "request"}, lint_it=False)
                 except InvalidDocuments as exc:
                     raise self._rejected(who, action, target, exc) from None
                 if _workloads(documents) == _workloads(current):
@@ -503,15 +528,26 @@ class Control:
         if status not in ("applied", "refused", "failed"):
             raise ApiError(400, "status must be applied, refused or failed", [Problem("ack", "status", repr(status))])
         try:
-            ack = HostAck(host, int(body.get("version", 0)), int(body.get("identity", 0)), str(body.get("hash", "")),
-                          status, str(body.get("detail", ""))[:2000], self.clock())
+            version, identity = int(body.get("version", 0)), int(body.get("identity", 0))
         except (TypeError, ValueError):
             raise ApiError(400, "version and identity must be integers") from None
+        digest, detail = str(body.get("hash", "")), str(body.get("detail", ""))[:2000]
+        previous = next((a for a in self.store.acks() if a.host == host), None)
+        if status == "applied":
+            ack = HostAck(host, version, identity, digest, status, "", self.clock())
+            if previous is not None and previous.status != "applied" and previous.problem_version >= version:
+                # still running an older bundle: the refusal of the newer one stays visible
+                ack.status, ack.detail, ack.problem_version = previous.status, previous.detail, previous.problem_version
+        else:
+            # the host keeps running what it ran; the refused bundle is the problem to show
+            running = previous if previous is not None else HostAck(host, 0, 0, "", "applied", "", 0.0)
+            ack = HostAck(host, running.version, running.identity, running.hash, status,
+                          f"version {version}: {detail}", self.clock(), version)
         self.store.put_ack(ack)
         if status != "applied":
             # a host that refuses or fails a bundle keeps its old policy: operators must hear of it
-            self.audit(who, f"agent.{status}", host, status, version=ack.version, hash=ack.hash, detail=ack.detail)
-            log.warning("host %s %s version %d: %s", host, status, ack.version, ack.detail)
+            self.audit(who, f"agent.{status}", host, status, version=version, hash=digest, detail=detail)
+            log.warning("host %s %s version %d: %s", host, status, version, detail)
         return {"ok": True}
 
     def status(self, who: Principal) -> dict[str, Any]:
@@ -521,7 +557,7 @@ class Control:
         hosts = []
         for ack in self.store.acks():
             entry = asdict(ack)
-            entry["current"] = ack.status == "applied" and ack.hash == current
+            entry["current"] = ack.hash == current
             hosts.append(entry)
         realized = sum(1 for h in hosts if h["current"])
         return {"version": version, "identity": identity, "hash": current, "hosts": hosts, "realized": realized,

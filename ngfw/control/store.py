@@ -72,6 +72,8 @@ class Candidate:
 
 @dataclass
 class HostAck:
+    """What a host runs (version, identity, hash) and the last bundle it could not run, if any."""
+
     host: str
     version: int
     identity: int
@@ -79,6 +81,7 @@ class HostAck:
     status: str  # "applied", "refused" (hash did not verify) or "failed" (did not compile/apply)
     detail: str
     time: float
+    problem_version: int = 0  # the version refused or failed (status is not "applied")
 
 
 @dataclass

@@ -41,7 +41,9 @@ class SqliteStore(Store):
             # "create if absent" must not interleave within this process either
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")  # a committed version survives a power cut
+            # acks, audit and candidates: NORMAL (in WAL mode durable across a crash of control, the
+            # last ones may be lost on a power cut); versions and identities switch to FULL, below
+            self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise StoreError(f"sqlite store {path}: {exc}") from None
@@ -84,6 +86,7 @@ class SqliteStore(Store):
 
     def append(self, version: VersionRecord | None, identity: IdentityRecord | None) -> None:
         with self._lock:
+            self._db.execute("PRAGMA synchronous=FULL")  # a committed version survives a power cut
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 if version is not None:
@@ -105,6 +108,8 @@ class SqliteStore(Store):
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise
+            finally:
+                self._db.execute("PRAGMA synchronous=NORMAL")
 
     def get_candidate(self, owner: str) -> Candidate | None:
         row = self._one("SELECT body FROM candidates WHERE owner = ?", owner)

@@ -8,6 +8,7 @@ by control is exactly a policy the dataplane can load.
 
 from __future__ import annotations
 
+import marshal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -19,7 +20,6 @@ from ngfw.control.documents import (
     InvalidDocuments,
     Key,
     Problem,
-    canonical_json,
     key_of,
     label_of,
     parse_resource,
@@ -30,14 +30,19 @@ from ngfw.model.resources import LoadedResource, Resource
 CANDIDATE = "candidate"  # the source named in problems of resources that were already in the candidate
 PARSED_CACHE_SIZE = 100_000
 
-# Parsed resources by their canonical JSON. A commit or a label change touches a few documents
+# Parsed resources by their encoded document. A commit or a label change touches a few documents
 # of thousands; re-validating the unchanged ones with pydantic was half of every compile.
-# Resources are frozen models, so sharing them between compiles is safe.
+# Resources are frozen models, so sharing them between compiles is safe. marshal is the
+# cheapest exact encoding of JSON values; a document spelt with its keys in another order
+# is merely a miss.
 _parsed: dict[bytes, Resource] = {}
 
 
 def _parse(document: Document, where: str) -> Resource:
-    encoded = canonical_json(document)
+    try:
+        encoded = marshal.dumps(document)
+    except ValueError:  # not plain JSON data: parse_resource says what is wrong with it
+        return parse_resource(document, where)
     resource = _parsed.get(encoded)
     if resource is None:
         resource = parse_resource(document, where)
