@@ -126,7 +126,10 @@ cdef enum:
     R_ICMP_ERROR_NO_FLOW = 33
     R_THREAT = 34
     R_TRUNC_NSH = 35
-    R_COUNT = 36
+    R_STREAM_GAP = 36          # inspected TCP: a segment beyond a hole (the sender retransmits in order)
+    R_STREAM_REWRITE = 37      # inspected TCP: a retransmission that changes bytes already inspected
+    R_FRAG_UNINSPECTED = 38    # inspected TCP: a segment in IP fragments
+    R_COUNT = 39
 
 DROP_REASONS = (
     "none", "empty_frame", "truncated_ethernet", "truncated_vlan", "unknown_ethertype", "truncated_arp",
@@ -135,7 +138,7 @@ DROP_REASONS = (
     "fragment_tiny", "fragment_without_first", "spoofed_ip", "spoofed_mac", "wrong_port", "no_workload",
     "policy_deny", "policy_reject", "policy_default_deny", "tcp_not_syn", "flow_table_full",
     "cut_by_policy", "hairpin", "tx_ring_full", "fragment_table_full", "no_policy", "icmp_error_without_flow",
-    "threat", "truncated_nsh",
+    "threat", "truncated_nsh", "stream_gap", "stream_rewrite", "fragment_uninspected",
 )
 
 # process_frame's rx_status flag (beside the kernel's TP_STATUS_* bits) for a capture record cut short

@@ -399,7 +399,7 @@ cdef bint overlap_agrees(const inspslot_t *s, uint8_t dir, const pkt_t *p, uint3
     return memcmp(d, s.tail[dir] + tail_off, n) == 0
 
 cdef uint32_t tcp_new_bytes(engine_t *e, insws_t *ws, inspslot_t *s, uint8_t dir, const pkt_t *p,
-                            uint32_t *skip) noexcept nogil:
+                            uint32_t *skip, int *reason) noexcept nogil:
     """How many bytes of this segment are new in its direction's stream (skip: the old ones before
     them). UINT32_MAX: drop it (beyond a hole while inline, or rewriting inspected bytes)."""
     cdef uint32_t seq = p.tcp_seq + (1 if p.tcp_flags & TH_SYN else 0)   # a SYN's data follows the SYN
@@ -412,17 +412,24 @@ cdef uint32_t tcp_new_bytes(engine_t *e, insws_t *ws, inspslot_t *s, uint8_t dir
     if diff > 0:
         ws.out_of_order += 1
         if not e.tcp_midstream:
+            reason[0] = R_STREAM_GAP
             return UINT32_MAX
-        # a capture with a hole: carry on after it, forgetting the bytes before the hole
+        # a capture: the missing bytes usually come a few segments later (reordered, as they were on
+        # the wire); only a hole that stays open is a capture loss, and inspection resumes after it
+        if s.gap_pkts[dir] < 8:
+            s.gap_pkts[dir] += 1
+            return 0
         s.next_seq[dir] = seq
         s.tail_len[dir] = 0
         diff = 0
+    s.gap_pkts[dir] = 0
     if diff < 0:
         ws.overlaps += 1
         if not overlap_agrees(s, dir, p, <uint32_t>(-diff)):
             # a retransmission that rewrites bytes already inspected and forwarded: the receiver may
             # not have the first copy, so this one must not pass uninspected
             ws.overlap_mismatch += 1
+            reason[0] = R_STREAM_REWRITE
             return UINT32_MAX
         if <uint32_t>(-diff) >= p.payload_len:
             return 0
@@ -467,8 +474,10 @@ cdef void fill_app_buffers(insws_t *ws, tables_t *t, const instables_t *T, flow_
     if not decided or (T.app_ssh and app_descends(&t.apps, f.app, T.app_ssh)):
         ssh_banner_buffers(ws, d, n)
 
-cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bint to_server, uint64_t now) noexcept nogil:
-    """Inspect one packet of an allowed flow; returns the verdict (A_ALLOW, A_DENY or A_REJECT)."""
+cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bint to_server, uint64_t now,
+                        int *reason) noexcept nogil:
+    """Inspect one packet of an allowed flow; returns the verdict (A_ALLOW, A_DENY or A_REJECT) and, for
+    a drop, its reason (R_THREAT: a signature; R_STREAM_*, R_FRAG_UNINSPECTED: this packet only)."""
     cdef insws_t *ws = e.ins
     cdef const instables_t *T = t.inspect
     cdef const iprofile_t *prof
@@ -507,6 +516,7 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
         if tcp and not e.tcp_midstream:
             # a TCP segment cut in IP fragments: the later fragments would pass uninspected
             ws.fragments_dropped += 1
+            reason[0] = R_FRAG_UNINSPECTED
             return A_DENY
         if not p.frag_first:
             return A_ALLOW
@@ -528,7 +538,7 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
     memset(ws.slot_ready, 0, T.n_slots)
     if n:
         if tcp:
-            scan_n = tcp_new_bytes(e, ws, s, dir, p, &skip)
+            scan_n = tcp_new_bytes(e, ws, s, dir, p, &skip, reason)
             if scan_n == UINT32_MAX:
                 return A_DENY
             if scan_n == 0:
@@ -614,4 +624,5 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
     if verdict != A_ALLOW:
         f.threat = verdict
         ws.blocked_flows += 1
+        reason[0] = R_THREAT
     return verdict

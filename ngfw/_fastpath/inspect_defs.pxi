@@ -312,6 +312,7 @@ ctypedef struct inspslot_t:
     uint8_t n_bits
     uint8_t passed            # a `pass` rule matched: the flow is not inspected any more
     uint8_t http_body[2]      # the direction is inside an HTTP body
+    uint8_t gap_pkts[2]       # replay: segments seen beyond a hole that has not been filled yet
     uint16_t bits[FLOWBITS_MAX]
     uint32_t ruleset          # InspectTables id the streams belong to
     int32_t next_free

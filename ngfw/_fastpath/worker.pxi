@@ -402,9 +402,10 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
             respond_reject(e, in_port, &p)
         return
     if f.profile >= 0 and f.action == A_ALLOW:
-        r = inspect_packet(e, t, f, &p, to_server, now)
+        reason = R_THREAT
+        r = inspect_packet(e, t, f, &p, to_server, now, &reason)
         if r != A_ALLOW:
-            count_drop(e, R_THREAT)
+            count_drop(e, reason)
             if r == A_REJECT:
                 # RST both ways: to the sender, and onward in place of the dropped packet
                 respond_reject(e, in_port, &p)

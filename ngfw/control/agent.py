@@ -142,11 +142,14 @@ class Agent:
 
     def _refuse(self, version: int, identity: int, claimed: str, status: str, detail: str, report: bool) -> bool:
         log.error("agent %s: bundle version %d %s: %s", self.host, version, status, detail)
-        self.refused.append(claimed)
-        with self._changed:
-            self._changed.notify_all()
-        if report:
-            self.client.ack(self.host, version, identity, claimed, status, detail)
+        try:
+            if report:
+                self.client.ack(self.host, version, identity, claimed, status, detail)
+        finally:
+            # after the report, so that whoever waits for the refusal finds it reported
+            with self._changed:
+                self.refused.append(claimed)
+                self._changed.notify_all()
         return False
 
     def _ack(self, applied: Applied, status: str) -> None:

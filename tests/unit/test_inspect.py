@@ -135,6 +135,7 @@ def test_a_segment_beyond_a_hole_waits_for_the_bytes_before_it(tmp_path: Path) -
     assert send(w, 41004, seq + 13, b"LOAD-XYZ bbbb")[0] == []
     assert sids(w.alerts()) == [1002]
     assert w.engine.inspect_stats()["out_of_order"] == 1
+    assert w.drops() == {"stream_gap": 1, "threat": 1}
 
 
 def test_a_retransmission_that_rewrites_inspected_bytes_is_dropped(tmp_path: Path) -> None:
@@ -146,6 +147,7 @@ def test_a_retransmission_that_rewrites_inspected_bytes_is_dropped(tmp_path: Pat
     # an honest retransmission (same bytes) passes
     assert send(w, 41005, seq, b"innocent-bytes-here")[0]
     assert w.engine.inspect_stats()["overlap_mismatch"] == 1
+    assert w.drops() == {"stream_rewrite": 1}
 
 
 def test_anchored_content_is_relative_to_each_packet(tmp_path: Path) -> None:
@@ -239,6 +241,7 @@ def test_tcp_fragments_of_an_inspected_flow_are_dropped(tmp_path: Path) -> None:
     first, second = fragment(packet, fragsize=32)[:2]
     assert w.from_vm(Ether(src=WEB1_MAC, dst=SRV_MAC) / first)[0] == []
     assert w.engine.inspect_stats()["fragments_dropped"] == 1
+    assert w.drops() == {"fragment_uninspected": 1}
 
 
 def test_an_unknown_signature_set_in_a_profile_is_refused_with_its_name(tmp_path: Path) -> None:
