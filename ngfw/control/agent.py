@@ -153,6 +153,7 @@ class Agent:
         return False
 
     def _ack(self, applied: Applied, status: str) -> None:
+        self._ack_pending = True  # until control has it: any failure (down, 5xx) means "say it again"
         self.client.ack(self.host, applied.version, applied.identity, applied.hash, status)
         self._ack_pending = False
 

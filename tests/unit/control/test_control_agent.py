@@ -14,7 +14,10 @@ from control_helpers import RunningControl, client, find, two_tenants
 
 from ngfw.compiler.tables import CompiledPolicy
 from ngfw.control.agent import Agent
+from ngfw.control.auth import Principal
 from ngfw.control.client import ControlClient
+from ngfw.control.service import Control
+from ngfw.control.store import open_store
 
 
 class FakeDataplane:
@@ -125,27 +128,29 @@ def test_a_bundle_whose_hash_does_not_verify_is_refused_and_reported(
     assert agent.wait_for(lambda g: g.current is not None and g.current.version == 2, 5)
     control.stop()
 
-    # version 3 is committed, then altered in the store behind control's back (an "allow everything")
+    # while control is down, version 3 is committed (by another controller on the same store) and
+    # then altered in the store behind control's back (an "allow everything")
+    other = Control(open_store(sqlite_url))
+    alice = Principal("alice", "security-admin")
+    find(documents, "SecurityPolicy", "main", "tenant-b")["spec"]["rules"][0]["services"] = ["tcp/8081"]
+    other.apply(alice, [(find(documents, "SecurityPolicy", "main", "tenant-b"), "test")])
+    assert other.commit(alice, "8081")["version"] == 3
+    other.store.close()
+    db = sqlite3.connect(sqlite_url.removeprefix("sqlite://"))
+    stored = json.loads(db.execute("SELECT documents FROM versions WHERE number = 3").fetchone()[0])
+    find(stored, "SecurityPolicy", "main", "tenant-b")["spec"]["rules"][0]["from"] = ["any"]
+    db.execute("UPDATE versions SET documents = ? WHERE number = 3", (json.dumps(stored),))
+    db.commit()
+    db.close()
     control = RunningControl(sqlite_url, tmp_path / "tokens.json", control.port)
     try:
-        find(documents, "SecurityPolicy", "main", "tenant-b")["spec"]["rules"][0]["services"] = ["tcp/8081"]
-        commit(control, tokens, [find(documents, "SecurityPolicy", "main", "tenant-b")], "8081")
-        control.stop()
-        db = sqlite3.connect(sqlite_url.removeprefix("sqlite://"))
-        stored = json.loads(db.execute("SELECT documents FROM versions WHERE number = 3").fetchone()[0])
-        find(stored, "SecurityPolicy", "main", "tenant-b")["spec"]["rules"][0]["from"] = ["any"]
-        db.execute("UPDATE versions SET documents = ? WHERE number = 3", (json.dumps(stored),))
-        db.commit()
-        db.close()
-        control = RunningControl(sqlite_url, tmp_path / "tokens.json", control.port)
-
         assert agent.wait_for(lambda g: g.refused, 5)
         assert agent.current is not None and agent.current.version == 2  # still enforcing the last good one
         assert [p.version for _, p in dataplane.loaded] == [1, 2]
         status = client(control, tokens, "vera").get("/status")
         host = status["hosts"][0]
-        assert (host["status"], host["version"], host["current"]) == ("refused", 3, False)
-        assert "hash mismatch" in host["detail"]
+        assert (host["version"], host["status"], host["problem_version"], host["current"]) == (2, "refused", 3, False)
+        assert host["detail"].startswith("version 3: hash mismatch")
         assert status["summary"] == "version 3 on 0 of 1 hosts"
         audit = client(control, tokens, "alice").get("/audit")["entries"]
         assert any(e["action"] == "agent.refused" and e["target"] == "host-a" for e in audit)
