@@ -25,6 +25,7 @@ include "worker.pxi"
 include "appid.pxi"
 include "inspect_match.pxi"
 include "inspect_buffers.pxi"
+include "inspect_tls.pxi"
 include "inspect.pxi"
 include "source_pcap.pxi"
 include "inspect_tables.pxi"
@@ -545,7 +546,8 @@ cdef class Engine:
         self.e.ins.md = pcre2_match_data_create(32, NULL)
         self.e.ins.mctx = pcre2_match_context_create(NULL)
         self.e.ins.thr = <ithrent_t *>calloc(THR_SLOTS, sizeof(ithrent_t))
-        if self.e.ins.md == NULL or self.e.ins.mctx == NULL or self.e.ins.thr == NULL:
+        if (self.e.ins.md == NULL or self.e.ins.mctx == NULL or self.e.ins.thr == NULL
+                or tlsasm_init(&self.e.ins.tlsasm) < 0):
             raise MemoryError("not enough memory for the inspection state")
         # Suricata's default pcre limits: a hostile payload cannot make a regex run away
         pcre2_set_match_limit(self.e.ins.mctx, 3500)
@@ -587,6 +589,8 @@ cdef class Engine:
                         inspect_flow_end(self.e, &self.e.flows.slots[i])
                 free(self.e.ins.pool.slots)
                 free(self.e.ins.thr)
+                free(self.e.ins.tlsasm.buf)
+                free(self.e.ins.tlsasm.next_free)
                 if self.e.ins.md != NULL:
                     pcre2_match_data_free(self.e.ins.md)
                 if self.e.ins.mctx != NULL:

@@ -43,6 +43,7 @@ cdef void inspect_flow_end(engine_t *e, flow_t *f) noexcept nogil:
         return
     p = &e.ins.pool
     insp_close_streams(&p.slots[f.insp])
+    tlsasm_give(&e.ins.tlsasm, &p.slots[f.insp])
     p.slots[f.insp].next_free = p.free_head
     p.free_head = f.insp
     f.insp = -1
@@ -471,6 +472,10 @@ cdef void fill_app_buffers(insws_t *ws, tables_t *t, const instables_t *T, flow_
     if (not decided or (T.app_dns and app_descends(&t.apps, f.app, T.app_dns))) and dir == 0:
         if dns_query_buffer(ws, d, n, tcp):
             return
+    if dir == 1 and tcp and (not decided or (T.app_tls and app_descends(&t.apps, f.app, T.app_tls))):
+        tls_server_bytes(ws, s, d, n)
+        if ws.bs.have[B_TLS_CERTS] or decided:
+            return
     if not decided or (T.app_ssh and app_descends(&t.apps, f.app, T.app_ssh)):
         ssh_banner_buffers(ws, d, n)
 
@@ -502,6 +507,7 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
             return A_ALLOW
         ws.flows_inspected += 1
         ws.pool.slots[f.insp].ruleset = T.id
+        ws.pool.slots[f.insp].tls_asm = -1
     s = &ws.pool.slots[f.insp]
     if s.passed:
         return A_ALLOW
@@ -621,6 +627,8 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
             verdict = A_DENY
     if tcp and n:
         keep_tail(s, dir, ws.bs.ptr[B_PAYLOAD], ws.bs.len[B_PAYLOAD])
+    if s.tls_done and s.tls_asm >= 0:
+        tlsasm_give(&ws.tlsasm, s)      # the certificate buffers pointed into it until now
     if verdict != A_ALLOW:
         f.threat = verdict
         ws.blocked_flows += 1

@@ -67,7 +67,12 @@ cdef enum:
     B_DNS_QUERY = 29
     B_SSH_PROTO = 30
     B_SSH_SOFTWARE = 31
-    B_COUNT = 32
+    B_TLS_CERTS = 32
+    B_TLS_CERT_SUBJECT = 33
+    B_TLS_CERT_ISSUER = 34
+    B_TLS_CERT_SERIAL = 35
+    B_TLS_CERT_FINGERPRINT = 36
+    B_COUNT = 37
 
 INSPECT_BUFFERS = (
     "payload", "http.uri", "http.uri.raw", "http.method", "http.host", "http.host.raw", "http.user_agent",
@@ -75,7 +80,8 @@ INSPECT_BUFFERS = (
     "http.stat_msg", "http.request_line", "http.response_line", "http.start", "http.protocol",
     "http.header_names", "http.content_type", "http.content_len", "http.referer", "http.accept",
     "http.accept_enc", "http.accept_lang", "http.connection", "http.location", "http.server", "tls.sni",
-    "dns.query", "ssh.proto", "ssh.software",
+    "dns.query", "ssh.proto", "ssh.software", "tls.certs", "tls.cert_subject", "tls.cert_issuer",
+    "tls.cert_serial", "tls.cert_fingerprint",
 )
 
 # transforms, applied in order to a buffer before its matches (compile.py TRANSFORMS)
@@ -313,6 +319,9 @@ ctypedef struct inspslot_t:
     uint8_t passed            # a `pass` rule matched: the flow is not inspected any more
     uint8_t http_body[2]      # the direction is inside an HTTP body
     uint8_t gap_pkts[2]       # replay: segments seen beyond a hole that has not been filled yet
+    uint8_t tls_done          # the server certificate was read (or cannot be)
+    int32_t tls_asm           # assembly buffer of the server's handshake, -1 none
+    uint32_t tls_asm_len
     uint16_t bits[FLOWBITS_MAX]
     uint32_t ruleset          # InspectTables id the streams belong to
     int32_t next_free
@@ -323,6 +332,16 @@ ctypedef struct inspool_t:
     int32_t free_head
     uint32_t never_used
     uint32_t n
+    uint64_t exhausted
+
+cdef enum:
+    TLSASM_MAX = 16384     # server handshake bytes assembled at most (certificate chains fit)
+    TLSASM_SLOTS = 256     # flows assembling at once (shared by all flows)
+
+ctypedef struct tlsasm_pool_t:
+    uint8_t (*buf)[TLSASM_MAX]
+    int32_t *next_free
+    int32_t free_head
     uint64_t exhausted
 
 ctypedef struct ithrent_t:
@@ -359,6 +378,7 @@ ctypedef struct insws_t:
     pcre2_match_data *md
     pcre2_match_context *mctx
     ithrent_t *thr
+    tlsasm_pool_t tlsasm
     uint32_t recursion
     # counters
     uint64_t alerts[1024][4][2]    # [vsys + 1][severity 1..4 -> 0..3][0 alerted, 1 blocked]
