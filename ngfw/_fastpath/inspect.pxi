@@ -458,6 +458,15 @@ cdef void fill_app_buffers(insws_t *ws, tables_t *t, const instables_t *T, flow_
     if n == 0:
         return
     if not decided or (T.app_http and app_descends(&t.apps, f.app, T.app_http)):
+        if s.asm >= 0 and s.asm_kind == ASM_HTTP_HEAD + dir:
+            # the rest of a head that began in an earlier segment
+            d, n = http_head_assemble(ws, s, d, n)
+            if n == 0:
+                return
+        elif tcp and n < TLSASM_MAX and not http_head_complete(d, n) and (
+                (dir == 0 and http_request_start(d, n)) or (dir == 1 and n >= 5 and memcmp(d, b"HTTP/", 5) == 0)):
+            # a head split across segments: keep it until it is whole (the first part is inspected now)
+            http_head_begin(ws, s, dir, d, n)
         if dir == 0:
             parsed = http_request(ws, s, d, n)
         else:
@@ -507,7 +516,7 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
             return A_ALLOW
         ws.flows_inspected += 1
         ws.pool.slots[f.insp].ruleset = T.id
-        ws.pool.slots[f.insp].tls_asm = -1
+        ws.pool.slots[f.insp].asm = -1
     s = &ws.pool.slots[f.insp]
     if s.passed:
         return A_ALLOW
@@ -627,8 +636,8 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
             verdict = A_DENY
     if tcp and n:
         keep_tail(s, dir, ws.bs.ptr[B_PAYLOAD], ws.bs.len[B_PAYLOAD])
-    if s.tls_done and s.tls_asm >= 0:
-        tlsasm_give(&ws.tlsasm, s)      # the certificate buffers pointed into it until now
+    if s.asm >= 0 and (s.asm_kind == ASM_TLS and s.tls_done or s.asm_kind == ASM_DONE):
+        tlsasm_give(&ws.tlsasm, s)      # the buffers pointed into it until now
     if verdict != A_ALLOW:
         f.threat = verdict
         ws.blocked_flows += 1

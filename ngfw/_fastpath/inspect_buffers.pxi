@@ -196,6 +196,16 @@ cdef uint32_t http_headers(insws_t *ws, const uint8_t *p, uint32_t n, uint32_t o
 cdef inline bint _http_method_char(uint8_t c) noexcept nogil:
     return (65 <= c <= 90) or c == 45 or c == 95
 
+cdef inline bint http_head_complete(const uint8_t *p, uint32_t n) noexcept nogil:
+    return find_bytes(p, n, <const uint8_t *>b"\r\n\r\n", 4, False) >= 0 or find_bytes(p, n, <const uint8_t *>b"\n\n", 2, False) >= 0
+
+cdef bint http_request_start(const uint8_t *p, uint32_t n) noexcept nogil:
+    """Does `p` start like a request line (a method token and a space)?"""
+    cdef uint32_t i = 0
+    while i < n and i < 16 and _http_method_char(p[i]):
+        i += 1
+    return i > 0 and i < n and p[i] == 32
+
 cdef bint http_request(insws_t *ws, inspslot_t *s, const uint8_t *p, uint32_t n) noexcept nogil:
     """A request head at the start of `p`: method, URI, protocol, headers and the body in this packet."""
     cdef ibufset_t *bs = &ws.bs

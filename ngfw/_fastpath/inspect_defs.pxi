@@ -320,8 +320,9 @@ ctypedef struct inspslot_t:
     uint8_t http_body[2]      # the direction is inside an HTTP body
     uint8_t gap_pkts[2]       # replay: segments seen beyond a hole that has not been filled yet
     uint8_t tls_done          # the server certificate was read (or cannot be)
-    int32_t tls_asm           # assembly buffer of the server's handshake, -1 none
-    uint32_t tls_asm_len
+    uint8_t asm_kind          # what the assembly buffer holds (ASM_*)
+    int32_t asm               # assembly buffer (TLS server handshake, an HTTP head in pieces), -1 none
+    uint32_t asm_len
     uint16_t bits[FLOWBITS_MAX]
     uint32_t ruleset          # InspectTables id the streams belong to
     int32_t next_free
@@ -335,7 +336,10 @@ ctypedef struct inspool_t:
     uint64_t exhausted
 
 cdef enum:
-    TLSASM_MAX = 16384     # server handshake bytes assembled at most (certificate chains fit)
+    ASM_TLS = 1            # the TLS server's handshake, until its Certificate
+    ASM_HTTP_HEAD = 2      # + direction: an HTTP request (2) or response (3) head in several segments
+    ASM_DONE = 9           # read: give the buffer back after this packet
+    TLSASM_MAX = 16384     # bytes assembled at most (certificate chains and large heads fit)
     TLSASM_SLOTS = 256     # flows assembling at once (shared by all flows)
 
 ctypedef struct tlsasm_pool_t:

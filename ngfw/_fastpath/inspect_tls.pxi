@@ -45,10 +45,11 @@ cdef int tlsasm_init(tlsasm_pool_t *p) noexcept nogil:
     return 0
 
 cdef inline void tlsasm_give(tlsasm_pool_t *p, inspslot_t *s) noexcept nogil:
-    if s.tls_asm >= 0:
-        p.next_free[s.tls_asm] = p.free_head
-        p.free_head = s.tls_asm
-        s.tls_asm = -1
+    if s.asm >= 0:
+        p.next_free[s.asm] = p.free_head
+        p.free_head = s.asm
+        s.asm = -1
+        s.asm_kind = 0
 
 cdef uint32_t _hex_colon(const uint8_t *src, uint32_t n, uint8_t *out, bint upper) noexcept nogil:
     cdef const char *digits = b"0123456789ABCDEF" if upper else b"0123456789abcdef"
@@ -141,14 +142,38 @@ cdef int tls_certificate_scan(insws_t *ws, const uint8_t *b, uint32_t n) noexcep
         off += 5 + rlen
     return 0
 
+cdef void http_head_begin(insws_t *ws, inspslot_t *s, uint8_t dir, const uint8_t *d, uint32_t n) noexcept nogil:
+    cdef tlsasm_pool_t *pool = &ws.tlsasm
+    if s.asm >= 0 or pool.free_head < 0:
+        if s.asm < 0:
+            pool.exhausted += 1
+        return
+    s.asm = pool.free_head
+    pool.free_head = pool.next_free[s.asm]
+    s.asm_kind = ASM_HTTP_HEAD + dir
+    memcpy(pool.buf[s.asm], d, n)
+    s.asm_len = n
+
+cdef (const uint8_t *, uint32_t) http_head_assemble(insws_t *ws, inspslot_t *s, const uint8_t *d, uint32_t n) noexcept nogil:
+    """Append a segment to the head being assembled: (the whole head and what follows, its length)
+    once complete or full, (NULL, 0) while it is still arriving."""
+    cdef tlsasm_pool_t *pool = &ws.tlsasm
+    cdef uint32_t take = n if s.asm_len + n <= TLSASM_MAX else TLSASM_MAX - s.asm_len
+    memcpy(pool.buf[s.asm] + s.asm_len, d, take)
+    s.asm_len += take
+    if not http_head_complete(pool.buf[s.asm], s.asm_len) and s.asm_len < TLSASM_MAX:
+        return NULL, 0
+    s.asm_kind = ASM_DONE
+    return pool.buf[s.asm], s.asm_len
+
 cdef void tls_server_bytes(insws_t *ws, inspslot_t *s, const uint8_t *d, uint32_t n) noexcept nogil:
     """In-order bytes of a TLS server: look for its certificate (assembling across segments)."""
     cdef tlsasm_pool_t *pool = &ws.tlsasm
     cdef int r
     cdef uint32_t take
-    if s.tls_done or n == 0:
+    if s.tls_done or n == 0 or (s.asm >= 0 and s.asm_kind != ASM_TLS):
         return
-    if s.tls_asm < 0:
+    if s.asm < 0:
         # the common case first: the whole certificate in this one segment
         r = tls_certificate_scan(ws, d, n)
         if r != 0:
@@ -158,13 +183,14 @@ cdef void tls_server_bytes(insws_t *ws, inspslot_t *s, const uint8_t *d, uint32_
             pool.exhausted += 1
             s.tls_done = 1
             return
-        s.tls_asm = pool.free_head
-        pool.free_head = pool.next_free[s.tls_asm]
-        s.tls_asm_len = 0
-    take = n if s.tls_asm_len + n <= TLSASM_MAX else TLSASM_MAX - s.tls_asm_len
-    memcpy(pool.buf[s.tls_asm] + s.tls_asm_len, d, take)
-    s.tls_asm_len += take
-    r = tls_certificate_scan(ws, pool.buf[s.tls_asm], s.tls_asm_len)
-    if r != 0 or s.tls_asm_len >= TLSASM_MAX:
+        s.asm = pool.free_head
+        pool.free_head = pool.next_free[s.asm]
+        s.asm_len = 0
+        s.asm_kind = ASM_TLS
+    take = n if s.asm_len + n <= TLSASM_MAX else TLSASM_MAX - s.asm_len
+    memcpy(pool.buf[s.asm] + s.asm_len, d, take)
+    s.asm_len += take
+    r = tls_certificate_scan(ws, pool.buf[s.asm], s.asm_len)
+    if r != 0 or s.asm_len >= TLSASM_MAX:
         # buffers point into the assembly buffer: it is handed back after this packet (tls_release)
         s.tls_done = 1

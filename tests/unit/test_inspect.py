@@ -275,3 +275,64 @@ def test_a_strict_load_refuses_malformed_rules_and_names_them(tmp_path: Path) ->
 def test_missing_rule_file_is_one_sentence(tmp_path: Path) -> None:
     with pytest.raises(RulesError, match="no such rule file"):
         load_signature_sets([("default", str(tmp_path / "missing.rules"))])
+
+
+def self_signed_der(common_name: str) -> bytes:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "US"),
+                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Evil Corp"),
+                      x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.datetime(2026, 1, 1)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(0x1234ABCD).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=30))
+            .sign(key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def tls_server_flight(der: bytes) -> bytes:
+    """ServerHello and Certificate (TLS 1.2) in one handshake record."""
+    def handshake(kind: int, body: bytes) -> bytes:
+        return bytes([kind]) + len(body).to_bytes(3, "big") + body
+    hello = handshake(2, b"\x03\x03" + b"\x11" * 32 + b"\x00" + b"\xc0\x2f" + b"\x00")
+    entry = len(der).to_bytes(3, "big") + der
+    certificate = handshake(11, len(entry).to_bytes(3, "big") + entry)
+    body = hello + certificate
+    return b"\x16\x03\x03" + len(body).to_bytes(2, "big") + body
+
+
+CERT_RULES = r"""
+alert tls any any -> any any (msg:"bad cert subject"; flow:to_client; tls.cert_subject; content:"CN=bad.example"; endswith; sid:3001;)
+alert tls any any -> any any (msg:"bad cert serial"; flow:to_client; tls.cert_serial; content:"12:34:AB:CD"; sid:3002;)
+alert tls any any -> any any (msg:"issuer"; tls.cert_issuer; content:"C=US, O=Evil Corp, CN="; startswith; sid:3003;)
+alert tls any any -> any any (msg:"raw cert"; tls.certs; content:"Evil Corp"; sid:3004;)
+"""
+
+
+def test_the_server_certificate_is_read_across_segments(tmp_path: Path) -> None:
+    w = InspectWire(write_policy(tmp_path), rule_sets(tmp_path, default=CERT_RULES))
+    seq, srv_seq = handshake(w, 41020, dport=80)
+    hello = (b"\x16\x03\x01\x00\x2d\x01\x00\x00\x29\x03\x03" + b"\x22" * 32 + b"\x00\x00\x02\xc0\x2f\x01\x00")
+    send(w, 41020, seq, hello)
+    flight = tls_server_flight(self_signed_der("bad.example"))
+    half = len(flight) // 2
+    w.from_up(srv_to_web1(tcp(80, 41020, "A", seq=srv_seq, ack=seq + len(hello), payload=flight[:half])))
+    assert w.alerts() == []                                         # the certificate is not whole yet
+    w.from_up(srv_to_web1(tcp(80, 41020, "PA", seq=srv_seq + half, ack=seq + len(hello), payload=flight[half:])))
+    assert sorted(sids(w.alerts())) == [3001, 3002, 3003, 3004]
+
+
+def test_an_http_head_split_across_segments_fills_its_buffers(tmp_path: Path) -> None:
+    w = wire(tmp_path)
+    seq, _ = handshake(w, 41021)
+    head = b"POST /upload HTTP/1.1\r\nHost: x\r\nUser-Agent: curl/8.1\r\nContent-Length: 0\r\n\r\n"
+    send(w, 41021, seq, head[:9])                                   # "POST /upl"
+    send(w, 41021, seq + 9, head[9:40])
+    send(w, 41021, seq + 40, head[40:])
+    assert sids(w.alerts()) == [1006]                               # http.user_agent + http.method
