@@ -271,7 +271,7 @@ class ControlServer:
     @property
     def url(self) -> str:
         host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}" if isinstance(host, str) else f"http://{host.decode()}:{port}"
 
     def openapi(self) -> dict[str, Any]:
         if self._openapi is None:
@@ -338,7 +338,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self._send(200, self.owner.openapi())
             return
         route, params = self._match(method, path)
-        if route is None:
+        if route is None or params is None:
             self._send(404 if params is None else 405, {"error": f"no such endpoint: {method} {path}"})
             return
         control = self.owner.control
