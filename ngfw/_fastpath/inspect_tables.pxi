@@ -500,6 +500,17 @@ cdef class InspectTables:
     def loaded(self) -> int:
         return self.T.n_rules
 
+    def state_bytes(self) -> dict:
+        """Per-flow inspection state: the slot (ngfw's own) and Hyperscan's stream state per direction."""
+        cdef size_t n = 0
+        out = {"slot": sizeof(inspslot_t)}
+        for d in range(2):
+            n = 0
+            if self.T.stream_db[d].db != NULL:
+                hs_stream_size(self.T.stream_db[d].db, &n)
+            out["hyperscan_stream_" + ("to_server" if d == 0 else "to_client")] = n
+        return out
+
     def rule_matches(self) -> list:
         return [self.T.rule_matches[i] for i in range(self.T.n_rules)]
 
