@@ -457,6 +457,10 @@ cdef void fill_app_buffers(insws_t *ws, tables_t *t, const instables_t *T, flow_
     cdef bint parsed = False
     if n == 0:
         return
+    if decided and T.app_http2 and app_descends(&t.apps, f.app, T.app_http2):
+        if tcp:
+            h2_frames(ws, s, dir, d, n)
+        return
     if not decided or (T.app_http and app_descends(&t.apps, f.app, T.app_http)):
         if s.asm >= 0 and s.asm_kind == ASM_HTTP_HEAD + dir:
             # the rest of a head that began in an earlier segment

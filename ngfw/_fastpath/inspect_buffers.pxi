@@ -94,6 +94,46 @@ cdef uint32_t _parse_uint(const uint8_t *p, uint32_t n) noexcept nogil:
         v = v * 10 + (p[i] - 48) if v < 400000000 else v
     return v
 
+cdef void http_field(insws_t *ws, const uint8_t *name, uint32_t name_len, const uint8_t *v, uint32_t vlen) noexcept nogil:
+    """The buffer a header field fills (HTTP/1 and HTTP/2 alike)."""
+    cdef ibufset_t *bs = &ws.bs
+    cdef uint8_t *host
+    cdef uint32_t i, hl
+    if _name_is(name, name_len, "host") or _name_is(name, name_len, ":authority"):
+        bs_set(bs, B_HTTP_HOST_RAW, v, vlen)
+        hl = vlen
+        for i in range(vlen):
+            if v[i] == 58 and v[0] != 91:   # a port (not inside an IPv6 literal)
+                hl = i
+                break
+        host = norm_take(ws, hl)
+        if host != NULL:
+            for i in range(hl):
+                host[i] = _lc(v[i])
+            bs_set(bs, B_HTTP_HOST, host, hl)
+    elif _name_is(name, name_len, "user-agent"):
+        bs_set(bs, B_HTTP_UA, v, vlen)
+    elif _name_is(name, name_len, "cookie") or _name_is(name, name_len, "set-cookie"):
+        bs_set(bs, B_HTTP_COOKIE, v, vlen)
+    elif _name_is(name, name_len, "content-type"):
+        bs_set(bs, B_HTTP_CONTENT_TYPE, v, vlen)
+    elif _name_is(name, name_len, "content-length"):
+        bs_set(bs, B_HTTP_CONTENT_LEN, v, vlen)
+    elif _name_is(name, name_len, "referer"):
+        bs_set(bs, B_HTTP_REFERER, v, vlen)
+    elif _name_is(name, name_len, "accept"):
+        bs_set(bs, B_HTTP_ACCEPT, v, vlen)
+    elif _name_is(name, name_len, "accept-encoding"):
+        bs_set(bs, B_HTTP_ACCEPT_ENC, v, vlen)
+    elif _name_is(name, name_len, "accept-language"):
+        bs_set(bs, B_HTTP_ACCEPT_LANG, v, vlen)
+    elif _name_is(name, name_len, "connection"):
+        bs_set(bs, B_HTTP_CONNECTION, v, vlen)
+    elif _name_is(name, name_len, "location"):
+        bs_set(bs, B_HTTP_LOCATION, v, vlen)
+    elif _name_is(name, name_len, "server"):
+        bs_set(bs, B_HTTP_SERVER, v, vlen)
+
 cdef uint32_t http_headers(insws_t *ws, const uint8_t *p, uint32_t n, uint32_t off, bint request,
                            uint32_t *content_length, bint *chunked) noexcept nogil:
     """Header lines from `off`; fills the header buffers. Returns the offset after the empty line,
@@ -103,8 +143,6 @@ cdef uint32_t http_headers(insws_t *ws, const uint8_t *p, uint32_t n, uint32_t o
     cdef uint8_t *hdr = norm_take(ws, n - off + 2)
     cdef uint8_t *names = norm_take(ws, n - off + 6)
     cdef uint32_t hlen = 0, nlen = 0
-    cdef uint8_t *host
-    cdef uint32_t i, hl
     cdef bint complete = False
     content_length[0] = UINT32_MAX
     chunked[0] = False
@@ -146,43 +184,11 @@ cdef uint32_t http_headers(insws_t *ws, const uint8_t *p, uint32_t n, uint32_t o
                 nlen += name_len
                 names[nlen] = 13; names[nlen + 1] = 10
                 nlen += 2
-            if _name_is(p + off, name_len, "host"):
-                bs_set(bs, B_HTTP_HOST_RAW, p + vs, ve - vs)
-                hl = ve - vs
-                for i in range(ve - vs):
-                    if p[vs + i] == 58 and p[vs] != 91:   # a port (not inside an IPv6 literal)
-                        hl = i
-                        break
-                host = norm_take(ws, hl)
-                if host != NULL:
-                    for i in range(hl):
-                        host[i] = _lc(p[vs + i])
-                    bs_set(bs, B_HTTP_HOST, host, hl)
-            elif _name_is(p + off, name_len, "user-agent"):
-                bs_set(bs, B_HTTP_UA, p + vs, ve - vs)
-            elif _name_is(p + off, name_len, "cookie") or _name_is(p + off, name_len, "set-cookie"):
-                bs_set(bs, B_HTTP_COOKIE, p + vs, ve - vs)
-            elif _name_is(p + off, name_len, "content-type"):
-                bs_set(bs, B_HTTP_CONTENT_TYPE, p + vs, ve - vs)
-            elif _name_is(p + off, name_len, "content-length"):
-                bs_set(bs, B_HTTP_CONTENT_LEN, p + vs, ve - vs)
+            http_field(ws, p + off, name_len, p + vs, ve - vs)
+            if _name_is(p + off, name_len, "content-length"):
                 content_length[0] = _parse_uint(p + vs, ve - vs)
             elif _name_is(p + off, name_len, "transfer-encoding"):
                 chunked[0] = find_bytes(p + vs, ve - vs, <const uint8_t *>b"chunked", 7, True) >= 0
-            elif _name_is(p + off, name_len, "referer"):
-                bs_set(bs, B_HTTP_REFERER, p + vs, ve - vs)
-            elif _name_is(p + off, name_len, "accept"):
-                bs_set(bs, B_HTTP_ACCEPT, p + vs, ve - vs)
-            elif _name_is(p + off, name_len, "accept-encoding"):
-                bs_set(bs, B_HTTP_ACCEPT_ENC, p + vs, ve - vs)
-            elif _name_is(p + off, name_len, "accept-language"):
-                bs_set(bs, B_HTTP_ACCEPT_LANG, p + vs, ve - vs)
-            elif _name_is(p + off, name_len, "connection"):
-                bs_set(bs, B_HTTP_CONNECTION, p + vs, ve - vs)
-            elif _name_is(p + off, name_len, "location"):
-                bs_set(bs, B_HTTP_LOCATION, p + vs, ve - vs)
-            elif _name_is(p + off, name_len, "server"):
-                bs_set(bs, B_HTTP_SERVER, p + vs, ve - vs)
         off = eol + 1
     if hdr != NULL and hlen:
         bs_set(bs, B_HTTP_HEADER, hdr, hlen)

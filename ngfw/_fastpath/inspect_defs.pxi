@@ -300,6 +300,7 @@ ctypedef struct instables_t:
     uint16_t app_tls
     uint16_t app_dns
     uint16_t app_ssh
+    uint16_t app_http2
 
 # a threat profile, per policy generation: which signature sets, whose actions, how deep
 ctypedef struct iprofile_t:
@@ -320,6 +321,8 @@ ctypedef struct inspslot_t:
     uint8_t http_body[2]      # the direction is inside an HTTP body
     uint8_t gap_pkts[2]       # replay: segments seen beyond a hole that has not been filled yet
     uint8_t tls_done          # the server certificate was read (or cannot be)
+    uint8_t h2_state[2]       # HTTP/2 frame tracking per direction (0 not started, H2_SYNCED, H2_LOST)
+    uint32_t h2_skip[2]       # bytes of the current HTTP/2 frame still to come
     uint8_t asm_kind          # what the assembly buffer holds (ASM_*)
     int32_t asm               # assembly buffer (TLS server handshake, an HTTP head in pieces), -1 none
     uint32_t asm_len

@@ -31,11 +31,6 @@ def test_case_rules_load(case: Path) -> None:
 
 # -- alerts: the engine over each case's capture raises exactly the alerts Suricata 7 raised -------
 
-# Known gap, kept visible: HTTP/2 header blocks are HPACK-compressed and the engine does not decode
-# them yet, so http.host of an HTTP/2 request is empty. strict: the day it passes, this must go.
-NOT_YET = {"http2-host": "HTTP/2 HPACK header decoding is not implemented"}
-
-
 def _flow_sid(record: dict) -> tuple[frozenset, int]:
     import ipaddress
 
@@ -45,8 +40,7 @@ def _flow_sid(record: dict) -> tuple[frozenset, int]:
     return ends, sid
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.xfail(reason=NOT_YET[c.name], strict=True))
-                                  if c.name in NOT_YET else c for c in _cases()], ids=lambda p: p.name)
+@pytest.mark.parametrize("case", _cases(), ids=lambda p: p.name)
 def test_case_alerts_match_suricata(case: Path) -> None:
     from ngfw.dataplane.replay import Replayer
     from ngfw.dataplane.threats import RulesError, load_signature_sets
