@@ -425,6 +425,8 @@ cdef uint32_t tcp_new_bytes(engine_t *e, insws_t *ws, inspslot_t *s, uint8_t dir
         diff = 0
     s.gap_pkts[dir] = 0
     if diff < 0:
+        if diff == -1 and p.payload_len <= 1:
+            return 0      # a keep-alive probe (one old byte, often garbage): not a rewrite
         ws.overlaps += 1
         if not overlap_agrees(s, dir, p, <uint32_t>(-diff)):
             # a retransmission that rewrites bytes already inspected and forwarded: the receiver may

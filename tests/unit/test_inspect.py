@@ -336,3 +336,12 @@ def test_an_http_head_split_across_segments_fills_its_buffers(tmp_path: Path) ->
     send(w, 41021, seq + 9, head[9:40])
     send(w, 41021, seq + 40, head[40:])
     assert sids(w.alerts()) == [1006]                               # http.user_agent + http.method
+
+
+def test_a_keepalive_probe_with_a_garbage_byte_passes(tmp_path: Path) -> None:
+    w = wire(tmp_path)
+    seq, _ = handshake(w, 41022)
+    assert send(w, 41022, seq, b"hello")[0]
+    # Windows probes with one byte before the next expected one, whatever it was
+    assert send(w, 41022, seq + 4, b"\x00")[0]
+    assert "stream_rewrite" not in w.drops()
