@@ -140,7 +140,8 @@ cdef uint32_t http_headers(insws_t *ws, const uint8_t *p, uint32_t n, uint32_t o
     or n when the head is not complete in this packet."""
     cdef ibufset_t *bs = &ws.bs
     cdef uint32_t start = off, eol, line_end, colon, vs, ve, name_len
-    cdef uint8_t *hdr = norm_take(ws, n - off + 2)
+    # "a:b\n" becomes "a: b\r\n": each line may grow by 2 bytes, and a line is at least 2 bytes long
+    cdef uint8_t *hdr = norm_take(ws, 2 * (n - off) + 2)
     cdef uint8_t *names = norm_take(ws, n - off + 6)
     cdef uint32_t hlen = 0, nlen = 0
     cdef bint complete = False

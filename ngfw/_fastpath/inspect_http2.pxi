@@ -170,6 +170,9 @@ cdef void h2_frames(insws_t *ws, inspslot_t *s, uint8_t dir, const uint8_t *d, u
             hend = hoff + flen
             pad = 0
             if flags & 0x08:                      # PADDED
+                if flen == 0:
+                    off += 9
+                    continue
                 pad = d[hoff]
                 hoff += 1
             if flags & 0x20:                      # PRIORITY
