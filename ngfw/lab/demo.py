@@ -33,6 +33,7 @@ from ngfw.lab.signals import Terminated, raise_on_signals
 from ngfw.lab.topology import Lab, lab_bridge_fw, lab_down, lab_up
 
 DEMO_POLICY = "rules/examples/lab.yaml"
+DEMO_RULES = "rules/threats/lab.rules"   # the signatures web-to-server-http inspects with
 METRICS_PORT = 9650
 CURL_CONNECT_TIMEOUT = 2
 
@@ -76,6 +77,8 @@ def demo_checks(lab: Lab) -> list[Check]:
         Check("web1", f"ping  {srv}", ("ping", "-c", "3", "-i", "0.2", "-W", "1", srv), "allowed", "ping"),
         Check("web2", f"HTTP  {srv}:8080", curl(f"http://{srv}:8080/"), "denied", "silent drop"),
         Check("web1", f"HTTP  {srv}:8443", curl(f"http://{srv}:8443/"), "rejected", "TCP RST from the dataplane"),
+        Check("web1", f"HTTP  {srv}:80 exploit", curl(f"http://{srv}/cgi-bin/x?exploit=1"), "denied",
+              "signature 9000002 (drop)"),
     ]
 
 
@@ -123,7 +126,10 @@ def _table(rows: Sequence[Sequence[str]]) -> list[str]:
 
 
 def eve_action(rec: dict[str, Any]) -> str:
-    """The action of an EVE record: top-level `action`, else the one nested under its event type."""
+    """The action of an EVE record: an alert's (allowed/blocked), the top-level `action`, else the one
+    nested under its event type."""
+    if rec.get("event_type") == "alert" and isinstance(rec.get("alert"), dict):
+        return str(rec["alert"].get("action", "-"))
     if "action" in rec:
         return str(rec["action"])
     nested = rec.get(str(rec.get("event_type", "")))
@@ -216,7 +222,8 @@ def _demo(
         say("demo: BASELINE mode: a Linux bridge joins fw-vm and fw-up (no policy is enforced)")
     else:
         say(f"demo: starting the dataplane in {lab.fw_ns} with policy {policy_path}")
-        dp = start_dataplane(lab.fw_ns, policy_path, METRICS_PORT, workdir=workdir, argv_builder=argv_builder)
+        dp = start_dataplane(lab.fw_ns, policy_path, METRICS_PORT, workdir=workdir, argv_builder=argv_builder,
+                             extra_args=["--rules", f"lab={repo_path(DEMO_RULES)}"])
         stack.callback(dp.stop)
         say(f"demo: dataplane pid {dp.pid} ready, metrics on {dp.metrics_host}:{dp.metrics_port} (in {lab.fw_ns})")
     say()

@@ -19,13 +19,15 @@ def test_ping_outcomes_map_to_verdicts():
     assert classify(argv, 1, "3 packets transmitted, 0 received", "")[0] == "denied"
 
 
-def test_the_demo_covers_allow_deny_and_reject():
+def test_the_demo_covers_allow_deny_reject_and_a_blocked_threat():
     checks = demo_checks(lab_plan("x"))
     assert [(c.client, c.expect) for c in checks] == [
-        ("web1", "allowed"), ("web1", "allowed"), ("web2", "denied"), ("web1", "rejected"),
+        ("web1", "allowed"), ("web1", "allowed"), ("web2", "denied"), ("web1", "rejected"), ("web1", "denied"),
     ]  # fmt: skip
     assert any("http://10.77.0.100:8080/" in c.argv for c in checks)
     assert any("http://10.77.0.100:8443/" in c.argv for c in checks)
+    # the last one is allowed by policy on port 80 and blocked by a drop signature of the demo's rules
+    assert checks[-1].argv[-1].startswith("http://10.77.0.100/cgi-bin/") and "exploit" in checks[-1].argv[-1]
 
 
 def test_unexpected_verdicts_are_flagged():
