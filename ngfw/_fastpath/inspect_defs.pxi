@@ -118,6 +118,8 @@ cdef enum:
     IK_CONTENT = 0
     IK_PCRE = 1
     IK_DATAAT = 2
+    IK_BYTETEST = 3
+    IK_BYTEJUMP = 4
 
 cdef enum:
     IF_NEG = 1
@@ -129,6 +131,21 @@ cdef enum:
     IF_STARTS = 64
     IF_ENDS = 128
     IF_RELATIVE = 256
+    IF_LITTLE = 512          # byte_test / byte_jump: little endian
+    IF_ALIGN = 1024          # byte_jump: round up to a multiple of 4
+    IF_FROM_BEGIN = 2048     # byte_jump: from the start of the buffer
+    IF_FROM_END = 4096       # byte_jump: from the end of the buffer
+    IF_BITMASK = 8192
+
+# byte_test operators (iitem_t.pat_len low byte) and string bases (next byte, 0: binary)
+cdef enum:
+    BT_LT = 1
+    BT_GT = 2
+    BT_EQ = 3
+    BT_LE = 4
+    BT_GE = 5
+    BT_AND = 6
+    BT_XOR = 7
 
 cdef enum:
     NC_NONE = 0
@@ -172,8 +189,8 @@ ctypedef struct iitem_t:
     int32_t depth
     int32_t distance
     int32_t within
-    uint32_t pat_off      # content: into patterns; pcre: index into pcres; isdataat: unused
-    uint32_t pat_len
+    uint32_t pat_off      # content: into patterns; pcre: index into pcres; byte_*: into nums (value, bitmask)
+    uint32_t pat_len      # content: its length; byte_test: operator | string base << 8
 
 ctypedef struct ibuf_t:
     uint16_t slot
@@ -272,6 +289,7 @@ ctypedef struct instables_t:
     iitem_t *items
     ibuf_t *bufs
     uint8_t *patterns
+    uint64_t *nums        # byte_test value and bitmask, byte_jump bitmask
     irange_t *ranges
     iport_t *ports
     ifbop_t *fbops

@@ -56,6 +56,48 @@ cdef inline bint num_ok(const numchk_t *c, uint32_t n) noexcept nogil:
         return n >= c.v
     return c.v < n < c.hi
 
+cdef bint read_number(const uint8_t *buf, uint32_t blen, int64_t pos, uint32_t nbytes, uint32_t base,
+                      bint little, uint64_t mask, bint masked, uint64_t *out) noexcept nogil:
+    """byte_test / byte_jump: the number at buf[pos:pos+nbytes] (binary, or digits in `base`), masked
+    and shifted as Suricata does. False when it is not there or not a number."""
+    cdef uint64_t v = 0
+    cdef uint32_t i, digit
+    cdef uint8_t c
+    if pos < 0 or pos + nbytes > blen or nbytes == 0:
+        return False
+    if base == 0:
+        for i in range(nbytes):
+            if little:
+                v |= (<uint64_t>buf[pos + i]) << (8 * i)
+            else:
+                v = (v << 8) | buf[pos + i]
+    else:
+        for i in range(nbytes):
+            c = buf[pos + i]
+            if 48 <= c <= 57:
+                digit = c - 48
+            elif 97 <= c <= 102:
+                digit = c - 87
+            elif 65 <= c <= 70:
+                digit = c - 55
+            else:
+                if i == 0:
+                    return False
+                break                      # digits end early: the number is what came before
+            if digit >= base:
+                if i == 0:
+                    return False
+                break
+            v = v * base + digit
+    if masked:
+        v &= mask
+        if mask:
+            while not (mask & 1):
+                mask >>= 1
+                v >>= 1
+    out[0] = v
+    return True
+
 cdef bint match_items(insws_t *ws, const instables_t *T, const iitem_t *items, uint32_t i, uint32_t n,
                       const uint8_t *buf, uint32_t blen, uint32_t prev_end) noexcept nogil:
     """True when items[i:n] all hold in `buf`, the previous match having ended at `prev_end`."""
@@ -71,6 +113,8 @@ cdef bint match_items(insws_t *ws, const instables_t *T, const iitem_t *items, u
     if ws.recursion > RECURSION_LIMIT:
         return False
     it = &items[i]
+    if it.kind == IK_BYTETEST or it.kind == IK_BYTEJUMP:
+        return match_byte(ws, T, items, i, n, buf, blen, prev_end)
     if it.kind == IK_DATAAT:
         pos = (<int64_t>prev_end if it.flags & IF_RELATIVE else 0) + it.offset
         hit = pos < blen
@@ -135,6 +179,54 @@ cdef bint match_items(insws_t *ws, const instables_t *T, const iitem_t *items, u
     if it.flags & IF_NEG:
         return match_items(ws, T, items, i + 1, n, buf, blen, prev_end)
     return False
+
+cdef bint match_byte(insws_t *ws, const instables_t *T, const iitem_t *items, uint32_t i, uint32_t n,
+                     const uint8_t *buf, uint32_t blen, uint32_t prev_end) noexcept nogil:
+    cdef const iitem_t *it = &items[i]
+    cdef int64_t pos = (<int64_t>prev_end if it.flags & IF_RELATIVE else 0) + it.offset
+    cdef uint64_t v, want, jump
+    cdef uint32_t op = it.pat_len & 0xff
+    cdef uint32_t base = (it.pat_len >> 8) & 0xff
+    cdef int64_t cursor
+    cdef bint ok
+    if not read_number(buf, blen, pos, <uint32_t>it.depth, base, (it.flags & IF_LITTLE) != 0,
+                       T.nums[it.pat_off + 1], (it.flags & IF_BITMASK) != 0, &v):
+        return False
+    if it.kind == IK_BYTETEST:
+        want = T.nums[it.pat_off]
+        if op == BT_LT:
+            ok = v < want
+        elif op == BT_GT:
+            ok = v > want
+        elif op == BT_EQ:
+            ok = v == want
+        elif op == BT_LE:
+            ok = v <= want
+        elif op == BT_GE:
+            ok = v >= want
+        elif op == BT_AND:
+            ok = (v & want) != 0
+        else:
+            ok = (v ^ want) != 0
+        if ok == ((it.flags & IF_NEG) != 0):
+            return False
+        return match_items(ws, T, items, i + 1, n, buf, blen, prev_end)
+    # byte_jump: the cursor moves past the length just read (or from the buffer's start or end)
+    jump = v * <uint64_t>(it.within if it.within else 1)
+    if it.flags & IF_ALIGN:
+        jump = (jump + 3) & ~(<uint64_t>3)
+    if jump > 0xffffffffull:
+        return False
+    if it.flags & IF_FROM_BEGIN:
+        cursor = <int64_t>jump
+    elif it.flags & IF_FROM_END:
+        cursor = <int64_t>blen + <int64_t>jump
+    else:
+        cursor = pos + <int64_t>it.depth + <int64_t>jump
+    cursor += it.distance                      # post_offset
+    if cursor < 0 or cursor > blen:
+        return False
+    return match_items(ws, T, items, i + 1, n, buf, blen, <uint32_t>cursor)
 
 # ---------------------------------------------------------------- transforms
 

@@ -148,6 +148,7 @@ cdef class InspectTables:
         bufs = []
         patterns = bytearray()
         pattern_at = {}
+        nums = []
         ranges = []
         ports = []
         fbops = []
@@ -230,6 +231,24 @@ cdef class InspectTables:
                                 flags = (IF_NEG if m.negated else 0) | (IF_RELATIVE if m.relative else 0)
                                 new_pcres.append((regex, opts))
                                 new_items.append((IK_PCRE, flags, 0, 0, 0, 0, len(pcres) + len(new_pcres) - 1))
+                            elif kind in ("ByteTest", "ByteJump"):
+                                if group.buffer == "payload" and not m.relative:
+                                    has_abs = 1
+                                flags = (IF_RELATIVE if m.relative else 0) | (IF_LITTLE if m.little else 0)
+                                if m.bitmask is not None:
+                                    flags |= IF_BITMASK
+                                base = {None: 0, "dec": 10, "hex": 16, "oct": 8}[m.string]
+                                if kind == "ByteTest":
+                                    flags |= IF_NEG if m.negated else 0
+                                    op = {"<": BT_LT, ">": BT_GT, "=": BT_EQ, "<=": BT_LE, ">=": BT_GE, "&": BT_AND,
+                                          "^": BT_XOR}[m.op]
+                                    new_items.append((IK_BYTETEST, flags, m.offset, m.nbytes, 0, 0,
+                                                      ("nums", m.value, m.bitmask or 0, op | base << 8)))
+                                else:
+                                    flags |= (IF_ALIGN if m.align else 0) | (IF_FROM_BEGIN if m.from_beginning else 0)
+                                    flags |= IF_FROM_END if m.from_end else 0
+                                    new_items.append((IK_BYTEJUMP, flags, m.offset, m.nbytes, m.post_offset,
+                                                      m.multiplier, ("nums", 0, m.bitmask or 0, base << 8)))
                             else:
                                 flags = (IF_NEG if m.negated else 0) | (IF_RELATIVE if m.relative else 0)
                                 new_items.append((IK_DATAAT, flags, m.offset, 0, 0, 0, b""))
@@ -250,6 +269,10 @@ cdef class InspectTables:
                         items.append(new_item[:6] + (pattern_offset(bytes(new_item[6])), len(new_item[6])))
                     elif new_item[0] == IK_PCRE:
                         items.append(new_item[:6] + (new_item[6], 0))
+                    elif new_item[0] in (IK_BYTETEST, IK_BYTEJUMP):
+                        _, value, mask, code = new_item[6]
+                        items.append(new_item[:6] + (len(nums), code))
+                        nums.extend((value & 0xffffffffffffffff, mask & 0xffffffffffffffff))
                     else:
                         items.append(new_item[:6] + (0, 0))
                 buf_start = len(bufs)
@@ -322,6 +345,7 @@ cdef class InspectTables:
         T.items = <iitem_t *>calloc(max(len(items), 1), sizeof(iitem_t))
         T.bufs = <ibuf_t *>calloc(max(len(bufs), 1), sizeof(ibuf_t))
         T.patterns = <uint8_t *>malloc(max(len(patterns), 1))
+        T.nums = <uint64_t *>calloc(max(len(nums), 2), sizeof(uint64_t))
         T.ranges = <irange_t *>calloc(max(len(ranges), 1), sizeof(irange_t))
         T.ports = <iport_t *>calloc(max(len(ports), 1), sizeof(iport_t))
         T.fbops = <ifbop_t *>calloc(max(len(fbops), 1), sizeof(ifbop_t))
@@ -332,7 +356,7 @@ cdef class InspectTables:
         T.pcres = <pcre2_code **>calloc(max(len(pcres), 1), sizeof(pcre2_code *))
         if (T.rules == NULL or T.items == NULL or T.bufs == NULL or T.patterns == NULL or T.ranges == NULL
                 or T.ports == NULL or T.fbops == NULL or T.fb_ids == NULL or T.thresholds == NULL
-                or T.rule_matches == NULL or T.pcres == NULL or T.stamp == NULL):
+                or T.rule_matches == NULL or T.pcres == NULL or T.stamp == NULL or T.nums == NULL):
             raise MemoryError("not enough memory for the rule set")
         if len(flowbit_ids) > 65535:
             raise ValueError("more than 65535 flowbit names")
@@ -359,6 +383,8 @@ cdef class InspectTables:
             it = &T.items[i]
             it.kind = kind; it.flags = flags; it.offset = offset; it.depth = depth
             it.distance = distance; it.within = within; it.pat_off = pat_off; it.pat_len = pat_len
+        for i, num in enumerate(nums):
+            T.nums[i] = num
         for i, (slot, size, item_off, item_n) in enumerate(bufs):
             T.bufs[i].slot = slot
             T.bufs[i].size.op, T.bufs[i].size.v, T.bufs[i].size.hi = size
@@ -527,7 +553,7 @@ cdef class InspectTables:
             hs_free_scratch(T.scratch)
         for i in range(T.n_pcres):
             pcre2_code_free(T.pcres[i])
-        free(T.pcres); free(T.rules); free(T.items); free(T.bufs); free(T.patterns); free(T.ranges)
+        free(T.pcres); free(T.nums); free(T.rules); free(T.items); free(T.bufs); free(T.patterns); free(T.ranges)
         free(T.ports); free(T.fbops); free(T.fb_ids); free(T.thresholds); free(T.pat_rules)
         for i in range(2):
             free(T.addr_idx[i][0]); free(T.addr_idx[i][1]); free(T.general[i])

@@ -345,3 +345,33 @@ def test_a_keepalive_probe_with_a_garbage_byte_passes(tmp_path: Path) -> None:
     # Windows probes with one byte before the next expected one, whatever it was
     assert send(w, 41022, seq + 4, b"\x00")[0]
     assert "stream_rewrite" not in w.drops()
+
+
+BYTE_RULES = r"""
+alert tcp any any -> any any (msg:"smb command over 2"; content:"|ff|SMB"; byte_test:1,>,2,0,relative; sid:4001;)
+alert tcp any any -> any any (msg:"big length"; content:"Length: "; byte_test:4,>,1000,0,relative,string,dec; sid:4002;)
+alert tcp any any -> any any (msg:"after the record"; content:"LEN"; byte_jump:2,0,relative,little; content:"END"; within:3; sid:4003;)
+alert tcp any any -> any any (msg:"high bit clear"; content:"FLAGS"; byte_test:1,!&,0x80,0,relative; sid:4004;)
+alert tcp any any -> any any (msg:"masked nibble"; content:"NIB"; byte_test:1,=,5,0,relative,bitmask 0xf0; sid:4005;)
+"""
+
+
+@pytest.mark.parametrize(("payload", "expected"), [
+    (b"\xffSMB\x05rest", [4001]),
+    (b"\xffSMB\x02rest", []),
+    (b"Length: 1234\r\n", [4002]),
+    (b"Length: 999\r\n", []),
+    (b"Length: x999\r\n", []),
+    (b"LEN\x04\x00abcdEND", [4003]),          # a 4-byte record, then END right after it
+    (b"LEN\x04\x00abEND", []),                # END is inside the record, not after it
+    (b"LEN\xff\x00abcdEND", []),              # the record runs past the packet
+    (b"FLAGS\x7f", [4004]),
+    (b"FLAGS\x80", []),
+    (b"NIB\x5a", [4005]),                     # (0x5a & 0xf0) >> 4 == 5
+    (b"NIB\x6a", []),
+])
+def test_byte_test_and_byte_jump(tmp_path: Path, payload: bytes, expected: list[int]) -> None:
+    w = wire(tmp_path, rules=BYTE_RULES)
+    seq, _ = handshake(w, 41030)
+    send(w, 41030, seq, payload)
+    assert sids(w.alerts()) == expected

@@ -157,7 +157,7 @@ def test_bidirectional_rule(tmp_path: Path) -> None:
 
 def test_continuation_lines_report_the_first_line(tmp_path: Path) -> None:
     ruleset = load(tmp_path, '# comment\n\nalert tcp any any -> any 25 (msg:"a"; \\\n   content:"x"; \\\n  sid:7;)\n'
-                   'alert tcp any any -> any any (byte_test:1,>,2,0; sid:8;)\n')
+                   'alert tcp any any -> any any (stream_size:server,>,100; sid:8;)\n')
     assert ruleset.rules[0].line == 3 and ruleset.rules[0].sid == 7
     assert (ruleset.skipped[0].line, ruleset.skipped[0].sid) == (6, 8)
 
@@ -437,7 +437,7 @@ def test_icmp_and_tcp_flags(tmp_path: Path) -> None:
 
 # -- what is skipped, and how it is reported -----------------------------------------------------
 
-@pytest.mark.parametrize("keyword", ["byte_test:1,>,2,0", "byte_jump:4,0,relative", "base64_decode", "lua:x.lua",
+@pytest.mark.parametrize("keyword", ["stream_size:server,>,100", "byte_extract:1,0,len", "base64_decode", "lua:x.lua",
                                      "ja3.hash", "xbits:set,a,track ip_src"])
 def test_unsupported_keyword(tmp_path: Path, keyword: str) -> None:
     name = keyword.split(":")[0]
@@ -518,14 +518,14 @@ def test_duplicate_sid_keeps_the_higher_rev_and_reports_the_other(tmp_path: Path
 def test_counts_by_reason_and_nothing_skipped_silently(tmp_path: Path) -> None:
     ruleset = load(tmp_path, "\n".join([
         'alert tcp any any -> any any (content:"a"; sid:1;)',
-        "#alert tcp any any -> any any (byte_test:1,>,2,0; sid:2;)",  # disabled: not a rule
-        "alert tcp any any -> any any (byte_test:1,>,2,0; sid:3;)",
-        "alert tcp any any -> any any (byte_test:1,>,2,0; sid:4;)",
+        "#alert tcp any any -> any any (stream_size:server,>,100; sid:2;)",  # disabled: not a rule
+        "alert tcp any any -> any any (stream_size:server,>,100; sid:3;)",
+        "alert tcp any any -> any any (stream_size:server,>,100; sid:4;)",
         "alert tcp any any -> any any (base64_decode; sid:5;)",
         "alert tcp any any -> any any (sid:6",
     ]) + "\n")
     assert len(ruleset.rules) + len(ruleset.skipped) == 5
-    assert ruleset.counts_by_reason() == {"unsupported keyword: byte_test": 2, "unsupported keyword: base64_decode": 1,
+    assert ruleset.counts_by_reason() == {"unsupported keyword: stream_size": 2, "unsupported keyword: base64_decode": 1,
                                           "malformed rule": 1}
 
 
@@ -557,7 +557,7 @@ def test_rules_check_text(tmp_path: Path) -> None:
     text = out.getvalue()
     assert status == 1  # a malformed rule is in there
     assert text.startswith("loaded 4 of 6 rules (66.7%), skipped 2")
-    assert "unsupported keyword: byte_test" in text and "bad hex in content" in text
+    assert "unsupported keyword: stream_size" in text and "bad hex in content" in text
 
 
 def test_rules_check_json_and_variables(tmp_path: Path) -> None:
@@ -565,14 +565,14 @@ def test_rules_check_json_and_variables(tmp_path: Path) -> None:
     status = rules_check([FIXTURES / "mixed.rules"], as_json=True, variables=["HOME_NET=[10.9.0.0/16]"], out=out)
     summary = json.loads(out.getvalue())
     # the back-reference regex loads: PCRE2 verifies it in the engine
-    assert summary == {"loaded": 4, "skipped": 2, "reasons": {"unsupported keyword: byte_test": 1,
+    assert summary == {"loaded": 4, "skipped": 2, "reasons": {"unsupported keyword: stream_size": 1,
                                                               "bad hex in content": 1}}
     assert status == 1
 
 
 def test_rules_check_exit_status(tmp_path: Path) -> None:
     (tmp_path / "ok.rules").write_text('alert tcp any any -> any any (content:"a"; sid:1;)\n'
-                                       "alert tcp any any -> any any (byte_test:1,>,2,0; sid:2;)\n")
+                                       "alert tcp any any -> any any (stream_size:server,>,100; sid:2;)\n")
     assert rules_check([tmp_path / "ok.rules"], False, None, out=io.StringIO()) == 0
     assert rules_check([tmp_path / "none.rules"], True, None, out=io.StringIO()) == 2
     assert rules_check([tmp_path / "ok.rules"], False, ["HOME_NET"], out=io.StringIO()) == 2  # --var without '='
@@ -605,3 +605,25 @@ def test_every_sticky_buffer_keyword_loads(tmp_path: Path, keyword: str) -> None
 def test_every_pcre_buffer_flag(tmp_path: Path, flag: str, buffer: str) -> None:
     rule = one(tmp_path, f'pcre:"/x/{flag}";', "alert http any any -> any any")
     assert [b.buffer for b in rule.buffers] == [buffer]
+
+
+def test_byte_test_and_byte_jump_compile(tmp_path: Path) -> None:
+    from ngfw.compiler.suricata.model import ByteJump, ByteTest
+
+    rule = one(tmp_path, 'content:"A"; byte_test:2,!>=,0x10,1,relative,little,bitmask 0x0ff0; '
+                         'byte_jump:4,0,relative,string,hex,multiplier 2,align,post_offset -3; content:"B"; distance:0;')
+    test, jump = rule.buffers[0].matches[1:3]
+    assert test == ByteTest(2, ">=", 16, 1, relative=True, little=True, bitmask=0x0FF0, negated=True)
+    assert jump == ByteJump(4, 0, relative=True, string="hex", multiplier=2, align=True, post_offset=-3)
+
+
+@pytest.mark.parametrize(("option", "reason"), [
+    ("byte_test:1,~,2,0", "malformed rule"),
+    ("byte_test:9,>,2,0", "malformed rule"),
+    ("byte_test:1,>,2", "malformed rule"),
+    ("byte_test:1,>,2,0,sideways", "malformed rule"),
+    ("byte_test:1,>,len,0", "unsupported keyword: byte_extract variables"),
+    ("byte_test:4,=,1,0,dce", "unsupported keyword: byte_test dce"),
+])
+def test_bad_byte_options_name_their_problem(tmp_path: Path, option: str, reason: str) -> None:
+    assert skip_reason(tmp_path, f'alert tcp any any -> any any (content:"x"; {option}; sid:1;)') == reason

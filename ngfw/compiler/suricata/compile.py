@@ -25,6 +25,8 @@ from ngfw.compiler.suricata.model import (
     BufferMatches,
     CompiledSignature,
     ContentMatch,
+    ByteJump,
+    ByteTest,
     DataAt,
     FastPattern,
     FlowbitOp,
@@ -131,7 +133,7 @@ class _Builder:
     sticky: str = PAYLOAD
     transforms: tuple[str, ...] = ()
     transforms_consumed: bool = False  # a match was written to the transformed buffer
-    entries: list[tuple[Key, _Content | PcreMatch | DataAt]] = field(default_factory=list)
+    entries: list[tuple[Key, _Content | PcreMatch | DataAt | ByteTest | ByteJump]] = field(default_factory=list)
     sizes: dict[Key, NumberCheck] = field(default_factory=dict)
     sid: int | None = None
     gid: int = 1
@@ -173,9 +175,9 @@ class _Builder:
 
     def match_keys(self) -> set[Key]:
         """The buffers holding a content or pcre so far (where legacy modifiers put them)."""
-        return {e.key if isinstance(e, _Content) else k for k, e in self.entries if not isinstance(e, DataAt)}
+        return {e.key if isinstance(e, _Content) else k for k, e in self.entries if not isinstance(e, (DataAt, ByteTest, ByteJump))}
 
-    def add(self, key: Key, entry: _Content | PcreMatch | DataAt) -> None:
+    def add(self, key: Key, entry: _Content | PcreMatch | DataAt | ByteTest | ByteJump) -> None:
         self.entries.append((key, entry))
         if key[1] and key == self.sticky_key:
             self.transforms_consumed = True
@@ -511,6 +513,86 @@ def _isdataat(b: _Builder, name: str, value: str | None) -> None:
     b.add(key, DataAt(int(parts[0]), relative, negated))
 
 
+_BYTE_OPS = frozenset({"<", ">", "=", "<=", ">=", "&", "^"})
+
+
+def _byte_number(text: str, what: str, value: str) -> int:
+    try:
+        return int(text, 0) if text.lower().startswith(("0x", "-0x")) else int(text)
+    except ValueError:
+        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", text):
+            raise RuleError("unsupported keyword: byte_extract variables", f"{what} {text}") from None
+        raise RuleError("malformed rule", f"{what}:{value[:60]}") from None
+
+
+def _byte_options(what: str, value: str, extras: list[str]) -> dict[str, object]:
+    """The options both byte_test and byte_jump take, plus byte_jump's."""
+    out: dict[str, object] = {"relative": False, "little": False, "string": None, "bitmask": None}
+    i = 0
+    while i < len(extras):
+        word = extras[i]
+        parts = word.split()
+        if word == "relative":
+            out["relative"] = True
+        elif word == "little":
+            out["little"] = True
+        elif word == "big":
+            out["little"] = False
+        elif word == "string":
+            out["string"] = "dec"
+        elif word in ("dec", "hex", "oct"):
+            out["string"] = word
+        elif word == "dce":
+            raise RuleError(f"unsupported keyword: {what} dce", value[:60])
+        elif parts and parts[0] == "bitmask" and len(parts) == 2:
+            out["bitmask"] = _byte_number(parts[1], what, value)
+        elif what == "byte_jump" and word in ("align", "from_beginning", "from_end"):
+            out[word] = True
+        elif what == "byte_jump" and parts and parts[0] in ("multiplier", "post_offset") and len(parts) == 2:
+            out[parts[0]] = _byte_number(parts[1], what, value)
+        else:
+            raise RuleError("malformed rule", f"{what}:{value[:60]} ({word!r})")
+        i += 1
+    return out
+
+
+def _byte_test(b: _Builder, name: str, value: str | None) -> None:
+    value = (value or "").strip()
+    parts = [p.strip() for p in value.split(",")]
+    if len(parts) < 4:
+        raise RuleError("malformed rule", f"byte_test:{value[:60]}")
+    nbytes = _byte_number(parts[0], name, value)
+    op = parts[1].replace(" ", "")
+    negated = op.startswith("!")
+    op = op.lstrip("!") or "="          # `!` alone means "not equal"
+    if op not in _BYTE_OPS:
+        raise RuleError("malformed rule", f"byte_test operator {parts[1]!r}")
+    opts = _byte_options(name, value, parts[4:])
+    if nbytes == 0:
+        # accepted by Suricata 7 (ET Open has some), with a meaning its docs do not give
+        raise RuleError("unsupported keyword: byte_test of 0 bytes", value[:60])
+    if not 1 <= nbytes <= (10 if opts["string"] else 8):
+        raise RuleError("malformed rule", f"byte_test bytes {nbytes}")
+    test = ByteTest(nbytes, op, _byte_number(parts[2], name, value), _byte_number(parts[3], name, value),
+                    negated=negated, **opts)  # type: ignore[arg-type]
+    key = (b.last_match_key() if test.relative else None) or b.sticky_key
+    b.add(key, test)
+
+
+def _byte_jump(b: _Builder, name: str, value: str | None) -> None:
+    value = (value or "").strip()
+    parts = [p.strip() for p in value.split(",")]
+    if len(parts) < 2:
+        raise RuleError("malformed rule", f"byte_jump:{value[:60]}")
+    nbytes = _byte_number(parts[0], name, value)
+    opts = _byte_options(name, value, parts[2:])
+    if not 1 <= nbytes <= (10 if opts["string"] else 8):
+        raise RuleError("malformed rule", f"byte_jump bytes {nbytes}")
+    jump = ByteJump(nbytes, _byte_number(parts[1], name, value), **opts)  # type: ignore[arg-type]
+    key = (b.last_match_key() if jump.relative else None) or b.sticky_key
+    b.add(key, jump)
+
+
 def _pcre(b: _Builder, name: str, value: str | None) -> None:
     parsed = patterns.parse_pcre(value, stream=b.sticky == PAYLOAD)
     key = b.sticky_key
@@ -688,6 +770,8 @@ _HANDLERS: dict[str, Callable[[_Builder, str, str | None], None]] = {
     "fast_pattern": _fast_pattern_option,
     "rawbytes": _rawbytes,
     "isdataat": _isdataat,
+    "byte_test": _byte_test,
+    "byte_jump": _byte_jump,
     "pcre": _pcre,
     "flow": _flow,
     "flowbits": _flowbits,

@@ -158,7 +158,43 @@ class DataAt:
     negated: bool = False
 
 
-Match = ContentMatch | PcreMatch | DataAt
+@dataclass(frozen=True)
+class ByteTest:
+    """`byte_test:bytes,[!]op,value,offset[,relative][,big|little][,string,dec|hex|oct][,bitmask M]`:
+    read `nbytes` at `offset` (after the previous match when `relative`) as a number and compare it.
+    `op` is one of `<`, `>`, `=`, `<=`, `>=`, `&` (any bit of value set), `^` (any bit of value clear)."""
+
+    nbytes: int
+    op: str
+    value: int
+    offset: int
+    relative: bool = False
+    little: bool = False
+    string: str | None = None  # "dec", "hex" or "oct": the bytes are digits
+    bitmask: int | None = None
+    negated: bool = False
+
+
+@dataclass(frozen=True)
+class ByteJump:
+    """`byte_jump:bytes,offset[,relative][,multiplier N][,big|little][,string,dec|hex|oct][,align]
+    [,from_beginning|from_end][,post_offset N][,bitmask M]`: read a length and move the cursor past it,
+    so that later relative matches start there."""
+
+    nbytes: int
+    offset: int
+    relative: bool = False
+    little: bool = False
+    string: str | None = None
+    multiplier: int = 1
+    align: bool = False
+    from_beginning: bool = False
+    from_end: bool = False
+    post_offset: int = 0
+    bitmask: int | None = None
+
+
+Match = ContentMatch | PcreMatch | DataAt | ByteTest | ByteJump
 
 
 @dataclass(frozen=True)
