@@ -482,12 +482,14 @@ cdef void fill_app_buffers(insws_t *ws, tables_t *t, const instables_t *T, flow_
         if parsed or decided:
             return
     if dir == 0 and (not decided or (T.app_tls and app_descends(&t.apps, f.app, T.app_tls))) and tcp:
-        if tls_sni_buffer(ws, d, n):
+        if tls_sni_buffer(ws, d, n) | ja3_buffers(ws, d, n):
             return
     if (not decided or (T.app_dns and app_descends(&t.apps, f.app, T.app_dns))) and dir == 0:
         if dns_query_buffer(ws, d, n, tcp):
             return
     if dir == 1 and tcp and (not decided or (T.app_tls and app_descends(&t.apps, f.app, T.app_tls))):
+        if s.asm < 0 and not s.tls_done:
+            ja3_buffers(ws, d, n)          # the ServerHello opens the server's first segment
         tls_server_bytes(ws, s, d, n)
         if ws.bs.have[B_TLS_CERTS] or decided:
             return

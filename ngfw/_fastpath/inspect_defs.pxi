@@ -72,7 +72,11 @@ cdef enum:
     B_TLS_CERT_ISSUER = 34
     B_TLS_CERT_SERIAL = 35
     B_TLS_CERT_FINGERPRINT = 36
-    B_COUNT = 37
+    B_JA3_HASH = 37
+    B_JA3_STRING = 38
+    B_JA3S_HASH = 39
+    B_JA3S_STRING = 40
+    B_COUNT = 41
 
 INSPECT_BUFFERS = (
     "payload", "http.uri", "http.uri.raw", "http.method", "http.host", "http.host.raw", "http.user_agent",
@@ -81,7 +85,7 @@ INSPECT_BUFFERS = (
     "http.header_names", "http.content_type", "http.content_len", "http.referer", "http.accept",
     "http.accept_enc", "http.accept_lang", "http.connection", "http.location", "http.server", "tls.sni",
     "dns.query", "ssh.proto", "ssh.software", "tls.certs", "tls.cert_subject", "tls.cert_issuer",
-    "tls.cert_serial", "tls.cert_fingerprint",
+    "tls.cert_serial", "tls.cert_fingerprint", "ja3.hash", "ja3.string", "ja3s.hash", "ja3s.string",
 )
 
 # transforms, applied in order to a buffer before its matches (compile.py TRANSFORMS)

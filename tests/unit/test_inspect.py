@@ -375,3 +375,29 @@ def test_byte_test_and_byte_jump(tmp_path: Path, payload: bytes, expected: list[
     seq, _ = handshake(w, 41030)
     send(w, 41030, seq, payload)
     assert sids(w.alerts()) == expected
+
+
+# JA3/JA3S of each TLS flow of tests/fixtures/replay/cloudflare-warp.pcap as Suricata 7.0.10 computes
+# them (eve tls.ja3.hash / tls.ja3s.hash, ja3-fingerprints enabled), by client port
+SURICATA_JA3 = {
+    40214: ("159db30fc8fac7fb58bcaeee8785a687", "fcb2d4d0991292272fcb1e464eedfd43"),
+    45606: ("6f5e62edfa5933b1332ddf8b9fb3ef9d", "9ebc57def2efb523f25c77af13aa6d48"),
+    45610: ("6f5e62edfa5933b1332ddf8b9fb3ef9d", "9ebc57def2efb523f25c77af13aa6d48"),
+    51296: ("d8c87b9bfde38897979e41242626c2f3", None),
+}
+
+
+def test_ja3_and_ja3s_agree_with_suricata(tmp_path: Path) -> None:
+    from ngfw.dataplane.replay import Replayer
+
+    hashes = sorted({h for pair in SURICATA_JA3.values() for h in pair if h})
+    rules = "\n".join(f'alert tls any any -> any any (msg:"{h}"; {"ja3" if any(p[0] == h for p in SURICATA_JA3.values()) else "ja3s"}.hash; '
+                      f'content:"{h}"; sid:{6000 + i};)' for i, h in enumerate(hashes))
+    capture = Path(__file__).resolve().parents[1] / "fixtures" / "replay" / "cloudflare-warp.pcap"
+    records = Replayer(signatures=rule_sets(tmp_path, default=rules)).replay_file(str(capture))
+    got: dict[int, set[str]] = {}
+    for r in records:
+        if r.get("event_type") == "alert":
+            client_port = r["src_port"] if r["dest_port"] == 443 else r["dest_port"]
+            got.setdefault(client_port, set()).add(r["alert"]["signature"])
+    assert got == {port: {h for h in pair if h} for port, pair in SURICATA_JA3.items()}

@@ -51,6 +51,7 @@ ACTIONS: dict[str, Action] = {
 _BUFFER_APPS: dict[str, tuple[str, ...]] = {
     "http.": ("http", "http2"),
     "tls.": ("tls",),
+    "ja3": ("tls",),
     "dns.": ("dns",),
     "ssh.": ("ssh",),
 }
