@@ -129,7 +129,9 @@ cdef enum:
     R_STREAM_GAP = 36          # inspected TCP: a segment beyond a hole (the sender retransmits in order)
     R_STREAM_REWRITE = 37      # inspected TCP: a retransmission that changes bytes already inspected
     R_FRAG_UNINSPECTED = 38    # inspected TCP: a segment in IP fragments
-    R_COUNT = 39
+    R_VSYS_SESSION_LIMIT = 39  # a new flow of a vsys holding its maxSessions
+    R_VSYS_RATE_LIMIT = 40     # a new flow beyond its vsys's newSessionsPerSecond
+    R_COUNT = 41
 
 DROP_REASONS = (
     "none", "empty_frame", "truncated_ethernet", "truncated_vlan", "unknown_ethertype", "truncated_arp",
@@ -139,6 +141,7 @@ DROP_REASONS = (
     "policy_deny", "policy_reject", "policy_default_deny", "tcp_not_syn", "flow_table_full",
     "cut_by_policy", "hairpin", "tx_ring_full", "fragment_table_full", "no_policy", "icmp_error_without_flow",
     "threat", "truncated_nsh", "stream_gap", "stream_rewrite", "fragment_uninspected",
+    "vsys_session_limit", "vsys_rate_limit",
 )
 
 # process_frame's rx_status flag (beside the kernel's TP_STATUS_* bits) for a capture record cut short

@@ -17,6 +17,7 @@ include "inspect_defs.pxi"
 include "policy.pxi"
 include "identity.pxi"
 include "flow.pxi"
+include "tenancy.pxi"
 include "events.pxi"
 include "respond.pxi"
 include "io.pxi"
@@ -299,6 +300,7 @@ cdef class Tables:
                 app_off += app_words
         self._build_candidates(words)
         self._build_apps(policy)
+        tenancy_build(t, policy)
 
     cdef _build_apps(self, policy):
         """App-ID tables from the policy's catalogue: Hyperscan database, host and port maps, rule app sets."""
@@ -491,6 +493,7 @@ cdef class Tables:
         free(self.t.rules); free(self.t.bits); free(self.t.cidrs); free(self.t.svcs)
         free(self.t.wl_vsys); free(self.t.wl_port); free(self.t.cand_off); free(self.t.cand_len)
         free(self.t.cand); free(self.t.rule_hits); free(self.t.default_hits); free(self.t.profiles)
+        free(self.t.quota)
         idmap_free(&self.t.wl_by_mac)
         idmap_free(&self.t.wl_by_ip)
 
@@ -512,6 +515,7 @@ cdef class Engine:
     cdef dict kernel_drops   # port index -> drops reported by PACKET_STATISTICS so far
     cdef list app_names      # app id -> name, of the catalogue in force
     cdef dict rulesets       # InspectTables id -> InspectTables, for alert events
+    cdef dict vsys_slots     # vsys name -> slot of engine_t.vsys (tenancy.pxi): stable across generations
 
     def __cinit__(self, uint32_t flow_capacity=262144, dict timeouts=None, uint32_t event_capacity=65536,
                   uint32_t burst=64, double idle_spin_us=200.0, bint replay=False, int unmanaged_vsys=-1,
@@ -555,6 +559,7 @@ cdef class Engine:
         pcre2_set_match_limit(self.e.ins.mctx, 3500)
         pcre2_set_depth_limit(self.e.ins.mctx, 1500)
         self.rulesets = {}
+        self.vsys_slots = {}
         self.e.appid_max_pkts = appid_max_pkts
         self.e.appid_budget = appid_budget
         # replay: mid-stream TCP, identity by IP, every flow logged, capture timestamps as the clock
@@ -716,6 +721,8 @@ cdef class Engine:
     def set_tables(self, Tables tables, double timeout=2.0) -> None:
         """Swap in a new policy generation; returns once the loop uses it (or at once when stopped)."""
         cdef double deadline
+        tenancy_bind(self.e.vsys, self.vsys_slots, &tables.t, tuple(tables.policy.vsys),
+                     tuple(self.current.policy.vsys) if self.current is not None else ())
         self.app_names = tables.app_names
         if tables.inspect is not None:
             self.rulesets[tables.inspect.id] = tables.inspect
@@ -828,7 +835,14 @@ cdef class Engine:
             "app_cuts": self.e.app_cuts,
             "appid_buffers_exhausted": self.e.cls.exhausted,
             "inspect": self.inspect_stats(),
+            "vsys": self.vsys_stats(),
         }
+
+    def vsys_stats(self) -> dict:
+        """Per vsys name: {sessions, max_sessions, new_sessions_per_second, drops: {reason: n}} (tenancy.pxi)."""
+        if self.current is None:
+            return tenancy_stats(self.e.vsys, self.vsys_slots, NULL, ())
+        return tenancy_stats(self.e.vsys, self.vsys_slots, &self.current.t, tuple(self.current.policy.vsys))
 
     def inspect_stats(self) -> dict:
         """Threat inspection counters; `alerts` is {(vsys index or -1, severity, blocked): count}."""

@@ -31,6 +31,11 @@ ctypedef struct rule_t:
     uint8_t app_default  # services: [application-default]: the identified app's own ports
     int16_t profile      # threat profile (`inspect:`), index into tables_t.profiles; -1 none
 
+ctypedef struct vsys_quota_t:      # a vsys's quotas in one generation (enforced in tenancy.pxi)
+    int32_t slot               # the engine's slot for this vsys (bound by Engine.set_tables), -1 unbound
+    uint32_t max_sessions      # 0: no limit
+    uint32_t rate              # new sessions per second; 0: no limit
+
 # Everything a policy generation needs on the hot path; built by `Tables`, swapped atomically.
 ctypedef struct tables_t:
     uint32_t generation
@@ -57,6 +62,7 @@ ctypedef struct tables_t:
     instables_t *inspect     # the rule set flows with a profile are inspected with (NULL: none)
     iprofile_t *profiles
     uint32_t n_profiles
+    vsys_quota_t *quota      # per vsys: limits and the engine slot (tenancy.pxi)
 
 cdef inline bint side_match(const tables_t *t, uint8_t any, int32_t bits, uint32_t coff, uint32_t n,
                             int32_t wl, const ip128_t *ip, bint v6) noexcept nogil:

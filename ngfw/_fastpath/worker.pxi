@@ -50,6 +50,7 @@ ctypedef struct engine_t:
     uint32_t appid_budget        # payload packets a flow waiting for its app may pass before that
     uint64_t app_cuts            # flows cut once their app was known
     insws_t *ins                 # threat inspection workspace
+    vsys_state_t vsys[VSYS_SLOTS]  # per-vsys sessions, rate buckets and quota drops (tenancy.pxi)
     uint8_t cls_scratch[SCRATCH_MAX]
     uint8_t scratch[SCRATCH_LEN]
     uint8_t response[RESPONSE_MAX]
@@ -144,6 +145,8 @@ cdef void flow_end(engine_t *e, flow_t *f, uint8_t reason) noexcept nogil:
             evring_publish(&e.events)
     hostpool_give(&e.hostpool, f.host)
     f.host = -1
+    quota_release(e.vsys, f.quota_slot)
+    f.quota_slot = 0
     e.flows_expired += 1
 
 cdef inline void event_host(engine_t *e, event_t *ev, const flow_t *f) noexcept nogil:
@@ -274,6 +277,7 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
     cdef frag_entry_t *fr
     cdef decision_t d
     cdef uint8_t old_action
+    cdef uint16_t charged = 0
     cdef int r
     cdef const pkt_t *fix = NULL
     port.rx_packets += 1
@@ -346,10 +350,17 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
         if p.proto == P_TCP and (p.tcp_flags & (TH_SYN | TH_ACK | TH_RST)) != TH_SYN and not e.tcp_midstream:
             count_drop(e, R_TCP_NOT_SYN)
             return
+        # 3a. tenancy: the vsys the flow is charged to must be within its quotas (nothing is kept if not)
+        reason = quota_admit(t, e.vsys, quota_vsys_of(t, src_wl, dst_wl, e.unmanaged_vsys), now, &charged)
+        if reason != R_NONE:
+            count_drop(e, reason)
+            return
         f = flow_insert(&e.flows, &key, h)
         if f == NULL:
+            quota_release(e.vsys, charged)
             count_drop(e, R_FLOW_TABLE_FULL)
             return
+        f.quota_slot = charged
         # 4. policy, once per flow
         flow_start(e, t, f, &p, pkt_is_a, in_port, src_wl, dst_wl, now, &d)
         to_server = True

@@ -25,6 +25,7 @@ from ngfw.compiler.tables import (
     IPNetwork,
     PROTO_ANY,
     Service,
+    VsysLimits,
 )
 from ngfw.model import syntax
 from ngfw.model.errors import PolicyError
@@ -72,8 +73,11 @@ def compile_resources(
         raise PolicyError(problems)
 
     items = [item.resource for item in loaded]
-    vsys_names = sorted(r.metadata.name for r in items if isinstance(r, VirtualSystem))
+    vsys_by_name = {r.metadata.name: r for r in items if isinstance(r, VirtualSystem)}
+    vsys_names = sorted(vsys_by_name)
     vsys_index = {name: i for i, name in enumerate(vsys_names)}
+    vsys_limits = tuple(VsysLimits(vsys_by_name[name].spec.limits.max_sessions,
+                                   vsys_by_name[name].spec.limits.new_sessions_per_second) for name in vsys_names)
 
     workloads = sorted(
         (r for r in items if isinstance(r, Workload)), key=lambda w: (w.metadata.vsys, w.metadata.name)
@@ -129,6 +133,7 @@ def compile_resources(
         sources=sources,
         catalogue=catalogue,
         profiles=tuple(profiles),
+        vsys_limits=vsys_limits,
     )
 
 

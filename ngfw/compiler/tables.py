@@ -95,6 +95,14 @@ class CompiledWorkload:
 
 
 @dataclass(frozen=True)
+class VsysLimits:
+    """A vsys's quotas (`spec.limits`); None: no limit. Enforced by the fastpath when a flow is created."""
+
+    max_sessions: int | None = None  # flows charged to the vsys that may exist at once
+    new_sessions_per_second: int | None = None  # token bucket, one second's worth of burst
+
+
+@dataclass(frozen=True)
 class CompiledPolicy:
     """A whole policy, ready for the fastpath.
 
@@ -111,6 +119,10 @@ class CompiledPolicy:
     sources: tuple[str, ...] = field(default=())  # files the policy came from
     catalogue: Any = None  # ngfw.compiler.apps.Catalogue the rules' app ids refer to (None: no App-ID)
     profiles: tuple[CompiledProfile, ...] = ()  # threat profiles rules name (`inspect:`)
+    vsys_limits: tuple[VsysLimits, ...] = ()  # parallel to `vsys`; shorter (or empty): no limits
+
+    def limits_of(self, index: int) -> VsysLimits:
+        return self.vsys_limits[index] if 0 <= index < len(self.vsys_limits) else VsysLimits()
 
     def rule_name(self, index: int) -> str:
         return self.rules[index].name if 0 <= index < len(self.rules) else "default-deny"

@@ -71,6 +71,7 @@ class DataplaneCollector(Collector):
         yield CounterMetricFamily("ngfw_events_lost_total", "Flow/drop events lost because the event ring was full",
                                   value=stats["events_lost"])
 
+        yield from self._tenancy(stats["vsys"])
         yield from self._inspection(stats["inspect"])
 
         policy = dp.policy
@@ -85,6 +86,29 @@ class DataplaneCollector(Collector):
         reloads.add_metric(["success"], dp.reloads_ok)
         reloads.add_metric(["failure"], dp.reloads_failed)
         yield reloads
+
+    @staticmethod
+    def _tenancy(per_vsys: dict) -> Iterator:
+        """Sessions and quotas per vsys (a vsys without maxSessions has no ngfw_vsys_session_limit sample)."""
+        sessions = GaugeMetricFamily("ngfw_vsys_sessions", "Flows charged to a vsys that exist now (the source "
+                                     "vsys pays for a cross-vsys flow)", labels=["vsys"])
+        limit = GaugeMetricFamily("ngfw_vsys_session_limit", "A vsys's maxSessions", labels=["vsys"])
+        rate = GaugeMetricFamily("ngfw_vsys_new_sessions_per_second_limit", "A vsys's newSessionsPerSecond",
+                                 labels=["vsys"])
+        drops = CounterMetricFamily("ngfw_vsys_quota_drops_total", "New flows refused because their vsys was at a "
+                                    "quota, by vsys and reason", labels=["vsys", "reason"])
+        for name, entry in sorted(per_vsys.items()):
+            sessions.add_metric([name], entry["sessions"])
+            if entry["max_sessions"] is not None:
+                limit.add_metric([name], entry["max_sessions"])
+            if entry["new_sessions_per_second"] is not None:
+                rate.add_metric([name], entry["new_sessions_per_second"])
+            for reason, value in entry["drops"].items():
+                drops.add_metric([name, reason], value)
+        yield sessions
+        yield limit
+        yield rate
+        yield drops
 
     def _inspection(self, ins: dict) -> Iterator:
         dp = self.dp
