@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     lab = sub.add_parser("lab", help="network-namespace lab: two workloads, the dataplane, a server")
     lab.add_argument("action", choices=["up", "down"])
     lab.add_argument("--prefix", default="ngfw", help="namespace name prefix (ngfw)")
+    lab.add_argument("--hosts", type=int, choices=[1, 2], default=1,
+                     help="2: a second host with tenant-b's db1 and a management network for ngfw control")
 
     demo = sub.add_parser("demo", help="bring the lab up, run the dataplane, drive real clients, tear down")
     demo.add_argument("--prefix", default="ngfw")
@@ -296,7 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "lab":
         from ngfw.lab.cli_hooks import lab_down_cmd, lab_up_cmd
 
-        return lab_up_cmd(args.prefix) if args.action == "up" else lab_down_cmd(args.prefix)
+        return lab_up_cmd(args.prefix, args.hosts) if args.action == "up" else lab_down_cmd(args.prefix)
     if args.command == "demo":
         from ngfw.lab.cli_hooks import demo_cmd
 

@@ -9,10 +9,17 @@ from ngfw.lab.dataplane_process import ArgvBuilder, default_dataplane_argv
 from ngfw.lab.topology import describe, lab_down, lab_exists, lab_up
 
 
-def lab_up_cmd(prefix: str = "ngfw", out: TextIO = sys.stdout) -> int:
-    """Build lab `prefix` (rebuilding it if it exists) and print what exists."""
+def lab_up_cmd(prefix: str = "ngfw", hosts: int = 1, out: TextIO = sys.stdout) -> int:
+    """Build lab `prefix` (rebuilding it if it exists) and print what exists; `hosts=2` adds host-b (ngfw.lab.hosts)."""
     try:
-        lab = lab_up(prefix)
+        if hosts == 2:
+            from ngfw.lab.hosts import two_host_up
+
+            two = two_host_up(prefix)
+            lab = two.lab
+        else:
+            two = None
+            lab = lab_up(prefix)
     except Exception as exc:  # noqa: BLE001 - reported to the user, exit code 1
         print(f"lab {prefix!r}: could not be built: {exc}", file=out)
         return 1
@@ -26,6 +33,12 @@ def lab_up_cmd(prefix: str = "ngfw", out: TextIO = sys.stdout) -> int:
         file=out,
     )
     print(f"  dataplane wire: --wire {lab.wire} (inside {lab.fw_ns})", file=out)
+    if two is not None:
+        print(f"  host-b: tenant-b's db1 {two.db1.ipv4} / {two.db1.ipv6} ({two.db1.mac}) behind {two.host_b.fw_ns}",
+              file=out)
+        print(f"  control: run `ngfw control --listen {two.control_ip}:{two.control_port}` in {two.mgmt_ns}; then "
+              f"`ngfw dataplane --wire {lab.wire} --control {two.control_url} --host host-a|host-b --token-file F` "
+              f"in {two.host_a.fw_ns} / {two.host_b.fw_ns}; policy: rules/examples/lab-two-hosts.yaml", file=out)
     return 0
 
 

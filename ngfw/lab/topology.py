@@ -34,6 +34,8 @@ BR_FW = "br-fw"
 FW_VM = "fw-vm"
 FW_UP = "fw-up"
 ROLES = ("host", "fw", "web1", "web2", "srv")
+# the second host, its tenant-b workload and the management network of a two-host lab (ngfw.lab.hosts)
+HOST_B_ROLES = ("host2", "fw2", "db1", "mgmt")
 
 
 @dataclass(frozen=True)
@@ -127,9 +129,10 @@ def lab_plan(prefix: str = "ngfw") -> Lab:
 
 
 def lab_exists(prefix: str = "ngfw") -> list[str]:
-    """Namespaces of lab `prefix` that exist now."""
+    """Namespaces of lab `prefix` that exist now (those of its second host too)."""
     present = set(netns.listnetns())
-    return [name for name in namespace_names(prefix).values() if name in present]
+    names = [*namespace_names(prefix).values(), *(f"{prefix}-{role}" for role in HOST_B_ROLES)]
+    return [name for name in names if name in present]
 
 
 def _index(ipr: IPRoute, ifname: str) -> int:
