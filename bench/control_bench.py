@@ -3,8 +3,10 @@
     .venv/bin/python bench/control_bench.py [--agents 10] [--commits 50] [--labels 50] [--json]
 
 One machine: `ngfw control` (SQLite store) runs in this process on 127.0.0.1; each agent is a
-process of its own running `ngfw.control.agent.Agent` with a fake dataplane whose apply only
-records the time (the agent itself fetches, verifies the hash and compiles, as in production).
+process of its own running `ngfw.control.agent.Agent` (it fetches, verifies the hash and compiles,
+as in production) with a dataplane without ports: its apply builds the fastpath's C tables
+(`Tables`, as `Dataplane.load` does), and an identity-only bundle builds identity tables that
+share the running App-ID tables (as `Dataplane.apply_identity` does).
 Agents report (host, version, identity, time) through a queue; clocks are the same machine's.
 
 1. commit -> last ack: an admin commits a one-rule change; latency is from just before
@@ -65,14 +67,18 @@ def tenants_policy(n_vsys: int, rules_per_vsys: int, workloads_per_vsys: int) ->
 
 
 def agent_process(url: str, token: str, host: str, reports: Any, stop: Any) -> None:
+    from ngfw._fastpath import engine as fp
     from ngfw.control.agent import Agent
 
     def applied(kind: str) -> Any:
         def apply(policy: Any) -> None:
-            # only noted here: the report goes out once sync_once returns, i.e. after the ack was POSTed
+            running = tables[-1] if tables and kind == "identity" else None
+            tables[:] = [fp.Tables(policy, {}, apps_from=running)]
+            # the report goes out once sync_once returns, i.e. after the ack was POSTed
             pending.append((kind, policy.version))
         return apply
 
+    tables: list[Any] = []
     pending: list[tuple[str, int]] = []
     agent = Agent(ControlClient(url, token), host, applied("policy"), apply_identity=applied("identity"),
                   wait=10.0, retry_interval=0.05)

@@ -146,15 +146,22 @@ cdef class Tables:
     cdef readonly double build_seconds
     cdef readonly list app_names
     cdef readonly InspectTables inspect
+    cdef readonly Tables apps_owner   # the generation whose App-ID tables these share (None: their own)
 
     def __cinit__(self):
         memset(&self.t, 0, sizeof(tables_t))
 
-    def __init__(self, policy, port_index=None, InspectTables inspect=None):
+    def __init__(self, policy, port_index=None, InspectTables inspect=None, generation=None, Tables apps_from=None):
+        """`generation` (default: the policy's version) tells flows decided by other tables to be decided again;
+        `apps_from`: share that generation's App-ID tables when the catalogue is the same (identity updates)."""
         port_index = port_index or {}
         started = time.perf_counter()
         self.policy = policy
+        if apps_from is not None and apps_from.policy.catalogue is policy.catalogue:
+            self.apps_owner = apps_from.apps_owner or apps_from
         self._build(policy, port_index)
+        if generation is not None:
+            self.t.generation = generation
         self._build_profiles(policy, inspect)
         self.build_seconds = time.perf_counter() - started
 
@@ -299,8 +306,20 @@ cdef class Tables:
                     t.bits[app_off + (app_id >> 6)] |= (<uint64_t>1) << (app_id & 63)
                 app_off += app_words
         self._build_candidates(words)
-        self._build_apps(policy)
+        if self.apps_owner is None:
+            self._build_apps(policy)
+        else:
+            self._share_apps()
         tenancy_build(t, policy)
+
+    cdef _share_apps(self):
+        """The owner's App-ID tables (databases, maps), with flow counters of our own."""
+        cdef apptables_t *a = &self.t.apps
+        memcpy(a, &self.apps_owner.t.apps, sizeof(apptables_t))
+        self.app_names = self.apps_owner.app_names
+        a.app_flows = <uint64_t *>calloc((self.t.n_vsys + 1) * a.n_apps, sizeof(uint64_t))
+        if a.app_flows == NULL:
+            raise MemoryError("not enough memory for the App-ID tables")
 
     cdef _build_apps(self, policy):
         """App-ID tables from the policy's catalogue: Hyperscan database, host and port maps, rule app sets."""
@@ -482,6 +501,9 @@ cdef class Tables:
 
     def __dealloc__(self):
         cdef apptables_t *a = &self.t.apps
+        if self.apps_owner is not None:
+            free(a.app_flows)      # the rest is the owner's
+            memset(a, 0, sizeof(apptables_t))
         if a.scratch != NULL:
             hs_free_scratch(a.scratch)
         if a.db != NULL:

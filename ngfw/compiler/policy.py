@@ -134,6 +134,8 @@ def compile_resources(
         catalogue=catalogue,
         profiles=tuple(profiles),
         vsys_limits=vsys_limits,
+        groups={(g.metadata.vsys, g.metadata.name): g for g in items if isinstance(g, Group)},
+        policy_resources=tuple(r for r in items if not isinstance(r, Workload)),
     )
 
 
@@ -229,17 +231,20 @@ def _address_set(
 ) -> AddressSet:
     workloads: set[int] = set()
     cidrs: dict[IPNetwork, None] = {}  # ordered set: keeps the user's order, drops repeats
+    refs: list[str] = []
     for item in items:
         ref = syntax.parse_ref(item)
         if ref.kind == "any":
             return AddressSet(any=True)
         if ref.kind == "vm":
             workloads.add(workload_index[(vsys, ref.value)])
+            refs.append(item)
         elif ref.kind == "group":
             workloads |= groups[(vsys, ref.value)]
+            refs.append(item)
         else:
             cidrs[ipaddress.ip_network(ref.value)] = None
-    return AddressSet(workloads=frozenset(workloads), cidrs=tuple(cidrs))
+    return AddressSet(workloads=frozenset(workloads), cidrs=tuple(cidrs), refs=tuple(refs))
 
 
 def _services(items: Iterable[str]) -> tuple[Service, ...]:

@@ -43,6 +43,9 @@ class AddressSet:
     any: bool = False
     workloads: frozenset[int] = frozenset()
     cidrs: tuple[IPNetwork, ...] = ()
+    # the `vm:`/`group:` references `workloads` was expanded from, so that an identity update
+    # (ngfw.compiler.identity) can expand them again without recompiling the rule
+    refs: tuple[str, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,9 @@ class CompiledPolicy:
     catalogue: Any = None  # ngfw.compiler.apps.Catalogue the rules' app ids refer to (None: no App-ID)
     profiles: tuple[CompiledProfile, ...] = ()  # threat profiles rules name (`inspect:`)
     vsys_limits: tuple[VsysLimits, ...] = ()  # parallel to `vsys`; shorter (or empty): no limits
+    # Group and non-Workload resources it was compiled from (ngfw.compiler.identity needs them)
+    groups: dict[tuple[str, str], Any] = field(default_factory=dict, compare=False, repr=False)
+    policy_resources: tuple[Any, ...] = field(default=(), compare=False, repr=False)
 
     def limits_of(self, index: int) -> VsysLimits:
         return self.vsys_limits[index] if 0 <= index < len(self.vsys_limits) else VsysLimits()

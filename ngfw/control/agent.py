@@ -27,7 +27,8 @@ from typing import Any
 from ngfw.compiler.tables import CompiledPolicy
 from ngfw.control.client import ControlClient, ControlError, ControlUnreachable
 from ngfw.control.documents import InvalidDocuments, bundle_hash
-from ngfw.control.validation import compile_documents
+from ngfw.control.validation import compile_documents, compile_identity
+from ngfw.model.errors import PolicyError
 
 log = logging.getLogger("ngfw.agent")
 
@@ -119,11 +120,19 @@ class Agent:
             return self._refuse(version, identity, claimed, "refused",
                                 f"hash mismatch: the bundle says {claimed}, its documents hash to {computed}", report)
         started = time.perf_counter()
-        try:
-            policy = compile_documents(documents, version, lint_it=False).policy
-        except InvalidDocuments as exc:
-            return self._refuse(version, identity, claimed, "failed", f"does not compile: {exc}", report)
-        identity_only = self.current is not None and self.current.version == version
+        identity_only = self.current is not None and self.current.version == version and self.policy is not None
+        policy: CompiledPolicy | None = None
+        if identity_only:
+            assert self.policy is not None
+            try:  # only Workloads changed: recompute identity and group membership, reuse the rules
+                policy = compile_identity(self.policy, documents)
+            except (InvalidDocuments, PolicyError) as exc:
+                log.info("agent %s: identity %d needs a full compile: %s", self.host, identity, exc)
+        if policy is None:
+            try:
+                policy = compile_documents(documents, version, lint_it=False).policy
+            except InvalidDocuments as exc:
+                return self._refuse(version, identity, claimed, "failed", f"does not compile: {exc}", report)
         try:
             (self.apply_identity if identity_only else self.apply)(policy)
         except Exception as exc:  # noqa: BLE001 - whatever the dataplane says, the old tables stay in force
@@ -203,6 +212,7 @@ def start_dataplane_agent(dataplane: Any, control_url: str, host: str, token: st
         dataplane.version = policy.version
         dataplane.load(policy)
 
-    agent = Agent(ControlClient(control_url, token), host, apply, cache_path=cache_path)
+    agent = Agent(ControlClient(control_url, token), host, apply, apply_identity=dataplane.apply_identity,
+                  cache_path=cache_path)
     agent.start()
     return agent

@@ -12,6 +12,7 @@ import marshal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from ngfw.compiler.identity import with_workloads
 from ngfw.compiler.lint import lint
 from ngfw.compiler.policy import compile_resources
 from ngfw.compiler.tables import CompiledPolicy
@@ -25,7 +26,7 @@ from ngfw.control.documents import (
     parse_resource,
 )
 from ngfw.model.errors import PolicyError
-from ngfw.model.resources import LoadedResource, Resource
+from ngfw.model.resources import LoadedResource, Resource, Workload
 
 CANDIDATE = "candidate"  # the source named in problems of resources that were already in the candidate
 PARSED_CACHE_SIZE = 100_000
@@ -84,6 +85,19 @@ def compile_documents(
     except PolicyError as exc:
         raise InvalidDocuments([Problem.from_text(line) for line in exc.problems]) from None
     return Validated(policy, lint(policy) if lint_it else [])
+
+
+def compile_identity(previous: CompiledPolicy, documents: Sequence[Document]) -> CompiledPolicy:
+    """A bundle that changed only Workloads since `previous` (same version): only its Workloads are
+    parsed and compiled (`ngfw.compiler.identity`), the rules are reused. InvalidDocuments or
+    PolicyError when that cannot be vouched for: compile the whole bundle then."""
+    workloads: list[Workload] = []
+    for index, document in enumerate(documents):
+        if document.get("kind") == "Workload":
+            resource = _parse(document, f"document {index + 1}")
+            assert isinstance(resource, Workload)
+            workloads.append(resource)
+    return with_workloads(previous, workloads)
 
 
 def duplicates(documents: Sequence[Document]) -> list[Problem]:

@@ -68,7 +68,8 @@ def eve_record(event: dict[str, Any], policy: CompiledPolicy | None) -> dict[str
         "dest_vm": wl(event["dst_wl" if src == "src" else "src_wl"]),
         "rule": rule,
         "action": event["action"],
-        "policy_version": event["generation"],
+        # table generations outnumber versions (an identity update keeps the version)
+        "policy_version": policy.version if policy is not None else event["generation"],
     })
     if event.get("app_proto"):
         record["app_proto"], record["app"] = split_app(policy.catalogue if policy else None, event["app_proto"])

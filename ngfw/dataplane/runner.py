@@ -74,7 +74,8 @@ class Dataplane:
         self._tx_thread: threading.Thread | None = None
         self.policy_path = policy_path
         self.policy: CompiledPolicy | None = None
-        self.generations: OrderedDict[int, CompiledPolicy] = OrderedDict()
+        self.generations: OrderedDict[int, CompiledPolicy] = OrderedDict()  # table generation -> policy
+        self._last_generation = 0
         self.hits_folded: dict[tuple[str, str], int] = {}
         self.apps_folded: dict[tuple[str, str], int] = {}
         self.version = 0
@@ -155,16 +156,31 @@ class Dataplane:
     # ---- policy
     def load(self, policy: CompiledPolicy) -> None:
         """Build tables for `policy` off the hot path and swap them in atomically."""
+        self._swap(policy, identity_only=False)
+
+    def apply_identity(self, policy: CompiledPolicy) -> None:
+        """Workloads changed, rules did not (`ngfw.compiler.identity`): new identity tables (workload maps,
+        group bitmaps, candidate lists) that share the running generation's App-ID tables, swapped in
+        atomically; flows are decided again on their next packet, as after a reload."""
+        self._swap(policy, identity_only=True)
+
+    def _swap(self, policy: CompiledPolicy, identity_only: bool) -> None:
         started = time.perf_counter()
         inspect = self.signatures.inspect if self.signatures is not None else None
-        tables = self.fp.Tables(policy, self.port_index, inspect)
+        with self._lock:
+            # a generation number per table set, not per version: an identity update keeps the version,
+            # and flows must still be decided again (and their workload indexes named by the right tables)
+            generation = self._last_generation + 1 if identity_only else max(policy.version, self._last_generation + 1)
+            running = self.engine.tables if identity_only else None
+        tables = self.fp.Tables(policy, self.port_index, inspect, generation=generation, apps_from=running)
         with self._lock:
             old = self.engine.tables
             self.engine.set_tables(tables)
             if old is not None:
                 self._fold_hits(old)
             self.policy = policy
-            self.generations[policy.version] = policy
+            self._last_generation = generation
+            self.generations[generation] = policy
             while len(self.generations) > GENERATIONS_KEPT:
                 self.generations.popitem(last=False)
         self.last_load_seconds = time.perf_counter() - started

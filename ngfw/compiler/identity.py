@@ -1,0 +1,74 @@
+"""Identity updates: a compiled policy with new Workloads, without recompiling its rules.
+
+A Workload's bindings (MACs, IPs, port) and labels change through the control API without a
+policy commit. Compiling the whole policy again for that costs about a second at 10,000 rules;
+here only what depends on Workloads is redone: the workload table (indexes by vsys and name),
+group membership (selectors against the new labels) and the workload sets of the rules that
+name `vm:` or `group:` (from the references each `AddressSet` keeps). Rules, services,
+applications and profiles are reused as they are.
+
+Anything this cannot vouch for (a reference to a workload that is gone, a duplicate, an
+unknown vsys) raises `PolicyError`; callers then compile in full, which names the problem.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+
+from ngfw.compiler.policy import _compile_workload, _members, digest
+from ngfw.compiler.tables import AddressSet, CompiledPolicy, CompiledRule
+from ngfw.model import syntax
+from ngfw.model.errors import PolicyError
+from ngfw.model.resources import Workload
+
+__all__ = ["with_workloads"]
+
+
+def with_workloads(previous: CompiledPolicy, workloads: Iterable[Workload]) -> CompiledPolicy:
+    """`previous` with `workloads` in place of its Workloads (same version, rules and vsys)."""
+    if not previous.policy_resources:
+        raise PolicyError(["the previous policy does not say what it was compiled from"])
+    ordered = sorted(workloads, key=lambda w: (w.metadata.vsys, w.metadata.name))
+    vsys_index = {name: i for i, name in enumerate(previous.vsys)}
+    index: dict[tuple[str, str], int] = {}
+    for i, workload in enumerate(ordered):
+        key = (workload.metadata.vsys, workload.metadata.name)
+        if key in index:
+            raise PolicyError([f"duplicate Workload {key[0]}/{key[1]}"])
+        if key[0] not in vsys_index:
+            raise PolicyError([f"Workload {key[0]}/{key[1]}: VirtualSystem {key[0]!r} does not exist"])
+        index[key] = i
+    try:
+        groups = {key: _members(group, ordered, index) for key, group in previous.groups.items()}
+    except KeyError as exc:  # a static member that is gone
+        raise PolicyError([f"a Group names a Workload that no longer exists: {exc}"]) from None
+
+    def expand(side: AddressSet, vsys: str) -> AddressSet:
+        if not side.refs:
+            return side
+        members: set[int] = set()
+        for item in side.refs:
+            ref = syntax.parse_ref(item)
+            key = (vsys, ref.value)
+            if ref.kind == "vm":
+                if key not in index:
+                    raise PolicyError([f"a rule of {vsys} names vm:{ref.value}, which no longer exists"])
+                members.add(index[key])
+            else:
+                members |= groups[key]
+        return replace(side, workloads=frozenset(members))
+
+    rules: list[CompiledRule] = []
+    for rule in previous.rules:
+        if not rule.src.refs and not rule.dst.refs:
+            rules.append(rule)
+            continue
+        vsys = previous.vsys[rule.vsys]
+        rules.append(replace(rule, src=expand(rule.src, vsys), dst=expand(rule.dst, vsys)))
+    return replace(
+        previous,
+        digest=digest(list(previous.policy_resources) + ordered),
+        workloads=tuple(_compile_workload(w, vsys_index) for w in ordered),
+        rules=tuple(rules),
+    )
