@@ -44,20 +44,29 @@ def with_workloads(previous: CompiledPolicy, workloads: Iterable[Workload]) -> C
     except KeyError as exc:  # a static member that is gone
         raise PolicyError([f"a Group names a Workload that no longer exists: {exc}"]) from None
 
+    expanded: dict[tuple[str, tuple[str, ...]], frozenset[int]] = {}  # rules of a vsys share references
+
+    def members_of(vsys: str, refs: tuple[str, ...]) -> frozenset[int]:
+        found = expanded.get((vsys, refs))
+        if found is None:
+            members: set[int] = set()
+            for item in refs:
+                ref = syntax.parse_ref(item)
+                key = (vsys, ref.value)
+                if ref.kind == "vm":
+                    if key not in index:
+                        raise PolicyError([f"a rule of {vsys} names vm:{ref.value}, which no longer exists"])
+                    members.add(index[key])
+                else:
+                    members |= groups[key]
+            found = expanded[(vsys, refs)] = frozenset(members)
+        return found
+
     def expand(side: AddressSet, vsys: str) -> AddressSet:
         if not side.refs:
             return side
-        members: set[int] = set()
-        for item in side.refs:
-            ref = syntax.parse_ref(item)
-            key = (vsys, ref.value)
-            if ref.kind == "vm":
-                if key not in index:
-                    raise PolicyError([f"a rule of {vsys} names vm:{ref.value}, which no longer exists"])
-                members.add(index[key])
-            else:
-                members |= groups[key]
-        return replace(side, workloads=frozenset(members))
+        members = members_of(vsys, side.refs)
+        return side if members == side.workloads else replace(side, workloads=members)
 
     rules: list[CompiledRule] = []
     for rule in previous.rules:
@@ -65,7 +74,8 @@ def with_workloads(previous: CompiledPolicy, workloads: Iterable[Workload]) -> C
             rules.append(rule)
             continue
         vsys = previous.vsys[rule.vsys]
-        rules.append(replace(rule, src=expand(rule.src, vsys), dst=expand(rule.dst, vsys)))
+        src, dst = expand(rule.src, vsys), expand(rule.dst, vsys)
+        rules.append(rule if src is rule.src and dst is rule.dst else replace(rule, src=src, dst=dst))
     return replace(
         previous,
         digest=digest(list(previous.policy_resources) + ordered),
