@@ -146,6 +146,7 @@ cdef class Tables:
     cdef readonly double build_seconds
     cdef readonly list app_names
     cdef readonly InspectTables inspect
+    cdef readonly list profile_tables   # InspectTables each profile uses (kept alive with the tables)
     cdef readonly Tables apps_owner   # the generation whose App-ID tables these share (None: their own)
 
     def __cinit__(self):
@@ -177,14 +178,23 @@ cdef class Tables:
         if t.profiles == NULL:
             raise MemoryError("not enough memory for the threat profiles")
         known = inspect.set_names if inspect is not None else []
+        cdef InspectTables own
+        self.profile_tables = []
         for i, prof in enumerate(profiles):
-            mask = 0
+            names = []
             for name in (prof.signature_sets or known):
                 if name not in known:
                     raise ValueError(f"threat profile {prof.name} names signature set {name!r}, which the dataplane "
                                      f"does not have (it has: {', '.join(known) or 'none; start it with --rules'})")
-                mask |= 1 << known.index(name)
-            t.profiles[i].set_mask = mask
+                if name not in names:
+                    names.append(name)
+            if inspect is None:
+                continue
+            # per profile its own databases, of its own sets only (built once per combination, cached)
+            own = inspect.subset(names)
+            self.profile_tables.append(own)
+            t.profiles[i].T = &own.T
+            t.profiles[i].set_mask = (1 << len(own.set_names)) - 1
             t.profiles[i].action_override = {"as-written": 0, "alert": 1, "drop": 2}[prof.action]
             t.profiles[i].depth = prof.depth
         for i, rule in enumerate(policy.rules):
@@ -746,10 +756,11 @@ cdef class Engine:
         tenancy_bind(self.e.vsys, self.vsys_slots, &tables.t, tuple(tables.policy.vsys),
                      tuple(self.current.policy.vsys) if self.current is not None else ())
         self.app_names = tables.app_names
-        if tables.inspect is not None:
-            self.rulesets[tables.inspect.id] = tables.inspect
-            while len(self.rulesets) > 8:
-                del self.rulesets[next(iter(self.rulesets))]
+        for own in ([tables.inspect] if tables.inspect is not None else []) + list(tables.profile_tables or []):
+            self.rulesets.pop(own.id, None)
+            self.rulesets[own.id] = own
+        while len(self.rulesets) > 16:
+            del self.rulesets[next(iter(self.rulesets))]
         if not ngfw_load_u32(&self.e.running):
             self.e.tables = &tables.t
             self.current = tables

@@ -501,7 +501,7 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
     """Inspect one packet of an allowed flow; returns the verdict (A_ALLOW, A_DENY or A_REJECT) and, for
     a drop, its reason (R_THREAT: a signature; R_STREAM_*, R_FRAG_UNINSPECTED: this packet only)."""
     cdef insws_t *ws = e.ins
-    cdef const instables_t *T = t.inspect
+    cdef const instables_t *T = NULL
     cdef const iprofile_t *prof
     cdef inspslot_t *s
     cdef uint8_t dir = 0 if to_server else 1
@@ -514,9 +514,12 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
     cdef uint8_t action, verdict = A_ALLOW
     cdef uint8_t blocked
     cdef int vs
-    if T == NULL or ws == NULL or f.profile < 0 or <uint32_t>f.profile >= t.n_profiles:
+    if ws == NULL or f.profile < 0 or <uint32_t>f.profile >= t.n_profiles:
         return A_ALLOW
     prof = &t.profiles[f.profile]
+    T = prof.T
+    if T == NULL:
+        return A_ALLOW
     if f.insp < 0:
         f.insp = inspool_take(&ws.pool)
         if f.insp < 0:

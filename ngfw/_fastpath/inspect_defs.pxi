@@ -326,6 +326,7 @@ ctypedef struct instables_t:
 
 # a threat profile, per policy generation: which signature sets, whose actions, how deep
 ctypedef struct iprofile_t:
+    instables_t *T            # the databases of exactly this profile's signature sets
     uint64_t set_mask
     uint8_t action_override   # 0 as written, 1 alert (audit), 2 drop (block what alerts)
     uint32_t depth            # bytes inspected per direction

@@ -101,6 +101,9 @@ cdef class InspectTables:
     cdef readonly double compile_seconds
     cdef readonly dict database_patterns
     cdef readonly dict address_index
+    cdef dict _subsets          # tuple of set names -> InspectTables of those sets only
+    cdef object _sets           # [(name, [CompiledSignature, ...]), ...] as given
+    cdef object _catalogue
     cdef readonly uint32_t id
 
     def __cinit__(self):
@@ -119,6 +122,9 @@ cdef class InspectTables:
         self.rules = []
         self.rule_sets = []
         self.skipped = []
+        self._subsets = {}
+        self._sets = list(sets)
+        self._catalogue = catalogue
         self.database_patterns = {}
         self._build(sets, catalogue)
         self.compile_seconds = time.perf_counter() - started
@@ -526,6 +532,19 @@ cdef class InspectTables:
     @property
     def loaded(self) -> int:
         return self.T.n_rules
+
+    def subset(self, names) -> "InspectTables":
+        """This rule set narrowed to signature sets `names` (in the order given), with its own Hyperscan
+        databases, so a tenant's profile never scans other tenants' patterns; built once per combination."""
+        key = tuple(names)
+        if list(key) == self.set_names:
+            return self
+        found = self._subsets.get(key)
+        if found is None:
+            by_name = dict(self._sets)
+            found = InspectTables([(name, by_name[name]) for name in key], self._catalogue)
+            self._subsets[key] = found
+        return found
 
     def state_bytes(self) -> dict:
         """Per-flow inspection state: the slot (ngfw's own) and Hyperscan's stream state per direction."""

@@ -208,6 +208,9 @@ def test_a_profile_uses_only_the_signature_sets_it_names(tmp_path: Path) -> None
     seq, _ = handshake(w, 41011)
     send(w, 41011, seq, b"WEBX MAILX")
     assert sids(w.alerts()) == [1]
+    # the profile scans databases of its own sets only: another tenant's patterns cost it nothing
+    [own] = w.engine.tables.profile_tables
+    assert own.set_names == ["web"] and own.loaded == 1 and own is not sigs.inspect
 
 
 def test_flows_of_rules_without_a_profile_are_not_inspected(tmp_path: Path) -> None:
