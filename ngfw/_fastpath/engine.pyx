@@ -94,14 +94,20 @@ def decode(bytes frame) -> dict:
 
 # ---------------------------------------------------------------- compiled-database cache
 
+def _hs_cache_file(prefix, h):
+    """Where a Hyperscan database whose inputs hash to `h` is kept: compiling takes seconds, loading
+    milliseconds."""
+    from ngfw.compiler.catalogue import cache_dir
+    return os.path.join(str(cache_dir()), f"{prefix}-{h.hexdigest()[:32]}.db")
+
+
 def _hs_cache_path(signatures):
-    """Where a compiled signature set is kept: compiling takes seconds, loading milliseconds."""
+    """The cache file of the App-ID catalogue's signature database."""
     import hashlib
     h = hashlib.sha256(hs_version())
     for i, sig in enumerate(signatures):
         h.update(f"{i}\0{sig.hs_flags}\0{sig.pattern}\0".encode("utf-8", "surrogateescape"))
-    from ngfw.compiler.catalogue import cache_dir
-    return os.path.join(str(cache_dir()), f"hs-block-{h.hexdigest()[:32]}.db")
+    return _hs_cache_file("hs-block", h)
 
 
 cdef hs_database_t *_hs_cache_load(str path):

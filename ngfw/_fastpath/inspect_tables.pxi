@@ -81,13 +81,11 @@ cdef pcre2_code *_pcre_compile(bytes regex, uint32_t opts) except? NULL:
 
 
 def _hs_db_cache_path(mode, patterns):
-    from ngfw.compiler.catalogue import cache_dir   # the App-ID catalogue's cache directory
-
     h = hashlib.sha256(hs_version())
     h.update(str(mode).encode())
     for pat, nocase in patterns:
         h.update(len(pat).to_bytes(4, "little") + pat + (b"\1" if nocase else b"\0"))
-    return os.path.join(str(cache_dir()), "hs-inspect-" + h.hexdigest()[:32] + ".db")
+    return _hs_cache_file("hs-inspect", h)
 
 
 cdef class InspectTables:
@@ -161,8 +159,9 @@ cdef class InspectTables:
         fb_ids = []
         thresholds = []
         pcres = []
-        # prefilter groups: key -> {pattern key: [rule ids]}
+        # prefilter groups: key -> {pattern key: [rule ids]}; rules without a fast pattern apart
         groups = {}
+        nopf = []
 
         def add_ranges(matcher):
             start = len(ranges)
@@ -333,7 +332,7 @@ cdef class InspectTables:
                 # prefilter placement
                 fp = sig.fast_pattern
                 if fp is None or (fp.buffer == "payload" and fp.transforms):
-                    groups.setdefault(("nopf",), {}).setdefault(b"", []).append(rid)
+                    nopf.append(rid)
                     continue
                 pkey = (bytes(fp.pattern), bool(fp.nocase))
                 if fp.buffer == "payload":
@@ -418,7 +417,6 @@ cdef class InspectTables:
             for k, xf in enumerate(transforms):
                 T.slot_xf[slot][k] = transform_ids[xf]
         # rules without a fast pattern: by address
-        nopf = groups.pop(("nopf",), {}).get(b"", [])
         T.nopf_n = len(nopf)
         self._build_address_index(nopf)
         # prefilter databases
