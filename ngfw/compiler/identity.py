@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 
-from ngfw.compiler.policy import _compile_workload, _members, digest
+from ngfw.compiler.policy import _compile_workload, _members, workloads_by_vsys
 from ngfw.compiler.tables import AddressSet, CompiledPolicy, CompiledRule
 from ngfw.model import syntax
 from ngfw.model.errors import PolicyError
@@ -26,7 +26,14 @@ __all__ = ["with_workloads"]
 
 
 def with_workloads(previous: CompiledPolicy, workloads: Iterable[Workload]) -> CompiledPolicy:
-    """`previous` with `workloads` in place of its Workloads (same version, rules and vsys)."""
+    """`previous` with `workloads` in place of its Workloads (same version, rules and vsys).
+
+    When the set of workloads is the same (a relabel or a rebinding, the common case), workload
+    indexes stay, and only the vsys whose workloads changed have their groups and rule sets
+    recomputed; everything else is reused as it is. Adding or removing a workload renumbers
+    workloads, so then every group and rule set is recomputed (each selector against its own
+    vsys's workloads only).
+    """
     if not previous.policy_resources:
         raise PolicyError(["the previous policy does not say what it was compiled from"])
     ordered = sorted(workloads, key=lambda w: (w.metadata.vsys, w.metadata.name))
@@ -39,8 +46,30 @@ def with_workloads(previous: CompiledPolicy, workloads: Iterable[Workload]) -> C
         if key[0] not in vsys_index:
             raise PolicyError([f"Workload {key[0]}/{key[1]}: VirtualSystem {key[0]!r} does not exist"])
         index[key] = i
+
+    old = previous.workload_resources
+    same_indexes = len(old) == len(ordered) and all(
+        (a.metadata.vsys, a.metadata.name) == (b.metadata.vsys, b.metadata.name) for a, b in zip(old, ordered))
+    if same_indexes:
+        # resources parsed from unchanged documents are the very same objects (the parse cache)
+        unchanged = [a is b or a == b for a, b in zip(old, ordered)]
+        changed_vsys: set[str] | None = {w.metadata.vsys for w, same in zip(ordered, unchanged) if not same}
+        compiled = tuple(previous.workloads[i] if same else _compile_workload(w, vsys_index)
+                         for i, (w, same) in enumerate(zip(ordered, unchanged)))
+    else:
+        changed_vsys = None  # every vsys: indexes moved
+        compiled = tuple(_compile_workload(w, vsys_index) for w in ordered)
+    if changed_vsys is not None and not changed_vsys:
+        return previous
+
+    def affected(vsys: str) -> bool:
+        return changed_vsys is None or vsys in changed_vsys
+
+    by_vsys = workloads_by_vsys(ordered)
     try:
-        groups = {key: _members(group, ordered, index) for key, group in previous.groups.items()}
+        groups = {key: _members(group, by_vsys.get(key[0], ()), index) if affected(key[0])
+                  else previous.group_members[key]
+                  for key, group in previous.groups.items()}
     except KeyError as exc:  # a static member that is gone
         raise PolicyError([f"a Group names a Workload that no longer exists: {exc}"]) from None
 
@@ -69,16 +98,13 @@ def with_workloads(previous: CompiledPolicy, workloads: Iterable[Workload]) -> C
         return side if members == side.workloads else replace(side, workloads=members)
 
     rules: list[CompiledRule] = []
+    vsys_names = previous.vsys
     for rule in previous.rules:
-        if not rule.src.refs and not rule.dst.refs:
+        vsys = vsys_names[rule.vsys]
+        if (not rule.src.refs and not rule.dst.refs) or not affected(vsys):
             rules.append(rule)
             continue
-        vsys = previous.vsys[rule.vsys]
         src, dst = expand(rule.src, vsys), expand(rule.dst, vsys)
         rules.append(rule if src is rule.src and dst is rule.dst else replace(rule, src=src, dst=dst))
-    return replace(
-        previous,
-        digest=digest(list(previous.policy_resources) + ordered),
-        workloads=tuple(_compile_workload(w, vsys_index) for w in ordered),
-        rules=tuple(rules),
-    )
+    return replace(previous, workloads=compiled, rules=tuple(rules), group_members=groups,
+                   workload_resources=tuple(ordered))

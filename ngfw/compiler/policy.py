@@ -45,7 +45,7 @@ from ngfw.model.resources import (
 from ngfw.compiler.catalogue import Catalogue, load_catalogue
 from ngfw.model.validate import cross_check
 
-__all__ = ["compile_resources", "digest", "load_policy"]
+__all__ = ["compile_resources", "digest", "load_policy", "workloads_by_vsys"]
 
 _ACTIONS = {"allow": Action.ALLOW, "deny": Action.DENY, "reject": Action.REJECT}
 _UNKNOWN_SOURCE = "<resources>"
@@ -83,8 +83,9 @@ def compile_resources(
         (r for r in items if isinstance(r, Workload)), key=lambda w: (w.metadata.vsys, w.metadata.name)
     )
     workload_index = {(w.metadata.vsys, w.metadata.name): i for i, w in enumerate(workloads)}
+    by_vsys = workloads_by_vsys(workloads)
     groups = {
-        (g.metadata.vsys, g.metadata.name): _members(g, workloads, workload_index)
+        (g.metadata.vsys, g.metadata.name): _members(g, by_vsys.get(g.metadata.vsys, ()), workload_index)
         for g in items
         if isinstance(g, Group)
     }
@@ -126,7 +127,6 @@ def compile_resources(
     sources = tuple(dict.fromkeys(item.file for item in loaded if item.file != _UNKNOWN_SOURCE))
     return CompiledPolicy(
         version=version,
-        digest=digest(items),
         vsys=tuple(vsys_names),
         workloads=tuple(_compile_workload(w, vsys_index) for w in workloads),
         rules=tuple(rules),
@@ -135,7 +135,9 @@ def compile_resources(
         profiles=tuple(profiles),
         vsys_limits=vsys_limits,
         groups={(g.metadata.vsys, g.metadata.name): g for g in items if isinstance(g, Group)},
+        group_members=groups,
         policy_resources=tuple(r for r in items if not isinstance(r, Workload)),
+        workload_resources=tuple(workloads),
     )
 
 
@@ -172,7 +174,16 @@ def digest(resources: Sequence[Resource]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+def workloads_by_vsys(workloads: Iterable[Workload]) -> dict[str, list[Workload]]:
+    """Workloads grouped by vsys: a group's selector is matched against its own vsys's workloads only."""
+    by_vsys: dict[str, list[Workload]] = {}
+    for workload in workloads:
+        by_vsys.setdefault(workload.metadata.vsys, []).append(workload)
+    return by_vsys
+
+
 def _members(group: Group, workloads: Sequence[Workload], index: dict[tuple[str, str], int]) -> frozenset[int]:
+    """Workload indexes of `group`: those of `workloads` (its vsys's, or all) its selector matches, and its members."""
     vsys = group.metadata.vsys
     members: set[int] = set()
     selector = group.spec.selector

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -115,7 +116,6 @@ class CompiledPolicy:
     """
 
     version: int
-    digest: str  # sha256 of the canonical resource documents
     vsys: tuple[str, ...]
     workloads: tuple[CompiledWorkload, ...]
     rules: tuple[CompiledRule, ...]
@@ -123,9 +123,25 @@ class CompiledPolicy:
     catalogue: Any = None  # ngfw.compiler.apps.Catalogue the rules' app ids refer to (None: no App-ID)
     profiles: tuple[CompiledProfile, ...] = ()  # threat profiles rules name (`inspect:`)
     vsys_limits: tuple[VsysLimits, ...] = ()  # parallel to `vsys`; shorter (or empty): no limits
-    # Group and non-Workload resources it was compiled from (ngfw.compiler.identity needs them)
+    # What it was compiled from, for `digest` and for identity updates (ngfw.compiler.identity):
+    # Group resources and their members (workload indexes), the non-Workload resources, and the
+    # Workload resources in workload-index order.
     groups: dict[tuple[str, str], Any] = field(default_factory=dict, compare=False, repr=False)
+    group_members: dict[tuple[str, str], frozenset[int]] = field(default_factory=dict, compare=False, repr=False)
     policy_resources: tuple[Any, ...] = field(default=(), compare=False, repr=False)
+    workload_resources: tuple[Any, ...] = field(default=(), compare=False, repr=False)
+
+    @cached_property
+    def digest(self) -> str:
+        """sha256 of the canonical resource documents ("" for a policy built without resources).
+
+        Computed when first asked for (`ngfw check` does; an identity update on a host does
+        not, and at 10,000 rules it would be a tenth of a second of the update)."""
+        if not self.policy_resources and not self.workload_resources:
+            return ""
+        from ngfw.compiler.policy import digest  # the compiler imports this module
+
+        return digest(list(self.policy_resources) + list(self.workload_resources))
 
     def limits_of(self, index: int) -> VsysLimits:
         return self.vsys_limits[index] if 0 <= index < len(self.vsys_limits) else VsysLimits()

@@ -45,7 +45,9 @@ from ngfw.control.store import (
     StoreConflict,
     VersionRecord,
 )
-from ngfw.control.validation import compile_documents, duplicates
+from ngfw.control.validation import compile_documents, duplicates, validate_identity
+from ngfw.compiler.tables import CompiledPolicy
+from ngfw.model.errors import PolicyError
 
 log = logging.getLogger("ngfw.control")
 
@@ -79,7 +81,8 @@ class Bundle:
     documents: list[Document]
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # not dataclasses.asdict: it deep-copies every document (1.8 s at 10,000 rules)
+        return {"version": self.version, "identity": self.identity, "hash": self.hash, "documents": self.documents}
 
     @functools.cached_property
     def encoded(self) -> bytes:
@@ -105,6 +108,9 @@ class Control:
         self._bundles: dict[tuple[int, int], Bundle] = {}
         self._bundle_lock = threading.Lock()
         self._versions: dict[int, VersionRecord] = {}
+        self._verified: dict[int, VersionRecord] = {}  # the record whose content hash was checked last
+        # the running (version, identity) compiled: an identity update checks against it, not a recompile
+        self._compiled: tuple[tuple[int, int], CompiledPolicy] | None = None
 
     # ---- audit and authorization
     def audit(self, who: Principal | None, action: str, target: str, outcome: str, **detail: Any) -> None:
@@ -158,10 +164,14 @@ class Control:
         record = self._version(version)
         if record is None:
             return [], ""
-        if verify and content_hash(record.documents) != record.content_hash:
+        # a record read from the store is verified once; it is immutable in memory afterwards
+        if verify and self._verified.get(version) is not record and \
+                content_hash(record.documents) != record.content_hash:
             log.error("version %d in the store does not match its content hash", version)
             raise ApiError(500, f"version {version} in the store does not match its content hash (corrupted or "
                                 "edited outside control); roll back to a good version")
+        if verify:
+            self._verified = {version: record}
         id_record = self.store.get_identity(identity) if identity > 0 else None
         workloads = id_record.workloads if id_record is not None else []
         stored = id_record.bundle_hash if id_record is not None and id_record.version == version else \
@@ -429,6 +439,7 @@ class Control:
         except StoreConflict:
             # another controller sharing the store won the race for this number
             raise self._conflict(who, action, running, self.store.latest()[0]) from None
+        self._compiled = ((number, new_identity), validated.policy)
         self._notify()
         bundle = self.bundle(number, new_identity)
         log.info("%s: version %d by %s: %s", action, number, who.name, message)
@@ -473,7 +484,7 @@ class Control:
                     workloads[key] = document
                 documents = [d for d in current if not _is_workload(d)] + sorted(workloads.values(), key=key_of)
                 try:
-                    compile_documents(documents, running, {key: "request"}, lint_it=False)
+                    policy = self._check_identity(running, identity, current, documents, key)
                 except InvalidDocuments as exc:
                     raise self._rejected(who, action, target, exc) from None
                 if _workloads(documents) == _workloads(current):
@@ -486,11 +497,33 @@ class Control:
                     self.store.append(None, record)
                 except StoreConflict:
                     continue
+                self._compiled = ((running, identity + 1), policy)
                 self._notify()
                 self.audit(who, action, target, "ok", identity=identity + 1)
                 return {"version": running, "identity": identity + 1, "changed": True,
                         "hash": self.bundle(running, identity + 1).hash}
         raise ApiError(409, "identity kept changing under this update; try again")
+
+    def _check_identity(self, running: int, identity: int, current: list[Document], documents: list[Document],
+                        key: Key) -> CompiledPolicy:
+        """`documents` (the running ones with one Workload changed) checked as a commit would check them;
+        InvalidDocuments names the problem. The rules are not compiled again: the workloads are
+        checked against the running compiled policy (`validate_identity`), unless a rule or group
+        would lose a workload it names, where the full compile names the rule."""
+        sources = {key: "request"}
+        cached = self._compiled
+        if cached is None or cached[0] != (running, identity):
+            try:
+                cached = ((running, identity), compile_documents(current, running, lint_it=False).policy)
+            except InvalidDocuments:
+                cached = None  # the running documents do not compile alone (a store from an older build?)
+            self._compiled = cached
+        if cached is not None:
+            try:
+                return validate_identity(cached[1], documents, sources)
+            except PolicyError:
+                pass  # a rule or group would lose a workload it names: the full compile names it
+        return compile_documents(documents, running, sources, lint_it=False).policy
 
     def identity(self, who: Principal) -> dict[str, Any]:
         self.require(who, who.may_read_config(), "identity.get")

@@ -26,7 +26,8 @@ from ngfw.control.documents import (
     parse_resource,
 )
 from ngfw.model.errors import PolicyError
-from ngfw.model.resources import LoadedResource, Resource, Workload
+from ngfw.model.resources import Group, LoadedResource, Resource, VirtualSystem, Workload
+from ngfw.model.validate import cross_check
 
 CANDIDATE = "candidate"  # the source named in problems of resources that were already in the candidate
 PARSED_CACHE_SIZE = 100_000
@@ -97,6 +98,41 @@ def compile_identity(previous: CompiledPolicy, documents: Sequence[Document]) ->
             resource = _parse(document, f"document {index + 1}")
             assert isinstance(resource, Workload)
             workloads.append(resource)
+    return with_workloads(previous, workloads)
+
+
+def validate_identity(previous: CompiledPolicy, documents: Sequence[Document],
+                      sources: Mapping[Key, str] | None = None) -> CompiledPolicy:
+    """Control's check of an identity update: `previous` (the running compiled policy) with the
+    Workloads of `documents`, checked as a commit would check them, without compiling the rules.
+
+    The workloads are cross-checked with the VirtualSystems and Groups (vsys exists, names and
+    MAC/IP bindings unique, static group members exist) and the rules' `vm:`/`group:` sets are
+    recomputed (`with_workloads`). InvalidDocuments names a bad field; PolicyError means a rule
+    would name a workload that is gone: compile in full (`compile_documents`) to name the rule.
+    """
+    loaded: list[LoadedResource] = [LoadedResource(r, CANDIDATE, i) for i, r in enumerate(previous.policy_resources)
+                                    if isinstance(r, VirtualSystem | Group)]
+    workloads: list[Workload] = []
+    problems: list[Problem] = []
+    for index, document in enumerate(documents):
+        if document.get("kind") != "Workload":
+            continue
+        try:
+            resource = _parse(document, f"document {index + 1}")
+        except InvalidDocuments as exc:
+            problems += exc.problems
+            continue
+        assert isinstance(resource, Workload)
+        workloads.append(resource)
+        loaded.append(LoadedResource(resource, (sources or {}).get(key_of(document), CANDIDATE), len(loaded)))
+    if problems:
+        raise InvalidDocuments(problems)
+    # the request's workloads last: a clash between one of them and a running workload names the request
+    loaded.sort(key=lambda item: item.file != CANDIDATE)
+    found = cross_check(loaded)
+    if found:
+        raise InvalidDocuments([Problem.from_text(line) for line in found])
     return with_workloads(previous, workloads)
 
 

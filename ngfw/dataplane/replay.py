@@ -30,7 +30,7 @@ def allow_all_policy(inspect: bool = False) -> CompiledPolicy:
     rule = CompiledRule("allow-all", 0, AddressSet(any=True), AddressSet(any=True), (), Action.ALLOW, True,
                         profile=0 if inspect else -1)
     profiles = (CompiledProfile("default", 0),) if inspect else ()
-    return CompiledPolicy(version=1, digest="", vsys=(REPLAY_VSYS,), workloads=(), rules=(rule,),
+    return CompiledPolicy(version=1, vsys=(REPLAY_VSYS,), workloads=(), rules=(rule,),
                           catalogue=load_catalogue(), profiles=profiles)
 
 

@@ -82,7 +82,7 @@ def fuzz_policy() -> CompiledPolicy:
         CompiledRule("tenant-b-rest", 1, anyone, anyone, (), Action.REJECT),
     )
     workloads = (wl("w1", 0, W1_MAC, W1_V4, W1_V6), wl("w2", 0, W2_MAC, W2_V4, W2_V6), wl("w3", 1, W3_MAC, W3_V4))
-    return CompiledPolicy(1, "", ("tenant-a", "tenant-b"), workloads, rules)
+    return CompiledPolicy(1, ("tenant-a", "tenant-b"), workloads, rules)
 
 
 def corpus() -> list[bytes]:

@@ -67,6 +67,19 @@ def test_identity_update_equals_a_full_compile(change: str) -> None:
     assert quick.version == 3
 
 
+def test_identity_update_recomputes_only_the_vsys_that_changed() -> None:
+    before = resources(TWO_TENANTS)
+    previous = compile_resources(before, 3)
+    after = relabel(before, "backup-01", tier="db")
+    changed_vsys = next(w.metadata.vsys for w in workloads(after) if w.metadata.name == "backup-01")
+    quick = with_workloads(previous, workloads(after))
+    full = compile_resources(after, 3)
+    assert quick.group_members == full.group_members
+    other = [i for i, r in enumerate(previous.rules) if previous.vsys[r.vsys] != changed_vsys]
+    assert other and all(quick.rules[i] is previous.rules[i] for i in other)   # reused, not rebuilt
+    assert with_workloads(previous, workloads(before)) is previous            # nothing changed
+
+
 def test_identity_update_refuses_what_it_cannot_vouch_for() -> None:
     items = resources(TWO_TENANTS)
     previous = compile_resources(items, 1)

@@ -452,7 +452,7 @@ def test_icmpv6_numbers_inside_ipv4_are_not_icmp() -> None:
 def test_ipv4_protocol_58_cannot_pass_as_neighbour_discovery() -> None:
     workload = CompiledWorkload("w1", 0, (bytes.fromhex("020000000001"),), (ipaddress.ip_address("10.0.0.1"),))
     deny_all = CompiledRule("deny-all", 0, AddressSet(any=True), AddressSet(any=True), (), Action.DENY)
-    policy = CompiledPolicy(1, "", ("tenant",), (workload,), (deny_all,))
+    policy = CompiledPolicy(1, ("tenant",), (workload,), (deny_all,))
     e = engine.Engine(flow_capacity=64)
     a, b = e.add_memory_port("a", 0), e.add_memory_port("b", 0)
     e.set_tables(engine.Tables(policy, {"a": a, "b": b}))

@@ -139,7 +139,7 @@ def policies(draw: st.DrawFn, min_vsys: int = 1) -> CompiledPolicy:
         )
     rules.sort(key=lambda r: r.vsys)  # stable: keeps each vsys' evaluation order
     return CompiledPolicy(
-        version=1, digest="", vsys=tuple(f"v{i}" for i in range(n_vsys)), workloads=tuple(workloads),
+        version=1, vsys=tuple(f"v{i}" for i in range(n_vsys)), workloads=tuple(workloads),
         rules=tuple(rules),
     )
 
@@ -245,7 +245,7 @@ def test_engine_decides_flows_between_workloads_like_the_twin(case: tuple[Compil
 
 
 def _policy(workloads: list[CompiledWorkload], rules: list[CompiledRule], n_vsys: int = 2) -> CompiledPolicy:
-    return CompiledPolicy(1, "", tuple(f"v{i}" for i in range(n_vsys)), tuple(workloads), tuple(rules))
+    return CompiledPolicy(1, tuple(f"v{i}" for i in range(n_vsys)), tuple(workloads), tuple(rules))
 
 
 def _wl(i: int, vsys: int, ip: str) -> CompiledWorkload:

@@ -155,6 +155,22 @@ def test_identity_update_that_breaks_a_reference_is_refused(control: RunningCont
     assert "db-01" in json.dumps(alice.get("/identity")["workloads"])
 
 
+def test_identity_update_that_claims_another_workloads_address_is_refused(
+        control: RunningControl, tokens: dict[str, str]) -> None:
+    alice = commit_two_tenants(control, tokens)
+    before = alice.get("/running")
+    documents = two_tenants()
+    web_ip = find(documents, "Workload", "web-01")["spec"]["interfaces"][0]["ips"][0]
+    db = find(documents, "Workload", "db-01")
+    db["spec"]["interfaces"][0]["ips"] = [web_ip]
+    error = refused(lambda: client(control, tokens, "otto").put_workload("tenant-a", "db-01", db))
+    assert error.status == 422
+    assert error.problems[0]["resource"] == "Workload tenant-a/db-01"
+    assert error.problems[0]["field"] == "spec.interfaces[0].ips[0]"
+    assert web_ip in error.problems[0]["message"] and "web-01" in error.problems[0]["message"]
+    assert alice.get("/running")["hash"] == before["hash"]   # nothing changed
+
+
 def test_tenant_admin_cannot_touch_another_vsys(control: RunningControl, tokens: dict[str, str]) -> None:
     commit_two_tenants(control, tokens)
     tina = client(control, tokens, "tina")
