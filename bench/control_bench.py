@@ -1,6 +1,7 @@
 """Control-plane benchmark: commit to last acknowledgement, label change to identity tables, a big commit.
 
     .venv/bin/python bench/control_bench.py [--agents 10] [--commits 50] [--labels 50] [--json]
+        [--fleet-vsys 10 --fleet-rules 10 --fleet-workloads 8]   # the policy the agents run in 1 and 2
 
 One machine: `ngfw control` (SQLite store) runs in this process on 127.0.0.1; each agent is a
 process of its own running `ngfw.control.agent.Agent` (it fetches, verifies the hash and compiles,
@@ -118,6 +119,9 @@ def main() -> int:
     parser.add_argument("--agents", type=int, default=10)
     parser.add_argument("--commits", type=int, default=50)
     parser.add_argument("--labels", type=int, default=50)
+    parser.add_argument("--fleet-vsys", type=int, default=10, help="tenants of the policy the fleet runs in 1 and 2")
+    parser.add_argument("--fleet-rules", type=int, default=10, help="rules per tenant of that policy")
+    parser.add_argument("--fleet-workloads", type=int, default=8, help="workloads per tenant of that policy")
     parser.add_argument("--big-vsys", type=int, default=100)
     parser.add_argument("--big-rules", type=int, default=10000)
     parser.add_argument("--json", action="store_true")
@@ -135,8 +139,10 @@ def main() -> int:
     results: dict[str, Any] = {"machine": f"{platform.node()} {platform.machine()} {multiprocessing.cpu_count()} cpu",
                                "python": platform.python_version(), "date": time.strftime("%Y-%m-%d")}
 
-    # the policy the fleet runs during 1 and 2: 10 tenants, 100 rules, 80 workloads
-    policy = tenants_policy(10, 10, 8)
+    # the policy the fleet runs during 1 and 2: by default 10 tenants, 100 rules, 80 workloads
+    policy = tenants_policy(args.fleet_vsys, args.fleet_rules, args.fleet_workloads)
+    results["fleet_policy"] = {"vsys": args.fleet_vsys, "rules": args.fleet_vsys * args.fleet_rules,
+                               "workloads": args.fleet_vsys * args.fleet_workloads}
     client.apply_documents(policy, ["bench"] * len(policy))
     client.commit("baseline")
 
@@ -196,7 +202,9 @@ def main() -> int:
         print(json.dumps(results, indent=1))
     else:
         c, lbl, b = results["commit_to_last_ack_s"], results["label_to_identity_tables_s"], results["big_commit"]
-        print(f"{results['machine']}, Python {results['python']}, {results['date']}")
+        fleet = results["fleet_policy"]
+        print(f"{results['machine']}, Python {results['python']}, {results['date']}; the fleet runs "
+              f"{fleet['rules']} rules / {fleet['vsys']} vsys / {fleet['workloads']} workloads")
         print(f"commit -> last ack ({c['agents']} agents, {c['n']} commits): p50 {c['p50'] * 1000:.0f} ms, "
               f"p99 {c['p99'] * 1000:.0f} ms, max {c['max'] * 1000:.0f} ms (target p99 <= 1000 ms)")
         print(f"label change -> identity tables ({lbl['agents']} agents, {lbl['n']} changes): p50 "

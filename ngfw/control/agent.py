@@ -26,7 +26,7 @@ from typing import Any
 
 from ngfw.compiler.tables import CompiledPolicy
 from ngfw.control.client import ControlClient, ControlError, ControlUnreachable
-from ngfw.control.documents import InvalidDocuments, bundle_hash
+from ngfw.control.documents import InvalidDocuments, bundle_hash_of_parts, is_workload, part_hash
 from ngfw.control.validation import compile_documents, compile_identity
 from ngfw.model.errors import PolicyError
 
@@ -64,6 +64,11 @@ class Agent:
         self.connected = False
         self.last_error = ""
         self._seen_hash: str | None = None  # last bundle hash handled, good or bad: the long-poll's `known`
+        # the policy part (non-Workload documents) of the running bundle and its verified hash: identity
+        # updates of the same version carry only Workloads and are verified against it
+        self._policy_documents: list[Any] = []
+        self._policy_hash: str | None = None
+        self._want_full = False  # an identity update did not fit what runs here: ask for a whole bundle
         self._ack_pending = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -105,29 +110,48 @@ class Agent:
         """One long-poll: True if a new bundle was applied. Raises ControlUnreachable/ControlError."""
         if self._ack_pending and self.current is not None:
             self._ack(self.current, "applied")
-        bundle = self.client.bundle(self.host, self._seen_hash, wait)
+        runs = self.current.version if self.current is not None and not self._want_full else None
+        bundle = self.client.bundle(self.host, self._seen_hash, wait, runs)
         if bundle is None:
             return False
         self._seen_hash = str(bundle.get("hash", ""))
         return self.handle(bundle)
 
     def handle(self, bundle: dict[str, Any], report: bool = True) -> bool:
-        """Verify, compile and apply one bundle; True when it is now running."""
+        """Verify, compile and apply one bundle (whole, or an identity update of the version running
+        here); True when it is now running."""
         version, identity = int(bundle["version"]), int(bundle["identity"])
-        claimed, documents = str(bundle["hash"]), bundle["documents"]
-        computed = bundle_hash(version, identity, documents)
+        claimed = str(bundle["hash"])
+        whole = "documents" in bundle
+        if whole:
+            policy_documents = [d for d in bundle["documents"] if not is_workload(d)]
+            workloads = [d for d in bundle["documents"] if is_workload(d)]
+            policy_hash = part_hash(policy_documents)
+        else:
+            policy_documents, workloads, policy_hash = self._policy_documents, bundle["workloads"], self._policy_hash
+        computed = bundle_hash_of_parts(version, identity, policy_hash or "", part_hash(workloads))
+        if not whole and (computed != claimed or self.current is None or self.current.version != version):
+            # not an update of what runs here (control's store was replaced?): fetch the whole bundle,
+            # which is verified on its own
+            log.warning("agent %s: identity update %d of version %d does not verify against the policy "
+                        "running here; fetching the whole bundle", self.host, identity, version)
+            self._want_full, self._seen_hash = True, None
+            return False
         if computed != claimed:
             return self._refuse(version, identity, claimed, "refused",
                                 f"hash mismatch: the bundle says {claimed}, its documents hash to {computed}", report)
+        self._want_full = False
         started = time.perf_counter()
-        identity_only = self.current is not None and self.current.version == version and self.policy is not None
+        identity_only = (self.current is not None and self.current.version == version and self.policy is not None
+                         and policy_hash == self._policy_hash)
         policy: CompiledPolicy | None = None
         if identity_only:
             assert self.policy is not None
             try:  # only Workloads changed: recompute identity and group membership, reuse the rules
-                policy = compile_identity(self.policy, documents)
+                policy = compile_identity(self.policy, workloads)
             except (InvalidDocuments, PolicyError) as exc:
                 log.info("agent %s: identity %d needs a full compile: %s", self.host, identity, exc)
+        documents = policy_documents + workloads
         if policy is None:
             try:
                 policy = compile_documents(documents, version, lint_it=False).policy
@@ -141,12 +165,15 @@ class Agent:
         applied = Applied(version, identity, claimed, time.time())
         with self._changed:
             self.current, self.policy = applied, policy
+            self._policy_documents, self._policy_hash = policy_documents, policy_hash
             self._changed.notify_all()
         log.info("agent %s: version %d identity %d applied in %.3f s (sha256 %s)", self.host, version, identity,
                  time.perf_counter() - started, claimed[:12])
-        self._save_cache(bundle)
-        if report:
-            self._ack(applied, "applied")
+        try:
+            if report:
+                self._ack(applied, "applied")
+        finally:  # after the ack: the cache is for a restart, the ack is what control waits for
+            self._save_cache({"version": version, "identity": identity, "hash": claimed, "documents": documents})
         return True
 
     def _refuse(self, version: int, identity: int, claimed: str, status: str, detail: str, report: bool) -> bool:

@@ -85,8 +85,11 @@ class ControlClient:
     def commit(self, message: str, base: int | None = None) -> Any:
         return self.post("/commit", {"message": message, "base": base})
 
-    def bundle(self, host: str, known: str | None, wait: float) -> dict[str, Any] | None:
-        status, body = self.request("GET", "/bundle", query={"host": host, "known": known, "wait": wait},
+    def bundle(self, host: str, known: str | None, wait: float, runs: int | None = None) -> dict[str, Any] | None:
+        """The running bundle once it differs from `known`; identity-only (`workloads`, no `documents`)
+        when its version is `runs`, the version this host runs. None: nothing changed within `wait` s."""
+        status, body = self.request("GET", "/bundle", query={"host": host, "known": known, "wait": wait,
+                                                              "version": runs},
                                     timeout=wait + self.timeout)
         return body if status == 200 else None
 

@@ -63,9 +63,30 @@ def content_hash(documents: list[Document]) -> str:
     return sha256_hex(canonical_json(documents))
 
 
+def is_workload(document: Document) -> bool:
+    return isinstance(document, dict) and document.get("kind") == "Workload"
+
+
+def part_hash(documents: list[Document]) -> str:
+    """sha256 of one part of a bundle (its policy documents, or its Workloads), in the order given."""
+    return sha256_hex(canonical_json(documents))
+
+
+def bundle_hash_of_parts(version: int, identity: int, policy_hash: str, workloads_hash: str) -> str:
+    return sha256_hex(canonical_json({"version": version, "identity": identity, "policy": policy_hash,
+                                      "workloads": workloads_hash}))
+
+
 def bundle_hash(version: int, identity: int, documents: list[Document]) -> str:
-    """sha256 of the canonical bundle: what an agent recomputes before it trusts a bundle."""
-    return sha256_hex(canonical_json({"version": version, "identity": identity, "documents": documents}))
+    """sha256 of the canonical bundle: what an agent recomputes before it trusts a bundle.
+
+    It hashes the two parts of the bundle separately (the policy documents, in order, and the
+    Workloads), then the version, identity and both part hashes: an agent that verified version
+    N's policy once can verify an identity update of N from its Workloads alone.
+    """
+    policy = [d for d in documents if not is_workload(d)]
+    workloads = [d for d in documents if is_workload(d)]
+    return bundle_hash_of_parts(version, identity, part_hash(policy), part_hash(workloads))
 
 
 def key_of(document: Document) -> Key:

@@ -153,8 +153,10 @@ def build_routes(control: Control) -> list[Route]:
               lambda r: (200, c.delete_workload(r.principal, r.params["vsys"], r.params["name"])),
               "security-admin, vm-operator, tenant-admin:VSYS"),
         Route("GET", "/bundle", "Long-poll for the running bundle: returns when its hash differs from `known` "
-                                "(204 after `wait` seconds without a change)",
-              lambda r: _bundle(c, r), "dataplane[:HOST], security-admin, viewer", query=("host", "known", "wait")),
+                                "(204 after `wait` seconds without a change); with `version` (the one the host "
+                                "runs) equal to the running one, only its Workloads (an identity update)",
+              lambda r: _bundle(c, r), "dataplane[:HOST], security-admin, viewer",
+              query=("host", "known", "wait", "version")),
         Route("POST", "/acks", "A host reports the version and hash it runs (or that it refused a bundle)",
               lambda r: (200, c.ack(r.principal, r.json_object())), "dataplane[:HOST]",
               body='{"host", "version", "identity", "hash", "status": applied|refused|failed, "detail"}'),
@@ -182,8 +184,13 @@ def _bundle(control: Control, request: Request) -> tuple[int, Any]:
     if not host:
         raise ApiError(400, "host is required")
     wait = float(request.query.get("wait", "0") or 0)
+    # `version`: the policy version the host runs; if the running bundle has the same one, the host
+    # gets its identity update (Workloads only): a relabel does not ship 10,000 rules to every host
+    runs = _int(request.query.get("version"), "version")
     bundle = control.wait_bundle(request.principal, host, request.query.get("known") or None, wait)
-    return (204, None) if bundle is None else (200, RawJson(bundle.encoded))
+    if bundle is None:
+        return 204, None
+    return 200, RawJson(bundle.encoded_identity if runs == bundle.version else bundle.encoded)
 
 
 def openapi(routes: list[Route]) -> dict[str, Any]:

@@ -30,11 +30,14 @@ from ngfw.control.documents import (
     Key,
     Problem,
     bundle_hash,
+    bundle_hash_of_parts,
     canonical,
     content_hash,
+    is_workload,
     key_of,
     label_of,
     parse_resource,
+    part_hash,
 )
 from ngfw.control.store import (
     AuditEntry,
@@ -89,14 +92,17 @@ class Bundle:
         """The JSON body, encoded once: every host's long-poll wakes at once for the same bundle."""
         return json.dumps(self.as_dict()).encode("utf-8")
 
-
-def _is_workload(document: Document) -> bool:
-    return bool(document["kind"] == "Workload")
+    @functools.cached_property
+    def encoded_identity(self) -> bytes:
+        """The identity-only body, for hosts that run this version already: its Workloads, not its rules.
+        They verify `hash` from the Workloads and the policy part they verified before."""
+        return json.dumps({"version": self.version, "identity": self.identity, "hash": self.hash,
+                           "workloads": [d for d in self.documents if is_workload(d)]}).encode("utf-8")
 
 
 def _workloads(documents: Sequence[Document]) -> list[Document]:
     # sorted: the workload set has no order that means anything, and equal sets must hash equally
-    return sorted((d for d in documents if _is_workload(d)), key=key_of)
+    return sorted((d for d in documents if is_workload(d)), key=key_of)
 
 
 class Control:
@@ -108,6 +114,7 @@ class Control:
         self._bundles: dict[tuple[int, int], Bundle] = {}
         self._bundle_lock = threading.Lock()
         self._versions: dict[int, VersionRecord] = {}
+        self._policy_hashes: tuple[int, str] | None = None  # (version, hash of its policy part)
         self._verified: dict[int, VersionRecord] = {}  # the record whose content hash was checked last
         # the running (version, identity) compiled: an identity update checks against it, not a recompile
         self._compiled: tuple[tuple[int, int], CompiledPolicy] | None = None
@@ -176,7 +183,7 @@ class Control:
         workloads = id_record.workloads if id_record is not None else []
         stored = id_record.bundle_hash if id_record is not None and id_record.version == version else \
             record.bundle_hash
-        return [d for d in record.documents if not _is_workload(d)] + workloads, stored
+        return [d for d in record.documents if not is_workload(d)] + workloads, stored
 
     def bundle(self, version: int, identity: int) -> Bundle:
         """The bundle of (version, identity) with the hash stored at commit: agents verify the documents by it."""
@@ -188,7 +195,8 @@ class Control:
                     documents, stored = self._records(version, identity, verify=False)
                     cached = Bundle(version, identity, stored or bundle_hash(version, identity, documents),
                                     documents)
-                    cached.encoded  # noqa: B018 - encoded here, under the lock, once
+                    cached.encoded_identity  # noqa: B018 - encoded here, under the lock, once; the
+                    # full body is encoded by the first host that needs it (under the GIL: at worst twice)
                     self._bundles = {(version, identity): cached}  # only the running one is asked for
         return cached
 
@@ -411,7 +419,7 @@ class Control:
             # workloads from the identity record alone: rolling back must work when the running version is bad
             id_record = self.store.get_identity(identity) if identity > 0 else None
             workloads = id_record.workloads if id_record is not None else []
-            documents = [d for d in record.documents if not _is_workload(d)] + workloads
+            documents = [d for d in record.documents if not is_workload(d)] + workloads
             result = self._publish(who, "rollback", documents, running, identity,
                                    message or f"rollback to version {target}", target)
             self.audit(who, "rollback", f"version {result['version']}", "ok", rollback_of=target)
@@ -429,7 +437,7 @@ class Control:
         identity_changed = workloads != (current.workloads if current else [])
         new_identity = identity + 1 if identity_changed else identity
         now = self.clock()
-        digest = bundle_hash(number, new_identity, [d for d in documents if not _is_workload(d)] + workloads)
+        digest = bundle_hash(number, new_identity, [d for d in documents if not is_workload(d)] + workloads)
         version_record = VersionRecord(number, documents, who.name, message, now, content_hash(documents),
                                        new_identity, rollback_of, digest)
         identity_record = (IdentityRecord(new_identity, workloads, who.name, now, f"{action} {number}", number, digest)
@@ -482,16 +490,17 @@ class Control:
                     del workloads[key]
                 else:
                     workloads[key] = document
-                documents = [d for d in current if not _is_workload(d)] + sorted(workloads.values(), key=key_of)
+                policy_part = [d for d in current if not is_workload(d)]
+                new_workloads = sorted(workloads.values(), key=key_of)
+                documents = policy_part + new_workloads
                 try:
                     policy = self._check_identity(running, identity, current, documents, key)
                 except InvalidDocuments as exc:
                     raise self._rejected(who, action, target, exc) from None
-                if _workloads(documents) == _workloads(current):
+                if new_workloads == _workloads(current):
                     return {"version": running, "identity": identity, "changed": False}
-                new_workloads = _workloads(documents)
-                digest = bundle_hash(running, identity + 1,
-                                     [d for d in documents if not _is_workload(d)] + new_workloads)
+                digest = bundle_hash_of_parts(running, identity + 1, self._policy_hash(running, policy_part),
+                                              part_hash(new_workloads))
                 record = IdentityRecord(identity + 1, new_workloads, who.name, self.clock(), action, running, digest)
                 try:
                     self.store.append(None, record)
@@ -503,6 +512,13 @@ class Control:
                 return {"version": running, "identity": identity + 1, "changed": True,
                         "hash": self.bundle(running, identity + 1).hash}
         raise ApiError(409, "identity kept changing under this update; try again")
+
+    def _policy_hash(self, version: int, policy_part: list[Document]) -> str:
+        """The hash of version `version`'s policy part (its non-Workload documents), computed once per version."""
+        cached = self._policy_hashes
+        if cached is None or cached[0] != version:
+            cached = self._policy_hashes = (version, part_hash(policy_part))
+        return cached[1]
 
     def _check_identity(self, running: int, identity: int, current: list[Document], documents: list[Document],
                         key: Key) -> CompiledPolicy:

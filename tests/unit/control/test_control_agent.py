@@ -103,6 +103,7 @@ def test_label_change_reaches_identity_tables_without_commit(control: RunningCon
     assert web_to_db.src.workloads == frozenset({next(i for i, w in enumerate(agent.policy.workloads)
                                                       if w.name == "web-01")})
 
+    bodies = record_bundles(agent)
     db = find(two_tenants(), "Workload", "db-01")
     db["metadata"]["labels"] = {"tier": "web"}  # db-01 joins group web
     started = time.monotonic()
@@ -111,9 +112,63 @@ def test_label_change_reaches_identity_tables_without_commit(control: RunningCon
     elapsed = time.monotonic() - started
     assert agent.current is not None and agent.current.version == 1  # no policy commit happened
     assert dataplane.loaded[-1][0] == "identity"
+    # what travelled: the Workloads, not the rules
+    assert [sorted(b) for b in bodies] == [["hash", "identity", "version", "workloads"]]
+    assert {w["metadata"]["name"] for w in bodies[0]["workloads"]} == {w["metadata"]["name"] for w in
+                                                                      two_tenants() if w["kind"] == "Workload"}
     web_to_db = next(r for r in agent.policy.rules if r.name == "web-to-db")
     assert db_index in web_to_db.src.workloads
     assert elapsed < 1.0, f"label change took {elapsed:.3f} s to reach the agent"
+
+
+def record_bundles(agent: Agent) -> list[dict[str, Any]]:
+    """The bundles the agent receives from now on, as they arrived."""
+    bodies: list[dict[str, Any]] = []
+    fetch = agent.client.bundle
+
+    def recording(*args: Any, **kwargs: Any) -> dict[str, Any] | None:
+        body = fetch(*args, **kwargs)
+        if body is not None:
+            bodies.append(body)
+        return body
+
+    agent.client.bundle = recording  # type: ignore[method-assign]
+    return bodies
+
+
+def test_an_identity_update_that_does_not_fit_the_running_policy_is_fetched_whole(
+        tmp_path: Path, tokens: dict[str, str], agents: list[Agent]) -> None:
+    # control's store is replaced (restored from elsewhere): its version 1 is another policy than
+    # the one the agent verified as version 1, so its Workloads alone cannot be trusted against it
+    first = RunningControl(f"sqlite:///{tmp_path}/first.db", tmp_path / "tokens.json")
+    agent, dataplane = start_agent(agents, first.url, tokens["host-a"], "host-a")
+    commit(first, tokens, two_tenants(), "two tenants")
+    assert agent.wait_for(lambda g: g.current is not None, 5)
+    first.stop()
+
+    second = RunningControl(f"sqlite:///{tmp_path}/second.db", tmp_path / "tokens.json", first.port)
+    try:
+        documents = two_tenants()
+        find(documents, "SecurityPolicy", "main", "tenant-b")["spec"]["rules"][0]["services"] = ["tcp/8443"]
+        bodies = record_bundles(agent)
+        assert commit(second, tokens, documents, "the other version 1") == 1
+        running = client(second, tokens, "vera").get("/running")
+        assert agent.wait_for(lambda g: g.current is not None and g.current.hash == running["hash"], 5)
+        assert not agent.refused
+        assert [sorted(b) for b in bodies] == [["hash", "identity", "version", "workloads"],  # did not verify
+                                               ["documents", "hash", "identity", "version"]]   # so: whole
+        assert dataplane.loaded[-1][0] == "policy"      # compiled whole, not as an identity update
+        rule = next(r for r in dataplane.loaded[-1][1].rules if r.vsys == 1)
+        assert [s.port_lo for s in rule.services] == [8443]
+
+        # and the next identity update of this version fits: Workloads only, applied as identity
+        db = find(two_tenants(), "Workload", "db-01")
+        db["metadata"]["labels"] = {"tier": "web"}
+        identity = client(second, tokens, "otto").put_workload("tenant-a", "db-01", db)["identity"]
+        assert agent.wait_for(lambda g: g.current is not None and g.current.identity == identity, 5)
+        assert "documents" not in bodies[-1] and dataplane.loaded[-1][0] == "identity"
+    finally:
+        second.stop()
 
 
 def test_a_bundle_whose_hash_does_not_verify_is_refused_and_reported(
