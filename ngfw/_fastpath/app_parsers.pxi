@@ -225,6 +225,76 @@ cdef int _dns_name(const uint8_t *msg, uint32_t n, uint32_t off, uint8_t *out, u
     return 0
 
 
+
+cdef inline bint _dns_char_ok(uint8_t c) noexcept nogil:
+    return (48 <= c <= 57) or (65 <= c <= 90) or (97 <= c <= 122) or c == 45 or c == 95
+
+
+cdef uint32_t dns_grab_name(const uint8_t *msg, uint32_t n, uint32_t off, bint raw, uint8_t *out) noexcept nogil:
+    """The name at msg[off] the way operators' nDPI reports it: plain labels only (a compression pointer
+    or a label running past the message gives no name), joined by '.', lower-cased. DNS and LLMNR names
+    show a character outside [a-z0-9_-] as '_', or '?' when it is not printable; mDNS names (`raw`, UTF-8
+    service instance names) are kept as they are. `out` holds 255 bytes; returns the length (0: none)."""
+    cdef uint32_t j = 0, cl
+    cdef uint8_t c
+    while j < 255 and off < n and msg[off] != 0:
+        cl = msg[off]
+        if (cl & 0xC0) != 0 or off + 1 + cl >= n:
+            return 0
+        off += 1
+        if j:
+            out[j] = 46
+            j += 1
+        while j < 255 and cl:
+            c = msg[off]
+            off += 1
+            if raw or _dns_char_ok(c):
+                out[j] = _lower(c)
+            elif c < 0x20 or c > 0x7e:
+                out[j] = 63
+            else:
+                out[j] = 95
+            j += 1
+            cl -= 1
+    return j
+
+
+cdef inline void set_dns_host(appmeta_t *m, const uint8_t *name, uint32_t n) noexcept nogil:
+    # the tail: a long name's registered domain is at its end (and that is what nDPI keeps)
+    if n > DNS_HOST_KEEP:
+        name += n - DNS_HOST_KEEP
+        n = DNS_HOST_KEEP
+    memcpy(m.host, name, n)
+    m.host_len = <uint8_t>n
+
+
+cdef uint32_t nb_name_lenient(const uint8_t *msg, uint32_t n, uint32_t off, uint8_t *out) noexcept nogil:
+    """A NetBIOS first-level encoded name (length byte, then letter pairs 'A'..'P') decoded up to the first
+    pair that is not one or decodes to a non-printable byte, trailing spaces trimmed, lower-cased, as nDPI
+    reads names of the name service. `out` holds 32 bytes; returns the length (0: none)."""
+    cdef uint32_t pairs, k = 0
+    cdef uint8_t c
+    if off >= n:
+        return 0
+    pairs = msg[off] // 2
+    off += 1
+    if pairs < 1 or pairs > 32 or off + 2 * pairs > n:
+        return 0
+    while pairs:
+        if msg[off] < 65 or msg[off] > 80 or msg[off + 1] < 65 or msg[off + 1] > 80:
+            break
+        c = ((msg[off] - 65) << 4) | (msg[off + 1] - 65)
+        if c < 0x20 or c > 0x7e:
+            break
+        out[k] = _lower(c)
+        k += 1
+        off += 2
+        pairs -= 1
+    while k > 0 and out[k - 1] == 32:
+        k -= 1
+    return k
+
+
 cdef inline bint _dns_class_ok(uint16_t qclass) noexcept nogil:
     qclass &= 0x7FFF    # mDNS: top bit = unicast-response / cache-flush
     return qclass == 1 or qclass == 3 or qclass == 4 or qclass == 254 or qclass == 255
@@ -320,9 +390,6 @@ cdef int _dns_message(const uint8_t *p, uint32_t n, appmeta_t *m, bint *netbios)
     if have_first:
         if _nb_decode(first, first_len, name, &dlen):
             netbios[0] = True
-            _set_host(m, name, dlen)
-        else:
-            _set_host(m, first, first_len)
         m.dns_qtype = first_type
     return 1
 
@@ -347,21 +414,69 @@ cdef int parse_dns(appctx_t *c) noexcept nogil:
                 return PARSE_NO
             return PARSE_NEED_MORE if _stream_can_grow(c) else PARSE_NO
         r = _dns_message(p + 2, mlen, c.meta, &nb)
+        p += 2
+        n = mlen
     else:
         r = _dns_message(p, n, c.meta, &nb)
+    if r != 1 and c.l4proto == 17 and (_either_port(c, 53) or _either_port(c, 5353) or _either_port(c, 5355)) \
+            and dns_header_plausible(p, n, _either_port(c, 5353)) and (ngfw_be16(p + 4) or ngfw_be16(p + 6)):
+        r = 1   # on its own ports, a message nDPI would take as DNS is DNS, even if its records do not parse
     if r != 1:
         c.meta.host_len = 0
         c.meta.dns_qtype = 0
         return PARSE_NO
-    if nb:
+    # DNS-format messages on the DNS-family ports are those protocols even when they ask for a NetBIOS
+    # name (a wildcard query, say); NetBIOS elsewhere by its name encoding
+    if _either_port(c, 53) or _either_port(c, 5353) or _either_port(c, 5355):
+        dns_message_host(c.meta, p, n, _either_port(c, 5353) and not _either_port(c, 53))
+        if _either_port(c, 53):
+            return APP_DNS
+        return APP_MDNS if _either_port(c, 5353) else APP_LLMNR
+    if nb or _either_port(c, 137):
+        nb_message_host(c.meta, p, n)
         return APP_NETBIOS
-    if _either_port(c, 5353):
-        return APP_MDNS
-    if _either_port(c, 5355):
-        return APP_LLMNR
-    if _either_port(c, 137):
-        return APP_NETBIOS
+    dns_message_host(c.meta, p, n, False)
     return APP_DNS
+
+
+cdef bint dns_header_plausible(const uint8_t *msg, uint32_t n, bint mdns) noexcept nogil:
+    """The header checks nDPI makes of a message on a DNS-family port, looser than `_dns_message`'s (a query
+    may carry stray counts, an mDNS response need not repeat the question)."""
+    cdef uint16_t flags, qd, an, ns, ar
+    if n < 12:
+        return False
+    flags = ngfw_be16(msg + 2)
+    qd = ngfw_be16(msg + 4)
+    an = ngfw_be16(msg + 6)
+    ns = ngfw_be16(msg + 8)
+    ar = ngfw_be16(msg + 10)
+    if (flags & 0x8000) == 0:
+        return qd <= 16 and ((flags & 0x2800) == 0x2800 or (flags & 0xFCF0) == 0 or (flags & 0xFCFF) == 0x0800
+                             or (an == 0 and ns == 0))
+    return ((1 <= qd <= 16) or (mdns and qd == 0)) and (
+        (1 <= an <= 16) or (1 <= ns <= 16) or (1 <= ar <= 16) or (an == 0 and ns == 0 and ar == 0))
+
+
+cdef void dns_message_host(appmeta_t *m, const uint8_t *msg, uint32_t n, bint mdns) noexcept nogil:
+    """The host of a DNS-family message: the name at its start (the first question's, or the first answer's
+    when it asks nothing), if it has either."""
+    cdef uint8_t name[256]
+    cdef uint32_t len
+    m.host_len = 0
+    if n < 12 or (ngfw_be16(msg + 4) == 0 and ngfw_be16(msg + 6) == 0):
+        return
+    len = dns_grab_name(msg, n, 12, mdns, name)
+    if len:
+        set_dns_host(m, name, len)
+
+
+cdef void nb_message_host(appmeta_t *m, const uint8_t *msg, uint32_t n) noexcept nogil:
+    cdef uint8_t name[32]
+    cdef uint32_t len = nb_name_lenient(msg, n, 12, name)
+    m.host_len = 0
+    if len:
+        memcpy(m.host, name, len)
+        m.host_len = <uint8_t>len
 
 
 cdef int parse_netbios(appctx_t *c) noexcept nogil:

@@ -297,6 +297,8 @@ cdef bint appid_inspect(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
             app_finish(e, t, f, sig, CONF_PARSER, c.meta)
         else:
             app_finish(e, t, f, a.builtin_app[r], CONF_PARSER, c.meta)
+        if (r == APP_DNS or r == APP_MDNS) and dns_reads_on(_dns_msg(p), _dns_msg_len(p)):
+            f.dns_extra = DNS_EXTRA_PKTS | (0x80 if r == APP_MDNS else 0)
         return True
     if s != NULL:
         s.parser_more = r == PARSE_NEED_MORE
@@ -317,6 +319,47 @@ cdef bint appid_inspect(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
             app_finish(e, t, f, a.unknown_tcp if p.proto == P_TCP else a.unknown_udp, 0, c.meta)
         return True
     return False
+
+# DNS flows: after the decision the host keeps following the flow's messages, up to DNS_EXTRA_PKTS more
+# packets or until a response that carries records, so the name reported is the last one asked (a resolver
+# socket reused for several queries, a retry that spells the name differently); that is also what nDPI
+# reports. The app stays as decided.
+
+cdef inline const uint8_t *_dns_msg(const pkt_t *p) noexcept nogil:
+    return p.data + p.payload_off + (2 if p.proto == P_TCP else 0)
+
+cdef inline uint32_t _dns_msg_len(const pkt_t *p) noexcept nogil:
+    if p.proto == P_TCP:
+        return p.payload_len - 2 if p.payload_len >= 2 else 0
+    return p.payload_len
+
+cdef bint dns_reads_on(const uint8_t *msg, uint32_t n) noexcept nogil:
+    """Whether a DNS flow is still worth reading after this message: not once a response with records came."""
+    if n < 12:
+        return True
+    return (msg[2] & 0x80) == 0 or (ngfw_be16(msg + 6) == 0 and ngfw_be16(msg + 8) == 0 and ngfw_be16(msg + 10) == 0)
+
+cdef void appid_dns_extra(engine_t *e, flow_t *f, const pkt_t *p) noexcept nogil:
+    """One more message of a decided DNS flow: its name, if it has one, becomes the flow's host."""
+    cdef const uint8_t *msg = _dns_msg(p)
+    cdef uint32_t n = _dns_msg_len(p), len
+    cdef uint8_t name[256]
+    cdef appmeta_t m
+    cdef bint mdns = (f.dns_extra & 0x80) != 0
+    cdef uint8_t left = (f.dns_extra & 0x7F) - 1 if f.dns_extra & 0x7F else 0
+    f.dns_extra = ((0x80 if mdns else 0) | left) if left else 0
+    if not dns_header_plausible(msg, n, mdns):
+        return
+    if not dns_reads_on(msg, n):
+        f.dns_extra = 0
+    if ngfw_be16(msg + 4) == 0 and ngfw_be16(msg + 6) == 0:
+        return
+    len = dns_grab_name(msg, n, 12, mdns, name)
+    if len == 0:
+        return
+    set_dns_host(&m, name, len)
+    hostpool_give(&e.hostpool, f.host)
+    f.host = hostpool_put(&e.hostpool, m.host, m.host_len)
 
 cdef void appid_flow_end(engine_t *e, tables_t *t, flow_t *f) noexcept nogil:
     """Called as a flow ends: decide what it was if nothing did yet, free what it held."""

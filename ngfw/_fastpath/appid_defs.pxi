@@ -6,6 +6,8 @@
 # input plus the flow's scratch buffer: no allocation, no I/O, every read bounds-checked.
 
 cdef enum:
+    DNS_HOST_KEEP = 79    # a DNS-family name is kept by its last 79 bytes (what nDPI reports)
+    DNS_EXTRA_PKTS = 5    # a decided DNS flow's later packets read for its host name (appid.pxi)
     HOST_MAX = 160        # longest host name kept (longer ones are truncated, never over-read)
     ALPN_MAX = 32
     UA_MAX = 96

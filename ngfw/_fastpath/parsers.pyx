@@ -23,7 +23,7 @@ assert _ENUM == APPS, "BUILTIN_APPS and the APP_* enum disagree"
 
 cdef dict _meta_dict(appmeta_t *m):
     return {
-        "host": m.host[:m.host_len].decode("ascii") if m.host_len else None,
+        "host": m.host[:m.host_len].decode("utf-8", "replace") if m.host_len else None,
         "alpn": m.alpn[:m.alpn_len].decode("ascii") if m.alpn_len else None,
         "ua": m.ua[:m.ua_len].decode("ascii") if m.ua_len else None,
         "http_method": m.http_method[:m.http_method_len].decode("ascii") if m.http_method_len else None,

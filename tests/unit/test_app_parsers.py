@@ -93,13 +93,31 @@ def test_dns_over_tcp_in_two_segments() -> None:
     assert r["app"] == "dns" and r["host"] == "tcp.example.net"
 
 
-def test_dns_compression_loops_and_wild_pointers_are_rejected() -> None:
+def test_dns_compression_loops_and_wild_pointers_give_no_name() -> None:
     hdr = struct.pack("!HHHHHH", 1, 0x8180, 1, 1, 0, 0)
     loop = hdr + b"\xc0\x0c" + b"\x00\x01\x00\x01"                    # points at itself
     wild = hdr + b"\x03www\xc3\xff" + b"\x00\x01\x00\x01"            # points past the end
     forward = hdr + b"\xc0\x20" + b"\x00\x01\x00\x01" + b"\x00" * 40  # points forward
     for msg in (loop, wild, forward):
-        assert parsers.parse(UDP, True, 40000, 53, [msg])["app"] is None
+        # on port 53 a plausible header is DNS (as nDPI says), but no name is read from a broken one
+        on_53 = parsers.parse(UDP, True, 40000, 53, [msg])
+        assert on_53["app"] == "dns" and on_53["host"] is None
+        # elsewhere the records must parse for the bytes to be called DNS at all
+        assert parsers.parse(UDP, True, 40000, 4000, [msg])["app"] is None
+
+
+def test_dns_names_are_reported_as_operators_know_them() -> None:
+    def query(name: bytes, sport: int = 40000, dport: int = 53) -> dict:
+        msg = struct.pack("!HHHHHH", 7, 0x0100, 1, 0, 0, 0) + name + b"\x00\x00\x01\x00\x01"
+        return parsers.parse(UDP, True, sport, dport, [msg])
+    # characters outside [a-z0-9_-]: '_' when printable, '?' when not; letters lower-cased
+    assert query(b"\x04a*b=\x02\xf2X\x03com")["host"] == "a_b_.?x.com"
+    # a long name is kept by its tail, where its domain is (79 bytes)
+    host = query(bytes([63]) + b"x" * 63 + bytes([30]) + b"y" * 30 + b"\x07example\x03com")["host"]
+    assert host == "x" * (79 - 43) + "." + "y" * 30 + ".example.com"
+    # mDNS service instance names are UTF-8 and kept as they are
+    assert query(b"\x0dluca\xe2\x80\x99s imac\x06_odisk\x04_tcp\x05local", 5353, 5353)["host"] == \
+        "luca\u2019s imac._odisk._tcp.local"
 
 
 def test_netbios_name_decoded() -> None:

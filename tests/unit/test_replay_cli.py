@@ -196,3 +196,25 @@ def test_missing_file_is_one_sentence(tmp_path: Path) -> None:
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "nosuch.pcap" in lines[0], r.stderr
     assert r.stdout == ""
+
+
+def test_a_dns_flows_host_is_the_last_name_asked_before_the_answer(tmp_path: Path) -> None:
+    from scapy.layers.dns import DNS, DNSQR, DNSRR
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+    from scapy.utils import wrpcap
+
+    def frame(src: str, sport: int, dst: str, dport: int, dns: DNS) -> Ether:
+        return Ether() / IP(src=src, dst=dst) / UDP(sport=sport, dport=dport) / dns
+
+    client, resolver = ("10.0.0.5", 33333), ("10.0.0.53", 53)
+    asks = [DNS(id=1, rd=1, qd=DNSQR(qname=name)) for name in ("first.example", "Second.Example")]
+    answer = DNS(id=1, qr=1, qd=DNSQR(qname="second.example"), an=DNSRR(rrname="second.example", rdata="10.9.9.9"))
+    late = DNS(id=2, rd=1, qd=DNSQR(qname="after-the-answer.example"))
+    wrpcap(str(tmp_path / "dns.pcap"), [frame(*client, *resolver, asks[0]), frame(*client, *resolver, asks[1]),
+                                        frame(*resolver, *client, answer), frame(*client, *resolver, late)])
+    done = run_replay("--json", tmp_path / "dns.pcap")
+    assert done.returncode == 0, done.stderr
+    [flow] = json_lines(done.stdout)
+    # the retry's name, not the first one; nothing after the answer changes it
+    assert (flow["app_proto"], flow["app_host"]) == ("dns", "second.example")
