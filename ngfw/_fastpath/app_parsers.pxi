@@ -39,6 +39,7 @@ BUILTIN_APPS = (
     "rtsp", "sip", "http2", "smb", "kerberos", "dhcp", "dhcpv6", "stun", "ntp", "snmp",
     "radius", "dtls", "rtp", "rtcp", "ftp", "smtp", "pop3", "imap", "mssql", "openvpn",
     "tftp", "ldap", "socks", "mysql", "postgresql", "vnc", "rdp", "bgp", "telnet", "nntp",
+    "whois",
 )
 
 cdef enum:
@@ -81,6 +82,7 @@ cdef enum:
     APP_BGP = 37
     APP_TELNET = 38
     APP_NNTP = 39
+    APP_WHOIS = 40
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -887,7 +889,39 @@ cdef int parse_stun(appctx_t *c) noexcept nogil:
         off += 4 + ((al + 3) & ~3u)
     if off != 20 + l:
         return PARSE_NO
+    cdef uint8_t realm[256]
+    cdef uint32_t rlen = stun_realm(p, n, False, realm)
+    if rlen:
+        _set_host(c.meta, realm, rlen)
     return APP_STUN
+
+
+cdef uint32_t stun_realm(const uint8_t *p, uint32_t n, bint tcp, uint8_t *out) noexcept nogil:
+    """The REALM attribute of a STUN message with the magic cookie (TURN's service name), as a host:
+    printable, lower-cased, at most 255 bytes. 0: none."""
+    cdef uint32_t l, off, al, i, k = 0
+    if tcp and n >= 22 and ngfw_be32(p + 6) == 0x2112A442 and ngfw_be32(p + 4) != 0x2112A442:
+        p += 2   # RFC 4571 framing
+        n -= 2
+    if n < 20 or (p[0] & 0xC0) != 0 or ngfw_be32(p + 4) != 0x2112A442:
+        return 0
+    l = ngfw_be16(p + 2)
+    if 20 + l > n:
+        return 0
+    off = 20
+    while off + 4 <= 20 + l:
+        al = ngfw_be16(p + off + 2)
+        if off + 4 + al > 20 + l:
+            return 0
+        if ngfw_be16(p + off) == 0x0014 and 0 < al < 256:
+            for i in range(al):
+                if p[off + 4 + i] < 33 or p[off + 4 + i] > 126:
+                    return 0
+                out[k] = _lower(p[off + 4 + i])
+                k += 1
+            return k
+        off += 4 + ((al + 3) & ~3u)
+    return 0
 
 
 cdef int parse_radius(appctx_t *c) noexcept nogil:
@@ -1437,6 +1471,36 @@ cdef bint _contains_ci(const uint8_t *p, uint32_t n, const char *lit) noexcept n
     return False
 
 
+cdef void _greeting_host(appmeta_t *m, const uint8_t *p, uint32_t e) noexcept nogil:
+    # "220 mail.example.net ESMTP ...": the server names itself first (nDPI reports that as the host)
+    cdef uint32_t i = 4, j
+    if e < 5 or p[0] != 50 or p[1] != 50 or p[2] != 48:
+        return
+    j = i
+    while j < e and p[j] > 32:
+        j += 1
+    if j > i:
+        _set_host(m, p + i, j - i)
+
+
+cdef int parse_whois(appctx_t *c) noexcept nogil:
+    """WHOIS (TCP 43): the client's query is one printable line; it is the flow's host (a domain, usually)."""
+    cdef const uint8_t *p = c.stream
+    cdef uint32_t n = c.stream_len, e = 0
+    if not c.to_server or c.server_port != 43:
+        return PARSE_NO
+    while e < n and e < 256 and p[e] != 13 and p[e] != 10:
+        if p[e] < 32 or p[e] > 126:
+            return PARSE_NO
+        e += 1
+    if e >= n:
+        return PARSE_NEED_MORE if _stream_can_grow(c) and e < 256 else PARSE_NO
+    if e == 0:
+        return PARSE_NO
+    _set_host(c.meta, p, e)
+    return APP_WHOIS
+
+
 cdef int parse_mail_ftp(appctx_t *c) noexcept nogil:
     """Line-oriented protocols told apart by the server's greeting or the client's first command:
     FTP (220 ... FTP / USER, AUTH), SMTP (220 ... SMTP / EHLO, HELO), POP3 (+OK / CAPA), IMAP (* OK /
@@ -1460,6 +1524,7 @@ cdef int parse_mail_ftp(appctx_t *c) noexcept nogil:
             return APP_IMAP
         if p[0] >= 49 and p[0] <= 53 and p[1] >= 48 and p[1] <= 57 and p[2] >= 48 and p[2] <= 57 \
                 and (p[3] == 32 or p[3] == 45):
+            _greeting_host(c.meta, p, e)
             if _contains_ci(p, e, "ftp"):
                 return APP_FTP
             if _contains_ci(p, e, "smtp") or _contains_ci(p, e, "mail"):
@@ -1831,9 +1896,14 @@ cdef int appid_parse(appctx_t *c) noexcept nogil:
                 r = _try(parse_http(c), &need)
                 if r > 0:
                     return r
+            if c.server_port == 43:
+                r = _try(parse_whois(c), &need)
+                if r > 0:
+                    return r
             r = _try(parse_mail_ftp(c), &need)
             if r > 0:
                 return r
+            c.meta.host_len = 0   # a greeting's name belongs to a protocol that greets
         if b0 == 0:
             r = _try(parse_smb(c), &need)
             if r > 0:

@@ -298,7 +298,9 @@ cdef bint appid_inspect(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
         else:
             app_finish(e, t, f, a.builtin_app[r], CONF_PARSER, c.meta)
         if (r == APP_DNS or r == APP_MDNS) and dns_reads_on(_dns_msg(p), _dns_msg_len(p)):
-            f.dns_extra = DNS_EXTRA_PKTS | (0x80 if r == APP_MDNS else 0)
+            f.host_extra = DNS_EXTRA_PKTS | (HOSTX_MDNS if r == APP_MDNS else HOSTX_DNS)
+        elif r == APP_STUN and f.host < 0:
+            f.host_extra = STUN_EXTRA_PKTS | HOSTX_STUN   # the REALM comes with the server's challenge
         return True
     if s != NULL:
         s.parser_more = r == PARSE_NEED_MORE
@@ -320,10 +322,11 @@ cdef bint appid_inspect(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
         return True
     return False
 
-# DNS flows: after the decision the host keeps following the flow's messages, up to DNS_EXTRA_PKTS more
-# packets or until a response that carries records, so the name reported is the last one asked (a resolver
-# socket reused for several queries, a retry that spells the name differently); that is also what nDPI
-# reports. The app stays as decided.
+# Hosts that come after the decision. DNS: the host keeps following the flow's messages, up to
+# DNS_EXTRA_PKTS more packets or until a response that carries records, so the name reported is the last
+# one asked (a resolver socket reused for several queries, a retry that spells the name differently).
+# STUN/TURN: the server's 401 challenge carries the REALM (the TURN service's name). That is also what
+# nDPI reports. The app stays as decided.
 
 cdef inline const uint8_t *_dns_msg(const pkt_t *p) noexcept nogil:
     return p.data + p.payload_off + (2 if p.proto == P_TCP else 0)
@@ -339,27 +342,37 @@ cdef bint dns_reads_on(const uint8_t *msg, uint32_t n) noexcept nogil:
         return True
     return (msg[2] & 0x80) == 0 or (ngfw_be16(msg + 6) == 0 and ngfw_be16(msg + 8) == 0 and ngfw_be16(msg + 10) == 0)
 
-cdef void appid_dns_extra(engine_t *e, flow_t *f, const pkt_t *p) noexcept nogil:
-    """One more message of a decided DNS flow: its name, if it has one, becomes the flow's host."""
-    cdef const uint8_t *msg = _dns_msg(p)
-    cdef uint32_t n = _dns_msg_len(p), len
+cdef void appid_host_extra(engine_t *e, flow_t *f, const pkt_t *p) noexcept nogil:
+    """One more packet of a decided flow whose host may come later (flow_t.host_extra)."""
+    cdef uint8_t kind = f.host_extra & ~HOSTX_LEFT
+    cdef uint8_t left = (f.host_extra & HOSTX_LEFT) - 1 if f.host_extra & HOSTX_LEFT else 0
     cdef uint8_t name[256]
-    cdef appmeta_t m
-    cdef bint mdns = (f.dns_extra & 0x80) != 0
-    cdef uint8_t left = (f.dns_extra & 0x7F) - 1 if f.dns_extra & 0x7F else 0
-    f.dns_extra = ((0x80 if mdns else 0) | left) if left else 0
-    if not dns_header_plausible(msg, n, mdns):
-        return
-    if not dns_reads_on(msg, n):
-        f.dns_extra = 0
-    if ngfw_be16(msg + 4) == 0 and ngfw_be16(msg + 6) == 0:
-        return
-    len = dns_grab_name(msg, n, 12, mdns, name)
+    cdef uint32_t len = 0
+    f.host_extra = (kind | left) if left else 0
+    if kind == HOSTX_STUN:
+        len = stun_realm(p.data + p.payload_off, p.payload_len, p.proto == P_TCP, name)
+        if len:
+            f.host_extra = 0
+    else:
+        len = _dns_extra_name(f, p, kind == HOSTX_MDNS, name)
     if len == 0:
         return
+    cdef appmeta_t m
     set_dns_host(&m, name, len)
     hostpool_give(&e.hostpool, f.host)
     f.host = hostpool_put(&e.hostpool, m.host, m.host_len)
+
+cdef uint32_t _dns_extra_name(flow_t *f, const pkt_t *p, bint mdns, uint8_t *name) noexcept nogil:
+    """The name of one more message of a decided DNS flow (0: none); a response with records ends the reading."""
+    cdef const uint8_t *msg = _dns_msg(p)
+    cdef uint32_t n = _dns_msg_len(p)
+    if not dns_header_plausible(msg, n, mdns):
+        return 0
+    if not dns_reads_on(msg, n):
+        f.host_extra = 0
+    if ngfw_be16(msg + 4) == 0 and ngfw_be16(msg + 6) == 0:
+        return 0
+    return dns_grab_name(msg, n, 12, mdns, name)
 
 cdef void appid_flow_end(engine_t *e, tables_t *t, flow_t *f) noexcept nogil:
     """Called as a flow ends: decide what it was if nothing did yet, free what it held."""

@@ -70,7 +70,7 @@ ctypedef struct flow_t:
     int32_t insp           # inspection state in the engine's pool, -1 none
     int16_t profile        # threat profile of the deciding rule, -1: not inspected
     uint8_t threat         # a signature blocked the flow: A_DENY (drop) or A_REJECT
-    uint8_t dns_extra      # DNS/mDNS decided: packets still read for the host name (low bits), mDNS (0x80)
+    uint8_t host_extra     # decided, host still read from later packets: HOSTX_* kind | packets left (appid.pxi)
     uint16_t quota_slot    # vsys slot + 1 the flow is charged to (tenancy.pxi), 0: none
 
 ctypedef struct flowtable_t:

@@ -206,3 +206,32 @@ def test_corpus_few_wrong_answers(flows) -> None:  # type: ignore[no-untyped-def
     labelled = [f for f in flows if f.app]
     wrong = sum(1 for f in labelled if (a := _classify(f)["app"]) is not None and a not in f.accepted)
     assert wrong <= 0.02 * len(labelled)
+
+
+def test_a_mail_or_ftp_greeting_names_the_server() -> None:
+    r = parsers.parse(TCP, False, 2127, 25, [b"220 pigeon.eyrie.af.mil ESMTP Sendmail 8.8.7; Sat, 7 Aug 1999\r\n"])
+    assert (r["app"], r["host"]) == ("smtp", "pigeon.eyrie.af.mil")
+    r = parsers.parse(TCP, False, 2720, 21, [b"220 ProFTPD 1.3.0 Server ready.\r\n"])
+    assert (r["app"], r["host"]) == ("ftp", "proftpd")
+    # a client command carries no server name
+    assert parsers.parse(TCP, True, 2127, 25, [b"EHLO client.example\r\n"])["host"] is None
+
+
+def test_a_whois_query_is_the_flows_host() -> None:
+    r = parsers.parse(TCP, True, 44188, 43, [b"example", b".com\r\n"])
+    assert (r["app"], r["host"]) == ("whois", "example.com")
+    # not on port 43, or not one printable line: not WHOIS
+    assert parsers.parse(TCP, True, 44188, 4300, [b"example.com\r\n"])["app"] != "whois"
+    assert parsers.parse(TCP, True, 44188, 43, [b"exa\x01mple.com\r\n"])["app"] != "whois"
+
+
+def stun(msg_type: int, attributes: bytes) -> bytes:
+    return struct.pack("!HHI", msg_type, len(attributes), 0x2112A442) + b"\x01" * 12 + attributes
+
+
+def test_a_turn_realm_is_the_flows_host() -> None:
+    realm = b"turn.l.google.com"
+    attr = struct.pack("!HH", 0x0014, len(realm)) + realm + b"\x00" * (-len(realm) % 4)
+    r = parsers.parse(UDP, False, 50000, 3478, [stun(0x0113, attr)])   # allocate error response (401)
+    assert (r["app"], r["host"]) == ("stun", "turn.l.google.com")
+    assert parsers.parse(UDP, True, 50000, 3478, [stun(0x0003, b"")])["host"] is None   # the request has none
