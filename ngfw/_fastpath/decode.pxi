@@ -114,6 +114,19 @@ cdef void decode_icmp_quote(pkt_t *p, uint32_t off, uint32_t end) noexcept nogil
         p.inner_dport = p.inner_sport
     p.icmp_error = 1
 
+cdef int decode_tunneled(pkt_t *p, uint32_t off, uint32_t end) noexcept nogil:
+    """The packet an IP-in-IP header carries (protocol 4 or 41), read in its place, once: a replayed
+    capture's tunnel is classified by what it carries, as nDPI's reader does. The live dataplane keeps
+    the outer header (identity and policy are the tunnel endpoints'), so it never sets `decap`."""
+    p.decap = 0
+    p.tunneled = 1
+    p.len = end          # the inner datagram ends where the outer one does
+    p.is_frag = 0
+    if p.proto == 4:
+        p.is_v6 = 0
+        return decode_ipv4(p, off)
+    return decode_ipv6(p, off)
+
 cdef int decode_ipv4(pkt_t *p, uint32_t off) noexcept nogil:
     cdef const uint8_t *d = p.data
     cdef uint32_t avail = p.len - off
@@ -147,6 +160,8 @@ cdef int decode_ipv4(pkt_t *p, uint32_t off) noexcept nogil:
             p.payload_off = off + ihl
             p.payload_len = total - ihl
             return R_NONE
+    if p.decap and not p.is_frag and (p.proto == 4 or p.proto == 41):
+        return decode_tunneled(p, off + ihl, off + total)
     return decode_l4(p, off + ihl, off + total)
 
 cdef int decode_ipv6(pkt_t *p, uint32_t off) noexcept nogil:
@@ -210,6 +225,8 @@ cdef int decode_ipv6(pkt_t *p, uint32_t off) noexcept nogil:
                 return R_NONE
         else:
             p.proto = nh
+            if p.decap and not p.is_frag and (nh == 4 or nh == 41):
+                return decode_tunneled(p, cur, end)
             return decode_l4(p, cur, end)
     return R_BAD_IPV6_EXT
 
@@ -240,9 +257,10 @@ cdef uint16_t nsh_inner(const uint8_t *data, uint32_t n, uint32_t *off) noexcept
             return 0
     return 0
 
-cdef int decode_frame(pkt_t *p, const uint8_t *data, uint32_t n, bint snapped=False) noexcept nogil:
+cdef int decode_frame(pkt_t *p, const uint8_t *data, uint32_t n, bint snapped=False, bint decap=False) noexcept nogil:
     """Fill `p` from one Ethernet frame; returns R_NONE or the reason to drop it. `snapped`: the frame
-    is a capture record cut by the snap length, so IP/UDP lengths may point past its end."""
+    is a capture record cut by the snap length, so IP/UDP lengths may point past its end. `decap`: read
+    an IP-in-IP tunnel's inner packet instead (replay)."""
     cdef uint32_t off = 12
     cdef uint16_t et
     cdef int tags = 0
@@ -250,6 +268,7 @@ cdef int decode_frame(pkt_t *p, const uint8_t *data, uint32_t n, bint snapped=Fa
     p.data = data
     p.len = n
     p.snapped = snapped
+    p.decap = decap
     if n == 0:
         return R_EMPTY
     if n < ETH_HLEN:

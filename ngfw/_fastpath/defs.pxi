@@ -145,8 +145,12 @@ DROP_REASONS = (
 )
 
 # process_frame's rx_status flag (beside the kernel's TP_STATUS_* bits) for a capture record cut short
+# (the kernel's timestamp bits live up there too, TP_STATUS_TS_SOFTWARE = 1 << 29: the ring path passes
+# only RX_KERNEL_BITS of tp_status, so these never come from the kernel)
 cdef enum:
+    RX_KERNEL_BITS = 0xFFFF
     RX_SNAPPED = 0x40000000
+    RX_DECAP = 0x20000000      # a capture record: read IP-in-IP tunnels' inner packets (replay)
 
 # --- layer 3 kinds ---
 cdef enum:
@@ -203,6 +207,8 @@ ctypedef struct pkt_t:
     uint8_t arp_ipv4           # an Ethernet/IPv4 ARP whose sender and target IPs were read
     uint8_t ttl                # IPv4 TTL / IPv6 hop limit
     uint8_t snapped            # the frame is a capture record cut short: header lengths may exceed it
+    uint8_t decap              # IP-in-IP (4in4, 6in4, 4in6, 6in6) read as its inner packet (replay only)
+    uint8_t tunneled           # it was: the addresses, ports and payload are the inner packet's
     uint32_t frag_id
     uint16_t sport
     uint16_t dport

@@ -287,7 +287,7 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
     if len > port.mtu + 14 + 8:
         count_drop(e, R_OVERSIZE)
         return
-    reason = decode_frame(&p, data, len, (rx_status & RX_SNAPPED) != 0)
+    reason = decode_frame(&p, data, len, (rx_status & RX_SNAPPED) != 0, (rx_status & RX_DECAP) != 0)
     if reason != R_NONE:
         count_drop(e, reason)
         return
@@ -494,9 +494,9 @@ cdef uint32_t rx_ring_burst(engine_t *e, uint16_t pi, uint32_t budget, uint64_t 
             ngfw_put_be16(e.scratch + 12, tpid)
             ngfw_put_be16(e.scratch + 14, h.tp_vlan_tci)
             memcpy(e.scratch + 16, frame + 12, snap - 12)
-            process_frame(e, pi, e.scratch, snap + 4, st, now)
+            process_frame(e, pi, e.scratch, snap + 4, st & RX_KERNEL_BITS, now)
         else:
-            process_frame(e, pi, frame, snap, st, now)
+            process_frame(e, pi, frame, snap, st & RX_KERNEL_BITS, now)
         ngfw_store_u32(&h.tp_status, TP_STATUS_KERNEL)
         port.rx_head += 1
         if port.rx_head == port.rx_frames:

@@ -75,6 +75,23 @@ def test_spoofed_source_is_dropped(lab, lab_services, start_dataplane, ns_run) -
     assert r.returncode == 0
 
 
+def test_an_ip_in_ip_tunnel_is_judged_by_its_outer_header_inline(lab, lab_services, start_dataplane, ns_run) -> None:
+    dp = start_dataplane(LAB_POLICY)
+    spoofed = metric(dp.metrics_text(), "ngfw_drops_total", reason="spoofed_ip")
+    # web1's own address outside, an address bound to nobody inside: the tunnel is web1's flow (protocol 4,
+    # which the lab policy denies), not a spoofed one; only a replayed capture is read through the tunnel
+    script = (f"from scapy.all import Ether, IP, UDP, sendp; "
+              f"sendp(Ether(src='{lab.web1.mac}', dst='{lab.srv.mac}') / IP(src='{lab.web1.ipv4}', "
+              f"dst='{SERVER}') / IP(src='10.99.0.1', dst='{SERVER}') / UDP(sport=5555, dport=53) / b'x', "
+              f"iface='{lab.web1.ifname}', count=3, verbose=False)")
+    r = ns_run(lab.web1.ns, [sys.executable, "-c", script], timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert wait_for(lambda: metric(dp.metrics_text(), "ngfw_drops_total", reason="policy_deny") >= 3), \
+        [line for line in dp.metrics_text().splitlines() if line.startswith("ngfw_drops_total") and
+         not line.endswith(" 0.0")]
+    assert metric(dp.metrics_text(), "ngfw_drops_total", reason="spoofed_ip") == spoofed
+
+
 def lab_services_listening(lab) -> set[int]:
     from ngfw.lab.services import listening
 

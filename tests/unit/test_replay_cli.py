@@ -218,3 +218,23 @@ def test_a_dns_flows_host_is_the_last_name_asked_before_the_answer(tmp_path: Pat
     [flow] = json_lines(done.stdout)
     # the retry's name, not the first one; nothing after the answer changes it
     assert (flow["app_proto"], flow["app_host"]) == ("dns", "second.example")
+
+
+def test_replay_reads_what_an_ip_in_ip_tunnel_carries(tmp_path: Path) -> None:
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import Ether
+    from scapy.utils import wrpcap
+
+    request = b"GET / HTTP/1.1\r\nHost: inner.example\r\nUser-Agent: curl/8\r\n\r\n"
+    inner = [IP(src="192.168.0.1", dst="10.10.10.1") / TCP(sport=40000, dport=80, flags=f, seq=s) / payload
+             for f, s, payload in (("S", 0, b""), ("PA", 1, request))]
+    frames = [Ether() / IPv6(src="2001:db8::1", dst="2001:db8::2") / packet for packet in inner]   # 4in6
+    frames += [Ether() / IP(src="198.51.100.1", dst="198.51.100.2") / packet for packet in inner[:1]]  # 4in4
+    wrpcap(str(tmp_path / "tunnel.pcap"), frames)
+    done = run_replay("--json", tmp_path / "tunnel.pcap")
+    assert done.returncode == 0, done.stderr
+    [flow] = json_lines(done.stdout)   # both tunnels carry the same inner flow
+    assert (flow["src_ip"], flow["dest_ip"], flow["proto"], flow["dest_port"]) == ("192.168.0.1", "10.10.10.1",
+                                                                                   "TCP", 80)
+    assert (flow["app_proto"], flow["app_host"]) == ("http", "inner.example")
