@@ -268,12 +268,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
     except ValueError as exc:   # a profile names a signature set that was not given
         print(f"ngfw replay: {exc}", file=sys.stderr)
         return 1
+    import orjson
+
     out = sys.stdout
     damaged = 0
     for path in args.files:
         records = replayer.replay_file(path)
         if args.json:
-            out.write("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records))
+            out.flush()
+            out.buffer.write(b"".join(orjson.dumps(r) + b"\n" for r in records))
         else:
             for line in format_table(records):
                 print(line, file=out)

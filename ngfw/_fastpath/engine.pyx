@@ -54,11 +54,30 @@ cdef ip128_t ip_to_c(object addr) except *:
     memcpy(&out.lo, (<const char *>raw) + 8, 8)
     return out
 
+cdef extern from "arpa/inet.h" nogil:
+    const char *inet_ntop(int af, const void *src, char *dst, uint32_t size)
+    int AF_INET
+    int AF_INET6
+
+
 cdef object ip_from_c(ip128_t ip, bint v6):
-    cdef bytes raw = (<char *>&ip.hi)[:8] + (<char *>&ip.lo)[:8]
-    if v6:
-        return str(ipaddress.IPv6Address(raw))
-    return str(ipaddress.IPv4Address(raw[12:]))
+    """The text form Python's ipaddress gives, by inet_ntop (every flow record formats two of these)."""
+    cdef uint8_t raw[16]
+    cdef char text[64]
+    cdef int i
+    memcpy(raw, &ip.hi, 8)
+    memcpy(raw + 8, &ip.lo, 8)
+    if not v6:
+        inet_ntop(AF_INET, raw + 12, text, sizeof(text))
+        return text.decode("ascii")
+    for i in range(10):
+        if raw[i]:
+            break
+    else:
+        # ::/80 prefixes (IPv4-mapped and -compatible): inet_ntop writes dotted quads, ipaddress does not
+        return str(ipaddress.IPv6Address(bytes(raw[:16])))
+    inet_ntop(AF_INET6, raw, text, sizeof(text))
+    return text.decode("ascii")
 
 cdef uint64_t mac_to_c(bytes mac) except? 0:
     cdef uint64_t v = 0
@@ -850,6 +869,22 @@ cdef class Engine:
                 flow_end(self.e, &self.e.flows.slots[s], END_SHUTDOWN)
                 self.e.flows.slots[s].used = 0
         self.e.flows.count = 0
+
+    def replay_reset(self) -> None:
+        """Between two captures replayed by one engine, after `end_all_flows`: forget what belonged to the
+        last one's packets and clock (fragments, learnt MACs, the sweep clock, quota buckets), so the next
+        capture runs as it would on a fresh engine. Flow ids go on counting."""
+        cdef uint32_t i
+        if ngfw_load_u32(&self.e.running):
+            raise RuntimeError("replay_reset() while the loop is running")
+        memset(self.e.frags, 0, FRAG_SLOTS * sizeof(frag_entry_t))
+        memset(self.e.macs, 0, MACTABLE_SLOTS * sizeof(mac_entry_t))
+        self.e.last_sweep = 0
+        self.e.flows.sweep_cursor = 0
+        for i in range(VSYS_SLOTS):
+            self.e.vsys[i].tokens = 0
+            self.e.vsys[i].refilled_ns = 0
+            self.e.vsys[i].primed = 0
 
     # ---- observability
     def stats(self) -> dict:

@@ -7,10 +7,12 @@ that decided the flow, so a record stays right after a reload renumbered workloa
 from __future__ import annotations
 
 import datetime as dt
-import json
+import functools
 import os
 import threading
 from typing import IO, Any, Callable
+
+import orjson
 
 from ngfw.compiler.tables import CompiledPolicy
 from ngfw.dataplane.appnames import split_app
@@ -21,7 +23,15 @@ DEFAULT_RULE = "default-deny"
 
 def eve_timestamp(epoch: float) -> str:
     """Suricata's timestamp shape: 2026-11-26T15:04:05.123456+0000."""
-    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f+0000")
+    micros = round(epoch * 1_000_000)
+    seconds, fraction = divmod(micros, 1_000_000)
+    return f"{_second(seconds)}.{fraction:06d}+0000"
+
+
+@functools.lru_cache(maxsize=4096)
+def _second(seconds: int) -> str:
+    # records come in bursts from the same seconds: strftime once per second, not once per record
+    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def alert_fields(event: dict[str, Any]) -> dict[str, Any]:
@@ -115,9 +125,9 @@ class EveWriter:
     def write_events(self, events: list[dict[str, Any]], policy_for: Callable[[int], CompiledPolicy | None]) -> None:
         if not events:
             return
-        lines = [json.dumps(eve_record(e, policy_for(e["generation"])), separators=(",", ":")) for e in events]
+        lines = [orjson.dumps(eve_record(e, policy_for(e["generation"]))) for e in events]
         with self._lock:
-            self._file.write("\n".join(lines) + "\n")
+            self._file.write(b"\n".join(lines).decode("utf-8") + "\n")
             self.written += len(lines)
 
     def reopen(self) -> None:
