@@ -127,6 +127,53 @@ cdef int decode_tunneled(pkt_t *p, uint32_t off, uint32_t end) noexcept nogil:
         return decode_ipv4(p, off)
     return decode_ipv6(p, off)
 
+cdef int decode_capwap(pkt_t *p) noexcept nogil:
+    """A CAPWAP data packet (UDP 5247) carrying a station's frame, 802.11 with LLC/SNAP or 802.3: read the
+    IP packet inside in its place (replay only, as `decode_tunneled`). Anything else, a management frame,
+    a keep-alive: R_NONE with `p` as it was, the CAPWAP flow itself."""
+    cdef const uint8_t *d = p.data
+    cdef uint32_t off = p.payload_off, end = p.payload_off + p.payload_len, hlen, fc0, fc1
+    cdef uint16_t et
+    if p.payload_len < 8 or (d[off] >> 4) != 0:
+        return R_NONE
+    hlen = (<uint32_t>d[off + 1] >> 3) * 4
+    if hlen < 8 or off + hlen >= end:
+        return R_NONE
+    if (d[off + 2] & 0x01) == 0:            # T clear: an IEEE 802.3 frame
+        off += hlen
+        if off + 14 > end:
+            return R_NONE
+        et = ngfw_be16(d + off + 12)
+        off += 14
+    elif ((d[off + 2] >> 1) & 0x1F) == 1:   # T set, WBID 1: IEEE 802.11
+        off += hlen
+        if off + 24 > end:
+            return R_NONE
+        fc0 = d[off]
+        fc1 = d[off + 1]
+        if ((fc0 >> 2) & 3) != 2 and (fc0 & 3) != 0:
+            # some controllers write the frame control field high byte first; the LLC check below
+            # keeps a misreading from passing
+            fc0 = d[off + 1]
+            fc1 = d[off]
+        if ((fc0 >> 2) & 3) != 2 or (fc0 & 3) != 0 or (fc0 & 0x40):   # data frames that carry data
+            return R_NONE
+        off += 24 + (6 if (fc1 & 3) == 3 else 0) + (2 if (fc0 & 0x80) else 0)
+        if off + 8 > end or d[off] != 0xAA or d[off + 1] != 0xAA or d[off + 2] != 0x03:
+            return R_NONE
+        et = ngfw_be16(d + off + 6)
+        off += 8
+    else:
+        return R_NONE
+    if et != 0x0800 and et != 0x86dd:
+        return R_NONE
+    p.proto = 4 if et == 0x0800 else 41
+    p.has_ports = 0
+    p.sport = 0
+    p.dport = 0
+    p.payload_len = 0
+    return decode_tunneled(p, off, end)
+
 cdef int decode_ipv4(pkt_t *p, uint32_t off) noexcept nogil:
     cdef const uint8_t *d = p.data
     cdef uint32_t avail = p.len - off
@@ -263,7 +310,7 @@ cdef int decode_frame(pkt_t *p, const uint8_t *data, uint32_t n, bint snapped=Fa
     an IP-in-IP tunnel's inner packet instead (replay)."""
     cdef uint32_t off = 12
     cdef uint16_t et
-    cdef int tags = 0
+    cdef int tags = 0, r
     memset(p, 0, sizeof(pkt_t))
     p.data = data
     p.len = n
@@ -292,10 +339,11 @@ cdef int decode_frame(pkt_t *p, const uint8_t *data, uint32_t n, bint snapped=Fa
         if et == 0:
             return R_TRUNC_NSH
     p.l3_off = off
-    if et == 0x0800:
-        return decode_ipv4(p, off)
-    if et == 0x86dd:
-        return decode_ipv6(p, off)
+    if et == 0x0800 or et == 0x86dd:
+        r = decode_ipv4(p, off) if et == 0x0800 else decode_ipv6(p, off)
+        if r == R_NONE and p.decap and p.proto == P_UDP and p.has_ports and (p.dport == 5247 or p.sport == 5247):
+            return decode_capwap(p)
+        return r
     if et == 0x0806:
         # Ethernet/IPv4 ARP is 28 bytes; sender IP lands in src_ip, target IP in dst_ip
         if off + 28 > n:

@@ -98,7 +98,7 @@ class Replayer:
         if self.signatures is None:
             engine.replay_reset()
         else:
-            self._engine = None   # inspection keeps per-signature state (thresholds): a fresh engine per file
+            self._engine_capacity = -1   # inspection keeps per-signature state (thresholds): a fresh engine per file
         if lost:
             self.problems.append(FileProblem(path, f"{lost} flow records were lost: the capture has more flows "
                                                    "than one pass can hold (split it)"))
@@ -109,13 +109,17 @@ class Replayer:
         name = os.path.basename(path)
         return [self.record(e, name) if e["event"] == "flow" else self.alert_record(e, name) for e in events]
 
+    def stats(self) -> dict[str, Any]:
+        """The counters of the engine that replayed the last file (drops by reason, flows, ...)."""
+        return self._engine.stats() if self._engine is not None else {}
+
     def _engine_for(self, size: int) -> tuple[Any, int]:
         """An engine whose tables hold a capture of `size` bytes, and its capture port. One engine serves
         file after file (creating one per file was a fifth of replaying the App-ID corpus); a bigger
         file gets a bigger one."""
         # a flow needs at least one ~60-byte record: size the table to the file, not to a host
         capacity = max(1024, min(self.flow_capacity, size // 60))
-        if self._engine is None or capacity > self._engine_capacity:
+        if self._engine is None or capacity > self._engine_capacity or self._engine_capacity < 0:
             # every flow of the file is an event before anything drains them: one per record at most
             events = max(4096, min(2 * (size // 60), 1 << 20))
             engine = self.fp.Engine(flow_capacity=capacity, replay=True, unmanaged_vsys=self.unmanaged_vsys,
