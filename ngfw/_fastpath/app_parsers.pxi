@@ -668,7 +668,8 @@ cdef int parse_tls(appctx_t *c) noexcept nogil:
 
 
 cdef int parse_dtls(appctx_t *c) noexcept nogil:
-    """DTLS 1.0/1.2/1.3 records: type, version 0xfeff/0xfefd/0xfefc, epoch, 48-bit sequence, length."""
+    """DTLS 1.0/1.2/1.3 records: type, version 0xfeff/0xfefd/0xfefc (or 0x0100, the pre-RFC DTLS that Cisco
+    AnyConnect still speaks), epoch, 48-bit sequence, length."""
     cdef const uint8_t *p = c.payload
     cdef uint32_t n = c.payload_len, off = 0, l
     cdef int records = 0
@@ -677,7 +678,7 @@ cdef int parse_dtls(appctx_t *c) noexcept nogil:
         if p[off] < 20 or p[off] > 25:
             break
         v = ngfw_be16(p + off + 1)
-        if v != 0xFEFF and v != 0xFEFD and v != 0xFEFC:
+        if v != 0xFEFF and v != 0xFEFD and v != 0xFEFC and v != 0x0100:
             break
         l = ngfw_be16(p + off + 11)
         if l == 0 or off + 13 + l > n:
@@ -820,6 +821,8 @@ cdef int parse_http(appctx_t *c) noexcept nogil:
             return APP_HTTP2
         return PARSE_NO
     if proto == APP_HTTP and c.l4proto == 17:
+        if _starts(p, n, "BT-SEARCH "):
+            return PARSE_NO   # BitTorrent local service discovery speaks HTTPU too (a catalogue signature)
         proto = APP_SSDP
     if proto == APP_HTTP or proto == APP_SSDP:
         if m_end <= 8:
@@ -1501,6 +1504,17 @@ cdef int parse_whois(appctx_t *c) noexcept nogil:
     return APP_WHOIS
 
 
+cdef bint _one_word(const uint8_t *p, uint32_t n) noexcept nogil:
+    # the rest of a command line is one word (no space before its CR/LF)
+    cdef uint32_t i
+    for i in range(n):
+        if p[i] == 13 or p[i] == 10:
+            return True
+        if p[i] == 32:
+            return False
+    return True
+
+
 cdef int parse_mail_ftp(appctx_t *c) noexcept nogil:
     """Line-oriented protocols told apart by the server's greeting or the client's first command:
     FTP (220 ... FTP / USER, AUTH), SMTP (220 ... SMTP / EHLO, HELO), POP3 (+OK / CAPA), IMAP (* OK /
@@ -1538,6 +1552,8 @@ cdef int parse_mail_ftp(appctx_t *c) noexcept nogil:
             if _either_port(c, 119):
                 return APP_NNTP
             return PARSE_NO
+    if _ieq(p, n, "user ") and not _one_word(p + 5, e - 5):
+        return PARSE_NO   # IRC's USER has four parameters (USER name mode * :real name); FTP's has one
     if _ieq(p, n, "user ") or _ieq(p, n, "auth tls") or _ieq(p, n, "auth ssl") or _ieq(p, n, "feat\r") \
             or _ieq(p, n, "syst\r"):
         if _ieq(p, n, "user ") and _either_port(c, 110):

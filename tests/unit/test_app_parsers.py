@@ -235,3 +235,22 @@ def test_a_turn_realm_is_the_flows_host() -> None:
     r = parsers.parse(UDP, False, 50000, 3478, [stun(0x0113, attr)])   # allocate error response (401)
     assert (r["app"], r["host"]) == ("stun", "turn.l.google.com")
     assert parsers.parse(UDP, True, 50000, 3478, [stun(0x0003, b"")])["host"] is None   # the request has none
+
+
+def test_an_irc_user_command_is_not_ftp() -> None:
+    assert parsers.parse(TCP, True, 40000, 21, [b"USER anonymous\r\n"])["app"] == "ftp"
+    # IRC's USER carries four parameters: the catalogue's IRC signature names it, not the FTP parser
+    assert parsers.parse(TCP, True, 45921, 8000, [b"USER xxxxx +iw xxxxx :Xxxxxx Xxxx\r\n"])["app"] is None
+
+
+def test_bittorrent_local_discovery_is_not_ssdp() -> None:
+    lsd = b"BT-SEARCH * HTTP/1.1\r\nHost: 239.192.152.143:6771\r\nPort: 6881\r\nInfohash: 0123\r\n\r\n"
+    assert parsers.parse(UDP, True, 6771, 6771, [lsd])["app"] is None     # the catalogue's signature decides
+    ssdp = b"M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nMAN: \"ssdp:discover\"\r\n\r\n"
+    assert parsers.parse(UDP, True, 50000, 1900, [ssdp])["app"] == "ssdp"
+
+
+def test_anyconnects_pre_rfc_dtls_is_dtls() -> None:
+    hello = bytes.fromhex("16" "0100" "0000" "000000000000") + struct.pack("!H", 16) + \
+        bytes.fromhex("01" "00000c" "0000" "000000" "00000c") + bytes(4)
+    assert parsers.parse(UDP, True, 54107, 443, [hello])["app"] == "dtls"
