@@ -667,11 +667,9 @@ cdef int parse_tls(appctx_t *c) noexcept nogil:
     return APP_TLS
 
 
-cdef int parse_dtls(appctx_t *c) noexcept nogil:
-    """DTLS 1.0/1.2/1.3 records: type, version 0xfeff/0xfefd/0xfefc (or 0x0100, the pre-RFC DTLS that Cisco
-    AnyConnect still speaks), epoch, 48-bit sequence, length."""
-    cdef const uint8_t *p = c.payload
-    cdef uint32_t n = c.payload_len, off = 0, l
+cdef bint dtls_records(const uint8_t *p, uint32_t n) noexcept nogil:
+    """`p` is exactly a sequence of DTLS records (the check `parse_dtls` makes)."""
+    cdef uint32_t off = 0, l
     cdef int records = 0
     cdef uint16_t v
     while off + 13 <= n:
@@ -689,9 +687,13 @@ cdef int parse_dtls(appctx_t *c) noexcept nogil:
                 break
         records += 1
         off += 13 + l
-    if records > 0 and off == n:
-        return APP_DTLS
-    return PARSE_NO
+    return records > 0 and off == n
+
+
+cdef int parse_dtls(appctx_t *c) noexcept nogil:
+    """DTLS 1.0/1.2/1.3 records: type, version 0xfeff/0xfefd/0xfefc (or 0x0100, the pre-RFC DTLS that Cisco
+    AnyConnect still speaks), epoch, 48-bit sequence, length."""
+    return APP_DTLS if dtls_records(c.payload, c.payload_len) else PARSE_NO
 
 
 # ---------------------------------------------------------------------------------------------------

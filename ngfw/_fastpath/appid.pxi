@@ -299,8 +299,9 @@ cdef bint appid_inspect(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
             app_finish(e, t, f, a.builtin_app[r], CONF_PARSER, c.meta)
         if (r == APP_DNS or r == APP_MDNS) and dns_reads_on(_dns_msg(p), _dns_msg_len(p)):
             f.host_extra = DNS_EXTRA_PKTS | (HOSTX_MDNS if r == APP_MDNS else HOSTX_DNS)
-        elif r == APP_STUN and f.host < 0:
-            f.host_extra = STUN_EXTRA_PKTS | HOSTX_STUN   # the REALM comes with the server's challenge
+        elif r == APP_STUN:
+            # the REALM comes with the server's challenge; WebRTC's DTLS follows its ICE checks
+            f.host_extra = STUN_EXTRA_PKTS | HOSTX_STUN
         return True
     if s != NULL:
         s.parser_more = r == PARSE_NEED_MORE
@@ -342,25 +343,42 @@ cdef bint dns_reads_on(const uint8_t *msg, uint32_t n) noexcept nogil:
         return True
     return (msg[2] & 0x80) == 0 or (ngfw_be16(msg + 6) == 0 and ngfw_be16(msg + 8) == 0 and ngfw_be16(msg + 10) == 0)
 
-cdef void appid_host_extra(engine_t *e, flow_t *f, const pkt_t *p) noexcept nogil:
-    """One more packet of a decided flow whose host may come later (flow_t.host_extra)."""
+cdef bint appid_host_extra(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p) noexcept nogil:
+    """One more packet of a decided flow whose host may come later (flow_t.host_extra). True when the
+    flow's app shifted (STUN -> DTLS): the caller decides the flow again."""
     cdef uint8_t kind = f.host_extra & ~HOSTX_LEFT
     cdef uint8_t left = (f.host_extra & HOSTX_LEFT) - 1 if f.host_extra & HOSTX_LEFT else 0
     cdef uint8_t name[256]
     cdef uint32_t len = 0
+    cdef appmeta_t m
     f.host_extra = (kind | left) if left else 0
     if kind == HOSTX_STUN:
-        len = stun_realm(p.data + p.payload_off, p.payload_len, p.proto == P_TCP, name)
-        if len:
+        if p.proto == P_UDP and dtls_records(p.data + p.payload_off, p.payload_len):
             f.host_extra = 0
+            return app_shift(t, f, APP_DTLS)
+        if f.host < 0:
+            len = stun_realm(p.data + p.payload_off, p.payload_len, p.proto == P_TCP, name)
     else:
         len = _dns_extra_name(f, p, kind == HOSTX_MDNS, name)
     if len == 0:
-        return
-    cdef appmeta_t m
+        return False
     set_dns_host(&m, name, len)
     hostpool_give(&e.hostpool, f.host)
     f.host = hostpool_put(&e.hostpool, m.host, m.host_len)
+    return False
+
+cdef bint app_shift(tables_t *t, flow_t *f, int builtin) noexcept nogil:
+    """A decided flow turns out to carry another protocol (WebRTC: STUN, then DTLS on the same ports)."""
+    cdef apptables_t *a = &t.apps
+    cdef uint16_t app = a.builtin_app[builtin] if <uint32_t>builtin < a.n_builtin else 0
+    if app == 0 or app == f.app or app >= a.n_apps:
+        return False
+    if f.vsys >= 0 and <uint32_t>f.vsys < t.n_vsys:
+        if f.app < a.n_apps and a.app_flows[<uint32_t>f.vsys * a.n_apps + f.app]:
+            a.app_flows[<uint32_t>f.vsys * a.n_apps + f.app] -= 1
+        a.app_flows[<uint32_t>f.vsys * a.n_apps + app] += 1
+    f.app = app
+    return True
 
 cdef uint32_t _dns_extra_name(flow_t *f, const pkt_t *p, bint mdns, uint8_t *name) noexcept nogil:
     """The name of one more message of a decided DNS flow (0: none); a response with records ends the reading."""

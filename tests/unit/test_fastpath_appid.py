@@ -106,3 +106,26 @@ def test_unknown_application_in_a_rule_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(PolicyError, match=r"spec.rules\[0\].applications\[0\]: unknown application 'nosuchapp'"):
         _policy(tmp_path, "- {name: x, from: [any], to: [any], applications: [nosuchapp], action: allow}")
+
+
+STUN_THEN_DTLS_RULES = """
+- {name: allow-stun, from: [any], to: [any], applications: [stun], action: allow, log: true}
+- {name: default-deny, from: [any], to: [any], action: deny, log: true}
+"""
+
+
+def test_stun_that_turns_into_dtls_is_decided_again(tmp_path: Path) -> None:
+    import struct
+
+    w = Wire(_policy(tmp_path, STUN_THEN_DTLS_RULES))
+    binding = struct.pack("!HHI", 0x0001, 0, 0x2112A442) + b"\x07" * 12          # STUN binding request
+    assert len(w.from_vm(web1_to_srv(UDP(sport=40100, dport=19305) / binding))[0]) == 1
+    (flow,) = w.engine.flows()
+    assert (flow["app_proto"], flow["action"]) == ("stun", "allow")
+    # WebRTC: the DTLS handshake follows on the same ports; the policy allows STUN, not DTLS
+    hello = bytes.fromhex("16" "fefd" "0000" "000000000000") + struct.pack("!H", 16) + \
+        bytes.fromhex("01" "00000c" "0000" "000000" "00000c") + bytes(4)
+    assert w.from_vm(web1_to_srv(UDP(sport=40100, dport=19305) / hello))[0] == []
+    (flow,) = w.engine.flows()
+    assert (flow["app_proto"], flow["action"], flow["rule"]) == ("dtls", "deny", 1)
+    assert w.engine.stats()["app_cuts"] == 1
