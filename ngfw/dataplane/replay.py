@@ -20,6 +20,8 @@ from ngfw.dataplane.eve import DEFAULT_RULE, PROTO_NAMES, alert_fields, eve_time
 from ngfw.dataplane.fastpath import engine_module
 
 REPLAY_VSYS = "default"
+# the states of flows nothing identified: their records carry the port's guess
+UNDECIDED = frozenset({"incomplete", "insufficient-data", "unknown-tcp", "unknown-udp"})
 
 
 def allow_all_policy(inspect: bool = False) -> CompiledPolicy:
@@ -57,6 +59,8 @@ class Replayer:
         self.tables = self.fp.Tables(self.policy, {}, signatures.inspect if signatures is not None else None)
         self.problems: list[FileProblem] = []
         self._engine: Any = None   # kept from file to file (see _engine_for)
+        self._names: tuple[Any, ...] | None = None   # the policy's name tables, for _flow_records
+        self.fast_records = True   # build flow records in the extension (tests compare both ways)
         self._engine_capacity = 0
         self._port_in = 0
         self._events_lost = 0
@@ -90,9 +94,14 @@ class Replayer:
             self.problems.append(FileProblem(path, f"damaged at byte {result['error_offset']}: {result['error']}"
                                                    f" ({result['packets']} packets before it were replayed)"))
         engine.end_all_flows()
+        name = os.path.basename(path)
         events: list[dict[str, Any]] = []
-        while batch := engine.drain_events(65536):
-            events.extend(e for e in batch if e["event"] in ("flow", "alert"))
+        flows: list[tuple[float, int, dict[str, Any]]] = []
+        if self.signatures is None and self.fast_records:
+            flows = self._flow_records(engine, name)   # no alerts without signatures: records straight away
+        else:
+            while batch := engine.drain_events(65536):
+                events.extend(e for e in batch if e["event"] in ("flow", "alert"))
         lost = engine.stats()["events_lost"] - self._events_lost
         self._events_lost += lost
         if self.signatures is None:
@@ -102,12 +111,34 @@ class Replayer:
         if lost:
             self.problems.append(FileProblem(path, f"{lost} flow records were lost: the capture has more flows "
                                                    "than one pass can hold (split it)"))
+        if flows:
+            flows.sort(key=lambda f: (f[0], f[1]))   # in order of their first packet
+            return [record for _, _, record in flows]
         # flows in order of their first packet, each flow's alerts in order right after it
         first_seen = {e["flow_id"]: e["start"] for e in events if e["event"] == "flow"}
         events.sort(key=lambda e: (first_seen.get(e["flow_id"], e["start"]), e["flow_id"], e["event"] == "alert",
                                    e["end"]))
-        name = os.path.basename(path)
         return [self.record(e, name) if e["event"] == "flow" else self.alert_record(e, name) for e in events]
+
+    def _flow_records(self, engine: Any, name: str) -> list[tuple[float, int, dict[str, Any]]]:
+        """The engine's flow events as records, built in the extension from the policy's name tables
+        (what `record` builds from an event dict, for a fifth of the cost)."""
+        if self._names is None:
+            policy, catalogue = self.policy, self.policy.catalogue
+            self._names = (tuple(policy.vsys), tuple(w.name for w in policy.workloads),
+                           tuple(r.name for r in policy.rules),
+                           [split_app(catalogue, n or None) for n in self.tables.app_names])
+        vsys, workloads, rules, app_split = self._names
+        catalogue = self.policy.catalogue
+
+        def guess(proto: int, dest_port: int, src_port: int) -> str | None:
+            return port_guess(catalogue, proto, dest_port, src_port)
+
+        out: list[tuple[float, int, dict[str, Any]]] = []
+        while batch := engine.drain_flow_records(name, vsys, workloads, rules, app_split, UNDECIDED, guess,
+                                                 eve_timestamp, PROTO_NAMES, DEFAULT_RULE):
+            out.extend(batch)
+        return out
 
     def stats(self) -> dict[str, Any]:
         """The counters of the engine that replayed the last file (drops by reason, flows, ...)."""
@@ -174,7 +205,7 @@ class Replayer:
             "app_pkts": event.get("app_pkts"),
             # without payload nothing was identified; the port says what it probably was
             "app_guess": port_guess(catalogue, event["proto"], event["dest_port"], event["src_port"])
-            if app in ("incomplete", "insufficient-data", "unknown-tcp", "unknown-udp") else None,
+            if app in UNDECIDED else None,
             "vsys": policy.vsys_name(event["vsys"]) or None,
             "src_vm": policy.workload_name(event["src_wl"]) or None,
             "dest_vm": policy.workload_name(event["dst_wl"]) or None,
