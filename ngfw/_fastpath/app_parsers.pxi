@@ -1477,12 +1477,15 @@ cdef bint _contains_ci(const uint8_t *p, uint32_t n, const char *lit) noexcept n
 
 
 cdef void _greeting_host(appmeta_t *m, const uint8_t *p, uint32_t e) noexcept nogil:
-    # "220 mail.example.net ESMTP ...": the server names itself first (nDPI reports that as the host)
+    # "220 mail.example.net ESMTP ...": the server names itself first (nDPI reports that as the host); a
+    # greeting that starts with prose ("220 \"Authorized users only\"") names nothing
     cdef uint32_t i = 4, j
     if e < 5 or p[0] != 50 or p[1] != 50 or p[2] != 48:
         return
     j = i
     while j < e and p[j] > 32:
+        if not (_dns_char_ok(p[j]) or p[j] == 46):
+            return
         j += 1
     if j > i:
         _set_host(m, p + i, j - i)

@@ -302,6 +302,8 @@ cdef bint appid_inspect(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
         elif r == APP_STUN:
             # the REALM comes with the server's challenge; WebRTC's DTLS follows its ICE checks
             f.host_extra = STUN_EXTRA_PKTS | HOSTX_STUN
+        elif p.proto == P_TCP and a.tls_variant[r]:
+            f.host_extra = STARTTLS_EXTRA_PKTS | HOSTX_STARTTLS   # a STARTTLS upgrade may follow
         return True
     if s != NULL:
         s.parser_more = r == PARSE_NEED_MORE
@@ -355,9 +357,13 @@ cdef bint appid_host_extra(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p) 
     if kind == HOSTX_STUN:
         if p.proto == P_UDP and dtls_records(p.data + p.payload_off, p.payload_len):
             f.host_extra = 0
-            return app_shift(t, f, APP_DTLS)
+            return app_shift(t, f, t.apps.builtin_app[APP_DTLS])
         if f.host < 0:
             len = stun_realm(p.data + p.payload_off, p.payload_len, p.proto == P_TCP, name)
+    elif kind == HOSTX_STARTTLS:
+        if tls_client_hello_start(p.data + p.payload_off, p.payload_len):
+            f.host_extra = 0
+            return app_shift(t, f, starttls_variant(&t.apps, f.app))
     else:
         len = _dns_extra_name(f, p, kind == HOSTX_MDNS, name)
     if len == 0:
@@ -367,10 +373,22 @@ cdef bint appid_host_extra(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p) 
     f.host = hostpool_put(&e.hostpool, m.host, m.host_len)
     return False
 
-cdef bint app_shift(tables_t *t, flow_t *f, int builtin) noexcept nogil:
-    """A decided flow turns out to carry another protocol (WebRTC: STUN, then DTLS on the same ports)."""
+cdef uint16_t starttls_variant(const apptables_t *a, uint16_t app) noexcept nogil:
+    """The app id `app` (a builtin protocol's) is called after a TLS upgrade: imap -> imaps. 0: none."""
+    cdef uint32_t i
+    for i in range(a.n_builtin):
+        if a.builtin_app[i] == app and app:
+            return a.tls_variant[i]
+    return 0
+
+cdef inline bint tls_client_hello_start(const uint8_t *p, uint32_t n) noexcept nogil:
+    # a TLS handshake record carrying a ClientHello: what follows STARTTLS / AUTH TLS
+    return n >= 6 and p[0] == 22 and p[1] == 3 and p[2] <= 4 and p[5] == 1
+
+cdef bint app_shift(tables_t *t, flow_t *f, uint16_t app) noexcept nogil:
+    """A decided flow turns out to carry another protocol (WebRTC: STUN, then DTLS on the same ports;
+    IMAP, then TLS after STARTTLS)."""
     cdef apptables_t *a = &t.apps
-    cdef uint16_t app = a.builtin_app[builtin] if <uint32_t>builtin < a.n_builtin else 0
     if app == 0 or app == f.app or app >= a.n_apps:
         return False
     if f.vsys >= 0 and <uint32_t>f.vsys < t.n_vsys:

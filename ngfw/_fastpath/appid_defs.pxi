@@ -9,10 +9,12 @@ cdef enum:
     DNS_HOST_KEEP = 79    # a DNS-family name is kept by its last 79 bytes (what nDPI reports)
     DNS_EXTRA_PKTS = 5    # a decided DNS flow's later packets read for its host name (appid.pxi)
     STUN_EXTRA_PKTS = 8   # a decided STUN flow's later packets read for a REALM
-    HOSTX_LEFT = 0x1F     # flow_t.host_extra: packets left, and what to read them as
+    STARTTLS_EXTRA_PKTS = 16   # a decided FTP/SMTP/POP3/IMAP flow's later packets read for a TLS upgrade
+    HOSTX_LEFT = 0x1F     # flow_t.host_extra: packets left (low bits), and what to read them as (high bits)
     HOSTX_DNS = 0x20
     HOSTX_MDNS = 0x40
-    HOSTX_STUN = 0x80
+    HOSTX_STUN = 0x60
+    HOSTX_STARTTLS = 0x80
     HOST_MAX = 160        # longest host name kept (longer ones are truncated, never over-read)
     ALPN_MAX = 32
     UA_MAX = 96

@@ -39,6 +39,8 @@ import time
 
 COMPILED = True
 BUILD_INFO = {"hyperscan": hs_version().decode(), "io": "AF_PACKET TPACKET_V2"}
+# protocols that upgrade to TLS in the same connection (STARTTLS, AUTH TLS), and what they are then called
+STARTTLS_VARIANTS = {"ftp": "ftps", "smtp": "smtps", "pop3": "pop3s", "imap": "imaps"}
 
 
 # ---------------------------------------------------------------- helpers for Python <-> C
@@ -375,7 +377,9 @@ cdef class Tables:
         a.app_flows = <uint64_t *>calloc((t.n_vsys + 1) * a.n_apps, sizeof(uint64_t))
         a.n_builtin = len(BUILTIN_APPS)
         a.builtin_app = <uint16_t *>calloc(a.n_builtin, sizeof(uint16_t))
-        if a.parent == NULL or a.port_app == NULL or a.app_flows == NULL or a.builtin_app == NULL:
+        a.tls_variant = <uint16_t *>calloc(a.n_builtin, sizeof(uint16_t))
+        if a.parent == NULL or a.port_app == NULL or a.app_flows == NULL or a.builtin_app == NULL \
+                or a.tls_variant == NULL:
             raise MemoryError("not enough memory for the App-ID tables")
         for i in range(a.n_apps):
             a.parent[i] = 0xffff
@@ -388,6 +392,7 @@ cdef class Tables:
         by_name = cat.by_name
         for i, name in enumerate(BUILTIN_APPS):
             a.builtin_app[i] = by_name.get(name, 0) if name else 0
+            a.tls_variant[i] = by_name.get(STARTTLS_VARIANTS.get(name, ""), 0)
         for app in cat.apps:
             if app.parent is not None:
                 a.parent[app.id] = app.parent
@@ -543,7 +548,7 @@ cdef class Tables:
             hs_free_scratch(a.scratch)
         if a.db != NULL:
             hs_free_database(a.db)
-        free(a.builtin_app); free(a.sig_app); free(a.sig_l4); free(a.sig_dir); free(a.sig_prio); free(a.sig_minlen)
+        free(a.builtin_app); free(a.tls_variant); free(a.sig_app); free(a.sig_l4); free(a.sig_dir); free(a.sig_prio); free(a.sig_minlen)
         free(a.port_app); free(a.hosts); free(a.parent); free(a.app_flows)
         idmap_free(&a.app_ports)
         idmap_free(&a.port_children)

@@ -254,3 +254,8 @@ def test_anyconnects_pre_rfc_dtls_is_dtls() -> None:
     hello = bytes.fromhex("16" "0100" "0000" "000000000000") + struct.pack("!H", 16) + \
         bytes.fromhex("01" "00000c" "0000" "000000" "00000c") + bytes(4)
     assert parsers.parse(UDP, True, 54107, 443, [hello])["app"] == "dtls"
+
+
+def test_a_greeting_in_prose_names_no_server() -> None:
+    r = parsers.parse(TCP, False, 62092, 21, [b'220 "Authorized users only. All activity may be monitored."\r\n'])
+    assert (r["app"], r["host"]) == ("ftp", None)

@@ -129,3 +129,22 @@ def test_stun_that_turns_into_dtls_is_decided_again(tmp_path: Path) -> None:
     (flow,) = w.engine.flows()
     assert (flow["app_proto"], flow["action"], flow["rule"]) == ("dtls", "deny", 1)
     assert w.engine.stats()["app_cuts"] == 1
+
+
+def test_imap_that_upgrades_with_starttls_is_imaps_and_decided_again(tmp_path: Path) -> None:
+    from scapy.layers.tls.all import TLS, TLSClientHello
+
+    w = Wire(_policy(tmp_path, """
+- {name: allow-imap, from: [any], to: [any], applications: [imap], action: allow, log: true}
+- {name: default-deny, from: [any], to: [any], action: deny, log: true}
+"""))
+    open_tcp(w, 40200, 143)
+    assert len(w.from_up(srv_to_web1(tcp(143, 40200, "PA", seq=501, ack=101, payload=b"* OK IMAP4rev1 ready\r\n")))[0]) == 1
+    assert len(w.from_vm(web1_to_srv(tcp(40200, 143, "PA", seq=101, ack=523, payload=b"a1 STARTTLS\r\n")))[0]) == 1
+    assert len(w.from_up(srv_to_web1(tcp(143, 40200, "PA", seq=523, ack=114, payload=b"a1 OK Begin TLS\r\n")))[0]) == 1
+    (flow,) = w.engine.flows()
+    assert (flow["app_proto"], flow["action"]) == ("imap", "allow")
+    hello = bytes(TLS(msg=[TLSClientHello()]))
+    assert w.from_vm(web1_to_srv(tcp(40200, 143, "PA", seq=114, ack=540, payload=hello)))[0] == []
+    (flow,) = w.engine.flows()
+    assert (flow["app_proto"], flow["action"], flow["rule"]) == ("imaps", "deny", 1)
