@@ -1491,6 +1491,23 @@ cdef void _greeting_host(appmeta_t *m, const uint8_t *p, uint32_t e) noexcept no
         _set_host(m, p + i, j - i)
 
 
+cdef int _greeting_app(appctx_t *c, const uint8_t *p, uint32_t e) noexcept nogil:
+    # a "NNN text" server greeting: the protocol its text or, failing that, its port names
+    if _contains_ci(p, e, "ftp"):
+        return APP_FTP
+    if _contains_ci(p, e, "smtp") or _contains_ci(p, e, "mail"):
+        return APP_SMTP
+    if _contains_ci(p, e, "nntp") or _contains_ci(p, e, "news"):
+        return APP_NNTP
+    if _either_port(c, 21):
+        return APP_FTP
+    if _either_port(c, 25) or _either_port(c, 587):
+        return APP_SMTP
+    if _either_port(c, 119):
+        return APP_NNTP
+    return PARSE_NO
+
+
 cdef int parse_whois(appctx_t *c) noexcept nogil:
     """WHOIS (TCP 43): the client's query is one printable line; it is the flow's host (a domain, usually)."""
     cdef const uint8_t *p = c.stream
@@ -1543,20 +1560,10 @@ cdef int parse_mail_ftp(appctx_t *c) noexcept nogil:
             return APP_IMAP
         if p[0] >= 49 and p[0] <= 53 and p[1] >= 48 and p[1] <= 57 and p[2] >= 48 and p[2] <= 57 \
                 and (p[3] == 32 or p[3] == 45):
-            _greeting_host(c.meta, p, e)
-            if _contains_ci(p, e, "ftp"):
-                return APP_FTP
-            if _contains_ci(p, e, "smtp") or _contains_ci(p, e, "mail"):
-                return APP_SMTP
-            if _contains_ci(p, e, "nntp") or _contains_ci(p, e, "news"):
-                return APP_NNTP
-            if _either_port(c, 21):
-                return APP_FTP
-            if _either_port(c, 25) or _either_port(c, 587):
-                return APP_SMTP
-            if _either_port(c, 119):
-                return APP_NNTP
-            return PARSE_NO
+            r = _greeting_app(c, p, e)
+            if r > 0:
+                _greeting_host(c.meta, p, e)
+            return r
     if _ieq(p, n, "user ") and not _one_word(p + 5, e - 5):
         return PARSE_NO   # IRC's USER has four parameters (USER name mode * :real name); FTP's has one
     if _ieq(p, n, "user ") or _ieq(p, n, "auth tls") or _ieq(p, n, "auth ssl") or _ieq(p, n, "feat\r") \
@@ -1924,7 +1931,6 @@ cdef int appid_parse(appctx_t *c) noexcept nogil:
             r = _try(parse_mail_ftp(c), &need)
             if r > 0:
                 return r
-            c.meta.host_len = 0   # a greeting's name belongs to a protocol that greets
         if b0 == 0:
             r = _try(parse_smb(c), &need)
             if r > 0:

@@ -302,7 +302,7 @@ cdef bint appid_inspect(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
         elif r == APP_STUN:
             # the REALM comes with the server's challenge; WebRTC's DTLS follows its ICE checks
             f.host_extra = STUN_EXTRA_PKTS | HOSTX_STUN
-        elif p.proto == P_TCP and a.tls_variant[r]:
+        elif p.proto == P_TCP and f.app < a.n_apps and a.tls_variant[f.app]:
             f.host_extra = STARTTLS_EXTRA_PKTS | HOSTX_STARTTLS   # a STARTTLS upgrade may follow
         return True
     if s != NULL:
@@ -363,7 +363,7 @@ cdef bint appid_host_extra(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p) 
     elif kind == HOSTX_STARTTLS:
         if tls_client_hello_start(p.data + p.payload_off, p.payload_len):
             f.host_extra = 0
-            return app_shift(t, f, starttls_variant(&t.apps, f.app))
+            return app_shift(t, f, t.apps.tls_variant[f.app] if f.app < t.apps.n_apps else 0)
     else:
         len = _dns_extra_name(f, p, kind == HOSTX_MDNS, name)
     if len == 0:
@@ -372,14 +372,6 @@ cdef bint appid_host_extra(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p) 
     hostpool_give(&e.hostpool, f.host)
     f.host = hostpool_put(&e.hostpool, m.host, m.host_len)
     return False
-
-cdef uint16_t starttls_variant(const apptables_t *a, uint16_t app) noexcept nogil:
-    """The app id `app` (a builtin protocol's) is called after a TLS upgrade: imap -> imaps. 0: none."""
-    cdef uint32_t i
-    for i in range(a.n_builtin):
-        if a.builtin_app[i] == app and app:
-            return a.tls_variant[i]
-    return 0
 
 cdef inline bint tls_client_hello_start(const uint8_t *p, uint32_t n) noexcept nogil:
     # a TLS handshake record carrying a ClientHello: what follows STARTTLS / AUTH TLS

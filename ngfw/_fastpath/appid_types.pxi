@@ -10,7 +10,7 @@ ctypedef struct hostent_t:
 ctypedef struct apptables_t:
     uint32_t n_apps
     uint16_t *builtin_app         # parser answer (BUILTIN_APPS index) -> app id
-    uint16_t *tls_variant         # parser answer -> app id of the protocol after STARTTLS (imap -> imaps), 0: none
+    uint16_t *tls_variant         # per app: the app it is after STARTTLS (imap -> imaps), 0: none
     uint32_t n_builtin
     hs_database_t *db
     hs_scratch_t *scratch

@@ -119,7 +119,6 @@ cdef int decode_tunneled(pkt_t *p, uint32_t off, uint32_t end) noexcept nogil:
     capture's tunnel is classified by what it carries, as nDPI's reader does. The live dataplane keeps
     the outer header (identity and policy are the tunnel endpoints'), so it never sets `decap`."""
     p.decap = 0
-    p.tunneled = 1
     p.len = end          # the inner datagram ends where the outer one does
     p.is_frag = 0
     if p.proto == 4:

@@ -377,7 +377,7 @@ cdef class Tables:
         a.app_flows = <uint64_t *>calloc((t.n_vsys + 1) * a.n_apps, sizeof(uint64_t))
         a.n_builtin = len(BUILTIN_APPS)
         a.builtin_app = <uint16_t *>calloc(a.n_builtin, sizeof(uint16_t))
-        a.tls_variant = <uint16_t *>calloc(a.n_builtin, sizeof(uint16_t))
+        a.tls_variant = <uint16_t *>calloc(a.n_apps, sizeof(uint16_t))
         if a.parent == NULL or a.port_app == NULL or a.app_flows == NULL or a.builtin_app == NULL \
                 or a.tls_variant == NULL:
             raise MemoryError("not enough memory for the App-ID tables")
@@ -392,7 +392,9 @@ cdef class Tables:
         by_name = cat.by_name
         for i, name in enumerate(BUILTIN_APPS):
             a.builtin_app[i] = by_name.get(name, 0) if name else 0
-            a.tls_variant[i] = by_name.get(STARTTLS_VARIANTS.get(name, ""), 0)
+        for name, variant in STARTTLS_VARIANTS.items():
+            if name in by_name and variant in by_name:
+                a.tls_variant[by_name[name]] = by_name[variant]
         for app in cat.apps:
             if app.parent is not None:
                 a.parent[app.id] = app.parent

@@ -21,6 +21,7 @@ from ngfw.control.documents import (
     InvalidDocuments,
     Key,
     Problem,
+    is_workload,
     key_of,
     label_of,
     parse_resource,
@@ -116,7 +117,7 @@ def validate_identity(previous: CompiledPolicy, documents: Sequence[Document],
     workloads: list[Workload] = []
     problems: list[Problem] = []
     for index, document in enumerate(documents):
-        if document.get("kind") != "Workload":
+        if not is_workload(document):
             continue
         try:
             resource = _parse(document, f"document {index + 1}")
