@@ -199,9 +199,7 @@ class Report:
         }
 
 
-def score(labels: Sequence[Label], flows: Iterable[dict[str, Any]], port_guesses: bool = False) -> Report:
-    """`port_guesses`: where we saw no payload to identify (app `incomplete` and the like), compare our
-    port-based `app_guess` instead, as nDPI itself names such flows by port ("match by port")."""
+def score(labels: Sequence[Label], flows: Iterable[dict[str, Any]]) -> Report:
     index = index_flows(flows)
     report = Report()
     used: set[FlowKey] = set()
@@ -213,8 +211,6 @@ def score(labels: Sequence[Label], flows: Iterable[dict[str, Any]], port_guesses
         else:
             used.add(key)
         got = None if ours is None else ours.get("app_proto")
-        if port_guesses and ours is not None and ours.get("app_guess"):
-            got = ours["app_guess"]
         if label.app is not None:
             report.labelled += 1
             app_score = report.per_app.setdefault(label.app, AppScore())
@@ -307,8 +303,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ngfw", default="ngfw replay", help="command that replays captures (default: %(default)s)")
     parser.add_argument("--replay-output", type=Path, help="read `ngfw replay --json` output from this file instead")
     parser.add_argument("--json", type=Path, help="write the numbers and disagreements here")
-    parser.add_argument("--port-guesses", action="store_true",
-                        help="for flows without payload to identify, score our port guess (app_guess)")
     args = parser.parse_args(argv)
 
     labels = load_labels(args.corpus / "labels.jsonl")
@@ -316,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         flows = parse_flows(args.replay_output.read_text())
     else:
         flows = run_replay(args.ngfw, corpus_pcaps(args.corpus))
-    report = score(labels, flows, port_guesses=args.port_guesses)
+    report = score(labels, flows)
     sys.stdout.write(render_markdown(report))
     if args.json:
         args.json.write_text(json.dumps(report.as_json(), indent=2) + "\n")

@@ -238,15 +238,17 @@ cdef void app_finish(engine_t *e, tables_t *t, flow_t *f, uint16_t app, uint8_t 
         a.app_flows[<uint32_t>f.vsys * a.n_apps + app] += 1
 
 cdef uint16_t app_at_end(const apptables_t *a, const flow_t *f) noexcept nogil:
-    """The honest answer for a flow that ends undecided."""
+    """The answer for a flow that ends undecided: its server port's app, at port confidence (with
+    app_pkts 0 when it carried no payload: nothing contradicts the port, as nDPI's "match by port"),
+    else `incomplete` (no payload) or `insufficient-data`."""
     cdef uint16_t guess
     if f.key.proto != P_TCP and f.key.proto != P_UDP:
         return a.ipproto_app[f.key.proto] if a.ipproto_app[f.key.proto] else a.unknown
-    if f.pl_pkts[0] == 0 and f.pl_pkts[1] == 0:
-        return a.incomplete
     guess = port_guess(a, f)
     if guess:
         return guess
+    if f.pl_pkts[0] == 0 and f.pl_pkts[1] == 0:
+        return a.incomplete
     return a.insufficient
 
 cdef bint appid_inspect(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bint to_server) noexcept nogil:

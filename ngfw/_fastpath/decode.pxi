@@ -126,6 +126,86 @@ cdef int decode_tunneled(pkt_t *p, uint32_t off, uint32_t end) noexcept nogil:
         return decode_ipv4(p, off)
     return decode_ipv6(p, off)
 
+cdef uint16_t carried_ip(const uint8_t *d, uint32_t n, uint16_t et, uint32_t *off) noexcept nogil:
+    """The ethertype of the IP packet an MPLS label stack or a PPPoE session frame carries, `off` moved
+    to it (replay: nDPI's reader reads through both); 0 when it carries something else."""
+    cdef uint32_t o = off[0]
+    cdef int labels = 0
+    cdef uint16_t ppp
+    if et == 0x8864:
+        # PPPoE session: version/type, code, session id, length, then the PPP protocol
+        if o + 8 > n or d[o] != 0x11 or d[o + 1] != 0:
+            return 0
+        ppp = ngfw_be16(d + o + 6)
+        off[0] = o + 8
+        return 0x0800 if ppp == 0x0021 else (0x86dd if ppp == 0x0057 else 0)
+    while True:
+        # MPLS: 4-byte labels up to the one with the bottom-of-stack bit; the payload type is not
+        # signalled, the IP version nibble tells
+        if o + 4 > n or labels == 8:
+            return 0
+        labels += 1
+        o += 4
+        if d[o - 2] & 1:
+            break
+    if o >= n:
+        return 0
+    off[0] = o
+    if (d[o] >> 4) == 4:
+        return 0x0800
+    return 0x86dd if (d[o] >> 4) == 6 else 0
+
+cdef int decode_udp_tunnel(pkt_t *p) noexcept nogil:
+    """A UDP tunnel of a replayed capture, read as the packet it carries (once, as `decode_tunneled`):
+    GTP-U (2152), VXLAN (4789), CAPWAP data (5247). Anything else is the UDP flow it is."""
+    cdef const uint8_t *d = p.data
+    cdef uint32_t off = p.payload_off, end = p.payload_off + p.payload_len
+    cdef uint32_t ext
+    cdef uint16_t et
+    if p.dport == 5247 or p.sport == 5247:
+        return decode_capwap(p)
+    if p.dport == 2152 or p.sport == 2152:
+        # GTPv1-U G-PDU (3GPP TS 29.281): version 1, protocol type GTP, message type 255
+        if p.payload_len < 8 or (d[off] >> 5) != 1 or (d[off] & 0x10) == 0 or d[off + 1] != 0xFF:
+            return R_NONE
+        if d[off] & 0x07:
+            # sequence number, N-PDU number and next extension type come as one 4-byte block
+            if p.payload_len < 12:
+                return R_NONE
+            ext = d[off + 11] if d[off] & 0x04 else 0
+            off += 12
+            while ext:
+                # each extension header: length in 4-byte units, contents, next type in its last byte
+                if off >= end or d[off] == 0 or off + <uint32_t>d[off] * 4 > end:
+                    return R_NONE
+                off += <uint32_t>d[off] * 4
+                ext = d[off - 1]
+        else:
+            off += 8
+        if off >= end:
+            return R_NONE
+        et = 0x0800 if (d[off] >> 4) == 4 else (0x86dd if (d[off] >> 4) == 6 else 0)
+    elif p.dport == 4789 or p.sport == 4789:
+        # VXLAN (RFC 7348): the I flag, reserved bytes zero, then an Ethernet frame
+        if p.payload_len < 8 + 14 or d[off] != 0x08 or d[off + 1] or d[off + 2] or d[off + 3] or d[off + 7]:
+            return R_NONE
+        off += 8 + 12
+        et = ngfw_be16(d + off)
+        off += 2
+        if et == 0x8100 and off + 4 <= end:
+            et = ngfw_be16(d + off + 2)
+            off += 4
+    else:
+        return R_NONE
+    if et != 0x0800 and et != 0x86dd:
+        return R_NONE
+    p.proto = 4 if et == 0x0800 else 41
+    p.has_ports = 0
+    p.sport = 0
+    p.dport = 0
+    p.payload_len = 0
+    return decode_tunneled(p, off, end)
+
 cdef int decode_capwap(pkt_t *p) noexcept nogil:
     """A CAPWAP data packet (UDP 5247) carrying a station's frame, 802.11 with LLC/SNAP or 802.3: read the
     IP packet inside in its place (replay only, as `decode_tunneled`). Anything else, a management frame,
@@ -337,11 +417,15 @@ cdef int decode_frame(pkt_t *p, const uint8_t *data, uint32_t n, bint snapped=Fa
         et = nsh_inner(data, n, &off)
         if et == 0:
             return R_TRUNC_NSH
+    elif decap and (et == 0x8847 or et == 0x8848 or et == 0x8864):
+        et = carried_ip(data, n, et, &off)
+        if et == 0:
+            return R_UNKNOWN_ETHERTYPE
     p.l3_off = off
     if et == 0x0800 or et == 0x86dd:
         r = decode_ipv4(p, off) if et == 0x0800 else decode_ipv6(p, off)
-        if r == R_NONE and p.decap and p.proto == P_UDP and p.has_ports and (p.dport == 5247 or p.sport == 5247):
-            return decode_capwap(p)
+        if r == R_NONE and p.decap and p.proto == P_UDP and p.has_ports:
+            return decode_udp_tunnel(p)
         return r
     if et == 0x0806:
         # Ethernet/IPv4 ARP is 28 bytes; sender IP lands in src_ip, target IP in dst_ip

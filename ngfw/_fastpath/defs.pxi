@@ -150,7 +150,12 @@ DROP_REASONS = (
 cdef enum:
     RX_KERNEL_BITS = 0xFFFF
     RX_SNAPPED = 0x40000000
-    RX_DECAP = 0x20000000      # a capture record: read IP-in-IP tunnels' inner packets (replay)
+    RX_DECAP = 0x20000000      # a capture record: read tunnels' inner packets (replay)
+
+# replay sweeps at most this many flow slots per packet: the capture's clock may jump by hours between
+# two packets, and a whole-table sweep per packet was two thirds of replaying the App-ID corpus
+cdef enum:
+    REPLAY_SWEEP_SLOTS = 32
 
 # --- layer 3 kinds ---
 cdef enum:

@@ -32,8 +32,8 @@ include "inspect_ja3.pxi"
 include "inspect.pxi"
 include "source_pcap.pxi"
 include "inspect_tables.pxi"
+include "records_json.pxi"
 
-import ipaddress
 import os
 import time
 
@@ -45,10 +45,18 @@ STARTTLS_VARIANTS = {"ftp": "ftps", "smtp": "smtps", "pop3": "pop3s", "imap": "i
 
 # ---------------------------------------------------------------- helpers for Python <-> C
 
+cdef ip128_t ip_from_int(object value) except *:
+    """A 128-bit integer (network order when written big-endian) as an ip128_t."""
+    cdef ip128_t out
+    cdef bytes raw = value.to_bytes(16, "big")
+    memcpy(&out.hi, <const char *>raw, 8)
+    memcpy(&out.lo, (<const char *>raw) + 8, 8)
+    return out
+
 cdef ip128_t ip_to_c(object addr) except *:
     cdef ip128_t out
     cdef bytes raw
-    if isinstance(addr, ipaddress.IPv4Address):
+    if addr.version == 4:   # an ipaddress address (the module is not imported here: replay starts faster)
         raw = b"\x00" * 10 + b"\xff\xff" + addr.packed
     else:
         raw = addr.packed
@@ -77,6 +85,8 @@ cdef object ip_from_c(ip128_t ip, bint v6):
             break
     else:
         # ::/80 prefixes (IPv4-mapped and -compatible): inet_ntop writes dotted quads, ipaddress does not
+        import ipaddress
+
         return str(ipaddress.IPv6Address(bytes(raw[:16])))
     inet_ntop(AF_INET6, raw, text, sizeof(text))
     return text.decode("ascii")
@@ -308,7 +318,7 @@ cdef class Tables:
                     ip = ip_to_c(net.network_address)
                     plen = net.prefixlen + (96 if net.version == 4 else 0)
                     mask_int = ((1 << plen) - 1) << (128 - plen) if plen else 0
-                    mask = ip_to_c(ipaddress.IPv6Address(mask_int))
+                    mask = ip_from_int(mask_int)
                     t.cidrs[ncidr].mask_hi = mask.hi
                     t.cidrs[ncidr].mask_lo = mask.lo
                     t.cidrs[ncidr].net_hi = ip.hi & mask.hi
@@ -769,7 +779,7 @@ cdef class Engine:
                             continue
                         # a record cut by the capture's snap length: lengths in its headers run past it
                         process_frame(self.e, port, buf, n, RX_DECAP | (RX_SNAPPED if origlen > caplen else 0), ts)
-                        sweep_flows(self.e, ts)
+                        sweep_flows(self.e, ts, REPLAY_SWEEP_SLOTS)
                     for i in range(self.e.n_ports):
                         port_flush(&self.e.ports[i])
         finally:
@@ -866,15 +876,18 @@ cdef class Engine:
         cdef uint64_t now = ngfw_now_ns() if now_ns is None else <uint64_t>now_ns
         self.e.last_sweep = 0
         self.e.flows.sweep_cursor = 0
-        sweep_flows(self.e, now if now > 1000000000 else 1000000000)
+        sweep_flows(self.e, now if now > 1000000000 else 1000000000, self.e.flows.mask + 1)
 
     def end_all_flows(self) -> None:
         """Emit a `shutdown` flow event for every logged flow and empty the table (after `stop`)."""
-        cdef uint32_t s
+        cdef uint32_t s, left = self.e.flows.count
         for s in range(self.e.flows.mask + 1):
+            if left == 0:
+                break   # a replay engine sized for a big capture holds a small one's flows
             if self.e.flows.slots[s].used:
                 flow_end(self.e, &self.e.flows.slots[s], END_SHUTDOWN)
                 self.e.flows.slots[s].used = 0
+                left -= 1
         self.e.flows.count = 0
 
     def replay_reset(self) -> None:
@@ -1012,12 +1025,10 @@ cdef class Engine:
         }
 
     def drain_flow_records(self, str pcap_file, tuple vsys_names, tuple workload_names, tuple rule_names,
-                           list app_split, frozenset undecided, object guess, object timestamp, dict proto_names,
-                           str default_rule) -> list:
+                           list app_split, object timestamp, dict proto_names, str default_rule) -> list:
         """Replay's fast path: every flow event in the ring as (start, flow_id, record), the record in its
         final shape (`ngfw.dataplane.replay.Replayer.record`, built here from name tables instead of from an
-        event dict); other events are dropped. `app_split[app id]` is (app_proto, app); `undecided` names
-        the states whose flows get `guess(proto, dest_port, src_port)`."""
+        event dict); other events are dropped. `app_split[app id]` is (app_proto, app)."""
         cdef evring_t *r = &self.e.events
         cdef uint32_t tail = r.tail
         cdef uint32_t head = ngfw_load_u32(&r.head)
@@ -1053,7 +1064,6 @@ cdef class Engine:
                 "app_host": (<char *>ev.host)[:ev.host_len].decode("utf-8", "replace") if ev.host_len else None,
                 "app_confidence": ev.app_conf if ev.app else None,
                 "app_pkts": ev.app_pkts if ev.app else None,
-                "app_guess": guess(ev.proto, ev.dest_port, ev.src_port) if app in undecided else None,
                 "vsys": (vsys_names[vsys] or None) if 0 <= vsys < n_vsys else None,
                 "src_vm": (workload_names[ev.src_wl] or None) if 0 <= ev.src_wl < n_wl else None,
                 "dest_vm": (workload_names[ev.dst_wl] or None) if 0 <= ev.dst_wl < n_wl else None,
@@ -1065,6 +1075,100 @@ cdef class Engine:
                 "bytes_toserver": ev.bytes[0],
                 "bytes_toclient": ev.bytes[1],
             }))
+        ngfw_store_u32(&r.tail, tail)
+        return out
+
+    def drain_flow_json(self, bytes pcap_file, tuple vsys, tuple workloads, tuple rules, list apps,
+                        tuple protos, tuple actions, bytes default_rule) -> list:
+        """`drain_flow_records` as JSON lines: every flow event in the ring as (start, flow_id, line), the
+        line the bytes orjson writes for that record, plus a newline. Every name argument is pre-encoded
+        JSON (`json_quote`): `pcap_file`; `vsys`, `workloads`, `rules` by index (null for an empty
+        name); `apps[app id]` the `"app_proto":...,"app":...` pair; `protos[0..255]`; `actions`."""
+        cdef evring_t *r = &self.e.events
+        cdef uint32_t tail = r.tail
+        cdef uint32_t head = ngfw_load_u32(&r.head)
+        cdef event_t *ev
+        cdef list out = []
+        cdef double start
+        cdef Py_ssize_t n_vsys = len(vsys), n_wl = len(workloads), n_rules = len(rules), n_apps = len(apps)
+        cdef size_t cap = 1024 + len(pcap_file) + 6 * HOST_MAX + len(default_rule)
+        cdef jbuf_t b
+        cdef bytes host
+        cdef bytes line
+        cdef int64_t vs, rule
+        cap += max([len(x) for x in apps] or [0]) + max([len(x) for x in vsys] or [0])
+        cap += 2 * max([len(x) for x in workloads] or [0]) + max([len(x) for x in rules] or [0])
+        cap += max([len(x) for x in protos]) + max([len(x) for x in actions])
+        line = PyBytes_FromStringAndSize(NULL, cap)
+        b.p = <char *>line
+        b.cap = cap
+        while tail != head:
+            ev = &r.ev[tail & (r.size - 1)]
+            tail += 1
+            if ev.type != EV_FLOW:
+                continue
+            start = (ev.ts_first / 1e9) + self.wall_offset
+            b.n = 0
+            jb_lit(&b, b'{"event_type":"flow","pcap_file":')
+            jb_bytes(&b, pcap_file)
+            jb_lit(&b, b',"flow_id":')
+            jb_u64(&b, ev.flow_id)
+            jb_lit(&b, b',"timestamp":')
+            jb_timestamp(&b, start)
+            jb_lit(&b, b',"src_ip":')
+            jb_ip(&b, ev.src_ip, ev.is_v6)
+            jb_lit(&b, b',"src_port":')
+            jb_u64(&b, ev.src_port)
+            jb_lit(&b, b',"dest_ip":')
+            jb_ip(&b, ev.dest_ip, ev.is_v6)
+            jb_lit(&b, b',"dest_port":')
+            jb_u64(&b, ev.dest_port)
+            jb_lit(&b, b',"proto":')
+            jb_bytes(&b, protos[ev.proto])
+            jb_lit(&b, b',')
+            jb_bytes(&b, apps[ev.app] if 0 < ev.app < n_apps else b'"app_proto":null,"app":null')
+            jb_lit(&b, b',"app_host":')
+            if ev.host_len == 0:
+                jb_lit(&b, b'null')
+            elif utf8_valid(<const uint8_t *>ev.host, ev.host_len):
+                jb_string(&b, <const uint8_t *>ev.host, ev.host_len)
+            else:
+                host = (<char *>ev.host)[:ev.host_len].decode("utf-8", "replace").encode("utf-8")
+                jb_string(&b, <const uint8_t *><const char *>host, len(host))
+            jb_lit(&b, b',"app_confidence":')
+            if ev.app:
+                jb_u64(&b, ev.app_conf)
+                jb_lit(&b, b',"app_pkts":')
+                jb_u64(&b, ev.app_pkts)
+            else:
+                jb_lit(&b, b'null,"app_pkts":null')
+            vs = ev.vsys
+            rule = ev.rule
+            jb_lit(&b, b',"vsys":')
+            jb_bytes(&b, vsys[vs] if 0 <= vs < n_vsys else b"null")
+            jb_lit(&b, b',"src_vm":')
+            jb_bytes(&b, workloads[ev.src_wl] if 0 <= ev.src_wl < n_wl else b"null")
+            jb_lit(&b, b',"dest_vm":')
+            jb_bytes(&b, workloads[ev.dst_wl] if 0 <= ev.dst_wl < n_wl else b"null")
+            jb_lit(&b, b',"rule":')
+            if vs < 0:
+                jb_lit(&b, b"null")
+            elif rule < 0:
+                jb_bytes(&b, default_rule)
+            else:
+                jb_bytes(&b, rules[rule] if rule < n_rules else b'"default-deny"')
+            jb_lit(&b, b',"action":')
+            jb_bytes(&b, actions[ev.action] if ev.action < len(actions) else b"null")
+            jb_lit(&b, b',"pkts_toserver":')
+            jb_u64(&b, ev.pkts[0])
+            jb_lit(&b, b',"pkts_toclient":')
+            jb_u64(&b, ev.pkts[1])
+            jb_lit(&b, b',"bytes_toserver":')
+            jb_u64(&b, ev.bytes[0])
+            jb_lit(&b, b',"bytes_toclient":')
+            jb_u64(&b, ev.bytes[1])
+            jb_lit(&b, b'}\n')
+            out.append((start, ev.flow_id, PyBytes_FromStringAndSize(b.p, b.n)))
         ngfw_store_u32(&r.tail, tail)
         return out
 

@@ -3,7 +3,6 @@
 # and, for the payload, per transport and direction (Suricata's rule groups); they are cached on
 # disk by content, so a reload of an unchanged rule set deserializes instead of compiling.
 
-import hashlib
 
 cdef uint32_t _next_ruleset_id = 1
 
@@ -81,6 +80,8 @@ cdef pcre2_code *_pcre_compile(bytes regex, uint32_t opts) except? NULL:
 
 
 def _hs_db_cache_path(mode, patterns):
+    import hashlib   # here, not at module import: `ngfw replay` starts faster
+
     h = hashlib.sha256(hs_version())
     h.update(str(mode).encode())
     for pat, nocase in patterns:

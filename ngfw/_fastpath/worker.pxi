@@ -346,6 +346,11 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
         flow_end(e, f, END_REUSED)
         flow_remove_slot(&e.flows, <uint32_t>(f - e.flows.slots))
         f = NULL
+    elif f != NULL and flow_idle_out(e, f, now):
+        # idle past its timeout and not swept yet: what arrives now starts a new flow
+        flow_end(e, f, END_TIMEOUT)
+        flow_remove_slot(&e.flows, <uint32_t>(f - e.flows.slots))
+        f = NULL
     if f == NULL:
         if p.proto == P_TCP and (p.tcp_flags & (TH_SYN | TH_ACK | TH_RST)) != TH_SYN and not e.tcp_midstream:
             count_drop(e, R_TCP_NOT_SYN)
@@ -443,8 +448,13 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
     # 8. forward
     forward(e, in_port, data, len, fix, now)
 
-cdef void sweep_flows(engine_t *e, uint64_t now) noexcept nogil:
-    """Expire idle flows, scanning a share of the table proportional to the time elapsed."""
+cdef inline bint flow_idle_out(const engine_t *e, const flow_t *f, uint64_t now) noexcept nogil:
+    return now > f.ts_last and now - f.ts_last > e.timeouts_ns[flow_timeout_class(f)]
+
+cdef void sweep_flows(engine_t *e, uint64_t now, uint64_t max_slots) noexcept nogil:
+    """Expire idle flows, scanning a share of the table proportional to the time elapsed (at most
+    `max_slots`: a replayed capture's clock jumps by hours between packets, and a flow seen again after
+    its timeout is ended when it is looked up anyway)."""
     cdef flowtable_t *ft = &e.flows
     cdef uint64_t elapsed = now - e.last_sweep
     cdef uint64_t budget
@@ -456,10 +466,12 @@ cdef void sweep_flows(engine_t *e, uint64_t now) noexcept nogil:
     budget = (<uint64_t>(ft.mask + 1) * elapsed) // 1000000000ull + 64
     if budget > ft.mask + 1:
         budget = ft.mask + 1
+    if budget > max_slots:
+        budget = max_slots
     while budget > 0:
         s = ft.sweep_cursor
         f = &ft.slots[s]
-        if f.used and now > f.ts_last and now - f.ts_last > e.timeouts_ns[flow_timeout_class(f)]:
+        if f.used and flow_idle_out(e, f, now):
             flow_end(e, f, END_TIMEOUT)
             flow_remove_slot(ft, s)
             continue   # a later entry may have shifted into this slot: look at it again
@@ -542,7 +554,7 @@ cdef void run_loop(engine_t *e) noexcept nogil:
                 n += rx_tap_burst(e, i, e.burst, now)
         for i in range(e.n_ports):
             port_flush(&e.ports[i])
-        sweep_flows(e, now)
+        sweep_flows(e, now, e.flows.mask + 1)
         if n:
             last_busy = now
         elif now - last_busy < e.idle_spin_ns:

@@ -18,13 +18,3 @@ def split_app(catalogue: Any, name: str | None) -> tuple[str | None, str | None]
         depth += 1
     return str(proto.name), name
 
-
-def port_guess(catalogue: Any, proto: int, dest_port: int, src_port: int) -> str | None:
-    """The application whose default port the flow uses (server side first): a guess, not an identification."""
-    if catalogue is None or proto not in (6, 17):
-        return None
-    for port in (dest_port, src_port):
-        apps = catalogue.default_ports.get((proto, port))
-        if apps:
-            return str(catalogue.apps[apps[0]].name)
-    return None

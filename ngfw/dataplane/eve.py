@@ -6,16 +6,16 @@ that decided the flow, so a record stays right after a reload renumbered workloa
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import os
-import threading
-from typing import IO, Any, Callable
 
-import orjson
-
-from ngfw.compiler.tables import CompiledPolicy
 from ngfw.dataplane.appnames import split_app
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:   # `ngfw replay` imports this module: what only annotations need stays out of its start
+    from typing import IO, Any, Callable
+
+    from ngfw.compiler.tables import CompiledPolicy
 
 PROTO_NAMES = {1: "ICMP", 6: "TCP", 17: "UDP", 58: "IPv6-ICMP"}
 DEFAULT_RULE = "default-deny"
@@ -31,6 +31,8 @@ def eve_timestamp(epoch: float) -> str:
 @functools.lru_cache(maxsize=4096)
 def _second(seconds: int) -> str:
     # records come in bursts from the same seconds: strftime once per second, not once per record
+    import datetime as dt
+
     return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
 
 
@@ -112,6 +114,8 @@ class EveWriter:
 
     def __init__(self, path: str) -> None:
         self.path = path
+        import threading
+
         self._lock = threading.Lock()
         self._file: IO[str] = self._open()
         self.written = 0
@@ -125,6 +129,8 @@ class EveWriter:
     def write_events(self, events: list[dict[str, Any]], policy_for: Callable[[int], CompiledPolicy | None]) -> None:
         if not events:
             return
+        import orjson
+
         lines = [orjson.dumps(eve_record(e, policy_for(e["generation"]))) for e in events]
         with self._lock:
             self._file.write(b"\n".join(lines).decode("utf-8") + "\n")

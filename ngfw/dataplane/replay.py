@@ -9,25 +9,27 @@ from __future__ import annotations
 
 import mmap
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-from ngfw.compiler.tables import Action, AddressSet, CompiledPolicy, CompiledProfile, CompiledRule
-from ngfw.dataplane.appnames import port_guess, split_app
+from ngfw.dataplane.appnames import split_app
 from ngfw.dataplane.eve import DEFAULT_RULE, PROTO_NAMES, alert_fields, eve_timestamp
 from ngfw.dataplane.fastpath import engine_module
 
+# what only annotations need is not imported: `ngfw replay` starts in a tenth of a second
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
+
+    from ngfw.compiler.tables import CompiledPolicy
+
 REPLAY_VSYS = "default"
-# the states of flows nothing identified: their records carry the port's guess
-UNDECIDED = frozenset({"incomplete", "insufficient-data", "unknown-tcp", "unknown-udp"})
 
 
 def allow_all_policy(inspect: bool = False) -> CompiledPolicy:
     """The policy of a replay without --policy: one vsys that allows everything (and decides unmanaged
     flows); with `inspect`, every flow is inspected with every signature, actions as written."""
     from ngfw.compiler.catalogue import load_catalogue
+    from ngfw.compiler.tables import Action, AddressSet, CompiledPolicy, CompiledProfile, CompiledRule
 
     rule = CompiledRule("allow-all", 0, AddressSet(any=True), AddressSet(any=True), (), Action.ALLOW, True,
                         profile=0 if inspect else -1)
@@ -36,10 +38,20 @@ def allow_all_policy(inspect: bool = False) -> CompiledPolicy:
                           catalogue=load_catalogue(), profiles=profiles)
 
 
-@dataclass
 class FileProblem:
-    path: str
-    message: str
+    """A capture that could not be read, or not wholly."""
+
+    __slots__ = ("path", "message")
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        self.message = message
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, FileProblem) and (self.path, self.message) == (other.path, other.message)
+
+    def __repr__(self) -> str:
+        return f"FileProblem(path={self.path!r}, message={self.message!r})"
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}"
@@ -60,6 +72,7 @@ class Replayer:
         self.problems: list[FileProblem] = []
         self._engine: Any = None   # kept from file to file (see _engine_for)
         self._names: tuple[Any, ...] | None = None   # the policy's name tables, for _flow_records
+        self._json_names: tuple[Any, ...] | None = None   # the same, as JSON values, for replay_file_json
         self.fast_records = True   # build flow records in the extension (tests compare both ways)
         self._engine_capacity = 0
         self._port_in = 0
@@ -71,6 +84,61 @@ class Replayer:
             yield from self.replay_file(path)
 
     def replay_file(self, path: str) -> list[dict[str, Any]]:
+        engine = self._run_capture(path)
+        if engine is None:
+            return []
+        name = os.path.basename(path)
+        events: list[dict[str, Any]] = []
+        flows: list[tuple[float, int, dict[str, Any]]] = []
+        if self.signatures is None and self.fast_records:
+            flows = self._flow_records(engine, name)   # no alerts without signatures: records straight away
+        else:
+            while batch := engine.drain_events(65536):
+                events.extend(e for e in batch if e["event"] in ("flow", "alert"))
+        self._after_capture(engine, path)
+        if flows:
+            flows.sort(key=lambda f: (f[0], f[1]))   # in order of their first packet
+            return [record for _, _, record in flows]
+        # flows in order of their first packet, each flow's alerts in order right after it
+        first_seen = {e["flow_id"]: e["start"] for e in events if e["event"] == "flow"}
+        events.sort(key=lambda e: (first_seen.get(e["flow_id"], e["start"]), e["flow_id"], e["event"] == "alert",
+                                   e["end"]))
+        return [self.record(e, name) if e["event"] == "flow" else self.alert_record(e, name) for e in events]
+
+    def replay_file_json(self, path: str) -> bytes:
+        """`replay_file`'s records as JSON lines (the bytes orjson writes for each), written by the
+        extension without a dict per record: `ngfw replay --json` without signatures."""
+        if self.signatures is not None:
+            raise ValueError("replay_file_json does not write alerts; use replay_file")
+        engine = self._run_capture(path)
+        if engine is None:
+            return b""
+        if self._json_names is None:
+            quote = self.fp.json_quote
+            policy, catalogue = self.policy, self.policy.catalogue
+
+            def pair(app_name: str) -> bytes:
+                app_proto, app = split_app(catalogue, app_name or None)
+                return b'"app_proto":' + quote(app_proto) + b',"app":' + quote(app)
+
+            self._json_names = (tuple(quote(v or None) for v in policy.vsys),
+                                tuple(quote(w.name or None) for w in policy.workloads),
+                                tuple(quote(r.name) for r in policy.rules),
+                                [pair(n) for n in self.tables.app_names],
+                                tuple(quote(PROTO_NAMES.get(p, str(p))) for p in range(256)),
+                                tuple(quote(a) for a in self.fp.ACTION_NAMES), quote(DEFAULT_RULE))
+        vsys, workloads, rules, apps, protos, actions, default_rule = self._json_names
+        lines: list[tuple[float, int, bytes]] = []
+        name = self.fp.json_quote(os.path.basename(path))
+        while batch := engine.drain_flow_json(name, vsys, workloads, rules, apps, protos, actions, default_rule):
+            lines.extend(batch)
+        self._after_capture(engine, path)
+        lines.sort(key=lambda f: (f[0], f[1]))   # in order of their first packet
+        return b"".join(line for _, _, line in lines)
+
+    def _run_capture(self, path: str) -> Any:
+        """Every packet of `path` through the engine and every flow ended; the engine, or None when
+        the file cannot be read (a problem is noted)."""
         try:
             size = os.path.getsize(path)
         except OSError:
@@ -87,21 +155,17 @@ class Replayer:
                         data.close()
         except OSError as exc:
             self.problems.append(FileProblem(path, f"cannot read: {exc.strerror or exc}"))
-            return []
+            return None
         if result["error"] and result["packets"] == 0 and result["error_offset"] == 0:
             self.problems.append(FileProblem(path, result["error"]))   # never was a capture
         elif result["error"]:
             self.problems.append(FileProblem(path, f"damaged at byte {result['error_offset']}: {result['error']}"
                                                    f" ({result['packets']} packets before it were replayed)"))
         engine.end_all_flows()
-        name = os.path.basename(path)
-        events: list[dict[str, Any]] = []
-        flows: list[tuple[float, int, dict[str, Any]]] = []
-        if self.signatures is None and self.fast_records:
-            flows = self._flow_records(engine, name)   # no alerts without signatures: records straight away
-        else:
-            while batch := engine.drain_events(65536):
-                events.extend(e for e in batch if e["event"] in ("flow", "alert"))
+        return engine
+
+    def _after_capture(self, engine: Any, path: str) -> None:
+        """Once a capture's events are drained: note lost records, ready the engine for the next file."""
         lost = engine.stats()["events_lost"] - self._events_lost
         self._events_lost += lost
         if self.signatures is None:
@@ -111,14 +175,6 @@ class Replayer:
         if lost:
             self.problems.append(FileProblem(path, f"{lost} flow records were lost: the capture has more flows "
                                                    "than one pass can hold (split it)"))
-        if flows:
-            flows.sort(key=lambda f: (f[0], f[1]))   # in order of their first packet
-            return [record for _, _, record in flows]
-        # flows in order of their first packet, each flow's alerts in order right after it
-        first_seen = {e["flow_id"]: e["start"] for e in events if e["event"] == "flow"}
-        events.sort(key=lambda e: (first_seen.get(e["flow_id"], e["start"]), e["flow_id"], e["event"] == "alert",
-                                   e["end"]))
-        return [self.record(e, name) if e["event"] == "flow" else self.alert_record(e, name) for e in events]
 
     def _flow_records(self, engine: Any, name: str) -> list[tuple[float, int, dict[str, Any]]]:
         """The engine's flow events as records, built in the extension from the policy's name tables
@@ -129,14 +185,9 @@ class Replayer:
                            tuple(r.name for r in policy.rules),
                            [split_app(catalogue, n or None) for n in self.tables.app_names])
         vsys, workloads, rules, app_split = self._names
-        catalogue = self.policy.catalogue
-
-        def guess(proto: int, dest_port: int, src_port: int) -> str | None:
-            return port_guess(catalogue, proto, dest_port, src_port)
-
         out: list[tuple[float, int, dict[str, Any]]] = []
-        while batch := engine.drain_flow_records(name, vsys, workloads, rules, app_split, UNDECIDED, guess,
-                                                 eve_timestamp, PROTO_NAMES, DEFAULT_RULE):
+        while batch := engine.drain_flow_records(name, vsys, workloads, rules, app_split, eve_timestamp,
+                                                 PROTO_NAMES, DEFAULT_RULE):
             out.extend(batch)
         return out
 
@@ -186,8 +237,7 @@ class Replayer:
     def record(self, event: dict[str, Any], pcap_file: str) -> dict[str, Any]:
         policy = self.policy
         rule = event["rule"]
-        catalogue = policy.catalogue
-        app_proto, app = split_app(catalogue, event.get("app_proto"))
+        app_proto, app = split_app(policy.catalogue, event.get("app_proto"))
         return {
             "event_type": "flow",
             "pcap_file": pcap_file,
@@ -203,9 +253,6 @@ class Replayer:
             "app_host": event.get("app_host"),
             "app_confidence": event.get("app_confidence"),
             "app_pkts": event.get("app_pkts"),
-            # without payload nothing was identified; the port says what it probably was
-            "app_guess": port_guess(catalogue, event["proto"], event["dest_port"], event["src_port"])
-            if app in UNDECIDED else None,
             "vsys": policy.vsys_name(event["vsys"]) or None,
             "src_vm": policy.workload_name(event["src_wl"]) or None,
             "dest_vm": policy.workload_name(event["dst_wl"]) or None,

@@ -220,6 +220,29 @@ def test_a_dns_flows_host_is_the_last_name_asked_before_the_answer(tmp_path: Pat
     assert (flow["app_proto"], flow["app_host"]) == ("dns", "second.example")
 
 
+def test_a_flow_that_ends_unidentified_is_named_by_its_port_at_port_confidence(tmp_path: Path) -> None:
+    """No payload (a scan's probe) or too little: the server port's app at confidence 30, as nDPI's "match by
+    port"; app_pkts says how much payload backed it. No app on that port: the honest state."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+    from scapy.utils import wrpcap
+
+    def segment(dport: int, flags: str, payload: bytes = b"", back: bool = False) -> Ether:
+        ends = ("10.0.0.2", "10.0.0.1") if back else ("10.0.0.1", "10.0.0.2")
+        ports = (dport, 50000) if back else (50000, dport)
+        return Ether() / IP(src=ends[0], dst=ends[1]) / TCP(sport=ports[0], dport=ports[1], flags=flags) / payload
+
+    frames = [segment(22, "S"), segment(22, "SA", back=True),           # a probe of ssh's port, nothing said
+              segment(40123, "S"),                                       # a probe of a port no app owns
+              segment(40124, "S"), segment(40124, "SA", back=True),
+              segment(40124, "PA", b"\x01\x02")]                        # two bytes: nothing to decide from
+    wrpcap(str(tmp_path / "probes.pcap"), frames)
+    done = run_replay("--json", tmp_path / "probes.pcap")
+    assert done.returncode == 0, done.stderr
+    got = {f["dest_port"]: (f["app_proto"], f["app_confidence"], f["app_pkts"]) for f in json_lines(done.stdout)}
+    assert got == {22: ("ssh", 30, 0), 40123: ("incomplete", 0, 0), 40124: ("insufficient-data", 0, 1)}
+
+
 def test_replay_reads_what_an_ip_in_ip_tunnel_carries(tmp_path: Path) -> None:
     from scapy.layers.inet import IP, TCP
     from scapy.layers.inet6 import IPv6
@@ -270,8 +293,45 @@ def test_replay_reads_the_station_traffic_a_capwap_data_channel_carries(tmp_path
     assert flows[("192.168.10.10", 5247)]["pkts_toserver"] == 1   # the management frame stays CAPWAP's
 
 
+def test_replay_reads_through_mpls_pppoe_gtp_and_vxlan(tmp_path: Path) -> None:
+    """Each encapsulation nDPI's reader reads through carries the same DNS query; each is read as it."""
+    from scapy.layers.dns import DNS, DNSQR
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+    from scapy.packet import Raw
+    from scapy.utils import wrpcap
+
+    def ask(sport: int) -> bytes:
+        return bytes(IP(src="10.1.1.5", dst="10.1.1.1") / UDP(sport=sport, dport=53) / DNS(qd=DNSQR(qname="in.example")))
+
+    def udp(dport: int, payload: bytes) -> Ether:
+        return Ether() / IP(src="192.0.2.1", dst="192.0.2.2") / UDP(sport=30000, dport=dport) / Raw(payload)
+
+    mpls = bytes.fromhex("00012000") + bytes.fromhex("00013140")          # two labels, the second bottom-of-stack
+    pppoe = bytes.fromhex("11000001") + struct.pack("!H", 2 + 40) + b"\x00\x21"
+    gtp = bytes.fromhex("30ff") + struct.pack("!H", 40) + bytes.fromhex("00000001")
+    # GTP with sequence number and one PDU-session extension header (length 1 = 4 bytes, next type 0)
+    gtp_ext = bytes.fromhex("34ff") + struct.pack("!H", 48) + bytes.fromhex("00000001" "00000085" "01000900")
+    vxlan = bytes.fromhex("0800000000000100") + b"\x02" * 12 + b"\x08\x00"
+    frames = [Ether(type=0x8847) / Raw(mpls + ask(40001)),
+              Ether(type=0x8864) / Raw(pppoe + ask(40002)),
+              udp(2152, gtp + ask(40003)),
+              udp(2152, gtp_ext + ask(40004)),
+              udp(4789, vxlan + ask(40005)),
+              udp(2152, bytes.fromhex("32010004") + bytes(8))]            # GTP echo request: GTP's own flow
+    wrpcap(str(tmp_path / "tunnels.pcap"), frames)
+    done = run_replay("--json", tmp_path / "tunnels.pcap")
+    assert done.returncode == 0, done.stderr
+    flows = {(f["src_ip"], f["src_port"]): f for f in json_lines(done.stdout)}
+    for sport in range(40001, 40006):
+        inner = flows[("10.1.1.5", sport)]
+        assert (inner["app_proto"], inner["app_host"], inner["dest_port"]) == ("dns", "in.example", 53), sport
+    assert flows[("192.0.2.1", 30000)]["pkts_toserver"] == 1
+
+
 def test_garbage_inside_tunnels_is_counted_never_over_read(tmp_path: Path) -> None:
-    """Random and truncated bytes behind IP-in-IP and CAPWAP headers: replay survives and counts them."""
+    """Random and truncated bytes behind IP-in-IP, CAPWAP, GTP, VXLAN, MPLS and PPPoE headers: replay
+    survives and counts them."""
     import random
 
     from ngfw.dataplane.replay import Replayer
@@ -290,11 +350,27 @@ def test_garbage_inside_tunnels_is_counted_never_over_read(tmp_path: Path) -> No
             body = bytes([rng.choice((0x45, 0x46, 0x4f, 0x60))]) + body
         return body
 
+    def cut(head: bytes) -> bytes:
+        return head[: rng.randrange(len(head) + 1)]
+
+    gtp_heads = (bytes.fromhex("30ff00280000000101"), bytes.fromhex("34ff0030000000010000008501000900"),
+                 bytes.fromhex("34ff0030000000010000008500"), bytes.fromhex("34ff003000000001000000850000"))
     frames = []
     for _ in range(3000):
         inner = garbage()
-        if rng.random() < 0.5:
+        kind = rng.random()
+        if kind < 0.3:
             frames.append(eth + b"\x08\x00" + ipv4(rng.choice((4, 41)), inner))
+        elif kind < 0.45:
+            frames.append(eth + b"\x88\x47" + cut(bytes.fromhex("0001200000013140")) + inner)
+        elif kind < 0.55:
+            frames.append(eth + b"\x88\x64" + cut(bytes.fromhex("110000010030") + rng.choice((b"\x00\x21", b"\x00\x57")))
+                          + inner)
+        elif kind < 0.75:
+            port, head = rng.choice(((2152, cut(rng.choice(gtp_heads))),
+                                     (4789, cut(bytes.fromhex("0800000000000100") + b"\x02" * 12 + b"\x86\xdd"))))
+            payload = head + inner
+            frames.append(eth + b"\x08\x00" + ipv4(17, struct.pack("!HHHH", 30000, port, 8 + len(payload), 0) + payload))
         else:
             dot11 = bytes([rng.choice((0x08, 0x88, 0x01))]) + bytes(rng.randrange(256) for _ in range(23))
             payload = capwap_hdr + dot11 + bytes.fromhex("aaaa03000000") + rng.choice((b"\x08\x00", b"\x86\xdd"))
@@ -324,3 +400,39 @@ def test_records_built_in_the_extension_equal_those_built_from_events() -> None:
 
     fast = records(True)
     assert fast and fast == records(False)
+
+
+def test_json_lines_written_by_the_extension_are_orjsons_bytes(tmp_path: Path) -> None:
+    """`ngfw replay --json` writes its lines in C: byte for byte what orjson writes for the records, also
+    for hosts that need escaping or are not UTF-8 (mDNS names are kept as sent: U+FFFD where a byte is
+    not UTF-8, as the records decode them), IPv6 and IPv4-mapped addresses, and a file name with a quote."""
+    import re
+
+    import orjson
+    from scapy.layers.dns import DNS, DNSQR
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import Ether
+    from scapy.utils import wrpcap
+
+    from ngfw.dataplane.replay import Replayer
+
+    names = [b"b\xc3\xbccher._http._tcp.local", b"bad\xff\xfe._http._tcp.local", b'q"uote\\x\x01._http._tcp.local']
+    frames = []
+    for i, name in enumerate(names):
+        ip = IP(src="10.0.0.1", dst="224.0.0.251") if i != 1 else IPv6(src="::ffff:10.0.0.1", dst="ff02::fb")
+        frames.append(Ether() / ip / UDP(sport=40000 + i, dport=5353) / DNS(qd=DNSQR(qname=name, qtype="PTR")))
+    odd_capture = tmp_path / 'odd "names".pcap'
+    wrpcap(str(odd_capture), frames)
+
+    def without_flow_id(line: bytes) -> bytes:
+        return re.sub(rb'"flow_id":\d+', b'"flow_id":0', line)
+
+    for capture in [str(FIXTURES / c) for c in CAPTURES] + [str(odd_capture)]:
+        want = sorted(without_flow_id(orjson.dumps(r)) for r in Replayer().replay_file(capture))
+        got = sorted(without_flow_id(line) for line in Replayer().replay_file_json(capture).splitlines())
+        assert got and got == want, capture
+    odd = [json.loads(line) for line in Replayer().replay_file_json(str(odd_capture)).splitlines()]
+    assert {r["app_host"] for r in odd} == {"bücher._http._tcp.local", "bad\ufffd\ufffd._http._tcp.local",
+                                           'q"uote\\x\x01._http._tcp.local'}
+    assert {r["pcap_file"] for r in odd} == {'odd "names".pcap'}

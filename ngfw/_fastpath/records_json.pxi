@@ -1,0 +1,179 @@
+# Replay's JSON lines, written in C from the event ring: the same bytes orjson writes for the record
+# `Engine.drain_flow_records` builds (compact, keys in the same order, non-ASCII as UTF-8), without a
+# dict or a str per field. Names (vsys, workloads, rules, apps, actions) come pre-encoded from Python.
+
+from libc.math cimport rint
+from libc.string cimport strlen
+from libc.time cimport time_t, tm
+
+cdef extern from "time.h" nogil:
+    tm *gmtime_r(const time_t *timep, tm *result)
+
+cdef extern from "Python.h":
+    object PyBytes_FromStringAndSize(const char *v, Py_ssize_t n)
+
+ctypedef struct jbuf_t:
+    char *p
+    size_t n
+    size_t cap
+
+cdef inline void jb_put(jbuf_t *b, const char *s, size_t n) noexcept nogil:
+    # callers size the buffer for the whole record first: no check per write
+    memcpy(b.p + b.n, s, n)
+    b.n += n
+
+cdef inline void jb_lit(jbuf_t *b, const char *s) noexcept nogil:
+    jb_put(b, s, strlen(s))
+
+cdef inline void jb_bytes(jbuf_t *b, bytes s):
+    jb_put(b, <const char *>s, len(s))
+
+cdef void jb_u64(jbuf_t *b, uint64_t v) noexcept nogil:
+    cdef char digits[24]
+    cdef int i = 24
+    if v == 0:
+        b.p[b.n] = 48
+        b.n += 1
+        return
+    while v:
+        i -= 1
+        digits[i] = 48 + <char>(v % 10)
+        v //= 10
+    jb_put(b, digits + i, 24 - i)
+
+cdef void jb_digits(jbuf_t *b, uint32_t v, int width) noexcept nogil:
+    cdef int i
+    for i in range(width - 1, -1, -1):
+        b.p[b.n + i] = 48 + <char>(v % 10)
+        v //= 10
+    b.n += width
+
+cdef bint utf8_valid(const uint8_t *s, uint32_t n) noexcept nogil:
+    """Whether `s` is well-formed UTF-8 (no overlongs, surrogates or code points past U+10FFFF)."""
+    cdef uint32_t i = 0, need, cp, k
+    while i < n:
+        if s[i] < 0x80:
+            i += 1
+            continue
+        if 0xC2 <= s[i] <= 0xDF:
+            need = 1
+            cp = s[i] & 0x1F
+        elif 0xE0 <= s[i] <= 0xEF:
+            need = 2
+            cp = s[i] & 0x0F
+        elif 0xF0 <= s[i] <= 0xF4:
+            need = 3
+            cp = s[i] & 0x07
+        else:
+            return False
+        if i + need >= n:
+            return False
+        for k in range(1, need + 1):
+            if (s[i + k] & 0xC0) != 0x80:
+                return False
+            cp = (cp << 6) | (s[i + k] & 0x3F)
+        if (need == 2 and (cp < 0x800 or 0xD800 <= cp <= 0xDFFF)) or (need == 3 and (cp < 0x10000 or cp > 0x10FFFF)):
+            return False
+        i += need + 1
+    return True
+
+cdef void jb_string(jbuf_t *b, const uint8_t *s, uint32_t n) noexcept nogil:
+    """A JSON string of well-formed UTF-8 `s`, escaped as orjson escapes (quote, backslash, controls)."""
+    cdef uint32_t i
+    cdef uint8_t c
+    cdef const char *hexd = b"0123456789abcdef"
+    b.p[b.n] = 34
+    b.n += 1
+    for i in range(n):
+        c = s[i]
+        if c >= 0x20 and c != 34 and c != 92:
+            b.p[b.n] = <char>c
+            b.n += 1
+        elif c == 34 or c == 92:
+            b.p[b.n] = 92
+            b.p[b.n + 1] = <char>c
+            b.n += 2
+        elif c == 8 or c == 9 or c == 10 or c == 12 or c == 13:
+            b.p[b.n] = 92
+            b.p[b.n + 1] = b"b"[0] if c == 8 else (b"t"[0] if c == 9 else (b"n"[0] if c == 10 else (b"f"[0] if c == 12 else b"r"[0])))
+            b.n += 2
+        else:
+            jb_lit(b, b"\\u00")
+            b.p[b.n] = hexd[c >> 4]
+            b.p[b.n + 1] = hexd[c & 15]
+            b.n += 2
+    b.p[b.n] = 34
+    b.n += 1
+
+cdef void jb_timestamp(jbuf_t *b, double epoch) noexcept nogil:
+    """`eve_timestamp`: 2026-11-26T15:04:05.123456+0000, microseconds rounded half to even as round() does."""
+    cdef int64_t micros = <int64_t>rint(epoch * 1000000.0)
+    cdef int64_t seconds = micros // 1000000
+    cdef int64_t fraction = micros - seconds * 1000000
+    cdef time_t t = <time_t>seconds
+    cdef tm parts
+    gmtime_r(&t, &parts)
+    b.p[b.n] = 34
+    b.n += 1
+    jb_digits(b, <uint32_t>(parts.tm_year + 1900), 4)
+    b.p[b.n] = 45
+    b.n += 1
+    jb_digits(b, <uint32_t>(parts.tm_mon + 1), 2)
+    b.p[b.n] = 45
+    b.n += 1
+    jb_digits(b, <uint32_t>parts.tm_mday, 2)
+    b.p[b.n] = 84
+    b.n += 1
+    jb_digits(b, <uint32_t>parts.tm_hour, 2)
+    b.p[b.n] = 58
+    b.n += 1
+    jb_digits(b, <uint32_t>parts.tm_min, 2)
+    b.p[b.n] = 58
+    b.n += 1
+    jb_digits(b, <uint32_t>parts.tm_sec, 2)
+    b.p[b.n] = 46
+    b.n += 1
+    jb_digits(b, <uint32_t>fraction, 6)
+    jb_lit(b, b"+0000\"")
+
+cdef void jb_ip(jbuf_t *b, ip128_t ip, bint v6):
+    """An address as `ip_from_c` writes it, quoted."""
+    cdef uint8_t raw[16]
+    cdef char text[64]
+    cdef int i
+    cdef bint mapped = v6
+    memcpy(raw, &ip.hi, 8)
+    memcpy(raw + 8, &ip.lo, 8)
+    if v6:
+        for i in range(10):
+            if raw[i]:
+                mapped = False
+                break
+    if mapped:
+        jb_bytes(b, b'"' + ip_from_c(ip, v6).encode("ascii") + b'"')
+        return
+    if v6:
+        inet_ntop(AF_INET6, raw, text, sizeof(text))
+    else:
+        inet_ntop(AF_INET, raw + 12, text, sizeof(text))
+    b.p[b.n] = 34
+    b.n += 1
+    jb_put(b, text, strlen(text))
+    b.p[b.n] = 34
+    b.n += 1
+
+
+def json_quote(object text) -> bytes:
+    """`text` (a str, or None) as a JSON value: what orjson writes for it."""
+    cdef bytes raw
+    cdef jbuf_t b
+    cdef bytes out
+    if text is None:
+        return b"null"
+    raw = str(text).encode("utf-8", "replace")
+    out = PyBytes_FromStringAndSize(NULL, len(raw) * 6 + 2)
+    b.p = <char *>out
+    b.n = 0
+    b.cap = len(raw) * 6 + 2
+    jb_string(&b, <const uint8_t *><const char *>raw, len(raw))
+    return out[:b.n]
