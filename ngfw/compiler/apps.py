@@ -22,7 +22,7 @@ import os
 import pickle
 import re
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -34,6 +34,7 @@ from ngfw.compiler.catalogue import (  # noqa: F401 - re-exported: the compiler'
     DEFAULT_CATALOGUE, RESERVED, SUFFIXES, AppDef, Catalogue, HostRule, Signature, cache_dir,
     catalogue_files, load_catalogue,
 )
+from ngfw.values import asdict
 
 __all__ = [
     "APP_INCOMPLETE",

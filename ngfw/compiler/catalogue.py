@@ -9,8 +9,9 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-from dataclasses import dataclass
 from pathlib import Path
+
+from ngfw.values import value
 
 DEFAULT_CATALOGUE = Path(__file__).resolve().parents[2] / "rules" / "apps"
 SUFFIXES = (".yaml", ".yml")
@@ -20,7 +21,7 @@ RESERVED = ("unknown", "unknown-tcp", "unknown-udp", "incomplete", "insufficient
 
 
 
-@dataclass(frozen=True)
+@value
 class AppDef:
     id: int
     name: str
@@ -42,7 +43,7 @@ class AppDef:
         return self.id < len(RESERVED)
 
 
-@dataclass(frozen=True)
+@value
 class Signature:
     app: int
     l4: int  # 0 any, 6 tcp, 17 udp
@@ -53,7 +54,7 @@ class Signature:
     min_len: int  # the packet's payload must be at least this long (0: no minimum)
 
 
-@dataclass(frozen=True)
+@value
 class HostRule:
     """`github.com` matches that name only; `*.github.com` matches its subdomains, not itself.
 
@@ -67,7 +68,7 @@ class HostRule:
     app: int
 
 
-@dataclass(frozen=True)
+@value
 class Catalogue:
     apps: tuple[AppDef, ...]  # index = app id
     by_name: dict[str, int]

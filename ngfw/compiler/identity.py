@@ -14,13 +14,13 @@ unknown vsys) raises `PolicyError`; callers then compile in full, which names th
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import replace
 
 from ngfw.compiler.policy import _compile_workload, _members, workloads_by_vsys
 from ngfw.compiler.tables import AddressSet, CompiledPolicy, CompiledRule
 from ngfw.model import syntax
 from ngfw.model.errors import PolicyError
 from ngfw.model.resources import Workload
+from ngfw.values import replace
 
 __all__ = ["with_workloads"]
 

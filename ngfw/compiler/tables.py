@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+
+from ngfw.values import field, value
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -32,7 +36,7 @@ class Action(enum.IntEnum):
     REJECT = 2  # TCP RST / ICMP unreachable sent by the dataplane
 
 
-@dataclass(frozen=True)
+@value
 class AddressSet:
     """One side (`from` or `to`) of a rule.
 
@@ -49,7 +53,7 @@ class AddressSet:
     refs: tuple[str, ...] = field(default=(), compare=False)
 
 
-@dataclass(frozen=True)
+@value
 class Service:
     """A protocol and an inclusive destination-port range.
 
@@ -62,7 +66,7 @@ class Service:
     port_hi: int = 65535
 
 
-@dataclass(frozen=True)
+@value
 class CompiledRule:
     name: str
     vsys: int  # index into CompiledPolicy.vsys
@@ -76,7 +80,7 @@ class CompiledRule:
     profile: int = -1  # index into CompiledPolicy.profiles (`inspect:`); -1: not inspected
 
 
-@dataclass(frozen=True)
+@value
 class CompiledProfile:
     """A threat profile: signature sets by name (empty: every set the dataplane has), an action
     override (`as-written`, `alert`, `drop`) and the inspection depth per direction in bytes."""
@@ -88,7 +92,7 @@ class CompiledProfile:
     depth: int = 1 << 20
 
 
-@dataclass(frozen=True)
+@value
 class CompiledWorkload:
     name: str
     vsys: int  # index into CompiledPolicy.vsys
@@ -98,7 +102,7 @@ class CompiledWorkload:
     labels: tuple[tuple[str, str], ...] = ()
 
 
-@dataclass(frozen=True)
+@value
 class VsysLimits:
     """A vsys's quotas (`spec.limits`); None: no limit. Enforced by the fastpath when a flow is created."""
 
@@ -106,7 +110,7 @@ class VsysLimits:
     new_sessions_per_second: int | None = None  # token bucket, one second's worth of burst
 
 
-@dataclass(frozen=True)
+@value
 class CompiledPolicy:
     """A whole policy, ready for the fastpath.
 

@@ -3,7 +3,9 @@ specific application (`app`, e.g. github over tls), from the catalogue the flow 
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False
+if TYPE_CHECKING:   # replay imports this module: typing stays out of its start
+    from typing import Any
 
 
 def split_app(catalogue: Any, name: str | None) -> tuple[str | None, str | None]:

@@ -243,6 +243,28 @@ def test_a_flow_that_ends_unidentified_is_named_by_its_port_at_port_confidence(t
     assert got == {22: ("ssh", 30, 0), 40123: ("incomplete", 0, 0), 40124: ("insufficient-data", 0, 1)}
 
 
+def test_a_tuple_seen_again_after_its_idle_timeout_is_a_new_flow(tmp_path: Path) -> None:
+    """Two DNS queries on one socket 10 minutes apart (UDP times out after 30 s) are two flows, and
+    one 10 s apart is the same flow, whatever else the capture holds in between."""
+    from scapy.layers.dns import DNS, DNSQR
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+    from scapy.utils import wrpcap
+
+    def ask(name: str, at: float, sport: int = 33333) -> Ether:
+        frame = Ether() / IP(src="10.0.0.5", dst="10.0.0.53") / UDP(sport=sport, dport=53) / DNS(qd=DNSQR(qname=name))
+        frame.time = at
+        return frame
+
+    noise = [ask(f"n{i}.example", 1_700_000_001 + i, sport=20000 + i) for i in range(200)]
+    wrpcap(str(tmp_path / "idle.pcap"), [ask("first.example", 1_700_000_000), *noise,
+                                         ask("again.example", 1_700_000_600), ask("soon.example", 1_700_000_610)])
+    done = run_replay("--json", tmp_path / "idle.pcap")
+    assert done.returncode == 0, done.stderr
+    ours = [f for f in json_lines(done.stdout) if f["src_port"] == 33333]
+    assert [(f["app_host"], f["pkts_toserver"]) for f in ours] == [("first.example", 1), ("soon.example", 2)]
+
+
 def test_replay_reads_what_an_ip_in_ip_tunnel_carries(tmp_path: Path) -> None:
     from scapy.layers.inet import IP, TCP
     from scapy.layers.inet6 import IPv6
