@@ -171,6 +171,12 @@ class Report:
     disagreements: list[Disagreement] = field(default_factory=list)
     host_disagreements: list[Disagreement] = field(default_factory=list)
     unmatched_ours: int = 0  # our flows no label speaks of
+    tcp_identified: int = 0  # labelled TCP flows we identified from payload (parser or signature)
+    tcp_early: int = 0  # ... within their first 3 payload packets
+
+    @property
+    def early_percent(self) -> float:
+        return 100.0 * self.tcp_early / self.tcp_identified if self.tcp_identified else 0.0
 
     @property
     def percent(self) -> float:
@@ -194,9 +200,15 @@ class Report:
             "host_agreement_percent": round(self.host_percent, 2),
             "missing": [{"pcap": m.pcap, "a": m.a, "b": m.b, "l4": m.l4, "app": m.app} for m in self.missing],
             "unmatched_ours": self.unmatched_ours,
+            "tcp_identified": self.tcp_identified,
+            "tcp_decided_within_3_payload_packets": self.tcp_early,
             "disagreements": [vars(d) for d in self.disagreements],
             "host_disagreements": [vars(d) for d in self.host_disagreements],
         }
+
+
+# app_confidence of an identification from payload (100 parser, 80 signature; 30 is the port's guess)
+IDENTIFIED_CONFIDENCE = 80
 
 
 def score(labels: Sequence[Label], flows: Iterable[dict[str, Any]]) -> Report:
@@ -211,6 +223,9 @@ def score(labels: Sequence[Label], flows: Iterable[dict[str, Any]]) -> Report:
         else:
             used.add(key)
         got = None if ours is None else ours.get("app_proto")
+        if ours is not None and label.l4 == "TCP" and (ours.get("app_confidence") or 0) >= IDENTIFIED_CONFIDENCE:
+            report.tcp_identified += 1
+            report.tcp_early += (ours.get("app_pkts") or 0) <= 3
         if label.app is not None:
             report.labelled += 1
             app_score = report.per_app.setdefault(label.app, AppScore())
@@ -245,6 +260,8 @@ def render_markdown(report: Report) -> str:
         f"- labelled flows missing from our output: {len(report.missing)}"
         f" ({sum(1 for m in report.missing if m.app)} of them name an app)",
         f"- our flows no label speaks of: {report.unmatched_ours}",
+        f"- identified TCP flows (parser or signature) decided within their first 3 payload packets: "
+        f"**{report.tcp_early}/{report.tcp_identified} = {report.early_percent:.1f}%**",
         "",
         "| app | flows | agree | % |",
         "|---|---:|---:|---:|",

@@ -58,3 +58,6 @@ fi
 # bytecode now, so no command compiles ngfw's modules at start (also where PYTHONDONTWRITEBYTECODE is set)
 .venv/bin/python -m compileall -q ngfw
 .venv/bin/python -c "import ngfw._fastpath.engine as e; print('ngfw: compiled fastpath', e.__file__, 'libhs', e.BUILD_INFO['hyperscan'])"
+# the App-ID catalogue and its Hyperscan database, compiled once into the cache (~/.cache/ngfw): the
+# first `ngfw replay` or dataplane start does not pay for it
+.venv/bin/python -c "from ngfw.dataplane.replay import Replayer; Replayer()"

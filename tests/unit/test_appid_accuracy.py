@@ -179,3 +179,17 @@ def test_missing_flows_count_against_the_score() -> None:
     assert report.percent == 50.0 and len(report.missing) == 1
     text = acc.render_markdown(report)
     assert "1/2 = 50.0%" in text and "(missing)" in text
+
+
+def test_early_decisions_count_tcp_flows_identified_from_payload() -> None:
+    labels = [label("e.pcap", "TCP", "1.1.1.1:443", f"2.2.2.2:{port}", "tls") for port in (1, 2, 3, 4)]
+    labels.append(label("e.pcap", "UDP", "1.1.1.1:53", "2.2.2.2:5", "dns"))
+    flows = [
+        flow("e.pcap", "TCP", "2.2.2.2", 1, "1.1.1.1", 443, "tls", app_pkts=1),
+        flow("e.pcap", "TCP", "2.2.2.2", 2, "1.1.1.1", 443, "tls", app_pkts=4, app_confidence=80),
+        flow("e.pcap", "TCP", "2.2.2.2", 3, "1.1.1.1", 443, "tls", app_pkts=0, app_confidence=30),  # port guess
+        flow("e.pcap", "TCP", "2.2.2.2", 4, "1.1.1.1", 443, "tls", app_pkts=3),
+        flow("e.pcap", "UDP", "2.2.2.2", 5, "1.1.1.1", 53, "dns", app_pkts=9),
+    ]
+    report = acc.score(labels, flows)
+    assert (report.tcp_early, report.tcp_identified) == (2, 3)
