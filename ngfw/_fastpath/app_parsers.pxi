@@ -420,9 +420,10 @@ cdef int parse_dns(appctx_t *c) noexcept nogil:
         n = mlen
     else:
         r = _dns_message(p, n, c.meta, &nb)
-    if r != 1 and c.l4proto == 17 and (_either_port(c, 53) or _either_port(c, 5353) or _either_port(c, 5355)) \
+    if r != 1 and c.l4proto == 17 and (_either_port(c, 53) or _either_port(c, 5353) or _either_port(c, 5355)
+                                       or _either_port(c, 137)) \
             and dns_header_plausible(p, n, _either_port(c, 5353)) and (ngfw_be16(p + 4) or ngfw_be16(p + 6)):
-        r = 1   # on its own ports, a message nDPI would take as DNS is DNS, even if its records do not parse
+        r = 1   # on its own ports, a message nDPI would take as DNS (NetBIOS-NS) is that, even if its records do not parse
     if r != 1:
         c.meta.host_len = 0
         c.meta.dns_qtype = 0
@@ -486,6 +487,7 @@ cdef int parse_netbios(appctx_t *c) noexcept nogil:
     cdef const uint8_t *p = c.stream
     cdef uint32_t n = c.stream_len, dlen = 0
     cdef uint8_t name[16]
+    cdef uint8_t lenient[32]
     if c.l4proto == 17:
         # datagram: type 0x10..0x16, flags, id(2), src ip(4), src port(2), [len(2) offset(2)] names
         if n < 14 or p[0] < 0x10 or p[0] > 0x16 or (p[1] & 0xF0) != 0:
@@ -494,7 +496,12 @@ cdef int parse_netbios(appctx_t *c) noexcept nogil:
             if n < 14 + 34 or ngfw_be16(p + 10) + 14 > n + 0 or p[14] != 32:
                 return PARSE_NO
             if not _nb_decode(p + 15, 32, name, &dlen):
-                return PARSE_NO
+                # the source name decoded up to its first bad pair, as the name service's names are
+                dlen = nb_name_lenient(p, n, 14, lenient)
+                if dlen == 0:
+                    return PARSE_NO
+                _set_host(c.meta, lenient, dlen)
+                return APP_NETBIOS
             _set_host(c.meta, name, dlen)
             return APP_NETBIOS
         if n >= 11 + 34 and p[10] == 32 and _nb_decode(p + 11, 32, name, &dlen):

@@ -126,6 +126,22 @@ def test_netbios_name_decoded() -> None:
     assert r["app"] == "netbios" and r["host"] == "workgroup"
 
 
+def test_netbios_names_with_damage_are_read_up_to_it() -> None:
+    """On the name service's port a plausible header is NetBIOS even when a later label is garbage (the name
+    is the first label); a datagram's source name is decoded up to its first bad pair, as nDPI reads them."""
+    enc = "".join(chr(65 + (b >> 4)) + chr(65 + (b & 15)) for b in b"ECI_DOMAIN     \x1c").encode()
+    header = struct.pack("!HHHHHH", 0x8567, 0x0110, 1, 0, 0, 0)
+    scope_garbage = header + b"\x20" + enc + b"\x35\x00\x20\x00\x01"
+    r = parsers.parse(UDP, True, 137, 137, [scope_garbage])
+    assert r["app"] == "netbios" and r["host"] == "eci_domain"
+    assert parsers.parse(UDP, True, 4000, 4001, [scope_garbage])["app"] is None   # off its port: not NetBIOS
+    source = b"\x20" + enc[:14] + b"C\xb6" + enc[16:] + b"\x00"
+    datagram = struct.pack("!BBHIHHH", 0x11, 0x0E, 0x8527, 0xC0A80102, 138, 187, 0) + source + b"\x20" + enc + b"\x00"
+    datagram += bytes(201 - len(datagram))
+    r = parsers.parse(UDP, True, 138, 138, [datagram])
+    assert r["app"] == "netbios" and r["host"] == "eci_dom"
+
+
 def test_ssh_banner() -> None:
     r = parsers.parse(TCP, True, 40000, 2222, [b"SSH-2.0-OpenSSH_9.2p1 Debian\r\n"])
     assert r["app"] == "ssh" and r["ua"] == "SSH-2.0-OpenSSH_9.2p1 Debian"
