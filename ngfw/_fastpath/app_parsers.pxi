@@ -1824,6 +1824,46 @@ cdef int _quic_frames(uint8_t *s, const uint8_t *pt, uint32_t n) noexcept nogil:
     return 0
 
 
+cdef inline uint32_t _le32(const uint8_t *p) noexcept nogil:
+    return <uint32_t>p[0] | (<uint32_t>p[1] << 8) | (<uint32_t>p[2] << 16) | (<uint32_t>p[3] << 24)
+
+
+cdef bint _gquic_clear(uint32_t version) noexcept nogil:
+    # Google QUIC Q0xx up to Q046 sends its client hello in clear (Q050 and T0xx encrypt the Initial)
+    cdef uint32_t tens = (version >> 8) & 0xFF, ones = version & 0xFF
+    if (version >> 24) != 81 or ((version >> 16) & 0xFF) != 48 or not (48 <= tens <= 57 and 48 <= ones <= 57):
+        return False
+    return (tens - 48) * 10 + (ones - 48) <= 46
+
+
+cdef void gquic_chlo_host(const uint8_t *p, uint32_t n, appmeta_t *m) noexcept nogil:
+    """The SNI of a Google QUIC client hello sent in clear: the "CHLO" message right after the packet and
+    frame headers, a tag table (tag, end offset; little-endian) then the values; "SNI\\0" names the host."""
+    cdef uint32_t i, start, tags, entries, values, prev = 0, end
+    for start in range(min(n, 80)):
+        if start + 8 <= n and p[start] == 67 and p[start + 1] == 72 and p[start + 2] == 76 and p[start + 3] == 79:
+            break
+    else:
+        return
+    tags = p[start + 4] | (<uint32_t>p[start + 5] << 8)
+    if tags == 0 or tags > 64:
+        return
+    entries = start + 8
+    values = entries + 8 * tags
+    if values > n:
+        return
+    for i in range(tags):
+        end = _le32(p + entries + 8 * i + 4)
+        if end < prev or values + end > n:
+            return   # offsets must grow and stay inside the packet
+        if p[entries + 8 * i] == 83 and p[entries + 8 * i + 1] == 78 and p[entries + 8 * i + 2] == 73 \
+                and p[entries + 8 * i + 3] == 0:
+            if end > prev:
+                _set_host(m, p + values + prev, end - prev)
+            return
+        prev = end
+
+
 cdef int parse_quic(appctx_t *c) noexcept nogil:
     """QUIC long-header Initial of a known version: derive the client Initial keys from the original DCID,
     decrypt, reassemble CRYPTO frames in scratch and read the ClientHello (SNI, ALPN). Versions without
@@ -1845,11 +1885,17 @@ cdef int parse_quic(appctx_t *c) noexcept nogil:
         # Google QUIC (Q043 and older): public flags with the version bit, 8-byte connection id, 'Q0xx'
         if c.to_server and (p[0] & 0x01) and (p[0] & 0x08) and (p[0] & 0xC0) == 0 and n >= 13 \
                 and p[9] == 81 and p[10] == 48 and 48 <= p[11] <= 57 and 48 <= p[12] <= 57:
+            gquic_chlo_host(p + 13, n - 13, c.meta)
             return APP_QUIC
         return PARSE_NO
     version = ngfw_be32(p + 1)
     if not _quic_known_version(version):
         return PARSE_NO
+    if _gquic_clear(version):
+        # Q046: a long header whose connection id lengths are nibbles, the client hello in clear after it
+        if c.to_server:
+            gquic_chlo_host(p + 5, n - 5, c.meta)
+        return APP_QUIC
     dcid_len = p[5]
     if dcid_len > 20 or 6 + dcid_len >= n:
         return PARSE_NO

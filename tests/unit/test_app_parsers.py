@@ -147,6 +147,29 @@ def test_ssh_banner() -> None:
     assert r["app"] == "ssh" and r["ua"] == "SSH-2.0-OpenSSH_9.2p1 Debian"
 
 
+def google_quic_hello(sni: bytes) -> bytes:
+    """A gQUIC "CHLO" handshake message: tag table (tag, end offset, little-endian), then the values."""
+    values = [(b"PAD\x00", b"-" * 20), (b"SNI\x00", sni), (b"VER\x00", b"Q043")]
+    table, blob = b"", b""
+    for tag, v in values:
+        blob += v
+        table += tag + struct.pack("<I", len(blob))
+    return b"CHLO" + struct.pack("<HH", len(values), 0) + table + blob
+
+
+def test_google_quic_client_hello_in_clear_names_the_host() -> None:
+    stream_frame = b"\xa0\x01\x00\x04"
+    q043 = b"\x0d" + b"\x11" * 8 + b"Q043" + b"\x01" + b"\x22" * 12 + stream_frame + google_quic_hello(b"www.google.com")
+    q046 = b"\xc3Q046\x50" + b"\x11" * 8 + b"\x00\x00\x00\x01" + stream_frame + google_quic_hello(b"Www.YouTube.com")
+    assert (parsers.parse(UDP, True, 40000, 443, [q043])["app"], parsers.parse(UDP, True, 40000, 443, [q043])["host"]) \
+        == ("quic", "www.google.com")
+    assert parsers.parse(UDP, True, 40000, 443, [q046])["host"] == "www.youtube.com"
+    # an end offset past the packet: still QUIC, no host read from outside it
+    broken = b"\x0d" + b"\x11" * 8 + b"Q043\x01CHLO" + struct.pack("<HH", 3, 0) + b"SNI\x00" + struct.pack("<I", 9999)
+    assert (parsers.parse(UDP, True, 40000, 443, [broken])["app"], parsers.parse(UDP, True, 40000, 443, [broken])["host"]) \
+        == ("quic", None)
+
+
 def test_quic_garbage_long_header_is_not_quic() -> None:
     assert parsers.parse(UDP, True, 40000, 443, [b"\xc3\x12\x34\x56\x78" + b"\x08" * 40])["app"] is None
     # a known version whose Initial does not decrypt is still QUIC, without a host
