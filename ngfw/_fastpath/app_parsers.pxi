@@ -39,7 +39,7 @@ BUILTIN_APPS = (
     "rtsp", "sip", "http2", "smb", "kerberos", "dhcp", "dhcpv6", "stun", "ntp", "snmp",
     "radius", "dtls", "rtp", "rtcp", "ftp", "smtp", "pop3", "imap", "mssql", "openvpn",
     "tftp", "ldap", "socks", "mysql", "postgresql", "vnc", "rdp", "bgp", "telnet", "nntp",
-    "whois",
+    "whois", "websocket",
 )
 
 cdef enum:
@@ -83,6 +83,7 @@ cdef enum:
     APP_TELNET = 38
     APP_NNTP = 39
     APP_WHOIS = 40
+    APP_WEBSOCKET = 41
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -1164,6 +1165,62 @@ cdef int parse_rtp(appctx_t *c) noexcept nogil:
     return PARSE_NEED_MORE
 
 
+cdef int _ws_frames(const uint8_t *p, uint32_t n) noexcept nogil:
+    """Whether `p` is whole WebSocket frames (RFC 6455: FIN set; text, binary, close, ping or pong) tiling it
+    exactly: 1 all unmasked, 2 all masked, 0 not frames."""
+    cdef uint32_t off = 0, hdr, frames = 0
+    cdef uint64_t length
+    cdef int masked = -1
+    while off < n and frames < 8:
+        if off + 2 > n:
+            return 0
+        if p[off] != 0x81 and p[off] != 0x82 and p[off] != 0x88 and p[off] != 0x89 and p[off] != 0x8A:
+            return 0
+        if masked >= 0 and masked != (p[off + 1] >> 7):
+            return 0
+        masked = p[off + 1] >> 7
+        length = p[off + 1] & 0x7F
+        hdr = 2
+        if length == 126:
+            if off + 4 > n:
+                return 0
+            length = ngfw_be16(p + off + 2)
+            hdr = 4
+        elif length == 127:
+            return 0   # a 64-bit length: never a first packet's worth
+        hdr += 4 if masked else 0
+        if off + hdr + length > n:
+            return 0
+        off += hdr + <uint32_t>length
+        frames += 1
+    if off != n:
+        return 0
+    return 2 if masked else 1
+
+
+cdef int parse_websocket(appctx_t *c) noexcept nogil:
+    """WebSocket frames on a connection picked up after its HTTP upgrade: a packet of one side that is whole
+    frames, then a packet of the other side that is whole frames masked the other way (clients mask what
+    they send, servers do not). The first side is remembered in scratch ('W', direction, masking)."""
+    cdef uint8_t *s = c.scratch
+    cdef int kind
+    if c.l4proto != 6 or c.payload_len < 2:
+        return PARSE_NO
+    kind = _ws_frames(c.payload, c.payload_len)
+    if kind == 0:
+        return PARSE_NO
+    if s[0] == 87:
+        if s[1] != c.to_server:
+            return APP_WEBSOCKET if s[2] != kind else PARSE_NO
+        return PARSE_NEED_MORE if s[2] == kind else PARSE_NO
+    if s[0] != 0:
+        return PARSE_NO
+    s[0] = 87
+    s[1] = c.to_server
+    s[2] = <uint8_t>kind
+    return PARSE_NEED_MORE
+
+
 cdef int parse_openvpn(appctx_t *c) noexcept nogil:
     """OpenVPN: a hard-reset opcode (key id 0) opens the session with an 8-byte session id; the session is
     confirmed when the next packet of that direction repeats the id or the peer echoes it back. A bare
@@ -2038,6 +2095,10 @@ cdef int appid_parse(appctx_t *c) noexcept nogil:
         r = _try(parse_openvpn(c), &need)
         if r > 0:
             return r
+        if b0 >= 0x81 and b0 <= 0x8A:
+            r = _try(parse_websocket(c), &need)
+            if r > 0:
+                return r
         return PARSE_NEED_MORE if need else PARSE_NO
     if c.l4proto == 17:
         if c.payload_len == 0:

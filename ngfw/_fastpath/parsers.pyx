@@ -17,6 +17,7 @@ _ENUM = {
     "pop3": APP_POP3, "imap": APP_IMAP, "mssql": APP_MSSQL, "openvpn": APP_OPENVPN, "tftp": APP_TFTP,
     "ldap": APP_LDAP, "socks": APP_SOCKS, "mysql": APP_MYSQL, "postgresql": APP_POSTGRESQL,
     "vnc": APP_VNC, "rdp": APP_RDP, "bgp": APP_BGP, "telnet": APP_TELNET, "nntp": APP_NNTP, "whois": APP_WHOIS,
+    "websocket": APP_WEBSOCKET,
 }
 assert _ENUM == APPS, "BUILTIN_APPS and the APP_* enum disagree"
 

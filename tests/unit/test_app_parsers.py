@@ -142,6 +142,19 @@ def test_netbios_names_with_damage_are_read_up_to_it() -> None:
     assert r["app"] == "netbios" and r["host"] == "eci_dom"
 
 
+def test_websocket_frames_picked_up_mid_stream() -> None:
+    """Whole frames from one side, then whole frames masked the other way from the other side: WebSocket
+    (clients mask, servers do not). Frames that do not tile the packet, or the same masking both ways, are not."""
+    server = b"\x81\x17" + b"Welcome, 192.168.43.135"                      # text, unmasked, 23 bytes
+    client = b"\x81\x8c" + b"\xe1\x7e\x8e\xb9" + bytes(12)                 # text, masked, 12 bytes
+    two = b"\x89\x00" + b"\x82\x7e\x00\x80" + bytes(128)                    # ping, then binary with a 16-bit length
+    assert parsers.parse(TCP, False, 40000, 12345, [server])["need_more"]
+    assert parsers.parse_flow(TCP, 40000, 12345, [(False, server), (True, client)])["app"] == "websocket"
+    assert parsers.parse_flow(TCP, 40000, 12345, [(True, client), (False, two)])["app"] == "websocket"
+    assert parsers.parse_flow(TCP, 40000, 12345, [(False, server), (True, server)])["app"] is None
+    assert parsers.parse_flow(TCP, 40000, 12345, [(False, server + b"x"), (True, client)])["app"] is None
+
+
 def test_ssh_banner() -> None:
     r = parsers.parse(TCP, True, 40000, 2222, [b"SSH-2.0-OpenSSH_9.2p1 Debian\r\n"])
     assert r["app"] == "ssh" and r["ua"] == "SSH-2.0-OpenSSH_9.2p1 Debian"
