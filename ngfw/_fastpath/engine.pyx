@@ -70,26 +70,37 @@ cdef extern from "arpa/inet.h" nogil:
     int AF_INET6
 
 
-cdef object ip_from_c(ip128_t ip, bint v6):
-    """The text form Python's ipaddress gives, by inet_ntop (every flow record formats two of these)."""
+cdef int ip_text(ip128_t ip, bint v6, char *text) noexcept nogil:
+    """inet_ntop's text of an address into `text` (64 bytes) and its length; -1 for an IPv6 address in ::/80
+    (IPv4-mapped and -compatible), which inet_ntop writes with a dotted quad and Python's ipaddress does not."""
     cdef uint8_t raw[16]
-    cdef char text[64]
     cdef int i
     memcpy(raw, &ip.hi, 8)
     memcpy(raw + 8, &ip.lo, 8)
     if not v6:
-        inet_ntop(AF_INET, raw + 12, text, sizeof(text))
-        return text.decode("ascii")
+        inet_ntop(AF_INET, raw + 12, text, 64)
+        return <int>strlen(text)
     for i in range(10):
         if raw[i]:
             break
     else:
-        # ::/80 prefixes (IPv4-mapped and -compatible): inet_ntop writes dotted quads, ipaddress does not
-        import ipaddress
+        return -1
+    inet_ntop(AF_INET6, raw, text, 64)
+    return <int>strlen(text)
 
-        return str(ipaddress.IPv6Address(bytes(raw[:16])))
-    inet_ntop(AF_INET6, raw, text, sizeof(text))
-    return text.decode("ascii")
+
+cdef object ip_from_c(ip128_t ip, bint v6):
+    """The text form Python's ipaddress gives, by inet_ntop (every flow record formats two of these)."""
+    cdef uint8_t raw[16]
+    cdef char text[64]
+    cdef int n = ip_text(ip, v6, text)
+    if n >= 0:
+        return text[:n].decode("ascii")
+    import ipaddress
+
+    memcpy(raw, &ip.hi, 8)
+    memcpy(raw + 8, &ip.lo, 8)
+    return str(ipaddress.IPv6Address(bytes(raw[:16])))
 
 cdef uint64_t mac_to_c(bytes mac) except? 0:
     cdef uint64_t v = 0

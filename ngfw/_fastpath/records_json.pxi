@@ -3,7 +3,6 @@
 # dict or a str per field. Names (vsys, workloads, rules, apps, actions) come pre-encoded from Python.
 
 from libc.math cimport rint
-from libc.string cimport strlen
 from libc.time cimport time_t, tm
 
 cdef extern from "time.h" nogil:
@@ -138,27 +137,14 @@ cdef void jb_timestamp(jbuf_t *b, double epoch) noexcept nogil:
 
 cdef void jb_ip(jbuf_t *b, ip128_t ip, bint v6):
     """An address as `ip_from_c` writes it, quoted."""
-    cdef uint8_t raw[16]
     cdef char text[64]
-    cdef int i
-    cdef bint mapped = v6
-    memcpy(raw, &ip.hi, 8)
-    memcpy(raw + 8, &ip.lo, 8)
-    if v6:
-        for i in range(10):
-            if raw[i]:
-                mapped = False
-                break
-    if mapped:
+    cdef int n = ip_text(ip, v6, text)
+    if n < 0:
         jb_bytes(b, b'"' + ip_from_c(ip, v6).encode("ascii") + b'"')
         return
-    if v6:
-        inet_ntop(AF_INET6, raw, text, sizeof(text))
-    else:
-        inet_ntop(AF_INET, raw + 12, text, sizeof(text))
     b.p[b.n] = 34
     b.n += 1
-    jb_put(b, text, strlen(text))
+    jb_put(b, text, <size_t>n)
     b.p[b.n] = 34
     b.n += 1
 
