@@ -47,7 +47,7 @@ from ngfw.lab.signals import Terminated, raise_on_signals  # noqa: E402
 from ngfw.lab.topology import Lab, interface_stats, lab_bridge_fw, lab_down, lab_unbridge_fw, lab_up  # noqa: E402
 
 PREFIX = "nb"
-CONFIGS = ("bridge", "allow", "rules1000", "etopen")
+CONFIGS = ("bridge", "bare", "allow", "rules1000", "etopen")
 ALLOW_ALL_POLICY = "rules/examples/allow-all.yaml"
 IDENTITY_RULES = 1000
 IPERF_PORT = 5201
@@ -86,6 +86,7 @@ class ConfigResult:
 
 TITLES = {
     "bridge": "Linux bridge (baseline)",
+    "bare": "bare C forwarder, TPACKET_V2 + poll (the I/O floor)",
     "allow": f"ngfw, {ALLOW_ALL_POLICY}",
     "rules1000": f"ngfw, {IDENTITY_RULES}-rule identity policy",
     "etopen": "ngfw, allow-all with every flow inspected by ET Open",
@@ -232,6 +233,8 @@ def unavailable(name: str) -> str | None:
         return None
     if name == "suricata":
         return None if shutil.which("suricata") else "suricata is not installed (deploy/install.sh)"
+    if name == "bare":
+        return None if shutil.which("cc") else "no C compiler (cc) to build bench/bare_forwarder.c"
     reason = dataplane_unavailable()
     if reason:
         return f"the dataplane is not available yet: {reason}"
@@ -270,8 +273,34 @@ def suricata_baseline(lab: Lab, workdir: Path, result: ConfigResult) -> Iterator
 
 
 @contextlib.contextmanager
+def bare_forwarder(lab: Lab, workdir: Path, result: ConfigResult) -> Iterator[None]:
+    """bench/bare_forwarder.c on the dataplane's wire: ngfw's I/O model (TPACKET_V2 rings, poll wake-ups)
+    with no inspection at all, so what the model itself costs on this machine is measured in the same run."""
+    binary = workdir / "bare_forwarder"
+    if not binary.exists():
+        subprocess.run(["cc", "-O2", "-Wall", "-o", str(binary), str(HERE / "bare_forwarder.c")], check=True,
+                       capture_output=True, timeout=120)
+    proc = run_in(lab.fw_ns, [str(binary), lab.fw_vm, lab.fw_up, "3600"], stdin=subprocess.DEVNULL,
+                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while call_in(lab.web1.ns, ["ping", "-c", "1", "-W", "1", lab.srv.ipv4], timeout=5).returncode != 0:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise OSError(f"bare forwarder did not forward: {proc.stderr.read().decode()[-300:] if proc.stderr else ''}")
+        yield
+        if proc.poll() is not None:
+            result.errors.append(f"bare forwarder exited with {proc.returncode}")
+    finally:
+        stop_process(proc)
+
+
+@contextlib.contextmanager
 def configuration(name: str, lab: Lab, workdir: Path, result: ConfigResult) -> Iterator[DataplaneProcess | None]:
     """Put configuration `name` in place between fw-vm and fw-up for the block; undo it afterwards."""
+    if name == "bare":
+        with bare_forwarder(lab, workdir, result):
+            yield None
+        return
     if name == "suricata":
         with suricata_baseline(lab, workdir, result):
             yield None
