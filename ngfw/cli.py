@@ -83,12 +83,17 @@ def build_parser(with_control: bool = True) -> argparse.ArgumentParser:
                     help="payload packets after which an unidentified flow is decided (8)")
     dp.add_argument("--appid-buffers", type=int, default=1024, metavar="N",
                     help="flows classified at once with reassembly buffers, 10 KB each (1024)")
-    dp.add_argument("--tx-thread", action="store_true",
-                    help="flush the TX rings from a second thread: the kernel's work for the receiving side then "
-                         "overlaps with the packet loop (more throughput, about +60 us latency)")
+    dp.add_argument("--tx-thread", action=argparse.BooleanOptionalAction, default=True,
+                    help="under load, flush the TX rings from a second thread: the kernel's work for the receiving "
+                         "side then overlaps with the packet loop (on by default; sparse traffic is flushed by the "
+                         "loop itself, without the hand-over's wake-up)")
     dp.add_argument("--idle-spin-us", type=float, default=200.0, metavar="US",
-                    help="keep polling the rings this long after the last frame before sleeping (200; 0 sleeps at "
-                         "once: less CPU, more latency)")
+                    help="under load, keep polling the rings this long after the last frame before sleeping (200; "
+                         "0 sleeps at once: less CPU, more latency)")
+    dp.add_argument("--idle-spin-quiet-us", type=float, default=20000.0, metavar="US",
+                    help="while traffic is sparse (under 5,000 frames/s), keep polling this long after the last "
+                         "frame (20000: interactive traffic does not wait for a wake-up, at the cost of a core while "
+                         "frames keep coming within it; 0: as under load)")
 
     lab = sub.add_parser("lab", help="network-namespace lab: two workloads, the dataplane, a server")
     lab.add_argument("action", choices=["up", "down"])
@@ -153,6 +158,7 @@ def cmd_dataplane(args: argparse.Namespace) -> int:
     try:
         dp = Dataplane(plan, policy_path=args.policy, eve_path=args.eve, flow_capacity=args.flow_capacity,
                        timeouts=dict(args.timeout), idle_spin_us=args.idle_spin_us,
+                       idle_spin_quiet_us=args.idle_spin_quiet_us,
                        appid=dict(appid_budget=args.appid_budget, appid_max_pkts=args.appid_max_pkts,
                                   appid_slots=args.appid_buffers),
                        tx_thread=args.tx_thread, inspect_flows=args.inspect_flows)

@@ -157,6 +157,11 @@ cdef enum:
 cdef enum:
     REPLAY_SWEEP_SLOTS = 32
 
+# the packet loop's idea of sparse traffic: fewer than QUIET_FRAMES frames over the last 10-20 ms (5,000/s)
+cdef enum:
+    QUIET_WINDOW_NS = 10000000
+    QUIET_FRAMES = 50
+
 # --- layer 3 kinds ---
 cdef enum:
     L3_NONE = 0

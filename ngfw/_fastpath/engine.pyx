@@ -603,7 +603,8 @@ cdef class Engine:
     cdef dict vsys_slots     # vsys name -> slot of engine_t.vsys (tenancy.pxi): stable across generations
 
     def __cinit__(self, uint32_t flow_capacity=262144, dict timeouts=None, uint32_t event_capacity=65536,
-                  uint32_t burst=64, double idle_spin_us=200.0, bint replay=False, int unmanaged_vsys=-1,
+                  uint32_t burst=64, double idle_spin_us=200.0, double idle_spin_quiet_us=20000.0,
+                  bint replay=False, int unmanaged_vsys=-1,
                   uint32_t appid_slots=1024, uint32_t appid_max_pkts=8, uint32_t appid_budget=8,
                   inspect_slots=None):
         cdef uint32_t i
@@ -624,9 +625,10 @@ cdef class Engine:
             raise MemoryError("not enough memory for the event ring")
         self.flow_capacity = flow_capacity
         self.e.burst = burst
-        if idle_spin_us < 0:
-            raise ValueError("idle_spin_us must not be negative")
+        if idle_spin_us < 0 or idle_spin_quiet_us < 0:
+            raise ValueError("idle_spin_us and idle_spin_quiet_us must not be negative")
         self.e.idle_spin_ns = <uint64_t>(idle_spin_us * 1000.0)
+        self.e.idle_spin_quiet_ns = <uint64_t>(max(idle_spin_quiet_us, idle_spin_us) * 1000.0)
         if clspool_init(&self.e.cls, appid_slots) < 0 or hostpool_init(&self.e.hostpool, max(flow_capacity // 2, 16)) < 0:
             raise MemoryError("not enough memory for App-ID buffers")
         if appid_max_pkts < 1 or appid_budget < 1:
@@ -724,7 +726,7 @@ cdef class Engine:
         return self.e.n_ports - 1
 
     def add_ring_port(self, str name, int ifindex, uint32_t mtu, int32_t segment,
-                      uint32_t rx_frames=4096, uint32_t tx_frames=1024) -> int:
+                      uint32_t rx_frames=4096, uint32_t tx_frames=4096) -> int:
         """Attach an AF_PACKET TPACKET_V2 ring to link `ifindex`; raises OSError naming the link."""
         cdef port_t *p = self._new_port(name, segment)
         cdef int rc = ring_port_open(p, ifindex, rx_frames, tx_frames, mtu)

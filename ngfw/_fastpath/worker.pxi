@@ -38,7 +38,9 @@ ctypedef struct engine_t:
     uint32_t stop
     uint32_t running
     uint32_t burst
-    uint64_t idle_spin_ns      # keep polling the rings this long after the last frame before sleeping
+    uint64_t idle_spin_ns      # keep polling the rings this long after the last frame before sleeping...
+    uint64_t idle_spin_quiet_ns  # ... or this long while traffic is sparse (run_loop)
+    uint32_t sparse            # run_loop's verdict on the traffic, for the TX thread
     # offline replay: captures start mid-connection, carry routers' MACs and log every flow
     uint8_t tcp_midstream      # a TCP flow may start with any segment; its sender is the client
     uint8_t identity_ip_only   # resolve workloads by IP alone, no anti-spoofing
@@ -540,9 +542,13 @@ cdef void run_loop(engine_t *e) noexcept nogil:
             fds[nfds].fd = e.ports[i].fd
             fds[nfds].events = POLLIN
             nfds += 1
-    cdef uint64_t last_busy
+    cdef uint64_t last_busy, spin
+    cdef bint sparse
+    # frames in the current and the previous 10 ms window: fewer than QUIET_FRAMES is sparse traffic
+    cdef uint64_t window_start, window_frames = 0, previous_window_frames = 0
     e.last_sweep = ngfw_now_ns()
     last_busy = e.last_sweep
+    window_start = e.last_sweep
     while not ngfw_load_u32(&e.stop):
         adopt_tables(e)
         now = ngfw_now_ns()
@@ -552,14 +558,28 @@ cdef void run_loop(engine_t *e) noexcept nogil:
                 n += rx_ring_burst(e, i, e.burst, now)
             elif e.ports[i].kind == PORT_TAP:
                 n += rx_tap_burst(e, i, e.burst, now)
+        window_frames += n
+        if now - window_start >= QUIET_WINDOW_NS:
+            previous_window_frames = window_frames
+            window_frames = 0
+            window_start = now
+        sparse = window_frames + previous_window_frames < QUIET_FRAMES
+        ngfw_store_u32(&e.sparse, sparse)
         for i in range(e.n_ports):
-            port_flush(&e.ports[i])
+            if sparse and e.ports[i].kind == PORT_RING:
+                ring_kick(&e.ports[i])
+            else:
+                port_flush(&e.ports[i])   # with a TX thread (tx_async), that thread flushes
         sweep_flows(e, now, e.flows.mask + 1)
+        # Waking from poll() costs tens of microseconds on a VM (the bare forwarder in bench/ measures it):
+        # while traffic is sparse, keep looking for the next frame (interactive traffic gets the latency of
+        # a busy-polling loop) and flush the TX rings here, not through the TX thread (one wake-up fewer);
+        # under load, look only briefly, so the core goes back to whoever needs it (on a host shared with
+        # the workloads, spinning then costs them throughput), and let the TX thread flush
+        spin = e.idle_spin_quiet_ns if sparse else e.idle_spin_ns
         if n:
             last_busy = now
-        elif now - last_busy < e.idle_spin_ns:
-            # a reply usually follows within tens of microseconds: waking from poll() costs about as
-            # much again on a VM, so keep looking for a while, yielding the core to anyone runnable
+        elif now - last_busy < spin:
             sched_yield()
         else:
             poll(fds, nfds, 10)
@@ -584,5 +604,7 @@ cdef void run_tx_loop(engine_t *e) noexcept nogil:
             last_busy = now
         elif now - last_busy < e.idle_spin_ns + 1000000:
             sched_yield()
+        elif ngfw_load_u32(&e.sparse):
+            usleep(1000)   # sparse traffic is flushed by the packet loop itself: nothing is waiting here
         else:
             usleep(50)

@@ -56,12 +56,13 @@ class PortPlan:
 class Dataplane:
     def __init__(self, plan: PortPlan, policy_path: str | None = None, eve_path: str | None = None,
                  flow_capacity: int = 262144, timeouts: dict[str, float] | None = None,
-                 drain_interval: float = 0.1, idle_spin_us: float = 200.0,
-                 appid: dict[str, int] | None = None, tx_thread: bool = False,
+                 drain_interval: float = 0.1, idle_spin_us: float = 200.0, idle_spin_quiet_us: float = 20000.0,
+                 appid: dict[str, int] | None = None, tx_thread: bool = True,
                  inspect_flows: int | None = None) -> None:
         fp = engine_module()
         self.fp = fp
         self.engine = fp.Engine(flow_capacity=flow_capacity, timeouts=timeouts or {}, idle_spin_us=idle_spin_us,
+                                idle_spin_quiet_us=idle_spin_quiet_us,
                                 inspect_slots=inspect_flows, **(appid or {}))
         self.signatures: Any = None           # threats.SignatureSets in force
         self.signature_sources: list[tuple[str, str]] = []
@@ -70,7 +71,7 @@ class Dataplane:
         self.rules_reloads_ok = 0
         self.rules_reloads_failed = 0
         self.plan = plan
-        self.tx_thread = tx_thread  # flush TX rings from a second thread: more throughput, more latency
+        self.tx_thread = tx_thread  # under load, flush TX rings from a second thread (run_loop, run_tx_loop)
         self._tx_thread: threading.Thread | None = None
         self.policy_path = policy_path
         self.policy: CompiledPolicy | None = None

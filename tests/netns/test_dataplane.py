@@ -26,7 +26,7 @@ def test_allowed_http_session_completes(lab, lab_services, start_dataplane, ns_r
     assert metric(text, "ngfw_rule_hits_total", vsys="tenant-a", rule="web-to-server-http") == 1
 
 
-@pytest.mark.parametrize("options", [[], ["--tx-thread"]], ids=["one-thread", "tx-thread"])
+@pytest.mark.parametrize("options", [["--no-tx-thread"], []], ids=["one-thread", "tx-thread"])
 def test_large_transfer_is_intact(lab, lab_services, start_dataplane, ns_run, options) -> None:
     start_dataplane(LAB_POLICY, extra_args=options)
     r = ns_run(lab.web2.ns, ["sh", "-c", f"curl -sS -m 20 {lab_services.big_file_url} | sha256sum"], timeout=30)
