@@ -49,11 +49,34 @@ def _timeout(text: str) -> tuple[str, float]:
 LOCAL_COMMANDS = frozenset({"dataplane", "lab", "demo", "policy", "replay", "rules", "apps", "schema"})
 
 
-def build_parser(with_control: bool = True) -> argparse.ArgumentParser:
+def _top_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
     parser = argparse.ArgumentParser(prog="ngfw", description="Virtualization-aware next-generation firewall dataplane")
     parser.add_argument("--version", action="version", version=f"ngfw {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
+    return parser, parser.add_subparsers(dest="command", required=True)
+
+
+def _add_replay(sub: argparse._SubParsersAction) -> None:
+    rp = sub.add_parser("replay", help="run the compiled pipeline over pcap/pcapng files, one record per flow")
+    rp.add_argument("files", nargs="+", metavar="FILE")
+    rp.add_argument("--policy", metavar="PATH", help="policy to decide flows with (default: allow everything)")
+    rp.add_argument("--json", action="store_true", help="one JSON object per line")
+    rp.add_argument("--rules", action="append", default=[], metavar="[NAME=]PATH",
+                    help="inspect every flow with these Suricata rules (file or directory; repeatable) and "
+                         "print alert records next to flow records")
+    rp.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
+                    help="set a rule variable, e.g. HOME_NET=[10.0.0.0/8] (repeatable)")
+
+
+def build_replay_parser() -> argparse.ArgumentParser:
+    """`ngfw replay ...` alone: building every command's parser was a tenth of replaying a small capture."""
+    parser, sub = _top_parser()
+    _add_replay(sub)
+    return parser
+
+
+def build_parser(with_control: bool = True) -> argparse.ArgumentParser:
+    parser, sub = _top_parser()
 
     dp = sub.add_parser("dataplane", help="run the inline dataplane on wires and TAPs")
     dp.add_argument("--wire", type=_wire, action="append", default=[], metavar="IF_A:IF_B",
@@ -111,15 +134,7 @@ def build_parser(with_control: bool = True) -> argparse.ArgumentParser:
     check.add_argument("path")
     check.add_argument("--json", action="store_true")
 
-    rp = sub.add_parser("replay", help="run the compiled pipeline over pcap/pcapng files, one record per flow")
-    rp.add_argument("files", nargs="+", metavar="FILE")
-    rp.add_argument("--policy", metavar="PATH", help="policy to decide flows with (default: allow everything)")
-    rp.add_argument("--json", action="store_true", help="one JSON object per line")
-    rp.add_argument("--rules", action="append", default=[], metavar="[NAME=]PATH",
-                    help="inspect every flow with these Suricata rules (file or directory; repeatable) and "
-                         "print alert records next to flow records")
-    rp.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
-                    help="set a rule variable, e.g. HOME_NET=[10.0.0.0/8] (repeatable)")
+    _add_replay(sub)
 
     rules = sub.add_parser("rules", help="threat signatures (Suricata rule syntax)")
     rules_sub = rules.add_subparsers(dest="rules_command", required=True)
@@ -314,7 +329,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     command = next((w for w in words if not w.startswith("-")), None)
-    args = build_parser(with_control=command not in LOCAL_COMMANDS).parse_args(words)
+    if words and words[0] == "replay":
+        args = build_replay_parser().parse_args(words)
+    else:
+        args = build_parser(with_control=command not in LOCAL_COMMANDS).parse_args(words)
     if args.command in ("apps", "replay", "schema", "policy", "rules"):
         import signal
 

@@ -137,12 +137,13 @@ class _Entry:
     spec: AppSpec
 
 
-def _read(files: Iterable[Path], problems: list[str]) -> list[_Entry]:
+def _read(files: Iterable[str], problems: list[str]) -> list[_Entry]:
     entries: list[_Entry] = []
     for path in files:
         name = str(path)
         try:
-            documents = parse_documents(path.read_text(encoding="utf-8"))
+            with open(path, encoding="utf-8") as f:
+                documents = parse_documents(f.read())
         except UnicodeDecodeError as exc:
             problems.append(f"{name}: not UTF-8 text (byte {exc.start})")
             continue
@@ -206,7 +207,7 @@ def _compile_all(signatures: tuple[Signature, ...]) -> str | None:
 def compile_catalogue(path: str | Path = DEFAULT_CATALOGUE) -> Catalogue:
     """Read, validate and compile the catalogue (no cache)."""
     problems: list[str] = []
-    entries = _read(catalogue_files(Path(path)), problems)
+    entries = _read(catalogue_files(path), problems)
 
     first: dict[str, _Entry] = {}
     for entry in entries:

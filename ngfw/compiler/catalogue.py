@@ -9,11 +9,16 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-from pathlib import Path
 
 from ngfw.values import value
 
-DEFAULT_CATALOGUE = Path(__file__).resolve().parents[2] / "rules" / "apps"
+# paths are os.path strings here: pathlib (and the urllib.parse it imports) is not on `ngfw replay`'s start
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from os import PathLike
+
+HERE = os.path.dirname(os.path.realpath(__file__))
+DEFAULT_CATALOGUE = os.path.join(os.path.dirname(os.path.dirname(HERE)), "rules", "apps")
 SUFFIXES = (".yaml", ".yml")
 # Reserved names: classification states, ids 0-4 whatever the files say.
 RESERVED = ("unknown", "unknown-tcp", "unknown-udp", "incomplete", "insufficient-data")
@@ -95,51 +100,53 @@ class Catalogue:
 
 
 
-def catalogue_files(path: Path) -> list[Path]:
-    if path.is_file():
+def catalogue_files(path: str | PathLike[str]) -> list[str]:
+    """`path` itself, or the `*.yaml`/`*.yml` files under it (hidden ones left out), in path order."""
+    path = os.fspath(path)
+    if os.path.isfile(path):
         return [path]
-    if not path.is_dir():
+    if not os.path.isdir(path):
         from ngfw.model.errors import PolicyError
 
         raise PolicyError([f"{path}: no such file or directory"])
-    files = sorted(
-        p
-        for p in path.rglob("*")
-        if p.suffix in SUFFIXES and p.is_file() and not any(x.startswith(".") for x in p.relative_to(path).parts)
-    )
-    if not files:
+    found: list[tuple[tuple[str, ...], str]] = []
+    for directory, dirs, names in os.walk(path):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in names:
+            full = os.path.join(directory, name)
+            if not name.startswith(".") and os.path.splitext(name)[1] in SUFFIXES and os.path.isfile(full):
+                found.append((tuple(os.path.relpath(full, path).split(os.sep)), full))
+    if not found:
         from ngfw.model.errors import PolicyError
 
         raise PolicyError([f"{path}: no *.yaml or *.yml files in this directory"])
-    return files
-
+    return [full for _, full in sorted(found)]
 
 
 _LOADED: dict[str, Catalogue] = {}
 
 
-def cache_dir() -> Path:
+def cache_dir() -> str:
     """Where compiled catalogues and signature databases are kept between runs."""
-    base = os.environ.get("NGFW_CACHE_DIR") or os.path.join(
+    return os.environ.get("NGFW_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "ngfw")
-    return Path(base)
 
 
-def load_catalogue(path: str | Path = DEFAULT_CATALOGUE, cache: bool = True) -> Catalogue:
+def load_catalogue(path: str | PathLike[str] = DEFAULT_CATALOGUE, cache: bool = True) -> Catalogue:
     """The catalogue under `path` (a file or a directory of `*.yaml`), or `PolicyError` with every problem.
 
     Validating every signature with Hyperscan takes seconds, so a catalogue that loaded cleanly is
     kept (in this process, and pickled in the cache directory) under the hash of its files and of
     this compiler; any change to either loads it afresh.
     """
-    files = catalogue_files(Path(path))
-    h = hashlib.sha256(Path(__file__).read_bytes() + (Path(__file__).parent / "apps.py").read_bytes())
+    files = catalogue_files(path)
+    h = hashlib.sha256(_read_bytes(os.path.join(HERE, "catalogue.py")) + _read_bytes(os.path.join(HERE, "apps.py")))
     for file in files:
-        h.update(str(file).encode() + b"\0" + file.read_bytes() + b"\0")
+        h.update(file.encode() + b"\0" + _read_bytes(file) + b"\0")
     key = h.hexdigest()
     if cache and key in _LOADED:
         return _LOADED[key]
-    stored = cache_dir() / f"catalogue-{key[:32]}.pickle"
+    stored = os.path.join(cache_dir(), f"catalogue-{key[:32]}.pickle")
     if cache:
         try:
             with open(stored, "rb") as f:
@@ -155,8 +162,8 @@ def load_catalogue(path: str | Path = DEFAULT_CATALOGUE, cache: bool = True) -> 
     _LOADED[key] = catalogue
     if cache:
         try:
-            stored.parent.mkdir(parents=True, exist_ok=True)
-            tmp = stored.with_suffix(f".{os.getpid()}.tmp")
+            os.makedirs(os.path.dirname(stored), exist_ok=True)
+            tmp = f"{stored}.{os.getpid()}.tmp"
             with open(tmp, "wb") as f:
                 pickle.dump(catalogue, f, protocol=pickle.HIGHEST_PROTOCOL)
             os.replace(tmp, stored)
@@ -165,3 +172,6 @@ def load_catalogue(path: str | Path = DEFAULT_CATALOGUE, cache: bool = True) -> 
     return catalogue
 
 
+def _read_bytes(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()

@@ -59,9 +59,10 @@ def test_a_field_without_default_after_one_with_is_refused() -> None:
 
 
 def test_replay_starts_without_dataclasses() -> None:
-    """What the values module is for: `ngfw replay`'s imports leave out dataclasses (and inspect, ast)."""
+    """What the values module is for: `ngfw replay`'s imports leave out dataclasses (and inspect, ast), and
+    with them typing, orjson, logging and pathlib."""
     code = ("import sys, ngfw.cli, ngfw.dataplane.replay as r; r.Replayer(); "
-            "print(sorted({'dataclasses', 'inspect', 'typing', 'orjson', 'logging'} & set(sys.modules)))")
+            "print(sorted({'dataclasses', 'inspect', 'typing', 'orjson', 'logging', 'pathlib'} & set(sys.modules)))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
