@@ -220,6 +220,10 @@ def test_agent_keeps_its_bundle_while_control_is_down_and_resyncs(
     agent, dataplane = start_agent(agents, control.url, tokens["host-a"], "host-a",
                                    cache_path=tmp_path / "bundle.json")
     assert agent.wait_for(lambda g: g.current is not None, 5)
+    # the agent writes its cache after the ack, so after `current` is set: wait for it before control goes
+    deadline = time.monotonic() + 5
+    while not (tmp_path / "bundle.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
     control.stop()
     deadline = time.monotonic() + 5
     while agent.connected and time.monotonic() < deadline:
