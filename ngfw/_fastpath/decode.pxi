@@ -126,6 +126,18 @@ cdef int decode_tunneled(pkt_t *p, uint32_t off, uint32_t end) noexcept nogil:
         return decode_ipv4(p, off)
     return decode_ipv6(p, off)
 
+cdef int decode_carried(pkt_t *p, uint16_t et, uint32_t off, uint32_t end) noexcept nogil:
+    """The IP packet (ethertype `et`) a UDP tunnel carries at `off`, read in its place; anything else leaves
+    `p` as it was, the UDP flow of the tunnel itself (R_NONE)."""
+    if et != 0x0800 and et != 0x86dd:
+        return R_NONE
+    p.proto = 4 if et == 0x0800 else 41
+    p.has_ports = 0
+    p.sport = 0
+    p.dport = 0
+    p.payload_len = 0
+    return decode_tunneled(p, off, end)
+
 cdef uint16_t carried_ip(const uint8_t *d, uint32_t n, uint16_t et, uint32_t *off) noexcept nogil:
     """The ethertype of the IP packet an MPLS label stack or a PPPoE session frame carries, `off` moved
     to it (replay: nDPI's reader reads through both); 0 when it carries something else."""
@@ -197,14 +209,7 @@ cdef int decode_udp_tunnel(pkt_t *p) noexcept nogil:
             off += 4
     else:
         return R_NONE
-    if et != 0x0800 and et != 0x86dd:
-        return R_NONE
-    p.proto = 4 if et == 0x0800 else 41
-    p.has_ports = 0
-    p.sport = 0
-    p.dport = 0
-    p.payload_len = 0
-    return decode_tunneled(p, off, end)
+    return decode_carried(p, et, off, end)
 
 cdef int decode_capwap(pkt_t *p) noexcept nogil:
     """A CAPWAP data packet (UDP 5247) carrying a station's frame, 802.11 with LLC/SNAP or 802.3: read the
@@ -244,14 +249,7 @@ cdef int decode_capwap(pkt_t *p) noexcept nogil:
         off += 8
     else:
         return R_NONE
-    if et != 0x0800 and et != 0x86dd:
-        return R_NONE
-    p.proto = 4 if et == 0x0800 else 41
-    p.has_ports = 0
-    p.sport = 0
-    p.dport = 0
-    p.payload_len = 0
-    return decode_tunneled(p, off, end)
+    return decode_carried(p, et, off, end)
 
 cdef int decode_ipv4(pkt_t *p, uint32_t off) noexcept nogil:
     cdef const uint8_t *d = p.data

@@ -217,7 +217,7 @@ ctypedef struct pkt_t:
     uint8_t arp_ipv4           # an Ethernet/IPv4 ARP whose sender and target IPs were read
     uint8_t ttl                # IPv4 TTL / IPv6 hop limit
     uint8_t snapped            # the frame is a capture record cut short: header lengths may exceed it
-    uint8_t decap              # IP-in-IP (4in4, 6in4, 4in6, 6in6) read as its inner packet (replay only)
+    uint8_t decap              # a tunnel (IP-in-IP, CAPWAP, GTP-U, VXLAN) read as its inner packet (replay only)
     uint32_t frag_id
     uint16_t sport
     uint16_t dport

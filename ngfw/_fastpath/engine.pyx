@@ -1037,64 +1037,11 @@ cdef class Engine:
             "app_host": (<char *>ev.host)[:ev.host_len].decode("utf-8", "replace") if ev.host_len else None,
         }
 
-    def drain_flow_records(self, str pcap_file, tuple vsys_names, tuple workload_names, tuple rule_names,
-                           list app_split, object timestamp, dict proto_names, str default_rule) -> list:
-        """Replay's fast path: every flow event in the ring as (start, flow_id, record), the record in its
-        final shape (`ngfw.dataplane.replay.Replayer.record`, built here from name tables instead of from an
-        event dict); other events are dropped. `app_split[app id]` is (app_proto, app)."""
-        cdef evring_t *r = &self.e.events
-        cdef uint32_t tail = r.tail
-        cdef uint32_t head = ngfw_load_u32(&r.head)
-        cdef event_t *ev
-        cdef list out = []
-        cdef double start
-        cdef Py_ssize_t n_vsys = len(vsys_names), n_wl = len(workload_names), n_rules = len(rule_names)
-        cdef Py_ssize_t n_apps = len(app_split)
-        cdef int64_t vsys, rule
-        while tail != head:
-            ev = &r.ev[tail & (r.size - 1)]
-            tail += 1
-            if ev.type != EV_FLOW:
-                continue
-            start = (ev.ts_first / 1e9) + self.wall_offset
-            app_proto, app = app_split[ev.app] if 0 < ev.app < n_apps else (None, None)
-            src_ip = ip_from_c(ev.src_ip, ev.is_v6)
-            dest_ip = ip_from_c(ev.dest_ip, ev.is_v6)
-            vsys = ev.vsys
-            rule = ev.rule
-            out.append((start, ev.flow_id, {
-                "event_type": "flow",
-                "pcap_file": pcap_file,
-                "flow_id": ev.flow_id,
-                "timestamp": timestamp(start),
-                "src_ip": src_ip,
-                "src_port": ev.src_port,
-                "dest_ip": dest_ip,
-                "dest_port": ev.dest_port,
-                "proto": proto_names.get(ev.proto) or str(ev.proto),
-                "app_proto": app_proto,
-                "app": app,
-                "app_host": (<char *>ev.host)[:ev.host_len].decode("utf-8", "replace") if ev.host_len else None,
-                "app_confidence": ev.app_conf if ev.app else None,
-                "app_pkts": ev.app_pkts if ev.app else None,
-                "vsys": (vsys_names[vsys] or None) if 0 <= vsys < n_vsys else None,
-                "src_vm": (workload_names[ev.src_wl] or None) if 0 <= ev.src_wl < n_wl else None,
-                "dest_vm": (workload_names[ev.dst_wl] or None) if 0 <= ev.dst_wl < n_wl else None,
-                "rule": None if vsys < 0 else (default_rule if rule < 0 else
-                                                (rule_names[rule] if rule < n_rules else "default-deny")),
-                "action": _name(ACTION_NAMES, ev.action),
-                "pkts_toserver": ev.pkts[0],
-                "pkts_toclient": ev.pkts[1],
-                "bytes_toserver": ev.bytes[0],
-                "bytes_toclient": ev.bytes[1],
-            }))
-        ngfw_store_u32(&r.tail, tail)
-        return out
-
     def drain_flow_json(self, bytes pcap_file, tuple vsys, tuple workloads, tuple rules, list apps,
                         tuple protos, tuple actions, bytes default_rule) -> list:
-        """`drain_flow_records` as JSON lines: every flow event in the ring as (start, flow_id, line), the
-        line the bytes orjson writes for that record, plus a newline. Every name argument is pre-encoded
+        """Replay's fast path: every flow event in the ring as (start, flow_id, line), the line the bytes
+        orjson writes for the record `ngfw.dataplane.replay.Replayer.record` builds from an event dict, plus a
+        newline; other events are dropped. Every name argument is pre-encoded
         JSON (`json_quote`): `pcap_file`; `vsys`, `workloads`, `rules` by index (null for an empty
         name); `apps[app id]` the `"app_proto":...,"app":...` pair; `protos[0..255]`; `actions`."""
         cdef evring_t *r = &self.e.events

@@ -564,7 +564,8 @@ cdef void run_loop(engine_t *e) noexcept nogil:
             window_frames = 0
             window_start = now
         sparse = window_frames + previous_window_frames < QUIET_FRAMES
-        ngfw_store_u32(&e.sparse, sparse)
+        if sparse != e.sparse:
+            ngfw_store_u32(&e.sparse, sparse)   # the TX thread reads it: written when it changes, not per turn
         for i in range(e.n_ports):
             if sparse and e.ports[i].kind == PORT_RING:
                 ring_kick(&e.ports[i])
