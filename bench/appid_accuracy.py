@@ -125,12 +125,13 @@ def our_key(flow: dict[str, Any]) -> FlowKey:
 
 def index_flows(flows: Iterable[dict[str, Any]]) -> dict[FlowKey, dict[str, Any]]:
     """Our flows by key. When a key repeats (a flow that timed out and came back), the record
-    with the most packets seen by App-ID speaks for it, as nDPI keeps one flow per 5-tuple."""
+    with the most packets seen by App-ID speaks for it, the latest of those that tie: nDPI keeps
+    one flow per 5-tuple for the whole capture, and its host is the last one the flow named."""
     index: dict[FlowKey, dict[str, Any]] = {}
     for flow in flows:
         key = our_key(flow)
         kept = index.get(key)
-        if kept is None or int(flow.get("app_pkts") or 0) > int(kept.get("app_pkts") or 0):
+        if kept is None or int(flow.get("app_pkts") or 0) >= int(kept.get("app_pkts") or 0):
             index[key] = flow
     return index
 

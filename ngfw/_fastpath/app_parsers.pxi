@@ -421,9 +421,7 @@ cdef int parse_dns(appctx_t *c) noexcept nogil:
         n = mlen
     else:
         r = _dns_message(p, n, c.meta, &nb)
-    if r != 1 and c.l4proto == 17 and (_either_port(c, 53) or _either_port(c, 5353) or _either_port(c, 5355)
-                                       or _either_port(c, 137)) \
-            and dns_header_plausible(p, n, _either_port(c, 5353)) and (ngfw_be16(p + 4) or ngfw_be16(p + 6)):
+    if r != 1 and c.l4proto == 17 and dns_header_on_port(c, p, n):
         r = 1   # on its own ports, a message nDPI would take as DNS (NetBIOS-NS) is that, even if its records do not parse
     if r != 1:
         c.meta.host_len = 0
@@ -441,6 +439,20 @@ cdef int parse_dns(appctx_t *c) noexcept nogil:
         return APP_NETBIOS
     dns_message_host(c.meta, p, n, False)
     return APP_DNS
+
+
+cdef bint dns_header_on_port(appctx_t *c, const uint8_t *p, uint32_t n) noexcept nogil:
+    """A UDP message on a DNS-family port whose records do not parse (fuzzed counts, a label that is not
+    one) that is still that protocol, as nDPI takes it: a query whose header looks like one, any response
+    sent from the DNS port; on NetBIOS-NS's port the header must also count a question or an answer."""
+    cdef uint16_t sport = c.client_port if c.to_server else c.server_port
+    if n <= 12:
+        return False
+    if _either_port(c, 53) or _either_port(c, 5353) or _either_port(c, 5355):
+        if (p[2] & 0x80) and (sport == 53 or sport == 5353 or sport == 5355):
+            return True
+        return dns_header_plausible(p, n, _either_port(c, 5353))
+    return _either_port(c, 137) and dns_header_plausible(p, n, False) and (ngfw_be16(p + 4) or ngfw_be16(p + 6))
 
 
 cdef bint dns_header_plausible(const uint8_t *msg, uint32_t n, bint mdns) noexcept nogil:
@@ -462,12 +474,12 @@ cdef bint dns_header_plausible(const uint8_t *msg, uint32_t n, bint mdns) noexce
 
 
 cdef void dns_message_host(appmeta_t *m, const uint8_t *msg, uint32_t n, bint mdns) noexcept nogil:
-    """The host of a DNS-family message: the name at its start (the first question's, or the first answer's
-    when it asks nothing), if it has either."""
+    """The host of a DNS-family message: the name at its start (the first question's, or the first record's
+    when it asks nothing; what the header counts is not trusted, as nDPI does not)."""
     cdef uint8_t name[256]
     cdef uint32_t len
     m.host_len = 0
-    if n < 12 or (ngfw_be16(msg + 4) == 0 and ngfw_be16(msg + 6) == 0):
+    if n <= 12:
         return
     len = dns_grab_name(msg, n, 12, mdns, name)
     if len:
@@ -847,7 +859,8 @@ cdef int parse_http(appctx_t *c) noexcept nogil:
 # SSH
 
 cdef int parse_ssh(appctx_t *c) noexcept nogil:
-    """The identification string "SSH-2.0-software" (or 1.99 / 1.5); the software goes to `ua`."""
+    """The identification string "SSH-2.0-software comments" (or 1.99 / 1.5). The first one a flow carries
+    (the client's or the server's, whichever speaks first) is its host, as nDPI reports SSH flows."""
     cdef const uint8_t *p = c.stream
     cdef uint32_t n = c.stream_len, e
     if n < 4:
@@ -863,7 +876,7 @@ cdef int parse_ssh(appctx_t *c) noexcept nogil:
         if p[e] < 32 or p[e] > 126:
             return PARSE_NO
         e += 1
-    _copy_text(c.meta.ua, UA_MAX, &c.meta.ua_len, p, e, False)
+    _copy_text(c.meta.host, HOST_MAX, &c.meta.host_len, p, e, False)
     return APP_SSH
 
 

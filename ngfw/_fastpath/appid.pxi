@@ -393,15 +393,15 @@ cdef bint app_shift(tables_t *t, flow_t *f, uint16_t app) noexcept nogil:
     return True
 
 cdef uint32_t _dns_extra_name(flow_t *f, const pkt_t *p, bint mdns, uint8_t *name) noexcept nogil:
-    """The name of one more message of a decided DNS flow (0: none); a response with records ends the reading."""
+    """The name of one more message of a decided DNS flow (0: none): any response (its counts may be garbage,
+    its question is still the name asked), a query whose header looks like one. A response with records
+    ends the reading."""
     cdef const uint8_t *msg = _dns_msg(p)
     cdef uint32_t n = _dns_msg_len(p)
-    if not dns_header_plausible(msg, n, mdns):
+    if n <= 12 or not ((msg[2] & 0x80) or dns_header_plausible(msg, n, mdns)):
         return 0
     if not dns_reads_on(msg, n):
         f.host_extra = 0
-    if ngfw_be16(msg + 4) == 0 and ngfw_be16(msg + 6) == 0:
-        return 0
     return dns_grab_name(msg, n, 12, mdns, name)
 
 cdef void appid_flow_end(engine_t *e, tables_t *t, flow_t *f) noexcept nogil:

@@ -49,7 +49,10 @@ cdef int decode_l4(pkt_t *p, uint32_t off, uint32_t end) noexcept nogil:
         p.sport = ngfw_be16(d + off)
         p.dport = ngfw_be16(d + off + 2)
         ulen = ngfw_be16(d + off + 4)
-        if ulen > avail and p.snapped and ulen >= 8:
+        # Inline, a UDP length past the IP datagram is dropped, as the receiving kernel drops it. A
+        # replayed capture (cut by its snap length, or carrying a datagram some stack sent with a bad
+        # length) is read as far as the IP header says, as analysers (nDPI, Wireshark) read it.
+        if ulen > avail and (p.snapped or p.offline) and ulen >= 8:
             ulen = avail
         if not p.is_frag and (ulen < 8 or ulen > avail):
             return R_BAD_UDP_LENGTH
@@ -117,8 +120,8 @@ cdef void decode_icmp_quote(pkt_t *p, uint32_t off, uint32_t end) noexcept nogil
 cdef int decode_tunneled(pkt_t *p, uint32_t off, uint32_t end) noexcept nogil:
     """The packet an IP-in-IP header carries (protocol 4 or 41), read in its place, once: a replayed
     capture's tunnel is classified by what it carries, as nDPI's reader does. The live dataplane keeps
-    the outer header (identity and policy are the tunnel endpoints'), so it never sets `decap`."""
-    p.decap = 0
+    the outer header (identity and policy are the tunnel endpoints'), so it never reads them (`offline`)."""
+    p.offline = 0
     p.len = end          # the inner datagram ends where the outer one does
     p.is_frag = 0
     if p.proto == 4:
@@ -284,7 +287,7 @@ cdef int decode_ipv4(pkt_t *p, uint32_t off) noexcept nogil:
             p.payload_off = off + ihl
             p.payload_len = total - ihl
             return R_NONE
-    if p.decap and not p.is_frag and (p.proto == 4 or p.proto == 41):
+    if p.offline and not p.is_frag and (p.proto == 4 or p.proto == 41):
         return decode_tunneled(p, off + ihl, off + total)
     return decode_l4(p, off + ihl, off + total)
 
@@ -349,7 +352,7 @@ cdef int decode_ipv6(pkt_t *p, uint32_t off) noexcept nogil:
                 return R_NONE
         else:
             p.proto = nh
-            if p.decap and not p.is_frag and (nh == 4 or nh == 41):
+            if p.offline and not p.is_frag and (nh == 4 or nh == 41):
                 return decode_tunneled(p, cur, end)
             return decode_l4(p, cur, end)
     return R_BAD_IPV6_EXT
@@ -381,10 +384,11 @@ cdef uint16_t nsh_inner(const uint8_t *data, uint32_t n, uint32_t *off) noexcept
             return 0
     return 0
 
-cdef int decode_frame(pkt_t *p, const uint8_t *data, uint32_t n, bint snapped=False, bint decap=False) noexcept nogil:
+cdef int decode_frame(pkt_t *p, const uint8_t *data, uint32_t n, bint snapped=False, bint offline=False) noexcept nogil:
     """Fill `p` from one Ethernet frame; returns R_NONE or the reason to drop it. `snapped`: the frame
-    is a capture record cut by the snap length, so IP/UDP lengths may point past its end. `decap`: read
-    an IP-in-IP tunnel's inner packet instead (replay)."""
+    is a capture record cut by the snap length, so IP/UDP lengths may point past its end. `offline`: a
+    replayed capture, read as an analyst reads it (tunnels as what they carry, a UDP length past its
+    datagram taken from the IP header; see decode_l4)."""
     cdef uint32_t off = 12
     cdef uint16_t et
     cdef int tags = 0, r
@@ -392,7 +396,7 @@ cdef int decode_frame(pkt_t *p, const uint8_t *data, uint32_t n, bint snapped=Fa
     p.data = data
     p.len = n
     p.snapped = snapped
-    p.decap = decap
+    p.offline = offline
     if n == 0:
         return R_EMPTY
     if n < ETH_HLEN:
@@ -415,14 +419,14 @@ cdef int decode_frame(pkt_t *p, const uint8_t *data, uint32_t n, bint snapped=Fa
         et = nsh_inner(data, n, &off)
         if et == 0:
             return R_TRUNC_NSH
-    elif decap and (et == 0x8847 or et == 0x8848 or et == 0x8864):
+    elif offline and (et == 0x8847 or et == 0x8848 or et == 0x8864):
         et = carried_ip(data, n, et, &off)
         if et == 0:
             return R_UNKNOWN_ETHERTYPE
     p.l3_off = off
     if et == 0x0800 or et == 0x86dd:
         r = decode_ipv4(p, off) if et == 0x0800 else decode_ipv6(p, off)
-        if r == R_NONE and p.decap and p.proto == P_UDP and p.has_ports:
+        if r == R_NONE and p.offline and p.proto == P_UDP and p.has_ports:
             return decode_udp_tunnel(p)
         return r
     if et == 0x0806:

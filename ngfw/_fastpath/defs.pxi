@@ -150,7 +150,7 @@ DROP_REASONS = (
 cdef enum:
     RX_KERNEL_BITS = 0xFFFF
     RX_SNAPPED = 0x40000000
-    RX_DECAP = 0x20000000      # a capture record: read tunnels' inner packets (replay)
+    RX_OFFLINE = 0x20000000    # a capture record (replay): see decode_frame's `offline`
 
 # replay sweeps at most this many flow slots per packet: the capture's clock may jump by hours between
 # two packets, and a whole-table sweep per packet was two thirds of replaying the App-ID corpus
@@ -217,7 +217,7 @@ ctypedef struct pkt_t:
     uint8_t arp_ipv4           # an Ethernet/IPv4 ARP whose sender and target IPs were read
     uint8_t ttl                # IPv4 TTL / IPv6 hop limit
     uint8_t snapped            # the frame is a capture record cut short: header lengths may exceed it
-    uint8_t decap              # a tunnel (IP-in-IP, CAPWAP, GTP-U, VXLAN) read as its inner packet (replay only)
+    uint8_t offline            # a replayed capture: tunnels read as their inner packet, lenient UDP length
     uint32_t frag_id
     uint16_t sport
     uint16_t dport

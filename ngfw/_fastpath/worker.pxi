@@ -289,7 +289,7 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
     if len > port.mtu + 14 + 8:
         count_drop(e, R_OVERSIZE)
         return
-    reason = decode_frame(&p, data, len, (rx_status & RX_SNAPPED) != 0, (rx_status & RX_DECAP) != 0)
+    reason = decode_frame(&p, data, len, (rx_status & RX_SNAPPED) != 0, (rx_status & RX_OFFLINE) != 0)
     if reason != R_NONE:
         count_drop(e, reason)
         return

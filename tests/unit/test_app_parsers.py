@@ -155,9 +155,14 @@ def test_websocket_frames_picked_up_mid_stream() -> None:
     assert parsers.parse_flow(TCP, 40000, 12345, [(False, server + b"x"), (True, client)])["app"] is None
 
 
-def test_ssh_banner() -> None:
-    r = parsers.parse(TCP, True, 40000, 2222, [b"SSH-2.0-OpenSSH_9.2p1 Debian\r\n"])
-    assert r["app"] == "ssh" and r["ua"] == "SSH-2.0-OpenSSH_9.2p1 Debian"
+def test_ssh_flow_is_named_by_the_first_identification_string_it_carries() -> None:
+    client, server = b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n", b"SSH-2.0-OpenSSH_7.4p1 Debian-10+deb9u7\r\n"
+    r = parsers.parse(TCP, True, 40000, 2222, [client])
+    assert r["app"] == "ssh" and r["host"] == "SSH-2.0-OpenSSH_9.2p1 Debian-2"   # case kept: not a DNS name
+    # the server speaks first (as OpenSSH servers do): its banner names the flow, as in nDPI's reports
+    r = parsers.parse_flow(TCP, 40000, 22, [(False, server), (True, client)])
+    assert r["app"] == "ssh" and r["host"] == "SSH-2.0-OpenSSH_7.4p1 Debian-10+deb9u7"
+    assert parsers.parse(TCP, True, 40000, 22, [b"SSH-2.0-Open\x01SSH\r\n"])["app"] is None
 
 
 def google_quic_hello(sni: bytes) -> bytes:

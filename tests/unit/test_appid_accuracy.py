@@ -142,6 +142,15 @@ def test_repeated_flow_keeps_the_record_with_most_packets() -> None:
     assert acc.score(labels, flows).agree == 1
 
 
+def test_repeated_flow_tie_is_spoken_for_by_the_latest_record() -> None:
+    """A resolver socket reused after the idle timeout: nDPI's one flow per tuple names the last query."""
+    labels = [label("d.pcap", "UDP", "1.1.1.1:53", "2.2.2.2:1", "dns", host="later.example")]
+    flows = [flow("d.pcap", "UDP", "2.2.2.2", 1, "1.1.1.1", 53, "dns", app_pkts=1, app_host=name)
+             for name in ("first.example", "later.example")]
+    report = acc.score(labels, flows)
+    assert (report.hosts, report.hosts_agree) == (1, 1)
+
+
 def test_fake_replay_of_the_labels_scores_everything(tmp_path: Path) -> None:
     """A replay that answers exactly what nDPI said agrees 100%; the report renders and serialises."""
     labels = [

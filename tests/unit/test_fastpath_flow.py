@@ -112,6 +112,14 @@ def test_fragment_without_first_is_dropped() -> None:
     assert w.drops() == {"fragment_without_first": 1}
 
 
+def test_udp_length_past_its_datagram_is_dropped_inline() -> None:
+    """The receiving kernel would drop it, so the dataplane does too (replay reads it: test_replay_cli)."""
+    w = Wire(lab_policy())
+    frame = web1_to_srv(UDP(sport=1, dport=53, len=554) / (b"a" * 34))
+    assert w.from_vm(frame)[0] == []
+    assert w.drops() == {"bad_udp_length": 1}
+
+
 def test_vlan_tagged_flows_are_tracked_and_forwarded_tagged() -> None:
     w = Wire(lab_policy())
     frame = Ether(src=WEB1_MAC, dst=SRV_MAC) / Dot1Q(vlan=42) / IP(src=WEB1_IP, dst=SRV_IP) / tcp(43000, 80, "S")

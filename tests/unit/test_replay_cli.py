@@ -220,6 +220,43 @@ def test_a_dns_flows_host_is_the_last_name_asked_before_the_answer(tmp_path: Pat
     assert (flow["app_proto"], flow["app_host"]) == ("dns", "second.example")
 
 
+def test_damaged_dns_is_still_named_by_its_question(tmp_path: Path) -> None:
+    """Fuzzed DNS on port 53, as nDPI reads it: garbage header counts do not hide the question's name, a
+    query whose name is not one leaves the name to its response, and a UDP length field running past the
+    IP datagram is read as far as the IP header says (inline that datagram is dropped)."""
+    from scapy.layers.dns import DNS, DNSQR
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+    from scapy.utils import wrpcap
+
+    def frame(sport: int, dport: int, payload: bytes, udp_len: int | None = None, back: bool = False) -> Ether:
+        ends = ("10.0.0.53", "10.0.0.5") if back else ("10.0.0.5", "10.0.0.53")
+        return Ether() / IP(src=ends[0], dst=ends[1]) / UDP(sport=sport, dport=dport, len=udp_len) / payload
+
+    def counts(msg: bytes, qd: int, an: int, ns: int = 0) -> bytes:
+        return msg[:4] + struct.pack("!HHH", qd, an, ns) + msg[10:]
+
+    asked = bytes(DNS(id=7, rd=1, qd=DNSQR(qname="asked.example")))
+    answered = bytes(DNS(id=7, qr=1, qd=DNSQR(qname="asked.example")))
+    broken_label = asked[:12] + b"\xdd" + asked[13:]                 # a length byte that is not one
+    frames = [
+        frame(40001, 53, broken_label), frame(53, 40001, counts(answered, 1, 0x2573), back=True),
+        frame(53, 40002, counts(answered, 100, 1), back=True),         # a response alone, 100 "questions"
+        frame(40003, 53, counts(asked, 0, 0)),                          # a query that counts no question
+        frame(40004, 53, asked, udp_len=554),                           # UDP length past the datagram
+    ]
+    wrpcap(str(tmp_path / "fuzzed-dns.pcap"), frames)
+    done = run_replay("--json", tmp_path / "fuzzed-dns.pcap")
+    assert done.returncode == 0, done.stderr
+    got = {f["src_port"] if f["dest_port"] == 53 else f["dest_port"]: (f["app_proto"], f["app_host"])
+           for f in json_lines(done.stdout)}
+    assert got == {port: ("dns", "asked.example") for port in (40001, 40002, 40003, 40004)}
+    # a response from a port other than 53 with garbage counts is not taken for DNS on its port's word
+    wrpcap(str(tmp_path / "not-dns.pcap"), [frame(40005, 53, counts(answered, 100, 1))])
+    [flow] = json_lines(run_replay("--json", tmp_path / "not-dns.pcap").stdout)
+    assert flow["app_host"] is None and flow["app_confidence"] < 100
+
+
 def test_a_flow_that_ends_unidentified_is_named_by_its_port_at_port_confidence(tmp_path: Path) -> None:
     """No payload (a scan's probe) or too little: the server port's app at confidence 30, as nDPI's "match by
     port"; app_pkts says how much payload backed it. No app on that port: the honest state."""
