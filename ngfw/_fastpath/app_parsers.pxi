@@ -1686,15 +1686,33 @@ cdef extern from *:
         0x86,0xf1,0x9c,0x61,0x11,0xe0,0x43,0x90,0xa8,0x99};
     static const unsigned char ngfw_quic_salt_d23[20] = {0xc3,0xee,0xf7,0x12,0xc7,0x2e,0xbb,0x5a,0x11,0xa7,
         0xd2,0x43,0x2b,0xb4,0x63,0x65,0xbe,0xf9,0xf5,0x02};
+    static const unsigned char ngfw_quic_salt_d22[20] = {0x7f,0xbc,0xdb,0x0e,0x7c,0x66,0xbb,0xe9,0x19,0x3a,
+        0x96,0xcd,0x21,0x51,0x9e,0xbd,0x7a,0x02,0x64,0x4a};
+    static const unsigned char ngfw_quic_salt_q050[20] = {0x50,0x45,0x74,0xef,0xd0,0x66,0xfe,0x2f,0x9d,0x94,
+        0x5c,0xfc,0xdb,0xd3,0xa7,0xf0,0xd3,0xb5,0x6b,0x45};
+    static const unsigned char ngfw_quic_salt_t050[20] = {0x7f,0xf5,0x79,0xe5,0xac,0xd0,0x72,0x91,0x55,0x80,
+        0x30,0x4c,0x43,0xa2,0x36,0x7c,0x60,0x48,0x83,0x10};
+    static const unsigned char ngfw_quic_salt_t051[20] = {0x7a,0x4e,0xde,0xf4,0xe7,0xcc,0xee,0x5f,0xa4,0x50,
+        0x6c,0x19,0x12,0x4f,0xc8,0xcc,0xda,0x6e,0x03,0x3d};
     """
     const unsigned char ngfw_quic_salt_v1[20]
     const unsigned char ngfw_quic_salt_v2[20]
     const unsigned char ngfw_quic_salt_d29[20]
     const unsigned char ngfw_quic_salt_d23[20]
+    const unsigned char ngfw_quic_salt_d22[20]
+    const unsigned char ngfw_quic_salt_q050[20]
+    const unsigned char ngfw_quic_salt_t050[20]
+    const unsigned char ngfw_quic_salt_t051[20]
 
 cdef enum:
     QUIC_V1 = 0x00000001
     QUIC_V2 = 0x6B3343CF
+    GQUIC_Q050 = 0x51303530   # Google QUIC with an encrypted Initial: QUIC crypto's CHLO inside
+    GQUIC_T050 = 0x54303530   # ... and with TLS inside
+    GQUIC_T051 = 0x54303531
+    MVFST_D22 = 0xFACEB001    # Facebook's mvfst, draft-22 keys
+    MVFST_D27 = 0xFACEB002    # ... draft-27 keys, and its experimental version
+    MVFST_EXP = 0xFACEB00E
     QS_DCID_LEN = 1       # scratch layout while a QUIC ClientHello is being reassembled ('Q' at 0)
     QS_DCID = 2
     QS_NRANGES = 22
@@ -1711,9 +1729,22 @@ cdef const unsigned char *_quic_salt(uint32_t v) noexcept nogil:
         return ngfw_quic_salt_v2
     if v >= 0xFF00001DU and v <= 0xFF000020U:
         return ngfw_quic_salt_d29
-    if v >= 0xFF000017U and v <= 0xFF00001CU:
+    if v >= 0xFF000017U and v <= 0xFF00001CU or v == MVFST_D27 or v == MVFST_EXP:
         return ngfw_quic_salt_d23
+    if v == MVFST_D22:
+        return ngfw_quic_salt_d22
+    if v == GQUIC_Q050:
+        return ngfw_quic_salt_q050
+    if v == GQUIC_T050:
+        return ngfw_quic_salt_t050
+    if v == GQUIC_T051:
+        return ngfw_quic_salt_t051
     return NULL
+
+
+cdef inline bint _gquic_encrypted(uint32_t v) noexcept nogil:
+    # Google's versions whose Initial is protected like IETF QUIC's but whose frames are Google's
+    return v == GQUIC_Q050 or v == GQUIC_T050 or v == GQUIC_T051
 
 
 cdef bint _quic_known_version(uint32_t v) noexcept nogil:
@@ -1863,8 +1894,9 @@ cdef uint32_t _quic_contiguous(uint8_t *s) noexcept nogil:
     return have
 
 
-cdef int _quic_frames(uint8_t *s, const uint8_t *pt, uint32_t n) noexcept nogil:
-    # walk the frames of a decrypted Initial payload, storing CRYPTO data. 0 ok, -1 malformed
+cdef int _quic_frames(uint8_t *s, const uint8_t *pt, uint32_t n, bint gquic) noexcept nogil:
+    # walk the frames of a decrypted Initial payload, storing CRYPTO data. 0 ok, -1 malformed. `gquic`:
+    # Google's Q050/T05x, whose crypto frame is type 0x08 (same layout) after an optional ACK (0x40, 0x60)
     cdef uint32_t off = 0
     cdef uint64_t t, a, b, cnt, i
     while off < n:
@@ -1872,7 +1904,10 @@ cdef int _quic_frames(uint8_t *s, const uint8_t *pt, uint32_t n) noexcept nogil:
         if t == 0x00 or t == 0x01:
             off += 1
             continue
-        if t == 0x06:
+        if gquic and (t == 0x40 or t == 0x60):
+            off += 6 if t == 0x40 else 9
+            continue
+        if t == 0x06 and not gquic or t == 0x08 and gquic:
             off += 1
             if _varint(pt, n, &off, &a) != 0 or _varint(pt, n, &off, &b) != 0 or off + b > n:
                 return -1
@@ -1907,8 +1942,9 @@ cdef bint _gquic_clear(uint32_t version) noexcept nogil:
 
 
 cdef void gquic_chlo_host(const uint8_t *p, uint32_t n, appmeta_t *m) noexcept nogil:
-    """The SNI of a Google QUIC client hello sent in clear: the "CHLO" message right after the packet and
-    frame headers, a tag table (tag, end offset; little-endian) then the values; "SNI\\0" names the host."""
+    """The SNI of a Google QUIC client hello (sent in clear up to Q046, in the decrypted Initial's crypto frames
+    from Q050): the "CHLO" message right after the packet and frame headers, a tag table (tag, end offset;
+    little-endian) then the values; "SNI\\0" names the host."""
     cdef uint32_t i, start, tags, entries, values, prev = 0, end
     for start in range(min(n, 80)):
         if start + 8 <= n and p[start] == 67 and p[start + 1] == 72 and p[start + 2] == 76 and p[start + 3] == 79:
@@ -1999,11 +2035,16 @@ cdef int parse_quic(appctx_t *c) noexcept nogil:
         if not _quic_keys(version, p + 6, dcid_len, key, iv, hp) \
                 or _quic_decrypt(p, pn_off, end, key, iv, hp, pt, &pt_len) != 0:
             return APP_QUIC
-    if _quic_frames(s, pt, pt_len) != 0:
+    if _quic_frames(s, pt, pt_len, _gquic_encrypted(version)) != 0:
         return APP_QUIC
     have = _quic_contiguous(s)
     if have < 4:
         return _tentative(c, APP_QUIC) if c.pkt_index < 3 else APP_QUIC
+    if version == GQUIC_Q050:
+        gquic_chlo_host(s + QS_DATA, have, c.meta)   # QUIC crypto's client hello, not TLS's
+        if c.meta.host_len == 0 and c.pkt_index < 3 and have < QS_CAP:
+            return _tentative(c, APP_QUIC)
+        return APP_QUIC
     if s[QS_DATA] != 1:
         return APP_QUIC
     hs_len = _be24(s + QS_DATA + 1)

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 parsers = pytest.importorskip("ngfw._fastpath.parsers")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import quic_initial as qi  # noqa: E402
 from appid_corpus import CORPUS, load_flows  # noqa: E402
 
 TCP, UDP = 6, 17
@@ -186,6 +187,42 @@ def test_google_quic_client_hello_in_clear_names_the_host() -> None:
     broken = b"\x0d" + b"\x11" * 8 + b"Q043\x01CHLO" + struct.pack("<HH", 3, 0) + b"SNI\x00" + struct.pack("<I", 9999)
     assert (parsers.parse(UDP, True, 40000, 443, [broken])["app"], parsers.parse(UDP, True, 40000, 443, [broken])["host"]) \
         == ("quic", None)
+
+
+QUIC_VERSIONS = {   # version -> (its crypto frame type, what the frame carries)
+    "v1": (qi.V1, 0x06, "tls"), "v2": (qi.V2, 0x06, "tls"), "draft-29": (0xFF00001D, 0x06, "tls"),
+    "draft-27": (0xFF00001B, 0x06, "tls"), "mvfst-22": (qi.MVFST_22, 0x06, "tls"),
+    "mvfst-27": (qi.MVFST_27, 0x06, "tls"), "mvfst-exp": (qi.MVFST_EXP, 0x06, "tls"),
+    "Q050": (qi.Q050, 0x08, "chlo"), "T050": (qi.T050, 0x08, "tls"), "T051": (qi.T051, 0x08, "tls"),
+}
+
+
+@pytest.mark.parametrize("name", QUIC_VERSIONS)
+def test_quic_initial_of_every_version_names_its_host(name: str) -> None:
+    """Each version's Initial keys (its salt) and frames; the vectors are checked against nDPI's reader too
+    (bench/appid_ndpi_labels.py on captures of them names the same hosts)."""
+    version, frame_type, inside = QUIC_VERSIONS[name]
+    hello = qi.tls_client_hello(b"Quic.Example.COM") if inside == "tls" else qi.gquic_chlo(b"Quic.Example.COM")
+    r = parsers.parse(UDP, True, 40000, 443, [qi.client_initial(version, qi.crypto_frame(hello, frame_type=frame_type))])
+    assert (r["app"], r["host"]) == ("quic", "quic.example.com")
+
+
+@pytest.mark.parametrize("name", ["v1", "Q050", "T051"])
+def test_quic_client_hello_split_over_two_initials(name: str) -> None:
+    version, frame_type, inside = QUIC_VERSIONS[name]
+    hello = qi.tls_client_hello(b"split.example") if inside == "tls" else qi.gquic_chlo(b"split.example")
+    first, second = hello[:40], hello[40:]
+    packets = [qi.client_initial(version, qi.crypto_frame(first, 0, frame_type), pn=0),
+               qi.client_initial(version, qi.crypto_frame(second, len(first), frame_type), pn=1)]
+    assert parsers.parse(UDP, True, 40000, 443, packets[:1])["need_more"]
+    assert parsers.parse(UDP, True, 40000, 443, packets)["host"] == "split.example"
+
+
+def test_quic_initial_under_another_versions_keys_is_quic_without_a_host() -> None:
+    packet = qi.client_initial(qi.T050, qi.crypto_frame(qi.tls_client_hello(b"x.example"), frame_type=0x08),
+                               salt=qi.SALT_T051)
+    r = parsers.parse(UDP, True, 40000, 443, [packet])
+    assert (r["app"], r["host"]) == ("quic", None)
 
 
 def test_quic_garbage_long_header_is_not_quic() -> None:
