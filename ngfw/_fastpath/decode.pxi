@@ -170,9 +170,24 @@ cdef uint16_t carried_ip(const uint8_t *d, uint32_t n, uint16_t et, uint32_t *of
         return 0x0800
     return 0x86dd if (d[o] >> 4) == 6 else 0
 
+cdef uint16_t carried_ethernet(const uint8_t *d, uint32_t *off, uint32_t end) noexcept nogil:
+    """The ethertype of the Ethernet frame a tunnel carries at d[off] (past one 802.1Q tag), `off` moved to
+    its payload; 0 when it does not fit."""
+    cdef uint16_t et
+    if off[0] + 14 > end:
+        return 0
+    et = ngfw_be16(d + off[0] + 12)
+    off[0] += 14
+    if et == 0x8100:
+        if off[0] + 4 > end:
+            return 0
+        et = ngfw_be16(d + off[0] + 2)
+        off[0] += 4
+    return et
+
 cdef int decode_udp_tunnel(pkt_t *p) noexcept nogil:
     """A UDP tunnel of a replayed capture, read as the packet it carries (once, as `decode_tunneled`):
-    GTP-U (2152), VXLAN (4789), CAPWAP data (5247). Anything else is the UDP flow it is."""
+    GTP-U (2152), VXLAN (4789), CAPWAP data (5247), TZSP (37008). Anything else is the UDP flow it is."""
     cdef const uint8_t *d = p.data
     cdef uint32_t off = p.payload_off, end = p.payload_off + p.payload_len
     cdef uint32_t ext
@@ -204,12 +219,25 @@ cdef int decode_udp_tunnel(pkt_t *p) noexcept nogil:
         # VXLAN (RFC 7348): the I flag, reserved bytes zero, then an Ethernet frame
         if p.payload_len < 8 + 14 or d[off] != 0x08 or d[off + 1] or d[off + 2] or d[off + 3] or d[off + 7]:
             return R_NONE
-        off += 8 + 12
-        et = ngfw_be16(d + off)
-        off += 2
-        if et == 0x8100 and off + 4 <= end:
-            et = ngfw_be16(d + off + 2)
-            off += 4
+        off += 8
+        et = carried_ethernet(d, &off, end)
+    elif p.dport == 37008 or p.sport == 37008:
+        # TZSP (a sensor forwarding what it captured): version 1, type 0 (received frame), encapsulated
+        # protocol 1 (Ethernet), tagged fields up to the END tag (1; 0 is one byte of padding)
+        if p.payload_len < 5 or d[off] != 1 or d[off + 1] != 0 or ngfw_be16(d + off + 2) != 1:
+            return R_NONE
+        off += 4
+        while off < end and d[off] != 1:
+            if d[off] == 0:
+                off += 1
+            elif off + 2 > end:
+                return R_NONE
+            else:
+                off += 2 + <uint32_t>d[off + 1]
+        off += 1
+        if off >= end:
+            return R_NONE
+        et = carried_ethernet(d, &off, end)
     else:
         return R_NONE
     return decode_carried(p, et, off, end)

@@ -352,7 +352,7 @@ def test_replay_reads_the_station_traffic_a_capwap_data_channel_carries(tmp_path
     assert flows[("192.168.10.10", 5247)]["pkts_toserver"] == 1   # the management frame stays CAPWAP's
 
 
-def test_replay_reads_through_mpls_pppoe_gtp_and_vxlan(tmp_path: Path) -> None:
+def test_replay_reads_through_mpls_pppoe_gtp_vxlan_and_tzsp(tmp_path: Path) -> None:
     """Each encapsulation nDPI's reader reads through carries the same DNS query; each is read as it."""
     from scapy.layers.dns import DNS, DNSQR
     from scapy.layers.inet import IP, UDP
@@ -372,24 +372,27 @@ def test_replay_reads_through_mpls_pppoe_gtp_and_vxlan(tmp_path: Path) -> None:
     # GTP with sequence number and one PDU-session extension header (length 1 = 4 bytes, next type 0)
     gtp_ext = bytes.fromhex("34ff") + struct.pack("!H", 48) + bytes.fromhex("00000001" "00000085" "01000900")
     vxlan = bytes.fromhex("0800000000000100") + b"\x02" * 12 + b"\x08\x00"
+    # TZSP: version 1, received frame, Ethernet; an RSSI tag (10, length 1), padding, END; the frame 802.1Q-tagged
+    tzsp = bytes.fromhex("01000001" "0a01c4" "00" "01") + b"\x02" * 12 + bytes.fromhex("81000064") + b"\x08\x00"
     frames = [Ether(type=0x8847) / Raw(mpls + ask(40001)),
               Ether(type=0x8864) / Raw(pppoe + ask(40002)),
               udp(2152, gtp + ask(40003)),
               udp(2152, gtp_ext + ask(40004)),
               udp(4789, vxlan + ask(40005)),
+              udp(37008, tzsp + ask(40006)),
               udp(2152, bytes.fromhex("32010004") + bytes(8))]            # GTP echo request: GTP's own flow
     wrpcap(str(tmp_path / "tunnels.pcap"), frames)
     done = run_replay("--json", tmp_path / "tunnels.pcap")
     assert done.returncode == 0, done.stderr
     flows = {(f["src_ip"], f["src_port"]): f for f in json_lines(done.stdout)}
-    for sport in range(40001, 40006):
+    for sport in range(40001, 40007):
         inner = flows[("10.1.1.5", sport)]
         assert (inner["app_proto"], inner["app_host"], inner["dest_port"]) == ("dns", "in.example", 53), sport
     assert flows[("192.0.2.1", 30000)]["pkts_toserver"] == 1
 
 
 def test_garbage_inside_tunnels_is_counted_never_over_read(tmp_path: Path) -> None:
-    """Random and truncated bytes behind IP-in-IP, CAPWAP, GTP, VXLAN, MPLS and PPPoE headers: replay
+    """Random and truncated bytes behind IP-in-IP, CAPWAP, GTP, VXLAN, TZSP, MPLS and PPPoE headers: replay
     survives and counts them."""
     import random
 
@@ -427,7 +430,9 @@ def test_garbage_inside_tunnels_is_counted_never_over_read(tmp_path: Path) -> No
                           + inner)
         elif kind < 0.75:
             port, head = rng.choice(((2152, cut(rng.choice(gtp_heads))),
-                                     (4789, cut(bytes.fromhex("0800000000000100") + b"\x02" * 12 + b"\x86\xdd"))))
+                                     (4789, cut(bytes.fromhex("0800000000000100") + b"\x02" * 12 + b"\x86\xdd")),
+                                     (37008, cut(bytes.fromhex("010000010a01c40001") + b"\x02" * 12 + b"\x08\x00")),
+                                     (37008, bytes.fromhex("01000001") + cut(bytes.fromhex("0aff")))))
             payload = head + inner
             frames.append(eth + b"\x08\x00" + ipv4(17, struct.pack("!HHHH", 30000, port, 8 + len(payload), 0) + payload))
         else:
