@@ -69,9 +69,9 @@ def tls_client_hello(sni: bytes, alpn: bytes = b"h3") -> bytes:
     return b"\x01" + len(body).to_bytes(3, "big") + body
 
 
-def gquic_chlo(sni: bytes) -> bytes:
+def gquic_chlo(sni: bytes, version: bytes = b"Q050") -> bytes:
     """A Google QUIC crypto "CHLO" message: tag table (tag, little-endian end offset), then the values."""
-    values = [(b"PAD\x00", b"-" * 20), (b"SNI\x00", sni), (b"VER\x00", b"Q050")]
+    values = [(b"PAD\x00", b"-" * 20), (b"SNI\x00", sni), (b"VER\x00", version)]
     table, blob = b"", b""
     for tag, value in values:
         blob += value

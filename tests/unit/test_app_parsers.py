@@ -166,20 +166,10 @@ def test_ssh_flow_is_named_by_the_first_identification_string_it_carries() -> No
     assert parsers.parse(TCP, True, 40000, 22, [b"SSH-2.0-Open\x01SSH\r\n"])["app"] is None
 
 
-def google_quic_hello(sni: bytes) -> bytes:
-    """A gQUIC "CHLO" handshake message: tag table (tag, end offset, little-endian), then the values."""
-    values = [(b"PAD\x00", b"-" * 20), (b"SNI\x00", sni), (b"VER\x00", b"Q043")]
-    table, blob = b"", b""
-    for tag, v in values:
-        blob += v
-        table += tag + struct.pack("<I", len(blob))
-    return b"CHLO" + struct.pack("<HH", len(values), 0) + table + blob
-
-
 def test_google_quic_client_hello_in_clear_names_the_host() -> None:
     stream_frame = b"\xa0\x01\x00\x04"
-    q043 = b"\x0d" + b"\x11" * 8 + b"Q043" + b"\x01" + b"\x22" * 12 + stream_frame + google_quic_hello(b"www.google.com")
-    q046 = b"\xc3Q046\x50" + b"\x11" * 8 + b"\x00\x00\x00\x01" + stream_frame + google_quic_hello(b"Www.YouTube.com")
+    q043 = b"\x0d" + b"\x11" * 8 + b"Q043" + b"\x01" + b"\x22" * 12 + stream_frame + qi.gquic_chlo(b"www.google.com", b"Q043")
+    q046 = b"\xc3Q046\x50" + b"\x11" * 8 + b"\x00\x00\x00\x01" + stream_frame + qi.gquic_chlo(b"Www.YouTube.com", b"Q046")
     assert (parsers.parse(UDP, True, 40000, 443, [q043])["app"], parsers.parse(UDP, True, 40000, 443, [q043])["host"]) \
         == ("quic", "www.google.com")
     assert parsers.parse(UDP, True, 40000, 443, [q046])["host"] == "www.youtube.com"
