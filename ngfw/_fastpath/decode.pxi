@@ -247,8 +247,8 @@ cdef int decode_capwap(pkt_t *p) noexcept nogil:
     IP packet inside in its place (replay only, as `decode_tunneled`). Anything else, a management frame,
     a keep-alive: R_NONE with `p` as it was, the CAPWAP flow itself."""
     cdef const uint8_t *d = p.data
-    cdef uint32_t off = p.payload_off, end = p.payload_off + p.payload_len, hlen, fc0, fc1
-    cdef uint16_t et
+    cdef uint32_t off = p.payload_off, end = p.payload_off + p.payload_len, hlen
+    cdef uint16_t et = 0
     if p.payload_len < 8 or (d[off] >> 4) != 0:
         return R_NONE
     hlen = (<uint32_t>d[off + 1] >> 3) * 4
@@ -261,26 +261,33 @@ cdef int decode_capwap(pkt_t *p) noexcept nogil:
         et = ngfw_be16(d + off + 12)
         off += 14
     elif ((d[off + 2] >> 1) & 0x1F) == 1:   # T set, WBID 1: IEEE 802.11
-        off += hlen
-        if off + 24 > end:
+        off = dot11_data(d, off + hlen, end, &et)
+        if off == 0:
             return R_NONE
-        fc0 = d[off]
-        fc1 = d[off + 1]
-        if ((fc0 >> 2) & 3) != 2 and (fc0 & 3) != 0:
-            # some controllers write the frame control field high byte first; the LLC check below
-            # keeps a misreading from passing
-            fc0 = d[off + 1]
-            fc1 = d[off]
-        if ((fc0 >> 2) & 3) != 2 or (fc0 & 3) != 0 or (fc0 & 0x40):   # data frames that carry data
-            return R_NONE
-        off += 24 + (6 if (fc1 & 3) == 3 else 0) + (2 if (fc0 & 0x80) else 0)
-        if off + 8 > end or d[off] != 0xAA or d[off + 1] != 0xAA or d[off + 2] != 0x03:
-            return R_NONE
-        et = ngfw_be16(d + off + 6)
-        off += 8
     else:
         return R_NONE
     return decode_carried(p, et, off, end)
+
+cdef uint32_t dot11_data(const uint8_t *d, uint32_t off, uint32_t end, uint16_t *et) noexcept nogil:
+    """An IEEE 802.11 data frame at d[off] that carries data behind LLC/SNAP: the offset of what it carries,
+    its ethertype in `et`; 0 for anything else (management, control, null data, protected frames)."""
+    cdef uint32_t fc0, fc1
+    if off + 24 > end:
+        return 0
+    fc0 = d[off]
+    fc1 = d[off + 1]
+    if ((fc0 >> 2) & 3) != 2 and (fc0 & 3) != 0:
+        # some CAPWAP controllers write the frame control field high byte first; the LLC check below
+        # keeps a misreading from passing
+        fc0 = d[off + 1]
+        fc1 = d[off]
+    if ((fc0 >> 2) & 3) != 2 or (fc0 & 3) != 0 or (fc0 & 0x40) or (fc1 & 0x40):
+        return 0
+    off += 24 + (6 if (fc1 & 3) == 3 else 0) + (2 if (fc0 & 0x80) else 0)
+    if off + 8 > end or d[off] != 0xAA or d[off + 1] != 0xAA or d[off + 2] != 0x03:
+        return 0
+    et[0] = ngfw_be16(d + off + 6)
+    return off + 8
 
 cdef int decode_ipv4(pkt_t *p, uint32_t off) noexcept nogil:
     cdef const uint8_t *d = p.data

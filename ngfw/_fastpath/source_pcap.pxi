@@ -5,6 +5,10 @@ cdef enum:
     LINK_NULL = 0          # BSD loopback: 4-byte host-order address family
     LINK_ETHERNET = 1
     LINK_PPP = 9
+    LINK_PPP_HDLC = 50     # PPP in HDLC-like framing
+    LINK_IEEE802_11 = 105
+    LINK_RADIOTAP = 127    # radiotap header, then an 802.11 frame
+    LINK_PPI = 192         # Per-Packet Information header, then (usually) an 802.11 frame
     LINK_CHDLC = 104       # Cisco HDLC: address, control, then an Ethertype
     LINK_RAW = 101         # raw IPv4/IPv6 (also DLT_RAW 12 and 14)
     LINK_SLL = 113         # Linux cooked capture v1
@@ -221,7 +225,18 @@ cdef uint32_t to_ethernet(const uint8_t *frame, uint32_t caplen, uint32_t link, 
         if caplen < 4:
             return 0
         skip = 4
-    elif link == LINK_PPP:
+    elif link == LINK_IEEE802_11 or link == LINK_RADIOTAP or link == LINK_PPI:
+        # a wireless capture: the station's data frames, read through LLC/SNAP (little-endian header lengths)
+        if link != LINK_IEEE802_11:
+            if caplen < 8:
+                return 0
+            skip = <uint32_t>frame[2] | (<uint32_t>frame[3] << 8)
+            if link == LINK_PPI and (frame[4] != 105 or frame[5] or frame[6] or frame[7]):
+                return 0
+        skip = dot11_data(frame, skip, caplen, &et)
+        if skip == 0:
+            return 0
+    elif link == LINK_PPP or link == LINK_PPP_HDLC:
         if caplen < 4:
             return 0
         skip = 2

@@ -391,6 +391,47 @@ def test_replay_reads_through_mpls_pppoe_gtp_vxlan_and_tzsp(tmp_path: Path) -> N
     assert flows[("192.0.2.1", 30000)]["pkts_toserver"] == 1
 
 
+DOT11_DATA = bytes.fromhex("0801" "0000") + b"\x02" * 18 + b"\x00\x00" + bytes.fromhex("aaaa030000000800")
+LINK_HEADERS = {   # link type -> what comes before the IPv4 packet
+    1: b"\x02" * 12 + b"\x08\x00", 101: b"", 0: struct.pack("<I", 2), 9: bytes.fromhex("ff030021"),
+    50: bytes.fromhex("ff030021"), 104: bytes.fromhex("0f000800"), 113: bytes(14) + b"\x08\x00",
+    276: b"\x08\x00" + bytes(18), 105: DOT11_DATA,
+    127: bytes.fromhex("0000" "0800" "00000000") + DOT11_DATA,                 # radiotap, no fields
+    192: bytes.fromhex("0000" "0800") + struct.pack("<I", 105) + DOT11_DATA,   # PPI over 802.11
+}
+
+
+@pytest.mark.parametrize("link", sorted(LINK_HEADERS))
+def test_every_link_type_is_read_to_its_ip_packet(tmp_path: Path, link: int) -> None:
+    """Ethernet, raw IP, BSD loopback, PPP, Cisco HDLC, Linux cooked v1/v2, and wireless captures (802.11,
+    radiotap, PPI): the station's data frames are read through LLC/SNAP, as nDPI's reader reads them."""
+    from scapy.layers.dns import DNS, DNSQR
+    from scapy.layers.inet import IP, UDP
+
+    ip = bytes(IP(src="10.9.0.1", dst="10.9.0.2") / UDP(sport=40000, dport=53) / DNS(qd=DNSQR(qname="link.example")))
+    frame = LINK_HEADERS[link] + ip
+    path = tmp_path / f"link{link}.pcap"
+    path.write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, link)
+                     + struct.pack("<IIII", 1_700_000_000, 0, len(frame), len(frame)) + frame)
+    done = run_replay("--json", path)
+    assert done.returncode == 0, done.stderr
+    [flow] = json_lines(done.stdout)
+    assert (flow["src_ip"], flow["app_proto"], flow["app_host"]) == ("10.9.0.1", "dns", "link.example")
+
+
+def test_wireless_frames_that_carry_no_data_are_not_flows(tmp_path: Path) -> None:
+    beacon = bytes.fromhex("8000") + bytes(22) + bytes(40)                      # management
+    protected = bytes.fromhex("0841") + DOT11_DATA[2:] + bytes(40)               # encrypted data
+    bogus_radiotap = bytes.fromhex("0000" "ff7f" "00000000") + DOT11_DATA          # header longer than the frame
+    frames = [(105, beacon), (105, protected), (127, bogus_radiotap), (105, DOT11_DATA[:20])]
+    for i, (link, frame) in enumerate(frames):
+        path = tmp_path / f"w{i}.pcap"
+        path.write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, link)
+                         + struct.pack("<IIII", 1_700_000_000, 0, len(frame), len(frame)) + frame)
+        done = run_replay("--json", path)
+        assert done.returncode == 0 and json_lines(done.stdout) == [], (i, done.stderr)
+
+
 def test_garbage_inside_tunnels_is_counted_never_over_read(tmp_path: Path) -> None:
     """Random and truncated bytes behind IP-in-IP, CAPWAP, GTP, VXLAN, TZSP, MPLS and PPPoE headers: replay
     survives and counts them."""
