@@ -549,15 +549,18 @@ cdef int parse_netbios(appctx_t *c) noexcept nogil:
 
 cdef int _tls_hello(const uint8_t *h, uint32_t n, uint32_t full, bint client, appmeta_t *m) noexcept nogil:
     # A ClientHello/ServerHello body of `full` bytes of which `n` are here. 1 parsed (to the SNI or to the
-    # end), 0 ran out of bytes before the end, -1 malformed.
+    # end), 0 ran out of bytes before the end, -1 malformed. DTLS's (version 0xfeff/0xfefd/0xfefc) is the
+    # same but for the cookie a ClientHello carries after its session id.
     cdef uint32_t off = 0, l, ext_end, et, el, e, j, best
     cdef uint16_t v
+    cdef bint dtls
     if n > full:
         n = full
     if n < 2:
         return 0
     v = ngfw_be16(h)
-    if (v >> 8) != 3 or (v & 0xFF) > 4:
+    dtls = v == 0xFEFF or v == 0xFEFD or v == 0xFEFC
+    if not dtls and ((v >> 8) != 3 or (v & 0xFF) > 4):
         return -1
     m.tls_version = v
     off = 2 + 32
@@ -567,6 +570,10 @@ cdef int _tls_hello(const uint8_t *h, uint32_t n, uint32_t full, bint client, ap
     if l > 32:
         return -1
     off += 1 + l
+    if client and dtls:
+        if off + 1 > n:
+            return 0 if off + 1 <= full else -1
+        off += 1 + h[off]
     if client:
         if off + 2 > n:
             return 0 if off + 2 <= full else -1
@@ -712,8 +719,21 @@ cdef bint dtls_records(const uint8_t *p, uint32_t n) noexcept nogil:
 
 cdef int parse_dtls(appctx_t *c) noexcept nogil:
     """DTLS 1.0/1.2/1.3 records: type, version 0xfeff/0xfefd/0xfefc (or 0x0100, the pre-RFC DTLS that Cisco
-    AnyConnect still speaks), epoch, 48-bit sequence, length."""
-    return APP_DTLS if dtls_records(c.payload, c.payload_len) else PARSE_NO
+    AnyConnect still speaks), epoch, 48-bit sequence, length. A ClientHello in the first record (its first
+    fragment: type, 24-bit length, sequence, fragment offset and length) names the host by its SNI."""
+    cdef const uint8_t *p = c.payload
+    cdef uint32_t rec_len, frag_len
+    if not dtls_records(p, c.payload_len):
+        return PARSE_NO
+    rec_len = ngfw_be16(p + 11)
+    if c.to_server and p[0] == 22 and ngfw_be16(p + 3) == 0 and rec_len >= 12 and p[13] == 1 and _be24(p + 19) == 0:
+        frag_len = _be24(p + 13 + 9)
+        if frag_len > rec_len - 12:
+            frag_len = rec_len - 12
+        if _tls_hello(p + 25, frag_len, _be24(p + 14), True, c.meta) < 0:
+            c.meta.host_len = 0
+            c.meta.alpn_len = 0
+    return APP_DTLS
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -100,3 +100,11 @@ def client_initial(version: int, frames: bytes, dcid: bytes = bytes(range(1, 9))
     for i in range(4):
         protected[len(header) - 4 + i] ^= mask[1 + i]
     return bytes(protected) + sealed
+
+
+def dtls_client_hello(sni: bytes, cookie: bytes = b"", version: int = 0xFEFD) -> bytes:
+    """One DTLS record carrying a whole ClientHello (RFC 6347 4.2.2: a cookie after the session id)."""
+    tls = tls_client_hello(sni, alpn=b"webrtc")
+    body = struct.pack("!H", version) + tls[6:6 + 32] + b"\x00" + bytes([len(cookie)]) + cookie + tls[6 + 33:]
+    handshake = b"\x01" + len(body).to_bytes(3, "big") + b"\x00\x00" + bytes(3) + len(body).to_bytes(3, "big") + body
+    return b"\x16" + struct.pack("!H", 0xFEFF) + bytes(8) + struct.pack("!H", len(handshake)) + handshake

@@ -334,6 +334,18 @@ def test_bittorrent_local_discovery_is_not_ssdp() -> None:
     assert parsers.parse(UDP, True, 50000, 1900, [ssdp])["app"] == "ssdp"
 
 
+@pytest.mark.parametrize("cookie", [b"", b"\x01" * 20])
+def test_dtls_client_hello_names_its_host(cookie: bytes) -> None:
+    """The SNI behind the cookie DTLS adds to the ClientHello (vector checked against ndpiReader)."""
+    r = parsers.parse(UDP, True, 40000, 4433, [qi.dtls_client_hello(b"DTLS.Example.com", cookie)])
+    assert (r["app"], r["host"], r["alpn"]) == ("dtls", "dtls.example.com", "webrtc")
+    # a server's record, or a hello whose body is cut short inside the record: DTLS, no host
+    assert parsers.parse(UDP, False, 4433, 40000, [qi.dtls_client_hello(b"x.example")])["host"] is None
+    hello = bytearray(qi.dtls_client_hello(b"cut.example", cookie))
+    hello[25 + 34] = 200                     # a session id length past the body
+    assert parsers.parse(UDP, True, 40000, 4433, [bytes(hello)])["host"] is None
+
+
 def test_anyconnects_pre_rfc_dtls_is_dtls() -> None:
     hello = bytes.fromhex("16" "0100" "0000" "000000000000") + struct.pack("!H", 16) + \
         bytes.fromhex("01" "00000c" "0000" "000000" "00000c") + bytes(4)
