@@ -41,6 +41,8 @@ cdef int32_t clspool_take(clspool_t *p) noexcept nogil:
     s.stream_len[1] = 0
     s.seq_set[0] = 0
     s.seq_set[1] = 0
+    s.n_ahead[0] = 0
+    s.n_ahead[1] = 0
     s.parser_more = 0
     memset(&s.meta, 0, sizeof(appmeta_t))
     memset(s.scratch, 0, SCRATCH_MAX)
@@ -189,26 +191,58 @@ cdef uint16_t port_guess(const apptables_t *a, const flow_t *f) noexcept nogil:
         return a.port_app[l4 * 65536 + sp]
     return a.port_app[l4 * 65536 + cp]
 
-cdef void stream_append(clsslot_t *s, uint8_t dir, const pkt_t *p) noexcept nogil:
-    """Keep the first STREAM_MAX bytes of a TCP direction in order (gaps stop the copy; overlaps keep
-    the first copy)."""
-    cdef uint32_t seq = p.tcp_seq
-    cdef uint32_t have, skip, n
+cdef bint stream_append(clsslot_t *s, const flow_t *f, uint8_t dir, const pkt_t *p) noexcept nogil:
+    """Keep the first STREAM_MAX bytes of a TCP direction in order, from its SYN when one was seen (else
+    from its first data segment). A segment ahead of a hole is held in place (up to STREAM_HOLES of them)
+    and joins the prefix when the hole fills; bytes the prefix has keep their first copy. False when this
+    segment added nothing to the prefix (reordered ahead, or a retransmission): nothing new to parse."""
+    cdef uint32_t seq = p.tcp_seq + (1 if p.tcp_flags & TH_SYN else 0)
+    cdef uint32_t have = s.stream_len[dir], start, end, skip, i, k
+    cdef int32_t off
+    cdef bint grew
     if not s.seq_set[dir]:
         s.seq_set[dir] = 1
-        s.next_seq[dir] = seq
-    if <int32_t>(seq - s.next_seq[dir]) > 0:
-        return   # a gap: out of order, the parsers see only the in-order prefix
-    skip = s.next_seq[dir] - seq
-    if skip >= p.payload_len:
-        return   # retransmission of what we have
-    n = p.payload_len - skip
-    have = s.stream_len[dir]
-    if have + n > STREAM_MAX:
-        n = STREAM_MAX - have
-    memcpy(s.stream[dir] + have, p.data + p.payload_off + skip, n)
-    s.stream_len[dir] = have + n
-    s.next_seq[dir] += p.payload_len - skip
+        s.next_seq[dir] = f.data_seq[dir] if f.syn_seen & (1 << dir) else seq
+    off = <int32_t>(seq - s.next_seq[dir])
+    skip = <uint32_t>(-off) if off < 0 else 0
+    if skip >= p.payload_len or (off > 0 and <uint32_t>off >= STREAM_MAX):
+        return False
+    start = <uint32_t>off + skip if off > 0 else 0
+    end = start + p.payload_len - skip
+    if end > STREAM_MAX:
+        end = STREAM_MAX
+    if end <= have:
+        return False     # a retransmission of what the prefix has
+    if start > have:
+        # ahead of a hole: held where it belongs until the hole fills
+        for i in range(s.n_ahead[dir]):
+            if s.ahead_start[dir][i] <= start and end <= s.ahead_end[dir][i]:
+                return False     # held already (a retransmission of it)
+        if s.n_ahead[dir] == STREAM_HOLES:
+            return False
+        memcpy(s.stream[dir] + start, p.data + p.payload_off + skip, end - start)
+        s.ahead_start[dir][s.n_ahead[dir]] = <uint16_t>start
+        s.ahead_end[dir][s.n_ahead[dir]] = <uint16_t>end
+        s.n_ahead[dir] += 1
+        return False
+    memcpy(s.stream[dir] + have, p.data + p.payload_off + skip + (have - start), end - have)
+    have = end
+    grew = True
+    while grew:      # held segments the prefix now reaches join it
+        grew = False
+        k = 0
+        for i in range(s.n_ahead[dir]):
+            if s.ahead_start[dir][i] <= have:
+                if s.ahead_end[dir][i] > have:
+                    have = s.ahead_end[dir][i]
+                grew = True
+            else:
+                s.ahead_start[dir][k] = s.ahead_start[dir][i]
+                s.ahead_end[dir][k] = s.ahead_end[dir][i]
+                k += 1
+        s.n_ahead[dir] = <uint8_t>k
+    s.stream_len[dir] = have
+    return True
 
 cdef void app_finish(engine_t *e, tables_t *t, flow_t *f, uint16_t app, uint8_t conf, const appmeta_t *meta) noexcept nogil:
     """Record the decision: refine by host and port, keep the host name, count, free the buffers."""
@@ -262,6 +296,7 @@ cdef bint appid_inspect(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
     cdef int r
     cdef uint16_t sig
     cdef uint32_t total
+    cdef bint fresh = True
     if f.pl_pkts[dir] < 255:
         f.pl_pkts[dir] += 1
     f.app_state = APPST_PENDING
@@ -280,7 +315,7 @@ cdef bint appid_inspect(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
     if f.cls >= 0:
         s = &e.cls.slots[f.cls]
         if p.proto == P_TCP:
-            stream_append(s, dir, p)
+            fresh = stream_append(s, f, dir, p)
             c.stream = s.stream[dir]
             c.stream_len = s.stream_len[dir]
         c.scratch = s.scratch
@@ -291,8 +326,14 @@ cdef bint appid_inspect(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
         memset(e.cls_scratch, 0, SCRATCH_MAX)
         c.scratch = e.cls_scratch
         c.meta = &tmp_meta
-    r = appid_parse(&c)
-    sig = signature_app(a, p.proto, to_server, c.server_port, c.payload, c.payload_len)
+    if fresh:
+        r = appid_parse(&c)
+        sig = signature_app(a, p.proto, to_server, c.server_port, c.payload, c.payload_len)
+    else:
+        # a segment held ahead of a hole, or a retransmission: nothing new to read (a reordered segment
+        # alone would be read from the middle of a message)
+        r = PARSE_NEED_MORE if s.parser_more else PARSE_NO
+        sig = 0
     if r > 0 and <uint32_t>r < a.n_builtin and a.builtin_app[r]:
         # a signature of a child of the parser's protocol is more specific (websocket over http)
         if sig and sig < a.n_apps and a.parent[sig] == a.builtin_app[r]:

@@ -44,6 +44,7 @@ ctypedef struct flow_t:
     uint8_t log
     uint8_t cut            # cut by a policy reload
     uint8_t fin_seen       # bit 0: client sent FIN, bit 1: server sent FIN
+    uint8_t syn_seen       # bit 0: client's SYN seen, bit 1: server's (their data starts at data_seq)
     uint8_t is_v6
     uint16_t in_port       # port the first packet arrived on
     int16_t vsys
@@ -57,6 +58,7 @@ ctypedef struct flow_t:
     uint64_t ts_last
     uint64_t pkts[2]       # [0] to server, [1] to client
     uint64_t bytes[2]
+    uint32_t data_seq[2]   # TCP: the sequence number of each direction's first data byte (its SYN's + 1)
     # App-ID
     uint16_t app           # catalogue id once decided
     uint8_t app_state      # APPST_NONE / APPST_PENDING / APPST_DONE
@@ -188,8 +190,12 @@ cdef inline uint32_t flow_timeout_class(const flow_t *f) noexcept nogil:
         return TO_ICMP
     return TO_OTHER
 
-cdef inline void tcp_track(flow_t *f, uint8_t flags, bint to_server) noexcept nogil:
-    """Advance the TCP state machine; sequence windows are not checked here (that is inspection's job)."""
+cdef inline void tcp_track(flow_t *f, uint8_t flags, uint32_t seq, bint to_server) noexcept nogil:
+    """Advance the TCP state machine; sequence windows are not checked here (that is inspection's job).
+    A SYN says where its direction's data starts (App-ID puts reordered segments in place by it)."""
+    if flags & TH_SYN:
+        f.data_seq[0 if to_server else 1] = seq + 1
+        f.syn_seen |= 1 if to_server else 2
     if flags & TH_RST:
         f.tcp_state = TCP_CLOSED
         return

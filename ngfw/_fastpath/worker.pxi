@@ -392,7 +392,7 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
     f.pkts[0 if to_server else 1] += 1
     f.bytes[0 if to_server else 1] += len
     if p.proto == P_TCP:
-        tcp_track(f, p.tcp_flags, to_server)
+        tcp_track(f, p.tcp_flags, p.tcp_seq, to_server)
     if p.is_frag:
         fr = frag_find(e, &p, True, now)
         if fr == NULL:

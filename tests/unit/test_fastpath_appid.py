@@ -74,6 +74,22 @@ def test_rejected_app_resets_both_sides(app_wire: Wire) -> None:
     assert (flow["app_proto"], flow["app_host"], flow["action"]) == ("facebook", "www.facebook.com", "reject")
 
 
+def test_reordered_hello_is_read_in_order_and_rejected(app_wire: Wire) -> None:
+    """Inline, a ClientHello's second segment arriving first is held, not read alone (while undecided the
+    flow's budget lets it through); the first one completes it, and the blocked SNI resets the flow."""
+    from scapy.layers.tls.all import TLS, TLSClientHello
+    from scapy.layers.tls.extensions import ServerName, TLS_Ext_ServerName
+
+    hello = bytes(TLS(msg=[TLSClientHello(ext=[TLS_Ext_ServerName(servernames=[ServerName(servername=b"www.facebook.com")])])]))
+    open_tcp(app_wire, 40013, 443)
+    up, _ = app_wire.from_vm(web1_to_srv(tcp(40013, 443, "PA", seq=101 + 30, ack=501, payload=hello[30:])))
+    assert len(up) == 1 and app_wire.engine.flows()[0]["app_proto"] is None
+    up, back = app_wire.from_vm(web1_to_srv(tcp(40013, 443, "PA", seq=101, ack=501, payload=hello[:30])))
+    assert [Ether(f)[TCP].flags.R for f in up + back] == [True, True]
+    (flow,) = app_wire.engine.flows()
+    assert (flow["app_proto"], flow["app_host"], flow["action"]) == ("facebook", "www.facebook.com", "reject")
+
+
 def test_dns_is_decided_on_its_first_datagram(app_wire: Wire) -> None:
     from scapy.layers.dns import DNS, DNSQR
 

@@ -257,6 +257,37 @@ def test_damaged_dns_is_still_named_by_its_question(tmp_path: Path) -> None:
     assert flow["app_host"] is None and flow["app_confidence"] < 100
 
 
+def test_reordered_segments_are_put_in_place_before_they_are_read(tmp_path: Path) -> None:
+    """A ClientHello or a request whose segments arrive out of order (or again) is read once its prefix is
+    whole, from the SYN's sequence number on; a segment ahead of a hole is never read alone (it once
+    passed for Modbus), and a hole that never fills leaves the protocol without its host."""
+    import quic_initial as qi
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+    from scapy.utils import wrpcap
+
+    def flow(sport: int, dport: int, pieces: list[tuple[int, bytes]]) -> list[Ether]:
+        c, s = "10.2.0.1", "10.2.0.2"
+        frames = [Ether() / IP(src=c, dst=s) / TCP(sport=sport, dport=dport, flags="S", seq=1000),
+                  Ether() / IP(src=s, dst=c) / TCP(sport=dport, dport=sport, flags="SA", seq=5000, ack=1001)]
+        return frames + [Ether() / IP(src=c, dst=s) / TCP(sport=sport, dport=dport, flags="PA", seq=1001 + at, ack=5001)
+                         / data for at, data in pieces]
+
+    hello = qi.tls_client_hello(b"in.order.example")
+    record = b"\x16\x03\x01" + struct.pack("!H", len(hello)) + hello
+    request = b"GET / HTTP/1.1\r\nHost: reordered.example\r\nUser-Agent: t\r\n\r\n"
+    frames = (flow(41001, 443, [(60, record[60:]), (25, record[25:60]), (0, record[:25])])      # all reversed
+              + flow(41002, 443, [(0, record[:40]), (0, record[:40]), (20, record[20:])])      # retransmitted
+              + flow(41003, 80, [(12, request[12:]), (12, request[12:]), (0, request[:12])])   # ahead, twice
+              + flow(41004, 443, [(0, record[:30]), (90, record[90:])]))                       # a lasting hole
+    wrpcap(str(tmp_path / "reordered.pcap"), frames)
+    done = run_replay("--json", tmp_path / "reordered.pcap")
+    assert done.returncode == 0, done.stderr
+    got = {f["src_port"]: (f["app_proto"], f["app_host"]) for f in json_lines(done.stdout)}
+    assert got == {41001: ("tls", "in.order.example"), 41002: ("tls", "in.order.example"),
+                   41003: ("http", "reordered.example"), 41004: ("tls", None)}
+
+
 def test_a_flow_that_ends_unidentified_is_named_by_its_port_at_port_confidence(tmp_path: Path) -> None:
     """No payload (a scan's probe) or too little: the server port's app at confidence 30, as nDPI's "match by
     port"; app_pkts says how much payload backed it. No app on that port: the honest state."""
