@@ -1150,8 +1150,12 @@ cdef int parse_tftp(appctx_t *c) noexcept nogil:
             return PARSE_NO
         return APP_TFTP
     if op == 5:
+        # error code 0..8, then a printable message and its NUL (NetFlow v5's header starts 00 05 00 nn too)
         if p[2] != 0 or p[3] > 8 or p[n - 1] != 0:
             return PARSE_NO
+        for i in range(4, n - 1):
+            if p[i] < 32 or p[i] > 126:
+                return PARSE_NO
         return APP_TFTP
     if op == 4 and n == 4 and ngfw_be16(p + 2) <= 1:
         return APP_TFTP

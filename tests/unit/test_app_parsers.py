@@ -352,6 +352,13 @@ def test_anyconnects_pre_rfc_dtls_is_dtls() -> None:
     assert parsers.parse(UDP, True, 54107, 443, [hello])["app"] == "dtls"
 
 
+def test_netflow_v5_header_is_not_a_tftp_error() -> None:
+    """Both start 00 05 00 nn; a TFTP error's message is printable text, a flow record is not."""
+    netflow = struct.pack("!HHIIIIBBH", 5, 1, 1000, 1_700_000_000, 0, 1, 0, 0, 0) + bytes([10, 0, 0, 1]) + bytes(44)
+    assert parsers.parse(UDP, True, 40000, 2055, [netflow])["app"] != "tftp"
+    assert parsers.parse(UDP, False, 69, 40000, [b"\x00\x05\x00\x01File not found\x00"])["app"] == "tftp"
+
+
 def test_a_greeting_in_prose_names_no_server() -> None:
     r = parsers.parse(TCP, False, 62092, 21, [b'220 "Authorized users only. All activity may be monitored."\r\n'])
     assert (r["app"], r["host"]) == ("ftp", None)
