@@ -641,6 +641,8 @@ cdef int parse_tls(appctx_t *c) noexcept nogil:
     cdef const uint8_t *p = c.stream
     cdef uint32_t n = c.stream_len, rec_len, hs_len, avail, off
     cdef int r, records = 0
+    cdef bint whole
+    cdef uint8_t hello[STREAM_MAX]
     if n == 0:
         return PARSE_NO
     if p[0] < 20 or p[0] > 23:
@@ -675,23 +677,56 @@ cdef int parse_tls(appctx_t *c) noexcept nogil:
         return PARSE_NEED_MORE if _stream_can_grow(c) else PARSE_NO
     if p[5] != 1 and p[5] != 2:
         return PARSE_NO
-    hs_len = _be24(p + 6)
+    if rec_len >= 4:
+        hs_len = _be24(p + 6)
+    else:
+        # even the handshake header is cut by the record's end
+        if _tls_join_handshake(p, n, 4, hello) < 4:
+            return PARSE_NEED_MORE if _stream_can_grow(c) else PARSE_NO
+        hs_len = _be24(hello + 1)
     if hs_len < 38 or hs_len > 0xFFFF:
         return PARSE_NO
-    if hs_len + 4 > rec_len and rec_len < 16384:
-        return PARSE_NO       # a hello continued in another record only when this one is full
-    avail = n - 9
-    if avail > rec_len - 4:
-        avail = rec_len - 4
-    r = _tls_hello(p + 9, avail, hs_len, p[5] == 1, c.meta)
+    if hs_len + 4 <= rec_len:
+        avail = n - 9
+        if avail > rec_len - 4:
+            avail = rec_len - 4
+        r = _tls_hello(p + 9, avail, hs_len, p[5] == 1, c.meta)
+        whole = n >= 5 + rec_len
+    else:
+        # the hello goes on in the next handshake records (a sender may cut it at any byte): joined first
+        avail = _tls_join_handshake(p, n, hs_len + 4, hello)
+        r = _tls_hello(hello + 4, avail - 4, hs_len, p[5] == 1, c.meta) if avail >= 4 else -1
+        whole = avail >= hs_len + 4
     if r < 0:
         c.meta.host_len = 0
         c.meta.alpn_len = 0
         c.meta.tls_version = 0
         return PARSE_NO
-    if r == 0 and n < 5 + rec_len and _stream_can_grow(c):
+    if r == 0 and not whole and _stream_can_grow(c):
         return _tentative(c, APP_TLS)
     return APP_TLS
+
+
+cdef uint32_t _tls_join_handshake(const uint8_t *p, uint32_t n, uint32_t want, uint8_t *out) noexcept nogil:
+    """The first `want` bytes (at most STREAM_MAX) of the handshake messages carried by the handshake records
+    that start the stream `p`, joined into `out`; returns how many there are (fewer: the stream stops, or a
+    record that is not a handshake one comes first; 0: a record is empty)."""
+    cdef uint32_t off = 0, k = 0, l, take
+    if want > STREAM_MAX:
+        want = STREAM_MAX
+    while k < want and off + 5 <= n and p[off] == 22 and p[off + 1] == 3 and p[off + 2] <= 4:
+        l = ngfw_be16(p + off + 3)
+        if l == 0:
+            return 0
+        take = l
+        if take > n - off - 5:
+            take = n - off - 5
+        if take > want - k:
+            take = want - k
+        memcpy(out + k, p + off + 5, take)
+        k += take
+        off += 5 + l
+    return k
 
 
 cdef bint dtls_records(const uint8_t *p, uint32_t n) noexcept nogil:

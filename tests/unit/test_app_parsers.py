@@ -55,6 +55,26 @@ def test_tls_client_hello_split_in_two_segments() -> None:
     assert r["app"] == "tls" and r["host"] == "split.example"
 
 
+def records(handshake: bytes, *cuts: int) -> bytes:
+    """`handshake` cut into TLS handshake records at the given offsets."""
+    bounds = [0, *cuts, len(handshake)]
+    return b"".join(b"\x16\x03\x01" + struct.pack("!H", b - a) + handshake[a:b] for a, b in zip(bounds, bounds[1:]))
+
+
+@pytest.mark.parametrize("cuts", [(3,), (60,), (20, 21, 90)])
+def test_tls_client_hello_cut_into_several_records(cuts: tuple[int, ...]) -> None:
+    handshake = client_hello(b"records.example")[5:]
+    stream = records(handshake, *cuts)
+    assert parsers.parse(TCP, True, 40000, 443, [stream])["host"] == "records.example"
+    # the same records over two segments: the first asks for more
+    first = parsers.parse(TCP, True, 40000, 443, [stream[:cuts[0] + 5 + 2]])
+    assert first["need_more"] or first["app"] == "tls"
+    assert parsers.parse(TCP, True, 40000, 443, [stream[:cuts[0] + 7], stream[cuts[0] + 7:]])["host"] == "records.example"
+    # an alert record between the pieces ends the hello: TLS, no host read past it
+    broken = records(handshake[:cuts[0]]) + bytes.fromhex("15030100020228") + records(handshake[cuts[0]:])
+    assert parsers.parse(TCP, True, 40000, 443, [broken])["host"] is None
+
+
 @pytest.mark.parametrize("cut", range(1, 120))
 def test_tls_truncated_client_hello_asks_for_more(cut: int) -> None:
     r = parsers.parse(TCP, True, 40000, 443, [client_hello(b"truncated.example")[:cut]])
