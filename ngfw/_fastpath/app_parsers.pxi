@@ -1813,6 +1813,8 @@ cdef bint _quic_known_version(uint32_t v) noexcept nogil:
         return True
     if v == 0x709A50C4:                    # v2 drafts
         return True
+    if (v & 0x0F0F0F0F) == 0x0A0A0A0A:     # reserved versions a client sends to force version negotiation
+        return True
     # Google QUIC 'Q0xx' / 'T0xx'
     if ((v >> 24) == 81 or (v >> 24) == 84) and ((v >> 16) & 0xFF) == 48 and 48 <= ((v >> 8) & 0xFF) <= 57:
         return True

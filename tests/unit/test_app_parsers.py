@@ -228,6 +228,11 @@ def test_quic_client_hello_split_over_two_initials(name: str) -> None:
     assert parsers.parse(UDP, True, 40000, 443, packets)["host"] == "split.example"
 
 
+def test_quic_initial_of_a_version_reserved_to_force_negotiation_is_quic() -> None:
+    greased = qi.client_initial(0x1A2A3A4A, qi.crypto_frame(qi.tls_client_hello(b"x.example")), salt=qi.SALT_V1)
+    assert parsers.parse(UDP, True, 40000, 443, [greased])["app"] == "quic"
+
+
 def test_quic_initial_under_another_versions_keys_is_quic_without_a_host() -> None:
     packet = qi.client_initial(qi.T050, qi.crypto_frame(qi.tls_client_hello(b"x.example"), frame_type=0x08),
                                salt=qi.SALT_T051)
