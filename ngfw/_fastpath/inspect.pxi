@@ -472,7 +472,7 @@ cdef void fill_app_buffers(insws_t *ws, tables_t *t, const instables_t *T, flow_
         elif tcp and n < TLSASM_MAX and not http_head_complete(d, n) and (
                 (dir == 0 and http_request_start(d, n)) or (dir == 1 and n >= 5 and memcmp(d, b"HTTP/", 5) == 0)):
             # a head split across segments: keep it until it is whole (the first part is inspected now)
-            http_head_begin(ws, s, dir, d, n)
+            asm_begin(ws, s, ASM_HTTP_HEAD + dir, d, n)
         if dir == 0:
             parsed = http_request(ws, s, d, n)
         else:
@@ -482,6 +482,15 @@ cdef void fill_app_buffers(insws_t *ws, tables_t *t, const instables_t *T, flow_
         if parsed or decided:
             return
     if dir == 0 and (not decided or (T.app_tls and app_descends(&t.apps, f.app, T.app_tls))) and tcp:
+        if s.asm >= 0 and s.asm_kind == ASM_TLS_HELLO:
+            # the rest of a ClientHello that began in an earlier segment
+            d, n = tls_hello_assemble(ws, s, d, n)
+            if n == 0:
+                return
+        elif n < TLSASM_MAX and tls_hello_pending(d, n):
+            # a ClientHello cut over segments (or TLS records): kept until it is whole, then read
+            asm_begin(ws, s, ASM_TLS_HELLO, d, n)
+            return
         if tls_sni_buffer(ws, d, n) | ja3_buffers(ws, d, n):
             return
     if (not decided or (T.app_dns and app_descends(&t.apps, f.app, T.app_dns))) and dir == 0:

@@ -336,15 +336,35 @@ cdef bint dns_query_buffer(insws_t *ws, const uint8_t *p, uint32_t n, bint tcp) 
     bs_set(&ws.bs, B_DNS_QUERY, out, qlen)
     return True
 
+cdef uint32_t tls_hello_at(const uint8_t *p, uint32_t n, uint8_t *joined, uint32_t *hs_len) noexcept nogil:
+    """A ClientHello starting the client's bytes `p`, joined out of its handshake records into `joined`
+    (STREAM_MAX bytes: its first ones), header included: how many bytes of it are there (0: not one)."""
+    cdef uint32_t have
+    if n < 6 or p[0] != 0x16 or p[1] != 3 or p[2] > 4 or p[5] != 1:
+        return 0
+    have = _tls_join_handshake(p, n, STREAM_MAX, joined)
+    if have < 4 or joined[0] != 1:
+        return 0
+    hs_len[0] = _be24(joined + 1)
+    return have
+
+cdef bint tls_hello_pending(const uint8_t *p, uint32_t n) noexcept nogil:
+    """`p` starts a ClientHello that goes on past its end."""
+    cdef uint8_t joined[STREAM_MAX]
+    cdef uint32_t hs_len = 0
+    cdef uint32_t have = tls_hello_at(p, n, joined, &hs_len)
+    return have > 0 and have < hs_len + 4 and have < STREAM_MAX and hs_len >= 38
+
 cdef bint tls_sni_buffer(insws_t *ws, const uint8_t *p, uint32_t n) noexcept nogil:
     cdef appmeta_t meta
-    cdef uint32_t hs_len
+    cdef uint32_t hs_len = 0, have
     cdef uint8_t *out
-    if n < 9 or p[0] != 0x16 or p[1] != 3 or p[5] != 1:
+    cdef uint8_t joined[STREAM_MAX]
+    have = tls_hello_at(p, n, joined, &hs_len)
+    if have == 0:
         return False
-    hs_len = (<uint32_t>p[6] << 16) | (<uint32_t>p[7] << 8) | p[8]
     memset(&meta, 0, sizeof(meta))
-    if _tls_hello(p + 9, n - 9, hs_len, True, &meta) <= 0 or meta.host_len == 0:
+    if _tls_hello(joined + 4, have - 4, hs_len, True, &meta) <= 0 or meta.host_len == 0:
         return False
     out = norm_take(ws, meta.host_len)
     if out == NULL:

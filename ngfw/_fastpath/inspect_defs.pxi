@@ -364,6 +364,7 @@ ctypedef struct inspool_t:
 cdef enum:
     ASM_TLS = 1            # the TLS server's handshake, until its Certificate
     ASM_HTTP_HEAD = 2      # + direction: an HTTP request (2) or response (3) head in several segments
+    ASM_TLS_HELLO = 4      # the client's ClientHello, cut over segments (or TLS records)
     ASM_DONE = 9           # read: give the buffer back after this packet
     TLSASM_MAX = 16384     # bytes assembled at most (certificate chains and large heads fit)
     TLSASM_SLOTS = 256     # flows assembling at once (shared by all flows)

@@ -142,7 +142,8 @@ cdef int tls_certificate_scan(insws_t *ws, const uint8_t *b, uint32_t n) noexcep
         off += 5 + rlen
     return 0
 
-cdef void http_head_begin(insws_t *ws, inspslot_t *s, uint8_t dir, const uint8_t *d, uint32_t n) noexcept nogil:
+cdef void asm_begin(insws_t *ws, inspslot_t *s, uint8_t kind, const uint8_t *d, uint32_t n) noexcept nogil:
+    """Start assembling a message whose first `n` (< TLSASM_MAX) bytes are this segment's."""
     cdef tlsasm_pool_t *pool = &ws.tlsasm
     if s.asm >= 0 or pool.free_head < 0:
         if s.asm < 0:
@@ -150,9 +151,22 @@ cdef void http_head_begin(insws_t *ws, inspslot_t *s, uint8_t dir, const uint8_t
         return
     s.asm = pool.free_head
     pool.free_head = pool.next_free[s.asm]
-    s.asm_kind = ASM_HTTP_HEAD + dir
+    s.asm_kind = kind
     memcpy(pool.buf[s.asm], d, n)
     s.asm_len = n
+
+cdef (const uint8_t *, uint32_t) tls_hello_assemble(insws_t *ws, inspslot_t *s, const uint8_t *d,
+                                                     uint32_t n) noexcept nogil:
+    """Append a client segment to the ClientHello being assembled: (the hello's records and what follows,
+    their length) once it is whole or the buffer full, (NULL, 0) while it is still arriving."""
+    cdef tlsasm_pool_t *pool = &ws.tlsasm
+    cdef uint32_t take = n if s.asm_len + n <= TLSASM_MAX else TLSASM_MAX - s.asm_len
+    memcpy(pool.buf[s.asm] + s.asm_len, d, take)
+    s.asm_len += take
+    if tls_hello_pending(pool.buf[s.asm], s.asm_len) and s.asm_len < TLSASM_MAX:
+        return NULL, 0
+    s.asm_kind = ASM_DONE
+    return pool.buf[s.asm], s.asm_len
 
 cdef (const uint8_t *, uint32_t) http_head_assemble(insws_t *ws, inspslot_t *s, const uint8_t *d, uint32_t n) noexcept nogil:
     """Append a segment to the head being assembled: (the whole head and what follows, its length)

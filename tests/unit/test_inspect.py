@@ -341,6 +341,33 @@ def test_an_http_head_split_across_segments_fills_its_buffers(tmp_path: Path) ->
     assert sids(w.alerts()) == [1006]                               # http.user_agent + http.method
 
 
+SNI_RULES = r"""
+drop tls any any -> any any (msg:"blocked sni"; tls.sni; content:"evil.example"; endswith; sid:4001; rev:1;)
+"""
+
+
+@pytest.mark.parametrize("how", ["segments", "records", "records-and-segments"])
+def test_a_client_hello_cut_over_segments_or_records_shows_its_sni(tmp_path: Path, how: str) -> None:
+    """tls.sni on a ClientHello a client (or an evader) cuts over TCP segments or TLS records: read once whole,
+    on the segment that completes it, which is dropped."""
+    import quic_initial as qi
+
+    w = InspectWire(write_policy(tmp_path), rule_sets(tmp_path, default=SNI_RULES))
+    seq, _ = handshake(w, 41030)
+    handshake_msg = qi.tls_client_hello(b"www.evil.example")
+    one_record = b"\x16\x03\x01" + len(handshake_msg).to_bytes(2, "big") + handshake_msg
+    two_records = b"".join(b"\x16\x03\x01" + len(part).to_bytes(2, "big") + part
+                           for part in (handshake_msg[:50], handshake_msg[50:]))
+    pieces = {"segments": [one_record[:40], one_record[40:]], "records": [two_records],
+              "records-and-segments": [two_records[:30], two_records[30:70], two_records[70:]]}[how]
+    for piece in pieces[:-1]:
+        out, _ = send(w, 41030, seq, piece)
+        assert len(out) == 1 and w.alerts() == []                   # not whole yet: passes, nothing read
+        seq += len(piece)
+    out, _ = send(w, 41030, seq, pieces[-1])
+    assert out == [] and sids(w.alerts()) == [4001]
+
+
 def test_a_keepalive_probe_with_a_garbage_byte_passes(tmp_path: Path) -> None:
     w = wire(tmp_path)
     seq, _ = handshake(w, 41022)
