@@ -193,17 +193,18 @@ cdef uint16_t port_guess(const apptables_t *a, const flow_t *f) noexcept nogil:
 
 cdef bint stream_append(clsslot_t *s, const flow_t *f, uint8_t dir, const pkt_t *p) noexcept nogil:
     """Keep the first STREAM_MAX bytes of a TCP direction in order, from its SYN when one was seen (else
-    from its first data segment). A segment ahead of a hole is held in place (up to STREAM_HOLES of them)
-    and joins the prefix when the hole fills; bytes the prefix has keep their first copy. False when this
-    segment added nothing to the prefix (reordered ahead, or a retransmission): nothing new to parse."""
+    from its first data segment). A segment ahead of a hole is held in place and joins the prefix when the
+    hole fills; bytes the prefix has keep their first copy. A hole still open when a segment beyond it
+    finds STREAM_HOLES held is a capture's loss: the stream restarts after it. False when this segment
+    added nothing to the prefix (held ahead, or a retransmission): nothing new to parse."""
     cdef uint32_t seq = p.tcp_seq + (1 if p.tcp_flags & TH_SYN else 0)
     cdef uint32_t have = s.stream_len[dir], start, end, skip, i, k
     cdef int32_t off
     cdef bint grew
     if not s.seq_set[dir]:
         s.seq_set[dir] = 1
-        s.next_seq[dir] = f.data_seq[dir] if f.syn_seen & (1 << dir) else seq
-    off = <int32_t>(seq - s.next_seq[dir])
+        s.base_seq[dir] = f.data_seq[dir] if f.syn_seen & (1 << dir) else seq
+    off = <int32_t>(seq - s.base_seq[dir])
     skip = <uint32_t>(-off) if off < 0 else 0
     if skip >= p.payload_len or (off > 0 and <uint32_t>off >= STREAM_MAX):
         return False
@@ -218,15 +219,16 @@ cdef bint stream_append(clsslot_t *s, const flow_t *f, uint8_t dir, const pkt_t 
         for i in range(s.n_ahead[dir]):
             if s.ahead_start[dir][i] <= start and end <= s.ahead_end[dir][i]:
                 return False     # held already (a retransmission of it)
-        if s.n_ahead[dir] == STREAM_HOLES:
-            return False
         memcpy(s.stream[dir] + start, p.data + p.payload_off + skip, end - start)
         s.ahead_start[dir][s.n_ahead[dir]] = <uint16_t>start
         s.ahead_end[dir][s.n_ahead[dir]] = <uint16_t>end
         s.n_ahead[dir] += 1
-        return False
-    memcpy(s.stream[dir] + have, p.data + p.payload_off + skip + (have - start), end - have)
-    have = end
+        if s.n_ahead[dir] <= STREAM_HOLES:
+            return False
+        have = stream_restart_after_hole(s, dir)
+    else:
+        memcpy(s.stream[dir] + have, p.data + p.payload_off + skip + (have - start), end - have)
+        have = end
     grew = True
     while grew:      # held segments the prefix now reaches join it
         grew = False
@@ -243,6 +245,20 @@ cdef bint stream_append(clsslot_t *s, const flow_t *f, uint8_t dir, const pkt_t 
         s.n_ahead[dir] = <uint8_t>k
     s.stream_len[dir] = have
     return True
+
+cdef uint32_t stream_restart_after_hole(clsslot_t *s, uint8_t dir) noexcept nogil:
+    """The bytes before the hole are dropped: the stream starts at the first segment held beyond it (the
+    others keep their places after it); returns the prefix it has now (none: the caller joins the held)."""
+    cdef uint32_t lo = STREAM_MAX, i
+    for i in range(s.n_ahead[dir]):
+        if s.ahead_start[dir][i] < lo:
+            lo = s.ahead_start[dir][i]
+    memmove(s.stream[dir], s.stream[dir] + lo, STREAM_MAX - lo)
+    s.base_seq[dir] += lo
+    for i in range(s.n_ahead[dir]):
+        s.ahead_start[dir][i] -= lo
+        s.ahead_end[dir][i] -= lo
+    return 0
 
 cdef void app_finish(engine_t *e, tables_t *t, flow_t *f, uint16_t app, uint8_t conf, const appmeta_t *meta) noexcept nogil:
     """Record the decision: refine by host and port, keep the host name, count, free the buffers."""

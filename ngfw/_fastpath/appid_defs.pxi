@@ -19,7 +19,7 @@ cdef enum:
     ALPN_MAX = 32
     UA_MAX = 96
     STREAM_MAX = 4096     # first bytes of each TCP direction kept in order for the parsers
-    STREAM_HOLES = 4      # segments that arrived ahead of a hole, kept in place until it fills
+    STREAM_HOLES = 2      # segments held ahead of a hole until it fills; one more: a capture's loss
     SCRATCH_MAX = 2048    # per-flow parser scratch (QUIC CRYPTO reassembly and the like)
 
 cdef enum:

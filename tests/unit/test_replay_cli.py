@@ -288,6 +288,29 @@ def test_reordered_segments_are_put_in_place_before_they_are_read(tmp_path: Path
                    41003: ("http", "reordered.example"), 41004: ("tls", None)}
 
 
+def test_a_stream_whose_first_segment_the_capture_lost_is_read_from_after_the_hole(tmp_path: Path) -> None:
+    """The SYN was captured, the first request was not: after 3 segments held beyond the hole, the stream
+    restarts at the first of them and is read from there."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+    from scapy.utils import wrpcap
+
+    c, s = "10.2.0.1", "10.2.0.2"
+    frames = [Ether() / IP(src=c, dst=s) / TCP(sport=41010, dport=80, flags="S", seq=1000),
+              Ether() / IP(src=s, dst=c) / TCP(sport=80, dport=41010, flags="SA", seq=5000, ack=1001)]
+    lost = b"GET /lost HTTP/1.1\r\nHost: lost.example\r\n\r\n"
+    request = b"GET /next HTTP/1.1\r\nHost: after.loss.example\r\n\r\n"
+    seq = 1001 + len(lost)
+    for _ in range(3):
+        frames.append(Ether() / IP(src=c, dst=s) / TCP(sport=41010, dport=80, flags="PA", seq=seq, ack=5001) / request)
+        seq += len(request)
+    wrpcap(str(tmp_path / "lost.pcap"), frames)
+    done = run_replay("--json", tmp_path / "lost.pcap")
+    assert done.returncode == 0, done.stderr
+    [flow] = json_lines(done.stdout)
+    assert (flow["app_proto"], flow["app_host"], flow["app_pkts"]) == ("http", "after.loss.example", 3)
+
+
 def test_a_flow_that_ends_unidentified_is_named_by_its_port_at_port_confidence(tmp_path: Path) -> None:
     """No payload (a scan's probe) or too little: the server port's app at confidence 30, as nDPI's "match by
     port"; app_pkts says how much payload backed it. No app on that port: the honest state."""
