@@ -60,16 +60,26 @@ cdef void _ja3_set(insws_t *ws, int string_buffer, int hash_buffer, uint8_t *tex
     bs_set(&ws.bs, hash_buffer, hexed, 32)
 
 cdef bint ja3_buffers(insws_t *ws, const uint8_t *p, uint32_t n) noexcept nogil:
-    """A TLS record holding a whole ClientHello (type 1) or ServerHello (type 2) at the start of `p`."""
+    """A whole ClientHello (type 1) or ServerHello (type 2) at the start of `p`, in one TLS record or cut
+    into several (joined first)."""
     cdef uint32_t hs_len, off, end, l, ext_end, et, el, groups_off = 0, groups_n = 0, formats_off = 0, formats_n = 0
     cdef uint32_t ciphers_off, ciphers_n, exts_start, cipher = 0
     cdef uint8_t *text
     cdef uint32_t m = 0
     cdef bint client
+    cdef uint8_t joined[5 + STREAM_MAX]
     if n < 9 + 38 or p[0] != 0x16 or p[1] != 3 or (p[5] != 1 and p[5] != 2):
         return False
     client = p[5] == 1
     hs_len = (<uint32_t>p[6] << 16) | (<uint32_t>p[7] << 8) | p[8]
+    if ngfw_be16(p + 3) < hs_len + 4:
+        # the hello goes on in the next records: read from its handshake bytes joined behind this header
+        l = _tls_join_handshake(p, n, hs_len + 4, joined + 5)
+        if l < hs_len + 4:
+            return False
+        memcpy(joined, p, 5)
+        p = joined
+        n = 5 + l
     if 9 + hs_len > n:
         return False
     end = 9 + hs_len

@@ -343,13 +343,14 @@ def test_an_http_head_split_across_segments_fills_its_buffers(tmp_path: Path) ->
 
 SNI_RULES = r"""
 drop tls any any -> any any (msg:"blocked sni"; tls.sni; content:"evil.example"; endswith; sid:4001; rev:1;)
+alert tls any any -> any any (msg:"its ja3"; ja3.string; content:"771,4865,0-16-43-57,,"; sid:4002; rev:1;)
 """
 
 
 @pytest.mark.parametrize("how", ["segments", "records", "records-and-segments"])
 def test_a_client_hello_cut_over_segments_or_records_shows_its_sni(tmp_path: Path, how: str) -> None:
-    """tls.sni on a ClientHello a client (or an evader) cuts over TCP segments or TLS records: read once whole,
-    on the segment that completes it, which is dropped."""
+    """tls.sni (and JA3) of a ClientHello a client (or an evader) cuts over TCP segments or TLS records: read
+    once whole, on the segment that completes it, which is dropped."""
     import quic_initial as qi
 
     w = InspectWire(write_policy(tmp_path), rule_sets(tmp_path, default=SNI_RULES))
@@ -365,7 +366,7 @@ def test_a_client_hello_cut_over_segments_or_records_shows_its_sni(tmp_path: Pat
         assert len(out) == 1 and w.alerts() == []                   # not whole yet: passes, nothing read
         seq += len(piece)
     out, _ = send(w, 41030, seq, pieces[-1])
-    assert out == [] and sids(w.alerts()) == [4001]
+    assert out == [] and sorted(sids(w.alerts())) == [4001, 4002]
 
 
 def test_a_keepalive_probe_with_a_garbage_byte_passes(tmp_path: Path) -> None:
