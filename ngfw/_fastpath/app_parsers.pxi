@@ -1766,6 +1766,8 @@ cdef extern from *:
 cdef enum:
     QUIC_V1 = 0x00000001
     QUIC_V2 = 0x6B3343CF
+    QUIC_V2_DRAFT = 0x709A50C4   # QUIC v2 drafts' codepoint: read with the final keys (the later drafts'; the
+                                 # early ones' Initials stay quic without a host)
     GQUIC_Q050 = 0x51303530   # Google QUIC with an encrypted Initial: QUIC crypto's CHLO inside
     GQUIC_T050 = 0x54303530   # ... and with TLS inside
     GQUIC_T051 = 0x54303531
@@ -1784,7 +1786,7 @@ cdef enum:
 cdef const unsigned char *_quic_salt(uint32_t v) noexcept nogil:
     if v == QUIC_V1 or v == 0xFF000021U or v == 0xFF000022U:
         return ngfw_quic_salt_v1
-    if v == QUIC_V2:
+    if v == QUIC_V2 or v == QUIC_V2_DRAFT:
         return ngfw_quic_salt_v2
     if v >= 0xFF00001DU and v <= 0xFF000020U:
         return ngfw_quic_salt_d29
@@ -1810,8 +1812,6 @@ cdef bint _quic_known_version(uint32_t v) noexcept nogil:
     if _quic_salt(v) != NULL:
         return True
     if (v & 0xFFFFFFF0U) == 0xFACEB000U:     # mvfst
-        return True
-    if v == 0x709A50C4:                    # v2 drafts
         return True
     if (v & 0x0F0F0F0F) == 0x0A0A0A0A:     # reserved versions a client sends to force version negotiation
         return True
@@ -1854,7 +1854,7 @@ cdef bint _quic_keys(uint32_t version, const uint8_t *dcid, uint32_t dcid_len, u
         return False
     if not _hkdf_expand_label(initial, "client in", client, 32):
         return False
-    if version == QUIC_V2:
+    if version == QUIC_V2 or version == QUIC_V2_DRAFT:
         return (_hkdf_expand_label(client, "quicv2 key", key, 16) and _hkdf_expand_label(client, "quicv2 iv", iv, 12)
                 and _hkdf_expand_label(client, "quicv2 hp", hp, 16))
     return (_hkdf_expand_label(client, "quic key", key, 16) and _hkdf_expand_label(client, "quic iv", iv, 12)
@@ -2073,7 +2073,7 @@ cdef int parse_quic(appctx_t *c) noexcept nogil:
     ptype = (p[0] >> 4) & 3
     if (p[0] & 0x40) == 0 or c.to_server == 0 or _quic_salt(version) == NULL:
         return APP_QUIC
-    if ptype != (1 if version == QUIC_V2 else 0):
+    if ptype != (1 if version == QUIC_V2 or version == QUIC_V2_DRAFT else 0):
         return APP_QUIC if s[0] != 81 else PARSE_NEED_MORE
     if _varint(p, n, &off, &tok_len) != 0 or off + tok_len > n:
         return PARSE_NO

@@ -21,12 +21,12 @@ SALT_Q050 = bytes.fromhex("504574efd066fe2f9d945cfcdbd3a7f0d3b56b45")
 SALT_T050 = bytes.fromhex("7ff579e5acd072915580304c43a2367c60488310")
 SALT_T051 = bytes.fromhex("7a4edef4e7ccee5fa4506c19124fc8ccda6e033d")
 
-V1, V2 = 0x00000001, 0x6B3343CF
+V1, V2, V2_DRAFT = 0x00000001, 0x6B3343CF, 0x709A50C4
 Q050, T050, T051 = 0x51303530, 0x54303530, 0x54303531
 MVFST_22, MVFST_27, MVFST_EXP = 0xFACEB001, 0xFACEB002, 0xFACEB00E
 
 SALTS = {
-    V1: SALT_V1, V2: SALT_V2, 0xFF00001D: SALT_DRAFT_29, 0xFF00001B: SALT_DRAFT_23,
+    V1: SALT_V1, V2: SALT_V2, V2_DRAFT: SALT_V2, 0xFF00001D: SALT_DRAFT_29, 0xFF00001B: SALT_DRAFT_23,
     Q050: SALT_Q050, T050: SALT_T050, T051: SALT_T051,
     MVFST_22: SALT_DRAFT_22, MVFST_27: SALT_DRAFT_23, MVFST_EXP: SALT_DRAFT_23,
 }
@@ -83,9 +83,9 @@ def client_initial(version: int, frames: bytes, dcid: bytes = bytes(range(1, 9))
                    size: int = 1200, salt: bytes | None = None) -> bytes:
     """One client Initial packet of `version`, padded to `size` bytes, protected with the version's keys."""
     secret = _expand_label(_extract(salt or SALTS[version], dcid), b"client in", 32)
-    prefix = b"quicv2 " if version == V2 else b"quic "
+    prefix = b"quicv2 " if version in (V2, V2_DRAFT) else b"quic "
     key, iv, hp = (_expand_label(secret, prefix + what, n) for what, n in ((b"key", 16), (b"iv", 12), (b"hp", 16)))
-    packet_type = 1 if version == V2 else 0
+    packet_type = 1 if version in (V2, V2_DRAFT) else 0
     first = 0xC0 | (packet_type << 4) | 0x03                     # 4-byte packet number
     head = bytes([first]) + struct.pack("!I", version) + bytes([len(dcid)]) + dcid + b"\x00" + varint(0)
     plain_len = size - len(head) - 2 - 4 - 16

@@ -200,7 +200,7 @@ def test_google_quic_client_hello_in_clear_names_the_host() -> None:
 
 
 QUIC_VERSIONS = {   # version -> (its crypto frame type, what the frame carries)
-    "v1": (qi.V1, 0x06, "tls"), "v2": (qi.V2, 0x06, "tls"), "draft-29": (0xFF00001D, 0x06, "tls"),
+    "v1": (qi.V1, 0x06, "tls"), "v2": (qi.V2, 0x06, "tls"), "v2-draft": (qi.V2_DRAFT, 0x06, "tls"), "draft-29": (0xFF00001D, 0x06, "tls"),
     "draft-27": (0xFF00001B, 0x06, "tls"), "mvfst-22": (qi.MVFST_22, 0x06, "tls"),
     "mvfst-27": (qi.MVFST_27, 0x06, "tls"), "mvfst-exp": (qi.MVFST_EXP, 0x06, "tls"),
     "Q050": (qi.Q050, 0x08, "chlo"), "T050": (qi.T050, 0x08, "tls"), "T051": (qi.T051, 0x08, "tls"),
