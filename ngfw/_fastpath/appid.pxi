@@ -12,6 +12,7 @@ cdef enum:
     CONF_PARSER = 100
     CONF_SIGNATURE = 80
     CONF_PORT = 30
+    SIG_WEAK = 25         # signatures of this priority or less are shapes more than proof (see signature_app)
 
 cdef int clspool_init(clspool_t *p, uint32_t n) noexcept nogil:
     # slots are handed out in order first, then recycled: untouched memory is never faulted in
@@ -159,7 +160,11 @@ cdef int on_signature(unsigned int id, unsigned long long frm, unsigned long lon
 
 cdef uint16_t signature_app(const apptables_t *a, uint8_t l4, bint to_server, uint16_t server_port,
                             const uint8_t *d, uint32_t n) noexcept nogil:
+    """The app of the best signature matching `d` (0: none). A weak one (priority up to SIG_WEAK: a
+    line shape, a few header bytes) off its app's ports, on a server port another app owns, is not
+    taken: the flow goes on to other packets, and to that port's app at the end if nothing else speaks."""
     cdef sigmatch_t m
+    cdef uint16_t app, owner
     if a.db == NULL or n == 0:
         return 0
     m.a = a
@@ -171,7 +176,14 @@ cdef uint16_t signature_app(const apptables_t *a, uint8_t l4, bint to_server, ui
     m.best_sig = -1
     m.best_prio = 0
     hs_scan(a.db, <const char *>d, n, 0, a.scratch, on_signature, &m)
-    return a.sig_app[m.best_sig] if m.best_sig >= 0 else 0
+    if m.best_sig < 0:
+        return 0
+    app = a.sig_app[m.best_sig]
+    if m.best_prio <= SIG_WEAK and not m.best_on_port:
+        owner = a.port_app[(0 if l4 == P_TCP else 1) * 65536 + server_port]
+        if owner and owner != app and not app_descends(a, app, owner) and not app_descends(a, owner, app):
+            return 0
+    return app
 
 # ---------------------------------------------------------------- the stage
 

@@ -311,6 +311,33 @@ def test_a_stream_whose_first_segment_the_capture_lost_is_read_from_after_the_ho
     assert (flow["app_proto"], flow["app_host"], flow["app_pkts"]) == ("http", "after.loss.example", 3)
 
 
+def test_a_weak_signature_does_not_outvote_the_port_another_app_owns(tmp_path: Path) -> None:
+    """A domain-like line is WHOIS's query shape: on 43 (its parser) or a port nobody owns, it names the flow; on
+    Zabbix's agent port the flow waits, and the agent's answer names it (or, failing that, the port)."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+    from scapy.utils import wrpcap
+
+    def exchange(sport: int, dport: int, ask: bytes, answer: bytes | None) -> list[Ether]:
+        c, s = "10.2.1.1", "10.2.1.2"
+        frames = [Ether() / IP(src=c, dst=s) / TCP(sport=sport, dport=dport, flags="S", seq=1000),
+                  Ether() / IP(src=s, dst=c) / TCP(sport=dport, dport=sport, flags="SA", seq=5000, ack=1001),
+                  Ether() / IP(src=c, dst=s) / TCP(sport=sport, dport=dport, flags="PA", seq=1001, ack=5001) / ask]
+        if answer is not None:
+            frames.append(Ether() / IP(src=s, dst=c) / TCP(sport=dport, dport=sport, flags="PA", seq=5001,
+                                                             ack=1001 + len(ask)) / answer)
+        return frames
+
+    zbx = b"ZBXD\x01" + struct.pack("<Q", 1) + b"1"
+    frames = (exchange(42001, 43, b"example.com\r\n", None) + exchange(42002, 47000, b"example.com\r\n", None)
+              + exchange(42003, 10050, b"agent.ping\n", zbx) + exchange(42004, 10050, b"agent.ping\n", None))
+    wrpcap(str(tmp_path / "weak.pcap"), frames)
+    done = run_replay("--json", tmp_path / "weak.pcap")
+    assert done.returncode == 0, done.stderr
+    got = {f["src_port"]: (f["app_proto"], f["app_confidence"]) for f in json_lines(done.stdout)}
+    assert got == {42001: ("whois", 100), 42002: ("whois", 80), 42003: ("zabbix", 80), 42004: ("zabbix", 30)}
+
+
 def test_a_flow_that_ends_unidentified_is_named_by_its_port_at_port_confidence(tmp_path: Path) -> None:
     """No payload (a scan's probe) or too little: the server port's app at confidence 30, as nDPI's "match by
     port"; app_pkts says how much payload backed it. No app on that port: the honest state."""
