@@ -194,14 +194,16 @@ cdef inline uint16_t flow_client_port(const flow_t *f) noexcept nogil:
     return f.key.a_port if f.init_is_a else f.key.b_port
 
 cdef uint16_t port_guess(const apptables_t *a, const flow_t *f) noexcept nogil:
-    cdef uint16_t sp = flow_server_port(f)
-    cdef uint16_t cp = flow_client_port(f)
+    """The app a flow's ports suggest: the lower port's when both are some app's (as nDPI guesses: the
+    first packet seen need not be the client's, and services sit on the lower ports), else either's."""
+    cdef uint16_t lo = f.key.a_port if f.key.a_port < f.key.b_port else f.key.b_port
+    cdef uint16_t hi = f.key.b_port if f.key.a_port < f.key.b_port else f.key.a_port
     cdef uint32_t l4 = 0 if f.key.proto == P_TCP else 1
     if f.key.proto != P_TCP and f.key.proto != P_UDP:
         return 0
-    if a.port_app[l4 * 65536 + sp]:
-        return a.port_app[l4 * 65536 + sp]
-    return a.port_app[l4 * 65536 + cp]
+    if a.port_app[l4 * 65536 + lo]:
+        return a.port_app[l4 * 65536 + lo]
+    return a.port_app[l4 * 65536 + hi]
 
 cdef bint stream_append(clsslot_t *s, const flow_t *f, uint8_t dir, const pkt_t *p) noexcept nogil:
     """Keep the first STREAM_MAX bytes of a TCP direction in order, from its SYN when one was seen (else

@@ -361,6 +361,19 @@ def test_a_flow_that_ends_unidentified_is_named_by_its_port_at_port_confidence(t
     assert got == {22: ("ssh", 30, 0), 40123: ("incomplete", 0, 0), 40124: ("insufficient-data", 0, 1)}
 
 
+def test_a_port_guess_takes_the_lower_port_when_both_are_some_apps(tmp_path: Path) -> None:
+    """As nDPI guesses: the first packet captured need not be the client's (here it comes from POP3's port
+    to BGP's), and services sit on the lower port."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+    from scapy.utils import wrpcap
+
+    wrpcap(str(tmp_path / "ports.pcap"), [Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / TCP(sport=110, dport=179,
+                                                                                             flags="A")])
+    [flow] = json_lines(run_replay("--json", tmp_path / "ports.pcap").stdout)
+    assert (flow["dest_port"], flow["app_proto"], flow["app_confidence"]) == (179, "pop3", 30)
+
+
 def test_a_tuple_seen_again_after_its_idle_timeout_is_a_new_flow(tmp_path: Path) -> None:
     """Two DNS queries on one socket 10 minutes apart (UDP times out after 30 s) are two flows, and
     one 10 s apart is the same flow, whatever else the capture holds in between."""
