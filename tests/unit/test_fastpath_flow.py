@@ -112,6 +112,17 @@ def test_fragment_without_first_is_dropped() -> None:
     assert w.drops() == {"fragment_without_first": 1}
 
 
+def test_tcp_data_offset_inside_or_past_the_segment_is_dropped_inline() -> None:
+    """Replay still makes a flow of it, by its ports (test_replay_cli); the receiver would drop it."""
+    w = Wire(lab_policy())
+    short = bytearray(bytes(web1_to_srv(tcp(40010, 80, "S", seq=100))))
+    short[14 + 20 + 12] = 0x20                       # data offset 2 words: inside the fixed header
+    long = bytearray(short)
+    long[14 + 20 + 12] = 0xF0                        # 15 words: past the segment's end
+    assert w.from_vm(bytes(short))[0] == [] and w.from_vm(bytes(long))[0] == []
+    assert w.drops() == {"bad_tcp_header": 2}
+
+
 def test_udp_length_past_its_datagram_is_dropped_inline() -> None:
     """The receiving kernel would drop it, so the dataplane does too (replay reads it: test_replay_cli)."""
     w = Wire(lab_policy())

@@ -223,7 +223,8 @@ def test_a_dns_flows_host_is_the_last_name_asked_before_the_answer(tmp_path: Pat
 def test_damaged_dns_is_still_named_by_its_question(tmp_path: Path) -> None:
     """Fuzzed DNS on port 53, as nDPI reads it: garbage header counts do not hide the question's name, a
     query whose name is not one leaves the name to its response, and a UDP length field running past the
-    IP datagram is read as far as the IP header says (inline that datagram is dropped)."""
+    IP datagram is read as far as the IP header says (inline that datagram is dropped); a TCP header with a
+    bad data offset still makes its flow."""
     from scapy.layers.dns import DNS, DNSQR
     from scapy.layers.inet import IP, UDP
     from scapy.layers.l2 import Ether
@@ -251,6 +252,14 @@ def test_damaged_dns_is_still_named_by_its_question(tmp_path: Path) -> None:
     got = {f["src_port"] if f["dest_port"] == 53 else f["dest_port"]: (f["app_proto"], f["app_host"])
            for f in json_lines(done.stdout)}
     assert got == {port: ("dns", "asked.example") for port in (40001, 40002, 40003, 40004)}
+    # a TCP header whose data offset points inside itself (a fuzzed capture): a flow by its ports all the same
+    from scapy.layers.inet import TCP
+    damaged = bytearray(bytes(Ether() / IP(src="10.0.0.9", dst="10.0.0.53") / TCP(sport=40009, dport=88, flags="PA")
+                              / (b"\x00" * 8)))
+    damaged[14 + 20 + 12] = 0x20
+    wrpcap(str(tmp_path / "damaged-tcp.pcap"), [Ether(bytes(damaged))])
+    [flow] = json_lines(run_replay("--json", tmp_path / "damaged-tcp.pcap").stdout)
+    assert (flow["src_port"], flow["app_proto"], flow["app_confidence"]) == (40009, "kerberos", 30)
     # a response from a port other than 53 with garbage counts is not taken for DNS on its port's word
     wrpcap(str(tmp_path / "not-dns.pcap"), [frame(40005, 53, counts(answered, 100, 1))])
     [flow] = json_lines(run_replay("--json", tmp_path / "not-dns.pcap").stdout)
