@@ -56,16 +56,20 @@ def _top_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
     return parser, parser.add_subparsers(dest="command", required=True)
 
 
+def _add_signature_args(parser: argparse.ArgumentParser, rules_help: str) -> None:
+    """`--rules` and `--var`, as the commands that load Suricata rules take them."""
+    parser.add_argument("--rules", action="append", default=[], metavar="[NAME=]PATH", help=rules_help)
+    parser.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
+                        help="set a rule variable, e.g. HOME_NET=[10.0.0.0/8] (repeatable)")
+
+
 def _add_replay(sub: argparse._SubParsersAction) -> None:
     rp = sub.add_parser("replay", help="run the compiled pipeline over pcap/pcapng files, one record per flow")
     rp.add_argument("files", nargs="+", metavar="FILE")
     rp.add_argument("--policy", metavar="PATH", help="policy to decide flows with (default: allow everything)")
     rp.add_argument("--json", action="store_true", help="one JSON object per line")
-    rp.add_argument("--rules", action="append", default=[], metavar="[NAME=]PATH",
-                    help="inspect every flow with these Suricata rules (file or directory; repeatable) and "
-                         "print alert records next to flow records")
-    rp.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
-                    help="set a rule variable, e.g. HOME_NET=[10.0.0.0/8] (repeatable)")
+    _add_signature_args(rp, "inspect every flow with these Suricata rules (file or directory; repeatable) and "
+                            "print alert records next to flow records")
 
 
 def build_replay_parser() -> argparse.ArgumentParser:
@@ -89,11 +93,8 @@ def build_parser(with_control: bool = True) -> argparse.ArgumentParser:
     dp.add_argument("--policy", metavar="PATH", help="policy YAML file or directory (SIGHUP reloads it)")
     dp.add_argument("--metrics", type=_host_port, metavar="HOST:PORT", help="serve Prometheus metrics")
     dp.add_argument("--eve", metavar="PATH", help="append EVE JSON flow, drop and alert records to PATH")
-    dp.add_argument("--rules", action="append", default=[], metavar="[NAME=]PATH",
-                    help="signature set NAME (default: `default`) from a Suricata rule file or directory "
-                         "(repeatable); policy rules reach it with `inspect:` (SIGHUP reloads it)")
-    dp.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
-                    help="set a rule variable, e.g. HOME_NET=[10.0.0.0/8] (repeatable)")
+    _add_signature_args(dp, "signature set NAME (default: `default`) from a Suricata rule file or directory "
+                            "(repeatable); policy rules reach it with `inspect:` (SIGHUP reloads it)")
     dp.add_argument("--inspect-flows", type=int, default=None, metavar="N",
                     help="flows inspected at once (inspection state, ~0.7 KB each beyond Hyperscan's stream "
                          "state; default: the flow capacity)")
