@@ -858,6 +858,17 @@ cdef class Engine:
     def stop(self) -> None:
         ngfw_store_u32(&self.e.stop, 1)
 
+    def progress_ns(self) -> int:
+        """CLOCK_MONOTONIC (ns) of the packet loop's latest turn; 0 before it ran. A loop that runs
+        turns at least every 10 ms, so a value that stops moving means a stalled loop (watchdogs)."""
+        return ngfw_load_u64(&self.e.progress_ns)
+
+    def set_heartbeat_address(self, size_t address) -> None:
+        """Also store the loop's clock at `address` (a 64-bit word that outlives this process, such as a
+        memory-mapped BPF array value read by the fail-open wire program); 0 stops it. The caller keeps
+        the memory mapped for as long as the engine exists."""
+        ngfw_store_ptr(<void **>&self.e.heartbeat, <void *>address)
+
     def inject(self, uint16_t port, bytes frame, now_ns=None) -> None:
         """Run one frame through the pipeline as if it arrived on `port` (never while `run` is active)."""
         cdef uint64_t now = ngfw_now_ns() if now_ns is None else <uint64_t>now_ns

@@ -41,6 +41,11 @@ ctypedef struct engine_t:
     uint64_t idle_spin_ns      # keep polling the rings this long after the last frame before sleeping...
     uint64_t idle_spin_quiet_ns  # ... or this long while traffic is sparse (run_loop)
     uint32_t sparse            # run_loop's verdict on the traffic, for the TX thread
+    # liveness: the loop stores its clock here every turn (at most 10 ms apart while it runs); a
+    # watchdog (systemd's, the fail-open wire program's) reads it. `heartbeat` is this field, or a
+    # word outside the process (a BPF map's value) that a kernel-side fail-open program reads
+    uint64_t progress_ns
+    uint64_t *heartbeat
     # offline replay: captures start mid-connection, carry routers' MACs and log every flow
     uint8_t tcp_midstream      # a TCP flow may start with any segment; its sender is the client
     uint8_t identity_ip_only   # resolve workloads by IP alone, no anti-spoofing
@@ -552,6 +557,9 @@ cdef void run_loop(engine_t *e) noexcept nogil:
     while not ngfw_load_u32(&e.stop):
         adopt_tables(e)
         now = ngfw_now_ns()
+        ngfw_store_u64(&e.progress_ns, now)
+        if e.heartbeat != NULL:
+            ngfw_store_u64(e.heartbeat, now)
         n = 0
         for i in range(e.n_ports):
             if e.ports[i].kind == PORT_RING:
