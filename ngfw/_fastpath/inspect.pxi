@@ -9,12 +9,14 @@
 # TCP: the first copy of every byte is the one inspected (and the only one forwarded in order);
 # a segment beyond a hole is held back by dropping it inline (the sender retransmits it in order).
 
-cdef int inspool_init(inspool_t *p, uint32_t n) noexcept nogil:
+cdef int inspool_init(inspool_t *p, uint32_t n, inspslot_t *memory) noexcept nogil:
+    """`memory`: room for n slots that outlives the process (NULL: the heap)."""
     p.n = n
     p.exhausted = 0
     p.never_used = 0
     p.free_head = -1
-    p.slots = <inspslot_t *>malloc(<size_t>n * sizeof(inspslot_t)) if n else NULL
+    p.external = memory != NULL
+    p.slots = memory if memory != NULL else (<inspslot_t *>malloc(<size_t>n * sizeof(inspslot_t)) if n else NULL)
     return -1 if n and p.slots == NULL else 0
 
 cdef int32_t inspool_take(inspool_t *p) noexcept nogil:
