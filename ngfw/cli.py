@@ -99,6 +99,10 @@ def build_parser(with_control: bool = True) -> argparse.ArgumentParser:
                     help="flows inspected at once (inspection state, ~0.7 KB each beyond Hyperscan's stream "
                          "state; default: the flow capacity)")
     dp.add_argument("--flow-capacity", type=int, default=262144, metavar="N", help="flows the table holds (262144)")
+    dp.add_argument("--state-dir", metavar="DIR",
+                    help="tmpfs directory where the flow table lives, so a dataplane restarted after a crash or an "
+                         "upgrade continues its sessions (default: /run/ngfw/<namespace>-<ports>, or under /dev/shm "
+                         "where /run is not tmpfs; `none`: sessions end with the process)")
     dp.add_argument("--timeout", type=_timeout, action="append", default=[], metavar="NAME=SECONDS",
                     help="idle timeout: tcp_syn, tcp_established, tcp_closing, tcp_closed, udp, icmp, other")
     dp.add_argument("--appid-budget", type=int, default=8, metavar="N",
@@ -171,8 +175,12 @@ def cmd_dataplane(args: argparse.Namespace) -> int:
         print("ngfw dataplane: give at least one --wire IF_A:IF_B, --tap NAME or --segment", file=sys.stderr)
         return 2
     plan = PortPlan(wires=args.wire, taps=args.tap, segments=dict(args.segment))
+    from ngfw.dataplane.state import StateError, auto_state_dir
+
+    state_dir = None if args.state_dir == "none" else (args.state_dir or auto_state_dir(plan))
     try:
         dp = Dataplane(plan, policy_path=args.policy, eve_path=args.eve, flow_capacity=args.flow_capacity,
+                       state_dir=state_dir, host=getattr(args, "host", None),
                        timeouts=dict(args.timeout), idle_spin_us=args.idle_spin_us,
                        idle_spin_quiet_us=args.idle_spin_quiet_us,
                        appid=dict(appid_budget=args.appid_budget, appid_max_pkts=args.appid_max_pkts,
@@ -188,7 +196,7 @@ def cmd_dataplane(args: argparse.Namespace) -> int:
     except RulesError as exc:
         print(f"ngfw dataplane: rules refused: {exc}", file=sys.stderr)
         return 1
-    except (PortError, FastpathMissing, ValueError) as exc:
+    except (PortError, FastpathMissing, ValueError, StateError) as exc:
         print(f"ngfw dataplane: {exc}", file=sys.stderr)
         return 1
     except PolicyError as exc:

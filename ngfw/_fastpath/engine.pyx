@@ -177,6 +177,12 @@ def state_fingerprint() -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+def record_format() -> str:
+    """What a session record's bytes mean: batches (snapshots, migrations) of another format are refused."""
+    return (f"sess{SESS_VERSION}-rec{sizeof(sess_rec_t)}-key{sizeof(flow_key_t)}-host{HOST_MAX}-tail{TAIL_MAX}"
+            f"-bits{FLOWBITS_MAX}-{__import__('sys').byteorder}")
+
+
 def state_layout(uint32_t flow_capacity, uint32_t inspect_slots) -> dict:
     """Where the flow table, host names and inspection positions sit in a state file (byte offsets)."""
     cdef size_t off = STATE_HEADER_BYTES + STATE_NAMES_BYTES

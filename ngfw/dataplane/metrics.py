@@ -70,6 +70,15 @@ class DataplaneCollector(Collector):
                                   value=stats["flow_insert_failures"])
         yield CounterMetricFamily("ngfw_events_lost_total", "Flow/drop events lost because the event ring was full",
                                   value=stats["events_lost"])
+        yield CounterMetricFamily("ngfw_flows_early_dropped_total", "Embryonic flows ended to make room for new ones "
+                                  "while the flow table was full", value=stats["flows_early_dropped"])
+        yield CounterMetricFamily("ngfw_flows_handed_over_total", "Flows handed to the host their workload moved to "
+                                  "that ended here unlogged", value=stats["flows_handed_over"])
+        continued = CounterMetricFamily("ngfw_sessions_continued_total", "Sessions of the previous dataplane process "
+                                        "(crash or restart), by what importing them did", labels=["result"])
+        for result, value in sorted(dp.sessions_continued.items()):
+            continued.add_metric([result], value)
+        yield continued
 
         yield from self._tenancy(stats["vsys"])
         yield from self._inspection(stats["inspect"])

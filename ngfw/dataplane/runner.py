@@ -20,6 +20,7 @@ from ngfw.compiler.tables import CompiledPolicy
 from ngfw.dataplane.eve import DEFAULT_RULE, EveWriter
 from ngfw.dataplane.fastpath import engine_module
 from ngfw.dataplane.ports import PortError, open_tap, prepare_link
+from ngfw.dataplane.state import SessionBatch, StateStore, TakeOver
 
 log = logging.getLogger("ngfw.dataplane")
 
@@ -58,12 +59,27 @@ class Dataplane:
                  flow_capacity: int = 262144, timeouts: dict[str, float] | None = None,
                  drain_interval: float = 0.1, idle_spin_us: float = 200.0, idle_spin_quiet_us: float = 20000.0,
                  appid: dict[str, int] | None = None, tx_thread: bool = True,
-                 inspect_flows: int | None = None) -> None:
+                 inspect_flows: int | None = None, state_dir: str | None = None, host: str | None = None) -> None:
+        """`state_dir`: a tmpfs directory where the flow table lives, so a restarted dataplane continues its
+        sessions (ngfw.dataplane.state); None: the heap (sessions end with the process)."""
         fp = engine_module()
         self.fp = fp
+        self.state: StateStore | None = None
+        self.take_over: TakeOver | None = None
+        self.sessions_continued: dict[str, int] = {}   # result -> flows, of the take-over at start
+        self.arrival_listeners: list[Any] = []   # (vsys, workload, time) callbacks (ngfw.dataplane.migration)
+        self._names_written: list[str] | None = None
+        state_memory = None
+        if state_dir:
+            self.state = StateStore(state_dir, host)
+            layout = fp.state_layout(flow_capacity, flow_capacity if inspect_flows is None else inspect_flows)
+            self.take_over = self.state.find_previous(layout["fingerprint"], fp.record_format())
+            for problem in self.take_over.refused:
+                log.warning("session state set aside, starting without it: %s", problem)
+            state_memory = self.state.create_table(layout, [p for seg in plan.segment_list() for p in seg])
         self.engine = fp.Engine(flow_capacity=flow_capacity, timeouts=timeouts or {}, idle_spin_us=idle_spin_us,
                                 idle_spin_quiet_us=idle_spin_quiet_us,
-                                inspect_slots=inspect_flows, **(appid or {}))
+                                inspect_slots=inspect_flows, state=state_memory, **(appid or {}))
         self.signatures: Any = None           # threats.SignatureSets in force
         self.signature_sources: list[tuple[str, str]] = []
         self.signature_variables: dict[str, str] = {}
@@ -99,6 +115,7 @@ class Dataplane:
     # ---- ports
     def _open_ports(self) -> None:
         taps = set(self.plan.taps)
+        wire_uplinks = {b for _, b in self.plan.wires}
         for seg_no, ports in enumerate(self.plan.segment_list()):
             for name in ports:
                 if name in self.port_index:
@@ -117,6 +134,9 @@ class Dataplane:
                     except OSError as exc:
                         raise PortError(str(exc)) from None
                 self.port_index[name] = index
+                # a wire's first interface faces the workloads (its second the uplink); TAPs and segment
+                # ports are workloads' own: a workload's first frame there is an arrival (it may have moved)
+                self.engine.set_port_vm_side(index, name not in wire_uplinks)
                 log.info("port %s: segment %d, MTU %d", name, seg_no, link.mtu)
 
     # ---- threat signatures
@@ -184,9 +204,40 @@ class Dataplane:
             self.generations[generation] = policy
             while len(self.generations) > GENERATIONS_KEPT:
                 self.generations.popitem(last=False)
+        if self.state is not None and tables.app_names != self._names_written:
+            self.state.write_names(list(tables.app_names))
+            self._names_written = list(tables.app_names)
+        if self.take_over is not None:
+            self._continue_sessions()
         self.last_load_seconds = time.perf_counter() - started
         self.last_load_time = time.time()
         self.reloads_ok += 1
+
+    def _continue_sessions(self) -> None:
+        """With the first policy in force: the last process's sessions, each decided again by it."""
+        take, self.take_over = self.take_over, None
+        assert take is not None and self.state is not None
+        started = time.perf_counter()
+        result: dict[str, Any] | None = None
+        source = ""
+        try:
+            if take.snapshot is not None:
+                source = f"snapshot {self.state.snapshot_path}"
+                result = self.engine.import_sessions(take.snapshot.records, take.snapshot.apps)
+            elif take.table is not None:
+                source = f"table {self.state.table_path}"
+                result = self.engine.adopt_sessions(take.table.memory, take.table.layout, take.table.apps)
+        except (RuntimeError, ValueError, TimeoutError, MemoryError) as exc:
+            log.error("sessions of the previous dataplane not continued (%s): %s", source, exc)
+        finally:
+            if take.table is not None:
+                take.table.close()
+        self.state.commit_table()
+        if result is not None:
+            self.sessions_continued = dict(result["results"])
+            log.info("sessions of the previous dataplane continued from its %s in %.3f s: %s", source,
+                     time.perf_counter() - started,
+                     ", ".join(f"{n} {k}" for k, n in sorted(result["results"].items())) or "none")
 
     def load_file(self) -> CompiledPolicy:
         """Load, validate and compile the policy file; raises PolicyError and keeps the running policy."""
@@ -281,12 +332,19 @@ class Dataplane:
 
     def _drain_forever(self) -> None:
         while not self._stopping.wait(self.drain_interval):
-            self.drain()
+            try:
+                self.drain()
+            except Exception:  # noqa: BLE001 - a bad event must not stop the logging of every later one
+                log.exception("event drain failed; it goes on")
 
     def drain(self) -> None:
         events = self.engine.drain_events()
         while events:
-            if self.eve is not None:
+            arrivals = [e for e in events if e["event"] == "arrival"]
+            if arrivals:
+                events = [e for e in events if e["event"] != "arrival"]
+                self._on_arrivals(arrivals)
+            if self.eve is not None and events:
                 self.eve.write_events(events, self.policy_for)
             events = self.engine.drain_events()
         failures = self.engine.stats()["flow_insert_failures"]
@@ -295,8 +353,37 @@ class Dataplane:
             self._last_full_warning = time.monotonic()
             self._last_insert_failures = failures
 
+    def _on_arrivals(self, arrivals: list[dict[str, Any]]) -> None:
+        """Workloads first seen on this dataplane's VM side (they may have moved here): the migration agent,
+        when there is one, asks control for their sessions."""
+        for event in arrivals:
+            policy = self.policy_for(event["generation"])
+            name = policy.workload_name(event["workload"]) if policy is not None else ""
+            vsys = policy.vsys_name(policy.workloads[event["workload"]].vsys) if policy is not None and name else ""
+            if name:
+                log.debug("workload %s/%s seen on %s", vsys, name, event["in_port"])
+                for listener in self.arrival_listeners:
+                    listener(vsys, name, event["time"])
+
+    def _save_sessions(self) -> None:
+        """A graceful stop with a state directory: every flow (with its inspection streams) for the next
+        process, which continues them; none is logged as ended."""
+        assert self.state is not None
+        if self.take_over is not None:
+            return   # never had a policy: what the last process left is still there to continue
+        out = self.engine.export_sessions(streams=True)
+        tables = self.engine.tables
+        batch = SessionBatch(records=out["records"], apps=list(tables.app_names) if tables is not None else [],
+                             record_format=self.fp.record_format(), count=out["count"], meta={"kind": "snapshot"})
+        try:
+            self.state.write_snapshot(batch)
+            log.info("%d sessions saved for the next dataplane in %s", out["count"], self.state.snapshot_path)
+        except OSError as exc:
+            log.error("sessions not saved in %s (%s): the next dataplane continues from the table", self.state.snapshot_path, exc)
+
     def stop(self) -> None:
-        """Stop the loop, log every remaining flow as ended by shutdown, close ports and logs."""
+        """Stop the loop; save every flow for the next process (with a state directory) or log it as ended by
+        shutdown; close ports and logs."""
         self._stopping.set()
         self.engine.stop()
         if self._loop_thread is not None:
@@ -306,8 +393,11 @@ class Dataplane:
         if self._drain_thread is not None:
             self._drain_thread.join(timeout=5)
         self.drain()
-        self.engine.end_all_flows()
-        self.drain()
+        if self.state is not None:
+            self._save_sessions()
+        else:
+            self.engine.end_all_flows()
+            self.drain()
         if self.eve is not None:
             self.eve.close()
         for fd in self._tap_fds:
