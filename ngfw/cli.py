@@ -99,6 +99,9 @@ def build_parser(with_control: bool = True) -> argparse.ArgumentParser:
                     help="flows inspected at once (inspection state, ~0.7 KB each beyond Hyperscan's stream "
                          "state; default: the flow capacity)")
     dp.add_argument("--flow-capacity", type=int, default=262144, metavar="N", help="flows the table holds (262144)")
+    dp.add_argument("--max-workload-loss", type=float, default=0.5, metavar="FRACTION",
+                    help="refuse a policy file reload that drops more than this share of the running workloads "
+                         "(0.5; 1 accepts any)")
     dp.add_argument("--state-dir", metavar="DIR",
                     help="tmpfs directory where the flow table lives, so a dataplane restarted after a crash or an "
                          "upgrade continues its sessions (default: /run/ngfw/<namespace>-<ports>, or under /dev/shm "
@@ -181,6 +184,7 @@ def cmd_dataplane(args: argparse.Namespace) -> int:
     try:
         dp = Dataplane(plan, policy_path=args.policy, eve_path=args.eve, flow_capacity=args.flow_capacity,
                        state_dir=state_dir, host=getattr(args, "host", None),
+                       max_workload_loss=args.max_workload_loss,
                        timeouts=dict(args.timeout), idle_spin_us=args.idle_spin_us,
                        idle_spin_quiet_us=args.idle_spin_quiet_us,
                        appid=dict(appid_budget=args.appid_budget, appid_max_pkts=args.appid_max_pkts,

@@ -59,7 +59,8 @@ class Dataplane:
                  flow_capacity: int = 262144, timeouts: dict[str, float] | None = None,
                  drain_interval: float = 0.1, idle_spin_us: float = 200.0, idle_spin_quiet_us: float = 20000.0,
                  appid: dict[str, int] | None = None, tx_thread: bool = True,
-                 inspect_flows: int | None = None, state_dir: str | None = None, host: str | None = None) -> None:
+                 inspect_flows: int | None = None, state_dir: str | None = None, host: str | None = None,
+                 max_workload_loss: float = 0.5) -> None:
         """`state_dir`: a tmpfs directory where the flow table lives, so a restarted dataplane continues its
         sessions (ngfw.dataplane.state); None: the heap (sessions end with the process)."""
         fp = engine_module()
@@ -68,6 +69,7 @@ class Dataplane:
         self.take_over: TakeOver | None = None
         self.sessions_continued: dict[str, int] = {}   # result -> flows, of the take-over at start
         self.arrival_listeners: list[Any] = []   # (vsys, workload, time) callbacks (ngfw.dataplane.migration)
+        self.max_workload_loss = max_workload_loss  # a policy file reload losing a larger share is refused
         self._names_written: list[str] | None = None
         state_memory = None
         if state_dir:
@@ -247,6 +249,7 @@ class Dataplane:
         started = time.perf_counter()
         try:
             policy = load_policy(self.policy_path, version=self.version + 1)
+            self._check_workload_loss(policy)
         except Exception:
             self.reloads_failed += 1
             raise
@@ -254,6 +257,23 @@ class Dataplane:
         self.load(policy)
         self.last_load_seconds = time.perf_counter() - started
         return policy
+
+    def _check_workload_loss(self, policy: CompiledPolicy) -> None:
+        """A reload that would stop enforcing most workloads' policy is more likely a half-written file or a
+        wrong directory than an intent: refused beyond `max_workload_loss` of the running ones."""
+        from ngfw.model.errors import PolicyError
+
+        if self.policy is None or not self.policy.workloads:
+            return
+        running = {(self.policy.vsys_name(w.vsys), w.name) for w in self.policy.workloads}
+        kept = {(policy.vsys_name(w.vsys), w.name) for w in policy.workloads}
+        lost = sorted(running - kept)
+        share = len(lost) / len(running)
+        if share > self.max_workload_loss:
+            names = ", ".join(f"{v}/{n}" for v, n in lost[:5]) + (", ..." if len(lost) > 5 else "")
+            raise PolicyError([f"{self.policy_path}: the new policy drops {len(lost)} of the {len(running)} running "
+                               f"workloads ({share:.0%}, more than --max-workload-loss {self.max_workload_loss:.0%}): "
+                               f"{names}; start the dataplane with a higher --max-workload-loss to accept it"])
 
     def reload(self) -> bool:
         """SIGHUP: reload rule files and the policy file; a bad policy is refused and the running one stays."""
