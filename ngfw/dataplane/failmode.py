@@ -212,8 +212,9 @@ class WireFailModes:
                 try:
                     programs[prog_id] = wirebpf.WireProgram.from_id(prog_id)
                 except (OSError, LookupError) as exc:
+                    why = "reading it needs CAP_SYS_ADMIN" if getattr(exc, "errno", None) == errno.EPERM else exc
                     log.warning("the tc filter an earlier dataplane left on %s runs BPF program %d, which cannot "
-                                "be read (%s): it is replaced without its counters", port, prog_id, exc)
+                                "be read (%s): it is replaced without its counters", port, prog_id, why)
                     programs[prog_id] = None
             found[port] = programs[prog_id]
         return found
@@ -323,6 +324,6 @@ class WireFailModes:
 def _refusal(wire: str, exc: OSError) -> str:
     if exc.errno in (errno.EPERM, errno.EACCES):
         return (f"wire {wire}: fail mode open needs eBPF, and this process may not load BPF programs: run the "
-                "dataplane as root (with CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN) or use --fail-mode closed")
+                "dataplane as root (or with CAP_BPF and CAP_NET_ADMIN) or use --fail-mode closed")
     return (f"wire {wire}: fail mode open needs eBPF, and this kernel refused the wire program "
             f"({exc.strerror or exc}): use --fail-mode closed or a kernel with BPF and tc clsact")

@@ -1,4 +1,5 @@
-"""Connection probes from inside a namespace: how long until a TCP port answers, and whether it does.
+"""Connection probes from inside a namespace: how long until a TCP port answers, and whether it does; and
+waiting for a stopped process to be stopped (a signal takes effect a little after kill() returns).
 
 A blocked SYN is retransmitted only after a second, so "when did the path open" is measured with a new
 socket (a new SYN) every few milliseconds, all non-blocking, until one of them completes.
@@ -7,6 +8,7 @@ socket (a new SYN) every few milliseconds, all non-blocking, until one of them c
 from __future__ import annotations
 
 import contextlib
+import os
 import select
 import socket
 import time
@@ -69,3 +71,19 @@ def listener(ns: str, address: tuple[str, int]) -> Iterator[socket.socket]:
         sock.bind(address)
         sock.listen(1024)
         yield sock
+
+
+def wait_stopped(pid: int, timeout: float = 1.0) -> bool:
+    """After SIGSTOP: wait until every thread of `pid` is stopped (state T), so that nothing it does any
+    more can be mistaken for what happens without it. False if that did not happen within `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        states = []
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(FileNotFoundError), open(f"/proc/{pid}/task/{tid}/stat") as f:
+                states.append(f.read().rsplit(")", 1)[1].split()[0])
+        if states and all(state == "T" for state in states):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.0005)
