@@ -247,8 +247,9 @@ class WireFailModes:
                 wire.carried_packets += counters["packets"]
                 wire.carried_bytes += counters["bytes"]
                 wire.carried_activations += counters["activations"]
-                log.warning("wire %s was open while no dataplane ran: %d packets forwarded by the kernel (%d bytes)",
-                            wire.name, counters["packets"], counters["bytes"])
+                log.log(logging.WARNING if counters["packets"] else logging.INFO,
+                        "wire %s was open while no dataplane ran: %d packets forwarded by the kernel (%d bytes)",
+                        wire.name, counters["packets"], counters["bytes"])
         for old in {id(p): p for p in leftovers.values() if p is not None}.values():
             old.close()
 
