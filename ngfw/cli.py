@@ -21,11 +21,19 @@ def _host_port(text: str) -> tuple[str, int]:
     return (host.strip("[]") or "0.0.0.0", int(port))
 
 
-def _wire(text: str) -> tuple[str, str]:
-    a, sep, b = text.partition(":")
+# ngfw.dataplane.failmode.FAIL_MODES, spelled here: building the parser imports nothing of the dataplane
+FAIL_MODES = ("closed", "open")
+
+
+def _wire(text: str) -> tuple[str, str, str | None]:
+    """IF_A:IF_B[:MODE] -> (IF_A, IF_B, MODE or None); interface names cannot hold a colon."""
+    a, sep, rest = text.partition(":")
+    b, mode_sep, mode = rest.partition(":")
     if not sep or not a or not b or a == b:
-        raise argparse.ArgumentTypeError(f"expected IF_A:IF_B with two different interfaces, got {text!r}")
-    return (a, b)
+        raise argparse.ArgumentTypeError(f"expected IF_A:IF_B[:closed|open] with two different interfaces, got {text!r}")
+    if mode_sep and mode not in FAIL_MODES:
+        raise argparse.ArgumentTypeError(f"fail mode {mode!r} of wire {a}:{b} is neither closed nor open")
+    return (a, b, mode or None)
 
 
 def _segment(text: str) -> tuple[str, list[str]]:
@@ -83,8 +91,13 @@ def build_parser(with_control: bool = True) -> argparse.ArgumentParser:
     parser, sub = _top_parser()
 
     dp = sub.add_parser("dataplane", help="run the inline dataplane on wires and TAPs")
-    dp.add_argument("--wire", type=_wire, action="append", default=[], metavar="IF_A:IF_B",
-                    help="forward between two existing interfaces (repeatable)")
+    dp.add_argument("--wire", type=_wire, action="append", default=[], metavar="IF_A:IF_B[:MODE]",
+                    help="forward between two existing interfaces (repeatable); MODE closed or open overrides "
+                         "--fail-mode for this wire")
+    dp.add_argument("--fail-mode", choices=FAIL_MODES, default="closed",
+                    help="what passes on a wire while no healthy dataplane runs: closed (nothing, the default) or "
+                         "open (the kernel forwards between its interfaces within a second of the dataplane dying "
+                         "or its packet loop stalling, until a dataplane takes the wire back; needs eBPF)")
     dp.add_argument("--tap", action="append", default=[], metavar="NAME",
                     help="create or open a TAP device whose far side is a VM (repeatable)")
     dp.add_argument("--segment", type=_segment, action="append", default=[], metavar="NAME:PORT,PORT,...",
@@ -168,6 +181,7 @@ def build_parser(with_control: bool = True) -> argparse.ArgumentParser:
 
 
 def cmd_dataplane(args: argparse.Namespace) -> int:
+    from ngfw.dataplane.failmode import wire_modes
     from ngfw.dataplane.fastpath import FastpathMissing
     from ngfw.dataplane.ports import PortError
     from ngfw.dataplane.runner import Dataplane, PortPlan, serve
@@ -177,7 +191,11 @@ def cmd_dataplane(args: argparse.Namespace) -> int:
     if not args.wire and not args.tap and not args.segment:
         print("ngfw dataplane: give at least one --wire IF_A:IF_B, --tap NAME or --segment", file=sys.stderr)
         return 2
-    plan = PortPlan(wires=args.wire, taps=args.tap, segments=dict(args.segment))
+    if args.fail_mode == "open" and not args.wire:
+        print("ngfw dataplane: --fail-mode open applies to wires, and this dataplane has no --wire", file=sys.stderr)
+        return 2
+    plan = PortPlan(wires=[(a, b) for a, b, _ in args.wire], taps=args.tap, segments=dict(args.segment),
+                    fail_modes=wire_modes(args.wire, args.fail_mode))
     from ngfw.dataplane.state import StateError, auto_state_dir
 
     state_dir = None if args.state_dir == "none" else (args.state_dir or auto_state_dir(plan))

@@ -81,6 +81,7 @@ class DataplaneCollector(Collector):
         yield continued
 
         yield from self._tenancy(stats["vsys"])
+        yield from self._fail_modes()
         yield from self._inspection(stats["inspect"])
 
         policy = dp.policy
@@ -118,6 +119,28 @@ class DataplaneCollector(Collector):
         yield limit
         yield rate
         yield drops
+
+    def _fail_modes(self) -> Iterator:
+        """Each wire's fail mode, and what the kernel forwarded for it in fail-open (docs/dataplane.md)."""
+        mode = GaugeMetricFamily("ngfw_wire_fail_mode", "A wire's fail mode: 1 for the configured one",
+                                 labels=["wire", "mode"])
+        packets = CounterMetricFamily("ngfw_failopen_packets_total", "Frames the kernel forwarded on an open wire "
+                                      "while no healthy dataplane ran (programs of earlier dataplanes included)",
+                                      labels=["wire"])
+        nbytes = CounterMetricFamily("ngfw_failopen_bytes_total", "Bytes the kernel forwarded on an open wire while "
+                                     "no healthy dataplane ran", labels=["wire"])
+        activations = CounterMetricFamily("ngfw_failopen_activations_total", "Times the kernel started forwarding "
+                                          "on an open wire (the dataplane died, stopped or stalled)", labels=["wire"])
+        for wire in self.dp.fail_modes.status():
+            for name in ("closed", "open"):
+                mode.add_metric([wire.wire, name], 1 if wire.mode == name else 0)
+            packets.add_metric([wire.wire], wire.packets)
+            nbytes.add_metric([wire.wire], wire.bytes)
+            activations.add_metric([wire.wire], wire.activations)
+        yield mode
+        yield packets
+        yield nbytes
+        yield activations
 
     def _inspection(self, ins: dict) -> Iterator:
         dp = self.dp

@@ -18,6 +18,7 @@ from typing import Any
 from ngfw import __version__
 from ngfw.compiler.tables import CompiledPolicy
 from ngfw.dataplane.eve import DEFAULT_RULE, EveWriter
+from ngfw.dataplane.failmode import WireFailModes
 from ngfw.dataplane.fastpath import engine_module
 from ngfw.dataplane.ports import PortError, open_tap, prepare_link
 from ngfw.dataplane.state import SessionBatch, StateStore, TakeOver
@@ -34,6 +35,7 @@ class PortPlan:
     wires: list[tuple[str, str]] = field(default_factory=list)
     taps: list[str] = field(default_factory=list)
     segments: dict[str, list[str]] = field(default_factory=dict)  # name -> port names (TAPs or links)
+    fail_modes: dict[tuple[str, str], str] = field(default_factory=dict)  # wire -> "closed" | "open" (failmode.py)
 
     def segment_list(self) -> list[list[str]]:
         """Ports of each segment, in order; TAPs named in no segment share one."""
@@ -113,6 +115,8 @@ class Dataplane:
         self._last_insert_failures = 0
         self.port_index: dict[str, int] = {}
         self._open_ports()
+        # refuses `open` here, before anything runs, where BPF is not allowed
+        self.fail_modes = WireFailModes(plan.wires, plan.fail_modes, list(self.port_index))
 
     # ---- ports
     def _open_ports(self) -> None:
@@ -349,6 +353,7 @@ class Dataplane:
         self._loop_thread.start()
         self._drain_thread = threading.Thread(target=self._drain_forever, name="ngfw-events", daemon=True)
         self._drain_thread.start()
+        self.fail_modes.start(self.engine)  # after the loop's first turn: take the wires
 
     def _drain_forever(self) -> None:
         while not self._stopping.wait(self.drain_interval):
@@ -412,6 +417,7 @@ class Dataplane:
             self._tx_thread.join(timeout=5)
         if self._drain_thread is not None:
             self._drain_thread.join(timeout=5)
+        self.fail_modes.stop(self.engine)
         self.drain()
         if self.state is not None:
             self._save_sessions()
