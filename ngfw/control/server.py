@@ -160,6 +160,22 @@ def build_routes(control: Control) -> list[Route]:
         Route("POST", "/acks", "A host reports the version and hash it runs (or that it refused a bundle)",
               lambda r: (200, c.ack(r.principal, r.json_object())), "dataplane[:HOST]",
               body='{"host", "version", "identity", "hash", "status": applied|refused|failed, "detail"}'),
+        Route("POST", "/migrations", "Announce a workload's move to another host: its sessions go there first",
+              lambda r: (201, c.migrate(r.principal, r.json_object())), "security-admin, vm-operator, tenant-admin:VSYS",
+              body='{"workload": NAME, "vsys": VSYS (when the name is not unique), "to": HOST}'),
+        Route("GET", "/migrations", "Migrations in progress and recent ones", lambda r: (200, c.migration_list(r.principal)),
+              everyone),
+        Route("GET", "/tasks", "Long-poll for a dataplane agent's migration work (204 after `wait` s without any)",
+              lambda r: _tasks(c, r), "dataplane[:HOST]", query=("host", "wait")),
+        Route("POST", "/migrations/{migration}/sessions", "A source host's sessions of a migration (a SessionBatch)",
+              lambda r: (200, c.migration_sessions(r.principal, r.params["migration"], r.json_object())),
+              "dataplane[:HOST] (the source)", body='{"host", "phase": precopy|cutover, "batch": base64, "count"}'),
+        Route("POST", "/migrations/{migration}/result", "The destination host's import of a migration's sessions",
+              lambda r: (200, c.migration_result(r.principal, r.params["migration"], r.json_object())),
+              "dataplane[:HOST] (the destination)", body='{"host", "phase", "results": {result: count}}'),
+        Route("POST", "/arrivals", "A host saw workloads' first frames on its VM side (they may have moved there)",
+              lambda r: (200, c.arrivals(r.principal, r.json_object())), "dataplane[:HOST]",
+              body='{"host", "workloads": [{"vsys", "name"}]}'),
         Route("GET", "/status", 'Version realized per host: "version 12 on 9 of 10 hosts"',
               lambda r: (200, c.status(r.principal)), everyone + ", dataplane"),
         Route("GET", "/audit", "The audit log, newest first: every change and every refusal",
@@ -191,6 +207,15 @@ def _bundle(control: Control, request: Request) -> tuple[int, Any]:
     if bundle is None:
         return 204, None
     return 200, RawJson(bundle.encoded_identity if runs == bundle.version else bundle.encoded)
+
+
+def _tasks(control: Control, request: Request) -> tuple[int, Any]:
+    try:
+        wait = float(request.query.get("wait", "0") or 0)
+    except ValueError:
+        raise ApiError(400, "wait must be a number of seconds") from None
+    result = control.wait_tasks(request.principal, request.query.get("host", ""), wait)
+    return (204, None) if result is None else (200, result)
 
 
 def openapi(routes: list[Route]) -> dict[str, Any]:

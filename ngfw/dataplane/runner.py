@@ -72,6 +72,7 @@ class Dataplane:
         self.sessions_continued: dict[str, int] = {}   # result -> flows, of the take-over at start
         self.arrival_listeners: list[Any] = []   # (vsys, workload, time) callbacks (ngfw.dataplane.migration)
         self.max_workload_loss = max_workload_loss  # a policy file reload losing a larger share is refused
+        self.migration_agent: Any = None   # ngfw.dataplane.migration.MigrationAgent with --control
         self._names_written: list[str] | None = None
         state_memory = None
         if state_dir:
