@@ -59,8 +59,18 @@ def json_too_deep(text: bytes, limit: int = MAX_NESTING) -> int | None:
     return None
 
 
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
 def _no_constant(name: str) -> Any:
     raise ApiError(400, f"the body is not JSON: {name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):  # 1e400: JSON, but no number a float (or the store) can hold
+        raise ApiError(400, f"the number {_shown(text)} in the body is out of range")
+    return number
 
 
 def parse_json(body: bytes) -> Any:
@@ -74,11 +84,19 @@ def parse_json(body: bytes) -> Any:
         raise ApiError(400, f"the body nests arrays and objects {depth} deep (at least), more than the "
                             f"{MAX_NESTING} accepted") from None
     try:
-        return json.loads(text, parse_constant=_no_constant)
+        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
     except ValueError as exc:
         raise ApiError(400, f"the body is not JSON: {exc}") from None
     except RecursionError:  # not reached after the nesting check; kept so that no input can make a 500
         raise ApiError(400, "the body nests arrays and objects too deep") from None
+    if _SURROGATE_ESCAPE.search(body):
+        # \ud83d\ude00 is an emoji; \ud800 alone is no character, and nothing could store or encode it
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ApiError(400, f"the body has a lone UTF-16 surrogate (\\u{ord(exc.object[exc.start]):04x}), "
+                                "which is no character") from None
+    return value
 
 
 def check_nesting(value: Any, what: str = "the body") -> None:

@@ -333,8 +333,8 @@ def _rebase_refs(value: Any) -> Any:
 
 # ---- the HTTP server
 
-_INTERNAL_ERROR = json.dumps({"error": "internal error: control failed on this request (a bug); the details are "
-                                       "in control's log"}).encode()
+INTERNAL_ERROR = "internal error: control failed on this request (a bug); the details are in control's log"
+_INTERNAL_ERROR_BODY = json.dumps({"error": INTERNAL_ERROR}).encode()
 
 
 def _encode(result: Any) -> bytes | None:
@@ -362,7 +362,7 @@ def _protocol_error(status: int, exc: BaseException | None) -> tuple[int, str]:
         shown = f" (at {_shown(where)})" if where else ""
         return 400, f"malformed HTTP request: {what.rstrip(':.')}{shown}"
     if status >= 500:
-        return status, "internal error: control failed on this request (a bug); the details are in control's log"
+        return status, INTERNAL_ERROR
     return status, "malformed HTTP request"
 
 
@@ -405,6 +405,8 @@ class _Connection(RequestHandler):
 
     def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
+        if isinstance(exc, ConnectionError):
+            raise exc  # the client is gone (or was dropped): nobody to answer
         status, sentence = _protocol_error(status, exc)
         if status >= 500:
             self.owner.counters["internal_errors"] += 1
@@ -446,7 +448,10 @@ def raise_open_files_limit(wanted: int = 65536) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
     if soft != resource.RLIM_INFINITY and soft < target:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:  # the connection cap follows whatever limit there is
+            log.warning("open-files limit stays %d: %s", soft, exc)
 
 
 class ControlServer:
@@ -642,7 +647,7 @@ class ControlServer:
             self.counters["internal_errors"] += 1
             log.exception("%s %s failed (internal error %d)", request.method, _shown(request.raw_path),
                           self.counters["internal_errors"])
-            status, data = 500, _INTERNAL_ERROR
+            status, data = 500, _INTERNAL_ERROR_BODY
         if data is not None:
             headers["Content-Type"] = "application/json"
         response = web.Response(status=status, body=data, headers=headers)
@@ -706,7 +711,8 @@ class ControlServer:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise self.control.unauthenticated(action, path, "no bearer token (Authorization: Bearer TOKEN)")
-        principal = self.tokens.authenticate(token.strip())
+        # tokens are URL-safe base64; a header's other bytes arrive as surrogates that no digest takes
+        principal = self.tokens.authenticate(token.strip()) if token.isascii() else None
         if principal is None:
             raise self.control.unauthenticated(action, path, "unknown token")
         return principal

@@ -244,6 +244,26 @@ def test_a_request_head_that_stops_coming_is_closed_after_the_idle_timeout(serve
     assert time.monotonic() - started < QUICK.idle_timeout + 2
 
 
+def test_a_client_that_stops_reading_its_answer_is_dropped(sqlite_url: str, tmp_path: Path, tokens: dict[str, str],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    served = Served(sqlite_url, tmp_path / "tokens.json", tokens, ServerLimits(send_timeout=1.0))
+    try:
+        # an answer far larger than the sockets' buffers on both sides
+        monkeypatch.setattr(served.control, "status", lambda who: {"filler": "x" * (64 << 20)})
+        with socket.create_connection(("127.0.0.1", served.port), timeout=10) as s:
+            s.sendall(f"GET /status HTTP/1.1\r\nHost: c\r\nAuthorization: Bearer {served.tokens['vera']}\r\n"
+                      "\r\n".encode())
+            deadline = time.monotonic() + 10
+            while not served.server.counters["timeouts"] and time.monotonic() < deadline:
+                time.sleep(0.05)  # not reading
+            assert served.server.counters["timeouts"] == 1
+        monkeypatch.undo()
+        still_serving(served)
+        assert served.server.counters["internal_errors"] == 0
+    finally:
+        served.stop()
+
+
 def _threads() -> int:
     return len(os.listdir("/proc/self/task"))
 
