@@ -164,6 +164,9 @@ HOSTILE_VALUES = [
      "application/json", 400, "99999999999999999999999"),
     ("a rollback to Infinity", "POST", "/rollback", b'{"version": Infinity}', "application/json", 400, "Infinity"),
     ("a commit based on NaN", "POST", "/commit", b'{"message": "m", "base": NaN}', "application/json", 400, "NaN"),
+    ("a number beyond a float's range", "POST", "/acks", b'{"host": "h", "version": 1e400}', "application/json", 400,
+     "1e400"),
+    ("a lone UTF-16 surrogate", "POST", "/commit", b'{"message": "\\ud800"}', "application/json", 400, "\\ud800"),
     ("a negative limit", "GET", "/versions?limit=-1", b"", None, 400, "'-1'"),
     ("an absurd limit", "GET", "/audit?limit=1000000000000", b"", None, 400, "'1000000000000'"),
     ("a wait of NaN", "GET", "/bundle?host=h&wait=nan", b"", None, 400, "'nan'"),
@@ -206,6 +209,8 @@ def test_unauthenticated_requests_are_refused_before_their_body(served: Served) 
     status, headers, body = served.request("POST", "/commit", DEEP, {"Content-Type": "application/json"}, token=None)
     assert status == 401 and headers["www-authenticate"].startswith("Bearer")
     assert "no bearer token" in body["error"]
+    status, _, body = served.exchange(b"GET /status HTTP/1.1\r\nHost: c\r\nAuthorization: Bearer \xff\xfe\r\n\r\n")
+    assert status == 401 and body["error"] == "unknown token"
 
 
 def test_an_unexpected_exception_is_a_500_without_a_traceback(served: Served, monkeypatch: pytest.MonkeyPatch,
