@@ -22,7 +22,10 @@ handling; the routing is this table's), on one event loop thread:
   controllers sharing the store. So 200 waiting agents cost 200 coroutines, a commit costs
   200 short handler calls, and a quiet minute costs one store read per 0.2 s, not one per
   waiting agent (the thread-per-poll alternative holds 200 threads and reads the store
-  1,000 times a second). A route without `wait` that blocks still works, holding a worker.
+  1,000 times a second). A new long-poll needs a handler that answers 204 at `wait=0`, a
+  `Control._notify()` where what it waits for changes, and that thing in `change_marker()`
+  if other controllers can change it. A route without `wait` that blocks still works,
+  holding a worker while it blocks.
 * Every malformed input gets a 4xx with a one-sentence JSON error naming the bad value:
   HTTP the parser refuses (a negative or overflowing Content-Length, bad chunking: 400;
   request line over `MAX_URL_BYTES`: 414; a header over `MAX_HEADER_BYTES` or more than
