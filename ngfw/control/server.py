@@ -6,8 +6,11 @@ apart. The server is aiohttp's low-level HTTP server (its parser, keep-alive and
 handling; the routing is this table's), on one event loop thread:
 
 * Handlers are plain functions that call the blocking service (`Control`: SQLite or etcd,
-  compiles of 10,000 rules): they run in a bounded pool of worker threads
-  (`ServerLimits.workers`), never on the event loop. Encoding the answer happens there too.
+  compiles of 10,000 rules): they run in bounded pools of worker threads, never on the event
+  loop; encoding the answer happens there too. Changes (POST, PUT, DELETE) have a pool of
+  their own (`ServerLimits.write_workers`): commits wait for each other on Control's write
+  lock, and queued behind it they must not hold the threads that reads, authentication and
+  long-polls need (`ServerLimits.workers`).
 * A socket costs no thread: 3,000 idle connections are 3,000 file descriptors, at most
   `ServerLimits.max_connections` of them (one more is answered 503 and closed), each closed
   when it has not sent a complete request head within `idle_timeout` (of opening, or of its
@@ -89,7 +92,8 @@ class ServerLimits:
     idle_timeout: float = 30.0  # to send a complete request head, from connecting or from the last answer
     body_timeout: float = 60.0  # to send a whole body (64 MiB at ~1 MB/s); 408 after
     send_timeout: float = 60.0  # to take an answer (a 10,000-rule bundle is ~10 MB); dropped after
-    workers: int = 16  # threads running handlers: blocking service calls, JSON encoding
+    workers: int = 16  # threads running reads (GET), authentication and long-polls' checks
+    write_workers: int = 8  # threads running changes (POST, PUT, DELETE)
     shutdown_timeout: float = 5.0  # stop() lets requests in progress finish within this
 
 
@@ -476,7 +480,10 @@ class ControlServer:
         self._open = 0  # connections, counted on the event loop
         self._waiting = 0  # long-polls waiting for a change
         self._stopping = False
-        self._executor = ThreadPoolExecutor(self.limits.workers, thread_name_prefix="ngfw-control")
+        port = self._address[1]
+        self._executor = ThreadPoolExecutor(self.limits.workers, thread_name_prefix=f"ngfw-control-{port}-read")
+        self._write_executor = ThreadPoolExecutor(self.limits.write_workers,
+                                                  thread_name_prefix=f"ngfw-control-{port}-write")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._stop_event: asyncio.Event | None = None
@@ -509,7 +516,8 @@ class ControlServer:
     # ---- running and stopping
     def start(self) -> None:
         """Serve from a thread of its own; returns once the server accepts connections."""
-        self._thread = threading.Thread(target=self.serve_forever, name="ngfw-control-http", daemon=True)
+        self._thread = threading.Thread(target=self.serve_forever, name=f"ngfw-control-{self._address[1]}-http",
+                                        daemon=True)
         self._thread.start()
         while not self._running.wait(0.05):
             if self._done.is_set():
@@ -526,6 +534,7 @@ class ControlServer:
         finally:
             loop.close()
             self._executor.shutdown(wait=False, cancel_futures=True)
+            self._write_executor.shutdown(wait=False, cancel_futures=True)
             self._done.set()
 
     def stop(self) -> None:
@@ -534,6 +543,7 @@ class ControlServer:
         if loop is None or stop_event is None:
             self._socket.close()  # never started
             self._executor.shutdown(wait=False)
+            self._write_executor.shutdown(wait=False)
             return
         try:
             loop.call_soon_threadsafe(stop_event.set)
@@ -625,8 +635,9 @@ class ControlServer:
                 self._waiting -= 1
 
     # ---- one request
-    async def _in_worker(self, function: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(function, *args))
+    async def _in_worker(self, function: Callable[..., Any], *args: Any, writes: bool = False) -> Any:
+        pool = self._write_executor if writes else self._executor
+        return await asyncio.get_running_loop().run_in_executor(pool, functools.partial(function, *args))
 
     @staticmethod
     def _run(route: Route, request: Request) -> tuple[int, bytes | None]:
@@ -698,7 +709,7 @@ class ControlServer:
         call = Request(principal, decoded, query, body, content_type)
         if route.long_poll:
             return await self._long_poll(route, call)
-        return await self._in_worker(self._run, route, call)  # type: ignore[no-any-return]
+        return await self._in_worker(self._run, route, call, writes=method != "GET")  # type: ignore[no-any-return]
 
     def _match(self, method: str, path: str) -> tuple[Route | None, dict[str, str] | None]:
         path_known = False

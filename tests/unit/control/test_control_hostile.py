@@ -355,8 +355,9 @@ def test_200_concurrent_long_polls_all_return_when_a_commit_lands(served: Served
         while served.server.long_polls_waiting < polls and time.monotonic() < deadline:
             time.sleep(0.02)
         assert served.server.long_polls_waiting == polls
-        workers = [t for t in threading.enumerate() if t.name.startswith("ngfw-control")]
-        assert len(workers) <= served.server.limits.workers + 1  # the pool (and the loop), not a thread a poll
+        # the read pool and the event loop, not a thread a poll
+        workers = [t for t in threading.enumerate() if t.name.startswith(f"ngfw-control-{served.port}-")]
+        assert 1 < len(workers) <= served.server.limits.workers + 1
 
         committed = time.monotonic()
         version = commit_two_tenants(served)
@@ -366,6 +367,31 @@ def test_200_concurrent_long_polls_all_return_when_a_commit_lands(served: Served
     assert len({b["hash"] for b in bundles}) == 1
     assert elapsed < 10, f"{polls} long-polls took {elapsed:.1f} s to return after the commit"
     assert served.server.long_polls_waiting == 0
+
+
+def test_reads_are_served_while_every_change_thread_is_busy(served: Served,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    release = threading.Event()
+    started = threading.Semaphore(0)
+
+    def slow_validate(who: Any) -> dict[str, Any]:
+        started.release()
+        release.wait(20)  # a commit waiting for another on the write lock, say
+        return {"ok": True}
+
+    monkeypatch.setattr(served.control, "validate", slow_validate)
+    changes = served.server.limits.workers + served.server.limits.write_workers  # more than one pool holds
+    with ThreadPoolExecutor(changes) as pool:
+        pending = [pool.submit(served.request, "POST", "/candidate/validate") for _ in range(changes)]
+        for _ in range(served.server.limits.write_workers):
+            assert started.acquire(timeout=10)
+        try:
+            began = time.monotonic()
+            still_serving(served)  # GET /status: the read pool is free
+            assert time.monotonic() - began < 2
+        finally:
+            release.set()
+        assert [f.result(timeout=20)[0] for f in pending] == [200] * changes
 
 
 def test_a_long_poll_returns_204_after_its_wait(served: Served) -> None:
