@@ -177,7 +177,7 @@ def _serve(args: argparse.Namespace) -> int:
     import threading
 
     from ngfw.control.auth import TokenFile, TokenFileError
-    from ngfw.control.server import ControlServer
+    from ngfw.control.server import ControlServer, raise_open_files_limit
     from ngfw.control.service import Control
     from ngfw.control.store import StoreError, open_store
 
@@ -186,6 +186,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"ngfw control: --listen expects HOST:PORT, got {args.listen!r}", file=sys.stderr)
         return 2
     try:
+        raise_open_files_limit()  # a connection is a file: systemd's soft limit of 1024 would cap them
         tokens = TokenFile(args.tokens)
         store = open_store(args.store)
         server = ControlServer(Control(store), tokens, host.strip("[]") or "0.0.0.0", int(port))

@@ -99,8 +99,12 @@ class MigrationError(Exception):
 class MigrationCoordinator:
     """Migrations, each host's task queue and where each workload was last seen. Thread-safe."""
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time, on_change: Callable[[], None] | None = None) -> None:
+        """`on_change`: told (without blocking) whenever a host's tasks change, for long-polls that wait
+        elsewhere than in `wait_tasks` (the HTTP server's)."""
         self.clock = clock
+        self.on_change = on_change
+        self._watchdog: threading.Thread | None = None
         self._lock = threading.Condition()
         self._migrations: dict[str, Migration] = {}
         self._tasks: dict[str, deque[dict[str, Any]]] = {}
@@ -126,6 +130,23 @@ class MigrationCoordinator:
     def _queue(self, host: str, task: dict[str, Any]) -> None:
         self._tasks.setdefault(host, deque()).append(task)
         self._lock.notify_all()
+        if self.on_change is not None:
+            self.on_change()
+
+    def _watch(self) -> None:
+        """Fail migrations whose next step is overdue, while any is in progress (nobody may be polling)."""
+        while True:
+            with self._lock:
+                self._expire()
+                if not any(m.active for m in self._migrations.values()):
+                    self._watchdog = None
+                    return
+            time.sleep(0.5)
+
+    def _ensure_watchdog(self) -> None:
+        if self._watchdog is None:
+            self._watchdog = threading.Thread(target=self._watch, name="ngfw-migrations", daemon=True)
+            self._watchdog.start()
 
     def wait_tasks(self, host: str, wait: float) -> list[dict[str, Any]]:
         """The host's queued tasks, waiting up to `wait` s for one (its agent's long-poll)."""
@@ -263,6 +284,7 @@ class MigrationCoordinator:
         m = Migration(id=f"m{next(self._ids)}-{int(self.clock())}", vsys=vsys, workload=workload, source=source,
                       destination=destination, mode=mode, requested_by=by, created=self.clock())
         self._migrations[m.id] = m
+        self._ensure_watchdog()
         finished = [x for x in self._migrations.values() if not x.active]
         for old in sorted(finished, key=lambda x: x.created)[:max(0, len(finished) - KEPT)]:
             del self._migrations[old.id]

@@ -18,7 +18,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -56,6 +56,7 @@ from ngfw.model.errors import PolicyError
 log = logging.getLogger("ngfw.control")
 
 STORE_POLL_SECONDS = 0.2  # how often a waiting bundle request re-reads the store (other controllers commit too)
+STORE_INT_MAX = (1 << 63) - 1  # SQLite's INTEGER (and etcd's keys' numbers): a larger version cannot exist
 
 
 class ApiError(Exception):
@@ -119,7 +120,8 @@ class Control:
         self._verified: dict[int, VersionRecord] = {}  # the record whose content hash was checked last
         # the running (version, identity) compiled: an identity update checks against it, not a recompile
         self._compiled: tuple[tuple[int, int], CompiledPolicy] | None = None
-        self.migrations = MigrationCoordinator(clock)
+        self._listeners: list[Callable[[], None]] = []  # told of every change (the HTTP server's long-polls)
+        self.migrations = MigrationCoordinator(clock, on_change=self._notify)
 
     # ---- audit and authorization
     def audit(self, who: Principal | None, action: str, target: str, outcome: str, **detail: Any) -> None:
@@ -147,7 +149,7 @@ class Control:
     def _version(self, number: int) -> VersionRecord | None:
         # versions never change once written: the last few are kept decoded (a label change
         # or a commit reads the running one several times)
-        if number <= 0:
+        if number <= 0 or number > STORE_INT_MAX:
             return None
         record = self._versions.get(number)
         if record is None:
@@ -553,6 +555,20 @@ class Control:
     def _notify(self) -> None:
         with self._changed:
             self._changed.notify_all()
+        for listener in list(self._listeners):
+            listener()
+
+    def subscribe(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call `listener` (in the changing thread; it must not block) after every change a long-poll
+        may be waiting for; returns the function that unsubscribes it."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def change_marker(self) -> Hashable:
+        """What long-polls wait on, as the store has it: when it differs from the last one read,
+        something changed, possibly through another controller sharing the store. A long-poll
+        on anything else kept in the store adds that to the marker."""
+        return self.store.latest()
 
     def wait_bundle(self, who: Principal, host: str, known: str | None, wait: float) -> Bundle | None:
         """The running bundle once its hash differs from `known`; None if nothing changed within `wait` s."""
