@@ -1234,6 +1234,12 @@ cdef class Engine:
         finally:
             free(q)
 
+    def allow_midstream(self, double seconds) -> None:
+        """For `seconds` from now, a TCP segment of a connection this engine does not know starts a flow (decided by
+        the policy, as a capture picked up mid-stream is) instead of being dropped as `tcp_not_syn`: connections
+        opened while a fail-open wire let the kernel forward go on once their policy allows them."""
+        ngfw_store_u64(&self.e.midstream_until_ns, ngfw_now_ns() + <uint64_t>(max(seconds, 0.0) * 1e9))
+
     def clock_ns(self) -> int:
         """The engine's clock (CLOCK_MONOTONIC ns), the one flow timestamps are on."""
         return ngfw_now_ns()
