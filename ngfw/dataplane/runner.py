@@ -434,10 +434,6 @@ class Dataplane:
 
 def serve(dp: Dataplane, metrics_addr: tuple[str, int] | None) -> int:
     """Run until SIGINT/SIGTERM; SIGHUP reloads the policy. Returns the exit status."""
-    from prometheus_client import CollectorRegistry, start_http_server
-
-    from ngfw.dataplane.metrics import DataplaneCollector
-
     wake = threading.Event()
     wanted = {"reload": False, "stop": False}
 
@@ -452,13 +448,18 @@ def serve(dp: Dataplane, metrics_addr: tuple[str, int] | None) -> int:
     signal.signal(signal.SIGHUP, on_hup)
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
+    # forwarding first: after a restart, every millisecond before the loop runs is traffic held up
+    dp.start()
+    log.info("forwarding on %s", ", ".join(dp.port_index))
     if metrics_addr is not None:
+        from prometheus_client import CollectorRegistry, start_http_server
+
+        from ngfw.dataplane.metrics import DataplaneCollector
+
         registry = CollectorRegistry()
         registry.register(DataplaneCollector(dp))
         start_http_server(metrics_addr[1], addr=metrics_addr[0], registry=registry)
         log.info("metrics on http://%s:%d/metrics", *metrics_addr)
-    dp.start()
-    log.info("forwarding on %s", ", ".join(dp.port_index))
     try:
         while not wanted["stop"]:
             wake.wait(1.0)
