@@ -451,16 +451,16 @@ def serve(dp: Dataplane, metrics_addr: tuple[str, int] | None) -> int:
     # forwarding first: after a restart, every millisecond before the loop runs is traffic held up
     dp.start()
     log.info("forwarding on %s", ", ".join(dp.port_index))
-    if metrics_addr is not None:
-        from prometheus_client import CollectorRegistry, start_http_server
-
-        from ngfw.dataplane.metrics import DataplaneCollector
-
-        registry = CollectorRegistry()
-        registry.register(DataplaneCollector(dp))
-        start_http_server(metrics_addr[1], addr=metrics_addr[0], registry=registry)
-        log.info("metrics on http://%s:%d/metrics", *metrics_addr)
     try:
+        if metrics_addr is not None:
+            from prometheus_client import CollectorRegistry, start_http_server
+
+            from ngfw.dataplane.metrics import DataplaneCollector
+
+            registry = CollectorRegistry()
+            registry.register(DataplaneCollector(dp))
+            start_http_server(metrics_addr[1], addr=metrics_addr[0], registry=registry)
+            log.info("metrics on http://%s:%d/metrics", *metrics_addr)
         while not wanted["stop"]:
             wake.wait(1.0)
             wake.clear()
