@@ -313,11 +313,13 @@ cdef int session_import_one(engine_t *e, tables_t *t, const sess_rec_t *r, size_
     h = flow_hash(&r.key)
     f = flow_lookup(&e.flows, &r.key, h)
     if r.flags & SF_TOMBSTONE:
-        if f != NULL and f.mig == MIG_IN:
+        if f != NULL and f.mig != MIG_NONE:
             flow_drop_silently(e, f)
         return SI_REMOVED
     if f != NULL:
-        if not (q.migration and f.mig == MIG_IN):
+        # a later transfer of the same move updates what the earlier one brought; a workload that comes back
+        # brings its sessions' newer state to the copies it left here
+        if not (q.migration and f.mig != MIG_NONE):
             return SI_PRESENT
         update = True
     # the flow as the record has it, then decided here

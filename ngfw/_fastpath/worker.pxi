@@ -47,6 +47,7 @@ ctypedef struct engine_t:
     uint64_t progress_ns
     uint64_t *heartbeat
     sess_req_t *request        # work for the loop's thread (session.pxi), taken between bursts
+    int wake_fd                # an eventfd in the loop's poll set: Python's requests and swaps need no timeout
     uint32_t evict_cursor      # where the next early drop looks (session.pxi)
     uint64_t flows_early_dropped
     uint64_t flows_handed_over # flows a move handed to another host that ended here unlogged
@@ -589,15 +590,27 @@ cdef uint32_t rx_tap_burst(engine_t *e, uint16_t pi, uint32_t budget, uint64_t n
         n += 1
     return n
 
+cdef inline void engine_wake(engine_t *e) noexcept nogil:
+    """Wake the loop from its poll (a session request, new tables): it looks at once, not at its next timeout."""
+    cdef uint64_t one = 1
+    if e.wake_fd >= 0:
+        write(e.wake_fd, &one, 8)
+
 cdef void run_loop(engine_t *e) noexcept nogil:
-    cdef pollfd fds[MAX_PORTS]
+    cdef pollfd fds[MAX_PORTS + 1]
     cdef uint32_t i, n, nfds = 0
-    cdef uint64_t now
+    cdef uint64_t now, drained
     for i in range(e.n_ports):
         if e.ports[i].kind == PORT_RING or e.ports[i].kind == PORT_TAP:
             fds[nfds].fd = e.ports[i].fd
             fds[nfds].events = POLLIN
             nfds += 1
+    cdef uint32_t wake = nfds
+    if e.wake_fd >= 0:
+        fds[nfds].fd = e.wake_fd
+        fds[nfds].events = POLLIN
+        fds[nfds].revents = 0
+        nfds += 1
     cdef uint64_t last_busy, spin
     cdef bint sparse
     # frames in the current and the previous 10 ms window: fewer than QUIET_FRAMES is sparse traffic
@@ -643,7 +656,8 @@ cdef void run_loop(engine_t *e) noexcept nogil:
         elif now - last_busy < spin:
             sched_yield()
         else:
-            poll(fds, nfds, 10)
+            if poll(fds, nfds, 10) > 0 and wake < nfds and (fds[wake].revents & POLLIN):
+                read(e.wake_fd, &drained, 8)
 
 cdef void run_tx_loop(engine_t *e) noexcept nogil:
     """Flush TX rings for the packet loop: the kernel runs the receiving side's stack inside send(),

@@ -103,6 +103,14 @@ def lab(sqlite_url: str, tmp_path: Any, tokens: dict[str, str]) -> Iterator[dict
     control.stop()
 
 
+def wait_location(control: RunningControl, host: str, workload: str = "web-01") -> None:
+    """Hosts report a workload's first frame in the background: wait until control knows where it is."""
+    deadline = time.monotonic() + 5
+    while control.control.migrations.location("tenant-a", workload) != host and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert control.control.migrations.location("tenant-a", workload) == host
+
+
 def wait_migration(control: RunningControl, tokens: dict[str, str], state: str, timeout: float = 5.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
@@ -116,6 +124,7 @@ def test_an_announced_move_takes_the_sessions_along(lab: dict[str, Any]) -> None
     control, tokens, a, b = lab["control"], lab["tokens"], lab["host-a"], lab["host-b"]
     for port in (40000, 40001, 40002):
         connect(a, port)
+    wait_location(control, "host-a")
     a.from_vm(to_app(40000, "PA", 101, 501, b"GET / HTTP/1.1\r\nHost: app\r\n\r\n"))
     # without the sessions, a dataplane drops the connection's segments (strict TCP state)
     assert HostDataplane(a.policy).from_vm(to_app(40001, "A", 101, 501)) == []
@@ -149,6 +158,7 @@ def test_an_announced_move_takes_the_sessions_along(lab: dict[str, Any]) -> None
 def test_an_unannounced_move_is_noticed_and_pulled(lab: dict[str, Any]) -> None:
     control, tokens, a, b = lab["control"], lab["tokens"], lab["host-a"], lab["host-b"]
     connect(a, 41000)
+    wait_location(control, "host-a")
     assert b.from_vm(to_app(41000, "A", 101, 501)) == []   # the guest shows up on host-b, mid-connection
     done = wait_migration(control, tokens, "done")
     assert (done["mode"], done["from"], done["to"], done["sessions_moved"]) == ("unannounced", "host-a", "host-b", 1)
@@ -201,6 +211,7 @@ def test_a_role_without_the_right_cannot_migrate(lab: dict[str, Any]) -> None:
 def test_a_source_that_dies_mid_transfer_fails_the_migration(lab: dict[str, Any], monkeypatch: Any) -> None:
     control, tokens, a, b = lab["control"], lab["tokens"], lab["host-a"], lab["host-b"]
     connect(a, 42000)
+    wait_location(control, "host-a")
     monkeypatch.setattr("ngfw.control.migrations.SOURCE_TIMEOUT", 0.5)
     a.migration_agent.handle = lambda task: None   # alive enough to poll, never answers (a wedged exporter)
     b.from_vm(to_app(42000, "A", 101, 501))
