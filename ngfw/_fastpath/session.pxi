@@ -461,6 +461,8 @@ cdef void serve_request(engine_t *e, sess_req_t *q, uint64_t now) noexcept nogil
         session_adopt(e, q, now)
     elif q.kind == REQ_FORGET_PRESENCE:
         session_forget_presence(e, q)
+    elif q.kind == REQ_LIST or q.kind == REQ_CLEAR:
+        session_view_serve(e, q, now)
     ngfw_store_u32(&q.done, 1)
 
 cdef inline void take_request(engine_t *e, uint64_t now) noexcept nogil:
