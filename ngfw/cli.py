@@ -54,7 +54,7 @@ def _timeout(text: str) -> tuple[str, float]:
 
 # commands whose parsers are all in this module; for them the control commands' parsers (most of the
 # ~25 argparse parsers, a tenth of a replay's run) are not built
-LOCAL_COMMANDS = frozenset({"dataplane", "lab", "demo", "policy", "replay", "rules", "apps", "schema"})
+LOCAL_COMMANDS = frozenset({"dataplane", "lab", "demo", "policy", "replay", "rules", "apps", "schema", "sessions"})
 
 
 def _top_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
@@ -119,6 +119,10 @@ def build_parser(with_control: bool = True) -> argparse.ArgumentParser:
                     help="tmpfs directory where the flow table lives, so a dataplane restarted after a crash or an "
                          "upgrade continues its sessions (default: /run/ngfw/<namespace>-<ports>, or under /dev/shm "
                          "where /run is not tmpfs; `none`: sessions end with the process)")
+    dp.add_argument("--socket", metavar="PATH",
+                    help="serve `ngfw sessions` and `ngfw policy hits` on this unix socket, root only (default: "
+                         "/run/ngfw/<namespace>-<ports>.sock, under /dev/shm/ngfw where /run is not tmpfs; `none`: "
+                         "no socket)")
     dp.add_argument("--timeout", type=_timeout, action="append", default=[], metavar="NAME=SECONDS",
                     help="idle timeout: tcp_syn, tcp_established, tcp_closing, tcp_closed, udp, icmp, other")
     dp.add_argument("--appid-budget", type=int, default=8, metavar="N",
@@ -154,6 +158,10 @@ def build_parser(with_control: bool = True) -> argparse.ArgumentParser:
     check = pol_sub.add_parser("check", help="validate and compile a policy, print a summary or the errors")
     check.add_argument("path")
     check.add_argument("--json", action="store_true")
+    from ngfw.dataplane import ops_cli   # argparse only: what the commands need is imported when they run
+
+    ops_cli.add_policy_parsers(pol_sub)
+    ops_cli.add_sessions_parser(sub)
 
     _add_replay(sub)
 
@@ -239,7 +247,10 @@ def cmd_dataplane(args: argparse.Namespace) -> int:
         logging.getLogger("ngfw").info("policy version %d: %d vsys, %d workloads, %d rules",
                                        dp.policy.version, len(dp.policy.vsys), len(dp.policy.workloads),
                                        len(dp.policy.rules))
-    return serve(dp, args.metrics)
+    from ngfw.dataplane.opsocket import default_socket_path
+
+    socket_path = None if args.socket == "none" else (args.socket or default_socket_path(plan))
+    return serve(dp, args.metrics, socket_path)
 
 
 def cmd_policy_check(args: argparse.Namespace) -> int:
@@ -385,7 +396,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return demo_cmd(prefix=args.prefix, policy=args.policy)
     if args.command == "policy":
+        from ngfw.dataplane import ops_cli
+
+        if args.policy_command == "hits":
+            return ops_cli.cmd_policy_hits(args)
+        if args.policy_command == "unused":
+            return ops_cli.cmd_policy_unused(args)
         return cmd_policy_check(args)
+    if args.command == "sessions":
+        from ngfw.dataplane import ops_cli
+
+        return ops_cli.cmd_sessions(args)
     if args.command == "apps":
         return cmd_apps(args)
     if args.command == "rules":

@@ -17,10 +17,13 @@ from typing import Any
 
 from ngfw import __version__
 from ngfw.compiler.tables import CompiledPolicy
-from ngfw.dataplane.eve import DEFAULT_RULE, EveWriter
+from ngfw.dataplane.eve import EveWriter
 from ngfw.dataplane.failmode import WireFailModes
 from ngfw.dataplane.fastpath import engine_module
 from ngfw.dataplane.ports import PortError, open_tap, prepare_link
+from ngfw.dataplane.rulehits import FILE_NAME as RULE_HITS_FILE
+from ngfw.dataplane.rulehits import RuleHits
+from ngfw.dataplane.sessions import SessionTable
 from ngfw.dataplane.state import SessionBatch, StateStore, TakeOver
 
 log = logging.getLogger("ngfw.dataplane")
@@ -98,7 +101,9 @@ class Dataplane:
         self.policy: CompiledPolicy | None = None
         self.generations: OrderedDict[int, CompiledPolicy] = OrderedDict()  # table generation -> policy
         self._last_generation = 0
-        self.hits_folded: dict[tuple[str, str], int] = {}
+        # rule hits by name with first/last hit, kept across reloads and (in the state directory) restarts
+        self.rule_hit_book = RuleHits(os.path.join(state_dir, RULE_HITS_FILE) if state_dir else None)
+        self._hits_read = 0.0
         self.apps_folded: dict[tuple[str, str], int] = {}
         self.version = 0
         self.reloads_ok = 0
@@ -115,6 +120,8 @@ class Dataplane:
         self._last_full_warning = 0.0
         self._last_insert_failures = 0
         self.port_index: dict[str, int] = {}
+        self.host = host or ""
+        self.sessions = SessionTable(self.engine, self.policies, self.host)   # `ngfw sessions` (sessions.py)
         self._open_ports()
         # refuses `open` here, before anything runs, where BPF is not allowed
         self.fail_modes = WireFailModes(plan.wires, plan.fail_modes, list(self.port_index))
@@ -206,6 +213,7 @@ class Dataplane:
             self.engine.set_tables(tables)
             if old is not None:
                 self._fold_hits(old)
+            self.rule_hit_book.observe(tables)   # the rules in force now (a deleted rule's series goes)
             self.policy = policy
             self._last_generation = generation
             self.generations[generation] = policy
@@ -297,8 +305,7 @@ class Dataplane:
 
     def _fold_hits(self, tables: Any) -> None:
         """Keep rule hit and app counters monotonic across generations (labels are names, not indexes)."""
-        for key, value in self._hits_of(tables).items():
-            self.hits_folded[key] = self.hits_folded.get(key, 0) + value
+        self.rule_hit_book.observe(tables)   # its last counts, before the next generation's start at 0
         for key, value in self._apps_of(tables).items():
             self.apps_folded[key] = self.apps_folded.get(key, 0) + value
 
@@ -316,26 +323,22 @@ class Dataplane:
                     out[key] = out.get(key, 0) + value
         return out
 
-    @staticmethod
-    def _hits_of(tables: Any) -> dict[tuple[str, str], int]:
-        policy: CompiledPolicy = tables.policy
-        out: dict[tuple[str, str], int] = {}
-        for index, value in enumerate(tables.rule_hits()):
-            rule = policy.rules[index]
-            key = (policy.vsys_name(rule.vsys), rule.name)
-            out[key] = out.get(key, 0) + value
-        for vsys_index, value in enumerate(tables.default_hits()):
-            key = (policy.vsys_name(vsys_index), DEFAULT_RULE)
-            out[key] = out.get(key, 0) + value
-        return out
+    def read_rule_hits(self) -> None:
+        """Bring the rule hit book up to date with the counters of the tables in force."""
+        with self._lock:
+            if self.engine.tables is not None:
+                self.rule_hit_book.observe(self.engine.tables)
+            self._hits_read = time.monotonic()
 
     def rule_hits(self) -> dict[tuple[str, str], int]:
+        """Hits of the rules in force, by (vsys, rule): counted across reloads and restarts (rulehits.py)."""
+        self.read_rule_hits()
+        return self.rule_hit_book.totals()
+
+    def policies(self) -> dict[int, CompiledPolicy]:
+        """The policy of each table generation flows may still be decided by (oldest first)."""
         with self._lock:
-            out = dict(self.hits_folded)
-            if self.engine.tables is not None:
-                for key, value in self._hits_of(self.engine.tables).items():
-                    out[key] = out.get(key, 0) + value
-        return out
+            return dict(self.generations)
 
     def policy_for(self, generation: int) -> CompiledPolicy | None:
         return self.generations.get(generation)
@@ -373,6 +376,10 @@ class Dataplane:
             if self.eve is not None and events:
                 self.eve.write_events(events, self.policy_for)
             events = self.engine.drain_events()
+        if time.monotonic() - self._hits_read >= 1.0:
+            # a counter that moved is a hit at this second (first/last hit, rulehits.py)
+            self.read_rule_hits()
+            self.rule_hit_book.save_if_due()
         failures = self.engine.stats()["flow_insert_failures"]
         if failures > self._last_insert_failures and time.monotonic() - self._last_full_warning >= 1.0:
             log.warning("flow table full (%d flows): %d new flows dropped so far", self.engine.flow_capacity, failures)
@@ -420,6 +427,8 @@ class Dataplane:
             self._drain_thread.join(timeout=5)
         self.fail_modes.stop(self.engine)
         self.drain()
+        self.read_rule_hits()
+        self.rule_hit_book.save()
         if self.state is not None:
             self._save_sessions()
         else:
@@ -432,8 +441,9 @@ class Dataplane:
         self._tap_fds.clear()
 
 
-def serve(dp: Dataplane, metrics_addr: tuple[str, int] | None) -> int:
-    """Run until SIGINT/SIGTERM; SIGHUP reloads the policy. Returns the exit status."""
+def serve(dp: Dataplane, metrics_addr: tuple[str, int] | None, sessions_socket: str | None = None) -> int:
+    """Run until SIGINT/SIGTERM; SIGHUP reloads the policy. `sessions_socket`: serve `ngfw sessions` and
+    `ngfw policy hits` there (ngfw.dataplane.opsocket). Returns the exit status."""
     wake = threading.Event()
     wanted = {"reload": False, "stop": False}
 
@@ -451,7 +461,18 @@ def serve(dp: Dataplane, metrics_addr: tuple[str, int] | None) -> int:
     # forwarding first: after a restart, every millisecond before the loop runs is traffic held up
     dp.start()
     log.info("forwarding on %s", ", ".join(dp.port_index))
+    operations = None
     try:
+        if sessions_socket:
+            from ngfw.dataplane.opsocket import OperationsSocket, SocketError
+
+            operations = OperationsSocket(dp, sessions_socket)
+            try:
+                operations.start()
+            except SocketError as exc:
+                operations = None
+                log.error("%s: stopping", exc)
+                return 1
         if metrics_addr is not None:
             from prometheus_client import CollectorRegistry, start_http_server
 
@@ -469,5 +490,7 @@ def serve(dp: Dataplane, metrics_addr: tuple[str, int] | None) -> int:
                 if dp.policy_path:
                     dp.reload()
     finally:
+        if operations is not None:
+            operations.stop()
         dp.stop()
     return 0

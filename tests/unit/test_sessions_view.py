@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from fastpath_helpers import SRV_IP, SRV_MAC, WEB1_IP, WEB1_MAC, WEB2_IP, WEB2_MAC, Wire, fp, tcp
 from scapy.layers.dns import DNS, DNSQR
+from test_opsocket import syn
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
@@ -178,8 +179,8 @@ def test_paging_covers_a_table_larger_than_a_page_in_short_requests(tmp_path: Pa
     h = Host(tmp_path, capacity=8192, scan=1000)   # every loop request looks at 1,000 slots at most
     engine = h.wire.engine
     for n in range(3000):
-        engine.inject(h.wire.vm, bytes(frame(WEB1, SRV, tcp(20000 + n, 10000 + n % 50000, "S"))), 10 * S)
-        engine.take_tx(h.wire.up)
+        engine.inject(h.wire.vm, syn(20000 + n, 10000 + n), 10 * S)
+    engine.take_tx(h.wire.up)
     assert engine.stats()["flows_active"] == 3000
     pages = []
     cursor = 0
