@@ -246,4 +246,8 @@ def start_dataplane_agent(dataplane: Any, control_url: str, host: str, token: st
 
     # sessions of workloads that move: a long-poll of its own, so a bundle never waits behind a transfer
     start_migration_agent(dataplane, ControlClient(control_url, token), host)
+    from ngfw.dataplane.opsagent import start_operations_agent
+
+    # fleet-wide session listings and rule hits (ngfw.control.operations): a long-poll of its own too
+    start_operations_agent(dataplane, ControlClient(control_url, token), host)
     return agent

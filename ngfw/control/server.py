@@ -65,6 +65,7 @@ from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 from ngfw import __version__
 from ngfw.control.auth import Principal, TokenFile
 from ngfw.control.inputs import check_nesting, parse_int, parse_json, parse_seconds
+from ngfw.control.operations import operation_routes
 from ngfw.control.service import STORE_INT_MAX, STORE_POLL_SECONDS, ApiError, Control
 from ngfw.model.yamldoc import YamlProblem, parse_documents
 
@@ -265,6 +266,7 @@ def build_routes(control: Control) -> list[Route]:
               lambda r: (200, c.audit_log(r.principal, _int(r.query.get("limit"), "limit", 100, 1, MAX_LIST_LIMIT)
                                           or 100)),
               "security-admin, viewer", query=("limit",)),
+        *operation_routes(c),   # sessions and rule hits of the fleet (ngfw.control.operations)
     ]
 
 

@@ -219,12 +219,13 @@ class SessionTable:
             out["tcp_state"] = TCP_STATES.index(flt.state)
         vm_vsys = None
         if flt.vm is not None:
+            # the name alone may be a workload of several vsys (a vsys= of the filter narrows the flows, not
+            # the name: a tenant's admin sees its flows with another tenant's workloads by their names)
             vm_vsys, _, name = flt.vm.rpartition("/")
-            wanted_vsys = vm_vsys or flt.vsys
             found = [i for i, wl in enumerate(running.workloads)
-                     if wl.name == name and (not wanted_vsys or running.vsys_name(wl.vsys) == wanted_vsys)]
+                     if wl.name == name and (not vm_vsys or running.vsys_name(wl.vsys) == vm_vsys)]
             if not found:
-                where = f" in vsys {wanted_vsys}" if wanted_vsys else ""
+                where = f" in vsys {vm_vsys}" if vm_vsys else ""
                 raise FilterError(f"vm={flt.vm}: no workload named {name!r}{where} in the running policy")
             out["workloads"] = found[:16]
         if flt.vsys is not None:
