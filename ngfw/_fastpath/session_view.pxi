@@ -168,7 +168,7 @@ cdef int session_view_write(engine_t *e, sbuf_t *out, const flow_t *f) noexcept 
     memset(v, 0, sizeof(sview_t))
     event_from_flow(&v.ev, f, EV_FLOW)
     event_host(e, &v.ev, f)
-    v.inspected = f.profile >= 0 and f.action == A_ALLOW
+    v.inspected = f.action == A_ALLOW and flow_rule_set(e.tables, f) != NULL   # a profile with signatures
     v.threat = f.threat
     v.app_state = f.app_state
     v.mig = f.mig

@@ -167,6 +167,7 @@ def test_a_listed_session_says_what_an_operator_asks(host: Host) -> None:
         ("http", "http", "a.example", "web-http", "established")
     assert web["pkts_toserver"] == 3 and web["pkts_toclient"] == 1 and web["bypass"] is False
     assert web["host"] == "host-a" and web["action"] == "allow" and web["age"] >= 0
+    assert web["inspected"] is False   # its rule names no threat profile
     (db,) = host.listing(vm="db-01")
     assert (db["dest_vm"], db["rule"], db["rule_ingress"]) == ("db-01", "to-db", "db-in")
     (denied,) = host.listing(action="deny")
