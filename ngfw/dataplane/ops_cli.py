@@ -200,6 +200,8 @@ COLUMNS = (("FLOW ID", 19), ("VSYS", 10), ("CLIENT", 28), ("SERVER", 24), ("PROT
 
 
 def _print_sessions(records: Iterator[dict[str, Any]], args: argparse.Namespace, fleet: bool = False) -> int:
+    import orjson
+
     out = sys.stdout
     n = 0
     hosts: set[str] = set()
@@ -212,7 +214,7 @@ def _print_sessions(records: Iterator[dict[str, Any]], args: argparse.Namespace,
         n += 1
         hosts.add(record.get("host") or "")
         if args.json:
-            out.write(json.dumps(record) + "\n")
+            out.write(orjson.dumps(record).decode() + "\n")
         else:
             out.write(session_row(record, fleet) + "\n")
         if n % 200 == 0:

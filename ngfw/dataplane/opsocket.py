@@ -339,12 +339,17 @@ class OperationsClient:
 
     def ask(self, request: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """The answer's lines; the last has `end` (or `error`)."""
-        self._sock.sendall(json.dumps(request).encode() + b"\n")
+        import orjson
+
+        try:
+            self._sock.sendall(json.dumps(request).encode() + b"\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass   # refused before it asked: the refusal is the line to read
         while True:
             raw = self._reader.readline()
             if not raw:
                 raise SocketError(f"the dataplane at {self.path} closed the connection mid-answer")
-            line = json.loads(raw)
+            line = orjson.loads(raw)
             yield line
             if "end" in line or "error" in line:
                 return

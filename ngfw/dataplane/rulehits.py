@@ -107,11 +107,11 @@ class RuleHits:
             if entry.running and key not in keys:
                 entry.running, entry.left = False, now
         for key in keys:
-            entry = self._rules.get(key)
-            if entry is None:
+            known = self._rules.get(key)
+            if known is None:
                 self._rules[key] = RuleHit(key[0], key[1], since=now)
-            elif not entry.running:
-                entry.running, entry.left = True, None
+            elif not known.running:
+                known.running, known.left = True, None
         for key in [k for k, e in self._rules.items() if e.left is not None and now - e.left > FORGET_AFTER]:
             del self._rules[key]
         self._dirty = True

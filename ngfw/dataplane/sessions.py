@@ -202,6 +202,8 @@ class SessionTable:
     host: str = ""
     scan: int = SCAN_PER_REQUEST
     _clear_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _name_cache: dict[int, PolicyNames] = field(default_factory=dict, repr=False)
+    _names_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     # ---- filters: names -> what the fastpath compares
     def compiled(self, flt: SessionFilter) -> dict[str, Any]:
@@ -261,15 +263,25 @@ class SessionTable:
         slots = self.engine.table_slots()
         if not 0 <= cursor < slots:
             raise FilterError(f"cursor {cursor} is not a position in this dataplane's flow table (0..{slots - 1})")
-        generations = dict(self.policies())
+        names = self._names(dict(self.policies()))
         records: list[dict[str, Any]] = []
         while True:
             out = self.engine.list_sessions(compiled, cursor=cursor, limit=limit - len(records), max_scan=self.scan)
             for flow in out["sessions"]:
-                records.append(session_record(flow, generations.get(flow["generation"]), self.host))
+                records.append(session_record(flow, names.get(flow["generation"]), self.host))
             cursor = out["cursor"]
             if cursor == 0 or len(records) >= limit:
                 return Page(records, cursor)
+
+    def _names(self, generations: dict[int, Any]) -> dict[int, PolicyNames]:
+        with self._names_lock:
+            cache = self._name_cache
+            for gen, policy in generations.items():
+                if gen not in cache or cache[gen].policy is not policy:
+                    cache[gen] = PolicyNames(policy)
+            for gen in [g for g in cache if g not in generations]:
+                del cache[gen]
+            return dict(cache)
 
     def iterate(self, flt: SessionFilter, page_size: int = PAGE_DEFAULT) -> Iterator[dict[str, Any]]:
         """Every matching flow, page by page; a flow the table moved during the listing is given once."""
@@ -310,49 +322,67 @@ class SessionTable:
         return done
 
 
-def session_record(flow: dict[str, Any], policy: Any, host: str = "") -> dict[str, Any]:
-    """A listed flow (`Engine.list_sessions`) named with the policy that decided it (EVE's field names)."""
-    def wl(index: int) -> str | None:
-        return policy.workload_name(index) or None if policy is not None and index >= 0 else None
+class PolicyNames:
+    """One policy generation's names by index, made once per generation (not looked up once per flow)."""
 
-    if flow["vsys"] < 0:
+    def __init__(self, policy: Any) -> None:
+        self.policy = policy
+        self.version = policy.version
+        self.vsys = [v or None for v in policy.vsys]
+        self.workloads = [w.name or None for w in policy.workloads]
+        self.rules = [r.name for r in policy.rules]
+        self._apps: dict[str, tuple[str | None, str | None]] = {}
+
+    def app(self, name: str) -> tuple[str | None, str | None]:
+        split = self._apps.get(name)
+        if split is None:
+            split = self._apps[name] = split_app(self.policy.catalogue, name)
+        return split
+
+
+def session_record(flow: dict[str, Any], names: PolicyNames | None, host: str = "") -> dict[str, Any]:
+    """A listed flow (`Engine.list_sessions`) named with the policy that decided it (EVE's field names)."""
+    vsys, rule_index, ingress = flow["vsys"], flow["rule"], flow["rule_ingress"]
+    src_wl, dst_wl = flow["src_wl"], flow["dst_wl"]
+    if vsys < 0:
         rule = None
-    elif flow["rule"] < 0:
+    elif rule_index < 0:
         rule = None if flow["action"] == "allow" else DEFAULT_RULE   # allowed for now: its app decides
     else:
-        rule = policy.rule_name(flow["rule"]) if policy is not None else None
-    proto = PROTO_NAMES.get(flow["proto"], str(flow["proto"]))
-    app_proto, app = split_app(policy.catalogue if policy is not None else None, flow["app_proto"]) \
-        if flow["app_proto"] else (None, None)
-    if flow["proto"] == 6:
+        rule = names.rules[rule_index] if names is not None and rule_index < len(names.rules) else None
+    proto_number = flow["proto"]
+    app_proto, app = (None, None)
+    if flow["app_proto"]:
+        app_proto, app = names.app(flow["app_proto"]) if names is not None else (flow["app_proto"], flow["app_proto"])
+    if proto_number == 6:
         state = flow["tcp_state"]
     else:
         state = "active" if flow["pkts_toclient"] else "unreplied"
     record: dict[str, Any] = {
         "flow_id": flow["flow_id"],
         "host": host or None,
-        "vsys": (policy.vsys_name(flow["vsys"]) or None) if policy is not None and flow["vsys"] >= 0 else None,
+        "vsys": names.vsys[vsys] if names is not None and 0 <= vsys < len(names.vsys) else None,
         "src_ip": flow["src_ip"], "src_port": flow["src_port"],
         "dest_ip": flow["dest_ip"], "dest_port": flow["dest_port"],
-        "proto": proto,
-        "src_vm": wl(flow["src_wl"]), "dest_vm": wl(flow["dst_wl"]),
+        "proto": PROTO_NAMES.get(proto_number) or str(proto_number),
+        "src_vm": names.workloads[src_wl] if names is not None and 0 <= src_wl < len(names.workloads) else None,
+        "dest_vm": names.workloads[dst_wl] if names is not None and 0 <= dst_wl < len(names.workloads) else None,
         "app_proto": app_proto, "app": app, "app_host": flow["app_host"],
         "rule": rule,
-        "rule_ingress": policy.rule_name(flow["rule_ingress"]) if policy is not None and flow["rule_ingress"] >= 0
-        else None,
+        "rule_ingress": names.rules[ingress] if names is not None and 0 <= ingress < len(names.rules) else None,
         "action": flow["action"],
         "state": state,
         "start": eve_timestamp(flow["start"]),
-        "age": round(flow["age_ns"] / 1e9, 3),
-        "idle": round(flow["idle_ns"] / 1e9, 3),
+        "age": flow["age_ns"] // 1_000_000 / 1000,
+        "idle": flow["idle_ns"] // 1_000_000 / 1000,
         "pkts_toserver": flow["pkts_toserver"], "pkts_toclient": flow["pkts_toclient"],
         "bytes_toserver": flow["bytes_toserver"], "bytes_toclient": flow["bytes_toclient"],
         "inspected": flow["inspected"],
         "bypass": False,   # flow bypass (a kernel fast path for flows whose verdict is final) does not exist yet
         "in_iface": flow["in_port"],
-        "policy_version": policy.version if policy is not None else flow["generation"],
+        "policy_version": names.version if names is not None else flow["generation"],
     }
-    if flow.get("vlan"):
+    if flow["vlan"]:
         record["vlan"] = flow["vlan"]
     if flow["threat"]:
         record["threat"] = flow["threat"]
