@@ -87,6 +87,15 @@ def build_replay_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def build_sessions_parser() -> argparse.ArgumentParser:
+    """`ngfw sessions ...` alone: an operator's command answers faster without every other command's parser."""
+    from ngfw.dataplane import ops_cli
+
+    parser, sub = _top_parser()
+    ops_cli.add_sessions_parser(sub)
+    return parser
+
+
 def build_parser(with_control: bool = True) -> argparse.ArgumentParser:
     parser, sub = _top_parser()
 
@@ -368,17 +377,26 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 1 if damaged else 0
 
 
+def signal_default_pipe() -> None:
+    import signal
+
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `ngfw replay ... | head` ends quietly
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     command = next((w for w in words if not w.startswith("-")), None)
     if words and words[0] == "replay":
         args = build_replay_parser().parse_args(words)
+    elif words and words[0] == "sessions":
+        from ngfw.dataplane import ops_cli
+
+        signal_default_pipe()
+        return ops_cli.cmd_sessions(build_sessions_parser().parse_args(words))   # logs nothing
     else:
         args = build_parser(with_control=command not in LOCAL_COMMANDS).parse_args(words)
     if args.command in ("apps", "replay", "schema", "policy", "rules"):
-        import signal
-
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `ngfw replay ... | head` ends quietly
+        signal_default_pipe()
     if args.command == "replay":
         return cmd_replay(args)   # logs nothing: a warning would still reach stderr
     import logging
@@ -395,6 +413,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ngfw.lab.cli_hooks import demo_cmd
 
         return demo_cmd(prefix=args.prefix, policy=args.policy)
+    if args.command == "sessions":
+        from ngfw.dataplane import ops_cli
+
+        return ops_cli.cmd_sessions(args)
     if args.command == "policy":
         from ngfw.dataplane import ops_cli
 
@@ -403,10 +425,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.policy_command == "unused":
             return ops_cli.cmd_policy_unused(args)
         return cmd_policy_check(args)
-    if args.command == "sessions":
-        from ngfw.dataplane import ops_cli
 
-        return ops_cli.cmd_sessions(args)
     if args.command == "apps":
         return cmd_apps(args)
     if args.command == "rules":

@@ -1221,7 +1221,8 @@ cdef class Engine:
         and of the generations flows were decided by), from flow slot `cursor` on, at most `limit` of them,
         looking at no more than `max_scan` slots (0: all). Returns {"sessions": [flow dicts, as `flows()`
         makes them, plus `inspected`, `threat`, `classifying`, `migrating`, `cut`, `age_ns`, `idle_ns`],
-        "cursor" (of the next request; 0: the table's end), "scanned", "now" (engine clock)}."""
+        "cursor" (of the next request; 0: the table's end), "scanned", "now" (engine clock), "loop_ns" (how
+        long the request held the loop)}."""
         cdef sess_req_t *r = <sess_req_t *>calloc(1, sizeof(sess_req_t))
         cdef sview_req_t *q = <sview_req_t *>calloc(1, sizeof(sview_req_t))
         cdef const sview_t *v
@@ -1253,7 +1254,8 @@ cdef class Engine:
                 d["age_ns"] = q.now - v.ev.ts_first if q.now > v.ev.ts_first else 0
                 d["idle_ns"] = q.now - v.ev.ts_last if q.now > v.ev.ts_last else 0
                 sessions.append(d)
-            return {"sessions": sessions, "cursor": q.cursor, "scanned": q.scanned, "now": q.now}
+            return {"sessions": sessions, "cursor": q.cursor, "scanned": q.scanned, "now": q.now,
+                    "loop_ns": q.took_ns}
         finally:   # _serve returns or raises only once the loop no longer holds the request
             free(q.out.p)
             free(q)
@@ -1278,7 +1280,8 @@ cdef class Engine:
             q.max_scan = max_scan
             q.silent = silent
             self._serve(r, timeout, now_ns)
-            return {"cleared": q.matched, "resets": q.resets, "cursor": q.cursor, "scanned": q.scanned}
+            return {"cleared": q.matched, "resets": q.resets, "cursor": q.cursor, "scanned": q.scanned,
+                    "loop_ns": q.took_ns}
         finally:
             free(q)
             free(r)

@@ -81,6 +81,5 @@ class OperationsAgent:
 
 def start_operations_agent(dataplane: Any, client: ControlClient, host: str) -> OperationsAgent:
     agent = OperationsAgent(dataplane, client, host)
-    dataplane.operations_agent = agent
     agent.start()
     return agent

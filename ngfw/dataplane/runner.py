@@ -11,6 +11,7 @@ import os
 import signal
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -121,7 +122,11 @@ class Dataplane:
         self._last_insert_failures = 0
         self.port_index: dict[str, int] = {}
         self.host = host or ""
-        self.sessions = SessionTable(self.engine, self.policies, self.host)   # `ngfw sessions` (sessions.py)
+        # `ngfw sessions` (sessions.py). A weak reference back: a cycle would leave the engine to the garbage
+        # collector, which may free it after the state file's mapping it lives in is gone
+        this = weakref.ref(self)
+        self.sessions = SessionTable(self.engine, lambda: dp.policies() if (dp := this()) is not None else {},
+                                     self.host)
         self._open_ports()
         # refuses `open` here, before anything runs, where BPF is not allowed
         self.fail_modes = WireFailModes(plan.wires, plan.fail_modes, list(self.port_index))
