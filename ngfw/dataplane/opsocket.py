@@ -20,7 +20,6 @@ connections are served at once; more are told so and closed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -56,6 +55,8 @@ def default_socket_path(plan: Any) -> str:
     name = f"{_netns()}-{ports}"
     path = os.path.join(base, name + SOCKET_SUFFIX)
     if len(path.encode()) > 100:   # sun_path holds 108 bytes
+        import hashlib
+
         path = os.path.join(base, f"{_netns()}-{hashlib.sha256(ports.encode()).hexdigest()[:16]}{SOCKET_SUFFIX}")
     return path
 
