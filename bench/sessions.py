@@ -25,6 +25,7 @@ import json
 import os
 import platform
 import re
+import resource
 import socket
 import statistics
 import struct
@@ -125,15 +126,20 @@ def run_lab(flows: int, workdir: Path) -> dict[str, Any]:
             dp.wait_ready()
             filled = fill(lab, dp, flows, workdir, call_in)
             env = dataplane_env()
+            env.pop("PYTHONDONTWRITEBYTECODE", None)   # the CLI as installed: its modules' bytecode cached
 
-            def cli(*args: str) -> tuple[float, int]:
+            def cli(*args: str) -> tuple[float, float, int]:
+                """(wall seconds, CPU seconds of the CLI process, lines it printed)."""
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 started = time.monotonic()
                 done = subprocess.run([sys.executable, "-m", "ngfw", "sessions", "--socket", sock, *args],
                                       capture_output=True, text=True, env=env, timeout=60)
                 took = time.monotonic() - started
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
                 if done.returncode != 0:
                     raise RuntimeError(f"ngfw sessions {' '.join(args)}: {done.stderr.strip()}")
-                return took, len(done.stdout.splitlines())
+                cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+                return took, cpu, len(done.stdout.splitlines())
 
             result = measure(lab, dp, cli, sock, run_in, stop_process)
             result["flows"] = filled
@@ -209,6 +215,7 @@ def window(lab: Any, dp: Any, cli: Any, sock: str, run_in: Any, stop_process: An
                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     drops = kernel_drops()
     timings: dict[str, list[float]] = {name: [] for name, _ in commands}
+    cpus: dict[str, list[float]] = {name: [] for name, _ in commands}
     listing = bool(commands)
     rows: dict[str, int] = {}
     in_process: dict[str, list[float]] = {"first record of every flow": [], "vm=web-01": []}
@@ -216,8 +223,9 @@ def window(lab: Any, dp: Any, cli: Any, sock: str, run_in: Any, stop_process: An
     n = 0
     while listing and time.monotonic() < deadline:
         name, args = commands[n % len(commands)]
-        took, lines = cli(*args)
+        took, cpu, lines = cli(*args)
         timings[name].append(took)
+        cpus[name].append(cpu)
         rows[name] = lines
         n += 1
         if commands is QUERIES and n % 2 == 0:   # the same answers without the CLI process's start
@@ -241,9 +249,20 @@ def window(lab: Any, dp: Any, cli: Any, sock: str, run_in: Any, stop_process: An
         result["ping_replies"] = f"{len(rtts)}/{int(PHASE * 100)}"
     if listing:
         result["cli_seconds"] = {k: {**summary(v), "rows": rows.get(k)} for k, v in timings.items() if v}
+        result["cli_cpu_seconds"] = {k: summary(v) for k, v in cpus.items() if v}
         result["in_process_seconds"] = {k: summary(v) for k, v in in_process.items() if v}
     stop_process(proc)
     return result
+
+
+def python_start() -> dict[str, float]:
+    """What starting any Python process costs on this machine now (the CLI's floor)."""
+    walls = []
+    for _ in range(5):
+        started = time.monotonic()
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        walls.append(time.monotonic() - started)
+    return summary(walls)
 
 
 def main() -> int:
@@ -261,7 +280,7 @@ def main() -> int:
             print("bench/sessions.py: run as root (network namespaces), or --engine-only", file=sys.stderr)
             return 2
         with tempfile.TemporaryDirectory(prefix="ngfw-bench-sessions-") as tmp:
-            result = {**info, **run_lab(args.flows, Path(tmp))}
+            result = {**info, "python_start_seconds": python_start(), **run_lab(args.flows, Path(tmp))}
         result["load_average_after"] = os.getloadavg()
     print(json.dumps(result, indent=1))
     return 0
