@@ -98,7 +98,8 @@ class GuestAgent:
     def run(self, script: str, timeout: float = 30.0) -> GuestResult:
         """Run `script` (sh) in the guest; its output and exit status. The guest kills it after `timeout` s."""
         ident = secrets.token_hex(6)
-        deadline = time.monotonic() + timeout + 5.0  # the guest's own kill, then the answer's way back
+        # the guest kills the script after `timeout`; then its answer has to come back through a busy TCG guest
+        deadline = time.monotonic() + timeout + min(5.0, 1.0 + timeout)
         sock = self._connect(time.monotonic() + self.connect_timeout)
         try:
             sock.sendall(encode_request(ident, script, int(timeout + 0.999)))
@@ -109,7 +110,7 @@ class GuestAgent:
                     return found
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise GuestAgentError(f"guest did not answer {script[:80]!r} within {timeout:.0f} s "
+                    raise GuestAgentError(f"guest did not answer {script[:80]!r} within {timeout:g} s "
                                           f"(got {buffer[-300:]!r})")
                 sock.settimeout(remaining)
                 try:

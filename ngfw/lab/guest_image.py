@@ -50,6 +50,35 @@ NIC_MODULES = ("virtio_pci", "virtio_net")
 READY_MARKER = "ngfw-guest: ready"
 AGENT_PORT = "ttyS1"  # the second serial port: the command agent (ngfw.lab.guest_agent)
 
+AGENT_SHELL = r"""# The agent: one request per line, "ID SECONDS BASE64-SCRIPT"; the answer is the script's output
+# between "<<ngfw ID begin>>" and "<<ngfw ID end RC>>" lines. Raw tty: no echo, no CR/LF mangling.
+agent() {
+    stty -F @TTY@ raw -echo
+    while read -r id limit code; do
+        echo "$code" | base64 -d > @TMP@/.agent-cmd
+        printf '\n<<ngfw %s begin>>\n' "$id"
+        timeout -s KILL "$limit" sh @TMP@/.agent-cmd < /dev/null 2>&1
+        printf '\n<<ngfw %s end %d>>\n' "$id" "$?"
+    done < @TTY@ > @TTY@ 2>&1
+}
+"""
+
+
+# The agent runs in a child of PID 1, not in PID 1 itself: a background job the agent started is
+# reparented to PID 1 when its shell exits, and the SIGCHLD of its end would interrupt a `read` in
+# the middle of a request (busybox's `read` then fails and the line's first bytes are lost).
+# PID 1 reaps those orphans.
+AGENT_START = """( while :; do agent; sleep 1; done ) &
+while :; do wait; sleep 1; done
+"""
+
+
+def agent_shell(tty: str = "/dev/ttyS1", scratch: str = "/tmp") -> str:
+    """The guest agent's shell function `agent` (ngfw.lab.guest_agent speaks to it), reading `tty`;
+    `AGENT_START` after it runs the agent as the guest's init does."""
+    return AGENT_SHELL.replace("@TTY@", tty).replace("@TMP@", scratch)
+
+
 INIT_SCRIPT = r"""#!/bin/busybox sh
 # PID 1 of the ngfw lab guest (ngfw.lab.guest_image): network from the kernel command line,
 # busybox httpd on :80, and a command agent on ttyS1 for the lab (ngfw.lab.guest_agent).
@@ -84,19 +113,8 @@ httpd -p 80 -h /www
 stty -F /dev/ttyS1 raw -echo
 echo "ngfw-guest: ready name=$NAME mac=$(cat /sys/class/net/eth0/address) ipv4=$IPV4 ipv6=$IPV6"
 
-# The agent: one request per line, "ID SECONDS BASE64-SCRIPT"; the answer is the script's output
-# between "<<ngfw ID begin>>" and "<<ngfw ID end RC>>" lines. Raw tty: no echo, no CR/LF mangling.
-agent() {
-    stty -F /dev/ttyS1 raw -echo
-    while read -r id limit code; do
-        echo "$code" | base64 -d > /tmp/.agent-cmd
-        printf '\n<<ngfw %s begin>>\n' "$id"
-        timeout -s KILL "$limit" sh /tmp/.agent-cmd < /dev/null 2>&1
-        printf '\n<<ngfw %s end %d>>\n' "$id" "$?"
-    done < /dev/ttyS1 > /dev/ttyS1 2>&1
-}
-while :; do agent; sleep 1; done
-"""
+@AGENT@
+""".replace("@AGENT@\n", agent_shell() + AGENT_START)
 
 
 class GuestImageError(RuntimeError):
@@ -255,7 +273,8 @@ def write_newc(entries: Iterable[CpioEntry], out: io.BufferedIOBase | io.BytesIO
 
 def read_newc(data: bytes) -> list[CpioEntry]:
     """The entries of a newc archive (the inverse of `write_newc`; used to check images)."""
-    entries, pos = [], 0
+    entries: list[CpioEntry] = []
+    pos = 0
     while True:
         if data[pos:pos + 6] != b"070701":
             raise ValueError(f"bad cpio header at {pos}")

@@ -659,7 +659,8 @@ def probe_kvm(kernel: Path, initrd: Path | None = None, append: str = "console=t
 
 def _qemu_version(binary: str) -> str:
     try:
-        return subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout.split("\n")[0]
+        done = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10, check=False)
+        return done.stdout.split("\n")[0]
     except (OSError, subprocess.TimeoutExpired):
         return "?"
 

@@ -150,7 +150,7 @@ class QmpClient:
             self._sock.settimeout(max(0.001, remaining) if block else 0.0)
             try:
                 chunk = self._sock.recv(65536)
-            except (BlockingIOError, socket.timeout):
+            except (BlockingIOError, TimeoutError):
                 raise TimeoutError("no QMP message in time") from None
             except OSError as exc:
                 raise QmpClosed(f"QMP socket error: {exc}") from exc

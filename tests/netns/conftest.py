@@ -25,7 +25,7 @@ import pytest
 from ngfw.lab import services as lab_services_mod
 from ngfw.lab import dataplane_process
 from ngfw.lab.dataplane_process import DataplaneProcess, DataplaneStartError, repo_path
-from ngfw.lab.hosts import TwoHostLab, two_host_bridge_fw, two_host_up
+from ngfw.lab.hosts import two_host_bridge_fw, two_host_up
 from ngfw.lab.lock import claim_prefix, release
 from ngfw.lab.netns import call_in, free_tcp_port, http_get
 from ngfw.lab.qemu import Guest

@@ -136,7 +136,7 @@ class TwoHostSite:
     def migrate(self, workload: str, to: str, timeout: float = 180.0) -> subprocess.CompletedProcess[str]:
         """`ngfw lab migrate WORKLOAD --to HOST`, as a person runs it (exit code and output, never raises)."""
         argv = [sys.executable, "-m", "ngfw", "lab", "migrate", workload, "--to", to, "--prefix", self.prefix]
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
 
     def agent(self, workload: str) -> GuestAgent:
         """The command agent of VM workload `workload`, on whichever host it runs now."""
