@@ -1,10 +1,10 @@
 """The lab's hypervisor moves, timed: VM workload boot, QEMU live migration, namespace workload move (root).
 
-    sudo .venv/bin/python bench/lab_migrate_bench.py [--rounds 3] [--json]
+    sudo .venv/bin/python bench/lab_migrate_bench.py [--rounds 3] [--one-at-a-time] [--json]
 
 Each round builds the two-host lab under its own prefix ("nmb"), Linux bridges in both fw
 namespaces, nginx on srv, and boots web1 and web2 as QEMU guests at once (what
-`ngfw lab up --hosts 2 --vm-workloads` does). Then web1 live-migrates host-a -> host-b -> host-a
+`ngfw lab up --hosts 2 --vm-workloads` does; `--one-at-a-time`: web1, then web2). Then web1 live-migrates host-a -> host-b -> host-a
 idle, and again while it downloads srv's 10 MiB file paced at 2 MiB/s (the download is checked
 byte-exact); db1 (a namespace) moves host-b -> host-a -> host-b. Reports the medians of the guest
 boot time, QEMU's total time and downtime, and the whole move as `migrate_workload` times it
@@ -35,7 +35,7 @@ from ngfw.lab.workloads import record_namespace_workloads, start_vm_workloads, w
 PREFIX = "nmb"
 
 
-def one_round(rounds_done: int) -> dict[str, list[float]]:
+def one_round(rounds_done: int, one_at_a_time: bool) -> dict[str, list[float]]:
     figures: dict[str, list[float]] = {}
 
     def add(key: str, value: float) -> None:
@@ -54,9 +54,11 @@ def one_round(rounds_done: int) -> dict[str, list[float]]:
         record_namespace_workloads(PREFIX)
         two_host_bridge_fw(two)
         with lab_services(two.lab) as services:
-            for vm in start_vm_workloads(PREFIX, ("web1", "web2")):
-                add("guest boot s (two at once, TCG)" if vm.guest.accel == "tcg" else "guest boot s (KVM)",
-                    vm.boot_seconds)
+            batches = [("web1",), ("web2",)] if one_at_a_time else [("web1", "web2")]
+            for batch in batches:
+                for vm in start_vm_workloads(PREFIX, batch):
+                    add(f"guest boot s ({'one' if len(batch) == 1 else 'two'} at a time, {vm.guest.accel})",
+                        vm.boot_seconds)
             for to in ("host-b", "host-a"):
                 vm_move(to, "VM idle")
             expected = hashlib.sha256((services.workdir / "www" / "big.bin").read_bytes()).hexdigest()
@@ -80,13 +82,14 @@ def one_round(rounds_done: int) -> dict[str, list[float]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--one-at-a-time", action="store_true", help="boot web1, then web2 (default: both at once)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     lock = lock_prefix(PREFIX)
     try:
         figures: dict[str, list[float]] = {}
         for r in range(args.rounds):
-            for key, values in one_round(r).items():
+            for key, values in one_round(r, args.one_at_a_time).items():
                 figures.setdefault(key, []).extend(values)
     finally:
         release(lock)

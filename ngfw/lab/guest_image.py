@@ -121,6 +121,10 @@ class GuestImageError(RuntimeError):
     """The guest image cannot be made (a package cannot be found or fetched, a module is missing)."""
 
 
+class KernelDownloadFailed(GuestImageError):
+    """`apt-get download` of the kernel package failed."""
+
+
 @dataclass(frozen=True)
 class GuestImage:
     """A bootable guest: `kernel` and `initrd` paths, the kernel release, and the cache key."""
@@ -352,7 +356,15 @@ def guest_image(root: Path | None = None, progress: Callable[[str], None] | None
             return found
         say(f"building the lab guest image from {versions.kernel_package} {versions.kernel_version} and "
             f"{BUSYBOX_PACKAGE} {versions.busybox_version} (once; cached in {root})")
-        return _build(root, versions, key)
+        try:
+            return _build(root, versions, key)
+        except KernelDownloadFailed:
+            # apt's lists name a version the archive no longer has (a security update replaced it)
+            say("apt-get download failed: running apt-get update and trying again")
+            _run(["apt-get", "update", "-q"], timeout=600)
+            versions = package_versions()
+            key = image_key(versions)
+            return _cached(root, key) or _build(root, versions, key)
 
 
 def _build(root: Path, versions: PackageVersions, key: str) -> GuestImage:
@@ -361,7 +373,10 @@ def _build(root: Path, versions: PackageVersions, key: str) -> GuestImage:
     scratch = Path(tempfile.mkdtemp(prefix=".build-", dir=root))
     try:
         os.chmod(scratch, 0o755)  # apt-get download drops privileges to _apt where it can
-        _run(["apt-get", "download", f"{versions.kernel_package}={versions.kernel_version}"], cwd=scratch)
+        try:
+            _run(["apt-get", "download", f"{versions.kernel_package}={versions.kernel_version}"], cwd=scratch)
+        except GuestImageError as exc:
+            raise KernelDownloadFailed(str(exc)) from None
         debs = list(scratch.glob("*.deb"))
         if len(debs) != 1:
             raise GuestImageError(f"apt-get download of {versions.kernel_package} left {len(debs)} .deb files")

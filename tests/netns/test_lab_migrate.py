@@ -142,7 +142,7 @@ def test_a_namespace_workload_moves_to_host_b_mid_download_and_keeps_its_session
         assert hashlib.sha256(out.read_bytes()).hexdigest() == big_file_sha256(site)
 
         # the rest of the download came through host-b: its bridges and its fw namespace
-        assert host_b_fw_sent(site) - sent_via_b > 2 << 20
+        assert host_b_fw_sent(site) - sent_via_b > 1 << 20
         assert bridge_fdb(site.two.host_b.host_ns, "br-vm").get(web1.mac) == web1.host_port
         assert bridge_fdb(lab.host_ns, "br-up").get(web1.mac) == "up-host2"
         # web1 announced itself from its new place, as a guest's kernel does after a move
@@ -224,7 +224,7 @@ def test_a_vm_workload_live_migrates_to_host_b_mid_download_and_keeps_its_sessio
         srv_sock.close()
 
     # the rest of the download came through host-b
-    assert host_b_fw_sent(site) - sent_via_b > 2 << 20
+    assert host_b_fw_sent(site) - sent_via_b > 1 << 20
     assert bridge_fdb(site.two.host_b.host_ns, "br-vm").get(web1.mac) == web1.host_port
     assert bridge_fdb(lab.host_ns, "br-up").get(web1.mac) == "up-host2"
     # QEMU announced the guest (RARP), and the guest's kernel did (virtio-net GUEST_ANNOUNCE)
