@@ -7,7 +7,8 @@ accel = select_accelerator(kernel, initrd, marker=rb"ngfw-guest: ready", append=
 spec = GuestSpec(
     name="fw.host-a",                        # instance name: its files in run_dir are fw.host-a.*
     netns="ngfw-host",                       # QEMU runs here; the TAPs are made here (None: our own)
-    kernel=kernel, initrd=initrd, append="console=ttyS0 ...",  # and/or disk=Path("fw.qcow2")
+    kernel=kernel, initrd=initrd, append="console=ttyS0 ...",  # or disk=Path("fw.qcow2"), disk_format="qcow2",
+    drives=(Drive(Path("seed.iso"), readonly=True),),          #    and more disks (a cloud-init seed)
     nics=(Nic("02:00:00:00:00:a1", bridge="br-vm", tap="fw-vm"),
           Nic("02:00:00:00:00:a2", bridge="br-up", tap="fw-up")),
     memory_mb=512, cpus=1, serial_sockets=("agent",))  # ttyS0: console; ttyS1: "agent"; ...
@@ -37,7 +38,10 @@ What it guarantees:
   the destination, then `source.migrate("tcp:IP:PORT")` -> `MigrationStats` (QEMU's own total time,
   downtime, bytes); QEMU announces the guest on arrival (RARP, and virtio-net's GUEST_ANNOUNCE).
 
-API: `Nic`, `GuestSpec` (+ `to_json`/`from_json`), `RunFiles`, `qemu_argv(spec, files, accel)`,
+Guests of a lab belong in its run directory, `ngfw.lab.workloads.qemu_run_dir(prefix)`
+(`/run/ngfw-lab/<prefix>.qemu`): `ngfw lab down` cleans that one.
+
+API: `Nic`, `Drive`, `GuestSpec` (+ `to_json`/`from_json`), `RunFiles`, `qemu_argv(spec, files, accel)`,
 `Guest` (`start`, `attach`, `alive`, `qmp`, `status`, `wait_running`, `console_text`,
 `wait_console`, `serial_path`, `migrate`, `quit`, `shutdown`, `kill`), `MigrationStats`,
 `create_tap`, `delete_tap`, `kvm_usable`, `probe_kvm`, `select_accelerator`, `cleanup`,
@@ -70,7 +74,7 @@ from ngfw.lab.netns import in_netns, run_in
 from ngfw.lab.qmp import QmpClient, QmpClosed, QmpError
 
 __all__ = [
-    "Nic", "GuestSpec", "RunFiles", "Guest", "MigrationStats", "GuestError", "MigrationFailed", "QmpClient",
+    "Nic", "Drive", "GuestSpec", "RunFiles", "Guest", "MigrationStats", "GuestError", "MigrationFailed", "QmpClient",
     "QmpError", "qemu_argv", "create_tap", "delete_tap", "kvm_usable", "probe_kvm", "select_accelerator",
     "cleanup", "QEMU_BINARY",
 ]
@@ -103,6 +107,17 @@ class Nic:
 
 
 @dataclass(frozen=True)
+class Drive:
+    """One more disk (a cloud-init seed, a data disk): `-drive file=PATH,if=INTERFACE,format=FORMAT`."""
+
+    path: Path
+    format: str = "raw"
+    snapshot: bool = False
+    readonly: bool = False
+    interface: str = "virtio"
+
+
+@dataclass(frozen=True)
 class GuestSpec:
     """What to boot and how it is wired; the same spec (with `incoming`) makes a migration target."""
 
@@ -113,6 +128,7 @@ class GuestSpec:
     disk: Path | None = None
     disk_format: str = "raw"
     disk_snapshot: bool = False  # writes go to a temporary overlay: the image stays as it was
+    drives: tuple[Drive, ...] = ()  # after `disk`
     netns: str | None = None
     nics: tuple[Nic, ...] = ()
     memory_mb: int = 256
@@ -126,6 +142,8 @@ class GuestSpec:
         data = dataclasses.asdict(self)
         for key in ("kernel", "initrd", "disk"):
             data[key] = str(data[key]) if data[key] is not None else None
+        for drive in data["drives"]:
+            drive["path"] = str(drive["path"])
         return data
 
     @classmethod
@@ -138,6 +156,7 @@ class GuestSpec:
                 tuple(tuple(p) for p in n.get("properties", ())))  # type: ignore[misc]
             for n in values.get("nics", ())
         )
+        values["drives"] = tuple(Drive(**{**d, "path": Path(d["path"])}) for d in values.get("drives", ()))
         values["serial_sockets"] = tuple(values.get("serial_sockets", ()))
         values["extra_args"] = tuple(values.get("extra_args", ()))
         return cls(**values)
@@ -231,6 +250,9 @@ def qemu_argv(spec: GuestSpec, files: RunFiles, accel: str, binary: str = QEMU_B
     if spec.disk is not None:
         drive = f"file={spec.disk},if=virtio,format={spec.disk_format}"
         argv += ["-drive", drive + (",snapshot=on" if spec.disk_snapshot else "")]
+    for extra in spec.drives:
+        drive = f"file={extra.path},if={extra.interface},format={extra.format}"
+        argv += ["-drive", drive + (",snapshot=on" if extra.snapshot else "") + (",readonly=on" if extra.readonly else "")]
     for i, nic in enumerate(spec.nics):
         props = "".join(f",{k}={v}" for k, v in nic.properties)
         argv += [

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ngfw.lab.qemu import Guest, GuestSpec, Nic, RunFiles, cleanup, qemu_argv, select_accelerator
+from ngfw.lab.qemu import Drive, Guest, GuestSpec, Nic, RunFiles, cleanup, qemu_argv, select_accelerator
 
 KERNEL = Path("/cache/vmlinux")
 
@@ -72,6 +72,10 @@ def test_a_disk_image_boots_with_or_without_a_kernel(tmp_path: Path) -> None:
                           disk_snapshot=True), RunFiles(tmp_path, "fw"), "tcg")
     assert option_values(argv, "-drive") == ["file=/img/fw.qcow2,if=virtio,format=qcow2,snapshot=on"]
     assert "-kernel" not in argv
+    seeded = qemu_argv(spec(disk=Path("/img/fw.raw"), drives=(Drive(Path("/img/seed.iso"), readonly=True),)),
+                       RunFiles(tmp_path, "fw"), "tcg")
+    assert option_values(seeded, "-drive") == ["file=/img/fw.raw,if=virtio,format=raw",
+                                               "file=/img/seed.iso,if=virtio,format=raw,readonly=on"]
 
 
 @pytest.mark.parametrize(("changes", "message"), [
@@ -90,7 +94,7 @@ def test_bad_specs_are_refused_with_the_bad_value_named(tmp_path: Path, changes:
 
 
 def test_a_spec_survives_its_json_record_for_another_process(tmp_path: Path) -> None:
-    original = spec(disk=Path("/img/d.raw"), nics=(Nic("02:00:00:00:01:01", "br-vm", "vm-web1", properties=(("mq", "on"),)),),
+    original = spec(disk=Path("/img/d.raw"), drives=(Drive(Path("/img/seed.iso"), readonly=True),), nics=(Nic("02:00:00:00:01:01", "br-vm", "vm-web1", properties=(("mq", "on"),)),),
                     incoming="defer", extra_args=("-rtc", "base=utc"))
     again = GuestSpec.from_json(json.loads(json.dumps(original.to_json())))
     assert again == original
