@@ -21,7 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from ngfw.lab.guest_image import BOOT_MARKER, GuestImage, guest_image
 from ngfw.lab.netns import call_in, run_in, socket_in
+from ngfw.lab.qemu import boots_under
 from ngfw.lab.services import BIG_FILE_SIZE
 from ngfw.lab.topology import Lab, interface_stats
 from ngfw.lab.workloads import qemu_run_dir, state_path
@@ -250,3 +252,15 @@ def test_a_vm_workload_live_migrates_to_host_b_mid_download_and_keeps_its_sessio
     assert f"lab {site.prefix!r}: stopped QEMU guests web1.host-b and removed their TAPs" in down.stdout
     assert wait_for(lambda: not process_alive(pid), timeout=5)
     assert not run_dir.exists() and not state_path(site.prefix).exists()
+
+
+@pytest.mark.vm
+def test_the_accelerator_probe_sees_the_lab_guest_boot(tmp_path: Path) -> None:
+    # KVM cannot run a guest on the project's machines, so the probe's "it booted" answer is checked
+    # under TCG: the same boot, console and marker as a KVM probe, only slower
+    image = guest_image()
+    assert boots_under("tcg", image.kernel, image.initrd, GuestImage.cmdline("probe"), BOOT_MARKER.encode(),
+                       timeout=60)
+    not_a_kernel = tmp_path / "vmlinux"
+    not_a_kernel.write_bytes(b"\x7fELF but nothing more")
+    assert not boots_under("tcg", not_a_kernel, None, "console=ttyS0", BOOT_MARKER.encode(), timeout=10)
