@@ -1,7 +1,7 @@
 """A small QEMU driver for the lab: guests in a network namespace, NICs on TAPs in a bridge, QMP, migration.
 
 ```python
-from ngfw.lab.qemu import Guest, GuestSpec, Nic, select_accelerator, cleanup
+from ngfw.lab.qemu import Drive, Guest, GuestSpec, Nic, cleanup, select_accelerator
 
 accel = select_accelerator(kernel, initrd, marker=rb"ngfw-guest: ready", append=cmdline)  # "kvm" | "tcg"
 spec = GuestSpec(
@@ -16,7 +16,8 @@ guest = Guest.start(spec, run_dir=Path("/run/ngfw-lab/ngfw.qemu"), accel=accel)
 guest.wait_console("login:", timeout=60)     # ttyS0's output is also kept in run_dir/NAME.console.log
 with guest.qmp() as qmp:                     # a fresh QMP session (one client at a time)
     qmp.execute("query-status")
-guest.shutdown(timeout=10, powerdown=True)   # ACPI power button, then QMP quit, then SIGKILL
+guest.shutdown(timeout=10, powerdown=True)   # ACPI power button (a guest with acpid/systemd powers
+                                             # off), then QMP quit, then SIGKILL; TAPs deleted
 cleanup(run_dir)                             # after a crash: every QEMU and TAP the run dir knows
 ```
 
