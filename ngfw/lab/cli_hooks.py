@@ -87,6 +87,9 @@ def lab_migrate_cmd(prefix: str, workload: str, to: str, out: TextIO = sys.stdou
     except MigrateError as exc:
         print(f"ngfw lab migrate: {exc}", file=err)
         return 1
+    except Exception as exc:  # noqa: BLE001 - a failure of the lab itself (QEMU, netlink): said, not a traceback
+        print(f"ngfw lab migrate: {workload} could not move to {to}: {type(exc).__name__}: {exc}", file=err)
+        return 1
     print(report.line(), file=out)
     return 0
 
