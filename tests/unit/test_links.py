@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from fastpath_helpers import SRV_IP, SRV_MAC, WEB1_IP, WEB1_MAC, Ether, Wire, fp, lab_policy
+from fastpath_helpers import SRV_IP, WEB1_IP, WEB1_MAC, Ether, Wire, fp, lab_policy
 from pyroute2.netlink.rtnl import RTM_DELLINK, RTM_NEWLINK
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
