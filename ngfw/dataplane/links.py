@@ -166,11 +166,13 @@ class PortLinks:
         out: list[Action] = []
         for port in self.ports.values():
             if port.tap:
-                if port.name != name and not (port.ifindex and port.ifindex == ifindex):
-                    continue
                 if not port.attached:
-                    out.append(Attach(port.name, None, "the name is free again"))   # an earlier attempt failed
-                elif tap_alive(port.name):
+                    if port.name == name:
+                        out.append(Attach(port.name, None, "the name is free again"))   # an earlier attempt failed
+                    continue
+                if not port.ifindex or port.ifindex != ifindex:
+                    continue   # not its device: another one of its name, or the one it had before it was made again
+                if tap_alive(port.name):
                     port.ifindex = 0   # its index there means nothing here
                     out.append(Note(port.name, f"TAP device {name} moved to another network namespace (its "
                                     "descriptor stays attached: it is still this port; its link state is seen "

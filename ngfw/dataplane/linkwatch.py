@@ -98,7 +98,10 @@ class LinkWatch:
     def start(self) -> None:
         """Subscribe, then read every link once (what changed since the ports were opened), then watch."""
         self._sock = open_link_socket()
-        self._resync()
+        try:
+            self._resync()
+        except (OSError, NetlinkError) as exc:   # the notifications still come; they will say what changes
+            log.error("link monitor: cannot read the links at start (%s); watching their changes", exc)
         self._thread = threading.Thread(target=self._run, name="ngfw-links", daemon=True)
         self._thread.start()
 

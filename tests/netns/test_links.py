@@ -202,6 +202,8 @@ def test_a_deleted_tap_is_created_again_and_its_vm_reaches_the_other(tap_host, t
                 client.settimeout(3)
                 client.connect(("10.88.0.2", 5432))   # app-to-db: through the re-created TAP, by the policy
         assert port_up(dp, "tapa") == 1 and port_up(dp, "tapb") == 1
+        # three hand-overs to the VMs; a deletion is never taken for one
+        assert dp.stderr_text(tail=100_000).count("moved to another network namespace") == 3
         assert wait_for(lambda: open_fds(dp.pid) == held), (held, open_fds(dp.pid))
     finally:
         dp.stop()

@@ -171,6 +171,8 @@ def test_a_deleted_tap_is_created_again() -> None:
     assert lines == ["port tapa: TAP device deleted: frames for it are dropped until it is back",
                      "port tapa: re-attached to its TAP device, created again (ifindex 30, tun, MTU 1500)",
                      "port tapa: link up"]
+    # the deletion's notification read after the device was made again concerns the old device: nothing to do
+    assert links.link_removed("tapa", 4, alive("tapa", "tapb")) == []
     # the loop found it gone (its descriptor answers EBADFD): the same, and once only
     assert links.tap_gone("tapa") == [Detach("tapa", "TAP device deleted"), Attach("tapa", None)]
     run(links, [Detach("tapa", "TAP device deleted")])
