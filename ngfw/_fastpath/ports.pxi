@@ -60,6 +60,15 @@ cdef uint32_t port_pollset(engine_t *e, pollfd *fds, uint16_t *fd_port) noexcept
             n += 1
     return n
 
+cdef inline uint32_t loop_pollset_wake(engine_t *e, pollfd *fds, uint32_t n) noexcept nogil:
+    """Append the loop's wake eventfd (Python's requests and swaps) after the ports' `n` descriptors."""
+    if e.wake_fd >= 0:
+        fds[n].fd = e.wake_fd
+        fds[n].events = POLLIN
+        fds[n].revents = 0
+        n += 1
+    return n
+
 cdef void port_poll_errors(engine_t *e, pollfd *fds, uint16_t *fd_port, uint32_t nfds) noexcept nogil:
     """A packet socket reports its link going down (or away) as a pending error, which keeps poll() returning
     until it is read; a TAP descriptor whose device was deleted reports an error for good."""

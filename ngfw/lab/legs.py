@@ -46,25 +46,21 @@ def restore_leg(lab: Lab, leg: str, mtu: int | None = None, kind: str = "veth") 
     inner = fw_if if kind == "veth" else f"{fw_if}x"
     if kind not in ("veth", "bridge"):
         raise ValueError(f"kind {kind!r} is neither veth nor bridge")
+    # the MTU from the start: the fw namespace's end appears with it (a dataplane attaches at once)
+    sized = {"mtu": mtu} if mtu is not None else {}
     with IPRoute(netns=lab.host_ns, flags=0) as ipr:
-        ipr.link("add", ifname=host_if, kind="veth", peer={"ifname": inner, "net_ns_fd": lab.fw_ns})
+        ipr.link("add", ifname=host_if, kind="veth", peer={"ifname": inner, "net_ns_fd": lab.fw_ns, **sized}, **sized)
         index = ipr.link_lookup(ifname=host_if)[0]
-        if mtu is not None:
-            ipr.link("set", index=index, mtu=mtu)
         ipr.link("set", index=index, master=ipr.link_lookup(ifname=bridge)[0])
     write_sysctl(lab.host_ns, f"net.ipv6.conf.{host_if}.disable_ipv6", 1)
     disable_offloads(lab.host_ns, [host_if])
     fw_side = [inner]
     with IPRoute(netns=lab.fw_ns, flags=0) as ipr:
         inner_index = ipr.link_lookup(ifname=inner)[0]
-        if mtu is not None:
-            ipr.link("set", index=inner_index, mtu=mtu)
         if kind == "bridge":
-            ipr.link("add", ifname=fw_if, kind="bridge", br_stp_state=0, br_forward_delay=0, br_mcast_snooping=0)
-            bridge_index = ipr.link_lookup(ifname=fw_if)[0]
-            ipr.link("set", index=inner_index, master=bridge_index)
-            if mtu is not None:
-                ipr.link("set", index=bridge_index, mtu=mtu)
+            ipr.link("add", ifname=fw_if, kind="bridge", br_stp_state=0, br_forward_delay=0, br_mcast_snooping=0,
+                     **sized)
+            ipr.link("set", index=inner_index, master=ipr.link_lookup(ifname=fw_if)[0])
             fw_side.append(fw_if)
     disable_offloads(lab.fw_ns, fw_side)
     with IPRoute(netns=lab.fw_ns, flags=0) as ipr:

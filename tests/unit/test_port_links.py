@@ -1,7 +1,7 @@
 """Links that come and go, without root: what each netlink observation means for a port (ngfw.dataplane.links),
 netlink messages decoded as the monitor reads them, frames for a port that is down or detached, a port's
 descriptor swapped while the packet loop runs, and the fail-open program following a re-created interface.
-With real interfaces: tests/netns/test_links.py."""
+With real interfaces: tests/netns/test_links.py (this file is named apart from it: pytest imports both by base name)."""
 
 from __future__ import annotations
 
