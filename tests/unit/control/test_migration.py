@@ -133,6 +133,11 @@ def test_an_announced_move_takes_the_sessions_along(lab: dict[str, Any]) -> None
     assert (started["from"], started["to"], started["mode"]) == ("host-a", "host-b", "announced")
     precopied = wait_migration(control, tokens, "precopied")
     assert precopied["phases"]["precopy"]["sent"]["count"] == 3
+    deadline = time.monotonic() + 5   # sent is not imported yet: wait for the destination's result
+    while "results" not in precopied["phases"]["precopy"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+        precopied = wait_migration(control, tokens, "precopied")
+    assert precopied["phases"]["precopy"]["results"] == {"imported": 3}
     # meanwhile: one connection is reset at the source (its end is logged there)
     a.from_vm(to_app(40002, "R", 101))
     a.engine.expire(a.engine.clock_ns() + 6 * S)
