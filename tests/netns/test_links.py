@@ -172,7 +172,7 @@ def test_a_deleted_tap_is_created_again_and_its_vm_reaches_the_other(tap_host, t
 
     def argv(policy_path: str, metrics: str, eve: str) -> list[str]:
         return [sys.executable, "-m", "ngfw", "dataplane", "--tap", "tapa", "--tap", "tapb", "--policy", policy_path,
-                "--metrics", metrics, "--eve", eve]
+                "--metrics", metrics, "--eve", eve, "--state-dir", "none"]   # no session table left behind
 
     dp = start_in(fw, policy, free_tcp_port(fw), workdir=tmp_path, argv_builder=argv)
     try:
