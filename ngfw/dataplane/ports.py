@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 TUNSETIFF = 0x400454CA
 TUNSETOFFLOAD = 0x400454D0
+TUNGETIFF = 0x800454D2
 IFF_TAP = 0x0002
 IFF_NO_PI = 0x1000
 IFF_PROMISC = 0x100
@@ -120,3 +121,13 @@ def open_tap(name: str) -> tuple[int, Link]:
         os.close(fd)
         raise
     return fd, link
+
+
+def tap_attached(fd: int) -> bool:
+    """Whether TAP descriptor `fd` is still attached to a device (in any network namespace): a deleted device
+    leaves its descriptors answering EBADFD."""
+    try:
+        fcntl.ioctl(fd, TUNGETIFF, bytes(40))
+    except OSError:
+        return False
+    return True

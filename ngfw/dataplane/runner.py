@@ -20,7 +20,7 @@ from ngfw.compiler.tables import CompiledPolicy
 from ngfw.dataplane.eve import DEFAULT_RULE, EveWriter
 from ngfw.dataplane.failmode import WireFailModes
 from ngfw.dataplane.fastpath import engine_module
-from ngfw.dataplane.ports import PortError, open_tap, prepare_link
+from ngfw.dataplane.ports import Link, PortError, open_tap, prepare_link
 from ngfw.dataplane.state import SessionBatch, StateStore, TakeOver
 
 log = logging.getLogger("ngfw.dataplane")
@@ -107,7 +107,9 @@ class Dataplane:
         self.last_load_time = 0.0
         self.drain_interval = drain_interval
         self.eve = EveWriter(eve_path) if eve_path else None
-        self._tap_fds: list[int] = []
+        self.tap_fds: dict[str, int] = {}     # TAP port -> its descriptor (the link watch replaces re-created ones)
+        self.port_links: dict[str, Link] = {}  # the interface each port was opened on
+        self.link_watch: Any = None            # ngfw.dataplane.linkwatch.LinkWatch, while running
         self._loop_thread: threading.Thread | None = None
         self._drain_thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -129,7 +131,7 @@ class Dataplane:
                     raise PortError(f"interface {name} is given twice")
                 if name in taps:
                     fd, link = open_tap(name)
-                    self._tap_fds.append(fd)
+                    self.tap_fds[name] = fd
                     index = self.engine.add_tap_port(name, fd, link.mtu, seg_no)
                 else:
                     link = prepare_link(name)
@@ -141,6 +143,7 @@ class Dataplane:
                     except OSError as exc:
                         raise PortError(str(exc)) from None
                 self.port_index[name] = index
+                self.port_links[name] = link
                 # a wire's first interface faces the workloads (its second the uplink); TAPs and segment
                 # ports are workloads' own: a workload's first frame there is an arrival (it may have moved)
                 self.engine.set_port_vm_side(index, name not in wire_uplinks)
@@ -355,6 +358,23 @@ class Dataplane:
         self._drain_thread = threading.Thread(target=self._drain_forever, name="ngfw-events", daemon=True)
         self._drain_thread.start()
         self.fail_modes.start(self.engine)  # after the loop's first turn: take the wires
+        self._start_link_watch()
+
+    # ---- links that come and go (ngfw.dataplane.linkwatch)
+    def _start_link_watch(self) -> None:
+        from ngfw.dataplane.linkwatch import LinkWatch
+
+        self.link_watch = LinkWatch(self.engine, self.port_index, self.port_links, set(self.plan.taps),
+                                    self.tap_fds, self.fail_modes)
+        self.link_watch.start()
+
+    def _stop_link_watch(self) -> None:
+        if self.link_watch is not None:
+            self.link_watch.stop()   # kept: its counts stay readable
+
+    def port_events(self) -> dict[tuple[str, str], int]:
+        """(port, event) -> times it happened: down, up, removed, reattached (ngfw.dataplane.links)."""
+        return self.link_watch.events() if self.link_watch is not None else {}
 
     def _drain_forever(self) -> None:
         while not self._stopping.wait(self.drain_interval):
@@ -410,6 +430,7 @@ class Dataplane:
     def stop(self) -> None:
         """Stop the loop; save every flow for the next process (with a state directory) or log it as ended by
         shutdown; close ports and logs."""
+        self._stop_link_watch()
         self._stopping.set()
         self.engine.stop()
         if self._loop_thread is not None:
@@ -427,9 +448,9 @@ class Dataplane:
             self.drain()
         if self.eve is not None:
             self.eve.close()
-        for fd in self._tap_fds:
+        for fd in self.tap_fds.values():
             os.close(fd)
-        self._tap_fds.clear()
+        self.tap_fds.clear()
 
 
 def serve(dp: Dataplane, metrics_addr: tuple[str, int] | None) -> int:
