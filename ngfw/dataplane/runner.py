@@ -117,9 +117,14 @@ class Dataplane:
         self._last_full_warning = 0.0
         self._last_insert_failures = 0
         self.port_index: dict[str, int] = {}
-        self._open_ports()
-        # refuses `open` here, before anything runs, where BPF is not allowed
-        self.fail_modes = WireFailModes(plan.wires, plan.fail_modes, list(self.port_index))
+        try:
+            self._open_ports()
+            # refuses `open` here, before anything runs, where BPF is not allowed
+            self.fail_modes = WireFailModes(plan.wires, plan.fail_modes, list(self.port_index))
+        except BaseException:
+            if self.state is not None:
+                self.state.discard_table()   # what the last process left stays for the next attempt
+            raise
 
     # ---- ports
     def _open_ports(self) -> None:
