@@ -20,7 +20,7 @@ from ngfw.compiler.tables import CompiledPolicy
 from ngfw.dataplane.eve import DEFAULT_RULE, EveWriter
 from ngfw.dataplane.failmode import WireFailModes
 from ngfw.dataplane.fastpath import engine_module
-from ngfw.dataplane.ports import Link, PortError, open_tap, prepare_link
+from ngfw.dataplane.ports import Link, PortError, disable_superframe_offloads, link_as_left, open_tap, prepare_link
 from ngfw.dataplane.state import SessionBatch, StateStore, TakeOver
 
 log = logging.getLogger("ngfw.dataplane")
@@ -117,6 +117,7 @@ class Dataplane:
         self._last_full_warning = 0.0
         self._last_insert_failures = 0
         self.port_index: dict[str, int] = {}
+        self._links_to_check: list[str] = []
         try:
             self._open_ports()
             # refuses `open` here, before anything runs, where BPF is not allowed
@@ -139,7 +140,13 @@ class Dataplane:
                     self.tap_fds[name] = fd
                     index = self.engine.add_tap_port(name, fd, link.mtu, seg_no)
                 else:
-                    link = prepare_link(name)
+                    # as the last dataplane left it (a restart): open the ring now, check offloads once
+                    # forwarding (check_links); else set it up with pyroute2 first
+                    link = link_as_left(name)
+                    if link is None:
+                        link = prepare_link(name)
+                    else:
+                        self._links_to_check.append(name)
                     try:
                         index = self.engine.add_ring_port(name, link.ifindex, link.mtu, seg_no)
                     except PermissionError:
@@ -256,12 +263,13 @@ class Dataplane:
 
     def load_file(self) -> CompiledPolicy:
         """Load, validate and compile the policy file; raises PolicyError and keeps the running policy."""
-        from ngfw.compiler.policy import load_policy  # imported lazily: the model pulls in pydantic
+        # compiled once, then from the cache: a restart enforces without importing pydantic
+        from ngfw.compiler.policy_cache import load_policy_cached
 
         assert self.policy_path is not None
         started = time.perf_counter()
         try:
-            policy = load_policy(self.policy_path, version=self.version + 1)
+            policy = load_policy_cached(self.policy_path, version=self.version + 1)
             self._check_workload_loss(policy)
         except Exception:
             self.reloads_failed += 1
@@ -363,7 +371,11 @@ class Dataplane:
         self._drain_thread = threading.Thread(target=self._drain_forever, name="ngfw-events", daemon=True)
         self._drain_thread.start()
         self.fail_modes.start(self.engine)  # after the loop's first turn: take the wires
+        log.info("forwarding on %s", ", ".join(self.port_index))
         self._start_link_watch()
+        for name in self._links_to_check:   # set up by an earlier dataplane: offloads may have changed since
+            disable_superframe_offloads(name)
+        self._links_to_check.clear()
 
     # ---- links that come and go (ngfw.dataplane.linkwatch)
     def _start_link_watch(self) -> None:
@@ -476,7 +488,6 @@ def serve(dp: Dataplane, metrics_addr: tuple[str, int] | None) -> int:
     signal.signal(signal.SIGINT, on_stop)
     # forwarding first: after a restart, every millisecond before the loop runs is traffic held up
     dp.start()
-    log.info("forwarding on %s", ", ".join(dp.port_index))
     try:
         if metrics_addr is not None:
             from prometheus_client import CollectorRegistry, start_http_server
