@@ -552,8 +552,7 @@ def _audit(client: Any, args: argparse.Namespace) -> int:
 def _kind(text: str) -> str:
     kind = KIND_NAMES.get(text.lower())
     if kind is None:
-        raise SystemExit(f"ngfw: unknown kind {text!r}: VirtualSystem, Workload, Group, SecurityPolicy or "
-                         "ThreatProfile")
+        raise ValueError(f"unknown kind {text!r}: VirtualSystem, Workload, Group, SecurityPolicy or ThreatProfile")
     return kind
 
 
@@ -562,7 +561,7 @@ def _vsys_and_name(kind: str, name: str, vsys: str | None) -> tuple[str | None, 
     if "/" in name:
         given, _, name = name.partition("/")
         if vsys is not None and vsys != given:
-            raise SystemExit(f"ngfw: {given}/{name} and --vsys {vsys} name different vsys")
+            raise ValueError(f"{given}/{name} and --vsys {vsys} name different vsys")
         vsys = given
     if kind == "VirtualSystem":
         vsys = name

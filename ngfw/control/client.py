@@ -69,8 +69,11 @@ class ControlClient:
         self.ca_file = ca_file
         self.client_cert = client_cert
         self.context: ssl.SSLContext | None = None
+        self._context_without_certificate: ssl.SSLContext | None = None
         if self.url.startswith("https://"):
             self.context = client_context(ca_file, client_cert, client_key, ca_option)
+            if client_cert:
+                self._context_without_certificate = client_context(ca_file, ca_option=ca_option)
         elif client_cert:
             raise TlsConfigError(f"--client-cert {client_cert} needs an https:// control URL (got {self.url})")
 
@@ -101,9 +104,27 @@ class ControlClient:
             reason = getattr(exc, "reason", exc)
             tls = explain_failure(reason if isinstance(reason, BaseException) else exc, self.url, self.ca_file,
                                   self.client_cert)
+            if tls is None and self._certificate_refused(reason if isinstance(reason, BaseException) else exc):
+                tls = (f"control at {self.url} refused this client's certificate {self.client_cert}: it is not "
+                       "signed by control's --client-ca (control's log says why)")
             if tls is not None:
                 raise ControlTlsError(tls) from None
             raise ControlUnreachable(f"control at {self.url} is unreachable: {reason}") from None
+
+    def _certificate_refused(self, exc: BaseException) -> bool:
+        """After the TLS 1.3 handshake, control verifies a client certificate and, refusing it, closes the
+        connection without a word (asyncio sends no alert): if control answers the same URL to a client
+        without a certificate, the certificate is what it refused."""
+        if self._context_without_certificate is None or not isinstance(exc, (ConnectionError, ssl.SSLEOFError)):
+            return False
+        try:
+            with urllib.request.urlopen(self.url + "/openapi.json", timeout=self.timeout,
+                                        context=self._context_without_certificate):
+                return True
+        except urllib.error.HTTPError:
+            return True
+        except (urllib.error.URLError, OSError):
+            return False
 
     def get(self, path: str, **query: Any) -> Any:
         return self.request("GET", path, query=query or None)[1]
