@@ -1,6 +1,6 @@
 """Control's API over TLS: client certificates as dataplane roles, untrusted servers, plain HTTP refused unread.
 
-A throwaway CA (tests/unit/control/tls_helpers.py) signs control's certificate and the hosts'; a second CA
+A throwaway CA (ngfw/lab/pki.py) signs control's certificate and the hosts'; a second CA
 plays the stranger. Everything runs on loopback: a real control (`ControlServer` with the context
 `ngfw control --tls-cert/--tls-key/--client-ca` builds), real agents and clients, and `ngfw control` itself
 for its start-up errors.
@@ -20,13 +20,13 @@ from typing import Any
 
 import pytest
 from control_helpers import RunningControl, free_port, two_tenants
-from tls_helpers import TestCA
 
 import ngfw
 from ngfw.cli import main
 from ngfw.control.agent import Agent
 from ngfw.control.client import ControlClient, ControlError, ControlTlsError
 from ngfw.control.tls import TlsConfigError, certificate_host, client_context, server_context
+from ngfw.lab.pki import LabCA
 
 REPO = Path(ngfw.__file__).resolve().parent.parent
 
@@ -34,7 +34,7 @@ REPO = Path(ngfw.__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     base = tmp_path_factory.mktemp("pki")
-    ca, stranger = TestCA(base / "ca"), TestCA(base / "stranger", "stranger CA")
+    ca, stranger = LabCA(base / "ca"), LabCA(base / "stranger", "stranger CA")
     return {
         "ca": ca,
         "stranger": stranger,

@@ -1,4 +1,7 @@
-"""A throwaway certificate authority for the TLS tests: a CA, server and client certificates, as PEM files."""
+"""A throwaway certificate authority for labs and tests: a CA, server and client certificates, as PEM files.
+
+Needs the `cryptography` package (the `test` extra); ECDSA P-256 keys, valid for a day.
+"""
 
 from __future__ import annotations
 
@@ -29,12 +32,10 @@ def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
     path.chmod(0o600)
 
 
-class TestCA:
+class LabCA:
     """A CA kept in `directory`; `issue` signs leaf certificates with it."""
 
-    __test__ = False  # not a pytest class
-
-    def __init__(self, directory: Path, name: str = "ngfw test CA") -> None:
+    def __init__(self, directory: Path, name: str = "ngfw lab CA") -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
         self.key = _key()
