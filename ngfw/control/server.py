@@ -570,7 +570,12 @@ async def _peek(loop: asyncio.AbstractEventLoop, conn: socket.socket) -> bytes:
         except (BlockingIOError, InterruptedError):
             pass
         readable: asyncio.Future[None] = loop.create_future()
-        loop.add_reader(conn.fileno(), lambda: readable.done() or readable.set_result(None))
+
+        def ready(future: asyncio.Future[None] = readable) -> None:
+            if not future.done():
+                future.set_result(None)
+
+        loop.add_reader(conn.fileno(), ready)
         try:
             await readable
         finally:
