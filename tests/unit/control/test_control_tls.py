@@ -276,3 +276,14 @@ def test_client_context_verifies_against_the_given_ca_only(pki: dict[str, Any]) 
     context = client_context(str(pki["ca"].cert))
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
     assert len(context.get_ca_certs()) == 1  # not the system's CAs besides
+
+
+def test_the_cli_names_an_unreadable_ca_file(tls_control: RunningControl, tokens: dict[str, str], tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NGFW_TOKEN", tokens["vera"])
+    missing = tmp_path / "no-ca.pem"
+    assert main(["status", "--control", tls_control.url, "--ca-file", str(missing)]) == 1
+    assert capsys.readouterr().err == f"ngfw status: cannot read --ca-file {missing}: No such file or directory\n"
+    monkeypatch.setenv("NGFW_CA_FILE", str(missing))  # the environment's, named as such
+    assert main(["status", "--control", tls_control.url]) == 1
+    assert capsys.readouterr().err == f"ngfw status: cannot read $NGFW_CA_FILE {missing}: No such file or directory\n"
