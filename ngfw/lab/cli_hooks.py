@@ -50,7 +50,7 @@ def lab_up_cmd(prefix: str = "ngfw", hosts: int = 1, out: TextIO = sys.stdout, v
     if two is not None:
         print(f"  host-b: tenant-b's db1 {two.db1.ipv4} / {two.db1.ipv6} ({two.db1.mac}) behind {two.host_b.fw_ns}",
               file=out)
-        print(f"  control: run `ngfw control --listen {two.control_ip}:{two.control_port}` in {two.mgmt_ns}; then "
+        print(f"  control: run `ngfw control --listen {two.control_ip}:{two.control_port} --insecure-http` in {two.mgmt_ns}; then "
               f"`ngfw dataplane --wire {lab.wire} --control {two.control_url} --host host-a|host-b --token-file F` "
               f"in {two.host_a.fw_ns} / {two.host_b.fw_ns}; policy: rules/examples/lab-two-hosts.yaml", file=out)
     return 0
