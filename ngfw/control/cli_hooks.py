@@ -175,7 +175,7 @@ def _serve(args: argparse.Namespace) -> int:
     from ngfw.control.store import StoreError, open_store
 
     host, _, port = args.listen.rpartition(":")
-    if not port.isdigit():
+    if not (port.isascii() and port.isdigit()):
         print(f"ngfw control: --listen expects HOST:PORT, got {args.listen!r}", file=sys.stderr)
         return 2
     try:

@@ -18,7 +18,7 @@ from ngfw.compiler.suricata import patterns
 from ngfw.compiler.suricata.addresses import Resolver
 from ngfw.compiler.suricata.buffers import LEGACY_MODIFIERS, PROTOCOLS, STICKY_BUFFERS, Transport
 from ngfw.compiler.suricata.classification import DEFAULT_PRIORITY
-from ngfw.compiler.suricata.lexer import RawRule, RuleError, split_options, split_rule, unescape, unquote
+from ngfw.compiler.suricata.lexer import RawRule, RuleError, is_decimal, split_options, split_rule, unescape, unquote
 from ngfw.compiler.suricata.model import (
     PAYLOAD,
     Action,
@@ -485,7 +485,7 @@ def _fast_pattern_option(b: _Builder, name: str, value: str | None) -> None:
         content.fast_pattern_only = True
     elif value:
         start, comma, length = value.partition(",")
-        if not comma or not start.strip().isdigit() or not length.strip().isdigit():
+        if not comma or not is_decimal(start.strip()) or not is_decimal(length.strip()):
             raise RuleError("malformed rule", f"fast_pattern:{value[:40]}")
         chop = (int(start), int(length))
         if chop[1] == 0 or chop[0] + chop[1] > len(content.pattern):
@@ -508,7 +508,7 @@ def _isdataat(b: _Builder, name: str, value: str | None) -> None:
             relative = True
         elif extra != "rawbytes":
             raise RuleError("malformed rule", f"isdataat:{value[:40]}")
-    if not parts[0].isdigit():
+    if not is_decimal(parts[0]):
         raise RuleError("malformed rule", f"isdataat:{value[:40]}")
     key = (b.last_match_key() if relative else None) or b.sticky_key
     b.add(key, DataAt(int(parts[0]), relative, negated))
@@ -736,7 +736,7 @@ def _threshold(b: _Builder, name: str, value: str | None) -> None:
     track = fields.get("track", "")
     if (kind not in ("limit", "threshold", "both", "detection_filter")
             or track not in ("by_src", "by_dst", "by_rule", "by_both", "by_flow")
-            or not fields.get("count", "").isdigit() or not fields.get("seconds", "").isdigit()):
+            or not is_decimal(fields.get("count", "")) or not is_decimal(fields.get("seconds", ""))):
         raise RuleError("malformed rule", f"{name}:{(value or '')[:60]}")
     threshold = Threshold(kind, track, int(fields["count"]), int(fields["seconds"]))  # type: ignore[arg-type]
     if name == "detection_filter":
