@@ -1,0 +1,34 @@
+"""Rule text that is not ASCII where Suricata's syntax has numbers and addresses: the rule is skipped with
+its reason, the rest of the file loads (fuzzing found `ngfw rules check` dying with a traceback on a
+rule file with one undecodable byte in an address, and on '²', which str.isdigit() accepts)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ngfw.compiler.suricata import load_rules
+
+GOOD = 'alert tcp any any -> any 80 (msg:"fine"; content:"x"; sid:1;)\n'
+
+
+@pytest.mark.parametrize("rule, reason", [
+    (b'alert ip an\x84 any -> any any (msg:"x"; sid:2;)', "bad address"),          # not UTF-8
+    (b'alert ip 10.0.0.\xc3\xa9 any -> any any (msg:"x"; sid:2;)', "bad address"),
+    ('alert tcp any 8\u00b2 -> any any (msg:"x"; sid:2;)'.encode(), "bad port"),  # superscript two
+    ('alert tcp any \u0668\u0660 -> any any (msg:"x"; sid:2;)'.encode(), "bad port"),  # Arabic-Indic 80
+    ('alert tcp any any -> any any (msg:"x"; content:"a"; isdataat:\u00b2; sid:2;)'.encode(), "malformed rule"),
+    ('alert tcp any any -> any any (msg:"x"; content:"abc"; fast_pattern:\u00b9,1; sid:2;)'.encode(),
+     "malformed rule"),
+    ('alert tcp any any -> any any (msg:"x"; content:"a"; threshold:type limit,track by_src,count \u00b2,'
+     'seconds 60; sid:2;)'.encode(), "malformed rule"),
+])
+def test_a_rule_with_non_ascii_numbers_or_addresses_is_skipped_with_its_reason(
+        tmp_path: Path, rule: bytes, reason: str) -> None:
+    path = tmp_path / "mixed.rules"
+    path.write_bytes(GOOD.encode() + rule + b"\n")
+    ruleset = load_rules([path])
+    assert [r.sid for r in ruleset.rules] == [1]
+    [skipped] = ruleset.skipped
+    assert (skipped.line, skipped.reason) == (2, reason)
