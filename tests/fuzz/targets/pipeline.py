@@ -20,13 +20,18 @@ def exact(data: bytes) -> memoryview:
 
 
 @cache
+def signatures() -> Any:
+    from ngfw.dataplane.threats import load_signature_sets
+
+    return load_signature_sets([("fuzz", str(RULES))])
+
+
+@cache
 def tables() -> Any:
     from ngfw.dataplane.fastpath import engine_module
     from ngfw.dataplane.replay import allow_all_policy
-    from ngfw.dataplane.threats import load_signature_sets
 
-    signatures = load_signature_sets([("fuzz", str(RULES))])
-    return engine_module().Tables(allow_all_policy(inspect=True), {}, signatures.inspect)
+    return engine_module().Tables(allow_all_policy(inspect=True), {}, signatures().inspect)
 
 
 def drain(engine: Any) -> list[dict[str, Any]]:
@@ -37,23 +42,29 @@ def drain(engine: Any) -> list[dict[str, Any]]:
 
 
 class ReplayEngine:
-    """An engine in replay mode, reused input after input as `ngfw replay` reuses one file after file."""
+    """An engine in replay mode with `ngfw replay --rules`' policy (every flow inspected), reused input after
+    input as `ngfw replay` reuses one file after file; its events become replay's records."""
 
     def __init__(self) -> None:
         from ngfw.dataplane.fastpath import engine_module
+        from ngfw.dataplane.replay import Replayer
 
+        self.replayer = Replayer(flow_capacity=1024, signatures=signatures())
         self.engine = engine_module().Engine(flow_capacity=1024, replay=True, unmanaged_vsys=0, appid_slots=1024,
                                              event_capacity=8192)
         self.port = self.engine.add_sink_port("capture", 0)
         self.engine.add_sink_port("discard", 0)
-        self.engine.set_tables(tables())
+        self.engine.set_tables(self.replayer.tables)
 
     def replay(self, data: bytes) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The capture in an exact-size heap block; the result and the flow and alert records."""
         result = self.engine.replay_capture(exact(data), self.port)
         self.engine.end_all_flows()
         events = drain(self.engine)
         self.engine.replay_reset()
-        return result, events
+        records = [self.replayer.record(e, "fuzz.pcap") if e["event"] == "flow"
+                   else self.replayer.alert_record(e, "fuzz.pcap") for e in events if e["event"] in ("flow", "alert")]
+        return result, records
 
 
 class InlineWire:
