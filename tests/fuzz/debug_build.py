@@ -8,6 +8,7 @@ the normal in-place modules.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -34,6 +35,19 @@ def _stale() -> bool:
     return any(s.stat().st_mtime > oldest for s in SOURCES)
 
 
+def _locked(function):  # type: ignore[no-untyped-def]
+    """One build at a time: runs of several targets started together wait for the first one's build."""
+
+    def locked(*args, **kwargs):  # type: ignore[no-untyped-def]
+        DEBUG_DIR.mkdir(parents=True, exist_ok=True)
+        with open(DEBUG_DIR / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return function(*args, **kwargs)
+
+    return locked
+
+
+@_locked
 def build_modules(log: Path | None = None) -> None:
     """Compile the debug extension into build/debug/ if a fastpath source changed since (1-3 minutes)."""
     if not _stale():
@@ -65,6 +79,7 @@ def _clang_runtime_dir() -> Path:
     return lib
 
 
+@_locked
 def build_runtime() -> Path:
     """build/debug/asan_with_fuzzer.so: ASan's runtime without its preinit object (not allowed in a shared
     object) and libFuzzer whole, so libFuzzer's coverage callbacks replace ASan's weak no-op ones."""

@@ -58,7 +58,10 @@ def run_target(name: str, seconds: int, log_dir: Path, runtime: Path) -> dict[st
     before = {p.name for p in artifacts.iterdir()}
     seeds = SEEDS / name
     log = log_dir / f"{name}.log"
-    args = [sys.executable, "-m", "tests.fuzz.harness", name, str(corpus), *([str(seeds)] if seeds.is_dir() else []),
+    # the inputs that found bugs run first, under the sanitizers: the normal build cannot see an over-read
+    found = REGRESSIONS / name
+    args = [sys.executable, "-m", "tests.fuzz.harness", name, str(corpus),
+            *(str(d) for d in (seeds, found) if d.is_dir()),
             f"-max_total_time={seconds}", f"-timeout={HANG_SECONDS}", "-rss_limit_mb=2048",
             f"-max_len={target.max_len}", f"-artifact_prefix={artifacts}/", "-print_final_stats=1",
             f"-detect_leaks={int(target.leak_check)}"]
