@@ -29,6 +29,7 @@ SEEDS = REPO / "tests" / "fuzz" / "seeds"
 REGRESSIONS = REPO / "tests" / "fuzz" / "regressions"
 FINDING_KINDS = ("crash", "timeout", "leak", "oom", "slow-unit")
 HANG_SECONDS = 10
+MAX_RESTARTS = 20
 STATUS = re.compile(r"#(\d+)\s+(\w+)\s+cov: (\d+) ft: (\d+) corp: (\d+)/\S+.*?exec/s: (\d+) rss: (\d+)Mb")
 
 
@@ -49,7 +50,9 @@ def sanitizer_env(runtime: Path) -> dict[str, str]:
     return env
 
 
-def run_target(name: str, seconds: int, log_dir: Path, runtime: Path) -> dict[str, object]:
+def run_target(name: str, seconds: int, log_dir: Path, runtime: Path, keep_going: bool = False) -> dict[str, object]:
+    """Fuzz `name` for `seconds`; with `keep_going`, a finding restarts libFuzzer on the grown corpus until the
+    time is used (at most MAX_RESTARTS times), so one long run collects every bug it can reach."""
     target = TARGETS[name]
     work = OUT / name
     corpus, artifacts = work / "corpus", work / "artifacts"
@@ -60,19 +63,34 @@ def run_target(name: str, seconds: int, log_dir: Path, runtime: Path) -> dict[st
     log = log_dir / f"{name}.log"
     # the inputs that found bugs run first, under the sanitizers: the normal build cannot see an over-read
     found = REGRESSIONS / name
-    args = [sys.executable, "-m", "tests.fuzz.harness", name, str(corpus),
-            *(str(d) for d in (seeds, found) if d.is_dir()),
-            f"-max_total_time={seconds}", f"-timeout={HANG_SECONDS}", "-rss_limit_mb=2048",
-            f"-max_len={target.max_len}", f"-artifact_prefix={artifacts}/", "-print_final_stats=1",
-            f"-detect_leaks={int(target.leak_check)}"]
     started = time.monotonic()
-    with open(log, "w") as out:
-        done = subprocess.run(args, cwd=REPO, env=sanitizer_env(runtime), stdout=out, stderr=subprocess.STDOUT,
-                              timeout=seconds + 600)
+    executions = 0
+    failed_exits = []
+    log.write_text("")
+    for _ in range(MAX_RESTARTS + 1):
+        left = seconds - round(time.monotonic() - started)
+        if left < 5:
+            break
+        args = [sys.executable, "-m", "tests.fuzz.harness", name, str(corpus),
+                *(str(d) for d in (seeds, found) if d.is_dir()),
+                f"-max_total_time={left}", f"-timeout={HANG_SECONDS}", "-rss_limit_mb=2048",
+                f"-max_len={target.max_len}", f"-artifact_prefix={artifacts}/", "-print_final_stats=1",
+                f"-detect_leaks={int(target.leak_check)}"]
+        with open(log, "a") as out:
+            done = subprocess.run(args, cwd=REPO, env=sanitizer_env(runtime), stdout=out, stderr=subprocess.STDOUT,
+                                  timeout=left + 600)
+        segment = log.read_text(errors="replace").rsplit("INFO: Running with", 1)[-1]
+        ran = re.findall(r"stat::number_of_executed_units:\s+(\d+)", segment) or [
+            m[0] for m in STATUS.findall(segment)[-1:]]
+        executions += int(ran[-1]) if ran else 0
+        if done.returncode == 0:
+            break
+        failed_exits.append(done.returncode)
+        if not keep_going:
+            break
     elapsed = time.monotonic() - started
     text = log.read_text(errors="replace")
     status = STATUS.findall(text)
-    stats = {k: int(v) for k, v in re.findall(r"stat::(\w+):\s+(\d+)", text)}
     last = status[-1] if status else None
     findings = []
     for path in sorted(artifacts.iterdir()):
@@ -84,14 +102,13 @@ def run_target(name: str, seconds: int, log_dir: Path, runtime: Path) -> dict[st
         keep.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, keep)
         findings.append(str(keep.relative_to(REPO)))
-    if done.returncode != 0 and not findings:
-        findings.append(f"exit {done.returncode} without an artifact: see {log}")
+    if len(failed_exits) > len(findings):
+        findings.append(f"exits {failed_exits} for {len(findings)} artifacts: see {log}")
     record: dict[str, object] = {
         "target": name, "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "seconds": round(elapsed),
-        "executions": stats.get("number_of_executed_units", int(last[0]) if last else 0),
-        "exec_per_second": stats.get("average_exec_per_sec", int(last[5]) if last else 0),
+        "executions": executions, "exec_per_second": round(executions / max(elapsed, 1)),
         "coverage_edges": int(last[2]) if last else 0, "features": int(last[3]) if last else 0,
-        "corpus": int(last[4]) if last else 0, "peak_rss_mb": stats.get("peak_rss_mb", int(last[6]) if last else 0),
+        "corpus": int(last[4]) if last else 0, "peak_rss_mb": max([int(m[6]) for m in status] or [0]),
         "findings": findings, "log": str(log),
     }
     (work / "last_run.json").write_text(json.dumps(record, indent=1) + "\n")
@@ -104,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.fuzz.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("target", choices=[*TARGETS, "all"])
     parser.add_argument("--seconds", type=int, default=60, help="how long to fuzz (each target, with `all`)")
+    parser.add_argument("--keep-going", action="store_true", help="after a finding, go on fuzzing until the time is up")
     args = parser.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
     try:
@@ -116,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     names = list(TARGETS) if args.target == "all" else [args.target]
     found = False
     for name in names:
-        r = run_target(name, args.seconds, OUT, runtime)
+        r = run_target(name, args.seconds, OUT, runtime, args.keep_going)
         print(f"fuzz {name}: {r['seconds']} s, {r['executions']} executions ({r['exec_per_second']}/s), "
               f"{r['coverage_edges']} edges, {r['features']} features, corpus {r['corpus']}, "
               f"{len(r['findings'])} findings" + "".join(f"\n  {f}" for f in r["findings"]), flush=True)
