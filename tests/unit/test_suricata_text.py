@@ -1,6 +1,6 @@
 """Rule text that is not ASCII where Suricata's syntax has numbers and addresses: the rule is skipped with
 its reason, the rest of the file loads (fuzzing found `ngfw rules check` dying with a traceback on a
-rule file with one undecodable byte in an address, and on '²', which str.isdigit() accepts)."""
+rule file with one undecodable byte or a NUL in an address, and on '²', which str.isdigit() accepts)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ GOOD = 'alert tcp any any -> any 80 (msg:"fine"; content:"x"; sid:1;)\n'
 @pytest.mark.parametrize("rule, reason", [
     (b'alert ip an\x84 any -> any any (msg:"x"; sid:2;)', "bad address"),          # not UTF-8
     (b'alert ip 10.0.0.\xc3\xa9 any -> any any (msg:"x"; sid:2;)', "bad address"),
+    (b'alert ip [1.2.3.4\x00,5.6.7.8] any -> any any (msg:"x"; sid:2;)', "bad address"),  # NUL
     ('alert tcp any 8\u00b2 -> any any (msg:"x"; sid:2;)'.encode(), "bad port"),  # superscript two
     ('alert tcp any \u0668\u0660 -> any any (msg:"x"; sid:2;)'.encode(), "bad port"),  # Arabic-Indic 80
     ('alert tcp any any -> any any (msg:"x"; content:"a"; isdataat:\u00b2; sid:2;)'.encode(), "malformed rule"),
