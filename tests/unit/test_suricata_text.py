@@ -33,3 +33,16 @@ def test_a_rule_with_non_ascii_numbers_or_addresses_is_skipped_with_its_reason(
     assert [r.sid for r in ruleset.rules] == [1]
     [skipped] = ruleset.skipped
     assert (skipped.line, skipped.reason) == (2, reason)
+
+
+def test_a_regex_pcre2_refuses_skips_its_rule_not_the_whole_set(tmp_path: Path) -> None:
+    """A regex with NULs passed the compiler's check and then failed the fastpath's build of the whole set
+    with an uncaught EngineSkip (`ngfw replay --rules`, a dataplane reload): now PCRE2 judges it per rule."""
+    from ngfw.dataplane.threats import load_signature_sets
+
+    path = tmp_path / "pcre.rules"
+    path.write_bytes(GOOD.encode() + b'alert http any any -> any any (msg:"x"; http.uri; content:"/x"; '
+                                      b'pcre:"/\\&\x00\x00\x00/\\1/"; sid:2;)\n')
+    sets = load_signature_sets([("default", str(path))])
+    assert sets.loaded == 1
+    assert [(sid, reason) for _, _, _, sid, reason, _ in sets.skipped] == [(2, "bad pcre")]
