@@ -46,3 +46,29 @@ def test_a_regex_pcre2_refuses_skips_its_rule_not_the_whole_set(tmp_path: Path) 
     sets = load_signature_sets([("default", str(path))])
     assert sets.loaded == 1
     assert [(sid, reason) for _, _, _, sid, reason, _ in sets.skipped] == [(2, "bad pcre")]
+
+
+@pytest.mark.parametrize("options, detail", [
+    ("sid:4294967296;", "sid:4294967296 is above 4294967295"),
+    ("sid:3; gid:4294967296;", "gid:4294967296 is above 4294967295"),
+    ("sid:3; rev:99999999999;", "rev:99999999999 is above 4294967295"),
+    ("sid:3; priority:256;", "priority:256 is above 255"),
+    ("sid:3; content:\"a\"; offset:2147483648;", "offset:2147483648 is above 2147483647"),
+    ("sid:3; dsize:<-1;", "dsize:<-1"),
+    ("sid:3; dsize:4294967296;", "dsize:4294967296"),
+    ("sid:3; content:\"a\"; isdataat:2147483648,relative;", "isdataat:2147483648 is above 2147483647"),
+    ("sid:3; byte_test:1,>,1,99999999999;", "byte_test:99999999999 is above 2147483647"),
+    ("sid:3; byte_jump:1,0,post_offset 99999999999;", "byte_jump:99999999999 is above 2147483647"),
+    ("sid:3; content:\"a\"; threshold:type limit,track by_src,count 4294967296,seconds 1;",
+     "threshold:4294967296 is above 4294967295"),
+])
+def test_a_number_past_what_the_fastpath_keeps_is_a_malformed_rule(tmp_path: Path, options: str, detail: str) -> None:
+    """Fuzzing found a sid of 2^32 passing the compiler and failing the fastpath's table build of the whole
+    set (an OverflowError); every number is now checked against the width the fastpath stores it in."""
+    from ngfw.dataplane.threats import load_signature_sets
+
+    path = tmp_path / "big.rules"
+    path.write_text(GOOD + f'alert tcp any any -> any any (msg:"x"; {options})\n')
+    [skipped] = load_rules([path]).skipped
+    assert (skipped.reason, skipped.detail) == ("malformed rule", detail)
+    assert load_signature_sets([("default", str(path))]).loaded == 1
