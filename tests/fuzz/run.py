@@ -51,7 +51,8 @@ def sanitizer_env(runtime: Path) -> dict[str, str]:
     return env
 
 
-def run_target(name: str, seconds: int, log_dir: Path, runtime: Path, keep_going: bool = False) -> dict[str, object]:
+def run_target(name: str, seconds: int, log_dir: Path, runtime: Path, keep_going: bool = False,
+               seed: int = 0) -> dict[str, object]:
     """Fuzz `name` for `seconds`; with `keep_going`, a finding restarts libFuzzer on the grown corpus until the
     time is used (at most MAX_RESTARTS times), so one long run collects every bug it can reach."""
     target = TARGETS[name]
@@ -76,7 +77,7 @@ def run_target(name: str, seconds: int, log_dir: Path, runtime: Path, keep_going
                 *(str(d) for d in (seeds, found) if d.is_dir()),
                 f"-max_total_time={left}", f"-timeout={HANG_SECONDS}", "-rss_limit_mb=2048",
                 f"-max_len={target.max_len}", f"-artifact_prefix={artifacts}/", "-print_final_stats=1",
-                f"-detect_leaks={int(target.leak_check)}"]
+                f"-detect_leaks={int(target.leak_check)}", *([f"-seed={seed}"] if seed else [])]
         with open(log, "a") as out:
             done = subprocess.run(args, cwd=REPO, env=sanitizer_env(runtime), stdout=out, stderr=subprocess.STDOUT,
                                   timeout=left + 600)
@@ -125,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("target", choices=[*TARGETS, "all"])
     parser.add_argument("--seconds", type=int, default=60, help="how long to fuzz (each target, with `all`)")
     parser.add_argument("--keep-going", action="store_true", help="after a finding, go on fuzzing until the time is up")
+    parser.add_argument("--seed", type=int, default=0, help="libFuzzer's random seed (0: a new one each run)")
     args = parser.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
     try:
@@ -137,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     names = list(TARGETS) if args.target == "all" else [args.target]
     found = False
     for name in names:
-        r = run_target(name, args.seconds, OUT, runtime, args.keep_going)
+        r = run_target(name, args.seconds, OUT, runtime, args.keep_going, args.seed)
         print(f"fuzz {name}: {r['seconds']} s, {r['executions']} executions ({r['exec_per_second']}/s), "
               f"{r['coverage_edges']} edges, {r['features']} features, corpus {r['corpus']}, "
               f"{len(r['findings'])} findings" + "".join(f"\n  {f}" for f in r["findings"]), flush=True)
