@@ -4,8 +4,8 @@ Builds the debug extension when a fastpath source changed (tests/fuzz/debug_buil
 through atheris in a child process with the ASan runtime preloaded, and writes what it reached to
 build/fuzz/TARGET/last_run.json (and one line per run to build/fuzz/runs.jsonl). Every input that
 crashed, hung, leaked or ran out of memory is copied to tests/fuzz/regressions/TARGET/, where
-tests/unit/test_fuzz_regressions.py replays it on the normal build. Exit status: 0 no finding,
-1 findings, 2 the run could not be made.
+tests/unit/test_fuzz_regressions.py replays it on the normal build and every later run of the target
+replays it under the sanitizers first. Exit status: 0 no finding, 1 findings, 2 the run could not be made.
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ def sanitizer_env(runtime: Path) -> dict[str, str]:
         PYTHONPATH=str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""),
         # libFuzzer's per-input leak check (-detect_leaks) runs LSan when an input left more blocks than it
         # freed; a 64 MB quarantine (of 256) keeps a rule compiler's churn from reading as a 2 GB RSS "oom"
-        ASAN_OPTIONS="detect_leaks=1:allocator_may_return_null=1:detect_stack_use_after_return=0:quarantine_size_mb=64:"
-                     "handle_segv=1:handle_abort=1:symbolize=1",
+        ASAN_OPTIONS="detect_leaks=1:allocator_may_return_null=1:detect_stack_use_after_return=0:"
+                     "quarantine_size_mb=64:handle_segv=1:handle_abort=1:symbolize=1",
         UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1",
         LSAN_OPTIONS=f"suppressions={REPO / 'tests' / 'fuzz' / 'lsan.supp'}:print_suppressions=0",
     )
