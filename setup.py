@@ -54,7 +54,8 @@ def fastpath_extension(name: str, source: str) -> Extension:
         include_dirs=["ngfw/_fastpath"] + [f[2:] for f in cflags if f.startswith("-I")],
         libraries=[f[2:] for f in libs if f.startswith("-l")],
         library_dirs=[f[2:] for f in libs if f.startswith("-L")],
-        extra_compile_args=(DEBUG_CFLAGS if DEBUG else ["-O2", "-g0"]) + ["-Wno-unused-function", "-Wno-unreachable-code"],
+        extra_compile_args=(DEBUG_CFLAGS if DEBUG else ["-O2", "-g0"])
+        + ["-Wno-unused-function", "-Wno-unreachable-code"],
         # no sanitizer runtime is linked into the shared object: the fuzz runner preloads one (ASan, UBSan
         # and libFuzzer in one library), as a sanitized interpreter would have it
     )

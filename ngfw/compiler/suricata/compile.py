@@ -587,7 +587,8 @@ def _byte_test(b: _Builder, name: str, value: str | None) -> None:
     if not 1 <= nbytes <= (10 if opts["string"] else 8):
         raise RuleError("malformed rule", f"byte_test bytes {nbytes}")
     offset = _bounded(name, _byte_number(parts[3], name, value), -INT32_MAX, INT32_MAX)
-    test = ByteTest(nbytes, op, _byte_number(parts[2], name, value), offset, negated=negated, **opts)  # type: ignore[arg-type]
+    compared = _byte_number(parts[2], name, value)
+    test = ByteTest(nbytes, op, compared, offset, negated=negated, **opts)  # type: ignore[arg-type]
     key = (b.last_match_key() if test.relative else None) or b.sticky_key
     b.add(key, test)
 
@@ -759,7 +760,8 @@ def _threshold(b: _Builder, name: str, value: str | None) -> None:
             or not is_decimal(fields.get("count", "")) or not is_decimal(fields.get("seconds", ""))):
         raise RuleError("malformed rule", f"{name}:{(value or '')[:60]}")
     count = _bounded(name, int(fields["count"]), 0, UINT32_MAX)
-    threshold = Threshold(kind, track, count, _bounded(name, int(fields["seconds"]), 0, UINT32_MAX))  # type: ignore[arg-type]
+    seconds = _bounded(name, int(fields["seconds"]), 0, UINT32_MAX)
+    threshold = Threshold(kind, track, count, seconds)  # type: ignore[arg-type]
     if name == "detection_filter":
         b.detection_filter = threshold
     else:
