@@ -429,8 +429,8 @@ cdef void session_adopt(engine_t *e, sess_req_t *q, uint64_t now) noexcept nogil
     memset(&one, 0, sizeof(one))
     for s in range(q.old_n_slots):
         f = &q.old_slots[s]
-        if f.used != 1 or f.mig == MIG_OUT_CLIENT or f.mig == MIG_OUT_SERVER:
-            continue
+        if f.used != 1 or f.mig == MIG_OUT_CLIENT or f.mig == MIG_OUT_SERVER or f.cut >= CUT_CLEARED:
+            continue   # (an operator ended a cleared flow: the policy must not decide it again)
         host = NULL
         host_len = 0
         if 0 <= f.host < <int32_t>q.old_n_host and q.old_host_lens[f.host] <= HOST_MAX:

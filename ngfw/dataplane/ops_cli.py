@@ -28,6 +28,8 @@ def _access_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--control", metavar="URL", help="every host, through ngfw control at URL")
     parser.add_argument("--host", metavar="NAME", help="with --control: this host only")
     parser.add_argument("--token-file", metavar="FILE", help="with --control: bearer token (default $NGFW_TOKEN)")
+    parser.add_argument("--ca-file", metavar="FILE", help="with an https:// --control: the CA its certificate must "
+                                                          "chain to (default $NGFW_CA_FILE, else the system's CAs)")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
 
 
@@ -380,13 +382,19 @@ def _open(args: argparse.Namespace) -> Any:
 
 
 def _control(args: argparse.Namespace) -> Any:
+    import os
+
     from ngfw.control.client import ControlClient, read_token
 
+    ca_file = args.ca_file or os.environ.get("NGFW_CA_FILE") or None
     try:
-        return ControlClient(args.control, read_token(args.token_file))
+        return ControlClient(args.control, read_token(args.token_file), ca_file=ca_file,
+                             ca_option="--ca-file" if args.ca_file else "$NGFW_CA_FILE")
     except OSError as exc:
         _fail(f"token file {args.token_file}: {exc.strerror or exc}")
-        return None
+    except ValueError as exc:   # a bad URL, CA file or certificate
+        _fail(exc)
+    return None
 
 
 def _control_error(exc: Any) -> int:

@@ -307,3 +307,22 @@ def test_rule_hits_keep_first_and_last_hit_by_name_across_a_reload_and_a_restart
     book_path.write_text("{not json")
     assert RuleHits(book_path).entries() == []
     assert book_path.with_name("rule-hits.json.refused").exists()
+
+
+def test_a_cleared_connection_is_not_taken_over_by_the_next_process(tmp_path: Path) -> None:
+    """Killed while a cleared connection waits for its reset: the next dataplane must not decide it again."""
+    layout = fp.state_layout(4096, 4096)
+    memory = bytearray(layout["size"])
+    engine = fp.Engine(flow_capacity=4096, state=memory)
+    vm, up = engine.add_memory_port("vm", 0), engine.add_memory_port("up", 0)
+    engine.set_tables(fp.Tables(policy(tmp_path), {"vm": vm, "up": up}))
+    for sport in (43001, 43002):
+        engine.inject(vm, bytes(frame(WEB1, SRV, tcp(sport, 80, "S", seq=100))), 10 * S)
+        engine.inject(up, bytes(frame(SRV, WEB1, tcp(80, sport, "SA", seq=500, ack=101))), 10 * S)
+        engine.inject(vm, bytes(frame(WEB1, SRV, tcp(sport, 80, "A", seq=101, ack=501))), 10 * S)
+    table = SessionTable(engine, lambda: {1: engine.tables.policy})
+    assert table.clear(SessionFilter.parse(["sport=43001"])).resets == 1
+    del table, engine   # the process dies before the connection's next segment
+    after = Host(tmp_path)
+    assert after.wire.engine.adopt_sessions(memory, layout, now_ns=12 * S)["results"] == {"imported": 1}
+    assert ports(after.listing()) == [43002]
