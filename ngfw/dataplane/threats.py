@@ -140,6 +140,9 @@ def load_signature_sets(sets: list[tuple[str, str]], variables: dict[str, str] |
         inspect = fp.InspectTables(compiled, catalogue)
     except (RuntimeError, MemoryError, ValueError) as exc:
         raise RulesError(str(exc)) from None
+    # the compiler's refusals, by sid (a Skipped carries no gid; generator 1 is what rule files use)
+    inspect.skipped_sids = {name: {(1, s[3]) for s in skipped if s[0] == name and s[3] is not None}
+                            for name in by_name}
     for set_name, sig, reason, detail in inspect.skipped:
         skipped.append((set_name, sig.file, sig.line, sig.sid, reason, detail))
         if not reason.startswith("unsupported "):
