@@ -84,14 +84,16 @@ def rules_check(
 
 
 def profile_signatures(policy: object, ruleset: RuleSet) -> list[dict[str, object]]:
-    """Each exception and signature-specific threshold.config line of the policy's threat profiles, with the
-    signature it names as the files have it: `status` loaded, skipped (in the files, not run) or unknown."""
+    """Each exception and signature-specific threshold.config line of the policy's threat profiles (named by
+    a rule or not), with the signature it names as the files have it: `status` loaded, skipped (in the
+    files, not run) or unknown."""
     from ngfw.compiler.tables import CompiledPolicy
+    from ngfw.compiler.threshold_config import parse_threshold_config
+    from ngfw.model.resources import ThreatProfile, parse_sid
 
     assert isinstance(policy, CompiledPolicy)
     loaded = {(sig.gid, sig.sid): sig for sig in ruleset.rules}
     skipped = {s.sid: s for s in ruleset.skipped if s.sid is not None}
-    workloads = [w.name for w in policy.workloads]
     out: list[dict[str, object]] = []
 
     def describe(gid: int, sid: int) -> tuple[str, str]:
@@ -102,25 +104,21 @@ def profile_signatures(policy: object, ruleset: RuleSet) -> list[dict[str, objec
             return "skipped", f"(in the files, not run: {skipped[sid].reason})"
         return "unknown", "is not in the rule files: UNKNOWN"
 
-    def scope(side: object) -> str:
-        from ngfw.compiler.tables import AddressSet
-
-        assert isinstance(side, AddressSet)
-        names = list(side.refs) or [f"vm:{workloads[i]}" for i in sorted(side.workloads)]
-        return ", ".join(names + [f"cidr:{net}" for net in side.cidrs])
-
-    for profile in policy.profiles:
-        label = f"ThreatProfile {policy.vsys_name(profile.vsys)}/{profile.name}"
-        for e in profile.exceptions:
-            status, what = describe(e.gid, e.sid)
-            where = "; ".join(f"{name} {scope(side)}" for name, side in
+    for resource in policy.policy_resources:
+        if not isinstance(resource, ThreatProfile):
+            continue
+        label = f"ThreatProfile {resource.metadata.vsys}/{resource.metadata.name}"
+        for index, e in enumerate(resource.spec.exceptions):
+            gid, sid = parse_sid(e.sid)
+            status, what = describe(gid, sid)
+            where = "; ".join(f"{name} {', '.join(side)}" for name, side in
                               (("source", e.source), ("destination", e.destination), ("either endpoint", e.endpoints))
-                              if side is not None)
-            out.append({"profile": label, "field": f"spec.exceptions[{e.index}]", "signature": f"{e.gid}:{e.sid}",
+                              if side)
+            out.append({"profile": label, "field": f"spec.exceptions[{index}]", "signature": f"{gid}:{sid}",
                         "status": status,
                         "what": f"{what} does not run" + (f" for {where}" if where else "")
                         if status != "unknown" else what})
-        for t in profile.thresholds:
+        for t in parse_threshold_config(resource.spec.thresholds):
             if not t.sid:
                 continue
             status, what = describe(t.gid, t.sid)

@@ -120,8 +120,12 @@ class Agent:
         bundle = self.client.bundle(self.host, self._seen_hash, wait, runs)
         if bundle is None:
             return False
-        self._seen_hash = str(bundle.get("hash", ""))
-        return self.handle(bundle)
+        previous, self._seen_hash = self._seen_hash, str(bundle.get("hash", ""))
+        try:
+            return self.handle(bundle)
+        except ControlUnreachable:
+            self._seen_hash = previous   # a signature set could not be fetched: ask for this bundle again
+            raise
 
     def handle(self, bundle: dict[str, Any], report: bool = True) -> bool:
         """Verify, compile and apply one bundle (whole, or an identity update of the version running
@@ -249,7 +253,11 @@ class Agent:
         except (OSError, ValueError) as exc:
             log.warning("agent %s: cached bundle %s unreadable: %s", self.host, self.cache_path, exc)
             return False
-        ok = self.handle(bundle, report=False)
+        try:
+            ok = self.handle(bundle, report=False)
+        except (ControlUnreachable, ControlError) as exc:   # a signature set it names is not cached, control is down
+            log.warning("agent %s: cached bundle %s not enforced: %s", self.host, self.cache_path, exc)
+            return False
         if ok:
             self._seen_hash = self.current.hash if self.current else None
             self._ack_pending = True

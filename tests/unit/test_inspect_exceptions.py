@@ -330,3 +330,21 @@ def test_threshold_config_counts_as_the_installed_suricata_does(tmp_path: Path) 
     suricata = by_sid(*suricata_outcomes(tmp_path, packets))
     assert suricata == SURICATA_7           # the recorded answer is this Suricata's
     assert by_sid(*ngfw_outcomes(tmp_path, packets)) == suricata
+
+
+def test_explain_names_the_profile_and_the_exceptions_that_hold_for_the_flow(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from ngfw.cli import main
+
+    spec = "exceptions: [{sid: 1002, source: [vm:web-01]}, {sid: 1003, destination: [vm:web-02]}, {sid: 1004}]"
+    write_policy(tmp_path, inspect="strict", profiles=profile(spec))
+    argv = ["explain", "--policy", str(tmp_path / "policy.yaml"), "--to", SRV_IP, "--service", "tcp/80"]
+    assert main([*argv, "--from", "vm:web-01"]) == 0
+    out = capsys.readouterr().out
+    assert "inspected by threat profile 'strict' of vsys tenant-a" in out
+    assert "exception for this flow: signature 1:1002 does not run on packets from the client" in out
+    assert "exception for this flow: signature 1:1004 does not run (spec.exceptions[2])" in out
+    assert "1:1003" not in out                          # web-02 is not in this flow
+    assert main([*argv, "--from", "vm:web-02"]) == 0
+    out = capsys.readouterr().out
+    assert "1:1002" not in out and "signature 1:1003 does not run on packets from the server" in out

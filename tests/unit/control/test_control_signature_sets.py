@@ -233,3 +233,35 @@ def test_exceptions_are_checked_against_the_pushed_sets_at_commit(
     assert refused.value.problems[0]["resource"] == "SignatureSet et"
     assert refused.value.problems[0]["field"] == "spec.sha256"
     assert "push it with `ngfw rules push et PATH`" in refused.value.problems[0]["message"]
+
+
+def test_a_restarted_host_runs_its_cached_set_while_control_is_down(
+        sqlite_url: str, tmp_path: Path, tokens: dict[str, str], agents: list[Agent],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    control = RunningControl(sqlite_url, tmp_path / "tokens.json")
+    alice = client(control, tokens, "alice")
+    alice.apply_documents(two_tenants(), ["test"] * 9)
+    alice.commit("two tenants")
+    source = rules_dir(tmp_path / "et")
+    assert run(capsys, control, tokens["alice"], "rules", "push", "et", str(source), "-m", "ET")[0] == 0
+    dataplane = CompilingDataplane(SignatureCache(tmp_path / "cache"))
+    agent = Agent(ControlClient(control.url, tokens["host-a"], timeout=5), "host-a", dataplane.apply, wait=1.0,
+                  retry_interval=0.05, cache_path=tmp_path / "bundle.json", signature_cache=dataplane.cache,
+                  running_signatures=dataplane.running)
+    agent.start()
+    agents.append(agent)
+    assert agent.wait_for(lambda g: g.current is not None and g.current.version == 2, 20)
+    agent.stop()
+    control.stop()
+
+    restarted = CompilingDataplane(SignatureCache(tmp_path / "cache"))
+    again = Agent(ControlClient(control.url, tokens["host-a"], timeout=1), "host-a", restarted.apply, wait=1.0,
+                  retry_interval=0.05, cache_path=tmp_path / "bundle.json", signature_cache=restarted.cache,
+                  running_signatures=restarted.running)
+    assert again.load_cache()                       # control is down: the cached bundle and set, verified
+    assert restarted.loaded[-1].version == 2 and restarted.signatures_loaded == 3
+    assert restarted.running() == {"et": sha256(pack_path(source))}
+    # a cached set whose bytes changed on disk no longer counts as held
+    tar = tmp_path / "cache" / f"{sha256(pack_path(source))}.tar"
+    tar.write_bytes(tar.read_bytes()[:-10] + b"x" * 10)
+    assert not SignatureCache(tmp_path / "cache").has(sha256(pack_path(source)))
