@@ -120,7 +120,8 @@ class Agent:
         bundle = self.client.bundle(self.host, self._seen_hash, wait, runs)
         if bundle is None:
             return False
-        previous, self._seen_hash = self._seen_hash, str(bundle.get("hash", ""))
+        previous: str | None = self._seen_hash
+        self._seen_hash = str(bundle.get("hash", ""))
         try:
             return self.handle(bundle)
         except ControlUnreachable:
