@@ -105,8 +105,8 @@ def register(sub: Any) -> None:
     client_options(status)
 
     get = sub.add_parser("get", help="running resources: one per line, or the documents (-o yaml|json)")
-    get.add_argument("kind", metavar="KIND", help="VirtualSystem, Workload, Group, SecurityPolicy, ThreatProfile or SignatureSet "
-                                                  "(any case, plural, or vsys, vm, policy)")
+    get.add_argument("kind", metavar="KIND", help="VirtualSystem, Workload, Group, SecurityPolicy, ThreatProfile or "
+                                                  "SignatureSet (any case, plural, or vsys, vm, policy)")
     get.add_argument("name", nargs="?", metavar="[VSYS/]NAME", help="one resource (default: all of KIND)")
     get.add_argument("--vsys", help="only this vsys")
     get.add_argument("-o", "--output", choices=("yaml", "json"),
