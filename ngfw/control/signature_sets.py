@@ -143,6 +143,12 @@ class SignatureSetRegistry:
             if not isinstance(resource, ThreatProfile):
                 continue
             spec = resource.spec
+            distributed = {name for name, _ in policy.signature_sets}
+            local = [name for name in spec.signatures if name not in distributed]
+            if distributed and local:   # a site that distributes sets, and a profile naming another one
+                warnings.append(f"ThreatProfile {resource.metadata.vsys}/{resource.metadata.name} names signature "
+                                f"set(s) {', '.join(local)}, which no SignatureSet provides: every host running it "
+                                "needs them from --rules NAME=PATH (else it refuses the policy)")
             lines = [t for t in parse_threshold_config(spec.thresholds) if t.sid]
             if not spec.exceptions and not lines:
                 continue
