@@ -117,6 +117,9 @@ def build_parser(with_control: bool = True) -> argparse.ArgumentParser:
     dp.add_argument("--eve", metavar="PATH", help="append EVE JSON flow, drop and alert records to PATH")
     _add_signature_args(dp, "signature set NAME (default: `default`) from a Suricata rule file or directory "
                             "(repeatable); policy rules reach it with `inspect:` (SIGHUP reloads it)")
+    dp.add_argument("--signature-cache", metavar="DIR",
+                    help="where the signature sets the policy's SignatureSets name are kept, verified (default "
+                         "$NGFW_CACHE_DIR/signature-sets, or ~/.cache/ngfw/signature-sets)")
     dp.add_argument("--inspect-flows", type=int, default=None, metavar="N",
                     help="flows inspected at once (inspection state, ~0.7 KB each beyond Hyperscan's stream "
                          "state; default: the flow capacity)")
@@ -194,6 +197,18 @@ def build_parser(with_control: bool = True) -> argparse.ArgumentParser:
     check_rules.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
                              help="set a rule variable, e.g. HOME_NET=[10.0.0.0/8] (repeatable)")
     check_rules.add_argument("--verbose", "-v", action="store_true", help="list every skipped rule with file, line, sid")
+    check_rules.add_argument("--policy", metavar="PATH",
+                             help="also check the policy's threat profiles: every signature their exceptions and "
+                                  "threshold.config lines name must be in FILE... (each one is listed)")
+    push = rules_sub.add_parser("push", help="store a signature set in control (by its sha256) and name it in your "
+                                             "candidate: every host fetches it, verifies it and runs it")
+    push.add_argument("name", help="the set's name, as threat profiles' `signatures` name it (et, local, ...)")
+    push.add_argument("path", help="a .rules file, or a directory of them (suricata-update's output, ET Open)")
+    push.add_argument("-m", "--message", help="commit at once with this message (else: review, then ngfw commit)")
+    push.add_argument("--description", help="where the set comes from (kept in the SignatureSet resource)")
+    from ngfw.control.cli_hooks import client_options
+
+    client_options(push)
 
     apps = sub.add_parser("apps", help="list the applications App-ID knows (the catalogue in rules/apps/)")
     apps.add_argument("--json", action="store_true")
@@ -235,7 +250,8 @@ def cmd_dataplane(args: argparse.Namespace) -> int:
                        idle_spin_quiet_us=args.idle_spin_quiet_us,
                        appid=dict(appid_budget=args.appid_budget, appid_max_pkts=args.appid_max_pkts,
                                   appid_slots=args.appid_buffers),
-                       tx_thread=args.tx_thread, inspect_flows=args.inspect_flows)
+                       tx_thread=args.tx_thread, inspect_flows=args.inspect_flows,
+                       signature_cache=args.signature_cache)
         if args.rules:
             from ngfw.compiler.rules_cli import parse_variables
             from ngfw.dataplane.threats import parse_rules_arg
@@ -442,10 +458,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_policy_check(args)
     if args.command == "apps":
         return cmd_apps(args)
+    if args.command == "rules" and args.rules_command == "push":
+        from ngfw.control.cli_hooks import rules_push
+
+        return rules_push(args)
     if args.command == "rules":
         from ngfw.compiler.rules_cli import rules_check
 
-        return rules_check(args.files, args.json, args.var, verbose=args.verbose)
+        return rules_check(args.files, args.json, args.var, verbose=args.verbose, policy=args.policy)
     if args.command == "schema":
         import json
 

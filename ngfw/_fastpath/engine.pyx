@@ -31,6 +31,7 @@ include "inspect_buffers.pxi"
 include "inspect_tls.pxi"
 include "inspect_http2.pxi"
 include "inspect_ja3.pxi"
+include "inspect_exceptions.pxi"
 include "inspect.pxi"
 include "session.pxi"
 include "session_view.pxi"
@@ -351,6 +352,7 @@ cdef class Tables:
         known = inspect.set_names if inspect is not None else []
         cdef InspectTables own
         self.profile_tables = []
+        problems = []
         for i, prof in enumerate(profiles):
             names = []
             for name in (prof.signature_sets or known):
@@ -368,6 +370,13 @@ cdef class Tables:
             t.profiles[i].set_mask = (1 << len(own.set_names)) - 1
             t.profiles[i].action_override = {"as-written": 0, "alert": 1, "drop": 2}[prof.action]
             t.profiles[i].depth = prof.depth
+            vsys_name = policy.vsys_name(prof.vsys)
+            if prof.exceptions or prof.thresholds:
+                problems += signature_problems(prof, f"ThreatProfile {vsys_name}/{prof.name}", own,
+                                               inspect.skipped_sids_of(names))
+            profile_exceptions(&t.profiles[i], prof, own, len(policy.workloads), profile_key(vsys_name, prof.name))
+        if problems:
+            raise ValueError("; ".join(problems))
         for i, rule in enumerate(policy.rules):
             t.rules[i].profile = getattr(rule, "profile", -1)
 
@@ -688,6 +697,7 @@ cdef class Tables:
 
     def __dealloc__(self):
         cdef apptables_t *a = &self.t.apps
+        cdef uint32_t i
         if self.apps_owner is not None:
             free(a.app_flows)      # the rest is the owner's
             memset(a, 0, sizeof(apptables_t))
@@ -701,6 +711,9 @@ cdef class Tables:
         idmap_free(&a.port_children)
         free(self.t.rules); free(self.t.bits); free(self.t.cidrs); free(self.t.svcs)
         free(self.t.wl_vsys); free(self.t.wl_port); free(self.t.cand_off); free(self.t.cand_len)
+        if self.t.profiles != NULL:
+            for i in range(self.t.n_profiles):
+                free_profile_exceptions(&self.t.profiles[i])
         free(self.t.cand); free(self.t.rule_hits); free(self.t.default_hits); free(self.t.profiles)
         free(self.t.quota)
         free(self.t.wl_here)
@@ -1562,7 +1575,8 @@ cdef class Engine:
         return tenancy_stats(self.e.vsys, self.vsys_slots, &self.current.t, tuple(self.current.policy.vsys))
 
     def inspect_stats(self) -> dict:
-        """Threat inspection counters; `alerts` is {(vsys index or -1, severity, blocked): count}."""
+        """Threat inspection counters; `alerts` is {(vsys index or -1, severity, blocked): count}, `suppressed`
+        {(vsys index or -1, reason): matches that raised no alert} (SUPPRESS_REASONS)."""
         cdef insws_t *ws = self.e.ins
         cdef uint32_t v, s, b
         alerts = {}
@@ -1571,7 +1585,13 @@ cdef class Engine:
                 for b in range(2):
                     if ws.alerts[v][s][b]:
                         alerts[(<int>v - 1, s + 1, bool(b))] = ws.alerts[v][s][b]
-        return {"alerts": alerts, "flows_inspected": ws.flows_inspected, "flows_blocked": ws.blocked_flows,
+        suppressed = {}
+        for v in range(1024):
+            for s in range(SUP_COUNT):
+                if ws.suppressed[v][s]:
+                    suppressed[(<int>v - 1, SUPPRESS_REASONS[s])] = ws.suppressed[v][s]
+        return {"alerts": alerts, "suppressed": suppressed,
+                "flows_inspected": ws.flows_inspected, "flows_blocked": ws.blocked_flows,
                 "bytes_inspected": ws.bytes_inspected, "depth_reached": ws.depth_reached,
                 "out_of_order": ws.out_of_order, "overlaps": ws.overlaps, "overlap_mismatch": ws.overlap_mismatch,
                 "fragments_dropped": ws.fragments_dropped, "candidates_overflow": ws.cand_overflow,

@@ -66,9 +66,11 @@ class Dataplane:
                  drain_interval: float = 0.1, idle_spin_us: float = 200.0, idle_spin_quiet_us: float = 20000.0,
                  appid: dict[str, int] | None = None, tx_thread: bool = True,
                  inspect_flows: int | None = None, state_dir: str | None = None, host: str | None = None,
-                 max_workload_loss: float = 0.5) -> None:
+                 max_workload_loss: float = 0.5, signature_cache: str | None = None) -> None:
         """`state_dir`: a tmpfs directory where the flow table lives, so a restarted dataplane continues its
-        sessions (ngfw.dataplane.state); None: the heap (sessions end with the process)."""
+        sessions (ngfw.dataplane.state); None: the heap (sessions end with the process). `signature_cache`:
+        where signature sets named by SignatureSet resources are kept (default: the cache directory's
+        signature-sets/)."""
         fp = engine_module()
         self.fp = fp
         self.state: StateStore | None = None
@@ -91,6 +93,13 @@ class Dataplane:
                                 inspect_slots=inspect_flows, state=state_memory, **(appid or {}))
         self.signatures: Any = None           # threats.SignatureSets in force
         self.signature_sources: list[tuple[str, str]] = []
+        self.local_signature_sources: list[tuple[str, str]] = []   # --rules
+        self.bundle_signature_sets: tuple[tuple[str, str], ...] = ()  # (name, sha256) of SignatureSet resources
+        self._signature_hashes: dict[str, str] = {}
+        from ngfw.compiler.signature_archive import SignatureCache
+        from ngfw.dataplane.threats import default_signature_cache
+
+        self.signature_cache = SignatureCache(signature_cache or default_signature_cache())
         self.signature_variables: dict[str, str] = {}
         self.signature_digest = ""
         self.rules_reloads_ok = 0
@@ -176,10 +185,44 @@ class Dataplane:
     # ---- threat signatures
     def load_signatures(self, sources: list[tuple[str, str]], variables: dict[str, str] | None = None,
                         strict: bool = False) -> bool:
-        """Compile signature sets off the hot path; they take effect with the next `load`.
-        Returns False when the rule files did not change. Raises RulesError (the running set stays)."""
+        """The `--rules` sets: compiled off the hot path (with the sets the policy's SignatureSets name), in
+        force with the next `load`. False when nothing changed. Raises RulesError (the running set stays)."""
+        self.local_signature_sources = list(sources)
+        return self._compile_signatures(variables, strict)
+
+    def _use_bundle_sets(self, sets: tuple[tuple[str, str], ...]) -> None:
+        """The signature sets a policy's SignatureSet resources name, from the cache (where the agent put them,
+        verified): compiled with the --rules sets, strictly (a set with malformed rules is refused). A name
+        given to --rules too is the policy's from then on. RulesError keeps the running sets."""
+        from ngfw.dataplane.threats import RulesError
+
+        if sets == self.bundle_signature_sets:
+            return
+        for name, digest in sets:
+            if not self.signature_cache.has(digest):
+                raise RulesError(f"signature set {name} (sha256 {digest}) is not in {self.signature_cache.directory} "
+                                 "(with --control the agent fetches it; else push it to control, or copy it there)")
+        previous = self.bundle_signature_sets
+        self.bundle_signature_sets = sets
+        try:
+            self._compile_signatures(self.signature_variables, strict=True)
+        except RulesError:
+            self.bundle_signature_sets = previous
+            raise
+
+    def _compile_signatures(self, variables: dict[str, str] | None, strict: bool) -> bool:
         from ngfw.compiler.catalogue import load_catalogue
-        from ngfw.dataplane.threats import load_signature_sets, sources_digest
+        from ngfw.dataplane.threats import load_signature_sets, set_hashes, sources_digest
+
+        bundle_names = {name for name, _ in self.bundle_signature_sets}
+        for name, path in self.local_signature_sources:
+            if name in bundle_names:
+                log.warning("signature set %s: --rules %s is replaced by the policy's SignatureSet %s", name, path, name)
+        sources = [(n, p) for n, p in self.local_signature_sources if n not in bundle_names] + \
+            [(name, str(self.signature_cache.files_of(digest))) for name, digest in self.bundle_signature_sets]
+        if not sources:
+            self.signatures, self.signature_sources, self._signature_hashes = None, [], {}
+            return True
 
         digest = sources_digest(sources, variables or {})
         if self.signatures is not None and digest == self.signature_digest:
@@ -190,6 +233,7 @@ class Dataplane:
         self.signature_sources = list(sources)
         self.signature_variables = dict(variables or {})
         self.signature_digest = digest
+        self._signature_hashes = set_hashes(sources, dict(self.bundle_signature_sets))
         log.info("signatures: %s", signatures.summary())
         for line in signatures.malformed[:20]:
             log.warning("rule skipped: %s", line)
@@ -202,15 +246,22 @@ class Dataplane:
         if not self.signature_sources:
             return
         try:
-            if self.load_signatures(self.signature_sources, self.signature_variables, strict=True):
+            if self._compile_signatures(self.signature_variables, strict=True):
                 self.rules_reloads_ok += 1
         except RulesError as exc:
             self.rules_reloads_failed += 1
             log.error("signature reload refused, the running rule set stays: %s", exc)
 
+    def signature_hashes(self) -> dict[str, str]:
+        """{set name: sha256 of its rule files' archive} of the sets in force: the same files give the same hash
+        on every host (ngfw.compiler.signature_archive), so `ngfw status` shows who runs what."""
+        return dict(self._signature_hashes)
+
     # ---- policy
     def load(self, policy: CompiledPolicy) -> None:
-        """Build tables for `policy` off the hot path and swap them in atomically."""
+        """Build tables for `policy` off the hot path and swap them in atomically (after compiling the
+        signature sets its SignatureSets name, when they changed)."""
+        self._use_bundle_sets(tuple(policy.signature_sets))
         self._swap(policy, identity_only=False)
 
     def apply_identity(self, policy: CompiledPolicy) -> None:
