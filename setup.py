@@ -48,6 +48,9 @@ libs += pkg_config("--libs", lib="libcrypto")
 # threat inspection verifies `pcre` with PCRE2, as Suricata does (Debian libpcre2-dev)
 cflags += pkg_config("--cflags", lib="libpcre2-8")
 libs += pkg_config("--libs", lib="libpcre2-8")
+# flow bypass: the packet loop fills the wire program's map through libbpf (Debian libbpf-dev)
+cflags += pkg_config("--cflags", lib="libbpf")
+libs += pkg_config("--libs", lib="libbpf")
 
 
 def fastpath_extension(name: str, source: str) -> Extension:

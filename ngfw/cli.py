@@ -143,6 +143,10 @@ def build_parser(with_control: bool = True) -> argparse.ArgumentParser:
                     help="payload packets after which an unidentified flow is decided (8)")
     dp.add_argument("--appid-buffers", type=int, default=1024, metavar="N",
                     help="flows classified at once with reassembly buffers, 10 KB each (1024)")
+    dp.add_argument("--bypass", action=argparse.BooleanOptionalAction, default=True,
+                    help="flow bypass: the kernel forwards a wire's flows whose verdict is final (allowed, "
+                         "application known, inspection depth reached) for the rest of their life (on by default; "
+                         "needs eBPF, else the dataplane says so once and forwards every flow itself)")
     dp.add_argument("--tx-thread", action=argparse.BooleanOptionalAction, default=True,
                     help="under load, flush the TX rings from a second thread: the kernel's work for the receiving "
                          "side then overlaps with the packet loop (on by default; sparse traffic is flushed by the "
@@ -251,7 +255,7 @@ def cmd_dataplane(args: argparse.Namespace) -> int:
                        appid=dict(appid_budget=args.appid_budget, appid_max_pkts=args.appid_max_pkts,
                                   appid_slots=args.appid_buffers),
                        tx_thread=args.tx_thread, inspect_flows=args.inspect_flows,
-                       signature_cache=args.signature_cache)
+                       signature_cache=args.signature_cache, bypass=args.bypass)
         if args.rules:
             from ngfw.compiler.rules_cli import parse_variables
             from ngfw.dataplane.threats import parse_rules_arg

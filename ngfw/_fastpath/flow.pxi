@@ -75,6 +75,13 @@ ctypedef struct flow_t:
     uint8_t host_extra     # decided, host still read from later packets: HOSTX_* kind | packets left (appid.pxi)
     uint16_t quota_slot    # vsys slot + 1 the flow is charged to (tenancy.pxi), 0: none
     uint8_t mig            # MIG_*: where the flow stands in a move of one of its workloads (session_defs.pxi)
+    # flow bypass (bypass.pxi): the kernel forwards the flow; its map entries' counters are folded in here
+    uint8_t bypass         # BP_NONE / BP_IN / BP_REFUSED
+    uint8_t bp_flags[2]    # each direction's entry: BYPASS_ALL or BYPASS_EMPTY
+    uint32_t bp_ifindex[2] # the interface each direction's entry is keyed by
+    uint64_t bp_pkts[2]    # the entries' counters as last folded into pkts/bytes
+    uint64_t bp_bytes[2]
+    uint64_t bp_fold_ns    # last fold (BP_IN), or refusal (BP_REFUSED)
 
 ctypedef struct flowtable_t:
     flow_t *slots

@@ -103,6 +103,8 @@ cdef extern from "bpf/wire.h":
     const char *WIRE_MAP_WIRES
     const char *WIRE_MAP_FAILOPEN
     const char *WIRE_MAP_LIVENESS
+    const char *WIRE_MAP_BYPASS
+    const char *WIRE_PROG_RING_FILTER
     struct wire_port:
         uint32_t peer_ifindex
         uint32_t wire
@@ -118,7 +120,7 @@ cdef extern from "bpf/wire.h":
         uint64_t heartbeat_ns
         uint64_t stale_after_ns
         uint32_t layout
-        uint32_t reserved
+        uint32_t bypass
 
 cdef extern from *:
     """
@@ -245,6 +247,8 @@ cdef class WireProgram:
     cdef int wires_fd
     cdef int failopen_fd
     cdef int liveness_fd
+    cdef int bypass_fd              # the flow bypass map (load only; -1 for an instance found by id)
+    cdef int filter_fd              # the ring filter program (load only)
     cdef bint own_fds               # from_id opened them; with `load`, libbpf's object owns them
     cdef wire_liveness *live        # the mmapped liveness value (load only)
     cdef size_t live_len
@@ -253,6 +257,7 @@ cdef class WireProgram:
 
     def __cinit__(self):
         self.prog_fd = self.ports_fd = self.wires_fd = self.failopen_fd = self.liveness_fd = -1
+        self.bypass_fd = self.filter_fd = -1
 
     def __dealloc__(self):
         self._release()
@@ -269,6 +274,7 @@ cdef class WireProgram:
             bpf_object__close(self.obj)
             self.obj = NULL
         self.prog_fd = self.ports_fd = self.wires_fd = self.failopen_fd = self.liveness_fd = -1
+        self.bypass_fd = self.filter_fd = -1
 
     def close(self) -> None:
         """Drop this process's references; an attached filter keeps the program and maps in the kernel.
@@ -300,6 +306,14 @@ cdef class WireProgram:
                 raise WireBpfError(ENOENT, f"{path} has no map {name.decode()}")
             fds.append(bpf_map__fd(m))
         self.ports_fd, self.wires_fd, self.failopen_fd, self.liveness_fd = fds
+        m = bpf_object__find_map_by_name(self.obj, WIRE_MAP_BYPASS)
+        if m == NULL:
+            raise WireBpfError(ENOENT, f"{path} has no map {WIRE_MAP_BYPASS.decode()}")
+        self.bypass_fd = bpf_map__fd(m)
+        prog = bpf_object__find_program_by_name(self.obj, WIRE_PROG_RING_FILTER)
+        if prog == NULL:
+            raise WireBpfError(ENOENT, f"{path} has no program {WIRE_PROG_RING_FILTER.decode()}")
+        self.filter_fd = bpf_program__fd(prog)
         self._finish()
         return self
 
@@ -421,8 +435,26 @@ cdef class WireProgram:
         value.heartbeat_ns = heartbeat_ns
         value.stale_after_ns = stale_after_ns
         value.layout = WIRE_LAYOUT
+        value.bypass = 0
         if bpf_map_update_elem(self.liveness_fd, &zero, &value, 0):
             raise _error(errno, "cannot set the wire program's liveness")
+
+    def set_bypass(self, bint on) -> None:
+        """Turn flow bypass on or off in both programs (the liveness value's `bypass` word)."""
+        cdef wire_liveness value
+        cdef uint32_t zero = 0
+        self._liveness(&value)
+        value.bypass = on
+        if bpf_map_update_elem(self.liveness_fd, &zero, &value, 0):
+            raise _error(errno, "cannot turn flow bypass on")
+
+    def bypass_fds(self) -> tuple:
+        """(bypass map fd, ring filter program fd) of a loaded instance, for `Engine.enable_bypass`; they stay
+        open until `close()`."""
+        self._check()
+        if self.bypass_fd < 0 or self.filter_fd < 0:
+            raise ValueError("this instance of the wire program was not loaded by this process")
+        return (self.bypass_fd, self.filter_fd)
 
     cdef int _liveness(self, wire_liveness *value) except -1:
         cdef uint32_t zero = 0

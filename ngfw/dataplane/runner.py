@@ -66,7 +66,7 @@ class Dataplane:
                  drain_interval: float = 0.1, idle_spin_us: float = 200.0, idle_spin_quiet_us: float = 20000.0,
                  appid: dict[str, int] | None = None, tx_thread: bool = True,
                  inspect_flows: int | None = None, state_dir: str | None = None, host: str | None = None,
-                 max_workload_loss: float = 0.5, signature_cache: str | None = None) -> None:
+                 max_workload_loss: float = 0.5, signature_cache: str | None = None, bypass: bool = True) -> None:
         """`state_dir`: a tmpfs directory where the flow table lives, so a restarted dataplane continues its
         sessions (ngfw.dataplane.state); None: the heap (sessions end with the process). `signature_cache`:
         where signature sets named by SignatureSet resources are kept (default: the cache directory's
@@ -142,7 +142,8 @@ class Dataplane:
         try:
             self._open_ports()
             # refuses `open` here, before anything runs, where BPF is not allowed
-            self.fail_modes = WireFailModes(plan.wires, plan.fail_modes, list(self.port_index))
+            self.fail_modes = WireFailModes(plan.wires, plan.fail_modes, list(self.port_index), bypass=bypass,
+                                            port_index=dict(self.port_index))
         except BaseException:
             if self.state is not None:
                 self.state.discard_table()   # what the last process left stays for the next attempt
