@@ -1637,17 +1637,21 @@ cdef class Engine:
                 d = self._event_dict(&ev)
                 d["tcp_state"] = _name(TCP_STATE_NAMES, self.e.flows.slots[s].tcp_state)
                 d["cut"] = bool(self.e.flows.slots[s].cut)
-                d["bypass"] = self._bypass_state(&self.e.flows.slots[s])
+                d["bypass"], d["bypass_ways"] = self._bypass_state(&self.e.flows.slots[s])
                 out.append(d)
         return out
 
-    cdef str _bypass_state(self, flow_t *f):
-        """"kernel" for a flow in bypass, else why it is not (BYPASS_REASONS), judged as if its ports carried
-        the wire program."""
+    cdef tuple _bypass_state(self, flow_t *f):
+        """("kernel", ways) for a flow in bypass, else (why it is not: BYPASS_REASONS, ways it would be), judged
+        as if its ports carried the wire program; ways: what each direction's entry forwards, to server then to
+        client: "all", "empty" (segments without payload) or None."""
         cdef uint8_t flags[2]
+        cdef int why = bypass_check(self.e, self.e.tables, f, True, flags)
+        ways = tuple("all" if x == BYPASS_ALL else "empty" if x == BYPASS_EMPTY else None for x in flags)
         if f.bypass == BP_IN:
-            return "kernel"
-        return _name(BYPASS_REASONS, bypass_check(self.e, self.e.tables, f, True, flags))
+            return "kernel", tuple("all" if x == BYPASS_ALL else "empty" if x == BYPASS_EMPTY else None
+                                   for x in f.bp_flags)
+        return _name(BYPASS_REASONS, why), ways
 
     # ---- flow bypass (bypass.pxi)
     def enable_bypass(self, int map_fd, int filter_fd, dict ports) -> None:

@@ -116,6 +116,8 @@ cdef extern from "bpf/wire.h":
     struct wire_counters:
         uint64_t packets
         uint64_t bytes
+    struct bypass_value:
+        uint64_t packets
     struct wire_liveness:
         uint64_t heartbeat_ns
         uint64_t stale_after_ns
@@ -182,7 +184,8 @@ def describe_object(path: str) -> dict:
 def expected_value_sizes() -> dict:
     """Value sizes of the maps as this module was compiled (bpf/wire.h): what the object must match."""
     return {WIRE_MAP_PORTS.decode(): sizeof(wire_port), WIRE_MAP_WIRES.decode(): sizeof(wire_state),
-            WIRE_MAP_FAILOPEN.decode(): sizeof(wire_counters), WIRE_MAP_LIVENESS.decode(): sizeof(wire_liveness)}
+            WIRE_MAP_FAILOPEN.decode(): sizeof(wire_counters), WIRE_MAP_LIVENESS.decode(): sizeof(wire_liveness),
+            WIRE_MAP_BYPASS.decode(): sizeof(bypass_value)}
 
 
 cdef void _tc_target(bpf_tc_hook *hook, bpf_tc_opts *opts, int ifindex):
