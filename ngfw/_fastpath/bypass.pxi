@@ -65,10 +65,57 @@ cdef enum:
 BYPASS_REASONS = ("eligible", "off", "verdict", "protocol", "tcp_state", "app_pending", "inspecting", "log_all",
                   "migrating")
 
-cdef int bypass_check(const engine_t *e, const tables_t *t, const flow_t *f, bint any_port,
-                      uint8_t *flags) noexcept nogil:
+cdef bint empty_segment_rules(engine_t *e, tables_t *t, const instables_t *T, const iprofile_t *prof,
+                              const flow_t *f, const inspslot_t *s, const pkt_t *p, bint p_to_server) noexcept nogil:
+    """Could a signature evaluated on every segment (one without a fast pattern: inspect_packet runs those
+    on segments without payload too) match an empty segment of either direction of `f`? The candidates for
+    its addresses, filtered by the profile's sets and each rule's header (ports, direction, flags, dsize,
+    application; flowbits taken as set, since they may be later). `p`: a frame of the flow, as the model of
+    its segments; NULL: any such rule counts."""
+    global inspect_stamp
+    cdef insws_t *ws = e.ins
+    cdef pkt_t q
+    cdef irule_t rule
+    cdef uint32_t i
+    cdef int d
+    cdef bint to_server
+    if T.nopf_n == 0 or T.addr_n[1][0] + T.addr_n[1][1] + T.general_n[1] == 0:
+        return False
+    if p == NULL or ws == NULL:
+        return True
+    for d in range(2):
+        to_server = d == 0
+        q = p[0]
+        q.payload_len = 0
+        q.tcp_flags = TH_ACK
+        q.is_frag = 0
+        if to_server != p_to_server:
+            q.src_ip, q.dst_ip = p.dst_ip, p.src_ip
+            q.sport, q.dport = p.dport, p.sport
+        inspect_stamp += 1
+        if inspect_stamp == 0:
+            memset(T.stamp, 0, T.n_rules * sizeof(uint32_t))
+            inspect_stamp = 1
+        ws.stamp_now = inspect_stamp
+        ws.n_cand = 0
+        addr_candidates(ws, T, 1, &q.src_ip, q.is_v6)
+        addr_candidates(ws, T, 1, &q.dst_ip, q.is_v6)
+        for i in range(T.general_n[1]):
+            add_candidate(ws, T, T.general[1][i])
+        for i in range(ws.n_cand):
+            rule = T.rules[ws.cand[i].rule]
+            if not ((prof.set_mask >> rule.set_id) & 1):
+                continue
+            rule.fb_n = 0
+            if rule_header_ok(e, t, T, &rule, f, &q, to_server, s):
+                return True
+    return False
+
+cdef int bypass_check(engine_t *e, tables_t *t, const flow_t *f, bint any_port, uint8_t *flags,
+                      const pkt_t *p, bint to_server) noexcept nogil:
     """May `f` leave the packet loop? Fills `flags[dir]` (BYPASS_ALL / BYPASS_EMPTY) and returns BYP_OK, or
-    says why not. `any_port`: judge the flow alone, as if its ports carried the wire program (tests)."""
+    says why not. `any_port`: judge the flow alone, as if its ports carried the wire program (tests). `p`:
+    the frame of the flow being forwarded (`to_server`: its direction), or NULL."""
     cdef const instables_t *T
     cdef const inspslot_t *s
     flags[0] = flags[1] = 0
@@ -99,8 +146,8 @@ cdef int bypass_check(const engine_t *e, const tables_t *t, const flow_t *f, bin
     s = &e.ins.pool.slots[f.insp]
     if s.passed:
         return BYP_OK              # a `pass` signature matched: nothing more is inspected
-    # UDP datagrams are each inspected whole; rules on headers alone may match any TCP segment
-    if f.key.proto != P_TCP or (T.nopf_n and T.addr_n[1][0] + T.addr_n[1][1] + T.general_n[1]):
+    # UDP datagrams are each inspected whole; a signature without a fast pattern may match any TCP segment
+    if f.key.proto != P_TCP or empty_segment_rules(e, t, T, &t.profiles[f.profile], f, s, p, to_server):
         flags[0] = flags[1] = 0
         return BYP_INSPECTING
     if not s.done[0] and not s.done[1]:
@@ -183,7 +230,7 @@ cdef void bypass_update(engine_t *e, const tables_t *t, flow_t *f, const pkt_t *
     cdef bypass_value v
     if f.bypass == BP_REFUSED and now < f.bp_fold_ns + BYPASS_RETRY_NS:
         return
-    why = bypass_check(e, t, f, False, flags)
+    why = bypass_check(e, <tables_t *>t, f, False, flags, p, to_server)
     if why != BYP_OK:
         if f.bypass != BP_NONE:
             bypass_leave(e, f, now)

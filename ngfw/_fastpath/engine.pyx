@@ -1646,7 +1646,7 @@ cdef class Engine:
         as if its ports carried the wire program; ways: what each direction's entry forwards, to server then to
         client: "all", "empty" (segments without payload) or None."""
         cdef uint8_t flags[2]
-        cdef int why = bypass_check(self.e, self.e.tables, f, True, flags)
+        cdef int why = bypass_check(self.e, self.e.tables, f, True, flags, NULL, True)
         ways = tuple("all" if x == BYPASS_ALL else "empty" if x == BYPASS_EMPTY else None for x in flags)
         if f.bypass == BP_IN:
             return "kernel", tuple("all" if x == BYPASS_ALL else "empty" if x == BYPASS_EMPTY else None
