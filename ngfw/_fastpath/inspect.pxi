@@ -17,9 +17,16 @@ cdef int inspool_init(inspool_t *p, uint32_t n, inspslot_t *memory) noexcept nog
     p.exhausted = 0
     p.never_used = 0
     p.free_head = -1
+    p.in_use = 0
+    p.peak = 0
+    p.give_back_cursor = 0
+    p.give_back_end = 0
+    p.bytes_given_back = 0
     p.external = memory != NULL
     p.slots = memory if memory != NULL else (<inspslot_t *>malloc(<size_t>n * sizeof(inspslot_t)) if n else NULL)
-    return -1 if n and p.slots == NULL else 0
+    p.next_free = <int32_t *>malloc(<size_t>n * sizeof(int32_t) + sizeof(int32_t))
+    p.taken = <uint64_t *>calloc((n + 63) // 64 + 1, sizeof(uint64_t))
+    return -1 if (n and p.slots == NULL) or p.next_free == NULL or p.taken == NULL else 0
 
 cdef int32_t inspool_take(inspool_t *p) noexcept nogil:
     cdef int32_t i = p.free_head
@@ -30,9 +37,51 @@ cdef int32_t inspool_take(inspool_t *p) noexcept nogil:
         i = <int32_t>p.never_used
         p.never_used += 1
     else:
-        p.free_head = p.slots[i].next_free
+        p.free_head = p.next_free[i]
+    p.taken[i >> 6] |= 1ull << (i & 63)
+    p.in_use += 1
+    if p.in_use > p.peak:
+        p.peak = p.in_use
     memset(&p.slots[i], 0, <size_t>(&p.slots[i].tail[0][0] - <uint8_t *>&p.slots[i]))
     return i
+
+cdef void inspool_give(inspool_t *p, int32_t i) noexcept nogil:
+    p.taken[i >> 6] &= ~(1ull << (i & 63))
+    p.in_use -= 1
+    p.next_free[i] = p.free_head
+    p.free_head = i
+
+cdef enum:
+    INSPOOL_GIVE_BACK_MIN_PEAK = 256   # slots a pool must have held for a pass that gives memory back
+    INSPOOL_GIVE_BACK_STEP = 8192      # slots such a pass looks at per sweep
+
+cdef void inspool_give_back(inspool_t *p) noexcept nogil:
+    """Once the pool holds a quarter of the slots it held at its peak or fewer (a flood came and went), give
+    the pages of free slots back to the system, a step per call (the sweep's): free slots are never read, and
+    a slot taken again is written before it is read."""
+    cdef uint32_t i, end
+    cdef uintptr_t empty_from
+    if p.give_back_cursor >= p.give_back_end:
+        if p.peak < INSPOOL_GIVE_BACK_MIN_PEAK or p.in_use > p.peak // 4:
+            return
+        p.give_back_cursor = 0
+        p.give_back_end = p.never_used   # slots past it were never touched
+        p.peak = p.in_use
+    i = p.give_back_cursor
+    end = i + INSPOOL_GIVE_BACK_STEP
+    if end > p.give_back_end:
+        end = p.give_back_end
+    empty_from = <uintptr_t>&p.slots[i]
+    while i < end:
+        if p.taken[i >> 6] == 0 and (i & 63) == 0 and i + 64 <= end:
+            i += 64     # 64 free slots at once
+            continue
+        if (p.taken[i >> 6] >> (i & 63)) & 1:
+            p.bytes_given_back += mem_give_back(empty_from, <uintptr_t>&p.slots[i], p.external)
+            empty_from = <uintptr_t>&p.slots[i + 1]
+        i += 1
+    p.bytes_given_back += mem_give_back(empty_from, <uintptr_t>&p.slots[end], p.external)
+    p.give_back_cursor = end
 
 cdef void insp_close_streams(inspslot_t *s) noexcept nogil:
     cdef int d
@@ -48,8 +97,7 @@ cdef void inspect_flow_end(engine_t *e, flow_t *f) noexcept nogil:
     p = &e.ins.pool
     insp_close_streams(&p.slots[f.insp])
     tlsasm_give(&e.ins.tlsasm, &p.slots[f.insp])
-    p.slots[f.insp].next_free = p.free_head
-    p.free_head = f.insp
+    inspool_give(p, f.insp)
     f.insp = -1
 
 # ---------------------------------------------------------------- candidates
@@ -528,20 +576,37 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
     cdef uint8_t action, verdict = A_ALLOW
     cdef uint8_t blocked
     cdef int vs
+    cdef bint nothing_due, took = False
     if ws == NULL or f.profile < 0 or <uint32_t>f.profile >= t.n_profiles:
         return A_ALLOW
     prof = &t.profiles[f.profile]
     T = prof.T
     if T == NULL:
         return A_ALLOW
+    # no payload and no header-only rule due on this packet (a header-only rule is due on the first packet
+    # of each direction)
+    nothing_due = n == 0 and (T.nopf_n == 0 or (f.pkts[dir] != 1 and T.addr_n[1][0] + T.addr_n[1][1] + T.general_n[1] == 0))
     if f.insp < 0:
+        if nothing_due and not p.is_frag:
+            # no state yet for a packet with nothing to inspect: a flood of SYNs takes no slot of the pool
+            # (where each direction's stream starts is on the flow: tcp_track)
+            return A_ALLOW
         f.insp = inspool_take(&ws.pool)
         if f.insp < 0:
             f.profile = -1          # no state left: this flow goes uninspected (counted)
             return A_ALLOW
-        ws.flows_inspected += 1
-        ws.pool.slots[f.insp].ruleset = T.id
-        ws.pool.slots[f.insp].asm = -1
+        took = True
+        if n:
+            ws.flows_inspected += 1
+        s = &ws.pool.slots[f.insp]
+        s.ruleset = T.id
+        s.asm = -1
+        if tcp:
+            for j in range(2):
+                if f.syn_seen & (1 << j):
+                    # the direction's SYN went by before the slot was taken: its stream starts after it
+                    s.seq_set[j] = 1
+                    s.next_seq[j] = f.data_seq[j]
     s = &ws.pool.slots[f.insp]
     if s.passed:
         return A_ALLOW
@@ -564,8 +629,8 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
         # the stream of this direction starts after the SYN: a first data segment beyond it is a hole
         s.seq_set[dir] = 1
         s.next_seq[dir] = p.tcp_seq + 1
-    if n == 0 and (T.nopf_n == 0 or (f.pkts[dir] != 1 and T.addr_n[1][0] + T.addr_n[1][1] + T.general_n[1] == 0)):
-        return A_ALLOW     # no payload and no header-only rule due on this packet
+    if nothing_due:
+        return A_ALLOW
     # per-packet workspace
     # one stamp sequence for every engine of the process: a rule set's stamps are shared by the engines
     # that use it (two engines stamping from 1 each would take each other's stamps for their own)
@@ -670,4 +735,12 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
         f.threat = verdict
         ws.blocked_flows += 1
         reason[0] = R_THREAT
+    if took and n == 0:
+        if s.n_bits == 0 and not s.passed and verdict == A_ALLOW:
+            # header-only rules had their look at a packet without payload (a SYN) and left nothing to keep:
+            # the slot goes back, so a SYN flood holds none
+            inspool_give(&ws.pool, f.insp)
+            f.insp = -1
+        else:
+            ws.flows_inspected += 1
     return verdict

@@ -468,7 +468,8 @@ cdef inline void take_request(engine_t *e, uint64_t now) noexcept nogil:
 # ---------------------------------------------------------------- a full table
 
 cdef enum:
-    EARLY_DROP_SCAN = 256      # slots looked at for a flow to give up when the table is full
+    EARLY_DROP_WINDOW = 64     # slots from where the new flow goes that are looked at for one to give way...
+    EARLY_DROP_SCAN = 512      # ... and up to this many while none of them may
 
 cdef inline bint flow_embryonic(const flow_t *f) noexcept nogil:
     """Not (yet) a conversation: a TCP handshake that has not completed, or a flow nobody answered."""
@@ -476,57 +477,71 @@ cdef inline bint flow_embryonic(const flow_t *f) noexcept nogil:
         return f.tcp_state < TCP_ESTABLISHED or f.tcp_state == TCP_CLOSED
     return f.pkts[1] == 0
 
-cdef bint flow_early_drop(engine_t *e, uint16_t charged, uint64_t now) noexcept nogil:
-    """The table is full: end one flow to make room for a new one, as Linux conntrack's early_drop does --
-    one idle past its timeout first, else the oldest embryonic flow (never an established one). Per-vsys
-    fairness: a new flow whose vsys holds more than its share of the table only displaces its own vsys'
-    flows; otherwise flows of a vsys over its share go first."""
+cdef bint flow_early_drop(engine_t *e, uint32_t h, uint16_t charged, uint64_t now) noexcept nogil:
+    """The table is full: end one flow to make room for a new one whose hash is `h`, as Linux conntrack's
+    early_drop does -- a flow idle past its timeout, else the least recently seen embryonic flow (never an
+    established one) among the slots from where the new flow goes.
+
+    Looking where the new flow goes, not at a cursor: each new flow then displaces one from its own stretch of
+    the table, so every stretch keeps its share of flows and a flow's time in the table under a flood is the
+    time the flood takes to bring as many new flows as the table holds (a cursor empties some stretches and
+    crowds others: a flow landing in an emptied one is gone at the cursor's next turn).
+
+    Per-vsys fairness (a vsys' share: the table's capacity / the policy's vsys): a new flow whose vsys holds
+    more than its share displaces only its own vsys' flows, so a flooding tenant turns over its own half-open
+    flows; a new flow of a vsys within its share displaces first the flows of a vsys over its share, and of
+    no vsys (neither end is a workload: their flows are refused anyway). A new flow of no vsys displaces only
+    flows of no vsys."""
     cdef flowtable_t *ft = &e.flows
     cdef const tables_t *t = e.tables
     cdef uint32_t share = ft.capacity
-    cdef uint32_t i, s, best = UINT32_MAX
+    cdef uint32_t i, s, start = h & ft.mask, best = UINT32_MAX
     cdef int best_rank = 0, rank
     cdef uint64_t best_ts = 0
     cdef flow_t *f
-    cdef bint new_over = False
+    cdef bint own_only
     if t != NULL and t.n_vsys > 1:
         share = ft.capacity // t.n_vsys
-    if charged and e.vsys[charged - 1].sessions > share:
-        new_over = True
+    own_only = charged == 0 or e.vsys[charged - 1].sessions > share
     for i in range(EARLY_DROP_SCAN):
-        s = (e.evict_cursor + i) & ft.mask
+        if best != UINT32_MAX and i >= EARLY_DROP_WINDOW:
+            break
+        s = (start + i) & ft.mask
+        if flow_slot_released(ft, s):
+            continue       # given back after a flood: no flow there
         f = &ft.slots[s]
         if not f.used:
             continue
         if flow_idle_out(e, f, now):
-            rank = 4
-        elif not flow_embryonic(f):
+            best = s
+            best_rank = 3
+            break          # over anyway
+        if not flow_embryonic(f):
             continue
-        elif new_over:
+        if own_only:
             if f.quota_slot != charged:
                 continue
+            rank = 1
+        elif f.quota_slot == 0 or e.vsys[f.quota_slot - 1].sessions > share:
             rank = 2
-        elif f.quota_slot and e.vsys[f.quota_slot - 1].sessions > share:
-            rank = 3
         else:
             rank = 1
         if rank > best_rank or (rank == best_rank and f.ts_last < best_ts):
             best_rank = rank
             best_ts = f.ts_last
             best = s
-    e.evict_cursor = (e.evict_cursor + EARLY_DROP_SCAN) & ft.mask
     if best == UINT32_MAX:
         return False
     f = &ft.slots[best]
-    flow_end(e, f, END_TIMEOUT if best_rank == 4 else END_EARLY_DROP)
+    flow_end(e, f, END_TIMEOUT if best_rank == 3 else END_EARLY_DROP)
     flow_remove_slot(ft, best)
-    if best_rank != 4:
+    if best_rank != 3:
         e.flows_early_dropped += 1
     return True
 
 cdef flow_t *flow_insert_evicting(engine_t *e, const flow_key_t *k, uint32_t h, uint16_t charged,
                                   uint64_t now) noexcept nogil:
     cdef flow_t *f = flow_insert(&e.flows, k, h)
-    if f == NULL and flow_early_drop(e, charged, now):
+    if f == NULL and flow_early_drop(e, h, charged, now):
         f = flow_insert(&e.flows, k, h)
     return f

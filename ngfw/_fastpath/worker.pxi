@@ -47,7 +47,6 @@ ctypedef struct engine_t:
     uint64_t progress_ns
     uint64_t *heartbeat
     sess_req_t *request        # work for the loop's thread (session.pxi), taken between bursts
-    uint32_t evict_cursor      # where the next early drop looks (session.pxi)
     uint64_t flows_early_dropped
     uint64_t flows_handed_over # flows a move handed to another host that ended here unlogged
     uint64_t arrivals          # workloads first seen on the VM side (EV_ARRIVAL)
@@ -498,32 +497,78 @@ cdef inline bint flow_idle_out(const engine_t *e, const flow_t *f, uint64_t now)
         return now > f.ts_last and now - f.ts_last > MIG_LINGER_NS
     return now > f.ts_last and now - f.ts_last > e.timeouts_ns[flow_timeout_class(f)]
 
+cdef enum:
+    GIVE_BACK_MIN_PEAK = 1024  # flows a table must have held for a pass that gives memory back to be worth it
+
 cdef void sweep_flows(engine_t *e, uint64_t now, uint64_t max_slots) noexcept nogil:
     """Expire idle flows, scanning a share of the table proportional to the time elapsed (at most
     `max_slots`: a replayed capture's clock jumps by hours between packets, and a flow seen again after
-    its timeout is ended when it is looked up anyway)."""
+    its timeout is ended when it is looked up anyway).
+
+    Once the table holds a quarter of the flows it held at its peak or fewer (a flood came and went), one
+    pass over the whole table also gives back the pages that hold no flow (flow.pxi). Only pages seen
+    empty slot by slot within one call are given back: no flow can be inserted while the sweep runs."""
     cdef flowtable_t *ft = &e.flows
     cdef uint64_t elapsed = now - e.last_sweep
-    cdef uint64_t budget
-    cdef uint32_t s
+    cdef uint64_t budget, step
+    cdef uint32_t s, next_s, n = ft.mask + 1
     cdef flow_t *f
+    cdef bint giving
+    cdef uintptr_t empty_from    # every slot from here to the cursor was seen empty in this call
     if now < e.last_sweep or elapsed < 5000000:   # 5 ms (a replayed capture's clock may step back)
         return
     e.last_sweep = now
-    budget = (<uint64_t>(ft.mask + 1) * elapsed) // 1000000000ull + 64
-    if budget > ft.mask + 1:
-        budget = ft.mask + 1
+    budget = (<uint64_t>n * elapsed) // 1000000000ull + 64
+    if budget > n:
+        budget = n
     if budget > max_slots:
         budget = max_slots
+    if ft.count > ft.peak:
+        ft.peak = ft.count
+    if ft.give_back_left == 0 and ft.peak >= GIVE_BACK_MIN_PEAK and ft.count <= ft.peak // 4:
+        ft.give_back_left = n
+    giving = ft.give_back_left != 0
+    empty_from = <uintptr_t>&ft.slots[ft.sweep_cursor]
     while budget > 0:
         s = ft.sweep_cursor
-        f = &ft.slots[s]
-        if f.used and flow_idle_out(e, f, now):
-            flow_end(e, f, END_TIMEOUT)
-            flow_remove_slot(ft, s)
-            continue   # a later entry may have shifted into this slot: look at it again
-        budget -= 1
-        ft.sweep_cursor = (s + 1) & ft.mask
+        if flow_slot_released(ft, s):
+            # given back earlier: empty, and not to be read
+            next_s = flow_next_slot_to_read(ft, s)
+            step = next_s - s
+        else:
+            f = &ft.slots[s]
+            if f.used and flow_idle_out(e, f, now):
+                flow_end(e, f, END_TIMEOUT)
+                flow_remove_slot(ft, s)
+                continue   # a later entry may have shifted into this slot: look at it again
+            if f.used:
+                if giving:
+                    flow_give_back_range(ft, empty_from, <uintptr_t>f)
+                empty_from = <uintptr_t>(f + 1)
+            step = 1
+        if step > budget:
+            step = budget
+        budget -= step
+        if giving:
+            if step >= ft.give_back_left:
+                # the pass is over: what it saw empty goes back, and the next flood is measured from here
+                flow_give_back_range(ft, empty_from, <uintptr_t>&ft.slots[s + <uint32_t>ft.give_back_left])
+                ft.give_back_left = 0
+                ft.peak = ft.count
+                giving = False
+            else:
+                ft.give_back_left -= <uint32_t>step
+        s += <uint32_t>step
+        if s >= n:
+            if giving:
+                flow_give_back_range(ft, empty_from, <uintptr_t>(ft.slots + n))
+            s = 0
+            empty_from = <uintptr_t>ft.slots
+        ft.sweep_cursor = s
+    if giving:
+        flow_give_back_range(ft, empty_from, <uintptr_t>&ft.slots[ft.sweep_cursor])
+    if e.ins != NULL:
+        inspool_give_back(&e.ins.pool)
 
 cdef inline void adopt_tables(engine_t *e) noexcept nogil:
     cdef tables_t *p = <tables_t *>ngfw_load_ptr(<void **>&e.pending)

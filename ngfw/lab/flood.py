@@ -1,0 +1,217 @@
+"""A SYN flood through the lab's dataplane, and what users see meanwhile (root, lab namespaces only).
+
+- `SynFlood`: trafgen in a workload's namespace sends TCP SYNs from that workload's own address (the dataplane's
+  anti-spoofing drops any other) with random source ports and sequence numbers, as fast as one CPU lets it
+  (or at `rate`), bounded in time and in count.
+- `KeepAliveDownload`: one established TCP connection (curl, HTTP keep-alive) downloading the server's big file
+  over and over; when each download ended and how many bytes it carried, so the rate of the same connection
+  before and during a flood can be compared.
+- `new_connections`: new HTTP connections, each its own curl: how many got their page.
+- `process_memory`, `file_resident_bytes`: what a process holds in memory, and what a tmpfs file holds.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ngfw.lab import measure
+from ngfw.lab.netns import call_in, run_in
+from ngfw.lab.topology import Endpoint
+
+SYN_FRAME = 60  # Ethernet + IPv4 + TCP (54 bytes), padded to the minimum frame
+MAX_FLOOD_PPS = 5_000_000  # the count bound of a flood: its duration x this
+
+
+def render_trafgen_syn(src_mac: str, dst_mac: str, src_ip: str, dst_ip: str, dst_port: int) -> str:
+    """A trafgen config: TCP SYNs to `dst_ip:dst_port`, random source port and sequence number per frame."""
+    return (
+        "{\n"
+        f"  eth(da={dst_mac}, sa={src_mac}),\n"
+        f"  ipv4(sa={src_ip}, da={dst_ip}, ttl=64),\n"
+        f"  tcp(sp=drnd(1024, 65535), dp={dst_port}, seq=drnd(), syn, window=64240),\n"
+        f"  fill(0x00, {SYN_FRAME - 54})\n"
+        "}\n"
+    )
+
+
+@dataclass
+class FloodResult:
+    sent: int = 0
+    seconds: float = 0.0
+    output: str = ""
+
+    @property
+    def pps(self) -> float:
+        return self.sent / self.seconds if self.seconds > 0 else 0.0
+
+
+class SynFlood:
+    """trafgen flooding `dst:dst_port` with SYNs from `src`'s namespace, for at most `seconds` (start, then stop)."""
+
+    def __init__(self, src: Endpoint, dst: Endpoint, dst_port: int, seconds: float, workdir: Path,
+                 rate_pps: int | None = None) -> None:
+        self.src = src
+        self.seconds = seconds
+        self.config = workdir / f"synflood-{src.name}.trafgen"
+        self.config.write_text(render_trafgen_syn(src.mac, dst.mac, src.ipv4, dst.ipv4, dst_port))
+        self.argv = ["trafgen", "--dev", src.ifname, "--conf", str(self.config), "--cpus", "1", "--no-sock-mem",
+                     "--notouch-irq", "--num", str(int(seconds * MAX_FLOOD_PPS))]
+        if rate_pps:
+            self.argv += ["--rate", f"{rate_pps}pps"]
+        self.proc: subprocess.Popen[str] | None = None
+        self.started = 0.0
+        self.result = FloodResult()
+
+    def start(self) -> SynFlood:
+        # a session of its own: SIGINT must reach trafgen's worker, which prints the count it sent
+        self.proc = run_in(self.src.ns, self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        self.started = time.monotonic()
+        return self
+
+    def stop(self) -> FloodResult:
+        """Stop the flood (at the latest when its time is up) and return what it sent."""
+        if self.proc is None:
+            return self.result
+        left = self.started + self.seconds - time.monotonic()
+        try:
+            out, _ = self.proc.communicate(timeout=max(left, 0.01))
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGINT)
+            try:
+                out, _ = self.proc.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                out, _ = self.proc.communicate()
+        self.result = FloodResult(measure.parse_trafgen_sent(out), time.monotonic() - self.started, out[-500:])
+        self.proc = None
+        return self.result
+
+    def __enter__(self) -> SynFlood:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@dataclass
+class Download:
+    ended: float  # time.monotonic() when curl reported it
+    seconds: float
+    size: int
+    connects: int  # new connections curl made for it (0: it reused the established one)
+
+
+@dataclass
+class KeepAliveDownload:
+    """curl downloading `url` up to `count` times over one kept-alive connection, from `ns`."""
+
+    ns: str
+    url: str
+    count: int = 2000
+    timeout: float = 120.0
+    downloads: list[Download] = field(default_factory=list)
+    error: str = ""
+
+    def start(self) -> KeepAliveDownload:
+        argv = ["curl", "-sS", "--max-time", str(self.timeout), "-w", "%{stderr}%{time_total} %{size_download} %{num_connects}\\n"]
+        for _ in range(self.count):
+            argv += ["-o", "/dev/null", self.url]
+        # the -w lines go to stderr, which curl does not buffer: each arrives when its download ends
+        self._proc = run_in(self.ns, argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, bufsize=1)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        return self
+
+    def _read(self) -> None:
+        assert self._proc.stderr is not None
+        for line in self._proc.stderr:
+            parts = line.split()
+            try:
+                self.downloads.append(Download(time.monotonic(), float(parts[0]), int(parts[1]), int(parts[2])))
+            except (ValueError, IndexError):
+                self.error = line.strip()[-300:]   # curl's own message
+
+    def stop(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.terminate()
+        try:
+            self._proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._reader.join(timeout=5)
+
+    def connections(self) -> int:
+        return sum(d.connects for d in self.downloads)
+
+    def rate_bps(self, start: float, end: float) -> float:
+        """Bits per second the connection carried between two time.monotonic() instants (downloads that
+        straddle an edge count for the part inside, assuming an even rate within one download)."""
+        bits = 0.0
+        for d in self.downloads:
+            began = d.ended - d.seconds
+            inside = min(d.ended, end) - max(began, start)
+            if inside > 0 and d.seconds > 0:
+                bits += d.size * 8 * inside / d.seconds
+        return bits / (end - start) if end > start else 0.0
+
+
+def new_connections(ns: str, url: str, count: int, interval: float = 0.2, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """`count` new HTTP connections to `url` from `ns`, started `interval` s apart, each its own curl (a new TCP
+    connection, SYN retransmissions and all): their status, how long each took, and curl's error if any."""
+    results: list[dict[str, Any]] = [{} for _ in range(count)]
+
+    def one(i: int) -> None:
+        argv = ["curl", "-sS", "-o", "/dev/null", "--max-time", str(timeout), "-w", "%{http_code} %{time_connect}", url]
+        started = time.monotonic()
+        try:
+            done = call_in(ns, argv, timeout=timeout + 5)
+            code, connect = (done.stdout.split() + ["000", "0"])[:2]
+            results[i] = {"status": int(code), "connect_s": float(connect), "seconds": time.monotonic() - started,
+                          "error": done.stderr.strip()[-200:]}
+        except subprocess.TimeoutExpired:
+            results[i] = {"status": 0, "connect_s": 0.0, "seconds": time.monotonic() - started, "error": "timed out"}
+
+    threads = []
+    for i in range(count):
+        t = threading.Thread(target=one, args=(i,), daemon=True)
+        t.start()
+        threads.append(t)
+        time.sleep(interval)
+    for t in threads:
+        t.join(timeout + 10)
+    return results
+
+
+def process_memory(pid: int) -> dict[str, int]:
+    """Resident memory of a process in bytes: `rss` and its parts `anon`, `file`, `shmem` (/proc/PID/status)."""
+    names = {"VmRSS": "rss", "RssAnon": "anon", "RssFile": "file", "RssShmem": "shmem"}
+    out = {}
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            key, _, value = line.partition(":")
+            if key in names:
+                out[names[key]] = int(value.split()[0]) * 1024
+    return out
+
+
+def file_resident_bytes(path: str | os.PathLike[str]) -> int:
+    """Bytes a (tmpfs) file holds in memory: its allocated blocks."""
+    return os.stat(path).st_blocks * 512
+
+
+def sample_memory(pid: int, files: Sequence[Path] = ()) -> dict[str, int]:
+    sample = process_memory(pid)
+    for f in files:
+        sample[f"file:{f.name}"] = file_resident_bytes(f) if f.exists() else 0
+    return sample
