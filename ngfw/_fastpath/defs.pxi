@@ -85,6 +85,8 @@ cdef extern from "fp_sys.h" nogil:
     void *mmap(void *addr, size_t length, int prot, int flags, int fd, long offset)
     int munmap(void *addr, size_t length)
     int poll(pollfd *fds, unsigned long nfds, int timeout)
+    int eventfd(unsigned int initval, int flags)
+    int EFD_NONBLOCK, EFD_CLOEXEC
     uint16_t htons(uint16_t v)
     int sched_yield()
     int usleep(unsigned int usec)

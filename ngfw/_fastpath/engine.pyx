@@ -755,6 +755,7 @@ cdef class Engine:
         self.e = <engine_t *>calloc(1, sizeof(engine_t))
         if self.e == NULL:
             raise MemoryError("not enough memory for the engine")
+        self.e.wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
         self.e.macs = <mac_entry_t *>calloc(MACTABLE_SLOTS, sizeof(mac_entry_t))
         self.e.frags = <frag_entry_t *>calloc(FRAG_SLOTS, sizeof(frag_entry_t))
         if self.e.macs == NULL or self.e.frags == NULL:
@@ -828,6 +829,8 @@ cdef class Engine:
         if self.e != NULL:
             for i in range(self.e.n_ports):
                 port_close(&self.e.ports[i])
+            if self.e.wake_fd >= 0:
+                close(self.e.wake_fd)
             if self.e.ins != NULL:
                 for i in range(self.e.flows.mask + 1 if self.e.flows.slots != NULL else 0):
                     if not flow_slot_released(&self.e.flows, i) and self.e.flows.slots[i].used:
@@ -987,6 +990,7 @@ cdef class Engine:
             self.current = tables
             return
         ngfw_store_ptr(<void **>&self.e.pending, <void *>&tables.t)
+        engine_wake(self.e)
         deadline = time.monotonic() + timeout
         while ngfw_load_ptr(<void **>&self.e.pending) != NULL:
             if time.monotonic() > deadline:
@@ -1099,15 +1103,18 @@ cdef class Engine:
             self.e.vsys[i].primed = 0
 
     # ---- session state (session.pxi): requests served on the loop's thread
-    cdef _serve(self, sess_req_t *q, double timeout):
-        """Have the loop serve `q` between bursts (or serve it here while the loop is stopped)."""
+    cdef _serve(self, sess_req_t *q, double timeout, object now_ns=None):
+        """Have the loop serve `q` between bursts (or serve it here while the loop is stopped, at `now_ns`:
+        tests that inject on their own clock export and import on it too)."""
         cdef double deadline
+        cdef uint64_t now = ngfw_now_ns() if now_ns is None else <uint64_t>now_ns
         with self.request_lock:
             if not ngfw_load_u32(&self.e.running):
                 with nogil:
-                    serve_request(self.e, q, ngfw_now_ns())
+                    serve_request(self.e, q, now)
                 return
             ngfw_store_ptr(<void **>&self.e.request, <void *>q)
+            engine_wake(self.e)
             deadline = time.monotonic() + timeout
             while not ngfw_load_u32(&q.done):
                 if not ngfw_load_u32(&self.e.running) and ngfw_cas_ptr(<void **>&self.e.request, <void *>q, NULL):
@@ -1123,7 +1130,8 @@ cdef class Engine:
                 "streams_restored": q.streams_restored}
 
     def export_sessions(self, int workload=-1, uint64_t changed_since=0, bint streams=False, bint hand_over=False,
-                        uint32_t cursor=0, uint32_t limit=0, bint only_allowed=True, double timeout=10.0) -> dict:
+                        uint32_t cursor=0, uint32_t limit=0, bint only_allowed=True, double timeout=10.0,
+                        now_ns=None) -> dict:
         """Flows as session records (bytes; `decode_records` reads them): every flow, or those with
         workload index `workload` (of the running tables) at either end, changed since `changed_since`
         (engine clock ns), from flow slot `cursor` on, at most `limit`. `hand_over`: a cut-over -- the
@@ -1141,9 +1149,9 @@ cdef class Engine:
         q.streams = streams
         q.hand_over = hand_over
         q.only_allowed = only_allowed
-        now = ngfw_now_ns()
+        now = ngfw_now_ns() if now_ns is None else now_ns
         try:
-            self._serve(q, timeout)
+            self._serve(q, timeout, now_ns)
             if q.error == -2:
                 raise MemoryError("not enough memory to export the sessions")
             return {"records": (<char *>q.out.p)[:q.out.n] if q.out.n else b"",
@@ -1168,7 +1176,7 @@ cdef class Engine:
         return m
 
     def import_sessions(self, const unsigned char[:] records, exporter_apps=None, bint migration=False,
-                        int require_workload=-1, double timeout=10.0) -> dict:
+                        int require_workload=-1, double timeout=10.0, now_ns=None) -> dict:
         """Import session records, each checked and decided again by the running policy. `exporter_apps`:
         the exporter's app names by id (None: this catalogue); `migration`: records of a move (imported
         flows may be updated or removed by a later transfer of it); `require_workload`: every record must
@@ -1185,7 +1193,7 @@ cdef class Engine:
             q.require_wl = require_workload
             q.app_map = self._app_map(exporter_apps, &n_map)
             q.n_app_map = n_map
-            self._serve(q, timeout)
+            self._serve(q, timeout, now_ns)
             if q.error == -1:
                 raise RuntimeError("no policy is loaded: sessions cannot be checked against one")
             return self._results(q)
@@ -1194,7 +1202,7 @@ cdef class Engine:
             free(q)
 
     def adopt_sessions(self, const unsigned char[:] old, dict old_layout, exporter_apps=None,
-                       double timeout=30.0) -> dict:
+                       double timeout=30.0, now_ns=None) -> dict:
         """Import every flow of a dead dataplane's state memory `old` (laid out as `old_layout`, which the
         caller checked has this build's fingerprint), each checked and decided again by the running policy."""
         cdef sess_req_t *q
@@ -1220,7 +1228,7 @@ cdef class Engine:
             q.old_n_insp = old_layout["inspect_slots"]
             q.app_map = self._app_map(exporter_apps, &n_map)
             q.n_app_map = n_map
-            self._serve(q, timeout)
+            self._serve(q, timeout, now_ns)
             if q.error == -1:
                 raise RuntimeError("no policy is loaded: sessions cannot be checked against one")
             return self._results(q)
@@ -1239,6 +1247,12 @@ cdef class Engine:
             self._serve(q, timeout)
         finally:
             free(q)
+
+    def allow_midstream(self, double seconds) -> None:
+        """For `seconds` from now, a TCP segment of a connection this engine does not know starts a flow (decided by
+        the policy, as a capture picked up mid-stream is) instead of being dropped as `tcp_not_syn`: connections
+        opened while a fail-open wire let the kernel forward go on once their policy allows them."""
+        ngfw_store_u64(&self.e.midstream_until_ns, ngfw_now_ns() + <uint64_t>(max(seconds, 0.0) * 1e9))
 
     def clock_ns(self) -> int:
         """The engine's clock (CLOCK_MONOTONIC ns), the one flow timestamps are on."""

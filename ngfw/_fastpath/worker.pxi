@@ -47,9 +47,11 @@ ctypedef struct engine_t:
     uint64_t progress_ns
     uint64_t *heartbeat
     sess_req_t *request        # work for the loop's thread (session.pxi), taken between bursts
+    int wake_fd                # an eventfd in the loop's poll set: Python's requests and swaps need no timeout
     uint64_t flows_early_dropped
     uint64_t flows_handed_over # flows a move handed to another host that ended here unlogged
     uint64_t arrivals          # workloads first seen on the VM side (EV_ARRIVAL)
+    uint64_t midstream_until_ns  # until then a TCP segment of an unknown flow starts one (after fail-open)
     # offline replay: captures start mid-connection, carry routers' MACs and log every flow
     uint8_t tcp_midstream      # a TCP flow may start with any segment; its sender is the client
     uint8_t identity_ip_only   # resolve workloads by IP alone, no anti-spoofing
@@ -293,6 +295,7 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
     cdef uint8_t old_action
     cdef uint16_t charged = 0
     cdef int r
+    cdef bint from_server
     cdef const pkt_t *fix = NULL
     port.rx_packets += 1
     port.rx_bytes += len
@@ -368,9 +371,16 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
         flow_remove_slot(&e.flows, <uint32_t>(f - e.flows.slots))
         f = NULL
     if f == NULL:
+        from_server = False
         if p.proto == P_TCP and (p.tcp_flags & (TH_SYN | TH_ACK | TH_RST)) != TH_SYN and not e.tcp_midstream:
-            count_drop(e, R_TCP_NOT_SYN)
-            return
+            if now >= e.midstream_until_ns:
+                count_drop(e, R_TCP_NOT_SYN)
+                return
+            # just after a fail-open wire was taken back: connections opened meanwhile are picked up
+            # mid-stream and decided by the policy; a segment from the lower port is the server's
+            from_server = p.sport < p.dport
+            if from_server:
+                src_wl, dst_wl = dst_wl, src_wl
         # 3a. tenancy: the vsys the flow is charged to must be within its quotas (nothing is kept if not)
         reason = quota_admit(t, e.vsys, quota_vsys_of(t, src_wl, dst_wl, e.unmanaged_vsys), now, &charged)
         if reason != R_NONE:
@@ -383,8 +393,10 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
             return
         f.quota_slot = charged
         # 4. policy, once per flow
-        flow_start(e, t, f, &p, pkt_is_a, in_port, src_wl, dst_wl, now, &d)
-        to_server = True
+        flow_start(e, t, f, &p, pkt_is_a != from_server, in_port, src_wl, dst_wl, now, &d)
+        to_server = not from_server
+        if from_server:
+            src_wl, dst_wl = dst_wl, src_wl   # back to this packet's sender and receiver
     else:
         to_server = pkt_is_a == f.init_is_a
         if f.mig:
@@ -623,15 +635,27 @@ cdef uint32_t rx_tap_burst(engine_t *e, uint16_t pi, uint32_t budget, uint64_t n
         n += 1
     return n
 
+cdef inline void engine_wake(engine_t *e) noexcept nogil:
+    """Wake the loop from its poll (a session request, new tables): it looks at once, not at its next timeout."""
+    cdef uint64_t one = 1
+    if e.wake_fd >= 0:
+        write(e.wake_fd, &one, 8)
+
 cdef void run_loop(engine_t *e) noexcept nogil:
-    cdef pollfd fds[MAX_PORTS]
+    cdef pollfd fds[MAX_PORTS + 1]
     cdef uint32_t i, n, nfds = 0
-    cdef uint64_t now
+    cdef uint64_t now, drained
     for i in range(e.n_ports):
         if e.ports[i].kind == PORT_RING or e.ports[i].kind == PORT_TAP:
             fds[nfds].fd = e.ports[i].fd
             fds[nfds].events = POLLIN
             nfds += 1
+    cdef uint32_t wake = nfds
+    if e.wake_fd >= 0:
+        fds[nfds].fd = e.wake_fd
+        fds[nfds].events = POLLIN
+        fds[nfds].revents = 0
+        nfds += 1
     cdef uint64_t last_busy, spin
     cdef bint sparse
     # frames in the current and the previous 10 ms window: fewer than QUIET_FRAMES is sparse traffic
@@ -677,7 +701,8 @@ cdef void run_loop(engine_t *e) noexcept nogil:
         elif now - last_busy < spin:
             sched_yield()
         else:
-            poll(fds, nfds, 10)
+            if poll(fds, nfds, 10) > 0 and wake < nfds and (fds[wake].revents & POLLIN):
+                read(e.wake_fd, &drained, 8)
 
 cdef void run_tx_loop(engine_t *e) noexcept nogil:
     """Flush TX rings for the packet loop: the kernel runs the receiving side's stack inside send(),

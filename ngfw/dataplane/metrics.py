@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Iterator
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
@@ -74,6 +74,7 @@ class DataplaneCollector(Collector):
                                   "while the flow table was full", value=stats["flows_early_dropped"])
         yield CounterMetricFamily("ngfw_flows_handed_over_total", "Flows handed to the host their workload moved to "
                                   "that ended here unlogged", value=stats["flows_handed_over"])
+        yield from self._migrations()
         continued = CounterMetricFamily("ngfw_sessions_continued_total", "Sessions of the previous dataplane process "
                                         "(crash or restart), by what importing them did", labels=["result"])
         for result, value in sorted(dp.sessions_continued.items()):
@@ -96,6 +97,28 @@ class DataplaneCollector(Collector):
         reloads.add_metric(["success"], dp.reloads_ok)
         reloads.add_metric(["failure"], dp.reloads_failed)
         yield reloads
+
+    def _migrations(self) -> Iterator:
+        agent = self.dp.migration_agent
+        done = CounterMetricFamily("ngfw_migrations_total", "Workload migrations into this host, by result",
+                                   labels=["result"])
+        sessions = CounterMetricFamily("ngfw_migration_sessions_total", "Sessions of workloads that moved here, by "
+                                       "what importing them did", labels=["result"])
+        if agent is not None:
+            for result, n in sorted(agent.migrations.items()):
+                done.add_metric([result], n)
+            for result, n in sorted(agent.sessions.items()):
+                sessions.add_metric([result], n)
+        yield done
+        yield sessions
+        histogram = HistogramMetricFamily("ngfw_migration_transfer_seconds", "Time from the source's cut-over "
+                                          "export to this host's import of a migrating workload's sessions")
+        if agent is not None:
+            buckets, total = agent.transfer_histogram()
+            histogram.add_metric([], buckets, total)
+        yield histogram
+        yield CounterMetricFamily("ngfw_migration_sessions_exported_total", "Sessions this host sent to the host "
+                                  "their workload moved to", value=agent.exported if agent is not None else 0)
 
     @staticmethod
     def _tenancy(per_vsys: dict) -> Iterator:

@@ -72,6 +72,7 @@ class Dataplane:
         self.sessions_continued: dict[str, int] = {}   # result -> flows, of the take-over at start
         self.arrival_listeners: list[Any] = []   # (vsys, workload, time) callbacks (ngfw.dataplane.migration)
         self.max_workload_loss = max_workload_loss  # a policy file reload losing a larger share is refused
+        self.migration_agent: Any = None   # ngfw.dataplane.migration.MigrationAgent with --control
         self._names_written: list[str] | None = None
         state_memory = None
         if state_dir:
@@ -433,10 +434,6 @@ class Dataplane:
 
 def serve(dp: Dataplane, metrics_addr: tuple[str, int] | None) -> int:
     """Run until SIGINT/SIGTERM; SIGHUP reloads the policy. Returns the exit status."""
-    from prometheus_client import CollectorRegistry, start_http_server
-
-    from ngfw.dataplane.metrics import DataplaneCollector
-
     wake = threading.Event()
     wanted = {"reload": False, "stop": False}
 
@@ -451,14 +448,19 @@ def serve(dp: Dataplane, metrics_addr: tuple[str, int] | None) -> int:
     signal.signal(signal.SIGHUP, on_hup)
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
-    if metrics_addr is not None:
-        registry = CollectorRegistry()
-        registry.register(DataplaneCollector(dp))
-        start_http_server(metrics_addr[1], addr=metrics_addr[0], registry=registry)
-        log.info("metrics on http://%s:%d/metrics", *metrics_addr)
+    # forwarding first: after a restart, every millisecond before the loop runs is traffic held up
     dp.start()
     log.info("forwarding on %s", ", ".join(dp.port_index))
     try:
+        if metrics_addr is not None:
+            from prometheus_client import CollectorRegistry, start_http_server
+
+            from ngfw.dataplane.metrics import DataplaneCollector
+
+            registry = CollectorRegistry()
+            registry.register(DataplaneCollector(dp))
+            start_http_server(metrics_addr[1], addr=metrics_addr[0], registry=registry)
+            log.info("metrics on http://%s:%d/metrics", *metrics_addr)
         while not wanted["stop"]:
             wake.wait(1.0)
             wake.clear()
