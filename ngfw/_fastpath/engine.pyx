@@ -1283,6 +1283,7 @@ cdef class Engine:
             "flows_expired": self.e.flows_expired,
             "flows_cut": self.e.flows_cut,
             "flows_early_dropped": self.e.flows_early_dropped,
+            "flows_early_dropped_unlogged": self.e.early_drops_unlogged,
             "flows_handed_over": self.e.flows_handed_over,
             "arrivals": self.e.arrivals,
             "flow_insert_failures": self.e.drops[R_FLOW_TABLE_FULL],

@@ -474,6 +474,7 @@ cdef inline void take_request(engine_t *e, uint64_t now) noexcept nogil:
 cdef enum:
     EARLY_DROP_WINDOW = 64     # slots from where the new flow goes that are looked at for one to give way...
     EARLY_DROP_SCAN = 512      # ... and up to this many while none of them may
+    EARLY_DROP_LOGGED = 100    # flow records of early-dropped flows written per second at most
 
 cdef inline bint flow_embryonic(const flow_t *f) noexcept nogil:
     """Not (yet) a conversation: a TCP handshake that has not completed, or a flow nobody answered."""
@@ -537,10 +538,24 @@ cdef bint flow_early_drop(engine_t *e, uint32_t h, uint16_t charged, uint64_t no
     if best == UINT32_MAX:
         return False
     f = &ft.slots[best]
-    flow_end(e, f, END_TIMEOUT if best_rank == 3 else END_EARLY_DROP)
-    flow_remove_slot(ft, best)
     if best_rank != 3:
         e.flows_early_dropped += 1
+        if f.log and not early_drop_logged(e, now):
+            # a flood must not become a flood of log records: a sample of them is written, all are counted
+            f.log = 0
+            e.early_drops_unlogged += 1
+    flow_end(e, f, END_TIMEOUT if best_rank == 3 else END_EARLY_DROP)
+    flow_remove_slot(ft, best)
+    return True
+
+cdef inline bint early_drop_logged(engine_t *e, uint64_t now) noexcept nogil:
+    """Whether the flow record of one more early-dropped flow may be written this second."""
+    if now < e.early_drop_log_window or now - e.early_drop_log_window >= 1000000000ull:
+        e.early_drop_log_window = now
+        e.early_drops_logged = 0
+    if e.early_drops_logged >= EARLY_DROP_LOGGED:
+        return False
+    e.early_drops_logged += 1
     return True
 
 cdef flow_t *flow_insert_evicting(engine_t *e, const flow_key_t *k, uint32_t h, uint16_t charged,

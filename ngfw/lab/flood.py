@@ -215,3 +215,96 @@ def sample_memory(pid: int, files: Sequence[Path] = ()) -> dict[str, int]:
     for f in files:
         sample[f"file:{f.name}"] = file_resident_bytes(f) if f.exists() else 0
     return sample
+
+
+# ---------------------------------------------------------------- one flood, measured
+
+
+@dataclass
+class FloodReport:
+    """What a flood did to users and to the dataplane (rates in bit/s, memory in bytes)."""
+
+    flood: FloodResult
+    unflooded_bps: float
+    flooded_bps: float
+    after_bps: float
+    download_connections: int            # connections the established download made (1: it never broke)
+    legit: list[dict[str, Any]]
+    memory: dict[str, dict[str, int]]    # "before", "during", "after" the flood
+    counters: dict[str, float]
+    drops: dict[str, float]
+    settle_seconds: float                # from the end of the flood to the memory given back
+
+    @property
+    def legit_ok(self) -> int:
+        return sum(1 for r in self.legit if r.get("status") == 200)
+
+    @property
+    def throughput_ratio(self) -> float:
+        return self.flooded_bps / self.unflooded_bps if self.unflooded_bps > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"flood_sent": self.flood.sent, "flood_seconds": round(self.flood.seconds, 3),
+                "flood_pps": round(self.flood.pps), "unflooded_bps": round(self.unflooded_bps),
+                "flooded_bps": round(self.flooded_bps), "after_bps": round(self.after_bps),
+                "throughput_ratio": round(self.throughput_ratio, 3), "download_connections": self.download_connections,
+                "legit_ok": self.legit_ok, "legit": self.legit, "memory": self.memory, "counters": self.counters,
+                "drops": self.drops, "settle_seconds": round(self.settle_seconds, 1)}
+
+
+COUNTERS = ("ngfw_flows_early_dropped_total", "ngfw_flow_insert_failures_total", "ngfw_port_kernel_drops_total",
+            "ngfw_events_lost_total", "ngfw_flows_created_total", "ngfw_flows_active",
+            "ngfw_memory_given_back_bytes_total", "ngfw_flow_table_given_back_bytes")
+
+
+def run_flood(dataplane: Any, attacker: Endpoint, target: Endpoint, target_port: int, client: Endpoint, url: str,
+              workdir: Path, flood_seconds: float = 8.0, quiet_seconds: float = 3.0, new_connections_count: int = 10,
+              rate_pps: int | None = None, state_file: Path | None = None, settle_timeout: float = 60.0) -> FloodReport:
+    """`attacker` floods `target:target_port` with SYNs through `dataplane` (a running DataplaneProcess) while
+    `client`, over one connection established before, downloads `url` again and again, and opens
+    `new_connections_count` new connections to `url` during the flood. Then waits (at most `settle_timeout`)
+    for the flood's flows to end and the memory they took to go back."""
+    from ngfw.lab.dataplane_process import metric_by_label, metric_sum
+
+    files = [state_file] if state_file is not None else []
+    memory = {"before": sample_memory(dataplane.pid, files)}
+    download = KeepAliveDownload(client.ns, url).start()
+    try:
+        time.sleep(0.5)   # connected, slow start over
+        quiet_from = time.monotonic()
+        time.sleep(quiet_seconds)
+        quiet_to = time.monotonic()
+        flood = SynFlood(attacker, target, target_port, flood_seconds, workdir, rate_pps).start()
+        try:
+            time.sleep(min(1.0, flood_seconds / 4))
+            flooded_from = time.monotonic()
+            legit = new_connections(client.ns, url, new_connections_count, interval=0.3, timeout=8.0)
+            time.sleep(max(0.0, flood.started + flood.seconds - 0.2 - time.monotonic()))
+            flooded_to = time.monotonic()
+            memory["during"] = sample_memory(dataplane.pid, files)
+        finally:
+            result = flood.stop()
+        time.sleep(0.5)
+        after_from = time.monotonic()
+        time.sleep(quiet_seconds)
+        after_to = time.monotonic()
+    finally:
+        download.stop()
+    flood_end = time.monotonic()
+    samples = dataplane.metrics()
+    counters = {name: metric_sum(samples, name) for name in COUNTERS}
+    drops = {k: v for k, v in metric_by_label(samples, "ngfw_drops_total", "reason").items() if v}
+    # the flood's flows end (tcp_syn timeout), then the next sweeps give their memory back
+    deadline = flood_end + settle_timeout
+    while time.monotonic() < deadline:
+        now = dataplane.metrics()
+        if metric_sum(now, "ngfw_flows_active") <= 64 and metric_sum(now, "ngfw_memory_given_back_bytes_total") > 0:
+            time.sleep(2.0)   # the pass over the table, and over the inspection state, completes
+            break
+        time.sleep(0.5)
+    settle = time.monotonic() - flood_end
+    memory["after"] = sample_memory(dataplane.pid, files)
+    counters["ngfw_memory_given_back_bytes_total"] = metric_sum(dataplane.metrics(), "ngfw_memory_given_back_bytes_total")
+    return FloodReport(result, download.rate_bps(quiet_from, quiet_to), download.rate_bps(flooded_from, flooded_to),
+                       download.rate_bps(after_from, after_to), download.connections(), legit, memory, counters, drops,
+                       settle)
