@@ -577,6 +577,7 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
     cdef uint8_t blocked
     cdef int vs
     cdef bint nothing_due, took = False
+    cdef uint32_t inspected_end
     if ws == NULL or f.profile < 0 or <uint32_t>f.profile >= t.n_profiles:
         return A_ALLOW
     prof = &t.profiles[f.profile]
@@ -646,18 +647,30 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
     memset(ws.slot_ready, 0, T.n_slots)
     if n:
         if tcp:
+            if s.done[dir] and <int32_t>(p.tcp_seq + (1 if p.tcp_flags & TH_SYN else 0) - s.next_seq[dir]) >= 0:
+                # past the inspection depth: nothing of it is inspected, so neither a hole before it nor a
+                # retransmission of it matters (holding it back would only stall the connection)
+                return A_ALLOW
+            inspected_end = s.next_seq[dir]
             scan_n = tcp_new_bytes(e, ws, s, dir, p, &skip, reason)
             if scan_n == UINT32_MAX:
                 return A_DENY
             if scan_n == 0:
                 return A_ALLOW      # a retransmission: its first copy was inspected
+            if s.done[dir]:
+                # a retransmission from before the depth to past it: what it repeats of the inspected bytes
+                # agreed; the inspected stream still ends at the depth
+                s.next_seq[dir] = inspected_end
+                return A_ALLOW
             d += skip
             n = scan_n
             ws.win_from_start = s.inspected[dir] <= s.tail_len[dir]
-            if s.done[dir]:
-                return A_ALLOW
             if s.inspected[dir] + n >= prof.depth:
                 n = prof.depth - s.inspected[dir] if prof.depth > s.inspected[dir] else 0
+                # the inspected stream ends at the depth, where the kept tail ends: a retransmission of the bytes
+                # before it is compared with what was inspected, and anything after it is not (it used to be
+                # compared with the tail of the depth, and an honest retransmission was dropped as a rewrite)
+                s.next_seq[dir] -= scan_n - n
                 s.done[dir] = 1
                 ws.depth_reached += 1
             if n and T.stream_db[dir].db != NULL:
