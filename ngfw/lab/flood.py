@@ -26,18 +26,18 @@ from ngfw.lab import measure
 from ngfw.lab.netns import call_in, run_in
 from ngfw.lab.topology import Endpoint
 
-SYN_FRAME = 60  # Ethernet + IPv4 + TCP (54 bytes), padded to the minimum frame
 MAX_FLOOD_PPS = 5_000_000  # the count bound of a flood: its duration x this
 
 
-def render_trafgen_syn(src_mac: str, dst_mac: str, src_ip: str, dst_ip: str, dst_port: int) -> str:
-    """A trafgen config: TCP SYNs to `dst_ip:dst_port`, random source port and sequence number per frame."""
+def render_trafgen_syn(src_mac: str, dst_mac: str, src_ip: str, dst_ip: str, dst_port: int, payload: int = 0) -> str:
+    """A trafgen config: TCP SYNs to `dst_ip:dst_port`, random source port and sequence number per frame, 54-byte
+    frames (veth pads nothing), or carrying `payload` bytes of data (TCP Fast Open does; so can an attacker)."""
+    data = f",\n  fill(0x41, {payload})" if payload else ""
     return (
         "{\n"
         f"  eth(da={dst_mac}, sa={src_mac}),\n"
         f"  ipv4(sa={src_ip}, da={dst_ip}, ttl=64),\n"
-        f"  tcp(sp=drnd(1024, 65535), dp={dst_port}, seq=drnd(), syn, window=64240),\n"
-        f"  fill(0x00, {SYN_FRAME - 54})\n"
+        f"  tcp(sp=drnd(1024, 65535), dp={dst_port}, seq=drnd(), syn, window=64240){data}\n"
         "}\n"
     )
 
@@ -57,11 +57,11 @@ class SynFlood:
     """trafgen flooding `dst:dst_port` with SYNs from `src`'s namespace, for at most `seconds` (start, then stop)."""
 
     def __init__(self, src: Endpoint, dst: Endpoint, dst_port: int, seconds: float, workdir: Path,
-                 rate_pps: int | None = None) -> None:
+                 rate_pps: int | None = None, payload: int = 0) -> None:
         self.src = src
         self.seconds = seconds
         self.config = workdir / f"synflood-{src.name}.trafgen"
-        self.config.write_text(render_trafgen_syn(src.mac, dst.mac, src.ipv4, dst.ipv4, dst_port))
+        self.config.write_text(render_trafgen_syn(src.mac, dst.mac, src.ipv4, dst.ipv4, dst_port, payload))
         self.argv = ["trafgen", "--dev", src.ifname, "--conf", str(self.config), "--cpus", "1", "--no-sock-mem",
                      "--notouch-irq", "--num", str(int(seconds * MAX_FLOOD_PPS))]
         if rate_pps:
@@ -227,10 +227,11 @@ class FloodReport:
     flood: FloodResult
     unflooded_bps: float
     flooded_bps: float
-    after_bps: float
+    after_bps: float                     # once it resumed after the flood
+    resumed_seconds: float | None        # from the end of the flood to the download's next completed file
     download_connections: int            # connections the established download made (1: it never broke)
     legit: list[dict[str, Any]]
-    memory: dict[str, dict[str, int]]    # "before", "during", "after" the flood
+    memory: dict[str, dict[str, int]]    # "idle" (before any traffic), "before", "during", "after" the flood
     counters: dict[str, float]
     drops: dict[str, float]
     settle_seconds: float                # from the end of the flood to the memory given back
@@ -247,6 +248,7 @@ class FloodReport:
         return {"flood_sent": self.flood.sent, "flood_seconds": round(self.flood.seconds, 3),
                 "flood_pps": round(self.flood.pps), "unflooded_bps": round(self.unflooded_bps),
                 "flooded_bps": round(self.flooded_bps), "after_bps": round(self.after_bps),
+                "resumed_seconds": None if self.resumed_seconds is None else round(self.resumed_seconds, 2),
                 "throughput_ratio": round(self.throughput_ratio, 3), "download_connections": self.download_connections,
                 "legit_ok": self.legit_ok, "legit": self.legit, "memory": self.memory, "counters": self.counters,
                 "drops": self.drops, "settle_seconds": round(self.settle_seconds, 1)}
@@ -259,22 +261,26 @@ COUNTERS = ("ngfw_flows_early_dropped_total", "ngfw_flow_insert_failures_total",
 
 def run_flood(dataplane: Any, attacker: Endpoint, target: Endpoint, target_port: int, client: Endpoint, url: str,
               workdir: Path, flood_seconds: float = 8.0, quiet_seconds: float = 3.0, new_connections_count: int = 10,
-              rate_pps: int | None = None, state_file: Path | None = None, settle_timeout: float = 60.0) -> FloodReport:
+              rate_pps: int | None = None, payload: int = 0, state_file: Path | None = None,
+              resume_timeout: float = 30.0, settle_timeout: float = 60.0) -> FloodReport:
     """`attacker` floods `target:target_port` with SYNs through `dataplane` (a running DataplaneProcess) while
     `client`, over one connection established before, downloads `url` again and again, and opens
-    `new_connections_count` new connections to `url` during the flood. Then waits (at most `settle_timeout`)
-    for the flood's flows to end and the memory they took to go back."""
+    `new_connections_count` new connections to `url` during the flood (the flood lasts until they are done).
+    After it, the download's rate once it resumed (at most `resume_timeout` later); then waits (at most
+    `settle_timeout`) for the flood's flows to end and the memory they took to go back."""
     from ngfw.lab.dataplane_process import metric_by_label, metric_sum
 
     files = [state_file] if state_file is not None else []
-    memory = {"before": sample_memory(dataplane.pid, files)}
+    memory = {"idle": sample_memory(dataplane.pid, files)}
     download = KeepAliveDownload(client.ns, url).start()
     try:
         time.sleep(0.5)   # connected, slow start over
         quiet_from = time.monotonic()
         time.sleep(quiet_seconds)
         quiet_to = time.monotonic()
-        flood = SynFlood(attacker, target, target_port, flood_seconds, workdir, rate_pps).start()
+        # the baseline: a dataplane carrying traffic (its packet rings have gone round once), no flood
+        memory["before"] = sample_memory(dataplane.pid, files)
+        flood = SynFlood(attacker, target, target_port, flood_seconds, workdir, rate_pps, payload).start()
         try:
             time.sleep(min(1.0, flood_seconds / 4))
             flooded_from = time.monotonic()
@@ -284,18 +290,23 @@ def run_flood(dataplane: Any, attacker: Endpoint, target: Endpoint, target_port:
             memory["during"] = sample_memory(dataplane.pid, files)
         finally:
             result = flood.stop()
-        time.sleep(0.5)
+        flood_end = time.monotonic()
+        # TCP backs off under heavy loss (its retransmission timer doubles, up to tens of seconds): the
+        # download resumes when its next retransmission gets through
+        done = len(download.downloads)
+        while len(download.downloads) == done and time.monotonic() < flood_end + resume_timeout:
+            time.sleep(0.05)
+        resumed = time.monotonic() - flood_end if len(download.downloads) > done else None
         after_from = time.monotonic()
         time.sleep(quiet_seconds)
         after_to = time.monotonic()
     finally:
         download.stop()
-    flood_end = time.monotonic()
     samples = dataplane.metrics()
     counters = {name: metric_sum(samples, name) for name in COUNTERS}
     drops = {k: v for k, v in metric_by_label(samples, "ngfw_drops_total", "reason").items() if v}
     # the flood's flows end (tcp_syn timeout), then the next sweeps give their memory back
-    deadline = flood_end + settle_timeout
+    deadline = time.monotonic() + settle_timeout
     while time.monotonic() < deadline:
         now = dataplane.metrics()
         if metric_sum(now, "ngfw_flows_active") <= 64 and metric_sum(now, "ngfw_memory_given_back_bytes_total") > 0:
@@ -306,5 +317,5 @@ def run_flood(dataplane: Any, attacker: Endpoint, target: Endpoint, target_port:
     memory["after"] = sample_memory(dataplane.pid, files)
     counters["ngfw_memory_given_back_bytes_total"] = metric_sum(dataplane.metrics(), "ngfw_memory_given_back_bytes_total")
     return FloodReport(result, download.rate_bps(quiet_from, quiet_to), download.rate_bps(flooded_from, flooded_to),
-                       download.rate_bps(after_from, after_to), download.connections(), legit, memory, counters, drops,
-                       settle)
+                       download.rate_bps(after_from, after_to), resumed, download.connections(), legit, memory,
+                       counters, drops, settle)
