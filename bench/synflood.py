@@ -23,6 +23,7 @@ as they draw on the same bucket (`--policy lab` shows that).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -74,6 +75,13 @@ def one_run(lab: Lab, url: str, policy: Path, rate: int | None, args: argparse.N
              "--state-dir", str(state), *shlex.split(args.dataplane_args)]
     dp = start_dataplane(lab.fw_ns, policy, free_tcp_port(lab.fw_ns), workdir=run_dir, extra_args=extra)
     try:
+        if args.nice:
+            # the dataplane runs in a session of its own: with autogroup scheduling, its group's nice is what
+            # weighs against the rest of the machine
+            with contextlib.suppress(OSError):
+                Path(f"/proc/{dp.pid}/autogroup").write_text(str(args.nice))
+            for task in Path(f"/proc/{dp.pid}/task").iterdir():
+                os.setpriority(os.PRIO_PROCESS, int(task.name), args.nice)
         for ns in (lab.web1.ns, lab.web2.ns):   # neighbours resolved, first flows seen
             call_in(ns, ["curl", "-s", "-o", "/dev/null", "--max-time", "5", url], timeout=10)
         time.sleep(1.0)
@@ -83,7 +91,8 @@ def one_run(lab: Lab, url: str, policy: Path, rate: int | None, args: argparse.N
             attacker, target, port = lab.web1, lab.srv, 80
         load = os.getloadavg()[0]
         report = flood.run_flood(dp, attacker, target, port, lab.web2, url, run_dir, flood_seconds=args.flood_seconds,
-                                 rate_pps=rate, state_file=state / "flows.state")
+                                 rate_pps=rate, state_file=state / "flows.state",
+                                 download_limit_bps=int(args.download_limit * 1e6) or None)
         out = report.as_dict()
         out["rate"] = rate or "max"
         out["loadavg_before"] = load
@@ -96,23 +105,31 @@ def one_run(lab: Lab, url: str, policy: Path, rate: int | None, args: argparse.N
 
 def row(r: dict[str, Any]) -> str:
     if "error" in r:
-        return f"| {r['rate']} | error: {r['error']} |" + " |" * 9
+        return f"| {r['rate']} | error: {r['error']} |" + " |" * 10
     m = r["memory"]
     c = r["counters"]
     kernel = c["ngfw_port_kernel_drops_total"]
 
+    resumed = "never" if r["resumed_seconds"] is None else f"{r['resumed_seconds']:.1f} s after"
+    cpu = " / ".join(f"{r['cpu'][p]['dataplane_cores']:.2f}, {r['cpu'][p]['machine_busy']:.0%}"
+                     for p in ("before", "during"))
+
     def mem(key: str) -> str:
         return " / ".join(f"{m[p].get(key, 0) / MiB:.0f}" for p in ("before", "during", "after"))
 
-    return (f"| {r['rate']} | {r['flood_pps']:,} | {kernel:,.0f} | {r['legit_ok']}/{len(r['legit'])} | "
+    def n(value: float) -> str:
+        return f"{value:,.0f}".replace(",", " ")
+
+    return (f"| {r['rate']} | {n(r['flood_pps'])} | {n(kernel)} | {r['legit_ok']}/{len(r['legit'])} | "
             f"{r['unflooded_bps'] / 1e6:.0f} → {r['flooded_bps'] / 1e6:.0f} ({r['throughput_ratio']:.2f}×) | "
-            f"{c['ngfw_flows_early_dropped_total']:,.0f} | {c['ngfw_flow_insert_failures_total']:,.0f} | "
-            f"{mem('rss')} | {mem('file:flows.state')} | {r['settle_seconds']:.0f} |").replace(",", " ")
+            f"{n(c['ngfw_flows_early_dropped_total'])} | {n(c['ngfw_flow_insert_failures_total'])} | "
+            f"{mem('rss')} | {mem('file:flows.state')} | {resumed} | {cpu} |")
 
 
 HEADER = ("| flood rate | SYN/s sent | kernel ring drops | new connections | download Mbit/s before → during | "
-          "early drops | insert failures | RSS MiB before / during / after | state file MiB | settle s |\n"
-          "|---|---|---|---|---|---|---|---|---|---|")
+          "early drops | insert failures | RSS MiB before / during / after | state file MiB | download resumed | "
+          "dataplane cores, machine busy: before / during |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,6 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flood-seconds", type=float, default=8.0)
     parser.add_argument("--policy", choices=("lab-no-rate", "lab"), default="lab-no-rate")
     parser.add_argument("--source", choices=("web1", "srv"), default="web1")
+    parser.add_argument("--download-limit", type=float, default=0, metavar="MBITS",
+                        help="pace the established download at this many Mbit/s (0: as fast as it goes)")
+    parser.add_argument("--nice", type=int, default=0,
+                        help="run the dataplane's threads at this nice value (-10: ahead of the rest of a shared "
+                             "machine, as a dedicated core would have it)")
     parser.add_argument("--dataplane-args", default="", metavar="ARGS")
     parser.add_argument("--json", type=Path, help="write every run here")
     parser.add_argument("--prefix", default=PREFIX)
@@ -173,8 +195,10 @@ def main(argv: list[str] | None = None) -> int:
            "runs": runs}
     if args.json:
         args.json.write_text(json.dumps(doc, indent=2) + "\n")
+    paced = f", download paced at {args.download_limit:g} Mbit/s" if args.download_limit else ""
+    paced += f", dataplane at nice {args.nice}" if args.nice else ""
     print(f"## SYN flood, {started:%Y-%m-%d %H:%M} UTC, flow capacity {args.flow_capacity}, policy {args.policy}, "
-          f"flood from {args.source}, {machine['cpus']} CPUs\n")
+          f"flood from {args.source}{paced}, {machine['cpus']} CPUs\n")
     print(HEADER)
     for r in runs:
         print(row(r))

@@ -118,11 +118,14 @@ class KeepAliveDownload:
     url: str
     count: int = 2000
     timeout: float = 120.0
+    limit_bps: int | None = None   # paced by the client (curl --limit-rate): a transfer with room to spare
     downloads: list[Download] = field(default_factory=list)
     error: str = ""
 
     def start(self) -> KeepAliveDownload:
         argv = ["curl", "-sS", "--max-time", str(self.timeout), "-w", "%{stderr}%{time_total} %{size_download} %{num_connects}\\n"]
+        if self.limit_bps:
+            argv += ["--limit-rate", str(self.limit_bps // 8)]
         for _ in range(self.count):
             argv += ["-o", "/dev/null", self.url]
         # the -w lines go to stderr, which curl does not buffer: each arrives when its download ends
@@ -210,6 +213,49 @@ def file_resident_bytes(path: str | os.PathLike[str]) -> int:
     return os.stat(path).st_blocks * 512
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of every thread of a process so far."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue   # the thread ended
+        total += int(fields[11]) + int(fields[12])   # utime, stime
+    return total / ticks
+
+
+def machine_cpu_seconds() -> tuple[float, float]:
+    """(busy, steal) CPU seconds of the whole machine so far, over all CPUs (/proc/stat)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    with open("/proc/stat") as stat:
+        values = [int(v) for v in stat.readline().split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq, steal = (values + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq) / ticks, steal / ticks
+
+
+class CpuWindow:
+    """CPU used between two instants: by the dataplane process (cores), by the whole machine (share of all its
+    CPUs busy), and stolen by the hypervisor."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.start = self._now()
+
+    def _now(self) -> tuple[float, float, float, float]:
+        busy, steal = machine_cpu_seconds()
+        return time.monotonic(), process_cpu_seconds(self.pid), busy, steal
+
+    def stop(self) -> dict[str, float]:
+        end = self._now()
+        wall = end[0] - self.start[0]
+        cpus = os.cpu_count() or 1
+        return {"dataplane_cores": round((end[1] - self.start[1]) / wall, 2),
+                "machine_busy": round((end[2] - self.start[2]) / wall / cpus, 2),
+                "steal": round((end[3] - self.start[3]) / wall / cpus, 2)}
+
+
 def sample_memory(pid: int, files: Sequence[Path] = ()) -> dict[str, int]:
     sample = process_memory(pid)
     for f in files:
@@ -235,6 +281,7 @@ class FloodReport:
     counters: dict[str, float]
     drops: dict[str, float]
     settle_seconds: float                # from the end of the flood to the memory given back
+    cpu: dict[str, dict[str, float]]     # "before" and "during" the flood: CpuWindow
 
     @property
     def legit_ok(self) -> int:
@@ -251,7 +298,7 @@ class FloodReport:
                 "resumed_seconds": None if self.resumed_seconds is None else round(self.resumed_seconds, 2),
                 "throughput_ratio": round(self.throughput_ratio, 3), "download_connections": self.download_connections,
                 "legit_ok": self.legit_ok, "legit": self.legit, "memory": self.memory, "counters": self.counters,
-                "drops": self.drops, "settle_seconds": round(self.settle_seconds, 1)}
+                "drops": self.drops, "settle_seconds": round(self.settle_seconds, 1), "cpu": self.cpu}
 
 
 COUNTERS = ("ngfw_flows_early_dropped_total", "ngfw_flow_insert_failures_total", "ngfw_port_kernel_drops_total",
@@ -262,9 +309,11 @@ COUNTERS = ("ngfw_flows_early_dropped_total", "ngfw_flow_insert_failures_total",
 def run_flood(dataplane: Any, attacker: Endpoint, target: Endpoint, target_port: int, client: Endpoint, url: str,
               workdir: Path, flood_seconds: float = 8.0, quiet_seconds: float = 3.0, new_connections_count: int = 10,
               rate_pps: int | None = None, payload: int = 0, state_file: Path | None = None,
-              resume_timeout: float = 30.0, settle_timeout: float = 60.0) -> FloodReport:
+              resume_timeout: float = 30.0, settle_timeout: float = 60.0, download_limit_bps: int | None = None
+              ) -> FloodReport:
     """`attacker` floods `target:target_port` with SYNs through `dataplane` (a running DataplaneProcess) while
-    `client`, over one connection established before, downloads `url` again and again, and opens
+    `client`, over one connection established before, downloads `url` again and again (at most at
+    `download_limit_bps`), and opens
     `new_connections_count` new connections to `url` during the flood (the flood lasts until they are done).
     After it, the download's rate once it resumed (at most `resume_timeout` later); then waits (at most
     `settle_timeout`) for the flood's flows to end and the memory they took to go back."""
@@ -272,21 +321,25 @@ def run_flood(dataplane: Any, attacker: Endpoint, target: Endpoint, target_port:
 
     files = [state_file] if state_file is not None else []
     memory = {"idle": sample_memory(dataplane.pid, files)}
-    download = KeepAliveDownload(client.ns, url).start()
+    download = KeepAliveDownload(client.ns, url, limit_bps=download_limit_bps).start()
     try:
         time.sleep(0.5)   # connected, slow start over
         quiet_from = time.monotonic()
+        cpu_window = CpuWindow(dataplane.pid)
         time.sleep(quiet_seconds)
         quiet_to = time.monotonic()
+        cpu = {"before": cpu_window.stop()}
         # the baseline: a dataplane carrying traffic (its packet rings have gone round once), no flood
         memory["before"] = sample_memory(dataplane.pid, files)
         flood = SynFlood(attacker, target, target_port, flood_seconds, workdir, rate_pps, payload).start()
         try:
             time.sleep(min(1.0, flood_seconds / 4))
             flooded_from = time.monotonic()
+            cpu_window = CpuWindow(dataplane.pid)
             legit = new_connections(client.ns, url, new_connections_count, interval=0.3, timeout=8.0)
             time.sleep(max(0.0, flood.started + flood.seconds - 0.2 - time.monotonic()))
             flooded_to = time.monotonic()
+            cpu["during"] = cpu_window.stop()
             memory["during"] = sample_memory(dataplane.pid, files)
         finally:
             result = flood.stop()
@@ -318,4 +371,4 @@ def run_flood(dataplane: Any, attacker: Endpoint, target: Endpoint, target_port:
     counters["ngfw_memory_given_back_bytes_total"] = metric_sum(dataplane.metrics(), "ngfw_memory_given_back_bytes_total")
     return FloodReport(result, download.rate_bps(quiet_from, quiet_to), download.rate_bps(flooded_from, flooded_to),
                        download.rate_bps(after_from, after_to), resumed, download.connections(), legit, memory,
-                       counters, drops, settle)
+                       counters, drops, settle, cpu)
