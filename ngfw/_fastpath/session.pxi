@@ -484,13 +484,16 @@ cdef inline bint flow_embryonic(const flow_t *f) noexcept nogil:
 
 cdef bint flow_early_drop(engine_t *e, uint32_t h, uint16_t charged, uint64_t now) noexcept nogil:
     """The table is full: end one flow to make room for a new one whose hash is `h`, as Linux conntrack's
-    early_drop does -- a flow idle past its timeout, else the least recently seen embryonic flow (never an
-    established one) among the slots from where the new flow goes.
+    early_drop does -- a flow idle past its timeout, else an embryonic flow (never an established one) among the
+    slots from where the new flow goes: the first one at least half the table's turnover time old (the time the
+    flood takes to bring as many new flows as the table holds), else the least recently seen one.
 
     Looking where the new flow goes, not at a cursor: each new flow then displaces one from its own stretch of
-    the table, so every stretch keeps its share of flows and a flow's time in the table under a flood is the
-    time the flood takes to bring as many new flows as the table holds (a cursor empties some stretches and
-    crowds others: a flow landing in an emptied one is gone at the cursor's next turn).
+    the table, so every stretch keeps its share of flows and no flow is pushed out much before the table has
+    turned over (a cursor empties some stretches and crowds others: a flow landing in an emptied one is gone at
+    the cursor's next turn, and a new flow landing there finds nothing to displace). Taking the first flow old
+    enough keeps the look short (the table's memory is the cost of a flood) without touching the young ones
+    that may be handshakes about to complete.
 
     Per-vsys fairness (a vsys' share: the table's capacity / the policy's vsys): a new flow whose vsys holds
     more than its share displaces only its own vsys' flows, so a flooding tenant turns over its own half-open
@@ -501,13 +504,18 @@ cdef bint flow_early_drop(engine_t *e, uint32_t h, uint16_t charged, uint64_t no
     cdef const tables_t *t = e.tables
     cdef uint32_t share = ft.capacity
     cdef uint32_t i, s, start = h & ft.mask, best = UINT32_MAX
-    cdef int best_rank = 0, rank
-    cdef uint64_t best_ts = 0
+    cdef int best_rank = 0, rank, enough_rank
+    cdef uint64_t best_ts = 0, old_enough = 0xffffffffffffffffull
     cdef flow_t *f
     cdef bint own_only
     if t != NULL and t.n_vsys > 1:
         share = ft.capacity // t.n_vsys
     own_only = charged == 0 or e.vsys[charged - 1].sessions > share
+    # a candidate of this rank, old enough, ends the look: the best this new flow can hope for
+    enough_rank = 1 if own_only else 2
+    early_drop_count_second(e, now)
+    if e.early_drop_rate:
+        old_enough = <uint64_t>ft.count * 500000000ull // e.early_drop_rate
     for i in range(EARLY_DROP_SCAN):
         if best != UINT32_MAX and i >= EARLY_DROP_WINDOW:
             break
@@ -535,28 +543,33 @@ cdef bint flow_early_drop(engine_t *e, uint32_t h, uint16_t charged, uint64_t no
             best_rank = rank
             best_ts = f.ts_last
             best = s
+            if rank >= enough_rank and now > f.ts_last and now - f.ts_last >= old_enough:
+                break
     if best == UINT32_MAX:
         return False
     f = &ft.slots[best]
     if best_rank != 3:
         e.flows_early_dropped += 1
-        if f.log and not early_drop_logged(e, now):
+        e.early_drops_second += 1
+        if f.log and e.early_drops_logged >= EARLY_DROP_LOGGED:
             # a flood must not become a flood of log records: a sample of them is written, all are counted
             f.log = 0
             e.early_drops_unlogged += 1
+        elif f.log:
+            e.early_drops_logged += 1
     flow_end(e, f, END_TIMEOUT if best_rank == 3 else END_EARLY_DROP)
     flow_remove_slot(ft, best)
     return True
 
-cdef inline bint early_drop_logged(engine_t *e, uint64_t now) noexcept nogil:
-    """Whether the flow record of one more early-dropped flow may be written this second."""
-    if now < e.early_drop_log_window or now - e.early_drop_log_window >= 1000000000ull:
-        e.early_drop_log_window = now
+cdef inline void early_drop_count_second(engine_t *e, uint64_t now) noexcept nogil:
+    """Early drops are counted by the second: the last whole second's count is the flood's rate, and 100 of each
+    second's are logged."""
+    if now < e.early_drop_second or now - e.early_drop_second >= 1000000000ull:
+        # the second that ended gives the rate, unless the flood paused for a second or more since
+        e.early_drop_rate = e.early_drops_second if now - e.early_drop_second < 2000000000ull else 0
+        e.early_drop_second = now
+        e.early_drops_second = 0
         e.early_drops_logged = 0
-    if e.early_drops_logged >= EARLY_DROP_LOGGED:
-        return False
-    e.early_drops_logged += 1
-    return True
 
 cdef flow_t *flow_insert_evicting(engine_t *e, const flow_key_t *k, uint32_t h, uint16_t charged,
                                   uint64_t now) noexcept nogil:

@@ -50,8 +50,10 @@ ctypedef struct engine_t:
     int wake_fd                # an eventfd in the loop's poll set: Python's requests and swaps need no timeout
     uint64_t flows_early_dropped
     uint64_t early_drops_unlogged  # early-dropped flows whose flow record was not written (session.pxi)
-    uint64_t early_drop_log_window # start of the second whose early drops are being logged...
-    uint32_t early_drops_logged    # ... and how many of them were
+    uint64_t early_drop_second     # start of the second whose early drops are being counted...
+    uint32_t early_drops_second    # ... how many there were so far...
+    uint32_t early_drops_logged    # ... and how many of them were logged
+    uint32_t early_drop_rate       # early drops in the last whole second
     uint64_t flows_handed_over # flows a move handed to another host that ended here unlogged
     uint64_t arrivals          # workloads first seen on the VM side (EV_ARRIVAL)
     uint64_t midstream_until_ns  # until then a TCP segment of an unknown flow starts one (after fail-open)
