@@ -4,8 +4,8 @@
 # Memory: a table is sized for its capacity, and a flood touches all of it. Once it has emptied again (a quarter
 # of the flows it held at its peak), the sweep gives the pages that hold no flow back to the system
 # (worker.pxi sweep_flows, flow_give_back_range): they read as zeros, which is an empty slot. A page given back
-# stays marked in `released` until a flow is inserted in it, so that the sweep (and early drop) never read it:
-# a page of a shared tmpfs mapping is allocated again by a mere read.
+# -- and every page of a new table -- stays marked in `released` until a flow is inserted in it, so that the
+# sweep, early drop and lookups never read it: a page of a shared tmpfs mapping is allocated by a mere read.
 
 from libc.stdint cimport uintptr_t
 
@@ -136,13 +136,16 @@ cdef int flowtable_init(flowtable_t *ft, uint32_t capacity, flow_t *memory) noex
     ft.page0 = <uintptr_t>ft.slots & ~(<uintptr_t>mem_page - 1)
     end = <uintptr_t>(ft.slots + n)
     ft.n_pages = <uint32_t>((end - ft.page0 + mem_page - 1) // mem_page)
-    ft.released = <uint64_t *>calloc((ft.n_pages + 63) // 64, sizeof(uint64_t))
+    ft.released = <uint64_t *>malloc(((ft.n_pages + 63) // 64) * sizeof(uint64_t))
     if ft.released == NULL:
         if not ft.external:
             free(ft.slots)
         ft.slots = NULL
         return -1
-    ft.n_released = 0
+    # a new table holds no flow: none of its pages is read until a flow goes in it (the sweep would otherwise
+    # bring a whole tmpfs file into memory within a second of the start, by reading it)
+    memset(ft.released, 0xff, ((ft.n_pages + 63) // 64) * sizeof(uint64_t))
+    ft.n_released = ft.n_pages
     ft.peak = 0
     ft.give_back_left = 0
     ft.bytes_given_back = 0

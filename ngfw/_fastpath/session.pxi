@@ -475,18 +475,30 @@ cdef enum:
     EARLY_DROP_WINDOW = 64     # slots from where the new flow goes that are looked at for one to give way...
     EARLY_DROP_SCAN = 512      # ... and up to this many while none of them may
     EARLY_DROP_LOGGED = 100    # flow records of early-dropped flows written per second at most
+    RANK_IDLE = 100            # a flow idle past its timeout: it goes first
 
-cdef inline bint flow_embryonic(const flow_t *f) noexcept nogil:
-    """Not (yet) a conversation: a TCP handshake that has not completed, or a flow nobody answered."""
+# how readily an embryonic flow gives way (0: it does not, it is a conversation)
+cdef enum:
+    EMBRYO_ANSWERED = 1    # a handshake the server answered: likely a client about to complete it
+    EMBRYO_UNANSWERED = 2  # a SYN (or a datagram) nobody answered yet
+    EMBRYO_RESET = 3       # a handshake reset: over
+
+cdef inline int flow_embryonic(const flow_t *f) noexcept nogil:
+    """Not (yet) a conversation: a TCP handshake that has not completed, or a flow nobody answered; EMBRYO_*."""
     if f.key.proto == P_TCP:
-        return f.tcp_state < TCP_ESTABLISHED or f.tcp_state == TCP_CLOSED
-    return f.pkts[1] == 0
+        if f.tcp_state == TCP_CLOSED:
+            return EMBRYO_RESET
+        if f.tcp_state == TCP_SYN_RECV:
+            return EMBRYO_ANSWERED
+        return EMBRYO_UNANSWERED if f.tcp_state < TCP_ESTABLISHED else 0
+    return EMBRYO_UNANSWERED if f.pkts[1] == 0 else 0
 
 cdef bint flow_early_drop(engine_t *e, uint32_t h, uint16_t charged, uint64_t now) noexcept nogil:
     """The table is full: end one flow to make room for a new one whose hash is `h`, as Linux conntrack's
     early_drop does -- a flow idle past its timeout, else an embryonic flow (never an established one) among the
-    slots from where the new flow goes: the first one at least half the table's turnover time old (the time the
-    flood takes to bring as many new flows as the table holds), else the least recently seen one.
+    slots from where the new flow goes: a reset handshake first, then one nobody answered, then one the server
+    answered (a client may be completing it); of these the first at least half the table's turnover time old (the
+    time the flood takes to bring as many new flows as the table holds), else the least recently seen one.
 
     Looking where the new flow goes, not at a cursor: each new flow then displaces one from its own stretch of
     the table, so every stretch keeps its share of flows and no flow is pushed out much before the table has
@@ -504,15 +516,16 @@ cdef bint flow_early_drop(engine_t *e, uint32_t h, uint16_t charged, uint64_t no
     cdef const tables_t *t = e.tables
     cdef uint32_t share = ft.capacity
     cdef uint32_t i, s, start = h & ft.mask, best = UINT32_MAX
-    cdef int best_rank = 0, rank, enough_rank
+    cdef int best_rank = 0, rank, enough_rank, embryo
     cdef uint64_t best_ts = 0, old_enough = 0xffffffffffffffffull
     cdef flow_t *f
     cdef bint own_only
     if t != NULL and t.n_vsys > 1:
         share = ft.capacity // t.n_vsys
     own_only = charged == 0 or e.vsys[charged - 1].sessions > share
-    # a candidate of this rank, old enough, ends the look: the best this new flow can hope for
-    enough_rank = 1 if own_only else 2
+    # rank: fairness (1 a flow of a vsys within its share, 2 over it), then EMBRYO_*. A candidate of the best
+    # fairness this new flow can hope for, unanswered and old enough (or reset), ends the look
+    enough_rank = (1 if own_only else 2) * 4 + EMBRYO_UNANSWERED
     early_drop_count_second(e, now)
     if e.early_drop_rate:
         old_enough = <uint64_t>ft.count * 500000000ull // e.early_drop_rate
@@ -527,28 +540,29 @@ cdef bint flow_early_drop(engine_t *e, uint32_t h, uint16_t charged, uint64_t no
             continue
         if flow_idle_out(e, f, now):
             best = s
-            best_rank = 3
+            best_rank = RANK_IDLE
             break          # over anyway
-        if not flow_embryonic(f):
+        embryo = flow_embryonic(f)
+        if not embryo:
             continue
         if own_only:
             if f.quota_slot != charged:
                 continue
-            rank = 1
+            rank = 4 + embryo
         elif f.quota_slot == 0 or e.vsys[f.quota_slot - 1].sessions > share:
-            rank = 2
+            rank = 8 + embryo
         else:
-            rank = 1
+            rank = 4 + embryo
         if rank > best_rank or (rank == best_rank and f.ts_last < best_ts):
             best_rank = rank
             best_ts = f.ts_last
             best = s
-            if rank >= enough_rank and now > f.ts_last and now - f.ts_last >= old_enough:
+            if rank > enough_rank or (rank == enough_rank and now > f.ts_last and now - f.ts_last >= old_enough):
                 break
     if best == UINT32_MAX:
         return False
     f = &ft.slots[best]
-    if best_rank != 3:
+    if best_rank != RANK_IDLE:
         e.flows_early_dropped += 1
         e.early_drops_second += 1
         if f.log and e.early_drops_logged >= EARLY_DROP_LOGGED:
@@ -557,7 +571,7 @@ cdef bint flow_early_drop(engine_t *e, uint32_t h, uint16_t charged, uint64_t no
             e.early_drops_unlogged += 1
         elif f.log:
             e.early_drops_logged += 1
-    flow_end(e, f, END_TIMEOUT if best_rank == 3 else END_EARLY_DROP)
+    flow_end(e, f, END_TIMEOUT if best_rank == RANK_IDLE else END_EARLY_DROP)
     flow_remove_slot(ft, best)
     return True
 

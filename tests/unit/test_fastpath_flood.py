@@ -144,6 +144,22 @@ def test_a_new_connection_gets_in_during_a_flood_and_then_stays(tmp_path: Path, 
     assert w.engine.stats()["flow_insert_failures"] == 0
 
 
+@pytest.mark.parametrize("step_ns", PACES)
+def test_a_handshake_the_server_answered_outlasts_the_syns_nobody_answered(tmp_path: Path, step_ns: int) -> None:
+    """A client whose last ACK was lost (and its request with it) waits for its retransmission in syn_recv, long
+    after the flood brought several tablefuls: the flood's unanswered SYNs go first."""
+    w = Wire(lab_without_rate_limit(tmp_path), flow_capacity=1024)
+    now = flood(w, WEB1, 10_000, 30_000, T0, step_ns=step_ns)
+    assert len(w.from_vm(web1_to_srv(tcp(50_000, 80, "S", seq=100), WEB2_IP, WEB2_MAC), now)[0]) == 1
+    answer = Ether(src=SRV_MAC, dst=WEB2_MAC) / IP(src=SRV_IP, dst=WEB2_IP) / tcp(80, 50_000, "SA", seq=500, ack=101)
+    assert len(w.from_up(answer, now)[0]) == 1
+    now = flood(w, WEB1, 40_000, 4 * 1024, now, step_ns=step_ns)
+    request = tcp(50_000, 80, "PA", seq=101, ack=501, payload=b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert len(w.from_vm(web1_to_srv(request, WEB2_IP, WEB2_MAC), now)[0]) == 1
+    (legit,) = flows_from(w, WEB2_IP)
+    assert legit["tcp_state"] == "established"
+
+
 def test_a_flooding_tenant_turns_over_its_own_half_open_flows_and_not_the_other_tenants(tmp_path: Path) -> None:
     """Two vsys, a share of 32 flows each: tenant-a (web-01) floods, tenant-b (backup-01) opens connections."""
     w = Wire(two_tenants_without_limits(tmp_path), flow_capacity=64)
