@@ -1081,7 +1081,7 @@ cdef class Engine:
             if left == 0:
                 break   # a replay engine sized for a big capture holds a small one's flows
             if not flow_slot_released(&self.e.flows, s) and self.e.flows.slots[s].used:
-                flow_end(self.e, &self.e.flows.slots[s], END_SHUTDOWN)
+                flow_end(self.e, &self.e.flows.slots[s], END_SHUTDOWN, ngfw_now_ns())
                 self.e.flows.slots[s].used = 0
                 left -= 1
         self.e.flows.count = 0
@@ -1283,7 +1283,7 @@ cdef class Engine:
             "flows_expired": self.e.flows_expired,
             "flows_cut": self.e.flows_cut,
             "flows_early_dropped": self.e.flows_early_dropped,
-            "flows_early_dropped_unlogged": self.e.early_drops_unlogged,
+            "records_unlogged": self.e.records_unlogged,
             "flows_handed_over": self.e.flows_handed_over,
             "arrivals": self.e.arrivals,
             "flow_insert_failures": self.e.drops[R_FLOW_TABLE_FULL],

@@ -474,7 +474,6 @@ cdef inline void take_request(engine_t *e, uint64_t now) noexcept nogil:
 cdef enum:
     EARLY_DROP_WINDOW = 64     # slots from where the new flow goes that are looked at for one to give way...
     EARLY_DROP_SCAN = 512      # ... and up to this many while none of them may
-    EARLY_DROP_LOGGED = 100    # flow records of early-dropped flows written per second at most
     RANK_IDLE = 100            # a flow idle past its timeout: it goes first
 
 # how readily an embryonic flow gives way (0: it does not, it is a conversation)
@@ -565,25 +564,17 @@ cdef bint flow_early_drop(engine_t *e, uint32_t h, uint16_t charged, uint64_t no
     if best_rank != RANK_IDLE:
         e.flows_early_dropped += 1
         e.early_drops_second += 1
-        if f.log and e.early_drops_logged >= EARLY_DROP_LOGGED:
-            # a flood must not become a flood of log records: a sample of them is written, all are counted
-            f.log = 0
-            e.early_drops_unlogged += 1
-        elif f.log:
-            e.early_drops_logged += 1
-    flow_end(e, f, END_TIMEOUT if best_rank == RANK_IDLE else END_EARLY_DROP)
+    flow_end(e, f, END_TIMEOUT if best_rank == RANK_IDLE else END_EARLY_DROP, now)
     flow_remove_slot(ft, best)
     return True
 
 cdef inline void early_drop_count_second(engine_t *e, uint64_t now) noexcept nogil:
-    """Early drops are counted by the second: the last whole second's count is the flood's rate, and 100 of each
-    second's are logged."""
+    """Early drops are counted by the second: the last whole second's count is the flood's rate."""
     if now < e.early_drop_second or now - e.early_drop_second >= 1000000000ull:
         # the second that ended gives the rate, unless the flood paused for a second or more since
         e.early_drop_rate = e.early_drops_second if now - e.early_drop_second < 2000000000ull else 0
         e.early_drop_second = now
         e.early_drops_second = 0
-        e.early_drops_logged = 0
 
 cdef flow_t *flow_insert_evicting(engine_t *e, const flow_key_t *k, uint32_t h, uint16_t charged,
                                   uint64_t now) noexcept nogil:

@@ -49,11 +49,12 @@ ctypedef struct engine_t:
     sess_req_t *request        # work for the loop's thread (session.pxi), taken between bursts
     int wake_fd                # an eventfd in the loop's poll set: Python's requests and swaps need no timeout
     uint64_t flows_early_dropped
-    uint64_t early_drops_unlogged  # early-dropped flows whose flow record was not written (session.pxi)
     uint64_t early_drop_second     # start of the second whose early drops are being counted...
-    uint32_t early_drops_second    # ... how many there were so far...
-    uint32_t early_drops_logged    # ... and how many of them were logged
+    uint32_t early_drops_second    # ... how many there were so far
     uint32_t early_drop_rate       # early drops in the last whole second
+    uint64_t records_second        # start of the second whose records of embryonic flows are counted...
+    uint32_t records_this_second   # ... and how many were written (embryonic_record)
+    uint64_t records_unlogged      # records of embryonic flows not written
     uint64_t flows_handed_over # flows a move handed to another host that ended here unlogged
     uint64_t arrivals          # workloads first seen on the VM side (EV_ARRIVAL)
     uint64_t midstream_until_ns  # until then a TCP segment of an unknown flow starts one (after fail-open)
@@ -150,14 +151,33 @@ cdef frag_entry_t *frag_find(engine_t *e, const pkt_t *p, bint create, uint64_t 
     free_slot.ts = now
     return free_slot
 
-cdef void flow_end(engine_t *e, flow_t *f, uint8_t reason) noexcept nogil:
+cdef enum:
+    EMBRYONIC_RECORDS = 1000   # records (flow, drop) of flows that never became a conversation written per second
+
+cdef bint embryonic_record(engine_t *e, uint64_t now) noexcept nogil:
+    """Whether the record of a flow that never became a conversation (a handshake that did not complete, a flow
+    nobody answered, a new flow refused) may be written: 1,000 a second. A flood brings one such flow per frame;
+    its records beyond those are counted (records_unlogged), not written -- the event ring and the EVE writer
+    would otherwise take memory and a core from the packet loop. Replay writes every record."""
+    if e.log_all:
+        return True
+    if now < e.records_second or now - e.records_second >= 1000000000ull:
+        e.records_second = now
+        e.records_this_second = 0
+    if e.records_this_second >= EMBRYONIC_RECORDS:
+        e.records_unlogged += 1
+        return False
+    e.records_this_second += 1
+    return True
+
+cdef void flow_end(engine_t *e, flow_t *f, uint8_t reason, uint64_t now) noexcept nogil:
     cdef event_t *ev
     appid_flow_end(e, e.tables, f)
     inspect_flow_end(e, f)
     if f.mig >= MIG_OUT_CLIENT:
         # handed to the host its workload moved to: that host logs its end
         e.flows_handed_over += 1
-    elif f.log:
+    elif f.log and (not flow_embryonic(f) or embryonic_record(e, now)):
         ev = evring_claim(&e.events)
         if ev != NULL:
             event_from_flow(ev, f, EV_FLOW)
@@ -231,7 +251,7 @@ cdef void flow_start(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bint p
     flow_decide(e, t, f, p, src_wl, dst_wl, d)
     if e.log_all:
         f.log = 1
-    if d.action != A_ALLOW and f.log:
+    if d.action != A_ALLOW and f.log and embryonic_record(e, now):
         ev = evring_claim(&e.events)
         if ev != NULL:
             event_from_flow(ev, f, EV_DROP)
@@ -367,12 +387,12 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
     f = flow_lookup(&e.flows, &key, h)
     if f != NULL and p.proto == P_TCP and (p.tcp_flags & (TH_SYN | TH_ACK)) == TH_SYN and f.tcp_state >= TCP_FIN_WAIT:
         # a new connection on the tuple of a closing one: end the old flow, start afresh
-        flow_end(e, f, END_REUSED)
+        flow_end(e, f, END_REUSED, now)
         flow_remove_slot(&e.flows, <uint32_t>(f - e.flows.slots))
         f = NULL
     elif f != NULL and flow_idle_out(e, f, now):
         # idle past its timeout and not swept yet: what arrives now starts a new flow
-        flow_end(e, f, END_TIMEOUT)
+        flow_end(e, f, END_TIMEOUT, now)
         flow_remove_slot(&e.flows, <uint32_t>(f - e.flows.slots))
         f = NULL
     if f == NULL:
@@ -555,7 +575,7 @@ cdef void sweep_flows(engine_t *e, uint64_t now, uint64_t max_slots) noexcept no
         else:
             f = &ft.slots[s]
             if f.used and flow_idle_out(e, f, now):
-                flow_end(e, f, END_TIMEOUT)
+                flow_end(e, f, END_TIMEOUT, now)
                 flow_remove_slot(ft, s)
                 continue   # a later entry may have shifted into this slot: look at it again
             if f.used:

@@ -72,8 +72,8 @@ class DataplaneCollector(Collector):
                                   value=stats["events_lost"])
         yield CounterMetricFamily("ngfw_flows_early_dropped_total", "Embryonic flows ended to make room for new ones "
                                   "while the flow table was full", value=stats["flows_early_dropped"])
-        yield CounterMetricFamily("ngfw_flows_early_dropped_unlogged_total", "Early-dropped flows whose flow record "
-                                  "was not written (at most 100 a second are)", value=stats["flows_early_dropped_unlogged"])
+        yield CounterMetricFamily("ngfw_flow_records_unlogged_total", "Flow and drop records of flows that never became "
+                                  "a conversation, not written (1,000 a second are)", value=stats["records_unlogged"])
         given_back = CounterMetricFamily("ngfw_memory_given_back_bytes_total", "Memory of the flow table and of the "
                                          "inspection state given back to the system after floods", labels=["pool"])
         for pool, value in sorted(stats["memory_given_back"].items()):

@@ -119,11 +119,24 @@ def test_a_table_full_of_half_open_flows_always_makes_room_and_the_oldest_go(tmp
     # tableful (ages counted in SYNs of the flood)
     ages = sorted(60_000 - (f["src_port"] - 1024) for f in w.engine.flows())
     assert ages[len(ages) // 2] <= 1024 and ages[-1] <= 8 * 1024
-    # their flow records (the rule logs): a sample of 100 a second, so that a flood is no flood of records
+    # their flow records (the rule logs): 1,000 a second, so that a flood is no flood of records
     seconds = math.ceil((60_000 - 1024) * step_ns / 1e9)   # from the first early drop on
     dropped = [e for e in w.engine.drain_events(1 << 16) if e["event"] == "flow"]
-    assert len(dropped) == 100 * seconds and {e["end_reason"] for e in dropped} == {"early_drop"}
-    assert stats["flows_early_dropped_unlogged"] == 60_000 - 1024 - 100 * seconds
+    assert len(dropped) == 1000 * seconds and {e["end_reason"] for e in dropped} == {"early_drop"}
+    assert stats["records_unlogged"] == 60_000 - 1024 - 1000 * seconds
+
+
+def test_a_flood_towards_a_refused_port_writes_a_thousand_drop_records_a_second(tmp_path: Path) -> None:
+    """default-deny logs: each new flow it refuses would be a record, and a flood brings one per SYN."""
+    w = Wire(lab_without_rate_limit(tmp_path), flow_capacity=4096)
+    now = flood(w, WEB1, 10_000, 5000, T0, dport=9999)
+    drops = [e for e in w.engine.drain_events(1 << 16) if e["event"] == "drop"]
+    stats = w.engine.stats()
+    # (the 904 refused flows early drop ended to make room would have had a record each too)
+    assert len(drops) == 1000 and stats["records_unlogged"] == 4000 + stats["flows_early_dropped"] == 4904
+    # the next second, the next thousand; a conversation's record is always written
+    flood(w, WEB1, 20_000, 5, now + S, dport=9999)
+    assert len([e for e in w.engine.drain_events() if e["event"] == "drop"]) == 5
 
 
 @pytest.mark.parametrize("step_ns", PACES)
