@@ -839,6 +839,7 @@ cdef class Engine:
                     free(self.e.ins.pool.slots)
                 free(self.e.ins.pool.next_free)
                 free(self.e.ins.pool.taken)
+                free(self.e.ins.pool.dirty)
                 free(self.e.ins.thr)
                 free(self.e.ins.tlsasm.buf)
                 free(self.e.ins.tlsasm.next_free)

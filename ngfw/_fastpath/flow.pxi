@@ -7,8 +7,6 @@
 # -- and every page of a new table -- stays marked in `released` until a flow is inserted in it, so that the
 # sweep, early drop and lookups never read it: a page of a shared tmpfs mapping is allocated by a mere read.
 
-from libc.stdint cimport uintptr_t
-
 cdef extern from "sys/mman.h" nogil:
     int madvise(void *addr, size_t length, int advice)
     int MADV_DONTNEED      # private memory: the pages are dropped, later reads see zeros
@@ -190,11 +188,13 @@ cdef void flow_give_back_range(flowtable_t *ft, uintptr_t start, uintptr_t end) 
         p += 1
     if p >= last:
         return      # given back already, and nothing read it since
-    ft.bytes_given_back += mem_give_back(start, end, ft.external)
+    if mem_give_back(start, end, ft.external) == 0:
+        return
     while page < last:
         if not flow_page_released(ft, page):
             ft.released[page >> 6] |= 1ull << (page & 63)
             ft.n_released += 1
+            ft.bytes_given_back += mem_page
         page += 1
 
 cdef inline uint32_t flow_next_slot_to_read(const flowtable_t *ft, uint32_t s) noexcept nogil:

@@ -26,10 +26,13 @@ cdef int inspool_init(inspool_t *p, uint32_t n, inspslot_t *memory) noexcept nog
     p.slots = memory if memory != NULL else (<inspslot_t *>malloc(<size_t>n * sizeof(inspslot_t)) if n else NULL)
     p.next_free = <int32_t *>malloc(<size_t>n * sizeof(int32_t) + sizeof(int32_t))
     p.taken = <uint64_t *>calloc((n + 63) // 64 + 1, sizeof(uint64_t))
-    return -1 if (n and p.slots == NULL) or p.next_free == NULL or p.taken == NULL else 0
+    p.page0 = <uintptr_t>p.slots & ~(<uintptr_t>mem_page - 1)
+    p.dirty = <uint64_t *>calloc(((<size_t>n * sizeof(inspslot_t)) // mem_page + 2) // 64 + 1, sizeof(uint64_t))
+    return -1 if (n and p.slots == NULL) or p.next_free == NULL or p.taken == NULL or p.dirty == NULL else 0
 
 cdef int32_t inspool_take(inspool_t *p) noexcept nogil:
     cdef int32_t i = p.free_head
+    cdef uintptr_t page, last
     if i < 0:
         if p.never_used >= p.n:
             p.exhausted += 1
@@ -42,6 +45,11 @@ cdef int32_t inspool_take(inspool_t *p) noexcept nogil:
     p.in_use += 1
     if p.in_use > p.peak:
         p.peak = p.in_use
+    page = (<uintptr_t>&p.slots[i] - p.page0) // mem_page
+    last = (<uintptr_t>&p.slots[i + 1] - 1 - p.page0) // mem_page
+    while page <= last:
+        p.dirty[page >> 6] |= 1ull << (page & 63)
+        page += 1
     memset(&p.slots[i], 0, <size_t>(&p.slots[i].tail[0][0] - <uint8_t *>&p.slots[i]))
     return i
 
@@ -77,11 +85,29 @@ cdef void inspool_give_back(inspool_t *p) noexcept nogil:
             i += 64     # 64 free slots at once
             continue
         if (p.taken[i >> 6] >> (i & 63)) & 1:
-            p.bytes_given_back += mem_give_back(empty_from, <uintptr_t>&p.slots[i], p.external)
+            inspool_give_back_range(p, empty_from, <uintptr_t>&p.slots[i])
             empty_from = <uintptr_t>&p.slots[i + 1]
         i += 1
-    p.bytes_given_back += mem_give_back(empty_from, <uintptr_t>&p.slots[end], p.external)
+    inspool_give_back_range(p, empty_from, <uintptr_t>&p.slots[end])
     p.give_back_cursor = end
+
+cdef void inspool_give_back_range(inspool_t *p, uintptr_t start, uintptr_t end) noexcept nogil:
+    """Give back the whole pages within [start, end) of free slots that were written since they last went back."""
+    cdef uintptr_t first = (start + mem_page - 1) & ~(<uintptr_t>mem_page - 1)
+    cdef uintptr_t stop = end & ~(<uintptr_t>mem_page - 1)
+    cdef uintptr_t page, a
+    cdef uint64_t bit
+    if stop <= first:
+        return
+    page = (first - p.page0) // mem_page
+    a = first
+    while a < stop:
+        bit = 1ull << (page & 63)
+        if p.dirty[page >> 6] & bit and mem_give_back(a, a + mem_page, p.external):
+            p.dirty[page >> 6] &= ~bit
+            p.bytes_given_back += mem_page
+        a += mem_page
+        page += 1
 
 cdef void insp_close_streams(inspslot_t *s) noexcept nogil:
     cdef int d

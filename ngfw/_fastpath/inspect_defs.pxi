@@ -361,6 +361,8 @@ ctypedef struct inspool_t:
     inspslot_t *slots
     int32_t *next_free    # free list, by slot
     uint64_t *taken       # a bit per slot: a flow holds it
+    uint64_t *dirty       # a bit per page of the slots' memory: written since it was last given back
+    uintptr_t page0       # address of the page the slots start in
     int32_t free_head
     uint32_t never_used
     uint32_t n
