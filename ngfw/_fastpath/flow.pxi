@@ -2,8 +2,9 @@
 # backward-shift deletion), TCP state tracking and per-protocol idle timeouts.
 #
 # Memory: a table is sized for its capacity, and a flood touches all of it. Once it has emptied again (a quarter
-# of the flows it held at its peak), the sweep gives the pages that hold no flow back to the system
-# (worker.pxi sweep_flows, flow_give_back_range): they read as zeros, which is an empty slot. A page given back
+# of the flows it held at its peak), the sweep gives the pages that hold no flow back to the system, a pass at
+# each such fall while it is worth a MiB (worker.pxi sweep_flows, flow_give_back_range): they read as zeros,
+# which is an empty slot. A page given back
 # -- and every page of a new table -- stays marked in `released` until a flow is inserted in it, so that the
 # sweep, early drop and lookups never read it: a page of a shared tmpfs mapping is allocated by a mere read.
 
@@ -109,8 +110,11 @@ ctypedef struct flowtable_t:
     uintptr_t page0        # address of the page the slots start in
     uint32_t n_pages
     uint32_t n_released    # bits set in `released`
-    uint32_t peak          # most flows held since memory was last given back
+    uint32_t peak          # most flows held since the last pass that gave pages back
     uint32_t give_back_left  # slots the sweep still looks at in a pass that gives pages back (0: no pass)
+    uint64_t inserts       # flows inserted so far (only an insertion fills an empty slot)
+    uintptr_t empty_from   # where the run of empty slots the last sweep ended in began...
+    uint64_t empty_inserts # ... and `inserts` then: the run holds as long as nothing was inserted since
     uint64_t bytes_given_back  # counter: memory given back to the system
 
 cdef inline uint32_t flowtable_slots(uint32_t capacity) noexcept nogil:
@@ -146,6 +150,9 @@ cdef int flowtable_init(flowtable_t *ft, uint32_t capacity, flow_t *memory) noex
     ft.n_released = ft.n_pages
     ft.peak = 0
     ft.give_back_left = 0
+    ft.inserts = 0
+    ft.empty_from = 0
+    ft.empty_inserts = 0
     ft.bytes_given_back = 0
     return 0
 
@@ -272,6 +279,7 @@ cdef flow_t *flow_insert(flowtable_t *ft, const flow_key_t *k, uint32_t h) noexc
     ft.slots[s].key = k[0]
     ft.slots[s].used = 1
     ft.count += 1
+    ft.inserts += 1
     return &ft.slots[s]
 
 cdef void flow_remove_slot(flowtable_t *ft, uint32_t s) noexcept nogil:

@@ -19,6 +19,7 @@ cdef int inspool_init(inspool_t *p, uint32_t n, inspslot_t *memory) noexcept nog
     p.free_head = -1
     p.in_use = 0
     p.peak = 0
+    p.dirty_pages = 0
     p.give_back_cursor = 0
     p.give_back_end = 0
     p.bytes_given_back = 0
@@ -48,7 +49,9 @@ cdef int32_t inspool_take(inspool_t *p) noexcept nogil:
     page = (<uintptr_t>&p.slots[i] - p.page0) // mem_page
     last = (<uintptr_t>&p.slots[i + 1] - 1 - p.page0) // mem_page
     while page <= last:
-        p.dirty[page >> 6] |= 1ull << (page & 63)
+        if not (p.dirty[page >> 6] >> (page & 63)) & 1:
+            p.dirty[page >> 6] |= 1ull << (page & 63)
+            p.dirty_pages += 1
         page += 1
     memset(&p.slots[i], 0, <size_t>(&p.slots[i].tail[0][0] - <uint8_t *>&p.slots[i]))
     return i
@@ -60,21 +63,22 @@ cdef void inspool_give(inspool_t *p, int32_t i) noexcept nogil:
     p.free_head = i
 
 cdef enum:
-    INSPOOL_GIVE_BACK_MIN_PEAK = 256   # slots a pool must have held for a pass that gives memory back
+    INSPOOL_GIVE_BACK_MIN_PAGES = 16   # pages a pass that gives memory back must be able to give, to be worth it
     INSPOOL_GIVE_BACK_STEP = 8192      # slots such a pass looks at per sweep
 
 cdef void inspool_give_back(inspool_t *p) noexcept nogil:
-    """Once the pool holds a quarter of the slots it held at its peak or fewer (a flood came and went), give
-    the pages of free slots back to the system, a step per call (the sweep's): free slots are never read, and
-    a slot taken again is written before it is read."""
+    """Once the pool holds a quarter of the slots it held at its peak or fewer (a flood came and went) and pages
+    of free slots worth giving back, give them back to the system, a step per call (the sweep's): free slots
+    are never read, and a slot taken again is written before it is read."""
     cdef uint32_t i, end
     cdef uintptr_t empty_from
     if p.give_back_cursor >= p.give_back_end:
-        if p.peak < INSPOOL_GIVE_BACK_MIN_PEAK or p.in_use > p.peak // 4:
+        # a slot lies on two pages at most: the dirty pages beyond that hold only free slots
+        if p.in_use > p.peak // 4 or p.dirty_pages <= 2 * p.in_use + INSPOOL_GIVE_BACK_MIN_PAGES:
             return
         p.give_back_cursor = 0
         p.give_back_end = p.never_used   # slots past it were never touched
-        p.peak = p.in_use
+        p.peak = p.in_use                # the next fall is measured from here
     i = p.give_back_cursor
     end = i + INSPOOL_GIVE_BACK_STEP
     if end > p.give_back_end:
@@ -105,6 +109,7 @@ cdef void inspool_give_back_range(inspool_t *p, uintptr_t start, uintptr_t end) 
         bit = 1ull << (page & 63)
         if p.dirty[page >> 6] & bit and mem_give_back(a, a + mem_page, p.external):
             p.dirty[page >> 6] &= ~bit
+            p.dirty_pages -= 1
             p.bytes_given_back += mem_page
         a += mem_page
         page += 1

@@ -367,7 +367,8 @@ ctypedef struct inspool_t:
     uint32_t never_used
     uint32_t n
     uint32_t in_use
-    uint32_t peak         # most slots held at once since memory was last given back
+    uint32_t peak         # most slots held at once since the last pass that gave pages back
+    uint32_t dirty_pages  # bits set in `dirty`
     uint32_t give_back_cursor  # next slot a pass that gives memory back looks at (give_back_end: no pass)
     uint32_t give_back_end
     uint64_t exhausted

@@ -535,16 +535,17 @@ cdef inline bint flow_idle_out(const engine_t *e, const flow_t *f, uint64_t now)
     return now > f.ts_last and now - f.ts_last > e.timeouts_ns[flow_timeout_class(f)]
 
 cdef enum:
-    GIVE_BACK_MIN_PEAK = 1024  # flows a table must have held for a pass that gives memory back to be worth it
+    GIVE_BACK_MIN_PAGES = 256  # pages (a MiB) a pass that gives memory back must be able to give, to be worth it
 
 cdef void sweep_flows(engine_t *e, uint64_t now, uint64_t max_slots) noexcept nogil:
     """Expire idle flows, scanning a share of the table proportional to the time elapsed (at most
     `max_slots`: a replayed capture's clock jumps by hours between packets, and a flow seen again after
     its timeout is ended when it is looked up anyway).
 
-    Once the table holds a quarter of the flows it held at its peak or fewer (a flood came and went), one
-    pass over the whole table also gives back the pages that hold no flow (flow.pxi). Only pages seen
-    empty slot by slot within one call are given back: no flow can be inserted while the sweep runs."""
+    Once the table holds a quarter of the flows it held at its peak or fewer (a flood came and went) and its
+    pages are more than its flows need by a MiB, a pass over the whole table also gives back the pages that
+    hold no flow (flow.pxi); the next such fall, the next pass. Only pages seen empty slot by slot since the
+    last insertion are given back (only an insertion fills an empty slot)."""
     cdef flowtable_t *ft = &e.flows
     cdef uint64_t elapsed = now - e.last_sweep
     cdef uint64_t budget, step
@@ -562,10 +563,17 @@ cdef void sweep_flows(engine_t *e, uint64_t now, uint64_t max_slots) noexcept no
         budget = max_slots
     if ft.count > ft.peak:
         ft.peak = ft.count
-    if ft.give_back_left == 0 and ft.peak >= GIVE_BACK_MIN_PEAK and ft.count <= ft.peak // 4:
-        ft.give_back_left = n
+    # a flow lies on two pages at most: the pages held beyond that hold no flow
+    if (ft.give_back_left == 0 and ft.count <= ft.peak // 4
+            and ft.n_pages - ft.n_released > 2 * <uint64_t>ft.count + GIVE_BACK_MIN_PAGES):
+        ft.give_back_left = n     # a pass, from here round the table
+        ft.peak = ft.count        # the next fall is measured from here
     giving = ft.give_back_left != 0
     empty_from = <uintptr_t>&ft.slots[ft.sweep_cursor]
+    if giving and ft.empty_inserts == ft.inserts and ft.empty_from and ft.empty_from <= empty_from:
+        # nothing was inserted since the last call: the empty run it ended in goes on (removals and the shifts
+        # they make only ever move a flow into a slot that held one)
+        empty_from = ft.empty_from
     while budget > 0:
         s = ft.sweep_cursor
         if flow_slot_released(ft, s):
@@ -591,7 +599,6 @@ cdef void sweep_flows(engine_t *e, uint64_t now, uint64_t max_slots) noexcept no
                 # the pass is over: what it saw empty goes back, and the next flood is measured from here
                 flow_give_back_range(ft, empty_from, <uintptr_t>&ft.slots[s + <uint32_t>ft.give_back_left])
                 ft.give_back_left = 0
-                ft.peak = ft.count
                 giving = False
             else:
                 ft.give_back_left -= <uint32_t>step
@@ -604,6 +611,8 @@ cdef void sweep_flows(engine_t *e, uint64_t now, uint64_t max_slots) noexcept no
         ft.sweep_cursor = s
     if giving:
         flow_give_back_range(ft, empty_from, <uintptr_t>&ft.slots[ft.sweep_cursor])
+    ft.empty_from = empty_from
+    ft.empty_inserts = ft.inserts
     if e.ins != NULL:
         inspool_give_back(&e.ins.pool)
 

@@ -302,8 +302,8 @@ class FloodReport:
 
 
 COUNTERS = ("ngfw_flows_early_dropped_total", "ngfw_flow_insert_failures_total", "ngfw_port_kernel_drops_total",
-            "ngfw_events_lost_total", "ngfw_flows_created_total", "ngfw_flows_active",
-            "ngfw_memory_given_back_bytes_total", "ngfw_flow_table_given_back_bytes")
+            "ngfw_events_lost_total", "ngfw_flows_created_total", "ngfw_flows_active", "ngfw_flow_records_unlogged_total",
+            "ngfw_memory_given_back_bytes_total", "ngfw_flow_table_given_back_bytes", "ngfw_flow_table_bytes")
 
 
 def run_flood(dataplane: Any, attacker: Endpoint, target: Endpoint, target_port: int, client: Endpoint, url: str,
@@ -358,17 +358,21 @@ def run_flood(dataplane: Any, attacker: Endpoint, target: Endpoint, target_port:
     samples = dataplane.metrics()
     counters = {name: metric_sum(samples, name) for name in COUNTERS}
     drops = {k: v for k, v in metric_by_label(samples, "ngfw_drops_total", "reason").items() if v}
-    # the flood's flows end (tcp_syn timeout), then the next sweeps give their memory back
+    # the flood's flows end (their timeouts: tcp_closed once reset, tcp_syn if nobody answered), and once the
+    # table holds a quarter of its peak the sweep gives their memory back, a pass at a time
     deadline = time.monotonic() + settle_timeout
     while time.monotonic() < deadline:
         now = dataplane.metrics()
-        if metric_sum(now, "ngfw_flows_active") <= 64 and metric_sum(now, "ngfw_memory_given_back_bytes_total") > 0:
-            time.sleep(2.0)   # the pass over the table, and over the inspection state, completes
+        if (metric_sum(now, "ngfw_flows_active") <= 64 and metric_sum(now, "ngfw_flow_table_given_back_bytes")
+                >= 0.9 * metric_sum(now, "ngfw_flow_table_bytes")):
+            time.sleep(1.0)   # the pass over the inspection state, a step per sweep
             break
         time.sleep(0.5)
     settle = time.monotonic() - flood_end
     memory["after"] = sample_memory(dataplane.pid, files)
-    counters["ngfw_memory_given_back_bytes_total"] = metric_sum(dataplane.metrics(), "ngfw_memory_given_back_bytes_total")
+    settled = dataplane.metrics()
+    for name in ("ngfw_memory_given_back_bytes_total", "ngfw_flow_table_given_back_bytes", "ngfw_flows_active"):
+        counters[f"{name}:after"] = metric_sum(settled, name)
     return FloodReport(result, download.rate_bps(quiet_from, quiet_to), download.rate_bps(flooded_from, flooded_to),
                        download.rate_bps(after_from, after_to), resumed, download.connections(), legit, memory,
                        counters, drops, settle, cpu)

@@ -277,6 +277,28 @@ def test_the_memory_a_flood_took_goes_back_once_the_table_empties(tmp_path: Path
     assert flow["src_port"] == 41_000 and flow["pkts_toclient"] == 1
 
 
+def test_memory_goes_back_in_steps_as_the_flows_left_by_a_flood_end(tmp_path: Path) -> None:
+    """60,000 half-open flows time out while 800 conversations go on: their pages stay; when they end too,
+    the rest goes back (a pass each time the table falls to a quarter of what it held)."""
+    w = Wire(lab_without_rate_limit(tmp_path), flow_capacity=131_072, tcp_syn=10)
+    table = w.engine.stats()["flow_table_bytes"]
+    for port in range(62_000, 62_800):
+        w.engine.inject(w.vm, syn(WEB1, port), T0)
+        w.engine.inject(w.up, syn(SRV, 80, WEB1, port, flags=0x12), T0)   # SYN-ACK
+        w.engine.inject(w.vm, syn(WEB1, port, flags=0x10), T0)            # ACK: established
+    now = flood(w, WEB1, 1024, 60_000, T0)
+    w.engine.expire(now + 11 * S)
+    w.engine.expire(now + 12 * S)
+    stats = w.engine.stats()
+    assert stats["flows_active"] == 800
+    held = table - stats["flow_table_bytes_released"]
+    assert held <= 2 * 800 * 4096          # at most the two pages each conversation lies on
+    w.engine.expire(now + 4000 * S)        # tcp_established: 3,600 s
+    w.engine.expire(now + 4001 * S)
+    assert w.engine.stats()["flows_active"] == 0
+    assert w.engine.stats()["flow_table_bytes_released"] == table
+
+
 def test_a_table_in_a_tmpfs_file_shrinks_after_a_flood_and_stray_packets_do_not_grow_it(tmp_path: Path) -> None:
     """The state file (--state-dir) is shared tmpfs memory: a page of it comes back by a mere read."""
     if not Path("/dev/shm").is_dir():
