@@ -41,8 +41,8 @@ if ! suricata -V 2>/dev/null | grep -q 'version 7\.'; then
 fi
 
 # the lab starts its own nginx/sshd/dnsmasq in namespaces, the baselines their own suricata and the
-# control tests their own etcd; the host's copies stay off
-for unit in nginx ssh dnsmasq suricata etcd; do
+# control tests their own etcd, the monitoring test its own prometheus; the host's copies stay off
+for unit in nginx ssh dnsmasq suricata etcd prometheus; do
     systemctl disable --now "$unit" >/dev/null 2>&1 || true
 done
 

@@ -36,7 +36,8 @@ from ngfw.control.auth import Principal
 SOURCE_TIMEOUT = 5.0        # the source's sessions after an export or cutover task
 DESTINATION_TIMEOUT = 5.0   # the destination's result after an import task
 ANNOUNCED_WAIT = 600.0      # an announced move whose workload never shows up on the destination
-LIVE_SECONDS = 3.0          # an agent that polled its tasks this recently is connected
+LIVE_SECONDS = 5.0          # an agent that polled its tasks this recently is connected (agents poll every 2 s:
+                            # the HTTP server holds a long-poll without asking again, ngfw.control.server)
 KEPT = 200                  # finished migrations kept for `GET /migrations` and status
 ACTIVE = ("staging", "precopied", "cutover")
 LOST = ("malformed", "not_owned", "quota", "table_full")   # import results that lose a session

@@ -304,6 +304,35 @@ class WireFailModes:
                 wire.seen_activations = now["activations"]
                 wire.seen_packets = now["packets"]
 
+    # ---- running: interfaces that come and go (ngfw.dataplane.linkwatch)
+    def interface_replaced(self, port: str, ifindex: int) -> None:
+        """Port `port`'s interface was re-created as `ifindex`: the program forwards to and from the new one,
+        and an open wire's program runs on it (the old filter went with the old interface). Called before the
+        dataplane's ring moves to it, so a dataplane that dies meanwhile leaves the wire open."""
+        for wire in self.wires:
+            if port not in wire.ports:
+                continue
+            side = wire.ports.index(port)
+            old, peer = wire.ifindexes[side], wire.ifindexes[1 - side]
+            wire.ifindexes = (ifindex, peer) if side == 0 else (peer, ifindex)
+            if self.program is None or old == ifindex:
+                continue
+            try:
+                with self._lock:
+                    if old:
+                        self.program.forget_port(old)
+                    self.program.set_port(ifindex, peer, wire.slot)
+                    if peer:
+                        self.program.set_port(peer, ifindex, wire.slot)
+                    if wire.attached:
+                        self.program.attach(ifindex)
+            except OSError as exc:
+                log.error("wire %s: cannot move the fail-open program to the new %s (%s): the wire is closed on "
+                          "that side while no dataplane runs", wire.name, port, exc)
+                continue
+            if wire.attached:
+                log.info("wire %s: fail-open program attached to the new %s (ifindex %d)", wire.name, port, ifindex)
+
     # ---- stop
     def stop(self, engine: HeartbeatEngine) -> None:
         """After the packet loop ended: open wires stay open (the program stays), closed ones closed."""

@@ -39,6 +39,8 @@ class DataplaneCollector(Collector):
                 family.add_metric([port["name"]], port[key])
             yield family
 
+        yield from self._port_links(dp)
+
         drops = CounterMetricFamily("ngfw_drops_total", "Frames dropped by the dataplane, by reason", labels=["reason"])
         for reason, value in stats["drops"].items():
             drops.add_metric([reason], value)
@@ -132,6 +134,22 @@ class DataplaneCollector(Collector):
                                   "their workload moved to", value=agent.exported if agent is not None else 0)
 
     @staticmethod
+    def _port_links(dp: "Dataplane") -> Iterator:
+        """Whether each port's link is usable now, and how often it went down, came up, was removed and
+        re-attached (ngfw.dataplane.linkwatch)."""
+        up = GaugeMetricFamily("ngfw_port_up", "1 while the port has its interface and the link is up (frames for "
+                               "it are dropped as port_down otherwise)", labels=["port"])
+        for state in dp.engine.port_states():
+            up.add_metric([state["name"]], 1 if state["attached"] and not state["down"] else 0)
+        yield up
+        events = CounterMetricFamily("ngfw_port_events_total", "Changes of a port's link: down, up, removed (its "
+                                     "interface disappeared), reattached (a new ring or TAP on its re-created "
+                                     "interface)", labels=["port", "event"])
+        for (port, event), value in sorted(dp.port_events().items()):
+            events.add_metric([port, event], value)
+        yield events
+
+    @staticmethod
     def _tenancy(per_vsys: dict) -> Iterator:
         """Sessions and quotas per vsys (a vsys without maxSessions has no ngfw_vsys_session_limit sample)."""
         sessions = GaugeMetricFamily("ngfw_vsys_sessions", "Flows charged to a vsys that exist now (the source "
@@ -185,6 +203,13 @@ class DataplaneCollector(Collector):
             name = policy.vsys_name(vsys) if policy is not None and vsys >= 0 else ""
             alerts.add_metric([name, str(severity), "blocked" if blocked else "allowed"], value)
         yield alerts
+        quiet = CounterMetricFamily("ngfw_alerts_suppressed_total", "Signature matches that raised no alert, by vsys "
+                                    "and reason: exception (the profile does not run the signature there), suppress "
+                                    "(threshold.config), threshold (a threshold or limit)", labels=["vsys", "reason"])
+        for (vsys, reason), value in sorted(ins.get("suppressed", {}).items()):
+            name = policy.vsys_name(vsys) if policy is not None and vsys >= 0 else ""
+            quiet.add_metric([name, reason], value)
+        yield quiet
         yield CounterMetricFamily("ngfw_inspect_flows_total", "Flows that were inspected", value=ins["flows_inspected"])
         yield CounterMetricFamily("ngfw_inspect_flows_blocked_total", "Flows blocked by a signature (drop/reject)",
                                   value=ins["flows_blocked"])
@@ -220,6 +245,11 @@ class DataplaneCollector(Collector):
         yield GaugeMetricFamily("ngfw_signatures_compile_seconds",
                                 "Time the rule set in force took to parse and compile",
                                 value=(sigs.parse_seconds + sigs.compile_seconds) if sigs is not None else 0)
+        sets = GaugeMetricFamily("ngfw_signature_set_info", "Signature sets in force and the sha256 of their rule "
+                                 "files (the same on every host that runs the same set)", labels=["set", "sha256"])
+        for name, digest in sorted(dp.signature_hashes().items()):
+            sets.add_metric([name, digest], 1)
+        yield sets
         rl = CounterMetricFamily("ngfw_signature_reloads_total", "Signature set reloads, by result", labels=["result"])
         rl.add_metric(["success"], dp.rules_reloads_ok)
         rl.add_metric(["failure"], dp.rules_reloads_failed)

@@ -35,7 +35,9 @@ TRANSFER_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 class MigrationAgent:
-    def __init__(self, dataplane: Any, client: ControlClient, host: str, wait: float = 20.0) -> None:
+    def __init__(self, dataplane: Any, client: ControlClient, host: str, wait: float = 2.0) -> None:
+        """`wait`: seconds of one long-poll for tasks; control counts this host connected for a few seconds
+        after each (ngfw.control.migrations.LIVE_SECONDS), so it stays short."""
         self.dp = dataplane
         self.client = client
         self.host = host

@@ -106,7 +106,9 @@ def _dataplane_argv(site: ControlSite, host: DataplaneHost) -> dataplane_process
     def argv(policy: str, metrics: str, eve: str) -> list[str]:
         # no --policy: the dataplane drops everything until its agent has applied control's bundle
         return [sys.executable, "-m", "ngfw", "dataplane", "--wire", host.wire, "--metrics", metrics, "--eve", eve,
-                "--control", site.two.control_url, "--host", host.name, "--token-file", str(site.token_files[host.name])]
+                "--control", site.two.control_url, "--host", host.name, "--token-file", str(site.token_files[host.name]),
+                # each host fetches and verifies the signature sets control distributes, into a cache of its own
+                "--signature-cache", str(site.workdir / host.name / "signature-sets")]
 
     return argv
 
@@ -135,7 +137,8 @@ def control_site(two: TwoHostLab, workdir: Path, policy: Path, ready_timeout: fl
             token_files[name].write_text(token + "\n")
         logs.append(open(workdir / "control.log", "ab"))
         argv = [sys.executable, "-m", "ngfw", "control", "--listen", f"{two.control_ip}:{two.control_port}",
-                "--store", f"sqlite:///{workdir / 'control.db'}", "--tokens", str(tokens_file)]
+                "--store", f"sqlite:///{workdir / 'control.db'}", "--tokens", str(tokens_file),
+                "--insecure-http"]  # the lab's management network is a namespace's: nothing else sees it
         procs.append(run_in(two.mgmt_ns, argv, stdout=logs[-1], stderr=logs[-1], stdin=subprocess.DEVNULL,
                             env=dataplane_env(), cwd=str(REPO_ROOT)))
         site = ControlSite(two, workdir, tokens, token_files)
