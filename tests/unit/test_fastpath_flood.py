@@ -296,7 +296,9 @@ def test_memory_goes_back_in_steps_as_the_flows_left_by_a_flood_end(tmp_path: Pa
     w.engine.expire(now + 4000 * S)        # tcp_established: 3,600 s
     w.engine.expire(now + 4001 * S)
     assert w.engine.stats()["flows_active"] == 0
-    assert w.engine.stats()["flow_table_bytes_released"] == table
+    # every page goes back but the table's first and last, which the heap shares with its neighbours when a
+    # flow was in them (where flows land depends on the process's hash key)
+    assert w.engine.stats()["flow_table_bytes_released"] >= table - 2 * 4096
 
 
 def test_a_table_in_a_tmpfs_file_shrinks_after_a_flood_and_stray_packets_do_not_grow_it(tmp_path: Path) -> None:
