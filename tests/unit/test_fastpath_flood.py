@@ -325,6 +325,10 @@ def test_a_table_in_a_tmpfs_file_shrinks_after_a_flood_and_stray_packets_do_not_
             w.engine.inject(w.vm, syn(WEB1, port, flags=0x10), now + 40 * S)
         assert w.drops()["tcp_not_syn"] == 5000
         assert held() - before < 0.05 * table
+        # nor do an operator's listing of every session and an export (a migration, a SIGTERM snapshot)
+        assert w.engine.list_sessions({}, limit=0, max_scan=0, now_ns=now + 41 * S)["sessions"] == []
+        assert w.engine.export_sessions(now_ns=now + 41 * S)["count"] == 0
+        assert held() - before < 0.05 * table
         del w
         memory.close()
     finally:
