@@ -2270,7 +2270,5 @@ cdef int appid_parse(appctx_t *c) noexcept nogil:
         r = _try(parse_openvpn(c), &need)
         if r > 0:
             return r
-        if b0 >= 65 and b0 <= 90 or b0 == 42 or b0 == 43:
-            r = parse_mail_ftp(c)
         return PARSE_NEED_MORE if need else PARSE_NO
     return PARSE_NO
