@@ -1680,6 +1680,7 @@ cdef int parse_mail_ftp(appctx_t *c) noexcept nogil:
     tagged command), NNTP (200/201 ... NNTP / MODE READER), VNC (RFB 003.00x)."""
     cdef const uint8_t *p = c.stream
     cdef uint32_t n = c.stream_len, e = 0, i
+    cdef int r
     if n < 4:
         return PARSE_NEED_MORE if n > 0 and _stream_can_grow(c) and p[0] >= 32 and p[0] < 127 else PARSE_NO
     while e < n and e < 512 and p[e] != 10:
@@ -1690,17 +1691,17 @@ cdef int parse_mail_ftp(appctx_t *c) noexcept nogil:
         return PARSE_NEED_MORE if _stream_can_grow(c) and e < 512 else PARSE_NO
     if n >= 12 and _starts(p, n, "RFB 00") and p[7] == 46 and p[11] == 10:
         return APP_VNC
-    if True:
-        if _starts(p, n, "+OK"):
-            return APP_POP3
-        if _starts(p, n, "* OK") or _starts(p, n, "* PREAUTH"):
-            return APP_IMAP
-        if p[0] >= 49 and p[0] <= 53 and p[1] >= 48 and p[1] <= 57 and p[2] >= 48 and p[2] <= 57 \
-                and (p[3] == 32 or p[3] == 45):
-            r = _greeting_app(c, p, e)
-            if r > 0:
-                _greeting_host(c.meta, p, e)
-            return r
+    # server greetings, read in either direction: a capture that starts mid-flow swaps the sides
+    if _starts(p, n, "+OK"):
+        return APP_POP3
+    if _starts(p, n, "* OK") or _starts(p, n, "* PREAUTH"):
+        return APP_IMAP
+    if p[0] >= 49 and p[0] <= 53 and p[1] >= 48 and p[1] <= 57 and p[2] >= 48 and p[2] <= 57 \
+            and (p[3] == 32 or p[3] == 45):
+        r = _greeting_app(c, p, e)
+        if r > 0:
+            _greeting_host(c.meta, p, e)
+        return r
     if _ieq(p, n, "user ") and not _one_word(p + 5, e - 5):
         return PARSE_NO   # IRC's USER has four parameters (USER name mode * :real name); FTP's has one
     if _ieq(p, n, "user ") or _ieq(p, n, "auth tls") or _ieq(p, n, "auth ssl") or _ieq(p, n, "feat\r") \
