@@ -506,7 +506,7 @@ cdef int parse_netbios(appctx_t *c) noexcept nogil:
         if n < 14 or p[0] < 0x10 or p[0] > 0x16 or (p[1] & 0xF0) != 0:
             return PARSE_NO
         if p[0] <= 0x12:
-            if n < 14 + 34 or ngfw_be16(p + 10) + 14 > n + 0 or p[14] != 32:
+            if n < 14 + 34 or ngfw_be16(p + 10) + 14 > n or p[14] != 32:
                 return PARSE_NO
             if not _nb_decode(p + 15, 32, name, &dlen):
                 # the source name decoded up to its first bad pair, as the name service's names are
@@ -1146,13 +1146,13 @@ cdef int parse_ntp(appctx_t *c) noexcept nogil:
         return PARSE_NO
     if mode == 6:
         # control: opcode, sequence, status, association id, offset, count
-        if (p[1] & 0x1F) > 31 or ngfw_be16(p + 10) + 12 > n or ngfw_be16(p + 10) > 468:
+        if ngfw_be16(p + 10) + 12 > n or ngfw_be16(p + 10) > 468:
             return PARSE_NO
         return APP_NTP if _either_port(c, 123) else PARSE_NO
     if mode < 1 or mode > 5 or n < 48:
         return PARSE_NO
-    if not (n == 48 or n == 52 or n == 60 or n == 68 or n == 72 or n == 120 or (n > 48 and (n - 48) % 4 == 0 and n <= 1024)):
-        return PARSE_NO
+    if (n - 48) % 4 != 0 or n > 1024:
+        return PARSE_NO     # the header, then extension fields / a MAC in 32-bit words
     if p[1] > 16:
         return PARSE_NO     # stratum
     if n != 48 and not _either_port(c, 123):
@@ -1302,17 +1302,14 @@ cdef int parse_openvpn(appctx_t *c) noexcept nogil:
     cdef uint8_t *s = c.scratch
     cdef uint8_t op
     if c.l4proto == 6:
-        if c.pkt_index != 0 and s[0] == 79:
-            p = c.stream
-            n = c.stream_len
-        else:
-            p = c.stream
-            n = c.stream_len
+        p = c.stream
+        n = c.stream_len
+        if c.pkt_index == 0 or s[0] != 79:
+            # the first message, behind its length
             if n < 3 or ngfw_be16(p) + 2 > n or ngfw_be16(p) < 9:
                 return PARSE_NO
-            n = ngfw_be16(p) + 2
+            n = ngfw_be16(p)
             p += 2
-            n -= 2
     if n < 9:
         return PARSE_NO
     if s[0] == 79:      # 'O': a session id was seen
@@ -1451,7 +1448,7 @@ cdef int parse_mssql(appctx_t *c) noexcept nogil:
             # TDS 7.1 and earlier have no ALL_HEADERS: UCS-2 text or an RPC name length
             if t == 0x01 and n >= 12 and p[9] == 0 and p[11] == 0 and p[8] >= 32 and p[8] < 127:
                 return APP_MSSQL
-            if t == 0x03 and n >= 12 and (p[8] > 0 or p[9] == 0xFF) and p[9] <= 0xFF and p[11] == 0:
+            if t == 0x03 and n >= 12 and (p[8] > 0 or p[9] == 0xFF) and p[11] == 0:
                 return APP_MSSQL
             return PARSE_NO
         return APP_MSSQL
@@ -1521,7 +1518,7 @@ cdef int parse_mysql(appctx_t *c) noexcept nogil:
     if c.to_server or n < 12:
         return PARSE_NO
     l = p[0] | (<uint32_t>p[1] << 8) | (<uint32_t>p[2] << 16)
-    if p[3] != 0 or p[4] != 10 or l < 30 or l > 512 or l + 4 < n and n <= l + 4:
+    if p[3] != 0 or p[4] != 10 or l < 30 or l > 512:
         return PARSE_NO
     if p[5] < 48 or p[5] > 57:
         return PARSE_NO
@@ -1928,7 +1925,7 @@ cdef int _quic_decrypt(const uint8_t *pkt, uint32_t pn_off, uint32_t end, const 
 
 cdef void _quic_store(uint8_t *s, uint64_t off, const uint8_t *data, uint64_t len) noexcept nogil:
     # copy a CRYPTO frame's bytes into the reassembly buffer and record the range
-    cdef uint32_t start, end, nr, i, j
+    cdef uint32_t start, end, nr
     if off >= QS_CAP or len == 0:
         return
     start = <uint32_t>off
@@ -2239,7 +2236,7 @@ cdef int appid_parse(appctx_t *c) noexcept nogil:
             r = parse_http(c)
             if r > 0:
                 return r
-        if (b0 >= 20 and b0 <= 25) or b0 == 0x16:
+        if b0 >= 20 and b0 <= 25:
             r = parse_dtls(c)
             if r > 0:
                 return r
