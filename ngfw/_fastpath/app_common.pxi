@@ -1,7 +1,9 @@
-# What every App-ID parser family uses: text and integer helpers, the tentative answer, and the type of a row
-# of the parser registry (app_registry.pxi, generated from app_registry.py).
+# What every App-ID parser family uses: text and integer helpers, the tentative answer, the scratch owners,
+# and the type of a row of the parser registry (app_registry.pxi, generated from app_registry.py).
 #
-# Included by app_parsers.pxi after defs.pxi and appid_defs.pxi, before the families.
+# Included by app_parsers.pxi after defs.pxi and appid_defs.pxi, before the families. Bytes are compared with
+# character literals (p[0] == b'S'); arithmetic needs Cython's C char literal (ch - c'A'), and bytes outside
+# ASCII stay hex (b'\xff' would be a signed char).
 
 # A parser, as the registry holds it.
 ctypedef int (*app_parse_fn)(appctx_t *c) noexcept nogil
@@ -28,9 +30,22 @@ cdef void app_register(app_registration_t *row, app_parse_fn parse, uint16_t ser
     row.more_port = more_port
 
 
+# Which parser keeps state in a flow's scratch (scratch[0]): the first to claim it keeps it for the flow, so
+# every owner has its own mark.
+cdef extern from *:
+    """
+    enum { NGFW_SCRATCH_OPENVPN = 'O', NGFW_SCRATCH_QUIC = 'Q', NGFW_SCRATCH_RTP = 'R', NGFW_SCRATCH_WEBSOCKET = 'W' };
+    """
+    enum:
+        NGFW_SCRATCH_OPENVPN
+        NGFW_SCRATCH_QUIC
+        NGFW_SCRATCH_RTP
+        NGFW_SCRATCH_WEBSOCKET
+
+
 cdef inline uint8_t _lower(uint8_t ch) noexcept nogil:
-    if 65 <= ch <= 90:
-        return ch + 32
+    if b'A' <= ch <= b'Z':
+        return ch - c'A' + c'a'
     return ch
 
 
@@ -40,15 +55,16 @@ cdef inline uint32_t _be24(const uint8_t *p) noexcept nogil:
 
 cdef void _copy_text(char *dst, uint32_t cap, uint8_t *dst_len, const uint8_t *p, uint32_t n,
                      bint lower) noexcept nogil:
-    # ASCII, non-printables shown as '?' (as nDPI does), truncated to the field's capacity
+    # ASCII, truncated to the field's capacity; nDPI compatibility: non-printables shown as '?', as nDPI
+    # reports them
     cdef uint32_t i
     cdef uint8_t ch
     if n > cap:
         n = cap
     for i in range(n):
         ch = p[i]
-        if ch < 0x20 or ch > 0x7e:
-            ch = 63
+        if ch < b' ' or ch > b'~':
+            ch = b'?'
         elif lower:
             ch = _lower(ch)
         dst[i] = <char>ch
@@ -56,7 +72,7 @@ cdef void _copy_text(char *dst, uint32_t cap, uint8_t *dst_len, const uint8_t *p
 
 
 cdef inline void _set_host(appmeta_t *m, const uint8_t *p, uint32_t n) noexcept nogil:
-    while n > 0 and p[n - 1] == 46:
+    while n > 0 and p[n - 1] == b'.':
         n -= 1
     _copy_text(m.host, HOST_MAX, &m.host_len, p, n, True)
 
@@ -97,7 +113,7 @@ cdef inline bint _either_port(appctx_t *c, uint16_t port) noexcept nogil:
 
 
 cdef inline bint _stream_can_grow(appctx_t *c) noexcept nogil:
-    return c.l4proto == 6 and c.stream_len < STREAM_MAX
+    return c.l4proto == P_TCP and c.stream_len < STREAM_MAX
 
 
 cdef enum:
@@ -117,7 +133,8 @@ cdef int appid_tentative(appctx_t *c) noexcept nogil:
 
 
 cdef inline bint _dns_char_ok(uint8_t c) noexcept nogil:
-    return (48 <= c <= 57) or (65 <= c <= 90) or (97 <= c <= 122) or c == 45 or c == 95
+    # a character of a host name label as nDPI reports it (letters, digits, '-', '_')
+    return (b'0' <= c <= b'9') or (b'A' <= c <= b'Z') or (b'a' <= c <= b'z') or c == b'-' or c == b'_'
 
 
 cdef int _ber_len(const uint8_t *p, uint32_t n, uint32_t off, uint32_t *len_out, uint32_t *hdr) noexcept nogil:

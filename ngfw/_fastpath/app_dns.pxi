@@ -3,6 +3,10 @@
 # flow's host, spelled as nDPI reports it (the readers of DNS flows after the decision, in appid.pxi, and the
 # DNS inspection buffer use the same functions).
 
+cdef enum:
+    DNS_TYPE_OPT = 41     # EDNS(0)'s pseudo-record: its class is the sender's UDP payload size
+    NB_NAME_LEN = 32      # a NetBIOS name's label: 16 bytes encoded as 32 letters
+
 
 cdef int _dns_name(const uint8_t *msg, uint32_t n, uint32_t off, uint8_t *out, uint32_t outmax,
                    uint32_t *out_len, uint32_t *next_off) noexcept nogil:
@@ -41,7 +45,7 @@ cdef int _dns_name(const uint8_t *msg, uint32_t n, uint32_t off, uint8_t *out, u
         if total > 255:
             return -1
         if olen > 0 and olen < outmax:
-            out[olen] = 46
+            out[olen] = b'.'
             olen += 1
         for i in range(l):
             if olen < outmax:
@@ -57,6 +61,7 @@ cdef uint32_t dns_grab_name(const uint8_t *msg, uint32_t n, uint32_t off, bint r
     or a label running past the message gives no name), joined by '.', lower-cased. DNS and LLMNR names
     show a character outside [a-z0-9_-] as '_', or '?' when it is not printable; mDNS names (`raw`, UTF-8
     service instance names) are kept as they are. `out` holds 255 bytes; returns the length (0: none)."""
+    # nDPI compatibility: the spelling, and a name that is not all plain labels giving none, are nDPI's
     cdef uint32_t j = 0, cl
     cdef uint8_t c
     while j < 255 and off < n and msg[off] != 0:
@@ -65,24 +70,24 @@ cdef uint32_t dns_grab_name(const uint8_t *msg, uint32_t n, uint32_t off, bint r
             return 0
         off += 1
         if j:
-            out[j] = 46
+            out[j] = b'.'
             j += 1
         while j < 255 and cl:
             c = msg[off]
             off += 1
             if raw or _dns_char_ok(c):
                 out[j] = _lower(c)
-            elif c < 0x20 or c > 0x7e:
-                out[j] = 63
+            elif c < b' ' or c > b'~':
+                out[j] = b'?'
             else:
-                out[j] = 95
+                out[j] = b'_'
             j += 1
             cl -= 1
     return j
 
 
 cdef inline void set_dns_host(appmeta_t *m, const uint8_t *name, uint32_t n) noexcept nogil:
-    # the tail: a long name's registered domain is at its end (and that is what nDPI keeps)
+    # nDPI compatibility: a long name is kept by its tail, as nDPI keeps it (its registered domain is there)
     if n > DNS_HOST_KEEP:
         name += n - DNS_HOST_KEEP
         n = DNS_HOST_KEEP
@@ -94,6 +99,7 @@ cdef uint32_t nb_name_lenient(const uint8_t *msg, uint32_t n, uint32_t off, uint
     """A NetBIOS first-level encoded name (length byte, then letter pairs 'A'..'P') decoded up to the first
     pair that is not one or decodes to a non-printable byte, trailing spaces trimmed, lower-cased, as nDPI
     reads names of the name service. `out` holds 32 bytes; returns the length (0: none)."""
+    # nDPI compatibility: a strict decoder (_nb_decode) would give no name for these
     cdef uint32_t pairs, k = 0
     cdef uint8_t c
     if off >= n:
@@ -103,16 +109,16 @@ cdef uint32_t nb_name_lenient(const uint8_t *msg, uint32_t n, uint32_t off, uint
     if pairs < 1 or pairs > 32 or off + 2 * pairs > n:
         return 0
     while pairs:
-        if msg[off] < 65 or msg[off] > 80 or msg[off + 1] < 65 or msg[off + 1] > 80:
+        if msg[off] < b'A' or msg[off] > b'P' or msg[off + 1] < b'A' or msg[off + 1] > b'P':
             break
-        c = ((msg[off] - 65) << 4) | (msg[off + 1] - 65)
-        if c < 0x20 or c > 0x7e:
+        c = ((msg[off] - c'A') << 4) | (msg[off + 1] - c'A')
+        if c < b' ' or c > b'~':
             break
         out[k] = _lower(c)
         k += 1
         off += 2
         pairs -= 1
-    while k > 0 and out[k - 1] == 32:
+    while k > 0 and out[k - 1] == b' ':
         k -= 1
     return k
 
@@ -125,15 +131,15 @@ cdef inline bint _dns_class_ok(uint16_t qclass) noexcept nogil:
 cdef bint _nb_decode(const uint8_t *name, uint32_t n, uint8_t *out, uint32_t *out_len) noexcept nogil:
     # NetBIOS first-level encoding: 32 letters 'A'..'P' (two per byte), optional ".scope"
     cdef uint32_t i, k = 0
-    if n < 32 or (n > 32 and name[32] != 46):
+    if n < 32 or (n > 32 and name[32] != b'.'):
         return False
     for i in range(32):
-        if name[i] < 65 or name[i] > 80:
+        if name[i] < b'A' or name[i] > b'P':
             return False
     for i in range(15):   # the 16th byte is the service suffix
-        out[i] = ((name[2 * i] - 65) << 4) | (name[2 * i + 1] - 65)
+        out[i] = ((name[2 * i] - c'A') << 4) | (name[2 * i + 1] - c'A')
     k = 15
-    while k > 0 and (out[k - 1] == 32 or out[k - 1] == 0):
+    while k > 0 and (out[k - 1] == b' ' or out[k - 1] == 0):
         k -= 1
     out_len[0] = k
     return True
@@ -199,12 +205,12 @@ cdef int _dns_message(const uint8_t *p, uint32_t n, appmeta_t *m, bint *netbios)
         rclass = ngfw_be16(p + pos + 2)
         rdlen = ngfw_be16(p + pos + 8)
         pos += 10
-        if rtype == 0 or (rtype != 41 and not _dns_class_ok(rclass)):
+        if rtype == 0 or (rtype != DNS_TYPE_OPT and not _dns_class_ok(rclass)):
             return 0
         if pos + rdlen > n:
             return 0
         pos += rdlen
-        if not have_first and rtype != 41:
+        if not have_first and rtype != DNS_TYPE_OPT:
             memcpy(first, name, nlen)
             first_len = nlen
             first_type = rtype
@@ -222,7 +228,7 @@ cdef int parse_dns(appctx_t *c) noexcept nogil:
     cdef uint32_t n = c.payload_len, mlen
     cdef bint nb = False
     cdef int r
-    if c.l4proto == 6:
+    if c.l4proto == P_TCP:
         p = c.stream
         n = c.stream_len
         if n < 14:
@@ -240,14 +246,14 @@ cdef int parse_dns(appctx_t *c) noexcept nogil:
         n = mlen
     else:
         r = _dns_message(p, n, c.meta, &nb)
-    if r != 1 and c.l4proto == 17 and dns_header_on_port(c, p, n):
-        r = 1   # on its own ports, a message nDPI would take as DNS (NetBIOS-NS) is that, even if its records do not parse
+    if r != 1 and c.l4proto == P_UDP and dns_header_on_port(c, p, n):
+        r = 1   # nDPI compatibility: on its own ports, what nDPI takes as DNS (NetBIOS-NS) is, records or not
     if r != 1:
         c.meta.host_len = 0
         c.meta.dns_qtype = 0
         return PARSE_NO
-    # DNS-format messages on the DNS-family ports are those protocols even when they ask for a NetBIOS
-    # name (a wildcard query, say); NetBIOS elsewhere by its name encoding
+    # nDPI compatibility: DNS-format messages on the DNS-family ports are those protocols even when they ask
+    # for a NetBIOS name (a wildcard query, say), as nDPI labels them; NetBIOS elsewhere by its name encoding
     if _either_port(c, 53) or _either_port(c, 5353) or _either_port(c, 5355):
         dns_message_host(c.meta, p, n, _either_port(c, 5353) and not _either_port(c, 53))
         if _either_port(c, 53):
@@ -264,6 +270,7 @@ cdef bint dns_header_on_port(appctx_t *c, const uint8_t *p, uint32_t n) noexcept
     """A UDP message on a DNS-family port whose records do not parse (fuzzed counts, a label that is not
     one) that is still that protocol, as nDPI takes it: a query whose header looks like one, any response
     sent from the DNS port; on NetBIOS-NS's port the header must also count a question or an answer."""
+    # nDPI compatibility: the whole function; a message whose records do not parse is not DNS on its own
     cdef uint16_t sport = c.client_port if c.to_server else c.server_port
     if n <= 12:
         return False
@@ -277,6 +284,7 @@ cdef bint dns_header_on_port(appctx_t *c, const uint8_t *p, uint32_t n) noexcept
 cdef bint dns_header_plausible(const uint8_t *msg, uint32_t n, bint mdns) noexcept nogil:
     """The header checks nDPI makes of a message on a DNS-family port, looser than `_dns_message`'s (a query
     may carry stray counts, an mDNS response need not repeat the question)."""
+    # nDPI compatibility: these are nDPI's checks, kept as they are so the flows it names DNS are DNS here
     cdef uint16_t flags, qd, an, ns, ar
     if n < 12:
         return False
@@ -320,15 +328,16 @@ cdef int parse_netbios(appctx_t *c) noexcept nogil:
     cdef uint32_t n = c.stream_len, dlen = 0
     cdef uint8_t name[16]
     cdef uint8_t lenient[32]
-    if c.l4proto == 17:
+    if c.l4proto == P_UDP:
         # datagram: type 0x10..0x16, flags, id(2), src ip(4), src port(2), [len(2) offset(2)] names
         if n < 14 or p[0] < 0x10 or p[0] > 0x16 or (p[1] & 0xF0) != 0:
             return PARSE_NO
         if p[0] <= 0x12:
-            if n < 14 + 34 or ngfw_be16(p + 10) + 14 > n or p[14] != 32:
+            if n < 14 + 34 or ngfw_be16(p + 10) + 14 > n or p[14] != NB_NAME_LEN:
                 return PARSE_NO
             if not _nb_decode(p + 15, 32, name, &dlen):
-                # the source name decoded up to its first bad pair, as the name service's names are
+                # nDPI compatibility: the source name decoded up to its first bad pair, as nDPI decodes the
+                # name service's names
                 dlen = nb_name_lenient(p, n, 14, lenient)
                 if dlen == 0:
                     return PARSE_NO
@@ -336,7 +345,7 @@ cdef int parse_netbios(appctx_t *c) noexcept nogil:
                 return APP_NETBIOS
             _set_host(c.meta, name, dlen)
             return APP_NETBIOS
-        if n >= 11 + 34 and p[10] == 32 and _nb_decode(p + 11, 32, name, &dlen):
+        if n >= 11 + 34 and p[10] == NB_NAME_LEN and _nb_decode(p + 11, 32, name, &dlen):
             _set_host(c.meta, name, dlen)
             return APP_NETBIOS
         return PARSE_NO
@@ -350,7 +359,7 @@ cdef int parse_netbios(appctx_t *c) noexcept nogil:
             return PARSE_NO
         if n < 4 + 34:
             return PARSE_NEED_MORE if _stream_can_grow(c) else PARSE_NO
-        if p[4] != 32 or not _nb_decode(p + 5, 32, name, &dlen):
+        if p[4] != NB_NAME_LEN or not _nb_decode(p + 5, 32, name, &dlen):
             return PARSE_NO
         _set_host(c.meta, name, dlen)
         return APP_NETBIOS

@@ -5,9 +5,9 @@
 
 cdef int _proto_token(const uint8_t *p, uint32_t n) noexcept nogil:
     # "HTTP/1.x" -> APP_HTTP, "RTSP/1.0|2.0" -> APP_RTSP, "SIP/2.0" -> APP_SIP; 0 otherwise
-    if n >= 8 and _starts(p, n, "HTTP/") and p[5] >= 48 and p[5] <= 57 and p[6] == 46 and p[7] >= 48 and p[7] <= 57:
-        return APP_HTTP if p[5] <= 49 else APP_HTTP2
-    if n >= 8 and _starts(p, n, "RTSP/") and p[6] == 46:
+    if n >= 8 and _starts(p, n, "HTTP/") and b'0' <= p[5] <= b'9' and p[6] == b'.' and b'0' <= p[7] <= b'9':
+        return APP_HTTP if p[5] <= b'1' else APP_HTTP2
+    if n >= 8 and _starts(p, n, "RTSP/") and p[6] == b'.':
         return APP_RTSP
     if n >= 7 and _starts(p, n, "SIP/2.0"):
         return APP_SIP
@@ -20,35 +20,35 @@ cdef void _http_headers(appctx_t *c, const uint8_t *p, uint32_t n, uint32_t off,
     while off < n:
         s = off
         e = s
-        while e < n and p[e] != 10:
+        while e < n and p[e] != b'\n':
             e += 1
         if e >= n:
             return        # incomplete line
         off = e + 1
         ve = e
-        if ve > s and p[ve - 1] == 13:
+        if ve > s and p[ve - 1] == b'\r':
             ve -= 1
         if ve == s:
             return        # end of headers
         if _ieq(p + s, ve - s, "host:"):
             v = s + 5
-            while v < ve and (p[v] == 32 or p[v] == 9):
+            while v < ve and (p[v] == b' ' or p[v] == b'\t'):
                 v += 1
             k = ve
-            while k > v and (p[k - 1] == 32 or p[k - 1] == 9):
+            while k > v and (p[k - 1] == b' ' or p[k - 1] == b'\t'):
                 k -= 1
             if strip_port:
                 e = v
-                if e < k and p[e] == 91:         # [v6]:port
-                    while e < k and p[e] != 93:
+                if e < k and p[e] == b'[':         # [v6]:port
+                    while e < k and p[e] != b']':
                         e += 1
-                while e < k and p[e] != 58:
+                while e < k and p[e] != b':':
                     e += 1
                 k = e
             _set_host(c.meta, p + v, k - v)
         elif _ieq(p + s, ve - s, "user-agent:"):
             v = s + 11
-            while v < ve and (p[v] == 32 or p[v] == 9):
+            while v < ve and (p[v] == b' ' or p[v] == b'\t'):
                 v += 1
             _copy_text(c.meta.ua, UA_MAX, &c.meta.ua_len, p + v, ve - v, False)
 
@@ -66,19 +66,18 @@ cdef int parse_http(appctx_t *c) noexcept nogil:
     else:
         lim = n
     # status line: PROTO/x.y SP 3DIGIT
-    if p[0] == 72 or p[0] == 82 or p[0] == 83:       # 'H' 'R' 'S'
+    if p[0] == b'H' or p[0] == b'R' or p[0] == b'S':
         proto = _proto_token(p, n)
         if proto:
             i = 8 if proto != APP_SIP else 7
-            if i < n and p[i] == 32:
-                if i + 4 <= n and p[i + 1] >= 49 and p[i + 1] <= 53 and p[i + 2] >= 48 and p[i + 2] <= 57 \
-                        and p[i + 3] >= 48 and p[i + 3] <= 57:
-                    if proto == APP_HTTP and c.l4proto == 17:
+            if i < n and p[i] == b' ':
+                if i + 4 <= n and b'1' <= p[i + 1] <= b'5' and b'0' <= p[i + 2] <= b'9' and b'0' <= p[i + 3] <= b'9':
+                    if proto == APP_HTTP and c.l4proto == P_UDP:
                         proto = APP_SSDP
                     if proto == APP_HTTP2:
                         proto = APP_HTTP
                     line_end = i
-                    while line_end < lim and p[line_end] != 10:
+                    while line_end < lim and p[line_end] != b'\n':
                         line_end += 1
                     if line_end < lim:
                         _http_headers(c, p, n, line_end + 1, proto != APP_SSDP)
@@ -89,22 +88,22 @@ cdef int parse_http(appctx_t *c) noexcept nogil:
         if n < 8 and (_prefix_of(p, n, "HTTP/1.") or _prefix_of(p, n, "RTSP/1.") or _prefix_of(p, n, "SIP/2.0")):
             return PARSE_NEED_MORE if _stream_can_grow(c) else PARSE_NO
     # request line: METHOD SP target SP PROTO CRLF
-    while i < n and i < 17 and ((p[i] >= 65 and p[i] <= 90) or p[i] == 45 or p[i] == 95):
+    while i < n and i < 17 and (b'A' <= p[i] <= b'Z' or p[i] == b'-' or p[i] == b'_'):
         i += 1
     if i == n:
         return PARSE_NEED_MORE if i >= 1 and _stream_can_grow(c) and i < 17 else PARSE_NO
-    if i < 3 or i > 16 or p[i] != 32:
+    if i < 3 or i > 16 or p[i] != b' ':
         return PARSE_NO
     m_end = i
     t_start = i + 1
     t_end = t_start
-    while t_end < lim and p[t_end] > 32 and p[t_end] < 127:
+    while t_end < lim and b' ' < p[t_end] <= b'~':
         t_end += 1
     if t_end == t_start:
         return PARSE_NO
     if t_end >= n:
         return PARSE_NEED_MORE if _stream_can_grow(c) else PARSE_NO
-    if t_end >= lim or p[t_end] != 32:
+    if t_end >= lim or p[t_end] != b' ':
         return PARSE_NO
     if n - (t_end + 1) < 8:
         # the protocol token is still coming: it must agree with what is here
@@ -118,15 +117,15 @@ cdef int parse_http(appctx_t *c) noexcept nogil:
     if proto == 0:
         return PARSE_NO
     line_end = t_end + 1 + (7 if proto == APP_SIP else 8)
-    if line_end < n and p[line_end] == 13:
+    if line_end < n and p[line_end] == b'\r':
         line_end += 1
-    if line_end < n and p[line_end] != 10:
+    if line_end < n and p[line_end] != b'\n':
         return PARSE_NO
     if proto == APP_HTTP2:
         if m_end == 3 and _starts(p, n, "PRI * HTTP/2.0"):
             return APP_HTTP2
         return PARSE_NO
-    if proto == APP_HTTP and c.l4proto == 17:
+    if proto == APP_HTTP and c.l4proto == P_UDP:
         if _starts(p, n, "BT-SEARCH "):
             return PARSE_NO   # BitTorrent local service discovery speaks HTTPU too (a catalogue signature)
         proto = APP_SSDP
@@ -175,21 +174,21 @@ cdef int _ws_frames(const uint8_t *p, uint32_t n) noexcept nogil:
 cdef int parse_websocket(appctx_t *c) noexcept nogil:
     """WebSocket frames on a connection picked up after its HTTP upgrade: a packet of one side that is whole
     frames, then a packet of the other side that is whole frames masked the other way (clients mask what
-    they send, servers do not). The first side is remembered in scratch ('W', direction, masking)."""
+    they send, servers do not). The first side is remembered in scratch (owner, direction, masking)."""
     cdef uint8_t *s = c.scratch
     cdef int kind
-    if c.l4proto != 6 or c.payload_len < 2:
+    if c.l4proto != P_TCP or c.payload_len < 2:
         return PARSE_NO
     kind = _ws_frames(c.payload, c.payload_len)
     if kind == 0:
         return PARSE_NO
-    if s[0] == 87:
+    if s[0] == NGFW_SCRATCH_WEBSOCKET:
         if s[1] != c.to_server:
             return APP_WEBSOCKET if s[2] != kind else PARSE_NO
         return PARSE_NEED_MORE if s[2] == kind else PARSE_NO
     if s[0] != 0:
         return PARSE_NO
-    s[0] = 87
+    s[0] = NGFW_SCRATCH_WEBSOCKET
     s[1] = c.to_server
     s[2] = <uint8_t>kind
     return PARSE_NEED_MORE

@@ -42,7 +42,7 @@ cdef enum:
     MVFST_D22 = 0xFACEB001    # Facebook's mvfst, draft-22 keys
     MVFST_D27 = 0xFACEB002    # ... draft-27 keys, and its experimental version
     MVFST_EXP = 0xFACEB00E
-    QS_DCID_LEN = 1       # scratch layout while a QUIC ClientHello is being reassembled ('Q' at 0)
+    QS_DCID_LEN = 1       # scratch layout while a QUIC ClientHello is being reassembled (its owner mark at 0)
     QS_DCID = 2
     QS_NRANGES = 22
     QS_RANGES = 24        # up to QS_MAXRANGES (start, end) pairs of u16, filled CRYPTO byte ranges
@@ -84,7 +84,7 @@ cdef bint _quic_known_version(uint32_t v) noexcept nogil:
     if (v & 0x0F0F0F0F) == 0x0A0A0A0A:     # reserved versions a client sends to force version negotiation
         return True
     # Google QUIC 'Q0xx' / 'T0xx'
-    if ((v >> 24) == 81 or (v >> 24) == 84) and ((v >> 16) & 0xFF) == 48 and 48 <= ((v >> 8) & 0xFF) <= 57:
+    if ((v >> 24) == b'Q' or (v >> 24) == b'T') and ((v >> 16) & 0xFF) == b'0' and b'0' <= ((v >> 8) & 0xFF) <= b'9':
         return True
     return False
 
@@ -261,9 +261,9 @@ cdef int _quic_frames(uint8_t *s, const uint8_t *pt, uint32_t n, bint gquic) noe
 cdef bint _gquic_clear(uint32_t version) noexcept nogil:
     # Google QUIC Q0xx up to Q046 sends its client hello in clear (Q050 and T0xx encrypt the Initial)
     cdef uint32_t tens = (version >> 8) & 0xFF, ones = version & 0xFF
-    if (version >> 24) != 81 or ((version >> 16) & 0xFF) != 48 or not (48 <= tens <= 57 and 48 <= ones <= 57):
+    if (version >> 24) != b'Q' or ((version >> 16) & 0xFF) != b'0' or not (b'0' <= tens <= b'9' and b'0' <= ones <= b'9'):
         return False
-    return (tens - 48) * 10 + (ones - 48) <= 46
+    return (tens - c'0') * 10 + (ones - c'0') <= 46
 
 
 cdef void gquic_chlo_host(const uint8_t *p, uint32_t n, appmeta_t *m) noexcept nogil:
@@ -272,7 +272,7 @@ cdef void gquic_chlo_host(const uint8_t *p, uint32_t n, appmeta_t *m) noexcept n
     little-endian) then the values; "SNI\\0" names the host."""
     cdef uint32_t i, start, tags, entries, values, prev = 0, end
     for start in range(min(n, 80)):
-        if start + 8 <= n and p[start] == 67 and p[start + 1] == 72 and p[start + 2] == 76 and p[start + 3] == 79:
+        if start + 8 <= n and _starts(p + start, 4, "CHLO"):
             break
     else:
         return
@@ -287,8 +287,7 @@ cdef void gquic_chlo_host(const uint8_t *p, uint32_t n, appmeta_t *m) noexcept n
         end = _le32(p + entries + 8 * i + 4)
         if end < prev or values + end > n:
             return   # offsets must grow and stay inside the packet
-        if p[entries + 8 * i] == 83 and p[entries + 8 * i + 1] == 78 and p[entries + 8 * i + 2] == 73 \
-                and p[entries + 8 * i + 3] == 0:
+        if _starts(p + entries + 8 * i, 3, "SNI") and p[entries + 8 * i + 3] == 0:
             if end > prev:
                 _set_host(m, p + values + prev, end - prev)
             return
@@ -315,7 +314,7 @@ cdef int parse_quic(appctx_t *c) noexcept nogil:
     if (p[0] & 0x80) == 0:
         # Google QUIC (Q043 and older): public flags with the version bit, 8-byte connection id, 'Q0xx'
         if c.to_server and (p[0] & 0x01) and (p[0] & 0x08) and (p[0] & 0xC0) == 0 and n >= 13 \
-                and p[9] == 81 and p[10] == 48 and 48 <= p[11] <= 57 and 48 <= p[12] <= 57:
+                and p[9] == b'Q' and p[10] == b'0' and b'0' <= p[11] <= b'9' and b'0' <= p[12] <= b'9':
             gquic_chlo_host(p + 13, n - 13, c.meta)
             return APP_QUIC
         return PARSE_NO
@@ -338,7 +337,7 @@ cdef int parse_quic(appctx_t *c) noexcept nogil:
     if (p[0] & 0x40) == 0 or c.to_server == 0 or _quic_salt(version) == NULL:
         return APP_QUIC
     if ptype != (1 if version == QUIC_V2 or version == QUIC_V2_DRAFT else 0):
-        return APP_QUIC if s[0] != 81 else PARSE_NEED_MORE
+        return APP_QUIC if s[0] != NGFW_SCRATCH_QUIC else PARSE_NEED_MORE
     if _varint(p, n, &off, &tok_len) != 0 or off + tok_len > n:
         return PARSE_NO
     off += <uint32_t>tok_len
@@ -346,11 +345,11 @@ cdef int parse_quic(appctx_t *c) noexcept nogil:
         return PARSE_NO
     pn_off = off
     end = off + <uint32_t>length
-    if s[0] != 81:
+    if s[0] != NGFW_SCRATCH_QUIC:
         if s[0] != 0:
             return APP_QUIC
         memset(s, 0, QS_DATA)
-        s[0] = 81
+        s[0] = NGFW_SCRATCH_QUIC
         s[QS_DCID_LEN] = <uint8_t>dcid_len
         memcpy(s + QS_DCID, p + 6, dcid_len)
     if not _quic_keys(version, s + QS_DCID, s[QS_DCID_LEN], key, iv, hp):

@@ -2,6 +2,13 @@
 # NetBIOS session header, TDS (MS SQL Server), LDAP, SOCKS, MySQL's greeting, PostgreSQL's first message,
 # RDP's TPKT, BGP and Telnet's option negotiation.
 
+cdef enum:
+    # PostgreSQL's first message: a request code where a StartupMessage has its protocol version
+    PG_CANCEL_REQUEST = 80877102
+    PG_SSL_REQUEST = 80877103
+    PG_GSSENC_REQUEST = 80877104
+    PG_PROTOCOL_3 = 0x00030000
+
 
 cdef int parse_kerberos(appctx_t *c) noexcept nogil:
     """Kerberos v5 KDC and AP messages: [APPLICATION n] SEQUENCE with pvno 5 and the matching msg-type.
@@ -9,7 +16,7 @@ cdef int parse_kerberos(appctx_t *c) noexcept nogil:
     cdef const uint8_t *p = c.stream
     cdef uint32_t n = c.stream_len, l, h, off = 0, rec
     cdef uint8_t tag, mt
-    if c.l4proto == 6:
+    if c.l4proto == P_TCP:
         if n < 4:
             return PARSE_NEED_MORE if n > 0 and p[0] == 0 and _stream_can_grow(c) else PARSE_NO
         rec = ngfw_be32(p)
@@ -27,7 +34,7 @@ cdef int parse_kerberos(appctx_t *c) noexcept nogil:
         return PARSE_NEED_MORE if _stream_can_grow(c) else PARSE_NO
     if _ber_len(p, n, off + 1, &l, &h) != 0:
         return PARSE_NO
-    if c.l4proto == 6 and 1 + h + l != rec:
+    if c.l4proto == P_TCP and 1 + h + l != rec:
         return PARSE_NO
     off += 1 + h
     if p[off] != 0x30 or _ber_len(p, n, off + 1, &l, &h) != 0:
@@ -55,12 +62,12 @@ cdef int parse_smb(appctx_t *c) noexcept nogil:
         return PARSE_NEED_MORE if n > 0 and p[0] == 0 and _stream_can_grow(c) else PARSE_NO
     if p[0] != 0 or (p[1] & 0xFE) != 0 or _be24(p + 1) < 32:
         return PARSE_NO
-    if p[5] != 83 or p[6] != 77 or p[7] != 66:
+    if not _starts(p + 5, 3, "SMB"):
         return PARSE_NO
     if p[4] == 0xFE or p[4] == 0xFD:
         return APP_SMB
     if p[4] == 0xFF:
-        return APP_NETBIOS
+        return APP_NETBIOS    # nDPI compatibility: nDPI names SMB1 by its NetBIOS session
     return PARSE_NO
 
 
@@ -102,7 +109,7 @@ cdef int parse_mssql(appctx_t *c) noexcept nogil:
         # SQL batch / RPC / transaction manager: ALL_HEADERS total length (LE) then header length (LE)
         if n < 16 or p[9] != 0 or p[10] != 0 or p[11] != 0 or p[8] < 4 or p[8] > l - 8:
             # TDS 7.1 and earlier have no ALL_HEADERS: UCS-2 text or an RPC name length
-            if t == 0x01 and n >= 12 and p[9] == 0 and p[11] == 0 and p[8] >= 32 and p[8] < 127:
+            if t == 0x01 and n >= 12 and p[9] == 0 and p[11] == 0 and b' ' <= p[8] <= b'~':
                 return APP_MSSQL
             if t == 0x03 and n >= 12 and (p[8] > 0 or p[9] == 0xFF) and p[11] == 0:
                 return APP_MSSQL
@@ -161,7 +168,7 @@ cdef int parse_socks(appctx_t *c) noexcept nogil:
         return APP_SOCKS
     if p[0] == 4 and (p[1] == 1 or p[1] == 2) and n >= 9 and p[n - 1] == 0:
         for i in range(8, n - 1):
-            if p[i] != 0 and (p[i] < 32 or p[i] > 126):
+            if p[i] != 0 and (p[i] < b' ' or p[i] > b'~'):
                 return PARSE_NO
         return APP_SOCKS
     return PARSE_NO
@@ -176,11 +183,11 @@ cdef int parse_mysql(appctx_t *c) noexcept nogil:
     l = p[0] | (<uint32_t>p[1] << 8) | (<uint32_t>p[2] << 16)
     if p[3] != 0 or p[4] != 10 or l < 30 or l > 512:
         return PARSE_NO
-    if p[5] < 48 or p[5] > 57:
+    if p[5] < b'0' or p[5] > b'9':
         return PARSE_NO
     i = 5
     while i < n and i < 4 + l and p[i] != 0:
-        if p[i] < 32 or p[i] > 126:
+        if p[i] < b' ' or p[i] > b'~':
             return PARSE_NO
         i += 1
     if i >= n or p[i] != 0:
@@ -196,11 +203,11 @@ cdef int parse_postgresql(appctx_t *c) noexcept nogil:
         return PARSE_NO
     l = ngfw_be32(p)
     code = ngfw_be32(p + 4)
-    if l == 8 and (code == 80877103 or code == 80877104) and n == 8:
+    if l == 8 and (code == PG_SSL_REQUEST or code == PG_GSSENC_REQUEST) and n == 8:
         return APP_POSTGRESQL
-    if l == 16 and code == 80877102:
+    if l == 16 and code == PG_CANCEL_REQUEST:
         return APP_POSTGRESQL
-    if code == 0x00030000 and l >= 9 and l <= 10000 and l == n and p[n - 1] == 0:
+    if code == PG_PROTOCOL_3 and l >= 9 and l <= 10000 and l == n and p[n - 1] == 0:
         return APP_POSTGRESQL
     return PARSE_NO
 

@@ -17,10 +17,11 @@ cdef int parse_ssh(appctx_t *c) noexcept nogil:
     if not (_starts(p, n, "SSH-2.0-") or _starts(p, n, "SSH-1.99-") or _starts(p, n, "SSH-1.5-")):
         return PARSE_NO
     e = 4
-    while e < n and e < 255 and p[e] != 13 and p[e] != 10:
-        if p[e] < 32 or p[e] > 126:
+    while e < n and e < 255 and p[e] != b'\r' and p[e] != b'\n':
+        if p[e] < b' ' or p[e] > b'~':
             return PARSE_NO
         e += 1
+    # nDPI compatibility: the identification string is the flow's host, as nDPI reports SSH flows
     _copy_text(c.meta.host, HOST_MAX, &c.meta.host_len, p, e, False)
     return APP_SSH
 
@@ -34,14 +35,14 @@ cdef bint _contains_ci(const uint8_t *p, uint32_t n, const char *lit) noexcept n
 
 
 cdef void _greeting_host(appmeta_t *m, const uint8_t *p, uint32_t e) noexcept nogil:
-    # "220 mail.example.net ESMTP ...": the server names itself first (nDPI reports that as the host); a
-    # greeting that starts with prose ("220 \"Authorized users only\"") names nothing
+    # "220 mail.example.net ESMTP ...": the server names itself first; a greeting that starts with prose
+    # ("220 \"Authorized users only\"") names nothing. nDPI compatibility: nDPI reports that name as the host
     cdef uint32_t i = 4, j
-    if e < 5 or p[0] != 50 or p[1] != 50 or p[2] != 48:
+    if e < 5 or not _starts(p, e, "220"):
         return
     j = i
-    while j < e and p[j] > 32:
-        if not (_dns_char_ok(p[j]) or p[j] == 46):
+    while j < e and p[j] > b' ':
+        if not (_dns_char_ok(p[j]) or p[j] == b'.'):
             return
         j += 1
     if j > i:
@@ -71,8 +72,8 @@ cdef int parse_whois(appctx_t *c) noexcept nogil:
     cdef uint32_t n = c.stream_len, e = 0
     if not c.to_server or c.server_port != 43:
         return PARSE_NO
-    while e < n and e < 256 and p[e] != 13 and p[e] != 10:
-        if p[e] < 32 or p[e] > 126:
+    while e < n and e < 256 and p[e] != b'\r' and p[e] != b'\n':
+        if p[e] < b' ' or p[e] > b'~':
             return PARSE_NO
         e += 1
     if e >= n:
@@ -87,9 +88,9 @@ cdef bint _one_word(const uint8_t *p, uint32_t n) noexcept nogil:
     # the rest of a command line is one word (no space before its CR/LF)
     cdef uint32_t i
     for i in range(n):
-        if p[i] == 13 or p[i] == 10:
+        if p[i] == b'\r' or p[i] == b'\n':
             return True
-        if p[i] == 32:
+        if p[i] == b' ':
             return False
     return True
 
@@ -102,22 +103,21 @@ cdef int parse_mail_ftp(appctx_t *c) noexcept nogil:
     cdef uint32_t n = c.stream_len, e = 0, i
     cdef int r
     if n < 4:
-        return PARSE_NEED_MORE if n > 0 and _stream_can_grow(c) and p[0] >= 32 and p[0] < 127 else PARSE_NO
-    while e < n and e < 512 and p[e] != 10:
-        if (p[e] < 32 or p[e] > 126) and p[e] != 13 and p[e] != 9:
+        return PARSE_NEED_MORE if n > 0 and _stream_can_grow(c) and b' ' <= p[0] <= b'~' else PARSE_NO
+    while e < n and e < 512 and p[e] != b'\n':
+        if (p[e] < b' ' or p[e] > b'~') and p[e] != b'\r' and p[e] != b'\t':
             return PARSE_NO
         e += 1
     if e >= n:
         return PARSE_NEED_MORE if _stream_can_grow(c) and e < 512 else PARSE_NO
-    if n >= 12 and _starts(p, n, "RFB 00") and p[7] == 46 and p[11] == 10:
+    if n >= 12 and _starts(p, n, "RFB 00") and p[7] == b'.' and p[11] == b'\n':
         return APP_VNC
     # server greetings, read in either direction: a capture that starts mid-flow swaps the sides
     if _starts(p, n, "+OK"):
         return APP_POP3
     if _starts(p, n, "* OK") or _starts(p, n, "* PREAUTH"):
         return APP_IMAP
-    if p[0] >= 49 and p[0] <= 53 and p[1] >= 48 and p[1] <= 57 and p[2] >= 48 and p[2] <= 57 \
-            and (p[3] == 32 or p[3] == 45):
+    if b'1' <= p[0] <= b'5' and b'0' <= p[1] <= b'9' and b'0' <= p[2] <= b'9' and (p[3] == b' ' or p[3] == b'-'):
         r = _greeting_app(c, p, e)
         if r > 0:
             _greeting_host(c.meta, p, e)
@@ -143,10 +143,10 @@ cdef int parse_mail_ftp(appctx_t *c) noexcept nogil:
         return APP_NNTP
     # IMAP: tag SP command
     i = 0
-    while i < e and i < 32 and p[i] > 32 and p[i] != 40 and p[i] != 41 and p[i] != 123 and p[i] != 42 \
-            and p[i] != 37 and p[i] != 34 and p[i] != 92:
+    while i < e and i < 32 and p[i] > b' ' and p[i] != b'(' and p[i] != b')' and p[i] != b'{' and p[i] != b'*' \
+            and p[i] != b'%' and p[i] != b'"' and p[i] != b'\\':
         i += 1
-    if i > 0 and i < e and p[i] == 32:
+    if i > 0 and i < e and p[i] == b' ':
         i += 1
         if _ieq(p + i, e - i, "capability") or _ieq(p + i, e - i, "login ") or _ieq(p + i, e - i, "starttls") \
                 or _ieq(p + i, e - i, "authenticate ") or _ieq(p + i, e - i, "id ("):

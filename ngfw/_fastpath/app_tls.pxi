@@ -2,6 +2,21 @@
 # and inspection's TLS buffers share. The ClientHello's SNI is the flow's host; ALPN and the highest version
 # offered go to the flow's meta.
 
+cdef enum:
+    # record content types (RFC 8446 B.1; DTLS adds 24 heartbeat and 25 tls12_cid)
+    TLS_CHANGE_CIPHER_SPEC = 20
+    TLS_ALERT = 21
+    TLS_HANDSHAKE = 22
+    TLS_APPLICATION_DATA = 23
+    DTLS_LAST_CONTENT_TYPE = 25
+    # handshake types
+    TLS_CLIENT_HELLO = 1
+    TLS_SERVER_HELLO = 2
+    # extensions
+    TLS_EXT_SERVER_NAME = 0
+    TLS_EXT_ALPN = 16
+    TLS_EXT_SUPPORTED_VERSIONS = 43
+
 
 cdef int _tls_hello(const uint8_t *h, uint32_t n, uint32_t full, bint client, appmeta_t *m) noexcept nogil:
     # A ClientHello/ServerHello body of `full` bytes of which `n` are here. 1 parsed (to the SNI or to the
@@ -64,16 +79,16 @@ cdef int _tls_hello(const uint8_t *h, uint32_t n, uint32_t full, bint client, ap
         if off + el > n:
             return 0
         e = off
-        if et == 0 and client and el >= 5:
+        if et == TLS_EXT_SERVER_NAME and client and el >= 5:
             # server_name: list length, type 0 (host_name), length, name
             l = ngfw_be16(h + e + 3)
             if h[e + 2] == 0 and l > 0 and 5 + l <= el and ngfw_be16(h + e) + 2 <= el:
                 _set_host(m, h + e + 5, l)
-        elif et == 16 and el >= 3 and m.alpn_len == 0:
+        elif et == TLS_EXT_ALPN and el >= 3 and m.alpn_len == 0:
             l = h[e + 2]
             if l > 0 and 3 + l <= el:
                 _copy_text(m.alpn, ALPN_MAX, &m.alpn_len, h + e + 3, l, False)
-        elif et == 43:
+        elif et == TLS_EXT_SUPPORTED_VERSIONS:
             best = 0
             if client and el >= 1:
                 l = h[e]
@@ -101,7 +116,7 @@ cdef int parse_tls(appctx_t *c) noexcept nogil:
     cdef uint8_t hello[STREAM_MAX]
     if n == 0:
         return PARSE_NO
-    if p[0] < 20 or p[0] > 23:
+    if p[0] < TLS_CHANGE_CIPHER_SPEC or p[0] > TLS_APPLICATION_DATA:
         return PARSE_NO
     if n < 5:
         if (n >= 2 and p[1] != 3) or (n >= 3 and p[2] > 4):
@@ -112,14 +127,14 @@ cdef int parse_tls(appctx_t *c) noexcept nogil:
     rec_len = ngfw_be16(p + 3)
     if rec_len == 0 or rec_len > 16384 + 2048:
         return PARSE_NO
-    if p[0] != 22:
+    if p[0] != TLS_HANDSHAKE:
         # mid-flow: a change_cipher_spec, alert or application_data record; the next one, when there,
         # must chain on
-        if (p[0] == 20 and rec_len != 1) or (p[0] == 21 and rec_len < 2):
+        if (p[0] == TLS_CHANGE_CIPHER_SPEC and rec_len != 1) or (p[0] == TLS_ALERT and rec_len < 2):
             return PARSE_NO
         off = 0
         while off + 5 <= n and records < 4:
-            if p[off] < 20 or p[off] > 23 or p[off + 1] != 3 or p[off + 2] > 4:
+            if p[off] < TLS_CHANGE_CIPHER_SPEC or p[off] > TLS_APPLICATION_DATA or p[off + 1] != 3 or p[off + 2] > 4:
                 return PARSE_NO
             rec_len = ngfw_be16(p + off + 3)
             if rec_len == 0 or rec_len > 16384 + 2048:
@@ -128,10 +143,10 @@ cdef int parse_tls(appctx_t *c) noexcept nogil:
             off += 5 + rec_len
         return APP_TLS
     if n < 9:
-        if n >= 6 and p[5] != 1 and p[5] != 2:
+        if n >= 6 and p[5] != TLS_CLIENT_HELLO and p[5] != TLS_SERVER_HELLO:
             return PARSE_NO
         return PARSE_NEED_MORE if _stream_can_grow(c) else PARSE_NO
-    if p[5] != 1 and p[5] != 2:
+    if p[5] != TLS_CLIENT_HELLO and p[5] != TLS_SERVER_HELLO:
         return PARSE_NO
     if rec_len >= 4:
         hs_len = _be24(p + 6)
@@ -146,12 +161,12 @@ cdef int parse_tls(appctx_t *c) noexcept nogil:
         avail = n - 9
         if avail > rec_len - 4:
             avail = rec_len - 4
-        r = _tls_hello(p + 9, avail, hs_len, p[5] == 1, c.meta)
+        r = _tls_hello(p + 9, avail, hs_len, p[5] == TLS_CLIENT_HELLO, c.meta)
         whole = n >= 5 + rec_len
     else:
         # the hello goes on in the next handshake records (a sender may cut it at any byte): joined first
         avail = _tls_join_handshake(p, n, hs_len + 4, hello)
-        r = _tls_hello(hello + 4, avail - 4, hs_len, p[5] == 1, c.meta) if avail >= 4 else -1
+        r = _tls_hello(hello + 4, avail - 4, hs_len, p[5] == TLS_CLIENT_HELLO, c.meta) if avail >= 4 else -1
         whole = avail >= hs_len + 4
     if r < 0:
         c.meta.host_len = 0
@@ -170,7 +185,7 @@ cdef uint32_t _tls_join_handshake(const uint8_t *p, uint32_t n, uint32_t want, u
     cdef uint32_t off = 0, k = 0, l, take
     if want > STREAM_MAX:
         want = STREAM_MAX
-    while k < want and off + 5 <= n and p[off] == 22 and p[off + 1] == 3 and p[off + 2] <= 4:
+    while k < want and off + 5 <= n and p[off] == TLS_HANDSHAKE and p[off + 1] == 3 and p[off + 2] <= 4:
         l = ngfw_be16(p + off + 3)
         if l == 0:
             return 0
@@ -191,7 +206,7 @@ cdef bint dtls_records(const uint8_t *p, uint32_t n) noexcept nogil:
     cdef int records = 0
     cdef uint16_t v
     while off + 13 <= n:
-        if p[off] < 20 or p[off] > 25:
+        if p[off] < TLS_CHANGE_CIPHER_SPEC or p[off] > DTLS_LAST_CONTENT_TYPE:
             break
         v = ngfw_be16(p + off + 1)
         if v != 0xFEFF and v != 0xFEFD and v != 0xFEFC and v != 0x0100:
@@ -199,7 +214,7 @@ cdef bint dtls_records(const uint8_t *p, uint32_t n) noexcept nogil:
         l = ngfw_be16(p + off + 11)
         if l == 0 or off + 13 + l > n:
             break
-        if p[off] == 22 and records == 0 and ngfw_be16(p + off + 3) == 0:
+        if p[off] == TLS_HANDSHAKE and records == 0 and ngfw_be16(p + off + 3) == 0:
             # epoch 0 handshake: msg type, 24-bit length, seq, fragment offset/length
             if l < 12 or p[off + 13] > 24:
                 break
@@ -217,7 +232,8 @@ cdef int parse_dtls(appctx_t *c) noexcept nogil:
     if not dtls_records(p, c.payload_len):
         return PARSE_NO
     rec_len = ngfw_be16(p + 11)
-    if c.to_server and p[0] == 22 and ngfw_be16(p + 3) == 0 and rec_len >= 12 and p[13] == 1 and _be24(p + 19) == 0:
+    if c.to_server and p[0] == TLS_HANDSHAKE and ngfw_be16(p + 3) == 0 and rec_len >= 12 and p[13] == TLS_CLIENT_HELLO \
+            and _be24(p + 19) == 0:
         frag_len = _be24(p + 13 + 9)
         if frag_len > rec_len - 12:
             frag_len = rec_len - 12

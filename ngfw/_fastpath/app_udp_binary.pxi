@@ -9,7 +9,7 @@ cdef int parse_stun(appctx_t *c) noexcept nogil:
     cdef uint32_t n = c.stream_len, l, off, al
     cdef uint16_t t
     cdef bint cookie
-    if n >= 2 and c.l4proto == 6 and ngfw_be16(p) + 2 == n and n >= 22 and ngfw_be32(p + 6) == 0x2112A442:
+    if n >= 2 and c.l4proto == P_TCP and ngfw_be16(p) + 2 == n and n >= 22 and ngfw_be32(p + 6) == 0x2112A442:
         p += 2
         n -= 2
     if n < 20 or (p[0] & 0xC0) != 0:
@@ -26,7 +26,7 @@ cdef int parse_stun(appctx_t *c) noexcept nogil:
             return PARSE_NO
         if l == 0:
             return PARSE_NO
-    elif c.l4proto == 17 and 20 + l != n:
+    elif c.l4proto == P_UDP and 20 + l != n:
         return PARSE_NO
     off = 20
     while off + 4 <= 20 + l:
@@ -60,7 +60,7 @@ cdef uint32_t stun_realm(const uint8_t *p, uint32_t n, bint tcp, uint8_t *out) n
             return 0
         if ngfw_be16(p + off) == 0x0014 and 0 < al < 256:
             for i in range(al):
-                if p[off + 4 + i] < 33 or p[off + 4 + i] > 126:
+                if p[off + 4 + i] <= b' ' or p[off + 4 + i] > b'~':
                     return 0
                 out[k] = _lower(p[off + 4 + i])
                 k += 1
@@ -83,8 +83,8 @@ cdef int parse_radius(appctx_t *c) noexcept nogil:
     if l < 20 or l > 4096 or l > n:
         return PARSE_NO
     if _either_port(c, 1812) or _either_port(c, 1813) or _either_port(c, 1645) or _either_port(c, 1646):
-        return APP_RADIUS     # on its own ports, a header that fits is enough (as nDPI decides)
-    if c.l4proto == 17 and l != n:
+        return APP_RADIUS     # nDPI compatibility: on its own ports a header that fits is enough, as for nDPI
+    if c.l4proto == P_UDP and l != n:
         return PARSE_NO
     off = 20
     while off + 2 <= l:
@@ -102,7 +102,7 @@ cdef int parse_snmp(appctx_t *c) noexcept nogil:
     """SNMP v1/v2c (community + PDU tag) and v3 (global data sequence)."""
     cdef const uint8_t *p = c.payload
     cdef uint32_t n = c.payload_len, l, h, off
-    if c.l4proto != 17 or n < 10 or p[0] != 0x30:
+    if c.l4proto != P_UDP or n < 10 or p[0] != 0x30:
         return PARSE_NO
     if _ber_len(p, n, 1, &l, &h) != 0 or 1 + h + l != n:
         return PARSE_NO
@@ -224,7 +224,7 @@ cdef int parse_tftp(appctx_t *c) noexcept nogil:
                         return PARSE_NO
                 z += 1
                 start = i + 1
-            elif p[i] < 32 or p[i] > 126:
+            elif p[i] < b' ' or p[i] > b'~':
                 return PARSE_NO
         if p[n - 1] != 0 or z < 1 or (op != 6 and z < 2) or (op == 6 and (z & 1)):
             return PARSE_NO
@@ -234,7 +234,7 @@ cdef int parse_tftp(appctx_t *c) noexcept nogil:
         if p[2] != 0 or p[3] > 8 or p[n - 1] != 0:
             return PARSE_NO
         for i in range(4, n - 1):
-            if p[i] < 32 or p[i] > 126:
+            if p[i] < b' ' or p[i] > b'~':
                 return PARSE_NO
         return APP_TFTP
     if op == 4 and n == 4 and ngfw_be16(p + 2) <= 1:
@@ -269,13 +269,13 @@ cdef int parse_rtp(appctx_t *c) noexcept nogil:
     if hdr > n:
         return PARSE_NO
     seq = ngfw_be16(p + 2)
-    if s[0] == 82 and s[1] == c.to_server:     # 'R': an earlier packet of this direction looked like RTP
+    if s[0] == NGFW_SCRATCH_RTP and s[1] == c.to_server:     # an earlier packet of this direction looked like RTP
         dseq = seq - ngfw_be16(s + 2)
         if memcmp(s + 4, p + 8, 4) == 0 and dseq >= 1 and dseq <= 16:
             return APP_RTP
         return PARSE_NO
     if s[0] == 0:
-        s[0] = 82
+        s[0] = NGFW_SCRATCH_RTP
         s[1] = c.to_server
         ngfw_put_be16(s + 2, seq)
         memcpy(s + 4, p + 8, 4)
@@ -290,10 +290,10 @@ cdef int parse_openvpn(appctx_t *c) noexcept nogil:
     cdef uint32_t n = c.payload_len, i
     cdef uint8_t *s = c.scratch
     cdef uint8_t op
-    if c.l4proto == 6:
+    if c.l4proto == P_TCP:
         p = c.stream
         n = c.stream_len
-        if c.pkt_index == 0 or s[0] != 79:
+        if c.pkt_index == 0 or s[0] != NGFW_SCRATCH_OPENVPN:
             # the first message, behind its length
             if n < 3 or ngfw_be16(p) + 2 > n or ngfw_be16(p) < 9:
                 return PARSE_NO
@@ -301,8 +301,8 @@ cdef int parse_openvpn(appctx_t *c) noexcept nogil:
             p += 2
     if n < 9:
         return PARSE_NO
-    if s[0] == 79:      # 'O': a session id was seen
-        if c.l4proto == 6:
+    if s[0] == NGFW_SCRATCH_OPENVPN:      # a session id was seen
+        if c.l4proto == P_TCP:
             # anywhere after the first message of the direction that sent it, or anywhere in the other one
             i = 0 if c.to_server != s[1] else 2 + ngfw_be16(p)
         else:
@@ -327,7 +327,7 @@ cdef int parse_openvpn(appctx_t *c) noexcept nogil:
     if op == 7 and n == 14 and ngfw_be32(p + 10) == 0 and p[9] == 0:
         return APP_OPENVPN
     if s[0] == 0 and c.pkt_index < 4:
-        s[0] = 79
+        s[0] = NGFW_SCRATCH_OPENVPN
         s[1] = c.to_server
         memcpy(s + 2, p + 1, 8)
     return PARSE_NEED_MORE

@@ -65,7 +65,7 @@ cdef class _Flow:
         cdef int r
         cdef uint8_t *pp
         cdef uint8_t *sp
-        if self.ctx.l4proto == 6:
+        if self.ctx.l4proto == P_TCP:
             stream = (self.streams[d] + payload)[:STREAM_MAX]
             self.streams[d] = stream
         else:
