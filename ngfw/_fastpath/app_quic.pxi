@@ -261,7 +261,8 @@ cdef int _quic_frames(uint8_t *s, const uint8_t *pt, uint32_t n, bint gquic) noe
 cdef bint _gquic_clear(uint32_t version) noexcept nogil:
     # Google QUIC Q0xx up to Q046 sends its client hello in clear (Q050 and T0xx encrypt the Initial)
     cdef uint32_t tens = (version >> 8) & 0xFF, ones = version & 0xFF
-    if (version >> 24) != b'Q' or ((version >> 16) & 0xFF) != b'0' or not (b'0' <= tens <= b'9' and b'0' <= ones <= b'9'):
+    if (version >> 24) != b'Q' or ((version >> 16) & 0xFF) != b'0' \
+            or not (b'0' <= tens <= b'9' and b'0' <= ones <= b'9'):
         return False
     return (tens - c'0') * 10 + (ones - c'0') <= 46
 

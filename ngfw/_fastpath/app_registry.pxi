@@ -202,7 +202,8 @@ cdef enum:
     APP_REG_UDP = 21
     APP_REG_END = 35
 cdef app_registration_t APP_REGISTRY[APP_REG_END]
-# row, parser, server port (0: any), more, more port (0: any), first bytes (bit b of word b // 64: b admitted)
+# row, parser, server port (0: any), more, more port (0: any),
+# first bytes (bit b of word b // 64 set: a payload starting with b is shown to the parser)
 # tls/tcp: first 0x14-0x17, asks for more
 app_register(&APP_REGISTRY[0], parse_tls, 0, 1, 0,
              0x0000000000f00000, 0x0000000000000000, 0x0000000000000000, 0x0000000000000000)

@@ -134,7 +134,8 @@ def check(rows: tuple[Parser, ...], directory: Path = HERE) -> None:
             raise RegistryError(f"{where}: answers is empty: name the apps the parser may return")
         for app in row.answers:
             if not _APP.match(app):
-                raise RegistryError(f"{where}: answer {app!r} must be a catalogue name of lower-case letters and digits")
+                raise RegistryError(f"{where}: answer {app!r} must be a catalogue name: lower-case letters and "
+                                    "digits")
         if row.first is not None and (not row.first or not all(0 <= b <= 255 for b in row.first)):
             raise RegistryError(f"{where}: first {sorted(row.first)!r} must be a non-empty set of bytes 0..255")
         for field in ("server_port", "more_port"):
@@ -146,7 +147,8 @@ def check(rows: tuple[Parser, ...], directory: Path = HERE) -> None:
                 raise RegistryError(f"{where}: family file {row.file} does not exist in {directory}")
             sources[row.file] = path.read_text()
         if not re.search(rf"^cdef int parse_{row.name}\(appctx_t \*c\) noexcept nogil:", sources[row.file], re.M):
-            raise RegistryError(f"{where}: {row.file} defines no 'cdef int parse_{row.name}(appctx_t *c) noexcept nogil'")
+            signature = f"cdef int parse_{row.name}(appctx_t *c) noexcept nogil"
+            raise RegistryError(f"{where}: {row.file} defines no '{signature}'")
     if len(apps(rows)) > 255:
         raise RegistryError(f"{len(apps(rows))} apps: a parser's answer is kept in one byte of the flow's scratch")
 
@@ -233,16 +235,21 @@ def render(rows: tuple[Parser, ...] = REGISTRY) -> str:
         f"    APP_REG_UDP = {n_tcp}",
         f"    APP_REG_END = {len(rows)}",
         "cdef app_registration_t APP_REGISTRY[APP_REG_END]",
-        "# row, parser, server port (0: any), more, more port (0: any), first bytes (bit b of word b // 64: b admitted)",
+        "# row, parser, server port (0: any), more, more port (0: any),",
+        "# first bytes (bit b of word b // 64 set: a payload starting with b is shown to the parser)",
     ]
     for i, row in enumerate(ordered):
         w = _words(row.first)
         hints = [f"first {_describe(row.first)}"]
         if row.server_port:
             hints.append(f"server port {row.server_port}")
-        hints.append("asks for more" + (f" on port {row.more_port}" if row.more_port else "") if row.more else "never waits")
+        if not row.more:
+            hints.append("never waits")
+        else:
+            hints.append("asks for more" + (f" on port {row.more_port}" if row.more_port else ""))
         out.append(f"# {row.name}/{row.l4}: {', '.join(hints)}")
-        out.append(f"app_register(&APP_REGISTRY[{i}], parse_{row.name}, {row.server_port}, {int(row.more)}, {row.more_port},")
+        out.append(f"app_register(&APP_REGISTRY[{i}], parse_{row.name}, {row.server_port}, {int(row.more)}, "
+                   f"{row.more_port},")
         out.append(f"             0x{w[0]:016x}, 0x{w[1]:016x}, 0x{w[2]:016x}, 0x{w[3]:016x})")
     return "\n".join(out) + "\n"
 

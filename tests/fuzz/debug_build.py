@@ -21,7 +21,8 @@ MODULES = DEBUG_DIR / "ngfw" / "_fastpath"
 RUNTIME = DEBUG_DIR / "asan_with_fuzzer.so"
 # app_registry.py: the App-ID parser table setup.py generates app_registry.pxi from
 SOURCES = [REPO / "setup.py", REPO / "ngfw" / "_fastpath" / "app_registry.py",
-           *sorted((REPO / "ngfw" / "_fastpath").glob("*.p[yx][xid]")), *sorted((REPO / "ngfw" / "_fastpath").glob("*.h"))]
+           *sorted((REPO / "ngfw" / "_fastpath").glob("*.p[yx][xid]")),
+           *sorted((REPO / "ngfw" / "_fastpath").glob("*.h"))]
 
 
 class BuildError(Exception):
