@@ -185,14 +185,14 @@ cdef void bypass_fold(engine_t *e, flow_t *f, uint64_t now) noexcept nogil:
         bypass_key_of(f, d, f.bp_ifindex[d], &k)
         if bpf_map_lookup_elem(e.bypass_fd, &k, &v) != 0:
             continue
-        if v.packets > f.bp_pkts[d]:
-            dp = v.packets - f.bp_pkts[d]
+        dp = <uint32_t>(<uint32_t>v.packets - f.bp_pkts[d])
+        if dp:
             db = v.bytes - f.bp_bytes[d]
             f.pkts[d] += dp
             f.bytes[d] += db
             e.bypass_packets += dp
             e.bypass_bytes += db
-            f.bp_pkts[d] = v.packets
+            f.bp_pkts[d] = <uint32_t>v.packets
             f.bp_bytes[d] = v.bytes
             if v.last_seen_ns > f.ts_last and v.last_seen_ns <= now + 1000000000ull:
                 f.ts_last = v.last_seen_ns
@@ -282,11 +282,16 @@ cdef void bypass_leave_all(engine_t *e, uint64_t now) noexcept nogil:
     """A new policy generation: every bypassed flow comes back to the loop before the swap is acknowledged,
     so its next frame is decided by the new policy (and bypassed again if it is still allowed)."""
     cdef flowtable_t *ft = &e.flows
-    cdef uint32_t s
+    cdef uint32_t s = 0
+    cdef uint32_t n = ft.mask + 1
     if e.bypass_active == 0:
         return
-    for s in range(ft.mask + 1):
+    while s < n:
+        s = flow_next_slot_to_read(ft, s)    # pages given back after a flood hold no flow: not read
+        if s >= n:
+            return
         if ft.slots[s].used and ft.slots[s].bypass != BP_NONE:
             bypass_leave(e, &ft.slots[s], now)
             if e.bypass_active == 0:
                 return
+        s += 1

@@ -5,7 +5,9 @@ stops it at once, and `--no-bypass` keeps every frame in the loop."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -143,3 +145,22 @@ def test_no_bypass_keeps_every_frame_in_the_packet_loop(lab, bypass_dataplane, t
     assert fw_rx(dp, lab.fw_up) - before >= BIG_FILE_SIZE // FRAME_PAYLOAD
     assert metric(dp.metrics_text(), "ngfw_bypass_flows_total") == 0
     assert not re.search(r"flow bypass on", dp.stderr_text())
+
+
+def test_a_closed_wire_forwards_no_bypassed_flow_once_the_dataplane_is_killed(lab, bypass_dataplane,
+                                                                              tmp_path) -> None:
+    """Bypass rides on the liveness of the packet loop: a closed wire's program stops forwarding bypassed flows
+    when the heartbeat goes stale (0.3 s), as it would pass nothing without a program."""
+    dp = bypass_dataplane()
+    proc, out = download(lab, tmp_path, "?rate=1m")
+    try:
+        assert wait_for(lambda: metric(dp.metrics_text(), "ngfw_bypass_flows_active") == 1, timeout=10), \
+            dp.metrics_text()
+        os.kill(dp.pid, signal.SIGKILL)
+        dp.proc.wait(timeout=5)
+        time.sleep(0.6)      # the heartbeat is stale from 0.3 s on
+        size = out.stat().st_size
+        time.sleep(2.0)
+        assert out.stat().st_size == size, "the kernel went on forwarding a bypassed flow on a closed wire"
+    finally:
+        stop_process(proc)
