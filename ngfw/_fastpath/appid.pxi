@@ -355,6 +355,9 @@ cdef bint appid_inspect(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
             fresh = stream_append(s, f, dir, p)
             c.stream = s.stream[dir]
             c.stream_len = s.stream_len[dir]
+        else:
+            c.reasm = <uint8_t *>s.stream
+            c.reasm_cap = 2 * STREAM_MAX
         c.scratch = s.scratch
         c.meta = &s.meta
     else:

@@ -51,4 +51,6 @@ ctypedef struct appctx_t:
     const uint8_t *stream     # TCP: the direction's first bytes in order, this packet included; UDP: == payload
     uint32_t stream_len
     uint8_t *scratch          # SCRATCH_MAX bytes owned by this flow while it is being classified (zeroed at start)
+    uint8_t *reasm            # UDP: room (reasm_cap bytes, not zeroed) for a message spread over datagrams (QUIC's
+    uint32_t reasm_cap        # CRYPTO stream): the flow's TCP stream buffers, unused by datagrams; NULL without a slot
     appmeta_t *meta

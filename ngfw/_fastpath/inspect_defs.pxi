@@ -76,7 +76,8 @@ cdef enum:
     B_JA3_STRING = 38
     B_JA3S_HASH = 39
     B_JA3S_STRING = 40
-    B_COUNT = 41
+    B_QUIC_SNI = 41
+    B_COUNT = 42
 
 INSPECT_BUFFERS = (
     "payload", "http.uri", "http.uri.raw", "http.method", "http.host", "http.host.raw", "http.user_agent",
@@ -86,6 +87,7 @@ INSPECT_BUFFERS = (
     "http.accept_enc", "http.accept_lang", "http.connection", "http.location", "http.server", "tls.sni",
     "dns.query", "ssh.proto", "ssh.software", "tls.certs", "tls.cert_subject", "tls.cert_issuer",
     "tls.cert_serial", "tls.cert_fingerprint", "ja3.hash", "ja3.string", "ja3s.hash", "ja3s.string",
+    "quic.sni",
 )
 
 # transforms, applied in order to a buffer before its matches (compile.py TRANSFORMS)
@@ -325,6 +327,7 @@ ctypedef struct instables_t:
     uint16_t app_dns
     uint16_t app_ssh
     uint16_t app_http2
+    uint16_t app_quic
 
 # a threat profile, per policy generation: which signature sets, whose actions, how deep
 ctypedef struct iprofile_t:
@@ -345,7 +348,7 @@ ctypedef struct inspslot_t:
     uint8_t passed            # a `pass` rule matched: the flow is not inspected any more
     uint8_t http_body[2]      # the direction is inside an HTTP body
     uint8_t gap_pkts[2]       # replay: segments seen beyond a hole that has not been filled yet
-    uint8_t tls_done          # the server certificate was read (or cannot be)
+    uint8_t tls_done          # TLS: the server certificate was read (or cannot be); QUIC: quic.sni was inspected
     uint8_t h2_state[2]       # HTTP/2 frame tracking per direction (0 not started, H2_SYNCED, H2_LOST)
     uint32_t h2_skip[2]       # bytes of the current HTTP/2 frame still to come
     uint8_t asm_kind          # what the assembly buffer holds (ASM_*)

@@ -161,6 +161,7 @@ cdef class InspectTables:
         T.app_dns = app_ids.get("dns", 0)
         T.app_ssh = app_ids.get("ssh", 0)
         T.app_http2 = app_ids.get("http2", 0)
+        T.app_quic = app_ids.get("quic", 0)
         buffer_ids = {name: i for i, name in enumerate(INSPECT_BUFFERS)}
         transform_ids = {name: i for i, name in enumerate(INSPECT_TRANSFORMS) if name}
         flowbit_ids = {}

@@ -37,6 +37,7 @@ cdef class _Flow:
     cdef appctx_t ctx
     cdef appmeta_t meta
     cdef uint8_t *scratch
+    cdef uint8_t *reasm
     cdef list streams
     cdef uint32_t index[2]
     cdef int parser
@@ -45,7 +46,9 @@ cdef class _Flow:
         memset(&self.ctx, 0, sizeof(self.ctx))
         memset(&self.meta, 0, sizeof(self.meta))
         self.scratch = <uint8_t *>calloc(1, SCRATCH_MAX)
-        if self.scratch == NULL:
+        # datagram flows get the reassembly room the fastpath lends them (its unused TCP stream buffers)
+        self.reasm = <uint8_t *>calloc(1, 2 * STREAM_MAX) if l4proto != P_TCP else NULL
+        if self.scratch == NULL or (l4proto != P_TCP and self.reasm == NULL):
             raise MemoryError()
         self.parser = -1 if parser is None else PARSERS.index(parser)
         self.streams = [b"", b""]
@@ -58,6 +61,7 @@ cdef class _Flow:
 
     def __dealloc__(self):
         free(self.scratch)
+        free(self.reasm)
 
     def feed(self, bint to_server, bytes payload):
         cdef int d = 1 if to_server else 0
@@ -86,6 +90,8 @@ cdef class _Flow:
         self.ctx.stream = sp
         self.ctx.stream_len = len(stream)
         self.ctx.scratch = self.scratch
+        self.ctx.reasm = self.reasm
+        self.ctx.reasm_cap = 2 * STREAM_MAX if self.reasm != NULL else 0
         with nogil:
             r = _run_parser(self.parser, &self.ctx)
         # the parsers keep no pointer into a payload past their call (the fastpath reuses its buffers)

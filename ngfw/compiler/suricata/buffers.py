@@ -83,6 +83,7 @@ STICKY_BUFFERS: dict[str, str] = {
     "ssh_proto": "ssh.proto",
     "ssh.software": "ssh.software",
     "ssh_software": "ssh.software",
+    "quic.sni": "quic.sni",
 }
 
 # Legacy content modifiers: they move the content just before them into the buffer.
