@@ -49,6 +49,7 @@ cdef void inspect_flow_end(engine_t *e, flow_t *f) noexcept nogil:
     p = &e.ins.pool
     insp_close_streams(&p.slots[f.insp])
     tlsasm_give(&e.ins.tlsasm, &p.slots[f.insp])
+    bodydec_give(&e.ins.bodydec, &p.slots[f.insp])
     p.slots[f.insp].next_free = p.free_head
     p.free_head = f.insp
     f.insp = -1

@@ -12,9 +12,20 @@ PARSERS = APP_PARSER_NAMES
 ANSWERS = APP_PARSER_ANSWERS
 
 
+cdef dict _ssh_idents(bytes raw):
+    # the identification strings an SSH flow's host entry holds (HOST_SSH_MARK), by side
+    out = {}
+    for line in raw[1:].replace(b"\r", b"\n").split(b"\n"):
+        if line[:1] in (b"c", b"s") and len(line) > 1:
+            out["client" if line[:1] == b"c" else "server"] = "SSH-" + line[1:].decode("ascii", "replace")
+    return out
+
+
 cdef dict _meta_dict(appmeta_t *m):
+    cdef bint ssh = m.host_len > 0 and m.host[0] == HOST_SSH_MARK
     return {
-        "host": m.host[:m.host_len].decode("utf-8", "replace") if m.host_len else None,
+        "host": m.host[:m.host_len].decode("utf-8", "replace") if m.host_len and not ssh else None,
+        "ssh": _ssh_idents(m.host[:m.host_len]) if ssh else None,
         "alpn": m.alpn[:m.alpn_len].decode("ascii") if m.alpn_len else None,
         "ua": m.ua[:m.ua_len].decode("ascii") if m.ua_len else None,
         "http_method": m.http_method[:m.http_method_len].decode("ascii") if m.http_method_len else None,
