@@ -334,7 +334,7 @@ cdef class InspectTables:
                 dst = add_ranges(sig.dst)
                 sp = add_ports(sig.src_ports)
                 dp = add_ports(sig.dst_ports)
-                transport = {"ip": 0, "tcp": P_TCP, "udp": P_UDP, "icmp": P_ICMP, "tcp/udp": 255}[sig.transport]
+                transport = {"ip": 0, "tcp": P_TCP, "udp": P_UDP, "icmp": P_ICMP, "sctp": P_SCTP, "tcp/udp": 255}[sig.transport]
                 flow = sig.flow
                 rules.append(dict(
                     sid=sig.sid, gid=sig.gid, rev=sig.rev, action=INSPECT_ACTIONS.index(sig.action),
@@ -363,7 +363,8 @@ cdef class InspectTables:
                 pkey = (bytes(fp.pattern), bool(fp.nocase))
                 if fp.buffer == "payload":
                     dirs = {"to_server": (0,), "to_client": (1,)}.get(flow.direction, (0, 1))
-                    kinds = {"tcp": ("stream",), "udp": ("pkt",), "icmp": ("pkt",)}.get(sig.transport, ("stream", "pkt"))
+                    kinds = {"tcp": ("stream",), "udp": ("pkt",), "icmp": ("pkt",), "sctp": ("pkt",)}.get(sig.transport,
+                                                                                              ("stream", "pkt"))
                     for kind in kinds:
                         for d in dirs:
                             groups.setdefault((kind, d), {}).setdefault(pkey, []).append(rid)

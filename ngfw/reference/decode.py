@@ -33,6 +33,7 @@ IPPROTO_ROUTING = 43
 IPPROTO_FRAGMENT = 44
 IPPROTO_AH = 51
 IPPROTO_ICMPV6 = 58
+IPPROTO_SCTP = 132
 IPPROTO_DSTOPTS = 60
 
 IPV4_MF = 0x2000
@@ -285,6 +286,11 @@ def _transport(f: bytes, off: int, end: int, pkt: _Decoded, *, is_v6: bool) -> s
         if not pkt.is_fragment and (length < 8 or length > avail):
             return "bad_udp_length"
         pkt.payload_len = (avail if pkt.is_fragment else length) - 8
+    elif proto == IPPROTO_SCTP and avail >= 12:
+        # the common header's ports; its chunks are the payload (a header cut short: no ports)
+        pkt.sport = _be16(f, off)
+        pkt.dport = _be16(f, off + 2)
+        pkt.payload_len = avail - 12
     elif proto == icmp:
         if avail < 4:
             return "fragment_tiny" if pkt.is_fragment else "truncated_icmp"

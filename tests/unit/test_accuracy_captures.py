@@ -88,3 +88,14 @@ def test_file_data_is_the_decoded_body_as_suricata_inspects_it(tmp_path: Path) -
         assert {(client, 9100020), (client, 9100021)} <= pairs, client
     assert not {sid for _, sid in pairs} & {9100022, 9100023}
     assert not {(c, s) for c, s in pairs if c == "10.0.0.37" and s in (9100020, 9100021)}
+
+
+def test_sctp_associations_are_flows_of_their_ports_and_sctp_rules_run_on_their_chunks(tmp_path: Path) -> None:
+    """`alert sctp` rules (Suricata 7 runs them): header ports, content over the chunks after the common header,
+    flow direction; the alerts are Suricata 7.0.10's on the same capture (docs/parity.md)."""
+    records = replay("--rules", ROOT / "rules" / "tests" / "accuracy.rules", PCAPS / "sctp_associations.pcap",
+                     cwd=tmp_path)
+    flows = {(r["src_ip"], r["src_port"], r["dest_port"]): r["app"] for r in records if r.get("event_type") == "flow"}
+    assert flows == {("10.0.0.51", 45001, 3868): "sctp", ("10.0.0.52", 45002, 36412): "sctp"}
+    assert alert_pairs(records) == {("10.0.0.51", 9100040), ("10.0.0.51", 9100041), ("10.0.0.51", 9100042),
+                                    ("10.0.0.52", 9100042), ("10.0.0.52", 9100044)}
