@@ -320,6 +320,7 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
 def cmd_apps(args: argparse.Namespace) -> int:
     from ngfw.compiler.catalogue import load_catalogue
     from ngfw.model.errors import PolicyError
+    from ngfw.wire import PROTO_TCP
 
     try:
         catalogue = load_catalogue()
@@ -328,7 +329,7 @@ def cmd_apps(args: argparse.Namespace) -> int:
         return 1
     rows = []
     for app in catalogue.apps:
-        ports = ", ".join(f"{'tcp' if l4 == 6 else 'udp'}/{port}" for l4, port in app.ports)
+        ports = ", ".join(f"{'tcp' if l4 == PROTO_TCP else 'udp'}/{port}" for l4, port in app.ports)
         parent = catalogue.apps[app.parent].name if app.parent is not None else None
         rows.append({"name": app.name, "kind": app.kind, "category": app.category, "risk": app.risk,
                      "parent": parent, "ports": ports, "hosts": list(app.hosts)})

@@ -35,6 +35,7 @@ from ngfw.compiler.catalogue import (  # noqa: F401 - re-exported: the compiler'
     catalogue_files, load_catalogue,
 )
 from ngfw.values import asdict
+from ngfw.wire import PROTO_ANY, PROTO_TCP, PROTO_UDP
 
 __all__ = [
     "APP_INCOMPLETE",
@@ -57,7 +58,7 @@ __all__ = [
 
 APP_UNKNOWN, APP_UNKNOWN_TCP, APP_UNKNOWN_UDP, APP_INCOMPLETE, APP_INSUFFICIENT_DATA = range(len(RESERVED))
 
-L4_ANY, L4_TCP, L4_UDP = 0, 6, 17
+L4_ANY, L4_TCP, L4_UDP = PROTO_ANY, PROTO_TCP, PROTO_UDP
 _L4 = {"any": L4_ANY, "tcp": L4_TCP, "udp": L4_UDP}
 DIR_ANY, DIR_TO_SERVER, DIR_TO_CLIENT = 0, 1, 2
 _DIRECTION = {"any": DIR_ANY, "to_server": DIR_TO_SERVER, "to_client": DIR_TO_CLIENT}

@@ -10,6 +10,7 @@ import functools
 import os
 
 from ngfw.dataplane.appnames import split_app
+from ngfw.wire import EVE_PROTO_NAMES
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:   # `ngfw replay` imports this module: what only annotations need stays out of its start
@@ -17,7 +18,6 @@ if TYPE_CHECKING:   # `ngfw replay` imports this module: what only annotations n
 
     from ngfw.compiler.tables import CompiledPolicy
 
-PROTO_NAMES = {1: "ICMP", 6: "TCP", 17: "UDP", 58: "IPv6-ICMP"}
 DEFAULT_RULE = "default-deny"
 
 
@@ -58,7 +58,7 @@ def eve_record(event: dict[str, Any], policy: CompiledPolicy | None) -> dict[str
         rule = DEFAULT_RULE
     else:
         rule = policy.rule_name(rule_index) if policy is not None else None
-    proto = PROTO_NAMES.get(event["proto"], str(event["proto"]))
+    proto = EVE_PROTO_NAMES.get(event["proto"], str(event["proto"]))
     # an alert names the packet's own source and destination (Suricata's habit)
     src, dst = ("dest", "src") if event.get("pkt_to_client") else ("src", "dest")
     record: dict[str, Any] = {
