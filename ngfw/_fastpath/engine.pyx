@@ -42,7 +42,6 @@ include "records_json.pxi"
 import os
 import time
 
-COMPILED = True
 BUILD_INFO = {"hyperscan": hs_version().decode(), "io": "AF_PACKET TPACKET_V2"}
 # protocols that upgrade to TLS in the same connection (STARTTLS, AUTH TLS), and what they are then called
 STARTTLS_VARIANTS = {"ftp": "ftps", "smtp": "smtps", "pop3": "pop3s", "imap": "imaps"}
@@ -386,7 +385,7 @@ cdef class Tables:
         cdef uint32_t n_rules = len(policy.rules)
         cdef uint32_t n_vsys = len(policy.vsys)
         cdef uint32_t words = (n_wl + 63) // 64
-        cdef uint32_t i, j, w, v, nbits = 0, ncidr = 0, nsvc = 0, ncand = 0
+        cdef uint32_t i, w, nbits = 0, ncidr = 0, nsvc = 0
         cdef int32_t prev
         cdef ip128_t ip, mask
         cdef rule_t *r
@@ -516,7 +515,7 @@ cdef class Tables:
         """App-ID tables from the policy's catalogue: Hyperscan database, host and port maps, rule app sets."""
         cdef tables_t *t = &self.t
         cdef apptables_t *a = &t.apps
-        cdef uint32_t i, n, words, nbits_used
+        cdef uint32_t i, n
         cdef hs_compile_error_t *err = NULL
         cdef const char **exprs = NULL
         cdef unsigned int *flags = NULL

@@ -1,5 +1,5 @@
 # Replay's JSON lines, written in C from the event ring: the same bytes orjson writes for the record
-# `Engine.drain_flow_records` builds (compact, keys in the same order, non-ASCII as UTF-8), without a
+# `Replayer.record` builds from an event dict (compact, keys in the same order, non-ASCII as UTF-8), without a
 # dict or a str per field. Names (vsys, workloads, rules, apps, actions) come pre-encoded from Python.
 
 from libc.math cimport rint

@@ -9,7 +9,7 @@ what libbpf said (the verifier's log when it refused the program).
 
 from libc.stdint cimport uint32_t, uint64_t
 from libc.stdlib cimport malloc, free
-from libc.string cimport memset, strncpy
+from libc.string cimport memset
 from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_SHARED, MAP_FAILED
 from posix.unistd cimport close
 

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import pickle
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass

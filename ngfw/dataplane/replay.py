@@ -269,4 +269,4 @@ def format_table(records: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-__all__ = ["Replayer", "allow_all_policy", "format_table", "FileProblem", "Path"]
+__all__ = ["FileProblem", "Replayer", "allow_all_policy", "format_table"]

