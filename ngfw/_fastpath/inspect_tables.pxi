@@ -634,3 +634,20 @@ cdef void _free_idb(idb_t *db) noexcept:
     free(db.pat_n)
     db.pat_off = NULL
     db.pat_n = NULL
+
+
+def hs_expression_check(bytes expression, unsigned int flags):
+    """Hyperscan's verdict on one regex without building a database: (error message or None, whether it
+    can match the empty string). hs_expression_info parses and analyses as a compile does but stops short
+    of bytecode (~0.1 ms against ~3 ms); the rule compiler asks it for every distinct pcre (hscheck.py)."""
+    cdef hs_expr_info_t *info = NULL
+    cdef hs_compile_error_t *error = NULL
+    cdef int status = hs_expression_info(expression, flags, &info, &error)
+    if status != HS_SUCCESS:
+        message = error.message.decode("utf-8", "replace") if error != NULL else f"hs error {status}"
+        if error != NULL:
+            hs_free_compile_error(error)
+        return message, False
+    empty = info.min_width == 0
+    free(info)   # Hyperscan's misc allocator, which is malloc: the fastpath never sets another
+    return None, empty

@@ -390,6 +390,15 @@ def test_fast_and_compiling_hyperscan_checks_agree(regex: str) -> None:
         assert hscheck.check(regex, hyperscan.HS_FLAG_ALLOWEMPTY, True, "compile") == (None, False)
 
 
+def test_the_fast_check_is_the_compiled_fastpaths() -> None:
+    # hs_expression_info through the extension that links libhs (no ctypes, no second copy of libhs)
+    from ngfw._fastpath import engine
+
+    assert hscheck.METHOD == "expression_info"
+    assert engine.hs_expression_check(b"a(b", 0)[0] == hscheck.check("a(b", 0, True, "compile")[0]
+    assert engine.hs_expression_check(b"x?", 0) == (None, True)
+
+
 def test_pcre_that_can_match_empty_gets_allowempty(tmp_path: Path) -> None:
     match = one(tmp_path, 'pcre:"/x?/";').buffers[0].matches[0]
     assert isinstance(match, PcreMatch) and match.hs_flags & hyperscan.HS_FLAG_ALLOWEMPTY
