@@ -94,7 +94,8 @@ cdef void jb_string(jbuf_t *b, const uint8_t *s, uint32_t n) noexcept nogil:
             b.n += 2
         elif c == 8 or c == 9 or c == 10 or c == 12 or c == 13:
             b.p[b.n] = 92
-            b.p[b.n + 1] = b"b"[0] if c == 8 else (b"t"[0] if c == 9 else (b"n"[0] if c == 10 else (b"f"[0] if c == 12 else b"r"[0])))
+            b.p[b.n + 1] = (b"b"[0] if c == 8 else (b"t"[0] if c == 9 else (b"n"[0] if c == 10 else
+                            (b"f"[0] if c == 12 else b"r"[0]))))
             b.n += 2
         else:
             jb_lit(b, b"\\u00")
