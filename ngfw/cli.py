@@ -181,7 +181,7 @@ def build_parser(with_control: bool = True) -> argparse.ArgumentParser:
     check = pol_sub.add_parser("check", help="validate and compile a policy, print a summary or the errors")
     check.add_argument("path")
     check.add_argument("--json", action="store_true")
-    from ngfw.dataplane import ops_cli   # argparse only: what the commands need is imported when they run
+    from ngfw.dataplane import ops_cli  # argparse only: what the commands need is imported when they run
 
     ops_cli.add_policy_parsers(pol_sub)
     ops_cli.add_sessions_parser(sub)

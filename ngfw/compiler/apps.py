@@ -21,17 +21,25 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
+from os import PathLike
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ngfw.compiler.catalogue import (  # noqa: F401 - re-exported: the compiler's public names
+    DEFAULT_CATALOGUE,
+    RESERVED,
+    SUFFIXES,
+    AppDef,
+    Catalogue,
+    HostRule,
+    Signature,
+    cache_dir,
+    catalogue_files,
+    load_catalogue,
+)
 from ngfw.model.errors import PolicyError, describe_all
 from ngfw.model.yamldoc import YamlProblem, parse_documents
-from ngfw.compiler.catalogue import (  # noqa: F401 - re-exported: the compiler's public names
-    DEFAULT_CATALOGUE, RESERVED, SUFFIXES, AppDef, Catalogue, HostRule, Signature, cache_dir,
-    catalogue_files, load_catalogue,
-)
 from ngfw.values import asdict
 from ngfw.wire import PROTO_ANY, PROTO_TCP, PROTO_UDP
 
@@ -203,7 +211,7 @@ def _compile_all(signatures: tuple[Signature, ...]) -> str | None:
     return None
 
 
-def compile_catalogue(path: str | Path = DEFAULT_CATALOGUE) -> Catalogue:
+def compile_catalogue(path: str | PathLike[str] = DEFAULT_CATALOGUE) -> Catalogue:
     """Read, validate and compile the catalogue (no cache)."""
     problems: list[str] = []
     entries = _read(catalogue_files(path), problems)

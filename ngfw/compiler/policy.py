@@ -13,8 +13,9 @@ import hashlib
 import ipaddress
 import json
 from collections.abc import Iterable, Sequence
-from pathlib import Path
+from os import PathLike
 
+from ngfw.compiler.catalogue import Catalogue, load_catalogue
 from ngfw.compiler.tables import (
     Action,
     AddressSet,
@@ -27,6 +28,7 @@ from ngfw.compiler.tables import (
     Service,
     VsysLimits,
 )
+from ngfw.compiler.threshold_config import parse_threshold_config
 from ngfw.model import syntax
 from ngfw.model.errors import PolicyError
 from ngfw.model.loader import load_resources
@@ -38,14 +40,12 @@ from ngfw.model.resources import (
     SecurityPolicy,
     SignatureSet,
     ThreatProfile,
-    parse_sid,
     VirtualSystem,
     Workload,
     dump,
+    parse_sid,
     vsys_of,
 )
-from ngfw.compiler.catalogue import Catalogue, load_catalogue
-from ngfw.compiler.threshold_config import parse_threshold_config
 from ngfw.model.validate import cross_check
 from ngfw.wire import PROTO_ANY
 
@@ -55,7 +55,7 @@ _ACTIONS = {"allow": Action.ALLOW, "deny": Action.DENY, "reject": Action.REJECT}
 _UNKNOWN_SOURCE = "<resources>"
 
 
-def load_policy(path: str | Path, version: int = 1, catalogue: Catalogue | None = None) -> CompiledPolicy:
+def load_policy(path: str | PathLike[str], version: int = 1, catalogue: Catalogue | None = None) -> CompiledPolicy:
     """Load, validate and compile the policy at `path` (a file or a directory).
 
     A file that defines nothing, or no VirtualSystem, is refused: enforcing it would deny every flow, and

@@ -14,7 +14,8 @@ from ngfw.wire import EVE_PROTO_NAMES
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:   # `ngfw replay` imports this module: what only annotations need stays out of its start
-    from typing import IO, Any, Callable
+    from collections.abc import Callable
+    from typing import IO, Any
 
     from ngfw.compiler.tables import CompiledPolicy
 
@@ -33,7 +34,7 @@ def _second(seconds: int) -> str:
     # records come in bursts from the same seconds: strftime once per second, not once per record
     import datetime as dt
 
-    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def alert_fields(event: dict[str, Any]) -> dict[str, Any]:

@@ -88,7 +88,7 @@ class WireStatus:
 
 
 def _wirebpf() -> Any:
-    from ngfw._fastpath import wirebpf
+    import ngfw._fastpath.wirebpf as wirebpf
 
     return wirebpf
 

@@ -163,10 +163,11 @@ class Dataplane:
                 else:
                     # as the last dataplane left it (a restart): open the ring now, check offloads once
                     # forwarding (check_links); else set it up with pyroute2 first
-                    link = link_as_left(name)
-                    if link is None:
+                    left = link_as_left(name)
+                    if left is None:
                         link = prepare_link(name)
                     else:
+                        link = left
                         self._links_to_check.append(name)
                     try:
                         index = self.engine.add_ring_port(name, link.ifindex, link.mtu, seg_no)

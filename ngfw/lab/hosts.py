@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from pyroute2 import IPRoute, netns
 
+from ngfw.lab.netns import write_sysctl
 from ngfw.lab.offload import disable_offloads
 from ngfw.lab.topology import (
     BR_UP,
@@ -37,15 +38,14 @@ from ngfw.lab.topology import (
     Lab,
     add_bridge,
     ifindex,
-    quiet_ipv6,
-    wait_oper_up,
     lab_bridge_fw,
     lab_down,
     lab_plan,
     lab_unbridge_fw,
     lab_up,
+    quiet_ipv6,
+    wait_oper_up,
 )
-from ngfw.lab.netns import write_sysctl
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from fastpath_helpers import SRV_IP, SRV_MAC, WEB1_IP, WEB1_MAC, WEB2_IP, WEB2_MAC, Wire, fp, tcp
 from scapy.layers.dns import DNS, DNSQR
-from test_opsocket import syn
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
+from test_opsocket import syn
 
 from ngfw.compiler.policy import load_policy
 from ngfw.dataplane.rulehits import RuleHits

@@ -11,8 +11,6 @@ import hyperscan
 import pytest
 
 from ngfw.compiler.rules_cli import parse_variables, rules_check
-from ngfw.compiler.suricata import hscheck
-from ngfw.compiler.suricata.buffers import PCRE_BUFFER_FLAGS, STICKY_BUFFERS
 from ngfw.compiler.suricata import (
     PAYLOAD,
     CompiledSignature,
@@ -24,8 +22,10 @@ from ngfw.compiler.suricata import (
     PcreMatch,
     RuleSet,
     Threshold,
+    hscheck,
     load_rules,
 )
+from ngfw.compiler.suricata.buffers import PCRE_BUFFER_FLAGS, STICKY_BUFFERS
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "rules"
 

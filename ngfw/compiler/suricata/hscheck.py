@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from functools import lru_cache
+from functools import cache
 
 import hyperscan
 
@@ -52,7 +52,7 @@ _expression_info = None if os.environ.get("NGFW_HS_CHECK") == "compile" else _lo
 METHOD = "expression_info" if _expression_info is not None else "compile"
 
 
-@lru_cache(maxsize=None)
+@cache
 def check(expression: str, flags: int, stream: bool, method: str | None = None) -> Verdict:
     """Hyperscan's verdict on `expression` (ASCII) with `flags`: (error or None, can match empty).
 
