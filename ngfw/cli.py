@@ -405,10 +405,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 1 if damaged else 0
 
 
-def signal_default_pipe() -> None:
+def signal_default_pipe(argv: Sequence[str] | None) -> None:
+    """`ngfw replay ... | head` ends quietly. Only as the program itself (no `argv` given): a caller of main() in
+    its own process (the tests) keeps Python's handling, or its next write to a closed socket would kill it."""
     import signal
 
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `ngfw replay ... | head` ends quietly
+    if argv is None:
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -419,12 +422,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif words and words[0] == "sessions":
         from ngfw.dataplane import ops_cli
 
-        signal_default_pipe()
+        signal_default_pipe(argv)
         return ops_cli.cmd_sessions(build_sessions_parser().parse_args(words))   # logs nothing
     else:
         args = build_parser(with_control=command not in LOCAL_COMMANDS).parse_args(words)
     if args.command in ("apps", "replay", "schema", "policy", "rules"):
-        signal_default_pipe()
+        signal_default_pipe(argv)
     if args.command == "replay":
         return cmd_replay(args)   # logs nothing: a warning would still reach stderr
     import logging
