@@ -28,3 +28,10 @@ def test_wire_is_a_leaf() -> None:
     # the model, the compiler and EVE import it; it must import none of them
     source = open(wire.__file__, encoding="utf-8").read()
     assert "import ngfw" not in source and "from ngfw" not in source
+
+
+def test_the_app_registry_copy_agrees() -> None:
+    # setup.py loads app_registry.py on its own, so it spells the two numbers out
+    from ngfw._fastpath import app_registry
+
+    assert app_registry.L4 == {"tcp": wire.PROTO_TCP, "udp": wire.PROTO_UDP}
