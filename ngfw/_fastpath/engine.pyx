@@ -58,9 +58,10 @@ def host_fields(bytes raw):
         if len(line) < 2 or line[:1] not in (b"c", b"s"):
             continue
         proto, _, rest = line[1:].decode("ascii", "replace").partition("-")
-        ssh["client" if line[:1] == b"c" else "server"] = {"proto_version": proto,
-                                                          "software_version": rest.split(" ", 1)[0]}
+        side = "client" if line[:1] == b"c" else "server"
+        ssh[side] = {"proto_version": proto, "software_version": rest.split(" ", 1)[0]}
     return None, {side: ssh[side] for side in ("client", "server") if side in ssh} or None
+
 
 # keyed per process (flow.pxi): nobody outside picks where a tuple lands in the flow table
 flow_hash_key = int.from_bytes(os.urandom(8), "little")

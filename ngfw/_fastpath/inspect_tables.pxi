@@ -335,7 +335,8 @@ cdef class InspectTables:
                 dst = add_ranges(sig.dst)
                 sp = add_ports(sig.src_ports)
                 dp = add_ports(sig.dst_ports)
-                transport = {"ip": 0, "tcp": P_TCP, "udp": P_UDP, "icmp": P_ICMP, "sctp": P_SCTP, "tcp/udp": 255}[sig.transport]
+                transport = {"ip": 0, "tcp": P_TCP, "udp": P_UDP, "icmp": P_ICMP, "sctp": P_SCTP,
+                             "tcp/udp": 255}[sig.transport]
                 flow = sig.flow
                 rules.append(dict(
                     sid=sig.sid, gid=sig.gid, rev=sig.rev, action=INSPECT_ACTIONS.index(sig.action),
