@@ -142,7 +142,7 @@ ctypedef struct sigmatch_t:
     uint32_t len
     int32_t best_sig
     uint16_t best_prio
-    uint8_t best_on_port # the best signature's app has the flow's server port among its default ports
+    uint8_t best_on_port  # the best signature's app has the flow's server port among its default ports
 
 cdef int on_signature(unsigned int id, unsigned long long frm, unsigned long long to, unsigned int flags,
                       void *ctx) noexcept nogil:
@@ -159,7 +159,8 @@ cdef int on_signature(unsigned int id, unsigned long long frm, unsigned long lon
         return 0
     # equal priorities: the app whose default port the flow uses wins (USER is pop3 on 110, ftp on 21)
     on_port = idmap_get(&a.app_ports, 0, (<uint64_t>a.sig_app[id] << 32) | (<uint64_t>m.l4 << 16) | m.server_port) >= 0
-    if m.best_sig < 0 or a.sig_prio[id] > m.best_prio or (a.sig_prio[id] == m.best_prio and on_port and not m.best_on_port):
+    if (m.best_sig < 0 or a.sig_prio[id] > m.best_prio
+            or (a.sig_prio[id] == m.best_prio and on_port and not m.best_on_port)):
         m.best_sig = id
         m.best_prio = a.sig_prio[id]
         m.best_on_port = on_port
@@ -281,14 +282,15 @@ cdef uint32_t stream_restart_after_hole(clsslot_t *s, uint8_t dir) noexcept nogi
         s.ahead_end[dir][i] -= lo
     return 0
 
-cdef void app_finish(engine_t *e, tables_t *t, flow_t *f, uint16_t app, uint8_t conf, const appmeta_t *meta) noexcept nogil:
+cdef void app_finish(engine_t *e, tables_t *t, flow_t *f, uint16_t app, uint8_t conf,
+                     const appmeta_t *meta) noexcept nogil:
     """Record the decision: refine by host and port, keep the host name, count, free the buffers."""
     cdef apptables_t *a = &t.apps
     cdef uint16_t child
     cdef int32_t r
     if meta != NULL and meta.host_len:
         # a host-based app refines the protocol it runs over (tls -> github), never replaces another
-        child = host_app(a, meta.host, meta.host_len)
+        child = host_app(a, meta.host, meta.host_len) if meta.host[0] != HOST_SSH_MARK else 0
         if child and (app == 0 or app_descends(a, child, app)):
             app = child
         if f.host < 0:
@@ -355,6 +357,9 @@ cdef bint appid_inspect(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
             fresh = stream_append(s, f, dir, p)
             c.stream = s.stream[dir]
             c.stream_len = s.stream_len[dir]
+        else:
+            c.reasm = <uint8_t *>s.stream
+            c.reasm_cap = 2 * STREAM_MAX
         c.scratch = s.scratch
         c.meta = &s.meta
     else:
@@ -379,6 +384,8 @@ cdef bint appid_inspect(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
             app_finish(e, t, f, a.builtin_app[r], CONF_PARSER, c.meta)
         if (r == APP_DNS or r == APP_MDNS) and dns_reads_on(_dns_msg(p), _dns_msg_len(p)):
             f.host_extra = DNS_EXTRA_PKTS | (HOSTX_MDNS if r == APP_MDNS else HOSTX_DNS)
+        elif r == APP_SSH:
+            f.host_extra = SSH_EXTRA_PKTS | HOSTX_SSH     # the other side's identification string follows
         elif r == APP_STUN:
             # the REALM comes with the server's challenge; WebRTC's DTLS follows its ICE checks
             f.host_extra = STUN_EXTRA_PKTS | HOSTX_STUN
@@ -425,7 +432,48 @@ cdef bint dns_reads_on(const uint8_t *msg, uint32_t n) noexcept nogil:
         return True
     return (msg[2] & 0x80) == 0 or (ngfw_be16(msg + 6) == 0 and ngfw_be16(msg + 8) == 0 and ngfw_be16(msg + 10) == 0)
 
-cdef bint appid_host_extra(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p) noexcept nogil:
+cdef void ssh_ident_more(engine_t *e, flow_t *f, const pkt_t *p, bint to_server) noexcept nogil:
+    # the other side's identification string joins the flow's host entry (ssh_ident_put); both: done
+    cdef appmeta_t m
+    cdef const uint8_t *d = p.data + p.payload_off
+    cdef uint32_t end = ssh_ident_end(d, p.payload_len), i, last = 1
+    cdef bint have_client = False, have_server = False
+    if p.proto != P_TCP:
+        return
+    memset(&m, 0, sizeof(m))
+    if f.host >= 0:
+        if e.hostpool.lens[f.host] < 2 or e.hostpool.names[f.host][0] != HOST_SSH_MARK:
+            f.host_extra = 0
+            return
+        memcpy(m.host, e.hostpool.names[f.host], e.hostpool.lens[f.host])
+        m.host_len = e.hostpool.lens[f.host]
+        i = 1
+        while i < m.host_len:
+            last = i
+            have_client = have_client or m.host[i] == b'c'
+            have_server = have_server or m.host[i] == b's'
+            while i < m.host_len and m.host[i] != b'\n' and m.host[i] != b'\r':
+                i += 1
+            i += 1
+    if m.host_len and m.host[m.host_len - 1] == b'\r':
+        # a side's string cut at a segment's end: this segment of that side carries its rest
+        if m.host[last] != (c'c' if to_server else c's'):
+            return
+        ssh_ident_rest(&m, d, p.payload_len)
+    elif end == 0 or (to_server and have_client) or (not to_server and have_server):
+        return
+    else:
+        ssh_ident_put(&m, to_server, d, end, end < p.payload_len)
+    if f.host >= 0:
+        memcpy(e.hostpool.names[f.host], m.host, m.host_len)
+        e.hostpool.lens[f.host] = m.host_len
+    else:
+        f.host = hostpool_put(&e.hostpool, m.host, m.host_len)
+    if have_client and have_server and m.host[m.host_len - 1] == b'\n':
+        f.host_extra = 0
+
+
+cdef bint appid_host_extra(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bint to_server) noexcept nogil:
     """One more packet of a decided flow whose host may come later (flow_t.host_extra). True when the
     flow's app shifted (STUN -> DTLS): the caller decides the flow again."""
     cdef uint8_t kind = f.host_extra & ~HOSTX_LEFT
@@ -440,6 +488,9 @@ cdef bint appid_host_extra(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p) 
             return app_shift(t, f, t.apps.builtin_app[APP_DTLS])
         if f.host < 0:
             len = stun_realm(p.data + p.payload_off, p.payload_len, p.proto == P_TCP, name)
+    elif kind == HOSTX_SSH:
+        ssh_ident_more(e, f, p, to_server)
+        return False
     elif kind == HOSTX_STARTTLS:
         if tls_client_hello_start(p.data + p.payload_off, p.payload_len):
             f.host_extra = 0

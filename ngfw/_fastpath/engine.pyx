@@ -29,6 +29,7 @@ include "appid.pxi"
 include "inspect_match.pxi"
 include "inspect_buffers.pxi"
 include "inspect_tls.pxi"
+include "inspect_body.pxi"
 include "inspect_http2.pxi"
 include "inspect_ja3.pxi"
 include "inspect_exceptions.pxi"
@@ -40,13 +41,32 @@ include "source_pcap.pxi"
 include "inspect_tables.pxi"
 include "records_json.pxi"
 
+import json
 import os
 import time
+
+
+def host_fields(bytes raw):
+    """(app_host, ssh) of a flow's host entry: a host name, or (HOST_SSH_MARK) the SSH identification strings
+    of its sides as Suricata's EVE shows them: {"client": {"proto_version": "2.0", "software_version":
+    "OpenSSH_9.2p1"}, "server": {...}} (the software version ends at the first space, comments are left out)."""
+    cdef dict ssh = {}
+    if not raw:
+        return None, None
+    if raw[0] != HOST_SSH_MARK:
+        return raw.decode("utf-8", "replace"), None
+    for line in raw[1:].replace(b"\r", b"\n").split(b"\n"):
+        if len(line) < 2 or line[:1] not in (b"c", b"s"):
+            continue
+        proto, _, rest = line[1:].decode("ascii", "replace").partition("-")
+        side = "client" if line[:1] == b"c" else "server"
+        ssh[side] = {"proto_version": proto, "software_version": rest.split(" ", 1)[0]}
+    return None, {side: ssh[side] for side in ("client", "server") if side in ssh} or None
+
 
 # keyed per process (flow.pxi): nobody outside picks where a tuple lands in the flow table
 flow_hash_key = int.from_bytes(os.urandom(8), "little")
 
-COMPILED = True
 BUILD_INFO = {"hyperscan": hs_version().decode(), "io": "AF_PACKET TPACKET_V2"}
 # protocols that upgrade to TLS in the same connection (STARTTLS, AUTH TLS), and what they are then called
 STARTTLS_VARIANTS = {"ftp": "ftps", "smtp": "smtps", "pop3": "pop3s", "imap": "imaps"}
@@ -223,16 +243,18 @@ def decode_records(const unsigned char[:] data) -> list:
             break
         a = ip_from_c(ip128_t(hi=r.key.a_hi, lo=r.key.a_lo), r.is_v6)
         b = ip_from_c(ip128_t(hi=r.key.b_hi, lo=r.key.b_lo), r.is_v6)
-        client, server = ((a, r.key.a_port), (b, r.key.b_port)) if r.init_is_a else ((b, r.key.b_port), (a, r.key.a_port))
+        client, server = (((a, r.key.a_port), (b, r.key.b_port)) if r.init_is_a
+                          else ((b, r.key.b_port), (a, r.key.a_port)))
         rec = {"src_ip": client[0], "src_port": client[1], "dest_ip": server[0], "dest_port": server[1],
-               "proto": r.key.proto, "vlan": r.key.vlan, "flow_id": r.flow_id, "tombstone": bool(r.flags & SF_TOMBSTONE)}
+               "proto": r.key.proto, "vlan": r.key.vlan, "flow_id": r.flow_id,
+               "tombstone": bool(r.flags & SF_TOMBSTONE)}
         if not (r.flags & SF_TOMBSTONE):
             rec.update({
                 "tcp_state": _name(TCP_STATE_NAMES, r.tcp_state), "age_ns": r.age_ns, "idle_ns": r.idle_ns,
                 "pkts_toserver": r.pkts[0], "pkts_toclient": r.pkts[1], "bytes_toserver": r.bytes[0],
                 "bytes_toclient": r.bytes[1], "app": r.app if r.app_state == APPST_DONE else 0,
                 "action": _name(ACTION_NAMES, r.action), "threat": r.threat,
-                "host": (<const char *>r + sizeof(sess_rec_t))[:r.host_len].decode("utf-8", "replace") if r.host_len else None,
+                "host": host_fields((<const char *>r + sizeof(sess_rec_t))[:r.host_len])[0],
                 "inspection": None,
             })
             if r.flags & SF_INSP:
@@ -390,7 +412,7 @@ cdef class Tables:
         cdef uint32_t n_rules = len(policy.rules)
         cdef uint32_t n_vsys = len(policy.vsys)
         cdef uint32_t words = (n_wl + 63) // 64
-        cdef uint32_t i, j, w, v, nbits = 0, ncidr = 0, nsvc = 0, ncand = 0
+        cdef uint32_t i, w, nbits = 0, ncidr = 0, nsvc = 0
         cdef int32_t prev
         cdef ip128_t ip, mask
         cdef rule_t *r
@@ -418,9 +440,9 @@ cdef class Tables:
         t.rule_hits = <uint64_t *>calloc(n_rules + 1, sizeof(uint64_t))
         t.default_hits = <uint64_t *>calloc(n_vsys + 1, sizeof(uint64_t))
         t.wl_here = <uint8_t *>calloc(n_wl + 1, 1)
-        if (t.wl_here == NULL or t.rules == NULL or t.bits == NULL or t.cidrs == NULL or t.svcs == NULL or t.wl_vsys == NULL
-                or t.wl_port == NULL or t.cand_off == NULL or t.cand_len == NULL or t.rule_hits == NULL
-                or t.default_hits == NULL):
+        if (t.wl_here == NULL or t.rules == NULL or t.bits == NULL or t.cidrs == NULL or t.svcs == NULL
+                or t.wl_vsys == NULL or t.wl_port == NULL or t.cand_off == NULL or t.cand_len == NULL
+                or t.rule_hits == NULL or t.default_hits == NULL):
             raise MemoryError("not enough memory for the policy tables")
         n_macs = sum(len(wl.macs) for wl in policy.workloads)
         n_ips = sum(len(wl.ips) for wl in policy.workloads)
@@ -520,7 +542,7 @@ cdef class Tables:
         """App-ID tables from the policy's catalogue: Hyperscan database, host and port maps, rule app sets."""
         cdef tables_t *t = &self.t
         cdef apptables_t *a = &t.apps
-        cdef uint32_t i, n, words, nbits_used
+        cdef uint32_t i, n
         cdef hs_compile_error_t *err = NULL
         cdef const char **exprs = NULL
         cdef unsigned int *flags = NULL
@@ -709,7 +731,8 @@ cdef class Tables:
             hs_free_scratch(a.scratch)
         if a.db != NULL:
             hs_free_database(a.db)
-        free(a.builtin_app); free(a.tls_variant); free(a.sig_app); free(a.sig_l4); free(a.sig_dir); free(a.sig_prio); free(a.sig_minlen)
+        free(a.builtin_app); free(a.tls_variant); free(a.sig_app); free(a.sig_l4); free(a.sig_dir); free(a.sig_prio)
+        free(a.sig_minlen)
         free(a.port_app); free(a.hosts); free(a.parent); free(a.app_flows)
         idmap_free(&a.app_ports)
         idmap_free(&a.port_children)
@@ -802,7 +825,7 @@ cdef class Engine:
     cdef dict vsys_slots     # vsys name -> slot of engine_t.vsys (tenancy.pxi): stable across generations
     cdef object state_view   # the shared state memory the flow table lives in (kept exported while we use it)
     cdef readonly dict state_layout
-    cdef object request_lock # one loop request at a time (session.pxi)
+    cdef object request_lock  # one loop request at a time (session.pxi)
     cdef int bypass_filter_fd  # the wire program's ring filter, attached to every ring socket (bypass.pxi)
 
     def __cinit__(self, uint32_t flow_capacity=262144, dict timeouts=None, uint32_t event_capacity=65536,
@@ -858,14 +881,15 @@ cdef class Engine:
         if appid_max_pkts < 1 or appid_budget < 1:
             raise ValueError("appid_max_pkts and appid_budget must be at least 1")
         self.e.ins = <insws_t *>calloc(1, sizeof(insws_t))
-        if self.e.ins == NULL or inspool_init(&self.e.ins.pool, n_insp,
-                                              <inspslot_t *>(mem + <size_t>layout["insp_off"]) if mem != NULL else NULL) < 0:
+        if self.e.ins == NULL or inspool_init(
+                &self.e.ins.pool, n_insp,
+                <inspslot_t *>(mem + <size_t>layout["insp_off"]) if mem != NULL else NULL) < 0:
             raise MemoryError("not enough memory for the inspection state")
         self.e.ins.md = pcre2_match_data_create(32, NULL)
         self.e.ins.mctx = pcre2_match_context_create(NULL)
         self.e.ins.thr = <ithrent_t *>calloc(THR_SLOTS, sizeof(ithrent_t))
         if (self.e.ins.md == NULL or self.e.ins.mctx == NULL or self.e.ins.thr == NULL
-                or tlsasm_init(&self.e.ins.tlsasm) < 0):
+                or tlsasm_init(&self.e.ins.tlsasm) < 0 or bodydec_init(&self.e.ins.bodydec) < 0):
             raise MemoryError("not enough memory for the inspection state")
         # Suricata's default pcre limits: a hostile payload cannot make a regex run away
         pcre2_set_match_limit(self.e.ins.mctx, 3500)
@@ -924,6 +948,7 @@ cdef class Engine:
                 free(self.e.ins.pool.dirty)
                 free(self.e.ins.thr)
                 free(self.e.ins.tlsasm.buf)
+                free(self.e.ins.bodydec.slots)
                 free(self.e.ins.tlsasm.next_free)
                 if self.e.ins.md != NULL:
                     pcre2_match_data_free(self.e.ins.md)
@@ -1619,7 +1644,8 @@ cdef class Engine:
                 "bytes_inspected": ws.bytes_inspected, "depth_reached": ws.depth_reached,
                 "out_of_order": ws.out_of_order, "overlaps": ws.overlaps, "overlap_mismatch": ws.overlap_mismatch,
                 "fragments_dropped": ws.fragments_dropped, "candidates_overflow": ws.cand_overflow,
-                "state_exhausted": ws.pool.exhausted, "state_in_use": ws.pool.in_use}
+                "state_exhausted": ws.pool.exhausted, "state_in_use": ws.pool.in_use,
+                "decompression_bomb": ws.bombs, "body_limit": ws.body_limit, "decoders_exhausted": ws.bodydec.exhausted}
 
     cdef void _fold_kernel_drops(self, uint32_t i, int fd):
         """Keep what a ring that is being replaced counted."""
@@ -1746,7 +1772,8 @@ cdef class Engine:
             "app_proto": self.app_names[ev.app] if 0 < ev.app < len(self.app_names) else None,
             "app_confidence": ev.app_conf if ev.app else None,
             "app_pkts": ev.app_pkts if ev.app else None,
-            "app_host": (<char *>ev.host)[:ev.host_len].decode("utf-8", "replace") if ev.host_len else None,
+            "app_host": host_fields((<char *>ev.host)[:ev.host_len])[0],
+            "ssh": host_fields((<char *>ev.host)[:ev.host_len])[1],
         }
 
     def drain_flow_json(self, bytes pcap_file, tuple vsys, tuple workloads, tuple rules, list apps,
@@ -1766,6 +1793,7 @@ cdef class Engine:
         cdef size_t cap = 1024 + len(pcap_file) + 6 * HOST_MAX + len(default_rule)
         cdef jbuf_t b
         cdef bytes host
+        cdef bytes ssh
         cdef bytes line
         cdef int64_t vs, rule
         cap += max([len(x) for x in apps] or [0]) + max([len(x) for x in vsys] or [0])
@@ -1800,7 +1828,13 @@ cdef class Engine:
             jb_lit(&b, b',')
             jb_bytes(&b, apps[ev.app] if 0 < ev.app < n_apps else b'"app_proto":null,"app":null')
             jb_lit(&b, b',"app_host":')
-            if ev.host_len == 0:
+            if ev.host_len and ev.host[0] == HOST_SSH_MARK:
+                # not a name: SSH's identification strings, under "ssh" as Suricata writes them (orjson's bytes)
+                ssh = json.dumps(host_fields((<char *>ev.host)[:ev.host_len])[1], separators=(",", ":"),
+                                 ensure_ascii=False).encode()
+                jb_lit(&b, b'null,"ssh":')
+                jb_bytes(&b, ssh)
+            elif ev.host_len == 0:
                 jb_lit(&b, b'null')
             elif utf8_valid(<const uint8_t *>ev.host, ev.host_len):
                 jb_string(&b, <const uint8_t *>ev.host, ev.host_len)

@@ -100,7 +100,7 @@ ctypedef struct flow_t:
     # flow bypass (bypass.pxi): the kernel forwards the flow; its map entries' counters are folded in here
     uint8_t bypass         # BP_NONE / BP_IN / BP_REFUSED
     uint8_t bp_flags[2]    # each direction's entry: BYPASS_ALL or BYPASS_EMPTY
-    uint32_t bp_ifindex[2] # the interface each direction's entry is keyed by
+    uint32_t bp_ifindex[2]  # the interface each direction's entry is keyed by
     uint32_t bp_pkts[2]    # the entries' packet counters as last folded into pkts (differences wrap correctly)
     uint64_t bp_bytes[2]   # ... and byte counters
     uint64_t bp_fold_ns    # last fold (BP_IN), or refusal (BP_REFUSED)
@@ -121,7 +121,7 @@ ctypedef struct flowtable_t:
     uint32_t give_back_left  # slots the sweep still looks at in a pass that gives pages back (0: no pass)
     uint64_t inserts       # flows inserted so far (only an insertion fills an empty slot)
     uintptr_t empty_from   # where the run of empty slots the last sweep ended in began...
-    uint64_t empty_inserts # ... and `inserts` then: the run holds as long as nothing was inserted since
+    uint64_t empty_inserts  # ... and `inserts` then: the run holds as long as nothing was inserted since
     uint64_t bytes_given_back  # counter: memory given back to the system
 
 cdef inline uint32_t flowtable_slots(uint32_t capacity) noexcept nogil:

@@ -101,6 +101,7 @@ def test_a_flow_decided_again_by_a_policy_that_denies_it_is_not_eligible(tmp_pat
 
 def _without_8080(tmp_path: Path):
     from test_inspect import LAB
+
     from ngfw.compiler.policy import load_policy
 
     head = LAB.read_text().split("kind: SecurityPolicy")[0].rsplit("---", 1)[0]
