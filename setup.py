@@ -8,8 +8,12 @@ import shlex
 import subprocess
 import sys
 
+import os
+import shutil
+
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_py import build_py
 
 
 def pkg_config(*args: str, lib: str = "libhs") -> list[str]:
@@ -53,8 +57,24 @@ extensions = [
     fastpath_extension("ngfw._fastpath.parsers", "ngfw/_fastpath/parsers.pyx"),
 ]
 
+class build_py_with_rules(build_py):
+    """A wheel (an installed copy) carries the shipped rules/ -- the App-ID catalogue, example policies,
+    the lab's signatures -- as ngfw/_rules (ngfw/shipped.py finds them); an editable install reads the
+    source tree's."""
+
+    def run(self) -> None:
+        super().run()
+        if getattr(self, "editable_mode", False):
+            return
+        target = os.path.join(self.build_lib, "ngfw", "_rules")
+        shutil.rmtree(target, ignore_errors=True)
+        for part in ("apps", "examples", "threats"):
+            shutil.copytree(os.path.join("rules", part), os.path.join(target, part))
+
+
 print("ngfw build: Accelerated (Cython fastpath + libhs + libcrypto + libpcre2 " + " ".join(libs) + ")", file=sys.stderr)
 setup(
+    cmdclass={"build_py": build_py_with_rules},
     ext_modules=cythonize(
         extensions,
         language_level=3,

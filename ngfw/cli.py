@@ -83,6 +83,9 @@ def build_parser(with_control: bool = True) -> argparse.ArgumentParser:
     parser, sub = _top_parser()
 
     dp = sub.add_parser("dataplane", help="run the inline dataplane on wires and TAPs")
+    dp.add_argument("--config", metavar="FILE",
+                    help="read settings from a YAML file (the systemd unit's /etc/ngfw/dataplane.yaml): each key is "
+                         "an option of this command, e.g. `wire: [ens4:ens5]`; options on the command line win")
     dp.add_argument("--wire", type=_wire, action="append", default=[], metavar="IF_A:IF_B",
                     help="forward between two existing interfaces (repeatable)")
     dp.add_argument("--tap", action="append", default=[], metavar="NAME",
@@ -167,8 +170,11 @@ def cmd_dataplane(args: argparse.Namespace) -> int:
     from ngfw.dataplane.threats import RulesError
     from ngfw.model.errors import PolicyError
 
+    # under systemd the settings come from --config: every error names that file too
+    where = f"{args.config}: " if args.config else ""
     if not args.wire and not args.tap and not args.segment:
-        print("ngfw dataplane: give at least one --wire IF_A:IF_B, --tap NAME or --segment", file=sys.stderr)
+        print(f"ngfw dataplane: {where}give at least one --wire IF_A:IF_B, --tap NAME or --segment "
+              f"({'wire: [IF_A:IF_B]' if args.config else 'no ports'})", file=sys.stderr)
         return 2
     plan = PortPlan(wires=args.wire, taps=args.tap, segments=dict(args.segment))
     try:
@@ -186,20 +192,33 @@ def cmd_dataplane(args: argparse.Namespace) -> int:
         if args.policy:
             dp.load_file()
     except RulesError as exc:
-        print(f"ngfw dataplane: rules refused: {exc}", file=sys.stderr)
+        print(f"ngfw dataplane: {where}rules refused: {exc}", file=sys.stderr)
         return 1
     except (PortError, FastpathMissing, ValueError) as exc:
-        print(f"ngfw dataplane: {exc}", file=sys.stderr)
+        print(f"ngfw dataplane: {where}{exc}", file=sys.stderr)
         return 1
     except PolicyError as exc:
-        print(f"ngfw dataplane: policy {args.policy} refused:\n{exc}", file=sys.stderr)
+        # the details first, then one line that names the file and the reason: the line `systemctl
+        # status` (the journal's tail) shows
+        if len(exc.problems) > 1:
+            print("\n".join(exc.problems), file=sys.stderr)
+        first = exc.problems[0] if exc.problems else "no reason given"
+        more = f" (and {len(exc.problems) - 1} more problems, above)" if len(exc.problems) > 1 else ""
+        print(f"ngfw dataplane: {where}policy {args.policy} refused: {first}{more}", file=sys.stderr)
         return 1
     try:
-        from ngfw.control.cli_hooks import start_dataplane_agent
+        from ngfw.control.cli_hooks import start_dataplane_agent, wait_for_policy
 
-        start_dataplane_agent(dp, args)  # --control: policy bundles from ngfw control, applied via dp.load
+        agent = start_dataplane_agent(dp, args)  # --control: policy bundles from ngfw control, applied via dp.load
+        if agent is not None and args.control_wait:
+            problem = wait_for_policy(agent, args)
+            if problem:
+                agent.stop()
+                dp.stop()
+                print(f"ngfw dataplane: {where}{problem}", file=sys.stderr)
+                return 1
     except (ValueError, OSError) as exc:
-        print(f"ngfw dataplane: {exc}", file=sys.stderr)
+        print(f"ngfw dataplane: {where}{exc}", file=sys.stderr)
         return 2
     import logging
 
@@ -340,10 +359,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `ngfw replay ... | head` ends quietly
     if args.command == "replay":
         return cmd_replay(args)   # logs nothing: a warning would still reach stderr
-    import logging
+    if getattr(args, "config", None):
+        from ngfw.config import ConfigError, with_config
 
+        parser = build_parser(with_control=command not in LOCAL_COMMANDS)
+        try:
+            args = parser.parse_args(with_config(words, args.command, parser, args.config))
+        except ConfigError as exc:
+            print(f"ngfw {args.command}: {exc}", file=sys.stderr)
+            return 2
+    import logging
+    import os
+
+    # under systemd the journal stamps every line itself
+    stamp = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s "
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+                        format=stamp + "%(name)s %(levelname)s %(message)s")
     if args.command == "dataplane":
         return cmd_dataplane(args)
     if args.command == "lab":

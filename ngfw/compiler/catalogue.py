@@ -17,8 +17,10 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from os import PathLike
 
+from ngfw.shipped import shipped
+
 HERE = os.path.dirname(os.path.realpath(__file__))
-DEFAULT_CATALOGUE = os.path.join(os.path.dirname(os.path.dirname(HERE)), "rules", "apps")
+DEFAULT_CATALOGUE = shipped("rules/apps")
 SUFFIXES = (".yaml", ".yml")
 # Reserved names: classification states, ids 0-4 whatever the files say.
 RESERVED = ("unknown", "unknown-tcp", "unknown-udp", "incomplete", "insufficient-data")

@@ -91,6 +91,10 @@ class Dataplane:
         self._drain_thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._lock = threading.Lock()
+        # one table build at a time: SIGHUP's re-apply and the control agent's apply must not interleave,
+        # or the one that finishes last (possibly the older policy) would stay in force
+        self._swap_lock = threading.RLock()
+        self.policy_source_digest: str | None = None   # of the --policy files last loaded
         self._last_full_warning = 0.0
         self._last_insert_failures = 0
         self.port_index: dict[str, int] = {}
@@ -141,18 +145,21 @@ class Dataplane:
             log.warning("rule skipped: %s", line)
         return True
 
-    def reload_signatures(self) -> None:
-        """SIGHUP: recompile changed rule files; a set with malformed rules is refused, the running one stays."""
+    def reload_signatures(self) -> bool:
+        """SIGHUP: recompile changed rule files; a set with malformed rules is refused, the running one stays.
+        True when a new rule set was compiled (it takes effect with the next table build)."""
         from ngfw.dataplane.threats import RulesError
 
         if not self.signature_sources:
-            return
+            return False
         try:
             if self.load_signatures(self.signature_sources, self.signature_variables, strict=True):
                 self.rules_reloads_ok += 1
+                return True
         except RulesError as exc:
             self.rules_reloads_failed += 1
             log.error("signature reload refused, the running rule set stays: %s", exc)
+        return False
 
     # ---- policy
     def load(self, policy: CompiledPolicy) -> None:
@@ -165,7 +172,17 @@ class Dataplane:
         atomically; flows are decided again on their next packet, as after a reload."""
         self._swap(policy, identity_only=True)
 
+    def reapply(self) -> None:
+        """Build the running policy's tables again (new signatures), without compiling the policy again."""
+        with self._swap_lock:
+            if self.policy is not None:
+                self._swap(self.policy, identity_only=False)
+
     def _swap(self, policy: CompiledPolicy, identity_only: bool) -> None:
+        with self._swap_lock:
+            self._swap_locked(policy, identity_only)
+
+    def _swap_locked(self, policy: CompiledPolicy, identity_only: bool) -> None:
         started = time.perf_counter()
         inspect = self.signatures.inspect if self.signatures is not None else None
         with self._lock:
@@ -194,6 +211,7 @@ class Dataplane:
 
         assert self.policy_path is not None
         started = time.perf_counter()
+        source = self._policy_source_digest()
         try:
             policy = load_policy(self.policy_path, version=self.version + 1)
         except Exception:
@@ -201,23 +219,59 @@ class Dataplane:
             raise
         self.version = policy.version
         self.load(policy)
+        self.policy_source_digest = source
         self.last_load_seconds = time.perf_counter() - started
         return policy
 
-    def reload(self) -> bool:
-        """SIGHUP: reload rule files and the policy file; a bad policy is refused and the running one stays."""
-        self.reload_signatures()
+    def _policy_source_digest(self) -> str | None:
+        """sha256 of the --policy files' names and bytes; None when they cannot be read."""
+        import hashlib
+        from pathlib import Path
+
+        from ngfw.model.errors import PolicyError
+        from ngfw.model.loader import policy_files
+
+        assert self.policy_path is not None
+        h = hashlib.sha256()
         try:
-            policy = self.load_file()
-        except Exception as exc:  # noqa: BLE001 - every failure keeps the running policy
-            log.error("policy reload refused, version %s stays in force: %s",
-                      self.policy.version if self.policy else "none", exc)
-            return False
-        log.info("policy version %d loaded from %s: %d workloads, %d rules", policy.version, self.policy_path,
-                 len(policy.workloads), len(policy.rules))
+            for file in policy_files(Path(self.policy_path)):
+                h.update(str(file).encode() + b"\0" + file.read_bytes() + b"\0")
+        except (OSError, PolicyError):
+            return None
+        return h.hexdigest()
+
+    def reload(self) -> bool:
+        """SIGHUP: reopen the EVE file (log rotation), then rebuild only what changed: changed rule files are
+        recompiled, a changed policy file is loaded again (a bad one is refused and the running one stays),
+        and the tables are rebuilt only if either changed. In --control mode the policy is control's: only
+        the rule files are looked at."""
         if self.eve is not None:
             self.eve.reopen()
+        rules_changed = self.reload_signatures()
+        policy_changed = bool(self.policy_path) and self._policy_source_digest() != self.policy_source_digest
+        if policy_changed:
+            try:
+                policy = self.load_file()
+            except Exception as exc:  # noqa: BLE001 - every failure keeps the running policy
+                log.error("policy reload refused, version %s stays in force: %s",
+                          self.policy.version if self.policy else "none", exc)
+                return False
+            log.info("policy version %d loaded from %s: %d workloads, %d rules", policy.version, self.policy_path,
+                     len(policy.workloads), len(policy.rules))
+        elif rules_changed:
+            self.reapply()
+            log.info("reload: rule files changed; policy version %s kept, its tables rebuilt",
+                     self.policy.version if self.policy else "none")
+        else:
+            log.info("reload: EVE file reopened; policy and rule files unchanged, nothing recompiled")
         return True
+
+    def status_line(self) -> str:
+        """What `systemctl status` shows next to the unit: the policy in force and the ports."""
+        if self.policy is None:
+            return f"no policy yet: dropping every frame on {', '.join(self.port_index)}"
+        return (f"enforcing policy version {self.policy.version} ({len(self.policy.rules)} rules) on "
+                f"{', '.join(self.port_index)}")
 
     def _fold_hits(self, tables: Any) -> None:
         """Keep rule hit and app counters monotonic across generations (labels are names, not indexes)."""
@@ -272,11 +326,11 @@ class Dataplane:
     def start(self) -> None:
         if self.tx_thread:
             self.engine.use_tx_thread()
-            self._tx_thread = threading.Thread(target=self.engine.run_tx, name="ngfw-tx", daemon=True)
+            self._tx_thread = _named_thread("ngfw-tx", self.engine.run_tx)
             self._tx_thread.start()
-        self._loop_thread = threading.Thread(target=self.engine.run, name="ngfw-fastpath", daemon=True)
+        self._loop_thread = _named_thread("ngfw-fastpath", self.engine.run)
         self._loop_thread.start()
-        self._drain_thread = threading.Thread(target=self._drain_forever, name="ngfw-events", daemon=True)
+        self._drain_thread = _named_thread("ngfw-events", self._drain_forever)
         self._drain_thread.start()
 
     def _drain_forever(self) -> None:
@@ -315,11 +369,28 @@ class Dataplane:
         self._tap_fds.clear()
 
 
+def _named_thread(name: str, body: Any) -> threading.Thread:
+    """A daemon thread that also carries `name` in the kernel (`top -H`, `ps -L`, /proc/PID/task/*/comm),
+    so an operator (or a test) can tell the packet loop from the threads around it."""
+
+    def run() -> None:
+        try:
+            with open(f"/proc/self/task/{threading.get_native_id()}/comm", "w") as comm:
+                comm.write(name[:15])
+        except OSError:
+            pass
+        body()
+
+    return threading.Thread(target=run, name=name, daemon=True)
+
+
 def serve(dp: Dataplane, metrics_addr: tuple[str, int] | None) -> int:
     """Run until SIGINT/SIGTERM; SIGHUP reloads the policy. Returns the exit status."""
     from prometheus_client import CollectorRegistry, start_http_server
 
     from ngfw.dataplane.metrics import DataplaneCollector
+
+    from ngfw import systemd
 
     wake = threading.Event()
     wanted = {"reload": False, "stop": False}
@@ -342,14 +413,26 @@ def serve(dp: Dataplane, metrics_addr: tuple[str, int] | None) -> int:
         log.info("metrics on http://%s:%d/metrics", *metrics_addr)
     dp.start()
     log.info("forwarding on %s", ", ".join(dp.port_index))
+    # systemd (Type=notify): READY once a policy is enforced; the watchdog is fed by the packet loop
+    watchdog = systemd.Watchdog.for_unit(dp.engine.progress_ns)
+    if watchdog is not None:
+        watchdog.start()
+    ready = False
     try:
         while not wanted["stop"]:
+            if not ready and dp.policy is not None:
+                systemd.notify("READY=1", f"STATUS={dp.status_line()}")
+                ready = True
             wake.wait(1.0)
             wake.clear()
             if wanted["reload"]:
                 wanted["reload"] = False
-                if dp.policy_path:
-                    dp.reload()
+                systemd.notify("RELOADING=1", "STATUS=reloading")
+                dp.reload()
+                ready = False   # READY=1 again, with the new status, at the top of the loop
     finally:
+        systemd.notify("STOPPING=1", "STATUS=stopping: logging open flows")
+        if watchdog is not None:
+            watchdog.stop()
         dp.stop()
     return 0
