@@ -123,10 +123,21 @@ def build_parser(with_control: bool = True) -> argparse.ArgumentParser:
                          "frames keep coming within it; 0: as under load)")
 
     lab = sub.add_parser("lab", help="network-namespace lab: two workloads, the dataplane, a server")
-    lab.add_argument("action", choices=["up", "down"])
-    lab.add_argument("--prefix", default="ngfw", help="namespace name prefix (ngfw)")
-    lab.add_argument("--hosts", type=int, choices=[1, 2], default=1,
-                     help="2: a second host with tenant-b's db1 and a management network for ngfw control")
+    lab_sub = lab.add_subparsers(dest="action", required=True, metavar="{up,down,migrate}")
+    lab_up = lab_sub.add_parser("up", help="build the lab (after removing leftovers of the same prefix)")
+    lab_up.add_argument("--prefix", default="ngfw", help="namespace name prefix (ngfw)")
+    lab_up.add_argument("--hosts", type=int, choices=[1, 2], default=1,
+                        help="2: a second host with tenant-b's db1 and a management network for ngfw control")
+    lab_up.add_argument("--vm-workloads", action="store_true",
+                        help="web1 and web2 are QEMU guests (Debian kernel, busybox) instead of namespaces")
+    lab_down = lab_sub.add_parser("down", help="remove the lab: namespaces, QEMU guests, TAPs")
+    lab_down.add_argument("--prefix", default="ngfw", help="namespace name prefix (ngfw)")
+    lab_migrate = lab_sub.add_parser(
+        "migrate", help="move a workload to the other host as a hypervisor would (QEMU live migration for a "
+                        "VM, the link for a namespace); does nothing to ngfw")
+    lab_migrate.add_argument("workload", help="web1, web2 or db1")
+    lab_migrate.add_argument("--to", required=True, metavar="HOST", help="host-a or host-b")
+    lab_migrate.add_argument("--prefix", default="ngfw", help="namespace name prefix (ngfw)")
 
     demo = sub.add_parser("demo", help="bring the lab up, run the dataplane, drive real clients, tear down")
     demo.add_argument("--prefix", default="ngfw")
@@ -378,9 +389,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "dataplane":
         return cmd_dataplane(args)
     if args.command == "lab":
-        from ngfw.lab.cli_hooks import lab_down_cmd, lab_up_cmd
+        from ngfw.lab.cli_hooks import lab_down_cmd, lab_migrate_cmd, lab_up_cmd
 
-        return lab_up_cmd(args.prefix, args.hosts) if args.action == "up" else lab_down_cmd(args.prefix)
+        if args.action == "up":
+            return lab_up_cmd(args.prefix, args.hosts, vm_workloads=args.vm_workloads)
+        if args.action == "migrate":
+            return lab_migrate_cmd(args.prefix, args.workload, args.to)
+        return lab_down_cmd(args.prefix)
     if args.command == "demo":
         from ngfw.lab.cli_hooks import demo_cmd
 

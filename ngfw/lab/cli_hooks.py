@@ -1,7 +1,8 @@
-"""What `ngfw lab up|down` and `ngfw demo` call: each prints a summary for a person and returns an exit code."""
+"""What `ngfw lab up|down|migrate` and `ngfw demo` call: each prints a summary for a person and returns an exit code."""
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import TextIO
 
@@ -9,8 +10,12 @@ from ngfw.lab.dataplane_process import ArgvBuilder, default_dataplane_argv
 from ngfw.lab.topology import describe, lab_down, lab_exists, lab_up
 
 
-def lab_up_cmd(prefix: str = "ngfw", hosts: int = 1, out: TextIO = sys.stdout) -> int:
-    """Build lab `prefix` (rebuilding it if it exists) and print what exists; `hosts=2` adds host-b (ngfw.lab.hosts)."""
+def lab_up_cmd(prefix: str = "ngfw", hosts: int = 1, out: TextIO = sys.stdout, vm_workloads: bool = False) -> int:
+    """Build lab `prefix` (rebuilding it if it exists) and print what exists; `hosts=2` adds host-b (ngfw.lab.hosts);
+    `vm_workloads` makes web1 and web2 QEMU guests (ngfw.lab.workloads)."""
+    from ngfw.lab.workloads import record_namespace_workloads, start_vm_workloads
+
+    booted = []
     try:
         if hosts == 2:
             from ngfw.lab.hosts import two_host_up
@@ -20,8 +25,12 @@ def lab_up_cmd(prefix: str = "ngfw", hosts: int = 1, out: TextIO = sys.stdout) -
         else:
             two = None
             lab = lab_up(prefix)
+        record_namespace_workloads(prefix)
+        if vm_workloads:
+            booted = start_vm_workloads(prefix, progress=lambda msg: print(f"lab {prefix!r}: {msg}", file=out))
     except Exception as exc:  # noqa: BLE001 - reported to the user, exit code 1
         print(f"lab {prefix!r}: could not be built: {exc}", file=out)
+        lab_down(prefix)
         return 1
     print(f"lab {prefix!r} is up (no firewall in the path yet: start `ngfw dataplane` in {lab.fw_ns}):", file=out)
     for line in describe(prefix):
@@ -32,6 +41,11 @@ def lab_up_cmd(prefix: str = "ngfw", hosts: int = 1, out: TextIO = sys.stdout) -
         f"server: srv {lab.srv.ipv4} / {lab.srv.ipv6} ({lab.srv.mac})",
         file=out,
     )
+    for vm in booted:
+        g = vm.guest
+        print(f"  {vm.name} is a QEMU guest ({g.accel}, {g.spec.memory_mb} MiB, pid {g.pid}) on TAP "
+              f"{g.spec.nics[0].tap} in {g.netns}, booted in {vm.boot_seconds:.1f} s; console log "
+              f"{g.files.console_log}", file=out)
     print(f"  dataplane wire: --wire {lab.wire} (inside {lab.fw_ns})", file=out)
     if two is not None:
         print(f"  host-b: tenant-b's db1 {two.db1.ipv4} / {two.db1.ipv6} ({two.db1.mac}) behind {two.host_b.fw_ns}",
@@ -44,6 +58,11 @@ def lab_up_cmd(prefix: str = "ngfw", hosts: int = 1, out: TextIO = sys.stdout) -
 
 def lab_down_cmd(prefix: str = "ngfw", out: TextIO = sys.stdout) -> int:
     """Remove lab `prefix` (also a crashed run's leftovers) and print what was removed."""
+    from ngfw.lab.workloads import forget_workloads
+
+    guests = forget_workloads(prefix)
+    if guests:
+        print(f"lab {prefix!r}: stopped QEMU guests {', '.join(guests)} and removed their TAPs", file=out)
     removed = lab_down(prefix)
     left = lab_exists(prefix)
     if removed:
@@ -53,6 +72,22 @@ def lab_down_cmd(prefix: str = "ngfw", out: TextIO = sys.stdout) -> int:
     if left:
         print(f"lab {prefix!r}: still present: {', '.join(left)}", file=out)
         return 1
+    return 0
+
+
+def lab_migrate_cmd(prefix: str, workload: str, to: str, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    """`ngfw lab migrate WORKLOAD --to HOST`: one line saying what moved and how long it took."""
+    from ngfw.lab.migrate import MigrateError, migrate_workload
+
+    if os.geteuid() != 0:
+        print("ngfw lab migrate: needs root (it moves links between network namespaces and drives QEMU)", file=err)
+        return 1
+    try:
+        report = migrate_workload(prefix, workload, to)
+    except MigrateError as exc:
+        print(f"ngfw lab migrate: {exc}", file=err)
+        return 1
+    print(report.line(), file=out)
     return 0
 
 

@@ -8,15 +8,18 @@ workload, and a management network on which `ngfw control` reaches both hosts' d
                                                                      └─ up-host2 == up-host1 ─┐
  {p}-db1 ── br-vm [{p}-host2] ── fw-vm [{p}-fw2] fw-up ── br-up ───────────────────────────────┘
                                        mgmt0 10.79.0.12
- {p}-mgmt: br-mgmt 10.79.0.1/24 (ports m-fw1, m-fw2) — where `ngfw control` and the CLI run
+ {p}-mgmt: br-mgmt 10.79.0.1/24 (ports m-fw1, m-fw2) — where `ngfw control` and the CLI run;
+           ports m-host1, m-host2 to mgmt0 in {p}-host (10.79.0.21) and {p}-host2 (10.79.0.22)
 ```
 Every workload is in 10.77.0.0/24, so a flow from web1 (host-a) to db1 (host-b) crosses both
 dataplanes; a flow to srv crosses the source host's only. The management network carries no
-workload traffic and is not on any dataplane wire.
+workload traffic and is not on any dataplane wire; the hosts' own addresses on it (.21, .22) carry
+what hypervisors send each other, such as a QEMU live migration stream (`ngfw lab migrate`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -36,8 +39,10 @@ from ngfw.lab.topology import (
     _index,
     _quiet_ipv6,
     _wait_oper_up,
+    lab_bridge_fw,
     lab_down,
     lab_plan,
+    lab_unbridge_fw,
     lab_up,
 )
 from ngfw.lab.netns import write_sysctl
@@ -51,6 +56,7 @@ CONTROL_IP = "10.79.0.1"
 CONTROL_PORT = 9660
 UPLINK_A = "up-host2"  # on host-a's br-up, towards host-b
 UPLINK_B = "up-host1"  # on host-b's br-up, towards host-a
+HOST_MGMT_IF = "mgmt0"  # in each host (hypervisor) namespace: what a hypervisor's migration stream uses
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,8 @@ class DataplaneHost:
     mgmt_ip: str  # of mgmt0 in fw_ns
     mgmt_peer: str  # mgmt0's peer on br-mgmt
     wire: str = f"{FW_VM}:{FW_UP}"
+    host_mgmt_ip: str = ""  # of mgmt0 in host_ns (the hypervisor's own address)
+    host_mgmt_peer: str = ""  # that mgmt0's peer on br-mgmt
 
 
 @dataclass(frozen=True)
@@ -100,12 +108,12 @@ class TwoHostLab:
     def interface_names(self) -> dict[str, list[str]]:
         """Interface names per namespace (lo excluded)."""
         names = self.lab.interface_names()
-        names[self.lab.host_ns] = [*names[self.lab.host_ns], UPLINK_A]
+        names[self.lab.host_ns] = [*names[self.lab.host_ns], UPLINK_A, HOST_MGMT_IF]
         names[self.host_a.fw_ns] = [*names[self.host_a.fw_ns], MGMT_IF]
-        names[self.host_b.host_ns] = [BR_VM, BR_UP, self.db1.host_port, "vm-fw", "up-fw", UPLINK_B]
+        names[self.host_b.host_ns] = [BR_VM, BR_UP, self.db1.host_port, "vm-fw", "up-fw", UPLINK_B, HOST_MGMT_IF]
         names[self.host_b.fw_ns] = [FW_VM, FW_UP, MGMT_IF]
         names[self.db1.ns] = [self.db1.ifname]
-        names[self.mgmt_ns] = [BR_MGMT, self.host_a.mgmt_peer, self.host_b.mgmt_peer]
+        names[self.mgmt_ns] = [BR_MGMT, *(h.mgmt_peer for h in self.hosts), *(h.host_mgmt_peer for h in self.hosts)]
         return names
 
 
@@ -114,8 +122,10 @@ def two_host_plan(prefix: str = "ngfw") -> TwoHostLab:
     lab = lab_plan(prefix)
     plan = TwoHostLab(
         lab=lab,
-        host_a=DataplaneHost("host-a", lab.host_ns, lab.fw_ns, "10.79.0.11", "m-fw1"),
-        host_b=DataplaneHost("host-b", f"{prefix}-host2", f"{prefix}-fw2", "10.79.0.12", "m-fw2"),
+        host_a=DataplaneHost("host-a", lab.host_ns, lab.fw_ns, "10.79.0.11", "m-fw1",
+                             host_mgmt_ip="10.79.0.21", host_mgmt_peer="m-host1"),
+        host_b=DataplaneHost("host-b", f"{prefix}-host2", f"{prefix}-fw2", "10.79.0.12", "m-fw2",
+                             host_mgmt_ip="10.79.0.22", host_mgmt_peer="m-host2"),
         db1=Endpoint("db1", f"{prefix}-db1", "eth0", "02:00:00:00:03:01", "10.77.0.21", "fd77::21", BR_VM, "vm-db1"),
         mgmt_ns=f"{prefix}-mgmt",
     )
@@ -141,6 +151,18 @@ def two_host_up(prefix: str = "ngfw") -> TwoHostLab:
 def two_host_down(prefix: str = "ngfw") -> list[str]:
     """Same as `topology.lab_down`: it removes the second host's namespaces too."""
     return lab_down(prefix)
+
+
+def two_host_bridge_fw(plan: TwoHostLab) -> None:
+    """Baseline mode on both hosts: a Linux bridge `br-fw` in each fw namespace in place of a dataplane."""
+    for host in plan.hosts:
+        lab_bridge_fw(dataclasses.replace(plan.lab, fw_ns=host.fw_ns))
+
+
+def two_host_unbridge_fw(plan: TwoHostLab) -> None:
+    """Leave baseline mode on both hosts (idempotent)."""
+    for host in plan.hosts:
+        lab_unbridge_fw(dataclasses.replace(plan.lab, fw_ns=host.fw_ns))
 
 
 def _veth(ipr: IPRoute, name: str, peer: str, peer_ns: str, master: int | None) -> None:
@@ -205,14 +227,18 @@ def _build_host_b(plan: TwoHostLab) -> None:
         ipr.addr("add", index=br, address=plan.control_ip, prefixlen=24)
         for host in plan.hosts:
             _veth(ipr, host.mgmt_peer, MGMT_IF, host.fw_ns, br)
+            _veth(ipr, host.host_mgmt_peer, HOST_MGMT_IF, host.host_ns, br)
     for host in plan.hosts:
-        with IPRoute(netns=host.fw_ns, flags=0) as ipr:
-            idx = _index(ipr, MGMT_IF)
-            ipr.addr("add", index=idx, address=host.mgmt_ip, prefixlen=24)
-            ipr.link("set", index=idx, state="up")
-        _quiet_ipv6(host.fw_ns, [MGMT_IF])
-    _quiet_ipv6(plan.mgmt_ns, [BR_MGMT, *(h.mgmt_peer for h in plan.hosts)])
+        for ns, ifname, address in ((host.fw_ns, MGMT_IF, host.mgmt_ip),
+                                    (host.host_ns, HOST_MGMT_IF, host.host_mgmt_ip)):
+            with IPRoute(netns=ns, flags=0) as ipr:
+                idx = _index(ipr, ifname)
+                ipr.addr("add", index=idx, address=address, prefixlen=24)
+                ipr.link("set", index=idx, state="up")
+            _quiet_ipv6(ns, [ifname])
+    mgmt_ports = [*(h.mgmt_peer for h in plan.hosts), *(h.host_mgmt_peer for h in plan.hosts)]
+    _quiet_ipv6(plan.mgmt_ns, [BR_MGMT, *mgmt_ports])
 
     _wait_oper_up(b.host_ns, [*host_b_ports, UPLINK_B])
-    _wait_oper_up(plan.mgmt_ns, [h.mgmt_peer for h in plan.hosts])
+    _wait_oper_up(plan.mgmt_ns, mgmt_ports)
     log.info("lab %s: second host up: %s", plan.prefix, ", ".join(plan.added_namespaces))

@@ -1,5 +1,7 @@
 """Real servers in the lab's server namespace: nginx (HTTP on :80 and :8443), dnsmasq (DNS), sshd.
 
+nginx paces a response when the URL asks for it: `/big.bin?rate=2m` arrives at 2 MiB/s.
+
 Every server runs in the foreground from a private temporary directory (config, keys, logs,
 pid files) and is stopped, by its pid, when the `lab_services` context exits.
 """
@@ -51,9 +53,15 @@ http {{
     fastcgi_temp_path {base}/fastcgi;
     default_type application/octet-stream;
     sendfile on;
+    # `?rate=2m` paces a download (bytes per second, k/m suffixes): long enough to outlast a migration
+    map $arg_rate $ngfw_limit_rate {{
+        default 0;
+        "~^[0-9]+[kKmM]?$" $arg_rate;
+    }}
     server {{
 {listens}
         root {root};
+        limit_rate $ngfw_limit_rate;
         location / {{ index index.html; }}
     }}
 }}

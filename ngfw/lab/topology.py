@@ -255,7 +255,11 @@ def _alive(pid: int) -> bool:
 
 
 def lab_down(prefix: str = "ngfw") -> list[str]:
-    """Remove lab `prefix` (idempotent): stop what runs inside its namespaces, delete them. Returns removed names."""
+    """Remove lab `prefix` (idempotent): stop its QEMU guests and what runs inside its namespaces, delete
+    them. Returns removed names."""
+    from ngfw.lab.workloads import forget_workloads  # it builds on this module
+
+    forget_workloads(prefix)
     removed = []
     for name in lab_exists(prefix):
         _kill_leftovers(name)

@@ -6,6 +6,11 @@
 - `start_dataplane(policy_path, extra_args=()) -> DataplaneProcess`: `ngfw dataplane` on the lab wire,
   ready when it returns (/metrics answers), stopped after the test.
 - `ns_run(ns, argv, timeout=10) -> CompletedProcess`: run a client inside a namespace.
+- `two_host_lab`: a two-host lab of its own (prefix `nm<N>`) for one test, both fw namespaces bridged
+  (baseline), the lab servers running; a `TwoHostSite` (`.two`, `.services`, `.migrate(workload, to)`
+  runs `ngfw lab migrate`, `.agent(workload)`, `.placement(workload)`).
+- `vm_workloads`: web1 and web2 of `two_host_lab` as QEMU guests (`{name: Guest}`); only some with
+  `@pytest.mark.parametrize("vm_workloads", [("web1",)], indirect=True)`. Mark such tests `vm`.
 """
 
 from __future__ import annotations
@@ -20,9 +25,13 @@ import pytest
 from ngfw.lab import services as lab_services_mod
 from ngfw.lab import dataplane_process
 from ngfw.lab.dataplane_process import DataplaneProcess, DataplaneStartError, repo_path
+from ngfw.lab.hosts import two_host_bridge_fw, two_host_up
 from ngfw.lab.lock import claim_prefix, release
 from ngfw.lab.netns import call_in, free_tcp_port, http_get
+from ngfw.lab.qemu import Guest
 from ngfw.lab.topology import Lab, lab_bridge_fw, lab_down, lab_unbridge_fw, lab_up
+from ngfw.lab.workloads import VM_WORKLOADS, forget_workloads, record_namespace_workloads, start_vm_workloads
+from netns_helpers import TwoHostSite
 
 HERE = Path(__file__).resolve().parent
 NOT_ROOT_REASON = "netns tests need root (they create network namespaces, veth pairs and bridges); run as root"
@@ -129,3 +138,31 @@ def ns_run() -> Callable[..., subprocess.CompletedProcess[str]]:
 def ns_http_get() -> Callable[..., tuple[int, bytes]]:
     """`ns_http_get(ns, host, port, path="/", timeout=2)` -> (status, body), from inside `ns` (no curl)."""
     return http_get
+
+
+@pytest.fixture
+def two_host_lab() -> Iterator[TwoHostSite]:
+    """A two-host lab of this test's own, plain Linux bridges in both fw namespaces, servers running."""
+    prefix, lock = claim_prefix(f"nm{(os.getpid() + i) % 1000}" for i in range(1000))
+    try:
+        two = two_host_up(prefix)
+        try:
+            record_namespace_workloads(prefix)
+            two_host_bridge_fw(two)
+            with lab_services_mod.lab_services(two.lab) as running:
+                yield TwoHostSite(two, running)
+        finally:
+            lab_down(prefix)  # QEMU guests and TAPs too
+    finally:
+        release(lock)
+
+
+@pytest.fixture
+def vm_workloads(request: pytest.FixtureRequest, two_host_lab: TwoHostSite) -> Iterator[dict[str, Guest]]:
+    """Workloads of `two_host_lab` as QEMU guests (web1 and web2, or `request.param`), booted and answering."""
+    names = tuple(getattr(request, "param", VM_WORKLOADS))
+    try:
+        booted = start_vm_workloads(two_host_lab.prefix, names)
+        yield {vm.name: vm.guest for vm in booted}
+    finally:
+        forget_workloads(two_host_lab.prefix)

@@ -20,6 +20,10 @@ def test_db1_shares_the_workload_subnet_and_control_is_on_the_management_network
     assert two.db1.mac not in {e.mac for e in two.lab.endpoints}
     mgmt = ipaddress.ip_network("10.79.0.0/24")
     assert {ipaddress.ip_address(a) in mgmt for a in (two.control_ip, two.host_a.mgmt_ip, two.host_b.mgmt_ip)} == {True}
+    # the hypervisors' own addresses (a live migration's stream), apart from the firewalls'
+    assert (two.host_a.host_mgmt_ip, two.host_b.host_mgmt_ip) == ("10.79.0.21", "10.79.0.22")
+    addresses = [two.control_ip, *(h.mgmt_ip for h in two.hosts), *(h.host_mgmt_ip for h in two.hosts)]
+    assert len(set(addresses)) == len(addresses)
     assert two.control_url == "http://10.79.0.1:9660"
     assert [h.name for h in two.hosts] == ["host-a", "host-b"]
 
