@@ -21,11 +21,19 @@ def _host_port(text: str) -> tuple[str, int]:
     return (host.strip("[]") or "0.0.0.0", int(port))
 
 
-def _wire(text: str) -> tuple[str, str]:
-    a, sep, b = text.partition(":")
+# ngfw.dataplane.failmode.FAIL_MODES, spelled here: building the parser imports nothing of the dataplane
+FAIL_MODES = ("closed", "open")
+
+
+def _wire(text: str) -> tuple[str, str, str | None]:
+    """IF_A:IF_B[:MODE] -> (IF_A, IF_B, MODE or None); interface names cannot hold a colon."""
+    a, sep, rest = text.partition(":")
+    b, mode_sep, mode = rest.partition(":")
     if not sep or not a or not b or a == b:
-        raise argparse.ArgumentTypeError(f"expected IF_A:IF_B with two different interfaces, got {text!r}")
-    return (a, b)
+        raise argparse.ArgumentTypeError(f"expected IF_A:IF_B[:closed|open] with two different interfaces, got {text!r}")
+    if mode_sep and mode not in FAIL_MODES:
+        raise argparse.ArgumentTypeError(f"fail mode {mode!r} of wire {a}:{b} is neither closed nor open")
+    return (a, b, mode or None)
 
 
 def _segment(text: str) -> tuple[str, list[str]]:
@@ -86,8 +94,13 @@ def build_parser(with_control: bool = True) -> argparse.ArgumentParser:
     dp.add_argument("--config", metavar="FILE",
                     help="read settings from a YAML file (the systemd unit's /etc/ngfw/dataplane.yaml): each key is "
                          "an option of this command, e.g. `wire: [ens4:ens5]`; options on the command line win")
-    dp.add_argument("--wire", type=_wire, action="append", default=[], metavar="IF_A:IF_B",
-                    help="forward between two existing interfaces (repeatable)")
+    dp.add_argument("--wire", type=_wire, action="append", default=[], metavar="IF_A:IF_B[:MODE]",
+                    help="forward between two existing interfaces (repeatable); MODE closed or open overrides "
+                         "--fail-mode for this wire")
+    dp.add_argument("--fail-mode", choices=FAIL_MODES, default="closed",
+                    help="what passes on a wire while no healthy dataplane runs: closed (nothing, the default) or "
+                         "open (the kernel forwards between its interfaces within a second of the dataplane dying "
+                         "or its packet loop stalling, until a dataplane takes the wire back; needs eBPF)")
     dp.add_argument("--tap", action="append", default=[], metavar="NAME",
                     help="create or open a TAP device whose far side is a VM (repeatable)")
     dp.add_argument("--segment", type=_segment, action="append", default=[], metavar="NAME:PORT,PORT,...",
@@ -102,6 +115,13 @@ def build_parser(with_control: bool = True) -> argparse.ArgumentParser:
                     help="flows inspected at once (inspection state, ~0.7 KB each beyond Hyperscan's stream "
                          "state; default: the flow capacity)")
     dp.add_argument("--flow-capacity", type=int, default=262144, metavar="N", help="flows the table holds (262144)")
+    dp.add_argument("--max-workload-loss", type=float, default=0.5, metavar="FRACTION",
+                    help="refuse a policy file reload that drops more than this share of the running workloads "
+                         "(0.5; 1 accepts any)")
+    dp.add_argument("--state-dir", metavar="DIR",
+                    help="tmpfs directory where the flow table lives, so a dataplane restarted after a crash or an "
+                         "upgrade continues its sessions (default: /run/ngfw/<namespace>-<ports>, or under /dev/shm "
+                         "where /run is not tmpfs; `none`: sessions end with the process)")
     dp.add_argument("--timeout", type=_timeout, action="append", default=[], metavar="NAME=SECONDS",
                     help="idle timeout: tcp_syn, tcp_established, tcp_closing, tcp_closed, udp, icmp, other")
     dp.add_argument("--appid-budget", type=int, default=8, metavar="N",
@@ -175,6 +195,7 @@ def build_parser(with_control: bool = True) -> argparse.ArgumentParser:
 
 
 def cmd_dataplane(args: argparse.Namespace) -> int:
+    from ngfw.dataplane.failmode import wire_modes
     from ngfw.dataplane.fastpath import FastpathMissing
     from ngfw.dataplane.ports import PortError
     from ngfw.dataplane.runner import Dataplane, PortPlan, serve
@@ -187,9 +208,18 @@ def cmd_dataplane(args: argparse.Namespace) -> int:
         print(f"ngfw dataplane: {where}give at least one --wire IF_A:IF_B, --tap NAME or --segment "
               f"({'wire: [IF_A:IF_B]' if args.config else 'no ports'})", file=sys.stderr)
         return 2
-    plan = PortPlan(wires=args.wire, taps=args.tap, segments=dict(args.segment))
+    if args.fail_mode == "open" and not args.wire:
+        print(f"ngfw dataplane: {where}--fail-mode open applies to wires, and this dataplane has no --wire", file=sys.stderr)
+        return 2
+    plan = PortPlan(wires=[(a, b) for a, b, _ in args.wire], taps=args.tap, segments=dict(args.segment),
+                    fail_modes=wire_modes(args.wire, args.fail_mode))
+    from ngfw.dataplane.state import StateError, auto_state_dir
+
+    state_dir = None if args.state_dir == "none" else (args.state_dir or auto_state_dir(plan))
     try:
         dp = Dataplane(plan, policy_path=args.policy, eve_path=args.eve, flow_capacity=args.flow_capacity,
+                       state_dir=state_dir, host=getattr(args, "host", None),
+                       max_workload_loss=args.max_workload_loss,
                        timeouts=dict(args.timeout), idle_spin_us=args.idle_spin_us,
                        idle_spin_quiet_us=args.idle_spin_quiet_us,
                        appid=dict(appid_budget=args.appid_budget, appid_max_pkts=args.appid_max_pkts,
@@ -205,7 +235,7 @@ def cmd_dataplane(args: argparse.Namespace) -> int:
     except RulesError as exc:
         print(f"ngfw dataplane: {where}rules refused: {exc}", file=sys.stderr)
         return 1
-    except (PortError, FastpathMissing, ValueError) as exc:
+    except (PortError, FastpathMissing, ValueError, StateError) as exc:
         print(f"ngfw dataplane: {where}{exc}", file=sys.stderr)
         return 1
     except PolicyError as exc:

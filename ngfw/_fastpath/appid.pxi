@@ -54,11 +54,18 @@ cdef inline void clspool_give(clspool_t *p, int32_t i) noexcept nogil:
         p.slots[i].next_free = p.free_head
         p.free_head = i
 
-cdef int hostpool_init(hostpool_t *p, uint32_t n) noexcept nogil:
+cdef int hostpool_init(hostpool_t *p, uint32_t n, char *names_memory, uint8_t *lens_memory) noexcept nogil:
+    """`names_memory`/`lens_memory`: room for n names and n + 1 lengths that outlives the process (NULL:
+    the heap); a flow's host name survives a crash with its flow."""
     cdef uint32_t i
     p.n = n
-    p.names = <char (*)[HOST_MAX]>malloc(<size_t>n * HOST_MAX) if n else NULL
-    p.lens = <uint8_t *>calloc(n + 1, 1)
+    p.external = names_memory != NULL
+    if p.external:
+        p.names = <char (*)[HOST_MAX]>names_memory
+        p.lens = lens_memory
+    else:
+        p.names = <char (*)[HOST_MAX]>malloc(<size_t>n * HOST_MAX) if n else NULL
+        p.lens = <uint8_t *>calloc(n + 1, 1)
     p.next_free = <int32_t *>malloc((n + 1) * sizeof(int32_t))
     if (n and p.names == NULL) or p.lens == NULL or p.next_free == NULL:
         return -1

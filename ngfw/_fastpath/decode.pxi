@@ -468,12 +468,13 @@ cdef int decode_frame(pkt_t *p, const uint8_t *data, uint32_t n, bint snapped=Fa
         if r == R_NONE and p.offline and p.proto == P_UDP and p.has_ports:
             return decode_udp_tunnel(p)
         return r
-    if et == 0x0806:
-        # Ethernet/IPv4 ARP is 28 bytes; sender IP lands in src_ip, target IP in dst_ip
+    if et == 0x0806 or et == 0x8035:
+        # Ethernet/IPv4 ARP is 28 bytes; sender IP lands in src_ip, target IP in dst_ip. RARP has ARP's
+        # shape and no IP to read: hypervisors announce a migrated guest's MAC with it (QEMU)
         if off + 28 > n:
             return R_TRUNC_ARP
         p.l3 = L3_ARP
-        if ngfw_be16(data + off) == 1 and ngfw_be16(data + off + 2) == 0x0800 and data[off + 4] == 6 and data[off + 5] == 4:
+        if et == 0x0806 and ngfw_be16(data + off) == 1 and ngfw_be16(data + off + 2) == 0x0800 and data[off + 4] == 6 and data[off + 5] == 4:
             ip_from_v4(&p.src_ip, data + off + 14)
             ip_from_v4(&p.dst_ip, data + off + 24)
             p.arp_ipv4 = 1

@@ -10,6 +10,7 @@ cdef extern from "fp_sys.h" nogil:
     void ngfw_store_u64(void *p, uint64_t v)
     void *ngfw_load_ptr(void * const *p)
     void ngfw_store_ptr(void **p, void *v)
+    bint ngfw_cas_ptr(void **p, void *expected, void *desired)
     uint64_t ngfw_now_ns()
     uint16_t ngfw_be16(const uint8_t *p)
     uint32_t ngfw_be32(const uint8_t *p)

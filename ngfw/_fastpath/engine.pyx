@@ -17,6 +17,7 @@ include "inspect_defs.pxi"
 include "policy.pxi"
 include "identity.pxi"
 include "flow.pxi"
+include "session_defs.pxi"
 include "tenancy.pxi"
 include "events.pxi"
 include "respond.pxi"
@@ -30,6 +31,7 @@ include "inspect_tls.pxi"
 include "inspect_http2.pxi"
 include "inspect_ja3.pxi"
 include "inspect.pxi"
+include "session.pxi"
 include "source_pcap.pxi"
 include "inspect_tables.pxi"
 include "records_json.pxi"
@@ -132,6 +134,125 @@ def decode(bytes frame) -> dict:
         out["src_ip"] = ip_from_c(p.src_ip, p.is_v6)
         out["dst_ip"] = ip_from_c(p.dst_ip, p.is_v6)
     return out
+
+
+# ---------------------------------------------------------------- session state memory
+
+STATE_HEADER_BYTES = 4096       # ngfw.dataplane.state writes the header here
+STATE_NAMES_BYTES = 65536       # ... and the catalogue's app names (a dead process's app ids mean those)
+
+
+cdef uint32_t _host_slots(uint32_t flow_capacity):
+    return max(flow_capacity // 2, 16)
+
+
+cdef size_t _page_up(size_t n):
+    return (n + 4095) & ~(<size_t>4095)
+
+
+def state_fingerprint() -> str:
+    """What a state file's memory means: the offset of every field a dead process's table is read by,
+    the sizes of its structs and limits. Two builds whose fingerprints differ cannot read each other's
+    tables (a new build says so once and starts empty)."""
+    cdef flow_t f
+    cdef inspslot_t s
+    cdef char *fb = <char *>&f
+    cdef char *sb = <char *>&s
+    import hashlib
+
+    flow_fields = [<char *>&f.key - fb, <char *>&f.used - fb, <char *>&f.init_is_a - fb, <char *>&f.tcp_state - fb,
+                   <char *>&f.action - fb, <char *>&f.fin_seen - fb, <char *>&f.syn_seen - fb, <char *>&f.is_v6 - fb,
+                   <char *>&f.in_port - fb, <char *>&f.flow_id - fb, <char *>&f.ts_first - fb, <char *>&f.ts_last - fb,
+                   <char *>&f.pkts - fb, <char *>&f.bytes - fb, <char *>&f.data_seq - fb, <char *>&f.app - fb,
+                   <char *>&f.app_state - fb, <char *>&f.app_conf - fb, <char *>&f.app_pkts - fb,
+                   <char *>&f.pl_pkts - fb, <char *>&f.host - fb, <char *>&f.insp - fb, <char *>&f.threat - fb,
+                   <char *>&f.host_extra - fb, <char *>&f.mig - fb]
+    insp_fields = [<char *>&s.next_seq - sb, <char *>&s.inspected - sb, <char *>&s.body_left - sb,
+                   <char *>&s.tail_len - sb, <char *>&s.seq_set - sb, <char *>&s.done - sb, <char *>&s.n_bits - sb,
+                   <char *>&s.passed - sb, <char *>&s.http_body - sb, <char *>&s.tls_done - sb,
+                   <char *>&s.h2_state - sb, <char *>&s.h2_skip - sb, <char *>&s.bits - sb, <char *>&s.tail - sb]
+    text = (f"sess{SESS_VERSION} flow{sizeof(flow_t)}:{flow_fields} key{sizeof(flow_key_t)} "
+            f"insp{sizeof(inspslot_t)}:{insp_fields} host{HOST_MAX} tail{TAIL_MAX} bits{FLOWBITS_MAX} "
+            f"rec{sizeof(sess_rec_t)}")
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def record_format() -> str:
+    """What a session record's bytes mean: batches (snapshots, migrations) of another format are refused."""
+    return (f"sess{SESS_VERSION}-rec{sizeof(sess_rec_t)}-key{sizeof(flow_key_t)}-host{HOST_MAX}-tail{TAIL_MAX}"
+            f"-bits{FLOWBITS_MAX}-{__import__('sys').byteorder}")
+
+
+def state_layout(uint32_t flow_capacity, uint32_t inspect_slots) -> dict:
+    """Where the flow table, host names and inspection positions sit in a state file (byte offsets)."""
+    cdef size_t off = STATE_HEADER_BYTES + STATE_NAMES_BYTES
+    cdef uint32_t slots = flowtable_slots(flow_capacity)
+    cdef uint32_t n_host = _host_slots(flow_capacity)
+    out = {"fingerprint": state_fingerprint(), "flow_capacity": flow_capacity, "inspect_slots": inspect_slots,
+           "header_bytes": STATE_HEADER_BYTES, "names_off": STATE_HEADER_BYTES, "names_bytes": STATE_NAMES_BYTES,
+           "slots": slots, "flow_bytes": sizeof(flow_t), "n_host": n_host, "insp_bytes": sizeof(inspslot_t)}
+    out["flows_off"] = off
+    off += _page_up(<size_t>slots * sizeof(flow_t))
+    out["host_off"] = off
+    off += _page_up(<size_t>n_host * HOST_MAX)
+    out["host_lens_off"] = off
+    off += _page_up(<size_t>n_host + 1)
+    out["insp_off"] = off
+    off += _page_up(<size_t>inspect_slots * sizeof(inspslot_t))
+    out["size"] = off
+    return out
+
+
+def decode_records(const unsigned char[:] data) -> list:
+    """Session records as dicts (tests, tools and the sessions listing; the fastpath never needs this).
+    Stops at the first record that is not well formed."""
+    cdef size_t off = 0, n = data.shape[0]
+    cdef const sess_rec_t *r
+    cdef const uint8_t *base = &data[0] if n else NULL
+    out = []
+    while off + sizeof(sess_rec_t) <= n:
+        r = <const sess_rec_t *>(base + off)
+        if not record_well_formed(r, n - off):
+            break
+        a = ip_from_c(ip128_t(hi=r.key.a_hi, lo=r.key.a_lo), r.is_v6)
+        b = ip_from_c(ip128_t(hi=r.key.b_hi, lo=r.key.b_lo), r.is_v6)
+        client, server = ((a, r.key.a_port), (b, r.key.b_port)) if r.init_is_a else ((b, r.key.b_port), (a, r.key.a_port))
+        rec = {"src_ip": client[0], "src_port": client[1], "dest_ip": server[0], "dest_port": server[1],
+               "proto": r.key.proto, "vlan": r.key.vlan, "flow_id": r.flow_id, "tombstone": bool(r.flags & SF_TOMBSTONE)}
+        if not (r.flags & SF_TOMBSTONE):
+            rec.update({
+                "tcp_state": _name(TCP_STATE_NAMES, r.tcp_state), "age_ns": r.age_ns, "idle_ns": r.idle_ns,
+                "pkts_toserver": r.pkts[0], "pkts_toclient": r.pkts[1], "bytes_toserver": r.bytes[0],
+                "bytes_toclient": r.bytes[1], "app": r.app if r.app_state == APPST_DONE else 0,
+                "action": _name(ACTION_NAMES, r.action), "threat": r.threat,
+                "host": (<const char *>r + sizeof(sess_rec_t))[:r.host_len].decode("utf-8", "replace") if r.host_len else None,
+                "inspection": None,
+            })
+            if r.flags & SF_INSP:
+                rec["inspection"] = {"inspected": [r.i_inspected[0], r.i_inspected[1]],
+                                     "done": [bool(r.i_done[0]), bool(r.i_done[1])],
+                                     "next_seq": [r.i_next_seq[0], r.i_next_seq[1]],
+                                     "streams": [r.stream_len[0], r.stream_len[1]]}
+        out.append(rec)
+        off += r.rec_len
+    return out
+
+
+def tombstones(const unsigned char[:] keys) -> bytes:
+    """Tombstone records for packed flow keys (as `Engine.export_sessions` lists them): "this flow ended
+    at the exporter after an earlier transfer" -- the importer drops the copy that transfer made."""
+    cdef size_t n = keys.shape[0] // sizeof(flow_key_t), i
+    cdef sess_rec_t r
+    out = bytearray()
+    for i in range(n):
+        memset(&r, 0, sizeof(r))
+        r.version = SESS_VERSION
+        r.flags = SF_TOMBSTONE
+        r.rec_len = align8(sizeof(sess_rec_t))
+        memcpy(&r.key, &keys[i * sizeof(flow_key_t)], sizeof(flow_key_t))
+        r.is_v6 = 0 if v4_mapped(r.key.a_hi, r.key.a_lo) and v4_mapped(r.key.b_hi, r.key.b_lo) else 1
+        out += (<char *>&r)[:sizeof(sess_rec_t)]
+    return bytes(out)
 
 
 # ---------------------------------------------------------------- compiled-database cache
@@ -281,7 +402,8 @@ cdef class Tables:
         t.cand_len = <uint32_t *>calloc(n_wl + n_vsys + 1, sizeof(uint32_t))
         t.rule_hits = <uint64_t *>calloc(n_rules + 1, sizeof(uint64_t))
         t.default_hits = <uint64_t *>calloc(n_vsys + 1, sizeof(uint64_t))
-        if (t.rules == NULL or t.bits == NULL or t.cidrs == NULL or t.svcs == NULL or t.wl_vsys == NULL
+        t.wl_here = <uint8_t *>calloc(n_wl + 1, 1)
+        if (t.wl_here == NULL or t.rules == NULL or t.bits == NULL or t.cidrs == NULL or t.svcs == NULL or t.wl_vsys == NULL
                 or t.wl_port == NULL or t.cand_off == NULL or t.cand_len == NULL or t.rule_hits == NULL
                 or t.default_hits == NULL):
             raise MemoryError("not enough memory for the policy tables")
@@ -579,6 +701,7 @@ cdef class Tables:
         free(self.t.wl_vsys); free(self.t.wl_port); free(self.t.cand_off); free(self.t.cand_len)
         free(self.t.cand); free(self.t.rule_hits); free(self.t.default_hits); free(self.t.profiles)
         free(self.t.quota)
+        free(self.t.wl_here)
         idmap_free(&self.t.wl_by_mac)
         idmap_free(&self.t.wl_by_ip)
 
@@ -601,13 +724,31 @@ cdef class Engine:
     cdef list app_names      # app id -> name, of the catalogue in force
     cdef dict rulesets       # InspectTables id -> InspectTables, for alert events
     cdef dict vsys_slots     # vsys name -> slot of engine_t.vsys (tenancy.pxi): stable across generations
+    cdef object state_view   # the shared state memory the flow table lives in (kept exported while we use it)
+    cdef readonly dict state_layout
+    cdef object request_lock # one loop request at a time (session.pxi)
 
     def __cinit__(self, uint32_t flow_capacity=262144, dict timeouts=None, uint32_t event_capacity=65536,
                   uint32_t burst=64, double idle_spin_us=200.0, double idle_spin_quiet_us=20000.0,
                   bint replay=False, int unmanaged_vsys=-1,
                   uint32_t appid_slots=1024, uint32_t appid_max_pkts=8, uint32_t appid_budget=8,
-                  inspect_slots=None):
+                  inspect_slots=None, state=None):
+        """`state`: a writable buffer of `state_layout(flow_capacity, inspect_slots)["size"]` zeroed (or
+        previously used by nothing else) bytes -- a shared-memory file, so the flow table, host names and
+        inspection positions outlive this process (ngfw.dataplane.state); None: the heap."""
         cdef uint32_t i
+        cdef uint8_t *mem = NULL
+        cdef unsigned char[:] view
+        n_insp = flow_capacity if inspect_slots is None else inspect_slots
+        layout = None
+        if state is not None:
+            layout = state_layout(flow_capacity, n_insp)
+            view = state
+            if view.shape[0] < layout["size"]:
+                raise ValueError(f"the state memory holds {view.shape[0]} bytes, the layout needs {layout['size']}")
+            mem = &view[0]
+            self.state_view = view
+            self.state_layout = layout
         self.e = <engine_t *>calloc(1, sizeof(engine_t))
         if self.e == NULL:
             raise MemoryError("not enough memory for the engine")
@@ -619,7 +760,8 @@ cdef class Engine:
             self.e.macs[i].port = -1
         if flow_capacity < 1:
             raise ValueError("flow_capacity must be at least 1")
-        if flowtable_init(&self.e.flows, flow_capacity) < 0:
+        if flowtable_init(&self.e.flows, flow_capacity,
+                          <flow_t *>(mem + <size_t>layout["flows_off"]) if mem != NULL else NULL) < 0:
             raise MemoryError(f"not enough memory for a flow table of {flow_capacity} flows")
         if evring_init(&self.e.events, event_capacity) < 0:
             raise MemoryError("not enough memory for the event ring")
@@ -629,12 +771,16 @@ cdef class Engine:
             raise ValueError("idle_spin_us and idle_spin_quiet_us must not be negative")
         self.e.idle_spin_ns = <uint64_t>(idle_spin_us * 1000.0)
         self.e.idle_spin_quiet_ns = <uint64_t>(max(idle_spin_quiet_us, idle_spin_us) * 1000.0)
-        if clspool_init(&self.e.cls, appid_slots) < 0 or hostpool_init(&self.e.hostpool, max(flow_capacity // 2, 16)) < 0:
+        if clspool_init(&self.e.cls, appid_slots) < 0 or hostpool_init(
+                &self.e.hostpool, _host_slots(flow_capacity),
+                <char *>(mem + <size_t>layout["host_off"]) if mem != NULL else NULL,
+                mem + <size_t>layout["host_lens_off"] if mem != NULL else NULL) < 0:
             raise MemoryError("not enough memory for App-ID buffers")
         if appid_max_pkts < 1 or appid_budget < 1:
             raise ValueError("appid_max_pkts and appid_budget must be at least 1")
         self.e.ins = <insws_t *>calloc(1, sizeof(insws_t))
-        if self.e.ins == NULL or inspool_init(&self.e.ins.pool, flow_capacity if inspect_slots is None else inspect_slots) < 0:
+        if self.e.ins == NULL or inspool_init(&self.e.ins.pool, n_insp,
+                                              <inspslot_t *>(mem + <size_t>layout["insp_off"]) if mem != NULL else NULL) < 0:
             raise MemoryError("not enough memory for the inspection state")
         self.e.ins.md = pcre2_match_data_create(32, NULL)
         self.e.ins.mctx = pcre2_match_context_create(NULL)
@@ -647,6 +793,8 @@ cdef class Engine:
         pcre2_set_depth_limit(self.e.ins.mctx, 1500)
         self.rulesets = {}
         self.vsys_slots = {}
+        import threading
+        self.request_lock = threading.Lock()
         self.e.appid_max_pkts = appid_max_pkts
         self.e.appid_budget = appid_budget
         # replay: mid-stream TCP, identity by IP, every flow logged, capture timestamps as the clock
@@ -681,7 +829,8 @@ cdef class Engine:
                 for i in range(self.e.flows.mask + 1 if self.e.flows.slots != NULL else 0):
                     if self.e.flows.slots[i].used:
                         inspect_flow_end(self.e, &self.e.flows.slots[i])
-                free(self.e.ins.pool.slots)
+                if not self.e.ins.pool.external:
+                    free(self.e.ins.pool.slots)
                 free(self.e.ins.thr)
                 free(self.e.ins.tlsasm.buf)
                 free(self.e.ins.tlsasm.next_free)
@@ -690,11 +839,13 @@ cdef class Engine:
                 if self.e.ins.mctx != NULL:
                     pcre2_match_context_free(self.e.ins.mctx)
                 free(self.e.ins)
-            free(self.e.flows.slots)
+            if not self.e.flows.external:
+                free(self.e.flows.slots)
             free(self.e.events.ev)
             free(self.e.cls.slots)
-            free(self.e.hostpool.names)
-            free(self.e.hostpool.lens)
+            if not self.e.hostpool.external:
+                free(self.e.hostpool.names)
+                free(self.e.hostpool.lens)
             free(self.e.hostpool.next_free)
             free(self.e.macs)
             free(self.e.frags)
@@ -808,6 +959,15 @@ cdef class Engine:
     def set_tables(self, Tables tables, double timeout=2.0) -> None:
         """Swap in a new policy generation; returns once the loop uses it (or at once when stopped)."""
         cdef double deadline
+        cdef uint32_t i
+        if self.current is not None and self.current.t.wl_here != NULL and tables.t.wl_here != NULL:
+            # which workloads this dataplane has seen on its VM side, by name (indexes change)
+            old_policy, new_policy = self.current.policy, tables.policy
+            old_index = {(old_policy.vsys_name(wl.vsys), wl.name): i for i, wl in enumerate(old_policy.workloads)}
+            for i, wl in enumerate(new_policy.workloads):
+                j = old_index.get((new_policy.vsys_name(wl.vsys), wl.name))
+                if j is not None and j < self.current.t.n_wl:
+                    tables.t.wl_here[i] = self.current.t.wl_here[<uint32_t>j]
         tenancy_bind(self.e.vsys, self.vsys_slots, &tables.t, tuple(tables.policy.vsys),
                      tuple(self.current.policy.vsys) if self.current is not None else ())
         self.app_names = tables.app_names
@@ -836,13 +996,15 @@ cdef class Engine:
     def run(self) -> None:
         """Forward until `stop()`; the GIL is released for the whole loop."""
         ngfw_store_u32(&self.e.stop, 0)
-        ngfw_store_u32(&self.e.running, 1)
+        with self.request_lock:   # a request served directly must not overlap the loop's start
+            ngfw_store_u32(&self.e.running, 1)
         try:
             with nogil:
                 run_loop(self.e)
         finally:
             adopt_tables(self.e)
             ngfw_store_u32(&self.e.running, 0)
+            take_request(self.e, ngfw_now_ns())   # one posted as the loop ended
 
     def use_tx_thread(self) -> None:
         """Flush TX rings from a second thread (`run_tx`) instead of the packet loop."""
@@ -930,6 +1092,158 @@ cdef class Engine:
             self.e.vsys[i].refilled_ns = 0
             self.e.vsys[i].primed = 0
 
+    # ---- session state (session.pxi): requests served on the loop's thread
+    cdef _serve(self, sess_req_t *q, double timeout):
+        """Have the loop serve `q` between bursts (or serve it here while the loop is stopped)."""
+        cdef double deadline
+        with self.request_lock:
+            if not ngfw_load_u32(&self.e.running):
+                with nogil:
+                    serve_request(self.e, q, ngfw_now_ns())
+                return
+            ngfw_store_ptr(<void **>&self.e.request, <void *>q)
+            deadline = time.monotonic() + timeout
+            while not ngfw_load_u32(&q.done):
+                if not ngfw_load_u32(&self.e.running) and ngfw_cas_ptr(<void **>&self.e.request, <void *>q, NULL):
+                    with nogil:   # the loop ended before it took the request
+                        serve_request(self.e, q, ngfw_now_ns())
+                    return
+                if time.monotonic() > deadline and ngfw_cas_ptr(<void **>&self.e.request, <void *>q, NULL):
+                    raise TimeoutError("the packet loop did not take the session request")
+                time.sleep(0.0002)
+
+    cdef dict _results(self, sess_req_t *q):
+        return {"results": {name: q.results[i] for i, name in enumerate(SESSION_RESULTS) if q.results[i]},
+                "streams_restored": q.streams_restored}
+
+    def export_sessions(self, int workload=-1, uint64_t changed_since=0, bint streams=False, bint hand_over=False,
+                        uint32_t cursor=0, uint32_t limit=0, bint only_allowed=True, double timeout=10.0) -> dict:
+        """Flows as session records (bytes; `decode_records` reads them): every flow, or those with
+        workload index `workload` (of the running tables) at either end, changed since `changed_since`
+        (engine clock ns), from flow slot `cursor` on, at most `limit`. `hand_over`: a cut-over -- the
+        exported flows are the destination's now (they linger here unlogged). Returns {"records",
+        "keys" (every matching flow's key, changed or not), "count", "cursor" (of the next page, 0: done),
+        "now" (the engine clock the records were taken at)}."""
+        cdef sess_req_t *q = <sess_req_t *>calloc(1, sizeof(sess_req_t))
+        if q == NULL:
+            raise MemoryError()
+        q.kind = REQ_EXPORT
+        q.workload = workload
+        q.changed_since = changed_since
+        q.cursor = cursor
+        q.limit = limit
+        q.streams = streams
+        q.hand_over = hand_over
+        q.only_allowed = only_allowed
+        now = ngfw_now_ns()
+        try:
+            self._serve(q, timeout)
+            if q.error == -2:
+                raise MemoryError("not enough memory to export the sessions")
+            return {"records": (<char *>q.out.p)[:q.out.n] if q.out.n else b"",
+                    "keys": (<char *>q.keys.p)[:q.keys.n] if q.keys.n else b"",
+                    "count": q.exported, "cursor": q.cursor, "now": now}
+        finally:   # _serve returns or raises only once the loop no longer holds q
+            free(q.out.p)
+            free(q.keys.p)
+            free(q)
+
+    cdef uint16_t *_app_map(self, object exporter_apps, uint32_t *n) except? NULL:
+        cdef uint16_t *m
+        cdef uint32_t i
+        here = {name: i for i, name in enumerate(self.app_names)}
+        names = list(exporter_apps) if exporter_apps is not None else list(self.app_names)
+        n[0] = len(names)
+        m = <uint16_t *>calloc(len(names) + 1, sizeof(uint16_t))
+        if m == NULL:
+            raise MemoryError()
+        for i, name in enumerate(names):
+            m[i] = here.get(name, 0) if name else 0
+        return m
+
+    def import_sessions(self, const unsigned char[:] records, exporter_apps=None, bint migration=False,
+                        int require_workload=-1, double timeout=10.0) -> dict:
+        """Import session records, each checked and decided again by the running policy. `exporter_apps`:
+        the exporter's app names by id (None: this catalogue); `migration`: records of a move (imported
+        flows may be updated or removed by a later transfer of it); `require_workload`: every record must
+        have that workload (running tables' index) at one end. Returns {"results": {result: count}, ...}."""
+        cdef sess_req_t *q = <sess_req_t *>calloc(1, sizeof(sess_req_t))
+        cdef uint32_t n_map = 0
+        if q == NULL:
+            raise MemoryError()
+        try:
+            q.kind = REQ_IMPORT
+            q.in_p = &records[0] if records.shape[0] else NULL
+            q.in_n = records.shape[0]
+            q.migration = migration
+            q.require_wl = require_workload
+            q.app_map = self._app_map(exporter_apps, &n_map)
+            q.n_app_map = n_map
+            self._serve(q, timeout)
+            if q.error == -1:
+                raise RuntimeError("no policy is loaded: sessions cannot be checked against one")
+            return self._results(q)
+        finally:
+            free(<void *>q.app_map)
+            free(q)
+
+    def adopt_sessions(self, const unsigned char[:] old, dict old_layout, exporter_apps=None,
+                       double timeout=30.0) -> dict:
+        """Import every flow of a dead dataplane's state memory `old` (laid out as `old_layout`, which the
+        caller checked has this build's fingerprint), each checked and decided again by the running policy."""
+        cdef sess_req_t *q
+        cdef const uint8_t *base
+        cdef uint32_t n_map = 0
+        if old_layout.get("fingerprint") != state_fingerprint():
+            raise ValueError("the state memory was laid out by another build")
+        if old.shape[0] < old_layout["size"]:
+            raise ValueError(f"the state memory holds {old.shape[0]} bytes, its layout says {old_layout['size']}")
+        base = &old[0]
+        q = <sess_req_t *>calloc(1, sizeof(sess_req_t))
+        if q == NULL:
+            raise MemoryError()
+        try:
+            q.kind = REQ_ADOPT
+            q.require_wl = -1
+            q.old_slots = <const flow_t *>(base + <size_t>old_layout["flows_off"])
+            q.old_n_slots = old_layout["slots"]
+            q.old_host_names = <const char *>(base + <size_t>old_layout["host_off"])
+            q.old_host_lens = base + <size_t>old_layout["host_lens_off"]
+            q.old_n_host = old_layout["n_host"]
+            q.old_insp = <const inspslot_t *>(base + <size_t>old_layout["insp_off"])
+            q.old_n_insp = old_layout["inspect_slots"]
+            q.app_map = self._app_map(exporter_apps, &n_map)
+            q.n_app_map = n_map
+            self._serve(q, timeout)
+            if q.error == -1:
+                raise RuntimeError("no policy is loaded: sessions cannot be checked against one")
+            return self._results(q)
+        finally:
+            free(<void *>q.app_map)
+            free(q)
+
+    def forget_presence(self, int workload, double timeout=10.0) -> None:
+        """The workload (running tables' index) left this host: its next frame here is an arrival again."""
+        cdef sess_req_t *q = <sess_req_t *>calloc(1, sizeof(sess_req_t))
+        if q == NULL:
+            raise MemoryError()
+        try:
+            q.kind = REQ_FORGET_PRESENCE
+            q.workload = workload
+            self._serve(q, timeout)
+        finally:
+            free(q)
+
+    def clock_ns(self) -> int:
+        """The engine's clock (CLOCK_MONOTONIC ns), the one flow timestamps are on."""
+        return ngfw_now_ns()
+
+    def set_port_vm_side(self, uint16_t port, bint vm_side) -> None:
+        """Whether `port` faces the workloads: a workload's first frame there is an arrival (EV_ARRIVAL)."""
+        if port >= self.e.n_ports:
+            raise ValueError(f"no port {port}")
+        self.e.ports[port].vm_side = vm_side
+
     # ---- observability
     def stats(self) -> dict:
         cdef uint32_t i
@@ -948,6 +1262,9 @@ cdef class Engine:
             "flows_created": self.e.flows_created,
             "flows_expired": self.e.flows_expired,
             "flows_cut": self.e.flows_cut,
+            "flows_early_dropped": self.e.flows_early_dropped,
+            "flows_handed_over": self.e.flows_handed_over,
+            "arrivals": self.e.arrivals,
             "flow_insert_failures": self.e.drops[R_FLOW_TABLE_FULL],
             "events_lost": self.e.events.lost,
             "app_cuts": self.e.app_cuts,
@@ -1004,6 +1321,10 @@ cdef class Engine:
         return out
 
     cdef dict _event_dict(self, event_t *ev):
+        if ev.type == EV_ARRIVAL:
+            return {"event": "arrival", "workload": ev.src_wl, "generation": ev.generation,
+                    "in_port": self.port_names[ev.in_port] if ev.in_port < len(self.port_names) else "",
+                    "time": (ev.ts_first / 1e9) + self.wall_offset}
         d = self._flow_event_dict(ev)
         if ev.type == EV_ALERT:
             d["event"] = "alert"

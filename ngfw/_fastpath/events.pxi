@@ -6,14 +6,16 @@ cdef enum:
     EV_FLOW = 1    # a flow ended (timeout, close, cut, shutdown)
     EV_DROP = 2    # a new flow was denied or rejected
     EV_ALERT = 3   # a signature matched a packet of the flow
+    EV_ARRIVAL = 4 # a workload's first frame on this dataplane's VM side (src_wl; it may have moved here)
 
 cdef enum:
     END_TIMEOUT = 0
     END_CUT = 1
     END_SHUTDOWN = 2
     END_REUSED = 3  # a new TCP SYN reused the tuple of a closed flow
+    END_EARLY_DROP = 4  # the table was full: an embryonic flow gave way to a new one (session.pxi)
 
-END_REASONS = ("timeout", "cut", "shutdown", "reused")
+END_REASONS = ("timeout", "cut", "shutdown", "reused", "early_drop")
 
 ctypedef struct event_t:
     uint8_t type

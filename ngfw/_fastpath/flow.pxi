@@ -74,6 +74,7 @@ ctypedef struct flow_t:
     uint8_t threat         # a signature blocked the flow: A_DENY (drop) or A_REJECT
     uint8_t host_extra     # decided, host still read from later packets: HOSTX_* kind | packets left (appid.pxi)
     uint16_t quota_slot    # vsys slot + 1 the flow is charged to (tenancy.pxi), 0: none
+    uint8_t mig            # MIG_*: where the flow stands in a move of one of its workloads (session_defs.pxi)
 
 ctypedef struct flowtable_t:
     flow_t *slots
@@ -81,12 +82,19 @@ ctypedef struct flowtable_t:
     uint32_t capacity      # most flows held at once
     uint32_t count
     uint32_t sweep_cursor
+    uint8_t external       # the slots live in memory the engine does not own (a shared state file)
 
-cdef int flowtable_init(flowtable_t *ft, uint32_t capacity) noexcept nogil:
+cdef inline uint32_t flowtable_slots(uint32_t capacity) noexcept nogil:
     cdef uint32_t n = 64
     while n < capacity + capacity // 2:
         n <<= 1
-    ft.slots = <flow_t *>calloc(n, sizeof(flow_t))
+    return n
+
+cdef int flowtable_init(flowtable_t *ft, uint32_t capacity, flow_t *memory) noexcept nogil:
+    """`memory`: zeroed room for flowtable_slots(capacity) slots that outlives the process (NULL: the heap)."""
+    cdef uint32_t n = flowtable_slots(capacity)
+    ft.external = memory != NULL
+    ft.slots = memory if memory != NULL else <flow_t *>calloc(n, sizeof(flow_t))
     if ft.slots == NULL:
         return -1
     ft.mask = n - 1

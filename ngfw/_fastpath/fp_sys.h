@@ -29,6 +29,10 @@ static inline uint64_t ngfw_load_u64(const void *p) { return __atomic_load_n((co
 static inline void ngfw_store_u64(void *p, uint64_t v) { __atomic_store_n((uint64_t *)p, v, __ATOMIC_RELEASE); }
 static inline void *ngfw_load_ptr(void *const *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 static inline void ngfw_store_ptr(void **p, void *v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+/* Swap *p from `expected` to `desired` if it still holds `expected`; true when it did. */
+static inline int ngfw_cas_ptr(void **p, void *expected, void *desired) {
+    return __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
 
 static inline uint64_t ngfw_now_ns(void) {
     struct timespec ts;

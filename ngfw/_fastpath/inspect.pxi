@@ -9,12 +9,16 @@
 # TCP: the first copy of every byte is the one inspected (and the only one forwarded in order);
 # a segment beyond a hole is held back by dropping it inline (the sender retransmits it in order).
 
-cdef int inspool_init(inspool_t *p, uint32_t n) noexcept nogil:
+cdef uint32_t inspect_stamp = 0   # see inspect_packet
+
+cdef int inspool_init(inspool_t *p, uint32_t n, inspslot_t *memory) noexcept nogil:
+    """`memory`: room for n slots that outlives the process (NULL: the heap)."""
     p.n = n
     p.exhausted = 0
     p.never_used = 0
     p.free_head = -1
-    p.slots = <inspslot_t *>malloc(<size_t>n * sizeof(inspslot_t)) if n else NULL
+    p.external = memory != NULL
+    p.slots = memory if memory != NULL else (<inspslot_t *>malloc(<size_t>n * sizeof(inspslot_t)) if n else NULL)
     return -1 if n and p.slots == NULL else 0
 
 cdef int32_t inspool_take(inspool_t *p) noexcept nogil:
@@ -509,6 +513,7 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
                         int *reason) noexcept nogil:
     """Inspect one packet of an allowed flow; returns the verdict (A_ALLOW, A_DENY or A_REJECT) and, for
     a drop, its reason (R_THREAT: a signature; R_STREAM_*, R_FRAG_UNINSPECTED: this packet only)."""
+    global inspect_stamp
     cdef insws_t *ws = e.ins
     cdef const instables_t *T = NULL
     cdef const iprofile_t *prof
@@ -562,10 +567,13 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
     if n == 0 and (T.nopf_n == 0 or (f.pkts[dir] != 1 and T.addr_n[1][0] + T.addr_n[1][1] + T.general_n[1] == 0)):
         return A_ALLOW     # no payload and no header-only rule due on this packet
     # per-packet workspace
-    ws.stamp_now += 1
-    if ws.stamp_now == 0:
+    # one stamp sequence for every engine of the process: a rule set's stamps are shared by the engines
+    # that use it (two engines stamping from 1 each would take each other's stamps for their own)
+    inspect_stamp += 1
+    if inspect_stamp == 0:
         memset(T.stamp, 0, T.n_rules * sizeof(uint32_t))
-        ws.stamp_now = 1
+        inspect_stamp = 1
+    ws.stamp_now = inspect_stamp
     ws.n_cand = 0
     ws.norm_used = 0
     ws.win_ready = 0

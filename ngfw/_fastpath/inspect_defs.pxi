@@ -288,6 +288,8 @@ ctypedef struct idb_t:
 
 ctypedef struct instables_t:
     uint32_t id           # names this rule set in events
+    uint64_t digest       # of what a flow's inspection state means (stream databases, flowbit ids): a
+                          # state exported by one process is continued by another only when equal
     uint32_t n_rules
     irule_t *rules
     iitem_t *items
@@ -360,6 +362,7 @@ ctypedef struct inspool_t:
     uint32_t never_used
     uint32_t n
     uint64_t exhausted
+    uint8_t external      # the slots live in a shared state file (not the engine's to free)
 
 cdef enum:
     ASM_TLS = 1            # the TLS server's handshake, until its Certificate

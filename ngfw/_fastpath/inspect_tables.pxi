@@ -89,6 +89,22 @@ def _hs_db_cache_path(mode, patterns):
     return _hs_cache_file("hs-inspect", h)
 
 
+cdef uint64_t _state_digest(dict groups, dict flowbit_ids):
+    """What a flow's inspection state means under this rule set: the streaming databases' patterns in
+    pattern-id order (Hyperscan's stream state speaks of those ids) and the flowbit ids. Never 0."""
+    import hashlib
+
+    h = hashlib.sha256(hs_version())
+    for key, pats in groups.items():
+        if key[0] == "stream":
+            h.update(f"stream{key[1]}:".encode())
+            for pat, nocase in pats:
+                h.update(len(pat).to_bytes(4, "little") + pat + (b"\1" if nocase else b"\0"))
+    for name, bit in sorted(flowbit_ids.items(), key=lambda item: item[1]):
+        h.update(f"bit{bit}={name};".encode("utf-8", "surrogateescape"))
+    return int.from_bytes(h.digest()[:8], "little") | 1
+
+
 cdef class InspectTables:
     """A rule set in C memory, ready for `Tables(..., inspect=...)`; built off the hot path."""
 
@@ -438,6 +454,7 @@ cdef class InspectTables:
                 mode = HS_MODE_BLOCK
             offset = self._build_db(db, pats, mode, offset)
             self.database_patterns["/".join(str(k) for k in key)] = len(pats)
+        T.digest = _state_digest(groups, flowbit_ids)
 
     def _build_address_index(self, nopf):
         cdef instables_t *T = &self.T

@@ -35,6 +35,7 @@ ctypedef struct port_t:
     uint64_t tx_errors
     uint32_t tx_async       # a separate thread flushes the TX ring (its send() runs the downstream path)
     uint32_t tx_wanted      # set by the loop, taken by that thread
+    uint8_t vm_side         # faces the workloads (a wire's first interface, TAPs, segments): arrivals count here
     # PORT_MEM: transmitted frames kept as [u32 length][bytes]... for Python to take
     uint8_t *mem_buf
     uint32_t mem_cap

@@ -63,6 +63,7 @@ ctypedef struct tables_t:
     iprofile_t *profiles
     uint32_t n_profiles
     vsys_quota_t *quota      # per vsys: limits and the engine slot (tenancy.pxi)
+    uint8_t *wl_here         # per workload: seen on this dataplane's VM side (carried over by name on a swap)
 
 cdef inline bint side_match(const tables_t *t, uint8_t any, int32_t bits, uint32_t coff, uint32_t n,
                             int32_t wl, const ip128_t *ip, bint v6) noexcept nogil:

@@ -46,6 +46,11 @@ ctypedef struct engine_t:
     # word outside the process (a BPF map's value) that a kernel-side fail-open program reads
     uint64_t progress_ns
     uint64_t *heartbeat
+    sess_req_t *request        # work for the loop's thread (session.pxi), taken between bursts
+    uint32_t evict_cursor      # where the next early drop looks (session.pxi)
+    uint64_t flows_early_dropped
+    uint64_t flows_handed_over # flows a move handed to another host that ended here unlogged
+    uint64_t arrivals          # workloads first seen on the VM side (EV_ARRIVAL)
     # offline replay: captures start mid-connection, carry routers' MACs and log every flow
     uint8_t tcp_midstream      # a TCP flow may start with any segment; its sender is the client
     uint8_t identity_ip_only   # resolve workloads by IP alone, no anti-spoofing
@@ -143,7 +148,10 @@ cdef void flow_end(engine_t *e, flow_t *f, uint8_t reason) noexcept nogil:
     cdef event_t *ev
     appid_flow_end(e, e.tables, f)
     inspect_flow_end(e, f)
-    if f.log:
+    if f.mig >= MIG_OUT_CLIENT:
+        # handed to the host its workload moved to: that host logs its end
+        e.flows_handed_over += 1
+    elif f.log:
         ev = evring_claim(&e.events)
         if ev != NULL:
             event_from_flow(ev, f, EV_FLOW)
@@ -312,6 +320,8 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
         if reason != R_NONE:
             count_drop(e, reason)
             return
+        if src_wl >= 0 and port.vm_side and t.wl_here != NULL and not t.wl_here[src_wl]:
+            workload_arrived(e, t, src_wl, in_port, now)
     # address resolution (ARP, IPv6 ND) and multicast listener reports pass, so hosts find each
     # other through the wire
     if p.l3 == L3_ARP or (link_control(&p) and not e.log_all):
@@ -367,7 +377,7 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
         if reason != R_NONE:
             count_drop(e, reason)
             return
-        f = flow_insert(&e.flows, &key, h)
+        f = flow_insert_evicting(e, &key, h, charged, now)
         if f == NULL:
             quota_release(e.vsys, charged)
             count_drop(e, R_FLOW_TABLE_FULL)
@@ -378,6 +388,8 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
         to_server = True
     else:
         to_server = pkt_is_a == f.init_is_a
+        if f.mig:
+            flow_mig_packet(f, to_server)
         if f.generation != t.generation:
             # a reload: established flows keep going unless the new policy refuses them
             old_action = f.action
@@ -455,7 +467,35 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
     # 8. forward
     forward(e, in_port, data, len, fix, now)
 
+cdef void workload_arrived(engine_t *e, tables_t *t, int32_t wl, uint16_t in_port, uint64_t now) noexcept nogil:
+    """A workload's first frame on the VM side of this dataplane: it may have moved here from another host
+    (Python asks control for its sessions; ngfw.dataplane.migration)."""
+    cdef event_t *ev = evring_claim(&e.events)
+    if ev == NULL:
+        return   # counted as lost; the next frame tries again
+    t.wl_here[wl] = 1
+    e.arrivals += 1
+    memset(ev, 0, sizeof(event_t))
+    ev.type = EV_ARRIVAL
+    ev.src_wl = wl
+    ev.in_port = in_port
+    ev.generation = t.generation
+    ev.ts_first = now
+    ev.ts_last = now
+    evring_publish(&e.events)
+
+cdef inline void flow_mig_packet(flow_t *f, bint to_server) noexcept nogil:
+    """A packet of a flow in a move: an imported copy is live here from now on; a handed-over one stays
+    (unmarked) only when the moved workload itself sent the packet -- its peer is behind this host, so
+    the flow crosses both hosts now. The far side's packets may be late or misdirected; they change nothing."""
+    if f.mig == MIG_IN:
+        f.mig = MIG_NONE
+    elif (f.mig == MIG_OUT_CLIENT and to_server) or (f.mig == MIG_OUT_SERVER and not to_server):
+        f.mig = MIG_NONE
+
 cdef inline bint flow_idle_out(const engine_t *e, const flow_t *f, uint64_t now) noexcept nogil:
+    if f.mig >= MIG_OUT_CLIENT:
+        return now > f.ts_last and now - f.ts_last > MIG_LINGER_NS
     return now > f.ts_last and now - f.ts_last > e.timeouts_ns[flow_timeout_class(f)]
 
 cdef void sweep_flows(engine_t *e, uint64_t now, uint64_t max_slots) noexcept nogil:
@@ -557,6 +597,7 @@ cdef void run_loop(engine_t *e) noexcept nogil:
     while not ngfw_load_u32(&e.stop):
         adopt_tables(e)
         now = ngfw_now_ns()
+        take_request(e, now)
         ngfw_store_u64(&e.progress_ns, now)
         if e.heartbeat != NULL:
             ngfw_store_u64(e.heartbeat, now)

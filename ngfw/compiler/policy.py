@@ -52,8 +52,19 @@ _UNKNOWN_SOURCE = "<resources>"
 
 
 def load_policy(path: str | Path, version: int = 1, catalogue: Catalogue | None = None) -> CompiledPolicy:
-    """Load, validate and compile the policy at `path` (a file or a directory)."""
-    return compile_resources(load_resources(path), version, catalogue)
+    """Load, validate and compile the policy at `path` (a file or a directory).
+
+    A file that defines nothing, or no VirtualSystem, is refused: enforcing it would deny every flow, and
+    that is what a truncated write or an emptied directory looks like. A policy meant to deny everything
+    says so with a VirtualSystem (and no rules)."""
+    resources = load_resources(path)
+    if not resources:
+        raise PolicyError([f"{path}: the policy is empty: enforcing it would deny every flow (a truncated write?); "
+                           "a policy meant to deny everything defines a VirtualSystem with no rules"])
+    if not any(isinstance(item.resource, VirtualSystem) for item in resources):
+        raise PolicyError([f"{path}: the policy defines no VirtualSystem: every workload's traffic would be denied; "
+                           "define the vsys its workloads and rules belong to"])
+    return compile_resources(resources, version, catalogue)
 
 
 def compile_resources(

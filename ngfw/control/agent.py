@@ -242,4 +242,8 @@ def start_dataplane_agent(dataplane: Any, control_url: str, host: str, token: st
     agent = Agent(ControlClient(control_url, token), host, apply, apply_identity=dataplane.apply_identity,
                   cache_path=cache_path)
     agent.start()
+    from ngfw.dataplane.migration import start_migration_agent
+
+    # sessions of workloads that move: a long-poll of its own, so a bundle never waits behind a transfer
+    start_migration_agent(dataplane, ControlClient(control_url, token), host)
     return agent

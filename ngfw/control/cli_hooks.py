@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 DEFAULT_CONTROL = "http://127.0.0.1:9660"
-COMMANDS = ("control", "apply", "diff", "commit", "rollback", "status", "explain", "discard", "rebase", "history",
+COMMANDS = ("control", "apply", "diff", "commit", "rollback", "status", "migrate", "explain", "discard", "rebase", "history",
             "audit")
 
 
@@ -72,7 +72,14 @@ def register(sub: Any) -> None:
     rollback.add_argument("-m", "--message", default="")
     _client_options(rollback)
 
-    status = sub.add_parser("status", help="which version every host runs")
+    migrate = sub.add_parser("migrate", help="announce a workload's move to another host: its sessions go there first")
+    migrate.add_argument("workload", help="the Workload's name")
+    migrate.add_argument("--to", required=True, metavar="HOST", help="the host it moves to")
+    migrate.add_argument("--vsys", help="its vsys, when its name is not unique")
+    migrate.add_argument("--json", action="store_true")
+    _client_options(migrate)
+
+    status = sub.add_parser("status", help="which version every host runs, and migrations in progress")
     status.add_argument("--json", action="store_true")
     _client_options(status)
 
@@ -201,7 +208,7 @@ def _serve(args: argparse.Namespace) -> int:
     import threading
 
     from ngfw.control.auth import TokenFile, TokenFileError
-    from ngfw.control.server import ControlServer
+    from ngfw.control.server import ControlServer, raise_open_files_limit
     from ngfw.control.service import Control
     from ngfw.control.store import StoreError, open_store
 
@@ -210,6 +217,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"ngfw control: --listen expects HOST:PORT, got {args.listen!r}", file=sys.stderr)
         return 2
     try:
+        raise_open_files_limit()  # a connection is a file: systemd's soft limit of 1024 would cap them
         tokens = TokenFile(args.tokens)
         store = open_store(args.store)
         server = ControlServer(Control(store), tokens, host.strip("[]") or "0.0.0.0", int(port))
@@ -383,6 +391,34 @@ def _status(client: Any, args: argparse.Namespace) -> int:
         detail = f"  {host['detail']}" if host["detail"] else ""
         print(f"  {host['host']:<20} version {host['version']:<5} identity {host['identity']:<5} {mark:<8} "
               f"{age:.0f} s ago{detail}")
+    active, recent = result.get("migrations_active", []), result.get("migrations_recent", [])
+    if active:
+        print("migrations in progress:")
+        for m in active:
+            print(f"  {_migration_line(m)}")
+    if recent:
+        print("recent migrations:")
+        for m in recent[:5]:
+            print(f"  {_migration_line(m)}")
+    return 0
+
+
+def _migration_line(m: dict[str, Any]) -> str:
+    took = f", transfer {m['transfer_seconds'] * 1000:.0f} ms" if m.get("transfer_seconds") is not None else ""
+    detail = f": {m['detail']}" if m.get("detail") else ""
+    return (f"{m['id']} {m['vsys']}/{m['workload']} {m['from'] or '?'} -> {m['to']} ({m['mode']}) {m['state']}, "
+            f"{m['sessions_moved']} sessions moved, {m['sessions_lost']} lost{took}{detail}")
+
+
+def _migrate(client: Any, args: argparse.Namespace) -> int:
+    body = {"workload": args.workload, "to": args.to}
+    if args.vsys:
+        body["vsys"] = args.vsys
+    result = client.post("/migrations", body)
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"migration {_migration_line(result['migration'])}")
     return 0
 
 
@@ -464,6 +500,7 @@ def _audit(client: Any, args: argparse.Namespace) -> int:
 
 
 _COMMANDS = {"apply": _apply, "diff": _diff, "commit": _commit, "rollback": _rollback, "status": _status,
+             "migrate": _migrate,
              "explain": _explain, "discard": _discard, "rebase": _rebase, "history": _history, "audit": _audit}
 
 

@@ -93,6 +93,22 @@ class ControlClient:
                                     timeout=wait + self.timeout)
         return body if status == 200 else None
 
+    def tasks(self, host: str, wait: float) -> list[dict[str, Any]]:
+        """This host's migration tasks, waiting up to `wait` s for one (long-poll)."""
+        status, body = self.request("GET", "/tasks", query={"host": host, "wait": wait}, timeout=wait + self.timeout)
+        return list(body.get("tasks", [])) if status == 200 and body else []
+
+    def migration_sessions(self, migration: str, host: str, phase: str, batch: str, count: int) -> Any:
+        return self.post(f"/migrations/{quote(migration)}/sessions",
+                         {"host": host, "phase": phase, "batch": batch, "count": count})
+
+    def migration_result(self, migration: str, host: str, phase: str, results: dict[str, int], detail: str = "") -> Any:
+        return self.post(f"/migrations/{quote(migration)}/result",
+                         {"host": host, "phase": phase, "results": results, "detail": detail})
+
+    def arrivals(self, host: str, workloads: list[dict[str, str]]) -> Any:
+        return self.post("/arrivals", {"host": host, "workloads": workloads})
+
     def ack(self, host: str, version: int, identity: int, digest: str, status: str = "applied",
             detail: str = "") -> None:
         self.post("/acks", {"host": host, "version": version, "identity": identity, "hash": digest,

@@ -1,33 +1,103 @@
 """The HTTP+JSON API of `ngfw control`: routes requests to `ngfw.control.service.Control`.
 
-Built on the standard library's ThreadingHTTPServer: the API is small, its clients are
-the CLI and the agents (tens to hundreds of long-polls, one thread each), and it needs
-no framework's dependencies on every host. Each route is declared once in `ROUTES`, and
-the OpenAPI document (`/openapi.json`) is generated from that same table, so the two
-cannot drift apart.
+Each route is declared once in `build_routes` (method, path template, roles, handler), and the
+OpenAPI document (`/openapi.json`) is generated from that same table, so the two cannot drift
+apart. The server is aiohttp's low-level HTTP server (its parser, keep-alive and connection
+handling; the routing is this table's), on one event loop thread:
+
+* Handlers are plain functions that call the blocking service (`Control`: SQLite or etcd,
+  compiles of 10,000 rules): they run in bounded pools of worker threads, never on the event
+  loop; encoding the answer happens there too. Changes (POST, PUT, DELETE) have a pool of
+  their own (`ServerLimits.write_workers`): commits wait for each other on Control's write
+  lock, and queued behind it they must not hold the threads that reads, authentication and
+  long-polls need (`ServerLimits.workers`).
+* A socket costs no thread: 3,000 idle connections are 3,000 file descriptors, at most
+  `ServerLimits.max_connections` of them (one more is answered 503 and closed), each closed
+  when it has not sent a complete request head within `idle_timeout` (of opening, or of its
+  last answer). A body must arrive within `body_timeout` (408), an answer be taken within
+  `send_timeout` (else the connection is dropped).
+* Long-polls (a route whose query has `wait`, e.g. `GET /bundle?known=H&wait=S`) park no
+  thread. Their handler is the blocking one called with `wait=0`: it answers at once, 204
+  when there is nothing new. The server then waits on the event loop for a change and asks
+  again: `Control` tells the server of every change it makes (`Control.subscribe`, which
+  sets an asyncio event from the committing thread), and while polls wait one task reads
+  `Control.change_marker()` every `STORE_POLL_SECONDS` for changes made by other
+  controllers sharing the store. So 200 waiting agents cost 200 coroutines, a commit costs
+  200 short handler calls, and a quiet minute costs one store read per 0.2 s, not one per
+  waiting agent (the thread-per-poll alternative holds 200 threads and reads the store
+  1,000 times a second). A new long-poll needs a handler that answers 204 at `wait=0`, a
+  `Control._notify()` where what it waits for changes, and that thing in `change_marker()`
+  if other controllers can change it. A route without `wait` that blocks still works,
+  holding a worker while it blocks.
+* Every malformed input gets a 4xx with a one-sentence JSON error naming the bad value:
+  HTTP the parser refuses (a negative or overflowing Content-Length, bad chunking: 400;
+  request line over `MAX_URL_BYTES`: 414; a header over `MAX_HEADER_BYTES` or more than
+  `MAX_HEADERS`: 431), bodies (over `MAX_BODY_BYTES`: 413; content types and encodings the
+  route does not take: 415; not UTF-8, not JSON, nested deeper than `inputs.MAX_NESTING`:
+  400) and values (numbers beyond the store's 64-bit integers, negative waits: 400). An
+  exception a handler did not expect is a bug: the client gets a 500 with one generic
+  sentence, the traceback goes to the log, and `counters["internal_errors"]` counts it.
+
+TLS is a `ssl_context` away: `web.SockSite` takes one.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import logging
 import re
+import resource
+import socket
 import threading
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
+from aiohttp.web_protocol import RequestHandler, RequestPayloadError
+
 from ngfw import __version__
 from ngfw.control.auth import Principal, TokenFile
-from ngfw.control.service import ApiError, Control
+from ngfw.control.inputs import check_nesting, parse_int, parse_json, parse_seconds
+from ngfw.control.service import STORE_INT_MAX, STORE_POLL_SECONDS, ApiError, Control
 from ngfw.model.yamldoc import YamlProblem, parse_documents
 
 log = logging.getLogger("ngfw.control.http")
 
 MAX_BODY_BYTES = 64 << 20
+MAX_URL_BYTES = 65536  # the request line's target: 414 beyond
+# one header's name and value: 431 beyond. One byte less than the URL's limit: the parser's
+# error carries only the limit it hit, and that is how a 414 is told from a 431
+MAX_HEADER_BYTES = 65535
+MAX_HEADERS = 100  # 431 beyond
+MAX_LIST_LIMIT = 10_000  # `limit` of /versions and /audit
+MAX_WAIT_SECONDS = 60.0  # a long-poll's `wait`; larger values count as this (as Control.wait_bundle does)
+SERVER_NAME = f"ngfw-control/{__version__}"
+JSON_TYPES = ("application/json",)
+YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 Handler = Callable[["Request"], tuple[int, Any]]
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """How much of control one client may hold, and for how long."""
+
+    max_connections: int = 4096  # open sockets (bounded further by the open-files limit); one more gets 503
+    idle_timeout: float = 30.0  # to send a complete request head, from connecting or from the last answer
+    body_timeout: float = 60.0  # to send a whole body (64 MiB at ~1 MB/s); 408 after
+    send_timeout: float = 60.0  # to take an answer (a 10,000-rule bundle is ~10 MB); dropped after
+    workers: int = 16  # threads running reads (GET), authentication and long-polls' checks
+    write_workers: int = 8  # threads running changes (POST, PUT, DELETE)
+    shutdown_timeout: float = 5.0  # stop() lets requests in progress finish within this
+
+
+_UNSET: Any = object()
 
 
 @dataclass
@@ -37,19 +107,19 @@ class Request:
     query: dict[str, str]
     body: bytes
     content_type: str
+    _json: Any = field(default=_UNSET, init=False, repr=False, compare=False)
 
     def json(self) -> Any:
         if not self.body:
             return {}
-        try:
-            return json.loads(self.body)
-        except ValueError as exc:
-            raise ApiError(400, f"the body is not JSON: {exc}") from None
+        if self._json is _UNSET:  # parsed once: a handler may ask for it several times
+            self._json = parse_json(self.body)
+        return self._json
 
     def json_object(self) -> dict[str, Any]:
         value = self.json()
         if not isinstance(value, dict):
-            raise ApiError(400, "the body must be a JSON object")
+            raise ApiError(400, f"the body must be a JSON object (got a {type(value).__name__})")
         return value
 
 
@@ -62,6 +132,8 @@ class RawJson:
 
 @dataclass(frozen=True)
 class Route:
+    """One endpoint. A route whose `query` has `wait` is a long-poll: see the module's docstring."""
+
     method: str
     path: str  # OpenAPI template, e.g. /versions/{number}
     summary: str
@@ -69,29 +141,38 @@ class Route:
     roles: str  # who may call it, for the OpenAPI document
     body: str | None = None  # request body, described for the OpenAPI document
     query: tuple[str, ...] = ()
+    accepts: tuple[str, ...] = JSON_TYPES  # media types of a body (JSON also as */*+json)
 
     @property
     def pattern(self) -> re.Pattern[str]:
         return re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", self.path) + "$")
 
+    @property
+    def long_poll(self) -> bool:
+        return "wait" in self.query
 
-def _int(value: str | None, name: str, default: int | None = None) -> int | None:
-    if value is None or value == "":
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise ApiError(400, f"{name} must be an integer (got {value!r})") from None
+
+def _int(value: str | None, name: str, default: int | None = None, low: int = 0,
+         high: int = STORE_INT_MAX) -> int | None:
+    return parse_int(value, name, default, low, high)
 
 
 def _apply_items(request: Request) -> list[tuple[Any, str]]:
     """The documents of an apply: a YAML stream, or JSON {"documents": [...], "sources": [...]}."""
     if "yaml" in request.content_type:
         try:
-            documents = parse_documents(request.body.decode("utf-8"))
-        except (YamlProblem, UnicodeDecodeError) as exc:
-            where = f"line {exc.line}, column {exc.column}: " if isinstance(exc, YamlProblem) else ""
-            raise ApiError(400, f"invalid YAML: {where}{exc}") from None
+            text = request.body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ApiError(400, f"the body is not UTF-8: byte 0x{request.body[exc.start]:02x} at offset "
+                                f"{exc.start}") from None
+        try:
+            documents = parse_documents(text)
+        except YamlProblem as exc:
+            raise ApiError(400, f"invalid YAML: line {exc.line}, column {exc.column}: {exc}") from None
+        except RecursionError:
+            raise ApiError(400, "invalid YAML: it nests mappings and sequences too deep") from None
+        for d in documents:
+            check_nesting(d.data, f"YAML document {d.index + 1}")
         return [(d.data, f"document {d.index + 1} (line {d.line})") for d in documents if d.data is not None]
     body = request.json()
     items = body.get("documents") if isinstance(body, dict) else body
@@ -114,7 +195,8 @@ def build_routes(control: Control) -> list[Route]:
               lambda r: (200, c.candidate(r.principal)), everyone),
         Route("POST", "/candidate/apply", "Create or replace resources in your candidate (all or nothing)",
               lambda r: (200, c.apply(r.principal, _apply_items(r))), editors,
-              body='YAML stream (Content-Type: application/yaml) or {"documents": [...], "sources": [...]}'),
+              body='YAML stream (Content-Type: application/yaml) or {"documents": [...], "sources": [...]}',
+              accepts=JSON_TYPES + YAML_TYPES),
         Route("PUT", "/candidate/resources/{kind}/{vsys}/{name}", "Create or replace one resource in your candidate",
               lambda r: (200, c.apply(r.principal, [(r.json(), "request")], "candidate.put",
                                       (r.params["kind"], r.params["vsys"], r.params["name"]))),
@@ -136,7 +218,8 @@ def build_routes(control: Control) -> list[Route]:
                                          _int(_opt(r.json_object().get("base")), "base"))),
               "security-admin", body='{"version": N, "message": "...", "base": M}'),
         Route("GET", "/versions", "Committed versions, newest first (no documents)",
-              lambda r: (200, c.versions(r.principal, _int(r.query.get("limit"), "limit", 50) or 50)), everyone,
+              lambda r: (200, c.versions(r.principal, _int(r.query.get("limit"), "limit", 50, 1, MAX_LIST_LIMIT)
+                                         or 50)), everyone,
               query=("limit",)),
         Route("GET", "/versions/{number}", "One committed version with its documents",
               lambda r: (200, c.version(r.principal, _int(r.params["number"], "number") or 0)), everyone),
@@ -160,10 +243,27 @@ def build_routes(control: Control) -> list[Route]:
         Route("POST", "/acks", "A host reports the version and hash it runs (or that it refused a bundle)",
               lambda r: (200, c.ack(r.principal, r.json_object())), "dataplane[:HOST]",
               body='{"host", "version", "identity", "hash", "status": applied|refused|failed, "detail"}'),
+        Route("POST", "/migrations", "Announce a workload's move to another host: its sessions go there first",
+              lambda r: (201, c.migrate(r.principal, r.json_object())), "security-admin, vm-operator, tenant-admin:VSYS",
+              body='{"workload": NAME, "vsys": VSYS (when the name is not unique), "to": HOST}'),
+        Route("GET", "/migrations", "Migrations in progress and recent ones", lambda r: (200, c.migration_list(r.principal)),
+              everyone),
+        Route("GET", "/tasks", "Long-poll for a dataplane agent's migration work (204 after `wait` s without any)",
+              lambda r: _tasks(c, r), "dataplane[:HOST]", query=("host", "wait")),
+        Route("POST", "/migrations/{migration}/sessions", "A source host's sessions of a migration (a SessionBatch)",
+              lambda r: (200, c.migration_sessions(r.principal, r.params["migration"], r.json_object())),
+              "dataplane[:HOST] (the source)", body='{"host", "phase": precopy|cutover, "batch": base64, "count"}'),
+        Route("POST", "/migrations/{migration}/result", "The destination host's import of a migration's sessions",
+              lambda r: (200, c.migration_result(r.principal, r.params["migration"], r.json_object())),
+              "dataplane[:HOST] (the destination)", body='{"host", "phase", "results": {result: count}}'),
+        Route("POST", "/arrivals", "A host saw workloads' first frames on its VM side (they may have moved there)",
+              lambda r: (200, c.arrivals(r.principal, r.json_object())), "dataplane[:HOST]",
+              body='{"host", "workloads": [{"vsys", "name"}]}'),
         Route("GET", "/status", 'Version realized per host: "version 12 on 9 of 10 hosts"',
               lambda r: (200, c.status(r.principal)), everyone + ", dataplane"),
         Route("GET", "/audit", "The audit log, newest first: every change and every refusal",
-              lambda r: (200, c.audit_log(r.principal, _int(r.query.get("limit"), "limit", 100) or 100)),
+              lambda r: (200, c.audit_log(r.principal, _int(r.query.get("limit"), "limit", 100, 1, MAX_LIST_LIMIT)
+                                          or 100)),
               "security-admin, viewer", query=("limit",)),
     ]
 
@@ -183,7 +283,7 @@ def _bundle(control: Control, request: Request) -> tuple[int, Any]:
     host = request.query.get("host", "")
     if not host:
         raise ApiError(400, "host is required")
-    wait = float(request.query.get("wait", "0") or 0)
+    wait = parse_seconds(request.query.get("wait"), "wait", MAX_WAIT_SECONDS)
     # `version`: the policy version the host runs; if the running bundle has the same one, the host
     # gets its identity update (Workloads only): a relabel does not ship 10,000 rules to every host
     runs = _int(request.query.get("version"), "version")
@@ -191,6 +291,15 @@ def _bundle(control: Control, request: Request) -> tuple[int, Any]:
     if bundle is None:
         return 204, None
     return 200, RawJson(bundle.encoded_identity if runs == bundle.version else bundle.encoded)
+
+
+def _tasks(control: Control, request: Request) -> tuple[int, Any]:
+    try:
+        wait = float(request.query.get("wait", "0") or 0)
+    except ValueError:
+        raise ApiError(400, "wait must be a number of seconds") from None
+    result = control.wait_tasks(request.principal, request.query.get("host", ""), wait)
+    return (204, None) if result is None else (200, result)
 
 
 def openapi(routes: list[Route]) -> dict[str, Any]:
@@ -252,136 +361,443 @@ def _rebase_refs(value: Any) -> Any:
     return value
 
 
-class _Server(ThreadingHTTPServer):
-    # socketserver's default backlog is 5: when every agent acks and re-polls at once (after a
-    # commit) the rest of the SYNs are dropped and retried a second later by the kernel
-    request_queue_size = 1024
-    daemon_threads = True  # long-polls must not keep a stopping control alive
+
+
+# ---- the HTTP server
+
+INTERNAL_ERROR = "internal error: control failed on this request (a bug); the details are in control's log"
+_INTERNAL_ERROR_BODY = json.dumps({"error": INTERNAL_ERROR}).encode()
+
+
+def _encode(result: Any) -> bytes | None:
+    if result is None:
+        return None
+    return result.data if isinstance(result, RawJson) else json.dumps(result).encode("utf-8")
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _protocol_error(status: int, exc: BaseException | None) -> tuple[int, str]:
+    """Status and one sentence for a request the HTTP parser refused."""
+    if isinstance(exc, LineTooLong):
+        if exc.args[1:2] == (MAX_URL_BYTES,):
+            return 414, f"the request line is longer than {MAX_URL_BYTES} bytes"
+        return 431, f"a request header is longer than {MAX_HEADER_BYTES} bytes"
+    if isinstance(exc, HttpProcessingError):
+        if "Too many headers" in exc.message:
+            return 431, f"the request has more than {MAX_HEADERS} headers"
+        # the parser's message: "WHAT:\n\n  b'THE LINE'\n  ^" (a pointer under the bad byte)
+        what, _, rest = exc.message.partition("\n")
+        where = rest.strip().split("\n")[0].strip()
+        shown = f" (at {_shown(where)})" if where else ""
+        return 400, f"malformed HTTP request: {what.rstrip(':.')}{shown}"
+    if status >= 500:
+        return status, INTERNAL_ERROR
+    return status, "malformed HTTP request"
+
+
+def _json_response(status: int, body: dict[str, Any], close: bool = False) -> web.Response:
+    response = web.Response(status=status, body=json.dumps(body).encode(),
+                            headers={"Content-Type": "application/json", "Server": SERVER_NAME})
+    if close:
+        response.force_close()
+    return response
+
+
+class _Connection(RequestHandler):
+    """aiohttp's connection protocol, with the connection cap and JSON errors for refused requests."""
+
+    __slots__ = ("owner", "_counted")
+
+    def __init__(self, manager: web.Server, owner: ControlServer, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self.owner = owner
+        self._counted = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._counted = True
+        self.owner._open += 1
+        if self.owner._open > self.owner.max_connections:
+            self.owner.counters["refused_connections"] += 1
+            body = json.dumps({"error": f"control has {self.owner.max_connections} connections open, its "
+                                        "limit; try again later"}).encode()
+            answer = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+                      b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            transport.write(answer)  # type: ignore[attr-defined]
+            self.force_close()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._counted:
+            self._counted = False
+            self.owner._open -= 1
+        super().connection_lost(exc)
+
+    def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        if isinstance(exc, ConnectionError):
+            raise exc  # the client is gone (or was dropped): nobody to answer
+        status, sentence = _protocol_error(status, exc)
+        if status >= 500:
+            self.owner.counters["internal_errors"] += 1
+            log.error("request from %s failed (internal error)", request.remote, exc_info=exc)
+        else:
+            self.owner.counters["bad_requests"] += 1
+            log.debug("refused a request from %s: %s", request.remote, sentence)
+        if request.writer.output_size > 0:
+            raise ConnectionError("an answer was being sent already")
+        return _json_response(status, {"error": sentence}, close=True)
+
+
+class _HttpServer(web.Server):
+    def __init__(self, owner: ControlServer, **kwargs: Any) -> None:
+        super().__init__(owner._handle, handler_cancellation=True, **kwargs)
+        self.owner = owner
+
+    def __call__(self) -> RequestHandler:
+        return _Connection(self, self.owner, loop=self._loop, **self._kwargs)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # a backlog of 1024: when every agent acks and re-polls at once (after a commit), a short
+    # queue drops SYNs that the kernel retries only a second later
+    return socket.create_server((host, port), family=family, backlog=1024)
+
+
+def open_files_cap(wanted: int, reserve: int = 128) -> int:
+    """`wanted` connections, fewer if the open-files limit would run out first (store, logs: `reserve`)."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return max(16, min(wanted, soft - reserve))
+
+
+def raise_open_files_limit(wanted: int = 65536) -> None:
+    """Raise this process's soft open-files limit towards its hard one (systemd's soft default is 1024)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:  # the connection cap follows whatever limit there is
+            log.warning("open-files limit stays %d: %s", soft, exc)
 
 
 class ControlServer:
-    """`ngfw control`: the API on HOST:PORT, serving from a thread per request."""
+    """`ngfw control`: the API on HOST:PORT, on an event loop thread with handlers in worker threads."""
 
-    def __init__(self, control: Control, tokens: TokenFile, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, control: Control, tokens: TokenFile, host: str = "127.0.0.1", port: int = 0, *,
+                 limits: ServerLimits | None = None) -> None:
         self.control = control
         self.tokens = tokens
         self.routes = build_routes(control)
+        self._patterns = [(route, route.pattern) for route in self.routes]
+        self.limits = limits or ServerLimits()
+        self.max_connections = open_files_cap(self.limits.max_connections)
+        self.counters: Counter[str] = Counter()  # internal_errors, bad_requests, refused_connections, timeouts
         self._openapi: dict[str, Any] | None = None
-        server = self
-
-        class _Handler(_RequestHandler):
-            owner = server
-
-        self.httpd = _Server((host, port), _Handler)
+        self._openapi_body: bytes | None = None
+        self._socket = _listen(host, port)  # bound now: a port in use is an OSError of the constructor
+        self._address = self._socket.getsockname()
+        self._open = 0  # connections, counted on the event loop
+        self._waiting = 0  # long-polls waiting for a change
+        self._stopping = False
+        port = self._address[1]
+        self._executor = ThreadPoolExecutor(self.limits.workers, thread_name_prefix=f"ngfw-control-{port}-read")
+        self._write_executor = ThreadPoolExecutor(self.limits.write_workers,
+                                                  thread_name_prefix=f"ngfw-control-{port}-write")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._stop_event: asyncio.Event | None = None
+        self._changed: asyncio.Event | None = None  # set (and replaced) at every change: wakes the long-polls
         self._thread: threading.Thread | None = None
+        self._running = threading.Event()
+        self._done = threading.Event()
+        self._failure: BaseException | None = None
 
     @property
     def url(self) -> str:
-        host, port = self.httpd.server_address[:2]
-        return f"http://{host!s}:{port}" if isinstance(host, str) else f"http://{host.decode()}:{port}"
+        host, port = self._address[:2]
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+    @property
+    def connections(self) -> int:
+        """Connections open now."""
+        return self._open
+
+    @property
+    def long_polls_waiting(self) -> int:
+        """Long-polls waiting for a change now (each a coroutine, none a thread)."""
+        return self._waiting
 
     def openapi(self) -> dict[str, Any]:
         if self._openapi is None:
             self._openapi = openapi(self.routes)
         return self._openapi
 
+    # ---- running and stopping
     def start(self) -> None:
-        # a short poll interval: stopping (tests, restarts) waits for at most one interval
-        self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.1,), name="ngfw-control-http",
+        """Serve from a thread of its own; returns once the server accepts connections."""
+        self._thread = threading.Thread(target=self.serve_forever, name=f"ngfw-control-{self._address[1]}-http",
                                         daemon=True)
         self._thread.start()
+        while not self._running.wait(0.05):
+            if self._done.is_set():
+                raise RuntimeError(f"control's HTTP server did not start: {self._failure}") from self._failure
 
     def serve_forever(self) -> None:
-        self.httpd.serve_forever()
+        """Serve in this thread until `stop()` (from another thread)."""
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(self._serve())
+        except BaseException as exc:
+            self._failure = exc
+            raise
+        finally:
+            loop.close()
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._write_executor.shutdown(wait=False, cancel_futures=True)
+            self._done.set()
 
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        """Stop accepting, answer the long-polls (204), let requests in progress finish, close everything."""
+        loop, stop_event = self._loop, self._stop_event
+        if loop is None or stop_event is None:
+            self._socket.close()  # never started
+            self._executor.shutdown(wait=False)
+            self._write_executor.shutdown(wait=False)
+            return
+        try:
+            loop.call_soon_threadsafe(stop_event.set)
+        except RuntimeError:
+            pass  # the loop has ended already
+        if threading.get_ident() == self._loop_thread:
+            return  # called from a handler's own loop: it stops when this returns
+        self._done.wait(self.limits.shutdown_timeout + 10)
         if self._thread is not None:
             self._thread.join(timeout=5)
 
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._stop_event = asyncio.Event()
+        self._changed = asyncio.Event()
+        server = _HttpServer(self, keepalive_timeout=self.limits.idle_timeout, max_line_size=MAX_URL_BYTES,
+                             max_field_size=MAX_HEADER_BYTES, max_headers=MAX_HEADERS, auto_decompress=False,
+                             lingering_time=2.0, access_log=None)
+        runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=self.limits.shutdown_timeout)
+        await runner.setup()
+        try:
+            await web.SockSite(runner, self._socket, backlog=1024).start()
+            unsubscribe = self.control.subscribe(self._changed_elsewhere)
+            watch = asyncio.create_task(self._watch_store())
+            self._running.set()
+            try:
+                await self._stop_event.wait()
+            finally:
+                unsubscribe()
+                self._stopping = True
+                self._wake()  # the long-polls answer now: nothing changed
+                watch.cancel()
+        finally:
+            await runner.cleanup()
+            self._socket.close()
 
-class _RequestHandler(BaseHTTPRequestHandler):
-    owner: ControlServer
-    protocol_version = "HTTP/1.1"
-    server_version = f"ngfw-control/{__version__}"
+    # ---- long-polls: woken on the loop, not parked in threads
+    def _wake(self) -> None:
+        assert self._changed is not None
+        self._changed.set()
+        self._changed = asyncio.Event()
 
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s %s", self.address_string(), format % args)
+    def _changed_elsewhere(self) -> None:
+        """Control changed something (in a worker thread): wake the long-polls on the loop."""
+        loop = self._loop
+        if loop is not None:
+            try:
+                loop.call_soon_threadsafe(self._wake)
+            except RuntimeError:
+                pass  # stopped
 
-    def do_GET(self) -> None:
-        self._dispatch("GET")
+    async def _watch_store(self) -> None:
+        """While long-polls wait, read the store's change marker every STORE_POLL_SECONDS: other
+        controllers sharing the store commit too, and only the store tells of that."""
+        marker: Any = _UNSET
+        while True:
+            await asyncio.sleep(STORE_POLL_SECONDS)
+            if not self._waiting:
+                marker = _UNSET  # nobody to wake; after a pause, the first read wakes them once
+                continue
+            try:
+                current = await self._in_worker(self.control.change_marker)
+            except Exception:  # noqa: BLE001 - the store is down: the polls time out; try again
+                log.warning("long-polls: cannot read the store's change marker", exc_info=True)
+                continue
+            if current != marker:
+                marker = current
+                self._wake()
 
-    def do_PUT(self) -> None:
-        self._dispatch("PUT")
+    async def _long_poll(self, route: Route, request: Request) -> tuple[int, bytes | None]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + parse_seconds(request.query.get("wait"), "wait", MAX_WAIT_SECONDS)
+        request.query["wait"] = "0"  # the handler answers now; the waiting is done here
+        while True:
+            assert self._changed is not None
+            changed = self._changed  # taken before asking: a change while the handler runs is not missed
+            status, data = await self._in_worker(self._run, route, request)
+            remaining = deadline - loop.time()
+            if status != 204 or remaining <= 0 or self._stopping:
+                return status, data
+            self._waiting += 1
+            try:
+                async with asyncio.timeout(remaining):
+                    await changed.wait()
+            except TimeoutError:
+                pass  # asked once more: the answer at the deadline
+            finally:
+                self._waiting -= 1
 
-    def do_POST(self) -> None:
-        self._dispatch("POST")
+    # ---- one request
+    async def _in_worker(self, function: Callable[..., Any], *args: Any, writes: bool = False) -> Any:
+        pool = self._write_executor if writes else self._executor
+        return await asyncio.get_running_loop().run_in_executor(pool, functools.partial(function, *args))
 
-    def do_DELETE(self) -> None:
-        self._dispatch("DELETE")
+    @staticmethod
+    def _run(route: Route, request: Request) -> tuple[int, bytes | None]:
+        status, result = route.handler(request)
+        return status, _encode(result)
 
-    def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-        data = b"" if body is None else body.data if isinstance(body, RawJson) else json.dumps(body).encode("utf-8")
-        self.send_response(status)
-        if body is not None:
-            self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        headers = {"Server": SERVER_NAME}
+        close = False
+        try:
+            status, data = await self._answer(request)
+        except ApiError as exc:
+            status, data = exc.status, _encode(exc.body())
+            if exc.status == 401:
+                headers["WWW-Authenticate"] = 'Bearer realm="ngfw"'
+            if exc.status in (408, 413):
+                close = True  # the rest of the body is not read
+        except (ConnectionError, asyncio.CancelledError):
+            raise  # the client went away
+        except Exception:  # noqa: BLE001 - a bug answers 500 and is logged; the server keeps serving
+            self.counters["internal_errors"] += 1
+            log.exception("%s %s failed (internal error %d)", request.method, _shown(request.raw_path),
+                          self.counters["internal_errors"])
+            status, data = 500, _INTERNAL_ERROR_BODY
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        response = web.Response(status=status, body=data, headers=headers)
+        if close:
+            response.force_close()
+        log.debug("%s %s %s -> %d", request.remote, request.method, _shown(request.raw_path), status)
+        try:
+            async with asyncio.timeout(self.limits.send_timeout):
+                await response.prepare(request)
+                await response.write_eof()
+        except TimeoutError:
+            self.counters["timeouts"] += 1
+            if request.transport is not None:
+                request.transport.abort()
+            raise ConnectionResetError(f"{request.remote} did not take its answer within "
+                                       f"{self.limits.send_timeout} s") from None
+        return response
 
-    def _dispatch(self, method: str) -> None:
-        parts = urlsplit(self.path)
-        path = parts.path.rstrip("/") or "/"
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY_BYTES:
-            self._send(413, {"error": f"body over {MAX_BODY_BYTES} bytes"}, {"Connection": "close"})
-            self.close_connection = True
-            return
-        body = self.rfile.read(length) if length else b""
+    async def _answer(self, request: web.BaseRequest) -> tuple[int, bytes | None]:
+        method = request.method
+        target = urlsplit(request.raw_path)
+        path = target.path.rstrip("/") or "/"
         if method == "GET" and path == "/openapi.json":
-            self._send(200, self.owner.openapi())
-            return
+            if self._openapi_body is None:
+                self._openapi_body = await self._in_worker(lambda: json.dumps(self.openapi()).encode())
+            return 200, self._openapi_body
         route, params = self._match(method, path)
         if route is None or params is None:
-            self._send(404 if params is None else 405, {"error": f"no such endpoint: {method} {path}"})
-            return
-        control = self.owner.control
-        action = f"{method} {route.path}"
+            raise ApiError(404 if params is None else 405, f"no such endpoint: {method} {_shown(path)}")
+        length = request.content_length
+        if length is not None and length > MAX_BODY_BYTES:
+            raise ApiError(413, f"the body is {length} bytes, over the {MAX_BODY_BYTES} accepted")
         try:
-            principal = self._authenticate(control, action, path)
-            query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-            request = Request(principal, {k: unquote(v) for k, v in params.items()}, query, body,
-                              self.headers.get("Content-Type", "application/json"))
-            status, result = route.handler(request)
-        except ApiError as exc:
-            headers = {"WWW-Authenticate": 'Bearer realm="ngfw"'} if exc.status == 401 else None
-            self._send(exc.status, exc.body(), headers)
-            return
-        except Exception:  # noqa: BLE001 - a bug answers 500 and is logged; the server keeps serving
-            log.exception("%s %s failed", method, self.path)
-            self._send(500, {"error": "internal error (see the control log)"})
-            return
-        self._send(status, result)
+            decoded = {k: unquote(v, errors="strict") for k, v in params.items()}
+        except UnicodeDecodeError:
+            raise ApiError(400, f"the path is not UTF-8 once percent-decoded: {_shown(path)}") from None
+        try:
+            query = {k: v[-1] for k, v in parse_qs(target.query, errors="strict").items()}
+        except UnicodeDecodeError:
+            raise ApiError(400, f"the query is not UTF-8 once percent-decoded: {_shown(target.query)}") from None
+        action = f"{method} {route.path}"
+        principal = await self._in_worker(self._authenticate, action, path, request.headers.get("Authorization", ""))
+        content_type = self._content_type(route, request, length)
+        body = await self._read_body(request, length)
+        call = Request(principal, decoded, query, body, content_type)
+        if route.long_poll:
+            return await self._long_poll(route, call)
+        return await self._in_worker(self._run, route, call, writes=method != "GET")  # type: ignore[no-any-return]
 
     def _match(self, method: str, path: str) -> tuple[Route | None, dict[str, str] | None]:
         path_known = False
-        for route in self.owner.routes:
-            match = route.pattern.match(path)
+        for route, pattern in self._patterns:
+            match = pattern.match(path)
             if match:
                 path_known = True
                 if route.method == method:
                     return route, match.groupdict()
         return None, ({} if path_known else None)
 
-    def _authenticate(self, control: Control, action: str, path: str) -> Principal:
-        header = self.headers.get("Authorization", "")
+    def _authenticate(self, action: str, path: str, header: str) -> Principal:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise control.unauthenticated(action, path, "no bearer token (Authorization: Bearer TOKEN)")
-        principal = self.owner.tokens.authenticate(token.strip())
+            raise self.control.unauthenticated(action, path, "no bearer token (Authorization: Bearer TOKEN)")
+        # tokens are URL-safe base64; a header's other bytes arrive as surrogates that no digest takes
+        principal = self.tokens.authenticate(token.strip()) if token.isascii() else None
         if principal is None:
-            raise control.unauthenticated(action, path, "unknown token")
+            raise self.control.unauthenticated(action, path, "unknown token")
         return principal
+
+    @staticmethod
+    def _content_type(route: Route, request: web.BaseRequest, length: int | None) -> str:
+        """The body's media type if `route` takes it (no header: JSON); 415 otherwise."""
+        encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding != "identity":
+            raise ApiError(415, f"Content-Encoding {_shown(encoding, 40)!r} is not accepted: send the body "
+                                "uncompressed")
+        header = request.headers.get("Content-Type")
+        if header is None or route.body is None or length == 0:
+            return header or "application/json"
+        media, _, parameters = header.partition(";")
+        media = media.strip().lower()
+        if media not in route.accepts and not ("application/json" in route.accepts and media.endswith("+json")):
+            raise ApiError(415, f"Content-Type {_shown(media, 60)!r} is not accepted by {route.method} {route.path} "
+                                f"(send {' or '.join(route.accepts[:2])})")
+        for parameter in parameters.split(";"):
+            name, _, value = parameter.partition("=")
+            if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
+                raise ApiError(415, f"charset {_shown(value.strip(), 40)!r} is not accepted: send UTF-8")
+        return header
+
+    async def _read_body(self, request: web.BaseRequest, length: int | None) -> bytes:
+        if length == 0 or not request.body_exists:
+            return b""
+        if request.headers.get("Expect", "").lower() == "100-continue":
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async with asyncio.timeout(self.limits.body_timeout):
+                while chunk := await request.content.readany():
+                    size += len(chunk)
+                    if size > MAX_BODY_BYTES:
+                        raise ApiError(413, f"the body is over the {MAX_BODY_BYTES} bytes accepted")
+                    chunks.append(chunk)
+        except TimeoutError:
+            self.counters["timeouts"] += 1
+            raise ApiError(408, f"the body did not arrive within {self.limits.body_timeout:g} s "
+                                f"({size} bytes came)") from None
+        except (RequestPayloadError, HttpProcessingError) as exc:
+            cause = exc.__cause__ or exc
+            what = cause.message if isinstance(cause, HttpProcessingError) else str(cause)
+            raise ApiError(400, f"malformed body: {_shown(what.splitlines()[0] if what else type(cause).__name__)}") \
+                from None
+        return b"".join(chunks)

@@ -18,7 +18,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -48,6 +48,7 @@ from ngfw.control.store import (
     StoreConflict,
     VersionRecord,
 )
+from ngfw.control.migrations import MigrationCoordinator, MigrationError
 from ngfw.control.validation import compile_documents, duplicates, validate_identity
 from ngfw.compiler.tables import CompiledPolicy
 from ngfw.model.errors import PolicyError
@@ -55,6 +56,7 @@ from ngfw.model.errors import PolicyError
 log = logging.getLogger("ngfw.control")
 
 STORE_POLL_SECONDS = 0.2  # how often a waiting bundle request re-reads the store (other controllers commit too)
+STORE_INT_MAX = (1 << 63) - 1  # SQLite's INTEGER (and etcd's keys' numbers): a larger version cannot exist
 
 
 class ApiError(Exception):
@@ -118,6 +120,8 @@ class Control:
         self._verified: dict[int, VersionRecord] = {}  # the record whose content hash was checked last
         # the running (version, identity) compiled: an identity update checks against it, not a recompile
         self._compiled: tuple[tuple[int, int], CompiledPolicy] | None = None
+        self._listeners: list[Callable[[], None]] = []  # told of every change (the HTTP server's long-polls)
+        self.migrations = MigrationCoordinator(clock, on_change=self._notify)
 
     # ---- audit and authorization
     def audit(self, who: Principal | None, action: str, target: str, outcome: str, **detail: Any) -> None:
@@ -145,7 +149,7 @@ class Control:
     def _version(self, number: int) -> VersionRecord | None:
         # versions never change once written: the last few are kept decoded (a label change
         # or a commit reads the running one several times)
-        if number <= 0:
+        if number <= 0 or number > STORE_INT_MAX:
             return None
         record = self._versions.get(number)
         if record is None:
@@ -551,6 +555,20 @@ class Control:
     def _notify(self) -> None:
         with self._changed:
             self._changed.notify_all()
+        for listener in list(self._listeners):
+            listener()
+
+    def subscribe(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call `listener` (in the changing thread; it must not block) after every change a long-poll
+        may be waiting for; returns the function that unsubscribes it."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def change_marker(self) -> Hashable:
+        """What long-polls wait on, as the store has it: when it differs from the last one read,
+        something changed, possibly through another controller sharing the store. A long-poll
+        on anything else kept in the store adds that to the marker."""
+        return self.store.latest()
 
     def wait_bundle(self, who: Principal, host: str, known: str | None, wait: float) -> Bundle | None:
         """The running bundle once its hash differs from `known`; None if nothing changed within `wait` s."""
@@ -599,6 +617,127 @@ class Control:
             log.warning("host %s %s version %d: %s", host, status, version, detail)
         return {"ok": True}
 
+    # ---- live migration (ngfw.control.migrations): control brokers, the two hosts' agents move the sessions
+    def _running_workloads(self) -> list[Document]:
+        version, identity = self.store.latest()
+        return _workloads(self.effective(version, identity)) if version > 0 else []
+
+    def _find_workload(self, name: str, vsys: str | None) -> Document | None:
+        found = [d for d in self._running_workloads() if d["metadata"]["name"] == name
+                 and (vsys is None or d["metadata"].get("vsys") == vsys)]
+        if len(found) > 1:
+            raise ApiError(400, f"workload {name!r} exists in vsys {', '.join(d['metadata']['vsys'] for d in found)}: "
+                                "name its vsys", [Problem("migration", "vsys", "required")])
+        return found[0] if found else None
+
+    def _spec_host(self, vsys: str, name: str) -> str | None:
+        doc = self._find_workload(name, vsys)
+        host = (doc or {}).get("spec", {}).get("host") if doc else None
+        return str(host) if host else None
+
+    def _known_hosts(self) -> set[str]:
+        hosts = {a.host for a in self.store.acks()} | self.migrations.known_hosts()
+        hosts |= {str(d["spec"]["host"]) for d in self._running_workloads() if d.get("spec", {}).get("host")}
+        return hosts
+
+    def migrate(self, who: Principal, body: dict[str, Any]) -> dict[str, Any]:
+        """An announced move: the workload's sessions go to `to` ahead of the guest, then as a delta."""
+        name, to, vsys = body.get("workload"), body.get("to"), body.get("vsys")
+        if not isinstance(name, str) or not name:
+            raise ApiError(400, "a migration names its workload", [Problem("migration", "workload", "required")])
+        if not isinstance(to, str) or not to:
+            raise ApiError(400, "a migration names the host it goes to", [Problem("migration", "to", "required")])
+        if vsys is not None and not isinstance(vsys, str):
+            raise ApiError(400, "vsys must be a string", [Problem("migration", "vsys", repr(vsys))])
+        target = f"{vsys + '/' if vsys else ''}{name} -> {to}"
+        try:
+            doc = self._find_workload(name, vsys)
+        except ApiError as exc:
+            self.audit(who, "migration.request", target, "rejected", reason=exc.message)
+            raise
+        if doc is None:
+            self.audit(who, "migration.request", target, "rejected", reason="unknown workload")
+            raise ApiError(404, f"workload {target.split(' -> ')[0]} does not exist in the running identity")
+        vsys = doc["metadata"]["vsys"]
+        target = f"{vsys}/{name} -> {to}"
+        self.require(who, who.may_change_identity(vsys), "migration.request", target)
+        if to not in self._known_hosts():
+            self.audit(who, "migration.request", target, "rejected", reason="unknown host")
+            raise ApiError(404, f"host {to!r} is unknown to control (no dataplane of that name has connected, and no "
+                                "Workload names it)")
+        try:
+            m = self.migrations.request(who, vsys, name, self._spec_host(vsys, name), to)
+        except MigrationError as exc:
+            self.audit(who, "migration.request", target, "failed" if exc.migration else "rejected", reason=exc.message,
+                       migration=exc.migration.id if exc.migration else None)
+            extra = {"migration": exc.migration.as_dict()} if exc.migration else {}
+            raise ApiError(exc.status, exc.message, **extra) from None
+        self.audit(who, "migration.request", target, "ok", migration=m.id, source=m.source)
+        log.info("migration %s: %s/%s from %s to %s requested by %s", m.id, vsys, name, m.source, to, who.name)
+        return {"migration": m.as_dict()}
+
+    def migration_list(self, who: Principal) -> dict[str, Any]:
+        self.require(who, who.may_read_config(), "migrations.get")
+        return {"migrations": self.migrations.list(who.sees)}
+
+    def _agent_host(self, who: Principal, body: dict[str, Any], action: str) -> str:
+        host = body.get("host") or who.host
+        if not isinstance(host, str) or not host:
+            raise ApiError(400, "the request names its host", [Problem(action, "host", "required")])
+        self.require(who, who.may_ack(host), action, host)
+        return host
+
+    def wait_tasks(self, who: Principal, host: str, wait: float) -> dict[str, Any] | None:
+        """A dataplane agent's long-poll for migration work (exports, cut-overs, imports)."""
+        if not host:
+            raise ApiError(400, "host is required")
+        self.require(who, who.may_ack(host), "tasks.get", host)
+        tasks = self.migrations.wait_tasks(host, wait)
+        return {"tasks": tasks} if tasks else None
+
+    def migration_sessions(self, who: Principal, migration_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        host = self._agent_host(who, body, "migration.sessions")
+        batch, phase, count = body.get("batch"), body.get("phase"), body.get("count", 0)
+        if not isinstance(batch, str) or not isinstance(phase, str) or not isinstance(count, int):
+            raise ApiError(400, "sessions are {host, phase, batch (base64), count}")
+        try:
+            m = self.migrations.sessions_sent(host, migration_id, phase, batch, count)
+        except MigrationError as exc:
+            raise ApiError(exc.status, exc.message) from None
+        return {"migration": m.id, "state": m.state}
+
+    def migration_result(self, who: Principal, migration_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        host = self._agent_host(who, body, "migration.result")
+        phase, results = body.get("phase"), body.get("results")
+        if not isinstance(phase, str) or not isinstance(results, dict) or \
+                not all(isinstance(k, str) and isinstance(v, int) for k, v in results.items()):
+            raise ApiError(400, "a result is {host, phase, results: {name: count}}")
+        try:
+            m = self.migrations.result(host, migration_id, phase, results, str(body.get("detail", ""))[:500])
+        except MigrationError as exc:
+            raise ApiError(exc.status, exc.message) from None
+        if m.state == "done":
+            moved, lost = m.sessions()
+            self.audit(who, "migration.done", f"{m.vsys}/{m.workload} {m.source} -> {m.destination}", "ok",
+                       migration=m.id, mode=m.mode, moved=moved, lost=lost, transfer_seconds=m.transfer_seconds)
+            log.info("migration %s done: %s/%s %s -> %s, %d sessions moved, %d lost, transfer %.3f s", m.id, m.vsys,
+                     m.workload, m.source, m.destination, moved, lost, m.transfer_seconds or 0.0)
+        return {"migration": m.id, "state": m.state}
+
+    def arrivals(self, who: Principal, body: dict[str, Any]) -> dict[str, Any]:
+        """A host saw workloads' first frames on its VM side: moves they finish (or start, unannounced)."""
+        host = self._agent_host(who, body, "arrivals")
+        items = body.get("workloads")
+        if not isinstance(items, list) or not all(isinstance(i, dict) and isinstance(i.get("name"), str)
+                                                   and isinstance(i.get("vsys"), str) for i in items):
+            raise ApiError(400, "arrivals are {host, workloads: [{vsys, name}]}")
+        moved = self.migrations.arrivals(host, [(i["vsys"], i["name"]) for i in items[:1000]], self._spec_host)
+        for m in moved:
+            if m.mode == "unannounced" and m.state in ("cutover", "failed"):
+                self.audit(who, "migration.detected", f"{m.vsys}/{m.workload} {m.source} -> {m.destination}",
+                           "ok" if m.state == "cutover" else "failed", migration=m.id, detail=m.detail)
+        return {"migrations": [m.id for m in moved]}
+
     def status(self, who: Principal) -> dict[str, Any]:
         self.require(who, who.may_read_config() if who.base_role != "dataplane" else None, "status.get")
         version, identity = self.store.latest()
@@ -609,5 +748,9 @@ class Control:
             entry["current"] = ack.hash == current
             hosts.append(entry)
         realized = sum(1 for h in hosts if h["current"])
+        visible = who.sees if who.base_role != "dataplane" else (lambda vsys: True)
+        migrations = self.migrations.list(visible)
         return {"version": version, "identity": identity, "hash": current, "hosts": hosts, "realized": realized,
-                "total": len(hosts), "summary": f"version {version} on {realized} of {len(hosts)} hosts"}
+                "total": len(hosts), "summary": f"version {version} on {realized} of {len(hosts)} hosts",
+                "migrations_active": [m for m in migrations if m["state"] in ("staging", "precopied", "cutover")],
+                "migrations_recent": [m for m in migrations if m["state"] not in ("staging", "precopied", "cutover")][:10]}

@@ -136,6 +136,15 @@ class EveWriter:
             self._file.write(b"\n".join(lines).decode("utf-8") + "\n")
             self.written += len(lines)
 
+    def write_record(self, record: dict[str, Any]) -> None:
+        """One record that is not a fastpath event (a migration, ...), already in EVE's shape."""
+        import orjson
+
+        line = orjson.dumps(record).decode("utf-8")
+        with self._lock:
+            self._file.write(line + "\n")
+            self.written += 1
+
     def reopen(self) -> None:
         with self._lock:
             self._file.close()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Iterator
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
@@ -70,8 +70,19 @@ class DataplaneCollector(Collector):
                                   value=stats["flow_insert_failures"])
         yield CounterMetricFamily("ngfw_events_lost_total", "Flow/drop events lost because the event ring was full",
                                   value=stats["events_lost"])
+        yield CounterMetricFamily("ngfw_flows_early_dropped_total", "Embryonic flows ended to make room for new ones "
+                                  "while the flow table was full", value=stats["flows_early_dropped"])
+        yield CounterMetricFamily("ngfw_flows_handed_over_total", "Flows handed to the host their workload moved to "
+                                  "that ended here unlogged", value=stats["flows_handed_over"])
+        yield from self._migrations()
+        continued = CounterMetricFamily("ngfw_sessions_continued_total", "Sessions of the previous dataplane process "
+                                        "(crash or restart), by what importing them did", labels=["result"])
+        for result, value in sorted(dp.sessions_continued.items()):
+            continued.add_metric([result], value)
+        yield continued
 
         yield from self._tenancy(stats["vsys"])
+        yield from self._fail_modes()
         yield from self._inspection(stats["inspect"])
 
         policy = dp.policy
@@ -86,6 +97,28 @@ class DataplaneCollector(Collector):
         reloads.add_metric(["success"], dp.reloads_ok)
         reloads.add_metric(["failure"], dp.reloads_failed)
         yield reloads
+
+    def _migrations(self) -> Iterator:
+        agent = self.dp.migration_agent
+        done = CounterMetricFamily("ngfw_migrations_total", "Workload migrations into this host, by result",
+                                   labels=["result"])
+        sessions = CounterMetricFamily("ngfw_migration_sessions_total", "Sessions of workloads that moved here, by "
+                                       "what importing them did", labels=["result"])
+        if agent is not None:
+            for result, n in sorted(agent.migrations.items()):
+                done.add_metric([result], n)
+            for result, n in sorted(agent.sessions.items()):
+                sessions.add_metric([result], n)
+        yield done
+        yield sessions
+        histogram = HistogramMetricFamily("ngfw_migration_transfer_seconds", "Time from the source's cut-over "
+                                          "export to this host's import of a migrating workload's sessions")
+        if agent is not None:
+            buckets, total = agent.transfer_histogram()
+            histogram.add_metric([], buckets, total)
+        yield histogram
+        yield CounterMetricFamily("ngfw_migration_sessions_exported_total", "Sessions this host sent to the host "
+                                  "their workload moved to", value=agent.exported if agent is not None else 0)
 
     @staticmethod
     def _tenancy(per_vsys: dict) -> Iterator:
@@ -109,6 +142,28 @@ class DataplaneCollector(Collector):
         yield limit
         yield rate
         yield drops
+
+    def _fail_modes(self) -> Iterator:
+        """Each wire's fail mode, and what the kernel forwarded for it in fail-open (docs/dataplane.md)."""
+        mode = GaugeMetricFamily("ngfw_wire_fail_mode", "A wire's fail mode: 1 for the configured one",
+                                 labels=["wire", "mode"])
+        packets = CounterMetricFamily("ngfw_failopen_packets_total", "Frames the kernel forwarded on an open wire "
+                                      "while no healthy dataplane ran (programs of earlier dataplanes included)",
+                                      labels=["wire"])
+        nbytes = CounterMetricFamily("ngfw_failopen_bytes_total", "Bytes the kernel forwarded on an open wire while "
+                                     "no healthy dataplane ran", labels=["wire"])
+        activations = CounterMetricFamily("ngfw_failopen_activations_total", "Times the kernel started forwarding "
+                                          "on an open wire (the dataplane died, stopped or stalled)", labels=["wire"])
+        for wire in self.dp.fail_modes.status():
+            for name in ("closed", "open"):
+                mode.add_metric([wire.wire, name], 1 if wire.mode == name else 0)
+            packets.add_metric([wire.wire], wire.packets)
+            nbytes.add_metric([wire.wire], wire.bytes)
+            activations.add_metric([wire.wire], wire.activations)
+        yield mode
+        yield packets
+        yield nbytes
+        yield activations
 
     def _inspection(self, ins: dict) -> Iterator:
         dp = self.dp

@@ -18,8 +18,10 @@ from typing import Any
 from ngfw import __version__
 from ngfw.compiler.tables import CompiledPolicy
 from ngfw.dataplane.eve import DEFAULT_RULE, EveWriter
+from ngfw.dataplane.failmode import WireFailModes
 from ngfw.dataplane.fastpath import engine_module
 from ngfw.dataplane.ports import PortError, open_tap, prepare_link
+from ngfw.dataplane.state import SessionBatch, StateStore, TakeOver
 
 log = logging.getLogger("ngfw.dataplane")
 
@@ -33,6 +35,7 @@ class PortPlan:
     wires: list[tuple[str, str]] = field(default_factory=list)
     taps: list[str] = field(default_factory=list)
     segments: dict[str, list[str]] = field(default_factory=dict)  # name -> port names (TAPs or links)
+    fail_modes: dict[tuple[str, str], str] = field(default_factory=dict)  # wire -> "closed" | "open" (failmode.py)
 
     def segment_list(self) -> list[list[str]]:
         """Ports of each segment, in order; TAPs named in no segment share one."""
@@ -58,12 +61,30 @@ class Dataplane:
                  flow_capacity: int = 262144, timeouts: dict[str, float] | None = None,
                  drain_interval: float = 0.1, idle_spin_us: float = 200.0, idle_spin_quiet_us: float = 20000.0,
                  appid: dict[str, int] | None = None, tx_thread: bool = True,
-                 inspect_flows: int | None = None) -> None:
+                 inspect_flows: int | None = None, state_dir: str | None = None, host: str | None = None,
+                 max_workload_loss: float = 0.5) -> None:
+        """`state_dir`: a tmpfs directory where the flow table lives, so a restarted dataplane continues its
+        sessions (ngfw.dataplane.state); None: the heap (sessions end with the process)."""
         fp = engine_module()
         self.fp = fp
+        self.state: StateStore | None = None
+        self.take_over: TakeOver | None = None
+        self.sessions_continued: dict[str, int] = {}   # result -> flows, of the take-over at start
+        self.arrival_listeners: list[Any] = []   # (vsys, workload, time) callbacks (ngfw.dataplane.migration)
+        self.max_workload_loss = max_workload_loss  # a policy file reload losing a larger share is refused
+        self.migration_agent: Any = None   # ngfw.dataplane.migration.MigrationAgent with --control
+        self._names_written: list[str] | None = None
+        state_memory = None
+        if state_dir:
+            self.state = StateStore(state_dir, host)
+            layout = fp.state_layout(flow_capacity, flow_capacity if inspect_flows is None else inspect_flows)
+            self.take_over = self.state.find_previous(layout["fingerprint"], fp.record_format())
+            for problem in self.take_over.refused:
+                log.warning("session state set aside, starting without it: %s", problem)
+            state_memory = self.state.create_table(layout, [p for seg in plan.segment_list() for p in seg])
         self.engine = fp.Engine(flow_capacity=flow_capacity, timeouts=timeouts or {}, idle_spin_us=idle_spin_us,
                                 idle_spin_quiet_us=idle_spin_quiet_us,
-                                inspect_slots=inspect_flows, **(appid or {}))
+                                inspect_slots=inspect_flows, state=state_memory, **(appid or {}))
         self.signatures: Any = None           # threats.SignatureSets in force
         self.signature_sources: list[tuple[str, str]] = []
         self.signature_variables: dict[str, str] = {}
@@ -99,10 +120,13 @@ class Dataplane:
         self._last_insert_failures = 0
         self.port_index: dict[str, int] = {}
         self._open_ports()
+        # refuses `open` here, before anything runs, where BPF is not allowed
+        self.fail_modes = WireFailModes(plan.wires, plan.fail_modes, list(self.port_index))
 
     # ---- ports
     def _open_ports(self) -> None:
         taps = set(self.plan.taps)
+        wire_uplinks = {b for _, b in self.plan.wires}
         for seg_no, ports in enumerate(self.plan.segment_list()):
             for name in ports:
                 if name in self.port_index:
@@ -121,6 +145,9 @@ class Dataplane:
                     except OSError as exc:
                         raise PortError(str(exc)) from None
                 self.port_index[name] = index
+                # a wire's first interface faces the workloads (its second the uplink); TAPs and segment
+                # ports are workloads' own: a workload's first frame there is an arrival (it may have moved)
+                self.engine.set_port_vm_side(index, name not in wire_uplinks)
                 log.info("port %s: segment %d, MTU %d", name, seg_no, link.mtu)
 
     # ---- threat signatures
@@ -201,9 +228,40 @@ class Dataplane:
             self.generations[generation] = policy
             while len(self.generations) > GENERATIONS_KEPT:
                 self.generations.popitem(last=False)
+        if self.state is not None and tables.app_names != self._names_written:
+            self.state.write_names(list(tables.app_names))
+            self._names_written = list(tables.app_names)
+        if self.take_over is not None:
+            self._continue_sessions()
         self.last_load_seconds = time.perf_counter() - started
         self.last_load_time = time.time()
         self.reloads_ok += 1
+
+    def _continue_sessions(self) -> None:
+        """With the first policy in force: the last process's sessions, each decided again by it."""
+        take, self.take_over = self.take_over, None
+        assert take is not None and self.state is not None
+        started = time.perf_counter()
+        result: dict[str, Any] | None = None
+        source = ""
+        try:
+            if take.snapshot is not None:
+                source = f"snapshot {self.state.snapshot_path}"
+                result = self.engine.import_sessions(take.snapshot.records, take.snapshot.apps)
+            elif take.table is not None:
+                source = f"table {self.state.table_path}"
+                result = self.engine.adopt_sessions(take.table.memory, take.table.layout, take.table.apps)
+        except (RuntimeError, ValueError, TimeoutError, MemoryError) as exc:
+            log.error("sessions of the previous dataplane not continued (%s): %s", source, exc)
+        finally:
+            if take.table is not None:
+                take.table.close()
+        self.state.commit_table()
+        if result is not None:
+            self.sessions_continued = dict(result["results"])
+            log.info("sessions of the previous dataplane continued from its %s in %.3f s: %s", source,
+                     time.perf_counter() - started,
+                     ", ".join(f"{n} {k}" for k, n in sorted(result["results"].items())) or "none")
 
     def load_file(self) -> CompiledPolicy:
         """Load, validate and compile the policy file; raises PolicyError and keeps the running policy."""
@@ -214,6 +272,7 @@ class Dataplane:
         source = self._policy_source_digest()
         try:
             policy = load_policy(self.policy_path, version=self.version + 1)
+            self._check_workload_loss(policy)
         except Exception:
             self.reloads_failed += 1
             raise
@@ -222,6 +281,23 @@ class Dataplane:
         self.policy_source_digest = source
         self.last_load_seconds = time.perf_counter() - started
         return policy
+
+    def _check_workload_loss(self, policy: CompiledPolicy) -> None:
+        """A reload that would stop enforcing most workloads' policy is more likely a half-written file or a
+        wrong directory than an intent: refused beyond `max_workload_loss` of the running ones."""
+        from ngfw.model.errors import PolicyError
+
+        if self.policy is None or not self.policy.workloads:
+            return
+        running = {(self.policy.vsys_name(w.vsys), w.name) for w in self.policy.workloads}
+        kept = {(policy.vsys_name(w.vsys), w.name) for w in policy.workloads}
+        lost = sorted(running - kept)
+        share = len(lost) / len(running)
+        if share > self.max_workload_loss:
+            names = ", ".join(f"{v}/{n}" for v, n in lost[:5]) + (", ..." if len(lost) > 5 else "")
+            raise PolicyError([f"{self.policy_path}: the new policy drops {len(lost)} of the {len(running)} running "
+                               f"workloads ({share:.0%}, more than --max-workload-loss {self.max_workload_loss:.0%}): "
+                               f"{names}; start the dataplane with a higher --max-workload-loss to accept it"])
 
     def _policy_source_digest(self) -> str | None:
         """sha256 of the --policy files' names and bytes; None when they cannot be read."""
@@ -332,15 +408,23 @@ class Dataplane:
         self._loop_thread.start()
         self._drain_thread = _named_thread("ngfw-events", self._drain_forever)
         self._drain_thread.start()
+        self.fail_modes.start(self.engine)  # after the loop's first turn: take the wires
 
     def _drain_forever(self) -> None:
         while not self._stopping.wait(self.drain_interval):
-            self.drain()
+            try:
+                self.drain()
+            except Exception:  # noqa: BLE001 - a bad event must not stop the logging of every later one
+                log.exception("event drain failed; it goes on")
 
     def drain(self) -> None:
         events = self.engine.drain_events()
         while events:
-            if self.eve is not None:
+            arrivals = [e for e in events if e["event"] == "arrival"]
+            if arrivals:
+                events = [e for e in events if e["event"] != "arrival"]
+                self._on_arrivals(arrivals)
+            if self.eve is not None and events:
                 self.eve.write_events(events, self.policy_for)
             events = self.engine.drain_events()
         failures = self.engine.stats()["flow_insert_failures"]
@@ -349,8 +433,37 @@ class Dataplane:
             self._last_full_warning = time.monotonic()
             self._last_insert_failures = failures
 
+    def _on_arrivals(self, arrivals: list[dict[str, Any]]) -> None:
+        """Workloads first seen on this dataplane's VM side (they may have moved here): the migration agent,
+        when there is one, asks control for their sessions."""
+        for event in arrivals:
+            policy = self.policy_for(event["generation"])
+            name = policy.workload_name(event["workload"]) if policy is not None else ""
+            vsys = policy.vsys_name(policy.workloads[event["workload"]].vsys) if policy is not None and name else ""
+            if name:
+                log.debug("workload %s/%s seen on %s", vsys, name, event["in_port"])
+                for listener in self.arrival_listeners:
+                    listener(vsys, name, event["time"])
+
+    def _save_sessions(self) -> None:
+        """A graceful stop with a state directory: every flow (with its inspection streams) for the next
+        process, which continues them; none is logged as ended."""
+        assert self.state is not None
+        if self.take_over is not None:
+            return   # never had a policy: what the last process left is still there to continue
+        out = self.engine.export_sessions(streams=True)
+        tables = self.engine.tables
+        batch = SessionBatch(records=out["records"], apps=list(tables.app_names) if tables is not None else [],
+                             record_format=self.fp.record_format(), count=out["count"], meta={"kind": "snapshot"})
+        try:
+            self.state.write_snapshot(batch)
+            log.info("%d sessions saved for the next dataplane in %s", out["count"], self.state.snapshot_path)
+        except OSError as exc:
+            log.error("sessions not saved in %s (%s): the next dataplane continues from the table", self.state.snapshot_path, exc)
+
     def stop(self) -> None:
-        """Stop the loop, log every remaining flow as ended by shutdown, close ports and logs."""
+        """Stop the loop; save every flow for the next process (with a state directory) or log it as ended by
+        shutdown; close ports and logs."""
         self._stopping.set()
         self.engine.stop()
         if self._loop_thread is not None:
@@ -359,9 +472,13 @@ class Dataplane:
             self._tx_thread.join(timeout=5)
         if self._drain_thread is not None:
             self._drain_thread.join(timeout=5)
+        self.fail_modes.stop(self.engine)
         self.drain()
-        self.engine.end_all_flows()
-        self.drain()
+        if self.state is not None:
+            self._save_sessions()
+        else:
+            self.engine.end_all_flows()
+            self.drain()
         if self.eve is not None:
             self.eve.close()
         for fd in self._tap_fds:
@@ -388,9 +505,8 @@ def serve(dp: Dataplane, metrics_addr: tuple[str, int] | None) -> int:
     """Run until SIGINT/SIGTERM; SIGHUP reloads the policy. Returns the exit status."""
     from prometheus_client import CollectorRegistry, start_http_server
 
-    from ngfw.dataplane.metrics import DataplaneCollector
-
     from ngfw import systemd
+    from ngfw.dataplane.metrics import DataplaneCollector
 
     wake = threading.Event()
     wanted = {"reload": False, "stop": False}

@@ -263,12 +263,30 @@ def lab_down(prefix: str = "ngfw") -> list[str]:
     removed = []
     for name in lab_exists(prefix):
         _kill_leftovers(name)
+        _remove_dataplane_state(name)
         try:
             netns.remove(name)
             removed.append(name)
         except OSError as exc:
             log.warning("cannot remove namespace %s: %s", name, exc)
     return removed
+
+
+def _remove_dataplane_state(ns: str) -> None:
+    """Session tables that dataplanes in `ns` kept under their default state directory (named after the
+    namespace's inode, which a later namespace may be given again: it must not find them)."""
+    import glob
+    import shutil
+
+    from ngfw.dataplane.state import default_state_dir
+
+    try:
+        inode = os.stat(f"/run/netns/{ns}").st_ino
+    except OSError:
+        return
+    for base in {default_state_dir(), "/run/ngfw", "/dev/shm/ngfw"}:
+        for path in glob.glob(os.path.join(base, f"{inode}-*")):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def lab_bridge_fw(lab: Lab) -> None:

@@ -20,6 +20,7 @@ MAX_IPV6_EXT = 8  # extension headers walked before the chain is declared abusiv
 
 ETHERTYPE_IPV4 = 0x0800
 ETHERTYPE_ARP = 0x0806
+ETHERTYPE_RARP = 0x8035  # ARP's shape; hypervisors announce a migrated guest's MAC with it
 ETHERTYPE_NSH = 0x894F
 ETHERTYPE_IPV6 = 0x86DD
 VLAN_TPIDS = (0x8100, 0x88A8)
@@ -153,18 +154,18 @@ def _ethernet(f: bytes, pkt: _Decoded) -> str | None:
         return _ipv4(f, off, pkt)
     if et == ETHERTYPE_IPV6:
         return _ipv6(f, off, pkt)
-    if et == ETHERTYPE_ARP:
-        return _arp(f, off, pkt)
+    if et == ETHERTYPE_ARP or et == ETHERTYPE_RARP:
+        return _arp(f, off, pkt, rarp=et == ETHERTYPE_RARP)
     return "unknown_ethertype"
 
 
-def _arp(f: bytes, off: int, pkt: _Decoded) -> str | None:
+def _arp(f: bytes, off: int, pkt: _Decoded, rarp: bool = False) -> str | None:
     # the Ethernet/IPv4 ARP body is 28 bytes; other hardware/protocol pairs must be as long to pass
     if off + 28 > len(f):
         return "truncated_arp"
     pkt.l3 = "arp"
     htype, ptype, hlen, plen = _be16(f, off), _be16(f, off + 2), f[off + 4], f[off + 5]
-    if htype == 1 and ptype == ETHERTYPE_IPV4 and hlen == 6 and plen == 4:
+    if not rarp and htype == 1 and ptype == ETHERTYPE_IPV4 and hlen == 6 and plen == 4:
         # sender protocol address after 8 bytes of fixed fields and the sender MAC; target after target MAC
         pkt.src_ip = str(ipaddress.IPv4Address(f[off + 14 : off + 18]))
         pkt.dst_ip = str(ipaddress.IPv4Address(f[off + 24 : off + 28]))

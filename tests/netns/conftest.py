@@ -80,6 +80,29 @@ def bridged_fw(lab: Lab) -> Iterator[Lab]:
 
 
 StartDataplane = Callable[..., DataplaneProcess]
+STATE_ROOT = Path("/dev/shm/ngfw-tests")
+
+
+def _test_state_dir(workdir: Path) -> Path:
+    """A tmpfs directory for one dataplane's session table, removed with the test session's leftovers."""
+    path = STATE_ROOT / f"{os.getpid()}-{abs(hash(str(workdir))):x}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_test_state() -> Iterator[None]:
+    yield
+    import shutil
+
+    for path in STATE_ROOT.glob(f"{os.getpid()}-*"):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Path:
+    """A session-state directory on tmpfs for dataplanes a test restarts (`--state-dir`)."""
+    return _test_state_dir(tmp_path)
 
 
 @pytest.fixture
@@ -93,6 +116,9 @@ def start_dataplane_factory(lab: Lab, tmp_path: Path) -> Iterator[StartDataplane
         lab_unbridge_fw(lab)  # the dataplane, not a bridge, joins fw-vm and fw-up
         workdir = tmp_path / f"dataplane{len(started)}"
         workdir.mkdir()
+        if "--state-dir" not in extra_args:
+            # each test's dataplane its own session table (the default is one per namespace and ports)
+            extra_args = [*extra_args, "--state-dir", str(_test_state_dir(workdir))]
         try:
             dp = dataplane_process.start_dataplane(
                 lab.fw_ns, policy, free_tcp_port(lab.fw_ns), workdir=workdir, extra_args=extra_args,

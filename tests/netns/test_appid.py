@@ -2,7 +2,9 @@
 application-based policy deciding (root; see conftest).
 
 Each test checks what the user of the client notices (an answer, a timeout, a reset) and then the
-dataplane's EVE record of the flow (`dp.stop()` first, so open flows are logged).
+dataplane's EVE record of the flow (`dp.stop()` first, so open flows are logged: these dataplanes keep
+their sessions in the heap, `--state-dir none`, so they end with the process instead of being saved for
+the next one).
 """
 
 from __future__ import annotations
@@ -40,6 +42,16 @@ APP_RULES = """
     - {name: allow-tls, from: [any], to: [any], applications: [tls], action: allow, log: true}
     - {name: default-deny, from: [any], to: [any], action: deny, log: true}
 """
+
+
+@pytest.fixture
+def start_dataplane(start_dataplane_factory):
+    """The conftest's, with sessions that end with the process (their flow records are what is checked)."""
+
+    def start(policy, extra_args=()):
+        return start_dataplane_factory(policy, extra_args=["--state-dir", "none", *extra_args])
+
+    return start
 
 
 @pytest.fixture

@@ -178,7 +178,8 @@ def test_metrics_match_what_was_sent(lab, lab_services, start_dataplane, ns_run)
 
 
 def test_eve_records_flows_and_drops(lab, lab_services, start_dataplane, ns_run) -> None:
-    dp = start_dataplane(LAB_POLICY)
+    # sessions in the heap: they end with the process (a state directory would keep them for the next one)
+    dp = start_dataplane(LAB_POLICY, extra_args=["--state-dir", "none"])
     ns_run(lab.web1.ns, ["curl", "-sS", "-m", "5", "-o", "/dev/null", f"http://{SERVER}/"])
     ns_run(lab.web2.ns, ["curl", "-sS", "-m", "1", f"http://{SERVER}:8080/"])
     dp.stop()  # flows still open are logged as ended by shutdown

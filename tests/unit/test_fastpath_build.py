@@ -18,3 +18,11 @@ def test_dataplane_uses_the_compiled_engine() -> None:
 def test_build_links_hyperscan() -> None:
     # hs_version() is called through libhs's C API at import
     assert engine.BUILD_INFO["hyperscan"][0].isdigit()
+
+
+def test_wire_program_loader_is_compiled_and_links_libbpf() -> None:
+    """--fail-mode open loads the wire program through this module (ngfw/_fastpath/wirebpf.pyx)."""
+    from ngfw._fastpath import wirebpf
+
+    assert wirebpf.__file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
+    assert wirebpf.PROGRAM_NAME == "ngfw_wire"

@@ -62,14 +62,31 @@ def test_new_syn_on_a_closed_tuple_starts_a_new_flow() -> None:
     assert ended["end_reason"] == "reused"
 
 
-def test_full_flow_table_drops_new_flows_and_keeps_old_ones() -> None:
+def test_table_full_of_conversations_drops_new_flows_and_keeps_old_ones() -> None:
     w = Wire(lab_policy(), flow_capacity=4)
     for port in range(4):
-        assert len(w.from_vm(web1_to_srv(tcp(42000 + port, 80, "S")))[0]) == 1
-    assert w.from_vm(web1_to_srv(tcp(42100, 80, "S")))[0] == []
+        handshake(w, 42000 + port, (10 + port) * S)
+    assert w.from_vm(web1_to_srv(tcp(42100, 80, "S")), 20 * S)[0] == []
     assert w.engine.stats()["flow_insert_failures"] == 1
+    assert w.engine.stats()["flows_early_dropped"] == 0   # an established flow never gives way
     # existing flows go on
-    assert len(w.from_up(srv_to_web1(tcp(80, 42000, "SA", ack=1001)))[0]) == 1
+    assert len(w.from_up(srv_to_web1(tcp(80, 42000, "A", seq=5001, ack=1001)), 21 * S)[0]) == 1
+
+
+def test_table_full_of_half_open_flows_makes_room_for_a_new_one() -> None:
+    """Linux conntrack's early_drop: the oldest embryonic flow gives way, so a SYN flood that fills the
+    table cannot lock legitimate clients out."""
+    w = Wire(lab_policy(), flow_capacity=4)
+    for port in range(4):
+        assert len(w.from_vm(web1_to_srv(tcp(42000 + port, 80, "S")), (10 + port) * S)[0]) == 1
+    up, _ = w.from_vm(web1_to_srv(tcp(42100, 80, "S")), 20 * S)
+    assert len(up) == 1
+    stats = w.engine.stats()
+    assert stats["flows_early_dropped"] == 1 and stats["flow_insert_failures"] == 0
+    ports = sorted(f["src_port"] for f in w.engine.flows())
+    assert ports == [42001, 42002, 42003, 42100]   # the oldest half-open one (42000) went
+    (ended,) = [e for e in w.engine.drain_events() if e["event"] == "flow"]
+    assert ended["src_port"] == 42000 and ended["end_reason"] == "early_drop"
 
 
 def test_flow_table_survives_churn() -> None:

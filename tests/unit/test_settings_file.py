@@ -43,7 +43,7 @@ control-wait: 30
 """)
     parser = build_parser()
     args = parser.parse_args(with_config(["dataplane", "--config", str(path)], "dataplane", parser, str(path)))
-    assert args.wire == [("vmside0", "uplink0")]
+    assert args.wire == [("vmside0", "uplink0", None)]
     assert args.policy == "/etc/ngfw/policy"
     assert args.rules == ["et=/etc/ngfw/rules/et-open"]
     assert args.var == ["HOME_NET=[10.0.0.0/8,192.168.0.0/16]", "EXTERNAL_NET=!$HOME_NET"]
@@ -60,12 +60,12 @@ def test_the_command_line_wins_over_the_file(tmp_path: Path) -> None:
     words = ["dataplane", "--config", str(path), "--flow-capacity", "5", "--wire", "c0:d0"]
     args = parser.parse_args(with_config(words, "dataplane", parser, str(path)))
     assert args.flow_capacity == 5
-    assert args.wire == [("a0", "b0"), ("c0", "d0")]   # a repeatable option adds to the file's list
+    assert args.wire == [("a0", "b0", None), ("c0", "d0", None)]   # a repeatable option adds to the file's list
     assert args.policy == "/etc/ngfw/policy"
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    ("wire: [ens9]\n", "dataplane.yaml: wire: expected IF_A:IF_B with two different interfaces, got 'ens9'"),
+    ("wire: [ens9]\n", "dataplane.yaml: wire: expected IF_A:IF_B[:closed|open] with two different interfaces, got 'ens9'"),
     ("flow-capacity: lots\n", "dataplane.yaml: flow-capacity: invalid int value: 'lots'"),
     ("tx-thread: 3\n", "dataplane.yaml: tx-thread: expected true or false, got 3"),
     ("polcy: /etc/ngfw/policy\n", "dataplane.yaml: unknown setting 'polcy'"),

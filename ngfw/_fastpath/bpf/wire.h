@@ -1,0 +1,61 @@
+/* What the wire program (wire.bpf.c) and the dataplane that drives it (wirebpf.pyx) agree on: map names,
+ * value layouts and the tc filter's identity. Both sides include this file, so the layout is written once.
+ *
+ * A program and its maps outlive the dataplane that loaded them (that is the point of fail-open), and the
+ * dataplane that takes the wire back may be another ngfw version: any change to a struct here bumps
+ * WIRE_LAYOUT, and a dataplane finding a program of another layout replaces it without reading its maps.
+ */
+#ifndef NGFW_WIRE_H
+#define NGFW_WIRE_H
+
+#include <linux/types.h>
+
+#define WIRE_LAYOUT 1
+
+#define WIRE_MAX 64              /* wires one dataplane drives: slots of ngfw_wires and ngfw_failopen */
+#define WIRE_MODE_CLOSED 0       /* nothing passes while no dataplane runs */
+#define WIRE_MODE_OPEN 1         /* the kernel forwards while no dataplane runs */
+
+/* Our filter among an interface's tc ingress filters: found, replaced and removed by handle and priority,
+ * which needs only netlink (CAP_NET_ADMIN), not the BPF syscall. Priority 1 runs before other filters. */
+#define WIRE_TC_HANDLE 0x4e47    /* "NG" */
+#define WIRE_TC_PRIORITY 1
+
+#define WIRE_PROG_NAME "ngfw_wire"
+#define WIRE_MAP_PORTS "ngfw_ports"
+#define WIRE_MAP_WIRES "ngfw_wires"
+#define WIRE_MAP_FAILOPEN "ngfw_failopen"
+#define WIRE_MAP_LIVENESS "ngfw_liveness"
+
+/* ngfw_ports: interface (ifindex, the key) -> where its frames go when the wire is open */
+struct wire_port {
+    __u32 peer_ifindex;
+    __u32 wire;                  /* slot in ngfw_wires / ngfw_failopen */
+};
+
+/* ngfw_wires[wire]: the mode the dataplane configured, and what the program observed */
+struct wire_state {
+    __u32 mode;                  /* WIRE_MODE_* */
+    __u32 open;                  /* 1 from the first frame forwarded in fail-open to the first frame a
+                                    healthy dataplane gets again */
+    __u64 activations;           /* times `open` went 0 -> 1 */
+    __u64 opened_ns;             /* CLOCK_MONOTONIC of the latest activation */
+};
+
+/* ngfw_failopen[wire], per CPU: what the kernel forwarded between the wire's interfaces in fail-open */
+struct wire_counters {
+    __u64 packets;
+    __u64 bytes;
+};
+
+/* ngfw_liveness[0], a BPF_F_MMAPABLE array: the dataplane maps it into its memory and its packet loop
+ * stores CLOCK_MONOTONIC (bpf_ktime_get_ns's clock) in `heartbeat_ns` every turn, at most 10 ms apart
+ * while it runs. heartbeat_ns must stay the first field: the loop is given the mapping's address. */
+struct wire_liveness {
+    __u64 heartbeat_ns;
+    __u64 stale_after_ns;        /* older than this: no dataplane takes the wire's frames */
+    __u32 layout;                /* WIRE_LAYOUT of whoever set the maps up */
+    __u32 reserved;
+};
+
+#endif
