@@ -102,6 +102,11 @@ class build_py_with_rules(build_py):
         super().run()
         if getattr(self, "editable_mode", False):
             return
+        # Cython's C output (8 MB) is no part of an installed copy: the compiled modules are
+        for name in ("engine.c", "parsers.c", "wirebpf.c"):
+            generated = os.path.join(self.build_lib, "ngfw", "_fastpath", name)
+            if os.path.exists(generated):
+                os.remove(generated)
         target = os.path.join(self.build_lib, "ngfw", "_rules")
         shutil.rmtree(target, ignore_errors=True)
         for part in ("apps", "examples", "threats"):

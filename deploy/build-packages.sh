@@ -58,10 +58,11 @@ import base64, hashlib, os, subprocess, sys, zipfile
 
 src, out_dir = sys.argv[1], sys.argv[2]
 libs = []
-for module, deb in (("libhs", "libhyperscan5"), ("libpcre2-8", "libpcre2-8-0"), ("libcrypto", "libssl3")):
+# (Debian: libhyperscan5, libpcre2-8-0, libssl3; the wire program's loader adds libbpf1)
+for module in ("libhs", "libpcre2-8", "libcrypto", "libbpf"):
     version = subprocess.run(["pkg-config", "--modversion", module], capture_output=True, text=True,
                              check=True).stdout.strip()
-    libs.append(f"Requires-External: {module} (>={version}); Debian {deb}")
+    libs.append(f"Requires-External: {module} (>={version})")
 out = os.path.join(out_dir, os.path.basename(src))
 with zipfile.ZipFile(src) as zin, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zout:
     names = zin.namelist()
@@ -112,6 +113,7 @@ ln -s "$venv/bin/ngfw" "$root/usr/bin/ngfw"
 install -m 0644 docs/deploy.md "$root/usr/share/doc/ngfw/deploy.md"
 install -D -m 0644 deploy/etc/dataplane.yaml "$root/usr/share/doc/ngfw/examples/dataplane.yaml"
 install -D -m 0644 deploy/etc/control.yaml "$root/usr/share/doc/ngfw/examples/control.yaml"
+install -D -m 0644 deploy/systemd/ngfw-dataplane.service.d/fail-open.conf "$root/usr/share/doc/ngfw/examples/fail-open.conf"
 cat > "$root/usr/share/doc/ngfw/copyright" <<'EOF'
 Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: ngfw

@@ -150,6 +150,9 @@ def build_parser(with_control: bool = True) -> argparse.ArgumentParser:
                         help="2: a second host with tenant-b's db1 and a management network for ngfw control")
     lab_up.add_argument("--vm-workloads", action="store_true",
                         help="web1 and web2 are QEMU guests (Debian kernel, busybox) instead of namespaces")
+    lab_up.add_argument("--fw-vm", action="store_true",
+                        help="the firewall is the ngfw VM image (deploy/vm/) under QEMU, enforcing the lab policy, "
+                             "instead of the fw namespace (TCG where KVM cannot run it: minutes to boot)")
     lab_down = lab_sub.add_parser("down", help="remove the lab: namespaces, QEMU guests, TAPs")
     lab_down.add_argument("--prefix", default="ngfw", help="namespace name prefix (ngfw)")
     lab_migrate = lab_sub.add_parser(
@@ -162,6 +165,8 @@ def build_parser(with_control: bool = True) -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="bring the lab up, run the dataplane, drive real clients, tear down")
     demo.add_argument("--prefix", default="ngfw")
     demo.add_argument("--policy", help="policy to run (rules/examples/lab.yaml)")
+    demo.add_argument("--fw-vm", action="store_true",
+                      help="the firewall is the ngfw VM image under QEMU (built first if missing: deploy/vm/)")
 
     pol = sub.add_parser("policy", help="policy tooling")
     pol_sub = pol.add_subparsers(dest="policy_command", required=True)
@@ -422,14 +427,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ngfw.lab.cli_hooks import lab_down_cmd, lab_migrate_cmd, lab_up_cmd
 
         if args.action == "up":
-            return lab_up_cmd(args.prefix, args.hosts, vm_workloads=args.vm_workloads)
+            return lab_up_cmd(args.prefix, args.hosts, vm_workloads=args.vm_workloads, fw_vm=args.fw_vm)
         if args.action == "migrate":
             return lab_migrate_cmd(args.prefix, args.workload, args.to)
         return lab_down_cmd(args.prefix)
     if args.command == "demo":
         from ngfw.lab.cli_hooks import demo_cmd
 
-        return demo_cmd(prefix=args.prefix, policy=args.policy)
+        return demo_cmd(prefix=args.prefix, policy=args.policy, fw_vm=args.fw_vm)
     if args.command == "policy":
         return cmd_policy_check(args)
     if args.command == "apps":

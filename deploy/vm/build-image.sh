@@ -51,6 +51,9 @@ out="$here/dist/vm"
 work="$here/build/vm"
 rootfs="$work/rootfs"
 mkdir -p "$cache" "$out"
+# the cache is for Debian's packages: an ngfw .deb of the same version left there would be installed
+# instead of the one given
+rm -f "$cache"/ngfw_*.deb
 rm -rf "$work"
 mkdir -p "$work"
 
@@ -65,13 +68,18 @@ mmdebstrap --mode=root --variant=minbase --format=directory \
     --setup-hook="sync-in '$cache' /var/cache/apt/archives/" \
     --customize-hook="copy-in '$deb' /tmp" \
     --customize-hook="chroot \"\$1\" apt-get install -y -q --no-install-recommends /tmp/$(basename "$deb")" \
+    --customize-hook="rm -f \"\$1/tmp/$(basename "$deb")\" \"\$1\"/var/cache/apt/archives/ngfw_*.deb" \
     --customize-hook="sync-out /var/cache/apt/archives '$cache'" \
-    --customize-hook="rm -f \"\$1/tmp/$(basename "$deb")\"" \
     --customize-hook="'$here/deploy/vm/customize.sh' \"\$1\"" \
     bookworm "$rootfs" \
     "deb $mirror bookworm main" "deb $mirror bookworm-updates main" "deb $security bookworm-security main"
 
 chroot "$rootfs" dpkg-query -W -f='${Package} ${Version}\n' > "$out/ngfw-vm.packages"
+# the package in the image is the one given (same files, not an older build of the same version)
+cmp -s "$here/deploy/systemd/ngfw-dataplane.service" "$rootfs/lib/systemd/system/ngfw-dataplane.service" || {
+    echo "deploy/vm/build-image.sh: the image's ngfw-dataplane.service differs from deploy/systemd's: is $deb stale?" >&2
+    exit 1
+}
 kernel=$(cd "$rootfs/boot" && ls vmlinuz-* | sort -V | tail -1)
 initrd="initrd.img-${kernel#vmlinuz-}"
 cp "$rootfs/boot/$kernel" "$out/vmlinuz"

@@ -184,6 +184,9 @@ class DataplaneProcess:
             f"{timeout:.0f} s (last error: {last_error})\nargv: {' '.join(self.argv)}\nstderr:\n{self.stderr_text()}"
         )
 
+    def exit_description(self) -> str:
+        return f"dataplane exited with {self.proc.returncode}"
+
     def reload(self) -> None:
         """Ask the dataplane to re-read its policy (SIGHUP)."""
         self.proc.send_signal(signal.SIGHUP)

@@ -127,6 +127,14 @@ class ImageContainer:
             raise ContainerError(f"{' '.join(argv)} exited with {done.returncode}: {done.stdout}{done.stderr}")
         return done
 
+    def copy_in(self, source: Path, path: str) -> None:
+        """A host file into the container (its overlay: the image stays as built)."""
+        with open(source, "rb") as data:
+            done = subprocess.run(["nsenter", "-t", str(self.leader), "-m", "-u", "-i", "-n", "-p", "-C", "--",
+                                   "/bin/sh", "-c", f"cat > {path}"], stdin=data, capture_output=True, timeout=120)
+        if done.returncode != 0:
+            raise ContainerError(f"copying {source} to {path}: {done.stderr.decode(errors='replace')}")
+
     def write(self, path: str, text: str, mode: str = "0640", owner: str = "root:ngfw") -> None:
         self.run(f"mkdir -p \"$(dirname {path})\" && cat > {path} && chown {owner} {path} && chmod {mode} {path}",
                  input=text)
