@@ -50,6 +50,8 @@ else
     "$build/tools/bin/python" -m pip install -q --upgrade pip
     echo "deploy/build-packages.sh: building the wheel (compiles the fastpath: 1-2 minutes)"
     rm -f $wheel_glob
+    # pip builds in the source tree: what an earlier build left in build/lib* would go into the wheel too
+    rm -rf build/lib.* build/bdist.*
     "$build/tools/bin/python" -m pip wheel -q --no-deps -w "$build/wheel" .
     # the system libraries the compiled fastpath links, in the wheel's metadata (core metadata
     # Requires-External) with the versions it was built against

@@ -423,6 +423,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format=stamp + "%(name)s %(levelname)s %(message)s")
     if args.command == "dataplane":
         return cmd_dataplane(args)
+    if args.command in ("lab", "demo"):
+        try:
+            import ngfw.lab  # noqa: F401
+        except ModuleNotFoundError:
+            print(f"ngfw {args.command}: the lab is development tooling and not part of this installation; run it "
+                  "from a clone of ngfw (README: Two commands)", file=sys.stderr)
+            return 2
     if args.command == "lab":
         from ngfw.lab.cli_hooks import lab_down_cmd, lab_migrate_cmd, lab_up_cmd
 

@@ -55,6 +55,8 @@ def _newest_source(repo: Path, roots: tuple[str, ...]) -> tuple[float, str]:
         for file in files:
             if "__pycache__" in file.parts or file.suffix not in SOURCE_SUFFIXES or file.name.endswith(".so"):
                 continue
+            if file.is_relative_to(repo / "ngfw/lab"):
+                continue   # not in the package (pyproject.toml: the lab is development tooling)
             mtime = file.stat().st_mtime
             if mtime > newest:
                 newest, which = mtime, str(file.relative_to(repo))

@@ -41,6 +41,7 @@ UPLINK_TAP = "fwvm-up"
 METRICS = ("127.0.0.1", 9650)   # inside the VM
 EVE = "/var/log/ngfw/eve.json"
 UNIT = "ngfw-dataplane.service"
+LAB_FLOW_CAPACITY = 65536
 APPEND = "root=LABEL=ngfw-root ro console=ttyS0,115200n8 quiet"
 # Python in the guest: what reads /metrics there (the image has no curl)
 METRICS_SCRIPT = ("import urllib.request, sys; sys.stdout.write(urllib.request.urlopen("
@@ -127,7 +128,8 @@ def lab_seed(lab: Lab, policy: Path, rules: dict[str, Path]) -> Seed:
                 vm_side_mac=VM_SIDE_MAC, uplink_mac=UPLINK_MAC,
                 policy={policy.name if policy.suffix in (".yaml", ".yml") else "policy.yaml": policy.read_text()},
                 rules={name: path.read_text() for name, path in rules.items()},
-                settings={"metrics": f"{METRICS[0]}:{METRICS[1]}"})
+                # the lab needs few flows; the session table (in the VM's /run) and its start are smaller
+                settings={"metrics": f"{METRICS[0]}:{METRICS[1]}", "flow-capacity": LAB_FLOW_CAPACITY})
 
 
 def _remove_fw_namespace_wire(lab: Lab) -> None:
@@ -186,10 +188,12 @@ def start_fw_vm(lab: Lab, image: VmImage, policy: Path | None = None, rules: dic
 
 
 def shutdown_lab_vm(prefix: str) -> None:
-    """Power the lab's ngfw VM off (its TAPs and run files go too); nothing when it does not run."""
+    """Power the lab's ngfw VM off (its TAPs and run files go too, and its seed); nothing when it does not run."""
     run_dir = qemu_run_dir(prefix)
     if (run_dir / f"{GUEST}.json").exists():
         try:
             Guest.attach(run_dir, GUEST).shutdown(timeout=30, powerdown=True)
         except Exception as exc:  # noqa: BLE001 - `ngfw lab down` cleans the run directory anyway
             log.warning("ngfw VM of lab %s: %s", prefix, exc)
+    for leftover in (f"{GUEST}.seed.img", f"{GUEST}.qga.sock"):
+        (run_dir / leftover).unlink(missing_ok=True)

@@ -345,6 +345,8 @@ def test_installing_the_package_leaves_ssh_enabled_and_running(container: ImageC
     assert unit_property(c, "MainPID", "ssh.service") == ssh_pid       # not even restarted
     assert c.run(["systemctl", "is-enabled", UNIT]).stdout.strip() == "enabled"
     assert c.run(["ngfw", "--version"]).stdout.strip() == "ngfw 0.1.0"
+    demo = c.run(["ngfw", "demo"], check=False)       # the lab is not in the runtime package
+    assert demo.returncode == 2 and "the lab is development tooling" in demo.stderr
     assert c.run(["stat", "-c", "%U:%G %a", "/etc/ngfw/tokens.json"]).stdout.strip() == "root:ngfw 640"
     # nothing that builds or tests came with it
     installed = c.run(["dpkg-query", "-W", "-f", "${Package}\n"]).stdout.split()

@@ -47,6 +47,7 @@ def test_the_package_holds_the_command_units_and_no_build_or_test_tooling(deb: P
     for absent in ("cython", "scapy", "pytest", "hypothesis", "pip", "setuptools"):
         assert not any(t == absent or t.startswith(absent + "-") for t in top), absent
     assert any(p.startswith(site + "ngfw/_fastpath/engine.cpython-311") for p in files)
+    assert not any(p.startswith(site + "ngfw/lab/") for p in files)   # development tooling
     assert any(p.startswith(site + "ngfw/_rules/apps/") for p in files)
     assert "/etc/logrotate.d/ngfw" in deb_field_conffiles(deb)
 
