@@ -1,6 +1,6 @@
 """Control's HTTP server under many clients: idle sockets, waiting long-polls, a commit that wakes them.
 
-    .venv/bin/python bench/control_server_bench.py [--polls 200] [--idle 3000] [--quiet 5] [--server REV]
+    .venv/bin/python bench/control_server_bench.py [--polls 200] [--idle 3000] [--quiet 5] [--server REV] [--tls]
 
 `ngfw control` (SQLite store) runs in this process on 127.0.0.1; the clients run in another process
 (spawned), so this process's threads and CPU time are the server's alone. Measured:
@@ -9,7 +9,9 @@
    side) wait `--quiet` seconds with nothing changing;
 3. commit -> the last of the long-polls has returned the new bundle (the clients stamp each return).
 With `--server REV` the server module is taken from git revision REV (e.g. the ThreadingHTTPServer one)
-instead of the working tree's, for a before/after comparison.
+instead of the working tree's, for a before/after comparison. With `--tls` control serves HTTPS (a
+throwaway CA, ngfw.lab.pki; the clients verify it), and 4. measures `--requests` sequential GET /status,
+each on a new connection as the CLI and agents make them (a TLS handshake each).
 """
 
 from __future__ import annotations
@@ -55,9 +57,9 @@ def server_module(revision: str | None) -> ModuleType:
     return module
 
 
-def clients(url: str, token: str, polls: int, ready: Any, returned: Any) -> None:
+def clients(url: str, token: str, polls: int, ready: Any, returned: Any, ca_file: str | None = None) -> None:
     """In the client process: `polls` long-polls, each reporting (wall time, version) when it returns."""
-    client = ControlClient(url, token, timeout=60)
+    client = ControlClient(url, token, timeout=60, ca_file=ca_file)
     known = client.get("/bundle", host="probe")["hash"]
 
     def poll(host: str) -> None:
@@ -78,6 +80,8 @@ def main() -> None:
     parser.add_argument("--idle", type=int, default=3000)
     parser.add_argument("--quiet", type=float, default=5.0)
     parser.add_argument("--server", help="git revision whose ngfw/control/server.py to run")
+    parser.add_argument("--tls", action="store_true", help="serve HTTPS (a throwaway CA)")
+    parser.add_argument("--requests", type=int, default=500, help="sequential GET /status, a connection each")
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 2 * args.idle + 1024)), hard))
@@ -88,14 +92,25 @@ def main() -> None:
     fleet = add_token(tokens, "fleet", "dataplane")
     store = open_store(f"sqlite:///{workdir}/control.db")
     module = server_module(args.server)
-    server = module.ControlServer(Control(store), TokenFile(tokens))
+    context, ca_file = None, None
+    if args.tls:
+        from ngfw.control.tls import server_context
+        from ngfw.lab.pki import LabCA
+
+        ca = LabCA(workdir / "pki")
+        issued = ca.issue("control", ips=("127.0.0.1",))
+        context, ca_file = server_context(str(issued.cert), str(issued.key)), str(ca.cert)
+        server = module.ControlServer(Control(store), TokenFile(tokens), ssl_context=context)
+    else:
+        server = module.ControlServer(Control(store), TokenFile(tokens))
     server.start()
     port = int(server.url.rsplit(":", 1)[1])
-    admin_client = ControlClient(server.url, admin, timeout=60)
+    admin_client = ControlClient(server.url, admin, timeout=60, ca_file=ca_file)
     vsys = {"apiVersion": "ngfw/v1", "kind": "VirtualSystem", "metadata": {"name": "tenant-a"}, "spec": {}}
     admin_client.apply_documents([vsys], ["bench"])
     admin_client.commit("baseline")
-    results: dict[str, Any] = {"server": args.server or "working tree", "date": time.strftime("%Y-%m-%d"),
+    results: dict[str, Any] = {"server": args.server or "working tree", "tls": args.tls,
+                               "date": time.strftime("%Y-%m-%d"),
                                "machine": f"{os.cpu_count()} cpu", "python": sys.version.split()[0]}
 
     base_threads = threading.active_count()
@@ -110,7 +125,8 @@ def main() -> None:
 
     ctx = multiprocessing.get_context("spawn")
     ready, returned = ctx.Queue(), ctx.Queue()
-    process = ctx.Process(target=clients, args=(server.url, fleet, args.polls, ready, returned), daemon=True)
+    process = ctx.Process(target=clients, args=(server.url, fleet, args.polls, ready, returned, ca_file),
+                          daemon=True)
     process.start()
     for _ in range(args.polls):
         ready.get(timeout=60)
@@ -130,6 +146,12 @@ def main() -> None:
     results["commit_to_last_poll_ms"] = round((stamps[-1][0] - committed) * 1000, 1)
     results["polls_with_the_new_version"] = sum(1 for _, version in stamps if version == 2)
     process.join(10)
+
+    viewer = ControlClient(server.url, admin, timeout=60, ca_file=ca_file)
+    started = time.perf_counter()
+    for _ in range(args.requests):
+        viewer.get("/status")
+    results["sequential_requests_per_second"] = round(args.requests / (time.perf_counter() - started))
     server.stop()
     store.close()
     print(json.dumps(results, indent=1))

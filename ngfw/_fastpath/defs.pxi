@@ -33,7 +33,8 @@ cdef extern from "fp_sys.h" nogil:
     void *MAP_FAILED
     short POLLIN, POLLERR
     int errno
-    int EAGAIN, EINTR
+    int EAGAIN, EINTR, EBADFD
+    int SOL_SOCKET, SO_ERROR
 
     struct tpacket2_hdr:
         uint32_t tp_status
@@ -85,6 +86,8 @@ cdef extern from "fp_sys.h" nogil:
     void *mmap(void *addr, size_t length, int prot, int flags, int fd, long offset)
     int munmap(void *addr, size_t length)
     int poll(pollfd *fds, unsigned long nfds, int timeout)
+    int eventfd(unsigned int initval, int flags)
+    int EFD_NONBLOCK, EFD_CLOEXEC
     uint16_t htons(uint16_t v)
     int sched_yield()
     int usleep(unsigned int usec)
@@ -132,7 +135,8 @@ cdef enum:
     R_FRAG_UNINSPECTED = 38    # inspected TCP: a segment in IP fragments
     R_VSYS_SESSION_LIMIT = 39  # a new flow of a vsys holding its maxSessions
     R_VSYS_RATE_LIMIT = 40     # a new flow beyond its vsys's newSessionsPerSecond
-    R_COUNT = 41
+    R_PORT_DOWN = 41           # the output port's link is down, or its interface is gone (ports.pxi)
+    R_COUNT = 42
 
 DROP_REASONS = (
     "none", "empty_frame", "truncated_ethernet", "truncated_vlan", "unknown_ethertype", "truncated_arp",
@@ -142,7 +146,7 @@ DROP_REASONS = (
     "policy_deny", "policy_reject", "policy_default_deny", "tcp_not_syn", "flow_table_full",
     "cut_by_policy", "hairpin", "tx_ring_full", "fragment_table_full", "no_policy", "icmp_error_without_flow",
     "threat", "truncated_nsh", "stream_gap", "stream_rewrite", "fragment_uninspected",
-    "vsys_session_limit", "vsys_rate_limit",
+    "vsys_session_limit", "vsys_rate_limit", "port_down",
 )
 
 # process_frame's rx_status flag (beside the kernel's TP_STATUS_* bits) for a capture record cut short

@@ -24,6 +24,7 @@ include "respond.pxi"
 include "io.pxi"
 include "switch.pxi"
 include "worker.pxi"
+include "ports.pxi"
 include "appid.pxi"
 include "inspect_match.pxi"
 include "inspect_buffers.pxi"
@@ -752,6 +753,8 @@ cdef class Engine:
         self.e = <engine_t *>calloc(1, sizeof(engine_t))
         if self.e == NULL:
             raise MemoryError("not enough memory for the engine")
+        self.e.notify_fd = -1
+        self.e.wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
         self.e.macs = <mac_entry_t *>calloc(MACTABLE_SLOTS, sizeof(mac_entry_t))
         self.e.frags = <frag_entry_t *>calloc(FRAG_SLOTS, sizeof(frag_entry_t))
         if self.e.macs == NULL or self.e.frags == NULL:
@@ -803,6 +806,9 @@ cdef class Engine:
         self.e.log_all = replay
         self.e.unmanaged_vsys = unmanaged_vsys
         self.e.flow_id_salt = int.from_bytes(os.urandom(8), "little")
+        self.e.notify_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
+        if self.e.notify_fd < 0:
+            raise OSError(errno, "cannot create the engine's port notification eventfd")
         self.port_names = []
         self.app_names = [""]
         self.kernel_drops = {}
@@ -825,6 +831,8 @@ cdef class Engine:
         if self.e != NULL:
             for i in range(self.e.n_ports):
                 port_close(&self.e.ports[i])
+            if self.e.wake_fd >= 0:
+                close(self.e.wake_fd)
             if self.e.ins != NULL:
                 for i in range(self.e.flows.mask + 1 if self.e.flows.slots != NULL else 0):
                     if self.e.flows.slots[i].used:
@@ -849,6 +857,8 @@ cdef class Engine:
             free(self.e.hostpool.next_free)
             free(self.e.macs)
             free(self.e.frags)
+            if self.e.notify_fd >= 0:
+                close(self.e.notify_fd)
             free(self.e)
             self.e = NULL
 
@@ -955,6 +965,128 @@ cdef class Engine:
     def ports(self) -> list:
         return list(self.port_names)
 
+    # ---- links that come and go (ports.pxi): a port's interface replaced while the loop runs
+    cdef _port_request(self, port_req_t *q, double timeout):
+        """Have the loop swap `q` into its port between bursts (or swap it here while the loop is stopped);
+        returns once neither the loop nor the TX thread uses what `q` now holds. Raises TimeoutError with
+        `q` untaken."""
+        cdef double deadline
+        cdef uint32_t turns
+        with self.request_lock:
+            if not ngfw_load_u32(&self.e.running):
+                serve_port_request(self.e, q)
+            else:
+                ngfw_store_ptr(<void **>&self.e.port_request, <void *>q)
+                engine_wake(self.e)
+                deadline = time.monotonic() + timeout
+                while not ngfw_load_u32(&q.done):
+                    if not ngfw_load_u32(&self.e.running) and \
+                            ngfw_cas_ptr(<void **>&self.e.port_request, <void *>q, NULL):
+                        serve_port_request(self.e, q)   # the loop ended before it took the request
+                        break
+                    if time.monotonic() > deadline and \
+                            ngfw_cas_ptr(<void **>&self.e.port_request, <void *>q, NULL):
+                        raise TimeoutError("the packet loop did not take the port's new interface")
+                    time.sleep(0.0002)
+        # the TX thread may have read the old descriptor just before the swap: one full turn of it later,
+        # it no longer holds it
+        if ngfw_load_u32(&self.e.tx_running):
+            turns = ngfw_load_u32(&self.e.tx_turns)
+            deadline = time.monotonic() + 1.0
+            while <uint32_t>(ngfw_load_u32(&self.e.tx_turns) - turns) < 2 and ngfw_load_u32(&self.e.tx_running) \
+                    and time.monotonic() < deadline:
+                time.sleep(0.0002)
+
+    cdef port_t *_port_of(self, uint16_t index, int kind) except NULL:
+        if index >= self.e.n_ports:
+            raise ValueError(f"no port {index}")
+        if self.e.ports[index].kind != kind:
+            raise ValueError(f"port {self.port_names[index]} is not a {'ring' if kind == PORT_RING else 'TAP'} port")
+        return &self.e.ports[index]
+
+    def reattach_ring_port(self, uint16_t index, int ifindex, uint32_t mtu, uint32_t rx_frames=4096,
+                           uint32_t tx_frames=4096, double timeout=2.0) -> None:
+        """The port's interface is back (re-created under its name, or its MTU changed): a new AF_PACKET ring on
+        link `ifindex` replaces the port's; the old one is unmapped and closed once the loop and the TX thread
+        let go of it. The port keeps its index, segment and counters. Raises OSError naming the link (the port
+        stays as it was)."""
+        self._port_of(index, PORT_RING)
+        cdef port_req_t *q = <port_req_t *>calloc(1, sizeof(port_req_t))
+        if q == NULL:
+            raise MemoryError()
+        cdef int rc = ring_port_open(&q.io, ifindex, rx_frames, tx_frames, mtu)
+        if rc < 0:
+            free(q)
+            raise OSError(-rc, f"cannot open a packet ring on {self.port_names[index]}: {os.strerror(-rc)}")
+        q.index = index
+        try:
+            self._port_request(q, timeout)
+            self._fold_kernel_drops(index, q.io.fd)
+        finally:
+            port_close(&q.io)   # the old ring, or the new one if the loop never took it
+            free(q)
+
+    def reattach_tap_port(self, uint16_t index, int fd, uint32_t mtu, double timeout=2.0) -> int:
+        """A re-created TAP device's descriptor (open, non-blocking, IFF_TAP | IFF_NO_PI) replaces the port's.
+        Returns the old descriptor (-1: none), which the caller closes: the loop no longer uses it."""
+        self._port_of(index, PORT_TAP)
+        cdef port_req_t *q = <port_req_t *>calloc(1, sizeof(port_req_t))
+        if q == NULL:
+            raise MemoryError()
+        q.index = index
+        q.io.kind = PORT_TAP
+        q.io.fd = fd
+        q.io.mtu = mtu
+        try:
+            self._port_request(q, timeout)
+            return q.io.fd
+        finally:
+            free(q)
+
+    def detach_port(self, uint16_t index, double timeout=2.0) -> int:
+        """The port's interface is gone: the loop lets go of it, and frames for the port are dropped
+        (`port_down`) until a reattach. A ring is unmapped and closed here; a TAP descriptor is returned for the
+        caller to close (-1 for a ring, or when the port had none)."""
+        if index >= self.e.n_ports:
+            raise ValueError(f"no port {index}")
+        cdef int kind = self.e.ports[index].kind
+        if kind != PORT_RING and kind != PORT_TAP:
+            raise ValueError(f"port {self.port_names[index]} has no interface to lose")
+        cdef port_req_t *q = <port_req_t *>calloc(1, sizeof(port_req_t))
+        if q == NULL:
+            raise MemoryError()
+        q.index = index
+        q.detach = 1
+        q.io.kind = kind
+        q.io.fd = -1
+        try:
+            self._port_request(q, timeout)
+            if kind == PORT_TAP:
+                return q.io.fd
+            self._fold_kernel_drops(index, q.io.fd)
+            port_close(&q.io)
+            return -1
+        finally:
+            free(q)
+
+    def set_port_down(self, uint16_t index, bint down) -> None:
+        """Whether the port's link is down (netlink says so): frames for it are dropped as `port_down`."""
+        if index >= self.e.n_ports:
+            raise ValueError(f"no port {index}")
+        ngfw_store_u32(&self.e.ports[index].down, down)
+
+    def port_states(self) -> list:
+        """Per port: {"name", "attached" (it has an interface), "down" (its link is down), "mtu"}."""
+        cdef uint32_t i
+        return [{"name": self.port_names[i], "attached": not ngfw_load_u32(&self.e.ports[i].detached),
+                 "down": bool(ngfw_load_u32(&self.e.ports[i].down)), "mtu": self.e.ports[i].mtu}
+                for i in range(self.e.n_ports)]
+
+    @property
+    def port_notify_fd(self) -> int:
+        """An eventfd that becomes readable when the loop finds a port's device gone (a deleted TAP)."""
+        return self.e.notify_fd
+
     # ---- policy
     def set_tables(self, Tables tables, double timeout=2.0) -> None:
         """Swap in a new policy generation; returns once the loop uses it (or at once when stopped)."""
@@ -981,6 +1113,7 @@ cdef class Engine:
             self.current = tables
             return
         ngfw_store_ptr(<void **>&self.e.pending, <void *>&tables.t)
+        engine_wake(self.e)
         deadline = time.monotonic() + timeout
         while ngfw_load_ptr(<void **>&self.e.pending) != NULL:
             if time.monotonic() > deadline:
@@ -1005,6 +1138,7 @@ cdef class Engine:
             adopt_tables(self.e)
             ngfw_store_u32(&self.e.running, 0)
             take_request(self.e, ngfw_now_ns())   # one posted as the loop ended
+            take_port_request(self.e)
 
     def use_tx_thread(self) -> None:
         """Flush TX rings from a second thread (`run_tx`) instead of the packet loop."""
@@ -1014,8 +1148,12 @@ cdef class Engine:
 
     def run_tx(self) -> None:
         """The TX flushing thread's body (see `use_tx_thread`); returns after `stop()`."""
-        with nogil:
-            run_tx_loop(self.e)
+        ngfw_store_u32(&self.e.tx_running, 1)
+        try:
+            with nogil:
+                run_tx_loop(self.e)
+        finally:
+            ngfw_store_u32(&self.e.tx_running, 0)
 
     def stop(self) -> None:
         ngfw_store_u32(&self.e.stop, 1)
@@ -1093,15 +1231,18 @@ cdef class Engine:
             self.e.vsys[i].primed = 0
 
     # ---- session state (session.pxi): requests served on the loop's thread
-    cdef _serve(self, sess_req_t *q, double timeout):
-        """Have the loop serve `q` between bursts (or serve it here while the loop is stopped)."""
+    cdef _serve(self, sess_req_t *q, double timeout, object now_ns=None):
+        """Have the loop serve `q` between bursts (or serve it here while the loop is stopped, at `now_ns`:
+        tests that inject on their own clock export and import on it too)."""
         cdef double deadline
+        cdef uint64_t now = ngfw_now_ns() if now_ns is None else <uint64_t>now_ns
         with self.request_lock:
             if not ngfw_load_u32(&self.e.running):
                 with nogil:
-                    serve_request(self.e, q, ngfw_now_ns())
+                    serve_request(self.e, q, now)
                 return
             ngfw_store_ptr(<void **>&self.e.request, <void *>q)
+            engine_wake(self.e)
             deadline = time.monotonic() + timeout
             while not ngfw_load_u32(&q.done):
                 if not ngfw_load_u32(&self.e.running) and ngfw_cas_ptr(<void **>&self.e.request, <void *>q, NULL):
@@ -1117,7 +1258,8 @@ cdef class Engine:
                 "streams_restored": q.streams_restored}
 
     def export_sessions(self, int workload=-1, uint64_t changed_since=0, bint streams=False, bint hand_over=False,
-                        uint32_t cursor=0, uint32_t limit=0, bint only_allowed=True, double timeout=10.0) -> dict:
+                        uint32_t cursor=0, uint32_t limit=0, bint only_allowed=True, double timeout=10.0,
+                        now_ns=None) -> dict:
         """Flows as session records (bytes; `decode_records` reads them): every flow, or those with
         workload index `workload` (of the running tables) at either end, changed since `changed_since`
         (engine clock ns), from flow slot `cursor` on, at most `limit`. `hand_over`: a cut-over -- the
@@ -1135,9 +1277,9 @@ cdef class Engine:
         q.streams = streams
         q.hand_over = hand_over
         q.only_allowed = only_allowed
-        now = ngfw_now_ns()
+        now = ngfw_now_ns() if now_ns is None else now_ns
         try:
-            self._serve(q, timeout)
+            self._serve(q, timeout, now_ns)
             if q.error == -2:
                 raise MemoryError("not enough memory to export the sessions")
             return {"records": (<char *>q.out.p)[:q.out.n] if q.out.n else b"",
@@ -1162,7 +1304,7 @@ cdef class Engine:
         return m
 
     def import_sessions(self, const unsigned char[:] records, exporter_apps=None, bint migration=False,
-                        int require_workload=-1, double timeout=10.0) -> dict:
+                        int require_workload=-1, double timeout=10.0, now_ns=None) -> dict:
         """Import session records, each checked and decided again by the running policy. `exporter_apps`:
         the exporter's app names by id (None: this catalogue); `migration`: records of a move (imported
         flows may be updated or removed by a later transfer of it); `require_workload`: every record must
@@ -1179,7 +1321,7 @@ cdef class Engine:
             q.require_wl = require_workload
             q.app_map = self._app_map(exporter_apps, &n_map)
             q.n_app_map = n_map
-            self._serve(q, timeout)
+            self._serve(q, timeout, now_ns)
             if q.error == -1:
                 raise RuntimeError("no policy is loaded: sessions cannot be checked against one")
             return self._results(q)
@@ -1188,7 +1330,7 @@ cdef class Engine:
             free(q)
 
     def adopt_sessions(self, const unsigned char[:] old, dict old_layout, exporter_apps=None,
-                       double timeout=30.0) -> dict:
+                       double timeout=30.0, now_ns=None) -> dict:
         """Import every flow of a dead dataplane's state memory `old` (laid out as `old_layout`, which the
         caller checked has this build's fingerprint), each checked and decided again by the running policy."""
         cdef sess_req_t *q
@@ -1214,7 +1356,7 @@ cdef class Engine:
             q.old_n_insp = old_layout["inspect_slots"]
             q.app_map = self._app_map(exporter_apps, &n_map)
             q.n_app_map = n_map
-            self._serve(q, timeout)
+            self._serve(q, timeout, now_ns)
             if q.error == -1:
                 raise RuntimeError("no policy is loaded: sessions cannot be checked against one")
             return self._results(q)
@@ -1233,6 +1375,12 @@ cdef class Engine:
             self._serve(q, timeout)
         finally:
             free(q)
+
+    def allow_midstream(self, double seconds) -> None:
+        """For `seconds` from now, a TCP segment of a connection this engine does not know starts a flow (decided by
+        the policy, as a capture picked up mid-stream is) instead of being dropped as `tcp_not_syn`: connections
+        opened while a fail-open wire let the kernel forward go on once their policy allows them."""
+        ngfw_store_u64(&self.e.midstream_until_ns, ngfw_now_ns() + <uint64_t>(max(seconds, 0.0) * 1e9))
 
     def clock_ns(self) -> int:
         """The engine's clock (CLOCK_MONOTONIC ns), the one flow timestamps are on."""
@@ -1295,12 +1443,19 @@ cdef class Engine:
                 "fragments_dropped": ws.fragments_dropped, "candidates_overflow": ws.cand_overflow,
                 "state_exhausted": ws.pool.exhausted}
 
+    cdef void _fold_kernel_drops(self, uint32_t i, int fd):
+        """Keep what a ring that is being replaced counted."""
+        cdef tpacket_stats st
+        cdef socklen_t n = sizeof(st)
+        if fd >= 0 and getsockopt(fd, SOL_PACKET, PACKET_STATISTICS, &st, &n) == 0:
+            self.kernel_drops[i] = self.kernel_drops.get(i, 0) + st.tp_drops
+
     cdef uint64_t _kernel_drops(self, uint32_t i):
         # PACKET_STATISTICS resets on every read, so the total is kept here
         cdef tpacket_stats st
         cdef socklen_t n = sizeof(st)
         cdef port_t *p = &self.e.ports[i]
-        if p.kind == PORT_RING and getsockopt(p.fd, SOL_PACKET, PACKET_STATISTICS, &st, &n) == 0:
+        if p.kind == PORT_RING and p.fd >= 0 and getsockopt(p.fd, SOL_PACKET, PACKET_STATISTICS, &st, &n) == 0:
             self.kernel_drops[i] = self.kernel_drops.get(i, 0) + st.tp_drops
         return self.kernel_drops.get(i, 0)
 

@@ -11,6 +11,7 @@
 #include <unistd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/eventfd.h>
 #include <arpa/inet.h>
 #include <net/if.h>
 #include <linux/if_packet.h>

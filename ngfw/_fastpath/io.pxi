@@ -36,10 +36,22 @@ ctypedef struct port_t:
     uint32_t tx_async       # a separate thread flushes the TX ring (its send() runs the downstream path)
     uint32_t tx_wanted      # set by the loop, taken by that thread
     uint8_t vm_side         # faces the workloads (a wire's first interface, TAPs, segments): arrivals count here
+    # links that come and go (ports.pxi): `down` is set by Python from netlink (the link is down: frames for
+    # it are dropped as port_down); `detached` is set by the loop (the interface is gone: no I/O at all, the
+    # descriptor and ring wait for Python to swap them out)
+    uint32_t down
+    uint32_t detached
     # PORT_MEM: transmitted frames kept as [u32 length][bytes]... for Python to take
     uint8_t *mem_buf
     uint32_t mem_cap
     uint32_t mem_used
+
+# a port's new interface, handed to the loop (ports.pxi)
+ctypedef struct port_req_t:
+    uint32_t index
+    uint32_t detach       # 1: the interface is gone, leave the port without one
+    port_t io             # in: the new descriptor and rings; out: the old ones, for the caller to close
+    uint32_t done
 
 cdef int ring_port_open(port_t *port, int ifindex, uint32_t rx_frames, uint32_t tx_frames, uint32_t mtu) noexcept nogil:
     """Open, size, map and bind an AF_PACKET socket; returns 0 or -errno (the caller names the link)."""
@@ -113,8 +125,12 @@ cdef void port_close(port_t *port) noexcept nogil:
     free(port.mem_buf)
     port.mem_buf = NULL
 
+cdef inline bint port_ready(port_t *port) noexcept nogil:
+    """The port has an interface whose link is up: frames may be sent to it."""
+    return not port.detached and not ngfw_load_u32(&port.down)
+
 cdef inline void ring_kick(port_t *port) noexcept nogil:
-    if port.tx_pending:
+    if port.tx_pending and not port.detached:
         if send(port.fd, NULL, 0, MSG_DONTWAIT) < 0 and errno != EAGAIN:
             port.tx_errors += 1
         port.tx_pending = 0
@@ -124,6 +140,8 @@ cdef bint port_tx(port_t *port, const uint8_t *frame, uint32_t len, const pkt_t 
     cdef tpacket2_hdr *h
     cdef uint8_t *dst
     cdef uint32_t st
+    if not port_ready(port):
+        return False   # never touch the descriptor or ring of a port that lost its interface
     if port.kind == PORT_RING:
         if len > port.tx_frame_size - NGFW_TX_DATA_OFF:
             port.tx_errors += 1

@@ -133,6 +133,11 @@ cdef int session_write(sbuf_t *out, const flow_t *f, const char *host, uint32_t 
 cdef inline int32_t workload_at(const tables_t *t, uint64_t hi, uint64_t lo) noexcept nogil:
     return idmap_get(&t.wl_by_ip, hi, lo)
 
+cdef inline void flow_hand_over(flow_t *f, bint workload_is_a) noexcept nogil:
+    """The destination owns the flow now; which end is the moved workload tells whose packets mean "this
+    flow still crosses here" (see MIG_OUT_*)."""
+    f.mig = MIG_OUT_CLIENT if workload_is_a == (f.init_is_a != 0) else MIG_OUT_SERVER
+
 cdef void session_export(engine_t *e, sess_req_t *q, uint64_t now) noexcept nogil:
     """Flows matching the request's filter as records, from slot `q.cursor` on, at most `q.limit`."""
     cdef flowtable_t *ft = &e.flows
@@ -163,6 +168,8 @@ cdef void session_export(engine_t *e, sess_req_t *q, uint64_t now) noexcept nogi
             memcpy(q.keys.p + q.keys.n, &f.key, sizeof(flow_key_t))
             q.keys.n += sizeof(flow_key_t)
         if q.changed_since and f.ts_last < q.changed_since:
+            if q.hand_over:
+                flow_hand_over(f, wa == q.workload)   # the destination has it from the earlier transfer
             continue
         host = NULL
         host_len = 0
@@ -175,12 +182,7 @@ cdef void session_export(engine_t *e, sess_req_t *q, uint64_t now) noexcept nogi
             break
         q.exported += 1
         if q.hand_over and q.workload >= 0:
-            # the destination owns it now; which end is the moved workload tells whose packets mean
-            # "this flow still crosses here" (see MIG_OUT_*)
-            if (wa == q.workload) == (f.init_is_a != 0):
-                f.mig = MIG_OUT_CLIENT
-            else:
-                f.mig = MIG_OUT_SERVER
+            flow_hand_over(f, wa == q.workload)
         if q.limit and q.exported >= q.limit:
             break
     q.cursor = s if s < end else 0
@@ -311,11 +313,13 @@ cdef int session_import_one(engine_t *e, tables_t *t, const sess_rec_t *r, size_
     h = flow_hash(&r.key)
     f = flow_lookup(&e.flows, &r.key, h)
     if r.flags & SF_TOMBSTONE:
-        if f != NULL and f.mig == MIG_IN:
+        if f != NULL and f.mig != MIG_NONE:
             flow_drop_silently(e, f)
         return SI_REMOVED
     if f != NULL:
-        if not (q.migration and f.mig == MIG_IN):
+        # a later transfer of the same move updates what the earlier one brought; a workload that comes back
+        # brings its sessions' newer state to the copies it left here
+        if not (q.migration and f.mig != MIG_NONE):
             return SI_PRESENT
         update = True
     # the flow as the record has it, then decided here

@@ -81,6 +81,7 @@ cdef extern from "<bpf/libbpf.h>":
 cdef extern from "<bpf/bpf.h>":
     int bpf_map_update_elem(int fd, const void *key, const void *value, uint64_t flags)
     int bpf_map_lookup_elem(int fd, const void *key, void *value)
+    int bpf_map_delete_elem(int fd, const void *key)
     int bpf_prog_get_fd_by_id(uint32_t id)
     int bpf_map_get_fd_by_id(uint32_t id)
     int bpf_obj_get_info_by_fd(int fd, void *info, uint32_t *info_len)
@@ -384,6 +385,13 @@ cdef class WireProgram:
         value.wire = wire
         if bpf_map_update_elem(self.ports_fd, &ifindex, &value, 0):
             raise _error(errno, f"cannot configure interface {ifindex}")
+
+    def forget_port(self, uint32_t ifindex) -> None:
+        """The interface `ifindex` is gone (its name was re-created with another index): drop its entry, so
+        interfaces that come and go do not fill the map."""
+        self._check()
+        if bpf_map_delete_elem(self.ports_fd, &ifindex) and errno != ENOENT:
+            raise _error(errno, f"cannot forget interface {ifindex}")
 
     def port(self, uint32_t ifindex):
         """(peer_ifindex, wire) of `ifindex`, or None when the program does not know it."""

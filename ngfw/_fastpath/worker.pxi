@@ -47,10 +47,18 @@ ctypedef struct engine_t:
     uint64_t progress_ns
     uint64_t *heartbeat
     sess_req_t *request        # work for the loop's thread (session.pxi), taken between bursts
+    int wake_fd                # an eventfd in the loop's poll set: Python's requests and swaps need no timeout
     uint32_t evict_cursor      # where the next early drop looks (session.pxi)
     uint64_t flows_early_dropped
     uint64_t flows_handed_over # flows a move handed to another host that ended here unlogged
     uint64_t arrivals          # workloads first seen on the VM side (EV_ARRIVAL)
+    uint64_t midstream_until_ns  # until then a TCP segment of an unknown flow starts one (after fail-open)
+    # links that come and go (ports.pxi): a port's new ring or TAP descriptor, swapped in between bursts
+    port_req_t *port_request
+    uint32_t ports_epoch       # changes with a port's I/O: the loop rebuilds its poll set
+    int notify_fd              # eventfd the loop signals when it finds a port's device gone (Python waits on it)
+    uint32_t tx_turns          # turns of the TX thread, so a swap knows when that thread let go of an old ring
+    uint32_t tx_running
     # offline replay: captures start mid-connection, carry routers' MACs and log every flow
     uint8_t tcp_midstream      # a TCP flow may start with any segment; its sender is the client
     uint8_t identity_ip_only   # resolve workloads by IP alone, no anti-spoofing
@@ -80,9 +88,12 @@ cdef void forward(engine_t *e, uint16_t in_port, const uint8_t *data, uint32_t l
     cdef uint32_t i
     cdef uint64_t src_mac = ngfw_mac64(data + 6)
     cdef uint64_t dst_mac = ngfw_mac64(data)
+    cdef bint sent
     if seg.n_ports == 2:
         out = seg.ports[0] if seg.ports[1] == in_port else seg.ports[1]
-        if not port_tx(&e.ports[out], data, len, fix):
+        if not port_ready(&e.ports[out]):
+            count_drop(e, R_PORT_DOWN)
+        elif not port_tx(&e.ports[out], data, len, fix):
             count_drop(e, R_TX_FULL)
         return
     if not mac_is_multicast(src_mac):
@@ -92,12 +103,19 @@ cdef void forward(engine_t *e, uint16_t in_port, const uint8_t *data, uint32_t l
         count_drop(e, R_HAIRPIN)
         return
     if out >= 0:
-        if not port_tx(&e.ports[out], data, len, fix):
+        if not port_ready(&e.ports[out]):
+            count_drop(e, R_PORT_DOWN)
+        elif not port_tx(&e.ports[out], data, len, fix):
             count_drop(e, R_TX_FULL)
         return
+    # flooded: a drop only when no other port of the segment could take it
+    sent = False
     for i in range(seg.n_ports):
-        if seg.ports[i] != in_port:
+        if seg.ports[i] != in_port and port_ready(&e.ports[seg.ports[i]]):
             port_tx(&e.ports[seg.ports[i]], data, len, fix)
+            sent = True
+    if not sent:
+        count_drop(e, R_PORT_DOWN)
 
 cdef void respond_reject(engine_t *e, uint16_t in_port, const pkt_t *p) noexcept nogil:
     cdef uint32_t n
@@ -294,6 +312,7 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
     cdef uint8_t old_action
     cdef uint16_t charged = 0
     cdef int r
+    cdef bint from_server
     cdef const pkt_t *fix = NULL
     port.rx_packets += 1
     port.rx_bytes += len
@@ -369,9 +388,16 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
         flow_remove_slot(&e.flows, <uint32_t>(f - e.flows.slots))
         f = NULL
     if f == NULL:
+        from_server = False
         if p.proto == P_TCP and (p.tcp_flags & (TH_SYN | TH_ACK | TH_RST)) != TH_SYN and not e.tcp_midstream:
-            count_drop(e, R_TCP_NOT_SYN)
-            return
+            if now >= e.midstream_until_ns:
+                count_drop(e, R_TCP_NOT_SYN)
+                return
+            # just after a fail-open wire was taken back: connections opened meanwhile are picked up
+            # mid-stream and decided by the policy; a segment from the lower port is the server's
+            from_server = p.sport < p.dport
+            if from_server:
+                src_wl, dst_wl = dst_wl, src_wl
         # 3a. tenancy: the vsys the flow is charged to must be within its quotas (nothing is kept if not)
         reason = quota_admit(t, e.vsys, quota_vsys_of(t, src_wl, dst_wl, e.unmanaged_vsys), now, &charged)
         if reason != R_NONE:
@@ -384,8 +410,10 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
             return
         f.quota_slot = charged
         # 4. policy, once per flow
-        flow_start(e, t, f, &p, pkt_is_a, in_port, src_wl, dst_wl, now, &d)
-        to_server = True
+        flow_start(e, t, f, &p, pkt_is_a != from_server, in_port, src_wl, dst_wl, now, &d)
+        to_server = not from_server
+        if from_server:
+            src_wl, dst_wl = dst_wl, src_wl   # back to this packet's sender and receiver
     else:
         to_server = pkt_is_a == f.init_is_a
         if f.mig:
@@ -573,20 +601,28 @@ cdef uint32_t rx_tap_burst(engine_t *e, uint16_t pi, uint32_t budget, uint64_t n
     while n < budget:
         r = read(port.fd, e.scratch, SCRATCH_LEN)
         if r < 0:
+            if errno == EBADFD:
+                port_gone(e, pi)   # the TAP device was deleted: its descriptor is attached to nothing
             break
         process_frame(e, pi, e.scratch, <uint32_t>r, 0, now)
         n += 1
     return n
 
+cdef inline void engine_wake(engine_t *e) noexcept nogil:
+    """Wake the loop from its poll (a session request, new tables): it looks at once, not at its next timeout."""
+    cdef uint64_t one = 1
+    if e.wake_fd >= 0:
+        write(e.wake_fd, &one, 8)
+
 cdef void run_loop(engine_t *e) noexcept nogil:
-    cdef pollfd fds[MAX_PORTS]
-    cdef uint32_t i, n, nfds = 0
-    cdef uint64_t now
-    for i in range(e.n_ports):
-        if e.ports[i].kind == PORT_RING or e.ports[i].kind == PORT_TAP:
-            fds[nfds].fd = e.ports[i].fd
-            fds[nfds].events = POLLIN
-            nfds += 1
+    cdef pollfd fds[MAX_PORTS + 1]
+    cdef uint16_t fd_port[MAX_PORTS]
+    cdef uint32_t i, n, nfds, wake
+    cdef uint32_t epoch = e.ports_epoch
+    cdef uint64_t now, drained
+    # the ports that have an interface, then the wake eventfd (at index `wake`)
+    wake = port_pollset(e, fds, fd_port)
+    nfds = loop_pollset_wake(e, fds, wake)
     cdef uint64_t last_busy, spin
     cdef bint sparse
     # frames in the current and the previous 10 ms window: fewer than QUIET_FRAMES is sparse traffic
@@ -596,6 +632,7 @@ cdef void run_loop(engine_t *e) noexcept nogil:
     window_start = e.last_sweep
     while not ngfw_load_u32(&e.stop):
         adopt_tables(e)
+        take_port_request(e)
         now = ngfw_now_ns()
         take_request(e, now)
         ngfw_store_u64(&e.progress_ns, now)
@@ -603,6 +640,8 @@ cdef void run_loop(engine_t *e) noexcept nogil:
             ngfw_store_u64(e.heartbeat, now)
         n = 0
         for i in range(e.n_ports):
+            if e.ports[i].detached:
+                continue
             if e.ports[i].kind == PORT_RING:
                 n += rx_ring_burst(e, i, e.burst, now)
             elif e.ports[i].kind == PORT_TAP:
@@ -632,7 +671,14 @@ cdef void run_loop(engine_t *e) noexcept nogil:
         elif now - last_busy < spin:
             sched_yield()
         else:
-            poll(fds, nfds, 10)
+            if epoch != e.ports_epoch:
+                epoch = e.ports_epoch
+                wake = port_pollset(e, fds, fd_port)
+                nfds = loop_pollset_wake(e, fds, wake)
+            if poll(fds, nfds, 10) > 0:
+                if wake < nfds and (fds[wake].revents & POLLIN):
+                    read(e.wake_fd, &drained, 8)
+                port_poll_errors(e, fds, fd_port, wake)
 
 cdef void run_tx_loop(engine_t *e) noexcept nogil:
     """Flush TX rings for the packet loop: the kernel runs the receiving side's stack inside send(),
@@ -641,14 +687,19 @@ cdef void run_tx_loop(engine_t *e) noexcept nogil:
     cdef bint busy
     cdef uint64_t last_busy = ngfw_now_ns()
     cdef uint64_t now
+    cdef int fd
     while not ngfw_load_u32(&e.stop):
         busy = False
         for i in range(e.n_ports):
             if e.ports[i].kind == PORT_RING and ngfw_load_u32(&e.ports[i].tx_wanted):
                 ngfw_store_u32(&e.ports[i].tx_wanted, 0)
-                if send(e.ports[i].fd, NULL, 0, MSG_DONTWAIT) < 0 and errno != EAGAIN:
+                # a swap may replace the ring meanwhile: the old one stays open until this thread's next turn
+                fd = e.ports[i].fd
+                if fd >= 0 and not ngfw_load_u32(&e.ports[i].detached) \
+                        and send(fd, NULL, 0, MSG_DONTWAIT) < 0 and errno != EAGAIN:
                     e.ports[i].tx_errors += 1
                 busy = True
+        ngfw_store_u32(&e.tx_turns, e.tx_turns + 1)
         now = ngfw_now_ns()
         if busy:
             last_busy = now

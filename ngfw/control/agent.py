@@ -232,18 +232,23 @@ class Agent:
 
 
 def start_dataplane_agent(dataplane: Any, control_url: str, host: str, token: str | None,
-                          cache_path: str | None = None) -> Agent:
-    """Run an agent that feeds `ngfw dataplane`: its compiled policies go to `Dataplane.load`."""
+                          cache_path: str | None = None, *, ca_file: str | None = None,
+                          client_cert: str | None = None, client_key: str | None = None) -> Agent:
+    """Run an agent that feeds `ngfw dataplane`: its compiled policies go to `Dataplane.load`.
+    `ca_file`, `client_cert`, `client_key`: TLS with control (ValueError naming a file that cannot be used)."""
 
     def apply(policy: CompiledPolicy) -> None:
         dataplane.version = policy.version
         dataplane.load(policy)
 
-    agent = Agent(ControlClient(control_url, token), host, apply, apply_identity=dataplane.apply_identity,
-                  cache_path=cache_path)
+    def client() -> ControlClient:
+        return ControlClient(control_url, token, ca_file=ca_file, client_cert=client_cert, client_key=client_key)
+
+    bundles = client()  # a CA or certificate that cannot be used stops the start here, naming the file
+    agent = Agent(bundles, host, apply, apply_identity=dataplane.apply_identity, cache_path=cache_path)
     agent.start()
     from ngfw.dataplane.migration import start_migration_agent
 
     # sessions of workloads that move: a long-poll of its own, so a bundle never waits behind a transfer
-    start_migration_agent(dataplane, ControlClient(control_url, token), host)
+    start_migration_agent(dataplane, client(), host)
     return agent

@@ -19,13 +19,25 @@ if TYPE_CHECKING:
 
 DEFAULT_CONTROL = "http://127.0.0.1:9660"
 COMMANDS = ("control", "apply", "diff", "commit", "rollback", "status", "migrate", "explain", "discard", "rebase", "history",
-            "audit")
+            "audit", "get", "delete")
+# `ngfw get/delete KIND`: what a user may type -> the resource kind
+KIND_NAMES = {
+    "virtualsystem": "VirtualSystem", "virtualsystems": "VirtualSystem", "vsys": "VirtualSystem",
+    "workload": "Workload", "workloads": "Workload", "vm": "Workload", "vms": "Workload",
+    "group": "Group", "groups": "Group",
+    "securitypolicy": "SecurityPolicy", "securitypolicies": "SecurityPolicy", "policy": "SecurityPolicy",
+    "policies": "SecurityPolicy",
+    "threatprofile": "ThreatProfile", "threatprofiles": "ThreatProfile",
+}
 
 
 def _client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--control", default=os.environ.get("NGFW_CONTROL", DEFAULT_CONTROL), metavar="URL",
-                        help=f"control API (default $NGFW_CONTROL or {DEFAULT_CONTROL})")
+                        help=f"control API, http:// or https:// (default $NGFW_CONTROL or {DEFAULT_CONTROL})")
     parser.add_argument("--token-file", metavar="FILE", help="file holding the bearer token (default $NGFW_TOKEN)")
+    parser.add_argument("--ca-file", default=os.environ.get("NGFW_CA_FILE") or None, metavar="FILE",
+                        help="CA certificate(s) (PEM) that control's https certificate must chain to "
+                             "(default $NGFW_CA_FILE, else the system's CAs)")
 
 
 def register(sub: Any) -> None:
@@ -39,6 +51,13 @@ def register(sub: Any) -> None:
                      help="sqlite:///PATH (default sqlite:///var/lib/ngfw/control.db) or etcd://HOST:PORT[/PREFIX]")
     ctl.add_argument("--tokens", default="/etc/ngfw/tokens.json", metavar="FILE",
                      help="tokens file: names, roles and sha256 digests (/etc/ngfw/tokens.json)")
+    ctl.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate (PEM, chain included)")
+    ctl.add_argument("--tls-key", metavar="FILE", help="the private key of --tls-cert (PEM, unencrypted)")
+    ctl.add_argument("--client-ca", metavar="FILE",
+                     help="accept client certificates signed by this CA (PEM) as dataplane:HOST, HOST being the "
+                          "certificate's CN (else its first DNS name); bearer tokens keep working")
+    ctl.add_argument("--insecure-http", action="store_true",
+                     help="serve plain HTTP on a non-loopback --listen address (tokens cross the network in clear)")
     ctl_sub = ctl.add_subparsers(dest="control_command")
     token = ctl_sub.add_parser("token", help="add, list or remove API tokens")
     token_sub = token.add_subparsers(dest="token_command", required=True)
@@ -81,7 +100,30 @@ def register(sub: Any) -> None:
 
     status = sub.add_parser("status", help="which version every host runs, and migrations in progress")
     status.add_argument("--json", action="store_true")
+    status.add_argument("--wait", type=int, metavar="VERSION",
+                        help="wait until every host runs VERSION (or a later one): exit 0 then, 1 (naming the "
+                             "hosts) if one refuses it or some are still behind after --timeout")
+    status.add_argument("--timeout", type=float, default=60.0, metavar="S", help="for --wait (default 60 s)")
     _client_options(status)
+
+    get = sub.add_parser("get", help="running resources: one per line, or the documents (-o yaml|json)")
+    get.add_argument("kind", metavar="KIND", help="VirtualSystem, Workload, Group, SecurityPolicy or ThreatProfile "
+                                                  "(any case, plural, or vsys, vm, policy)")
+    get.add_argument("name", nargs="?", metavar="[VSYS/]NAME", help="one resource (default: all of KIND)")
+    get.add_argument("--vsys", help="only this vsys")
+    get.add_argument("-o", "--output", choices=("yaml", "json"),
+                     help="print the documents (default with NAME: yaml; without: one line each)")
+    get.add_argument("--candidate", action="store_true", help="from your candidate instead of the running version")
+    _client_options(get)
+
+    delete = sub.add_parser("delete", help="delete a resource from your candidate (commit to publish); "
+                                           "--identity: remove a Workload at once, without a commit")
+    delete.add_argument("kind", metavar="KIND")
+    delete.add_argument("name", metavar="[VSYS/]NAME")
+    delete.add_argument("--vsys", help="its vsys, when its name is not unique")
+    delete.add_argument("--identity", action="store_true",
+                        help="a Workload, through the identity API (vm-operator): effective at once")
+    _client_options(delete)
 
     explain = sub.add_parser("explain", help="which vsys, rule and application decide a flow, and why")
     explain.add_argument("--from", dest="source", required=True, metavar="vm:NAME|IP")
@@ -111,6 +153,13 @@ def add_dataplane_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token-file", metavar="FILE", help="dataplane token for control (default $NGFW_TOKEN)")
     parser.add_argument("--bundle-cache", metavar="PATH",
                         help="keep the last good bundle here; loaded at start when control is unreachable")
+    parser.add_argument("--ca-file", default=os.environ.get("NGFW_CA_FILE") or None, metavar="FILE",
+                        help="with an https:// --control: the CA (PEM) control's certificate must chain to "
+                             "(default $NGFW_CA_FILE, else the system's CAs)")
+    parser.add_argument("--client-cert", metavar="FILE",
+                        help="with an https:// --control: this host's certificate (PEM), signed by control's "
+                             "--client-ca and naming --host (CN or DNS name); replaces the token")
+    parser.add_argument("--client-key", metavar="FILE", help="the private key of --client-cert (PEM)")
     parser.add_argument("--control-wait", type=float, default=0.0, metavar="SECONDS",
                         help="at start, wait up to SECONDS for a policy from control (or --bundle-cache) and exit "
                              "with an error if none comes (0, the default: start at once, dropping every frame "
@@ -126,7 +175,19 @@ def start_dataplane_agent(dp: Any, args: argparse.Namespace) -> Any:
 
     if not args.host:
         raise ValueError("--control needs --host NAME (this host's name towards control)")
-    return start(dp, args.control, args.host, read_token(args.token_file), args.bundle_cache)
+    import logging
+    from urllib.parse import urlsplit
+
+    from ngfw.control.tls import is_loopback
+
+    token = read_token(args.token_file)
+    address = urlsplit(args.control).hostname or ""
+    if args.control.startswith("http://") and token and not is_loopback(address):
+        logging.getLogger("ngfw.agent").warning(
+            "control URL %s is plain HTTP: this host's token crosses the network in clear (use https:// with "
+            "--ca-file, and --client-cert/--client-key instead of a token)", args.control)
+    return start(dp, args.control, args.host, token, args.bundle_cache, ca_file=args.ca_file,
+                 client_cert=args.client_cert, client_key=args.client_key)
 
 
 def wait_for_policy(agent: Any, args: argparse.Namespace) -> str | None:
@@ -164,7 +225,8 @@ def dispatch(args: argparse.Namespace) -> int | None:
     from ngfw.control.client import ControlClient, ControlError, ControlUnreachable, read_token
 
     try:
-        client = ControlClient(args.control, read_token(args.token_file))
+        client = ControlClient(args.control, read_token(args.token_file), ca_file=args.ca_file,
+                               ca_option=_ca_option(args.ca_file))
         return int(_COMMANDS[args.command](client, args))
     except ControlError as exc:
         print(f"ngfw {args.command}: {exc.body.get('error', exc)} (HTTP {exc.status})", file=sys.stderr)
@@ -172,9 +234,14 @@ def dispatch(args: argparse.Namespace) -> int | None:
             where = ": ".join(x for x in (problem.get("resource"), problem.get("field")) if x)
             print(f"  {where}: {problem.get('message')}", file=sys.stderr)
         return 1
-    except (ControlUnreachable, OSError) as exc:
+    except (ControlUnreachable, OSError, ValueError) as exc:  # ValueError: a bad URL, CA or certificate file
         print(f"ngfw {args.command}: {exc}", file=sys.stderr)
         return 1
+
+
+def _ca_option(ca_file: str | None) -> str:
+    """How the user gave the CA file, for messages that name it."""
+    return "$NGFW_CA_FILE" if ca_file and ca_file == os.environ.get("NGFW_CA_FILE") else "--ca-file"
 
 
 def _control(args: argparse.Namespace) -> int:
@@ -211,16 +278,35 @@ def _serve(args: argparse.Namespace) -> int:
     from ngfw.control.server import ControlServer, raise_open_files_limit
     from ngfw.control.service import Control
     from ngfw.control.store import StoreError, open_store
+    from ngfw.control.tls import TlsConfigError, is_loopback, server_context
 
     host, _, port = args.listen.rpartition(":")
     if not port.isdigit():
         print(f"ngfw control: --listen expects HOST:PORT, got {args.listen!r}", file=sys.stderr)
         return 2
+    host = host.strip("[]") or "0.0.0.0"
+    if (args.tls_cert or args.tls_key or args.client_ca) and not (args.tls_cert and args.tls_key):
+        print("ngfw control: TLS needs both --tls-cert and --tls-key (--client-ca goes with them)", file=sys.stderr)
+        return 2
+    if args.tls_cert and args.insecure_http:
+        print("ngfw control: --insecure-http and --tls-cert contradict each other: choose one", file=sys.stderr)
+        return 2
+    if not args.tls_cert and not args.insecure_http and not is_loopback(host):
+        # a token sent in clear over a network is anyone's who can see that network
+        print(f"ngfw control: --listen {args.listen} is not a loopback address: serve TLS (--tls-cert FILE "
+              "--tls-key FILE) or accept plain HTTP with --insecure-http (tokens then cross the network in clear)",
+              file=sys.stderr)
+        return 2
+    try:
+        context = server_context(args.tls_cert, args.tls_key, args.client_ca) if args.tls_cert else None
+    except TlsConfigError as exc:
+        print(f"ngfw control: {exc}", file=sys.stderr)
+        return 1
     try:
         raise_open_files_limit()  # a connection is a file: systemd's soft limit of 1024 would cap them
         tokens = TokenFile(args.tokens)
         store = open_store(args.store)
-        server = ControlServer(Control(store), tokens, host.strip("[]") or "0.0.0.0", int(port))
+        server = ControlServer(Control(store), tokens, host, int(port), ssl_context=context)
     except (TokenFileError, StoreError, OSError) as exc:
         print(f"ngfw control: {exc}", file=sys.stderr)
         return 1
@@ -229,6 +315,14 @@ def _serve(args: argparse.Namespace) -> int:
     log = logging.getLogger("ngfw.control")
     version, identity = store.latest()
     log.info("control on %s, store %s: version %d, identity %d", server.url, args.store, version, identity)
+    if context is None:
+        where = "loopback: only this host sees them" if is_loopback(host) else "--insecure-http: anyone on the " \
+            "network can read them"
+        log.warning("control serves plain HTTP: bearer tokens cross in clear (%s); serve HTTPS with --tls-cert and "
+                    "--tls-key", where)
+    elif args.client_ca:
+        log.info("client certificates signed by %s authenticate as dataplane:HOST (HOST: the certificate's CN)",
+                 args.client_ca)
     stopping = threading.Event()
     reloading = threading.Event()
 
@@ -281,14 +375,17 @@ def _reload_tokens(path: str, log: Any) -> None:
 
 def _api_probe(url: str) -> Any:
     """A progress clock for the watchdog: CLOCK_MONOTONIC ns of the latest answer of GET /openapi.json."""
+    import ssl
     import urllib.request
 
     probe_url = url.replace("://0.0.0.0:", "://127.0.0.1:").replace("://[::]:", "://[::1]:") + "/openapi.json"
+    # its own address: the answer matters, not whose certificate it is
+    context = ssl._create_unverified_context() if probe_url.startswith("https:") else None
     last = [0]
 
     def progress_ns() -> int:
         try:
-            with urllib.request.urlopen(probe_url, timeout=2) as response:
+            with urllib.request.urlopen(probe_url, timeout=2, context=context) as response:
                 response.read()
             last[0] = time.monotonic_ns()
         except OSError:
@@ -379,7 +476,50 @@ def _rollback(client: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+def _lagging(status: dict[str, Any], version: int) -> tuple[list[str], list[str]]:
+    """Hosts that do not run `version` (or a later one) yet, and those that refused or failed it, as phrases."""
+    behind, refused = [], []
+    for host in status["hosts"]:
+        if host["version"] >= version:  # what it runs (a later refusal leaves that running)
+            continue
+        if host["status"] != "applied" and host.get("problem_version", 0) >= version:
+            refused.append(f"{host['host']} {host['status']} {host['detail']} (it runs version {host['version']})")
+        else:
+            behind.append(f"{host['host']} runs version {host['version']}")
+    return behind, refused
+
+
+def _status_wait(client: Any, args: argparse.Namespace) -> int:
+    """`ngfw status --wait VERSION`: a pipeline's gate. 0 once every host runs VERSION or later; 1 at once when
+    a host refuses or fails it, or when hosts are still behind after --timeout; each names the hosts."""
+    version = args.wait
+    deadline = time.monotonic() + max(0.0, args.timeout)
+    while True:
+        result = client.get("/status")
+        behind, refused = _lagging(result, version)
+        if refused:
+            print(f"ngfw status: version {version} was refused: " + "; ".join(refused), file=sys.stderr)
+            return 1
+        if result["hosts"] and not behind:
+            print(f"version {version} on all {len(result['hosts'])} hosts ({result['summary']})")
+            return 0
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+    if not result["hosts"]:
+        print(f"ngfw status: no host has reported to control within {args.timeout:g} s: version {version} runs "
+              "nowhere", file=sys.stderr)
+    else:
+        committed = "" if result["version"] >= version else f" (it is not committed: the running version is " \
+                                                            f"{result['version']})"
+        print(f"ngfw status: after {args.timeout:g} s, {len(behind)} of {len(result['hosts'])} hosts do not run "
+              f"version {version}{committed}: " + "; ".join(behind), file=sys.stderr)
+    return 1
+
+
 def _status(client: Any, args: argparse.Namespace) -> int:
+    if args.wait is not None:
+        return _status_wait(client, args)
     result = client.get("/status")
     if args.json:
         _print_json(result)
@@ -499,9 +639,117 @@ def _audit(client: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+def _kind(text: str) -> str:
+    kind = KIND_NAMES.get(text.lower())
+    if kind is None:
+        raise ValueError(f"unknown kind {text!r}: VirtualSystem, Workload, Group, SecurityPolicy or ThreatProfile")
+    return kind
+
+
+def _vsys_and_name(kind: str, name: str, vsys: str | None) -> tuple[str | None, str]:
+    """(vsys or None when not given, name) of `[VSYS/]NAME`; a VirtualSystem is its own vsys."""
+    if "/" in name:
+        given, _, name = name.partition("/")
+        if vsys is not None and vsys != given:
+            raise ValueError(f"{given}/{name} and --vsys {vsys} name different vsys")
+        vsys = given
+    if kind == "VirtualSystem":
+        vsys = name
+    return vsys, name
+
+
+def _vsys_of(document: dict[str, Any]) -> str:
+    metadata = document.get("metadata", {})
+    return str(metadata.get("name") if document.get("kind") == "VirtualSystem" else metadata.get("vsys", ""))
+
+
+def _summary(document: dict[str, Any]) -> str:
+    """One line's worth of a resource, for `ngfw get KIND`."""
+    spec = document.get("spec") or {}
+    kind = document.get("kind")
+    if kind == "Workload":
+        addresses = [f"{i.get('mac')} {','.join(i.get('ips', []))}" for i in spec.get("interfaces", [])]
+        labels = ",".join(f"{k}={v}" for k, v in (document["metadata"].get("labels") or {}).items())
+        host = f" host {spec['host']}" if spec.get("host") else ""
+        return f"{'; '.join(addresses)}{host}" + (f"  [{labels}]" if labels else "")
+    if kind == "SecurityPolicy":
+        return f"{len(spec.get('rules', []))} rules"
+    if kind == "Group":
+        return f"selector {spec.get('selector', {})}"
+    if kind == "VirtualSystem":
+        return f"limits {spec.get('limits') or {}}"
+    return ""
+
+
+def _get(client: Any, args: argparse.Namespace) -> int:
+    """`ngfw get KIND [[VSYS/]NAME]`: running (or --candidate) resources."""
+    import json
+
+    import yaml
+
+    kind = _kind(args.kind)
+    vsys, name = _vsys_and_name(kind, args.name, args.vsys) if args.name else (args.vsys, None)
+    source = client.get("/candidate") if args.candidate else client.get("/running")
+    where = "your candidate" if args.candidate else f"the running configuration (version {source['version']})"
+    found = [d for d in source["documents"] if d.get("kind") == kind
+             and (name is None or d["metadata"]["name"] == name) and (vsys is None or _vsys_of(d) == vsys)]
+    if not found and name is not None:
+        print(f"ngfw get: no {kind} {vsys + '/' if vsys and kind != 'VirtualSystem' else ''}{name} in {where}",
+              file=sys.stderr)
+        return 1
+    output = args.output or ("yaml" if name is not None else None)
+    if output == "json":
+        print(json.dumps(found, indent=1))
+    elif output == "yaml":
+        sys.stdout.write(yaml.safe_dump_all(found, sort_keys=False))
+    else:
+        for d in found:
+            label = d["metadata"]["name"] if kind == "VirtualSystem" else f"{_vsys_of(d)}/{d['metadata']['name']}"
+            print(f"{kind} {label:<32} {_summary(d)}".rstrip())
+        if not found:
+            print(f"no {kind} in {where}", file=sys.stderr)
+    return 0
+
+
+def _delete(client: Any, args: argparse.Namespace) -> int:
+    """`ngfw delete KIND [VSYS/]NAME`: from your candidate (like the API), or a Workload at once (--identity)."""
+    from urllib.parse import quote
+
+    kind = _kind(args.kind)
+    vsys, name = _vsys_and_name(kind, args.name, args.vsys)
+    if args.identity and kind != "Workload":
+        print(f"ngfw delete --identity: only Workloads change through identity (not a {kind})", file=sys.stderr)
+        return 1
+    if vsys is None:  # the one of that kind and name there is
+        documents = client.get("/identity")["workloads"] if args.identity else client.get("/candidate")["documents"]
+        where = "the running identity" if args.identity else "your candidate"
+        matches = sorted({_vsys_of(d) for d in documents if d.get("kind") == kind and d["metadata"]["name"] == name})
+        if not matches:
+            print(f"ngfw delete: no {kind} named {name!r} in {where}", file=sys.stderr)
+            return 1
+        if len(matches) > 1:
+            print(f"ngfw delete: {kind} {name!r} exists in vsys {', '.join(matches)}: name one (VSYS/{name} or "
+                  "--vsys)", file=sys.stderr)
+            return 1
+        vsys = matches[0]
+    if args.identity:
+        result = client.request("DELETE", f"/identity/workloads/{quote(vsys, safe='')}/{quote(name, safe='')}")[1]
+        print(f"Workload {vsys}/{name} removed: identity revision {result['identity']} (no commit needed)")
+        return 0
+    path = f"/candidate/resources/{quote(kind, safe='')}/{quote(vsys, safe='')}/{quote(name, safe='')}"
+    result = client.request("DELETE", path)[1]
+    print(f"candidate: deleted {kind} {vsys}/{name}" if kind != "VirtualSystem" else
+          f"candidate: deleted {kind} {name}")
+    for warning in result.get("warnings", []):
+        print(f"warning: {warning}")
+    print("(commit to publish it: ngfw commit -m MESSAGE)")
+    return 0
+
+
 _COMMANDS = {"apply": _apply, "diff": _diff, "commit": _commit, "rollback": _rollback, "status": _status,
              "migrate": _migrate,
-             "explain": _explain, "discard": _discard, "rebase": _rebase, "history": _history, "audit": _audit}
+             "explain": _explain, "discard": _discard, "rebase": _rebase, "history": _history, "audit": _audit,
+             "get": _get, "delete": _delete}
 
 
 def _print_json(value: Any) -> None:

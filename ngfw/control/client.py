@@ -1,18 +1,31 @@
-"""A small client of the control API (standard library only), shared by the CLI and the agent."""
+"""A small client of the control API (standard library only), shared by the CLI and the agent.
+
+`https://` URLs verify control's certificate against `ca_file` (else the system's CAs); an agent
+may present a client certificate (`client_cert`, `client_key`), which control maps to its
+`dataplane:HOST` role. TLS failures come out as one sentence naming the file or the URL
+(`ControlTlsError`).
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import ssl
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
+
+from ngfw.control.tls import TlsConfigError, client_context, explain_failure
 
 
 class ControlUnreachable(Exception):
     """No answer from control (down, wrong address, timeout)."""
+
+
+class ControlTlsError(ControlUnreachable):
+    """TLS with control failed: its certificate is not trusted, or it refused ours. The message says which."""
 
 
 class ControlError(Exception):
@@ -36,11 +49,33 @@ def read_token(token_file: str | None) -> str | None:
     return os.environ.get("NGFW_TOKEN") or None
 
 
+def check_url(url: str) -> str:
+    """`url` if it is an http:// or https:// URL with a host; ValueError naming it otherwise."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"control URL {url!r} is not an http:// or https:// URL with a host")
+    return url
+
+
 class ControlClient:
-    def __init__(self, url: str, token: str | None, timeout: float = 30.0) -> None:
-        self.url = url.rstrip("/")
+    def __init__(self, url: str, token: str | None, timeout: float = 30.0, *, ca_file: str | None = None,
+                 client_cert: str | None = None, client_key: str | None = None,
+                 ca_option: str = "--ca-file") -> None:
+        """`ca_file`, `client_cert`, `client_key`: PEM files for https:// URLs (TlsConfigError, naming the file,
+        when one cannot be used); `ca_option` is how the user named the CA file, for messages."""
+        self.url = check_url(url).rstrip("/")
         self.token = token
         self.timeout = timeout
+        self.ca_file = ca_file
+        self.client_cert = client_cert
+        self.context: ssl.SSLContext | None = None
+        self._context_without_certificate: ssl.SSLContext | None = None
+        if self.url.startswith("https://"):
+            self.context = client_context(ca_file, client_cert, client_key, ca_option)
+            if client_cert:
+                self._context_without_certificate = client_context(ca_file, ca_option=ca_option)
+        elif client_cert:
+            raise TlsConfigError(f"--client-cert {client_cert} needs an https:// control URL (got {self.url})")
 
     def request(self, method: str, path: str, body: Any = None, *, query: dict[str, Any] | None = None,
                 raw: bytes | None = None, content_type: str = "application/json",
@@ -55,7 +90,7 @@ class ControlClient:
         if self.token:
             request.add_header("Authorization", f"Bearer {self.token}")
         try:
-            with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:
+            with urllib.request.urlopen(request, timeout=timeout or self.timeout, context=self.context) as response:
                 payload = response.read()
                 return response.status, json.loads(payload) if payload else None
         except urllib.error.HTTPError as exc:
@@ -67,7 +102,29 @@ class ControlClient:
             raise ControlError(exc.code, parsed if isinstance(parsed, dict) else {"error": parsed}) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
+            tls = explain_failure(reason if isinstance(reason, BaseException) else exc, self.url, self.ca_file,
+                                  self.client_cert)
+            if tls is None and self._certificate_refused(reason if isinstance(reason, BaseException) else exc):
+                tls = (f"control at {self.url} refused this client's certificate {self.client_cert}: it is not "
+                       "signed by control's --client-ca (control's log says why)")
+            if tls is not None:
+                raise ControlTlsError(tls) from None
             raise ControlUnreachable(f"control at {self.url} is unreachable: {reason}") from None
+
+    def _certificate_refused(self, exc: BaseException) -> bool:
+        """After the TLS 1.3 handshake, control verifies a client certificate and, refusing it, closes the
+        connection without a word (asyncio sends no alert): if control answers the same URL to a client
+        without a certificate, the certificate is what it refused."""
+        if self._context_without_certificate is None or not isinstance(exc, (ConnectionError, ssl.SSLEOFError)):
+            return False
+        try:
+            with urllib.request.urlopen(self.url + "/openapi.json", timeout=self.timeout,
+                                        context=self._context_without_certificate):
+                return True
+        except urllib.error.HTTPError:
+            return True
+        except (urllib.error.URLError, OSError):
+            return False
 
     def get(self, path: str, **query: Any) -> Any:
         return self.request("GET", path, query=query or None)[1]

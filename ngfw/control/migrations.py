@@ -36,9 +36,11 @@ from ngfw.control.auth import Principal
 SOURCE_TIMEOUT = 5.0        # the source's sessions after an export or cutover task
 DESTINATION_TIMEOUT = 5.0   # the destination's result after an import task
 ANNOUNCED_WAIT = 600.0      # an announced move whose workload never shows up on the destination
-LIVE_SECONDS = 3.0          # an agent that polled its tasks this recently is connected
+LIVE_SECONDS = 5.0          # an agent that polled its tasks this recently is connected (agents poll every 2 s:
+                            # the HTTP server holds a long-poll without asking again, ngfw.control.server)
 KEPT = 200                  # finished migrations kept for `GET /migrations` and status
 ACTIVE = ("staging", "precopied", "cutover")
+LOST = ("malformed", "not_owned", "quota", "table_full")   # import results that lose a session
 
 
 @dataclass
@@ -66,22 +68,29 @@ class Migration:
         return self.state in ACTIVE
 
     def sessions(self) -> tuple[int, int]:
-        """(moved, lost): sessions the destination took over, and those it refused (by its policy or quota, a
-        full table, a record that did not verify). Sessions that ended during the move (tombstones) and
-        ones the destination had already (they cross both hosts) are neither."""
+        """(moved, lost): sessions the destination took over, and those it could not (a full table, its vsys
+        quota, a record that did not verify). Sessions that ended during the move (tombstones), ones the
+        destination had already (they cross both hosts) and ones its policy refuses are neither: a session
+        the policy denies must not move."""
         pre = self.phases.get("precopy", {}).get("results", {})
         cut = self.phases.get("cutover", {}).get("results", {})
-        moved = int(pre.get("imported", 0)) + int(cut.get("imported", 0)) - int(cut.get("removed", 0))
-        fine = ("imported", "updated", "present", "removed", "expired")
-        lost = sum(int(n) for results in (pre, cut) for k, n in results.items() if k not in fine)
+        # a precopy "update" refreshed a copy an earlier move left here (the workload came back): moved too
+        moved = (int(pre.get("imported", 0)) + int(pre.get("updated", 0)) + int(cut.get("imported", 0))
+                 - int(cut.get("removed", 0)))
+        lost = sum(int(n) for results in (pre, cut) for k, n in results.items() if k in LOST)
         return max(moved, 0), lost
+
+    def refused(self) -> int:
+        """Sessions the destination's policy refused (they end; nothing of them passes there)."""
+        return sum(int(self.phases.get(p, {}).get("results", {}).get("policy", 0)) for p in ("precopy", "cutover"))
 
     def as_dict(self) -> dict[str, Any]:
         moved, lost = self.sessions()
         return {"id": self.id, "vsys": self.vsys, "workload": self.workload, "from": self.source,
                 "to": self.destination, "mode": self.mode, "state": self.state, "detail": self.detail,
                 "requested_by": self.requested_by, "created": self.created, "finished": self.finished,
-                "sessions_moved": moved, "sessions_lost": lost, "transfer_seconds": self.transfer_seconds,
+                "sessions_moved": moved, "sessions_lost": lost, "sessions_refused_by_policy": self.refused(),
+                "transfer_seconds": self.transfer_seconds,
                 "duration_seconds": (self.finished - self.created) if self.finished else None,
                 "phases": self.phases}
 

@@ -38,7 +38,13 @@ handling; the routing is this table's), on one event loop thread:
   exception a handler did not expect is a bug: the client gets a 500 with one generic
   sentence, the traceback goes to the log, and `counters["internal_errors"]` counts it.
 
-TLS is a `ssl_context` away: `web.SockSite` takes one.
+* TLS (`ssl_context`, see ngfw.control.tls): the port speaks HTTPS. A connection's first byte
+  says which protocol its client speaks; one that starts in plain HTTP is answered 403 (use
+  https://) and closed without its request being parsed, so a token sent in clear is neither
+  read nor honoured. With a client CA, a verified client certificate authenticates as
+  `dataplane:HOST` (HOST: its CN, else its first DNS name); a bearer token still works and wins.
+* `GET /metrics` (no token; ngfw.control.metrics) and `GET /openapi.json` (no token) are served
+  beside the route table.
 """
 
 from __future__ import annotations
@@ -50,7 +56,9 @@ import logging
 import re
 import resource
 import socket
+import ssl
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -65,7 +73,10 @@ from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 from ngfw import __version__
 from ngfw.control.auth import Principal, TokenFile
 from ngfw.control.inputs import check_nesting, parse_int, parse_json, parse_seconds
+from ngfw.control.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from ngfw.control.metrics import ControlMetrics
 from ngfw.control.service import STORE_INT_MAX, STORE_POLL_SECONDS, ApiError, Control
+from ngfw.control.tls import certificate_host, valid_host_name
 from ngfw.model.yamldoc import YamlProblem, parse_documents
 
 log = logging.getLogger("ngfw.control.http")
@@ -460,6 +471,141 @@ class _HttpServer(web.Server):
         return _Connection(self, self.owner, loop=self._loop, **self._kwargs)
 
 
+class _TlsSite(web.BaseSite):
+    """The API's port with TLS. A connection's first byte says what its client speaks: a TLS handshake
+    record (0x16) gets the TLS handshake and the API; anything else is a client speaking plain HTTP,
+    answered 403 and closed without its request being parsed (a token in it is never read, let alone
+    honoured). Connections waiting for their first byte count against the connection limit."""
+
+    def __init__(self, runner: web.BaseRunner, sock: socket.socket, owner: ControlServer) -> None:
+        super().__init__(runner, ssl_context=owner.ssl_context)
+        self._sock = sock
+        self._owner = owner
+        self._accepting: asyncio.Task[None] | None = None
+        self._starting: set[asyncio.Task[None]] = set()
+
+    @property
+    def name(self) -> str:
+        return self._owner.url
+
+    async def start(self) -> None:
+        await super().start()
+        self._sock.setblocking(False)
+        self._accepting = asyncio.get_running_loop().create_task(self._accept())
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._accepting, *self._starting) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await super().stop()
+
+    async def _accept(self) -> None:
+        loop = asyncio.get_running_loop()
+        owner = self._owner
+        while True:
+            try:
+                conn, _address = await loop.sock_accept(self._sock)
+            except OSError as exc:  # out of file descriptors, say: the listening socket stays
+                log.warning("control: cannot accept a connection: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            if owner._open + len(self._starting) >= owner.max_connections:
+                owner.counters["refused_connections"] += 1  # no TLS yet to say 503 in: closing says it
+                conn.close()
+                continue
+            task = loop.create_task(self._start(conn))
+            self._starting.add(task)
+            task.add_done_callback(self._starting.discard)
+
+    async def _start(self, conn: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        owner = self._owner
+        conn.setblocking(False)
+        peer = _peer(conn)
+        try:
+            async with asyncio.timeout(owner.limits.idle_timeout):
+                first = await _peek(loop, conn)
+            if first == b"\x16":
+                await loop.connect_accepted_socket(runner_server(self._runner), conn, ssl=self._ssl_context,
+                                                   ssl_handshake_timeout=owner.limits.idle_timeout)
+                return  # the connection is aiohttp's now
+            if first:
+                owner.counters["plain_http_refused"] += 1
+                log.info("control: refused a plain-HTTP request from %s (this port serves HTTPS)", peer)
+                await _refuse_plain_http(loop, conn)
+        except ssl.SSLCertVerificationError as exc:
+            owner.counters["tls_handshake_failures"] += 1
+            log.warning("control: TLS handshake from %s failed: its client certificate is not signed by --client-ca "
+                        "(%s)", peer, exc.verify_message or exc)
+        except ssl.SSLError as exc:
+            owner.counters["tls_handshake_failures"] += 1
+            log.info("control: TLS handshake from %s failed: %s", peer, exc.reason or exc)
+        except TimeoutError:
+            owner.counters["timeouts"] += 1
+        except OSError as exc:
+            log.debug("control: connection from %s ended before its request: %s", peer, exc)
+        conn.close()
+
+
+def runner_server(runner: web.BaseRunner) -> web.Server:
+    server = runner.server
+    assert server is not None
+    return server  # type: ignore[return-value]
+
+
+def _peer(conn: socket.socket) -> str:
+    try:
+        address = conn.getpeername()
+    except OSError:
+        return "(gone)"
+    return f"{address[0]}:{address[1]}"
+
+
+async def _peek(loop: asyncio.AbstractEventLoop, conn: socket.socket) -> bytes:
+    """The connection's first byte, left in the socket for whoever reads it next (b"" at end of stream)."""
+    while True:
+        try:
+            return conn.recv(1, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            pass
+        readable: asyncio.Future[None] = loop.create_future()
+
+        def ready(future: asyncio.Future[None] = readable) -> None:
+            if not future.done():
+                future.set_result(None)
+
+        loop.add_reader(conn.fileno(), ready)
+        try:
+            await readable
+        finally:
+            loop.remove_reader(conn.fileno())
+
+
+PLAIN_HTTP_REFUSED = ("control serves HTTPS on this port: use an https:// URL; this plain-HTTP request was not read, "
+                      "but a token it carried has crossed the network in clear (replace it)")
+
+
+async def _refuse_plain_http(loop: asyncio.AbstractEventLoop, conn: socket.socket) -> None:
+    body = json.dumps({"error": PLAIN_HTTP_REFUSED}).encode()
+    await loop.sock_sendall(conn, b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                                  b"Server: %s\r\nContent-Length: %d\r\n\r\n%s"
+                            % (SERVER_NAME.encode(), len(body), body))
+    conn.shutdown(socket.SHUT_WR)
+    # closing with the request unread would reset the connection before the client reads the 403:
+    # what it sent is discarded, unparsed, for a moment
+    discarded = 0
+    try:
+        async with asyncio.timeout(1.0):
+            while discarded < MAX_BODY_BYTES and (chunk := await loop.sock_recv(conn, 65536)):
+                discarded += len(chunk)
+    except TimeoutError:
+        pass
+
+
+_UNROUTED = ("/openapi.json", "/metrics")  # served beside the route table, without a token
+
+
 def _listen(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # a backlog of 1024: when every agent acks and re-polls at once (after a commit), a short
@@ -490,14 +636,19 @@ class ControlServer:
     """`ngfw control`: the API on HOST:PORT, on an event loop thread with handlers in worker threads."""
 
     def __init__(self, control: Control, tokens: TokenFile, host: str = "127.0.0.1", port: int = 0, *,
-                 limits: ServerLimits | None = None) -> None:
+                 limits: ServerLimits | None = None, ssl_context: ssl.SSLContext | None = None) -> None:
+        """`ssl_context` (ngfw.control.tls.server_context): serve HTTPS; plain-HTTP requests get a 403 unread."""
         self.control = control
+        self.ssl_context = ssl_context
         self.tokens = tokens
         self.routes = build_routes(control)
         self._patterns = [(route, route.pattern) for route in self.routes]
         self.limits = limits or ServerLimits()
         self.max_connections = open_files_cap(self.limits.max_connections)
-        self.counters: Counter[str] = Counter()  # internal_errors, bad_requests, refused_connections, timeouts
+        # internal_errors, bad_requests, refused_connections, timeouts, tls_handshake_failures, plain_http_refused
+        self.counters: Counter[str] = Counter()
+        self.metrics = ControlMetrics(control, lambda: dict(self.counters),
+                                      lambda: {"connections": self._open, "long_polls_waiting": self._waiting})
         self._openapi: dict[str, Any] | None = None
         self._openapi_body: bytes | None = None
         self._socket = _listen(host, port)  # bound now: a port in use is an OSError of the constructor
@@ -521,7 +672,8 @@ class ControlServer:
     @property
     def url(self) -> str:
         host, port = self._address[:2]
-        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
     @property
     def connections(self) -> int:
@@ -591,7 +743,10 @@ class ControlServer:
         runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=self.limits.shutdown_timeout)
         await runner.setup()
         try:
-            await web.SockSite(runner, self._socket, backlog=1024).start()
+            if self.ssl_context is not None:
+                await _TlsSite(runner, self._socket, self).start()
+            else:
+                await web.SockSite(runner, self._socket, backlog=1024).start()
             unsubscribe = self.control.subscribe(self._changed_elsewhere)
             watch = asyncio.create_task(self._watch_store())
             self._running.set()
@@ -643,21 +798,32 @@ class ControlServer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + parse_seconds(request.query.get("wait"), "wait", MAX_WAIT_SECONDS)
         request.query["wait"] = "0"  # the handler answers now; the waiting is done here
-        while True:
-            assert self._changed is not None
-            changed = self._changed  # taken before asking: a change while the handler runs is not missed
-            status, data = await self._in_worker(self._run, route, request)
-            remaining = deadline - loop.time()
-            if status != 204 or remaining <= 0 or self._stopping:
-                return status, data
-            self._waiting += 1
-            try:
-                async with asyncio.timeout(remaining):
-                    await changed.wait()
-            except TimeoutError:
-                pass  # asked once more: the answer at the deadline
-            finally:
-                self._waiting -= 1
+        # a dataplane polling for its host is that host's agent, connected (ngfw_control_host_connected);
+        # counted once the handler let it in, so nobody else can make up host names
+        host = request.query.get("host", "") if request.principal.base_role == "dataplane" else ""
+        tracked = False
+        try:
+            while True:
+                assert self._changed is not None
+                changed = self._changed  # taken before asking: a change while the handler runs is not missed
+                status, data = await self._in_worker(self._run, route, request)
+                if host and not tracked:
+                    self.metrics.poll_started(host)
+                    tracked = True
+                remaining = deadline - loop.time()
+                if status != 204 or remaining <= 0 or self._stopping:
+                    return status, data
+                self._waiting += 1
+                try:
+                    async with asyncio.timeout(remaining):
+                        await changed.wait()
+                except TimeoutError:
+                    pass  # asked once more: the answer at the deadline
+                finally:
+                    self._waiting -= 1
+        finally:
+            if tracked:
+                self.metrics.poll_ended(host)
 
     # ---- one request
     async def _in_worker(self, function: Callable[..., Any], *args: Any, writes: bool = False) -> Any:
@@ -670,10 +836,19 @@ class ControlServer:
         return status, _encode(result)
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        started = time.perf_counter()
         headers = {"Server": SERVER_NAME}
         close = False
+        path = urlsplit(request.raw_path).path.rstrip("/") or "/"
+        route, params = self._match(request.method, path)
+        # the metrics' labels: the route's template, never the path (bounded, and no names in it)
+        if route is not None:
+            method, template = route.method, route.path
+        else:  # a client may send any method and path: neither becomes a label
+            method, template = ("GET", path) if request.method == "GET" and path in _UNROUTED else ("other", "unmatched")
+        content_type = "application/json"
         try:
-            status, data = await self._answer(request)
+            status, data, content_type = await self._answer(request, path, route, params)
         except ApiError as exc:
             status, data = exc.status, _encode(exc.body())
             if exc.status == 401:
@@ -688,7 +863,7 @@ class ControlServer:
                           self.counters["internal_errors"])
             status, data = 500, _INTERNAL_ERROR_BODY
         if data is not None:
-            headers["Content-Type"] = "application/json"
+            headers["Content-Type"] = content_type
         response = web.Response(status=status, body=data, headers=headers)
         if close:
             response.force_close()
@@ -703,17 +878,21 @@ class ControlServer:
                 request.transport.abort()
             raise ConnectionResetError(f"{request.remote} did not take its answer within "
                                        f"{self.limits.send_timeout} s") from None
+        finally:
+            self.metrics.observe(method, template, status, time.perf_counter() - started)
         return response
 
-    async def _answer(self, request: web.BaseRequest) -> tuple[int, bytes | None]:
+    async def _answer(self, request: web.BaseRequest, path: str, route: Route | None,
+                      params: dict[str, str] | None) -> tuple[int, bytes | None, str]:
+        """(status, body, content type) of a request; raises ApiError for a refusal."""
         method = request.method
         target = urlsplit(request.raw_path)
-        path = target.path.rstrip("/") or "/"
         if method == "GET" and path == "/openapi.json":
             if self._openapi_body is None:
                 self._openapi_body = await self._in_worker(lambda: json.dumps(self.openapi()).encode())
-            return 200, self._openapi_body
-        route, params = self._match(method, path)
+            return 200, self._openapi_body, "application/json"
+        if method == "GET" and path == "/metrics":
+            return 200, await self._in_worker(self.metrics.exposition), METRICS_CONTENT_TYPE
         if route is None or params is None:
             raise ApiError(404 if params is None else 405, f"no such endpoint: {method} {_shown(path)}")
         length = request.content_length
@@ -728,13 +907,18 @@ class ControlServer:
         except UnicodeDecodeError:
             raise ApiError(400, f"the query is not UTF-8 once percent-decoded: {_shown(target.query)}") from None
         action = f"{method} {route.path}"
-        principal = await self._in_worker(self._authenticate, action, path, request.headers.get("Authorization", ""))
+        transport = request.transport
+        peer_host = certificate_host(transport.get_extra_info("peercert")) if transport is not None else None
+        principal = await self._in_worker(self._authenticate, action, path, request.headers.get("Authorization", ""),
+                                          peer_host)
         content_type = self._content_type(route, request, length)
         body = await self._read_body(request, length)
         call = Request(principal, decoded, query, body, content_type)
         if route.long_poll:
-            return await self._long_poll(route, call)
-        return await self._in_worker(self._run, route, call, writes=method != "GET")  # type: ignore[no-any-return]
+            status, data = await self._long_poll(route, call)
+        else:
+            status, data = await self._in_worker(self._run, route, call, writes=method != "GET")
+        return status, data, "application/json"
 
     def _match(self, method: str, path: str) -> tuple[Route | None, dict[str, str] | None]:
         path_known = False
@@ -746,10 +930,18 @@ class ControlServer:
                     return route, match.groupdict()
         return None, ({} if path_known else None)
 
-    def _authenticate(self, action: str, path: str, header: str) -> Principal:
+    def _authenticate(self, action: str, path: str, header: str, peer_host: str | None = None) -> Principal:
+        """The caller: its bearer token's principal, else (no Authorization header) the dataplane its verified
+        client certificate names; 401 otherwise."""
+        if not header and peer_host is not None:
+            if not valid_host_name(peer_host):
+                raise self.control.unauthenticated(action, path, f"the client certificate names {peer_host[:80]!r}, "
+                                                   "which is not a host name")
+            return Principal(f"cert:{peer_host}", f"dataplane:{peer_host}")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise self.control.unauthenticated(action, path, "no bearer token (Authorization: Bearer TOKEN)")
+            raise self.control.unauthenticated(action, path, "no bearer token (Authorization: Bearer TOKEN)"
+                                               + (" and no client certificate" if self.ssl_context else ""))
         # tokens are URL-safe base64; a header's other bytes arrive as surrogates that no digest takes
         principal = self.tokens.authenticate(token.strip()) if token.isascii() else None
         if principal is None:

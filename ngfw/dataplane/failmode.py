@@ -32,6 +32,7 @@ FAIL_MODES = ("closed", "open")
 STALE_AFTER_NS = 300_000_000
 FIRST_TURN_TIMEOUT = 2.0     # seconds to wait for the loop's first heartbeat before taking the wire
 MONITOR_INTERVAL = 0.25      # seconds between two looks at the program's counters (stall logging)
+MIDSTREAM_PICKUP_SECONDS = 30  # after the kernel forwarded for us: unknown TCP connections are picked up this long
 OBJECT_PATH = Path(__file__).resolve().parent.parent / "_fastpath" / "bpf" / "wire.bpf.o"
 
 
@@ -106,6 +107,7 @@ class WireFailModes:
         self.stale_after_ns = stale_after_ns
         self.program: Any = None
         self._monitor: threading.Thread | None = None
+        self._engine: Any = None
         self._started = False
         self._stopping = threading.Event()
         self._lock = threading.Lock()
@@ -154,6 +156,7 @@ class WireFailModes:
         """Once the packet loop runs: point its heartbeat at the program, wait for its first turn, then take
         every wire (replace or remove what an earlier dataplane left), log the modes and watch for stalls."""
         self._started = True
+        self._engine = engine
         if self.program is not None:
             engine.set_heartbeat_address(self.program.heartbeat_address())
         self._wait_first_turn(engine)
@@ -177,7 +180,8 @@ class WireFailModes:
                 except OSError as exc:
                     log.error("cannot remove the fail-open program an earlier dataplane left on %s (%s): the kernel "
                               "may still forward its frames while no dataplane runs", port, exc)
-        self._read_leftovers(leftovers)
+        if self._read_leftovers(leftovers):
+            self._pick_up_midstream(engine)
         for wire in self.wires:
             if wire.attached:
                 log.info("wire %s: fail mode open: the kernel forwards between %s and %s when the packet loop has "
@@ -230,10 +234,20 @@ class WireFailModes:
         wire.attached = True
         return True
 
-    def _read_leftovers(self, leftovers: dict[str, Any]) -> None:
+    def _pick_up_midstream(self, engine: Any) -> None:
+        """The kernel forwarded while no packet loop ran: connections opened meanwhile are unknown here. For a
+        while, their segments start flows that the policy decides (instead of being dropped mid-stream)."""
+        allow = getattr(engine, "allow_midstream", None)
+        if allow is not None:
+            allow(MIDSTREAM_PICKUP_SECONDS)
+            log.info("TCP connections opened while a wire was open are picked up mid-stream for %d s, each decided "
+                     "by the policy", MIDSTREAM_PICKUP_SECONDS)
+
+    def _read_leftovers(self, leftovers: dict[str, Any]) -> int:
         """Log and carry over what the kernel forwarded under earlier programs (read after they were replaced
-        or removed, so the count is final)."""
+        or removed, so the count is final); returns the packets it forwarded."""
         read: set[tuple[int, int]] = set()
+        forwarded = 0
         for wire in self.wires:
             for port, ifindex in zip(wire.ports, (socket.if_nametoindex(p) for p in wire.ports)):
                 old = leftovers.get(port)
@@ -247,11 +261,13 @@ class WireFailModes:
                 wire.carried_packets += counters["packets"]
                 wire.carried_bytes += counters["bytes"]
                 wire.carried_activations += counters["activations"]
+                forwarded += counters["packets"]
                 log.log(logging.WARNING if counters["packets"] else logging.INFO,
                         "wire %s was open while no dataplane ran: %d packets forwarded by the kernel (%d bytes)",
                         wire.name, counters["packets"], counters["bytes"])
         for old in {id(p): p for p in leftovers.values() if p is not None}.values():
             old.close()
+        return forwarded
 
     # ---- running: stalls
     def _watch(self) -> None:
@@ -282,9 +298,40 @@ class WireFailModes:
                 if wire.stalled_since_packets is not None and fresh:
                     log.warning("wire %s was open while the packet loop stalled: %d packets forwarded by the kernel",
                                 wire.name, now["packets"] - wire.stalled_since_packets)
+                    if now["packets"] > wire.stalled_since_packets and self._engine is not None:
+                        self._pick_up_midstream(self._engine)
                     wire.stalled_since_packets = None
                 wire.seen_activations = now["activations"]
                 wire.seen_packets = now["packets"]
+
+    # ---- running: interfaces that come and go (ngfw.dataplane.linkwatch)
+    def interface_replaced(self, port: str, ifindex: int) -> None:
+        """Port `port`'s interface was re-created as `ifindex`: the program forwards to and from the new one,
+        and an open wire's program runs on it (the old filter went with the old interface). Called before the
+        dataplane's ring moves to it, so a dataplane that dies meanwhile leaves the wire open."""
+        for wire in self.wires:
+            if port not in wire.ports:
+                continue
+            side = wire.ports.index(port)
+            old, peer = wire.ifindexes[side], wire.ifindexes[1 - side]
+            wire.ifindexes = (ifindex, peer) if side == 0 else (peer, ifindex)
+            if self.program is None or old == ifindex:
+                continue
+            try:
+                with self._lock:
+                    if old:
+                        self.program.forget_port(old)
+                    self.program.set_port(ifindex, peer, wire.slot)
+                    if peer:
+                        self.program.set_port(peer, ifindex, wire.slot)
+                    if wire.attached:
+                        self.program.attach(ifindex)
+            except OSError as exc:
+                log.error("wire %s: cannot move the fail-open program to the new %s (%s): the wire is closed on "
+                          "that side while no dataplane runs", wire.name, port, exc)
+                continue
+            if wire.attached:
+                log.info("wire %s: fail-open program attached to the new %s (ifindex %d)", wire.name, port, ifindex)
 
     # ---- stop
     def stop(self, engine: HeartbeatEngine) -> None:

@@ -39,6 +39,8 @@ class DataplaneCollector(Collector):
                 family.add_metric([port["name"]], port[key])
             yield family
 
+        yield from self._port_links(dp)
+
         drops = CounterMetricFamily("ngfw_drops_total", "Frames dropped by the dataplane, by reason", labels=["reason"])
         for reason, value in stats["drops"].items():
             drops.add_metric([reason], value)
@@ -119,6 +121,22 @@ class DataplaneCollector(Collector):
         yield histogram
         yield CounterMetricFamily("ngfw_migration_sessions_exported_total", "Sessions this host sent to the host "
                                   "their workload moved to", value=agent.exported if agent is not None else 0)
+
+    @staticmethod
+    def _port_links(dp: "Dataplane") -> Iterator:
+        """Whether each port's link is usable now, and how often it went down, came up, was removed and
+        re-attached (ngfw.dataplane.linkwatch)."""
+        up = GaugeMetricFamily("ngfw_port_up", "1 while the port has its interface and the link is up (frames for "
+                               "it are dropped as port_down otherwise)", labels=["port"])
+        for state in dp.engine.port_states():
+            up.add_metric([state["name"]], 1 if state["attached"] and not state["down"] else 0)
+        yield up
+        events = CounterMetricFamily("ngfw_port_events_total", "Changes of a port's link: down, up, removed (its "
+                                     "interface disappeared), reattached (a new ring or TAP on its re-created "
+                                     "interface)", labels=["port", "event"])
+        for (port, event), value in sorted(dp.port_events().items()):
+            events.add_metric([port, event], value)
+        yield events
 
     @staticmethod
     def _tenancy(per_vsys: dict) -> Iterator:

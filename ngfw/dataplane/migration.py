@@ -26,16 +26,18 @@ from collections import deque
 from typing import Any
 
 from ngfw.control.client import ControlClient, ControlError, ControlUnreachable
+from ngfw.control.migrations import LOST
 from ngfw.dataplane.state import SessionBatch, StateError
 
 log = logging.getLogger("ngfw.migration")
 
 TRANSFER_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-LOST = ("malformed", "not_owned", "policy", "quota", "table_full")
 
 
 class MigrationAgent:
-    def __init__(self, dataplane: Any, client: ControlClient, host: str, wait: float = 20.0) -> None:
+    def __init__(self, dataplane: Any, client: ControlClient, host: str, wait: float = 2.0) -> None:
+        """`wait`: seconds of one long-poll for tasks; control counts this host connected for a few seconds
+        after each (ngfw.control.migrations.LIVE_SECONDS), so it stays short."""
         self.dp = dataplane
         self.client = client
         self.host = host
@@ -206,7 +208,7 @@ class MigrationAgent:
         entry = self.in_progress.pop(migration, {"results": {}, "fail_open_base": self._fail_open_packets()})
         self.migrations[result] = self.migrations.get(result, 0) + 1
         pre, cut = entry["results"].get("precopy", {}), entry["results"].get("cutover", {})
-        moved = pre.get("imported", 0) + cut.get("imported", 0) - cut.get("removed", 0)
+        moved = pre.get("imported", 0) + pre.get("updated", 0) + cut.get("imported", 0) - cut.get("removed", 0)
         lost = sum(n for results in (pre, cut) for k, n in results.items() if k in LOST)
         created = float(task.get("created") or time.time())
         fail_open = self._fail_open_packets() - entry["fail_open_base"]
@@ -216,7 +218,9 @@ class MigrationAgent:
                 "migration": {"id": migration, "workload": task["workload"], "vsys": task["vsys"],
                               "from_host": task.get("from", ""), "to_host": self.host,
                               "mode": task.get("mode", ""), "result": result, "sessions_moved": max(moved, 0),
-                              "sessions_lost": lost, "sessions": {"precopy": pre, "cutover": cut},
+                              "sessions_lost": lost,
+                              "sessions_refused_by_policy": pre.get("policy", 0) + cut.get("policy", 0),
+                              "sessions": {"precopy": pre, "cutover": cut},
                               "duration": round(time.time() - created, 6),
                               "transfer_seconds": round(transfer, 6) if transfer is not None else None,
                               # by design nothing of the workload is forwarded here without this host's

@@ -10,20 +10,24 @@ import errno
 import fcntl
 import logging
 import os
+import socket
 import struct
 from dataclasses import dataclass
 
-from pyroute2 import IPRoute
-from pyroute2.ethtool import Ethtool
-from pyroute2.netlink.exceptions import NetlinkError
+# pyroute2 is imported where links are configured: a restarted dataplane whose links are set up already
+# (ngfw.dataplane.runner) opens its rings without it, a sixth of a second earlier
 
 log = logging.getLogger(__name__)
 
 TUNSETIFF = 0x400454CA
 TUNSETOFFLOAD = 0x400454D0
+TUNGETIFF = 0x800454D2
 IFF_TAP = 0x0002
 IFF_NO_PI = 0x1000
 IFF_PROMISC = 0x100
+IFF_UP = 0x1
+SIOCGIFFLAGS = 0x8913
+SIOCGIFMTU = 0x8921
 
 # Receive offloads that coalesce frames into super-frames larger than the MTU.
 SUPERFRAME_FEATURES = ("rx-gro", "rx-lro", "rx-gro-hw", "rx-gro-list", "rx-udp-gro-forwarding")
@@ -44,8 +48,27 @@ def _no_permission(name: str) -> PortError:
     return PortError(f"no permission to configure {name}: run the dataplane as root (or with CAP_NET_ADMIN and CAP_NET_RAW)")
 
 
+def link_as_left(name: str) -> Link | None:
+    """`name` as a previous dataplane left it -- up and promiscuous -- read without netlink (two ioctls); None
+    when it is not there or not set up yet."""
+    try:
+        ifindex = socket.if_nametoindex(name)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            request = struct.pack("16s16x", name.encode()[:15])
+            flags = struct.unpack_from("H", fcntl.ioctl(s, SIOCGIFFLAGS, request), 16)[0]
+            mtu = struct.unpack_from("i", fcntl.ioctl(s, SIOCGIFMTU, request), 16)[0]
+    except (OSError, UnicodeError):
+        return None
+    if flags & IFF_UP and flags & IFF_PROMISC and mtu > 0:
+        return Link(name=name, ifindex=ifindex, mtu=mtu)
+    return None
+
+
 def prepare_link(name: str, min_mtu: int = 1500) -> Link:
     """Look up `name`, bring it up in promiscuous mode and turn off super-frame offloads."""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
     with IPRoute() as ipr:
         found = ipr.link_lookup(ifname=name)
         if not found:
@@ -69,6 +92,8 @@ def prepare_link(name: str, min_mtu: int = 1500) -> Link:
 
 def disable_superframe_offloads(name: str) -> list[str]:
     """Turn off receive offloads that would hand the ring frames above the MTU; returns what was changed."""
+    from pyroute2.ethtool import Ethtool
+
     changed: list[str] = []
     eth = Ethtool()
     try:
@@ -120,3 +145,13 @@ def open_tap(name: str) -> tuple[int, Link]:
         os.close(fd)
         raise
     return fd, link
+
+
+def tap_attached(fd: int) -> bool:
+    """Whether TAP descriptor `fd` is still attached to a device (in any network namespace): a deleted device
+    leaves its descriptors answering EBADFD."""
+    try:
+        fcntl.ioctl(fd, TUNGETIFF, bytes(40))
+    except OSError:
+        return False
+    return True

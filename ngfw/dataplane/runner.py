@@ -20,7 +20,7 @@ from ngfw.compiler.tables import CompiledPolicy
 from ngfw.dataplane.eve import DEFAULT_RULE, EveWriter
 from ngfw.dataplane.failmode import WireFailModes
 from ngfw.dataplane.fastpath import engine_module
-from ngfw.dataplane.ports import PortError, open_tap, prepare_link
+from ngfw.dataplane.ports import Link, PortError, disable_superframe_offloads, link_as_left, open_tap, prepare_link
 from ngfw.dataplane.state import SessionBatch, StateStore, TakeOver
 
 log = logging.getLogger("ngfw.dataplane")
@@ -107,7 +107,9 @@ class Dataplane:
         self.last_load_time = 0.0
         self.drain_interval = drain_interval
         self.eve = EveWriter(eve_path) if eve_path else None
-        self._tap_fds: list[int] = []
+        self.tap_fds: dict[str, int] = {}     # TAP port -> its descriptor (the link watch replaces re-created ones)
+        self.port_links: dict[str, Link] = {}  # the interface each port was opened on
+        self.link_watch: Any = None            # ngfw.dataplane.linkwatch.LinkWatch, while running
         self._loop_thread: threading.Thread | None = None
         self._drain_thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -119,9 +121,15 @@ class Dataplane:
         self._last_full_warning = 0.0
         self._last_insert_failures = 0
         self.port_index: dict[str, int] = {}
-        self._open_ports()
-        # refuses `open` here, before anything runs, where BPF is not allowed
-        self.fail_modes = WireFailModes(plan.wires, plan.fail_modes, list(self.port_index))
+        self._links_to_check: list[str] = []
+        try:
+            self._open_ports()
+            # refuses `open` here, before anything runs, where BPF is not allowed
+            self.fail_modes = WireFailModes(plan.wires, plan.fail_modes, list(self.port_index))
+        except BaseException:
+            if self.state is not None:
+                self.state.discard_table()   # what the last process left stays for the next attempt
+            raise
 
     # ---- ports
     def _open_ports(self) -> None:
@@ -133,10 +141,16 @@ class Dataplane:
                     raise PortError(f"interface {name} is given twice")
                 if name in taps:
                     fd, link = open_tap(name)
-                    self._tap_fds.append(fd)
+                    self.tap_fds[name] = fd
                     index = self.engine.add_tap_port(name, fd, link.mtu, seg_no)
                 else:
-                    link = prepare_link(name)
+                    # as the last dataplane left it (a restart): open the ring now, check offloads once
+                    # forwarding (check_links); else set it up with pyroute2 first
+                    link = link_as_left(name)
+                    if link is None:
+                        link = prepare_link(name)
+                    else:
+                        self._links_to_check.append(name)
                     try:
                         index = self.engine.add_ring_port(name, link.ifindex, link.mtu, seg_no)
                     except PermissionError:
@@ -145,6 +159,7 @@ class Dataplane:
                     except OSError as exc:
                         raise PortError(str(exc)) from None
                 self.port_index[name] = index
+                self.port_links[name] = link
                 # a wire's first interface faces the workloads (its second the uplink); TAPs and segment
                 # ports are workloads' own: a workload's first frame there is an arrival (it may have moved)
                 self.engine.set_port_vm_side(index, name not in wire_uplinks)
@@ -265,13 +280,14 @@ class Dataplane:
 
     def load_file(self) -> CompiledPolicy:
         """Load, validate and compile the policy file; raises PolicyError and keeps the running policy."""
-        from ngfw.compiler.policy import load_policy  # imported lazily: the model pulls in pydantic
+        # compiled once, then from the cache: a restart enforces without importing pydantic
+        from ngfw.compiler.policy_cache import load_policy_cached
 
         assert self.policy_path is not None
         started = time.perf_counter()
         source = self._policy_source_digest()
         try:
-            policy = load_policy(self.policy_path, version=self.version + 1)
+            policy = load_policy_cached(self.policy_path, version=self.version + 1)
             self._check_workload_loss(policy)
         except Exception:
             self.reloads_failed += 1
@@ -304,15 +320,14 @@ class Dataplane:
         import hashlib
         from pathlib import Path
 
-        from ngfw.model.errors import PolicyError
-        from ngfw.model.loader import policy_files
+        from ngfw.model.files import NoPolicyFiles, policy_files   # not the models: no pydantic at start
 
         assert self.policy_path is not None
         h = hashlib.sha256()
         try:
             for file in policy_files(Path(self.policy_path)):
                 h.update(str(file).encode() + b"\0" + file.read_bytes() + b"\0")
-        except (OSError, PolicyError):
+        except (OSError, NoPolicyFiles):
             return None
         return h.hexdigest()
 
@@ -409,6 +424,27 @@ class Dataplane:
         self._drain_thread = _named_thread("ngfw-events", self._drain_forever)
         self._drain_thread.start()
         self.fail_modes.start(self.engine)  # after the loop's first turn: take the wires
+        log.info("forwarding on %s", ", ".join(self.port_index))
+        self._start_link_watch()
+        for name in self._links_to_check:   # set up by an earlier dataplane: offloads may have changed since
+            disable_superframe_offloads(name)
+        self._links_to_check.clear()
+
+    # ---- links that come and go (ngfw.dataplane.linkwatch)
+    def _start_link_watch(self) -> None:
+        from ngfw.dataplane.linkwatch import LinkWatch
+
+        self.link_watch = LinkWatch(self.engine, self.port_index, self.port_links, set(self.plan.taps),
+                                    self.tap_fds, self.fail_modes)
+        self.link_watch.start()
+
+    def _stop_link_watch(self) -> None:
+        if self.link_watch is not None:
+            self.link_watch.stop()   # kept: its counts stay readable
+
+    def port_events(self) -> dict[tuple[str, str], int]:
+        """(port, event) -> times it happened: down, up, removed, reattached (ngfw.dataplane.links)."""
+        return self.link_watch.events() if self.link_watch is not None else {}
 
     def _drain_forever(self) -> None:
         while not self._stopping.wait(self.drain_interval):
@@ -464,6 +500,7 @@ class Dataplane:
     def stop(self) -> None:
         """Stop the loop; save every flow for the next process (with a state directory) or log it as ended by
         shutdown; close ports and logs."""
+        self._stop_link_watch()
         self._stopping.set()
         self.engine.stop()
         if self._loop_thread is not None:
@@ -481,9 +518,9 @@ class Dataplane:
             self.drain()
         if self.eve is not None:
             self.eve.close()
-        for fd in self._tap_fds:
+        for fd in self.tap_fds.values():
             os.close(fd)
-        self._tap_fds.clear()
+        self.tap_fds.clear()
 
 
 def _named_thread(name: str, body: Any) -> threading.Thread:
@@ -503,10 +540,7 @@ def _named_thread(name: str, body: Any) -> threading.Thread:
 
 def serve(dp: Dataplane, metrics_addr: tuple[str, int] | None) -> int:
     """Run until SIGINT/SIGTERM; SIGHUP reloads the policy. Returns the exit status."""
-    from prometheus_client import CollectorRegistry, start_http_server
-
     from ngfw import systemd
-    from ngfw.dataplane.metrics import DataplaneCollector
 
     wake = threading.Event()
     wanted = {"reload": False, "stop": False}
@@ -522,19 +556,27 @@ def serve(dp: Dataplane, metrics_addr: tuple[str, int] | None) -> int:
     signal.signal(signal.SIGHUP, on_hup)
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
-    if metrics_addr is not None:
-        registry = CollectorRegistry()
-        registry.register(DataplaneCollector(dp))
-        start_http_server(metrics_addr[1], addr=metrics_addr[0], registry=registry)
-        log.info("metrics on http://%s:%d/metrics", *metrics_addr)
+    # forwarding first: after a restart, every millisecond before the loop runs is traffic held up
     dp.start()
-    log.info("forwarding on %s", ", ".join(dp.port_index))
-    # systemd (Type=notify): READY once a policy is enforced; the watchdog is fed by the packet loop
+    # systemd (Type=notify): READY once a policy is enforced -- now, if the loop started with one; the
+    # watchdog is fed while the packet loop turns
+    ready = False
+    if dp.policy is not None:
+        systemd.notify("READY=1", f"STATUS={dp.status_line()}")
+        ready = True
     watchdog = systemd.Watchdog.for_unit(dp.engine.progress_ns)
     if watchdog is not None:
         watchdog.start()
-    ready = False
     try:
+        if metrics_addr is not None:
+            from prometheus_client import CollectorRegistry, start_http_server
+
+            from ngfw.dataplane.metrics import DataplaneCollector
+
+            registry = CollectorRegistry()
+            registry.register(DataplaneCollector(dp))
+            start_http_server(metrics_addr[1], addr=metrics_addr[0], registry=registry)
+            log.info("metrics on http://%s:%d/metrics", *metrics_addr)
         while not wanted["stop"]:
             if not ready and dp.policy is not None:
                 systemd.notify("READY=1", f"STATUS={dp.status_line()}")

@@ -293,6 +293,19 @@ class StateStore:
         except FileNotFoundError:
             pass
 
+    def discard_table(self) -> None:
+        """This process will not run: drop the table it was preparing, release the directory."""
+        if self._pending_path is not None:
+            self._pending_path.unlink(missing_ok=True)
+            self._pending_path = None
+        self.close()
+        if not self.table_path.exists() and not self.snapshot_path.exists():
+            (self.dir / LOCK_FILE).unlink(missing_ok=True)   # nothing kept here: leave no directory behind
+            try:
+                self.dir.rmdir()
+            except OSError:
+                pass
+
     def write_names(self, apps: list[str]) -> None:
         """The catalogue's app names by id, next to the table whose flows carry those ids."""
         if self.memory is None or self.layout is None:

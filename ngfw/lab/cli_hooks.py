@@ -72,7 +72,7 @@ def lab_up_cmd(prefix: str = "ngfw", hosts: int = 1, out: TextIO = sys.stdout, v
     if two is not None:
         print(f"  host-b: tenant-b's db1 {two.db1.ipv4} / {two.db1.ipv6} ({two.db1.mac}) behind {two.host_b.fw_ns}",
               file=out)
-        print(f"  control: run `ngfw control --listen {two.control_ip}:{two.control_port}` in {two.mgmt_ns}; then "
+        print(f"  control: run `ngfw control --listen {two.control_ip}:{two.control_port} --insecure-http` in {two.mgmt_ns}; then "
               f"`ngfw dataplane --wire {lab.wire} --control {two.control_url} --host host-a|host-b --token-file F` "
               f"in {two.host_a.fw_ns} / {two.host_b.fw_ns}; policy: rules/examples/lab-two-hosts.yaml", file=out)
     return 0
@@ -108,6 +108,9 @@ def lab_migrate_cmd(prefix: str, workload: str, to: str, out: TextIO = sys.stdou
         report = migrate_workload(prefix, workload, to)
     except MigrateError as exc:
         print(f"ngfw lab migrate: {exc}", file=err)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - a failure of the lab itself (QEMU, netlink): said, not a traceback
+        print(f"ngfw lab migrate: {workload} could not move to {to}: {type(exc).__name__}: {exc}", file=err)
         return 1
     print(report.line(), file=out)
     return 0

@@ -135,7 +135,8 @@ def control_site(two: TwoHostLab, workdir: Path, policy: Path, ready_timeout: fl
             token_files[name].write_text(token + "\n")
         logs.append(open(workdir / "control.log", "ab"))
         argv = [sys.executable, "-m", "ngfw", "control", "--listen", f"{two.control_ip}:{two.control_port}",
-                "--store", f"sqlite:///{workdir / 'control.db'}", "--tokens", str(tokens_file)]
+                "--store", f"sqlite:///{workdir / 'control.db'}", "--tokens", str(tokens_file),
+                "--insecure-http"]  # the lab's management network is a namespace's: nothing else sees it
         procs.append(run_in(two.mgmt_ns, argv, stdout=logs[-1], stderr=logs[-1], stdin=subprocess.DEVNULL,
                             env=dataplane_env(), cwd=str(REPO_ROOT)))
         site = ControlSite(two, workdir, tokens, token_files)

@@ -48,6 +48,7 @@ BUSYBOX_PATH = Path("/bin/busybox")
 # what a virtio-net-pci NIC needs; their dependencies are read from each module's modinfo
 NIC_MODULES = ("virtio_pci", "virtio_net")
 READY_MARKER = "ngfw-guest: ready"
+BOOT_MARKER = "ngfw-guest: init"  # the first thing /init says: the kernel booted (what the KVM probe waits for)
 AGENT_PORT = "ttyS1"  # the second serial port: the command agent (ngfw.lab.guest_agent)
 
 AGENT_SHELL = r"""# The agent: one request per line, "ID SECONDS BASE64-SCRIPT"; the answer is the script's output
@@ -82,6 +83,7 @@ def agent_shell(tty: str = "/dev/ttyS1", scratch: str = "/tmp") -> str:
 INIT_SCRIPT = r"""#!/bin/busybox sh
 # PID 1 of the ngfw lab guest (ngfw.lab.guest_image): network from the kernel command line,
 # busybox httpd on :80, and a command agent on ttyS1 for the lab (ngfw.lab.guest_agent).
+echo "ngfw-guest: init"
 /bin/busybox --install -s /bin
 export PATH=/bin
 mount -t proc proc /proc

@@ -52,11 +52,14 @@ def time_to_connect(ns: str, address: tuple[str, int], since: float, limit: floa
             sock.close()
 
 
-def connects(ns: str, address: tuple[str, int], timeout: float = 1.0) -> bool:
-    """One TCP connection attempt from `ns`: True when the handshake completes within `timeout` s."""
+def connects(ns: str, address: tuple[str, int], timeout: float = 1.0, source: str | None = None) -> bool:
+    """One TCP connection attempt from `ns` (from address `source`, if given): True when the handshake
+    completes within `timeout` s."""
     with contextlib.closing(socket_in(ns)) as sock:
         sock.settimeout(timeout)
         try:
+            if source is not None:
+                sock.bind((source, 0))
             sock.connect(address)
         except OSError:
             return False

@@ -1,7 +1,7 @@
 """A small QEMU driver for the lab: guests in a network namespace, NICs on TAPs in a bridge, QMP, migration.
 
 ```python
-from ngfw.lab.qemu import Guest, GuestSpec, Nic, select_accelerator, cleanup
+from ngfw.lab.qemu import Drive, Guest, GuestSpec, Nic, cleanup, select_accelerator
 
 accel = select_accelerator(kernel, initrd, marker=rb"ngfw-guest: ready", append=cmdline)  # "kvm" | "tcg"
 spec = GuestSpec(
@@ -16,7 +16,8 @@ guest = Guest.start(spec, run_dir=Path("/run/ngfw-lab/ngfw.qemu"), accel=accel)
 guest.wait_console("login:", timeout=60)     # ttyS0's output is also kept in run_dir/NAME.console.log
 with guest.qmp() as qmp:                     # a fresh QMP session (one client at a time)
     qmp.execute("query-status")
-guest.shutdown(timeout=10, powerdown=True)   # ACPI power button, then QMP quit, then SIGKILL
+guest.shutdown(timeout=10, powerdown=True)   # ACPI power button (a guest with acpid/systemd powers
+                                             # off), then QMP quit, then SIGKILL; TAPs deleted
 cleanup(run_dir)                             # after a crash: every QEMU and TAP the run dir knows
 ```
 
@@ -44,7 +45,7 @@ Guests of a lab belong in its run directory, `ngfw.lab.workloads.qemu_run_dir(pr
 API: `Nic`, `Drive`, `GuestSpec` (+ `to_json`/`from_json`), `RunFiles`, `qemu_argv(spec, files, accel)`,
 `Guest` (`start`, `attach`, `alive`, `qmp`, `status`, `wait_running`, `console_text`,
 `wait_console`, `serial_path`, `migrate`, `quit`, `shutdown`, `kill`), `MigrationStats`,
-`create_tap`, `delete_tap`, `kvm_usable`, `probe_kvm`, `select_accelerator`, `cleanup`,
+`create_tap`, `delete_tap`, `kvm_usable`, `probe_kvm`, `boots_under`, `select_accelerator`, `cleanup`,
 `GuestError`, `MigrationFailed`; `QmpClient` and `QmpError` (from `ngfw.lab.qmp`).
 """
 
@@ -75,7 +76,7 @@ from ngfw.lab.qmp import QmpClient, QmpClosed, QmpError
 
 __all__ = [
     "Nic", "Drive", "GuestSpec", "RunFiles", "Guest", "MigrationStats", "GuestError", "MigrationFailed", "QmpClient",
-    "QmpError", "qemu_argv", "create_tap", "delete_tap", "kvm_usable", "probe_kvm", "select_accelerator",
+    "QmpError", "qemu_argv", "create_tap", "delete_tap", "kvm_usable", "probe_kvm", "boots_under", "select_accelerator",
     "cleanup", "QEMU_BINARY",
 ]
 
@@ -656,13 +657,21 @@ def kvm_usable() -> bool:
 def probe_kvm(kernel: Path, initrd: Path | None = None, append: str = "console=ttyS0 panic=-1",
               marker: bytes = DEFAULT_PROBE_MARKER, timeout: float = 5.0, binary: str = QEMU_BINARY) -> bool:
     """Boot `kernel` under KVM without any NIC; True if its console shows `marker` within `timeout` s."""
-    if not kvm_usable() or shutil.which(binary) is None:
+    if not kvm_usable():
+        return False
+    return boots_under("kvm", kernel, initrd, append, marker, timeout, binary)
+
+
+def boots_under(accel: str, kernel: Path, initrd: Path | None = None, append: str = "console=ttyS0 panic=-1",
+                marker: bytes = DEFAULT_PROBE_MARKER, timeout: float = 5.0, binary: str = QEMU_BINARY) -> bool:
+    """Whether `kernel` booted under `accel`, no NIC, shows `marker` on its console within `timeout` s."""
+    if shutil.which(binary) is None:
         return False
     regex = re.compile(marker)
     with tempfile.TemporaryDirectory(prefix="ngfw-kvm-probe-") as tmp:
         console = Path(tmp) / "console.log"
-        argv = [binary, "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-accel", "kvm",
-                "-cpu", "host", "-m", "256", "-serial", f"file:{console}", "-kernel", str(kernel),
+        argv = [binary, "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-accel", accel,
+                "-cpu", "host" if accel == "kvm" else "max", "-m", "256", "-serial", f"file:{console}", "-kernel", str(kernel),
                 "-append", append, *(["-initrd", str(initrd)] if initrd else [])]
         with open(Path(tmp) / "qemu.log", "wb") as err:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True)

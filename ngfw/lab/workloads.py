@@ -23,7 +23,7 @@ from pathlib import Path
 from pyroute2 import IPRoute, netns
 
 from ngfw.lab.guest_agent import GuestAgent
-from ngfw.lab.guest_image import READY_MARKER, GuestImage, guest_image
+from ngfw.lab.guest_image import BOOT_MARKER, READY_MARKER, GuestImage, guest_image
 from ngfw.lab.hosts import two_host_plan
 from ngfw.lab.lock import LOCK_DIR
 from ngfw.lab.qemu import Guest, GuestSpec, Nic, cleanup, select_accelerator
@@ -196,8 +196,9 @@ def start_vm_workloads(prefix: str, names: Sequence[str] = VM_WORKLOADS,
     if unknown:
         raise WorkloadError(f"unknown workload {unknown[0]!r}: the lab's workloads are {', '.join(endpoints)}")
     image = guest_image(progress=say)
+    # the probe guest has no NIC: it is enough that the kernel gets to /init
     accel = select_accelerator(image.kernel, image.initrd, append=GuestImage.cmdline("kvm-probe"),
-                               marker=READY_MARKER.encode())
+                               marker=BOOT_MARKER.encode())
     hosts = lab_hosts(prefix, is_two_host_lab(prefix))
     with placement_lock(prefix):
         placements = load_placements(prefix)

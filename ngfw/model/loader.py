@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ngfw.model import files
 from ngfw.model.errors import PolicyError, describe_all
 from ngfw.model.resources import API_VERSION, KINDS, LoadedResource
 from ngfw.model.validate import Identity, cross_check
@@ -19,31 +20,15 @@ from ngfw.model.yamldoc import Document, YamlProblem, parse_documents
 
 __all__ = ["LoadedResource", "PolicyError", "load_resources", "policy_files"]
 
-SUFFIXES = (".yaml", ".yml")
+SUFFIXES = files.SUFFIXES
 
 
 def policy_files(path: Path) -> list[Path]:
-    """`path` itself, or every `*.yaml`/`*.yml` under it, sorted by relative path.
-
-    Hidden files and directories are skipped: editors and VCS keep their own files
-    there (`.#main.yaml`, `.git/`), and they are never policy.
-    """
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        raise PolicyError([f"{path}: no such file or directory"])
-    files = [
-        p
-        for p in path.rglob("*")
-        if p.suffix in SUFFIXES
-        and p.is_file()
-        and not any(part.startswith(".") for part in p.relative_to(path).parts)
-    ]
-    if not files:
-        # An empty policy denies everything; from a directory that is more likely
-        # a wrong path than intent, so say so instead of loading nothing.
-        raise PolicyError([f"{path}: no *.yaml or *.yml files in this directory"])
-    return sorted(files, key=lambda p: p.relative_to(path).parts)
+    """`path` itself, or every `*.yaml`/`*.yml` under it (ngfw.model.files); PolicyError when there is none."""
+    try:
+        return files.policy_files(path)
+    except files.NoPolicyFiles as exc:
+        raise PolicyError([str(exc)]) from None
 
 
 def load_resources(path: str | Path, *, check_references: bool = True) -> list[LoadedResource]:

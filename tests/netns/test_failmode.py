@@ -181,3 +181,32 @@ def test_open_is_refused_without_bpf_and_closed_needs_none(lab, wire_dataplane, 
         assert metric(dp.metrics_text(), "ngfw_wire_fail_mode", wire=lab.wire, mode="closed") == 1
     finally:
         dp.stop()
+
+
+def test_connections_opened_while_the_wire_was_open_are_picked_up_and_decided(lab, wire_dataplane, server_8080,
+                                                                              tmp_path) -> None:
+    """The successor never saw their handshakes: for a while it starts flows from their mid-stream segments,
+    each decided by its policy (no session state here, `--state-dir none`: only the pick-up can help)."""
+    from ngfw.lab.netns import socket_in
+
+    policy = lab_policy_with(tmp_path, RULES)
+    dp = wire_dataplane(policy, "--fail-mode", "open", "--state-dir", "none")
+    assert connects(lab.web1.ns, (SERVER, 80))
+    assert kill_and_time_open(lab, dp, signal.SIGKILL) is not None
+    allowed, denied = socket_in(lab.web1.ns), socket_in(lab.web1.ns)
+    try:
+        allowed.settimeout(3)
+        denied.settimeout(3)
+        allowed.connect((SERVER, 80))   # through the kernel, as the 8080 one: no policy while open
+        denied.connect((SERVER, 8080))
+        successor = wire_dataplane(policy, "--fail-mode", "open", "--state-dir", "none")
+        assert "picked up mid-stream" in successor.stderr_text()
+        allowed.sendall(b"GET / HTTP/1.1\r\nHost: srv\r\n\r\n")
+        assert allowed.recv(64).startswith(b"HTTP/1.1 200")
+        denied.sendall(b"payload the policy refuses")
+        assert wait_for(lambda: metric(successor.metrics_text(), "ngfw_drops_total", reason="policy_default_deny")
+                        + metric(successor.metrics_text(), "ngfw_drops_total", reason="policy_deny") >= 1)
+        assert metric(successor.metrics_text(), "ngfw_drops_total", reason="tcp_not_syn") == 0
+    finally:
+        allowed.close()
+        denied.close()

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from ngfw.lab.guest_image import (
+    BOOT_MARKER,
     INIT_SCRIPT,
     READY_MARKER,
     CpioEntry,
@@ -111,3 +112,5 @@ def test_the_command_line_gives_the_guest_its_name_and_addresses() -> None:
     # the init script reads what the command line says and prints the line the lab waits for
     for word in ("ngfw.name=*", "ngfw.ipv4=*", "ngfw.ipv6=*", f'echo "{READY_MARKER}'):
         assert word in INIT_SCRIPT
+    # the KVM probe boots without a NIC: it waits for a line /init says before it looks for eth0
+    assert INIT_SCRIPT.index(f'echo "{BOOT_MARKER}"') < INIT_SCRIPT.index("/sys/class/net/eth0")

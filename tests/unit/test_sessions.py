@@ -30,7 +30,7 @@ def data(sport: int, payload: bytes = b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\
 def test_an_imported_session_goes_on_where_an_unknown_one_is_dropped() -> None:
     a, b = Wire(lab_policy()), Wire(lab_policy())
     handshake(a, 43000)
-    out = a.engine.export_sessions()
+    out = a.engine.export_sessions(now_ns=12 * S)
     assert out["count"] == 1
     (record,) = fp.decode_records(out["records"])
     assert (record["src_ip"], record["src_port"], record["dest_ip"], record["dest_port"]) == (WEB1_IP, 43000, SRV_IP, 80)
@@ -40,7 +40,7 @@ def test_an_imported_session_goes_on_where_an_unknown_one_is_dropped() -> None:
     assert other.from_vm(data(43000), 11 * S)[0] == []   # strict TCP: mid-stream of nothing known
     assert other.drops()["tcp_not_syn"] == 1
 
-    assert b.engine.import_sessions(out["records"])["results"] == {"imported": 1}
+    assert b.engine.import_sessions(out["records"], now_ns=12 * S)["results"] == {"imported": 1}
     assert len(b.from_vm(data(43000), 11 * S)[0]) == 1
     assert len(b.from_up(srv_to_web1(tcp(80, 43000, "A", seq=501, ack=140)), 11 * S)[0]) == 1
     (flow,) = b.engine.flows()
@@ -51,10 +51,10 @@ def test_an_imported_session_goes_on_where_an_unknown_one_is_dropped() -> None:
 def test_the_importers_policy_decides_not_the_record() -> None:
     a = Wire(lab_policy())
     handshake(a, 43001)
-    records = a.engine.export_sessions()["records"]
+    records = a.engine.export_sessions(now_ns=12 * S)["records"]
     b = Wire()
     b.load(_without_rules(lab_policy()))
-    assert b.engine.import_sessions(records)["results"] == {"policy": 1}
+    assert b.engine.import_sessions(records, now_ns=12 * S)["results"] == {"policy": 1}
     assert b.from_vm(data(43001), 11 * S)[0] == []
     assert b.engine.flows() == []
 
@@ -71,7 +71,7 @@ def test_a_flow_this_host_already_has_is_kept_as_it_is() -> None:
     handshake(a, 43002)
     handshake(b, 43002)
     b.from_vm(data(43002), 11 * S)
-    assert b.engine.import_sessions(a.engine.export_sessions()["records"])["results"] == {"present": 1}
+    assert b.engine.import_sessions(a.engine.export_sessions(now_ns=12 * S)["records"], now_ns=12 * S)["results"] == {"present": 1}
     (flow,) = b.engine.flows()
     assert flow["pkts_toserver"] == 3
 
@@ -80,16 +80,16 @@ def test_corrupt_records_are_refused_and_counted_never_trusted() -> None:
     a = Wire(lab_policy())
     for port in range(5):
         handshake(a, 43100 + port)
-    good = a.engine.export_sessions()["records"]
+    good = a.engine.export_sessions(now_ns=12 * S)["records"]
     b = Wire(lab_policy())
-    assert b.engine.import_sessions(b"\x00" * 40)["results"] == {}            # shorter than a record
-    assert b.engine.import_sessions(b"\xff" * 4096)["results"] == {"malformed": 1}
+    assert b.engine.import_sessions(b"\x00" * 40, now_ns=12 * S)["results"] == {}            # shorter than a record
+    assert b.engine.import_sessions(b"\xff" * 4096, now_ns=12 * S)["results"] == {"malformed": 1}
     rng = random.Random(7)
     for _ in range(300):
         mutated = bytearray(good)
         for _ in range(rng.randint(1, 8)):
             mutated[rng.randrange(len(mutated))] = rng.randrange(256)
-        result = b.engine.import_sessions(bytes(mutated))["results"]
+        result = b.engine.import_sessions(bytes(mutated), now_ns=12 * S)["results"]
         assert sum(result.values()) <= 5
         for flow in b.engine.flows():   # whatever got in is a flow the policy allows between real workloads
             assert flow["action"] == "allow" and flow["rule"] >= 0
@@ -103,8 +103,8 @@ def test_a_migration_accepts_only_flows_of_the_moving_workload() -> None:
     a.from_vm(web1_to_srv(tcp(43201, 80, "S", seq=100), src_ip=WEB2_IP, src_mac=WEB2_MAC))
     b = Wire(lab_policy())
     web1 = _workload_index(b, "web-01")
-    out = a.engine.export_sessions(only_allowed=False)
-    result = b.engine.import_sessions(out["records"], migration=True, require_workload=web1)["results"]
+    out = a.engine.export_sessions(only_allowed=False, now_ns=12 * S)
+    result = b.engine.import_sessions(out["records"], migration=True, require_workload=web1, now_ns=12 * S)["results"]
     assert result == {"imported": 1, "not_owned": 1}
     assert [f["src_ip"] for f in b.engine.flows()] == [WEB1_IP]
 
@@ -119,17 +119,17 @@ def test_export_of_one_workload_and_a_delta_with_tombstones() -> None:
     for port in (43300, 43301, 43302):
         handshake(a, port, 10 * S)
     a.from_vm(web1_to_srv(tcp(43400, 80, "S"), src_ip=WEB2_IP, src_mac=WEB2_MAC), 10 * S)
-    first = a.engine.export_sessions(workload=web1)
+    first = a.engine.export_sessions(workload=web1, now_ns=12 * S)
     assert first["count"] == 3 and len(first["keys"]) == 3 * 40
-    assert b.engine.import_sessions(first["records"], migration=True, require_workload=web1)["results"] == {"imported": 3}
+    assert b.engine.import_sessions(first["records"], migration=True, require_workload=web1, now_ns=12 * S)["results"] == {"imported": 3}
     # during the move: one connection gets data, one is reset (ends at the source, logged there)
     a.from_vm(data(43300), 12 * S)
     a.from_vm(web1_to_srv(tcp(43301, 80, "R", seq=101)), 12 * S)
     a.engine.expire(20 * S)   # the reset one is swept (tcp_closed: 5 s)
-    delta = a.engine.export_sessions(workload=web1, changed_since=11 * S, hand_over=True)
+    delta = a.engine.export_sessions(workload=web1, changed_since=11 * S, hand_over=True, now_ns=12 * S)
     gone = set(_keys(first["keys"])) - set(_keys(delta["keys"]))
     assert delta["count"] == 1 and len(gone) == 1
-    result = b.engine.import_sessions(delta["records"] + fp.tombstones(b"".join(gone)), migration=True,
+    result = b.engine.import_sessions(delta["records"] + fp.tombstones(b"".join(gone)), migration=True, now_ns=12 * S,
                                       require_workload=web1)["results"]
     assert result == {"updated": 1, "removed": 1}
     assert sorted(f["src_port"] for f in b.engine.flows()) == [43300, 43302]
@@ -147,7 +147,7 @@ def test_handed_over_flows_linger_unlogged_unless_the_moved_workload_still_cross
     handshake(a, 43500, 10 * S)
     handshake(a, 43501, 10 * S)
     a.engine.drain_events()
-    a.engine.export_sessions(workload=web1, hand_over=True)
+    a.engine.export_sessions(workload=web1, hand_over=True, now_ns=12 * S)
     # the server's late segment does not make 43500 ours again; web1's own segment on 43501 does
     a.from_up(srv_to_web1(tcp(80, 43500, "A", seq=501, ack=101)), 11 * S)
     a.from_vm(data(43501), 11 * S)
@@ -156,7 +156,7 @@ def test_handed_over_flows_linger_unlogged_unless_the_moved_workload_still_cross
     assert a.engine.stats()["flows_handed_over"] == 1
     assert [e for e in a.engine.drain_events() if e["event"] == "flow"] == []
     # a second export does not hand the lingering flows over again
-    assert a.engine.export_sessions(workload=web1)["count"] == 1
+    assert a.engine.export_sessions(workload=web1, now_ns=12 * S)["count"] == 1
 
 
 def test_a_workloads_first_frame_on_the_vm_side_is_an_arrival() -> None:
@@ -189,7 +189,7 @@ def test_a_table_in_shared_memory_is_adopted_by_the_next_engine() -> None:
     a.from_vm(data(43700), 11 * S)   # App-ID: http, host a.example
     del a   # the process is gone; its memory is what it left
     b = Wire(lab_policy())
-    assert b.engine.adopt_sessions(memory, layout)["results"] == {"imported": 1}
+    assert b.engine.adopt_sessions(memory, layout, now_ns=12 * S)["results"] == {"imported": 1}
     (flow,) = b.engine.flows()
     assert flow["app_proto"] == "http" and flow["app_host"] == "a.example"
     assert len(b.from_up(srv_to_web1(tcp(80, 43700, "A", seq=501, ack=140)), 12 * S)[0]) == 1
@@ -202,16 +202,16 @@ def test_a_match_that_spans_the_move_still_alerts(tmp_path: Path) -> None:
     a, b = InspectWire(policy, signatures), InspectWire(policy, signatures)
     handshake(a, 43800)
     a.from_vm(data(43800, payload=b"xxxxSPLIT-ACR"), 11 * S)
-    out = a.engine.export_sessions(streams=True)
+    out = a.engine.export_sessions(streams=True, now_ns=12 * S)
     (record,) = fp.decode_records(out["records"])
     assert record["inspection"]["inspected"] == [13, 0] and record["inspection"]["streams"][0] > 0
-    result = b.engine.import_sessions(out["records"])
+    result = b.engine.import_sessions(out["records"], now_ns=12 * S)
     assert result["results"] == {"imported": 1} and result["streams_restored"] >= 1
     assert b.from_vm(data(43800, seq=114, payload=b"OSS-HOSTSyyyy"), 12 * S)[0]
     assert [e["signature"].sid for e in b.alerts()] == [7001]
     # without Hyperscan's stream state (a crash: it lived in the dead process) the half match is lost
     c = InspectWire(policy, signatures)
-    c.engine.import_sessions(a.engine.export_sessions(streams=False)["records"])
+    c.engine.import_sessions(a.engine.export_sessions(streams=False, now_ns=12 * S)["records"], now_ns=12 * S)
     assert c.from_vm(data(43800, seq=114, payload=b"OSS-HOSTSyyyy"), 12 * S)[0]
     assert c.alerts() == []
 
@@ -221,16 +221,16 @@ def test_app_ids_are_mapped_by_name() -> None:
     handshake(a, 43900)
     a.from_vm(data(43900), 11 * S)
     names = list(a.engine.tables.app_names)
-    records = a.engine.export_sessions()["records"]
+    records = a.engine.export_sessions(now_ns=12 * S)["records"]
     http = names.index("http")
     # the exporter's catalogue numbered http one lower: its id means http here only through the name
     renumbered = names[1:http] + ["http", "decoy"] + names[http + 1:]
     b = Wire(lab_policy())
-    assert b.engine.import_sessions(records, exporter_apps=names)["results"] == {"imported": 1}
+    assert b.engine.import_sessions(records, exporter_apps=names, now_ns=12 * S)["results"] == {"imported": 1}
     assert b.engine.flows()[0]["app_proto"] == "http"
     c = Wire(lab_policy())
-    c.engine.import_sessions(records, exporter_apps=renumbered)
+    c.engine.import_sessions(records, exporter_apps=renumbered, now_ns=12 * S)
     assert c.engine.flows()[0]["app_proto"] == "decoy" if "decoy" in names else c.engine.flows()[0]["app_proto"] is None
     d = Wire(lab_policy())
-    d.engine.import_sessions(records, exporter_apps=["not-an-app-here"] * len(names))
+    d.engine.import_sessions(records, exporter_apps=["not-an-app-here"] * len(names), now_ns=12 * S)
     assert d.engine.flows()[0]["app_proto"] is None   # classified again from the next payload

@@ -114,5 +114,6 @@ def test_the_shipped_examples_are_valid_settings() -> None:
     dataplane = config_argv(str(REPO / "deploy/etc/dataplane.yaml"), subcommand_parser(parser, "dataplane"))
     assert dataplane[:2] == ["--wire", "vmside0:uplink0"] and "--policy" in dataplane
     control = config_argv(str(REPO / "deploy/etc/control.yaml"), subcommand_parser(parser, "control"))
-    assert control == ["--listen", "0.0.0.0:9660", "--store", "sqlite:///var/lib/ngfw/control.db",
+    assert control == ["--listen", "0.0.0.0:9660", "--tls-cert", "/etc/ngfw/control.crt", "--tls-key",
+                       "/etc/ngfw/control.key", "--store", "sqlite:///var/lib/ngfw/control.db",
                        "--tokens", "/etc/ngfw/tokens.json"]

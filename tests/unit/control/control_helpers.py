@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import socket
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -76,12 +77,14 @@ def free_port() -> int:
 class RunningControl:
     """`ngfw control` in this process on 127.0.0.1: real HTTP, a real store, one client per role."""
 
-    def __init__(self, store_url: str, tokens_path: Path, port: int = 0) -> None:
+    def __init__(self, store_url: str, tokens_path: Path, port: int = 0,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.store_url = store_url
         self.tokens_path = tokens_path
+        self.ssl_context = ssl_context
         self.store: Store = open_store(store_url)
         self.control = Control(self.store)
-        self.server = ControlServer(self.control, TokenFile(tokens_path), "127.0.0.1", port)
+        self.server = ControlServer(self.control, TokenFile(tokens_path), "127.0.0.1", port, ssl_context=ssl_context)
         self.server.start()
         self.url = self.server.url
         self.port = int(self.url.rsplit(":", 1)[1])
@@ -96,7 +99,7 @@ class RunningControl:
     def restart(self) -> RunningControl:
         """A new control process on the same store and port (what a systemd restart does)."""
         self.stop()
-        return RunningControl(self.store_url, self.tokens_path, self.port)
+        return RunningControl(self.store_url, self.tokens_path, self.port, self.ssl_context)
 
 
 def make_tokens(path: Path) -> dict[str, str]:

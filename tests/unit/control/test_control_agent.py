@@ -96,7 +96,7 @@ def test_label_change_reaches_identity_tables_without_commit(control: RunningCon
                                                              agents: list[Agent]) -> None:
     commit(control, tokens, two_tenants(), "two tenants")
     agent, dataplane = start_agent(agents, control.url, tokens["host-a"], "host-a")
-    assert agent.wait_for(lambda g: g.current is not None, 5)
+    assert agent.wait_for(lambda g: g.current is not None, 20)
     assert agent.policy is not None
     web_to_db = next(r for r in agent.policy.rules if r.name == "web-to-db")
     db_index = next(i for i, w in enumerate(agent.policy.workloads) if w.name == "db-01")
@@ -143,7 +143,7 @@ def test_an_identity_update_that_does_not_fit_the_running_policy_is_fetched_whol
     first = RunningControl(f"sqlite:///{tmp_path}/first.db", tmp_path / "tokens.json")
     agent, dataplane = start_agent(agents, first.url, tokens["host-a"], "host-a")
     commit(first, tokens, two_tenants(), "two tenants")
-    assert agent.wait_for(lambda g: g.current is not None, 5)
+    assert agent.wait_for(lambda g: g.current is not None, 20)
     first.stop()
 
     second = RunningControl(f"sqlite:///{tmp_path}/second.db", tmp_path / "tokens.json", first.port)
@@ -176,11 +176,11 @@ def test_a_bundle_whose_hash_does_not_verify_is_refused_and_reported(
     control = RunningControl(sqlite_url, tmp_path / "tokens.json")
     agent, dataplane = start_agent(agents, control.url, tokens["host-a"], "host-a")
     commit(control, tokens, two_tenants(), "two tenants")
-    assert agent.wait_for(lambda g: g.current is not None, 5)
+    assert agent.wait_for(lambda g: g.current is not None, 20)
     documents = two_tenants()
     find(documents, "SecurityPolicy", "main", "tenant-b")["spec"]["rules"][0]["services"] = ["tcp/8080"]
     commit(control, tokens, [find(documents, "SecurityPolicy", "main", "tenant-b")], "8080")
-    assert agent.wait_for(lambda g: g.current is not None and g.current.version == 2, 5)
+    assert agent.wait_for(lambda g: g.current is not None and g.current.version == 2, 20)
     control.stop()
 
     # while control is down, version 3 is committed (by another controller on the same store) and
@@ -219,7 +219,7 @@ def test_agent_keeps_its_bundle_while_control_is_down_and_resyncs(
     commit(control, tokens, two_tenants(), "two tenants")
     agent, dataplane = start_agent(agents, control.url, tokens["host-a"], "host-a",
                                    cache_path=tmp_path / "bundle.json")
-    assert agent.wait_for(lambda g: g.current is not None, 5)
+    assert agent.wait_for(lambda g: g.current is not None, 20)
     # the agent writes its cache after the ack, so after `current` is set: wait for it before control goes
     deadline = time.monotonic() + 5
     while not (tmp_path / "bundle.json").exists() and time.monotonic() < deadline:
@@ -242,7 +242,7 @@ def test_agent_keeps_its_bundle_while_control_is_down_and_resyncs(
         documents = two_tenants()
         find(documents, "SecurityPolicy", "main", "tenant-b")["spec"]["rules"][0]["services"] = ["tcp/8080"]
         commit(control, tokens, [find(documents, "SecurityPolicy", "main", "tenant-b")], "8080")
-        assert agent.wait_for(lambda g: g.current is not None and g.current.version == 2, 5)
+        assert agent.wait_for(lambda g: g.current is not None and g.current.version == 2, 20)
         assert restarted.wait_for(lambda g: g.current is not None and g.current.version == 2, 5)
         assert wait_status(control, tokens, "version 2 on 1 of 1 hosts")["realized"] == 1
     finally:
