@@ -57,11 +57,15 @@ def one_restart(lab: Lab, restart: Any, ping_seconds: int = 8) -> dict[str, floa
     asked = time.time()
     restart()
     ready = time.time() - asked
-    output, _ = ping.communicate(timeout=30)
+    output, _ = ping.communicate(timeout=ping_seconds + 30)
     times = reply_times(output)
     gaps = [(b - a, b) for a, b in zip(times, times[1:]) if b > asked]
     gap, first_after = max(gaps) if gaps else (float("nan"), float("nan"))
-    return {"ready_s": ready, "replies_again_s": first_after - asked, "longest_gap_s": gap}
+    return {"ready_s": ready, "replies_again_s": first_after - asked, "longest_gap_s": gap, "load": load()}
+
+
+def say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)   # stdout is the result (--json)
 
 
 def load() -> float:
@@ -69,7 +73,7 @@ def load() -> float:
 
 
 def container_runs(lab: Lab, restarts: int) -> dict[str, Any]:
-    image = ensure_vm_image(say=print)
+    image = ensure_vm_image(say=say)
     with ImageContainer(image.disk, f"ngfw-{lab.prefix}", netns=lab.fw_ns) as c:
         c.write("/etc/ngfw/policy.yaml", (REPO / "rules/examples/lab.yaml").read_text())
         c.write("/etc/ngfw/rules/lab.rules", (REPO / "rules/threats/lab.rules").read_text())
@@ -79,16 +83,14 @@ def container_runs(lab: Lab, restarts: int) -> dict[str, Any]:
         first = time.monotonic() - started
         runs = [one_restart(lab, lambda: c.run(["systemctl", "restart", UNIT], timeout=120))
                 for _ in range(restarts)]
-        for run in runs:
-            run["load"] = load()
     return {"first_start_s": first, "restarts": runs}
 
 
 def vm_run(lab: Lab) -> dict[str, Any]:
     from ngfw.lab.fw_vm import shutdown_lab_vm, start_fw_vm
 
-    image = ensure_vm_image(say=print)
-    vm = start_fw_vm(lab, image, say=print)
+    image = ensure_vm_image(say=say)
+    vm = start_fw_vm(lab, image, say=say)
     try:
         # pings for longer than a restart takes in a TCG guest
         restart = one_restart(lab, lambda: vm.agent.run(["systemctl", "restart", UNIT], timeout=600, check=True),
