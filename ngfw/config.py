@@ -127,7 +127,7 @@ def config_argv(path: str, parser: argparse.ArgumentParser) -> list[str]:
             raise ConfigError(f"{path}: unknown setting {key!r} (the settings are this command's options: {known})")
         words = _words(name, action, value, f"{path}: {key}")
         original_error = parser.error
-        parser.error = _raise_instead(path, str(key))  # type: ignore[method-assign]
+        parser.error = _raise_instead(path, str(key))  # type: ignore[method-assign,assignment]
         try:
             parser.parse_args(words)
         finally:
