@@ -67,7 +67,7 @@ def _pcre_parts(source, options):
     return source.encode("utf-8", "surrogateescape"), opts
 
 
-cdef pcre2_code *_pcre_compile(bytes regex, uint32_t opts) except? NULL:
+cdef pcre2_code *_pcre_compile(bytes regex, uint32_t opts, bint jit=True) except? NULL:
     cdef int err = 0
     cdef PCRE2_SIZE erroff = 0
     cdef unsigned char msg[256]
@@ -75,7 +75,8 @@ cdef pcre2_code *_pcre_compile(bytes regex, uint32_t opts) except? NULL:
     if code == NULL:
         pcre2_get_error_message(err, msg, sizeof(msg))
         raise EngineSkip("bad pcre", f"{(<char *>msg).decode(errors='replace')} at offset {erroff}")
-    pcre2_jit_compile(code, PCRE2_JIT_COMPLETE)
+    if jit:
+        pcre2_jit_compile(code, PCRE2_JIT_COMPLETE)
     return code
 
 
@@ -120,6 +121,10 @@ cdef class InspectTables:
     cdef object _sets           # [(name, [CompiledSignature, ...]), ...] as given
     cdef object _catalogue
     cdef readonly uint32_t id
+    cdef dict _rule_ids
+    # set name -> {(gid, sid)} of rules its files hold that did not load (ngfw.dataplane.threats fills it):
+    # an exception naming one is no typo
+    cdef public dict skipped_sids
 
     def __cinit__(self):
         memset(&self.T, 0, sizeof(instables_t))
@@ -250,6 +255,9 @@ cdef class InspectTables:
                                                   m.within or 0, m.pattern))
                             elif kind == "PcreMatch":
                                 regex, opts = _pcre_parts(m.source, m.options)
+                                # PCRE2 judges the regex with its rule: one it refuses skips the rule, not the
+                                # whole set (fuzzing found a regex with NULs that passed the compiler's check)
+                                pcre2_code_free(_pcre_compile(regex, opts, False))
                                 flags = (IF_NEG if m.negated else 0) | (IF_RELATIVE if m.relative else 0)
                                 new_pcres.append((regex, opts))
                                 new_items.append((IK_PCRE, flags, 0, 0, 0, 0, len(pcres) + len(new_pcres) - 1))
@@ -549,6 +557,23 @@ cdef class InspectTables:
     def loaded(self) -> int:
         return self.T.n_rules
 
+    @property
+    def rule_ids(self) -> dict:
+        """(gid, sid) -> rule index."""
+        if self._rule_ids is None:
+            self._rule_ids = {(sig.gid, sig.sid): i for i, sig in enumerate(self.rules)}
+        return self._rule_ids
+
+    def skipped_sids_of(self, names) -> frozenset:
+        """(gid, sid) of the rules of sets `names` that did not load (the compiler's or the engine's refusals)."""
+        out = set()
+        for name in names:
+            out |= (self.skipped_sids or {}).get(name, set())
+        for set_name, sig, _reason, _detail in self.skipped:
+            if set_name in names:
+                out.add((sig.gid, sig.sid))
+        return frozenset(out)
+
     def subset(self, names) -> "InspectTables":
         """This rule set narrowed to signature sets `names` (in the order given), with its own Hyperscan
         databases, so a tenant's profile never scans other tenants' patterns; built once per combination."""
@@ -559,6 +584,7 @@ cdef class InspectTables:
         if found is None:
             by_name = dict(self._sets)
             found = InspectTables([(name, by_name[name]) for name in key], self._catalogue)
+            found.skipped_sids = self.skipped_sids
             self._subsets[key] = found
         return found
 
