@@ -11,6 +11,9 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$here"
+# the caller's Python paths (a test run's PYTHONPATH=the clone) would make pip see the clone's ngfw as
+# installed already and leave it out of the package's virtualenv
+unset PYTHONPATH PYTHONHOME PYTHONUSERBASE
 
 reuse_wheel=no
 for arg in "$@"; do
@@ -93,6 +96,11 @@ echo "deploy/build-packages.sh: wheel $wheel"
 "$python" -m venv "$root$venv"
 "$root$venv/bin/python" -m pip install -q --upgrade pip
 "$root$venv/bin/python" -m pip install -q --no-compile --only-binary :all: "$wheel"
+if ! "$root$venv/bin/python" -I -c 'import ngfw._fastpath.engine' 2>"$build/import.log"; then
+    echo "deploy/build-packages.sh: ngfw does not import in the package's virtualenv:" >&2
+    cat "$build/import.log" >&2
+    exit 1
+fi
 mkdir -p "$root/usr/share/doc/ngfw"
 "$root$venv/bin/python" -m pip freeze --exclude-editable | sed "s|^ngfw @ .*|ngfw==$version|" \
     > "$root/usr/share/doc/ngfw/python-packages.txt"
