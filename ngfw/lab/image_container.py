@@ -85,8 +85,10 @@ class ImageContainer:
         self.log_path = Path(tempfile.mkstemp(prefix=f"{self.name}-", suffix=".log")[1])
         argv = ["systemd-nspawn", "--quiet", "-D", str(self.mountpoint), "--volatile=overlay", "-M", self.name,
                 "--register=no", "--keep-unit", "--console=pipe", "--boot",
-                # nspawn drops it from a container on a network it was given; the dataplane configures links
-                "--capability=CAP_NET_ADMIN"]
+                # nspawn drops CAP_NET_ADMIN from a container on a network it was given (the dataplane
+                # configures links), and keeps CAP_BPF and bpf() from every container: a VM's systemd has
+                # both, for the units that ask (the fail-open drop-in)
+                "--capability=CAP_NET_ADMIN,CAP_BPF", "--system-call-filter=bpf"]
         argv += [f"--network-namespace-path=/run/netns/{self.netns}"] if self.netns else ["--private-network"]
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,

@@ -13,6 +13,7 @@ import ctypes
 import json
 import os
 import re
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -352,3 +353,51 @@ def test_installing_the_package_leaves_ssh_enabled_and_running(container: ImageC
     installed = c.run(["dpkg-query", "-W", "-f", "${Package}\n"]).stdout.split()
     assert not [p for p in installed if re.match(r"(gcc|cpp|clang|cython|python3-dev|libpython3.*-dev|.*-dev$|"
                                                   r"build-essential|make)$", p)]
+
+
+def test_a_fail_open_wire_under_the_unit_with_its_drop_in_and_ngfw_sessions(lab: Lab,
+                                                                            container: ImageContainer) -> None:
+    """What main's dataplane features need from the unit: the fail-open drop-in (CAP_BPF, bpf()) lets the
+    tc program load, the kernel forwards while the packet loop is stopped and the dataplane takes the wire
+    back; `ngfw sessions` (root) finds the socket in /run/ngfw; a restart adopts the sessions from there."""
+    c = container
+    dropins = "/etc/systemd/system/ngfw-dataplane.service.d"
+    c.run(f"mkdir -p {dropins} && cp /usr/share/doc/ngfw/examples/fail-open.conf {dropins}/ && systemctl daemon-reload")
+    c.write("/etc/ngfw/dataplane.yaml", GOOD_SETTINGS.replace("wires: [fw-vm:fw-up]", "wires: [fw-vm:fw-up:open]"))
+    c.run(["systemctl", "reset-failed", UNIT], check=False)
+    denied = demo_checks(lab)[2]       # web2 -> srv:8080, which the policy drops silently
+    try:
+        c.run(["systemctl", "start", UNIT], timeout=300)
+        assert "wire fw-vm:fw-up: fail mode open: the kernel forwards" in journal(c)
+        assert run_check(lab, denied).observed == "denied"
+        ping = ping_replies(lab, 4)
+        time.sleep(1.0)
+        listed = c.run(["ngfw", "sessions", "--json"])
+        flows = [json.loads(line) for line in listed.stdout.splitlines()]
+        assert [(f["src_vm"], f["dest_ip"], f["rule"]) for f in flows if f["proto"] == "icmp"] == \
+            [("web-01", lab.srv.ipv4, "ping")], listed.stdout
+        ping.communicate(timeout=30)
+        # the packet loop stopped (SIGSTOP: the process is alive, its heartbeat is not): the kernel forwards
+        pid = c.host_pid(UNIT)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(0.5)
+            assert run_check(lab, denied).observed == "allowed"
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        time.sleep(0.5)
+        assert run_check(lab, denied).observed == "denied"
+        # a restart: the new process replaces the program the old one left (whose counters it may not read
+        # without CAP_SYS_ADMIN) and adopts the sessions kept in /run/ngfw
+        since = c.run(["date", "+%Y-%m-%d %H:%M:%S"]).stdout.strip()
+        c.run(["systemctl", "restart", UNIT], timeout=120)
+        log = journal(c, since)
+        assert "fail mode open: the kernel forwards" in log and "picked up mid-stream" in log, log
+        assert "sessions of the previous dataplane continued from its" in log, log
+        assert run_check(lab, denied).observed == "denied"
+        assert run_check(lab, demo_checks(lab)[0]).observed == "allowed"
+        assert "Traceback" not in log
+    finally:
+        c.run(["systemctl", "stop", UNIT], check=False)
+        c.run(f"rm -rf {dropins} && systemctl daemon-reload", check=False)
+        c.run(["systemctl", "reset-failed", UNIT], check=False)
