@@ -1,6 +1,9 @@
 """`ngfw demo --fw-vm`: the demo's real clients through ngfw running as a VM -- the image of deploy/vm/,
 booted under QEMU (TCG where KVM cannot boot a guest: minutes), configured by its NoCloud seed, its two
-NICs on TAPs in the lab's bridges. Every verdict as with the dataplane in a namespace."""
+NICs on TAPs in the lab's bridges. Every verdict as with the dataplane in a namespace.
+
+Marked `slow` (5-6 minutes on 2 cores, most of it the TCG boot): run with `-m slow` or NGFW_SLOW_TESTS=1.
+The packaged unit itself is tested at native speed in a container (test_deploy_units_live.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from ngfw.lab.demo import run_demo
 from ngfw.lab.lock import claim_prefix, release
 from ngfw.lab.topology import lab_exists
 
-pytestmark = [pytest.mark.vm, pytest.mark.image]
+pytestmark = [pytest.mark.vm, pytest.mark.image, pytest.mark.slow]
 
 
 def test_demo_passes_every_verdict_through_the_ngfw_vm() -> None:
