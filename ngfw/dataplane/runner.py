@@ -474,6 +474,11 @@ class Dataplane:
 
     # ---- running
     def start(self) -> None:
+        self.start_forwarding()
+        self.start_watching()
+
+    def start_forwarding(self) -> None:
+        """The packet loop and the wires: from its return the policy is enforced."""
         if self.tx_thread:
             self.engine.use_tx_thread()
             self._tx_thread = _named_thread("ngfw-tx", self.engine.run_tx)
@@ -484,6 +489,10 @@ class Dataplane:
         self._drain_thread.start()
         self.fail_modes.start(self.engine)  # after the loop's first turn: take the wires
         log.info("forwarding on %s", ", ".join(self.port_index))
+
+    def start_watching(self) -> None:
+        """After start_forwarding: follow the ports' links (netlink) and check the offloads of links an earlier
+        dataplane set up -- a few hundred milliseconds of imports and netlink that traffic need not wait for."""
         self._start_link_watch()
         for name in self._links_to_check:   # set up by an earlier dataplane: offloads may have changed since
             disable_superframe_offloads(name)
@@ -623,13 +632,14 @@ def serve(dp: Dataplane, metrics_addr: tuple[str, int] | None, sessions_socket: 
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
     # forwarding first: after a restart, every millisecond before the loop runs is traffic held up
-    dp.start()
+    dp.start_forwarding()
     # systemd (Type=notify): READY once a policy is enforced -- now, if the loop started with one; the
     # watchdog is fed while the packet loop turns
     ready = False
     if dp.policy is not None:
         systemd.notify("READY=1", f"STATUS={dp.status_line()}")
         ready = True
+    dp.start_watching()
     watchdog = systemd.Watchdog.for_unit(dp.engine.progress_ns)
     if watchdog is not None:
         watchdog.start()
