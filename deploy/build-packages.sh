@@ -23,8 +23,10 @@ for arg in "$@"; do
     esac
 done
 
-python=/usr/bin/python3   # Debian's: the package's virtualenv runs on it
-pyver=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+# Debian's interpreter, by its versioned name: the package's virtualenv links to it, and Depends names
+# python3.11, which has no /usr/bin/python3 (that is the python3 package, absent from a minimal system)
+pyver=$(/usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+python=/usr/bin/python$pyver
 version=$("$python" -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
 revision="${NGFW_DEB_REVISION:-1}"
 arch=$(dpkg --print-architecture)

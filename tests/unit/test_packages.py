@@ -4,6 +4,7 @@ than the sources: minutes): the wheel carries the compiled fastpath and names it
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import zipfile
@@ -60,7 +61,10 @@ def test_the_virtualenv_does_not_name_the_build_directory(deb: Path, tmp_path: P
     subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp_path)], check=True)
     venv = tmp_path / "opt/ngfw/venv"
     assert (venv / "bin/ngfw").read_text().splitlines()[0] == "#!/opt/ngfw/venv/bin/python"
-    assert "command = /usr/bin/python3 -m venv /opt/ngfw/venv" in (venv / "pyvenv.cfg").read_text()
+    assert "command = /usr/bin/python3.11 -m venv /opt/ngfw/venv" in (venv / "pyvenv.cfg").read_text()
+    # the interpreter Depends names (python3.11), not /usr/bin/python3, which a minimal system lacks
+    assert os.readlink(venv / "bin/python") in ("/usr/bin/python3.11", "python3.11")
+    assert os.readlink(venv / "bin/python3.11") == "/usr/bin/python3.11"
     found = subprocess.run(["grep", "-rlI", str(REPO / "build"), str(venv)], capture_output=True, text=True).stdout
     assert found == ""
 
