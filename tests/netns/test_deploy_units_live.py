@@ -374,7 +374,7 @@ def test_a_fail_open_wire_under_the_unit_with_its_drop_in_and_ngfw_sessions(lab:
         time.sleep(1.0)
         listed = c.run(["ngfw", "sessions", "--json"])
         flows = [json.loads(line) for line in listed.stdout.splitlines()]
-        assert [(f["src_vm"], f["dest_ip"], f["rule"]) for f in flows if f["proto"] == "icmp"] == \
+        assert [(f["src_vm"], f["dest_ip"], f["rule"]) for f in flows if f["proto"].lower() == "icmp"] == \
             [("web-01", lab.srv.ipv4, "ping")], listed.stdout
         ping.communicate(timeout=30)
         # the packet loop stopped (SIGSTOP: the process is alive, its heartbeat is not): the kernel forwards
