@@ -382,7 +382,9 @@ def test_a_fail_open_wire_under_the_unit_with_its_drop_in_and_ngfw_sessions(lab:
         os.kill(pid, signal.SIGSTOP)
         try:
             time.sleep(0.5)
-            assert run_check(lab, denied).observed == "allowed"
+            # the server answers: the frames passed (it sends a RST, nothing listens on 8080 unless a
+            # test starts it; with the dataplane running there is no answer at all)
+            assert run_check(lab, denied).observed in ("allowed", "rejected")
         finally:
             os.kill(pid, signal.SIGCONT)
         time.sleep(0.5)
