@@ -11,8 +11,9 @@ import mmap
 import os
 
 from ngfw.dataplane.appnames import split_app
-from ngfw.dataplane.eve import DEFAULT_RULE, PROTO_NAMES, alert_fields, eve_timestamp
+from ngfw.dataplane.eve import DEFAULT_RULE, alert_fields, eve_timestamp
 from ngfw.dataplane.fastpath import engine_module
+from ngfw.wire import EVE_PROTO_NAMES
 
 # what only annotations need is not imported: `ngfw replay` starts in a tenth of a second
 TYPE_CHECKING = False
@@ -70,12 +71,11 @@ class Replayer:
         self.signatures = signatures
         self.tables = self.fp.Tables(self.policy, {}, signatures.inspect if signatures is not None else None)
         self.problems: list[FileProblem] = []
-        self._engine: Any = None   # kept from file to file (see _engine_for)
+        self._engine: Any = None   # the engine of the last file (its stats)
+        self._engines: dict[int, tuple[Any, int]] = {}   # by table size: (engine, capture port), file to file
+        self._lost_seen: dict[int, int] = {}   # events_lost of each engine already reported
         self._json_names: tuple[Any, ...] | None = None   # the policy's names as JSON values, for replay_file_json
         self.fast_records = True   # flow records from the extension's JSON lines (tests compare both ways)
-        self._engine_capacity = 0
-        self._port_in = 0
-        self._events_lost = 0
 
     def replay(self, paths: list[str]) -> Iterator[dict[str, Any]]:
         """Flow records of every file, file by file, each file's flows in order of their first packet."""
@@ -123,7 +123,7 @@ class Replayer:
                                 tuple(quote(w.name or None) for w in policy.workloads),
                                 tuple(quote(r.name) for r in policy.rules),
                                 [pair(n) for n in self.tables.app_names],
-                                tuple(quote(PROTO_NAMES.get(p, str(p))) for p in range(256)),
+                                tuple(quote(EVE_PROTO_NAMES.get(p, str(p))) for p in range(256)),
                                 tuple(quote(a) for a in self.fp.ACTION_NAMES), quote(DEFAULT_RULE))
         vsys, workloads, rules, apps, protos, actions, default_rule = self._json_names
         lines: list[tuple[float, int, bytes]] = []
@@ -131,7 +131,7 @@ class Replayer:
         while batch := engine.drain_flow_json(name, vsys, workloads, rules, apps, protos, actions, default_rule):
             lines.extend(batch)
         self._after_capture(engine, path)
-        lines.sort(key=lambda f: (f[0], f[1]))   # in order of their first packet
+        lines.sort()   # in order of their first packet (flow ids are unique: the lines are never compared)
         return b"".join(line for _, _, line in lines)
 
     def _run_capture(self, path: str) -> Any:
@@ -164,12 +164,15 @@ class Replayer:
 
     def _after_capture(self, engine: Any, path: str) -> None:
         """Once a capture's events are drained: note lost records, ready the engine for the next file."""
-        lost = engine.stats()["events_lost"] - self._events_lost
-        self._events_lost += lost
+        total_lost = engine.stats()["events_lost"]
+        lost = total_lost - self._lost_seen.get(id(engine), 0)
+        self._lost_seen[id(engine)] = total_lost
         if self.signatures is None:
             engine.replay_reset()
         else:
-            self._engine_capacity = -1   # inspection keeps per-signature state (thresholds): a fresh engine per file
+            # inspection keeps per-signature state (thresholds): a fresh engine per file
+            self._engines.clear()
+            self._lost_seen.clear()
         if lost:
             self.problems.append(FileProblem(path, f"{lost} flow records were lost: the capture has more flows "
                                                    "than one pass can hold (split it)"))
@@ -179,21 +182,29 @@ class Replayer:
         return self._engine.stats() if self._engine is not None else {}
 
     def _engine_for(self, size: int) -> tuple[Any, int]:
-        """An engine whose tables hold a capture of `size` bytes, and its capture port. One engine serves
-        file after file (creating one per file was a fifth of replaying the App-ID corpus); a bigger
-        file gets a bigger one."""
+        """An engine whose tables hold a capture of `size` bytes, and its capture port. Engines serve file
+        after file (creating one per file was a fifth of replaying the App-ID corpus), one per size class
+        (tables of 1,024 flows, then x8): ending a small capture's flows scans a small table, whatever
+        size of file came before it."""
         # a flow needs at least one ~60-byte record: size the table to the file, not to a host
-        capacity = max(1024, min(self.flow_capacity, size // 60))
-        if self._engine is None or capacity > self._engine_capacity or self._engine_capacity < 0:
-            # every flow of the file is an event before anything drains them: one per record at most
-            events = max(4096, min(2 * (size // 60), 1 << 20))
+        needed = max(1024, min(self.flow_capacity, size // 60))
+        capacity = 1024
+        while capacity < needed:
+            capacity = min(capacity * 8, max(self.flow_capacity, 1024))
+        # every flow of the file is an event before anything drains them: one per record at most
+        events = 4096
+        while events < min(2 * max(capacity, size // 60), 1 << 20):
+            events *= 2
+        key = capacity << 32 | events
+        if key not in self._engines:
             engine = self.fp.Engine(flow_capacity=capacity, replay=True, unmanaged_vsys=self.unmanaged_vsys,
                                     appid_slots=min(1024, capacity), event_capacity=events)
-            self._port_in = engine.add_sink_port("capture", 0)
+            port_in = engine.add_sink_port("capture", 0)
             engine.add_sink_port("discard", 0)
             engine.set_tables(self.tables)
-            self._engine, self._engine_capacity, self._events_lost = engine, capacity, 0
-        return self._engine, self._port_in
+            self._engines[key] = (engine, port_in)
+        self._engine, port_in = self._engines[key]
+        return self._engine, port_in
 
     def alert_record(self, event: dict[str, Any], pcap_file: str) -> dict[str, Any]:
         """An EVE-shaped alert: the packet's own source and destination, the signature, the flow's app."""
@@ -209,7 +220,7 @@ class Replayer:
             "src_port": event[f"{src}_port"],
             "dest_ip": event[f"{dst}_ip"],
             "dest_port": event[f"{dst}_port"],
-            "proto": PROTO_NAMES.get(event["proto"], str(event["proto"])),
+            "proto": EVE_PROTO_NAMES.get(event["proto"], str(event["proto"])),
             "app_proto": app_proto,
             "vsys": policy.vsys_name(event["vsys"]) or None,
             "src_vm": policy.workload_name(event["src_wl" if src == "src" else "dst_wl"]) or None,
@@ -230,7 +241,7 @@ class Replayer:
             "src_port": event["src_port"],
             "dest_ip": event["dest_ip"],
             "dest_port": event["dest_port"],
-            "proto": PROTO_NAMES.get(event["proto"], str(event["proto"])),
+            "proto": EVE_PROTO_NAMES.get(event["proto"], str(event["proto"])),
             "app_proto": app_proto,
             "app": app,
             "app_host": event.get("app_host"),
@@ -268,4 +279,4 @@ def format_table(records: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-__all__ = ["Replayer", "allow_all_policy", "format_table", "FileProblem", "Path"]
+__all__ = ["FileProblem", "Replayer", "allow_all_policy", "format_table"]
