@@ -11,8 +11,8 @@ coverage counters, Cython bounds checks, into build/debug/ (never over the in-pl
 import importlib.util
 import os
 import shlex
-import subprocess
 import shutil
+import subprocess
 import sys
 
 from Cython.Build import cythonize

@@ -30,11 +30,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ngfw.lab.artifacts import ensure_vm_image  # noqa: E402
-from ngfw.lab.image_container import ImageContainer  # noqa: E402
-from ngfw.lab.lock import lock_prefix, release  # noqa: E402
-from ngfw.lab.netns import run_in  # noqa: E402
-from ngfw.lab.topology import Lab, lab_down, lab_up  # noqa: E402
+from ngfw.lab.artifacts import ensure_vm_image
+from ngfw.lab.image_container import ImageContainer
+from ngfw.lab.lock import lock_prefix, release
+from ngfw.lab.netns import run_in
+from ngfw.lab.topology import Lab, lab_down, lab_up
 
 REPO = Path(__file__).resolve().parents[1]
 UNIT = "ngfw-dataplane.service"

@@ -29,7 +29,8 @@ def subcommand_parser(parser: argparse.ArgumentParser, name: str) -> argparse.Ar
     """The parser of `ngfw NAME`."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction) and name in action.choices:
-            return action.choices[name]   # type: ignore[no-any-return]
+            subparser: argparse.ArgumentParser = action.choices[name]
+            return subparser
     raise KeyError(name)
 
 

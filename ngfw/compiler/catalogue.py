@@ -10,14 +10,13 @@ import hashlib
 import os
 import pickle
 
+from ngfw.shipped import shipped
 from ngfw.values import value
 
 # paths are os.path strings here: pathlib (and the urllib.parse it imports) is not on `ngfw replay`'s start
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from os import PathLike
-
-from ngfw.shipped import shipped
 
 HERE = os.path.dirname(os.path.realpath(__file__))
 DEFAULT_CATALOGUE = shipped("rules/apps")

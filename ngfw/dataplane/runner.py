@@ -385,7 +385,7 @@ class Dataplane:
         import hashlib
         from pathlib import Path
 
-        from ngfw.model.files import NoPolicyFiles, policy_files   # not the models: no pydantic at start
+        from ngfw.model.files import NoPolicyFiles, policy_files  # not the models: no pydantic at start
 
         assert self.policy_path is not None
         h = hashlib.sha256()

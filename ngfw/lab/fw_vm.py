@@ -45,7 +45,7 @@ LAB_FLOW_CAPACITY = 65536
 APPEND = "root=LABEL=ngfw-root ro console=ttyS0,115200n8 quiet"
 # Python in the guest: what reads /metrics there (the image has no curl)
 METRICS_SCRIPT = ("import urllib.request, sys; sys.stdout.write(urllib.request.urlopen("
-                  "'http://%s:%d/metrics', timeout=20).read().decode())" % METRICS)
+                  f"'http://{METRICS[0]}:{METRICS[1]}/metrics', timeout=20).read().decode())")
 
 
 class FwVmError(RuntimeError):
