@@ -89,6 +89,8 @@ def eve_record(event: dict[str, Any], policy: CompiledPolicy | None) -> dict[str
         record["app_confidence"] = event.get("app_confidence")
     if event.get("app_host"):
         record["app_host"] = event["app_host"]
+    if event.get("ssh"):
+        record["ssh"] = event["ssh"]       # Suricata's place for SSH software versions
     if event["event"] == "flow":
         record["flow"] = {
             "pkts_toserver": event["pkts_toserver"],
