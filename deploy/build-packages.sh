@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build ngfw's wheel and Debian package into dist/, on Debian 12 (what they run on):
-#   dist/ngfw-VERSION-cp311-cp311-linux_ARCH.whl  the compiled fastpath (libhs, libpcre2, libcrypto: named
+#   dist/ngfw-VERSION-cp311-cp311-linux_ARCH.whl  the compiled fastpath (libhs, libpcre2, libcrypto, zlib: named
 #                                                 in its metadata as Requires-External)
 #   dist/ngfw_VERSION-REV_ARCH.deb                the `ngfw` command in its own virtualenv (/opt/ngfw/venv),
 #                                                 /usr/bin/ngfw, the systemd units, logrotate; its Depends
@@ -65,8 +65,8 @@ import base64, hashlib, os, subprocess, sys, zipfile
 
 src, out_dir = sys.argv[1], sys.argv[2]
 libs = []
-# (Debian: libhyperscan5, libpcre2-8-0, libssl3; the wire program's loader adds libbpf1)
-for module in ("libhs", "libpcre2-8", "libcrypto", "libbpf"):
+# (Debian: libhyperscan5, libpcre2-8-0, libssl3, zlib1g; the wire program's loader adds libbpf1)
+for module in ("libhs", "libpcre2-8", "libcrypto", "zlib", "libbpf"):
     version = subprocess.run(["pkg-config", "--modversion", module], capture_output=True, text=True,
                              check=True).stdout.strip()
     libs.append(f"Requires-External: {module} (>={version})")

@@ -32,7 +32,7 @@ def test_depends_names_runtime_packages_only(deb: Path) -> None:
     depends = [re.split(r"[ (]", d.strip())[0] for d in deb_field(deb, "Depends").split(",")]
     assert not [d for d in depends if BUILD_OR_TEST.match(d)], depends
     # what the compiled fastpath links (found by dpkg-shlibdeps) and the interpreter of its virtualenv
-    for needed in ("python3.11", "libhyperscan5", "libpcre2-8-0", "libssl3", "libbpf1", "adduser"):
+    for needed in ("python3.11", "libhyperscan5", "libpcre2-8-0", "libssl3", "zlib1g", "libbpf1", "adduser"):
         assert needed in depends, depends
 
 
@@ -78,6 +78,6 @@ def test_the_wheel_carries_the_fastpath_and_names_its_system_libraries(deb: Path
     assert "ngfw/_rules/apps/web.yaml" in names and "ngfw/_rules/threats/lab.rules" in names
     assert not [n for n in names if re.match(r"ngfw/_fastpath/(engine|parsers|wirebpf)\.c$", n)]
     externals = re.findall(r"^Requires-External: (\S+)", metadata, re.M)
-    assert externals == ["libhs", "libpcre2-8", "libcrypto", "libbpf"]
+    assert externals == ["libhs", "libpcre2-8", "libcrypto", "zlib", "libbpf"]
     requires = re.findall(r"^Requires-Dist: ([A-Za-z0-9_.-]+)(?:[^;\n]*)$", metadata, re.M)  # no extra marker
     assert "aiohttp" in requires and not {"cython", "scapy", "Cython"} & set(requires)
