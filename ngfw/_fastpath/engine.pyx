@@ -20,6 +20,8 @@ include "flow.pxi"
 include "session_defs.pxi"
 include "tenancy.pxi"
 include "events.pxi"
+include "community_id.pxi"
+include "capture.pxi"
 include "respond.pxi"
 include "io.pxi"
 include "switch.pxi"
@@ -367,8 +369,11 @@ cdef class Tables:
             t.profiles[i].set_mask = (1 << len(own.set_names)) - 1
             t.profiles[i].action_override = {"as-written": 0, "alert": 1, "drop": 2}[prof.action]
             t.profiles[i].depth = prof.depth
+        for i, prof in enumerate(profiles):
+            t.profiles[i].capture = min(getattr(prof, "capture", 0) or 0, CAP_MAX_PACKETS)
         for i, rule in enumerate(policy.rules):
             t.rules[i].profile = getattr(rule, "profile", -1)
+            t.rules[i].capture = min(getattr(rule, "capture", 0) or 0, CAP_MAX_PACKETS)
 
     cdef _build(self, policy, dict port_index):
         cdef tables_t *t = &self.t
@@ -733,7 +738,7 @@ cdef class Engine:
                   uint32_t burst=64, double idle_spin_us=200.0, double idle_spin_quiet_us=20000.0,
                   bint replay=False, int unmanaged_vsys=-1,
                   uint32_t appid_slots=1024, uint32_t appid_max_pkts=8, uint32_t appid_budget=8,
-                  inspect_slots=None, state=None):
+                  inspect_slots=None, state=None, uint32_t capture_bytes=1 << 22):
         """`state`: a writable buffer of `state_layout(flow_capacity, inspect_slots)["size"]` zeroed (or
         previously used by nothing else) bytes -- a shared-memory file, so the flow table, host names and
         inspection positions outlive this process (ngfw.dataplane.state); None: the heap."""
@@ -768,6 +773,8 @@ cdef class Engine:
             raise MemoryError(f"not enough memory for a flow table of {flow_capacity} flows")
         if evring_init(&self.e.events, event_capacity) < 0:
             raise MemoryError("not enough memory for the event ring")
+        if capring_init(&self.e.capture, capture_bytes) < 0:
+            raise MemoryError(f"not enough memory for a capture ring of {capture_bytes} bytes")
         self.flow_capacity = flow_capacity
         self.e.burst = burst
         if idle_spin_us < 0 or idle_spin_quiet_us < 0:
@@ -850,6 +857,7 @@ cdef class Engine:
             if not self.e.flows.external:
                 free(self.e.flows.slots)
             free(self.e.events.ev)
+            free(self.e.capture.buf)
             free(self.e.cls.slots)
             if not self.e.hostpool.external:
                 free(self.e.hostpool.names)
@@ -1415,6 +1423,9 @@ cdef class Engine:
             "arrivals": self.e.arrivals,
             "flow_insert_failures": self.e.drops[R_FLOW_TABLE_FULL],
             "events_lost": self.e.events.lost,
+            "drop_events_suppressed": self.e.pktdrop_suppressed,
+            "capture_frames": self.e.capture.frames,
+            "capture_lost": self.e.capture.lost,
             "app_cuts": self.e.app_cuts,
             "appid_buffers_exhausted": self.e.cls.exhausted,
             "inspect": self.inspect_stats(),
@@ -1492,9 +1503,13 @@ cdef class Engine:
         return d
 
     cdef dict _flow_event_dict(self, event_t *ev):
+        cdef char cid[COMMUNITY_ID_LEN + 2]
+        cdef int cid_len = community_id(cid, &ev.src_ip, &ev.dest_ip, ev.is_v6, ev.proto, ev.src_port, ev.dest_port,
+                                        ev.icmp_type)
         return {
             "event": "flow" if ev.type == EV_FLOW else "drop",
-            "flow_id": ev.flow_id,
+            "flow_id": ev.flow_id if not ev.no_flow else None,
+            "community_id": cid[:cid_len].decode("ascii"),
             "proto": ev.proto,
             "src_ip": ip_from_c(ev.src_ip, ev.is_v6),
             "src_port": ev.src_port,
@@ -1522,6 +1537,13 @@ cdef class Engine:
             "app_confidence": ev.app_conf if ev.app else None,
             "app_pkts": ev.app_pkts if ev.app else None,
             "app_host": (<char *>ev.host)[:ev.host_len].decode("utf-8", "replace") if ev.host_len else None,
+            "tcp_flags_ts": ev.tcp_flags[0],
+            "tcp_flags_tc": ev.tcp_flags[1],
+            "icmp_type": ev.icmp_type if ev.proto == P_ICMP or ev.proto == P_ICMPV6 else None,
+            "icmp_code": ev.icmp_code if ev.proto == P_ICMP or ev.proto == P_ICMPV6 else None,
+            "alerted": bool(ev.alerted),
+            "capture": ev.capture,
+            "suppressed": ev.suppressed,
         }
 
     def drain_flow_json(self, bytes pcap_file, tuple vsys, tuple workloads, tuple rules, list apps,
@@ -1572,6 +1594,15 @@ cdef class Engine:
             jb_u64(&b, ev.dest_port)
             jb_lit(&b, b',"proto":')
             jb_bytes(&b, protos[ev.proto])
+            jb_lit(&b, b',"community_id":"')
+            b.n += community_id(b.p + b.n, &ev.src_ip, &ev.dest_ip, ev.is_v6, ev.proto, ev.src_port, ev.dest_port,
+                                ev.icmp_type)
+            jb_lit(&b, b'"')
+            if ev.proto == P_ICMP or ev.proto == P_ICMPV6:
+                jb_lit(&b, b',"icmp_type":')
+                jb_u64(&b, ev.icmp_type)
+                jb_lit(&b, b',"icmp_code":')
+                jb_u64(&b, ev.icmp_code)
             jb_lit(&b, b',')
             jb_bytes(&b, apps[ev.app] if 0 < ev.app < n_apps else b'"app_proto":null,"app":null')
             jb_lit(&b, b',"app_host":')
@@ -1616,6 +1647,33 @@ cdef class Engine:
             jb_u64(&b, ev.bytes[1])
             jb_lit(&b, b'}\n')
             out.append((start, ev.flow_id, PyBytes_FromStringAndSize(b.p, b.n)))
+        ngfw_store_u32(&r.tail, tail)
+        return out
+
+    def drain_captures(self, uint32_t max_frames=4096) -> list:
+        """Take up to `max_frames` captured frames from the capture ring (capture.pxi), each
+        (flow_id, vsys, generation, kind, mode, time, in_port, origlen, frame): `kind` "frame" or "alert",
+        `mode` "flow" (write it) or "alert" (keep it back until the flow alerts)."""
+        cdef capring_t *r = &self.e.capture
+        cdef uint32_t tail = r.tail
+        cdef uint32_t head = ngfw_load_u32(&r.head)
+        cdef uint32_t off, to_end
+        cdef caprec_t *h
+        out = []
+        while tail != head and len(out) < max_frames:
+            off = tail & (r.size - 1)
+            to_end = r.size - off
+            if to_end < sizeof(caprec_t):
+                tail += to_end
+                continue
+            h = <caprec_t *>(r.buf + off)
+            if h.kind == CAPK_PAD:
+                tail += h.rec_len
+                continue
+            out.append((h.flow_id, h.vsys, h.generation, "alert" if h.kind == CAPK_ALERT else "frame",
+                        "alert" if h.mode == CAP_ALERT else "flow", (h.ts_ns / 1e9) + self.wall_offset, h.in_port,
+                        h.origlen, (<char *>r.buf)[off + sizeof(caprec_t):off + sizeof(caprec_t) + h.caplen]))
+            tail += h.rec_len
         ngfw_store_u32(&r.tail, tail)
         return out
 

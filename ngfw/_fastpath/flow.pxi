@@ -48,11 +48,18 @@ ctypedef struct flow_t:
     uint8_t is_v6
     uint16_t in_port       # port the first packet arrived on
     int16_t vsys
+    # The EVE fields below sit in what was padding, so a table written by an older build reads as zeros
+    # (nothing seen yet) and the state fingerprint stays: sessions survive an upgrade across this change.
+    uint8_t tcp_flags[2]   # TCP flags seen, ORed, per direction ([0] to server): EVE's tcp_flags_ts/_tc
     int32_t src_wl
     int32_t dst_wl
     int32_t rule
     int32_t rule_ingress
     uint32_t generation    # policy generation that decided it
+    uint8_t icmp_type      # ICMP/ICMPv6: the first packet's type and code (EVE, Community ID)
+    uint8_t icmp_code
+    uint8_t alerted        # a signature alerted on the flow (EVE's flow.alerted)
+    uint8_t capture        # CAP_* (capture.pxi): its frames are copied to the capture ring
     uint64_t flow_id
     uint64_t ts_first
     uint64_t ts_last
@@ -75,6 +82,7 @@ ctypedef struct flow_t:
     uint8_t host_extra     # decided, host still read from later packets: HOSTX_* kind | packets left (appid.pxi)
     uint16_t quota_slot    # vsys slot + 1 the flow is charged to (tenancy.pxi), 0: none
     uint8_t mig            # MIG_*: where the flow stands in a move of one of its workloads (session_defs.pxi)
+    uint16_t cap_left      # frames still to copy to the capture ring (capture.pxi)
 
 ctypedef struct flowtable_t:
     flow_t *slots

@@ -363,9 +363,13 @@ cdef bint threshold_passes(insws_t *ws, const instables_t *T, uint32_t rid, cons
 
 # ---------------------------------------------------------------- the stage
 
-cdef void emit_alert(engine_t *e, const instables_t *T, const flow_t *f, uint32_t rid, bint to_server,
-                     uint8_t blocked) noexcept nogil:
-    cdef event_t *ev = evring_claim(&e.events)
+cdef void emit_alert(engine_t *e, const instables_t *T, flow_t *f, uint32_t rid, bint to_server,
+                     uint8_t blocked, const pkt_t *p, uint64_t now) noexcept nogil:
+    cdef event_t *ev
+    f.alerted = 1
+    if f.capture != CAP_NONE:
+        capring_put(&e.capture, f, p.data, p.len, f.in_port, CAPK_ALERT, now)
+    ev = evring_claim(&e.events)
     if ev == NULL:
         return
     event_from_flow(ev, f, EV_ALERT)
@@ -655,7 +659,7 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
         elif prof.action_override == 2 and action == IA_ALERT:
             action = IA_DROP
         blocked = action == IA_DROP or action == IA_REJECT
-        emit_alert(e, T, f, rid, to_server, blocked)
+        emit_alert(e, T, f, rid, to_server, blocked, p, now)
         vs = f.vsys + 1 if f.vsys >= 0 and f.vsys < 1023 else 0
         ws.alerts[vs][(r.priority - 1) & 3][blocked] += 1
         if action == IA_REJECT:

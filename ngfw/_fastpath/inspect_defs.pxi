@@ -332,6 +332,7 @@ ctypedef struct iprofile_t:
     uint64_t set_mask
     uint8_t action_override   # 0 as written, 1 alert (audit), 2 drop (block what alerts)
     uint32_t depth            # bytes inspected per direction
+    uint16_t capture          # `capture: {packets: N}`: N frames kept back, written if the flow alerts
 
 ctypedef struct inspslot_t:
     hs_stream_t *stream[2]
