@@ -2,7 +2,9 @@
 # "1:" + base64(sha1(seed . lower addr . higher addr . proto . 0 . ports)), ports in the order of
 # their addresses. ICMP follows Suricata rather than the spec's one-way rule: the "ports" are the
 # first packet's type and its counterpart's type (echo 8 <-> 0, ...; 0 when it has none), and the
-# endpoints are always ordered; every other protocol without ports hashes ports 0 and 0.
+# endpoints are always ordered; every other protocol without ports hashes ports 0 and 0. When both
+# addresses are the same (loopback captures), Suricata 7 orders the ports by their network-order bytes read
+# as a little-endian number (it compares them after htons): so does this, to give the same ID.
 
 cdef extern from "openssl/sha.h" nogil:
     unsigned char *SHA1(const unsigned char *d, size_t n, unsigned char *md)
@@ -50,6 +52,9 @@ cdef inline int icmp_counterpart(uint8_t proto, uint8_t t) noexcept nogil:
     if t == 158: return 157
     return -1
 
+cdef inline uint16_t swap16(uint16_t v) noexcept nogil:
+    return <uint16_t>((v >> 8) | ((v & 0xff) << 8))
+
 cdef int community_id(char *out, const ip128_t *src, const ip128_t *dst, bint v6, uint8_t proto,
                       uint16_t sport, uint16_t dport, uint8_t icmp_type) noexcept nogil:
     """Write the flow's Community ID to `out` (COMMUNITY_ID_LEN + 1 bytes, NUL-terminated); its length."""
@@ -76,7 +81,7 @@ cdef int community_id(char *out, const ip128_t *src, const ip128_t *dst, bint v6
         sport = 0
         dport = 0
     cmp = memcmp(a + 16 - alen, b + 16 - alen, alen)
-    if cmp < 0 or (cmp == 0 and sport < dport):
+    if cmp < 0 or (cmp == 0 and swap16(sport) < swap16(dport)):
         first, second, p1, p2 = a + 16 - alen, b + 16 - alen, sport, dport
     else:
         first, second, p1, p2 = b + 16 - alen, a + 16 - alen, dport, sport
