@@ -119,7 +119,8 @@ def compile_resources(
                 profiles.append(CompiledProfile(rule.inspect, vsys_index[vsys]))
             else:
                 profiles.append(CompiledProfile(rule.inspect, vsys_index[vsys], tuple(found.spec.signatures),
-                                                found.spec.action, found.spec.depth))
+                                                found.spec.action, found.spec.depth,
+                                                capture=found.spec.capture.packets if found.spec.capture else 0))
             profile_index[key] = len(profiles) - 1
         return profile_index[key]
 
@@ -242,6 +243,7 @@ def _compile_rule(
         apps=apps,
         app_default=app_default,
         profile=profile,
+        capture=rule.capture.packets if rule.capture else 0,
     )
 
 

@@ -141,6 +141,19 @@ class Group(_Strict):
     spec: GroupSpec
 
 
+MAX_CAPTURE_PACKETS = 10000  # frames per flow the fastpath counts down (capture.pxi's CAP_MAX_PACKETS)
+
+
+class Capture(_Strict):
+    """Packet capture of a rule's flows (or a threat profile's alerting flows) to pcap files per vsys."""
+
+    packets: int = Field(
+        ge=1, le=MAX_CAPTURE_PACKETS,
+        description="Frames of each flow written to the vsys's capture files: the first N (for a threat "
+        "profile: kept back, written only if the flow alerts), and every frame a signature alerts on.",
+    )
+
+
 class Rule(_Strict):
     name: Name
     from_: list[Reference] = Field(alias="from", min_length=1)
@@ -158,6 +171,7 @@ class Rule(_Strict):
         description="Threat profile (a ThreatProfile of the rule's vsys, or `default`: every signature set, "
         "actions as written) that inspects the flows this rule allows.",
     )
+    capture: Capture | None = Field(None, description="Write the frames of the flows this rule decides to pcap files.")
     description: str | None = None
 
     @field_validator("services")
@@ -209,6 +223,8 @@ class ThreatProfileSpec(_Strict):
         DEFAULT_INSPECT_DEPTH, ge=0, le=1 << 31,
         description="Bytes of each direction of a flow inspected; later bytes pass uninspected (counted).",
     )
+    capture: Capture | None = Field(
+        None, description="Write the frames of flows that alert (the alerting frame and the flow's first ones).")
 
 
 class ThreatProfile(_Strict):
