@@ -14,6 +14,7 @@ quote, ...) are counted apart. Exit status 1 when any matched flow's ID differs.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import sys
@@ -56,10 +57,12 @@ def flow_key(rec: dict[str, Any], table: dict[str, int]) -> tuple[Any, ...] | No
     proto = proto_number(rec.get("proto"), table)
     if proto is None or "src_ip" not in rec:
         return None
+    # Suricata writes IPv6 addresses in full (0000:...:0001), ngfw as Python does (::1)
+    src, dst = str(ipaddress.ip_address(rec["src_ip"])), str(ipaddress.ip_address(rec["dest_ip"]))
     if proto in (6, 17, 132):
-        ends = frozenset({(rec["src_ip"], rec.get("src_port")), (rec["dest_ip"], rec.get("dest_port"))})
+        ends = frozenset({(src, rec.get("src_port")), (dst, rec.get("dest_port"))})
         return (proto, ends)
-    ends = frozenset({rec["src_ip"], rec["dest_ip"]})
+    ends = frozenset({src, dst})
     if proto in (1, 58):
         return (proto, ends, rec.get("icmp_type"))
     return (proto, ends)
