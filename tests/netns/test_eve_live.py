@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from scapy.layers.inet import TCP  # noqa: F401 - registers the layers rdpcap decodes frames with
+from scapy.layers.l2 import Ether  # noqa: F401
 from scapy.utils import rdpcap
 
 from netns_helpers import lab_policy_with, metric, wait_for
@@ -128,5 +130,7 @@ def test_capture_of_a_flow_and_of_an_alert(lab, eve_dataplane, ns_run) -> None:
     assert len(by_port[plain["src_port"]]) == 4          # the first 4 frames of the clean flow
     assert by_port[plain["src_port"]][0]["TCP"].flags == "S"
     admin = by_port[alert["src_port"] if alert["dest_port"] == 80 else alert["dest_port"]]
-    assert len(admin) == 5 and b"GET /admin/x" in bytes(admin[-1]["TCP"].payload)   # 4 first, then the alerting one
-    assert metric(dp.metrics_text(), "ngfw_capture_frames_written_total") == 9
+    # the alerting request is the flow's 4th frame: captured once, and the alert record names the same file
+    assert len(admin) == 4 and b"GET /admin/x" in bytes(admin[-1]["TCP"].payload)
+    assert alert["capture"]["file"] == alerted["capture"]["file"]
+    assert metric(dp.metrics_text(), "ngfw_capture_frames_written_total") == 8
