@@ -30,6 +30,18 @@ ctypedef struct caprec_t:
     uint64_t flow_id
     uint64_t ts_ns            # the engine's clock (CLOCK_MONOTONIC; a capture's own in replay)
 
+ctypedef struct capreq_t:
+    # an operator's capture (`ngfw sessions capture FILTER --seconds S`): until `until_ns` a flow that matches
+    # and captures nothing yet has its next `packets` frames copied. Python writes every field, `until_ns` last.
+    uint64_t until_ns         # 0: no request
+    int32_t wl                # a workload at either end; -1 any
+    uint8_t has_ip            # an address at either end within ip/mask
+    uint8_t proto             # 0 any
+    uint16_t port             # either port; 0 any
+    uint16_t packets
+    ip128_t ip
+    ip128_t mask
+
 ctypedef struct capring_t:
     uint8_t *buf
     uint32_t size             # power of two, bytes
@@ -93,3 +105,17 @@ cdef void capring_put(capring_t *r, const flow_t *f, const uint8_t *data, uint32
     memcpy(r.buf + off + sizeof(caprec_t), data, caplen)
     r.frames += 1
     ngfw_store_u32(&r.head, head + need)
+
+
+cdef inline bint capreq_match(const capreq_t *q, const flow_t *f) noexcept nogil:
+    if q.wl >= 0 and f.src_wl != q.wl and f.dst_wl != q.wl:
+        return False
+    if q.proto and f.key.proto != q.proto:
+        return False
+    if q.port and f.key.a_port != q.port and f.key.b_port != q.port:
+        return False
+    if q.has_ip:
+        if not (((f.key.a_hi & q.mask.hi) == q.ip.hi and (f.key.a_lo & q.mask.lo) == q.ip.lo) or
+                ((f.key.b_hi & q.mask.hi) == q.ip.hi and (f.key.b_lo & q.mask.lo) == q.ip.lo)):
+            return False
+    return True

@@ -1650,6 +1650,30 @@ cdef class Engine:
         ngfw_store_u32(&r.tail, tail)
         return out
 
+    def capture_matching(self, double seconds, uint32_t packets, int workload=-1, object network=None,
+                         int port=0, int proto=0) -> None:
+        """For `seconds` from now, flows that match and capture nothing yet copy their next `packets` frames to
+        the capture ring (an operator's capture): `workload` (index in the tables in force) at either end,
+        an address in `network` (an ipaddress network) at either end, `port` either port, `proto`."""
+        cdef capreq_t *q = &self.e.capreq
+        cdef ip128_t ip, mask
+        if not 0 < packets <= CAP_MAX_PACKETS:
+            raise ValueError(f"packets must be 1 to {CAP_MAX_PACKETS}, got {packets}")
+        ngfw_store_u64(&q.until_ns, 0)
+        q.wl = workload
+        q.port = <uint16_t>port
+        q.proto = <uint8_t>proto
+        q.packets = <uint16_t>packets
+        q.has_ip = network is not None
+        if network is not None:
+            ip = ip_to_c(network.network_address)
+            bits = network.prefixlen + (96 if network.version == 4 else 0)
+            mask = ip_from_int(((1 << 128) - 1) ^ ((1 << (128 - bits)) - 1))
+            q.ip = ip
+            q.mask = mask
+        if seconds > 0:
+            ngfw_store_u64(&q.until_ns, ngfw_now_ns() + <uint64_t>(seconds * 1e9))
+
     def drain_captures(self, uint32_t max_frames=4096) -> list:
         """Take up to `max_frames` captured frames from the capture ring (capture.pxi), each
         (flow_id, vsys, generation, kind, mode, time, in_port, origlen, frame): `kind` "frame" or "alert",

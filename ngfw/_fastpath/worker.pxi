@@ -71,6 +71,7 @@ ctypedef struct engine_t:
     uint64_t app_cuts            # flows cut once their app was known
     insws_t *ins                 # threat inspection workspace
     capring_t capture            # frames of flows that ask for capture (capture.pxi)
+    capreq_t capreq              # an operator's capture request (capture.pxi)
     uint64_t pktdrop_tokens      # drop records of frames that made no flow: a token bucket (ns of budget)...
     uint64_t pktdrop_refilled_ns
     uint32_t pktdrop_pending     # ... what it refused since the last record written...
@@ -516,6 +517,10 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
     if p.proto == P_TCP:
         f.tcp_flags[0 if to_server else 1] |= p.tcp_flags
         tcp_track(f, p.tcp_flags, p.tcp_seq, to_server)
+    if e.capreq.until_ns and f.capture == CAP_NONE and now < ngfw_load_u64(&e.capreq.until_ns) \
+            and capreq_match(&e.capreq, f):
+        f.capture = CAP_FLOW
+        f.cap_left = e.capreq.packets
     if f.cap_left:
         f.cap_left -= 1
         capring_put(&e.capture, f, data, len, in_port, CAPK_FRAME, now)

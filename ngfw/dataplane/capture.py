@@ -176,3 +176,48 @@ class CaptureWriter:
         for pcap in self._open.values():
             pcap.close()
         self._open.clear()
+
+
+PROTOCOLS = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58}
+
+
+class CaptureRequestError(ValueError):
+    """An on-demand capture that cannot be started, in one sentence naming the bad value."""
+
+
+def request_capture(engine: Any, policy: Any, seconds: float, packets: int = 100, vm: str | None = None,
+                    network: str | None = None, port: int = 0, proto: str | None = None) -> None:
+    """An operator's capture (the hook behind `ngfw sessions capture FILTER --seconds S`): for `seconds`, flows
+    of workload `vm` (NAME or VSYS/NAME), with an end in `network`, on `port`, of `proto`, write their next
+    `packets` frames to the capture files, as a rule's `capture:` does. One request at a time (a new one
+    replaces it); the workload is resolved in the policy in force now."""
+    import ipaddress
+
+    if not 0 < seconds <= 86400:
+        raise CaptureRequestError(f"capture seconds must be above 0 and at most 86400, got {seconds}")
+    if not 0 < packets <= 10000:
+        raise CaptureRequestError(f"capture packets must be 1 to 10000, got {packets}")
+    workload = -1
+    if vm:
+        if policy is None:
+            raise CaptureRequestError("no policy is loaded: no workload can be named")
+        vsys, _, name = vm.rpartition("/")
+        found = [i for i, w in enumerate(policy.workloads)
+                 if w.name == name and (not vsys or policy.vsys_name(w.vsys) == vsys)]
+        if len(found) != 1:
+            raise CaptureRequestError(f"workload {vm!r} is {'ambiguous (name its vsys: VSYS/NAME)' if found else 'not in the policy in force'}")
+        workload = found[0]
+    net = None
+    if network:
+        try:
+            net = ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise CaptureRequestError(f"{network!r} is not an address or network") from None
+    if not 0 <= port <= 65535:
+        raise CaptureRequestError(f"port {port} is not 0 to 65535")
+    number = 0
+    if proto:
+        if proto.lower() not in PROTOCOLS:
+            raise CaptureRequestError(f"protocol {proto!r} is not one of {', '.join(PROTOCOLS)}")
+        number = PROTOCOLS[proto.lower()]
+    engine.capture_matching(seconds, packets, workload, net, port, number)

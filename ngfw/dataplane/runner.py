@@ -462,6 +462,13 @@ class Dataplane:
             extra["eve"] = {"outputs": self.eve.counters()}
         return stats_record(self.engine.stats(), time.monotonic() - self._started_at, extra)
 
+    def capture_on_demand(self, seconds: float, packets: int = 100, **match: Any) -> None:
+        """`ngfw sessions capture`: flows matching `match` (vm, network, port, proto) write their next `packets`
+        frames to the capture files for `seconds` (ngfw.dataplane.capture.request_capture)."""
+        from ngfw.dataplane.capture import request_capture
+
+        request_capture(self.engine, self.policy, seconds, packets, **match)
+
     def _vsys_name(self, vsys: int, generation: int) -> str:
         policy = self.policy_for(generation) or self.policy
         return (policy.vsys_name(vsys) if policy is not None else "") or ""

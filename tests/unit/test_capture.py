@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from scapy.utils import rdpcap
 
 from fastpath_helpers import SRV_IP, WEB1_IP, Wire, srv_to_web1, tcp, web1_to_srv
@@ -117,3 +118,25 @@ def test_a_threat_profiles_capture_writes_only_flows_that_alert_with_the_alertin
     assert len(packets) == 5                        # its first 4 frames, then the alerting one
     assert bytes(packets[-1]["TCP"].payload) == b"xx TRIGGER xx"
     assert writer.frames_written == 5
+
+
+def test_an_operators_capture_writes_the_flows_it_names_while_it_lasts(tmp_path: Path) -> None:
+    from ngfw.dataplane.capture import CaptureRequestError, request_capture
+
+    policy = load_policy(LAB)   # no capture in the policy
+    w = Wire(policy)
+    request_capture(w.engine, policy, seconds=30, packets=2, vm="tenant-a/web-01", port=80)
+    conversation(w, 47000)
+    w.from_vm(web1_to_srv(tcp(47001, 8080, "S")))   # web-01, another port: not named
+    writer = CaptureWriter(str(tmp_path / "pcap"))
+    write(w, writer, policy)
+    writer.close()
+    [file] = (tmp_path / "pcap" / "tenant-a").glob("*.pcap")
+    assert [p["TCP"].sport for p in rdpcap(str(file))] == [47000, 80]
+    request_capture(w.engine, policy, seconds=1e-6, packets=2, vm="web-01")   # over at once
+    conversation(w, 47002)
+    assert w.engine.drain_captures() == []
+    for bad, words in [(dict(vm="nobody"), "not in the policy"), (dict(network="10.77.0.300"), "not an address"),
+                       (dict(proto="sctp-ish"), "not one of"), (dict(port=70000), "port 70000")]:
+        with pytest.raises(CaptureRequestError, match=words):
+            request_capture(w.engine, policy, seconds=5, **bad)
