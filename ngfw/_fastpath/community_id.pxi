@@ -6,11 +6,58 @@
 # addresses are the same (loopback captures), Suricata 7 orders the ports by their network-order bytes read
 # as a little-endian number (it compares them after htons): so does this, to give the same ID.
 
-cdef extern from "openssl/sha.h" nogil:
-    unsigned char *SHA1(const unsigned char *d, size_t n, unsigned char *md)
-
 cdef extern from "openssl/evp.h" nogil:
     int EVP_EncodeBlock(unsigned char *t, const unsigned char *f, int n)
+
+# SHA-1 of one short message (FIPS 180-4), here rather than libcrypto's SHA1(): OpenSSL 3 looks the
+# algorithm up in its provider tables on every one-shot call (~10 us, a tenth of replaying the App-ID
+# corpus); a Community ID input (at most 40 bytes) is a single 64-byte block.
+
+cdef inline uint32_t rol32(uint32_t x, int n) noexcept nogil:
+    return (x << n) | (x >> (32 - n))
+
+cdef void sha1_one_block(const uint8_t *m, uint32_t n, uint8_t *digest) noexcept nogil:
+    """SHA-1 of `n` <= 55 bytes."""
+    cdef uint8_t block[64]
+    cdef uint32_t w[80]
+    cdef uint32_t a = 0x67452301, b = 0xEFCDAB89, c = 0x98BADCFE, d = 0x10325476, e = 0xC3D2E1F0
+    cdef uint32_t h0 = a, h1 = b, h2 = c, h3 = d, h4 = e
+    cdef uint32_t f, k, t
+    cdef uint64_t bits = <uint64_t>n * 8
+    cdef int i
+    memset(block, 0, 64)
+    memcpy(block, m, n)
+    block[n] = 0x80
+    for i in range(8):
+        block[63 - i] = <uint8_t>(bits >> (8 * i))
+    for i in range(16):
+        w[i] = ngfw_be32(block + 4 * i)
+    for i in range(16, 80):
+        w[i] = rol32(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1)
+    for i in range(80):
+        if i < 20:
+            f = (b & c) | (~b & d)
+            k = 0x5A827999
+        elif i < 40:
+            f = b ^ c ^ d
+            k = 0x6ED9EBA1
+        elif i < 60:
+            f = (b & c) | (b & d) | (c & d)
+            k = 0x8F1BBCDC
+        else:
+            f = b ^ c ^ d
+            k = 0xCA62C1D6
+        t = rol32(a, 5) + f + e + k + w[i]
+        e = d
+        d = c
+        c = rol32(b, 30)
+        b = a
+        a = t
+    ngfw_put_be32(digest, h0 + a)
+    ngfw_put_be32(digest + 4, h1 + b)
+    ngfw_put_be32(digest + 8, h2 + c)
+    ngfw_put_be32(digest + 12, h3 + d)
+    ngfw_put_be32(digest + 16, h4 + e)
 
 cdef enum:
     COMMUNITY_ID_LEN = 30    # "1:" and 28 base64 characters
@@ -97,7 +144,7 @@ cdef int community_id(char *out, const ip128_t *src, const ip128_t *dst, bint v6
     ngfw_put_be16(buf + n + 2, p1)
     ngfw_put_be16(buf + n + 4, p2)
     n += 6
-    SHA1(buf, n, digest)
+    sha1_one_block(buf, n, digest)
     out[0] = 49   # "1"
     out[1] = 58   # ":"
     return 2 + EVP_EncodeBlock(<unsigned char *>out + 2, digest, 20)
@@ -113,3 +160,12 @@ def community_id_of(str src_ip, str dst_ip, int proto, int sport=0, int dport=0,
     v6 = ipaddress.ip_address(src_ip).version == 6
     cdef int n = community_id(out, &s, &d, v6, <uint8_t>proto, <uint16_t>sport, <uint16_t>dport, <uint8_t>icmp_type)
     return out[:n].decode("ascii")
+
+
+def sha1_short(bytes data) -> bytes:
+    """The SHA-1 digest of up to 55 bytes (tests compare it with hashlib's)."""
+    cdef uint8_t digest[20]
+    if len(data) > 55:
+        raise ValueError("sha1_short takes at most 55 bytes")
+    sha1_one_block(<const uint8_t *><const char *>data, len(data), digest)
+    return (<char *>digest)[:20]

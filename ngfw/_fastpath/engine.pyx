@@ -725,6 +725,7 @@ cdef class Engine:
     cdef Tables current
     cdef list port_names
     cdef readonly uint32_t flow_capacity
+    cdef uint32_t capture_bytes
     cdef readonly double wall_offset
     cdef dict kernel_drops   # port index -> drops reported by PACKET_STATISTICS so far
     cdef list app_names      # app id -> name, of the catalogue in force
@@ -773,8 +774,9 @@ cdef class Engine:
             raise MemoryError(f"not enough memory for a flow table of {flow_capacity} flows")
         if evring_init(&self.e.events, event_capacity) < 0:
             raise MemoryError("not enough memory for the event ring")
-        if capring_init(&self.e.capture, capture_bytes) < 0:
-            raise MemoryError(f"not enough memory for a capture ring of {capture_bytes} bytes")
+        # the capture ring is allocated when a policy or an operator first asks for capture: replay makes an
+        # engine per capture size, and zeroing megabytes each time was a tenth of replaying the App-ID corpus
+        self.capture_bytes = capture_bytes
         self.flow_capacity = flow_capacity
         self.e.burst = burst
         if idle_spin_us < 0 or idle_spin_quiet_us < 0:
@@ -1096,10 +1098,18 @@ cdef class Engine:
         return self.e.notify_fd
 
     # ---- policy
+    cdef _capture_ring(self):
+        """Allocate the capture ring (before the loop can see anything that captures)."""
+        if self.e.capture.buf == NULL and capring_init(&self.e.capture, self.capture_bytes) < 0:
+            raise MemoryError(f"not enough memory for a capture ring of {self.capture_bytes} bytes")
+
     def set_tables(self, Tables tables, double timeout=2.0) -> None:
         """Swap in a new policy generation; returns once the loop uses it (or at once when stopped)."""
         cdef double deadline
         cdef uint32_t i
+        if any(getattr(r, "capture", 0) for r in tables.policy.rules) or \
+                any(getattr(p, "capture", 0) for p in (getattr(tables.policy, "profiles", ()) or ())):
+            self._capture_ring()
         if self.current is not None and self.current.t.wl_here != NULL and tables.t.wl_here != NULL:
             # which workloads this dataplane has seen on its VM side, by name (indexes change)
             old_policy, new_policy = self.current.policy, tables.policy
@@ -1659,6 +1669,7 @@ cdef class Engine:
         cdef ip128_t ip, mask
         if not 0 < packets <= CAP_MAX_PACKETS:
             raise ValueError(f"packets must be 1 to {CAP_MAX_PACKETS}, got {packets}")
+        self._capture_ring()
         ngfw_store_u64(&q.until_ns, 0)
         q.wl = workload
         q.port = <uint16_t>port
@@ -1684,6 +1695,8 @@ cdef class Engine:
         cdef uint32_t off, to_end
         cdef caprec_t *h
         out = []
+        if r.buf == NULL:
+            return out
         while tail != head and len(out) < max_frames:
             off = tail & (r.size - 1)
             to_end = r.size - off
