@@ -23,7 +23,8 @@ log = logging.getLogger("ngfw.dataplane.capture")
 DEFAULT_DIR = "/var/log/ngfw/pcap"
 DEFAULT_FILE_BYTES = 16 << 20
 DEFAULT_VSYS_BYTES = 256 << 20
-PENDING_FLOWS = 4096        # flows whose frames are kept back until they alert (a threat profile's capture)
+PENDING_FLOWS = 4096        # flows whose frames are kept back until they alert (a threat profile's capture)...
+PENDING_BYTES = 64 << 20    # ... and the memory those frames may take
 FLOW_FILES_KEPT = 65536     # flow id -> file, for the EVE records of flows still open
 NO_VSYS = "_no-vsys"        # frames of flows no vsys decided
 
@@ -72,6 +73,7 @@ class CaptureWriter:
         self._open: dict[str, PcapFile] = {}
         self._serial = 0
         self._pending: OrderedDict[int, list[tuple[float, bytes, int]]] = OrderedDict()
+        self._pending_bytes = 0
         self._alerted: OrderedDict[int, None] = OrderedDict()   # alert-mode flows that alerted: written from then on
         self._files: OrderedDict[int, str] = OrderedDict()
         self._last: dict[int, tuple[float, bytes]] = {}         # each flow's last frame (an alert repeats it)
@@ -91,23 +93,17 @@ class CaptureWriter:
         for flow_id, vsys, generation, kind, mode, ts, _port, origlen, frame in frames:
             name = safe_name(vsys_name(vsys, generation) if vsys >= 0 else NO_VSYS)
             if kind == "alert":
-                last = self._last.get(flow_id)
-                duplicate = last is not None and last == (ts, frame)
+                # the alerting frame may be one of the first N, already kept: written once
+                duplicate = self._last.get(flow_id) == (ts, frame)
                 if mode == "alert" and flow_id not in self._alerted:
                     self._remember(self._alerted, flow_id, None, PENDING_FLOWS)
-                    for held in self._pending.pop(flow_id, []):
-                        self._write(name, flow_id, *held)
-                    duplicate = duplicate or False
+                    for kept in self._pending.pop(flow_id, []):
+                        self._pending_bytes -= len(kept[1])
+                        self._write(name, flow_id, *kept)
                 if not duplicate:
                     self._write(name, flow_id, ts, frame, origlen)
             elif mode == "alert" and flow_id not in self._alerted:
-                held = self._pending.setdefault(flow_id, [])
-                self._pending.move_to_end(flow_id)
-                held.append((ts, frame, origlen))
-                self._last[flow_id] = (ts, frame)
-                while len(self._pending) > PENDING_FLOWS:
-                    _, dropped = self._pending.popitem(last=False)
-                    self.frames_discarded += len(dropped)
+                self._keep_back(flow_id, ts, frame, origlen)
                 continue
             else:
                 self._write(name, flow_id, ts, frame, origlen)
@@ -119,6 +115,19 @@ class CaptureWriter:
         if len(self._last) > FLOW_FILES_KEPT:
             for key in list(self._last)[: len(self._last) - FLOW_FILES_KEPT]:
                 del self._last[key]
+
+    def _keep_back(self, flow_id: int, ts: float, frame: bytes, origlen: int) -> None:
+        """A frame of a flow that has not alerted (yet): held in memory, the oldest flows' frames given up
+        beyond PENDING_FLOWS flows or PENDING_BYTES."""
+        held = self._pending.setdefault(flow_id, [])
+        self._pending.move_to_end(flow_id)
+        held.append((ts, frame, origlen))
+        self._pending_bytes += len(frame)
+        self._last[flow_id] = (ts, frame)
+        while len(self._pending) > PENDING_FLOWS or self._pending_bytes > PENDING_BYTES:
+            _, dropped = self._pending.popitem(last=False)
+            self.frames_discarded += len(dropped)
+            self._pending_bytes -= sum(len(f) for _, f, _ in dropped)
 
     def _remember(self, table: OrderedDict[int, Any], key: int, value: Any, limit: int) -> None:
         table[key] = value
