@@ -86,6 +86,10 @@ class Dataplane:
             self.eve_options.targets.insert(0, eve_path)
         if self.eve_options.stats_interval < 0:
             raise ValueError(f"--eve-stats-interval {self.eve_options.stats_interval}: give 0 (none) or more seconds")
+        from ngfw.dataplane.eve_outputs import parse_target
+
+        for target in self.eve_options.targets:
+            parse_target(target)   # EveTargetError (a ValueError) before anything is set up
         # checked before anything is opened: a bad size is one sentence, not a half-started dataplane
         self.capture = CaptureWriter(self.eve_options.capture_dir, self.eve_options.capture_file_bytes,
                                      self.eve_options.capture_vsys_bytes)

@@ -369,3 +369,23 @@ def test_a_capture_count_out_of_range_is_refused_with_the_resource_and_field(tmp
     with pytest.raises(PolicyError) as info:
         load_policy(tmp_path / "p.yaml")
     assert "ThreatProfile tenant-a/forensic" in str(info.value) and "capture.packets" in str(info.value)
+
+
+def test_records_reach_a_local_syslog_socket(tmp_path: Path) -> None:
+    path = str(tmp_path / "log")
+    dev_log = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    dev_log.bind(path)
+    dev_log.settimeout(5)
+    writer = EveWriter([f"syslog://{path}"], host="sensor-b")
+    writer.write_record({"event_type": "stats"})
+    message = dev_log.recv(65536).decode()
+    writer.close()
+    dev_log.close()
+    assert message.startswith("<174>1 ") and message.endswith('"host":"sensor-b"}')
+
+
+def test_a_bad_eve_target_stops_the_dataplane_before_it_opens_anything() -> None:
+    from ngfw.dataplane.runner import Dataplane, EveOptions, PortPlan
+
+    with pytest.raises(EveTargetError, match="unknown kind 'udp'"):
+        Dataplane(PortPlan(), eve_options=EveOptions(targets=["udp://127.0.0.1:9"]))
