@@ -3,6 +3,9 @@ lives in pyproject.toml.
 
 The build fails loudly when the extension cannot be built: ngfw has no pure-Python
 production path, only a reference twin used by tests.
+
+NGFW_DEBUG_BUILD=1 builds the sanitizer twin instead (docs/fuzzing.md): clang, ASan + UBSan, libFuzzer
+coverage counters, Cython bounds checks, into build/debug/ (never over the in-place modules).
 """
 
 import os
@@ -12,6 +15,13 @@ import sys
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+DEBUG = os.environ.get("NGFW_DEBUG_BUILD", "") not in ("", "0")
+# the debug twin lives here: build/debug/ngfw/_fastpath/*.so, its C sources and objects beside it
+DEBUG_DIR = os.path.join("build", "debug")
+DEBUG_CFLAGS = ["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined",
+                "-fno-sanitize-recover=undefined", "-fsanitize=fuzzer-no-link"]
 
 
 def pkg_config(*args: str, lib: str = "libhs") -> list[str]:
@@ -47,7 +57,10 @@ def fastpath_extension(name: str, source: str) -> Extension:
         include_dirs=["ngfw/_fastpath"] + [f[2:] for f in cflags if f.startswith("-I")],
         libraries=[f[2:] for f in libs if f.startswith("-l")],
         library_dirs=[f[2:] for f in libs if f.startswith("-L")],
-        extra_compile_args=["-O2", "-g0", "-Wno-unused-function", "-Wno-unreachable-code"],
+        extra_compile_args=(DEBUG_CFLAGS if DEBUG else ["-O2", "-g0"])
+        + ["-Wno-unused-function", "-Wno-unreachable-code"],
+        # no sanitizer runtime is linked into the shared object: the fuzz runner preloads one (ASan, UBSan
+        # and libFuzzer in one library), as a sanitized interpreter would have it
     )
 
 
@@ -71,29 +84,53 @@ def compile_wire_program() -> None:
     print(f"ngfw build: wire program {target} (clang, BPF)", file=sys.stderr)
 
 
-compile_wire_program()
-bpf_libs = pkg_config("--libs", lib="libbpf")
+class DebugBuildExt(build_ext):
+    """Builds into build/debug/ whatever the command line says, so the normal modules stay as they are."""
+
+    def finalize_options(self) -> None:
+        self.inplace = 0
+        self.build_lib = DEBUG_DIR
+        self.build_temp = os.path.join(DEBUG_DIR, "tmp")
+        super().finalize_options()
+
 
 extensions = [
     fastpath_extension("ngfw._fastpath.engine", "ngfw/_fastpath/engine.pyx"),
     # test-only: the App-ID protocol parsers on their own, driven from Python
     fastpath_extension("ngfw._fastpath.parsers", "ngfw/_fastpath/parsers.pyx"),
-    # the wire program's loader: libbpf only (no libhs), its own module so the engine does not link libbpf
-    Extension(
-        "ngfw._fastpath.wirebpf",
-        sources=["ngfw/_fastpath/wirebpf.pyx"],
-        include_dirs=["ngfw/_fastpath"],
-        libraries=[f[2:] for f in bpf_libs if f.startswith("-l")],
-        library_dirs=[f[2:] for f in bpf_libs if f.startswith("-L")],
-        extra_compile_args=["-O2", "-g0", "-Wno-unused-function"],
-    ),
 ]
+if not DEBUG:   # the sanitizer twin is the fastpath's; the loader of the wire program is not fuzzed
+    compile_wire_program()
+    bpf_libs = pkg_config("--libs", lib="libbpf")
+    extensions.append(
+        # the wire program's loader: libbpf only (no libhs), its own module so the engine does not link libbpf
+        Extension(
+            "ngfw._fastpath.wirebpf",
+            sources=["ngfw/_fastpath/wirebpf.pyx"],
+            include_dirs=["ngfw/_fastpath"],
+            libraries=[f[2:] for f in bpf_libs if f.startswith("-l")],
+            library_dirs=[f[2:] for f in bpf_libs if f.startswith("-L")],
+            extra_compile_args=["-O2", "-g0", "-Wno-unused-function"],
+        )
+    )
 
-print("ngfw build: Accelerated (Cython fastpath + libhs + libcrypto + libpcre2 " + " ".join(libs) + "; wire program loader + libbpf)", file=sys.stderr)
+directives = {"boundscheck": False, "wraparound": False, "cdivision": True, "initializedcheck": False}
+if DEBUG:
+    # clang for libFuzzer's coverage counters; C division stays (UBSan reports a division by zero)
+    os.environ["CC"] = os.environ.get("NGFW_DEBUG_CC", "clang")
+    os.environ["LDSHARED"] = os.environ["CC"] + " -shared"
+    directives.update(boundscheck=True, wraparound=True, initializedcheck=True)
+    print("ngfw build: Debug (ASan + UBSan + libFuzzer counters, into build/debug/)", file=sys.stderr)
+else:
+    print("ngfw build: Accelerated (Cython fastpath + libhs + libcrypto + libpcre2 " + " ".join(libs)
+          + "; wire program loader + libbpf)", file=sys.stderr)
 setup(
     ext_modules=cythonize(
         extensions,
         language_level=3,
-        compiler_directives={"boundscheck": False, "wraparound": False, "cdivision": True, "initializedcheck": False},
-    )
+        compiler_directives=directives,
+        # the debug C sources must not replace the normal ones next to the .pyx
+        build_dir=os.path.join(DEBUG_DIR, "c") if DEBUG else None,
+    ),
+    cmdclass={"build_ext": DebugBuildExt} if DEBUG else {},
 )

@@ -1461,7 +1461,8 @@ cdef int parse_mssql(appctx_t *c) noexcept nogil:
                        or p[8] == 0x81 or p[8] == 0x79 or p[8] == 0xFE or p[8] == 0xFF):
             return APP_MSSQL
         return PARSE_NO
-    if t == 0x10 and n >= 12 and p[11] == 0 and p[12] >= 0x70 and p[12] <= 0x74:
+    # LOGIN7: p[12] is read, so 13 bytes (n >= 12 read one past a 12-byte stream: fuzzing found it)
+    if t == 0x10 and n >= 13 and p[11] == 0 and p[12] >= 0x70 and p[12] <= 0x74:
         return APP_MSSQL
     return PARSE_NO
 

@@ -67,7 +67,7 @@ def _pcre_parts(source, options):
     return source.encode("utf-8", "surrogateescape"), opts
 
 
-cdef pcre2_code *_pcre_compile(bytes regex, uint32_t opts) except? NULL:
+cdef pcre2_code *_pcre_compile(bytes regex, uint32_t opts, bint jit=True) except? NULL:
     cdef int err = 0
     cdef PCRE2_SIZE erroff = 0
     cdef unsigned char msg[256]
@@ -75,7 +75,8 @@ cdef pcre2_code *_pcre_compile(bytes regex, uint32_t opts) except? NULL:
     if code == NULL:
         pcre2_get_error_message(err, msg, sizeof(msg))
         raise EngineSkip("bad pcre", f"{(<char *>msg).decode(errors='replace')} at offset {erroff}")
-    pcre2_jit_compile(code, PCRE2_JIT_COMPLETE)
+    if jit:
+        pcre2_jit_compile(code, PCRE2_JIT_COMPLETE)
     return code
 
 
@@ -250,6 +251,9 @@ cdef class InspectTables:
                                                   m.within or 0, m.pattern))
                             elif kind == "PcreMatch":
                                 regex, opts = _pcre_parts(m.source, m.options)
+                                # PCRE2 judges the regex with its rule: one it refuses skips the rule, not the
+                                # whole set (fuzzing found a regex with NULs that passed the compiler's check)
+                                pcre2_code_free(_pcre_compile(regex, opts, False))
                                 flags = (IF_NEG if m.negated else 0) | (IF_RELATIVE if m.relative else 0)
                                 new_pcres.append((regex, opts))
                                 new_items.append((IK_PCRE, flags, 0, 0, 0, 0, len(pcres) + len(new_pcres) - 1))

@@ -33,18 +33,64 @@ cdef dict _meta_dict(appmeta_t *m):
     }
 
 
+# every parser of app_parsers.pxi on its own, by name: appid_parse tries some only after others said no, so
+# the fuzz target calls each directly too
+PARSERS = ("dns", "netbios", "tls", "dtls", "http", "ssh", "stun", "radius", "snmp", "dhcp", "dhcpv6", "ntp",
+           "tftp", "rtp", "websocket", "openvpn", "kerberos", "smb", "mssql", "ldap", "socks", "mysql",
+           "postgresql", "tpkt", "bgp", "telnet", "whois", "mail_ftp", "quic")
+
+
+cdef int _run_parser(int which, appctx_t *c) noexcept nogil:
+    if which == 0: return parse_dns(c)
+    if which == 1: return parse_netbios(c)
+    if which == 2: return parse_tls(c)
+    if which == 3: return parse_dtls(c)
+    if which == 4: return parse_http(c)
+    if which == 5: return parse_ssh(c)
+    if which == 6: return parse_stun(c)
+    if which == 7: return parse_radius(c)
+    if which == 8: return parse_snmp(c)
+    if which == 9: return parse_dhcp(c)
+    if which == 10: return parse_dhcpv6(c)
+    if which == 11: return parse_ntp(c)
+    if which == 12: return parse_tftp(c)
+    if which == 13: return parse_rtp(c)
+    if which == 14: return parse_websocket(c)
+    if which == 15: return parse_openvpn(c)
+    if which == 16: return parse_kerberos(c)
+    if which == 17: return parse_smb(c)
+    if which == 18: return parse_mssql(c)
+    if which == 19: return parse_ldap(c)
+    if which == 20: return parse_socks(c)
+    if which == 21: return parse_mysql(c)
+    if which == 22: return parse_postgresql(c)
+    if which == 23: return parse_tpkt(c)
+    if which == 24: return parse_bgp(c)
+    if which == 25: return parse_telnet(c)
+    if which == 26: return parse_whois(c)
+    if which == 27: return parse_mail_ftp(c)
+    if which == 28: return parse_quic(c)
+    return appid_parse(c)
+
+
 cdef class _Flow:
-    """One flow being classified, as the fastpath keeps it: a stream per direction, scratch, meta."""
+    """One flow being classified, as the fastpath keeps it: a stream per direction, scratch, meta.
+    Payload, stream and scratch are copied into buffers of exactly their size, so a sanitizer build
+    reports a parser that reads one byte past what it was given."""
     cdef appctx_t ctx
     cdef appmeta_t meta
-    cdef bytearray scratch
+    cdef uint8_t *scratch
     cdef list streams
     cdef uint32_t index[2]
+    cdef int parser
 
-    def __cinit__(self, int l4proto, int client_port, int server_port):
+    def __cinit__(self, int l4proto, int client_port, int server_port, str parser=None):
         memset(&self.ctx, 0, sizeof(self.ctx))
         memset(&self.meta, 0, sizeof(self.meta))
-        self.scratch = bytearray(SCRATCH_MAX)
+        self.scratch = <uint8_t *>calloc(1, SCRATCH_MAX)
+        if self.scratch == NULL:
+            raise MemoryError()
+        self.parser = -1 if parser is None else PARSERS.index(parser)
         self.streams = [b"", b""]
         self.index[0] = 0
         self.index[1] = 0
@@ -53,29 +99,43 @@ cdef class _Flow:
         self.ctx.server_port = server_port
         self.ctx.meta = &self.meta
 
+    def __dealloc__(self):
+        free(self.scratch)
+
     def feed(self, bint to_server, bytes payload):
         cdef int d = 1 if to_server else 0
         cdef bytes stream
         cdef int r
-        cdef const uint8_t *pp = payload
-        cdef const uint8_t *sp
-        cdef uint8_t *scratch = self.scratch
+        cdef uint8_t *pp
+        cdef uint8_t *sp
         if self.ctx.l4proto == 6:
             stream = (self.streams[d] + payload)[:STREAM_MAX]
             self.streams[d] = stream
         else:
             stream = payload
+        pp = <uint8_t *>malloc(len(payload) or 1)
+        sp = <uint8_t *>malloc(len(stream) or 1)
+        if pp == NULL or sp == NULL:
+            free(pp)
+            free(sp)
+            raise MemoryError()
+        memcpy(pp, <const char *>payload, len(payload))
+        memcpy(sp, <const char *>stream, len(stream))
         self.ctx.to_server = to_server
         self.ctx.pkt_index = self.index[d]
         self.index[d] += 1
-        sp = stream
         self.ctx.payload = pp
         self.ctx.payload_len = len(payload)
         self.ctx.stream = sp
         self.ctx.stream_len = len(stream)
-        self.ctx.scratch = scratch
+        self.ctx.scratch = self.scratch
         with nogil:
-            r = appid_parse(&self.ctx)
+            r = _run_parser(self.parser, &self.ctx)
+        # the parsers keep no pointer into a payload past their call (the fastpath reuses its buffers)
+        self.ctx.payload = NULL
+        self.ctx.stream = NULL
+        free(pp)
+        free(sp)
         return r
 
     def result(self, int r):
@@ -100,11 +160,12 @@ def parse(int l4proto, bint to_server, int client_port, int server_port, list pa
     return f.result(r)
 
 
-def parse_flow(int l4proto, int client_port, int server_port, list packets):
-    """appid_parse over (to_server, payload) packets of both directions in order, as the fastpath calls it;
-    a direction that answered PARSE_NO is no longer asked. A flow left at NEED_MORE takes the tentative
-    answer (appid_tentative), as the fastpath does when it stops feeding a flow."""
-    f = _Flow(l4proto, client_port, server_port)
+def parse_flow(int l4proto, int client_port, int server_port, list packets, str parser=None):
+    """appid_parse (or the one parser named, one of PARSERS) over (to_server, payload) packets of both
+    directions in order, as the fastpath calls it; a direction that answered PARSE_NO is no longer asked.
+    A flow left at NEED_MORE takes the tentative answer (appid_tentative), as the fastpath does when it
+    stops feeding a flow."""
+    f = _Flow(l4proto, client_port, server_port, parser)
     r = PARSE_NO
     done = [False, False]
     last_need = False

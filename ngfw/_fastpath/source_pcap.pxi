@@ -26,7 +26,7 @@ ctypedef struct capture_t:
     uint32_t linktype      # classic pcap
     uint64_t ts_div        # classic pcap: ns per timestamp unit (1000 for µs, 1 for ns)
     uint32_t idb_link[MAX_IDB]
-    uint64_t idb_ns_per_unit[MAX_IDB]
+    uint8_t idb_tsresol[MAX_IDB]   # if_tsresol of each interface (6: microseconds when it has none)
     uint32_t n_idb
     const char *error      # set when the file is damaged; `off` says where
 
@@ -68,15 +68,34 @@ cdef int capture_open(capture_t *c, const uint8_t *buf, size_t len) noexcept nog
     c.off = 24
     return 0
 
-cdef inline uint64_t pow10_ns(uint8_t tsresol) noexcept nogil:
-    """ns per unit of a pcapng if_tsresol (decimal exponents; binary ones approximated)."""
-    cdef uint64_t units = 1
-    cdef int i
-    if tsresol & 0x80:
-        return 1  # 2^-n seconds: rare; treat as ns
-    for i in range(tsresol):
-        units *= 10
-    return 1000000000ull // units if units <= 1000000000ull else 1
+# pcapng if_tsresol: bit 7 clear, a unit is 10^-n s; set, 2^-n s. Any byte is valid, so the conversion
+# scales down a resolution finer than 1 ns and up a coarse one in 128-bit arithmetic: no overflow, no
+# division by zero (10^n in 64 bits wraps from n = 20 on and is 0 from n = 64: replay died of SIGFPE).
+cdef extern from *:
+    """
+    static inline uint64_t ngfw_units_to_ns(uint64_t units, uint8_t tsresol) {
+        static const uint32_t ns_per_decimal_unit[10] = {1000000000u, 100000000u, 10000000u, 1000000u,
+                                                         100000u, 10000u, 1000u, 100u, 10u, 1u};
+        unsigned exp = tsresol & 0x7fu;
+        unsigned __int128 ns;
+        uint64_t divisor = 1;
+        unsigned i;
+        if (tsresol & 0x80u) {
+            ns = ((unsigned __int128)units * 1000000000u) >> exp;   /* units * 1e9 < 2^94, exp <= 127 */
+        } else if (exp <= 9) {
+            ns = (unsigned __int128)units * ns_per_decimal_unit[exp];
+        } else {
+            for (i = 9; i < exp; i++) {
+                if (divisor > UINT64_MAX / 10)
+                    return 0;   /* 10^-29 s or finer: any 64-bit count is under 1 ns */
+                divisor *= 10;
+            }
+            ns = units / divisor;
+        }
+        return ns > UINT64_MAX ? UINT64_MAX : (uint64_t)ns;
+    }
+    """
+    uint64_t ngfw_units_to_ns(uint64_t units, uint8_t tsresol) nogil
 
 cdef int capture_next(capture_t *c, const uint8_t **frame, uint32_t *caplen, uint32_t *origlen, uint32_t *link,
                       uint64_t *ts_ns) noexcept nogil:
@@ -141,7 +160,7 @@ cdef int capture_next(capture_t *c, const uint8_t **frame, uint32_t *caplen, uin
                 return -1
             if c.n_idb < MAX_IDB:
                 c.idb_link[c.n_idb] = cap_u16(c, c.buf + o + 8)
-                c.idb_ns_per_unit[c.n_idb] = 1000   # default resolution: microseconds
+                c.idb_tsresol[c.n_idb] = 6   # default resolution: microseconds
                 # options: look for if_tsresol (code 9)
                 opt_code = 0
                 o += 16
@@ -151,7 +170,7 @@ cdef int capture_next(capture_t *c, const uint8_t **frame, uint32_t *caplen, uin
                     if opt_code == 0 or o + 4 + opt_len > body_end:
                         break
                     if opt_code == 9 and opt_len >= 1:
-                        c.idb_ns_per_unit[c.n_idb] = pow10_ns(c.buf[o + 4])
+                        c.idb_tsresol[c.n_idb] = c.buf[o + 4]
                     o += 4 + ((opt_len + 3) & ~3u)
                 c.n_idb += 1
         elif btype == 6 or btype == 2:  # enhanced / obsolete packet block
@@ -171,7 +190,7 @@ cdef int capture_next(capture_t *c, const uint8_t **frame, uint32_t *caplen, uin
                 c.error = "packet data runs past its block"
                 c.off = o
                 return -1
-            ts = ((<uint64_t>hi << 32) | lo) * c.idb_ns_per_unit[iface]
+            ts = ngfw_units_to_ns((<uint64_t>hi << 32) | lo, c.idb_tsresol[iface])
             frame[0] = c.buf + o + 28
             caplen[0] = incl
             origlen[0] = cap_u32(c, c.buf + o + 24)

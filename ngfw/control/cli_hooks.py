@@ -252,7 +252,7 @@ def _serve(args: argparse.Namespace) -> int:
     from ngfw.control.tls import TlsConfigError, is_loopback, server_context
 
     host, _, port = args.listen.rpartition(":")
-    if not port.isdigit():
+    if not (port.isascii() and port.isdigit()):
         print(f"ngfw control: --listen expects HOST:PORT, got {args.listen!r}", file=sys.stderr)
         return 2
     host = host.strip("[]") or "0.0.0.0"

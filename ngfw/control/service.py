@@ -217,7 +217,7 @@ class Control:
             return f"running (version {version}, identity {identity})", self.effective(version, identity)
         if ref == "candidate":
             return "candidate", self._candidate(who).documents
-        if not ref.isdigit():
+        if not (ref.isascii() and ref.isdigit()):   # isdigit() alone takes '²', which int() refuses
             raise ApiError(400, f"{ref!r} is not a version: expected a number, running or candidate")
         record = self._version(int(ref))
         if record is None:

@@ -61,7 +61,7 @@ def uplink(lab) -> Iterator[None]:
 
 def test_uplink_deleted_and_created_again_forwards_again(lab, lab_services, start_dataplane, uplink) -> None:
     dp = start_dataplane(LAB_POLICY)
-    assert http_ok(lab)
+    assert wait_for(lambda: http_ok(lab), timeout=6)   # (the first request of a session's lab resolves ARP)
     assert port_up(dp, lab.fw_up) == 1
 
     remove_leg(lab, "up")

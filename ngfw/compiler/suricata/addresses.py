@@ -13,7 +13,7 @@ import ipaddress
 import socket
 from functools import lru_cache
 
-from ngfw.compiler.suricata.lexer import RuleError
+from ngfw.compiler.suricata.lexer import RuleError, is_decimal
 from ngfw.compiler.suricata.model import AddressMatcher, IntRange, PortMatcher
 
 # suricata.yaml's defaults (address-groups and port-groups), with HOME_NET as the
@@ -221,7 +221,7 @@ def _merge_not(positive: list[IntRange], negative: list[IntRange], full: IntRang
 
 
 def _port_number(text: str) -> int:
-    if not text.isdigit() or int(text) > 65535:
+    if not is_decimal(text) or int(text) > 65535:
         raise RuleError("bad port", repr(text))
     return int(text)
 
@@ -230,11 +230,14 @@ def _port_number(text: str) -> int:
 def _address_literal(text: str) -> tuple[tuple[IntRange, ...], tuple[IntRange, ...]]:
     # IP-list rules (botcc, compromised, ...) hold ~18,000 IPv4 literals; the socket
     # parser is several times faster than `ipaddress` for them.
+    if not text.isascii():
+        # a rule file's undecodable bytes are kept as surrogates, which the socket parser cannot encode
+        raise RuleError("bad address", repr(text))
     address, slash, bits = text.partition("/")
     if "-" not in text and ":" not in text and (not slash or bits.isdigit() and int(bits) <= 32):
         try:
             value = int.from_bytes(socket.inet_pton(socket.AF_INET, address), "big")
-        except OSError:
+        except (OSError, ValueError):   # ValueError: a NUL in the text (fuzzing found it); ipaddress says why
             value = None
         if value is not None:
             host_bits = 32 - (int(bits) if slash else 32)

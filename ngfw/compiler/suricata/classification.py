@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ngfw.compiler.suricata.lexer import is_decimal
+
 DEFAULT_PRIORITY = 3  # Suricata's priority for a rule with neither classtype nor priority
 
 # name -> (description, priority), verbatim from Suricata 7's classification.config
@@ -67,6 +69,6 @@ def parse_classification_config(path: Path) -> dict[str, tuple[str, int]]:
         if not line.startswith("config classification:"):
             continue
         fields = [f.strip() for f in line.partition(":")[2].split(",")]
-        if len(fields) == 3 and fields[2].isdigit():
+        if len(fields) == 3 and is_decimal(fields[2]):
             table[fields[0].lower()] = (fields[1], int(fields[2]))
     return table

@@ -18,7 +18,7 @@ from ngfw.compiler.suricata import patterns
 from ngfw.compiler.suricata.addresses import Resolver
 from ngfw.compiler.suricata.buffers import LEGACY_MODIFIERS, PROTOCOLS, STICKY_BUFFERS, Transport
 from ngfw.compiler.suricata.classification import DEFAULT_PRIORITY
-from ngfw.compiler.suricata.lexer import RawRule, RuleError, split_options, split_rule, unescape, unquote
+from ngfw.compiler.suricata.lexer import RawRule, RuleError, is_decimal, split_options, split_rule, unescape, unquote
 from ngfw.compiler.suricata.model import (
     PAYLOAD,
     Action,
@@ -222,7 +222,7 @@ def compile_rule(raw: RawRule, resolver: Resolver, classifications: dict[str, tu
         if name == "sid":
             if builder.sid is not None:
                 raise RuleError("malformed rule", "sid given twice")
-            builder.sid = _int(name, value, 1)
+            builder.sid = _int(name, value, 1, UINT32_MAX)
     if builder.sid is None and not _SID_TEXT.search(body):
         raise RuleError("missing sid")
     src_matcher, dst_matcher = resolver.address(src), resolver.address(dst)
@@ -373,15 +373,27 @@ def _fast(group: BufferMatches, index: int, match: ContentMatch) -> FastPattern:
 
 # -- option handlers --------------------------------------------------------------------------
 
-def _int(name: str, value: str | None, low: int | None = None) -> int:
+# the fastpath keeps sid/gid/rev and numeric checks in 32 unsigned bits (as Suricata does), offsets in 32
+# signed bits: a larger number is a malformed rule, not an OverflowError while the tables are built (fuzzing)
+INT32_MAX = 2**31 - 1
+UINT32_MAX = 2**32 - 1
+
+
+def _bounded(name: str, number: int, low: int | None, high: int) -> int:
+    if low is not None and number < low:
+        raise RuleError("malformed rule", f"{name}:{number} is below {low}")
+    if number > high:
+        raise RuleError("malformed rule", f"{name}:{number} is above {high}")
+    return number
+
+
+def _int(name: str, value: str | None, low: int | None = None, high: int = INT32_MAX) -> int:
     text = (value or "").strip()
     try:
         number = int(text)
     except ValueError:
         raise RuleError("malformed rule", f"{name}:{text[:40]} is not an integer") from None
-    if low is not None and number < low:
-        raise RuleError("malformed rule", f"{name}:{number} is below {low}")
-    return number
+    return _bounded(name, number, low, high)
 
 
 def _msg(b: _Builder, name: str, value: str | None) -> None:
@@ -389,11 +401,11 @@ def _msg(b: _Builder, name: str, value: str | None) -> None:
 
 
 def _gid(b: _Builder, name: str, value: str | None) -> None:
-    b.gid = _int(name, value, 0)
+    b.gid = _int(name, value, 0, UINT32_MAX)
 
 
 def _rev(b: _Builder, name: str, value: str | None) -> None:
-    b.rev = _int(name, value, 0)
+    b.rev = _int(name, value, 0, UINT32_MAX)
 
 
 def _classtype(b: _Builder, name: str, value: str | None) -> None:
@@ -404,7 +416,7 @@ def _classtype(b: _Builder, name: str, value: str | None) -> None:
 
 
 def _priority(b: _Builder, name: str, value: str | None) -> None:
-    b.priority = _int(name, value, 1)
+    b.priority = _int(name, value, 1, 255)
 
 
 def _metadata(b: _Builder, name: str, value: str | None) -> None:
@@ -485,7 +497,7 @@ def _fast_pattern_option(b: _Builder, name: str, value: str | None) -> None:
         content.fast_pattern_only = True
     elif value:
         start, comma, length = value.partition(",")
-        if not comma or not start.strip().isdigit() or not length.strip().isdigit():
+        if not comma or not is_decimal(start.strip()) or not is_decimal(length.strip()):
             raise RuleError("malformed rule", f"fast_pattern:{value[:40]}")
         chop = (int(start), int(length))
         if chop[1] == 0 or chop[0] + chop[1] > len(content.pattern):
@@ -508,10 +520,10 @@ def _isdataat(b: _Builder, name: str, value: str | None) -> None:
             relative = True
         elif extra != "rawbytes":
             raise RuleError("malformed rule", f"isdataat:{value[:40]}")
-    if not parts[0].isdigit():
+    if not is_decimal(parts[0]):
         raise RuleError("malformed rule", f"isdataat:{value[:40]}")
     key = (b.last_match_key() if relative else None) or b.sticky_key
-    b.add(key, DataAt(int(parts[0]), relative, negated))
+    b.add(key, DataAt(_bounded(name, int(parts[0]), 0, INT32_MAX), relative, negated))
 
 
 _BYTE_OPS = frozenset({"<", ">", "=", "<=", ">=", "&", "^"})
@@ -550,7 +562,7 @@ def _byte_options(what: str, value: str, extras: list[str]) -> dict[str, object]
         elif what == "byte_jump" and word in ("align", "from_beginning", "from_end"):
             out[word] = True
         elif what == "byte_jump" and parts and parts[0] in ("multiplier", "post_offset") and len(parts) == 2:
-            out[parts[0]] = _byte_number(parts[1], what, value)
+            out[parts[0]] = _bounded(what, _byte_number(parts[1], what, value), -INT32_MAX, INT32_MAX)
         else:
             raise RuleError("malformed rule", f"{what}:{value[:60]} ({word!r})")
         i += 1
@@ -574,8 +586,9 @@ def _byte_test(b: _Builder, name: str, value: str | None) -> None:
         raise RuleError("unsupported keyword: byte_test of 0 bytes", value[:60])
     if not 1 <= nbytes <= (10 if opts["string"] else 8):
         raise RuleError("malformed rule", f"byte_test bytes {nbytes}")
-    test = ByteTest(nbytes, op, _byte_number(parts[2], name, value), _byte_number(parts[3], name, value),
-                    negated=negated, **opts)  # type: ignore[arg-type]
+    offset = _bounded(name, _byte_number(parts[3], name, value), -INT32_MAX, INT32_MAX)
+    compared = _byte_number(parts[2], name, value)
+    test = ByteTest(nbytes, op, compared, offset, negated=negated, **opts)  # type: ignore[arg-type]
     key = (b.last_match_key() if test.relative else None) or b.sticky_key
     b.add(key, test)
 
@@ -589,7 +602,8 @@ def _byte_jump(b: _Builder, name: str, value: str | None) -> None:
     opts = _byte_options(name, value, parts[2:])
     if not 1 <= nbytes <= (10 if opts["string"] else 8):
         raise RuleError("malformed rule", f"byte_jump bytes {nbytes}")
-    jump = ByteJump(nbytes, _byte_number(parts[1], name, value), **opts)  # type: ignore[arg-type]
+    offset = _bounded(name, _byte_number(parts[1], name, value), -INT32_MAX, INT32_MAX)
+    jump = ByteJump(nbytes, offset, **opts)  # type: ignore[arg-type]
     key = (b.last_match_key() if jump.relative else None) or b.sticky_key
     b.add(key, jump)
 
@@ -667,20 +681,27 @@ def _noalert(b: _Builder, name: str, value: str | None) -> None:
     b.noalert = True
 
 
+def _uint32(text: str) -> int:
+    number = int(text)
+    if not 0 <= number <= UINT32_MAX:
+        raise ValueError(text)
+    return number
+
+
 def number_check(text: str, keyword: str) -> NumberCheck:
     """Suricata's integer syntax: `N`, `!N`, `<N`, `<=N`, `>N`, `>=N`, `N<>M`, `N-M`."""
     text = text.replace(" ", "")
     try:
         if "<>" in text or ("-" in text[1:] and text[0].isdigit()):
             low, high = text.split("<>") if "<>" in text else text.split("-", 1)
-            if int(low) >= int(high):
+            if not 0 <= int(low) < int(high) <= UINT32_MAX:
                 raise ValueError
             return NumberCheck("<>", int(low), int(high))
         for op in ("<=", ">=", "<", ">", "!", "="):
             if text.startswith(op):
-                number = int(text[len(op):])
+                number = _uint32(text[len(op):])
                 return NumberCheck("!=" if op == "!" else op, number)  # type: ignore[arg-type]
-        return NumberCheck("=", int(text))
+        return NumberCheck("=", _uint32(text))
     except ValueError:
         raise RuleError("malformed rule", f"{keyword}:{text[:40]}") from None
 
@@ -736,9 +757,11 @@ def _threshold(b: _Builder, name: str, value: str | None) -> None:
     track = fields.get("track", "")
     if (kind not in ("limit", "threshold", "both", "detection_filter")
             or track not in ("by_src", "by_dst", "by_rule", "by_both", "by_flow")
-            or not fields.get("count", "").isdigit() or not fields.get("seconds", "").isdigit()):
+            or not is_decimal(fields.get("count", "")) or not is_decimal(fields.get("seconds", ""))):
         raise RuleError("malformed rule", f"{name}:{(value or '')[:60]}")
-    threshold = Threshold(kind, track, int(fields["count"]), int(fields["seconds"]))  # type: ignore[arg-type]
+    count = _bounded(name, int(fields["count"]), 0, UINT32_MAX)
+    seconds = _bounded(name, int(fields["seconds"]), 0, UINT32_MAX)
+    threshold = Threshold(kind, track, count, seconds)  # type: ignore[arg-type]
     if name == "detection_filter":
         b.detection_filter = threshold
     else:

@@ -13,6 +13,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 
+def is_decimal(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also holds for '²' and other digits int() refuses (fuzzing found it)."""
+    return text.isascii() and text.isdigit()
+
+
 class RuleError(Exception):
     """A rule that cannot load. `reason` is the counted category, `detail` the specifics."""
 
