@@ -54,7 +54,7 @@ def _timeout(text: str) -> tuple[str, float]:
 
 # commands whose parsers are all in this module; for them the control commands' parsers (most of the
 # ~25 argparse parsers, a tenth of a replay's run) are not built
-LOCAL_COMMANDS = frozenset({"dataplane", "lab", "demo", "policy", "replay", "rules", "apps", "schema"})
+LOCAL_COMMANDS = frozenset({"dataplane", "lab", "demo", "policy", "replay", "rules", "apps", "schema", "sessions"})
 
 
 def _top_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
@@ -84,6 +84,15 @@ def build_replay_parser() -> argparse.ArgumentParser:
     """`ngfw replay ...` alone: building every command's parser was a tenth of replaying a small capture."""
     parser, sub = _top_parser()
     _add_replay(sub)
+    return parser
+
+
+def build_sessions_parser() -> argparse.ArgumentParser:
+    """`ngfw sessions ...` alone: an operator's command answers faster without every other command's parser."""
+    from ngfw.dataplane import ops_cli
+
+    parser, sub = _top_parser()
+    ops_cli.add_sessions_parser(sub)
     return parser
 
 
@@ -122,6 +131,9 @@ def build_parser(with_control: bool = True) -> argparse.ArgumentParser:
                     help="memory the packet loop copies captured frames into before they are written (4)")
     _add_signature_args(dp, "signature set NAME (default: `default`) from a Suricata rule file or directory "
                             "(repeatable); policy rules reach it with `inspect:` (SIGHUP reloads it)")
+    dp.add_argument("--signature-cache", metavar="DIR",
+                    help="where the signature sets the policy's SignatureSets name are kept, verified (default "
+                         "$NGFW_CACHE_DIR/signature-sets, or ~/.cache/ngfw/signature-sets)")
     dp.add_argument("--inspect-flows", type=int, default=None, metavar="N",
                     help="flows inspected at once (inspection state, ~0.7 KB each beyond Hyperscan's stream "
                          "state; default: the flow capacity)")
@@ -133,6 +145,10 @@ def build_parser(with_control: bool = True) -> argparse.ArgumentParser:
                     help="tmpfs directory where the flow table lives, so a dataplane restarted after a crash or an "
                          "upgrade continues its sessions (default: /run/ngfw/<namespace>-<ports>, or under /dev/shm "
                          "where /run is not tmpfs; `none`: sessions end with the process)")
+    dp.add_argument("--socket", metavar="PATH",
+                    help="serve `ngfw sessions` and `ngfw policy hits` on this unix socket, root only (default: "
+                         "/run/ngfw/<namespace>-<ports>.sock, under /dev/shm/ngfw where /run is not tmpfs; `none`: "
+                         "no socket)")
     dp.add_argument("--timeout", type=_timeout, action="append", default=[], metavar="NAME=SECONDS",
                     help="idle timeout: tcp_syn, tcp_established, tcp_closing, tcp_closed, udp, icmp, other")
     dp.add_argument("--appid-budget", type=int, default=8, metavar="N",
@@ -179,6 +195,10 @@ def build_parser(with_control: bool = True) -> argparse.ArgumentParser:
     check = pol_sub.add_parser("check", help="validate and compile a policy, print a summary or the errors")
     check.add_argument("path")
     check.add_argument("--json", action="store_true")
+    from ngfw.dataplane import ops_cli   # argparse only: what the commands need is imported when they run
+
+    ops_cli.add_policy_parsers(pol_sub)
+    ops_cli.add_sessions_parser(sub)
 
     _add_replay(sub)
 
@@ -191,6 +211,18 @@ def build_parser(with_control: bool = True) -> argparse.ArgumentParser:
     check_rules.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
                              help="set a rule variable, e.g. HOME_NET=[10.0.0.0/8] (repeatable)")
     check_rules.add_argument("--verbose", "-v", action="store_true", help="list every skipped rule with file, line, sid")
+    check_rules.add_argument("--policy", metavar="PATH",
+                             help="also check the policy's threat profiles: every signature their exceptions and "
+                                  "threshold.config lines name must be in FILE... (each one is listed)")
+    push = rules_sub.add_parser("push", help="store a signature set in control (by its sha256) and name it in your "
+                                             "candidate: every host fetches it, verifies it and runs it")
+    push.add_argument("name", help="the set's name, as threat profiles' `signatures` name it (et, local, ...)")
+    push.add_argument("path", help="a .rules file, or a directory of them (suricata-update's output, ET Open)")
+    push.add_argument("-m", "--message", help="commit at once with this message (else: review, then ngfw commit)")
+    push.add_argument("--description", help="where the set comes from (kept in the SignatureSet resource)")
+    from ngfw.control.cli_hooks import client_options
+
+    client_options(push)
 
     apps = sub.add_parser("apps", help="list the applications App-ID knows (the catalogue in rules/apps/)")
     apps.add_argument("--json", action="store_true")
@@ -246,7 +278,8 @@ def cmd_dataplane(args: argparse.Namespace) -> int:
                        idle_spin_quiet_us=args.idle_spin_quiet_us,
                        appid=dict(appid_budget=args.appid_budget, appid_max_pkts=args.appid_max_pkts,
                                   appid_slots=args.appid_buffers),
-                       tx_thread=args.tx_thread, inspect_flows=args.inspect_flows)
+                       tx_thread=args.tx_thread, inspect_flows=args.inspect_flows,
+                       signature_cache=args.signature_cache)
         if args.rules:
             from ngfw.compiler.rules_cli import parse_variables
             from ngfw.dataplane.threats import parse_rules_arg
@@ -278,7 +311,10 @@ def cmd_dataplane(args: argparse.Namespace) -> int:
         logging.getLogger("ngfw").info("policy version %d: %d vsys, %d workloads, %d rules",
                                        dp.policy.version, len(dp.policy.vsys), len(dp.policy.workloads),
                                        len(dp.policy.rules))
-    return serve(dp, args.metrics)
+    from ngfw.dataplane.opsocket import default_socket_path
+
+    socket_path = None if args.socket == "none" else (args.socket or default_socket_path(plan))
+    return serve(dp, args.metrics, socket_path)
 
 
 def cmd_policy_check(args: argparse.Namespace) -> int:
@@ -396,17 +432,26 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 1 if damaged else 0
 
 
+def signal_default_pipe() -> None:
+    import signal
+
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `ngfw replay ... | head` ends quietly
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     command = next((w for w in words if not w.startswith("-")), None)
     if words and words[0] == "replay":
         args = build_replay_parser().parse_args(words)
+    elif words and words[0] == "sessions":
+        from ngfw.dataplane import ops_cli
+
+        signal_default_pipe()
+        return ops_cli.cmd_sessions(build_sessions_parser().parse_args(words))   # logs nothing
     else:
         args = build_parser(with_control=command not in LOCAL_COMMANDS).parse_args(words)
     if args.command in ("apps", "replay", "schema", "policy", "rules"):
-        import signal
-
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `ngfw replay ... | head` ends quietly
+        signal_default_pipe()
     if args.command == "replay":
         return cmd_replay(args)   # logs nothing: a warning would still reach stderr
     import logging
@@ -427,14 +472,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ngfw.lab.cli_hooks import demo_cmd
 
         return demo_cmd(prefix=args.prefix, policy=args.policy)
+    if args.command == "sessions":
+        from ngfw.dataplane import ops_cli
+
+        return ops_cli.cmd_sessions(args)
     if args.command == "policy":
+        from ngfw.dataplane import ops_cli
+
+        if args.policy_command == "hits":
+            return ops_cli.cmd_policy_hits(args)
+        if args.policy_command == "unused":
+            return ops_cli.cmd_policy_unused(args)
         return cmd_policy_check(args)
     if args.command == "apps":
         return cmd_apps(args)
+    if args.command == "rules" and args.rules_command == "push":
+        from ngfw.control.cli_hooks import rules_push
+
+        return rules_push(args)
     if args.command == "rules":
         from ngfw.compiler.rules_cli import rules_check
 
-        return rules_check(args.files, args.json, args.var, verbose=args.verbose)
+        return rules_check(args.files, args.json, args.var, verbose=args.verbose, policy=args.policy)
     if args.command == "schema":
         import json
 

@@ -136,7 +136,8 @@ cdef enum:
     R_VSYS_SESSION_LIMIT = 39  # a new flow of a vsys holding its maxSessions
     R_VSYS_RATE_LIMIT = 40     # a new flow beyond its vsys's newSessionsPerSecond
     R_PORT_DOWN = 41           # the output port's link is down, or its interface is gone (ports.pxi)
-    R_COUNT = 42
+    R_SESSION_CLEARED = 42     # a frame of a flow an operator cleared (session_view.pxi)
+    R_COUNT = 43
 
 DROP_REASONS = (
     "none", "empty_frame", "truncated_ethernet", "truncated_vlan", "unknown_ethertype", "truncated_arp",
@@ -146,7 +147,7 @@ DROP_REASONS = (
     "policy_deny", "policy_reject", "policy_default_deny", "tcp_not_syn", "flow_table_full",
     "cut_by_policy", "hairpin", "tx_ring_full", "fragment_table_full", "no_policy", "icmp_error_without_flow",
     "threat", "truncated_nsh", "stream_gap", "stream_rewrite", "fragment_uninspected",
-    "vsys_session_limit", "vsys_rate_limit", "port_down",
+    "vsys_session_limit", "vsys_rate_limit", "port_down", "session_cleared",
 )
 
 # process_frame's rx_status flag (beside the kernel's TP_STATUS_* bits) for a capture record cut short

@@ -33,8 +33,10 @@ include "inspect_buffers.pxi"
 include "inspect_tls.pxi"
 include "inspect_http2.pxi"
 include "inspect_ja3.pxi"
+include "inspect_exceptions.pxi"
 include "inspect.pxi"
 include "session.pxi"
+include "session_view.pxi"
 include "source_pcap.pxi"
 include "inspect_tables.pxi"
 include "records_json.pxi"
@@ -352,6 +354,7 @@ cdef class Tables:
         known = inspect.set_names if inspect is not None else []
         cdef InspectTables own
         self.profile_tables = []
+        problems = []
         for i, prof in enumerate(profiles):
             names = []
             for name in (prof.signature_sets or known):
@@ -369,6 +372,13 @@ cdef class Tables:
             t.profiles[i].set_mask = (1 << len(own.set_names)) - 1
             t.profiles[i].action_override = {"as-written": 0, "alert": 1, "drop": 2}[prof.action]
             t.profiles[i].depth = prof.depth
+            vsys_name = policy.vsys_name(prof.vsys)
+            if prof.exceptions or prof.thresholds:
+                problems += signature_problems(prof, f"ThreatProfile {vsys_name}/{prof.name}", own,
+                                               inspect.skipped_sids_of(names))
+            profile_exceptions(&t.profiles[i], prof, own, len(policy.workloads), profile_key(vsys_name, prof.name))
+        if problems:
+            raise ValueError("; ".join(problems))
         for i, prof in enumerate(profiles):
             t.profiles[i].capture = min(getattr(prof, "capture", 0) or 0, CAP_MAX_PACKETS)
         for i, rule in enumerate(policy.rules):
@@ -692,6 +702,7 @@ cdef class Tables:
 
     def __dealloc__(self):
         cdef apptables_t *a = &self.t.apps
+        cdef uint32_t i
         if self.apps_owner is not None:
             free(a.app_flows)      # the rest is the owner's
             memset(a, 0, sizeof(apptables_t))
@@ -705,11 +716,71 @@ cdef class Tables:
         idmap_free(&a.port_children)
         free(self.t.rules); free(self.t.bits); free(self.t.cidrs); free(self.t.svcs)
         free(self.t.wl_vsys); free(self.t.wl_port); free(self.t.cand_off); free(self.t.cand_len)
+        if self.t.profiles != NULL:
+            for i in range(self.t.n_profiles):
+                free_profile_exceptions(&self.t.profiles[i])
         free(self.t.cand); free(self.t.rule_hits); free(self.t.default_hits); free(self.t.profiles)
         free(self.t.quota)
         free(self.t.wl_here)
         idmap_free(&self.t.wl_by_mac)
         idmap_free(&self.t.wl_by_ip)
+
+
+# ---------------------------------------------------------------- session filters (session_view.pxi)
+
+cdef void _cidr_from(object net, cidr_t *c) except *:
+    """An ipaddress network as the fastpath compares addresses (IPv4 mapped into IPv6)."""
+    cdef ip128_t ip = ip_to_c(net.network_address)
+    cdef ip128_t mask
+    plen = net.prefixlen + (96 if net.version == 4 else 0)
+    mask = ip_from_int(((1 << plen) - 1) << (128 - plen) if plen else 0)
+    c.mask_hi = mask.hi
+    c.mask_lo = mask.lo
+    c.net_hi = ip.hi & mask.hi
+    c.net_lo = ip.lo & mask.lo
+    c.v6 = 1 if net.version == 6 else 0
+
+
+cdef void _sfilter_from(dict d, sfilter_t *q) except *:
+    """A filter of ngfw.dataplane.sessions (`SessionFilter.compiled`) as the C struct; ValueError past its limits."""
+    cdef uint32_t i
+    memset(q, 0, sizeof(sfilter_t))
+    workloads = list(d.get("workloads") or ())
+    vsys_pairs = list(d.get("vsys_pairs") or ())
+    rule_pairs = list(d.get("rule_pairs") or ())
+    if len(workloads) > SV_MAX_WL:
+        raise ValueError(f"a filter names at most {SV_MAX_WL} workloads")
+    if len(vsys_pairs) > SV_MAX_PAIRS or len(rule_pairs) > SV_MAX_PAIRS:
+        raise ValueError(f"a filter's vsys or rule resolves to at most {SV_MAX_PAIRS} (generation, index) pairs")
+    q.n_wl = len(workloads)
+    for i in range(q.n_wl):
+        q.wl[i] = workloads[i]
+    q.has_vsys = d.get("has_vsys", False)
+    q.vsys = d.get("vsys", -1)
+    q.n_vsys_pairs = len(vsys_pairs)
+    for i in range(q.n_vsys_pairs):
+        q.vsys_gen[i] = vsys_pairs[i][0]
+        q.vsys_idx[i] = vsys_pairs[i][1]
+    q.has_rule = d.get("has_rule", False)
+    q.n_rule_pairs = len(rule_pairs)
+    for i in range(q.n_rule_pairs):
+        q.rule_gen[i] = rule_pairs[i][0]
+        q.rule_idx[i] = rule_pairs[i][1]
+    app = d.get("app")
+    q.has_app = app is not None
+    q.app = app if app is not None else 0
+    q.proto = d.get("proto") or 0
+    q.action = -1 if d.get("action") is None else d["action"]
+    q.tcp_state = -1 if d.get("tcp_state") is None else d["tcp_state"]
+    q.sport = -1 if d.get("sport") is None else d["sport"]
+    q.dport = -1 if d.get("dport") is None else d["dport"]
+    if d.get("src") is not None:
+        q.has_src = 1
+        _cidr_from(d["src"], &q.src)
+    if d.get("dst") is not None:
+        q.has_dst = 1
+        _cidr_from(d["dst"], &q.dst)
+    q.flow_id = d.get("flow_id") or 0
 
 
 # ---------------------------------------------------------------- the engine
@@ -1308,6 +1379,82 @@ cdef class Engine:
             free(q.keys.p)
             free(q)
 
+    # ---- the operator's view of the flow table (session_view.pxi): requests served on the loop's thread
+    def list_sessions(self, dict flow_filter, uint32_t cursor=0, uint32_t limit=1000, uint32_t max_scan=16384,
+                      double timeout=5.0, now_ns=None) -> dict:
+        """Flows matching `flow_filter` (ngfw.dataplane.sessions builds it: indexes of the running tables
+        and of the generations flows were decided by), from flow slot `cursor` on, at most `limit` of them,
+        looking at no more than `max_scan` slots (0: all). Returns {"sessions": [flow dicts, as `flows()`
+        makes them, plus `inspected`, `threat`, `classifying`, `migrating`, `cut`, `age_ns`, `idle_ns`],
+        "cursor" (of the next request; 0: the table's end), "scanned", "now" (engine clock), "loop_ns" (how
+        long the request held the loop)}."""
+        cdef sess_req_t *r = <sess_req_t *>calloc(1, sizeof(sess_req_t))
+        cdef sview_req_t *q = <sview_req_t *>calloc(1, sizeof(sview_req_t))
+        cdef const sview_t *v
+        cdef uint32_t i
+        if r == NULL or q == NULL:
+            free(r)
+            free(q)
+            raise MemoryError()
+        try:
+            _sfilter_from(flow_filter, &q.filter)
+            r.kind = REQ_LIST
+            r.view = q
+            q.cursor = cursor
+            q.limit = limit
+            q.max_scan = max_scan
+            self._serve(r, timeout, now_ns)
+            if r.error == -2:
+                raise MemoryError("not enough memory to list the sessions")
+            sessions = []
+            for i in range(q.out.n // sizeof(sview_t)):
+                v = <const sview_t *>(q.out.p + <size_t>i * sizeof(sview_t))
+                d = self._flow_event_dict(<event_t *>&v.ev)
+                d["tcp_state"] = _name(TCP_STATE_NAMES, v.ev.tcp_state)
+                d["inspected"] = bool(v.inspected)
+                d["threat"] = _name(ACTION_NAMES, v.threat) if v.threat else None
+                d["classifying"] = v.app_state != APPST_DONE and v.ev.action == A_ALLOW
+                d["migrating"] = v.mig == MIG_IN
+                d["cut"] = v.cut == CUT_POLICY
+                d["age_ns"] = q.now - v.ev.ts_first if q.now > v.ev.ts_first else 0
+                d["idle_ns"] = q.now - v.ev.ts_last if q.now > v.ev.ts_last else 0
+                sessions.append(d)
+            return {"sessions": sessions, "cursor": q.cursor, "scanned": q.scanned, "now": q.now,
+                    "loop_ns": q.took_ns}
+        finally:   # _serve returns or raises only once the loop no longer holds the request
+            free(q.out.p)
+            free(q)
+            free(r)
+
+    def clear_sessions(self, dict flow_filter, bint silent=False, uint32_t cursor=0, uint32_t max_scan=16384,
+                       double timeout=5.0, now_ns=None) -> dict:
+        """End the flows matching `flow_filter` from slot `cursor` on (at most `max_scan` slots looked at): each
+        logged one's EVE record says `cleared`; a TCP connection is reset both ways at its next segment unless
+        `silent`. Returns {"cleared", "resets" (connections to be reset), "cursor" (0: the end), "scanned"}."""
+        cdef sess_req_t *r = <sess_req_t *>calloc(1, sizeof(sess_req_t))
+        cdef sview_req_t *q = <sview_req_t *>calloc(1, sizeof(sview_req_t))
+        if r == NULL or q == NULL:
+            free(r)
+            free(q)
+            raise MemoryError()
+        try:
+            _sfilter_from(flow_filter, &q.filter)
+            r.kind = REQ_CLEAR
+            r.view = q
+            q.cursor = cursor
+            q.max_scan = max_scan
+            q.silent = silent
+            self._serve(r, timeout, now_ns)
+            return {"cleared": q.matched, "resets": q.resets, "cursor": q.cursor, "scanned": q.scanned,
+                    "loop_ns": q.took_ns}
+        finally:
+            free(q)
+            free(r)
+
+    def table_slots(self) -> int:
+        """Slots of the flow table (a listing's cursor runs over 0..table_slots())."""
+        return self.e.flows.mask + 1
+
     cdef uint16_t *_app_map(self, object exporter_apps, uint32_t *n) except? NULL:
         cdef uint16_t *m
         cdef uint32_t i
@@ -1449,7 +1596,8 @@ cdef class Engine:
         return tenancy_stats(self.e.vsys, self.vsys_slots, &self.current.t, tuple(self.current.policy.vsys))
 
     def inspect_stats(self) -> dict:
-        """Threat inspection counters; `alerts` is {(vsys index or -1, severity, blocked): count}."""
+        """Threat inspection counters; `alerts` is {(vsys index or -1, severity, blocked): count}, `suppressed`
+        {(vsys index or -1, reason): matches that raised no alert} (SUPPRESS_REASONS)."""
         cdef insws_t *ws = self.e.ins
         cdef uint32_t v, s, b
         alerts = {}
@@ -1458,7 +1606,13 @@ cdef class Engine:
                 for b in range(2):
                     if ws.alerts[v][s][b]:
                         alerts[(<int>v - 1, s + 1, bool(b))] = ws.alerts[v][s][b]
-        return {"alerts": alerts, "flows_inspected": ws.flows_inspected, "flows_blocked": ws.blocked_flows,
+        suppressed = {}
+        for v in range(1024):
+            for s in range(SUP_COUNT):
+                if ws.suppressed[v][s]:
+                    suppressed[(<int>v - 1, SUPPRESS_REASONS[s])] = ws.suppressed[v][s]
+        return {"alerts": alerts, "suppressed": suppressed,
+                "flows_inspected": ws.flows_inspected, "flows_blocked": ws.blocked_flows,
                 "bytes_inspected": ws.bytes_inspected, "depth_reached": ws.depth_reached,
                 "out_of_order": ws.out_of_order, "overlaps": ws.overlaps, "overlap_mismatch": ws.overlap_mismatch,
                 "fragments_dropped": ws.fragments_dropped, "candidates_overflow": ws.cand_overflow,

@@ -20,8 +20,9 @@ cdef enum:
     END_SHUTDOWN = 2
     END_REUSED = 3  # a new TCP SYN reused the tuple of a closed flow
     END_EARLY_DROP = 4  # the table was full: an embryonic flow gave way to a new one (session.pxi)
+    END_CLEARED = 5     # an operator ended it (`ngfw sessions clear`, session_view.pxi)
 
-END_REASONS = ("timeout", "cut", "shutdown", "reused", "early_drop")
+END_REASONS = ("timeout", "cut", "shutdown", "reused", "early_drop", "cleared")
 
 ctypedef struct event_t:
     uint8_t type

@@ -42,7 +42,7 @@ ctypedef struct flow_t:
     uint8_t tcp_state
     uint8_t action
     uint8_t log
-    uint8_t cut            # cut by a policy reload
+    uint8_t cut            # CUT_POLICY: cut by a policy reload; CUT_CLEARED*: an operator ended it (session_view.pxi)
     uint8_t fin_seen       # bit 0: client sent FIN, bit 1: server sent FIN
     uint8_t syn_seen       # bit 0: client's SYN seen, bit 1: server's (their data starts at data_seq)
     uint8_t is_v6

@@ -4,8 +4,9 @@
 #      payloads through a block-mode database; sticky buffers (HTTP, DNS, TLS, SSH) through theirs.
 #   2. Every prefilter hit makes its rules candidates; rules without a fast pattern are always
 #      candidates. Candidates are verified here, in C, for everything else they ask.
-#   3. A match applies flowbits, passes thresholds, then alerts, drops (the flow is blocked from
-#      then on), rejects (RST both ways) or passes (no more inspection of the flow).
+#   3. A match the profile does not except (inspect_exceptions.pxi) applies flowbits, goes through
+#      suppressions and thresholds, then alerts, drops (the flow is blocked from then on), rejects (RST
+#      both ways) or passes (no more inspection of the flow).
 # TCP: the first copy of every byte is the one inspected (and the only one forwarded in order);
 # a segment beyond a hole is held back by dropping it inline (the sender retransmits it in order).
 
@@ -310,57 +311,6 @@ cdef bint rule_buffers_ok(insws_t *ws, const instables_t *T, const irule_t *r, i
             return False
     return True
 
-# ---------------------------------------------------------------- thresholds
-
-cdef bint threshold_passes(insws_t *ws, const instables_t *T, uint32_t rid, const ithr_t *th, const flow_t *f,
-                           const pkt_t *p, uint64_t now) noexcept nogil:
-    """Suricata's threshold / detection_filter: True when this match may alert."""
-    cdef uint64_t khi = 0, klo = 0
-    cdef uint32_t slot, k
-    cdef ithrent_t *en
-    cdef ithrent_t *victim = NULL
-    if th.track == TK_SRC:
-        khi = p.src_ip.hi; klo = p.src_ip.lo
-    elif th.track == TK_DST:
-        khi = p.dst_ip.hi; klo = p.dst_ip.lo
-    elif th.track == TK_BOTH:
-        khi = p.src_ip.hi ^ ngfw_mix64(p.dst_ip.hi); klo = p.src_ip.lo ^ ngfw_mix64(p.dst_ip.lo)
-    elif th.track == TK_FLOW:
-        klo = f.flow_id
-    slot = <uint32_t>ngfw_mix64(klo ^ ngfw_mix64(khi ^ ((<uint64_t>rid << 32) | T.id))) & (THR_SLOTS - 1)
-    en = NULL
-    for k in range(8):
-        victim = &ws.thr[(slot + k) & (THR_SLOTS - 1)]
-        if victim.used and victim.rule_id == rid and victim.ruleset == T.id and victim.key_hi == khi and victim.key_lo == klo:
-            en = victim
-            break
-        if not victim.used:
-            break
-    if en == NULL:
-        # a new key: take a free slot or the first probed one (old entries give way)
-        en = victim if victim != NULL and not victim.used else &ws.thr[slot]
-        en.used = 1
-        en.rule_id = rid
-        en.ruleset = T.id
-        en.key_hi = khi
-        en.key_lo = klo
-        en.count = 0
-        en.window_start = now
-    if now - en.window_start > <uint64_t>th.seconds * 1000000000ull:
-        en.window_start = now
-        en.count = 0
-    en.count += 1
-    if th.kind == TH_LIMIT:
-        return en.count <= th.count
-    if th.kind == TH_THRESHOLD:
-        if en.count >= th.count:
-            en.count = 0
-            return True
-        return False
-    if th.kind == TH_BOTH:
-        return en.count == th.count
-    return en.count > th.count   # detection_filter
-
 # ---------------------------------------------------------------- the stage
 
 cdef void emit_alert(engine_t *e, const instables_t *T, flow_t *f, uint32_t rid, bint to_server,
@@ -531,7 +481,8 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
     cdef const ifbop_t *op
     cdef uint8_t action, verdict = A_ALLOW
     cdef uint8_t blocked
-    cdef int vs
+    cdef int vs, outcome, why
+    cdef const xrule_t *xr
     if ws == NULL or f.profile < 0 or <uint32_t>f.profile >= t.n_profiles:
         return A_ALLOW
     prof = &t.profiles[f.profile]
@@ -630,6 +581,7 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
                 add_candidate(ws, T, T.general[j][i])
     if ws.n_cand > 1:
         insort_candidates(ws)
+    vs = f.vsys + 1 if f.vsys >= 0 and f.vsys < 1023 else 0
     for i in range(ws.n_cand):
         rid = ws.cand[i].rule
         r = &T.rules[rid]
@@ -639,6 +591,10 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
             continue
         if not rule_buffers_ok(ws, T, r, s, dir, tcp):
             continue
+        xr = xrule_of(prof, rid) if prof.n_xrules else NULL
+        if xr != NULL and (xr.disabled or rule_excepted(prof, xr, f, p, to_server)):
+            ws.suppressed[vs][SUP_EXCEPTION] += 1     # an exception: the rule does not run here
+            continue
         T.rule_matches[rid] += 1
         for j in range(r.fb_n):
             op = &T.fbops[r.fb_off + j]
@@ -647,21 +603,26 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
         if r.action == IA_PASS:
             s.passed = 1
             break
-        if r.noalert:
-            continue
-        if r.thr >= 0 and not threshold_passes(ws, T, rid, &T.thresholds[r.thr], f, p, now):
-            continue
-        if r.dfilter >= 0 and not threshold_passes(ws, T, rid, &T.thresholds[r.dfilter], f, p, now):
-            continue
         action = r.action
+        outcome = alert_outcome(ws, T, prof, xr, r, f, p, now, &action, &why)
+        if outcome == TR_NONE:
+            if not r.noalert:
+                ws.suppressed[vs][why] += 1
+            continue
+        if r.noalert:
+            outcome = TR_SILENT       # flowbit setters and the like: the action stands, no alert
+        elif outcome == TR_SILENT:
+            ws.suppressed[vs][why] += 1
+        if action == IA_PASS:
+            action = IA_ALERT         # a rate_filter's `pass`: this match does not block
         if prof.action_override == 1:
             action = IA_ALERT
         elif prof.action_override == 2 and action == IA_ALERT:
             action = IA_DROP
         blocked = action == IA_DROP or action == IA_REJECT
-        emit_alert(e, T, f, rid, to_server, blocked, p, now)
-        vs = f.vsys + 1 if f.vsys >= 0 and f.vsys < 1023 else 0
-        ws.alerts[vs][(r.priority - 1) & 3][blocked] += 1
+        if outcome == TR_ALERT:
+            emit_alert(e, T, f, rid, to_server, blocked, p, now)
+            ws.alerts[vs][(r.priority - 1) & 3][blocked] += 1
         if action == IA_REJECT:
             verdict = A_REJECT
         elif action == IA_DROP and verdict == A_ALLOW:

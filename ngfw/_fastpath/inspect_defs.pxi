@@ -174,6 +174,7 @@ cdef enum:
     TK_RULE = 2
     TK_BOTH = 3
     TK_FLOW = 4
+    TK_EITHER = 5         # suppress: the source or the destination
 
 cdef enum:
     TH_LIMIT = 0
@@ -326,12 +327,68 @@ ctypedef struct instables_t:
     uint16_t app_ssh
     uint16_t app_http2
 
-# a threat profile, per policy generation: which signature sets, whose actions, how deep
+# ---- a profile's exceptions and threshold.config, against its rule set (inspect_exceptions.pxi)
+cdef enum:
+    XI_SCOPE = 0          # a scoped exception: the rule does not run for these endpoints
+    XI_SUPPRESS = 1       # threshold.config `suppress`: no alert, the action stands
+    XI_THRESHOLD = 2      # a threshold or detection_filter: the rule's own, or threshold.config's
+    XI_RATE = 3           # threshold.config `rate_filter`: another action for a while
+
+cdef enum:                # what a match comes to once suppressions and thresholds had their say
+    TR_NONE = 0           # no alert and no action (a threshold not reached yet)
+    TR_ALERT = 1
+    TR_SILENT = 2         # the action, without an alert (suppressed; past a limit)
+
+cdef enum:                # why an alert was not raised (ngfw_alerts_suppressed_total{reason})
+    SUP_EXCEPTION = 0
+    SUP_SUPPRESS = 1
+    SUP_THRESHOLD = 2
+    SUP_COUNT = 3
+
+SUPPRESS_REASONS = ("exception", "suppress", "threshold")
+
+ctypedef struct xnet_t:   # a prefix, as the policy's cidr_t (IPv4 mapped)
+    uint64_t net_hi
+    uint64_t net_lo
+    uint64_t mask_hi
+    uint64_t mask_lo
+    uint8_t v6
+
+ctypedef struct xscope_t: # one side of a scoped exception: workloads (a bitmap) and prefixes
+    int32_t bits          # word offset in the profile's xbits, -1: no workload
+    uint32_t net
+    uint32_t n_net
+    uint8_t used          # the side is a condition (else it holds for every packet)
+
+ctypedef struct xitem_t:
+    uint8_t kind          # XI_*
+    uint8_t new_action    # rate_filter: IA_*
+    uint32_t timeout      # rate_filter: seconds the new action lasts
+    uint32_t id           # names the threshold's state: 0 the rule's threshold, 1 its detection_filter, 2+ a line
+    ithr_t th             # threshold / rate_filter; suppress: th.track (TK_SRC/DST/EITHER, TK_RULE: everywhere)
+    uint32_t range_off    # suppress `ip`: ranges in the profile's xranges
+    uint32_t range_n
+    xscope_t side[3]      # XI_SCOPE: source, destination, either endpoint
+
+ctypedef struct xrule_t:  # a rule of the profile's set with exceptions or threshold.config lines
+    uint32_t rid
+    uint32_t off          # its items in xitems: scoped exceptions, then suppressions, then thresholds
+    uint16_t n
+    uint8_t disabled      # an exception without endpoints: the rule does not run in this profile
+
+# a threat profile, per policy generation: which signature sets, whose actions, how deep, what is excepted
 ctypedef struct iprofile_t:
     instables_t *T            # the databases of exactly this profile's signature sets
     uint64_t set_mask
     uint8_t action_override   # 0 as written, 1 alert (audit), 2 drop (block what alerts)
     uint32_t depth            # bytes inspected per direction
+    uint32_t key              # names the profile (vsys/name) in threshold state: counts survive reloads
+    xrule_t *xrules           # sorted by rid; NULL: none
+    uint32_t n_xrules
+    xitem_t *xitems
+    uint64_t *xbits
+    xnet_t *xnets
+    irange_t *xranges
     uint16_t capture          # `capture: {packets: N}`: N frames kept back, written if the flow alerts
 
 ctypedef struct inspslot_t:
@@ -380,12 +437,14 @@ ctypedef struct tlsasm_pool_t:
     uint64_t exhausted
 
 ctypedef struct ithrent_t:
-    uint32_t rule_id
-    uint32_t ruleset
+    uint64_t sig          # gid << 32 | sid: a signature counts the same in every rule set that has it
+    uint64_t scope        # profile key << 32 | threshold id (xitem_t.id)
     uint64_t key_hi
     uint64_t key_lo
     uint64_t window_start
+    uint64_t rate_since   # rate_filter: the second its new action began (valid while rate_on)
     uint32_t count
+    uint8_t rate_on
     uint8_t used
 
 # the buffers of the packet being inspected
@@ -417,6 +476,7 @@ ctypedef struct insws_t:
     uint32_t recursion
     # counters
     uint64_t alerts[1024][4][2]    # [vsys + 1][severity 1..4 -> 0..3][0 alerted, 1 blocked]
+    uint64_t suppressed[1024][SUP_COUNT]   # [vsys + 1][why]: matches that raised no alert
     uint64_t blocked_flows
     uint64_t depth_reached
     uint64_t out_of_order

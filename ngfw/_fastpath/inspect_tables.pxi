@@ -121,6 +121,10 @@ cdef class InspectTables:
     cdef object _sets           # [(name, [CompiledSignature, ...]), ...] as given
     cdef object _catalogue
     cdef readonly uint32_t id
+    cdef dict _rule_ids
+    # set name -> {(gid, sid)} of rules its files hold that did not load (ngfw.dataplane.threats fills it):
+    # an exception naming one is no typo
+    cdef public dict skipped_sids
 
     def __cinit__(self):
         memset(&self.T, 0, sizeof(instables_t))
@@ -553,6 +557,23 @@ cdef class InspectTables:
     def loaded(self) -> int:
         return self.T.n_rules
 
+    @property
+    def rule_ids(self) -> dict:
+        """(gid, sid) -> rule index."""
+        if self._rule_ids is None:
+            self._rule_ids = {(sig.gid, sig.sid): i for i, sig in enumerate(self.rules)}
+        return self._rule_ids
+
+    def skipped_sids_of(self, names) -> frozenset:
+        """(gid, sid) of the rules of sets `names` that did not load (the compiler's or the engine's refusals)."""
+        out = set()
+        for name in names:
+            out |= (self.skipped_sids or {}).get(name, set())
+        for set_name, sig, _reason, _detail in self.skipped:
+            if set_name in names:
+                out.add((sig.gid, sig.sid))
+        return frozenset(out)
+
     def subset(self, names) -> "InspectTables":
         """This rule set narrowed to signature sets `names` (in the order given), with its own Hyperscan
         databases, so a tenant's profile never scans other tenants' patterns; built once per combination."""
@@ -563,6 +584,7 @@ cdef class InspectTables:
         if found is None:
             by_name = dict(self._sets)
             found = InspectTables([(name, by_name[name]) for name in key], self._catalogue)
+            found.skipped_sids = self.skipped_sids
             self._subsets[key] = found
         return found
 

@@ -429,8 +429,8 @@ cdef void session_adopt(engine_t *e, sess_req_t *q, uint64_t now) noexcept nogil
     memset(&one, 0, sizeof(one))
     for s in range(q.old_n_slots):
         f = &q.old_slots[s]
-        if f.used != 1 or f.mig == MIG_OUT_CLIENT or f.mig == MIG_OUT_SERVER:
-            continue
+        if f.used != 1 or f.mig == MIG_OUT_CLIENT or f.mig == MIG_OUT_SERVER or f.cut >= CUT_CLEARED:
+            continue   # (an operator ended a cleared flow: the policy must not decide it again)
         host = NULL
         host_len = 0
         if 0 <= f.host < <int32_t>q.old_n_host and q.old_host_lens[f.host] <= HOST_MAX:
@@ -461,6 +461,8 @@ cdef void serve_request(engine_t *e, sess_req_t *q, uint64_t now) noexcept nogil
         session_adopt(e, q, now)
     elif q.kind == REQ_FORGET_PRESENCE:
         session_forget_presence(e, q)
+    elif q.kind == REQ_LIST or q.kind == REQ_CLEAR:
+        session_view_serve(e, q, now)
     ngfw_store_u32(&q.done, 1)
 
 cdef inline void take_request(engine_t *e, uint64_t now) noexcept nogil:

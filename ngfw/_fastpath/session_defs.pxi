@@ -138,3 +138,4 @@ ctypedef struct sess_req_t:
     const inspslot_t *old_insp
     uint32_t old_n_insp
     int32_t error              # where the request could not run at all (no policy): -1
+    void *view                 # REQ_LIST, REQ_CLEAR: their sview_req_t (session_view.pxi)

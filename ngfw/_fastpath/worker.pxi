@@ -496,8 +496,8 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
         to_server = pkt_is_a == f.init_is_a
         if f.mig:
             flow_mig_packet(f, to_server)
-        if f.generation != t.generation:
-            # a reload: established flows keep going unless the new policy refuses them
+        if f.generation != t.generation and f.cut < CUT_CLEARED:
+            # a reload: established flows keep going unless the new policy refuses them (a cleared one stays ended)
             old_action = f.action
             if to_server:
                 flow_decide(e, t, f, &p, src_wl, dst_wl, &d)
@@ -569,6 +569,9 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
 
     # 7. verdict
     if f.action != A_ALLOW:
+        if f.cut >= CUT_CLEARED:
+            session_cleared_frame(e, f, &p, to_server, in_port)
+            return
         if f.cut:
             count_drop(e, R_CUT_BY_POLICY)
         elif f.rule < 0:

@@ -3,8 +3,8 @@
 A Workload's bindings (MACs, IPs, port) and labels change through the control API without a
 policy commit. Compiling the whole policy again for that costs about a second at 10,000 rules;
 here only what depends on Workloads is redone: the workload table (indexes by vsys and name),
-group membership (selectors against the new labels) and the workload sets of the rules that
-name `vm:` or `group:` (from the references each `AddressSet` keeps). Rules, services,
+group membership (selectors against the new labels) and the workload sets of the rules (and
+threat profiles' exceptions) that name `vm:` or `group:` (from the references each `AddressSet` keeps). Rules, services,
 applications and profiles are reused as they are.
 
 Anything this cannot vouch for (a reference to a workload that is gone, a duplicate, an
@@ -13,10 +13,10 @@ unknown vsys) raises `PolicyError`; callers then compile in full, which names th
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from ngfw.compiler.policy import _compile_workload, _members, workloads_by_vsys
-from ngfw.compiler.tables import AddressSet, CompiledPolicy, CompiledRule
+from ngfw.compiler.tables import AddressSet, CompiledPolicy, CompiledProfile, CompiledRule
 from ngfw.model import syntax
 from ngfw.model.errors import PolicyError
 from ngfw.model.resources import Workload
@@ -106,5 +106,19 @@ def with_workloads(previous: CompiledPolicy, workloads: Iterable[Workload]) -> C
             continue
         src, dst = expand(rule.src, vsys), expand(rule.dst, vsys)
         rules.append(rule if src is rule.src and dst is rule.dst else replace(rule, src=src, dst=dst))
+    profiles = tuple(_expand_profile(profile, vsys_names[profile.vsys], expand) if affected(vsys_names[profile.vsys])
+                     else profile for profile in previous.profiles)
     return replace(previous, workloads=compiled, rules=tuple(rules), group_members=groups,
-                   workload_resources=tuple(ordered))
+                   workload_resources=tuple(ordered), profiles=profiles)
+
+
+def _expand_profile(profile: CompiledProfile, vsys: str,
+                    expand: Callable[[AddressSet, str], AddressSet]) -> CompiledProfile:
+    """A profile's exceptions with their `vm:`/`group:` endpoints expanded against the new workloads."""
+    if not any(e.scoped for e in profile.exceptions):
+        return profile
+    exceptions = tuple(replace(e, **{side: expand(getattr(e, side), vsys) for side in ("source", "destination",
+                                                                                     "endpoints")
+                                     if getattr(e, side) is not None})
+                       for e in profile.exceptions)
+    return replace(profile, exceptions=exceptions)

@@ -18,6 +18,7 @@ from pathlib import Path
 from ngfw.compiler.tables import (
     Action,
     AddressSet,
+    CompiledException,
     CompiledPolicy,
     CompiledProfile,
     CompiledRule,
@@ -36,13 +37,16 @@ from ngfw.model.resources import (
     Resource,
     Rule,
     SecurityPolicy,
+    SignatureSet,
     ThreatProfile,
+    parse_sid,
     VirtualSystem,
     Workload,
     dump,
     vsys_of,
 )
 from ngfw.compiler.catalogue import Catalogue, load_catalogue
+from ngfw.compiler.threshold_config import parse_threshold_config
 from ngfw.model.validate import cross_check
 
 __all__ = ["compile_resources", "digest", "load_policy", "workloads_by_vsys"]
@@ -120,6 +124,8 @@ def compile_resources(
             else:
                 profiles.append(CompiledProfile(rule.inspect, vsys_index[vsys], tuple(found.spec.signatures),
                                                 found.spec.action, found.spec.depth,
+                                                _exceptions(found, vsys, workload_index, groups),
+                                                parse_threshold_config(found.spec.thresholds),
                                                 capture=found.spec.capture.packets if found.spec.capture else 0))
             profile_index[key] = len(profiles) - 1
         return profile_index[key]
@@ -150,7 +156,20 @@ def compile_resources(
         group_members=groups,
         policy_resources=tuple(r for r in items if not isinstance(r, Workload)),
         workload_resources=tuple(workloads),
+        signature_sets=tuple(sorted((r.metadata.name, r.spec.sha256) for r in items if isinstance(r, SignatureSet))),
     )
+
+
+def _exceptions(profile: ThreatProfile, vsys: str, workload_index: dict[tuple[str, str], int],
+                groups: dict[tuple[str, str], frozenset[int]]) -> tuple[CompiledException, ...]:
+    out = []
+    for index, exception in enumerate(profile.spec.exceptions):
+        gid, sid = parse_sid(exception.sid)
+        sides = {side: _address_set(items, vsys, workload_index, groups) if items else None
+                 for side, items in (("source", exception.source), ("destination", exception.destination),
+                                     ("endpoints", exception.endpoints))}
+        out.append(CompiledException(gid, sid, index, **sides))
+    return tuple(out)
 
 
 def _applications(rule: Rule, catalogue: Catalogue, loaded: LoadedResource, number: int,

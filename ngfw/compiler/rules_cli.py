@@ -1,4 +1,5 @@
-"""`ngfw rules check FILE... [--json] [--var NAME=VALUE]`: how many Suricata rules load, and why the others do not."""
+"""`ngfw rules check FILE... [--json] [--var NAME=VALUE] [--policy PATH]`: how many Suricata rules load, and why
+the others do not; with --policy, what each threat profile's exceptions and threshold.config lines name."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ def rules_check(
     variables: dict[str, str] | Sequence[str] | None = None,
     out: TextIO | None = None,
     verbose: bool = False,
+    policy: str | Path | None = None,
 ) -> int:
     """Print loaded/skipped counts (by reason) for the rule files; return the exit status.
 
@@ -37,7 +39,8 @@ def rules_check(
     not support (ET Open as published), 1 when some rule is malformed (bad syntax,
     unknown variable, duplicate sid: something its author should fix), 2 when a
     file could not be read or nothing loaded at all. `variables` may be a dict
-    or `--var` strings. `verbose` lists every skipped rule (file:line: sid: reason).
+    or `--var` strings. `verbose` lists every skipped rule (file:line: sid: reason). `policy`: also
+    list every signature its threat profiles except or threshold, and exit 1 when one is not in the files.
     """
     out = out or sys.stdout
     if variables is not None and not isinstance(variables, dict):
@@ -55,15 +58,73 @@ def rules_check(
         ruleset = engine_check(ruleset)
     except FastpathMissing:   # no compiled fastpath: the compiler's verdict alone
         pass
+    named: list[dict[str, object]] = []
+    if policy is not None:
+        from ngfw.compiler.policy import load_policy
+        from ngfw.model.errors import PolicyError
+
+        try:
+            named = profile_signatures(load_policy(policy), ruleset)
+        except PolicyError as exc:
+            print(f"ngfw rules check: policy {policy} refused:\n{exc}", file=sys.stderr)
+            return 2
     if as_json:
-        json.dump(_summary(ruleset), out)
+        json.dump({**_summary(ruleset), **({"profiles": named} if policy is not None else {})}, out)
         out.write("\n")
     else:
         _print_text(ruleset, out, verbose)
+        for entry in named:
+            out.write(f"{entry['profile']}: {entry['field']}: {entry['signature']} {entry['what']}\n")
     unreadable = any(s.reason == "unreadable file" for s in ruleset.skipped)
     if unreadable or not ruleset.rules:
         return 2
+    if any(entry["status"] == "unknown" for entry in named):
+        return 1
     return 1 if any(not s.unsupported for s in ruleset.skipped) else 0
+
+
+def profile_signatures(policy: object, ruleset: RuleSet) -> list[dict[str, object]]:
+    """Each exception and signature-specific threshold.config line of the policy's threat profiles (named by
+    a rule or not), with the signature it names as the files have it: `status` loaded, skipped (in the
+    files, not run) or unknown."""
+    from ngfw.compiler.tables import CompiledPolicy
+    from ngfw.compiler.threshold_config import parse_threshold_config
+    from ngfw.model.resources import ThreatProfile, parse_sid
+
+    assert isinstance(policy, CompiledPolicy)
+    loaded = {(sig.gid, sig.sid): sig for sig in ruleset.rules}
+    skipped = {s.sid: s for s in ruleset.skipped if s.sid is not None}
+    out: list[dict[str, object]] = []
+
+    def describe(gid: int, sid: int) -> tuple[str, str]:
+        sig = loaded.get((gid, sid))
+        if sig is not None:
+            return "loaded", f'"{sig.msg}" ({sig.action})'
+        if gid == 1 and sid in skipped:
+            return "skipped", f"(in the files, not run: {skipped[sid].reason})"
+        return "unknown", "is not in the rule files: UNKNOWN"
+
+    for resource in policy.policy_resources:
+        if not isinstance(resource, ThreatProfile):
+            continue
+        label = f"ThreatProfile {resource.metadata.vsys}/{resource.metadata.name}"
+        for index, e in enumerate(resource.spec.exceptions):
+            gid, sid = parse_sid(e.sid)
+            status, what = describe(gid, sid)
+            where = "; ".join(f"{name} {', '.join(side)}" for name, side in
+                              (("source", e.source), ("destination", e.destination), ("either endpoint", e.endpoints))
+                              if side)
+            out.append({"profile": label, "field": f"spec.exceptions[{index}]", "signature": f"{gid}:{sid}",
+                        "status": status,
+                        "what": f"{what} does not run" + (f" for {where}" if where else "")
+                        if status != "unknown" else what})
+        for t in parse_threshold_config(resource.spec.thresholds):
+            if not t.sid:
+                continue
+            status, what = describe(t.gid, t.sid)
+            out.append({"profile": label, "field": f"spec.thresholds line {t.line}", "signature": f"{t.gid}:{t.sid}",
+                        "status": status, "what": f"{what}: {t.kind}" if status != "unknown" else what})
+    return out
 
 
 def _summary(ruleset: RuleSet) -> dict[str, object]:

@@ -82,15 +82,37 @@ class CompiledRule:
 
 
 @value
+class CompiledException:
+    """A signature a profile does not run (`spec.exceptions[index]`): everywhere when no side is given,
+    else only for alerting packets whose source is in `source`, destination in `destination`, and either
+    address in `endpoints` (each side given must hold; workloads by index, as rule sides)."""
+
+    gid: int
+    sid: int
+    index: int = 0
+    source: AddressSet | None = None
+    destination: AddressSet | None = None
+    endpoints: AddressSet | None = None
+
+    @property
+    def scoped(self) -> bool:
+        return self.source is not None or self.destination is not None or self.endpoints is not None
+
+
+@value
 class CompiledProfile:
     """A threat profile: signature sets by name (empty: every set the dataplane has), an action
-    override (`as-written`, `alert`, `drop`) and the inspection depth per direction in bytes."""
+    override (`as-written`, `alert`, `drop`), the inspection depth per direction in bytes, the
+    signatures it does not run (`exceptions`) and its threshold.config lines (`thresholds`,
+    ngfw.compiler.suricata.threshold_config.ThresholdEntry)."""
 
     name: str
     vsys: int
     signature_sets: tuple[str, ...] = ()
     action: str = "as-written"
     depth: int = 1 << 20
+    exceptions: tuple[CompiledException, ...] = ()
+    thresholds: tuple[Any, ...] = ()
     capture: int = 0  # `capture.packets`: frames of alerting flows written to the capture files; 0: none
 
 
@@ -129,6 +151,8 @@ class CompiledPolicy:
     catalogue: Any = None  # ngfw.compiler.apps.Catalogue the rules' app ids refer to (None: no App-ID)
     profiles: tuple[CompiledProfile, ...] = ()  # threat profiles rules name (`inspect:`)
     vsys_limits: tuple[VsysLimits, ...] = ()  # parallel to `vsys`; shorter (or empty): no limits
+    # signature sets control distributes (SignatureSet resources): (name, sha256) in name order
+    signature_sets: tuple[tuple[str, str], ...] = ()
     # What it was compiled from, for `digest` and for identity updates (ngfw.compiler.identity):
     # Group resources and their members (workload indexes), the non-Workload resources, and the
     # Workload resources in workload-index order.

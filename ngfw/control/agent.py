@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ngfw.compiler.signature_archive import SignatureCache
 from ngfw.compiler.tables import CompiledPolicy
 from ngfw.control.client import ControlClient, ControlError, ControlUnreachable
 from ngfw.control.documents import InvalidDocuments, bundle_hash_of_parts, is_workload, part_hash
@@ -48,10 +49,15 @@ class Applied:
 class Agent:
     def __init__(self, client: ControlClient, host: str, apply: ApplyFn, *,
                  apply_identity: ApplyFn | None = None, wait: float = 20.0, retry_interval: float = 0.5,
-                 cache_path: str | Path | None = None) -> None:
+                 cache_path: str | Path | None = None, signature_cache: SignatureCache | None = None,
+                 running_signatures: Callable[[], dict[str, str]] | None = None) -> None:
         """`apply_identity` (default: `apply`) gets bundles that changed only Workloads (same version),
-        for a dataplane that can update its identity tables without rebuilding rule tables."""
+        for a dataplane that can update its identity tables without rebuilding rule tables.
+        `signature_cache`: where the signature sets a bundle names are fetched to (and verified) before
+        `apply`; `running_signatures`: {set name: sha256} the dataplane runs, sent with every ack."""
         self.client = client
+        self.signature_cache = signature_cache
+        self.running_signatures = running_signatures
         self.host = host
         self.apply = apply
         self.apply_identity = apply_identity or apply
@@ -114,8 +120,13 @@ class Agent:
         bundle = self.client.bundle(self.host, self._seen_hash, wait, runs)
         if bundle is None:
             return False
+        previous: str | None = self._seen_hash
         self._seen_hash = str(bundle.get("hash", ""))
-        return self.handle(bundle)
+        try:
+            return self.handle(bundle)
+        except ControlUnreachable:
+            self._seen_hash = previous   # a signature set could not be fetched: ask for this bundle again
+            raise
 
     def handle(self, bundle: dict[str, Any], report: bool = True) -> bool:
         """Verify, compile and apply one bundle (whole, or an identity update of the version running
@@ -157,6 +168,9 @@ class Agent:
                 policy = compile_documents(documents, version, lint_it=False).policy
             except InvalidDocuments as exc:
                 return self._refuse(version, identity, claimed, "failed", f"does not compile: {exc}", report)
+            problem = self._fetch_signature_sets(policy)
+            if problem:
+                return self._refuse(version, identity, claimed, "refused", problem, report)
         try:
             (self.apply_identity if identity_only else self.apply)(policy)
         except Exception as exc:  # noqa: BLE001 - whatever the dataplane says, the old tables stay in force
@@ -180,7 +194,8 @@ class Agent:
         log.error("agent %s: bundle version %d %s: %s", self.host, version, status, detail)
         try:
             if report:
-                self.client.ack(self.host, version, identity, claimed, status, detail)
+                signatures = self.running_signatures() if self.running_signatures is not None else None
+                self.client.ack(self.host, version, identity, claimed, status, detail, signatures=signatures)
         finally:
             # after the report, so that whoever waits for the refusal finds it reported
             with self._changed:
@@ -188,9 +203,35 @@ class Agent:
                 self._changed.notify_all()
         return False
 
+    def _fetch_signature_sets(self, policy: CompiledPolicy) -> str:
+        """Bring the signature sets the bundle names into the cache, each verified against the sha256 the
+        bundle (whose hash verified) gives; the reason to refuse the bundle, or "" when every set is here.
+        ControlUnreachable propagates: the agent retries, the running policy stays."""
+        if not policy.signature_sets or self.signature_cache is None:
+            return ""
+        from ngfw.compiler.signature_archive import ArchiveError, decompress
+
+        for name, digest in policy.signature_sets:
+            if self.signature_cache.has(digest):
+                continue
+            try:
+                data = self.client.signature_set(digest)
+            except ControlError as exc:
+                return f"signature set {name} (sha256 {digest}): control cannot give it: {exc}"
+            try:
+                self.signature_cache.add(digest, decompress(data))
+            except ArchiveError as exc:
+                return (f"signature set {name} does not verify: {exc} (what control sent is corrupted); the running "
+                        "signature sets stay")
+            except OSError as exc:
+                return f"signature set {name} cannot be cached in {self.signature_cache.directory}: {exc}"
+            log.info("agent %s: signature set %s (sha256 %s) fetched and verified", self.host, name, digest[:12])
+        return ""
+
     def _ack(self, applied: Applied, status: str) -> None:
         self._ack_pending = True  # until control has it: any failure (down, 5xx) means "say it again"
-        self.client.ack(self.host, applied.version, applied.identity, applied.hash, status)
+        signatures = self.running_signatures() if self.running_signatures is not None else None
+        self.client.ack(self.host, applied.version, applied.identity, applied.hash, status, signatures=signatures)
         self._ack_pending = False
 
     def wait_for(self, predicate: Callable[[Agent], bool], timeout: float) -> bool:
@@ -213,7 +254,11 @@ class Agent:
         except (OSError, ValueError) as exc:
             log.warning("agent %s: cached bundle %s unreadable: %s", self.host, self.cache_path, exc)
             return False
-        ok = self.handle(bundle, report=False)
+        try:
+            ok = self.handle(bundle, report=False)
+        except (ControlUnreachable, ControlError) as exc:   # a signature set it names is not cached, control is down
+            log.warning("agent %s: cached bundle %s not enforced: %s", self.host, self.cache_path, exc)
+            return False
         if ok:
             self._seen_hash = self.current.hash if self.current else None
             self._ack_pending = True
@@ -245,10 +290,15 @@ def start_dataplane_agent(dataplane: Any, control_url: str, host: str, token: st
         return ControlClient(control_url, token, ca_file=ca_file, client_cert=client_cert, client_key=client_key)
 
     bundles = client()  # a CA or certificate that cannot be used stops the start here, naming the file
-    agent = Agent(bundles, host, apply, apply_identity=dataplane.apply_identity, cache_path=cache_path)
+    agent = Agent(bundles, host, apply, apply_identity=dataplane.apply_identity, cache_path=cache_path,
+                  signature_cache=dataplane.signature_cache, running_signatures=dataplane.signature_hashes)
     agent.start()
     from ngfw.dataplane.migration import start_migration_agent
 
     # sessions of workloads that move: a long-poll of its own, so a bundle never waits behind a transfer
     start_migration_agent(dataplane, client(), host)
+    from ngfw.dataplane.opsagent import start_operations_agent
+
+    # fleet-wide session listings and rule hits (ngfw.control.operations): a long-poll of its own too
+    start_operations_agent(dataplane, client(), host)
     return agent

@@ -69,6 +69,8 @@ class Principal:
         """May change `kind` of `vsys` in a candidate (and commit it)."""
         if self.base_role == "security-admin":
             return None
+        if kind == "SignatureSet":
+            return f"role {self.role} cannot change signature sets (site-wide: a security-admin's)"
         if self.base_role == "tenant-admin":
             if vsys != self.vsys:
                 return f"role {self.role} cannot change resources of vsys {vsys!r}"

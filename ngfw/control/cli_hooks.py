@@ -28,10 +28,11 @@ KIND_NAMES = {
     "securitypolicy": "SecurityPolicy", "securitypolicies": "SecurityPolicy", "policy": "SecurityPolicy",
     "policies": "SecurityPolicy",
     "threatprofile": "ThreatProfile", "threatprofiles": "ThreatProfile",
+    "signatureset": "SignatureSet", "signaturesets": "SignatureSet",
 }
 
 
-def _client_options(parser: argparse.ArgumentParser) -> None:
+def client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--control", default=os.environ.get("NGFW_CONTROL", DEFAULT_CONTROL), metavar="URL",
                         help=f"control API, http:// or https:// (default $NGFW_CONTROL or {DEFAULT_CONTROL})")
     parser.add_argument("--token-file", metavar="FILE", help="file holding the bearer token (default $NGFW_TOKEN)")
@@ -70,30 +71,30 @@ def register(sub: Any) -> None:
                        help="YAML file or directory (repeatable)")
     apply.add_argument("--identity", action="store_true",
                        help="Workloads only: change bindings/labels at once, without a commit (vm-operator)")
-    _client_options(apply)
+    client_options(apply)
 
     diff = sub.add_parser("diff", help="diff two configurations (default: running vs your candidate)")
     diff.add_argument("old", nargs="?", default="running", help="version number, running or candidate")
     diff.add_argument("new", nargs="?", default="candidate", help="version number, running or candidate")
     diff.add_argument("--json", action="store_true")
-    _client_options(diff)
+    client_options(diff)
 
     commit = sub.add_parser("commit", help="validate, compile and publish your candidate as the next version")
     commit.add_argument("-m", "--message", required=True)
     commit.add_argument("--base", type=int, metavar="N", help="refuse unless version N is still the running one")
-    _client_options(commit)
+    client_options(commit)
 
     rollback = sub.add_parser("rollback", help="publish a new version with the policy of version N")
     rollback.add_argument("version", type=int)
     rollback.add_argument("-m", "--message", default="")
-    _client_options(rollback)
+    client_options(rollback)
 
     migrate = sub.add_parser("migrate", help="announce a workload's move to another host: its sessions go there first")
     migrate.add_argument("workload", help="the Workload's name")
     migrate.add_argument("--to", required=True, metavar="HOST", help="the host it moves to")
     migrate.add_argument("--vsys", help="its vsys, when its name is not unique")
     migrate.add_argument("--json", action="store_true")
-    _client_options(migrate)
+    client_options(migrate)
 
     status = sub.add_parser("status", help="which version every host runs, and migrations in progress")
     status.add_argument("--json", action="store_true")
@@ -101,17 +102,17 @@ def register(sub: Any) -> None:
                         help="wait until every host runs VERSION (or a later one): exit 0 then, 1 (naming the "
                              "hosts) if one refuses it or some are still behind after --timeout")
     status.add_argument("--timeout", type=float, default=60.0, metavar="S", help="for --wait (default 60 s)")
-    _client_options(status)
+    client_options(status)
 
     get = sub.add_parser("get", help="running resources: one per line, or the documents (-o yaml|json)")
-    get.add_argument("kind", metavar="KIND", help="VirtualSystem, Workload, Group, SecurityPolicy or ThreatProfile "
-                                                  "(any case, plural, or vsys, vm, policy)")
+    get.add_argument("kind", metavar="KIND", help="VirtualSystem, Workload, Group, SecurityPolicy, ThreatProfile or "
+                                                  "SignatureSet (any case, plural, or vsys, vm, policy)")
     get.add_argument("name", nargs="?", metavar="[VSYS/]NAME", help="one resource (default: all of KIND)")
     get.add_argument("--vsys", help="only this vsys")
     get.add_argument("-o", "--output", choices=("yaml", "json"),
                      help="print the documents (default with NAME: yaml; without: one line each)")
     get.add_argument("--candidate", action="store_true", help="from your candidate instead of the running version")
-    _client_options(get)
+    client_options(get)
 
     delete = sub.add_parser("delete", help="delete a resource from your candidate (commit to publish); "
                                            "--identity: remove a Workload at once, without a commit")
@@ -120,7 +121,7 @@ def register(sub: Any) -> None:
     delete.add_argument("--vsys", help="its vsys, when its name is not unique")
     delete.add_argument("--identity", action="store_true",
                         help="a Workload, through the identity API (vm-operator): effective at once")
-    _client_options(delete)
+    client_options(delete)
 
     explain = sub.add_parser("explain", help="which vsys, rule and application decide a flow, and why")
     explain.add_argument("--from", dest="source", required=True, metavar="vm:NAME|IP")
@@ -129,18 +130,18 @@ def register(sub: Any) -> None:
     explain.add_argument("--app", metavar="NAME", help="the application App-ID would name (default: unknown)")
     explain.add_argument("--policy", metavar="PATH", help="explain against a policy file instead of control")
     explain.add_argument("--json", action="store_true")
-    _client_options(explain)
+    client_options(explain)
 
     for name, text in (("discard", "throw your candidate away"),
                        ("rebase", "move your candidate onto the running version, keeping your changes")):
-        _client_options(sub.add_parser(name, help=text))
+        client_options(sub.add_parser(name, help=text))
     history = sub.add_parser("history", help="committed versions, newest first")
     history.add_argument("-n", type=int, default=20)
-    _client_options(history)
+    client_options(history)
     audit = sub.add_parser("audit", help="the audit log, newest first")
     audit.add_argument("-n", type=int, default=50)
     audit.add_argument("--json", action="store_true")
-    _client_options(audit)
+    client_options(audit)
 
 
 def add_dataplane_options(parser: argparse.ArgumentParser) -> None:
@@ -440,8 +441,9 @@ def _status(client: Any, args: argparse.Namespace) -> int:
         mark = "ok" if host["current"] else "BEHIND" if host["status"] == "applied" else host["status"].upper()
         age = time.time() - host["time"]
         detail = f"  {host['detail']}" if host["detail"] else ""
+        sets = " ".join(f"{name}={digest[:12]}" for name, digest in sorted((host.get("signatures") or {}).items()))
         print(f"  {host['host']:<20} version {host['version']:<5} identity {host['identity']:<5} {mark:<8} "
-              f"{age:.0f} s ago{detail}")
+              f"{age:.0f} s ago" + (f"  signatures {sets}" if sets else "") + detail)
     active, recent = result.get("migrations_active", []), result.get("migrations_recent", [])
     if active:
         print("migrations in progress:")
@@ -553,7 +555,8 @@ def _audit(client: Any, args: argparse.Namespace) -> int:
 def _kind(text: str) -> str:
     kind = KIND_NAMES.get(text.lower())
     if kind is None:
-        raise ValueError(f"unknown kind {text!r}: VirtualSystem, Workload, Group, SecurityPolicy or ThreatProfile")
+        raise ValueError(f"unknown kind {text!r}: VirtualSystem, Workload, Group, SecurityPolicy, ThreatProfile or "
+                         "SignatureSet")
     return kind
 
 
@@ -566,6 +569,8 @@ def _vsys_and_name(kind: str, name: str, vsys: str | None) -> tuple[str | None, 
         vsys = given
     if kind == "VirtualSystem":
         vsys = name
+    if kind == "SignatureSet":
+        vsys = ""   # site-wide
     return vsys, name
 
 
@@ -589,6 +594,14 @@ def _summary(document: dict[str, Any]) -> str:
         return f"selector {spec.get('selector', {})}"
     if kind == "VirtualSystem":
         return f"limits {spec.get('limits') or {}}"
+    if kind == "SignatureSet":
+        return f"sha256 {spec.get('sha256', '')[:12]}" + (f"  {spec['description']}" if spec.get("description") else "")
+    if kind == "ThreatProfile":
+        lines = spec.get("thresholds") or []
+        lines = [x for x in (lines.splitlines() if isinstance(lines, str) else lines) if x.strip() and
+                 not x.strip().startswith("#")]
+        return (f"signatures {','.join(spec.get('signatures') or []) or 'all'}, action {spec.get('action')}, "
+                f"{len(spec.get('exceptions') or [])} exceptions, {len(lines)} threshold lines")
     return ""
 
 
@@ -605,7 +618,8 @@ def _get(client: Any, args: argparse.Namespace) -> int:
     found = [d for d in source["documents"] if d.get("kind") == kind
              and (name is None or d["metadata"]["name"] == name) and (vsys is None or _vsys_of(d) == vsys)]
     if not found and name is not None:
-        print(f"ngfw get: no {kind} {vsys + '/' if vsys and kind != 'VirtualSystem' else ''}{name} in {where}",
+        print(f"ngfw get: no {kind} {vsys + '/' if vsys and kind not in ('VirtualSystem', 'SignatureSet') else ''}"
+              f"{name} in {where}",
               file=sys.stderr)
         return 1
     output = args.output or ("yaml" if name is not None else None)
@@ -615,7 +629,8 @@ def _get(client: Any, args: argparse.Namespace) -> int:
         sys.stdout.write(yaml.safe_dump_all(found, sort_keys=False))
     else:
         for d in found:
-            label = d["metadata"]["name"] if kind == "VirtualSystem" else f"{_vsys_of(d)}/{d['metadata']['name']}"
+            label = d["metadata"]["name"] if kind in ("VirtualSystem", "SignatureSet") else \
+                f"{_vsys_of(d)}/{d['metadata']['name']}"
             print(f"{kind} {label:<32} {_summary(d)}".rstrip())
         if not found:
             print(f"no {kind} in {where}", file=sys.stderr)
@@ -647,14 +662,70 @@ def _delete(client: Any, args: argparse.Namespace) -> int:
         result = client.request("DELETE", f"/identity/workloads/{quote(vsys, safe='')}/{quote(name, safe='')}")[1]
         print(f"Workload {vsys}/{name} removed: identity revision {result['identity']} (no commit needed)")
         return 0
-    path = f"/candidate/resources/{quote(kind, safe='')}/{quote(vsys, safe='')}/{quote(name, safe='')}"
+    path = f"/candidate/resources/{quote(kind, safe='')}/{quote(vsys or '-', safe='')}/{quote(name, safe='')}"
     result = client.request("DELETE", path)[1]
-    print(f"candidate: deleted {kind} {vsys}/{name}" if kind != "VirtualSystem" else
+    print(f"candidate: deleted {kind} {vsys}/{name}" if kind not in ("VirtualSystem", "SignatureSet") else
           f"candidate: deleted {kind} {name}")
     for warning in result.get("warnings", []):
         print(f"warning: {warning}")
     print("(commit to publish it: ngfw commit -m MESSAGE)")
     return 0
+
+
+def rules_push(args: argparse.Namespace) -> int:
+    """`ngfw rules push NAME PATH [-m MESSAGE]`: the set's archive to control (once per content), a
+    SignatureSet NAME naming its sha256 into your candidate, and a commit with -m."""
+    from ngfw.compiler.signature_archive import ArchiveError, compress, pack_path, sha256
+    from ngfw.control.client import ControlClient, ControlError, ControlUnreachable, read_token
+    from ngfw.model import syntax
+
+    try:
+        syntax.check_name(args.name)
+    except ValueError as exc:
+        print(f"ngfw rules push: set name {args.name!r}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        archive = pack_path(args.path)
+    except ArchiveError as exc:
+        print(f"ngfw rules push: {exc}", file=sys.stderr)
+        return 1
+    digest = sha256(archive)
+    try:
+        client = ControlClient(args.control, read_token(args.token_file), ca_file=args.ca_file,
+                               ca_option=_ca_option(args.ca_file))
+        status, meta = client.push_signature_set(digest, compress(archive))
+        stored = "stored" if status == 201 else "already stored"
+        skipped = f", {meta['skipped']} skipped" if meta.get("skipped") else ""
+        print(f"signature set {args.name}: sha256 {digest} ({meta['rules']} rules{skipped}, {len(meta['files'])} "
+              f"files, {len(archive) / 1e6:.1f} MB) {stored} in control")
+        spec: dict[str, Any] = {"sha256": digest}
+        if args.description:
+            spec["description"] = args.description
+        document = {"apiVersion": "ngfw/v1", "kind": "SignatureSet", "metadata": {"name": args.name}, "spec": spec}
+        result = client.apply_documents([document], [f"ngfw rules push {args.name} {args.path}"])
+        print(f"candidate: {', '.join(result['changed'])}" if result["changed"] else
+              f"candidate: SignatureSet {args.name} already names it")
+        for warning in result["warnings"]:
+            print(f"warning: {warning}")
+        if args.message:
+            if not result["changed"] and client.get("/candidate")["changes"] == []:
+                print("nothing to commit: the running version names this set already")
+                return 0
+            committed = client.commit(args.message)
+            print(f"committed version {committed['version']} (bundle sha256 {committed['hash'][:12]}): every host "
+                  "fetches the set, verifies it and runs it (ngfw status shows which)")
+        else:
+            print("(commit to distribute it: ngfw commit -m MESSAGE)")
+        return 0
+    except ControlError as exc:
+        print(f"ngfw rules push: {exc.body.get('error', exc)} (HTTP {exc.status})", file=sys.stderr)
+        for problem in exc.problems:
+            where = ": ".join(x for x in (problem.get("resource"), problem.get("field")) if x)
+            print(f"  {where}: {problem.get('message')}", file=sys.stderr)
+        return 1
+    except (ControlUnreachable, OSError, ValueError) as exc:
+        print(f"ngfw rules push: {exc}", file=sys.stderr)
+        return 1
 
 
 _COMMANDS = {"apply": _apply, "diff": _diff, "commit": _commit, "rollback": _rollback, "status": _status,

@@ -79,7 +79,8 @@ class ControlClient:
 
     def request(self, method: str, path: str, body: Any = None, *, query: dict[str, Any] | None = None,
                 raw: bytes | None = None, content_type: str = "application/json",
-                timeout: float | None = None) -> tuple[int, Any]:
+                timeout: float | None = None, decode: bool = True) -> tuple[int, Any]:
+        """(status, the answer's JSON, or its bytes with `decode` False); ControlError for a 4xx/5xx."""
         url = self.url + path
         if query:
             url += "?" + urlencode({k: v for k, v in query.items() if v is not None})
@@ -92,6 +93,8 @@ class ControlClient:
         try:
             with urllib.request.urlopen(request, timeout=timeout or self.timeout, context=self.context) as response:
                 payload = response.read()
+                if not decode:
+                    return response.status, payload
                 return response.status, json.loads(payload) if payload else None
         except urllib.error.HTTPError as exc:
             payload = exc.read()
@@ -167,6 +170,17 @@ class ControlClient:
         return self.post("/arrivals", {"host": host, "workloads": workloads})
 
     def ack(self, host: str, version: int, identity: int, digest: str, status: str = "applied",
-            detail: str = "") -> None:
-        self.post("/acks", {"host": host, "version": version, "identity": identity, "hash": digest,
-                            "status": status, "detail": detail})
+            detail: str = "", signatures: dict[str, str] | None = None) -> None:
+        body: dict[str, Any] = {"host": host, "version": version, "identity": identity, "hash": digest,
+                                "status": status, "detail": detail}
+        if signatures is not None:
+            body["signatures"] = signatures
+        self.post("/acks", body)
+
+    def signature_set(self, digest: str) -> bytes:
+        """A stored signature set's archive, gzip-compressed, as control has it (unverified)."""
+        return self.request("GET", f"/signature-sets/{quote(digest)}", decode=False, timeout=max(self.timeout, 120))[1]
+
+    def push_signature_set(self, digest: str, compressed: bytes) -> tuple[int, Any]:
+        return self.request("PUT", f"/signature-sets/{quote(digest)}", raw=compressed, content_type="application/gzip",
+                            timeout=max(self.timeout, 300))

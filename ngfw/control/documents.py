@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ngfw.model.errors import describe_all
-from ngfw.model.resources import API_VERSION, KINDS, Resource, dump
+from ngfw.model.resources import API_VERSION, KINDS, SITE_KINDS, Resource, dump
 
 Document = dict[str, Any]
 # (kind, vsys, name); a VirtualSystem is its own vsys (as in ngfw.model.validate.Identity)
@@ -92,14 +92,14 @@ def bundle_hash(version: int, identity: int, documents: list[Document]) -> str:
 def key_of(document: Document) -> Key:
     kind = document["kind"]
     metadata = document["metadata"]
-    vsys = metadata["name"] if kind == "VirtualSystem" else metadata["vsys"]
+    vsys = metadata["name"] if kind == "VirtualSystem" else "" if kind in SITE_KINDS else metadata["vsys"]
     return (kind, vsys, metadata["name"])
 
 
 def label_of(key: Key) -> str:
     """How messages name a resource, as ngfw.model.resources.label does."""
     kind, vsys, name = key
-    return f"VirtualSystem {name}" if kind == "VirtualSystem" else f"{kind} {vsys}/{name}"
+    return f"{kind} {name}" if kind == "VirtualSystem" or kind in SITE_KINDS else f"{kind} {vsys}/{name}"
 
 
 def parse_resource(data: Any, where: str) -> Resource:
@@ -133,8 +133,8 @@ def canonical(resource: Resource) -> Document:
 def _raw_label(kind: str, metadata: Any, where: str) -> str:
     name = metadata.get("name") if isinstance(metadata, dict) else None
     vsys = metadata.get("vsys") if isinstance(metadata, dict) else None
-    if kind == "VirtualSystem" and isinstance(name, str):
-        return f"VirtualSystem {name}"
+    if (kind == "VirtualSystem" or kind in SITE_KINDS) and isinstance(name, str):
+        return f"{kind} {name}"
     if isinstance(name, str) and isinstance(vsys, str):
         return f"{kind} {vsys}/{name}"
     return f"{kind} in {where}"

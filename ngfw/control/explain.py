@@ -114,11 +114,43 @@ def explain(policy: CompiledPolicy, documents: Sequence[Any], source: str, desti
     if passes:
         deciding = next((p for p in passes if p.action != "allow"), passes[0])
         verdict = {"action": deciding.action, "rule": deciding.rule, "vsys": deciding.vsys, "why": deciding.why}
+    inspection = _inspection(policy, passes, src, dst) if verdict["action"] == "allow" else None
     return {
         "from": src.describe(policy), "to": dst.describe(policy), "service": service, "application": app,
         "verdict": verdict["action"], "rule": verdict["rule"], "vsys": verdict["vsys"], "why": verdict["why"],
-        "passes": [p.__dict__ for p in passes], "policy_version": policy.version,
+        "passes": [p.__dict__ for p in passes], "policy_version": policy.version, "inspection": inspection,
     }
+
+
+def _inspection(policy: CompiledPolicy, passes: list[Pass], src: Endpoint, dst: Endpoint) -> dict[str, Any] | None:
+    """The threat profile that inspects an allowed flow (the source vsys' rule's, else the destination's),
+    and which of its exceptions hold for the flow's packets, each way."""
+    for p in passes:
+        vsys_index = policy.vsys.index(p.vsys) if p.vsys in policy.vsys else -1
+        rule = next((r for r in policy.rules if r.vsys == vsys_index and r.name == p.rule), None)
+        if rule is None or rule.profile < 0:
+            continue
+        profile = policy.profiles[rule.profile]
+        ends = {"client": (src.workload, src.ip), "server": (dst.workload, dst.ip)}
+        excepted = []
+        for e in profile.exceptions:
+            ways = []
+            for sender, receiver in (("client", "server"), ("server", "client")):
+                (swl, sip), (rwl, rip) = ends[sender], ends[receiver]
+                if (e.source is None or endpoint_matches(e.source, swl, sip)) and \
+                        (e.destination is None or endpoint_matches(e.destination, rwl, rip)) and \
+                        (e.endpoints is None or endpoint_matches(e.endpoints, swl, sip)
+                         or endpoint_matches(e.endpoints, rwl, rip)):
+                    ways.append(f"from the {sender}")
+            if len(ways) == 2:
+                excepted.append(f"signature {e.gid}:{e.sid} does not run (spec.exceptions[{e.index}])")
+            elif ways:
+                excepted.append(f"signature {e.gid}:{e.sid} does not run on packets {ways[0]} "
+                                f"(spec.exceptions[{e.index}])")
+        return {"profile": profile.name, "vsys": p.vsys, "signature_sets": list(profile.signature_sets) or ["all"],
+                "action": profile.action, "depth": profile.depth, "exceptions": excepted,
+                "threshold_lines": len(profile.thresholds)}
+    return None
 
 
 def format_explanation(result: dict[str, Any]) -> list[str]:
@@ -133,6 +165,15 @@ def format_explanation(result: dict[str, Any]) -> list[str]:
             lines.append(f"    before it, {line}")
         for line in p["skipped"]:
             lines.append(f"    skipped {line}")
+    inspection = result.get("inspection")
+    if inspection:
+        lines.append(f"inspected by threat profile {inspection['profile']!r} of vsys {inspection['vsys']} (signature "
+                     f"sets {', '.join(inspection['signature_sets'])}, action {inspection['action']}, "
+                     f"{inspection['threshold_lines']} threshold.config lines)")
+        for line in inspection["exceptions"]:
+            lines.append(f"  exception for this flow: {line}")
+    elif result["verdict"] == "allow":
+        lines.append("not inspected (the rule names no threat profile)")
     return lines
 
 

@@ -75,6 +75,7 @@ from ngfw.control.auth import Principal, TokenFile
 from ngfw.control.inputs import check_nesting, parse_int, parse_json, parse_seconds
 from ngfw.control.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ngfw.control.metrics import ControlMetrics
+from ngfw.control.operations import operation_routes
 from ngfw.control.service import STORE_INT_MAX, STORE_POLL_SECONDS, ApiError, Control
 from ngfw.control.tls import certificate_host, valid_host_name
 from ngfw.model.yamldoc import YamlProblem, parse_documents
@@ -92,6 +93,7 @@ MAX_WAIT_SECONDS = 60.0  # a long-poll's `wait`; larger values count as this (as
 SERVER_NAME = f"ngfw-control/{__version__}"
 JSON_TYPES = ("application/json",)
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
+GZIP_TYPES = ("application/gzip", "application/x-gzip")
 Handler = Callable[["Request"], tuple[int, Any]]
 
 
@@ -139,6 +141,14 @@ class RawJson:
     """A response body that is JSON already."""
 
     data: bytes
+
+
+@dataclass(frozen=True)
+class RawBody:
+    """A response body that is not JSON (a signature set's archive)."""
+
+    data: bytes
+    content_type: str
 
 
 @dataclass(frozen=True)
@@ -270,12 +280,24 @@ def build_routes(control: Control) -> list[Route]:
         Route("POST", "/arrivals", "A host saw workloads' first frames on its VM side (they may have moved there)",
               lambda r: (200, c.arrivals(r.principal, r.json_object())), "dataplane[:HOST]",
               body='{"host", "workloads": [{"vsys", "name"}]}'),
+        Route("PUT", "/signature-sets/{sha256}", "Store a signature set (gzip-compressed rule archive, "
+                                                 "ngfw rules push): checked to hash to SHA256 and to parse; 201 "
+                                                 "stored, 200 already there",
+              lambda r: c.push_signature_set(r.principal, r.params["sha256"], r.body), "security-admin",
+              body="gzip-compressed tar of .rules files (ngfw.compiler.signature_archive)", accepts=GZIP_TYPES),
+        Route("GET", "/signature-sets/{sha256}", "A stored signature set's archive (gzip), as stored: agents "
+                                                 "check its sha256",
+              lambda r: (200, RawBody(c.signature_set_archive(r.principal, r.params["sha256"]), "application/gzip")),
+              "dataplane[:HOST], security-admin, tenant-admin, vm-operator, viewer"),
+        Route("GET", "/signature-sets", "Stored signature sets: files, rules, who pushed them when",
+              lambda r: (200, c.signature_set_list(r.principal)), everyone),
         Route("GET", "/status", 'Version realized per host: "version 12 on 9 of 10 hosts"',
               lambda r: (200, c.status(r.principal)), everyone + ", dataplane"),
         Route("GET", "/audit", "The audit log, newest first: every change and every refusal",
               lambda r: (200, c.audit_log(r.principal, _int(r.query.get("limit"), "limit", 100, 1, MAX_LIST_LIMIT)
                                           or 100)),
               "security-admin, viewer", query=("limit",)),
+        *operation_routes(c),   # sessions and rule hits of the fleet (ngfw.control.operations)
     ]
 
 
@@ -383,7 +405,7 @@ _INTERNAL_ERROR_BODY = json.dumps({"error": INTERNAL_ERROR}).encode()
 def _encode(result: Any) -> bytes | None:
     if result is None:
         return None
-    return result.data if isinstance(result, RawJson) else json.dumps(result).encode("utf-8")
+    return result.data if isinstance(result, RawJson | RawBody) else json.dumps(result).encode("utf-8")
 
 
 def _shown(text: str, limit: int = 80) -> str:
@@ -806,7 +828,7 @@ class ControlServer:
             while True:
                 assert self._changed is not None
                 changed = self._changed  # taken before asking: a change while the handler runs is not missed
-                status, data = await self._in_worker(self._run, route, request)
+                status, data, _ = await self._in_worker(self._run, route, request)
                 if host and not tracked:
                     self.metrics.poll_started(host)
                     tracked = True
@@ -831,9 +853,9 @@ class ControlServer:
         return await asyncio.get_running_loop().run_in_executor(pool, functools.partial(function, *args))
 
     @staticmethod
-    def _run(route: Route, request: Request) -> tuple[int, bytes | None]:
+    def _run(route: Route, request: Request) -> tuple[int, bytes | None, str]:
         status, result = route.handler(request)
-        return status, _encode(result)
+        return status, _encode(result), result.content_type if isinstance(result, RawBody) else "application/json"
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
@@ -916,9 +938,8 @@ class ControlServer:
         call = Request(principal, decoded, query, body, content_type)
         if route.long_poll:
             status, data = await self._long_poll(route, call)
-        else:
-            status, data = await self._in_worker(self._run, route, call, writes=method != "GET")
-        return status, data, "application/json"
+            return status, data, "application/json"
+        return await self._in_worker(self._run, route, call, writes=method != "GET")
 
     def _match(self, method: str, path: str) -> tuple[Route | None, dict[str, str] | None]:
         path_known = False

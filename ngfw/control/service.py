@@ -49,9 +49,11 @@ from ngfw.control.store import (
     VersionRecord,
 )
 from ngfw.control.migrations import MigrationCoordinator, MigrationError
-from ngfw.control.validation import compile_documents, duplicates, validate_identity
+from ngfw.control.signature_sets import PushRefused, SignatureSetRegistry
+from ngfw.control.validation import Validated, compile_documents, duplicates, validate_identity
 from ngfw.compiler.tables import CompiledPolicy
 from ngfw.model.errors import PolicyError
+from ngfw.model.resources import SITE_KINDS
 
 log = logging.getLogger("ngfw.control")
 
@@ -102,6 +104,13 @@ class Bundle:
                            "workloads": [d for d in self.documents if is_workload(d)]}).encode("utf-8")
 
 
+def _signatures(value: Any) -> dict[str, str]:
+    """An ack's {signature set name: sha256} (what the host runs); malformed or oversized entries are dropped."""
+    if not isinstance(value, dict):
+        return {}
+    return {str(k)[:63]: str(v)[:64] for k, v in list(value.items())[:64] if isinstance(k, str) and isinstance(v, str)}
+
+
 def _workloads(documents: Sequence[Document]) -> list[Document]:
     # sorted: the workload set has no order that means anything, and equal sets must hash equally
     return sorted((d for d in documents if is_workload(d)), key=key_of)
@@ -122,6 +131,7 @@ class Control:
         self._compiled: tuple[tuple[int, int], CompiledPolicy] | None = None
         self._listeners: list[Callable[[], None]] = []  # told of every change (the HTTP server's long-polls)
         self.migrations = MigrationCoordinator(clock, on_change=self._notify)
+        self.signature_sets = SignatureSetRegistry(store)
 
     # ---- audit and authorization
     def audit(self, who: Principal | None, action: str, target: str, outcome: str, **detail: Any) -> None:
@@ -286,6 +296,8 @@ class Control:
             raise self._rejected(who, action, f"{len(items)} document(s)", InvalidDocuments(problems))
         if not parsed:
             raise ApiError(400, "no documents given")
+        if expected is not None and expected[0] in SITE_KINDS:
+            expected = (expected[0], "", expected[2])
         if expected is not None and key_of(parsed[0][0]) != expected:
             got = key_of(parsed[0][0])
             field = "kind" if got[0] != expected[0] else "metadata.vsys" if got[1] != expected[1] else "metadata.name"
@@ -306,6 +318,7 @@ class Control:
             return self._save_candidate(who, candidate, documents, action, sources)
 
     def delete(self, who: Principal, kind: str, vsys: str, name: str) -> dict[str, Any]:
+        vsys = "" if kind in SITE_KINDS else vsys   # a site-wide resource has no vsys (URLs say `-`)
         key: Key = (kind, vsys, name)
         self.require(who, who.may_read_config(), "candidate.delete", label_of(key))
         self.require(who, who.may_edit(kind, vsys), "candidate.delete", label_of(key))
@@ -321,7 +334,7 @@ class Control:
         before = candidate.documents
         touched = sorted(label_of(k) for k in changed_keys(before, documents))
         try:
-            validated = compile_documents(documents, candidate.base_version + 1, sources)
+            validated = self._compile_checked(documents, candidate.base_version + 1, sources)
         except InvalidDocuments as exc:
             raise self._rejected(who, action, ", ".join(touched) or "candidate", exc) from None
         if touched:
@@ -329,6 +342,43 @@ class Control:
                                                self.clock()))
             self.audit(who, action, ", ".join(touched), "ok")
         return {"changed": touched, "warnings": validated.warnings, "base_version": candidate.base_version}
+
+    def _compile_checked(self, documents: list[Document], version: int,
+                         sources: dict[Key, str] | None = None) -> Validated:
+        """compile_documents, and what only control can check: SignatureSets name stored sets, exceptions name
+        signatures of those sets (ngfw.control.signature_sets); InvalidDocuments names the resource and field."""
+        validated = compile_documents(documents, version, sources)
+        problems, warnings = self.signature_sets.check(validated.policy)
+        if problems:
+            raise InvalidDocuments(problems)
+        return Validated(validated.policy, validated.warnings + warnings) if warnings else validated
+
+    # ---- signature sets: stored by content hash, named by SignatureSet resources
+    def push_signature_set(self, who: Principal, digest: str, body: bytes) -> tuple[int, dict[str, Any]]:
+        self.require(who, who.may_edit("SignatureSet", ""), "signature-set.put", digest)
+        try:
+            meta, stored = self.signature_sets.push(digest, body, who.name, self.clock())
+        except PushRefused as exc:
+            self.audit(who, "signature-set.put", digest, "rejected", reason=exc.message,
+                       problems=[p.as_dict() for p in exc.problems][:20])
+            raise ApiError(exc.status, exc.message, exc.problems) from None
+        if stored:
+            self.audit(who, "signature-set.put", digest, "ok", rules=meta["rules"], files=len(meta["files"]))
+            log.info("signature set %s pushed by %s: %d rules in %d files", digest[:12], who.name, meta["rules"],
+                     len(meta["files"]))
+        return (201 if stored else 200), meta
+
+    def signature_set_archive(self, who: Principal, digest: str) -> bytes:
+        self.require(who, None if who.base_role == "dataplane" else who.may_read_config(), "signature-set.get",
+                     digest)
+        data = self.signature_sets.archive(digest)
+        if data is None:
+            raise ApiError(404, f"control holds no signature set with sha256 {digest[:80]}")
+        return data
+
+    def signature_set_list(self, who: Principal) -> dict[str, Any]:
+        self.require(who, who.may_read_config(), "signature-sets.get")
+        return {"signature_sets": self.signature_sets.listing()}
 
     def discard(self, who: Principal) -> dict[str, Any]:
         self.require(who, who.may_read_config(), "candidate.discard")
@@ -341,7 +391,7 @@ class Control:
         self.require(who, who.may_read_config(), "candidate.validate")
         candidate = self._candidate(who)
         try:
-            validated = compile_documents(candidate.documents, candidate.base_version + 1)
+            validated = self._compile_checked(candidate.documents, candidate.base_version + 1)
         except InvalidDocuments as exc:
             raise ApiError(422, "the candidate does not compile", exc.problems) from None
         return {"ok": True, "warnings": validated.warnings, "rules": len(validated.policy.rules)}
@@ -433,7 +483,7 @@ class Control:
                  message: str, rollback_of: int | None) -> dict[str, Any]:
         number = running + 1
         try:
-            validated = compile_documents(documents, number)
+            validated = self._compile_checked(documents, number)
         except InvalidDocuments as exc:
             raise self._rejected(who, action, f"version {number}", exc) from None
         workloads = _workloads(documents)
@@ -599,9 +649,10 @@ class Control:
         except (TypeError, ValueError):
             raise ApiError(400, "version and identity must be integers") from None
         digest, detail = str(body.get("hash", "")), str(body.get("detail", ""))[:2000]
+        signatures = _signatures(body.get("signatures"))
         previous = next((a for a in self.store.acks() if a.host == host), None)
         if status == "applied":
-            ack = HostAck(host, version, identity, digest, status, "", self.clock())
+            ack = HostAck(host, version, identity, digest, status, "", self.clock(), signatures=signatures)
             if previous is not None and previous.status != "applied" and previous.problem_version >= version:
                 # still running an older bundle: the refusal of the newer one stays visible
                 ack.status, ack.detail, ack.problem_version = previous.status, previous.detail, previous.problem_version
@@ -609,7 +660,8 @@ class Control:
             # the host keeps running what it ran; the refused bundle is the problem to show
             running = previous if previous is not None else HostAck(host, 0, 0, "", "applied", "", 0.0)
             ack = HostAck(host, running.version, running.identity, running.hash, status,
-                          f"version {version}: {detail}", self.clock(), version)
+                          f"version {version}: {detail}", self.clock(), version,
+                          signatures or dict(running.signatures))
         self.store.put_ack(ack)
         if status != "applied":
             # a host that refuses or fails a bundle keeps its old policy: operators must hear of it

@@ -82,6 +82,7 @@ class HostAck:
     detail: str
     time: float
     problem_version: int = 0  # the version refused or failed (status is not "applied")
+    signatures: dict[str, str] = field(default_factory=dict)  # signature set name -> sha256 of what it runs
 
 
 @dataclass
@@ -137,6 +138,22 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def audit(self, limit: int) -> list[AuditEntry]:
         """The newest `limit` entries, newest first."""
+
+    # Signature sets (`ngfw rules push`): gzip-compressed archives by the sha256 of the archive, written
+    # once and never changed; `meta` says what is in them (files, rules, sids) for checks and listings.
+    @abc.abstractmethod
+    def put_signature_set(self, digest: str, data: bytes, meta: dict[str, Any]) -> bool:
+        """Store it unless it is there (True: stored now, False: it was there)."""
+
+    @abc.abstractmethod
+    def get_signature_set(self, digest: str) -> bytes | None: ...
+
+    @abc.abstractmethod
+    def signature_set_meta(self, digest: str) -> dict[str, Any] | None: ...
+
+    @abc.abstractmethod
+    def signature_sets(self) -> list[dict[str, Any]]:
+        """The metadata of every stored set, newest first."""
 
     def close(self) -> None:
         pass

@@ -5,6 +5,8 @@ Layout under the prefix (default `ngfw`):
     PREFIX/version-docs/0000000012   the documents, zlib-compressed JSON
     PREFIX/identity/0000000005       every Workload at that revision, zlib-compressed JSON
     PREFIX/candidates/OWNER, PREFIX/hosts/HOST, PREFIX/audit/TIME_NS-RANDOM
+    PREFIX/sigsets/SHA256/meta, PREFIX/sigsets/SHA256/data/0000  a signature set's archive (gzip), in
+                                     chunks under etcd's request limit; meta is written last
 Numbers are zero-padded so that key order is numeric order, and the newest is one
 sorted, limited range read. etcd refuses requests over 1.5 MiB by default; compressed,
 a 10,000-rule policy is far below that (a bigger one is refused with that reason).
@@ -173,6 +175,34 @@ class EtcdStore(Store):
     def audit(self, limit: int) -> list[AuditEntry]:
         rows = self._range(self._key("audit") + "/", descending=True, limit=limit)
         return [AuditEntry(**json.loads(value)) for value, _ in rows]
+
+    def put_signature_set(self, digest: str, data: bytes, meta: dict[str, Any]) -> bool:
+        meta_key = self._key("sigsets", digest, "meta")
+        if self._get(meta_key) is not None:
+            return False
+        # chunks first, meta last: a set without its meta is not there yet (a controller that died half way
+        # leaves chunks that the next push of the same set overwrites with the same bytes)
+        for i in range(0, max(len(data), 1), MAX_VALUE_BYTES):
+            self._put(self._key("sigsets", digest, "data", f"{i // MAX_VALUE_BYTES:04d}"), data[i:i + MAX_VALUE_BYTES])
+        self._put(meta_key, json.dumps({**meta, "chunks": (len(data) + MAX_VALUE_BYTES - 1) // MAX_VALUE_BYTES}))
+        return True
+
+    def get_signature_set(self, digest: str) -> bytes | None:
+        meta = self.signature_set_meta(digest)
+        if meta is None:
+            return None
+        rows = self._range(self._key("sigsets", digest, "data") + "/", descending=False, limit=None)
+        return b"".join(value for value, _ in rows[:meta.get("chunks", len(rows))])
+
+    def signature_set_meta(self, digest: str) -> dict[str, Any] | None:
+        data = self._get(self._key("sigsets", digest, "meta"))
+        return json.loads(data) if data is not None else None
+
+    def signature_sets(self) -> list[dict[str, Any]]:
+        rows = self._range(self._key("sigsets") + "/", descending=False, limit=None, keys_only=True)
+        keys = [info["key"].decode() for _, info in rows if info["key"].decode().endswith("/meta")]
+        metas = [json.loads(data) for data in (self._get(key) for key in keys) if data is not None]
+        return sorted(metas, key=lambda m: m.get("created", 0), reverse=True)
 
     def close(self) -> None:
         self.client.session.close()

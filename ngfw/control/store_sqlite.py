@@ -30,6 +30,7 @@ CREATE TABLE IF NOT EXISTS identities (
 CREATE TABLE IF NOT EXISTS candidates (owner TEXT PRIMARY KEY, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS hosts (host TEXT PRIMARY KEY, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS signature_sets (sha256 TEXT PRIMARY KEY, data BLOB NOT NULL, meta TEXT NOT NULL);
 """
 
 
@@ -138,6 +139,28 @@ class SqliteStore(Store):
     def audit(self, limit: int) -> list[AuditEntry]:
         rows = self._all("SELECT body FROM audit ORDER BY id DESC LIMIT ?", limit)
         return [AuditEntry(**json.loads(row[0])) for row in rows]
+
+    def put_signature_set(self, digest: str, data: bytes, meta: dict[str, Any]) -> bool:
+        with self._lock:
+            self._db.execute("PRAGMA synchronous=FULL")  # a version may name it: it must survive a power cut
+            try:
+                cursor = self._db.execute("INSERT OR IGNORE INTO signature_sets VALUES (?, ?, ?)",
+                                          (digest, data, json.dumps(meta)))
+                return cursor.rowcount == 1
+            finally:
+                self._db.execute("PRAGMA synchronous=NORMAL")
+
+    def get_signature_set(self, digest: str) -> bytes | None:
+        row = self._one("SELECT data FROM signature_sets WHERE sha256 = ?", digest)
+        return bytes(row[0]) if row else None
+
+    def signature_set_meta(self, digest: str) -> dict[str, Any] | None:
+        row = self._one("SELECT meta FROM signature_sets WHERE sha256 = ?", digest)
+        return json.loads(row[0]) if row else None
+
+    def signature_sets(self) -> list[dict[str, Any]]:
+        metas = [json.loads(row[0]) for row in self._all("SELECT meta FROM signature_sets")]
+        return sorted(metas, key=lambda m: m.get("created", 0), reverse=True)
 
     def close(self) -> None:
         with self._lock:

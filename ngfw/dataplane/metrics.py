@@ -222,6 +222,13 @@ class DataplaneCollector(Collector):
             name = policy.vsys_name(vsys) if policy is not None and vsys >= 0 else ""
             alerts.add_metric([name, str(severity), "blocked" if blocked else "allowed"], value)
         yield alerts
+        quiet = CounterMetricFamily("ngfw_alerts_suppressed_total", "Signature matches that raised no alert, by vsys "
+                                    "and reason: exception (the profile does not run the signature there), suppress "
+                                    "(threshold.config), threshold (a threshold or limit)", labels=["vsys", "reason"])
+        for (vsys, reason), value in sorted(ins.get("suppressed", {}).items()):
+            name = policy.vsys_name(vsys) if policy is not None and vsys >= 0 else ""
+            quiet.add_metric([name, reason], value)
+        yield quiet
         yield CounterMetricFamily("ngfw_inspect_flows_total", "Flows that were inspected", value=ins["flows_inspected"])
         yield CounterMetricFamily("ngfw_inspect_flows_blocked_total", "Flows blocked by a signature (drop/reject)",
                                   value=ins["flows_blocked"])
@@ -257,6 +264,11 @@ class DataplaneCollector(Collector):
         yield GaugeMetricFamily("ngfw_signatures_compile_seconds",
                                 "Time the rule set in force took to parse and compile",
                                 value=(sigs.parse_seconds + sigs.compile_seconds) if sigs is not None else 0)
+        sets = GaugeMetricFamily("ngfw_signature_set_info", "Signature sets in force and the sha256 of their rule "
+                                 "files (the same on every host that runs the same set)", labels=["set", "sha256"])
+        for name, digest in sorted(dp.signature_hashes().items()):
+            sets.add_metric([name, digest], 1)
+        yield sets
         rl = CounterMetricFamily("ngfw_signature_reloads_total", "Signature set reloads, by result", labels=["result"])
         rl.add_metric(["success"], dp.rules_reloads_ok)
         rl.add_metric(["failure"], dp.rules_reloads_failed)

@@ -11,16 +11,20 @@ import os
 import signal
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
 from ngfw import __version__
 from ngfw.compiler.tables import CompiledPolicy
-from ngfw.dataplane.eve import DEFAULT_RULE, EveWriter
+from ngfw.dataplane.eve import EveWriter
 from ngfw.dataplane.failmode import WireFailModes
 from ngfw.dataplane.fastpath import engine_module
 from ngfw.dataplane.ports import Link, PortError, disable_superframe_offloads, link_as_left, open_tap, prepare_link
+from ngfw.dataplane.rulehits import FILE_NAME as RULE_HITS_FILE
+from ngfw.dataplane.rulehits import RuleHits
+from ngfw.dataplane.sessions import SessionTable
 from ngfw.dataplane.state import SessionBatch, StateStore, TakeOver
 
 log = logging.getLogger("ngfw.dataplane")
@@ -74,9 +78,12 @@ class Dataplane:
                  drain_interval: float = 0.1, idle_spin_us: float = 200.0, idle_spin_quiet_us: float = 20000.0,
                  appid: dict[str, int] | None = None, tx_thread: bool = True,
                  inspect_flows: int | None = None, state_dir: str | None = None, host: str | None = None,
-                 max_workload_loss: float = 0.5, eve_options: EveOptions | None = None) -> None:
+                 max_workload_loss: float = 0.5, signature_cache: str | None = None,
+                 eve_options: EveOptions | None = None) -> None:
         """`state_dir`: a tmpfs directory where the flow table lives, so a restarted dataplane continues its
-        sessions (ngfw.dataplane.state); None: the heap (sessions end with the process)."""
+        sessions (ngfw.dataplane.state); None: the heap (sessions end with the process). `signature_cache`:
+        where signature sets named by SignatureSet resources are kept (default: the cache directory's
+        signature-sets/)."""
         fp = engine_module()
         self.fp = fp
         from ngfw.dataplane.capture import CaptureWriter
@@ -114,6 +121,13 @@ class Dataplane:
                                 capture_bytes=self.eve_options.capture_ring_bytes, **(appid or {}))
         self.signatures: Any = None           # threats.SignatureSets in force
         self.signature_sources: list[tuple[str, str]] = []
+        self.local_signature_sources: list[tuple[str, str]] = []   # --rules
+        self.bundle_signature_sets: tuple[tuple[str, str], ...] = ()  # (name, sha256) of SignatureSet resources
+        self._signature_hashes: dict[str, str] = {}
+        from ngfw.compiler.signature_archive import SignatureCache
+        from ngfw.dataplane.threats import default_signature_cache
+
+        self.signature_cache = SignatureCache(signature_cache or default_signature_cache())
         self.signature_variables: dict[str, str] = {}
         self.signature_digest = ""
         self.rules_reloads_ok = 0
@@ -125,7 +139,9 @@ class Dataplane:
         self.policy: CompiledPolicy | None = None
         self.generations: OrderedDict[int, CompiledPolicy] = OrderedDict()  # table generation -> policy
         self._last_generation = 0
-        self.hits_folded: dict[tuple[str, str], int] = {}
+        # rule hits by name with first/last hit, kept across reloads and (in the state directory) restarts
+        self.rule_hit_book = RuleHits(os.path.join(state_dir, RULE_HITS_FILE) if state_dir else None)
+        self._hits_read = 0.0
         self.apps_folded: dict[tuple[str, str], int] = {}
         self.version = 0
         self.reloads_ok = 0
@@ -147,6 +163,12 @@ class Dataplane:
         self._last_full_warning = 0.0
         self._last_insert_failures = 0
         self.port_index: dict[str, int] = {}
+        self.host = host or ""
+        # `ngfw sessions` (sessions.py). A weak reference back: a cycle would leave the engine to the garbage
+        # collector, which may free it after the state file's mapping it lives in is gone
+        this = weakref.ref(self)
+        self.sessions = SessionTable(self.engine, lambda: dp.policies() if (dp := this()) is not None else {},
+                                     self.host)
         self._links_to_check: list[str] = []
         try:
             self._open_ports()
@@ -194,10 +216,44 @@ class Dataplane:
     # ---- threat signatures
     def load_signatures(self, sources: list[tuple[str, str]], variables: dict[str, str] | None = None,
                         strict: bool = False) -> bool:
-        """Compile signature sets off the hot path; they take effect with the next `load`.
-        Returns False when the rule files did not change. Raises RulesError (the running set stays)."""
+        """The `--rules` sets: compiled off the hot path (with the sets the policy's SignatureSets name), in
+        force with the next `load`. False when nothing changed. Raises RulesError (the running set stays)."""
+        self.local_signature_sources = list(sources)
+        return self._compile_signatures(variables, strict)
+
+    def _use_bundle_sets(self, sets: tuple[tuple[str, str], ...]) -> None:
+        """The signature sets a policy's SignatureSet resources name, from the cache (where the agent put them,
+        verified): compiled with the --rules sets, strictly (a set with malformed rules is refused). A name
+        given to --rules too is the policy's from then on. RulesError keeps the running sets."""
+        from ngfw.dataplane.threats import RulesError
+
+        if sets == self.bundle_signature_sets:
+            return
+        for name, digest in sets:
+            if not self.signature_cache.has(digest):
+                raise RulesError(f"signature set {name} (sha256 {digest}) is not in {self.signature_cache.directory} "
+                                 "(with --control the agent fetches it; else push it to control, or copy it there)")
+        previous = self.bundle_signature_sets
+        self.bundle_signature_sets = sets
+        try:
+            self._compile_signatures(self.signature_variables, strict=True)
+        except RulesError:
+            self.bundle_signature_sets = previous
+            raise
+
+    def _compile_signatures(self, variables: dict[str, str] | None, strict: bool) -> bool:
         from ngfw.compiler.catalogue import load_catalogue
-        from ngfw.dataplane.threats import load_signature_sets, sources_digest
+        from ngfw.dataplane.threats import load_signature_sets, set_hashes, sources_digest
+
+        bundle_names = {name for name, _ in self.bundle_signature_sets}
+        for name, path in self.local_signature_sources:
+            if name in bundle_names:
+                log.warning("signature set %s: --rules %s is replaced by the policy's SignatureSet %s", name, path, name)
+        sources = [(n, p) for n, p in self.local_signature_sources if n not in bundle_names] + \
+            [(name, str(self.signature_cache.files_of(digest))) for name, digest in self.bundle_signature_sets]
+        if not sources:
+            self.signatures, self.signature_sources, self._signature_hashes = None, [], {}
+            return True
 
         digest = sources_digest(sources, variables or {})
         if self.signatures is not None and digest == self.signature_digest:
@@ -208,6 +264,7 @@ class Dataplane:
         self.signature_sources = list(sources)
         self.signature_variables = dict(variables or {})
         self.signature_digest = digest
+        self._signature_hashes = set_hashes(sources, dict(self.bundle_signature_sets))
         log.info("signatures: %s", signatures.summary())
         for line in signatures.malformed[:20]:
             log.warning("rule skipped: %s", line)
@@ -220,15 +277,22 @@ class Dataplane:
         if not self.signature_sources:
             return
         try:
-            if self.load_signatures(self.signature_sources, self.signature_variables, strict=True):
+            if self._compile_signatures(self.signature_variables, strict=True):
                 self.rules_reloads_ok += 1
         except RulesError as exc:
             self.rules_reloads_failed += 1
             log.error("signature reload refused, the running rule set stays: %s", exc)
 
+    def signature_hashes(self) -> dict[str, str]:
+        """{set name: sha256 of its rule files' archive} of the sets in force: the same files give the same hash
+        on every host (ngfw.compiler.signature_archive), so `ngfw status` shows who runs what."""
+        return dict(self._signature_hashes)
+
     # ---- policy
     def load(self, policy: CompiledPolicy) -> None:
-        """Build tables for `policy` off the hot path and swap them in atomically."""
+        """Build tables for `policy` off the hot path and swap them in atomically (after compiling the
+        signature sets its SignatureSets name, when they changed)."""
+        self._use_bundle_sets(tuple(policy.signature_sets))
         self._swap(policy, identity_only=False)
 
     def apply_identity(self, policy: CompiledPolicy) -> None:
@@ -251,6 +315,7 @@ class Dataplane:
             self.engine.set_tables(tables)
             if old is not None:
                 self._fold_hits(old)
+            self.rule_hit_book.observe(tables)   # the rules in force now (a deleted rule's series goes)
             self.policy = policy
             self._last_generation = generation
             self.generations[generation] = policy
@@ -343,8 +408,7 @@ class Dataplane:
 
     def _fold_hits(self, tables: Any) -> None:
         """Keep rule hit and app counters monotonic across generations (labels are names, not indexes)."""
-        for key, value in self._hits_of(tables).items():
-            self.hits_folded[key] = self.hits_folded.get(key, 0) + value
+        self.rule_hit_book.observe(tables)   # its last counts, before the next generation's start at 0
         for key, value in self._apps_of(tables).items():
             self.apps_folded[key] = self.apps_folded.get(key, 0) + value
 
@@ -362,26 +426,22 @@ class Dataplane:
                     out[key] = out.get(key, 0) + value
         return out
 
-    @staticmethod
-    def _hits_of(tables: Any) -> dict[tuple[str, str], int]:
-        policy: CompiledPolicy = tables.policy
-        out: dict[tuple[str, str], int] = {}
-        for index, value in enumerate(tables.rule_hits()):
-            rule = policy.rules[index]
-            key = (policy.vsys_name(rule.vsys), rule.name)
-            out[key] = out.get(key, 0) + value
-        for vsys_index, value in enumerate(tables.default_hits()):
-            key = (policy.vsys_name(vsys_index), DEFAULT_RULE)
-            out[key] = out.get(key, 0) + value
-        return out
+    def read_rule_hits(self) -> None:
+        """Bring the rule hit book up to date with the counters of the tables in force."""
+        with self._lock:
+            if self.engine.tables is not None:
+                self.rule_hit_book.observe(self.engine.tables)
+            self._hits_read = time.monotonic()
 
     def rule_hits(self) -> dict[tuple[str, str], int]:
+        """Hits of the rules in force, by (vsys, rule): counted across reloads and restarts (rulehits.py)."""
+        self.read_rule_hits()
+        return self.rule_hit_book.totals()
+
+    def policies(self) -> dict[int, CompiledPolicy]:
+        """The policy of each table generation flows may still be decided by (oldest first)."""
         with self._lock:
-            out = dict(self.hits_folded)
-            if self.engine.tables is not None:
-                for key, value in self._hits_of(self.engine.tables).items():
-                    out[key] = out.get(key, 0) + value
-        return out
+            return dict(self.generations)
 
     def policy_for(self, generation: int) -> CompiledPolicy | None:
         return self.generations.get(generation)
@@ -443,6 +503,10 @@ class Dataplane:
             if self.eve is not None and events:
                 self.eve.write_events(events, self.policy_for)
             events = self.engine.drain_events()
+        if time.monotonic() - self._hits_read >= 1.0:
+            # a counter that moved is a hit at this second (first/last hit, rulehits.py)
+            self.read_rule_hits()
+            self.rule_hit_book.save_if_due()
         failures = self.engine.stats()["flow_insert_failures"]
         if failures > self._last_insert_failures and time.monotonic() - self._last_full_warning >= 1.0:
             log.warning("flow table full (%d flows): %d new flows dropped so far", self.engine.flow_capacity, failures)
@@ -519,6 +583,8 @@ class Dataplane:
             self._drain_thread.join(timeout=5)
         self.fail_modes.stop(self.engine)
         self.drain()
+        self.read_rule_hits()
+        self.rule_hit_book.save()
         if self.state is not None:
             self._save_sessions()
         else:
@@ -532,8 +598,9 @@ class Dataplane:
         self.tap_fds.clear()
 
 
-def serve(dp: Dataplane, metrics_addr: tuple[str, int] | None) -> int:
-    """Run until SIGINT/SIGTERM; SIGHUP reloads the policy. Returns the exit status."""
+def serve(dp: Dataplane, metrics_addr: tuple[str, int] | None, sessions_socket: str | None = None) -> int:
+    """Run until SIGINT/SIGTERM; SIGHUP reloads the policy. `sessions_socket`: serve `ngfw sessions` and
+    `ngfw policy hits` there (ngfw.dataplane.opsocket). Returns the exit status."""
     wake = threading.Event()
     wanted = {"reload": False, "stop": False}
 
@@ -550,7 +617,18 @@ def serve(dp: Dataplane, metrics_addr: tuple[str, int] | None) -> int:
     signal.signal(signal.SIGINT, on_stop)
     # forwarding first: after a restart, every millisecond before the loop runs is traffic held up
     dp.start()
+    operations = None
     try:
+        if sessions_socket:
+            from ngfw.dataplane.opsocket import OperationsSocket, SocketError
+
+            operations = OperationsSocket(dp, sessions_socket)
+            try:
+                operations.start()
+            except SocketError as exc:
+                operations = None
+                log.error("%s: stopping", exc)
+                return 1
         if metrics_addr is not None:
             from prometheus_client import CollectorRegistry, start_http_server
 
@@ -568,5 +646,7 @@ def serve(dp: Dataplane, metrics_addr: tuple[str, int] | None) -> int:
                 if dp.policy_path:
                     dp.reload()
     finally:
+        if operations is not None:
+            operations.stop()
         dp.stop()
     return 0

@@ -65,6 +65,36 @@ def sources_digest(sources: list[tuple[str, str]], variables: dict[str, str]) ->
     return h.hexdigest()
 
 
+def default_signature_cache() -> str:
+    """Where signature sets distributed by control are kept: $NGFW_CACHE_DIR (or ~/.cache/ngfw)/signature-sets."""
+    import os
+
+    base = os.environ.get("NGFW_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "ngfw")
+    return os.path.join(base, "signature-sets")
+
+
+def set_hashes(sources: list[tuple[str, str]], known: dict[str, str]) -> dict[str, str]:
+    """{set name: sha256 of the archive of its rule files} (ngfw.compiler.signature_archive); `known`: sets whose
+    hash is known already (a verified SignatureSet)."""
+    from ngfw.compiler.signature_archive import ArchiveError, pack, sha256
+
+    members: dict[str, list[tuple[str, bytes]]] = {}
+    for name, path in sources:
+        if name in known:
+            continue
+        for f in rule_files(path):
+            members.setdefault(name, []).append((f.name if f.name.endswith(".rules") else f.name + ".rules",
+                                                 f.read_bytes()))
+    out = dict(known)
+    for name, files in members.items():
+        try:
+            out[name] = sha256(pack(files))
+        except ArchiveError:   # two files of one name from two paths: no archive says what runs
+            out[name] = ""
+    return out
+
+
 def rule_files(path: str) -> list[Path]:
     p = Path(path)
     if p.is_dir():
@@ -140,6 +170,9 @@ def load_signature_sets(sets: list[tuple[str, str]], variables: dict[str, str] |
         inspect = fp.InspectTables(compiled, catalogue)
     except (RuntimeError, MemoryError, ValueError) as exc:
         raise RulesError(str(exc)) from None
+    # the compiler's refusals, by sid (a Skipped carries no gid; generator 1 is what rule files use)
+    inspect.skipped_sids = {name: {(1, s[3]) for s in skipped if s[0] == name and s[3] is not None}
+                            for name in by_name}
     for set_name, sig, reason, detail in inspect.skipped:
         skipped.append((set_name, sig.file, sig.line, sig.sid, reason, detail))
         if not reason.startswith("unsupported "):

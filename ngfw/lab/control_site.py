@@ -106,7 +106,9 @@ def _dataplane_argv(site: ControlSite, host: DataplaneHost) -> dataplane_process
     def argv(policy: str, metrics: str, eve: str) -> list[str]:
         # no --policy: the dataplane drops everything until its agent has applied control's bundle
         return [sys.executable, "-m", "ngfw", "dataplane", "--wire", host.wire, "--metrics", metrics, "--eve", eve,
-                "--control", site.two.control_url, "--host", host.name, "--token-file", str(site.token_files[host.name])]
+                "--control", site.two.control_url, "--host", host.name, "--token-file", str(site.token_files[host.name]),
+                # each host fetches and verifies the signature sets control distributes, into a cache of its own
+                "--signature-cache", str(site.workdir / host.name / "signature-sets")]
 
     return argv
 

@@ -130,7 +130,8 @@ def describe(error: ErrorDetails, model: type[BaseModel]) -> str:
         return f"{where}: must have at least {ctx.get('min_length')} item(s)"
     if kind == "value_error":
         message = str(ctx.get("error", error["msg"]))
-        if isinstance(value, (dict, type(None))):
+        if isinstance(value, (dict, type(None))) or "(got " in message:
+            # a message that quotes the bad part itself (a threshold.config line) is not followed by the whole field
             return f"{where}: {message}"
         return f"{where}: {message} (got {_got(value)})"
     message = error["msg"]

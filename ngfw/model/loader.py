@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from ngfw.model import files
 from ngfw.model.errors import PolicyError, describe_all
-from ngfw.model.resources import API_VERSION, KINDS, LoadedResource
+from ngfw.model.resources import API_VERSION, KINDS, SITE_KINDS, LoadedResource
 from ngfw.model.validate import Identity, cross_check
 from ngfw.model.yamldoc import Document, YamlProblem, parse_documents
 
@@ -105,6 +105,8 @@ def _describe_raw(kind: str, metadata: Any, anonymous: str) -> tuple[str, Identi
     vsys = metadata.get("vsys") if isinstance(metadata, dict) else None
     if kind == "VirtualSystem" and isinstance(name, str):
         return f"{kind} {name}", (kind, name, name)
+    if kind in SITE_KINDS and isinstance(name, str):
+        return f"{kind} {name}", (kind, "", name)
     if isinstance(name, str) and isinstance(vsys, str):
         return f"{kind} {vsys}/{name}", (kind, vsys, name)
     return f"{kind} in {anonymous}", None

@@ -1,4 +1,4 @@
-"""The policy resources users write: VirtualSystem, Workload, Group, SecurityPolicy.
+"""The policy resources users write: VirtualSystem, Workload, Group, SecurityPolicy, ThreatProfile, SignatureSet.
 
 Each kind is a pydantic model that checks one document on its own (types, syntax,
 unknown fields) and stores canonical spellings (lower-case MACs, compressed IPs,
@@ -223,8 +223,88 @@ class ThreatProfileSpec(_Strict):
         DEFAULT_INSPECT_DEPTH, ge=0, le=1 << 31,
         description="Bytes of each direction of a flow inspected; later bytes pass uninspected (counted).",
     )
+    exceptions: list[SignatureException] = Field(
+        default_factory=list,
+        description="Signatures this profile does not run, everywhere or for some endpoints (false positives).",
+    )
+    thresholds: ThresholdConfig = Field(
+        default_factory=list,
+        description="Suricata threshold.config lines, with Suricata's semantics: suppress, threshold, rate_filter.",
+    )
     capture: Capture | None = Field(
         None, description="Write the frames of flows that alert (the alerting frame and the flow's first ones).")
+
+
+SID_PATTERN = r"^([0-9]+:)?[0-9]+$"
+
+
+def _check_sid(value: int | str) -> int | str:
+    """A signature by sid (generator 1) or `gid:sid`; canonical: the bare sid for gid 1, else `gid:sid`."""
+    if isinstance(value, bool):
+        raise ValueError("must be a signature id (2019401) or gid:sid (1:2019401)")
+    text = str(value)
+    if not re.fullmatch(SID_PATTERN, text):
+        raise ValueError("must be a signature id (2019401) or gid:sid (1:2019401)")
+    gid_text, _, sid_text = text.rpartition(":")
+    gid, sid = int(gid_text or 1), int(sid_text)
+    if not 0 < sid < 1 << 32 or not 0 < gid < 1 << 32:
+        raise ValueError("gid and sid are numbers from 1 to 4294967295")
+    return sid if gid == 1 else f"{gid}:{sid}"
+
+
+def parse_sid(canonical: int | str) -> tuple[int, int]:
+    """(gid, sid) of a canonical `SignatureException.sid`."""
+    gid_text, _, sid_text = str(canonical).rpartition(":")
+    return int(gid_text or 1), int(sid_text)
+
+
+SignatureId = Annotated[
+    int | str,
+    AfterValidator(_check_sid),
+    WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 1, "maximum": 4294967295},
+                              {"type": "string", "pattern": SID_PATTERN}],
+                    "description": "A signature's sid (generator 1), or gid:sid."}),
+]
+ExceptionScope = Annotated[
+    list[Reference],
+    Field(min_length=1),
+]
+
+
+class SignatureException(_Strict):
+    """A signature this profile does not run: everywhere, or only for the endpoints named (false positives)."""
+
+    sid: SignatureId
+    source: ExceptionScope | None = Field(
+        None, description="Only when the alerting packet comes from one of these (vm:, group:, cidr:).")
+    destination: ExceptionScope | None = Field(
+        None, description="Only when the alerting packet goes to one of these.")
+    endpoints: ExceptionScope | None = Field(
+        None, description="Only when either address of the alerting packet is one of these.")
+    description: str | None = Field(None, description="Why: a ticket, the false positive it silences.")
+
+    @field_validator("source", "destination", "endpoints")
+    @classmethod
+    def _no_any(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and "any" in value:
+            raise ValueError("`any` is every endpoint: leave the field out instead")
+        return value
+
+
+def _check_thresholds(value: str | list[str]) -> str | list[str]:
+    from ngfw.compiler.threshold_config import parse_threshold_config  # the model needs no rule compiler
+
+    parse_threshold_config(value)   # ThresholdConfigError is a ValueError naming the line
+    return value
+
+
+ThresholdConfig = Annotated[
+    str | list[str],
+    AfterValidator(_check_thresholds),
+    WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
+                    "description": "Suricata threshold.config lines (suppress, threshold/event_filter, "
+                                   "rate_filter): one text, or one line per item."}),
+]
 
 
 class ThreatProfile(_Strict):
@@ -236,28 +316,52 @@ class ThreatProfile(_Strict):
     spec: ThreatProfileSpec = Field(default_factory=ThreatProfileSpec)
 
 
-Resource = VirtualSystem | Workload | Group | SecurityPolicy | ThreatProfile
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
 
-KINDS: dict[str, type[VirtualSystem] | type[Workload] | type[Group] | type[SecurityPolicy] | type[ThreatProfile]] = {
+
+class SignatureSetSpec(_Strict):
+    sha256: Annotated[str, Field(pattern=SHA256_PATTERN,
+                                 description="sha256 of the set's archive, as `ngfw rules push` stored it in control.")]
+    description: str | None = Field(None, description="Where it came from (suricata-update of a date, ...).")
+
+
+class SignatureSet(_Strict):
+    """Rule files control distributes to every host by content hash (`ngfw rules push NAME PATH`); profiles
+    name it in `signatures` like a `--rules NAME=PATH` set. Site-wide: it belongs to no vsys."""
+
+    api_version: Literal["ngfw/v1"] = Field(alias="apiVersion")
+    kind: Literal["SignatureSet"]
+    metadata: ClusterMetadata
+    spec: SignatureSetSpec
+
+
+Resource = VirtualSystem | Workload | Group | SecurityPolicy | ThreatProfile | SignatureSet
+
+KINDS: dict[str, type[VirtualSystem] | type[Workload] | type[Group] | type[SecurityPolicy] | type[ThreatProfile]
+            | type[SignatureSet]] = {
     "VirtualSystem": VirtualSystem,
     "Workload": Workload,
     "Group": Group,
     "SecurityPolicy": SecurityPolicy,
     "ThreatProfile": ThreatProfile,
+    "SignatureSet": SignatureSet,
 }
+SITE_KINDS = ("SignatureSet",)  # resources of the whole site: no vsys ("" where a vsys is asked for)
 
 
 def vsys_of(resource: Resource) -> str:
-    """The vsys a resource belongs to (a VirtualSystem belongs to itself)."""
+    """The vsys a resource belongs to (a VirtualSystem belongs to itself, a SignatureSet to none: "")."""
     if isinstance(resource, VirtualSystem):
         return resource.metadata.name
+    if isinstance(resource, SignatureSet):
+        return ""
     return resource.metadata.vsys
 
 
 def label(resource: Resource) -> str:
-    """How messages name a resource: `Workload tenant-a/web-01`, `VirtualSystem tenant-a`."""
-    if isinstance(resource, VirtualSystem):
-        return f"VirtualSystem {resource.metadata.name}"
+    """How messages name a resource: `Workload tenant-a/web-01`, `VirtualSystem tenant-a`, `SignatureSet et`."""
+    if isinstance(resource, VirtualSystem | SignatureSet):
+        return f"{resource.kind} {resource.metadata.name}"
     return f"{resource.kind} {resource.metadata.vsys}/{resource.metadata.name}"
 
 

@@ -13,7 +13,17 @@ import difflib
 from collections.abc import Sequence, Set
 
 from ngfw.model import syntax
-from ngfw.model.resources import Group, LoadedResource, Resource, SecurityPolicy, VirtualSystem, Workload, vsys_of
+from ngfw.model.resources import (
+    Group,
+    LoadedResource,
+    Resource,
+    SecurityPolicy,
+    SignatureSet,
+    ThreatProfile,
+    VirtualSystem,
+    Workload,
+    vsys_of,
+)
 
 # (kind, vsys, name); a VirtualSystem is its own vsys.
 Identity = tuple[str, str, str]
@@ -58,7 +68,7 @@ class _Checker:
         for loaded in self.resources:
             self._check_unique(loaded)
             resource = loaded.resource
-            if not isinstance(resource, VirtualSystem):
+            if not isinstance(resource, VirtualSystem | SignatureSet):
                 self._check_vsys(loaded, resource.metadata.vsys)
             if isinstance(resource, Workload):
                 self._check_bindings(loaded, resource, macs, ips)
@@ -66,6 +76,8 @@ class _Checker:
                 self._check_group(loaded, resource)
             elif isinstance(resource, SecurityPolicy):
                 self._check_rules(loaded, resource, rule_names)
+            elif isinstance(resource, ThreatProfile):
+                self._check_exceptions(loaded, resource)
         return self.problems
 
     def _check_unique(self, loaded: LoadedResource) -> None:
@@ -164,3 +176,15 @@ class _Checker:
                 why = self._missing("ThreatProfile", vsys, rule.inspect)
                 if why:
                     self.problems.append(loaded.problem(f"spec.rules[{r}].inspect", why))
+
+    def _check_exceptions(self, loaded: LoadedResource, profile: ThreatProfile) -> None:
+        """An exception's `vm:`/`group:` endpoints name workloads and groups of the profile's vsys, as a rule's do."""
+        vsys = profile.metadata.vsys
+        for e, exception in enumerate(profile.spec.exceptions):
+            for side in ("source", "destination", "endpoints"):
+                for i, item in enumerate(getattr(exception, side) or []):
+                    ref = syntax.parse_ref(item)
+                    if ref.kind in ("vm", "group"):
+                        why = self._missing("Workload" if ref.kind == "vm" else "Group", vsys, ref.value)
+                        if why:
+                            self.problems.append(loaded.problem(f"spec.exceptions[{e}].{side}[{i}]", f"{item}: {why}"))

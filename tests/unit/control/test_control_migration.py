@@ -223,4 +223,7 @@ def test_a_source_that_dies_mid_transfer_fails_the_migration(lab: dict[str, Any]
     failed = wait_migration(control, tokens, "failed")
     assert "did not send the sessions" in failed["detail"]
     assert b.from_vm(to_app(42000, "A", 101, 501)) == []   # nothing got in: fresh state, strict TCP
+    deadline = time.monotonic() + 5   # the destination hears of the failure by its next poll
+    while b.migration_agent.migrations != {"failed": 1} and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert b.migration_agent.migrations == {"failed": 1}
