@@ -199,7 +199,7 @@ def test_a_bundle_whose_hash_does_not_verify_is_refused_and_reported(
     db.close()
     control = RunningControl(sqlite_url, tmp_path / "tokens.json", control.port)
     try:
-        assert agent.wait_for(lambda g: g.refused, 5)
+        assert agent.wait_for(lambda g: g.refused, 15)   # a request in flight when control stopped times out first (5 s)
         assert agent.current is not None and agent.current.version == 2  # still enforcing the last good one
         assert [p.version for _, p in dataplane.loaded] == [1, 2]
         status = client(control, tokens, "vera").get("/status")
