@@ -432,10 +432,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 1 if damaged else 0
 
 
-def signal_default_pipe() -> None:
+def signal_default_pipe(own_process: bool) -> None:
+    """`ngfw replay ... | head` ends quietly. Only when this process is the `ngfw` command: called in-process
+    (tests), a reader gone later would kill the host process at its next write to any closed socket."""
     import signal
 
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `ngfw replay ... | head` ends quietly
+    if own_process:
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -446,12 +449,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif words and words[0] == "sessions":
         from ngfw.dataplane import ops_cli
 
-        signal_default_pipe()
+        signal_default_pipe(own_process=argv is None)
         return ops_cli.cmd_sessions(build_sessions_parser().parse_args(words))   # logs nothing
     else:
         args = build_parser(with_control=command not in LOCAL_COMMANDS).parse_args(words)
     if args.command in ("apps", "replay", "schema", "policy", "rules"):
-        signal_default_pipe()
+        signal_default_pipe(own_process=argv is None)
     if args.command == "replay":
         return cmd_replay(args)   # logs nothing: a warning would still reach stderr
     import logging

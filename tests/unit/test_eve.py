@@ -229,6 +229,12 @@ def test_a_stats_record_has_suricatas_shape_and_follows_the_schema() -> None:
     assert rec["stats"]["decoder"]["pkts"] == 1
 
 
+def test_the_schema_knows_every_reason_a_flow_ends_for() -> None:
+    """A reason the fastpath gains (an operator's `cleared`) must be one the schema accepts in a flow record."""
+    schema = json.loads((Path(__file__).resolve().parents[2] / "docs" / "eve-schema.json").read_text())
+    assert schema["$defs"]["flow"]["properties"]["flow"]["properties"]["reason"]["enum"] == list(fp.END_REASONS)
+
+
 def test_the_schema_refuses_a_record_that_breaks_it() -> None:
     bad = {"event_type": "flow", "pcap_file": "x.pcap", "flow_id": 1, "community_id": "nope"}
     found = problems([bad])
