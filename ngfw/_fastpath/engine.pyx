@@ -44,6 +44,9 @@ include "records_json.pxi"
 import os
 import time
 
+# keyed per process (flow.pxi): nobody outside picks where a tuple lands in the flow table
+flow_hash_key = int.from_bytes(os.urandom(8), "little")
+
 COMPILED = True
 BUILD_INFO = {"hyperscan": hs_version().decode(), "io": "AF_PACKET TPACKET_V2"}
 # protocols that upgrade to TLS in the same connection (STARTTLS, AUTH TLS), and what they are then called
@@ -915,10 +918,13 @@ cdef class Engine:
                 close(self.e.wake_fd)
             if self.e.ins != NULL:
                 for i in range(self.e.flows.mask + 1 if self.e.flows.slots != NULL else 0):
-                    if self.e.flows.slots[i].used:
+                    if not flow_slot_released(&self.e.flows, i) and self.e.flows.slots[i].used:
                         inspect_flow_end(self.e, &self.e.flows.slots[i])
                 if not self.e.ins.pool.external:
                     free(self.e.ins.pool.slots)
+                free(self.e.ins.pool.next_free)
+                free(self.e.ins.pool.taken)
+                free(self.e.ins.pool.dirty)
                 free(self.e.ins.thr)
                 free(self.e.ins.tlsasm.buf)
                 free(self.e.ins.tlsasm.next_free)
@@ -929,6 +935,7 @@ cdef class Engine:
                 free(self.e.ins)
             if not self.e.flows.external:
                 free(self.e.flows.slots)
+            free(self.e.flows.released)
             free(self.e.events.ev)
             free(self.e.capture.buf)
             free(self.e.cls.slots)
@@ -1297,8 +1304,8 @@ cdef class Engine:
         for s in range(self.e.flows.mask + 1):
             if left == 0:
                 break   # a replay engine sized for a big capture holds a small one's flows
-            if self.e.flows.slots[s].used:
-                flow_end(self.e, &self.e.flows.slots[s], END_SHUTDOWN)
+            if not flow_slot_released(&self.e.flows, s) and self.e.flows.slots[s].used:
+                flow_end(self.e, &self.e.flows.slots[s], END_SHUTDOWN, ngfw_now_ns())
                 self.e.flows.slots[s].used = 0
                 left -= 1
         self.e.flows.count = 0
@@ -1576,9 +1583,15 @@ cdef class Engine:
             "flows_expired": self.e.flows_expired,
             "flows_cut": self.e.flows_cut,
             "flows_early_dropped": self.e.flows_early_dropped,
+            "records_unlogged": self.e.records_unlogged,
             "flows_handed_over": self.e.flows_handed_over,
             "arrivals": self.e.arrivals,
             "flow_insert_failures": self.e.drops[R_FLOW_TABLE_FULL],
+            # memory given back to the system after floods (flow.pxi), and what of the table is given back now
+            "memory_given_back": {"flows": self.e.flows.bytes_given_back,
+                                  "inspect": self.e.ins.pool.bytes_given_back if self.e.ins != NULL else 0},
+            "flow_table_bytes": <uint64_t>(self.e.flows.mask + 1) * sizeof(flow_t),
+            "flow_table_bytes_released": <uint64_t>self.e.flows.n_released * mem_page,
             "events_lost": self.e.events.lost,
             "drop_events_suppressed": self.e.pktdrop_suppressed,
             "capture_frames": self.e.capture.frames,
@@ -1616,7 +1629,7 @@ cdef class Engine:
                 "bytes_inspected": ws.bytes_inspected, "depth_reached": ws.depth_reached,
                 "out_of_order": ws.out_of_order, "overlaps": ws.overlaps, "overlap_mismatch": ws.overlap_mismatch,
                 "fragments_dropped": ws.fragments_dropped, "candidates_overflow": ws.cand_overflow,
-                "state_exhausted": ws.pool.exhausted}
+                "state_exhausted": ws.pool.exhausted, "state_in_use": ws.pool.in_use}
 
     cdef void _fold_kernel_drops(self, uint32_t i, int fd):
         """Keep what a ring that is being replaced counted."""
@@ -1640,7 +1653,7 @@ cdef class Engine:
         cdef event_t ev
         out = []
         for s in range(self.e.flows.mask + 1):
-            if self.e.flows.slots[s].used:
+            if not flow_slot_released(&self.e.flows, s) and self.e.flows.slots[s].used:
                 memset(&ev, 0, sizeof(ev))
                 event_from_flow(&ev, &self.e.flows.slots[s], EV_FLOW)
                 event_host(self.e, &ev, &self.e.flows.slots[s])

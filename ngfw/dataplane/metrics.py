@@ -75,6 +75,17 @@ class DataplaneCollector(Collector):
         yield from self._eve(stats)
         yield CounterMetricFamily("ngfw_flows_early_dropped_total", "Embryonic flows ended to make room for new ones "
                                   "while the flow table was full", value=stats["flows_early_dropped"])
+        yield CounterMetricFamily("ngfw_flow_records_unlogged_total", "Flow and drop records of flows that never became "
+                                  "a conversation, not written (1,000 a second are)", value=stats["records_unlogged"])
+        given_back = CounterMetricFamily("ngfw_memory_given_back_bytes_total", "Memory of the flow table and of the "
+                                         "inspection state given back to the system after floods", labels=["pool"])
+        for pool, value in sorted(stats["memory_given_back"].items()):
+            given_back.add_metric([pool], value)
+        yield given_back
+        yield GaugeMetricFamily("ngfw_flow_table_bytes", "Memory the flow table spans (resident only where flows "
+                                "are, or were since a flood)", value=stats["flow_table_bytes"])
+        yield GaugeMetricFamily("ngfw_flow_table_given_back_bytes", "Memory of the flow table given back now: pages "
+                                "no flow has used since", value=stats["flow_table_bytes_released"])
         yield CounterMetricFamily("ngfw_flows_handed_over_total", "Flows handed to the host their workload moved to "
                                   "that ended here unlogged", value=stats["flows_handed_over"])
         yield from self._migrations()
