@@ -20,7 +20,7 @@ from fastpath_helpers import (ICMP, SRV_IP, SRV_MAC, WEB1_IP, WEB1_MAC, WEB2_IP,
 from ngfw.compiler.policy import load_policy
 from ngfw.dataplane.eve import EveWriter, eve_record, stats_record
 from ngfw.dataplane.eve_outputs import EveTargetError, parse_target
-from ngfw.dataplane.eve_schema import file_problems, problems
+from ngfw.dataplane.eve_schema import SCHEMA_PATH, file_problems, problems
 
 LAB = Path(__file__).resolve().parents[2] / "rules" / "examples" / "lab.yaml"
 
@@ -233,6 +233,33 @@ def test_the_schema_knows_every_reason_a_flow_ends_for() -> None:
     """A reason the fastpath gains (an operator's `cleared`) must be one the schema accepts in a flow record."""
     schema = json.loads((Path(__file__).resolve().parents[2] / "docs" / "eve-schema.json").read_text())
     assert schema["$defs"]["flow"]["properties"]["flow"]["properties"]["reason"]["enum"] == list(fp.END_REASONS)
+
+
+def test_the_fast_check_refuses_what_jsonschema_refuses(tmp_path: Path) -> None:
+    """problems() trusts fastjsonschema to pass a record: it must pass none that jsonschema (the reference) refuses."""
+    import jsonschema
+
+    from test_inspect import handshake, send, wire
+
+    w = wire(tmp_path, rules='alert tcp any any -> any any (msg:"m"; content:"HIT"; sid:7002; rev:1;)',
+             rule_extra=", log: true")
+    seq, _ = handshake(w, 45100)
+    send(w, 45100, seq, b"a HIT")
+    w.engine.end_all_flows()
+    good = [eve_record(e, w.engine.tables.policy) | {"host": "h"} for e in w.engine.drain_events()]
+    good.append(stats_record(w.engine.stats(), 3.0) | {"host": "h"})
+    reference = jsonschema.Draft202012Validator(json.loads(SCHEMA_PATH.read_text()))
+    mutants = []
+    for record in good:
+        for key, value in record.items():
+            mutants.append({k: v for k, v in record.items() if k != key})               # a field missing
+            mutants.append(record | {key: {"wrong": 1} if not isinstance(value, dict) else 7})  # of the wrong type
+            if isinstance(value, dict):
+                for inner in value:
+                    mutants.append(record | {key: value | {inner: [None]}})
+    assert {r["event_type"] for r in good} == {"flow", "alert", "stats"} and problems(good) == []
+    for mutant in mutants:
+        assert bool(problems([mutant])) == (not reference.is_valid(mutant)), mutant
 
 
 def test_the_schema_refuses_a_record_that_breaks_it() -> None:
