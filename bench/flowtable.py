@@ -26,9 +26,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ngfw._fastpath import engine as fp  # noqa: E402
-from ngfw.compiler.policy import load_policy  # noqa: E402
-from ngfw.lab.dataplane_process import repo_path  # noqa: E402
+from ngfw._fastpath import engine as fp
+from ngfw.compiler.policy import load_policy
+from ngfw.lab.dataplane_process import repo_path
 
 WEB1_MAC, WEB1_IP = "02:00:00:00:01:01", "10.77.0.11"
 SRV_MAC, SRV_IP = "02:00:00:00:02:01", "10.77.0.100"

@@ -34,7 +34,7 @@ import socket
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     except LabBusy as exc:
         print(f"synflood: {exc}", file=sys.stderr)
         return 2
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     workdir = Path(tempfile.mkdtemp(prefix="ngfw-synflood-"))
     runs: list[dict[str, Any]] = []
     status = 0

@@ -195,7 +195,7 @@ def build_parser(with_control: bool = True) -> argparse.ArgumentParser:
     check = pol_sub.add_parser("check", help="validate and compile a policy, print a summary or the errors")
     check.add_argument("path")
     check.add_argument("--json", action="store_true")
-    from ngfw.dataplane import ops_cli   # argparse only: what the commands need is imported when they run
+    from ngfw.dataplane import ops_cli  # argparse only: what the commands need is imported when they run
 
     ops_cli.add_policy_parsers(pol_sub)
     ops_cli.add_sessions_parser(sub)
@@ -348,6 +348,7 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
 def cmd_apps(args: argparse.Namespace) -> int:
     from ngfw.compiler.catalogue import load_catalogue
     from ngfw.model.errors import PolicyError
+    from ngfw.wire import PROTO_TCP
 
     try:
         catalogue = load_catalogue()
@@ -356,7 +357,7 @@ def cmd_apps(args: argparse.Namespace) -> int:
         return 1
     rows = []
     for app in catalogue.apps:
-        ports = ", ".join(f"{'tcp' if l4 == 6 else 'udp'}/{port}" for l4, port in app.ports)
+        ports = ", ".join(f"{'tcp' if l4 == PROTO_TCP else 'udp'}/{port}" for l4, port in app.ports)
         parent = catalogue.apps[app.parent].name if app.parent is not None else None
         rows.append({"name": app.name, "kind": app.kind, "category": app.category, "risk": app.risk,
                      "parent": parent, "ports": ports, "hosts": list(app.hosts)})

@@ -47,7 +47,6 @@ import time
 # keyed per process (flow.pxi): nobody outside picks where a tuple lands in the flow table
 flow_hash_key = int.from_bytes(os.urandom(8), "little")
 
-COMPILED = True
 BUILD_INFO = {"hyperscan": hs_version().decode(), "io": "AF_PACKET TPACKET_V2"}
 # protocols that upgrade to TLS in the same connection (STARTTLS, AUTH TLS), and what they are then called
 STARTTLS_VARIANTS = {"ftp": "ftps", "smtp": "smtps", "pop3": "pop3s", "imap": "imaps"}
@@ -224,16 +223,19 @@ def decode_records(const unsigned char[:] data) -> list:
             break
         a = ip_from_c(ip128_t(hi=r.key.a_hi, lo=r.key.a_lo), r.is_v6)
         b = ip_from_c(ip128_t(hi=r.key.b_hi, lo=r.key.b_lo), r.is_v6)
-        client, server = ((a, r.key.a_port), (b, r.key.b_port)) if r.init_is_a else ((b, r.key.b_port), (a, r.key.a_port))
+        client, server = (((a, r.key.a_port), (b, r.key.b_port)) if r.init_is_a
+                          else ((b, r.key.b_port), (a, r.key.a_port)))
         rec = {"src_ip": client[0], "src_port": client[1], "dest_ip": server[0], "dest_port": server[1],
-               "proto": r.key.proto, "vlan": r.key.vlan, "flow_id": r.flow_id, "tombstone": bool(r.flags & SF_TOMBSTONE)}
+               "proto": r.key.proto, "vlan": r.key.vlan, "flow_id": r.flow_id,
+               "tombstone": bool(r.flags & SF_TOMBSTONE)}
         if not (r.flags & SF_TOMBSTONE):
             rec.update({
                 "tcp_state": _name(TCP_STATE_NAMES, r.tcp_state), "age_ns": r.age_ns, "idle_ns": r.idle_ns,
                 "pkts_toserver": r.pkts[0], "pkts_toclient": r.pkts[1], "bytes_toserver": r.bytes[0],
                 "bytes_toclient": r.bytes[1], "app": r.app if r.app_state == APPST_DONE else 0,
                 "action": _name(ACTION_NAMES, r.action), "threat": r.threat,
-                "host": (<const char *>r + sizeof(sess_rec_t))[:r.host_len].decode("utf-8", "replace") if r.host_len else None,
+                "host": ((<const char *>r + sizeof(sess_rec_t))[:r.host_len].decode("utf-8", "replace")
+                         if r.host_len else None),
                 "inspection": None,
             })
             if r.flags & SF_INSP:
@@ -394,7 +396,7 @@ cdef class Tables:
         cdef uint32_t n_rules = len(policy.rules)
         cdef uint32_t n_vsys = len(policy.vsys)
         cdef uint32_t words = (n_wl + 63) // 64
-        cdef uint32_t i, j, w, v, nbits = 0, ncidr = 0, nsvc = 0, ncand = 0
+        cdef uint32_t i, w, nbits = 0, ncidr = 0, nsvc = 0
         cdef int32_t prev
         cdef ip128_t ip, mask
         cdef rule_t *r
@@ -422,9 +424,9 @@ cdef class Tables:
         t.rule_hits = <uint64_t *>calloc(n_rules + 1, sizeof(uint64_t))
         t.default_hits = <uint64_t *>calloc(n_vsys + 1, sizeof(uint64_t))
         t.wl_here = <uint8_t *>calloc(n_wl + 1, 1)
-        if (t.wl_here == NULL or t.rules == NULL or t.bits == NULL or t.cidrs == NULL or t.svcs == NULL or t.wl_vsys == NULL
-                or t.wl_port == NULL or t.cand_off == NULL or t.cand_len == NULL or t.rule_hits == NULL
-                or t.default_hits == NULL):
+        if (t.wl_here == NULL or t.rules == NULL or t.bits == NULL or t.cidrs == NULL or t.svcs == NULL
+                or t.wl_vsys == NULL or t.wl_port == NULL or t.cand_off == NULL or t.cand_len == NULL
+                or t.rule_hits == NULL or t.default_hits == NULL):
             raise MemoryError("not enough memory for the policy tables")
         n_macs = sum(len(wl.macs) for wl in policy.workloads)
         n_ips = sum(len(wl.ips) for wl in policy.workloads)
@@ -524,7 +526,7 @@ cdef class Tables:
         """App-ID tables from the policy's catalogue: Hyperscan database, host and port maps, rule app sets."""
         cdef tables_t *t = &self.t
         cdef apptables_t *a = &t.apps
-        cdef uint32_t i, n, words, nbits_used
+        cdef uint32_t i, n
         cdef hs_compile_error_t *err = NULL
         cdef const char **exprs = NULL
         cdef unsigned int *flags = NULL
@@ -713,7 +715,8 @@ cdef class Tables:
             hs_free_scratch(a.scratch)
         if a.db != NULL:
             hs_free_database(a.db)
-        free(a.builtin_app); free(a.tls_variant); free(a.sig_app); free(a.sig_l4); free(a.sig_dir); free(a.sig_prio); free(a.sig_minlen)
+        free(a.builtin_app); free(a.tls_variant); free(a.sig_app); free(a.sig_l4); free(a.sig_dir); free(a.sig_prio)
+        free(a.sig_minlen)
         free(a.port_app); free(a.hosts); free(a.parent); free(a.app_flows)
         idmap_free(&a.app_ports)
         idmap_free(&a.port_children)
@@ -807,7 +810,7 @@ cdef class Engine:
     cdef dict vsys_slots     # vsys name -> slot of engine_t.vsys (tenancy.pxi): stable across generations
     cdef object state_view   # the shared state memory the flow table lives in (kept exported while we use it)
     cdef readonly dict state_layout
-    cdef object request_lock # one loop request at a time (session.pxi)
+    cdef object request_lock  # one loop request at a time (session.pxi)
 
     def __cinit__(self, uint32_t flow_capacity=262144, dict timeouts=None, uint32_t event_capacity=65536,
                   uint32_t burst=64, double idle_spin_us=200.0, double idle_spin_quiet_us=20000.0,
@@ -865,8 +868,9 @@ cdef class Engine:
         if appid_max_pkts < 1 or appid_budget < 1:
             raise ValueError("appid_max_pkts and appid_budget must be at least 1")
         self.e.ins = <insws_t *>calloc(1, sizeof(insws_t))
-        if self.e.ins == NULL or inspool_init(&self.e.ins.pool, n_insp,
-                                              <inspslot_t *>(mem + <size_t>layout["insp_off"]) if mem != NULL else NULL) < 0:
+        if self.e.ins == NULL or inspool_init(
+                &self.e.ins.pool, n_insp,
+                <inspslot_t *>(mem + <size_t>layout["insp_off"]) if mem != NULL else NULL) < 0:
             raise MemoryError("not enough memory for the inspection state")
         self.e.ins.md = pcre2_match_data_create(32, NULL)
         self.e.ins.mctx = pcre2_match_context_create(NULL)

@@ -6,7 +6,7 @@ cdef enum:
     EV_FLOW = 1    # a flow ended (timeout, close, cut, shutdown)
     EV_DROP = 2    # a new flow was denied or rejected
     EV_ALERT = 3   # a signature matched a packet of the flow
-    EV_ARRIVAL = 4 # a workload's first frame on this dataplane's VM side (src_wl; it may have moved here)
+    EV_ARRIVAL = 4  # a workload's first frame on this dataplane's VM side (src_wl; it may have moved here)
 
 # EV_DROP also reports frames dropped before any flow exists (anti-spoofing, vsys quotas, a full table):
 # those come from a token bucket, so a flood of them cannot fill the ring; what the bucket refuses is

@@ -121,7 +121,7 @@ ctypedef struct flowtable_t:
     uint32_t give_back_left  # slots the sweep still looks at in a pass that gives pages back (0: no pass)
     uint64_t inserts       # flows inserted so far (only an insertion fills an empty slot)
     uintptr_t empty_from   # where the run of empty slots the last sweep ended in began...
-    uint64_t empty_inserts # ... and `inserts` then: the run holds as long as nothing was inserted since
+    uint64_t empty_inserts  # ... and `inserts` then: the run holds as long as nothing was inserted since
     uint64_t bytes_given_back  # counter: memory given back to the system
 
 cdef inline uint32_t flowtable_slots(uint32_t capacity) noexcept nogil:

@@ -189,7 +189,8 @@ cdef void addr_candidates(insws_t *ws, const instables_t *T, int kind, const ip1
             add_candidate(ws, T, a[j].rule)
         j -= 1
 
-cdef inline void scan_block(insws_t *ws, const instables_t *T, const idb_t *db, const uint8_t *d, uint32_t n) noexcept nogil:
+cdef inline void scan_block(insws_t *ws, const instables_t *T, const idb_t *db, const uint8_t *d,
+                            uint32_t n) noexcept nogil:
     cdef hitctx_t h
     if db.db == NULL or n == 0:
         return
@@ -210,7 +211,8 @@ cdef inline bint ip_in(const instables_t *T, uint32_t off, uint32_t n, const ip1
         if r.v6 != v6:
             continue
         if v6:
-            if (hi > r.lo_hi or (hi == r.lo_hi and lo >= r.lo_lo)) and (hi < r.hi_hi or (hi == r.hi_hi and lo <= r.hi_lo)):
+            if ((hi > r.lo_hi or (hi == r.lo_hi and lo >= r.lo_lo))
+                    and (hi < r.hi_hi or (hi == r.hi_hi and lo <= r.hi_lo))):
                 return True
         elif r.lo_lo <= lo <= r.hi_lo:
             return True
@@ -315,7 +317,8 @@ cdef bint rule_header_ok(engine_t *e, tables_t *t, const instables_t *T, const i
         return False
     if r.flow_state == 1 or r.flow_state == 2:
         if p.proto == P_TCP:
-            if (r.flow_state == 1) != (TCP_ESTABLISHED <= f.tcp_state <= TCP_CLOSING and f.pkts[0] > 0 and f.pkts[1] > 0):
+            if (r.flow_state == 1) != (TCP_ESTABLISHED <= f.tcp_state <= TCP_CLOSING
+                                       and f.pkts[0] > 0 and f.pkts[1] > 0):
                 return False
         elif (r.flow_state == 1) != (f.pkts[0] > 0 and f.pkts[1] > 0):
             return False
@@ -334,7 +337,8 @@ cdef bint rule_header_ok(engine_t *e, tables_t *t, const instables_t *T, const i
         return False
     if r.flags_mode and (p.proto != P_TCP or not tcp_flags_ok(r, p.tcp_flags)):
         return False
-    if not header_side(T, r, &p.src_ip, p.sport, &p.dst_ip, p.dport, p.is_v6, p.has_ports and p.proto != P_ICMP and p.proto != P_ICMPV6):
+    if not header_side(T, r, &p.src_ip, p.sport, &p.dst_ip, p.dport, p.is_v6,
+                       p.has_ports and p.proto != P_ICMP and p.proto != P_ICMPV6):
         if not r.both_dirs or not header_side(T, r, &p.dst_ip, p.dport, &p.src_ip, p.sport, p.is_v6,
                                               p.has_ports and p.proto != P_ICMP and p.proto != P_ICMPV6):
             return False
@@ -344,7 +348,8 @@ cdef bint rule_header_ok(engine_t *e, tables_t *t, const instables_t *T, const i
 
 # ---------------------------------------------------------------- buffers of a rule
 
-cdef bint slot_buffer(insws_t *ws, const instables_t *T, uint32_t slot, const uint8_t **out, uint32_t *n) noexcept nogil:
+cdef bint slot_buffer(insws_t *ws, const instables_t *T, uint32_t slot, const uint8_t **out,
+                      uint32_t *n) noexcept nogil:
     cdef uint32_t base = T.slot_base[slot]
     cdef uint32_t m
     if ws.slot_ready[slot] == 0:
@@ -572,7 +577,8 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
         return A_ALLOW
     # no payload and no header-only rule due on this packet (a header-only rule is due on the first packet
     # of each direction)
-    nothing_due = n == 0 and (T.nopf_n == 0 or (f.pkts[dir] != 1 and T.addr_n[1][0] + T.addr_n[1][1] + T.general_n[1] == 0))
+    nothing_due = n == 0 and (T.nopf_n == 0 or (f.pkts[dir] != 1
+                                                and T.addr_n[1][0] + T.addr_n[1][1] + T.general_n[1] == 0))
     if f.insp < 0:
         if nothing_due and not p.is_frag:
             # no state yet for a packet with nothing to inspect: a flood of SYNs takes no slot of the pool

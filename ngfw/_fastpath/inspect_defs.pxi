@@ -354,7 +354,7 @@ ctypedef struct xnet_t:   # a prefix, as the policy's cidr_t (IPv4 mapped)
     uint64_t mask_lo
     uint8_t v6
 
-ctypedef struct xscope_t: # one side of a scoped exception: workloads (a bitmap) and prefixes
+ctypedef struct xscope_t:  # one side of a scoped exception: workloads (a bitmap) and prefixes
     int32_t bits          # word offset in the profile's xbits, -1: no workload
     uint32_t net
     uint32_t n_net

@@ -138,7 +138,7 @@ ctypedef struct decision_t:
     uint8_t reason       # drop reason when not allowed
     int32_t vsys         # vsys that owns the flow's logs (the deciding side)
     int32_t rule         # deciding rule, -1 for the implicit default deny
-    int32_t rule_ingress # the destination vsys' rule of a cross-vsys flow, -1 otherwise
+    int32_t rule_ingress  # the destination vsys' rule of a cross-vsys flow, -1 otherwise
 
 cdef inline void decide_side(tables_t *t, decision_t *d, int32_t vsys, int32_t r) noexcept nogil:
     d.vsys = vsys

@@ -55,7 +55,7 @@ ctypedef struct engine_t:
     uint64_t records_second        # start of the second whose records of embryonic flows are counted...
     uint32_t records_this_second   # ... and how many were written (embryonic_record)
     uint64_t records_unlogged      # records of embryonic flows not written
-    uint64_t flows_handed_over # flows a move handed to another host that ended here unlogged
+    uint64_t flows_handed_over  # flows a move handed to another host that ended here unlogged
     uint64_t arrivals          # workloads first seen on the VM side (EV_ARRIVAL)
     uint64_t midstream_until_ns  # until then a TCP segment of an unknown flow starts one (after fail-open)
     # links that come and go (ports.pxi): a port's new ring or TAP descriptor, swapped in between bursts
@@ -92,7 +92,8 @@ cdef inline void count_drop(engine_t *e, int reason) noexcept nogil:
 cdef inline bint mac_is_multicast(uint64_t mac) noexcept nogil:
     return (mac & 1) != 0   # I/G bit of the first octet (little-endian load)
 
-cdef void forward(engine_t *e, uint16_t in_port, const uint8_t *data, uint32_t len, const pkt_t *fix, uint64_t now) noexcept nogil:
+cdef void forward(engine_t *e, uint16_t in_port, const uint8_t *data, uint32_t len, const pkt_t *fix,
+                  uint64_t now) noexcept nogil:
     cdef segment_t *seg = &e.segments[e.ports[in_port].segment]
     cdef uint64_t segkey = <uint64_t>e.ports[in_port].segment << 48
     cdef int32_t out
@@ -148,7 +149,8 @@ cdef void respond_reset_peer(engine_t *e, flow_t *f, const pkt_t *p, bint to_ser
     forward(e, in_port, e.response, n, NULL, e.last_sweep)
 
 cdef frag_entry_t *frag_find(engine_t *e, const pkt_t *p, bint create, uint64_t now) noexcept nogil:
-    cdef uint32_t h = <uint32_t>ngfw_mix64(p.src_ip.lo ^ ngfw_mix64(p.dst_ip.lo ^ p.src_ip.hi) ^ (<uint64_t>p.frag_id << 8) ^ p.proto)
+    cdef uint32_t h = <uint32_t>ngfw_mix64(p.src_ip.lo ^ ngfw_mix64(p.dst_ip.lo ^ p.src_ip.hi)
+                                           ^ (<uint64_t>p.frag_id << 8) ^ p.proto)
     cdef uint32_t s = h & (FRAG_SLOTS - 1)
     cdef uint32_t i
     cdef frag_entry_t *f
@@ -568,7 +570,8 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
                 return
         elif f.app_wait and <uint32_t>f.pl_pkts[0] + f.pl_pkts[1] > e.appid_budget:
             # the budget is spent: decide with what is known
-            app_finish(e, t, f, port_guess(&t.apps, f) or (t.apps.unknown_tcp if p.proto == P_TCP else t.apps.unknown_udp),
+            app_finish(e, t, f,
+                       port_guess(&t.apps, f) or (t.apps.unknown_tcp if p.proto == P_TCP else t.apps.unknown_udp),
                        CONF_PORT, NULL)
             if not app_verdict(e, t, f, &p, to_server, src_wl, dst_wl, in_port):
                 return

@@ -5,7 +5,8 @@ Labels are bounded by configuration (port, reason, vsys, rule), never by traffic
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
 
 
 class DataplaneCollector(Collector):
-    def __init__(self, dataplane: "Dataplane") -> None:
+    def __init__(self, dataplane: Dataplane) -> None:
         self.dp = dataplane
 
     def collect(self) -> Iterator:
@@ -164,7 +165,7 @@ class DataplaneCollector(Collector):
                                   "their workload moved to", value=agent.exported if agent is not None else 0)
 
     @staticmethod
-    def _port_links(dp: "Dataplane") -> Iterator:
+    def _port_links(dp: Dataplane) -> Iterator:
         """Whether each port's link is usable now, and how often it went down, came up, was removed and
         re-attached (ngfw.dataplane.linkwatch)."""
         up = GaugeMetricFamily("ngfw_port_up", "1 while the port has its interface and the link is up (frames for "

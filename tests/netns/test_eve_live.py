@@ -13,11 +13,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from netns_helpers import lab_policy_with, metric, wait_for
 from scapy.layers.inet import TCP  # noqa: F401 - registers the layers rdpcap decodes frames with
 from scapy.layers.l2 import Ether  # noqa: F401
 from scapy.utils import rdpcap
 
-from netns_helpers import lab_policy_with, metric, wait_for
 from ngfw._fastpath.engine import community_id_of
 from ngfw.lab.netns import socket_in
 
@@ -82,7 +82,7 @@ def test_real_traffic_gives_suricatas_fields_to_the_file_and_to_syslog(lab, eve_
     for _ in range(50):
         try:
             got.append(dp.syslog.recv(65536).decode())
-        except socket.timeout:
+        except TimeoutError:
             if any('"event_type":"flow"' in m for m in got):
                 break
     flows = [m for m in got if '"event_type":"flow"' in m]

@@ -16,8 +16,6 @@ import json
 import re
 from pathlib import Path
 
-import pytest
-
 from ngfw.lab.dataplane_process import DataplaneProcess, repo_path
 from ngfw.lab.flood import FloodReport, new_connections, run_flood
 from ngfw.lab.netns import call_in

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from fastpath_helpers import SRV_IP, WEB1_IP, Wire, srv_to_web1, tcp, web1_to_srv
 from scapy.utils import rdpcap
 
-from fastpath_helpers import SRV_IP, WEB1_IP, Wire, srv_to_web1, tcp, web1_to_srv
 from ngfw.compiler.policy import load_policy
 from ngfw.dataplane.capture import CaptureWriter
 from ngfw.dataplane.eve import EveWriter

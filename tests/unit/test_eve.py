@@ -12,11 +12,24 @@ import time
 from pathlib import Path
 
 import pytest
+from fastpath_helpers import (
+    ICMP,
+    IP,
+    SRV_IP,
+    SRV_MAC,
+    WEB1_IP,
+    WEB2_IP,
+    Ether,
+    Wire,
+    fp,
+    lab_policy,
+    srv_to_web1,
+    tcp,
+    web1_to_srv,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastpath_helpers import (ICMP, SRV_IP, SRV_MAC, WEB1_IP, WEB1_MAC, WEB2_IP, Ether, IP, Wire, fp, lab_policy,
-                              srv_to_web1, tcp, web1_to_srv)
 from ngfw.compiler.policy import load_policy
 from ngfw.dataplane.eve import EveWriter, eve_record, stats_record
 from ngfw.dataplane.eve_outputs import EveTargetError, parse_target
@@ -238,7 +251,6 @@ def test_the_schema_knows_every_reason_a_flow_ends_for() -> None:
 def test_the_fast_check_refuses_what_jsonschema_refuses(tmp_path: Path) -> None:
     """problems() trusts fastjsonschema to pass a record: it must pass none that jsonschema (the reference) refuses."""
     import jsonschema
-
     from test_inspect import handshake, send, wire
 
     w = wire(tmp_path, rules='alert tcp any any -> any any (msg:"m"; content:"HIT"; sid:7002; rev:1;)',

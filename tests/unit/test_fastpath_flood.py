@@ -14,12 +14,25 @@ import struct
 from pathlib import Path
 
 import pytest
+from fastpath_helpers import (
+    IP,
+    SRV_IP,
+    SRV_MAC,
+    WEB1_IP,
+    WEB1_MAC,
+    WEB2_IP,
+    WEB2_MAC,
+    Ether,
+    Wire,
+    fp,
+    srv_to_web1,
+    tcp,
+    web1_to_srv,
+)
+from test_inspect import InspectWire, rule_sets, write_policy
 
-from fastpath_helpers import (IP, SRV_IP, SRV_MAC, WEB1_IP, WEB1_MAC, WEB2_IP, WEB2_MAC, Ether, Wire, fp, srv_to_web1,
-                              tcp, web1_to_srv)
 from ngfw.compiler.policy import load_policy
 from ngfw.compiler.tables import CompiledPolicy
-from test_inspect import InspectWire, rule_sets, write_policy
 
 S = 1_000_000_000
 T0 = 10 * S

@@ -10,8 +10,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from fastpath_helpers import IP, SRV_IP, SRV_MAC, TCP, WEB1_IP, WEB1_MAC, Ether, Wire, fp, srv_to_web1, tcp, web1_to_srv
 
-from fastpath_helpers import IP, TCP, Ether, Wire, fp, srv_to_web1, tcp, web1_to_srv, SRV_IP, SRV_MAC, WEB1_IP, WEB1_MAC
 from ngfw.compiler.policy import load_policy
 from ngfw.dataplane.threats import RulesError, load_signature_sets
 

@@ -11,8 +11,19 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from fastpath_helpers import (ICMP, SRV_IP, WEB1_IP, WEB2_IP, WEB2_MAC, Wire, fp, lab_policy, srv_to_web1, tcp,
-                              web1_to_srv)
+from fastpath_helpers import (
+    ICMP,
+    SRV_IP,
+    WEB1_IP,
+    WEB2_IP,
+    WEB2_MAC,
+    Wire,
+    fp,
+    lab_policy,
+    srv_to_web1,
+    tcp,
+    web1_to_srv,
+)
 from test_inspect import InspectWire, rule_sets, write_policy
 
 S = 1_000_000_000
