@@ -31,6 +31,7 @@ include "appid.pxi"
 include "inspect_match.pxi"
 include "inspect_buffers.pxi"
 include "inspect_tls.pxi"
+include "inspect_body.pxi"
 include "inspect_http2.pxi"
 include "inspect_ja3.pxi"
 include "inspect_exceptions.pxi"
@@ -41,8 +42,28 @@ include "source_pcap.pxi"
 include "inspect_tables.pxi"
 include "records_json.pxi"
 
+import json
 import os
 import time
+
+
+def host_fields(bytes raw):
+    """(app_host, ssh) of a flow's host entry: a host name, or (HOST_SSH_MARK) the SSH identification strings
+    of its sides as Suricata's EVE shows them: {"client": {"proto_version": "2.0", "software_version":
+    "OpenSSH_9.2p1"}, "server": {...}} (the software version ends at the first space, comments are left out)."""
+    cdef dict ssh = {}
+    if not raw:
+        return None, None
+    if raw[0] != HOST_SSH_MARK:
+        return raw.decode("utf-8", "replace"), None
+    for line in raw[1:].replace(b"\r", b"\n").split(b"\n"):
+        if len(line) < 2 or line[:1] not in (b"c", b"s"):
+            continue
+        proto, _, rest = line[1:].decode("ascii", "replace").partition("-")
+        side = "client" if line[:1] == b"c" else "server"
+        ssh[side] = {"proto_version": proto, "software_version": rest.split(" ", 1)[0]}
+    return None, {side: ssh[side] for side in ("client", "server") if side in ssh} or None
+
 
 # keyed per process (flow.pxi): nobody outside picks where a tuple lands in the flow table
 flow_hash_key = int.from_bytes(os.urandom(8), "little")
@@ -234,8 +255,7 @@ def decode_records(const unsigned char[:] data) -> list:
                 "pkts_toserver": r.pkts[0], "pkts_toclient": r.pkts[1], "bytes_toserver": r.bytes[0],
                 "bytes_toclient": r.bytes[1], "app": r.app if r.app_state == APPST_DONE else 0,
                 "action": _name(ACTION_NAMES, r.action), "threat": r.threat,
-                "host": ((<const char *>r + sizeof(sess_rec_t))[:r.host_len].decode("utf-8", "replace")
-                         if r.host_len else None),
+                "host": host_fields((<const char *>r + sizeof(sess_rec_t))[:r.host_len])[0],
                 "inspection": None,
             })
             if r.flags & SF_INSP:
@@ -876,7 +896,7 @@ cdef class Engine:
         self.e.ins.mctx = pcre2_match_context_create(NULL)
         self.e.ins.thr = <ithrent_t *>calloc(THR_SLOTS, sizeof(ithrent_t))
         if (self.e.ins.md == NULL or self.e.ins.mctx == NULL or self.e.ins.thr == NULL
-                or tlsasm_init(&self.e.ins.tlsasm) < 0):
+                or tlsasm_init(&self.e.ins.tlsasm) < 0 or bodydec_init(&self.e.ins.bodydec) < 0):
             raise MemoryError("not enough memory for the inspection state")
         # Suricata's default pcre limits: a hostile payload cannot make a regex run away
         pcre2_set_match_limit(self.e.ins.mctx, 3500)
@@ -931,6 +951,7 @@ cdef class Engine:
                 free(self.e.ins.pool.dirty)
                 free(self.e.ins.thr)
                 free(self.e.ins.tlsasm.buf)
+                free(self.e.ins.bodydec.slots)
                 free(self.e.ins.tlsasm.next_free)
                 if self.e.ins.md != NULL:
                     pcre2_match_data_free(self.e.ins.md)
@@ -1633,7 +1654,8 @@ cdef class Engine:
                 "bytes_inspected": ws.bytes_inspected, "depth_reached": ws.depth_reached,
                 "out_of_order": ws.out_of_order, "overlaps": ws.overlaps, "overlap_mismatch": ws.overlap_mismatch,
                 "fragments_dropped": ws.fragments_dropped, "candidates_overflow": ws.cand_overflow,
-                "state_exhausted": ws.pool.exhausted, "state_in_use": ws.pool.in_use}
+                "state_exhausted": ws.pool.exhausted, "state_in_use": ws.pool.in_use,
+                "decompression_bomb": ws.bombs, "body_limit": ws.body_limit, "decoders_exhausted": ws.bodydec.exhausted}
 
     cdef void _fold_kernel_drops(self, uint32_t i, int fd):
         """Keep what a ring that is being replaced counted."""
@@ -1687,6 +1709,7 @@ cdef class Engine:
         cdef char cid[COMMUNITY_ID_LEN + 2]
         cdef int cid_len = community_id(cid, &ev.src_ip, &ev.dest_ip, ev.is_v6, ev.proto, ev.src_port, ev.dest_port,
                                         ev.icmp_type)
+        host, ssh = host_fields((<char *>ev.host)[:ev.host_len])
         return {
             "event": "flow" if ev.type == EV_FLOW else "drop",
             "flow_id": ev.flow_id if not ev.no_flow else None,
@@ -1717,7 +1740,8 @@ cdef class Engine:
             "app_proto": self.app_names[ev.app] if 0 < ev.app < len(self.app_names) else None,
             "app_confidence": ev.app_conf if ev.app else None,
             "app_pkts": ev.app_pkts if ev.app else None,
-            "app_host": (<char *>ev.host)[:ev.host_len].decode("utf-8", "replace") if ev.host_len else None,
+            "app_host": host,
+            "ssh": ssh,
             "tcp_flags_ts": ev.tcp_flags[0],
             "tcp_flags_tc": ev.tcp_flags[1],
             "icmp_type": ev.icmp_type if ev.proto == P_ICMP or ev.proto == P_ICMPV6 else None,
@@ -1744,6 +1768,7 @@ cdef class Engine:
         cdef size_t cap = 1024 + len(pcap_file) + 6 * HOST_MAX + len(default_rule)
         cdef jbuf_t b
         cdef bytes host
+        cdef bytes ssh
         cdef bytes line
         cdef int64_t vs, rule
         cap += max([len(x) for x in apps] or [0]) + max([len(x) for x in vsys] or [0])
@@ -1787,7 +1812,13 @@ cdef class Engine:
             jb_lit(&b, b',')
             jb_bytes(&b, apps[ev.app] if 0 < ev.app < n_apps else b'"app_proto":null,"app":null')
             jb_lit(&b, b',"app_host":')
-            if ev.host_len == 0:
+            if ev.host_len and ev.host[0] == HOST_SSH_MARK:
+                # not a name: SSH's identification strings, under "ssh" as Suricata writes them (orjson's bytes)
+                ssh = json.dumps(host_fields((<char *>ev.host)[:ev.host_len])[1], separators=(",", ":"),
+                                 ensure_ascii=False).encode()
+                jb_lit(&b, b'null,"ssh":')
+                jb_bytes(&b, ssh)
+            elif ev.host_len == 0:
                 jb_lit(&b, b'null')
             elif utf8_valid(<const uint8_t *>ev.host, ev.host_len):
                 jb_string(&b, <const uint8_t *>ev.host, ev.host_len)

@@ -129,6 +129,7 @@ cdef void inspect_flow_end(engine_t *e, flow_t *f) noexcept nogil:
     p = &e.ins.pool
     insp_close_streams(&p.slots[f.insp])
     tlsasm_give(&e.ins.tlsasm, &p.slots[f.insp])
+    bodydec_give(&e.ins.bodydec, &p.slots[f.insp])
     inspool_give(p, f.insp)
     f.insp = -1
 
@@ -678,6 +679,12 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
         ws.bytes_inspected += n
         bs_set(&ws.bs, B_PAYLOAD, d, n)
         fill_app_buffers(ws, t, T, f, s, dir, d, n, tcp)
+        if not tcp and dir == 0 and not s.tls_done and f.host >= 0 and f.app_state == APPST_DONE and T.app_quic \
+                and app_descends(&t.apps, f.app, T.app_quic):
+            # the SNI App-ID read from the client's Initials (reassembled over several): once, on the packet
+            # that completed the hello
+            s.tls_done = 1
+            bs_set(&ws.bs, B_QUIC_SNI, <const uint8_t *>e.hostpool.names[f.host], e.hostpool.lens[f.host])
         for slot in range(T.n_slots):
             if T.slot_db[slot].db != NULL and ws.bs.have[T.slot_base[slot]] and T.slot_base[slot] != B_PAYLOAD:
                 if slot_buffer(ws, T, slot, &d, &scan_n):

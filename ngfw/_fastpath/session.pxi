@@ -290,6 +290,7 @@ cdef void session_restore_inspection(engine_t *e, flow_t *f, const sess_rec_t *r
     s = &e.ins.pool.slots[f.insp]
     s.ruleset = T.id
     s.asm = -1
+    s.resp_dec = 0      # decoders are not carried over: a chunked or encoded body in progress is read raw
     same_rules = r.stream_digest == T.digest and T.digest != 0
     for d in range(2):
         s.next_seq[d] = r.i_next_seq[d]

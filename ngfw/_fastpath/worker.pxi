@@ -561,7 +561,7 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
     # 5. App-ID on the first payload packets; a verdict that waited for the app is decided now
     if f.host_extra and p.payload_len and f.app_state == APPST_DONE:
         # a decided flow's later messages name its host (DNS, STUN), or show another app (STUN -> DTLS)
-        if appid_host_extra(e, t, f, &p) and f.action == A_ALLOW \
+        if appid_host_extra(e, t, f, &p, to_server) and f.action == A_ALLOW \
                 and not app_verdict(e, t, f, &p, to_server, src_wl, dst_wl, in_port):
             return
     if p.payload_len and f.app_state != APPST_DONE and f.action == A_ALLOW and (p.proto == P_TCP or p.proto == P_UDP):

@@ -156,6 +156,8 @@ def eve_record(event: dict[str, Any], policy: CompiledPolicy | None) -> dict[str
     if event.get("app_host"):
         record["app_host"] = event["app_host"]
         record.update(app_layer_fields(record.get("app_proto"), event["app_host"]))
+    if event.get("ssh"):
+        record["ssh"] = event["ssh"]       # Suricata's place for SSH software versions
     if event["event"] == "flow":
         record["flow"] = {
             "pkts_toserver": event["pkts_toserver"],

@@ -256,6 +256,10 @@ class DataplaneCollector(Collector):
         events.add_metric(["fragment_dropped"], ins["fragments_dropped"])
         events.add_metric(["candidates_overflow"], ins["candidates_overflow"])
         events.add_metric(["state_exhausted"], ins["state_exhausted"])
+        # HTTP response bodies: inflated past 100:1 to the decode limit, decoded to the limit, no decoder free
+        events.add_metric(["decompression_bomb"], ins.get("decompression_bomb", 0))
+        events.add_metric(["body_limit"], ins.get("body_limit", 0))
+        events.add_metric(["decoders_exhausted"], ins.get("decoders_exhausted", 0))
         yield events
         sigs = dp.signatures
         loaded = GaugeMetricFamily("ngfw_signatures_loaded", "Signatures in the rule set in force, by set",

@@ -251,6 +251,7 @@ class Replayer:
             "app_proto": app_proto,
             "app": app,
             "app_host": event.get("app_host"),
+            **({"ssh": event["ssh"]} if event.get("ssh") else {}),
             "app_confidence": event.get("app_confidence"),
             "app_pkts": event.get("app_pkts"),
             "vsys": policy.vsys_name(event["vsys"]) or None,
