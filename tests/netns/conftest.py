@@ -40,19 +40,14 @@ DATAPLANE_READY_TIMEOUT = 20.0
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark every test under tests/netns `netns`, and skip them all when not root. Tests marked `slow`
-    (minutes on their own: the ngfw VM booted under TCG) run only when asked for (`-m slow`, or
-    NGFW_SLOW_TESTS=1); otherwise they are deselected, which pytest's summary counts."""
+    (minutes on their own: the ngfw VM booted under TCG) run with the rest, as CI runs them; a developer
+    leaves them out with `-m "not slow"`."""
     skip = pytest.mark.skip(reason=NOT_ROOT_REASON) if os.geteuid() != 0 else None
     for item in items:
         if HERE in Path(str(item.path)).resolve().parents:
             item.add_marker(pytest.mark.netns)
             if skip is not None:
                 item.add_marker(skip)
-    wanted = "slow" in (config.option.markexpr or "") or os.environ.get("NGFW_SLOW_TESTS", "") not in ("", "0")
-    slow = [item for item in items if item.get_closest_marker("slow")]
-    if slow and not wanted:
-        config.hook.pytest_deselected(items=slow)
-        items[:] = [item for item in items if not item.get_closest_marker("slow")]
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,7 @@
 booted under QEMU (TCG where KVM cannot boot a guest: minutes), configured by its NoCloud seed, its two
 NICs on TAPs in the lab's bridges. Every verdict as with the dataplane in a namespace.
 
-Marked `slow` (5-6 minutes on 2 cores, most of it the TCG boot): run with `-m slow` or NGFW_SLOW_TESTS=1.
+Marked `slow` (5-6 minutes on 2 cores, most of it the TCG boot): it runs with the suite and in CI; `-m "not slow"` leaves it out.
 The packaged unit itself is tested at native speed in a container (test_deploy_units_live.py)."""
 
 from __future__ import annotations
