@@ -61,9 +61,10 @@ cdef enum:
     BYP_INSPECTING = 6     # threat inspection is not over in either direction
     BYP_LOG_ALL = 7        # every packet is the loop's (replay logs every flow)
     BYP_MIGRATING = 8      # one of its workloads is moving
+    BYP_CAPTURE = 9        # its frames are being copied to the capture ring (capture.pxi)
 
 BYPASS_REASONS = ("eligible", "off", "verdict", "protocol", "tcp_state", "app_pending", "inspecting", "log_all",
-                  "migrating")
+                  "migrating", "capturing")
 
 cdef bint empty_segment_rules(engine_t *e, tables_t *t, const instables_t *T, const iprofile_t *prof,
                               const flow_t *f, const inspslot_t *s, const pkt_t *p, bint p_to_server) noexcept nogil:
@@ -130,6 +131,9 @@ cdef int bypass_check(engine_t *e, tables_t *t, const flow_t *f, bint any_port, 
         return BYP_PROTOCOL
     if f.mig:
         return BYP_MIGRATING
+    if f.cap_left:
+        return BYP_CAPTURE         # frames still to copy to the capture ring
+
     if f.key.proto == P_TCP and f.tcp_state != TCP_ESTABLISHED:
         return BYP_TCP_STATE
     if f.app_state != APPST_DONE or f.app_wait or f.host_extra:

@@ -398,9 +398,13 @@ cdef bint rule_buffers_ok(insws_t *ws, const instables_t *T, const irule_t *r, i
 
 # ---------------------------------------------------------------- the stage
 
-cdef void emit_alert(engine_t *e, const instables_t *T, const flow_t *f, uint32_t rid, bint to_server,
-                     uint8_t blocked) noexcept nogil:
-    cdef event_t *ev = evring_claim(&e.events)
+cdef void emit_alert(engine_t *e, const instables_t *T, flow_t *f, uint32_t rid, bint to_server,
+                     uint8_t blocked, const pkt_t *p, uint64_t now) noexcept nogil:
+    cdef event_t *ev
+    f.alerted = 1
+    if f.capture != CAP_NONE:
+        capring_put(&e.capture, f, p.data, p.len, f.in_port, CAPK_ALERT, now)
+    ev = evring_claim(&e.events)
     if ev == NULL:
         return
     event_from_flow(ev, f, EV_ALERT)
@@ -740,7 +744,7 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
             action = IA_DROP
         blocked = action == IA_DROP or action == IA_REJECT
         if outcome == TR_ALERT:
-            emit_alert(e, T, f, rid, to_server, blocked)
+            emit_alert(e, T, f, rid, to_server, blocked, p, now)
             ws.alerts[vs][(r.priority - 1) & 3][blocked] += 1
         if action == IA_REJECT:
             verdict = A_REJECT

@@ -392,6 +392,7 @@ ctypedef struct iprofile_t:
     uint64_t *xbits
     xnet_t *xnets
     irange_t *xranges
+    uint16_t capture          # `capture: {packets: N}`: N frames kept back, written if the flow alerts
 
 ctypedef struct inspslot_t:
     hs_stream_t *stream[2]

@@ -30,6 +30,7 @@ ctypedef struct rule_t:
     int32_t app_bits   # word offset of the rule's application bitmap in tables_t.bits, -1: any app
     uint8_t app_default  # services: [application-default]: the identified app's own ports
     int16_t profile      # threat profile (`inspect:`), index into tables_t.profiles; -1 none
+    uint16_t capture     # `capture: {packets: N}`: the first N frames of its flows go to the capture ring
 
 ctypedef struct vsys_quota_t:      # a vsys's quotas in one generation (enforced in tenancy.pxi)
     int32_t slot               # the engine's slot for this vsys (bound by Engine.set_tables), -1 unbound

@@ -72,6 +72,7 @@ class CompiledRule:
     apps: frozenset[int] = frozenset()  # catalogue app ids; empty: any application
     app_default: bool = False  # services: [application-default]: the identified app's default ports
     profile: int = -1  # index into CompiledPolicy.profiles (`inspect:`); -1: not inspected
+    capture: int = 0  # `capture.packets`: frames of each flow written to the capture files; 0: none
 
 
 @value
@@ -106,6 +107,7 @@ class CompiledProfile:
     depth: int = 1 << 20
     exceptions: tuple[CompiledException, ...] = ()
     thresholds: tuple[Any, ...] = ()
+    capture: int = 0  # `capture.packets`: frames of alerting flows written to the capture files; 0: none
 
 
 @value

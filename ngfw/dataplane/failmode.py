@@ -200,7 +200,10 @@ class WireFailModes:
                 except OSError as exc:
                     log.error("cannot remove the fail-open program an earlier dataplane left on %s (%s): the kernel "
                               "may still forward its frames while no dataplane runs", port, exc)
-        if self._read_leftovers(leftovers):
+        # a program whose counters cannot be read (the unit grants CAP_BPF, not CAP_SYS_ADMIN) may have
+        # forwarded: its connections are picked up as if it had
+        unreadable = any(program is None for program in leftovers.values())
+        if self._read_leftovers(leftovers) or unreadable:
             self._pick_up_midstream(engine)
         for wire in self.wires:
             if wire.attached and wire.mode == "open":

@@ -60,19 +60,46 @@ class PortPlan:
         return out
 
 
+@dataclass
+class EveOptions:
+    """Where EVE records go and what besides flows they report (`--eve`, `--eve-stats-interval`, `--capture-*`)."""
+
+    targets: list[str] = field(default_factory=list)   # file paths or syslog://, unix:// targets (eve_outputs)
+    stats_interval: float = 0.0                        # seconds between `stats` records; 0: none
+    capture_dir: str = "/var/log/ngfw/pcap"
+    capture_file_bytes: int = 16 << 20
+    capture_vsys_bytes: int = 256 << 20
+    capture_ring_bytes: int = 4 << 20
+
+
 class Dataplane:
     def __init__(self, plan: PortPlan, policy_path: str | None = None, eve_path: str | None = None,
                  flow_capacity: int = 262144, timeouts: dict[str, float] | None = None,
                  drain_interval: float = 0.1, idle_spin_us: float = 200.0, idle_spin_quiet_us: float = 20000.0,
                  appid: dict[str, int] | None = None, tx_thread: bool = True,
                  inspect_flows: int | None = None, state_dir: str | None = None, host: str | None = None,
-                 max_workload_loss: float = 0.5, signature_cache: str | None = None, bypass: bool = True) -> None:
+                 max_workload_loss: float = 0.5, signature_cache: str | None = None,
+                 eve_options: EveOptions | None = None, bypass: bool = True) -> None:
         """`state_dir`: a tmpfs directory where the flow table lives, so a restarted dataplane continues its
         sessions (ngfw.dataplane.state); None: the heap (sessions end with the process). `signature_cache`:
         where signature sets named by SignatureSet resources are kept (default: the cache directory's
         signature-sets/)."""
         fp = engine_module()
         self.fp = fp
+        from ngfw.dataplane.capture import CaptureWriter
+
+        self.eve_options = eve_options or EveOptions()
+        if eve_path and eve_path not in self.eve_options.targets:
+            self.eve_options.targets.insert(0, eve_path)
+        if self.eve_options.stats_interval < 0:
+            raise ValueError(f"--eve-stats-interval {self.eve_options.stats_interval}: give 0 (none) or more seconds")
+        from ngfw.dataplane.eve_outputs import parse_target
+
+        for target in self.eve_options.targets:
+            parse_target(target)   # EveTargetError (a ValueError) before anything is set up
+        # checked before anything is opened: a bad size is one sentence, not a half-started dataplane
+        self.capture = CaptureWriter(self.eve_options.capture_dir, self.eve_options.capture_file_bytes,
+                                     self.eve_options.capture_vsys_bytes)
         self.state: StateStore | None = None
         self.take_over: TakeOver | None = None
         self.sessions_continued: dict[str, int] = {}   # result -> flows, of the take-over at start
@@ -90,7 +117,8 @@ class Dataplane:
             state_memory = self.state.create_table(layout, [p for seg in plan.segment_list() for p in seg])
         self.engine = fp.Engine(flow_capacity=flow_capacity, timeouts=timeouts or {}, idle_spin_us=idle_spin_us,
                                 idle_spin_quiet_us=idle_spin_quiet_us,
-                                inspect_slots=inspect_flows, state=state_memory, **(appid or {}))
+                                inspect_slots=inspect_flows, state=state_memory,
+                                capture_bytes=self.eve_options.capture_ring_bytes, **(appid or {}))
         self.signatures: Any = None           # threats.SignatureSets in force
         self.signature_sources: list[tuple[str, str]] = []
         self.local_signature_sources: list[tuple[str, str]] = []   # --rules
@@ -121,7 +149,10 @@ class Dataplane:
         self.last_load_seconds = 0.0
         self.last_load_time = 0.0
         self.drain_interval = drain_interval
-        self.eve = EveWriter(eve_path) if eve_path else None
+        self.eve = (EveWriter(self.eve_options.targets, host, capture_file_of=self.capture.file_of)
+                    if self.eve_options.targets else None)
+        self._started_at = time.monotonic()
+        self._next_stats = self._started_at + self.eve_options.stats_interval
         self.tap_fds: dict[str, int] = {}     # TAP port -> its descriptor (the link watch replaces re-created ones)
         self.port_links: dict[str, Link] = {}  # the interface each port was opened on
         self.link_watch: Any = None            # ngfw.dataplane.linkwatch.LinkWatch, while running
@@ -129,6 +160,10 @@ class Dataplane:
         self._drain_thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._lock = threading.Lock()
+        # one table build at a time: SIGHUP's re-apply and the control agent's apply must not interleave,
+        # or the one that finishes last (possibly the older policy) would stay in force
+        self._swap_lock = threading.RLock()
+        self.policy_source_digest: str | None = None   # of the --policy files last loaded
         self._last_full_warning = 0.0
         self._last_insert_failures = 0
         self.port_index: dict[str, int] = {}
@@ -241,18 +276,21 @@ class Dataplane:
             log.warning("rule skipped: %s", line)
         return True
 
-    def reload_signatures(self) -> None:
-        """SIGHUP: recompile changed rule files; a set with malformed rules is refused, the running one stays."""
+    def reload_signatures(self) -> bool:
+        """SIGHUP: recompile changed rule files; a set with malformed rules is refused, the running one stays.
+        True when a new rule set was compiled (it takes effect with the next table build)."""
         from ngfw.dataplane.threats import RulesError
 
         if not self.signature_sources:
-            return
+            return False
         try:
             if self._compile_signatures(self.signature_variables, strict=True):
                 self.rules_reloads_ok += 1
+                return True
         except RulesError as exc:
             self.rules_reloads_failed += 1
             log.error("signature reload refused, the running rule set stays: %s", exc)
+        return False
 
     def signature_hashes(self) -> dict[str, str]:
         """{set name: sha256 of its rule files' archive} of the sets in force: the same files give the same hash
@@ -272,7 +310,17 @@ class Dataplane:
         atomically; flows are decided again on their next packet, as after a reload."""
         self._swap(policy, identity_only=True)
 
+    def reapply(self) -> None:
+        """Build the running policy's tables again (new signatures), without compiling the policy again."""
+        with self._swap_lock:
+            if self.policy is not None:
+                self._swap(self.policy, identity_only=False)
+
     def _swap(self, policy: CompiledPolicy, identity_only: bool) -> None:
+        with self._swap_lock:
+            self._swap_locked(policy, identity_only)
+
+    def _swap_locked(self, policy: CompiledPolicy, identity_only: bool) -> None:
         started = time.perf_counter()
         inspect = self.signatures.inspect if self.signatures is not None else None
         with self._lock:
@@ -334,6 +382,7 @@ class Dataplane:
 
         assert self.policy_path is not None
         started = time.perf_counter()
+        source = self._policy_source_digest()
         try:
             policy = load_policy_cached(self.policy_path, version=self.version + 1)
             self._check_workload_loss(policy)
@@ -342,6 +391,7 @@ class Dataplane:
             raise
         self.version = policy.version
         self.load(policy)
+        self.policy_source_digest = source
         self.last_load_seconds = time.perf_counter() - started
         return policy
 
@@ -362,20 +412,54 @@ class Dataplane:
                                f"workloads ({share:.0%}, more than --max-workload-loss {self.max_workload_loss:.0%}): "
                                f"{names}; start the dataplane with a higher --max-workload-loss to accept it"])
 
-    def reload(self) -> bool:
-        """SIGHUP: reload rule files and the policy file; a bad policy is refused and the running one stays."""
-        self.reload_signatures()
+    def _policy_source_digest(self) -> str | None:
+        """sha256 of the --policy files' names and bytes; None when they cannot be read."""
+        import hashlib
+        from pathlib import Path
+
+        from ngfw.model.files import NoPolicyFiles, policy_files  # not the models: no pydantic at start
+
+        assert self.policy_path is not None
+        h = hashlib.sha256()
         try:
-            policy = self.load_file()
-        except Exception as exc:  # noqa: BLE001 - every failure keeps the running policy
-            log.error("policy reload refused, version %s stays in force: %s",
-                      self.policy.version if self.policy else "none", exc)
-            return False
-        log.info("policy version %d loaded from %s: %d workloads, %d rules", policy.version, self.policy_path,
-                 len(policy.workloads), len(policy.rules))
+            for file in policy_files(Path(self.policy_path)):
+                h.update(str(file).encode() + b"\0" + file.read_bytes() + b"\0")
+        except (OSError, NoPolicyFiles):
+            return None
+        return h.hexdigest()
+
+    def reload(self) -> bool:
+        """SIGHUP: reopen the EVE file (log rotation), then rebuild only what changed: changed rule files are
+        recompiled, a changed policy file is loaded again (a bad one is refused and the running one stays),
+        and the tables are rebuilt only if either changed. In --control mode the policy is control's: only
+        the rule files are looked at."""
         if self.eve is not None:
             self.eve.reopen()
+        rules_changed = self.reload_signatures()
+        policy_changed = bool(self.policy_path) and self._policy_source_digest() != self.policy_source_digest
+        if policy_changed:
+            try:
+                policy = self.load_file()
+            except Exception as exc:  # noqa: BLE001 - every failure keeps the running policy
+                log.error("policy reload refused, version %s stays in force: %s",
+                          self.policy.version if self.policy else "none", exc)
+                return False
+            log.info("policy version %d loaded from %s: %d workloads, %d rules", policy.version, self.policy_path,
+                     len(policy.workloads), len(policy.rules))
+        elif rules_changed:
+            self.reapply()
+            log.info("reload: rule files changed; policy version %s kept, its tables rebuilt",
+                     self.policy.version if self.policy else "none")
+        else:
+            log.info("reload: EVE file reopened; policy and rule files unchanged, nothing recompiled")
         return True
+
+    def status_line(self) -> str:
+        """What `systemctl status` shows next to the unit: the policy in force and the ports."""
+        if self.policy is None:
+            return f"no policy yet: dropping every frame on {', '.join(self.port_index)}"
+        return (f"enforcing policy version {self.policy.version} ({len(self.policy.rules)} rules) on "
+                f"{', '.join(self.port_index)}")
 
     def _fold_hits(self, tables: Any) -> None:
         """Keep rule hit and app counters monotonic across generations (labels are names, not indexes)."""
@@ -423,16 +507,25 @@ class Dataplane:
 
     # ---- running
     def start(self) -> None:
+        self.start_forwarding()
+        self.start_watching()
+
+    def start_forwarding(self) -> None:
+        """The packet loop and the wires: from its return the policy is enforced."""
         if self.tx_thread:
             self.engine.use_tx_thread()
-            self._tx_thread = threading.Thread(target=self.engine.run_tx, name="ngfw-tx", daemon=True)
+            self._tx_thread = _named_thread("ngfw-tx", self.engine.run_tx)
             self._tx_thread.start()
-        self._loop_thread = threading.Thread(target=self.engine.run, name="ngfw-fastpath", daemon=True)
+        self._loop_thread = _named_thread("ngfw-fastpath", self.engine.run)
         self._loop_thread.start()
-        self._drain_thread = threading.Thread(target=self._drain_forever, name="ngfw-events", daemon=True)
+        self._drain_thread = _named_thread("ngfw-events", self._drain_forever)
         self._drain_thread.start()
         self.fail_modes.start(self.engine)  # after the loop's first turn: take the wires
         log.info("forwarding on %s", ", ".join(self.port_index))
+
+    def start_watching(self) -> None:
+        """After start_forwarding: follow the ports' links (netlink) and check the offloads of links an earlier
+        dataplane set up -- a few hundred milliseconds of imports and netlink that traffic need not wait for."""
         self._start_link_watch()
         for name in self._links_to_check:   # set up by an earlier dataplane: offloads may have changed since
             disable_superframe_offloads(name)
@@ -462,6 +555,9 @@ class Dataplane:
                 log.exception("event drain failed; it goes on")
 
     def drain(self) -> None:
+        # frames first: a flow's record names the capture file its frames went to
+        while frames := self.engine.drain_captures():
+            self.capture.add(frames, self._vsys_name)
         events = self.engine.drain_events()
         while events:
             arrivals = [e for e in events if e["event"] == "arrival"]
@@ -480,6 +576,34 @@ class Dataplane:
             log.warning("flow table full (%d flows): %d new flows dropped so far", self.engine.flow_capacity, failures)
             self._last_full_warning = time.monotonic()
             self._last_insert_failures = failures
+        if self.eve is not None and self.eve_options.stats_interval > 0 and time.monotonic() >= self._next_stats:
+            self._next_stats = time.monotonic() + self.eve_options.stats_interval
+            self.eve.write_record(self.stats_record())
+
+    def stats_record(self) -> dict[str, Any]:
+        """Suricata's `stats` event from the dataplane's counters."""
+        from ngfw.dataplane.eve import stats_record
+
+        app_flows: dict[str, int] = {}
+        for (_, app), n in self.app_flows().items():
+            app_flows[app] = app_flows.get(app, 0) + n
+        extra: dict[str, Any] = {"app_layer": {"flow": app_flows},
+                                 "capture_files": self.capture.counters(),
+                                 "policy": {"version": self.policy.version if self.policy else 0}}
+        if self.eve is not None:
+            extra["eve"] = {"outputs": self.eve.counters()}
+        return stats_record(self.engine.stats(), time.monotonic() - self._started_at, extra)
+
+    def capture_on_demand(self, seconds: float, packets: int = 100, **match: Any) -> None:
+        """`ngfw sessions capture`: flows matching `match` (vm, network, port, proto) write their next `packets`
+        frames to the capture files for `seconds` (ngfw.dataplane.capture.request_capture)."""
+        from ngfw.dataplane.capture import request_capture
+
+        request_capture(self.engine, self.policy, seconds, packets, **match)
+
+    def _vsys_name(self, vsys: int, generation: int) -> str:
+        policy = self.policy_for(generation) or self.policy
+        return (policy.vsys_name(vsys) if policy is not None else "") or ""
 
     def _on_arrivals(self, arrivals: list[dict[str, Any]]) -> None:
         """Workloads first seen on this dataplane's VM side (they may have moved here): the migration agent,
@@ -532,14 +656,32 @@ class Dataplane:
             self.drain()
         if self.eve is not None:
             self.eve.close()
+        self.capture.close()
         for fd in self.tap_fds.values():
             os.close(fd)
         self.tap_fds.clear()
 
 
+def _named_thread(name: str, body: Any) -> threading.Thread:
+    """A daemon thread that also carries `name` in the kernel (`top -H`, `ps -L`, /proc/PID/task/*/comm),
+    so an operator (or a test) can tell the packet loop from the threads around it."""
+
+    def run() -> None:
+        try:
+            with open(f"/proc/self/task/{threading.get_native_id()}/comm", "w") as comm:
+                comm.write(name[:15])
+        except OSError:
+            pass
+        body()
+
+    return threading.Thread(target=run, name=name, daemon=True)
+
+
 def serve(dp: Dataplane, metrics_addr: tuple[str, int] | None, sessions_socket: str | None = None) -> int:
     """Run until SIGINT/SIGTERM; SIGHUP reloads the policy. `sessions_socket`: serve `ngfw sessions` and
     `ngfw policy hits` there (ngfw.dataplane.opsocket). Returns the exit status."""
+    from ngfw import systemd
+
     wake = threading.Event()
     wanted = {"reload": False, "stop": False}
 
@@ -555,7 +697,17 @@ def serve(dp: Dataplane, metrics_addr: tuple[str, int] | None, sessions_socket: 
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
     # forwarding first: after a restart, every millisecond before the loop runs is traffic held up
-    dp.start()
+    dp.start_forwarding()
+    # systemd (Type=notify): READY once a policy is enforced -- now, if the loop started with one; the
+    # watchdog is fed while the packet loop turns
+    ready = False
+    if dp.policy is not None:
+        systemd.notify("READY=1", f"STATUS={dp.status_line()}")
+        ready = True
+    dp.start_watching()
+    watchdog = systemd.Watchdog.for_unit(dp.engine.progress_ns)
+    if watchdog is not None:
+        watchdog.start()
     operations = None
     try:
         if sessions_socket:
@@ -578,13 +730,20 @@ def serve(dp: Dataplane, metrics_addr: tuple[str, int] | None, sessions_socket: 
             start_http_server(metrics_addr[1], addr=metrics_addr[0], registry=registry)
             log.info("metrics on http://%s:%d/metrics", *metrics_addr)
         while not wanted["stop"]:
+            if not ready and dp.policy is not None:
+                systemd.notify("READY=1", f"STATUS={dp.status_line()}")
+                ready = True
             wake.wait(1.0)
             wake.clear()
             if wanted["reload"]:
                 wanted["reload"] = False
-                if dp.policy_path:
-                    dp.reload()
+                systemd.notify("RELOADING=1", "STATUS=reloading")
+                dp.reload()
+                ready = False   # READY=1 again, with the new status, at the top of the loop
     finally:
+        systemd.notify("STOPPING=1", "STATUS=stopping: logging open flows")
+        if watchdog is not None:
+            watchdog.stop()
         if operations is not None:
             operations.stop()
         dp.stop()

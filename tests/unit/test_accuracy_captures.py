@@ -19,12 +19,15 @@ sys.path.insert(0, str(FIXTURES))
 pytest.importorskip("ngfw._fastpath.engine")
 
 from bench.appid_accuracy import load_labels, score  # noqa: E402
+from ngfw.dataplane.eve_schema import problems  # noqa: E402
 
 
 def replay(*args: str | Path, cwd: Path) -> list[dict]:
     out = subprocess.run([sys.executable, "-m", "ngfw", "replay", "--json", *map(str, args)], capture_output=True,
                          text=True, check=True, cwd=cwd).stdout
-    return [json.loads(line) for line in out.splitlines() if line.strip()]
+    records = [json.loads(line) for line in out.splitlines() if line.strip()]
+    assert problems(records) == []   # replay's records follow docs/eve-schema.json (`ssh` included)
+    return records
 
 
 def flows_of(records: list[dict]) -> dict[str, dict]:
