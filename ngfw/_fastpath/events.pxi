@@ -52,6 +52,8 @@ ctypedef struct event_t:
     uint8_t pkt_to_client   # EV_ALERT: the matching packet went server -> client
     uint32_t sig            # EV_ALERT: rule index in the rule set
     uint32_t ruleset        # EV_ALERT: InspectTables id
+    uint64_t user           # the user behind the initiator's address (a principal), 0: none
+    uint8_t user_via[2]     # 1 + the `users:` item the deciding (and the ingress) rule matched, 0: none
     char host[HOST_MAX]
 
 ctypedef struct evring_t:
@@ -107,6 +109,9 @@ cdef void event_from_flow(event_t *e, const flow_t *f, uint8_t type) noexcept no
     e.app_conf = f.app_conf
     e.app_pkts = f.app_pkts
     e.host_len = 0
+    e.user = f.user
+    e.user_via[0] = f.user_via[0]
+    e.user_via[1] = f.user_via[1]
     if f.init_is_a:
         e.src_ip.hi = f.key.a_hi; e.src_ip.lo = f.key.a_lo; e.src_port = f.key.a_port
         e.dest_ip.hi = f.key.b_hi; e.dest_ip.lo = f.key.b_lo; e.dest_port = f.key.b_port

@@ -75,6 +75,12 @@ ctypedef struct flow_t:
     uint8_t host_extra     # decided, host still read from later packets: HOSTX_* kind | packets left (appid.pxi)
     uint16_t quota_slot    # vsys slot + 1 the flow is charged to (tenancy.pxi), 0: none
     uint8_t mig            # MIG_*: where the flow stands in a move of one of its workloads (session_defs.pxi)
+    # User-ID (userid.pxi): the user behind the initiator's address and what its decision depended on
+    uint8_t user_dep       # a `users:` condition was looked at: a change of the user decides the flow again
+    uint8_t user_via[2]    # 1 + the `users:` item that matched, of the deciding rule and of the ingress rule
+    uint32_t user_stamp    # the stamp of the user's groups it was decided with
+    uint32_t user_gen      # the user table generation the user was looked up in (0: none yet)
+    uint64_t user          # the user's principal (ngfw.compiler.principals), 0: none
 
 ctypedef struct flowtable_t:
     flow_t *slots

@@ -39,6 +39,7 @@ from ngfw.model.resources import (
     SecurityPolicy,
     SignatureSet,
     ThreatProfile,
+    UserGroup,
     parse_sid,
     VirtualSystem,
     Workload,
@@ -46,6 +47,7 @@ from ngfw.model.resources import (
     vsys_of,
 )
 from ngfw.compiler.catalogue import Catalogue, load_catalogue
+from ngfw.compiler.principals import group_principal, user_principal
 from ngfw.compiler.threshold_config import parse_threshold_config
 from ngfw.model.validate import cross_check
 
@@ -105,6 +107,7 @@ def compile_resources(
         if isinstance(g, Group)
     }
 
+    user_groups = {(g.metadata.vsys, g.metadata.name): g for g in items if isinstance(g, UserGroup)}
     if catalogue is None:
         catalogue = load_catalogue()  # the shipped one: applications are named in rules and logs
     rules: list[CompiledRule] = []
@@ -137,7 +140,7 @@ def compile_resources(
             for number, rule in enumerate(policy.spec.rules):
                 apps = _applications(rule, catalogue, loaded_policy, number, app_problems)
                 rules.append(_compile_rule(rule, vsys, vsys_index[vsys], workload_index, groups, apps,
-                                           profile_of(rule, vsys)))
+                                           profile_of(rule, vsys), user_groups))
     if app_problems:
         raise PolicyError(app_problems)
 
@@ -237,6 +240,7 @@ def _compile_workload(workload: Workload, vsys_index: dict[str, int]) -> Compile
         ips=tuple(ipaddress.ip_address(ip) for i in interfaces for ip in i.ips),
         port=interfaces[0].port,  # validation made every interface name the same port
         labels=tuple(sorted(workload.metadata.labels.items())),
+        owner=workload.spec.owner,
     )
 
 
@@ -248,8 +252,10 @@ def _compile_rule(
     groups: dict[tuple[str, str], frozenset[int]],
     apps: frozenset[int] = frozenset(),
     profile: int = -1,
+    user_groups: dict[tuple[str, str], UserGroup] | None = None,
 ) -> CompiledRule:
     app_default = "application-default" in rule.services
+    users = _users(rule, vsys, user_groups or {})
     return CompiledRule(
         name=rule.name,
         vsys=vsys_number,
@@ -261,7 +267,33 @@ def _compile_rule(
         apps=apps,
         app_default=app_default,
         profile=profile,
+        **users,
     )
+
+
+def _users(rule: Rule, vsys: str, user_groups: dict[tuple[str, str], UserGroup]) -> dict[str, object]:
+    """A rule's `users:` as CompiledRule fields: a UserGroup is its static members (named here, so a commit
+    changes them) and its directory group's principal (whose members control resolves and hosts look up)."""
+    if rule.users == ["any"]:
+        return {}
+    principals: dict[int, int] = {}   # principal -> the first item naming it
+    known = unknown = -1
+    for index, item in enumerate(rule.users):
+        ref = syntax.parse_user_ref(item)
+        if ref.kind == "known-user":
+            known = index
+        elif ref.kind == "unknown":
+            unknown = index
+        elif ref.kind == "user":
+            principals.setdefault(user_principal(ref.value), index)
+        else:
+            group = user_groups[(vsys, ref.value)]
+            if group.spec.ldap is not None:
+                principals.setdefault(group_principal(vsys, ref.value), index)
+            for member in group.spec.members or []:
+                principals.setdefault(user_principal(member), index)
+    return {"users": tuple(rule.users), "user_principals": tuple(principals.items()), "users_known": known,
+            "users_unknown": unknown}
 
 
 def _address_set(

@@ -128,6 +128,7 @@ def register(sub: Any) -> None:
     explain.add_argument("--to", dest="destination", required=True, metavar="vm:NAME|IP")
     explain.add_argument("--service", required=True, metavar="tcp/PORT|udp/PORT|icmp")
     explain.add_argument("--app", metavar="NAME", help="the application App-ID would name (default: unknown)")
+    explain.add_argument("--user", metavar="NAME", help="the user behind the source (default: none known)")
     explain.add_argument("--policy", metavar="PATH", help="explain against a policy file instead of control")
     explain.add_argument("--json", action="store_true")
     client_options(explain)
@@ -478,7 +479,7 @@ def _explain_result(policy: Any, documents: list[Any], args: argparse.Namespace)
     from ngfw.control.explain import ExplainError, explain, format_explanation
 
     try:
-        result = explain(policy, documents, args.source, args.destination, args.service, args.app)
+        result = explain(policy, documents, args.source, args.destination, args.service, args.app, args.user)
     except ExplainError as exc:
         print(f"ngfw explain: {exc}", file=sys.stderr)
         return 2
