@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 DEFAULT_CONTROL = "http://127.0.0.1:9660"
 COMMANDS = ("control", "apply", "diff", "commit", "rollback", "status", "migrate", "explain", "discard", "rebase", "history",
-            "audit", "get", "delete")
+            "audit", "get", "delete", "users")
 # `ngfw get/delete KIND`: what a user may type -> the resource kind
 KIND_NAMES = {
     "virtualsystem": "VirtualSystem", "virtualsystems": "VirtualSystem", "vsys": "VirtualSystem",
@@ -54,6 +54,9 @@ def register(sub: Any) -> None:
     ctl.add_argument("--client-ca", metavar="FILE",
                      help="accept client certificates signed by this CA (PEM) as dataplane:HOST, HOST being the "
                           "certificate's CN (else its first DNS name); bearer tokens keep working")
+    ctl.add_argument("--syslog", metavar="HOST:PORT",
+                     help="receive syslog (UDP and TCP, RFC 3164/5424) on HOST:PORT: logins and logouts the "
+                          "UserSources' syslog profiles match map users to addresses (User-ID)")
     ctl.add_argument("--insecure-http", action="store_true",
                      help="serve plain HTTP on a non-loopback --listen address (tokens cross the network in clear)")
     ctl_sub = ctl.add_subparsers(dest="control_command")
@@ -89,6 +92,21 @@ def register(sub: Any) -> None:
     rollback.add_argument("-m", "--message", default="")
     client_options(rollback)
 
+    users = sub.add_parser("users", help="User-ID: map addresses (or a VM's addresses) to users, list the mappings")
+    users_sub = users.add_subparsers(dest="users_command", required=True)
+    umap = users_sub.add_parser("map", help="say which user is behind an address or a VM (no policy commit)")
+    umap.add_argument("target", metavar="ADDRESS|vm:NAME", help="an IP address, or vm:NAME / vm:VSYS/NAME")
+    umap.add_argument("user", help="the user name")
+    umap.add_argument("--ttl", type=float, metavar="S", help="seconds the mapping lasts (default: until unmapped)")
+    umap.add_argument("--json", action="store_true")
+    client_options(umap)
+    unmap = users_sub.add_parser("unmap", help="end the mapping of an address or of a VM's addresses")
+    unmap.add_argument("target", metavar="ADDRESS|vm:NAME")
+    unmap.add_argument("--json", action="store_true")
+    client_options(unmap)
+    ulist = users_sub.add_parser("list", help="the mappings control holds: address, user, source, lifetime, groups")
+    ulist.add_argument("--json", action="store_true")
+    client_options(ulist)
     migrate = sub.add_parser("migrate", help="announce a workload's move to another host: its sessions go there first")
     migrate.add_argument("workload", help="the Workload's name")
     migrate.add_argument("--to", required=True, metavar="HOST", help="the host it moves to")
@@ -278,7 +296,16 @@ def _serve(args: argparse.Namespace) -> int:
         raise_open_files_limit()  # a connection is a file: systemd's soft limit of 1024 would cap them
         tokens = TokenFile(args.tokens)
         store = open_store(args.store)
-        server = ControlServer(Control(store), tokens, host, int(port), ssl_context=context)
+        control = Control(store)
+        server = ControlServer(control, tokens, host, int(port), ssl_context=context)
+        if args.syslog:
+            from ngfw.control.syslog import SyslogReceiver
+
+            syslog_host, _, syslog_port = args.syslog.rpartition(":")
+            if not (syslog_port.isascii() and syslog_port.isdigit()) or not syslog_host:
+                print(f"ngfw control: --syslog expects HOST:PORT, got {args.syslog!r}", file=sys.stderr)
+                return 2
+            control.syslog = SyslogReceiver(control, syslog_host.strip("[]"), int(syslog_port))
     except (TokenFileError, StoreError, OSError) as exc:
         print(f"ngfw control: {exc}", file=sys.stderr)
         return 1
@@ -301,7 +328,12 @@ def _serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     server.start()
+    if control.syslog is not None:
+        control.syslog.start()
+        log.info("syslog on %s (UDP and TCP): logins map users", args.syslog)
     stopping.wait()
+    if control.syslog is not None:
+        control.syslog.stop()
     server.stop()
     store.close()
     return 0
@@ -461,6 +493,50 @@ def _migration_line(m: dict[str, Any]) -> str:
     detail = f": {m['detail']}" if m.get("detail") else ""
     return (f"{m['id']} {m['vsys']}/{m['workload']} {m['from'] or '?'} -> {m['to']} ({m['mode']}) {m['state']}, "
             f"{m['sessions_moved']} sessions moved, {m['sessions_lost']} lost{took}{detail}")
+
+
+def _user_target(text: str) -> dict[str, str]:
+    return {"vm": text[3:]} if text.startswith("vm:") else {"address": text}
+
+
+def _users(client: Any, args: argparse.Namespace) -> int:
+    import time
+
+    if args.users_command == "map":
+        body: dict[str, Any] = {**_user_target(args.target), "user": args.user}
+        if args.ttl is not None:
+            body["ttl"] = args.ttl
+        result = client.request("PUT", "/identity/users", body)[1]
+        if args.json:
+            _print_json(result)
+        else:
+            for m in result["mapped"]:
+                until = f" for {args.ttl:g} s" if args.ttl is not None else " until unmapped"
+                print(f"{m['address']} ({'vm:' + m['vm'] if m['vm'] else 'no workload'}) -> {m['user']}{until}")
+        return 0
+    if args.users_command == "unmap":
+        key, value = next(iter(_user_target(args.target).items()))
+        result = client.request("DELETE", "/identity/users", query={key: value})[1]
+        if args.json:
+            _print_json(result)
+        else:
+            print(f"{len(result['unmapped'])} mapping{'s' if len(result['unmapped']) != 1 else ''} ended"
+                  + "".join(f"\n  {m['address']} -> {m['user']}" for m in result["unmapped"]))
+        return 0
+    result = client.get("/identity/users")
+    if args.json:
+        _print_json(result)
+        return 0
+    now = time.time()
+    print(f"{'ADDRESS':<40} {'USER':<20} {'SOURCE':<14} {'EXPIRES':<10} {'VM':<24} GROUPS")
+    for m in result["mappings"]:
+        expires = "never" if m["expires"] is None else f"{max(0, m['expires'] - now):.0f}s"
+        print(f"{m['address']:<40} {m['user']:<20} {m['source']:<14} {expires:<10} {m['vm'] or '-':<24} "
+              f"{','.join(m['groups']) or '-'}")
+    counters = result["counters"]
+    print(f"{len(result['mappings'])} mappings (revision {result['revision']}); unbound addresses refused "
+          f"{counters['unbound_refused']}, accepted {counters['unbound_accepted']}")
+    return 0
 
 
 def _migrate(client: Any, args: argparse.Namespace) -> int:
@@ -729,7 +805,7 @@ def rules_push(args: argparse.Namespace) -> int:
 
 
 _COMMANDS = {"apply": _apply, "diff": _diff, "commit": _commit, "rollback": _rollback, "status": _status,
-             "migrate": _migrate,
+             "migrate": _migrate, "users": _users,
              "explain": _explain, "discard": _discard, "rebase": _rebase, "history": _history, "audit": _audit,
              "get": _get, "delete": _delete}
 
