@@ -327,11 +327,16 @@ def _serve(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    from ngfw.control.ldap import DirectorySync
+
+    directories = DirectorySync(control)   # UserGroups' directory members, refreshed while control runs
     server.start()
+    directories.start()
     if control.syslog is not None:
         control.syslog.start()
         log.info("syslog on %s (UDP and TCP): logins map users", args.syslog)
     stopping.wait()
+    directories.stop()
     if control.syslog is not None:
         control.syslog.stop()
     server.stop()
@@ -485,6 +490,11 @@ def _status(client: Any, args: argparse.Namespace) -> int:
         print("recent migrations:")
         for m in recent[:5]:
             print(f"  {_migration_line(m)}")
+    for d in result.get("directories", []):
+        groups = ", ".join(f"{g} ({n} users)" for g, n in d["groups"].items()) or "no groups"
+        state = (f"STALE since the last refresh failed ({d['last_error']}): keeping the groups read last"
+                 if d["stale"] else "ok")
+        print(f"directory {d['source']} {d['url']}: {state}; {groups}; refreshes ok {d['ok']}, failed {d['failed']}")
     return 0
 
 

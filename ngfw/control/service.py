@@ -136,6 +136,7 @@ class Control:
 
         self.users = UserMappings(clock, on_change=self._notify)   # User-ID: address -> user
         self.syslog: Any = None   # ngfw.control.syslog.SyslogReceiver with `ngfw control --syslog`
+        self.directories: Any = None   # ngfw.control.ldap.DirectorySync: directory groups
         self._address_book: tuple[tuple[int, int], dict[str, str], list[Any], dict[str, list[str]]] | None = None
 
     # ---- audit and authorization
@@ -807,7 +808,9 @@ class Control:
         realized = sum(1 for h in hosts if h["current"])
         visible = who.sees if who.base_role != "dataplane" else (lambda vsys: True)
         migrations = self.migrations.list(visible)
+        directories = self.directories.status() if self.directories is not None else []
         return {"version": version, "identity": identity, "hash": current, "hosts": hosts, "realized": realized,
+                "directories": directories, "user_mappings": len(self.users.mappings),
                 "total": len(hosts), "summary": f"version {version} on {realized} of {len(hosts)} hosts",
                 "migrations_active": [m for m in migrations if m["state"] in ("staging", "precopied", "cutover")],
                 "migrations_recent": [m for m in migrations if m["state"] not in ("staging", "precopied", "cutover")][:10]}
@@ -921,7 +924,9 @@ class Control:
         counters = dict(self.users.counters)
         if self.syslog is not None:
             counters.update({f"syslog_{k}": v for k, v in self.syslog.counters.items()})
-        return {"revision": self.users.revision, "mappings": self.users.listing(), "counters": counters}
+        directories = self.directories.status() if self.directories is not None else []
+        return {"revision": self.users.revision, "mappings": self.users.listing(), "counters": counters,
+                "directories": directories}
 
     def user_changes(self, who: Principal, host: str, since: int | None, wait: float) -> dict[str, Any] | None:
         """A host agent's long-poll: the user mappings changed after revision `since` (None: a snapshot)."""
