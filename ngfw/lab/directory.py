@@ -49,8 +49,10 @@ def _free_port() -> int:
 
 
 class Directory:
-    def __init__(self, directory: str | Path, port: int | None = None) -> None:
+    def __init__(self, directory: str | Path, port: int | None = None, netns: str | None = None) -> None:
+        """`netns`: run slapd (and talk to it) inside that network namespace, on its loopback."""
         self.dir = Path(directory)
+        self.netns = netns
         self.port = port or _free_port()
         self.url = f"ldap://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
@@ -74,16 +76,22 @@ class Directory:
                "database mdb", f'suffix "{SUFFIX}"', f'rootdn "{ADMIN_DN}"', f"rootpw {ADMIN_PASSWORD}",
                f"directory {db}", "maxsize 104857600", "access to * by * read"]) + "\n")
         # -d 0: stay in the foreground (the test owns the process), log nothing
-        self.process = subprocess.Popen([SLAPD, "-f", str(conf), "-h", f"{self.url}/", "-d", "0"],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        argv = [SLAPD, "-f", str(conf), "-h", f"{self.url}/", "-d", "0"]
+        if self.netns:
+            from ngfw.lab.netns import run_in
+
+            self.process = run_in(self.netns, argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        else:
+            self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"slapd exited: {self.process.stderr.read().decode(errors='replace')[-500:]}"
                                    if self.process.stderr else "slapd exited")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
+                with self._here():
+                    with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                        return
             except OSError:
                 time.sleep(0.05)
         self.stop()
@@ -108,6 +116,16 @@ class Directory:
         assert self.process is not None
         self.process.send_signal(signal.SIGCONT)
 
+    def _here(self) -> Any:
+        """Where slapd's loopback is: its namespace (for this thread), or here."""
+        if self.netns:
+            from ngfw.lab.netns import in_netns
+
+            return in_netns(self.netns)
+        import contextlib
+
+        return contextlib.nullcontext()
+
     # ---- the tree
     def connect(self) -> Any:
         from ldap3 import Connection, Server
@@ -118,7 +136,8 @@ class Directory:
     def load_lab_tree(self, users: tuple[str, ...] = LAB_USERS,
                       groups: dict[str, list[str]] | None = None) -> None:
         groups = LAB_GROUPS if groups is None else groups
-        conn = self.connect()
+        with self._here():
+            conn = self.connect()
         try:
             conn.add(SUFFIX, ["dcObject", "organization"], {"o": "ngfw lab", "dc": "lab"})
             conn.add(f"ou=people,{SUFFIX}", ["organizationalUnit"], {"ou": "people"})
@@ -133,7 +152,8 @@ class Directory:
     def set_members(self, group: str, members: list[str]) -> None:
         from ldap3 import MODIFY_REPLACE
 
-        conn = self.connect()
+        with self._here():
+            conn = self.connect()
         try:
             conn.modify(group_dn(group), {"member": [(MODIFY_REPLACE, [_member_dn(m) for m in members])]})
         finally:
