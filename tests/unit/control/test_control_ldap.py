@@ -84,3 +84,20 @@ def test_garbage_keeps_the_last_good_groups(site: Any, directory: Directory, tok
     state = sync.refresh_now()["corp"]
     assert state.stale and "is not a group" in state.last_error
     assert control.control.users.groups == good
+
+
+def test_metrics_say_a_directory_is_stale(site: Any, directory: Directory) -> None:
+    import urllib.request
+
+    control, sync = site
+    sync.refresh_now()
+    directory.pause()
+    try:
+        sync.refresh_now()
+    finally:
+        directory.resume()
+    with urllib.request.urlopen(control.url + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    assert 'ngfw_control_directory_stale{source="corp"} 1.0' in text
+    assert 'ngfw_control_directory_refreshes_total{outcome="failed",source="corp"} 1.0' in text
+    assert "ngfw_control_user_mappings 0.0" in text
