@@ -76,6 +76,13 @@ class DataplaneCollector(Collector):
                                   "while the flow table was full", value=stats["flows_early_dropped"])
         yield CounterMetricFamily("ngfw_flows_handed_over_total", "Flows handed to the host their workload moved to "
                                   "that ended here unlogged", value=stats["flows_handed_over"])
+        yield CounterMetricFamily("ngfw_flows_user_redecided_total", "Flows a users: rule decided, decided again "
+                                  "because the user behind their address (or its groups) changed",
+                                  value=stats["flows_user_redecided"])
+        users = getattr(self.dp, "users", None)
+        if users is not None:
+            yield GaugeMetricFamily("ngfw_user_mappings", "Addresses the user table in force maps to a user (User-ID)",
+                                    value=users.stats()["mapped"])
         yield from self._migrations()
         continued = CounterMetricFamily("ngfw_sessions_continued_total", "Sessions of the previous dataplane process "
                                         "(crash or restart), by what importing them did", labels=["result"])

@@ -79,6 +79,11 @@ def test_a_login_allows_and_a_logout_cuts(tmp_path: Path) -> None:
     host.map("bob")                                     # bob logs in on web-01 instead
     assert not host.send(40001, "A")                    # the flow alice opened is decided again, and cut
     assert host.dp.engine.stats()["flows_user_redecided"] == 1
+    from ngfw.dataplane.metrics import DataplaneCollector
+
+    samples = {s.name: s.value for m in DataplaneCollector(host.dp).collect() for s in m.samples}
+    assert samples["ngfw_flows_user_redecided_total"] == 1
+    assert samples["ngfw_user_mappings"] == 2            # web-01's login and desk-02's owner
     assert not host.send(40002)
     host.map("alice")
     assert host.send(40003)
