@@ -8,6 +8,7 @@ NGFW_DEBUG_BUILD=1 builds the sanitizer twin instead (docs/fuzzing.md): clang, A
 coverage counters, Cython bounds checks, into build/debug/ (never over the in-place modules).
 """
 
+import importlib.util
 import os
 import shlex
 import subprocess
@@ -64,6 +65,22 @@ def fastpath_extension(name: str, source: str) -> Extension:
     )
 
 
+def write_app_registry() -> None:
+    """ngfw/_fastpath/app_registry.pxi from the App-ID parser registry (app_registry.py), so a build never uses a
+    table that disagrees with the registry; an unchanged file is left alone (no rebuild)."""
+    path = "ngfw/_fastpath/app_registry.py"
+    spec = importlib.util.spec_from_file_location("ngfw_app_registry", path)
+    assert spec is not None and spec.loader is not None
+    registry = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = registry   # dataclasses look their module up by name
+    spec.loader.exec_module(registry)
+    try:
+        if registry.write():
+            print(f"ngfw build: {registry.GENERATED} written from {path}", file=sys.stderr)
+    except registry.RegistryError as exc:
+        sys.exit(f"ngfw build: {path}: {exc}")
+
+
 def compile_wire_program() -> None:
     """The wire program (ngfw/_fastpath/bpf/wire.bpf.c, tc ingress) to a BPF object shipped as package data,
     which ngfw._fastpath.wirebpf loads when a wire fails open."""
@@ -94,6 +111,7 @@ class DebugBuildExt(build_ext):
         super().finalize_options()
 
 
+write_app_registry()
 extensions = [
     fastpath_extension("ngfw._fastpath.engine", "ngfw/_fastpath/engine.pyx"),
     # test-only: the App-ID protocol parsers on their own, driven from Python

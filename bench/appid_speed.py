@@ -2,12 +2,14 @@
 """App-ID speed: `ngfw replay --json` against nDPI's `ndpiReader` on the same captures.
 
     python bench/appid_speed.py [--corpus /work/shared/corpus/appid] [--ngfw "ngfw replay"]
-                                [--ndpi ndpiReader] [--reps 5] [--per-file] [--json out.json]
+                                [--ndpi ndpiReader] [--reps 5] [--per-file] [--many 408] [--json out.json]
 
 Each tool runs as one process over the whole corpus (ndpiReader reads a playlist file: `-i` with
 a text file of capture paths, `-q` so it only classifies and prints nothing per flow), N times;
 the medians of wall-clock time are compared. Both numbers include process start-up (Python's and
-nDPI's protocol setup): that is what a user running either tool pays. `--per-file` also times
+nDPI's protocol setup): that is what a user running either tool pays. `--many N` runs both tools over N
+files instead, the corpus's captures copied round-robin into a temporary directory: what nDPI's regression
+suite (408 small files besides the shared ones) looks like, where the per-file cost dominates. `--per-file` also times
 one ndpiReader process per capture, for reference. ndpiReader comes from the Debian package
 libndpi-bin (deploy/packages-lab.txt).
 """
@@ -38,6 +40,12 @@ def corpus_pcaps(corpus: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.suffix in PCAP_SUFFIXES and p.is_file())
 
 
+def many_copy(directory: Path, index: int, source: Path) -> Path:
+    target = directory / f"{index:04d}-{source.name}"
+    shutil.copyfile(source, target)
+    return target
+
+
 def timed(argv: Sequence[str]) -> float:
     """Wall-clock seconds of one run; a failing run aborts the benchmark (its time means nothing)."""
     start = time.perf_counter()
@@ -61,10 +69,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ndpi", default="ndpiReader")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--per-file", action="store_true", help="also time one ndpiReader process per capture")
+    parser.add_argument("--many", type=int, default=0, metavar="N",
+                        help="replay N files: the corpus's captures copied round-robin (many small files)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
 
     pcaps = corpus_pcaps(args.corpus)
+    copies: tempfile.TemporaryDirectory[str] | None = None
+    if args.many:
+        copies = tempfile.TemporaryDirectory(prefix="appid-many-")
+        pcaps = [many_copy(Path(copies.name), i, pcaps[i % len(pcaps)]) for i in range(args.many)]
     if shutil.which(args.ndpi) is None:
         raise SystemExit(f"{args.ndpi} not found: apt-get install -y libndpi-bin")
     ngfw_argv = [*shlex.split(args.ngfw), "--json", *map(str, pcaps)]
@@ -81,6 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             per_file = median_of(args.reps, lambda: sum(timed([args.ndpi, "-i", str(p), "-q"]) for p in pcaps))
     finally:
         Path(playlist.name).unlink(missing_ok=True)
+        if copies is not None:
+            copies.cleanup()
 
     ratio = ngfw_median / ndpi_median if ndpi_median else float("inf")
     lines = [
@@ -98,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         result = {
             "captures": len(pcaps),
+            "many": bool(args.many),
             "reps": args.reps,
             "ngfw_median_s": ngfw_median,
             "ngfw_runs_s": ngfw_times,

@@ -6,20 +6,10 @@ include "app_parsers.pxi"
 
 APPS = {name: i for i, name in enumerate(BUILTIN_APPS) if name}
 NEED_MORE = PARSE_NEED_MORE
-
-# the enum and the tuple are written by hand side by side: check they agree
-_ENUM = {
-    "http": APP_HTTP, "tls": APP_TLS, "dns": APP_DNS, "mdns": APP_MDNS, "llmnr": APP_LLMNR,
-    "netbios": APP_NETBIOS, "quic": APP_QUIC, "ssh": APP_SSH, "ssdp": APP_SSDP, "rtsp": APP_RTSP,
-    "sip": APP_SIP, "http2": APP_HTTP2, "smb": APP_SMB, "kerberos": APP_KERBEROS, "dhcp": APP_DHCP,
-    "dhcpv6": APP_DHCPV6, "stun": APP_STUN, "ntp": APP_NTP, "snmp": APP_SNMP, "radius": APP_RADIUS,
-    "dtls": APP_DTLS, "rtp": APP_RTP, "rtcp": APP_RTCP, "ftp": APP_FTP, "smtp": APP_SMTP,
-    "pop3": APP_POP3, "imap": APP_IMAP, "mssql": APP_MSSQL, "openvpn": APP_OPENVPN, "tftp": APP_TFTP,
-    "ldap": APP_LDAP, "socks": APP_SOCKS, "mysql": APP_MYSQL, "postgresql": APP_POSTGRESQL,
-    "vnc": APP_VNC, "rdp": APP_RDP, "bgp": APP_BGP, "telnet": APP_TELNET, "nntp": APP_NNTP, "whois": APP_WHOIS,
-    "websocket": APP_WEBSOCKET,
-}
-assert _ENUM == APPS, "BUILTIN_APPS and the APP_* enum disagree"
+# every parser on its own, by name (the registry's, app_registry.py): appid_parse tries some only after others
+# said no, so the fuzz target calls each directly too; ANSWERS: the apps each registered it may name
+PARSERS = APP_PARSER_NAMES
+ANSWERS = APP_PARSER_ANSWERS
 
 
 cdef dict _meta_dict(appmeta_t *m):
@@ -33,43 +23,10 @@ cdef dict _meta_dict(appmeta_t *m):
     }
 
 
-# every parser of app_parsers.pxi on its own, by name: appid_parse tries some only after others said no, so
-# the fuzz target calls each directly too
-PARSERS = ("dns", "netbios", "tls", "dtls", "http", "ssh", "stun", "radius", "snmp", "dhcp", "dhcpv6", "ntp",
-           "tftp", "rtp", "websocket", "openvpn", "kerberos", "smb", "mssql", "ldap", "socks", "mysql",
-           "postgresql", "tpkt", "bgp", "telnet", "whois", "mail_ftp", "quic")
-
-
 cdef int _run_parser(int which, appctx_t *c) noexcept nogil:
-    if which == 0: return parse_dns(c)
-    if which == 1: return parse_netbios(c)
-    if which == 2: return parse_tls(c)
-    if which == 3: return parse_dtls(c)
-    if which == 4: return parse_http(c)
-    if which == 5: return parse_ssh(c)
-    if which == 6: return parse_stun(c)
-    if which == 7: return parse_radius(c)
-    if which == 8: return parse_snmp(c)
-    if which == 9: return parse_dhcp(c)
-    if which == 10: return parse_dhcpv6(c)
-    if which == 11: return parse_ntp(c)
-    if which == 12: return parse_tftp(c)
-    if which == 13: return parse_rtp(c)
-    if which == 14: return parse_websocket(c)
-    if which == 15: return parse_openvpn(c)
-    if which == 16: return parse_kerberos(c)
-    if which == 17: return parse_smb(c)
-    if which == 18: return parse_mssql(c)
-    if which == 19: return parse_ldap(c)
-    if which == 20: return parse_socks(c)
-    if which == 21: return parse_mysql(c)
-    if which == 22: return parse_postgresql(c)
-    if which == 23: return parse_tpkt(c)
-    if which == 24: return parse_bgp(c)
-    if which == 25: return parse_telnet(c)
-    if which == 26: return parse_whois(c)
-    if which == 27: return parse_mail_ftp(c)
-    if which == 28: return parse_quic(c)
+    # one parser (an index into PARSERS), or the dispatcher (-1)
+    if 0 <= which < APP_N_PARSERS:
+        return APP_PARSER_FUNCS[which](c)
     return appid_parse(c)
 
 
@@ -108,7 +65,7 @@ cdef class _Flow:
         cdef int r
         cdef uint8_t *pp
         cdef uint8_t *sp
-        if self.ctx.l4proto == 6:
+        if self.ctx.l4proto == P_TCP:
             stream = (self.streams[d] + payload)[:STREAM_MAX]
             self.streams[d] = stream
         else:

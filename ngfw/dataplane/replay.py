@@ -70,12 +70,11 @@ class Replayer:
         self.signatures = signatures
         self.tables = self.fp.Tables(self.policy, {}, signatures.inspect if signatures is not None else None)
         self.problems: list[FileProblem] = []
-        self._engine: Any = None   # kept from file to file (see _engine_for)
+        self._engine: Any = None   # the engine of the last file (its stats)
+        self._engines: dict[int, tuple[Any, int]] = {}   # by table size: (engine, capture port), file to file
+        self._lost_seen: dict[int, int] = {}   # events_lost of each engine already reported
         self._json_names: tuple[Any, ...] | None = None   # the policy's names as JSON values, for replay_file_json
         self.fast_records = True   # flow records from the extension's JSON lines (tests compare both ways)
-        self._engine_capacity = 0
-        self._port_in = 0
-        self._events_lost = 0
 
     def replay(self, paths: list[str]) -> Iterator[dict[str, Any]]:
         """Flow records of every file, file by file, each file's flows in order of their first packet."""
@@ -131,7 +130,7 @@ class Replayer:
         while batch := engine.drain_flow_json(name, vsys, workloads, rules, apps, protos, actions, default_rule):
             lines.extend(batch)
         self._after_capture(engine, path)
-        lines.sort(key=lambda f: (f[0], f[1]))   # in order of their first packet
+        lines.sort()   # in order of their first packet (flow ids are unique: the lines are never compared)
         return b"".join(line for _, _, line in lines)
 
     def _run_capture(self, path: str) -> Any:
@@ -164,12 +163,15 @@ class Replayer:
 
     def _after_capture(self, engine: Any, path: str) -> None:
         """Once a capture's events are drained: note lost records, ready the engine for the next file."""
-        lost = engine.stats()["events_lost"] - self._events_lost
-        self._events_lost += lost
+        total_lost = engine.stats()["events_lost"]
+        lost = total_lost - self._lost_seen.get(id(engine), 0)
+        self._lost_seen[id(engine)] = total_lost
         if self.signatures is None:
             engine.replay_reset()
         else:
-            self._engine_capacity = -1   # inspection keeps per-signature state (thresholds): a fresh engine per file
+            # inspection keeps per-signature state (thresholds): a fresh engine per file
+            self._engines.clear()
+            self._lost_seen.clear()
         if lost:
             self.problems.append(FileProblem(path, f"{lost} flow records were lost: the capture has more flows "
                                                    "than one pass can hold (split it)"))
@@ -179,21 +181,29 @@ class Replayer:
         return self._engine.stats() if self._engine is not None else {}
 
     def _engine_for(self, size: int) -> tuple[Any, int]:
-        """An engine whose tables hold a capture of `size` bytes, and its capture port. One engine serves
-        file after file (creating one per file was a fifth of replaying the App-ID corpus); a bigger
-        file gets a bigger one."""
+        """An engine whose tables hold a capture of `size` bytes, and its capture port. Engines serve file
+        after file (creating one per file was a fifth of replaying the App-ID corpus), one per size class
+        (tables of 1,024 flows, then x8): ending a small capture's flows scans a small table, whatever
+        size of file came before it."""
         # a flow needs at least one ~60-byte record: size the table to the file, not to a host
-        capacity = max(1024, min(self.flow_capacity, size // 60))
-        if self._engine is None or capacity > self._engine_capacity or self._engine_capacity < 0:
-            # every flow of the file is an event before anything drains them: one per record at most
-            events = max(4096, min(2 * (size // 60), 1 << 20))
+        needed = max(1024, min(self.flow_capacity, size // 60))
+        capacity = 1024
+        while capacity < needed:
+            capacity = min(capacity * 8, max(self.flow_capacity, 1024))
+        # every flow of the file is an event before anything drains them: one per record at most
+        events = 4096
+        while events < min(2 * max(capacity, size // 60), 1 << 20):
+            events *= 2
+        key = capacity << 32 | events
+        if key not in self._engines:
             engine = self.fp.Engine(flow_capacity=capacity, replay=True, unmanaged_vsys=self.unmanaged_vsys,
                                     appid_slots=min(1024, capacity), event_capacity=events)
-            self._port_in = engine.add_sink_port("capture", 0)
+            port_in = engine.add_sink_port("capture", 0)
             engine.add_sink_port("discard", 0)
             engine.set_tables(self.tables)
-            self._engine, self._engine_capacity, self._events_lost = engine, capacity, 0
-        return self._engine, self._port_in
+            self._engines[key] = (engine, port_in)
+        self._engine, port_in = self._engines[key]
+        return self._engine, port_in
 
     def alert_record(self, event: dict[str, Any], pcap_file: str) -> dict[str, Any]:
         """An EVE-shaped alert: the packet's own source and destination, the signature, the flow's app."""

@@ -19,7 +19,9 @@ REPO = Path(__file__).resolve().parents[2]
 DEBUG_DIR = REPO / "build" / "debug"
 MODULES = DEBUG_DIR / "ngfw" / "_fastpath"
 RUNTIME = DEBUG_DIR / "asan_with_fuzzer.so"
-SOURCES = [REPO / "setup.py", *sorted((REPO / "ngfw" / "_fastpath").glob("*.p[yx][xid]")),
+# app_registry.py: the App-ID parser table setup.py generates app_registry.pxi from
+SOURCES = [REPO / "setup.py", REPO / "ngfw" / "_fastpath" / "app_registry.py",
+           *sorted((REPO / "ngfw" / "_fastpath").glob("*.p[yx][xid]")),
            *sorted((REPO / "ngfw" / "_fastpath").glob("*.h"))]
 
 

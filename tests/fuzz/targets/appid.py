@@ -1,8 +1,10 @@
-"""App-ID parsers: a flow of fuzzed payloads through one parser of ngfw._fastpath.parsers.PARSERS, or
-through appid_parse (which tries them in its own order), as TCP (a stream per direction) or UDP.
+"""App-ID parsers: a flow of fuzzed payloads through one parser of ngfw._fastpath.parsers.PARSERS (every
+parser of the registry, ngfw/_fastpath/app_registry.py, by name), or through appid_parse (which tries them
+in the registry's order), as TCP (a stream per direction) or UDP. A parser's answer must be one of the apps
+its registry rows name.
 
-Input: a selector byte (the parser; past the last, the dispatcher), a byte for transport and ports,
-then records (flag bit 0: 1 = server to client)."""
+Input: a selector byte (the parser, in the registry's order; past the last, the dispatcher), a byte for
+transport and ports, then records (flag bit 0: 1 = server to client)."""
 
 from __future__ import annotations
 
@@ -24,3 +26,4 @@ def one_input(data: bytes) -> None:
     packets = [(not flag & 1, payload) for flag, payload in records.split(data[2:], limit=16)]
     result = parsers.parse_flow(l4, 50000, server_port, packets, parser)
     assert result["app"] is None or result["app"] in parsers.APPS, result
+    assert parser is None or result["app"] is None or result["app"] in parsers.ANSWERS[parser], (parser, result)
