@@ -561,11 +561,13 @@ def _migrate(client: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def _explain_result(policy: Any, documents: list[Any], args: argparse.Namespace) -> int:
+def _explain_result(policy: Any, documents: list[Any], args: argparse.Namespace,
+                    directory_groups: list[int] | None = None) -> int:
     from ngfw.control.explain import ExplainError, explain, format_explanation
 
     try:
-        result = explain(policy, documents, args.source, args.destination, args.service, args.app, args.user)
+        result = explain(policy, documents, args.source, args.destination, args.service, args.app, args.user,
+                         directory_groups or ())
     except ExplainError as exc:
         print(f"ngfw explain: {exc}", file=sys.stderr)
         return 2
@@ -586,7 +588,14 @@ def _explain(client: Any, args: argparse.Namespace) -> int:
     except InvalidDocuments as exc:
         print(f"ngfw explain: the running policy does not compile here: {exc}", file=sys.stderr)
         return 1
-    return _explain_result(policy, running["documents"], args)
+    groups: list[int] = []
+    if args.user:
+        from ngfw.compiler.principals import group_principal
+
+        # the directory groups control knows the user to be in (a UserGroup's static members are in the policy)
+        known = client.get("/identity/users").get("groups", {})
+        groups = [group_principal(*g.split("/", 1)) for g in known.get(args.user.lower(), []) if "/" in g]
+    return _explain_result(policy, running["documents"], args, groups)
 
 
 def _explain_offline(args: argparse.Namespace) -> int:

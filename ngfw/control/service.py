@@ -926,7 +926,7 @@ class Control:
             counters.update({f"syslog_{k}": v for k, v in self.syslog.counters.items()})
         directories = self.directories.status() if self.directories is not None else []
         return {"revision": self.users.revision, "mappings": self.users.listing(), "counters": counters,
-                "directories": directories}
+                "directories": directories, "groups": {u: list(g) for u, g in self.users.groups.items()}}
 
     def user_changes(self, who: Principal, host: str, since: int | None, wait: float) -> dict[str, Any] | None:
         """A host agent's long-poll: the user mappings changed after revision `since` (None: a snapshot)."""

@@ -209,6 +209,10 @@ class UserAgent:
             except (ControlUnreachable, ControlError) as exc:
                 log.debug("user mappings: %s", exc)
                 self._stop.wait(0.5)
+            except Exception:  # noqa: BLE001 - a delta that failed to apply (a table swap timed out): ask again
+                log.exception("user mappings: applying revision %s failed; asking for a snapshot", self.since)
+                self.since = None
+                self._stop.wait(0.5)
 
     def sync_once(self, wait: float) -> bool:
         """One long-poll; True if a delta was applied."""

@@ -21,7 +21,11 @@ def directory(tmp_path: Path) -> Any:
 
 
 def site_documents(url: str, finance_dn: str = group_dn("finance")) -> list[dict[str, Any]]:
-    return two_tenants() + [
+    documents = two_tenants()
+    rules = next(d for d in documents if d["kind"] == "SecurityPolicy" and d["metadata"]["vsys"] == "tenant-a")
+    rules["spec"]["rules"].insert(0, {"name": "finance-web", "from": ["group:web"], "to": ["cidr:10.77.0.100/32"],
+                                      "services": ["tcp/80"], "users": ["group:finance"], "action": "allow"})
+    return documents + [
         _doc("UserSource", {"name": "corp"}, {"ldap": {"url": url, "timeout": 1, "refresh": 60}}),
         _doc("UserGroup", {"name": "finance", "vsys": "tenant-a"}, {"ldap": {"dn": finance_dn}}),
         _doc("UserGroup", {"name": "eng", "vsys": "tenant-b"}, {"ldap": {"dn": group_dn("engineering")}}),
@@ -101,3 +105,25 @@ def test_metrics_say_a_directory_is_stale(site: Any, directory: Directory) -> No
     assert 'ngfw_control_directory_stale{source="corp"} 1.0' in text
     assert 'ngfw_control_directory_refreshes_total{outcome="failed",source="corp"} 1.0' in text
     assert "ngfw_control_user_mappings 0.0" in text
+
+
+def test_explain_knows_the_directory_groups_of_a_user(site: Any, tokens: dict[str, str],
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+
+    from ngfw.cli import main
+
+    control, sync = site
+    sync.refresh_now()
+
+    def explain(user: str) -> str:
+        os.environ["NGFW_TOKEN"] = tokens["vera"]
+        try:
+            assert main(["explain", "--from", "vm:web-01", "--to", "10.77.0.100", "--service", "tcp/80", "--user",
+                         user, "--control", control.url]) == 0
+        finally:
+            del os.environ["NGFW_TOKEN"]
+        return capsys.readouterr().out
+
+    assert "ALLOW by rule 'finance-web'" in explain("dave")     # in finance through finance-auditors
+    assert "DENY by rule 'default-deny'" in explain("carol")    # in engineering only
