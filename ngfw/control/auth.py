@@ -27,7 +27,8 @@ from pathlib import Path
 
 from ngfw.model import syntax
 
-ROLE_PATTERN = re.compile(r"^(security-admin|vm-operator|user-mapper|viewer|tenant-admin:(?P<vsys>[^:\s]+)|dataplane(:(?P<host>\S+))?)$")
+ROLE_PATTERN = re.compile(r"^(security-admin|vm-operator|user-mapper|viewer|tenant-admin:(?P<vsys>[^:\s]+)"
+                          r"|dataplane(:(?P<host>\S+))?)$")
 ROLES_HELP = "security-admin, tenant-admin:VSYS, vm-operator, user-mapper, viewer, dataplane[:HOST]"
 
 

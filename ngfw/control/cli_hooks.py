@@ -29,6 +29,7 @@ KIND_NAMES = {
     "policies": "SecurityPolicy",
     "threatprofile": "ThreatProfile", "threatprofiles": "ThreatProfile",
     "signatureset": "SignatureSet", "signaturesets": "SignatureSet",
+    "usergroup": "UserGroup", "usergroups": "UserGroup", "usersource": "UserSource", "usersources": "UserSource",
 }
 
 
@@ -123,8 +124,9 @@ def register(sub: Any) -> None:
     client_options(status)
 
     get = sub.add_parser("get", help="running resources: one per line, or the documents (-o yaml|json)")
-    get.add_argument("kind", metavar="KIND", help="VirtualSystem, Workload, Group, SecurityPolicy, ThreatProfile or "
-                                                  "SignatureSet (any case, plural, or vsys, vm, policy)")
+    get.add_argument("kind", metavar="KIND", help="VirtualSystem, Workload, Group, SecurityPolicy, ThreatProfile, "
+                                                  "SignatureSet, UserGroup or UserSource (any case, plural, or vsys, "
+                                                  "vm, policy)")
     get.add_argument("name", nargs="?", metavar="[VSYS/]NAME", help="one resource (default: all of KIND)")
     get.add_argument("--vsys", help="only this vsys")
     get.add_argument("-o", "--output", choices=("yaml", "json"),
@@ -664,7 +666,7 @@ def _vsys_and_name(kind: str, name: str, vsys: str | None) -> tuple[str | None, 
         vsys = given
     if kind == "VirtualSystem":
         vsys = name
-    if kind == "SignatureSet":
+    if kind in ("SignatureSet", "UserSource"):
         vsys = ""   # site-wide
     return vsys, name
 
@@ -689,6 +691,12 @@ def _summary(document: dict[str, Any]) -> str:
         return f"selector {spec.get('selector', {})}"
     if kind == "VirtualSystem":
         return f"limits {spec.get('limits') or {}}"
+    if kind == "UserGroup":
+        members = spec.get("members") or []
+        ldap = f"ldap {spec['ldap']['dn']}" if spec.get("ldap") else ""
+        return "; ".join(x for x in (f"members {','.join(members)}" if members else "", ldap) if x)
+    if kind == "UserSource":
+        return ", ".join(k for k in ("syslog", "ldap", "unboundAddresses") if spec.get(k))
     if kind == "SignatureSet":
         return f"sha256 {spec.get('sha256', '')[:12]}" + (f"  {spec['description']}" if spec.get("description") else "")
     if kind == "ThreatProfile":
@@ -713,7 +721,8 @@ def _get(client: Any, args: argparse.Namespace) -> int:
     found = [d for d in source["documents"] if d.get("kind") == kind
              and (name is None or d["metadata"]["name"] == name) and (vsys is None or _vsys_of(d) == vsys)]
     if not found and name is not None:
-        print(f"ngfw get: no {kind} {vsys + '/' if vsys and kind not in ('VirtualSystem', 'SignatureSet') else ''}"
+        site = kind in ('VirtualSystem', 'SignatureSet', 'UserSource')
+        print(f"ngfw get: no {kind} {vsys + '/' if vsys and not site else ''}"
               f"{name} in {where}",
               file=sys.stderr)
         return 1
@@ -724,7 +733,7 @@ def _get(client: Any, args: argparse.Namespace) -> int:
         sys.stdout.write(yaml.safe_dump_all(found, sort_keys=False))
     else:
         for d in found:
-            label = d["metadata"]["name"] if kind in ("VirtualSystem", "SignatureSet") else \
+            label = d["metadata"]["name"] if kind in ("VirtualSystem", "SignatureSet", "UserSource") else \
                 f"{_vsys_of(d)}/{d['metadata']['name']}"
             print(f"{kind} {label:<32} {_summary(d)}".rstrip())
         if not found:
@@ -759,7 +768,7 @@ def _delete(client: Any, args: argparse.Namespace) -> int:
         return 0
     path = f"/candidate/resources/{quote(kind, safe='')}/{quote(vsys or '-', safe='')}/{quote(name, safe='')}"
     result = client.request("DELETE", path)[1]
-    print(f"candidate: deleted {kind} {vsys}/{name}" if kind not in ("VirtualSystem", "SignatureSet") else
+    print(f"candidate: deleted {kind} {vsys}/{name}" if kind not in ("VirtualSystem", "SignatureSet", "UserSource") else
           f"candidate: deleted {kind} {name}")
     for warning in result.get("warnings", []):
         print(f"warning: {warning}")

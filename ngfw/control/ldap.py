@@ -127,7 +127,8 @@ class DirectorySync:
         documents = self.control.effective(*key) if key[0] > 0 else []
         sources = {d["metadata"]["name"]: d["spec"]["ldap"] for d in documents
                    if d.get("kind") == "UserSource" and (d.get("spec") or {}).get("ldap")}
-        groups = [(d["metadata"]["vsys"], d["metadata"]["name"], d["spec"]["ldap"]["dn"], d["spec"]["ldap"].get("source"))
+        groups = [(d["metadata"]["vsys"], d["metadata"]["name"], d["spec"]["ldap"]["dn"],
+                   d["spec"]["ldap"].get("source"))
                   for d in documents if d.get("kind") == "UserGroup" and (d.get("spec") or {}).get("ldap")]
         return sources, groups
 

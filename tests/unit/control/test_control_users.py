@@ -177,3 +177,17 @@ def test_cli_users_map_list_unmap(running: RunningControl, tokens: dict[str, str
     assert "unbound addresses refused 1" in out
     status, out, _ = run("users", "unmap", "10.77.0.11")
     assert status == 0 and out.startswith("1 mapping ended")
+
+
+def test_get_shows_user_groups_and_sources(running: RunningControl, tokens: dict[str, str],
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    os.environ["NGFW_TOKEN"] = tokens["vera"]
+    try:
+        assert main(["get", "usergroups", "--control", running.url]) == 0
+        groups = capsys.readouterr().out
+        assert main(["get", "usersource", "vpn", "-o", "json", "--control", running.url]) == 0
+        source = capsys.readouterr().out
+    finally:
+        del os.environ["NGFW_TOKEN"]
+    assert "tenant-a/finance" in groups and "members alice" in groups
+    assert '"unboundAddresses"' in source and "10.99.0.0/24" in source
