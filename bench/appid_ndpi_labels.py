@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
-from ngfw.corpus import corpus  # noqa: E402
+from ngfw.corpus import corpus
 
 PCAP_SUFFIXES = (".pcap", ".pcapng", ".cap")
 # "	3	UDP 10.0.0.1:138 -> 10.0.0.255:138 [VLAN: 6][proto: 10.16/NetBIOS.SMBv1][...][Hostname/SNI: name][...]"

@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
-from ngfw.corpus import corpus  # noqa: E402
+from ngfw.corpus import corpus
 
 DEFAULT_CORPUS = corpus("appid")
 PCAP_SUFFIXES = (".pcap", ".pcapng", ".cap")

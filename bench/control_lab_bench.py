@@ -29,12 +29,12 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ngfw.lab.commit_load import churn_rules, commits_under_load  # noqa: E402
-from ngfw.lab.control_site import control_site  # noqa: E402
-from ngfw.lab.hosts import two_host_up  # noqa: E402
-from ngfw.lab.lock import lock_prefix, release  # noqa: E402
-from ngfw.lab.services import lab_services  # noqa: E402
-from ngfw.lab.topology import lab_down  # noqa: E402
+from ngfw.lab.commit_load import churn_rules, commits_under_load
+from ngfw.lab.control_site import control_site
+from ngfw.lab.hosts import two_host_up
+from ngfw.lab.lock import lock_prefix, release
+from ngfw.lab.services import lab_services
+from ngfw.lab.topology import lab_down
 
 POLICY = Path(__file__).resolve().parents[1] / "rules" / "examples" / "lab-two-hosts.yaml"
 PREFIX = "ncb"

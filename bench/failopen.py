@@ -35,13 +35,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ngfw.dataplane.failmode import STALE_AFTER_NS  # noqa: E402
-from ngfw.lab.dataplane_process import start_dataplane  # noqa: E402
-from ngfw.lab.lock import lock_prefix, release  # noqa: E402
-from ngfw.lab.netns import call_in, free_tcp_port, run_in  # noqa: E402
-from ngfw.lab.probe import connects, time_to_connect, wait_stopped  # noqa: E402
-from ngfw.lab.services import lab_services  # noqa: E402
-from ngfw.lab.topology import lab_down, lab_up  # noqa: E402
+from ngfw.dataplane.failmode import STALE_AFTER_NS
+from ngfw.lab.dataplane_process import start_dataplane
+from ngfw.lab.lock import lock_prefix, release
+from ngfw.lab.netns import call_in, free_tcp_port, run_in
+from ngfw.lab.probe import connects, time_to_connect, wait_stopped
+from ngfw.lab.services import lab_services
+from ngfw.lab.topology import lab_down, lab_up
 
 POLICY = Path(__file__).resolve().parents[1] / "rules" / "examples" / "lab.yaml"
 ALLOW_ALL = Path(__file__).resolve().parents[1] / "rules" / "examples" / "allow-all.yaml"   # iperf3's port too

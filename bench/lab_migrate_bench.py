@@ -25,12 +25,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ngfw.lab.hosts import two_host_bridge_fw, two_host_up  # noqa: E402
-from ngfw.lab.lock import lock_prefix, release  # noqa: E402
-from ngfw.lab.migrate import MoveReport, migrate_workload  # noqa: E402
-from ngfw.lab.services import lab_services  # noqa: E402
-from ngfw.lab.topology import lab_down  # noqa: E402
-from ngfw.lab.workloads import record_namespace_workloads, start_vm_workloads, workload_agent  # noqa: E402
+from ngfw.lab.hosts import two_host_bridge_fw, two_host_up
+from ngfw.lab.lock import lock_prefix, release
+from ngfw.lab.migrate import MoveReport, migrate_workload
+from ngfw.lab.services import lab_services
+from ngfw.lab.topology import lab_down
+from ngfw.lab.workloads import record_namespace_workloads, start_vm_workloads, workload_agent
 
 PREFIX = "nmb"
 

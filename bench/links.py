@@ -29,13 +29,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ngfw.lab.dataplane_process import DataplaneProcess, metric_sum, parse_metrics, start_dataplane  # noqa: E402
-from ngfw.lab.legs import remove_leg, restore_leg, set_leg_state  # noqa: E402
-from ngfw.lab.lock import lock_prefix, release  # noqa: E402
-from ngfw.lab.netns import free_tcp_port  # noqa: E402
-from ngfw.lab.probe import connects, time_to_connect  # noqa: E402
-from ngfw.lab.services import lab_services  # noqa: E402
-from ngfw.lab.topology import lab_down, lab_up  # noqa: E402
+from ngfw.lab.dataplane_process import DataplaneProcess, metric_sum, parse_metrics, start_dataplane
+from ngfw.lab.legs import remove_leg, restore_leg, set_leg_state
+from ngfw.lab.lock import lock_prefix, release
+from ngfw.lab.netns import free_tcp_port
+from ngfw.lab.probe import connects, time_to_connect
+from ngfw.lab.services import lab_services
+from ngfw.lab.topology import lab_down, lab_up
 
 POLICY = Path(__file__).resolve().parents[1] / "rules" / "examples" / "lab.yaml"
 PREFIX = "nlk"

@@ -35,14 +35,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ngfw._fastpath import engine as fp  # noqa: E402
-from ngfw.control.auth import TokenFile, add_token  # noqa: E402
-from ngfw.control.client import ControlClient  # noqa: E402
-from ngfw.control.server import ControlServer  # noqa: E402
-from ngfw.control.service import Control  # noqa: E402
-from ngfw.control.store import open_store  # noqa: E402
-from ngfw.control.validation import compile_documents  # noqa: E402
-from ngfw.dataplane.migration import MigrationAgent  # noqa: E402
+from ngfw._fastpath import engine as fp
+from ngfw.control.auth import TokenFile, add_token
+from ngfw.control.client import ControlClient
+from ngfw.control.server import ControlServer
+from ngfw.control.service import Control
+from ngfw.control.store import open_store
+from ngfw.control.validation import compile_documents
+from ngfw.dataplane.migration import MigrationAgent
 
 SERVER_IP, SERVER_MAC = "10.90.0.1", "02:00:00:99:00:01"
 VSYS = "bench"

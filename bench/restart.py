@@ -32,12 +32,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ngfw.lab.dataplane_process import DataplaneProcess, default_dataplane_argv  # noqa: E402
-from ngfw.lab.lock import lock_prefix, release  # noqa: E402
-from ngfw.lab.netns import free_tcp_port, run_in  # noqa: E402
-from ngfw.lab.probe import connects, time_to_connect  # noqa: E402
-from ngfw.lab.services import BIG_FILE_SIZE, lab_services  # noqa: E402
-from ngfw.lab.topology import lab_down, lab_up  # noqa: E402
+from ngfw.lab.dataplane_process import DataplaneProcess, default_dataplane_argv
+from ngfw.lab.lock import lock_prefix, release
+from ngfw.lab.netns import free_tcp_port, run_in
+from ngfw.lab.probe import time_to_connect
+from ngfw.lab.services import BIG_FILE_SIZE, lab_services
+from ngfw.lab.topology import lab_down, lab_up
 
 POLICY = Path(__file__).resolve().parents[1] / "rules" / "examples" / "lab.yaml"
 PREFIX = "nrs"

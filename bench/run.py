@@ -23,7 +23,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -370,7 +370,7 @@ def markdown_table(results: list[ConfigResult]) -> str:
             continue
         m = r.medians()
 
-        def cell(metric: str, kind: str) -> str:
+        def cell(metric: str, kind: str, m: dict[str, float | None] = m, r: ConfigResult = r) -> str:
             value, ref = m[metric], base[metric] if base is not None else None
             text = fmt(value, kind)
             if r.name == "bridge" or value is None or ref is None:
@@ -448,7 +448,7 @@ def run(args: argparse.Namespace) -> int:
             log(f"skipping {n}: {results[n].skipped}")
     active = [n for n in names if not results[n].skipped]
 
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     info = machine_info()
     log(f"{len(active)} configuration(s) x {reps} repetition(s) on {info['cpus']} CPUs ({info['cpu_model']}), "
         f"load {info['loadavg_at_start'][0]:.2f}; the machine is shared: expect noise")  # fmt: skip
@@ -486,7 +486,7 @@ def run(args: argparse.Namespace) -> int:
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     doc = {
         "started": started.isoformat(),
-        "finished": datetime.now(timezone.utc).isoformat(),
+        "finished": datetime.now(UTC).isoformat(),
         "machine": info,
         "options": {"quick": args.quick, "repetitions": reps, "only": names, "durations": durations.__dict__},
         "configurations": {

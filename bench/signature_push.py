@@ -19,13 +19,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ngfw.compiler.signature_archive import SignatureCache, compress, decompress, pack_path, sha256  # noqa: E402
-from ngfw.control.auth import TokenFile, add_token  # noqa: E402
-from ngfw.control.client import ControlClient  # noqa: E402
-from ngfw.control.server import ControlServer  # noqa: E402
-from ngfw.control.service import Control  # noqa: E402
-from ngfw.control.store import open_store  # noqa: E402
-from ngfw.dataplane.threats import load_signature_sets  # noqa: E402
+from ngfw.compiler.signature_archive import SignatureCache, compress, decompress, pack_path, sha256
+from ngfw.control.auth import TokenFile, add_token
+from ngfw.control.client import ControlClient
+from ngfw.control.server import ControlServer
+from ngfw.control.service import Control
+from ngfw.control.store import open_store
+from ngfw.dataplane.threats import load_signature_sets
 
 DEFAULT_SET = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "et-open"
 

@@ -181,7 +181,7 @@ def build_parser(with_control: bool = True) -> argparse.ArgumentParser:
     check = pol_sub.add_parser("check", help="validate and compile a policy, print a summary or the errors")
     check.add_argument("path")
     check.add_argument("--json", action="store_true")
-    from ngfw.dataplane import ops_cli   # argparse only: what the commands need is imported when they run
+    from ngfw.dataplane import ops_cli  # argparse only: what the commands need is imported when they run
 
     ops_cli.add_policy_parsers(pol_sub)
     ops_cli.add_sessions_parser(sub)
@@ -320,6 +320,7 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
 def cmd_apps(args: argparse.Namespace) -> int:
     from ngfw.compiler.catalogue import load_catalogue
     from ngfw.model.errors import PolicyError
+    from ngfw.wire import PROTO_TCP
 
     try:
         catalogue = load_catalogue()
@@ -328,7 +329,7 @@ def cmd_apps(args: argparse.Namespace) -> int:
         return 1
     rows = []
     for app in catalogue.apps:
-        ports = ", ".join(f"{'tcp' if l4 == 6 else 'udp'}/{port}" for l4, port in app.ports)
+        ports = ", ".join(f"{'tcp' if l4 == PROTO_TCP else 'udp'}/{port}" for l4, port in app.ports)
         parent = catalogue.apps[app.parent].name if app.parent is not None else None
         rows.append({"name": app.name, "kind": app.kind, "category": app.category, "risk": app.risk,
                      "parent": parent, "ports": ports, "hosts": list(app.hosts)})
@@ -404,10 +405,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 1 if damaged else 0
 
 
-def signal_default_pipe() -> None:
+def signal_default_pipe(argv: Sequence[str] | None) -> None:
+    """`ngfw replay ... | head` ends quietly. Only as the program itself (no `argv` given): a caller of main() in
+    its own process (the tests) keeps Python's handling, or its next write to a closed socket would kill it."""
     import signal
 
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `ngfw replay ... | head` ends quietly
+    if argv is None:
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -418,12 +422,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif words and words[0] == "sessions":
         from ngfw.dataplane import ops_cli
 
-        signal_default_pipe()
+        signal_default_pipe(argv)
         return ops_cli.cmd_sessions(build_sessions_parser().parse_args(words))   # logs nothing
     else:
         args = build_parser(with_control=command not in LOCAL_COMMANDS).parse_args(words)
     if args.command in ("apps", "replay", "schema", "policy", "rules"):
-        signal_default_pipe()
+        signal_default_pipe(argv)
     if args.command == "replay":
         return cmd_replay(args)   # logs nothing: a warning would still reach stderr
     import logging

@@ -12,9 +12,13 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, TypeVar
+    from collections.abc import Callable
+    from typing import Any, TypeVar, dataclass_transform
 
     T = TypeVar("T")
+else:   # `typing` stays off replay's start: the decorator only tells type checkers what `value` makes
+    def dataclass_transform(**_: object) -> Callable[[T], T]:
+        return lambda decorated: decorated
 
 _MISSING: Any = object()
 _FACTORY: Any = object()   # an __init__ default: call the field's factory
@@ -40,6 +44,7 @@ class FrozenInstanceError(AttributeError):
     pass
 
 
+@dataclass_transform(frozen_default=True, field_specifiers=(field,))
 def value(cls: type[T]) -> type[T]:
     """The class decorator: `cls`'s annotations (in order) are its fields."""
     specs: dict[str, Field] = {}
@@ -95,12 +100,12 @@ def value(cls: type[T]) -> type[T]:
         method.__qualname__ = f"{cls.__qualname__}.{method.__name__}"
         setattr(cls, method.__name__, method)
     cls.__value_fields__ = tuple(specs)   # type: ignore[attr-defined]
-    cls.__match_args__ = tuple(specs)   # type: ignore[attr-defined]
+    cls.__match_args__ = tuple(specs)   # type: ignore[attr-defined,misc]  # set on a class mypy sees as type[T]
     return cls
 
 
 def fields(obj: Any) -> tuple[str, ...]:
-    return type(obj).__value_fields__   # type: ignore[no-any-return]
+    return type(obj).__value_fields__
 
 
 def replace(obj: T, **changes: Any) -> T:

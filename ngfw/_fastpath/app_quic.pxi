@@ -160,7 +160,8 @@ cdef int _quic_decrypt(const uint8_t *pkt, uint32_t pn_off, uint32_t end, const 
     ctx = EVP_CIPHER_CTX_new()
     if ctx == NULL:
         return -1
-    if EVP_EncryptInit_ex(ctx, EVP_aes_128_ecb(), NULL, hp, NULL) != 1 or EVP_EncryptUpdate(ctx, mask, &outl, pkt + pn_off + 4, 16) != 1:
+    if (EVP_EncryptInit_ex(ctx, EVP_aes_128_ecb(), NULL, hp, NULL) != 1
+            or EVP_EncryptUpdate(ctx, mask, &outl, pkt + pn_off + 4, 16) != 1):
         EVP_CIPHER_CTX_free(ctx)
         return -1
     memcpy(hdr, pkt, pn_off + 4)

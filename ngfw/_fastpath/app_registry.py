@@ -22,7 +22,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 GENERATED = HERE / "app_registry.pxi"
-L4 = {"tcp": 6, "udp": 17}
+L4 = {"tcp": 6, "udp": 17}   # ngfw.wire's numbers: setup.py loads this file alone, before ngfw imports
 
 
 class RegistryError(ValueError):

@@ -142,7 +142,7 @@ ctypedef struct sigmatch_t:
     uint32_t len
     int32_t best_sig
     uint16_t best_prio
-    uint8_t best_on_port # the best signature's app has the flow's server port among its default ports
+    uint8_t best_on_port  # the best signature's app has the flow's server port among its default ports
 
 cdef int on_signature(unsigned int id, unsigned long long frm, unsigned long long to, unsigned int flags,
                       void *ctx) noexcept nogil:
@@ -159,7 +159,8 @@ cdef int on_signature(unsigned int id, unsigned long long frm, unsigned long lon
         return 0
     # equal priorities: the app whose default port the flow uses wins (USER is pop3 on 110, ftp on 21)
     on_port = idmap_get(&a.app_ports, 0, (<uint64_t>a.sig_app[id] << 32) | (<uint64_t>m.l4 << 16) | m.server_port) >= 0
-    if m.best_sig < 0 or a.sig_prio[id] > m.best_prio or (a.sig_prio[id] == m.best_prio and on_port and not m.best_on_port):
+    if (m.best_sig < 0 or a.sig_prio[id] > m.best_prio
+            or (a.sig_prio[id] == m.best_prio and on_port and not m.best_on_port)):
         m.best_sig = id
         m.best_prio = a.sig_prio[id]
         m.best_on_port = on_port
@@ -281,7 +282,8 @@ cdef uint32_t stream_restart_after_hole(clsslot_t *s, uint8_t dir) noexcept nogi
         s.ahead_end[dir][i] -= lo
     return 0
 
-cdef void app_finish(engine_t *e, tables_t *t, flow_t *f, uint16_t app, uint8_t conf, const appmeta_t *meta) noexcept nogil:
+cdef void app_finish(engine_t *e, tables_t *t, flow_t *f, uint16_t app, uint8_t conf,
+                     const appmeta_t *meta) noexcept nogil:
     """Record the decision: refine by host and port, keep the host name, count, free the buffers."""
     cdef apptables_t *a = &t.apps
     cdef uint16_t child

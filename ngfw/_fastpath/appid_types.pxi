@@ -62,4 +62,3 @@ ctypedef struct hostpool_t:
     int32_t free_head
     uint32_t n
     uint8_t external       # names and lens live in a shared state file (not the engine's to free)
-

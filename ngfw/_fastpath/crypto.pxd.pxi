@@ -18,9 +18,11 @@ cdef extern from "openssl/evp.h" nogil:
     const EVP_CIPHER *EVP_aes_128_ecb()
     const EVP_CIPHER *EVP_aes_128_gcm()
     const EVP_MD *EVP_sha256()
-    int EVP_EncryptInit_ex(EVP_CIPHER_CTX *ctx, const EVP_CIPHER *t, ENGINE *e, const unsigned char *key, const unsigned char *iv)
+    int EVP_EncryptInit_ex(EVP_CIPHER_CTX *ctx, const EVP_CIPHER *t, ENGINE *e, const unsigned char *key,
+                           const unsigned char *iv)
     int EVP_EncryptUpdate(EVP_CIPHER_CTX *ctx, unsigned char *out, int *outl, const unsigned char *inp, int inl)
-    int EVP_DecryptInit_ex(EVP_CIPHER_CTX *ctx, const EVP_CIPHER *t, ENGINE *e, const unsigned char *key, const unsigned char *iv)
+    int EVP_DecryptInit_ex(EVP_CIPHER_CTX *ctx, const EVP_CIPHER *t, ENGINE *e, const unsigned char *key,
+                           const unsigned char *iv)
     int EVP_DecryptUpdate(EVP_CIPHER_CTX *ctx, unsigned char *out, int *outl, const unsigned char *inp, int inl)
     int EVP_DecryptFinal_ex(EVP_CIPHER_CTX *ctx, unsigned char *outm, int *outl)
     int EVP_CTRL_GCM_SET_TAG

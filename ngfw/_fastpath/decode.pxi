@@ -474,7 +474,8 @@ cdef int decode_frame(pkt_t *p, const uint8_t *data, uint32_t n, bint snapped=Fa
         if off + 28 > n:
             return R_TRUNC_ARP
         p.l3 = L3_ARP
-        if et == 0x0806 and ngfw_be16(data + off) == 1 and ngfw_be16(data + off + 2) == 0x0800 and data[off + 4] == 6 and data[off + 5] == 4:
+        if (et == 0x0806 and ngfw_be16(data + off) == 1 and ngfw_be16(data + off + 2) == 0x0800
+                and data[off + 4] == 6 and data[off + 5] == 4):
             ip_from_v4(&p.src_ip, data + off + 14)
             ip_from_v4(&p.dst_ip, data + off + 24)
             p.arp_ipv4 = 1

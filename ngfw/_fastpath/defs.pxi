@@ -1,5 +1,5 @@
 # Shared C declarations of the fastpath: system glue, packet and drop-reason vocabulary.
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int16_t, int32_t, int64_t, UINT32_MAX
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int16_t, int32_t, int64_t, uintptr_t, UINT32_MAX
 from libc.string cimport memcpy, memset, memcmp, strlen
 from libc.stdlib cimport calloc, malloc, free
 

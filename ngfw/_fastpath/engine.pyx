@@ -43,7 +43,9 @@ include "records_json.pxi"
 import os
 import time
 
-COMPILED = True
+# keyed per process (flow.pxi): nobody outside picks where a tuple lands in the flow table
+flow_hash_key = int.from_bytes(os.urandom(8), "little")
+
 BUILD_INFO = {"hyperscan": hs_version().decode(), "io": "AF_PACKET TPACKET_V2"}
 # protocols that upgrade to TLS in the same connection (STARTTLS, AUTH TLS), and what they are then called
 STARTTLS_VARIANTS = {"ftp": "ftps", "smtp": "smtps", "pop3": "pop3s", "imap": "imaps"}
@@ -220,16 +222,19 @@ def decode_records(const unsigned char[:] data) -> list:
             break
         a = ip_from_c(ip128_t(hi=r.key.a_hi, lo=r.key.a_lo), r.is_v6)
         b = ip_from_c(ip128_t(hi=r.key.b_hi, lo=r.key.b_lo), r.is_v6)
-        client, server = ((a, r.key.a_port), (b, r.key.b_port)) if r.init_is_a else ((b, r.key.b_port), (a, r.key.a_port))
+        client, server = (((a, r.key.a_port), (b, r.key.b_port)) if r.init_is_a
+                          else ((b, r.key.b_port), (a, r.key.a_port)))
         rec = {"src_ip": client[0], "src_port": client[1], "dest_ip": server[0], "dest_port": server[1],
-               "proto": r.key.proto, "vlan": r.key.vlan, "flow_id": r.flow_id, "tombstone": bool(r.flags & SF_TOMBSTONE)}
+               "proto": r.key.proto, "vlan": r.key.vlan, "flow_id": r.flow_id,
+               "tombstone": bool(r.flags & SF_TOMBSTONE)}
         if not (r.flags & SF_TOMBSTONE):
             rec.update({
                 "tcp_state": _name(TCP_STATE_NAMES, r.tcp_state), "age_ns": r.age_ns, "idle_ns": r.idle_ns,
                 "pkts_toserver": r.pkts[0], "pkts_toclient": r.pkts[1], "bytes_toserver": r.bytes[0],
                 "bytes_toclient": r.bytes[1], "app": r.app if r.app_state == APPST_DONE else 0,
                 "action": _name(ACTION_NAMES, r.action), "threat": r.threat,
-                "host": (<const char *>r + sizeof(sess_rec_t))[:r.host_len].decode("utf-8", "replace") if r.host_len else None,
+                "host": ((<const char *>r + sizeof(sess_rec_t))[:r.host_len].decode("utf-8", "replace")
+                         if r.host_len else None),
                 "inspection": None,
             })
             if r.flags & SF_INSP:
@@ -387,7 +392,7 @@ cdef class Tables:
         cdef uint32_t n_rules = len(policy.rules)
         cdef uint32_t n_vsys = len(policy.vsys)
         cdef uint32_t words = (n_wl + 63) // 64
-        cdef uint32_t i, j, w, v, nbits = 0, ncidr = 0, nsvc = 0, ncand = 0
+        cdef uint32_t i, w, nbits = 0, ncidr = 0, nsvc = 0
         cdef int32_t prev
         cdef ip128_t ip, mask
         cdef rule_t *r
@@ -415,9 +420,9 @@ cdef class Tables:
         t.rule_hits = <uint64_t *>calloc(n_rules + 1, sizeof(uint64_t))
         t.default_hits = <uint64_t *>calloc(n_vsys + 1, sizeof(uint64_t))
         t.wl_here = <uint8_t *>calloc(n_wl + 1, 1)
-        if (t.wl_here == NULL or t.rules == NULL or t.bits == NULL or t.cidrs == NULL or t.svcs == NULL or t.wl_vsys == NULL
-                or t.wl_port == NULL or t.cand_off == NULL or t.cand_len == NULL or t.rule_hits == NULL
-                or t.default_hits == NULL):
+        if (t.wl_here == NULL or t.rules == NULL or t.bits == NULL or t.cidrs == NULL or t.svcs == NULL
+                or t.wl_vsys == NULL or t.wl_port == NULL or t.cand_off == NULL or t.cand_len == NULL
+                or t.rule_hits == NULL or t.default_hits == NULL):
             raise MemoryError("not enough memory for the policy tables")
         n_macs = sum(len(wl.macs) for wl in policy.workloads)
         n_ips = sum(len(wl.ips) for wl in policy.workloads)
@@ -548,7 +553,7 @@ cdef class Tables:
         """App-ID tables from the policy's catalogue: Hyperscan database, host and port maps, rule app sets."""
         cdef tables_t *t = &self.t
         cdef apptables_t *a = &t.apps
-        cdef uint32_t i, n, words, nbits_used
+        cdef uint32_t i, n
         cdef hs_compile_error_t *err = NULL
         cdef const char **exprs = NULL
         cdef unsigned int *flags = NULL
@@ -737,7 +742,8 @@ cdef class Tables:
             hs_free_scratch(a.scratch)
         if a.db != NULL:
             hs_free_database(a.db)
-        free(a.builtin_app); free(a.tls_variant); free(a.sig_app); free(a.sig_l4); free(a.sig_dir); free(a.sig_prio); free(a.sig_minlen)
+        free(a.builtin_app); free(a.tls_variant); free(a.sig_app); free(a.sig_l4); free(a.sig_dir); free(a.sig_prio)
+        free(a.sig_minlen)
         free(a.port_app); free(a.hosts); free(a.parent); free(a.app_flows)
         idmap_free(&a.app_ports)
         idmap_free(&a.port_children)
@@ -978,7 +984,7 @@ cdef class Engine:
     cdef dict vsys_slots     # vsys name -> slot of engine_t.vsys (tenancy.pxi): stable across generations
     cdef object state_view   # the shared state memory the flow table lives in (kept exported while we use it)
     cdef readonly dict state_layout
-    cdef object request_lock # one loop request at a time (session.pxi)
+    cdef object request_lock  # one loop request at a time (session.pxi)
     cdef UserTable users_current  # the user table the loop reads (userid.pxi), kept alive here
 
     def __cinit__(self, uint32_t flow_capacity=262144, dict timeouts=None, uint32_t event_capacity=65536,
@@ -1034,8 +1040,9 @@ cdef class Engine:
         if appid_max_pkts < 1 or appid_budget < 1:
             raise ValueError("appid_max_pkts and appid_budget must be at least 1")
         self.e.ins = <insws_t *>calloc(1, sizeof(insws_t))
-        if self.e.ins == NULL or inspool_init(&self.e.ins.pool, n_insp,
-                                              <inspslot_t *>(mem + <size_t>layout["insp_off"]) if mem != NULL else NULL) < 0:
+        if self.e.ins == NULL or inspool_init(
+                &self.e.ins.pool, n_insp,
+                <inspslot_t *>(mem + <size_t>layout["insp_off"]) if mem != NULL else NULL) < 0:
             raise MemoryError("not enough memory for the inspection state")
         self.e.ins.md = pcre2_match_data_create(32, NULL)
         self.e.ins.mctx = pcre2_match_context_create(NULL)
@@ -1087,10 +1094,13 @@ cdef class Engine:
                 close(self.e.wake_fd)
             if self.e.ins != NULL:
                 for i in range(self.e.flows.mask + 1 if self.e.flows.slots != NULL else 0):
-                    if self.e.flows.slots[i].used:
+                    if not flow_slot_released(&self.e.flows, i) and self.e.flows.slots[i].used:
                         inspect_flow_end(self.e, &self.e.flows.slots[i])
                 if not self.e.ins.pool.external:
                     free(self.e.ins.pool.slots)
+                free(self.e.ins.pool.next_free)
+                free(self.e.ins.pool.taken)
+                free(self.e.ins.pool.dirty)
                 free(self.e.ins.thr)
                 free(self.e.ins.tlsasm.buf)
                 free(self.e.ins.tlsasm.next_free)
@@ -1101,6 +1111,7 @@ cdef class Engine:
                 free(self.e.ins)
             if not self.e.flows.external:
                 free(self.e.flows.slots)
+            free(self.e.flows.released)
             free(self.e.events.ev)
             free(self.e.cls.slots)
             if not self.e.hostpool.external:
@@ -1484,8 +1495,8 @@ cdef class Engine:
         for s in range(self.e.flows.mask + 1):
             if left == 0:
                 break   # a replay engine sized for a big capture holds a small one's flows
-            if self.e.flows.slots[s].used:
-                flow_end(self.e, &self.e.flows.slots[s], END_SHUTDOWN)
+            if not flow_slot_released(&self.e.flows, s) and self.e.flows.slots[s].used:
+                flow_end(self.e, &self.e.flows.slots[s], END_SHUTDOWN, ngfw_now_ns())
                 self.e.flows.slots[s].used = 0
                 left -= 1
         self.e.flows.count = 0
@@ -1763,10 +1774,16 @@ cdef class Engine:
             "flows_expired": self.e.flows_expired,
             "flows_cut": self.e.flows_cut,
             "flows_early_dropped": self.e.flows_early_dropped,
+            "records_unlogged": self.e.records_unlogged,
             "flows_handed_over": self.e.flows_handed_over,
             "flows_user_redecided": self.e.user_redecided,
             "arrivals": self.e.arrivals,
             "flow_insert_failures": self.e.drops[R_FLOW_TABLE_FULL],
+            # memory given back to the system after floods (flow.pxi), and what of the table is given back now
+            "memory_given_back": {"flows": self.e.flows.bytes_given_back,
+                                  "inspect": self.e.ins.pool.bytes_given_back if self.e.ins != NULL else 0},
+            "flow_table_bytes": <uint64_t>(self.e.flows.mask + 1) * sizeof(flow_t),
+            "flow_table_bytes_released": <uint64_t>self.e.flows.n_released * mem_page,
             "events_lost": self.e.events.lost,
             "app_cuts": self.e.app_cuts,
             "appid_buffers_exhausted": self.e.cls.exhausted,
@@ -1801,7 +1818,7 @@ cdef class Engine:
                 "bytes_inspected": ws.bytes_inspected, "depth_reached": ws.depth_reached,
                 "out_of_order": ws.out_of_order, "overlaps": ws.overlaps, "overlap_mismatch": ws.overlap_mismatch,
                 "fragments_dropped": ws.fragments_dropped, "candidates_overflow": ws.cand_overflow,
-                "state_exhausted": ws.pool.exhausted}
+                "state_exhausted": ws.pool.exhausted, "state_in_use": ws.pool.in_use}
 
     cdef void _fold_kernel_drops(self, uint32_t i, int fd):
         """Keep what a ring that is being replaced counted."""
@@ -1825,7 +1842,7 @@ cdef class Engine:
         cdef event_t ev
         out = []
         for s in range(self.e.flows.mask + 1):
-            if self.e.flows.slots[s].used:
+            if not flow_slot_released(&self.e.flows, s) and self.e.flows.slots[s].used:
                 memset(&ev, 0, sizeof(ev))
                 event_from_flow(&ev, &self.e.flows.slots[s], EV_FLOW)
                 event_host(self.e, &ev, &self.e.flows.slots[s])

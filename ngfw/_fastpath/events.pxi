@@ -6,7 +6,7 @@ cdef enum:
     EV_FLOW = 1    # a flow ended (timeout, close, cut, shutdown)
     EV_DROP = 2    # a new flow was denied or rejected
     EV_ALERT = 3   # a signature matched a packet of the flow
-    EV_ARRIVAL = 4 # a workload's first frame on this dataplane's VM side (src_wl; it may have moved here)
+    EV_ARRIVAL = 4  # a workload's first frame on this dataplane's VM side (src_wl; it may have moved here)
 
 cdef enum:
     END_TIMEOUT = 0

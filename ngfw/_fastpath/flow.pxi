@@ -1,5 +1,27 @@
 # Stage 3, flow: a bidirectional flow table in C memory (open addressing, linear probing,
 # backward-shift deletion), TCP state tracking and per-protocol idle timeouts.
+#
+# Memory: a table is sized for its capacity, and a flood touches all of it. Once it has emptied again (a quarter
+# of the flows it held at its peak), the sweep gives the pages that hold no flow back to the system, a pass at
+# each such fall while it is worth a MiB (worker.pxi sweep_flows, flow_give_back_range): they read as zeros,
+# which is an empty slot. A page given back
+# -- and every page of a new table -- stays marked in `released` until a flow is inserted in it, so that the
+# sweep, early drop and lookups never read it: a page of a shared tmpfs mapping is allocated by a mere read.
+
+cdef extern from "sys/mman.h" nogil:
+    int madvise(void *addr, size_t length, int advice)
+    int MADV_DONTNEED      # private memory: the pages are dropped, later reads see zeros
+    int MADV_REMOVE        # a shared tmpfs mapping: the file's pages are freed (a hole), later reads see zeros
+
+cdef extern from "unistd.h" nogil:
+    long sysconf(int name)
+    int _SC_PAGESIZE
+
+cdef size_t mem_page = <size_t>sysconf(_SC_PAGESIZE)
+
+# The flow hash is keyed per process: whoever chooses tuples (any workload picks its ports) cannot aim them at
+# one stretch of the table, which linear probing would turn into long probe runs for every lookup.
+cdef uint64_t flow_hash_key = 0
 
 ctypedef struct flow_key_t:
     uint64_t a_hi
@@ -46,8 +68,11 @@ ctypedef struct flow_t:
     uint8_t fin_seen       # bit 0: client sent FIN, bit 1: server sent FIN
     uint8_t syn_seen       # bit 0: client's SYN seen, bit 1: server's (their data starts at data_seq)
     uint8_t is_v6
+    uint8_t mig            # MIG_*: where the flow stands in a move of one of its workloads (session_defs.pxi)
     uint16_t in_port       # port the first packet arrived on
+    uint16_t quota_slot    # vsys slot + 1 the flow is charged to (tenancy.pxi), 0: none
     int16_t vsys
+    uint64_t ts_last       # (what early drop reads of a flow is in its first 64 bytes: one look, one line or two)
     int32_t src_wl
     int32_t dst_wl
     int32_t rule
@@ -55,7 +80,6 @@ ctypedef struct flow_t:
     uint32_t generation    # policy generation that decided it
     uint64_t flow_id
     uint64_t ts_first
-    uint64_t ts_last
     uint64_t pkts[2]       # [0] to server, [1] to client
     uint64_t bytes[2]
     uint32_t data_seq[2]   # TCP: the sequence number of each direction's first data byte (its SYN's + 1)
@@ -73,8 +97,6 @@ ctypedef struct flow_t:
     int16_t profile        # threat profile of the deciding rule, -1: not inspected
     uint8_t threat         # a signature blocked the flow: A_DENY (drop) or A_REJECT
     uint8_t host_extra     # decided, host still read from later packets: HOSTX_* kind | packets left (appid.pxi)
-    uint16_t quota_slot    # vsys slot + 1 the flow is charged to (tenancy.pxi), 0: none
-    uint8_t mig            # MIG_*: where the flow stands in a move of one of its workloads (session_defs.pxi)
     # User-ID (userid.pxi): the user behind the initiator's address and what its decision depended on
     uint8_t user_dep       # a `users:` condition was looked at: a change of the user decides the flow again
     uint8_t user_via[2]    # 1 + the `users:` item that matched, of the deciding rule and of the ingress rule
@@ -89,6 +111,17 @@ ctypedef struct flowtable_t:
     uint32_t count
     uint32_t sweep_cursor
     uint8_t external       # the slots live in memory the engine does not own (a shared state file)
+    # memory given back after a flood (see the top of this file)
+    uint64_t *released     # a bit per page of the slots' memory: given back, no flow in it since
+    uintptr_t page0        # address of the page the slots start in
+    uint32_t n_pages
+    uint32_t n_released    # bits set in `released`
+    uint32_t peak          # most flows held since the last pass that gave pages back
+    uint32_t give_back_left  # slots the sweep still looks at in a pass that gives pages back (0: no pass)
+    uint64_t inserts       # flows inserted so far (only an insertion fills an empty slot)
+    uintptr_t empty_from   # where the run of empty slots the last sweep ended in began...
+    uint64_t empty_inserts  # ... and `inserts` then: the run holds as long as nothing was inserted since
+    uint64_t bytes_given_back  # counter: memory given back to the system
 
 cdef inline uint32_t flowtable_slots(uint32_t capacity) noexcept nogil:
     cdef uint32_t n = 64
@@ -99,6 +132,7 @@ cdef inline uint32_t flowtable_slots(uint32_t capacity) noexcept nogil:
 cdef int flowtable_init(flowtable_t *ft, uint32_t capacity, flow_t *memory) noexcept nogil:
     """`memory`: zeroed room for flowtable_slots(capacity) slots that outlives the process (NULL: the heap)."""
     cdef uint32_t n = flowtable_slots(capacity)
+    cdef uintptr_t end
     ft.external = memory != NULL
     ft.slots = memory if memory != NULL else <flow_t *>calloc(n, sizeof(flow_t))
     if ft.slots == NULL:
@@ -107,7 +141,85 @@ cdef int flowtable_init(flowtable_t *ft, uint32_t capacity, flow_t *memory) noex
     ft.capacity = capacity
     ft.count = 0
     ft.sweep_cursor = 0
+    ft.page0 = <uintptr_t>ft.slots & ~(<uintptr_t>mem_page - 1)
+    end = <uintptr_t>(ft.slots + n)
+    ft.n_pages = <uint32_t>((end - ft.page0 + mem_page - 1) // mem_page)
+    ft.released = <uint64_t *>malloc(((ft.n_pages + 63) // 64) * sizeof(uint64_t))
+    if ft.released == NULL:
+        if not ft.external:
+            free(ft.slots)
+        ft.slots = NULL
+        return -1
+    # a new table holds no flow: none of its pages is read until a flow goes in it (the sweep would otherwise
+    # bring a whole tmpfs file into memory within a second of the start, by reading it)
+    memset(ft.released, 0xff, ((ft.n_pages + 63) // 64) * sizeof(uint64_t))
+    ft.n_released = ft.n_pages
+    ft.peak = 0
+    ft.give_back_left = 0
+    ft.inserts = 0
+    ft.empty_from = 0
+    ft.empty_inserts = 0
+    ft.bytes_given_back = 0
     return 0
+
+cdef inline uint32_t flow_page_of(const flowtable_t *ft, const void *p) noexcept nogil:
+    return <uint32_t>((<uintptr_t>p - ft.page0) // mem_page)
+
+cdef inline bint flow_page_released(const flowtable_t *ft, uint32_t page) noexcept nogil:
+    return (ft.released[page >> 6] >> (page & 63)) & 1
+
+cdef inline bint flow_slot_released(const flowtable_t *ft, uint32_t s) noexcept nogil:
+    """The page a look at slot `s` reads (its `used` byte) was given back: no flow there, and reading it would
+    take the page back."""
+    return ft.n_released != 0 and flow_page_released(ft, flow_page_of(ft, &ft.slots[s].used))
+
+cdef void flow_pages_in_use(flowtable_t *ft, uint32_t s) noexcept nogil:
+    """A flow goes into slot `s`: the pages it lies on are the table's again."""
+    cdef uint32_t page = flow_page_of(ft, &ft.slots[s])
+    cdef uint32_t last = flow_page_of(ft, <const uint8_t *>&ft.slots[s + 1] - 1)
+    while page <= last:
+        if flow_page_released(ft, page):
+            ft.released[page >> 6] &= ~(1ull << (page & 63))
+            ft.n_released -= 1
+        page += 1
+
+cdef size_t mem_give_back(uintptr_t start, uintptr_t end, bint shared) noexcept nogil:
+    """Give the whole pages within [start, end) back to the system (they read as zeros afterwards); the bytes
+    given back. `shared`: a shared tmpfs mapping, whose file keeps its pages until they are punched out."""
+    cdef uintptr_t a = (start + mem_page - 1) & ~(<uintptr_t>mem_page - 1)
+    cdef uintptr_t b = end & ~(<uintptr_t>mem_page - 1)
+    if b <= a or madvise(<void *>a, b - a, MADV_REMOVE if shared else MADV_DONTNEED) != 0:
+        return 0
+    return b - a
+
+cdef void flow_give_back_range(flowtable_t *ft, uintptr_t start, uintptr_t end) noexcept nogil:
+    """Give back the whole pages within [start, end) of the slots' memory, which holds no flow."""
+    cdef uint32_t page = flow_page_of(ft, <void *>((start + mem_page - 1) & ~(<uintptr_t>mem_page - 1)))
+    cdef uint32_t last = flow_page_of(ft, <void *>(end & ~(<uintptr_t>mem_page - 1)))
+    cdef uint32_t p = page
+    while p < last and flow_page_released(ft, p):
+        p += 1
+    if p >= last:
+        return      # given back already, and nothing read it since
+    if mem_give_back(start, end, ft.external) == 0:
+        return
+    while page < last:
+        if not flow_page_released(ft, page):
+            ft.released[page >> 6] |= 1ull << (page & 63)
+            ft.n_released += 1
+            ft.bytes_given_back += mem_page
+        page += 1
+
+cdef inline uint32_t flow_next_slot_to_read(const flowtable_t *ft, uint32_t s) noexcept nogil:
+    """The first slot at or after `s` whose look does not read a page given back (mask + 1: none left)."""
+    cdef uint32_t n = ft.mask + 1
+    cdef uintptr_t next_page, used0
+    while s < n and flow_slot_released(ft, s):
+        # skip to the first slot whose `used` byte lies on the next page
+        next_page = ft.page0 + (<uintptr_t>flow_page_of(ft, &ft.slots[s].used) + 1) * mem_page
+        used0 = <uintptr_t>&ft.slots[0].used
+        s = <uint32_t>((next_page - used0 + sizeof(flow_t) - 1) // sizeof(flow_t))
+    return s if s < n else n
 
 cdef inline void flow_key_from_pkt(flow_key_t *k, const pkt_t *p, bint *pkt_is_a) noexcept nogil:
     """Normalise so both directions share one key: the lower (ip, port) is side a."""
@@ -143,7 +255,7 @@ cdef inline void flow_key_from_icmp_quote(flow_key_t *k, const pkt_t *p) noexcep
     flow_key_from_pkt(k, &q, &unused)
 
 cdef inline uint32_t flow_hash(const flow_key_t *k) noexcept nogil:
-    cdef uint64_t h = ngfw_mix64(k.a_hi ^ ngfw_mix64(k.a_lo ^ ngfw_mix64(k.b_hi ^ ngfw_mix64(k.b_lo))))
+    cdef uint64_t h = ngfw_mix64(k.a_hi ^ ngfw_mix64(k.a_lo ^ ngfw_mix64(k.b_hi ^ ngfw_mix64(k.b_lo ^ flow_hash_key))))
     h ^= (<uint64_t>k.a_port << 32) | (<uint64_t>k.b_port << 16) | (<uint64_t>k.proto << 8) | (<uint64_t>k.vlan << 40)
     return <uint32_t>ngfw_mix64(h)
 
@@ -153,7 +265,8 @@ cdef inline bint flow_key_eq(const flow_key_t *x, const flow_key_t *y) noexcept 
 
 cdef flow_t *flow_lookup(flowtable_t *ft, const flow_key_t *k, uint32_t h) noexcept nogil:
     cdef uint32_t s = h & ft.mask
-    while ft.slots[s].used:
+    # a page given back holds no flow (and reading it would take it back)
+    while not flow_slot_released(ft, s) and ft.slots[s].used:
         if flow_key_eq(&ft.slots[s].key, k):
             return &ft.slots[s]
         s = (s + 1) & ft.mask
@@ -166,10 +279,13 @@ cdef flow_t *flow_insert(flowtable_t *ft, const flow_key_t *k, uint32_t h) noexc
         return NULL
     while ft.slots[s].used:
         s = (s + 1) & ft.mask
+    if ft.n_released:
+        flow_pages_in_use(ft, s)
     memset(&ft.slots[s], 0, sizeof(flow_t))
     ft.slots[s].key = k[0]
     ft.slots[s].used = 1
     ft.count += 1
+    ft.inserts += 1
     return &ft.slots[s]
 
 cdef void flow_remove_slot(flowtable_t *ft, uint32_t s) noexcept nogil:

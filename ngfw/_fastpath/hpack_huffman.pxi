@@ -26,7 +26,8 @@ HUFF_SYMBOLS[:] = [
 cdef uint32_t HUFF_FIRST_CODE[31]
 HUFF_FIRST_CODE[:] = [
     0, 0, 0, 0, 0, 0, 20, 92, 248, 0, 1016, 2042, 4090, 8184, 16380, 32764,
-    0, 0, 0, 524272, 1048550, 2097116, 4194258, 8388568, 16777194, 33554412, 67108832, 134217694, 268435426, 0, 1073741820,
+    0, 0, 0, 524272, 1048550, 2097116, 4194258, 8388568, 16777194, 33554412, 67108832, 134217694, 268435426, 0,
+    1073741820,
 ]
 
 cdef uint16_t HUFF_FIRST_INDEX[31]
@@ -43,7 +44,15 @@ HUFF_COUNT[:] = [
 
 # The HPACK static table (RFC 7541, Appendix A): entry i (1-based) is the name
 # HPACK_NAMES[HPACK_NAME_OFF[i-1]:+HPACK_NAME_LEN[i-1]] and its value likewise.
-cdef const char *HPACK_NAMES = b":authority:method:method:path:path:scheme:scheme:status:status:status:status:status:status:statusaccept-charsetaccept-encodingaccept-languageaccept-rangesacceptaccess-control-allow-originageallowauthorizationcache-controlcontent-dispositioncontent-encodingcontent-languagecontent-lengthcontent-locationcontent-rangecontent-typecookiedateetagexpectexpiresfromhostif-matchif-modified-sinceif-none-matchif-rangeif-unmodified-sincelast-modifiedlinklocationmax-forwardsproxy-authenticateproxy-authorizationrangerefererrefreshretry-afterserverset-cookiestrict-transport-securitytransfer-encodinguser-agentvaryviawww-authenticate"
+cdef const char *HPACK_NAMES = (   # one literal, joined by the C compiler; split between entries
+    b":authority:method:method:path:path:scheme:scheme:status:status:status:status:status:status:status"
+    b"accept-charsetaccept-encodingaccept-languageaccept-rangesacceptaccess-control-allow-originageallow"
+    b"authorizationcache-controlcontent-dispositioncontent-encodingcontent-languagecontent-length"
+    b"content-locationcontent-rangecontent-typecookiedateetagexpectexpiresfromhostif-match"
+    b"if-modified-sinceif-none-matchif-rangeif-unmodified-sincelast-modifiedlinklocationmax-forwards"
+    b"proxy-authenticateproxy-authorizationrangerefererrefreshretry-afterserverset-cookie"
+    b"strict-transport-securitytransfer-encodinguser-agentvaryviawww-authenticate"
+)
 cdef const char *HPACK_VALUES = b"GETPOST//index.htmlhttphttps200204206304400404500gzip, deflate"
 cdef uint16_t HPACK_NAME_OFF[61]
 HPACK_NAME_OFF[:] = [

@@ -17,6 +17,14 @@ cdef extern from "hs.h" nogil:
                          unsigned int elements, unsigned int mode, const hs_platform_info_t *platform,
                          hs_database_t **db, hs_compile_error_t **error)
     int hs_free_compile_error(hs_compile_error_t *error)
+    ctypedef struct hs_expr_info_t:
+        unsigned int min_width
+        unsigned int max_width
+        char unordered_matches
+        char matches_at_eod
+        char matches_only_at_eod
+    int hs_expression_info(const char *expression, unsigned int flags, hs_expr_info_t **info,
+                           hs_compile_error_t **error)
     int hs_free_database(hs_database_t *db)
     int hs_alloc_scratch(const hs_database_t *db, hs_scratch_t **scratch)
     int hs_free_scratch(hs_scratch_t *scratch)

@@ -53,4 +53,3 @@ cdef inline int32_t idmap_get(const idmap_t *m, uint64_t hi, uint64_t lo) noexce
             return m.val[s]
         s = (s + 1) & m.mask
     return -1
-

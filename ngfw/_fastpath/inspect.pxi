@@ -18,12 +18,23 @@ cdef int inspool_init(inspool_t *p, uint32_t n, inspslot_t *memory) noexcept nog
     p.exhausted = 0
     p.never_used = 0
     p.free_head = -1
+    p.in_use = 0
+    p.peak = 0
+    p.dirty_pages = 0
+    p.give_back_cursor = 0
+    p.give_back_end = 0
+    p.bytes_given_back = 0
     p.external = memory != NULL
     p.slots = memory if memory != NULL else (<inspslot_t *>malloc(<size_t>n * sizeof(inspslot_t)) if n else NULL)
-    return -1 if n and p.slots == NULL else 0
+    p.next_free = <int32_t *>malloc(<size_t>n * sizeof(int32_t) + sizeof(int32_t))
+    p.taken = <uint64_t *>calloc((n + 63) // 64 + 1, sizeof(uint64_t))
+    p.page0 = <uintptr_t>p.slots & ~(<uintptr_t>mem_page - 1)
+    p.dirty = <uint64_t *>calloc(((<size_t>n * sizeof(inspslot_t)) // mem_page + 2) // 64 + 1, sizeof(uint64_t))
+    return -1 if (n and p.slots == NULL) or p.next_free == NULL or p.taken == NULL or p.dirty == NULL else 0
 
 cdef int32_t inspool_take(inspool_t *p) noexcept nogil:
     cdef int32_t i = p.free_head
+    cdef uintptr_t page, last
     if i < 0:
         if p.never_used >= p.n:
             p.exhausted += 1
@@ -31,9 +42,78 @@ cdef int32_t inspool_take(inspool_t *p) noexcept nogil:
         i = <int32_t>p.never_used
         p.never_used += 1
     else:
-        p.free_head = p.slots[i].next_free
+        p.free_head = p.next_free[i]
+    p.taken[i >> 6] |= 1ull << (i & 63)
+    p.in_use += 1
+    if p.in_use > p.peak:
+        p.peak = p.in_use
+    page = (<uintptr_t>&p.slots[i] - p.page0) // mem_page
+    last = (<uintptr_t>&p.slots[i + 1] - 1 - p.page0) // mem_page
+    while page <= last:
+        if not (p.dirty[page >> 6] >> (page & 63)) & 1:
+            p.dirty[page >> 6] |= 1ull << (page & 63)
+            p.dirty_pages += 1
+        page += 1
     memset(&p.slots[i], 0, <size_t>(&p.slots[i].tail[0][0] - <uint8_t *>&p.slots[i]))
     return i
+
+cdef void inspool_give(inspool_t *p, int32_t i) noexcept nogil:
+    p.taken[i >> 6] &= ~(1ull << (i & 63))
+    p.in_use -= 1
+    p.next_free[i] = p.free_head
+    p.free_head = i
+
+cdef enum:
+    INSPOOL_GIVE_BACK_MIN_PAGES = 16   # pages a pass that gives memory back must be able to give, to be worth it
+    INSPOOL_GIVE_BACK_STEP = 8192      # slots such a pass looks at per sweep
+
+cdef void inspool_give_back(inspool_t *p) noexcept nogil:
+    """Once the pool holds a quarter of the slots it held at its peak or fewer (a flood came and went) and pages
+    of free slots worth giving back, give them back to the system, a step per call (the sweep's): free slots
+    are never read, and a slot taken again is written before it is read."""
+    cdef uint32_t i, end
+    cdef uintptr_t empty_from
+    if p.give_back_cursor >= p.give_back_end:
+        # a slot lies on two pages at most: the dirty pages beyond that hold only free slots
+        if p.in_use > p.peak // 4 or p.dirty_pages <= 2 * p.in_use + INSPOOL_GIVE_BACK_MIN_PAGES:
+            return
+        p.give_back_cursor = 0
+        p.give_back_end = p.never_used   # slots past it were never touched
+        p.peak = p.in_use                # the next fall is measured from here
+    i = p.give_back_cursor
+    end = i + INSPOOL_GIVE_BACK_STEP
+    if end > p.give_back_end:
+        end = p.give_back_end
+    empty_from = <uintptr_t>&p.slots[i]
+    while i < end:
+        if p.taken[i >> 6] == 0 and (i & 63) == 0 and i + 64 <= end:
+            i += 64     # 64 free slots at once
+            continue
+        if (p.taken[i >> 6] >> (i & 63)) & 1:
+            inspool_give_back_range(p, empty_from, <uintptr_t>&p.slots[i])
+            empty_from = <uintptr_t>&p.slots[i + 1]
+        i += 1
+    inspool_give_back_range(p, empty_from, <uintptr_t>&p.slots[end])
+    p.give_back_cursor = end
+
+cdef void inspool_give_back_range(inspool_t *p, uintptr_t start, uintptr_t end) noexcept nogil:
+    """Give back the whole pages within [start, end) of free slots that were written since they last went back."""
+    cdef uintptr_t first = (start + mem_page - 1) & ~(<uintptr_t>mem_page - 1)
+    cdef uintptr_t stop = end & ~(<uintptr_t>mem_page - 1)
+    cdef uintptr_t page, a
+    cdef uint64_t bit
+    if stop <= first:
+        return
+    page = (first - p.page0) // mem_page
+    a = first
+    while a < stop:
+        bit = 1ull << (page & 63)
+        if p.dirty[page >> 6] & bit and mem_give_back(a, a + mem_page, p.external):
+            p.dirty[page >> 6] &= ~bit
+            p.dirty_pages -= 1
+            p.bytes_given_back += mem_page
+        a += mem_page
+        page += 1
 
 cdef void insp_close_streams(inspslot_t *s) noexcept nogil:
     cdef int d
@@ -49,8 +129,7 @@ cdef void inspect_flow_end(engine_t *e, flow_t *f) noexcept nogil:
     p = &e.ins.pool
     insp_close_streams(&p.slots[f.insp])
     tlsasm_give(&e.ins.tlsasm, &p.slots[f.insp])
-    p.slots[f.insp].next_free = p.free_head
-    p.free_head = f.insp
+    inspool_give(p, f.insp)
     f.insp = -1
 
 # ---------------------------------------------------------------- candidates
@@ -110,7 +189,8 @@ cdef void addr_candidates(insws_t *ws, const instables_t *T, int kind, const ip1
             add_candidate(ws, T, a[j].rule)
         j -= 1
 
-cdef inline void scan_block(insws_t *ws, const instables_t *T, const idb_t *db, const uint8_t *d, uint32_t n) noexcept nogil:
+cdef inline void scan_block(insws_t *ws, const instables_t *T, const idb_t *db, const uint8_t *d,
+                            uint32_t n) noexcept nogil:
     cdef hitctx_t h
     if db.db == NULL or n == 0:
         return
@@ -131,7 +211,8 @@ cdef inline bint ip_in(const instables_t *T, uint32_t off, uint32_t n, const ip1
         if r.v6 != v6:
             continue
         if v6:
-            if (hi > r.lo_hi or (hi == r.lo_hi and lo >= r.lo_lo)) and (hi < r.hi_hi or (hi == r.hi_hi and lo <= r.hi_lo)):
+            if ((hi > r.lo_hi or (hi == r.lo_hi and lo >= r.lo_lo))
+                    and (hi < r.hi_hi or (hi == r.hi_hi and lo <= r.hi_lo))):
                 return True
         elif r.lo_lo <= lo <= r.hi_lo:
             return True
@@ -236,7 +317,8 @@ cdef bint rule_header_ok(engine_t *e, tables_t *t, const instables_t *T, const i
         return False
     if r.flow_state == 1 or r.flow_state == 2:
         if p.proto == P_TCP:
-            if (r.flow_state == 1) != (TCP_ESTABLISHED <= f.tcp_state <= TCP_CLOSING and f.pkts[0] > 0 and f.pkts[1] > 0):
+            if (r.flow_state == 1) != (TCP_ESTABLISHED <= f.tcp_state <= TCP_CLOSING
+                                       and f.pkts[0] > 0 and f.pkts[1] > 0):
                 return False
         elif (r.flow_state == 1) != (f.pkts[0] > 0 and f.pkts[1] > 0):
             return False
@@ -255,7 +337,8 @@ cdef bint rule_header_ok(engine_t *e, tables_t *t, const instables_t *T, const i
         return False
     if r.flags_mode and (p.proto != P_TCP or not tcp_flags_ok(r, p.tcp_flags)):
         return False
-    if not header_side(T, r, &p.src_ip, p.sport, &p.dst_ip, p.dport, p.is_v6, p.has_ports and p.proto != P_ICMP and p.proto != P_ICMPV6):
+    if not header_side(T, r, &p.src_ip, p.sport, &p.dst_ip, p.dport, p.is_v6,
+                       p.has_ports and p.proto != P_ICMP and p.proto != P_ICMPV6):
         if not r.both_dirs or not header_side(T, r, &p.dst_ip, p.dport, &p.src_ip, p.sport, p.is_v6,
                                               p.has_ports and p.proto != P_ICMP and p.proto != P_ICMPV6):
             return False
@@ -265,7 +348,8 @@ cdef bint rule_header_ok(engine_t *e, tables_t *t, const instables_t *T, const i
 
 # ---------------------------------------------------------------- buffers of a rule
 
-cdef bint slot_buffer(insws_t *ws, const instables_t *T, uint32_t slot, const uint8_t **out, uint32_t *n) noexcept nogil:
+cdef bint slot_buffer(insws_t *ws, const instables_t *T, uint32_t slot, const uint8_t **out,
+                      uint32_t *n) noexcept nogil:
     cdef uint32_t base = T.slot_base[slot]
     cdef uint32_t m
     if ws.slot_ready[slot] == 0:
@@ -478,6 +562,8 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
     cdef uint8_t action, verdict = A_ALLOW
     cdef uint8_t blocked
     cdef int vs, outcome, why
+    cdef bint nothing_due, took = False
+    cdef uint32_t inspected_end
     cdef const xrule_t *xr
     if ws == NULL or f.profile < 0 or <uint32_t>f.profile >= t.n_profiles:
         return A_ALLOW
@@ -485,14 +571,31 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
     T = prof.T
     if T == NULL:
         return A_ALLOW
+    # no payload and no header-only rule due on this packet (a header-only rule is due on the first packet
+    # of each direction)
+    nothing_due = n == 0 and (T.nopf_n == 0 or (f.pkts[dir] != 1
+                                                and T.addr_n[1][0] + T.addr_n[1][1] + T.general_n[1] == 0))
     if f.insp < 0:
+        if nothing_due and not p.is_frag:
+            # no state yet for a packet with nothing to inspect: a flood of SYNs takes no slot of the pool
+            # (where each direction's stream starts is on the flow: tcp_track)
+            return A_ALLOW
         f.insp = inspool_take(&ws.pool)
         if f.insp < 0:
             f.profile = -1          # no state left: this flow goes uninspected (counted)
             return A_ALLOW
-        ws.flows_inspected += 1
-        ws.pool.slots[f.insp].ruleset = T.id
-        ws.pool.slots[f.insp].asm = -1
+        took = True
+        if n:
+            ws.flows_inspected += 1
+        s = &ws.pool.slots[f.insp]
+        s.ruleset = T.id
+        s.asm = -1
+        if tcp:
+            for j in range(2):
+                if f.syn_seen & (1 << j):
+                    # the direction's SYN went by before the slot was taken: its stream starts after it
+                    s.seq_set[j] = 1
+                    s.next_seq[j] = f.data_seq[j]
     s = &ws.pool.slots[f.insp]
     if s.passed:
         return A_ALLOW
@@ -515,8 +618,8 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
         # the stream of this direction starts after the SYN: a first data segment beyond it is a hole
         s.seq_set[dir] = 1
         s.next_seq[dir] = p.tcp_seq + 1
-    if n == 0 and (T.nopf_n == 0 or (f.pkts[dir] != 1 and T.addr_n[1][0] + T.addr_n[1][1] + T.general_n[1] == 0)):
-        return A_ALLOW     # no payload and no header-only rule due on this packet
+    if nothing_due:
+        return A_ALLOW
     # per-packet workspace
     # one stamp sequence for every engine of the process: a rule set's stamps are shared by the engines
     # that use it (two engines stamping from 1 each would take each other's stamps for their own)
@@ -532,18 +635,30 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
     memset(ws.slot_ready, 0, T.n_slots)
     if n:
         if tcp:
+            if s.done[dir] and <int32_t>(p.tcp_seq + (1 if p.tcp_flags & TH_SYN else 0) - s.next_seq[dir]) >= 0:
+                # past the inspection depth: nothing of it is inspected, so neither a hole before it nor a
+                # retransmission of it matters (holding it back would only stall the connection)
+                return A_ALLOW
+            inspected_end = s.next_seq[dir]
             scan_n = tcp_new_bytes(e, ws, s, dir, p, &skip, reason)
             if scan_n == UINT32_MAX:
                 return A_DENY
             if scan_n == 0:
                 return A_ALLOW      # a retransmission: its first copy was inspected
+            if s.done[dir]:
+                # a retransmission from before the depth to past it: what it repeats of the inspected bytes
+                # agreed; the inspected stream still ends at the depth
+                s.next_seq[dir] = inspected_end
+                return A_ALLOW
             d += skip
             n = scan_n
             ws.win_from_start = s.inspected[dir] <= s.tail_len[dir]
-            if s.done[dir]:
-                return A_ALLOW
             if s.inspected[dir] + n >= prof.depth:
                 n = prof.depth - s.inspected[dir] if prof.depth > s.inspected[dir] else 0
+                # the inspected stream ends at the depth, where the kept tail ends: a retransmission of the bytes
+                # before it is compared with what was inspected, and anything after it is not (it used to be
+                # compared with the tail of the depth, and an honest retransmission was dropped as a rewrite)
+                s.next_seq[dir] -= scan_n - n
                 s.done[dir] = 1
                 ws.depth_reached += 1
             if n and T.stream_db[dir].db != NULL:
@@ -631,4 +746,12 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
         f.threat = verdict
         ws.blocked_flows += 1
         reason[0] = R_THREAT
+    if took and n == 0:
+        if s.n_bits == 0 and not s.passed and verdict == A_ALLOW:
+            # header-only rules had their look at a packet without payload (a SYN) and left nothing to keep:
+            # the slot goes back, so a SYN flood holds none
+            inspool_give(&ws.pool, f.insp)
+            f.insp = -1
+        else:
+            ws.flows_inspected += 1
     return verdict

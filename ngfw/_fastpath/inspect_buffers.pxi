@@ -40,7 +40,8 @@ cdef uint32_t normalize_uri(const uint8_t *src, uint32_t n, uint8_t *dst) noexce
             if hv >= 0 and lv >= 0:
                 c = <uint8_t>(hv * 16 + lv)
                 i += 3
-            elif (src[i + 1] == 117 or src[i + 1] == 85) and i + 5 < n and _hexval(src[i + 4]) >= 0 and _hexval(src[i + 5]) >= 0:
+            elif ((src[i + 1] == 117 or src[i + 1] == 85) and i + 5 < n
+                  and _hexval(src[i + 4]) >= 0 and _hexval(src[i + 5]) >= 0):
                 c = <uint8_t>(_hexval(src[i + 4]) * 16 + _hexval(src[i + 5]))
                 i += 6
             else:
@@ -94,7 +95,8 @@ cdef uint32_t _parse_uint(const uint8_t *p, uint32_t n) noexcept nogil:
         v = v * 10 + (p[i] - 48) if v < 400000000 else v
     return v
 
-cdef void http_field(insws_t *ws, const uint8_t *name, uint32_t name_len, const uint8_t *v, uint32_t vlen) noexcept nogil:
+cdef void http_field(insws_t *ws, const uint8_t *name, uint32_t name_len, const uint8_t *v,
+                     uint32_t vlen) noexcept nogil:
     """The buffer a header field fills (HTTP/1 and HTTP/2 alike)."""
     cdef ibufset_t *bs = &ws.bs
     cdef uint8_t *host
@@ -204,7 +206,8 @@ cdef inline bint _http_method_char(uint8_t c) noexcept nogil:
     return (65 <= c <= 90) or c == 45 or c == 95
 
 cdef inline bint http_head_complete(const uint8_t *p, uint32_t n) noexcept nogil:
-    return find_bytes(p, n, <const uint8_t *>b"\r\n\r\n", 4, False) >= 0 or find_bytes(p, n, <const uint8_t *>b"\n\n", 2, False) >= 0
+    return (find_bytes(p, n, <const uint8_t *>b"\r\n\r\n", 4, False) >= 0
+            or find_bytes(p, n, <const uint8_t *>b"\n\n", 2, False) >= 0)
 
 cdef bint http_request_start(const uint8_t *p, uint32_t n) noexcept nogil:
     """Does `p` start like a request line (a method token and a space)?"""

@@ -354,7 +354,7 @@ ctypedef struct xnet_t:   # a prefix, as the policy's cidr_t (IPv4 mapped)
     uint64_t mask_lo
     uint8_t v6
 
-ctypedef struct xscope_t: # one side of a scoped exception: workloads (a bitmap) and prefixes
+ctypedef struct xscope_t:  # one side of a scoped exception: workloads (a bitmap) and prefixes
     int32_t bits          # word offset in the profile's xbits, -1: no workload
     uint32_t net
     uint32_t n_net
@@ -410,15 +410,26 @@ ctypedef struct inspslot_t:
     uint32_t asm_len
     uint16_t bits[FLOWBITS_MAX]
     uint32_t ruleset          # InspectTables id the streams belong to
-    int32_t next_free
     uint8_t tail[2][TAIL_MAX]
 
+# Positions of inspected flows. A free slot's memory is never read (the free list lives beside the slots), so
+# the pages of free slots can be given back after a flood (inspool_give_back).
 ctypedef struct inspool_t:
     inspslot_t *slots
+    int32_t *next_free    # free list, by slot
+    uint64_t *taken       # a bit per slot: a flow holds it
+    uint64_t *dirty       # a bit per page of the slots' memory: written since it was last given back
+    uintptr_t page0       # address of the page the slots start in
     int32_t free_head
     uint32_t never_used
     uint32_t n
+    uint32_t in_use
+    uint32_t peak         # most slots held at once since the last pass that gave pages back
+    uint32_t dirty_pages  # bits set in `dirty`
+    uint32_t give_back_cursor  # next slot a pass that gives memory back looks at (give_back_end: no pass)
+    uint32_t give_back_end
     uint64_t exhausted
+    uint64_t bytes_given_back
     uint8_t external      # the slots live in a shared state file (not the engine's to free)
 
 cdef enum:

@@ -64,7 +64,8 @@ cdef inline bint xrange_in(const irange_t *ranges, uint32_t off, uint32_t n, con
         if r.v6 != v6:
             continue
         if v6:
-            if (hi > r.lo_hi or (hi == r.lo_hi and lo >= r.lo_lo)) and (hi < r.hi_hi or (hi == r.hi_hi and lo <= r.hi_lo)):
+            if ((hi > r.lo_hi or (hi == r.lo_hi and lo >= r.lo_lo))
+                    and (hi < r.hi_hi or (hi == r.hi_hi and lo <= r.hi_lo))):
                 return True
         elif r.lo_lo <= lo <= r.hi_lo:
             return True

@@ -56,7 +56,8 @@ cdef int64_t huffman_decode(const uint8_t *p, uint32_t n, uint8_t *out, uint32_t
         return -1
     return m
 
-cdef int hpack_string(insws_t *ws, const uint8_t *p, uint32_t n, uint32_t *off, const uint8_t **s, uint32_t *slen) noexcept nogil:
+cdef int hpack_string(insws_t *ws, const uint8_t *p, uint32_t n, uint32_t *off, const uint8_t **s,
+                      uint32_t *slen) noexcept nogil:
     cdef bint huff
     cdef uint32_t ln
     cdef uint8_t *dst

@@ -249,7 +249,8 @@ cdef class InspectTables:
                                 if m.within is not None: flags |= IF_WITHIN | IF_RELATIVE
                                 if m.startswith: flags |= IF_STARTS
                                 if m.endswith: flags |= IF_ENDS
-                                if group.buffer == "payload" and (m.offset is not None or m.depth is not None or m.startswith):
+                                if group.buffer == "payload" and (m.offset is not None or m.depth is not None
+                                                                  or m.startswith):
                                     has_abs = 1
                                 new_items.append((IK_CONTENT, flags, m.offset or 0, m.depth or 0, m.distance or 0,
                                                   m.within or 0, m.pattern))
@@ -362,12 +363,14 @@ cdef class InspectTables:
                 pkey = (bytes(fp.pattern), bool(fp.nocase))
                 if fp.buffer == "payload":
                     dirs = {"to_server": (0,), "to_client": (1,)}.get(flow.direction, (0, 1))
-                    kinds = {"tcp": ("stream",), "udp": ("pkt",), "icmp": ("pkt",)}.get(sig.transport, ("stream", "pkt"))
+                    by_transport = {"tcp": ("stream",), "udp": ("pkt",), "icmp": ("pkt",)}
+                    kinds = by_transport.get(sig.transport, ("stream", "pkt"))
                     for kind in kinds:
                         for d in dirs:
                             groups.setdefault((kind, d), {}).setdefault(pkey, []).append(rid)
                 else:
-                    groups.setdefault(("slot", slots[(fp.buffer, tuple(fp.transforms))]), {}).setdefault(pkey, []).append(rid)
+                    slot_key = ("slot", slots[(fp.buffer, tuple(fp.transforms))])
+                    groups.setdefault(slot_key, {}).setdefault(pkey, []).append(rid)
 
         n = len(rules)
         T.n_rules = n
@@ -400,7 +403,8 @@ cdef class InspectTables:
             r.flow_state = d["flow_state"]; r.stream_mode = d["stream_mode"]; r.frag_mode = d["frag_mode"]
             r.noalert = d["noalert"]; r.priority = d["priority"]; r.has_abs = d["has_abs"]; r.set_id = d["set_id"]
             r.flags_mode, r.flags_want, r.flags_ignore = d["flags"]
-            r.src_any = d["src_any"]; r.dst_any = d["dst_any"]; r.sport_any = d["sport_any"]; r.dport_any = d["dport_any"]
+            r.src_any = d["src_any"]; r.dst_any = d["dst_any"]
+            r.sport_any = d["sport_any"]; r.dport_any = d["dport_any"]
             r.app = d["app"]
             r.dsize.op, r.dsize.v, r.dsize.hi = d["dsize"]
             r.itype.op, r.itype.v, r.itype.hi = d["itype"]
@@ -473,8 +477,8 @@ cdef class InspectTables:
         for rid in nopf:
             sig = self.rules[rid]
             # "IP-only": nothing to look at but the header; its answer cannot change within a direction
-            header_only = (not sig.buffers and sig.app_proto is None and sig.dsize is None and sig.tcp_flags is None and sig.icmp_type is None
-                           and sig.icmp_code is None and sig.flow.state is None
+            header_only = (not sig.buffers and sig.app_proto is None and sig.dsize is None and sig.tcp_flags is None
+                           and sig.icmp_type is None and sig.icmp_code is None and sig.flow.state is None
                            and all(op.command in ("set", "unset", "toggle") for op in sig.flowbits))
             kind = 0 if header_only else 1
             side = min((sig.src, sig.dst), key=_address_cover)
@@ -634,3 +638,20 @@ cdef void _free_idb(idb_t *db) noexcept:
     free(db.pat_n)
     db.pat_off = NULL
     db.pat_n = NULL
+
+
+def hs_expression_check(bytes expression, unsigned int flags):
+    """Hyperscan's verdict on one regex without building a database: (error message or None, whether it
+    can match the empty string). hs_expression_info parses and analyses as a compile does but stops short
+    of bytecode (~0.1 ms against ~3 ms); the rule compiler asks it for every distinct pcre (hscheck.py)."""
+    cdef hs_expr_info_t *info = NULL
+    cdef hs_compile_error_t *error = NULL
+    cdef int status = hs_expression_info(expression, flags, &info, &error)
+    if status != HS_SUCCESS:
+        message = error.message.decode("utf-8", "replace") if error != NULL else f"hs error {status}"
+        if error != NULL:
+            hs_free_compile_error(error)
+        return message, False
+    empty = info.min_width == 0
+    free(info)   # Hyperscan's misc allocator, which is malloc: the fastpath never sets another
+    return None, empty

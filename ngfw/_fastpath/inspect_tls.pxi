@@ -156,7 +156,7 @@ cdef void asm_begin(insws_t *ws, inspslot_t *s, uint8_t kind, const uint8_t *d, 
     s.asm_len = n
 
 cdef (const uint8_t *, uint32_t) tls_hello_assemble(insws_t *ws, inspslot_t *s, const uint8_t *d,
-                                                     uint32_t n) noexcept nogil:
+                                                    uint32_t n) noexcept nogil:
     """Append a client segment to the ClientHello being assembled: (the hello's records and what follows,
     their length) once it is whole or the buffer full, (NULL, 0) while it is still arriving."""
     cdef tlsasm_pool_t *pool = &ws.tlsasm
@@ -168,7 +168,8 @@ cdef (const uint8_t *, uint32_t) tls_hello_assemble(insws_t *ws, inspslot_t *s, 
     s.asm_kind = ASM_DONE
     return pool.buf[s.asm], s.asm_len
 
-cdef (const uint8_t *, uint32_t) http_head_assemble(insws_t *ws, inspslot_t *s, const uint8_t *d, uint32_t n) noexcept nogil:
+cdef (const uint8_t *, uint32_t) http_head_assemble(insws_t *ws, inspslot_t *s, const uint8_t *d,
+                                                    uint32_t n) noexcept nogil:
     """Append a segment to the head being assembled: (the whole head and what follows, its length)
     once complete or full, (NULL, 0) while it is still arriving."""
     cdef tlsasm_pool_t *pool = &ws.tlsasm

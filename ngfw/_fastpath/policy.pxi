@@ -171,7 +171,7 @@ ctypedef struct decision_t:
     uint8_t reason       # drop reason when not allowed
     int32_t vsys         # vsys that owns the flow's logs (the deciding side)
     int32_t rule         # deciding rule, -1 for the implicit default deny
-    int32_t rule_ingress # the destination vsys' rule of a cross-vsys flow, -1 otherwise
+    int32_t rule_ingress  # the destination vsys' rule of a cross-vsys flow, -1 otherwise
     uint8_t user_dep     # a `users:` condition was looked at (userid.pxi)
     uint8_t via          # 1 + the `users:` item `rule` matched, 0: none
     uint8_t via_ingress  # ... of `rule_ingress`

@@ -1,5 +1,5 @@
 # Replay's JSON lines, written in C from the event ring: the same bytes orjson writes for the record
-# `Engine.drain_flow_records` builds (compact, keys in the same order, non-ASCII as UTF-8), without a
+# `Replayer.record` builds from an event dict (compact, keys in the same order, non-ASCII as UTF-8), without a
 # dict or a str per field. Names (vsys, workloads, rules, apps, actions) come pre-encoded from Python.
 
 from libc.math cimport rint
@@ -94,7 +94,8 @@ cdef void jb_string(jbuf_t *b, const uint8_t *s, uint32_t n) noexcept nogil:
             b.n += 2
         elif c == 8 or c == 9 or c == 10 or c == 12 or c == 13:
             b.p[b.n] = 92
-            b.p[b.n + 1] = b"b"[0] if c == 8 else (b"t"[0] if c == 9 else (b"n"[0] if c == 10 else (b"f"[0] if c == 12 else b"r"[0])))
+            b.p[b.n + 1] = (b"b"[0] if c == 8 else (b"t"[0] if c == 9 else (b"n"[0] if c == 10 else
+                            (b"f"[0] if c == 12 else b"r"[0]))))
             b.n += 2
         else:
             jb_lit(b, b"\\u00")

@@ -18,7 +18,8 @@ cdef inline uint16_t csum_fold(uint32_t sum) noexcept nogil:
         sum = (sum & 0xffff) + (sum >> 16)
     return <uint16_t>(~sum & 0xffff)
 
-cdef void l4_checksum(uint8_t *ip, bint v6, uint8_t proto, uint8_t *l4, uint32_t l4len, uint32_t csum_off) noexcept nogil:
+cdef void l4_checksum(uint8_t *ip, bint v6, uint8_t proto, uint8_t *l4, uint32_t l4len,
+                      uint32_t csum_off) noexcept nogil:
     """Write the TCP/UDP/ICMPv6 checksum (pseudo-header included) of the segment at `l4`."""
     cdef uint32_t sum = 0
     ngfw_put_be16(l4 + csum_off, 0)

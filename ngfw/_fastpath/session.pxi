@@ -151,6 +151,9 @@ cdef void session_export(engine_t *e, sess_req_t *q, uint64_t now) noexcept nogi
     cdef uint32_t host_len
     q.exported = 0
     while s < end:
+        if flow_slot_released(ft, s):
+            s = flow_next_slot_to_read(ft, s)   # a page given back holds no flow, and a read would take it back
+            continue
         f = &ft.slots[s]
         s += 1
         if not f.used or f.mig == MIG_OUT_CLIENT or f.mig == MIG_OUT_SERVER:
@@ -474,65 +477,113 @@ cdef inline void take_request(engine_t *e, uint64_t now) noexcept nogil:
 # ---------------------------------------------------------------- a full table
 
 cdef enum:
-    EARLY_DROP_SCAN = 256      # slots looked at for a flow to give up when the table is full
+    EARLY_DROP_WINDOW = 64     # slots from where the new flow goes that are looked at for one to give way...
+    EARLY_DROP_SCAN = 512      # ... and up to this many while none of them may
+    RANK_IDLE = 100            # a flow idle past its timeout: it goes first
 
-cdef inline bint flow_embryonic(const flow_t *f) noexcept nogil:
-    """Not (yet) a conversation: a TCP handshake that has not completed, or a flow nobody answered."""
+# how readily an embryonic flow gives way (0: it does not, it is a conversation)
+cdef enum:
+    EMBRYO_ANSWERED = 1    # a handshake the server answered: likely a client about to complete it
+    EMBRYO_UNANSWERED = 2  # a SYN (or a datagram) nobody answered yet
+    EMBRYO_RESET = 3       # a handshake reset: over
+
+cdef inline int flow_embryonic(const flow_t *f) noexcept nogil:
+    """Not (yet) a conversation: a TCP handshake that has not completed, or a flow nobody answered; EMBRYO_*."""
     if f.key.proto == P_TCP:
-        return f.tcp_state < TCP_ESTABLISHED or f.tcp_state == TCP_CLOSED
-    return f.pkts[1] == 0
+        if f.tcp_state == TCP_CLOSED:
+            return EMBRYO_RESET
+        if f.tcp_state == TCP_SYN_RECV:
+            return EMBRYO_ANSWERED
+        return EMBRYO_UNANSWERED if f.tcp_state < TCP_ESTABLISHED else 0
+    return EMBRYO_UNANSWERED if f.pkts[1] == 0 else 0
 
-cdef bint flow_early_drop(engine_t *e, uint16_t charged, uint64_t now) noexcept nogil:
-    """The table is full: end one flow to make room for a new one, as Linux conntrack's early_drop does --
-    one idle past its timeout first, else the oldest embryonic flow (never an established one). Per-vsys
-    fairness: a new flow whose vsys holds more than its share of the table only displaces its own vsys'
-    flows; otherwise flows of a vsys over its share go first."""
+cdef bint flow_early_drop(engine_t *e, uint32_t h, uint16_t charged, uint64_t now) noexcept nogil:
+    """The table is full: end one flow to make room for a new one whose hash is `h`, as Linux conntrack's
+    early_drop does -- a flow idle past its timeout, else an embryonic flow (never an established one) among the
+    slots from where the new flow goes: a reset handshake first, then one nobody answered, then one the server
+    answered (a client may be completing it); of these the first at least half the table's turnover time old (the
+    time the flood takes to bring as many new flows as the table holds), else the least recently seen one.
+
+    Looking where the new flow goes, not at a cursor: each new flow then displaces one from its own stretch of
+    the table, so every stretch keeps its share of flows and no flow is pushed out much before the table has
+    turned over (a cursor empties some stretches and crowds others: a flow landing in an emptied one is gone at
+    the cursor's next turn, and a new flow landing there finds nothing to displace). Taking the first flow old
+    enough keeps the look short (the table's memory is the cost of a flood) without touching the young ones
+    that may be handshakes about to complete.
+
+    Per-vsys fairness (a vsys' share: the table's capacity / the policy's vsys): a new flow whose vsys holds
+    more than its share displaces only its own vsys' flows, so a flooding tenant turns over its own half-open
+    flows; a new flow of a vsys within its share displaces first the flows of a vsys over its share, and of
+    no vsys (neither end is a workload: their flows are refused anyway). A new flow of no vsys displaces only
+    flows of no vsys."""
     cdef flowtable_t *ft = &e.flows
     cdef const tables_t *t = e.tables
     cdef uint32_t share = ft.capacity
-    cdef uint32_t i, s, best = UINT32_MAX
-    cdef int best_rank = 0, rank
-    cdef uint64_t best_ts = 0
+    cdef uint32_t i, s, start = h & ft.mask, best = UINT32_MAX
+    cdef int best_rank = 0, rank, enough_rank, embryo
+    cdef uint64_t best_ts = 0, old_enough = 0xffffffffffffffffull
     cdef flow_t *f
-    cdef bint new_over = False
+    cdef bint own_only
     if t != NULL and t.n_vsys > 1:
         share = ft.capacity // t.n_vsys
-    if charged and e.vsys[charged - 1].sessions > share:
-        new_over = True
+    own_only = charged == 0 or e.vsys[charged - 1].sessions > share
+    # rank: fairness (1 a flow of a vsys within its share, 2 over it), then EMBRYO_*. A candidate of the best
+    # fairness this new flow can hope for, unanswered and old enough (or reset), ends the look
+    enough_rank = (1 if own_only else 2) * 4 + EMBRYO_UNANSWERED
+    early_drop_count_second(e, now)
+    if e.early_drop_rate:
+        old_enough = <uint64_t>ft.count * 500000000ull // e.early_drop_rate
     for i in range(EARLY_DROP_SCAN):
-        s = (e.evict_cursor + i) & ft.mask
+        if best != UINT32_MAX and i >= EARLY_DROP_WINDOW:
+            break
+        s = (start + i) & ft.mask
+        if flow_slot_released(ft, s):
+            continue       # given back after a flood: no flow there
         f = &ft.slots[s]
         if not f.used:
             continue
         if flow_idle_out(e, f, now):
-            rank = 4
-        elif not flow_embryonic(f):
+            best = s
+            best_rank = RANK_IDLE
+            break          # over anyway
+        embryo = flow_embryonic(f)
+        if not embryo:
             continue
-        elif new_over:
+        if own_only:
             if f.quota_slot != charged:
                 continue
-            rank = 2
-        elif f.quota_slot and e.vsys[f.quota_slot - 1].sessions > share:
-            rank = 3
+            rank = 4 + embryo
+        elif f.quota_slot == 0 or e.vsys[f.quota_slot - 1].sessions > share:
+            rank = 8 + embryo
         else:
-            rank = 1
+            rank = 4 + embryo
         if rank > best_rank or (rank == best_rank and f.ts_last < best_ts):
             best_rank = rank
             best_ts = f.ts_last
             best = s
-    e.evict_cursor = (e.evict_cursor + EARLY_DROP_SCAN) & ft.mask
+            if rank > enough_rank or (rank == enough_rank and now > f.ts_last and now - f.ts_last >= old_enough):
+                break
     if best == UINT32_MAX:
         return False
     f = &ft.slots[best]
-    flow_end(e, f, END_TIMEOUT if best_rank == 4 else END_EARLY_DROP)
-    flow_remove_slot(ft, best)
-    if best_rank != 4:
+    if best_rank != RANK_IDLE:
         e.flows_early_dropped += 1
+        e.early_drops_second += 1
+    flow_end(e, f, END_TIMEOUT if best_rank == RANK_IDLE else END_EARLY_DROP, now)
+    flow_remove_slot(ft, best)
     return True
+
+cdef inline void early_drop_count_second(engine_t *e, uint64_t now) noexcept nogil:
+    """Early drops are counted by the second: the last whole second's count is the flood's rate."""
+    if now < e.early_drop_second or now - e.early_drop_second >= 1000000000ull:
+        # the second that ended gives the rate, unless the flood paused for a second or more since
+        e.early_drop_rate = e.early_drops_second if now - e.early_drop_second < 2000000000ull else 0
+        e.early_drop_second = now
+        e.early_drops_second = 0
 
 cdef flow_t *flow_insert_evicting(engine_t *e, const flow_key_t *k, uint32_t h, uint16_t charged,
                                   uint64_t now) noexcept nogil:
     cdef flow_t *f = flow_insert(&e.flows, k, h)
-    if f == NULL and flow_early_drop(e, charged, now):
+    if f == NULL and flow_early_drop(e, h, charged, now):
         f = flow_insert(&e.flows, k, h)
     return f

@@ -132,7 +132,7 @@ ctypedef struct sess_req_t:
     # adopt: a dead process's table, in its own file's memory
     const flow_t *old_slots
     uint32_t old_n_slots
-    const char *old_host_names # [old_n_host][HOST_MAX]
+    const char *old_host_names  # [old_n_host][HOST_MAX]
     const uint8_t *old_host_lens
     uint32_t old_n_host
     const inspslot_t *old_insp

@@ -199,7 +199,7 @@ cdef bint session_clear(engine_t *e, flow_t *f, bint silent, sview_req_t *q, uin
         f.ts_last = now
         q.resets += 1
         return False
-    flow_end(e, f, END_CLEARED)      # unlogged now: gives back its quota, App-ID and inspection state
+    flow_end(e, f, END_CLEARED, now)      # unlogged now: gives back its quota, App-ID and inspection state
     return True
 
 cdef void session_view_serve(engine_t *e, sess_req_t *r, uint64_t now) noexcept nogil:
@@ -218,6 +218,9 @@ cdef void session_view_serve(engine_t *e, sess_req_t *r, uint64_t now) noexcept 
     if q.max_scan and s + q.max_scan < end:
         stop = s + q.max_scan
     while s < stop:
+        if flow_slot_released(ft, s):
+            s = flow_next_slot_to_read(ft, s)   # a page given back holds no flow, and a read would take it back
+            continue
         f = &ft.slots[s]
         s += 1
         if not f.used or not session_matches(t, f, &q.filter):

@@ -118,7 +118,8 @@ cdef int capture_next(capture_t *c, const uint8_t **frame, uint32_t *caplen, uin
             if incl > 262144:
                 c.error = "packet record longer than 256 KiB"
                 return -1
-            ts = <uint64_t>cap_u32(c, c.buf + c.off) * 1000000000ull + <uint64_t>cap_u32(c, c.buf + c.off + 4) * c.ts_div
+            ts = (<uint64_t>cap_u32(c, c.buf + c.off) * 1000000000ull
+                  + <uint64_t>cap_u32(c, c.buf + c.off + 4) * c.ts_div)
             frame[0] = c.buf + c.off + 16
             caplen[0] = incl
             origlen[0] = cap_u32(c, c.buf + c.off + 12)

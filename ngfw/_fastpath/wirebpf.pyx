@@ -9,7 +9,7 @@ what libbpf said (the verifier's log when it refused the program).
 
 from libc.stdint cimport uint32_t, uint64_t
 from libc.stdlib cimport malloc, free
-from libc.string cimport memset, strncpy
+from libc.string cimport memset
 from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_SHARED, MAP_FAILED
 from posix.unistd cimport close
 
@@ -122,8 +122,12 @@ cdef extern from "bpf/wire.h":
 
 cdef extern from *:
     """
-    static inline uint64_t ngfw_wire_load_u64(const void *p) { return __atomic_load_n((const uint64_t *)p, __ATOMIC_ACQUIRE); }
-    static inline void ngfw_wire_store_u64(void *p, uint64_t v) { __atomic_store_n((uint64_t *)p, v, __ATOMIC_RELEASE); }
+    static inline uint64_t ngfw_wire_load_u64(const void *p) {
+        return __atomic_load_n((const uint64_t *)p, __ATOMIC_ACQUIRE);
+    }
+    static inline void ngfw_wire_store_u64(void *p, uint64_t v) {
+        __atomic_store_n((uint64_t *)p, v, __ATOMIC_RELEASE);
+    }
     """
     uint64_t ngfw_wire_load_u64(const void *p)
     void ngfw_wire_store_u64(void *p, uint64_t v)

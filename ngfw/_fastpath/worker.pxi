@@ -51,9 +51,14 @@ ctypedef struct engine_t:
     uint64_t *heartbeat
     sess_req_t *request        # work for the loop's thread (session.pxi), taken between bursts
     int wake_fd                # an eventfd in the loop's poll set: Python's requests and swaps need no timeout
-    uint32_t evict_cursor      # where the next early drop looks (session.pxi)
     uint64_t flows_early_dropped
-    uint64_t flows_handed_over # flows a move handed to another host that ended here unlogged
+    uint64_t early_drop_second     # start of the second whose early drops are being counted...
+    uint32_t early_drops_second    # ... how many there were so far
+    uint32_t early_drop_rate       # early drops in the last whole second
+    uint64_t records_second        # start of the second whose records of embryonic flows are counted...
+    uint32_t records_this_second   # ... and how many were written (embryonic_record)
+    uint64_t records_unlogged      # records of embryonic flows not written
+    uint64_t flows_handed_over  # flows a move handed to another host that ended here unlogged
     uint64_t arrivals          # workloads first seen on the VM side (EV_ARRIVAL)
     uint64_t midstream_until_ns  # until then a TCP segment of an unknown flow starts one (after fail-open)
     # links that come and go (ports.pxi): a port's new ring or TAP descriptor, swapped in between bursts
@@ -84,7 +89,8 @@ cdef inline void count_drop(engine_t *e, int reason) noexcept nogil:
 cdef inline bint mac_is_multicast(uint64_t mac) noexcept nogil:
     return (mac & 1) != 0   # I/G bit of the first octet (little-endian load)
 
-cdef void forward(engine_t *e, uint16_t in_port, const uint8_t *data, uint32_t len, const pkt_t *fix, uint64_t now) noexcept nogil:
+cdef void forward(engine_t *e, uint16_t in_port, const uint8_t *data, uint32_t len, const pkt_t *fix,
+                  uint64_t now) noexcept nogil:
     cdef segment_t *seg = &e.segments[e.ports[in_port].segment]
     cdef uint64_t segkey = <uint64_t>e.ports[in_port].segment << 48
     cdef int32_t out
@@ -140,7 +146,8 @@ cdef void respond_reset_peer(engine_t *e, flow_t *f, const pkt_t *p, bint to_ser
     forward(e, in_port, e.response, n, NULL, e.last_sweep)
 
 cdef frag_entry_t *frag_find(engine_t *e, const pkt_t *p, bint create, uint64_t now) noexcept nogil:
-    cdef uint32_t h = <uint32_t>ngfw_mix64(p.src_ip.lo ^ ngfw_mix64(p.dst_ip.lo ^ p.src_ip.hi) ^ (<uint64_t>p.frag_id << 8) ^ p.proto)
+    cdef uint32_t h = <uint32_t>ngfw_mix64(p.src_ip.lo ^ ngfw_mix64(p.dst_ip.lo ^ p.src_ip.hi)
+                                           ^ (<uint64_t>p.frag_id << 8) ^ p.proto)
     cdef uint32_t s = h & (FRAG_SLOTS - 1)
     cdef uint32_t i
     cdef frag_entry_t *f
@@ -165,14 +172,33 @@ cdef frag_entry_t *frag_find(engine_t *e, const pkt_t *p, bint create, uint64_t 
     free_slot.ts = now
     return free_slot
 
-cdef void flow_end(engine_t *e, flow_t *f, uint8_t reason) noexcept nogil:
+cdef enum:
+    EMBRYONIC_RECORDS = 1000   # records (flow, drop) of flows that never became a conversation written per second
+
+cdef bint embryonic_record(engine_t *e, uint64_t now) noexcept nogil:
+    """Whether the record of a flow that never became a conversation (a handshake that did not complete, a flow
+    nobody answered, a new flow refused) may be written: 1,000 a second. A flood brings one such flow per frame;
+    its records beyond those are counted (records_unlogged), not written -- the event ring and the EVE writer
+    would otherwise take memory and a core from the packet loop. Replay writes every record."""
+    if e.log_all:
+        return True
+    if now < e.records_second or now - e.records_second >= 1000000000ull:
+        e.records_second = now
+        e.records_this_second = 0
+    if e.records_this_second >= EMBRYONIC_RECORDS:
+        e.records_unlogged += 1
+        return False
+    e.records_this_second += 1
+    return True
+
+cdef void flow_end(engine_t *e, flow_t *f, uint8_t reason, uint64_t now) noexcept nogil:
     cdef event_t *ev
     appid_flow_end(e, e.tables, f)
     inspect_flow_end(e, f)
     if f.mig >= MIG_OUT_CLIENT:
         # handed to the host its workload moved to: that host logs its end
         e.flows_handed_over += 1
-    elif f.log:
+    elif f.log and (not flow_embryonic(f) or embryonic_record(e, now)):
         ev = evring_claim(&e.events)
         if ev != NULL:
             event_from_flow(ev, f, EV_FLOW)
@@ -281,7 +307,7 @@ cdef void flow_start(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bint p
     flow_decide(e, t, f, p, src_wl, dst_wl, d)
     if e.log_all:
         f.log = 1
-    if d.action != A_ALLOW and f.log:
+    if d.action != A_ALLOW and f.log and embryonic_record(e, now):
         ev = evring_claim(&e.events)
         if ev != NULL:
             event_from_flow(ev, f, EV_DROP)
@@ -417,12 +443,12 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
     f = flow_lookup(&e.flows, &key, h)
     if f != NULL and p.proto == P_TCP and (p.tcp_flags & (TH_SYN | TH_ACK)) == TH_SYN and f.tcp_state >= TCP_FIN_WAIT:
         # a new connection on the tuple of a closing one: end the old flow, start afresh
-        flow_end(e, f, END_REUSED)
+        flow_end(e, f, END_REUSED, now)
         flow_remove_slot(&e.flows, <uint32_t>(f - e.flows.slots))
         f = NULL
     elif f != NULL and flow_idle_out(e, f, now):
         # idle past its timeout and not swept yet: what arrives now starts a new flow
-        flow_end(e, f, END_TIMEOUT)
+        flow_end(e, f, END_TIMEOUT, now)
         flow_remove_slot(&e.flows, <uint32_t>(f - e.flows.slots))
         f = NULL
     if f == NULL:
@@ -500,7 +526,8 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
                 return
         elif f.app_wait and <uint32_t>f.pl_pkts[0] + f.pl_pkts[1] > e.appid_budget:
             # the budget is spent: decide with what is known
-            app_finish(e, t, f, port_guess(&t.apps, f) or (t.apps.unknown_tcp if p.proto == P_TCP else t.apps.unknown_udp),
+            app_finish(e, t, f,
+                       port_guess(&t.apps, f) or (t.apps.unknown_tcp if p.proto == P_TCP else t.apps.unknown_udp),
                        CONF_PORT, NULL)
             if not app_verdict(e, t, f, &p, to_server, src_wl, dst_wl, in_port):
                 return
@@ -571,32 +598,87 @@ cdef inline bint flow_idle_out(const engine_t *e, const flow_t *f, uint64_t now)
         return now > f.ts_last and now - f.ts_last > MIG_LINGER_NS
     return now > f.ts_last and now - f.ts_last > e.timeouts_ns[flow_timeout_class(f)]
 
+cdef enum:
+    GIVE_BACK_MIN_PAGES = 256  # pages (a MiB) a pass that gives memory back must be able to give, to be worth it
+
 cdef void sweep_flows(engine_t *e, uint64_t now, uint64_t max_slots) noexcept nogil:
     """Expire idle flows, scanning a share of the table proportional to the time elapsed (at most
     `max_slots`: a replayed capture's clock jumps by hours between packets, and a flow seen again after
-    its timeout is ended when it is looked up anyway)."""
+    its timeout is ended when it is looked up anyway).
+
+    Once the table holds a quarter of the flows it held at its peak or fewer (a flood came and went) and its
+    pages are more than its flows need by a MiB, a pass over the whole table also gives back the pages that
+    hold no flow (flow.pxi); the next such fall, the next pass. Only pages seen empty slot by slot since the
+    last insertion are given back (only an insertion fills an empty slot)."""
     cdef flowtable_t *ft = &e.flows
     cdef uint64_t elapsed = now - e.last_sweep
-    cdef uint64_t budget
-    cdef uint32_t s
+    cdef uint64_t budget, step
+    cdef uint32_t s, next_s, n = ft.mask + 1
     cdef flow_t *f
+    cdef bint giving
+    cdef uintptr_t empty_from    # every slot from here to the cursor was seen empty in this call
     if now < e.last_sweep or elapsed < 5000000:   # 5 ms (a replayed capture's clock may step back)
         return
     e.last_sweep = now
-    budget = (<uint64_t>(ft.mask + 1) * elapsed) // 1000000000ull + 64
-    if budget > ft.mask + 1:
-        budget = ft.mask + 1
+    budget = (<uint64_t>n * elapsed) // 1000000000ull + 64
+    if budget > n:
+        budget = n
     if budget > max_slots:
         budget = max_slots
+    if ft.count > ft.peak:
+        ft.peak = ft.count
+    # a flow lies on two pages at most: the pages held beyond that hold no flow
+    if (ft.give_back_left == 0 and ft.count <= ft.peak // 4
+            and ft.n_pages - ft.n_released > 2 * <uint64_t>ft.count + GIVE_BACK_MIN_PAGES):
+        ft.give_back_left = n     # a pass, from here round the table
+        ft.peak = ft.count        # the next fall is measured from here
+    giving = ft.give_back_left != 0
+    empty_from = <uintptr_t>&ft.slots[ft.sweep_cursor]
+    if giving and ft.empty_inserts == ft.inserts and ft.empty_from and ft.empty_from <= empty_from:
+        # nothing was inserted since the last call: the empty run it ended in goes on (removals and the shifts
+        # they make only ever move a flow into a slot that held one)
+        empty_from = ft.empty_from
     while budget > 0:
         s = ft.sweep_cursor
-        f = &ft.slots[s]
-        if f.used and flow_idle_out(e, f, now):
-            flow_end(e, f, END_TIMEOUT)
-            flow_remove_slot(ft, s)
-            continue   # a later entry may have shifted into this slot: look at it again
-        budget -= 1
-        ft.sweep_cursor = (s + 1) & ft.mask
+        if flow_slot_released(ft, s):
+            # given back earlier: empty, and not to be read
+            next_s = flow_next_slot_to_read(ft, s)
+            step = next_s - s
+        else:
+            f = &ft.slots[s]
+            if f.used and flow_idle_out(e, f, now):
+                flow_end(e, f, END_TIMEOUT, now)
+                flow_remove_slot(ft, s)
+                continue   # a later entry may have shifted into this slot: look at it again
+            if f.used:
+                if giving:
+                    flow_give_back_range(ft, empty_from, <uintptr_t>f)
+                empty_from = <uintptr_t>(f + 1)
+            step = 1
+        if step > budget:
+            step = budget
+        budget -= step
+        if giving:
+            if step >= ft.give_back_left:
+                # the pass is over: what it saw empty goes back, and the next flood is measured from here
+                flow_give_back_range(ft, empty_from, <uintptr_t>&ft.slots[s + <uint32_t>ft.give_back_left])
+                ft.give_back_left = 0
+                giving = False
+            else:
+                ft.give_back_left -= <uint32_t>step
+        s += <uint32_t>step
+        if s >= n:
+            if giving:
+                flow_give_back_range(ft, empty_from, <uintptr_t>(ft.slots + n))
+            s = 0
+            empty_from = <uintptr_t>ft.slots
+        ft.sweep_cursor = s
+    if giving:
+        flow_give_back_range(ft, empty_from, <uintptr_t>&ft.slots[ft.sweep_cursor])
+    ft.empty_from = empty_from
+    ft.empty_inserts = ft.inserts
+    if e.ins != NULL:
+        inspool_give_back(&e.ins.pool)
 
 cdef inline void adopt_tables(engine_t *e) noexcept nogil:
     cdef tables_t *p = <tables_t *>ngfw_load_ptr(<void **>&e.pending)

@@ -18,23 +18,30 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import pickle
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
+from os import PathLike
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ngfw.compiler.catalogue import (  # noqa: F401 - re-exported: the compiler's public names
+    DEFAULT_CATALOGUE,
+    RESERVED,
+    SUFFIXES,
+    AppDef,
+    Catalogue,
+    HostRule,
+    Signature,
+    cache_dir,
+    catalogue_files,
+    load_catalogue,
+)
 from ngfw.model.errors import PolicyError, describe_all
 from ngfw.model.yamldoc import YamlProblem, parse_documents
-from ngfw.compiler.catalogue import (  # noqa: F401 - re-exported: the compiler's public names
-    DEFAULT_CATALOGUE, RESERVED, SUFFIXES, AppDef, Catalogue, HostRule, Signature, cache_dir,
-    catalogue_files, load_catalogue,
-)
 from ngfw.values import asdict
+from ngfw.wire import PROTO_ANY, PROTO_TCP, PROTO_UDP
 
 __all__ = [
     "APP_INCOMPLETE",
@@ -57,7 +64,7 @@ __all__ = [
 
 APP_UNKNOWN, APP_UNKNOWN_TCP, APP_UNKNOWN_UDP, APP_INCOMPLETE, APP_INSUFFICIENT_DATA = range(len(RESERVED))
 
-L4_ANY, L4_TCP, L4_UDP = 0, 6, 17
+L4_ANY, L4_TCP, L4_UDP = PROTO_ANY, PROTO_TCP, PROTO_UDP
 _L4 = {"any": L4_ANY, "tcp": L4_TCP, "udp": L4_UDP}
 DIR_ANY, DIR_TO_SERVER, DIR_TO_CLIENT = 0, 1, 2
 _DIRECTION = {"any": DIR_ANY, "to_server": DIR_TO_SERVER, "to_client": DIR_TO_CLIENT}
@@ -204,7 +211,7 @@ def _compile_all(signatures: tuple[Signature, ...]) -> str | None:
     return None
 
 
-def compile_catalogue(path: str | Path = DEFAULT_CATALOGUE) -> Catalogue:
+def compile_catalogue(path: str | PathLike[str] = DEFAULT_CATALOGUE) -> Catalogue:
     """Read, validate and compile the catalogue (no cache)."""
     problems: list[str] = []
     entries = _read(catalogue_files(path), problems)

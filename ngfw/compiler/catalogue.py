@@ -51,7 +51,7 @@ class AppDef:
 @value
 class Signature:
     app: int
-    l4: int  # 0 any, 6 tcp, 17 udp
+    l4: int  # an IP protocol number (ngfw.wire): PROTO_ANY, PROTO_TCP or PROTO_UDP
     direction: int  # DIR_ANY, DIR_TO_SERVER, DIR_TO_CLIENT
     pattern: str
     hs_flags: int  # SINGLEMATCH|DOTALL, plus CASELESS for nocase

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from ngfw.compiler.policy import _compile_workload, _members, workloads_by_vsys
+from ngfw.compiler.policy import compile_workload, group_members, workloads_by_vsys
 from ngfw.compiler.tables import AddressSet, CompiledPolicy, CompiledProfile, CompiledRule
 from ngfw.model import syntax
 from ngfw.model.errors import PolicyError
@@ -54,11 +54,11 @@ def with_workloads(previous: CompiledPolicy, workloads: Iterable[Workload]) -> C
         # resources parsed from unchanged documents are the very same objects (the parse cache)
         unchanged = [a is b or a == b for a, b in zip(old, ordered)]
         changed_vsys: set[str] | None = {w.metadata.vsys for w, same in zip(ordered, unchanged) if not same}
-        compiled = tuple(previous.workloads[i] if same else _compile_workload(w, vsys_index)
+        compiled = tuple(previous.workloads[i] if same else compile_workload(w, vsys_index)
                          for i, (w, same) in enumerate(zip(ordered, unchanged)))
     else:
         changed_vsys = None  # every vsys: indexes moved
-        compiled = tuple(_compile_workload(w, vsys_index) for w in ordered)
+        compiled = tuple(compile_workload(w, vsys_index) for w in ordered)
     if changed_vsys is not None and not changed_vsys:
         return previous
 
@@ -67,7 +67,7 @@ def with_workloads(previous: CompiledPolicy, workloads: Iterable[Workload]) -> C
 
     by_vsys = workloads_by_vsys(ordered)
     try:
-        groups = {key: _members(group, by_vsys.get(key[0], ()), index) if affected(key[0])
+        groups = {key: group_members(group, by_vsys.get(key[0], ()), index) if affected(key[0])
                   else previous.group_members[key]
                   for key, group in previous.groups.items()}
     except KeyError as exc:  # a static member that is gone

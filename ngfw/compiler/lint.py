@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ngfw.compiler.tables import PROTO_ANY, AddressSet, CompiledPolicy, CompiledRule, Service
+from ngfw.compiler.tables import AddressSet, CompiledPolicy, CompiledRule, Service
+from ngfw.wire import PROTO_ANY
 
 
 def lint(policy: CompiledPolicy) -> list[str]:

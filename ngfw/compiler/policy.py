@@ -13,8 +13,9 @@ import hashlib
 import ipaddress
 import json
 from collections.abc import Iterable, Sequence
-from pathlib import Path
+from os import PathLike
 
+from ngfw.compiler.catalogue import Catalogue, load_catalogue
 from ngfw.compiler.tables import (
     Action,
     AddressSet,
@@ -24,10 +25,10 @@ from ngfw.compiler.tables import (
     CompiledRule,
     CompiledWorkload,
     IPNetwork,
-    PROTO_ANY,
     Service,
     VsysLimits,
 )
+from ngfw.compiler.threshold_config import parse_threshold_config
 from ngfw.model import syntax
 from ngfw.model.errors import PolicyError
 from ngfw.model.loader import load_resources
@@ -40,24 +41,23 @@ from ngfw.model.resources import (
     SignatureSet,
     ThreatProfile,
     UserGroup,
-    parse_sid,
     VirtualSystem,
     Workload,
     dump,
+    parse_sid,
     vsys_of,
 )
-from ngfw.compiler.catalogue import Catalogue, load_catalogue
 from ngfw.compiler.principals import group_principal, user_principal
-from ngfw.compiler.threshold_config import parse_threshold_config
 from ngfw.model.validate import cross_check
+from ngfw.wire import PROTO_ANY
 
-__all__ = ["compile_resources", "digest", "load_policy", "workloads_by_vsys"]
+__all__ = ["compile_resources", "compile_workload", "digest", "group_members", "load_policy", "workloads_by_vsys"]
 
 _ACTIONS = {"allow": Action.ALLOW, "deny": Action.DENY, "reject": Action.REJECT}
 _UNKNOWN_SOURCE = "<resources>"
 
 
-def load_policy(path: str | Path, version: int = 1, catalogue: Catalogue | None = None) -> CompiledPolicy:
+def load_policy(path: str | PathLike[str], version: int = 1, catalogue: Catalogue | None = None) -> CompiledPolicy:
     """Load, validate and compile the policy at `path` (a file or a directory).
 
     A file that defines nothing, or no VirtualSystem, is refused: enforcing it would deny every flow, and
@@ -102,7 +102,7 @@ def compile_resources(
     workload_index = {(w.metadata.vsys, w.metadata.name): i for i, w in enumerate(workloads)}
     by_vsys = workloads_by_vsys(workloads)
     groups = {
-        (g.metadata.vsys, g.metadata.name): _members(g, by_vsys.get(g.metadata.vsys, ()), workload_index)
+        (g.metadata.vsys, g.metadata.name): group_members(g, by_vsys.get(g.metadata.vsys, ()), workload_index)
         for g in items
         if isinstance(g, Group)
     }
@@ -148,7 +148,7 @@ def compile_resources(
     return CompiledPolicy(
         version=version,
         vsys=tuple(vsys_names),
-        workloads=tuple(_compile_workload(w, vsys_index) for w in workloads),
+        workloads=tuple(compile_workload(w, vsys_index) for w in workloads),
         rules=tuple(rules),
         sources=sources,
         catalogue=catalogue,
@@ -215,7 +215,7 @@ def workloads_by_vsys(workloads: Iterable[Workload]) -> dict[str, list[Workload]
     return by_vsys
 
 
-def _members(group: Group, workloads: Sequence[Workload], index: dict[tuple[str, str], int]) -> frozenset[int]:
+def group_members(group: Group, workloads: Sequence[Workload], index: dict[tuple[str, str], int]) -> frozenset[int]:
     """Workload indexes of `group`: those of `workloads` (its vsys's, or all) its selector matches, and its members."""
     vsys = group.metadata.vsys
     members: set[int] = set()
@@ -231,7 +231,8 @@ def _members(group: Group, workloads: Sequence[Workload], index: dict[tuple[str,
     return frozenset(members)
 
 
-def _compile_workload(workload: Workload, vsys_index: dict[str, int]) -> CompiledWorkload:
+def compile_workload(workload: Workload, vsys_index: dict[str, int]) -> CompiledWorkload:
+    """One Workload as the fastpath's table row (identity updates compile workloads alone with it)."""
     interfaces = workload.spec.interfaces
     return CompiledWorkload(
         name=workload.metadata.name,

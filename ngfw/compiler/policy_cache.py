@@ -40,8 +40,8 @@ def _key(path: Path) -> str | None:
             h.update(source.name.encode() + b"\0" + source.read_bytes() + b"\0")
     for file in files:
         h.update(str(file).encode() + b"\0" + file.read_bytes() + b"\0")
-    for file in catalogue_files(DEFAULT_CATALOGUE):   # the app ids rules name
-        h.update(str(file).encode() + b"\0" + Path(file).read_bytes() + b"\0")
+    for catalogue_file in catalogue_files(DEFAULT_CATALOGUE):   # the app ids rules name
+        h.update(catalogue_file.encode() + b"\0" + Path(catalogue_file).read_bytes() + b"\0")
     return h.hexdigest()
 
 

@@ -21,12 +21,6 @@ if TYPE_CHECKING:
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-PROTO_ANY = 0
-PROTO_ICMP = 1
-PROTO_TCP = 6
-PROTO_UDP = 17
-PROTO_ICMPV6 = 58
-
 
 class Action(enum.IntEnum):
     """What a rule does to a flow; values are the fastpath's verdict codes."""
@@ -57,7 +51,7 @@ class AddressSet:
 class Service:
     """A protocol and an inclusive destination-port range.
 
-    `proto` is an IP protocol number (`PROTO_ANY` matches every protocol). For
+    `proto` is an IP protocol number (`ngfw.wire.PROTO_ANY` matches every protocol). For
     ICMP/ICMPv6 the port range is unused (0..65535).
     """
 

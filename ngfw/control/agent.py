@@ -134,6 +134,7 @@ class Agent:
         version, identity = int(bundle["version"]), int(bundle["identity"])
         claimed = str(bundle["hash"])
         whole = "documents" in bundle
+        policy_hash: str | None
         if whole:
             policy_documents = [d for d in bundle["documents"] if not is_workload(d)]
             workloads = [d for d in bundle["documents"] if is_workload(d)]

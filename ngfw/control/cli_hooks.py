@@ -269,7 +269,6 @@ def _serve(args: argparse.Namespace) -> int:
     from ngfw.control.server import ControlServer, raise_open_files_limit
     from ngfw.control.service import Control
     from ngfw.control.store import StoreError, open_store
-
     from ngfw.control.tls import TlsConfigError, is_loopback, server_context
 
     host, _, port = args.listen.rpartition(":")

@@ -14,11 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ngfw.compiler.tables import PROTO_TCP, PROTO_UDP, CompiledPolicy, CompiledRule, IPAddress
+from ngfw.compiler.tables import CompiledPolicy, CompiledRule, IPAddress
 from ngfw.model import syntax
 from ngfw.model.resources import SecurityPolicy
 from ngfw.compiler.principals import user_principal
 from ngfw.reference.policy import endpoint_matches, services_match, users_match
+from ngfw.wire import PROTO_TCP, PROTO_UDP
 
 MAX_SKIPPED_SHOWN = 20
 

@@ -597,7 +597,7 @@ class _TlsSite(web.BaseSite):
 def runner_server(runner: web.BaseRunner) -> web.Server:
     server = runner.server
     assert server is not None
-    return server  # type: ignore[return-value]
+    return server
 
 
 def _peer(conn: socket.socket) -> str:

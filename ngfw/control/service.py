@@ -22,6 +22,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ngfw.compiler.tables import CompiledPolicy
 from ngfw.control.auth import Principal
 from ngfw.control.diff import changed_keys, diff_documents, merge
 from ngfw.control.documents import (
@@ -39,6 +40,8 @@ from ngfw.control.documents import (
     parse_resource,
     part_hash,
 )
+from ngfw.control.migrations import MigrationCoordinator, MigrationError
+from ngfw.control.signature_sets import PushRefused, SignatureSetRegistry
 from ngfw.control.store import (
     AuditEntry,
     Candidate,
@@ -48,10 +51,7 @@ from ngfw.control.store import (
     StoreConflict,
     VersionRecord,
 )
-from ngfw.control.migrations import MigrationCoordinator, MigrationError
-from ngfw.control.signature_sets import PushRefused, SignatureSetRegistry
 from ngfw.control.validation import Validated, compile_documents, duplicates, validate_identity
-from ngfw.compiler.tables import CompiledPolicy
 from ngfw.model.errors import PolicyError
 from ngfw.model.resources import SITE_KINDS
 
@@ -728,7 +728,7 @@ class Control:
         except MigrationError as exc:
             self.audit(who, "migration.request", target, "failed" if exc.migration else "rejected", reason=exc.message,
                        migration=exc.migration.id if exc.migration else None)
-            extra = {"migration": exc.migration.as_dict()} if exc.migration else {}
+            extra: dict[str, Any] = {"migration": exc.migration.as_dict()} if exc.migration else {}
             raise ApiError(exc.status, exc.message, **extra) from None
         self.audit(who, "migration.request", target, "ok", migration=m.id, source=m.source)
         log.info("migration %s: %s/%s from %s to %s requested by %s", m.id, vsys, name, m.source, to, who.name)

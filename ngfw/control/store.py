@@ -155,7 +155,7 @@ class Store(abc.ABC):
     def signature_sets(self) -> list[dict[str, Any]]:
         """The metadata of every stored set, newest first."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: a store that holds nothing open has nothing to close
         pass
 
 

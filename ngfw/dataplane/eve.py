@@ -10,14 +10,15 @@ import functools
 import os
 
 from ngfw.dataplane.appnames import split_app
+from ngfw.wire import EVE_PROTO_NAMES
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:   # `ngfw replay` imports this module: what only annotations need stays out of its start
-    from typing import IO, Any, Callable
+    from collections.abc import Callable
+    from typing import IO, Any
 
     from ngfw.compiler.tables import CompiledPolicy
 
-PROTO_NAMES = {1: "ICMP", 6: "TCP", 17: "UDP", 58: "IPv6-ICMP"}
 DEFAULT_RULE = "default-deny"
 
 
@@ -33,7 +34,7 @@ def _second(seconds: int) -> str:
     # records come in bursts from the same seconds: strftime once per second, not once per record
     import datetime as dt
 
-    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def alert_fields(event: dict[str, Any]) -> dict[str, Any]:
@@ -58,7 +59,7 @@ def eve_record(event: dict[str, Any], policy: CompiledPolicy | None) -> dict[str
         rule = DEFAULT_RULE
     else:
         rule = policy.rule_name(rule_index) if policy is not None else None
-    proto = PROTO_NAMES.get(event["proto"], str(event["proto"]))
+    proto = EVE_PROTO_NAMES.get(event["proto"], str(event["proto"]))
     # an alert names the packet's own source and destination (Suricata's habit)
     src, dst = ("dest", "src") if event.get("pkt_to_client") else ("src", "dest")
     record: dict[str, Any] = {

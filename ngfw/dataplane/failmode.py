@@ -43,6 +43,7 @@ class FailModeError(PortError):
 class HeartbeatEngine(Protocol):
     def set_heartbeat_address(self, address: int) -> None: ...
     def progress_ns(self) -> int: ...
+    def allow_midstream(self, seconds: float) -> None: ...
 
 
 def wire_name(wire: tuple[str, str]) -> str:
@@ -87,7 +88,7 @@ class WireStatus:
 
 
 def _wirebpf() -> Any:
-    from ngfw._fastpath import wirebpf
+    import ngfw._fastpath.wirebpf as wirebpf
 
     return wirebpf
 
@@ -107,7 +108,7 @@ class WireFailModes:
         self.stale_after_ns = stale_after_ns
         self.program: Any = None
         self._monitor: threading.Thread | None = None
-        self._engine: Any = None
+        self._engine: HeartbeatEngine | None = None
         self._started = False
         self._stopping = threading.Event()
         self._lock = threading.Lock()
@@ -234,14 +235,12 @@ class WireFailModes:
         wire.attached = True
         return True
 
-    def _pick_up_midstream(self, engine: Any) -> None:
+    def _pick_up_midstream(self, engine: HeartbeatEngine) -> None:
         """The kernel forwarded while no packet loop ran: connections opened meanwhile are unknown here. For a
         while, their segments start flows that the policy decides (instead of being dropped mid-stream)."""
-        allow = getattr(engine, "allow_midstream", None)
-        if allow is not None:
-            allow(MIDSTREAM_PICKUP_SECONDS)
-            log.info("TCP connections opened while a wire was open are picked up mid-stream for %d s, each decided "
-                     "by the policy", MIDSTREAM_PICKUP_SECONDS)
+        engine.allow_midstream(MIDSTREAM_PICKUP_SECONDS)
+        log.info("TCP connections opened while a wire was open are picked up mid-stream for %d s, each decided "
+                 "by the policy", MIDSTREAM_PICKUP_SECONDS)
 
     def _read_leftovers(self, leftovers: dict[str, Any]) -> int:
         """Log and carry over what the kernel forwarded under earlier programs (read after they were replaced

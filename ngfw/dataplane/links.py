@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 PORT_EVENTS = ("down", "up", "removed", "reattached")
 ARPHRD_ETHER = 1          # linux/if_arp.h: frames carry Ethernet headers (veth, TAP, bridge, macvlan, NICs)
@@ -107,7 +107,7 @@ class Note:
     refused_ifindex: int = 0   # a link that cannot be the port (said once per interface)
 
 
-Action = Union[Detach, Attach, SetLink, Note]
+Action = Detach | Attach | SetLink | Note
 
 
 @dataclass
@@ -134,9 +134,9 @@ class PortLinks:
     def link_changed(self, link: LinkState, tap_alive: TapAlive) -> list[Action]:
         """RTM_NEWLINK (or a dump's entry): a link appeared or changed."""
         out: list[Action] = []
-        for port in self.ports.values():
-            if not port.tap and port.attached and port.ifindex == link.ifindex and port.name != link.name:
-                out.append(Detach(port.name, f"interface renamed to {link.name} (ifindex {link.ifindex})"))
+        for other in self.ports.values():
+            if not other.tap and other.attached and other.ifindex == link.ifindex and other.name != link.name:
+                out.append(Detach(other.name, f"interface renamed to {link.name} (ifindex {link.ifindex})"))
         port = self.ports.get(link.name)
         if port is None:
             return out

@@ -5,7 +5,8 @@ Labels are bounded by configuration (port, reason, vsys, rule), never by traffic
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
 
 
 class DataplaneCollector(Collector):
-    def __init__(self, dataplane: "Dataplane") -> None:
+    def __init__(self, dataplane: Dataplane) -> None:
         self.dp = dataplane
 
     def collect(self) -> Iterator:
@@ -74,6 +75,17 @@ class DataplaneCollector(Collector):
                                   value=stats["events_lost"])
         yield CounterMetricFamily("ngfw_flows_early_dropped_total", "Embryonic flows ended to make room for new ones "
                                   "while the flow table was full", value=stats["flows_early_dropped"])
+        yield CounterMetricFamily("ngfw_flow_records_unlogged_total", "Flow and drop records of flows that never became "
+                                  "a conversation, not written (1,000 a second are)", value=stats["records_unlogged"])
+        given_back = CounterMetricFamily("ngfw_memory_given_back_bytes_total", "Memory of the flow table and of the "
+                                         "inspection state given back to the system after floods", labels=["pool"])
+        for pool, value in sorted(stats["memory_given_back"].items()):
+            given_back.add_metric([pool], value)
+        yield given_back
+        yield GaugeMetricFamily("ngfw_flow_table_bytes", "Memory the flow table spans (resident only where flows "
+                                "are, or were since a flood)", value=stats["flow_table_bytes"])
+        yield GaugeMetricFamily("ngfw_flow_table_given_back_bytes", "Memory of the flow table given back now: pages "
+                                "no flow has used since", value=stats["flow_table_bytes_released"])
         yield CounterMetricFamily("ngfw_flows_handed_over_total", "Flows handed to the host their workload moved to "
                                   "that ended here unlogged", value=stats["flows_handed_over"])
         yield CounterMetricFamily("ngfw_flows_user_redecided_total", "Flows a users: rule decided, decided again "
@@ -130,7 +142,7 @@ class DataplaneCollector(Collector):
                                   "their workload moved to", value=agent.exported if agent is not None else 0)
 
     @staticmethod
-    def _port_links(dp: "Dataplane") -> Iterator:
+    def _port_links(dp: Dataplane) -> Iterator:
         """Whether each port's link is usable now, and how often it went down, came up, was removed and
         re-attached (ngfw.dataplane.linkwatch)."""
         up = GaugeMetricFamily("ngfw_port_up", "1 while the port has its interface and the link is up (frames for "

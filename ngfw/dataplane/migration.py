@@ -75,7 +75,7 @@ class MigrationAgent:
         while not self._stop.is_set():
             self._arrival_wake.wait(1.0)
             self._arrival_wake.clear()
-            batch = []
+            batch: list[dict[str, str]] = []
             while self._arrivals and len(batch) < 500:
                 batch.append(self._arrivals.popleft())
             if not batch:

@@ -11,8 +11,9 @@ import mmap
 import os
 
 from ngfw.dataplane.appnames import split_app
-from ngfw.dataplane.eve import DEFAULT_RULE, PROTO_NAMES, alert_fields, eve_timestamp
+from ngfw.dataplane.eve import DEFAULT_RULE, alert_fields, eve_timestamp
 from ngfw.dataplane.fastpath import engine_module
+from ngfw.wire import EVE_PROTO_NAMES
 
 # what only annotations need is not imported: `ngfw replay` starts in a tenth of a second
 TYPE_CHECKING = False
@@ -122,7 +123,7 @@ class Replayer:
                                 tuple(quote(w.name or None) for w in policy.workloads),
                                 tuple(quote(r.name) for r in policy.rules),
                                 [pair(n) for n in self.tables.app_names],
-                                tuple(quote(PROTO_NAMES.get(p, str(p))) for p in range(256)),
+                                tuple(quote(EVE_PROTO_NAMES.get(p, str(p))) for p in range(256)),
                                 tuple(quote(a) for a in self.fp.ACTION_NAMES), quote(DEFAULT_RULE))
         vsys, workloads, rules, apps, protos, actions, default_rule = self._json_names
         lines: list[tuple[float, int, bytes]] = []
@@ -219,7 +220,7 @@ class Replayer:
             "src_port": event[f"{src}_port"],
             "dest_ip": event[f"{dst}_ip"],
             "dest_port": event[f"{dst}_port"],
-            "proto": PROTO_NAMES.get(event["proto"], str(event["proto"])),
+            "proto": EVE_PROTO_NAMES.get(event["proto"], str(event["proto"])),
             "app_proto": app_proto,
             "vsys": policy.vsys_name(event["vsys"]) or None,
             "src_vm": policy.workload_name(event["src_wl" if src == "src" else "dst_wl"]) or None,
@@ -240,7 +241,7 @@ class Replayer:
             "src_port": event["src_port"],
             "dest_ip": event["dest_ip"],
             "dest_port": event["dest_port"],
-            "proto": PROTO_NAMES.get(event["proto"], str(event["proto"])),
+            "proto": EVE_PROTO_NAMES.get(event["proto"], str(event["proto"])),
             "app_proto": app_proto,
             "app": app,
             "app_host": event.get("app_host"),
@@ -278,4 +279,4 @@ def format_table(records: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-__all__ = ["Replayer", "allow_all_policy", "format_table", "FileProblem", "Path"]
+__all__ = ["FileProblem", "Replayer", "allow_all_policy", "format_table"]

@@ -167,10 +167,11 @@ class Dataplane:
                 else:
                     # as the last dataplane left it (a restart): open the ring now, check offloads once
                     # forwarding (check_links); else set it up with pyroute2 first
-                    link = link_as_left(name)
-                    if link is None:
+                    left = link_as_left(name)
+                    if left is None:
                         link = prepare_link(name)
                     else:
+                        link = left
                         self._links_to_check.append(name)
                     try:
                         index = self.engine.add_ring_port(name, link.ifindex, link.mtu, seg_no)
@@ -421,7 +422,7 @@ class Dataplane:
         return self.generations.get(generation)
 
     def build_info(self) -> dict[str, str]:
-        return {"version": __version__, "fastpath": "compiled" if getattr(self.fp, "COMPILED", False) else "python",
+        return {"version": __version__, "fastpath": "compiled",
                 **{k: str(v) for k, v in self.fp.BUILD_INFO.items()}}
 
     # ---- running

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ngfw.dataplane.appnames import split_app
-from ngfw.dataplane.eve import DEFAULT_RULE, PROTO_NAMES, eve_timestamp
+from ngfw.dataplane.eve import DEFAULT_RULE, eve_timestamp
+from ngfw.wire import EVE_PROTO_NAMES, FILTER_PROTOCOLS, PROTO_TCP
 
 log = logging.getLogger("ngfw.sessions")
 
@@ -41,7 +42,6 @@ FILTER_FIELDS: dict[str, str] = {
     "state": "TCP state: syn_sent, syn_recv, established, fin_wait, closing, closed",
     "id": "the flow id (EVE's flow_id)",
 }
-PROTOCOLS = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58, "ipv6-icmp": 58, "sctp": 132, "gre": 47, "esp": 50}
 ACTIONS = ("allow", "deny", "reject")
 TCP_STATES = ("none", "syn_sent", "syn_recv", "established", "fin_wait", "closing", "closed")
 PAGE_DEFAULT = 500
@@ -119,7 +119,7 @@ class SessionFilter:
             if value is not None:
                 out[name] = str(value)
         if self.proto is not None:
-            names = {v: k for k, v in reversed(PROTOCOLS.items())}
+            names = {v: k for k, v in reversed(FILTER_PROTOCOLS.items())}
             out["proto"] = names.get(self.proto, str(self.proto))
         return out
 
@@ -154,10 +154,10 @@ def _parse_field(name: str, value: str) -> tuple[str, Any]:
             raise FilterError(f"{name}={value}: a port is a number from 0 to 65535")
         return ("sport" if name == "sport" else "dport"), int(value)
     if name == "proto":
-        number = PROTOCOLS.get(value.lower())
+        number = FILTER_PROTOCOLS.get(value.lower())
         if number is None:
             if not value.isdigit() or not 0 < int(value) <= 255:
-                raise FilterError(f"proto={value}: expected {', '.join(PROTOCOLS)} or a number from 1 to 255")
+                raise FilterError(f"proto={value}: expected {', '.join(FILTER_PROTOCOLS)} or a number from 1 to 255")
             number = int(value)
         return "proto", number
     if name == "action":
@@ -356,7 +356,7 @@ def session_record(flow: dict[str, Any], names: PolicyNames | None, host: str = 
     app_proto, app = (None, None)
     if flow["app_proto"]:
         app_proto, app = names.app(flow["app_proto"]) if names is not None else (flow["app_proto"], flow["app_proto"])
-    if proto_number == 6:
+    if proto_number == PROTO_TCP:
         state = flow["tcp_state"]
     else:
         state = "active" if flow["pkts_toclient"] else "unreplied"
@@ -366,7 +366,7 @@ def session_record(flow: dict[str, Any], names: PolicyNames | None, host: str = 
         "vsys": names.vsys[vsys] if names is not None and 0 <= vsys < len(names.vsys) else None,
         "src_ip": flow["src_ip"], "src_port": flow["src_port"],
         "dest_ip": flow["dest_ip"], "dest_port": flow["dest_port"],
-        "proto": PROTO_NAMES.get(proto_number) or str(proto_number),
+        "proto": EVE_PROTO_NAMES.get(proto_number) or str(proto_number),
         "src_vm": names.workloads[src_wl] if names is not None and 0 <= src_wl < len(names.workloads) else None,
         "dest_vm": names.workloads[dst_wl] if names is not None and 0 <= dst_wl < len(names.workloads) else None,
         # the user behind the client's address (User-ID), as the flow was decided or last looked up

@@ -16,9 +16,8 @@ from collections.abc import Sequence
 from pyroute2 import IPRoute
 
 from ngfw.lab.netns import socket_in
+from ngfw.wire import ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6
 
-ETH_P_ARP = 0x0806
-ETH_P_IPV6 = 0x86DD
 BROADCAST = b"\xff" * 6
 ALL_NODES_MAC = bytes.fromhex("333300000001")
 ALL_NODES = ipaddress.IPv6Address("ff02::1")
@@ -35,8 +34,8 @@ def _mac(mac: str) -> bytes:
 def gratuitous_arp(mac: str, ipv4: str) -> bytes:
     """An ARP request for our own address, broadcast (what Linux sends: sender IP == target IP)."""
     hw, ip = _mac(mac), ipaddress.IPv4Address(ipv4).packed
-    arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + hw + ip + b"\x00" * 6 + ip
-    return BROADCAST + hw + struct.pack("!H", ETH_P_ARP) + arp + b"\x00" * (46 - len(arp))
+    arp = struct.pack("!HHBBH", 1, ETHERTYPE_IPV4, 6, 4, 1) + hw + ip + b"\x00" * 6 + ip
+    return BROADCAST + hw + struct.pack("!H", ETHERTYPE_ARP) + arp + b"\x00" * (46 - len(arp))
 
 
 def _checksum(data: bytes) -> int:
@@ -57,7 +56,7 @@ def unsolicited_na(mac: str, ipv6: str) -> bytes:
     pseudo = addr + ALL_NODES.packed + struct.pack("!I3xB", len(body), 58)
     body = body[:2] + struct.pack("!H", _checksum(pseudo + body)) + body[4:]
     ip6 = struct.pack("!IHBB", 6 << 28, len(body), 58, 255) + addr + ALL_NODES.packed
-    return ALL_NODES_MAC + hw + struct.pack("!H", ETH_P_IPV6) + ip6 + body
+    return ALL_NODES_MAC + hw + struct.pack("!H", ETHERTYPE_IPV6) + ip6 + body
 
 
 def announcement_frames(mac: str, ipv4: Sequence[str], ipv6: Sequence[str]) -> list[bytes]:

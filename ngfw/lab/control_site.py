@@ -149,7 +149,7 @@ def control_site(two: TwoHostLab, workdir: Path, policy: Path, ready_timeout: fl
 
         def control_up() -> bool:
             try:
-                site.status()  # type: ignore[union-attr]
+                site.status()
                 return True
             except Exception:  # noqa: BLE001 - not listening yet
                 return False

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from pyroute2 import IPRoute, netns
 
+from ngfw.lab.netns import write_sysctl
 from ngfw.lab.offload import disable_offloads
 from ngfw.lab.topology import (
     BR_UP,
@@ -35,17 +36,16 @@ from ngfw.lab.topology import (
     IFNAMSIZ,
     Endpoint,
     Lab,
-    _add_bridge,
-    _index,
-    _quiet_ipv6,
-    _wait_oper_up,
+    add_bridge,
+    ifindex,
     lab_bridge_fw,
     lab_down,
     lab_plan,
     lab_unbridge_fw,
     lab_up,
+    quiet_ipv6,
+    wait_oper_up,
 )
-from ngfw.lab.netns import write_sysctl
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ def two_host_unbridge_fw(plan: TwoHostLab) -> None:
 
 def _veth(ipr: IPRoute, name: str, peer: str, peer_ns: str, master: int | None) -> None:
     ipr.link("add", ifname=name, kind="veth", peer={"ifname": peer, "net_ns_fd": peer_ns})
-    idx = _index(ipr, name)
+    idx = ifindex(ipr, name)
     if master is not None:
         ipr.link("set", index=idx, master=master)
     ipr.link("set", index=idx, state="up")
@@ -178,42 +178,42 @@ def _build_host_b(plan: TwoHostLab) -> None:
     for name in plan.added_namespaces:
         netns.create(name)
         with IPRoute(netns=name, flags=0) as ipr:
-            ipr.link("set", index=_index(ipr, "lo"), state="up")
+            ipr.link("set", index=ifindex(ipr, "lo"), state="up")
         if name != db1.ns:
             write_sysctl(name, "net.ipv6.conf.default.disable_ipv6", 1)
 
     # host-b: the same layout as host-a, with db1 on br-vm
     with IPRoute(netns=b.host_ns, flags=0) as ipr:
-        br_vm, br_up = _add_bridge(ipr, BR_VM), _add_bridge(ipr, BR_UP)
+        br_vm, br_up = add_bridge(ipr, BR_VM), add_bridge(ipr, BR_UP)
         _veth(ipr, db1.host_port, db1.ifname, db1.ns, br_vm)
         _veth(ipr, "vm-fw", FW_VM, b.fw_ns, br_vm)
         _veth(ipr, "up-fw", FW_UP, b.fw_ns, br_up)
         for idx in (br_vm, br_up):
             ipr.link("set", index=idx, state="up")
     host_b_ports = [db1.host_port, "vm-fw", "up-fw"]
-    _quiet_ipv6(b.host_ns, [BR_VM, BR_UP, *host_b_ports])
+    quiet_ipv6(b.host_ns, [BR_VM, BR_UP, *host_b_ports])
     disable_offloads(b.host_ns, host_b_ports)
 
     # the uplink between the two hosts' br-up (the physical network)
     with IPRoute(netns=lab.host_ns, flags=0) as ipr:
-        _veth(ipr, UPLINK_A, UPLINK_B, b.host_ns, _index(ipr, lab.br_up))
+        _veth(ipr, UPLINK_A, UPLINK_B, b.host_ns, ifindex(ipr, lab.br_up))
     with IPRoute(netns=b.host_ns, flags=0) as ipr:
-        idx = _index(ipr, UPLINK_B)
-        ipr.link("set", index=idx, master=_index(ipr, BR_UP))
+        idx = ifindex(ipr, UPLINK_B)
+        ipr.link("set", index=idx, master=ifindex(ipr, BR_UP))
         ipr.link("set", index=idx, state="up")
-    _quiet_ipv6(lab.host_ns, [UPLINK_A])
-    _quiet_ipv6(b.host_ns, [UPLINK_B])
+    quiet_ipv6(lab.host_ns, [UPLINK_A])
+    quiet_ipv6(b.host_ns, [UPLINK_B])
     disable_offloads(lab.host_ns, [UPLINK_A])
     disable_offloads(b.host_ns, [UPLINK_B])
 
     with IPRoute(netns=b.fw_ns, flags=0) as ipr:
         for name in (FW_VM, FW_UP):
-            ipr.link("set", index=_index(ipr, name), state="up")
-    _quiet_ipv6(b.fw_ns, [FW_VM, FW_UP])
+            ipr.link("set", index=ifindex(ipr, name), state="up")
+    quiet_ipv6(b.fw_ns, [FW_VM, FW_UP])
     disable_offloads(b.fw_ns, [FW_VM, FW_UP])
 
     with IPRoute(netns=db1.ns, flags=0) as ipr:
-        idx = _index(ipr, db1.ifname)
+        idx = ifindex(ipr, db1.ifname)
         ipr.link("set", index=idx, address=db1.mac)
         ipr.link("set", index=idx, state="up")
         ipr.addr("add", index=idx, address=db1.ipv4, prefixlen=db1.prefixlen4)
@@ -222,7 +222,7 @@ def _build_host_b(plan: TwoHostLab) -> None:
 
     # management: br-mgmt in {p}-mgmt, a mgmt0 in each fw namespace (not on the dataplane's wire)
     with IPRoute(netns=plan.mgmt_ns, flags=0) as ipr:
-        br = _add_bridge(ipr, BR_MGMT)
+        br = add_bridge(ipr, BR_MGMT)
         ipr.link("set", index=br, state="up")
         ipr.addr("add", index=br, address=plan.control_ip, prefixlen=24)
         for host in plan.hosts:
@@ -232,13 +232,13 @@ def _build_host_b(plan: TwoHostLab) -> None:
         for ns, ifname, address in ((host.fw_ns, MGMT_IF, host.mgmt_ip),
                                     (host.host_ns, HOST_MGMT_IF, host.host_mgmt_ip)):
             with IPRoute(netns=ns, flags=0) as ipr:
-                idx = _index(ipr, ifname)
+                idx = ifindex(ipr, ifname)
                 ipr.addr("add", index=idx, address=address, prefixlen=24)
                 ipr.link("set", index=idx, state="up")
-            _quiet_ipv6(ns, [ifname])
+            quiet_ipv6(ns, [ifname])
     mgmt_ports = [*(h.mgmt_peer for h in plan.hosts), *(h.host_mgmt_peer for h in plan.hosts)]
-    _quiet_ipv6(plan.mgmt_ns, [BR_MGMT, *mgmt_ports])
+    quiet_ipv6(plan.mgmt_ns, [BR_MGMT, *mgmt_ports])
 
-    _wait_oper_up(b.host_ns, [*host_b_ports, UPLINK_B])
-    _wait_oper_up(plan.mgmt_ns, mgmt_ports)
+    wait_oper_up(b.host_ns, [*host_b_ports, UPLINK_B])
+    wait_oper_up(plan.mgmt_ns, mgmt_ports)
     log.info("lab %s: second host up: %s", plan.prefix, ", ".join(plan.added_namespaces))

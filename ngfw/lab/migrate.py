@@ -23,7 +23,7 @@ from pyroute2 import IPRoute
 from ngfw.lab.announce import announce_from
 from ngfw.lab.netns import free_tcp_port, write_sysctl
 from ngfw.lab.qemu import Guest, GuestError, MigrationFailed, MigrationStats
-from ngfw.lab.topology import BR_VM, Endpoint, _index, _wait_oper_up
+from ngfw.lab.topology import BR_VM, Endpoint, ifindex, wait_oper_up
 from ngfw.lab.workloads import (
     LabHost,
     Placement,
@@ -110,10 +110,10 @@ def migrate_workload(prefix: str, workload: str, to: str, timeout: float = MIGRA
 def _move_veth(endpoint: Endpoint, source: LabHost, dest: LabHost) -> float:
     """Move the workload's bridge port to the destination's br-vm; milliseconds until it forwards there."""
     with IPRoute(netns=source.host_ns, flags=0) as src, IPRoute(netns=dest.host_ns, flags=0) as dst:
-        bridge = _index(dst, BR_VM)
+        bridge = ifindex(dst, BR_VM)
         left = time.monotonic()
-        src.link("set", index=_index(src, endpoint.host_port), net_ns_fd=dest.host_ns)  # leaves br-vm, goes down
-        index = _index(dst, endpoint.host_port)
+        src.link("set", index=ifindex(src, endpoint.host_port), net_ns_fd=dest.host_ns)  # leaves br-vm, goes down
+        index = ifindex(dst, endpoint.host_port)
         dst.link("set", index=index, master=bridge)
         dst.link("set", index=index, state="up")
         deadline = left + 5.0
@@ -124,7 +124,7 @@ def _move_veth(endpoint: Endpoint, source: LabHost, dest: LabHost) -> float:
         down_ms = (time.monotonic() - left) * 1000
     # an L2-only port, as on its first host (the namespace's default already says so; be explicit)
     write_sysctl(dest.host_ns, f"net.ipv6.conf.{endpoint.host_port}.disable_ipv6", 1)
-    _wait_oper_up(endpoint.ns, [endpoint.ifname])
+    wait_oper_up(endpoint.ns, [endpoint.ifname])
     return down_ms
 
 

@@ -40,7 +40,7 @@ class LabCA:
         self.directory = directory
         self.key = _key()
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         self.certificate = (
             x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(self.key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
@@ -60,7 +60,7 @@ class LabCA:
         key = _key()
         cn = name if common_name is None else common_name
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)] if cn else [])
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         builder = (
             x509.CertificateBuilder().subject_name(subject).issuer_name(self.certificate.subject)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())

@@ -67,7 +67,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pyroute2 import IPRoute, netns as pyroute2_netns
+from pyroute2 import IPRoute
+from pyroute2 import netns as pyroute2_netns
 from pyroute2.netlink.exceptions import NetlinkError
 
 from ngfw.lab.lock import LOCK_DIR
@@ -154,7 +155,7 @@ class GuestSpec:
             values[key] = Path(values[key]) if values.get(key) else None
         values["nics"] = tuple(
             Nic(n["mac"], n["bridge"], n["tap"], n.get("model", "virtio-net-pci"),
-                tuple(tuple(p) for p in n.get("properties", ())))  # type: ignore[misc]
+                tuple(tuple(p) for p in n.get("properties", ())))
             for n in values.get("nics", ())
         )
         values["drives"] = tuple(Drive(**{**d, "path": Path(d["path"])}) for d in values.get("drives", ()))

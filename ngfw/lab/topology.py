@@ -135,7 +135,7 @@ def lab_exists(prefix: str = "ngfw") -> list[str]:
     return [name for name in names if name in present]
 
 
-def _index(ipr: IPRoute, ifname: str) -> int:
+def ifindex(ipr: IPRoute, ifname: str) -> int:
     found = ipr.link_lookup(ifname=ifname)
     if not found:
         raise RuntimeError(f"interface {ifname} not found")
@@ -143,10 +143,10 @@ def _index(ipr: IPRoute, ifname: str) -> int:
 
 
 def _operstate(ipr: IPRoute, ifname: str) -> str:
-    return str(ipr.link("get", index=_index(ipr, ifname))[0].get_attr("IFLA_OPERSTATE"))
+    return str(ipr.link("get", index=ifindex(ipr, ifname))[0].get_attr("IFLA_OPERSTATE"))
 
 
-def _wait_oper_up(ns: str, ifnames: list[str], timeout: float = 5.0) -> None:
+def wait_oper_up(ns: str, ifnames: list[str], timeout: float = 5.0) -> None:
     """Wait until every veth in `ifnames` reports carrier (both ends up), bounded by `timeout`."""
     deadline = time.monotonic() + timeout
     with IPRoute(netns=ns, flags=0) as ipr:
@@ -159,14 +159,14 @@ def _wait_oper_up(ns: str, ifnames: list[str], timeout: float = 5.0) -> None:
         log.warning("%s: interfaces not up after %.0f s: %s", ns, timeout, ", ".join(pending))
 
 
-def _add_bridge(ipr: IPRoute, name: str) -> int:
+def add_bridge(ipr: IPRoute, name: str) -> int:
     # STP off and no forwarding delay: ports forward the moment they come up. No multicast
     # snooping: IPv6 neighbour discovery floods the same way on every run.
     ipr.link("add", ifname=name, kind="bridge", br_stp_state=0, br_forward_delay=0, br_mcast_snooping=0)
-    return _index(ipr, name)
+    return ifindex(ipr, name)
 
 
-def _quiet_ipv6(ns: str, ifnames: list[str]) -> None:
+def quiet_ipv6(ns: str, ifnames: list[str]) -> None:
     """No IPv6 on L2-only interfaces: they would otherwise send router solicitations and MLD reports."""
     for name in ifnames:
         write_sysctl(ns, f"net.ipv6.conf.{name}.disable_ipv6", 1)
@@ -189,43 +189,43 @@ def _build(lab: Lab) -> None:
         netns.create(name)
     for name in lab.namespaces:
         with IPRoute(netns=name, flags=0) as ipr:
-            ipr.link("set", index=_index(ipr, "lo"), state="up")
+            ipr.link("set", index=ifindex(ipr, "lo"), state="up")
         # A namespace's own interfaces inherit "default"; L2-only namespaces get no IPv6 at all.
         if name in (lab.host_ns, lab.fw_ns):
             write_sysctl(name, "net.ipv6.conf.default.disable_ipv6", 1)
 
     with IPRoute(netns=lab.host_ns, flags=0) as ipr:
-        bridges = {lab.br_vm: _add_bridge(ipr, lab.br_vm), lab.br_up: _add_bridge(ipr, lab.br_up)}
+        bridges = {lab.br_vm: add_bridge(ipr, lab.br_vm), lab.br_up: add_bridge(ipr, lab.br_up)}
         links = [(e.host_port, e.ifname, e.ns, e.bridge) for e in lab.endpoints]
         links += [(lab.fw_vm_peer, lab.fw_vm, lab.fw_ns, lab.br_vm), (lab.fw_up_peer, lab.fw_up, lab.fw_ns, lab.br_up)]
         for host_port, peer, peer_ns, bridge in links:
             ipr.link("add", ifname=host_port, kind="veth", peer={"ifname": peer, "net_ns_fd": peer_ns})
-            ipr.link("set", index=_index(ipr, host_port), master=bridges[bridge])
+            ipr.link("set", index=ifindex(ipr, host_port), master=bridges[bridge])
         for name in [*bridges, *(link[0] for link in links)]:
-            ipr.link("set", index=_index(ipr, name), state="up")
-    _quiet_ipv6(lab.host_ns, [*bridges, *(link[0] for link in links)])
+            ipr.link("set", index=ifindex(ipr, name), state="up")
+    quiet_ipv6(lab.host_ns, [*bridges, *(link[0] for link in links)])
     disable_offloads(lab.host_ns, [link[0] for link in links])
 
     with IPRoute(netns=lab.fw_ns, flags=0) as ipr:
         for name in (lab.fw_vm, lab.fw_up):
-            ipr.link("set", index=_index(ipr, name), state="up")
-    _quiet_ipv6(lab.fw_ns, [lab.fw_vm, lab.fw_up])
+            ipr.link("set", index=ifindex(ipr, name), state="up")
+    quiet_ipv6(lab.fw_ns, [lab.fw_vm, lab.fw_up])
     disable_offloads(lab.fw_ns, [lab.fw_vm, lab.fw_up])
 
     for e in lab.endpoints:
         with IPRoute(netns=e.ns, flags=0) as ipr:
-            idx = _index(ipr, e.ifname)
+            idx = ifindex(ipr, e.ifname)
             ipr.link("set", index=idx, address=e.mac)
             ipr.link("set", index=idx, state="up")
             ipr.addr("add", index=idx, address=e.ipv4, prefixlen=e.prefixlen4)
             ipr.addr("add", index=idx, address=e.ipv6, prefixlen=e.prefixlen6, flags=IFA_F_NODAD)
         disable_offloads(e.ns, [e.ifname])
 
-    _wait_oper_up(lab.host_ns, [link[0] for link in links])
+    wait_oper_up(lab.host_ns, [link[0] for link in links])
     log.info("lab %s up: %s", lab.prefix, ", ".join(lab.namespaces))
 
 
-def _kill_leftovers(name: str, timeout: float = 3.0) -> None:
+def kill_leftovers(name: str, timeout: float = 3.0) -> None:
     """Processes still inside a lab namespace (a crashed run's servers) would keep it alive: stop them."""
     pids = pids_in(name)
     for pid in pids:
@@ -262,7 +262,7 @@ def lab_down(prefix: str = "ngfw") -> list[str]:
     forget_workloads(prefix)
     removed = []
     for name in lab_exists(prefix):
-        _kill_leftovers(name)
+        kill_leftovers(name)
         _remove_dataplane_state(name)
         try:
             netns.remove(name)
@@ -293,12 +293,12 @@ def lab_bridge_fw(lab: Lab) -> None:
     """Baseline mode: a plain Linux bridge `br-fw` joins fw-vm and fw-up in place of the dataplane."""
     with IPRoute(netns=lab.fw_ns, flags=0) as ipr:
         if not ipr.link_lookup(ifname=lab.br_fw):
-            _add_bridge(ipr, lab.br_fw)
-        br = _index(ipr, lab.br_fw)
+            add_bridge(ipr, lab.br_fw)
+        br = ifindex(ipr, lab.br_fw)
         for name in (lab.fw_vm, lab.fw_up):
-            ipr.link("set", index=_index(ipr, name), master=br)
+            ipr.link("set", index=ifindex(ipr, name), master=br)
         ipr.link("set", index=br, state="up")
-    _quiet_ipv6(lab.fw_ns, [lab.br_fw])
+    quiet_ipv6(lab.fw_ns, [lab.br_fw])
 
 
 def lab_unbridge_fw(lab: Lab) -> None:
@@ -315,7 +315,7 @@ def lab_unbridge_fw(lab: Lab) -> None:
 def interface_stats(ns: str, ifname: str) -> dict[str, int]:
     """The kernel's 64-bit counters of one interface (rx_packets, tx_packets, rx_dropped, ...)."""
     with IPRoute(netns=ns, flags=0) as ipr:
-        link = ipr.link("get", index=_index(ipr, ifname))[0]
+        link = ipr.link("get", index=ifindex(ipr, ifname))[0]
         stats = link.get_attr("IFLA_STATS64")
         return {k: int(v) for k, v in stats.items()} if stats else {}
 

@@ -27,7 +27,7 @@ from ngfw.lab.guest_image import BOOT_MARKER, READY_MARKER, GuestImage, guest_im
 from ngfw.lab.hosts import two_host_plan
 from ngfw.lab.lock import LOCK_DIR
 from ngfw.lab.qemu import Guest, GuestSpec, Nic, cleanup, select_accelerator
-from ngfw.lab.topology import BR_VM, Endpoint, _kill_leftovers
+from ngfw.lab.topology import BR_VM, Endpoint, kill_leftovers
 
 VM_MEMORY_MB = 128
 VM_BOOT_TIMEOUT = 120.0  # two TCG guests booting at once on two busy cores
@@ -171,7 +171,7 @@ def _remove_namespace_endpoint(endpoint: Endpoint, host: LabHost) -> None:
         for index in ipr.link_lookup(ifname=endpoint.host_port):
             ipr.link("del", index=index)  # the veth pair: its peer in the workload namespace goes too
     if endpoint.ns in netns.listnetns():
-        _kill_leftovers(endpoint.ns)
+        kill_leftovers(endpoint.ns)
         netns.remove(endpoint.ns)
 
 

@@ -7,6 +7,7 @@ listing every problem found — never a partial policy.
 
 from __future__ import annotations
 
+from os import PathLike
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ def policy_files(path: Path) -> list[Path]:
         raise PolicyError([str(exc)]) from None
 
 
-def load_resources(path: str | Path, *, check_references: bool = True) -> list[LoadedResource]:
+def load_resources(path: str | PathLike[str], *, check_references: bool = True) -> list[LoadedResource]:
     """Every resource under `path`, in (file, document) order.
 
     With `check_references=False` only each document on its own is checked (for

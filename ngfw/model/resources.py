@@ -10,7 +10,6 @@ other documents (references, duplicates) live in `ngfw.model.validate`.
 from __future__ import annotations
 
 import re
-
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 

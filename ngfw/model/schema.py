@@ -15,7 +15,6 @@ import sys
 from typing import Any, Literal
 
 from pydantic import BaseModel
-
 from pydantic.json_schema import models_json_schema
 
 from ngfw.model.resources import API_VERSION, KINDS

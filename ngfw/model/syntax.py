@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from ngfw.compiler.tables import PROTO_ANY, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP
+from ngfw.wire import PROTO_ANY, SERVICE_PROTOCOLS
 
 # Names end up in references (`vm:NAME`), metric labels and log fields, so they
 # exclude ':' '/' and whitespace.
@@ -203,14 +203,11 @@ def check_service(value: str) -> str:
     return f"{proto}/{lo}" if lo == hi else f"{proto}/{lo}-{hi}"
 
 
-_PROTO_NUMBERS = {"tcp": PROTO_TCP, "udp": PROTO_UDP, "icmp": PROTO_ICMP, "icmp6": PROTO_ICMPV6}
-
-
 def parse_service(canonical: str) -> ServiceSpec:
     if canonical == "any":
         return ServiceSpec(PROTO_ANY)
     proto_name, _, ports = canonical.partition("/")
-    proto = _PROTO_NUMBERS[proto_name]
+    proto = SERVICE_PROTOCOLS[proto_name]
     if not ports:
         return ServiceSpec(proto)
     lo_text, _, hi_text = ports.partition("-")

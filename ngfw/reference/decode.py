@@ -14,26 +14,28 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
+from ngfw.wire import (
+    ETHERTYPE_ARP,
+    ETHERTYPE_IPV4,
+    ETHERTYPE_IPV6,
+    ETHERTYPE_NSH,
+    ETHERTYPE_RARP,
+    PROTO_AH,
+    PROTO_DSTOPTS,
+    PROTO_FRAGMENT,
+    PROTO_HOPOPTS,
+    PROTO_ICMP,
+    PROTO_ICMPV6,
+    PROTO_ROUTING,
+    PROTO_TCP,
+    PROTO_UDP,
+)
+
 ETH_HLEN = 14
 MAX_VLAN_TAGS = 2  # 802.1ad S-tag + 802.1Q C-tag; a third tag is refused, not skipped
 MAX_IPV6_EXT = 8  # extension headers walked before the chain is declared abusive
 
-ETHERTYPE_IPV4 = 0x0800
-ETHERTYPE_ARP = 0x0806
-ETHERTYPE_RARP = 0x8035  # ARP's shape; hypervisors announce a migrated guest's MAC with it
-ETHERTYPE_NSH = 0x894F
-ETHERTYPE_IPV6 = 0x86DD
 VLAN_TPIDS = (0x8100, 0x88A8)
-
-IPPROTO_HOPOPTS = 0
-IPPROTO_ICMP = 1
-IPPROTO_TCP = 6
-IPPROTO_UDP = 17
-IPPROTO_ROUTING = 43
-IPPROTO_FRAGMENT = 44
-IPPROTO_AH = 51
-IPPROTO_ICMPV6 = 58
-IPPROTO_DSTOPTS = 60
 
 IPV4_MF = 0x2000
 IPV4_OFFSET = 0x1FFF
@@ -41,7 +43,7 @@ IPV6_FRAG_OFFSET = 0xFFF8
 IPV6_FRAG_M = 0x0001
 
 # echo request/reply of each family: their identifier stands in for ports
-ICMP_ECHO_TYPES = {IPPROTO_ICMP: (0, 8), IPPROTO_ICMPV6: (128, 129)}
+ICMP_ECHO_TYPES = {PROTO_ICMP: (0, 8), PROTO_ICMPV6: (128, 129)}
 
 
 def _be16(b: bytes, off: int) -> int:
@@ -219,7 +221,7 @@ def _ipv6(f: bytes, off: int, pkt: _Decoded) -> str | None:
     nh = f[off + 6]
     cur = off + 40
     for _ in range(MAX_IPV6_EXT + 1):
-        if nh in (IPPROTO_HOPOPTS, IPPROTO_ROUTING, IPPROTO_DSTOPTS):
+        if nh in (PROTO_HOPOPTS, PROTO_ROUTING, PROTO_DSTOPTS):
             # RFC 8200 4.3-4.6: Hdr Ext Len in 8-octet units, not counting the first 8 octets
             if cur + 8 > end:
                 return "bad_ipv6_extension_header"
@@ -228,7 +230,7 @@ def _ipv6(f: bytes, off: int, pkt: _Decoded) -> str | None:
                 return "bad_ipv6_extension_header"
             nh = f[cur]
             cur += hlen
-        elif nh == IPPROTO_AH:
+        elif nh == PROTO_AH:
             # RFC 4302 2.2: Payload Len in 4-octet units, minus 2
             if cur + 8 > end:
                 return "bad_ipv6_extension_header"
@@ -237,7 +239,7 @@ def _ipv6(f: bytes, off: int, pkt: _Decoded) -> str | None:
                 return "bad_ipv6_extension_header"
             nh = f[cur]
             cur += hlen
-        elif nh == IPPROTO_FRAGMENT:
+        elif nh == PROTO_FRAGMENT:
             if cur + 8 > end:
                 return "bad_ipv6_extension_header"
             offset_m = _be16(f, cur + 2)
@@ -263,8 +265,8 @@ def _transport(f: bytes, off: int, end: int, pkt: _Decoded, *, is_v6: bool) -> s
     avail = max(end - off, 0)
     proto = pkt.proto
     # which ICMP this family speaks: protocol 58 inside IPv4 (or 1 inside IPv6) is not ICMP there
-    icmp = IPPROTO_ICMPV6 if is_v6 else IPPROTO_ICMP
-    if proto == IPPROTO_TCP:
+    icmp = PROTO_ICMPV6 if is_v6 else PROTO_ICMP
+    if proto == PROTO_TCP:
         if avail < 20:
             # a first fragment too short for the TCP header is the RFC 1858 tiny-fragment attack
             return "fragment_tiny" if pkt.is_fragment else "truncated_tcp"
@@ -275,7 +277,7 @@ def _transport(f: bytes, off: int, end: int, pkt: _Decoded, *, is_v6: bool) -> s
         pkt.dport = _be16(f, off + 2)
         pkt.tcp_flags = f[off + 13]
         pkt.payload_len = avail - data_offset
-    elif proto == IPPROTO_UDP:
+    elif proto == PROTO_UDP:
         if avail < 8:
             return "fragment_tiny" if pkt.is_fragment else "truncated_udp"
         pkt.sport = _be16(f, off)

@@ -10,9 +10,6 @@ from __future__ import annotations
 import ipaddress
 
 from ngfw.compiler.tables import (
-    PROTO_ANY,
-    PROTO_TCP,
-    PROTO_UDP,
     Action,
     AddressSet,
     CompiledPolicy,
@@ -20,6 +17,7 @@ from ngfw.compiler.tables import (
     IPAddress,
     Service,
 )
+from ngfw.wire import PROTO_ANY, PROTO_TCP, PROTO_UDP
 
 NO_RULE = -1  # the implicit default deny, and the verdict of a flow with no workload at all
 NO_VSYS = -1

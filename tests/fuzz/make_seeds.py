@@ -96,7 +96,7 @@ def policy_seeds() -> None:
 
 
 def control_seeds() -> None:
-    from tests.fuzz.targets.control import RUNNING, ROLES, CONTENT_TYPES, build_routes_for_seeds
+    from tests.fuzz.targets.control import CONTENT_TYPES, ROLES, RUNNING, build_routes_for_seeds
 
     json_type = CONTENT_TYPES.index("application/json") << 4
     yaml_type = CONTENT_TYPES.index("application/yaml") << 4

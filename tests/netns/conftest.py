@@ -21,9 +21,10 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from netns_helpers import TwoHostSite
 
-from ngfw.lab import services as lab_services_mod
 from ngfw.lab import dataplane_process
+from ngfw.lab import services as lab_services_mod
 from ngfw.lab.dataplane_process import DataplaneProcess, DataplaneStartError, repo_path
 from ngfw.lab.hosts import two_host_bridge_fw, two_host_up
 from ngfw.lab.lock import claim_prefix, release
@@ -31,7 +32,6 @@ from ngfw.lab.netns import call_in, free_tcp_port, http_get
 from ngfw.lab.qemu import Guest
 from ngfw.lab.topology import Lab, lab_bridge_fw, lab_down, lab_unbridge_fw, lab_up
 from ngfw.lab.workloads import VM_WORKLOADS, forget_workloads, record_namespace_workloads, start_vm_workloads
-from netns_helpers import TwoHostSite
 
 HERE = Path(__file__).resolve().parent
 NOT_ROOT_REASON = "netns tests need root (they create network namespaces, veth pairs and bridges); run as root"

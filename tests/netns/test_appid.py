@@ -10,7 +10,6 @@ the next one).
 from __future__ import annotations
 
 import contextlib
-import socket
 import subprocess
 import sys
 import textwrap
@@ -19,11 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from netns_helpers import lab_policy_with, metric, wait_for
 
 from ngfw.lab.netns import run_in, socket_in, stop_process
 from ngfw.lab.services import listening
-
-from netns_helpers import lab_policy_with, metric, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 LAB_POLICY = REPO / "rules" / "examples" / "lab.yaml"
@@ -154,7 +152,7 @@ def banner_from(lab, port: int, timeout: float = 3.0) -> tuple[bytes, str]:
                 if not chunk:
                     return data, "closed"
                 data += chunk
-        except socket.timeout:
+        except TimeoutError:
             return data, "timeout"
         except ConnectionResetError:
             return data, "reset"

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
+from netns_helpers import REPO, metric
 
 from ngfw.control.client import ControlError
 from ngfw.lab.commit_load import churn_rules, commits_under_load
@@ -28,7 +29,6 @@ from ngfw.lab.lock import claim_prefix, release
 from ngfw.lab.netns import call_in
 from ngfw.lab.services import lab_services
 from ngfw.lab.topology import lab_down
-from netns_helpers import REPO, metric
 
 POLICY = REPO / "rules" / "examples" / "lab-two-hosts.yaml"
 BASELINE: list[dict[str, Any]] = list(yaml.safe_load_all(POLICY.read_text()))
@@ -101,8 +101,8 @@ def test_one_commit_is_enforced_by_both_hosts_dataplanes(cl: ControlSite) -> Non
     status = cl.cli("auditor", "status")
     assert status.returncode == 0, status.stderr
     assert f"version {version} on 2 of 2 hosts" in status.stdout
-    assert re.search(r"host-a\s+version %d .* ok" % version, status.stdout), status.stdout
-    assert re.search(r"host-b\s+version %d .* ok" % version, status.stdout), status.stdout
+    assert re.search(rf"host-a\s+version {version} .* ok", status.stdout), status.stdout
+    assert re.search(rf"host-b\s+version {version} .* ok", status.stdout), status.stdout
     lab = cl.two.lab
     # host-a's dataplane: web1's HTTP to the server is allowed, 8080 is not
     assert curl(cl, lab.web1.ns, f"http://{lab.srv.ipv4}/").stdout.startswith("200")

@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
+from netns_helpers import lab_policy_with, metric, wait_for
 
 from ngfw.lab.netns import socket_in
-from netns_helpers import lab_policy_with, metric, wait_for
 
 LAB_POLICY = Path(__file__).resolve().parents[2] / "rules" / "examples" / "lab.yaml"
 SERVER = "10.77.0.100"
@@ -34,6 +34,7 @@ def test_large_transfer_is_intact(lab, lab_services, start_dataplane, ns_run, op
     assert r.returncode == 0, r.stderr
     # the file is 1 MiB blocks of bytes 0..255; compare with the same content made here
     import hashlib
+
     from ngfw.lab.services import BIG_FILE_SIZE
 
     expected = hashlib.sha256(bytes(range(256)) * 4096 * (BIG_FILE_SIZE // (256 * 4096))).hexdigest()

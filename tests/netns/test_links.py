@@ -14,15 +14,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from netns_helpers import LAB_POLICY, SERVER, metric, wait_for
 from pyroute2 import IPRoute
+from test_tap import POLICY as TAP_POLICY
+from test_tap import move_tap_to_vm, tap_host  # noqa: F401 - the fixture
 
-from ngfw.lab.dataplane_process import DataplaneProcess, start_dataplane as start_in
+from ngfw.lab.dataplane_process import DataplaneProcess
+from ngfw.lab.dataplane_process import start_dataplane as start_in
 from ngfw.lab.legs import remove_bridge_leg, remove_leg, restore_leg, set_leg_state
 from ngfw.lab.netns import call_in, free_tcp_port, socket_in
 from ngfw.lab.probe import connects, time_to_connect
-from netns_helpers import LAB_POLICY, SERVER, metric, wait_for
-from test_tap import POLICY as TAP_POLICY
-from test_tap import move_tap_to_vm, tap_host  # noqa: F401 - the fixture
 
 # the target is 2 s from the link being up to forwarding; a busy CI machine gets some slack
 BACK_WITHIN = 2.0

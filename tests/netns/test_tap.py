@@ -9,8 +9,8 @@ import socket
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from pyroute2 import IPRoute, netns

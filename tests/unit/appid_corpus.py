@@ -11,6 +11,7 @@ import os
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
+
 from ngfw.corpus import corpus
 
 CORPUS = Path(os.environ.get("NGFW_APPID_CORPUS", str(corpus("appid"))))

@@ -23,8 +23,10 @@ SRV_MAC, SRV_IP = "02:00:00:00:02:01", "10.77.0.100"
 class Wire:
     """An engine with two memory ports ("vm" and "up") joined as a wire, like `--wire fw-vm:fw-up`."""
 
-    def __init__(self, policy: CompiledPolicy | None = None, flow_capacity: int = 4096, **timeouts: float) -> None:
-        self.engine = fp.Engine(flow_capacity=flow_capacity, timeouts=timeouts)
+    def __init__(self, policy: CompiledPolicy | None = None, flow_capacity: int = 4096, state: object = None,
+                 inspect_slots: int | None = None, **timeouts: float) -> None:
+        """`state`: shared memory for the flow table (`fp.state_layout`), as `--state-dir` gives the engine."""
+        self.engine = fp.Engine(flow_capacity=flow_capacity, timeouts=timeouts, state=state, inspect_slots=inspect_slots)
         self.vm = self.engine.add_memory_port("vm", 0)
         self.up = self.engine.add_memory_port("up", 0)
         if policy is not None:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from appid_corpus import Flow, load_flows  # noqa: E402
+from appid_corpus import Flow, load_flows
 
-from ngfw._fastpath import parsers  # noqa: E402
+from ngfw._fastpath import parsers
 
 L4 = {"TCP": 6, "UDP": 17}
 

@@ -17,7 +17,7 @@ from ngfw.compiler.apps import load_catalogue
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import quic_initial as qi  # noqa: E402
+import quic_initial as qi
 
 TCP, UDP = 6, 17
 

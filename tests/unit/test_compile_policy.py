@@ -7,8 +7,9 @@ import textwrap
 from pathlib import Path
 
 from ngfw.compiler.policy import compile_resources, load_policy
-from ngfw.compiler.tables import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Action, AddressSet, Service
+from ngfw.compiler.tables import Action, AddressSet, Service
 from ngfw.model.loader import load_resources
+from ngfw.wire import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "rules" / "examples"
 

@@ -29,10 +29,6 @@ from scapy.packet import Packet, Raw
 
 from ngfw._fastpath import engine
 from ngfw.compiler.tables import (
-    PROTO_ICMP,
-    PROTO_ICMPV6,
-    PROTO_TCP,
-    PROTO_UDP,
     Action,
     AddressSet,
     CompiledPolicy,
@@ -41,6 +37,7 @@ from ngfw.compiler.tables import (
     Service,
 )
 from ngfw.reference import decode as reference
+from ngfw.wire import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP
 
 logging.getLogger("scapy.runtime").setLevel(logging.ERROR)
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from fastpath_helpers import SRV_IP, TCP, UDP, WEB1_IP, Ether, IP, Wire, srv_to_web1, tcp, web1_to_srv
+from fastpath_helpers import IP, SRV_IP, TCP, UDP, WEB1_IP, Ether, Wire, srv_to_web1, tcp, web1_to_srv
 from test_fastpath_policy import _policy
 
 HTTP_GET = b"GET /index.html HTTP/1.1\r\nHost: www.example.org\r\nUser-Agent: curl/8.0\r\n\r\n"

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+from fastpath_helpers import (
+    ICMP,
+    IP,
+    SRV_IP,
+    SRV_MAC,
+    UDP,
+    WEB1_IP,
+    WEB1_MAC,
+    Ether,
+    Wire,
+    lab_policy,
+    srv_to_web1,
+    tcp,
+    web1_to_srv,
+)
 from scapy.layers.inet import fragment
 from scapy.layers.l2 import Dot1Q
-
-from fastpath_helpers import (ICMP, IP, SRV_IP, SRV_MAC, UDP, WEB1_IP, WEB1_MAC, Ether, Wire, lab_policy,
-                              srv_to_web1, tcp, web1_to_srv)
 
 S = 1_000_000_000  # ns
 

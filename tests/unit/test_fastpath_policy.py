@@ -5,10 +5,26 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from ngfw.compiler.policy import load_policy
+from fastpath_helpers import (
+    ICMP,
+    IP,
+    SRV_IP,
+    SRV_MAC,
+    TCP,
+    UDP,
+    WEB1_IP,
+    WEB1_MAC,
+    WEB2_IP,
+    WEB2_MAC,
+    Ether,
+    Wire,
+    lab_policy,
+    srv_to_web1,
+    tcp,
+    web1_to_srv,
+)
 
-from fastpath_helpers import (ICMP, IP, SRV_IP, SRV_MAC, TCP, UDP, WEB1_IP, WEB1_MAC, WEB2_IP, WEB2_MAC, Ether, Wire,
-                              lab_policy, srv_to_web1, tcp, web1_to_srv)
+from ngfw.compiler.policy import load_policy
 
 
 def test_allowed_tcp_session_passes_both_ways() -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from fastpath_helpers import IP, Ether, Wire, tcp
+
 from ngfw.compiler.policy import load_policy
 from ngfw.compiler.tables import CompiledPolicy
-
-from fastpath_helpers import IP, Ether, Wire, tcp
 
 TWO_TENANTS = Path(__file__).resolve().parents[2] / "rules" / "examples" / "two-tenants.yaml"
 WEB1 = ("02:00:00:00:01:01", "10.77.0.11")     # tenant-a

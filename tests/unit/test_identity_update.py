@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from fastpath_helpers import IP, LAB_POLICY, SRV_IP, SRV_MAC, WEB2_IP, WEB2_MAC, Ether, tcp
 
 from ngfw.compiler.identity import with_workloads
 from ngfw.compiler.policy import compile_resources
@@ -12,8 +13,6 @@ from ngfw.dataplane.runner import Dataplane, PortPlan
 from ngfw.model.errors import PolicyError
 from ngfw.model.loader import load_resources
 from ngfw.model.resources import Workload
-
-from fastpath_helpers import LAB_POLICY, SRV_IP, SRV_MAC, WEB2_IP, WEB2_MAC, Ether, IP, tcp
 
 TWO_TENANTS = Path(__file__).resolve().parents[2] / "rules" / "examples" / "two-tenants.yaml"
 

@@ -10,8 +10,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from fastpath_helpers import IP, SRV_IP, SRV_MAC, TCP, WEB1_IP, WEB1_MAC, Ether, Wire, fp, srv_to_web1, tcp, web1_to_srv
 
-from fastpath_helpers import IP, TCP, Ether, Wire, fp, srv_to_web1, tcp, web1_to_srv, SRV_IP, SRV_MAC, WEB1_IP, WEB1_MAC
 from ngfw.compiler.policy import load_policy
 from ngfw.dataplane.threats import RulesError, load_signature_sets
 
@@ -233,6 +233,29 @@ def test_inspection_stops_at_the_profile_depth(tmp_path: Path) -> None:
     assert send(w, 41013, seq, b"a" * 120)[0]
     assert send(w, 41013, seq + 120, b"EVIL-PAYLOAD-XYZ")[0]          # past the depth: not inspected
     assert w.alerts() == [] and w.engine.inspect_stats()["depth_reached"] == 1
+
+
+def test_past_the_depth_retransmissions_and_holes_pass_and_the_inspected_bytes_stay_protected(tmp_path: Path) -> None:
+    """A receiver that lost a segment past the depth (or whose ACK was lost) gets it again: the retransmission used
+    to be compared with the bytes kept at the depth and dropped as a rewrite, every time -- the connection hung."""
+    profile = """
+        ---
+        apiVersion: ngfw/v1
+        kind: ThreatProfile
+        metadata: {name: shallow, vsys: tenant-a}
+        spec: {depth: 100}
+        """
+    w = wire(tmp_path, inspect="shallow", profiles=profile)
+    seq, _ = handshake(w, 41016)
+    head = bytes(range(120))                                   # the depth (100 bytes) ends inside it
+    assert send(w, 41016, seq, head)[0]
+    assert send(w, 41016, seq + 120, b"b" * 500)[0]
+    assert send(w, 41016, seq + 120, b"b" * 500)[0]          # retransmitted: passes
+    assert send(w, 41016, seq, head)[0]                      # the segment the depth ended in, again
+    assert send(w, 41016, seq + 2000, b"d" * 100)[0]         # beyond a hole, past the depth: not held back
+    # the inspected bytes stay protected: other bytes in their place are dropped
+    assert send(w, 41016, seq, b"X" * 50)[0] == []
+    assert w.drops() == {"stream_rewrite": 1}
 
 
 def test_tcp_fragments_of_an_inspected_flow_are_dropped(tmp_path: Path) -> None:

@@ -16,9 +16,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
-from fastpath_helpers import (IP, SRV_IP, SRV_MAC, TCP, UDP, WEB1_IP, WEB2_IP, WEB2_MAC, Ether, fp, srv_to_web1, tcp,
-                              web1_to_srv)
+from fastpath_helpers import IP, SRV_IP, SRV_MAC, UDP, WEB2_IP, WEB2_MAC, Ether, fp, srv_to_web1, tcp, web1_to_srv
 from test_inspect import RULES, InspectWire, handshake, rule_sets, send, sids, write_policy
 
 from ngfw.compiler.identity import with_workloads

@@ -7,11 +7,8 @@ drops each segment, and a clean request afterwards is still inspected (the engin
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from test_inspect import InspectWire, handshake, rule_sets, send, sids, srv_to_web1, tcp, write_policy
 
 RULES = r"""

@@ -3,7 +3,7 @@
 import ipaddress
 
 from ngfw.lab.hosts import two_host_plan
-from ngfw.lab.topology import IFNAMSIZ, HOST_B_ROLES
+from ngfw.lab.topology import HOST_B_ROLES, IFNAMSIZ
 
 
 def test_host_a_is_the_one_host_lab_and_host_b_adds_four_namespaces():

@@ -13,7 +13,6 @@ import socket
 import stat
 import struct
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator

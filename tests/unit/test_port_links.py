@@ -19,8 +19,7 @@ from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 from scapy.layers.l2 import ARP
 
 from ngfw.dataplane.failmode import WireFailModes
-from ngfw.dataplane.links import (PORT_EVENTS, Attach, Detach, LinkState, Note, PortLink, PortLinks, SetLink,
-                                  link_state)
+from ngfw.dataplane.links import PORT_EVENTS, Attach, Detach, LinkState, Note, PortLink, PortLinks, SetLink, link_state
 
 UP = dict(admin_up=True, carrier=True, mtu=1500, kind="veth")
 

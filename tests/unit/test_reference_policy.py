@@ -22,10 +22,6 @@ from scapy.packet import Packet
 
 from ngfw._fastpath import engine
 from ngfw.compiler.tables import (
-    PROTO_ICMP,
-    PROTO_ICMPV6,
-    PROTO_TCP,
-    PROTO_UDP,
     Action,
     AddressSet,
     CompiledPolicy,
@@ -36,6 +32,7 @@ from ngfw.compiler.tables import (
 )
 from ngfw.compiler.principals import group_principal, user_principal
 from ngfw.reference import policy as reference
+from ngfw.wire import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP
 
 logging.getLogger("scapy.runtime").setLevel(logging.ERROR)
 

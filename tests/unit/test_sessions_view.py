@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from fastpath_helpers import SRV_IP, SRV_MAC, WEB1_IP, WEB1_MAC, WEB2_IP, WEB2_MAC, Wire, fp, tcp
 from scapy.layers.dns import DNS, DNSQR
-from test_opsocket import syn
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
+from test_opsocket import syn
 
 from ngfw.compiler.policy import load_policy
 from ngfw.dataplane.rulehits import RuleHits
@@ -320,7 +320,8 @@ def test_a_cleared_connection_is_not_taken_over_by_the_next_process(tmp_path: Pa
         engine.inject(vm, bytes(frame(WEB1, SRV, tcp(sport, 80, "S", seq=100))), 10 * S)
         engine.inject(up, bytes(frame(SRV, WEB1, tcp(80, sport, "SA", seq=500, ack=101))), 10 * S)
         engine.inject(vm, bytes(frame(WEB1, SRV, tcp(sport, 80, "A", seq=101, ack=501))), 10 * S)
-    table = SessionTable(engine, lambda: {1: engine.tables.policy})
+    in_force = engine.tables.policy
+    table = SessionTable(engine, lambda: {1: in_force})
     assert table.clear(SessionFilter.parse(["sport=43001"])).resets == 1
     del table, engine   # the process dies before the connection's next segment
     after = Host(tmp_path)

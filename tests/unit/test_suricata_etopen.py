@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 
 from ngfw.compiler.suricata import RuleSet, load_rules

@@ -11,8 +11,6 @@ import hyperscan
 import pytest
 
 from ngfw.compiler.rules_cli import parse_variables, rules_check
-from ngfw.compiler.suricata import hscheck
-from ngfw.compiler.suricata.buffers import PCRE_BUFFER_FLAGS, STICKY_BUFFERS
 from ngfw.compiler.suricata import (
     PAYLOAD,
     CompiledSignature,
@@ -24,8 +22,10 @@ from ngfw.compiler.suricata import (
     PcreMatch,
     RuleSet,
     Threshold,
+    hscheck,
     load_rules,
 )
+from ngfw.compiler.suricata.buffers import PCRE_BUFFER_FLAGS, STICKY_BUFFERS
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "rules"
 
@@ -388,6 +388,15 @@ def test_fast_and_compiling_hyperscan_checks_agree(regex: str) -> None:
     assert fast_error == compile_error
     if fast_empty and fast_error is None:
         assert hscheck.check(regex, hyperscan.HS_FLAG_ALLOWEMPTY, True, "compile") == (None, False)
+
+
+def test_the_fast_check_is_the_compiled_fastpaths() -> None:
+    # hs_expression_info through the extension that links libhs (no ctypes, no second copy of libhs)
+    from ngfw._fastpath import engine
+
+    assert hscheck.METHOD == "expression_info"
+    assert engine.hs_expression_check(b"a(b", 0)[0] == hscheck.check("a(b", 0, True, "compile")[0]
+    assert engine.hs_expression_check(b"x?", 0) == (None, True)
 
 
 def test_pcre_that_can_match_empty_gets_allowempty(tmp_path: Path) -> None:

@@ -133,7 +133,8 @@ def parse_pcre(value: str | None, stream: bool) -> ParsedPcre:
         # In extended mode a trailing `# comment` would swallow the closing parenthesis;
         # a newline ends the comment and is itself ignored there.
         body = f"\\A(?:{body}{chr(10) if prefix else ''})"
-    expression: str | None = prefix + body
+    expression = prefix + body
+    hs_expression: str | None = expression
     try:
         hs_flags = _checked(expression, hs_flags, stream)
     except RuleError as exc:
@@ -141,8 +142,8 @@ def parse_pcre(value: str | None, stream: bool) -> ParsedPcre:
         # as Suricata does, so only a regex neither can read is refused
         if not exc.reason.startswith("pcre unsupported by Hyperscan"):
             raise
-        expression = None
-    return ParsedPcre(regex, expression, hs_flags, negated, relative, buffer, flags_text)
+        hs_expression = None
+    return ParsedPcre(regex, hs_expression, hs_flags, negated, relative, buffer, flags_text)
 
 
 def _ascii_expression(regex: str) -> str:

@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+
 import pytest
 from control_helpers import RunningControl, client, two_tenants
 from prometheus_client.parser import text_string_to_metric_families
