@@ -33,12 +33,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ngfw.control.auth import TokenFile, add_token  # noqa: E402
-from ngfw.control.client import ControlClient  # noqa: E402
-from ngfw.control.server import ControlServer  # noqa: E402
-from ngfw.control.service import Control  # noqa: E402
-from ngfw.control.store import open_store  # noqa: E402
-from ngfw.control.syslog import SyslogReceiver, bench_lines  # noqa: E402
+from ngfw.control.auth import TokenFile, add_token
+from ngfw.control.client import ControlClient
+from ngfw.control.server import ControlServer
+from ngfw.control.service import Control
+from ngfw.control.store import open_store
+from ngfw.control.syslog import SyslogReceiver, bench_lines
 
 
 def doc(kind: str, metadata: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:

@@ -817,7 +817,7 @@ cdef class UserTable:
 
     cdef _set_groups(self, dict groups):
         cdef uint32_t slots = _slots_for(len(groups))
-        cdef uint32_t n = 0, s, i
+        cdef uint32_t n = 0, s
         cdef uint64_t user
         total = sum(len(g[1]) for g in groups.values())
         self.t.users = <ugroups_t *>calloc(slots, sizeof(ugroups_t))

@@ -13,9 +13,11 @@ import hashlib
 import ipaddress
 import json
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from os import PathLike
 
 from ngfw.compiler.catalogue import Catalogue, load_catalogue
+from ngfw.compiler.principals import group_principal, user_principal
 from ngfw.compiler.tables import (
     Action,
     AddressSet,
@@ -47,7 +49,6 @@ from ngfw.model.resources import (
     parse_sid,
     vsys_of,
 )
-from ngfw.compiler.principals import group_principal, user_principal
 from ngfw.model.validate import cross_check
 from ngfw.wire import PROTO_ANY
 
@@ -268,15 +269,26 @@ def _compile_rule(
         apps=apps,
         app_default=app_default,
         profile=profile,
-        **users,
+        users=users.items,
+        user_principals=users.principals,
+        users_known=users.known,
+        users_unknown=users.unknown,
     )
 
 
-def _users(rule: Rule, vsys: str, user_groups: dict[tuple[str, str], UserGroup]) -> dict[str, object]:
+@dataclass(frozen=True)
+class _RuleUsers:
+    items: tuple[str, ...] = ()
+    principals: tuple[tuple[int, int], ...] = ()
+    known: int = -1
+    unknown: int = -1
+
+
+def _users(rule: Rule, vsys: str, user_groups: dict[tuple[str, str], UserGroup]) -> _RuleUsers:
     """A rule's `users:` as CompiledRule fields: a UserGroup is its static members (named here, so a commit
     changes them) and its directory group's principal (whose members control resolves and hosts look up)."""
     if rule.users == ["any"]:
-        return {}
+        return _RuleUsers()
     principals: dict[int, int] = {}   # principal -> the first item naming it
     known = unknown = -1
     for index, item in enumerate(rule.users):
@@ -293,8 +305,7 @@ def _users(rule: Rule, vsys: str, user_groups: dict[tuple[str, str], UserGroup])
                 principals.setdefault(group_principal(vsys, ref.value), index)
             for member in group.spec.members or []:
                 principals.setdefault(user_principal(member), index)
-    return {"users": tuple(rule.users), "user_principals": tuple(principals.items()), "users_known": known,
-            "users_unknown": unknown}
+    return _RuleUsers(tuple(rule.users), tuple(principals.items()), known, unknown)
 
 
 def _address_set(

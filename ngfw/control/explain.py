@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ngfw.compiler.principals import user_principal
 from ngfw.compiler.tables import CompiledPolicy, CompiledRule, IPAddress
 from ngfw.model import syntax
 from ngfw.model.resources import SecurityPolicy
-from ngfw.compiler.principals import user_principal
 from ngfw.reference.policy import endpoint_matches, services_match, users_match
 from ngfw.wire import PROTO_TCP, PROTO_UDP
 
@@ -130,7 +130,7 @@ def explain(policy: CompiledPolicy, documents: Sequence[Any], source: str, desti
     inspection = _inspection(policy, passes, src, dst) if verdict["action"] == "allow" else None
     return {
         "from": src.describe(policy), "to": dst.describe(policy), "service": service, "application": app,
-        "user": user.lower() if principal else None,
+        "user": user.lower() if user is not None and principal else None,
         "verdict": verdict["action"], "rule": verdict["rule"], "vsys": verdict["vsys"], "why": verdict["why"],
         "passes": [p.__dict__ for p in passes], "policy_version": policy.version, "inspection": inspection,
     }

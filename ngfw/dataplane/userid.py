@@ -60,7 +60,7 @@ class UserMap:
 
     def set_owners(self, policy: CompiledPolicy) -> None:
         """The owners of the workloads of the policy now in force (spec.owner)."""
-        owners = {ip: wl.owner for wl in policy.workloads if getattr(wl, "owner", None) for ip in wl.ips}
+        owners = {ip: wl.owner for wl in policy.workloads if wl.owner for ip in wl.ips}
         with self._lock:
             if owners == self.owners and self.table is not None:
                 return
@@ -166,7 +166,7 @@ class UserMap:
     def listing(self) -> list[dict[str, Any]]:
         """Every address mapped here: address, user, source (owner, api, syslog), expires."""
         with self._lock:
-            rows = [{"address": str(a), "user": u, "source": "owner", "expires": None}
+            rows: list[dict[str, Any]] = [{"address": str(a), "user": u, "source": "owner", "expires": None}
                     for a, u in self.owners.items() if a not in self.mappings]
             rows += [{"address": str(a), "user": m.user, "source": m.source, "expires": m.expires}
                      for a, m in self.mappings.items()]

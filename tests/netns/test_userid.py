@@ -8,13 +8,13 @@ dataplanes taking their policy and user mappings from control, real syslog (util
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import yaml
+from netns_helpers import REPO
 
 from ngfw.lab.control_site import ControlSite, control_site
 from ngfw.lab.directory import Directory, group_dn
@@ -23,7 +23,6 @@ from ngfw.lab.lock import claim_prefix, release
 from ngfw.lab.netns import call_in
 from ngfw.lab.services import lab_services
 from ngfw.lab.topology import lab_down
-from netns_helpers import REPO
 
 POLICY = REPO / "rules" / "examples" / "lab-users.yaml"
 BASELINE: list[dict[str, Any]] = list(yaml.safe_load_all(POLICY.read_text()))

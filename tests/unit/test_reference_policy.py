@@ -21,6 +21,7 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Packet
 
 from ngfw._fastpath import engine
+from ngfw.compiler.principals import group_principal, user_principal
 from ngfw.compiler.tables import (
     Action,
     AddressSet,
@@ -30,7 +31,6 @@ from ngfw.compiler.tables import (
     IPAddress,
     Service,
 )
-from ngfw.compiler.principals import group_principal, user_principal
 from ngfw.reference import policy as reference
 from ngfw.wire import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP
 

@@ -7,12 +7,12 @@ import textwrap
 import time
 from pathlib import Path
 
+from fastpath_helpers import IP, SRV_IP, SRV_MAC, WEB1_IP, WEB1_MAC, WEB2_IP, WEB2_MAC, Ether, tcp
+
 from ngfw.compiler.policy import load_policy
 from ngfw.dataplane.eve import eve_record
 from ngfw.dataplane.runner import Dataplane, PortPlan
 from ngfw.dataplane.sessions import SessionFilter
-
-from fastpath_helpers import SRV_IP, SRV_MAC, WEB1_IP, WEB1_MAC, WEB2_IP, WEB2_MAC, Ether, IP, tcp
 
 POLICY = """\
 apiVersion: ngfw/v1

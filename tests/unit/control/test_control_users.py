@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 from control_helpers import RunningControl, _doc, client, two_tenants
+from scapy.layers.inet import IP, TCP
+from scapy.layers.l2 import Ether
 
 from ngfw.cli import main
 from ngfw.control.client import ControlError
@@ -18,9 +20,6 @@ from ngfw.control.userid import delta_hash
 from ngfw.control.validation import compile_documents
 from ngfw.dataplane.runner import Dataplane, PortPlan
 from ngfw.dataplane.userid import UserAgent
-
-from scapy.layers.inet import IP, TCP
-from scapy.layers.l2 import Ether
 
 SRV_MAC = "02:00:00:00:02:01"
 
