@@ -34,6 +34,7 @@ def pkg_config(*args: str, lib: str = "libhs") -> list[str]:
             "(or libvectorscan-dev off x86)",
             "libcrypto": "libcrypto (OpenSSL) not found through pkg-config; install libssl-dev",
             "libpcre2-8": "libpcre2-8 (PCRE2) not found through pkg-config; install libpcre2-dev",
+            "zlib": "zlib not found through pkg-config; install zlib1g-dev",
             "libbpf": "libbpf not found through pkg-config; install libbpf-dev (the fail-open wire program is "
             "loaded through it)",
         }[lib]
@@ -49,6 +50,9 @@ libs += pkg_config("--libs", lib="libcrypto")
 # threat inspection verifies `pcre` with PCRE2, as Suricata does (Debian libpcre2-dev)
 cflags += pkg_config("--cflags", lib="libpcre2-8")
 libs += pkg_config("--libs", lib="libpcre2-8")
+# file.data inflates gzip/deflate HTTP response bodies with zlib, as Suricata does (Debian zlib1g-dev)
+cflags += pkg_config("--cflags", lib="zlib")
+libs += pkg_config("--libs", lib="zlib")
 
 
 def fastpath_extension(name: str, source: str) -> Extension:

@@ -136,6 +136,17 @@ def index_flows(flows: Iterable[dict[str, Any]]) -> dict[FlowKey, dict[str, Any]
     return index
 
 
+def reported_host(label: Label, ours: dict[str, Any]) -> str | None:
+    """What of our record answers the label's host. nDPI's "Hostname/SNI" of an SSH flow is not a host but
+    the first identification string it saw ("SSH-2.0-OpenSSH_7.4p1 Debian-10", the server's or the client's):
+    ours are in `ssh`, where Suricata puts them (client and server), compared up to the software version's end
+    (Suricata's software_version stops at the first space); either side's agrees."""
+    if label.ndpi.split(".")[0] == "SSH" and label.host and label.host.startswith("SSH-"):
+        sides = [f"SSH-{side['proto_version']}-{side['software_version']}" for side in (ours.get("ssh") or {}).values()]
+        return label.host if label.host.split(" ", 1)[0] in sides else (sides[0] if sides else None)
+    return ours.get("app_host")
+
+
 def same_host(expected: str, got: str | None) -> bool:
     return got is not None and expected.lower().rstrip(".") == str(got).lower().rstrip(".")
 
@@ -241,7 +252,7 @@ def score(labels: Sequence[Label], flows: Iterable[dict[str, Any]]) -> Report:
                 )
         if label.host:
             report.hosts += 1
-            got_host = None if ours is None else ours.get("app_host")
+            got_host = None if ours is None else reported_host(label, ours)
             if same_host(label.host, got_host):
                 report.hosts_agree += 1
             else:

@@ -114,7 +114,21 @@ def build_parser(with_control: bool = True) -> argparse.ArgumentParser:
                          "segment share one")
     dp.add_argument("--policy", metavar="PATH", help="policy YAML file or directory (SIGHUP reloads it)")
     dp.add_argument("--metrics", type=_host_port, metavar="HOST:PORT", help="serve Prometheus metrics")
-    dp.add_argument("--eve", metavar="PATH", help="append EVE JSON flow, drop and alert records to PATH")
+    dp.add_argument("--eve", action="append", default=[], metavar="TARGET",
+                    help="write EVE JSON records (flow, drop, alert, stats, migration) to TARGET: a file path (appended; "
+                         "SIGHUP reopens it), syslog://HOST:PORT (RFC 5424 over UDP), syslog+tcp://HOST:PORT, "
+                         "syslog:///dev/log, unix:///PATH (stream socket) or unix+dgram:///PATH; repeatable")
+    dp.add_argument("--eve-stats-interval", type=float, default=0.0, metavar="SECONDS",
+                    help="write a `stats` record (the dataplane's counters, Suricata's shape) this often (0: never)")
+    dp.add_argument("--capture-dir", default="/var/log/ngfw/pcap", metavar="DIR",
+                    help="where `capture:` rules and threat profiles write pcap files, one directory per vsys "
+                         "(/var/log/ngfw/pcap)")
+    dp.add_argument("--capture-file-size", type=float, default=16.0, metavar="MB",
+                    help="start a new capture file when one reaches this size (16)")
+    dp.add_argument("--capture-max-size", type=float, default=256.0, metavar="MB",
+                    help="capture files each vsys keeps at most; the oldest go first (256)")
+    dp.add_argument("--capture-ring", type=float, default=4.0, metavar="MB",
+                    help="memory the packet loop copies captured frames into before they are written (4)")
     _add_signature_args(dp, "signature set NAME (default: `default`) from a Suricata rule file or directory "
                             "(repeatable); policy rules reach it with `inspect:` (SIGHUP reloads it)")
     dp.add_argument("--signature-cache", metavar="DIR",
@@ -242,8 +256,22 @@ def cmd_dataplane(args: argparse.Namespace) -> int:
     from ngfw.dataplane.state import StateError, auto_state_dir
 
     state_dir = None if args.state_dir == "none" else (args.state_dir or auto_state_dir(plan))
+    from ngfw.dataplane.runner import EveOptions
+
+    for name in ("capture_file_size", "capture_max_size", "capture_ring"):
+        value = getattr(args, name)
+        if not 0 < value <= 1 << 20:
+            print(f"ngfw dataplane: --{name.replace('_', '-')} {value:g}: give a size in MB above 0", file=sys.stderr)
+            return 2
+    if args.capture_ring > 1024:
+        print(f"ngfw dataplane: --capture-ring {args.capture_ring:g}: at most 1024 MB", file=sys.stderr)
+        return 2
+    eve_options = EveOptions(targets=list(args.eve), stats_interval=args.eve_stats_interval,
+                             capture_dir=args.capture_dir, capture_file_bytes=int(args.capture_file_size * (1 << 20)),
+                             capture_vsys_bytes=int(args.capture_max_size * (1 << 20)),
+                             capture_ring_bytes=int(args.capture_ring * (1 << 20)))
     try:
-        dp = Dataplane(plan, policy_path=args.policy, eve_path=args.eve, flow_capacity=args.flow_capacity,
+        dp = Dataplane(plan, policy_path=args.policy, eve_options=eve_options, flow_capacity=args.flow_capacity,
                        state_dir=state_dir, host=getattr(args, "host", None),
                        max_workload_loss=args.max_workload_loss,
                        timeouts=dict(args.timeout), idle_spin_us=args.idle_spin_us,

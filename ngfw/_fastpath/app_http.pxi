@@ -53,6 +53,31 @@ cdef void _http_headers(appctx_t *c, const uint8_t *p, uint32_t n, uint32_t off,
             _copy_text(c.meta.ua, UA_MAX, &c.meta.ua_len, p + v, ve - v, False)
 
 
+cdef bint _head_whole(const uint8_t *p, uint32_t n) noexcept nogil:
+    # the empty line that ends a head is in p[0:n]
+    cdef uint32_t i
+    for i in range(1, n):
+        if p[i] == b'\n' and (p[i - 1] == b'\n' or (i >= 2 and p[i - 1] == b'\r' and p[i - 2] == b'\n')):
+            return True
+    return False
+
+
+cdef int _http_answer(appctx_t *c, int proto, const uint8_t *p, uint32_t n, bint response) noexcept nogil:
+    """HTTP over TCP is sure, but more bytes tell more: a request head cut over segments (its Host or
+    User-Agent in the next one) is read whole while the stream can grow; a response seen before any request
+    (a capture that starts mid-connection, or the request lost) waits for the other side's request and its
+    Host for two more packets of its own side."""
+    if proto != APP_HTTP or c.l4proto != P_TCP:
+        return proto
+    if response:
+        if c.meta.host_len == 0 and c.pkt_index < 2:
+            return _tentative(c, APP_HTTP)
+        return proto
+    if not _head_whole(p, n) and _stream_can_grow(c):
+        return _tentative(c, APP_HTTP)
+    return proto
+
+
 cdef int parse_http(appctx_t *c) noexcept nogil:
     """HTTP/1.x request or status line (and its cousins RTSP, SIP, SSDP over UDP, the HTTP/2 preface).
     Fills Host (port stripped, except for SSDP), User-Agent and the method."""
@@ -81,7 +106,7 @@ cdef int parse_http(appctx_t *c) noexcept nogil:
                         line_end += 1
                     if line_end < lim:
                         _http_headers(c, p, n, line_end + 1, proto != APP_SSDP)
-                    return proto
+                    return _http_answer(c, proto, p, n, True)
                 if i + 4 > n:
                     return PARSE_NEED_MORE if _stream_can_grow(c) else PARSE_NO
             return PARSE_NO
@@ -135,7 +160,7 @@ cdef int parse_http(appctx_t *c) noexcept nogil:
             c.meta.http_method_len = <uint8_t>m_end
     if line_end < n:
         _http_headers(c, p, n, line_end + 1, proto != APP_SSDP)
-    return proto
+    return _http_answer(c, proto, p, n, False)
 
 
 cdef int _ws_frames(const uint8_t *p, uint32_t n) noexcept nogil:

@@ -45,10 +45,14 @@ cdef enum:
     QS_DCID_LEN = 1       # scratch layout while a QUIC ClientHello is being reassembled (its owner mark at 0)
     QS_DCID = 2
     QS_NRANGES = 22
-    QS_RANGES = 24        # up to QS_MAXRANGES (start, end) pairs of u16, filled CRYPTO byte ranges
-    QS_MAXRANGES = 8
-    QS_DATA = 64
-    QS_CAP = SCRATCH_MAX - QS_DATA - 1
+    QS_INITIALS = 23      # client Initial packets read
+    QS_SERVER = 24        # server packets seen while the hello was still incomplete
+    QS_RANGES = 28        # up to QS_MAXRANGES (start, end) pairs of u16: the CRYPTO bytes held, sorted, merged
+    QS_MAXRANGES = 24
+    QS_DATA = 128         # the CRYPTO bytes themselves when the flow has no reassembly room (appctx_t.reasm)
+    QS_INLINE_CAP = SCRATCH_MAX - QS_DATA - 1
+    QS_MAX_INITIALS = 6   # client Initials read for one hello (Chrome's post-quantum hello takes 2; 8 KiB takes 7)
+    QS_MAX_SERVER = 3     # server packets waited through for the rest of a hello
 
 
 cdef const unsigned char *_quic_salt(uint32_t v) noexcept nogil:
@@ -193,38 +197,85 @@ cdef int _quic_decrypt(const uint8_t *pkt, uint32_t pn_off, uint32_t end, const 
     return 0
 
 
-cdef void _quic_store(uint8_t *s, uint64_t off, const uint8_t *data, uint64_t len) noexcept nogil:
-    # copy a CRYPTO frame's bytes into the reassembly buffer and record the range
-    cdef uint32_t start, end, nr
-    if off >= QS_CAP or len == 0:
+cdef inline uint8_t *_quic_buf(appctx_t *c, uint32_t *cap) noexcept nogil:
+    # where the CRYPTO stream is reassembled: the flow's reassembly room, else the scratch's tail
+    if c.reasm != NULL:
+        cap[0] = c.reasm_cap
+        return c.reasm
+    cap[0] = QS_INLINE_CAP
+    return c.scratch + QS_DATA
+
+
+cdef void _quic_store(uint8_t *s, uint8_t *buf, uint32_t cap, uint64_t off, const uint8_t *data,
+                      uint64_t len) noexcept nogil:
+    """Put a CRYPTO frame's bytes at their offset (bytes held already keep their first copy, as a receiver's
+    stream does) and merge its range into the sorted list; beyond `cap` bytes the stream is cut. When the
+    list is full (a sender cutting the hello into more than QS_MAXRANGES disjoint runs) the frame is left
+    out: the hello stays incomplete, the flow quic without a host."""
+    cdef uint32_t start, end, nr = s[QS_NRANGES], i, k = 0, a, b, pos, lo, hi
+    cdef uint32_t keep_a[QS_MAXRANGES]
+    cdef uint32_t keep_b[QS_MAXRANGES]
+    cdef bint placed = False
+    if off >= cap or len == 0:
         return
     start = <uint32_t>off
-    end = <uint32_t>(off + len) if off + len <= QS_CAP else QS_CAP
-    memcpy(s + QS_DATA + start, data, end - start)
-    nr = s[QS_NRANGES]
-    if nr >= QS_MAXRANGES:
-        return
-    ngfw_put_be16(s + QS_RANGES + 4 * nr, <uint16_t>start)
-    ngfw_put_be16(s + QS_RANGES + 4 * nr + 2, <uint16_t>end)
-    s[QS_NRANGES] = nr + 1
+    end = <uint32_t>(off + len) if off + len <= cap else cap
+    lo = start
+    hi = end
+    for i in range(nr):
+        a = ngfw_be16(s + QS_RANGES + 4 * i)
+        b = ngfw_be16(s + QS_RANGES + 4 * i + 2)
+        if b < start or a > end:
+            if a > end and not placed:
+                if k >= QS_MAXRANGES:
+                    return
+                keep_a[k] = lo
+                keep_b[k] = hi
+                k += 1
+                placed = True
+            if k >= QS_MAXRANGES:
+                return
+            keep_a[k] = a
+            keep_b[k] = b
+            k += 1
+        else:
+            lo = a if a < lo else lo
+            hi = b if b > hi else hi
+    if not placed:
+        if k >= QS_MAXRANGES:
+            return
+        keep_a[k] = lo
+        keep_b[k] = hi
+        k += 1
+    # copy into the gaps only
+    pos = start
+    for i in range(nr):
+        a = ngfw_be16(s + QS_RANGES + 4 * i)
+        b = ngfw_be16(s + QS_RANGES + 4 * i + 2)
+        if b <= pos or a >= end:
+            continue
+        if a > pos:
+            memcpy(buf + pos, data + (pos - start), a - pos)
+        pos = b
+        if pos >= end:
+            break
+    if pos < end:
+        memcpy(buf + pos, data + (pos - start), end - pos)
+    for i in range(k):
+        ngfw_put_be16(s + QS_RANGES + 4 * i, <uint16_t>keep_a[i])
+        ngfw_put_be16(s + QS_RANGES + 4 * i + 2, <uint16_t>keep_b[i])
+    s[QS_NRANGES] = <uint8_t>k
 
 
-cdef uint32_t _quic_contiguous(uint8_t *s) noexcept nogil:
-    # length of the gap-free prefix of the reassembled CRYPTO stream
-    cdef uint32_t have = 0, nr = s[QS_NRANGES], i, a, b
-    cdef bint grew = True
-    while grew:
-        grew = False
-        for i in range(nr):
-            a = ngfw_be16(s + QS_RANGES + 4 * i)
-            b = ngfw_be16(s + QS_RANGES + 4 * i + 2)
-            if a <= have and b > have:
-                have = b
-                grew = True
-    return have
+cdef inline uint32_t _quic_contiguous(const uint8_t *s) noexcept nogil:
+    # length of the gap-free prefix of the reassembled CRYPTO stream (the ranges are sorted and merged)
+    if s[QS_NRANGES] == 0 or ngfw_be16(s + QS_RANGES) != 0:
+        return 0
+    return ngfw_be16(s + QS_RANGES + 2)
 
 
-cdef int _quic_frames(uint8_t *s, const uint8_t *pt, uint32_t n, bint gquic) noexcept nogil:
+cdef int _quic_frames(uint8_t *s, uint8_t *buf, uint32_t cap, const uint8_t *pt, uint32_t n,
+                      bint gquic) noexcept nogil:
     # walk the frames of a decrypted Initial payload, storing CRYPTO data. 0 ok, -1 malformed. `gquic`:
     # Google's Q050/T05x, whose crypto frame is type 0x08 (same layout) after an optional ACK (0x40, 0x60)
     cdef uint32_t off = 0
@@ -241,7 +292,7 @@ cdef int _quic_frames(uint8_t *s, const uint8_t *pt, uint32_t n, bint gquic) noe
             off += 1
             if _varint(pt, n, &off, &a) != 0 or _varint(pt, n, &off, &b) != 0 or off + b > n:
                 return -1
-            _quic_store(s, a, pt + off, b)
+            _quic_store(s, buf, cap, a, pt + off, b)
             off += <uint32_t>b
             continue
         if t == 0x02 or t == 0x03:
@@ -296,20 +347,98 @@ cdef void gquic_chlo_host(const uint8_t *p, uint32_t n, appmeta_t *m) noexcept n
         prev = end
 
 
-cdef int parse_quic(appctx_t *c) noexcept nogil:
-    """QUIC long-header Initial of a known version: derive the client Initial keys from the original DCID,
-    decrypt, reassemble CRYPTO frames in scratch and read the ClientHello (SNI, ALPN). Versions without
-    keys here (mvfst, Google QUIC) and undecryptable Initials are still quic, without a host."""
-    cdef const uint8_t *p = c.payload
-    cdef uint32_t n = c.payload_len, off, dcid_len, scid_len, pn_off, end, have, hs_len, pt_len = 0
-    cdef uint32_t version
+cdef int _quic_read_initial(appctx_t *c, const uint8_t *p, uint32_t n, uint32_t version,
+                            uint32_t *used) noexcept nogil:
+    """One long-header packet p[0:n] of the client's (of a version with keys): when it is an Initial, decrypt it
+    and store its CRYPTO frames. `used`: the packet's length (a datagram may coalesce several). 1 read,
+    0 not an Initial or not decryptable, -1 malformed."""
+    cdef uint32_t off, dcid_len, scid_len, pn_off, end, pt_len = 0, cap
     cdef uint64_t tok_len, length
     cdef uint8_t *s = c.scratch
+    cdef uint8_t *buf
     cdef uint8_t key[16]
     cdef uint8_t iv[12]
     cdef uint8_t hp[16]
     cdef uint8_t pt[1536]
-    cdef uint8_t ptype
+    used[0] = n
+    dcid_len = p[5]
+    if dcid_len > 20 or 6 + dcid_len >= n:
+        return -1
+    scid_len = p[6 + dcid_len]
+    if scid_len > 20 or 7 + dcid_len + scid_len > n:
+        return -1
+    off = 7 + dcid_len + scid_len
+    if ((p[0] >> 4) & 3) != (1 if version == QUIC_V2 or version == QUIC_V2_DRAFT else 0):
+        return 0
+    if _varint(p, n, &off, &tok_len) != 0 or off + tok_len > n:
+        return -1
+    off += <uint32_t>tok_len
+    if _varint(p, n, &off, &length) != 0 or off + length > n or length < 20:
+        return -1
+    pn_off = off
+    end = off + <uint32_t>length
+    used[0] = end
+    if s[0] != NGFW_SCRATCH_QUIC:
+        if s[0] != 0:
+            return 0
+        memset(s, 0, QS_DATA)
+        s[0] = NGFW_SCRATCH_QUIC
+        s[QS_DCID_LEN] = <uint8_t>dcid_len
+        memcpy(s + QS_DCID, p + 6, dcid_len)
+    if not _quic_keys(version, s + QS_DCID, s[QS_DCID_LEN], key, iv, hp):
+        return 0
+    if _quic_decrypt(p, pn_off, end, key, iv, hp, pt, &pt_len) != 0:
+        # after a Retry the client switches to the DCID the server chose
+        if not _quic_keys(version, p + 6, dcid_len, key, iv, hp) \
+                or _quic_decrypt(p, pn_off, end, key, iv, hp, pt, &pt_len) != 0:
+            return 0
+    if s[QS_INITIALS] < 255:
+        s[QS_INITIALS] += 1
+    buf = _quic_buf(c, &cap)
+    if _quic_frames(s, buf, cap, pt, pt_len, _gquic_encrypted(version)) != 0:
+        return 0
+    return 1
+
+
+cdef int _quic_hello(appctx_t *c, uint32_t version) noexcept nogil:
+    """Read the ClientHello from the CRYPTO stream reassembled so far: quic, with its SNI and ALPN once the
+    hello is whole (or its SNI when no more of it will come); tentative while more Initials may bring the
+    rest."""
+    cdef uint8_t *s = c.scratch
+    cdef uint32_t cap, have, hs_len
+    cdef uint8_t *buf = _quic_buf(c, &cap)
+    cdef bint more
+    cdef int r
+    have = _quic_contiguous(s)
+    more = s[QS_INITIALS] < QS_MAX_INITIALS and have < cap and s[QS_SERVER] < QS_MAX_SERVER
+    if have < 4:
+        return _tentative(c, APP_QUIC) if more else APP_QUIC
+    if version == GQUIC_Q050:
+        gquic_chlo_host(buf, have, c.meta)   # QUIC crypto's client hello, not TLS's
+        if c.meta.host_len == 0 and more:
+            return _tentative(c, APP_QUIC)
+        return APP_QUIC
+    if buf[0] != 1:
+        return APP_QUIC
+    hs_len = _be24(buf + 1)
+    r = _tls_hello(buf + 4, have - 4, hs_len, True, c.meta)
+    if r == 0 and more:
+        return _tentative(c, APP_QUIC)
+    if r < 0:
+        c.meta.host_len = 0
+        c.meta.alpn_len = 0
+    return APP_QUIC
+
+
+cdef int parse_quic(appctx_t *c) noexcept nogil:
+    """QUIC long-header Initial of a known version: derive the client Initial keys from the original DCID,
+    decrypt, reassemble the CRYPTO stream over the flow's Initial packets (frames in any order, in any of
+    them, coalesced or not) and read the ClientHello (SNI, ALPN). Versions without keys here (mvfst, Google
+    QUIC) and undecryptable Initials are still quic, without a host."""
+    cdef const uint8_t *p = c.payload
+    cdef uint32_t n = c.payload_len, at = 0, used = 0
+    cdef uint32_t version
+    cdef uint8_t *s = c.scratch
     cdef int r
     if n < 7:
         return PARSE_NO
@@ -328,56 +457,27 @@ cdef int parse_quic(appctx_t *c) noexcept nogil:
         if c.to_server:
             gquic_chlo_host(p + 5, n - 5, c.meta)
         return APP_QUIC
-    dcid_len = p[5]
-    if dcid_len > 20 or 6 + dcid_len >= n:
+    if p[5] > 20 or 6 + p[5] >= n or p[6 + p[5]] > 20 or 7 + p[5] + p[6 + p[5]] > n:
         return PARSE_NO
-    scid_len = p[6 + dcid_len]
-    if scid_len > 20 or 7 + dcid_len + scid_len > n:
-        return PARSE_NO
-    off = 7 + dcid_len + scid_len
-    ptype = (p[0] >> 4) & 3
-    if (p[0] & 0x40) == 0 or c.to_server == 0 or _quic_salt(version) == NULL:
+    if (p[0] & 0x40) == 0 or _quic_salt(version) == NULL:
         return APP_QUIC
-    if ptype != (1 if version == QUIC_V2 or version == QUIC_V2_DRAFT else 0):
-        return APP_QUIC if s[0] != NGFW_SCRATCH_QUIC else PARSE_NEED_MORE
-    if _varint(p, n, &off, &tok_len) != 0 or off + tok_len > n:
-        return PARSE_NO
-    off += <uint32_t>tok_len
-    if _varint(p, n, &off, &length) != 0 or off + length > n or length < 20:
-        return PARSE_NO
-    pn_off = off
-    end = off + <uint32_t>length
-    if s[0] != NGFW_SCRATCH_QUIC:
-        if s[0] != 0:
+    if c.to_server == 0:
+        # the server answers while the client's hello is incomplete: its rest may still come (reordered, or
+        # retransmitted after the server's ACK), for a few packets
+        if s[0] != NGFW_SCRATCH_QUIC or c.meta.host_len:
             return APP_QUIC
-        memset(s, 0, QS_DATA)
-        s[0] = NGFW_SCRATCH_QUIC
-        s[QS_DCID_LEN] = <uint8_t>dcid_len
-        memcpy(s + QS_DCID, p + 6, dcid_len)
-    if not _quic_keys(version, s + QS_DCID, s[QS_DCID_LEN], key, iv, hp):
-        return APP_QUIC
-    if _quic_decrypt(p, pn_off, end, key, iv, hp, pt, &pt_len) != 0:
-        # after a Retry the client switches to the DCID the server chose
-        if not _quic_keys(version, p + 6, dcid_len, key, iv, hp) \
-                or _quic_decrypt(p, pn_off, end, key, iv, hp, pt, &pt_len) != 0:
-            return APP_QUIC
-    if _quic_frames(s, pt, pt_len, _gquic_encrypted(version)) != 0:
-        return APP_QUIC
-    have = _quic_contiguous(s)
-    if have < 4:
-        return _tentative(c, APP_QUIC) if c.pkt_index < 3 else APP_QUIC
-    if version == GQUIC_Q050:
-        gquic_chlo_host(s + QS_DATA, have, c.meta)   # QUIC crypto's client hello, not TLS's
-        if c.meta.host_len == 0 and c.pkt_index < 3 and have < QS_CAP:
-            return _tentative(c, APP_QUIC)
-        return APP_QUIC
-    if s[QS_DATA] != 1:
-        return APP_QUIC
-    hs_len = _be24(s + QS_DATA + 1)
-    r = _tls_hello(s + QS_DATA + 4, have - 4, hs_len, True, c.meta)
-    if r == 0 and c.meta.host_len == 0 and c.pkt_index < 3 and have < QS_CAP:
-        return _tentative(c, APP_QUIC)
-    if r < 0:
-        c.meta.host_len = 0
-        c.meta.alpn_len = 0
-    return APP_QUIC
+        s[QS_SERVER] += 1
+        return _quic_hello(c, version)
+    while at + 7 <= n:
+        r = _quic_read_initial(c, p + at, n - at, version, &used)
+        if r < 0:
+            if at == 0:
+                return PARSE_NO
+            break
+        at += used
+        # a coalesced packet of the same version may follow (another Initial, or 0-RTT which is skipped)
+        if at + 7 > n or (p[at] & 0xC0) != 0xC0 or ngfw_be32(p + at + 1) != version:
+            break
+    if s[0] != NGFW_SCRATCH_QUIC or s[QS_INITIALS] == 0:
+        return APP_QUIC     # nothing decrypted: the later Initials would not either
+    return _quic_hello(c, version)

@@ -3,9 +3,56 @@
 # server name, SSH's identification string and a WHOIS query are the flow's host.
 
 
+cdef void ssh_ident_put(appmeta_t *m, bint client, const uint8_t *p, uint32_t e, bint whole) noexcept nogil:
+    """Keep one side's identification string p[0:e] ("SSH-2.0-software comments") in the flow's host entry,
+    marked as such (HOST_SSH_MARK): the record shows it as Suricata does (ssh.client/ssh.server proto_version
+    and software_version), never as app_host, which names hosts."""
+    cdef uint32_t n = e - 4 if e - 4 < SSH_SIDE_MAX else SSH_SIDE_MAX, at
+    if m.host_len == 0:
+        m.host[0] = HOST_SSH_MARK
+        m.host_len = 1
+    if m.host[0] != HOST_SSH_MARK or m.host_len + n + 2 > HOST_MAX:
+        return
+    at = m.host_len
+    m.host[at] = c'c' if client else c's'
+    memcpy(m.host + at + 1, p + 4, n)
+    m.host[at + 1 + n] = c'\n' if whole else c'\r'
+    m.host_len = <uint8_t>(at + n + 2)
+
+
+cdef void ssh_ident_rest(appmeta_t *m, const uint8_t *p, uint32_t n) noexcept nogil:
+    # the rest of a side's identification string cut at the end of a segment (the entry ends in b'\r')
+    cdef uint32_t e = 0, start = 1, i, have, room, take
+    while e < n and e < 255 and p[e] != b'\r' and p[e] != b'\n' and b' ' <= p[e] <= b'~':
+        e += 1
+    for i in range(1, m.host_len - 1):
+        if m.host[i] == b'\n':
+            start = i + 1          # the last side's letter
+    have = m.host_len - start - 2
+    room = SSH_SIDE_MAX - have if have < SSH_SIDE_MAX else 0
+    take = e if e < room else room
+    memcpy(m.host + m.host_len - 1, p, take)
+    m.host_len = <uint8_t>(m.host_len + take)
+    m.host[m.host_len - 1] = c'\n' if e < n or take < e else c'\r'
+
+
+cdef uint32_t ssh_ident_end(const uint8_t *p, uint32_t n) noexcept nogil:
+    # the end of an identification string at p (printable ASCII up to CR/LF, 255 bytes at most; n when it
+    # runs to the end of p); 0: not one
+    cdef uint32_t e = 4
+    if not (_starts(p, n, "SSH-2.0-") or _starts(p, n, "SSH-1.99-") or _starts(p, n, "SSH-1.5-")):
+        return 0
+    while e < n and e < 255 and p[e] != b'\r' and p[e] != b'\n':
+        if p[e] < b' ' or p[e] > b'~':
+            return 0
+        e += 1
+    return e
+
+
 cdef int parse_ssh(appctx_t *c) noexcept nogil:
-    """The identification string "SSH-2.0-software comments" (or 1.99 / 1.5). The first one a flow carries
-    (the client's or the server's, whichever speaks first) is its host, as nDPI reports SSH flows."""
+    """The identification string "SSH-2.0-software comments" (or 1.99 / 1.5), the first one a flow carries (the
+    client's or the server's, whichever speaks first); the other side's is read after the decision
+    (HOSTX_SSH)."""
     cdef const uint8_t *p = c.stream
     cdef uint32_t n = c.stream_len, e
     if n < 4:
@@ -16,13 +63,13 @@ cdef int parse_ssh(appctx_t *c) noexcept nogil:
         return PARSE_NEED_MORE if _stream_can_grow(c) else PARSE_NO
     if not (_starts(p, n, "SSH-2.0-") or _starts(p, n, "SSH-1.99-") or _starts(p, n, "SSH-1.5-")):
         return PARSE_NO
-    e = 4
-    while e < n and e < 255 and p[e] != b'\r' and p[e] != b'\n':
-        if p[e] < b' ' or p[e] > b'~':
-            return PARSE_NO
-        e += 1
-    # nDPI compatibility: the identification string is the flow's host, as nDPI reports SSH flows
-    _copy_text(c.meta.host, HOST_MAX, &c.meta.host_len, p, e, False)
+    e = ssh_ident_end(p, n)
+    if e == 0:
+        return PARSE_NO
+    if e == n and n < 255 and _stream_can_grow(c):
+        return _tentative(c, APP_SSH)      # cut at the segment's end: its rest is in the next one
+    c.meta.host_len = 0
+    ssh_ident_put(c.meta, c.to_server, p, e, e < n)
     return APP_SSH
 
 

@@ -290,7 +290,7 @@ cdef void app_finish(engine_t *e, tables_t *t, flow_t *f, uint16_t app, uint8_t 
     cdef int32_t r
     if meta != NULL and meta.host_len:
         # a host-based app refines the protocol it runs over (tls -> github), never replaces another
-        child = host_app(a, meta.host, meta.host_len)
+        child = host_app(a, meta.host, meta.host_len) if meta.host[0] != HOST_SSH_MARK else 0
         if child and (app == 0 or app_descends(a, child, app)):
             app = child
         if f.host < 0:
@@ -357,6 +357,9 @@ cdef bint appid_inspect(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
             fresh = stream_append(s, f, dir, p)
             c.stream = s.stream[dir]
             c.stream_len = s.stream_len[dir]
+        else:
+            c.reasm = <uint8_t *>s.stream
+            c.reasm_cap = 2 * STREAM_MAX
         c.scratch = s.scratch
         c.meta = &s.meta
     else:
@@ -381,6 +384,8 @@ cdef bint appid_inspect(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
             app_finish(e, t, f, a.builtin_app[r], CONF_PARSER, c.meta)
         if (r == APP_DNS or r == APP_MDNS) and dns_reads_on(_dns_msg(p), _dns_msg_len(p)):
             f.host_extra = DNS_EXTRA_PKTS | (HOSTX_MDNS if r == APP_MDNS else HOSTX_DNS)
+        elif r == APP_SSH:
+            f.host_extra = SSH_EXTRA_PKTS | HOSTX_SSH     # the other side's identification string follows
         elif r == APP_STUN:
             # the REALM comes with the server's challenge; WebRTC's DTLS follows its ICE checks
             f.host_extra = STUN_EXTRA_PKTS | HOSTX_STUN
@@ -427,7 +432,48 @@ cdef bint dns_reads_on(const uint8_t *msg, uint32_t n) noexcept nogil:
         return True
     return (msg[2] & 0x80) == 0 or (ngfw_be16(msg + 6) == 0 and ngfw_be16(msg + 8) == 0 and ngfw_be16(msg + 10) == 0)
 
-cdef bint appid_host_extra(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p) noexcept nogil:
+cdef void ssh_ident_more(engine_t *e, flow_t *f, const pkt_t *p, bint to_server) noexcept nogil:
+    # the other side's identification string joins the flow's host entry (ssh_ident_put); both: done
+    cdef appmeta_t m
+    cdef const uint8_t *d = p.data + p.payload_off
+    cdef uint32_t end = ssh_ident_end(d, p.payload_len), i, last = 1
+    cdef bint have_client = False, have_server = False
+    if p.proto != P_TCP:
+        return
+    memset(&m, 0, sizeof(m))
+    if f.host >= 0:
+        if e.hostpool.lens[f.host] < 2 or e.hostpool.names[f.host][0] != HOST_SSH_MARK:
+            f.host_extra = 0
+            return
+        memcpy(m.host, e.hostpool.names[f.host], e.hostpool.lens[f.host])
+        m.host_len = e.hostpool.lens[f.host]
+        i = 1
+        while i < m.host_len:
+            last = i
+            have_client = have_client or m.host[i] == b'c'
+            have_server = have_server or m.host[i] == b's'
+            while i < m.host_len and m.host[i] != b'\n' and m.host[i] != b'\r':
+                i += 1
+            i += 1
+    if m.host_len and m.host[m.host_len - 1] == b'\r':
+        # a side's string cut at a segment's end: this segment of that side carries its rest
+        if m.host[last] != (c'c' if to_server else c's'):
+            return
+        ssh_ident_rest(&m, d, p.payload_len)
+    elif end == 0 or (to_server and have_client) or (not to_server and have_server):
+        return
+    else:
+        ssh_ident_put(&m, to_server, d, end, end < p.payload_len)
+    if f.host >= 0:
+        memcpy(e.hostpool.names[f.host], m.host, m.host_len)
+        e.hostpool.lens[f.host] = m.host_len
+    else:
+        f.host = hostpool_put(&e.hostpool, m.host, m.host_len)
+    if have_client and have_server and m.host[m.host_len - 1] == b'\n':
+        f.host_extra = 0
+
+
+cdef bint appid_host_extra(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bint to_server) noexcept nogil:
     """One more packet of a decided flow whose host may come later (flow_t.host_extra). True when the
     flow's app shifted (STUN -> DTLS): the caller decides the flow again."""
     cdef uint8_t kind = f.host_extra & ~HOSTX_LEFT
@@ -442,6 +488,9 @@ cdef bint appid_host_extra(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p) 
             return app_shift(t, f, t.apps.builtin_app[APP_DTLS])
         if f.host < 0:
             len = stun_realm(p.data + p.payload_off, p.payload_len, p.proto == P_TCP, name)
+    elif kind == HOSTX_SSH:
+        ssh_ident_more(e, f, p, to_server)
+        return False
     elif kind == HOSTX_STARTTLS:
         if tls_client_hello_start(p.data + p.payload_off, p.payload_len):
             f.host_extra = 0

@@ -15,6 +15,12 @@ cdef enum:
     HOSTX_MDNS = 0x40
     HOSTX_STUN = 0x60
     HOSTX_STARTTLS = 0x80
+    HOSTX_SSH = 0xA0      # the other side's SSH identification string
+    SSH_EXTRA_PKTS = 6    # a decided SSH flow's later packets read for it
+    HOST_SSH_MARK = 1     # a flow's host entry that starts with this byte holds SSH identification strings,
+                          # not a name: (b'c' client | b's' server, "proto-software comments", b'\n') per side,
+                          # b'\r' in place of b'\n' while the side's string is cut (its rest in the next segment)
+    SSH_SIDE_MAX = 77     # bytes of one side's identification string kept (two fit in HOST_MAX)
     HOST_MAX = 160        # longest host name kept (longer ones are truncated, never over-read)
     ALPN_MAX = 32
     UA_MAX = 96
@@ -51,4 +57,6 @@ ctypedef struct appctx_t:
     const uint8_t *stream     # TCP: the direction's first bytes in order, this packet included; UDP: == payload
     uint32_t stream_len
     uint8_t *scratch          # SCRATCH_MAX bytes owned by this flow while it is being classified (zeroed at start)
+    uint8_t *reasm            # UDP: room (reasm_cap bytes, not zeroed) for a message spread over datagrams (QUIC's
+    uint32_t reasm_cap        # CRYPTO stream): the flow's TCP stream buffers, unused by datagrams; NULL without a slot
     appmeta_t *meta

@@ -63,6 +63,14 @@ cdef int decode_l4(pkt_t *p, uint32_t off, uint32_t end) noexcept nogil:
         p.payload_off = off + 8
         p.payload_len = (ulen if not p.is_frag else avail) - 8
         p.has_ports = 1
+    elif p.proto == P_SCTP and avail >= 12:
+        # SCTP's common header: ports, verification tag, checksum; the chunks are the payload, as Suricata
+        # reads it for `alert sctp` rules (a header cut short leaves the flow keyed by its addresses)
+        p.sport = ngfw_be16(d + off)
+        p.dport = ngfw_be16(d + off + 2)
+        p.payload_off = off + 12
+        p.payload_len = avail - 12
+        p.has_ports = 1
     elif (p.proto == P_ICMP and not p.is_v6) or (p.proto == P_ICMPV6 and p.is_v6):
         # each family has its own ICMP: protocol 58 inside IPv4 (1 inside IPv6) is opaque, or an
         # IPv4 datagram could pass as neighbour discovery, which is forwarded around the policy

@@ -180,6 +180,7 @@ cdef enum:
     P_TCP = 6
     P_UDP = 17
     P_ICMPV6 = 58
+    P_SCTP = 132
 
 cdef enum:
     TH_FIN = 0x01

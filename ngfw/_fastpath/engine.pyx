@@ -21,6 +21,8 @@ include "flow.pxi"
 include "session_defs.pxi"
 include "tenancy.pxi"
 include "events.pxi"
+include "community_id.pxi"
+include "capture.pxi"
 include "respond.pxi"
 include "io.pxi"
 include "switch.pxi"
@@ -30,6 +32,7 @@ include "appid.pxi"
 include "inspect_match.pxi"
 include "inspect_buffers.pxi"
 include "inspect_tls.pxi"
+include "inspect_body.pxi"
 include "inspect_http2.pxi"
 include "inspect_ja3.pxi"
 include "inspect_exceptions.pxi"
@@ -40,8 +43,28 @@ include "source_pcap.pxi"
 include "inspect_tables.pxi"
 include "records_json.pxi"
 
+import json
 import os
 import time
+
+
+def host_fields(bytes raw):
+    """(app_host, ssh) of a flow's host entry: a host name, or (HOST_SSH_MARK) the SSH identification strings
+    of its sides as Suricata's EVE shows them: {"client": {"proto_version": "2.0", "software_version":
+    "OpenSSH_9.2p1"}, "server": {...}} (the software version ends at the first space, comments are left out)."""
+    cdef dict ssh = {}
+    if not raw:
+        return None, None
+    if raw[0] != HOST_SSH_MARK:
+        return raw.decode("utf-8", "replace"), None
+    for line in raw[1:].replace(b"\r", b"\n").split(b"\n"):
+        if len(line) < 2 or line[:1] not in (b"c", b"s"):
+            continue
+        proto, _, rest = line[1:].decode("ascii", "replace").partition("-")
+        side = "client" if line[:1] == b"c" else "server"
+        ssh[side] = {"proto_version": proto, "software_version": rest.split(" ", 1)[0]}
+    return None, {side: ssh[side] for side in ("client", "server") if side in ssh} or None
+
 
 # keyed per process (flow.pxi): nobody outside picks where a tuple lands in the flow table
 flow_hash_key = int.from_bytes(os.urandom(8), "little")
@@ -233,8 +256,7 @@ def decode_records(const unsigned char[:] data) -> list:
                 "pkts_toserver": r.pkts[0], "pkts_toclient": r.pkts[1], "bytes_toserver": r.bytes[0],
                 "bytes_toclient": r.bytes[1], "app": r.app if r.app_state == APPST_DONE else 0,
                 "action": _name(ACTION_NAMES, r.action), "threat": r.threat,
-                "host": ((<const char *>r + sizeof(sess_rec_t))[:r.host_len].decode("utf-8", "replace")
-                         if r.host_len else None),
+                "host": host_fields((<const char *>r + sizeof(sess_rec_t))[:r.host_len])[0],
                 "inspection": None,
             })
             if r.flags & SF_INSP:
@@ -383,8 +405,11 @@ cdef class Tables:
             profile_exceptions(&t.profiles[i], prof, own, len(policy.workloads), profile_key(vsys_name, prof.name))
         if problems:
             raise ValueError("; ".join(problems))
+        for i, prof in enumerate(profiles):
+            t.profiles[i].capture = min(getattr(prof, "capture", 0) or 0, CAP_MAX_PACKETS)
         for i, rule in enumerate(policy.rules):
             t.rules[i].profile = getattr(rule, "profile", -1)
+            t.rules[i].capture = min(getattr(rule, "capture", 0) or 0, CAP_MAX_PACKETS)
 
     cdef _build(self, policy, dict port_index):
         cdef tables_t *t = &self.t
@@ -977,6 +1002,7 @@ cdef class Engine:
     cdef Tables current
     cdef list port_names
     cdef readonly uint32_t flow_capacity
+    cdef uint32_t capture_bytes
     cdef readonly double wall_offset
     cdef dict kernel_drops   # port index -> drops reported by PACKET_STATISTICS so far
     cdef list app_names      # app id -> name, of the catalogue in force
@@ -991,7 +1017,7 @@ cdef class Engine:
                   uint32_t burst=64, double idle_spin_us=200.0, double idle_spin_quiet_us=20000.0,
                   bint replay=False, int unmanaged_vsys=-1,
                   uint32_t appid_slots=1024, uint32_t appid_max_pkts=8, uint32_t appid_budget=8,
-                  inspect_slots=None, state=None):
+                  inspect_slots=None, state=None, uint32_t capture_bytes=1 << 22):
         """`state`: a writable buffer of `state_layout(flow_capacity, inspect_slots)["size"]` zeroed (or
         previously used by nothing else) bytes -- a shared-memory file, so the flow table, host names and
         inspection positions outlive this process (ngfw.dataplane.state); None: the heap."""
@@ -1026,6 +1052,9 @@ cdef class Engine:
             raise MemoryError(f"not enough memory for a flow table of {flow_capacity} flows")
         if evring_init(&self.e.events, event_capacity) < 0:
             raise MemoryError("not enough memory for the event ring")
+        # the capture ring is allocated when a policy or an operator first asks for capture: replay makes an
+        # engine per capture size, and zeroing megabytes each time was a tenth of replaying the App-ID corpus
+        self.capture_bytes = capture_bytes
         self.flow_capacity = flow_capacity
         self.e.burst = burst
         if idle_spin_us < 0 or idle_spin_quiet_us < 0:
@@ -1048,7 +1077,7 @@ cdef class Engine:
         self.e.ins.mctx = pcre2_match_context_create(NULL)
         self.e.ins.thr = <ithrent_t *>calloc(THR_SLOTS, sizeof(ithrent_t))
         if (self.e.ins.md == NULL or self.e.ins.mctx == NULL or self.e.ins.thr == NULL
-                or tlsasm_init(&self.e.ins.tlsasm) < 0):
+                or tlsasm_init(&self.e.ins.tlsasm) < 0 or bodydec_init(&self.e.ins.bodydec) < 0):
             raise MemoryError("not enough memory for the inspection state")
         # Suricata's default pcre limits: a hostile payload cannot make a regex run away
         pcre2_set_match_limit(self.e.ins.mctx, 3500)
@@ -1103,6 +1132,7 @@ cdef class Engine:
                 free(self.e.ins.pool.dirty)
                 free(self.e.ins.thr)
                 free(self.e.ins.tlsasm.buf)
+                free(self.e.ins.bodydec.slots)
                 free(self.e.ins.tlsasm.next_free)
                 if self.e.ins.md != NULL:
                     pcre2_match_data_free(self.e.ins.md)
@@ -1113,6 +1143,7 @@ cdef class Engine:
                 free(self.e.flows.slots)
             free(self.e.flows.released)
             free(self.e.events.ev)
+            free(self.e.capture.buf)
             free(self.e.cls.slots)
             if not self.e.hostpool.external:
                 free(self.e.hostpool.names)
@@ -1351,10 +1382,18 @@ cdef class Engine:
         return self.e.notify_fd
 
     # ---- policy
+    cdef _capture_ring(self):
+        """Allocate the capture ring (before the loop can see anything that captures)."""
+        if self.e.capture.buf == NULL and capring_init(&self.e.capture, self.capture_bytes) < 0:
+            raise MemoryError(f"not enough memory for a capture ring of {self.capture_bytes} bytes")
+
     def set_tables(self, Tables tables, double timeout=2.0) -> None:
         """Swap in a new policy generation; returns once the loop uses it (or at once when stopped)."""
         cdef double deadline
         cdef uint32_t i
+        if any(getattr(r, "capture", 0) for r in tables.policy.rules) or \
+                any(getattr(p, "capture", 0) for p in (getattr(tables.policy, "profiles", ()) or ())):
+            self._capture_ring()
         if self.current is not None and self.current.t.wl_here != NULL and tables.t.wl_here != NULL:
             # which workloads this dataplane has seen on its VM side, by name (indexes change)
             old_policy, new_policy = self.current.policy, tables.policy
@@ -1785,6 +1824,9 @@ cdef class Engine:
             "flow_table_bytes": <uint64_t>(self.e.flows.mask + 1) * sizeof(flow_t),
             "flow_table_bytes_released": <uint64_t>self.e.flows.n_released * mem_page,
             "events_lost": self.e.events.lost,
+            "drop_events_suppressed": self.e.pktdrop_suppressed,
+            "capture_frames": self.e.capture.frames,
+            "capture_lost": self.e.capture.lost,
             "app_cuts": self.e.app_cuts,
             "appid_buffers_exhausted": self.e.cls.exhausted,
             "inspect": self.inspect_stats(),
@@ -1818,7 +1860,8 @@ cdef class Engine:
                 "bytes_inspected": ws.bytes_inspected, "depth_reached": ws.depth_reached,
                 "out_of_order": ws.out_of_order, "overlaps": ws.overlaps, "overlap_mismatch": ws.overlap_mismatch,
                 "fragments_dropped": ws.fragments_dropped, "candidates_overflow": ws.cand_overflow,
-                "state_exhausted": ws.pool.exhausted, "state_in_use": ws.pool.in_use}
+                "state_exhausted": ws.pool.exhausted, "state_in_use": ws.pool.in_use,
+                "decompression_bomb": ws.bombs, "body_limit": ws.body_limit, "decoders_exhausted": ws.bodydec.exhausted}
 
     cdef void _fold_kernel_drops(self, uint32_t i, int fd):
         """Keep what a ring that is being replaced counted."""
@@ -1869,9 +1912,14 @@ cdef class Engine:
         return d
 
     cdef dict _flow_event_dict(self, event_t *ev):
+        cdef char cid[COMMUNITY_ID_LEN + 2]
+        cdef int cid_len = community_id(cid, &ev.src_ip, &ev.dest_ip, ev.is_v6, ev.proto, ev.src_port, ev.dest_port,
+                                        ev.icmp_type)
+        host, ssh = host_fields((<char *>ev.host)[:ev.host_len])
         return {
             "event": "flow" if ev.type == EV_FLOW else "drop",
-            "flow_id": ev.flow_id,
+            "flow_id": ev.flow_id if not ev.no_flow else None,
+            "community_id": cid[:cid_len].decode("ascii"),
             "proto": ev.proto,
             "src_ip": ip_from_c(ev.src_ip, ev.is_v6),
             "src_port": ev.src_port,
@@ -1898,7 +1946,15 @@ cdef class Engine:
             "app_proto": self.app_names[ev.app] if 0 < ev.app < len(self.app_names) else None,
             "app_confidence": ev.app_conf if ev.app else None,
             "app_pkts": ev.app_pkts if ev.app else None,
-            "app_host": (<char *>ev.host)[:ev.host_len].decode("utf-8", "replace") if ev.host_len else None,
+            "app_host": host,
+            "ssh": ssh,
+            "tcp_flags_ts": ev.tcp_flags[0],
+            "tcp_flags_tc": ev.tcp_flags[1],
+            "icmp_type": ev.icmp_type if ev.proto == P_ICMP or ev.proto == P_ICMPV6 else None,
+            "icmp_code": ev.icmp_code if ev.proto == P_ICMP or ev.proto == P_ICMPV6 else None,
+            "alerted": bool(ev.alerted),
+            "capture": ev.capture,
+            "suppressed": ev.suppressed,
             "user": ev.user,
             "user_via": (ev.user_via[0], ev.user_via[1]),
         }
@@ -1920,6 +1976,7 @@ cdef class Engine:
         cdef size_t cap = 1024 + len(pcap_file) + 6 * HOST_MAX + len(default_rule)
         cdef jbuf_t b
         cdef bytes host
+        cdef bytes ssh
         cdef bytes line
         cdef int64_t vs, rule
         cap += max([len(x) for x in apps] or [0]) + max([len(x) for x in vsys] or [0])
@@ -1951,10 +2008,25 @@ cdef class Engine:
             jb_u64(&b, ev.dest_port)
             jb_lit(&b, b',"proto":')
             jb_bytes(&b, protos[ev.proto])
+            jb_lit(&b, b',"community_id":"')
+            b.n += community_id(b.p + b.n, &ev.src_ip, &ev.dest_ip, ev.is_v6, ev.proto, ev.src_port, ev.dest_port,
+                                ev.icmp_type)
+            jb_lit(&b, b'"')
+            if ev.proto == P_ICMP or ev.proto == P_ICMPV6:
+                jb_lit(&b, b',"icmp_type":')
+                jb_u64(&b, ev.icmp_type)
+                jb_lit(&b, b',"icmp_code":')
+                jb_u64(&b, ev.icmp_code)
             jb_lit(&b, b',')
             jb_bytes(&b, apps[ev.app] if 0 < ev.app < n_apps else b'"app_proto":null,"app":null')
             jb_lit(&b, b',"app_host":')
-            if ev.host_len == 0:
+            if ev.host_len and ev.host[0] == HOST_SSH_MARK:
+                # not a name: SSH's identification strings, under "ssh" as Suricata writes them (orjson's bytes)
+                ssh = json.dumps(host_fields((<char *>ev.host)[:ev.host_len])[1], separators=(",", ":"),
+                                 ensure_ascii=False).encode()
+                jb_lit(&b, b'null,"ssh":')
+                jb_bytes(&b, ssh)
+            elif ev.host_len == 0:
                 jb_lit(&b, b'null')
             elif utf8_valid(<const uint8_t *>ev.host, ev.host_len):
                 jb_string(&b, <const uint8_t *>ev.host, ev.host_len)
@@ -1995,6 +2067,60 @@ cdef class Engine:
             jb_u64(&b, ev.bytes[1])
             jb_lit(&b, b'}\n')
             out.append((start, ev.flow_id, PyBytes_FromStringAndSize(b.p, b.n)))
+        ngfw_store_u32(&r.tail, tail)
+        return out
+
+    def capture_matching(self, double seconds, uint32_t packets, int workload=-1, object network=None,
+                         int port=0, int proto=0) -> None:
+        """For `seconds` from now, flows that match and capture nothing yet copy their next `packets` frames to
+        the capture ring (an operator's capture): `workload` (index in the tables in force) at either end,
+        an address in `network` (an ipaddress network) at either end, `port` either port, `proto`."""
+        cdef capreq_t *q = &self.e.capreq
+        cdef ip128_t ip, mask
+        if not 0 < packets <= CAP_MAX_PACKETS:
+            raise ValueError(f"packets must be 1 to {CAP_MAX_PACKETS}, got {packets}")
+        self._capture_ring()
+        ngfw_store_u64(&q.until_ns, 0)
+        q.wl = workload
+        q.port = <uint16_t>port
+        q.proto = <uint8_t>proto
+        q.packets = <uint16_t>packets
+        q.has_ip = network is not None
+        if network is not None:
+            ip = ip_to_c(network.network_address)
+            bits = network.prefixlen + (96 if network.version == 4 else 0)
+            mask = ip_from_int(((1 << 128) - 1) ^ ((1 << (128 - bits)) - 1))
+            q.ip = ip
+            q.mask = mask
+        if seconds > 0:
+            ngfw_store_u64(&q.until_ns, ngfw_now_ns() + <uint64_t>(seconds * 1e9))
+
+    def drain_captures(self, uint32_t max_frames=4096) -> list:
+        """Take up to `max_frames` captured frames from the capture ring (capture.pxi), each
+        (flow_id, vsys, generation, kind, mode, time, in_port, origlen, frame): `kind` "frame" or "alert",
+        `mode` "flow" (write it) or "alert" (keep it back until the flow alerts)."""
+        cdef capring_t *r = &self.e.capture
+        cdef uint32_t tail = r.tail
+        cdef uint32_t head = ngfw_load_u32(&r.head)
+        cdef uint32_t off, to_end
+        cdef caprec_t *h
+        out = []
+        if r.buf == NULL:
+            return out
+        while tail != head and len(out) < max_frames:
+            off = tail & (r.size - 1)
+            to_end = r.size - off
+            if to_end < sizeof(caprec_t):
+                tail += to_end
+                continue
+            h = <caprec_t *>(r.buf + off)
+            if h.kind == CAPK_PAD:
+                tail += h.rec_len
+                continue
+            out.append((h.flow_id, h.vsys, h.generation, "alert" if h.kind == CAPK_ALERT else "frame",
+                        "alert" if h.mode == CAP_ALERT else "flow", (h.ts_ns / 1e9) + self.wall_offset, h.in_port,
+                        h.origlen, (<char *>r.buf)[off + sizeof(caprec_t):off + sizeof(caprec_t) + h.caplen]))
+            tail += h.rec_len
         ngfw_store_u32(&r.tail, tail)
         return out
 

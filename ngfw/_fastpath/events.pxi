@@ -8,6 +8,12 @@ cdef enum:
     EV_ALERT = 3   # a signature matched a packet of the flow
     EV_ARRIVAL = 4  # a workload's first frame on this dataplane's VM side (src_wl; it may have moved here)
 
+# EV_DROP also reports frames dropped before any flow exists (anti-spoofing, vsys quotas, a full table):
+# those come from a token bucket, so a flood of them cannot fill the ring; what the bucket refuses is
+# counted and the next record says how many it stands for (`suppressed`).
+cdef enum:
+    PKT_DROP_EVENTS_PER_SECOND = 100
+
 cdef enum:
     END_TIMEOUT = 0
     END_CUT = 1
@@ -52,6 +58,13 @@ ctypedef struct event_t:
     uint8_t pkt_to_client   # EV_ALERT: the matching packet went server -> client
     uint32_t sig            # EV_ALERT: rule index in the rule set
     uint32_t ruleset        # EV_ALERT: InspectTables id
+    uint8_t tcp_flags[2]    # flags seen per direction ([0] to server)
+    uint8_t icmp_type       # the flow's first ICMP type and code
+    uint8_t icmp_code
+    uint8_t alerted
+    uint8_t capture         # the flow's capture mode (CAP_*): its record names the capture file
+    uint8_t no_flow         # EV_DROP of a frame that made no flow (flow_id 0): anti-spoofing, quota, full table
+    uint32_t suppressed     # no_flow drops the rate limit kept from the ring since the last one written
     uint64_t user           # the user behind the initiator's address (a principal), 0: none
     uint8_t user_via[2]     # 1 + the `users:` item the deciding (and the ingress) rule matched, 0: none
     char host[HOST_MAX]
@@ -109,6 +122,14 @@ cdef void event_from_flow(event_t *e, const flow_t *f, uint8_t type) noexcept no
     e.app_conf = f.app_conf
     e.app_pkts = f.app_pkts
     e.host_len = 0
+    e.tcp_flags[0] = f.tcp_flags[0]
+    e.tcp_flags[1] = f.tcp_flags[1]
+    e.icmp_type = f.icmp_type
+    e.icmp_code = f.icmp_code
+    e.alerted = f.alerted
+    e.capture = f.capture
+    e.no_flow = 0
+    e.suppressed = 0
     e.user = f.user
     e.user_via[0] = f.user_via[0]
     e.user_via[1] = f.user_via[1]

@@ -78,6 +78,10 @@ ctypedef struct flow_t:
     int32_t rule
     int32_t rule_ingress
     uint32_t generation    # policy generation that decided it
+    # EVE's view of the flow (in what would be padding before flow_id)
+    uint8_t tcp_flags[2]   # TCP flags seen, ORed, per direction ([0] to server): EVE's tcp_flags_ts/_tc
+    uint8_t icmp_type      # ICMP/ICMPv6: the first packet's type and code (EVE, Community ID)
+    uint8_t icmp_code
     uint64_t flow_id
     uint64_t ts_first
     uint64_t pkts[2]       # [0] to server, [1] to client
@@ -97,6 +101,9 @@ ctypedef struct flow_t:
     int16_t profile        # threat profile of the deciding rule, -1: not inspected
     uint8_t threat         # a signature blocked the flow: A_DENY (drop) or A_REJECT
     uint8_t host_extra     # decided, host still read from later packets: HOSTX_* kind | packets left (appid.pxi)
+    uint8_t alerted        # a signature alerted on the flow (EVE's flow.alerted)
+    uint8_t capture        # CAP_* (capture.pxi): its frames are copied to the capture ring
+    uint16_t cap_left      # frames still to copy to the capture ring (capture.pxi)
     # User-ID (userid.pxi): the user behind the initiator's address and what its decision depended on
     uint8_t user_dep       # a `users:` condition was looked at: a change of the user decides the flow again
     uint8_t user_via[2]    # 1 + the `users:` item that matched, of the deciding rule and of the ingress rule

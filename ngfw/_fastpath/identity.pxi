@@ -23,11 +23,14 @@ cdef int identity_resolve(const tables_t *t, const pkt_t *p, uint16_t in_port,
     if has_ip:
         by_ip = idmap_get(&t.wl_by_ip, p.src_ip.hi, p.src_ip.lo)
     if by_mac >= 0:
+        # a refused frame names the workload it concerns (its drop record's src_vm)
+        src_wl[0] = by_mac
         if t.wl_port[by_mac] >= 0 and t.wl_port[by_mac] != in_port:
             return R_WRONG_PORT
         if has_ip and by_ip != by_mac and not ip_is_unspecified_or_link_local(&p.src_ip, p.is_v6):
             return R_SPOOFED_IP
     elif by_ip >= 0:
+        src_wl[0] = by_ip   # the workload whose address an unknown MAC used
         return R_SPOOFED_MAC
     src_wl[0] = by_mac
     dst_wl[0] = idmap_get(&t.wl_by_ip, p.dst_ip.hi, p.dst_ip.lo) if has_ip else -1

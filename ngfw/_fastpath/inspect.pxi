@@ -129,6 +129,7 @@ cdef void inspect_flow_end(engine_t *e, flow_t *f) noexcept nogil:
     p = &e.ins.pool
     insp_close_streams(&p.slots[f.insp])
     tlsasm_give(&e.ins.tlsasm, &p.slots[f.insp])
+    bodydec_give(&e.ins.bodydec, &p.slots[f.insp])
     inspool_give(p, f.insp)
     f.insp = -1
 
@@ -397,9 +398,13 @@ cdef bint rule_buffers_ok(insws_t *ws, const instables_t *T, const irule_t *r, i
 
 # ---------------------------------------------------------------- the stage
 
-cdef void emit_alert(engine_t *e, const instables_t *T, const flow_t *f, uint32_t rid, bint to_server,
-                     uint8_t blocked) noexcept nogil:
-    cdef event_t *ev = evring_claim(&e.events)
+cdef void emit_alert(engine_t *e, const instables_t *T, flow_t *f, uint32_t rid, bint to_server,
+                     uint8_t blocked, const pkt_t *p, uint64_t now) noexcept nogil:
+    cdef event_t *ev
+    f.alerted = 1
+    if f.capture != CAP_NONE:
+        capring_put(&e.capture, f, p.data, p.len, f.in_port, CAPK_ALERT, now)
+    ev = evring_claim(&e.events)
     if ev == NULL:
         return
     event_from_flow(ev, f, EV_ALERT)
@@ -674,6 +679,12 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
         ws.bytes_inspected += n
         bs_set(&ws.bs, B_PAYLOAD, d, n)
         fill_app_buffers(ws, t, T, f, s, dir, d, n, tcp)
+        if not tcp and dir == 0 and not s.tls_done and f.host >= 0 and f.app_state == APPST_DONE and T.app_quic \
+                and app_descends(&t.apps, f.app, T.app_quic):
+            # the SNI App-ID read from the client's Initials (reassembled over several): once, on the packet
+            # that completed the hello
+            s.tls_done = 1
+            bs_set(&ws.bs, B_QUIC_SNI, <const uint8_t *>e.hostpool.names[f.host], e.hostpool.lens[f.host])
         for slot in range(T.n_slots):
             if T.slot_db[slot].db != NULL and ws.bs.have[T.slot_base[slot]] and T.slot_base[slot] != B_PAYLOAD:
                 if slot_buffer(ws, T, slot, &d, &scan_n):
@@ -732,7 +743,7 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
             action = IA_DROP
         blocked = action == IA_DROP or action == IA_REJECT
         if outcome == TR_ALERT:
-            emit_alert(e, T, f, rid, to_server, blocked)
+            emit_alert(e, T, f, rid, to_server, blocked, p, now)
             ws.alerts[vs][(r.priority - 1) & 3][blocked] += 1
         if action == IA_REJECT:
             verdict = A_REJECT

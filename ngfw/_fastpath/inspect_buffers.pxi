@@ -137,7 +137,7 @@ cdef void http_field(insws_t *ws, const uint8_t *name, uint32_t name_len, const 
         bs_set(bs, B_HTTP_SERVER, v, vlen)
 
 cdef uint32_t http_headers(insws_t *ws, const uint8_t *p, uint32_t n, uint32_t off, bint request,
-                           uint32_t *content_length, bint *chunked) noexcept nogil:
+                           uint32_t *content_length, bint *chunked, uint8_t *encoding) noexcept nogil:
     """Header lines from `off`; fills the header buffers. Returns the offset after the empty line,
     or n when the head is not complete in this packet."""
     cdef ibufset_t *bs = &ws.bs
@@ -149,6 +149,7 @@ cdef uint32_t http_headers(insws_t *ws, const uint8_t *p, uint32_t n, uint32_t o
     cdef bint complete = False
     content_length[0] = UINT32_MAX
     chunked[0] = False
+    encoding[0] = ENC_NONE
     if names != NULL:
         names[0] = 13; names[1] = 10
         nlen = 2
@@ -192,6 +193,11 @@ cdef uint32_t http_headers(insws_t *ws, const uint8_t *p, uint32_t n, uint32_t o
                 content_length[0] = _parse_uint(p + vs, ve - vs)
             elif _name_is(p + off, name_len, "transfer-encoding"):
                 chunked[0] = find_bytes(p + vs, ve - vs, <const uint8_t *>b"chunked", 7, True) >= 0
+            elif _name_is(p + off, name_len, "content-encoding"):
+                if find_bytes(p + vs, ve - vs, <const uint8_t *>b"gzip", 4, True) >= 0:
+                    encoding[0] = ENC_GZIP
+                elif find_bytes(p + vs, ve - vs, <const uint8_t *>b"deflate", 7, True) >= 0:
+                    encoding[0] = ENC_DEFLATE
         off = eol + 1
     if hdr != NULL and hlen:
         bs_set(bs, B_HTTP_HEADER, hdr, hlen)
@@ -221,6 +227,7 @@ cdef bint http_request(insws_t *ws, inspslot_t *s, const uint8_t *p, uint32_t n)
     cdef ibufset_t *bs = &ws.bs
     cdef uint32_t i = 0, m_end, u_start, u_end, eol, line_end, body, clen = 0, blen
     cdef uint8_t *uri
+    cdef uint8_t enc = ENC_NONE
     cdef bint chunked = False
     while i < n and i < 16 and _http_method_char(p[i]):
         i += 1
@@ -249,7 +256,7 @@ cdef bint http_request(insws_t *ws, inspslot_t *s, const uint8_t *p, uint32_t n)
     bs_set(bs, B_HTTP_REQUEST_LINE, p, line_end)
     if eol >= n:
         return True
-    body = http_headers(ws, p, n, eol + 1, True, &clen, &chunked)
+    body = http_headers(ws, p, n, eol + 1, True, &clen, &chunked, &enc)
     bs_set(bs, B_HTTP_START, p, body)
     s.http_body[0] = 0
     s.body_left[0] = 0
@@ -271,6 +278,7 @@ cdef bint http_response(insws_t *ws, inspslot_t *s, const uint8_t *p, uint32_t n
     """A response head at the start of `p`: status line, headers, the body (file.data) in this packet."""
     cdef ibufset_t *bs = &ws.bs
     cdef uint32_t eol, line_end, sp1, sp2, body, clen = 0, blen
+    cdef uint8_t enc = ENC_NONE
     cdef bint chunked = False
     if n < 12 or memcmp(p, b"HTTP/", 5) != 0:
         return False
@@ -293,21 +301,24 @@ cdef bint http_response(insws_t *ws, inspslot_t *s, const uint8_t *p, uint32_t n
     bs_set(bs, B_HTTP_RESPONSE_LINE, p, line_end)
     if eol >= n:
         return True
-    body = http_headers(ws, p, n, eol + 1, False, &clen, &chunked)
+    body = http_headers(ws, p, n, eol + 1, False, &clen, &chunked, &enc)
     s.http_body[1] = 0
     s.body_left[1] = 0
+    response_body_start(ws, s, chunked, enc)
     if body < n or (body == n and (clen != UINT32_MAX or chunked)):
         blen = n - body
-        if clen != UINT32_MAX and blen > clen:
+        if clen != UINT32_MAX and blen > clen and not chunked:
             blen = clen
-        if blen:
-            bs_set(bs, B_FILE_DATA, p + body, blen)
         if chunked or clen == UINT32_MAX:
             s.http_body[1] = 1
             s.body_left[1] = UINT32_MAX
         elif clen > blen:
             s.http_body[1] = 1
             s.body_left[1] = clen - blen
+        if blen and not response_body(ws, s, p + body, blen):
+            bs_set(bs, B_FILE_DATA, p + body, blen)
+        if not s.http_body[1]:
+            bodydec_give(&ws.bodydec, s)
     return True
 
 cdef void http_body_continues(insws_t *ws, inspslot_t *s, uint8_t dir, const uint8_t *p, uint32_t n) noexcept nogil:
@@ -320,7 +331,10 @@ cdef void http_body_continues(insws_t *ws, inspslot_t *s, uint8_t dir, const uin
         s.body_left[dir] -= take
         if s.body_left[dir] == 0:
             s.http_body[dir] = 0
-    bs_set(&ws.bs, B_HTTP_BODY if dir == 0 else B_FILE_DATA, p, take)
+    if dir == 0 or not response_body(ws, s, p, take):
+        bs_set(&ws.bs, B_HTTP_BODY if dir == 0 else B_FILE_DATA, p, take)
+    if dir == 1 and not s.http_body[1]:
+        bodydec_give(&ws.bodydec, s)
 
 cdef bint dns_query_buffer(insws_t *ws, const uint8_t *p, uint32_t n, bint tcp) noexcept nogil:
     """The first question's name of a DNS query (Suricata's dns.query: requests only)."""

@@ -76,7 +76,8 @@ cdef enum:
     B_JA3_STRING = 38
     B_JA3S_HASH = 39
     B_JA3S_STRING = 40
-    B_COUNT = 41
+    B_QUIC_SNI = 41
+    B_COUNT = 42
 
 INSPECT_BUFFERS = (
     "payload", "http.uri", "http.uri.raw", "http.method", "http.host", "http.host.raw", "http.user_agent",
@@ -86,6 +87,7 @@ INSPECT_BUFFERS = (
     "http.accept_enc", "http.accept_lang", "http.connection", "http.location", "http.server", "tls.sni",
     "dns.query", "ssh.proto", "ssh.software", "tls.certs", "tls.cert_subject", "tls.cert_issuer",
     "tls.cert_serial", "tls.cert_fingerprint", "ja3.hash", "ja3.string", "ja3s.hash", "ja3s.string",
+    "quic.sni",
 )
 
 # transforms, applied in order to a buffer before its matches (compile.py TRANSFORMS)
@@ -326,6 +328,7 @@ ctypedef struct instables_t:
     uint16_t app_dns
     uint16_t app_ssh
     uint16_t app_http2
+    uint16_t app_quic
 
 # ---- a profile's exceptions and threshold.config, against its rule set (inspect_exceptions.pxi)
 cdef enum:
@@ -389,6 +392,7 @@ ctypedef struct iprofile_t:
     uint64_t *xbits
     xnet_t *xnets
     irange_t *xranges
+    uint16_t capture          # `capture: {packets: N}`: N frames kept back, written if the flow alerts
 
 ctypedef struct inspslot_t:
     hs_stream_t *stream[2]
@@ -402,7 +406,13 @@ ctypedef struct inspslot_t:
     uint8_t passed            # a `pass` rule matched: the flow is not inspected any more
     uint8_t http_body[2]      # the direction is inside an HTTP body
     uint8_t gap_pkts[2]       # replay: segments seen beyond a hole that has not been filled yet
-    uint8_t tls_done          # the server certificate was read (or cannot be)
+    uint8_t tls_done          # TLS: the server certificate was read (or cannot be); QUIC: quic.sni was inspected
+    uint8_t resp_chunk        # the response body's chunked framing (CHK_*)
+    uint8_t resp_enc          # its content coding (ENC_*)
+    uint8_t resp_dec          # its inflate slot + 1 (0: none)
+    uint32_t resp_chunk_left  # chunk data bytes still to come (in the trailer: the line has content)
+    uint32_t resp_decoded     # decoded body bytes so far
+    uint32_t resp_coded       # coded body bytes fed to the decoder so far
     uint8_t h2_state[2]       # HTTP/2 frame tracking per direction (0 not started, H2_SYNCED, H2_LOST)
     uint32_t h2_skip[2]       # bytes of the current HTTP/2 frame still to come
     uint8_t asm_kind          # what the assembly buffer holds (ASM_*)
@@ -439,6 +449,54 @@ cdef enum:
     ASM_DONE = 9           # read: give the buffer back after this packet
     TLSASM_MAX = 16384     # bytes assembled at most (certificate chains and large heads fit)
     TLSASM_SLOTS = 256     # flows assembling at once (shared by all flows)
+
+# HTTP response bodies as file.data sees them: chunked framing removed, gzip/deflate inflated (zlib), up to
+# Suricata's default response-body-limit of decoded bytes per body (inspect_body.pxi)
+cdef extern from "zlib.h" nogil:
+    ctypedef void *(*alloc_func)(void *opaque, unsigned int items, unsigned int size)
+    ctypedef void (*free_func)(void *opaque, void *address)
+    ctypedef struct z_stream:
+        const uint8_t *next_in
+        unsigned int avail_in
+        unsigned long total_in
+        uint8_t *next_out
+        unsigned int avail_out
+        unsigned long total_out
+        alloc_func zalloc
+        free_func zfree
+        void *opaque
+    int inflateInit2(z_stream *strm, int windowBits)
+    int inflate(z_stream *strm, int flush)
+    int inflateEnd(z_stream *strm)
+    int Z_OK, Z_STREAM_END, Z_NO_FLUSH, Z_BUF_ERROR
+
+cdef enum:
+    BODY_DECODE_MAX = 102400   # decoded bytes of one response body inspected (Suricata's response-body-limit)
+    BODY_BOMB_RATIO = 100      # a body that inflates more than this many times over to the limit: a bomb
+    BODYDEC_SLOTS = 64         # responses being inflated at once (shared by all flows)
+    BODYDEC_MEM = 48 * 1024    # zlib's memory for one inflate (its state and 32 KiB window)
+    CHK_NONE = 0               # inspslot_t.resp_chunk: not chunked
+    CHK_SIZE = 1               # in a chunk-size line
+    CHK_EXT = 2                # in its extension, up to LF
+    CHK_DATA = 3               # in chunk data (resp_chunk_left bytes to go)
+    CHK_DATA_END = 4           # the CRLF after chunk data
+    CHK_TRAILER = 5            # after the last chunk, up to an empty line
+    CHK_DONE = 6
+    ENC_NONE = 0               # inspslot_t.resp_enc
+    ENC_GZIP = 1
+    ENC_DEFLATE = 2            # zlib-wrapped or raw, told by the first byte
+    ENC_STOPPED = 3            # limit reached, undecodable or no decoder: nothing more of this body
+
+ctypedef struct bodydec_t:
+    z_stream z
+    uint32_t mem_used
+    uint8_t mem[BODYDEC_MEM]
+
+ctypedef struct bodydec_pool_t:
+    bodydec_t *slots
+    int32_t next_free[BODYDEC_SLOTS]
+    int32_t free_head
+    uint64_t exhausted
 
 ctypedef struct tlsasm_pool_t:
     uint8_t (*buf)[TLSASM_MAX]
@@ -483,6 +541,11 @@ ctypedef struct insws_t:
     pcre2_match_context *mctx
     ithrent_t *thr
     tlsasm_pool_t tlsasm
+    bodydec_pool_t bodydec
+    uint64_t bombs             # response bodies that inflated past BODY_BOMB_RATIO to the limit
+    uint64_t body_limit        # response bodies decoded to BODY_DECODE_MAX (the rest passes uninspected)
+    uint8_t body_in[65536]     # a packet's body with the chunk framing removed
+    uint8_t body_out[BODY_DECODE_MAX]
     uint32_t recursion
     # counters
     uint64_t alerts[1024][4][2]    # [vsys + 1][severity 1..4 -> 0..3][0 alerted, 1 blocked]

@@ -165,6 +165,7 @@ cdef class InspectTables:
         T.app_dns = app_ids.get("dns", 0)
         T.app_ssh = app_ids.get("ssh", 0)
         T.app_http2 = app_ids.get("http2", 0)
+        T.app_quic = app_ids.get("quic", 0)
         buffer_ids = {name: i for i, name in enumerate(INSPECT_BUFFERS)}
         transform_ids = {name: i for i, name in enumerate(INSPECT_TRANSFORMS) if name}
         flowbit_ids = {}
@@ -334,7 +335,8 @@ cdef class InspectTables:
                 dst = add_ranges(sig.dst)
                 sp = add_ports(sig.src_ports)
                 dp = add_ports(sig.dst_ports)
-                transport = {"ip": 0, "tcp": P_TCP, "udp": P_UDP, "icmp": P_ICMP, "tcp/udp": 255}[sig.transport]
+                transport = {"ip": 0, "tcp": P_TCP, "udp": P_UDP, "icmp": P_ICMP, "sctp": P_SCTP,
+                             "tcp/udp": 255}[sig.transport]
                 flow = sig.flow
                 rules.append(dict(
                     sid=sig.sid, gid=sig.gid, rev=sig.rev, action=INSPECT_ACTIONS.index(sig.action),
@@ -363,7 +365,7 @@ cdef class InspectTables:
                 pkey = (bytes(fp.pattern), bool(fp.nocase))
                 if fp.buffer == "payload":
                     dirs = {"to_server": (0,), "to_client": (1,)}.get(flow.direction, (0, 1))
-                    by_transport = {"tcp": ("stream",), "udp": ("pkt",), "icmp": ("pkt",)}
+                    by_transport = {"tcp": ("stream",), "udp": ("pkt",), "icmp": ("pkt",), "sctp": ("pkt",)}
                     kinds = by_transport.get(sig.transport, ("stream", "pkt"))
                     for kind in kinds:
                         for d in dirs:

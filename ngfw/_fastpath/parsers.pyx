@@ -12,9 +12,20 @@ PARSERS = APP_PARSER_NAMES
 ANSWERS = APP_PARSER_ANSWERS
 
 
+cdef dict _ssh_idents(bytes raw):
+    # the identification strings an SSH flow's host entry holds (HOST_SSH_MARK), by side
+    out = {}
+    for line in raw[1:].replace(b"\r", b"\n").split(b"\n"):
+        if line[:1] in (b"c", b"s") and len(line) > 1:
+            out["client" if line[:1] == b"c" else "server"] = "SSH-" + line[1:].decode("ascii", "replace")
+    return out
+
+
 cdef dict _meta_dict(appmeta_t *m):
+    cdef bint ssh = m.host_len > 0 and m.host[0] == HOST_SSH_MARK
     return {
-        "host": m.host[:m.host_len].decode("utf-8", "replace") if m.host_len else None,
+        "host": m.host[:m.host_len].decode("utf-8", "replace") if m.host_len and not ssh else None,
+        "ssh": _ssh_idents(m.host[:m.host_len]) if ssh else None,
         "alpn": m.alpn[:m.alpn_len].decode("ascii") if m.alpn_len else None,
         "ua": m.ua[:m.ua_len].decode("ascii") if m.ua_len else None,
         "http_method": m.http_method[:m.http_method_len].decode("ascii") if m.http_method_len else None,
@@ -37,6 +48,7 @@ cdef class _Flow:
     cdef appctx_t ctx
     cdef appmeta_t meta
     cdef uint8_t *scratch
+    cdef uint8_t *reasm
     cdef list streams
     cdef uint32_t index[2]
     cdef int parser
@@ -45,7 +57,9 @@ cdef class _Flow:
         memset(&self.ctx, 0, sizeof(self.ctx))
         memset(&self.meta, 0, sizeof(self.meta))
         self.scratch = <uint8_t *>calloc(1, SCRATCH_MAX)
-        if self.scratch == NULL:
+        # datagram flows get the reassembly room the fastpath lends them (its unused TCP stream buffers)
+        self.reasm = <uint8_t *>calloc(1, 2 * STREAM_MAX) if l4proto != P_TCP else NULL
+        if self.scratch == NULL or (l4proto != P_TCP and self.reasm == NULL):
             raise MemoryError()
         self.parser = -1 if parser is None else PARSERS.index(parser)
         self.streams = [b"", b""]
@@ -58,6 +72,7 @@ cdef class _Flow:
 
     def __dealloc__(self):
         free(self.scratch)
+        free(self.reasm)
 
     def feed(self, bint to_server, bytes payload):
         cdef int d = 1 if to_server else 0
@@ -86,6 +101,8 @@ cdef class _Flow:
         self.ctx.stream = sp
         self.ctx.stream_len = len(stream)
         self.ctx.scratch = self.scratch
+        self.ctx.reasm = self.reasm
+        self.ctx.reasm_cap = 2 * STREAM_MAX if self.reasm != NULL else 0
         with nogil:
             r = _run_parser(self.parser, &self.ctx)
         # the parsers keep no pointer into a payload past their call (the fastpath reuses its buffers)

@@ -30,6 +30,7 @@ ctypedef struct rule_t:
     int32_t app_bits   # word offset of the rule's application bitmap in tables_t.bits, -1: any app
     uint8_t app_default  # services: [application-default]: the identified app's own ports
     int16_t profile      # threat profile (`inspect:`), index into tables_t.profiles; -1 none
+    uint16_t capture     # `capture: {packets: N}`: the first N frames of its flows go to the capture ring
     int32_t users        # `users:`: first of its principals in tables_t.uprin; -1: any user (no condition)
     uint16_t n_users
     int16_t users_known  # the item `known-user` (any user), -1 absent

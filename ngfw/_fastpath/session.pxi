@@ -40,6 +40,7 @@ cdef int session_write(sbuf_t *out, const flow_t *f, const char *host, uint32_t 
     """Append `f` as one record (with its host name, inspection position `s` and, when `streams` and `s`
     belongs to `T`, Hyperscan's compressed streams); -1 when out of memory."""
     cdef sess_rec_t *r
+    cdef sess_eve_t *eve
     cdef size_t slen[2]
     cdef size_t used
     cdef uint32_t tails[2]
@@ -62,7 +63,8 @@ cdef int session_write(sbuf_t *out, const flow_t *f, const char *host, uint32_t 
                     # asked with no room, Hyperscan says how much it needs
                     if hs_compress_stream(s.stream[d], NULL, 0, &slen[d]) != HS_INSUFFICIENT_SPACE:
                         slen[d] = 0
-    if sbuf_reserve(out, align8(sizeof(sess_rec_t) + host_len + tails[0] + tails[1] + slen[0] + slen[1])) < 0:
+    if sbuf_reserve(out, align8(sizeof(sess_rec_t) + host_len + tails[0] + tails[1] + slen[0] + slen[1])
+                    + sizeof(sess_eve_t)) < 0:
         return -1
     r = <sess_rec_t *>(out.p + out.n)
     memset(r, 0, sizeof(sess_rec_t))
@@ -124,9 +126,16 @@ cdef int session_write(sbuf_t *out, const flow_t *f, const char *host, uint32_t 
                 if slen[d] and hs_compress_stream(s.stream[d], <char *>tail, slen[d], &used) == HS_SUCCESS:
                     r.stream_len[d] = <uint32_t>used
                     tail += used
-    r.rec_len = align8(tail - <uint8_t *>r)
+    r.rec_len = align8(tail - <uint8_t *>r) + sizeof(sess_eve_t)
     # the padding is zeroed: records are compared and hashed as bytes
     memset(tail, 0, r.rec_len - (tail - <uint8_t *>r))
+    eve = <sess_eve_t *>(<uint8_t *>r + r.rec_len - sizeof(sess_eve_t))
+    eve.magic = SESS_EVE_MAGIC
+    eve.tcp_flags[0] = f.tcp_flags[0]
+    eve.tcp_flags[1] = f.tcp_flags[1]
+    eve.icmp_type = f.icmp_type
+    eve.icmp_code = f.icmp_code
+    eve.alerted = f.alerted
     out.n += r.rec_len
     return 0
 
@@ -239,6 +248,16 @@ cdef bint record_well_formed(const sess_rec_t *r, size_t avail) noexcept nogil:
         return False
     return True
 
+cdef const sess_eve_t *record_eve(const sess_rec_t *r) noexcept nogil:
+    """The record's EVE trailer (session_defs.pxi), NULL when it has none (an older exporter's); `r` is well formed."""
+    cdef size_t used = sizeof(sess_rec_t) + <size_t>r.host_len + r.i_tail_len[0] + r.i_tail_len[1] \
+        + r.stream_len[0] + r.stream_len[1]
+    cdef const sess_eve_t *eve
+    if r.rec_len < align8(used) + sizeof(sess_eve_t):
+        return NULL
+    eve = <const sess_eve_t *>(<const uint8_t *>r + r.rec_len - sizeof(sess_eve_t))
+    return eve if eve.magic == SESS_EVE_MAGIC else NULL
+
 cdef void flow_free_parts(engine_t *e, flow_t *f) noexcept nogil:
     """Give back what a flow holds in the pools (App-ID buffers, host name, inspection), not its quota."""
     if f.cls >= 0:
@@ -271,6 +290,7 @@ cdef void session_restore_inspection(engine_t *e, flow_t *f, const sess_rec_t *r
     s = &e.ins.pool.slots[f.insp]
     s.ruleset = T.id
     s.asm = -1
+    s.resp_dec = 0      # decoders are not carried over: a chunked or encoded body in progress is read raw
     same_rules = r.stream_digest == T.digest and T.digest != 0
     for d in range(2):
         s.next_seq[d] = r.i_next_seq[d]
@@ -311,6 +331,7 @@ cdef int session_import_one(engine_t *e, tables_t *t, const sess_rec_t *r, size_
     cdef uint16_t charged = 0
     cdef uint16_t app = 0
     cdef bint update = False
+    cdef const sess_eve_t *eve
     if not record_well_formed(r, avail):
         return SI_MALFORMED
     h = flow_hash(&r.key)
@@ -347,6 +368,14 @@ cdef int session_import_one(engine_t *e, tables_t *t, const sess_rec_t *r, size_
     nf.pl_pkts[0] = r.pl_pkts[0]
     nf.pl_pkts[1] = r.pl_pkts[1]
     nf.threat = r.threat
+    eve = record_eve(r)
+    if eve != NULL:
+        nf.tcp_flags[0] = eve.tcp_flags[0]
+        nf.tcp_flags[1] = eve.tcp_flags[1]
+        if r.key.proto == P_ICMP or r.key.proto == P_ICMPV6:
+            nf.icmp_type = eve.icmp_type
+            nf.icmp_code = eve.icmp_code
+        nf.alerted = eve.alerted != 0
     nf.cls = -1
     nf.host = -1
     nf.insp = -1

@@ -91,6 +91,24 @@ ctypedef struct sess_rec_t:
     uint64_t stream_digest     # the rule set the streams and flowbit ids belong to
     # then: host name, tail bytes of each direction, compressed streams
 
+# A record may end with an EVE trailer: its last 8 bytes, past the tail and its padding (which is under 8
+# bytes, so a record without one cannot seem to have one). It carries what the flow's EVE records say of its
+# past -- TCP flags seen, the first ICMP type and code (the Community ID hashes them), whether a signature
+# alerted -- so a flow continued after a restart or a move logs what it would have logged. A trailer, not
+# fields: `sess_rec_t` and the record format stay as they were, so builds before it import these records
+# (skipping the trailer within rec_len) and their records import here (no trailer: nothing seen yet).
+# Nothing in it is policy: the importer decides capture, like everything else, again.
+cdef enum:
+    SESS_EVE_MAGIC = 0x45      # 'E'
+
+ctypedef struct sess_eve_t:
+    uint8_t magic
+    uint8_t tcp_flags[2]       # flow_t.tcp_flags
+    uint8_t icmp_type
+    uint8_t icmp_code
+    uint8_t alerted
+    uint8_t pad[2]
+
 # the growable output of an export
 ctypedef struct sbuf_t:
     uint8_t *p

@@ -78,6 +78,12 @@ ctypedef struct engine_t:
     uint32_t appid_budget        # payload packets a flow waiting for its app may pass before that
     uint64_t app_cuts            # flows cut once their app was known
     insws_t *ins                 # threat inspection workspace
+    capring_t capture            # frames of flows that ask for capture (capture.pxi)
+    capreq_t capreq              # an operator's capture request (capture.pxi)
+    uint64_t pktdrop_tokens      # drop records of frames that made no flow: a token bucket (ns of budget)...
+    uint64_t pktdrop_refilled_ns
+    uint32_t pktdrop_pending     # ... what it refused since the last record written...
+    uint64_t pktdrop_suppressed  # ... and in all
     vsys_state_t vsys[VSYS_SLOTS]  # per-vsys sessions, rate buckets and quota drops (tenancy.pxi)
     uint8_t cls_scratch[SCRATCH_MAX]
     uint8_t scratch[SCRATCH_LEN]
@@ -211,6 +217,58 @@ cdef void flow_end(engine_t *e, flow_t *f, uint8_t reason, uint64_t now) noexcep
     f.quota_slot = 0
     e.flows_expired += 1
 
+cdef void drop_event_packet(engine_t *e, const tables_t *t, const pkt_t *p, uint16_t in_port, int reason,
+                            int32_t src_wl, int32_t dst_wl, int32_t vsys, uint64_t now) noexcept nogil:
+    """An EV_DROP for a frame refused before it made a flow (anti-spoofing, a vsys quota, a full table):
+    at most PKT_DROP_EVENTS_PER_SECOND a second (a burst of as many), the rest counted."""
+    cdef event_t *ev
+    cdef uint64_t cost = 1000000000ull // PKT_DROP_EVENTS_PER_SECOND
+    if e.pktdrop_refilled_ns == 0:
+        e.pktdrop_tokens = 1000000000ull
+    elif now > e.pktdrop_refilled_ns:
+        e.pktdrop_tokens += now - e.pktdrop_refilled_ns
+        if e.pktdrop_tokens > 1000000000ull:
+            e.pktdrop_tokens = 1000000000ull
+    e.pktdrop_refilled_ns = now if now else 1
+    if e.pktdrop_tokens < cost:
+        e.pktdrop_pending += 1
+        e.pktdrop_suppressed += 1
+        return
+    ev = evring_claim(&e.events)
+    if ev == NULL:
+        return   # counted as lost by the ring
+    e.pktdrop_tokens -= cost
+    memset(ev, 0, sizeof(event_t))
+    ev.type = EV_DROP
+    ev.no_flow = 1
+    ev.proto = p.proto
+    ev.action = A_DENY
+    ev.is_v6 = p.is_v6
+    ev.in_port = in_port
+    ev.vlan = p.vlan
+    ev.vsys = vsys
+    ev.src_wl = src_wl
+    ev.dst_wl = dst_wl
+    ev.rule = -1
+    ev.rule_ingress = -1
+    ev.generation = t.generation
+    ev.ts_first = now
+    ev.ts_last = now
+    ev.pkts[0] = 1
+    ev.bytes[0] = p.len
+    ev.src_ip = p.src_ip
+    ev.dest_ip = p.dst_ip
+    ev.src_port = p.sport
+    ev.dest_port = p.dport
+    ev.tcp_flags[0] = p.tcp_flags if p.proto == P_TCP else 0
+    if p.proto == P_ICMP or p.proto == P_ICMPV6:
+        ev.icmp_type = p.icmp_type
+        ev.icmp_code = p.icmp_code
+    ev.drop_reason = <uint8_t>reason
+    ev.suppressed = e.pktdrop_pending
+    e.pktdrop_pending = 0
+    evring_publish(&e.events)
+
 cdef inline void event_host(engine_t *e, event_t *ev, const flow_t *f) noexcept nogil:
     if f.host >= 0:
         ev.host_len = e.hostpool.lens[f.host]
@@ -281,6 +339,18 @@ cdef void flow_decide(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, int32
     f.src_wl = src_wl
     f.dst_wl = dst_wl
     f.generation = t.generation
+    # capture, once per flow: the deciding rule's (every frame kept), else its threat profile's (kept back
+    # until an alert)
+    if f.capture == CAP_NONE:
+        if d.rule >= 0 and t.rules[d.rule].capture:
+            f.capture = CAP_FLOW
+            f.cap_left = t.rules[d.rule].capture
+        elif d.rule_ingress >= 0 and t.rules[d.rule_ingress].capture:
+            f.capture = CAP_FLOW
+            f.cap_left = t.rules[d.rule_ingress].capture
+        elif f.profile >= 0 and t.profiles[f.profile].capture:
+            f.capture = CAP_ALERT
+            f.cap_left = t.profiles[f.profile].capture
 
 cdef void flow_start(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bint pkt_is_a, uint16_t in_port,
                      int32_t src_wl, int32_t dst_wl, uint64_t now, decision_t *d) noexcept nogil:
@@ -301,6 +371,9 @@ cdef void flow_start(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bint p
         f.tcp_state = TCP_SYN_SENT if p.tcp_flags & TH_SYN else TCP_ESTABLISHED  # mid-stream pick-up
     else:
         f.tcp_state = TCP_NONE
+        if p.proto == P_ICMP or p.proto == P_ICMPV6:
+            f.icmp_type = p.icmp_type
+            f.icmp_code = p.icmp_code
     e.flow_id_next += 1
     f.flow_id = (ngfw_mix64(e.flow_id_next ^ e.flow_id_salt)) & 0x7fffffffffffffffull
     e.flows_created += 1
@@ -378,6 +451,7 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
     cdef int r
     cdef bint from_server
     cdef const pkt_t *fix = NULL
+    cdef int32_t quota_vs
     port.rx_packets += 1
     port.rx_bytes += len
 
@@ -402,6 +476,7 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
         reason = identity_resolve(t, &p, in_port, &src_wl, &dst_wl)
         if reason != R_NONE:
             count_drop(e, reason)
+            drop_event_packet(e, t, &p, in_port, reason, src_wl, -1, t.wl_vsys[src_wl] if src_wl >= 0 else -1, now)
             return
         if src_wl >= 0 and port.vm_side and t.wl_here != NULL and not t.wl_here[src_wl]:
             workload_arrived(e, t, src_wl, in_port, now)
@@ -463,14 +538,17 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
             if from_server:
                 src_wl, dst_wl = dst_wl, src_wl
         # 3a. tenancy: the vsys the flow is charged to must be within its quotas (nothing is kept if not)
-        reason = quota_admit(t, e.vsys, quota_vsys_of(t, src_wl, dst_wl, e.unmanaged_vsys), now, &charged)
+        quota_vs = quota_vsys_of(t, src_wl, dst_wl, e.unmanaged_vsys)
+        reason = quota_admit(t, e.vsys, quota_vs, now, &charged)
         if reason != R_NONE:
             count_drop(e, reason)
+            drop_event_packet(e, t, &p, in_port, reason, src_wl, dst_wl, quota_vs, now)
             return
         f = flow_insert_evicting(e, &key, h, charged, now)
         if f == NULL:
             quota_release(e.vsys, charged)
             count_drop(e, R_FLOW_TABLE_FULL)
+            drop_event_packet(e, t, &p, in_port, R_FLOW_TABLE_FULL, src_wl, dst_wl, quota_vs, now)
             return
         f.quota_slot = charged
         # 4. policy, once per flow
@@ -505,7 +583,15 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
     f.pkts[0 if to_server else 1] += 1
     f.bytes[0 if to_server else 1] += len
     if p.proto == P_TCP:
+        f.tcp_flags[0 if to_server else 1] |= p.tcp_flags
         tcp_track(f, p.tcp_flags, p.tcp_seq, to_server)
+    if e.capreq.until_ns and f.capture == CAP_NONE and now < ngfw_load_u64(&e.capreq.until_ns) \
+            and capreq_match(&e.capreq, f):
+        f.capture = CAP_FLOW
+        f.cap_left = e.capreq.packets
+    if f.cap_left:
+        f.cap_left -= 1
+        capring_put(&e.capture, f, data, len, in_port, CAPK_FRAME, now)
     if p.is_frag:
         fr = frag_find(e, &p, True, now)
         if fr == NULL:
@@ -517,7 +603,7 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
     # 5. App-ID on the first payload packets; a verdict that waited for the app is decided now
     if f.host_extra and p.payload_len and f.app_state == APPST_DONE:
         # a decided flow's later messages name its host (DNS, STUN), or show another app (STUN -> DTLS)
-        if appid_host_extra(e, t, f, &p) and f.action == A_ALLOW \
+        if appid_host_extra(e, t, f, &p, to_server) and f.action == A_ALLOW \
                 and not app_verdict(e, t, f, &p, to_server, src_wl, dst_wl, in_port):
             return
     if p.payload_len and f.app_state != APPST_DONE and f.action == A_ALLOW and (p.proto == P_TCP or p.proto == P_UDP):

@@ -129,7 +129,8 @@ def compile_resources(
                 profiles.append(CompiledProfile(rule.inspect, vsys_index[vsys], tuple(found.spec.signatures),
                                                 found.spec.action, found.spec.depth,
                                                 _exceptions(found, vsys, workload_index, groups),
-                                                parse_threshold_config(found.spec.thresholds)))
+                                                parse_threshold_config(found.spec.thresholds),
+                                                capture=found.spec.capture.packets if found.spec.capture else 0))
             profile_index[key] = len(profiles) - 1
         return profile_index[key]
 
@@ -269,6 +270,7 @@ def _compile_rule(
         apps=apps,
         app_default=app_default,
         profile=profile,
+        capture=rule.capture.packets if rule.capture else 0,
         users=users.items,
         user_principals=users.principals,
         users_known=users.known,

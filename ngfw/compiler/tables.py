@@ -72,6 +72,7 @@ class CompiledRule:
     apps: frozenset[int] = frozenset()  # catalogue app ids; empty: any application
     app_default: bool = False  # services: [application-default]: the identified app's default ports
     profile: int = -1  # index into CompiledPolicy.profiles (`inspect:`); -1: not inspected
+    capture: int = 0  # `capture.packets`: frames of each flow written to the capture files; 0: none
     # User-ID (`users:`): the items as written (empty: any user, or none); the principals that match
     # (ngfw.compiler.principals: a user, or a directory group's members) with the item each comes from;
     # the item index of `known-user` (any user) and `unknown` (no user), -1 when absent
@@ -113,6 +114,7 @@ class CompiledProfile:
     depth: int = 1 << 20
     exceptions: tuple[CompiledException, ...] = ()
     thresholds: tuple[Any, ...] = ()
+    capture: int = 0  # `capture.packets`: frames of alerting flows written to the capture files; 0: none
 
 
 @value

@@ -168,7 +168,8 @@ def register(sub: Any) -> None:
 def add_dataplane_options(parser: argparse.ArgumentParser) -> None:
     """`ngfw dataplane --control URL --host NAME [--token-file F]`."""
     parser.add_argument("--control", metavar="URL", help="take policy from ngfw control at URL (agent)")
-    parser.add_argument("--host", metavar="NAME", help="this host's name towards control (with --control)")
+    parser.add_argument("--host", metavar="NAME", help="this host's name towards control (with --control) and in EVE "
+                        "records (`host`; default: the hostname)")
     parser.add_argument("--token-file", metavar="FILE", help="dataplane token for control (default $NGFW_TOKEN)")
     parser.add_argument("--bundle-cache", metavar="PATH",
                         help="keep the last good bundle here; loaded at start when control is unreachable")

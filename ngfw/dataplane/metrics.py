@@ -73,6 +73,7 @@ class DataplaneCollector(Collector):
                                   value=stats["flow_insert_failures"])
         yield CounterMetricFamily("ngfw_events_lost_total", "Flow/drop events lost because the event ring was full",
                                   value=stats["events_lost"])
+        yield from self._eve(stats)
         yield CounterMetricFamily("ngfw_flows_early_dropped_total", "Embryonic flows ended to make room for new ones "
                                   "while the flow table was full", value=stats["flows_early_dropped"])
         yield CounterMetricFamily("ngfw_flow_records_unlogged_total", "Flow and drop records of flows that never became "
@@ -118,6 +119,35 @@ class DataplaneCollector(Collector):
         reloads.add_metric(["success"], dp.reloads_ok)
         reloads.add_metric(["failure"], dp.reloads_failed)
         yield reloads
+
+    def _eve(self, stats: dict) -> Iterator:
+        """EVE outputs (records written and dropped per output) and packet capture."""
+        dp = self.dp
+        yield CounterMetricFamily("ngfw_eve_drop_records_suppressed_total", "Drop records of frames that made no "
+                                  "flow (spoofing, quotas, a full table) the rate limit kept from the log; the frames "
+                                  "are counted in ngfw_drops_total", value=stats.get("drop_events_suppressed", 0))
+        written = CounterMetricFamily("ngfw_eve_records_total", "EVE records handed to an output", labels=["output"])
+        dropped = CounterMetricFamily("ngfw_eve_records_dropped_total", "EVE records an output lost: its queue was "
+                                      "full (a slow consumer) or its destination unreachable", labels=["output"])
+        errors = CounterMetricFamily("ngfw_eve_output_errors_total", "Failed sends and connection attempts of an "
+                                     "EVE output", labels=["output"])
+        eve = getattr(dp, "eve", None)
+        for label, counts in (eve.counters() if eve is not None else {}).items():
+            written.add_metric([label], counts["written"])
+            dropped.add_metric([label], counts["dropped"])
+            errors.add_metric([label], counts["errors"])
+        yield written
+        yield dropped
+        yield errors
+        yield CounterMetricFamily("ngfw_capture_frames_total", "Frames the packet loop copied for capture",
+                                  value=stats.get("capture_frames", 0))
+        yield CounterMetricFamily("ngfw_capture_frames_lost_total", "Frames to capture that did not fit in the "
+                                  "capture ring", value=stats.get("capture_lost", 0))
+        capture = getattr(dp, "capture", None)
+        counts = capture.counters() if capture is not None else {}
+        yield CounterMetricFamily("ngfw_capture_frames_written_total", "Captured frames written to pcap files",
+                                  value=counts.get("frames_written", 0))
+        yield CounterMetricFamily("ngfw_capture_files_total", "Capture files opened", value=counts.get("files_opened", 0))
 
     def _migrations(self) -> Iterator:
         agent = self.dp.migration_agent
@@ -233,6 +263,10 @@ class DataplaneCollector(Collector):
         events.add_metric(["fragment_dropped"], ins["fragments_dropped"])
         events.add_metric(["candidates_overflow"], ins["candidates_overflow"])
         events.add_metric(["state_exhausted"], ins["state_exhausted"])
+        # HTTP response bodies: inflated past 100:1 to the decode limit, decoded to the limit, no decoder free
+        events.add_metric(["decompression_bomb"], ins.get("decompression_bomb", 0))
+        events.add_metric(["body_limit"], ins.get("body_limit", 0))
+        events.add_metric(["decoders_exhausted"], ins.get("decoders_exhausted", 0))
         yield events
         sigs = dp.signatures
         loaded = GaugeMetricFamily("ngfw_signatures_loaded", "Signatures in the rule set in force, by set",

@@ -221,6 +221,7 @@ class Replayer:
             "dest_ip": event[f"{dst}_ip"],
             "dest_port": event[f"{dst}_port"],
             "proto": EVE_PROTO_NAMES.get(event["proto"], str(event["proto"])),
+            "community_id": event["community_id"],
             "app_proto": app_proto,
             "vsys": policy.vsys_name(event["vsys"]) or None,
             "src_vm": policy.workload_name(event["src_wl" if src == "src" else "dst_wl"]) or None,
@@ -232,7 +233,7 @@ class Replayer:
         policy = self.policy
         rule = event["rule"]
         app_proto, app = split_app(policy.catalogue, event.get("app_proto"))
-        return {
+        record: dict[str, Any] = {
             "event_type": "flow",
             "pcap_file": pcap_file,
             "flow_id": event["flow_id"],
@@ -242,9 +243,15 @@ class Replayer:
             "dest_ip": event["dest_ip"],
             "dest_port": event["dest_port"],
             "proto": EVE_PROTO_NAMES.get(event["proto"], str(event["proto"])),
+            "community_id": event["community_id"],
+        }
+        if event.get("icmp_type") is not None:
+            record["icmp_type"], record["icmp_code"] = event["icmp_type"], event["icmp_code"]
+        record.update({
             "app_proto": app_proto,
             "app": app,
             "app_host": event.get("app_host"),
+            **({"ssh": event["ssh"]} if event.get("ssh") else {}),
             "app_confidence": event.get("app_confidence"),
             "app_pkts": event.get("app_pkts"),
             "vsys": policy.vsys_name(event["vsys"]) or None,
@@ -256,7 +263,8 @@ class Replayer:
             "pkts_toclient": event["pkts_toclient"],
             "bytes_toserver": event["bytes_toserver"],
             "bytes_toclient": event["bytes_toclient"],
-        }
+        })
+        return record
 
 
 def format_table(records: list[dict[str, Any]]) -> list[str]:

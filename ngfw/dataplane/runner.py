@@ -60,19 +60,46 @@ class PortPlan:
         return out
 
 
+@dataclass
+class EveOptions:
+    """Where EVE records go and what besides flows they report (`--eve`, `--eve-stats-interval`, `--capture-*`)."""
+
+    targets: list[str] = field(default_factory=list)   # file paths or syslog://, unix:// targets (eve_outputs)
+    stats_interval: float = 0.0                        # seconds between `stats` records; 0: none
+    capture_dir: str = "/var/log/ngfw/pcap"
+    capture_file_bytes: int = 16 << 20
+    capture_vsys_bytes: int = 256 << 20
+    capture_ring_bytes: int = 4 << 20
+
+
 class Dataplane:
     def __init__(self, plan: PortPlan, policy_path: str | None = None, eve_path: str | None = None,
                  flow_capacity: int = 262144, timeouts: dict[str, float] | None = None,
                  drain_interval: float = 0.1, idle_spin_us: float = 200.0, idle_spin_quiet_us: float = 20000.0,
                  appid: dict[str, int] | None = None, tx_thread: bool = True,
                  inspect_flows: int | None = None, state_dir: str | None = None, host: str | None = None,
-                 max_workload_loss: float = 0.5, signature_cache: str | None = None) -> None:
+                 max_workload_loss: float = 0.5, signature_cache: str | None = None,
+                 eve_options: EveOptions | None = None) -> None:
         """`state_dir`: a tmpfs directory where the flow table lives, so a restarted dataplane continues its
         sessions (ngfw.dataplane.state); None: the heap (sessions end with the process). `signature_cache`:
         where signature sets named by SignatureSet resources are kept (default: the cache directory's
         signature-sets/)."""
         fp = engine_module()
         self.fp = fp
+        from ngfw.dataplane.capture import CaptureWriter
+
+        self.eve_options = eve_options or EveOptions()
+        if eve_path and eve_path not in self.eve_options.targets:
+            self.eve_options.targets.insert(0, eve_path)
+        if self.eve_options.stats_interval < 0:
+            raise ValueError(f"--eve-stats-interval {self.eve_options.stats_interval}: give 0 (none) or more seconds")
+        from ngfw.dataplane.eve_outputs import parse_target
+
+        for target in self.eve_options.targets:
+            parse_target(target)   # EveTargetError (a ValueError) before anything is set up
+        # checked before anything is opened: a bad size is one sentence, not a half-started dataplane
+        self.capture = CaptureWriter(self.eve_options.capture_dir, self.eve_options.capture_file_bytes,
+                                     self.eve_options.capture_vsys_bytes)
         self.state: StateStore | None = None
         self.take_over: TakeOver | None = None
         self.sessions_continued: dict[str, int] = {}   # result -> flows, of the take-over at start
@@ -90,7 +117,8 @@ class Dataplane:
             state_memory = self.state.create_table(layout, [p for seg in plan.segment_list() for p in seg])
         self.engine = fp.Engine(flow_capacity=flow_capacity, timeouts=timeouts or {}, idle_spin_us=idle_spin_us,
                                 idle_spin_quiet_us=idle_spin_quiet_us,
-                                inspect_slots=inspect_flows, state=state_memory, **(appid or {}))
+                                inspect_slots=inspect_flows, state=state_memory,
+                                capture_bytes=self.eve_options.capture_ring_bytes, **(appid or {}))
         self.signatures: Any = None           # threats.SignatureSets in force
         self.signature_sources: list[tuple[str, str]] = []
         self.local_signature_sources: list[tuple[str, str]] = []   # --rules
@@ -121,7 +149,10 @@ class Dataplane:
         self.last_load_seconds = 0.0
         self.last_load_time = 0.0
         self.drain_interval = drain_interval
-        self.eve = EveWriter(eve_path) if eve_path else None
+        self.eve = (EveWriter(self.eve_options.targets, host, capture_file_of=self.capture.file_of)
+                    if self.eve_options.targets else None)
+        self._started_at = time.monotonic()
+        self._next_stats = self._started_at + self.eve_options.stats_interval
         self.tap_fds: dict[str, int] = {}     # TAP port -> its descriptor (the link watch replaces re-created ones)
         self.port_links: dict[str, Link] = {}  # the interface each port was opened on
         self.link_watch: Any = None            # ngfw.dataplane.linkwatch.LinkWatch, while running
@@ -469,6 +500,9 @@ class Dataplane:
         if time.monotonic() - self._users_expired_at >= 1.0:
             self._users_expired_at = time.monotonic()
             self.users.expire()
+        # frames first: a flow's record names the capture file its frames went to
+        while frames := self.engine.drain_captures():
+            self.capture.add(frames, self._vsys_name)
         events = self.engine.drain_events()
         while events:
             for event in events:
@@ -490,6 +524,34 @@ class Dataplane:
             log.warning("flow table full (%d flows): %d new flows dropped so far", self.engine.flow_capacity, failures)
             self._last_full_warning = time.monotonic()
             self._last_insert_failures = failures
+        if self.eve is not None and self.eve_options.stats_interval > 0 and time.monotonic() >= self._next_stats:
+            self._next_stats = time.monotonic() + self.eve_options.stats_interval
+            self.eve.write_record(self.stats_record())
+
+    def stats_record(self) -> dict[str, Any]:
+        """Suricata's `stats` event from the dataplane's counters."""
+        from ngfw.dataplane.eve import stats_record
+
+        app_flows: dict[str, int] = {}
+        for (_, app), n in self.app_flows().items():
+            app_flows[app] = app_flows.get(app, 0) + n
+        extra: dict[str, Any] = {"app_layer": {"flow": app_flows},
+                                 "capture_files": self.capture.counters(),
+                                 "policy": {"version": self.policy.version if self.policy else 0}}
+        if self.eve is not None:
+            extra["eve"] = {"outputs": self.eve.counters()}
+        return stats_record(self.engine.stats(), time.monotonic() - self._started_at, extra)
+
+    def capture_on_demand(self, seconds: float, packets: int = 100, **match: Any) -> None:
+        """`ngfw sessions capture`: flows matching `match` (vm, network, port, proto) write their next `packets`
+        frames to the capture files for `seconds` (ngfw.dataplane.capture.request_capture)."""
+        from ngfw.dataplane.capture import request_capture
+
+        request_capture(self.engine, self.policy, seconds, packets, **match)
+
+    def _vsys_name(self, vsys: int, generation: int) -> str:
+        policy = self.policy_for(generation) or self.policy
+        return (policy.vsys_name(vsys) if policy is not None else "") or ""
 
     def _on_arrivals(self, arrivals: list[dict[str, Any]]) -> None:
         """Workloads first seen on this dataplane's VM side (they may have moved here): the migration agent,
@@ -542,6 +604,7 @@ class Dataplane:
             self.drain()
         if self.eve is not None:
             self.eve.close()
+        self.capture.close()
         for fd in self.tap_fds.values():
             os.close(fd)
         self.tap_fds.clear()

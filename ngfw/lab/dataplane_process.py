@@ -114,6 +114,11 @@ def read_eve(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+# called with the EVE path of every dataplane process started (the test suite validates each file against
+# docs/eve-schema.json once the test is over)
+EVE_FILE_HOOKS: list[Callable[[str], None]] = []
+
+
 class DataplaneProcess:
     """One dataplane process in namespace `ns` (start with `start_dataplane`)."""
 
@@ -124,6 +129,8 @@ class DataplaneProcess:
         self.metrics_port = metrics_port
         self.eve_path = eve_path
         self.workdir = workdir
+        for hook in EVE_FILE_HOOKS:
+            hook(str(eve_path))
         self.stdout_path = workdir / "dataplane.stdout"
         self.stderr_path = workdir / "dataplane.stderr"
         with open(self.stdout_path, "ab") as out, open(self.stderr_path, "ab") as err:

@@ -179,6 +179,19 @@ class Group(_Strict):
     spec: GroupSpec
 
 
+MAX_CAPTURE_PACKETS = 10000  # frames per flow the fastpath counts down (capture.pxi's CAP_MAX_PACKETS)
+
+
+class Capture(_Strict):
+    """Packet capture of a rule's flows (or a threat profile's alerting flows) to pcap files per vsys."""
+
+    packets: int = Field(
+        ge=1, le=MAX_CAPTURE_PACKETS,
+        description="Frames of each flow written to the vsys's capture files: the first N (for a threat "
+        "profile: kept back, written only if the flow alerts), and every frame a signature alerts on.",
+    )
+
+
 class Rule(_Strict):
     name: Name
     from_: list[Reference] = Field(alias="from", min_length=1)
@@ -196,6 +209,7 @@ class Rule(_Strict):
         description="Threat profile (a ThreatProfile of the rule's vsys, or `default`: every signature set, "
         "actions as written) that inspects the flows this rule allows.",
     )
+    capture: Capture | None = Field(None, description="Write the frames of the flows this rule decides to pcap files.")
     description: str | None = None
     users: list[UserRef] = Field(
         default_factory=lambda: ["any"],
@@ -272,6 +286,8 @@ class ThreatProfileSpec(_Strict):
         default_factory=list,
         description="Suricata threshold.config lines, with Suricata's semantics: suppress, threshold, rate_filter.",
     )
+    capture: Capture | None = Field(
+        None, description="Write the frames of flows that alert (the alerting frame and the flow's first ones).")
 
 
 SID_PATTERN = r"^([0-9]+:)?[0-9]+$"

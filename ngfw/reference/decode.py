@@ -27,6 +27,7 @@ from ngfw.wire import (
     PROTO_ICMP,
     PROTO_ICMPV6,
     PROTO_ROUTING,
+    PROTO_SCTP,
     PROTO_TCP,
     PROTO_UDP,
 )
@@ -287,6 +288,11 @@ def _transport(f: bytes, off: int, end: int, pkt: _Decoded, *, is_v6: bool) -> s
         if not pkt.is_fragment and (length < 8 or length > avail):
             return "bad_udp_length"
         pkt.payload_len = (avail if pkt.is_fragment else length) - 8
+    elif proto == PROTO_SCTP and avail >= 12:
+        # the common header's ports; its chunks are the payload (a header cut short: no ports)
+        pkt.sport = _be16(f, off)
+        pkt.dport = _be16(f, off + 2)
+        pkt.payload_len = avail - 12
     elif proto == icmp:
         if avail < 4:
             return "fragment_tiny" if pkt.is_fragment else "truncated_icmp"

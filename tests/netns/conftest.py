@@ -136,6 +136,7 @@ def start_dataplane_factory(lab: Lab, tmp_path: Path) -> Iterator[StartDataplane
     finally:
         for dp in started:
             dp.stop()
+    # (tests/conftest.py then checks every record they wrote against docs/eve-schema.json)
 
 
 @pytest.fixture

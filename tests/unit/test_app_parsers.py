@@ -94,7 +94,13 @@ def test_http_request() -> None:
 
 
 def test_http_status_line_and_ssdp() -> None:
-    assert parsers.parse(TCP, False, 40000, 80, [b"HTTP/1.1 200 OK\r\n\r\n"])["app"] == "http"
+    # a response before any request is http, waiting a little for the request and its Host
+    status = parsers.parse(TCP, False, 40000, 80, [b"HTTP/1.1 200 OK\r\n\r\n"])
+    assert status["need_more"] and status["tentative"] == "http"
+    r = parsers.parse_flow(TCP, 40000, 80, [(False, b"HTTP/1.1 200 OK\r\n\r\n"),
+                                            (True, b"GET /next HTTP/1.1\r\nHost: later.example\r\n\r\n")])
+    assert (r["app"], r["host"]) == ("http", "later.example")
+    assert parsers.parse_flow(TCP, 40000, 80, [(False, b"HTTP/1.1 200 OK\r\n\r\n")] * 3)["app"] == "http"
     r = parsers.parse(UDP, True, 40000, 1900, [b"M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\n\r\n"])
     assert r["app"] == "ssdp" and r["host"] == "239.255.255.250:1900"
 
@@ -176,13 +182,17 @@ def test_websocket_frames_picked_up_mid_stream() -> None:
     assert parsers.parse_flow(TCP, 40000, 12345, [(False, server + b"x"), (True, client)])["app"] is None
 
 
-def test_ssh_flow_is_named_by_the_first_identification_string_it_carries() -> None:
+def test_ssh_identification_string_is_kept_by_side_and_is_never_a_host() -> None:
     client, server = b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n", b"SSH-2.0-OpenSSH_7.4p1 Debian-10+deb9u7\r\n"
     r = parsers.parse(TCP, True, 40000, 2222, [client])
-    assert r["app"] == "ssh" and r["host"] == "SSH-2.0-OpenSSH_9.2p1 Debian-2"   # case kept: not a DNS name
-    # the server speaks first (as OpenSSH servers do): its banner names the flow, as in nDPI's reports
+    assert r["app"] == "ssh" and r["host"] is None and r["ssh"] == {"client": "SSH-2.0-OpenSSH_9.2p1 Debian-2"}
+    # the server speaks first (as OpenSSH servers do): the flow is decided on its string (the client's is read
+    # after the decision by the fastpath, tests/unit/test_accuracy_captures.py)
     r = parsers.parse_flow(TCP, 40000, 22, [(False, server), (True, client)])
-    assert r["app"] == "ssh" and r["host"] == "SSH-2.0-OpenSSH_7.4p1 Debian-10+deb9u7"
+    assert r["app"] == "ssh" and r["ssh"] == {"server": "SSH-2.0-OpenSSH_7.4p1 Debian-10+deb9u7"}
+    # cut at a segment's end: read whole once its rest came
+    cut = parsers.parse(TCP, True, 40000, 22, [client[:12], client[12:]])
+    assert cut["ssh"] == {"client": "SSH-2.0-OpenSSH_9.2p1 Debian-2"}
     assert parsers.parse(TCP, True, 40000, 22, [b"SSH-2.0-Open\x01SSH\r\n"])["app"] is None
 
 

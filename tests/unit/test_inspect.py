@@ -449,6 +449,9 @@ def test_ja3_and_ja3s_agree_with_suricata(tmp_path: Path) -> None:
                       f'content:"{h}"; sid:{6000 + i};)' for i, h in enumerate(hashes))
     capture = Path(__file__).resolve().parents[1] / "fixtures" / "replay" / "cloudflare-warp.pcap"
     records = Replayer(signatures=rule_sets(tmp_path, default=rules)).replay_file(str(capture))
+    from ngfw.dataplane.eve_schema import problems
+
+    assert problems(records) == []   # replay's flow and alert records follow docs/eve-schema.json
     got: dict[int, set[str]] = {}
     for r in records:
         if r.get("event_type") == "alert":

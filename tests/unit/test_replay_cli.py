@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from ngfw.dataplane.eve_schema import problems
+
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "replay"
 CAPTURES = ["mullvad_dns.pcap", "punycode-idn.pcap", "cloudflare-warp.pcap", "dlt_ppp.pcap", "quic_cc_ack.pcapng"]
@@ -74,6 +76,19 @@ def test_every_line_is_a_json_flow_record(replayed) -> None:
     # every file contributed, in the order given on the command line
     files = [rec["pcap_file"] for rec in records]
     assert sorted(set(files), key=files.index) == CAPTURES
+    assert problems(records) == []   # docs/eve-schema.json
+
+
+def test_each_flow_has_the_community_id_of_its_tuple(replayed) -> None:
+    import communityid
+
+    reference = communityid.CommunityID()
+    records = json_lines(replayed.stdout)
+    for rec in records:
+        make = communityid.FlowTuple.make_tcp if rec["proto"] == "TCP" else communityid.FlowTuple.make_udp
+        expected = reference.calc(make(rec["src_ip"], rec["dest_ip"], rec["src_port"], rec["dest_port"]))
+        if rec["src_ip"] != rec["dest_ip"]:   # (equal addresses: Suricata's own port order, see community_id.pxi)
+            assert rec["community_id"] == expected, rec
 
 
 def test_labelled_flows_get_nDPIs_app_and_host(replayed) -> None:

@@ -11,7 +11,19 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from fastpath_helpers import SRV_IP, WEB1_IP, WEB2_IP, WEB2_MAC, Wire, fp, lab_policy, srv_to_web1, tcp, web1_to_srv
+from fastpath_helpers import (
+    ICMP,
+    SRV_IP,
+    WEB1_IP,
+    WEB2_IP,
+    WEB2_MAC,
+    Wire,
+    fp,
+    lab_policy,
+    srv_to_web1,
+    tcp,
+    web1_to_srv,
+)
 from test_inspect import InspectWire, rule_sets, write_policy
 
 S = 1_000_000_000
@@ -214,6 +226,42 @@ def test_a_match_that_spans_the_move_still_alerts(tmp_path: Path) -> None:
     c.engine.import_sessions(a.engine.export_sessions(streams=False, now_ns=12 * S)["records"], now_ns=12 * S)
     assert c.from_vm(data(43800, seq=114, payload=b"OSS-HOSTSyyyy"), 12 * S)[0]
     assert c.alerts() == []
+
+
+EVE_PAST = ("tcp_flags_ts", "tcp_flags_tc", "icmp_type", "icmp_code", "community_id", "alerted")
+
+
+def test_a_continued_flow_logs_its_past_flags_icmp_type_and_alert(tmp_path: Path) -> None:
+    """A flow's EVE record after a restart or a move says what it said before: the TCP flags seen, the ICMP
+    type the Community ID hashes (a timestamp request's is not an echo's), and that a signature alerted."""
+    rules = 'alert tcp any any -> any any (msg:"seen"; flow:to_server; content:"ALERT-BEFORE-MOVE"; sid:7101; rev:1;)\n'
+    policy, signatures = write_policy(tmp_path), rule_sets(tmp_path, default=rules)
+    a = InspectWire(policy, signatures)
+    handshake(a, 44000)
+    a.from_vm(data(44000, payload=b"xxALERT-BEFORE-MOVEyy"), 11 * S)
+    (before,) = [{k: f[k] for k in EVE_PAST} for f in a.engine.flows()]
+    assert before["alerted"] and (before["tcp_flags_ts"], before["tcp_flags_tc"]) == (0x1a, 0x12)
+    records = a.engine.export_sessions(now_ns=12 * S)["records"]
+    b = InspectWire(policy, signatures)
+    assert b.engine.import_sessions(records, now_ns=12 * S)["results"] == {"imported": 1}
+    assert [{k: f[k] for k in EVE_PAST} for f in b.engine.flows()] == [before]
+
+    ping = Wire(lab_policy())
+    ping.from_vm(web1_to_srv(ICMP(type=13, code=0, id=9)), 11 * S)
+    (icmp,) = [{k: f[k] for k in EVE_PAST} for f in ping.engine.flows()]
+    assert icmp["icmp_type"] == 13
+    pong = Wire(lab_policy())
+    assert pong.engine.import_sessions(ping.engine.export_sessions(now_ns=12 * S)["records"],
+                                       now_ns=12 * S)["results"] == {"imported": 1}
+    assert [{k: f[k] for k in EVE_PAST} for f in pong.engine.flows()] == [icmp]
+
+    # a record from a build before the EVE trailer (the same record, 8 bytes shorter) still imports
+    first_len = int.from_bytes(records[:4], "little")
+    old = (first_len - 8).to_bytes(4, "little") + records[4:first_len - 8]
+    c = InspectWire(policy, signatures)
+    assert c.engine.import_sessions(old, now_ns=12 * S)["results"] == {"imported": 1}
+    (flow,) = c.engine.flows()
+    assert flow["alerted"] is False and flow["tcp_flags_ts"] == 0 and flow["icmp_type"] in (None, 0)
 
 
 def test_app_ids_are_mapped_by_name() -> None:

@@ -21,6 +21,8 @@ from scapy.layers.l2 import Ether
 from test_opsocket import syn
 
 from ngfw.compiler.policy import load_policy
+from ngfw.dataplane.eve import eve_record
+from ngfw.dataplane.eve_schema import problems
 from ngfw.dataplane.rulehits import RuleHits
 from ngfw.dataplane.sessions import FilterError, SessionFilter, SessionTable
 
@@ -207,6 +209,9 @@ def test_clearing_a_connection_resets_both_ends_and_logs_cleared(host: Host) -> 
     assert (done.cleared, done.resets) == (1, 1)
     (ended,) = [e for e in w.engine.drain_events() if e["event"] == "flow"]
     assert ended["end_reason"] == "cleared" and ended["src_port"] == 41001
+    # the record as EveWriter writes it (the writer adds `host`)
+    record = eve_record(ended, host.generations[w.engine.tables.generation]) | {"host": "fw-1"}
+    assert record["flow"]["reason"] == "cleared" and problems([record]) == []
     assert ports(host.listing()) == [41002, 41003, 41004, 41005]      # gone for the operator at once
     # the client's next segment: a RST back to it, and one onward to the server in its place
     onward, back = w.from_vm(frame(WEB1, SRV, tcp(41001, 80, "PA", seq=140, ack=501, payload=b"more")), 11 * S)

@@ -11,7 +11,7 @@ from typing import Literal
 
 from ngfw.compiler.suricata.model import PAYLOAD
 
-Transport = Literal["ip", "tcp", "udp", "icmp", "tcp/udp"]
+Transport = Literal["ip", "tcp", "udp", "icmp", "sctp", "tcp/udp"]
 
 # Sticky buffers: the keyword switches the buffer that following content/pcre inspect.
 STICKY_BUFFERS: dict[str, str] = {
@@ -83,6 +83,7 @@ STICKY_BUFFERS: dict[str, str] = {
     "ssh_proto": "ssh.proto",
     "ssh.software": "ssh.software",
     "ssh_software": "ssh.software",
+    "quic.sni": "quic.sni",
 }
 
 # Legacy content modifiers: they move the content just before them into the buffer.
@@ -131,6 +132,7 @@ PROTOCOLS: dict[str, tuple[Transport, str | None]] = {
     "icmp": ("icmp", None),
     "icmpv4": ("icmp", None),
     "icmpv6": ("icmp", None),
+    "sctp": ("sctp", None),
     "http": ("tcp", "http"),
     "http1": ("tcp", "http"),
     "http2": ("tcp", "http2"),

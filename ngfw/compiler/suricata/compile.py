@@ -54,6 +54,7 @@ _BUFFER_APPS: dict[str, tuple[str, ...]] = {
     "ja3": ("tls",),
     "dns.": ("dns",),
     "ssh.": ("ssh",),
+    "quic.": ("quic",),
 }
 
 _FLOW_OPTIONS: dict[str, tuple[str, str]] = {
