@@ -134,6 +134,9 @@ def test_logs_and_sessions_name_the_user(tmp_path: Path) -> None:
     flow["user_name"] = host.dp.users.name_of(flow["user"])
     eve = eve_record(dict(flow, event="flow", end_reason="timeout"), host.dp.policy)
     assert (eve["src_user"], eve["src_user_match"], eve["rule"]) == ("alice", "group:finance", "finance-web")
+    from ngfw.dataplane.eve_schema import problems
+
+    assert problems([dict(eve, host="host-a")]) == []   # docs/eve-schema.json knows the fields (the writer adds host)
 
 
 def test_a_hundred_thousand_mappings_cost_one_lookup_per_flow(tmp_path: Path) -> None:
