@@ -11,12 +11,14 @@ coverage counters, Cython bounds checks, into build/debug/ (never over the in-pl
 import importlib.util
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
 
 DEBUG = os.environ.get("NGFW_DEBUG_BUILD", "") not in ("", "0")
 # the debug twin lives here: build/debug/ngfw/_fastpath/*.so, its C sources and objects beside it
@@ -53,6 +55,9 @@ libs += pkg_config("--libs", lib="libpcre2-8")
 # file.data inflates gzip/deflate HTTP response bodies with zlib, as Suricata does (Debian zlib1g-dev)
 cflags += pkg_config("--cflags", lib="zlib")
 libs += pkg_config("--libs", lib="zlib")
+# flow bypass: the packet loop fills the wire program's map through libbpf (Debian libbpf-dev)
+cflags += pkg_config("--cflags", lib="libbpf")
+libs += pkg_config("--libs", lib="libbpf")
 
 
 def fastpath_extension(name: str, source: str) -> Extension:
@@ -136,6 +141,27 @@ if not DEBUG:   # the sanitizer twin is the fastpath's; the loader of the wire p
         )
     )
 
+
+class build_py_with_rules(build_py):
+    """A wheel (an installed copy) carries the shipped rules/ -- the App-ID catalogue, example policies,
+    the lab's signatures -- as ngfw/_rules (ngfw/shipped.py finds them); an editable install reads the
+    source tree's."""
+
+    def run(self) -> None:
+        super().run()
+        if getattr(self, "editable_mode", False):
+            return
+        # Cython's C output (8 MB) is no part of an installed copy: the compiled modules are
+        for name in ("engine.c", "parsers.c", "wirebpf.c"):
+            generated = os.path.join(self.build_lib, "ngfw", "_fastpath", name)
+            if os.path.exists(generated):
+                os.remove(generated)
+        target = os.path.join(self.build_lib, "ngfw", "_rules")
+        shutil.rmtree(target, ignore_errors=True)
+        for part in ("apps", "examples", "threats"):
+            shutil.copytree(os.path.join("rules", part), os.path.join(target, part))
+
+
 directives = {"boundscheck": False, "wraparound": False, "cdivision": True, "initializedcheck": False}
 if DEBUG:
     # clang for libFuzzer's coverage counters; C division stays (UBSan reports a division by zero)
@@ -154,5 +180,5 @@ setup(
         # the debug C sources must not replace the normal ones next to the .pyx
         build_dir=os.path.join(DEBUG_DIR, "c") if DEBUG else None,
     ),
-    cmdclass={"build_ext": DebugBuildExt} if DEBUG else {},
+    cmdclass={"build_py": build_py_with_rules, **({"build_ext": DebugBuildExt} if DEBUG else {})},
 )

@@ -47,7 +47,7 @@ from ngfw.lab.signals import Terminated, raise_on_signals  # noqa: E402
 from ngfw.lab.topology import Lab, interface_stats, lab_bridge_fw, lab_down, lab_unbridge_fw, lab_up  # noqa: E402
 
 PREFIX = "nb"
-CONFIGS = ("bridge", "bare", "allow", "rules1000", "etopen")
+CONFIGS = ("bridge", "bare", "allow", "rules1000", "etopen", "bypass")
 ALLOW_ALL_POLICY = "rules/examples/allow-all.yaml"
 IDENTITY_RULES = 1000
 IPERF_PORT = 5201
@@ -90,6 +90,7 @@ TITLES = {
     "allow": f"ngfw, {ALLOW_ALL_POLICY}",
     "rules1000": f"ngfw, {IDENTITY_RULES}-rule identity policy",
     "etopen": "ngfw, allow-all with every flow inspected by ET Open",
+    "bypass": "ngfw, as etopen with flow bypass: the kernel forwards a flow past its inspection depth",
     "suricata": "Suricata 7, AF_PACKET IPS (--baseline suricata)",
 }
 
@@ -312,10 +313,11 @@ def configuration(name: str, lab: Lab, workdir: Path, result: ConfigResult) -> I
         finally:
             lab_unbridge_fw(lab)
         return
-    extra = list(DATAPLANE_ARGS)
+    # flow bypass is on by default; the other ngfw rows measure the packet loop itself
+    extra = list(DATAPLANE_ARGS) + ([] if name == "bypass" else ["--no-bypass"])
     if name == "allow":
         policy = repo_path(ALLOW_ALL_POLICY)
-    elif name == "etopen":
+    elif name in ("etopen", "bypass"):
         # the same rules and HOME_NET the Suricata baseline gets; every allowed flow is inspected
         policy = workdir / "allow-all-inspect.yaml"
         policy.write_text(repo_path(ALLOW_ALL_POLICY).read_text().replace("      action: allow", "      action: allow\n      inspect: default"))
@@ -325,8 +327,8 @@ def configuration(name: str, lab: Lab, workdir: Path, result: ConfigResult) -> I
     dp_dir = Path(tempfile.mkdtemp(prefix=f"dp-{name}-", dir=workdir))
     started_at = time.monotonic()
     dp = start_dataplane(lab.fw_ns, policy, free_tcp_port(lab.fw_ns), workdir=dp_dir, extra_args=extra,
-                         **({"ready_timeout": 120.0} if name == "etopen" else {}))
-    if name == "etopen":
+                         **({"ready_timeout": 120.0} if name in ("etopen", "bypass") else {}))
+    if name in ("etopen", "bypass"):
         result.details.append({"ngfw_ready_s": time.monotonic() - started_at})
     try:
         yield dp
@@ -335,6 +337,13 @@ def configuration(name: str, lab: Lab, workdir: Path, result: ConfigResult) -> I
             drops = metric_by_label(samples, "ngfw_drops_total", "reason")
             # frames lost before the dataplane read them (its receive ring was full)
             drops["kernel_ring_full"] = metric_sum(samples, "ngfw_port_kernel_drops_total")
+            if name == "bypass":
+                # what the kernel forwarded for bypassed flows, against what the packet loop received
+                result.details.append({"bypass": {
+                    "flows": metric_sum(samples, "ngfw_bypass_flows_total"),
+                    "packets": metric_sum(samples, "ngfw_bypass_packets_total"),
+                    "map_full": metric_sum(samples, "ngfw_bypass_map_full_total"),
+                    "loop_rx_packets": metric_sum(samples, "ngfw_port_rx_packets_total")}})
         except OSError as exc:
             drops = {}
             result.errors.append(f"metrics scrape: {exc}")

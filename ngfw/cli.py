@@ -100,6 +100,9 @@ def build_parser(with_control: bool = True) -> argparse.ArgumentParser:
     parser, sub = _top_parser()
 
     dp = sub.add_parser("dataplane", help="run the inline dataplane on wires and TAPs")
+    dp.add_argument("--config", metavar="FILE",
+                    help="read settings from a YAML file (the systemd unit's /etc/ngfw/dataplane.yaml): each key is "
+                         "an option of this command, e.g. `wire: [ens4:ens5]`; options on the command line win")
     dp.add_argument("--wire", type=_wire, action="append", default=[], metavar="IF_A:IF_B[:MODE]",
                     help="forward between two existing interfaces (repeatable); MODE closed or open overrides "
                          "--fail-mode for this wire")
@@ -157,6 +160,10 @@ def build_parser(with_control: bool = True) -> argparse.ArgumentParser:
                     help="payload packets after which an unidentified flow is decided (8)")
     dp.add_argument("--appid-buffers", type=int, default=1024, metavar="N",
                     help="flows classified at once with reassembly buffers, 10 KB each (1024)")
+    dp.add_argument("--bypass", action=argparse.BooleanOptionalAction, default=True,
+                    help="flow bypass: the kernel forwards a wire's flows whose verdict is final (allowed, "
+                         "application known, inspection depth reached) for the rest of their life (on by default; "
+                         "needs eBPF, else the dataplane says so once and forwards every flow itself)")
     dp.add_argument("--tx-thread", action=argparse.BooleanOptionalAction, default=True,
                     help="under load, flush the TX rings from a second thread: the kernel's work for the receiving "
                          "side then overlaps with the packet loop (on by default; sparse traffic is flushed by the "
@@ -177,6 +184,9 @@ def build_parser(with_control: bool = True) -> argparse.ArgumentParser:
                         help="2: a second host with tenant-b's db1 and a management network for ngfw control")
     lab_up.add_argument("--vm-workloads", action="store_true",
                         help="web1 and web2 are QEMU guests (Debian kernel, busybox) instead of namespaces")
+    lab_up.add_argument("--fw-vm", action="store_true",
+                        help="the firewall is the ngfw VM image (deploy/vm/) under QEMU, enforcing the lab policy, "
+                             "instead of the fw namespace (TCG where KVM cannot run it: minutes to boot)")
     lab_down = lab_sub.add_parser("down", help="remove the lab: namespaces, QEMU guests, TAPs")
     lab_down.add_argument("--prefix", default="ngfw", help="namespace name prefix (ngfw)")
     lab_migrate = lab_sub.add_parser(
@@ -189,6 +199,8 @@ def build_parser(with_control: bool = True) -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="bring the lab up, run the dataplane, drive real clients, tear down")
     demo.add_argument("--prefix", default="ngfw")
     demo.add_argument("--policy", help="policy to run (rules/examples/lab.yaml)")
+    demo.add_argument("--fw-vm", action="store_true",
+                      help="the firewall is the ngfw VM image under QEMU (built first if missing: deploy/vm/)")
 
     pol = sub.add_parser("policy", help="policy tooling")
     pol_sub = pol.add_subparsers(dest="policy_command", required=True)
@@ -245,11 +257,14 @@ def cmd_dataplane(args: argparse.Namespace) -> int:
     from ngfw.dataplane.threats import RulesError
     from ngfw.model.errors import PolicyError
 
+    # under systemd the settings come from --config: every error names that file too
+    where = f"{args.config}: " if args.config else ""
     if not args.wire and not args.tap and not args.segment:
-        print("ngfw dataplane: give at least one --wire IF_A:IF_B, --tap NAME or --segment", file=sys.stderr)
+        print(f"ngfw dataplane: {where}give at least one --wire IF_A:IF_B, --tap NAME or --segment "
+              f"({'wire: [IF_A:IF_B]' if args.config else 'no ports'})", file=sys.stderr)
         return 2
     if args.fail_mode == "open" and not args.wire:
-        print("ngfw dataplane: --fail-mode open applies to wires, and this dataplane has no --wire", file=sys.stderr)
+        print(f"ngfw dataplane: {where}--fail-mode open applies to wires, and this dataplane has no --wire", file=sys.stderr)
         return 2
     plan = PortPlan(wires=[(a, b) for a, b, _ in args.wire], taps=args.tap, segments=dict(args.segment),
                     fail_modes=wire_modes(args.wire, args.fail_mode))
@@ -279,7 +294,7 @@ def cmd_dataplane(args: argparse.Namespace) -> int:
                        appid=dict(appid_budget=args.appid_budget, appid_max_pkts=args.appid_max_pkts,
                                   appid_slots=args.appid_buffers),
                        tx_thread=args.tx_thread, inspect_flows=args.inspect_flows,
-                       signature_cache=args.signature_cache)
+                       signature_cache=args.signature_cache, bypass=args.bypass)
         if args.rules:
             from ngfw.compiler.rules_cli import parse_variables
             from ngfw.dataplane.threats import parse_rules_arg
@@ -288,20 +303,33 @@ def cmd_dataplane(args: argparse.Namespace) -> int:
         if args.policy:
             dp.load_file()
     except RulesError as exc:
-        print(f"ngfw dataplane: rules refused: {exc}", file=sys.stderr)
+        print(f"ngfw dataplane: {where}rules refused: {exc}", file=sys.stderr)
         return 1
     except (PortError, FastpathMissing, ValueError, StateError) as exc:
-        print(f"ngfw dataplane: {exc}", file=sys.stderr)
+        print(f"ngfw dataplane: {where}{exc}", file=sys.stderr)
         return 1
     except PolicyError as exc:
-        print(f"ngfw dataplane: policy {args.policy} refused:\n{exc}", file=sys.stderr)
+        # the details first, then one line that names the file and the reason: the line `systemctl
+        # status` (the journal's tail) shows
+        if len(exc.problems) > 1:
+            print("\n".join(exc.problems), file=sys.stderr)
+        first = exc.problems[0] if exc.problems else "no reason given"
+        more = f" (and {len(exc.problems) - 1} more problems, above)" if len(exc.problems) > 1 else ""
+        print(f"ngfw dataplane: {where}policy {args.policy} refused: {first}{more}", file=sys.stderr)
         return 1
     try:
-        from ngfw.control.cli_hooks import start_dataplane_agent
+        from ngfw.control.cli_hooks import start_dataplane_agent, wait_for_policy
 
-        start_dataplane_agent(dp, args)  # --control: policy bundles from ngfw control, applied via dp.load
+        agent = start_dataplane_agent(dp, args)  # --control: policy bundles from ngfw control, applied via dp.load
+        if agent is not None and args.control_wait:
+            problem = wait_for_policy(agent, args)
+            if problem:
+                agent.stop()
+                dp.stop()
+                print(f"ngfw dataplane: {where}{problem}", file=sys.stderr)
+                return 1
     except (ValueError, OSError) as exc:
-        print(f"ngfw dataplane: {exc}", file=sys.stderr)
+        print(f"ngfw dataplane: {where}{exc}", file=sys.stderr)
         return 2
     import logging
 
@@ -314,7 +342,15 @@ def cmd_dataplane(args: argparse.Namespace) -> int:
     from ngfw.dataplane.opsocket import default_socket_path
 
     socket_path = None if args.socket == "none" else (args.socket or default_socket_path(plan))
-    return serve(dp, args.metrics, socket_path)
+    status = serve(dp, args.metrics, socket_path)
+    import os
+
+    # the sessions are saved and the logs closed: end now, without the interpreter tearing down the
+    # tables, caches and threads one object at a time (over half a second that a restart waits for)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def cmd_policy_check(args: argparse.Namespace) -> int:
@@ -458,24 +494,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal_default_pipe(argv)
     if args.command == "replay":
         return cmd_replay(args)   # logs nothing: a warning would still reach stderr
-    import logging
+    if getattr(args, "config", None):
+        from ngfw.config import ConfigError, with_config
 
+        parser = build_parser(with_control=command not in LOCAL_COMMANDS)
+        try:
+            args = parser.parse_args(with_config(words, args.command, parser, args.config))
+        except ConfigError as exc:
+            print(f"ngfw {args.command}: {exc}", file=sys.stderr)
+            return 2
+    import logging
+    import os
+
+    # under systemd the journal stamps every line itself
+    stamp = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s "
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+                        format=stamp + "%(name)s %(levelname)s %(message)s")
     if args.command == "dataplane":
         return cmd_dataplane(args)
+    if args.command in ("lab", "demo"):
+        try:
+            import ngfw.lab  # noqa: F401
+        except ModuleNotFoundError:
+            print(f"ngfw {args.command}: the lab is development tooling and not part of this installation; run it "
+                  "from a clone of ngfw (README: Two commands)", file=sys.stderr)
+            return 2
     if args.command == "lab":
         from ngfw.lab.cli_hooks import lab_down_cmd, lab_migrate_cmd, lab_up_cmd
 
         if args.action == "up":
-            return lab_up_cmd(args.prefix, args.hosts, vm_workloads=args.vm_workloads)
+            return lab_up_cmd(args.prefix, args.hosts, vm_workloads=args.vm_workloads, fw_vm=args.fw_vm)
         if args.action == "migrate":
             return lab_migrate_cmd(args.prefix, args.workload, args.to)
         return lab_down_cmd(args.prefix)
     if args.command == "demo":
         from ngfw.lab.cli_hooks import demo_cmd
 
-        return demo_cmd(prefix=args.prefix, policy=args.policy)
+        return demo_cmd(prefix=args.prefix, policy=args.policy, fw_vm=args.fw_vm)
     if args.command == "sessions":
         from ngfw.dataplane import ops_cli
 

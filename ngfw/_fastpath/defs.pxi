@@ -34,7 +34,7 @@ cdef extern from "fp_sys.h" nogil:
     short POLLIN, POLLERR
     int errno
     int EAGAIN, EINTR, EBADFD
-    int SOL_SOCKET, SO_ERROR
+    int SOL_SOCKET, SO_ERROR, SO_ATTACH_BPF
 
     struct tpacket2_hdr:
         uint32_t tp_status

@@ -37,6 +37,7 @@ include "inspect_http2.pxi"
 include "inspect_ja3.pxi"
 include "inspect_exceptions.pxi"
 include "inspect.pxi"
+include "bypass.pxi"
 include "session.pxi"
 include "session_view.pxi"
 include "source_pcap.pxi"
@@ -1012,6 +1013,7 @@ cdef class Engine:
     cdef readonly dict state_layout
     cdef object request_lock  # one loop request at a time (session.pxi)
     cdef UserTable users_current  # the user table the loop reads (userid.pxi), kept alive here
+    cdef int bypass_filter_fd  # the wire program's ring filter, attached to every ring socket (bypass.pxi)
 
     def __cinit__(self, uint32_t flow_capacity=262144, dict timeouts=None, uint32_t event_capacity=65536,
                   uint32_t burst=64, double idle_spin_us=200.0, double idle_spin_quiet_us=20000.0,
@@ -1094,6 +1096,10 @@ cdef class Engine:
         self.e.log_all = replay
         self.e.unmanaged_vsys = unmanaged_vsys
         self.e.flow_id_salt = int.from_bytes(os.urandom(8), "little")
+        self.e.bypass_fd = -1
+        self.bypass_filter_fd = -1
+        for i in range(MAX_PORTS):
+            self.e.bypass_peer[i] = -1
         self.e.notify_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
         if self.e.notify_fd < 0:
             raise OSError(errno, "cannot create the engine's port notification eventfd")
@@ -1312,6 +1318,9 @@ cdef class Engine:
         if rc < 0:
             free(q)
             raise OSError(-rc, f"cannot open a packet ring on {self.port_names[index]}: {os.strerror(-rc)}")
+        if self.bypass_filter_fd >= 0:
+            # the new socket must not copy what the kernel forwards for bypassed flows either
+            setsockopt(q.io.fd, SOL_SOCKET, SO_ATTACH_BPF, &self.bypass_filter_fd, sizeof(int))
         q.index = index
         try:
             self._port_request(q, timeout)
@@ -1653,6 +1662,7 @@ cdef class Engine:
                 d["classifying"] = v.app_state != APPST_DONE and v.ev.action == A_ALLOW
                 d["migrating"] = v.mig == MIG_IN
                 d["cut"] = v.cut == CUT_POLICY
+                d["bypass"] = bool(v.bypass)
                 d["age_ns"] = q.now - v.ev.ts_first if q.now > v.ev.ts_first else 0
                 d["idle_ns"] = q.now - v.ev.ts_last if q.now > v.ev.ts_last else 0
                 sessions.append(d)
@@ -1830,6 +1840,7 @@ cdef class Engine:
             "app_cuts": self.e.app_cuts,
             "appid_buffers_exhausted": self.e.cls.exhausted,
             "inspect": self.inspect_stats(),
+            "bypass": self.bypass_stats(),
             "vsys": self.vsys_stats(),
         }
 
@@ -1892,8 +1903,55 @@ cdef class Engine:
                 d = self._event_dict(&ev)
                 d["tcp_state"] = _name(TCP_STATE_NAMES, self.e.flows.slots[s].tcp_state)
                 d["cut"] = bool(self.e.flows.slots[s].cut)
+                d["bypass"], d["bypass_ways"] = self._bypass_state(&self.e.flows.slots[s])
                 out.append(d)
         return out
+
+    cdef tuple _bypass_state(self, flow_t *f):
+        """("kernel", ways) for a flow in bypass, else (why it is not: BYPASS_REASONS, ways it would be), judged
+        as if its ports carried the wire program; ways: what each direction's entry forwards, to server then to
+        client: "all", "empty" (segments without payload) or None."""
+        cdef uint8_t flags[2]
+        cdef int why = bypass_check(self.e, self.e.tables, f, True, flags, NULL, True)
+        ways = tuple("all" if x == BYPASS_ALL else "empty" if x == BYPASS_EMPTY else None for x in flags)
+        if f.bypass == BP_IN:
+            return "kernel", tuple("all" if x == BYPASS_ALL else "empty" if x == BYPASS_EMPTY else None
+                                   for x in f.bp_flags)
+        return _name(BYPASS_REASONS, why), ways
+
+    # ---- flow bypass (bypass.pxi)
+    def enable_bypass(self, int map_fd, int filter_fd, dict ports) -> None:
+        """Bypass flows through the wire program's map `map_fd`; `ports`: port index -> (ifindex, peer port
+        index) of every port whose interface carries the program. The ring filter `filter_fd` is attached to
+        those ports' sockets, so frames the kernel forwards are not copied to the rings. The loop may run:
+        the map descriptor is stored last, and the programs look nothing up until the caller turns them on."""
+        cdef int fd = filter_fd
+        for index, (ifindex, peer) in ports.items():
+            if not 0 <= index < self.e.n_ports or not 0 <= peer < self.e.n_ports:
+                raise ValueError(f"no port {index} or {peer}")
+            if self.e.ports[index].kind != PORT_RING:
+                raise ValueError(f"port {self.port_names[index]} is not a packet ring")
+            if setsockopt(self.e.ports[index].fd, SOL_SOCKET, SO_ATTACH_BPF, &fd, sizeof(int)) < 0:
+                raise OSError(errno, f"cannot attach the ring filter to {self.port_names[index]}: "
+                                     f"{os.strerror(errno)}")
+            self.e.bypass_ifindex[index] = ifindex
+            self.e.bypass_peer[index] = peer
+        self.bypass_filter_fd = filter_fd
+        self.e.bypass_fd = map_fd
+
+    def set_bypass_ifindex(self, uint16_t index, uint32_t ifindex) -> None:
+        """Port `index`'s interface was re-created as `ifindex` (the wire program runs there now); flows
+        bypassed on the old interface come back to the loop at their next frame and are bypassed anew."""
+        if index < self.e.n_ports and self.e.bypass_ifindex[index]:
+            ngfw_store_u32(&self.e.bypass_ifindex[index], ifindex)
+
+    def bypass_enabled(self) -> bool:
+        return self.e.bypass_fd >= 0
+
+    def bypass_stats(self) -> dict:
+        return {"flows": self.e.bypass_flows, "active": self.e.bypass_active, "packets": self.e.bypass_packets,
+                "bytes": self.e.bypass_bytes, "map_full": self.e.bypass_map_full, "errors": self.e.bypass_errors,
+                "enabled": self.e.bypass_fd >= 0}
 
     cdef dict _event_dict(self, event_t *ev):
         if ev.type == EV_ARRIVAL:

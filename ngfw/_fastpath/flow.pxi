@@ -104,6 +104,13 @@ ctypedef struct flow_t:
     uint8_t alerted        # a signature alerted on the flow (EVE's flow.alerted)
     uint8_t capture        # CAP_* (capture.pxi): its frames are copied to the capture ring
     uint16_t cap_left      # frames still to copy to the capture ring (capture.pxi)
+    # flow bypass (bypass.pxi): the kernel forwards the flow; its map entries' counters are folded in here
+    uint8_t bypass         # BP_NONE / BP_IN / BP_REFUSED
+    uint8_t bp_flags[2]    # each direction's entry: BYPASS_ALL or BYPASS_EMPTY
+    uint32_t bp_ifindex[2]  # the interface each direction's entry is keyed by
+    uint32_t bp_pkts[2]    # the entries' packet counters as last folded into pkts (differences wrap correctly)
+    uint64_t bp_bytes[2]   # ... and byte counters
+    uint64_t bp_fold_ns    # last fold (BP_IN), or refusal (BP_REFUSED)
     # User-ID (userid.pxi): the user behind the initiator's address and what its decision depended on
     uint8_t user_dep       # a `users:` condition was looked at: a change of the user decides the flow again
     uint8_t user_via[2]    # 1 + the `users:` item that matched, of the deciding rule and of the ingress rule

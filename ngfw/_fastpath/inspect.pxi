@@ -642,7 +642,8 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
         if tcp:
             if s.done[dir] and <int32_t>(p.tcp_seq + (1 if p.tcp_flags & TH_SYN else 0) - s.next_seq[dir]) >= 0:
                 # past the inspection depth: nothing of it is inspected, so neither a hole before it nor a
-                # retransmission of it matters (holding it back would only stall the connection)
+                # retransmission of it matters (holding it back would only stall the connection); the stretch
+                # the kernel forwarded while the flow was bypassed is such a hole
                 return A_ALLOW
             inspected_end = s.next_seq[dir]
             scan_n = tcp_new_bytes(e, ws, s, dir, p, &skip, reason)

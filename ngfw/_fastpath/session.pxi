@@ -176,6 +176,13 @@ cdef void session_export(engine_t *e, sess_req_t *q, uint64_t now) noexcept nogi
                 continue
         if q.only_allowed and f.action != A_ALLOW:
             continue
+        if f.bypass == BP_IN:
+            # a flow handed over must reach this host's loop again (the kernel would forward it unseen);
+            # any other export carries the counters as of now
+            if q.hand_over and q.workload >= 0:
+                bypass_leave(e, f, now)
+            else:
+                bypass_fold(e, f, now)
         if sbuf_reserve(&q.keys, sizeof(flow_key_t)) == 0:
             memcpy(q.keys.p + q.keys.n, &f.key, sizeof(flow_key_t))
             q.keys.n += sizeof(flow_key_t)
@@ -269,6 +276,7 @@ cdef void flow_free_parts(engine_t *e, flow_t *f) noexcept nogil:
 
 cdef void flow_drop_silently(engine_t *e, flow_t *f) noexcept nogil:
     """Remove a flow with no record of its end: another host owns (or owned) it."""
+    bypass_leave(e, f, e.last_sweep)     # its map entries go with it
     flow_free_parts(e, f)
     quota_release(e.vsys, f.quota_slot)
     f.quota_slot = 0

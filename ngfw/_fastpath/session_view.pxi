@@ -61,7 +61,8 @@ ctypedef struct sview_t:
     uint8_t mig                    # MIG_IN: brought by a migration, not seen here yet
     uint8_t cut                    # a reload refused it
     uint8_t init_is_a
-    uint8_t pad[2]
+    uint8_t bypass                 # the kernel forwards it (bypass.pxi)
+    uint8_t pad
 
 ctypedef struct sview_req_t:
     sfilter_t filter
@@ -167,6 +168,8 @@ cdef int session_view_write(engine_t *e, sbuf_t *out, const flow_t *f) noexcept 
         return -1
     v = <sview_t *>(out.p + out.n)
     memset(v, 0, sizeof(sview_t))
+    if f.bypass == BP_IN:
+        bypass_fold(e, <flow_t *>f, e.last_sweep)   # the counters as the kernel has them
     event_from_flow(&v.ev, f, EV_FLOW)
     event_host(e, &v.ev, f)
     v.inspected = f.action == A_ALLOW and flow_rule_set(e.tables, f) != NULL   # a profile with signatures
@@ -175,6 +178,7 @@ cdef int session_view_write(engine_t *e, sbuf_t *out, const flow_t *f) noexcept 
     v.mig = f.mig
     v.cut = f.cut
     v.init_is_a = f.init_is_a
+    v.bypass = f.bypass == BP_IN
     out.n += sizeof(sview_t)
     return 0
 
@@ -183,6 +187,7 @@ cdef bint session_clear(engine_t *e, flow_t *f, bint silent, sview_req_t *q, uin
     reset at its next segment; anything else is removed at once (True: the caller removes the slot), so the
     next datagram of the same tuple is a new flow the policy decides again."""
     cdef event_t *ev
+    bypass_leave(e, f, now)          # its counters folded in, and the kernel forwards nothing more of it
     if f.log:
         ev = evring_claim(&e.events)
         if ev != NULL:

@@ -103,6 +103,8 @@ cdef extern from "bpf/wire.h":
     const char *WIRE_MAP_WIRES
     const char *WIRE_MAP_FAILOPEN
     const char *WIRE_MAP_LIVENESS
+    const char *WIRE_MAP_BYPASS
+    const char *WIRE_PROG_RING_FILTER
     struct wire_port:
         uint32_t peer_ifindex
         uint32_t wire
@@ -114,11 +116,13 @@ cdef extern from "bpf/wire.h":
     struct wire_counters:
         uint64_t packets
         uint64_t bytes
+    struct bypass_value:
+        uint64_t packets
     struct wire_liveness:
         uint64_t heartbeat_ns
         uint64_t stale_after_ns
         uint32_t layout
-        uint32_t reserved
+        uint32_t bypass
 
 cdef extern from *:
     """
@@ -184,7 +188,8 @@ def describe_object(path: str) -> dict:
 def expected_value_sizes() -> dict:
     """Value sizes of the maps as this module was compiled (bpf/wire.h): what the object must match."""
     return {WIRE_MAP_PORTS.decode(): sizeof(wire_port), WIRE_MAP_WIRES.decode(): sizeof(wire_state),
-            WIRE_MAP_FAILOPEN.decode(): sizeof(wire_counters), WIRE_MAP_LIVENESS.decode(): sizeof(wire_liveness)}
+            WIRE_MAP_FAILOPEN.decode(): sizeof(wire_counters), WIRE_MAP_LIVENESS.decode(): sizeof(wire_liveness),
+            WIRE_MAP_BYPASS.decode(): sizeof(bypass_value)}
 
 
 cdef void _tc_target(bpf_tc_hook *hook, bpf_tc_opts *opts, int ifindex):
@@ -249,6 +254,8 @@ cdef class WireProgram:
     cdef int wires_fd
     cdef int failopen_fd
     cdef int liveness_fd
+    cdef int bypass_fd              # the flow bypass map (load only; -1 for an instance found by id)
+    cdef int filter_fd              # the ring filter program (load only)
     cdef bint own_fds               # from_id opened them; with `load`, libbpf's object owns them
     cdef wire_liveness *live        # the mmapped liveness value (load only)
     cdef size_t live_len
@@ -257,6 +264,7 @@ cdef class WireProgram:
 
     def __cinit__(self):
         self.prog_fd = self.ports_fd = self.wires_fd = self.failopen_fd = self.liveness_fd = -1
+        self.bypass_fd = self.filter_fd = -1
 
     def __dealloc__(self):
         self._release()
@@ -273,6 +281,7 @@ cdef class WireProgram:
             bpf_object__close(self.obj)
             self.obj = NULL
         self.prog_fd = self.ports_fd = self.wires_fd = self.failopen_fd = self.liveness_fd = -1
+        self.bypass_fd = self.filter_fd = -1
 
     def close(self) -> None:
         """Drop this process's references; an attached filter keeps the program and maps in the kernel.
@@ -304,6 +313,14 @@ cdef class WireProgram:
                 raise WireBpfError(ENOENT, f"{path} has no map {name.decode()}")
             fds.append(bpf_map__fd(m))
         self.ports_fd, self.wires_fd, self.failopen_fd, self.liveness_fd = fds
+        m = bpf_object__find_map_by_name(self.obj, WIRE_MAP_BYPASS)
+        if m == NULL:
+            raise WireBpfError(ENOENT, f"{path} has no map {WIRE_MAP_BYPASS.decode()}")
+        self.bypass_fd = bpf_map__fd(m)
+        prog = bpf_object__find_program_by_name(self.obj, WIRE_PROG_RING_FILTER)
+        if prog == NULL:
+            raise WireBpfError(ENOENT, f"{path} has no program {WIRE_PROG_RING_FILTER.decode()}")
+        self.filter_fd = bpf_program__fd(prog)
         self._finish()
         return self
 
@@ -425,8 +442,26 @@ cdef class WireProgram:
         value.heartbeat_ns = heartbeat_ns
         value.stale_after_ns = stale_after_ns
         value.layout = WIRE_LAYOUT
+        value.bypass = 0
         if bpf_map_update_elem(self.liveness_fd, &zero, &value, 0):
             raise _error(errno, "cannot set the wire program's liveness")
+
+    def set_bypass(self, bint on) -> None:
+        """Turn flow bypass on or off in both programs (the liveness value's `bypass` word)."""
+        cdef wire_liveness value
+        cdef uint32_t zero = 0
+        self._liveness(&value)
+        value.bypass = on
+        if bpf_map_update_elem(self.liveness_fd, &zero, &value, 0):
+            raise _error(errno, "cannot turn flow bypass on")
+
+    def bypass_fds(self) -> tuple:
+        """(bypass map fd, ring filter program fd) of a loaded instance, for `Engine.enable_bypass`; they stay
+        open until `close()`."""
+        self._check()
+        if self.bypass_fd < 0 or self.filter_fd < 0:
+            raise ValueError("this instance of the wire program was not loaded by this process")
+        return (self.bypass_fd, self.filter_fd)
 
     cdef int _liveness(self, wire_liveness *value) except -1:
         cdef uint32_t zero = 0

@@ -84,6 +84,16 @@ ctypedef struct engine_t:
     uint64_t pktdrop_refilled_ns
     uint32_t pktdrop_pending     # ... what it refused since the last record written...
     uint64_t pktdrop_suppressed  # ... and in all
+    # flow bypass (bypass.pxi): the wire program's map, and each port's interface and wire peer
+    int bypass_fd                # -1: off
+    uint32_t bypass_ifindex[MAX_PORTS]   # 0: the port carries no wire program
+    int32_t bypass_peer[MAX_PORTS]       # the other port of its wire, -1 none
+    uint64_t bypass_flows        # flows put in bypass (a flow that leaves and comes back counts again)
+    uint64_t bypass_active       # flows in bypass now
+    uint64_t bypass_packets      # frames the kernel forwarded for bypassed flows (folded)
+    uint64_t bypass_bytes
+    uint64_t bypass_map_full     # flows that stayed in the loop because the map was full
+    uint64_t bypass_errors       # other map refusals
     vsys_state_t vsys[VSYS_SLOTS]  # per-vsys sessions, rate buckets and quota drops (tenancy.pxi)
     uint8_t cls_scratch[SCRATCH_MAX]
     uint8_t scratch[SCRATCH_LEN]
@@ -199,6 +209,8 @@ cdef bint embryonic_record(engine_t *e, uint64_t now) noexcept nogil:
 
 cdef void flow_end(engine_t *e, flow_t *f, uint8_t reason, uint64_t now) noexcept nogil:
     cdef event_t *ev
+    if f.bypass:
+        bypass_leave(e, f, now)
     appid_flow_end(e, e.tables, f)
     inspect_flow_end(e, f)
     if f.mig >= MIG_OUT_CLIENT:
@@ -628,6 +640,10 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
         reason = R_THREAT
         r = inspect_packet(e, t, f, &p, to_server, now, &reason)
         if r != A_ALLOW:
+            if f.threat and f.bypass:
+                # a signature blocked the flow (in the direction still inspected): the kernel forwards
+                # nothing more of the other one either
+                bypass_leave(e, f, now)
             count_drop(e, reason)
             if r == A_REJECT:
                 # RST both ways: to the sender, and onward in place of the dropped packet
@@ -652,6 +668,9 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
         return
     # 8. forward
     forward(e, in_port, data, len, fix, now)
+    # 9. a flow whose verdict is final goes on in the kernel (bypass.pxi)
+    if e.bypass_fd >= 0:
+        bypass_update(e, t, f, &p, in_port, to_server, now)
 
 cdef void workload_arrived(engine_t *e, tables_t *t, int32_t wl, uint16_t in_port, uint64_t now) noexcept nogil:
     """A workload's first frame on the VM side of this dataplane: it may have moved here from another host
@@ -732,6 +751,8 @@ cdef void sweep_flows(engine_t *e, uint64_t now, uint64_t max_slots) noexcept no
             step = next_s - s
         else:
             f = &ft.slots[s]
+            if f.used and f.bypass == BP_IN and (now - f.bp_fold_ns >= BYPASS_FOLD_NS or flow_idle_out(e, f, now)):
+                bypass_fold(e, f, now)   # the kernel forwarded its frames: its counters and last-seen time
             if f.used and flow_idle_out(e, f, now):
                 flow_end(e, f, END_TIMEOUT, now)
                 flow_remove_slot(ft, s)
@@ -771,6 +792,8 @@ cdef inline void adopt_tables(engine_t *e) noexcept nogil:
     cdef usertab_t *u = <usertab_t *>ngfw_load_ptr(<void **>&e.users_pending)
     if p != NULL:
         e.tables = p
+        # bypassed flows come back before the swap is acknowledged: the new policy decides their next frame
+        bypass_leave_all(e, ngfw_now_ns())
         ngfw_store_ptr(<void **>&e.pending, NULL)
     if u != NULL:
         e.users = u

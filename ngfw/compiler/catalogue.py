@@ -10,6 +10,7 @@ import hashlib
 import os
 import pickle
 
+from ngfw.shipped import shipped
 from ngfw.values import value
 
 # paths are os.path strings here: pathlib (and the urllib.parse it imports) is not on `ngfw replay`'s start
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
     from os import PathLike
 
 HERE = os.path.dirname(os.path.realpath(__file__))
-DEFAULT_CATALOGUE = os.path.join(os.path.dirname(os.path.dirname(HERE)), "rules", "apps")
+DEFAULT_CATALOGUE = shipped("rules/apps")
 SUFFIXES = (".yaml", ".yml")
 # Reserved names: classification states, ids 0-4 whatever the files say.
 RESERVED = ("unknown", "unknown-tcp", "unknown-udp", "incomplete", "insufficient-data")

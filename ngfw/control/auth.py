@@ -217,4 +217,14 @@ def _write(path: Path, entries: list[dict[str, str]]) -> None:
     with os.fdopen(fd, "w", encoding="utf-8") as out:
         json.dump({"tokens": entries}, out, indent=1)
         out.write("\n")
+        # a file the control service reads through its group (the .deb's root:ngfw 0640) stays readable
+        # to it when root adds a token
+        try:
+            old = path.stat()
+            os.fchown(out.fileno(), old.st_uid, old.st_gid)
+            os.fchmod(out.fileno(), old.st_mode & 0o640)
+        except FileNotFoundError:
+            pass
+        except PermissionError:
+            pass  # not ours to give away: the new file is 0600, owned by whoever wrote it
     os.replace(tmp, path)  # atomic: control never reads half a file

@@ -45,6 +45,9 @@ def client_options(parser: argparse.ArgumentParser) -> None:
 def register(sub: Any) -> None:
     """Add the control-plane subcommands to `ngfw`'s subparsers."""
     ctl = sub.add_parser("control", help="run the control daemon (HTTP+JSON API), or manage its tokens")
+    ctl.add_argument("--config", metavar="FILE",
+                     help="read settings from a YAML file (the systemd unit's /etc/ngfw/control.yaml): each key is "
+                          "an option of this command, e.g. `listen: 10.0.0.5:9660`; options on the command line win")
     ctl.add_argument("--listen", default="127.0.0.1:9660", metavar="HOST:PORT", help="API address (127.0.0.1:9660)")
     ctl.add_argument("--store", default="sqlite:///var/lib/ngfw/control.db", metavar="URL",
                      help="sqlite:///PATH (default sqlite:///var/lib/ngfw/control.db) or etcd://HOST:PORT[/PREFIX]")
@@ -180,6 +183,10 @@ def add_dataplane_options(parser: argparse.ArgumentParser) -> None:
                         help="with an https:// --control: this host's certificate (PEM), signed by control's "
                              "--client-ca and naming --host (CN or DNS name); replaces the token")
     parser.add_argument("--client-key", metavar="FILE", help="the private key of --client-cert (PEM)")
+    parser.add_argument("--control-wait", type=float, default=0.0, metavar="SECONDS",
+                        help="at start, wait up to SECONDS for a policy from control (or --bundle-cache) and exit "
+                             "with an error if none comes (0, the default: start at once, dropping every frame "
+                             "until one comes)")
 
 
 def start_dataplane_agent(dp: Any, args: argparse.Namespace) -> Any:
@@ -204,6 +211,30 @@ def start_dataplane_agent(dp: Any, args: argparse.Namespace) -> Any:
             "--ca-file, and --client-cert/--client-key instead of a token)", args.control)
     return start(dp, args.control, args.host, token, args.bundle_cache, ca_file=args.ca_file,
                  client_cert=args.client_cert, client_key=args.client_key)
+
+
+def wait_for_policy(agent: Any, args: argparse.Namespace) -> str | None:
+    """Block until the agent enforces a policy (from control, or the cached bundle it loaded at start), at
+    most `--control-wait` s; None when it does, else the reason, in one sentence."""
+    import logging
+
+    log = logging.getLogger("ngfw.agent")
+    if agent.current is not None and agent.connected:
+        return None
+    if agent.current is None:
+        agent.wait_for(lambda a: a.current is not None, args.control_wait)
+    if agent.current is not None:
+        if not agent.connected:
+            # the cached bundle: enforced now; the agent keeps asking control and says if it cannot reach it
+            log.info("enforcing the cached bundle version %d from %s until control %s answers",
+                     agent.current.version, args.bundle_cache, args.control)
+        return None
+    reason = agent.last_error or "no answer"
+    prefix = f"control at {agent.client.url} is "
+    reason = reason[len(prefix):] if reason.startswith(prefix) else reason   # said once below
+    cache = (f"no usable cached bundle in {args.bundle_cache}" if args.bundle_cache
+             else "no cached bundle (bundle-cache is not set)")
+    return f"control {args.control} gave no policy within {args.control_wait:g} s ({reason}), and {cache}"
 
 
 def dispatch(args: argparse.Namespace) -> int | None:
@@ -311,6 +342,8 @@ def _serve(args: argparse.Namespace) -> int:
     except (TokenFileError, StoreError, OSError) as exc:
         print(f"ngfw control: {exc}", file=sys.stderr)
         return 1
+    from ngfw import systemd
+
     log = logging.getLogger("ngfw.control")
     version, identity = store.latest()
     log.info("control on %s, store %s: version %d, identity %d", server.url, args.store, version, identity)
@@ -323,12 +356,18 @@ def _serve(args: argparse.Namespace) -> int:
         log.info("client certificates signed by %s authenticate as dataplane:HOST (HOST: the certificate's CN)",
                  args.client_ca)
     stopping = threading.Event()
+    reloading = threading.Event()
 
     def stop(signum: int, frame: Any) -> None:
         stopping.set()
 
+    def reload(signum: int, frame: Any) -> None:
+        reloading.set()
+        stopping.set()   # wakes the main thread, which tells the two apart
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, reload)
     from ngfw.control.ldap import DirectorySync
 
     directories = DirectorySync(control)   # UserGroups' directory members, refreshed while control runs
@@ -337,13 +376,65 @@ def _serve(args: argparse.Namespace) -> int:
     if control.syslog is not None:
         control.syslog.start()
         log.info("syslog on %s (UDP and TCP): logins map users", args.syslog)
-    stopping.wait()
+    status = f"STATUS=serving {server.url}: version {version}, identity {identity}"
+    systemd.notify("READY=1", status)
+    # the watchdog is fed while the API answers on its own address
+    watchdog = systemd.Watchdog.for_unit(_api_probe(server.url))
+    if watchdog is not None:
+        watchdog.start()
+    while True:
+        stopping.wait()
+        if not reloading.is_set():
+            break
+        reloading.clear()
+        stopping.clear()
+        _reload_tokens(args.tokens, log)
+        systemd.notify("READY=1", status)
+    systemd.notify("STOPPING=1")
+    if watchdog is not None:
+        watchdog.stop()
     directories.stop()
     if control.syslog is not None:
         control.syslog.stop()
     server.stop()
     store.close()
     return 0
+
+
+def _reload_tokens(path: str, log: Any) -> None:
+    """SIGHUP: check the tokens file now (it is re-read whenever it changes anyway); listen and store
+    addresses take a restart."""
+    from pathlib import Path
+
+    from ngfw.control.auth import TokenFileError, read_tokens
+
+    try:
+        log.info("reload: %d tokens in %s; --listen and --store change with a restart", len(read_tokens(Path(path))),
+                 path)
+    except TokenFileError as exc:
+        log.error("reload: %s; the tokens read last stay in force", exc)
+
+
+def _api_probe(url: str) -> Any:
+    """A progress clock for the watchdog: CLOCK_MONOTONIC ns of the latest answer of GET /openapi.json."""
+    import ssl
+    import urllib.request
+
+    probe_url = url.replace("://0.0.0.0:", "://127.0.0.1:").replace("://[::]:", "://[::1]:") + "/openapi.json"
+    # its own address: the answer matters, not whose certificate it is
+    context = ssl._create_unverified_context() if probe_url.startswith("https:") else None
+    last = [0]
+
+    def progress_ns() -> int:
+        try:
+            with urllib.request.urlopen(probe_url, timeout=2, context=context) as response:
+                response.read()
+            last[0] = time.monotonic_ns()
+        except OSError:
+            pass
+        return last[0]
+
+    return progress_ns
 
 
 def _read_documents(paths: list[str]) -> tuple[list[Any], list[str]]:

@@ -9,6 +9,11 @@
 
 `WireFailModes` is built with the ports (it refuses `open` at once where BPF is not allowed), started once
 the packet loop runs and stopped after it ends; the metrics read `status()`.
+
+Flow bypass (docs/dataplane.md) rides on the same program: with `bypass`, every wire carries it (a closed
+one too: the mode only says what happens when the heartbeat is stale), the packet loop fills its bypass map,
+and its ring filter keeps what the kernel forwards out of the dataplane's rings. Where BPF cannot be loaded,
+bypass is off, said once, and the dataplane forwards every flow itself.
 """
 
 from __future__ import annotations
@@ -44,6 +49,9 @@ class HeartbeatEngine(Protocol):
     def set_heartbeat_address(self, address: int) -> None: ...
     def progress_ns(self) -> int: ...
     def allow_midstream(self, seconds: float) -> None: ...
+    # flow bypass (Engine.enable_bypass, bypass.pxi)
+    def enable_bypass(self, map_fd: int, filter_fd: int, ports: dict[int, tuple[int, int]]) -> None: ...
+    def set_bypass_ifindex(self, index: int, ifindex: int) -> None: ...
 
 
 def wire_name(wire: tuple[str, str]) -> str:
@@ -61,7 +69,7 @@ class _Wire:
     mode: str
     slot: int
     ifindexes: tuple[int, int] = (0, 0)
-    attached: bool = False    # the program runs on both interfaces (open wires, once started)
+    attached: bool = False    # the program runs on both interfaces (open wires, and every wire with bypass)
     # what the kernel forwarded for this wire under programs earlier dataplanes left (read at take-over)
     carried_packets: int = 0
     carried_bytes: int = 0
@@ -95,9 +103,11 @@ def _wirebpf() -> Any:
 
 class WireFailModes:
     def __init__(self, wires: list[tuple[str, str]], modes: dict[tuple[str, str], str], ports: list[str],
-                 object_path: Path = OBJECT_PATH, stale_after_ns: int = STALE_AFTER_NS) -> None:
+                 object_path: Path = OBJECT_PATH, stale_after_ns: int = STALE_AFTER_NS,
+                 bypass: bool = False, port_index: dict[str, int] | None = None) -> None:
         """`modes`: wire -> "closed" | "open" (a wire not named is closed); `ports`: every port the dataplane
-        owns (a leftover program on any of them that is not an open wire is removed at start)."""
+        owns (a leftover program on any of them that is not a wire carrying ours is removed at start);
+        `bypass`: flow bypass on the wires (needs `port_index`, port name -> the engine's port index)."""
         for wire, mode in modes.items():
             if wire not in wires:
                 raise ValueError(f"fail mode given for {wire_name(wire)}, which is not a --wire of this dataplane")
@@ -112,30 +122,38 @@ class WireFailModes:
         self._started = False
         self._stopping = threading.Event()
         self._lock = threading.Lock()
+        self.port_index = dict(port_index or {})
+        self.bypass = bypass and bool(self.wires)
         open_wires = [w for w in self.wires if w.mode == "open"]
         if open_wires:
             self.program = self._load(open_wires, object_path)
+        elif self.bypass:
+            try:
+                self.program = self._load(self.wires, object_path, purpose="flow bypass")
+            except FailModeError as exc:
+                log.warning("%s; the dataplane forwards every flow itself", exc)
+                self.bypass = False
 
     # ---- start: load, check, configure (the wire is not touched yet)
-    def _load(self, open_wires: list[_Wire], object_path: Path) -> Any:
+    def _load(self, open_wires: list[_Wire], object_path: Path, purpose: str = "fail mode open") -> Any:
         first = open_wires[0].name
         try:
             wirebpf = _wirebpf()
         except ImportError as exc:
-            raise FailModeError(f"wire {first}: fail mode open needs the wire program's loader "
+            raise FailModeError(f"wire {first}: {purpose} needs the wire program's loader "
                                 f"(ngfw._fastpath.wirebpf), which does not import ({exc}): rebuild ngfw with clang "
                                 "and libbpf-dev installed") from None
         if len(self.wires) > wirebpf.MAX_WIRES:
-            raise FailModeError(f"wire {first}: fail mode open drives at most {wirebpf.MAX_WIRES} wires per "
+            raise FailModeError(f"wire {first}: {purpose} drives at most {wirebpf.MAX_WIRES} wires per "
                                 f"dataplane, this one has {len(self.wires)}")
         if not object_path.exists():
-            raise FailModeError(f"wire {first}: fail mode open needs the wire program {object_path}, which is "
+            raise FailModeError(f"wire {first}: {purpose} needs the wire program {object_path}, which is "
                                 "missing: rebuild ngfw (setup.py compiles it with clang)")
         try:
             program = wirebpf.WireProgram.load(str(object_path))
         except OSError as exc:
             log.debug("libbpf: %s", getattr(exc, "detail", ""))
-            raise FailModeError(_refusal(first, exc)) from None
+            raise FailModeError(_refusal(first, exc, purpose)) from None
         program.set_liveness(self.stale_after_ns)
         for wire in self.wires:
             wire.ifindexes = (socket.if_nametoindex(wire.ports[0]), socket.if_nametoindex(wire.ports[1]))
@@ -147,8 +165,9 @@ class WireFailModes:
                 try:
                     wirebpf.add_clsact(ifindex)
                 except OSError as exc:
-                    raise FailModeError(f"wire {wire.name}: fail mode open needs a tc clsact qdisc on {name}, and "
-                                        f"the kernel refused it ({exc.strerror}): use --fail-mode closed or a "
+                    way_out = "--no-bypass" if purpose == "flow bypass" else "--fail-mode closed"
+                    raise FailModeError(f"wire {wire.name}: {purpose} needs a tc clsact qdisc on {name}, and "
+                                        f"the kernel refused it ({exc.strerror}): use {way_out} or a "
                                         "kernel with sch_clsact") from None
         return program
 
@@ -170,7 +189,7 @@ class WireFailModes:
         leftovers = self._find_leftovers(wirebpf) if wirebpf is not None else {}
         open_ports: set[str] = set()
         for wire in self.wires:
-            if wire.mode == "open" and self._attach(wire):
+            if (wire.mode == "open" or self.bypass) and self._attach(wire):
                 open_ports.update(wire.ports)
         for port in self.ports:
             if port in leftovers and port not in open_ports:
@@ -181,18 +200,51 @@ class WireFailModes:
                 except OSError as exc:
                     log.error("cannot remove the fail-open program an earlier dataplane left on %s (%s): the kernel "
                               "may still forward its frames while no dataplane runs", port, exc)
-        if self._read_leftovers(leftovers):
+        # a program whose counters cannot be read (the unit grants CAP_BPF, not CAP_SYS_ADMIN) may have
+        # forwarded: its connections are picked up as if it had
+        unreadable = any(program is None for program in leftovers.values())
+        if self._read_leftovers(leftovers) or unreadable:
             self._pick_up_midstream(engine)
         for wire in self.wires:
-            if wire.attached:
+            if wire.attached and wire.mode == "open":
                 log.info("wire %s: fail mode open: the kernel forwards between %s and %s when the packet loop has "
                          "not turned for %d ms (tc program %s id %d)", wire.name, *wire.ports,
                          self.stale_after_ns // 1_000_000, "ngfw_wire", self.program.prog_id)
             else:
                 log.info("wire %s: fail mode closed: nothing passes while no dataplane runs", wire.name)
+        if self.bypass:
+            self._enable_bypass(engine)
         if self.program is not None:
             self._monitor = threading.Thread(target=self._watch, name="ngfw-failmode", daemon=True)
             self._monitor.start()
+
+    def _enable_bypass(self, engine: Any) -> None:
+        """The loop fills the program's bypass map for the wires that carry it; their ring sockets get the
+        filter; then the programs start looking frames up."""
+        ports: dict[int, tuple[int, int]] = {}
+        for wire in self.wires:
+            if not wire.attached:
+                continue
+            a, b = (self.port_index.get(p) for p in wire.ports)
+            if a is None or b is None:
+                continue
+            ports[a] = (wire.ifindexes[0], b)
+            ports[b] = (wire.ifindexes[1], a)
+        if not ports:
+            log.warning("flow bypass is off: no wire carries the wire program; the dataplane forwards every flow "
+                        "itself")
+            self.bypass = False
+            return
+        try:
+            map_fd, filter_fd = self.program.bypass_fds()
+            engine.enable_bypass(map_fd, filter_fd, ports)
+            self.program.set_bypass(True)
+        except (OSError, ValueError) as exc:
+            log.warning("flow bypass is off (%s); the dataplane forwards every flow itself", exc)
+            self.bypass = False
+            return
+        log.info("flow bypass on: the kernel forwards flows whose verdict is final on %s",
+                 ", ".join(w.name for w in self.wires if w.attached))
 
     def _wait_first_turn(self, engine: HeartbeatEngine) -> None:
         deadline = time.monotonic() + FIRST_TURN_TIMEOUT
@@ -314,6 +366,8 @@ class WireFailModes:
             side = wire.ports.index(port)
             old, peer = wire.ifindexes[side], wire.ifindexes[1 - side]
             wire.ifindexes = (ifindex, peer) if side == 0 else (peer, ifindex)
+            if self.bypass and self._engine is not None and port in self.port_index:
+                self._engine.set_bypass_ifindex(self.port_index[port], ifindex)
             if self.program is None or old == ifindex:
                 continue
             try:
@@ -342,6 +396,22 @@ class WireFailModes:
             self._monitor.join(timeout=2)
         if self.program is not None:
             engine.set_heartbeat_address(0)
+        if self.bypass:
+            # the kernel forwards nothing more for this dataplane's flows; a closed wire's program goes
+            try:
+                self.program.set_bypass(False)
+            except OSError as exc:
+                log.warning("cannot turn flow bypass off (%s): it stops %d ms after the loop's last turn", exc,
+                            self.stale_after_ns // 1_000_000)
+            wirebpf = _wirebpf()
+            for wire in self.wires:
+                if wire.attached and wire.mode != "open":
+                    for ifindex in wire.ifindexes:
+                        try:
+                            wirebpf.detach(ifindex)
+                        except OSError as exc:
+                            log.warning("wire %s: cannot remove the wire program (%s)", wire.name, exc)
+                    wire.attached = False
         for wire in self.wires:
             if wire.attached:
                 log.warning("wire %s stays open: the kernel forwards between %s and %s until a dataplane takes the "
@@ -368,9 +438,10 @@ class WireFailModes:
         return out
 
 
-def _refusal(wire: str, exc: OSError) -> str:
+def _refusal(wire: str, exc: OSError, purpose: str = "fail mode open") -> str:
+    way_out = "--no-bypass" if purpose == "flow bypass" else "--fail-mode closed"
     if exc.errno in (errno.EPERM, errno.EACCES):
-        return (f"wire {wire}: fail mode open needs eBPF, and this process may not load BPF programs: run the "
-                "dataplane as root (or with CAP_BPF and CAP_NET_ADMIN) or use --fail-mode closed")
-    return (f"wire {wire}: fail mode open needs eBPF, and this kernel refused the wire program "
-            f"({exc.strerror or exc}): use --fail-mode closed or a kernel with BPF and tc clsact")
+        return (f"wire {wire}: {purpose} needs eBPF, and this process may not load BPF programs: run the "
+                f"dataplane as root (or with CAP_BPF and CAP_NET_ADMIN) or use {way_out}")
+    return (f"wire {wire}: {purpose} needs eBPF, and this kernel refused the wire program "
+            f"({exc.strerror or exc}): use {way_out} or a kernel with BPF and tc clsact")

@@ -96,6 +96,18 @@ class DataplaneCollector(Collector):
         if users is not None:
             yield GaugeMetricFamily("ngfw_user_mappings", "Addresses the user table in force maps to a user (User-ID)",
                                     value=users.stats()["mapped"])
+        bypass = stats["bypass"]
+        yield GaugeMetricFamily("ngfw_bypass_enabled", "1 while flow bypass runs (the kernel forwards flows whose "
+                                "verdict is final), 0 when it is off or not available", value=int(bypass["enabled"]))
+        yield GaugeMetricFamily("ngfw_bypass_flows_active", "Flows the kernel forwards now", value=bypass["active"])
+        yield CounterMetricFamily("ngfw_bypass_flows_total", "Flows put in bypass (again after a policy change)",
+                                  value=bypass["flows"])
+        yield CounterMetricFamily("ngfw_bypass_packets_total", "Frames the kernel forwarded for bypassed flows "
+                                  "(folded into their flows about every second)", value=bypass["packets"])
+        yield CounterMetricFamily("ngfw_bypass_bytes_total", "Bytes the kernel forwarded for bypassed flows",
+                                  value=bypass["bytes"])
+        yield CounterMetricFamily("ngfw_bypass_map_full_total", "Times a flow stayed in the packet loop because the "
+                                  "bypass map was full", value=bypass["map_full"])
         yield from self._migrations()
         continued = CounterMetricFamily("ngfw_sessions_continued_total", "Sessions of the previous dataplane process "
                                         "(crash or restart), by what importing them did", labels=["result"])

@@ -144,6 +144,16 @@ class OperationsSocket:
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
+            # a connection of our own wakes the accept now, rather than at its next timeout: a restart
+            # waits for this process to end
+            poke = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            poke.settimeout(0.2)
+            try:
+                poke.connect(self.path)
+            except OSError:
+                pass
+            finally:
+                poke.close()
             self._thread.join(timeout=2)
         if self._sock is not None:
             self._sock.close()
@@ -163,6 +173,9 @@ class OperationsSocket:
                 if self._stop.is_set():
                     return
                 continue
+            if self._stop.is_set():   # stop()'s wake-up call, or a client too late
+                conn.close()
+                return
             self.counters["connections"] += 1
             if not self._slots.acquire(blocking=False):
                 self.counters["busy"] += 1

@@ -79,7 +79,7 @@ class Dataplane:
                  appid: dict[str, int] | None = None, tx_thread: bool = True,
                  inspect_flows: int | None = None, state_dir: str | None = None, host: str | None = None,
                  max_workload_loss: float = 0.5, signature_cache: str | None = None,
-                 eve_options: EveOptions | None = None) -> None:
+                 eve_options: EveOptions | None = None, bypass: bool = True) -> None:
         """`state_dir`: a tmpfs directory where the flow table lives, so a restarted dataplane continues its
         sessions (ngfw.dataplane.state); None: the heap (sessions end with the process). `signature_cache`:
         where signature sets named by SignatureSet resources are kept (default: the cache directory's
@@ -160,6 +160,10 @@ class Dataplane:
         self._drain_thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._lock = threading.Lock()
+        # one table build at a time: SIGHUP's re-apply and the control agent's apply must not interleave,
+        # or the one that finishes last (possibly the older policy) would stay in force
+        self._swap_lock = threading.RLock()
+        self.policy_source_digest: str | None = None   # of the --policy files last loaded
         self._last_full_warning = 0.0
         self._last_insert_failures = 0
         self.port_index: dict[str, int] = {}
@@ -177,7 +181,8 @@ class Dataplane:
         try:
             self._open_ports()
             # refuses `open` here, before anything runs, where BPF is not allowed
-            self.fail_modes = WireFailModes(plan.wires, plan.fail_modes, list(self.port_index))
+            self.fail_modes = WireFailModes(plan.wires, plan.fail_modes, list(self.port_index), bypass=bypass,
+                                            port_index=dict(self.port_index))
         except BaseException:
             if self.state is not None:
                 self.state.discard_table()   # what the last process left stays for the next attempt
@@ -275,18 +280,21 @@ class Dataplane:
             log.warning("rule skipped: %s", line)
         return True
 
-    def reload_signatures(self) -> None:
-        """SIGHUP: recompile changed rule files; a set with malformed rules is refused, the running one stays."""
+    def reload_signatures(self) -> bool:
+        """SIGHUP: recompile changed rule files; a set with malformed rules is refused, the running one stays.
+        True when a new rule set was compiled (it takes effect with the next table build)."""
         from ngfw.dataplane.threats import RulesError
 
         if not self.signature_sources:
-            return
+            return False
         try:
             if self._compile_signatures(self.signature_variables, strict=True):
                 self.rules_reloads_ok += 1
+                return True
         except RulesError as exc:
             self.rules_reloads_failed += 1
             log.error("signature reload refused, the running rule set stays: %s", exc)
+        return False
 
     def signature_hashes(self) -> dict[str, str]:
         """{set name: sha256 of its rule files' archive} of the sets in force: the same files give the same hash
@@ -306,7 +314,17 @@ class Dataplane:
         atomically; flows are decided again on their next packet, as after a reload."""
         self._swap(policy, identity_only=True)
 
+    def reapply(self) -> None:
+        """Build the running policy's tables again (new signatures), without compiling the policy again."""
+        with self._swap_lock:
+            if self.policy is not None:
+                self._swap(self.policy, identity_only=False)
+
     def _swap(self, policy: CompiledPolicy, identity_only: bool) -> None:
+        with self._swap_lock:
+            self._swap_locked(policy, identity_only)
+
+    def _swap_locked(self, policy: CompiledPolicy, identity_only: bool) -> None:
         started = time.perf_counter()
         inspect = self.signatures.inspect if self.signatures is not None else None
         with self._lock:
@@ -369,6 +387,7 @@ class Dataplane:
 
         assert self.policy_path is not None
         started = time.perf_counter()
+        source = self._policy_source_digest()
         try:
             policy = load_policy_cached(self.policy_path, version=self.version + 1)
             self._check_workload_loss(policy)
@@ -377,6 +396,7 @@ class Dataplane:
             raise
         self.version = policy.version
         self.load(policy)
+        self.policy_source_digest = source
         self.last_load_seconds = time.perf_counter() - started
         return policy
 
@@ -397,20 +417,54 @@ class Dataplane:
                                f"workloads ({share:.0%}, more than --max-workload-loss {self.max_workload_loss:.0%}): "
                                f"{names}; start the dataplane with a higher --max-workload-loss to accept it"])
 
-    def reload(self) -> bool:
-        """SIGHUP: reload rule files and the policy file; a bad policy is refused and the running one stays."""
-        self.reload_signatures()
+    def _policy_source_digest(self) -> str | None:
+        """sha256 of the --policy files' names and bytes; None when they cannot be read."""
+        import hashlib
+        from pathlib import Path
+
+        from ngfw.model.files import NoPolicyFiles, policy_files  # not the models: no pydantic at start
+
+        assert self.policy_path is not None
+        h = hashlib.sha256()
         try:
-            policy = self.load_file()
-        except Exception as exc:  # noqa: BLE001 - every failure keeps the running policy
-            log.error("policy reload refused, version %s stays in force: %s",
-                      self.policy.version if self.policy else "none", exc)
-            return False
-        log.info("policy version %d loaded from %s: %d workloads, %d rules", policy.version, self.policy_path,
-                 len(policy.workloads), len(policy.rules))
+            for file in policy_files(Path(self.policy_path)):
+                h.update(str(file).encode() + b"\0" + file.read_bytes() + b"\0")
+        except (OSError, NoPolicyFiles):
+            return None
+        return h.hexdigest()
+
+    def reload(self) -> bool:
+        """SIGHUP: reopen the EVE file (log rotation), then rebuild only what changed: changed rule files are
+        recompiled, a changed policy file is loaded again (a bad one is refused and the running one stays),
+        and the tables are rebuilt only if either changed. In --control mode the policy is control's: only
+        the rule files are looked at."""
         if self.eve is not None:
             self.eve.reopen()
+        rules_changed = self.reload_signatures()
+        policy_changed = bool(self.policy_path) and self._policy_source_digest() != self.policy_source_digest
+        if policy_changed:
+            try:
+                policy = self.load_file()
+            except Exception as exc:  # noqa: BLE001 - every failure keeps the running policy
+                log.error("policy reload refused, version %s stays in force: %s",
+                          self.policy.version if self.policy else "none", exc)
+                return False
+            log.info("policy version %d loaded from %s: %d workloads, %d rules", policy.version, self.policy_path,
+                     len(policy.workloads), len(policy.rules))
+        elif rules_changed:
+            self.reapply()
+            log.info("reload: rule files changed; policy version %s kept, its tables rebuilt",
+                     self.policy.version if self.policy else "none")
+        else:
+            log.info("reload: EVE file reopened; policy and rule files unchanged, nothing recompiled")
         return True
+
+    def status_line(self) -> str:
+        """What `systemctl status` shows next to the unit: the policy in force and the ports."""
+        if self.policy is None:
+            return f"no policy yet: dropping every frame on {', '.join(self.port_index)}"
+        return (f"enforcing policy version {self.policy.version} ({len(self.policy.rules)} rules) on "
+                f"{', '.join(self.port_index)}")
 
     def _fold_hits(self, tables: Any) -> None:
         """Keep rule hit and app counters monotonic across generations (labels are names, not indexes)."""
@@ -458,16 +512,25 @@ class Dataplane:
 
     # ---- running
     def start(self) -> None:
+        self.start_forwarding()
+        self.start_watching()
+
+    def start_forwarding(self) -> None:
+        """The packet loop and the wires: from its return the policy is enforced."""
         if self.tx_thread:
             self.engine.use_tx_thread()
-            self._tx_thread = threading.Thread(target=self.engine.run_tx, name="ngfw-tx", daemon=True)
+            self._tx_thread = _named_thread("ngfw-tx", self.engine.run_tx)
             self._tx_thread.start()
-        self._loop_thread = threading.Thread(target=self.engine.run, name="ngfw-fastpath", daemon=True)
+        self._loop_thread = _named_thread("ngfw-fastpath", self.engine.run)
         self._loop_thread.start()
-        self._drain_thread = threading.Thread(target=self._drain_forever, name="ngfw-events", daemon=True)
+        self._drain_thread = _named_thread("ngfw-events", self._drain_forever)
         self._drain_thread.start()
         self.fail_modes.start(self.engine)  # after the loop's first turn: take the wires
         log.info("forwarding on %s", ", ".join(self.port_index))
+
+    def start_watching(self) -> None:
+        """After start_forwarding: follow the ports' links (netlink) and check the offloads of links an earlier
+        dataplane set up -- a few hundred milliseconds of imports and netlink that traffic need not wait for."""
         self._start_link_watch()
         for name in self._links_to_check:   # set up by an earlier dataplane: offloads may have changed since
             disable_superframe_offloads(name)
@@ -610,9 +673,26 @@ class Dataplane:
         self.tap_fds.clear()
 
 
+def _named_thread(name: str, body: Any) -> threading.Thread:
+    """A daemon thread that also carries `name` in the kernel (`top -H`, `ps -L`, /proc/PID/task/*/comm),
+    so an operator (or a test) can tell the packet loop from the threads around it."""
+
+    def run() -> None:
+        try:
+            with open(f"/proc/self/task/{threading.get_native_id()}/comm", "w") as comm:
+                comm.write(name[:15])
+        except OSError:
+            pass
+        body()
+
+    return threading.Thread(target=run, name=name, daemon=True)
+
+
 def serve(dp: Dataplane, metrics_addr: tuple[str, int] | None, sessions_socket: str | None = None) -> int:
     """Run until SIGINT/SIGTERM; SIGHUP reloads the policy. `sessions_socket`: serve `ngfw sessions` and
     `ngfw policy hits` there (ngfw.dataplane.opsocket). Returns the exit status."""
+    from ngfw import systemd
+
     wake = threading.Event()
     wanted = {"reload": False, "stop": False}
 
@@ -628,7 +708,17 @@ def serve(dp: Dataplane, metrics_addr: tuple[str, int] | None, sessions_socket: 
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
     # forwarding first: after a restart, every millisecond before the loop runs is traffic held up
-    dp.start()
+    dp.start_forwarding()
+    # systemd (Type=notify): READY once a policy is enforced -- now, if the loop started with one; the
+    # watchdog is fed while the packet loop turns
+    ready = False
+    if dp.policy is not None:
+        systemd.notify("READY=1", f"STATUS={dp.status_line()}")
+        ready = True
+    dp.start_watching()
+    watchdog = systemd.Watchdog.for_unit(dp.engine.progress_ns)
+    if watchdog is not None:
+        watchdog.start()
     operations = None
     try:
         if sessions_socket:
@@ -651,13 +741,20 @@ def serve(dp: Dataplane, metrics_addr: tuple[str, int] | None, sessions_socket: 
             start_http_server(metrics_addr[1], addr=metrics_addr[0], registry=registry)
             log.info("metrics on http://%s:%d/metrics", *metrics_addr)
         while not wanted["stop"]:
+            if not ready and dp.policy is not None:
+                systemd.notify("READY=1", f"STATUS={dp.status_line()}")
+                ready = True
             wake.wait(1.0)
             wake.clear()
             if wanted["reload"]:
                 wanted["reload"] = False
-                if dp.policy_path:
-                    dp.reload()
+                systemd.notify("RELOADING=1", "STATUS=reloading")
+                dp.reload()
+                ready = False   # READY=1 again, with the new status, at the top of the loop
     finally:
+        systemd.notify("STOPPING=1", "STATUS=stopping: logging open flows")
+        if watchdog is not None:
+            watchdog.stop()
         if operations is not None:
             operations.stop()
         dp.stop()

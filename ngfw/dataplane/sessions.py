@@ -8,7 +8,7 @@ looks at a bounded number of flow slots, so a page of a 250,000-flow table is ma
 stall; the filter runs in C, so only matching flows reach Python.
 
 Records are named as EVE names a flow's end (ngfw.dataplane.eve): the same fields, plus what only a live flow
-has (state, age, idle time, whether it is inspected, `bypass` for flow bypass once it exists).
+has (state, age, idle time, whether it is inspected, `bypass`: the kernel forwards it, flow bypass).
 """
 
 from __future__ import annotations
@@ -382,7 +382,7 @@ def session_record(flow: dict[str, Any], names: PolicyNames | None, host: str = 
         "pkts_toserver": flow["pkts_toserver"], "pkts_toclient": flow["pkts_toclient"],
         "bytes_toserver": flow["bytes_toserver"], "bytes_toclient": flow["bytes_toclient"],
         "inspected": flow["inspected"],
-        "bypass": False,   # flow bypass (a kernel fast path for flows whose verdict is final) does not exist yet
+        "bypass": flow.get("bypass", False),   # the kernel forwards it (flow bypass, docs/dataplane.md)
         "in_iface": flow["in_port"],
         "policy_version": names.version if names is not None else flow["generation"],
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 from typing import TextIO
@@ -10,12 +11,19 @@ from ngfw.lab.dataplane_process import ArgvBuilder, default_dataplane_argv
 from ngfw.lab.topology import describe, lab_down, lab_exists, lab_up
 
 
-def lab_up_cmd(prefix: str = "ngfw", hosts: int = 1, out: TextIO = sys.stdout, vm_workloads: bool = False) -> int:
+def lab_up_cmd(prefix: str = "ngfw", hosts: int = 1, out: TextIO = sys.stdout, vm_workloads: bool = False,
+               fw_vm: bool = False) -> int:
     """Build lab `prefix` (rebuilding it if it exists) and print what exists; `hosts=2` adds host-b (ngfw.lab.hosts);
-    `vm_workloads` makes web1 and web2 QEMU guests (ngfw.lab.workloads)."""
+    `vm_workloads` makes web1 and web2 QEMU guests (ngfw.lab.workloads); `fw_vm` boots the ngfw VM as the
+    firewall (ngfw.lab.fw_vm)."""
     from ngfw.lab.workloads import record_namespace_workloads, start_vm_workloads
 
+    if fw_vm and hosts != 1:
+        print(f"lab {prefix!r}: --fw-vm builds a one-host lab (the firewall VM replaces host-a's fw namespace)",
+              file=out)
+        return 2
     booted = []
+    firewall = None
     try:
         if hosts == 2:
             from ngfw.lab.hosts import two_host_up
@@ -28,11 +36,24 @@ def lab_up_cmd(prefix: str = "ngfw", hosts: int = 1, out: TextIO = sys.stdout, v
         record_namespace_workloads(prefix)
         if vm_workloads:
             booted = start_vm_workloads(prefix, progress=lambda msg: print(f"lab {prefix!r}: {msg}", file=out))
+        if fw_vm:
+            from ngfw.lab.artifacts import ensure_vm_image
+            from ngfw.lab.fw_vm import start_fw_vm
+
+            def progress(msg: str) -> None:
+                print(f"lab {prefix!r}: {msg}", file=out, flush=True)
+
+            firewall = start_fw_vm(lab, ensure_vm_image(say=progress), say=progress)
     except Exception as exc:  # noqa: BLE001 - reported to the user, exit code 1
         print(f"lab {prefix!r}: could not be built: {exc}", file=out)
-        lab_down(prefix)
+        lab_down_cmd(prefix, out=io.StringIO())  # also the guests and TAPs a half-built lab left
         return 1
-    print(f"lab {prefix!r} is up (no firewall in the path yet: start `ngfw dataplane` in {lab.fw_ns}):", file=out)
+    if firewall is not None:
+        print(f"lab {prefix!r} is up; the firewall is the ngfw VM (QEMU pid {firewall.pid}, {firewall.accel}), "
+              f"enforcing rules/examples/lab.yaml {firewall.boot_seconds:.1f} s after it started; console log "
+              f"{firewall.guest.files.console_log}; `ngfw lab down` stops it:", file=out)
+    else:
+        print(f"lab {prefix!r} is up (no firewall in the path yet: start `ngfw dataplane` in {lab.fw_ns}):", file=out)
     for line in describe(prefix):
         print(f"  {line}", file=out)
     print(
@@ -46,7 +67,8 @@ def lab_up_cmd(prefix: str = "ngfw", hosts: int = 1, out: TextIO = sys.stdout, v
         print(f"  {vm.name} is a QEMU guest ({g.accel}, {g.spec.memory_mb} MiB, pid {g.pid}) on TAP "
               f"{g.spec.nics[0].tap} in {g.netns}, booted in {vm.boot_seconds:.1f} s; console log "
               f"{g.files.console_log}", file=out)
-    print(f"  dataplane wire: --wire {lab.wire} (inside {lab.fw_ns})", file=out)
+    if firewall is None:
+        print(f"  dataplane wire: --wire {lab.wire} (inside {lab.fw_ns})", file=out)
     if two is not None:
         print(f"  host-b: tenant-b's db1 {two.db1.ipv4} / {two.db1.ipv6} ({two.db1.mac}) behind {two.host_b.fw_ns}",
               file=out)
@@ -99,8 +121,9 @@ def demo_cmd(
     baseline: bool = False,
     policy: str | None = None,
     dataplane_argv_builder: ArgvBuilder | None = default_dataplane_argv,
+    fw_vm: bool = False,
 ) -> int:
     """`ngfw demo`: see `ngfw.lab.demo.run_demo`."""
     from ngfw.lab.demo import run_demo
 
-    return run_demo(dataplane_argv_builder, prefix=prefix, baseline=baseline, policy=policy)
+    return run_demo(dataplane_argv_builder, prefix=prefix, baseline=baseline, policy=policy, fw_vm=fw_vm)

@@ -81,8 +81,12 @@ def commits_under_load(site: ControlSite, churn: Churn, commits: int = 20, pings
     try:
         for name, ns, dest in (("ping web1->srv", lab.web1.ns, lab.srv.ipv4), ("ping db1->srv", db1.ns, lab.srv.ipv4)):
             loads[name] = run_in(ns, ["ping", "-c", str(pings), "-i", f"{interval:.3f}", "-W", "1", dest], **text)
-        for name, url, size in (("tcp web1->srv", f"http://{lab.srv.ipv4}/big.bin", BIG_FILE_SIZE),
-                                ("tcp web1->db1", f"http://{db1.ipv4}:{DB_PORT}/big.bin", DB_FILE_SIZE)):
+        # the lab's nginx paces its download too (`?rate=`): a client's --limit-rate only slows its reads, and a
+        # flow the kernel forwards (flow bypass) may arrive, and end, long before the commits do
+        for name, url, size in (("tcp web1->srv", f"http://{lab.srv.ipv4}/big.bin?rate={int(BIG_FILE_SIZE / seconds)}",
+                                 BIG_FILE_SIZE),
+                                ("tcp web1->db1", f"http://{db1.ipv4}:{DB_PORT}/big.bin?rate={int(DB_FILE_SIZE / seconds)}",
+                                 DB_FILE_SIZE)):
             rate = int(size / seconds)
             loads[name] = run_in(lab.web1.ns, ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{size_download}",
                                                "--limit-rate", str(rate), "--max-time", str(int(seconds * 4)), url],

@@ -1,7 +1,7 @@
 """`ngfw control` and one `ngfw dataplane --control` per host, running in the two-host lab.
 
 Control runs in the management namespace with a SQLite store and a tokens file in `workdir`;
-db1 serves HTTP on tcp/8000 (`python -m http.server`, with a `big.bin` to stream); each host's
+db1 serves HTTP on tcp/8000 (`ngfw.lab.paced_http`, with a `big.bin` to stream, paced by `?rate=`); each host's
 dataplane takes its bundle from control. Used by the namespace tests and bench/control_lab_bench.py.
 Every process is started by us and stopped, by its handle, when the `control_site` context exits.
 """
@@ -128,7 +128,7 @@ def control_site(two: TwoHostLab, workdir: Path, policy: Path, ready_timeout: fl
         (www / "index.html").write_text("tenant-b database front\n")
         (www / "big.bin").write_bytes(b"\x5a" * DB_FILE_SIZE)
         logs.append(open(workdir / "db1-http.log", "ab"))
-        procs.append(run_in(two.db1.ns, [sys.executable, "-m", "http.server", str(DB_PORT), "--bind", two.db1.ipv4,
+        procs.append(run_in(two.db1.ns, [sys.executable, "-m", "ngfw.lab.paced_http", str(DB_PORT), "--bind", two.db1.ipv4,
                                          "--directory", str(www)],
                             stdout=logs[-1], stderr=logs[-1], stdin=subprocess.DEVNULL))
 

@@ -42,9 +42,18 @@ def default_dataplane_argv(policy: str, metrics: str, eve: str, wire: str = "fw-
 
 
 def repo_path(relative: str) -> Path:
-    """A path shipped with the project (rules/examples/...): in the source tree, else relative to the cwd."""
+    """A path shipped with the project (rules/examples/...): in the source tree (or the installed copy of
+    rules/), else relative to the cwd."""
     candidate = REPO_ROOT / relative
-    return candidate if candidate.exists() else Path(relative).resolve()
+    if candidate.exists():
+        return candidate
+    if relative.startswith("rules/"):
+        from ngfw.shipped import shipped
+
+        installed = Path(shipped(relative))
+        if installed.exists():
+            return installed
+    return Path(relative).resolve()
 
 
 def dataplane_env() -> dict[str, str]:
@@ -181,6 +190,9 @@ class DataplaneProcess:
             f"dataplane /metrics on {self.metrics_host}:{self.metrics_port} (ns {self.ns}) did not answer within "
             f"{timeout:.0f} s (last error: {last_error})\nargv: {' '.join(self.argv)}\nstderr:\n{self.stderr_text()}"
         )
+
+    def exit_description(self) -> str:
+        return f"dataplane exited with {self.proc.returncode}"
 
     def reload(self) -> None:
         """Ask the dataplane to re-read its policy (SIGHUP)."""

@@ -32,6 +32,10 @@ from ngfw.lab.services import lab_services
 from ngfw.lab.signals import Terminated, raise_on_signals
 from ngfw.lab.topology import Lab, lab_bridge_fw, lab_down, lab_up
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ngfw.lab.fw_vm import FwVm
+
 DEMO_POLICY = "rules/examples/lab.yaml"
 DEMO_RULES = "rules/threats/lab.rules"   # the signatures web-to-server-http inspects with
 METRICS_PORT = 9650
@@ -171,9 +175,12 @@ def run_demo(
     prefix: str = "ngfw",
     baseline: bool = False,
     policy: str | None = None,
+    fw_vm: bool = False,
     out: TextIO = sys.stdout,
 ) -> int:
-    """Run the demo; 0 when every check got the expected verdict (in baseline mode: when allowed ones pass)."""
+    """Run the demo; 0 when every check got the expected verdict (in baseline mode: when allowed ones pass).
+    `fw_vm`: the firewall is the ngfw VM image under QEMU (ngfw.lab.fw_vm) instead of a dataplane process
+    in the fw namespace."""
 
     def say(line: str = "") -> None:
         print(line, file=out, flush=True)
@@ -188,7 +195,7 @@ def run_demo(
             stack.callback(shutil.rmtree, workdir, ignore_errors=True)
             stack.callback(lab_down, prefix)
             try:
-                return _demo(stack, say, prefix, baseline, policy_path, workdir, dataplane_argv_builder)
+                return _demo(stack, say, prefix, baseline, policy_path, workdir, dataplane_argv_builder, fw_vm)
             finally:
                 quiet()  # a second Ctrl-C must not cut the teardown short
                 say(f"demo: tearing down lab {prefix!r}")
@@ -211,13 +218,23 @@ def _demo(
     policy_path: Path,
     workdir: Path,
     argv_builder: ArgvBuilder | None,
+    fw_vm: bool = False,
 ) -> int:
     say(f"demo: building lab {prefix!r} (namespaces {prefix}-host, -fw, -web1, -web2, -srv)")
     lab = lab_up(prefix)
     say(f"demo: starting nginx (:80, :8443), DNS and sshd on srv {lab.srv.ipv4}")
     stack.enter_context(lab_services(lab))
-    dp: DataplaneProcess | None = None
-    if baseline:
+    dp: DataplaneProcess | FwVm | None = None
+    if fw_vm:
+        from ngfw.lab.artifacts import ensure_vm_image
+        from ngfw.lab.fw_vm import shutdown_lab_vm, start_fw_vm
+
+        image = ensure_vm_image(say=lambda line: say(f"demo: {line}"))
+        stack.callback(shutdown_lab_vm, prefix)
+        dp = start_fw_vm(lab, image, policy_path, {"lab": repo_path(DEMO_RULES)}, say=lambda line: say(f"demo: {line}"))
+        say(f"demo: the firewall is the ngfw VM (pid {dp.pid}): its two NICs on br-vm and br-up, "
+            f"ngfw-dataplane.service enforcing {dp.boot_seconds:.1f} s after QEMU started")
+    elif baseline:
         lab_bridge_fw(lab)
         say("demo: BASELINE mode: a Linux bridge joins fw-vm and fw-up (no policy is enforced)")
     else:
@@ -242,7 +259,7 @@ def _demo(
         except OSError as exc:
             say(f"  (cannot read /metrics: {exc})")
         if not dp.running():
-            say(f"  dataplane exited with {dp.proc.returncode} during the demo:\n{dp.stderr_text()}")
+            say(f"  {dp.exit_description()} during the demo:\n{dp.stderr_text()}")
             status = 1
         # Flow records are written when a flow ends; stopping the dataplane ends the open ones.
         dp.stop()

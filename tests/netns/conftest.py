@@ -39,7 +39,9 @@ DATAPLANE_READY_TIMEOUT = 20.0
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark every test under tests/netns `netns`, and skip them all when not root."""
+    """Mark every test under tests/netns `netns`, and skip them all when not root. Tests marked `slow`
+    (minutes on their own: the ngfw VM booted under TCG) run with the rest, as CI runs them; a developer
+    leaves them out with `-m "not slow"`."""
     skip = pytest.mark.skip(reason=NOT_ROOT_REASON) if os.geteuid() != 0 else None
     for item in items:
         if HERE in Path(str(item.path)).resolve().parents:

@@ -73,7 +73,7 @@ def test_open_without_the_wire_program_says_to_rebuild(tmp_path: Path) -> None:
 
 
 def test_the_shipped_wire_program_matches_its_loader() -> None:
-    """The object setup.py compiled holds the tc program and the four maps, with the value sizes the loader
+    """The object setup.py compiled holds the tc program and its maps (flow bypass's too), with the value sizes the loader
     was compiled with (bpf/wire.h on both sides), and a heartbeat map the dataplane can memory-map."""
     from ngfw._fastpath import wirebpf
 

@@ -15,24 +15,26 @@
  * them); a restarted dataplane finds them through the filter (prog id -> map ids), reads the counters and
  * replaces the filter with its own instance.
  *
- * Extension point: flow bypass. A later change adds
- *
- *     ngfw_bypass: BPF_MAP_TYPE_LRU_HASH, key  struct { vlan, proto, addresses, ports } (the flow's 5-tuple
- *                  and VLAN, both directions inserted, as the fastpath's flow key),
- *                  value struct { peer_ifindex, packets, bytes, last_seen_ns } (per-CPU or atomics),
- *
- * filled by the dataplane for flows whose verdict is final (allowed, no App-ID or inspection pending), and
- * looks it up in the `fresh` branch below, before TC_ACT_OK: a hit is redirected to value.peer_ifindex and
- * counted; the dataplane folds the counters back into the flow's record and expires idle entries. The lookup
- * needs a parser (Ethernet, up to two VLAN tags, IPv4/IPv6, TCP/UDP); a frame it cannot parse, or that
- * misses, returns TC_ACT_OK and reaches the dataplane as today. Only a stale heartbeat on an open wire
- * redirects frames that were not looked up. In the stale branch bypass adds nothing: an open wire forwards
- * everything, and a closed wire passes nothing, not even bypassed flows. struct wire_port and wire_state
- * leave the per-interface and per-wire data where a bypass entry does not need to repeat them.
+ * Flow bypass (docs/dataplane.md): while the heartbeat is fresh and bypass is on, a frame whose direction of
+ * a flow the dataplane put in ngfw_bypass (its verdict is final) is redirected to the entry's peer interface
+ * and counted in the entry; the dataplane folds the counters into its flow record and removes the entry at
+ * the flow's end or when a policy change reaches it. AF_PACKET sockets see a frame before tc ingress runs,
+ * so the same lookup runs as a socket filter on the dataplane's ring sockets (ngfw_ring_filter): a
+ * bypassed frame is not copied into the ring, and the packet loop never sees it. A frame either program
+ * cannot parse (VLAN tags, IP options are fine, fragments, IPv6 extension headers, neither TCP nor UDP),
+ * a TCP segment with SYN, FIN or RST (the loop tracks the connection's state and ends it), a sender MAC
+ * other than the entry's, and any miss go to the packet loop as without bypass. In the stale branch bypass
+ * adds nothing: an open wire forwards everything, and a closed wire passes nothing, not even bypassed flows.
  */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/in.h>
+#include <linux/tcp.h>
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
 
 #include "wire.h"
 
@@ -65,6 +67,112 @@ struct {
     __type(value, struct wire_liveness);
 } ngfw_liveness SEC(".maps");
 
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, BYPASS_MAX_ENTRIES);
+    __type(key, struct bypass_key);
+    __type(value, struct bypass_value);
+} ngfw_bypass SEC(".maps");
+
+/* The frame's key (ifindex left to the caller) and sender MAC; *empty: a TCP segment without payload.
+ * -1: anything the packet loop must see (the comment at the top). Loads are bounds-checked by the kernel. */
+static __always_inline int bypass_parse(struct __sk_buff *skb, struct bypass_key *key, __u8 *mac, int *empty)
+{
+    __u8 eth[ETH_HLEN];
+    __u32 l4, ip_end;
+    __u8 proto;
+    if (skb->vlan_present)
+        return -1;
+    if (bpf_skb_load_bytes(skb, 0, eth, ETH_HLEN))
+        return -1;
+    __builtin_memcpy(mac, eth + 6, 6);
+    __u16 ethertype = ((__u16)eth[12] << 8) | eth[13];
+    if (ethertype == ETH_P_IP) {
+        struct iphdr ip;
+        if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)))
+            return -1;
+        if (ip.version != 4 || ip.ihl < 5 || (ip.frag_off & bpf_htons(0x3fff)))
+            return -1;
+        proto = ip.protocol;
+        l4 = ETH_HLEN + ip.ihl * 4;
+        ip_end = ETH_HLEN + bpf_ntohs(ip.tot_len);
+        key->src[10] = key->src[11] = key->dst[10] = key->dst[11] = 0xff;
+        __builtin_memcpy(key->src + 12, &ip.saddr, 4);
+        __builtin_memcpy(key->dst + 12, &ip.daddr, 4);
+    } else if (ethertype == ETH_P_IPV6) {
+        struct ipv6hdr ip6;
+        if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip6, sizeof(ip6)))
+            return -1;
+        if (ip6.version != 6)
+            return -1;
+        proto = ip6.nexthdr;
+        l4 = ETH_HLEN + sizeof(ip6);
+        ip_end = l4 + bpf_ntohs(ip6.payload_len);
+        __builtin_memcpy(key->src, &ip6.saddr, 16);
+        __builtin_memcpy(key->dst, &ip6.daddr, 16);
+    } else {
+        return -1;
+    }
+    if (ip_end > skb->len)
+        return -1;
+    key->proto = proto;
+    if (proto == IPPROTO_TCP) {
+        struct tcphdr th;
+        if (bpf_skb_load_bytes(skb, l4, &th, sizeof(th)))
+            return -1;
+        if (th.syn || th.fin || th.rst || th.doff < 5)
+            return -1;
+        if (l4 + th.doff * 4 > ip_end)
+            return -1;
+        *empty = l4 + th.doff * 4 == ip_end;
+        key->sport = th.source;
+        key->dport = th.dest;
+        return 0;
+    }
+    if (proto == IPPROTO_UDP) {
+        __u16 ports[2];
+        if (bpf_skb_load_bytes(skb, l4, ports, sizeof(ports)))
+            return -1;
+        *empty = 0;
+        key->sport = ports[0];
+        key->dport = ports[1];
+        return 0;
+    }
+    return -1;
+}
+
+/* The entry that forwards this frame in the kernel, or NULL (the packet loop takes it). */
+static __always_inline struct bypass_value *bypass_find(struct __sk_buff *skb, __u32 ifindex)
+{
+    struct bypass_key key;
+    __u8 mac[6];
+    int empty = 0;
+    __builtin_memset(&key, 0, sizeof(key));
+    if (bypass_parse(skb, &key, mac, &empty))
+        return NULL;
+    key.ifindex = ifindex;
+    struct bypass_value *v = bpf_map_lookup_elem(&ngfw_bypass, &key);
+    if (!v)
+        return NULL;
+    /* no memcmp in BPF: the six bytes one by one (unrolled) */
+#pragma unroll
+    for (int i = 0; i < 6; i++)
+        if (v->src_mac[i] != mac[i])
+            return NULL;
+    if (v->flags & BYPASS_ALL)
+        return v;
+    if ((v->flags & BYPASS_EMPTY) && empty)
+        return v;
+    return NULL;
+}
+
+static __always_inline int heartbeat_fresh(struct wire_liveness *live, __u64 now)
+{
+    /* signed: the loop may store a clock read after ours; that is fresh, not 2^64 ns old */
+    __s64 age = (__s64)(now - *(volatile __u64 *)&live->heartbeat_ns);
+    return age <= (__s64)live->stale_after_ns;
+}
+
 SEC("tc")
 int ngfw_wire(struct __sk_buff *skb)
 {
@@ -80,12 +188,18 @@ int ngfw_wire(struct __sk_buff *skb)
         return TC_ACT_OK;
 
     __u64 now = bpf_ktime_get_ns();
-    /* signed: the loop may store a clock read after ours; that is fresh, not 2^64 ns old */
-    __s64 age = (__s64)(now - *(volatile __u64 *)&live->heartbeat_ns);
-    if (age <= (__s64)live->stale_after_ns) {
+    if (heartbeat_fresh(live, now)) {
         if (state->open)
             state->open = 0;    /* a healthy dataplane has the wire again; written once, not per frame */
-        /* flow bypass goes here (see the comment at the top) */
+        if (live->bypass) {
+            struct bypass_value *v = bypass_find(skb, ifindex);
+            if (v) {
+                __sync_fetch_and_add(&v->packets, 1);
+                __sync_fetch_and_add(&v->bytes, skb->len);
+                v->last_seen_ns = now;
+                return bpf_redirect(v->peer_ifindex, 0);
+            }
+        }
         return TC_ACT_OK;
     }
     if (state->mode != WIRE_MODE_OPEN)
@@ -101,6 +215,22 @@ int ngfw_wire(struct __sk_buff *skb)
         counters->bytes += skb->len;
     }
     return bpf_redirect(port->peer_ifindex, 0);
+}
+
+/* The ring filter: a socket filter on the dataplane's AF_PACKET sockets, which run before tc ingress. It keeps
+ * out of the ring exactly the frames the tc program above redirects (the same lookup): 0 drops the frame for
+ * this socket only, anything else copies it whole. */
+SEC("socket")
+int ngfw_ring_filter(struct __sk_buff *skb)
+{
+    __u32 ifindex = skb->ifindex;
+    __u32 zero = 0;
+    struct wire_liveness *live = bpf_map_lookup_elem(&ngfw_liveness, &zero);
+    if (!live || !live->bypass || !bpf_map_lookup_elem(&ngfw_ports, &ifindex))
+        return skb->len;
+    if (!heartbeat_fresh(live, bpf_ktime_get_ns()))
+        return skb->len;
+    return bypass_find(skb, ifindex) ? 0 : skb->len;
 }
 
 /* the project's licence; the program calls no GPL-only helper */

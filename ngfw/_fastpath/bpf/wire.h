@@ -26,6 +26,17 @@
 #define WIRE_MAP_WIRES "ngfw_wires"
 #define WIRE_MAP_FAILOPEN "ngfw_failopen"
 #define WIRE_MAP_LIVENESS "ngfw_liveness"
+#define WIRE_MAP_BYPASS "ngfw_bypass"
+#define WIRE_PROG_RING_FILTER "ngfw_ring_filter"
+
+/* Flow bypass (docs/dataplane.md, Flow bypass): one entry per direction of a flow whose verdict is final,
+ * keyed by the interface the direction arrives on and its 5-tuple as sent; the dataplane inserts and removes
+ * entries, the programs count. A hash map, not an LRU one: an entry the kernel evicted by itself would be a
+ * flow the dataplane believes the kernel forwards; a full map refuses the insert and the flow stays in the
+ * packet loop (counted). Two entries a flow. */
+#define BYPASS_MAX_ENTRIES 131072
+#define BYPASS_ALL 1             /* every frame of the direction (its inspection is over) */
+#define BYPASS_EMPTY 2           /* only TCP segments without payload (ACKs): its payload is still inspected */
 
 /* ngfw_ports: interface (ifindex, the key) -> where its frames go when the wire is open */
 struct wire_port {
@@ -55,7 +66,29 @@ struct wire_liveness {
     __u64 heartbeat_ns;
     __u64 stale_after_ns;        /* older than this: no dataplane takes the wire's frames */
     __u32 layout;                /* WIRE_LAYOUT of whoever set the maps up */
-    __u32 reserved;
+    __u32 bypass;                /* 1: flow bypass is on (the programs parse frames and look them up) */
+};
+
+/* ngfw_bypass key: every byte is set (padding zero), addresses as 16 bytes in packet order, IPv4 mapped
+ * (::ffff:a.b.c.d) as the fastpath keeps them */
+struct bypass_key {
+    __u32 ifindex;               /* the interface the frame arrives on */
+    __u16 sport;                 /* network byte order, as in the frame */
+    __u16 dport;
+    __u8 proto;                  /* 6 TCP, 17 UDP */
+    __u8 pad[3];
+    __u8 src[16];
+    __u8 dst[16];
+};
+
+struct bypass_value {
+    __u32 peer_ifindex;          /* where the kernel sends the direction's frames */
+    __u32 flags;                 /* BYPASS_ALL or BYPASS_EMPTY */
+    __u8 src_mac[6];             /* the sender's MAC: anything else goes to the packet loop (anti-spoofing) */
+    __u8 pad[2];
+    __u64 packets;               /* counted by the tc program since the entry was inserted */
+    __u64 bytes;                 /* frame lengths, Ethernet header included (as the packet loop counts) */
+    __u64 last_seen_ns;          /* bpf_ktime_get_ns (CLOCK_MONOTONIC) of the latest frame forwarded */
 };
 
 #endif

@@ -167,6 +167,21 @@ def test_token_add_prints_the_token_once_and_stores_only_its_hash(tmp_path: Path
     assert "unknown role 'root'" in capsys.readouterr().err
 
 
+def test_token_add_keeps_the_group_and_mode_the_service_reads_the_file_with(tmp_path: Path,
+                                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    # the .deb makes /etc/ngfw/tokens.json root:ngfw 0640 for ngfw-control.service (user ngfw); an admin's
+    # `token add` as root must not turn it into root:root 0600 and lock the service out
+    path = tmp_path / "tokens.json"
+    path.write_text('{"tokens": []}\n')
+    group = 65534 if os.geteuid() == 0 else os.getegid()   # nogroup: another group than root's
+    os.chown(path, -1, group)
+    path.chmod(0o640)
+    assert main(["control", "--tokens", str(path), "token", "add", "erin", "viewer"]) == 0
+    capsys.readouterr()
+    assert path.stat().st_gid == group
+    assert oct(path.stat().st_mode & 0o777) == "0o640"
+
+
 def test_ngfw_control_daemon_serves_and_stops(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     tokens = tmp_path / "tokens.json"
     main(["control", "--tokens", str(tokens), "token", "add", "vera", "viewer"])
