@@ -797,6 +797,9 @@ cdef inline void adopt_tables(engine_t *e) noexcept nogil:
         ngfw_store_ptr(<void **>&e.pending, NULL)
     if u != NULL:
         e.users = u
+        if p == NULL:
+            # bypassed flows whose user changed come back before the swap is acknowledged (bypass.pxi)
+            bypass_leave_user_changed(e, ngfw_now_ns())
         ngfw_store_ptr(<void **>&e.users_pending, NULL)
 
 cdef uint32_t rx_ring_burst(engine_t *e, uint16_t pi, uint32_t budget, uint64_t now) noexcept nogil:

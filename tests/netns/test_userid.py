@@ -1,27 +1,29 @@
 """User-ID end to end in the two-host lab: `users: [group:finance]` allows web1 -> srv:80 only while a finance
 user is behind web1's address -- after sshd's login line reaches control's syslog receiver (until the logout
 line), through the identity API (until its lifetime ends), through a Workload's spec.owner, and by directory
-membership (slapd: alice leaves finance, and is denied at the next refresh). Real clients (curl), real
+membership (slapd: alice leaves finance, and is denied at the next refresh); a logout also stops a flow the
+kernel forwards (flow bypass) at once. Real clients (curl), real
 dataplanes taking their policy and user mappings from control, real syslog (util-linux `logger`), real slapd.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import yaml
-from netns_helpers import REPO
+from netns_helpers import REPO, metric
 
 from ngfw.lab.control_site import ControlSite, control_site
 from ngfw.lab.directory import Directory, group_dn
 from ngfw.lab.hosts import two_host_up
 from ngfw.lab.lock import claim_prefix, release
-from ngfw.lab.netns import call_in
-from ngfw.lab.services import lab_services
+from ngfw.lab.netns import call_in, run_in, stop_process
+from ngfw.lab.services import BIG_FILE, BIG_FILE_SIZE, lab_services
 from ngfw.lab.topology import lab_down
 
 POLICY = REPO / "rules" / "examples" / "lab-users.yaml"
@@ -93,6 +95,34 @@ def test_a_syslog_login_allows_and_the_logout_denies(lab: ControlSite) -> None:
     eventually(lambda: not web_allowed(lab, web1.ns))
     counters = lab.call("auditor", "GET", "/identity/users")["counters"]
     assert counters["syslog_logins"] >= 2 and counters["syslog_logouts"] >= 1
+
+
+def _sum_metric(site: ControlSite, name: str) -> float:
+    return sum(metric(dp.metrics_text(), name) for dp in site.dataplanes.values())
+
+
+def test_a_logout_cuts_a_bypassed_flow_a_users_rule_allowed(lab: ControlSite,
+                                                           tmp_path_factory: pytest.TempPathFactory) -> None:
+    web1 = lab.two.lab.web1
+    lab.call("mapper", "PUT", "/identity/users", {"address": web1.ipv4, "user": "alice"})
+    eventually(lambda: web_allowed(lab, web1.ns))
+    out = tmp_path_factory.mktemp("bypassed") / "download.bin"
+    # paced: 10 s at 1 MiB/s, the kernel forwarding it once its application is decided
+    proc = run_in(web1.ns, ["curl", "-sS", "-m", "60", "-o", str(out), f"http://{lab.two.lab.srv.ipv4}/{BIG_FILE}?rate=1m"],
+                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        eventually(lambda: _sum_metric(lab, "ngfw_bypass_flows_active") >= 1)
+        redecided = _sum_metric(lab, "ngfw_flows_user_redecided_total")
+        lab.call("mapper", "DELETE", "/identity/users", address=web1.ipv4)
+        eventually(lambda: not web_allowed(lab, web1.ns))     # every host runs a user table without alice
+        time.sleep(0.3)     # what was on the wire at that moment arrives
+        size = out.stat().st_size
+        time.sleep(2.0)
+        assert out.stat().st_size == size, "the download went on after alice's logout"
+        assert size < BIG_FILE_SIZE
+        assert _sum_metric(lab, "ngfw_flows_user_redecided_total") > redecided
+    finally:
+        stop_process(proc)
 
 
 def test_the_identity_api_maps_for_a_lifetime(lab: ControlSite) -> None:
