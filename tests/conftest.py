@@ -7,6 +7,7 @@ the replay tests read them.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -30,3 +31,13 @@ def _eve_files_follow_the_schema() -> Iterator[None]:
     found = [p for path in dict.fromkeys(opened) for p in file_problems(path)]
     if found:
         pytest.fail("EVE records that do not follow docs/eve-schema.json:\n" + "\n".join(found[:30]), pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def _keep_sigpipe_ignored() -> Iterator[None]:
+    """`ngfw.cli.main` of `rules`, `policy`, `replay`, `sessions`... sets SIGPIPE to its default (so that
+    `ngfw replay ... | head` ends quietly); called in-process by a test, that would let a later test's write to a
+    socket its peer closed (a TLS client whose certificate control refused) kill the whole pytest process."""
+    before = signal.getsignal(signal.SIGPIPE)
+    yield
+    signal.signal(signal.SIGPIPE, before)

@@ -299,3 +299,36 @@ cdef void bypass_leave_all(engine_t *e, uint64_t now) noexcept nogil:
             if e.bypass_active == 0:
                 return
         s += 1
+
+cdef void bypass_leave_user_changed(engine_t *e, uint64_t now) noexcept nogil:
+    """A new user table (User-ID): a bypassed flow a `users:` condition decided comes back to the loop when its
+    user (or the user's groups) changed, so its next frame is decided again (worker.pxi); one whose user is
+    the same is marked as looked up in the new table and stays in bypass."""
+    cdef flowtable_t *ft = &e.flows
+    cdef flow_t *f
+    cdef const ugroups_t *g
+    cdef uint64_t user
+    cdef uint32_t s = 0
+    cdef uint32_t n = ft.mask + 1
+    cdef uint32_t gen = users_gen(e)
+    if e.bypass_active == 0:
+        return
+    while s < n:
+        s = flow_next_slot_to_read(ft, s)
+        if s >= n:
+            return
+        f = &ft.slots[s]
+        if f.used and f.bypass == BP_IN and f.user_dep and f.user_gen != gen:
+            # looked up without touching the flow: a changed user is found again, and acted on, by the loop
+            if f.init_is_a:
+                user = usertab_user(e.users, f.key.a_hi, f.key.a_lo)
+            else:
+                user = usertab_user(e.users, f.key.b_hi, f.key.b_lo)
+            g = usertab_groups(e.users, user)
+            if user == f.user and (g.stamp if g != NULL else 0) == f.user_stamp:
+                f.user_gen = gen
+            else:
+                bypass_leave(e, f, now)
+                if e.bypass_active == 0:
+                    return
+        s += 1

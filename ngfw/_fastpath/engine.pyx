@@ -14,6 +14,7 @@ include "decode.pxi"
 include "idmap.pxi"
 include "appid_types.pxi"
 include "inspect_defs.pxi"
+include "userid.pxi"
 include "policy.pxi"
 include "identity.pxi"
 include "flow.pxi"
@@ -519,6 +520,7 @@ cdef class Tables:
                 t.svcs[nsvc].lo = svc.port_lo
                 t.svcs[nsvc].hi = svc.port_hi
                 nsvc += 1
+        self._build_users(policy)
         # application sets live after the member bitmaps
         app_off = nbits * words
         for i, rule in enumerate(policy.rules):
@@ -533,6 +535,36 @@ cdef class Tables:
         else:
             self._share_apps()
         tenancy_build(t, policy)
+
+    cdef _build_users(self, policy):
+        """Rules' `users:` (User-ID, userid.pxi): the principals each names, in item order."""
+        cdef tables_t *t = &self.t
+        cdef uint32_t n = 0, i
+        cdef rule_t *r
+        for rule in policy.rules:
+            n += len(getattr(rule, "user_principals", ()) or ())
+        t.uprin = <uint64_t *>calloc(n + 1, sizeof(uint64_t))
+        t.uprin_item = <uint16_t *>calloc(n + 1, sizeof(uint16_t))
+        if t.uprin == NULL or t.uprin_item == NULL:
+            raise MemoryError("not enough memory for the policy tables")
+        n = 0
+        for i, rule in enumerate(policy.rules):
+            r = &t.rules[i]
+            r.users = -1
+            r.users_known = -1
+            r.users_unknown = -1
+            if not getattr(rule, "users", ()):
+                continue
+            if len(rule.users) > 255:
+                raise ValueError(f"rule {rule.name}: at most 255 items in users")
+            r.users = n
+            r.users_known = rule.users_known
+            r.users_unknown = rule.users_unknown
+            for value, item in rule.user_principals:
+                t.uprin[n] = value
+                t.uprin_item[n] = item
+                n += 1
+            r.n_users = n - r.users
 
     cdef _share_apps(self):
         """The owner's App-ID tables (databases, maps), with flow counters of our own."""
@@ -749,8 +781,156 @@ cdef class Tables:
         free(self.t.cand); free(self.t.rule_hits); free(self.t.default_hits); free(self.t.profiles)
         free(self.t.quota)
         free(self.t.wl_here)
+        free(self.t.uprin)
+        free(self.t.uprin_item)
         idmap_free(&self.t.wl_by_mac)
         idmap_free(&self.t.wl_by_ip)
+
+
+# ---------------------------------------------------------------- User-ID tables (userid.pxi)
+
+# Every user table has a generation of its own. It starts at a random number, so a flow restored from an
+# earlier process's state file never takes that process's generation for the one in force here.
+cdef uint32_t _user_table_gen = <uint32_t>int.from_bytes(os.urandom(4), "little")
+
+
+cdef uint32_t _slots_for(uint32_t count):
+    cdef uint32_t n = 64
+    while n < count * 2 + 2:
+        n <<= 1
+    return n
+
+
+cdef class UserTable:
+    """The user behind each address, and the directory groups of each user, as the packet loop reads them
+    (userid.pxi). Immutable once built: `derive` makes the next table copy-on-write (a memcpy and the
+    changed slots); `Engine.set_users` swaps one in. ngfw.dataplane.userid builds them from control's state."""
+
+    cdef usertab_t t
+    cdef readonly UserTable groups_owner   # the table whose group arrays these share (None: their own)
+
+    def __cinit__(self):
+        memset(&self.t, 0, sizeof(usertab_t))
+
+    def __init__(self, addresses=(), groups=None):
+        """`addresses`: (ipaddress address, user principal) pairs; `groups`: {user principal: (stamp, [group
+        principals])} (ngfw.compiler.principals)."""
+        global _user_table_gen
+        items = list(addresses)
+        self._alloc_addresses(_slots_for(len(items)))
+        self._put_all(items)
+        self._set_groups(groups or {})
+        _user_table_gen += 1
+        self.t.gen = _user_table_gen or 1
+
+    cdef _alloc_addresses(self, uint32_t slots):
+        self.t.addr = <uaddr_t *>calloc(slots, sizeof(uaddr_t))
+        if self.t.addr == NULL:
+            raise MemoryError("not enough memory for the user table")
+        self.t.mask = slots - 1
+
+    cdef _put_all(self, list items):
+        cdef ip128_t ip
+        cdef uint64_t user
+        for address, principal in items:
+            ip = ip_to_c(address)
+            user = principal
+            if user == 0:
+                raise ValueError("a user principal is never 0")
+            if usertab_user(&self.t, ip.hi, ip.lo) == 0:
+                self.t.count += 1
+            uaddr_put(self.t.addr, self.t.mask, ip.hi, ip.lo, user)
+
+    cdef _set_groups(self, dict groups):
+        cdef uint32_t slots = _slots_for(len(groups))
+        cdef uint32_t n = 0, s
+        cdef uint64_t user
+        total = sum(len(g[1]) for g in groups.values())
+        self.t.users = <ugroups_t *>calloc(slots, sizeof(ugroups_t))
+        self.t.groups = <uint64_t *>calloc(total + 1, sizeof(uint64_t))
+        if self.t.users == NULL or self.t.groups == NULL:
+            raise MemoryError("not enough memory for the user table")
+        self.t.gmask = slots - 1
+        self.t.gcount = 0
+        for principal, (stamp, members_of) in groups.items():
+            user = principal
+            if user == 0:
+                raise ValueError("a user principal is never 0")
+            s = <uint32_t>(ngfw_mix64(user) & self.t.gmask)
+            while self.t.users[s].user:
+                if self.t.users[s].user == user:
+                    raise ValueError(f"user principal {principal} is given twice")
+                s = (s + 1) & self.t.gmask
+            self.t.users[s].user = user
+            self.t.users[s].stamp = stamp
+            self.t.users[s].off = n
+            for group in members_of:
+                self.t.groups[n] = group
+                n += 1
+            self.t.users[s].n = n - self.t.users[s].off
+            self.t.gcount += 1
+
+    def derive(self, puts=(), deletes=(), groups=None) -> UserTable:
+        """A new table: this one with `puts` ((address, principal) pairs) mapped, `deletes` (addresses)
+        unmapped, and `groups` ({principal: (stamp, [group principals])}) in place of its groups when given."""
+        cdef UserTable new = UserTable.__new__(UserTable)
+        cdef ip128_t ip
+        cdef uint32_t slots = self.t.mask + 1
+        cdef uint32_t s
+        global _user_table_gen
+        puts = list(puts)
+        deletes = list(deletes)
+        if (self.t.count + len(puts)) * 2 + 2 > slots:
+            slots = _slots_for(self.t.count + len(puts))
+            new._alloc_addresses(slots)
+            for s in range(self.t.mask + 1):   # rehashed into the larger table
+                if self.t.addr[s].user:
+                    uaddr_put(new.t.addr, new.t.mask, self.t.addr[s].k_hi, self.t.addr[s].k_lo, self.t.addr[s].user)
+        else:
+            new._alloc_addresses(slots)
+            memcpy(new.t.addr, self.t.addr, <size_t>slots * sizeof(uaddr_t))
+        new.t.count = self.t.count
+        for address in deletes:
+            ip = ip_to_c(address)
+            if uaddr_del(new.t.addr, new.t.mask, ip.hi, ip.lo):
+                new.t.count -= 1
+        new._put_all(puts)
+        if groups is not None:
+            new._set_groups(groups)
+        else:
+            new.groups_owner = self.groups_owner or self
+            new.t.users = self.t.users
+            new.t.groups = self.t.groups
+            new.t.gmask = self.t.gmask
+            new.t.gcount = self.t.gcount
+        _user_table_gen += 1
+        new.t.gen = _user_table_gen or 1
+        return new
+
+    def user_of(self, address) -> int:
+        """The principal of the user behind `address` (0: none)."""
+        cdef ip128_t ip = ip_to_c(address)
+        return usertab_user(&self.t, ip.hi, ip.lo)
+
+    def groups_of(self, uint64_t user) -> tuple:
+        """(stamp, [group principals]) of a user, or None."""
+        cdef const ugroups_t *g = usertab_groups(&self.t, user)
+        if g == NULL:
+            return None
+        return g.stamp, [self.t.groups[g.off + i] for i in range(g.n)]
+
+    @property
+    def generation(self) -> int:
+        return self.t.gen
+
+    def __len__(self) -> int:
+        return self.t.count
+
+    def __dealloc__(self):
+        free(self.t.addr)
+        if self.groups_owner is None:
+            free(self.t.users)
+            free(self.t.groups)
 
 
 # ---------------------------------------------------------------- session filters (session_view.pxi)
@@ -832,6 +1012,7 @@ cdef class Engine:
     cdef object state_view   # the shared state memory the flow table lives in (kept exported while we use it)
     cdef readonly dict state_layout
     cdef object request_lock  # one loop request at a time (session.pxi)
+    cdef UserTable users_current  # the user table the loop reads (userid.pxi), kept alive here
     cdef int bypass_filter_fd  # the wire program's ring filter, attached to every ring socket (bypass.pxi)
 
     def __cinit__(self, uint32_t flow_capacity=262144, dict timeouts=None, uint32_t event_capacity=65536,
@@ -1255,6 +1436,30 @@ cdef class Engine:
     def tables(self):
         return self.current
 
+    # ---- User-ID (userid.pxi)
+    def set_users(self, UserTable users, double timeout=2.0) -> None:
+        """Swap in a new user table; returns once the loop uses it (or at once when stopped). Rule tables
+        stay as they are; flows a `users:` condition decided look their user up again on their next packet."""
+        cdef double deadline
+        if not ngfw_load_u32(&self.e.running):
+            self.e.users = &users.t
+            self.users_current = users
+            return
+        ngfw_store_ptr(<void **>&self.e.users_pending, <void *>&users.t)
+        engine_wake(self.e)
+        deadline = time.monotonic() + timeout
+        while ngfw_load_ptr(<void **>&self.e.users_pending) != NULL:
+            if time.monotonic() > deadline:
+                if ngfw_cas_ptr(<void **>&self.e.users_pending, <void *>&users.t, NULL):
+                    raise TimeoutError("the packet loop did not pick up the new user table")
+                break   # taken just now
+            time.sleep(0.0002)
+        self.users_current = users
+
+    @property
+    def users(self):
+        return self.users_current
+
     # ---- running
     def run(self) -> None:
         """Forward until `stop()`; the GIL is released for the whole loop."""
@@ -1620,6 +1825,7 @@ cdef class Engine:
             "flows_early_dropped": self.e.flows_early_dropped,
             "records_unlogged": self.e.records_unlogged,
             "flows_handed_over": self.e.flows_handed_over,
+            "flows_user_redecided": self.e.user_redecided,
             "arrivals": self.e.arrivals,
             "flow_insert_failures": self.e.drops[R_FLOW_TABLE_FULL],
             # memory given back to the system after floods (flow.pxi), and what of the table is given back now
@@ -1807,6 +2013,8 @@ cdef class Engine:
             "alerted": bool(ev.alerted),
             "capture": ev.capture,
             "suppressed": ev.suppressed,
+            "user": ev.user,
+            "user_via": (ev.user_via[0], ev.user_via[1]),
         }
 
     def drain_flow_json(self, bytes pcap_file, tuple vsys, tuple workloads, tuple rules, list apps,

@@ -65,6 +65,8 @@ ctypedef struct event_t:
     uint8_t capture         # the flow's capture mode (CAP_*): its record names the capture file
     uint8_t no_flow         # EV_DROP of a frame that made no flow (flow_id 0): anti-spoofing, quota, full table
     uint32_t suppressed     # no_flow drops the rate limit kept from the ring since the last one written
+    uint64_t user           # the user behind the initiator's address (a principal), 0: none
+    uint8_t user_via[2]     # 1 + the `users:` item the deciding (and the ingress) rule matched, 0: none
     char host[HOST_MAX]
 
 ctypedef struct evring_t:
@@ -128,6 +130,9 @@ cdef void event_from_flow(event_t *e, const flow_t *f, uint8_t type) noexcept no
     e.capture = f.capture
     e.no_flow = 0
     e.suppressed = 0
+    e.user = f.user
+    e.user_via[0] = f.user_via[0]
+    e.user_via[1] = f.user_via[1]
     if f.init_is_a:
         e.src_ip.hi = f.key.a_hi; e.src_ip.lo = f.key.a_lo; e.src_port = f.key.a_port
         e.dest_ip.hi = f.key.b_hi; e.dest_ip.lo = f.key.b_lo; e.dest_port = f.key.b_port

@@ -111,6 +111,12 @@ ctypedef struct flow_t:
     uint32_t bp_pkts[2]    # the entries' packet counters as last folded into pkts (differences wrap correctly)
     uint64_t bp_bytes[2]   # ... and byte counters
     uint64_t bp_fold_ns    # last fold (BP_IN), or refusal (BP_REFUSED)
+    # User-ID (userid.pxi): the user behind the initiator's address and what its decision depended on
+    uint8_t user_dep       # a `users:` condition was looked at: a change of the user decides the flow again
+    uint8_t user_via[2]    # 1 + the `users:` item that matched, of the deciding rule and of the ingress rule
+    uint32_t user_stamp    # the stamp of the user's groups it was decided with
+    uint32_t user_gen      # the user table generation the user was looked up in (0: none yet)
+    uint64_t user          # the user's principal (ngfw.compiler.principals), 0: none
 
 ctypedef struct flowtable_t:
     flow_t *slots

@@ -27,6 +27,9 @@ ctypedef struct engine_t:
     evring_t events
     tables_t *tables          # the generation the loop uses now
     tables_t *pending         # set by Python, adopted by the loop between bursts
+    usertab_t *users          # User-ID: the user behind each address (userid.pxi), NULL: none known
+    usertab_t *users_pending  # set by Python, adopted by the loop between bursts
+    uint64_t user_redecided   # flows decided again because their user (or its groups) changed
     uint64_t timeouts_ns[TO_COUNT]
     uint64_t drops[R_COUNT]
     uint64_t flows_created
@@ -283,6 +286,27 @@ cdef inline void event_host(engine_t *e, event_t *ev, const flow_t *f) noexcept 
         ev.host_len = e.hostpool.lens[f.host]
         memcpy(ev.host, e.hostpool.names[f.host], ev.host_len)
 
+cdef inline uint32_t users_gen(const engine_t *e) noexcept nogil:
+    return e.users.gen if e.users != NULL else 0
+
+cdef inline void flow_user_lookup(engine_t *e, flow_t *f) noexcept nogil:
+    """The user behind the flow's initiator, from the user table in force (once per flow and table)."""
+    cdef const ugroups_t *g
+    if f.init_is_a:
+        f.user = usertab_user(e.users, f.key.a_hi, f.key.a_lo)
+    else:
+        f.user = usertab_user(e.users, f.key.b_hi, f.key.b_lo)
+    g = usertab_groups(e.users, f.user)
+    f.user_stamp = g.stamp if g != NULL else 0
+    f.user_gen = users_gen(e)
+
+cdef inline bint flow_user_changed(engine_t *e, flow_t *f) noexcept nogil:
+    """After a swap of the user table: is the flow's user (or are its groups) another now?"""
+    cdef uint64_t user = f.user
+    cdef uint32_t stamp = f.user_stamp
+    flow_user_lookup(e, f)
+    return f.user != user or f.user_stamp != stamp
+
 cdef void flow_decide(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, int32_t src_wl, int32_t dst_wl,
                       decision_t *d) noexcept nogil:
     """Evaluate policy for a flow from the initiator's point of view and cache the decision on it."""
@@ -290,13 +314,27 @@ cdef void flow_decide(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, int32
     cdef const ip128_t *dip
     cdef flow_key_t *k = &f.key
     cdef ip128_t a, b
+    cdef userctx_t u
+    cdef const ugroups_t *g
     a.hi = k.a_hi; a.lo = k.a_lo
     b.hi = k.b_hi; b.lo = k.b_lo
     cdef uint16_t app = f.app if f.app_state == APPST_DONE else 0
+    if f.user_gen != users_gen(e):
+        flow_user_lookup(e, f)
+    u.user = f.user
+    u.groups = NULL
+    u.n_groups = 0
+    g = usertab_groups(e.users, f.user)
+    if g != NULL:
+        u.groups = &e.users.groups[g.off]
+        u.n_groups = g.n
     if f.init_is_a:
-        policy_decide(t, src_wl, &a, dst_wl, &b, p.is_v6, k.proto, k.b_port, e.unmanaged_vsys, app, d)
+        policy_decide(t, src_wl, &a, dst_wl, &b, p.is_v6, k.proto, k.b_port, e.unmanaged_vsys, app, &u, d)
     else:
-        policy_decide(t, src_wl, &b, dst_wl, &a, p.is_v6, k.proto, k.a_port, e.unmanaged_vsys, app, d)
+        policy_decide(t, src_wl, &b, dst_wl, &a, p.is_v6, k.proto, k.a_port, e.unmanaged_vsys, app, &u, d)
+    f.user_dep = d.user_dep
+    f.user_via[0] = d.via
+    f.user_via[1] = d.via_ingress
     f.app_wait = d.wait
     f.action = d.action
     f.log = d.log
@@ -534,8 +572,12 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
         to_server = pkt_is_a == f.init_is_a
         if f.mig:
             flow_mig_packet(f, to_server)
-        if f.generation != t.generation and f.cut < CUT_CLEARED:
-            # a reload: established flows keep going unless the new policy refuses them (a cleared one stays ended)
+        if f.cut < CUT_CLEARED and (f.generation != t.generation or (
+                f.user_dep and f.user_gen != users_gen(e) and flow_user_changed(e, f))):
+            # a reload, or a new user behind the address of a flow a `users:` condition decided: established
+            # flows keep going unless the policy now refuses them (a cleared one stays ended)
+            if f.generation == t.generation:
+                e.user_redecided += 1
             old_action = f.action
             if to_server:
                 flow_decide(e, t, f, &p, src_wl, dst_wl, &d)
@@ -747,11 +789,18 @@ cdef void sweep_flows(engine_t *e, uint64_t now, uint64_t max_slots) noexcept no
 
 cdef inline void adopt_tables(engine_t *e) noexcept nogil:
     cdef tables_t *p = <tables_t *>ngfw_load_ptr(<void **>&e.pending)
+    cdef usertab_t *u = <usertab_t *>ngfw_load_ptr(<void **>&e.users_pending)
     if p != NULL:
         e.tables = p
         # bypassed flows come back before the swap is acknowledged: the new policy decides their next frame
         bypass_leave_all(e, ngfw_now_ns())
         ngfw_store_ptr(<void **>&e.pending, NULL)
+    if u != NULL:
+        e.users = u
+        if p == NULL:
+            # bypassed flows whose user changed come back before the swap is acknowledged (bypass.pxi)
+            bypass_leave_user_changed(e, ngfw_now_ns())
+        ngfw_store_ptr(<void **>&e.users_pending, NULL)
 
 cdef uint32_t rx_ring_burst(engine_t *e, uint16_t pi, uint32_t budget, uint64_t now) noexcept nogil:
     cdef port_t *port = &e.ports[pi]

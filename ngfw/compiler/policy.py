@@ -13,9 +13,11 @@ import hashlib
 import ipaddress
 import json
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from os import PathLike
 
 from ngfw.compiler.catalogue import Catalogue, load_catalogue
+from ngfw.compiler.principals import group_principal, user_principal
 from ngfw.compiler.tables import (
     Action,
     AddressSet,
@@ -40,6 +42,7 @@ from ngfw.model.resources import (
     SecurityPolicy,
     SignatureSet,
     ThreatProfile,
+    UserGroup,
     VirtualSystem,
     Workload,
     dump,
@@ -105,6 +108,7 @@ def compile_resources(
         if isinstance(g, Group)
     }
 
+    user_groups = {(g.metadata.vsys, g.metadata.name): g for g in items if isinstance(g, UserGroup)}
     if catalogue is None:
         catalogue = load_catalogue()  # the shipped one: applications are named in rules and logs
     rules: list[CompiledRule] = []
@@ -138,7 +142,7 @@ def compile_resources(
             for number, rule in enumerate(policy.spec.rules):
                 apps = _applications(rule, catalogue, loaded_policy, number, app_problems)
                 rules.append(_compile_rule(rule, vsys, vsys_index[vsys], workload_index, groups, apps,
-                                           profile_of(rule, vsys)))
+                                           profile_of(rule, vsys), user_groups))
     if app_problems:
         raise PolicyError(app_problems)
 
@@ -239,6 +243,7 @@ def compile_workload(workload: Workload, vsys_index: dict[str, int]) -> Compiled
         ips=tuple(ipaddress.ip_address(ip) for i in interfaces for ip in i.ips),
         port=interfaces[0].port,  # validation made every interface name the same port
         labels=tuple(sorted(workload.metadata.labels.items())),
+        owner=workload.spec.owner,
     )
 
 
@@ -250,8 +255,10 @@ def _compile_rule(
     groups: dict[tuple[str, str], frozenset[int]],
     apps: frozenset[int] = frozenset(),
     profile: int = -1,
+    user_groups: dict[tuple[str, str], UserGroup] | None = None,
 ) -> CompiledRule:
     app_default = "application-default" in rule.services
+    users = _users(rule, vsys, user_groups or {})
     return CompiledRule(
         name=rule.name,
         vsys=vsys_number,
@@ -264,7 +271,43 @@ def _compile_rule(
         app_default=app_default,
         profile=profile,
         capture=rule.capture.packets if rule.capture else 0,
+        users=users.items,
+        user_principals=users.principals,
+        users_known=users.known,
+        users_unknown=users.unknown,
     )
+
+
+@dataclass(frozen=True)
+class _RuleUsers:
+    items: tuple[str, ...] = ()
+    principals: tuple[tuple[int, int], ...] = ()
+    known: int = -1
+    unknown: int = -1
+
+
+def _users(rule: Rule, vsys: str, user_groups: dict[tuple[str, str], UserGroup]) -> _RuleUsers:
+    """A rule's `users:` as CompiledRule fields: a UserGroup is its static members (named here, so a commit
+    changes them) and its directory group's principal (whose members control resolves and hosts look up)."""
+    if rule.users == ["any"]:
+        return _RuleUsers()
+    principals: dict[int, int] = {}   # principal -> the first item naming it
+    known = unknown = -1
+    for index, item in enumerate(rule.users):
+        ref = syntax.parse_user_ref(item)
+        if ref.kind == "known-user":
+            known = index
+        elif ref.kind == "unknown":
+            unknown = index
+        elif ref.kind == "user":
+            principals.setdefault(user_principal(ref.value), index)
+        else:
+            group = user_groups[(vsys, ref.value)]
+            if group.spec.ldap is not None:
+                principals.setdefault(group_principal(vsys, ref.value), index)
+            for member in group.spec.members or []:
+                principals.setdefault(user_principal(member), index)
+    return _RuleUsers(tuple(rule.users), tuple(principals.items()), known, unknown)
 
 
 def _address_set(

@@ -73,6 +73,13 @@ class CompiledRule:
     app_default: bool = False  # services: [application-default]: the identified app's default ports
     profile: int = -1  # index into CompiledPolicy.profiles (`inspect:`); -1: not inspected
     capture: int = 0  # `capture.packets`: frames of each flow written to the capture files; 0: none
+    # User-ID (`users:`): the items as written (empty: any user, or none); the principals that match
+    # (ngfw.compiler.principals: a user, or a directory group's members) with the item each comes from;
+    # the item index of `known-user` (any user) and `unknown` (no user), -1 when absent
+    users: tuple[str, ...] = ()
+    user_principals: tuple[tuple[int, int], ...] = ()
+    users_known: int = -1
+    users_unknown: int = -1
 
 
 @value
@@ -118,6 +125,7 @@ class CompiledWorkload:
     ips: tuple[IPAddress, ...]
     port: str | None = None  # dataplane interface the workload must arrive on, if pinned
     labels: tuple[tuple[str, str], ...] = ()
+    owner: str | None = None  # the user its flows belong to (`spec.owner`), unless a mapping says otherwise
 
 
 @value

@@ -302,4 +302,8 @@ def start_dataplane_agent(dataplane: Any, control_url: str, host: str, token: st
 
     # fleet-wide session listings and rule hits (ngfw.control.operations): a long-poll of its own too
     start_operations_agent(dataplane, client(), host)
+    from ngfw.dataplane.userid import start_user_agent
+
+    # User-ID mappings (logins, the identity API): deltas of their own, never a policy bundle
+    start_user_agent(dataplane, client(), host)
     return agent

@@ -4,7 +4,8 @@ Roles (separation of duties: people who run VMs do not write security policy):
     security-admin      every resource, commit, rollback, identity, audit
     tenant-admin:VSYS   Workloads, Groups and SecurityPolicies of VSYS only (not its VirtualSystem:
                         its quotas are the operator's), commit, identity of VSYS's workloads
-    vm-operator         Workload bindings and labels only, through the identity path (no commit)
+    vm-operator         Workload bindings and labels only, through the identity path (no commit); user mappings
+    user-mapper         user mappings only (PUT/DELETE /identity/users: a VPN gateway, a login script)
     viewer              read everything, change nothing
     dataplane[:HOST]    fetch bundles and acknowledge them (for HOST only, when given)
 
@@ -26,8 +27,9 @@ from pathlib import Path
 
 from ngfw.model import syntax
 
-ROLE_PATTERN = re.compile(r"^(security-admin|vm-operator|viewer|tenant-admin:(?P<vsys>[^:\s]+)|dataplane(:(?P<host>\S+))?)$")
-ROLES_HELP = "security-admin, tenant-admin:VSYS, vm-operator, viewer, dataplane[:HOST]"
+ROLE_PATTERN = re.compile(r"^(security-admin|vm-operator|user-mapper|viewer|tenant-admin:(?P<vsys>[^:\s]+)"
+                          r"|dataplane(:(?P<host>\S+))?)$")
+ROLES_HELP = "security-admin, tenant-admin:VSYS, vm-operator, user-mapper, viewer, dataplane[:HOST]"
 
 
 class TokenFileError(Exception):
@@ -96,6 +98,12 @@ class Principal:
         if self.base_role == "tenant-admin" and vsys == self.vsys:
             return None
         return f"role {self.role} cannot change workloads of vsys {vsys!r}"
+
+    def may_map_users(self) -> str | None:
+        """May say which user is behind an address (User-ID mappings; no policy commit)."""
+        if self.base_role in ("security-admin", "vm-operator", "user-mapper"):
+            return None
+        return f"role {self.role} cannot map users (security-admin, vm-operator or user-mapper)"
 
     def may_read_audit(self) -> str | None:
         return None if self.base_role in ("security-admin", "viewer") else f"role {self.role} cannot read the audit log"

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 DEFAULT_CONTROL = "http://127.0.0.1:9660"
 COMMANDS = ("control", "apply", "diff", "commit", "rollback", "status", "migrate", "explain", "discard", "rebase", "history",
-            "audit", "get", "delete")
+            "audit", "get", "delete", "users")
 # `ngfw get/delete KIND`: what a user may type -> the resource kind
 KIND_NAMES = {
     "virtualsystem": "VirtualSystem", "virtualsystems": "VirtualSystem", "vsys": "VirtualSystem",
@@ -29,6 +29,7 @@ KIND_NAMES = {
     "policies": "SecurityPolicy",
     "threatprofile": "ThreatProfile", "threatprofiles": "ThreatProfile",
     "signatureset": "SignatureSet", "signaturesets": "SignatureSet",
+    "usergroup": "UserGroup", "usergroups": "UserGroup", "usersource": "UserSource", "usersources": "UserSource",
 }
 
 
@@ -57,6 +58,9 @@ def register(sub: Any) -> None:
     ctl.add_argument("--client-ca", metavar="FILE",
                      help="accept client certificates signed by this CA (PEM) as dataplane:HOST, HOST being the "
                           "certificate's CN (else its first DNS name); bearer tokens keep working")
+    ctl.add_argument("--syslog", metavar="HOST:PORT",
+                     help="receive syslog (UDP and TCP, RFC 3164/5424) on HOST:PORT: logins and logouts the "
+                          "UserSources' syslog profiles match map users to addresses (User-ID)")
     ctl.add_argument("--insecure-http", action="store_true",
                      help="serve plain HTTP on a non-loopback --listen address (tokens cross the network in clear)")
     ctl_sub = ctl.add_subparsers(dest="control_command")
@@ -92,6 +96,21 @@ def register(sub: Any) -> None:
     rollback.add_argument("-m", "--message", default="")
     client_options(rollback)
 
+    users = sub.add_parser("users", help="User-ID: map addresses (or a VM's addresses) to users, list the mappings")
+    users_sub = users.add_subparsers(dest="users_command", required=True)
+    umap = users_sub.add_parser("map", help="say which user is behind an address or a VM (no policy commit)")
+    umap.add_argument("target", metavar="ADDRESS|vm:NAME", help="an IP address, or vm:NAME / vm:VSYS/NAME")
+    umap.add_argument("user", help="the user name")
+    umap.add_argument("--ttl", type=float, metavar="S", help="seconds the mapping lasts (default: until unmapped)")
+    umap.add_argument("--json", action="store_true")
+    client_options(umap)
+    unmap = users_sub.add_parser("unmap", help="end the mapping of an address or of a VM's addresses")
+    unmap.add_argument("target", metavar="ADDRESS|vm:NAME")
+    unmap.add_argument("--json", action="store_true")
+    client_options(unmap)
+    ulist = users_sub.add_parser("list", help="the mappings control holds: address, user, source, lifetime, groups")
+    ulist.add_argument("--json", action="store_true")
+    client_options(ulist)
     migrate = sub.add_parser("migrate", help="announce a workload's move to another host: its sessions go there first")
     migrate.add_argument("workload", help="the Workload's name")
     migrate.add_argument("--to", required=True, metavar="HOST", help="the host it moves to")
@@ -108,8 +127,9 @@ def register(sub: Any) -> None:
     client_options(status)
 
     get = sub.add_parser("get", help="running resources: one per line, or the documents (-o yaml|json)")
-    get.add_argument("kind", metavar="KIND", help="VirtualSystem, Workload, Group, SecurityPolicy, ThreatProfile or "
-                                                  "SignatureSet (any case, plural, or vsys, vm, policy)")
+    get.add_argument("kind", metavar="KIND", help="VirtualSystem, Workload, Group, SecurityPolicy, ThreatProfile, "
+                                                  "SignatureSet, UserGroup or UserSource (any case, plural, or vsys, "
+                                                  "vm, policy)")
     get.add_argument("name", nargs="?", metavar="[VSYS/]NAME", help="one resource (default: all of KIND)")
     get.add_argument("--vsys", help="only this vsys")
     get.add_argument("-o", "--output", choices=("yaml", "json"),
@@ -131,6 +151,7 @@ def register(sub: Any) -> None:
     explain.add_argument("--to", dest="destination", required=True, metavar="vm:NAME|IP")
     explain.add_argument("--service", required=True, metavar="tcp/PORT|udp/PORT|icmp")
     explain.add_argument("--app", metavar="NAME", help="the application App-ID would name (default: unknown)")
+    explain.add_argument("--user", metavar="NAME", help="the user behind the source (default: none known)")
     explain.add_argument("--policy", metavar="PATH", help="explain against a policy file instead of control")
     explain.add_argument("--json", action="store_true")
     client_options(explain)
@@ -308,7 +329,16 @@ def _serve(args: argparse.Namespace) -> int:
         raise_open_files_limit()  # a connection is a file: systemd's soft limit of 1024 would cap them
         tokens = TokenFile(args.tokens)
         store = open_store(args.store)
-        server = ControlServer(Control(store), tokens, host, int(port), ssl_context=context)
+        control = Control(store)
+        server = ControlServer(control, tokens, host, int(port), ssl_context=context)
+        if args.syslog:
+            from ngfw.control.syslog import SyslogReceiver
+
+            syslog_host, _, syslog_port = args.syslog.rpartition(":")
+            if not (syslog_port.isascii() and syslog_port.isdigit()) or not syslog_host:
+                print(f"ngfw control: --syslog expects HOST:PORT, got {args.syslog!r}", file=sys.stderr)
+                return 2
+            control.syslog = SyslogReceiver(control, syslog_host.strip("[]"), int(syslog_port))
     except (TokenFileError, StoreError, OSError) as exc:
         print(f"ngfw control: {exc}", file=sys.stderr)
         return 1
@@ -338,7 +368,14 @@ def _serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGHUP, reload)
+    from ngfw.control.ldap import DirectorySync
+
+    directories = DirectorySync(control)   # UserGroups' directory members, refreshed while control runs
     server.start()
+    directories.start()
+    if control.syslog is not None:
+        control.syslog.start()
+        log.info("syslog on %s (UDP and TCP): logins map users", args.syslog)
     status = f"STATUS=serving {server.url}: version {version}, identity {identity}"
     systemd.notify("READY=1", status)
     # the watchdog is fed while the API answers on its own address
@@ -356,6 +393,9 @@ def _serve(args: argparse.Namespace) -> int:
     systemd.notify("STOPPING=1")
     if watchdog is not None:
         watchdog.stop()
+    directories.stop()
+    if control.syslog is not None:
+        control.syslog.stop()
     server.stop()
     store.close()
     return 0
@@ -543,6 +583,11 @@ def _status(client: Any, args: argparse.Namespace) -> int:
         print("recent migrations:")
         for m in recent[:5]:
             print(f"  {_migration_line(m)}")
+    for d in result.get("directories", []):
+        groups = ", ".join(f"{g} ({n} users)" for g, n in d["groups"].items()) or "no groups"
+        state = (f"STALE since the last refresh failed ({d['last_error']}): keeping the groups read last"
+                 if d["stale"] else "ok")
+        print(f"directory {d['source']} {d['url']}: {state}; {groups}; refreshes ok {d['ok']}, failed {d['failed']}")
     return 0
 
 
@@ -551,6 +596,50 @@ def _migration_line(m: dict[str, Any]) -> str:
     detail = f": {m['detail']}" if m.get("detail") else ""
     return (f"{m['id']} {m['vsys']}/{m['workload']} {m['from'] or '?'} -> {m['to']} ({m['mode']}) {m['state']}, "
             f"{m['sessions_moved']} sessions moved, {m['sessions_lost']} lost{took}{detail}")
+
+
+def _user_target(text: str) -> dict[str, str]:
+    return {"vm": text[3:]} if text.startswith("vm:") else {"address": text}
+
+
+def _users(client: Any, args: argparse.Namespace) -> int:
+    import time
+
+    if args.users_command == "map":
+        body: dict[str, Any] = {**_user_target(args.target), "user": args.user}
+        if args.ttl is not None:
+            body["ttl"] = args.ttl
+        result = client.request("PUT", "/identity/users", body)[1]
+        if args.json:
+            _print_json(result)
+        else:
+            for m in result["mapped"]:
+                until = f" for {args.ttl:g} s" if args.ttl is not None else " until unmapped"
+                print(f"{m['address']} ({'vm:' + m['vm'] if m['vm'] else 'no workload'}) -> {m['user']}{until}")
+        return 0
+    if args.users_command == "unmap":
+        key, value = next(iter(_user_target(args.target).items()))
+        result = client.request("DELETE", "/identity/users", query={key: value})[1]
+        if args.json:
+            _print_json(result)
+        else:
+            print(f"{len(result['unmapped'])} mapping{'s' if len(result['unmapped']) != 1 else ''} ended"
+                  + "".join(f"\n  {m['address']} -> {m['user']}" for m in result["unmapped"]))
+        return 0
+    result = client.get("/identity/users")
+    if args.json:
+        _print_json(result)
+        return 0
+    now = time.time()
+    print(f"{'ADDRESS':<40} {'USER':<20} {'SOURCE':<14} {'EXPIRES':<10} {'VM':<24} GROUPS")
+    for m in result["mappings"]:
+        expires = "never" if m["expires"] is None else f"{max(0, m['expires'] - now):.0f}s"
+        print(f"{m['address']:<40} {m['user']:<20} {m['source']:<14} {expires:<10} {m['vm'] or '-':<24} "
+              f"{','.join(m['groups']) or '-'}")
+    counters = result["counters"]
+    print(f"{len(result['mappings'])} mappings (revision {result['revision']}); unbound addresses refused "
+          f"{counters['unbound_refused']}, accepted {counters['unbound_accepted']}")
+    return 0
 
 
 def _migrate(client: Any, args: argparse.Namespace) -> int:
@@ -565,11 +654,13 @@ def _migrate(client: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def _explain_result(policy: Any, documents: list[Any], args: argparse.Namespace) -> int:
+def _explain_result(policy: Any, documents: list[Any], args: argparse.Namespace,
+                    directory_groups: list[int] | None = None) -> int:
     from ngfw.control.explain import ExplainError, explain, format_explanation
 
     try:
-        result = explain(policy, documents, args.source, args.destination, args.service, args.app)
+        result = explain(policy, documents, args.source, args.destination, args.service, args.app, args.user,
+                         directory_groups or ())
     except ExplainError as exc:
         print(f"ngfw explain: {exc}", file=sys.stderr)
         return 2
@@ -590,7 +681,14 @@ def _explain(client: Any, args: argparse.Namespace) -> int:
     except InvalidDocuments as exc:
         print(f"ngfw explain: the running policy does not compile here: {exc}", file=sys.stderr)
         return 1
-    return _explain_result(policy, running["documents"], args)
+    groups: list[int] = []
+    if args.user:
+        from ngfw.compiler.principals import group_principal
+
+        # the directory groups control knows the user to be in (a UserGroup's static members are in the policy)
+        known = client.get("/identity/users").get("groups", {})
+        groups = [group_principal(*g.split("/", 1)) for g in known.get(args.user.lower(), []) if "/" in g]
+    return _explain_result(policy, running["documents"], args, groups)
 
 
 def _explain_offline(args: argparse.Namespace) -> int:
@@ -659,7 +757,7 @@ def _vsys_and_name(kind: str, name: str, vsys: str | None) -> tuple[str | None, 
         vsys = given
     if kind == "VirtualSystem":
         vsys = name
-    if kind == "SignatureSet":
+    if kind in ("SignatureSet", "UserSource"):
         vsys = ""   # site-wide
     return vsys, name
 
@@ -684,6 +782,12 @@ def _summary(document: dict[str, Any]) -> str:
         return f"selector {spec.get('selector', {})}"
     if kind == "VirtualSystem":
         return f"limits {spec.get('limits') or {}}"
+    if kind == "UserGroup":
+        members = spec.get("members") or []
+        ldap = f"ldap {spec['ldap']['dn']}" if spec.get("ldap") else ""
+        return "; ".join(x for x in (f"members {','.join(members)}" if members else "", ldap) if x)
+    if kind == "UserSource":
+        return ", ".join(k for k in ("syslog", "ldap", "unboundAddresses") if spec.get(k))
     if kind == "SignatureSet":
         return f"sha256 {spec.get('sha256', '')[:12]}" + (f"  {spec['description']}" if spec.get("description") else "")
     if kind == "ThreatProfile":
@@ -708,7 +812,8 @@ def _get(client: Any, args: argparse.Namespace) -> int:
     found = [d for d in source["documents"] if d.get("kind") == kind
              and (name is None or d["metadata"]["name"] == name) and (vsys is None or _vsys_of(d) == vsys)]
     if not found and name is not None:
-        print(f"ngfw get: no {kind} {vsys + '/' if vsys and kind not in ('VirtualSystem', 'SignatureSet') else ''}"
+        site = kind in ('VirtualSystem', 'SignatureSet', 'UserSource')
+        print(f"ngfw get: no {kind} {vsys + '/' if vsys and not site else ''}"
               f"{name} in {where}",
               file=sys.stderr)
         return 1
@@ -719,7 +824,7 @@ def _get(client: Any, args: argparse.Namespace) -> int:
         sys.stdout.write(yaml.safe_dump_all(found, sort_keys=False))
     else:
         for d in found:
-            label = d["metadata"]["name"] if kind in ("VirtualSystem", "SignatureSet") else \
+            label = d["metadata"]["name"] if kind in ("VirtualSystem", "SignatureSet", "UserSource") else \
                 f"{_vsys_of(d)}/{d['metadata']['name']}"
             print(f"{kind} {label:<32} {_summary(d)}".rstrip())
         if not found:
@@ -754,7 +859,7 @@ def _delete(client: Any, args: argparse.Namespace) -> int:
         return 0
     path = f"/candidate/resources/{quote(kind, safe='')}/{quote(vsys or '-', safe='')}/{quote(name, safe='')}"
     result = client.request("DELETE", path)[1]
-    print(f"candidate: deleted {kind} {vsys}/{name}" if kind not in ("VirtualSystem", "SignatureSet") else
+    print(f"candidate: deleted {kind} {vsys}/{name}" if kind not in ("VirtualSystem", "SignatureSet", "UserSource") else
           f"candidate: deleted {kind} {name}")
     for warning in result.get("warnings", []):
         print(f"warning: {warning}")
@@ -819,7 +924,7 @@ def rules_push(args: argparse.Namespace) -> int:
 
 
 _COMMANDS = {"apply": _apply, "diff": _diff, "commit": _commit, "rollback": _rollback, "status": _status,
-             "migrate": _migrate,
+             "migrate": _migrate, "users": _users,
              "explain": _explain, "discard": _discard, "rebase": _rebase, "history": _history, "audit": _audit,
              "get": _get, "delete": _delete}
 

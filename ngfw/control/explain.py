@@ -14,10 +14,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ngfw.compiler.principals import user_principal
 from ngfw.compiler.tables import CompiledPolicy, CompiledRule, IPAddress
 from ngfw.model import syntax
 from ngfw.model.resources import SecurityPolicy
-from ngfw.reference.policy import endpoint_matches, services_match
+from ngfw.reference.policy import endpoint_matches, services_match, users_match
 from ngfw.wire import PROTO_TCP, PROTO_UDP
 
 MAX_SKIPPED_SHOWN = 20
@@ -79,8 +80,19 @@ def resolve(policy: CompiledPolicy, text: str, family: int | None = None) -> End
 
 
 def explain(policy: CompiledPolicy, documents: Sequence[Any], source: str, destination: str, service: str,
-            app: str | None = None) -> dict[str, Any]:
-    """The decision for a new flow from `source` to `destination` on `service` (tcp/80, udp/53, icmp)."""
+            app: str | None = None, user: str | None = None,
+            directory_groups: Sequence[int] = ()) -> dict[str, Any]:
+    """The decision for a new flow from `source` to `destination` on `service` (tcp/80, udp/53, icmp).
+
+    `user` is who is behind the source (None or `unknown`: nobody is mapped to it); `directory_groups`
+    the principals of the directory groups control knows that user to be in (a UserGroup's static members
+    are in the policy itself)."""
+    principal = 0
+    if user is not None and user != "unknown":
+        try:
+            principal = user_principal(syntax.check_user_name(user))
+        except ValueError as exc:
+            raise ExplainError(f"--user {user!r}: {exc}") from None
     try:
         spec = syntax.parse_service(syntax.check_service(service))
     except (ValueError, KeyError):
@@ -97,7 +109,7 @@ def explain(policy: CompiledPolicy, documents: Sequence[Any], source: str, desti
     if src.workload >= 0 and dst.workload < 0 and dst.ip.version != src.ip.version:
         src = resolve(policy, source, dst.ip.version)
     rules = _rule_texts(documents)
-    flow = _Flow(policy, rules, src, dst, spec.proto, spec.port_lo, app_id)
+    flow = _Flow(policy, rules, src, dst, spec.proto, spec.port_lo, app_id, principal, frozenset(directory_groups))
 
     src_vsys = policy.workloads[src.workload].vsys if src.workload >= 0 else -1
     dst_vsys = policy.workloads[dst.workload].vsys if dst.workload >= 0 else -1
@@ -118,6 +130,7 @@ def explain(policy: CompiledPolicy, documents: Sequence[Any], source: str, desti
     inspection = _inspection(policy, passes, src, dst) if verdict["action"] == "allow" else None
     return {
         "from": src.describe(policy), "to": dst.describe(policy), "service": service, "application": app,
+        "user": user.lower() if user is not None and principal else None,
         "verdict": verdict["action"], "rule": verdict["rule"], "vsys": verdict["vsys"], "why": verdict["why"],
         "passes": [p.__dict__ for p in passes], "policy_version": policy.version, "inspection": inspection,
     }
@@ -156,7 +169,8 @@ def _inspection(policy: CompiledPolicy, passes: list[Pass], src: Endpoint, dst: 
 
 def format_explanation(result: dict[str, Any]) -> list[str]:
     app = f", application {result['application']}" if result["application"] else ""
-    lines = [f"flow {result['from']} -> {result['to']} {result['service']}{app}",
+    user = f", user {result['user']}" if result.get("user") else ", no user known"
+    lines = [f"flow {result['from']} -> {result['to']} {result['service']}{app}{user}",
              f"verdict: {result['verdict'].upper()} by rule {result['rule']!r} of vsys {result['vsys']} "
              f"(policy version {result['policy_version']})",
              f"why: {result['why']}"]
@@ -197,6 +211,8 @@ class _Flow:
     proto: int
     dport: int
     app: int | None
+    user: int = 0
+    groups: frozenset[int] = frozenset()
 
     def _text(self, vsys: str, rule: CompiledRule) -> dict[str, Any]:
         return self.rules.get((vsys, rule.name), {})
@@ -216,6 +232,10 @@ class _Flow:
                 misses.append(f"to {text.get('to', '?')} does not match the destination")
             if not rule.app_default and not services_match(rule.services, self.proto, self.dport):
                 misses.append(f"services {text.get('services', ['any'])} do not include it")
+            matched_user = users_match(rule, self.user, self.groups)
+            if matched_user < 0:
+                who = "the user" if self.user else "no user known behind the source (try --user NAME)"
+                misses.append(f"users {list(rule.users)} do not include {who}")
             if misses:
                 if len(skipped) < MAX_SKIPPED_SHOWN:
                     skipped.append(f"{rule.name!r}: {'; '.join(misses)}")
@@ -232,7 +252,8 @@ class _Flow:
                     continue
             why = (f"rule {rule.name!r} matches: from {text.get('from', '?')}, to {text.get('to', '?')}, "
                    f"services {text.get('services', ['any'])}"
-                   + (f", applications {text.get('applications')}" if rule.apps else ""))
+                   + (f", applications {text.get('applications')}" if rule.apps else "")
+                   + (f", users {rule.users[matched_user]}" if rule.users else ""))
             return Pass(vsys, direction, rule.name, rule.action.name.lower(), why, skipped, conditional)
         why = f"no rule of vsys {vsys} matches, so the implicit default rule denies it"
         return Pass(vsys, direction, "default-deny", "deny", why, skipped, conditional)

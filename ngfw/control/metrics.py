@@ -124,6 +124,7 @@ class ControlMetrics(Collector):
         yield from self._requests_families()
         yield from self._configuration()
         yield from self._migrations()
+        yield from self._users()
         counters = self._server_counters()
         events = CounterMetricFamily("ngfw_control_server_events_total", "Connections and requests the HTTP server "
                                      "refused or failed, by event", labels=["event"])
@@ -134,6 +135,38 @@ class ControlMetrics(Collector):
         yield GaugeMetricFamily("ngfw_control_connections", "Connections open now", value=gauges["connections"])
         yield GaugeMetricFamily("ngfw_control_long_polls_waiting", "Long-polls (bundles, tasks) waiting for a change "
                                 "now", value=gauges["long_polls_waiting"])
+
+    def _users(self) -> Iterator[Any]:
+        """User-ID: mappings, refusals, syslog lines, directories (labels: outcomes and UserSource names)."""
+        users = self.control.users
+        yield GaugeMetricFamily("ngfw_control_user_mappings", "Addresses mapped to a user now (User-ID)",
+                                value=len(users.mappings))
+        changes = CounterMetricFamily("ngfw_control_user_mapping_changes_total", "User mappings made, ended and "
+                                      "expired, and mappings refused (an address of no workload that no "
+                                      "UserSource allows, or over the limit)", labels=["outcome"])
+        for outcome, key in (("mapped", "mapped"), ("unmapped", "unmapped"), ("expired", "expired"),
+                             ("unbound_accepted", "unbound_accepted"), ("unbound_refused", "unbound_refused"),
+                             ("over_limit", "refused")):
+            changes.add_metric([outcome], users.counters.get(key, 0))
+        yield changes
+        syslog = self.control.syslog
+        if syslog is not None:
+            lines = CounterMetricFamily("ngfw_control_syslog_lines_total", "Syslog lines received, by what came "
+                                        "of them", labels=["result"])
+            for result in ("logins", "logouts", "unmatched", "malformed", "refused"):
+                lines.add_metric([result], syslog.counters.get(result, 0))
+            yield lines
+        directories = self.control.directories.status() if self.control.directories is not None else []
+        refreshes = CounterMetricFamily("ngfw_control_directory_refreshes_total", "Directory group refreshes, by "
+                                        "UserSource and outcome", labels=["source", "outcome"])
+        stale = GaugeMetricFamily("ngfw_control_directory_stale", "1 while a directory's last refresh failed (its "
+                                  "last good groups are kept)", labels=["source"])
+        for d in directories:
+            refreshes.add_metric([d["source"], "ok"], d["ok"])
+            refreshes.add_metric([d["source"], "failed"], d["failed"])
+            stale.add_metric([d["source"]], 1 if d["stale"] else 0)
+        yield refreshes
+        yield stale
 
     def _requests_families(self) -> Iterator[Any]:
         with self._lock:

@@ -256,6 +256,20 @@ def build_routes(control: Control) -> list[Route]:
         Route("DELETE", "/identity/workloads/{vsys}/{name}", "Remove a Workload without a policy commit",
               lambda r: (200, c.delete_workload(r.principal, r.params["vsys"], r.params["name"])),
               "security-admin, vm-operator, tenant-admin:VSYS"),
+        Route("PUT", "/identity/users", "Map an address (or every address of a workload) to a user (User-ID), "
+                                        "for `ttl` seconds or until deleted; no policy commit",
+              lambda r: (200, c.map_user(r.principal, r.json_object())),
+              "security-admin, vm-operator, user-mapper",
+              body='{"address": IP | "vm": NAME or VSYS/NAME, "user": NAME, "ttl": SECONDS (optional)}'),
+        Route("DELETE", "/identity/users", "End the user mapping of an address (or of a workload's addresses)",
+              lambda r: (200, c.unmap_user(r.principal, {k: v for k, v in r.query.items() if k in ("address", "vm")})),
+              "security-admin, vm-operator, user-mapper", query=("address", "vm")),
+        Route("GET", "/identity/users", "The user mappings: address, user, source, lifetime, workload, groups",
+              lambda r: (200, c.user_list(r.principal)), everyone + ", user-mapper"),
+        Route("GET", "/identity/users/changes", "Long-poll for a host: the user mappings changed after revision "
+                                                "`since` (without it, all of them), 204 after `wait` s of none",
+              lambda r: _user_changes(c, r), "dataplane[:HOST], security-admin, viewer",
+              query=("host", "since", "wait")),
         Route("GET", "/bundle", "Long-poll for the running bundle: returns when its hash differs from `known` "
                                 "(204 after `wait` seconds without a change); with `version` (the one the host "
                                 "runs) equal to the running one, only its Workloads (an identity update)",
@@ -324,6 +338,16 @@ def _bundle(control: Control, request: Request) -> tuple[int, Any]:
     if bundle is None:
         return 204, None
     return 200, RawJson(bundle.encoded_identity if runs == bundle.version else bundle.encoded)
+
+
+def _user_changes(control: Control, request: Request) -> tuple[int, Any]:
+    host = request.query.get("host", "")
+    if not host:
+        raise ApiError(400, "host is required")
+    wait = parse_seconds(request.query.get("wait"), "wait", MAX_WAIT_SECONDS)
+    since = _int(request.query.get("since") or None, "since")
+    result = control.user_changes(request.principal, host, since, wait)
+    return (204, None) if result is None else (200, result)
 
 
 def _tasks(control: Control, request: Request) -> tuple[int, Any]:

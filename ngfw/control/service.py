@@ -132,6 +132,12 @@ class Control:
         self._listeners: list[Callable[[], None]] = []  # told of every change (the HTTP server's long-polls)
         self.migrations = MigrationCoordinator(clock, on_change=self._notify)
         self.signature_sets = SignatureSetRegistry(store)
+        from ngfw.control.userid import UserMappings
+
+        self.users = UserMappings(clock, on_change=self._notify)   # User-ID: address -> user
+        self.syslog: Any = None   # ngfw.control.syslog.SyslogReceiver with `ngfw control --syslog`
+        self.directories: Any = None   # ngfw.control.ldap.DirectorySync: directory groups
+        self._address_book: tuple[tuple[int, int], dict[str, str], list[Any], dict[str, list[str]]] | None = None
 
     # ---- audit and authorization
     def audit(self, who: Principal | None, action: str, target: str, outcome: str, **detail: Any) -> None:
@@ -802,7 +808,127 @@ class Control:
         realized = sum(1 for h in hosts if h["current"])
         visible = who.sees if who.base_role != "dataplane" else (lambda vsys: True)
         migrations = self.migrations.list(visible)
+        directories = self.directories.status() if self.directories is not None else []
         return {"version": version, "identity": identity, "hash": current, "hosts": hosts, "realized": realized,
+                "directories": directories, "user_mappings": len(self.users.mappings),
                 "total": len(hosts), "summary": f"version {version} on {realized} of {len(hosts)} hosts",
                 "migrations_active": [m for m in migrations if m["state"] in ("staging", "precopied", "cutover")],
                 "migrations_recent": [m for m in migrations if m["state"] not in ("staging", "precopied", "cutover")][:10]}
+
+    # ---- User-ID: mappings of addresses to users (ngfw.control.userid)
+    def _addresses(self) -> tuple[dict[str, str], list[tuple[int, int, int]], dict[str, list[str]]]:
+        """Of the running configuration: address -> its workload (vsys/name), the prefixes of no workload that
+        mappings may name (UserSources' unboundAddresses, as (version, network, mask) integers), and each
+        workload's addresses."""
+        import ipaddress
+
+        key = self.store.latest()
+        if self._address_book is None or self._address_book[0] != key:
+            owner: dict[str, str] = {}
+            by_vm: dict[str, list[str]] = {}
+            unbound: list[tuple[int, int, int]] = []
+            documents = self.effective(*key) if key[0] > 0 else []
+            for d in documents:
+                if d.get("kind") == "Workload":
+                    vm = f"{d['metadata']['vsys']}/{d['metadata']['name']}"
+                    for iface in d["spec"]["interfaces"]:
+                        for ip in iface.get("ips", []):
+                            owner[str(ipaddress.ip_address(ip))] = vm
+                            by_vm.setdefault(vm, []).append(str(ipaddress.ip_address(ip)))
+                elif d.get("kind") == "UserSource":
+                    for text in d["spec"].get("unboundAddresses") or []:
+                        net = ipaddress.ip_network(text)
+                        unbound.append((net.version, int(net.network_address), int(net.netmask)))
+            self._address_book = (key, owner, unbound, by_vm)
+        return self._address_book[1], self._address_book[2], self._address_book[3]
+
+    def resolve_address(self, address: Any, book: tuple[dict[str, str], list[tuple[int, int, int]], Any]
+                        ) -> tuple[str, str | None]:
+        """(canonical address, its workload or None) of a mapping's address; ApiError (counted) for an address
+        of no workload that no UserSource's unboundAddresses include."""
+        from ngfw.control.userid import canonical_address
+
+        owner, unbound = book[0], book[1]
+        try:
+            canonical, version, value = canonical_address(address)
+        except ValueError:
+            raise ApiError(400, f"address {address!r} is not an IP address",
+                           [Problem("mapping", "address", "not an IP address")]) from None
+        if canonical in owner:
+            return canonical, owner[canonical]
+        if any(v == version and value & mask == net for v, net, mask in unbound):
+            self.users.counters["unbound_accepted"] += 1
+            return canonical, None
+        self.users.counters["unbound_refused"] += 1
+        raise ApiError(422, f"address {canonical} is no workload's, and no UserSource's unboundAddresses include "
+                            "it: mappings of unbound addresses are off unless a UserSource allows them",
+                       [Problem("mapping", "address", "not a workload's address")])
+
+    def _mapping_targets(self, body: dict[str, Any]) -> list[tuple[str, str | None]]:
+        """The addresses a mapping request names ({address} or {vm: NAME | VSYS/NAME}), each with its workload."""
+        book = self._addresses()
+        by_vm = book[2]
+        address, vm = body.get("address"), body.get("vm")
+        if (address is None) == (vm is None):
+            raise ApiError(400, "a user mapping names an address or a vm", [Problem("mapping", "address", "required")])
+        if vm is not None:
+            if not isinstance(vm, str) or not vm:
+                raise ApiError(400, f"vm {vm!r} is not a workload name")
+            vsys, _, name = vm.rpartition("/")
+            found = [v for v in by_vm if v.rpartition("/")[2] == name and (not vsys or v.partition("/")[0] == vsys)]
+            if not found:
+                raise ApiError(404, f"vm {vm!r}: no running workload of that name (with an address)")
+            if len(found) > 1:
+                raise ApiError(400, f"vm {vm!r}: workloads of that name in several vsys ({', '.join(found)}); "
+                                    "write vm VSYS/NAME")
+            return [(ip, found[0]) for ip in by_vm[found[0]]]
+        return [self.resolve_address(address, book)]
+
+    def map_user(self, who: Principal, body: dict[str, Any], source: str = "api") -> dict[str, Any]:
+        target = body.get("address") or body.get("vm") or ""
+        self.require(who, who.may_map_users(), "users.map", str(target))
+        user, ttl = body.get("user"), body.get("ttl")
+        if not isinstance(user, str) or not user:
+            raise ApiError(400, "a user mapping names its user", [Problem("mapping", "user", "required")])
+        if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float)):
+            raise ApiError(400, f"ttl {ttl!r} must be a number of seconds", [Problem("mapping", "ttl", "not a number")])
+        from ngfw.control.userid import MappingError
+
+        mapped = []
+        try:
+            for address, vm in self._mapping_targets(body):
+                mapped.append(self.users.put(address, user, ttl, source, vm, who.name).as_dict())
+        except MappingError as exc:
+            raise ApiError(exc.status, exc.message) from None
+        self.audit(who, "users.map", str(target), "ok", user=user, ttl=ttl)
+        return {"mapped": mapped, "revision": self.users.revision}
+
+    def unmap_user(self, who: Principal, body: dict[str, Any]) -> dict[str, Any]:
+        target = body.get("address") or body.get("vm") or ""
+        self.require(who, who.may_map_users(), "users.unmap", str(target))
+        from ngfw.control.userid import MappingError
+
+        try:
+            if body.get("vm") is not None:
+                addresses = [a for a, _ in self._mapping_targets(body)]
+            else:
+                addresses = [str(body.get("address"))]
+            ended = [m.as_dict() for a in addresses if (m := self.users.delete(a)) is not None]
+        except MappingError as exc:
+            raise ApiError(exc.status, exc.message) from None
+        self.audit(who, "users.unmap", str(target), "ok", ended=len(ended))
+        return {"unmapped": ended, "revision": self.users.revision}
+
+    def user_list(self, who: Principal) -> dict[str, Any]:
+        self.require(who, who.may_read_config() and who.may_map_users(), "users.list")
+        counters = dict(self.users.counters)
+        if self.syslog is not None:
+            counters.update({f"syslog_{k}": v for k, v in self.syslog.counters.items()})
+        directories = self.directories.status() if self.directories is not None else []
+        return {"revision": self.users.revision, "mappings": self.users.listing(), "counters": counters,
+                "directories": directories, "groups": {u: list(g) for u, g in self.users.groups.items()}}
+
+    def user_changes(self, who: Principal, host: str, since: int | None, wait: float) -> dict[str, Any] | None:
+        """A host agent's long-poll: the user mappings changed after revision `since` (None: a snapshot)."""
+        self.require(who, who.may_fetch_bundle(host), "users.changes", host)
+        return self.users.wait_changes(since, wait)

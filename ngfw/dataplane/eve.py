@@ -150,6 +150,13 @@ def eve_record(event: dict[str, Any], policy: CompiledPolicy | None) -> dict[str
         # table generations outnumber versions (an identity update keeps the version)
         "policy_version": policy.version if policy is not None else event["generation"],
     })
+    if event.get("user_name"):
+        record["src_user"] = event["user_name"]
+        via = (event.get("user_via") or (0, 0))[0]
+        if via and policy is not None and 0 <= rule_index < len(policy.rules):
+            users = policy.rules[rule_index].users
+            if via <= len(users):
+                record["src_user_match"] = users[via - 1]   # the `users:` item that decided: group:finance
     if event.get("app_proto"):
         record["app_proto"], record["app"] = split_app(policy.catalogue if policy else None, event["app_proto"])
         record["app_confidence"] = event.get("app_confidence")

@@ -89,6 +89,13 @@ class DataplaneCollector(Collector):
                                 "no flow has used since", value=stats["flow_table_bytes_released"])
         yield CounterMetricFamily("ngfw_flows_handed_over_total", "Flows handed to the host their workload moved to "
                                   "that ended here unlogged", value=stats["flows_handed_over"])
+        yield CounterMetricFamily("ngfw_flows_user_redecided_total", "Flows a users: rule decided, decided again "
+                                  "because the user behind their address (or its groups) changed",
+                                  value=stats["flows_user_redecided"])
+        users = getattr(self.dp, "users", None)
+        if users is not None:
+            yield GaugeMetricFamily("ngfw_user_mappings", "Addresses the user table in force maps to a user (User-ID)",
+                                    value=users.stats()["mapped"])
         bypass = stats["bypass"]
         yield GaugeMetricFamily("ngfw_bypass_enabled", "1 while flow bypass runs (the kernel forwards flows whose "
                                 "verdict is final), 0 when it is off or not available", value=int(bypass["enabled"]))

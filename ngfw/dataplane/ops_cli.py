@@ -197,7 +197,7 @@ def _cleared_line(flt: SessionFilter, cleared: int, resets: int) -> str:
             f"connection{'s' if resets != 1 else ''} reset both ways at their next segment")
 
 
-COLUMNS = (("FLOW ID", 19), ("VSYS", 10), ("CLIENT", 28), ("SERVER", 24), ("PROTO", 5), ("APP", 22), ("RULE", 20),
+COLUMNS = (("FLOW ID", 19), ("VSYS", 10), ("CLIENT", 28), ("USER", 12), ("SERVER", 24), ("PROTO", 5), ("APP", 22), ("RULE", 20),
            ("STATE", 11), ("AGE", 7), ("PKTS C/S", 13), ("BYTES C/S", 15))
 
 
@@ -244,7 +244,7 @@ def session_row(r: dict[str, Any], fleet: bool = False) -> str:
     if r.get("threat"):
         flags.append(f"threat-{r['threat']}")
     cells = (str(r["flow_id"]), r["vsys"] or "-", end(r["src_vm"], r["src_ip"], r["src_port"]),
-             end(r["dest_vm"], r["dest_ip"], r["dest_port"]), r["proto"].lower(), app or "-", r["rule"] or "-",
+             r.get("src_user") or "-", end(r["dest_vm"], r["dest_ip"], r["dest_port"]), r["proto"].lower(), app or "-", r["rule"] or "-",
              state, _duration(r["age"]), f"{r['pkts_toserver']}/{r['pkts_toclient']}",
              f"{_size(r['bytes_toserver'])}/{_size(r['bytes_toclient'])}")
     line = " ".join(cell.ljust(width) for cell, (_, width) in zip(cells, COLUMNS))

@@ -171,8 +171,12 @@ class Dataplane:
         # `ngfw sessions` (sessions.py). A weak reference back: a cycle would leave the engine to the garbage
         # collector, which may free it after the state file's mapping it lives in is gone
         this = weakref.ref(self)
+        from ngfw.dataplane.userid import UserMap
+
+        self.users = UserMap(fp, self.engine.set_users)   # User-ID: who is behind each address
+        self._users_expired_at = 0.0
         self.sessions = SessionTable(self.engine, lambda: dp.policies() if (dp := this()) is not None else {},
-                                     self.host)
+                                     self.host, user_name=self.users.name_of)
         self._links_to_check: list[str] = []
         try:
             self._open_ports()
@@ -340,6 +344,7 @@ class Dataplane:
             self.generations[generation] = policy
             while len(self.generations) > GENERATIONS_KEPT:
                 self.generations.popitem(last=False)
+        self.users.set_owners(policy)   # workloads' spec.owner: their addresses are their owners'
         if self.state is not None and tables.app_names != self._names_written:
             self.state.write_names(list(tables.app_names))
             self._names_written = list(tables.app_names)
@@ -555,11 +560,17 @@ class Dataplane:
                 log.exception("event drain failed; it goes on")
 
     def drain(self) -> None:
+        if time.monotonic() - self._users_expired_at >= 1.0:
+            self._users_expired_at = time.monotonic()
+            self.users.expire()
         # frames first: a flow's record names the capture file its frames went to
         while frames := self.engine.drain_captures():
             self.capture.add(frames, self._vsys_name)
         events = self.engine.drain_events()
         while events:
+            for event in events:
+                if event.get("user"):
+                    event["user_name"] = self.users.name_of(event["user"])
             arrivals = [e for e in events if e["event"] == "arrival"]
             if arrivals:
                 events = [e for e in events if e["event"] != "arrival"]

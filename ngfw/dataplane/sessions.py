@@ -201,6 +201,7 @@ class SessionTable:
     policies: PolicySource
     host: str = ""
     scan: int = SCAN_PER_REQUEST
+    user_name: Callable[[int], str | None] = lambda user: None   # a user principal's name (ngfw.dataplane.userid)
     _clear_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _name_cache: dict[int, PolicyNames] = field(default_factory=dict, repr=False)
     _names_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -268,7 +269,7 @@ class SessionTable:
         while True:
             out = self.engine.list_sessions(compiled, cursor=cursor, limit=limit - len(records), max_scan=self.scan)
             for flow in out["sessions"]:
-                records.append(session_record(flow, names.get(flow["generation"]), self.host))
+                records.append(session_record(flow, names.get(flow["generation"]), self.host, self.user_name))
             cursor = out["cursor"]
             if cursor == 0 or len(records) >= limit:
                 return Page(records, cursor)
@@ -340,7 +341,8 @@ class PolicyNames:
         return split
 
 
-def session_record(flow: dict[str, Any], names: PolicyNames | None, host: str = "") -> dict[str, Any]:
+def session_record(flow: dict[str, Any], names: PolicyNames | None, host: str = "",
+                   user_name: Callable[[int], str | None] | None = None) -> dict[str, Any]:
     """A listed flow (`Engine.list_sessions`) named with the policy that decided it (EVE's field names)."""
     vsys, rule_index, ingress = flow["vsys"], flow["rule"], flow["rule_ingress"]
     src_wl, dst_wl = flow["src_wl"], flow["dst_wl"]
@@ -367,6 +369,8 @@ def session_record(flow: dict[str, Any], names: PolicyNames | None, host: str = 
         "proto": EVE_PROTO_NAMES.get(proto_number) or str(proto_number),
         "src_vm": names.workloads[src_wl] if names is not None and 0 <= src_wl < len(names.workloads) else None,
         "dest_vm": names.workloads[dst_wl] if names is not None and 0 <= dst_wl < len(names.workloads) else None,
+        # the user behind the client's address (User-ID), as the flow was decided or last looked up
+        "src_user": user_name(flow["user"]) if user_name is not None and flow.get("user") else None,
         "app_proto": app_proto, "app": app, "app_host": flow["app_host"],
         "rule": rule,
         "rule_ingress": names.rules[ingress] if names is not None and 0 <= ingress < len(names.rules) else None,

@@ -12,7 +12,7 @@ import contextlib
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -31,6 +31,7 @@ PRINCIPALS = {  # token name -> role: one of each role, and one dataplane token 
     "alice": "tenant-admin:tenant-a",
     "bob": "tenant-admin:tenant-b",
     "ops": "vm-operator",
+    "mapper": "user-mapper",
     "auditor": "viewer",
     "host-a": "dataplane:host-a",
     "host-b": "dataplane:host-b",
@@ -114,8 +115,10 @@ def _dataplane_argv(site: ControlSite, host: DataplaneHost) -> dataplane_process
 
 
 @contextlib.contextmanager
-def control_site(two: TwoHostLab, workdir: Path, policy: Path, ready_timeout: float = 30) -> Iterator[ControlSite]:
-    """Control with `policy` committed as version 1 by `admin`, both hosts' dataplanes running it."""
+def control_site(two: TwoHostLab, workdir: Path, policy: Path, ready_timeout: float = 30,
+                 control_args: Sequence[str] = ()) -> Iterator[ControlSite]:
+    """Control with `policy` committed as version 1 by `admin`, both hosts' dataplanes running it.
+    `control_args`: more options of `ngfw control` (`--syslog HOST:PORT`)."""
     procs: list[subprocess.Popen[Any]] = []
     logs: list[IO[bytes]] = []
     site: ControlSite | None = None
@@ -138,7 +141,8 @@ def control_site(two: TwoHostLab, workdir: Path, policy: Path, ready_timeout: fl
         logs.append(open(workdir / "control.log", "ab"))
         argv = [sys.executable, "-m", "ngfw", "control", "--listen", f"{two.control_ip}:{two.control_port}",
                 "--store", f"sqlite:///{workdir / 'control.db'}", "--tokens", str(tokens_file),
-                "--insecure-http"]  # the lab's management network is a namespace's: nothing else sees it
+                "--insecure-http",  # the lab's management network is a namespace's: nothing else sees it
+                *control_args]
         procs.append(run_in(two.mgmt_ns, argv, stdout=logs[-1], stderr=logs[-1], stdin=subprocess.DEVNULL,
                             env=dataplane_env(), cwd=str(REPO_ROOT)))
         site = ControlSite(two, workdir, tokens, token_files)

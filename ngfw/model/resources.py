@@ -1,4 +1,5 @@
-"""The policy resources users write: VirtualSystem, Workload, Group, SecurityPolicy, ThreatProfile, SignatureSet.
+"""The policy resources users write: VirtualSystem, Workload, Group, SecurityPolicy, ThreatProfile, SignatureSet,
+UserGroup and UserSource (User-ID: docs/policy.md#users).
 
 Each kind is a pydantic model that checks one document on its own (types, syntax,
 unknown fields) and stores canonical spellings (lower-case MACs, compressed IPs,
@@ -12,7 +13,17 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    WithJsonSchema,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from ngfw.model import syntax
 
@@ -43,6 +54,17 @@ Reference = Annotated[
     _schema(pattern=syntax.REF_PATTERN, description="any, vm:NAME, group:NAME or cidr:PREFIX (IPv4 or IPv6)."),
 ]
 Member = Annotated[str, AfterValidator(syntax.check_member), _schema(pattern=syntax.MEMBER_PATTERN)]
+UserName = Annotated[
+    str,
+    AfterValidator(syntax.check_user_name),
+    _schema(pattern=syntax.USER_NAME_PATTERN, description="A user name (compared in lower case)."),
+]
+UserRef = Annotated[
+    str,
+    AfterValidator(syntax.check_user_ref),
+    _schema(pattern=syntax.USER_REF_PATTERN,
+            description="any, known-user, unknown, group:NAME (a UserGroup of the rule's vsys) or a user name."),
+]
 ServiceName = Annotated[
     str,
     AfterValidator(syntax.check_service),
@@ -99,9 +121,26 @@ class Interface(_Strict):
     port: PortName | None = Field(None, description="Dataplane interface the workload must arrive on (pins it).")
 
 
+def _without(handler: SerializerFunctionWrapHandler, model: BaseModel, defaults: dict[str, Any]) -> dict[str, Any]:
+    """The model's dump without the fields that hold their default: a field added later must not change the
+    canonical documents (and digests, and diffs) of policies that do not use it."""
+    data: dict[str, Any] = handler(model)
+    for name, default in defaults.items():
+        if name in data and data[name] == default:
+            del data[name]
+    return data
+
+
 class WorkloadSpec(_Strict):
     interfaces: list[Interface] = Field(min_length=1)
     host: str | None = Field(None, min_length=1, description="Hypervisor host currently running the workload.")
+    owner: UserName | None = Field(
+        None, description="The user the workload belongs to (a VDI desktop): its flows are that user's, unless a "
+                          "login or an API mapping of its address says otherwise.")
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _without(handler, self, {"owner": None})
 
 
 class Workload(_Strict):
@@ -172,6 +211,23 @@ class Rule(_Strict):
     )
     capture: Capture | None = Field(None, description="Write the frames of the flows this rule decides to pcap files.")
     description: str | None = None
+    users: list[UserRef] = Field(
+        default_factory=lambda: ["any"],
+        min_length=1,
+        description="Who must be behind the flow's source (User-ID): user names, group:NAME (a UserGroup of the "
+                    "vsys), known-user (any user), unknown (no user), or [any].",
+    )
+
+    @field_validator("users")
+    @classmethod
+    def _users_any_alone(cls, value: list[str]) -> list[str]:
+        if "any" in value and len(value) > 1:
+            raise ValueError("`any` stands alone: it already includes every user and no user")
+        return value
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _without(handler, self, {"users": ["any"]})
 
     @field_validator("services")
     @classmethod
@@ -334,32 +390,129 @@ class SignatureSet(_Strict):
     spec: SignatureSetSpec
 
 
-Resource = VirtualSystem | Workload | Group | SecurityPolicy | ThreatProfile | SignatureSet
+class LdapGroup(_Strict):
+    dn: str = Field(min_length=1, max_length=1024, description="The group's distinguished name in the directory.")
+    source: Name | None = Field(
+        None, description="The UserSource whose directory holds it (default: the only UserSource with `ldap`).")
+
+
+class UserGroupSpec(_Strict):
+    members: list[UserName] | None = Field(None, description="Users named here (static members).")
+    ldap: LdapGroup | None = Field(
+        None, description="Members from a directory group (nested groups included), refreshed by control.")
+
+    @model_validator(mode="after")
+    def _names_someone(self) -> UserGroupSpec:
+        if self.members is None and self.ldap is None:
+            raise ValueError("a UserGroup needs members, ldap, or both")
+        return self
+
+
+class UserGroup(_Strict):
+    """A named set of users of one vsys, referenced as `group:NAME` in a rule's `users`."""
+
+    api_version: Literal["ngfw/v1"] = Field(alias="apiVersion")
+    kind: Literal["UserGroup"]
+    metadata: VsysMetadata
+    spec: UserGroupSpec
+
+
+def _check_login_regex(value: str) -> str:
+    try:
+        compiled = re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"is not a regular expression: {exc}") from None
+    missing = [g for g in ("user", "ip") if g not in compiled.groupindex]
+    if missing:
+        raise ValueError("the regex has no named group " + " and no ".join(f"`{g}`" for g in missing)
+                         + " (write (?P<user>...) and (?P<ip>...) around the user name and the address)")
+    return value
+
+
+LoginRegex = Annotated[
+    str,
+    AfterValidator(_check_login_regex),
+    WithJsonSchema({"type": "string", "description": "A Python regular expression with named groups `user` and "
+                                                     "`ip`, searched in a syslog message."}),
+]
+
+
+class SyslogProfile(_Strict):
+    login: LoginRegex = Field(description="A login: (?P<user>...) logged in from (?P<ip>...).")
+    logout: LoginRegex | None = Field(None, description="A logout: the mapping of (?P<ip>...) to (?P<user>...) ends.")
+    ttl: int = Field(3600, gt=0, le=30 * 86400, description="Seconds a login's mapping lasts without a logout.")
+
+
+class LdapDirectory(_Strict):
+    url: Annotated[str, Field(pattern=r"^ldaps?://[^\s/]+/?$",
+                              description="ldap://HOST:PORT or ldaps://HOST:PORT")]
+    bind_dn: str | None = Field(None, alias="bindDN", description="Who control binds as (default: anonymous).")
+    password_file: str | None = Field(
+        None, alias="passwordFile", description="File on control's host holding the bind password.")
+    refresh: int = Field(300, ge=1, le=86400, description="Seconds between two reads of the groups.")
+    timeout: float = Field(5.0, gt=0, le=120, description="Seconds an answer of the directory may take.")
+    user_attribute: str = Field(
+        "uid", alias="userAttribute", pattern=r"^[A-Za-z][A-Za-z0-9-]{0,63}$",
+        description="The attribute of a member entry that is its user name (uid; sAMAccountName for AD).")
+
+
+NetworkText = Annotated[str, AfterValidator(syntax.check_network), _schema(description="An IPv4 or IPv6 prefix.")]
+
+
+class UserSourceSpec(_Strict):
+    syslog: SyslogProfile | None = Field(
+        None, description="Login/logout lines control's syslog receiver (`ngfw control --syslog`) parses.")
+    ldap: LdapDirectory | None = Field(None, description="A directory UserGroups take members from.")
+    unbound_addresses: list[NetworkText] | None = Field(
+        None, alias="unboundAddresses",
+        description="Addresses of no workload that user mappings may still name (a VPN pool): off by default.")
+
+    @model_validator(mode="after")
+    def _says_something(self) -> UserSourceSpec:
+        if self.syslog is None and self.ldap is None and self.unbound_addresses is None:
+            raise ValueError("a UserSource needs syslog, ldap or unboundAddresses")
+        return self
+
+
+class UserSource(_Strict):
+    """Where user identities come from, for the whole site: login lines of syslog, a directory, and the
+    addresses outside every workload that may be mapped to users."""
+
+    api_version: Literal["ngfw/v1"] = Field(alias="apiVersion")
+    kind: Literal["UserSource"]
+    metadata: ClusterMetadata
+    spec: UserSourceSpec
+
+
+Resource = (VirtualSystem | Workload | Group | SecurityPolicy | ThreatProfile | SignatureSet | UserGroup
+            | UserSource)
 
 KINDS: dict[str, type[VirtualSystem] | type[Workload] | type[Group] | type[SecurityPolicy] | type[ThreatProfile]
-            | type[SignatureSet]] = {
+            | type[SignatureSet] | type[UserGroup] | type[UserSource]] = {
     "VirtualSystem": VirtualSystem,
     "Workload": Workload,
     "Group": Group,
     "SecurityPolicy": SecurityPolicy,
     "ThreatProfile": ThreatProfile,
     "SignatureSet": SignatureSet,
+    "UserGroup": UserGroup,
+    "UserSource": UserSource,
 }
-SITE_KINDS = ("SignatureSet",)  # resources of the whole site: no vsys ("" where a vsys is asked for)
+SITE_KINDS = ("SignatureSet", "UserSource")  # resources of the whole site: no vsys ("" where a vsys is asked for)
 
 
 def vsys_of(resource: Resource) -> str:
     """The vsys a resource belongs to (a VirtualSystem belongs to itself, a SignatureSet to none: "")."""
     if isinstance(resource, VirtualSystem):
         return resource.metadata.name
-    if isinstance(resource, SignatureSet):
+    if isinstance(resource, SignatureSet | UserSource):
         return ""
     return resource.metadata.vsys
 
 
 def label(resource: Resource) -> str:
     """How messages name a resource: `Workload tenant-a/web-01`, `VirtualSystem tenant-a`, `SignatureSet et`."""
-    if isinstance(resource, VirtualSystem | SignatureSet):
+    if isinstance(resource, VirtualSystem | SignatureSet | UserSource):
         return f"{resource.kind} {resource.metadata.name}"
     return f"{resource.kind} {resource.metadata.vsys}/{resource.metadata.name}"
 

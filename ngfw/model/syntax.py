@@ -213,3 +213,57 @@ def parse_service(canonical: str) -> ServiceSpec:
     lo_text, _, hi_text = ports.partition("-")
     lo = int(lo_text)
     return ServiceSpec(proto, lo, int(hi_text) if hi_text else lo)
+
+
+# ---- users (User-ID): who is behind an address, as rules' `users:` and UserGroups name them
+
+# A directory's user names: `alice`, `alice@corp.example`, `corp\alice`, a machine account `web01$`.
+# Compared case-insensitively (as LDAP and Active Directory do): the canonical spelling is lower case.
+USER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@\\$-]{0,127}$"
+USER_NAME_HELP = ("must be a user name: 1-128 letters, digits, '.', '_', '@', '\\', '$' or '-', starting with a "
+                  "letter or digit")
+_USER_NAME_RE = re.compile(USER_NAME_PATTERN)
+USER_SPECIALS = ("any", "known-user", "unknown")
+USER_REF_PATTERN = (r"^(any|known-user|unknown|group:[A-Za-z0-9][A-Za-z0-9._-]{0,62}|"
+                    r"[A-Za-z0-9][A-Za-z0-9._@\\$-]{0,127})$")
+
+
+def check_user_name(value: str) -> str:
+    """A user name, lower-cased; the words `users:` gives a meaning of its own are not names."""
+    if not _USER_NAME_RE.match(value):
+        raise ValueError(USER_NAME_HELP)
+    canonical = value.lower()
+    if canonical in USER_SPECIALS:
+        raise ValueError(f"{canonical!r} is a reserved word of `users:`, not a user name")
+    return canonical
+
+
+@dataclass(frozen=True)
+class UserRef:
+    """A parsed `users:` item."""
+
+    kind: Literal["any", "known-user", "unknown", "group", "user"]
+    value: str = ""  # the group's name, or the user's canonical name
+
+
+def check_user_ref(value: str) -> str:
+    """`any`, `known-user`, `unknown`, `group:NAME` (a UserGroup of the rule's vsys) or a user name."""
+    if value in USER_SPECIALS:
+        return value
+    kind, sep, rest = value.partition(":")
+    if sep:
+        if kind == "group":
+            check_name(rest)
+            return value
+        raise ValueError("must be any, known-user, unknown, group:NAME or a user name")
+    if value.lower() in USER_SPECIALS:
+        raise ValueError(f"write {value.lower()!r} in lower case")
+    return check_user_name(value)
+
+
+def parse_user_ref(canonical: str) -> UserRef:
+    if canonical in USER_SPECIALS:
+        return UserRef(canonical)  # type: ignore[arg-type]
+    if canonical.startswith("group:"):
+        return UserRef("group", canonical[6:])
+    return UserRef("user", canonical)

@@ -20,6 +20,8 @@ from ngfw.model.resources import (
     SecurityPolicy,
     SignatureSet,
     ThreatProfile,
+    UserGroup,
+    UserSource,
     VirtualSystem,
     Workload,
     vsys_of,
@@ -56,6 +58,9 @@ class _Checker:
         self.homes: dict[tuple[str, str], list[str]] = {}
         for kind, vsys, name in list(self.first) + list(broken):
             self.homes.setdefault((kind, name), []).append(vsys)
+        # UserSources with a directory, which UserGroups' `ldap` take members from
+        self.directories = sorted(item.resource.metadata.name for item in resources
+                                  if isinstance(item.resource, UserSource) and item.resource.spec.ldap is not None)
 
     def exists(self, kind: str, vsys: str, name: str) -> bool:
         key = (kind, vsys, name)
@@ -68,7 +73,7 @@ class _Checker:
         for loaded in self.resources:
             self._check_unique(loaded)
             resource = loaded.resource
-            if not isinstance(resource, VirtualSystem | SignatureSet):
+            if not isinstance(resource, VirtualSystem | SignatureSet | UserSource):
                 self._check_vsys(loaded, resource.metadata.vsys)
             if isinstance(resource, Workload):
                 self._check_bindings(loaded, resource, macs, ips)
@@ -78,7 +83,26 @@ class _Checker:
                 self._check_rules(loaded, resource, rule_names)
             elif isinstance(resource, ThreatProfile):
                 self._check_exceptions(loaded, resource)
+            elif isinstance(resource, UserGroup):
+                self._check_user_group(loaded, resource)
         return self.problems
+
+    def _check_user_group(self, loaded: LoadedResource, group: UserGroup) -> None:
+        """A directory group names the UserSource whose directory holds it, or there is exactly one."""
+        ldap = group.spec.ldap
+        if ldap is None:
+            return
+        if ldap.source is not None:
+            if ldap.source not in self.directories:
+                has = f" (UserSources with one: {', '.join(self.directories)})" if self.directories else ""
+                self.problems.append(loaded.problem("spec.ldap.source", f"UserSource {ldap.source!r} has no "
+                                                                        f"directory (spec.ldap){has}"))
+        elif not self.directories:
+            self.problems.append(loaded.problem("spec.ldap", "no UserSource has a directory (spec.ldap): add one "
+                                                             "to read this group from"))
+        elif len(self.directories) > 1:
+            self.problems.append(loaded.problem("spec.ldap.source", "several UserSources have a directory ("
+                                                + ", ".join(self.directories) + "): name one"))
 
     def _check_unique(self, loaded: LoadedResource) -> None:
         first = self.first[identity(loaded.resource)]
@@ -132,10 +156,8 @@ class _Checker:
             return None
         elsewhere = sorted(set(self.homes.get((kind, name), [])) - {vsys})
         if elsewhere:
-            return (
-                f"{kind} {name!r} does not exist in vsys {vsys!r} (it is in {', '.join(elsewhere)}; "
-                "reference other tenants by cidr:)"
-            )
+            hint = "; reference other tenants by cidr:" if kind in ("Workload", "Group") else ""
+            return f"{kind} {name!r} does not exist in vsys {vsys!r} (it is in {', '.join(elsewhere)}{hint})"
         return f"{kind} {name!r} does not exist in vsys {vsys!r}"
 
     def _check_group(self, loaded: LoadedResource, group: Group) -> None:
@@ -172,6 +194,12 @@ class _Checker:
                         why = self._missing(kind, vsys, ref.value)
                         if why:
                             self.problems.append(loaded.problem(f"spec.rules[{r}].{side}[{i}]", f"{item}: {why}"))
+            for i, item in enumerate(rule.users):
+                user_ref = syntax.parse_user_ref(item)
+                if user_ref.kind == "group":
+                    why = self._missing("UserGroup", vsys, user_ref.value)
+                    if why:
+                        self.problems.append(loaded.problem(f"spec.rules[{r}].users[{i}]", f"{item}: {why}"))
             if rule.inspect is not None and rule.inspect != "default":
                 why = self._missing("ThreatProfile", vsys, rule.inspect)
                 if why:

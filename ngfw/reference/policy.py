@@ -13,6 +13,7 @@ from ngfw.compiler.tables import (
     Action,
     AddressSet,
     CompiledPolicy,
+    CompiledRule,
     IPAddress,
     Service,
 )
@@ -30,8 +31,13 @@ def decide(
     dst_ip: IPAddress | str,
     proto: int,
     dport: int,
+    user: int = 0,
+    groups: frozenset[int] = frozenset(),
 ) -> tuple[int, int, int]:
     """(action, rule, vsys) for a flow from `src_*` (the initiator) to `dst_*`.
+
+    `user` is the principal of the user behind the source address (ngfw.compiler.principals; 0: none) and
+    `groups` the principals of the directory groups it is in.
 
     `src_wl`/`dst_wl` index `policy.workloads`, -1 for an endpoint that is not a workload.
     `rule` is the deciding rule's index, -1 for the implicit default deny; `vsys` is the vsys
@@ -45,13 +51,15 @@ def decide(
         return int(Action.DENY), NO_RULE, NO_VSYS
     if src_vsys == NO_VSYS:
         # only the destination is a workload: its vsys decides, the source is the outside world
-        return _verdict(policy, dst_vsys, first_match(policy, dst_vsys, -1, sip, dst_wl, dip, proto, dport))
-    egress = _verdict(policy, src_vsys, first_match(policy, src_vsys, src_wl, sip, dst_wl, dip, proto, dport))
+        return _verdict(policy, dst_vsys, first_match(policy, dst_vsys, -1, sip, dst_wl, dip, proto, dport,
+                                                      user, groups))
+    egress = _verdict(policy, src_vsys, first_match(policy, src_vsys, src_wl, sip, dst_wl, dip, proto, dport,
+                                                    user, groups))
     if egress[0] != Action.ALLOW or dst_vsys in (NO_VSYS, src_vsys):
         return egress
     # workloads of two vsys: the destination's vsys must allow it too, and sees the source as
     # outside (`vm:`/`group:` name workloads of the rule's own vsys only)
-    ingress_rule = first_match(policy, dst_vsys, -1, sip, dst_wl, dip, proto, dport)
+    ingress_rule = first_match(policy, dst_vsys, -1, sip, dst_wl, dip, proto, dport, user, groups)
     ingress = _verdict(policy, dst_vsys, ingress_rule)
     if ingress[0] != Action.ALLOW:
         return ingress
@@ -67,6 +75,8 @@ def first_match(
     dst_ip: IPAddress,
     proto: int,
     dport: int,
+    user: int = 0,
+    groups: frozenset[int] = frozenset(),
 ) -> int:
     """Index of the first rule of `vsys` matching the flow, or -1."""
     for index, rule in enumerate(policy.rules):
@@ -76,9 +86,26 @@ def first_match(
             endpoint_matches(rule.src, src_wl, src_ip)
             and endpoint_matches(rule.dst, dst_wl, dst_ip)
             and services_match(rule.services, proto, dport)
+            and users_match(rule, user, groups) >= 0
         ):
             return index
     return NO_RULE
+
+
+def users_match(rule: CompiledRule, user: int, groups: frozenset[int] = frozenset()) -> int:
+    """Which item of the rule's `users` the flow's user matches (0 for a rule without `users`), or -1.
+
+    `user` is the user's principal (0: no user is known behind the source address), `groups` the principals
+    of its directory groups. `unknown` matches only the absence of a user, `known-user` any user."""
+    if not rule.users:
+        return 0
+    if user == 0:
+        return rule.users_unknown
+    # the first item that matches (principals are listed in the order of their items)
+    found = next((item for value, item in rule.user_principals if value == user or value in groups), -1)
+    if rule.users_known >= 0 and (found < 0 or rule.users_known < found):
+        return rule.users_known
+    return found
 
 
 def endpoint_matches(side: AddressSet, wl: int, ip: IPAddress) -> bool:

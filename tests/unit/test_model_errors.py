@@ -72,7 +72,8 @@ def test_unknown_kind(tmp_path: Path) -> None:
     file, found = problems(tmp_path, VSYS_A, "apiVersion: ngfw/v1\nkind: Firewall\nmetadata: {name: x}\n")
     assert only(found) == (
         f"{file}: document 2 (line 5): kind: unknown kind 'Firewall' "
-        "(expected one of VirtualSystem, Workload, Group, SecurityPolicy, ThreatProfile, SignatureSet)"
+        "(expected one of VirtualSystem, Workload, Group, SecurityPolicy, ThreatProfile, SignatureSet, UserGroup, "
+        "UserSource)"
     )
 
 

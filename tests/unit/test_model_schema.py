@@ -22,7 +22,8 @@ def test_schema_is_draft_2020_12_with_one_branch_per_kind() -> None:
     schema = json_schema()
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     kinds = [schema["$defs"][branch["$ref"].rsplit("/", 1)[1]]["properties"]["kind"]["const"] for branch in schema["oneOf"]]
-    assert kinds == ["VirtualSystem", "Workload", "Group", "SecurityPolicy", "ThreatProfile", "SignatureSet"]
+    assert kinds == ["VirtualSystem", "Workload", "Group", "SecurityPolicy", "ThreatProfile", "SignatureSet", "UserGroup",
+                     "UserSource"]
 
 
 def test_schema_uses_the_names_users_write() -> None:

@@ -3,6 +3,8 @@
 Hypothesis builds random compiled policies (vsys, workloads, rules mixing `any`, workload sets,
 CIDRs and services) and random first packets between workloads and the outside; each packet is
 injected into a fresh engine and the flow it creates must carry the twin's (action, rule, vsys).
+Rules may name users (`users:`: user names, directory groups, `known-user`, `unknown`), and the flow's
+source address may be mapped to a user in the engine's user table (User-ID).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Packet
 
 from ngfw._fastpath import engine
+from ngfw.compiler.principals import group_principal, user_principal
 from ngfw.compiler.tables import (
     Action,
     AddressSet,
@@ -65,6 +68,13 @@ class Flow:
     proto: int
     sport: int
     dport: int
+    user: str | None = None  # the user mapped to the source address (USERS), None: no mapping
+
+
+# User-ID: a few users and directory groups, each user in some of the groups
+USERS = ["alice", "bob", "carol"]
+DIRECTORY = {"alice": ["g0", "g1"], "bob": ["g1"], "carol": []}
+USER_ITEMS = USERS + ["dave", "group:g0", "group:g1", "group:g2", "known-user", "unknown"]
 
 
 # ---------------------------------------------------------------- strategies
@@ -85,6 +95,22 @@ def address_set(draw: st.DrawFn, members: list[int]) -> AddressSet:
     mask = draw(bits8)
     workloads = frozenset(w for i, w in enumerate(members) if mask >> i & 1)
     return AddressSet(workloads=workloads, cidrs=tuple(ipaddress.ip_network(n) for n in draw(prefix_lists)))
+
+
+def user_fields(draw: st.DrawFn) -> dict[str, object]:
+    """A rule's `users:` as the compiler writes it (ngfw.compiler.policy._users), or none (any user)."""
+    if draw(st.integers(0, 2)) > 0:
+        return {}
+    items = draw(st.lists(st.sampled_from(USER_ITEMS), min_size=1, max_size=3, unique=True))
+    principals: dict[int, int] = {}
+    for index, item in enumerate(items):
+        if item.startswith("group:"):
+            principals.setdefault(group_principal("v", item[6:]), index)
+        elif item not in ("known-user", "unknown"):
+            principals.setdefault(user_principal(item), index)
+    return {"users": tuple(items), "user_principals": tuple(principals.items()),
+            "users_known": items.index("known-user") if "known-user" in items else -1,
+            "users_unknown": items.index("unknown") if "unknown" in items else -1}
 
 
 def service_list(draw: st.DrawFn) -> tuple[Service, ...]:
@@ -131,6 +157,7 @@ def policies(draw: st.DrawFn, min_vsys: int = 1) -> CompiledPolicy:
                 services=service_list(draw),
                 action=draw(st.sampled_from([Action.ALLOW, Action.ALLOW, Action.DENY, Action.REJECT])),
                 log=draw(st.booleans()),
+                **user_fields(draw),  # type: ignore[arg-type]
             )
         )
     rules.sort(key=lambda r: r.vsys)  # stable: keeps each vsys' evaluation order
@@ -160,7 +187,8 @@ def flows(draw: st.DrawFn, policy: CompiledPolicy, outsiders: bool = True) -> Fl
 
     src = endpoint()
     dst = endpoint()
-    return Flow(src, dst, proto, draw(st.integers(1024, 65535)), draw(ports))
+    user = draw(st.sampled_from([None, *USERS]))
+    return Flow(src, dst, proto, draw(st.integers(1024, 65535)), draw(ports), user)
 
 
 @st.composite
@@ -193,6 +221,8 @@ def engine_decision(policy: CompiledPolicy, flow: Flow) -> tuple[int, int, int]:
     a = e.add_memory_port("a", 0)
     b = e.add_memory_port("b", 0)
     e.set_tables(engine.Tables(policy, {"a": a, "b": b}))
+    if flow.user is not None:
+        e.set_users(user_table({flow.src.ip: flow.user}))
     e.inject(a, bytes(first_packet(flow)))
     created = e.flows()
     assert len(created) == 1, f"expected one flow, got {created}; drops {e.stats()['drops']}"
@@ -202,17 +232,26 @@ def engine_decision(policy: CompiledPolicy, flow: Flow) -> tuple[int, int, int]:
     return ACTIONS[f["action"]], f["rule"], f["vsys"]
 
 
+def user_table(mappings: dict[str, str]) -> engine.UserTable:
+    """The engine's user table: addresses to users, and the users' directory groups (DIRECTORY)."""
+    groups = {user_principal(u): (1, [group_principal("v", g) for g in DIRECTORY[u]]) for u in USERS}
+    return engine.UserTable([(ipaddress.ip_address(ip), user_principal(u)) for ip, u in mappings.items()], groups)
+
+
 def twin_decision(policy: CompiledPolicy, flow: Flow) -> tuple[int, int, int]:
     # an ICMP echo's identifier is the flow's "port" on both sides; only TCP/UDP services look at it
     dport = flow.dport if flow.proto in (PROTO_TCP, PROTO_UDP) else flow.sport
-    return reference.decide(policy, flow.src.wl, flow.src.ip, flow.dst.wl, flow.dst.ip, flow.proto, dport)
+    user = user_principal(flow.user) if flow.user else 0
+    groups = frozenset(group_principal("v", g) for g in DIRECTORY[flow.user]) if flow.user else frozenset()
+    return reference.decide(policy, flow.src.wl, flow.src.ip, flow.dst.wl, flow.dst.ip, flow.proto, dport,
+                            user, groups)
 
 
 def describe(policy: CompiledPolicy) -> str:
     lines = [f"vsys {policy.vsys}"]
     lines += [f"wl{i}: vsys {wl.vsys} {wl.macs[0].hex(':')} {[str(ip) for ip in wl.ips]} port {wl.port}"
               for i, wl in enumerate(policy.workloads)]
-    lines += [f"rule {i} {r.name}: vsys {r.vsys} {r.src} -> {r.dst} {r.services} {r.action.name}"
+    lines += [f"rule {i} {r.name}: vsys {r.vsys} {r.src} -> {r.dst} {r.services} {r.action.name} users {r.users}"
               for i, r in enumerate(policy.rules)]
     return "\n".join(lines)
 

@@ -19,6 +19,7 @@ ROLES = {
     "bob": "security-admin",
     "tina": "tenant-admin:tenant-a",
     "otto": "vm-operator",
+    "uma": "user-mapper",
     "vera": "viewer",
     "host-a": "dataplane:host-a",
     "host-b": "dataplane:host-b",

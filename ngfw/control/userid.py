@@ -1,0 +1,217 @@
+"""Control's User-ID mappings: which user is behind an address, from the identity API and syslog logins.
+
+Every change gets a revision; a host's agent long-polls `GET /identity/users/changes?since=R` and receives
+what changed after R (a small delta: a login is one mapping, no policy commit), or a snapshot when it is too
+far behind (or new). Mappings have lifetimes: control ends them when they are over (hosts do too, by the
+same `expires`, so a host cut off from control still lets logins lapse). Directory groups (ngfw.control.ldap)
+are sent with the mappings: {user: ["vsys/UserGroup", ...]}.
+
+Kept in memory (like migrations): a restarted control starts without mappings, and logins and the identity
+API fill it again; hosts keep theirs until their lifetimes end or control's snapshot says otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from ngfw.model import syntax
+
+MAX_MAPPINGS = 500_000
+CHANGES_KEPT = 200_000  # revisions a delta can be built from; an agent further behind gets a snapshot
+MAX_TTL = 30 * 86400
+
+
+class MappingError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Mapping:
+    address: str
+    user: str
+    source: str            # api, syslog:PROFILE
+    expires: float | None  # epoch seconds, None: until deleted
+    vm: str | None = None  # the workload (vsys/name) the address belongs to, None: an unbound address
+    by: str = ""           # who mapped it (a token's name, or the syslog sender)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"address": self.address, "user": self.user, "source": self.source, "expires": self.expires,
+                "vm": self.vm, "by": self.by}
+
+
+def canonical_address(text: str) -> tuple[str, int, int]:
+    """(canonical text, IP version, integer value) of an address; ValueError if it is not one. inet_pton and
+    inet_ntop: the syslog receiver does this per line, and ipaddress costs ten times more."""
+    if not isinstance(text, str):
+        raise ValueError(text)
+    try:
+        packed = socket.inet_pton(socket.AF_INET, text)
+        return socket.inet_ntop(socket.AF_INET, packed), 4, int.from_bytes(packed, "big")
+    except OSError:
+        pass
+    try:
+        packed = socket.inet_pton(socket.AF_INET6, text)   # a zone index (fe80::1%eth0) is refused by it
+    except OSError:
+        raise ValueError(text) from None
+    if packed[:12] == b"\0" * 10 + b"\xff\xff":   # ::ffff:a.b.c.d is spelt as ipaddress spells it
+        return str(ipaddress.ip_address(text)), 6, int.from_bytes(packed, "big")
+    return socket.inet_ntop(socket.AF_INET6, packed), 6, int.from_bytes(packed, "big")
+
+
+def delta_hash(delta: dict[str, Any]) -> str:
+    """sha256 of a delta's canonical JSON without its `hash` (the agent checks it before applying)."""
+    body = {k: v for k, v in delta.items() if k != "hash"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+class UserMappings:
+    def __init__(self, clock: Callable[[], float] = time.time, on_change: Callable[[], None] = lambda: None,
+                 max_mappings: int = MAX_MAPPINGS) -> None:
+        self.clock = clock
+        self.on_change = on_change
+        self.max_mappings = max_mappings
+        self.revision = 0
+        self.mappings: dict[str, Mapping] = {}
+        self._changes: deque[tuple[int, str]] = deque()   # (revision, address) of every change, oldest first
+        self.groups: dict[str, tuple[str, ...]] = {}       # user -> "vsys/UserGroup" of its directory groups
+        self.groups_revision = 0
+        self.counters: dict[str, int] = {"mapped": 0, "unmapped": 0, "expired": 0, "unbound_accepted": 0,
+                                         "unbound_refused": 0, "refused": 0}
+        self._lock = threading.Condition()
+
+    # ---- changes
+    def put(self, address: str, user: str, ttl: float | None, source: str, vm: str | None, by: str = "",
+            notify: bool = True) -> Mapping:
+        try:
+            canonical = canonical_address(address)[0]
+        except ValueError:
+            raise MappingError(400, f"{address!r} is not an IP address") from None
+        try:
+            name = syntax.check_user_name(user)
+        except ValueError as exc:
+            raise MappingError(400, f"user {user!r}: {exc}") from None
+        if ttl is not None and not 0 < ttl <= MAX_TTL:
+            raise MappingError(400, f"ttl {ttl!r} must be 1 to {MAX_TTL} seconds")
+        mapping = Mapping(canonical, name, source, self.clock() + ttl if ttl is not None else None, vm, by)
+        with self._lock:
+            if canonical not in self.mappings and len(self.mappings) >= self.max_mappings:
+                self.counters["refused"] += 1
+                raise MappingError(507, f"control holds {self.max_mappings} user mappings already")
+            self.mappings[canonical] = mapping
+            self.counters["mapped"] += 1
+            self._changed([canonical], notify)
+        return mapping
+
+    def delete(self, address: str, user: str | None = None, notify: bool = True) -> Mapping | None:
+        """End the mapping of `address` (of `user` only, when given: a logout of another user changes nothing)."""
+        try:
+            canonical = canonical_address(address)[0]
+        except ValueError:
+            raise MappingError(400, f"{address!r} is not an IP address") from None
+        with self._lock:
+            mapping = self.mappings.get(canonical)
+            if mapping is None or (user is not None and mapping.user != user.lower()):
+                return None
+            del self.mappings[canonical]
+            self.counters["unmapped"] += 1
+            self._changed([canonical], notify)
+        return mapping
+
+    def set_groups(self, groups: dict[str, Iterable[str]]) -> bool:
+        """The directory groups of every user ({user: ["vsys/name", ...]}); True if they changed."""
+        canonical = {u.lower(): tuple(sorted(set(g))) for u, g in groups.items() if g}
+        with self._lock:
+            if canonical == self.groups:
+                return False
+            self.groups = canonical
+            self.revision += 1
+            self.groups_revision = self.revision
+            self._lock.notify_all()
+        self.on_change()
+        return True
+
+    def expire(self) -> int:
+        now = self.clock()
+        with self._lock:
+            over = [a for a, m in self.mappings.items() if m.expires is not None and m.expires <= now]
+            for address in over:
+                del self.mappings[address]
+            if over:
+                self.counters["expired"] += len(over)
+                self._changed(over)
+        return len(over)
+
+    def _changed(self, addresses: list[str], notify: bool = True) -> None:
+        self.revision += 1
+        for address in addresses:
+            self._changes.append((self.revision, address))
+        while len(self._changes) > CHANGES_KEPT:
+            self._changes.popleft()
+        if notify:
+            self.notify()
+
+    def notify(self) -> None:
+        """Wake the long-polls (after a batch of changes made with notify=False, once)."""
+        with self._lock:
+            self._lock.notify_all()
+        self.on_change()   # the listeners only set events: they never block
+
+    # ---- what hosts get
+    def changes(self, since: int | None) -> dict[str, Any] | None:
+        """What changed after revision `since` (None: everything, a snapshot); None when nothing did."""
+        self.expire()
+        with self._lock:
+            if since is not None and since == self.revision:
+                return None
+            oldest = self._changes[0][0] if self._changes else self.revision + 1
+            full = since is None or since > self.revision or since < oldest - 1
+            delta: dict[str, Any] = {"revision": self.revision, "full": full}
+            if full:
+                delta["put"] = [self._wire(m) for m in self.mappings.values()]
+                delta["delete"] = []
+                delta["groups"] = {u: list(g) for u, g in self.groups.items()}
+            else:
+                changed = {a for rev, a in reversed(self._changes) if rev > since} if since is not None else set()
+                delta["put"] = [self._wire(self.mappings[a]) for a in sorted(changed) if a in self.mappings]
+                delta["delete"] = sorted(a for a in changed if a not in self.mappings)
+                if since is not None and self.groups_revision > since:
+                    delta["groups"] = {u: list(g) for u, g in self.groups.items()}
+        delta["hash"] = delta_hash(delta)
+        return delta
+
+    @staticmethod
+    def _wire(m: Mapping) -> dict[str, Any]:
+        return {"address": m.address, "user": m.user, "expires": m.expires, "source": m.source}
+
+    def wait_changes(self, since: int | None, wait: float) -> dict[str, Any] | None:
+        deadline = time.monotonic() + max(0.0, min(wait, 60.0))
+        while True:
+            delta = self.changes(since)
+            if delta is not None:
+                return delta
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            with self._lock:
+                self._lock.wait(min(remaining, 0.5))
+
+    def listing(self) -> list[dict[str, Any]]:
+        self.expire()
+        with self._lock:
+            rows = [m.as_dict() for m in self.mappings.values()]
+        for row in rows:
+            row["groups"] = list(self.groups.get(row["user"], ()))
+        return sorted(rows, key=lambda r: (ipaddress.ip_address(r["address"]).version,
+                                           ipaddress.ip_address(r["address"])))

@@ -1,0 +1,129 @@
+"""Directory groups from a real slapd: nested groups, a membership change at the next refresh, the last good
+groups kept (and said so) while the directory is down or answers something that is not a group."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from control_helpers import RunningControl, _doc, client, two_tenants
+
+from ngfw.control.ldap import DirectorySync
+from ngfw.lab.directory import Directory, group_dn
+
+
+@pytest.fixture
+def directory(tmp_path: Path) -> Any:
+    with Directory(tmp_path / "slapd") as d:
+        d.load_lab_tree()
+        yield d
+
+
+def site_documents(url: str, finance_dn: str = group_dn("finance")) -> list[dict[str, Any]]:
+    documents = two_tenants()
+    rules = next(d for d in documents if d["kind"] == "SecurityPolicy" and d["metadata"]["vsys"] == "tenant-a")
+    rules["spec"]["rules"].insert(0, {"name": "finance-web", "from": ["group:web"], "to": ["cidr:10.77.0.100/32"],
+                                      "services": ["tcp/80"], "users": ["group:finance"], "action": "allow"})
+    return documents + [
+        _doc("UserSource", {"name": "corp"}, {"ldap": {"url": url, "timeout": 1, "refresh": 60}}),
+        _doc("UserGroup", {"name": "finance", "vsys": "tenant-a"}, {"ldap": {"dn": finance_dn}}),
+        _doc("UserGroup", {"name": "eng", "vsys": "tenant-b"}, {"ldap": {"dn": group_dn("engineering")}}),
+    ]
+
+
+@pytest.fixture
+def site(sqlite_url: str, tmp_path: Path, tokens: dict[str, str], directory: Directory) -> Any:
+    control = RunningControl(sqlite_url, tmp_path / "tokens.json")
+    admin = client(control, tokens, "alice")
+    admin.apply_documents(site_documents(directory.url), ["site.yaml"])
+    admin.commit("directory groups")
+    yield control, DirectorySync(control.control)
+    control.stop()
+
+
+def test_nested_groups_and_a_change_at_the_next_refresh(site: Any, directory: Directory,
+                                                        tokens: dict[str, str]) -> None:
+    control, sync = site
+    [state] = sync.refresh_now().values()
+    assert (state.ok, state.stale) == (1, False)
+    groups = control.control.users.groups
+    # dave is in finance through finance-auditors (nested); carol is in tenant-b's eng
+    assert groups == {"alice": ("tenant-a/finance",), "bob": ("tenant-a/finance",), "dave": ("tenant-a/finance",),
+                      "carol": ("tenant-b/eng",)}
+    revision = control.control.users.revision
+    directory.set_members("finance", ["user:bob", "group:finance-auditors"])   # alice leaves finance
+    sync.refresh_now()
+    assert "alice" not in control.control.users.groups
+    delta = control.control.users.changes(revision)   # hosts get the new groups with the next delta
+    assert delta is not None and "alice" not in delta["groups"] and delta["groups"]["bob"] == ["tenant-a/finance"]
+    assert sync.refresh_now()["corp"].ok == 3 and control.control.users.changes(delta["revision"]) is None
+
+
+def test_the_last_good_groups_are_kept_while_the_directory_is_down(site: Any, directory: Directory,
+                                                                    tokens: dict[str, str]) -> None:
+    control, sync = site
+    sync.refresh_now()
+    good = dict(control.control.users.groups)
+    directory.pause()
+    try:
+        state = sync.refresh_now()["corp"]
+    finally:
+        directory.resume()
+    assert state.stale and state.failed == 1 and state.last_error
+    assert control.control.users.groups == good
+    status = client(control, tokens, "vera").get("/status")
+    assert status["directories"][0]["stale"] and status["directories"][0]["failed"] == 1
+    assert not sync.refresh_now()["corp"].stale   # back
+
+
+def test_garbage_keeps_the_last_good_groups(site: Any, directory: Directory, tokens: dict[str, str]) -> None:
+    control, sync = site
+    sync.refresh_now()
+    good = dict(control.control.users.groups)
+    # the group's DN now names a person, not a group: an answer that makes no sense
+    admin = client(control, tokens, "alice")
+    admin.apply_documents(site_documents(directory.url, "uid=alice,ou=people,dc=lab"), ["site.yaml"])
+    admin.commit("wrong dn")
+    state = sync.refresh_now()["corp"]
+    assert state.stale and "is not a group" in state.last_error
+    assert control.control.users.groups == good
+
+
+def test_metrics_say_a_directory_is_stale(site: Any, directory: Directory) -> None:
+    import urllib.request
+
+    control, sync = site
+    sync.refresh_now()
+    directory.pause()
+    try:
+        sync.refresh_now()
+    finally:
+        directory.resume()
+    with urllib.request.urlopen(control.url + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    assert 'ngfw_control_directory_stale{source="corp"} 1.0' in text
+    assert 'ngfw_control_directory_refreshes_total{outcome="failed",source="corp"} 1.0' in text
+    assert "ngfw_control_user_mappings 0.0" in text
+
+
+def test_explain_knows_the_directory_groups_of_a_user(site: Any, tokens: dict[str, str],
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+
+    from ngfw.cli import main
+
+    control, sync = site
+    sync.refresh_now()
+
+    def explain(user: str) -> str:
+        os.environ["NGFW_TOKEN"] = tokens["vera"]
+        try:
+            assert main(["explain", "--from", "vm:web-01", "--to", "10.77.0.100", "--service", "tcp/80", "--user",
+                         user, "--control", control.url]) == 0
+        finally:
+            del os.environ["NGFW_TOKEN"]
+        return capsys.readouterr().out
+
+    assert "ALLOW by rule 'finance-web'" in explain("dave")     # in finance through finance-auditors
+    assert "DENY by rule 'default-deny'" in explain("carol")    # in engineering only
