@@ -62,15 +62,32 @@ class SyslogReceiver:
         self._profiles: tuple[Any, list[Profile]] | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self.udp = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
-        self.udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        self.udp.bind((host, port))
+        self.udp, self.tcp = self._bind_pair(host, port)
         self.port = self.udp.getsockname()[1]
-        self.tcp = socket.socket(self.udp.family, socket.SOCK_STREAM)
-        self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.tcp.bind((host, self.port))
         self.tcp.listen(64)
         self._threads: list[threading.Thread] = []
+
+    @staticmethod
+    def _bind_pair(host: str, port: int) -> tuple[socket.socket, socket.socket]:
+        """UDP and TCP sockets on the same port. With port 0 the kernel picks the UDP port, and that number
+        may be taken on TCP by someone else: try again with a fresh pick rather than fail."""
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        for _attempt in range(64 if port == 0 else 1):
+            udp = socket.socket(family, socket.SOCK_DGRAM)
+            udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            udp.bind((host, port))
+            tcp = socket.socket(family, socket.SOCK_STREAM)
+            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                tcp.bind((host, udp.getsockname()[1]))
+            except OSError:
+                udp.close()
+                tcp.close()
+                if port != 0:
+                    raise
+                continue
+            return udp, tcp
+        raise OSError(f"no port free on both UDP and TCP at {host}")
 
     # ---- running
     def start(self) -> None:
