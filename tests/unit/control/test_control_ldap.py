@@ -127,3 +127,21 @@ def test_explain_knows_the_directory_groups_of_a_user(site: Any, tokens: dict[st
 
     assert "ALLOW by rule 'finance-web'" in explain("dave")     # in finance through finance-auditors
     assert "DENY by rule 'default-deny'" in explain("carol")    # in engineering only
+
+
+def test_a_restarted_control_keeps_the_last_good_groups_while_the_directory_is_down(site: Any, directory: Directory,
+                                                                                     tokens: dict[str, str]) -> None:
+    control, sync = site
+    sync.refresh_now()
+    good = dict(control.control.users.groups)
+    directory.pause()
+    restarted = control.restart()
+    try:
+        assert restarted.control.users.groups == good          # from the store, before any refresh
+        snapshot = restarted.control.users.changes(None)
+        assert snapshot is not None and snapshot["groups"]["dave"] == ["tenant-a/finance"]
+        state = DirectorySync(restarted.control).refresh_now()["corp"]
+        assert state.stale and state.failed == 1 and restarted.control.users.groups == good
+    finally:
+        directory.resume()
+        restarted.stop()
