@@ -397,6 +397,7 @@ def _serve(args: argparse.Namespace) -> int:
     if control.syslog is not None:
         control.syslog.stop()
     server.stop()
+    control.close()
     store.close()
     return 0
 

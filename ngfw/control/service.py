@@ -144,6 +144,10 @@ class Control:
         self.directories: Any = None   # ngfw.control.ldap.DirectorySync: directory groups
         self._address_book: tuple[tuple[int, int], dict[str, str], list[Any], dict[str, list[str]]] | None = None
 
+    def close(self) -> None:
+        """Control stopping: what is not in the store yet (the last syslog batch's mappings) is written."""
+        self.users.close()
+
     # ---- audit and authorization
     def audit(self, who: Principal | None, action: str, target: str, outcome: str, **detail: Any) -> None:
         entry = AuditEntry(self.clock(), who.name if who else "", who.role if who else "", action, target, outcome,

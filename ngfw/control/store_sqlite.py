@@ -31,7 +31,9 @@ CREATE TABLE IF NOT EXISTS candidates (owner TEXT PRIMARY KEY, body TEXT NOT NUL
 CREATE TABLE IF NOT EXISTS hosts (host TEXT PRIMARY KEY, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS signature_sets (sha256 TEXT PRIMARY KEY, data BLOB NOT NULL, meta TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS user_mappings (address TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS user_mappings (
+    address TEXT PRIMARY KEY, user TEXT NOT NULL, source TEXT NOT NULL, expires REAL, vm TEXT, by TEXT NOT NULL
+    ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS directory_groups (source TEXT PRIMARY KEY, body TEXT NOT NULL);
 """
 
@@ -171,9 +173,10 @@ class SqliteStore(Store):
                 self._db.execute("BEGIN IMMEDIATE")
                 if deletes:
                     self._db.executemany("DELETE FROM user_mappings WHERE address = ?", [(a,) for a in deletes])
-                if puts:
-                    self._db.executemany("INSERT OR REPLACE INTO user_mappings VALUES (?, ?)",
-                                         [(m["address"], json.dumps(m)) for m in puts])
+                if puts:   # columns, not JSON: a syslog burst writes thousands of rows
+                    self._db.executemany("INSERT OR REPLACE INTO user_mappings VALUES (?, ?, ?, ?, ?, ?)",
+                                         [(m["address"], m["user"], m["source"], m["expires"], m["vm"], m["by"])
+                                          for m in puts])
                 self._db.execute("COMMIT")
             except BaseException:
                 if self._db.in_transaction:
@@ -181,7 +184,9 @@ class SqliteStore(Store):
                 raise
 
     def user_mappings(self) -> list[dict[str, Any]]:
-        return [json.loads(row[0]) for row in self._all("SELECT body FROM user_mappings")]
+        names = ("address", "user", "source", "expires", "vm", "by")
+        return [dict(zip(names, row)) for row in
+                self._all("SELECT address, user, source, expires, vm, by FROM user_mappings")]
 
     def put_directory_groups(self, source: str, state: dict[str, Any]) -> None:
         with self._lock:

@@ -93,6 +93,9 @@ class UserMappings:
         self.epoch = os.urandom(8).hex()   # this process's revisions: another epoch's `since` gets a snapshot
         self._dirty: set[str] = set()      # addresses changed since the last write to the store
         self._flush_lock = threading.Lock()   # writes in the order their changes were taken
+        self._writer: threading.Thread | None = None   # writes syslog batches (notify()), started on the first
+        self._write_wanted = threading.Event()
+        self._closing = False
         self.on_change = on_change
         self.max_mappings = max_mappings
         self.revision = 0
@@ -125,7 +128,9 @@ class UserMappings:
                 raise MappingError(507, f"control holds {self.max_mappings} user mappings already")
             self.mappings[canonical] = mapping
             self.counters["mapped"] += 1
-            self._changed([canonical], notify)
+            self._changed([canonical])
+        if notify:
+            self.notify(durable=True)
         return mapping
 
     def delete(self, address: str, user: str | None = None, notify: bool = True) -> Mapping | None:
@@ -140,7 +145,9 @@ class UserMappings:
                 return None
             del self.mappings[canonical]
             self.counters["unmapped"] += 1
-            self._changed([canonical], notify)
+            self._changed([canonical])
+        if notify:
+            self.notify(durable=True)
         return mapping
 
     def set_groups(self, groups: dict[str, Iterable[str]]) -> bool:
@@ -165,9 +172,12 @@ class UserMappings:
             if over:
                 self.counters["expired"] += len(over)
                 self._changed(over)
+        if over:
+            self.notify(durable=True)
         return len(over)
 
-    def _changed(self, addresses: list[str], notify: bool = True) -> None:
+    def _changed(self, addresses: list[str]) -> None:
+        """(Under the lock.) A new revision; the caller notifies once the lock is released."""
         self.revision += 1
         for address in addresses:
             self._changes.append((self.revision, address))
@@ -175,16 +185,43 @@ class UserMappings:
             self._dirty.update(addresses)
         while len(self._changes) > CHANGES_KEPT:
             self._changes.popleft()
-        if notify:
-            self.notify()
 
-    def notify(self) -> None:
-        """Write the changes to the store, then wake the long-polls (after a batch of changes made with
-        notify=False, once: one write and one wake-up for the batch)."""
-        self.flush()
+    def notify(self, durable: bool = False) -> None:
+        """Write the changes to the store, then wake the long-polls. `durable`: write now, in this thread (a
+        request is answered once its mapping is stored); otherwise (a syslog batch, made with notify=False)
+        the writer thread writes it and then wakes them, while the caller reads the next batch: a burst costs
+        one write per batch that arrived during the previous write, and the receiver is not slowed by them."""
+        if self.store is None or durable or self._closing:
+            self.flush()
+            self._wake()
+            return
+        with self._lock:
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_loop, name="ngfw-user-writer", daemon=True)
+                self._writer.start()
+        self._write_wanted.set()
+
+    def _wake(self) -> None:
         with self._lock:
             self._lock.notify_all()
         self.on_change()   # the listeners only set events: they never block
+
+    def _write_loop(self) -> None:
+        while True:
+            self._write_wanted.wait()
+            self._write_wanted.clear()
+            self.flush()
+            self._wake()
+            if self._closing:
+                return
+
+    def close(self) -> None:
+        """Write what is not written yet and end the writer (control stopping)."""
+        self._closing = True
+        self._write_wanted.set()
+        if self._writer is not None:
+            self._writer.join(timeout=30)
+        self.flush()
 
     # ---- the store
     def flush(self) -> int:
@@ -197,7 +234,8 @@ class UserMappings:
                 if not self._dirty:
                     return 0
                 dirty, self._dirty = self._dirty, set()
-                puts = [self.mappings[a].as_dict() for a in dirty if a in self.mappings]
+                mappings = self.mappings
+                puts = [mappings[a].as_dict() for a in dirty if a in mappings]
                 deletes = [a for a in dirty if a not in self.mappings]
             try:
                 self.store.write_user_mappings(puts, deletes)

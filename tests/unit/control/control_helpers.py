@@ -95,6 +95,7 @@ class RunningControl:
         if not self.stopped:
             self.stopped = True
             self.server.stop()
+            self.control.close()
             self.store.close()
 
     def restart(self) -> RunningControl:

@@ -54,10 +54,14 @@ def test_a_restarted_control_gives_hosts_the_same_users_without_a_deny_window(st
     admin.commit("users")
     version = admin.get("/running")["version"]
     receiver = SyslogReceiver(control.control, "127.0.0.1", 0)
-    try:   # a login read from syslog (one batch: one store write)
-        writes = control.control.users.counters["store_writes"]
+    try:   # a login read from syslog (one batch: one store write, by the writer thread)
+        users = control.control.users
+        writes = users.counters["store_writes"]
         receiver.handle_lines([LOGIN.format(user="alice", ip="10.77.0.11"), LOGIN.format(user="dave", ip="10.99.0.8")])
-        assert control.control.users.counters["store_writes"] == writes + 1
+        deadline = time.monotonic() + 5
+        while users.counters["store_writes"] == writes and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert users.counters["store_writes"] == writes + 1 and not users._dirty
     finally:
         receiver.stop()
     uma = client(control, tokens, "uma")
@@ -88,6 +92,8 @@ def test_a_restarted_control_gives_hosts_the_same_users_without_a_deny_window(st
 
     dp.users.install = recording  # type: ignore[method-assign]
 
+    # a login in the batch read just before control stops: written when it stops (Control.close)
+    receiver.handle_lines([LOGIN.format(user="frank", ip="10.99.0.9")])
     control.stop()
     time.sleep(1.2)   # control is down: bob's lifetime ends
     control = RunningControl(store_url, tokens_path, control.port)
@@ -95,8 +101,9 @@ def test_a_restarted_control_gives_hosts_the_same_users_without_a_deny_window(st
         assert agent.sync_once(2) and agent.snapshots == 2       # another epoch: a snapshot
         listing = client(control, tokens, "uma").get("/identity/users")
         assert [(m["address"], m["user"], m["source"]) for m in listing["mappings"]] == [
-            ("10.77.0.11", "alice", "syslog:sshd"), ("10.99.0.8", "dave", "syslog:sshd")]
-        assert (listing["counters"]["restored"], listing["counters"]["restored_expired"]) == (2, 1)
+            ("10.77.0.11", "alice", "syslog:sshd"), ("10.99.0.8", "dave", "syslog:sshd"),
+            ("10.99.0.9", "frank", "syslog:sshd")]
+        assert (listing["counters"]["restored"], listing["counters"]["restored_expired"]) == (3, 1)
         assert syn(40001)                                         # alice: still allowed
         assert dp.users.user_of("10.77.0.21") is None and dp.users.user_of("10.99.0.7") is None
         address = ipaddress.ip_address("10.77.0.11")
@@ -110,6 +117,7 @@ def test_a_restarted_control_gives_hosts_the_same_users_without_a_deny_window(st
     # the mappings ended while control was down are gone from the store too
     store = open_store(store_url)
     try:
-        assert sorted(m["address"] for m in store.user_mappings()) == ["10.77.0.11", "10.99.0.7", "10.99.0.8"]
+        assert sorted(m["address"] for m in store.user_mappings()) == ["10.77.0.11", "10.99.0.7", "10.99.0.8",
+                                                                       "10.99.0.9"]
     finally:
         store.close()
