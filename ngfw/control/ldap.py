@@ -216,13 +216,31 @@ class DirectorySync:
         url = urlparse(spec["url"])
         password = None
         if spec.get("passwordFile"):
-            with open(spec["passwordFile"], encoding="utf-8") as f:
-                password = f.read().strip()
+            try:
+                with open(spec["passwordFile"], encoding="utf-8") as f:
+                    password = f.read().strip()
+            except OSError as exc:
+                raise DirectoryError(f"passwordFile {spec['passwordFile']}: {exc.strerror or exc}") from None
         timeout = float(spec.get("timeout", 5.0))
-        server = Server(url.hostname, port=url.port, use_ssl=url.scheme == "ldaps", connect_timeout=timeout)
-        connection = Connection(server, user=spec.get("bindDN"), password=password, auto_bind=True,
+        tls = None
+        if url.scheme == "ldaps":
+            import ssl
+
+            from ldap3 import Tls
+
+            # verified: the certificate chains to caFile (or the system's CAs) and names the URL's host
+            tls = Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=spec.get("caFile"))
+        server = Server(url.hostname, port=url.port, use_ssl=url.scheme == "ldaps", tls=tls, connect_timeout=timeout)
+        connection = Connection(server, user=spec.get("bindDN"), password=password,
                                 receive_timeout=max(1, math.ceil(timeout)),   # ldap3 packs it as an integer
                                 raise_exceptions=False, read_only=True)
+        if not connection.bind():
+            result = connection.result or {}
+            who = f"as {spec['bindDN']}" if spec.get("bindDN") else "anonymously"
+            reason = result.get("description") or "no answer"
+            if result.get("message"):
+                reason += f" ({result['message']})"
+            raise DirectoryError(f"the directory refused to bind {who}: {reason}")
         try:
             return {(vsys, group): read_group_members(connection, dn, spec.get("userAttribute", "uid"))
                     for vsys, group, dn in wanted}
