@@ -128,7 +128,7 @@ class DirectorySync:
             return
         for name, saved in stored.items():
             state = DirectoryState(name, str(saved.get("url", "")), last_success=saved.get("last_success"))
-            state.groups = {tuple(key.split("/", 1)): list(users)   # type: ignore[misc]
+            state.groups = {(key.split("/", 1)[0], key.split("/", 1)[1]): list(users)
                             for key, users in (saved.get("groups") or {}).items() if "/" in key}
             self.states[name] = state
     def start(self) -> None:

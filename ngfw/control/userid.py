@@ -26,6 +26,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from collections.abc import Mapping as MappingOf
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,7 +151,7 @@ class UserMappings:
             self.notify(durable=True)
         return mapping
 
-    def set_groups(self, groups: dict[str, Iterable[str]]) -> bool:
+    def set_groups(self, groups: MappingOf[str, Iterable[str]]) -> bool:
         """The directory groups of every user ({user: ["vsys/name", ...]}); True if they changed."""
         canonical = {u.lower(): tuple(sorted(set(g))) for u, g in groups.items() if g}
         with self._lock:

@@ -32,7 +32,7 @@ def test_the_store_writes_user_mappings_in_batches_and_never_as_a_version(store_
     store = open_store(store_url)
     try:
         before = store.latest()
-        rows = [{"address": f"10.1.{i // 250}.{i % 250 + 1}", "user": f"u{i}", "source": "api", "expires": None,
+        rows: list[dict[str, Any]] = [{"address": f"10.1.{i // 250}.{i % 250 + 1}", "user": f"u{i}", "source": "api", "expires": None,
                  "vm": None, "by": "uma"} for i in range(300)]     # over etcd's 128 operations per transaction
         store.write_user_mappings(rows, [])
         store.write_user_mappings([{**rows[0], "user": "changed"}], [r["address"] for r in rows[1:200]])
@@ -90,7 +90,7 @@ def test_a_restarted_control_gives_hosts_the_same_users_without_a_deny_window(st
         installed.append(table)
         install(table)
 
-    dp.users.install = recording  # type: ignore[method-assign]
+    dp.users.install = recording
 
     # a login in the batch read just before control stops: written when it stops (Control.close)
     receiver.handle_lines([LOGIN.format(user="frank", ip="10.99.0.9")])
