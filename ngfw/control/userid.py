@@ -6,8 +6,10 @@ far behind (or new). Mappings have lifetimes: control ends them when they are ov
 same `expires`, so a host cut off from control still lets logins lapse). Directory groups (ngfw.control.ldap)
 are sent with the mappings: {user: ["vsys/UserGroup", ...]}.
 
-Kept in control's store too (ngfw.control.store: a table of its own, never a policy version): every change is
-written before the hosts are woken for it, a syslog batch or a request as one write. A restarted control
+Kept in control's store too (ngfw.control.store: a table of its own, never a policy version): a request's
+change is written before it is answered, a syslog batch by a writer thread as one write, and the long-polls
+are woken once it is written (one that wakes for another reason may see a batch a few ms before it is stored:
+the epoch, below, covers a crash in between). A restarted control
 reads them back (those whose lifetime ended while it was down are dropped) and so does the directory groups'
 last good membership (ngfw.control.ldap). Each control process has an `epoch`: a host whose `since` is of
 another epoch (control restarted) gets a snapshot, which its agent applies as a difference against the table
@@ -260,10 +262,11 @@ class UserMappings:
         over: list[str] = []
         for row in self.store.user_mappings():
             try:
+                expires = row.get("expires")
                 mapping = Mapping(canonical_address(row["address"])[0], syntax.check_user_name(row["user"]),
-                                  str(row.get("source", "api")), row.get("expires"), row.get("vm"),
-                                  str(row.get("by", "")))
-            except (KeyError, TypeError, ValueError) as exc:
+                                  str(row.get("source", "api")), None if expires is None else float(expires),
+                                  row.get("vm"), str(row.get("by", "")))
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 log.warning("user mappings: a stored mapping is unreadable (%s): %r; dropped", exc, row)
                 over.append(str(row.get("address", "")) if isinstance(row, dict) else "")
                 continue

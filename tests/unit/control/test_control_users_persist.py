@@ -121,3 +121,30 @@ def test_a_restarted_control_gives_hosts_the_same_users_without_a_deny_window(st
                                                                        "10.99.0.9"]
     finally:
         store.close()
+
+
+def test_a_failed_store_write_is_counted_and_written_with_the_next(tmp_path: Path) -> None:
+    from ngfw.control.userid import UserMappings
+
+    store = open_store(f"sqlite:///{tmp_path}/control.db")
+    real = store.write_user_mappings
+    failing = True
+
+    def write(puts: list[dict[str, Any]], deletes: list[str]) -> None:
+        if failing:
+            raise OSError("disk full")
+        real(puts, deletes)
+
+    store.write_user_mappings = write  # type: ignore[method-assign]
+    try:
+        users = UserMappings(store=store)
+        users.put("10.77.0.11", "alice", None, "api", None)        # enforced all the same
+        assert users.counters["store_failures"] == 1 and "10.77.0.11" in users.mappings
+        failing = False
+        users.put("10.77.0.12", "bob", None, "api", None)
+        assert users.counters["store_writes"] == 1
+        assert sorted(m["user"] for m in store.user_mappings()) == ["alice", "bob"]
+        restarted = UserMappings(store=store)
+        assert restarted.restore() == 2 and restarted.epoch != users.epoch
+    finally:
+        store.close()
