@@ -5,15 +5,18 @@ takes the restarted control's snapshot as a difference, so a user mapped before 
 from __future__ import annotations
 
 import ipaddress
+import os
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from control_helpers import RunningControl, _doc, client
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 from test_control_users import SRV_MAC, put, users_policy
 
+from ngfw.cli import main
 from ngfw.control.store import open_store
 from ngfw.control.syslog import SyslogReceiver
 from ngfw.control.validation import compile_documents
@@ -45,8 +48,8 @@ def test_the_store_writes_user_mappings_in_batches_and_never_as_a_version(store_
         store.close()
 
 
-def test_a_restarted_control_gives_hosts_the_same_users_without_a_deny_window(store_url: str, tmp_path: Path,
-                                                                               tokens: dict[str, str]) -> None:
+def test_a_restarted_control_gives_hosts_the_same_users_without_a_deny_window(
+        store_url: str, tmp_path: Path, tokens: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
     tokens_path = tmp_path / "tokens.json"
     control = RunningControl(store_url, tokens_path)
     admin = client(control, tokens, "alice")
@@ -104,6 +107,12 @@ def test_a_restarted_control_gives_hosts_the_same_users_without_a_deny_window(st
             ("10.77.0.11", "alice", "syslog:sshd"), ("10.99.0.8", "dave", "syslog:sshd"),
             ("10.99.0.9", "frank", "syslog:sshd")]
         assert (listing["counters"]["restored"], listing["counters"]["restored_expired"]) == (3, 1)
+        os.environ["NGFW_TOKEN"] = tokens["uma"]
+        try:
+            assert main(["users", "list", "--control", control.url]) == 0
+        finally:
+            del os.environ["NGFW_TOKEN"]
+        assert "restored at control's start: 3 (1 had expired while it was down)" in capsys.readouterr().out
         assert syn(40001)                                         # alice: still allowed
         assert dp.users.user_of("10.77.0.21") is None and dp.users.user_of("10.99.0.7") is None
         address = ipaddress.ip_address("10.77.0.11")
