@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 CORPUS = Path(os.environ.get("NGFW_SHARED", "/work/shared")) / "corpus"
@@ -130,9 +129,9 @@ def flow_outputs(eve_filename: str = "eve.json") -> list[dict[str, Any]]:
 
 def suricata_flows(captures: Sequence[Path], timeout: float = 900.0) -> dict[str, list[dict[str, Any]]]:
     """Suricata's flow records per capture (keyed by str(path))."""
-    from suricata_config import logging_to_file, render, suricata_binary
-    from suricata_offline import _command_socket
-    from suricata_process import SuricataProcess
+    from bench.suricata_config import logging_to_file, render, suricata_binary
+    from bench.suricata_offline import command_socket
+    from bench.suricata_process import SuricataProcess
 
     out: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="community-id-") as tmp:
@@ -149,7 +148,7 @@ def suricata_flows(captures: Sequence[Path], timeout: float = 900.0) -> dict[str
         try:
             if not proc.wait_started(timeout):
                 raise RuntimeError(f"suricata did not start in unix-socket mode:\n{proc.tail()}")
-            with _command_socket(sock) as command:
+            with command_socket(sock) as command:
                 for i, capture in enumerate(captures):
                     outdir = work / f"out{i}"
                     outdir.mkdir()

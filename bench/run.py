@@ -256,8 +256,7 @@ SURICATA_RULES: list[Path] = []  # rule files of the Suricata baseline (--surica
 @contextlib.contextmanager
 def suricata_baseline(lab: Lab, workdir: Path, result: ConfigResult) -> Iterator[None]:
     """Suricata 7 in AF_PACKET IPS mode on the dataplane's wire (bench/suricata_ips.py); its load time is kept."""
-    sys.path.insert(0, str(HERE))
-    import suricata_ips
+    from bench import suricata_ips
 
     def ping() -> bool:
         return call_in(lab.web1.ns, ["ping", "-c", "1", "-W", "1", lab.srv.ipv4], timeout=5).returncode == 0

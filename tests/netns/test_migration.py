@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from netns_helpers import REPO, metric, wait_for
 
 from ngfw.control.migrations import LIVE_SECONDS
 from ngfw.lab.control_site import ControlSite, control_site
@@ -31,6 +30,7 @@ from ngfw.lab.probe import connects
 from ngfw.lab.services import BIG_FILE_SIZE, lab_services
 from ngfw.lab.topology import lab_down
 from ngfw.lab.workloads import record_namespace_workloads
+from tests.support.netns import REPO, metric, wait_for
 
 POLICY = REPO / "rules" / "examples" / "lab-two-hosts.yaml"
 SERVER = "10.77.0.100"

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import socket
+import struct
 
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 
 from ngfw._fastpath import engine as fp
-from ngfw.compiler.policy import load_policy
 from ngfw.compiler.tables import CompiledPolicy
-
-REPO = Path(__file__).resolve().parents[2]
-LAB_POLICY = REPO / "rules" / "examples" / "lab.yaml"
+from tests.support.policies import LAB_POLICY, REPO, lab_policy
 
 WEB1_MAC, WEB1_IP = "02:00:00:00:01:01", "10.77.0.11"
 WEB2_MAC, WEB2_IP = "02:00:00:00:01:02", "10.77.0.12"
@@ -49,10 +47,6 @@ class Wire:
         return {k: v for k, v in self.engine.stats()["drops"].items() if v}
 
 
-def lab_policy(version: int = 1) -> CompiledPolicy:
-    return load_policy(LAB_POLICY, version=version)
-
-
 def web1_to_srv(l4, src_ip: str = WEB1_IP, src_mac: str = WEB1_MAC) -> Ether:
     return Ether(src=src_mac, dst=SRV_MAC) / IP(src=src_ip, dst=SRV_IP) / l4
 
@@ -66,5 +60,13 @@ def tcp(sport: int, dport: int, flags: str, seq: int = 1000, ack: int = 0, paylo
     return segment / payload if payload else segment
 
 
-__all__ = ["Wire", "lab_policy", "web1_to_srv", "srv_to_web1", "tcp", "fp", "Ether", "IP", "IPv6", "TCP", "UDP",
+def syn(sport: int, dport: int) -> bytes:
+    """Ethernet/IPv4/TCP SYN web1 -> srv without scapy (tests inject tens of thousands)."""
+    segment = struct.pack("!HHIIBBHHH", sport, dport, 100, 0, 5 << 4, 0x02, 65535, 0, 0)
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, 1, 0x4000, 64, 6, 0, socket.inet_aton(WEB1_IP),
+                     socket.inet_aton(SRV_IP))
+    return bytes.fromhex(SRV_MAC.replace(":", "")) + bytes.fromhex(WEB1_MAC.replace(":", "")) + b"\x08\x00" + ip + segment
+
+
+__all__ = ["Wire", "lab_policy", "syn", "LAB_POLICY", "REPO", "web1_to_srv", "srv_to_web1", "tcp", "fp", "Ether", "IP", "IPv6", "TCP", "UDP",
            "ICMP", "WEB1_MAC", "WEB1_IP", "WEB2_MAC", "WEB2_IP", "SRV_MAC", "SRV_IP"]

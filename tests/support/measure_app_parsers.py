@@ -1,4 +1,5 @@
-"""Measure the built-in App-ID parsers on the reference corpus (python3 tests/unit/measure_app_parsers.py [-v]).
+"""Measure the built-in App-ID parsers on the reference corpus (python3 -m tests.support.measure_app_parsers [-v],
+from the repository).
 
 For each labelled flow, the first <= 3 payload packets of each direction go through appid_parse in capture
 order (ngfw._fastpath.parsers.parse_flow). Per application the parsers return: flows labelled with it that
@@ -9,13 +10,9 @@ from __future__ import annotations
 
 import collections
 import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from appid_corpus import Flow, load_flows
 
 from ngfw._fastpath import parsers
+from tests.support.appid_corpus import Flow, load_flows
 
 L4 = {"TCP": 6, "UDP": 17}
 

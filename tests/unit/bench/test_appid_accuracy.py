@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "appid_accuracy.py"
+BENCH = Path(__file__).resolve().parents[3] / "bench" / "appid_accuracy.py"
 
 
 def _load() -> ModuleType:

@@ -5,19 +5,15 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "bench"))
+from bench import parity_compare as pc
+from bench import suricata_config, suricata_offline, suricata_parity
+from bench.suricata_process import LoadReport
 
-import parity_compare as pc  # noqa: E402
-import suricata_config  # noqa: E402
-import suricata_offline  # noqa: E402
-import suricata_parity  # noqa: E402
-from suricata_process import LoadReport  # noqa: E402
+REPO = Path(__file__).resolve().parents[3]
 
 FIXTURES = REPO / "tests" / "fixtures" / "parity"
 

@@ -9,7 +9,7 @@ import pytest
 from ngfw.compiler.lint import lint
 from ngfw.compiler.policy import load_policy
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "rules" / "examples"
+EXAMPLES = Path(__file__).resolve().parents[3] / "rules" / "examples"
 
 HEADER = """\
 apiVersion: ngfw/v1

@@ -11,7 +11,7 @@ from ngfw.compiler.tables import Action, AddressSet, Service
 from ngfw.model.loader import load_resources
 from ngfw.wire import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "rules" / "examples"
+EXAMPLES = Path(__file__).resolve().parents[3] / "rules" / "examples"
 
 
 def vsys(name: str) -> str:

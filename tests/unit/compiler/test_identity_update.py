@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fastpath_helpers import IP, LAB_POLICY, SRV_IP, SRV_MAC, WEB2_IP, WEB2_MAC, Ether, tcp
 
 from ngfw.compiler.identity import with_workloads
 from ngfw.compiler.policy import compile_resources
@@ -13,8 +12,9 @@ from ngfw.dataplane.runner import Dataplane, PortPlan
 from ngfw.model.errors import PolicyError
 from ngfw.model.loader import load_resources
 from ngfw.model.resources import Workload
+from tests.support.fastpath import IP, LAB_POLICY, SRV_IP, SRV_MAC, WEB2_IP, WEB2_MAC, Ether, tcp
 
-TWO_TENANTS = Path(__file__).resolve().parents[2] / "rules" / "examples" / "two-tenants.yaml"
+TWO_TENANTS = Path(__file__).resolve().parents[3] / "rules" / "examples" / "two-tenants.yaml"
 
 
 def resources(path: Path = LAB_POLICY) -> list:

@@ -13,7 +13,7 @@ import pytest
 from ngfw.compiler.policy import load_policy
 from ngfw.model.errors import PolicyError
 
-LAB = Path(__file__).resolve().parents[2] / "rules" / "examples" / "lab.yaml"
+LAB = Path(__file__).resolve().parents[3] / "rules" / "examples" / "lab.yaml"
 
 
 def test_an_empty_file_is_refused(tmp_path: Path) -> None:

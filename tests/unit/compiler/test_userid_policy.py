@@ -7,20 +7,19 @@ import ipaddress
 import json
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from ngfw._fastpath import engine
-from ngfw.compiler.policy import load_policy
 from ngfw.compiler.principals import group_principal, user_principal
 from ngfw.control.explain import ExplainError, explain
 from ngfw.model.errors import PolicyError
 from ngfw.model.loader import load_resources
 from ngfw.model.schema import json_schema
+from tests.support.policies import compile_documents, security_policy, write_documents
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 BASE = """\
 apiVersion: ngfw/v1
@@ -46,28 +45,22 @@ spec: {members: [alice, Bob]}
 """
 
 
-def rules(*lines: str) -> str:
-    body = "".join(f"    - {line}\n" for line in lines)
-    return f"apiVersion: ngfw/v1\nkind: SecurityPolicy\nmetadata: {{name: main, vsys: tenant-a}}\nspec:\n  rules:\n{body}"
-
-
-def write(tmp_path: Path, *documents: str) -> Path:
-    path = tmp_path / "policy.yaml"
-    path.write_text("---\n".join(textwrap.dedent(d) for d in documents))
-    return path
+def rules(*items: str) -> str:
+    """tenant-a's SecurityPolicy with one rule per item (a flow mapping)."""
+    return security_policy("".join(f"- {item}\n" for item in items))
 
 
 def problems(tmp_path: Path, *documents: str) -> list[str]:
     with pytest.raises(PolicyError) as info:
-        load_policy(write(tmp_path, *documents))
+        compile_documents(tmp_path, *documents)
     return info.value.problems
 
 
 def test_users_compile_to_principals_in_item_order(tmp_path: Path) -> None:
-    policy = load_policy(write(tmp_path, BASE, FINANCE, rules(
+    policy = compile_documents(tmp_path, BASE, FINANCE, rules(
         "{name: fin, from: [any], to: [any], users: [Dave, group:finance, known-user], action: allow}",
         "{name: anon, from: [any], to: [any], users: [unknown], action: deny}",
-        "{name: all, from: [any], to: [any], action: allow}")))
+        "{name: all, from: [any], to: [any], action: allow}"))
     fin, anon, everyone = policy.rules
     assert fin.users == ("dave", "group:finance", "known-user")
     # a static UserGroup is its members, named in the rule (lower case: names compare case-insensitively)
@@ -84,18 +77,18 @@ def test_a_directory_group_is_its_principal(tmp_path: Path) -> None:
               "spec: {ldap: {url: 'ldap://127.0.0.1:3389'}}\n")
     group = ("apiVersion: ngfw/v1\nkind: UserGroup\nmetadata: {name: fin-dir, vsys: tenant-a}\n"
              "spec: {ldap: {dn: 'cn=finance,ou=groups,dc=lab'}}\n")
-    policy = load_policy(write(tmp_path, BASE, source, group,
-                               rules("{name: r, from: [any], to: [any], users: [group:fin-dir], action: allow}")))
+    policy = compile_documents(tmp_path, BASE, source, group,
+                               rules("{name: r, from: [any], to: [any], users: [group:fin-dir], action: allow}"))
     assert policy.rules[0].user_principals == ((group_principal("tenant-a", "fin-dir"), 0),)
 
 
 def test_users_do_not_change_the_digest_of_policies_without_them(tmp_path: Path) -> None:
-    plain = load_policy(write(tmp_path, BASE, rules("{name: r, from: [any], to: [any], action: allow}")))
-    explicit = load_policy(write(tmp_path, BASE, rules(
-        "{name: r, from: [any], to: [any], users: [any], action: allow}")))
+    plain = compile_documents(tmp_path, BASE, rules("{name: r, from: [any], to: [any], action: allow}"))
+    explicit = compile_documents(tmp_path, BASE, rules(
+        "{name: r, from: [any], to: [any], users: [any], action: allow}"))
     assert plain.digest == explicit.digest
-    named = load_policy(write(tmp_path, BASE, rules(
-        "{name: r, from: [any], to: [any], users: [alice], action: allow}")))
+    named = compile_documents(tmp_path, BASE, rules(
+        "{name: r, from: [any], to: [any], users: [alice], action: allow}"))
     assert named.digest != plain.digest
 
 
@@ -150,9 +143,9 @@ def test_the_published_schema_knows_the_new_kinds() -> None:
 
 
 def test_explain_names_the_users_item_that_matched(tmp_path: Path) -> None:
-    policy = load_policy(write(tmp_path, BASE, FINANCE, rules(
+    policy = compile_documents(tmp_path, BASE, FINANCE, rules(
         "{name: fin, from: [vm:web-01], to: [any], services: [tcp/80], users: [group:finance], action: allow}",
-        "{name: rest, from: [any], to: [any], action: deny}")))
+        "{name: rest, from: [any], to: [any], action: deny}"))
     documents = [item.resource.model_dump(by_alias=True) for item in load_resources(tmp_path / "policy.yaml")]
     allowed = explain(policy, documents, "vm:web-01", "10.77.0.100", "tcp/80", user="Alice")
     assert (allowed["verdict"], allowed["rule"], allowed["user"]) == ("allow", "fin", "alice")
@@ -165,7 +158,7 @@ def test_explain_names_the_users_item_that_matched(tmp_path: Path) -> None:
 
 
 def test_explain_cli_takes_user(tmp_path: Path) -> None:
-    path = write(tmp_path, BASE, FINANCE, rules(
+    path = write_documents(tmp_path, BASE, FINANCE, rules(
         "{name: fin, from: [any], to: [any], users: [bob], action: allow}"))
     run = subprocess.run([sys.executable, "-m", "ngfw.cli", "explain", "--policy", str(path), "--from", "vm:web-01",
                           "--to", "10.77.0.100", "--service", "tcp/80", "--user", "bob"],
@@ -186,9 +179,9 @@ def syn(sport: int = 40000) -> bytes:
 
 
 def test_the_engine_decides_with_the_user_behind_the_source(tmp_path: Path) -> None:
-    policy = load_policy(write(tmp_path, BASE, FINANCE, rules(
+    policy = compile_documents(tmp_path, BASE, FINANCE, rules(
         "{name: fin, from: [vm:web-01], to: [any], services: [tcp/80], users: [group:finance], action: allow}",
-        "{name: rest, from: [any], to: [any], action: deny}")))
+        "{name: rest, from: [any], to: [any], action: deny}"))
     e = engine.Engine(flow_capacity=1024)
     a = e.add_memory_port("a", 0)
     b = e.add_memory_port("b", 0)

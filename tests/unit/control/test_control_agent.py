@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from control_helpers import RunningControl, client, find, two_tenants
 
 from ngfw.compiler.tables import CompiledPolicy
 from ngfw.control.agent import Agent
@@ -18,6 +17,7 @@ from ngfw.control.auth import Principal
 from ngfw.control.client import ControlClient
 from ngfw.control.service import Control
 from ngfw.control.store import open_store
+from tests.support.control import RunningControl, client, find, two_tenants
 
 
 class FakeDataplane:

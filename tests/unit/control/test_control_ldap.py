@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from control_helpers import RunningControl, _doc, client, two_tenants
 
 from ngfw.control.ldap import DirectorySync
 from ngfw.lab.directory import Directory, group_dn
+from tests.support.control import RunningControl, _doc, client, two_tenants
 
 
 @pytest.fixture

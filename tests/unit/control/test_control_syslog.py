@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from control_helpers import RunningControl, _doc, client, two_tenants
 
 from ngfw.control.client import ControlError
 from ngfw.control.syslog import SyslogReceiver, bench_lines, message_of, split_frames
+from tests.support.control import RunningControl, _doc, client, two_tenants
 
 SSHD = {"login": r"Accepted \S+ for (?P<user>\S+) from (?P<ip>\S+)",
         "logout": r"session closed for user (?P<user>\S+) from (?P<ip>\S+)", "ttl": 60}

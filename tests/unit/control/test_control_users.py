@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from control_helpers import RunningControl, _doc, client, two_tenants
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
@@ -20,6 +19,7 @@ from ngfw.control.userid import delta_hash
 from ngfw.control.validation import compile_documents
 from ngfw.dataplane.runner import Dataplane, PortPlan
 from ngfw.dataplane.userid import UserAgent
+from tests.support.control import RunningControl, _doc, client, two_tenants
 
 SRV_MAC = "02:00:00:00:02:01"
 

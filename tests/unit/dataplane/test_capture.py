@@ -6,14 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fastpath_helpers import SRV_IP, WEB1_IP, Wire, srv_to_web1, tcp, web1_to_srv
 from scapy.utils import rdpcap
 
 from ngfw.compiler.policy import load_policy
 from ngfw.dataplane.capture import CaptureWriter
 from ngfw.dataplane.eve import EveWriter
+from tests.support.fastpath import SRV_IP, WEB1_IP, Wire, srv_to_web1, tcp, web1_to_srv
 
-LAB = Path(__file__).resolve().parents[2] / "rules" / "examples" / "lab.yaml"
+LAB = Path(__file__).resolve().parents[3] / "rules" / "examples" / "lab.yaml"
 
 
 def capture_policy(tmp_path: Path, packets: int = 3):
@@ -90,7 +90,7 @@ def test_capture_files_rotate_at_their_size_and_the_oldest_go_beyond_the_cap(tmp
 
 
 def test_a_threat_profiles_capture_writes_only_flows_that_alert_with_the_alerting_frame(tmp_path: Path) -> None:
-    from test_inspect import handshake, send, wire
+    from tests.support.inspection import handshake, send, wire
 
     profile = """
         ---

@@ -12,7 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
-from fastpath_helpers import (
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ngfw.compiler.policy import load_policy
+from ngfw.dataplane.eve import EveWriter, eve_record, stats_record
+from ngfw.dataplane.eve_outputs import EveTargetError, parse_target
+from ngfw.dataplane.eve_schema import SCHEMA_PATH, file_problems, problems
+from tests.support.fastpath import (
     ICMP,
     IP,
     SRV_IP,
@@ -27,15 +34,8 @@ from fastpath_helpers import (
     tcp,
     web1_to_srv,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from ngfw.compiler.policy import load_policy
-from ngfw.dataplane.eve import EveWriter, eve_record, stats_record
-from ngfw.dataplane.eve_outputs import EveTargetError, parse_target
-from ngfw.dataplane.eve_schema import SCHEMA_PATH, file_problems, problems
-
-LAB = Path(__file__).resolve().parents[2] / "rules" / "examples" / "lab.yaml"
+LAB = Path(__file__).resolve().parents[3] / "rules" / "examples" / "lab.yaml"
 
 
 # ---------------------------------------------------------------- Community ID
@@ -205,7 +205,7 @@ def test_a_new_flow_the_full_table_refuses_is_a_drop_record() -> None:
 
 
 def test_an_alert_record_carries_the_rules_metadata_and_the_flow_is_alerted(tmp_path: Path) -> None:
-    from test_inspect import handshake, send, wire
+    from tests.support.inspection import handshake, send, wire
 
     rules = ('alert tcp any any -> any any (msg:"meta"; content:"TRIGGER"; '
              'metadata: former_category POLICY, signature_severity Major, created_at 2024_01_02, '
@@ -244,14 +244,15 @@ def test_a_stats_record_has_suricatas_shape_and_follows_the_schema() -> None:
 
 def test_the_schema_knows_every_reason_a_flow_ends_for() -> None:
     """A reason the fastpath gains (an operator's `cleared`) must be one the schema accepts in a flow record."""
-    schema = json.loads((Path(__file__).resolve().parents[2] / "docs" / "eve-schema.json").read_text())
+    schema = json.loads((Path(__file__).resolve().parents[3] / "docs" / "eve-schema.json").read_text())
     assert schema["$defs"]["flow"]["properties"]["flow"]["properties"]["reason"]["enum"] == list(fp.END_REASONS)
 
 
 def test_the_fast_check_refuses_what_jsonschema_refuses(tmp_path: Path) -> None:
     """problems() trusts fastjsonschema to pass a record: it must pass none that jsonschema (the reference) refuses."""
     import jsonschema
-    from test_inspect import handshake, send, wire
+
+    from tests.support.inspection import handshake, send, wire
 
     w = wire(tmp_path, rules='alert tcp any any -> any any (msg:"m"; content:"HIT"; sid:7002; rev:1;)',
              rule_extra=", log: true")

@@ -12,7 +12,7 @@ import pytest
 from ngfw import cli
 from ngfw.dataplane.failmode import OBJECT_PATH, FailModeError, WireFailModes, WireStatus, wire_modes
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 BPF_F_MMAPABLE = 1 << 10
 
 

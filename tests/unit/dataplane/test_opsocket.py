@@ -11,7 +11,6 @@ import json
 import os
 import socket
 import stat
-import struct
 import subprocess
 import threading
 import time
@@ -20,21 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastpath_helpers import SRV_IP, SRV_MAC, WEB1_IP, WEB1_MAC, fp, lab_policy
 
 from ngfw.dataplane.opsocket import OperationsClient, OperationsError, OperationsSocket
 from ngfw.dataplane.rulehits import RuleHits
 from ngfw.dataplane.sessions import SessionTable
+from tests.support.fastpath import fp, lab_policy, syn
 
 S = 1_000_000_000
-
-
-def syn(sport: int, dport: int) -> bytes:
-    """Ethernet/IPv4/TCP SYN web1 -> srv without scapy (tens of thousands are injected)."""
-    segment = struct.pack("!HHIIBBHHH", sport, dport, 100, 0, 5 << 4, 0x02, 65535, 0, 0)
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, 1, 0x4000, 64, 6, 0, socket.inet_aton(WEB1_IP),
-                     socket.inet_aton(SRV_IP))
-    return bytes.fromhex(SRV_MAC.replace(":", "")) + bytes.fromhex(WEB1_MAC.replace(":", "")) + b"\x08\x00" + ip + segment
 
 
 class LoopingDataplane:

@@ -12,7 +12,6 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from fastpath_helpers import SRV_IP, WEB1_IP, WEB1_MAC, Ether, Wire, fp, lab_policy
 from pyroute2.netlink.rtnl import RTM_DELLINK, RTM_NEWLINK
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
@@ -20,6 +19,7 @@ from scapy.layers.l2 import ARP
 
 from ngfw.dataplane.failmode import WireFailModes
 from ngfw.dataplane.links import PORT_EVENTS, Attach, Detach, LinkState, Note, PortLink, PortLinks, SetLink, link_state
+from tests.support.fastpath import SRV_IP, WEB1_IP, WEB1_MAC, Ether, Wire, fp, lab_policy
 
 UP = dict(admin_up=True, carrier=True, mtu=1500, kind="veth")
 

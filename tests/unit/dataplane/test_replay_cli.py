@@ -19,7 +19,7 @@ import pytest
 
 from ngfw.dataplane.eve_schema import problems
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 FIXTURES = REPO / "tests" / "fixtures" / "replay"
 CAPTURES = ["mullvad_dns.pcap", "punycode-idn.pcap", "cloudflare-warp.pcap", "dlt_ppp.pcap", "quic_cc_ack.pcapng"]
 
@@ -285,10 +285,11 @@ def test_reordered_segments_are_put_in_place_before_they_are_read(tmp_path: Path
     """A ClientHello or a request whose segments arrive out of order (or again) is read once its prefix is
     whole, from the SYN's sequence number on; a segment ahead of a hole is never read alone (it once
     passed for Modbus), and a hole that never fills leaves the protocol without its host."""
-    import quic_initial as qi
     from scapy.layers.inet import IP, TCP
     from scapy.layers.l2 import Ether
     from scapy.utils import wrpcap
+
+    from tests.support import quic_initial as qi
 
     def flow(sport: int, dport: int, pieces: list[tuple[int, bytes]]) -> list[Ether]:
         c, s = "10.2.0.1", "10.2.0.2"

@@ -14,17 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastpath_helpers import SRV_IP, SRV_MAC, WEB1_IP, WEB1_MAC, WEB2_IP, WEB2_MAC, Wire, fp, tcp
 from scapy.layers.dns import DNS, DNSQR
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
-from test_opsocket import syn
 
 from ngfw.compiler.policy import load_policy
 from ngfw.dataplane.eve import eve_record
 from ngfw.dataplane.eve_schema import problems
 from ngfw.dataplane.rulehits import RuleHits
 from ngfw.dataplane.sessions import FilterError, SessionFilter, SessionTable
+from tests.support.fastpath import SRV_IP, SRV_MAC, WEB1_IP, WEB1_MAC, WEB2_IP, WEB2_MAC, Wire, fp, syn, tcp
+from tests.support.policies import compile_documents
 
 S = 1_000_000_000
 DB1_MAC, DB1_IP = "02:00:00:00:03:01", "10.77.0.21"
@@ -78,9 +78,8 @@ spec:
 
 
 def policy(tmp_path: Path, version: int = 1, extra: str = "") -> Any:
-    path = tmp_path / f"policy-{version}.yaml"
-    path.write_text(POLICY.replace("{extra}", textwrap.indent(extra, "    ")))
-    return load_policy(path, version=version)
+    return compile_documents(tmp_path, POLICY.replace("{extra}", textwrap.indent(extra, "    ")), version=version,
+                             name=f"policy-{version}.yaml")
 
 
 def frame(src: tuple[str, str], dst: tuple[str, str], l4: Any) -> Ether:

@@ -3,16 +3,14 @@
 
 from __future__ import annotations
 
-import textwrap
 import time
 from pathlib import Path
 
-from fastpath_helpers import IP, SRV_IP, SRV_MAC, WEB1_IP, WEB1_MAC, WEB2_IP, WEB2_MAC, Ether, tcp
-
-from ngfw.compiler.policy import load_policy
 from ngfw.dataplane.eve import eve_record
 from ngfw.dataplane.runner import Dataplane, PortPlan
 from ngfw.dataplane.sessions import SessionFilter
+from tests.support.fastpath import IP, SRV_IP, SRV_MAC, WEB1_IP, WEB1_MAC, WEB2_IP, WEB2_MAC, Ether, tcp
+from tests.support.policies import compile_documents
 
 POLICY = """\
 apiVersion: ngfw/v1
@@ -52,12 +50,10 @@ spec:
 
 class Host:
     def __init__(self, tmp_path: Path) -> None:
-        path = tmp_path / "policy.yaml"
-        path.write_text(textwrap.dedent(POLICY))
         self.dp = Dataplane(PortPlan())
         self.vm = self.dp.engine.add_memory_port("vm", 0)
         self.up = self.dp.engine.add_memory_port("up", 0)
-        self.dp.load(load_policy(path))
+        self.dp.load(compile_documents(tmp_path, POLICY))
         self.now = time.time()
         self.dp.users.clock = lambda: self.now
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 UNITS = REPO / "deploy/systemd"
 # the exposure `systemd-analyze security` gave when the units were written (docs/deploy.md); a change that
 # loosens the sandbox shows up here

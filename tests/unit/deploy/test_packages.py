@@ -14,7 +14,7 @@ import pytest
 
 from ngfw.lab.artifacts import ensure_deb
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 BUILD_OR_TEST = re.compile(r"^(gcc|g\+\+|cpp|clang|make|build-essential|cython3?|python3-dev|python3-pip|"
                            r"python3-venv|libpython3[.\d]*-dev|.*-dev|pytest|python3-pytest|scapy|python3-scapy)$")
 

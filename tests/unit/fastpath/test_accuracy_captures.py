@@ -11,11 +11,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 FIXTURES = ROOT / "tests" / "fixtures" / "accuracy"
 PCAPS = FIXTURES / "pcaps"
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(FIXTURES))
 pytest.importorskip("ngfw._fastpath.engine")
 
 from bench.appid_accuracy import load_labels, score  # noqa: E402

@@ -4,18 +4,15 @@ real flows of the reference corpus, hand-made edge cases, and random or damaged 
 from __future__ import annotations
 
 import struct
-import sys
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 parsers = pytest.importorskip("ngfw._fastpath.parsers")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import quic_initial as qi  # noqa: E402
-from appid_corpus import CORPUS, load_flows  # noqa: E402
+from tests.support import quic_initial as qi  # noqa: E402
+from tests.support.appid_corpus import CORPUS, load_flows  # noqa: E402
 
 TCP, UDP = 6, 17
 

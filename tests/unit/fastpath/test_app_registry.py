@@ -6,18 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import struct
-import sys
-from pathlib import Path
 
 import pytest
 
 from ngfw._fastpath import app_registry
 from ngfw._fastpath.app_registry import REGISTRY, RegistryError, check, render
 from ngfw.compiler.apps import load_catalogue
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import quic_initial as qi
+from tests.support import quic_initial as qi
 
 TCP, UDP = 6, 17
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastpath_helpers import UDP, Wire, fp, srv_to_web1, tcp, web1_to_srv
-from test_inspect import handshake, send, wire
+from tests.support.fastpath import ICMP, UDP, Wire, fp, lab_policy, srv_to_web1, tcp, web1_to_srv
+from tests.support.inspection import handshake, send, wire
+from tests.support.policies import lab_with_rules
 
 SHALLOW = """
     ---
@@ -73,8 +74,6 @@ def test_denied_flows_inspected_udp_and_icmp_are_not_eligible(tmp_path: Path) ->
     w = wire(tmp_path, inspect="shallow", profiles=SHALLOW)
     assert not w.from_vm(web1_to_srv(tcp(41103, 9999, "S", seq=100)))[0]      # no rule allows tcp/9999
     assert state(w, 41103)[0] == "verdict"
-    from fastpath_helpers import ICMP
-
     w.from_vm(web1_to_srv(ICMP(type=8, id=77, seq=1)))
     icmp = [f for f in w.engine.flows() if f["proto"] == 1]
     assert icmp and icmp[0]["bypass"] in ("protocol", "verdict")
@@ -100,25 +99,11 @@ def test_a_flow_decided_again_by_a_policy_that_denies_it_is_not_eligible(tmp_pat
 
 
 def _without_8080(tmp_path: Path):
-    from test_inspect import LAB
-
-    from ngfw.compiler.policy import load_policy
-
-    head = LAB.read_text().split("kind: SecurityPolicy")[0].rsplit("---", 1)[0]
-    (tmp_path / "deny.yaml").write_text(head + """---
-apiVersion: ngfw/v1
-kind: SecurityPolicy
-metadata: {name: main, vsys: tenant-a}
-spec:
-  rules:
-    - {name: only-http, from: [group:web], to: [any], services: [tcp/80], action: allow}
-""")
-    return load_policy(tmp_path / "deny.yaml")
+    return lab_with_rules(tmp_path, "- {name: only-http, from: [group:web], to: [any], services: [tcp/80], action: allow}",
+                          name="deny.yaml")
 
 
 def test_replay_logs_every_flow_so_nothing_is_eligible() -> None:
-    from fastpath_helpers import lab_policy
-
     engine = fp.Engine(flow_capacity=64, replay=True)
     vm = engine.add_memory_port("vm", 0)
     up = engine.add_memory_port("up", 0)

@@ -6,7 +6,6 @@ neighbour discovery, IPv6, one address talking to itself) and the replay fixture
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,10 +14,9 @@ from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest, ICMPv6ND_NS, 
 from scapy.layers.l2 import Ether
 from scapy.utils import wrpcap
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "bench"))
+from bench import community_id_parity
 
-import community_id_parity  # noqa: E402
+REPO = Path(__file__).resolve().parents[3]
 
 pytestmark = pytest.mark.skipif(shutil.which("suricata") is None,
                                 reason="Suricata 7 not installed (deploy/install.sh installs it)")

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fastpath_helpers import IP, SRV_IP, TCP, UDP, WEB1_IP, Ether, Wire, srv_to_web1, tcp, web1_to_srv
-from test_fastpath_policy import _policy
+
+from tests.support.fastpath import IP, SRV_IP, TCP, UDP, WEB1_IP, Ether, Wire, srv_to_web1, tcp, web1_to_srv
+from tests.support.policies import lab_with_rules
 
 HTTP_GET = b"GET /index.html HTTP/1.1\r\nHost: www.example.org\r\nUser-Agent: curl/8.0\r\n\r\n"
 SSH_BANNER = b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n"
@@ -29,7 +30,7 @@ APP_RULES = """
 
 @pytest.fixture
 def app_wire(tmp_path: Path) -> Wire:
-    return Wire(_policy(tmp_path, APP_RULES))
+    return Wire(lab_with_rules(tmp_path, APP_RULES))
 
 
 def test_http_is_identified_with_its_host(app_wire: Wire) -> None:
@@ -110,7 +111,7 @@ def test_unidentified_flow_is_decided_when_the_budget_is_spent(app_wire: Wire) -
 
 
 def test_flows_without_app_rules_are_not_held(tmp_path: Path) -> None:
-    w = Wire(_policy(tmp_path, "- {name: web, from: [any], to: [any], services: [tcp/80], action: allow}"))
+    w = Wire(lab_with_rules(tmp_path, "- {name: web, from: [any], to: [any], services: [tcp/80], action: allow}"))
     open_tcp(w, 40005, 80)
     assert len(w.from_vm(web1_to_srv(tcp(40005, 80, "PA", seq=101, ack=501, payload=HTTP_GET)))[0]) == 1
     assert w.engine.flows()[0]["app_proto"] == "http"
@@ -120,7 +121,7 @@ def test_unknown_application_in_a_rule_is_refused(tmp_path: Path) -> None:
     from ngfw.model.errors import PolicyError
 
     with pytest.raises(PolicyError, match=r"spec.rules\[0\].applications\[0\]: unknown application 'nosuchapp'"):
-        _policy(tmp_path, "- {name: x, from: [any], to: [any], applications: [nosuchapp], action: allow}")
+        lab_with_rules(tmp_path, "- {name: x, from: [any], to: [any], applications: [nosuchapp], action: allow}")
 
 
 STUN_THEN_DTLS_RULES = """
@@ -132,7 +133,7 @@ STUN_THEN_DTLS_RULES = """
 def test_stun_that_turns_into_dtls_is_decided_again(tmp_path: Path) -> None:
     import struct
 
-    w = Wire(_policy(tmp_path, STUN_THEN_DTLS_RULES))
+    w = Wire(lab_with_rules(tmp_path, STUN_THEN_DTLS_RULES))
     binding = struct.pack("!HHI", 0x0001, 0, 0x2112A442) + b"\x07" * 12          # STUN binding request
     assert len(w.from_vm(web1_to_srv(UDP(sport=40100, dport=19305) / binding))[0]) == 1
     (flow,) = w.engine.flows()
@@ -149,7 +150,7 @@ def test_stun_that_turns_into_dtls_is_decided_again(tmp_path: Path) -> None:
 def test_imap_that_upgrades_with_starttls_is_imaps_and_decided_again(tmp_path: Path) -> None:
     from scapy.layers.tls.all import TLS, TLSClientHello
 
-    w = Wire(_policy(tmp_path, """
+    w = Wire(lab_with_rules(tmp_path, """
 - {name: allow-imap, from: [any], to: [any], applications: [imap], action: allow, log: true}
 - {name: default-deny, from: [any], to: [any], action: deny, log: true}
 """))

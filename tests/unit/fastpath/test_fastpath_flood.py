@@ -14,7 +14,10 @@ import struct
 from pathlib import Path
 
 import pytest
-from fastpath_helpers import (
+
+from ngfw.compiler.policy import load_policy
+from ngfw.compiler.tables import CompiledPolicy
+from tests.support.fastpath import (
     IP,
     SRV_IP,
     SRV_MAC,
@@ -29,14 +32,11 @@ from fastpath_helpers import (
     tcp,
     web1_to_srv,
 )
-from test_inspect import InspectWire, rule_sets, write_policy
-
-from ngfw.compiler.policy import load_policy
-from ngfw.compiler.tables import CompiledPolicy
+from tests.support.inspection import InspectWire, rule_sets, write_policy
 
 S = 1_000_000_000
 T0 = 10 * S
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 WEB1 = (WEB1_MAC, WEB1_IP)
 WEB2 = (WEB2_MAC, WEB2_IP)
 SRV = (SRV_MAC, SRV_IP)

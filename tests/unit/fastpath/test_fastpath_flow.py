@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from fastpath_helpers import (
+from scapy.layers.inet import fragment
+from scapy.layers.l2 import Dot1Q
+
+from tests.support.fastpath import (
     ICMP,
     IP,
     SRV_IP,
@@ -17,8 +20,6 @@ from fastpath_helpers import (
     tcp,
     web1_to_srv,
 )
-from scapy.layers.inet import fragment
-from scapy.layers.l2 import Dot1Q
 
 S = 1_000_000_000  # ns
 

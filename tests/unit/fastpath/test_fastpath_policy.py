@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
-from fastpath_helpers import (
+from ngfw.compiler.policy import load_policy
+from tests.support.fastpath import (
     ICMP,
     IP,
     SRV_IP,
@@ -23,8 +23,7 @@ from fastpath_helpers import (
     tcp,
     web1_to_srv,
 )
-
-from ngfw.compiler.policy import load_policy
+from tests.support.policies import lab_with_rules
 
 
 def test_allowed_tcp_session_passes_both_ways() -> None:
@@ -76,7 +75,7 @@ def test_rejected_tcp_gets_a_valid_rst() -> None:
 
 
 def test_rejected_udp_gets_icmp_admin_prohibited(tmp_path: Path) -> None:
-    policy = _policy(tmp_path, """
+    policy = lab_with_rules(tmp_path, """
         - {name: no-udp, from: [any], to: [any], services: [udp/5000-5100], action: reject, log: true}
     """)
     w = Wire(policy)
@@ -201,20 +200,11 @@ def test_cross_tenant_flow_needs_both_vsys(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- reload
 
-def _policy(tmp_path: Path, rules: str, version: int = 1, name: str = "p.yaml"):
-    lab = Path(__file__).resolve().parents[2] / "rules" / "examples" / "lab.yaml"
-    head = lab.read_text().split("kind: SecurityPolicy")[0].rsplit("---", 1)[0]
-    body = head + "---\napiVersion: ngfw/v1\nkind: SecurityPolicy\nmetadata: {name: main, vsys: tenant-a}\n" \
-        "spec:\n  rules:\n" + textwrap.indent(textwrap.dedent(rules).strip() + "\n", "    ")
-    (tmp_path / name).write_text(body)
-    return load_policy(tmp_path / name, version=version)
-
-
 def test_reload_keeps_established_sessions_it_still_allows(tmp_path: Path) -> None:
     w = Wire(lab_policy(version=1))
     w.from_vm(web1_to_srv(tcp(40010, 80, "S")))
     w.from_up(srv_to_web1(tcp(80, 40010, "SA", ack=1001)))
-    w.load(_policy(tmp_path, "- {name: http, from: [any], to: [any], services: [tcp/80], action: allow}", version=2))
+    w.load(lab_with_rules(tmp_path, "- {name: http, from: [any], to: [any], services: [tcp/80], action: allow}", version=2))
     assert len(w.from_vm(web1_to_srv(tcp(40010, 80, "A", seq=1001)))[0]) == 1
     assert w.engine.stats()["flows_cut"] == 0
 
@@ -223,7 +213,7 @@ def test_reload_cuts_sessions_the_new_policy_denies(tmp_path: Path) -> None:
     w = Wire(lab_policy(version=1))
     w.from_vm(web1_to_srv(tcp(40011, 80, "S")))
     w.from_up(srv_to_web1(tcp(80, 40011, "SA", ack=1001)))
-    w.load(_policy(tmp_path, "- {name: nothing, from: [any], to: [any], action: deny}", version=2))
+    w.load(lab_with_rules(tmp_path, "- {name: nothing, from: [any], to: [any], action: deny}", version=2))
     assert w.from_vm(web1_to_srv(tcp(40011, 80, "A", seq=1001)))[0] == []
     assert w.from_up(srv_to_web1(tcp(80, 40011, "A", ack=1001)))[0] == []
     stats = w.engine.stats()
@@ -234,7 +224,7 @@ def test_reload_cuts_sessions_the_new_policy_denies(tmp_path: Path) -> None:
 def test_reload_that_rejects_sends_rst_to_the_sender(tmp_path: Path) -> None:
     w = Wire(lab_policy(version=1))
     w.from_vm(web1_to_srv(tcp(40012, 80, "S")))
-    w.load(_policy(tmp_path, "- {name: go-away, from: [any], to: [any], action: reject}", version=2))
+    w.load(lab_with_rules(tmp_path, "- {name: go-away, from: [any], to: [any], action: reject}", version=2))
     _, back = w.from_vm(web1_to_srv(tcp(40012, 80, "A", seq=1001, ack=55)))
     (rst,) = [Ether(f) for f in back]
     assert rst[TCP].flags == "R" and rst[TCP].seq == 55

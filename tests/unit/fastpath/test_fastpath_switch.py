@@ -2,8 +2,22 @@
 
 from __future__ import annotations
 
-from fastpath_helpers import IP, SRV_IP, SRV_MAC, UDP, WEB1_IP, WEB1_MAC, WEB2_IP, WEB2_MAC, Ether, fp, lab_policy, tcp
 from scapy.layers.l2 import ARP
+
+from tests.support.fastpath import (
+    IP,
+    SRV_IP,
+    SRV_MAC,
+    UDP,
+    WEB1_IP,
+    WEB1_MAC,
+    WEB2_IP,
+    WEB2_MAC,
+    Ether,
+    fp,
+    lab_policy,
+    tcp,
+)
 
 
 class Segment:

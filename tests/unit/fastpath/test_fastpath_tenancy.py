@@ -5,12 +5,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from fastpath_helpers import IP, Ether, Wire, tcp
-
 from ngfw.compiler.policy import load_policy
 from ngfw.compiler.tables import CompiledPolicy
+from tests.support.fastpath import IP, Ether, Wire, tcp
 
-TWO_TENANTS = Path(__file__).resolve().parents[2] / "rules" / "examples" / "two-tenants.yaml"
+TWO_TENANTS = Path(__file__).resolve().parents[3] / "rules" / "examples" / "two-tenants.yaml"
 WEB1 = ("02:00:00:00:01:01", "10.77.0.11")     # tenant-a
 BACKUP = ("02:00:00:00:02:02", "10.78.0.22")   # tenant-b
 DB = ("02:00:00:00:02:01", "10.78.0.21")       # tenant-b

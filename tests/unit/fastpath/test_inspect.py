@@ -6,82 +6,24 @@ sent back, the alert events and the drop counters are what a user of the datapla
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import pytest
-from fastpath_helpers import IP, SRV_IP, SRV_MAC, TCP, WEB1_IP, WEB1_MAC, Ether, Wire, fp, srv_to_web1, tcp, web1_to_srv
 
-from ngfw.compiler.policy import load_policy
 from ngfw.dataplane.threats import RulesError, load_signature_sets
-
-LAB = Path(__file__).resolve().parents[2] / "rules" / "examples" / "lab.yaml"
-
-RULES = r"""
-alert http any any -> any any (msg:"admin page"; flow:established,to_server; http.uri; content:"/admin"; sid:1001; rev:2; classtype:web-application-attack;)
-drop tcp any any -> any any (msg:"exploit string"; flow:to_server; content:"EVIL-PAYLOAD-XYZ"; sid:1002; rev:1;)
-reject tcp any any -> any any (msg:"shell upload"; flow:to_server; content:"cmd.exe"; nocase; sid:1003; rev:1;)
-alert tcp any any -> any any (msg:"anchored"; content:"HELLO"; offset:0; depth:5; sid:1004; rev:1;)
-alert tcp any any -> any any (msg:"response leak"; flow:to_client; content:"SECRET-TOKEN"; sid:1005; rev:1;)
-alert http any any -> any any (msg:"curl"; http.user_agent; content:"curl/"; startswith; http.method; content:"POST"; sid:1006; rev:1;)
-alert http any any -> any any (msg:"pcre backref"; http.uri; content:"/dup/"; pcre:"/\/dup\/(\w+)\/\1/"; sid:1007; rev:1;)
-"""
-
-
-def write_policy(tmp_path: Path, inspect: str = "default", profiles: str = "", rule_extra: str = "") -> object:
-    head = LAB.read_text().split("kind: SecurityPolicy")[0].rsplit("---", 1)[0]
-    body = head + textwrap.dedent(profiles) + textwrap.dedent(f"""
-        ---
-        apiVersion: ngfw/v1
-        kind: SecurityPolicy
-        metadata: {{name: main, vsys: tenant-a}}
-        spec:
-          rules:
-            - {{name: inspected-http, from: [group:web], to: [any], services: [tcp/80], action: allow, inspect: {inspect}{rule_extra}}}
-            - {{name: plain-8080, from: [group:web], to: [any], services: [tcp/8080], action: allow}}
-        """)
-    (tmp_path / "policy.yaml").write_text(body)
-    return load_policy(tmp_path / "policy.yaml")
-
-
-def rule_sets(tmp_path: Path, **sets: str) -> object:
-    sources = []
-    for name, text in sets.items():
-        (tmp_path / f"{name}.rules").write_text(textwrap.dedent(text).strip() + "\n")
-        sources.append((name, str(tmp_path / f"{name}.rules")))
-    return load_signature_sets(sources)
-
-
-class InspectWire(Wire):
-    def __init__(self, policy, signatures) -> None:
-        self.signatures = signatures
-        super().__init__(policy)
-
-    def load(self, policy) -> None:
-        self.engine.set_tables(fp.Tables(policy, {"vm": self.vm, "up": self.up}, self.signatures.inspect))
-
-    def alerts(self) -> list[dict]:
-        return [e for e in self.engine.drain_events() if e["event"] == "alert"]
-
-
-def wire(tmp_path: Path, rules: str = RULES, **policy_args: str) -> InspectWire:
-    return InspectWire(write_policy(tmp_path, **policy_args), rule_sets(tmp_path, default=rules))
-
-
-def handshake(w: Wire, sport: int, dport: int = 80) -> tuple[int, int]:
-    """Open a TCP connection web-01 -> server; returns the next client and server sequence numbers."""
-    assert w.from_vm(web1_to_srv(tcp(sport, dport, "S", seq=100)))[0]
-    assert w.from_up(srv_to_web1(tcp(dport, sport, "SA", seq=500, ack=101)))[0]
-    assert w.from_vm(web1_to_srv(tcp(sport, dport, "A", seq=101, ack=501)))[0]
-    return 101, 501
-
-
-def send(w: Wire, sport: int, seq: int, payload: bytes, dport: int = 80) -> tuple[list[bytes], list[bytes]]:
-    return w.from_vm(web1_to_srv(tcp(sport, dport, "PA", seq=seq, ack=501, payload=payload)))
-
-
-def sids(alerts: list[dict]) -> list[int]:
-    return [a["signature"].sid for a in alerts]
+from tests.support.fastpath import (
+    IP,
+    SRV_IP,
+    SRV_MAC,
+    TCP,
+    WEB1_IP,
+    WEB1_MAC,
+    Ether,
+    fp,
+    srv_to_web1,
+    tcp,
+)
+from tests.support.inspection import RULES, InspectWire, handshake, rule_sets, send, sids, wire, write_policy
 
 
 def test_alert_passes_the_packet_and_names_the_signature(tmp_path: Path) -> None:
@@ -374,7 +316,7 @@ alert tls any any -> any any (msg:"its ja3"; ja3.string; content:"771,4865,0-16-
 def test_a_client_hello_cut_over_segments_or_records_shows_its_sni(tmp_path: Path, how: str) -> None:
     """tls.sni (and JA3) of a ClientHello a client (or an evader) cuts over TCP segments or TLS records: read
     once whole, on the segment that completes it, which is dropped."""
-    import quic_initial as qi
+    from tests.support import quic_initial as qi
 
     w = InspectWire(write_policy(tmp_path), rule_sets(tmp_path, default=SNI_RULES))
     seq, _ = handshake(w, 41030)
@@ -447,7 +389,7 @@ def test_ja3_and_ja3s_agree_with_suricata(tmp_path: Path) -> None:
     hashes = sorted({h for pair in SURICATA_JA3.values() for h in pair if h})
     rules = "\n".join(f'alert tls any any -> any any (msg:"{h}"; {"ja3" if any(p[0] == h for p in SURICATA_JA3.values()) else "ja3s"}.hash; '
                       f'content:"{h}"; sid:{6000 + i};)' for i, h in enumerate(hashes))
-    capture = Path(__file__).resolve().parents[1] / "fixtures" / "replay" / "cloudflare-warp.pcap"
+    capture = Path(__file__).resolve().parents[2] / "fixtures" / "replay" / "cloudflare-warp.pcap"
     records = Replayer(signatures=rule_sets(tmp_path, default=rules)).replay_file(str(capture))
     from ngfw.dataplane.eve_schema import problems
 

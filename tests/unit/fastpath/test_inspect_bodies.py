@@ -8,8 +8,8 @@ import hashlib
 import zlib
 from pathlib import Path
 
-from fastpath_helpers import srv_to_web1, tcp
-from test_inspect import handshake, send, sids, wire
+from tests.support.fastpath import srv_to_web1, tcp
+from tests.support.inspection import handshake, send, sids, wire
 
 EXE_RULES = r"""
 alert http any any -> any any (msg:"PE download"; flow:established,to_client; file_data; content:"MZ"; within:2; content:"This program cannot be run"; distance:0; sid:2001; rev:1;)

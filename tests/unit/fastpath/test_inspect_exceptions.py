@@ -11,20 +11,19 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
-from fastpath_helpers import IP, SRV_IP, SRV_MAC, UDP, WEB2_IP, WEB2_MAC, Ether, fp, srv_to_web1, tcp, web1_to_srv
-from test_inspect import RULES, InspectWire, handshake, rule_sets, send, sids, write_policy
 
 from ngfw.compiler.identity import with_workloads
 from ngfw.compiler.tables import CompiledProfile
 from ngfw.compiler.threshold_config import parse_threshold_config
 from ngfw.model.errors import PolicyError
+from tests.support.fastpath import IP, SRV_IP, SRV_MAC, UDP, WEB2_IP, WEB2_MAC, Ether, fp, srv_to_web1, tcp, web1_to_srv
+from tests.support.inspection import RULES, InspectWire, handshake, rule_sets, send, sids, write_policy
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def profile(spec: str) -> str:
@@ -258,9 +257,9 @@ def ngfw_outcomes(tmp_path: Path, packets: list[Ether]) -> tuple[set[tuple[int, 
 
 
 def suricata_outcomes(tmp_path: Path, packets: list[Ether]) -> tuple[set[tuple[int, int, str]], set[int]]:
-    sys.path.insert(0, str(REPO / "bench"))
     from scapy.utils import wrpcap
-    from suricata_config import logging_to_file, render
+
+    from bench.suricata_config import logging_to_file, render
 
     work = tmp_path / "suricata"
     work.mkdir()

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_inspect import InspectWire, handshake, rule_sets, send, sids, srv_to_web1, tcp, write_policy
+
+from tests.support.fastpath import srv_to_web1, tcp
+from tests.support.inspection import InspectWire, handshake, rule_sets, send, sids, write_policy
 
 RULES = r"""
 alert http any any -> any any (msg:"uri"; http.uri; content:"/x"; pcre:"/\/x(\d+)\/\1/"; sid:1;)

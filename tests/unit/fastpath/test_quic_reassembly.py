@@ -16,12 +16,10 @@ import pytest
 
 parsers = pytest.importorskip("ngfw._fastpath.parsers")
 pytest.importorskip("aioquic")
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(ROOT / "tests" / "fixtures" / "accuracy"))
+ROOT = Path(__file__).resolve().parents[3]
 
-import gen_quic as gen  # noqa: E402
-import quic_initial as qi  # noqa: E402
+from tests.fixtures.accuracy import gen_quic as gen  # noqa: E402
+from tests.support import quic_initial as qi  # noqa: E402
 
 UDP = 17
 C, S = True, False

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from fastpath_helpers import (
+from tests.support.fastpath import (
     ICMP,
     SRV_IP,
     WEB1_IP,
@@ -24,7 +24,7 @@ from fastpath_helpers import (
     tcp,
     web1_to_srv,
 )
-from test_inspect import InspectWire, rule_sets, write_policy
+from tests.support.inspection import InspectWire, rule_sets, write_policy
 
 S = 1_000_000_000
 

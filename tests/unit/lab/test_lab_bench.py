@@ -4,7 +4,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "run.py"
+BENCH = Path(__file__).resolve().parents[3] / "bench" / "run.py"
 spec = importlib.util.spec_from_file_location("bench_run", BENCH)
 assert spec and spec.loader
 bench = importlib.util.module_from_spec(spec)

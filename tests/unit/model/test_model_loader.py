@@ -11,7 +11,7 @@ from ngfw.model.errors import PolicyError
 from ngfw.model.loader import load_resources
 from ngfw.model.resources import SecurityPolicy, VirtualSystem, Workload
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "rules" / "examples"
+EXAMPLES = Path(__file__).resolve().parents[3] / "rules" / "examples"
 
 VSYS = """\
 apiVersion: ngfw/v1

@@ -9,7 +9,7 @@ import yaml
 
 from ngfw.model.schema import json_schema
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 PUBLISHED = ROOT / "docs" / "policy-schema.json"
 
 

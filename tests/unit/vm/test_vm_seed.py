@@ -14,7 +14,7 @@ from ngfw.cli import build_parser
 from ngfw.config import config_argv, subcommand_parser
 from ngfw.vm.seed import Seed, SeedError, main, schema_problems
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 needs_cloud_init = pytest.mark.skipif(shutil.which("cloud-init") is None,
                                       reason="cloud-init missing: deploy/install-lab.sh installs it (packages-vm.txt)")
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from ngfw.compiler.suricata import load_rules
 
-FIXTURES = Path(__file__).parent.parent / "fixtures" / "rules"
+FIXTURES = Path(__file__).resolve().parents[3] / "fixtures" / "rules"
 SEEDS = [line for line in (FIXTURES / "supported.rules").read_text().splitlines()
          if line and not line.startswith("#") and not line.endswith("\\")]
 # Characters that matter to the grammar, so mutations hit quotes, escapes, lists and hex.

@@ -27,7 +27,7 @@ from ngfw.compiler.suricata import (
 )
 from ngfw.compiler.suricata.buffers import PCRE_BUFFER_FLAGS, STICKY_BUFFERS
 
-FIXTURES = Path(__file__).parent.parent / "fixtures" / "rules"
+FIXTURES = Path(__file__).resolve().parents[3] / "fixtures" / "rules"
 
 
 def load(tmp_path: Path, text: str, variables: dict[str, str] | None = None) -> RuleSet:
