@@ -6,7 +6,7 @@ import ipaddress
 import textwrap
 from pathlib import Path
 
-from ngfw.compiler.policy import compile_resources, load_policy
+from ngfw.compiler.policy import compile_resources, load_policy, policy_digest
 from ngfw.compiler.tables import Action, AddressSet, Service
 from ngfw.model.loader import load_resources
 from ngfw.wire import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP
@@ -44,7 +44,7 @@ def test_lab_example_compiles_to_the_lab_facts() -> None:
     compiled = load_policy(EXAMPLES / "lab.yaml", version=7)
     assert compiled.version == 7
     assert compiled.vsys == ("tenant-a",)
-    assert compiled.sources == (str(EXAMPLES / "lab.yaml"),)
+    assert compiled.build.sources == (str(EXAMPLES / "lab.yaml"),)
     web_01, web_02 = compiled.workloads
     assert (web_01.name, web_01.macs, web_01.ips) == ("web-01", (bytes.fromhex("020000000101"),), (ipaddress.ip_address("10.77.0.11"), ipaddress.ip_address("fd77::11")))
     assert (web_02.name, web_02.macs, web_02.ips) == ("web-02", (bytes.fromhex("020000000102"),), (ipaddress.ip_address("10.77.0.12"), ipaddress.ip_address("fd77::12")))
@@ -93,7 +93,7 @@ def test_policies_of_a_vsys_concatenate_in_file_then_document_order(tmp_path: Pa
     )
     compiled = load_policy(tmp_path)
     assert [r.name for r in compiled.rules] == ["r1", "r2", "r3"]
-    assert compiled.sources == (str(tmp_path / "10-base.yaml"), str(tmp_path / "20-more" / "x.yaml"))
+    assert compiled.build.sources == (str(tmp_path / "10-base.yaml"), str(tmp_path / "20-more" / "x.yaml"))
 
 
 def test_groups_expand_to_workloads_by_all_labels_and_static_members(tmp_path: Path) -> None:
@@ -170,11 +170,11 @@ def test_digest_is_stable_and_ignores_spelling_and_file_layout(tmp_path: Path) -
     write(tmp_path / "split" / "a.yaml", respelt[0])
     write(tmp_path / "split" / "b.yaml", respelt[1], respelt[2])
     split = load_policy(tmp_path / "split", version=2)
-    assert len(one_file.digest) == 64
-    assert split.digest == one_file.digest
-    assert load_policy(tmp_path / "one" / "p.yaml").digest == one_file.digest
+    assert len(policy_digest(one_file)) == 64
+    assert policy_digest(split) == policy_digest(one_file)
+    assert policy_digest(load_policy(tmp_path / "one" / "p.yaml")) == policy_digest(one_file)
     changed = load_policy(write(tmp_path / "changed.yaml", *documents[:2], documents[2].replace("allow", "deny")))
-    assert changed.digest != one_file.digest
+    assert policy_digest(changed) != policy_digest(one_file)
 
 
 def test_digest_changes_with_rule_order_across_policies(tmp_path: Path) -> None:
@@ -183,15 +183,15 @@ def test_digest_changes_with_rule_order_across_policies(tmp_path: Path) -> None:
     first = load_policy(write(tmp_path / "1.yaml", vsys("t"), a, b))
     second = load_policy(write(tmp_path / "2.yaml", vsys("t"), b, a))
     assert [r.name for r in first.rules] == ["r1", "r2"] and [r.name for r in second.rules] == ["r2", "r1"]
-    assert first.digest != second.digest
+    assert policy_digest(first) != policy_digest(second)
 
 
 def test_compile_accepts_bare_resources(tmp_path: Path) -> None:
     loaded = load_resources(EXAMPLES / "two-tenants.yaml")
     from_files = compile_resources(loaded, version=3)
     bare = compile_resources([r.resource for r in loaded], version=3)
-    assert bare.digest == from_files.digest and bare.rules == from_files.rules and bare.workloads == from_files.workloads
-    assert bare.sources == ()
+    assert policy_digest(bare) == policy_digest(from_files) and bare.rules == from_files.rules and bare.workloads == from_files.workloads
+    assert bare.build.sources == ()
 
 
 def test_pinned_port_is_compiled(tmp_path: Path) -> None:

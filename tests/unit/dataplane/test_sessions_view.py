@@ -220,7 +220,7 @@ def test_clearing_a_connection_resets_both_ends_and_logs_cleared(host: Host) -> 
     assert w.from_up(frame(SRV, WEB1, tcp(80, 41001, "PA", seq=501, ack=144, payload=b"late")), 11 * S)[0] == []
     assert w.drops()["session_cleared"] == 2
     # a reload does not bring it back
-    host.load(policy(Path(host.generations[1].sources[0]).parent, version=2))
+    host.load(policy(Path(host.generations[1].build.sources[0]).parent, version=2))
     assert w.from_vm(frame(WEB1, SRV, tcp(41001, 80, "PA", seq=144, ack=501, payload=b"x")), 11 * S)[0] == []
     # the other connections go on
     assert w.from_vm(frame(WEB2, SRV, tcp(41002, 80, "PA", seq=140, ack=501, payload=b"y")), 11 * S)[0]

@@ -105,7 +105,7 @@ def test_every_side_given_must_hold(tmp_path: Path) -> None:
 def test_an_exception_follows_a_workload_that_changes_address_or_joins_its_group(tmp_path: Path) -> None:
     w = excepting(tmp_path, "exceptions: [{sid: 1002, endpoints: [group:prod]}]")   # prod: web-01 only
     policy = w.engine.tables.policy
-    web01, web02 = policy.workload_resources
+    web01, web02 = policy.build.workload_resources
     moved = web01.model_copy(update={"spec": web01.spec.model_copy(update={"interfaces": [
         web01.spec.interfaces[0].model_copy(update={"ips": ["10.77.0.21"]})]})})
     joined = web02.model_copy(update={"metadata": web02.metadata.model_copy(update={"labels": {"tier": "web",
