@@ -1,15 +1,6 @@
 """The benchmark's report logic (bench/run.py), without running anything."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
-BENCH = Path(__file__).resolve().parents[3] / "bench" / "run.py"
-spec = importlib.util.spec_from_file_location("bench_run", BENCH)
-assert spec and spec.loader
-bench = importlib.util.module_from_spec(spec)
-sys.modules["bench_run"] = bench  # dataclasses look their module up there
-spec.loader.exec_module(bench)
+from bench import run as bench
 
 
 def test_configurations_rotate_between_repetitions():
