@@ -27,34 +27,35 @@ ROLES = {
 }
 
 
-def _doc(kind: str, metadata: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+def resource_doc(kind: str, metadata: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    """A resource document as control takes it."""
     return {"apiVersion": "ngfw/v1", "kind": kind, "metadata": metadata, "spec": spec}
 
 
 def workload(vsys: str, name: str, mac: str, ip: str, **labels: str) -> dict[str, Any]:
-    return _doc("Workload", {"name": name, "vsys": vsys, "labels": labels},
+    return resource_doc("Workload", {"name": name, "vsys": vsys, "labels": labels},
                 {"interfaces": [{"mac": mac, "ips": [ip]}], "host": "host-a"})
 
 
 def two_tenants() -> list[dict[str, Any]]:
     """tenant-a (web, db) may reach tenant-b's range on any TCP port; tenant-b admits tcp/80 only."""
     return copy.deepcopy([
-        _doc("VirtualSystem", {"name": "tenant-a"}, {"limits": {"maxSessions": 1000}}),
+        resource_doc("VirtualSystem", {"name": "tenant-a"}, {"limits": {"maxSessions": 1000}}),
         workload("tenant-a", "web-01", "02:00:00:00:01:01", "10.77.0.11", tier="web"),
         workload("tenant-a", "db-01", "02:00:00:00:01:21", "10.77.0.21", tier="db"),
-        _doc("Group", {"name": "web", "vsys": "tenant-a"}, {"selector": {"tier": "web"}}),
-        _doc("Group", {"name": "db", "vsys": "tenant-a"}, {"selector": {"tier": "db"}}),
-        _doc("SecurityPolicy", {"name": "main", "vsys": "tenant-a"}, {"rules": [
+        resource_doc("Group", {"name": "web", "vsys": "tenant-a"}, {"selector": {"tier": "web"}}),
+        resource_doc("Group", {"name": "db", "vsys": "tenant-a"}, {"selector": {"tier": "db"}}),
+        resource_doc("SecurityPolicy", {"name": "main", "vsys": "tenant-a"}, {"rules": [
             {"name": "web-to-db", "from": ["group:web"], "to": ["group:db"], "services": ["tcp/5432"],
              "action": "allow"},
             {"name": "web-to-b", "from": ["group:web"], "to": ["cidr:10.78.0.0/24"], "services": ["tcp"],
              "action": "allow"},
             {"name": "default-deny", "from": ["any"], "to": ["any"], "action": "deny"},
         ]}),
-        _doc("VirtualSystem", {"name": "tenant-b"}, {}),
+        resource_doc("VirtualSystem", {"name": "tenant-b"}, {}),
         workload("tenant-b", "app-01", "02:00:00:00:02:01", "10.78.0.11", tier="app"),
-        _doc("Group", {"name": "app", "vsys": "tenant-b"}, {"selector": {"tier": "app"}}),
-        _doc("SecurityPolicy", {"name": "main", "vsys": "tenant-b"}, {"rules": [
+        resource_doc("Group", {"name": "app", "vsys": "tenant-b"}, {"selector": {"tier": "app"}}),
+        resource_doc("SecurityPolicy", {"name": "main", "vsys": "tenant-b"}, {"rules": [
             {"name": "a-to-app-http", "from": ["cidr:10.77.0.0/24"], "to": ["group:app"], "services": ["tcp/80"],
              "action": "allow"},
         ]}),
