@@ -1,6 +1,6 @@
 """Flows of the App-ID reference corpus, read with scapy: the first payload packets of each labelled flow.
 
-Shared by the parser tests and the corpus measurement (tests/unit/measure_app_parsers.py). The result is
+Shared by the parser tests and the corpus measurement (tests/support/measure_app_parsers.py). The result is
 cached next to the fixtures, keyed by the corpus' labels file, because reading 107 captures with scapy is slow.
 """
 

@@ -184,7 +184,7 @@ def test_ssh_identification_string_is_kept_by_side_and_is_never_a_host() -> None
     r = parsers.parse(TCP, True, 40000, 2222, [client])
     assert r["app"] == "ssh" and r["host"] is None and r["ssh"] == {"client": "SSH-2.0-OpenSSH_9.2p1 Debian-2"}
     # the server speaks first (as OpenSSH servers do): the flow is decided on its string (the client's is read
-    # after the decision by the fastpath, tests/unit/test_accuracy_captures.py)
+    # after the decision by the fastpath, tests/unit/fastpath/test_accuracy_captures.py)
     r = parsers.parse_flow(TCP, 40000, 22, [(False, server), (True, client)])
     assert r["app"] == "ssh" and r["ssh"] == {"server": "SSH-2.0-OpenSSH_7.4p1 Debian-10+deb9u7"}
     # cut at a segment's end: read whole once its rest came
