@@ -68,5 +68,6 @@ def syn(sport: int, dport: int) -> bytes:
     return bytes.fromhex(SRV_MAC.replace(":", "")) + bytes.fromhex(WEB1_MAC.replace(":", "")) + b"\x08\x00" + ip + segment
 
 
-__all__ = ["Wire", "lab_policy", "syn", "LAB_POLICY", "REPO", "web1_to_srv", "srv_to_web1", "tcp", "fp", "Ether", "IP", "IPv6", "TCP", "UDP",
-           "ICMP", "WEB1_MAC", "WEB1_IP", "WEB2_MAC", "WEB2_IP", "SRV_MAC", "SRV_IP"]
+# the lab policy is tests.support.policies'; tests of the engine take it from here with the frames
+__all__ = ["Wire", "lab_policy", "syn", "LAB_POLICY", "REPO", "web1_to_srv", "srv_to_web1", "tcp", "fp", "Ether",
+           "IP", "IPv6", "TCP", "UDP", "ICMP", "WEB1_MAC", "WEB1_IP", "WEB2_MAC", "WEB2_IP", "SRV_MAC", "SRV_IP"]
