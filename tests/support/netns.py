@@ -7,7 +7,6 @@ import ipaddress
 import socket
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from collections.abc import Callable
@@ -22,9 +21,8 @@ from ngfw.lab.hosts import TwoHostLab
 from ngfw.lab.netns import socket_in
 from ngfw.lab.services import Services
 from ngfw.lab.workloads import Placement, load_placements, workload_agent
+from tests.support.policies import lab_resources, security_policy, write_documents
 
-REPO = Path(__file__).resolve().parents[2]
-LAB_POLICY = REPO / "rules" / "examples" / "lab.yaml"
 SERVER = "10.77.0.100"
 ETH_P_ALL = 0x0003
 NUD_REACHABLE = 0x02
@@ -42,13 +40,8 @@ def metric(text: str, name: str, **labels: str) -> float:
 
 
 def lab_policy_with(tmp_path: Path, rules: str, name: str = "policy.yaml") -> Path:
-    """The lab's vsys, workloads and groups with another rule list."""
-    head = LAB_POLICY.read_text().split("kind: SecurityPolicy")[0].rsplit("---", 1)[0]
-    body = (head + "---\napiVersion: ngfw/v1\nkind: SecurityPolicy\nmetadata: {name: main, vsys: tenant-a}\n"
-            "spec:\n  rules:\n" + textwrap.indent(textwrap.dedent(rules).strip() + "\n", "    "))
-    path = tmp_path / name
-    path.write_text(body)
-    return path
+    """The lab's vsys, workloads and groups with another rule list, as a file `ngfw dataplane` reads."""
+    return write_documents(tmp_path, lab_resources(), security_policy(rules), name=name)
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 5.0, interval: float = 0.1) -> bool:
