@@ -21,6 +21,8 @@ from ngfw.lab.hosts import TwoHostLab
 from ngfw.lab.netns import socket_in
 from ngfw.lab.services import Services
 from ngfw.lab.workloads import Placement, load_placements, workload_agent
+from tests.support.policies import LAB_POLICY as LAB_POLICY  # the namespace tests take it from here
+from tests.support.policies import REPO as REPO
 from tests.support.policies import lab_resources, security_policy, write_documents
 
 SERVER = "10.77.0.100"
