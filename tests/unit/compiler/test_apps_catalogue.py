@@ -51,6 +51,7 @@ def test_ids_are_indexes(catalogue: Catalogue) -> None:
     assert len(catalogue.by_name) == len(catalogue.apps)
 
 
+@pytest.mark.corpus
 @pytest.mark.skipif(not LABELS.exists(), reason="App-ID corpus not present")
 def test_covers_every_app_the_corpus_names(catalogue: Catalogue) -> None:
     names: set[str] = set()

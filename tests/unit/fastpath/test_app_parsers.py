@@ -4,6 +4,7 @@ real flows of the reference corpus, hand-made edge cases, and random or damaged 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -279,7 +280,13 @@ def test_mutated_real_payloads_never_crash(data: st.DataObject) -> None:
 
 # ---- the reference corpus ------------------------------------------------------------------------------
 
-corpus = pytest.mark.skipif(not (CORPUS / "labels.jsonl").exists(), reason="App-ID corpus not present")
+needs_corpus = pytest.mark.skipif(not (CORPUS / "labels.jsonl").exists(), reason="App-ID corpus not present")
+
+
+def corpus(test: Callable[..., None]) -> Callable[..., None]:
+    """Marked `corpus`, and skipped when the App-ID corpus is not mounted."""
+    return pytest.mark.corpus(needs_corpus(test))
+
 
 # share of labelled flows (with payload) each parser must recognise from the first <= 3 packets per direction
 MIN_SHARE = {

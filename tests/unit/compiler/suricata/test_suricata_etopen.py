@@ -8,6 +8,7 @@ from ngfw.compiler.suricata import RuleSet, load_rules
 from ngfw.corpus import corpus
 
 ET_OPEN = corpus("et-open")
+pytestmark = pytest.mark.corpus
 
 
 @pytest.fixture(scope="module")

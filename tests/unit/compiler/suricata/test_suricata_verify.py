@@ -11,6 +11,7 @@ from ngfw.compiler.suricata import load_rules
 from ngfw.corpus import corpus
 
 CASES = corpus("suricata-verify")
+pytestmark = pytest.mark.corpus
 
 # Protocols Suricata 7 does not know either (these cases expect no alert from them).
 NOT_IN_SURICATA_7 = {"unsupported protocol: arp", "unsupported protocol: llmnr"}
