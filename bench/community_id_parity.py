@@ -29,13 +29,15 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from ngfw.wire import EVE_PROTO_NAMES  # noqa: E402
+
 CORPUS = Path(os.environ.get("NGFW_SHARED", "/work/shared")) / "corpus"
 
 # Suricata's protocol names (its known_proto table) for the numbers ngfw writes
 SURICATA_PROTOS = {"TCP": 6, "UDP": 17, "ICMP": 1, "IPv6-ICMP": 58, "SCTP": 132, "GRE": 47, "ESP": 50, "AH": 51,
                    "IGMP": 2, "IPV6": 41, "IPv6": 41, "IPIP": 4, "OSPF": 89, "VRRP": 112, "PIM": 103, "EIGRP": 88,
                    "L2TP": 115, "PGM": 113, "RSVP": 46}
-NGFW_PROTOS = {"TCP": 6, "UDP": 17, "ICMP": 1, "IPv6-ICMP": 58}
+NGFW_PROTOS = {name: number for number, name in EVE_PROTO_NAMES.items()}  # as ngfw writes them (ngfw.wire)
 
 
 def corpus_captures() -> list[Path]:
