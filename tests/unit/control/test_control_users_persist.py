@@ -11,10 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from control_helpers import RunningControl, _doc, client
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
-from test_control_users import SRV_MAC, put, users_policy
 
 from ngfw.cli import main
 from ngfw.control.store import open_store
@@ -22,12 +20,15 @@ from ngfw.control.syslog import SyslogReceiver
 from ngfw.control.validation import compile_documents
 from ngfw.dataplane.runner import Dataplane, PortPlan
 from ngfw.dataplane.userid import UserAgent
+from tests.support.control import USERS_SERVER_MAC as SRV_MAC
+from tests.support.control import RunningControl, client, resource_doc, users_policy
+from tests.support.control import put_user_mapping as put
 
 LOGIN = "<38>Dec  5 04:00:00 jump sshd[7]: Accepted publickey for {user} from {ip} port 22 ssh2"
 
 
 def policy_with_sshd() -> list[dict[str, Any]]:
-    return users_policy() + [_doc("UserSource", {"name": "sshd"}, {"syslog": {
+    return users_policy() + [resource_doc("UserSource", {"name": "sshd"}, {"syslog": {
         "login": r"Accepted \S+ for (?P<user>\S+) from (?P<ip>\S+)", "ttl": 3600}})]
 
 
