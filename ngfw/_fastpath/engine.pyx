@@ -1090,9 +1090,8 @@ cdef class Engine:
         self.request_lock = threading.Lock()
         self.e.appid_max_pkts = appid_max_pkts
         self.e.appid_budget = appid_budget
-        # replay: mid-stream TCP, identity by IP, every flow logged, capture timestamps as the clock
-        self.e.tcp_midstream = replay
-        self.e.identity_ip_only = replay
+        # replay: what differs from a live port is keyed on the mode (docs/dataplane.md, "Live and replay")
+        self.e.mode = MODE_REPLAY if replay else MODE_LIVE
         self.e.log_all = replay
         self.e.unmanaged_vsys = unmanaged_vsys
         self.e.flow_id_salt = int.from_bytes(os.urandom(8), "little")

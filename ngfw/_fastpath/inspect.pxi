@@ -455,7 +455,7 @@ cdef uint32_t tcp_new_bytes(engine_t *e, insws_t *ws, inspslot_t *s, uint8_t dir
     diff = <int32_t>(seq - s.next_seq[dir])
     if diff > 0:
         ws.out_of_order += 1
-        if not e.tcp_midstream:
+        if e.mode == MODE_LIVE:
             reason[0] = R_STREAM_GAP
             return UINT32_MAX
         # a capture: the missing bytes usually come a few segments later (reordered, as they were on
@@ -612,7 +612,7 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
         s.tail_len[1] = 0
         s.n_bits = 0
     if p.is_frag:
-        if tcp and not e.tcp_midstream:
+        if tcp and e.mode == MODE_LIVE:
             # a TCP segment cut in IP fragments: the later fragments would pass uninspected
             ws.fragments_dropped += 1
             reason[0] = R_FRAG_UNINSPECTED
