@@ -11,6 +11,7 @@ include "hs.pxd.pxi"
 include "appid_defs.pxi"
 include "app_parsers.pxi"
 include "decode.pxi"
+include "stream.pxi"
 include "idmap.pxi"
 include "appid_types.pxi"
 include "inspect_defs.pxi"
@@ -197,8 +198,8 @@ def state_fingerprint() -> str:
                    <char *>&f.app_state - fb, <char *>&f.app_conf - fb, <char *>&f.app_pkts - fb,
                    <char *>&f.pl_pkts - fb, <char *>&f.host - fb, <char *>&f.insp - fb, <char *>&f.threat - fb,
                    <char *>&f.host_extra - fb, <char *>&f.mig - fb]
-    insp_fields = [<char *>&s.next_seq - sb, <char *>&s.inspected - sb, <char *>&s.body_left - sb,
-                   <char *>&s.tail_len - sb, <char *>&s.seq_set - sb, <char *>&s.done - sb, <char *>&s.n_bits - sb,
+    insp_fields = [<char *>&s.win - sb, <char *>&s.inspected - sb, <char *>&s.body_left - sb,
+                   <char *>&s.tail_len - sb, <char *>&s.done - sb, <char *>&s.n_bits - sb,
                    <char *>&s.passed - sb, <char *>&s.http_body - sb, <char *>&s.tls_done - sb,
                    <char *>&s.h2_state - sb, <char *>&s.h2_skip - sb, <char *>&s.bits - sb, <char *>&s.tail - sb]
     text = (f"sess{SESS_VERSION} flow{sizeof(flow_t)}:{flow_fields} key{sizeof(flow_key_t)} "

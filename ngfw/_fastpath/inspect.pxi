@@ -7,8 +7,9 @@
 #   3. A match the profile does not except (inspect_exceptions.pxi) applies flowbits, goes through
 #      suppressions and thresholds, then alerts, drops (the flow is blocked from then on), rejects (RST
 #      both ways) or passes (no more inspection of the flow).
-# TCP: the first copy of every byte is the one inspected (and the only one forwarded in order);
-# a segment beyond a hole is held back by dropping it inline (the sender retransmits it in order).
+# TCP: the first copy of every byte is the one inspected (and the only one forwarded in order); byte order and
+# holes are the stream engine's (stream.pxi): a segment beyond a hole is dropped inline (the sender retransmits
+# it in order); a replay waits for the hole a few segments, then goes on after it.
 
 cdef uint32_t inspect_stamp = 0   # see inspect_packet
 
@@ -444,44 +445,39 @@ cdef bint overlap_agrees(const inspslot_t *s, uint8_t dir, const pkt_t *p, uint3
 
 cdef uint32_t tcp_new_bytes(engine_t *e, insws_t *ws, inspslot_t *s, uint8_t dir, const pkt_t *p,
                             uint32_t *skip, int *reason) noexcept nogil:
-    """How many bytes of this segment are new in its direction's stream (skip: the old ones before
-    them). UINT32_MAX: drop it (beyond a hole while inline, or rewriting inspected bytes)."""
-    cdef uint32_t seq = p.tcp_seq + (1 if p.tcp_flags & TH_SYN else 0)   # a SYN's data follows the SYN
-    cdef int32_t diff
+    """How many bytes of this segment are new in its direction's stream (skip: the old ones before them), by
+    the stream engine (stream.pxi). UINT32_MAX: drop it (beyond a hole while inline, or rewriting inspected
+    bytes)."""
+    cdef tcpwin_t *w = &s.win[dir]
+    cdef uint32_t seq = segment_seq(p), back
+    cdef int hole
     skip[0] = 0
-    if not s.seq_set[dir]:
-        s.seq_set[dir] = 1
-        s.next_seq[dir] = seq
-    diff = <int32_t>(seq - s.next_seq[dir])
-    if diff > 0:
+    if stream_place(w, seq, p.payload_len, &back) == SEG_BEYOND:
         ws.out_of_order += 1
-        if e.mode == MODE_LIVE:
+        hole = stream_hole(w, e.mode, False, True, INSPECT_HOLE_WAIT)
+        if hole == HOLE_DROP:
             reason[0] = R_STREAM_GAP
             return UINT32_MAX
-        # a capture: the missing bytes usually come a few segments later (reordered, as they were on
-        # the wire); only a hole that stays open is a capture loss, and inspection resumes after it
-        if s.gap_pkts[dir] < 8:
-            s.gap_pkts[dir] += 1
+        if hole == HOLE_WAIT:
             return 0
-        s.next_seq[dir] = seq
+        # a capture's loss: inspection resumes after the hole, comparing nothing with what came before it
+        stream_skip_hole(w, seq)
         s.tail_len[dir] = 0
-        diff = 0
-    s.gap_pkts[dir] = 0
-    if diff < 0:
-        if diff == -1 and p.payload_len <= 1:
+    if back:
+        if back == 1 and p.payload_len <= 1:
             return 0      # a keep-alive probe (one old byte, often garbage): not a rewrite
         ws.overlaps += 1
-        if not overlap_agrees(s, dir, p, <uint32_t>(-diff)):
+        if not overlap_agrees(s, dir, p, back):
             # a retransmission that rewrites bytes already inspected and forwarded: the receiver may
             # not have the first copy, so this one must not pass uninspected
             ws.overlap_mismatch += 1
             reason[0] = R_STREAM_REWRITE
             return UINT32_MAX
-        if <uint32_t>(-diff) >= p.payload_len:
+        if back >= p.payload_len:
             return 0
-        skip[0] = <uint32_t>(-diff)
-    s.next_seq[dir] += p.payload_len - skip[0]
-    return p.payload_len - skip[0]
+        skip[0] = back
+    stream_advance(w, p.payload_len - back)
+    return p.payload_len - back
 
 cdef void keep_tail(inspslot_t *s, uint8_t dir, const uint8_t *d, uint32_t n) noexcept nogil:
     cdef uint32_t keep
@@ -599,8 +595,7 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
             for j in range(2):
                 if f.syn_seen & (1 << j):
                     # the direction's SYN went by before the slot was taken: its stream starts after it
-                    s.seq_set[j] = 1
-                    s.next_seq[j] = f.data_seq[j]
+                    stream_begin(&s.win[j], f.data_seq[j])
     s = &ws.pool.slots[f.insp]
     if s.passed:
         return A_ALLOW
@@ -621,8 +616,7 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
             return A_ALLOW
     if tcp and (p.tcp_flags & TH_SYN):
         # the stream of this direction starts after the SYN: a first data segment beyond it is a hole
-        s.seq_set[dir] = 1
-        s.next_seq[dir] = p.tcp_seq + 1
+        stream_begin(&s.win[dir], p.tcp_seq + 1)
     if nothing_due:
         return A_ALLOW
     # per-packet workspace
@@ -640,12 +634,12 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
     memset(ws.slot_ready, 0, T.n_slots)
     if n:
         if tcp:
-            if s.done[dir] and <int32_t>(p.tcp_seq + (1 if p.tcp_flags & TH_SYN else 0) - s.next_seq[dir]) >= 0:
+            if s.done[dir] and <int32_t>(segment_seq(p) - s.win[dir].next_seq) >= 0:
                 # past the inspection depth: nothing of it is inspected, so neither a hole before it nor a
                 # retransmission of it matters (holding it back would only stall the connection); the stretch
                 # the kernel forwarded while the flow was bypassed is such a hole
                 return A_ALLOW
-            inspected_end = s.next_seq[dir]
+            inspected_end = s.win[dir].next_seq
             scan_n = tcp_new_bytes(e, ws, s, dir, p, &skip, reason)
             if scan_n == UINT32_MAX:
                 return A_DENY
@@ -654,7 +648,7 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
             if s.done[dir]:
                 # a retransmission from before the depth to past it: what it repeats of the inspected bytes
                 # agreed; the inspected stream still ends at the depth
-                s.next_seq[dir] = inspected_end
+                s.win[dir].next_seq = inspected_end
                 return A_ALLOW
             d += skip
             n = scan_n
@@ -664,7 +658,7 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
                 # the inspected stream ends at the depth, where the kept tail ends: a retransmission of the bytes
                 # before it is compared with what was inspected, and anything after it is not (it used to be
                 # compared with the tail of the depth, and an honest retransmission was dropped as a rewrite)
-                s.next_seq[dir] -= scan_n - n
+                s.win[dir].next_seq -= scan_n - n
                 s.done[dir] = 1
                 ws.depth_reached += 1
             if n and T.stream_db[dir].db != NULL:

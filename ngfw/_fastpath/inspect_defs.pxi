@@ -396,16 +396,14 @@ ctypedef struct iprofile_t:
 
 ctypedef struct inspslot_t:
     hs_stream_t *stream[2]
-    uint32_t next_seq[2]
+    tcpwin_t win[2]           # each direction's window (stream.pxi): the next byte to inspect
     uint32_t inspected[2]     # stream bytes inspected per direction (the depth spent)
     uint32_t body_left[2]     # HTTP body bytes still expected per direction
     uint16_t tail_len[2]
-    uint8_t seq_set[2]
     uint8_t done[2]           # the direction reached the inspection depth
     uint8_t n_bits
     uint8_t passed            # a `pass` rule matched: the flow is not inspected any more
     uint8_t http_body[2]      # the direction is inside an HTTP body
-    uint8_t gap_pkts[2]       # replay: segments seen beyond a hole that has not been filled yet
     uint8_t tls_done          # TLS: the server certificate was read (or cannot be); QUIC: quic.sni was inspected
     uint8_t resp_chunk        # the response body's chunked framing (CHK_*)
     uint8_t resp_enc          # its content coding (ENC_*)
