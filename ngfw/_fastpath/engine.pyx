@@ -15,6 +15,7 @@ include "stream.pxi"
 include "idmap.pxi"
 include "appid_types.pxi"
 include "inspect_defs.pxi"
+include "stream_assembly.pxi"
 include "userid.pxi"
 include "policy.pxi"
 include "identity.pxi"
@@ -1080,7 +1081,7 @@ cdef class Engine:
         self.e.ins.mctx = pcre2_match_context_create(NULL)
         self.e.ins.thr = <ithrent_t *>calloc(THR_SLOTS, sizeof(ithrent_t))
         if (self.e.ins.md == NULL or self.e.ins.mctx == NULL or self.e.ins.thr == NULL
-                or tlsasm_init(&self.e.ins.tlsasm) < 0 or bodydec_init(&self.e.ins.bodydec) < 0):
+                or asm_pool_init(&self.e.ins.asm_pool) < 0 or bodydec_init(&self.e.ins.bodydec) < 0):
             raise MemoryError("not enough memory for the inspection state")
         # Suricata's default pcre limits: a hostile payload cannot make a regex run away
         pcre2_set_match_limit(self.e.ins.mctx, 3500)
@@ -1137,9 +1138,9 @@ cdef class Engine:
                 free(self.e.ins.pool.taken)
                 free(self.e.ins.pool.dirty)
                 free(self.e.ins.thr)
-                free(self.e.ins.tlsasm.buf)
+                free(self.e.ins.asm_pool.buf)
                 free(self.e.ins.bodydec.slots)
-                free(self.e.ins.tlsasm.next_free)
+                free(self.e.ins.asm_pool.next_free)
                 if self.e.ins.md != NULL:
                     pcre2_match_data_free(self.e.ins.md)
                 if self.e.ins.mctx != NULL:

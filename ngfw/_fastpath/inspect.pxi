@@ -129,7 +129,7 @@ cdef void inspect_flow_end(engine_t *e, flow_t *f) noexcept nogil:
         return
     p = &e.ins.pool
     insp_close_streams(&p.slots[f.insp])
-    tlsasm_give(&e.ins.tlsasm, &p.slots[f.insp])
+    asm_give(&e.ins.asm_pool, &p.slots[f.insp])
     bodydec_give(&e.ins.bodydec, &p.slots[f.insp])
     inspool_give(p, f.insp)
     f.insp = -1
@@ -508,7 +508,7 @@ cdef void fill_app_buffers(insws_t *ws, tables_t *t, const instables_t *T, flow_
             d, n = http_head_assemble(ws, s, d, n)
             if n == 0:
                 return
-        elif tcp and n < TLSASM_MAX and not http_head_complete(d, n) and (
+        elif tcp and n < ASM_MAX and not http_head_complete(d, n) and (
                 (dir == 0 and http_request_start(d, n)) or (dir == 1 and n >= 5 and memcmp(d, b"HTTP/", 5) == 0)):
             # a head split across segments: keep it until it is whole (the first part is inspected now)
             asm_begin(ws, s, ASM_HTTP_HEAD + dir, d, n)
@@ -526,7 +526,7 @@ cdef void fill_app_buffers(insws_t *ws, tables_t *t, const instables_t *T, flow_
             d, n = tls_hello_assemble(ws, s, d, n)
             if n == 0:
                 return
-        elif n < TLSASM_MAX and tls_hello_pending(d, n):
+        elif n < ASM_MAX and tls_hello_pending(d, n):
             # a ClientHello cut over segments (or TLS records): kept until it is whole, then read
             asm_begin(ws, s, ASM_TLS_HELLO, d, n)
             return
@@ -747,7 +747,7 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
     if tcp and n:
         keep_tail(s, dir, ws.bs.ptr[B_PAYLOAD], ws.bs.len[B_PAYLOAD])
     if s.asm >= 0 and (s.asm_kind == ASM_TLS and s.tls_done or s.asm_kind == ASM_DONE):
-        tlsasm_give(&ws.tlsasm, s)      # the buffers pointed into it until now
+        asm_give(&ws.asm_pool, s)      # the buffers pointed into it until now
     if verdict != A_ALLOW:
         f.threat = verdict
         ws.blocked_flows += 1

@@ -445,8 +445,8 @@ cdef enum:
     ASM_HTTP_HEAD = 2      # + direction: an HTTP request (2) or response (3) head in several segments
     ASM_TLS_HELLO = 4      # the client's ClientHello, cut over segments (or TLS records)
     ASM_DONE = 9           # read: give the buffer back after this packet
-    TLSASM_MAX = 16384     # bytes assembled at most (certificate chains and large heads fit)
-    TLSASM_SLOTS = 256     # flows assembling at once (shared by all flows)
+    ASM_MAX = 16384        # bytes assembled at most (certificate chains and large heads fit)
+    ASM_SLOTS = 256        # flows assembling at once (shared by all flows)
 
 # HTTP response bodies as file.data sees them: chunked framing removed, gzip/deflate inflated (zlib), up to
 # Suricata's default response-body-limit of decoded bytes per body (inspect_body.pxi)
@@ -496,8 +496,9 @@ ctypedef struct bodydec_pool_t:
     int32_t free_head
     uint64_t exhausted
 
-ctypedef struct tlsasm_pool_t:
-    uint8_t (*buf)[TLSASM_MAX]
+# Message assembly (stream_assembly.pxi): buffers for messages cut over a stream's in-order segments
+ctypedef struct asmpool_t:
+    uint8_t (*buf)[ASM_MAX]
     int32_t *next_free
     int32_t free_head
     uint64_t exhausted
@@ -538,7 +539,7 @@ ctypedef struct insws_t:
     pcre2_match_data *md
     pcre2_match_context *mctx
     ithrent_t *thr
-    tlsasm_pool_t tlsasm
+    asmpool_t asm_pool
     bodydec_pool_t bodydec
     uint64_t bombs             # response bodies that inflated past BODY_BOMB_RATIO to the limit
     uint64_t body_limit        # response bodies decoded to BODY_DECODE_MAX (the rest passes uninspected)
