@@ -1253,7 +1253,7 @@ cdef class Engine:
                             unsupported += 1
                             continue
                         # a record cut by the capture's snap length: lengths in its headers run past it
-                        process_frame(self.e, port, buf, n, RX_OFFLINE | (RX_SNAPPED if origlen > caplen else 0), ts)
+                        process_frame(self.e, port, buf, n, RX_SNAPPED if origlen > caplen else 0, ts)
                         sweep_flows(self.e, ts, REPLAY_SWEEP_SLOTS)
                     for i in range(self.e.n_ports):
                         port_flush(&self.e.ports[i])
