@@ -1081,7 +1081,8 @@ cdef class Engine:
         self.e.ins.mctx = pcre2_match_context_create(NULL)
         self.e.ins.thr = <ithrent_t *>calloc(THR_SLOTS, sizeof(ithrent_t))
         if (self.e.ins.md == NULL or self.e.ins.mctx == NULL or self.e.ins.thr == NULL
-                or asm_pool_init(&self.e.ins.asm_pool) < 0 or bodydec_init(&self.e.ins.bodydec) < 0):
+                or asm_pool_init(&self.e.ins.asm_pool) < 0 or bodydec_init(&self.e.ins.bodydec) < 0
+                or hold_pool_init(&self.e.ins.hold, HOLD_SLOTS if replay else 0) < 0):
             raise MemoryError("not enough memory for the inspection state")
         # Suricata's default pcre limits: a hostile payload cannot make a regex run away
         pcre2_set_match_limit(self.e.ins.mctx, 3500)
@@ -1141,6 +1142,7 @@ cdef class Engine:
                 free(self.e.ins.asm_pool.buf)
                 free(self.e.ins.bodydec.slots)
                 free(self.e.ins.asm_pool.next_free)
+                free(self.e.ins.hold.slots)
                 if self.e.ins.md != NULL:
                     pcre2_match_data_free(self.e.ins.md)
                 if self.e.ins.mctx != NULL:

@@ -129,6 +129,8 @@ cdef void inspect_flow_end(engine_t *e, flow_t *f) noexcept nogil:
         return
     p = &e.ins.pool
     insp_close_streams(&p.slots[f.insp])
+    hold_give(&e.ins.hold, &p.slots[f.insp].win[0])
+    hold_give(&e.ins.hold, &p.slots[f.insp].win[1])
     asm_give(&e.ins.asm_pool, &p.slots[f.insp])
     bodydec_give(&e.ins.bodydec, &p.slots[f.insp])
     inspool_give(p, f.insp)
@@ -444,12 +446,13 @@ cdef bint overlap_agrees(const inspslot_t *s, uint8_t dir, const pkt_t *p, uint3
     return memcmp(d, s.tail[dir] + tail_off, n) == 0
 
 cdef uint32_t tcp_new_bytes(engine_t *e, insws_t *ws, inspslot_t *s, uint8_t dir, const pkt_t *p,
-                            uint32_t *skip, int *reason) noexcept nogil:
+                            uint32_t *skip, const uint8_t **joined, int *reason) noexcept nogil:
     """How many bytes of this segment are new in its direction's stream (skip: the old ones before them), by
-    the stream engine (stream.pxi). UINT32_MAX: drop it (beyond a hole while inline, or rewriting inspected
-    bytes)."""
+    the stream engine (stream.pxi). `joined`: set when the segment filled a hole and held bytes follow it (a
+    replay): the new bytes are there, not in the segment. UINT32_MAX: drop it (beyond a hole while inline, or
+    rewriting inspected bytes)."""
     cdef tcpwin_t *w = &s.win[dir]
-    cdef uint32_t seq = segment_seq(p), back
+    cdef uint32_t seq = segment_seq(p), back, n
     cdef int hole
     skip[0] = 0
     if stream_place(w, seq, p.payload_len, &back) == SEG_BEYOND:
@@ -459,8 +462,10 @@ cdef uint32_t tcp_new_bytes(engine_t *e, insws_t *ws, inspslot_t *s, uint8_t dir
             reason[0] = R_STREAM_GAP
             return UINT32_MAX
         if hole == HOLE_WAIT:
+            stream_hold(&ws.hold, w, seq, p.data + p.payload_off, p.payload_len)   # read once the hole fills
             return 0
         # a capture's loss: inspection resumes after the hole, comparing nothing with what came before it
+        hold_give(&ws.hold, w)
         stream_skip_hole(w, seq)
         s.tail_len[dir] = 0
     if back:
@@ -476,8 +481,16 @@ cdef uint32_t tcp_new_bytes(engine_t *e, insws_t *ws, inspslot_t *s, uint8_t dir
         if back >= p.payload_len:
             return 0
         skip[0] = back
-    stream_advance(w, p.payload_len - back)
-    return p.payload_len - back
+    n = p.payload_len - back
+    stream_advance(w, n)
+    if w.hold:
+        # the hole may have filled: the bytes held beyond it follow this segment's
+        memcpy(ws.joined, p.data + p.payload_off + back, n)
+        n += stream_held_run(&ws.hold, w, ws.joined + n, HOLD_MAX)
+        if n > p.payload_len - back:
+            joined[0] = ws.joined
+            skip[0] = 0
+    return n
 
 cdef void keep_tail(inspslot_t *s, uint8_t dir, const uint8_t *d, uint32_t n) noexcept nogil:
     cdef uint32_t keep
@@ -565,6 +578,7 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
     cdef int vs, outcome, why
     cdef bint nothing_due, took = False
     cdef uint32_t inspected_end
+    cdef const uint8_t *joined
     cdef const xrule_t *xr
     if ws == NULL or f.profile < 0 or <uint32_t>f.profile >= t.n_profiles:
         return A_ALLOW
@@ -640,7 +654,8 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
                 # the kernel forwarded while the flow was bypassed is such a hole
                 return A_ALLOW
             inspected_end = s.win[dir].next_seq
-            scan_n = tcp_new_bytes(e, ws, s, dir, p, &skip, reason)
+            joined = NULL
+            scan_n = tcp_new_bytes(e, ws, s, dir, p, &skip, &joined, reason)
             if scan_n == UINT32_MAX:
                 return A_DENY
             if scan_n == 0:
@@ -650,7 +665,7 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
                 # agreed; the inspected stream still ends at the depth
                 s.win[dir].next_seq = inspected_end
                 return A_ALLOW
-            d += skip
+            d = joined if joined != NULL else d + skip
             n = scan_n
             ws.win_from_start = s.inspected[dir] <= s.tail_len[dir]
             if s.inspected[dir] + n >= prof.depth:

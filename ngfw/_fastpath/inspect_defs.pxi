@@ -540,10 +540,12 @@ ctypedef struct insws_t:
     pcre2_match_context *mctx
     ithrent_t *thr
     asmpool_t asm_pool
+    holdpool_t hold            # segments beyond a hole, kept until it fills (a replay's; stream.pxi)
     bodydec_pool_t bodydec
     uint64_t bombs             # response bodies that inflated past BODY_BOMB_RATIO to the limit
     uint64_t body_limit        # response bodies decoded to BODY_DECODE_MAX (the rest passes uninspected)
     uint8_t body_in[65536]     # a packet's body with the chunk framing removed
+    uint8_t joined[65536 + HOLD_MAX]   # a segment that filled a hole, with the held bytes it joins (REPLAY)
     uint8_t body_out[BODY_DECODE_MAX]
     uint32_t recursion
     # counters

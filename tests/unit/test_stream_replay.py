@@ -1,7 +1,8 @@
 """The TCP stream engine in a replay (stream.pxi, docs/dataplane.md "Live and replay"): a capture cannot be asked to
-retransmit, so inspection lets a bounded number of segments beyond a hole pass unread -- the missing bytes usually
-come a few packets later, as they did on the wire -- then takes the hole for a capture's loss and inspects on from
-the segment after it. (Inline, the same segment is dropped so the sender retransmits it: tests/unit/test_inspect.py.)
+retransmit, so inspection waits a bounded number of segments beyond a hole -- the missing bytes usually come a few
+packets later, as they did on the wire -- keeping them to read in order once the hole fills, then takes a hole that
+stays open for a capture's loss and inspects on from the segment after it. (Inline, a segment beyond a hole is
+dropped so the sender retransmits it in order: tests/unit/test_inspect.py.)
 """
 
 from __future__ import annotations
@@ -62,3 +63,15 @@ def test_a_hole_that_fills_within_the_wait_is_inspected_in_order(tmp_path: Path)
     frames.append(client(1001 + len(first), rest))               # reordered: its bytes come before the first's
     frames.append(client(1001, first))                           # the hole fills: read in order, not dropped
     assert replay_alerts(tmp_path, frames) == [9004]
+
+
+def test_a_segment_captured_before_the_hole_filled_is_inspected_once_it_did(tmp_path: Path) -> None:
+    """What the live dataplane inspects once the sender retransmitted it; a replay used to lose it (and the next
+    segments, until the wait ran out)."""
+    frames, client = connection(42003)
+    first, second, third = b"AAAA MARK-FIRST xx", b"BBBB MARK-WAITED x", b"CCCC MARK-AFTER xx"
+    frames.append(client(1001 + len(first), second))                  # captured before the bytes it follows
+    frames.append(client(1001, first))                                # the hole fills: both are read, in order
+    frames.append(client(1001 + len(first) + len(second), third))     # and the stream goes on
+    assert replay_alerts(tmp_path, frames) == [9001, 9002, 9003]
+
