@@ -9,7 +9,8 @@
 #      both ways) or passes (no more inspection of the flow).
 # TCP: the first copy of every byte is the one inspected (and the only one forwarded in order); byte order and
 # holes are the stream engine's (stream.pxi): a segment beyond a hole is dropped inline (the sender retransmits
-# it in order); a replay waits for the hole a few segments, then goes on after it.
+# it in order); a replay keeps a few segments beyond it and inspects them in order once it fills, or goes on
+# after a hole that stays open.
 
 cdef uint32_t inspect_stamp = 0   # see inspect_packet
 
