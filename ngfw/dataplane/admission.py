@@ -101,12 +101,13 @@ class AdmissionReport:
     """Reads the program's SYN counters for the metrics, and logs the sources it limited, the worst first, at
     most every REPORT_INTERVAL seconds while it limits some (a walk of its source map only then)."""
 
-    def __init__(self, program: Any, limits: SynLimits) -> None:
+    def __init__(self, program: Any, limits: SynLimits, now: float | None = None) -> None:
         self.program = program
         self.limits = limits
         self._seen: dict[bytes, int] = {}     # source -> dropped count at the last report
         self._last_dropped = 0
-        self._last_report = 0.0
+        self._counted_from = time.monotonic() if now is None else now   # what the next report covers
+        self._last_report: float | None = None
 
     def stats(self) -> dict[str, int]:
         return self.program.syn_stats()
@@ -114,14 +115,15 @@ class AdmissionReport:
     def maybe_log(self, now: float | None = None) -> list[tuple[str, int]]:
         """Log the sources whose SYNs were dropped since the last report; returns them (address, dropped)."""
         now = time.monotonic() if now is None else now
-        if now - self._last_report < REPORT_INTERVAL:
+        if self._last_report is not None and now - self._last_report < REPORT_INTERVAL:
             return []
         stats = self.program.syn_stats()
         dropped = stats["dropped_source"] + stats["dropped_total"]
         if dropped == self._last_dropped:
+            self._counted_from = now
             return []
-        since = now - self._last_report if self._last_report else REPORT_INTERVAL
-        self._last_report = now
+        since = now - self._counted_from
+        self._last_report = self._counted_from = now
         total_new = dropped - self._last_dropped
         self._last_dropped = dropped
         offenders = []
@@ -136,9 +138,9 @@ class AdmissionReport:
         top = ", ".join(f"{addr} {n:,}" for addr, n in offenders[:REPORT_TOP])
         more = f" and {len(offenders) - REPORT_TOP} more sources" if len(offenders) > REPORT_TOP else ""
         if offenders:
-            log.warning("SYN flood protection: %s SYNs dropped in the kernel over %.0f s; over the per-source limit "
+            log.warning("SYN flood protection: %s SYNs dropped in the kernel in %.1f s; over the per-source limit "
                         "(%s): %s%s", f"{total_new:,}", since, self.limits.describe(), top, more)
         else:
-            log.warning("SYN flood protection: %s SYNs dropped in the kernel over %.0f s, over the total limit (%s)",
+            log.warning("SYN flood protection: %s SYNs dropped in the kernel in %.1f s, over the total limit (%s)",
                         f"{total_new:,}", since, self.limits.describe())
         return offenders

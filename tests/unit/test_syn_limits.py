@@ -80,7 +80,7 @@ def v4(text: str) -> bytes:
 
 def test_the_worst_sources_are_logged_with_what_they_lost_since_the_last_report(caplog) -> None:
     program = FakeProgram()
-    report = AdmissionReport(program, SynLimits())
+    report = AdmissionReport(program, SynLimits(), now=99.0)
     caplog.set_level(logging.WARNING, logger="ngfw.dataplane.admission")
     assert report.maybe_log(now=100.0) == []          # nothing dropped: no walk of the sources, no line
     assert program.walks == 0 and not caplog.records
@@ -88,7 +88,7 @@ def test_the_worst_sources_are_logged_with_what_they_lost_since_the_last_report(
     program.sources = {v4("10.77.0.11"): 1_400_000, v4("10.77.0.12"): 100_000}
     assert report.maybe_log(now=101.0) == [("10.77.0.11", 1_400_000), ("10.77.0.12", 100_000)]
     line = caplog.records[-1].getMessage()
-    assert "1,500,000 SYNs dropped" in line and "10.77.0.11 1,400,000, 10.77.0.12 100,000" in line
+    assert "1,500,000 SYNs dropped in the kernel in 1.0 s" in line and "10.77.0.11 1,400,000, 10.77.0.12 100,000" in line
     assert "10,000 SYN/s per source" in line
     # within the interval: no second line, however much more is dropped
     program.stats["dropped_source"] = 2_000_000
@@ -96,4 +96,4 @@ def test_the_worst_sources_are_logged_with_what_they_lost_since_the_last_report(
     assert report.maybe_log(now=105.0) == []
     # the next report counts from the last one
     assert report.maybe_log(now=112.0) == [("10.77.0.11", 500_000)]
-    assert "500,000 SYNs dropped" in caplog.records[-1].getMessage()
+    assert "500,000 SYNs dropped in the kernel in 11.0 s" in caplog.records[-1].getMessage()
