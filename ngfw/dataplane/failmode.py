@@ -142,12 +142,13 @@ class WireFailModes:
         elif self.bypass or self.syn_limits:
             purpose = "flow bypass" if self.bypass else "SYN flood protection"
             try:
-                self.program = self._load(self.wires, object_path, purpose=purpose)
+                # SYN flood protection alone needs only the ring filter, no tc filter (nor its qdisc)
+                self.program = self._load(self.wires if self.bypass else [], object_path, purpose=purpose)
             except FailModeError as exc:
-                off = [what for what, on in (("flow bypass", self.bypass),
-                                             ("SYN flood protection", self.syn_limits)) if on]
-                log.warning("%s; %s off: the dataplane forwards every flow itself and every SYN reaches its "
-                            "rings", exc, " and ".join(off))
+                off = [(what, then) for what, on, then in (
+                    ("flow bypass", self.bypass, "the dataplane forwards every flow itself"),
+                    ("SYN flood protection", self.syn_limits, "every SYN reaches its rings")) if on]
+                log.warning("%s; %s off: %s", exc, " and ".join(w for w, _ in off), " and ".join(t for _, t in off))
                 self.bypass = False
                 self.syn_limits = None
         if self.program is not None and self.syn_limits:
@@ -160,7 +161,9 @@ class WireFailModes:
 
     # ---- start: load, check, configure (the wire is not touched yet)
     def _load(self, open_wires: list[_Wire], object_path: Path, purpose: str = "fail mode open") -> Any:
-        first = open_wires[0].name
+        """Load the program and configure every wire in its maps; `open_wires`: those whose interfaces get the
+        clsact qdisc the tc filter needs (none for the ring filter alone)."""
+        first = (open_wires or self.wires)[0].name
         try:
             wirebpf = _wirebpf()
         except ImportError as exc:
