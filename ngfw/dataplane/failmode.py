@@ -250,6 +250,9 @@ class WireFailModes:
 
     def _enable_admission(self, engine: Any) -> None:
         """The ring filter on every wire's ring sockets: from now on SYNs over the limits stay out of the rings."""
+        limits = self.syn_limits
+        if limits is None:
+            return
         indexes = [self.port_index[p] for wire in self.wires for p in wire.ports if p in self.port_index]
         try:
             engine.attach_ring_filter(self.program.ring_filter_fd(), indexes)
@@ -259,7 +262,7 @@ class WireFailModes:
             self.admission = None
             return
         log.info("SYN flood protection on %s: %s; SYNs over it are dropped in the kernel, ahead of the packet "
-                 "loop", ", ".join(w.name for w in self.wires), self.syn_limits.describe())
+                 "loop", ", ".join(w.name for w in self.wires), limits.describe())
 
     def _enable_bypass(self, engine: Any) -> None:
         """The loop fills the program's bypass map for the wires that carry it; their ring sockets get the
