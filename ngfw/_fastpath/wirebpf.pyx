@@ -130,10 +130,10 @@ cdef extern from "bpf/wire.h":
         uint64_t admitted
         uint64_t dropped
         uint64_t last_drop_ns
-    struct admission_stats:
-        uint64_t syn_seen
-        uint64_t dropped_source
-        uint64_t dropped_total
+    enum:
+        ADMIT_SYN_SEEN
+        ADMIT_DROPPED_SOURCE
+        ADMIT_DROPPED_TOTAL
     struct wire_port:
         uint32_t peer_ifindex
         uint32_t wire
@@ -220,7 +220,7 @@ def expected_value_sizes() -> dict:
     return {WIRE_MAP_PORTS.decode(): sizeof(wire_port), WIRE_MAP_WIRES.decode(): sizeof(wire_state),
             WIRE_MAP_FAILOPEN.decode(): sizeof(wire_counters), WIRE_MAP_LIVENESS.decode(): sizeof(wire_liveness),
             WIRE_MAP_BYPASS.decode(): sizeof(bypass_value), WIRE_MAP_ADMISSION.decode(): sizeof(admission_config),
-            WIRE_MAP_ADMISSION_STATS.decode(): sizeof(admission_stats),
+            WIRE_MAP_ADMISSION_STATS.decode(): sizeof(uint64_t),
             WIRE_MAP_SYN_SOURCES.decode(): sizeof(syn_source)}
 
 
@@ -540,21 +540,20 @@ cdef class WireProgram:
     def syn_stats(self) -> dict:
         """What the ring filter did with SYNs (summed over CPUs): seen, dropped over the per-source limit,
         dropped over the total limit."""
-        cdef admission_stats *per_cpu
-        cdef uint32_t zero = 0
+        cdef uint64_t *per_cpu
+        cdef uint32_t key
         cdef int cpu
         self._check_admission()
-        per_cpu = <admission_stats *>malloc(sizeof(admission_stats) * self.ncpus)
+        per_cpu = <uint64_t *>malloc(sizeof(uint64_t) * self.ncpus)
         if per_cpu == NULL:
             raise MemoryError()
-        out = {"seen": 0, "dropped_source": 0, "dropped_total": 0}
+        out = {}
         try:
-            if bpf_map_lookup_elem(self.admit_stats_fd, &zero, per_cpu):
-                raise _error(errno, "cannot read the SYN admission counters")
-            for cpu in range(self.ncpus):
-                out["seen"] += per_cpu[cpu].syn_seen
-                out["dropped_source"] += per_cpu[cpu].dropped_source
-                out["dropped_total"] += per_cpu[cpu].dropped_total
+            for name, key in (("seen", ADMIT_SYN_SEEN), ("dropped_source", ADMIT_DROPPED_SOURCE),
+                              ("dropped_total", ADMIT_DROPPED_TOTAL)):
+                if bpf_map_lookup_elem(self.admit_stats_fd, &key, per_cpu):
+                    raise _error(errno, "cannot read the SYN admission counters")
+                out[name] = sum(per_cpu[cpu] for cpu in range(self.ncpus))
         finally:
             free(per_cpu)
         return out

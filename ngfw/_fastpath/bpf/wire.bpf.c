@@ -83,9 +83,9 @@ struct {
 
 struct {
     __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-    __uint(max_entries, 1);
+    __uint(max_entries, ADMIT_COUNTERS);
     __type(key, __u32);
-    __type(value, struct admission_stats);
+    __type(value, __u64);
 } ngfw_admit_stats SEC(".maps");
 
 struct {
@@ -297,16 +297,20 @@ static __always_inline int gcra_admit(__u64 *tat, __u64 now, __u64 interval, __u
     return 1;
 }
 
+static __always_inline void admit_count(__u32 counter)
+{
+    __u64 *n = bpf_map_lookup_elem(&ngfw_admit_stats, &counter);
+    if (n)
+        *n += 1;
+}
+
 /* The admission of a new connection's SYN into the ring: 1 admit, 0 drop (counted where it was decided). */
 static __always_inline int admit_syn(struct __sk_buff *skb, struct admission_config *cfg)
 {
     __u8 src[16];
-    __u32 zero = 0;
     if (!syn_source(skb, src))
         return 1;
-    struct admission_stats *stats = bpf_map_lookup_elem(&ngfw_admit_stats, &zero);
-    if (stats)
-        stats->syn_seen += 1;
+    admit_count(ADMIT_SYN_SEEN);
     __u64 now = bpf_ktime_get_ns();
     if (cfg->source_interval_ns) {
         struct syn_source *s = bpf_map_lookup_elem(&ngfw_syn_sources, src);
@@ -322,16 +326,14 @@ static __always_inline int admit_syn(struct __sk_buff *skb, struct admission_con
         if (!gcra_admit(&s->tat_ns, now, cfg->source_interval_ns, cfg->source_tau_ns)) {
             __sync_fetch_and_add(&s->dropped, 1);
             s->last_drop_ns = now;
-            if (stats)
-                stats->dropped_source += 1;
+            admit_count(ADMIT_DROPPED_SOURCE);
             return 0;
         }
         __sync_fetch_and_add(&s->admitted, 1);
     }
 total:
     if (cfg->total_interval_ns && !gcra_admit(&cfg->total_tat_ns, now, cfg->total_interval_ns, cfg->total_tau_ns)) {
-        if (stats)
-            stats->dropped_total += 1;
+        admit_count(ADMIT_DROPPED_TOTAL);
         return 0;
     }
     return 1;

@@ -118,11 +118,12 @@ struct syn_source {
     __u64 last_drop_ns;
 };
 
-/* ngfw_admit_stats[0], per CPU: what the ring filter did with SYNs */
-struct admission_stats {
-    __u64 syn_seen;
-    __u64 dropped_source;        /* over the per-source limit */
-    __u64 dropped_total;         /* within it, but over the total limit */
-};
+/* ngfw_admit_stats[ADMIT_*], per CPU: what the ring filter did with SYNs. One counter per entry, not one
+ * struct: a struct's fields bumped on two paths are merged by the compiler into a pointer plus a
+ * path-dependent offset, which the verifier refuses without CAP_PERFMON (the unit grants CAP_BPF only). */
+#define ADMIT_SYN_SEEN 0
+#define ADMIT_DROPPED_SOURCE 1   /* over the per-source limit */
+#define ADMIT_DROPPED_TOTAL 2    /* within it, but over the total limit */
+#define ADMIT_COUNTERS 3
 
 #endif
