@@ -9,7 +9,10 @@ program, as the dataplane does with its wires' interfaces.
 from __future__ import annotations
 
 import ipaddress
+import os
 import struct
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -106,3 +109,13 @@ def test_frames_of_interfaces_that_are_not_wire_ports_are_left_alone(program) ->
     program.forget_port(LOOPBACK)
     assert admitted(program, tcp_frame("10.0.0.1"), 50)
     assert program.syn_stats()["seen"] == 0
+
+
+def test_the_program_loads_with_cap_bpf_alone_as_the_units_drop_in_grants_it() -> None:
+    """The verifier is stricter without CAP_PERFMON (no pointer arithmetic that differs by path): the systemd
+    unit with its fail-open drop-in grants CAP_BPF and CAP_NET_ADMIN only, and the whole object must load so."""
+    load = f"import ngfw._fastpath.wirebpf as w; w.WireProgram.load({str(OBJECT_PATH)!r}).set_syn_limits(10, 10, 10, 10)"
+    env = {**os.environ, "PYTHONPATH": str(OBJECT_PATH.parents[3])}
+    done = subprocess.run(["setpriv", "--bounding-set", "-all,+net_raw,+net_admin,+bpf", sys.executable, "-c", load],
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
