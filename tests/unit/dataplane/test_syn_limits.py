@@ -14,7 +14,7 @@ from ngfw import cli
 from ngfw.config import with_config
 from ngfw.dataplane.admission import DEFAULT_PER_SOURCE, AdmissionReport, Rate, SynLimits, parse_rate
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.mark.parametrize(("text", "rate"), [
