@@ -18,8 +18,8 @@ from typing import Any
 
 from ngfw import __version__
 from ngfw.compiler.tables import CompiledPolicy
-from ngfw.dataplane.eve import EveWriter
 from ngfw.dataplane.admission import SynLimits
+from ngfw.dataplane.eve import EveWriter
 from ngfw.dataplane.failmode import WireFailModes
 from ngfw.dataplane.fastpath import engine_module
 from ngfw.dataplane.ports import Link, PortError, disable_superframe_offloads, link_as_left, open_tap, prepare_link
