@@ -130,6 +130,7 @@ cdef void inspect_flow_end(engine_t *e, flow_t *f) noexcept nogil:
     insp_close_streams(&p.slots[f.insp])
     tlsasm_give(&e.ins.tlsasm, &p.slots[f.insp])
     bodydec_give(&e.ins.bodydec, &p.slots[f.insp])
+    h2tab_give(&e.ins.h2tab, &p.slots[f.insp])
     inspool_give(p, f.insp)
     f.insp = -1
 
