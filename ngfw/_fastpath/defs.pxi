@@ -157,6 +157,7 @@ cdef enum:
     RX_KERNEL_BITS = 0xFFFF
     RX_SNAPPED = 0x40000000
     RX_OFFLINE = 0x20000000    # a capture record (replay): see decode_frame's `offline`
+    RX_TUNNEL_OUTER = 0x10000000   # replay: an IP-in-IP frame's outer packet, read as itself (process_frame)
 
 # replay sweeps at most this many flow slots per packet: the capture's clock may jump by hours between
 # two packets, and a whole-table sweep per packet was two thirds of replaying the App-ID corpus
@@ -225,6 +226,8 @@ ctypedef struct pkt_t:
     uint8_t ttl                # IPv4 TTL / IPv6 hop limit
     uint8_t snapped            # the frame is a capture record cut short: header lengths may exceed it
     uint8_t offline            # a replayed capture: tunnels read as their inner packet, lenient UDP length
+    uint8_t ipip               # replay: the packet is the inner one of an IP-in-IP frame (protocol 4 or 41);
+                               # with RX_TUNNEL_OUTER the frame is read as its outer packet instead
     uint32_t frag_id
     uint16_t sport
     uint16_t dport

@@ -464,14 +464,20 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
     cdef bint from_server
     cdef const pkt_t *fix = NULL
     cdef int32_t quota_vs
-    port.rx_packets += 1
-    port.rx_bytes += len
+    if not (rx_status & RX_TUNNEL_OUTER):
+        port.rx_packets += 1
+        port.rx_bytes += len
 
     # 1. decode
     if len > port.mtu + 14 + 8:
         count_drop(e, R_OVERSIZE)
         return
-    reason = decode_frame(&p, data, len, (rx_status & RX_SNAPPED) != 0, (rx_status & RX_OFFLINE) != 0)
+    reason = decode_frame(&p, data, len, (rx_status & RX_SNAPPED) != 0, (rx_status & RX_OFFLINE) != 0,
+                          (rx_status & RX_TUNNEL_OUTER) != 0)
+    if p.ipip and not (rx_status & RX_TUNNEL_OUTER):
+        # replay of an IP-in-IP frame: its outer packet is a packet of the tunnel's own flow (protocol 4 or 41
+        # between the endpoints, which `ip` rules see, as Suricata's do), then the inner one is read
+        process_frame(e, in_port, data, len, rx_status | RX_TUNNEL_OUTER, now)
     if reason != R_NONE:
         count_drop(e, reason)
         return
