@@ -394,9 +394,10 @@ cdef void h2_frames(insws_t *ws, inspslot_t *s, uint8_t dir, const uint8_t *d, u
                 s.h2_state[dir] = H2_LOST        # no preface (h2 after an upgrade): not followed
                 return
             s.h2_skip[dir] = 24
-        tab = h2tab_of(&ws.h2tab, s, True)
+        # a table slot for a connection whose client sent the preface (the server side may come first)
+        tab = h2tab_of(&ws.h2tab, s, s.h2_state[0] == H2_SYNCED)
     else:
-        tab = h2tab_of(&ws.h2tab, s, False)
+        tab = h2tab_of(&ws.h2tab, s, dir == 0 and s.h2_state[1] == H2_SYNCED)
     if tab != NULL:
         t = &tab.dir[dir]
     off = 0
