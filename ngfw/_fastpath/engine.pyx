@@ -988,6 +988,8 @@ cdef void _sfilter_from(dict d, sfilter_t *q) except *:
         q.has_dst = 1
         _cidr_from(d["dst"], &q.dst)
     q.flow_id = d.get("flow_id") or 0
+    q.user_mode = d.get("user_mode") or 0
+    q.user = d.get("user") or 0
 
 
 # ---------------------------------------------------------------- the engine
