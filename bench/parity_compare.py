@@ -12,7 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-IP_PROTOCOLS = {1: "ICMP", 6: "TCP", 17: "UDP", 58: "ICMP", 132: "SCTP", 47: "GRE"}
+# by number, as Suricata's EVE names them (upper-cased): ngfw's EVE writes other protocols' numbers
+IP_PROTOCOLS = {1: "ICMP", 4: "IP-IN-IP", 6: "TCP", 17: "UDP", 41: "IPV6", 58: "ICMP", 132: "SCTP", 47: "GRE"}
 PORTLESS = {"ICMP", "GRE"}  # Suricata logs ICMP type/code, not ports: compare those flows by address only
 
 

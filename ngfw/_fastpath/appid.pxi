@@ -398,6 +398,8 @@ cdef bint appid_inspect(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
             f.host_extra = DNS_EXTRA_PKTS | (HOSTX_MDNS if r == APP_MDNS else HOSTX_DNS)
         elif r == APP_SSH:
             f.host_extra = SSH_EXTRA_PKTS | HOSTX_SSH     # the other side's identification string follows
+        elif r == APP_HTTP2 and to_server and not h2_host_more(e, t, f, c.stream, c.stream_len):
+            f.host_extra = H2_EXTRA_PKTS | HOSTX_H2       # the first request's HEADERS follow the preface
         elif r == APP_STUN:
             # the REALM comes with the server's challenge; WebRTC's DTLS follows its ICE checks
             f.host_extra = STUN_EXTRA_PKTS | HOSTX_STUN
@@ -493,6 +495,7 @@ cdef bint appid_host_extra(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, 
     cdef uint8_t name[256]
     cdef uint32_t len = 0
     cdef appmeta_t m
+    cdef int r
     f.host_extra = (kind | left) if left else 0
     if kind == HOSTX_STUN:
         if p.proto == P_UDP and dtls_records(p.data + p.payload_off, p.payload_len):
@@ -503,6 +506,12 @@ cdef bint appid_host_extra(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, 
     elif kind == HOSTX_SSH:
         ssh_ident_more(e, f, p, to_server)
         return False
+    elif kind == HOSTX_H2:
+        if to_server:
+            r = h2_host_more(e, t, f, p.data + p.payload_off, p.payload_len)
+            if r:
+                f.host_extra = 0
+            return r == 2
     elif kind == HOSTX_STARTTLS:
         if tls_client_hello_start(p.data + p.payload_off, p.payload_len):
             f.host_extra = 0
@@ -515,6 +524,26 @@ cdef bint appid_host_extra(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, 
     hostpool_give(&e.hostpool, f.host)
     f.host = hostpool_put(&e.hostpool, m.host, m.host_len)
     return False
+
+cdef int h2_host_more(engine_t *e, tables_t *t, flow_t *f, const uint8_t *d, uint32_t n) noexcept nogil:
+    """An HTTP/2 flow's host from its first request's :authority in the client's bytes `d`: 0 none yet, 1
+    found, 2 found and a host app over HTTP/2 refined the flow's app (as it does over HTTP)."""
+    cdef uint8_t name[HOST_MAX]
+    cdef uint32_t len = h2_request_authority(d, n, name, HOST_MAX)
+    cdef appmeta_t m
+    cdef uint16_t child
+    if len == 0:
+        return 0
+    memset(&m, 0, sizeof(m))
+    _set_host(&m, name, len)
+    if m.host_len == 0:
+        return 0
+    hostpool_give(&e.hostpool, f.host)
+    f.host = hostpool_put(&e.hostpool, m.host, m.host_len)
+    child = host_app(&t.apps, m.host, m.host_len)
+    if child and app_descends(&t.apps, child, f.app) and app_shift(t, f, child):
+        return 2
+    return 1
 
 cdef inline bint tls_client_hello_start(const uint8_t *p, uint32_t n) noexcept nogil:
     # a TLS handshake record carrying a ClientHello: what follows STARTTLS / AUTH TLS

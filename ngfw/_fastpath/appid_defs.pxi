@@ -16,7 +16,9 @@ cdef enum:
     HOSTX_STUN = 0x60
     HOSTX_STARTTLS = 0x80
     HOSTX_SSH = 0xA0      # the other side's SSH identification string
+    HOSTX_H2 = 0xC0       # HTTP/2 after its preface: the first request's :authority
     SSH_EXTRA_PKTS = 6    # a decided SSH flow's later packets read for it
+    H2_EXTRA_PKTS = 8     # a decided HTTP/2 flow's later packets read for its first request's :authority
     HOST_SSH_MARK = 1     # a flow's host entry that starts with this byte holds SSH identification strings,
                           # not a name: (b'c' client | b's' server, "proto-software comments", b'\n') per side,
                           # b'\r' in place of b'\n' while the side's string is cut (its rest in the next segment)

@@ -136,6 +136,7 @@ cdef int decode_tunneled(pkt_t *p, uint32_t off, uint32_t end) noexcept nogil:
     p.offline = 0
     p.len = end          # the inner datagram ends where the outer one does
     p.is_frag = 0
+    p.ipip = 1
     if p.proto == 4:
         p.is_v6 = 0
         return decode_ipv4(p, off)
@@ -146,12 +147,15 @@ cdef int decode_carried(pkt_t *p, uint16_t et, uint32_t off, uint32_t end) noexc
     `p` as it was, the UDP flow of the tunnel itself (R_NONE)."""
     if et != 0x0800 and et != 0x86dd:
         return R_NONE
+    cdef int r
     p.proto = 4 if et == 0x0800 else 41
     p.has_ports = 0
     p.sport = 0
     p.dport = 0
     p.payload_len = 0
-    return decode_tunneled(p, off, end)
+    r = decode_tunneled(p, off, end)
+    p.ipip = 0           # a UDP tunnel's packet: its outer UDP flow is not read on its own
+    return r
 
 cdef uint16_t carried_ip(const uint8_t *d, uint32_t n, uint16_t et, uint32_t *off) noexcept nogil:
     """The ethertype of the IP packet an MPLS label stack or a PPPoE session frame carries, `off` moved
@@ -334,7 +338,7 @@ cdef int decode_ipv4(pkt_t *p, uint32_t off) noexcept nogil:
             p.payload_off = off + ihl
             p.payload_len = total - ihl
             return R_NONE
-    if p.offline and not p.is_frag and (p.proto == 4 or p.proto == 41):
+    if p.offline and not p.is_frag and (p.proto == 4 or p.proto == 41) and not p.ipip:
         return decode_tunneled(p, off + ihl, off + total)
     return decode_l4(p, off + ihl, off + total)
 
@@ -399,7 +403,7 @@ cdef int decode_ipv6(pkt_t *p, uint32_t off) noexcept nogil:
                 return R_NONE
         else:
             p.proto = nh
-            if p.offline and not p.is_frag and (nh == 4 or nh == 41):
+            if p.offline and not p.is_frag and (nh == 4 or nh == 41) and not p.ipip:
                 return decode_tunneled(p, cur, end)
             return decode_l4(p, cur, end)
     return R_BAD_IPV6_EXT
@@ -431,11 +435,13 @@ cdef uint16_t nsh_inner(const uint8_t *data, uint32_t n, uint32_t *off) noexcept
             return 0
     return 0
 
-cdef int decode_frame(pkt_t *p, const uint8_t *data, uint32_t n, bint snapped=False, bint offline=False) noexcept nogil:
+cdef int decode_frame(pkt_t *p, const uint8_t *data, uint32_t n, bint snapped=False, bint offline=False,
+                      bint tunnel_outer=False) noexcept nogil:
     """Fill `p` from one Ethernet frame; returns R_NONE or the reason to drop it. `snapped`: the frame
     is a capture record cut by the snap length, so IP/UDP lengths may point past its end. `offline`: a
     replayed capture, read as an analyst reads it (tunnels as what they carry, a UDP length past its
-    datagram taken from the IP header; see decode_l4)."""
+    datagram taken from the IP header; see decode_l4). `tunnel_outer`: an IP-in-IP frame read as its outer
+    packet (protocol 4 or 41, the tunnel's endpoints), as Suricata inspects it beside the inner one."""
     cdef uint32_t off = 12
     cdef uint16_t et
     cdef int tags = 0, r
@@ -444,6 +450,7 @@ cdef int decode_frame(pkt_t *p, const uint8_t *data, uint32_t n, bint snapped=Fa
     p.len = n
     p.snapped = snapped
     p.offline = offline
+    p.ipip = tunnel_outer    # read an IP-in-IP frame's outer packet as it is (set again for an inner one)
     if n == 0:
         return R_EMPTY
     if n < ETH_HLEN:

@@ -156,6 +156,7 @@ DROP_REASONS = (
 cdef enum:
     RX_KERNEL_BITS = 0xFFFF
     RX_SNAPPED = 0x40000000
+    RX_TUNNEL_OUTER = 0x10000000   # replay: an IP-in-IP frame's outer packet, read as itself (process_frame)
 
 # What the engine runs on (engine_t.mode). Every behaviour that differs between the two is keyed on it and
 # listed in docs/dataplane.md ("Live and replay"); `log_all` is about logging only.
@@ -230,6 +231,8 @@ ctypedef struct pkt_t:
     uint8_t ttl                # IPv4 TTL / IPv6 hop limit
     uint8_t snapped            # the frame is a capture record cut short: header lengths may exceed it
     uint8_t offline            # a replayed capture: tunnels read as their inner packet, lenient UDP length
+    uint8_t ipip               # replay: the packet is the inner one of an IP-in-IP frame (protocol 4 or 41);
+                               # with RX_TUNNEL_OUTER the frame is read as its outer packet instead
     uint32_t frag_id
     uint16_t sport
     uint16_t dport

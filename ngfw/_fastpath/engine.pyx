@@ -1084,7 +1084,8 @@ cdef class Engine:
         self.e.ins.thr = <ithrent_t *>calloc(THR_SLOTS, sizeof(ithrent_t))
         if (self.e.ins.md == NULL or self.e.ins.mctx == NULL or self.e.ins.thr == NULL
                 or asm_pool_init(&self.e.ins.asm_pool) < 0 or bodydec_init(&self.e.ins.bodydec) < 0
-                or hold_pool_init(&self.e.ins.hold, HOLD_SLOTS if replay else 0) < 0):
+                or hold_pool_init(&self.e.ins.hold, HOLD_SLOTS if replay else 0) < 0
+                or h2tab_init(&self.e.ins.h2tab) < 0):
             raise MemoryError("not enough memory for the inspection state")
         # Suricata's default pcre limits: a hostile payload cannot make a regex run away
         pcre2_set_match_limit(self.e.ins.mctx, 3500)
@@ -1145,6 +1146,7 @@ cdef class Engine:
                 free(self.e.ins.bodydec.slots)
                 free(self.e.ins.asm_pool.next_free)
                 free(self.e.ins.hold.slots)
+                free(self.e.ins.h2tab.slots)
                 if self.e.ins.md != NULL:
                     pcre2_match_data_free(self.e.ins.md)
                 if self.e.ins.mctx != NULL:
@@ -1877,7 +1879,9 @@ cdef class Engine:
                 "out_of_order": ws.out_of_order, "overlaps": ws.overlaps, "overlap_mismatch": ws.overlap_mismatch,
                 "fragments_dropped": ws.fragments_dropped, "candidates_overflow": ws.cand_overflow,
                 "state_exhausted": ws.pool.exhausted, "state_in_use": ws.pool.in_use,
-                "decompression_bomb": ws.bombs, "body_limit": ws.body_limit, "decoders_exhausted": ws.bodydec.exhausted}
+                "decompression_bomb": ws.bombs, "body_limit": ws.body_limit, "decoders_exhausted": ws.bodydec.exhausted,
+                "hpack_tables_exhausted": ws.h2tab.exhausted, "hpack_malformed": ws.h2tab.malformed,
+                "hpack_unresolved": ws.h2tab.unresolved, "hpack_block_too_large": ws.h2tab.lost}
 
     cdef void _fold_kernel_drops(self, uint32_t i, int fd):
         """Keep what a ring that is being replaced counted."""

@@ -134,6 +134,7 @@ cdef void inspect_flow_end(engine_t *e, flow_t *f) noexcept nogil:
     hold_give(&e.ins.hold, &p.slots[f.insp].win[1])
     asm_give(&e.ins.asm_pool, &p.slots[f.insp])
     bodydec_give(&e.ins.bodydec, &p.slots[f.insp])
+    h2tab_give(&e.ins.h2tab, &p.slots[f.insp])
     inspool_give(p, f.insp)
     f.insp = -1
 

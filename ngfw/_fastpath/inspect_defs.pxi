@@ -408,6 +408,7 @@ ctypedef struct inspslot_t:
     uint8_t resp_chunk        # the response body's chunked framing (CHK_*)
     uint8_t resp_enc          # its content coding (ENC_*)
     uint8_t resp_dec          # its inflate slot + 1 (0: none)
+    uint8_t h2_tab            # HTTP/2: its HPACK tables' slot + 1 (0: none; inspect_http2.pxi)
     uint32_t resp_chunk_left  # chunk data bytes still to come (in the trailer: the line has content)
     uint32_t resp_decoded     # decoded body bytes so far
     uint32_t resp_coded       # coded body bytes fed to the decoder so far
@@ -496,6 +497,49 @@ ctypedef struct bodydec_pool_t:
     int32_t free_head
     uint64_t exhausted
 
+# HTTP/2 header compression state (RFC 7541) of a connection, both directions, from a small shared pool (only
+# HTTP/2 connections hold a slot; inspect_http2.pxi)
+cdef enum:
+    H2TAB_SLOTS = 64           # HTTP/2 connections with HPACK tables at once (shared by all flows)
+    H2TAB_DATA = 4096          # name and value bytes held per direction (all of RFC 7541's default 4096-byte table)
+    H2TAB_ENTRIES = 128        # entries held per direction (a 4096-byte table has at most 4096 / 32)
+    H2_BLOCK_MAX = 8192        # a header block assembled over segments and CONTINUATION frames
+    H2_NO_DATA = 0xFFFF        # h2dyn_t.off: an entry whose bytes are not held (larger than H2TAB_DATA)
+
+ctypedef struct h2dyn_t:
+    uint32_t max_size          # the encoder's table size (RFC 7541 4.2): 4096, then its size updates
+    uint32_t limit             # the largest size the decoder allowed (SETTINGS_HEADER_TABLE_SIZE, default 4096)
+    uint32_t size              # RFC sizes (name + value + 32) of the entries held
+    uint16_t n                 # entries held, oldest first: the newest is dynamic index 62
+    uint16_t data_len
+    uint8_t desync             # a header block was not decoded: references to the table are not resolved
+    uint8_t frame_type         # the frame being copied into `block` (HEADERS, PUSH_PROMISE, CONTINUATION)
+    uint8_t frame_flags
+    uint8_t block_type         # the header block being assembled (HEADERS or PUSH_PROMISE), 0: none
+    uint8_t overflow           # it did not fit in `block`
+    uint8_t hdr_len            # bytes of a frame header cut at a segment's end
+    uint8_t hdr[9]
+    uint32_t frame_left        # bytes of that frame still to come
+    uint32_t frame_start       # where its payload starts in `block`
+    uint32_t block_len
+    uint16_t off[H2TAB_ENTRIES]
+    uint16_t nlen[H2TAB_ENTRIES]
+    uint16_t vlen[H2TAB_ENTRIES]
+    uint8_t data[H2TAB_DATA]
+    uint8_t block[H2_BLOCK_MAX]
+
+ctypedef struct h2tab_t:
+    h2dyn_t dir[2]
+
+ctypedef struct h2tab_pool_t:
+    h2tab_t *slots
+    int32_t next_free[H2TAB_SLOTS]
+    int32_t free_head
+    uint64_t exhausted         # HTTP/2 connections that found no slot: decoded without the dynamic table
+    uint64_t malformed         # header blocks that are not valid HPACK (or a size update above the limit)
+    uint64_t unresolved        # fields naming a dynamic entry not known here (its block lost, no slot)
+    uint64_t lost              # header blocks larger than H2_BLOCK_MAX: the direction stops resolving
+
 # Message assembly (stream_assembly.pxi): buffers for messages cut over a stream's in-order segments
 ctypedef struct asmpool_t:
     uint8_t (*buf)[ASM_MAX]
@@ -542,6 +586,7 @@ ctypedef struct insws_t:
     asmpool_t asm_pool
     holdpool_t hold            # segments beyond a hole, kept until it fills (a replay's; stream.pxi)
     bodydec_pool_t bodydec
+    h2tab_pool_t h2tab
     uint64_t bombs             # response bodies that inflated past BODY_BOMB_RATIO to the limit
     uint64_t body_limit        # response bodies decoded to BODY_DECODE_MAX (the rest passes uninspected)
     uint8_t body_in[65536]     # a packet's body with the chunk framing removed

@@ -337,6 +337,8 @@ cdef class InspectTables:
                 dp = add_ports(sig.dst_ports)
                 transport = {"ip": 0, "tcp": P_TCP, "udp": P_UDP, "icmp": P_ICMP, "sctp": P_SCTP,
                              "tcp/udp": 255}[sig.transport]
+                if sig.ip_proto is not None:
+                    transport = sig.ip_proto     # `ip_proto:N` narrows an ip (or tcp/udp) rule to one protocol
                 flow = sig.flow
                 rules.append(dict(
                     sid=sig.sid, gid=sig.gid, rev=sig.rev, action=INSPECT_ACTIONS.index(sig.action),

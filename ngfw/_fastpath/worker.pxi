@@ -462,15 +462,22 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
     cdef bint from_server
     cdef const pkt_t *fix = NULL
     cdef int32_t quota_vs
-    port.rx_packets += 1
-    port.rx_bytes += len
+    if not (rx_status & RX_TUNNEL_OUTER):
+        port.rx_packets += 1
+        port.rx_bytes += len
 
     # 1. decode
     if len > port.mtu + 14 + 8:
         count_drop(e, R_OVERSIZE)
         return
-    # decode_frame's `offline`: a replay reads a tunnel as the packet it carries, and lengths as far as they go
-    reason = decode_frame(&p, data, len, (rx_status & RX_SNAPPED) != 0, e.mode == MODE_REPLAY)
+    # decode_frame's `offline`: a replay reads lengths as far as they go; an IP-in-IP frame's outer packet
+    # is read as itself once (RX_TUNNEL_OUTER), then as the packet it carries
+    reason = decode_frame(&p, data, len, (rx_status & RX_SNAPPED) != 0, e.mode == MODE_REPLAY,
+                          (rx_status & RX_TUNNEL_OUTER) != 0)
+    if p.ipip and not (rx_status & RX_TUNNEL_OUTER):
+        # replay of an IP-in-IP frame: its outer packet is a packet of the tunnel's own flow (protocol 4 or 41
+        # between the endpoints, which `ip` rules see, as Suricata's do), then the inner one is read
+        process_frame(e, in_port, data, len, rx_status | RX_TUNNEL_OUTER, now)
     if reason != R_NONE:
         count_drop(e, reason)
         return

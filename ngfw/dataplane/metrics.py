@@ -313,6 +313,10 @@ class DataplaneCollector(Collector):
         events.add_metric(["decompression_bomb"], ins.get("decompression_bomb", 0))
         events.add_metric(["body_limit"], ins.get("body_limit", 0))
         events.add_metric(["decoders_exhausted"], ins.get("decoders_exhausted", 0))
+        # HTTP/2 header compression: blocks not valid HPACK, too large to assemble, fields naming a dynamic
+        # entry not known, connections without a table slot (docs/inspection.md)
+        for kind in ("hpack_malformed", "hpack_block_too_large", "hpack_unresolved", "hpack_tables_exhausted"):
+            events.add_metric([kind], ins.get(kind, 0))
         yield events
         sigs = dp.signatures
         loaded = GaugeMetricFamily("ngfw_signatures_loaded", "Signatures in the rule set in force, by set",

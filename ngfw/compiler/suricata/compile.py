@@ -155,6 +155,7 @@ class _Builder:
     tcp_flags: str | None = None
     icmp_type: NumberCheck | None = None
     icmp_code: NumberCheck | None = None
+    ip_proto: int | None = None
 
     # -- helpers ---------------------------------------------------------------------------
     def last_content(self, keyword: str) -> _Content:
@@ -290,6 +291,7 @@ def compile_rule(raw: RawRule, resolver: Resolver, classifications: dict[str, tu
         tcp_flags=builder.tcp_flags,
         icmp_type=builder.icmp_type,
         icmp_code=builder.icmp_code,
+        ip_proto=builder.ip_proto,
         target=builder.target,
         metadata=tuple(builder.metadata),
         references=tuple(builder.references),
@@ -737,6 +739,32 @@ def _icmp(b: _Builder, name: str, value: str | None) -> None:
         b.icmp_code = check
 
 
+# IP protocol names `ip_proto` takes (Suricata reads /etc/protocols; these are the ones rules use)
+_IP_PROTOCOLS = {"hopopt": 0, "icmp": 1, "igmp": 2, "ipip": 4, "ipencap": 4, "tcp": 6, "udp": 17, "ipv6": 41,
+                 "ipv6-route": 43, "ipv6-frag": 44, "gre": 47, "esp": 50, "ah": 51, "ipv6-icmp": 58,
+                 "ipv6-nonxt": 59, "ipv6-opts": 60, "ospf": 89, "pim": 103, "vrrp": 112, "sctp": 132}
+_TRANSPORT_PROTOCOL = {"tcp": 6, "udp": 17, "icmp": 1, "sctp": 132}
+
+
+def _ip_proto(b: _Builder, name: str, value: str | None) -> None:
+    """`ip_proto:N` or a protocol's name: the IP header's protocol (the last next header for IPv6); the
+    comparisons (<, >, !) are not supported."""
+    text = (value or "").strip().lower()
+    if text[:1] in ("<", ">", "!"):
+        raise RuleError("unsupported keyword: ip_proto comparison", text[:40])
+    if b.ip_proto is not None:
+        raise RuleError("malformed rule", "ip_proto given twice")
+    number = _IP_PROTOCOLS.get(text)
+    if number is None:
+        if not text.isdigit() or int(text) > 254:
+            raise RuleError("malformed rule", f"ip_proto:{text[:40]} is neither a protocol number (0-254) nor a name")
+        number = int(text)
+    if b.transport == "tcp/udp" and number not in (6, 17) or \
+            b.transport not in ("ip", "tcp/udp") and _TRANSPORT_PROTOCOL.get(b.transport) != number:
+        raise RuleError("conflicting protocol", f"ip_proto:{text} in a {b.protocol} rule")
+    b.ip_proto = number
+
+
 def _flags(b: _Builder, name: str, value: str | None) -> None:
     value = (value or "").strip().replace(" ", "")
     if not value or any(c not in _TCP_FLAG_CHARS for c in value.upper()):
@@ -805,6 +833,7 @@ _HANDLERS: dict[str, Callable[[_Builder, str, str | None], None]] = {
     "bsize": _bsize,
     "urilen": _urilen,
     "itype": _icmp,
+    "ip_proto": _ip_proto,
     "icode": _icmp,
     "flags": _flags,
     "threshold": _threshold,

@@ -286,6 +286,7 @@ class CompiledSignature:
     tcp_flags: str | None = None  # `flags:` as written (e.g. "S,12"), verified by the engine
     icmp_type: NumberCheck | None = None
     icmp_code: NumberCheck | None = None
+    ip_proto: int | None = None  # `ip_proto:` (a number; on `ip` rules it is the rule's transport)
     target: Literal["src_ip", "dest_ip"] | None = None
     metadata: tuple[tuple[str, str], ...] = ()
     references: tuple[tuple[str, str], ...] = ()

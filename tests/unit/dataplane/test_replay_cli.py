@@ -435,10 +435,13 @@ def test_replay_reads_what_an_ip_in_ip_tunnel_carries(tmp_path: Path) -> None:
     wrpcap(str(tmp_path / "tunnel.pcap"), frames)
     done = run_replay("--json", tmp_path / "tunnel.pcap")
     assert done.returncode == 0, done.stderr
-    [flow] = json_lines(done.stdout)   # both tunnels carry the same inner flow
+    # both tunnels carry the same inner flow; each tunnel's outer packets are its own flow (as Suricata's)
+    [flow] = [f for f in json_lines(done.stdout) if f["proto"] == "TCP"]
     assert (flow["src_ip"], flow["dest_ip"], flow["proto"], flow["dest_port"]) == ("192.168.0.1", "10.10.10.1",
                                                                                    "TCP", 80)
     assert (flow["app_proto"], flow["app_host"]) == ("http", "inner.example")
+    tunnels = {(f["src_ip"], f["dest_ip"], f["proto"]) for f in json_lines(done.stdout) if f["proto"] != "TCP"}
+    assert tunnels == {("2001:db8::1", "2001:db8::2", "4"), ("198.51.100.1", "198.51.100.2", "4")}
 
 
 def test_replay_reads_the_station_traffic_a_capwap_data_channel_carries(tmp_path: Path) -> None:

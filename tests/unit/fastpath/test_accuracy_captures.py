@@ -100,3 +100,39 @@ def test_sctp_associations_are_flows_of_their_ports_and_sctp_rules_run_on_their_
     assert flows == {("10.0.0.51", 45001, 3868): "sctp", ("10.0.0.52", 45002, 36412): "sctp"}
     assert alert_pairs(records) == {("10.0.0.51", 9100040), ("10.0.0.51", 9100041), ("10.0.0.51", 9100042),
                                     ("10.0.0.52", 9100042), ("10.0.0.52", 9100044)}
+
+
+def test_http2_requests_naming_fields_by_hpack_index_are_inspected_with_their_values(tmp_path: Path) -> None:
+    """curl (nghttp2) to nginx and to an `h2` server that shrinks the table: every request after a connection's
+    first sends :authority and user-agent by dynamic-table index, through evictions and a size update. The
+    alerts are Suricata 7.0.10's on the same capture, and each connection is named by its :authority."""
+    records = replay("--rules", ROOT / "rules" / "tests" / "accuracy.rules", PCAPS / "http2_dynamic_table.pcap",
+                     cwd=tmp_path)
+    assert alert_pairs(records) == {("10.0.0.61", 9100050), ("10.0.0.61", 9100051), ("10.0.0.62", 9100052),
+                                    ("10.0.0.62", 9100053), ("10.0.0.63", 9100054), ("10.0.0.63", 9100055)}
+    hosts = {f["src_ip"]: (f["app"], f["app_host"]) for f in flows_of(records).values()}
+    assert hosts == {"10.0.0.61": ("http2", "www.h2-lab.example"), "10.0.0.62": ("http2", "evict.h2-lab.example"),
+                     "10.0.0.63": ("http2", "small-table.h2-lab.example")}
+
+
+def test_ip_in_ip_inner_conversations_are_the_flows_and_the_outer_packets_the_tunnels(tmp_path: Path) -> None:
+    """6in4, 4in6 and IPIP: the inner conversation is a flow of its own addresses (App-ID and rules see it);
+    the outer packets make the tunnel's flow between its endpoints (protocol 41 or 4), which `ip` rules see,
+    as Suricata inspects both. An inner header that runs past its tunnel packet is counted, not read."""
+    from ngfw.dataplane.replay import Replayer
+
+    records = replay("--rules", ROOT / "rules" / "tests" / "accuracy.rules", PCAPS / "ip_tunnels.pcap", cwd=tmp_path)
+    flows = {(r["src_ip"], r["proto"]): (r["app"], r["app_host"]) for r in records if r.get("event_type") == "flow"}
+    assert flows == {
+        ("2001:db8:71::10", "TCP"): ("http", "six-in-four.example"), ("10.0.0.71", "41"): ("ipv6-in-ip", None),
+        ("10.1.0.72", "TCP"): ("http", "four-in-six.example"), ("2001:db8:72::1", "4"): ("ipip", None),
+        ("10.1.0.73", "TCP"): ("tls", "ipip.example"), ("10.0.0.73", "4"): ("ipip", None),
+        ("10.0.0.74", "41"): ("ipv6-in-ip", None),
+    }
+    sids = {(r["src_ip"] if r["src_ip"] < r["dest_ip"] else r["dest_ip"], r["alert"]["signature_id"])
+            for r in records if r.get("event_type") == "alert"}
+    assert sids == {("2001:db8:71::10", 9100060), ("2001:db8:71::10", 9100063), ("10.1.0.72", 9100061),
+                    ("10.1.0.72", 9100064), ("10.1.0.73", 9100062), ("10.0.0.71", 9100065), ("10.0.0.74", 9100065)}
+    replayer = Replayer()
+    replayer.replay_file(str(PCAPS / "ip_tunnels.pcap"))
+    assert {k: v for k, v in replayer.stats()["drops"].items() if v} == {"truncated_ipv6": 1}
