@@ -1014,6 +1014,11 @@ cdef class Engine:
     cdef object request_lock  # one loop request at a time (session.pxi)
     cdef UserTable users_current  # the user table the loop reads (userid.pxi), kept alive here
     cdef int bypass_filter_fd  # the wire program's ring filter, attached to every ring socket (bypass.pxi)
+    # replay: a frame of any link type rewritten as Ethernet, one buffer for every capture (not one per file)
+    cdef uint8_t *replay_frame
+    # drain_flow_json: the name tables of the last call, and the longest record their names can make
+    cdef tuple flow_json_names
+    cdef size_t flow_json_cap
 
     def __cinit__(self, uint32_t flow_capacity=262144, dict timeouts=None, uint32_t event_capacity=65536,
                   uint32_t burst=64, double idle_spin_us=200.0, double idle_spin_quiet_us=20000.0,
@@ -1157,6 +1162,7 @@ cdef class Engine:
             free(self.e.hostpool.next_free)
             free(self.e.macs)
             free(self.e.frags)
+            free(self.replay_frame)
             if self.e.notify_fd >= 0:
                 close(self.e.notify_fd)
             free(self.e)
@@ -1236,28 +1242,28 @@ cdef class Engine:
             raise ValueError(f"no port {port}")
         if ngfw_load_u32(&self.e.running):
             raise RuntimeError("replay_capture() while the loop is running")
-        buf = <uint8_t *>malloc(262144 + 64)
-        if buf == NULL:
-            raise MemoryError()
-        try:
-            with nogil:
-                if capture_open(&cap, &data[0] if data.shape[0] else NULL, data.shape[0]) == 0:
-                    while True:
-                        rc = capture_next(&cap, &frame, &caplen, &origlen, &link, &ts)
-                        if rc <= 0:
-                            break
-                        packets += 1
-                        n = to_ethernet(frame, caplen, link, buf, 262144 + 64)
-                        if n == 0:
-                            unsupported += 1
-                            continue
-                        # a record cut by the capture's snap length: lengths in its headers run past it
-                        process_frame(self.e, port, buf, n, RX_OFFLINE | (RX_SNAPPED if origlen > caplen else 0), ts)
-                        sweep_flows(self.e, ts, REPLAY_SWEEP_SLOTS)
-                    for i in range(self.e.n_ports):
-                        port_flush(&self.e.ports[i])
-        finally:
-            free(buf)
+        if self.replay_frame == NULL:
+            # kept for the next capture: a replay of many small files paid a malloc of it per file
+            self.replay_frame = <uint8_t *>malloc(REPLAY_FRAME_MAX)
+            if self.replay_frame == NULL:
+                raise MemoryError()
+        buf = self.replay_frame
+        with nogil:
+            if capture_open(&cap, &data[0] if data.shape[0] else NULL, data.shape[0]) == 0:
+                while True:
+                    rc = capture_next(&cap, &frame, &caplen, &origlen, &link, &ts)
+                    if rc <= 0:
+                        break
+                    packets += 1
+                    n = to_ethernet(frame, caplen, link, buf, REPLAY_FRAME_MAX)
+                    if n == 0:
+                        unsupported += 1
+                        continue
+                    # a record cut by the capture's snap length: lengths in its headers run past it
+                    process_frame(self.e, port, buf, n, RX_OFFLINE | (RX_SNAPPED if origlen > caplen else 0), ts)
+                    sweep_flows(self.e, ts, REPLAY_SWEEP_SLOTS)
+                for i in range(self.e.n_ports):
+                    port_flush(&self.e.ports[i])
         return {"packets": packets, "unsupported_link": unsupported,
                 "error": cap.error.decode() if cap.error != NULL else None, "error_offset": cap.off}
 
@@ -1539,15 +1545,25 @@ cdef class Engine:
 
     def end_all_flows(self) -> None:
         """Emit a `shutdown` flow event for every logged flow and empty the table (after `stop`)."""
-        cdef uint32_t s, left = self.e.flows.count
-        for s in range(self.e.flows.mask + 1):
+        cdef flowtable_t *ft = &self.e.flows
+        cdef uint32_t s, left = ft.count, page
+        cdef uintptr_t used_at, page_end = 0
+        cdef bint check_pages = ft.n_released != 0, page_released = False
+        for s in range(ft.mask + 1):
             if left == 0:
                 break   # a replay engine sized for a big capture holds a small one's flows
-            if not flow_slot_released(&self.e.flows, s) and self.e.flows.slots[s].used:
-                flow_end(self.e, &self.e.flows.slots[s], END_SHUTDOWN, ngfw_now_ns())
-                self.e.flows.slots[s].used = 0
+            # a page given back is not read (flow_slot_released), looked up once per page: a division per slot
+            # was most of this scan over a replay's small captures
+            used_at = <uintptr_t>&ft.slots[s].used
+            if check_pages and used_at >= page_end:
+                page = flow_page_of(ft, <void *>used_at)
+                page_released = flow_page_released(ft, page)
+                page_end = ft.page0 + (<uintptr_t>page + 1) * mem_page
+            if not page_released and ft.slots[s].used:
+                flow_end(self.e, &ft.slots[s], END_SHUTDOWN, ngfw_now_ns())
+                ft.slots[s].used = 0
                 left -= 1
-        self.e.flows.count = 0
+        ft.count = 0
 
     def replay_reset(self) -> None:
         """Between two captures replayed by one engine, after `end_all_flows`: forget what belonged to the
@@ -1556,14 +1572,36 @@ cdef class Engine:
         cdef uint32_t i
         if ngfw_load_u32(&self.e.running):
             raise RuntimeError("replay_reset() while the loop is running")
-        memset(self.e.frags, 0, FRAG_SLOTS * sizeof(frag_entry_t))
-        memset(self.e.macs, 0, MACTABLE_SLOTS * sizeof(mac_entry_t))
+        # the two tables are ~400 KB that most captures never write: cleared only when written
+        if self.e.frags_used:
+            memset(self.e.frags, 0, FRAG_SLOTS * sizeof(frag_entry_t))
+            self.e.frags_used = 0
+        if self._macs_learnt():
+            for i in range(MACTABLE_SLOTS):
+                self.e.macs[i].key = 0
+                self.e.macs[i].ts = 0
+                self.e.macs[i].port = -1   # as a new engine's
         self.e.last_sweep = 0
         self.e.flows.sweep_cursor = 0
+        # the table just emptied: not a fall from a flood whose pages to give back, only for the next capture to
+        # fault in again (each file of a replay of many did); its pages are given back as a new engine's would
+        # be, once a capture's own flows fall
+        self.e.flows.peak = 0
+        self.e.flows.give_back_left = 0
+        self.e.flows.empty_from = 0
         for i in range(VSYS_SLOTS):
             self.e.vsys[i].tokens = 0
             self.e.vsys[i].refilled_ns = 0
             self.e.vsys[i].primed = 0
+
+    cdef bint _macs_learnt(self):
+        """Whether a frame may have been switched by MAC learning (worker.pxi forward): a segment other than a
+        wire of two ports."""
+        cdef uint32_t i
+        for i in range(self.e.n_segments):
+            if self.e.segments[i].n_ports != 0 and self.e.segments[i].n_ports != 2:
+                return True
+        return False
 
     # ---- session state (session.pxi): requests served on the loop's thread
     cdef _serve(self, sess_req_t *q, double timeout, object now_ns=None):
@@ -1805,6 +1843,11 @@ cdef class Engine:
         self.e.ports[port].vm_side = vm_side
 
     # ---- observability
+    @property
+    def events_lost(self) -> int:
+        """`stats()["events_lost"]` alone: a replay reads it after every file."""
+        return self.e.events.lost
+
     def stats(self) -> dict:
         cdef uint32_t i
         cdef port_t *p
@@ -2017,7 +2060,28 @@ cdef class Engine:
             "user_via": (ev.user_via[0], ev.user_via[1]),
         }
 
-    def drain_flow_json(self, bytes pcap_file, tuple vsys, tuple workloads, tuple rules, list apps,
+    cdef size_t _flow_json_cap(self, tuple names) except 0:
+        """The longest record drain_flow_json can write with these name tables, but for the file's name: worked out
+        once for the tables a replay passes file after file (from every name, twice a file, it was a fifth of
+        replaying a small capture). Tuples of bytes: what is cached cannot change."""
+        cdef tuple last = self.flow_json_names
+        cdef Py_ssize_t i
+        if last is not None:
+            for i in range(len(names)):
+                if last[i] is not names[i]:
+                    break
+            else:
+                return self.flow_json_cap
+        vsys, workloads, rules, apps, protos, actions, default_rule = names
+        cap = 1024 + 6 * HOST_MAX + len(default_rule)
+        cap += max([len(x) for x in apps] or [0]) + max([len(x) for x in vsys] or [0])
+        cap += 2 * max([len(x) for x in workloads] or [0]) + max([len(x) for x in rules] or [0])
+        cap += max([len(x) for x in protos]) + max([len(x) for x in actions])
+        self.flow_json_names = names
+        self.flow_json_cap = cap
+        return cap
+
+    def drain_flow_json(self, bytes pcap_file, tuple vsys, tuple workloads, tuple rules, tuple apps,
                         tuple protos, tuple actions, bytes default_rule) -> list:
         """Replay's fast path: every flow event in the ring as (start, flow_id, line), the line the bytes
         orjson writes for the record `ngfw.dataplane.replay.Replayer.record` builds from an event dict, plus a
@@ -2025,27 +2089,26 @@ cdef class Engine:
         JSON (`json_quote`): `pcap_file`; `vsys`, `workloads`, `rules` by index (null for an empty
         name); `apps[app id]` the `"app_proto":...,"app":...` pair; `protos[0..255]`; `actions`."""
         cdef evring_t *r = &self.e.events
-        cdef uint32_t tail = r.tail
-        cdef uint32_t head = ngfw_load_u32(&r.head)
+        cdef uint32_t i, pending = evring_pending(r)
         cdef event_t *ev
         cdef list out = []
         cdef double start
-        cdef Py_ssize_t n_vsys = len(vsys), n_wl = len(workloads), n_rules = len(rules), n_apps = len(apps)
-        cdef size_t cap = 1024 + len(pcap_file) + 6 * HOST_MAX + len(default_rule)
+        cdef Py_ssize_t n_vsys, n_wl, n_rules, n_apps
+        cdef size_t cap
         cdef jbuf_t b
         cdef bytes host
         cdef bytes ssh
         cdef bytes line
         cdef int64_t vs, rule
-        cap += max([len(x) for x in apps] or [0]) + max([len(x) for x in vsys] or [0])
-        cap += 2 * max([len(x) for x in workloads] or [0]) + max([len(x) for x in rules] or [0])
-        cap += max([len(x) for x in protos]) + max([len(x) for x in actions])
+        if pending == 0:
+            return out   # a replay drains until empty: every file ends with this call
+        cap = len(pcap_file) + self._flow_json_cap((vsys, workloads, rules, apps, protos, actions, default_rule))
+        n_vsys, n_wl, n_rules, n_apps = len(vsys), len(workloads), len(rules), len(apps)
         line = PyBytes_FromStringAndSize(NULL, cap)
         b.p = <char *>line
         b.cap = cap
-        while tail != head:
-            ev = &r.ev[tail & (r.size - 1)]
-            tail += 1
+        for i in range(pending):
+            ev = evring_peek(r, i)
             if ev.type != EV_FLOW:
                 continue
             start = (ev.ts_first / 1e9) + self.wall_offset
@@ -2125,7 +2188,7 @@ cdef class Engine:
             jb_u64(&b, ev.bytes[1])
             jb_lit(&b, b'}\n')
             out.append((start, ev.flow_id, PyBytes_FromStringAndSize(b.p, b.n)))
-        ngfw_store_u32(&r.tail, tail)
+        evring_take(r, pending)
         return out
 
     def capture_matching(self, double seconds, uint32_t packets, int workload=-1, object network=None,
@@ -2185,13 +2248,9 @@ cdef class Engine:
     def drain_events(self, uint32_t max_events=4096) -> list:
         """Take up to `max_events` flow/drop events from the ring (Python side of the SPSC ring)."""
         cdef evring_t *r = &self.e.events
-        cdef uint32_t tail = r.tail
-        cdef uint32_t head = ngfw_load_u32(&r.head)
-        out = []
-        while tail != head and len(out) < max_events:
-            out.append(self._event_dict(&r.ev[tail & (r.size - 1)]))
-            tail += 1
-        ngfw_store_u32(&r.tail, tail)
+        cdef uint32_t i, n = min(evring_pending(r), max_events)
+        out = [self._event_dict(evring_peek(r, i)) for i in range(n)]
+        evring_take(r, n)
         return out
 
     @property
