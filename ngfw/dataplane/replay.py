@@ -127,14 +127,10 @@ class Replayer:
                                 tuple(pair(n) for n in self.tables.app_names),
                                 tuple(quote(EVE_PROTO_NAMES.get(p, str(p))) for p in range(256)),
                                 tuple(quote(a) for a in self.fp.ACTION_NAMES), quote(DEFAULT_RULE))
-        vsys, workloads, rules, apps, protos, actions, default_rule = self._json_names
-        lines: list[tuple[float, int, bytes]] = []
-        name = self.fp.json_quote(os.path.basename(path))
-        while batch := engine.drain_flow_json(name, vsys, workloads, rules, apps, protos, actions, default_rule):
-            lines.extend(batch)
+        # every flow of the capture, in order of their first packet
+        lines = engine.drain_flow_json(self.fp.json_quote(os.path.basename(path)), *self._json_names)
         self._after_capture(engine, path)
-        lines.sort()   # in order of their first packet (flow ids are unique: the lines are never compared)
-        return b"".join(line for _, _, line in lines)
+        return lines
 
     def _run_capture(self, path: str) -> Any:
         """Every packet of `path` through the engine and every flow ended; the engine, or None when
