@@ -106,6 +106,9 @@ cdef extern from *:
     # a hint, never a fault: a page given back stays given back (flow.pxi)
     void __builtin_prefetch(const void *p) noexcept nogil
 
+cdef enum:
+    END_SCAN_AHEAD = 24   # slots end_all_flows asks the memory for ahead of the one it looks at
+
 
 cdef int ip_text(ip128_t ip, bint v6, char *text) noexcept nogil:
     """inet_ntop's text of an address into `text` (64 bytes) and its length; -1 for an IPv6 address in ::/80
@@ -1573,8 +1576,9 @@ cdef class Engine:
             # a page given back is not read (flow_slot_released), looked up once per page: a division per slot
             # was most of this scan over a replay's small captures
             used_at = <uintptr_t>&ft.slots[s].used
-            if s + 8 <= ft.mask:
-                __builtin_prefetch(&ft.slots[s + 8].used)   # a slot a cache line: the scan waited on memory
+            if s + END_SCAN_AHEAD <= ft.mask:
+                # a slot a cache line (or two): the scan waited on memory
+                __builtin_prefetch(&ft.slots[s + END_SCAN_AHEAD].used)
             if check_pages and used_at >= page_end:
                 page = flow_page_of(ft, <void *>used_at)
                 page_released = flow_page_released(ft, page)
