@@ -1567,26 +1567,29 @@ cdef class Engine:
     def end_all_flows(self) -> None:
         """Emit a `shutdown` flow event for every logged flow and empty the table (after `stop`)."""
         cdef flowtable_t *ft = &self.e.flows
-        cdef uint32_t s, left = ft.count, page
+        cdef uint32_t s = 0, n = ft.mask + 1, left = ft.count, page
         cdef uintptr_t used_at, page_end = 0
         cdef bint check_pages = ft.n_released != 0, page_released = False
-        for s in range(ft.mask + 1):
-            if left == 0:
-                break   # a replay engine sized for a big capture holds a small one's flows
+        while s < n and left:   # left: a replay engine sized for a big capture holds a small one's flows
             # a page given back is not read (flow_slot_released), looked up once per page: a division per slot
             # was most of this scan over a replay's small captures
             used_at = <uintptr_t>&ft.slots[s].used
-            if s + END_SCAN_AHEAD <= ft.mask:
-                # a slot a cache line (or two): the scan waited on memory
-                __builtin_prefetch(&ft.slots[s + END_SCAN_AHEAD].used)
             if check_pages and used_at >= page_end:
                 page = flow_page_of(ft, <void *>used_at)
                 page_released = flow_page_released(ft, page)
                 page_end = ft.page0 + (<uintptr_t>page + 1) * mem_page
-            if not page_released and ft.slots[s].used:
+            if page_released:
+                # on to the first slot whose `used` byte lies on the next page
+                s = <uint32_t>((page_end - <uintptr_t>&ft.slots[0].used + sizeof(flow_t) - 1) // sizeof(flow_t))
+                continue
+            if s + END_SCAN_AHEAD < n:
+                # a slot a cache line (or two): the scan waited on memory
+                __builtin_prefetch(&ft.slots[s + END_SCAN_AHEAD].used)
+            if ft.slots[s].used:
                 flow_end(self.e, &ft.slots[s], END_SHUTDOWN, ngfw_now_ns())
                 ft.slots[s].used = 0
                 left -= 1
+            s += 1
         ft.count = 0
 
     def replay_reset(self) -> None:
@@ -1613,6 +1616,13 @@ cdef class Engine:
         self.e.flows.peak = 0
         self.e.flows.give_back_left = 0
         self.e.flows.empty_from = 0
+        if self.e.flows.count == 0 and not self.e.flows.external:
+            # every page of the emptied table is marked as holding no flow, as a new table's are (flow.pxi), but
+            # stays mapped: the next capture's sweeps and end_all_flows pass over the pages its flows do not use
+            # (reading the whole table for each capture was a tenth of replaying a small one) and those it uses
+            # are not faulted in again
+            memset(self.e.flows.released, 0xff, ((self.e.flows.n_pages + 63) // 64) * sizeof(uint64_t))
+            self.e.flows.n_released = self.e.flows.n_pages
         for i in range(VSYS_SLOTS):
             self.e.vsys[i].tokens = 0
             self.e.vsys[i].refilled_ns = 0

@@ -749,7 +749,7 @@ cdef void sweep_flows(engine_t *e, uint64_t now, uint64_t max_slots) noexcept no
         s = ft.sweep_cursor
         if flow_slot_released(ft, s):
             # given back earlier: empty, and not to be read
-            next_s = flow_next_slot_to_read(ft, s)
+            next_s = flow_next_slot_to_read_before(ft, s, <uint32_t>(s + budget) if budget < n - s else n)
             step = next_s - s
         else:
             f = &ft.slots[s]
