@@ -7,8 +7,8 @@
 # which is an empty slot. A page given back
 # -- and every page of a new table -- stays marked in `released` until a flow is inserted in it, so that the
 # sweep, early drop and lookups never read it: a page of a shared tmpfs mapping is allocated by a mere read.
-# (Between two captures, replay marks every page of its emptied table so without giving them back: a page
-# marked holds no flow, whether or not its memory went back.)
+# Between two captures, replay marks every page of its emptied table the same way without giving it back: a
+# marked page holds no flow, whether or not its memory went back.
 
 cdef extern from "sys/mman.h" nogil:
     int madvise(void *addr, size_t length, int advice)

@@ -142,11 +142,11 @@ class Replayer:
                 size = os.fstat(fd).st_size
                 engine, port_in = self._engine_for(size)
                 if size > READ_MAX:
-                    data = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+                    mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
                     try:
-                        result = engine.replay_capture(data, port_in)
+                        result = engine.replay_capture(mapped, port_in)
                     finally:
-                        data.close()
+                        mapped.close()
                 else:
                     # read into one buffer kept from file to file: mapping each small file cost more than reading it
                     if len(self._read_buffer) < size:
