@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
+
+from ngfw.wire import EVE_PROTO_NAMES  # noqa: E402
 
 CORPUS = Path(os.environ.get("NGFW_SHARED", "/work/shared")) / "corpus"
 
@@ -36,7 +37,7 @@ CORPUS = Path(os.environ.get("NGFW_SHARED", "/work/shared")) / "corpus"
 SURICATA_PROTOS = {"TCP": 6, "UDP": 17, "ICMP": 1, "IPv6-ICMP": 58, "SCTP": 132, "GRE": 47, "ESP": 50, "AH": 51,
                    "IGMP": 2, "IPV6": 41, "IPv6": 41, "IPIP": 4, "OSPF": 89, "VRRP": 112, "PIM": 103, "EIGRP": 88,
                    "L2TP": 115, "PGM": 113, "RSVP": 46}
-NGFW_PROTOS = {"TCP": 6, "UDP": 17, "ICMP": 1, "IPv6-ICMP": 58}
+NGFW_PROTOS = {name: number for number, name in EVE_PROTO_NAMES.items()}  # as ngfw writes them (ngfw.wire)
 
 
 def corpus_captures() -> list[Path]:
@@ -130,9 +131,9 @@ def flow_outputs(eve_filename: str = "eve.json") -> list[dict[str, Any]]:
 
 def suricata_flows(captures: Sequence[Path], timeout: float = 900.0) -> dict[str, list[dict[str, Any]]]:
     """Suricata's flow records per capture (keyed by str(path))."""
-    from suricata_config import logging_to_file, render, suricata_binary
-    from suricata_offline import _command_socket
-    from suricata_process import SuricataProcess
+    from bench.suricata_config import logging_to_file, render, suricata_binary
+    from bench.suricata_offline import command_socket
+    from bench.suricata_process import SuricataProcess
 
     out: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="community-id-") as tmp:
@@ -149,7 +150,7 @@ def suricata_flows(captures: Sequence[Path], timeout: float = 900.0) -> dict[str
         try:
             if not proc.wait_started(timeout):
                 raise RuntimeError(f"suricata did not start in unix-socket mode:\n{proc.tail()}")
-            with _command_socket(sock) as command:
+            with command_socket(sock) as command:
                 for i, capture in enumerate(captures):
                     outdir = work / f"out{i}"
                     outdir.mkdir()

@@ -13,7 +13,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import shutil
 import signal
 import socket
@@ -30,6 +29,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # run from a checkout without installing
 
+from bench.lab_session import in_locked_lab, machine_info  # noqa: E402
 from ngfw.lab import measure  # noqa: E402
 from ngfw.lab.dataplane_process import (  # noqa: E402
     DataplaneProcess,
@@ -40,11 +40,10 @@ from ngfw.lab.dataplane_process import (  # noqa: E402
     repo_path,
     start_dataplane,
 )
-from ngfw.lab.lock import LabBusy, lock_prefix, release  # noqa: E402
+from ngfw.lab.lock import LabBusy  # noqa: E402
 from ngfw.lab.netns import call_in, free_tcp_port, in_netns, read_proc_net, run_in, stop_process  # noqa: E402
 from ngfw.lab.services import lab_services  # noqa: E402
-from ngfw.lab.signals import Terminated, raise_on_signals  # noqa: E402
-from ngfw.lab.topology import Lab, interface_stats, lab_bridge_fw, lab_down, lab_unbridge_fw, lab_up  # noqa: E402
+from ngfw.lab.topology import Lab, interface_stats, lab_bridge_fw, lab_unbridge_fw  # noqa: E402
 
 PREFIX = "nb"
 CONFIGS = ("bridge", "bare", "allow", "rules1000", "etopen", "bypass")
@@ -256,8 +255,7 @@ SURICATA_RULES: list[Path] = []  # rule files of the Suricata baseline (--surica
 @contextlib.contextmanager
 def suricata_baseline(lab: Lab, workdir: Path, result: ConfigResult) -> Iterator[None]:
     """Suricata 7 in AF_PACKET IPS mode on the dataplane's wire (bench/suricata_ips.py); its load time is kept."""
-    sys.path.insert(0, str(HERE))
-    import suricata_ips
+    from bench import suricata_ips
 
     def ping() -> bool:
         return call_in(lab.web1.ns, ["ping", "-c", "1", "-W", "1", lab.srv.ipv4], timeout=5).returncode == 0
@@ -410,20 +408,6 @@ def _drops_cell(drops: list[dict[str, float]]) -> str:
     return ", ".join(f"{k or '-'}={v:g}" for k, v in sorted(shown.items())) or "0"
 
 
-def machine_info() -> dict[str, Any]:
-    model = ""
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
-    return {
-        "hostname": socket.gethostname(),
-        "kernel": platform.release(),
-        "cpus": os.cpu_count(),
-        "cpu_model": model,
-        "loadavg_at_start": os.getloadavg(),
-        "python": platform.python_version(),
-    }
-
-
 # ---------------------------------------------------------------- main
 
 
@@ -461,32 +445,23 @@ def run(args: argparse.Namespace) -> int:
     info = machine_info()
     log(f"{len(active)} configuration(s) x {reps} repetition(s) on {info['cpus']} CPUs ({info['cpu_model']}), "
         f"load {info['loadavg_at_start'][0]:.2f}; the machine is shared: expect noise")  # fmt: skip
+    workdir = Path(tempfile.mkdtemp(prefix="ngfw-bench-"))
+
+    def measure_all(lab: Lab) -> int:
+        with lab_services(lab), _servers(lab):
+            for rep in range(reps):
+                for name in interleaved(active, rep):
+                    log(f"rep {rep + 1}/{reps}: {name}")
+                    run_configuration(name, lab, durations, workdir, results[name])
+        return 0
+
     try:
-        lock = lock_prefix(args.prefix)
+        status = in_locked_lab(args.prefix, measure_all, log) if active else 0
     except LabBusy as exc:
         print(f"bench: {exc} (another benchmark is running?)", file=sys.stderr)
         return 2
-    workdir = Path(tempfile.mkdtemp(prefix="ngfw-bench-"))
-    status = 0
-    try:
-        with raise_on_signals() as quiet:
-            if active:
-                lab = lab_up(args.prefix)
-                try:
-                    with lab_services(lab), _servers(lab):
-                        for rep in range(reps):
-                            for name in interleaved(active, rep):
-                                log(f"rep {rep + 1}/{reps}: {name}")
-                                run_configuration(name, lab, durations, workdir, results[name])
-                finally:
-                    quiet()
-                    lab_down(args.prefix)
-    except (KeyboardInterrupt, Terminated) as exc:
-        log(f"interrupted ({type(exc).__name__}); lab removed, reporting what was measured")
-        status = 130
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-        release(lock)
 
     ordered = [results[n] for n in names]
     table = markdown_table(ordered)

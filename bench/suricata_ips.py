@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from suricata_config import alerts_only_outputs, logging_to_file, render, suricata_binary, suricata_version
-from suricata_offline import combined_rules, read_eve_alerts
-from suricata_process import LoadReport, SuricataProcess
+from bench.suricata_config import alerts_only_outputs, logging_to_file, render, suricata_binary, suricata_version
+from bench.suricata_offline import combined_rules, read_eve_alerts
+from bench.suricata_process import LoadReport, SuricataProcess
 
 CORES = os.cpu_count() or 2
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from suricata_config import (
+from bench.suricata_config import (
     alerts_only_outputs,
     file_digest,
     logging_to_file,
@@ -31,7 +31,7 @@ from suricata_config import (
     suricata_binary,
     suricata_version,
 )
-from suricata_process import LoadReport, SuricataProcess, parse_log
+from bench.suricata_process import LoadReport, SuricataProcess, parse_log
 
 EVE = "eve.json"
 
@@ -196,7 +196,7 @@ def _run_batch(
     try:
         if not proc.wait_started(timeout):
             raise RuntimeError(f"suricata did not start in unix-socket mode:\n{proc.tail()}")
-        with _command_socket(sock_path) as command:
+        with command_socket(sock_path) as command:
             for i, (label, pcap) in enumerate(todo.items()):
                 outdir = work / f"out{i}"
                 outdir.mkdir()
@@ -232,7 +232,7 @@ def _merge_counts(load: LoadReport, log: str) -> None:
 
 
 @contextlib.contextmanager
-def _command_socket(path: Path) -> Iterator[Any]:
+def command_socket(path: Path) -> Iterator[Any]:
     """Suricata's unix-socket protocol: newline-terminated JSON commands, one JSON answer each."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(60)

@@ -25,12 +25,11 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path.insert(0, str(HERE))  # the sibling suricata_* modules
-sys.path.insert(1, str(REPO))  # run from a checkout without installing
+sys.path.insert(0, str(REPO))  # run from a checkout without installing; the sibling modules are bench.*
 
-from parity_compare import Alert, Comparison, alert_from_eve, alert_from_expected  # noqa: E402
-from suricata_config import SuricataMissing, suricata_version  # noqa: E402
-from suricata_offline import OfflineOptions, run_offline  # noqa: E402
+from bench.parity_compare import Alert, Comparison, alert_from_eve, alert_from_expected  # noqa: E402
+from bench.suricata_config import SuricataMissing, suricata_version  # noqa: E402
+from bench.suricata_offline import OfflineOptions, run_offline  # noqa: E402
 
 KEYWORD_RULES = REPO / "rules" / "tests" / "keywords.rules"
 KEYWORD_PCAPS = REPO / "tests" / "fixtures" / "parity"

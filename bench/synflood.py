@@ -26,11 +26,9 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import re
 import shlex
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -41,13 +39,13 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # run from a checkout without installing
 
+from bench.lab_session import in_locked_lab, machine_info  # noqa: E402
 from ngfw.lab import flood  # noqa: E402
 from ngfw.lab.dataplane_process import DataplaneStartError, repo_path, start_dataplane  # noqa: E402
-from ngfw.lab.lock import LabBusy, lock_prefix, release  # noqa: E402
+from ngfw.lab.lock import LabBusy  # noqa: E402
 from ngfw.lab.netns import call_in, free_tcp_port  # noqa: E402
 from ngfw.lab.services import lab_services  # noqa: E402
-from ngfw.lab.signals import Terminated, raise_on_signals  # noqa: E402
-from ngfw.lab.topology import Lab, lab_down, lab_up  # noqa: E402
+from ngfw.lab.topology import Lab  # noqa: E402
 
 PREFIX = "nsf"
 MiB = 1 << 20
@@ -157,40 +155,33 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         print(f"synflood: --rates takes SYN/s numbers or max, got {args.rates!r}", file=sys.stderr)
         return 2
-    try:
-        lock = lock_prefix(args.prefix)
-    except LabBusy as exc:
-        print(f"synflood: {exc}", file=sys.stderr)
-        return 2
     started = datetime.now(UTC)
     workdir = Path(tempfile.mkdtemp(prefix="ngfw-synflood-"))
     runs: list[dict[str, Any]] = []
-    status = 0
+
+    def flood_runs(lab: Lab) -> int:
+        status = 0
+        with lab_services(lab) as services:
+            policy = policy_file(args.policy, workdir)
+            for rep in range(args.reps):
+                for rate in rates:
+                    log(f"rep {rep + 1}/{args.reps}: flood at {rate or 'max'} SYN/s, capacity {args.flow_capacity}")
+                    try:
+                        runs.append(one_run(lab, services.big_file_url, policy, rate, args, workdir))
+                    except (DataplaneStartError, OSError, RuntimeError) as exc:
+                        runs.append({"rate": rate or "max", "error": str(exc)[:300]})
+                        status = 1
+                    log(row(runs[-1]))
+        return status
+
     try:
-        with raise_on_signals() as quiet:
-            lab = lab_up(args.prefix)
-            try:
-                with lab_services(lab) as services:
-                    policy = policy_file(args.policy, workdir)
-                    for rep in range(args.reps):
-                        for rate in rates:
-                            log(f"rep {rep + 1}/{args.reps}: flood at {rate or 'max'} SYN/s, capacity {args.flow_capacity}")
-                            try:
-                                runs.append(one_run(lab, services.big_file_url, policy, rate, args, workdir))
-                            except (DataplaneStartError, OSError, RuntimeError) as exc:
-                                runs.append({"rate": rate or "max", "error": str(exc)[:300]})
-                                status = 1
-                            log(row(runs[-1]))
-            finally:
-                quiet()
-                lab_down(args.prefix)
-    except (KeyboardInterrupt, Terminated) as exc:
-        log(f"interrupted ({type(exc).__name__}); lab removed, reporting what was measured")
-        status = 130
+        status = in_locked_lab(args.prefix, flood_runs, log)
+    except LabBusy as exc:
+        print(f"synflood: {exc}", file=sys.stderr)
+        return 2
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-        release(lock)
-    machine = {"hostname": socket.gethostname(), "kernel": platform.release(), "cpus": os.cpu_count()}
+    machine = machine_info()
     doc = {"started": started.isoformat(), "machine": machine, "options": {k: str(v) for k, v in vars(args).items()},
            "runs": runs}
     if args.json:

@@ -357,7 +357,7 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
     import json
 
     from ngfw.compiler.lint import lint
-    from ngfw.compiler.policy import load_policy
+    from ngfw.compiler.policy import load_policy, policy_digest
     from ngfw.model.errors import PolicyError
 
     try:
@@ -369,13 +369,14 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
             print(exc, file=sys.stderr)
         return 1
     warnings = lint(policy)
-    summary = {"ok": True, "digest": policy.digest, "vsys": len(policy.vsys), "workloads": len(policy.workloads),
+    digest = policy_digest(policy)
+    summary = {"ok": True, "digest": digest, "vsys": len(policy.vsys), "workloads": len(policy.workloads),
                "rules": len(policy.rules), "warnings": warnings}
     if args.json:
         print(json.dumps(summary))
     else:
         print(f"{args.path}: ok: {summary['vsys']} vsys, {summary['workloads']} workloads, {summary['rules']} rules "
-              f"(sha256 {policy.digest[:12]})")
+              f"(sha256 {digest[:12]})")
         for warning in warnings:
             print(f"warning: {warning}")
     return 0

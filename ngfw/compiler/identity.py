@@ -34,7 +34,7 @@ def with_workloads(previous: CompiledPolicy, workloads: Iterable[Workload]) -> C
     workloads, so then every group and rule set is recomputed (each selector against its own
     vsys's workloads only).
     """
-    if not previous.policy_resources:
+    if not previous.build.policy_resources:
         raise PolicyError(["the previous policy does not say what it was compiled from"])
     ordered = sorted(workloads, key=lambda w: (w.metadata.vsys, w.metadata.name))
     vsys_index = {name: i for i, name in enumerate(previous.vsys)}
@@ -47,7 +47,7 @@ def with_workloads(previous: CompiledPolicy, workloads: Iterable[Workload]) -> C
             raise PolicyError([f"Workload {key[0]}/{key[1]}: VirtualSystem {key[0]!r} does not exist"])
         index[key] = i
 
-    old = previous.workload_resources
+    old = previous.build.workload_resources
     same_indexes = len(old) == len(ordered) and all(
         (a.metadata.vsys, a.metadata.name) == (b.metadata.vsys, b.metadata.name) for a, b in zip(old, ordered))
     if same_indexes:
@@ -68,8 +68,8 @@ def with_workloads(previous: CompiledPolicy, workloads: Iterable[Workload]) -> C
     by_vsys = workloads_by_vsys(ordered)
     try:
         groups = {key: group_members(group, by_vsys.get(key[0], ()), index) if affected(key[0])
-                  else previous.group_members[key]
-                  for key, group in previous.groups.items()}
+                  else previous.build.group_members[key]
+                  for key, group in previous.build.groups.items()}
     except KeyError as exc:  # a static member that is gone
         raise PolicyError([f"a Group names a Workload that no longer exists: {exc}"]) from None
 
@@ -108,8 +108,8 @@ def with_workloads(previous: CompiledPolicy, workloads: Iterable[Workload]) -> C
         rules.append(rule if src is rule.src and dst is rule.dst else replace(rule, src=src, dst=dst))
     profiles = tuple(_expand_profile(profile, vsys_names[profile.vsys], expand) if affected(vsys_names[profile.vsys])
                      else profile for profile in previous.profiles)
-    return replace(previous, workloads=compiled, rules=tuple(rules), group_members=groups,
-                   workload_resources=tuple(ordered), profiles=profiles)
+    build = replace(previous.build, group_members=groups, workload_resources=tuple(ordered))
+    return replace(previous, workloads=compiled, rules=tuple(rules), profiles=profiles, build=build)
 
 
 def _expand_profile(profile: CompiledProfile, vsys: str,

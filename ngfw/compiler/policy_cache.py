@@ -20,6 +20,7 @@ import pickle
 from pathlib import Path
 
 from ngfw import __version__
+from ngfw.compiler.build import BuildRecord
 from ngfw.compiler.catalogue import DEFAULT_CATALOGUE, cache_dir, catalogue_files, load_catalogue
 from ngfw.compiler.tables import CompiledPolicy
 from ngfw.model.files import NoPolicyFiles, policy_files
@@ -65,8 +66,7 @@ def load_policy_cached(path: str | os.PathLike[str], version: int = 1) -> Compil
 
     policy = load_policy(path, version=version, catalogue=catalogue)
     if stored is not None:
-        kept = replace(policy, catalogue=None, policy_resources=(), workload_resources=(), groups={},
-                       group_members={})
+        kept = replace(policy, catalogue=None, build=BuildRecord(sources=policy.build.sources))
         tmp = f"{stored}.{os.getpid()}.tmp"
         try:
             os.makedirs(os.path.dirname(stored), exist_ok=True)

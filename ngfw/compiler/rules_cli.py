@@ -104,7 +104,7 @@ def profile_signatures(policy: object, ruleset: RuleSet) -> list[dict[str, objec
             return "skipped", f"(in the files, not run: {skipped[sid].reason})"
         return "unknown", "is not in the rule files: UNKNOWN"
 
-    for resource in policy.policy_resources:
+    for resource in policy.build.policy_resources:
         if not isinstance(resource, ThreatProfile):
             continue
         label = f"ThreatProfile {resource.metadata.vsys}/{resource.metadata.name}"

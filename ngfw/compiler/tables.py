@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-from functools import cached_property
 
+from ngfw.compiler.build import BuildRecord
 from ngfw.values import field, value
 
 TYPE_CHECKING = False
@@ -149,31 +149,13 @@ class CompiledPolicy:
     vsys: tuple[str, ...]
     workloads: tuple[CompiledWorkload, ...]
     rules: tuple[CompiledRule, ...]
-    sources: tuple[str, ...] = field(default=())  # files the policy came from
     catalogue: Any = None  # ngfw.compiler.apps.Catalogue the rules' app ids refer to (None: no App-ID)
     profiles: tuple[CompiledProfile, ...] = ()  # threat profiles rules name (`inspect:`)
     vsys_limits: tuple[VsysLimits, ...] = ()  # parallel to `vsys`; shorter (or empty): no limits
     # signature sets control distributes (SignatureSet resources): (name, sha256) in name order
     signature_sets: tuple[tuple[str, str], ...] = ()
-    # What it was compiled from, for `digest` and for identity updates (ngfw.compiler.identity):
-    # Group resources and their members (workload indexes), the non-Workload resources, and the
-    # Workload resources in workload-index order.
-    groups: dict[tuple[str, str], Any] = field(default_factory=dict, compare=False, repr=False)
-    group_members: dict[tuple[str, str], frozenset[int]] = field(default_factory=dict, compare=False, repr=False)
-    policy_resources: tuple[Any, ...] = field(default=(), compare=False, repr=False)
-    workload_resources: tuple[Any, ...] = field(default=(), compare=False, repr=False)
-
-    @cached_property
-    def digest(self) -> str:
-        """sha256 of the canonical resource documents ("" for a policy built without resources).
-
-        Computed when first asked for (`ngfw check` does; an identity update on a host does
-        not, and at 10,000 rules it would be a tenth of a second of the update)."""
-        if not self.policy_resources and not self.workload_resources:
-            return ""
-        from ngfw.compiler.policy import digest  # the compiler imports this module
-
-        return digest(list(self.policy_resources) + list(self.workload_resources))
+    # what the compiler built it from (files, resources, groups); the engine does not read it
+    build: BuildRecord = field(default_factory=BuildRecord)
 
     def limits_of(self, index: int) -> VsysLimits:
         return self.vsys_limits[index] if 0 <= index < len(self.vsys_limits) else VsysLimits()

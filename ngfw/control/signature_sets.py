@@ -139,7 +139,7 @@ class SignatureSetRegistry:
         from ngfw.compiler.threshold_config import parse_threshold_config
         from ngfw.model.resources import ThreatProfile, parse_sid
 
-        for resource in policy.policy_resources:   # every profile, whether a rule names it yet or not
+        for resource in policy.build.policy_resources:   # every profile, whether a rule names it yet or not
             if not isinstance(resource, ThreatProfile):
                 continue
             spec = resource.spec

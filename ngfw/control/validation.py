@@ -112,7 +112,7 @@ def validate_identity(previous: CompiledPolicy, documents: Sequence[Document],
     recomputed (`with_workloads`). InvalidDocuments names a bad field; PolicyError means a rule
     would name a workload that is gone: compile in full (`compile_documents`) to name the rule.
     """
-    loaded: list[LoadedResource] = [LoadedResource(r, CANDIDATE, i) for i, r in enumerate(previous.policy_resources)
+    loaded: list[LoadedResource] = [LoadedResource(r, CANDIDATE, i) for i, r in enumerate(previous.build.policy_resources)
                                     if isinstance(r, VirtualSystem | Group)]
     workloads: list[Workload] = []
     problems: list[Problem] = []

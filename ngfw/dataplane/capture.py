@@ -18,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from ngfw.wire import FILTER_PROTOCOLS
+
 log = logging.getLogger("ngfw.dataplane.capture")
 
 DEFAULT_DIR = "/var/log/ngfw/pcap"
@@ -187,7 +189,8 @@ class CaptureWriter:
         self._open.clear()
 
 
-PROTOCOLS = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58}
+# the protocols an on-demand capture may name, numbered by ngfw.wire
+PROTOCOLS = {name: FILTER_PROTOCOLS[name] for name in ("tcp", "udp", "icmp", "icmpv6")}
 
 
 class CaptureRequestError(ValueError):

@@ -103,7 +103,7 @@ def _wait(predicate: Callable[[], bool], timeout: float) -> bool:
     return predicate()
 
 
-def _dataplane_argv(site: ControlSite, host: DataplaneHost) -> dataplane_process.ArgvBuilder:
+def site_dataplane_argv(site: ControlSite, host: DataplaneHost) -> dataplane_process.ArgvBuilder:
     def argv(policy: str, metrics: str, eve: str) -> list[str]:
         # no --policy: the dataplane drops everything until its agent has applied control's bundle
         return [sys.executable, "-m", "ngfw", "dataplane", "--wire", host.wire, "--metrics", metrics, "--eve", eve,
@@ -167,7 +167,7 @@ def control_site(two: TwoHostLab, workdir: Path, policy: Path, ready_timeout: fl
             hostdir.mkdir(exist_ok=True)
             site.dataplanes[host.name] = dataplane_process.start_dataplane(
                 host.fw_ns, "-", free_tcp_port(host.fw_ns), workdir=hostdir,
-                argv_builder=_dataplane_argv(site, host), ready_timeout=ready_timeout)
+                argv_builder=site_dataplane_argv(site, host), ready_timeout=ready_timeout)
         site.wait_realized(1, timeout=ready_timeout)
         yield site
     finally:

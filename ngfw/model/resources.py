@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -80,6 +80,19 @@ class _Strict(BaseModel):
     # `log: "no"` as False or `maxSessions: true` as 1 without a word.
     # extra=forbid: a misspelt field must be an error, never silently ignored.
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class _NeedsOneOf(_Strict):
+    """A spec that says nothing unless it sets at least one of `one_of` (field names): refused with `needs`."""
+
+    one_of: ClassVar[tuple[str, ...]] = ()
+    needs: ClassVar[str] = ""
+
+    @model_validator(mode="after")
+    def _sets_one_of(self) -> Self:
+        if all(getattr(self, name) is None for name in self.one_of):
+            raise ValueError(self.needs)
+        return self
 
 
 class ClusterMetadata(_Strict):
@@ -152,21 +165,22 @@ class Workload(_Strict):
     spec: WorkloadSpec
 
 
-class GroupSpec(_Strict):
+class GroupSpec(_NeedsOneOf):
+    one_of = ("selector", "members")
+    needs = "a Group needs a selector, members, or both"
+
     selector: dict[LabelKey, LabelValue] | None = Field(
         None, description="Workloads of the vsys whose labels include all of these (matchLabels)."
     )
     members: list[Member] | None = Field(None, description="Static members, vm:NAME.")
 
     @model_validator(mode="after")
-    def _names_someone(self) -> GroupSpec:
+    def _selector_names_a_label(self) -> GroupSpec:
         # An empty selector would match every workload of the vsys (Kubernetes
         # semantics); in a firewall that is far more likely a mistake than intent,
         # and `any` already says "everyone".
         if self.selector is not None and not self.selector:
             raise ValueError("selector must name at least one label (use `any` in rules for every workload)")
-        if self.selector is None and self.members is None:
-            raise ValueError("a Group needs a selector, members, or both")
         return self
 
 
@@ -396,16 +410,13 @@ class LdapGroup(_Strict):
         None, description="The UserSource whose directory holds it (default: the only UserSource with `ldap`).")
 
 
-class UserGroupSpec(_Strict):
+class UserGroupSpec(_NeedsOneOf):
+    one_of = ("members", "ldap")
+    needs = "a UserGroup needs members, ldap, or both"
+
     members: list[UserName] | None = Field(None, description="Users named here (static members).")
     ldap: LdapGroup | None = Field(
         None, description="Members from a directory group (nested groups included), refreshed by control.")
-
-    @model_validator(mode="after")
-    def _names_someone(self) -> UserGroupSpec:
-        if self.members is None and self.ldap is None:
-            raise ValueError("a UserGroup needs members, ldap, or both")
-        return self
 
 
 class UserGroup(_Strict):
@@ -459,19 +470,16 @@ class LdapDirectory(_Strict):
 NetworkText = Annotated[str, AfterValidator(syntax.check_network), _schema(description="An IPv4 or IPv6 prefix.")]
 
 
-class UserSourceSpec(_Strict):
+class UserSourceSpec(_NeedsOneOf):
+    one_of = ("syslog", "ldap", "unbound_addresses")
+    needs = "a UserSource needs syslog, ldap or unboundAddresses"
+
     syslog: SyslogProfile | None = Field(
         None, description="Login/logout lines control's syslog receiver (`ngfw control --syslog`) parses.")
     ldap: LdapDirectory | None = Field(None, description="A directory UserGroups take members from.")
     unbound_addresses: list[NetworkText] | None = Field(
         None, alias="unboundAddresses",
         description="Addresses of no workload that user mappings may still name (a VPN pool): off by default.")
-
-    @model_validator(mode="after")
-    def _says_something(self) -> UserSourceSpec:
-        if self.syslog is None and self.ldap is None and self.unbound_addresses is None:
-            raise ValueError("a UserSource needs syslog, ldap or unboundAddresses")
-        return self
 
 
 class UserSource(_Strict):

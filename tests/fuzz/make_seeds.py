@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import sys
 from pathlib import Path
 
 from ngfw.corpus import corpus
@@ -60,10 +59,8 @@ def _port_index(ports: tuple[int, ...], port: int) -> int:
 
 
 def flow_seeds() -> None:
-    sys.path.insert(0, str(REPO / "tests" / "unit"))
-    from appid_corpus import load_flows
-
     from ngfw._fastpath.parsers import PARSERS
+    from tests.support.appid_corpus import load_flows
 
     flows = [f for f in load_flows() if f.packets][:MAX_FLOWS]
     for f in flows:

@@ -9,19 +9,21 @@
 - `two_host_lab`: a two-host lab of its own (prefix `nm<N>`) for one test, both fw namespaces bridged
   (baseline), the lab servers running; a `TwoHostSite` (`.two`, `.services`, `.migrate(workload, to)`
   runs `ngfw lab migrate`, `.agent(workload)`, `.placement(workload)`).
+- `tap_host`: namespaces `fw`, `tapa`, `tapb` for a `--tap` test (tests.support.tap hands a TAP to its VM).
 - `vm_workloads`: web1 and web2 of `two_host_lab` as QEMU guests (`{name: Guest}`); only some with
   `@pytest.mark.parametrize("vm_workloads", [("web1",)], indirect=True)`. Mark such tests `vm`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from netns_helpers import TwoHostSite
+from pyroute2 import IPRoute, netns
 
 from ngfw.lab import dataplane_process
 from ngfw.lab import services as lab_services_mod
@@ -32,6 +34,7 @@ from ngfw.lab.netns import call_in, free_tcp_port, http_get
 from ngfw.lab.qemu import Guest
 from ngfw.lab.topology import Lab, lab_bridge_fw, lab_down, lab_unbridge_fw, lab_up
 from ngfw.lab.workloads import VM_WORKLOADS, forget_workloads, record_namespace_workloads, start_vm_workloads
+from tests.support.netns import TwoHostSite
 
 HERE = Path(__file__).resolve().parent
 NOT_ROOT_REASON = "netns tests need root (they create network namespaces, veth pairs and bridges); run as root"
@@ -48,6 +51,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.netns)
             if skip is not None:
                 item.add_marker(skip)
+
+
+@pytest.fixture
+def tap_host(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """Namespaces for a `--tap` test: `fw` (its loopback up, for /metrics), `tapa` and `tapb` (the VMs)."""
+    tag = f"tt{os.getpid() % 1000}"
+    names = {"fw": f"{tag}-fw", "tapa": f"{tag}-a", "tapb": f"{tag}-b"}
+    for ns in names.values():
+        netns.create(ns)
+    with IPRoute(netns=names["fw"], flags=0) as ipr:
+        ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")  # metrics listen on 127.0.0.1
+    try:
+        yield names
+    finally:
+        for ns in names.values():
+            with contextlib.suppress(OSError):
+                netns.remove(ns)
 
 
 @pytest.fixture(scope="session")

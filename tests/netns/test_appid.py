@@ -18,10 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from netns_helpers import lab_policy_with, metric, wait_for
 
 from ngfw.lab.netns import run_in, socket_in, stop_process
 from ngfw.lab.services import listening
+from tests.support.netns import lab_policy_with, metric, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 LAB_POLICY = REPO / "rules" / "examples" / "lab.yaml"

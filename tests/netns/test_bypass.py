@@ -14,12 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from netns_helpers import lab_policy_with, metric, wait_for
 
 from ngfw.lab import dataplane_process
 from ngfw.lab.dataplane_process import DataplaneProcess
 from ngfw.lab.netns import call_in, run_in, stop_process
 from ngfw.lab.services import BIG_FILE_SIZE
+from tests.support.netns import lab_policy_with, metric, wait_for
 
 SERVER = "10.77.0.100"
 SIGNATURES = 'alert http any any -> any any (msg:"LAB admin page"; http.uri; content:"/admin"; sid:9100001; rev:1;)\n'

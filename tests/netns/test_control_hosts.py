@@ -19,7 +19,6 @@ from typing import Any
 
 import pytest
 import yaml
-from netns_helpers import REPO, metric
 
 from ngfw.control.client import ControlError
 from ngfw.lab.commit_load import churn_rules, commits_under_load
@@ -29,6 +28,7 @@ from ngfw.lab.lock import claim_prefix, release
 from ngfw.lab.netns import call_in
 from ngfw.lab.services import lab_services
 from ngfw.lab.topology import lab_down
+from tests.support.netns import REPO, metric
 
 POLICY = REPO / "rules" / "examples" / "lab-two-hosts.yaml"
 BASELINE: list[dict[str, Any]] = list(yaml.safe_load_all(POLICY.read_text()))

@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
-from netns_helpers import lab_policy_with, metric, wait_for
 
 from ngfw.lab.netns import socket_in
+from tests.support.netns import lab_policy_with, metric, wait_for
 
 LAB_POLICY = Path(__file__).resolve().parents[2] / "rules" / "examples" / "lab.yaml"
 SERVER = "10.77.0.100"

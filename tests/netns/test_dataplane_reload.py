@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from netns_helpers import metric, wait_for
+from tests.support.netns import metric, wait_for
 
 LAB_POLICY = Path(__file__).resolve().parents[2] / "rules" / "examples" / "lab.yaml"
 LAB_RULES = Path(__file__).resolve().parents[2] / "rules" / "threats" / "lab.rules"

@@ -13,13 +13,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from netns_helpers import lab_policy_with, metric, wait_for
 from scapy.layers.inet import TCP  # noqa: F401 - registers the layers rdpcap decodes frames with
 from scapy.layers.l2 import Ether  # noqa: F401
 from scapy.utils import rdpcap
 
 from ngfw._fastpath.engine import community_id_of
 from ngfw.lab.netns import socket_in
+from tests.support.netns import lab_policy_with, metric, wait_for
 
 SERVER = "10.77.0.100"
 

@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from netns_helpers import SERVER, lab_policy_with, metric, wait_for
 from pyroute2 import IPRoute
 
 from ngfw.lab import dataplane_process
@@ -20,6 +19,7 @@ from ngfw.lab.dataplane_process import DataplaneProcess, default_dataplane_argv
 from ngfw.lab.netns import call_in, free_tcp_port
 from ngfw.lab.probe import connects, listener, time_to_connect, wait_stopped
 from ngfw.lab.topology import lab_unbridge_fw
+from tests.support.netns import SERVER, lab_policy_with, metric, wait_for
 
 # allows web -> server tcp/80 and ping; tcp/8080 (a listener runs there) is denied by default
 RULES = """

@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from netns_helpers import lab_policy_with, metric, wait_for
+
+from tests.support.netns import lab_policy_with, metric, wait_for
 
 SERVER = "10.77.0.100"
 

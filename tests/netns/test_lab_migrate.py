@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from netns_helpers import FrameCapture, TwoHostSite, bridge_fdb, wait_for
 
 from ngfw.lab.guest_image import BOOT_MARKER, GuestImage, guest_image
 from ngfw.lab.netns import call_in, run_in, socket_in
@@ -28,6 +27,7 @@ from ngfw.lab.qemu import boots_under
 from ngfw.lab.services import BIG_FILE_SIZE
 from ngfw.lab.topology import Lab, interface_stats
 from ngfw.lab.workloads import qemu_run_dir, state_path
+from tests.support.netns import FrameCapture, TwoHostSite, bridge_fdb, wait_for
 
 SESSION_PORT = 7000
 # srv's 10 MiB file, paced so that it outlasts the move several times over, also on a loaded machine:

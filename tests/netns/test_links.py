@@ -14,16 +14,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from netns_helpers import LAB_POLICY, SERVER, metric, wait_for
 from pyroute2 import IPRoute
-from test_tap import POLICY as TAP_POLICY
-from test_tap import move_tap_to_vm, tap_host  # noqa: F401 - the fixture
 
 from ngfw.lab.dataplane_process import DataplaneProcess
 from ngfw.lab.dataplane_process import start_dataplane as start_in
 from ngfw.lab.legs import remove_bridge_leg, remove_leg, restore_leg, set_leg_state
 from ngfw.lab.netns import call_in, free_tcp_port, socket_in
 from ngfw.lab.probe import connects, time_to_connect
+from tests.support.netns import LAB_POLICY, SERVER, metric, wait_for
+from tests.support.tap import TAP_POLICY, move_tap_to_vm
 
 # the target is 2 s from the link being up to forwarding; a busy CI machine gets some slack
 BACK_WITHIN = 2.0
@@ -166,7 +165,7 @@ def test_an_open_wire_stays_open_on_its_recreated_interface(lab, lab_services, s
         remove_clsact(lab)
 
 
-def test_a_deleted_tap_is_created_again_and_its_vm_reaches_the_other(tap_host, tmp_path: Path) -> None:  # noqa: F811
+def test_a_deleted_tap_is_created_again_and_its_vm_reaches_the_other(tap_host, tmp_path: Path) -> None:
     fw = tap_host["fw"]
     policy = tmp_path / "policy.yaml"
     policy.write_text(textwrap.dedent(TAP_POLICY))

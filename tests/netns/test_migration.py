@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from netns_helpers import REPO, metric, wait_for
 
 from ngfw.control.migrations import LIVE_SECONDS
 from ngfw.lab.control_site import ControlSite, control_site
@@ -31,6 +30,7 @@ from ngfw.lab.probe import connects
 from ngfw.lab.services import BIG_FILE_SIZE, lab_services
 from ngfw.lab.topology import lab_down
 from ngfw.lab.workloads import record_namespace_workloads
+from tests.support.netns import REPO, metric, wait_for
 
 POLICY = REPO / "rules" / "examples" / "lab-two-hosts.yaml"
 SERVER = "10.77.0.100"
@@ -257,12 +257,12 @@ def test_a_move_to_a_host_without_a_dataplane_fails_safe(web1_home: ControlSite)
 
 def _restart(site: ControlSite, old: Any) -> Any:
     from ngfw.lab import dataplane_process
-    from ngfw.lab.control_site import _dataplane_argv
+    from ngfw.lab.control_site import site_dataplane_argv
     from ngfw.lab.netns import free_tcp_port
 
     host = next(h for h in site.two.hosts if h.name == "host-b")
     return dataplane_process.start_dataplane(host.fw_ns, "-", free_tcp_port(host.fw_ns), workdir=old.workdir,
-                                             argv_builder=_dataplane_argv(site, host), ready_timeout=30)
+                                             argv_builder=site_dataplane_argv(site, host), ready_timeout=30)
 
 
 @pytest.mark.vm

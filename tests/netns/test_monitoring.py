@@ -26,7 +26,6 @@ from urllib.parse import urlencode
 
 import pytest
 import yaml
-from netns_helpers import LAB_POLICY, SERVER, wait_for
 
 from ngfw.control.auth import add_token
 from ngfw.control.client import ControlClient, ControlError
@@ -36,6 +35,7 @@ from ngfw.lab.netns import call_in, free_tcp_port, http_get, in_netns, run_in, s
 from ngfw.lab.pki import LabCA
 from ngfw.lab.services import Services
 from ngfw.lab.topology import Lab, lab_unbridge_fw
+from tests.support.netns import LAB_POLICY, SERVER, wait_for
 
 DEPLOY = REPO_ROOT / "deploy"
 SCRAPE_SECONDS = 1

@@ -13,10 +13,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from netns_helpers import LAB_POLICY, metric, wait_for
-
 from ngfw.lab.netns import run_in
 from ngfw.lab.services import BIG_FILE_SIZE
+from tests.support.netns import LAB_POLICY, metric, wait_for
 
 EXPECTED_SHA256 = hashlib.sha256(bytes(range(256)) * 4096 * (BIG_FILE_SIZE // (256 * 4096))).hexdigest()
 RATE = "2M"   # bytes/s: the 10 MiB download takes ~5 s, the restart happens inside it

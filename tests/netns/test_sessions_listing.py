@@ -14,10 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-from netns_helpers import LAB_POLICY, REPO, metric, wait_for
-
 from ngfw.lab.dataplane_process import dataplane_env
 from ngfw.lab.netns import call_in, run_in
+from tests.support.netns import LAB_POLICY, REPO, metric, wait_for
 
 
 def ngfw(lab_ns: str, ns_run, *args: str) -> subprocess.CompletedProcess[str]:

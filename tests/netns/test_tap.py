@@ -4,80 +4,22 @@ segment through the fastpath, so VM-to-VM traffic on a host is policed."""
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pyroute2 import IPRoute, netns
 
 from ngfw.lab.dataplane_process import start_dataplane
 from ngfw.lab.netns import call_in, free_tcp_port, socket_in
-
-POLICY = """
-apiVersion: ngfw/v1
-kind: VirtualSystem
-metadata: {name: tenant-t}
----
-apiVersion: ngfw/v1
-kind: Workload
-metadata: {name: vm-a, vsys: tenant-t, labels: {tier: app}}
-spec: {interfaces: [{mac: "02:00:00:00:0a:01", ips: ["10.88.0.1"]}]}
----
-apiVersion: ngfw/v1
-kind: Workload
-metadata: {name: vm-b, vsys: tenant-t, labels: {tier: db}}
-spec: {interfaces: [{mac: "02:00:00:00:0a:02", ips: ["10.88.0.2"]}]}
----
-apiVersion: ngfw/v1
-kind: SecurityPolicy
-metadata: {name: main, vsys: tenant-t}
-spec:
-  rules:
-    - {name: ping, from: [any], to: [any], services: [icmp], action: allow}
-    - {name: app-to-db, from: [vm:vm-a], to: [vm:vm-b], services: [tcp/5432], action: allow, log: true}
-    - {name: default-deny, from: [any], to: [any], action: deny, log: true}
-"""
-
-VMS = {"tapa": ("02:00:00:00:0a:01", "10.88.0.1"), "tapb": ("02:00:00:00:0a:02", "10.88.0.2")}
-
-
-@pytest.fixture
-def tap_host(tmp_path: Path) -> Iterator[dict[str, str]]:
-    tag = f"tt{os.getpid() % 1000}"
-    names = {"fw": f"{tag}-fw", "tapa": f"{tag}-a", "tapb": f"{tag}-b"}
-    for ns in names.values():
-        netns.create(ns)
-    with IPRoute(netns=names["fw"], flags=0) as ipr:
-        ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")  # metrics listen on 127.0.0.1
-    try:
-        yield names
-    finally:
-        for ns in names.values():
-            with contextlib.suppress(OSError):
-                netns.remove(ns)
-
-
-def move_tap_to_vm(fw_ns: str, tap: str, vm_ns: str) -> None:
-    """Hand the TAP's far side to the 'VM' namespace, as a hypervisor hands it to a guest."""
-    mac, ip = VMS[tap]
-    with IPRoute(netns=fw_ns, flags=0) as ipr:
-        ipr.link("set", index=ipr.link_lookup(ifname=tap)[0], net_ns_fd=vm_ns)
-    with IPRoute(netns=vm_ns, flags=0) as ipr:
-        index = ipr.link_lookup(ifname=tap)[0]
-        ipr.link("set", index=index, address=mac)
-        ipr.addr("add", index=index, address=ip, prefixlen=24)
-        ipr.link("set", index=index, state="up")
-        ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+from tests.support.tap import TAP_POLICY, move_tap_to_vm
 
 
 def test_vm_to_vm_through_taps_is_policed(tap_host: dict[str, str], tmp_path: Path) -> None:
     policy = tmp_path / "policy.yaml"
-    policy.write_text(textwrap.dedent(POLICY))
+    policy.write_text(textwrap.dedent(TAP_POLICY))
 
     def argv(policy_path: str, metrics: str, eve: str) -> list[str]:
         return [sys.executable, "-m", "ngfw", "dataplane", "--tap", "tapa", "--tap", "tapb", "--policy", policy_path,

@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 import yaml
-from netns_helpers import REPO, metric
 
 from ngfw.lab.control_site import ControlSite, control_site
 from ngfw.lab.directory import Directory, group_dn
@@ -25,6 +24,7 @@ from ngfw.lab.lock import claim_prefix, release
 from ngfw.lab.netns import call_in, run_in, stop_process
 from ngfw.lab.services import BIG_FILE, BIG_FILE_SIZE, lab_services
 from ngfw.lab.topology import lab_down
+from tests.support.netns import REPO, metric
 
 POLICY = REPO / "rules" / "examples" / "lab-users.yaml"
 BASELINE: list[dict[str, Any]] = list(yaml.safe_load_all(POLICY.read_text()))

@@ -7,16 +7,13 @@ the target and the file; `python -m tests.fuzz.run TARGET` reproduces it under t
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))   # tests.fuzz is a package of the repository, not of tests/unit
+from tests.fuzz.targets import TARGETS
 
-from tests.fuzz.targets import TARGETS  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 REGRESSIONS = REPO / "tests" / "fuzz" / "regressions"
 INPUTS = sorted(p for p in REGRESSIONS.glob("*/*") if p.is_file() and p.parent.name in TARGETS)

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from control_helpers import RunningControl, free_port, make_tokens
 
 from ngfw.control.store import StoreError, open_store
+from tests.support.control import RunningControl, free_port, make_tokens
 
 
 @pytest.fixture(scope="session")

@@ -10,14 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from control_helpers import RunningControl, client, find, two_tenants
 
+from ngfw.compiler.policy import policy_digest
 from ngfw.compiler.tables import CompiledPolicy
 from ngfw.control.agent import Agent
 from ngfw.control.auth import Principal
 from ngfw.control.client import ControlClient
 from ngfw.control.service import Control
 from ngfw.control.store import open_store
+from tests.support.control import RunningControl, client, find, two_tenants
 
 
 class FakeDataplane:
@@ -235,7 +236,7 @@ def test_agent_keeps_its_bundle_while_control_is_down_and_resyncs(
     restarted, restarted_dp = start_agent(agents, control.url, tokens["host-a"], "host-a",
                                           cache_path=tmp_path / "bundle.json")
     assert restarted.current is not None and restarted.current.version == 1
-    assert restarted_dp.loaded[0][1].digest == dataplane.loaded[0][1].digest
+    assert policy_digest(restarted_dp.loaded[0][1]) == policy_digest(dataplane.loaded[0][1])
 
     control = RunningControl(sqlite_url, tmp_path / "tokens.json", control.port)
     try:

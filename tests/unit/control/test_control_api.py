@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from control_helpers import RunningControl, client, find, two_tenants
 
 from ngfw.control.client import ControlClient, ControlError
 from ngfw.control.documents import bundle_hash
 from ngfw.control.server import build_routes
 from ngfw.control.service import Control
+from tests.support.control import RunningControl, client, find, two_tenants
 
 
 def apply(c: ControlClient, documents: list[dict[str, Any]]) -> Any:

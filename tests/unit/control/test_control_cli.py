@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 import yaml
-from control_helpers import RunningControl, find, free_port, two_tenants
 
 from ngfw.cli import main
 from ngfw.control.client import ControlClient, ControlUnreachable
+from tests.support.control import RunningControl, find, free_port, two_tenants
 
 
 def write_policy(directory: Path, documents: list[dict[str, Any]]) -> Path:

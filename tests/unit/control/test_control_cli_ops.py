@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 import yaml
-from control_helpers import RunningControl, client, two_tenants
 
 from ngfw.cli import main
+from tests.support.control import RunningControl, client, two_tenants
 
 
 @pytest.fixture

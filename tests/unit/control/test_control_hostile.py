@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from control_helpers import two_tenants
 
 from ngfw.control.auth import TokenFile
 from ngfw.control.client import ControlClient
 from ngfw.control.server import MAX_BODY_BYTES, ControlServer, ServerLimits
 from ngfw.control.service import Control
 from ngfw.control.store import open_store
+from tests.support.control import two_tenants
 
 QUICK = ServerLimits(idle_timeout=1.0, body_timeout=1.0, send_timeout=5.0)
 

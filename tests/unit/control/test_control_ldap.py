@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from control_helpers import RunningControl, _doc, client, two_tenants
 
 from ngfw.control.ldap import DirectorySync
 from ngfw.lab.directory import Directory, group_dn
+from tests.support.control import RunningControl, client, resource_doc, two_tenants
 
 
 @pytest.fixture
@@ -26,9 +26,9 @@ def site_documents(url: str, finance_dn: str = group_dn("finance")) -> list[dict
     rules["spec"]["rules"].insert(0, {"name": "finance-web", "from": ["group:web"], "to": ["cidr:10.77.0.100/32"],
                                       "services": ["tcp/80"], "users": ["group:finance"], "action": "allow"})
     return documents + [
-        _doc("UserSource", {"name": "corp"}, {"ldap": {"url": url, "timeout": 1, "refresh": 60}}),
-        _doc("UserGroup", {"name": "finance", "vsys": "tenant-a"}, {"ldap": {"dn": finance_dn}}),
-        _doc("UserGroup", {"name": "eng", "vsys": "tenant-b"}, {"ldap": {"dn": group_dn("engineering")}}),
+        resource_doc("UserSource", {"name": "corp"}, {"ldap": {"url": url, "timeout": 1, "refresh": 60}}),
+        resource_doc("UserGroup", {"name": "finance", "vsys": "tenant-a"}, {"ldap": {"dn": finance_dn}}),
+        resource_doc("UserGroup", {"name": "eng", "vsys": "tenant-b"}, {"ldap": {"dn": group_dn("engineering")}}),
     ]
 
 

@@ -15,12 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from control_helpers import RunningControl, client, two_tenants
 from prometheus_client.parser import text_string_to_metric_families
 
 from ngfw.control import metrics as control_metrics
 from ngfw.control.agent import Agent
 from ngfw.control.client import ControlError
+from tests.support.control import RunningControl, client, two_tenants
 
 
 def scrape(control: RunningControl) -> str:

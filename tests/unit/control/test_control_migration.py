@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from control_helpers import RunningControl, client, two_tenants
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
@@ -22,6 +21,7 @@ from ngfw._fastpath import engine as fp
 from ngfw.control.client import ControlError
 from ngfw.control.validation import compile_documents
 from ngfw.dataplane.migration import MigrationAgent
+from tests.support.control import RunningControl, client, two_tenants
 
 WEB, WEB_IP = "02:00:00:00:01:01", "10.77.0.11"
 APP, APP_IP = "02:00:00:00:02:01", "10.78.0.11"

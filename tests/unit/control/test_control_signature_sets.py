@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from control_helpers import RunningControl, client, two_tenants
 
 from ngfw.cli import main
 from ngfw.compiler.signature_archive import SignatureCache, compress, pack_path, sha256
@@ -23,6 +22,7 @@ from ngfw.compiler.tables import CompiledPolicy
 from ngfw.control.agent import Agent
 from ngfw.control.client import ControlClient, ControlError
 from ngfw.dataplane.threats import load_signature_sets, set_hashes
+from tests.support.control import RunningControl, client, two_tenants
 
 ET = """\
 alert http any any -> any any (msg:"ET TEST admin page"; flow:to_server; http.uri; content:"/admin"; sid:2000001; rev:1;)

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from control_helpers import RunningControl, _doc, client, two_tenants
 
 from ngfw.control.client import ControlError
 from ngfw.control.syslog import SyslogReceiver, bench_lines, message_of, split_frames
+from tests.support.control import RunningControl, client, resource_doc, two_tenants
 
 SSHD = {"login": r"Accepted \S+ for (?P<user>\S+) from (?P<ip>\S+)",
         "logout": r"session closed for user (?P<user>\S+) from (?P<ip>\S+)", "ttl": 60}
@@ -22,7 +22,7 @@ SSHD = {"login": r"Accepted \S+ for (?P<user>\S+) from (?P<ip>\S+)",
 def site(sqlite_url: str, tmp_path: Path, tokens: dict[str, str]) -> Any:
     control = RunningControl(sqlite_url, tmp_path / "tokens.json")
     # the VPN pool 10.77.0.0/16 may be mapped too (the benchmark's logins come from there)
-    documents = two_tenants() + [_doc("UserSource", {"name": "sshd"},
+    documents = two_tenants() + [resource_doc("UserSource", {"name": "sshd"},
                                       {"syslog": SSHD, "unboundAddresses": ["10.77.0.0/16"]})]
     admin = client(control, tokens, "alice")
     admin.apply_documents(documents, ["site.yaml"])
@@ -89,7 +89,7 @@ def test_bad_lines_are_counted_never_fatal(site: Any, tokens: dict[str, str]) ->
 def test_a_profile_without_user_or_ip_is_refused_at_commit(site: Any, tokens: dict[str, str]) -> None:
     control, _ = site
     admin = client(control, tokens, "alice")
-    bad = _doc("UserSource", {"name": "vpn"}, {"syslog": {"login": r"login (?P<name>\S+) from (?P<ip>\S+)"}})
+    bad = resource_doc("UserSource", {"name": "vpn"}, {"syslog": {"login": r"login (?P<name>\S+) from (?P<ip>\S+)"}})
     with pytest.raises(ControlError) as info:
         admin.apply_documents([bad], ["vpn.yaml"])
     problem = info.value.body["problems"][0]

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from control_helpers import RunningControl, free_port, two_tenants
 
 import ngfw
 from ngfw.cli import main
@@ -27,6 +26,7 @@ from ngfw.control.agent import Agent
 from ngfw.control.client import ControlClient, ControlError, ControlTlsError
 from ngfw.control.tls import TlsConfigError, certificate_host, client_context, server_context
 from ngfw.lab.pki import LabCA
+from tests.support.control import RunningControl, free_port, two_tenants
 
 REPO = Path(ngfw.__file__).resolve().parent.parent
 

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from control_helpers import RunningControl, _doc, client, two_tenants
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
@@ -20,6 +19,7 @@ from ngfw.control.userid import delta_hash
 from ngfw.control.validation import compile_documents
 from ngfw.dataplane.runner import Dataplane, PortPlan
 from ngfw.dataplane.userid import UserAgent
+from tests.support.control import RunningControl, client, resource_doc, two_tenants
 
 SRV_MAC = "02:00:00:00:02:01"
 
@@ -30,8 +30,8 @@ def tcp(sport: int, dport: int, flags: str) -> TCP:
 
 def users_policy() -> list[dict[str, Any]]:
     documents = two_tenants()
-    documents.append(_doc("UserGroup", {"name": "finance", "vsys": "tenant-a"}, {"members": ["alice"]}))
-    documents.append(_doc("UserSource", {"name": "vpn"}, {"unboundAddresses": ["10.99.0.0/24"]}))
+    documents.append(resource_doc("UserGroup", {"name": "finance", "vsys": "tenant-a"}, {"members": ["alice"]}))
+    documents.append(resource_doc("UserSource", {"name": "vpn"}, {"unboundAddresses": ["10.99.0.0/24"]}))
     rules = next(d for d in documents if d["kind"] == "SecurityPolicy" and d["metadata"]["vsys"] == "tenant-a")
     rules["spec"]["rules"].insert(0, {"name": "finance-web", "from": ["vm:web-01"], "to": ["cidr:10.77.0.100/32"],
                                       "services": ["tcp/80"], "users": ["group:finance"], "action": "allow"})

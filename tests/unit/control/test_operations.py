@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from control_helpers import RunningControl, client, find, two_tenants
 
 from ngfw._fastpath import engine as fp
 from ngfw.control.client import ControlError
@@ -25,6 +24,7 @@ from ngfw.control.validation import compile_documents
 from ngfw.dataplane.opsagent import OperationsAgent
 from ngfw.dataplane.rulehits import RuleHits
 from ngfw.dataplane.sessions import SessionTable
+from tests.support.control import RunningControl, client, find, two_tenants
 
 WEB = ("02:00:00:00:01:01", "10.77.0.11")
 DB = ("02:00:00:00:01:21", "10.77.0.21")
