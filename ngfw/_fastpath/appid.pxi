@@ -40,8 +40,7 @@ cdef int32_t clspool_take(clspool_t *p) noexcept nogil:
         p.free_head = s.next_free
     s.stream_len[0] = 0
     s.stream_len[1] = 0
-    s.seq_set[0] = 0
-    s.seq_set[1] = 0
+    memset(s.win, 0, sizeof(s.win))
     s.n_ahead[0] = 0
     s.n_ahead[1] = 0
     s.parser_more = 0
@@ -213,43 +212,55 @@ cdef uint16_t port_guess(const apptables_t *a, const flow_t *f) noexcept nogil:
         return a.port_app[l4 * 65536 + lo]
     return a.port_app[l4 * 65536 + hi]
 
-cdef bint stream_append(clsslot_t *s, const flow_t *f, uint8_t dir, const pkt_t *p) noexcept nogil:
+cdef bint stream_append(engine_t *e, clsslot_t *s, const flow_t *f, uint8_t dir, const pkt_t *p) noexcept nogil:
     """Keep the first STREAM_MAX bytes of a TCP direction in order, from its SYN when one was seen (else
-    from its first data segment). A segment ahead of a hole is held in place and joins the prefix when the
-    hole fills; bytes the prefix has keep their first copy. A hole still open when a segment beyond it
-    finds STREAM_HOLES held is a capture's loss: the stream restarts after it. False when this segment
-    added nothing to the prefix (held ahead, or a retransmission): nothing new to parse."""
-    cdef uint32_t seq = p.tcp_seq + (1 if p.tcp_flags & TH_SYN else 0)
-    cdef uint32_t have = s.stream_len[dir], start, end, skip, i, k
+    from its first data segment), through the stream engine (stream.pxi). A segment beyond a hole is held in
+    place and joins the prefix when the hole fills; bytes the prefix has keep their first copy. A hole still
+    open when a segment beyond it finds STREAM_HOLES held is a capture's loss: the stream restarts after it.
+    False when this segment added nothing to the prefix (held beyond, or a retransmission): nothing new to
+    parse."""
+    cdef tcpwin_t *w = &s.win[dir]
+    cdef uint32_t seq = segment_seq(p)
+    cdef uint32_t have = s.stream_len[dir], base, start, end, back, lo, i, k
     cdef int32_t off
+    cdef int where, hole
     cdef bint grew
-    if not s.seq_set[dir]:
-        s.seq_set[dir] = 1
-        s.base_seq[dir] = f.data_seq[dir] if f.syn_seen & (1 << dir) else seq
-    off = <int32_t>(seq - s.base_seq[dir])
-    skip = <uint32_t>(-off) if off < 0 else 0
-    if skip >= p.payload_len or (off > 0 and <uint32_t>off >= STREAM_MAX):
-        return False
-    start = <uint32_t>off + skip if off > 0 else 0
-    end = start + p.payload_len - skip
-    if end > STREAM_MAX:
-        end = STREAM_MAX
-    if end <= have:
+    stream_begin_once(w, f.syn_seen & (1 << dir), f.data_seq[dir], seq)
+    base = w.next_seq - have          # the sequence number of stream[dir][0]
+    off = <int32_t>(seq - base)
+    if off > 0 and <uint32_t>off >= STREAM_MAX:
+        return False     # past what the prefix keeps
+    where = stream_place(w, seq, p.payload_len, &back)
+    if where == SEG_OLD:
         return False     # a retransmission of what the prefix has
-    if start > have:
-        # ahead of a hole: held where it belongs until the hole fills
+    if where == SEG_BEYOND:
+        start = <uint32_t>off
+        end = start + p.payload_len
+        if end > STREAM_MAX:
+            end = STREAM_MAX
         for i in range(s.n_ahead[dir]):
             if s.ahead_start[dir][i] <= start and end <= s.ahead_end[dir][i]:
                 return False     # held already (a retransmission of it)
-        memcpy(s.stream[dir] + start, p.data + p.payload_off + skip, end - start)
+        hole = stream_hole(w, e.mode, s.n_ahead[dir] < STREAM_HOLES, False, 0)
+        # held where it belongs until the hole fills (the one that finds the hold full too: the stream
+        # restarts at the first held segment)
+        memcpy(s.stream[dir] + start, p.data + p.payload_off, end - start)
         s.ahead_start[dir][s.n_ahead[dir]] = <uint16_t>start
         s.ahead_end[dir][s.n_ahead[dir]] = <uint16_t>end
         s.n_ahead[dir] += 1
-        if s.n_ahead[dir] <= STREAM_HOLES:
+        if hole == HOLE_HOLD:
             return False
-        have = stream_restart_after_hole(s, dir)
+        lo = stream_restart_after_hole(s, dir)
+        base += lo
+        have = 0
     else:
-        memcpy(s.stream[dir] + have, p.data + p.payload_off + skip + (have - start), end - have)
+        # the bytes from `back` on continue the prefix
+        end = have + p.payload_len - back
+        if end > STREAM_MAX:
+            end = STREAM_MAX
+        if end <= have:
+            return False     # the prefix is full
+        memcpy(s.stream[dir] + have, p.data + p.payload_off + back, end - have)
         have = end
     grew = True
     while grew:      # held segments the prefix now reaches join it
@@ -266,21 +277,22 @@ cdef bint stream_append(clsslot_t *s, const flow_t *f, uint8_t dir, const pkt_t 
                 k += 1
         s.n_ahead[dir] = <uint8_t>k
     s.stream_len[dir] = have
+    stream_skip_hole(w, base + have)     # the window moves to the prefix's end
     return True
 
 cdef uint32_t stream_restart_after_hole(clsslot_t *s, uint8_t dir) noexcept nogil:
     """The bytes before the hole are dropped: the stream starts at the first segment held beyond it (the
-    others keep their places after it); returns the prefix it has now (none: the caller joins the held)."""
+    others keep their places after it); returns how far the start moved (the prefix is empty now: the
+    caller joins the held)."""
     cdef uint32_t lo = STREAM_MAX, i
     for i in range(s.n_ahead[dir]):
         if s.ahead_start[dir][i] < lo:
             lo = s.ahead_start[dir][i]
     memmove(s.stream[dir], s.stream[dir] + lo, STREAM_MAX - lo)
-    s.base_seq[dir] += lo
     for i in range(s.n_ahead[dir]):
         s.ahead_start[dir][i] -= lo
         s.ahead_end[dir][i] -= lo
-    return 0
+    return lo
 
 cdef void app_finish(engine_t *e, tables_t *t, flow_t *f, uint16_t app, uint8_t conf,
                      const appmeta_t *meta) noexcept nogil:
@@ -354,7 +366,7 @@ cdef bint appid_inspect(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
     if f.cls >= 0:
         s = &e.cls.slots[f.cls]
         if p.proto == P_TCP:
-            fresh = stream_append(s, f, dir, p)
+            fresh = stream_append(e, s, f, dir, p)
             c.stream = s.stream[dir]
             c.stream_len = s.stream_len[dir]
         else:

@@ -36,12 +36,11 @@ ctypedef struct apptables_t:
 
 # Per-flow classification buffers, from a pool: only flows being classified hold one.
 ctypedef struct clsslot_t:
-    uint32_t stream_len[2]        # the in-order prefix the parsers see
-    uint32_t base_seq[2]          # sequence number of stream[dir][0]
+    tcpwin_t win[2]               # each direction's window (stream.pxi): its next byte ends the prefix
+    uint32_t stream_len[2]        # the in-order prefix the parsers see (stream[dir][0] is win.next_seq - this)
     uint16_t ahead_start[2][STREAM_HOLES + 1]   # stream offsets of bytes held beyond the prefix
     uint16_t ahead_end[2][STREAM_HOLES + 1]
     uint8_t n_ahead[2]
-    uint8_t seq_set[2]
     uint8_t parser_more
     int32_t next_free
     appmeta_t meta

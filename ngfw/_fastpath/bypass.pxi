@@ -59,11 +59,11 @@ cdef enum:
     BYP_TCP_STATE = 4      # a TCP connection not established (handshake, closing): the loop follows it
     BYP_APP = 5            # its application is not decided yet (or a later message may still name it)
     BYP_INSPECTING = 6     # threat inspection is not over in either direction
-    BYP_LOG_ALL = 7        # every packet is the loop's (replay logs every flow)
+    BYP_REPLAY = 7         # a replay: every packet of the capture goes through the loop
     BYP_MIGRATING = 8      # one of its workloads is moving
     BYP_CAPTURE = 9        # its frames are being copied to the capture ring (capture.pxi)
 
-BYPASS_REASONS = ("eligible", "off", "verdict", "protocol", "tcp_state", "app_pending", "inspecting", "log_all",
+BYPASS_REASONS = ("eligible", "off", "verdict", "protocol", "tcp_state", "app_pending", "inspecting", "replay",
                   "migrating", "capturing")
 
 cdef bint empty_segment_rules(engine_t *e, tables_t *t, const instables_t *T, const iprofile_t *prof,
@@ -123,8 +123,8 @@ cdef int bypass_check(engine_t *e, tables_t *t, const flow_t *f, bint any_port, 
     if not any_port and (e.bypass_fd < 0 or e.bypass_ifindex[f.in_port] == 0
                          or e.bypass_peer[f.in_port] < 0):
         return BYP_OFF
-    if e.log_all:
-        return BYP_LOG_ALL
+    if e.mode == MODE_REPLAY:
+        return BYP_REPLAY
     if f.action != A_ALLOW or f.cut or f.threat:
         return BYP_VERDICT
     if f.key.vlan or (f.key.proto != P_TCP and f.key.proto != P_UDP):

@@ -152,11 +152,16 @@ DROP_REASONS = (
 
 # process_frame's rx_status flag (beside the kernel's TP_STATUS_* bits) for a capture record cut short
 # (the kernel's timestamp bits live up there too, TP_STATUS_TS_SOFTWARE = 1 << 29: the ring path passes
-# only RX_KERNEL_BITS of tp_status, so these never come from the kernel)
+# only RX_KERNEL_BITS of tp_status, so this never comes from the kernel)
 cdef enum:
     RX_KERNEL_BITS = 0xFFFF
     RX_SNAPPED = 0x40000000
-    RX_OFFLINE = 0x20000000    # a capture record (replay): see decode_frame's `offline`
+
+# What the engine runs on (engine_t.mode). Every behaviour that differs between the two is keyed on it and
+# listed in docs/dataplane.md ("Live and replay"); `log_all` is about logging only.
+cdef enum:
+    MODE_LIVE = 0      # ports: the dataplane decides what is forwarded
+    MODE_REPLAY = 1    # capture files: what the live dataplane would have decided, every flow logged
 
 # replay sweeps at most this many flow slots per packet: the capture's clock may jump by hours between
 # two packets, and a whole-table sweep per packet was two thirds of replaying the App-ID corpus

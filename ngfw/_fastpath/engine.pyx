@@ -11,9 +11,11 @@ include "hs.pxd.pxi"
 include "appid_defs.pxi"
 include "app_parsers.pxi"
 include "decode.pxi"
+include "stream.pxi"
 include "idmap.pxi"
 include "appid_types.pxi"
 include "inspect_defs.pxi"
+include "stream_assembly.pxi"
 include "userid.pxi"
 include "policy.pxi"
 include "identity.pxi"
@@ -218,8 +220,8 @@ def state_fingerprint() -> str:
                    <char *>&f.app_state - fb, <char *>&f.app_conf - fb, <char *>&f.app_pkts - fb,
                    <char *>&f.pl_pkts - fb, <char *>&f.host - fb, <char *>&f.insp - fb, <char *>&f.threat - fb,
                    <char *>&f.host_extra - fb, <char *>&f.mig - fb]
-    insp_fields = [<char *>&s.next_seq - sb, <char *>&s.inspected - sb, <char *>&s.body_left - sb,
-                   <char *>&s.tail_len - sb, <char *>&s.seq_set - sb, <char *>&s.done - sb, <char *>&s.n_bits - sb,
+    insp_fields = [<char *>&s.win - sb, <char *>&s.inspected - sb, <char *>&s.body_left - sb,
+                   <char *>&s.tail_len - sb, <char *>&s.done - sb, <char *>&s.n_bits - sb,
                    <char *>&s.passed - sb, <char *>&s.http_body - sb, <char *>&s.tls_done - sb,
                    <char *>&s.h2_state - sb, <char *>&s.h2_skip - sb, <char *>&s.bits - sb, <char *>&s.tail - sb]
     text = (f"sess{SESS_VERSION} flow{sizeof(flow_t)}:{flow_fields} key{sizeof(flow_key_t)} "
@@ -1009,6 +1011,8 @@ cdef void _sfilter_from(dict d, sfilter_t *q) except *:
         q.has_dst = 1
         _cidr_from(d["dst"], &q.dst)
     q.flow_id = d.get("flow_id") or 0
+    q.user_mode = d.get("user_mode") or 0
+    q.user = d.get("user") or 0
 
 
 # ---------------------------------------------------------------- the engine
@@ -1105,7 +1109,8 @@ cdef class Engine:
         self.e.ins.mctx = pcre2_match_context_create(NULL)
         self.e.ins.thr = <ithrent_t *>calloc(THR_SLOTS, sizeof(ithrent_t))
         if (self.e.ins.md == NULL or self.e.ins.mctx == NULL or self.e.ins.thr == NULL
-                or tlsasm_init(&self.e.ins.tlsasm) < 0 or bodydec_init(&self.e.ins.bodydec) < 0):
+                or asm_pool_init(&self.e.ins.asm_pool) < 0 or bodydec_init(&self.e.ins.bodydec) < 0
+                or hold_pool_init(&self.e.ins.hold, HOLD_SLOTS if replay else 0) < 0):
             raise MemoryError("not enough memory for the inspection state")
         # Suricata's default pcre limits: a hostile payload cannot make a regex run away
         pcre2_set_match_limit(self.e.ins.mctx, 3500)
@@ -1116,9 +1121,8 @@ cdef class Engine:
         self.request_lock = threading.Lock()
         self.e.appid_max_pkts = appid_max_pkts
         self.e.appid_budget = appid_budget
-        # replay: mid-stream TCP, identity by IP, every flow logged, capture timestamps as the clock
-        self.e.tcp_midstream = replay
-        self.e.identity_ip_only = replay
+        # replay: what differs from a live port is keyed on the mode (docs/dataplane.md, "Live and replay")
+        self.e.mode = MODE_REPLAY if replay else MODE_LIVE
         self.e.log_all = replay
         self.e.unmanaged_vsys = unmanaged_vsys
         self.e.flow_id_salt = int.from_bytes(os.urandom(8), "little")
@@ -1163,9 +1167,10 @@ cdef class Engine:
                 free(self.e.ins.pool.taken)
                 free(self.e.ins.pool.dirty)
                 free(self.e.ins.thr)
-                free(self.e.ins.tlsasm.buf)
+                free(self.e.ins.asm_pool.buf)
                 free(self.e.ins.bodydec.slots)
-                free(self.e.ins.tlsasm.next_free)
+                free(self.e.ins.asm_pool.next_free)
+                free(self.e.ins.hold.slots)
                 if self.e.ins.md != NULL:
                     pcre2_match_data_free(self.e.ins.md)
                 if self.e.ins.mctx != NULL:
@@ -1281,7 +1286,7 @@ cdef class Engine:
                         unsupported += 1
                         continue
                     # a record cut by the capture's snap length: lengths in its headers run past it
-                    process_frame(self.e, port, buf, n, RX_OFFLINE | (RX_SNAPPED if origlen > caplen else 0), ts)
+                    process_frame(self.e, port, buf, n, RX_SNAPPED if origlen > caplen else 0, ts)
                     sweep_flows(self.e, ts, REPLAY_SWEEP_SLOTS)
                 for i in range(self.e.n_ports):
                     port_flush(&self.e.ports[i])

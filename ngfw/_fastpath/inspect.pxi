@@ -7,8 +7,10 @@
 #   3. A match the profile does not except (inspect_exceptions.pxi) applies flowbits, goes through
 #      suppressions and thresholds, then alerts, drops (the flow is blocked from then on), rejects (RST
 #      both ways) or passes (no more inspection of the flow).
-# TCP: the first copy of every byte is the one inspected (and the only one forwarded in order);
-# a segment beyond a hole is held back by dropping it inline (the sender retransmits it in order).
+# TCP: the first copy of every byte is the one inspected (and the only one forwarded in order); byte order and
+# holes are the stream engine's (stream.pxi): a segment beyond a hole is dropped inline (the sender retransmits
+# it in order); a replay keeps a few segments beyond it and inspects them in order once it fills, or goes on
+# after a hole that stays open.
 
 cdef uint32_t inspect_stamp = 0   # see inspect_packet
 
@@ -128,7 +130,9 @@ cdef void inspect_flow_end(engine_t *e, flow_t *f) noexcept nogil:
         return
     p = &e.ins.pool
     insp_close_streams(&p.slots[f.insp])
-    tlsasm_give(&e.ins.tlsasm, &p.slots[f.insp])
+    hold_give(&e.ins.hold, &p.slots[f.insp].win[0])
+    hold_give(&e.ins.hold, &p.slots[f.insp].win[1])
+    asm_give(&e.ins.asm_pool, &p.slots[f.insp])
     bodydec_give(&e.ins.bodydec, &p.slots[f.insp])
     inspool_give(p, f.insp)
     f.insp = -1
@@ -443,45 +447,51 @@ cdef bint overlap_agrees(const inspslot_t *s, uint8_t dir, const pkt_t *p, uint3
     return memcmp(d, s.tail[dir] + tail_off, n) == 0
 
 cdef uint32_t tcp_new_bytes(engine_t *e, insws_t *ws, inspslot_t *s, uint8_t dir, const pkt_t *p,
-                            uint32_t *skip, int *reason) noexcept nogil:
-    """How many bytes of this segment are new in its direction's stream (skip: the old ones before
-    them). UINT32_MAX: drop it (beyond a hole while inline, or rewriting inspected bytes)."""
-    cdef uint32_t seq = p.tcp_seq + (1 if p.tcp_flags & TH_SYN else 0)   # a SYN's data follows the SYN
-    cdef int32_t diff
+                            uint32_t *skip, const uint8_t **joined, int *reason) noexcept nogil:
+    """How many bytes of this segment are new in its direction's stream (skip: the old ones before them), by
+    the stream engine (stream.pxi). `joined`: set when the segment filled a hole and held bytes follow it (a
+    replay): the new bytes are there, not in the segment. UINT32_MAX: drop it (beyond a hole while inline, or
+    rewriting inspected bytes)."""
+    cdef tcpwin_t *w = &s.win[dir]
+    cdef uint32_t seq = segment_seq(p), back, n
+    cdef int hole
     skip[0] = 0
-    if not s.seq_set[dir]:
-        s.seq_set[dir] = 1
-        s.next_seq[dir] = seq
-    diff = <int32_t>(seq - s.next_seq[dir])
-    if diff > 0:
+    if stream_place(w, seq, p.payload_len, &back) == SEG_BEYOND:
         ws.out_of_order += 1
-        if not e.tcp_midstream:
+        hole = stream_hole(w, e.mode, False, True, INSPECT_HOLE_WAIT)
+        if hole == HOLE_DROP:
             reason[0] = R_STREAM_GAP
             return UINT32_MAX
-        # a capture: the missing bytes usually come a few segments later (reordered, as they were on
-        # the wire); only a hole that stays open is a capture loss, and inspection resumes after it
-        if s.gap_pkts[dir] < 8:
-            s.gap_pkts[dir] += 1
+        if hole == HOLE_WAIT:
+            stream_hold(&ws.hold, w, seq, p.data + p.payload_off, p.payload_len)   # read once the hole fills
             return 0
-        s.next_seq[dir] = seq
+        # a capture's loss: inspection resumes after the hole, comparing nothing with what came before it
+        hold_give(&ws.hold, w)
+        stream_skip_hole(w, seq)
         s.tail_len[dir] = 0
-        diff = 0
-    s.gap_pkts[dir] = 0
-    if diff < 0:
-        if diff == -1 and p.payload_len <= 1:
+    if back:
+        if back == 1 and p.payload_len <= 1:
             return 0      # a keep-alive probe (one old byte, often garbage): not a rewrite
         ws.overlaps += 1
-        if not overlap_agrees(s, dir, p, <uint32_t>(-diff)):
+        if not overlap_agrees(s, dir, p, back):
             # a retransmission that rewrites bytes already inspected and forwarded: the receiver may
             # not have the first copy, so this one must not pass uninspected
             ws.overlap_mismatch += 1
             reason[0] = R_STREAM_REWRITE
             return UINT32_MAX
-        if <uint32_t>(-diff) >= p.payload_len:
+        if back >= p.payload_len:
             return 0
-        skip[0] = <uint32_t>(-diff)
-    s.next_seq[dir] += p.payload_len - skip[0]
-    return p.payload_len - skip[0]
+        skip[0] = back
+    n = p.payload_len - back
+    stream_advance(w, n)
+    if w.hold:
+        # the hole may have filled: the bytes held beyond it follow this segment's
+        memcpy(ws.joined, p.data + p.payload_off + back, n)
+        n += stream_held_run(&ws.hold, w, ws.joined + n, HOLD_MAX)
+        if n > p.payload_len - back:
+            joined[0] = ws.joined
+            skip[0] = 0
+    return n
 
 cdef void keep_tail(inspslot_t *s, uint8_t dir, const uint8_t *d, uint32_t n) noexcept nogil:
     cdef uint32_t keep
@@ -512,7 +522,7 @@ cdef void fill_app_buffers(insws_t *ws, tables_t *t, const instables_t *T, flow_
             d, n = http_head_assemble(ws, s, d, n)
             if n == 0:
                 return
-        elif tcp and n < TLSASM_MAX and not http_head_complete(d, n) and (
+        elif tcp and n < ASM_MAX and not http_head_complete(d, n) and (
                 (dir == 0 and http_request_start(d, n)) or (dir == 1 and n >= 5 and memcmp(d, b"HTTP/", 5) == 0)):
             # a head split across segments: keep it until it is whole (the first part is inspected now)
             asm_begin(ws, s, ASM_HTTP_HEAD + dir, d, n)
@@ -530,7 +540,7 @@ cdef void fill_app_buffers(insws_t *ws, tables_t *t, const instables_t *T, flow_
             d, n = tls_hello_assemble(ws, s, d, n)
             if n == 0:
                 return
-        elif n < TLSASM_MAX and tls_hello_pending(d, n):
+        elif n < ASM_MAX and tls_hello_pending(d, n):
             # a ClientHello cut over segments (or TLS records): kept until it is whole, then read
             asm_begin(ws, s, ASM_TLS_HELLO, d, n)
             return
@@ -569,6 +579,7 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
     cdef int vs, outcome, why
     cdef bint nothing_due, took = False
     cdef uint32_t inspected_end
+    cdef const uint8_t *joined
     cdef const xrule_t *xr
     if ws == NULL or f.profile < 0 or <uint32_t>f.profile >= t.n_profiles:
         return A_ALLOW
@@ -599,8 +610,7 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
             for j in range(2):
                 if f.syn_seen & (1 << j):
                     # the direction's SYN went by before the slot was taken: its stream starts after it
-                    s.seq_set[j] = 1
-                    s.next_seq[j] = f.data_seq[j]
+                    stream_begin(&s.win[j], f.data_seq[j])
     s = &ws.pool.slots[f.insp]
     if s.passed:
         return A_ALLOW
@@ -612,7 +622,7 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
         s.tail_len[1] = 0
         s.n_bits = 0
     if p.is_frag:
-        if tcp and not e.tcp_midstream:
+        if tcp and e.mode == MODE_LIVE:
             # a TCP segment cut in IP fragments: the later fragments would pass uninspected
             ws.fragments_dropped += 1
             reason[0] = R_FRAG_UNINSPECTED
@@ -621,8 +631,7 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
             return A_ALLOW
     if tcp and (p.tcp_flags & TH_SYN):
         # the stream of this direction starts after the SYN: a first data segment beyond it is a hole
-        s.seq_set[dir] = 1
-        s.next_seq[dir] = p.tcp_seq + 1
+        stream_begin(&s.win[dir], p.tcp_seq + 1)
     if nothing_due:
         return A_ALLOW
     # per-packet workspace
@@ -640,13 +649,14 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
     memset(ws.slot_ready, 0, T.n_slots)
     if n:
         if tcp:
-            if s.done[dir] and <int32_t>(p.tcp_seq + (1 if p.tcp_flags & TH_SYN else 0) - s.next_seq[dir]) >= 0:
+            if s.done[dir] and <int32_t>(segment_seq(p) - s.win[dir].next_seq) >= 0:
                 # past the inspection depth: nothing of it is inspected, so neither a hole before it nor a
                 # retransmission of it matters (holding it back would only stall the connection); the stretch
                 # the kernel forwarded while the flow was bypassed is such a hole
                 return A_ALLOW
-            inspected_end = s.next_seq[dir]
-            scan_n = tcp_new_bytes(e, ws, s, dir, p, &skip, reason)
+            inspected_end = s.win[dir].next_seq
+            joined = NULL
+            scan_n = tcp_new_bytes(e, ws, s, dir, p, &skip, &joined, reason)
             if scan_n == UINT32_MAX:
                 return A_DENY
             if scan_n == 0:
@@ -654,9 +664,9 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
             if s.done[dir]:
                 # a retransmission from before the depth to past it: what it repeats of the inspected bytes
                 # agreed; the inspected stream still ends at the depth
-                s.next_seq[dir] = inspected_end
+                s.win[dir].next_seq = inspected_end
                 return A_ALLOW
-            d += skip
+            d = joined if joined != NULL else d + skip
             n = scan_n
             ws.win_from_start = s.inspected[dir] <= s.tail_len[dir]
             if s.inspected[dir] + n >= prof.depth:
@@ -664,7 +674,7 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
                 # the inspected stream ends at the depth, where the kept tail ends: a retransmission of the bytes
                 # before it is compared with what was inspected, and anything after it is not (it used to be
                 # compared with the tail of the depth, and an honest retransmission was dropped as a rewrite)
-                s.next_seq[dir] -= scan_n - n
+                s.win[dir].next_seq -= scan_n - n
                 s.done[dir] = 1
                 ws.depth_reached += 1
             if n and T.stream_db[dir].db != NULL:
@@ -753,7 +763,7 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
     if tcp and n:
         keep_tail(s, dir, ws.bs.ptr[B_PAYLOAD], ws.bs.len[B_PAYLOAD])
     if s.asm >= 0 and (s.asm_kind == ASM_TLS and s.tls_done or s.asm_kind == ASM_DONE):
-        tlsasm_give(&ws.tlsasm, s)      # the buffers pointed into it until now
+        asm_give(&ws.asm_pool, s)      # the buffers pointed into it until now
     if verdict != A_ALLOW:
         f.threat = verdict
         ws.blocked_flows += 1

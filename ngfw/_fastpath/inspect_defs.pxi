@@ -396,16 +396,14 @@ ctypedef struct iprofile_t:
 
 ctypedef struct inspslot_t:
     hs_stream_t *stream[2]
-    uint32_t next_seq[2]
+    tcpwin_t win[2]           # each direction's window (stream.pxi): the next byte to inspect
     uint32_t inspected[2]     # stream bytes inspected per direction (the depth spent)
     uint32_t body_left[2]     # HTTP body bytes still expected per direction
     uint16_t tail_len[2]
-    uint8_t seq_set[2]
     uint8_t done[2]           # the direction reached the inspection depth
     uint8_t n_bits
     uint8_t passed            # a `pass` rule matched: the flow is not inspected any more
     uint8_t http_body[2]      # the direction is inside an HTTP body
-    uint8_t gap_pkts[2]       # replay: segments seen beyond a hole that has not been filled yet
     uint8_t tls_done          # TLS: the server certificate was read (or cannot be); QUIC: quic.sni was inspected
     uint8_t resp_chunk        # the response body's chunked framing (CHK_*)
     uint8_t resp_enc          # its content coding (ENC_*)
@@ -447,8 +445,8 @@ cdef enum:
     ASM_HTTP_HEAD = 2      # + direction: an HTTP request (2) or response (3) head in several segments
     ASM_TLS_HELLO = 4      # the client's ClientHello, cut over segments (or TLS records)
     ASM_DONE = 9           # read: give the buffer back after this packet
-    TLSASM_MAX = 16384     # bytes assembled at most (certificate chains and large heads fit)
-    TLSASM_SLOTS = 256     # flows assembling at once (shared by all flows)
+    ASM_MAX = 16384        # bytes assembled at most (certificate chains and large heads fit)
+    ASM_SLOTS = 256        # flows assembling at once (shared by all flows)
 
 # HTTP response bodies as file.data sees them: chunked framing removed, gzip/deflate inflated (zlib), up to
 # Suricata's default response-body-limit of decoded bytes per body (inspect_body.pxi)
@@ -498,8 +496,9 @@ ctypedef struct bodydec_pool_t:
     int32_t free_head
     uint64_t exhausted
 
-ctypedef struct tlsasm_pool_t:
-    uint8_t (*buf)[TLSASM_MAX]
+# Message assembly (stream_assembly.pxi): buffers for messages cut over a stream's in-order segments
+ctypedef struct asmpool_t:
+    uint8_t (*buf)[ASM_MAX]
     int32_t *next_free
     int32_t free_head
     uint64_t exhausted
@@ -540,11 +539,13 @@ ctypedef struct insws_t:
     pcre2_match_data *md
     pcre2_match_context *mctx
     ithrent_t *thr
-    tlsasm_pool_t tlsasm
+    asmpool_t asm_pool
+    holdpool_t hold            # segments beyond a hole, kept until it fills (a replay's; stream.pxi)
     bodydec_pool_t bodydec
     uint64_t bombs             # response bodies that inflated past BODY_BOMB_RATIO to the limit
     uint64_t body_limit        # response bodies decoded to BODY_DECODE_MAX (the rest passes uninspected)
     uint8_t body_in[65536]     # a packet's body with the chunk framing removed
+    uint8_t joined[65536 + HOLD_MAX]   # a segment that filled a hole, with the held bytes it joins (REPLAY)
     uint8_t body_out[BODY_DECODE_MAX]
     uint32_t recursion
     # counters

@@ -32,25 +32,6 @@ cdef extern from "openssl/x509.h" nogil:
 cdef extern from "openssl/sha.h" nogil:
     pass
 
-cdef int tlsasm_init(tlsasm_pool_t *p) noexcept nogil:
-    cdef int i
-    p.buf = <uint8_t (*)[TLSASM_MAX]>malloc(<size_t>TLSASM_SLOTS * TLSASM_MAX)
-    p.next_free = <int32_t *>malloc(TLSASM_SLOTS * sizeof(int32_t))
-    if p.buf == NULL or p.next_free == NULL:
-        return -1
-    for i in range(TLSASM_SLOTS):
-        p.next_free[i] = i + 1 if i + 1 < TLSASM_SLOTS else -1
-    p.free_head = 0
-    p.exhausted = 0
-    return 0
-
-cdef inline void tlsasm_give(tlsasm_pool_t *p, inspslot_t *s) noexcept nogil:
-    if s.asm >= 0:
-        p.next_free[s.asm] = p.free_head
-        p.free_head = s.asm
-        s.asm = -1
-        s.asm_kind = 0
-
 cdef uint32_t _hex_colon(const uint8_t *src, uint32_t n, uint8_t *out, bint upper) noexcept nogil:
     cdef const char *digits = b"0123456789ABCDEF" if upper else b"0123456789abcdef"
     cdef uint32_t i, m = 0
@@ -142,28 +123,12 @@ cdef int tls_certificate_scan(insws_t *ws, const uint8_t *b, uint32_t n) noexcep
         off += 5 + rlen
     return 0
 
-cdef void asm_begin(insws_t *ws, inspslot_t *s, uint8_t kind, const uint8_t *d, uint32_t n) noexcept nogil:
-    """Start assembling a message whose first `n` (< TLSASM_MAX) bytes are this segment's."""
-    cdef tlsasm_pool_t *pool = &ws.tlsasm
-    if s.asm >= 0 or pool.free_head < 0:
-        if s.asm < 0:
-            pool.exhausted += 1
-        return
-    s.asm = pool.free_head
-    pool.free_head = pool.next_free[s.asm]
-    s.asm_kind = kind
-    memcpy(pool.buf[s.asm], d, n)
-    s.asm_len = n
-
 cdef (const uint8_t *, uint32_t) tls_hello_assemble(insws_t *ws, inspslot_t *s, const uint8_t *d,
                                                     uint32_t n) noexcept nogil:
     """Append a client segment to the ClientHello being assembled: (the hello's records and what follows,
     their length) once it is whole or the buffer full, (NULL, 0) while it is still arriving."""
-    cdef tlsasm_pool_t *pool = &ws.tlsasm
-    cdef uint32_t take = n if s.asm_len + n <= TLSASM_MAX else TLSASM_MAX - s.asm_len
-    memcpy(pool.buf[s.asm] + s.asm_len, d, take)
-    s.asm_len += take
-    if tls_hello_pending(pool.buf[s.asm], s.asm_len) and s.asm_len < TLSASM_MAX:
+    cdef asmpool_t *pool = &ws.asm_pool
+    if not asm_append(pool, s, d, n) and tls_hello_pending(pool.buf[s.asm], s.asm_len):
         return NULL, 0
     s.asm_kind = ASM_DONE
     return pool.buf[s.asm], s.asm_len
@@ -172,20 +137,17 @@ cdef (const uint8_t *, uint32_t) http_head_assemble(insws_t *ws, inspslot_t *s, 
                                                     uint32_t n) noexcept nogil:
     """Append a segment to the head being assembled: (the whole head and what follows, its length)
     once complete or full, (NULL, 0) while it is still arriving."""
-    cdef tlsasm_pool_t *pool = &ws.tlsasm
-    cdef uint32_t take = n if s.asm_len + n <= TLSASM_MAX else TLSASM_MAX - s.asm_len
-    memcpy(pool.buf[s.asm] + s.asm_len, d, take)
-    s.asm_len += take
-    if not http_head_complete(pool.buf[s.asm], s.asm_len) and s.asm_len < TLSASM_MAX:
+    cdef asmpool_t *pool = &ws.asm_pool
+    if not asm_append(pool, s, d, n) and not http_head_complete(pool.buf[s.asm], s.asm_len):
         return NULL, 0
     s.asm_kind = ASM_DONE
     return pool.buf[s.asm], s.asm_len
 
 cdef void tls_server_bytes(insws_t *ws, inspslot_t *s, const uint8_t *d, uint32_t n) noexcept nogil:
     """In-order bytes of a TLS server: look for its certificate (assembling across segments)."""
-    cdef tlsasm_pool_t *pool = &ws.tlsasm
+    cdef asmpool_t *pool = &ws.asm_pool
     cdef int r
-    cdef uint32_t take
+    cdef bint full
     if s.tls_done or n == 0 or (s.asm >= 0 and s.asm_kind != ASM_TLS):
         return
     if s.asm < 0:
@@ -194,18 +156,11 @@ cdef void tls_server_bytes(insws_t *ws, inspslot_t *s, const uint8_t *d, uint32_
         if r != 0:
             s.tls_done = 1
             return
-        if pool.free_head < 0:
-            pool.exhausted += 1
+        if not asm_take(pool, s, ASM_TLS):
             s.tls_done = 1
             return
-        s.asm = pool.free_head
-        pool.free_head = pool.next_free[s.asm]
-        s.asm_len = 0
-        s.asm_kind = ASM_TLS
-    take = n if s.asm_len + n <= TLSASM_MAX else TLSASM_MAX - s.asm_len
-    memcpy(pool.buf[s.asm] + s.asm_len, d, take)
-    s.asm_len += take
+    full = asm_append(pool, s, d, n)
     r = tls_certificate_scan(ws, pool.buf[s.asm], s.asm_len)
-    if r != 0 or s.asm_len >= TLSASM_MAX:
+    if r != 0 or full:
         # buffers point into the assembly buffer: it is handed back after this packet (tls_release)
         s.tls_done = 1

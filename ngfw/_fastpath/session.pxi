@@ -102,11 +102,11 @@ cdef int session_write(sbuf_t *out, const flow_t *f, const char *host, uint32_t 
     if s != NULL:
         r.flags |= SF_INSP
         for d in range(2):
-            r.i_next_seq[d] = s.next_seq[d]
+            r.i_next_seq[d] = s.win[d].next_seq
             r.i_inspected[d] = s.inspected[d]
             r.i_body_left[d] = s.body_left[d]
             r.i_h2_skip[d] = s.h2_skip[d]
-            r.i_seq_set[d] = s.seq_set[d]
+            r.i_seq_set[d] = s.win[d].seq_set
             r.i_done[d] = s.done[d]
             r.i_http_body[d] = s.http_body[d]
             r.i_h2_state[d] = s.h2_state[d]
@@ -301,11 +301,11 @@ cdef void session_restore_inspection(engine_t *e, flow_t *f, const sess_rec_t *r
     s.resp_dec = 0      # decoders are not carried over: a chunked or encoded body in progress is read raw
     same_rules = r.stream_digest == T.digest and T.digest != 0
     for d in range(2):
-        s.next_seq[d] = r.i_next_seq[d]
+        s.win[d].next_seq = r.i_next_seq[d]
         s.inspected[d] = r.i_inspected[d]
         s.body_left[d] = r.i_body_left[d]
         s.h2_skip[d] = r.i_h2_skip[d]
-        s.seq_set[d] = r.i_seq_set[d]
+        s.win[d].seq_set = r.i_seq_set[d]
         s.done[d] = r.i_done[d]
         s.http_body[d] = r.i_http_body[d]
         s.h2_state[d] = r.i_h2_state[d]

@@ -20,6 +20,10 @@ cdef enum:
     SV_MAX_PAIRS = 128         # (generation, index) pairs a vsys or rule name resolves to
     REQ_LIST = 16              # sess_req_t.kind: session_view_serve
     REQ_CLEAR = 17
+    SV_USER_ANY = 0            # sfilter_t.user_mode (sessions.py USER_MODES)
+    SV_USER_IS = 1
+    SV_USER_KNOWN = 2          # any user
+    SV_USER_UNKNOWN = 3        # no user
 
 # flow_t.cut
 cdef enum:
@@ -51,6 +55,8 @@ ctypedef struct sfilter_t:
     cidr_t src                     # the client's address
     cidr_t dst                     # the server's address
     uint64_t flow_id               # 0: any
+    uint8_t user_mode              # SV_USER_*: the user behind the client's address (User-ID)
+    uint64_t user                  # SV_USER_IS: this principal
 
 # one listed flow: the flow event it would end with, and what only a live flow has
 ctypedef struct sview_t:
@@ -107,6 +113,10 @@ cdef bint session_matches(const tables_t *t, const flow_t *f, const sfilter_t *q
     if q.action >= 0 and f.action != q.action:
         return False
     if q.tcp_state >= 0 and f.tcp_state != q.tcp_state:
+        return False
+    if q.user_mode == SV_USER_IS and f.user != q.user:
+        return False
+    if (q.user_mode == SV_USER_KNOWN and f.user == 0) or (q.user_mode == SV_USER_UNKNOWN and f.user != 0):
         return False
     if f.init_is_a:
         c_hi = f.key.a_hi; c_lo = f.key.a_lo; c_port = f.key.a_port

@@ -68,10 +68,8 @@ ctypedef struct engine_t:
     int notify_fd              # eventfd the loop signals when it finds a port's device gone (Python waits on it)
     uint32_t tx_turns          # turns of the TX thread, so a swap knows when that thread let go of an old ring
     uint32_t tx_running
-    # offline replay: captures start mid-connection, carry routers' MACs and log every flow
-    uint8_t tcp_midstream      # a TCP flow may start with any segment; its sender is the client
-    uint8_t identity_ip_only   # resolve workloads by IP alone, no anti-spoofing
-    uint8_t log_all            # every flow and drop is an event, whatever the rule's `log`
+    uint8_t mode               # MODE_LIVE or MODE_REPLAY (defs.pxi): every difference is listed in docs/dataplane.md
+    uint8_t log_all            # every flow and drop is an event, whatever the rule's `log` (replay)
     int32_t unmanaged_vsys     # vsys deciding flows with no workload on either side; -1 drops them
     clspool_t cls                # App-ID classification buffers
     hostpool_t hostpool          # host names of flows
@@ -473,7 +471,8 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
     if len > port.mtu + 14 + 8:
         count_drop(e, R_OVERSIZE)
         return
-    reason = decode_frame(&p, data, len, (rx_status & RX_SNAPPED) != 0, (rx_status & RX_OFFLINE) != 0)
+    # decode_frame's `offline`: a replay reads a tunnel as the packet it carries, and lengths as far as they go
+    reason = decode_frame(&p, data, len, (rx_status & RX_SNAPPED) != 0, e.mode == MODE_REPLAY)
     if reason != R_NONE:
         count_drop(e, reason)
         return
@@ -484,7 +483,8 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
         fix = &p
 
     # 2. identity and anti-spoofing, on every frame (a flow's tuple must not be borrowed)
-    if e.identity_ip_only:
+    if e.mode == MODE_REPLAY:
+        # a capture carries routers' MACs: workloads by address alone, no anti-spoofing
         identity_by_ip(t, &p, &src_wl, &dst_wl)
     else:
         reason = identity_resolve(t, &p, in_port, &src_wl, &dst_wl)
@@ -496,7 +496,7 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
             workload_arrived(e, t, src_wl, in_port, now)
     # address resolution (ARP, IPv6 ND) and multicast listener reports pass, so hosts find each
     # other through the wire
-    if p.l3 == L3_ARP or (link_control(&p) and not e.log_all):
+    if p.l3 == L3_ARP or (link_control(&p) and e.mode == MODE_LIVE):
         forward(e, in_port, data, len, fix, now)
         return
     # non-first fragments carry no ports: they follow their first fragment's verdict
@@ -511,7 +511,7 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
         return
 
     # an ICMP error travels with the flow it reports on (PMTU discovery, unreachables), or not at all
-    if p.icmp_error and not e.log_all:
+    if p.icmp_error and e.mode == MODE_LIVE:
         # the error must go back to the sender of the datagram it quotes (a router on the path may
         # send it); anything else would let a workload carry data inside "errors" to any address
         if p.dst_ip.hi != p.inner_src.hi or p.dst_ip.lo != p.inner_src.lo:
@@ -542,7 +542,7 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
         f = NULL
     if f == NULL:
         from_server = False
-        if p.proto == P_TCP and (p.tcp_flags & (TH_SYN | TH_ACK | TH_RST)) != TH_SYN and not e.tcp_midstream:
+        if p.proto == P_TCP and (p.tcp_flags & (TH_SYN | TH_ACK | TH_RST)) != TH_SYN and e.mode == MODE_LIVE:
             if now >= e.midstream_until_ns:
                 count_drop(e, R_TCP_NOT_SYN)
                 return

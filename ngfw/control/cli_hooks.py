@@ -397,6 +397,7 @@ def _serve(args: argparse.Namespace) -> int:
     if control.syslog is not None:
         control.syslog.stop()
     server.stop()
+    control.close()
     store.close()
     return 0
 
@@ -639,6 +640,12 @@ def _users(client: Any, args: argparse.Namespace) -> int:
     counters = result["counters"]
     print(f"{len(result['mappings'])} mappings (revision {result['revision']}); unbound addresses refused "
           f"{counters['unbound_refused']}, accepted {counters['unbound_accepted']}")
+    if counters.get("restored") or counters.get("restored_expired"):
+        print(f"restored at control's start: {counters['restored']} ({counters['restored_expired']} had expired "
+              "while it was down)")
+    if counters.get("store_failures"):
+        print(f"WARNING: {counters['store_failures']} writes of mappings to the store failed (see control's log); "
+              "they are written with the next change")
     return 0
 
 

@@ -5,7 +5,8 @@ member that is itself a group is expanded (nested groups, cycles cut); a member 
 `userAttribute` (uid by default; memberUid of posixGroup names users directly). Each directory is read
 again every `refresh` seconds. A directory that cannot be reached, refuses the bind, or answers something
 that is not a group keeps the groups it gave last ("last good"); the failure is counted and shown in
-`GET /identity/users` and `ngfw status`. The result -- {user: ["vsys/UserGroup", ...]} -- goes to control's
+`GET /identity/users` and `ngfw status`. Each success is written to control's store, so that a restarted
+control enforces the last good groups from its start, through a first refresh that fails too. The result -- {user: ["vsys/UserGroup", ...]} -- goes to control's
 mappings (ngfw.control.userid), which sends it to hosts with the user mappings.
 """
 
@@ -94,6 +95,16 @@ def read_group_members(connection: Any, dn: str, user_attribute: str) -> list[st
     return sorted(users)
 
 
+def groups_by_user(states: Any) -> dict[str, list[str]]:
+    """{user: ["vsys/UserGroup", ...]} of stored states ({"groups": {"vsys/UserGroup": [users]}, ...})."""
+    by_user: dict[str, list[str]] = {}
+    for state in states:
+        for name, users in (state.get("groups") or {}).items():
+            for user in users:
+                by_user.setdefault(str(user), []).append(str(name))
+    return by_user
+
+
 class DirectorySync:
     """Reads the directory groups of the running configuration periodically; `refresh_now` reads them at once."""
 
@@ -106,7 +117,20 @@ class DirectorySync:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         control.directories = self
+        self._restore()
 
+    def _restore(self) -> None:
+        """The last good groups the store kept: kept while the directory cannot be read after a restart."""
+        try:
+            stored = self.control.store.directory_groups()
+        except Exception as exc:  # noqa: BLE001 - a store without them: the first refresh reads them
+            log.warning("directory groups not restored from the store: %s", exc)
+            return
+        for name, saved in stored.items():
+            state = DirectoryState(name, str(saved.get("url", "")), last_success=saved.get("last_success"))
+            state.groups = {(key.split("/", 1)[0], key.split("/", 1)[1]): list(users)
+                            for key, users in (saved.get("groups") or {}).items() if "/" in key}
+            self.states[name] = state
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="ngfw-directory", daemon=True)
         self._thread.start()
@@ -136,7 +160,7 @@ class DirectorySync:
         sources, _ = self._configuration()
         now = time.monotonic()
         due = [name for name, spec in sources.items() if self._due.get(name, 0.0) <= now]
-        if due:
+        if due or any(name not in sources for name in self.states):   # restored, no longer configured: drop
             self.refresh_now(due)
 
     def refresh_now(self, only: list[str] | None = None) -> dict[str, DirectoryState]:
@@ -144,6 +168,10 @@ class DirectorySync:
         with self._lock:
             for name in [n for n in self.states if n not in sources]:
                 del self.states[name]
+                try:   # a restart must not bring back the groups of a directory no longer configured
+                    self.control.store.put_directory_groups(name, {"groups": {}})
+                except Exception as exc:  # noqa: BLE001
+                    log.error("directory %s: removal not written to the store: %s", name, exc)
             for name, spec in sources.items():
                 if only is not None and name not in only:
                     continue
@@ -168,11 +196,19 @@ class DirectorySync:
                         time.strftime("%H:%M:%S", time.localtime(state.last_success)) if state.last_success
                         else "never")
             return
+        changed = found != state.groups or state.last_success is None
         state.groups = found
         state.ok += 1
         state.stale = False
         state.last_error = ""
         state.last_success = time.time()
+        if changed:
+            try:
+                self.control.store.put_directory_groups(name, {
+                    "url": state.url, "last_success": state.last_success,
+                    "groups": {f"{v}/{n}": users for (v, n), users in sorted(found.items())}})
+            except Exception as exc:  # noqa: BLE001 - enforced from memory; a restart would read the older ones
+                log.error("directory %s: groups not written to the store: %s", name, exc)
 
     def _read(self, spec: dict[str, Any], wanted: list[tuple[str, str, str]]) -> dict[tuple[str, str], list[str]]:
         from ldap3 import Connection, Server
@@ -180,13 +216,31 @@ class DirectorySync:
         url = urlparse(spec["url"])
         password = None
         if spec.get("passwordFile"):
-            with open(spec["passwordFile"], encoding="utf-8") as f:
-                password = f.read().strip()
+            try:
+                with open(spec["passwordFile"], encoding="utf-8") as f:
+                    password = f.read().strip()
+            except OSError as exc:
+                raise DirectoryError(f"passwordFile {spec['passwordFile']}: {exc.strerror or exc}") from None
         timeout = float(spec.get("timeout", 5.0))
-        server = Server(url.hostname, port=url.port, use_ssl=url.scheme == "ldaps", connect_timeout=timeout)
-        connection = Connection(server, user=spec.get("bindDN"), password=password, auto_bind=True,
+        tls = None
+        if url.scheme == "ldaps":
+            import ssl
+
+            from ldap3 import Tls
+
+            # verified: the certificate chains to caFile (or the system's CAs) and names the URL's host
+            tls = Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=spec.get("caFile"))
+        server = Server(url.hostname, port=url.port, use_ssl=url.scheme == "ldaps", tls=tls, connect_timeout=timeout)
+        connection = Connection(server, user=spec.get("bindDN"), password=password,
                                 receive_timeout=max(1, math.ceil(timeout)),   # ldap3 packs it as an integer
                                 raise_exceptions=False, read_only=True)
+        if not connection.bind():
+            result = connection.result or {}
+            who = f"as {spec['bindDN']}" if spec.get("bindDN") else "anonymously"
+            reason = result.get("description") or "no answer"
+            if result.get("message"):
+                reason += f" ({result['message']})"
+            raise DirectoryError(f"the directory refused to bind {who}: {reason}")
         try:
             return {(vsys, group): read_group_members(connection, dn, spec.get("userAttribute", "uid"))
                     for vsys, group, dn in wanted}

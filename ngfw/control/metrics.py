@@ -149,6 +149,18 @@ class ControlMetrics(Collector):
                              ("over_limit", "refused")):
             changes.add_metric([outcome], users.counters.get(key, 0))
         yield changes
+        restored = CounterMetricFamily("ngfw_control_user_mappings_restored_total", "User mappings read back from "
+                                       "the store when control started: restored, or dropped (their lifetime ended "
+                                       "while control was down)", labels=["outcome"])
+        restored.add_metric(["restored"], users.counters.get("restored", 0))
+        restored.add_metric(["expired"], users.counters.get("restored_expired", 0))
+        yield restored
+        writes = CounterMetricFamily("ngfw_control_user_store_writes_total", "Writes of user mappings to control's "
+                                     "store (a syslog batch or a request is one), by result (failed: written again "
+                                     "with the next)", labels=["result"])
+        writes.add_metric(["ok"], users.counters.get("store_writes", 0))
+        writes.add_metric(["failed"], users.counters.get("store_failures", 0))
+        yield writes
         syslog = self.control.syslog
         if syslog is not None:
             lines = CounterMetricFamily("ngfw_control_syslog_lines_total", "Syslog lines received, by what came "

@@ -269,7 +269,7 @@ def build_routes(control: Control) -> list[Route]:
         Route("GET", "/identity/users/changes", "Long-poll for a host: the user mappings changed after revision "
                                                 "`since` (without it, all of them), 204 after `wait` s of none",
               lambda r: _user_changes(c, r), "dataplane[:HOST], security-admin, viewer",
-              query=("host", "since", "wait")),
+              query=("host", "since", "epoch", "wait")),
         Route("GET", "/bundle", "Long-poll for the running bundle: returns when its hash differs from `known` "
                                 "(204 after `wait` seconds without a change); with `version` (the one the host "
                                 "runs) equal to the running one, only its Workloads (an identity update)",
@@ -346,7 +346,8 @@ def _user_changes(control: Control, request: Request) -> tuple[int, Any]:
         raise ApiError(400, "host is required")
     wait = parse_seconds(request.query.get("wait"), "wait", MAX_WAIT_SECONDS)
     since = _int(request.query.get("since") or None, "since")
-    result = control.user_changes(request.principal, host, since, wait)
+    epoch = request.query.get("epoch") or None
+    result = control.user_changes(request.principal, host, since, wait, epoch)
     return (204, None) if result is None else (200, result)
 
 

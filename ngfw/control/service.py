@@ -134,10 +134,19 @@ class Control:
         self.signature_sets = SignatureSetRegistry(store)
         from ngfw.control.userid import UserMappings
 
-        self.users = UserMappings(clock, on_change=self._notify)   # User-ID: address -> user
+        # User-ID: address -> user, kept in the store; what a previous control process mapped is enforced again
+        self.users = UserMappings(clock, on_change=self._notify, store=store)
+        self.users.restore()
+        from ngfw.control.ldap import groups_by_user
+
+        self.users.set_groups(groups_by_user(store.directory_groups().values()))   # the last good, till a refresh
         self.syslog: Any = None   # ngfw.control.syslog.SyslogReceiver with `ngfw control --syslog`
         self.directories: Any = None   # ngfw.control.ldap.DirectorySync: directory groups
         self._address_book: tuple[tuple[int, int], dict[str, str], list[Any], dict[str, list[str]]] | None = None
+
+    def close(self) -> None:
+        """Control stopping: what is not in the store yet (the last syslog batch's mappings) is written."""
+        self.users.close()
 
     # ---- audit and authorization
     def audit(self, who: Principal | None, action: str, target: str, outcome: str, **detail: Any) -> None:
@@ -928,7 +937,9 @@ class Control:
         return {"revision": self.users.revision, "mappings": self.users.listing(), "counters": counters,
                 "directories": directories, "groups": {u: list(g) for u, g in self.users.groups.items()}}
 
-    def user_changes(self, who: Principal, host: str, since: int | None, wait: float) -> dict[str, Any] | None:
-        """A host agent's long-poll: the user mappings changed after revision `since` (None: a snapshot)."""
+    def user_changes(self, who: Principal, host: str, since: int | None, wait: float,
+                     epoch: str | None = None) -> dict[str, Any] | None:
+        """A host agent's long-poll: the user mappings changed after revision `since` of `epoch` (None, or
+        another control process's epoch: a snapshot)."""
         self.require(who, who.may_fetch_bundle(host), "users.changes", host)
-        return self.users.wait_changes(since, wait)
+        return self.users.wait_changes(since, wait, epoch)

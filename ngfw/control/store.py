@@ -155,6 +155,24 @@ class Store(abc.ABC):
     def signature_sets(self) -> list[dict[str, Any]]:
         """The metadata of every stored set, newest first."""
 
+    # User-ID mappings (ngfw.control.userid): address -> {address, user, source, expires, vm, by}, written in
+    # batches (a syslog burst is one write), never a version; and the last good directory groups of each
+    # UserSource, so that a restarted control enforces them before its first directory refresh.
+    @abc.abstractmethod
+    def write_user_mappings(self, puts: list[dict[str, Any]], deletes: list[str]) -> None:
+        """Store `puts` (each by its `address`) and forget `deletes`, all in one write."""
+
+    @abc.abstractmethod
+    def user_mappings(self) -> list[dict[str, Any]]:
+        """Every stored user mapping, expired ones included (the caller drops those)."""
+
+    @abc.abstractmethod
+    def put_directory_groups(self, source: str, state: dict[str, Any]) -> None: ...
+
+    @abc.abstractmethod
+    def directory_groups(self) -> dict[str, dict[str, Any]]:
+        """The last good groups stored per UserSource: {source: state}."""
+
     def close(self) -> None:  # noqa: B027 - optional: a store that holds nothing open has nothing to close
         pass
 

@@ -7,6 +7,8 @@ Layout under the prefix (default `ngfw`):
     PREFIX/candidates/OWNER, PREFIX/hosts/HOST, PREFIX/audit/TIME_NS-RANDOM
     PREFIX/sigsets/SHA256/meta, PREFIX/sigsets/SHA256/data/0000  a signature set's archive (gzip), in
                                      chunks under etcd's request limit; meta is written last
+    PREFIX/users/ADDRESS             a User-ID mapping (JSON), written in transactions of up to 128 operations
+    PREFIX/directory-groups/SOURCE   the last good groups a UserSource's directory gave (JSON)
 Numbers are zero-padded so that key order is numeric order, and the newest is one
 sorted, limited range read. etcd refuses requests over 1.5 MiB by default; compressed,
 a 10,000-rule policy is far below that (a bigger one is refused with that reason).
@@ -36,6 +38,7 @@ from ngfw.control.store import (
     VersionRecord,
 )
 
+MAX_TXN_OPS = 128  # etcd's default --max-txn-ops
 MAX_VALUE_BYTES = 1_400_000  # under etcd's default --max-request-bytes (1.5 MiB) with room for the request
 
 
@@ -203,6 +206,27 @@ class EtcdStore(Store):
         keys = [info["key"].decode() for _, info in rows if info["key"].decode().endswith("/meta")]
         metas = [json.loads(data) for data in (self._get(key) for key in keys) if data is not None]
         return sorted(metas, key=lambda m: m.get("created", 0), reverse=True)
+
+    def write_user_mappings(self, puts: list[dict[str, Any]], deletes: list[str]) -> None:
+        ops: list[dict[str, Any]] = [{"request_delete_range": {"key": _b64(self._key("users", a))}} for a in deletes]
+        ops += [{"request_put": {"key": _b64(self._key("users", m["address"])), "value": _b64(json.dumps(m))}}
+                for m in puts]
+        for i in range(0, len(ops), MAX_TXN_OPS):
+            with self._lock:
+                try:
+                    self.client.transaction({"compare": [], "success": ops[i:i + MAX_TXN_OPS], "failure": []})
+                except Etcd3Exception as exc:
+                    raise StoreError(f"etcd: {exc}") from None
+
+    def user_mappings(self) -> list[dict[str, Any]]:
+        return [json.loads(value) for value, _ in self._range(self._key("users") + "/", False, None)]
+
+    def put_directory_groups(self, source: str, state: dict[str, Any]) -> None:
+        self._put(self._key("directory-groups", source), json.dumps(state))
+
+    def directory_groups(self) -> dict[str, dict[str, Any]]:
+        rows = self._range(self._key("directory-groups") + "/", False, None)
+        return {info["key"].decode().rsplit("/", 1)[1]: json.loads(value) for value, info in rows}
 
     def close(self) -> None:
         self.client.session.close()

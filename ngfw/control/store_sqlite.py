@@ -31,6 +31,10 @@ CREATE TABLE IF NOT EXISTS candidates (owner TEXT PRIMARY KEY, body TEXT NOT NUL
 CREATE TABLE IF NOT EXISTS hosts (host TEXT PRIMARY KEY, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS signature_sets (sha256 TEXT PRIMARY KEY, data BLOB NOT NULL, meta TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS user_mappings (
+    address TEXT PRIMARY KEY, user TEXT NOT NULL, source TEXT NOT NULL, expires REAL, vm TEXT, by TEXT NOT NULL
+    ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS directory_groups (source TEXT PRIMARY KEY, body TEXT NOT NULL);
 """
 
 
@@ -161,6 +165,35 @@ class SqliteStore(Store):
     def signature_sets(self) -> list[dict[str, Any]]:
         metas = [json.loads(row[0]) for row in self._all("SELECT meta FROM signature_sets")]
         return sorted(metas, key=lambda m: m.get("created", 0), reverse=True)
+
+    def write_user_mappings(self, puts: list[dict[str, Any]], deletes: list[str]) -> None:
+        # synchronous=NORMAL (as acks): one transaction per batch, durable across a crash of control
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                if deletes:
+                    self._db.executemany("DELETE FROM user_mappings WHERE address = ?", [(a,) for a in deletes])
+                if puts:   # columns, not JSON: a syslog burst writes thousands of rows
+                    self._db.executemany("INSERT OR REPLACE INTO user_mappings VALUES (?, ?, ?, ?, ?, ?)",
+                                         [(m["address"], m["user"], m["source"], m["expires"], m["vm"], m["by"])
+                                          for m in puts])
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+
+    def user_mappings(self) -> list[dict[str, Any]]:
+        names = ("address", "user", "source", "expires", "vm", "by")
+        return [dict(zip(names, row)) for row in
+                self._all("SELECT address, user, source, expires, vm, by FROM user_mappings")]
+
+    def put_directory_groups(self, source: str, state: dict[str, Any]) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO directory_groups VALUES (?, ?)", (source, json.dumps(state)))
+
+    def directory_groups(self) -> dict[str, dict[str, Any]]:
+        return {row[0]: json.loads(row[1]) for row in self._all("SELECT source, body FROM directory_groups")}
 
     def close(self) -> None:
         with self._lock:

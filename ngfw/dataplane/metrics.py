@@ -94,8 +94,23 @@ class DataplaneCollector(Collector):
                                   value=stats["flows_user_redecided"])
         users = getattr(self.dp, "users", None)
         if users is not None:
+            user_stats = users.stats()
             yield GaugeMetricFamily("ngfw_user_mappings", "Addresses the user table in force maps to a user (User-ID)",
-                                    value=users.stats()["mapped"])
+                                    value=user_stats["mapped"])
+            yield CounterMetricFamily("ngfw_user_table_swaps_total", "User tables built and swapped into the packet "
+                                      "loop (a login, a logout, a lifetime's end, a group change)",
+                                      value=user_stats["swaps"])
+            yield CounterMetricFamily("ngfw_user_mappings_expired_total", "User mappings whose lifetime ended on "
+                                      "this host", value=user_stats["expired"])
+        agent = getattr(self.dp, "user_agent", None)
+        if agent is not None:
+            updates = CounterMetricFamily("ngfw_user_updates_total", "User mapping updates from control, by kind "
+                                          "(snapshot: at start and after control restarted; delta; refused: did "
+                                          "not verify)", labels=["kind"])
+            updates.add_metric(["snapshot"], agent.snapshots)
+            updates.add_metric(["delta"], agent.applied - agent.snapshots)
+            updates.add_metric(["refused"], agent.refused)
+            yield updates
         bypass = stats["bypass"]
         yield GaugeMetricFamily("ngfw_bypass_enabled", "1 while flow bypass runs (the kernel forwards flows whose "
                                 "verdict is final), 0 when it is off or not available", value=int(bypass["enabled"]))

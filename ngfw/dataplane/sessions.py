@@ -41,8 +41,10 @@ FILTER_FIELDS: dict[str, str] = {
     "action": "allow, deny or reject",
     "state": "TCP state: syn_sent, syn_recv, established, fin_wait, closing, closed",
     "id": "the flow id (EVE's flow_id)",
+    "user": "the user behind the client's address (User-ID): a name, known-user (any) or unknown (none)",
 }
 ACTIONS = ("allow", "deny", "reject")
+USER_MODES = {"known-user": 2, "unknown": 3}   # session_view.pxi SV_USER_*; a name is 1 (SV_USER_IS)
 TCP_STATES = ("none", "syn_sent", "syn_recv", "established", "fin_wait", "closing", "closed")
 PAGE_DEFAULT = 500
 PAGE_MAX = 5000
@@ -71,6 +73,7 @@ class SessionFilter:
     action: str | None = None
     state: str | None = None
     flow_id: int | None = None
+    user: str | None = None   # a canonical user name, known-user or unknown
 
     @classmethod
     def parse(cls, words: list[str] | Mapping[str, Any]) -> SessionFilter:
@@ -109,7 +112,7 @@ class SessionFilter:
     def as_dict(self) -> dict[str, str]:
         """The filter as {field: value} text: what travels to control and to other hosts (and is audited)."""
         out: dict[str, str] = {}
-        for name in ("vsys", "vm", "app", "rule", "action", "state"):
+        for name in ("vsys", "vm", "app", "rule", "action", "state", "user"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = str(value)
@@ -144,6 +147,15 @@ class SessionFilter:
 def _parse_field(name: str, value: str) -> tuple[str, Any]:
     if name in ("vsys", "vm", "app", "rule"):
         return name, value
+    if name == "user":
+        if value.lower() in USER_MODES:
+            return "user", value.lower()
+        from ngfw.model.syntax import check_user_name
+
+        try:
+            return "user", check_user_name(value)
+        except ValueError as exc:
+            raise FilterError(f"user={value}: {exc} (or known-user, unknown)") from None
     if name in ("src", "dst"):
         try:
             return name, ipaddress.ip_network(value, strict=False)
@@ -220,6 +232,12 @@ class SessionTable:
             out["action"] = ACTIONS.index(flt.action)
         if flt.state is not None:
             out["tcp_state"] = TCP_STATES.index(flt.state)
+        if flt.user is not None:
+            from ngfw.compiler.principals import user_principal
+
+            # a name no flow has is not an error: nobody of that name is logged in here (yet)
+            out["user_mode"] = USER_MODES.get(flt.user, 1)
+            out["user"] = user_principal(flt.user) if out["user_mode"] == 1 else 0
         vm_vsys = None
         if flt.vm is not None:
             # the name alone may be a workload of several vsys (a vsys= of the filter narrows the flows, not

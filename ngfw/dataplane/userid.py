@@ -180,7 +180,11 @@ class UserMap:
 
 class UserAgent:
     """A long-poll of control's user mappings (`GET /identity/users/changes`): a snapshot first, then each
-    delta, verified (sha256 of its canonical JSON) and applied to the host's UserMap."""
+    delta, verified (sha256 of its canonical JSON) and applied to the host's UserMap.
+
+    While control is unreachable the host keeps its table (lifetimes still end here). A restarted control
+    has another epoch and answers with a snapshot, which `UserMap.apply` turns into the difference against
+    the table in force: users mapped before and after the restart are never denied in between."""
 
     def __init__(self, users: UserMap, client: Any, host: str, wait: float = 20.0) -> None:
         self.users = users
@@ -188,6 +192,8 @@ class UserAgent:
         self.host = host
         self.wait = wait
         self.since: int | None = None   # None: ask for a snapshot
+        self.epoch: str | None = None   # the control process `since` is a revision of
+        self.snapshots = 0
         self.applied = 0
         self.refused = 0
         self._stop = threading.Event()
@@ -221,6 +227,8 @@ class UserAgent:
         query: dict[str, Any] = {"host": self.host, "wait": wait}
         if self.since is not None:
             query["since"] = self.since
+            if self.epoch is not None:
+                query["epoch"] = self.epoch
         status, delta = self.client.request("GET", "/identity/users/changes", query=query,
                                             timeout=wait + self.client.timeout)
         if status != 200 or not isinstance(delta, dict):
@@ -232,6 +240,8 @@ class UserAgent:
             return False
         self.users.apply(delta)
         self.since = int(delta["revision"])
+        self.epoch = str(delta["epoch"]) if delta.get("epoch") else None
+        self.snapshots += 1 if delta.get("full") else 0
         self.applied += 1
         return True
 

@@ -49,6 +49,29 @@ class ControlSite:
     tokens: dict[str, str]  # name -> token
     token_files: dict[str, Path]
     dataplanes: dict[str, DataplaneProcess] = field(default_factory=dict)  # host name -> process
+    control_argv: list[str] = field(default_factory=list)
+    control_process: subprocess.Popen[Any] | None = None
+    control_log: IO[bytes] | None = None
+
+    def restart_control(self, down: float = 0.0, ready_timeout: float = 30) -> None:
+        """Stop `ngfw control` (SIGTERM, as systemd does), leave it down `down` seconds, start it again on the
+        same store and address, and wait until it answers."""
+        assert self.control_process is not None
+        stop_process(self.control_process)
+        time.sleep(down)
+        self.control_process = run_in(self.two.mgmt_ns, self.control_argv, stdout=self.control_log,
+                                      stderr=self.control_log, stdin=subprocess.DEVNULL, env=dataplane_env(),
+                                      cwd=str(REPO_ROOT))
+        if not _wait(self._answers, ready_timeout):
+            raise SiteError(f"ngfw control did not answer in {ready_timeout:.0f} s after a restart:\n"
+                            + (self.workdir / "control.log").read_text(errors="replace")[-3000:])
+
+    def _answers(self) -> bool:
+        try:
+            self.status()
+            return True
+        except Exception:  # noqa: BLE001 - not listening yet
+            return False
 
     def api(self, who: str) -> ControlClient:
         return ControlClient(self.two.control_url, self.tokens[who], timeout=10)
@@ -143,18 +166,10 @@ def control_site(two: TwoHostLab, workdir: Path, policy: Path, ready_timeout: fl
                 "--store", f"sqlite:///{workdir / 'control.db'}", "--tokens", str(tokens_file),
                 "--insecure-http",  # the lab's management network is a namespace's: nothing else sees it
                 *control_args]
-        procs.append(run_in(two.mgmt_ns, argv, stdout=logs[-1], stderr=logs[-1], stdin=subprocess.DEVNULL,
-                            env=dataplane_env(), cwd=str(REPO_ROOT)))
-        site = ControlSite(two, workdir, tokens, token_files)
-
-        def control_up() -> bool:
-            try:
-                site.status()
-                return True
-            except Exception:  # noqa: BLE001 - not listening yet
-                return False
-
-        if not _wait(control_up, ready_timeout):
+        site = ControlSite(two, workdir, tokens, token_files, control_argv=argv, control_log=logs[-1])
+        site.control_process = run_in(two.mgmt_ns, argv, stdout=logs[-1], stderr=logs[-1], stdin=subprocess.DEVNULL,
+                                      env=dataplane_env(), cwd=str(REPO_ROOT))
+        if not _wait(site._answers, ready_timeout):
             raise SiteError(f"ngfw control did not answer in {ready_timeout:.0f} s:\n"
                             + (workdir / "control.log").read_text(errors="replace")[-3000:])
         for step in (("apply", "-f", str(policy)), ("commit", "-m", f"{policy.name}: two tenants, two hosts")):
@@ -174,6 +189,8 @@ def control_site(two: TwoHostLab, workdir: Path, policy: Path, ready_timeout: fl
         if site is not None:
             for dp in site.dataplanes.values():
                 dp.stop()
+            if site.control_process is not None:
+                stop_process(site.control_process)
         for proc in reversed(procs):
             stop_process(proc)
         for f in logs:

@@ -6,6 +6,10 @@
 
 Users are inetOrgPerson entries `uid=NAME,ou=people,dc=lab`; groups are groupOfNames `cn=NAME,ou=groups,dc=lab`
 whose `member`s are users or other groups (nested).
+
+    Directory(tmp_dir, tls=(cert, key), require_bind=True)   # ldaps:// on a second port (`ldaps_url`), and
+                                                              # nothing readable without a bind: control binds as
+                                                              # READER_DN with READER_PASSWORD (load_lab_tree adds it)
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ SLAPD = shutil.which("slapd") or "/usr/sbin/slapd"
 SUFFIX = "dc=lab"
 ADMIN_DN = "cn=admin,dc=lab"
 ADMIN_PASSWORD = "lab-admin"
+READER_DN = "cn=ngfw-reader,dc=lab"   # the account a firewall reads groups as
+READER_PASSWORD = "reader-secret"
 SCHEMAS = ("core", "cosine", "inetorgperson", "nis")
 LAB_USERS = ("alice", "bob", "carol", "dave")
 LAB_GROUPS = {"finance-auditors": ["user:dave"], "finance": ["user:alice", "user:bob", "group:finance-auditors"],
@@ -49,12 +55,19 @@ def _free_port() -> int:
 
 
 class Directory:
-    def __init__(self, directory: str | Path, port: int | None = None, netns: str | None = None) -> None:
-        """`netns`: run slapd (and talk to it) inside that network namespace, on its loopback."""
+    def __init__(self, directory: str | Path, port: int | None = None, netns: str | None = None,
+                 tls: tuple[Path, Path] | None = None, require_bind: bool = False) -> None:
+        """`netns`: run slapd (and talk to it) inside that network namespace, on its loopback. `tls`: (certificate,
+        key) PEM files: slapd also serves ldaps:// on `ldaps_port`. `require_bind`: anonymous clients may only
+        bind (read nothing)."""
         self.dir = Path(directory)
         self.netns = netns
         self.port = port or _free_port()
         self.url = f"ldap://127.0.0.1:{self.port}"
+        self.tls = tls
+        self.ldaps_port = _free_port() if tls else 0
+        self.ldaps_url = f"ldaps://127.0.0.1:{self.ldaps_port}" if tls else ""
+        self.require_bind = require_bind
         self.process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Directory:
@@ -74,9 +87,20 @@ class Directory:
             [f"include /etc/ldap/schema/{s}.schema" for s in SCHEMAS]
             + [f"pidfile {self.dir / 'slapd.pid'}", "modulepath /usr/lib/ldap", "moduleload back_mdb",
                "database mdb", f'suffix "{SUFFIX}"', f'rootdn "{ADMIN_DN}"', f"rootpw {ADMIN_PASSWORD}",
-               f"directory {db}", "maxsize 104857600", "access to * by * read"]) + "\n")
+               f"directory {db}", "maxsize 104857600"]
+            + (["access to attrs=userPassword by anonymous auth by * none",
+                "access to * by users read by anonymous auth by * none"] if self.require_bind
+               else ["access to * by * read"])) + "\n")
+        listen = f"{self.url}/"
+        if self.tls:
+            cert, key = self.tls
+            with conf.open("r+") as f:   # global TLS options go before the first `database`
+                text = f.read()
+                f.seek(0)
+                f.write(f"TLSCertificateFile {cert}\nTLSCertificateKeyFile {key}\n" + text)
+            listen += f" {self.ldaps_url}/"
         # -d 0: stay in the foreground (the test owns the process), log nothing
-        argv = [SLAPD, "-f", str(conf), "-h", f"{self.url}/", "-d", "0"]
+        argv = [SLAPD, "-f", str(conf), "-h", listen, "-d", "0"]
         if self.netns:
             from ngfw.lab.netns import run_in
 
@@ -142,6 +166,8 @@ class Directory:
             conn.add(SUFFIX, ["dcObject", "organization"], {"o": "ngfw lab", "dc": "lab"})
             conn.add(f"ou=people,{SUFFIX}", ["organizationalUnit"], {"ou": "people"})
             conn.add(f"ou=groups,{SUFFIX}", ["organizationalUnit"], {"ou": "groups"})
+            conn.add(READER_DN, ["organizationalRole", "simpleSecurityObject"],
+                     {"cn": "ngfw-reader", "userPassword": READER_PASSWORD})
             for name in users:
                 conn.add(user_dn(name), ["inetOrgPerson"], {"uid": name, "cn": name, "sn": name})
             for name, members in groups.items():

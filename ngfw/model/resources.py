@@ -460,6 +460,9 @@ class LdapDirectory(_Strict):
     bind_dn: str | None = Field(None, alias="bindDN", description="Who control binds as (default: anonymous).")
     password_file: str | None = Field(
         None, alias="passwordFile", description="File on control's host holding the bind password.")
+    ca_file: str | None = Field(
+        None, alias="caFile", description="ldaps://: PEM file of the CAs the directory's certificate must chain to "
+                                          "(default: the system's); its name must match the URL's host.")
     refresh: int = Field(300, ge=1, le=86400, description="Seconds between two reads of the groups.")
     timeout: float = Field(5.0, gt=0, le=120, description="Seconds an answer of the directory may take.")
     user_attribute: str = Field(

@@ -41,6 +41,7 @@ DEPLOY = REPO_ROOT / "deploy"
 SCRAPE_SECONDS = 1
 # what Grafana puts for its variables with a 1 s scrape interval and a 1 s step
 RATE_INTERVAL = f"{4 * SCRAPE_SECONDS}s"
+CLOSED_PORT = 9    # discard: nothing listens on it in the lab's namespace, a directory there is unreachable
 
 
 @dataclass
@@ -53,6 +54,7 @@ class Site:
     token_files: dict[str, Path]
     dataplane: DataplaneProcess
     prometheus_port: int
+    syslog_port: int
 
     def api(self, who: str) -> ControlClient:
         return ControlClient(self.control_url, self.tokens[who], timeout=10, ca_file=str(self.ca))
@@ -93,11 +95,15 @@ def _wait_http(ns: str, port: int, path: str, what: str, proc: subprocess.Popen[
 
 
 def _lab_documents() -> list[dict[str, Any]]:
-    """The lab policy, with web-01 placed on host-a and web-02 on host-b (a host with no dataplane here)."""
+    """The lab policy, with web-01 placed on host-a and web-02 on host-b (a host with no dataplane here), and a
+    UserSource: sshd's login lines, and a directory on a loopback port nothing listens on (it stays stale)."""
     documents = [d for d in yaml.safe_load_all(LAB_POLICY.read_text()) if d]
     for document in documents:
         if document["kind"] == "Workload":
             document["spec"]["host"] = "host-a" if document["metadata"]["name"] == "web-01" else "host-b"
+    documents.append({"apiVersion": "ngfw/v1", "kind": "UserSource", "metadata": {"name": "corp"}, "spec": {
+        "syslog": {"login": r"Accepted \S+ for (?P<user>\S+) from (?P<ip>\S+)"},
+        "ldap": {"url": f"ldap://127.0.0.1:{CLOSED_PORT}", "refresh": 1, "timeout": 1}}})
     return documents
 
 
@@ -134,14 +140,17 @@ def site(lab: Lab, lab_services: Services, tmp_path_factory: pytest.TempPathFact
     dataplane: DataplaneProcess | None = None
     try:
         control_port = free_tcp_port(lab.fw_ns)
+        syslog_port = free_tcp_port(lab.fw_ns)
         logs.append(open(workdir / "control.log", "wb"))
         procs.append(run_in(lab.fw_ns, [
             sys.executable, "-m", "ngfw", "control", "--listen", f"127.0.0.1:{control_port}",
             "--store", f"sqlite:///{workdir / 'control.db'}", "--tokens", str(workdir / "tokens.json"),
             "--tls-cert", str(server.cert), "--tls-key", str(server.key), "--client-ca", str(pki.cert),
+            "--syslog", f"127.0.0.1:{syslog_port}",
         ], stdout=logs[-1], stderr=logs[-1], stdin=subprocess.DEVNULL, env=dataplane_env(), cwd=str(REPO_ROOT)))
         url = f"https://127.0.0.1:{control_port}"
-        site_stub = Site(lab, workdir, pki.cert, url, tokens, token_files, None, 0)  # type: ignore[arg-type]
+        site_stub = Site(lab, workdir, pki.cert, url, tokens, token_files, None, 0,  # type: ignore[arg-type]
+                         syslog_port)
 
         def control_up() -> bool:
             with contextlib.suppress(Exception):
@@ -240,6 +249,11 @@ def test_prometheus_shows_real_traffic_and_every_dashboard_panel_has_data(site: 
         site.call("auditor", "POST", "/commit", {"message": "not mine to make"})
     moved = site.cli("admin", "migrate", "web-01", "--to", "host-b")
     assert moved.returncode == 1 and "destination host-b has no connected dataplane" in moved.stderr, moved.stderr
+    # User-ID: a login line from a jump host's syslog (util-linux logger), mapping web-01's address
+    login = call_in(lab.fw_ns, ["logger", "-n", "127.0.0.1", "-P", str(site.syslog_port), "--udp", "-t", "sshd",
+                                f"Accepted publickey for alice from {lab.web1.ipv4} port 50022 ssh2"], timeout=10)
+    assert login.returncode == 0, login.stderr
+    assert wait_for(lambda: (site.scalar("max(ngfw_user_mappings)") or 0) >= 1, 10)
 
     # the counter moved, and Prometheus shows it: at least the 3 pings' 6 frames more
     assert wait_for(lambda: (site.scalar("sum(ngfw_port_rx_packets_total)") or 0) >= before + 6, 10)
@@ -278,6 +292,14 @@ def test_prometheus_shows_real_traffic_and_every_dashboard_panel_has_data(site: 
     assert results["Commits and refusals"][0]["action=commit,result=refused"] > 0, results["Commits and refusals"]
     assert results["Commits and refusals"][1].get("reason=denied", 0) > 0, results["Commits and refusals"]
     assert any("alertname=NgfwMigrationsFailing" in k for k in results["Firing alerts"][0])
+    control_mapped, host_mapped = results["User-ID: mapped addresses"]
+    assert control_mapped == {"": 1.0} and max(host_mapped.values()) == 1.0, results["User-ID: mapped addresses"]
+    lines, changes = results["User-ID: logins and mapping changes"]
+    assert lines["result=logins"] > 0 and changes["outcome=mapped"] > 0, results["User-ID: logins and mapping changes"]
+    stale, refreshes = results["User-ID: directories"]
+    assert stale == {"source=corp": 1.0} and refreshes["outcome=failed,source=corp"] > 0, results["User-ID: directories"]
+    updates, writes = results["User-ID: updates to hosts, store writes"]
+    assert "kind=snapshot" in updates and writes.get("result=ok", 0) > 0, results["User-ID: updates to hosts, store writes"]
 
 
 def test_promtool_finds_both_expositions_clean(site: Site) -> None:

@@ -96,6 +96,7 @@ class RunningControl:
         if not self.stopped:
             self.stopped = True
             self.server.stop()
+            self.control.close()
             self.store.close()
 
     def restart(self) -> RunningControl:
@@ -110,3 +111,24 @@ def make_tokens(path: Path) -> dict[str, str]:
 
 def client(control: RunningControl, tokens: dict[str, str], name: str | None) -> ControlClient:
     return ControlClient(control.url, tokens[name] if name else None, timeout=10)
+
+
+USERS_SERVER_MAC = "02:00:00:00:02:01"   # where the User-ID tests' web-01 -> 10.77.0.100:80 frames go
+
+
+def users_policy() -> list[dict[str, Any]]:
+    """two_tenants with User-ID: `finance-web` allows web-01 -> 10.77.0.100:80 for tenant-a's UserGroup finance
+    (alice), and a UserSource letting mappings name 10.99.0.0/24 (no workload's)."""
+    documents = two_tenants()
+    documents.append(resource_doc("UserGroup", {"name": "finance", "vsys": "tenant-a"}, {"members": ["alice"]}))
+    documents.append(resource_doc("UserSource", {"name": "vpn"}, {"unboundAddresses": ["10.99.0.0/24"]}))
+    rules = next(d for d in documents if d["kind"] == "SecurityPolicy" and d["metadata"]["vsys"] == "tenant-a")
+    rules["spec"]["rules"].insert(0, {"name": "finance-web", "from": ["vm:web-01"], "to": ["cidr:10.77.0.100/32"],
+                                      "services": ["tcp/80"], "users": ["group:finance"], "action": "allow"})
+    return documents
+
+
+def put_user_mapping(c: ControlClient, **body: Any) -> dict[str, Any]:
+    """PUT /identity/users with `body`; the answer."""
+    return c.request("PUT", "/identity/users", body)[1]  # type: ignore[no-any-return]
+

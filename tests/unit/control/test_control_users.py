@@ -19,23 +19,14 @@ from ngfw.control.userid import delta_hash
 from ngfw.control.validation import compile_documents
 from ngfw.dataplane.runner import Dataplane, PortPlan
 from ngfw.dataplane.userid import UserAgent
-from tests.support.control import RunningControl, client, resource_doc, two_tenants
+from tests.support.control import USERS_SERVER_MAC, RunningControl, client, put_user_mapping, users_policy
 
-SRV_MAC = "02:00:00:00:02:01"
+SRV_MAC = USERS_SERVER_MAC
+put = put_user_mapping
 
 
 def tcp(sport: int, dport: int, flags: str) -> TCP:
     return TCP(sport=sport, dport=dport, flags=flags, seq=1000)
-
-
-def users_policy() -> list[dict[str, Any]]:
-    documents = two_tenants()
-    documents.append(resource_doc("UserGroup", {"name": "finance", "vsys": "tenant-a"}, {"members": ["alice"]}))
-    documents.append(resource_doc("UserSource", {"name": "vpn"}, {"unboundAddresses": ["10.99.0.0/24"]}))
-    rules = next(d for d in documents if d["kind"] == "SecurityPolicy" and d["metadata"]["vsys"] == "tenant-a")
-    rules["spec"]["rules"].insert(0, {"name": "finance-web", "from": ["vm:web-01"], "to": ["cidr:10.77.0.100/32"],
-                                      "services": ["tcp/80"], "users": ["group:finance"], "action": "allow"})
-    return documents
 
 
 @pytest.fixture
@@ -46,10 +37,6 @@ def running(sqlite_url: str, tmp_path: Path, tokens: dict[str, str]) -> Any:
     admin.commit("users")
     yield control
     control.stop()
-
-
-def put(c: Any, **body: Any) -> dict[str, Any]:
-    return c.request("PUT", "/identity/users", body)[1]
 
 
 def test_roles_that_may_map_users(running: RunningControl, tokens: dict[str, str]) -> None:

@@ -10,6 +10,7 @@ rule nobody hit, a host that does not answer is named.
 from __future__ import annotations
 
 import copy
+import ipaddress
 import socket
 import struct
 import time
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 
 from ngfw._fastpath import engine as fp
+from ngfw.compiler.principals import user_principal
 from ngfw.control.client import ControlError
 from ngfw.control.validation import compile_documents
 from ngfw.dataplane.opsagent import OperationsAgent
@@ -76,6 +78,8 @@ def fleet(sqlite_url: str, tmp_path: Any, tokens: dict[str, str]) -> Iterator[di
     alice.commit("two tenants")
     policy = compile_documents(docs, 1, lint_it=False).policy
     hosts = {"host-a": Host("host-a", policy), "host-b": Host("host-b", policy)}
+    # User-ID on host-a: alice is behind web-01 there (host-b knows no user)
+    hosts["host-a"].engine.set_users(fp.UserTable([(ipaddress.ip_address(WEB[1]), user_principal("alice"))]))
     hosts["host-a"].open(WEB, APP, 40001, 80)       # tenant-a egress, tenant-b ingress
     hosts["host-a"].open(WEB, DB, 40002, 5432)      # tenant-a only
     hosts["host-b"].open(WEB, DB, 40003, 5432)
@@ -118,6 +122,16 @@ def test_a_viewer_sees_every_hosts_flows_and_a_tenant_admin_only_its_vsys(fleet:
     with pytest.raises(ControlError) as operator:
         sessions(fleet, "otto")
     assert operator.value.status == 403 and "vm-operator cannot read sessions" in operator.value.body["error"]
+
+
+def test_the_user_filter_selects_flows_by_the_user_behind_the_client_on_every_host(fleet: dict[str, Any]) -> None:
+    assert flows(sessions(fleet, "vera", user="Alice")) == [("host-a", 40001), ("host-a", 40002)]
+    assert flows(sessions(fleet, "vera", user="unknown")) == [("host-b", 40003), ("host-b", 40004)]
+    assert flows(sessions(fleet, "vera", user="bob")) == []
+    assert sessions(fleet, "vera", user="Alice")["filter"] == {"user": "alice"}
+    with pytest.raises(ControlError) as bad:
+        sessions(fleet, "vera", user="al ice")
+    assert bad.value.status == 400 and "user=al ice: must be a user name" in bad.value.body["error"]
 
 
 def test_paging_through_control_one_host_at_a_time(fleet: dict[str, Any]) -> None:

@@ -6,9 +6,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from ngfw.dataplane.eve import eve_record
 from ngfw.dataplane.runner import Dataplane, PortPlan
-from ngfw.dataplane.sessions import SessionFilter
+from ngfw.dataplane.sessions import FilterError, SessionFilter
 from tests.support.fastpath import IP, SRV_IP, SRV_MAC, WEB1_IP, WEB1_MAC, WEB2_IP, WEB2_MAC, Ether, tcp
 from tests.support.policies import compile_documents
 
@@ -133,6 +135,28 @@ def test_logs_and_sessions_name_the_user(tmp_path: Path) -> None:
     from ngfw.dataplane.eve_schema import problems
 
     assert problems([dict(eve, host="host-a")]) == []   # docs/eve-schema.json knows the fields (the writer adds host)
+
+
+def test_sessions_filter_by_the_user_behind_the_client(tmp_path: Path) -> None:
+    host = Host(tmp_path)
+    assert not host.send(39999)                                         # nobody behind web-01 yet
+    host.map("bob", ip=WEB2_IP)                                         # bob on desk-02 (over its owner)
+    assert not host.send(41000, mac=WEB2_MAC, ip=WEB2_IP)               # bob is not in finance: denied
+    host.map("alice")
+    assert host.send(40001)
+
+    def sports(*words: str) -> list[int]:
+        return sorted(r["src_port"] for r in host.dp.sessions.iterate(SessionFilter.parse(list(words))))
+
+    assert sports("user=alice") == sports("user=Alice") == [40001]
+    assert sports("user=bob") == [41000]
+    assert sports("user=bob", "action=deny") == [41000] and sports("user=bob", "action=allow") == []
+    assert sports("user=known-user") == [40001, 41000]
+    assert sports("user=unknown") == [39999]                            # decided before alice logged in
+    assert sports("user=carol") == []                                   # nobody of that name: no flows
+    assert SessionFilter.parse({"user": "Alice"}).as_dict() == {"user": "alice"}   # as it travels to hosts
+    with pytest.raises(FilterError, match=r"user=al ice: must be a user name"):
+        SessionFilter.parse(["user=al ice"])
 
 
 def test_a_hundred_thousand_mappings_cost_one_lookup_per_flow(tmp_path: Path) -> None:
