@@ -193,4 +193,3 @@ cdef uint32_t stream_held_run(holdpool_t *p, tcpwin_t *w, uint8_t *out, uint32_t
     if h.n == 0:
         hold_give(p, w)
     return n
-
