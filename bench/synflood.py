@@ -3,7 +3,7 @@
 
     sudo .venv/bin/python bench/synflood.py [--flow-capacity 4096] [--rates max,20000] [--reps 1]
                                             [--flood-seconds 8] [--policy lab-no-rate|lab] [--source web1|srv]
-                                            [--dataplane-args ARGS] [--json PATH]
+                                            [--protection off,on,1000/s] [--dataplane-args ARGS] [--json PATH]
 
 The lab under its own prefix ("nsf"), nginx on srv. Each run starts a dataplane on the lab wire (`--rules` the lab's
 signatures, `--state-dir` on /dev/shm, the flow capacity given) and then (ngfw.lab.flood.run_flood):
@@ -15,6 +15,8 @@ signatures, `--state-dir` on /dev/shm, the flow capacity given) and then (ngfw.l
   - 1 s into the flood, web2 opens 10 new connections to srv:80, 0.3 s apart (curl, 8 s each);
   - the dataplane's resident memory (and its state file's) before, at the end of the flood, and once the flood's
     flows have ended and the sweep has given their memory back.
+`--protection`: each flood rate is measured under each of these SYN flood protection settings, one after the
+other (`off`: `--syn-limit-per-source off`; `on`: the dataplane's default; a rate: `--syn-limit-per-source RATE`).
 `lab-no-rate` is the lab policy without tenant-a's newSessionsPerSecond (20,000): with it, the vsys' rate limit
 refuses most of a flood before it reaches the table -- and legitimate new connections of the same vsys with it,
 as they draw on the same bucket (`--policy lab` shows that).
@@ -66,11 +68,19 @@ def policy_file(name: str, workdir: Path) -> Path:
     return path
 
 
-def one_run(lab: Lab, url: str, policy: Path, rate: int | None, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+def protection_args(protection: str) -> list[str]:
+    """--protection's word -> the dataplane's options."""
+    if protection == "on":
+        return []
+    return ["--syn-limit-per-source", "off" if protection == "off" else protection]
+
+
+def one_run(lab: Lab, url: str, policy: Path, rate: int | None, args: argparse.Namespace, workdir: Path,
+            protection: str = "on") -> dict[str, Any]:
     state = Path(tempfile.mkdtemp(prefix="ngfw-synflood-", dir="/dev/shm"))
     run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=workdir))
     extra = ["--flow-capacity", str(args.flow_capacity), "--rules", f"lab={repo_path('rules/threats/lab.rules')}",
-             "--state-dir", str(state), *shlex.split(args.dataplane_args)]
+             "--state-dir", str(state), *protection_args(protection), *shlex.split(args.dataplane_args)]
     dp = start_dataplane(lab.fw_ns, policy, free_tcp_port(lab.fw_ns), workdir=run_dir, extra_args=extra)
     try:
         if args.nice:
@@ -93,6 +103,9 @@ def one_run(lab: Lab, url: str, policy: Path, rate: int | None, args: argparse.N
                                  download_limit_bps=int(args.download_limit * 1e6) or None)
         out = report.as_dict()
         out["rate"] = rate or "max"
+        out["protection"] = protection
+        out["dataplane_log"] = [line for line in dp.stderr_text(20000).splitlines()
+                                if "SYN flood protection" in line or "flow bypass" in line][-6:]
         out["loadavg_before"] = load
         out["dataplane_alive"] = dp.running()
         return out
@@ -103,7 +116,7 @@ def one_run(lab: Lab, url: str, policy: Path, rate: int | None, args: argparse.N
 
 def row(r: dict[str, Any]) -> str:
     if "error" in r:
-        return f"| {r['rate']} | error: {r['error']} |" + " |" * 10
+        return f"| {r.get('protection', 'on')} | {r['rate']} | error: {r['error']} |" + " |" * 11
     m = r["memory"]
     c = r["counters"]
     kernel = c["ngfw_port_kernel_drops_total"]
@@ -118,16 +131,19 @@ def row(r: dict[str, Any]) -> str:
     def n(value: float) -> str:
         return f"{value:,.0f}".replace(",", " ")
 
-    return (f"| {r['rate']} | {n(r['flood_pps'])} | {n(kernel)} | {r['legit_ok']}/{len(r['legit'])} | "
+    return (f"| {r.get('protection', 'on')} | {r['rate']} | {n(r['flood_pps'])} | "
+            f"{n(c.get('ngfw_dos_dropped_total', 0))} | {n(kernel)} | {r['legit_ok']}/{len(r['legit'])} | "
             f"{r['unflooded_bps'] / 1e6:.0f} → {r['flooded_bps'] / 1e6:.0f} ({r['throughput_ratio']:.2f}×) | "
             f"{n(c['ngfw_flows_early_dropped_total'])} | {n(c['ngfw_flow_insert_failures_total'])} | "
-            f"{mem('rss')} | {mem('file:flows.state')} | {resumed} | {cpu} |")
+            f"{mem('rss')} | {mem('file:flows.state')} | {resumed} | {n(c.get('ngfw_bypass_packets_total', 0))} | "
+            f"{cpu} | {r['loadavg_before']:.1f} |")
 
 
-HEADER = ("| flood rate | SYN/s sent | kernel ring drops | new connections | download Mbit/s before → during | "
-          "early drops | insert failures | RSS MiB before / during / after | state file MiB | download resumed | "
-          "dataplane cores, machine busy: before / during |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|")
+HEADER = ("| SYN protection | flood rate | SYN/s sent | SYNs dropped before the ring | kernel ring drops | "
+          "new connections | download Mbit/s before → during | early drops | insert failures | "
+          "RSS MiB before / during / after | state file MiB | download resumed | frames forwarded in bypass | "
+          "dataplane cores, machine busy: before / during | load |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nice", type=int, default=0,
                         help="run the dataplane's threads at this nice value (-10: ahead of the rest of a shared "
                              "machine, as a dedicated core would have it)")
+    parser.add_argument("--protection", default="on", metavar="LIST",
+                        help="comma-separated SYN flood protection settings to measure each rate under: off, on "
+                             "(the dataplane's default) or a per-source rate such as 1000/s (on)")
     parser.add_argument("--dataplane-args", default="", metavar="ARGS")
     parser.add_argument("--json", type=Path, help="write every run here")
     parser.add_argument("--prefix", default=PREFIX)
@@ -155,6 +174,16 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         print(f"synflood: --rates takes SYN/s numbers or max, got {args.rates!r}", file=sys.stderr)
         return 2
+    protections = [p.strip() for p in args.protection.split(",") if p.strip()]
+    from ngfw.dataplane.admission import parse_rate
+
+    for p in protections:
+        if p not in ("on", "off"):
+            try:
+                parse_rate(p)
+            except ValueError as exc:
+                print(f"synflood: --protection {exc}", file=sys.stderr)
+                return 2
     started = datetime.now(UTC)
     workdir = Path(tempfile.mkdtemp(prefix="ngfw-synflood-"))
     runs: list[dict[str, Any]] = []
@@ -165,13 +194,15 @@ def main(argv: list[str] | None = None) -> int:
             policy = policy_file(args.policy, workdir)
             for rep in range(args.reps):
                 for rate in rates:
-                    log(f"rep {rep + 1}/{args.reps}: flood at {rate or 'max'} SYN/s, capacity {args.flow_capacity}")
-                    try:
-                        runs.append(one_run(lab, services.big_file_url, policy, rate, args, workdir))
-                    except (DataplaneStartError, OSError, RuntimeError) as exc:
-                        runs.append({"rate": rate or "max", "error": str(exc)[:300]})
-                        status = 1
-                    log(row(runs[-1]))
+                    for protection in protections:
+                        log(f"rep {rep + 1}/{args.reps}: flood at {rate or 'max'} SYN/s, capacity "
+                            f"{args.flow_capacity}, SYN protection {protection}")
+                        try:
+                            runs.append(one_run(lab, services.big_file_url, policy, rate, args, workdir, protection))
+                        except (DataplaneStartError, OSError, RuntimeError) as exc:
+                            runs.append({"rate": rate or "max", "protection": protection, "error": str(exc)[:300]})
+                            status = 1
+                        log(row(runs[-1]))
         return status
 
     try:

@@ -44,6 +44,16 @@ def _segment(text: str) -> tuple[str, list[str]]:
     return (name, members)
 
 
+def _syn_rate(text: str) -> object:
+    """N/s[,BURST] or off -> ngfw.dataplane.admission.Rate or None."""
+    from ngfw.dataplane.admission import parse_rate
+
+    try:
+        return parse_rate(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _timeout(text: str) -> tuple[str, float]:
     name, sep, value = text.partition("=")
     try:
@@ -164,6 +174,15 @@ def build_parser(with_control: bool = True) -> argparse.ArgumentParser:
                     help="flow bypass: the kernel forwards a wire's flows whose verdict is final (allowed, "
                          "application known, inspection depth reached) for the rest of their life (on by default; "
                          "needs eBPF, else the dataplane says so once and forwards every flow itself)")
+    dp.add_argument("--syn-limit-per-source", type=_syn_rate, default="10000/s", metavar="N/s[,BURST]|off",
+                    help="SYN flood protection: new TCP connections (SYNs) one source address may open per second "
+                         "through a wire; the kernel drops the excess before it reaches the dataplane, so a flood "
+                         "from one address leaves room for everyone else (10000/s, a second's worth as burst; off: "
+                         "no limit; needs eBPF, else the dataplane says so once and admits every SYN)")
+    dp.add_argument("--syn-limit-total", type=_syn_rate, default="off", metavar="N/s[,BURST]|off",
+                    help="SYNs all sources together may open per second through the wires (off, the default): "
+                         "against floods from many or spoofed addresses; legitimate SYNs are dropped in the "
+                         "flood's proportion, so size it to what the packet loop handles")
     dp.add_argument("--tx-thread", action=argparse.BooleanOptionalAction, default=True,
                     help="under load, flush the TX rings from a second thread: the kernel's work for the receiving "
                          "side then overlaps with the packet loop (on by default; sparse traffic is flushed by the "
@@ -250,6 +269,7 @@ def build_parser(with_control: bool = True) -> argparse.ArgumentParser:
 
 
 def cmd_dataplane(args: argparse.Namespace) -> int:
+    from ngfw.dataplane.admission import SynLimits
     from ngfw.dataplane.failmode import wire_modes
     from ngfw.dataplane.fastpath import FastpathMissing
     from ngfw.dataplane.ports import PortError
@@ -294,7 +314,8 @@ def cmd_dataplane(args: argparse.Namespace) -> int:
                        appid=dict(appid_budget=args.appid_budget, appid_max_pkts=args.appid_max_pkts,
                                   appid_slots=args.appid_buffers),
                        tx_thread=args.tx_thread, inspect_flows=args.inspect_flows,
-                       signature_cache=args.signature_cache, bypass=args.bypass)
+                       signature_cache=args.signature_cache, bypass=args.bypass,
+                       syn_limits=SynLimits(per_source=args.syn_limit_per_source, total=args.syn_limit_total))
         if args.rules:
             from ngfw.compiler.rules_cli import parse_variables
             from ngfw.dataplane.threats import parse_rules_arg

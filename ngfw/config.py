@@ -83,6 +83,8 @@ def _words(name: str, action: argparse.Action, value: Any, where: str) -> list[s
         return _item_words(option, action, value, where)
     if value is None:
         return []
+    if value is False and str(action.metavar or "").endswith("|off"):
+        return [option, "off"]   # YAML reads a bare `off` as false
     return [option, _scalar(value, where)]
 
 

@@ -2007,19 +2007,29 @@ cdef class Engine:
         index) of every port whose interface carries the program. The ring filter `filter_fd` is attached to
         those ports' sockets, so frames the kernel forwards are not copied to the rings. The loop may run:
         the map descriptor is stored last, and the programs look nothing up until the caller turns them on."""
-        cdef int fd = filter_fd
         for index, (ifindex, peer) in ports.items():
             if not 0 <= index < self.e.n_ports or not 0 <= peer < self.e.n_ports:
                 raise ValueError(f"no port {index} or {peer}")
+        self.attach_ring_filter(filter_fd, list(ports))
+        for index, (ifindex, peer) in ports.items():
+            self.e.bypass_ifindex[index] = ifindex
+            self.e.bypass_peer[index] = peer
+        self.e.bypass_fd = map_fd
+
+    def attach_ring_filter(self, int filter_fd, list port_indexes) -> None:
+        """Attach the wire program's ring filter `filter_fd` to the sockets of these ring ports (and of the
+        rings that replace them later): flow bypass and the SYN admission limits keep frames out of the rings
+        with it (bypass.pxi, docs/dataplane.md)."""
+        cdef int fd = filter_fd
+        for index in port_indexes:
+            if not 0 <= index < self.e.n_ports:
+                raise ValueError(f"no port {index}")
             if self.e.ports[index].kind != PORT_RING:
                 raise ValueError(f"port {self.port_names[index]} is not a packet ring")
             if setsockopt(self.e.ports[index].fd, SOL_SOCKET, SO_ATTACH_BPF, &fd, sizeof(int)) < 0:
                 raise OSError(errno, f"cannot attach the ring filter to {self.port_names[index]}: "
                                      f"{os.strerror(errno)}")
-            self.e.bypass_ifindex[index] = ifindex
-            self.e.bypass_peer[index] = peer
         self.bypass_filter_fd = filter_fd
-        self.e.bypass_fd = map_fd
 
     def set_bypass_ifindex(self, uint16_t index, uint32_t ifindex) -> None:
         """Port `index`'s interface was re-created as `ifindex` (the wire program runs there now); flows

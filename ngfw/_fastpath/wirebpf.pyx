@@ -9,7 +9,7 @@ what libbpf said (the verifier's log when it refused the program).
 
 from libc.stdint cimport uint32_t, uint64_t
 from libc.stdlib cimport malloc, free
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_SHARED, MAP_FAILED
 from posix.unistd cimport close
 
@@ -85,6 +85,15 @@ cdef extern from "<bpf/bpf.h>":
     int bpf_prog_get_fd_by_id(uint32_t id)
     int bpf_map_get_fd_by_id(uint32_t id)
     int bpf_obj_get_info_by_fd(int fd, void *info, uint32_t *info_len)
+    int bpf_map_get_next_key(int fd, const void *key, void *next_key)
+    struct bpf_test_run_opts:
+        size_t sz
+        const void *data_in
+        uint32_t data_size_in
+        uint32_t retval
+        int repeat
+        uint32_t duration
+    int bpf_prog_test_run_opts(int prog_fd, bpf_test_run_opts *opts)
 
 cdef extern from "bpf/wire_libbpf.h":
     void ngfw_libbpf_collect()
@@ -105,6 +114,26 @@ cdef extern from "bpf/wire.h":
     const char *WIRE_MAP_LIVENESS
     const char *WIRE_MAP_BYPASS
     const char *WIRE_PROG_RING_FILTER
+    const char *WIRE_MAP_ADMISSION
+    const char *WIRE_MAP_ADMISSION_STATS
+    const char *WIRE_MAP_SYN_SOURCES
+    enum:
+        SYN_SOURCES_MAX
+    struct admission_config:
+        uint64_t source_interval_ns
+        uint64_t source_tau_ns
+        uint64_t total_interval_ns
+        uint64_t total_tau_ns
+        uint64_t total_tat_ns
+    struct syn_source:
+        uint64_t tat_ns
+        uint64_t admitted
+        uint64_t dropped
+        uint64_t last_drop_ns
+    enum:
+        ADMIT_SYN_SEEN
+        ADMIT_DROPPED_SOURCE
+        ADMIT_DROPPED_TOTAL
     struct wire_port:
         uint32_t peer_ifindex
         uint32_t wire
@@ -143,6 +172,7 @@ TC_HANDLE = WIRE_TC_HANDLE
 TC_PRIORITY = WIRE_TC_PRIORITY
 PROGRAM_NAME = WIRE_PROG_NAME.decode()
 MAP_NAMES = tuple(n.decode() for n in (WIRE_MAP_PORTS, WIRE_MAP_WIRES, WIRE_MAP_FAILOPEN, WIRE_MAP_LIVENESS))
+SYN_SOURCES_TRACKED = SYN_SOURCES_MAX
 
 
 class WireBpfError(OSError):
@@ -189,7 +219,9 @@ def expected_value_sizes() -> dict:
     """Value sizes of the maps as this module was compiled (bpf/wire.h): what the object must match."""
     return {WIRE_MAP_PORTS.decode(): sizeof(wire_port), WIRE_MAP_WIRES.decode(): sizeof(wire_state),
             WIRE_MAP_FAILOPEN.decode(): sizeof(wire_counters), WIRE_MAP_LIVENESS.decode(): sizeof(wire_liveness),
-            WIRE_MAP_BYPASS.decode(): sizeof(bypass_value)}
+            WIRE_MAP_BYPASS.decode(): sizeof(bypass_value), WIRE_MAP_ADMISSION.decode(): sizeof(admission_config),
+            WIRE_MAP_ADMISSION_STATS.decode(): sizeof(uint64_t),
+            WIRE_MAP_SYN_SOURCES.decode(): sizeof(syn_source)}
 
 
 cdef void _tc_target(bpf_tc_hook *hook, bpf_tc_opts *opts, int ifindex):
@@ -256,6 +288,9 @@ cdef class WireProgram:
     cdef int liveness_fd
     cdef int bypass_fd              # the flow bypass map (load only; -1 for an instance found by id)
     cdef int filter_fd              # the ring filter program (load only)
+    cdef int admission_fd           # new-flow admission: its limits, counters and sources (load only)
+    cdef int admit_stats_fd
+    cdef int sources_fd
     cdef bint own_fds               # from_id opened them; with `load`, libbpf's object owns them
     cdef wire_liveness *live        # the mmapped liveness value (load only)
     cdef size_t live_len
@@ -265,6 +300,7 @@ cdef class WireProgram:
     def __cinit__(self):
         self.prog_fd = self.ports_fd = self.wires_fd = self.failopen_fd = self.liveness_fd = -1
         self.bypass_fd = self.filter_fd = -1
+        self.admission_fd = self.admit_stats_fd = self.sources_fd = -1
 
     def __dealloc__(self):
         self._release()
@@ -282,6 +318,7 @@ cdef class WireProgram:
             self.obj = NULL
         self.prog_fd = self.ports_fd = self.wires_fd = self.failopen_fd = self.liveness_fd = -1
         self.bypass_fd = self.filter_fd = -1
+        self.admission_fd = self.admit_stats_fd = self.sources_fd = -1
 
     def close(self) -> None:
         """Drop this process's references; an attached filter keeps the program and maps in the kernel.
@@ -321,6 +358,13 @@ cdef class WireProgram:
         if prog == NULL:
             raise WireBpfError(ENOENT, f"{path} has no program {WIRE_PROG_RING_FILTER.decode()}")
         self.filter_fd = bpf_program__fd(prog)
+        fds = []
+        for name in (WIRE_MAP_ADMISSION, WIRE_MAP_ADMISSION_STATS, WIRE_MAP_SYN_SOURCES):
+            m = bpf_object__find_map_by_name(self.obj, name)
+            if m == NULL:
+                raise WireBpfError(ENOENT, f"{path} has no map {name.decode()}")
+            fds.append(bpf_map__fd(m))
+        self.admission_fd, self.admit_stats_fd, self.sources_fd = fds
         self._finish()
         return self
 
@@ -462,6 +506,98 @@ cdef class WireProgram:
         if self.bypass_fd < 0 or self.filter_fd < 0:
             raise ValueError("this instance of the wire program was not loaded by this process")
         return (self.bypass_fd, self.filter_fd)
+
+    def ring_filter_fd(self) -> int:
+        """The ring filter program's fd (a loaded instance): attach it to the dataplane's ring sockets."""
+        self._check()
+        if self.filter_fd < 0:
+            raise ValueError("this instance of the wire program was not loaded by this process")
+        return self.filter_fd
+
+    # ---- new-flow admission (SYN flood protection)
+    cdef void _check_admission(self) except *:
+        self._check()
+        if self.admission_fd < 0:
+            raise ValueError("this instance of the wire program was not loaded by this process")
+
+    def set_syn_limits(self, double per_source, double per_source_burst, double total, double total_burst) -> None:
+        """SYNs per second admitted into the rings from one source address, and from all (0: no such limit);
+        the bursts: SYNs a bucket holds (at least 1). The total bucket starts full; sources start full when
+        first seen."""
+        cdef admission_config cfg
+        cdef uint32_t zero = 0
+        self._check_admission()
+        memset(&cfg, 0, sizeof(cfg))
+        if per_source > 0:
+            cfg.source_interval_ns = max(1, <uint64_t>(1e9 / per_source))
+            cfg.source_tau_ns = <uint64_t>(max(per_source_burst, 1.0) - 1.0) * cfg.source_interval_ns
+        if total > 0:
+            cfg.total_interval_ns = max(1, <uint64_t>(1e9 / total))
+            cfg.total_tau_ns = <uint64_t>(max(total_burst, 1.0) - 1.0) * cfg.total_interval_ns
+        if bpf_map_update_elem(self.admission_fd, &zero, &cfg, 0):
+            raise _error(errno, "cannot set the SYN admission limits")
+
+    def syn_stats(self) -> dict:
+        """What the ring filter did with SYNs (summed over CPUs): seen, dropped over the per-source limit,
+        dropped over the total limit."""
+        cdef uint64_t *per_cpu
+        cdef uint32_t key
+        cdef int cpu
+        self._check_admission()
+        per_cpu = <uint64_t *>malloc(sizeof(uint64_t) * self.ncpus)
+        if per_cpu == NULL:
+            raise MemoryError()
+        out = {}
+        try:
+            for name, key in (("seen", ADMIT_SYN_SEEN), ("dropped_source", ADMIT_DROPPED_SOURCE),
+                              ("dropped_total", ADMIT_DROPPED_TOTAL)):
+                if bpf_map_lookup_elem(self.admit_stats_fd, &key, per_cpu):
+                    raise _error(errno, "cannot read the SYN admission counters")
+                out[name] = sum(per_cpu[cpu] for cpu in range(self.ncpus))
+        finally:
+            free(per_cpu)
+        return out
+
+    def syn_sources(self, uint64_t min_dropped=1) -> list:
+        """The sources the program tracks now whose dropped count is at least `min_dropped`:
+        [(address as 16 bytes, admitted, dropped, last drop ns)]. A walk of the map: the kernel may evict
+        or add entries meanwhile (an entry may be missed, none is read twice)."""
+        cdef unsigned char key[16]
+        cdef unsigned char next_key[16]
+        cdef syn_source value
+        cdef void *prev = NULL
+        cdef int n = 0
+        self._check_admission()
+        out = []
+        while n < SYN_SOURCES_MAX and bpf_map_get_next_key(self.sources_fd, prev, next_key) == 0:
+            n += 1
+            memcpy(key, next_key, 16)
+            prev = key
+            if bpf_map_lookup_elem(self.sources_fd, key, &value) == 0 and value.dropped >= min_dropped:
+                out.append((bytes(key[:16]), value.admitted, value.dropped, value.last_drop_ns))
+        return out
+
+    def run_ring_filter(self, bytes frame, int repeat=1) -> tuple:
+        """Run the ring filter on `frame` (from its Ethernet header) in the kernel, `repeat` times in a row, as
+        if it arrived on the loopback interface (BPF_PROG_TEST_RUN; root): (the last run's verdict -- the
+        bytes a ring would copy, 0 for a drop --, mean ns per run)."""
+        cdef bpf_test_run_opts opts
+        self._check()
+        if self.filter_fd < 0:
+            raise ValueError("this instance of the wire program was not loaded by this process")
+        # the test run hands a socket filter the frame past a link header it strips itself (eth_type_trans),
+        # where a packet socket hands it the whole frame: a second Ethernet header goes in front for it to strip
+        data = frame[:14] + frame
+        memset(&opts, 0, sizeof(opts))
+        opts.sz = sizeof(opts)
+        opts.data_in = <const char *>data
+        opts.data_size_in = len(data)
+        opts.repeat = repeat
+        ngfw_libbpf_collect()
+        cdef int err = bpf_prog_test_run_opts(self.filter_fd, &opts)
+        if err:
+            raise _error(err, "cannot run the ring filter")
+        return (opts.retval, opts.duration)
 
     cdef int _liveness(self, wire_liveness *value) except -1:
         cdef uint32_t zero = 0

@@ -14,6 +14,11 @@ Flow bypass (docs/dataplane.md) rides on the same program: with `bypass`, every 
 one too: the mode only says what happens when the heartbeat is stale), the packet loop fills its bypass map,
 and its ring filter keeps what the kernel forwards out of the dataplane's rings. Where BPF cannot be loaded,
 bypass is off, said once, and the dataplane forwards every flow itself.
+
+SYN flood protection (ngfw.dataplane.admission) rides on its ring filter too: with `syn_limits`, the filter on
+every wire's ring sockets drops the SYNs over the limits before they are copied to the rings. It needs no tc
+filter and works with or without bypass; where BPF cannot be loaded it is off, said once, and every SYN
+reaches the packet loop (whose flow table makes room by early drop).
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from ngfw.dataplane import admission
+from ngfw.dataplane.admission import AdmissionReport, SynLimits
 from ngfw.dataplane.ports import PortError
 
 log = logging.getLogger("ngfw.dataplane.failmode")
@@ -52,6 +59,7 @@ class HeartbeatEngine(Protocol):
     # flow bypass (Engine.enable_bypass, bypass.pxi)
     def enable_bypass(self, map_fd: int, filter_fd: int, ports: dict[int, tuple[int, int]]) -> None: ...
     def set_bypass_ifindex(self, index: int, ifindex: int) -> None: ...
+    def attach_ring_filter(self, filter_fd: int, port_indexes: list[int]) -> None: ...
 
 
 def wire_name(wire: tuple[str, str]) -> str:
@@ -104,10 +112,12 @@ def _wirebpf() -> Any:
 class WireFailModes:
     def __init__(self, wires: list[tuple[str, str]], modes: dict[tuple[str, str], str], ports: list[str],
                  object_path: Path = OBJECT_PATH, stale_after_ns: int = STALE_AFTER_NS,
-                 bypass: bool = False, port_index: dict[str, int] | None = None) -> None:
+                 bypass: bool = False, port_index: dict[str, int] | None = None,
+                 syn_limits: SynLimits | None = None) -> None:
         """`modes`: wire -> "closed" | "open" (a wire not named is closed); `ports`: every port the dataplane
         owns (a leftover program on any of them that is not a wire carrying ours is removed at start);
-        `bypass`: flow bypass on the wires (needs `port_index`, port name -> the engine's port index)."""
+        `bypass`: flow bypass on the wires (needs `port_index`, port name -> the engine's port index);
+        `syn_limits`: SYN flood protection on the wires' rings (needs `port_index` too)."""
         for wire, mode in modes.items():
             if wire not in wires:
                 raise ValueError(f"fail mode given for {wire_name(wire)}, which is not a --wire of this dataplane")
@@ -124,19 +134,36 @@ class WireFailModes:
         self._lock = threading.Lock()
         self.port_index = dict(port_index or {})
         self.bypass = bypass and bool(self.wires)
+        self.syn_limits = syn_limits if syn_limits is not None and syn_limits.enabled and self.wires else None
+        self.admission: AdmissionReport | None = None
         open_wires = [w for w in self.wires if w.mode == "open"]
         if open_wires:
             self.program = self._load(open_wires, object_path)
-        elif self.bypass:
+        elif self.bypass or self.syn_limits:
+            purpose = "flow bypass" if self.bypass else "SYN flood protection"
             try:
-                self.program = self._load(self.wires, object_path, purpose="flow bypass")
+                # SYN flood protection alone needs only the ring filter, no tc filter (nor its qdisc)
+                self.program = self._load(self.wires if self.bypass else [], object_path, purpose=purpose)
             except FailModeError as exc:
-                log.warning("%s; the dataplane forwards every flow itself", exc)
+                off = [(what, then) for what, on, then in (
+                    ("flow bypass", self.bypass, "the dataplane forwards every flow itself"),
+                    ("SYN flood protection", self.syn_limits, "every SYN reaches its rings")) if on]
+                log.warning("%s; %s off: %s", exc, " and ".join(w for w, _ in off), " and ".join(t for _, t in off))
                 self.bypass = False
+                self.syn_limits = None
+        if self.program is not None and self.syn_limits:
+            try:
+                admission.configure(self.program, self.syn_limits)
+                self.admission = AdmissionReport(self.program, self.syn_limits)
+            except (OSError, ValueError) as exc:
+                log.warning("SYN flood protection is off (%s): every SYN reaches the dataplane's rings", exc)
+                self.syn_limits = None
 
     # ---- start: load, check, configure (the wire is not touched yet)
     def _load(self, open_wires: list[_Wire], object_path: Path, purpose: str = "fail mode open") -> Any:
-        first = open_wires[0].name
+        """Load the program and configure every wire in its maps; `open_wires`: those whose interfaces get the
+        clsact qdisc the tc filter needs (none for the ring filter alone)."""
+        first = (open_wires or self.wires)[0].name
         try:
             wirebpf = _wirebpf()
         except ImportError as exc:
@@ -165,7 +192,8 @@ class WireFailModes:
                 try:
                     wirebpf.add_clsact(ifindex)
                 except OSError as exc:
-                    way_out = "--no-bypass" if purpose == "flow bypass" else "--fail-mode closed"
+                    way_out = {"flow bypass": "--no-bypass", "SYN flood protection": "--syn-limit-per-source off"
+                               }.get(purpose, "--fail-mode closed")
                     raise FailModeError(f"wire {wire.name}: {purpose} needs a tc clsact qdisc on {name}, and "
                                         f"the kernel refused it ({exc.strerror}): use {way_out} or a "
                                         "kernel with sch_clsact") from None
@@ -212,11 +240,29 @@ class WireFailModes:
                          self.stale_after_ns // 1_000_000, "ngfw_wire", self.program.prog_id)
             else:
                 log.info("wire %s: fail mode closed: nothing passes while no dataplane runs", wire.name)
+        if self.syn_limits:
+            self._enable_admission(engine)
         if self.bypass:
             self._enable_bypass(engine)
         if self.program is not None:
             self._monitor = threading.Thread(target=self._watch, name="ngfw-failmode", daemon=True)
             self._monitor.start()
+
+    def _enable_admission(self, engine: Any) -> None:
+        """The ring filter on every wire's ring sockets: from now on SYNs over the limits stay out of the rings."""
+        limits = self.syn_limits
+        if limits is None:
+            return
+        indexes = [self.port_index[p] for wire in self.wires for p in wire.ports if p in self.port_index]
+        try:
+            engine.attach_ring_filter(self.program.ring_filter_fd(), indexes)
+        except (OSError, ValueError) as exc:
+            log.warning("SYN flood protection is off (%s): every SYN reaches the dataplane's rings", exc)
+            self.syn_limits = None
+            self.admission = None
+            return
+        log.info("SYN flood protection on %s: %s; SYNs over it are dropped in the kernel, ahead of the packet "
+                 "loop", ", ".join(w.name for w in self.wires), limits.describe())
 
     def _enable_bypass(self, engine: Any) -> None:
         """The loop fills the program's bypass map for the wires that carry it; their ring sockets get the
@@ -327,6 +373,25 @@ class WireFailModes:
                 self.check()
             except OSError as exc:
                 log.warning("cannot read the fail-open counters (%s)", exc)
+            if self.admission is not None:
+                try:
+                    self.admission.maybe_log()
+                except OSError as exc:
+                    log.warning("cannot read the SYN flood protection's counters (%s)", exc)
+
+    def syn_stats(self) -> dict[str, Any]:
+        """SYN flood protection for the metrics: on or off, its limits (SYN/s, 0: none), what it dropped."""
+        limits = self.syn_limits
+        out: dict[str, Any] = {"enabled": self.admission is not None,
+                               "per_source": limits.per_source.per_second if limits and limits.per_source else 0.0,
+                               "total": limits.total.per_second if limits and limits.total else 0.0,
+                               "seen": 0, "dropped_source": 0, "dropped_total": 0}
+        if self.admission is not None:
+            try:
+                out.update(self.admission.stats())
+            except OSError as exc:
+                log.debug("cannot read the SYN admission counters: %s", exc)
+        return out
 
     def check(self) -> None:
         """Log a stall of the packet loop once when the kernel opened a wire for it, and once more when the
@@ -439,7 +504,8 @@ class WireFailModes:
 
 
 def _refusal(wire: str, exc: OSError, purpose: str = "fail mode open") -> str:
-    way_out = "--no-bypass" if purpose == "flow bypass" else "--fail-mode closed"
+    way_out = {"flow bypass": "--no-bypass", "SYN flood protection": "--syn-limit-per-source off"}.get(
+        purpose, "--fail-mode closed")
     if exc.errno in (errno.EPERM, errno.EACCES):
         return (f"wire {wire}: {purpose} needs eBPF, and this process may not load BPF programs: run the "
                 f"dataplane as root (or with CAP_BPF and CAP_NET_ADMIN) or use {way_out}")

@@ -132,6 +132,7 @@ class DataplaneCollector(Collector):
 
         yield from self._tenancy(stats["vsys"])
         yield from self._fail_modes()
+        yield from self._syn_flood_protection()
         yield from self._inspection(stats["inspect"])
 
         policy = dp.policy
@@ -258,6 +259,24 @@ class DataplaneCollector(Collector):
         yield packets
         yield nbytes
         yield activations
+
+    def _syn_flood_protection(self) -> Iterator:
+        """What the wire program's ring filter did with SYNs (ngfw.dataplane.admission)."""
+        syn = self.dp.fail_modes.syn_stats()
+        yield GaugeMetricFamily("ngfw_dos_syn_protection_enabled", "1 while SYN flood protection runs in the kernel "
+                                "ahead of the packet rings, 0 when it is off or not available", value=int(syn["enabled"]))
+        limit = GaugeMetricFamily("ngfw_dos_syn_limit", "SYNs per second admitted into the rings, per source address "
+                                  "and in all (0: no such limit)", labels=["scope"])
+        limit.add_metric(["per_source"], syn["per_source"])
+        limit.add_metric(["total"], syn["total"])
+        yield limit
+        yield CounterMetricFamily("ngfw_dos_syn_seen_total", "TCP SYNs (without ACK) the ring filter saw on the wires",
+                                  value=syn["seen"])
+        dropped = CounterMetricFamily("ngfw_dos_dropped_total", "Frames dropped in the kernel before the packet rings "
+                                      "by SYN flood protection, by the limit they were over", labels=["reason"])
+        dropped.add_metric(["syn_per_source"], syn["dropped_source"])
+        dropped.add_metric(["syn_total"], syn["dropped_total"])
+        yield dropped
 
     def _inspection(self, ins: dict) -> Iterator:
         dp = self.dp

@@ -18,6 +18,7 @@ from typing import Any
 
 from ngfw import __version__
 from ngfw.compiler.tables import CompiledPolicy
+from ngfw.dataplane.admission import SynLimits
 from ngfw.dataplane.eve import EveWriter
 from ngfw.dataplane.failmode import WireFailModes
 from ngfw.dataplane.fastpath import engine_module
@@ -79,7 +80,8 @@ class Dataplane:
                  appid: dict[str, int] | None = None, tx_thread: bool = True,
                  inspect_flows: int | None = None, state_dir: str | None = None, host: str | None = None,
                  max_workload_loss: float = 0.5, signature_cache: str | None = None,
-                 eve_options: EveOptions | None = None, bypass: bool = True) -> None:
+                 eve_options: EveOptions | None = None, bypass: bool = True,
+                 syn_limits: SynLimits | None = None) -> None:
         """`state_dir`: a tmpfs directory where the flow table lives, so a restarted dataplane continues its
         sessions (ngfw.dataplane.state); None: the heap (sessions end with the process). `signature_cache`:
         where signature sets named by SignatureSet resources are kept (default: the cache directory's
@@ -182,7 +184,8 @@ class Dataplane:
             self._open_ports()
             # refuses `open` here, before anything runs, where BPF is not allowed
             self.fail_modes = WireFailModes(plan.wires, plan.fail_modes, list(self.port_index), bypass=bypass,
-                                            port_index=dict(self.port_index))
+                                            port_index=dict(self.port_index),
+                                            syn_limits=SynLimits() if syn_limits is None else syn_limits)
         except BaseException:
             if self.state is not None:
                 self.state.discard_table()   # what the last process left stays for the next attempt

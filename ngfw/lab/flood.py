@@ -303,7 +303,9 @@ class FloodReport:
 
 COUNTERS = ("ngfw_flows_early_dropped_total", "ngfw_flow_insert_failures_total", "ngfw_port_kernel_drops_total",
             "ngfw_events_lost_total", "ngfw_flows_created_total", "ngfw_flows_active", "ngfw_flow_records_unlogged_total",
-            "ngfw_memory_given_back_bytes_total", "ngfw_flow_table_given_back_bytes", "ngfw_flow_table_bytes")
+            "ngfw_memory_given_back_bytes_total", "ngfw_flow_table_given_back_bytes", "ngfw_flow_table_bytes",
+            "ngfw_bypass_flows_total", "ngfw_bypass_packets_total", "ngfw_dos_syn_seen_total", "ngfw_dos_dropped_total",
+            "ngfw_dos_syn_protection_enabled")
 
 
 def run_flood(dataplane: Any, attacker: Endpoint, target: Endpoint, target_port: int, client: Endpoint, url: str,

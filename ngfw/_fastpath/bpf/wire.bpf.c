@@ -74,6 +74,27 @@ struct {
     __type(value, struct bypass_value);
 } ngfw_bypass SEC(".maps");
 
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, struct admission_config);
+} ngfw_admission SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, ADMIT_COUNTERS);
+    __type(key, __u32);
+    __type(value, __u64);
+} ngfw_admit_stats SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, SYN_SOURCES_MAX);
+    __type(key, __u8[16]);
+    __type(value, struct syn_source);
+} ngfw_syn_sources SEC(".maps");
+
 /* The frame's key (ifindex left to the caller) and sender MAC; *empty: a TCP segment without payload.
  * -1: anything the packet loop must see (the comment at the top). Loads are bounds-checked by the kernel. */
 static __always_inline int bypass_parse(struct __sk_buff *skb, struct bypass_key *key, __u8 *mac, int *empty)
@@ -217,16 +238,123 @@ int ngfw_wire(struct __sk_buff *skb)
     return bpf_redirect(port->peer_ifindex, 0);
 }
 
+/* A TCP SYN without ACK (a new connection's first segment): 1 and its source address, 16 bytes with IPv4
+ * mapped; 0 for anything else. One 802.1Q tag in the frame is skipped (an offloaded one is not in it). */
+static __always_inline int syn_source(struct __sk_buff *skb, __u8 *src)
+{
+    __u8 eth[ETH_HLEN + 4];
+    __u32 l3 = ETH_HLEN, l4;
+    __u8 proto;
+    if (bpf_skb_load_bytes(skb, 0, eth, sizeof(eth)))
+        return 0;
+    __u16 ethertype = ((__u16)eth[12] << 8) | eth[13];
+    if (ethertype == ETH_P_8021Q) {
+        ethertype = ((__u16)eth[16] << 8) | eth[17];
+        l3 += 4;
+    }
+    if (ethertype == ETH_P_IP) {
+        struct iphdr ip;
+        if (bpf_skb_load_bytes(skb, l3, &ip, sizeof(ip)))
+            return 0;
+        if (ip.ihl < 5 || (ip.frag_off & bpf_htons(0x1fff)))
+            return 0;   /* a later fragment carries no TCP header */
+        proto = ip.protocol;
+        l4 = l3 + ip.ihl * 4;
+        __builtin_memset(src, 0, 10);
+        src[10] = src[11] = 0xff;
+        __builtin_memcpy(src + 12, &ip.saddr, 4);
+    } else if (ethertype == ETH_P_IPV6) {
+        struct ipv6hdr ip6;
+        if (bpf_skb_load_bytes(skb, l3, &ip6, sizeof(ip6)))
+            return 0;
+        proto = ip6.nexthdr;
+        l4 = l3 + sizeof(ip6);
+        __builtin_memcpy(src, &ip6.saddr, 16);
+    } else {
+        return 0;
+    }
+    if (proto != IPPROTO_TCP)
+        return 0;
+    __u8 flags;
+    if (bpf_skb_load_bytes(skb, l4 + 13, &flags, 1))
+        return 0;
+    return (flags & 0x16) == 0x02;   /* SYN, neither ACK nor RST */
+}
+
+/* GCRA: 1 if a frame arriving at `now` is within the rate (and the bucket takes it), 0 if over it. Two tries
+ * at the compare-and-swap; a third CPU racing for the same bucket gets the frame admitted, not dropped. */
+static __always_inline int gcra_admit(__u64 *tat, __u64 now, __u64 interval, __u64 tau)
+{
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        __u64 old = *(volatile __u64 *)tat;
+        __u64 t = old > now ? old : now;
+        if (t - now > tau)
+            return 0;
+        if (__sync_val_compare_and_swap(tat, old, t + interval) == old)
+            return 1;
+    }
+    return 1;
+}
+
+static __always_inline void admit_count(__u32 counter)
+{
+    __u64 *n = bpf_map_lookup_elem(&ngfw_admit_stats, &counter);
+    if (n)
+        *n += 1;
+}
+
+/* The admission of a new connection's SYN into the ring: 1 admit, 0 drop (counted where it was decided). */
+static __always_inline int admit_syn(struct __sk_buff *skb, struct admission_config *cfg)
+{
+    __u8 src[16];
+    if (!syn_source(skb, src))
+        return 1;
+    admit_count(ADMIT_SYN_SEEN);
+    __u64 now = bpf_ktime_get_ns();
+    if (cfg->source_interval_ns) {
+        struct syn_source *s = bpf_map_lookup_elem(&ngfw_syn_sources, src);
+        if (!s) {
+            /* a source not seen lately starts with a full bucket: this SYN is its first token */
+            struct syn_source fresh = {.tat_ns = now + cfg->source_interval_ns, .admitted = 1};
+            if (bpf_map_update_elem(&ngfw_syn_sources, src, &fresh, BPF_NOEXIST) == 0)
+                goto total;
+            s = bpf_map_lookup_elem(&ngfw_syn_sources, src);   /* another CPU inserted it first */
+            if (!s)
+                goto total;
+        }
+        if (!gcra_admit(&s->tat_ns, now, cfg->source_interval_ns, cfg->source_tau_ns)) {
+            __sync_fetch_and_add(&s->dropped, 1);
+            s->last_drop_ns = now;
+            admit_count(ADMIT_DROPPED_SOURCE);
+            return 0;
+        }
+        __sync_fetch_and_add(&s->admitted, 1);
+    }
+total:
+    if (cfg->total_interval_ns && !gcra_admit(&cfg->total_tat_ns, now, cfg->total_interval_ns, cfg->total_tau_ns)) {
+        admit_count(ADMIT_DROPPED_TOTAL);
+        return 0;
+    }
+    return 1;
+}
+
 /* The ring filter: a socket filter on the dataplane's AF_PACKET sockets, which run before tc ingress. It keeps
- * out of the ring exactly the frames the tc program above redirects (the same lookup): 0 drops the frame for
- * this socket only, anything else copies it whole. */
+ * out of the ring the SYNs over the admission limits (admit_syn), and exactly the frames the tc program above
+ * redirects (the same lookup): 0 drops the frame for this socket only, anything else copies it whole. The
+ * kernel spends on a dropped frame what it spends before any socket sees it, and the packet loop nothing. */
 SEC("socket")
 int ngfw_ring_filter(struct __sk_buff *skb)
 {
     __u32 ifindex = skb->ifindex;
     __u32 zero = 0;
     struct wire_liveness *live = bpf_map_lookup_elem(&ngfw_liveness, &zero);
-    if (!live || !live->bypass || !bpf_map_lookup_elem(&ngfw_ports, &ifindex))
+    if (!live || !bpf_map_lookup_elem(&ngfw_ports, &ifindex))
+        return skb->len;
+    struct admission_config *cfg = bpf_map_lookup_elem(&ngfw_admission, &zero);
+    if (cfg && (cfg->source_interval_ns || cfg->total_interval_ns) && !admit_syn(skb, cfg))
+        return 0;
+    if (!live->bypass)
         return skb->len;
     if (!heartbeat_fresh(live, bpf_ktime_get_ns()))
         return skb->len;

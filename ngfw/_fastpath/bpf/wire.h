@@ -28,6 +28,9 @@
 #define WIRE_MAP_LIVENESS "ngfw_liveness"
 #define WIRE_MAP_BYPASS "ngfw_bypass"
 #define WIRE_PROG_RING_FILTER "ngfw_ring_filter"
+#define WIRE_MAP_ADMISSION "ngfw_admission"
+#define WIRE_MAP_ADMISSION_STATS "ngfw_admit_stats"
+#define WIRE_MAP_SYN_SOURCES "ngfw_syn_sources"
 
 /* Flow bypass (docs/dataplane.md, Flow bypass): one entry per direction of a flow whose verdict is final,
  * keyed by the interface the direction arrives on and its 5-tuple as sent; the dataplane inserts and removes
@@ -90,5 +93,37 @@ struct bypass_value {
     __u64 bytes;                 /* frame lengths, Ethernet header included (as the packet loop counts) */
     __u64 last_seen_ns;          /* bpf_ktime_get_ns (CLOCK_MONOTONIC) of the latest frame forwarded */
 };
+
+/* New-flow admission (docs/dataplane.md, SYN flood protection): the ring filter admits TCP SYNs (SYN without
+ * ACK) into the dataplane's rings at most at a configured rate per source address, and optionally at most at
+ * a rate in all; a SYN over a limit is dropped for the ring (the kernel copies it nowhere) and counted. Each
+ * limit is GCRA, the token bucket as one "theoretical arrival time" per bucket, updated with compare-and-swap
+ * (no lock: the LRU hash, which keeps the sources, takes no bpf_spin_lock). Interval 0: that limit is off. */
+#define SYN_SOURCES_MAX 65536    /* sources tracked at once; the least recently seen make room (LRU) */
+
+/* ngfw_admission[0]: the limits, set by the dataplane, and the shared bucket of the total limit */
+struct admission_config {
+    __u64 source_interval_ns;    /* 1e9 / per-source rate; 0: no per-source limit */
+    __u64 source_tau_ns;         /* (burst - 1) * interval: how far ahead of its rate a source may be */
+    __u64 total_interval_ns;     /* 1e9 / total rate; 0: no total limit */
+    __u64 total_tau_ns;
+    __u64 total_tat_ns;          /* the total bucket's state (the program's, not the dataplane's) */
+};
+
+/* ngfw_syn_sources: source address (16 bytes, IPv4 mapped as in bypass_key) -> its bucket and counters */
+struct syn_source {
+    __u64 tat_ns;                /* GCRA: when the bucket would be full again at the source's rate */
+    __u64 admitted;              /* SYNs let into the ring */
+    __u64 dropped;               /* SYNs over the per-source limit */
+    __u64 last_drop_ns;
+};
+
+/* ngfw_admit_stats[ADMIT_*], per CPU: what the ring filter did with SYNs. One counter per entry, not one
+ * struct: a struct's fields bumped on two paths are merged by the compiler into a pointer plus a
+ * path-dependent offset, which the verifier refuses without CAP_PERFMON (the unit grants CAP_BPF only). */
+#define ADMIT_SYN_SEEN 0
+#define ADMIT_DROPPED_SOURCE 1   /* over the per-source limit */
+#define ADMIT_DROPPED_TOTAL 2    /* within it, but over the total limit */
+#define ADMIT_COUNTERS 3
 
 #endif

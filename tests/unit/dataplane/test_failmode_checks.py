@@ -3,6 +3,7 @@ wire program's layout (read from the object file, no kernel involved). The traff
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -82,3 +83,17 @@ def test_the_shipped_wire_program_matches_its_loader() -> None:
     assert {name: m["value_size"] for name, m in found["maps"].items()} == wirebpf.expected_value_sizes()
     assert found["maps"]["ngfw_liveness"]["flags"] & BPF_F_MMAPABLE
     assert found["maps"]["ngfw_wires"]["max_entries"] == found["maps"]["ngfw_failopen"]["max_entries"] == wirebpf.MAX_WIRES
+
+
+def test_syn_flood_protection_without_the_wire_program_is_off_and_says_so_once(tmp_path: Path, caplog) -> None:
+    from ngfw.dataplane.admission import SynLimits
+
+    caplog.set_level(logging.WARNING, logger="ngfw.dataplane.failmode")
+    modes = WireFailModes([("a0", "b0")], {}, ["a0", "b0"], object_path=tmp_path / "wire.bpf.o",
+                          port_index={"a0": 0, "b0": 1}, syn_limits=SynLimits())
+    assert modes.program is None and modes.syn_limits is None
+    assert modes.syn_stats() == {"enabled": False, "per_source": 0.0, "total": 0.0, "seen": 0, "dropped_source": 0,
+                                 "dropped_total": 0}
+    [record] = caplog.records
+    assert record.getMessage().startswith("wire a0:b0: SYN flood protection needs the wire program")
+    assert record.getMessage().endswith("; SYN flood protection off: every SYN reaches its rings")
