@@ -168,6 +168,7 @@ cdef enum:
 # two packets, and a whole-table sweep per packet was two thirds of replaying the App-ID corpus
 cdef enum:
     REPLAY_SWEEP_SLOTS = 32
+    REPLAY_FRAME_MAX = 262144 + 64   # a capture record is at most 256 KiB (source_pcap.pxi), plus a header made up
 
 # the packet loop's idea of sparse traffic: fewer than QUIET_FRAMES frames over the last 10-20 ms (5,000/s)
 cdef enum:

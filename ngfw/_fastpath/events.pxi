@@ -97,6 +97,18 @@ cdef inline event_t *evring_claim(evring_t *r) noexcept nogil:
 cdef inline void evring_publish(evring_t *r) noexcept nogil:
     ngfw_store_u32(&r.head, r.head + 1)
 
+# Python's side: the events published and not yet taken are ring positions tail .. tail + pending - 1
+cdef inline uint32_t evring_pending(const evring_t *r) noexcept nogil:
+    return ngfw_load_u32(&r.head) - r.tail
+
+cdef inline event_t *evring_peek(evring_t *r, uint32_t i) noexcept nogil:
+    """The `i`th event not taken yet (i < evring_pending)."""
+    return &r.ev[(r.tail + i) & (r.size - 1)]
+
+cdef inline void evring_take(evring_t *r, uint32_t n) noexcept nogil:
+    """The first `n` events not taken yet are read: the loop may write over them."""
+    ngfw_store_u32(&r.tail, r.tail + n)
+
 cdef void event_from_flow(event_t *e, const flow_t *f, uint8_t type) noexcept nogil:
     e.type = type
     e.proto = f.key.proto

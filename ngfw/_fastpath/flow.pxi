@@ -7,6 +7,8 @@
 # which is an empty slot. A page given back
 # -- and every page of a new table -- stays marked in `released` until a flow is inserted in it, so that the
 # sweep, early drop and lookups never read it: a page of a shared tmpfs mapping is allocated by a mere read.
+# Between two captures, replay marks every page of its emptied table the same way without giving it back: a
+# marked page holds no flow, whether or not its memory went back.
 
 cdef extern from "sys/mman.h" nogil:
     int madvise(void *addr, size_t length, int advice)
@@ -224,16 +226,21 @@ cdef void flow_give_back_range(flowtable_t *ft, uintptr_t start, uintptr_t end) 
             ft.bytes_given_back += mem_page
         page += 1
 
-cdef inline uint32_t flow_next_slot_to_read(const flowtable_t *ft, uint32_t s) noexcept nogil:
-    """The first slot at or after `s` whose look does not read a page given back (mask + 1: none left)."""
-    cdef uint32_t n = ft.mask + 1
+cdef inline uint32_t flow_next_slot_to_read_before(const flowtable_t *ft, uint32_t s, uint32_t limit) noexcept nogil:
+    """The first slot at or after `s` whose look does not read a page given back, or `limit` (at most mask + 1)
+    when there is none before it: a sweep that may move `limit - s` slots need not look further (walking every
+    page marked up to the next flow at each call was most of a replay's sweeps)."""
     cdef uintptr_t next_page, used0
-    while s < n and flow_slot_released(ft, s):
+    while s < limit and flow_slot_released(ft, s):
         # skip to the first slot whose `used` byte lies on the next page
         next_page = ft.page0 + (<uintptr_t>flow_page_of(ft, &ft.slots[s].used) + 1) * mem_page
         used0 = <uintptr_t>&ft.slots[0].used
         s = <uint32_t>((next_page - used0 + sizeof(flow_t) - 1) // sizeof(flow_t))
-    return s if s < n else n
+    return s if s < limit else limit
+
+cdef inline uint32_t flow_next_slot_to_read(const flowtable_t *ft, uint32_t s) noexcept nogil:
+    """The first slot at or after `s` whose look does not read a page given back (mask + 1: none left)."""
+    return flow_next_slot_to_read_before(ft, s, ft.mask + 1)
 
 cdef inline void flow_key_from_pkt(flow_key_t *k, const pkt_t *p, bint *pkt_is_a) noexcept nogil:
     """Normalise so both directions share one key: the lower (ip, port) is side a."""

@@ -11,6 +11,29 @@ cdef extern from "time.h" nogil:
 cdef extern from "Python.h":
     object PyBytes_FromStringAndSize(const char *v, Py_ssize_t n)
 
+from libc.stdlib cimport qsort, realloc
+
+ctypedef struct json_line_t:
+    double start            # the flow's first packet, as the record's timestamp
+    uint64_t flow_id
+    size_t off              # where the line lies in the buffer the lines were written to...
+    size_t len
+    const char *text        # ... and its address, once the buffer no longer moves
+
+cdef int json_line_order(const void *x, const void *y) noexcept nogil:
+    """The order Python sorts (start, flow_id, line) tuples in."""
+    cdef const json_line_t *a = <const json_line_t *>x
+    cdef const json_line_t *b = <const json_line_t *>y
+    cdef int c
+    if a.start != b.start:
+        return -1 if a.start < b.start else 1
+    if a.flow_id != b.flow_id:
+        return -1 if a.flow_id < b.flow_id else 1
+    c = memcmp(a.text, b.text, a.len if a.len < b.len else b.len)
+    if c:
+        return c
+    return -1 if a.len < b.len else (1 if a.len > b.len else 0)
+
 ctypedef struct jbuf_t:
     char *p
     size_t n

@@ -23,6 +23,7 @@ ctypedef struct engine_t:
     uint32_t n_segments
     mac_entry_t *macs
     frag_entry_t *frags
+    uint8_t frags_used         # an entry was made in `frags` since the last replay_reset (which then clears it)
     flowtable_t flows
     evring_t events
     tables_t *tables          # the generation the loop uses now
@@ -178,6 +179,7 @@ cdef frag_entry_t *frag_find(engine_t *e, const pkt_t *p, bint create, uint64_t 
             free_slot = f
     if not create or free_slot == NULL:
         return NULL
+    e.frags_used = 1
     free_slot.used = 1
     free_slot.src = p.src_ip
     free_slot.dst = p.dst_ip
@@ -754,7 +756,7 @@ cdef void sweep_flows(engine_t *e, uint64_t now, uint64_t max_slots) noexcept no
         s = ft.sweep_cursor
         if flow_slot_released(ft, s):
             # given back earlier: empty, and not to be read
-            next_s = flow_next_slot_to_read(ft, s)
+            next_s = flow_next_slot_to_read_before(ft, s, <uint32_t>(s + budget) if budget < n - s else n)
             step = next_s - s
         else:
             f = &ft.slots[s]

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from ngfw.compiler.tables import CompiledPolicy
 
 REPLAY_VSYS = "default"
+READ_MAX = 16 << 20   # captures up to this size are read into a buffer kept for the next one; larger ones are mapped
 
 
 def allow_all_policy(inspect: bool = False) -> CompiledPolicy:
@@ -76,6 +77,7 @@ class Replayer:
         self._lost_seen: dict[int, int] = {}   # events_lost of each engine already reported
         self._json_names: tuple[Any, ...] | None = None   # the policy's names as JSON values, for replay_file_json
         self.fast_records = True   # flow records from the extension's JSON lines (tests compare both ways)
+        self._read_buffer = bytearray()   # the capture being replayed, when it is read rather than mapped
 
     def replay(self, paths: list[str]) -> Iterator[dict[str, Any]]:
         """Flow records of every file, file by file, each file's flows in order of their first packet."""
@@ -122,35 +124,45 @@ class Replayer:
             self._json_names = (tuple(quote(v or None) for v in policy.vsys),
                                 tuple(quote(w.name or None) for w in policy.workloads),
                                 tuple(quote(r.name) for r in policy.rules),
-                                [pair(n) for n in self.tables.app_names],
+                                tuple(pair(n) for n in self.tables.app_names),
                                 tuple(quote(EVE_PROTO_NAMES.get(p, str(p))) for p in range(256)),
                                 tuple(quote(a) for a in self.fp.ACTION_NAMES), quote(DEFAULT_RULE))
-        vsys, workloads, rules, apps, protos, actions, default_rule = self._json_names
-        lines: list[tuple[float, int, bytes]] = []
-        name = self.fp.json_quote(os.path.basename(path))
-        while batch := engine.drain_flow_json(name, vsys, workloads, rules, apps, protos, actions, default_rule):
-            lines.extend(batch)
+        # every flow of the capture, in order of their first packet
+        lines = engine.drain_flow_json(self.fp.json_quote(os.path.basename(path)), *self._json_names)
         self._after_capture(engine, path)
-        lines.sort()   # in order of their first packet (flow ids are unique: the lines are never compared)
-        return b"".join(line for _, _, line in lines)
+        return lines
 
     def _run_capture(self, path: str) -> Any:
         """Every packet of `path` through the engine and every flow ended; the engine, or None when
         the file cannot be read (a problem is noted)."""
         try:
-            size = os.path.getsize(path)
-        except OSError:
-            size = 0
-        engine, port_in = self._engine_for(size)
-        try:
-            with open(path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                data: Any = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
-                try:
-                    result = engine.replay_capture(data, port_in)
-                finally:
-                    if size:
-                        data.close()
+            # the descriptor alone (no file object): a small capture costs little more than its system calls
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                size = os.fstat(fd).st_size
+                engine, port_in = self._engine_for(size)
+                if size > READ_MAX:
+                    mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+                    try:
+                        result = engine.replay_capture(mapped, port_in)
+                    finally:
+                        mapped.close()
+                else:
+                    # read into one buffer kept from file to file: mapping each small file cost more than reading it
+                    if len(self._read_buffer) < size:
+                        self._read_buffer = bytearray(size)
+                    with memoryview(self._read_buffer) as buffer:
+                        got = 0
+                        while got < size:
+                            with buffer[got:size] as room:
+                                n = os.readv(fd, [room])
+                            if not n:
+                                break   # shorter than it was a moment ago: what there is
+                            got += n
+                        with buffer[:got] as data:
+                            result = engine.replay_capture(data, port_in)
+            finally:
+                os.close(fd)
         except OSError as exc:
             self.problems.append(FileProblem(path, f"cannot read: {exc.strerror or exc}"))
             return None
@@ -164,7 +176,7 @@ class Replayer:
 
     def _after_capture(self, engine: Any, path: str) -> None:
         """Once a capture's events are drained: note lost records, ready the engine for the next file."""
-        total_lost = engine.stats()["events_lost"]
+        total_lost = engine.events_lost
         lost = total_lost - self._lost_seen.get(id(engine), 0)
         self._lost_seen[id(engine)] = total_lost
         if self.signatures is None:
@@ -192,9 +204,7 @@ class Replayer:
         while capacity < needed:
             capacity = min(capacity * 8, max(self.flow_capacity, 1024))
         # every flow of the file is an event before anything drains them: one per record at most
-        events = 4096
-        while events < min(2 * max(capacity, size // 60), 1 << 20):
-            events *= 2
+        events = max(4096, 1 << (min(2 * max(capacity, size // 60), 1 << 20) - 1).bit_length())   # a power of two
         key = capacity << 32 | events
         if key not in self._engines:
             engine = self.fp.Engine(flow_capacity=capacity, replay=True, unmanaged_vsys=self.unmanaged_vsys,

@@ -1,6 +1,7 @@
 """The capture reader: any bytes as a pcap/pcapng file, replayed both ways `ngfw replay` replays one: with
 --rules (every flow inspected, records built from events, an exact-size copy so ASan sees any over-read)
-and without (the file itself, mmap'd, and the JSON lines the extension writes, which must parse)."""
+and without (the file itself, read into the replayer's buffer, and the JSON lines the extension writes, which must
+parse)."""
 
 from __future__ import annotations
 
