@@ -23,8 +23,14 @@ from setuptools.command.build_py import build_py
 DEBUG = os.environ.get("NGFW_DEBUG_BUILD", "") not in ("", "0")
 # the debug twin lives here: build/debug/ngfw/_fastpath/*.so, its C sources and objects beside it
 DEBUG_DIR = os.path.join("build", "debug")
-DEBUG_CFLAGS = ["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined",
-                "-fno-sanitize-recover=undefined", "-fsanitize=fuzzer-no-link"]
+DEBUG_CFLAGS = [
+    "-O1",
+    "-g",
+    "-fno-omit-frame-pointer",
+    "-fsanitize=address,undefined",
+    "-fno-sanitize-recover=undefined",
+    "-fsanitize=fuzzer-no-link",
+]
 
 
 def pkg_config(*args: str, lib: str = "libhs") -> list[str]:
@@ -81,7 +87,7 @@ def write_app_registry() -> None:
     spec = importlib.util.spec_from_file_location("ngfw_app_registry", path)
     assert spec is not None and spec.loader is not None
     registry = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = registry   # dataclasses look their module up by name
+    sys.modules[spec.name] = registry  # dataclasses look their module up by name
     spec.loader.exec_module(registry)
     try:
         if registry.write():
@@ -96,16 +102,32 @@ def compile_wire_program() -> None:
     source, target = "ngfw/_fastpath/bpf/wire.bpf.c", "ngfw/_fastpath/bpf/wire.bpf.o"
     clang = os.environ.get("CLANG", "clang")
     try:
-        multiarch = subprocess.run([clang, "-print-multiarch"], check=True, capture_output=True, text=True).stdout.strip()
+        multiarch = subprocess.run(
+            [clang, "-print-multiarch"], check=True, capture_output=True, text=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError) as exc:
-        sys.exit(f"ngfw build: {clang} not found; install clang (it compiles the fail-open wire program to eBPF): {exc}")
-    command = [clang, "-O2", "-g", "-target", "bpf", "-mcpu=v3", "-Wall",
-               "-I", f"/usr/include/{multiarch}", "-c", source, "-o", target]
+        sys.exit(
+            f"ngfw build: {clang} not found; install clang (it compiles the fail-open wire program to eBPF): {exc}"
+        )
+    command = [
+        clang,
+        "-O2",
+        "-g",
+        "-target",
+        "bpf",
+        "-mcpu=v3",
+        "-Wall",
+        "-I",
+        f"/usr/include/{multiarch}",
+        "-c",
+        source,
+        "-o",
+        target,
+    ]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         missing = "bpf/bpf_helpers.h" in done.stderr and "not found" in done.stderr
-        hint = ("bpf/bpf_helpers.h not found; install libbpf-dev" if missing
-                else f"clang could not compile {source}")
+        hint = "bpf/bpf_helpers.h not found; install libbpf-dev" if missing else f"clang could not compile {source}"
         sys.exit(f"ngfw build: {hint}:\n{done.stderr.strip()}")
     print(f"ngfw build: wire program {target} (clang, BPF)", file=sys.stderr)
 
@@ -126,7 +148,7 @@ extensions = [
     # test-only: the App-ID protocol parsers on their own, driven from Python
     fastpath_extension("ngfw._fastpath.parsers", "ngfw/_fastpath/parsers.pyx"),
 ]
-if not DEBUG:   # the sanitizer twin is the fastpath's; the loader of the wire program is not fuzzed
+if not DEBUG:  # the sanitizer twin is the fastpath's; the loader of the wire program is not fuzzed
     compile_wire_program()
     bpf_libs = pkg_config("--libs", lib="libbpf")
     extensions.append(
@@ -170,8 +192,12 @@ if DEBUG:
     directives.update(boundscheck=True, wraparound=True, initializedcheck=True)
     print("ngfw build: Debug (ASan + UBSan + libFuzzer counters, into build/debug/)", file=sys.stderr)
 else:
-    print("ngfw build: Accelerated (Cython fastpath + libhs + libcrypto + libpcre2 " + " ".join(libs)
-          + "; wire program loader + libbpf)", file=sys.stderr)
+    print(
+        "ngfw build: Accelerated (Cython fastpath + libhs + libcrypto + libpcre2 "
+        + " ".join(libs)
+        + "; wire program loader + libbpf)",
+        file=sys.stderr,
+    )
 setup(
     ext_modules=cythonize(
         extensions,

@@ -33,8 +33,19 @@ PCAP_SUFFIXES = (".pcap", ".pcapng", ".cap")
 
 # Protocol names as nDPI's labels and our EVE output spell them -> IP protocol number.
 PROTO_NUMBERS = {
-    "TCP": 6, "UDP": 17, "ICMP": 1, "ICMPV6": 58, "IPV6-ICMP": 58, "IGMP": 2, "OSPF": 89,
-    "SCTP": 132, "VRRP": 112, "AH": 51, "ESP": 50, "GRE": 47, "PIM": 103,
+    "TCP": 6,
+    "UDP": 17,
+    "ICMP": 1,
+    "ICMPV6": 58,
+    "IPV6-ICMP": 58,
+    "IGMP": 2,
+    "OSPF": 89,
+    "SCTP": 132,
+    "VRRP": 112,
+    "AH": 51,
+    "ESP": 50,
+    "GRE": 47,
+    "PIM": 103,
 }
 PORTED = (6, 17)  # protocols whose flows are told apart by ports; others match on addresses alone
 
@@ -43,7 +54,7 @@ FlowKey = tuple[str, int, frozenset[Endpoint]]
 
 
 def proto_number(name: str | int | None) -> int | None:
-    """"TCP" / "IPv6-ICMP" / "58" / 58 -> 58; None for names nobody maps."""
+    """ "TCP" / "IPv6-ICMP" / "58" / 58 -> 58; None for names nobody maps."""
     if name is None:
         return None
     if isinstance(name, int):
@@ -110,8 +121,14 @@ def load_labels(path: Path) -> list[Label]:
         row = json.loads(line)
         labels.append(
             Label(
-                pcap=row["pcap"], l4=str(row["l4"]), a=row["a"], b=row["b"], app=row.get("app"),
-                also=tuple(row.get("also") or ()), host=row.get("host"), ndpi=row.get("ndpi", ""),
+                pcap=row["pcap"],
+                l4=str(row["l4"]),
+                a=row["a"],
+                b=row["b"],
+                app=row.get("app"),
+                also=tuple(row.get("also") or ()),
+                host=row.get("host"),
+                ndpi=row.get("ndpi", ""),
             )
         )
     return labels
@@ -281,7 +298,13 @@ def render_markdown(report: Report) -> str:
     for name, s in sorted(report.per_app.items(), key=lambda item: (item[1].percent, -item[1].flows, item[0])):
         lines.append(f"| {name} | {s.flows} | {s.agree} | {s.percent:.1f} |")
     if report.disagreements:
-        lines += ["", "### Disagreements", "", "| pcap | l4 | a | b | expected | got | nDPI |", "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "### Disagreements",
+            "",
+            "| pcap | l4 | a | b | expected | got | nDPI |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for d in report.disagreements:
             got = "(missing)" if d.got is None else d.got
             lines.append(f"| {d.pcap} | {d.l4} | {d.a} | {d.b} | {d.expected} | {got} | {d.ndpi} |")

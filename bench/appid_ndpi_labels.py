@@ -65,8 +65,18 @@ def parse_flow_lines(text: str, pcap: str, mapping: dict[str, tuple[str | None, 
         ndpi = proto["name"]
         app, also = canonical(ndpi, mapping) if ndpi != "Unknown" else (None, ())
         host = HOST_FIELD.search(flow["rest"])
-        labels.append({"pcap": pcap, "l4": flow["l4"], "a": flow["a"], "b": flow["b"], "ndpi": ndpi,
-                       "app": app, "also": list(also), "host": host["host"] if host and host["host"] else None})
+        labels.append(
+            {
+                "pcap": pcap,
+                "l4": flow["l4"],
+                "a": flow["a"],
+                "b": flow["b"],
+                "ndpi": ndpi,
+                "app": app,
+                "also": list(also),
+                "host": host["host"] if host and host["host"] else None,
+            }
+        )
     return labels
 
 
@@ -98,11 +108,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("paths", nargs="+", type=Path, help="captures, or directories searched for them")
     parser.add_argument("--out", type=Path, required=True, help="directory for labels.jsonl and pcaps/")
     parser.add_argument("--reader", default="ndpiReader")
-    parser.add_argument("--corpus-labels", type=Path, default=corpus("appid") / "labels.jsonl",
-                        help="labels whose nDPI -> canonical names are reused (default: %(default)s)")
+    parser.add_argument(
+        "--corpus-labels",
+        type=Path,
+        default=corpus("appid") / "labels.jsonl",
+        help="labels whose nDPI -> canonical names are reused (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
 
     from ngfw.compiler.apps import load_catalogue
+
     mapping = name_map(args.corpus_labels, (app.name for app in load_catalogue().apps))
     pcaps = captures(args.paths)
     (args.out / "pcaps").mkdir(parents=True, exist_ok=True)
@@ -117,8 +132,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         link.symlink_to(pcap.resolve())
         rows += parse_flow_lines(done.stdout, name, mapping)
     (args.out / "labels.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
-    print(f"{len(rows)} flows of {len(pcaps)} captures labelled, {sum(1 for r in rows if r['app'])} with a core app, "
-          f"into {args.out}")
+    print(
+        f"{len(rows)} flows of {len(pcaps)} captures labelled, {sum(1 for r in rows if r['app'])} with a core app, "
+        f"into {args.out}"
+    )
     return 0
 
 

@@ -50,7 +50,7 @@ def many_copy(directory: Path, index: int, source: Path) -> Path:
     return target
 
 
-CPU_TIMES: dict[str, list[float]] = {}   # per tool (argv[0]), the CPU seconds of each run, for --alternate
+CPU_TIMES: dict[str, list[float]] = {}  # per tool (argv[0]), the CPU seconds of each run, for --alternate
 
 
 def timed(argv: Sequence[str]) -> float:
@@ -79,11 +79,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ndpi", default="ndpiReader")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--per-file", action="store_true", help="also time one ndpiReader process per capture")
-    parser.add_argument("--many", type=int, default=0, metavar="N",
-                        help="replay N files: the corpus's captures copied round-robin (many small files)")
-    parser.add_argument("--alternate", action="store_true",
-                        help="run the two tools one after the other at each repetition and report CPU time too "
-                             "(on a shared machine both then see the same load)")
+    parser.add_argument(
+        "--many",
+        type=int,
+        default=0,
+        metavar="N",
+        help="replay N files: the corpus's captures copied round-robin (many small files)",
+    )
+    parser.add_argument(
+        "--alternate",
+        action="store_true",
+        help="run the two tools one after the other at each repetition and report CPU time too "
+        "(on a shared machine both then see the same load)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
 
@@ -129,9 +137,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"| `{args.ndpi} -i playlist -q` (one process) | {ndpi_median:.3f} | {', '.join(f'{t:.3f}' for t in ndpi_times)} |",
     ]
     if per_file:
-        lines.append(f"| `{args.ndpi} -i FILE -q` (one process per capture) | {per_file[0]:.3f} | {', '.join(f'{t:.3f}' for t in per_file[1])} |")
-    lines += ["", f"ngfw / ndpiReader = **{ratio:.2f}x** (below 1: ngfw is faster); CPU time {ngfw_cpu:.3f} s / "
-                  f"{ndpi_cpu:.3f} s = {ngfw_cpu / ndpi_cpu if ndpi_cpu else float('inf'):.2f}x"]
+        lines.append(
+            f"| `{args.ndpi} -i FILE -q` (one process per capture) | {per_file[0]:.3f} | {', '.join(f'{t:.3f}' for t in per_file[1])} |"
+        )
+    lines += [
+        "",
+        f"ngfw / ndpiReader = **{ratio:.2f}x** (below 1: ngfw is faster); CPU time {ngfw_cpu:.3f} s / "
+        f"{ndpi_cpu:.3f} s = {ngfw_cpu / ndpi_cpu if ndpi_cpu else float('inf'):.2f}x",
+    ]
     sys.stdout.write("\n".join(lines) + "\n")
     if args.json:
         result = {

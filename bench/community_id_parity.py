@@ -34,9 +34,27 @@ from ngfw.wire import EVE_PROTO_NAMES  # noqa: E402
 CORPUS = Path(os.environ.get("NGFW_SHARED", "/work/shared")) / "corpus"
 
 # Suricata's protocol names (its known_proto table) for the numbers ngfw writes
-SURICATA_PROTOS = {"TCP": 6, "UDP": 17, "ICMP": 1, "IPv6-ICMP": 58, "SCTP": 132, "GRE": 47, "ESP": 50, "AH": 51,
-                   "IGMP": 2, "IPV6": 41, "IPv6": 41, "IPIP": 4, "OSPF": 89, "VRRP": 112, "PIM": 103, "EIGRP": 88,
-                   "L2TP": 115, "PGM": 113, "RSVP": 46}
+SURICATA_PROTOS = {
+    "TCP": 6,
+    "UDP": 17,
+    "ICMP": 1,
+    "IPv6-ICMP": 58,
+    "SCTP": 132,
+    "GRE": 47,
+    "ESP": 50,
+    "AH": 51,
+    "IGMP": 2,
+    "IPV6": 41,
+    "IPv6": 41,
+    "IPIP": 4,
+    "OSPF": 89,
+    "VRRP": 112,
+    "PIM": 103,
+    "EIGRP": 88,
+    "L2TP": 115,
+    "PGM": 113,
+    "RSVP": 46,
+}
 NGFW_PROTOS = {name: number for number, name in EVE_PROTO_NAMES.items()}  # as ngfw writes them (ngfw.wire)
 
 
@@ -113,20 +131,36 @@ class Comparison:
         self.suricata_only += sum(1 for key in theirs if key not in seen)
 
     def summary(self) -> dict[str, Any]:
-        return {"captures": self.captures, "ngfw_flows": self.ngfw_flows, "suricata_flows": self.suricata_flows,
-                "matched": self.matched, "equal": self.equal, "differ": len(self.mismatches),
-                "ngfw_only": self.ngfw_only, "suricata_only_keys": self.suricata_only}
+        return {
+            "captures": self.captures,
+            "ngfw_flows": self.ngfw_flows,
+            "suricata_flows": self.suricata_flows,
+            "matched": self.matched,
+            "equal": self.equal,
+            "differ": len(self.mismatches),
+            "ngfw_only": self.ngfw_only,
+            "suricata_only_keys": self.suricata_only,
+        }
 
 
 def _brief(rec: dict[str, Any]) -> dict[str, Any]:
-    return {k: rec.get(k) for k in ("proto", "src_ip", "src_port", "dest_ip", "dest_port", "icmp_type",
-                                    "community_id")}
+    return {k: rec.get(k) for k in ("proto", "src_ip", "src_port", "dest_ip", "dest_port", "icmp_type", "community_id")}
 
 
 def flow_outputs(eve_filename: str = "eve.json") -> list[dict[str, Any]]:
     """Flow records with their Community ID, nothing else."""
-    return [{"eve-log": {"enabled": "yes", "filetype": "regular", "filename": eve_filename, "community-id": "yes",
-                         "community-id-seed": "0", "types": [{"flow": {}}]}}]
+    return [
+        {
+            "eve-log": {
+                "enabled": "yes",
+                "filetype": "regular",
+                "filename": eve_filename,
+                "community-id": "yes",
+                "community-id-seed": "0",
+                "types": [{"flow": {}}],
+            }
+        }
+    ]
 
 
 def suricata_flows(captures: Sequence[Path], timeout: float = 900.0) -> dict[str, list[dict[str, Any]]]:
@@ -138,13 +172,32 @@ def suricata_flows(captures: Sequence[Path], timeout: float = 900.0) -> dict[str
     out: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="community-id-") as tmp:
         work = Path(tmp)
-        (work / "suricata.yaml").write_text(render({
-            "outputs": flow_outputs(), "logging": logging_to_file(), "unix-command.enabled": False,
-            "runmode": "single"}))
+        (work / "suricata.yaml").write_text(
+            render(
+                {
+                    "outputs": flow_outputs(),
+                    "logging": logging_to_file(),
+                    "unix-command.enabled": False,
+                    "runmode": "single",
+                }
+            )
+        )
         (work / "empty.rules").write_text("")
         sock = work / "command.socket"
-        argv = [suricata_binary(), "-c", str(work / "suricata.yaml"), "-S", str(work / "empty.rules"), "-k", "none",
-                "--unix-socket=" + str(sock), "--set", "unix-command.enabled=yes", "-l", str(work)]
+        argv = [
+            suricata_binary(),
+            "-c",
+            str(work / "suricata.yaml"),
+            "-S",
+            str(work / "empty.rules"),
+            "-k",
+            "none",
+            "--unix-socket=" + str(sock),
+            "--set",
+            "unix-command.enabled=yes",
+            "-l",
+            str(work),
+        ]
         proc = SuricataProcess(argv).start()
         dirs: dict[str, Path] = {}
         try:
@@ -160,7 +213,10 @@ def suricata_flows(captures: Sequence[Path], timeout: float = 900.0) -> dict[str
                     dirs[str(capture)] = outdir
                 deadline = time.monotonic() + timeout
                 while time.monotonic() < deadline:
-                    if command("pcap-file-number").get("message") == 0 and command("pcap-current").get("message") == "None":
+                    if (
+                        command("pcap-file-number").get("message") == 0
+                        and command("pcap-current").get("message") == "None"
+                    ):
                         break
                     time.sleep(0.1)
                 else:
@@ -213,13 +269,18 @@ def main(argv: list[str] | None = None) -> int:
     summary = result.summary()
     summary["seconds"] = round(time.monotonic() - started, 1)
     if args.json:
-        print(json.dumps({**summary, "mismatches": result.mismatches, "ngfw_only_examples": result.ngfw_only_examples},
-                         indent=1))
+        print(
+            json.dumps(
+                {**summary, "mismatches": result.mismatches, "ngfw_only_examples": result.ngfw_only_examples}, indent=1
+            )
+        )
     else:
-        print(f"{summary['captures']} captures: {summary['ngfw_flows']} ngfw flows, {summary['suricata_flows']} "
-              f"Suricata flows; {summary['matched']} flows in both, community_id equal on {summary['equal']} "
-              f"({summary['differ']} differ); {summary['ngfw_only']} ngfw flows Suricata did not log as such "
-              f"({summary['seconds']} s)")
+        print(
+            f"{summary['captures']} captures: {summary['ngfw_flows']} ngfw flows, {summary['suricata_flows']} "
+            f"Suricata flows; {summary['matched']} flows in both, community_id equal on {summary['equal']} "
+            f"({summary['differ']} differ); {summary['ngfw_only']} ngfw flows Suricata did not log as such "
+            f"({summary['seconds']} s)"
+        )
         for m in result.mismatches[:20]:
             print("  differs:", json.dumps(m))
     return 1 if result.mismatches else 0

@@ -54,14 +54,27 @@ def tenants_policy(n_vsys: int, rules_per_vsys: int, workloads_per_vsys: int) ->
         documents.append(doc("VirtualSystem", {"name": vsys}, {"limits": {"maxSessions": 10000}}))
         for w in range(workloads_per_vsys):
             serial += 1
-            mac = f"02:01:{(serial >> 16) & 0xff:02x}:{(serial >> 8) & 0xff:02x}:{serial & 0xff:02x}:01"
-            ip = f"10.{100 + (serial >> 16)}.{(serial >> 8) & 0xff}.{serial & 0xff}"
-            documents.append(doc("Workload", {"name": f"vm-{w:03d}", "vsys": vsys, "labels": {"tier": f"t{w % 4}"}},
-                                 {"interfaces": [{"mac": mac, "ips": [ip]}]}))
+            mac = f"02:01:{(serial >> 16) & 0xFF:02x}:{(serial >> 8) & 0xFF:02x}:{serial & 0xFF:02x}:01"
+            ip = f"10.{100 + (serial >> 16)}.{(serial >> 8) & 0xFF}.{serial & 0xFF}"
+            documents.append(
+                doc(
+                    "Workload",
+                    {"name": f"vm-{w:03d}", "vsys": vsys, "labels": {"tier": f"t{w % 4}"}},
+                    {"interfaces": [{"mac": mac, "ips": [ip]}]},
+                )
+            )
         for t in range(4):
             documents.append(doc("Group", {"name": f"tier-{t}", "vsys": vsys}, {"selector": {"tier": f"t{t}"}}))
-        rules = [{"name": f"r{r:05d}", "from": [f"group:tier-{r % 4}"], "to": [f"vm:vm-{r % workloads_per_vsys:03d}"],
-                  "services": [f"tcp/{1024 + r}"], "action": "allow"} for r in range(rules_per_vsys - 1)]
+        rules = [
+            {
+                "name": f"r{r:05d}",
+                "from": [f"group:tier-{r % 4}"],
+                "to": [f"vm:vm-{r % workloads_per_vsys:03d}"],
+                "services": [f"tcp/{1024 + r}"],
+                "action": "allow",
+            }
+            for r in range(rules_per_vsys - 1)
+        ]
         rules.append({"name": "default-deny", "from": ["any"], "to": ["any"], "action": "deny"})
         documents.append(doc("SecurityPolicy", {"name": "main", "vsys": vsys}, {"rules": rules}))
     return documents
@@ -77,12 +90,19 @@ def agent_process(url: str, token: str, host: str, reports: Any, stop: Any) -> N
             tables[:] = [fp.Tables(policy, {}, apps_from=running)]
             # the report goes out once sync_once returns, i.e. after the ack was POSTed
             pending.append((kind, policy.version))
+
         return apply
 
     tables: list[Any] = []
     pending: list[tuple[str, int]] = []
-    agent = Agent(ControlClient(url, token), host, applied("policy"), apply_identity=applied("identity"),
-                  wait=10.0, retry_interval=0.05)
+    agent = Agent(
+        ControlClient(url, token),
+        host,
+        applied("policy"),
+        apply_identity=applied("identity"),
+        wait=10.0,
+        retry_interval=0.05,
+    )
     while not stop.is_set():
         try:
             changed = agent.sync_once(1.0)  # returns after the ack was POSTed
@@ -136,13 +156,19 @@ def main() -> int:
     server = ControlServer(Control(store), TokenFile(tokens))
     server.start()
     client = ControlClient(server.url, admin, timeout=120)
-    results: dict[str, Any] = {"machine": f"{platform.node()} {platform.machine()} {multiprocessing.cpu_count()} cpu",
-                               "python": platform.python_version(), "date": time.strftime("%Y-%m-%d")}
+    results: dict[str, Any] = {
+        "machine": f"{platform.node()} {platform.machine()} {multiprocessing.cpu_count()} cpu",
+        "python": platform.python_version(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
 
     # the policy the fleet runs during 1 and 2: by default 10 tenants, 100 rules, 80 workloads
     policy = tenants_policy(args.fleet_vsys, args.fleet_rules, args.fleet_workloads)
-    results["fleet_policy"] = {"vsys": args.fleet_vsys, "rules": args.fleet_vsys * args.fleet_rules,
-                               "workloads": args.fleet_vsys * args.fleet_workloads}
+    results["fleet_policy"] = {
+        "vsys": args.fleet_vsys,
+        "rules": args.fleet_vsys * args.fleet_rules,
+        "workloads": args.fleet_vsys * args.fleet_workloads,
+    }
     client.apply_documents(policy, ["bench"] * len(policy))
     client.commit("baseline")
 
@@ -150,8 +176,10 @@ def main() -> int:
     reports = ctx.Queue()
     stop = ctx.Event()
     hosts = {f"host-{i:02d}" for i in range(args.agents)}
-    processes = [ctx.Process(target=agent_process, args=(server.url, fleet, h, reports, stop), daemon=True)
-                 for h in sorted(hosts)]
+    processes = [
+        ctx.Process(target=agent_process, args=(server.url, fleet, h, reports, stop), daemon=True)
+        for h in sorted(hosts)
+    ]
     for p in processes:
         p.start()
     wait_reports(reports, hosts, lambda kind, version, identity: version == 1, timeout=60)
@@ -165,9 +193,13 @@ def main() -> int:
         version = client.commit(f"bench {n}")["version"]
         last = wait_reports(reports, hosts, lambda kind, v, identity, want=version: v == want)
         commit_latencies.append(last - started)
-    results["commit_to_last_ack_s"] = {"n": len(commit_latencies), "agents": args.agents,
-                                       "p50": statistics.median(commit_latencies),
-                                       "p99": percentile(commit_latencies, 99), "max": max(commit_latencies)}
+    results["commit_to_last_ack_s"] = {
+        "n": len(commit_latencies),
+        "agents": args.agents,
+        "p50": statistics.median(commit_latencies),
+        "p99": percentile(commit_latencies, 99),
+        "max": max(commit_latencies),
+    }
 
     ops = ControlClient(server.url, operator)
     workload = next(d for d in policy if d["kind"] == "Workload" and d["metadata"]["vsys"] == "tenant-000")
@@ -178,9 +210,13 @@ def main() -> int:
         identity = ops.put_workload("tenant-000", workload["metadata"]["name"], workload)["identity"]
         last = wait_reports(reports, hosts, lambda kind, v, i, want=identity: kind == "identity" and i == want)
         label_latencies.append(last - started)
-    results["label_to_identity_tables_s"] = {"n": len(label_latencies), "agents": args.agents,
-                                             "p50": statistics.median(label_latencies),
-                                             "p99": percentile(label_latencies, 99), "max": max(label_latencies)}
+    results["label_to_identity_tables_s"] = {
+        "n": len(label_latencies),
+        "agents": args.agents,
+        "p50": statistics.median(label_latencies),
+        "p99": percentile(label_latencies, 99),
+        "max": max(label_latencies),
+    }
     stop.set()
     for p in processes:
         p.join(timeout=5)
@@ -192,9 +228,13 @@ def main() -> int:
     started = time.perf_counter()
     committed = client.commit("10k rules")
     commit_seconds = time.perf_counter() - started
-    results["big_commit"] = {"vsys": args.big_vsys, "rules": committed["rules"],
-                             "workloads": sum(1 for d in big if d["kind"] == "Workload"),
-                             "apply_to_candidate_s": applied, "commit_s": commit_seconds}
+    results["big_commit"] = {
+        "vsys": args.big_vsys,
+        "rules": committed["rules"],
+        "workloads": sum(1 for d in big if d["kind"] == "Workload"),
+        "apply_to_candidate_s": applied,
+        "commit_s": commit_seconds,
+    }
     server.stop()
     store.close()
 
@@ -203,14 +243,22 @@ def main() -> int:
     else:
         c, lbl, b = results["commit_to_last_ack_s"], results["label_to_identity_tables_s"], results["big_commit"]
         fleet = results["fleet_policy"]
-        print(f"{results['machine']}, Python {results['python']}, {results['date']}; the fleet runs "
-              f"{fleet['rules']} rules / {fleet['vsys']} vsys / {fleet['workloads']} workloads")
-        print(f"commit -> last ack ({c['agents']} agents, {c['n']} commits): p50 {c['p50'] * 1000:.0f} ms, "
-              f"p99 {c['p99'] * 1000:.0f} ms, max {c['max'] * 1000:.0f} ms (target p99 <= 1000 ms)")
-        print(f"label change -> identity tables ({lbl['agents']} agents, {lbl['n']} changes): p50 "
-              f"{lbl['p50'] * 1000:.0f} ms, p99 {lbl['p99'] * 1000:.0f} ms (target <= 200 ms)")
-        print(f"{b['rules']} rules / {b['vsys']} vsys / {b['workloads']} workloads: apply to candidate "
-              f"{b['apply_to_candidate_s']:.2f} s, commit {b['commit_s']:.2f} s (target <= 5 s)")
+        print(
+            f"{results['machine']}, Python {results['python']}, {results['date']}; the fleet runs "
+            f"{fleet['rules']} rules / {fleet['vsys']} vsys / {fleet['workloads']} workloads"
+        )
+        print(
+            f"commit -> last ack ({c['agents']} agents, {c['n']} commits): p50 {c['p50'] * 1000:.0f} ms, "
+            f"p99 {c['p99'] * 1000:.0f} ms, max {c['max'] * 1000:.0f} ms (target p99 <= 1000 ms)"
+        )
+        print(
+            f"label change -> identity tables ({lbl['agents']} agents, {lbl['n']} changes): p50 "
+            f"{lbl['p50'] * 1000:.0f} ms, p99 {lbl['p99'] * 1000:.0f} ms (target <= 200 ms)"
+        )
+        print(
+            f"{b['rules']} rules / {b['vsys']} vsys / {b['workloads']} workloads: apply to candidate "
+            f"{b['apply_to_candidate_s']:.2f} s, commit {b['commit_s']:.2f} s (target <= 5 s)"
+        )
     return 0
 
 

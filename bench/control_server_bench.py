@@ -44,9 +44,14 @@ from ngfw.control.store import open_store  # noqa: E402
 def server_module(revision: str | None) -> ModuleType:
     if revision is None:
         import ngfw.control.server as current
+
         return current
-    source = subprocess.run(["git", "-C", str(ROOT), "show", f"{revision}:ngfw/control/server.py"],
-                            capture_output=True, text=True, check=True).stdout
+    source = subprocess.run(
+        ["git", "-C", str(ROOT), "show", f"{revision}:ngfw/control/server.py"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     path = Path(tempfile.mkdtemp()) / "control_server_at_revision.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("control_server_at_revision", path)
@@ -109,9 +114,13 @@ def main() -> None:
     vsys = {"apiVersion": "ngfw/v1", "kind": "VirtualSystem", "metadata": {"name": "tenant-a"}, "spec": {}}
     admin_client.apply_documents([vsys], ["bench"])
     admin_client.commit("baseline")
-    results: dict[str, Any] = {"server": args.server or "working tree", "tls": args.tls,
-                               "date": time.strftime("%Y-%m-%d"),
-                               "machine": f"{os.cpu_count()} cpu", "python": sys.version.split()[0]}
+    results: dict[str, Any] = {
+        "server": args.server or "working tree",
+        "tls": args.tls,
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{os.cpu_count()} cpu",
+        "python": sys.version.split()[0],
+    }
 
     base_threads = threading.active_count()
     idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(args.idle)]
@@ -125,8 +134,7 @@ def main() -> None:
 
     ctx = multiprocessing.get_context("spawn")
     ready, returned = ctx.Queue(), ctx.Queue()
-    process = ctx.Process(target=clients, args=(server.url, fleet, args.polls, ready, returned, ca_file),
-                          daemon=True)
+    process = ctx.Process(target=clients, args=(server.url, fleet, args.polls, ready, returned, ca_file), daemon=True)
     process.start()
     for _ in range(args.polls):
         ready.get(timeout=60)

@@ -51,8 +51,13 @@ def reply_times(output: str) -> list[float]:
 
 
 def one_restart(lab: Lab, restart: Any, ping_seconds: int = 8) -> dict[str, float]:
-    ping = run_in(lab.web1.ns, ["ping", "-D", "-n", "-i", "0.05", "-W", "1", "-w", str(ping_seconds), lab.srv.ipv4],
-                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ping = run_in(
+        lab.web1.ns,
+        ["ping", "-D", "-n", "-i", "0.05", "-W", "1", "-w", str(ping_seconds), lab.srv.ipv4],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     time.sleep(2.0)
     asked = time.time()
     restart()
@@ -65,7 +70,7 @@ def one_restart(lab: Lab, restart: Any, ping_seconds: int = 8) -> dict[str, floa
 
 
 def say(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)   # stdout is the result (--json)
+    print(line, file=sys.stderr, flush=True)  # stdout is the result (--json)
 
 
 def load() -> float:
@@ -81,8 +86,7 @@ def container_runs(lab: Lab, restarts: int) -> dict[str, Any]:
         started = time.monotonic()
         c.run(["systemctl", "start", UNIT], timeout=300)
         first = time.monotonic() - started
-        runs = [one_restart(lab, lambda: c.run(["systemctl", "restart", UNIT], timeout=120))
-                for _ in range(restarts)]
+        runs = [one_restart(lab, lambda: c.run(["systemctl", "restart", UNIT], timeout=120)) for _ in range(restarts)]
     return {"first_start_s": first, "restarts": runs}
 
 
@@ -93,8 +97,9 @@ def vm_run(lab: Lab) -> dict[str, Any]:
     vm = start_fw_vm(lab, image, say=say)
     try:
         # pings for longer than a restart takes in a TCG guest
-        restart = one_restart(lab, lambda: vm.agent.run(["systemctl", "restart", UNIT], timeout=600, check=True),
-                              ping_seconds=120)
+        restart = one_restart(
+            lab, lambda: vm.agent.run(["systemctl", "restart", UNIT], timeout=600, check=True), ping_seconds=120
+        )
         return {"accel": vm.accel, "boot_to_enforcing_s": vm.boot_seconds, "restart": restart, "load": load()}
     finally:
         shutdown_lab_vm(lab.prefix)
@@ -111,7 +116,10 @@ def main() -> int:
         return 1
     prefix = "ndr"
     lock = lock_prefix(prefix)
-    result: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "machine": f"{os.cpu_count()} vCPU {platform.machine()}"}
+    result: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{os.cpu_count()} vCPU {platform.machine()}",
+    }
     try:
         lab = lab_up(prefix)
         try:
@@ -136,14 +144,18 @@ def main() -> int:
     ready = [r["ready_s"] for r in c["restarts"]]
     again = [r["replies_again_s"] for r in c["restarts"]]
     print(f"container (image's systemd, native speed): first start {c['first_start_s']:.2f} s (cold caches)")
-    print(f"  {len(ready)} restarts: READY after median {statistics.median(ready):.2f} s (min {min(ready):.2f}, "
-          f"max {max(ready):.2f}); pings through again after median {statistics.median(again):.2f} s "
-          f"(max {max(again):.2f}); load average {statistics.median(r['load'] for r in c['restarts']):.1f}")
+    print(
+        f"  {len(ready)} restarts: READY after median {statistics.median(ready):.2f} s (min {min(ready):.2f}, "
+        f"max {max(ready):.2f}); pings through again after median {statistics.median(again):.2f} s "
+        f"(max {max(again):.2f}); load average {statistics.median(r['load'] for r in c['restarts']):.1f}"
+    )
     if "vm" in result:
         v = result["vm"]
-        print(f"VM ({v['accel']}): boot to enforcing {v['boot_to_enforcing_s']:.1f} s; restart inside: READY after "
-              f"{v['restart']['ready_s']:.1f} s, pings through again after {v['restart']['replies_again_s']:.1f} s; "
-              f"load average {v['load']:.1f}")
+        print(
+            f"VM ({v['accel']}): boot to enforcing {v['boot_to_enforcing_s']:.1f} s; restart inside: READY after "
+            f"{v['restart']['ready_s']:.1f} s, pings through again after {v['restart']['replies_again_s']:.1f} s; "
+            f"load average {v['load']:.1f}"
+        )
     return 0
 
 

@@ -43,7 +43,7 @@ def _checksum(data: bytes) -> int:
     return ~total & 0xFFFF
 
 
-SPACING_NS = 10_000   # 100,000 SYN/s: about the rate trafgen floods at in the lab (bench/synflood.py)
+SPACING_NS = 10_000  # 100,000 SYN/s: about the rate trafgen floods at in the lab (bench/synflood.py)
 
 
 def syn_capture(first: int, count: int, start_ns: int) -> bytes:
@@ -85,8 +85,12 @@ def measure(capacity: int, syns: int, full: bool, policy: Any) -> dict[str, Any]
     engine.replay_capture(capture, vm)
     elapsed = time.perf_counter() - started
     stats = engine.stats()
-    return {"ns_per_syn": elapsed / syns * 1e9, "early_dropped": stats["flows_early_dropped"] - dropped,
-            "insert_failures": stats["flow_insert_failures"], "flows_active": stats["flows_active"]}
+    return {
+        "ns_per_syn": elapsed / syns * 1e9,
+        "early_dropped": stats["flows_early_dropped"] - dropped,
+        "insert_failures": stats["flow_insert_failures"],
+        "flows_active": stats["flows_active"],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,12 +100,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     policy = load_policy(repo_path("rules/examples/allow-all.yaml"))
-    cases = [("never full (capacity 1,048,576, 2 passes of SYNs in it)", 1 << 20, False),
-             ("full, capacity 4,096: every SYN early-drops one", 4096, True),
-             ("full, capacity 262,144 (the default): every SYN early-drops one", 262_144, True)]
+    cases = [
+        ("never full (capacity 1,048,576, 2 passes of SYNs in it)", 1 << 20, False),
+        ("full, capacity 4,096: every SYN early-drops one", 4096, True),
+        ("full, capacity 262,144 (the default): every SYN early-drops one", 262_144, True),
+    ]
     results = []
-    print(f"## New flows through the fastpath, {args.syns:,} SYNs per pass, median of {args.reps}; "
-          f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}\n")
+    print(
+        f"## New flows through the fastpath, {args.syns:,} SYNs per pass, median of {args.reps}; "
+        f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}\n"
+    )
     print("| table | ns per SYN | early drops per pass | insert failures |\n|---|---|---|---|")
     for title, capacity, full in cases:
         runs = [measure(capacity, args.syns, full, policy) for _ in range(args.reps)]
@@ -109,8 +117,17 @@ def main(argv: list[str] | None = None) -> int:
         results.append({"case": title, "capacity": capacity, "full": full, "runs": runs, "median_ns_per_syn": ns})
         print(f"| {title} | {ns:,.0f} | {runs[0]['early_dropped']:,} | {runs[0]['insert_failures']:,} |")
     if args.json:
-        args.json.write_text(json.dumps({"machine": {"kernel": platform.release(), "cpus": os.cpu_count()},
-                                         "syns": args.syns, "results": results}, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps(
+                {
+                    "machine": {"kernel": platform.release(), "cpus": os.cpu_count()},
+                    "syns": args.syns,
+                    "results": results,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     return 0
 
 

@@ -57,14 +57,17 @@ def one_round(rounds_done: int, one_at_a_time: bool) -> dict[str, list[float]]:
             batches = [("web1",), ("web2",)] if one_at_a_time else [("web1", "web2")]
             for batch in batches:
                 for vm in start_vm_workloads(PREFIX, batch):
-                    add(f"guest boot s ({'one' if len(batch) == 1 else 'two'} at a time, {vm.guest.accel})",
-                        vm.boot_seconds)
+                    add(
+                        f"guest boot s ({'one' if len(batch) == 1 else 'two'} at a time, {vm.guest.accel})",
+                        vm.boot_seconds,
+                    )
             for to in ("host-b", "host-a"):
                 vm_move(to, "VM idle")
             expected = hashlib.sha256((services.workdir / "www" / "big.bin").read_bytes()).hexdigest()
             for to in ("host-b", "host-a"):
                 job = workload_agent(PREFIX, "web1").start(
-                    f"set -o pipefail; wget -q -O - '{services.big_file_url}?rate=2m' | sha256sum")
+                    f"set -o pipefail; wget -q -O - '{services.big_file_url}?rate=2m' | sha256sum"
+                )
                 time.sleep(1.5)
                 vm_move(to, "VM mid-download")
                 result = workload_agent(PREFIX, "web1").wait(job, timeout=60)
@@ -97,8 +100,9 @@ def main() -> int:
         "machine": f"{platform.node()} {platform.machine()} {platform.release()}",
         "date": time.strftime("%Y-%m-%d"),
         "rounds": args.rounds,
-        "figures": {k: {"median": statistics.median(v), "min": min(v), "max": max(v), "n": len(v)}
-                    for k, v in figures.items()},
+        "figures": {
+            k: {"median": statistics.median(v), "min": min(v), "max": max(v), "n": len(v)} for k, v in figures.items()
+        },
     }
     if args.json:
         print(json.dumps(result, indent=2))

@@ -76,10 +76,14 @@ def down_up(lab: Any, dp: DataplaneProcess) -> float | None:
 
 def summary(values: list[float | None]) -> dict[str, Any]:
     done = [v for v in values if v is not None]
-    return {"runs": len(values), "failed": len(values) - len(done),
-            "median_s": statistics.median(done) if done else None,
-            "min_s": min(done) if done else None, "max_s": max(done) if done else None,
-            "all_s": [round(v, 4) if v is not None else None for v in values]}
+    return {
+        "runs": len(values),
+        "failed": len(values) - len(done),
+        "median_s": statistics.median(done) if done else None,
+        "min_s": min(done) if done else None,
+        "max_s": max(done) if done else None,
+        "all_s": [round(v, 4) if v is not None else None for v in values],
+    }
 
 
 def main() -> int:
@@ -94,8 +98,9 @@ def main() -> int:
     try:
         lab = lab_up(PREFIX)
         with lab_services(lab):
-            dp = start_dataplane(lab.fw_ns, POLICY, free_tcp_port(lab.fw_ns), workdir=workdir,
-                                 extra_args=["--state-dir", "none"])
+            dp = start_dataplane(
+                lab.fw_ns, POLICY, free_tcp_port(lab.fw_ns), workdir=workdir, extra_args=["--state-dir", "none"]
+            )
             try:
                 if not connects(lab.web1.ns, SERVER, timeout=2.0):
                     raise RuntimeError(f"no connection through the dataplane:\n{dp.stderr_text()}")
@@ -112,8 +117,10 @@ def main() -> int:
                 time.sleep(0.5)
                 after = held(dp.pid)
                 text = dp.metrics_text()
-                events = {e: metric_sum(parse_metrics(text), "ngfw_port_events_total", port=lab.fw_up, event=e)
-                          for e in ("down", "up", "removed", "reattached")}
+                events = {
+                    e: metric_sum(parse_metrics(text), "ngfw_port_events_total", port=lab.fw_up, event=e)
+                    for e in ("down", "up", "removed", "reattached")
+                }
             finally:
                 dp.stop()
     finally:
@@ -124,8 +131,14 @@ def main() -> int:
         "machine": f"{platform.node()} {platform.machine()} {multiprocessing.cpu_count()} cpu, kernel {platform.release()}",
         "date": time.strftime("%Y-%m-%d"),
         "link_up_to_first_forwarded_reply": {name: summary(values) for name, values in times.items()},
-        "flaps": {"count": 20, "seconds": round(flaps_s, 2), "first_reply_after_s": after_flaps,
-                  "held_before": before, "held_after": after, "events": events},
+        "flaps": {
+            "count": 20,
+            "seconds": round(flaps_s, 2),
+            "first_reply_after_s": after_flaps,
+            "held_before": before,
+            "held_after": after,
+            "events": events,
+        },
     }
     if args.json:
         print(json.dumps(results, indent=1))
@@ -135,12 +148,16 @@ def main() -> int:
             if s["median_s"] is None:
                 print(f"{name}: no reply within 5 s in any of {s['runs']} runs")
                 continue
-            print(f"{name}: uplink up -> first forwarded reply: median {s['median_s'] * 1000:.1f} ms, min "
-                  f"{s['min_s'] * 1000:.1f} ms, max {s['max_s'] * 1000:.1f} ms ({s['runs']} runs, {s['failed']} "
-                  "without one within 5 s)")
+            print(
+                f"{name}: uplink up -> first forwarded reply: median {s['median_s'] * 1000:.1f} ms, min "
+                f"{s['min_s'] * 1000:.1f} ms, max {s['max_s'] * 1000:.1f} ms ({s['runs']} runs, {s['failed']} "
+                "without one within 5 s)"
+            )
         f = results["flaps"]
-        print(f"20 re-creations in {f['seconds']} s: first reply {f['first_reply_after_s']} s after the last; "
-              f"descriptors + rings held {f['held_before']} -> {f['held_after']}; events {f['events']}")
+        print(
+            f"20 re-creations in {f['seconds']} s: first reply {f['first_reply_after_s']} s after the last; "
+            f"descriptors + rings held {f['held_before']} -> {f['held_after']}; events {f['events']}"
+        )
     ok = all(s["failed"] == 0 for s in results["link_up_to_first_forwarded_reply"].values())
     return 0 if ok and results["flaps"]["held_before"] == results["flaps"]["held_after"] else 1
 

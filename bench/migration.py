@@ -50,25 +50,46 @@ DENIED_PER_WORKLOAD = 10
 
 
 def workload_addr(i: int) -> tuple[str, str]:
-    return f"02:00:00:10:{i >> 8:02x}:{i & 0xff:02x}", f"10.80.{i >> 8}.{(i & 0xff) + 1}"
+    return f"02:00:00:10:{i >> 8:02x}:{i & 0xFF:02x}", f"10.80.{i >> 8}.{(i & 0xFF) + 1}"
 
 
 def documents(n: int, https: bool) -> list[dict[str, Any]]:
     def doc(kind: str, meta: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
         return {"apiVersion": "ngfw/v1", "kind": kind, "metadata": meta, "spec": spec}
 
-    rules = [{"name": "app-to-web", "from": ["group:app"], "to": [f"cidr:{SERVER_IP}/32"], "services": ["tcp/80"],
-              "action": "allow"}]
+    rules = [
+        {
+            "name": "app-to-web",
+            "from": ["group:app"],
+            "to": [f"cidr:{SERVER_IP}/32"],
+            "services": ["tcp/80"],
+            "action": "allow",
+        }
+    ]
     if https:
-        rules.append({"name": "app-to-https", "from": ["group:app"], "to": [f"cidr:{SERVER_IP}/32"],
-                      "services": ["tcp/443"], "action": "allow"})
-    out = [doc("VirtualSystem", {"name": VSYS}, {}),
-           doc("Group", {"name": "app", "vsys": VSYS}, {"selector": {"tier": "app"}}),
-           doc("SecurityPolicy", {"name": "main", "vsys": VSYS}, {"rules": rules})]
+        rules.append(
+            {
+                "name": "app-to-https",
+                "from": ["group:app"],
+                "to": [f"cidr:{SERVER_IP}/32"],
+                "services": ["tcp/443"],
+                "action": "allow",
+            }
+        )
+    out = [
+        doc("VirtualSystem", {"name": VSYS}, {}),
+        doc("Group", {"name": "app", "vsys": VSYS}, {"selector": {"tier": "app"}}),
+        doc("SecurityPolicy", {"name": "main", "vsys": VSYS}, {"rules": rules}),
+    ]
     for i in range(n):
         mac, ip = workload_addr(i)
-        out.append(doc("Workload", {"name": f"w{i:03d}", "vsys": VSYS, "labels": {"tier": "app"}},
-                       {"interfaces": [{"mac": mac, "ips": [ip]}], "host": "host-a"}))
+        out.append(
+            doc(
+                "Workload",
+                {"name": f"w{i:03d}", "vsys": VSYS, "labels": {"tier": "app"}},
+                {"interfaces": [{"mac": mac, "ips": [ip]}], "host": "host-a"},
+            )
+        )
     return out
 
 
@@ -76,12 +97,14 @@ def _mac(text: str) -> bytes:
     return bytes(int(x, 16) for x in text.split(":"))
 
 
-def frame(src_mac: str, dst_mac: str, src_ip: str, dst_ip: str, sport: int, dport: int, flags: int, seq: int,
-          ack: int) -> bytes:
+def frame(
+    src_mac: str, dst_mac: str, src_ip: str, dst_ip: str, sport: int, dport: int, flags: int, seq: int, ack: int
+) -> bytes:
     """Ethernet/IPv4/TCP without scapy (a hundred thousand handshakes are injected)."""
     tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 5 << 4, flags, 65535, 0, 0)
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 1, 0x4000, 64, 6, 0,
-                     socket.inet_aton(src_ip), socket.inet_aton(dst_ip))
+    ip = struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 1, 0x4000, 64, 6, 0, socket.inet_aton(src_ip), socket.inet_aton(dst_ip)
+    )
     return _mac(dst_mac) + _mac(src_mac) + b"\x08\x00" + ip + tcp
 
 
@@ -136,8 +159,9 @@ def establish(host: Host, n_workloads: int, sessions: int) -> dict[int, list[tup
     return out
 
 
-def wait_state(client: ControlClient, migration_id: str | None, workload: str, state: str,
-               timeout: float = 10.0) -> dict[str, Any]:
+def wait_state(
+    client: ControlClient, migration_id: str | None, workload: str, state: str, timeout: float = 10.0
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         for m in client.get("/migrations")["migrations"]:
@@ -159,9 +183,16 @@ def main() -> int:
     n = args.workloads
     tmp = Path(tempfile.mkdtemp(prefix="ngfw-migration-bench-"))
     tokens_path = tmp / "tokens.json"
-    tokens = {name: add_token(tokens_path, name, role) for name, role in
-              (("admin", "security-admin"), ("otto", "vm-operator"), ("vera", "viewer"),
-               ("host-a", "dataplane:host-a"), ("host-b", "dataplane:host-b"))}
+    tokens = {
+        name: add_token(tokens_path, name, role)
+        for name, role in (
+            ("admin", "security-admin"),
+            ("otto", "vm-operator"),
+            ("vera", "viewer"),
+            ("host-a", "dataplane:host-a"),
+            ("host-b", "dataplane:host-b"),
+        )
+    }
     control = Control(open_store(f"sqlite:///{tmp}/control.db"))
     server = ControlServer(control, TokenFile(tokens_path), "127.0.0.1", 0)
     server.start()
@@ -188,19 +219,19 @@ def main() -> int:
     deadline = time.monotonic() + 10
     while not all(control.migrations.connected(h) for h in hosts) and time.monotonic() < deadline:
         time.sleep(0.01)
-    for i in range(n):   # where every workload is (what its first frames on host-a reported)
+    for i in range(n):  # where every workload is (what its first frames on host-a reported)
         a.migration_agent.on_arrival(VSYS, f"w{i:03d}", time.time())
     while any(control.migrations.location(VSYS, f"w{i:03d}") != "host-a" for i in range(n)):
         time.sleep(0.01)
 
     phases: dict[str, list[dict[str, Any]]] = {"unannounced": [], "announced": []}
-    for i in range(n):   # phase 1: each shows up on host-b
+    for i in range(n):  # phase 1: each shows up on host-b
         name = f"w{i:03d}"
         t0 = time.perf_counter()
         b.migration_agent.on_arrival(VSYS, name, time.time())
         m = wait_state(vera, None, name, "done")
         phases["unannounced"].append({**m, "wall_s": time.perf_counter() - t0})
-    for i in range(n):   # phase 2: announced moves back
+    for i in range(n):  # phase 2: announced moves back
         name = f"w{i:03d}"
         t0 = time.perf_counter()
         m = otto.post("/migrations", {"workload": name, "to": "host-a"})["migration"]
@@ -230,33 +261,51 @@ def main() -> int:
     def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         transfer = sorted(r["transfer_seconds"] for r in rows if r["transfer_seconds"] is not None)
         wall = sorted(r["wall_s"] for r in rows)
-        return {"migrations": len(rows), "done": sum(r["state"] == "done" for r in rows),
-                "transfer_ms_p50": round(1000 * statistics.median(transfer), 1) if transfer else None,
-                "transfer_ms_p99": round(1000 * transfer[min(len(transfer) - 1, int(0.99 * len(transfer)))], 1)
-                if transfer else None,
-                "transfer_ms_max": round(1000 * transfer[-1], 1) if transfer else None,
-                "wall_ms_p50": round(1000 * statistics.median(wall), 1),
-                "sessions_moved": sum(r["sessions_moved"] for r in rows),
-                "sessions_lost": sum(r["sessions_lost"] for r in rows),
-                "sessions_refused_by_policy": sum(r["sessions_refused_by_policy"] for r in rows),
-                **({"precopy_ms_p50": round(1000 * statistics.median(r["precopy_s"] for r in rows), 1)}
-                   if rows and "precopy_s" in rows[0] else {})}
+        return {
+            "migrations": len(rows),
+            "done": sum(r["state"] == "done" for r in rows),
+            "transfer_ms_p50": round(1000 * statistics.median(transfer), 1) if transfer else None,
+            "transfer_ms_p99": round(1000 * transfer[min(len(transfer) - 1, int(0.99 * len(transfer)))], 1)
+            if transfer
+            else None,
+            "transfer_ms_max": round(1000 * transfer[-1], 1) if transfer else None,
+            "wall_ms_p50": round(1000 * statistics.median(wall), 1),
+            "sessions_moved": sum(r["sessions_moved"] for r in rows),
+            "sessions_lost": sum(r["sessions_lost"] for r in rows),
+            "sessions_refused_by_policy": sum(r["sessions_refused_by_policy"] for r in rows),
+            **(
+                {"precopy_ms_p50": round(1000 * statistics.median(r["precopy_s"] for r in rows), 1)}
+                if rows and "precopy_s" in rows[0]
+                else {}
+            ),
+        }
 
-    result = {"date": time.strftime("%Y-%m-%d"), "machine": f"{os.cpu_count()} vCPU, {platform.release()}",
-              "workloads": n, "sessions_per_workload": args.sessions, "denied_per_workload": DENIED_PER_WORKLOAD,
-              "establish_seconds": round(establish_s, 1),
-              "unannounced": summary(phases["unannounced"]), "announced": summary(phases["announced"]),
-              "after": {"established_segments_passed": established_passed, "of": n,
-                        "denied_forwarded": passed_denied,
-                        "left_on_host_b": b.engine.stats()["flows_active"]}}
+    result = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{os.cpu_count()} vCPU, {platform.release()}",
+        "workloads": n,
+        "sessions_per_workload": args.sessions,
+        "denied_per_workload": DENIED_PER_WORKLOAD,
+        "establish_seconds": round(establish_s, 1),
+        "unannounced": summary(phases["unannounced"]),
+        "announced": summary(phases["announced"]),
+        "after": {
+            "established_segments_passed": established_passed,
+            "of": n,
+            "denied_forwarded": passed_denied,
+            "left_on_host_b": b.engine.stats()["flows_active"],
+        },
+    }
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         for mode in ("unannounced", "announced"):
             s = result[mode]
-            print(f"{mode}: {s['done']}/{s['migrations']} done, transfer p50 {s['transfer_ms_p50']} ms p99 "
-                  f"{s['transfer_ms_p99']} ms, {s['sessions_moved']} sessions moved, {s['sessions_lost']} lost, "
-                  f"{s['sessions_refused_by_policy']} refused by the policy")
+            print(
+                f"{mode}: {s['done']}/{s['migrations']} done, transfer p50 {s['transfer_ms_p50']} ms p99 "
+                f"{s['transfer_ms_p99']} ms, {s['sessions_moved']} sessions moved, {s['sessions_lost']} lost, "
+                f"{s['sessions_refused_by_policy']} refused by the policy"
+            )
         print(f"after: {result['after']}")
     return 0
 

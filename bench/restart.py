@@ -60,8 +60,13 @@ def one_run(lab: Any, services: Any, root: Path, sig: int, n: int) -> dict[str, 
     first = launch(lab, first_dir, state)
     first.wait_ready()
     out = root / f"{n}.sha256"
-    download = run_in(lab.web1.ns, ["sh", "-c", f"curl -sS -m 60 --limit-rate 2M {services.big_file_url} | sha256sum > {out}"],
-                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    download = run_in(
+        lab.web1.ns,
+        ["sh", "-c", f"curl -sS -m 60 --limit-rate 2M {services.big_file_url} | sha256sum > {out}"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     time.sleep(1.0)
     first.proc.send_signal(sig)
     first.proc.wait(timeout=20)
@@ -73,11 +78,14 @@ def one_run(lab: Any, services: Any, root: Path, sig: int, n: int) -> dict[str, 
         digest = out.read_text().split()[0] if out.exists() else ""
         second.wait_ready()
         found = CONTINUED.search(second.stderr_text())
-        return {"signal": signal.Signals(sig).name, "restart_to_forwarding_s": forwarding,
-                "download_intact": digest == EXPECTED,
-                "continued_from": found.group(1) if found else None,
-                "continue_seconds": float(found.group(2)) if found else None,
-                "continued": found.group(3) if found else None}
+        return {
+            "signal": signal.Signals(sig).name,
+            "restart_to_forwarding_s": forwarding,
+            "download_intact": digest == EXPECTED,
+            "continued_from": found.group(1) if found else None,
+            "continue_seconds": float(found.group(2)) if found else None,
+            "continued": found.group(3) if found else None,
+        }
     finally:
         second.stop()
         subprocess.run(["rm", "-rf", state], check=False)
@@ -109,8 +117,11 @@ def main() -> int:
             with lab_services(lab) as services, tempfile.TemporaryDirectory() as tmp:
                 root = Path(tmp)
                 cold = [cold_start(lab, root, i) for i in range(args.runs)]
-                runs = [one_run(lab, services, root, sig, i * 2 + j) for i in range(args.runs)
-                        for j, sig in enumerate((signal.SIGKILL, signal.SIGTERM))]
+                runs = [
+                    one_run(lab, services, root, sig, i * 2 + j)
+                    for i in range(args.runs)
+                    for j, sig in enumerate((signal.SIGKILL, signal.SIGTERM))
+                ]
         finally:
             lab_down(PREFIX)
     finally:
@@ -120,23 +131,33 @@ def main() -> int:
         values = [v for v in values if v is not None]
         return round(statistics.median(values), 3) if values else None
 
-    summary: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "machine": f"{os.cpu_count()} vCPU, {platform.release()}",
-                               "cold_start_to_forwarding_s": {"median": med(cold), "runs": cold}}
+    summary: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{os.cpu_count()} vCPU, {platform.release()}",
+        "cold_start_to_forwarding_s": {"median": med(cold), "runs": cold},
+    }
     for name in ("SIGKILL", "SIGTERM"):
         mine = [r for r in runs if r["signal"] == name]
-        summary[name] = {"restart_to_forwarding_s": {"median": med([r["restart_to_forwarding_s"] for r in mine]),
-                                                     "max": max((r["restart_to_forwarding_s"] or 99) for r in mine)},
-                         "downloads_intact": f"{sum(r['download_intact'] for r in mine)}/{len(mine)}",
-                         "continue_seconds_median": med([r["continue_seconds"] for r in mine]), "runs": mine}
+        summary[name] = {
+            "restart_to_forwarding_s": {
+                "median": med([r["restart_to_forwarding_s"] for r in mine]),
+                "max": max((r["restart_to_forwarding_s"] or 99) for r in mine),
+            },
+            "downloads_intact": f"{sum(r['download_intact'] for r in mine)}/{len(mine)}",
+            "continue_seconds_median": med([r["continue_seconds"] for r in mine]),
+            "runs": mine,
+        }
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
         print(f"cold start to forwarding (no sessions): median {summary['cold_start_to_forwarding_s']['median']} s")
         for name in ("SIGKILL", "SIGTERM"):
             s = summary[name]
-            print(f"{name}: restart to forwarding median {s['restart_to_forwarding_s']['median']} s "
-                  f"(max {s['restart_to_forwarding_s']['max']} s), downloads intact {s['downloads_intact']}, "
-                  f"taking over the sessions {s['continue_seconds_median']} s")
+            print(
+                f"{name}: restart to forwarding median {s['restart_to_forwarding_s']['median']} s "
+                f"(max {s['restart_to_forwarding_s']['max']} s), downloads intact {s['downloads_intact']}, "
+                f"taking over the sessions {s['continue_seconds_median']} s"
+            )
     return 0
 
 

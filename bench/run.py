@@ -149,9 +149,7 @@ def measure_cps(lab: Lab, d: Durations) -> dict[str, Any]:
 def measure_pps(lab: Lab, d: Durations, workdir: Path) -> dict[str, Any]:
     cfg = workdir / "udp64.trafgen"
     cfg.write_text(
-        measure.render_trafgen_udp(
-            lab.web1.mac, lab.srv.mac, lab.web1.ipv4, lab.srv.ipv4, UDP_SINK_PORT, UDP_FLOWS
-        )
+        measure.render_trafgen_udp(lab.web1.mac, lab.srv.mac, lab.web1.ipv4, lab.srv.ipv4, UDP_SINK_PORT, UDP_FLOWS)
     )
     # The bridges learn where srv's MAC lives (else they flood every frame to every port).
     call_in(lab.web1.ns, ["ping", "-c", "1", "-W", "1", lab.srv.ipv4], timeout=5)
@@ -277,15 +275,26 @@ def bare_forwarder(lab: Lab, workdir: Path, result: ConfigResult) -> Iterator[No
     with no inspection at all, so what the model itself costs on this machine is measured in the same run."""
     binary = workdir / "bare_forwarder"
     if not binary.exists():
-        subprocess.run(["cc", "-O2", "-Wall", "-o", str(binary), str(HERE / "bare_forwarder.c")], check=True,
-                       capture_output=True, timeout=120)
-    proc = run_in(lab.fw_ns, [str(binary), lab.fw_vm, lab.fw_up, "3600"], stdin=subprocess.DEVNULL,
-                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        subprocess.run(
+            ["cc", "-O2", "-Wall", "-o", str(binary), str(HERE / "bare_forwarder.c")],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+    proc = run_in(
+        lab.fw_ns,
+        [str(binary), lab.fw_vm, lab.fw_up, "3600"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 20
         while call_in(lab.web1.ns, ["ping", "-c", "1", "-W", "1", lab.srv.ipv4], timeout=5).returncode != 0:
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise OSError(f"bare forwarder did not forward: {proc.stderr.read().decode()[-300:] if proc.stderr else ''}")
+                raise OSError(
+                    f"bare forwarder did not forward: {proc.stderr.read().decode()[-300:] if proc.stderr else ''}"
+                )
         yield
         if proc.poll() is not None:
             result.errors.append(f"bare forwarder exited with {proc.returncode}")
@@ -318,14 +327,24 @@ def configuration(name: str, lab: Lab, workdir: Path, result: ConfigResult) -> I
     elif name in ("etopen", "bypass"):
         # the same rules and HOME_NET the Suricata baseline gets; every allowed flow is inspected
         policy = workdir / "allow-all-inspect.yaml"
-        policy.write_text(repo_path(ALLOW_ALL_POLICY).read_text().replace("      action: allow", "      action: allow\n      inspect: default"))
+        policy.write_text(
+            repo_path(ALLOW_ALL_POLICY)
+            .read_text()
+            .replace("      action: allow", "      action: allow\n      inspect: default")
+        )
         extra += ["--rules", f"et={_et_open()}", "--var", f"HOME_NET=[{lab.subnet4},{lab.subnet6}]"]
     else:
         policy = identity_policy_file(lab, workdir)
     dp_dir = Path(tempfile.mkdtemp(prefix=f"dp-{name}-", dir=workdir))
     started_at = time.monotonic()
-    dp = start_dataplane(lab.fw_ns, policy, free_tcp_port(lab.fw_ns), workdir=dp_dir, extra_args=extra,
-                         **({"ready_timeout": 120.0} if name in ("etopen", "bypass") else {}))
+    dp = start_dataplane(
+        lab.fw_ns,
+        policy,
+        free_tcp_port(lab.fw_ns),
+        workdir=dp_dir,
+        extra_args=extra,
+        **({"ready_timeout": 120.0} if name in ("etopen", "bypass") else {}),
+    )
     if name in ("etopen", "bypass"):
         result.details.append({"ngfw_ready_s": time.monotonic() - started_at})
     try:
@@ -337,11 +356,16 @@ def configuration(name: str, lab: Lab, workdir: Path, result: ConfigResult) -> I
             drops["kernel_ring_full"] = metric_sum(samples, "ngfw_port_kernel_drops_total")
             if name == "bypass":
                 # what the kernel forwarded for bypassed flows, against what the packet loop received
-                result.details.append({"bypass": {
-                    "flows": metric_sum(samples, "ngfw_bypass_flows_total"),
-                    "packets": metric_sum(samples, "ngfw_bypass_packets_total"),
-                    "map_full": metric_sum(samples, "ngfw_bypass_map_full_total"),
-                    "loop_rx_packets": metric_sum(samples, "ngfw_port_rx_packets_total")}})
+                result.details.append(
+                    {
+                        "bypass": {
+                            "flows": metric_sum(samples, "ngfw_bypass_flows_total"),
+                            "packets": metric_sum(samples, "ngfw_bypass_packets_total"),
+                            "map_full": metric_sum(samples, "ngfw_bypass_map_full_total"),
+                            "loop_rx_packets": metric_sum(samples, "ngfw_port_rx_packets_total"),
+                        }
+                    }
+                )
         except OSError as exc:
             drops = {}
             result.errors.append(f"metrics scrape: {exc}")
@@ -542,8 +566,12 @@ def _et_open() -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="3 s per measurement, 1 repetition")
-    parser.add_argument("--dataplane-args", default="", metavar="ARGS",
-                        help="extra options for `ngfw dataplane`, e.g. '--idle-spin-us 100000'")
+    parser.add_argument(
+        "--dataplane-args",
+        default="",
+        metavar="ARGS",
+        help="extra options for `ngfw dataplane`, e.g. '--idle-spin-us 100000'",
+    )
     parser.add_argument("--only", default="", help=f"comma-separated subset of {','.join(CONFIGS)}")
     parser.add_argument(
         "--reps", type=int, default=None, help="repetitions per configuration (default 3; 1 with --quick)"
@@ -551,8 +579,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(HERE / "out"), help="directory for the JSON results")
     parser.add_argument("--prefix", default=PREFIX, help="namespace name prefix")
     parser.add_argument("--baseline", choices=("suricata",), help="also measure Suricata 7 inline on the same wire")
-    parser.add_argument("--suricata-rules", type=Path, nargs="+", metavar="FILE",
-                        help="rules of the Suricata baseline (default: the ET Open corpus)")
+    parser.add_argument(
+        "--suricata-rules",
+        type=Path,
+        nargs="+",
+        metavar="FILE",
+        help="rules of the Suricata baseline (default: the ET Open corpus)",
+    )
     return run(parser.parse_args(argv))
 
 

@@ -79,12 +79,18 @@ def main() -> int:
     if args.json:
         print(json.dumps(result, indent=1))
         return 0
-    print(f"{result['set']}: {result['files']} files, {result['rules']} rules ({result['skipped']} skipped), archive "
-          f"{int(result['archive_bytes']) / 1e6:.1f} MB, gzip {int(result['compressed_bytes']) / 1e6:.1f} MB")
-    print(f"operator: pack + sha256 {result['pack_seconds']:.2f} s, gzip {result['gzip_seconds']:.2f} s, push "
-          f"(control decompresses, verifies, parses every rule, stores) {result['push_seconds']:.2f} s")
-    print(f"host: fetch {result['fetch_seconds']:.2f} s, decompress + verify + unpack "
-          f"{result['verify_seconds']:.2f} s, compile {result['compile_seconds']:.2f} s ({result['loaded']} signatures)")
+    print(
+        f"{result['set']}: {result['files']} files, {result['rules']} rules ({result['skipped']} skipped), archive "
+        f"{int(result['archive_bytes']) / 1e6:.1f} MB, gzip {int(result['compressed_bytes']) / 1e6:.1f} MB"
+    )
+    print(
+        f"operator: pack + sha256 {result['pack_seconds']:.2f} s, gzip {result['gzip_seconds']:.2f} s, push "
+        f"(control decompresses, verifies, parses every rule, stores) {result['push_seconds']:.2f} s"
+    )
+    print(
+        f"host: fetch {result['fetch_seconds']:.2f} s, decompress + verify + unpack "
+        f"{result['verify_seconds']:.2f} s, compile {result['compile_seconds']:.2f} s ({result['loaded']} signatures)"
+    )
     return 0
 
 

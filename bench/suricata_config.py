@@ -28,7 +28,9 @@ class SuricataMissing(RuntimeError):
 def suricata_binary() -> str:
     found = shutil.which("suricata")
     if not found:
-        raise SuricataMissing("suricata is not installed (deploy/install.sh installs Suricata 7 from bookworm-backports)")
+        raise SuricataMissing(
+            "suricata is not installed (deploy/install.sh installs Suricata 7 from bookworm-backports)"
+        )
     return found
 
 

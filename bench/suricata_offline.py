@@ -38,7 +38,8 @@ EVE = "eve.json"
 
 def cache_root() -> Path:
     base = os.environ.get("NGFW_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "ngfw")
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "ngfw"
+    )
     return Path(base) / "parity"
 
 
@@ -169,7 +170,7 @@ def _base_argv(work: Path, rulefile: Path, options: OfflineOptions) -> list[str]
 def _run_one(
     work: Path, rulefile: Path, options: OfflineOptions, todo: Mapping[str, Path], timeout: float
 ) -> tuple[dict[str, Path], LoadReport, str]:
-    (label, pcap), = todo.items()
+    ((label, pcap),) = todo.items()
     outdir = work / "out0"
     outdir.mkdir()
     argv = _base_argv(work, rulefile, options) + ["-r", str(pcap), "-l", str(outdir)]
@@ -190,7 +191,12 @@ def _run_batch(
 ) -> tuple[dict[str, Path], LoadReport, str]:
     sock_path = work / "command.socket"
     argv = _base_argv(work, rulefile, options) + [
-        "--unix-socket=" + str(sock_path), "--set", "unix-command.enabled=yes", "-l", str(work)]
+        "--unix-socket=" + str(sock_path),
+        "--set",
+        "unix-command.enabled=yes",
+        "-l",
+        str(work),
+    ]
     proc = SuricataProcess(argv).start()
     outdirs: dict[str, Path] = {}
     try:

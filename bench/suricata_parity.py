@@ -67,7 +67,9 @@ def ngfw_replay(pcaps: Sequence[Path], rules: Sequence[Path], variables: Mapping
     return records
 
 
-def ngfw_alerts(records: Iterable[Mapping[str, Any]], captures: Sequence[Path], labels: Mapping[str, str]) -> list[Alert]:
+def ngfw_alerts(
+    records: Iterable[Mapping[str, Any]], captures: Sequence[Path], labels: Mapping[str, str]
+) -> list[Alert]:
     """ngfw's alert records, each attributed to the capture its `pcap_file` names (a path or a base name).
 
     Records without `event_type` (older builds) and `flow` records are not alerts.
@@ -139,8 +141,11 @@ class Report:
         doc["ok"] = self.ok(min_agreement)
         doc["suricata"] = self.suricata
         if self.self_check is not None:
-            doc["suricata_vs_expected"] = {**self.self_check.summary(), "exact": self.self_check.exact,
-                                           "differences": [d.as_dict() for d in self.self_check.differences()]}
+            doc["suricata_vs_expected"] = {
+                **self.self_check.summary(),
+                "exact": self.self_check.exact,
+                "differences": [d.as_dict() for d in self.self_check.differences()],
+            }
         doc["rows"] = self.rows()
         doc["differences"] = [d.as_dict() for d in self.comparison.differences()]
         doc["notes"] = self.notes
@@ -254,15 +259,19 @@ def render_table(report: Report, min_agreement: float, max_differences: int = 50
         load = s.get("load") or {}
         extra = ""
         if load.get("engine_started_s") is not None:
-            extra = (f", {load.get('rules_loaded')} rules loaded ({load.get('rules_failed')} failed), "
-                     f"rules parsed in {load['rules_loaded_s']:.1f} s, engine started after {load['engine_started_s']:.1f} s")
+            extra = (
+                f", {load.get('rules_loaded')} rules loaded ({load.get('rules_failed')} failed), "
+                f"rules parsed in {load['rules_loaded_s']:.1f} s, engine started after {load['engine_started_s']:.1f} s"
+            )
         cache = f"; {s['ran']} capture(s) run, {s['cached']} from cache" if "ran" in s else ""
         lines += [f"Suricata {s.get('version', '?')}{extra}{cache}", ""]
     lines += ["| capture | Suricata pairs | ngfw pairs | matched | same |", "|---|---:|---:|---:|---|"]
     rows = report.rows()
     shown = [r for r in rows if r["suricata"] or r["ngfw"] or report.mode.startswith("verify")]
     for r in shown:
-        lines.append(f"| {r['capture']} | {r['suricata']} | {r['ngfw']} | {r['matched']} | {'yes' if r['exact'] else 'NO'} |")
+        lines.append(
+            f"| {r['capture']} | {r['suricata']} | {r['ngfw']} | {r['matched']} | {'yes' if r['exact'] else 'NO'} |"
+        )
     quiet = len(rows) - len(shown)
     if quiet:
         lines.append(f"| ({quiet} captures without alerts on either side) | 0 | 0 | 0 | yes |")
@@ -307,22 +316,44 @@ def build_parser() -> argparse.ArgumentParser:
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--verify-cases", type=Path, metavar="DIR", help="suricata-verify cases (expected alerts)")
     mode.add_argument("--rules", type=Path, nargs="+", metavar="FILE", help="rule files, with --pcaps")
-    mode.add_argument("--keywords", action="store_true",
-                      help=f"{KEYWORD_RULES.relative_to(REPO)} over {KEYWORD_PCAPS.relative_to(REPO)}/")
+    mode.add_argument(
+        "--keywords",
+        action="store_true",
+        help=f"{KEYWORD_RULES.relative_to(REPO)} over {KEYWORD_PCAPS.relative_to(REPO)}/",
+    )
     p.add_argument("--pcaps", type=Path, nargs="+", metavar="PATH", help="captures or directories of captures")
-    p.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
-                   help="rule variable for both engines, e.g. HOME_NET=[10.0.0.0/8] (repeatable)")
+    p.add_argument(
+        "--var",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="rule variable for both engines, e.g. HOME_NET=[10.0.0.0/8] (repeatable)",
+    )
     p.add_argument("--case", action="append", default=[], metavar="NAME", help="only this verify case (repeatable)")
-    p.add_argument("--check-suricata", action="store_true",
-                   help="verify cases: also run the local Suricata and compare it with the expectations")
-    p.add_argument("--suricata-only", action="store_true",
-                   help="verify cases: the local Suricata in ngfw's place (checks the tool, not ngfw)")
-    p.add_argument("--ngfw-output", type=Path, metavar="FILE",
-                   help="ngfw's JSON lines recorded earlier, instead of running `ngfw replay`")
+    p.add_argument(
+        "--check-suricata",
+        action="store_true",
+        help="verify cases: also run the local Suricata and compare it with the expectations",
+    )
+    p.add_argument(
+        "--suricata-only",
+        action="store_true",
+        help="verify cases: the local Suricata in ngfw's place (checks the tool, not ngfw)",
+    )
+    p.add_argument(
+        "--ngfw-output",
+        type=Path,
+        metavar="FILE",
+        help="ngfw's JSON lines recorded earlier, instead of running `ngfw replay`",
+    )
     p.add_argument("--checksum-validation", action="store_true", help="Suricata validates checksums (default -k none)")
     p.add_argument("--no-cache", action="store_true", help="run Suricata even when its answer is cached")
-    p.add_argument("--min-agreement", type=float, default=None,
-                   help="exit 1 below this agreement either way (default 1.0 for verify cases, 0.95 otherwise)")
+    p.add_argument(
+        "--min-agreement",
+        type=float,
+        default=None,
+        help="exit 1 below this agreement either way (default 1.0 for verify cases, 0.95 otherwise)",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--max-differences", type=int, default=50, help="differences listed in the table")
     return p

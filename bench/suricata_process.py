@@ -72,8 +72,15 @@ class SuricataProcess:
     def start(self) -> SuricataProcess:
         self._started = time.monotonic()
         self._changed = threading.Condition()
-        self.proc = self.popen(list(self.argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, errors="replace", start_new_session=True)
+        self.proc = self.popen(
+            list(self.argv),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            start_new_session=True,
+        )
         self._reader = threading.Thread(target=self._read, name="suricata-console", daemon=True)
         self._reader.start()
         return self

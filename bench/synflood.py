@@ -75,12 +75,21 @@ def protection_args(protection: str) -> list[str]:
     return ["--syn-limit-per-source", "off" if protection == "off" else protection]
 
 
-def one_run(lab: Lab, url: str, policy: Path, rate: int | None, args: argparse.Namespace, workdir: Path,
-            protection: str = "on") -> dict[str, Any]:
+def one_run(
+    lab: Lab, url: str, policy: Path, rate: int | None, args: argparse.Namespace, workdir: Path, protection: str = "on"
+) -> dict[str, Any]:
     state = Path(tempfile.mkdtemp(prefix="ngfw-synflood-", dir="/dev/shm"))
     run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=workdir))
-    extra = ["--flow-capacity", str(args.flow_capacity), "--rules", f"lab={repo_path('rules/threats/lab.rules')}",
-             "--state-dir", str(state), *protection_args(protection), *shlex.split(args.dataplane_args)]
+    extra = [
+        "--flow-capacity",
+        str(args.flow_capacity),
+        "--rules",
+        f"lab={repo_path('rules/threats/lab.rules')}",
+        "--state-dir",
+        str(state),
+        *protection_args(protection),
+        *shlex.split(args.dataplane_args),
+    ]
     dp = start_dataplane(lab.fw_ns, policy, free_tcp_port(lab.fw_ns), workdir=run_dir, extra_args=extra)
     try:
         if args.nice:
@@ -90,7 +99,7 @@ def one_run(lab: Lab, url: str, policy: Path, rate: int | None, args: argparse.N
                 Path(f"/proc/{dp.pid}/autogroup").write_text(str(args.nice))
             for task in Path(f"/proc/{dp.pid}/task").iterdir():
                 os.setpriority(os.PRIO_PROCESS, int(task.name), args.nice)
-        for ns in (lab.web1.ns, lab.web2.ns):   # neighbours resolved, first flows seen
+        for ns in (lab.web1.ns, lab.web2.ns):  # neighbours resolved, first flows seen
             call_in(ns, ["curl", "-s", "-o", "/dev/null", "--max-time", "5", url], timeout=10)
         time.sleep(1.0)
         if args.source == "srv":
@@ -98,14 +107,27 @@ def one_run(lab: Lab, url: str, policy: Path, rate: int | None, args: argparse.N
         else:
             attacker, target, port = lab.web1, lab.srv, 80
         load = os.getloadavg()[0]
-        report = flood.run_flood(dp, attacker, target, port, lab.web2, url, run_dir, flood_seconds=args.flood_seconds,
-                                 rate_pps=rate, state_file=state / "flows.state",
-                                 download_limit_bps=int(args.download_limit * 1e6) or None)
+        report = flood.run_flood(
+            dp,
+            attacker,
+            target,
+            port,
+            lab.web2,
+            url,
+            run_dir,
+            flood_seconds=args.flood_seconds,
+            rate_pps=rate,
+            state_file=state / "flows.state",
+            download_limit_bps=int(args.download_limit * 1e6) or None,
+        )
         out = report.as_dict()
         out["rate"] = rate or "max"
         out["protection"] = protection
-        out["dataplane_log"] = [line for line in dp.stderr_text(20000).splitlines()
-                                if "SYN flood protection" in line or "flow bypass" in line][-6:]
+        out["dataplane_log"] = [
+            line
+            for line in dp.stderr_text(20000).splitlines()
+            if "SYN flood protection" in line or "flow bypass" in line
+        ][-6:]
         out["loadavg_before"] = load
         out["dataplane_alive"] = dp.running()
         return out
@@ -122,8 +144,9 @@ def row(r: dict[str, Any]) -> str:
     kernel = c["ngfw_port_kernel_drops_total"]
 
     resumed = "never" if r["resumed_seconds"] is None else f"{r['resumed_seconds']:.1f} s after"
-    cpu = " / ".join(f"{r['cpu'][p]['dataplane_cores']:.2f}, {r['cpu'][p]['machine_busy']:.0%}"
-                     for p in ("before", "during"))
+    cpu = " / ".join(
+        f"{r['cpu'][p]['dataplane_cores']:.2f}, {r['cpu'][p]['machine_busy']:.0%}" for p in ("before", "during")
+    )
 
     def mem(key: str) -> str:
         return " / ".join(f"{m[p].get(key, 0) / MiB:.0f}" for p in ("before", "during", "after"))
@@ -131,19 +154,23 @@ def row(r: dict[str, Any]) -> str:
     def n(value: float) -> str:
         return f"{value:,.0f}".replace(",", " ")
 
-    return (f"| {r.get('protection', 'on')} | {r['rate']} | {n(r['flood_pps'])} | "
-            f"{n(c.get('ngfw_dos_dropped_total', 0))} | {n(kernel)} | {r['legit_ok']}/{len(r['legit'])} | "
-            f"{r['unflooded_bps'] / 1e6:.0f} → {r['flooded_bps'] / 1e6:.0f} ({r['throughput_ratio']:.2f}×) | "
-            f"{n(c['ngfw_flows_early_dropped_total'])} | {n(c['ngfw_flow_insert_failures_total'])} | "
-            f"{mem('rss')} | {mem('file:flows.state')} | {resumed} | {n(c.get('ngfw_bypass_packets_total', 0))} | "
-            f"{cpu} | {r['loadavg_before']:.1f} |")
+    return (
+        f"| {r.get('protection', 'on')} | {r['rate']} | {n(r['flood_pps'])} | "
+        f"{n(c.get('ngfw_dos_dropped_total', 0))} | {n(kernel)} | {r['legit_ok']}/{len(r['legit'])} | "
+        f"{r['unflooded_bps'] / 1e6:.0f} → {r['flooded_bps'] / 1e6:.0f} ({r['throughput_ratio']:.2f}×) | "
+        f"{n(c['ngfw_flows_early_dropped_total'])} | {n(c['ngfw_flow_insert_failures_total'])} | "
+        f"{mem('rss')} | {mem('file:flows.state')} | {resumed} | {n(c.get('ngfw_bypass_packets_total', 0))} | "
+        f"{cpu} | {r['loadavg_before']:.1f} |"
+    )
 
 
-HEADER = ("| SYN protection | flood rate | SYN/s sent | SYNs dropped before the ring | kernel ring drops | "
-          "new connections | download Mbit/s before → during | early drops | insert failures | "
-          "RSS MiB before / during / after | state file MiB | download resumed | frames forwarded in bypass | "
-          "dataplane cores, machine busy: before / during | load |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+HEADER = (
+    "| SYN protection | flood rate | SYN/s sent | SYNs dropped before the ring | kernel ring drops | "
+    "new connections | download Mbit/s before → during | early drops | insert failures | "
+    "RSS MiB before / during / after | state file MiB | download resumed | frames forwarded in bypass | "
+    "dataplane cores, machine busy: before / during | load |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,14 +181,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flood-seconds", type=float, default=8.0)
     parser.add_argument("--policy", choices=("lab-no-rate", "lab"), default="lab-no-rate")
     parser.add_argument("--source", choices=("web1", "srv"), default="web1")
-    parser.add_argument("--download-limit", type=float, default=0, metavar="MBITS",
-                        help="pace the established download at this many Mbit/s (0: as fast as it goes)")
-    parser.add_argument("--nice", type=int, default=0,
-                        help="run the dataplane's threads at this nice value (-10: ahead of the rest of a shared "
-                             "machine, as a dedicated core would have it)")
-    parser.add_argument("--protection", default="on", metavar="LIST",
-                        help="comma-separated SYN flood protection settings to measure each rate under: off, on "
-                             "(the dataplane's default) or a per-source rate such as 1000/s (on)")
+    parser.add_argument(
+        "--download-limit",
+        type=float,
+        default=0,
+        metavar="MBITS",
+        help="pace the established download at this many Mbit/s (0: as fast as it goes)",
+    )
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="run the dataplane's threads at this nice value (-10: ahead of the rest of a shared "
+        "machine, as a dedicated core would have it)",
+    )
+    parser.add_argument(
+        "--protection",
+        default="on",
+        metavar="LIST",
+        help="comma-separated SYN flood protection settings to measure each rate under: off, on "
+        "(the dataplane's default) or a per-source rate such as 1000/s (on)",
+    )
     parser.add_argument("--dataplane-args", default="", metavar="ARGS")
     parser.add_argument("--json", type=Path, help="write every run here")
     parser.add_argument("--prefix", default=PREFIX)
@@ -195,8 +235,10 @@ def main(argv: list[str] | None = None) -> int:
             for rep in range(args.reps):
                 for rate in rates:
                     for protection in protections:
-                        log(f"rep {rep + 1}/{args.reps}: flood at {rate or 'max'} SYN/s, capacity "
-                            f"{args.flow_capacity}, SYN protection {protection}")
+                        log(
+                            f"rep {rep + 1}/{args.reps}: flood at {rate or 'max'} SYN/s, capacity "
+                            f"{args.flow_capacity}, SYN protection {protection}"
+                        )
                         try:
                             runs.append(one_run(lab, services.big_file_url, policy, rate, args, workdir, protection))
                         except (DataplaneStartError, OSError, RuntimeError) as exc:
@@ -213,14 +255,20 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     machine = machine_info()
-    doc = {"started": started.isoformat(), "machine": machine, "options": {k: str(v) for k, v in vars(args).items()},
-           "runs": runs}
+    doc = {
+        "started": started.isoformat(),
+        "machine": machine,
+        "options": {k: str(v) for k, v in vars(args).items()},
+        "runs": runs,
+    }
     if args.json:
         args.json.write_text(json.dumps(doc, indent=2) + "\n")
     paced = f", download paced at {args.download_limit:g} Mbit/s" if args.download_limit else ""
     paced += f", dataplane at nice {args.nice}" if args.nice else ""
-    print(f"## SYN flood, {started:%Y-%m-%d %H:%M} UTC, flow capacity {args.flow_capacity}, policy {args.policy}, "
-          f"flood from {args.source}{paced}, {machine['cpus']} CPUs\n")
+    print(
+        f"## SYN flood, {started:%Y-%m-%d %H:%M} UTC, flow capacity {args.flow_capacity}, policy {args.policy}, "
+        f"flood from {args.source}{paced}, {machine['cpus']} CPUs\n"
+    )
     print(HEADER)
     for r in runs:
         print(row(r))

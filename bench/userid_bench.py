@@ -48,14 +48,36 @@ def doc(kind: str, metadata: dict[str, Any], spec: dict[str, Any]) -> dict[str, 
 
 POLICY = [
     doc("VirtualSystem", {"name": "tenant-a"}, {}),
-    doc("Workload", {"name": "web-01", "vsys": "tenant-a"},
-        {"interfaces": [{"mac": "02:00:00:00:01:01", "ips": ["10.77.0.11"]}]}),
+    doc(
+        "Workload",
+        {"name": "web-01", "vsys": "tenant-a"},
+        {"interfaces": [{"mac": "02:00:00:00:01:01", "ips": ["10.77.0.11"]}]},
+    ),
     doc("UserGroup", {"name": "finance", "vsys": "tenant-a"}, {"members": ["alice"]}),
-    doc("UserSource", {"name": "sshd"}, {"syslog": {"login": r"Accepted \S+ for (?P<user>\S+) from (?P<ip>\S+)",
-                                                    "ttl": 3600}, "unboundAddresses": ["10.0.0.0/8"]}),
-    doc("SecurityPolicy", {"name": "main", "vsys": "tenant-a"}, {"rules": [
-        {"name": "finance-web", "from": ["any"], "to": ["cidr:10.77.0.100/32"], "services": ["tcp/80"],
-         "users": ["group:finance"], "action": "allow"}]}),
+    doc(
+        "UserSource",
+        {"name": "sshd"},
+        {
+            "syslog": {"login": r"Accepted \S+ for (?P<user>\S+) from (?P<ip>\S+)", "ttl": 3600},
+            "unboundAddresses": ["10.0.0.0/8"],
+        },
+    ),
+    doc(
+        "SecurityPolicy",
+        {"name": "main", "vsys": "tenant-a"},
+        {
+            "rules": [
+                {
+                    "name": "finance-web",
+                    "from": ["any"],
+                    "to": ["cidr:10.77.0.100/32"],
+                    "services": ["tcp/80"],
+                    "users": ["group:finance"],
+                    "action": "allow",
+                }
+            ]
+        },
+    ),
 ]
 
 
@@ -66,7 +88,7 @@ def agent_main(url: str, token: str, host: str, reports: Any, ready: Any) -> Non
     eng = engine.Engine(flow_capacity=1024)
     users = UserMap(engine, eng.set_users)
     agent = UserAgent(users, ControlClient(url, token, timeout=10), host, wait=20)
-    agent.sync_once(0)   # the snapshot
+    agent.sync_once(0)  # the snapshot
     ready.put(host)
     seen: set[str] = set(str(a) for a in users.in_table)
     while True:
@@ -78,12 +100,15 @@ def agent_main(url: str, token: str, host: str, reports: Any, ready: Any) -> Non
             reports.put((host, address, now))
 
 
-def login_latency(control: Control, url: str, tokens: dict[str, str], receiver: SyslogReceiver, n_agents: int,
-                  logins: int) -> dict[str, Any]:
+def login_latency(
+    control: Control, url: str, tokens: dict[str, str], receiver: SyslogReceiver, n_agents: int, logins: int
+) -> dict[str, Any]:
     ctx = multiprocessing.get_context("spawn")
     reports, ready = ctx.Queue(), ctx.Queue()
-    procs = [ctx.Process(target=agent_main, args=(url, tokens[f"host-{i}"], f"host-{i}", reports, ready),
-                         daemon=True) for i in range(n_agents)]
+    procs = [
+        ctx.Process(target=agent_main, args=(url, tokens[f"host-{i}"], f"host-{i}", reports, ready), daemon=True)
+        for i in range(n_agents)
+    ]
     for p in procs:
         p.start()
     for _ in procs:
@@ -109,18 +134,22 @@ def login_latency(control: Control, url: str, tokens: dict[str, str], receiver: 
         for p in procs:
             p.terminate()
     latencies.sort()
-    return {"agents": n_agents, "logins": logins, "p50_ms": round(statistics.median(latencies) * 1000, 1),
-            "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 1),
-            "max_ms": round(latencies[-1] * 1000, 1)}
+    return {
+        "agents": n_agents,
+        "logins": logins,
+        "p50_ms": round(statistics.median(latencies) * 1000, 1),
+        "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 1),
+        "max_ms": round(latencies[-1] * 1000, 1),
+    }
 
 
 def syslog_rate(receiver: SyslogReceiver, lines: int) -> dict[str, Any]:
     text = bench_lines(lines)
     started, started_process, started_wall = time.thread_time(), time.process_time(), time.perf_counter()
     for i in range(0, lines, 512):
-        receiver.handle_lines(text[i:i + 512])
+        receiver.handle_lines(text[i : i + 512])
     cpu_rate = lines / (time.thread_time() - started)
-    receiver.control.users.flush()   # the writer thread's last batch: every mapping is in the store now
+    receiver.control.users.flush()  # the writer thread's last batch: every mapping is in the store now
     process_rate = lines / (time.process_time() - started_process)
     stored_rate = lines / (time.perf_counter() - started_wall)
     before = receiver.counters["lines"]
@@ -131,8 +160,13 @@ def syslog_rate(receiver: SyslogReceiver, lines: int) -> dict[str, Any]:
     while receiver.counters["lines"] - before < lines and time.perf_counter() - started < 60:
         time.sleep(0.01)
     tcp_rate = (receiver.counters["lines"] - before) / (time.perf_counter() - started)
-    return {"lines": lines, "handle_cpu_lines_per_s": round(cpu_rate), "process_cpu_lines_per_s": round(process_rate),
-            "stored_wall_lines_per_s": round(stored_rate), "tcp_wall_lines_per_s": round(tcp_rate)}
+    return {
+        "lines": lines,
+        "handle_cpu_lines_per_s": round(cpu_rate),
+        "process_cpu_lines_per_s": round(process_rate),
+        "stored_wall_lines_per_s": round(stored_rate),
+        "tcp_wall_lines_per_s": round(tcp_rate),
+    }
 
 
 def loop_cost(flows: int = 50_000, mappings: int = 100_000) -> dict[str, Any]:
@@ -146,8 +180,11 @@ def loop_cost(flows: int = 50_000, mappings: int = 100_000) -> dict[str, Any]:
     from ngfw.control.validation import compile_documents
 
     policy = compile_documents(POLICY, 1).policy
-    template = bytes(Ether(src="02:00:00:00:01:01", dst="02:00:00:00:02:01") / IP(src="10.77.0.11", dst="10.77.0.100")
-                     / TCP(sport=1, dport=80, flags="S"))
+    template = bytes(
+        Ether(src="02:00:00:00:01:01", dst="02:00:00:00:02:01")
+        / IP(src="10.77.0.11", dst="10.77.0.100")
+        / TCP(sport=1, dport=80, flags="S")
+    )
     frames = []
     for i in range(flows):
         raw = bytearray(template)
@@ -160,8 +197,10 @@ def loop_cost(flows: int = 50_000, mappings: int = 100_000) -> dict[str, Any]:
         a = e.add_memory_port("a", 0)
         b = e.add_memory_port("b", 0)
         e.set_tables(engine.Tables(policy, {"a": a, "b": b}))
-        pairs = [(ipaddress.ip_address(f"10.{100 + k // 65536}.{k // 256 % 256}.{k % 256}"), user_principal(f"u{k}"))
-                 for k in range(n)]
+        pairs = [
+            (ipaddress.ip_address(f"10.{100 + k // 65536}.{k // 256 % 256}.{k % 256}"), user_principal(f"u{k}"))
+            for k in range(n)
+        ]
         pairs.append((ipaddress.ip_address("10.77.0.11"), user_principal("alice")))
         e.set_users(engine.UserTable(pairs))
         started = time.perf_counter()
@@ -194,8 +233,10 @@ def main() -> int:
     admin = ControlClient(server.url, tokens["admin"], timeout=30)
     admin.apply_documents(POLICY, ["bench"] * len(POLICY))
     admin.commit("user-id bench")
-    results = {"machine": f"{platform.machine()} {multiprocessing.cpu_count()} CPU, Python {platform.python_version()}",
-               "date": time.strftime("%Y-%m-%d")}
+    results = {
+        "machine": f"{platform.machine()} {multiprocessing.cpu_count()} CPU, Python {platform.python_version()}",
+        "date": time.strftime("%Y-%m-%d"),
+    }
     try:
         results["login_to_enforced"] = login_latency(control, server.url, tokens, receiver, args.agents, args.logins)
         results["syslog"] = syslog_rate(receiver, args.lines)

@@ -30,7 +30,9 @@ def _wire(text: str) -> tuple[str, str, str | None]:
     a, sep, rest = text.partition(":")
     b, mode_sep, mode = rest.partition(":")
     if not sep or not a or not b or a == b:
-        raise argparse.ArgumentTypeError(f"expected IF_A:IF_B[:closed|open] with two different interfaces, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected IF_A:IF_B[:closed|open] with two different interfaces, got {text!r}"
+        )
     if mode_sep and mode not in FAIL_MODES:
         raise argparse.ArgumentTypeError(f"fail mode {mode!r} of wire {a}:{b} is neither closed nor open")
     return (a, b, mode or None)
@@ -77,8 +79,13 @@ def _top_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
 def _add_signature_args(parser: argparse.ArgumentParser, rules_help: str) -> None:
     """`--rules` and `--var`, as the commands that load Suricata rules take them."""
     parser.add_argument("--rules", action="append", default=[], metavar="[NAME=]PATH", help=rules_help)
-    parser.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
-                        help="set a rule variable, e.g. HOME_NET=[10.0.0.0/8] (repeatable)")
+    parser.add_argument(
+        "--var",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set a rule variable, e.g. HOME_NET=[10.0.0.0/8] (repeatable)",
+    )
 
 
 def _add_replay(sub: argparse._SubParsersAction) -> None:
@@ -86,8 +93,11 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:
     rp.add_argument("files", nargs="+", metavar="FILE")
     rp.add_argument("--policy", metavar="PATH", help="policy to decide flows with (default: allow everything)")
     rp.add_argument("--json", action="store_true", help="one JSON object per line")
-    _add_signature_args(rp, "inspect every flow with these Suricata rules (file or directory; repeatable) and "
-                            "print alert records next to flow records")
+    _add_signature_args(
+        rp,
+        "inspect every flow with these Suricata rules (file or directory; repeatable) and "
+        "print alert records next to flow records",
+    )
 
 
 def build_replay_parser() -> argparse.ArgumentParser:
@@ -110,107 +120,242 @@ def build_parser(with_control: bool = True) -> argparse.ArgumentParser:
     parser, sub = _top_parser()
 
     dp = sub.add_parser("dataplane", help="run the inline dataplane on wires and TAPs")
-    dp.add_argument("--config", metavar="FILE",
-                    help="read settings from a YAML file (the systemd unit's /etc/ngfw/dataplane.yaml): each key is "
-                         "an option of this command, e.g. `wire: [ens4:ens5]`; options on the command line win")
-    dp.add_argument("--wire", type=_wire, action="append", default=[], metavar="IF_A:IF_B[:MODE]",
-                    help="forward between two existing interfaces (repeatable); MODE closed or open overrides "
-                         "--fail-mode for this wire")
-    dp.add_argument("--fail-mode", choices=FAIL_MODES, default="closed",
-                    help="what passes on a wire while no healthy dataplane runs: closed (nothing, the default) or "
-                         "open (the kernel forwards between its interfaces within a second of the dataplane dying "
-                         "or its packet loop stalling, until a dataplane takes the wire back; needs eBPF)")
-    dp.add_argument("--tap", action="append", default=[], metavar="NAME",
-                    help="create or open a TAP device whose far side is a VM (repeatable)")
-    dp.add_argument("--segment", type=_segment, action="append", default=[], metavar="NAME:PORT,PORT,...",
-                    help="switch frames by MAC learning among these ports (TAPs and interfaces); TAPs in no "
-                         "segment share one")
+    dp.add_argument(
+        "--config",
+        metavar="FILE",
+        help="read settings from a YAML file (the systemd unit's /etc/ngfw/dataplane.yaml): each key is "
+        "an option of this command, e.g. `wire: [ens4:ens5]`; options on the command line win",
+    )
+    dp.add_argument(
+        "--wire",
+        type=_wire,
+        action="append",
+        default=[],
+        metavar="IF_A:IF_B[:MODE]",
+        help="forward between two existing interfaces (repeatable); MODE closed or open overrides "
+        "--fail-mode for this wire",
+    )
+    dp.add_argument(
+        "--fail-mode",
+        choices=FAIL_MODES,
+        default="closed",
+        help="what passes on a wire while no healthy dataplane runs: closed (nothing, the default) or "
+        "open (the kernel forwards between its interfaces within a second of the dataplane dying "
+        "or its packet loop stalling, until a dataplane takes the wire back; needs eBPF)",
+    )
+    dp.add_argument(
+        "--tap",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="create or open a TAP device whose far side is a VM (repeatable)",
+    )
+    dp.add_argument(
+        "--segment",
+        type=_segment,
+        action="append",
+        default=[],
+        metavar="NAME:PORT,PORT,...",
+        help="switch frames by MAC learning among these ports (TAPs and interfaces); TAPs in no segment share one",
+    )
     dp.add_argument("--policy", metavar="PATH", help="policy YAML file or directory (SIGHUP reloads it)")
     dp.add_argument("--metrics", type=_host_port, metavar="HOST:PORT", help="serve Prometheus metrics")
-    dp.add_argument("--eve", action="append", default=[], metavar="TARGET",
-                    help="write EVE JSON records (flow, drop, alert, stats, migration) to TARGET: a file path (appended; "
-                         "SIGHUP reopens it), syslog://HOST:PORT (RFC 5424 over UDP), syslog+tcp://HOST:PORT, "
-                         "syslog:///dev/log, unix:///PATH (stream socket) or unix+dgram:///PATH; repeatable")
-    dp.add_argument("--eve-stats-interval", type=float, default=0.0, metavar="SECONDS",
-                    help="write a `stats` record (the dataplane's counters, Suricata's shape) this often (0: never)")
-    dp.add_argument("--capture-dir", default="/var/log/ngfw/pcap", metavar="DIR",
-                    help="where `capture:` rules and threat profiles write pcap files, one directory per vsys "
-                         "(/var/log/ngfw/pcap)")
-    dp.add_argument("--capture-file-size", type=float, default=16.0, metavar="MB",
-                    help="start a new capture file when one reaches this size (16)")
-    dp.add_argument("--capture-max-size", type=float, default=256.0, metavar="MB",
-                    help="capture files each vsys keeps at most; the oldest go first (256)")
-    dp.add_argument("--capture-ring", type=float, default=4.0, metavar="MB",
-                    help="memory the packet loop copies captured frames into before they are written (4)")
-    _add_signature_args(dp, "signature set NAME (default: `default`) from a Suricata rule file or directory "
-                            "(repeatable); policy rules reach it with `inspect:` (SIGHUP reloads it)")
-    dp.add_argument("--signature-cache", metavar="DIR",
-                    help="where the signature sets the policy's SignatureSets name are kept, verified (default "
-                         "$NGFW_CACHE_DIR/signature-sets, or ~/.cache/ngfw/signature-sets)")
-    dp.add_argument("--inspect-flows", type=int, default=None, metavar="N",
-                    help="flows inspected at once (inspection state, ~0.7 KB each beyond Hyperscan's stream "
-                         "state; default: the flow capacity)")
+    dp.add_argument(
+        "--eve",
+        action="append",
+        default=[],
+        metavar="TARGET",
+        help="write EVE JSON records (flow, drop, alert, stats, migration) to TARGET: a file path (appended; "
+        "SIGHUP reopens it), syslog://HOST:PORT (RFC 5424 over UDP), syslog+tcp://HOST:PORT, "
+        "syslog:///dev/log, unix:///PATH (stream socket) or unix+dgram:///PATH; repeatable",
+    )
+    dp.add_argument(
+        "--eve-stats-interval",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="write a `stats` record (the dataplane's counters, Suricata's shape) this often (0: never)",
+    )
+    dp.add_argument(
+        "--capture-dir",
+        default="/var/log/ngfw/pcap",
+        metavar="DIR",
+        help="where `capture:` rules and threat profiles write pcap files, one directory per vsys (/var/log/ngfw/pcap)",
+    )
+    dp.add_argument(
+        "--capture-file-size",
+        type=float,
+        default=16.0,
+        metavar="MB",
+        help="start a new capture file when one reaches this size (16)",
+    )
+    dp.add_argument(
+        "--capture-max-size",
+        type=float,
+        default=256.0,
+        metavar="MB",
+        help="capture files each vsys keeps at most; the oldest go first (256)",
+    )
+    dp.add_argument(
+        "--capture-ring",
+        type=float,
+        default=4.0,
+        metavar="MB",
+        help="memory the packet loop copies captured frames into before they are written (4)",
+    )
+    _add_signature_args(
+        dp,
+        "signature set NAME (default: `default`) from a Suricata rule file or directory "
+        "(repeatable); policy rules reach it with `inspect:` (SIGHUP reloads it)",
+    )
+    dp.add_argument(
+        "--signature-cache",
+        metavar="DIR",
+        help="where the signature sets the policy's SignatureSets name are kept, verified (default "
+        "$NGFW_CACHE_DIR/signature-sets, or ~/.cache/ngfw/signature-sets)",
+    )
+    dp.add_argument(
+        "--inspect-flows",
+        type=int,
+        default=None,
+        metavar="N",
+        help="flows inspected at once (inspection state, ~0.7 KB each beyond Hyperscan's stream "
+        "state; default: the flow capacity)",
+    )
     dp.add_argument("--flow-capacity", type=int, default=262144, metavar="N", help="flows the table holds (262144)")
-    dp.add_argument("--max-workload-loss", type=float, default=0.5, metavar="FRACTION",
-                    help="refuse a policy file reload that drops more than this share of the running workloads "
-                         "(0.5; 1 accepts any)")
-    dp.add_argument("--state-dir", metavar="DIR",
-                    help="tmpfs directory where the flow table lives, so a dataplane restarted after a crash or an "
-                         "upgrade continues its sessions (default: /run/ngfw/<namespace>-<ports>, or under /dev/shm "
-                         "where /run is not tmpfs; `none`: sessions end with the process)")
-    dp.add_argument("--socket", metavar="PATH",
-                    help="serve `ngfw sessions` and `ngfw policy hits` on this unix socket, root only (default: "
-                         "/run/ngfw/<namespace>-<ports>.sock, under /dev/shm/ngfw where /run is not tmpfs; `none`: "
-                         "no socket)")
-    dp.add_argument("--timeout", type=_timeout, action="append", default=[], metavar="NAME=SECONDS",
-                    help="idle timeout: tcp_syn, tcp_established, tcp_closing, tcp_closed, udp, icmp, other")
-    dp.add_argument("--appid-budget", type=int, default=8, metavar="N",
-                    help="payload packets a flow waiting for its application may pass before it is decided (8)")
-    dp.add_argument("--appid-max-pkts", type=int, default=8, metavar="N",
-                    help="payload packets after which an unidentified flow is decided (8)")
-    dp.add_argument("--appid-buffers", type=int, default=1024, metavar="N",
-                    help="flows classified at once with reassembly buffers, 10 KB each (1024)")
-    dp.add_argument("--bypass", action=argparse.BooleanOptionalAction, default=True,
-                    help="flow bypass: the kernel forwards a wire's flows whose verdict is final (allowed, "
-                         "application known, inspection depth reached) for the rest of their life (on by default; "
-                         "needs eBPF, else the dataplane says so once and forwards every flow itself)")
-    dp.add_argument("--syn-limit-per-source", type=_syn_rate, default="10000/s", metavar="N/s[,BURST]|off",
-                    help="SYN flood protection: new TCP connections (SYNs) one source address may open per second "
-                         "through a wire; the kernel drops the excess before it reaches the dataplane, so a flood "
-                         "from one address leaves room for everyone else (10000/s, a second's worth as burst; off: "
-                         "no limit; needs eBPF, else the dataplane says so once and admits every SYN)")
-    dp.add_argument("--syn-limit-total", type=_syn_rate, default="off", metavar="N/s[,BURST]|off",
-                    help="SYNs all sources together may open per second through the wires (off, the default): "
-                         "against floods from many or spoofed addresses; legitimate SYNs are dropped in the "
-                         "flood's proportion, so size it to what the packet loop handles")
-    dp.add_argument("--tx-thread", action=argparse.BooleanOptionalAction, default=True,
-                    help="under load, flush the TX rings from a second thread: the kernel's work for the receiving "
-                         "side then overlaps with the packet loop (on by default; sparse traffic is flushed by the "
-                         "loop itself, without the hand-over's wake-up)")
-    dp.add_argument("--idle-spin-us", type=float, default=200.0, metavar="US",
-                    help="under load, keep polling the rings this long after the last frame before sleeping (200; "
-                         "0 sleeps at once: less CPU, more latency)")
-    dp.add_argument("--idle-spin-quiet-us", type=float, default=20000.0, metavar="US",
-                    help="while traffic is sparse (under 5,000 frames/s), keep polling this long after the last "
-                         "frame (20000: interactive traffic does not wait for a wake-up, at the cost of a core while "
-                         "frames keep coming within it; 0: as under load)")
+    dp.add_argument(
+        "--max-workload-loss",
+        type=float,
+        default=0.5,
+        metavar="FRACTION",
+        help="refuse a policy file reload that drops more than this share of the running workloads "
+        "(0.5; 1 accepts any)",
+    )
+    dp.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="tmpfs directory where the flow table lives, so a dataplane restarted after a crash or an "
+        "upgrade continues its sessions (default: /run/ngfw/<namespace>-<ports>, or under /dev/shm "
+        "where /run is not tmpfs; `none`: sessions end with the process)",
+    )
+    dp.add_argument(
+        "--socket",
+        metavar="PATH",
+        help="serve `ngfw sessions` and `ngfw policy hits` on this unix socket, root only (default: "
+        "/run/ngfw/<namespace>-<ports>.sock, under /dev/shm/ngfw where /run is not tmpfs; `none`: "
+        "no socket)",
+    )
+    dp.add_argument(
+        "--timeout",
+        type=_timeout,
+        action="append",
+        default=[],
+        metavar="NAME=SECONDS",
+        help="idle timeout: tcp_syn, tcp_established, tcp_closing, tcp_closed, udp, icmp, other",
+    )
+    dp.add_argument(
+        "--appid-budget",
+        type=int,
+        default=8,
+        metavar="N",
+        help="payload packets a flow waiting for its application may pass before it is decided (8)",
+    )
+    dp.add_argument(
+        "--appid-max-pkts",
+        type=int,
+        default=8,
+        metavar="N",
+        help="payload packets after which an unidentified flow is decided (8)",
+    )
+    dp.add_argument(
+        "--appid-buffers",
+        type=int,
+        default=1024,
+        metavar="N",
+        help="flows classified at once with reassembly buffers, 10 KB each (1024)",
+    )
+    dp.add_argument(
+        "--bypass",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="flow bypass: the kernel forwards a wire's flows whose verdict is final (allowed, "
+        "application known, inspection depth reached) for the rest of their life (on by default; "
+        "needs eBPF, else the dataplane says so once and forwards every flow itself)",
+    )
+    dp.add_argument(
+        "--syn-limit-per-source",
+        type=_syn_rate,
+        default="10000/s",
+        metavar="N/s[,BURST]|off",
+        help="SYN flood protection: new TCP connections (SYNs) one source address may open per second "
+        "through a wire; the kernel drops the excess before it reaches the dataplane, so a flood "
+        "from one address leaves room for everyone else (10000/s, a second's worth as burst; off: "
+        "no limit; needs eBPF, else the dataplane says so once and admits every SYN)",
+    )
+    dp.add_argument(
+        "--syn-limit-total",
+        type=_syn_rate,
+        default="off",
+        metavar="N/s[,BURST]|off",
+        help="SYNs all sources together may open per second through the wires (off, the default): "
+        "against floods from many or spoofed addresses; legitimate SYNs are dropped in the "
+        "flood's proportion, so size it to what the packet loop handles",
+    )
+    dp.add_argument(
+        "--tx-thread",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="under load, flush the TX rings from a second thread: the kernel's work for the receiving "
+        "side then overlaps with the packet loop (on by default; sparse traffic is flushed by the "
+        "loop itself, without the hand-over's wake-up)",
+    )
+    dp.add_argument(
+        "--idle-spin-us",
+        type=float,
+        default=200.0,
+        metavar="US",
+        help="under load, keep polling the rings this long after the last frame before sleeping (200; "
+        "0 sleeps at once: less CPU, more latency)",
+    )
+    dp.add_argument(
+        "--idle-spin-quiet-us",
+        type=float,
+        default=20000.0,
+        metavar="US",
+        help="while traffic is sparse (under 5,000 frames/s), keep polling this long after the last "
+        "frame (20000: interactive traffic does not wait for a wake-up, at the cost of a core while "
+        "frames keep coming within it; 0: as under load)",
+    )
 
     lab = sub.add_parser("lab", help="network-namespace lab: two workloads, the dataplane, a server")
     lab_sub = lab.add_subparsers(dest="action", required=True, metavar="{up,down,migrate}")
     lab_up = lab_sub.add_parser("up", help="build the lab (after removing leftovers of the same prefix)")
     lab_up.add_argument("--prefix", default="ngfw", help="namespace name prefix (ngfw)")
-    lab_up.add_argument("--hosts", type=int, choices=[1, 2], default=1,
-                        help="2: a second host with tenant-b's db1 and a management network for ngfw control")
-    lab_up.add_argument("--vm-workloads", action="store_true",
-                        help="web1 and web2 are QEMU guests (Debian kernel, busybox) instead of namespaces")
-    lab_up.add_argument("--fw-vm", action="store_true",
-                        help="the firewall is the ngfw VM image (deploy/vm/) under QEMU, enforcing the lab policy, "
-                             "instead of the fw namespace (TCG where KVM cannot run it: minutes to boot)")
+    lab_up.add_argument(
+        "--hosts",
+        type=int,
+        choices=[1, 2],
+        default=1,
+        help="2: a second host with tenant-b's db1 and a management network for ngfw control",
+    )
+    lab_up.add_argument(
+        "--vm-workloads",
+        action="store_true",
+        help="web1 and web2 are QEMU guests (Debian kernel, busybox) instead of namespaces",
+    )
+    lab_up.add_argument(
+        "--fw-vm",
+        action="store_true",
+        help="the firewall is the ngfw VM image (deploy/vm/) under QEMU, enforcing the lab policy, "
+        "instead of the fw namespace (TCG where KVM cannot run it: minutes to boot)",
+    )
     lab_down = lab_sub.add_parser("down", help="remove the lab: namespaces, QEMU guests, TAPs")
     lab_down.add_argument("--prefix", default="ngfw", help="namespace name prefix (ngfw)")
     lab_migrate = lab_sub.add_parser(
-        "migrate", help="move a workload to the other host as a hypervisor would (QEMU live migration for a "
-                        "VM, the link for a namespace); does nothing to ngfw")
+        "migrate",
+        help="move a workload to the other host as a hypervisor would (QEMU live migration for a "
+        "VM, the link for a namespace); does nothing to ngfw",
+    )
     lab_migrate.add_argument("workload", help="web1, web2 or db1")
     lab_migrate.add_argument("--to", required=True, metavar="HOST", help="host-a or host-b")
     lab_migrate.add_argument("--prefix", default="ngfw", help="namespace name prefix (ngfw)")
@@ -218,8 +363,11 @@ def build_parser(with_control: bool = True) -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="bring the lab up, run the dataplane, drive real clients, tear down")
     demo.add_argument("--prefix", default="ngfw")
     demo.add_argument("--policy", help="policy to run (rules/examples/lab.yaml)")
-    demo.add_argument("--fw-vm", action="store_true",
-                      help="the firewall is the ngfw VM image under QEMU (built first if missing: deploy/vm/)")
+    demo.add_argument(
+        "--fw-vm",
+        action="store_true",
+        help="the firewall is the ngfw VM image under QEMU (built first if missing: deploy/vm/)",
+    )
 
     pol = sub.add_parser("policy", help="policy tooling")
     pol_sub = pol.add_subparsers(dest="policy_command", required=True)
@@ -239,14 +387,27 @@ def build_parser(with_control: bool = True) -> argparse.ArgumentParser:
     # declared here, not imported from the rule compiler: every `ngfw` command would pay for its import
     check_rules.add_argument("files", nargs="+", metavar="FILE", help="Suricata rule files")
     check_rules.add_argument("--json", action="store_true", help='print {"loaded": N, "skipped": M, "reasons": {...}}')
-    check_rules.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
-                             help="set a rule variable, e.g. HOME_NET=[10.0.0.0/8] (repeatable)")
-    check_rules.add_argument("--verbose", "-v", action="store_true", help="list every skipped rule with file, line, sid")
-    check_rules.add_argument("--policy", metavar="PATH",
-                             help="also check the policy's threat profiles: every signature their exceptions and "
-                                  "threshold.config lines name must be in FILE... (each one is listed)")
-    push = rules_sub.add_parser("push", help="store a signature set in control (by its sha256) and name it in your "
-                                             "candidate: every host fetches it, verifies it and runs it")
+    check_rules.add_argument(
+        "--var",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set a rule variable, e.g. HOME_NET=[10.0.0.0/8] (repeatable)",
+    )
+    check_rules.add_argument(
+        "--verbose", "-v", action="store_true", help="list every skipped rule with file, line, sid"
+    )
+    check_rules.add_argument(
+        "--policy",
+        metavar="PATH",
+        help="also check the policy's threat profiles: every signature their exceptions and "
+        "threshold.config lines name must be in FILE... (each one is listed)",
+    )
+    push = rules_sub.add_parser(
+        "push",
+        help="store a signature set in control (by its sha256) and name it in your "
+        "candidate: every host fetches it, verifies it and runs it",
+    )
     push.add_argument("name", help="the set's name, as threat profiles' `signatures` name it (et, local, ...)")
     push.add_argument("path", help="a .rules file, or a directory of them (suricata-update's output, ET Open)")
     push.add_argument("-m", "--message", help="commit at once with this message (else: review, then ngfw commit)")
@@ -280,14 +441,24 @@ def cmd_dataplane(args: argparse.Namespace) -> int:
     # under systemd the settings come from --config: every error names that file too
     where = f"{args.config}: " if args.config else ""
     if not args.wire and not args.tap and not args.segment:
-        print(f"ngfw dataplane: {where}give at least one --wire IF_A:IF_B, --tap NAME or --segment "
-              f"({'wire: [IF_A:IF_B]' if args.config else 'no ports'})", file=sys.stderr)
+        print(
+            f"ngfw dataplane: {where}give at least one --wire IF_A:IF_B, --tap NAME or --segment "
+            f"({'wire: [IF_A:IF_B]' if args.config else 'no ports'})",
+            file=sys.stderr,
+        )
         return 2
     if args.fail_mode == "open" and not args.wire:
-        print(f"ngfw dataplane: {where}--fail-mode open applies to wires, and this dataplane has no --wire", file=sys.stderr)
+        print(
+            f"ngfw dataplane: {where}--fail-mode open applies to wires, and this dataplane has no --wire",
+            file=sys.stderr,
+        )
         return 2
-    plan = PortPlan(wires=[(a, b) for a, b, _ in args.wire], taps=args.tap, segments=dict(args.segment),
-                    fail_modes=wire_modes(args.wire, args.fail_mode))
+    plan = PortPlan(
+        wires=[(a, b) for a, b, _ in args.wire],
+        taps=args.tap,
+        segments=dict(args.segment),
+        fail_modes=wire_modes(args.wire, args.fail_mode),
+    )
     from ngfw.dataplane.state import StateError, auto_state_dir
 
     state_dir = None if args.state_dir == "none" else (args.state_dir or auto_state_dir(plan))
@@ -301,21 +472,35 @@ def cmd_dataplane(args: argparse.Namespace) -> int:
     if args.capture_ring > 1024:
         print(f"ngfw dataplane: --capture-ring {args.capture_ring:g}: at most 1024 MB", file=sys.stderr)
         return 2
-    eve_options = EveOptions(targets=list(args.eve), stats_interval=args.eve_stats_interval,
-                             capture_dir=args.capture_dir, capture_file_bytes=int(args.capture_file_size * (1 << 20)),
-                             capture_vsys_bytes=int(args.capture_max_size * (1 << 20)),
-                             capture_ring_bytes=int(args.capture_ring * (1 << 20)))
+    eve_options = EveOptions(
+        targets=list(args.eve),
+        stats_interval=args.eve_stats_interval,
+        capture_dir=args.capture_dir,
+        capture_file_bytes=int(args.capture_file_size * (1 << 20)),
+        capture_vsys_bytes=int(args.capture_max_size * (1 << 20)),
+        capture_ring_bytes=int(args.capture_ring * (1 << 20)),
+    )
     try:
-        dp = Dataplane(plan, policy_path=args.policy, eve_options=eve_options, flow_capacity=args.flow_capacity,
-                       state_dir=state_dir, host=getattr(args, "host", None),
-                       max_workload_loss=args.max_workload_loss,
-                       timeouts=dict(args.timeout), idle_spin_us=args.idle_spin_us,
-                       idle_spin_quiet_us=args.idle_spin_quiet_us,
-                       appid=dict(appid_budget=args.appid_budget, appid_max_pkts=args.appid_max_pkts,
-                                  appid_slots=args.appid_buffers),
-                       tx_thread=args.tx_thread, inspect_flows=args.inspect_flows,
-                       signature_cache=args.signature_cache, bypass=args.bypass,
-                       syn_limits=SynLimits(per_source=args.syn_limit_per_source, total=args.syn_limit_total))
+        dp = Dataplane(
+            plan,
+            policy_path=args.policy,
+            eve_options=eve_options,
+            flow_capacity=args.flow_capacity,
+            state_dir=state_dir,
+            host=getattr(args, "host", None),
+            max_workload_loss=args.max_workload_loss,
+            timeouts=dict(args.timeout),
+            idle_spin_us=args.idle_spin_us,
+            idle_spin_quiet_us=args.idle_spin_quiet_us,
+            appid=dict(
+                appid_budget=args.appid_budget, appid_max_pkts=args.appid_max_pkts, appid_slots=args.appid_buffers
+            ),
+            tx_thread=args.tx_thread,
+            inspect_flows=args.inspect_flows,
+            signature_cache=args.signature_cache,
+            bypass=args.bypass,
+            syn_limits=SynLimits(per_source=args.syn_limit_per_source, total=args.syn_limit_total),
+        )
         if args.rules:
             from ngfw.compiler.rules_cli import parse_variables
             from ngfw.dataplane.threats import parse_rules_arg
@@ -357,9 +542,13 @@ def cmd_dataplane(args: argparse.Namespace) -> int:
     if dp.policy is None:
         logging.getLogger("ngfw").warning("no --policy: every frame is dropped (reason no_policy) until one is loaded")
     else:
-        logging.getLogger("ngfw").info("policy version %d: %d vsys, %d workloads, %d rules",
-                                       dp.policy.version, len(dp.policy.vsys), len(dp.policy.workloads),
-                                       len(dp.policy.rules))
+        logging.getLogger("ngfw").info(
+            "policy version %d: %d vsys, %d workloads, %d rules",
+            dp.policy.version,
+            len(dp.policy.vsys),
+            len(dp.policy.workloads),
+            len(dp.policy.rules),
+        )
     from ngfw.dataplane.opsocket import default_socket_path
 
     socket_path = None if args.socket == "none" else (args.socket or default_socket_path(plan))
@@ -391,13 +580,21 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
         return 1
     warnings = lint(policy)
     digest = policy_digest(policy)
-    summary = {"ok": True, "digest": digest, "vsys": len(policy.vsys), "workloads": len(policy.workloads),
-               "rules": len(policy.rules), "warnings": warnings}
+    summary = {
+        "ok": True,
+        "digest": digest,
+        "vsys": len(policy.vsys),
+        "workloads": len(policy.workloads),
+        "rules": len(policy.rules),
+        "warnings": warnings,
+    }
     if args.json:
         print(json.dumps(summary))
     else:
-        print(f"{args.path}: ok: {summary['vsys']} vsys, {summary['workloads']} workloads, {summary['rules']} rules "
-              f"(sha256 {digest[:12]})")
+        print(
+            f"{args.path}: ok: {summary['vsys']} vsys, {summary['workloads']} workloads, {summary['rules']} rules "
+            f"(sha256 {digest[:12]})"
+        )
         for warning in warnings:
             print(f"warning: {warning}")
     return 0
@@ -417,8 +614,17 @@ def cmd_apps(args: argparse.Namespace) -> int:
     for app in catalogue.apps:
         ports = ", ".join(f"{'tcp' if l4 == PROTO_TCP else 'udp'}/{port}" for l4, port in app.ports)
         parent = catalogue.apps[app.parent].name if app.parent is not None else None
-        rows.append({"name": app.name, "kind": app.kind, "category": app.category, "risk": app.risk,
-                     "parent": parent, "ports": ports, "hosts": list(app.hosts)})
+        rows.append(
+            {
+                "name": app.name,
+                "kind": app.kind,
+                "category": app.category,
+                "risk": app.risk,
+                "parent": parent,
+                "ports": ports,
+                "hosts": list(app.hosts),
+            }
+        )
     if args.json:
         import json
 
@@ -452,8 +658,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
         from ngfw.dataplane.threats import RulesError, load_signature_sets, parse_rules_arg
 
         try:
-            signatures = load_signature_sets([parse_rules_arg(r) for r in args.rules], parse_variables(args.var),
-                                             policy.catalogue if policy is not None else load_catalogue())
+            signatures = load_signature_sets(
+                [parse_rules_arg(r) for r in args.rules],
+                parse_variables(args.var),
+                policy.catalogue if policy is not None else load_catalogue(),
+            )
         except (RulesError, ValueError) as exc:
             print(f"ngfw replay: rules refused: {exc}", file=sys.stderr)
             return 1
@@ -466,7 +675,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     except FastpathMissing as exc:
         print(f"ngfw replay: {exc}", file=sys.stderr)
         return 1
-    except ValueError as exc:   # a profile names a signature set that was not given
+    except ValueError as exc:  # a profile names a signature set that was not given
         print(f"ngfw replay: {exc}", file=sys.stderr)
         return 1
     out = sys.stdout
@@ -474,7 +683,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     for path in args.files:
         if args.json and signatures is None:
             out.flush()
-            out.buffer.write(replayer.replay_file_json(path))   # written by the extension, no dicts
+            out.buffer.write(replayer.replay_file_json(path))  # written by the extension, no dicts
         elif args.json:
             import orjson
 
@@ -509,13 +718,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ngfw.dataplane import ops_cli
 
         signal_default_pipe(argv)
-        return ops_cli.cmd_sessions(build_sessions_parser().parse_args(words))   # logs nothing
+        return ops_cli.cmd_sessions(build_sessions_parser().parse_args(words))  # logs nothing
     else:
         args = build_parser(with_control=command not in LOCAL_COMMANDS).parse_args(words)
     if args.command in ("apps", "replay", "schema", "policy", "rules"):
         signal_default_pipe(argv)
     if args.command == "replay":
-        return cmd_replay(args)   # logs nothing: a warning would still reach stderr
+        return cmd_replay(args)  # logs nothing: a warning would still reach stderr
     if getattr(args, "config", None):
         from ngfw.config import ConfigError, with_config
 
@@ -530,16 +739,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # under systemd the journal stamps every line itself
     stamp = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s "
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format=stamp + "%(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format=stamp + "%(name)s %(levelname)s %(message)s"
+    )
     if args.command == "dataplane":
         return cmd_dataplane(args)
     if args.command in ("lab", "demo"):
         try:
             import ngfw.lab  # noqa: F401
         except ModuleNotFoundError:
-            print(f"ngfw {args.command}: the lab is development tooling and not part of this installation; run it "
-                  "from a clone of ngfw (README: Two commands)", file=sys.stderr)
+            print(
+                f"ngfw {args.command}: the lab is development tooling and not part of this installation; run it "
+                "from a clone of ngfw (README: Two commands)",
+                file=sys.stderr,
+            )
             return 2
     if args.command == "lab":
         from ngfw.lab.cli_hooks import lab_down_cmd, lab_migrate_cmd, lab_up_cmd

@@ -75,7 +75,7 @@ def _words(name: str, action: argparse.Action, value: Any, where: str) -> list[s
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true or false, got {value!r}")
         return [option] if value else [f"--no-{name}"]
-    if action.nargs == 0:   # store_true and the like
+    if action.nargs == 0:  # store_true and the like
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true or false, got {value!r}")
         return [option] if value else []
@@ -84,7 +84,7 @@ def _words(name: str, action: argparse.Action, value: Any, where: str) -> list[s
     if value is None:
         return []
     if value is False and str(action.metavar or "").endswith("|off"):
-        return [option, "off"]   # YAML reads a bare `off` as false
+        return [option, "off"]  # YAML reads a bare `off` as false
     return [option, _scalar(value, where)]
 
 
@@ -123,7 +123,7 @@ def config_argv(path: str, parser: argparse.ArgumentParser) -> list[str]:
         name = str(key).replace("_", "-")
         action = options.get(name)
         if action is None and name.endswith("s") and isinstance(options.get(name[:-1]), argparse._AppendAction):
-            name = name[:-1]   # `wires:` for `--wire`
+            name = name[:-1]  # `wires:` for `--wire`
             action = options[name]
         if action is None:
             known = ", ".join(sorted(options))

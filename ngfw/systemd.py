@@ -25,7 +25,7 @@ def _socket_address() -> str | None:
     if not address:
         return None
     if address.startswith("@"):
-        return "\0" + address[1:]   # abstract namespace
+        return "\0" + address[1:]  # abstract namespace
     return address
 
 
@@ -52,7 +52,7 @@ def watchdog_seconds() -> float | None:
     if not usec.isdigit() or int(usec) == 0:
         return None
     if pid and pid != str(os.getpid()):
-        return None   # meant for another process (a parent that exec'ed us would have reset it)
+        return None  # meant for another process (a parent that exec'ed us would have reset it)
     return int(usec) / 1e6
 
 
@@ -64,8 +64,13 @@ class Watchdog:
     thread that died stops the feed, and systemd kills and restarts the unit after `WatchdogSec`.
     """
 
-    def __init__(self, progress_ns: Callable[[], int], interval: float, stall_seconds: float = 1.0,
-                 send: Callable[..., bool] = notify) -> None:
+    def __init__(
+        self,
+        progress_ns: Callable[[], int],
+        interval: float,
+        stall_seconds: float = 1.0,
+        send: Callable[..., bool] = notify,
+    ) -> None:
         self.progress_ns = progress_ns
         self.interval = interval
         self.stall_ns = int(stall_seconds * 1e9)

@@ -16,27 +16,35 @@ if TYPE_CHECKING:
     from typing import Any, TypeVar, dataclass_transform
 
     T = TypeVar("T")
-else:   # `typing` stays off replay's start: the decorator only tells type checkers what `value` makes
+else:  # `typing` stays off replay's start: the decorator only tells type checkers what `value` makes
+
     def dataclass_transform(**_: object) -> Callable[[T], T]:
         return lambda decorated: decorated
 
+
 _MISSING: Any = object()
-_FACTORY: Any = object()   # an __init__ default: call the field's factory
+_FACTORY: Any = object()  # an __init__ default: call the field's factory
 
 
 class Field:
     __slots__ = ("default", "default_factory", "compare", "repr")
 
-    def __init__(self, default: Any = _MISSING, default_factory: Any = _MISSING, compare: bool = True,
-                 repr: bool = True) -> None:
+    def __init__(
+        self, default: Any = _MISSING, default_factory: Any = _MISSING, compare: bool = True, repr: bool = True
+    ) -> None:
         self.default = default
         self.default_factory = default_factory
         self.compare = compare
         self.repr = repr
 
 
-def field(*, default: Any = _MISSING, default_factory: Callable[[], Any] | Any = _MISSING, compare: bool = True,
-          repr: bool = True) -> Any:
+def field(
+    *,
+    default: Any = _MISSING,
+    default_factory: Callable[[], Any] | Any = _MISSING,
+    compare: bool = True,
+    repr: bool = True,
+) -> Any:
     return Field(default, default_factory, compare, repr)
 
 
@@ -51,11 +59,14 @@ def value(cls: type[T]) -> type[T]:
     for name in cls.__dict__.get("__annotations__", {}):
         declared = cls.__dict__.get(name, _MISSING)
         spec = declared if isinstance(declared, Field) else Field(default=declared)
-        if spec.default is _MISSING and spec.default_factory is _MISSING and any(
-                s.default is not _MISSING or s.default_factory is not _MISSING for s in specs.values()):
+        if (
+            spec.default is _MISSING
+            and spec.default_factory is _MISSING
+            and any(s.default is not _MISSING or s.default_factory is not _MISSING for s in specs.values())
+        ):
             raise TypeError(f"{cls.__name__}: non-default field {name!r} follows a default field")
         if isinstance(declared, Field):
-            delattr(cls, name)   # a plain default stays a class attribute, as with dataclasses
+            delattr(cls, name)  # a plain default stays a class attribute, as with dataclasses
         specs[name] = spec
     env: dict[str, Any] = {"_FACTORY": _FACTORY}
     params, body = [], []
@@ -74,17 +85,19 @@ def value(cls: type[T]) -> type[T]:
     compared = [name for name, spec in specs.items() if spec.compare]
     key = "(" + "".join(f"self.{name}, " for name in compared) + ")"
     other_key = key.replace("self.", "other.")
-    source = "\n".join([
-        f"def __init__(self, {', '.join(params)}):",
-        "    _own = self.__dict__",
-        *body,
-        "def __eq__(self, other):",
-        f"    if other.__class__ is self.__class__:\n        return {key} == {other_key}",
-        "    return NotImplemented",
-        "def __hash__(self):",
-        f"    return hash({key})",
-    ])
-    exec(source, env)   # generated once per class, like dataclasses' methods: plain attribute code per call
+    source = "\n".join(
+        [
+            f"def __init__(self, {', '.join(params)}):",
+            "    _own = self.__dict__",
+            *body,
+            "def __eq__(self, other):",
+            f"    if other.__class__ is self.__class__:\n        return {key} == {other_key}",
+            "    return NotImplemented",
+            "def __hash__(self):",
+            f"    return hash({key})",
+        ]
+    )
+    exec(source, env)  # generated once per class, like dataclasses' methods: plain attribute code per call
     shown = [name for name, spec in specs.items() if spec.repr]
 
     def __repr__(self: Any) -> str:
@@ -99,8 +112,8 @@ def value(cls: type[T]) -> type[T]:
     for method in (env["__init__"], env["__eq__"], env["__hash__"], __repr__, __setattr__, __delattr__):
         method.__qualname__ = f"{cls.__qualname__}.{method.__name__}"
         setattr(cls, method.__name__, method)
-    cls.__value_fields__ = tuple(specs)   # type: ignore[attr-defined]
-    cls.__match_args__ = tuple(specs)   # type: ignore[attr-defined,misc]  # set on a class mypy sees as type[T]
+    cls.__value_fields__ = tuple(specs)  # type: ignore[attr-defined]
+    cls.__match_args__ = tuple(specs)  # type: ignore[attr-defined,misc]  # set on a class mypy sees as type[T]
     return cls
 
 

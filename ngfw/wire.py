@@ -38,6 +38,13 @@ EVE_PROTO_NAMES: dict[int, str] = {PROTO_ICMP: "ICMP", PROTO_TCP: "TCP", PROTO_U
 SERVICE_PROTOCOLS: dict[str, int] = {"tcp": PROTO_TCP, "udp": PROTO_UDP, "icmp": PROTO_ICMP, "icmp6": PROTO_ICMPV6}
 
 # the names a session filter's `proto=` accepts; the first name of a number is the one written back
-FILTER_PROTOCOLS: dict[str, int] = {"tcp": PROTO_TCP, "udp": PROTO_UDP, "icmp": PROTO_ICMP, "icmpv6": PROTO_ICMPV6,
-                                    "ipv6-icmp": PROTO_ICMPV6, "sctp": PROTO_SCTP, "gre": PROTO_GRE,
-                                    "esp": PROTO_ESP}
+FILTER_PROTOCOLS: dict[str, int] = {
+    "tcp": PROTO_TCP,
+    "udp": PROTO_UDP,
+    "icmp": PROTO_ICMP,
+    "icmpv6": PROTO_ICMPV6,
+    "ipv6-icmp": PROTO_ICMPV6,
+    "sctp": PROTO_SCTP,
+    "gre": PROTO_GRE,
+    "esp": PROTO_ESP,
+}

@@ -22,7 +22,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 GENERATED = HERE / "app_registry.pxi"
-L4 = {"tcp": 6, "udp": 17}   # ngfw.wire's numbers: setup.py loads this file alone, before ngfw imports
+L4 = {"tcp": 6, "udp": 17}  # ngfw.wire's numbers: setup.py loads this file alone, before ngfw imports
 
 
 class RegistryError(ValueError):
@@ -31,14 +31,14 @@ class RegistryError(ValueError):
 
 @dataclass(frozen=True)
 class Parser:
-    name: str                        # the function is parse_<name>; tests and the fuzz target call it by this name
-    l4: str                          # "tcp" (the parser reads the direction's stream) or "udp" (one datagram)
-    family: str                      # the file that defines it: app_<family>.pxi
-    answers: tuple[str, ...]         # the apps it may name: catalogue names (rules/apps/)
-    first: frozenset[int] | None     # first payload bytes it is asked about; None: any
-    server_port: int = 0             # asked only when the flow's server port is this; 0: any
-    more: bool = True                # its PARSE_NEED_MORE keeps the flow waiting for more bytes ...
-    more_port: int = 0               # ... only when either port is this; 0: any port
+    name: str  # the function is parse_<name>; tests and the fuzz target call it by this name
+    l4: str  # "tcp" (the parser reads the direction's stream) or "udp" (one datagram)
+    family: str  # the file that defines it: app_<family>.pxi
+    answers: tuple[str, ...]  # the apps it may name: catalogue names (rules/apps/)
+    first: frozenset[int] | None  # first payload bytes it is asked about; None: any
+    server_port: int = 0  # asked only when the flow's server port is this; 0: any
+    more: bool = True  # its PARSE_NEED_MORE keeps the flow waiting for more bytes ...
+    more_port: int = 0  # ... only when either port is this; 0: any port
 
     @property
     def file(self) -> str:
@@ -62,32 +62,48 @@ UPPER = span("A", "Z")
 QUIC_FIRST = frozenset(b for b in range(256) if b >= 0xC0 or (b & 0x89) == 0x09)
 
 
-def tcp(name: str, family: str, answers: Iterable[str], first: frozenset[int] | None = None, *, server_port: int = 0,
-        more: bool = True, more_port: int = 0) -> Parser:
+def tcp(
+    name: str,
+    family: str,
+    answers: Iterable[str],
+    first: frozenset[int] | None = None,
+    *,
+    server_port: int = 0,
+    more: bool = True,
+    more_port: int = 0,
+) -> Parser:
     return Parser(name, "tcp", family, tuple(answers), first, server_port, more, more_port)
 
 
-def udp(name: str, family: str, answers: Iterable[str], first: frozenset[int] | None = None, *, server_port: int = 0,
-        more: bool = True, more_port: int = 0) -> Parser:
+def udp(
+    name: str,
+    family: str,
+    answers: Iterable[str],
+    first: frozenset[int] | None = None,
+    *,
+    server_port: int = 0,
+    more: bool = True,
+    more_port: int = 0,
+) -> Parser:
     return Parser(name, "udp", family, tuple(answers), first, server_port, more, more_port)
 
 
 REGISTRY: tuple[Parser, ...] = (
     # TCP: the first byte of the direction's stream; cheap and specific first
-    tcp("tls", "tls", ["tls"], span(20, 23)),                       # record types: ccs, alert, handshake, data
+    tcp("tls", "tls", ["tls"], span(20, 23)),  # record types: ccs, alert, handshake, data
     tcp("ssh", "text", ["ssh"], these("S")),
     tcp("http", "http", ["http", "http2", "rtsp", "sip"], UPPER),
     tcp("whois", "text", ["whois"], PRINTABLE, server_port=43),
     tcp("mail_ftp", "text", ["ftp", "smtp", "pop3", "imap", "nntp", "vnc"], PRINTABLE),
-    tcp("smb", "tcp_binary", ["smb", "netbios"], these(0)),        # NetBIOS session message type 0
-    tcp("kerberos", "tcp_binary", ["kerberos"], these(0)),         # a 32-bit record length
+    tcp("smb", "tcp_binary", ["smb", "netbios"], these(0)),  # NetBIOS session message type 0
+    tcp("kerberos", "tcp_binary", ["kerberos"], these(0)),  # a 32-bit record length
     tcp("postgresql", "tcp_binary", ["postgresql"], these(0), more=False),
-    tcp("mssql", "tcp_binary", ["mssql"], span(0, 0x12)),          # TDS packet types
-    tcp("ldap", "tcp_binary", ["ldap"], these(0x30)),              # BER SEQUENCE
+    tcp("mssql", "tcp_binary", ["mssql"], span(0, 0x12)),  # TDS packet types
+    tcp("ldap", "tcp_binary", ["ldap"], these(0x30)),  # BER SEQUENCE
     tcp("netbios", "dns", ["netbios"], these(0x81, 0x82, 0x83, 0x85)),
-    tcp("bgp", "tcp_binary", ["bgp"], these(0xFF), more=False),    # the marker
-    tcp("telnet", "tcp_binary", ["telnet"], these(0xFF), more=False),   # IAC
-    tcp("tpkt", "tcp_binary", ["rdp"], these(3), more=False),      # TPKT version 3
+    tcp("bgp", "tcp_binary", ["bgp"], these(0xFF), more=False),  # the marker
+    tcp("telnet", "tcp_binary", ["telnet"], these(0xFF), more=False),  # IAC
+    tcp("tpkt", "tcp_binary", ["rdp"], these(3), more=False),  # TPKT version 3
     tcp("socks", "tcp_binary", ["socks"], these(4, 5), more=False),
     tcp("mysql", "tcp_binary", ["mysql"], more=False),
     tcp("stun", "udp_binary", ["stun"], more=False),
@@ -95,26 +111,26 @@ REGISTRY: tuple[Parser, ...] = (
     # any two bytes are a DNS length: waiting for the rest is worth it only on DNS's port
     tcp("dns", "dns", ["dns", "mdns", "llmnr", "netbios"], more_port=53),
     tcp("openvpn", "udp_binary", ["openvpn"]),
-    tcp("websocket", "http", ["websocket"], span(0x81, 0x8A)),     # FIN + a data or control opcode
+    tcp("websocket", "http", ["websocket"], span(0x81, 0x8A)),  # FIN + a data or control opcode
     # UDP: the datagram's first byte
     udp("quic", "quic", ["quic"], QUIC_FIRST),
-    udp("stun", "udp_binary", ["stun"], span(0, 3), more=False),   # message types
+    udp("stun", "udp_binary", ["stun"], span(0, 3), more=False),  # message types
     udp("dns", "dns", ["dns", "mdns", "llmnr", "netbios"], more=False),
     udp("netbios", "dns", ["netbios"], more=False),
     udp("http", "http", ["ssdp", "http", "http2", "rtsp", "sip"], UPPER, more=False),
-    udp("dtls", "tls", ["dtls"], span(20, 25), more=False),        # DTLS record types
+    udp("dtls", "tls", ["dtls"], span(20, 25), more=False),  # DTLS record types
     udp("dhcp", "udp_binary", ["dhcp"], these(1, 2), more=False),  # BOOTREQUEST, BOOTREPLY
     udp("radius", "udp_binary", ["radius"], more=False),
     udp("snmp", "udp_binary", ["snmp"], these(0x30), more=False),  # BER SEQUENCE
-    udp("tftp", "udp_binary", ["tftp"], these(0), more=False),     # the opcode's high byte
+    udp("tftp", "udp_binary", ["tftp"], these(0), more=False),  # the opcode's high byte
     udp("dhcpv6", "udp_binary", ["dhcpv6"], more=False),
     udp("ntp", "udp_binary", ["ntp"], more=False),
-    udp("rtp", "udp_binary", ["rtp", "rtcp"], span(0x80, 0xBF)),   # version 2
+    udp("rtp", "udp_binary", ["rtp", "rtcp"], span(0x80, 0xBF)),  # version 2
     udp("openvpn", "udp_binary", ["openvpn"]),
 )
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-_APP = re.compile(r"^[a-z][a-z0-9]*$")   # an APP_* identifier spells the name in upper case
+_APP = re.compile(r"^[a-z][a-z0-9]*$")  # an APP_* identifier spells the name in upper case
 
 
 def check(rows: tuple[Parser, ...], directory: Path = HERE) -> None:
@@ -134,8 +150,7 @@ def check(rows: tuple[Parser, ...], directory: Path = HERE) -> None:
             raise RegistryError(f"{where}: answers is empty: name the apps the parser may return")
         for app in row.answers:
             if not _APP.match(app):
-                raise RegistryError(f"{where}: answer {app!r} must be a catalogue name: lower-case letters and "
-                                    "digits")
+                raise RegistryError(f"{where}: answer {app!r} must be a catalogue name: lower-case letters and digits")
         if row.first is not None and (not row.first or not all(0 <= b <= 255 for b in row.first)):
             raise RegistryError(f"{where}: first {sorted(row.first)!r} must be a non-empty set of bytes 0..255")
         for field in ("server_port", "more_port"):
@@ -193,7 +208,7 @@ def render(rows: tuple[Parser, ...] = REGISTRY) -> str:
     check(rows)
     app_list = apps(rows)
     parser_list = names(rows)
-    ordered = sorted(rows, key=lambda r: L4[r.l4])   # stable: each transport's rows keep the table's order
+    ordered = sorted(rows, key=lambda r: L4[r.l4])  # stable: each transport's rows keep the table's order
     n_tcp = sum(1 for r in rows if r.l4 == "tcp")
     answers: dict[str, list[str]] = {}
     for row in rows:
@@ -248,8 +263,9 @@ def render(rows: tuple[Parser, ...] = REGISTRY) -> str:
         else:
             hints.append("asks for more" + (f" on port {row.more_port}" if row.more_port else ""))
         out.append(f"# {row.name}/{row.l4}: {', '.join(hints)}")
-        out.append(f"app_register(&APP_REGISTRY[{i}], parse_{row.name}, {row.server_port}, {int(row.more)}, "
-                   f"{row.more_port},")
+        out.append(
+            f"app_register(&APP_REGISTRY[{i}], parse_{row.name}, {row.server_port}, {int(row.more)}, {row.more_port},"
+        )
         out.append(f"             0x{w[0]:016x}, 0x{w[1]:016x}, 0x{w[2]:016x}, 0x{w[3]:016x})")
     return "\n".join(out) + "\n"
 

@@ -122,9 +122,7 @@ class AppSpec(_Strict):
     def _hosts(cls, hosts: list[str]) -> list[str]:
         for host in hosts:
             if not _HOST.match(host):
-                raise ValueError(
-                    f"host {host!r} must be a lower-case DNS name, or *.suffix for its subdomains"
-                )
+                raise ValueError(f"host {host!r} must be a lower-case DNS name, or *.suffix for its subdomains")
         return hosts
 
 
@@ -225,7 +223,9 @@ def compile_catalogue(path: str | PathLike[str] = DEFAULT_CATALOGUE) -> Catalogu
             first[entry.spec.name] = entry
     for name in RESERVED:
         if name not in first:
-            problems.append(f"{path}: app {name}: reserved app is missing (the catalogue must define {', '.join(RESERVED)})")
+            problems.append(
+                f"{path}: app {name}: reserved app is missing (the catalogue must define {', '.join(RESERVED)})"
+            )
 
     order = [n for n in RESERVED if n in first] + sorted(n for n in first if n not in RESERVED)
     by_name = {name: index for index, name in enumerate(order)}
@@ -259,10 +259,14 @@ def compile_catalogue(path: str | PathLike[str] = DEFAULT_CATALOGUE) -> Catalogu
         entry = first[name]
         spec, who, app_id = entry.spec, f"{entry.file}: app {name}", by_name[name]
         parent = by_name.get(spec.parent) if spec.parent else None
-        ports = tuple((L4_TCP if m.group(1) == "tcp" else L4_UDP, int(m.group(2))) for m in map(_PORT.match, spec.ports) if m)
+        ports = tuple(
+            (L4_TCP if m.group(1) == "tcp" else L4_UDP, int(m.group(2))) for m in map(_PORT.match, spec.ports) if m
+        )
         protocols = (
-            () if spec.ip_protocol is None
-            else tuple(spec.ip_protocol) if isinstance(spec.ip_protocol, list)
+            ()
+            if spec.ip_protocol is None
+            else tuple(spec.ip_protocol)
+            if isinstance(spec.ip_protocol, list)
             else (spec.ip_protocol,)
         )
         if name in RESERVED:
@@ -273,8 +277,17 @@ def compile_catalogue(path: str | PathLike[str] = DEFAULT_CATALOGUE) -> Catalogu
             kind = "protocol"
         apps.append(
             AppDef(
-                app_id, name, spec.category, spec.risk, parent, ports, tuple(spec.hosts), protocols,
-                spec.description, entry.file, kind,
+                app_id,
+                name,
+                spec.category,
+                spec.risk,
+                parent,
+                ports,
+                tuple(spec.hosts),
+                protocols,
+                spec.description,
+                entry.file,
+                kind,
             )
         )
         for number in protocols:
@@ -286,10 +299,14 @@ def compile_catalogue(path: str | PathLike[str] = DEFAULT_CATALOGUE) -> Catalogu
             flags = _hs_flags(sig)
             error = _hs_error(sig.pattern, flags)
             if error is not None:
-                problems.append(f"{who}: signatures[{index}].pattern: Hyperscan cannot compile {sig.pattern!r}: {error}")
+                problems.append(
+                    f"{who}: signatures[{index}].pattern: Hyperscan cannot compile {sig.pattern!r}: {error}"
+                )
                 continue
             signatures.append(
-                Signature(app_id, _L4[sig.l4], _DIRECTION[sig.direction], sig.pattern, flags, sig.priority, sig.min_len or 0)
+                Signature(
+                    app_id, _L4[sig.l4], _DIRECTION[sig.direction], sig.pattern, flags, sig.priority, sig.min_len or 0
+                )
             )
         for index, host in enumerate(spec.hosts):
             owner = host_owner.get(host)

@@ -25,8 +25,6 @@ SUFFIXES = (".yaml", ".yml")
 RESERVED = ("unknown", "unknown-tcp", "unknown-udp", "incomplete", "insufficient-data")
 
 
-
-
 @value
 class AppDef:
     id: int
@@ -100,7 +98,6 @@ class Catalogue:
         return None
 
 
-
 def catalogue_files(path: str | PathLike[str]) -> list[str]:
     """`path` itself, or the `*.yaml`/`*.yml` files under it (hidden ones left out), in path order."""
     path = os.fspath(path)
@@ -130,7 +127,8 @@ _LOADED: dict[str, Catalogue] = {}
 def cache_dir() -> str:
     """Where compiled catalogues and signature databases are kept between runs."""
     return os.environ.get("NGFW_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "ngfw")
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "ngfw"
+    )
 
 
 def load_catalogue(path: str | PathLike[str] = DEFAULT_CATALOGUE, cache: bool = True) -> Catalogue:

@@ -34,9 +34,7 @@ _Dumper: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 BenchWorkload = tuple[str, str, str] | Mapping[str, Any]
 
 
-def identity_policy(
-    n_rules: int, workloads: Sequence[BenchWorkload], server_cidr: str, vsys: str = "bench"
-) -> str:
+def identity_policy(n_rules: int, workloads: Sequence[BenchWorkload], server_cidr: str, vsys: str = "bench") -> str:
     """YAML of an `n_rules`-rule policy in vsys `vsys`.
 
     `workloads` are the benchmark's own, each `(name, mac, ip)` or a mapping
@@ -56,7 +54,9 @@ def identity_policy(
     for workload in workloads:
         name, mac, ips = _bench_workload(workload)
         documents.append(_workload(vsys, name, {"role": "bench-client"}, mac, ips))
-    documents.append(_resource("Group", {"name": "bench-clients", "vsys": vsys}, {"selector": {"role": "bench-client"}}))
+    documents.append(
+        _resource("Group", {"name": "bench-clients", "vsys": vsys}, {"selector": {"role": "bench-client"}})
+    )
     for i in range(n_workloads):
         documents.append(
             _workload(

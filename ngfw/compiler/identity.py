@@ -49,13 +49,16 @@ def with_workloads(previous: CompiledPolicy, workloads: Iterable[Workload]) -> C
 
     old = previous.build.workload_resources
     same_indexes = len(old) == len(ordered) and all(
-        (a.metadata.vsys, a.metadata.name) == (b.metadata.vsys, b.metadata.name) for a, b in zip(old, ordered))
+        (a.metadata.vsys, a.metadata.name) == (b.metadata.vsys, b.metadata.name) for a, b in zip(old, ordered)
+    )
     if same_indexes:
         # resources parsed from unchanged documents are the very same objects (the parse cache)
         unchanged = [a is b or a == b for a, b in zip(old, ordered)]
         changed_vsys: set[str] | None = {w.metadata.vsys for w, same in zip(ordered, unchanged) if not same}
-        compiled = tuple(previous.workloads[i] if same else compile_workload(w, vsys_index)
-                         for i, (w, same) in enumerate(zip(ordered, unchanged)))
+        compiled = tuple(
+            previous.workloads[i] if same else compile_workload(w, vsys_index)
+            for i, (w, same) in enumerate(zip(ordered, unchanged))
+        )
     else:
         changed_vsys = None  # every vsys: indexes moved
         compiled = tuple(compile_workload(w, vsys_index) for w in ordered)
@@ -67,9 +70,12 @@ def with_workloads(previous: CompiledPolicy, workloads: Iterable[Workload]) -> C
 
     by_vsys = workloads_by_vsys(ordered)
     try:
-        groups = {key: group_members(group, by_vsys.get(key[0], ()), index) if affected(key[0])
-                  else previous.build.group_members[key]
-                  for key, group in previous.build.groups.items()}
+        groups = {
+            key: group_members(group, by_vsys.get(key[0], ()), index)
+            if affected(key[0])
+            else previous.build.group_members[key]
+            for key, group in previous.build.groups.items()
+        }
     except KeyError as exc:  # a static member that is gone
         raise PolicyError([f"a Group names a Workload that no longer exists: {exc}"]) from None
 
@@ -106,19 +112,29 @@ def with_workloads(previous: CompiledPolicy, workloads: Iterable[Workload]) -> C
             continue
         src, dst = expand(rule.src, vsys), expand(rule.dst, vsys)
         rules.append(rule if src is rule.src and dst is rule.dst else replace(rule, src=src, dst=dst))
-    profiles = tuple(_expand_profile(profile, vsys_names[profile.vsys], expand) if affected(vsys_names[profile.vsys])
-                     else profile for profile in previous.profiles)
+    profiles = tuple(
+        _expand_profile(profile, vsys_names[profile.vsys], expand) if affected(vsys_names[profile.vsys]) else profile
+        for profile in previous.profiles
+    )
     build = replace(previous.build, group_members=groups, workload_resources=tuple(ordered))
     return replace(previous, workloads=compiled, rules=tuple(rules), profiles=profiles, build=build)
 
 
-def _expand_profile(profile: CompiledProfile, vsys: str,
-                    expand: Callable[[AddressSet, str], AddressSet]) -> CompiledProfile:
+def _expand_profile(
+    profile: CompiledProfile, vsys: str, expand: Callable[[AddressSet, str], AddressSet]
+) -> CompiledProfile:
     """A profile's exceptions with their `vm:`/`group:` endpoints expanded against the new workloads."""
     if not any(e.scoped for e in profile.exceptions):
         return profile
-    exceptions = tuple(replace(e, **{side: expand(getattr(e, side), vsys) for side in ("source", "destination",
-                                                                                     "endpoints")
-                                     if getattr(e, side) is not None})
-                       for e in profile.exceptions)
+    exceptions = tuple(
+        replace(
+            e,
+            **{
+                side: expand(getattr(e, side), vsys)
+                for side in ("source", "destination", "endpoints")
+                if getattr(e, side) is not None
+            },
+        )
+        for e in profile.exceptions
+    )
     return replace(profile, exceptions=exceptions)

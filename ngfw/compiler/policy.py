@@ -53,8 +53,15 @@ from ngfw.model.resources import (
 from ngfw.model.validate import cross_check
 from ngfw.wire import PROTO_ANY
 
-__all__ = ["compile_resources", "compile_workload", "digest", "group_members", "load_policy", "policy_digest",
-           "workloads_by_vsys"]
+__all__ = [
+    "compile_resources",
+    "compile_workload",
+    "digest",
+    "group_members",
+    "load_policy",
+    "policy_digest",
+    "workloads_by_vsys",
+]
 
 _ACTIONS = {"allow": Action.ALLOW, "deny": Action.DENY, "reject": Action.REJECT}
 _UNKNOWN_SOURCE = "<resources>"
@@ -68,11 +75,19 @@ def load_policy(path: str | PathLike[str], version: int = 1, catalogue: Catalogu
     says so with a VirtualSystem (and no rules)."""
     resources = load_resources(path)
     if not resources:
-        raise PolicyError([f"{path}: the policy is empty: enforcing it would deny every flow (a truncated write?); "
-                           "a policy meant to deny everything defines a VirtualSystem with no rules"])
+        raise PolicyError(
+            [
+                f"{path}: the policy is empty: enforcing it would deny every flow (a truncated write?); "
+                "a policy meant to deny everything defines a VirtualSystem with no rules"
+            ]
+        )
     if not any(isinstance(item.resource, VirtualSystem) for item in resources):
-        raise PolicyError([f"{path}: the policy defines no VirtualSystem: every workload's traffic would be denied; "
-                           "define the vsys its workloads and rules belong to"])
+        raise PolicyError(
+            [
+                f"{path}: the policy defines no VirtualSystem: every workload's traffic would be denied; "
+                "define the vsys its workloads and rules belong to"
+            ]
+        )
     return compile_resources(resources, version, catalogue)
 
 
@@ -96,12 +111,12 @@ def compile_resources(
     vsys_by_name = {r.metadata.name: r for r in items if isinstance(r, VirtualSystem)}
     vsys_names = sorted(vsys_by_name)
     vsys_index = {name: i for i, name in enumerate(vsys_names)}
-    vsys_limits = tuple(VsysLimits(vsys_by_name[name].spec.limits.max_sessions,
-                                   vsys_by_name[name].spec.limits.new_sessions_per_second) for name in vsys_names)
-
-    workloads = sorted(
-        (r for r in items if isinstance(r, Workload)), key=lambda w: (w.metadata.vsys, w.metadata.name)
+    vsys_limits = tuple(
+        VsysLimits(vsys_by_name[name].spec.limits.max_sessions, vsys_by_name[name].spec.limits.new_sessions_per_second)
+        for name in vsys_names
     )
+
+    workloads = sorted((r for r in items if isinstance(r, Workload)), key=lambda w: (w.metadata.vsys, w.metadata.name))
     workload_index = {(w.metadata.vsys, w.metadata.name): i for i, w in enumerate(workloads)}
     by_vsys = workloads_by_vsys(workloads)
     groups = {
@@ -123,28 +138,45 @@ def compile_resources(
             return -1
         key = (vsys, rule.inspect)
         if key not in profile_index:
-            found = next((r for r in items if isinstance(r, ThreatProfile) and r.metadata.vsys == vsys
-                          and r.metadata.name == rule.inspect), None)
-            if found is None:   # `default` without a resource of that name: every set, as written
+            found = next(
+                (
+                    r
+                    for r in items
+                    if isinstance(r, ThreatProfile) and r.metadata.vsys == vsys and r.metadata.name == rule.inspect
+                ),
+                None,
+            )
+            if found is None:  # `default` without a resource of that name: every set, as written
                 profiles.append(CompiledProfile(rule.inspect, vsys_index[vsys]))
             else:
-                profiles.append(CompiledProfile(rule.inspect, vsys_index[vsys], tuple(found.spec.signatures),
-                                                found.spec.action, found.spec.depth,
-                                                _exceptions(found, vsys, workload_index, groups),
-                                                parse_threshold_config(found.spec.thresholds),
-                                                capture=found.spec.capture.packets if found.spec.capture else 0))
+                profiles.append(
+                    CompiledProfile(
+                        rule.inspect,
+                        vsys_index[vsys],
+                        tuple(found.spec.signatures),
+                        found.spec.action,
+                        found.spec.depth,
+                        _exceptions(found, vsys, workload_index, groups),
+                        parse_threshold_config(found.spec.thresholds),
+                        capture=found.spec.capture.packets if found.spec.capture else 0,
+                    )
+                )
             profile_index[key] = len(profiles) - 1
         return profile_index[key]
 
     for vsys in vsys_names:
-        for loaded_policy in (x for x in loaded if isinstance(x.resource, SecurityPolicy)
-                              and x.resource.metadata.vsys == vsys):
+        for loaded_policy in (
+            x for x in loaded if isinstance(x.resource, SecurityPolicy) and x.resource.metadata.vsys == vsys
+        ):
             policy = loaded_policy.resource
             assert isinstance(policy, SecurityPolicy)
             for number, rule in enumerate(policy.spec.rules):
                 apps = _applications(rule, catalogue, loaded_policy, number, app_problems)
-                rules.append(_compile_rule(rule, vsys, vsys_index[vsys], workload_index, groups, apps,
-                                           profile_of(rule, vsys), user_groups))
+                rules.append(
+                    _compile_rule(
+                        rule, vsys, vsys_index[vsys], workload_index, groups, apps, profile_of(rule, vsys), user_groups
+                    )
+                )
     if app_problems:
         raise PolicyError(app_problems)
 
@@ -168,20 +200,30 @@ def compile_resources(
     )
 
 
-def _exceptions(profile: ThreatProfile, vsys: str, workload_index: dict[tuple[str, str], int],
-                groups: dict[tuple[str, str], frozenset[int]]) -> tuple[CompiledException, ...]:
+def _exceptions(
+    profile: ThreatProfile,
+    vsys: str,
+    workload_index: dict[tuple[str, str], int],
+    groups: dict[tuple[str, str], frozenset[int]],
+) -> tuple[CompiledException, ...]:
     out = []
     for index, exception in enumerate(profile.spec.exceptions):
         gid, sid = parse_sid(exception.sid)
-        sides = {side: _address_set(items, vsys, workload_index, groups) if items else None
-                 for side, items in (("source", exception.source), ("destination", exception.destination),
-                                     ("endpoints", exception.endpoints))}
+        sides = {
+            side: _address_set(items, vsys, workload_index, groups) if items else None
+            for side, items in (
+                ("source", exception.source),
+                ("destination", exception.destination),
+                ("endpoints", exception.endpoints),
+            )
+        }
         out.append(CompiledException(gid, sid, index, **sides))
     return tuple(out)
 
 
-def _applications(rule: Rule, catalogue: Catalogue, loaded: LoadedResource, number: int,
-                  problems: list[str]) -> frozenset[int]:
+def _applications(
+    rule: Rule, catalogue: Catalogue, loaded: LoadedResource, number: int, problems: list[str]
+) -> frozenset[int]:
     """App ids a rule names (empty: any), each name checked against the catalogue."""
     if rule.applications == ["any"]:
         return frozenset()
@@ -189,8 +231,12 @@ def _applications(rule: Rule, catalogue: Catalogue, loaded: LoadedResource, numb
     for i, name in enumerate(rule.applications):
         app_id = catalogue.by_name.get(name)
         if app_id is None:
-            problems.append(loaded.problem(f"spec.rules[{number}].applications[{i}]",
-                                           f"unknown application {name!r} (see `ngfw apps` or rules/apps/)"))
+            problems.append(
+                loaded.problem(
+                    f"spec.rules[{number}].applications[{i}]",
+                    f"unknown application {name!r} (see `ngfw apps` or rules/apps/)",
+                )
+            )
         else:
             ids.add(app_id)
     return frozenset(ids)
@@ -306,7 +352,7 @@ def _users(rule: Rule, vsys: str, user_groups: dict[tuple[str, str], UserGroup])
     changes them) and its directory group's principal (whose members control resolves and hosts look up)."""
     if rule.users == ["any"]:
         return _RuleUsers()
-    principals: dict[int, int] = {}   # principal -> the first item naming it
+    principals: dict[int, int] = {}  # principal -> the first item naming it
     known = unknown = -1
     for index, item in enumerate(rule.users):
         ref = syntax.parse_user_ref(item)
@@ -357,4 +403,3 @@ def _services(items: Iterable[str]) -> tuple[Service, ...]:
             return ()  # `any` anywhere in the list: every service
         services[Service(spec.proto, spec.port_lo, spec.port_hi)] = None
     return tuple(services)
-

@@ -27,7 +27,7 @@ from ngfw.model.files import NoPolicyFiles, policy_files
 from ngfw.values import replace
 
 HERE = Path(__file__).resolve().parent
-SOURCES = (HERE, HERE.parent / "model")   # what decides how a file compiles
+SOURCES = (HERE, HERE.parent / "model")  # what decides how a file compiles
 
 
 def _key(path: Path) -> str | None:
@@ -41,7 +41,7 @@ def _key(path: Path) -> str | None:
             h.update(source.name.encode() + b"\0" + source.read_bytes() + b"\0")
     for file in files:
         h.update(str(file).encode() + b"\0" + file.read_bytes() + b"\0")
-    for catalogue_file in catalogue_files(DEFAULT_CATALOGUE):   # the app ids rules name
+    for catalogue_file in catalogue_files(DEFAULT_CATALOGUE):  # the app ids rules name
         h.update(catalogue_file.encode() + b"\0" + Path(catalogue_file).read_bytes() + b"\0")
     return h.hexdigest()
 
@@ -74,5 +74,5 @@ def load_policy_cached(path: str | os.PathLike[str], version: int = 1) -> Compil
                 pickle.dump(kept, f, protocol=pickle.HIGHEST_PROTOCOL)
             os.replace(tmp, stored)
         except OSError:
-            pass   # a cache that cannot be written only costs time
+            pass  # a cache that cannot be written only costs time
     return policy

@@ -56,7 +56,7 @@ def rules_check(
     try:
         # what the dataplane would run: the engine refuses buffers it does not fill and regexes PCRE2 refuses
         ruleset = engine_check(ruleset)
-    except FastpathMissing:   # no compiled fastpath: the compiler's verdict alone
+    except FastpathMissing:  # no compiled fastpath: the compiler's verdict alone
         pass
     named: list[dict[str, object]] = []
     if policy is not None:
@@ -111,19 +111,39 @@ def profile_signatures(policy: object, ruleset: RuleSet) -> list[dict[str, objec
         for index, e in enumerate(resource.spec.exceptions):
             gid, sid = parse_sid(e.sid)
             status, what = describe(gid, sid)
-            where = "; ".join(f"{name} {', '.join(side)}" for name, side in
-                              (("source", e.source), ("destination", e.destination), ("either endpoint", e.endpoints))
-                              if side)
-            out.append({"profile": label, "field": f"spec.exceptions[{index}]", "signature": f"{gid}:{sid}",
-                        "status": status,
-                        "what": f"{what} does not run" + (f" for {where}" if where else "")
-                        if status != "unknown" else what})
+            where = "; ".join(
+                f"{name} {', '.join(side)}"
+                for name, side in (
+                    ("source", e.source),
+                    ("destination", e.destination),
+                    ("either endpoint", e.endpoints),
+                )
+                if side
+            )
+            out.append(
+                {
+                    "profile": label,
+                    "field": f"spec.exceptions[{index}]",
+                    "signature": f"{gid}:{sid}",
+                    "status": status,
+                    "what": f"{what} does not run" + (f" for {where}" if where else "")
+                    if status != "unknown"
+                    else what,
+                }
+            )
         for t in parse_threshold_config(resource.spec.thresholds):
             if not t.sid:
                 continue
             status, what = describe(t.gid, t.sid)
-            out.append({"profile": label, "field": f"spec.thresholds line {t.line}", "signature": f"{t.gid}:{t.sid}",
-                        "status": status, "what": f"{what}: {t.kind}" if status != "unknown" else what})
+            out.append(
+                {
+                    "profile": label,
+                    "field": f"spec.thresholds line {t.line}",
+                    "signature": f"{t.gid}:{t.sid}",
+                    "status": status,
+                    "what": f"{what}: {t.kind}" if status != "unknown" else what,
+                }
+            )
     return out
 
 
@@ -138,8 +158,10 @@ def _summary(ruleset: RuleSet) -> dict[str, object]:
 def _print_text(ruleset: RuleSet, out: TextIO, verbose: bool) -> None:
     total = len(ruleset.rules) + len(ruleset.skipped)
     share = f" ({100.0 * len(ruleset.rules) / total:.1f}%)" if total else ""
-    out.write(f"loaded {len(ruleset.rules)} of {total} rules{share}, skipped {len(ruleset.skipped)} "
-              f"in {ruleset.seconds:.1f} s\n")
+    out.write(
+        f"loaded {len(ruleset.rules)} of {total} rules{share}, skipped {len(ruleset.skipped)} "
+        f"in {ruleset.seconds:.1f} s\n"
+    )
     reasons = ruleset.counts_by_reason()
     if reasons:
         width = len(str(max(reasons.values())))
@@ -154,8 +176,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `ngfw rules check`, for the `ngfw` command's subparser."""
     parser.add_argument("files", nargs="+", metavar="FILE", help="Suricata rule files")
     parser.add_argument("--json", action="store_true", help='print {"loaded": N, "skipped": M, "reasons": {...}}')
-    parser.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
-                        help="set a rule variable, e.g. HOME_NET=[10.0.0.0/8] (repeatable)")
+    parser.add_argument(
+        "--var",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set a rule variable, e.g. HOME_NET=[10.0.0.0/8] (repeatable)",
+    )
     parser.add_argument("--verbose", "-v", action="store_true", help="list every skipped rule with file, line, sid")
 
 

@@ -21,7 +21,7 @@ import tarfile
 import zlib
 from pathlib import Path
 
-MAX_ARCHIVE_BYTES = 256 << 20    # uncompressed; ET Open is ~30 MB
+MAX_ARCHIVE_BYTES = 256 << 20  # uncompressed; ET Open is ~30 MB
 MAX_FILES = 10_000
 _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,200}\.rules$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")

@@ -31,11 +31,17 @@ SUPPRESS = "suppress"
 THRESHOLD = "threshold"
 RATE_FILTER = "rate_filter"
 
-_BASE = re.compile(r"^\s*(event_filter|threshold|rate_filter|suppress)\s+gen_id\s+(\d+)\s*,\s*sig_id\s+(\d+)\s*(.*?)\s*$")
-_THRESHOLD = re.compile(r"^,\s*type\s+(limit|both|threshold)\s*,\s*track\s+(by_dst|by_src|by_both|by_rule)\s*,"
-                        r"\s*count\s+(\d+)\s*,\s*seconds\s+(\d+)$")
-_RATE = re.compile(r"^,\s*track\s+(by_dst|by_src|by_both|by_rule)\s*,\s*count\s+(\d+)\s*,\s*seconds\s+(\d+)\s*,"
-                   r"\s*new_action\s+(\w+)\s*,\s*timeout\s+(\d+)$")
+_BASE = re.compile(
+    r"^\s*(event_filter|threshold|rate_filter|suppress)\s+gen_id\s+(\d+)\s*,\s*sig_id\s+(\d+)\s*(.*?)\s*$"
+)
+_THRESHOLD = re.compile(
+    r"^,\s*type\s+(limit|both|threshold)\s*,\s*track\s+(by_dst|by_src|by_both|by_rule)\s*,"
+    r"\s*count\s+(\d+)\s*,\s*seconds\s+(\d+)$"
+)
+_RATE = re.compile(
+    r"^,\s*track\s+(by_dst|by_src|by_both|by_rule)\s*,\s*count\s+(\d+)\s*,\s*seconds\s+(\d+)\s*,"
+    r"\s*new_action\s+(\w+)\s*,\s*timeout\s+(\d+)$"
+)
 _SUPPRESS = re.compile(r"^,\s*track\s+(by_dst|by_src|by_either)\s*,\s*ip\s+(.+)$")
 _U32 = (1 << 32) - 1
 NEW_ACTIONS = ("alert", "drop", "reject", "pass")
@@ -47,24 +53,29 @@ class ThresholdEntry:
     is 0 too). `v4`/`v6`: a suppress line's `ip`, as inclusive integer ranges (empty: no `ip`, the
     rule's alerts are suppressed wherever they come from)."""
 
-    kind: str                   # suppress | threshold | rate_filter
+    kind: str  # suppress | threshold | rate_filter
     gid: int
     sid: int
-    line: int                   # 1-based, in the text it came from
+    line: int  # 1-based, in the text it came from
     text: str
-    type: str = ""              # threshold: limit | threshold | both
-    track: str = ""             # by_src | by_dst | by_both | by_rule | by_either (suppress)
+    type: str = ""  # threshold: limit | threshold | both
+    track: str = ""  # by_src | by_dst | by_both | by_rule | by_either (suppress)
     count: int = 0
     seconds: int = 0
-    new_action: str = ""        # rate_filter
-    timeout: int = 0            # rate_filter: seconds the new action lasts
+    new_action: str = ""  # rate_filter
+    timeout: int = 0  # rate_filter: seconds the new action lasts
     v4: tuple[IntRange, ...] = ()
     v6: tuple[IntRange, ...] = ()
 
     @property
     def signature(self) -> str:
-        return "every rule" if self.sid == 0 and self.gid == 0 else \
-            f"every rule of gid {self.gid}" if self.sid == 0 else f"{self.gid}:{self.sid}"
+        return (
+            "every rule"
+            if self.sid == 0 and self.gid == 0
+            else f"every rule of gid {self.gid}"
+            if self.sid == 0
+            else f"{self.gid}:{self.sid}"
+        )
 
 
 class ThresholdConfigError(ValueError):
@@ -110,48 +121,81 @@ def _number(text: str, what: str, number: int, line: str) -> int:
 def parse_line(number: int, line: str) -> ThresholdEntry:
     base = _BASE.match(line)
     if base is None:
-        raise ThresholdConfigError(number, line, "expected `suppress|threshold|event_filter|rate_filter gen_id N, "
-                                                 "sig_id N, ...` (lower case, as Suricata reads it)")
+        raise ThresholdConfigError(
+            number,
+            line,
+            "expected `suppress|threshold|event_filter|rate_filter gen_id N, "
+            "sig_id N, ...` (lower case, as Suricata reads it)",
+        )
     word, gid_text, sid_text, rest = base.groups()
     gid = _number(gid_text, "gen_id", number, line)
     sid = _number(sid_text, "sig_id", number, line)
     if sid and not gid:
-        raise ThresholdConfigError(number, line, f"sig_id {sid} needs its gen_id (normally 1): gen_id 0 is for "
-                                                 "sig_id 0 only (every rule)")
+        raise ThresholdConfigError(
+            number, line, f"sig_id {sid} needs its gen_id (normally 1): gen_id 0 is for sig_id 0 only (every rule)"
+        )
     if word == SUPPRESS:
         if not rest:
             return ThresholdEntry(SUPPRESS, gid, sid, number, line)
         found = _SUPPRESS.match(rest)
         if found is None:
-            raise ThresholdConfigError(number, line, "a suppress line continues with `, track by_src|by_dst|by_either, "
-                                                     "ip ADDRESSES` or ends after sig_id")
+            raise ThresholdConfigError(
+                number,
+                line,
+                "a suppress line continues with `, track by_src|by_dst|by_either, ip ADDRESSES` or ends after sig_id",
+            )
         track, addresses = found.groups()
         v4, v6 = _addresses(addresses, number, line)
         return ThresholdEntry(SUPPRESS, gid, sid, number, line, track=track, v4=v4, v6=v6)
     if word == RATE_FILTER:
         found = _RATE.match(rest)
         if found is None:
-            raise ThresholdConfigError(number, line, "expected `rate_filter gen_id N, sig_id N, track by_src|by_dst|"
-                                                     "by_both|by_rule, count N, seconds N, new_action ACTION, "
-                                                     "timeout N`")
+            raise ThresholdConfigError(
+                number,
+                line,
+                "expected `rate_filter gen_id N, sig_id N, track by_src|by_dst|"
+                "by_both|by_rule, count N, seconds N, new_action ACTION, "
+                "timeout N`",
+            )
         track, count, seconds, action, timeout = found.groups()
         if action not in NEW_ACTIONS:
             why = " (Suricata 7 accepts it and does nothing with it)" if action in ("log", "sdrop") else ""
-            raise ThresholdConfigError(number, line, f"new_action {action!r} is not one of "
-                                                     f"{', '.join(NEW_ACTIONS)}{why}")
-        entry = ThresholdEntry(RATE_FILTER, gid, sid, number, line, track=track,
-                               count=_number(count, "count", number, line),
-                               seconds=_number(seconds, "seconds", number, line), new_action=action,
-                               timeout=_number(timeout, "timeout", number, line))
+            raise ThresholdConfigError(
+                number, line, f"new_action {action!r} is not one of {', '.join(NEW_ACTIONS)}{why}"
+            )
+        entry = ThresholdEntry(
+            RATE_FILTER,
+            gid,
+            sid,
+            number,
+            line,
+            track=track,
+            count=_number(count, "count", number, line),
+            seconds=_number(seconds, "seconds", number, line),
+            new_action=action,
+            timeout=_number(timeout, "timeout", number, line),
+        )
     else:  # threshold and its other name, event_filter
         found = _THRESHOLD.match(rest)
         if found is None:
-            raise ThresholdConfigError(number, line, f"expected `{word} gen_id N, sig_id N, type limit|threshold|both, "
-                                                     "track by_src|by_dst|by_both|by_rule, count N, seconds N`")
+            raise ThresholdConfigError(
+                number,
+                line,
+                f"expected `{word} gen_id N, sig_id N, type limit|threshold|both, "
+                "track by_src|by_dst|by_both|by_rule, count N, seconds N`",
+            )
         kind, track, count, seconds = found.groups()
-        entry = ThresholdEntry(THRESHOLD, gid, sid, number, line, type=kind, track=track,
-                               count=_number(count, "count", number, line),
-                               seconds=_number(seconds, "seconds", number, line))
+        entry = ThresholdEntry(
+            THRESHOLD,
+            gid,
+            sid,
+            number,
+            line,
+            type=kind,
+            track=track,
+            count=_number(count, "count", number, line),
+            seconds=_number(seconds, "seconds", number, line),
+        )
     if entry.count == 0:
         raise ThresholdConfigError(number, line, "count must be at least 1")
     return entry
@@ -160,8 +204,12 @@ def parse_line(number: int, line: str) -> ThresholdEntry:
 def _addresses(text: str, number: int, line: str) -> tuple[tuple[IntRange, ...], tuple[IntRange, ...]]:
     compact = "".join(text.split())
     if "$" in compact:
-        raise ThresholdConfigError(number, line, "address variables ($HOME_NET, ...) are not taken in a policy: the "
-                                                 "dataplanes' --var may differ; write the addresses")
+        raise ThresholdConfigError(
+            number,
+            line,
+            "address variables ($HOME_NET, ...) are not taken in a policy: the "
+            "dataplanes' --var may differ; write the addresses",
+        )
     try:
         found = _address_expression(compact)
     except ValueError as exc:
@@ -186,8 +234,12 @@ def _address_expression(text: str) -> dict[int, tuple[IntRange, ...]]:
             into = negative if member.startswith("!") else positive
             for v, ranges in _address_expression(member.lstrip("!")).items():
                 into[v].extend(ranges)
-        return {v: _subtract(_merge(positive[v]) if positive[v] else (_FULL[v],), _merge(negative[v]))
-                if positive[v] or negative[v] else () for v in (4, 6)}
+        return {
+            v: _subtract(_merge(positive[v]) if positive[v] else (_FULL[v],), _merge(negative[v]))
+            if positive[v] or negative[v]
+            else ()
+            for v in (4, 6)
+        }
     try:
         if "-" in text:
             first, last = (ipaddress.ip_address(part) for part in text.split("-", 1))

@@ -47,10 +47,19 @@ class Applied:
 
 
 class Agent:
-    def __init__(self, client: ControlClient, host: str, apply: ApplyFn, *,
-                 apply_identity: ApplyFn | None = None, wait: float = 20.0, retry_interval: float = 0.5,
-                 cache_path: str | Path | None = None, signature_cache: SignatureCache | None = None,
-                 running_signatures: Callable[[], dict[str, str]] | None = None) -> None:
+    def __init__(
+        self,
+        client: ControlClient,
+        host: str,
+        apply: ApplyFn,
+        *,
+        apply_identity: ApplyFn | None = None,
+        wait: float = 20.0,
+        retry_interval: float = 0.5,
+        cache_path: str | Path | None = None,
+        signature_cache: SignatureCache | None = None,
+        running_signatures: Callable[[], dict[str, str]] | None = None,
+    ) -> None:
         """`apply_identity` (default: `apply`) gets bundles that changed only Workloads (same version),
         for a dataplane that can update its identity tables without rebuilding rule tables.
         `signature_cache`: where the signature sets a bundle names are fetched to (and verified) before
@@ -101,8 +110,12 @@ class Agent:
                 self.connected = True
             except ControlUnreachable as exc:
                 if self.connected or not self.last_error:
-                    log.warning("agent %s: %s; keeping version %s", self.host, exc,
-                                self.current.version if self.current else "none")
+                    log.warning(
+                        "agent %s: %s; keeping version %s",
+                        self.host,
+                        exc,
+                        self.current.version if self.current else "none",
+                    )
                 self.connected = False
                 self.last_error = str(exc)
                 self._ack_pending = self.current is not None  # say what we run once control is back
@@ -125,7 +138,7 @@ class Agent:
         try:
             return self.handle(bundle)
         except ControlUnreachable:
-            self._seen_hash = previous   # a signature set could not be fetched: ask for this bundle again
+            self._seen_hash = previous  # a signature set could not be fetched: ask for this bundle again
             raise
 
     def handle(self, bundle: dict[str, Any], report: bool = True) -> bool:
@@ -145,17 +158,32 @@ class Agent:
         if not whole and (computed != claimed or self.current is None or self.current.version != version):
             # not an update of what runs here (control's store was replaced?): fetch the whole bundle,
             # which is verified on its own
-            log.warning("agent %s: identity update %d of version %d does not verify against the policy "
-                        "running here; fetching the whole bundle", self.host, identity, version)
+            log.warning(
+                "agent %s: identity update %d of version %d does not verify against the policy "
+                "running here; fetching the whole bundle",
+                self.host,
+                identity,
+                version,
+            )
             self._want_full, self._seen_hash = True, None
             return False
         if computed != claimed:
-            return self._refuse(version, identity, claimed, "refused",
-                                f"hash mismatch: the bundle says {claimed}, its documents hash to {computed}", report)
+            return self._refuse(
+                version,
+                identity,
+                claimed,
+                "refused",
+                f"hash mismatch: the bundle says {claimed}, its documents hash to {computed}",
+                report,
+            )
         self._want_full = False
         started = time.perf_counter()
-        identity_only = (self.current is not None and self.current.version == version and self.policy is not None
-                         and policy_hash == self._policy_hash)
+        identity_only = (
+            self.current is not None
+            and self.current.version == version
+            and self.policy is not None
+            and policy_hash == self._policy_hash
+        )
         policy: CompiledPolicy | None = None
         if identity_only:
             assert self.policy is not None
@@ -182,8 +210,14 @@ class Agent:
             self.current, self.policy = applied, policy
             self._policy_documents, self._policy_hash = policy_documents, policy_hash
             self._changed.notify_all()
-        log.info("agent %s: version %d identity %d applied in %.3f s (sha256 %s)", self.host, version, identity,
-                 time.perf_counter() - started, claimed[:12])
+        log.info(
+            "agent %s: version %d identity %d applied in %.3f s (sha256 %s)",
+            self.host,
+            version,
+            identity,
+            time.perf_counter() - started,
+            claimed[:12],
+        )
         try:
             if report:
                 self._ack(applied, "applied")
@@ -222,8 +256,10 @@ class Agent:
             try:
                 self.signature_cache.add(digest, decompress(data))
             except ArchiveError as exc:
-                return (f"signature set {name} does not verify: {exc} (what control sent is corrupted); the running "
-                        "signature sets stay")
+                return (
+                    f"signature set {name} does not verify: {exc} (what control sent is corrupted); the running "
+                    "signature sets stay"
+                )
             except OSError as exc:
                 return f"signature set {name} cannot be cached in {self.signature_cache.directory}: {exc}"
             log.info("agent %s: signature set %s (sha256 %s) fetched and verified", self.host, name, digest[:12])
@@ -257,7 +293,7 @@ class Agent:
             return False
         try:
             ok = self.handle(bundle, report=False)
-        except (ControlUnreachable, ControlError) as exc:   # a signature set it names is not cached, control is down
+        except (ControlUnreachable, ControlError) as exc:  # a signature set it names is not cached, control is down
             log.warning("agent %s: cached bundle %s not enforced: %s", self.host, self.cache_path, exc)
             return False
         if ok:
@@ -277,9 +313,17 @@ class Agent:
             log.warning("agent %s: cannot cache the bundle in %s: %s", self.host, self.cache_path, exc)
 
 
-def start_dataplane_agent(dataplane: Any, control_url: str, host: str, token: str | None,
-                          cache_path: str | None = None, *, ca_file: str | None = None,
-                          client_cert: str | None = None, client_key: str | None = None) -> Agent:
+def start_dataplane_agent(
+    dataplane: Any,
+    control_url: str,
+    host: str,
+    token: str | None,
+    cache_path: str | None = None,
+    *,
+    ca_file: str | None = None,
+    client_cert: str | None = None,
+    client_key: str | None = None,
+) -> Agent:
     """Run an agent that feeds `ngfw dataplane`: its compiled policies go to `Dataplane.load`.
     `ca_file`, `client_cert`, `client_key`: TLS with control (ValueError naming a file that cannot be used)."""
 
@@ -291,8 +335,15 @@ def start_dataplane_agent(dataplane: Any, control_url: str, host: str, token: st
         return ControlClient(control_url, token, ca_file=ca_file, client_cert=client_cert, client_key=client_key)
 
     bundles = client()  # a CA or certificate that cannot be used stops the start here, naming the file
-    agent = Agent(bundles, host, apply, apply_identity=dataplane.apply_identity, cache_path=cache_path,
-                  signature_cache=dataplane.signature_cache, running_signatures=dataplane.signature_hashes)
+    agent = Agent(
+        bundles,
+        host,
+        apply,
+        apply_identity=dataplane.apply_identity,
+        cache_path=cache_path,
+        signature_cache=dataplane.signature_cache,
+        running_signatures=dataplane.signature_hashes,
+    )
     agent.start()
     from ngfw.dataplane.migration import start_migration_agent
 

@@ -27,8 +27,10 @@ from pathlib import Path
 
 from ngfw.model import syntax
 
-ROLE_PATTERN = re.compile(r"^(security-admin|vm-operator|user-mapper|viewer|tenant-admin:(?P<vsys>[^:\s]+)"
-                          r"|dataplane(:(?P<host>\S+))?)$")
+ROLE_PATTERN = re.compile(
+    r"^(security-admin|vm-operator|user-mapper|viewer|tenant-admin:(?P<vsys>[^:\s]+)"
+    r"|dataplane(:(?P<host>\S+))?)$"
+)
 ROLES_HELP = "security-admin, tenant-admin:VSYS, vm-operator, user-mapper, viewer, dataplane[:HOST]"
 
 
@@ -80,8 +82,10 @@ class Principal:
                 return f"role {self.role} cannot change the VirtualSystem itself (its limits are a security-admin's)"
             return None
         if self.base_role == "vm-operator":
-            return (f"role {self.role} cannot change {kind} resources or commit policy; it changes Workload "
-                    "bindings and labels through the identity API (PUT /identity/workloads/VSYS/NAME)")
+            return (
+                f"role {self.role} cannot change {kind} resources or commit policy; it changes Workload "
+                "bindings and labels through the identity API (PUT /identity/workloads/VSYS/NAME)"
+            )
         return f"role {self.role} cannot change the configuration"
 
     def may_commit(self) -> str | None:
@@ -90,7 +94,9 @@ class Principal:
         return f"role {self.role} cannot commit policy"
 
     def may_rollback(self) -> str | None:
-        return None if self.base_role == "security-admin" else f"role {self.role} cannot roll back (security-admin only)"
+        return (
+            None if self.base_role == "security-admin" else f"role {self.role} cannot roll back (security-admin only)"
+        )
 
     def may_change_identity(self, vsys: str) -> str | None:
         if self.base_role in ("security-admin", "vm-operator"):
@@ -177,7 +183,7 @@ def read_tokens(path: Path) -> list[dict[str, str]]:
         raise TokenFileError(f"{path}: cannot read tokens: {exc}") from None
     entries = data.get("tokens") if isinstance(data, dict) else None
     if not isinstance(entries, list):
-        raise TokenFileError(f"{path}: expected {{\"tokens\": [...]}}")
+        raise TokenFileError(f'{path}: expected {{"tokens": [...]}}')
     for entry in entries:
         if not isinstance(entry, dict) or not {"name", "role", "sha256"} <= entry.keys():
             raise TokenFileError(f"{path}: every token needs name, role and sha256 (got {entry!r})")
@@ -193,8 +199,14 @@ def add_token(path: str | Path, name: str, role: str) -> str:
     if any(e["name"] == name for e in entries):
         raise TokenFileError(f"{path}: a token named {name!r} exists (remove it first)")
     token = secrets.token_urlsafe(32)
-    entries.append({"name": name, "role": role, "sha256": token_digest(token), "created": time.strftime(
-        "%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    entries.append(
+        {
+            "name": name,
+            "role": role,
+            "sha256": token_digest(token),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+    )
     _write(path, entries)
     return token
 

@@ -18,51 +18,107 @@ if TYPE_CHECKING:
     from typing import Any
 
 DEFAULT_CONTROL = "http://127.0.0.1:9660"
-COMMANDS = ("control", "apply", "diff", "commit", "rollback", "status", "migrate", "explain", "discard", "rebase", "history",
-            "audit", "get", "delete", "users")
+COMMANDS = (
+    "control",
+    "apply",
+    "diff",
+    "commit",
+    "rollback",
+    "status",
+    "migrate",
+    "explain",
+    "discard",
+    "rebase",
+    "history",
+    "audit",
+    "get",
+    "delete",
+    "users",
+)
 # `ngfw get/delete KIND`: what a user may type -> the resource kind
 KIND_NAMES = {
-    "virtualsystem": "VirtualSystem", "virtualsystems": "VirtualSystem", "vsys": "VirtualSystem",
-    "workload": "Workload", "workloads": "Workload", "vm": "Workload", "vms": "Workload",
-    "group": "Group", "groups": "Group",
-    "securitypolicy": "SecurityPolicy", "securitypolicies": "SecurityPolicy", "policy": "SecurityPolicy",
+    "virtualsystem": "VirtualSystem",
+    "virtualsystems": "VirtualSystem",
+    "vsys": "VirtualSystem",
+    "workload": "Workload",
+    "workloads": "Workload",
+    "vm": "Workload",
+    "vms": "Workload",
+    "group": "Group",
+    "groups": "Group",
+    "securitypolicy": "SecurityPolicy",
+    "securitypolicies": "SecurityPolicy",
+    "policy": "SecurityPolicy",
     "policies": "SecurityPolicy",
-    "threatprofile": "ThreatProfile", "threatprofiles": "ThreatProfile",
-    "signatureset": "SignatureSet", "signaturesets": "SignatureSet",
-    "usergroup": "UserGroup", "usergroups": "UserGroup", "usersource": "UserSource", "usersources": "UserSource",
+    "threatprofile": "ThreatProfile",
+    "threatprofiles": "ThreatProfile",
+    "signatureset": "SignatureSet",
+    "signaturesets": "SignatureSet",
+    "usergroup": "UserGroup",
+    "usergroups": "UserGroup",
+    "usersource": "UserSource",
+    "usersources": "UserSource",
 }
 
 
 def client_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--control", default=os.environ.get("NGFW_CONTROL", DEFAULT_CONTROL), metavar="URL",
-                        help=f"control API, http:// or https:// (default $NGFW_CONTROL or {DEFAULT_CONTROL})")
+    parser.add_argument(
+        "--control",
+        default=os.environ.get("NGFW_CONTROL", DEFAULT_CONTROL),
+        metavar="URL",
+        help=f"control API, http:// or https:// (default $NGFW_CONTROL or {DEFAULT_CONTROL})",
+    )
     parser.add_argument("--token-file", metavar="FILE", help="file holding the bearer token (default $NGFW_TOKEN)")
-    parser.add_argument("--ca-file", default=os.environ.get("NGFW_CA_FILE") or None, metavar="FILE",
-                        help="CA certificate(s) (PEM) that control's https certificate must chain to "
-                             "(default $NGFW_CA_FILE, else the system's CAs)")
+    parser.add_argument(
+        "--ca-file",
+        default=os.environ.get("NGFW_CA_FILE") or None,
+        metavar="FILE",
+        help="CA certificate(s) (PEM) that control's https certificate must chain to "
+        "(default $NGFW_CA_FILE, else the system's CAs)",
+    )
 
 
 def register(sub: Any) -> None:
     """Add the control-plane subcommands to `ngfw`'s subparsers."""
     ctl = sub.add_parser("control", help="run the control daemon (HTTP+JSON API), or manage its tokens")
-    ctl.add_argument("--config", metavar="FILE",
-                     help="read settings from a YAML file (the systemd unit's /etc/ngfw/control.yaml): each key is "
-                          "an option of this command, e.g. `listen: 10.0.0.5:9660`; options on the command line win")
+    ctl.add_argument(
+        "--config",
+        metavar="FILE",
+        help="read settings from a YAML file (the systemd unit's /etc/ngfw/control.yaml): each key is "
+        "an option of this command, e.g. `listen: 10.0.0.5:9660`; options on the command line win",
+    )
     ctl.add_argument("--listen", default="127.0.0.1:9660", metavar="HOST:PORT", help="API address (127.0.0.1:9660)")
-    ctl.add_argument("--store", default="sqlite:///var/lib/ngfw/control.db", metavar="URL",
-                     help="sqlite:///PATH (default sqlite:///var/lib/ngfw/control.db) or etcd://HOST:PORT[/PREFIX]")
-    ctl.add_argument("--tokens", default="/etc/ngfw/tokens.json", metavar="FILE",
-                     help="tokens file: names, roles and sha256 digests (/etc/ngfw/tokens.json)")
+    ctl.add_argument(
+        "--store",
+        default="sqlite:///var/lib/ngfw/control.db",
+        metavar="URL",
+        help="sqlite:///PATH (default sqlite:///var/lib/ngfw/control.db) or etcd://HOST:PORT[/PREFIX]",
+    )
+    ctl.add_argument(
+        "--tokens",
+        default="/etc/ngfw/tokens.json",
+        metavar="FILE",
+        help="tokens file: names, roles and sha256 digests (/etc/ngfw/tokens.json)",
+    )
     ctl.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate (PEM, chain included)")
     ctl.add_argument("--tls-key", metavar="FILE", help="the private key of --tls-cert (PEM, unencrypted)")
-    ctl.add_argument("--client-ca", metavar="FILE",
-                     help="accept client certificates signed by this CA (PEM) as dataplane:HOST, HOST being the "
-                          "certificate's CN (else its first DNS name); bearer tokens keep working")
-    ctl.add_argument("--syslog", metavar="HOST:PORT",
-                     help="receive syslog (UDP and TCP, RFC 3164/5424) on HOST:PORT: logins and logouts the "
-                          "UserSources' syslog profiles match map users to addresses (User-ID)")
-    ctl.add_argument("--insecure-http", action="store_true",
-                     help="serve plain HTTP on a non-loopback --listen address (tokens cross the network in clear)")
+    ctl.add_argument(
+        "--client-ca",
+        metavar="FILE",
+        help="accept client certificates signed by this CA (PEM) as dataplane:HOST, HOST being the "
+        "certificate's CN (else its first DNS name); bearer tokens keep working",
+    )
+    ctl.add_argument(
+        "--syslog",
+        metavar="HOST:PORT",
+        help="receive syslog (UDP and TCP, RFC 3164/5424) on HOST:PORT: logins and logouts the "
+        "UserSources' syslog profiles match map users to addresses (User-ID)",
+    )
+    ctl.add_argument(
+        "--insecure-http",
+        action="store_true",
+        help="serve plain HTTP on a non-loopback --listen address (tokens cross the network in clear)",
+    )
     ctl_sub = ctl.add_subparsers(dest="control_command")
     token = ctl_sub.add_parser("token", help="add, list or remove API tokens")
     token_sub = token.add_subparsers(dest="token_command", required=True)
@@ -74,10 +130,19 @@ def register(sub: Any) -> None:
     remove.add_argument("name")
 
     apply = sub.add_parser("apply", help="put resources from YAML files into your candidate configuration")
-    apply.add_argument("-f", "--filename", action="append", required=True, metavar="FILE|DIR",
-                       help="YAML file or directory (repeatable)")
-    apply.add_argument("--identity", action="store_true",
-                       help="Workloads only: change bindings/labels at once, without a commit (vm-operator)")
+    apply.add_argument(
+        "-f",
+        "--filename",
+        action="append",
+        required=True,
+        metavar="FILE|DIR",
+        help="YAML file or directory (repeatable)",
+    )
+    apply.add_argument(
+        "--identity",
+        action="store_true",
+        help="Workloads only: change bindings/labels at once, without a commit (vm-operator)",
+    )
     client_options(apply)
 
     diff = sub.add_parser("diff", help="diff two configurations (default: running vs your candidate)")
@@ -120,30 +185,46 @@ def register(sub: Any) -> None:
 
     status = sub.add_parser("status", help="which version every host runs, and migrations in progress")
     status.add_argument("--json", action="store_true")
-    status.add_argument("--wait", type=int, metavar="VERSION",
-                        help="wait until every host runs VERSION (or a later one): exit 0 then, 1 (naming the "
-                             "hosts) if one refuses it or some are still behind after --timeout")
+    status.add_argument(
+        "--wait",
+        type=int,
+        metavar="VERSION",
+        help="wait until every host runs VERSION (or a later one): exit 0 then, 1 (naming the "
+        "hosts) if one refuses it or some are still behind after --timeout",
+    )
     status.add_argument("--timeout", type=float, default=60.0, metavar="S", help="for --wait (default 60 s)")
     client_options(status)
 
     get = sub.add_parser("get", help="running resources: one per line, or the documents (-o yaml|json)")
-    get.add_argument("kind", metavar="KIND", help="VirtualSystem, Workload, Group, SecurityPolicy, ThreatProfile, "
-                                                  "SignatureSet, UserGroup or UserSource (any case, plural, or vsys, "
-                                                  "vm, policy)")
+    get.add_argument(
+        "kind",
+        metavar="KIND",
+        help="VirtualSystem, Workload, Group, SecurityPolicy, ThreatProfile, "
+        "SignatureSet, UserGroup or UserSource (any case, plural, or vsys, "
+        "vm, policy)",
+    )
     get.add_argument("name", nargs="?", metavar="[VSYS/]NAME", help="one resource (default: all of KIND)")
     get.add_argument("--vsys", help="only this vsys")
-    get.add_argument("-o", "--output", choices=("yaml", "json"),
-                     help="print the documents (default with NAME: yaml; without: one line each)")
+    get.add_argument(
+        "-o",
+        "--output",
+        choices=("yaml", "json"),
+        help="print the documents (default with NAME: yaml; without: one line each)",
+    )
     get.add_argument("--candidate", action="store_true", help="from your candidate instead of the running version")
     client_options(get)
 
-    delete = sub.add_parser("delete", help="delete a resource from your candidate (commit to publish); "
-                                           "--identity: remove a Workload at once, without a commit")
+    delete = sub.add_parser(
+        "delete",
+        help="delete a resource from your candidate (commit to publish); "
+        "--identity: remove a Workload at once, without a commit",
+    )
     delete.add_argument("kind", metavar="KIND")
     delete.add_argument("name", metavar="[VSYS/]NAME")
     delete.add_argument("--vsys", help="its vsys, when its name is not unique")
-    delete.add_argument("--identity", action="store_true",
-                        help="a Workload, through the identity API (vm-operator): effective at once")
+    delete.add_argument(
+        "--identity", action="store_true", help="a Workload, through the identity API (vm-operator): effective at once"
+    )
     client_options(delete)
 
     explain = sub.add_parser("explain", help="which vsys, rule and application decide a flow, and why")
@@ -156,8 +237,10 @@ def register(sub: Any) -> None:
     explain.add_argument("--json", action="store_true")
     client_options(explain)
 
-    for name, text in (("discard", "throw your candidate away"),
-                       ("rebase", "move your candidate onto the running version, keeping your changes")):
+    for name, text in (
+        ("discard", "throw your candidate away"),
+        ("rebase", "move your candidate onto the running version, keeping your changes"),
+    ):
         client_options(sub.add_parser(name, help=text))
     history = sub.add_parser("history", help="committed versions, newest first")
     history.add_argument("-n", type=int, default=20)
@@ -171,22 +254,40 @@ def register(sub: Any) -> None:
 def add_dataplane_options(parser: argparse.ArgumentParser) -> None:
     """`ngfw dataplane --control URL --host NAME [--token-file F]`."""
     parser.add_argument("--control", metavar="URL", help="take policy from ngfw control at URL (agent)")
-    parser.add_argument("--host", metavar="NAME", help="this host's name towards control (with --control) and in EVE "
-                        "records (`host`; default: the hostname)")
+    parser.add_argument(
+        "--host",
+        metavar="NAME",
+        help="this host's name towards control (with --control) and in EVE records (`host`; default: the hostname)",
+    )
     parser.add_argument("--token-file", metavar="FILE", help="dataplane token for control (default $NGFW_TOKEN)")
-    parser.add_argument("--bundle-cache", metavar="PATH",
-                        help="keep the last good bundle here; loaded at start when control is unreachable")
-    parser.add_argument("--ca-file", default=os.environ.get("NGFW_CA_FILE") or None, metavar="FILE",
-                        help="with an https:// --control: the CA (PEM) control's certificate must chain to "
-                             "(default $NGFW_CA_FILE, else the system's CAs)")
-    parser.add_argument("--client-cert", metavar="FILE",
-                        help="with an https:// --control: this host's certificate (PEM), signed by control's "
-                             "--client-ca and naming --host (CN or DNS name); replaces the token")
+    parser.add_argument(
+        "--bundle-cache",
+        metavar="PATH",
+        help="keep the last good bundle here; loaded at start when control is unreachable",
+    )
+    parser.add_argument(
+        "--ca-file",
+        default=os.environ.get("NGFW_CA_FILE") or None,
+        metavar="FILE",
+        help="with an https:// --control: the CA (PEM) control's certificate must chain to "
+        "(default $NGFW_CA_FILE, else the system's CAs)",
+    )
+    parser.add_argument(
+        "--client-cert",
+        metavar="FILE",
+        help="with an https:// --control: this host's certificate (PEM), signed by control's "
+        "--client-ca and naming --host (CN or DNS name); replaces the token",
+    )
     parser.add_argument("--client-key", metavar="FILE", help="the private key of --client-cert (PEM)")
-    parser.add_argument("--control-wait", type=float, default=0.0, metavar="SECONDS",
-                        help="at start, wait up to SECONDS for a policy from control (or --bundle-cache) and exit "
-                             "with an error if none comes (0, the default: start at once, dropping every frame "
-                             "until one comes)")
+    parser.add_argument(
+        "--control-wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="at start, wait up to SECONDS for a policy from control (or --bundle-cache) and exit "
+        "with an error if none comes (0, the default: start at once, dropping every frame "
+        "until one comes)",
+    )
 
 
 def start_dataplane_agent(dp: Any, args: argparse.Namespace) -> Any:
@@ -208,9 +309,19 @@ def start_dataplane_agent(dp: Any, args: argparse.Namespace) -> Any:
     if args.control.startswith("http://") and token and not is_loopback(address):
         logging.getLogger("ngfw.agent").warning(
             "control URL %s is plain HTTP: this host's token crosses the network in clear (use https:// with "
-            "--ca-file, and --client-cert/--client-key instead of a token)", args.control)
-    return start(dp, args.control, args.host, token, args.bundle_cache, ca_file=args.ca_file,
-                 client_cert=args.client_cert, client_key=args.client_key)
+            "--ca-file, and --client-cert/--client-key instead of a token)",
+            args.control,
+        )
+    return start(
+        dp,
+        args.control,
+        args.host,
+        token,
+        args.bundle_cache,
+        ca_file=args.ca_file,
+        client_cert=args.client_cert,
+        client_key=args.client_key,
+    )
 
 
 def wait_for_policy(agent: Any, args: argparse.Namespace) -> str | None:
@@ -226,14 +337,21 @@ def wait_for_policy(agent: Any, args: argparse.Namespace) -> str | None:
     if agent.current is not None:
         if not agent.connected:
             # the cached bundle: enforced now; the agent keeps asking control and says if it cannot reach it
-            log.info("enforcing the cached bundle version %d from %s until control %s answers",
-                     agent.current.version, args.bundle_cache, args.control)
+            log.info(
+                "enforcing the cached bundle version %d from %s until control %s answers",
+                agent.current.version,
+                args.bundle_cache,
+                args.control,
+            )
         return None
     reason = agent.last_error or "no answer"
     prefix = f"control at {agent.client.url} is "
-    reason = reason[len(prefix):] if reason.startswith(prefix) else reason   # said once below
-    cache = (f"no usable cached bundle in {args.bundle_cache}" if args.bundle_cache
-             else "no cached bundle (bundle-cache is not set)")
+    reason = reason[len(prefix) :] if reason.startswith(prefix) else reason  # said once below
+    cache = (
+        f"no usable cached bundle in {args.bundle_cache}"
+        if args.bundle_cache
+        else "no cached bundle (bundle-cache is not set)"
+    )
     return f"control {args.control} gave no policy within {args.control_wait:g} s ({reason}), and {cache}"
 
 
@@ -248,8 +366,9 @@ def dispatch(args: argparse.Namespace) -> int | None:
     from ngfw.control.client import ControlClient, ControlError, ControlUnreachable, read_token
 
     try:
-        client = ControlClient(args.control, read_token(args.token_file), ca_file=args.ca_file,
-                               ca_option=_ca_option(args.ca_file))
+        client = ControlClient(
+            args.control, read_token(args.token_file), ca_file=args.ca_file, ca_option=_ca_option(args.ca_file)
+        )
         return int(_COMMANDS[args.command](client, args))
     except ControlError as exc:
         print(f"ngfw {args.command}: {exc.body.get('error', exc)} (HTTP {exc.status})", file=sys.stderr)
@@ -275,8 +394,9 @@ def _control(args: argparse.Namespace) -> int:
             if args.token_command == "add":
                 token = add_token(args.tokens, args.name, args.role)
                 print(token)
-                print(f"token {args.name!r} ({args.role}) added to {args.tokens}; it is shown only now",
-                      file=sys.stderr)
+                print(
+                    f"token {args.name!r} ({args.role}) added to {args.tokens}; it is shown only now", file=sys.stderr
+                )
             elif args.token_command == "list":
                 from pathlib import Path
 
@@ -316,9 +436,11 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     if not args.tls_cert and not args.insecure_http and not is_loopback(host):
         # a token sent in clear over a network is anyone's who can see that network
-        print(f"ngfw control: --listen {args.listen} is not a loopback address: serve TLS (--tls-cert FILE "
-              "--tls-key FILE) or accept plain HTTP with --insecure-http (tokens then cross the network in clear)",
-              file=sys.stderr)
+        print(
+            f"ngfw control: --listen {args.listen} is not a loopback address: serve TLS (--tls-cert FILE "
+            "--tls-key FILE) or accept plain HTTP with --insecure-http (tokens then cross the network in clear)",
+            file=sys.stderr,
+        )
         return 2
     try:
         context = server_context(args.tls_cert, args.tls_key, args.client_ca) if args.tls_cert else None
@@ -348,13 +470,20 @@ def _serve(args: argparse.Namespace) -> int:
     version, identity = store.latest()
     log.info("control on %s, store %s: version %d, identity %d", server.url, args.store, version, identity)
     if context is None:
-        where = "loopback: only this host sees them" if is_loopback(host) else "--insecure-http: anyone on the " \
-            "network can read them"
-        log.warning("control serves plain HTTP: bearer tokens cross in clear (%s); serve HTTPS with --tls-cert and "
-                    "--tls-key", where)
+        where = (
+            "loopback: only this host sees them"
+            if is_loopback(host)
+            else "--insecure-http: anyone on the network can read them"
+        )
+        log.warning(
+            "control serves plain HTTP: bearer tokens cross in clear (%s); serve HTTPS with --tls-cert and --tls-key",
+            where,
+        )
     elif args.client_ca:
-        log.info("client certificates signed by %s authenticate as dataplane:HOST (HOST: the certificate's CN)",
-                 args.client_ca)
+        log.info(
+            "client certificates signed by %s authenticate as dataplane:HOST (HOST: the certificate's CN)",
+            args.client_ca,
+        )
     stopping = threading.Event()
     reloading = threading.Event()
 
@@ -363,14 +492,14 @@ def _serve(args: argparse.Namespace) -> int:
 
     def reload(signum: int, frame: Any) -> None:
         reloading.set()
-        stopping.set()   # wakes the main thread, which tells the two apart
+        stopping.set()  # wakes the main thread, which tells the two apart
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGHUP, reload)
     from ngfw.control.ldap import DirectorySync
 
-    directories = DirectorySync(control)   # UserGroups' directory members, refreshed while control runs
+    directories = DirectorySync(control)  # UserGroups' directory members, refreshed while control runs
     server.start()
     directories.start()
     if control.syslog is not None:
@@ -410,8 +539,9 @@ def _reload_tokens(path: str, log: Any) -> None:
     from ngfw.control.auth import TokenFileError, read_tokens
 
     try:
-        log.info("reload: %d tokens in %s; --listen and --store change with a restart", len(read_tokens(Path(path))),
-                 path)
+        log.info(
+            "reload: %d tokens in %s; --listen and --store change with a restart", len(read_tokens(Path(path))), path
+        )
     except TokenFileError as exc:
         log.error("reload: %s; the tokens read last stay in force", exc)
 
@@ -457,8 +587,9 @@ def _read_documents(paths: list[str]) -> tuple[list[Any], list[str]]:
             try:
                 parsed = parse_documents(file.read_text(encoding="utf-8"))
             except YamlProblem as exc:
-                raise SystemExit(f"ngfw apply: {file}:{exc.line}:{exc.column}: invalid YAML: {exc.message}; "
-                                 "nothing was sent") from None
+                raise SystemExit(
+                    f"ngfw apply: {file}:{exc.line}:{exc.column}: invalid YAML: {exc.message}; nothing was sent"
+                ) from None
             except (OSError, UnicodeDecodeError) as exc:
                 raise SystemExit(f"ngfw apply: {file}: {exc}") from None
             for document in parsed:
@@ -474,12 +605,15 @@ def _apply(client: Any, args: argparse.Namespace) -> int:
         for document, source in zip(documents, sources):
             metadata = document.get("metadata") if isinstance(document, dict) else None
             if not isinstance(document, dict) or document.get("kind") != "Workload" or not isinstance(metadata, dict):
-                print(f"ngfw apply --identity: {source}: only Workload documents change through identity",
-                      file=sys.stderr)
+                print(
+                    f"ngfw apply --identity: {source}: only Workload documents change through identity", file=sys.stderr
+                )
                 return 1
             result = client.put_workload(str(metadata.get("vsys")), str(metadata.get("name")), document)
-            print(f"Workload {metadata.get('vsys')}/{metadata.get('name')}: "
-                  f"{'identity revision ' + str(result['identity']) if result['changed'] else 'unchanged'}")
+            print(
+                f"Workload {metadata.get('vsys')}/{metadata.get('name')}: "
+                f"{'identity revision ' + str(result['identity']) if result['changed'] else 'unchanged'}"
+            )
         return 0
     result = client.apply_documents(documents, sources)
     for name in result["changed"]:
@@ -505,8 +639,10 @@ def _diff(client: Any, args: argparse.Namespace) -> int:
 
 def _commit(client: Any, args: argparse.Namespace) -> int:
     result = client.commit(args.message, args.base)
-    print(f"committed version {result['version']} (identity {result['identity']}, {result['rules']} rules, "
-          f"bundle sha256 {result['hash'][:12]})")
+    print(
+        f"committed version {result['version']} (identity {result['identity']}, {result['rules']} rules, "
+        f"bundle sha256 {result['hash'][:12]})"
+    )
     for warning in result["warnings"]:
         print(f"warning: {warning}")
     return 0
@@ -514,8 +650,7 @@ def _commit(client: Any, args: argparse.Namespace) -> int:
 
 def _rollback(client: Any, args: argparse.Namespace) -> int:
     result = client.post("/rollback", {"version": args.version, "message": args.message})
-    print(f"version {result['version']} has the policy of version {args.version} "
-          f"(bundle sha256 {result['hash'][:12]})")
+    print(f"version {result['version']} has the policy of version {args.version} (bundle sha256 {result['hash'][:12]})")
     return 0
 
 
@@ -550,13 +685,21 @@ def _status_wait(client: Any, args: argparse.Namespace) -> int:
             break
         time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
     if not result["hosts"]:
-        print(f"ngfw status: no host has reported to control within {args.timeout:g} s: version {version} runs "
-              "nowhere", file=sys.stderr)
+        print(
+            f"ngfw status: no host has reported to control within {args.timeout:g} s: version {version} runs nowhere",
+            file=sys.stderr,
+        )
     else:
-        committed = "" if result["version"] >= version else f" (it is not committed: the running version is " \
-                                                            f"{result['version']})"
-        print(f"ngfw status: after {args.timeout:g} s, {len(behind)} of {len(result['hosts'])} hosts do not run "
-              f"version {version}{committed}: " + "; ".join(behind), file=sys.stderr)
+        committed = (
+            ""
+            if result["version"] >= version
+            else f" (it is not committed: the running version is {result['version']})"
+        )
+        print(
+            f"ngfw status: after {args.timeout:g} s, {len(behind)} of {len(result['hosts'])} hosts do not run "
+            f"version {version}{committed}: " + "; ".join(behind),
+            file=sys.stderr,
+        )
     return 1
 
 
@@ -573,8 +716,10 @@ def _status(client: Any, args: argparse.Namespace) -> int:
         age = time.time() - host["time"]
         detail = f"  {host['detail']}" if host["detail"] else ""
         sets = " ".join(f"{name}={digest[:12]}" for name, digest in sorted((host.get("signatures") or {}).items()))
-        print(f"  {host['host']:<20} version {host['version']:<5} identity {host['identity']:<5} {mark:<8} "
-              f"{age:.0f} s ago" + (f"  signatures {sets}" if sets else "") + detail)
+        print(
+            f"  {host['host']:<20} version {host['version']:<5} identity {host['identity']:<5} {mark:<8} "
+            f"{age:.0f} s ago" + (f"  signatures {sets}" if sets else "") + detail
+        )
     active, recent = result.get("migrations_active", []), result.get("migrations_recent", [])
     if active:
         print("migrations in progress:")
@@ -586,8 +731,11 @@ def _status(client: Any, args: argparse.Namespace) -> int:
             print(f"  {_migration_line(m)}")
     for d in result.get("directories", []):
         groups = ", ".join(f"{g} ({n} users)" for g, n in d["groups"].items()) or "no groups"
-        state = (f"STALE since the last refresh failed ({d['last_error']}): keeping the groups read last"
-                 if d["stale"] else "ok")
+        state = (
+            f"STALE since the last refresh failed ({d['last_error']}): keeping the groups read last"
+            if d["stale"]
+            else "ok"
+        )
         print(f"directory {d['source']} {d['url']}: {state}; {groups}; refreshes ok {d['ok']}, failed {d['failed']}")
     return 0
 
@@ -595,8 +743,10 @@ def _status(client: Any, args: argparse.Namespace) -> int:
 def _migration_line(m: dict[str, Any]) -> str:
     took = f", transfer {m['transfer_seconds'] * 1000:.0f} ms" if m.get("transfer_seconds") is not None else ""
     detail = f": {m['detail']}" if m.get("detail") else ""
-    return (f"{m['id']} {m['vsys']}/{m['workload']} {m['from'] or '?'} -> {m['to']} ({m['mode']}) {m['state']}, "
-            f"{m['sessions_moved']} sessions moved, {m['sessions_lost']} lost{took}{detail}")
+    return (
+        f"{m['id']} {m['vsys']}/{m['workload']} {m['from'] or '?'} -> {m['to']} ({m['mode']}) {m['state']}, "
+        f"{m['sessions_moved']} sessions moved, {m['sessions_lost']} lost{took}{detail}"
+    )
 
 
 def _user_target(text: str) -> dict[str, str]:
@@ -624,8 +774,10 @@ def _users(client: Any, args: argparse.Namespace) -> int:
         if args.json:
             _print_json(result)
         else:
-            print(f"{len(result['unmapped'])} mapping{'s' if len(result['unmapped']) != 1 else ''} ended"
-                  + "".join(f"\n  {m['address']} -> {m['user']}" for m in result["unmapped"]))
+            print(
+                f"{len(result['unmapped'])} mapping{'s' if len(result['unmapped']) != 1 else ''} ended"
+                + "".join(f"\n  {m['address']} -> {m['user']}" for m in result["unmapped"])
+            )
         return 0
     result = client.get("/identity/users")
     if args.json:
@@ -635,17 +787,25 @@ def _users(client: Any, args: argparse.Namespace) -> int:
     print(f"{'ADDRESS':<40} {'USER':<20} {'SOURCE':<14} {'EXPIRES':<10} {'VM':<24} GROUPS")
     for m in result["mappings"]:
         expires = "never" if m["expires"] is None else f"{max(0, m['expires'] - now):.0f}s"
-        print(f"{m['address']:<40} {m['user']:<20} {m['source']:<14} {expires:<10} {m['vm'] or '-':<24} "
-              f"{','.join(m['groups']) or '-'}")
+        print(
+            f"{m['address']:<40} {m['user']:<20} {m['source']:<14} {expires:<10} {m['vm'] or '-':<24} "
+            f"{','.join(m['groups']) or '-'}"
+        )
     counters = result["counters"]
-    print(f"{len(result['mappings'])} mappings (revision {result['revision']}); unbound addresses refused "
-          f"{counters['unbound_refused']}, accepted {counters['unbound_accepted']}")
+    print(
+        f"{len(result['mappings'])} mappings (revision {result['revision']}); unbound addresses refused "
+        f"{counters['unbound_refused']}, accepted {counters['unbound_accepted']}"
+    )
     if counters.get("restored") or counters.get("restored_expired"):
-        print(f"restored at control's start: {counters['restored']} ({counters['restored_expired']} had expired "
-              "while it was down)")
+        print(
+            f"restored at control's start: {counters['restored']} ({counters['restored_expired']} had expired "
+            "while it was down)"
+        )
     if counters.get("store_failures"):
-        print(f"WARNING: {counters['store_failures']} writes of mappings to the store failed (see control's log); "
-              "they are written with the next change")
+        print(
+            f"WARNING: {counters['store_failures']} writes of mappings to the store failed (see control's log); "
+            "they are written with the next change"
+        )
     return 0
 
 
@@ -661,13 +821,15 @@ def _migrate(client: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def _explain_result(policy: Any, documents: list[Any], args: argparse.Namespace,
-                    directory_groups: list[int] | None = None) -> int:
+def _explain_result(
+    policy: Any, documents: list[Any], args: argparse.Namespace, directory_groups: list[int] | None = None
+) -> int:
     from ngfw.control.explain import ExplainError, explain, format_explanation
 
     try:
-        result = explain(policy, documents, args.source, args.destination, args.service, args.app, args.user,
-                         directory_groups or ())
+        result = explain(
+            policy, documents, args.source, args.destination, args.service, args.app, args.user, directory_groups or ()
+        )
     except ExplainError as exc:
         print(f"ngfw explain: {exc}", file=sys.stderr)
         return 2
@@ -742,16 +904,19 @@ def _audit(client: Any, args: argparse.Namespace) -> int:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["time"]))
         who = f"{e['who']} ({e['role']})" if e["who"] else "(no token)"
         reason = e["detail"].get("reason", "")
-        print(f"{when}  {who:<36} {e['action']:<18} {e['outcome']:<15} {e['target']}"
-              + (f"  - {reason}" if reason else ""))
+        print(
+            f"{when}  {who:<36} {e['action']:<18} {e['outcome']:<15} {e['target']}"
+            + (f"  - {reason}" if reason else "")
+        )
     return 0
 
 
 def _kind(text: str) -> str:
     kind = KIND_NAMES.get(text.lower())
     if kind is None:
-        raise ValueError(f"unknown kind {text!r}: VirtualSystem, Workload, Group, SecurityPolicy, ThreatProfile or "
-                         "SignatureSet")
+        raise ValueError(
+            f"unknown kind {text!r}: VirtualSystem, Workload, Group, SecurityPolicy, ThreatProfile or SignatureSet"
+        )
     return kind
 
 
@@ -765,7 +930,7 @@ def _vsys_and_name(kind: str, name: str, vsys: str | None) -> tuple[str | None, 
     if kind == "VirtualSystem":
         vsys = name
     if kind in ("SignatureSet", "UserSource"):
-        vsys = ""   # site-wide
+        vsys = ""  # site-wide
     return vsys, name
 
 
@@ -799,10 +964,15 @@ def _summary(document: dict[str, Any]) -> str:
         return f"sha256 {spec.get('sha256', '')[:12]}" + (f"  {spec['description']}" if spec.get("description") else "")
     if kind == "ThreatProfile":
         lines = spec.get("thresholds") or []
-        lines = [x for x in (lines.splitlines() if isinstance(lines, str) else lines) if x.strip() and
-                 not x.strip().startswith("#")]
-        return (f"signatures {','.join(spec.get('signatures') or []) or 'all'}, action {spec.get('action')}, "
-                f"{len(spec.get('exceptions') or [])} exceptions, {len(lines)} threshold lines")
+        lines = [
+            x
+            for x in (lines.splitlines() if isinstance(lines, str) else lines)
+            if x.strip() and not x.strip().startswith("#")
+        ]
+        return (
+            f"signatures {','.join(spec.get('signatures') or []) or 'all'}, action {spec.get('action')}, "
+            f"{len(spec.get('exceptions') or [])} exceptions, {len(lines)} threshold lines"
+        )
     return ""
 
 
@@ -816,13 +986,16 @@ def _get(client: Any, args: argparse.Namespace) -> int:
     vsys, name = _vsys_and_name(kind, args.name, args.vsys) if args.name else (args.vsys, None)
     source = client.get("/candidate") if args.candidate else client.get("/running")
     where = "your candidate" if args.candidate else f"the running configuration (version {source['version']})"
-    found = [d for d in source["documents"] if d.get("kind") == kind
-             and (name is None or d["metadata"]["name"] == name) and (vsys is None or _vsys_of(d) == vsys)]
+    found = [
+        d
+        for d in source["documents"]
+        if d.get("kind") == kind
+        and (name is None or d["metadata"]["name"] == name)
+        and (vsys is None or _vsys_of(d) == vsys)
+    ]
     if not found and name is not None:
-        site = kind in ('VirtualSystem', 'SignatureSet', 'UserSource')
-        print(f"ngfw get: no {kind} {vsys + '/' if vsys and not site else ''}"
-              f"{name} in {where}",
-              file=sys.stderr)
+        site = kind in ("VirtualSystem", "SignatureSet", "UserSource")
+        print(f"ngfw get: no {kind} {vsys + '/' if vsys and not site else ''}{name} in {where}", file=sys.stderr)
         return 1
     output = args.output or ("yaml" if name is not None else None)
     if output == "json":
@@ -831,8 +1004,11 @@ def _get(client: Any, args: argparse.Namespace) -> int:
         sys.stdout.write(yaml.safe_dump_all(found, sort_keys=False))
     else:
         for d in found:
-            label = d["metadata"]["name"] if kind in ("VirtualSystem", "SignatureSet", "UserSource") else \
-                f"{_vsys_of(d)}/{d['metadata']['name']}"
+            label = (
+                d["metadata"]["name"]
+                if kind in ("VirtualSystem", "SignatureSet", "UserSource")
+                else f"{_vsys_of(d)}/{d['metadata']['name']}"
+            )
             print(f"{kind} {label:<32} {_summary(d)}".rstrip())
         if not found:
             print(f"no {kind} in {where}", file=sys.stderr)
@@ -856,8 +1032,10 @@ def _delete(client: Any, args: argparse.Namespace) -> int:
             print(f"ngfw delete: no {kind} named {name!r} in {where}", file=sys.stderr)
             return 1
         if len(matches) > 1:
-            print(f"ngfw delete: {kind} {name!r} exists in vsys {', '.join(matches)}: name one (VSYS/{name} or "
-                  "--vsys)", file=sys.stderr)
+            print(
+                f"ngfw delete: {kind} {name!r} exists in vsys {', '.join(matches)}: name one (VSYS/{name} or --vsys)",
+                file=sys.stderr,
+            )
             return 1
         vsys = matches[0]
     if args.identity:
@@ -866,8 +1044,11 @@ def _delete(client: Any, args: argparse.Namespace) -> int:
         return 0
     path = f"/candidate/resources/{quote(kind, safe='')}/{quote(vsys or '-', safe='')}/{quote(name, safe='')}"
     result = client.request("DELETE", path)[1]
-    print(f"candidate: deleted {kind} {vsys}/{name}" if kind not in ("VirtualSystem", "SignatureSet", "UserSource") else
-          f"candidate: deleted {kind} {name}")
+    print(
+        f"candidate: deleted {kind} {vsys}/{name}"
+        if kind not in ("VirtualSystem", "SignatureSet", "UserSource")
+        else f"candidate: deleted {kind} {name}"
+    )
     for warning in result.get("warnings", []):
         print(f"warning: {warning}")
     print("(commit to publish it: ngfw commit -m MESSAGE)")
@@ -893,20 +1074,26 @@ def rules_push(args: argparse.Namespace) -> int:
         return 1
     digest = sha256(archive)
     try:
-        client = ControlClient(args.control, read_token(args.token_file), ca_file=args.ca_file,
-                               ca_option=_ca_option(args.ca_file))
+        client = ControlClient(
+            args.control, read_token(args.token_file), ca_file=args.ca_file, ca_option=_ca_option(args.ca_file)
+        )
         status, meta = client.push_signature_set(digest, compress(archive))
         stored = "stored" if status == 201 else "already stored"
         skipped = f", {meta['skipped']} skipped" if meta.get("skipped") else ""
-        print(f"signature set {args.name}: sha256 {digest} ({meta['rules']} rules{skipped}, {len(meta['files'])} "
-              f"files, {len(archive) / 1e6:.1f} MB) {stored} in control")
+        print(
+            f"signature set {args.name}: sha256 {digest} ({meta['rules']} rules{skipped}, {len(meta['files'])} "
+            f"files, {len(archive) / 1e6:.1f} MB) {stored} in control"
+        )
         spec: dict[str, Any] = {"sha256": digest}
         if args.description:
             spec["description"] = args.description
         document = {"apiVersion": "ngfw/v1", "kind": "SignatureSet", "metadata": {"name": args.name}, "spec": spec}
         result = client.apply_documents([document], [f"ngfw rules push {args.name} {args.path}"])
-        print(f"candidate: {', '.join(result['changed'])}" if result["changed"] else
-              f"candidate: SignatureSet {args.name} already names it")
+        print(
+            f"candidate: {', '.join(result['changed'])}"
+            if result["changed"]
+            else f"candidate: SignatureSet {args.name} already names it"
+        )
         for warning in result["warnings"]:
             print(f"warning: {warning}")
         if args.message:
@@ -914,8 +1101,10 @@ def rules_push(args: argparse.Namespace) -> int:
                 print("nothing to commit: the running version names this set already")
                 return 0
             committed = client.commit(args.message)
-            print(f"committed version {committed['version']} (bundle sha256 {committed['hash'][:12]}): every host "
-                  "fetches the set, verifies it and runs it (ngfw status shows which)")
+            print(
+                f"committed version {committed['version']} (bundle sha256 {committed['hash'][:12]}): every host "
+                "fetches the set, verifies it and runs it (ngfw status shows which)"
+            )
         else:
             print("(commit to distribute it: ngfw commit -m MESSAGE)")
         return 0
@@ -930,10 +1119,22 @@ def rules_push(args: argparse.Namespace) -> int:
         return 1
 
 
-_COMMANDS = {"apply": _apply, "diff": _diff, "commit": _commit, "rollback": _rollback, "status": _status,
-             "migrate": _migrate, "users": _users,
-             "explain": _explain, "discard": _discard, "rebase": _rebase, "history": _history, "audit": _audit,
-             "get": _get, "delete": _delete}
+_COMMANDS = {
+    "apply": _apply,
+    "diff": _diff,
+    "commit": _commit,
+    "rollback": _rollback,
+    "status": _status,
+    "migrate": _migrate,
+    "users": _users,
+    "explain": _explain,
+    "discard": _discard,
+    "rebase": _rebase,
+    "history": _history,
+    "audit": _audit,
+    "get": _get,
+    "delete": _delete,
+}
 
 
 def _print_json(value: Any) -> None:

@@ -58,9 +58,17 @@ def check_url(url: str) -> str:
 
 
 class ControlClient:
-    def __init__(self, url: str, token: str | None, timeout: float = 30.0, *, ca_file: str | None = None,
-                 client_cert: str | None = None, client_key: str | None = None,
-                 ca_option: str = "--ca-file") -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str | None,
+        timeout: float = 30.0,
+        *,
+        ca_file: str | None = None,
+        client_cert: str | None = None,
+        client_key: str | None = None,
+        ca_option: str = "--ca-file",
+    ) -> None:
         """`ca_file`, `client_cert`, `client_key`: PEM files for https:// URLs (TlsConfigError, naming the file,
         when one cannot be used); `ca_option` is how the user named the CA file, for messages."""
         self.url = check_url(url).rstrip("/")
@@ -77,9 +85,18 @@ class ControlClient:
         elif client_cert:
             raise TlsConfigError(f"--client-cert {client_cert} needs an https:// control URL (got {self.url})")
 
-    def request(self, method: str, path: str, body: Any = None, *, query: dict[str, Any] | None = None,
-                raw: bytes | None = None, content_type: str = "application/json",
-                timeout: float | None = None, decode: bool = True) -> tuple[int, Any]:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        query: dict[str, Any] | None = None,
+        raw: bytes | None = None,
+        content_type: str = "application/json",
+        timeout: float | None = None,
+        decode: bool = True,
+    ) -> tuple[int, Any]:
         """(status, the answer's JSON, or its bytes with `decode` False); ControlError for a 4xx/5xx."""
         url = self.url + path
         if query:
@@ -105,11 +122,14 @@ class ControlClient:
             raise ControlError(exc.code, parsed if isinstance(parsed, dict) else {"error": parsed}) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            tls = explain_failure(reason if isinstance(reason, BaseException) else exc, self.url, self.ca_file,
-                                  self.client_cert)
+            tls = explain_failure(
+                reason if isinstance(reason, BaseException) else exc, self.url, self.ca_file, self.client_cert
+            )
             if tls is None and self._certificate_refused(reason if isinstance(reason, BaseException) else exc):
-                tls = (f"control at {self.url} refused this client's certificate {self.client_cert}: it is not "
-                       "signed by control's --client-ca (control's log says why)")
+                tls = (
+                    f"control at {self.url} refused this client's certificate {self.client_cert}: it is not "
+                    "signed by control's --client-ca (control's log says why)"
+                )
             if tls is not None:
                 raise ControlTlsError(tls) from None
             raise ControlUnreachable(f"control at {self.url} is unreachable: {reason}") from None
@@ -121,8 +141,9 @@ class ControlClient:
         if self._context_without_certificate is None or not isinstance(exc, (ConnectionError, ssl.SSLEOFError)):
             return False
         try:
-            with urllib.request.urlopen(self.url + "/openapi.json", timeout=self.timeout,
-                                        context=self._context_without_certificate):
+            with urllib.request.urlopen(
+                self.url + "/openapi.json", timeout=self.timeout, context=self._context_without_certificate
+            ):
                 return True
         except urllib.error.HTTPError:
             return True
@@ -148,9 +169,12 @@ class ControlClient:
     def bundle(self, host: str, known: str | None, wait: float, runs: int | None = None) -> dict[str, Any] | None:
         """The running bundle once it differs from `known`; identity-only (`workloads`, no `documents`)
         when its version is `runs`, the version this host runs. None: nothing changed within `wait` s."""
-        status, body = self.request("GET", "/bundle", query={"host": host, "known": known, "wait": wait,
-                                                              "version": runs},
-                                    timeout=wait + self.timeout)
+        status, body = self.request(
+            "GET",
+            "/bundle",
+            query={"host": host, "known": known, "wait": wait, "version": runs},
+            timeout=wait + self.timeout,
+        )
         return body if status == 200 else None
 
     def tasks(self, host: str, wait: float) -> list[dict[str, Any]]:
@@ -159,20 +183,37 @@ class ControlClient:
         return list(body.get("tasks", [])) if status == 200 and body else []
 
     def migration_sessions(self, migration: str, host: str, phase: str, batch: str, count: int) -> Any:
-        return self.post(f"/migrations/{quote(migration)}/sessions",
-                         {"host": host, "phase": phase, "batch": batch, "count": count})
+        return self.post(
+            f"/migrations/{quote(migration)}/sessions", {"host": host, "phase": phase, "batch": batch, "count": count}
+        )
 
     def migration_result(self, migration: str, host: str, phase: str, results: dict[str, int], detail: str = "") -> Any:
-        return self.post(f"/migrations/{quote(migration)}/result",
-                         {"host": host, "phase": phase, "results": results, "detail": detail})
+        return self.post(
+            f"/migrations/{quote(migration)}/result",
+            {"host": host, "phase": phase, "results": results, "detail": detail},
+        )
 
     def arrivals(self, host: str, workloads: list[dict[str, str]]) -> Any:
         return self.post("/arrivals", {"host": host, "workloads": workloads})
 
-    def ack(self, host: str, version: int, identity: int, digest: str, status: str = "applied",
-            detail: str = "", signatures: dict[str, str] | None = None) -> None:
-        body: dict[str, Any] = {"host": host, "version": version, "identity": identity, "hash": digest,
-                                "status": status, "detail": detail}
+    def ack(
+        self,
+        host: str,
+        version: int,
+        identity: int,
+        digest: str,
+        status: str = "applied",
+        detail: str = "",
+        signatures: dict[str, str] | None = None,
+    ) -> None:
+        body: dict[str, Any] = {
+            "host": host,
+            "version": version,
+            "identity": identity,
+            "hash": digest,
+            "status": status,
+            "detail": detail,
+        }
         if signatures is not None:
             body["signatures"] = signatures
         self.post("/acks", body)
@@ -182,5 +223,10 @@ class ControlClient:
         return self.request("GET", f"/signature-sets/{quote(digest)}", decode=False, timeout=max(self.timeout, 120))[1]
 
     def push_signature_set(self, digest: str, compressed: bytes) -> tuple[int, Any]:
-        return self.request("PUT", f"/signature-sets/{quote(digest)}", raw=compressed, content_type="application/gzip",
-                            timeout=max(self.timeout, 300))
+        return self.request(
+            "PUT",
+            f"/signature-sets/{quote(digest)}",
+            raw=compressed,
+            content_type="application/gzip",
+            timeout=max(self.timeout, 300),
+        )

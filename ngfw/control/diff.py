@@ -49,11 +49,13 @@ def diff_documents(
             continue
         change = "added" if before is None else "removed" if after is None else "modified"
         text = "".join(
-            difflib.unified_diff(_yaml(before), _yaml(after), f"{old_name}: {label_of(key)}",
-                                 f"{new_name}: {label_of(key)}")
+            difflib.unified_diff(
+                _yaml(before), _yaml(after), f"{old_name}: {label_of(key)}", f"{new_name}: {label_of(key)}"
+            )
         )
-        changes.append({"resource": label_of(key), "kind": key[0], "vsys": key[1], "name": key[2],
-                        "change": change, "diff": text})
+        changes.append(
+            {"resource": label_of(key), "kind": key[0], "vsys": key[1], "name": key[2], "change": change, "diff": text}
+        )
     return changes
 
 
@@ -76,8 +78,7 @@ def merge(
     ours_changed = changed_keys(base, ours)
     theirs_changed = changed_keys(base, theirs)
     conflicts = [
-        k for k in ours_changed & theirs_changed
-        if _encoded(ours_by_key.get(k)) != _encoded(theirs_by_key.get(k))
+        k for k in ours_changed & theirs_changed if _encoded(ours_by_key.get(k)) != _encoded(theirs_by_key.get(k))
     ]
     merged: list[Document] = []
     for document in theirs:
@@ -87,8 +88,9 @@ def merge(
                 merged.append(ours_by_key[key])  # modified by us (deleted by us: dropped)
         else:
             merged.append(document)
-    merged += [d for d in ours if key_of(d) in ours_changed and key_of(d) not in theirs_by_key
-               and key_of(d) not in conflicts]
+    merged += [
+        d for d in ours if key_of(d) in ours_changed and key_of(d) not in theirs_by_key and key_of(d) not in conflicts
+    ]
     return merged, conflicts
 
 

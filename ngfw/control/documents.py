@@ -73,8 +73,9 @@ def part_hash(documents: list[Document]) -> str:
 
 
 def bundle_hash_of_parts(version: int, identity: int, policy_hash: str, workloads_hash: str) -> str:
-    return sha256_hex(canonical_json({"version": version, "identity": identity, "policy": policy_hash,
-                                      "workloads": workloads_hash}))
+    return sha256_hex(
+        canonical_json({"version": version, "identity": identity, "policy": policy_hash, "workloads": workloads_hash})
+    )
 
 
 def bundle_hash(version: int, identity: int, documents: list[Document]) -> str:

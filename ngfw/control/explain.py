@@ -59,8 +59,11 @@ def resolve(policy: CompiledPolicy, text: str, family: int | None = None) -> End
     if text.startswith("vm:"):
         name = text[3:]
         vsys, _, bare = name.rpartition("/")
-        found = [i for i, w in enumerate(policy.workloads)
-                 if w.name == bare and (not vsys or policy.vsys_name(w.vsys) == vsys)]
+        found = [
+            i
+            for i, w in enumerate(policy.workloads)
+            if w.name == bare and (not vsys or policy.vsys_name(w.vsys) == vsys)
+        ]
         if not found:
             raise ExplainError(f"{text}: no such workload in the policy")
         if len(found) > 1:
@@ -79,9 +82,16 @@ def resolve(policy: CompiledPolicy, text: str, family: int | None = None) -> End
     return Endpoint(text, owner, ip)
 
 
-def explain(policy: CompiledPolicy, documents: Sequence[Any], source: str, destination: str, service: str,
-            app: str | None = None, user: str | None = None,
-            directory_groups: Sequence[int] = ()) -> dict[str, Any]:
+def explain(
+    policy: CompiledPolicy,
+    documents: Sequence[Any],
+    source: str,
+    destination: str,
+    service: str,
+    app: str | None = None,
+    user: str | None = None,
+    directory_groups: Sequence[int] = (),
+) -> dict[str, Any]:
     """The decision for a new flow from `source` to `destination` on `service` (tcp/80, udp/53, icmp).
 
     `user` is who is behind the source (None or `unknown`: nobody is mapped to it); `directory_groups`
@@ -115,8 +125,12 @@ def explain(policy: CompiledPolicy, documents: Sequence[Any], source: str, desti
     dst_vsys = policy.workloads[dst.workload].vsys if dst.workload >= 0 else -1
     passes: list[Pass] = []
     if src_vsys < 0 and dst_vsys < 0:
-        verdict = {"action": "deny", "rule": "default-deny", "vsys": None,
-                   "why": "neither endpoint is a workload: no vsys owns the flow"}
+        verdict = {
+            "action": "deny",
+            "rule": "default-deny",
+            "vsys": None,
+            "why": "neither endpoint is a workload: no vsys owns the flow",
+        }
     elif src_vsys < 0:
         passes.append(flow.evaluate(dst_vsys, "inbound", src_workload=-1))
     else:
@@ -129,10 +143,18 @@ def explain(policy: CompiledPolicy, documents: Sequence[Any], source: str, desti
         verdict = {"action": deciding.action, "rule": deciding.rule, "vsys": deciding.vsys, "why": deciding.why}
     inspection = _inspection(policy, passes, src, dst) if verdict["action"] == "allow" else None
     return {
-        "from": src.describe(policy), "to": dst.describe(policy), "service": service, "application": app,
+        "from": src.describe(policy),
+        "to": dst.describe(policy),
+        "service": service,
+        "application": app,
         "user": user.lower() if user is not None and principal else None,
-        "verdict": verdict["action"], "rule": verdict["rule"], "vsys": verdict["vsys"], "why": verdict["why"],
-        "passes": [p.__dict__ for p in passes], "policy_version": policy.version, "inspection": inspection,
+        "verdict": verdict["action"],
+        "rule": verdict["rule"],
+        "vsys": verdict["vsys"],
+        "why": verdict["why"],
+        "passes": [p.__dict__ for p in passes],
+        "policy_version": policy.version,
+        "inspection": inspection,
     }
 
 
@@ -151,29 +173,43 @@ def _inspection(policy: CompiledPolicy, passes: list[Pass], src: Endpoint, dst: 
             ways = []
             for sender, receiver in (("client", "server"), ("server", "client")):
                 (swl, sip), (rwl, rip) = ends[sender], ends[receiver]
-                if (e.source is None or endpoint_matches(e.source, swl, sip)) and \
-                        (e.destination is None or endpoint_matches(e.destination, rwl, rip)) and \
-                        (e.endpoints is None or endpoint_matches(e.endpoints, swl, sip)
-                         or endpoint_matches(e.endpoints, rwl, rip)):
+                if (
+                    (e.source is None or endpoint_matches(e.source, swl, sip))
+                    and (e.destination is None or endpoint_matches(e.destination, rwl, rip))
+                    and (
+                        e.endpoints is None
+                        or endpoint_matches(e.endpoints, swl, sip)
+                        or endpoint_matches(e.endpoints, rwl, rip)
+                    )
+                ):
                     ways.append(f"from the {sender}")
             if len(ways) == 2:
                 excepted.append(f"signature {e.gid}:{e.sid} does not run (spec.exceptions[{e.index}])")
             elif ways:
-                excepted.append(f"signature {e.gid}:{e.sid} does not run on packets {ways[0]} "
-                                f"(spec.exceptions[{e.index}])")
-        return {"profile": profile.name, "vsys": p.vsys, "signature_sets": list(profile.signature_sets) or ["all"],
-                "action": profile.action, "depth": profile.depth, "exceptions": excepted,
-                "threshold_lines": len(profile.thresholds)}
+                excepted.append(
+                    f"signature {e.gid}:{e.sid} does not run on packets {ways[0]} (spec.exceptions[{e.index}])"
+                )
+        return {
+            "profile": profile.name,
+            "vsys": p.vsys,
+            "signature_sets": list(profile.signature_sets) or ["all"],
+            "action": profile.action,
+            "depth": profile.depth,
+            "exceptions": excepted,
+            "threshold_lines": len(profile.thresholds),
+        }
     return None
 
 
 def format_explanation(result: dict[str, Any]) -> list[str]:
     app = f", application {result['application']}" if result["application"] else ""
     user = f", user {result['user']}" if result.get("user") else ", no user known"
-    lines = [f"flow {result['from']} -> {result['to']} {result['service']}{app}{user}",
-             f"verdict: {result['verdict'].upper()} by rule {result['rule']!r} of vsys {result['vsys']} "
-             f"(policy version {result['policy_version']})",
-             f"why: {result['why']}"]
+    lines = [
+        f"flow {result['from']} -> {result['to']} {result['service']}{app}{user}",
+        f"verdict: {result['verdict'].upper()} by rule {result['rule']!r} of vsys {result['vsys']} "
+        f"(policy version {result['policy_version']})",
+        f"why: {result['why']}",
+    ]
     for p in result["passes"]:
         lines.append(f"  {p['direction']} in vsys {p['vsys']}: {p['action']} by {p['rule']!r} - {p['why']}")
         for line in p["conditional"]:
@@ -182,9 +218,11 @@ def format_explanation(result: dict[str, Any]) -> list[str]:
             lines.append(f"    skipped {line}")
     inspection = result.get("inspection")
     if inspection:
-        lines.append(f"inspected by threat profile {inspection['profile']!r} of vsys {inspection['vsys']} (signature "
-                     f"sets {', '.join(inspection['signature_sets'])}, action {inspection['action']}, "
-                     f"{inspection['threshold_lines']} threshold.config lines)")
+        lines.append(
+            f"inspected by threat profile {inspection['profile']!r} of vsys {inspection['vsys']} (signature "
+            f"sets {', '.join(inspection['signature_sets'])}, action {inspection['action']}, "
+            f"{inspection['threshold_lines']} threshold.config lines)"
+        )
         for line in inspection["exceptions"]:
             lines.append(f"  exception for this flow: {line}")
     elif result["verdict"] == "allow":
@@ -225,8 +263,11 @@ class _Flow:
             text = self._text(vsys, rule)
             misses = []
             if not endpoint_matches(rule.src, src_workload, self.src.ip):
-                outside = " (seen from this vsys the source is the outside world)" if \
-                    src_workload < 0 <= self.src.workload else ""
+                outside = (
+                    " (seen from this vsys the source is the outside world)"
+                    if src_workload < 0 <= self.src.workload
+                    else ""
+                )
                 misses.append(f"from {text.get('from', '?')} does not match the source{outside}")
             if not endpoint_matches(rule.dst, self.dst.workload, self.dst.ip):
                 misses.append(f"to {text.get('to', '?')} does not match the destination")
@@ -247,13 +288,17 @@ class _Flow:
                     if condition:
                         conditional.append(f"{rule.name!r} would {rule.action.name.lower()} {condition}")
                     elif len(skipped) < MAX_SKIPPED_SHOWN:
-                        skipped.append(f"{rule.name!r}: application {self._app_name()} is not one it names "
-                                       f"({', '.join(apps) or 'on its default ports'})")
+                        skipped.append(
+                            f"{rule.name!r}: application {self._app_name()} is not one it names "
+                            f"({', '.join(apps) or 'on its default ports'})"
+                        )
                     continue
-            why = (f"rule {rule.name!r} matches: from {text.get('from', '?')}, to {text.get('to', '?')}, "
-                   f"services {text.get('services', ['any'])}"
-                   + (f", applications {text.get('applications')}" if rule.apps else "")
-                   + (f", users {rule.users[matched_user]}" if rule.users else ""))
+            why = (
+                f"rule {rule.name!r} matches: from {text.get('from', '?')}, to {text.get('to', '?')}, "
+                f"services {text.get('services', ['any'])}"
+                + (f", applications {text.get('applications')}" if rule.apps else "")
+                + (f", users {rule.users[matched_user]}" if rule.users else "")
+            )
             return Pass(vsys, direction, rule.name, rule.action.name.lower(), why, skipped, conditional)
         why = f"no rule of vsys {vsys} matches, so the implicit default rule denies it"
         return Pass(vsys, direction, "default-deny", "deny", why, skipped, conditional)

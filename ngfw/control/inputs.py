@@ -46,7 +46,7 @@ def json_too_deep(text: bytes, limit: int = MAX_NESTING) -> int | None:
     depth = deepest = 0
     in_string = False
     for start in range(0, len(stream), _BLOCK):
-        block = stream[start:start + _BLOCK]
+        block = stream[start : start + _BLOCK]
         ends_in_string = in_string ^ bool(block.count(b'"') & 1)
         # a block that starts inside a string gets the string's opening quote back
         brackets = _STRING.sub(b"", b'"' + block if in_string else block).translate(_OPENERS_CLOSERS)
@@ -81,8 +81,9 @@ def parse_json(body: bytes) -> Any:
         raise ApiError(400, f"the body is not UTF-8: byte 0x{body[exc.start]:02x} at offset {exc.start}") from None
     depth = json_too_deep(body)
     if depth is not None:
-        raise ApiError(400, f"the body nests arrays and objects {depth} deep (at least), more than the "
-                            f"{MAX_NESTING} accepted") from None
+        raise ApiError(
+            400, f"the body nests arrays and objects {depth} deep (at least), more than the {MAX_NESTING} accepted"
+        ) from None
     try:
         value = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
     except ValueError as exc:
@@ -94,8 +95,10 @@ def parse_json(body: bytes) -> Any:
         try:
             json.dumps(value, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError as exc:
-            raise ApiError(400, f"the body has a lone UTF-16 surrogate (\\u{ord(exc.object[exc.start]):04x}), "
-                                "which is no character") from None
+            raise ApiError(
+                400,
+                f"the body has a lone UTF-16 surrogate (\\u{ord(exc.object[exc.start]):04x}), which is no character",
+            ) from None
     return value
 
 
@@ -117,8 +120,9 @@ def check_nesting(value: Any, what: str = "the body") -> None:
         stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
 
 
-def parse_int(value: str | None, name: str, default: int | None = None, low: int = -STORE_INT_MAX - 1,
-              high: int = STORE_INT_MAX) -> int | None:
+def parse_int(
+    value: str | None, name: str, default: int | None = None, low: int = -STORE_INT_MAX - 1, high: int = STORE_INT_MAX
+) -> int | None:
     """`value` as an integer in [low, high]; `default` when absent or empty."""
     if value is None or value == "":
         return default

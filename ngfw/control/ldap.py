@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 
 log = logging.getLogger(__name__)
 
-MAX_DEPTH = 16       # nesting levels followed
+MAX_DEPTH = 16  # nesting levels followed
 MAX_ENTRIES = 100_000  # member entries read per refresh, at most
 
 
@@ -41,13 +41,20 @@ class DirectoryState:
     last_success: float | None = None
     last_attempt: float | None = None
     last_error: str = ""
-    stale: bool = False            # the last refresh failed: its groups are the last good ones
-    groups: dict[tuple[str, str], list[str]] = field(default_factory=dict)   # (vsys, UserGroup) -> users
+    stale: bool = False  # the last refresh failed: its groups are the last good ones
+    groups: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # (vsys, UserGroup) -> users
 
     def as_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "url": self.url, "ok": self.ok, "failed": self.failed,
-                "last_success": self.last_success, "last_error": self.last_error or None, "stale": self.stale,
-                "groups": {f"{v}/{n}": len(users) for (v, n), users in sorted(self.groups.items())}}
+        return {
+            "source": self.source,
+            "url": self.url,
+            "ok": self.ok,
+            "failed": self.failed,
+            "last_success": self.last_success,
+            "last_error": self.last_error or None,
+            "stale": self.stale,
+            "groups": {f"{v}/{n}": len(users) for (v, n), users in sorted(self.groups.items())},
+        }
 
 
 def read_group_members(connection: Any, dn: str, user_attribute: str) -> list[str]:
@@ -67,12 +74,16 @@ def read_group_members(connection: Any, dn: str, user_attribute: str) -> list[st
         entries += 1
         if entries > MAX_ENTRIES:
             raise DirectoryError(f"more than {MAX_ENTRIES} entries below {dn}")
-        ok = connection.search(entry_dn, "(objectClass=*)", search_scope=BASE,
-                               attributes=["objectClass", "member", "uniqueMember", "memberUid", user_attribute])
+        ok = connection.search(
+            entry_dn,
+            "(objectClass=*)",
+            search_scope=BASE,
+            attributes=["objectClass", "member", "uniqueMember", "memberUid", user_attribute],
+        )
         if not ok or not connection.response:
             if depth == 0:
                 raise DirectoryError(f"group {dn} not found ({connection.result.get('description', 'no answer')})")
-            return   # a member that is gone: nothing to add
+            return  # a member that is gone: nothing to add
         attributes = connection.response[0].get("attributes", {})
         classes = {str(c).lower() for c in attributes.get("objectClass", [])}
         members = list(attributes.get("member", [])) + list(attributes.get("uniqueMember", []))
@@ -128,9 +139,13 @@ class DirectorySync:
             return
         for name, saved in stored.items():
             state = DirectoryState(name, str(saved.get("url", "")), last_success=saved.get("last_success"))
-            state.groups = {(key.split("/", 1)[0], key.split("/", 1)[1]): list(users)
-                            for key, users in (saved.get("groups") or {}).items() if "/" in key}
+            state.groups = {
+                (key.split("/", 1)[0], key.split("/", 1)[1]): list(users)
+                for key, users in (saved.get("groups") or {}).items()
+                if "/" in key
+            }
             self.states[name] = state
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="ngfw-directory", daemon=True)
         self._thread.start()
@@ -149,18 +164,23 @@ class DirectorySync:
         """UserSources with a directory, and the UserGroups with `ldap` (vsys, name, dn, source)."""
         key = self.control.store.latest()
         documents = self.control.effective(*key) if key[0] > 0 else []
-        sources = {d["metadata"]["name"]: d["spec"]["ldap"] for d in documents
-                   if d.get("kind") == "UserSource" and (d.get("spec") or {}).get("ldap")}
-        groups = [(d["metadata"]["vsys"], d["metadata"]["name"], d["spec"]["ldap"]["dn"],
-                   d["spec"]["ldap"].get("source"))
-                  for d in documents if d.get("kind") == "UserGroup" and (d.get("spec") or {}).get("ldap")]
+        sources = {
+            d["metadata"]["name"]: d["spec"]["ldap"]
+            for d in documents
+            if d.get("kind") == "UserSource" and (d.get("spec") or {}).get("ldap")
+        }
+        groups = [
+            (d["metadata"]["vsys"], d["metadata"]["name"], d["spec"]["ldap"]["dn"], d["spec"]["ldap"].get("source"))
+            for d in documents
+            if d.get("kind") == "UserGroup" and (d.get("spec") or {}).get("ldap")
+        ]
         return sources, groups
 
     def refresh_due(self) -> None:
         sources, _ = self._configuration()
         now = time.monotonic()
         due = [name for name, spec in sources.items() if self._due.get(name, 0.0) <= now]
-        if due or any(name not in sources for name in self.states):   # restored, no longer configured: drop
+        if due or any(name not in sources for name in self.states):  # restored, no longer configured: drop
             self.refresh_now(due)
 
     def refresh_now(self, only: list[str] | None = None) -> dict[str, DirectoryState]:
@@ -168,15 +188,18 @@ class DirectorySync:
         with self._lock:
             for name in [n for n in self.states if n not in sources]:
                 del self.states[name]
-                try:   # a restart must not bring back the groups of a directory no longer configured
+                try:  # a restart must not bring back the groups of a directory no longer configured
                     self.control.store.put_directory_groups(name, {"groups": {}})
                 except Exception as exc:  # noqa: BLE001
                     log.error("directory %s: removal not written to the store: %s", name, exc)
             for name, spec in sources.items():
                 if only is not None and name not in only:
                     continue
-                wanted = [(v, n, dn) for v, n, dn, source in groups if (source or name) == name
-                          and (source is not None or len(sources) == 1)]
+                wanted = [
+                    (v, n, dn)
+                    for v, n, dn, source in groups
+                    if (source or name) == name and (source is not None or len(sources) == 1)
+                ]
                 self._refresh(name, spec, wanted)
                 self._due[name] = time.monotonic() + float(spec.get("refresh", 300))
             self._publish()
@@ -192,9 +215,13 @@ class DirectorySync:
             state.failed += 1
             state.stale = True
             state.last_error = f"{type(exc).__name__}: {exc}"[:300]
-            log.warning("directory %s (%s): %s; keeping the groups read at %s", name, spec["url"], state.last_error,
-                        time.strftime("%H:%M:%S", time.localtime(state.last_success)) if state.last_success
-                        else "never")
+            log.warning(
+                "directory %s (%s): %s; keeping the groups read at %s",
+                name,
+                spec["url"],
+                state.last_error,
+                time.strftime("%H:%M:%S", time.localtime(state.last_success)) if state.last_success else "never",
+            )
             return
         changed = found != state.groups or state.last_success is None
         state.groups = found
@@ -204,9 +231,14 @@ class DirectorySync:
         state.last_success = time.time()
         if changed:
             try:
-                self.control.store.put_directory_groups(name, {
-                    "url": state.url, "last_success": state.last_success,
-                    "groups": {f"{v}/{n}": users for (v, n), users in sorted(found.items())}})
+                self.control.store.put_directory_groups(
+                    name,
+                    {
+                        "url": state.url,
+                        "last_success": state.last_success,
+                        "groups": {f"{v}/{n}": users for (v, n), users in sorted(found.items())},
+                    },
+                )
             except Exception as exc:  # noqa: BLE001 - enforced from memory; a restart would read the older ones
                 log.error("directory %s: groups not written to the store: %s", name, exc)
 
@@ -231,9 +263,14 @@ class DirectorySync:
             # verified: the certificate chains to caFile (or the system's CAs) and names the URL's host
             tls = Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=spec.get("caFile"))
         server = Server(url.hostname, port=url.port, use_ssl=url.scheme == "ldaps", tls=tls, connect_timeout=timeout)
-        connection = Connection(server, user=spec.get("bindDN"), password=password,
-                                receive_timeout=max(1, math.ceil(timeout)),   # ldap3 packs it as an integer
-                                raise_exceptions=False, read_only=True)
+        connection = Connection(
+            server,
+            user=spec.get("bindDN"),
+            password=password,
+            receive_timeout=max(1, math.ceil(timeout)),  # ldap3 packs it as an integer
+            raise_exceptions=False,
+            read_only=True,
+        )
         if not connection.bind():
             result = connection.result or {}
             who = f"as {spec['bindDN']}" if spec.get("bindDN") else "anonymously"
@@ -242,8 +279,10 @@ class DirectorySync:
                 reason += f" ({result['message']})"
             raise DirectoryError(f"the directory refused to bind {who}: {reason}")
         try:
-            return {(vsys, group): read_group_members(connection, dn, spec.get("userAttribute", "uid"))
-                    for vsys, group, dn in wanted}
+            return {
+                (vsys, group): read_group_members(connection, dn, spec.get("userAttribute", "uid"))
+                for vsys, group, dn in wanted
+            }
         finally:
             connection.unbind()
 

@@ -64,8 +64,12 @@ def refusal_reason(status: int) -> str | None:
 class ControlMetrics(Collector):
     """Request counts kept as requests are answered, and control's state read at scrape time."""
 
-    def __init__(self, control: Control, server_counters: Callable[[], dict[str, int]],
-                 server_gauges: Callable[[], dict[str, int]]) -> None:
+    def __init__(
+        self,
+        control: Control,
+        server_counters: Callable[[], dict[str, int]],
+        server_gauges: Callable[[], dict[str, int]],
+    ) -> None:
         self.control = control
         self._server_counters = server_counters
         self._server_gauges = server_gauges
@@ -126,53 +130,84 @@ class ControlMetrics(Collector):
         yield from self._migrations()
         yield from self._users()
         counters = self._server_counters()
-        events = CounterMetricFamily("ngfw_control_server_events_total", "Connections and requests the HTTP server "
-                                     "refused or failed, by event", labels=["event"])
+        events = CounterMetricFamily(
+            "ngfw_control_server_events_total",
+            "Connections and requests the HTTP server refused or failed, by event",
+            labels=["event"],
+        )
         for key, event in SERVER_EVENTS.items():
             events.add_metric([event], counters.get(key, 0))
         yield events
         gauges = self._server_gauges()
         yield GaugeMetricFamily("ngfw_control_connections", "Connections open now", value=gauges["connections"])
-        yield GaugeMetricFamily("ngfw_control_long_polls_waiting", "Long-polls (bundles, tasks) waiting for a change "
-                                "now", value=gauges["long_polls_waiting"])
+        yield GaugeMetricFamily(
+            "ngfw_control_long_polls_waiting",
+            "Long-polls (bundles, tasks) waiting for a change now",
+            value=gauges["long_polls_waiting"],
+        )
 
     def _users(self) -> Iterator[Any]:
         """User-ID: mappings, refusals, syslog lines, directories (labels: outcomes and UserSource names)."""
         users = self.control.users
-        yield GaugeMetricFamily("ngfw_control_user_mappings", "Addresses mapped to a user now (User-ID)",
-                                value=len(users.mappings))
-        changes = CounterMetricFamily("ngfw_control_user_mapping_changes_total", "User mappings made, ended and "
-                                      "expired, and mappings refused (an address of no workload that no "
-                                      "UserSource allows, or over the limit)", labels=["outcome"])
-        for outcome, key in (("mapped", "mapped"), ("unmapped", "unmapped"), ("expired", "expired"),
-                             ("unbound_accepted", "unbound_accepted"), ("unbound_refused", "unbound_refused"),
-                             ("over_limit", "refused")):
+        yield GaugeMetricFamily(
+            "ngfw_control_user_mappings", "Addresses mapped to a user now (User-ID)", value=len(users.mappings)
+        )
+        changes = CounterMetricFamily(
+            "ngfw_control_user_mapping_changes_total",
+            "User mappings made, ended and "
+            "expired, and mappings refused (an address of no workload that no "
+            "UserSource allows, or over the limit)",
+            labels=["outcome"],
+        )
+        for outcome, key in (
+            ("mapped", "mapped"),
+            ("unmapped", "unmapped"),
+            ("expired", "expired"),
+            ("unbound_accepted", "unbound_accepted"),
+            ("unbound_refused", "unbound_refused"),
+            ("over_limit", "refused"),
+        ):
             changes.add_metric([outcome], users.counters.get(key, 0))
         yield changes
-        restored = CounterMetricFamily("ngfw_control_user_mappings_restored_total", "User mappings read back from "
-                                       "the store when control started: restored, or dropped (their lifetime ended "
-                                       "while control was down)", labels=["outcome"])
+        restored = CounterMetricFamily(
+            "ngfw_control_user_mappings_restored_total",
+            "User mappings read back from "
+            "the store when control started: restored, or dropped (their lifetime ended "
+            "while control was down)",
+            labels=["outcome"],
+        )
         restored.add_metric(["restored"], users.counters.get("restored", 0))
         restored.add_metric(["expired"], users.counters.get("restored_expired", 0))
         yield restored
-        writes = CounterMetricFamily("ngfw_control_user_store_writes_total", "Writes of user mappings to control's "
-                                     "store (a syslog batch or a request is one), by result (failed: written again "
-                                     "with the next)", labels=["result"])
+        writes = CounterMetricFamily(
+            "ngfw_control_user_store_writes_total",
+            "Writes of user mappings to control's "
+            "store (a syslog batch or a request is one), by result (failed: written again "
+            "with the next)",
+            labels=["result"],
+        )
         writes.add_metric(["ok"], users.counters.get("store_writes", 0))
         writes.add_metric(["failed"], users.counters.get("store_failures", 0))
         yield writes
         syslog = self.control.syslog
         if syslog is not None:
-            lines = CounterMetricFamily("ngfw_control_syslog_lines_total", "Syslog lines received, by what came "
-                                        "of them", labels=["result"])
+            lines = CounterMetricFamily(
+                "ngfw_control_syslog_lines_total", "Syslog lines received, by what came of them", labels=["result"]
+            )
             for result in ("logins", "logouts", "unmatched", "malformed", "refused"):
                 lines.add_metric([result], syslog.counters.get(result, 0))
             yield lines
         directories = self.control.directories.status() if self.control.directories is not None else []
-        refreshes = CounterMetricFamily("ngfw_control_directory_refreshes_total", "Directory group refreshes, by "
-                                        "UserSource and outcome", labels=["source", "outcome"])
-        stale = GaugeMetricFamily("ngfw_control_directory_stale", "1 while a directory's last refresh failed (its "
-                                  "last good groups are kept)", labels=["source"])
+        refreshes = CounterMetricFamily(
+            "ngfw_control_directory_refreshes_total",
+            "Directory group refreshes, by UserSource and outcome",
+            labels=["source", "outcome"],
+        )
+        stale = GaugeMetricFamily(
+            "ngfw_control_directory_stale",
+            "1 while a directory's last refresh failed (its last good groups are kept)",
+            labels=["source"],
+        )
         for d in directories:
             refreshes.add_metric([d["source"], "ok"], d["ok"])
             refreshes.add_metric([d["source"], "failed"], d["failed"])
@@ -185,9 +220,13 @@ class ControlMetrics(Collector):
             requests = {k: (list(v[0]), v[1][0]) for k, v in self._requests.items()}
             refusals = dict(self._refusals)
             commits = dict(self._commits)
-        histogram = HistogramMetricFamily("ngfw_control_request_duration_seconds", "API requests answered, by route "
-                                          "template and status: time from the request head to the answer (a "
-                                          "long-poll's includes its wait)", labels=["method", "route", "status"])
+        histogram = HistogramMetricFamily(
+            "ngfw_control_request_duration_seconds",
+            "API requests answered, by route "
+            "template and status: time from the request head to the answer (a "
+            "long-poll's includes its wait)",
+            labels=["method", "route", "status"],
+        )
         for (method, route, status), (counts, total) in sorted(requests.items()):
             cumulative, buckets = 0, []
             for bound, count in zip((*REQUEST_BUCKETS, float("inf")), counts):
@@ -195,15 +234,22 @@ class ControlMetrics(Collector):
                 buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
             histogram.add_metric([method, route, status], buckets, total)
         yield histogram
-        family = CounterMetricFamily("ngfw_control_refusals_total", "API requests refused, by reason (401 "
-                                     "unauthenticated, 403 denied, 409 conflict, 404/405 not_found, other 4xx "
-                                     "invalid)", labels=["reason"])
+        family = CounterMetricFamily(
+            "ngfw_control_refusals_total",
+            "API requests refused, by reason (401 "
+            "unauthenticated, 403 denied, 409 conflict, 404/405 not_found, other 4xx "
+            "invalid)",
+            labels=["reason"],
+        )
         for reason, value in refusals.items():
             family.add_metric([reason], value)
         yield family
-        family = CounterMetricFamily("ngfw_control_commits_total", "Commits and rollbacks asked of this controller, "
-                                     "by result (ok: a new version; conflict: 409; refused: any other refusal)",
-                                     labels=["action", "result"])
+        family = CounterMetricFamily(
+            "ngfw_control_commits_total",
+            "Commits and rollbacks asked of this controller, "
+            "by result (ok: a new version; conflict: 409; refused: any other refusal)",
+            labels=["action", "result"],
+        )
         for (action, result), value in commits.items():
             family.add_metric([action, result], value)
         yield family
@@ -213,21 +259,34 @@ class ControlMetrics(Collector):
         version, identity = control.store.latest()
         current = control.bundle(version, identity).hash if version > 0 else ""
         acks = sorted(control.store.acks(), key=lambda a: a.host)
-        yield GaugeMetricFamily("ngfw_control_policy_version", "The running (latest committed) policy version",
-                                value=version)
-        yield GaugeMetricFamily("ngfw_control_identity_revision", "The running identity revision (Workload bindings "
-                                "and labels)", value=identity)
-        runs = GaugeMetricFamily("ngfw_control_host_policy_version", "The policy version a host acknowledged running",
-                                 labels=["host"])
-        runs_identity = GaugeMetricFamily("ngfw_control_host_identity_revision", "The identity revision a host "
-                                          "acknowledged running", labels=["host"])
-        up_to_date = GaugeMetricFamily("ngfw_control_host_current", "1 when a host runs the running bundle (version "
-                                       "and identity), 0 when it is behind", labels=["host"])
-        refused = GaugeMetricFamily("ngfw_control_host_refused_version", "The version a host refused or failed to "
-                                    "apply (it keeps its last good one); no sample while it has no such problem",
-                                    labels=["host", "status"])
-        last_ack = GaugeMetricFamily("ngfw_control_host_last_ack_timestamp_seconds", "When a host last reported "
-                                     "what it runs", labels=["host"])
+        yield GaugeMetricFamily(
+            "ngfw_control_policy_version", "The running (latest committed) policy version", value=version
+        )
+        yield GaugeMetricFamily(
+            "ngfw_control_identity_revision",
+            "The running identity revision (Workload bindings and labels)",
+            value=identity,
+        )
+        runs = GaugeMetricFamily(
+            "ngfw_control_host_policy_version", "The policy version a host acknowledged running", labels=["host"]
+        )
+        runs_identity = GaugeMetricFamily(
+            "ngfw_control_host_identity_revision", "The identity revision a host acknowledged running", labels=["host"]
+        )
+        up_to_date = GaugeMetricFamily(
+            "ngfw_control_host_current",
+            "1 when a host runs the running bundle (version and identity), 0 when it is behind",
+            labels=["host"],
+        )
+        refused = GaugeMetricFamily(
+            "ngfw_control_host_refused_version",
+            "The version a host refused or failed to "
+            "apply (it keeps its last good one); no sample while it has no such problem",
+            labels=["host", "status"],
+        )
+        last_ack = GaugeMetricFamily(
+            "ngfw_control_host_last_ack_timestamp_seconds", "When a host last reported what it runs", labels=["host"]
+        )
         for ack in acks:
             runs.add_metric([ack.host], ack.version)
             runs_identity.add_metric([ack.host], ack.identity)
@@ -236,9 +295,11 @@ class ControlMetrics(Collector):
                 refused.add_metric([ack.host, ack.status], ack.problem_version)
             last_ack.add_metric([ack.host], ack.time)
         yield from (runs, runs_identity, up_to_date, refused, last_ack)
-        connected = GaugeMetricFamily("ngfw_control_host_connected", "1 while a host's dataplane polls this "
-                                      "controller for bundles (with several controllers: max by host)",
-                                      labels=["host"])
+        connected = GaugeMetricFamily(
+            "ngfw_control_host_connected",
+            "1 while a host's dataplane polls this controller for bundles (with several controllers: max by host)",
+            labels=["host"],
+        )
         now = time.monotonic()
         with self._lock:
             hosts = sorted({a.host for a in acks} | set(self._polls) | set(self._last_poll))
@@ -248,13 +309,17 @@ class ControlMetrics(Collector):
 
     def _migrations(self) -> Iterator[Any]:
         coordinator = self.control.migrations
-        finished = CounterMetricFamily("ngfw_control_migrations_total", "Migrations this controller brokered that "
-                                       "ended, by result", labels=["result"])
+        finished = CounterMetricFamily(
+            "ngfw_control_migrations_total",
+            "Migrations this controller brokered that ended, by result",
+            labels=["result"],
+        )
         for result, n in sorted(coordinator.counts.items()):
             finished.add_metric([result], n)
         yield finished
-        active = GaugeMetricFamily("ngfw_control_migrations_active", "Migrations in progress, by state",
-                                   labels=["state"])
+        active = GaugeMetricFamily(
+            "ngfw_control_migrations_active", "Migrations in progress, by state", labels=["state"]
+        )
         states = dict.fromkeys(ACTIVE, 0)
         for m in coordinator.list(lambda vsys: True):
             if m["state"] in states:

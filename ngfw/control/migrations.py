@@ -33,14 +33,14 @@ from typing import Any
 from ngfw.control.auth import Principal
 
 # how long a step may take before the migration is reported failed
-SOURCE_TIMEOUT = 5.0        # the source's sessions after an export or cutover task
-DESTINATION_TIMEOUT = 5.0   # the destination's result after an import task
-ANNOUNCED_WAIT = 600.0      # an announced move whose workload never shows up on the destination
-LIVE_SECONDS = 5.0          # an agent that polled its tasks this recently is connected (agents poll every 2 s:
-                            # the HTTP server holds a long-poll without asking again, ngfw.control.server)
-KEPT = 200                  # finished migrations kept for `GET /migrations` and status
+SOURCE_TIMEOUT = 5.0  # the source's sessions after an export or cutover task
+DESTINATION_TIMEOUT = 5.0  # the destination's result after an import task
+ANNOUNCED_WAIT = 600.0  # an announced move whose workload never shows up on the destination
+LIVE_SECONDS = 5.0  # an agent that polled its tasks this recently is connected (agents poll every 2 s:
+# the HTTP server holds a long-poll without asking again, ngfw.control.server)
+KEPT = 200  # finished migrations kept for `GET /migrations` and status
 ACTIVE = ("staging", "precopied", "cutover")
-LOST = ("malformed", "not_owned", "quota", "table_full")   # import results that lose a session
+LOST = ("malformed", "not_owned", "quota", "table_full")  # import results that lose a session
 
 
 @dataclass
@@ -50,18 +50,18 @@ class Migration:
     workload: str
     source: str
     destination: str
-    mode: str                   # announced | unannounced
+    mode: str  # announced | unannounced
     requested_by: str
-    created: float              # wall clock
-    state: str = "staging"      # staging -> precopied -> cutover -> done | failed
+    created: float  # wall clock
+    state: str = "staging"  # staging -> precopied -> cutover -> done | failed
     detail: str = ""
     # per phase: sent (source's count and time), results (destination's import counts), imported (time)
     phases: dict[str, dict[str, Any]] = field(default_factory=dict)
-    cutover_requested: float | None = None   # monotonic
-    transfer_seconds: float | None = None    # cut-over requested -> the destination imported
-    finished: float | None = None            # wall clock
-    waiting_since: float = 0.0               # monotonic: when the current step started
-    waiting_for: str = ""                    # "source" | "destination" | "arrival"
+    cutover_requested: float | None = None  # monotonic
+    transfer_seconds: float | None = None  # cut-over requested -> the destination imported
+    finished: float | None = None  # wall clock
+    waiting_since: float = 0.0  # monotonic: when the current step started
+    waiting_for: str = ""  # "source" | "destination" | "arrival"
 
     @property
     def active(self) -> bool:
@@ -75,8 +75,12 @@ class Migration:
         pre = self.phases.get("precopy", {}).get("results", {})
         cut = self.phases.get("cutover", {}).get("results", {})
         # a precopy "update" refreshed a copy an earlier move left here (the workload came back): moved too
-        moved = (int(pre.get("imported", 0)) + int(pre.get("updated", 0)) + int(cut.get("imported", 0))
-                 - int(cut.get("removed", 0)))
+        moved = (
+            int(pre.get("imported", 0))
+            + int(pre.get("updated", 0))
+            + int(cut.get("imported", 0))
+            - int(cut.get("removed", 0))
+        )
         lost = sum(int(n) for results in (pre, cut) for k, n in results.items() if k in LOST)
         return max(moved, 0), lost
 
@@ -86,13 +90,25 @@ class Migration:
 
     def as_dict(self) -> dict[str, Any]:
         moved, lost = self.sessions()
-        return {"id": self.id, "vsys": self.vsys, "workload": self.workload, "from": self.source,
-                "to": self.destination, "mode": self.mode, "state": self.state, "detail": self.detail,
-                "requested_by": self.requested_by, "created": self.created, "finished": self.finished,
-                "sessions_moved": moved, "sessions_lost": lost, "sessions_refused_by_policy": self.refused(),
-                "transfer_seconds": self.transfer_seconds,
-                "duration_seconds": (self.finished - self.created) if self.finished else None,
-                "phases": self.phases}
+        return {
+            "id": self.id,
+            "vsys": self.vsys,
+            "workload": self.workload,
+            "from": self.source,
+            "to": self.destination,
+            "mode": self.mode,
+            "state": self.state,
+            "detail": self.detail,
+            "requested_by": self.requested_by,
+            "created": self.created,
+            "finished": self.finished,
+            "sessions_moved": moved,
+            "sessions_lost": lost,
+            "sessions_refused_by_policy": self.refused(),
+            "transfer_seconds": self.transfer_seconds,
+            "duration_seconds": (self.finished - self.created) if self.finished else None,
+            "phases": self.phases,
+        }
 
 
 class MigrationError(Exception):
@@ -117,8 +133,8 @@ class MigrationCoordinator:
         self._lock = threading.Condition()
         self._migrations: dict[str, Migration] = {}
         self._tasks: dict[str, deque[dict[str, Any]]] = {}
-        self._polling: dict[str, int] = {}       # host -> long-polls in flight
-        self._last_poll: dict[str, float] = {}   # host -> monotonic time a poll last ended
+        self._polling: dict[str, int] = {}  # host -> long-polls in flight
+        self._last_poll: dict[str, float] = {}  # host -> monotonic time a poll last ended
         self._location: dict[tuple[str, str], str] = {}
         self._ids = itertools.count(1)
         self.counts: dict[str, int] = {"done": 0, "failed": 0}
@@ -190,20 +206,27 @@ class MigrationCoordinator:
                 raise MigrationError(409, f"workload {vsys}/{workload} is being migrated already")
             m = self._new(vsys, workload, source or "", destination, "announced", who.name)
             if not self._connected(destination):
-                self._fail(m, f"destination {destination} has no connected dataplane: the workload's traffic there "
-                              "is denied until one runs")
+                self._fail(
+                    m,
+                    f"destination {destination} has no connected dataplane: the workload's traffic there "
+                    "is denied until one runs",
+                )
                 raise MigrationError(409, m.detail, m)
             if not source or not self._connected(source):
                 # the move goes ahead (it is the hypervisor's); its sessions cannot follow
-                self._fail(m, f"source {source or '(unknown host)'} has no connected dataplane: the workload's "
-                              "sessions cannot follow it; the destination enforces with fresh state")
+                self._fail(
+                    m,
+                    f"source {source or '(unknown host)'} has no connected dataplane: the workload's "
+                    "sessions cannot follow it; the destination enforces with fresh state",
+                )
                 raise MigrationError(409, m.detail, m)
             self._queue(source, {"kind": "export", "migration": m.id, "vsys": vsys, "workload": workload})
             self._wait(m, "source")
             return m
 
-    def arrivals(self, host: str, workloads: list[tuple[str, str]], spec_host: Callable[[str, str], str | None]
-                 ) -> list[Migration]:
+    def arrivals(
+        self, host: str, workloads: list[tuple[str, str]], spec_host: Callable[[str, str], str | None]
+    ) -> list[Migration]:
         """`host` saw these workloads' first frames on its VM side: cut over the moves they finish, and start an
         unannounced one for a workload last seen elsewhere. Returns the migrations that moved on."""
         started: list[Migration] = []
@@ -213,8 +236,7 @@ class MigrationCoordinator:
                 key = (vsys, name)
                 before = self._location.get(key) or spec_host(vsys, name)
                 self._location[key] = host
-                active = next((m for m in self._migrations.values()
-                               if m.active and (m.vsys, m.workload) == key), None)
+                active = next((m for m in self._migrations.values() if m.active and (m.vsys, m.workload) == key), None)
                 if active is not None and active.destination == host:
                     self._cutover(active)
                     started.append(active)
@@ -226,8 +248,11 @@ class MigrationCoordinator:
                 if before and before != host:
                     m = self._new(vsys, name, before, host, "unannounced", f"dataplane:{host}")
                     if not self._connected(before):
-                        self._fail(m, f"source {before} has no connected dataplane: the workload's sessions cannot "
-                                      "follow it; the destination enforces with fresh state")
+                        self._fail(
+                            m,
+                            f"source {before} has no connected dataplane: the workload's sessions cannot "
+                            "follow it; the destination enforces with fresh state",
+                        )
                     else:
                         self._cutover(m)
                     started.append(m)
@@ -246,9 +271,20 @@ class MigrationCoordinator:
             m.phases.setdefault(phase, {})["sent"] = {"count": count, "at": self.clock()}
             if phase == "precopy" and m.state == "staging":
                 m.state = "precopied"
-            self._queue(m.destination, {"kind": "import", "migration": m.id, "phase": phase, "vsys": m.vsys,
-                                        "workload": m.workload, "from": m.source, "mode": m.mode,
-                                        "created": m.created, "batch": batch})
+            self._queue(
+                m.destination,
+                {
+                    "kind": "import",
+                    "migration": m.id,
+                    "phase": phase,
+                    "vsys": m.vsys,
+                    "workload": m.workload,
+                    "from": m.source,
+                    "mode": m.mode,
+                    "created": m.created,
+                    "batch": batch,
+                },
+            )
             self._wait(m, "destination")
             return m
 
@@ -278,8 +314,11 @@ class MigrationCoordinator:
     def list(self, visible: Callable[[str], bool]) -> list[dict[str, Any]]:
         with self._lock:
             self._expire()
-            return [m.as_dict() for m in sorted(self._migrations.values(), key=lambda m: m.created, reverse=True)
-                    if visible(m.vsys)]
+            return [
+                m.as_dict()
+                for m in sorted(self._migrations.values(), key=lambda m: m.created, reverse=True)
+                if visible(m.vsys)
+            ]
 
     def get(self, migration_id: str) -> Migration:
         with self._lock:
@@ -290,12 +329,20 @@ class MigrationCoordinator:
         return self._polling.get(host, 0) > 0 or time.monotonic() - self._last_poll.get(host, -1e9) < LIVE_SECONDS
 
     def _new(self, vsys: str, workload: str, source: str, destination: str, mode: str, by: str) -> Migration:
-        m = Migration(id=f"m{next(self._ids)}-{int(self.clock())}", vsys=vsys, workload=workload, source=source,
-                      destination=destination, mode=mode, requested_by=by, created=self.clock())
+        m = Migration(
+            id=f"m{next(self._ids)}-{int(self.clock())}",
+            vsys=vsys,
+            workload=workload,
+            source=source,
+            destination=destination,
+            mode=mode,
+            requested_by=by,
+            created=self.clock(),
+        )
         self._migrations[m.id] = m
         self._ensure_watchdog()
         finished = [x for x in self._migrations.values() if not x.active]
-        for old in sorted(finished, key=lambda x: x.created)[:max(0, len(finished) - KEPT)]:
+        for old in sorted(finished, key=lambda x: x.created)[: max(0, len(finished) - KEPT)]:
             del self._migrations[old.id]
         return m
 
@@ -311,8 +358,16 @@ class MigrationCoordinator:
     def _cutover(self, m: Migration) -> None:
         m.state = "cutover"
         m.cutover_requested = time.monotonic()
-        self._queue(m.source, {"kind": "cutover", "migration": m.id, "vsys": m.vsys, "workload": m.workload,
-                               "precopied": "precopy" in m.phases})
+        self._queue(
+            m.source,
+            {
+                "kind": "cutover",
+                "migration": m.id,
+                "vsys": m.vsys,
+                "workload": m.workload,
+                "precopied": "precopy" in m.phases,
+            },
+        )
         self._wait(m, "source")
 
     def _fail(self, m: Migration, why: str) -> None:
@@ -320,8 +375,19 @@ class MigrationCoordinator:
         m.waiting_for = ""
         self.counts["failed"] += 1
         if m.destination and self._connected(m.destination):
-            self._queue(m.destination, {"kind": "failed", "migration": m.id, "vsys": m.vsys, "workload": m.workload,
-                                        "from": m.source, "mode": m.mode, "created": m.created, "detail": why})
+            self._queue(
+                m.destination,
+                {
+                    "kind": "failed",
+                    "migration": m.id,
+                    "vsys": m.vsys,
+                    "workload": m.workload,
+                    "from": m.source,
+                    "mode": m.mode,
+                    "created": m.created,
+                    "detail": why,
+                },
+            )
 
     def _expire(self) -> None:
         now = time.monotonic()
@@ -330,10 +396,14 @@ class MigrationCoordinator:
                 continue
             waited = now - m.waiting_since
             if m.waiting_for == "source" and waited > SOURCE_TIMEOUT:
-                self._fail(m, f"source {m.source} did not send the sessions within {SOURCE_TIMEOUT:.0f} s "
-                              "(its dataplane died?); the destination enforces with fresh state")
+                self._fail(
+                    m,
+                    f"source {m.source} did not send the sessions within {SOURCE_TIMEOUT:.0f} s "
+                    "(its dataplane died?); the destination enforces with fresh state",
+                )
             elif m.waiting_for == "destination" and waited > DESTINATION_TIMEOUT:
-                self._fail(m, f"destination {m.destination} did not import the sessions within "
-                              f"{DESTINATION_TIMEOUT:.0f} s")
+                self._fail(
+                    m, f"destination {m.destination} did not import the sessions within {DESTINATION_TIMEOUT:.0f} s"
+                )
             elif m.waiting_for == "arrival" and waited > ANNOUNCED_WAIT:
                 self._fail(m, f"the workload did not show up on {m.destination} within {ANNOUNCED_WAIT:.0f} s")

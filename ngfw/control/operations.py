@@ -34,8 +34,8 @@ from ngfw.control.service import ApiError, Control
 from ngfw.dataplane.eve import DEFAULT_RULE
 from ngfw.dataplane.sessions import PAGE_DEFAULT, PAGE_MAX, FilterError, SessionFilter
 
-TASK_TIMEOUT = 5.0     # how long a user's request waits for the hosts' answers
-SEEN_SECONDS = 65.0    # an agent that asked for tasks this recently is connected (its long-polls wait <= 60 s)
+TASK_TIMEOUT = 5.0  # how long a user's request waits for the hosts' answers
+SEEN_SECONDS = 65.0  # an agent that asked for tasks this recently is connected (its long-polls wait <= 60 s)
 PAGING = ("host", "cursor", "limit")
 
 
@@ -48,11 +48,13 @@ class _Pending:
 
 # ---------------------------------------------------------------- who may
 
+
 def read_refusal(who: Principal) -> str | None:
     if who.base_role in ("security-admin", "viewer") or (who.base_role == "tenant-admin" and who.vsys):
         return None
-    return (f"role {who.role} cannot read sessions or rule hits (security-admin, viewer, or the tenant-admin of "
-            "their vsys)")
+    return (
+        f"role {who.role} cannot read sessions or rule hits (security-admin, viewer, or the tenant-admin of their vsys)"
+    )
 
 
 def clear_refusal(who: Principal) -> str | None:
@@ -101,8 +103,9 @@ class OperationsBroker:
             pending = self._pending.get(task)
             if pending is None or host not in pending.hosts:
                 raise ApiError(404, f"no task {task} is waiting for host {host} (it timed out?)")
-            pending.results[host] = answer if isinstance(answer, dict) else \
-                {"error": str(error)[:2000], "kind": str(body.get("kind", ""))}
+            pending.results[host] = (
+                answer if isinstance(answer, dict) else {"error": str(error)[:2000], "kind": str(body.get("kind", ""))}
+            )
             if set(pending.results) >= pending.hosts:
                 pending.done.set()
         return {"ok": True}
@@ -115,12 +118,16 @@ class OperationsBroker:
     def _known(self) -> set[str]:
         return {a.host for a in self.control.store.acks()} | set(self._last_poll)
 
-    def ask(self, kind: str, payload: dict[str, Any], host: str | None = None
-            ) -> tuple[dict[str, dict[str, Any]], list[dict[str, str]]]:
+    def ask(
+        self, kind: str, payload: dict[str, Any], host: str | None = None
+    ) -> tuple[dict[str, dict[str, Any]], list[dict[str, str]]]:
         """One task per host (or `host` only): ({host: its answer}, [{host, reason} that gave none])."""
         live = self.connected()
-        missing = [{"host": h, "reason": "no operations agent of its dataplane is connected to this control"}
-                   for h in sorted(self._known() - live) if host in (None, h)]
+        missing = [
+            {"host": h, "reason": "no operations agent of its dataplane is connected to this control"}
+            for h in sorted(self._known() - live)
+            if host in (None, h)
+        ]
         targets = {host} & live if host else live
         if host and host not in live:
             if host not in self._known():
@@ -134,11 +141,11 @@ class OperationsBroker:
             self._pending[task_id] = pending
             for h in targets:
                 self._tasks.setdefault(h, deque()).append({"id": task_id, "kind": kind, **payload})
-        self.control._notify()   # wakes the agents' parked long-polls (ngfw.control.server)
+        self.control._notify()  # wakes the agents' parked long-polls (ngfw.control.server)
         pending.done.wait(self.timeout)
         with self._lock:
             self._pending.pop(task_id, None)
-            for h in targets:   # a task nobody took must not run later
+            for h in targets:  # a task nobody took must not run later
                 queue = self._tasks.get(h)
                 if queue:
                     self._tasks[h] = deque(t for t in queue if t["id"] != task_id)
@@ -164,8 +171,9 @@ class OperationsBroker:
             if "error" in answer:
                 hosts.append({"host": name, "error": answer["error"]})
             else:
-                hosts.append({"host": name, "sessions": answer.get("sessions", []),
-                              "cursor": int(answer.get("cursor", 0))})
+                hosts.append(
+                    {"host": name, "sessions": answer.get("sessions", []), "cursor": int(answer.get("cursor", 0))}
+                )
         return {"filter": flt.as_dict(), "hosts": hosts, "missing": missing}
 
     def clear(self, who: Principal, body: dict[str, Any]) -> dict[str, Any]:
@@ -187,12 +195,22 @@ class OperationsBroker:
         self._all_refused(results)
         cleared = {h: a for h, a in results.items() if "error" not in a}
         total = sum(int(a.get("cleared", 0)) for a in cleared.values())
-        self.control.audit(who, "sessions.clear", flt.words(), "ok", hosts={h: a.get("cleared", 0)
-                                                                           for h, a in cleared.items()},
-                           silent=silent, missing=[m["host"] for m in missing])
-        return {"filter": flt.as_dict(), "cleared": total, "resets": sum(int(a.get("resets", 0))
-                                                                        for a in cleared.values()),
-                "hosts": [{"host": h, **a} for h, a in sorted(results.items())], "missing": missing}
+        self.control.audit(
+            who,
+            "sessions.clear",
+            flt.words(),
+            "ok",
+            hosts={h: a.get("cleared", 0) for h, a in cleared.items()},
+            silent=silent,
+            missing=[m["host"] for m in missing],
+        )
+        return {
+            "filter": flt.as_dict(),
+            "cleared": total,
+            "resets": sum(int(a.get("resets", 0)) for a in cleared.values()),
+            "hosts": [{"host": h, **a} for h, a in sorted(results.items())],
+            "missing": missing,
+        }
 
     def hits(self, who: Principal, query: dict[str, str]) -> dict[str, Any]:
         self.control.require(who, read_refusal(who), "rules.hits")
@@ -206,15 +224,18 @@ class OperationsBroker:
                 continue
             for entry in answer.get("rules", []):
                 key = (entry["vsys"], entry["rule"])
-                rule = merged.setdefault(key, {"vsys": key[0], "rule": key[1], "hits": 0, "first": None,
-                                               "last": None, "hosts": {}})
+                rule = merged.setdefault(
+                    key, {"vsys": key[0], "rule": key[1], "hits": 0, "first": None, "last": None, "hosts": {}}
+                )
                 rule["hits"] += entry["hits"]
                 rule["first"] = _min(rule["first"], entry["first"])
                 rule["last"] = _max(rule["last"], entry["last"])
                 rule["hosts"][host] = {k: entry[k] for k in ("hits", "first", "last", "since")}
-        return {"rules": [merged[k] for k in sorted(merged)], "hosts": sorted(h for h, a in results.items()
-                                                                             if "error" not in a),
-                "missing": missing}
+        return {
+            "rules": [merged[k] for k in sorted(merged)],
+            "hosts": sorted(h for h, a in results.items() if "error" not in a),
+            "missing": missing,
+        }
 
     def unused(self, who: Principal, query: dict[str, str]) -> dict[str, Any]:
         self.control.require(who, read_refusal(who), "rules.unused")
@@ -234,15 +255,22 @@ class OperationsBroker:
         unused = []
         for key in rules:
             if key[1] == DEFAULT_RULE:
-                continue   # the catch-all (explicit or implicit) is never a rule to delete
+                continue  # the catch-all (explicit or implicit) is never a rule to delete
             entry = hits.get(key)
             last = entry["last"] if entry else None
             if last is not None and last >= horizon:
                 continue
             sinces = [h["since"] for h in entry["hosts"].values()] if entry else []
-            unused.append({"vsys": key[0], "rule": key[1], "last": last, "hits": entry["hits"] if entry else 0,
-                           # how long every host has counted it: shorter than `days`, "unused" is not proven
-                           "tracked_seconds": (now - max(sinces)) if sinces else 0.0})
+            unused.append(
+                {
+                    "vsys": key[0],
+                    "rule": key[1],
+                    "last": last,
+                    "hits": entry["hits"] if entry else 0,
+                    # how long every host has counted it: shorter than `days`, "unused" is not proven
+                    "tracked_seconds": (now - max(sinces)) if sinces else 0.0,
+                }
+            )
         return {"days": days, "unused": unused, "hosts": answer["hosts"], "missing": answer["missing"]}
 
     # ---- helpers
@@ -314,7 +342,7 @@ def broker_of(control: Control) -> OperationsBroker:
     broker = getattr(control, "operations", None)
     if broker is None:
         broker = OperationsBroker(control)
-        control.operations = broker   # type: ignore[attr-defined]
+        control.operations = broker  # type: ignore[attr-defined]
     return broker
 
 
@@ -325,26 +353,70 @@ def operation_routes(control: Control) -> list[Any]:
     b = broker_of(control)
     readers = "security-admin, viewer, tenant-admin:VSYS (its vsys)"
     return [
-        Route("GET", "/sessions", "Live flows of every host (or one): one page per host, filtered by "
-                                  "FIELD=VALUE query parameters (vsys, vm, app, rule, src, dst, sport, port, proto, "
-                                  "action, state, id)",
-              lambda r: (200, b.sessions(r.principal, r.query)), readers,
-              query=("vsys", "vm", "app", "rule", "src", "dst", "sport", "port", "proto", "action", "state", "id",
-                     *PAGING)),
-        Route("POST", "/sessions/clear", "End the flows a filter selects on every host (or one): TCP connections "
-                                         "are reset both ways unless silent",
-              lambda r: (200, b.clear(r.principal, r.json_object())), "security-admin, tenant-admin:VSYS (its vsys)",
-              body='{"filter": {FIELD: VALUE}, "host": H, "silent": false, "all": true (an empty filter)}'),
-        Route("GET", "/rules/hits", "Per rule: flows decided, first and last hit, per host and in all",
-              lambda r: (200, b.hits(r.principal, r.query)), readers, query=("vsys", "host")),
-        Route("GET", "/rules/unused", "Rules of the running policy that no host hit in `days` days (default 30)",
-              lambda r: (200, b.unused(r.principal, r.query)), readers, query=("days", "vsys")),
-        Route("GET", "/operations/tasks", "A dataplane's operations agent asks for work (long-poll: 204 after "
-                                          "`wait` s without any)",
-              lambda r: _tasks(b, r), "dataplane[:HOST]", query=("host", "wait")),
-        Route("POST", "/operations/{task}/result", "A dataplane's answer to an operations task",
-              lambda r: (200, b.result(r.principal, r.params["task"], r.json_object())), "dataplane[:HOST]",
-              body='{"host", "result": {...}} or {"host", "error", "kind"}'),
+        Route(
+            "GET",
+            "/sessions",
+            "Live flows of every host (or one): one page per host, filtered by "
+            "FIELD=VALUE query parameters (vsys, vm, app, rule, src, dst, sport, port, proto, "
+            "action, state, id)",
+            lambda r: (200, b.sessions(r.principal, r.query)),
+            readers,
+            query=(
+                "vsys",
+                "vm",
+                "app",
+                "rule",
+                "src",
+                "dst",
+                "sport",
+                "port",
+                "proto",
+                "action",
+                "state",
+                "id",
+                *PAGING,
+            ),
+        ),
+        Route(
+            "POST",
+            "/sessions/clear",
+            "End the flows a filter selects on every host (or one): TCP connections are reset both ways unless silent",
+            lambda r: (200, b.clear(r.principal, r.json_object())),
+            "security-admin, tenant-admin:VSYS (its vsys)",
+            body='{"filter": {FIELD: VALUE}, "host": H, "silent": false, "all": true (an empty filter)}',
+        ),
+        Route(
+            "GET",
+            "/rules/hits",
+            "Per rule: flows decided, first and last hit, per host and in all",
+            lambda r: (200, b.hits(r.principal, r.query)),
+            readers,
+            query=("vsys", "host"),
+        ),
+        Route(
+            "GET",
+            "/rules/unused",
+            "Rules of the running policy that no host hit in `days` days (default 30)",
+            lambda r: (200, b.unused(r.principal, r.query)),
+            readers,
+            query=("days", "vsys"),
+        ),
+        Route(
+            "GET",
+            "/operations/tasks",
+            "A dataplane's operations agent asks for work (long-poll: 204 after `wait` s without any)",
+            lambda r: _tasks(b, r),
+            "dataplane[:HOST]",
+            query=("host", "wait"),
+        ),
+        Route(
+            "POST",
+            "/operations/{task}/result",
+            "A dataplane's answer to an operations task",
+            lambda r: (200, b.result(r.principal, r.params["task"], r.json_object())),
+            "dataplane[:HOST]",
+            body='{"host", "result": {...}} or {"host", "error", "kind"}',
+        ),
     ]
 
 

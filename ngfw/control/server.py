@@ -173,8 +173,9 @@ class Route:
         return "wait" in self.query
 
 
-def _int(value: str | None, name: str, default: int | None = None, low: int = 0,
-         high: int = STORE_INT_MAX) -> int | None:
+def _int(
+    value: str | None, name: str, default: int | None = None, low: int = 0, high: int = STORE_INT_MAX
+) -> int | None:
     return parse_int(value, name, default, low, high)
 
 
@@ -184,8 +185,9 @@ def _apply_items(request: Request) -> list[tuple[Any, str]]:
         try:
             text = request.body.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise ApiError(400, f"the body is not UTF-8: byte 0x{request.body[exc.start]:02x} at offset "
-                                f"{exc.start}") from None
+            raise ApiError(
+                400, f"the body is not UTF-8: byte 0x{request.body[exc.start]:02x} at offset {exc.start}"
+            ) from None
         try:
             documents = parse_documents(text)
         except YamlProblem as exc:
@@ -210,108 +212,285 @@ def build_routes(control: Control) -> list[Route]:
     everyone = "security-admin, tenant-admin (own vsys), vm-operator, viewer"
     editors = "security-admin, tenant-admin:VSYS (own vsys)"
     return [
-        Route("GET", "/running", "The running configuration: version, identity revision, bundle hash, documents",
-              lambda r: (200, c.running(r.principal)), everyone),
-        Route("GET", "/candidate", "Your candidate configuration and its changes against its base",
-              lambda r: (200, c.candidate(r.principal)), everyone),
-        Route("POST", "/candidate/apply", "Create or replace resources in your candidate (all or nothing)",
-              lambda r: (200, c.apply(r.principal, _apply_items(r))), editors,
-              body='YAML stream (Content-Type: application/yaml) or {"documents": [...], "sources": [...]}',
-              accepts=JSON_TYPES + YAML_TYPES),
-        Route("PUT", "/candidate/resources/{kind}/{vsys}/{name}", "Create or replace one resource in your candidate",
-              lambda r: (200, c.apply(r.principal, [(r.json(), "request")], "candidate.put",
-                                      (r.params["kind"], r.params["vsys"], r.params["name"]))),
-              editors, body="one resource document (a VirtualSystem's vsys is its own name)"),
-        Route("DELETE", "/candidate/resources/{kind}/{vsys}/{name}", "Delete one resource from your candidate",
-              lambda r: (200, c.delete(r.principal, r.params["kind"], r.params["vsys"], r.params["name"])), editors),
+        Route(
+            "GET",
+            "/running",
+            "The running configuration: version, identity revision, bundle hash, documents",
+            lambda r: (200, c.running(r.principal)),
+            everyone,
+        ),
+        Route(
+            "GET",
+            "/candidate",
+            "Your candidate configuration and its changes against its base",
+            lambda r: (200, c.candidate(r.principal)),
+            everyone,
+        ),
+        Route(
+            "POST",
+            "/candidate/apply",
+            "Create or replace resources in your candidate (all or nothing)",
+            lambda r: (200, c.apply(r.principal, _apply_items(r))),
+            editors,
+            body='YAML stream (Content-Type: application/yaml) or {"documents": [...], "sources": [...]}',
+            accepts=JSON_TYPES + YAML_TYPES,
+        ),
+        Route(
+            "PUT",
+            "/candidate/resources/{kind}/{vsys}/{name}",
+            "Create or replace one resource in your candidate",
+            lambda r: (
+                200,
+                c.apply(
+                    r.principal,
+                    [(r.json(), "request")],
+                    "candidate.put",
+                    (r.params["kind"], r.params["vsys"], r.params["name"]),
+                ),
+            ),
+            editors,
+            body="one resource document (a VirtualSystem's vsys is its own name)",
+        ),
+        Route(
+            "DELETE",
+            "/candidate/resources/{kind}/{vsys}/{name}",
+            "Delete one resource from your candidate",
+            lambda r: (200, c.delete(r.principal, r.params["kind"], r.params["vsys"], r.params["name"])),
+            editors,
+        ),
         Route("DELETE", "/candidate", "Discard your candidate", lambda r: (200, c.discard(r.principal)), everyone),
-        Route("POST", "/candidate/validate", "Dry run: compile your candidate, return lint warnings",
-              lambda r: (200, c.validate(r.principal)), everyone),
-        Route("POST", "/candidate/rebase", "Move your candidate onto the running version, keeping its changes",
-              lambda r: (200, c.rebase(r.principal)), editors),
-        Route("POST", "/commit", "Validate, compile, store and publish your candidate as the next version",
-              lambda r: (201, c.commit(r.principal, str(r.json_object().get("message", "")),
-                                       _int(_opt(r.json_object().get("base")), "base"))),
-              editors, body='{"message": "...", "base": N} (409 when N is no longer the running version)'),
-        Route("POST", "/rollback", "Publish a new version whose policy is that of an earlier version",
-              lambda r: (201, c.rollback(r.principal, _required_int(r.json_object(), "version"),
-                                         str(r.json_object().get("message", "")),
-                                         _int(_opt(r.json_object().get("base")), "base"))),
-              "security-admin", body='{"version": N, "message": "...", "base": M}'),
-        Route("GET", "/versions", "Committed versions, newest first (no documents)",
-              lambda r: (200, c.versions(r.principal, _int(r.query.get("limit"), "limit", 50, 1, MAX_LIST_LIMIT)
-                                         or 50)), everyone,
-              query=("limit",)),
-        Route("GET", "/versions/{number}", "One committed version with its documents",
-              lambda r: (200, c.version(r.principal, _int(r.params["number"], "number") or 0)), everyone),
-        Route("GET", "/diff", "Resource-by-resource diff; from/to are a version number, running or candidate",
-              lambda r: (200, c.diff(r.principal, r.query.get("from", "running"), r.query.get("to", "candidate"))),
-              everyone, query=("from", "to")),
-        Route("GET", "/identity", "Running Workloads (bindings and labels) and the identity revision",
-              lambda r: (200, c.identity(r.principal)), everyone),
-        Route("PUT", "/identity/workloads/{vsys}/{name}",
-              "Create or change a Workload's bindings and labels without a policy commit",
-              lambda r: (200, c.put_workload(r.principal, r.params["vsys"], r.params["name"], r.json())),
-              "security-admin, vm-operator, tenant-admin:VSYS", body="a Workload document"),
-        Route("DELETE", "/identity/workloads/{vsys}/{name}", "Remove a Workload without a policy commit",
-              lambda r: (200, c.delete_workload(r.principal, r.params["vsys"], r.params["name"])),
-              "security-admin, vm-operator, tenant-admin:VSYS"),
-        Route("PUT", "/identity/users", "Map an address (or every address of a workload) to a user (User-ID), "
-                                        "for `ttl` seconds or until deleted; no policy commit",
-              lambda r: (200, c.map_user(r.principal, r.json_object())),
-              "security-admin, vm-operator, user-mapper",
-              body='{"address": IP | "vm": NAME or VSYS/NAME, "user": NAME, "ttl": SECONDS (optional)}'),
-        Route("DELETE", "/identity/users", "End the user mapping of an address (or of a workload's addresses)",
-              lambda r: (200, c.unmap_user(r.principal, {k: v for k, v in r.query.items() if k in ("address", "vm")})),
-              "security-admin, vm-operator, user-mapper", query=("address", "vm")),
-        Route("GET", "/identity/users", "The user mappings: address, user, source, lifetime, workload, groups",
-              lambda r: (200, c.user_list(r.principal)), everyone + ", user-mapper"),
-        Route("GET", "/identity/users/changes", "Long-poll for a host: the user mappings changed after revision "
-                                                "`since` (without it, all of them), 204 after `wait` s of none",
-              lambda r: _user_changes(c, r), "dataplane[:HOST], security-admin, viewer",
-              query=("host", "since", "epoch", "wait")),
-        Route("GET", "/bundle", "Long-poll for the running bundle: returns when its hash differs from `known` "
-                                "(204 after `wait` seconds without a change); with `version` (the one the host "
-                                "runs) equal to the running one, only its Workloads (an identity update)",
-              lambda r: _bundle(c, r), "dataplane[:HOST], security-admin, viewer",
-              query=("host", "known", "wait", "version")),
-        Route("POST", "/acks", "A host reports the version and hash it runs (or that it refused a bundle)",
-              lambda r: (200, c.ack(r.principal, r.json_object())), "dataplane[:HOST]",
-              body='{"host", "version", "identity", "hash", "status": applied|refused|failed, "detail"}'),
-        Route("POST", "/migrations", "Announce a workload's move to another host: its sessions go there first",
-              lambda r: (201, c.migrate(r.principal, r.json_object())), "security-admin, vm-operator, tenant-admin:VSYS",
-              body='{"workload": NAME, "vsys": VSYS (when the name is not unique), "to": HOST}'),
-        Route("GET", "/migrations", "Migrations in progress and recent ones", lambda r: (200, c.migration_list(r.principal)),
-              everyone),
-        Route("GET", "/tasks", "Long-poll for a dataplane agent's migration work (204 after `wait` s without any)",
-              lambda r: _tasks(c, r), "dataplane[:HOST]", query=("host", "wait")),
-        Route("POST", "/migrations/{migration}/sessions", "A source host's sessions of a migration (a SessionBatch)",
-              lambda r: (200, c.migration_sessions(r.principal, r.params["migration"], r.json_object())),
-              "dataplane[:HOST] (the source)", body='{"host", "phase": precopy|cutover, "batch": base64, "count"}'),
-        Route("POST", "/migrations/{migration}/result", "The destination host's import of a migration's sessions",
-              lambda r: (200, c.migration_result(r.principal, r.params["migration"], r.json_object())),
-              "dataplane[:HOST] (the destination)", body='{"host", "phase", "results": {result: count}}'),
-        Route("POST", "/arrivals", "A host saw workloads' first frames on its VM side (they may have moved there)",
-              lambda r: (200, c.arrivals(r.principal, r.json_object())), "dataplane[:HOST]",
-              body='{"host", "workloads": [{"vsys", "name"}]}'),
-        Route("PUT", "/signature-sets/{sha256}", "Store a signature set (gzip-compressed rule archive, "
-                                                 "ngfw rules push): checked to hash to SHA256 and to parse; 201 "
-                                                 "stored, 200 already there",
-              lambda r: c.push_signature_set(r.principal, r.params["sha256"], r.body), "security-admin",
-              body="gzip-compressed tar of .rules files (ngfw.compiler.signature_archive)", accepts=GZIP_TYPES),
-        Route("GET", "/signature-sets/{sha256}", "A stored signature set's archive (gzip), as stored: agents "
-                                                 "check its sha256",
-              lambda r: (200, RawBody(c.signature_set_archive(r.principal, r.params["sha256"]), "application/gzip")),
-              "dataplane[:HOST], security-admin, tenant-admin, vm-operator, viewer"),
-        Route("GET", "/signature-sets", "Stored signature sets: files, rules, who pushed them when",
-              lambda r: (200, c.signature_set_list(r.principal)), everyone),
-        Route("GET", "/status", 'Version realized per host: "version 12 on 9 of 10 hosts"',
-              lambda r: (200, c.status(r.principal)), everyone + ", dataplane"),
-        Route("GET", "/audit", "The audit log, newest first: every change and every refusal",
-              lambda r: (200, c.audit_log(r.principal, _int(r.query.get("limit"), "limit", 100, 1, MAX_LIST_LIMIT)
-                                          or 100)),
-              "security-admin, viewer", query=("limit",)),
-        *operation_routes(c),   # sessions and rule hits of the fleet (ngfw.control.operations)
+        Route(
+            "POST",
+            "/candidate/validate",
+            "Dry run: compile your candidate, return lint warnings",
+            lambda r: (200, c.validate(r.principal)),
+            everyone,
+        ),
+        Route(
+            "POST",
+            "/candidate/rebase",
+            "Move your candidate onto the running version, keeping its changes",
+            lambda r: (200, c.rebase(r.principal)),
+            editors,
+        ),
+        Route(
+            "POST",
+            "/commit",
+            "Validate, compile, store and publish your candidate as the next version",
+            lambda r: (
+                201,
+                c.commit(
+                    r.principal,
+                    str(r.json_object().get("message", "")),
+                    _int(_opt(r.json_object().get("base")), "base"),
+                ),
+            ),
+            editors,
+            body='{"message": "...", "base": N} (409 when N is no longer the running version)',
+        ),
+        Route(
+            "POST",
+            "/rollback",
+            "Publish a new version whose policy is that of an earlier version",
+            lambda r: (
+                201,
+                c.rollback(
+                    r.principal,
+                    _required_int(r.json_object(), "version"),
+                    str(r.json_object().get("message", "")),
+                    _int(_opt(r.json_object().get("base")), "base"),
+                ),
+            ),
+            "security-admin",
+            body='{"version": N, "message": "...", "base": M}',
+        ),
+        Route(
+            "GET",
+            "/versions",
+            "Committed versions, newest first (no documents)",
+            lambda r: (200, c.versions(r.principal, _int(r.query.get("limit"), "limit", 50, 1, MAX_LIST_LIMIT) or 50)),
+            everyone,
+            query=("limit",),
+        ),
+        Route(
+            "GET",
+            "/versions/{number}",
+            "One committed version with its documents",
+            lambda r: (200, c.version(r.principal, _int(r.params["number"], "number") or 0)),
+            everyone,
+        ),
+        Route(
+            "GET",
+            "/diff",
+            "Resource-by-resource diff; from/to are a version number, running or candidate",
+            lambda r: (200, c.diff(r.principal, r.query.get("from", "running"), r.query.get("to", "candidate"))),
+            everyone,
+            query=("from", "to"),
+        ),
+        Route(
+            "GET",
+            "/identity",
+            "Running Workloads (bindings and labels) and the identity revision",
+            lambda r: (200, c.identity(r.principal)),
+            everyone,
+        ),
+        Route(
+            "PUT",
+            "/identity/workloads/{vsys}/{name}",
+            "Create or change a Workload's bindings and labels without a policy commit",
+            lambda r: (200, c.put_workload(r.principal, r.params["vsys"], r.params["name"], r.json())),
+            "security-admin, vm-operator, tenant-admin:VSYS",
+            body="a Workload document",
+        ),
+        Route(
+            "DELETE",
+            "/identity/workloads/{vsys}/{name}",
+            "Remove a Workload without a policy commit",
+            lambda r: (200, c.delete_workload(r.principal, r.params["vsys"], r.params["name"])),
+            "security-admin, vm-operator, tenant-admin:VSYS",
+        ),
+        Route(
+            "PUT",
+            "/identity/users",
+            "Map an address (or every address of a workload) to a user (User-ID), "
+            "for `ttl` seconds or until deleted; no policy commit",
+            lambda r: (200, c.map_user(r.principal, r.json_object())),
+            "security-admin, vm-operator, user-mapper",
+            body='{"address": IP | "vm": NAME or VSYS/NAME, "user": NAME, "ttl": SECONDS (optional)}',
+        ),
+        Route(
+            "DELETE",
+            "/identity/users",
+            "End the user mapping of an address (or of a workload's addresses)",
+            lambda r: (200, c.unmap_user(r.principal, {k: v for k, v in r.query.items() if k in ("address", "vm")})),
+            "security-admin, vm-operator, user-mapper",
+            query=("address", "vm"),
+        ),
+        Route(
+            "GET",
+            "/identity/users",
+            "The user mappings: address, user, source, lifetime, workload, groups",
+            lambda r: (200, c.user_list(r.principal)),
+            everyone + ", user-mapper",
+        ),
+        Route(
+            "GET",
+            "/identity/users/changes",
+            "Long-poll for a host: the user mappings changed after revision "
+            "`since` (without it, all of them), 204 after `wait` s of none",
+            lambda r: _user_changes(c, r),
+            "dataplane[:HOST], security-admin, viewer",
+            query=("host", "since", "epoch", "wait"),
+        ),
+        Route(
+            "GET",
+            "/bundle",
+            "Long-poll for the running bundle: returns when its hash differs from `known` "
+            "(204 after `wait` seconds without a change); with `version` (the one the host "
+            "runs) equal to the running one, only its Workloads (an identity update)",
+            lambda r: _bundle(c, r),
+            "dataplane[:HOST], security-admin, viewer",
+            query=("host", "known", "wait", "version"),
+        ),
+        Route(
+            "POST",
+            "/acks",
+            "A host reports the version and hash it runs (or that it refused a bundle)",
+            lambda r: (200, c.ack(r.principal, r.json_object())),
+            "dataplane[:HOST]",
+            body='{"host", "version", "identity", "hash", "status": applied|refused|failed, "detail"}',
+        ),
+        Route(
+            "POST",
+            "/migrations",
+            "Announce a workload's move to another host: its sessions go there first",
+            lambda r: (201, c.migrate(r.principal, r.json_object())),
+            "security-admin, vm-operator, tenant-admin:VSYS",
+            body='{"workload": NAME, "vsys": VSYS (when the name is not unique), "to": HOST}',
+        ),
+        Route(
+            "GET",
+            "/migrations",
+            "Migrations in progress and recent ones",
+            lambda r: (200, c.migration_list(r.principal)),
+            everyone,
+        ),
+        Route(
+            "GET",
+            "/tasks",
+            "Long-poll for a dataplane agent's migration work (204 after `wait` s without any)",
+            lambda r: _tasks(c, r),
+            "dataplane[:HOST]",
+            query=("host", "wait"),
+        ),
+        Route(
+            "POST",
+            "/migrations/{migration}/sessions",
+            "A source host's sessions of a migration (a SessionBatch)",
+            lambda r: (200, c.migration_sessions(r.principal, r.params["migration"], r.json_object())),
+            "dataplane[:HOST] (the source)",
+            body='{"host", "phase": precopy|cutover, "batch": base64, "count"}',
+        ),
+        Route(
+            "POST",
+            "/migrations/{migration}/result",
+            "The destination host's import of a migration's sessions",
+            lambda r: (200, c.migration_result(r.principal, r.params["migration"], r.json_object())),
+            "dataplane[:HOST] (the destination)",
+            body='{"host", "phase", "results": {result: count}}',
+        ),
+        Route(
+            "POST",
+            "/arrivals",
+            "A host saw workloads' first frames on its VM side (they may have moved there)",
+            lambda r: (200, c.arrivals(r.principal, r.json_object())),
+            "dataplane[:HOST]",
+            body='{"host", "workloads": [{"vsys", "name"}]}',
+        ),
+        Route(
+            "PUT",
+            "/signature-sets/{sha256}",
+            "Store a signature set (gzip-compressed rule archive, "
+            "ngfw rules push): checked to hash to SHA256 and to parse; 201 "
+            "stored, 200 already there",
+            lambda r: c.push_signature_set(r.principal, r.params["sha256"], r.body),
+            "security-admin",
+            body="gzip-compressed tar of .rules files (ngfw.compiler.signature_archive)",
+            accepts=GZIP_TYPES,
+        ),
+        Route(
+            "GET",
+            "/signature-sets/{sha256}",
+            "A stored signature set's archive (gzip), as stored: agents check its sha256",
+            lambda r: (200, RawBody(c.signature_set_archive(r.principal, r.params["sha256"]), "application/gzip")),
+            "dataplane[:HOST], security-admin, tenant-admin, vm-operator, viewer",
+        ),
+        Route(
+            "GET",
+            "/signature-sets",
+            "Stored signature sets: files, rules, who pushed them when",
+            lambda r: (200, c.signature_set_list(r.principal)),
+            everyone,
+        ),
+        Route(
+            "GET",
+            "/status",
+            'Version realized per host: "version 12 on 9 of 10 hosts"',
+            lambda r: (200, c.status(r.principal)),
+            everyone + ", dataplane",
+        ),
+        Route(
+            "GET",
+            "/audit",
+            "The audit log, newest first: every change and every refusal",
+            lambda r: (
+                200,
+                c.audit_log(r.principal, _int(r.query.get("limit"), "limit", 100, 1, MAX_LIST_LIMIT) or 100),
+            ),
+            "security-admin, viewer",
+            query=("limit",),
+        ),
+        *operation_routes(c),  # sessions and rule hits of the fleet (ngfw.control.operations)
     ]
 
 
@@ -369,8 +548,10 @@ def openapi(routes: list[Route]) -> dict[str, Any]:
             "summary": route.summary,
             "description": f"Roles: {route.roles}.",
             "security": [{"bearer": []}],
-            "parameters": [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-                           for name in re.findall(r"\{(\w+)\}", route.path)]
+            "parameters": [
+                {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                for name in re.findall(r"\{(\w+)\}", route.path)
+            ]
             + [{"name": name, "in": "query", "required": False, "schema": {"type": "string"}} for name in route.query],
             "responses": {
                 "200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}},
@@ -382,29 +563,54 @@ def openapi(routes: list[Route]) -> dict[str, Any]:
             },
         }
         if route.body:
-            schema: dict[str, Any] = ({"$ref": "#/components/schemas/Resource"} if "resource document" in route.body
-                                      or "Workload document" in route.body else {"type": "object"})
-            operation["requestBody"] = {"description": route.body,
-                                        "content": {"application/json": {"schema": schema}}}
+            schema: dict[str, Any] = (
+                {"$ref": "#/components/schemas/Resource"}
+                if "resource document" in route.body or "Workload document" in route.body
+                else {"type": "object"}
+            )
+            operation["requestBody"] = {"description": route.body, "content": {"application/json": {"schema": schema}}}
         paths.setdefault(route.path, {})[route.method.lower()] = operation
     resource = json_schema()
     defs = resource.pop("$defs")
     return {
         "openapi": "3.1.0",
-        "info": {"title": "ngfw control", "version": __version__,
-                 "description": "Candidate/commit configuration of ngfw policy, identity updates, and dataplane "
-                                "bundles. Errors are {error, problems: [{resource, field, message}]}."},
+        "info": {
+            "title": "ngfw control",
+            "version": __version__,
+            "description": "Candidate/commit configuration of ngfw policy, identity updates, and dataplane "
+            "bundles. Errors are {error, problems: [{resource, field, message}]}.",
+        },
         "paths": paths,
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {"Resource": _rebase_refs(resource), **_rebase_refs(defs)},
-            "responses": {"Problem": {"description": "Refused; the body says why and names resource and field",
-                                      "content": {"application/json": {"schema": {
-                                          "type": "object", "required": ["error"],
-                                          "properties": {"error": {"type": "string"}, "problems": {
-                                              "type": "array", "items": {"type": "object", "properties": {
-                                                  "resource": {"type": "string"}, "field": {"type": "string"},
-                                                  "message": {"type": "string"}}}}}}}}}},
+            "responses": {
+                "Problem": {
+                    "description": "Refused; the body says why and names resource and field",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["error"],
+                                "properties": {
+                                    "error": {"type": "string"},
+                                    "problems": {
+                                        "type": "array",
+                                        "items": {
+                                            "type": "object",
+                                            "properties": {
+                                                "resource": {"type": "string"},
+                                                "field": {"type": "string"},
+                                                "message": {"type": "string"},
+                                            },
+                                        },
+                                    },
+                                },
+                            }
+                        }
+                    },
+                }
+            },
         },
     }
 
@@ -412,13 +618,18 @@ def openapi(routes: list[Route]) -> dict[str, Any]:
 def _rebase_refs(value: Any) -> Any:
     """The policy schema's `#/$defs/X` references, moved to `#/components/schemas/X`."""
     if isinstance(value, dict):
-        return {k: (v.replace("#/$defs/", "#/components/schemas/") if k == "$ref" and isinstance(v, str)
-                    else _rebase_refs(v)) for k, v in value.items() if k != "$schema"}
+        return {
+            k: (
+                v.replace("#/$defs/", "#/components/schemas/")
+                if k == "$ref" and isinstance(v, str)
+                else _rebase_refs(v)
+            )
+            for k, v in value.items()
+            if k != "$schema"
+        }
     if isinstance(value, list):
         return [_rebase_refs(v) for v in value]
     return value
-
-
 
 
 # ---- the HTTP server
@@ -457,8 +668,11 @@ def _protocol_error(status: int, exc: BaseException | None) -> tuple[int, str]:
 
 
 def _json_response(status: int, body: dict[str, Any], close: bool = False) -> web.Response:
-    response = web.Response(status=status, body=json.dumps(body).encode(),
-                            headers={"Content-Type": "application/json", "Server": SERVER_NAME})
+    response = web.Response(
+        status=status,
+        body=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "Server": SERVER_NAME},
+    )
     if close:
         response.force_close()
     return response
@@ -480,10 +694,13 @@ class _Connection(RequestHandler):
         self.owner._open += 1
         if self.owner._open > self.owner.max_connections:
             self.owner.counters["refused_connections"] += 1
-            body = json.dumps({"error": f"control has {self.owner.max_connections} connections open, its "
-                                        "limit; try again later"}).encode()
-            answer = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
-                      b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            body = json.dumps(
+                {"error": f"control has {self.owner.max_connections} connections open, its limit; try again later"}
+            ).encode()
+            answer = (
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+                b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
             transport.write(answer)  # type: ignore[attr-defined]
             self.force_close()
 
@@ -493,8 +710,9 @@ class _Connection(RequestHandler):
             self.owner._open -= 1
         super().connection_lost(exc)
 
-    def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
-                     message: str | None = None) -> web.StreamResponse:
+    def handle_error(
+        self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
+    ) -> web.StreamResponse:
         if isinstance(exc, ConnectionError):
             raise exc  # the client is gone (or was dropped): nobody to answer
         status, sentence = _protocol_error(status, exc)
@@ -574,8 +792,12 @@ class _TlsSite(web.BaseSite):
             async with asyncio.timeout(owner.limits.idle_timeout):
                 first = await _peek(loop, conn)
             if first == b"\x16":
-                await loop.connect_accepted_socket(runner_server(self._runner), conn, ssl=self._ssl_context,
-                                                   ssl_handshake_timeout=owner.limits.idle_timeout)
+                await loop.connect_accepted_socket(
+                    runner_server(self._runner),
+                    conn,
+                    ssl=self._ssl_context,
+                    ssl_handshake_timeout=owner.limits.idle_timeout,
+                )
                 return  # the connection is aiohttp's now
             if first:
                 owner.counters["plain_http_refused"] += 1
@@ -583,8 +805,11 @@ class _TlsSite(web.BaseSite):
                 await _refuse_plain_http(loop, conn)
         except ssl.SSLCertVerificationError as exc:
             owner.counters["tls_handshake_failures"] += 1
-            log.warning("control: TLS handshake from %s failed: its client certificate is not signed by --client-ca "
-                        "(%s)", peer, exc.verify_message or exc)
+            log.warning(
+                "control: TLS handshake from %s failed: its client certificate is not signed by --client-ca (%s)",
+                peer,
+                exc.verify_message or exc,
+            )
         except ssl.SSLError as exc:
             owner.counters["tls_handshake_failures"] += 1
             log.info("control: TLS handshake from %s failed: %s", peer, exc.reason or exc)
@@ -629,15 +854,19 @@ async def _peek(loop: asyncio.AbstractEventLoop, conn: socket.socket) -> bytes:
             loop.remove_reader(conn.fileno())
 
 
-PLAIN_HTTP_REFUSED = ("control serves HTTPS on this port: use an https:// URL; this plain-HTTP request was not read, "
-                      "but a token it carried has crossed the network in clear (replace it)")
+PLAIN_HTTP_REFUSED = (
+    "control serves HTTPS on this port: use an https:// URL; this plain-HTTP request was not read, "
+    "but a token it carried has crossed the network in clear (replace it)"
+)
 
 
 async def _refuse_plain_http(loop: asyncio.AbstractEventLoop, conn: socket.socket) -> None:
     body = json.dumps({"error": PLAIN_HTTP_REFUSED}).encode()
-    await loop.sock_sendall(conn, b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nConnection: close\r\n"
-                                  b"Server: %s\r\nContent-Length: %d\r\n\r\n%s"
-                            % (SERVER_NAME.encode(), len(body), body))
+    await loop.sock_sendall(
+        conn,
+        b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nConnection: close\r\n"
+        b"Server: %s\r\nContent-Length: %d\r\n\r\n%s" % (SERVER_NAME.encode(), len(body), body),
+    )
     conn.shutdown(socket.SHUT_WR)
     # closing with the request unread would reset the connection before the client reads the 403:
     # what it sent is discarded, unparsed, for a moment
@@ -682,8 +911,16 @@ def raise_open_files_limit(wanted: int = 65536) -> None:
 class ControlServer:
     """`ngfw control`: the API on HOST:PORT, on an event loop thread with handlers in worker threads."""
 
-    def __init__(self, control: Control, tokens: TokenFile, host: str = "127.0.0.1", port: int = 0, *,
-                 limits: ServerLimits | None = None, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        control: Control,
+        tokens: TokenFile,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        limits: ServerLimits | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         """`ssl_context` (ngfw.control.tls.server_context): serve HTTPS; plain-HTTP requests get a 403 unread."""
         self.control = control
         self.ssl_context = ssl_context
@@ -694,8 +931,11 @@ class ControlServer:
         self.max_connections = open_files_cap(self.limits.max_connections)
         # internal_errors, bad_requests, refused_connections, timeouts, tls_handshake_failures, plain_http_refused
         self.counters: Counter[str] = Counter()
-        self.metrics = ControlMetrics(control, lambda: dict(self.counters),
-                                      lambda: {"connections": self._open, "long_polls_waiting": self._waiting})
+        self.metrics = ControlMetrics(
+            control,
+            lambda: dict(self.counters),
+            lambda: {"connections": self._open, "long_polls_waiting": self._waiting},
+        )
         self._openapi: dict[str, Any] | None = None
         self._openapi_body: bytes | None = None
         self._socket = _listen(host, port)  # bound now: a port in use is an OSError of the constructor
@@ -705,8 +945,9 @@ class ControlServer:
         self._stopping = False
         port = self._address[1]
         self._executor = ThreadPoolExecutor(self.limits.workers, thread_name_prefix=f"ngfw-control-{port}-read")
-        self._write_executor = ThreadPoolExecutor(self.limits.write_workers,
-                                                  thread_name_prefix=f"ngfw-control-{port}-write")
+        self._write_executor = ThreadPoolExecutor(
+            self.limits.write_workers, thread_name_prefix=f"ngfw-control-{port}-write"
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._stop_event: asyncio.Event | None = None
@@ -740,8 +981,9 @@ class ControlServer:
     # ---- running and stopping
     def start(self) -> None:
         """Serve from a thread of its own; returns once the server accepts connections."""
-        self._thread = threading.Thread(target=self.serve_forever, name=f"ngfw-control-{self._address[1]}-http",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self.serve_forever, name=f"ngfw-control-{self._address[1]}-http", daemon=True
+        )
         self._thread.start()
         while not self._running.wait(0.05):
             if self._done.is_set():
@@ -784,9 +1026,16 @@ class ControlServer:
         self._loop_thread = threading.get_ident()
         self._stop_event = asyncio.Event()
         self._changed = asyncio.Event()
-        server = _HttpServer(self, keepalive_timeout=self.limits.idle_timeout, max_line_size=MAX_URL_BYTES,
-                             max_field_size=MAX_HEADER_BYTES, max_headers=MAX_HEADERS, auto_decompress=False,
-                             lingering_time=2.0, access_log=None)
+        server = _HttpServer(
+            self,
+            keepalive_timeout=self.limits.idle_timeout,
+            max_line_size=MAX_URL_BYTES,
+            max_field_size=MAX_HEADER_BYTES,
+            max_headers=MAX_HEADERS,
+            auto_decompress=False,
+            lingering_time=2.0,
+            access_log=None,
+        )
         runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=self.limits.shutdown_timeout)
         await runner.setup()
         try:
@@ -892,7 +1141,9 @@ class ControlServer:
         if route is not None:
             method, template = route.method, route.path
         else:  # a client may send any method and path: neither becomes a label
-            method, template = ("GET", path) if request.method == "GET" and path in _UNROUTED else ("other", "unmatched")
+            method, template = (
+                ("GET", path) if request.method == "GET" and path in _UNROUTED else ("other", "unmatched")
+            )
         content_type = "application/json"
         try:
             status, data, content_type = await self._answer(request, path, route, params)
@@ -906,8 +1157,12 @@ class ControlServer:
             raise  # the client went away
         except Exception:  # noqa: BLE001 - a bug answers 500 and is logged; the server keeps serving
             self.counters["internal_errors"] += 1
-            log.exception("%s %s failed (internal error %d)", request.method, _shown(request.raw_path),
-                          self.counters["internal_errors"])
+            log.exception(
+                "%s %s failed (internal error %d)",
+                request.method,
+                _shown(request.raw_path),
+                self.counters["internal_errors"],
+            )
             status, data = 500, _INTERNAL_ERROR_BODY
         if data is not None:
             headers["Content-Type"] = content_type
@@ -923,14 +1178,16 @@ class ControlServer:
             self.counters["timeouts"] += 1
             if request.transport is not None:
                 request.transport.abort()
-            raise ConnectionResetError(f"{request.remote} did not take its answer within "
-                                       f"{self.limits.send_timeout} s") from None
+            raise ConnectionResetError(
+                f"{request.remote} did not take its answer within {self.limits.send_timeout} s"
+            ) from None
         finally:
             self.metrics.observe(method, template, status, time.perf_counter() - started)
         return response
 
-    async def _answer(self, request: web.BaseRequest, path: str, route: Route | None,
-                      params: dict[str, str] | None) -> tuple[int, bytes | None, str]:
+    async def _answer(
+        self, request: web.BaseRequest, path: str, route: Route | None, params: dict[str, str] | None
+    ) -> tuple[int, bytes | None, str]:
         """(status, body, content type) of a request; raises ApiError for a refusal."""
         method = request.method
         target = urlsplit(request.raw_path)
@@ -956,8 +1213,9 @@ class ControlServer:
         action = f"{method} {route.path}"
         transport = request.transport
         peer_host = certificate_host(transport.get_extra_info("peercert")) if transport is not None else None
-        principal = await self._in_worker(self._authenticate, action, path, request.headers.get("Authorization", ""),
-                                          peer_host)
+        principal = await self._in_worker(
+            self._authenticate, action, path, request.headers.get("Authorization", ""), peer_host
+        )
         content_type = self._content_type(route, request, length)
         body = await self._read_body(request, length)
         call = Request(principal, decoded, query, body, content_type)
@@ -981,13 +1239,18 @@ class ControlServer:
         client certificate names; 401 otherwise."""
         if not header and peer_host is not None:
             if not valid_host_name(peer_host):
-                raise self.control.unauthenticated(action, path, f"the client certificate names {peer_host[:80]!r}, "
-                                                   "which is not a host name")
+                raise self.control.unauthenticated(
+                    action, path, f"the client certificate names {peer_host[:80]!r}, which is not a host name"
+                )
             return Principal(f"cert:{peer_host}", f"dataplane:{peer_host}")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise self.control.unauthenticated(action, path, "no bearer token (Authorization: Bearer TOKEN)"
-                                               + (" and no client certificate" if self.ssl_context else ""))
+            raise self.control.unauthenticated(
+                action,
+                path,
+                "no bearer token (Authorization: Bearer TOKEN)"
+                + (" and no client certificate" if self.ssl_context else ""),
+            )
         # tokens are URL-safe base64; a header's other bytes arrive as surrogates that no digest takes
         principal = self.tokens.authenticate(token.strip()) if token.isascii() else None
         if principal is None:
@@ -999,16 +1262,20 @@ class ControlServer:
         """The body's media type if `route` takes it (no header: JSON); 415 otherwise."""
         encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
         if encoding != "identity":
-            raise ApiError(415, f"Content-Encoding {_shown(encoding, 40)!r} is not accepted: send the body "
-                                "uncompressed")
+            raise ApiError(
+                415, f"Content-Encoding {_shown(encoding, 40)!r} is not accepted: send the body uncompressed"
+            )
         header = request.headers.get("Content-Type")
         if header is None or route.body is None or length == 0:
             return header or "application/json"
         media, _, parameters = header.partition(";")
         media = media.strip().lower()
         if media not in route.accepts and not ("application/json" in route.accepts and media.endswith("+json")):
-            raise ApiError(415, f"Content-Type {_shown(media, 60)!r} is not accepted by {route.method} {route.path} "
-                                f"(send {' or '.join(route.accepts[:2])})")
+            raise ApiError(
+                415,
+                f"Content-Type {_shown(media, 60)!r} is not accepted by {route.method} {route.path} "
+                f"(send {' or '.join(route.accepts[:2])})",
+            )
         for parameter in parameters.split(";"):
             name, _, value = parameter.partition("=")
             if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
@@ -1031,11 +1298,13 @@ class ControlServer:
                     chunks.append(chunk)
         except TimeoutError:
             self.counters["timeouts"] += 1
-            raise ApiError(408, f"the body did not arrive within {self.limits.body_timeout:g} s "
-                                f"({size} bytes came)") from None
+            raise ApiError(
+                408, f"the body did not arrive within {self.limits.body_timeout:g} s ({size} bytes came)"
+            ) from None
         except (RequestPayloadError, HttpProcessingError) as exc:
             cause = exc.__cause__ or exc
             what = cause.message if isinstance(cause, HttpProcessingError) else str(cause)
-            raise ApiError(400, f"malformed body: {_shown(what.splitlines()[0] if what else type(cause).__name__)}") \
-                from None
+            raise ApiError(
+                400, f"malformed body: {_shown(what.splitlines()[0] if what else type(cause).__name__)}"
+            ) from None
         return b"".join(chunks)

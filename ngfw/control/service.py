@@ -100,8 +100,14 @@ class Bundle:
     def encoded_identity(self) -> bytes:
         """The identity-only body, for hosts that run this version already: its Workloads, not its rules.
         They verify `hash` from the Workloads and the policy part they verified before."""
-        return json.dumps({"version": self.version, "identity": self.identity, "hash": self.hash,
-                           "workloads": [d for d in self.documents if is_workload(d)]}).encode("utf-8")
+        return json.dumps(
+            {
+                "version": self.version,
+                "identity": self.identity,
+                "hash": self.hash,
+                "workloads": [d for d in self.documents if is_workload(d)],
+            }
+        ).encode("utf-8")
 
 
 def _signatures(value: Any) -> dict[str, str]:
@@ -139,9 +145,9 @@ class Control:
         self.users.restore()
         from ngfw.control.ldap import groups_by_user
 
-        self.users.set_groups(groups_by_user(store.directory_groups().values()))   # the last good, till a refresh
-        self.syslog: Any = None   # ngfw.control.syslog.SyslogReceiver with `ngfw control --syslog`
-        self.directories: Any = None   # ngfw.control.ldap.DirectorySync: directory groups
+        self.users.set_groups(groups_by_user(store.directory_groups().values()))  # the last good, till a refresh
+        self.syslog: Any = None  # ngfw.control.syslog.SyslogReceiver with `ngfw control --syslog`
+        self.directories: Any = None  # ngfw.control.ldap.DirectorySync: directory groups
         self._address_book: tuple[tuple[int, int], dict[str, str], list[Any], dict[str, list[str]]] | None = None
 
     def close(self) -> None:
@@ -150,8 +156,9 @@ class Control:
 
     # ---- audit and authorization
     def audit(self, who: Principal | None, action: str, target: str, outcome: str, **detail: Any) -> None:
-        entry = AuditEntry(self.clock(), who.name if who else "", who.role if who else "", action, target, outcome,
-                           detail)
+        entry = AuditEntry(
+            self.clock(), who.name if who else "", who.role if who else "", action, target, outcome, detail
+        )
         try:
             self.store.add_audit(entry)
         except Exception:  # noqa: BLE001 - an audit write failing must be loud, not turn a read into a 500
@@ -201,17 +208,22 @@ class Control:
         if record is None:
             return [], ""
         # a record read from the store is verified once; it is immutable in memory afterwards
-        if verify and self._verified.get(version) is not record and \
-                content_hash(record.documents) != record.content_hash:
+        if (
+            verify
+            and self._verified.get(version) is not record
+            and content_hash(record.documents) != record.content_hash
+        ):
             log.error("version %d in the store does not match its content hash", version)
-            raise ApiError(500, f"version {version} in the store does not match its content hash (corrupted or "
-                                "edited outside control); roll back to a good version")
+            raise ApiError(
+                500,
+                f"version {version} in the store does not match its content hash (corrupted or "
+                "edited outside control); roll back to a good version",
+            )
         if verify:
             self._verified = {version: record}
         id_record = self.store.get_identity(identity) if identity > 0 else None
         workloads = id_record.workloads if id_record is not None else []
-        stored = id_record.bundle_hash if id_record is not None and id_record.version == version else \
-            record.bundle_hash
+        stored = id_record.bundle_hash if id_record is not None and id_record.version == version else record.bundle_hash
         return [d for d in record.documents if not is_workload(d)] + workloads, stored
 
     def bundle(self, version: int, identity: int) -> Bundle:
@@ -222,8 +234,7 @@ class Control:
                 cached = self._bundles.get((version, identity))
                 if cached is None:
                     documents, stored = self._records(version, identity, verify=False)
-                    cached = Bundle(version, identity, stored or bundle_hash(version, identity, documents),
-                                    documents)
+                    cached = Bundle(version, identity, stored or bundle_hash(version, identity, documents), documents)
                     cached.encoded_identity  # noqa: B018 - encoded here, under the lock, once; the
                     # full body is encoded by the first host that needs it (under the GIL: at worst twice)
                     self._bundles = {(version, identity): cached}  # only the running one is asked for
@@ -242,7 +253,7 @@ class Control:
             return f"running (version {version}, identity {identity})", self.effective(version, identity)
         if ref == "candidate":
             return "candidate", self._candidate(who).documents
-        if not (ref.isascii() and ref.isdigit()):   # isdigit() alone takes '²', which int() refuses
+        if not (ref.isascii() and ref.isdigit()):  # isdigit() alone takes '²', which int() refuses
             raise ApiError(400, f"{ref!r} is not a version: expected a number, running or candidate")
         record = self._version(int(ref))
         if record is None:
@@ -256,17 +267,23 @@ class Control:
         self.require(who, who.may_read_config(), "running.get")
         version, identity = self.store.latest()
         bundle = self.bundle(version, identity)
-        return {"version": version, "identity": identity, "hash": bundle.hash,
-                "documents": self._visible(who, bundle.documents)}
+        return {
+            "version": version,
+            "identity": identity,
+            "hash": bundle.hash,
+            "documents": self._visible(who, bundle.documents),
+        }
 
     def candidate(self, who: Principal) -> dict[str, Any]:
         self.require(who, who.may_read_config(), "candidate.get")
         candidate = self._candidate(who)
         base = self.effective(candidate.base_version, candidate.base_identity)
-        return {"base_version": candidate.base_version, "base_identity": candidate.base_identity,
-                "documents": self._visible(who, candidate.documents),
-                "changes": diff_documents(base, candidate.documents, "base", "candidate",
-                                          lambda k: who.sees(k[1]))}
+        return {
+            "base_version": candidate.base_version,
+            "base_identity": candidate.base_identity,
+            "documents": self._visible(who, candidate.documents),
+            "changes": diff_documents(base, candidate.documents, "base", "candidate", lambda k: who.sees(k[1])),
+        }
 
     def versions(self, who: Principal, limit: int = 50) -> dict[str, Any]:
         self.require(who, who.may_read_config(), "versions.get")
@@ -283,16 +300,24 @@ class Control:
         self.require(who, who.may_read_config(), "diff", f"{old}..{new}")
         old_name, old_docs = self._resolve(who, old)
         new_name, new_docs = self._resolve(who, new)
-        return {"from": old_name, "to": new_name,
-                "changes": diff_documents(old_docs, new_docs, old_name, new_name, lambda k: who.sees(k[1]))}
+        return {
+            "from": old_name,
+            "to": new_name,
+            "changes": diff_documents(old_docs, new_docs, old_name, new_name, lambda k: who.sees(k[1])),
+        }
 
     def audit_log(self, who: Principal, limit: int = 100) -> dict[str, Any]:
         self.require(who, who.may_read_audit(), "audit.get")
         return {"entries": [asdict(e) for e in self.store.audit(limit)]}
 
     # ---- editing the candidate
-    def apply(self, who: Principal, items: Sequence[tuple[Any, str]], action: str = "candidate.apply",
-              expected: Key | None = None) -> dict[str, Any]:
+    def apply(
+        self,
+        who: Principal,
+        items: Sequence[tuple[Any, str]],
+        action: str = "candidate.apply",
+        expected: Key | None = None,
+    ) -> dict[str, Any]:
         """Create or replace resources in the caller's candidate; all or nothing.
 
         `items` are (document, where) pairs, `where` naming the document for messages
@@ -316,8 +341,9 @@ class Control:
         if expected is not None and key_of(parsed[0][0]) != expected:
             got = key_of(parsed[0][0])
             field = "kind" if got[0] != expected[0] else "metadata.vsys" if got[1] != expected[1] else "metadata.name"
-            problem = Problem(label_of(expected), field, f"the document is {label_of(got)}, the URL names "
-                                                          f"{label_of(expected)}")
+            problem = Problem(
+                label_of(expected), field, f"the document is {label_of(got)}, the URL names {label_of(expected)}"
+            )
             raise self._rejected(who, action, label_of(expected), InvalidDocuments([problem]))
         for document, _ in parsed:
             kind, vsys, _name = key_of(document)
@@ -333,7 +359,7 @@ class Control:
             return self._save_candidate(who, candidate, documents, action, sources)
 
     def delete(self, who: Principal, kind: str, vsys: str, name: str) -> dict[str, Any]:
-        vsys = "" if kind in SITE_KINDS else vsys   # a site-wide resource has no vsys (URLs say `-`)
+        vsys = "" if kind in SITE_KINDS else vsys  # a site-wide resource has no vsys (URLs say `-`)
         key: Key = (kind, vsys, name)
         self.require(who, who.may_read_config(), "candidate.delete", label_of(key))
         self.require(who, who.may_edit(kind, vsys), "candidate.delete", label_of(key))
@@ -344,8 +370,9 @@ class Control:
                 raise ApiError(404, f"{label_of(key)} is not in your candidate")
             return self._save_candidate(who, candidate, documents, "candidate.delete", {})
 
-    def _save_candidate(self, who: Principal, candidate: Candidate, documents: list[Document], action: str,
-                        sources: dict[Key, str]) -> dict[str, Any]:
+    def _save_candidate(
+        self, who: Principal, candidate: Candidate, documents: list[Document], action: str, sources: dict[Key, str]
+    ) -> dict[str, Any]:
         before = candidate.documents
         touched = sorted(label_of(k) for k in changed_keys(before, documents))
         try:
@@ -353,13 +380,15 @@ class Control:
         except InvalidDocuments as exc:
             raise self._rejected(who, action, ", ".join(touched) or "candidate", exc) from None
         if touched:
-            self.store.put_candidate(Candidate(who.name, candidate.base_version, candidate.base_identity, documents,
-                                               self.clock()))
+            self.store.put_candidate(
+                Candidate(who.name, candidate.base_version, candidate.base_identity, documents, self.clock())
+            )
             self.audit(who, action, ", ".join(touched), "ok")
         return {"changed": touched, "warnings": validated.warnings, "base_version": candidate.base_version}
 
-    def _compile_checked(self, documents: list[Document], version: int,
-                         sources: dict[Key, str] | None = None) -> Validated:
+    def _compile_checked(
+        self, documents: list[Document], version: int, sources: dict[Key, str] | None = None
+    ) -> Validated:
         """compile_documents, and what only control can check: SignatureSets name stored sets, exceptions name
         signatures of those sets (ngfw.control.signature_sets); InvalidDocuments names the resource and field."""
         validated = compile_documents(documents, version, sources)
@@ -374,18 +403,28 @@ class Control:
         try:
             meta, stored = self.signature_sets.push(digest, body, who.name, self.clock())
         except PushRefused as exc:
-            self.audit(who, "signature-set.put", digest, "rejected", reason=exc.message,
-                       problems=[p.as_dict() for p in exc.problems][:20])
+            self.audit(
+                who,
+                "signature-set.put",
+                digest,
+                "rejected",
+                reason=exc.message,
+                problems=[p.as_dict() for p in exc.problems][:20],
+            )
             raise ApiError(exc.status, exc.message, exc.problems) from None
         if stored:
             self.audit(who, "signature-set.put", digest, "ok", rules=meta["rules"], files=len(meta["files"]))
-            log.info("signature set %s pushed by %s: %d rules in %d files", digest[:12], who.name, meta["rules"],
-                     len(meta["files"]))
+            log.info(
+                "signature set %s pushed by %s: %d rules in %d files",
+                digest[:12],
+                who.name,
+                meta["rules"],
+                len(meta["files"]),
+            )
         return (201 if stored else 200), meta
 
     def signature_set_archive(self, who: Principal, digest: str) -> bytes:
-        self.require(who, None if who.base_role == "dataplane" else who.may_read_config(), "signature-set.get",
-                     digest)
+        self.require(who, None if who.base_role == "dataplane" else who.may_read_config(), "signature-set.get", digest)
         data = self.signature_sets.archive(digest)
         if data is None:
             raise ApiError(404, f"control holds no signature set with sha256 {digest[:80]}")
@@ -422,8 +461,11 @@ class Control:
             if conflicts:
                 names = ", ".join(label_of(k) for k in conflicts)
                 self.audit(who, "candidate.rebase", names, "conflict")
-                raise ApiError(409, f"changed both in your candidate and since version {candidate.base_version}: "
-                               f"{names}; discard your candidate or change those resources again")
+                raise ApiError(
+                    409,
+                    f"changed both in your candidate and since version {candidate.base_version}: "
+                    f"{names}; discard your candidate or change those resources again",
+                )
             rebased = Candidate(who.name, version, identity, merged, self.clock())
             result = self._save_candidate(who, rebased, merged, "candidate.rebase", {})
             self.store.put_candidate(rebased)
@@ -433,8 +475,10 @@ class Control:
     def _conflict(self, who: Principal, action: str, base: int, running: int) -> ApiError:
         record = self._version(running)
         by = f" by {record.author} ({record.message!r})" if record else ""
-        message = (f"version {running} was committed{by} after version {base}, which your change is based on; "
-                   "review it (`ngfw diff`), then `ngfw rebase` and commit again")
+        message = (
+            f"version {running} was committed{by} after version {base}, which your change is based on; "
+            "review it (`ngfw diff`), then `ngfw rebase` and commit again"
+        )
         self.audit(who, action, f"version {base + 1}", "conflict", running=running, base=base)
         return ApiError(409, message, running_version=running, base_version=base)
 
@@ -465,12 +509,21 @@ class Control:
             if conflicts:
                 names = ", ".join(label_of(k) for k in conflicts)
                 self.audit(who, "commit", names, "conflict")
-                raise ApiError(409, f"changed by an identity update since your candidate was made: {names}; "
-                               "`ngfw rebase` and commit again")
+                raise ApiError(
+                    409,
+                    f"changed by an identity update since your candidate was made: {names}; "
+                    "`ngfw rebase` and commit again",
+                )
             record = self._publish(who, "commit", documents, running, identity, message, None)
             self.store.delete_candidate(who.name)
-            self.audit(who, "commit", f"version {record['version']}", "ok", message=message,
-                       changes=sorted(label_of(k) for k in changes))
+            self.audit(
+                who,
+                "commit",
+                f"version {record['version']}",
+                "ok",
+                message=message,
+                changes=sorted(label_of(k) for k in changes),
+            )
             return record
 
     def rollback(self, who: Principal, target: int, message: str = "", base: int | None = None) -> dict[str, Any]:
@@ -489,13 +542,22 @@ class Control:
             id_record = self.store.get_identity(identity) if identity > 0 else None
             workloads = id_record.workloads if id_record is not None else []
             documents = [d for d in record.documents if not is_workload(d)] + workloads
-            result = self._publish(who, "rollback", documents, running, identity,
-                                   message or f"rollback to version {target}", target)
+            result = self._publish(
+                who, "rollback", documents, running, identity, message or f"rollback to version {target}", target
+            )
             self.audit(who, "rollback", f"version {result['version']}", "ok", rollback_of=target)
             return result
 
-    def _publish(self, who: Principal, action: str, documents: list[Document], running: int, identity: int,
-                 message: str, rollback_of: int | None) -> dict[str, Any]:
+    def _publish(
+        self,
+        who: Principal,
+        action: str,
+        documents: list[Document],
+        running: int,
+        identity: int,
+        message: str,
+        rollback_of: int | None,
+    ) -> dict[str, Any]:
         number = running + 1
         try:
             validated = self._compile_checked(documents, number)
@@ -507,10 +569,14 @@ class Control:
         new_identity = identity + 1 if identity_changed else identity
         now = self.clock()
         digest = bundle_hash(number, new_identity, [d for d in documents if not is_workload(d)] + workloads)
-        version_record = VersionRecord(number, documents, who.name, message, now, content_hash(documents),
-                                       new_identity, rollback_of, digest)
-        identity_record = (IdentityRecord(new_identity, workloads, who.name, now, f"{action} {number}", number, digest)
-                           if identity_changed else None)
+        version_record = VersionRecord(
+            number, documents, who.name, message, now, content_hash(documents), new_identity, rollback_of, digest
+        )
+        identity_record = (
+            IdentityRecord(new_identity, workloads, who.name, now, f"{action} {number}", number, digest)
+            if identity_changed
+            else None
+        )
         try:
             self.store.append(version_record, identity_record)
         except StoreConflict:
@@ -520,9 +586,14 @@ class Control:
         self._notify()
         bundle = self.bundle(number, new_identity)
         log.info("%s: version %d by %s: %s", action, number, who.name, message)
-        return {"version": number, "identity": new_identity, "hash": bundle.hash,
-                "content_hash": version_record.content_hash, "warnings": validated.warnings,
-                "rules": len(validated.policy.rules)}
+        return {
+            "version": number,
+            "identity": new_identity,
+            "hash": bundle.hash,
+            "content_hash": version_record.content_hash,
+            "warnings": validated.warnings,
+            "rules": len(validated.policy.rules),
+        }
 
     # ---- identity: workload bindings and labels without a policy commit
     def put_workload(self, who: Principal, vsys: str, name: str, data: Any) -> dict[str, Any]:
@@ -544,8 +615,9 @@ class Control:
         self.require(who, who.may_change_identity(vsys), "identity.delete", target)
         return self._change_identity(who, "identity.delete", target, ("Workload", vsys, name), None)
 
-    def _change_identity(self, who: Principal, action: str, target: str, key: Key,
-                         document: Document | None) -> dict[str, Any]:
+    def _change_identity(
+        self, who: Principal, action: str, target: str, key: Key, document: Document | None
+    ) -> dict[str, Any]:
         with self._write_lock:
             for _attempt in range(5):  # another controller may take the revision first: try the next one
                 running, identity = self.store.latest()
@@ -568,8 +640,9 @@ class Control:
                     raise self._rejected(who, action, target, exc) from None
                 if new_workloads == _workloads(current):
                     return {"version": running, "identity": identity, "changed": False}
-                digest = bundle_hash_of_parts(running, identity + 1, self._policy_hash(running, policy_part),
-                                              part_hash(new_workloads))
+                digest = bundle_hash_of_parts(
+                    running, identity + 1, self._policy_hash(running, policy_part), part_hash(new_workloads)
+                )
                 record = IdentityRecord(identity + 1, new_workloads, who.name, self.clock(), action, running, digest)
                 try:
                     self.store.append(None, record)
@@ -578,8 +651,12 @@ class Control:
                 self._compiled = ((running, identity + 1), policy)
                 self._notify()
                 self.audit(who, action, target, "ok", identity=identity + 1)
-                return {"version": running, "identity": identity + 1, "changed": True,
-                        "hash": self.bundle(running, identity + 1).hash}
+                return {
+                    "version": running,
+                    "identity": identity + 1,
+                    "changed": True,
+                    "hash": self.bundle(running, identity + 1).hash,
+                }
         raise ApiError(409, "identity kept changing under this update; try again")
 
     def _policy_hash(self, version: int, policy_part: list[Document]) -> str:
@@ -589,8 +666,9 @@ class Control:
             cached = self._policy_hashes = (version, part_hash(policy_part))
         return cached[1]
 
-    def _check_identity(self, running: int, identity: int, current: list[Document], documents: list[Document],
-                        key: Key) -> CompiledPolicy:
+    def _check_identity(
+        self, running: int, identity: int, current: list[Document], documents: list[Document], key: Key
+    ) -> CompiledPolicy:
         """`documents` (the running ones with one Workload changed) checked as a commit would check them;
         InvalidDocuments names the problem. The rules are not compiled again: the workloads are
         checked against the running compiled policy (`validate_identity`), unless a rule or group
@@ -613,8 +691,11 @@ class Control:
     def identity(self, who: Principal) -> dict[str, Any]:
         self.require(who, who.may_read_config(), "identity.get")
         running, identity = self.store.latest()
-        return {"version": running, "identity": identity,
-                "workloads": self._visible(who, _workloads(self.effective(running, identity)))}
+        return {
+            "version": running,
+            "identity": identity,
+            "workloads": self._visible(who, _workloads(self.effective(running, identity))),
+        }
 
     # ---- agents: bundles and acknowledgements
     def _notify(self) -> None:
@@ -674,9 +755,17 @@ class Control:
         else:
             # the host keeps running what it ran; the refused bundle is the problem to show
             running = previous if previous is not None else HostAck(host, 0, 0, "", "applied", "", 0.0)
-            ack = HostAck(host, running.version, running.identity, running.hash, status,
-                          f"version {version}: {detail}", self.clock(), version,
-                          signatures or dict(running.signatures))
+            ack = HostAck(
+                host,
+                running.version,
+                running.identity,
+                running.hash,
+                status,
+                f"version {version}: {detail}",
+                self.clock(),
+                version,
+                signatures or dict(running.signatures),
+            )
         self.store.put_ack(ack)
         if status != "applied":
             # a host that refuses or fails a bundle keeps its old policy: operators must hear of it
@@ -690,11 +779,17 @@ class Control:
         return _workloads(self.effective(version, identity)) if version > 0 else []
 
     def _find_workload(self, name: str, vsys: str | None) -> Document | None:
-        found = [d for d in self._running_workloads() if d["metadata"]["name"] == name
-                 and (vsys is None or d["metadata"].get("vsys") == vsys)]
+        found = [
+            d
+            for d in self._running_workloads()
+            if d["metadata"]["name"] == name and (vsys is None or d["metadata"].get("vsys") == vsys)
+        ]
         if len(found) > 1:
-            raise ApiError(400, f"workload {name!r} exists in vsys {', '.join(d['metadata']['vsys'] for d in found)}: "
-                                "name its vsys", [Problem("migration", "vsys", "required")])
+            raise ApiError(
+                400,
+                f"workload {name!r} exists in vsys {', '.join(d['metadata']['vsys'] for d in found)}: name its vsys",
+                [Problem("migration", "vsys", "required")],
+            )
         return found[0] if found else None
 
     def _spec_host(self, vsys: str, name: str) -> str | None:
@@ -730,13 +825,22 @@ class Control:
         self.require(who, who.may_change_identity(vsys), "migration.request", target)
         if to not in self._known_hosts():
             self.audit(who, "migration.request", target, "rejected", reason="unknown host")
-            raise ApiError(404, f"host {to!r} is unknown to control (no dataplane of that name has connected, and no "
-                                "Workload names it)")
+            raise ApiError(
+                404,
+                f"host {to!r} is unknown to control (no dataplane of that name has connected, and no "
+                "Workload names it)",
+            )
         try:
             m = self.migrations.request(who, vsys, name, self._spec_host(vsys, name), to)
         except MigrationError as exc:
-            self.audit(who, "migration.request", target, "failed" if exc.migration else "rejected", reason=exc.message,
-                       migration=exc.migration.id if exc.migration else None)
+            self.audit(
+                who,
+                "migration.request",
+                target,
+                "failed" if exc.migration else "rejected",
+                reason=exc.message,
+                migration=exc.migration.id if exc.migration else None,
+            )
             extra: dict[str, Any] = {"migration": exc.migration.as_dict()} if exc.migration else {}
             raise ApiError(exc.status, exc.message, **extra) from None
         self.audit(who, "migration.request", target, "ok", migration=m.id, source=m.source)
@@ -776,8 +880,11 @@ class Control:
     def migration_result(self, who: Principal, migration_id: str, body: dict[str, Any]) -> dict[str, Any]:
         host = self._agent_host(who, body, "migration.result")
         phase, results = body.get("phase"), body.get("results")
-        if not isinstance(phase, str) or not isinstance(results, dict) or \
-                not all(isinstance(k, str) and isinstance(v, int) for k, v in results.items()):
+        if (
+            not isinstance(phase, str)
+            or not isinstance(results, dict)
+            or not all(isinstance(k, str) and isinstance(v, int) for k, v in results.items())
+        ):
             raise ApiError(400, "a result is {host, phase, results: {name: count}}")
         try:
             m = self.migrations.result(host, migration_id, phase, results, str(body.get("detail", ""))[:500])
@@ -785,24 +892,49 @@ class Control:
             raise ApiError(exc.status, exc.message) from None
         if m.state == "done":
             moved, lost = m.sessions()
-            self.audit(who, "migration.done", f"{m.vsys}/{m.workload} {m.source} -> {m.destination}", "ok",
-                       migration=m.id, mode=m.mode, moved=moved, lost=lost, transfer_seconds=m.transfer_seconds)
-            log.info("migration %s done: %s/%s %s -> %s, %d sessions moved, %d lost, transfer %.3f s", m.id, m.vsys,
-                     m.workload, m.source, m.destination, moved, lost, m.transfer_seconds or 0.0)
+            self.audit(
+                who,
+                "migration.done",
+                f"{m.vsys}/{m.workload} {m.source} -> {m.destination}",
+                "ok",
+                migration=m.id,
+                mode=m.mode,
+                moved=moved,
+                lost=lost,
+                transfer_seconds=m.transfer_seconds,
+            )
+            log.info(
+                "migration %s done: %s/%s %s -> %s, %d sessions moved, %d lost, transfer %.3f s",
+                m.id,
+                m.vsys,
+                m.workload,
+                m.source,
+                m.destination,
+                moved,
+                lost,
+                m.transfer_seconds or 0.0,
+            )
         return {"migration": m.id, "state": m.state}
 
     def arrivals(self, who: Principal, body: dict[str, Any]) -> dict[str, Any]:
         """A host saw workloads' first frames on its VM side: moves they finish (or start, unannounced)."""
         host = self._agent_host(who, body, "arrivals")
         items = body.get("workloads")
-        if not isinstance(items, list) or not all(isinstance(i, dict) and isinstance(i.get("name"), str)
-                                                   and isinstance(i.get("vsys"), str) for i in items):
+        if not isinstance(items, list) or not all(
+            isinstance(i, dict) and isinstance(i.get("name"), str) and isinstance(i.get("vsys"), str) for i in items
+        ):
             raise ApiError(400, "arrivals are {host, workloads: [{vsys, name}]}")
         moved = self.migrations.arrivals(host, [(i["vsys"], i["name"]) for i in items[:1000]], self._spec_host)
         for m in moved:
             if m.mode == "unannounced" and m.state in ("cutover", "failed"):
-                self.audit(who, "migration.detected", f"{m.vsys}/{m.workload} {m.source} -> {m.destination}",
-                           "ok" if m.state == "cutover" else "failed", migration=m.id, detail=m.detail)
+                self.audit(
+                    who,
+                    "migration.detected",
+                    f"{m.vsys}/{m.workload} {m.source} -> {m.destination}",
+                    "ok" if m.state == "cutover" else "failed",
+                    migration=m.id,
+                    detail=m.detail,
+                )
         return {"migrations": [m.id for m in moved]}
 
     def status(self, who: Principal) -> dict[str, Any]:
@@ -818,11 +950,19 @@ class Control:
         visible = who.sees if who.base_role != "dataplane" else (lambda vsys: True)
         migrations = self.migrations.list(visible)
         directories = self.directories.status() if self.directories is not None else []
-        return {"version": version, "identity": identity, "hash": current, "hosts": hosts, "realized": realized,
-                "directories": directories, "user_mappings": len(self.users.mappings),
-                "total": len(hosts), "summary": f"version {version} on {realized} of {len(hosts)} hosts",
-                "migrations_active": [m for m in migrations if m["state"] in ("staging", "precopied", "cutover")],
-                "migrations_recent": [m for m in migrations if m["state"] not in ("staging", "precopied", "cutover")][:10]}
+        return {
+            "version": version,
+            "identity": identity,
+            "hash": current,
+            "hosts": hosts,
+            "realized": realized,
+            "directories": directories,
+            "user_mappings": len(self.users.mappings),
+            "total": len(hosts),
+            "summary": f"version {version} on {realized} of {len(hosts)} hosts",
+            "migrations_active": [m for m in migrations if m["state"] in ("staging", "precopied", "cutover")],
+            "migrations_recent": [m for m in migrations if m["state"] not in ("staging", "precopied", "cutover")][:10],
+        }
 
     # ---- User-ID: mappings of addresses to users (ngfw.control.userid)
     def _addresses(self) -> tuple[dict[str, str], list[tuple[int, int, int]], dict[str, list[str]]]:
@@ -851,8 +991,9 @@ class Control:
             self._address_book = (key, owner, unbound, by_vm)
         return self._address_book[1], self._address_book[2], self._address_book[3]
 
-    def resolve_address(self, address: Any, book: tuple[dict[str, str], list[tuple[int, int, int]], Any]
-                        ) -> tuple[str, str | None]:
+    def resolve_address(
+        self, address: Any, book: tuple[dict[str, str], list[tuple[int, int, int]], Any]
+    ) -> tuple[str, str | None]:
         """(canonical address, its workload or None) of a mapping's address; ApiError (counted) for an address
         of no workload that no UserSource's unboundAddresses include."""
         from ngfw.control.userid import canonical_address
@@ -861,17 +1002,21 @@ class Control:
         try:
             canonical, version, value = canonical_address(address)
         except ValueError:
-            raise ApiError(400, f"address {address!r} is not an IP address",
-                           [Problem("mapping", "address", "not an IP address")]) from None
+            raise ApiError(
+                400, f"address {address!r} is not an IP address", [Problem("mapping", "address", "not an IP address")]
+            ) from None
         if canonical in owner:
             return canonical, owner[canonical]
         if any(v == version and value & mask == net for v, net, mask in unbound):
             self.users.counters["unbound_accepted"] += 1
             return canonical, None
         self.users.counters["unbound_refused"] += 1
-        raise ApiError(422, f"address {canonical} is no workload's, and no UserSource's unboundAddresses include "
-                            "it: mappings of unbound addresses are off unless a UserSource allows them",
-                       [Problem("mapping", "address", "not a workload's address")])
+        raise ApiError(
+            422,
+            f"address {canonical} is no workload's, and no UserSource's unboundAddresses include "
+            "it: mappings of unbound addresses are off unless a UserSource allows them",
+            [Problem("mapping", "address", "not a workload's address")],
+        )
 
     def _mapping_targets(self, body: dict[str, Any]) -> list[tuple[str, str | None]]:
         """The addresses a mapping request names ({address} or {vm: NAME | VSYS/NAME}), each with its workload."""
@@ -888,8 +1033,9 @@ class Control:
             if not found:
                 raise ApiError(404, f"vm {vm!r}: no running workload of that name (with an address)")
             if len(found) > 1:
-                raise ApiError(400, f"vm {vm!r}: workloads of that name in several vsys ({', '.join(found)}); "
-                                    "write vm VSYS/NAME")
+                raise ApiError(
+                    400, f"vm {vm!r}: workloads of that name in several vsys ({', '.join(found)}); write vm VSYS/NAME"
+                )
             return [(ip, found[0]) for ip in by_vm[found[0]]]
         return [self.resolve_address(address, book)]
 
@@ -934,11 +1080,17 @@ class Control:
         if self.syslog is not None:
             counters.update({f"syslog_{k}": v for k, v in self.syslog.counters.items()})
         directories = self.directories.status() if self.directories is not None else []
-        return {"revision": self.users.revision, "mappings": self.users.listing(), "counters": counters,
-                "directories": directories, "groups": {u: list(g) for u, g in self.users.groups.items()}}
+        return {
+            "revision": self.users.revision,
+            "mappings": self.users.listing(),
+            "counters": counters,
+            "directories": directories,
+            "groups": {u: list(g) for u, g in self.users.groups.items()},
+        }
 
-    def user_changes(self, who: Principal, host: str, since: int | None, wait: float,
-                     epoch: str | None = None) -> dict[str, Any] | None:
+    def user_changes(
+        self, who: Principal, host: str, since: int | None, wait: float, epoch: str | None = None
+    ) -> dict[str, Any] | None:
         """A host agent's long-poll: the user mappings changed after revision `since` of `epoch` (None, or
         another control process's epoch: a snapshot)."""
         self.require(who, who.may_fetch_bundle(host), "users.changes", host)

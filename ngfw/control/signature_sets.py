@@ -53,11 +53,16 @@ def describe(archive: bytes, digest: str) -> dict[str, Any]:
         ruleset = load_rules(paths)
     malformed = [s for s in ruleset.skipped if not s.unsupported and s.reason != "unknown variable"]
     if malformed:
-        problems = [Problem(f"{Path(s.file).name}:{s.line}", f"sid {s.sid}" if s.sid else "",
-                            f"{s.reason} ({s.detail})") for s in malformed[:MAX_REPORTED]]
+        problems = [
+            Problem(f"{Path(s.file).name}:{s.line}", f"sid {s.sid}" if s.sid else "", f"{s.reason} ({s.detail})")
+            for s in malformed[:MAX_REPORTED]
+        ]
         more = f" (the first {MAX_REPORTED} are listed)" if len(malformed) > MAX_REPORTED else ""
-        raise PushRefused(422, f"{len(malformed)} malformed rule(s): the set is refused{more}; fix them (or "
-                               "disable them) and push again", problems)
+        raise PushRefused(
+            422,
+            f"{len(malformed)} malformed rule(s): the set is refused{more}; fix them (or disable them) and push again",
+            problems,
+        )
     sids: dict[str, set[int]] = {}
     for sig in ruleset.rules:
         sids.setdefault(str(sig.gid), set()).add(sig.sid)
@@ -131,24 +136,31 @@ class SignatureSetRegistry:
         for name, digest in policy.signature_sets:
             sids = self.sids(digest)
             if sids is None:
-                problems.append(Problem(f"SignatureSet {name}", "spec.sha256",
-                                        f"control holds no signature set with sha256 {digest}: push it with "
-                                        f"`ngfw rules push {name} PATH`"))
+                problems.append(
+                    Problem(
+                        f"SignatureSet {name}",
+                        "spec.sha256",
+                        f"control holds no signature set with sha256 {digest}: push it with "
+                        f"`ngfw rules push {name} PATH`",
+                    )
+                )
             else:
                 held[name] = sids
         from ngfw.compiler.threshold_config import parse_threshold_config
         from ngfw.model.resources import ThreatProfile, parse_sid
 
-        for resource in policy.build.policy_resources:   # every profile, whether a rule names it yet or not
+        for resource in policy.build.policy_resources:  # every profile, whether a rule names it yet or not
             if not isinstance(resource, ThreatProfile):
                 continue
             spec = resource.spec
             distributed = {name for name, _ in policy.signature_sets}
             local = [name for name in spec.signatures if name not in distributed]
-            if distributed and local:   # a site that distributes sets, and a profile naming another one
-                warnings.append(f"ThreatProfile {resource.metadata.vsys}/{resource.metadata.name} names signature "
-                                f"set(s) {', '.join(local)}, which no SignatureSet provides: every host running it "
-                                "needs them from --rules NAME=PATH (else it refuses the policy)")
+            if distributed and local:  # a site that distributes sets, and a profile naming another one
+                warnings.append(
+                    f"ThreatProfile {resource.metadata.vsys}/{resource.metadata.name} names signature "
+                    f"set(s) {', '.join(local)}, which no SignatureSet provides: every host running it "
+                    "needs them from --rules NAME=PATH (else it refuses the policy)"
+                )
             lines = [t for t in parse_threshold_config(spec.thresholds) if t.sid]
             if not spec.exceptions and not lines:
                 continue
@@ -157,22 +169,33 @@ class SignatureSetRegistry:
             missing = [name for name in uses if name not in held]
             if not uses or missing:
                 sets = f"sets {', '.join(missing)} are" if missing else "no set is"
-                warnings.append(f"{label}: the signatures its exceptions name are not checked here: its {sets} not "
-                                "distributed by control (push them with `ngfw rules push`); each host checks them "
-                                "when it loads the policy")
+                warnings.append(
+                    f"{label}: the signatures its exceptions name are not checked here: its {sets} not "
+                    "distributed by control (push them with `ngfw rules push`); each host checks them "
+                    "when it loads the policy"
+                )
                 continue
             have = frozenset().union(*(held[name] for name in uses))
             where = ", ".join(uses)
             for index, exception in enumerate(spec.exceptions):
                 gid, sid = parse_sid(exception.sid)
                 if (gid, sid) not in have:
-                    problems.append(Problem(label, f"spec.exceptions[{index}].sid",
-                                            f"unknown signature {gid}:{sid} (not in signature sets {where})"))
+                    problems.append(
+                        Problem(
+                            label,
+                            f"spec.exceptions[{index}].sid",
+                            f"unknown signature {gid}:{sid} (not in signature sets {where})",
+                        )
+                    )
             for t in lines:
                 if (t.gid, t.sid) not in have:
-                    problems.append(Problem(label, "spec.thresholds",
-                                            f"line {t.line}: unknown signature {t.gid}:{t.sid} (not in signature "
-                                            f"sets {where})"))
+                    problems.append(
+                        Problem(
+                            label,
+                            "spec.thresholds",
+                            f"line {t.line}: unknown signature {t.gid}:{t.sid} (not in signature sets {where})",
+                        )
+                    )
         return problems, warnings
 
 

@@ -84,9 +84,15 @@ class EtcdStore(Store):
     def _range(self, prefix: str, descending: bool, limit: int | None, keys_only: bool = False) -> list[Any]:
         with self._lock:
             try:
-                return self.client.get(prefix, metadata=True, range_end=_range_end(prefix),
-                                       sort_order="descend" if descending else "ascend", sort_target="key",
-                                       limit=limit, keys_only=keys_only or None)
+                return self.client.get(
+                    prefix,
+                    metadata=True,
+                    range_end=_range_end(prefix),
+                    sort_order="descend" if descending else "ascend",
+                    sort_target="key",
+                    limit=limit,
+                    keys_only=keys_only or None,
+                )
             except Etcd3Exception as exc:
                 raise StoreError(f"etcd: {exc}") from None
 
@@ -186,7 +192,9 @@ class EtcdStore(Store):
         # chunks first, meta last: a set without its meta is not there yet (a controller that died half way
         # leaves chunks that the next push of the same set overwrites with the same bytes)
         for i in range(0, max(len(data), 1), MAX_VALUE_BYTES):
-            self._put(self._key("sigsets", digest, "data", f"{i // MAX_VALUE_BYTES:04d}"), data[i:i + MAX_VALUE_BYTES])
+            self._put(
+                self._key("sigsets", digest, "data", f"{i // MAX_VALUE_BYTES:04d}"), data[i : i + MAX_VALUE_BYTES]
+            )
         self._put(meta_key, json.dumps({**meta, "chunks": (len(data) + MAX_VALUE_BYTES - 1) // MAX_VALUE_BYTES}))
         return True
 
@@ -195,7 +203,7 @@ class EtcdStore(Store):
         if meta is None:
             return None
         rows = self._range(self._key("sigsets", digest, "data") + "/", descending=False, limit=None)
-        return b"".join(value for value, _ in rows[:meta.get("chunks", len(rows))])
+        return b"".join(value for value, _ in rows[: meta.get("chunks", len(rows))])
 
     def signature_set_meta(self, digest: str) -> dict[str, Any] | None:
         data = self._get(self._key("sigsets", digest, "meta"))
@@ -209,12 +217,13 @@ class EtcdStore(Store):
 
     def write_user_mappings(self, puts: list[dict[str, Any]], deletes: list[str]) -> None:
         ops: list[dict[str, Any]] = [{"request_delete_range": {"key": _b64(self._key("users", a))}} for a in deletes]
-        ops += [{"request_put": {"key": _b64(self._key("users", m["address"])), "value": _b64(json.dumps(m))}}
-                for m in puts]
+        ops += [
+            {"request_put": {"key": _b64(self._key("users", m["address"])), "value": _b64(json.dumps(m))}} for m in puts
+        ]
         for i in range(0, len(ops), MAX_TXN_OPS):
             with self._lock:
                 try:
-                    self.client.transaction({"compare": [], "success": ops[i:i + MAX_TXN_OPS], "failure": []})
+                    self.client.transaction({"compare": [], "success": ops[i : i + MAX_TXN_OPS], "failure": []})
                 except Etcd3Exception as exc:
                     raise StoreError(f"etcd: {exc}") from None
 

@@ -70,21 +70,30 @@ class SqliteStore(Store):
         return (version or 0, identity or 0)
 
     def get_version(self, number: int) -> VersionRecord | None:
-        row = self._one("SELECT number, documents, author, message, created, content_hash, identity, rollback_of, "
-                        "bundle_hash FROM versions WHERE number = ?", number)
+        row = self._one(
+            "SELECT number, documents, author, message, created, content_hash, identity, rollback_of, "
+            "bundle_hash FROM versions WHERE number = ?",
+            number,
+        )
         if row is None:
             return None
         return VersionRecord(row[0], json.loads(row[1]), *row[2:])
 
     def versions(self, limit: int) -> list[dict[str, Any]]:
-        rows = self._all("SELECT number, author, message, created, content_hash, identity, rollback_of, bundle_hash "
-                         "FROM versions ORDER BY number DESC LIMIT ?", limit)
+        rows = self._all(
+            "SELECT number, author, message, created, content_hash, identity, rollback_of, bundle_hash "
+            "FROM versions ORDER BY number DESC LIMIT ?",
+            limit,
+        )
         names = ("number", "author", "message", "created", "content_hash", "identity", "rollback_of", "bundle_hash")
         return [dict(zip(names, row)) for row in rows]
 
     def get_identity(self, revision: int) -> IdentityRecord | None:
-        row = self._one("SELECT revision, workloads, author, created, reason, version, bundle_hash FROM identities "
-                        "WHERE revision = ?", revision)
+        row = self._one(
+            "SELECT revision, workloads, author, created, reason, version, bundle_hash FROM identities "
+            "WHERE revision = ?",
+            revision,
+        )
         if row is None:
             return None
         return IdentityRecord(row[0], json.loads(row[1]), *row[2:])
@@ -97,14 +106,31 @@ class SqliteStore(Store):
                 if version is not None:
                     self._db.execute(
                         "INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (version.number, json.dumps(version.documents), version.author, version.message,
-                         version.created, version.content_hash, version.identity, version.rollback_of,
-                         version.bundle_hash))
+                        (
+                            version.number,
+                            json.dumps(version.documents),
+                            version.author,
+                            version.message,
+                            version.created,
+                            version.content_hash,
+                            version.identity,
+                            version.rollback_of,
+                            version.bundle_hash,
+                        ),
+                    )
                 if identity is not None:
                     self._db.execute(
                         "INSERT INTO identities VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (identity.revision, json.dumps(identity.workloads), identity.author, identity.created,
-                         identity.reason, identity.version, identity.bundle_hash))
+                        (
+                            identity.revision,
+                            json.dumps(identity.workloads),
+                            identity.author,
+                            identity.created,
+                            identity.reason,
+                            identity.version,
+                            identity.bundle_hash,
+                        ),
+                    )
                 self._db.execute("COMMIT")
             except sqlite3.IntegrityError:
                 self._db.execute("ROLLBACK")
@@ -148,8 +174,9 @@ class SqliteStore(Store):
         with self._lock:
             self._db.execute("PRAGMA synchronous=FULL")  # a version may name it: it must survive a power cut
             try:
-                cursor = self._db.execute("INSERT OR IGNORE INTO signature_sets VALUES (?, ?, ?)",
-                                          (digest, data, json.dumps(meta)))
+                cursor = self._db.execute(
+                    "INSERT OR IGNORE INTO signature_sets VALUES (?, ?, ?)", (digest, data, json.dumps(meta))
+                )
                 return cursor.rowcount == 1
             finally:
                 self._db.execute("PRAGMA synchronous=NORMAL")
@@ -173,10 +200,11 @@ class SqliteStore(Store):
                 self._db.execute("BEGIN IMMEDIATE")
                 if deletes:
                     self._db.executemany("DELETE FROM user_mappings WHERE address = ?", [(a,) for a in deletes])
-                if puts:   # columns, not JSON: a syslog burst writes thousands of rows
-                    self._db.executemany("INSERT OR REPLACE INTO user_mappings VALUES (?, ?, ?, ?, ?, ?)",
-                                         [(m["address"], m["user"], m["source"], m["expires"], m["vm"], m["by"])
-                                          for m in puts])
+                if puts:  # columns, not JSON: a syslog burst writes thousands of rows
+                    self._db.executemany(
+                        "INSERT OR REPLACE INTO user_mappings VALUES (?, ?, ?, ?, ?, ?)",
+                        [(m["address"], m["user"], m["source"], m["expires"], m["vm"], m["by"]) for m in puts],
+                    )
                 self._db.execute("COMMIT")
             except BaseException:
                 if self._db.in_transaction:
@@ -185,8 +213,10 @@ class SqliteStore(Store):
 
     def user_mappings(self) -> list[dict[str, Any]]:
         names = ("address", "user", "source", "expires", "vm", "by")
-        return [dict(zip(names, row)) for row in
-                self._all("SELECT address, user, source, expires, vm, by FROM user_mappings")]
+        return [
+            dict(zip(names, row))
+            for row in self._all("SELECT address, user, source, expires, vm, by FROM user_mappings")
+        ]
 
     def put_directory_groups(self, source: str, state: dict[str, Any]) -> None:
         with self._lock:

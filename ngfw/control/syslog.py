@@ -24,8 +24,9 @@ log = logging.getLogger(__name__)
 
 MAX_LINE = 8192
 # RFC 5424: <PRI>VERSION SP TIMESTAMP SP HOSTNAME SP APP-NAME SP PROCID SP MSGID SP STRUCTURED-DATA [SP MSG]
-_RFC5424 = re.compile(r"^<\d{1,3}>\d{1,2} \S+ \S+ \S+ \S+ \S+ (?:-|(?:\[(?:[^\]\\]|\\.)*\])+)(?: (?P<msg>.*))?$",
-                      re.DOTALL)
+_RFC5424 = re.compile(
+    r"^<\d{1,3}>\d{1,2} \S+ \S+ \S+ \S+ \S+ (?:-|(?:\[(?:[^\]\\]|\\.)*\])+)(?: (?P<msg>.*))?$", re.DOTALL
+)
 # RFC 3164: <PRI>Mmm dd hh:mm:ss HOSTNAME TAG[PID]: MSG (the timestamp and host are often missing or odd)
 _RFC3164 = re.compile(r"^<\d{1,3}>(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \S+ )?(?P<msg>.*)$", re.DOTALL)
 
@@ -57,8 +58,14 @@ class SyslogReceiver:
     def __init__(self, control: Any, host: str, port: int, batch: int = 512) -> None:
         self.control = control
         self.batch = batch
-        self.counters: dict[str, int] = {"lines": 0, "logins": 0, "logouts": 0, "unmatched": 0, "malformed": 0,
-                                         "refused": 0}
+        self.counters: dict[str, int] = {
+            "lines": 0,
+            "logins": 0,
+            "logouts": 0,
+            "unmatched": 0,
+            "malformed": 0,
+            "refused": 0,
+        }
         self._profiles: tuple[Any, list[Profile]] | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -116,7 +123,7 @@ class SyslogReceiver:
                 return
             lines = [first]
             self.udp.setblocking(False)
-            try:   # what else is queued already: one batch, one notification
+            try:  # what else is queued already: one batch, one notification
                 while len(lines) < self.batch:
                     lines.append(self.udp.recv(MAX_LINE))
             except (BlockingIOError, OSError):
@@ -133,8 +140,7 @@ class SyslogReceiver:
                 continue
             except OSError:
                 return
-            threading.Thread(target=self._serve_connection, args=(conn,), name="ngfw-syslog-conn",
-                             daemon=True).start()
+            threading.Thread(target=self._serve_connection, args=(conn,), name="ngfw-syslog-conn", daemon=True).start()
 
     def _serve_connection(self, conn: socket.socket) -> None:
         buffer = b""
@@ -151,7 +157,7 @@ class SyslogReceiver:
                     break
                 buffer += data
                 lines, buffer = split_frames(buffer)
-                if len(buffer) > 4 * MAX_LINE:   # no end of frame in sight: not syslog
+                if len(buffer) > 4 * MAX_LINE:  # no end of frame in sight: not syslog
                     self.counters["malformed"] += 1
                     buffer = b""
                 if lines:
@@ -170,9 +176,14 @@ class SyslogReceiver:
                 spec = d.get("spec") or {}
                 if d.get("kind") == "UserSource" and spec.get("syslog"):
                     s = spec["syslog"]
-                    found.append(Profile(d["metadata"]["name"], re.compile(s["login"]),
-                                         re.compile(s["logout"]) if s.get("logout") else None,
-                                         int(s.get("ttl", 3600))))
+                    found.append(
+                        Profile(
+                            d["metadata"]["name"],
+                            re.compile(s["login"]),
+                            re.compile(s["logout"]) if s.get("logout") else None,
+                            int(s.get("ttl", 3600)),
+                        )
+                    )
             self._profiles = (key, found)
         return self._profiles[1]
 
@@ -181,7 +192,7 @@ class SyslogReceiver:
         from ngfw.control.userid import MappingError
 
         profiles = self.profiles()
-        book = self.control._addresses()   # once per batch: the store is read once, not per line
+        book = self.control._addresses()  # once per batch: the store is read once, not per line
         users = self.control.users
         changed = False
         with self._lock:
@@ -200,8 +211,15 @@ class SyslogReceiver:
                     if m := profile.login.search(message):
                         try:
                             address, vm = self.control.resolve_address(m.group("ip"), book)
-                            users.put(address, m.group("user"), profile.ttl, f"syslog:{profile.name}", vm,
-                                      "syslog", notify=False)
+                            users.put(
+                                address,
+                                m.group("user"),
+                                profile.ttl,
+                                f"syslog:{profile.name}",
+                                vm,
+                                "syslog",
+                                notify=False,
+                            )
                             changed = True
                             self.counters["logins"] += 1
                         except (ApiError, MappingError) as exc:
@@ -219,7 +237,7 @@ def split_frames(buffer: bytes) -> tuple[list[bytes], bytes]:
     out = []
     while buffer:
         head, space, rest = buffer.partition(b" ")
-        if head.isdigit() and space and len(head) <= 5:   # octet counting: "LEN SP MSG"
+        if head.isdigit() and space and len(head) <= 5:  # octet counting: "LEN SP MSG"
             n = int(head)
             if len(rest) < n:
                 break
@@ -235,7 +253,8 @@ def split_frames(buffer: bytes) -> tuple[list[bytes], bytes]:
     return out, buffer
 
 
-def bench_lines(n: int, template: str = "<38>{ts} host sshd[1]: Accepted publickey for user{i} from {ip} port "
-                                        "22 ssh2") -> list[str]:
+def bench_lines(
+    n: int, template: str = "<38>{ts} host sshd[1]: Accepted publickey for user{i} from {ip} port 22 ssh2"
+) -> list[str]:
     ts = time.strftime("%b %d %H:%M:%S").replace(" 0", "  ", 1)
     return [template.format(ts=ts, i=i, ip=f"10.77.{i // 250 % 250}.{i % 250 + 1}") for i in range(n)]

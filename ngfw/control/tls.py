@@ -40,15 +40,18 @@ def _load_pair(context: ssl.SSLContext, cert: str, key: str, cert_option: str, k
     if "PRIVATE KEY-----" not in key_text:
         raise TlsConfigError(f"{key_option} {key} holds no PEM private key")
     if "ENCRYPTED" in key_text:
-        raise TlsConfigError(f"{key_option} {key} is encrypted with a passphrase: give the key unencrypted "
-                             "(a file only its owner can read)")
+        raise TlsConfigError(
+            f"{key_option} {key} is encrypted with a passphrase: give the key unencrypted "
+            "(a file only its owner can read)"
+        )
     try:
         context.load_cert_chain(cert, key)
     except ssl.SSLError as exc:
         if exc.reason == "KEY_VALUES_MISMATCH":
             raise TlsConfigError(f"{key_option} {key} is not the private key of {cert_option} {cert}") from None
-        raise TlsConfigError(f"{cert_option} {cert} with {key_option} {key} cannot be used: "
-                             f"{exc.reason or exc}") from None
+        raise TlsConfigError(
+            f"{cert_option} {cert} with {key_option} {key} cannot be used: {exc.reason or exc}"
+        ) from None
 
 
 def _load_ca(context: ssl.SSLContext, ca_file: str, option: str) -> None:
@@ -73,8 +76,12 @@ def server_context(cert: str, key: str, client_ca: str | None = None) -> ssl.SSL
     return context
 
 
-def client_context(ca_file: str | None = None, client_cert: str | None = None, client_key: str | None = None,
-                   ca_option: str = "--ca-file") -> ssl.SSLContext:
+def client_context(
+    ca_file: str | None = None,
+    client_cert: str | None = None,
+    client_key: str | None = None,
+    ca_option: str = "--ca-file",
+) -> ssl.SSLContext:
     """What agents and the CLI verify control with: `ca_file` (else the system's CAs), and their certificate."""
     if ca_file:
         # only that CA: the system's would let any public certificate for the name pass as control
@@ -129,11 +136,20 @@ def explain_failure(exc: BaseException, url: str, ca_file: str | None, client_ce
     if not isinstance(exc, ssl.SSLError):
         return None
     reason = exc.reason or ""
-    if reason in ("TLSV1_ALERT_UNKNOWN_CA", "SSLV3_ALERT_BAD_CERTIFICATE", "TLSV1_ALERT_DECRYPT_ERROR",
-                  "SSLV3_ALERT_CERTIFICATE_UNKNOWN", "TLSV13_ALERT_CERTIFICATE_REQUIRED"):
+    if reason in (
+        "TLSV1_ALERT_UNKNOWN_CA",
+        "SSLV3_ALERT_BAD_CERTIFICATE",
+        "TLSV1_ALERT_DECRYPT_ERROR",
+        "SSLV3_ALERT_CERTIFICATE_UNKNOWN",
+        "TLSV13_ALERT_CERTIFICATE_REQUIRED",
+    ):
         mine = f"this client's certificate {client_cert}" if client_cert else "this client's certificate"
         return f"control at {url} refused {mine}: it is not signed by control's --client-ca ({reason})"
-    if reason in ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "UNEXPECTED_EOF_WHILE_READING",
-                  "PACKET_LENGTH_TOO_LONG"):
+    if reason in (
+        "WRONG_VERSION_NUMBER",
+        "RECORD_LAYER_FAILURE",
+        "UNEXPECTED_EOF_WHILE_READING",
+        "PACKET_LENGTH_TOO_LONG",
+    ):
         return f"control at {url} does not answer TLS (is it serving plain HTTP? then use http://) ({reason})"
     return f"TLS with control at {url} failed: {reason or exc}"

@@ -52,14 +52,20 @@ class MappingError(Exception):
 class Mapping:
     address: str
     user: str
-    source: str            # api, syslog:PROFILE
+    source: str  # api, syslog:PROFILE
     expires: float | None  # epoch seconds, None: until deleted
     vm: str | None = None  # the workload (vsys/name) the address belongs to, None: an unbound address
-    by: str = ""           # who mapped it (a token's name, or the syslog sender)
+    by: str = ""  # who mapped it (a token's name, or the syslog sender)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"address": self.address, "user": self.user, "source": self.source, "expires": self.expires,
-                "vm": self.vm, "by": self.by}
+        return {
+            "address": self.address,
+            "user": self.user,
+            "source": self.source,
+            "expires": self.expires,
+            "vm": self.vm,
+            "by": self.by,
+        }
 
 
 def canonical_address(text: str) -> tuple[str, int, int]:
@@ -73,10 +79,10 @@ def canonical_address(text: str) -> tuple[str, int, int]:
     except OSError:
         pass
     try:
-        packed = socket.inet_pton(socket.AF_INET6, text)   # a zone index (fe80::1%eth0) is refused by it
+        packed = socket.inet_pton(socket.AF_INET6, text)  # a zone index (fe80::1%eth0) is refused by it
     except OSError:
         raise ValueError(text) from None
-    if packed[:12] == b"\0" * 10 + b"\xff\xff":   # ::ffff:a.b.c.d is spelt as ipaddress spells it
+    if packed[:12] == b"\0" * 10 + b"\xff\xff":  # ::ffff:a.b.c.d is spelt as ipaddress spells it
         return str(ipaddress.ip_address(text)), 6, int.from_bytes(packed, "big")
     return socket.inet_ntop(socket.AF_INET6, packed), 6, int.from_bytes(packed, "big")
 
@@ -88,32 +94,47 @@ def delta_hash(delta: dict[str, Any]) -> str:
 
 
 class UserMappings:
-    def __init__(self, clock: Callable[[], float] = time.time, on_change: Callable[[], None] = lambda: None,
-                 max_mappings: int = MAX_MAPPINGS, store: Any = None) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.time,
+        on_change: Callable[[], None] = lambda: None,
+        max_mappings: int = MAX_MAPPINGS,
+        store: Any = None,
+    ) -> None:
         """`store` (ngfw.control.store.Store): where mappings are kept across restarts; None: memory only."""
         self.clock = clock
         self.store = store
-        self.epoch = os.urandom(8).hex()   # this process's revisions: another epoch's `since` gets a snapshot
-        self._dirty: set[str] = set()      # addresses changed since the last write to the store
-        self._flush_lock = threading.Lock()   # writes in the order their changes were taken
-        self._writer: threading.Thread | None = None   # writes syslog batches (notify()), started on the first
+        self.epoch = os.urandom(8).hex()  # this process's revisions: another epoch's `since` gets a snapshot
+        self._dirty: set[str] = set()  # addresses changed since the last write to the store
+        self._flush_lock = threading.Lock()  # writes in the order their changes were taken
+        self._writer: threading.Thread | None = None  # writes syslog batches (notify()), started on the first
         self._write_wanted = threading.Event()
         self._closing = False
         self.on_change = on_change
         self.max_mappings = max_mappings
         self.revision = 0
         self.mappings: dict[str, Mapping] = {}
-        self._changes: deque[tuple[int, str]] = deque()   # (revision, address) of every change, oldest first
-        self.groups: dict[str, tuple[str, ...]] = {}       # user -> "vsys/UserGroup" of its directory groups
+        self._changes: deque[tuple[int, str]] = deque()  # (revision, address) of every change, oldest first
+        self.groups: dict[str, tuple[str, ...]] = {}  # user -> "vsys/UserGroup" of its directory groups
         self.groups_revision = 0
-        self.counters: dict[str, int] = {"mapped": 0, "unmapped": 0, "expired": 0, "unbound_accepted": 0,
-                                         "unbound_refused": 0, "refused": 0, "restored": 0,
-                                         "restored_expired": 0, "store_writes": 0, "store_failures": 0}
+        self.counters: dict[str, int] = {
+            "mapped": 0,
+            "unmapped": 0,
+            "expired": 0,
+            "unbound_accepted": 0,
+            "unbound_refused": 0,
+            "refused": 0,
+            "restored": 0,
+            "restored_expired": 0,
+            "store_writes": 0,
+            "store_failures": 0,
+        }
         self._lock = threading.Condition()
 
     # ---- changes
-    def put(self, address: str, user: str, ttl: float | None, source: str, vm: str | None, by: str = "",
-            notify: bool = True) -> Mapping:
+    def put(
+        self, address: str, user: str, ttl: float | None, source: str, vm: str | None, by: str = "", notify: bool = True
+    ) -> Mapping:
         try:
             canonical = canonical_address(address)[0]
         except ValueError:
@@ -207,7 +228,7 @@ class UserMappings:
     def _wake(self) -> None:
         with self._lock:
             self._lock.notify_all()
-        self.on_change()   # the listeners only set events: they never block
+        self.on_change()  # the listeners only set events: they never block
 
     def _write_loop(self) -> None:
         while True:
@@ -246,8 +267,11 @@ class UserMappings:
                 with self._lock:
                     self._dirty |= dirty
                     self.counters["store_failures"] += 1
-                log.error("user mappings: %d changes not written to the store (%s); written with the next change",
-                          len(dirty), exc)
+                log.error(
+                    "user mappings: %d changes not written to the store (%s); written with the next change",
+                    len(dirty),
+                    exc,
+                )
                 return 0
             self.counters["store_writes"] += 1
         return len(dirty)
@@ -263,9 +287,14 @@ class UserMappings:
         for row in self.store.user_mappings():
             try:
                 expires = row.get("expires")
-                mapping = Mapping(canonical_address(row["address"])[0], syntax.check_user_name(row["user"]),
-                                  str(row.get("source", "api")), None if expires is None else float(expires),
-                                  row.get("vm"), str(row.get("by", "")))
+                mapping = Mapping(
+                    canonical_address(row["address"])[0],
+                    syntax.check_user_name(row["user"]),
+                    str(row.get("source", "api")),
+                    None if expires is None else float(expires),
+                    row.get("vm"),
+                    str(row.get("by", "")),
+                )
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 log.warning("user mappings: a stored mapping is unreadable (%s): %r; dropped", exc, row)
                 over.append(str(row.get("address", "")) if isinstance(row, dict) else "")
@@ -287,8 +316,9 @@ class UserMappings:
             except Exception as exc:  # noqa: BLE001 - they are dropped at the next start again
                 log.warning("user mappings: expired ones not removed from the store: %s", exc)
         if kept or over:
-            log.info("user mappings: %d restored from the store, %d expired while control was down", len(kept),
-                     len(over))
+            log.info(
+                "user mappings: %d restored from the store, %d expired while control was down", len(kept), len(over)
+            )
         return len(kept)
 
     # ---- what hosts get
@@ -339,5 +369,6 @@ class UserMappings:
             rows = [m.as_dict() for m in self.mappings.values()]
         for row in rows:
             row["groups"] = list(self.groups.get(row["user"], ()))
-        return sorted(rows, key=lambda r: (ipaddress.ip_address(r["address"]).version,
-                                           ipaddress.ip_address(r["address"])))
+        return sorted(
+            rows, key=lambda r: (ipaddress.ip_address(r["address"]).version, ipaddress.ip_address(r["address"]))
+        )

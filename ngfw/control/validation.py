@@ -102,8 +102,9 @@ def compile_identity(previous: CompiledPolicy, documents: Sequence[Document]) ->
     return with_workloads(previous, workloads)
 
 
-def validate_identity(previous: CompiledPolicy, documents: Sequence[Document],
-                      sources: Mapping[Key, str] | None = None) -> CompiledPolicy:
+def validate_identity(
+    previous: CompiledPolicy, documents: Sequence[Document], sources: Mapping[Key, str] | None = None
+) -> CompiledPolicy:
     """Control's check of an identity update: `previous` (the running compiled policy) with the
     Workloads of `documents`, checked as a commit would check them, without compiling the rules.
 
@@ -112,8 +113,11 @@ def validate_identity(previous: CompiledPolicy, documents: Sequence[Document],
     recomputed (`with_workloads`). InvalidDocuments names a bad field; PolicyError means a rule
     would name a workload that is gone: compile in full (`compile_documents`) to name the rule.
     """
-    loaded: list[LoadedResource] = [LoadedResource(r, CANDIDATE, i) for i, r in enumerate(previous.build.policy_resources)
-                                    if isinstance(r, VirtualSystem | Group)]
+    loaded: list[LoadedResource] = [
+        LoadedResource(r, CANDIDATE, i)
+        for i, r in enumerate(previous.build.policy_resources)
+        if isinstance(r, VirtualSystem | Group)
+    ]
     workloads: list[Workload] = []
     problems: list[Problem] = []
     for index, document in enumerate(documents):

@@ -27,10 +27,10 @@ from typing import Any
 
 log = logging.getLogger("ngfw.dataplane.admission")
 
-DEFAULT_PER_SOURCE = 10_000.0    # SYN/s from one address (the module's docstring says why)
-BURST_SECONDS = 1.0              # a bucket holds this many seconds of its rate, unless told otherwise
-MAX_RATE = 100_000_000.0         # beyond what any link carries in SYNs: a typo, not a setting
-REPORT_INTERVAL = 10.0           # seconds between two log lines naming the limited sources
+DEFAULT_PER_SOURCE = 10_000.0  # SYN/s from one address (the module's docstring says why)
+BURST_SECONDS = 1.0  # a bucket holds this many seconds of its rate, unless told otherwise
+MAX_RATE = 100_000_000.0  # beyond what any link carries in SYNs: a typo, not a setting
+REPORT_INTERVAL = 10.0  # seconds between two log lines naming the limited sources
 REPORT_TOP = 5
 
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/\s*s)?\s*(?:,\s*(\d+))?\s*$")
@@ -54,8 +54,10 @@ def parse_rate(text: str) -> Rate | None:
         return None
     m = _RATE.match(text)
     if not m:
-        raise ValueError(f"{text!r} is not a rate: give SYNs per second as N/s (e.g. 10000/s), optionally with a "
-                         "burst as N/s,BURST, or off")
+        raise ValueError(
+            f"{text!r} is not a rate: give SYNs per second as N/s (e.g. 10000/s), optionally with a "
+            "burst as N/s,BURST, or off"
+        )
     rate = float(m.group(1))
     if not 0 < rate <= MAX_RATE:
         raise ValueError(f"{text!r}: the rate must be above 0 and at most {MAX_RATE:,.0f}/s (off: no limit)")
@@ -77,18 +79,26 @@ class SynLimits:
         return self.per_source is not None or self.total is not None
 
     def describe(self) -> str:
-        parts = [f"{self.per_source.per_second:,.0f} SYN/s per source address (burst {self.per_source.burst:,.0f})"
-                 if self.per_source else "no per-source limit",
-                 f"{self.total.per_second:,.0f} SYN/s in all (burst {self.total.burst:,.0f})"
-                 if self.total else "no total limit"]
+        parts = [
+            f"{self.per_source.per_second:,.0f} SYN/s per source address (burst {self.per_source.burst:,.0f})"
+            if self.per_source
+            else "no per-source limit",
+            f"{self.total.per_second:,.0f} SYN/s in all (burst {self.total.burst:,.0f})"
+            if self.total
+            else "no total limit",
+        ]
         return ", ".join(parts)
 
 
 def configure(program: Any, limits: SynLimits) -> None:
     """Write `limits` into a loaded wire program (wirebpf.WireProgram)."""
     src, total = limits.per_source, limits.total
-    program.set_syn_limits(src.per_second if src else 0.0, src.burst if src else 0.0,
-                           total.per_second if total else 0.0, total.burst if total else 0.0)
+    program.set_syn_limits(
+        src.per_second if src else 0.0,
+        src.burst if src else 0.0,
+        total.per_second if total else 0.0,
+        total.burst if total else 0.0,
+    )
 
 
 def address_text(raw: bytes) -> str:
@@ -104,9 +114,9 @@ class AdmissionReport:
     def __init__(self, program: Any, limits: SynLimits, now: float | None = None) -> None:
         self.program = program
         self.limits = limits
-        self._seen: dict[bytes, int] = {}     # source -> dropped count at the last report
+        self._seen: dict[bytes, int] = {}  # source -> dropped count at the last report
         self._last_dropped = 0
-        self._counted_from = time.monotonic() if now is None else now   # what the next report covers
+        self._counted_from = time.monotonic() if now is None else now  # what the next report covers
         self._last_report: float | None = None
 
     def stats(self) -> dict[str, int]:
@@ -138,9 +148,19 @@ class AdmissionReport:
         top = ", ".join(f"{addr} {n:,}" for addr, n in offenders[:REPORT_TOP])
         more = f" and {len(offenders) - REPORT_TOP} more sources" if len(offenders) > REPORT_TOP else ""
         if offenders:
-            log.warning("SYN flood protection: %s SYNs dropped in the kernel in %.1f s; over the per-source limit "
-                        "(%s): %s%s", f"{total_new:,}", since, self.limits.describe(), top, more)
+            log.warning(
+                "SYN flood protection: %s SYNs dropped in the kernel in %.1f s; over the per-source limit (%s): %s%s",
+                f"{total_new:,}",
+                since,
+                self.limits.describe(),
+                top,
+                more,
+            )
         else:
-            log.warning("SYN flood protection: %s SYNs dropped in the kernel in %.1f s, over the total limit (%s)",
-                        f"{total_new:,}", since, self.limits.describe())
+            log.warning(
+                "SYN flood protection: %s SYNs dropped in the kernel in %.1f s, over the total limit (%s)",
+                f"{total_new:,}",
+                since,
+                self.limits.describe(),
+            )
         return offenders

@@ -4,7 +4,7 @@ specific application (`app`, e.g. github over tls), from the catalogue the flow 
 from __future__ import annotations
 
 TYPE_CHECKING = False
-if TYPE_CHECKING:   # replay imports this module: typing stays out of its start
+if TYPE_CHECKING:  # replay imports this module: typing stays out of its start
     from typing import Any
 
 
@@ -19,4 +19,3 @@ def split_app(catalogue: Any, name: str | None) -> tuple[str | None, str | None]
         proto = catalogue.apps[proto.parent]
         depth += 1
     return str(proto.name), name
-

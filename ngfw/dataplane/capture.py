@@ -25,12 +25,12 @@ log = logging.getLogger("ngfw.dataplane.capture")
 DEFAULT_DIR = "/var/log/ngfw/pcap"
 DEFAULT_FILE_BYTES = 16 << 20
 DEFAULT_VSYS_BYTES = 256 << 20
-PENDING_FLOWS = 4096        # flows whose frames are kept back until they alert (a threat profile's capture)...
-PENDING_BYTES = 64 << 20    # ... and the memory those frames may take
-FLOW_FILES_KEPT = 65536     # flow id -> file, for the EVE records of flows still open
-NO_VSYS = "_no-vsys"        # frames of flows no vsys decided
+PENDING_FLOWS = 4096  # flows whose frames are kept back until they alert (a threat profile's capture)...
+PENDING_BYTES = 64 << 20  # ... and the memory those frames may take
+FLOW_FILES_KEPT = 65536  # flow id -> file, for the EVE records of flows still open
+NO_VSYS = "_no-vsys"  # frames of flows no vsys decided
 
-PCAP_HEADER = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)   # microseconds, Ethernet
+PCAP_HEADER = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)  # microseconds, Ethernet
 RECORD = struct.Struct("<IIII")
 
 
@@ -63,8 +63,9 @@ class PcapFile:
 class CaptureWriter:
     """Frames from `Engine.drain_captures()` into pcap files per vsys."""
 
-    def __init__(self, directory: str = DEFAULT_DIR, file_bytes: int = DEFAULT_FILE_BYTES,
-                 vsys_bytes: int = DEFAULT_VSYS_BYTES) -> None:
+    def __init__(
+        self, directory: str = DEFAULT_DIR, file_bytes: int = DEFAULT_FILE_BYTES, vsys_bytes: int = DEFAULT_VSYS_BYTES
+    ) -> None:
         if file_bytes < 4096:
             raise ValueError(f"capture file size {file_bytes} bytes is too small: give at least 4096")
         if vsys_bytes < file_bytes:
@@ -76,11 +77,11 @@ class CaptureWriter:
         self._serial = 0
         self._pending: OrderedDict[int, list[tuple[float, bytes, int]]] = OrderedDict()
         self._pending_bytes = 0
-        self._alerted: OrderedDict[int, None] = OrderedDict()   # alert-mode flows that alerted: written from then on
+        self._alerted: OrderedDict[int, None] = OrderedDict()  # alert-mode flows that alerted: written from then on
         self._files: OrderedDict[int, str] = OrderedDict()
-        self._last: dict[int, tuple[float, bytes]] = {}         # each flow's last frame (an alert repeats it)
+        self._last: dict[int, tuple[float, bytes]] = {}  # each flow's last frame (an alert repeats it)
         self.frames_written = 0
-        self.frames_discarded = 0     # kept back for flows that never alerted, or evicted
+        self.frames_discarded = 0  # kept back for flows that never alerted, or evicted
         self.files_opened = 0
         self.files_removed = 0
         self.errors = 0
@@ -144,8 +145,11 @@ class CaptureWriter:
         except OSError as exc:
             self.errors += 1
             if not self._warned:
-                log.warning("capture files cannot be written in %s (%s): frames are counted and dropped",
-                            self.directory, exc.strerror or exc)
+                log.warning(
+                    "capture files cannot be written in %s (%s): frames are counted and dropped",
+                    self.directory,
+                    exc.strerror or exc,
+                )
                 self._warned = True
             return
         self.frames_written += 1
@@ -180,8 +184,13 @@ class CaptureWriter:
             self.files_removed += 1
 
     def counters(self) -> dict[str, int]:
-        return {"frames_written": self.frames_written, "frames_discarded": self.frames_discarded,
-                "files_opened": self.files_opened, "files_removed": self.files_removed, "errors": self.errors}
+        return {
+            "frames_written": self.frames_written,
+            "frames_discarded": self.frames_discarded,
+            "files_opened": self.files_opened,
+            "files_removed": self.files_removed,
+            "errors": self.errors,
+        }
 
     def close(self) -> None:
         for pcap in self._open.values():
@@ -197,8 +206,16 @@ class CaptureRequestError(ValueError):
     """An on-demand capture that cannot be started, in one sentence naming the bad value."""
 
 
-def request_capture(engine: Any, policy: Any, seconds: float, packets: int = 100, vm: str | None = None,
-                    network: str | None = None, port: int = 0, proto: str | None = None) -> None:
+def request_capture(
+    engine: Any,
+    policy: Any,
+    seconds: float,
+    packets: int = 100,
+    vm: str | None = None,
+    network: str | None = None,
+    port: int = 0,
+    proto: str | None = None,
+) -> None:
     """An operator's capture (the hook behind `ngfw sessions capture FILTER --seconds S`): for `seconds`, flows
     of workload `vm` (NAME or VSYS/NAME), with an end in `network`, on `port`, of `proto`, write their next
     `packets` frames to the capture files, as a rule's `capture:` does. One request at a time (a new one
@@ -214,10 +231,15 @@ def request_capture(engine: Any, policy: Any, seconds: float, packets: int = 100
         if policy is None:
             raise CaptureRequestError("no policy is loaded: no workload can be named")
         vsys, _, name = vm.rpartition("/")
-        found = [i for i, w in enumerate(policy.workloads)
-                 if w.name == name and (not vsys or policy.vsys_name(w.vsys) == vsys)]
+        found = [
+            i
+            for i, w in enumerate(policy.workloads)
+            if w.name == name and (not vsys or policy.vsys_name(w.vsys) == vsys)
+        ]
         if len(found) != 1:
-            raise CaptureRequestError(f"workload {vm!r} is {'ambiguous (name its vsys: VSYS/NAME)' if found else 'not in the policy in force'}")
+            raise CaptureRequestError(
+                f"workload {vm!r} is {'ambiguous (name its vsys: VSYS/NAME)' if found else 'not in the policy in force'}"
+            )
         workload = found[0]
     net = None
     if network:

@@ -15,7 +15,7 @@ from ngfw.dataplane.appnames import split_app
 from ngfw.wire import EVE_PROTO_NAMES
 
 TYPE_CHECKING = False
-if TYPE_CHECKING:   # `ngfw replay` imports this module: what only annotations need stays out of its start
+if TYPE_CHECKING:  # `ngfw replay` imports this module: what only annotations need stays out of its start
     from collections.abc import Callable
     from typing import Any
 
@@ -42,11 +42,25 @@ def _second(seconds: int) -> str:
 def alert_fields(event: dict[str, Any]) -> dict[str, Any]:
     """EVE's `alert` object for an alert event (Suricata's field names and values)."""
     sig = event["signature"]
-    if sig is None:   # the rule set was replaced long ago; the numbers are all that is left
-        return {"signature_id": None, "gid": None, "rev": None, "signature": None, "category": None,
-                "severity": None, "action": "blocked" if event["blocked"] else "allowed"}
-    fields = {"action": "blocked" if event["blocked"] else "allowed", "gid": sig.gid, "signature_id": sig.sid,
-              "rev": sig.rev, "signature": sig.msg, "category": sig.category, "severity": sig.severity}
+    if sig is None:  # the rule set was replaced long ago; the numbers are all that is left
+        return {
+            "signature_id": None,
+            "gid": None,
+            "rev": None,
+            "signature": None,
+            "category": None,
+            "severity": None,
+            "action": "blocked" if event["blocked"] else "allowed",
+        }
+    fields = {
+        "action": "blocked" if event["blocked"] else "allowed",
+        "gid": sig.gid,
+        "signature_id": sig.sid,
+        "rev": sig.rev,
+        "signature": sig.msg,
+        "category": sig.category,
+        "severity": sig.severity,
+    }
     metadata = getattr(sig, "metadata", ())
     if metadata:
         fields["metadata"] = rule_metadata(metadata)
@@ -66,15 +80,26 @@ def tcp_flags_hex(flags: int) -> str:
     return f"{flags:02x}"
 
 
-TCP_FLAG_NAMES = (("fin", 0x01), ("syn", 0x02), ("rst", 0x04), ("psh", 0x08), ("ack", 0x10), ("urg", 0x20),
-                  ("ecn", 0x40), ("cwr", 0x80))
+TCP_FLAG_NAMES = (
+    ("fin", 0x01),
+    ("syn", 0x02),
+    ("rst", 0x04),
+    ("psh", 0x08),
+    ("ack", 0x10),
+    ("urg", 0x20),
+    ("ecn", 0x40),
+    ("cwr", 0x80),
+)
 
 
 def tcp_fields(event: dict[str, Any]) -> dict[str, Any]:
     """EVE's `tcp` object of a flow: the flags seen (both ways, and each way) and the state."""
     ts, tc = event.get("tcp_flags_ts") or 0, event.get("tcp_flags_tc") or 0
-    fields: dict[str, Any] = {"tcp_flags": tcp_flags_hex(ts | tc), "tcp_flags_ts": tcp_flags_hex(ts),
-                              "tcp_flags_tc": tcp_flags_hex(tc)}
+    fields: dict[str, Any] = {
+        "tcp_flags": tcp_flags_hex(ts | tc),
+        "tcp_flags_ts": tcp_flags_hex(ts),
+        "tcp_flags_tc": tcp_flags_hex(tc),
+    }
     for name, bit in TCP_FLAG_NAMES:
         if (ts | tc) & bit:
             fields[name] = True
@@ -109,11 +134,12 @@ def app_layer_fields(app_proto: str | None, host: str | None) -> dict[str, Any]:
 
 def eve_record(event: dict[str, Any], policy: CompiledPolicy | None) -> dict[str, Any]:
     """One EVE record for a fastpath event (`Engine.drain_events` / `Engine.flows` shape)."""
+
     def wl(index: int) -> str | None:
         return policy.workload_name(index) or None if policy is not None and index >= 0 else None
 
     rule_index = event["rule"]
-    if event["vsys"] < 0 or event["flow_id"] is None:   # no vsys, or a frame refused before any rule saw it
+    if event["vsys"] < 0 or event["flow_id"] is None:  # no vsys, or a frame refused before any rule saw it
         rule = None
     elif rule_index < 0:
         rule = DEFAULT_RULE
@@ -125,38 +151,42 @@ def eve_record(event: dict[str, Any], policy: CompiledPolicy | None) -> dict[str
     record: dict[str, Any] = {
         "timestamp": eve_timestamp(event["start"] if event["event"] == "drop" else event["end"]),
     }
-    if event["flow_id"] is not None:   # a drop of a frame that made no flow has none
+    if event["flow_id"] is not None:  # a drop of a frame that made no flow has none
         record["flow_id"] = event["flow_id"]
-    record.update({
-        "in_iface": event["in_port"],
-        "event_type": event["event"],
-        "src_ip": event[f"{src}_ip"],
-        "src_port": event[f"{src}_port"],
-        "dest_ip": event[f"{dst}_ip"],
-        "dest_port": event[f"{dst}_port"],
-        "proto": proto,
-        "community_id": event["community_id"],
-    })
+    record.update(
+        {
+            "in_iface": event["in_port"],
+            "event_type": event["event"],
+            "src_ip": event[f"{src}_ip"],
+            "src_port": event[f"{src}_port"],
+            "dest_ip": event[f"{dst}_ip"],
+            "dest_port": event[f"{dst}_port"],
+            "proto": proto,
+            "community_id": event["community_id"],
+        }
+    )
     if event.get("icmp_type") is not None:
         record["icmp_type"], record["icmp_code"] = event["icmp_type"], event["icmp_code"]
     if event.get("vlan"):
         record["vlan"] = [event["vlan"]]
-    record.update({
-        "vsys": policy.vsys_name(event["vsys"]) or None if policy is not None else None,
-        "src_vm": wl(event["src_wl" if src == "src" else "dst_wl"]),
-        "dest_vm": wl(event["dst_wl" if src == "src" else "src_wl"]),
-        "rule": rule,
-        "action": event["action"],
-        # table generations outnumber versions (an identity update keeps the version)
-        "policy_version": policy.version if policy is not None else event["generation"],
-    })
+    record.update(
+        {
+            "vsys": policy.vsys_name(event["vsys"]) or None if policy is not None else None,
+            "src_vm": wl(event["src_wl" if src == "src" else "dst_wl"]),
+            "dest_vm": wl(event["dst_wl" if src == "src" else "src_wl"]),
+            "rule": rule,
+            "action": event["action"],
+            # table generations outnumber versions (an identity update keeps the version)
+            "policy_version": policy.version if policy is not None else event["generation"],
+        }
+    )
     if event.get("user_name"):
         record["src_user"] = event["user_name"]
         via = (event.get("user_via") or (0, 0))[0]
         if via and policy is not None and 0 <= rule_index < len(policy.rules):
             users = policy.rules[rule_index].users
             if via <= len(users):
-                record["src_user_match"] = users[via - 1]   # the `users:` item that decided: group:finance
+                record["src_user_match"] = users[via - 1]  # the `users:` item that decided: group:finance
     if event.get("app_proto"):
         record["app_proto"], record["app"] = split_app(policy.catalogue if policy else None, event["app_proto"])
         record["app_confidence"] = event.get("app_confidence")
@@ -164,7 +194,7 @@ def eve_record(event: dict[str, Any], policy: CompiledPolicy | None) -> dict[str
         record["app_host"] = event["app_host"]
         record.update(app_layer_fields(record.get("app_proto"), event["app_host"]))
     if event.get("ssh"):
-        record["ssh"] = event["ssh"]       # Suricata's place for SSH software versions
+        record["ssh"] = event["ssh"]  # Suricata's place for SSH software versions
     if event["event"] == "flow":
         record["flow"] = {
             "pkts_toserver": event["pkts_toserver"],
@@ -191,7 +221,7 @@ def eve_record(event: dict[str, Any], policy: CompiledPolicy | None) -> dict[str
         if proto == "TCP":
             record["tcp"] = tcp_fields(event)
             if event["flow_id"] is None:
-                del record["tcp"]["state"]   # a frame that made no flow has no connection state
+                del record["tcp"]["state"]  # a frame that made no flow has no connection state
     return record
 
 
@@ -205,22 +235,42 @@ def stats_record(stats: dict[str, Any], uptime: float, extra: dict[str, Any] | N
     drops = {k: v for k, v in stats.get("drops", {}).items() if v}
     out: dict[str, Any] = {
         "uptime": int(uptime),
-        "capture": {"kernel_packets": sum(p["rx_packets"] for p in ports),
-                    "kernel_drops": sum(p["kernel_drops"] for p in ports)},
+        "capture": {
+            "kernel_packets": sum(p["rx_packets"] for p in ports),
+            "kernel_drops": sum(p["kernel_drops"] for p in ports),
+        },
         "decoder": {"pkts": sum(p["rx_packets"] for p in ports), "bytes": sum(p["rx_bytes"] for p in ports)},
-        "flow": {"active": stats.get("flows_active", 0), "total": stats.get("flows_created", 0),
-                 "expired": stats.get("flows_expired", 0), "cut": stats.get("flows_cut", 0),
-                 "early_dropped": stats.get("flows_early_dropped", 0),
-                 "insert_failures": stats.get("flow_insert_failures", 0)},
-        "detect": {"alert": alerts, "flows_inspected": inspect.get("flows_inspected", 0),
-                   "flows_blocked": inspect.get("flows_blocked", 0),
-                   "bytes_inspected": inspect.get("bytes_inspected", 0)},
-        "drop": {"total": sum(drops.values()), "reasons": drops,
-                 "events_suppressed": stats.get("drop_events_suppressed", 0)},
+        "flow": {
+            "active": stats.get("flows_active", 0),
+            "total": stats.get("flows_created", 0),
+            "expired": stats.get("flows_expired", 0),
+            "cut": stats.get("flows_cut", 0),
+            "early_dropped": stats.get("flows_early_dropped", 0),
+            "insert_failures": stats.get("flow_insert_failures", 0),
+        },
+        "detect": {
+            "alert": alerts,
+            "flows_inspected": inspect.get("flows_inspected", 0),
+            "flows_blocked": inspect.get("flows_blocked", 0),
+            "bytes_inspected": inspect.get("bytes_inspected", 0),
+        },
+        "drop": {
+            "total": sum(drops.values()),
+            "reasons": drops,
+            "events_suppressed": stats.get("drop_events_suppressed", 0),
+        },
         "app_layer": {"flow": {}},
-        "ports": {p["name"]: {"rx_packets": p["rx_packets"], "rx_bytes": p["rx_bytes"], "tx_packets": p["tx_packets"],
-                              "tx_bytes": p["tx_bytes"], "tx_errors": p["tx_errors"],
-                              "kernel_drops": p["kernel_drops"]} for p in ports},
+        "ports": {
+            p["name"]: {
+                "rx_packets": p["rx_packets"],
+                "rx_bytes": p["rx_bytes"],
+                "tx_packets": p["tx_packets"],
+                "tx_bytes": p["tx_bytes"],
+                "tx_errors": p["tx_errors"],
+                "kernel_drops": p["kernel_drops"],
+            }
+            for p in ports
+        },
         "eve": {"events_lost": stats.get("events_lost", 0)},
         "capture_ring": {"frames": stats.get("capture_frames", 0), "lost": stats.get("capture_lost", 0)},
     }
@@ -237,15 +287,19 @@ class EveWriter:
     `host` name in each record and, for flows that are captured, the capture file (`capture.file`);
     `reopen()` follows log rotation (the dataplane calls it on SIGHUP)."""
 
-    def __init__(self, targets: str | list[str], host: str | None = None,
-                 capture_file_of: Callable[[int], str | None] | None = None) -> None:
+    def __init__(
+        self,
+        targets: str | list[str],
+        host: str | None = None,
+        capture_file_of: Callable[[int], str | None] | None = None,
+    ) -> None:
         import socket
 
         from ngfw.dataplane.eve_outputs import open_output, parse_target
 
         texts = [targets] if isinstance(targets, str) else list(targets)
         self.host = host or socket.gethostname()
-        parsed = [parse_target(t) for t in texts]   # every target checked before any is opened
+        parsed = [parse_target(t) for t in texts]  # every target checked before any is opened
         self.outputs = []
         try:
             for target in parsed:

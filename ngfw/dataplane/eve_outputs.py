@@ -22,11 +22,11 @@ from urllib.parse import urlsplit
 
 log = logging.getLogger("ngfw.dataplane.eve")
 
-QUEUE_LINES = 65536      # lines a socket output holds for its consumer before it drops
+QUEUE_LINES = 65536  # lines a socket output holds for its consumer before it drops
 RECONNECT_MIN_S = 0.5
 RECONNECT_MAX_S = 30.0
-SYSLOG_FACILITY = 21     # local5, Suricata's default for its syslog output
-SYSLOG_SEVERITY = 6      # info
+SYSLOG_FACILITY = 21  # local5, Suricata's default for its syslog output
+SYSLOG_SEVERITY = 6  # info
 
 
 class EveTargetError(ValueError):
@@ -75,18 +75,22 @@ def parse_target(text: str) -> EveTarget:
                 raise EveTargetError(f"--eve {text}: the port is not a number from 1 to 65535") from None
             if not parts.hostname or not port:
                 raise EveTargetError(f"--eve {text}: give a host and a port (syslog://HOST:PORT)")
-            return EveTarget("syslog", "tcp" if scheme == "syslog+tcp" else "udp", host=parts.hostname, port=port,
-                             text=text)
+            return EveTarget(
+                "syslog", "tcp" if scheme == "syslog+tcp" else "udp", host=parts.hostname, port=port, text=text
+            )
         if not parts.path:
-            raise EveTargetError(f"--eve {text}: give a host and port (syslog://HOST:PORT) or a socket "
-                                 "(syslog:///dev/log)")
+            raise EveTargetError(
+                f"--eve {text}: give a host and port (syslog://HOST:PORT) or a socket (syslog:///dev/log)"
+            )
         return EveTarget("syslog", "dgram", path=parts.path, text=text)
     if scheme in ("unix", "unix+stream", "unix+dgram"):
         if parts.netloc or not parts.path:
             raise EveTargetError(f"--eve {text}: give the socket's absolute path (unix:///run/ngfw/eve.sock)")
         return EveTarget("unix", "dgram" if scheme == "unix+dgram" else "stream", path=parts.path, text=text)
-    raise EveTargetError(f"--eve {text}: unknown kind {parts.scheme!r}; use a file path, file://, syslog://, "
-                         "syslog+tcp://, unix:// or unix+dgram://")
+    raise EveTargetError(
+        f"--eve {text}: unknown kind {parts.scheme!r}; use a file path, file://, syslog://, "
+        "syslog+tcp://, unix:// or unix+dgram://"
+    )
 
 
 class EveOutput:
@@ -94,9 +98,9 @@ class EveOutput:
 
     def __init__(self, target: EveTarget) -> None:
         self.target = target
-        self.written = 0     # lines handed to the destination
-        self.dropped = 0     # lines lost: queue full, or the destination refused them
-        self.errors = 0      # failed sends and connection attempts
+        self.written = 0  # lines handed to the destination
+        self.dropped = 0  # lines lost: queue full, or the destination refused them
+        self.errors = 0  # failed sends and connection attempts
 
     def write(self, lines: list[bytes]) -> None:
         raise NotImplementedError
@@ -152,7 +156,7 @@ class QueuedOutput(EveOutput):
         self._cond = threading.Condition()
         self._closing = False
         self._sock: socket.socket | None = None
-        self._down_since: float | None = None   # an outage being reported (once)
+        self._down_since: float | None = None  # an outage being reported (once)
         self._retry_at = 0.0
         self._backoff = RECONNECT_MIN_S
         self._thread = threading.Thread(target=self._run, name=f"ngfw-eve-{target.kind}", daemon=True)
@@ -163,7 +167,7 @@ class QueuedOutput(EveOutput):
             room = self._limit - len(self._queue)
             if room < len(lines):
                 self.dropped += len(lines) - max(room, 0)
-                lines = lines[:max(room, 0)]
+                lines = lines[: max(room, 0)]
             self._queue.extend(lines)
             self._cond.notify()
 
@@ -204,7 +208,7 @@ class QueuedOutput(EveOutput):
     def _send_batch(self, batch: list[bytes]) -> None:
         for i, line in enumerate(batch):
             if self._sock is None and not self._connect():
-                self.dropped += len(batch) - i   # unreachable: dropped and counted, never waited for
+                self.dropped += len(batch) - i  # unreachable: dropped and counted, never waited for
                 return
             try:
                 self._send(self._frame(line))
@@ -225,8 +229,12 @@ class QueuedOutput(EveOutput):
             self._lost(exc)
             return False
         if self._down_since is not None:
-            log.warning("EVE output %s reachable again after %.1f s (%d lines dropped so far)", self.target.text,
-                        now - self._down_since, self.dropped)
+            log.warning(
+                "EVE output %s reachable again after %.1f s (%d lines dropped so far)",
+                self.target.text,
+                now - self._down_since,
+                self.dropped,
+            )
             self._down_since = None
         self._backoff = RECONNECT_MIN_S
         return True
@@ -238,8 +246,12 @@ class QueuedOutput(EveOutput):
             self._sock = None
         if self._down_since is None:
             self._down_since = time.monotonic()
-            log.warning("EVE output %s unreachable (%s): its records are dropped and counted "
-                        "(ngfw_eve_records_dropped_total) until it answers", self.target.text, exc.strerror or exc)
+            log.warning(
+                "EVE output %s unreachable (%s): its records are dropped and counted "
+                "(ngfw_eve_records_dropped_total) until it answers",
+                self.target.text,
+                exc.strerror or exc,
+            )
         self._retry_at = time.monotonic() + self._backoff
         self._backoff = min(self._backoff * 2, RECONNECT_MAX_S)
 
@@ -268,7 +280,9 @@ class SyslogOutput(QueuedOutput):
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             sock.connect(t.path)
         else:
-            info = socket.getaddrinfo(t.host, t.port, type=socket.SOCK_DGRAM if t.transport == "udp" else socket.SOCK_STREAM)
+            info = socket.getaddrinfo(
+                t.host, t.port, type=socket.SOCK_DGRAM if t.transport == "udp" else socket.SOCK_STREAM
+            )
             family, kind, proto, _, address = info[0]
             sock = socket.socket(family, kind, proto)
             sock.settimeout(5.0)
@@ -281,8 +295,14 @@ class SyslogOutput(QueuedOutput):
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
         micros = int((time.time() % 1) * 1e6)
         pri = SYSLOG_FACILITY * 8 + SYSLOG_SEVERITY
-        message = (b"<%d>1 %s.%06dZ " % (pri, stamp.encode(), micros)) + self._header_host + b" ngfw " + \
-            self._pid + b" eve - " + line
+        message = (
+            (b"<%d>1 %s.%06dZ " % (pri, stamp.encode(), micros))
+            + self._header_host
+            + b" ngfw "
+            + self._pid
+            + b" eve - "
+            + line
+        )
         if self.target.transport == "tcp":
             return b"%d " % len(message) + message
         return message

@@ -29,7 +29,7 @@ def _validator() -> Any:
 def _fast_check() -> Any:
     import fastjsonschema
 
-    _validator()   # the schema itself is checked once, as a draft 2020-12 schema
+    _validator()  # the schema itself is checked once, as a draft 2020-12 schema
     return fastjsonschema.compile(json.loads(SCHEMA_PATH.read_text()))
 
 

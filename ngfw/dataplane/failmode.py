@@ -42,8 +42,8 @@ FAIL_MODES = ("closed", "open")
 # 30 turns of a loop that turns at least every 10 ms: a busy host does not open the wire by accident, and
 # the kernel forwards about 0.3 s after the loop's last turn (the requirement: within 1 s)
 STALE_AFTER_NS = 300_000_000
-FIRST_TURN_TIMEOUT = 2.0     # seconds to wait for the loop's first heartbeat before taking the wire
-MONITOR_INTERVAL = 0.25      # seconds between two looks at the program's counters (stall logging)
+FIRST_TURN_TIMEOUT = 2.0  # seconds to wait for the loop's first heartbeat before taking the wire
+MONITOR_INTERVAL = 0.25  # seconds between two looks at the program's counters (stall logging)
 MIDSTREAM_PICKUP_SECONDS = 30  # after the kernel forwarded for us: unknown TCP connections are picked up this long
 OBJECT_PATH = Path(__file__).resolve().parent.parent / "_fastpath" / "bpf" / "wire.bpf.o"
 
@@ -77,7 +77,7 @@ class _Wire:
     mode: str
     slot: int
     ifindexes: tuple[int, int] = (0, 0)
-    attached: bool = False    # the program runs on both interfaces (open wires, and every wire with bypass)
+    attached: bool = False  # the program runs on both interfaces (open wires, and every wire with bypass)
     # what the kernel forwarded for this wire under programs earlier dataplanes left (read at take-over)
     carried_packets: int = 0
     carried_bytes: int = 0
@@ -110,10 +110,17 @@ def _wirebpf() -> Any:
 
 
 class WireFailModes:
-    def __init__(self, wires: list[tuple[str, str]], modes: dict[tuple[str, str], str], ports: list[str],
-                 object_path: Path = OBJECT_PATH, stale_after_ns: int = STALE_AFTER_NS,
-                 bypass: bool = False, port_index: dict[str, int] | None = None,
-                 syn_limits: SynLimits | None = None) -> None:
+    def __init__(
+        self,
+        wires: list[tuple[str, str]],
+        modes: dict[tuple[str, str], str],
+        ports: list[str],
+        object_path: Path = OBJECT_PATH,
+        stale_after_ns: int = STALE_AFTER_NS,
+        bypass: bool = False,
+        port_index: dict[str, int] | None = None,
+        syn_limits: SynLimits | None = None,
+    ) -> None:
         """`modes`: wire -> "closed" | "open" (a wire not named is closed); `ports`: every port the dataplane
         owns (a leftover program on any of them that is not a wire carrying ours is removed at start);
         `bypass`: flow bypass on the wires (needs `port_index`, port name -> the engine's port index);
@@ -145,9 +152,14 @@ class WireFailModes:
                 # SYN flood protection alone needs only the ring filter, no tc filter (nor its qdisc)
                 self.program = self._load(self.wires if self.bypass else [], object_path, purpose=purpose)
             except FailModeError as exc:
-                off = [(what, then) for what, on, then in (
-                    ("flow bypass", self.bypass, "the dataplane forwards every flow itself"),
-                    ("SYN flood protection", self.syn_limits, "every SYN reaches its rings")) if on]
+                off = [
+                    (what, then)
+                    for what, on, then in (
+                        ("flow bypass", self.bypass, "the dataplane forwards every flow itself"),
+                        ("SYN flood protection", self.syn_limits, "every SYN reaches its rings"),
+                    )
+                    if on
+                ]
                 log.warning("%s; %s off: %s", exc, " and ".join(w for w, _ in off), " and ".join(t for _, t in off))
                 self.bypass = False
                 self.syn_limits = None
@@ -167,15 +179,21 @@ class WireFailModes:
         try:
             wirebpf = _wirebpf()
         except ImportError as exc:
-            raise FailModeError(f"wire {first}: {purpose} needs the wire program's loader "
-                                f"(ngfw._fastpath.wirebpf), which does not import ({exc}): rebuild ngfw with clang "
-                                "and libbpf-dev installed") from None
+            raise FailModeError(
+                f"wire {first}: {purpose} needs the wire program's loader "
+                f"(ngfw._fastpath.wirebpf), which does not import ({exc}): rebuild ngfw with clang "
+                "and libbpf-dev installed"
+            ) from None
         if len(self.wires) > wirebpf.MAX_WIRES:
-            raise FailModeError(f"wire {first}: {purpose} drives at most {wirebpf.MAX_WIRES} wires per "
-                                f"dataplane, this one has {len(self.wires)}")
+            raise FailModeError(
+                f"wire {first}: {purpose} drives at most {wirebpf.MAX_WIRES} wires per "
+                f"dataplane, this one has {len(self.wires)}"
+            )
         if not object_path.exists():
-            raise FailModeError(f"wire {first}: {purpose} needs the wire program {object_path}, which is "
-                                "missing: rebuild ngfw (setup.py compiles it with clang)")
+            raise FailModeError(
+                f"wire {first}: {purpose} needs the wire program {object_path}, which is "
+                "missing: rebuild ngfw (setup.py compiles it with clang)"
+            )
         try:
             program = wirebpf.WireProgram.load(str(object_path))
         except OSError as exc:
@@ -192,11 +210,14 @@ class WireFailModes:
                 try:
                     wirebpf.add_clsact(ifindex)
                 except OSError as exc:
-                    way_out = {"flow bypass": "--no-bypass", "SYN flood protection": "--syn-limit-per-source off"
-                               }.get(purpose, "--fail-mode closed")
-                    raise FailModeError(f"wire {wire.name}: {purpose} needs a tc clsact qdisc on {name}, and "
-                                        f"the kernel refused it ({exc.strerror}): use {way_out} or a "
-                                        "kernel with sch_clsact") from None
+                    way_out = {"flow bypass": "--no-bypass", "SYN flood protection": "--syn-limit-per-source off"}.get(
+                        purpose, "--fail-mode closed"
+                    )
+                    raise FailModeError(
+                        f"wire {wire.name}: {purpose} needs a tc clsact qdisc on {name}, and "
+                        f"the kernel refused it ({exc.strerror}): use {way_out} or a "
+                        "kernel with sch_clsact"
+                    ) from None
         return program
 
     # ---- start: take the wires
@@ -211,8 +232,9 @@ class WireFailModes:
         try:
             wirebpf = _wirebpf()
         except ImportError as exc:
-            log.warning("cannot look for a fail-open program an earlier dataplane left on %s (%s)",
-                        ", ".join(self.ports), exc)
+            log.warning(
+                "cannot look for a fail-open program an earlier dataplane left on %s (%s)", ", ".join(self.ports), exc
+            )
             wirebpf = None
         leftovers = self._find_leftovers(wirebpf) if wirebpf is not None else {}
         open_ports: set[str] = set()
@@ -223,11 +245,18 @@ class WireFailModes:
             if port in leftovers and port not in open_ports:
                 try:
                     wirebpf.detach(socket.if_nametoindex(port))
-                    log.warning("removed the fail-open program an earlier dataplane left on %s: it is closed while "
-                                "no dataplane runs", port)
+                    log.warning(
+                        "removed the fail-open program an earlier dataplane left on %s: it is closed while "
+                        "no dataplane runs",
+                        port,
+                    )
                 except OSError as exc:
-                    log.error("cannot remove the fail-open program an earlier dataplane left on %s (%s): the kernel "
-                              "may still forward its frames while no dataplane runs", port, exc)
+                    log.error(
+                        "cannot remove the fail-open program an earlier dataplane left on %s (%s): the kernel "
+                        "may still forward its frames while no dataplane runs",
+                        port,
+                        exc,
+                    )
         # a program whose counters cannot be read (the unit grants CAP_BPF, not CAP_SYS_ADMIN) may have
         # forwarded: its connections are picked up as if it had
         unreadable = any(program is None for program in leftovers.values())
@@ -235,9 +264,15 @@ class WireFailModes:
             self._pick_up_midstream(engine)
         for wire in self.wires:
             if wire.attached and wire.mode == "open":
-                log.info("wire %s: fail mode open: the kernel forwards between %s and %s when the packet loop has "
-                         "not turned for %d ms (tc program %s id %d)", wire.name, *wire.ports,
-                         self.stale_after_ns // 1_000_000, "ngfw_wire", self.program.prog_id)
+                log.info(
+                    "wire %s: fail mode open: the kernel forwards between %s and %s when the packet loop has "
+                    "not turned for %d ms (tc program %s id %d)",
+                    wire.name,
+                    *wire.ports,
+                    self.stale_after_ns // 1_000_000,
+                    "ngfw_wire",
+                    self.program.prog_id,
+                )
             else:
                 log.info("wire %s: fail mode closed: nothing passes while no dataplane runs", wire.name)
         if self.syn_limits:
@@ -261,8 +296,11 @@ class WireFailModes:
             self.syn_limits = None
             self.admission = None
             return
-        log.info("SYN flood protection on %s: %s; SYNs over it are dropped in the kernel, ahead of the packet "
-                 "loop", ", ".join(w.name for w in self.wires), limits.describe())
+        log.info(
+            "SYN flood protection on %s: %s; SYNs over it are dropped in the kernel, ahead of the packet loop",
+            ", ".join(w.name for w in self.wires),
+            limits.describe(),
+        )
 
     def _enable_bypass(self, engine: Any) -> None:
         """The loop fills the program's bypass map for the wires that carry it; their ring sockets get the
@@ -277,8 +315,9 @@ class WireFailModes:
             ports[a] = (wire.ifindexes[0], b)
             ports[b] = (wire.ifindexes[1], a)
         if not ports:
-            log.warning("flow bypass is off: no wire carries the wire program; the dataplane forwards every flow "
-                        "itself")
+            log.warning(
+                "flow bypass is off: no wire carries the wire program; the dataplane forwards every flow itself"
+            )
             self.bypass = False
             return
         try:
@@ -289,8 +328,10 @@ class WireFailModes:
             log.warning("flow bypass is off (%s); the dataplane forwards every flow itself", exc)
             self.bypass = False
             return
-        log.info("flow bypass on: the kernel forwards flows whose verdict is final on %s",
-                 ", ".join(w.name for w in self.wires if w.attached))
+        log.info(
+            "flow bypass on: the kernel forwards flows whose verdict is final on %s",
+            ", ".join(w.name for w in self.wires if w.attached),
+        )
 
     def _wait_first_turn(self, engine: HeartbeatEngine) -> None:
         deadline = time.monotonic() + FIRST_TURN_TIMEOUT
@@ -316,8 +357,13 @@ class WireFailModes:
                     programs[prog_id] = wirebpf.WireProgram.from_id(prog_id)
                 except (OSError, LookupError) as exc:
                     why = "reading it needs CAP_SYS_ADMIN" if getattr(exc, "errno", None) == errno.EPERM else exc
-                    log.warning("the tc filter an earlier dataplane left on %s runs BPF program %d, which cannot "
-                                "be read (%s): it is replaced without its counters", port, prog_id, why)
+                    log.warning(
+                        "the tc filter an earlier dataplane left on %s runs BPF program %d, which cannot "
+                        "be read (%s): it is replaced without its counters",
+                        port,
+                        prog_id,
+                        why,
+                    )
                     programs[prog_id] = None
             found[port] = programs[prog_id]
         return found
@@ -327,8 +373,11 @@ class WireFailModes:
             for ifindex in wire.ifindexes:
                 self.program.attach(ifindex)
         except OSError as exc:
-            log.error("wire %s: cannot attach the fail-open program (%s): the wire is closed while no dataplane "
-                      "runs", wire.name, exc)
+            log.error(
+                "wire %s: cannot attach the fail-open program (%s): the wire is closed while no dataplane runs",
+                wire.name,
+                exc,
+            )
             return False
         wire.attached = True
         return True
@@ -337,8 +386,11 @@ class WireFailModes:
         """The kernel forwarded while no packet loop ran: connections opened meanwhile are unknown here. For a
         while, their segments start flows that the policy decides (instead of being dropped mid-stream)."""
         engine.allow_midstream(MIDSTREAM_PICKUP_SECONDS)
-        log.info("TCP connections opened while a wire was open are picked up mid-stream for %d s, each decided "
-                 "by the policy", MIDSTREAM_PICKUP_SECONDS)
+        log.info(
+            "TCP connections opened while a wire was open are picked up mid-stream for %d s, each decided "
+            "by the policy",
+            MIDSTREAM_PICKUP_SECONDS,
+        )
 
     def _read_leftovers(self, leftovers: dict[str, Any]) -> int:
         """Log and carry over what the kernel forwarded under earlier programs (read after they were replaced
@@ -359,9 +411,13 @@ class WireFailModes:
                 wire.carried_bytes += counters["bytes"]
                 wire.carried_activations += counters["activations"]
                 forwarded += counters["packets"]
-                log.log(logging.WARNING if counters["packets"] else logging.INFO,
-                        "wire %s was open while no dataplane ran: %d packets forwarded by the kernel (%d bytes)",
-                        wire.name, counters["packets"], counters["bytes"])
+                log.log(
+                    logging.WARNING if counters["packets"] else logging.INFO,
+                    "wire %s was open while no dataplane ran: %d packets forwarded by the kernel (%d bytes)",
+                    wire.name,
+                    counters["packets"],
+                    counters["bytes"],
+                )
         for old in {id(p): p for p in leftovers.values() if p is not None}.values():
             old.close()
         return forwarded
@@ -382,10 +438,14 @@ class WireFailModes:
     def syn_stats(self) -> dict[str, Any]:
         """SYN flood protection for the metrics: on or off, its limits (SYN/s, 0: none), what it dropped."""
         limits = self.syn_limits
-        out: dict[str, Any] = {"enabled": self.admission is not None,
-                               "per_source": limits.per_source.per_second if limits and limits.per_source else 0.0,
-                               "total": limits.total.per_second if limits and limits.total else 0.0,
-                               "seen": 0, "dropped_source": 0, "dropped_total": 0}
+        out: dict[str, Any] = {
+            "enabled": self.admission is not None,
+            "per_source": limits.per_source.per_second if limits and limits.per_source else 0.0,
+            "total": limits.total.per_second if limits and limits.total else 0.0,
+            "seen": 0,
+            "dropped_source": 0,
+            "dropped_total": 0,
+        }
         if self.admission is not None:
             try:
                 out.update(self.admission.stats())
@@ -408,12 +468,19 @@ class WireFailModes:
                 if now["activations"] > wire.seen_activations and wire.stalled_since_packets is None:
                     wire.stalled_since_packets = wire.seen_packets
                     if not fresh:
-                        log.warning("wire %s is open: the packet loop has not turned for %d ms, the kernel forwards "
-                                    "between %s and %s", wire.name, (time.monotonic_ns() - program.heartbeat_ns)
-                                    // 1_000_000, *wire.ports)
+                        log.warning(
+                            "wire %s is open: the packet loop has not turned for %d ms, the kernel forwards "
+                            "between %s and %s",
+                            wire.name,
+                            (time.monotonic_ns() - program.heartbeat_ns) // 1_000_000,
+                            *wire.ports,
+                        )
                 if wire.stalled_since_packets is not None and fresh:
-                    log.warning("wire %s was open while the packet loop stalled: %d packets forwarded by the kernel",
-                                wire.name, now["packets"] - wire.stalled_since_packets)
+                    log.warning(
+                        "wire %s was open while the packet loop stalled: %d packets forwarded by the kernel",
+                        wire.name,
+                        now["packets"] - wire.stalled_since_packets,
+                    )
                     if now["packets"] > wire.stalled_since_packets and self._engine is not None:
                         self._pick_up_midstream(self._engine)
                     wire.stalled_since_packets = None
@@ -445,8 +512,13 @@ class WireFailModes:
                     if wire.attached:
                         self.program.attach(ifindex)
             except OSError as exc:
-                log.error("wire %s: cannot move the fail-open program to the new %s (%s): the wire is closed on "
-                          "that side while no dataplane runs", wire.name, port, exc)
+                log.error(
+                    "wire %s: cannot move the fail-open program to the new %s (%s): the wire is closed on "
+                    "that side while no dataplane runs",
+                    wire.name,
+                    port,
+                    exc,
+                )
                 continue
             if wire.attached:
                 log.info("wire %s: fail-open program attached to the new %s (ifindex %d)", wire.name, port, ifindex)
@@ -466,8 +538,11 @@ class WireFailModes:
             try:
                 self.program.set_bypass(False)
             except OSError as exc:
-                log.warning("cannot turn flow bypass off (%s): it stops %d ms after the loop's last turn", exc,
-                            self.stale_after_ns // 1_000_000)
+                log.warning(
+                    "cannot turn flow bypass off (%s): it stops %d ms after the loop's last turn",
+                    exc,
+                    self.stale_after_ns // 1_000_000,
+                )
             wirebpf = _wirebpf()
             for wire in self.wires:
                 if wire.attached and wire.mode != "open":
@@ -479,8 +554,12 @@ class WireFailModes:
                     wire.attached = False
         for wire in self.wires:
             if wire.attached:
-                log.warning("wire %s stays open: the kernel forwards between %s and %s until a dataplane takes the "
-                            "wire back (fail mode open)", wire.name, *wire.ports)
+                log.warning(
+                    "wire %s stays open: the kernel forwards between %s and %s until a dataplane takes the "
+                    "wire back (fail mode open)",
+                    wire.name,
+                    *wire.ports,
+                )
             else:
                 log.info("wire %s is closed until a dataplane runs again (fail mode closed)", wire.name)
         # the program object stays referenced: its memory-mapped heartbeat must outlive any last store
@@ -498,16 +577,22 @@ class WireFailModes:
                 packets += now["packets"]
                 nbytes += now["bytes"]
                 activations += now["activations"]
-            out.append(WireStatus(wire=wire.name, mode=wire.mode, packets=packets, bytes=nbytes,
-                                  activations=activations))
+            out.append(
+                WireStatus(wire=wire.name, mode=wire.mode, packets=packets, bytes=nbytes, activations=activations)
+            )
         return out
 
 
 def _refusal(wire: str, exc: OSError, purpose: str = "fail mode open") -> str:
     way_out = {"flow bypass": "--no-bypass", "SYN flood protection": "--syn-limit-per-source off"}.get(
-        purpose, "--fail-mode closed")
+        purpose, "--fail-mode closed"
+    )
     if exc.errno in (errno.EPERM, errno.EACCES):
-        return (f"wire {wire}: {purpose} needs eBPF, and this process may not load BPF programs: run the "
-                f"dataplane as root (or with CAP_BPF and CAP_NET_ADMIN) or use {way_out}")
-    return (f"wire {wire}: {purpose} needs eBPF, and this kernel refused the wire program "
-            f"({exc.strerror or exc}): use {way_out} or a kernel with BPF and tc clsact")
+        return (
+            f"wire {wire}: {purpose} needs eBPF, and this process may not load BPF programs: run the "
+            f"dataplane as root (or with CAP_BPF and CAP_NET_ADMIN) or use {way_out}"
+        )
+    return (
+        f"wire {wire}: {purpose} needs eBPF, and this kernel refused the wire program "
+        f"({exc.strerror or exc}): use {way_out} or a kernel with BPF and tc clsact"
+    )

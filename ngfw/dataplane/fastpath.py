@@ -14,7 +14,11 @@ def engine_module() -> ModuleType:
         from ngfw._fastpath import engine
     except ImportError as exc:
         if "libhs" in str(exc):
-            raise FastpathMissing(f"the fastpath cannot load libhs (Hyperscan): install libhyperscan-dev ({exc})") from None
-        raise FastpathMissing(f"the compiled fastpath is not built: run `pip install -e .` with Cython, a C compiler "
-                              f"and libhyperscan-dev installed ({exc})") from None
+            raise FastpathMissing(
+                f"the fastpath cannot load libhs (Hyperscan): install libhyperscan-dev ({exc})"
+            ) from None
+        raise FastpathMissing(
+            f"the compiled fastpath is not built: run `pip install -e .` with Cython, a C compiler "
+            f"and libhyperscan-dev installed ({exc})"
+        ) from None
     return engine

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 PORT_EVENTS = ("down", "up", "removed", "reattached")
-ARPHRD_ETHER = 1          # linux/if_arp.h: frames carry Ethernet headers (veth, TAP, bridge, macvlan, NICs)
+ARPHRD_ETHER = 1  # linux/if_arp.h: frames carry Ethernet headers (veth, TAP, bridge, macvlan, NICs)
 IFF_UP = 0x1
-IFF_LOWER_UP = 0x10000    # carrier: a veth whose peer is up, a TAP with a descriptor attached
+IFF_LOWER_UP = 0x10000  # carrier: a veth whose peer is up, a TAP with a descriptor attached
 
 TapAlive = Callable[[str], bool]
 
@@ -36,8 +36,8 @@ class LinkState:
     admin_up: bool
     carrier: bool
     mtu: int
-    kind: str = ""          # IFLA_INFO_KIND: veth, tun, bridge... ("" for a physical NIC)
-    ethernet: bool = True   # link type ARPHRD_ETHER
+    kind: str = ""  # IFLA_INFO_KIND: veth, tun, bridge... ("" for a physical NIC)
+    ethernet: bool = True  # link type ARPHRD_ETHER
     link_type: int = ARPHRD_ETHER
 
     @property
@@ -64,9 +64,16 @@ def link_state(msg: Any) -> LinkState | None:
     kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
     flags = int(msg["flags"])
     link_type = int(msg["ifi_type"])
-    return LinkState(name=name, ifindex=int(msg["index"]), admin_up=bool(flags & IFF_UP),
-                     carrier=bool(flags & IFF_LOWER_UP), mtu=int(msg.get_attr("IFLA_MTU") or 1500),
-                     kind=kind or "", ethernet=link_type == ARPHRD_ETHER, link_type=link_type)
+    return LinkState(
+        name=name,
+        ifindex=int(msg["index"]),
+        admin_up=bool(flags & IFF_UP),
+        carrier=bool(flags & IFF_LOWER_UP),
+        mtu=int(msg.get_attr("IFLA_MTU") or 1500),
+        kind=kind or "",
+        ethernet=link_type == ARPHRD_ETHER,
+        link_type=link_type,
+    )
 
 
 # ---- actions (linkwatch carries them out, then calls PortLinks.done)
@@ -104,7 +111,7 @@ class Note:
     port: str
     message: str
     level: int = logging.INFO
-    refused_ifindex: int = 0   # a link that cannot be the port (said once per interface)
+    refused_ifindex: int = 0  # a link that cannot be the port (said once per interface)
 
 
 Action = Detach | Attach | SetLink | Note
@@ -115,13 +122,13 @@ class PortLink:
     """What the dataplane holds for one port."""
 
     name: str
-    index: int                 # the engine's port index: stable for the dataplane's life
+    index: int  # the engine's port index: stable for the dataplane's life
     tap: bool = False
-    ifindex: int = 0           # of the interface the port is attached to (0: none, or a TAP elsewhere)
+    ifindex: int = 0  # of the interface the port is attached to (0: none, or a TAP elsewhere)
     mtu: int = 1500
     kind: str = ""
     attached: bool = True
-    up: bool | None = None     # None: not known yet (the first look says, without counting an event)
+    up: bool | None = None  # None: not known yet (the first look says, without counting an event)
     refused_ifindex: int = 0
 
 
@@ -153,10 +160,16 @@ class PortLinks:
             out.append(Detach(port.name, f"interface replaced by a new one of the same name (ifindex {link.ifindex})"))
         if not link.ethernet:
             if port.refused_ifindex != link.ifindex:
-                out.append(Note(port.name, f"interface {link.name} is back as a {link.kind or 'device'} link without "
-                                f"Ethernet framing (link type {link.link_type}, ifindex {link.ifindex}): the port "
-                                "stays detached until an Ethernet link has that name", logging.WARNING,
-                                refused_ifindex=link.ifindex))
+                out.append(
+                    Note(
+                        port.name,
+                        f"interface {link.name} is back as a {link.kind or 'device'} link without "
+                        f"Ethernet framing (link type {link.link_type}, ifindex {link.ifindex}): the port "
+                        "stays detached until an Ethernet link has that name",
+                        logging.WARNING,
+                        refused_ifindex=link.ifindex,
+                    )
+                )
             return out
         out.append(Attach(port.name, link))
         return out
@@ -168,15 +181,20 @@ class PortLinks:
             if port.tap:
                 if not port.attached:
                     if port.name == name:
-                        out.append(Attach(port.name, None, "the name is free again"))   # an earlier attempt failed
+                        out.append(Attach(port.name, None, "the name is free again"))  # an earlier attempt failed
                     continue
                 if not port.ifindex or port.ifindex != ifindex:
-                    continue   # not its device: another one of its name, or the one it had before it was made again
+                    continue  # not its device: another one of its name, or the one it had before it was made again
                 if tap_alive(port.name):
-                    port.ifindex = 0   # its index there means nothing here
-                    out.append(Note(port.name, f"TAP device {name} moved to another network namespace (its "
-                                    "descriptor stays attached: it is still this port; its link state is seen "
-                                    "there)"))
+                    port.ifindex = 0  # its index there means nothing here
+                    out.append(
+                        Note(
+                            port.name,
+                            f"TAP device {name} moved to another network namespace (its "
+                            "descriptor stays attached: it is still this port; its link state is seen "
+                            "there)",
+                        )
+                    )
                     if port.up is False:
                         # what is not seen here is not held against it: the kernel drops what it cannot deliver
                         out.append(SetLink(port.name, True, "moved to another network namespace"))
@@ -216,7 +234,7 @@ class PortLinks:
                 if port.attached and not tap_alive(port.name):
                     out.append(("tap_gone", port.name))
                 elif not port.attached and port.name not in names:
-                    out.append(("removed", (port.name, 0)))   # the name is free: make the device again
+                    out.append(("removed", (port.name, 0)))  # the name is free: make the device again
             elif port.attached and port.ifindex not in present:
                 out.append(("removed", (port.name, port.ifindex)))
         out += [("changed", link) for link in links]
@@ -233,8 +251,9 @@ class PortLinks:
             port.up = False
             port.ifindex = 0
             self._count(port, "removed")
-            lines.append((logging.WARNING, f"port {port.name}: {action.why}: frames for it are dropped until it "
-                                           "is back"))
+            lines.append(
+                (logging.WARNING, f"port {port.name}: {action.why}: frames for it are dropped until it is back")
+            )
         elif isinstance(action, Attach):
             assert link is not None
             was_mtu, was_kind = port.mtu, port.kind
@@ -268,8 +287,16 @@ class PortLinks:
             return []
         port.up = up
         if first_look:
-            return [] if up else [(logging.WARNING, f"port {port.name}: link down at start ({why}): frames for it "
-                                                    "are dropped until it is up")]
+            return (
+                []
+                if up
+                else [
+                    (
+                        logging.WARNING,
+                        f"port {port.name}: link down at start ({why}): frames for it are dropped until it is up",
+                    )
+                ]
+            )
         if up:
             self._count(port, "up")
             return [(logging.INFO, f"port {port.name}: link up")]

@@ -38,7 +38,7 @@ log = logging.getLogger("ngfw.dataplane.links")
 
 NETLINK_ROUTE = 0
 SO_RCVBUFFORCE = 33
-RECEIVE_BUFFER = 4 << 20   # notifications queued while a re-attach runs (flapping links send many)
+RECEIVE_BUFFER = 4 << 20  # notifications queued while a re-attach runs (flapping links send many)
 
 
 class LinkGone(Exception):
@@ -47,8 +47,7 @@ class LinkGone(Exception):
 
 def open_link_socket() -> socket.socket:
     """A non-blocking rtnetlink socket subscribed to link notifications of this network namespace."""
-    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK,
-                         NETLINK_ROUTE)
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK, NETLINK_ROUTE)
     try:
         sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BUFFER)
     except PermissionError:
@@ -75,24 +74,37 @@ def current_link(ifindex: int) -> LinkState:
 
 
 class LinkWatch:
-    def __init__(self, engine: Any, port_index: dict[str, int], links: dict[str, Link], taps: set[str],
-                 tap_fds: dict[str, int], fail_modes: Any = None) -> None:
+    def __init__(
+        self,
+        engine: Any,
+        port_index: dict[str, int],
+        links: dict[str, Link],
+        taps: set[str],
+        tap_fds: dict[str, int],
+        fail_modes: Any = None,
+    ) -> None:
         """`links`: the interface each port was opened on; `tap_fds`: the TAP ports' descriptors, kept up to
         date here (the dataplane closes what is in it when it stops)."""
         self.engine = engine
         self.port_index = port_index
         self.tap_fds = tap_fds
         self.fail_modes = fail_modes
-        self.tracker = PortLinks(PortLink(name=name, index=index, tap=name in taps,
-                                          ifindex=links[name].ifindex if name in links else 0,
-                                          mtu=links[name].mtu if name in links else 1500)
-                                 for name, index in port_index.items())
+        self.tracker = PortLinks(
+            PortLink(
+                name=name,
+                index=index,
+                tap=name in taps,
+                ifindex=links[name].ifindex if name in links else 0,
+                mtu=links[name].mtu if name in links else 1500,
+            )
+            for name, index in port_index.items()
+        )
         self._marshal = MarshalRtnl()
         self._sock: socket.socket | None = None
         self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._thread: threading.Thread | None = None
         self._stopping = False
-        self._lock = threading.Lock()   # the tracker's state, read by scrapes
+        self._lock = threading.Lock()  # the tracker's state, read by scrapes
 
     # ---- lifecycle
     def start(self) -> None:
@@ -100,7 +112,7 @@ class LinkWatch:
         self._sock = open_link_socket()
         try:
             self._resync()
-        except (OSError, NetlinkError) as exc:   # the notifications still come; they will say what changes
+        except (OSError, NetlinkError) as exc:  # the notifications still come; they will say what changes
             log.error("link monitor: cannot read the links at start (%s); watching their changes", exc)
         self._thread = threading.Thread(target=self._run, name="ngfw-links", daemon=True)
         self._thread.start()
@@ -187,7 +199,8 @@ class LinkWatch:
         link: a stale "down" would be counted). None: it left this namespace meanwhile (deleted, or a TAP
         handed to another namespace: it is closed first, and the RTM_DELLINK that follows says which)."""
         ours = state.name in self.tracker.ports or any(
-            p.attached and p.ifindex == state.ifindex for p in self.tracker.ports.values())
+            p.attached and p.ifindex == state.ifindex for p in self.tracker.ports.values()
+        )
         if not ours:
             return state
         try:
@@ -254,7 +267,7 @@ class LinkWatch:
         except BaseException:
             os.close(fd)
             raise
-        if old >= 0:   # the port still held the dead descriptor (no Detach ran): the loop let go of it now
+        if old >= 0:  # the port still held the dead descriptor (no Detach ran): the loop let go of it now
             os.close(old)
         self.tap_fds[name] = fd
         return self._after_attach(index, link.ifindex)

@@ -42,10 +42,10 @@ class MigrationAgent:
         self.client = client
         self.host = host
         self.wait = wait
-        self.precopies: dict[str, tuple[int, bytes]] = {}   # migration -> (engine clock of the precopy, its keys)
+        self.precopies: dict[str, tuple[int, bytes]] = {}  # migration -> (engine clock of the precopy, its keys)
         # metrics (read by ngfw.dataplane.metrics at scrape time)
-        self.migrations: dict[str, int] = {}                  # result (done, failed) -> migrations into this host
-        self.sessions: dict[str, int] = {}                    # import result -> sessions
+        self.migrations: dict[str, int] = {}  # result (done, failed) -> migrations into this host
+        self.sessions: dict[str, int] = {}  # import result -> sessions
         self.exported: int = 0
         self.transfer_counts = [0] * (len(TRANSFER_BUCKETS) + 1)
         self.transfer_sum = 0.0
@@ -128,13 +128,16 @@ class MigrationAgent:
         engine = self.dp.engine
         index = self._workload_index(vsys, name)
         if index < 0:
-            log.error("migration %s: workload %s/%s is not in this host's policy: nothing to send", migration, vsys, name)
+            log.error(
+                "migration %s: workload %s/%s is not in this host's policy: nothing to send", migration, vsys, name
+            )
             records, count, since_keys = b"", 0, b""
             out: dict[str, Any] = {"keys": b"", "now": 0}
         else:
             since, since_keys = self.precopies.pop(migration, (0, b"")) if phase == "cutover" else (0, b"")
-            out = engine.export_sessions(workload=index, changed_since=since, streams=True,
-                                         hand_over=phase == "cutover")
+            out = engine.export_sessions(
+                workload=index, changed_since=since, streams=True, hand_over=phase == "cutover"
+            )
             records, count = out["records"], out["count"]
             if phase == "precopy":
                 self.precopies[migration] = (out["now"], out["keys"])
@@ -144,15 +147,26 @@ class MigrationAgent:
                 gone = [k for k in _split_keys(since_keys) if k not in now_keys]
                 records += self.dp.fp.tombstones(b"".join(gone))
             if phase == "cutover":
-                engine.forget_presence(index)   # it left: its next frame here is an arrival again
+                engine.forget_presence(index)  # it left: its next frame here is an arrival again
         tables = engine.tables
-        batch = SessionBatch(records=records, apps=list(tables.app_names) if tables is not None else [],
-                             record_format=self.dp.fp.record_format(), count=count,
-                             meta={"migration": migration, "vsys": vsys, "workload": name, "phase": phase,
-                                   "host": self.host, "exported_at": time.time()})
+        batch = SessionBatch(
+            records=records,
+            apps=list(tables.app_names) if tables is not None else [],
+            record_format=self.dp.fp.record_format(),
+            count=count,
+            meta={
+                "migration": migration,
+                "vsys": vsys,
+                "workload": name,
+                "phase": phase,
+                "host": self.host,
+                "exported_at": time.time(),
+            },
+        )
         self.exported += count
-        self.client.migration_sessions(migration, self.host, phase,
-                                       base64.b64encode(batch.to_bytes()).decode("ascii"), count)
+        self.client.migration_sessions(
+            migration, self.host, phase, base64.b64encode(batch.to_bytes()).decode("ascii"), count
+        )
         log.info("migration %s: %d sessions of %s/%s sent (%s)", migration, count, vsys, name, phase)
 
     def _import(self, task: dict[str, Any]) -> None:
@@ -162,14 +176,21 @@ class MigrationAgent:
         detail = ""
         try:
             batch = SessionBatch.from_bytes(base64.b64decode(task["batch"], validate=True), self.dp.fp.record_format())
-            if (batch.meta.get("vsys"), batch.meta.get("workload"), batch.meta.get("migration")) != (vsys, name, migration):
-                raise StateError(f"the batch is of {batch.meta.get('vsys')}/{batch.meta.get('workload')} "
-                                 f"({batch.meta.get('migration')}), not of {vsys}/{name} ({migration})")
+            if (batch.meta.get("vsys"), batch.meta.get("workload"), batch.meta.get("migration")) != (
+                vsys,
+                name,
+                migration,
+            ):
+                raise StateError(
+                    f"the batch is of {batch.meta.get('vsys')}/{batch.meta.get('workload')} "
+                    f"({batch.meta.get('migration')}), not of {vsys}/{name} ({migration})"
+                )
             index = self._workload_index(vsys, name)
             if index < 0:
                 raise StateError(f"workload {vsys}/{name} is not in this host's policy")
-            results = self.dp.engine.import_sessions(batch.records, batch.apps, migration=True,
-                                                     require_workload=index)["results"]
+            results = self.dp.engine.import_sessions(batch.records, batch.apps, migration=True, require_workload=index)[
+                "results"
+            ]
             exported_at = float(batch.meta.get("exported_at", started))
         except (StateError, ValueError, KeyError, RuntimeError, TimeoutError) as exc:
             # nothing of a batch that does not verify is used: the sessions are lost, the policy holds
@@ -180,8 +201,15 @@ class MigrationAgent:
         for result, n in results.items():
             self.sessions[result] = self.sessions.get(result, 0) + n
         transfer = max(0.0, time.time() - exported_at)
-        log.info("migration %s: %s of %s/%s imported in %.3f s: %s", migration, phase, vsys, name, transfer,
-                 ", ".join(f"{n} {k}" for k, n in sorted(results.items())) or "none")
+        log.info(
+            "migration %s: %s of %s/%s imported in %.3f s: %s",
+            migration,
+            phase,
+            vsys,
+            name,
+            transfer,
+            ", ".join(f"{n} {k}" for k, n in sorted(results.items())) or "none",
+        )
         entry = self.in_progress.setdefault(migration, {"results": {}, "fail_open_base": self._fail_open_packets()})
         entry["results"][phase] = results
         if phase == "cutover":
@@ -190,8 +218,13 @@ class MigrationAgent:
         self.client.migration_result(migration, self.host, phase, results, detail)
 
     def _failed(self, task: dict[str, Any]) -> None:
-        log.warning("migration %s of %s/%s failed: %s", task["migration"], task["vsys"], task["workload"],
-                    task.get("detail", ""))
+        log.warning(
+            "migration %s of %s/%s failed: %s",
+            task["migration"],
+            task["vsys"],
+            task["workload"],
+            task.get("detail", ""),
+        )
         self._finished(task, "failed", None, task.get("detail", ""))
 
     def _observe_transfer(self, seconds: float) -> None:
@@ -213,21 +246,34 @@ class MigrationAgent:
         created = float(task.get("created") or time.time())
         fail_open = self._fail_open_packets() - entry["fail_open_base"]
         if self.dp.eve is not None:
-            self.dp.eve.write_record({
-                "timestamp": _eve_time(time.time()), "event_type": "migration", "host": self.host,
-                "migration": {"id": migration, "workload": task["workload"], "vsys": task["vsys"],
-                              "from_host": task.get("from", ""), "to_host": self.host,
-                              "mode": task.get("mode", ""), "result": result, "sessions_moved": max(moved, 0),
-                              "sessions_lost": lost,
-                              "sessions_refused_by_policy": pre.get("policy", 0) + cut.get("policy", 0),
-                              "sessions": {"precopy": pre, "cutover": cut},
-                              "duration": round(time.time() - created, 6),
-                              "transfer_seconds": round(transfer, 6) if transfer is not None else None,
-                              # by design nothing of the workload is forwarded here without this host's
-                              # policy; what the kernel forwarded on a fail-open wire meanwhile is the measure
-                              "unprotected_packets": fail_open, "detail": detail},
-                "vsys": task["vsys"], "src_vm": task["workload"],
-            })
+            self.dp.eve.write_record(
+                {
+                    "timestamp": _eve_time(time.time()),
+                    "event_type": "migration",
+                    "host": self.host,
+                    "migration": {
+                        "id": migration,
+                        "workload": task["workload"],
+                        "vsys": task["vsys"],
+                        "from_host": task.get("from", ""),
+                        "to_host": self.host,
+                        "mode": task.get("mode", ""),
+                        "result": result,
+                        "sessions_moved": max(moved, 0),
+                        "sessions_lost": lost,
+                        "sessions_refused_by_policy": pre.get("policy", 0) + cut.get("policy", 0),
+                        "sessions": {"precopy": pre, "cutover": cut},
+                        "duration": round(time.time() - created, 6),
+                        "transfer_seconds": round(transfer, 6) if transfer is not None else None,
+                        # by design nothing of the workload is forwarded here without this host's
+                        # policy; what the kernel forwarded on a fail-open wire meanwhile is the measure
+                        "unprotected_packets": fail_open,
+                        "detail": detail,
+                    },
+                    "vsys": task["vsys"],
+                    "src_vm": task["workload"],
+                }
+            )
 
     def _fail_open_packets(self) -> int:
         modes = getattr(self.dp, "fail_modes", None)
@@ -243,7 +289,7 @@ class MigrationAgent:
 
 
 def _split_keys(packed: bytes, size: int = 40) -> list[bytes]:
-    return [packed[i:i + size] for i in range(0, len(packed), size)]
+    return [packed[i : i + size] for i in range(0, len(packed), size)]
 
 
 def _eve_time(t: float) -> str:

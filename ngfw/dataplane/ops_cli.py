@@ -22,25 +22,35 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 # ---------------------------------------------------------------- parsers
 
+
 def _access_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--socket", metavar="PATH", help="the dataplane's socket (default: the one of the dataplane "
-                                                         "running in this network namespace)")
+    parser.add_argument(
+        "--socket",
+        metavar="PATH",
+        help="the dataplane's socket (default: the one of the dataplane running in this network namespace)",
+    )
     parser.add_argument("--control", metavar="URL", help="every host, through ngfw control at URL")
     parser.add_argument("--host", metavar="NAME", help="with --control: this host only")
     parser.add_argument("--token-file", metavar="FILE", help="with --control: bearer token (default $NGFW_TOKEN)")
-    parser.add_argument("--ca-file", metavar="FILE", help="with an https:// --control: the CA its certificate must "
-                                                          "chain to (default $NGFW_CA_FILE, else the system's CAs)")
+    parser.add_argument(
+        "--ca-file",
+        metavar="FILE",
+        help="with an https:// --control: the CA its certificate must "
+        "chain to (default $NGFW_CA_FILE, else the system's CAs)",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
 
 
 def add_sessions_parser(sub: Any) -> None:
     fields = "\n".join(f"  {name:<7} {what}" for name, what in FILTER_FIELDS.items())
     sp = sub.add_parser(
-        "sessions", help="list a running dataplane's live flows; `ngfw sessions clear FILTER` ends them",
+        "sessions",
+        help="list a running dataplane's live flows; `ngfw sessions clear FILTER` ends them",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="ngfw sessions [FIELD=VALUE ...]          list live flows\n"
-                    "ngfw sessions clear FIELD=VALUE ... | all  end them (TCP: a RST both ways, as `reject` sends)",
-        epilog=f"filter fields:\n{fields}")
+        "ngfw sessions clear FIELD=VALUE ... | all  end them (TCP: a RST both ways, as `reject` sends)",
+        epilog=f"filter fields:\n{fields}",
+    )
     sp.add_argument("filter", nargs="*", metavar="FIELD=VALUE", help="select flows (every word must match)")
     sp.add_argument("--vsys", help="as vsys=V")
     sp.add_argument("--vm", metavar="NAME", help="as vm=NAME")
@@ -63,6 +73,7 @@ def add_policy_parsers(pol_sub: Any) -> None:
 
 
 # ---------------------------------------------------------------- sessions
+
 
 def cmd_sessions(args: argparse.Namespace) -> int:
     words = list(args.filter)
@@ -89,7 +100,7 @@ def cmd_sessions(args: argparse.Namespace) -> int:
             return _fleet_clear(args, flt, everything) if clearing else _fleet_sessions(args, flt)
         return _local_clear(args, flt, everything) if clearing else _local_sessions(args, flt)
     except BrokenPipeError:
-        return EXIT_OK   # `ngfw sessions | head`
+        return EXIT_OK  # `ngfw sessions | head`
 
 
 def _local_sessions(args: argparse.Namespace, flt: SessionFilter) -> int:
@@ -140,7 +151,7 @@ def _fleet_sessions(args: argparse.Namespace, flt: SessionFilter) -> int:
             yield from entry["sessions"]
             if entry["cursor"]:
                 pending.append((entry["host"], entry["cursor"]))
-        for host, cursor in pending:   # the rest of each host's table, page by page
+        for host, cursor in pending:  # the rest of each host's table, page by page
             seen: set[int] = set()
             while cursor:
                 page = client.get("/sessions", **query, host=host, cursor=str(cursor))
@@ -193,12 +204,26 @@ def _fleet_clear(args: argparse.Namespace, flt: SessionFilter, everything: bool)
 
 
 def _cleared_line(flt: SessionFilter, cleared: int, resets: int) -> str:
-    return (f"{cleared} session{'s' if cleared != 1 else ''} cleared ({flt.words()}); {resets} TCP "
-            f"connection{'s' if resets != 1 else ''} reset both ways at their next segment")
+    return (
+        f"{cleared} session{'s' if cleared != 1 else ''} cleared ({flt.words()}); {resets} TCP "
+        f"connection{'s' if resets != 1 else ''} reset both ways at their next segment"
+    )
 
 
-COLUMNS = (("FLOW ID", 19), ("VSYS", 10), ("CLIENT", 28), ("USER", 12), ("SERVER", 24), ("PROTO", 5), ("APP", 22), ("RULE", 20),
-           ("STATE", 11), ("AGE", 7), ("PKTS C/S", 13), ("BYTES C/S", 15))
+COLUMNS = (
+    ("FLOW ID", 19),
+    ("VSYS", 10),
+    ("CLIENT", 28),
+    ("USER", 12),
+    ("SERVER", 24),
+    ("PROTO", 5),
+    ("APP", 22),
+    ("RULE", 20),
+    ("STATE", 11),
+    ("AGE", 7),
+    ("PKTS C/S", 13),
+    ("BYTES C/S", 15),
+)
 
 
 def _print_sessions(records: Iterator[dict[str, Any]], args: argparse.Namespace, fleet: bool = False) -> int:
@@ -223,8 +248,11 @@ def _print_sessions(records: Iterator[dict[str, Any]], args: argparse.Namespace,
             out.flush()
     if not args.json:
         where = f" on {len(hosts)} host{'s' if len(hosts) != 1 else ''}" if fleet else ""
-        out.write(f"{n} session{'s' if n != 1 else ''}{where}" +
-                  (f" (--limit {args.limit})" if args.limit is not None and n >= args.limit else "") + "\n")
+        out.write(
+            f"{n} session{'s' if n != 1 else ''}{where}"
+            + (f" (--limit {args.limit})" if args.limit is not None and n >= args.limit else "")
+            + "\n"
+        )
     out.flush()
     return EXIT_OK
 
@@ -243,10 +271,20 @@ def session_row(r: dict[str, Any], fleet: bool = False) -> str:
     flags = [name for name in ("inspected", "bypass", "classifying", "migrating", "cut") if r.get(name)]
     if r.get("threat"):
         flags.append(f"threat-{r['threat']}")
-    cells = (str(r["flow_id"]), r["vsys"] or "-", end(r["src_vm"], r["src_ip"], r["src_port"]),
-             r.get("src_user") or "-", end(r["dest_vm"], r["dest_ip"], r["dest_port"]), r["proto"].lower(), app or "-", r["rule"] or "-",
-             state, _duration(r["age"]), f"{r['pkts_toserver']}/{r['pkts_toclient']}",
-             f"{_size(r['bytes_toserver'])}/{_size(r['bytes_toclient'])}")
+    cells = (
+        str(r["flow_id"]),
+        r["vsys"] or "-",
+        end(r["src_vm"], r["src_ip"], r["src_port"]),
+        r.get("src_user") or "-",
+        end(r["dest_vm"], r["dest_ip"], r["dest_port"]),
+        r["proto"].lower(),
+        app or "-",
+        r["rule"] or "-",
+        state,
+        _duration(r["age"]),
+        f"{r['pkts_toserver']}/{r['pkts_toclient']}",
+        f"{_size(r['bytes_toserver'])}/{_size(r['bytes_toclient'])}",
+    )
     line = " ".join(cell.ljust(width) for cell, (_, width) in zip(cells, COLUMNS))
     if fleet:
         line = (r.get("host") or "?").ljust(12) + " " + line
@@ -268,11 +306,12 @@ def _size(n: int) -> str:
     for unit in ("", "K", "M", "G", "T"):
         if n < 1024 or unit == "T":
             return f"{n}{unit}" if unit == "" else f"{n:.1f}{unit}"
-        n /= 1024   # type: ignore[assignment]
+        n /= 1024  # type: ignore[assignment]
     return str(n)
 
 
 # ---------------------------------------------------------------- rule hits
+
 
 def cmd_policy_hits(args: argparse.Namespace) -> int:
     rules, hosts, missing = _hits(args, gone=args.gone)
@@ -286,8 +325,10 @@ def cmd_policy_hits(args: argparse.Namespace) -> int:
     for rule in rules:
         since = min((h["since"] for h in rule["hosts"].values()), default=None) if "hosts" in rule else rule["since"]
         gone = "" if rule.get("running", True) else "  (not in the policy now)"
-        print(f"{rule['vsys']:<12} {rule['rule']:<28} {rule['hits']:>10}  {_when(rule['first']):<19}  "
-              f"{_when(rule['last']):<19}  {_when(since)}{gone}")
+        print(
+            f"{rule['vsys']:<12} {rule['rule']:<28} {rule['hits']:>10}  {_when(rule['first']):<19}  "
+            f"{_when(rule['last']):<19}  {_when(since)}{gone}"
+        )
     _print_missing("policy hits", missing, hosts)
     return EXIT_OK
 
@@ -314,10 +355,18 @@ def cmd_policy_unused(args: argparse.Namespace) -> int:
             return EXIT_FAILED
         now = time.time()
         horizon = now - args.days * 86400
-        unused = [{"vsys": r["vsys"], "rule": r["rule"], "last": r["last"], "hits": r["hits"],
-                   "tracked_seconds": now - r["since"]}
-                  for r in rules if r["last"] is None or r["last"] < horizon]
-    unused = [u for u in unused if u["rule"] != DEFAULT_RULE]   # the catch-all is never a rule to delete
+        unused = [
+            {
+                "vsys": r["vsys"],
+                "rule": r["rule"],
+                "last": r["last"],
+                "hits": r["hits"],
+                "tracked_seconds": now - r["since"],
+            }
+            for r in rules
+            if r["last"] is None or r["last"] < horizon
+        ]
+    unused = [u for u in unused if u["rule"] != DEFAULT_RULE]  # the catch-all is never a rule to delete
     if args.json:
         for entry in unused:
             print(json.dumps(entry))
@@ -365,8 +414,9 @@ def _hits(args: argparse.Namespace, gone: bool) -> tuple[list[dict[str, Any]] | 
 
 def _print_missing(command: str, missing: list[dict[str, str]], hosts: list[str]) -> None:
     for entry in missing:
-        print(f"ngfw {command}: host {entry['host']}: {entry['reason']} (its hits are not counted here)",
-              file=sys.stderr)
+        print(
+            f"ngfw {command}: host {entry['host']}: {entry['reason']} (its hits are not counted here)", file=sys.stderr
+        )
 
 
 def _when(t: float | None) -> str:
@@ -374,6 +424,7 @@ def _when(t: float | None) -> str:
 
 
 # ---------------------------------------------------------------- plumbing
+
 
 def _open(args: argparse.Namespace) -> Any:
     from ngfw.dataplane.opsocket import OperationsClient, find_socket
@@ -388,11 +439,15 @@ def _control(args: argparse.Namespace) -> Any:
 
     ca_file = args.ca_file or os.environ.get("NGFW_CA_FILE") or None
     try:
-        return ControlClient(args.control, read_token(args.token_file), ca_file=ca_file,
-                             ca_option="--ca-file" if args.ca_file else "$NGFW_CA_FILE")
+        return ControlClient(
+            args.control,
+            read_token(args.token_file),
+            ca_file=ca_file,
+            ca_option="--ca-file" if args.ca_file else "$NGFW_CA_FILE",
+        )
     except OSError as exc:
         _fail(f"token file {args.token_file}: {exc.strerror or exc}")
-    except ValueError as exc:   # a bad URL, CA file or certificate
+    except ValueError as exc:  # a bad URL, CA file or certificate
         _fail(exc)
     return None
 

@@ -38,9 +38,12 @@ class OperationsAgent:
     def _poll(self) -> None:
         while not self._stop.is_set():
             try:
-                status, body = self.client.request("GET", "/operations/tasks",
-                                                   query={"host": self.host, "wait": self.wait},
-                                                   timeout=self.wait + self.client.timeout)
+                status, body = self.client.request(
+                    "GET",
+                    "/operations/tasks",
+                    query={"host": self.host, "wait": self.wait},
+                    timeout=self.wait + self.client.timeout,
+                )
             except (ControlUnreachable, ControlError) as exc:
                 log.debug("operations tasks: %s", exc)
                 self._stop.wait(0.5)

@@ -44,6 +44,7 @@ class SocketError(Exception):
 
 # ---------------------------------------------------------------- where the socket lives
 
+
 def default_socket_path(plan: Any) -> str:
     """Beside the default state directory (ngfw.dataplane.state): `/run/ngfw/<netns inode>-<ports>.sock`, or
     under /dev/shm/ngfw where /run is not tmpfs (or missing). One per dataplane on the machine (lab hosts
@@ -54,7 +55,7 @@ def default_socket_path(plan: Any) -> str:
     base = default_state_dir()
     name = f"{_netns()}-{ports}"
     path = os.path.join(base, name + SOCKET_SUFFIX)
-    if len(path.encode()) > 100:   # sun_path holds 108 bytes
+    if len(path.encode()) > 100:  # sun_path holds 108 bytes
         import hashlib
 
         path = os.path.join(base, f"{_netns()}-{hashlib.sha256(ports.encode()).hexdigest()[:16]}{SOCKET_SUFFIX}")
@@ -76,22 +77,27 @@ def find_socket() -> str:
     base = Path(default_state_dir())
     found = sorted(str(p) for p in base.glob(f"{_netns()}-*{SOCKET_SUFFIX}")) if base.is_dir() else []
     if not found:
-        raise SocketError(f"no dataplane socket in {base} for this network namespace: is `ngfw dataplane` running "
-                          "here? (give --socket PATH, or run the command in the dataplane's namespace)")
+        raise SocketError(
+            f"no dataplane socket in {base} for this network namespace: is `ngfw dataplane` running "
+            "here? (give --socket PATH, or run the command in the dataplane's namespace)"
+        )
     if len(found) > 1:
-        raise SocketError(f"several dataplanes run in this network namespace: choose one with --socket "
-                          f"({', '.join(found)})")
+        raise SocketError(
+            f"several dataplanes run in this network namespace: choose one with --socket ({', '.join(found)})"
+        )
     return found[0]
 
 
 # ---------------------------------------------------------------- the server
 
+
 class OperationsSocket:
     """Serves `dataplane` (ngfw.dataplane.runner.Dataplane: `sessions`, `rule_hit_book`, `read_rule_hits`,
     `host`) on a unix socket at `path`."""
 
-    def __init__(self, dataplane: Any, path: str, write_timeout: float = 5.0, idle_timeout: float = 30.0,
-                 max_clients: int = 8) -> None:
+    def __init__(
+        self, dataplane: Any, path: str, write_timeout: float = 5.0, idle_timeout: float = 30.0, max_clients: int = 8
+    ) -> None:
         self.dp = dataplane
         self.path = path
         self.write_timeout = write_timeout
@@ -107,8 +113,9 @@ class OperationsSocket:
         try:
             os.makedirs(directory, mode=0o700, exist_ok=True)
         except OSError as exc:
-            raise SocketError(f"sessions socket {self.path}: its directory cannot be created: "
-                              f"{exc.strerror or exc}") from None
+            raise SocketError(
+                f"sessions socket {self.path}: its directory cannot be created: {exc.strerror or exc}"
+            ) from None
         self._unlink_stale()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -138,8 +145,9 @@ class OperationsSocket:
             return
         finally:
             probe.close()
-        raise SocketError(f"sessions socket {self.path} is in use by another running dataplane "
-                          "(give this one --socket PATH)")
+        raise SocketError(
+            f"sessions socket {self.path} is in use by another running dataplane (give this one --socket PATH)"
+        )
 
     def stop(self) -> None:
         self._stop.set()
@@ -173,18 +181,22 @@ class OperationsSocket:
                 if self._stop.is_set():
                     return
                 continue
-            if self._stop.is_set():   # stop()'s wake-up call, or a client too late
+            if self._stop.is_set():  # stop()'s wake-up call, or a client too late
                 conn.close()
                 return
             self.counters["connections"] += 1
             if not self._slots.acquire(blocking=False):
                 self.counters["busy"] += 1
-                _send_quietly(conn, {"error": "the dataplane is serving as many operations clients as it allows; "
-                                              "try again", "kind": "request"})
+                _send_quietly(
+                    conn,
+                    {
+                        "error": "the dataplane is serving as many operations clients as it allows; try again",
+                        "kind": "request",
+                    },
+                )
                 conn.close()
                 continue
-            threading.Thread(target=self._serve_client, args=(conn,), name="ngfw-opsocket-client",
-                             daemon=True).start()
+            threading.Thread(target=self._serve_client, args=(conn,), name="ngfw-opsocket-client", daemon=True).start()
 
     def _serve_client(self, conn: socket.socket) -> None:
         try:
@@ -201,7 +213,7 @@ class OperationsSocket:
             self.counters["write_timeouts"] += 1
             log.debug("operations client did not take its answer within %.1f s: closed", self.write_timeout)
         except OSError:
-            pass   # the client went away
+            pass  # the client went away
         finally:
             conn.close()
             self._slots.release()
@@ -227,8 +239,15 @@ class OperationsSocket:
                 vsys = request.get("vsys")
                 if vsys is not None and not isinstance(vsys, str):
                     raise _RequestError("vsys must be a string")
-                yield _line({"end": True, "host": self.dp.host or socket.gethostname(), "started": book.started,
-                             "now": book.clock(), "rules": book.entries(vsys, bool(request.get("gone")))})
+                yield _line(
+                    {
+                        "end": True,
+                        "host": self.dp.host or socket.gethostname(),
+                        "started": book.started,
+                        "now": book.clock(),
+                        "rules": book.entries(vsys, bool(request.get("gone"))),
+                    }
+                )
             else:
                 raise _RequestError(f"unknown op {op!r} (sessions, clear, hits)")
         except FilterError as exc:
@@ -243,7 +262,7 @@ class OperationsSocket:
         cursor, limit = request.get("cursor", 0), request.get("limit", PAGE_DEFAULT)
         if not isinstance(cursor, int) or isinstance(cursor, bool) or not isinstance(limit, int) or limit < 1:
             raise _RequestError("cursor and limit must be integers (limit at least 1)")
-        page = self.dp.sessions.page(flt, cursor, limit)   # read in full before anything is written
+        page = self.dp.sessions.page(flt, cursor, limit)  # read in full before anything is written
         chunk: list[bytes] = []
         for record in page.sessions:
             chunk.append(_line({"session": record}))
@@ -292,8 +311,9 @@ def _requests(conn: socket.socket, idle_timeout: float) -> Iterator[Any]:
             buffer += data
             if len(buffer) > MAX_REQUEST_BYTES and b"\n" not in buffer:
                 conn.settimeout(1.0)
-                _send_quietly(conn, {"error": f"a request line is at most {MAX_REQUEST_BYTES} bytes",
-                                     "kind": "request"})
+                _send_quietly(
+                    conn, {"error": f"a request line is at most {MAX_REQUEST_BYTES} bytes", "kind": "request"}
+                )
                 return
         line, buffer = buffer.split(b"\n", 1)
         if not line.strip():
@@ -319,6 +339,7 @@ def _send_quietly(conn: socket.socket, obj: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------- the client
+
 
 class OperationsClient:
     """The CLI's end of the socket: one connection, requests answered in order."""
@@ -358,7 +379,7 @@ class OperationsClient:
         try:
             self._sock.sendall(json.dumps(request).encode() + b"\n")
         except (BrokenPipeError, ConnectionResetError):
-            pass   # refused before it asked: the refusal is the line to read
+            pass  # refused before it asked: the refusal is the line to read
         while True:
             raw = self._reader.readline()
             if not raw:

@@ -45,7 +45,9 @@ class Link:
 
 
 def _no_permission(name: str) -> PortError:
-    return PortError(f"no permission to configure {name}: run the dataplane as root (or with CAP_NET_ADMIN and CAP_NET_RAW)")
+    return PortError(
+        f"no permission to configure {name}: run the dataplane as root (or with CAP_NET_ADMIN and CAP_NET_RAW)"
+    )
 
 
 def link_as_left(name: str) -> Link | None:
@@ -84,8 +86,12 @@ def prepare_link(name: str, min_mtu: int = 1500) -> Link:
             raise PortError(f"cannot bring {name} up: {os.strerror(code) if code else exc}") from None
         mtu = ipr.get_links(ifindex)[0].get_attr("IFLA_MTU") or 1500
     if mtu < min_mtu:
-        log.warning("interface %s has MTU %d, below %d: larger frames from the other side will be dropped as oversize",
-                    name, mtu, min_mtu)
+        log.warning(
+            "interface %s has MTU %d, below %d: larger frames from the other side will be dropped as oversize",
+            name,
+            mtu,
+            min_mtu,
+        )
     disable_superframe_offloads(name)
     return Link(name=name, ifindex=ifindex, mtu=mtu)
 
@@ -110,11 +116,16 @@ def disable_superframe_offloads(name: str) -> list[str]:
         if changed:
             try:
                 eth.set_features(name, features)
-                log.warning("turned off %s on %s: the dataplane forwards frames, not super-frames",
-                            ", ".join(changed), name)
+                log.warning(
+                    "turned off %s on %s: the dataplane forwards frames, not super-frames", ", ".join(changed), name
+                )
             except OSError as exc:
-                log.warning("cannot turn off %s on %s (%s); oversize frames will be counted and dropped",
-                            ", ".join(changed), name, exc)
+                log.warning(
+                    "cannot turn off %s on %s (%s); oversize frames will be counted and dropped",
+                    ", ".join(changed),
+                    name,
+                    exc,
+                )
     finally:
         eth.close()
     return changed

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from ngfw.compiler.tables import CompiledPolicy
 
 REPLAY_VSYS = "default"
-READ_MAX = 16 << 20   # captures up to this size are read into a buffer kept for the next one; larger ones are mapped
+READ_MAX = 16 << 20  # captures up to this size are read into a buffer kept for the next one; larger ones are mapped
 
 
 def allow_all_policy(inspect: bool = False) -> CompiledPolicy:
@@ -33,11 +33,13 @@ def allow_all_policy(inspect: bool = False) -> CompiledPolicy:
     from ngfw.compiler.catalogue import load_catalogue
     from ngfw.compiler.tables import Action, AddressSet, CompiledPolicy, CompiledProfile, CompiledRule
 
-    rule = CompiledRule("allow-all", 0, AddressSet(any=True), AddressSet(any=True), (), Action.ALLOW, True,
-                        profile=0 if inspect else -1)
+    rule = CompiledRule(
+        "allow-all", 0, AddressSet(any=True), AddressSet(any=True), (), Action.ALLOW, True, profile=0 if inspect else -1
+    )
     profiles = (CompiledProfile("default", 0),) if inspect else ()
-    return CompiledPolicy(version=1, vsys=(REPLAY_VSYS,), workloads=(), rules=(rule,),
-                          catalogue=load_catalogue(), profiles=profiles)
+    return CompiledPolicy(
+        version=1, vsys=(REPLAY_VSYS,), workloads=(), rules=(rule,), catalogue=load_catalogue(), profiles=profiles
+    )
 
 
 class FileProblem:
@@ -60,8 +62,9 @@ class FileProblem:
 
 
 class Replayer:
-    def __init__(self, policy: CompiledPolicy | None = None, flow_capacity: int = 262144,
-                 signatures: Any = None) -> None:
+    def __init__(
+        self, policy: CompiledPolicy | None = None, flow_capacity: int = 262144, signatures: Any = None
+    ) -> None:
         """`signatures`: a rule set (`threats.SignatureSets`) to inspect flows with; without a
         policy every flow is inspected with all of it."""
         self.fp = engine_module()
@@ -72,12 +75,12 @@ class Replayer:
         self.signatures = signatures
         self.tables = self.fp.Tables(self.policy, {}, signatures.inspect if signatures is not None else None)
         self.problems: list[FileProblem] = []
-        self._engine: Any = None   # the engine of the last file (its stats)
-        self._engines: dict[int, tuple[Any, int]] = {}   # by table size: (engine, capture port), file to file
-        self._lost_seen: dict[int, int] = {}   # events_lost of each engine already reported
-        self._json_names: tuple[Any, ...] | None = None   # the policy's names as JSON values, for replay_file_json
-        self.fast_records = True   # flow records from the extension's JSON lines (tests compare both ways)
-        self._read_buffer = bytearray()   # the capture being replayed, when it is read rather than mapped
+        self._engine: Any = None  # the engine of the last file (its stats)
+        self._engines: dict[int, tuple[Any, int]] = {}  # by table size: (engine, capture port), file to file
+        self._lost_seen: dict[int, int] = {}  # events_lost of each engine already reported
+        self._json_names: tuple[Any, ...] | None = None  # the policy's names as JSON values, for replay_file_json
+        self.fast_records = True  # flow records from the extension's JSON lines (tests compare both ways)
+        self._read_buffer = bytearray()  # the capture being replayed, when it is read rather than mapped
 
     def replay(self, paths: list[str]) -> Iterator[dict[str, Any]]:
         """Flow records of every file, file by file, each file's flows in order of their first packet."""
@@ -101,8 +104,9 @@ class Replayer:
         self._after_capture(engine, path)
         # flows in order of their first packet, each flow's alerts in order right after it
         first_seen = {e["flow_id"]: e["start"] for e in events if e["event"] == "flow"}
-        events.sort(key=lambda e: (first_seen.get(e["flow_id"], e["start"]), e["flow_id"], e["event"] == "alert",
-                                   e["end"]))
+        events.sort(
+            key=lambda e: (first_seen.get(e["flow_id"], e["start"]), e["flow_id"], e["event"] == "alert", e["end"])
+        )
         return [self.record(e, name) if e["event"] == "flow" else self.alert_record(e, name) for e in events]
 
     def replay_file_json(self, path: str) -> bytes:
@@ -121,12 +125,15 @@ class Replayer:
                 app_proto, app = split_app(catalogue, app_name or None)
                 return b'"app_proto":' + quote(app_proto) + b',"app":' + quote(app)
 
-            self._json_names = (tuple(quote(v or None) for v in policy.vsys),
-                                tuple(quote(w.name or None) for w in policy.workloads),
-                                tuple(quote(r.name) for r in policy.rules),
-                                tuple(pair(n) for n in self.tables.app_names),
-                                tuple(quote(EVE_PROTO_NAMES.get(p, str(p))) for p in range(256)),
-                                tuple(quote(a) for a in self.fp.ACTION_NAMES), quote(DEFAULT_RULE))
+            self._json_names = (
+                tuple(quote(v or None) for v in policy.vsys),
+                tuple(quote(w.name or None) for w in policy.workloads),
+                tuple(quote(r.name) for r in policy.rules),
+                tuple(pair(n) for n in self.tables.app_names),
+                tuple(quote(EVE_PROTO_NAMES.get(p, str(p))) for p in range(256)),
+                tuple(quote(a) for a in self.fp.ACTION_NAMES),
+                quote(DEFAULT_RULE),
+            )
         # every flow of the capture, in order of their first packet
         lines = engine.drain_flow_json(self.fp.json_quote(os.path.basename(path)), *self._json_names)
         self._after_capture(engine, path)
@@ -157,7 +164,7 @@ class Replayer:
                             with buffer[got:size] as room:
                                 n = os.readv(fd, [room])
                             if not n:
-                                break   # shorter than it was a moment ago: what there is
+                                break  # shorter than it was a moment ago: what there is
                             got += n
                         with buffer[:got] as data:
                             result = engine.replay_capture(data, port_in)
@@ -167,10 +174,15 @@ class Replayer:
             self.problems.append(FileProblem(path, f"cannot read: {exc.strerror or exc}"))
             return None
         if result["error"] and result["packets"] == 0 and result["error_offset"] == 0:
-            self.problems.append(FileProblem(path, result["error"]))   # never was a capture
+            self.problems.append(FileProblem(path, result["error"]))  # never was a capture
         elif result["error"]:
-            self.problems.append(FileProblem(path, f"damaged at byte {result['error_offset']}: {result['error']}"
-                                                   f" ({result['packets']} packets before it were replayed)"))
+            self.problems.append(
+                FileProblem(
+                    path,
+                    f"damaged at byte {result['error_offset']}: {result['error']}"
+                    f" ({result['packets']} packets before it were replayed)",
+                )
+            )
         engine.end_all_flows()
         return engine
 
@@ -186,8 +198,11 @@ class Replayer:
             self._engines.clear()
             self._lost_seen.clear()
         if lost:
-            self.problems.append(FileProblem(path, f"{lost} flow records were lost: the capture has more flows "
-                                                   "than one pass can hold (split it)"))
+            self.problems.append(
+                FileProblem(
+                    path, f"{lost} flow records were lost: the capture has more flows than one pass can hold (split it)"
+                )
+            )
 
     def stats(self) -> dict[str, Any]:
         """The counters of the engine that replayed the last file (drops by reason, flows, ...)."""
@@ -204,11 +219,16 @@ class Replayer:
         while capacity < needed:
             capacity = min(capacity * 8, max(self.flow_capacity, 1024))
         # every flow of the file is an event before anything drains them: one per record at most
-        events = max(4096, 1 << (min(2 * max(capacity, size // 60), 1 << 20) - 1).bit_length())   # a power of two
+        events = max(4096, 1 << (min(2 * max(capacity, size // 60), 1 << 20) - 1).bit_length())  # a power of two
         key = capacity << 32 | events
         if key not in self._engines:
-            engine = self.fp.Engine(flow_capacity=capacity, replay=True, unmanaged_vsys=self.unmanaged_vsys,
-                                    appid_slots=min(1024, capacity), event_capacity=events)
+            engine = self.fp.Engine(
+                flow_capacity=capacity,
+                replay=True,
+                unmanaged_vsys=self.unmanaged_vsys,
+                appid_slots=min(1024, capacity),
+                event_capacity=events,
+            )
             port_in = engine.add_sink_port("capture", 0)
             engine.add_sink_port("discard", 0)
             engine.set_tables(self.tables)
@@ -257,23 +277,25 @@ class Replayer:
         }
         if event.get("icmp_type") is not None:
             record["icmp_type"], record["icmp_code"] = event["icmp_type"], event["icmp_code"]
-        record.update({
-            "app_proto": app_proto,
-            "app": app,
-            "app_host": event.get("app_host"),
-            **({"ssh": event["ssh"]} if event.get("ssh") else {}),
-            "app_confidence": event.get("app_confidence"),
-            "app_pkts": event.get("app_pkts"),
-            "vsys": policy.vsys_name(event["vsys"]) or None,
-            "src_vm": policy.workload_name(event["src_wl"]) or None,
-            "dest_vm": policy.workload_name(event["dst_wl"]) or None,
-            "rule": None if event["vsys"] < 0 else (DEFAULT_RULE if rule < 0 else policy.rule_name(rule)),
-            "action": event["action"],
-            "pkts_toserver": event["pkts_toserver"],
-            "pkts_toclient": event["pkts_toclient"],
-            "bytes_toserver": event["bytes_toserver"],
-            "bytes_toclient": event["bytes_toclient"],
-        })
+        record.update(
+            {
+                "app_proto": app_proto,
+                "app": app,
+                "app_host": event.get("app_host"),
+                **({"ssh": event["ssh"]} if event.get("ssh") else {}),
+                "app_confidence": event.get("app_confidence"),
+                "app_pkts": event.get("app_pkts"),
+                "vsys": policy.vsys_name(event["vsys"]) or None,
+                "src_vm": policy.workload_name(event["src_wl"]) or None,
+                "dest_vm": policy.workload_name(event["dst_wl"]) or None,
+                "rule": None if event["vsys"] < 0 else (DEFAULT_RULE if rule < 0 else policy.rule_name(rule)),
+                "action": event["action"],
+                "pkts_toserver": event["pkts_toserver"],
+                "pkts_toclient": event["pkts_toclient"],
+                "bytes_toserver": event["bytes_toserver"],
+                "bytes_toclient": event["bytes_toclient"],
+            }
+        )
         return record
 
 
@@ -283,9 +305,11 @@ def format_table(records: list[dict[str, Any]]) -> list[str]:
     for r in records:
         if r.get("event_type") == "alert":
             a = r["alert"]
-            lines.append(f"{r['pcap_file']:<28} ALERT [{a['gid']}:{a['signature_id']}:{a['rev']}] {a['signature']} "
-                         f"[{a['category'] or '-'}] [severity {a['severity']}] {r['src_ip']}:{r['src_port']} -> "
-                         f"{r['dest_ip']}:{r['dest_port']} {a['action']}")
+            lines.append(
+                f"{r['pcap_file']:<28} ALERT [{a['gid']}:{a['signature_id']}:{a['rev']}] {a['signature']} "
+                f"[{a['category'] or '-'}] [severity {a['severity']}] {r['src_ip']}:{r['src_port']} -> "
+                f"{r['dest_ip']}:{r['dest_port']} {a['action']}"
+            )
             continue
         src = f"{r['src_ip']}:{r['src_port']}"
         dst = f"{r['dest_ip']}:{r['dest_port']}"

@@ -30,9 +30,9 @@ log = logging.getLogger("ngfw.rulehits")
 
 FORMAT = 1
 FILE_NAME = "rule-hits.json"
-SAVE_EVERY = 30.0            # seconds between writes of a book that changed (and at stop)
-FORGET_AFTER = 400 * 86400   # a rule gone from the policy this long is forgotten
-Key = tuple[str, str]        # (vsys, rule)
+SAVE_EVERY = 30.0  # seconds between writes of a book that changed (and at stop)
+FORGET_AFTER = 400 * 86400  # a rule gone from the policy this long is forgotten
+Key = tuple[str, str]  # (vsys, rule)
 
 
 @dataclass
@@ -40,11 +40,11 @@ class RuleHit:
     vsys: str
     rule: str
     hits: int = 0
-    first: float | None = None      # wall clock of the first hit this dataplane saw (None: never)
+    first: float | None = None  # wall clock of the first hit this dataplane saw (None: never)
     last: float | None = None
-    since: float = 0.0              # when this dataplane started counting the rule (it entered its policy)
-    running: bool = True            # in the policy in force
-    left: float | None = None       # when it left the policy
+    since: float = 0.0  # when this dataplane started counting the rule (it entered its policy)
+    running: bool = True  # in the policy in force
+    left: float | None = None  # when it left the policy
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,10 +73,10 @@ class RuleHits:
         self._lock = threading.Lock()
         self._rules: dict[Key, RuleHit] = {}
         self._generation: int | None = None
-        self._seen: dict[Key, int] = {}   # counters of the generation observed last, as last read
+        self._seen: dict[Key, int] = {}  # counters of the generation observed last, as last read
         self._dirty = False
         self._saved = 0.0
-        self.started = clock()            # when this book started counting (a loaded book: its own start)
+        self.started = clock()  # when this book started counting (a loaded book: its own start)
         if self.path is not None:
             self._load()
 
@@ -124,8 +124,11 @@ class RuleHits:
 
     def entries(self, vsys: str | None = None, include_gone: bool = False) -> list[dict[str, Any]]:
         with self._lock:
-            return [e.as_dict() for k, e in sorted(self._rules.items())
-                    if (vsys is None or k[0] == vsys) and (e.running or include_gone)]
+            return [
+                e.as_dict()
+                for k, e in sorted(self._rules.items())
+                if (vsys is None or k[0] == vsys) and (e.running or include_gone)
+            ]
 
     # ---- the file
     def save_if_due(self) -> None:
@@ -136,8 +139,12 @@ class RuleHits:
         if self.path is None:
             return
         with self._lock:
-            data = {"format": FORMAT, "started": self.started, "saved": self.clock(),
-                    "rules": [e.as_dict() for _, e in sorted(self._rules.items())]}
+            data = {
+                "format": FORMAT,
+                "started": self.started,
+                "saved": self.clock(),
+                "rules": [e.as_dict() for _, e in sorted(self._rules.items())],
+            }
             self._dirty = False
             self._saved = self.clock()
         tmp = self.path.with_name(self.path.name + ".tmp")
@@ -158,8 +165,9 @@ class RuleHits:
                 raise ValueError("not a rule hits file of this format")
             rules = {}
             for item in data["rules"]:
-                entry = RuleHit(**{k: item[k] for k in ("vsys", "rule", "hits", "first", "last", "since", "running",
-                                                        "left")})
+                entry = RuleHit(
+                    **{k: item[k] for k in ("vsys", "rule", "hits", "first", "last", "since", "running", "left")}
+                )
                 if not isinstance(entry.hits, int) or entry.hits < 0:
                     raise ValueError(f"rule {entry.vsys}/{entry.rule} has hits {entry.hits!r}")
                 rules[(entry.vsys, entry.rule)] = entry

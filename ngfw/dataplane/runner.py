@@ -65,8 +65,8 @@ class PortPlan:
 class EveOptions:
     """Where EVE records go and what besides flows they report (`--eve`, `--eve-stats-interval`, `--capture-*`)."""
 
-    targets: list[str] = field(default_factory=list)   # file paths or syslog://, unix:// targets (eve_outputs)
-    stats_interval: float = 0.0                        # seconds between `stats` records; 0: none
+    targets: list[str] = field(default_factory=list)  # file paths or syslog://, unix:// targets (eve_outputs)
+    stats_interval: float = 0.0  # seconds between `stats` records; 0: none
     capture_dir: str = "/var/log/ngfw/pcap"
     capture_file_bytes: int = 16 << 20
     capture_vsys_bytes: int = 256 << 20
@@ -74,14 +74,27 @@ class EveOptions:
 
 
 class Dataplane:
-    def __init__(self, plan: PortPlan, policy_path: str | None = None, eve_path: str | None = None,
-                 flow_capacity: int = 262144, timeouts: dict[str, float] | None = None,
-                 drain_interval: float = 0.1, idle_spin_us: float = 200.0, idle_spin_quiet_us: float = 20000.0,
-                 appid: dict[str, int] | None = None, tx_thread: bool = True,
-                 inspect_flows: int | None = None, state_dir: str | None = None, host: str | None = None,
-                 max_workload_loss: float = 0.5, signature_cache: str | None = None,
-                 eve_options: EveOptions | None = None, bypass: bool = True,
-                 syn_limits: SynLimits | None = None) -> None:
+    def __init__(
+        self,
+        plan: PortPlan,
+        policy_path: str | None = None,
+        eve_path: str | None = None,
+        flow_capacity: int = 262144,
+        timeouts: dict[str, float] | None = None,
+        drain_interval: float = 0.1,
+        idle_spin_us: float = 200.0,
+        idle_spin_quiet_us: float = 20000.0,
+        appid: dict[str, int] | None = None,
+        tx_thread: bool = True,
+        inspect_flows: int | None = None,
+        state_dir: str | None = None,
+        host: str | None = None,
+        max_workload_loss: float = 0.5,
+        signature_cache: str | None = None,
+        eve_options: EveOptions | None = None,
+        bypass: bool = True,
+        syn_limits: SynLimits | None = None,
+    ) -> None:
         """`state_dir`: a tmpfs directory where the flow table lives, so a restarted dataplane continues its
         sessions (ngfw.dataplane.state); None: the heap (sessions end with the process). `signature_cache`:
         where signature sets named by SignatureSet resources are kept (default: the cache directory's
@@ -98,16 +111,17 @@ class Dataplane:
         from ngfw.dataplane.eve_outputs import parse_target
 
         for target in self.eve_options.targets:
-            parse_target(target)   # EveTargetError (a ValueError) before anything is set up
+            parse_target(target)  # EveTargetError (a ValueError) before anything is set up
         # checked before anything is opened: a bad size is one sentence, not a half-started dataplane
-        self.capture = CaptureWriter(self.eve_options.capture_dir, self.eve_options.capture_file_bytes,
-                                     self.eve_options.capture_vsys_bytes)
+        self.capture = CaptureWriter(
+            self.eve_options.capture_dir, self.eve_options.capture_file_bytes, self.eve_options.capture_vsys_bytes
+        )
         self.state: StateStore | None = None
         self.take_over: TakeOver | None = None
-        self.sessions_continued: dict[str, int] = {}   # result -> flows, of the take-over at start
-        self.arrival_listeners: list[Any] = []   # (vsys, workload, time) callbacks (ngfw.dataplane.migration)
+        self.sessions_continued: dict[str, int] = {}  # result -> flows, of the take-over at start
+        self.arrival_listeners: list[Any] = []  # (vsys, workload, time) callbacks (ngfw.dataplane.migration)
         self.max_workload_loss = max_workload_loss  # a policy file reload losing a larger share is refused
-        self.migration_agent: Any = None   # ngfw.dataplane.migration.MigrationAgent with --control
+        self.migration_agent: Any = None  # ngfw.dataplane.migration.MigrationAgent with --control
         self._names_written: list[str] | None = None
         state_memory = None
         if state_dir:
@@ -117,13 +131,19 @@ class Dataplane:
             for problem in self.take_over.refused:
                 log.warning("session state set aside, starting without it: %s", problem)
             state_memory = self.state.create_table(layout, [p for seg in plan.segment_list() for p in seg])
-        self.engine = fp.Engine(flow_capacity=flow_capacity, timeouts=timeouts or {}, idle_spin_us=idle_spin_us,
-                                idle_spin_quiet_us=idle_spin_quiet_us,
-                                inspect_slots=inspect_flows, state=state_memory,
-                                capture_bytes=self.eve_options.capture_ring_bytes, **(appid or {}))
-        self.signatures: Any = None           # threats.SignatureSets in force
+        self.engine = fp.Engine(
+            flow_capacity=flow_capacity,
+            timeouts=timeouts or {},
+            idle_spin_us=idle_spin_us,
+            idle_spin_quiet_us=idle_spin_quiet_us,
+            inspect_slots=inspect_flows,
+            state=state_memory,
+            capture_bytes=self.eve_options.capture_ring_bytes,
+            **(appid or {}),
+        )
+        self.signatures: Any = None  # threats.SignatureSets in force
         self.signature_sources: list[tuple[str, str]] = []
-        self.local_signature_sources: list[tuple[str, str]] = []   # --rules
+        self.local_signature_sources: list[tuple[str, str]] = []  # --rules
         self.bundle_signature_sets: tuple[tuple[str, str], ...] = ()  # (name, sha256) of SignatureSet resources
         self._signature_hashes: dict[str, str] = {}
         from ngfw.compiler.signature_archive import SignatureCache
@@ -151,13 +171,16 @@ class Dataplane:
         self.last_load_seconds = 0.0
         self.last_load_time = 0.0
         self.drain_interval = drain_interval
-        self.eve = (EveWriter(self.eve_options.targets, host, capture_file_of=self.capture.file_of)
-                    if self.eve_options.targets else None)
+        self.eve = (
+            EveWriter(self.eve_options.targets, host, capture_file_of=self.capture.file_of)
+            if self.eve_options.targets
+            else None
+        )
         self._started_at = time.monotonic()
         self._next_stats = self._started_at + self.eve_options.stats_interval
-        self.tap_fds: dict[str, int] = {}     # TAP port -> its descriptor (the link watch replaces re-created ones)
+        self.tap_fds: dict[str, int] = {}  # TAP port -> its descriptor (the link watch replaces re-created ones)
         self.port_links: dict[str, Link] = {}  # the interface each port was opened on
-        self.link_watch: Any = None            # ngfw.dataplane.linkwatch.LinkWatch, while running
+        self.link_watch: Any = None  # ngfw.dataplane.linkwatch.LinkWatch, while running
         self._loop_thread: threading.Thread | None = None
         self._drain_thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -165,7 +188,7 @@ class Dataplane:
         # one table build at a time: SIGHUP's re-apply and the control agent's apply must not interleave,
         # or the one that finishes last (possibly the older policy) would stay in force
         self._swap_lock = threading.RLock()
-        self.policy_source_digest: str | None = None   # of the --policy files last loaded
+        self.policy_source_digest: str | None = None  # of the --policy files last loaded
         self._last_full_warning = 0.0
         self._last_insert_failures = 0
         self.port_index: dict[str, int] = {}
@@ -175,20 +198,29 @@ class Dataplane:
         this = weakref.ref(self)
         from ngfw.dataplane.userid import UserMap
 
-        self.users = UserMap(fp, self.engine.set_users)   # User-ID: who is behind each address
+        self.users = UserMap(fp, self.engine.set_users)  # User-ID: who is behind each address
         self._users_expired_at = 0.0
-        self.sessions = SessionTable(self.engine, lambda: dp.policies() if (dp := this()) is not None else {},
-                                     self.host, user_name=self.users.name_of)
+        self.sessions = SessionTable(
+            self.engine,
+            lambda: dp.policies() if (dp := this()) is not None else {},
+            self.host,
+            user_name=self.users.name_of,
+        )
         self._links_to_check: list[str] = []
         try:
             self._open_ports()
             # refuses `open` here, before anything runs, where BPF is not allowed
-            self.fail_modes = WireFailModes(plan.wires, plan.fail_modes, list(self.port_index), bypass=bypass,
-                                            port_index=dict(self.port_index),
-                                            syn_limits=SynLimits() if syn_limits is None else syn_limits)
+            self.fail_modes = WireFailModes(
+                plan.wires,
+                plan.fail_modes,
+                list(self.port_index),
+                bypass=bypass,
+                port_index=dict(self.port_index),
+                syn_limits=SynLimits() if syn_limits is None else syn_limits,
+            )
         except BaseException:
             if self.state is not None:
-                self.state.discard_table()   # what the last process left stays for the next attempt
+                self.state.discard_table()  # what the last process left stays for the next attempt
             raise
 
     # ---- ports
@@ -215,8 +247,10 @@ class Dataplane:
                     try:
                         index = self.engine.add_ring_port(name, link.ifindex, link.mtu, seg_no)
                     except PermissionError:
-                        raise PortError(f"no permission to open a packet socket on {name}: run the dataplane as "
-                                        "root (or with CAP_NET_RAW)") from None
+                        raise PortError(
+                            f"no permission to open a packet socket on {name}: run the dataplane as "
+                            "root (or with CAP_NET_RAW)"
+                        ) from None
                     except OSError as exc:
                         raise PortError(str(exc)) from None
                 self.port_index[name] = index
@@ -227,8 +261,9 @@ class Dataplane:
                 log.info("port %s: segment %d, MTU %d", name, seg_no, link.mtu)
 
     # ---- threat signatures
-    def load_signatures(self, sources: list[tuple[str, str]], variables: dict[str, str] | None = None,
-                        strict: bool = False) -> bool:
+    def load_signatures(
+        self, sources: list[tuple[str, str]], variables: dict[str, str] | None = None, strict: bool = False
+    ) -> bool:
         """The `--rules` sets: compiled off the hot path (with the sets the policy's SignatureSets name), in
         force with the next `load`. False when nothing changed. Raises RulesError (the running set stays)."""
         self.local_signature_sources = list(sources)
@@ -244,8 +279,10 @@ class Dataplane:
             return
         for name, digest in sets:
             if not self.signature_cache.has(digest):
-                raise RulesError(f"signature set {name} (sha256 {digest}) is not in {self.signature_cache.directory} "
-                                 "(with --control the agent fetches it; else push it to control, or copy it there)")
+                raise RulesError(
+                    f"signature set {name} (sha256 {digest}) is not in {self.signature_cache.directory} "
+                    "(with --control the agent fetches it; else push it to control, or copy it there)"
+                )
         previous = self.bundle_signature_sets
         self.bundle_signature_sets = sets
         try:
@@ -261,9 +298,12 @@ class Dataplane:
         bundle_names = {name for name, _ in self.bundle_signature_sets}
         for name, path in self.local_signature_sources:
             if name in bundle_names:
-                log.warning("signature set %s: --rules %s is replaced by the policy's SignatureSet %s", name, path, name)
-        sources = [(n, p) for n, p in self.local_signature_sources if n not in bundle_names] + \
-            [(name, str(self.signature_cache.files_of(digest))) for name, digest in self.bundle_signature_sets]
+                log.warning(
+                    "signature set %s: --rules %s is replaced by the policy's SignatureSet %s", name, path, name
+                )
+        sources = [(n, p) for n, p in self.local_signature_sources if n not in bundle_names] + [
+            (name, str(self.signature_cache.files_of(digest))) for name, digest in self.bundle_signature_sets
+        ]
         if not sources:
             self.signatures, self.signature_sources, self._signature_hashes = None, [], {}
             return True
@@ -341,13 +381,13 @@ class Dataplane:
             self.engine.set_tables(tables)
             if old is not None:
                 self._fold_hits(old)
-            self.rule_hit_book.observe(tables)   # the rules in force now (a deleted rule's series goes)
+            self.rule_hit_book.observe(tables)  # the rules in force now (a deleted rule's series goes)
             self.policy = policy
             self._last_generation = generation
             self.generations[generation] = policy
             while len(self.generations) > GENERATIONS_KEPT:
                 self.generations.popitem(last=False)
-        self.users.set_owners(policy)   # workloads' spec.owner: their addresses are their owners'
+        self.users.set_owners(policy)  # workloads' spec.owner: their addresses are their owners'
         if self.state is not None and tables.app_names != self._names_written:
             self.state.write_names(list(tables.app_names))
             self._names_written = list(tables.app_names)
@@ -379,9 +419,12 @@ class Dataplane:
         self.state.commit_table()
         if result is not None:
             self.sessions_continued = dict(result["results"])
-            log.info("sessions of the previous dataplane continued from its %s in %.3f s: %s", source,
-                     time.perf_counter() - started,
-                     ", ".join(f"{n} {k}" for k, n in sorted(result["results"].items())) or "none")
+            log.info(
+                "sessions of the previous dataplane continued from its %s in %.3f s: %s",
+                source,
+                time.perf_counter() - started,
+                ", ".join(f"{n} {k}" for k, n in sorted(result["results"].items())) or "none",
+            )
 
     def load_file(self) -> CompiledPolicy:
         """Load, validate and compile the policy file; raises PolicyError and keeps the running policy."""
@@ -416,9 +459,13 @@ class Dataplane:
         share = len(lost) / len(running)
         if share > self.max_workload_loss:
             names = ", ".join(f"{v}/{n}" for v, n in lost[:5]) + (", ..." if len(lost) > 5 else "")
-            raise PolicyError([f"{self.policy_path}: the new policy drops {len(lost)} of the {len(running)} running "
-                               f"workloads ({share:.0%}, more than --max-workload-loss {self.max_workload_loss:.0%}): "
-                               f"{names}; start the dataplane with a higher --max-workload-loss to accept it"])
+            raise PolicyError(
+                [
+                    f"{self.policy_path}: the new policy drops {len(lost)} of the {len(running)} running "
+                    f"workloads ({share:.0%}, more than --max-workload-loss {self.max_workload_loss:.0%}): "
+                    f"{names}; start the dataplane with a higher --max-workload-loss to accept it"
+                ]
+            )
 
     def _policy_source_digest(self) -> str | None:
         """sha256 of the --policy files' names and bytes; None when they cannot be read."""
@@ -449,15 +496,25 @@ class Dataplane:
             try:
                 policy = self.load_file()
             except Exception as exc:  # noqa: BLE001 - every failure keeps the running policy
-                log.error("policy reload refused, version %s stays in force: %s",
-                          self.policy.version if self.policy else "none", exc)
+                log.error(
+                    "policy reload refused, version %s stays in force: %s",
+                    self.policy.version if self.policy else "none",
+                    exc,
+                )
                 return False
-            log.info("policy version %d loaded from %s: %d workloads, %d rules", policy.version, self.policy_path,
-                     len(policy.workloads), len(policy.rules))
+            log.info(
+                "policy version %d loaded from %s: %d workloads, %d rules",
+                policy.version,
+                self.policy_path,
+                len(policy.workloads),
+                len(policy.rules),
+            )
         elif rules_changed:
             self.reapply()
-            log.info("reload: rule files changed; policy version %s kept, its tables rebuilt",
-                     self.policy.version if self.policy else "none")
+            log.info(
+                "reload: rule files changed; policy version %s kept, its tables rebuilt",
+                self.policy.version if self.policy else "none",
+            )
         else:
             log.info("reload: EVE file reopened; policy and rule files unchanged, nothing recompiled")
         return True
@@ -466,12 +523,14 @@ class Dataplane:
         """What `systemctl status` shows next to the unit: the policy in force and the ports."""
         if self.policy is None:
             return f"no policy yet: dropping every frame on {', '.join(self.port_index)}"
-        return (f"enforcing policy version {self.policy.version} ({len(self.policy.rules)} rules) on "
-                f"{', '.join(self.port_index)}")
+        return (
+            f"enforcing policy version {self.policy.version} ({len(self.policy.rules)} rules) on "
+            f"{', '.join(self.port_index)}"
+        )
 
     def _fold_hits(self, tables: Any) -> None:
         """Keep rule hit and app counters monotonic across generations (labels are names, not indexes)."""
-        self.rule_hit_book.observe(tables)   # its last counts, before the next generation's start at 0
+        self.rule_hit_book.observe(tables)  # its last counts, before the next generation's start at 0
         for key, value in self._apps_of(tables).items():
             self.apps_folded[key] = self.apps_folded.get(key, 0) + value
 
@@ -510,8 +569,7 @@ class Dataplane:
         return self.generations.get(generation)
 
     def build_info(self) -> dict[str, str]:
-        return {"version": __version__, "fastpath": "compiled",
-                **{k: str(v) for k, v in self.fp.BUILD_INFO.items()}}
+        return {"version": __version__, "fastpath": "compiled", **{k: str(v) for k, v in self.fp.BUILD_INFO.items()}}
 
     # ---- running
     def start(self) -> None:
@@ -535,7 +593,7 @@ class Dataplane:
         """After start_forwarding: follow the ports' links (netlink) and check the offloads of links an earlier
         dataplane set up -- a few hundred milliseconds of imports and netlink that traffic need not wait for."""
         self._start_link_watch()
-        for name in self._links_to_check:   # set up by an earlier dataplane: offloads may have changed since
+        for name in self._links_to_check:  # set up by an earlier dataplane: offloads may have changed since
             disable_superframe_offloads(name)
         self._links_to_check.clear()
 
@@ -543,13 +601,14 @@ class Dataplane:
     def _start_link_watch(self) -> None:
         from ngfw.dataplane.linkwatch import LinkWatch
 
-        self.link_watch = LinkWatch(self.engine, self.port_index, self.port_links, set(self.plan.taps),
-                                    self.tap_fds, self.fail_modes)
+        self.link_watch = LinkWatch(
+            self.engine, self.port_index, self.port_links, set(self.plan.taps), self.tap_fds, self.fail_modes
+        )
         self.link_watch.start()
 
     def _stop_link_watch(self) -> None:
         if self.link_watch is not None:
-            self.link_watch.stop()   # kept: its counts stay readable
+            self.link_watch.stop()  # kept: its counts stay readable
 
     def port_events(self) -> dict[tuple[str, str], int]:
         """(port, event) -> times it happened: down, up, removed, reattached (ngfw.dataplane.links)."""
@@ -601,9 +660,11 @@ class Dataplane:
         app_flows: dict[str, int] = {}
         for (_, app), n in self.app_flows().items():
             app_flows[app] = app_flows.get(app, 0) + n
-        extra: dict[str, Any] = {"app_layer": {"flow": app_flows},
-                                 "capture_files": self.capture.counters(),
-                                 "policy": {"version": self.policy.version if self.policy else 0}}
+        extra: dict[str, Any] = {
+            "app_layer": {"flow": app_flows},
+            "capture_files": self.capture.counters(),
+            "policy": {"version": self.policy.version if self.policy else 0},
+        }
         if self.eve is not None:
             extra["eve"] = {"outputs": self.eve.counters()}
         return stats_record(self.engine.stats(), time.monotonic() - self._started_at, extra)
@@ -636,16 +697,25 @@ class Dataplane:
         process, which continues them; none is logged as ended."""
         assert self.state is not None
         if self.take_over is not None:
-            return   # never had a policy: what the last process left is still there to continue
+            return  # never had a policy: what the last process left is still there to continue
         out = self.engine.export_sessions(streams=True)
         tables = self.engine.tables
-        batch = SessionBatch(records=out["records"], apps=list(tables.app_names) if tables is not None else [],
-                             record_format=self.fp.record_format(), count=out["count"], meta={"kind": "snapshot"})
+        batch = SessionBatch(
+            records=out["records"],
+            apps=list(tables.app_names) if tables is not None else [],
+            record_format=self.fp.record_format(),
+            count=out["count"],
+            meta={"kind": "snapshot"},
+        )
         try:
             self.state.write_snapshot(batch)
             log.info("%d sessions saved for the next dataplane in %s", out["count"], self.state.snapshot_path)
         except OSError as exc:
-            log.error("sessions not saved in %s (%s): the next dataplane continues from the table", self.state.snapshot_path, exc)
+            log.error(
+                "sessions not saved in %s (%s): the next dataplane continues from the table",
+                self.state.snapshot_path,
+                exc,
+            )
 
     def stop(self) -> None:
         """Stop the loop; save every flow for the next process (with a state directory) or log it as ended by
@@ -753,7 +823,7 @@ def serve(dp: Dataplane, metrics_addr: tuple[str, int] | None, sessions_socket: 
                 wanted["reload"] = False
                 systemd.notify("RELOADING=1", "STATUS=reloading")
                 dp.reload()
-                ready = False   # READY=1 again, with the new status, at the top of the loop
+                ready = False  # READY=1 again, with the new status, at the top of the loop
     finally:
         systemd.notify("STOPPING=1", "STATUS=stopping: logging open flows")
         if watchdog is not None:

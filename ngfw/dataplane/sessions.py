@@ -44,13 +44,13 @@ FILTER_FIELDS: dict[str, str] = {
     "user": "the user behind the client's address (User-ID): a name, known-user (any) or unknown (none)",
 }
 ACTIONS = ("allow", "deny", "reject")
-USER_MODES = {"known-user": 2, "unknown": 3}   # session_view.pxi SV_USER_*; a name is 1 (SV_USER_IS)
+USER_MODES = {"known-user": 2, "unknown": 3}  # session_view.pxi SV_USER_*; a name is 1 (SV_USER_IS)
 TCP_STATES = ("none", "syn_sent", "syn_recv", "established", "fin_wait", "closing", "closed")
 PAGE_DEFAULT = 500
 PAGE_MAX = 5000
 # flow slots one loop request looks at: ~16,000 slots are about a millisecond of the loop (bench/RESULTS.md)
 SCAN_PER_REQUEST = 16384
-CLEAR_PASSES = 3   # the table moves while it is cleared in steps: a pass that still finds flows is repeated
+CLEAR_PASSES = 3  # the table moves while it is cleared in steps: a pass that still finds flows is repeated
 
 
 class FilterError(ValueError):
@@ -73,7 +73,7 @@ class SessionFilter:
     action: str | None = None
     state: str | None = None
     flow_id: int | None = None
-    user: str | None = None   # a canonical user name, known-user or unknown
+    user: str | None = None  # a canonical user name, known-user or unknown
 
     @classmethod
     def parse(cls, words: list[str] | Mapping[str, Any]) -> SessionFilter:
@@ -90,8 +90,9 @@ class SessionFilter:
             for word in words:
                 key, sep, value = word.partition("=")
                 if not sep or not key:
-                    raise FilterError(f"filter words are FIELD=VALUE (fields: {', '.join(FILTER_FIELDS)}), "
-                                      f"got {word!r}")
+                    raise FilterError(
+                        f"filter words are FIELD=VALUE (fields: {', '.join(FILTER_FIELDS)}), got {word!r}"
+                    )
                 pairs.append((key, value))
         values: dict[str, Any] = {}
         seen: set[str] = set()
@@ -116,8 +117,7 @@ class SessionFilter:
             value = getattr(self, name)
             if value is not None:
                 out[name] = str(value)
-        for name, attr in (("src", "src"), ("dst", "dst"), ("sport", "sport"), ("port", "dport"),
-                           ("id", "flow_id")):
+        for name, attr in (("src", "src"), ("dst", "dst"), ("sport", "sport"), ("port", "dport"), ("id", "flow_id")):
             value = getattr(self, attr)
             if value is not None:
                 out[name] = str(value)
@@ -188,7 +188,7 @@ def _parse_field(name: str, value: str) -> tuple[str, Any]:
 @dataclass
 class Page:
     sessions: list[dict[str, Any]]
-    cursor: int   # where the next page starts; 0: there is no next page
+    cursor: int  # where the next page starts; 0: there is no next page
 
 
 @dataclass
@@ -201,7 +201,7 @@ class Cleared:
         return {"cleared": self.cleared, "resets": self.resets}
 
 
-PolicySource = Callable[[], Mapping[int, Any]]   # table generation -> the CompiledPolicy it was built from
+PolicySource = Callable[[], Mapping[int, Any]]  # table generation -> the CompiledPolicy it was built from
 
 
 @dataclass
@@ -213,7 +213,7 @@ class SessionTable:
     policies: PolicySource
     host: str = ""
     scan: int = SCAN_PER_REQUEST
-    user_name: Callable[[int], str | None] = lambda user: None   # a user principal's name (ngfw.dataplane.userid)
+    user_name: Callable[[int], str | None] = lambda user: None  # a user principal's name (ngfw.dataplane.userid)
     _clear_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _name_cache: dict[int, PolicyNames] = field(default_factory=dict, repr=False)
     _names_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -226,8 +226,14 @@ class SessionTable:
         if tables is None:
             raise FilterError("no policy is loaded on this dataplane: it holds no sessions")
         running = tables.policy
-        out: dict[str, Any] = {"proto": flt.proto, "sport": flt.sport, "dport": flt.dport, "src": flt.src,
-                               "dst": flt.dst, "flow_id": flt.flow_id}
+        out: dict[str, Any] = {
+            "proto": flt.proto,
+            "sport": flt.sport,
+            "dport": flt.dport,
+            "src": flt.src,
+            "dst": flt.dst,
+            "flow_id": flt.flow_id,
+        }
         if flt.action is not None:
             out["action"] = ACTIONS.index(flt.action)
         if flt.state is not None:
@@ -243,19 +249,26 @@ class SessionTable:
             # the name alone may be a workload of several vsys (a vsys= of the filter narrows the flows, not
             # the name: a tenant's admin sees its flows with another tenant's workloads by their names)
             vm_vsys, _, name = flt.vm.rpartition("/")
-            found = [i for i, wl in enumerate(running.workloads)
-                     if wl.name == name and (not vm_vsys or running.vsys_name(wl.vsys) == vm_vsys)]
+            found = [
+                i
+                for i, wl in enumerate(running.workloads)
+                if wl.name == name and (not vm_vsys or running.vsys_name(wl.vsys) == vm_vsys)
+            ]
             if not found:
                 where = f" in vsys {vm_vsys}" if vm_vsys else ""
                 raise FilterError(f"vm={flt.vm}: no workload named {name!r}{where} in the running policy")
             out["workloads"] = found[:16]
         if flt.vsys is not None:
-            pairs = [(gen, policy.vsys.index(flt.vsys)) for gen, policy in generations.items()
-                     if flt.vsys in policy.vsys]
+            pairs = [
+                (gen, policy.vsys.index(flt.vsys)) for gen, policy in generations.items() if flt.vsys in policy.vsys
+            ]
             if not pairs and flt.vsys not in running.vsys:
                 raise FilterError(f"vsys={flt.vsys}: no vsys of that name in the running policy")
-            out.update(has_vsys=True, vsys=running.vsys.index(flt.vsys) if flt.vsys in running.vsys else -1,
-                       vsys_pairs=pairs[-128:])
+            out.update(
+                has_vsys=True,
+                vsys=running.vsys.index(flt.vsys) if flt.vsys in running.vsys else -1,
+                vsys_pairs=pairs[-128:],
+            )
         if flt.rule is not None:
             pairs = []
             for gen, policy in generations.items():
@@ -336,8 +349,13 @@ class SessionTable:
                 done.cleared += found
                 if found == 0:
                     break
-        log.info("sessions cleared%s: %s: %d flows (%d TCP connections reset at their next segment)",
-                 f" by {who}" if who else "", flt.words(), done.cleared, done.resets)
+        log.info(
+            "sessions cleared%s: %s: %d flows (%d TCP connections reset at their next segment)",
+            f" by {who}" if who else "",
+            flt.words(),
+            done.cleared,
+            done.resets,
+        )
         return done
 
 
@@ -359,15 +377,19 @@ class PolicyNames:
         return split
 
 
-def session_record(flow: dict[str, Any], names: PolicyNames | None, host: str = "",
-                   user_name: Callable[[int], str | None] | None = None) -> dict[str, Any]:
+def session_record(
+    flow: dict[str, Any],
+    names: PolicyNames | None,
+    host: str = "",
+    user_name: Callable[[int], str | None] | None = None,
+) -> dict[str, Any]:
     """A listed flow (`Engine.list_sessions`) named with the policy that decided it (EVE's field names)."""
     vsys, rule_index, ingress = flow["vsys"], flow["rule"], flow["rule_ingress"]
     src_wl, dst_wl = flow["src_wl"], flow["dst_wl"]
     if vsys < 0:
         rule = None
     elif rule_index < 0:
-        rule = None if flow["action"] == "allow" else DEFAULT_RULE   # allowed for now: its app decides
+        rule = None if flow["action"] == "allow" else DEFAULT_RULE  # allowed for now: its app decides
     else:
         rule = names.rules[rule_index] if names is not None and rule_index < len(names.rules) else None
     proto_number = flow["proto"]
@@ -382,14 +404,18 @@ def session_record(flow: dict[str, Any], names: PolicyNames | None, host: str = 
         "flow_id": flow["flow_id"],
         "host": host or None,
         "vsys": names.vsys[vsys] if names is not None and 0 <= vsys < len(names.vsys) else None,
-        "src_ip": flow["src_ip"], "src_port": flow["src_port"],
-        "dest_ip": flow["dest_ip"], "dest_port": flow["dest_port"],
+        "src_ip": flow["src_ip"],
+        "src_port": flow["src_port"],
+        "dest_ip": flow["dest_ip"],
+        "dest_port": flow["dest_port"],
         "proto": EVE_PROTO_NAMES.get(proto_number) or str(proto_number),
         "src_vm": names.workloads[src_wl] if names is not None and 0 <= src_wl < len(names.workloads) else None,
         "dest_vm": names.workloads[dst_wl] if names is not None and 0 <= dst_wl < len(names.workloads) else None,
         # the user behind the client's address (User-ID), as the flow was decided or last looked up
         "src_user": user_name(flow["user"]) if user_name is not None and flow.get("user") else None,
-        "app_proto": app_proto, "app": app, "app_host": flow["app_host"],
+        "app_proto": app_proto,
+        "app": app,
+        "app_host": flow["app_host"],
         "rule": rule,
         "rule_ingress": names.rules[ingress] if names is not None and 0 <= ingress < len(names.rules) else None,
         "action": flow["action"],
@@ -397,10 +423,12 @@ def session_record(flow: dict[str, Any], names: PolicyNames | None, host: str = 
         "start": eve_timestamp(flow["start"]),
         "age": flow["age_ns"] // 1_000_000 / 1000,
         "idle": flow["idle_ns"] // 1_000_000 / 1000,
-        "pkts_toserver": flow["pkts_toserver"], "pkts_toclient": flow["pkts_toclient"],
-        "bytes_toserver": flow["bytes_toserver"], "bytes_toclient": flow["bytes_toclient"],
+        "pkts_toserver": flow["pkts_toserver"],
+        "pkts_toclient": flow["pkts_toclient"],
+        "bytes_toserver": flow["bytes_toserver"],
+        "bytes_toclient": flow["bytes_toclient"],
         "inspected": flow["inspected"],
-        "bypass": flow.get("bypass", False),   # the kernel forwards it (flow bypass, docs/dataplane.md)
+        "bypass": flow.get("bypass", False),  # the kernel forwards it (flow bypass, docs/dataplane.md)
         "in_iface": flow["in_port"],
         "policy_version": names.version if names is not None else flow["generation"],
     }

@@ -86,12 +86,15 @@ def _is_tmpfs(path: str) -> bool:
             if len(parts) < 3:
                 continue
             mount_point = parts[1].replace("\\040", " ")
-            if (path == mount_point or path.startswith(mount_point.rstrip("/") + "/")) and len(mount_point) >= len(best):
+            if (path == mount_point or path.startswith(mount_point.rstrip("/") + "/")) and len(mount_point) >= len(
+                best
+            ):
                 best, fstype = mount_point, parts[2]
     return fstype == "tmpfs"
 
 
 # ---------------------------------------------------------------- batches
+
 
 @dataclass
 class SessionBatch:
@@ -104,8 +107,14 @@ class SessionBatch:
     meta: dict[str, Any] = field(default_factory=dict)  # exporter host, workload, vsys, phase, serial, ...
 
     def to_bytes(self) -> bytes:
-        header = {"format": self.record_format, "apps": self.apps, "count": self.count,
-                  "sha256": hashlib.sha256(self.records).hexdigest(), "bytes": len(self.records), **self.meta}
+        header = {
+            "format": self.record_format,
+            "apps": self.apps,
+            "count": self.count,
+            "sha256": hashlib.sha256(self.records).hexdigest(),
+            "bytes": len(self.records),
+            **self.meta,
+        }
         raw = json.dumps(header, separators=(",", ":")).encode()
         return BATCH_MAGIC + struct.pack("<I", len(raw)) + raw + self.records
 
@@ -119,15 +128,16 @@ class SessionBatch:
         if n > MAX_BATCH_HEADER or start + n > len(data):
             raise StateError(f"session batch header length {n} runs past the batch")
         try:
-            header = json.loads(data[start:start + n])
+            header = json.loads(data[start : start + n])
         except ValueError as exc:
             raise StateError(f"session batch header is not JSON: {exc}") from None
         if not isinstance(header, dict):
             raise StateError("session batch header is not an object")
-        records = data[start + n:]
+        records = data[start + n :]
         if header.get("format") != expected_format:
-            raise StateError(f"session batch of record format {header.get('format')!r}, this build reads "
-                             f"{expected_format!r}")
+            raise StateError(
+                f"session batch of record format {header.get('format')!r}, this build reads {expected_format!r}"
+            )
         if header.get("bytes") != len(records) or header.get("sha256") != hashlib.sha256(records).hexdigest():
             raise StateError("session batch does not verify: its records do not hash to its sha256")
         apps = header.get("apps")
@@ -139,6 +149,7 @@ class SessionBatch:
 
 
 # ---------------------------------------------------------------- the live table
+
 
 @dataclass
 class PreviousTable:
@@ -177,8 +188,10 @@ class StateStore:
         except OSError as exc:
             raise StateError(f"state directory {self.dir} cannot be created: {exc.strerror or exc}") from None
         if not _is_tmpfs(str(self.dir)):
-            raise StateError(f"state directory {self.dir} is not on tmpfs: the flow table is memory the packet "
-                             "loop writes at line rate (use /run/ngfw or /dev/shm/ngfw)")
+            raise StateError(
+                f"state directory {self.dir} is not on tmpfs: the flow table is memory the packet "
+                "loop writes at line rate (use /run/ngfw or /dev/shm/ngfw)"
+            )
         self._lock = open(self.dir / LOCK_FILE, "a+")  # noqa: SIM115 - held for the process's life
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -216,8 +229,9 @@ class StateStore:
                     raise StateError(f"snapshot {self.snapshot_path} belongs to another table than {self.table_path}")
                 found.snapshot = batch
             except (StateError, OSError) as exc:
-                found.refused.append(str(exc) if isinstance(exc, StateError) else
-                                     f"snapshot {self.snapshot_path} unreadable: {exc}")
+                found.refused.append(
+                    str(exc) if isinstance(exc, StateError) else f"snapshot {self.snapshot_path} unreadable: {exc}"
+                )
                 self._set_aside(self.snapshot_path)
         return found
 
@@ -243,8 +257,10 @@ class StateStore:
         try:
             header = _read_header(memory, path)
             if header.get("fingerprint") != fingerprint:
-                raise StateError(f"session table {path} was written by another build of ngfw (layout "
-                                 f"{header.get('fingerprint')}, this build {fingerprint})")
+                raise StateError(
+                    f"session table {path} was written by another build of ngfw (layout "
+                    f"{header.get('fingerprint')}, this build {fingerprint})"
+                )
             self._check_origin(header, f"session table {path}")
             layout = header.get("layout")
             if not isinstance(layout, dict) or layout.get("fingerprint") != fingerprint or layout.get("size", 0) > size:
@@ -266,8 +282,10 @@ class StateStore:
         """A fresh, sparse table file for the engine's memory (renamed into place by `commit_table`)."""
         free = os.statvfs(self.dir)
         if free.f_bavail * free.f_frsize < layout["size"]:
-            raise StateError(f"state directory {self.dir} has {free.f_bavail * free.f_frsize >> 20} MiB free, the "
-                             f"flow table needs {layout['size'] >> 20} MiB (lower --flow-capacity or grow the tmpfs)")
+            raise StateError(
+                f"state directory {self.dir} has {free.f_bavail * free.f_frsize >> 20} MiB free, the "
+                f"flow table needs {layout['size'] >> 20} MiB (lower --flow-capacity or grow the tmpfs)"
+            )
         pending = self.dir / (TABLE_FILE + ".new")
         fd = os.open(pending, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
@@ -276,9 +294,17 @@ class StateStore:
         finally:
             os.close(fd)
         self.serial = secrets.token_hex(8)
-        self._header = {"fingerprint": layout["fingerprint"], "layout": layout, "boot_id": boot_id(),
-                        "host": self.host, "serial": self.serial, "pid": os.getpid(), "created": time.time(),
-                        "ports": ports, "state": "running"}
+        self._header = {
+            "fingerprint": layout["fingerprint"],
+            "layout": layout,
+            "boot_id": boot_id(),
+            "host": self.host,
+            "serial": self.serial,
+            "pid": os.getpid(),
+            "created": time.time(),
+            "ports": ports,
+            "state": "running",
+        }
         _write_header(memory, self._header)
         self.memory, self.layout, self._pending_path = memory, layout, pending
         return memory
@@ -300,7 +326,7 @@ class StateStore:
             self._pending_path = None
         self.close()
         if not self.table_path.exists() and not self.snapshot_path.exists():
-            (self.dir / LOCK_FILE).unlink(missing_ok=True)   # nothing kept here: leave no directory behind
+            (self.dir / LOCK_FILE).unlink(missing_ok=True)  # nothing kept here: leave no directory behind
             try:
                 self.dir.rmdir()
             except OSError:
@@ -313,11 +339,13 @@ class StateStore:
         raw = json.dumps(apps, separators=(",", ":")).encode()
         room = self.layout["names_bytes"] - len(NAMES_MAGIC) - 8
         if len(raw) > room:
-            log.warning("app names (%d bytes) do not fit the state file's %d: a restart re-classifies flows", len(raw), room)
+            log.warning(
+                "app names (%d bytes) do not fit the state file's %d: a restart re-classifies flows", len(raw), room
+            )
             raw = b"[]"
         off = self.layout["names_off"]
         blob = NAMES_MAGIC + struct.pack("<II", len(raw), zlib.crc32(raw)) + raw
-        self.memory[off:off + len(blob)] = blob
+        self.memory[off : off + len(blob)] = blob
 
     def write_snapshot(self, batch: SessionBatch) -> None:
         batch.meta.update({"boot_id": boot_id(), "host": self.host, "serial": self.serial, "written": time.time()})
@@ -337,17 +365,17 @@ def _write_header(memory: mmap.mmap, header: dict[str, Any]) -> None:
     blob = STATE_MAGIC + struct.pack("<II", len(raw), zlib.crc32(raw)) + raw
     if len(blob) > 4096:
         raise StateError("state header does not fit its 4096 bytes")
-    memory[0:len(blob)] = blob
+    memory[0 : len(blob)] = blob
 
 
 def _read_header(memory: mmap.mmap, path: Path) -> dict[str, Any]:
-    if memory[:len(STATE_MAGIC)] != STATE_MAGIC:
+    if memory[: len(STATE_MAGIC)] != STATE_MAGIC:
         raise StateError(f"session table {path} has no ngfw state header")
     n, crc = struct.unpack_from("<II", memory, len(STATE_MAGIC))
     start = len(STATE_MAGIC) + 8
     if start + n > 4096:
         raise StateError(f"session table {path} has a header longer than its 4096 bytes")
-    raw = memory[start:start + n]
+    raw = memory[start : start + n]
     if zlib.crc32(raw) != crc:
         raise StateError(f"session table {path} has a corrupt header (checksum)")
     try:
@@ -363,13 +391,13 @@ def _read_names(memory: mmap.mmap, layout: dict[str, Any]) -> list[str] | None:
     """The app names the dead process's flows' app ids mean; None when it never wrote them (or they are
     torn): its flows are classified again."""
     off = layout.get("names_off", 0)
-    if memory[off:off + len(NAMES_MAGIC)] != NAMES_MAGIC:
+    if memory[off : off + len(NAMES_MAGIC)] != NAMES_MAGIC:
         return None
     n, crc = struct.unpack_from("<II", memory, off + len(NAMES_MAGIC))
     start = off + len(NAMES_MAGIC) + 8
     if n > layout.get("names_bytes", 0):
         return None
-    raw = memory[start:start + n]
+    raw = memory[start : start + n]
     if zlib.crc32(raw) != crc:
         return None
     try:
@@ -377,4 +405,3 @@ def _read_names(memory: mmap.mmap, layout: dict[str, Any]) -> list[str] | None:
     except ValueError:
         return None
     return names if isinstance(names, list) and all(isinstance(x, str) for x in names) else None
-

@@ -48,9 +48,12 @@ def engine_check(ruleset: Any, catalogue: Any = None) -> Any:
         catalogue = load_catalogue()
     inspect = engine_module().InspectTables([("check", ruleset.rules)], catalogue)
     refused = {id(sig): (reason, detail) for _, sig, reason, detail in inspect.skipped}
-    extra = tuple(Skipped(sig.file, sig.line, sig.sid, *refused[id(sig)]) for sig in ruleset.rules if id(sig) in refused)
-    return replace(ruleset, rules=tuple(r for r in ruleset.rules if id(r) not in refused),
-                   skipped=ruleset.skipped + extra)
+    extra = tuple(
+        Skipped(sig.file, sig.line, sig.sid, *refused[id(sig)]) for sig in ruleset.rules if id(sig) in refused
+    )
+    return replace(
+        ruleset, rules=tuple(r for r in ruleset.rules if id(r) not in refused), skipped=ruleset.skipped + extra
+    )
 
 
 def sources_digest(sources: list[tuple[str, str]], variables: dict[str, str]) -> str:
@@ -70,7 +73,8 @@ def default_signature_cache() -> str:
     import os
 
     base = os.environ.get("NGFW_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "ngfw")
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "ngfw"
+    )
     return os.path.join(base, "signature-sets")
 
 
@@ -84,13 +88,14 @@ def set_hashes(sources: list[tuple[str, str]], known: dict[str, str]) -> dict[st
         if name in known:
             continue
         for f in rule_files(path):
-            members.setdefault(name, []).append((f.name if f.name.endswith(".rules") else f.name + ".rules",
-                                                 f.read_bytes()))
+            members.setdefault(name, []).append(
+                (f.name if f.name.endswith(".rules") else f.name + ".rules", f.read_bytes())
+            )
     out = dict(known)
     for name, files in members.items():
         try:
             out[name] = sha256(pack(files))
-        except ArchiveError:   # two files of one name from two paths: no archive says what runs
+        except ArchiveError:  # two files of one name from two paths: no archive says what runs
             out[name] = ""
     return out
 
@@ -113,7 +118,9 @@ class SignatureSets:
 
     inspect: Any  # ngfw._fastpath.engine.InspectTables
     loaded: int
-    skipped: list[tuple[str, str, int, int | None, str, str]] = field(default_factory=list)  # set, file, line, sid, reason, detail
+    skipped: list[tuple[str, str, int, int | None, str, str]] = field(
+        default_factory=list
+    )  # set, file, line, sid, reason, detail
     malformed: list[str] = field(default_factory=list)
     parse_seconds: float = 0.0
     compile_seconds: float = 0.0
@@ -125,12 +132,15 @@ class SignatureSets:
     def summary(self) -> str:
         total = self.loaded + len(self.skipped)
         top = ", ".join(f"{n} {reason}" for reason, n in list(self.reasons().items())[:5])
-        return (f"{self.loaded} of {total} signatures loaded in {self.parse_seconds + self.compile_seconds:.1f} s "
-                f"({', '.join(self.sources)})" + (f"; skipped: {top}" if top else ""))
+        return (
+            f"{self.loaded} of {total} signatures loaded in {self.parse_seconds + self.compile_seconds:.1f} s "
+            f"({', '.join(self.sources)})" + (f"; skipped: {top}" if top else "")
+        )
 
 
-def load_signature_sets(sets: list[tuple[str, str]], variables: dict[str, str] | None = None,
-                        catalogue: Any = None, strict: bool = False) -> SignatureSets:
+def load_signature_sets(
+    sets: list[tuple[str, str]], variables: dict[str, str] | None = None, catalogue: Any = None, strict: bool = False
+) -> SignatureSets:
     """Compile the named rule files into one fastpath rule set.
 
     `strict`: refuse the whole load when any rule is malformed (a reload must not silently lose
@@ -164,15 +174,14 @@ def load_signature_sets(sets: list[tuple[str, str]], variables: dict[str, str] |
     if catalogue is None:
         from ngfw.compiler.catalogue import load_catalogue
 
-        catalogue = load_catalogue()   # app-layer rules (`alert http`) name the shipped apps
+        catalogue = load_catalogue()  # app-layer rules (`alert http`) name the shipped apps
     fp = engine_module()
     try:
         inspect = fp.InspectTables(compiled, catalogue)
     except (RuntimeError, MemoryError, ValueError) as exc:
         raise RulesError(str(exc)) from None
     # the compiler's refusals, by sid (a Skipped carries no gid; generator 1 is what rule files use)
-    inspect.skipped_sids = {name: {(1, s[3]) for s in skipped if s[0] == name and s[3] is not None}
-                            for name in by_name}
+    inspect.skipped_sids = {name: {(1, s[3]) for s in skipped if s[0] == name and s[3] is not None} for name in by_name}
     for set_name, sig, reason, detail in inspect.skipped:
         skipped.append((set_name, sig.file, sig.line, sig.sid, reason, detail))
         if not reason.startswith("unsupported "):
@@ -181,7 +190,12 @@ def load_signature_sets(sets: list[tuple[str, str]], variables: dict[str, str] |
         raise RulesError(f"{len(malformed)} rules cannot be compiled:\n  " + "\n  ".join(malformed[:20]))
     if inspect.loaded == 0:
         raise RulesError("no signature loaded from " + ", ".join(str(f) for fs in by_name.values() for f in fs))
-    return SignatureSets(inspect=inspect, loaded=inspect.loaded, skipped=skipped, malformed=malformed,
-                         parse_seconds=parse_seconds, compile_seconds=inspect.compile_seconds,
-                         sources={n: [str(f) for f in fs] for n, fs in by_name.items()})
-
+    return SignatureSets(
+        inspect=inspect,
+        loaded=inspect.loaded,
+        skipped=skipped,
+        malformed=malformed,
+        parse_seconds=parse_seconds,
+        compile_seconds=inspect.compile_seconds,
+        sources={n: [str(f) for f in fs] for n, fs in by_name.items()},
+    )

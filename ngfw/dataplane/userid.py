@@ -26,9 +26,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class UserMapping:
-    user: str             # canonical (lower-case) user name
+    user: str  # canonical (lower-case) user name
     expires: float | None  # epoch seconds; None: until deleted
-    source: str = "api"    # api, syslog, ... (as control says)
+    source: str = "api"  # api, syslog, ... (as control says)
 
 
 def group_stamp(groups: Iterable[int]) -> int:
@@ -47,11 +47,11 @@ class UserMap:
         self.clock = clock
         self.mappings: dict[IPAddress, UserMapping] = {}
         self.owners: dict[IPAddress, str] = {}
-        self.groups: dict[str, tuple[str, ...]] = {}   # user -> "vsys/group" names of its directory groups
-        self.names: dict[int, str] = {}                 # principal -> user name, for logs and `ngfw sessions`
-        self.revision = 0                               # control's revision of the mappings applied here
+        self.groups: dict[str, tuple[str, ...]] = {}  # user -> "vsys/group" names of its directory groups
+        self.names: dict[int, str] = {}  # principal -> user name, for logs and `ngfw sessions`
+        self.revision = 0  # control's revision of the mappings applied here
         self.table: Any = None
-        self.in_table: dict[IPAddress, str] = {}        # what the table in force says
+        self.in_table: dict[IPAddress, str] = {}  # what the table in force says
         self.swaps = 0
         self.expired = 0
         self._lock = threading.Lock()
@@ -71,9 +71,12 @@ class UserMap:
     def apply(self, delta: Mapping[str, Any]) -> None:
         """Control's mappings: a snapshot (`full`: these are all of them) or a delta (`put`, `delete`), and
         the directory groups of users when they changed (`groups`: {user: ["vsys/name", ...]})."""
-        puts = {ipaddress.ip_address(m["address"]): UserMapping(str(m["user"]), m.get("expires"),
-                                                                str(m.get("source", "api")))
-                for m in delta.get("put", ())}
+        puts = {
+            ipaddress.ip_address(m["address"]): UserMapping(
+                str(m["user"]), m.get("expires"), str(m.get("source", "api"))
+            )
+            for m in delta.get("put", ())
+        }
         deletes = {ipaddress.ip_address(a) for a in delta.get("delete", ())}
         with self._lock:
             full = bool(delta.get("full"))
@@ -145,8 +148,9 @@ class UserMap:
         if self.table is None:
             table = self.fp.UserTable([(a, user_principal(u)) for a, u in puts], self._group_table())
         else:
-            table = self.table.derive([(a, user_principal(u)) for a, u in puts], deletes,
-                                      self._group_table() if groups_changed else None)
+            table = self.table.derive(
+                [(a, user_principal(u)) for a, u in puts], deletes, self._group_table() if groups_changed else None
+            )
         self.install(table)
         self.table = table
         for address in deletes:
@@ -166,16 +170,21 @@ class UserMap:
     def listing(self) -> list[dict[str, Any]]:
         """Every address mapped here: address, user, source (owner, api, syslog), expires."""
         with self._lock:
-            rows: list[dict[str, Any]] = [{"address": str(a), "user": u, "source": "owner", "expires": None}
-                    for a, u in self.owners.items() if a not in self.mappings]
-            rows += [{"address": str(a), "user": m.user, "source": m.source, "expires": m.expires}
-                     for a, m in self.mappings.items()]
-        return sorted(rows, key=lambda r: (ipaddress.ip_address(r["address"]).version,
-                                           ipaddress.ip_address(r["address"])))
+            rows: list[dict[str, Any]] = [
+                {"address": str(a), "user": u, "source": "owner", "expires": None}
+                for a, u in self.owners.items()
+                if a not in self.mappings
+            ]
+            rows += [
+                {"address": str(a), "user": m.user, "source": m.source, "expires": m.expires}
+                for a, m in self.mappings.items()
+            ]
+        return sorted(
+            rows, key=lambda r: (ipaddress.ip_address(r["address"]).version, ipaddress.ip_address(r["address"]))
+        )
 
     def stats(self) -> dict[str, int]:
-        return {"mapped": len(self.in_table), "swaps": self.swaps, "expired": self.expired,
-                "revision": self.revision}
+        return {"mapped": len(self.in_table), "swaps": self.swaps, "expired": self.expired, "revision": self.revision}
 
 
 class UserAgent:
@@ -191,8 +200,8 @@ class UserAgent:
         self.client = client
         self.host = host
         self.wait = wait
-        self.since: int | None = None   # None: ask for a snapshot
-        self.epoch: str | None = None   # the control process `since` is a revision of
+        self.since: int | None = None  # None: ask for a snapshot
+        self.epoch: str | None = None  # the control process `since` is a revision of
         self.snapshots = 0
         self.applied = 0
         self.refused = 0
@@ -229,13 +238,16 @@ class UserAgent:
             query["since"] = self.since
             if self.epoch is not None:
                 query["epoch"] = self.epoch
-        status, delta = self.client.request("GET", "/identity/users/changes", query=query,
-                                            timeout=wait + self.client.timeout)
+        status, delta = self.client.request(
+            "GET", "/identity/users/changes", query=query, timeout=wait + self.client.timeout
+        )
         if status != 200 or not isinstance(delta, dict):
             return False
         if delta.get("hash") != delta_hash(delta):
             self.refused += 1
-            log.warning("user mappings revision %s do not verify (sha256); asking for a snapshot", delta.get("revision"))
+            log.warning(
+                "user mappings revision %s do not verify (sha256); asking for a snapshot", delta.get("revision")
+            )
             self.since = None
             return False
         self.users.apply(delta)

@@ -12,11 +12,38 @@ from pathlib import Path
 from ngfw.lab.dataplane_process import REPO_ROOT
 
 # what the package is built from: code, shipped rules, build files, units and packaging
-PACKAGE_SOURCES = ("ngfw", "rules", "setup.py", "pyproject.toml", "deploy/systemd", "deploy/deb", "deploy/etc",
-                   "deploy/logrotate", "deploy/build-packages.sh")
+PACKAGE_SOURCES = (
+    "ngfw",
+    "rules",
+    "setup.py",
+    "pyproject.toml",
+    "deploy/systemd",
+    "deploy/deb",
+    "deploy/etc",
+    "deploy/logrotate",
+    "deploy/build-packages.sh",
+)
 IMAGE_SOURCES = ("deploy/vm",)
-SOURCE_SUFFIXES = (".py", ".pyx", ".pxi", ".pxd", ".h", ".c", ".yaml", ".yml", ".rules", ".toml", ".sh", ".service",
-                   ".conf", ".network", ".cfg", ".in", ".txt", "")
+SOURCE_SUFFIXES = (
+    ".py",
+    ".pyx",
+    ".pxi",
+    ".pxd",
+    ".h",
+    ".c",
+    ".yaml",
+    ".yml",
+    ".rules",
+    ".toml",
+    ".sh",
+    ".service",
+    ".conf",
+    ".network",
+    ".cfg",
+    ".in",
+    ".txt",
+    "",
+)
 
 
 class ArtifactError(RuntimeError):
@@ -56,7 +83,7 @@ def _newest_source(repo: Path, roots: tuple[str, ...]) -> tuple[float, str]:
             if "__pycache__" in file.parts or file.suffix not in SOURCE_SUFFIXES or file.name.endswith(".so"):
                 continue
             if file.is_relative_to(repo / "ngfw/lab"):
-                continue   # not in the package (pyproject.toml: the lab is development tooling)
+                continue  # not in the package (pyproject.toml: the lab is development tooling)
             mtime = file.stat().st_mtime
             if mtime > newest:
                 newest, which = mtime, str(file.relative_to(repo))

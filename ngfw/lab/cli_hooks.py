@@ -11,16 +11,18 @@ from ngfw.lab.dataplane_process import ArgvBuilder, default_dataplane_argv
 from ngfw.lab.topology import describe, lab_down, lab_exists, lab_up
 
 
-def lab_up_cmd(prefix: str = "ngfw", hosts: int = 1, out: TextIO = sys.stdout, vm_workloads: bool = False,
-               fw_vm: bool = False) -> int:
+def lab_up_cmd(
+    prefix: str = "ngfw", hosts: int = 1, out: TextIO = sys.stdout, vm_workloads: bool = False, fw_vm: bool = False
+) -> int:
     """Build lab `prefix` (rebuilding it if it exists) and print what exists; `hosts=2` adds host-b (ngfw.lab.hosts);
     `vm_workloads` makes web1 and web2 QEMU guests (ngfw.lab.workloads); `fw_vm` boots the ngfw VM as the
     firewall (ngfw.lab.fw_vm)."""
     from ngfw.lab.workloads import record_namespace_workloads, start_vm_workloads
 
     if fw_vm and hosts != 1:
-        print(f"lab {prefix!r}: --fw-vm builds a one-host lab (the firewall VM replaces host-a's fw namespace)",
-              file=out)
+        print(
+            f"lab {prefix!r}: --fw-vm builds a one-host lab (the firewall VM replaces host-a's fw namespace)", file=out
+        )
         return 2
     booted = []
     firewall = None
@@ -49,9 +51,12 @@ def lab_up_cmd(prefix: str = "ngfw", hosts: int = 1, out: TextIO = sys.stdout, v
         lab_down_cmd(prefix, out=io.StringIO())  # also the guests and TAPs a half-built lab left
         return 1
     if firewall is not None:
-        print(f"lab {prefix!r} is up; the firewall is the ngfw VM (QEMU pid {firewall.pid}, {firewall.accel}), "
-              f"enforcing rules/examples/lab.yaml {firewall.boot_seconds:.1f} s after it started; console log "
-              f"{firewall.guest.files.console_log}; `ngfw lab down` stops it:", file=out)
+        print(
+            f"lab {prefix!r} is up; the firewall is the ngfw VM (QEMU pid {firewall.pid}, {firewall.accel}), "
+            f"enforcing rules/examples/lab.yaml {firewall.boot_seconds:.1f} s after it started; console log "
+            f"{firewall.guest.files.console_log}; `ngfw lab down` stops it:",
+            file=out,
+        )
     else:
         print(f"lab {prefix!r} is up (no firewall in the path yet: start `ngfw dataplane` in {lab.fw_ns}):", file=out)
     for line in describe(prefix):
@@ -64,17 +69,25 @@ def lab_up_cmd(prefix: str = "ngfw", hosts: int = 1, out: TextIO = sys.stdout, v
     )
     for vm in booted:
         g = vm.guest
-        print(f"  {vm.name} is a QEMU guest ({g.accel}, {g.spec.memory_mb} MiB, pid {g.pid}) on TAP "
-              f"{g.spec.nics[0].tap} in {g.netns}, booted in {vm.boot_seconds:.1f} s; console log "
-              f"{g.files.console_log}", file=out)
+        print(
+            f"  {vm.name} is a QEMU guest ({g.accel}, {g.spec.memory_mb} MiB, pid {g.pid}) on TAP "
+            f"{g.spec.nics[0].tap} in {g.netns}, booted in {vm.boot_seconds:.1f} s; console log "
+            f"{g.files.console_log}",
+            file=out,
+        )
     if firewall is None:
         print(f"  dataplane wire: --wire {lab.wire} (inside {lab.fw_ns})", file=out)
     if two is not None:
-        print(f"  host-b: tenant-b's db1 {two.db1.ipv4} / {two.db1.ipv6} ({two.db1.mac}) behind {two.host_b.fw_ns}",
-              file=out)
-        print(f"  control: run `ngfw control --listen {two.control_ip}:{two.control_port} --insecure-http` in {two.mgmt_ns}; then "
-              f"`ngfw dataplane --wire {lab.wire} --control {two.control_url} --host host-a|host-b --token-file F` "
-              f"in {two.host_a.fw_ns} / {two.host_b.fw_ns}; policy: rules/examples/lab-two-hosts.yaml", file=out)
+        print(
+            f"  host-b: tenant-b's db1 {two.db1.ipv4} / {two.db1.ipv6} ({two.db1.mac}) behind {two.host_b.fw_ns}",
+            file=out,
+        )
+        print(
+            f"  control: run `ngfw control --listen {two.control_ip}:{two.control_port} --insecure-http` in {two.mgmt_ns}; then "
+            f"`ngfw dataplane --wire {lab.wire} --control {two.control_url} --host host-a|host-b --token-file F` "
+            f"in {two.host_a.fw_ns} / {two.host_b.fw_ns}; policy: rules/examples/lab-two-hosts.yaml",
+            file=out,
+        )
     return 0
 
 

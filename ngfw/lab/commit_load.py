@@ -61,16 +61,25 @@ def churn_rules(tenant_a: dict[str, Any], tenant_b: dict[str, Any]) -> Churn:
         for policy, group, proto in ((tenant_a, "group:web", "tcp"), (tenant_b, "group:db", "udp")):
             copy = json.loads(json.dumps(policy))
             rules = copy["spec"]["rules"]
-            rules.insert(len(rules) - 1, {"name": "churn", "from": [group], "to": ["cidr:10.77.0.100/32"],
-                                          "services": [f"{proto}/{9000 + n}"], "action": "allow"})
+            rules.insert(
+                len(rules) - 1,
+                {
+                    "name": "churn",
+                    "from": [group],
+                    "to": ["cidr:10.77.0.100/32"],
+                    "services": [f"{proto}/{9000 + n}"],
+                    "action": "allow",
+                },
+            )
             out.append(copy)
         return out
 
     return documents
 
 
-def commits_under_load(site: ControlSite, churn: Churn, commits: int = 20, pings: int = 1000,
-                       seconds: float = 10.0) -> CommitLoadReport:
+def commits_under_load(
+    site: ControlSite, churn: Churn, commits: int = 20, pings: int = 1000, seconds: float = 10.0
+) -> CommitLoadReport:
     """Run the load (about `seconds` long), make `commits` commits as `admin` through it; what the clients saw."""
     lab, db1 = site.two.lab, site.two.db1
     report = CommitLoadReport()
@@ -83,14 +92,28 @@ def commits_under_load(site: ControlSite, churn: Churn, commits: int = 20, pings
             loads[name] = run_in(ns, ["ping", "-c", str(pings), "-i", f"{interval:.3f}", "-W", "1", dest], **text)
         # the lab's nginx paces its download too (`?rate=`): a client's --limit-rate only slows its reads, and a
         # flow the kernel forwards (flow bypass) may arrive, and end, long before the commits do
-        for name, url, size in (("tcp web1->srv", f"http://{lab.srv.ipv4}/big.bin?rate={int(BIG_FILE_SIZE / seconds)}",
-                                 BIG_FILE_SIZE),
-                                ("tcp web1->db1", f"http://{db1.ipv4}:{DB_PORT}/big.bin?rate={int(DB_FILE_SIZE / seconds)}",
-                                 DB_FILE_SIZE)):
+        for name, url, size in (
+            ("tcp web1->srv", f"http://{lab.srv.ipv4}/big.bin?rate={int(BIG_FILE_SIZE / seconds)}", BIG_FILE_SIZE),
+            ("tcp web1->db1", f"http://{db1.ipv4}:{DB_PORT}/big.bin?rate={int(DB_FILE_SIZE / seconds)}", DB_FILE_SIZE),
+        ):
             rate = int(size / seconds)
-            loads[name] = run_in(lab.web1.ns, ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{size_download}",
-                                               "--limit-rate", str(rate), "--max-time", str(int(seconds * 4)), url],
-                                 **text)
+            loads[name] = run_in(
+                lab.web1.ns,
+                [
+                    "curl",
+                    "-sS",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code} %{size_download}",
+                    "--limit-rate",
+                    str(rate),
+                    "--max-time",
+                    str(int(seconds * 4)),
+                    url,
+                ],
+                **text,
+            )
             sizes[name] = size
         time.sleep(0.5)  # every session established before the first commit
         for n in range(commits):

@@ -59,12 +59,20 @@ class ControlSite:
         assert self.control_process is not None
         stop_process(self.control_process)
         time.sleep(down)
-        self.control_process = run_in(self.two.mgmt_ns, self.control_argv, stdout=self.control_log,
-                                      stderr=self.control_log, stdin=subprocess.DEVNULL, env=dataplane_env(),
-                                      cwd=str(REPO_ROOT))
+        self.control_process = run_in(
+            self.two.mgmt_ns,
+            self.control_argv,
+            stdout=self.control_log,
+            stderr=self.control_log,
+            stdin=subprocess.DEVNULL,
+            env=dataplane_env(),
+            cwd=str(REPO_ROOT),
+        )
         if not _wait(self._answers, ready_timeout):
-            raise SiteError(f"ngfw control did not answer in {ready_timeout:.0f} s after a restart:\n"
-                            + (self.workdir / "control.log").read_text(errors="replace")[-3000:])
+            raise SiteError(
+                f"ngfw control did not answer in {ready_timeout:.0f} s after a restart:\n"
+                + (self.workdir / "control.log").read_text(errors="replace")[-3000:]
+            )
 
     def _answers(self) -> bool:
         try:
@@ -83,8 +91,16 @@ class ControlSite:
 
     def cli(self, who: str, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         """`ngfw ARGS --control URL --token-file <who's token>` in the management namespace."""
-        argv = [sys.executable, "-m", "ngfw", *args, "--control", self.two.control_url,
-                "--token-file", str(self.token_files[who])]
+        argv = [
+            sys.executable,
+            "-m",
+            "ngfw",
+            *args,
+            "--control",
+            self.two.control_url,
+            "--token-file",
+            str(self.token_files[who]),
+        ]
         return call_in(self.two.mgmt_ns, argv, timeout=timeout, env=dataplane_env(), cwd=str(REPO_ROOT))
 
     def status(self) -> dict[str, Any]:
@@ -98,7 +114,8 @@ class ControlSite:
         hosts = {h["host"]: h for h in status["hosts"]}
         return status["version"] == version and all(
             h.name in hosts and hosts[h.name]["current"] and hosts[h.name]["status"] == "applied"
-            for h in self.two.hosts)
+            for h in self.two.hosts
+        )
 
     def wait_realized(self, version: int, timeout: float = 15, interval: float = 0.02) -> dict[str, Any]:
         """Block until every host acknowledges `version` as applied and current; the status then."""
@@ -129,17 +146,35 @@ def _wait(predicate: Callable[[], bool], timeout: float) -> bool:
 def site_dataplane_argv(site: ControlSite, host: DataplaneHost) -> dataplane_process.ArgvBuilder:
     def argv(policy: str, metrics: str, eve: str) -> list[str]:
         # no --policy: the dataplane drops everything until its agent has applied control's bundle
-        return [sys.executable, "-m", "ngfw", "dataplane", "--wire", host.wire, "--metrics", metrics, "--eve", eve,
-                "--control", site.two.control_url, "--host", host.name, "--token-file", str(site.token_files[host.name]),
-                # each host fetches and verifies the signature sets control distributes, into a cache of its own
-                "--signature-cache", str(site.workdir / host.name / "signature-sets")]
+        return [
+            sys.executable,
+            "-m",
+            "ngfw",
+            "dataplane",
+            "--wire",
+            host.wire,
+            "--metrics",
+            metrics,
+            "--eve",
+            eve,
+            "--control",
+            site.two.control_url,
+            "--host",
+            host.name,
+            "--token-file",
+            str(site.token_files[host.name]),
+            # each host fetches and verifies the signature sets control distributes, into a cache of its own
+            "--signature-cache",
+            str(site.workdir / host.name / "signature-sets"),
+        ]
 
     return argv
 
 
 @contextlib.contextmanager
-def control_site(two: TwoHostLab, workdir: Path, policy: Path, ready_timeout: float = 30,
-                 control_args: Sequence[str] = ()) -> Iterator[ControlSite]:
+def control_site(
+    two: TwoHostLab, workdir: Path, policy: Path, ready_timeout: float = 30, control_args: Sequence[str] = ()
+) -> Iterator[ControlSite]:
     """Control with `policy` committed as version 1 by `admin`, both hosts' dataplanes running it.
     `control_args`: more options of `ngfw control` (`--syslog HOST:PORT`)."""
     procs: list[subprocess.Popen[Any]] = []
@@ -151,9 +186,24 @@ def control_site(two: TwoHostLab, workdir: Path, policy: Path, ready_timeout: fl
         (www / "index.html").write_text("tenant-b database front\n")
         (www / "big.bin").write_bytes(b"\x5a" * DB_FILE_SIZE)
         logs.append(open(workdir / "db1-http.log", "ab"))
-        procs.append(run_in(two.db1.ns, [sys.executable, "-m", "ngfw.lab.paced_http", str(DB_PORT), "--bind", two.db1.ipv4,
-                                         "--directory", str(www)],
-                            stdout=logs[-1], stderr=logs[-1], stdin=subprocess.DEVNULL))
+        procs.append(
+            run_in(
+                two.db1.ns,
+                [
+                    sys.executable,
+                    "-m",
+                    "ngfw.lab.paced_http",
+                    str(DB_PORT),
+                    "--bind",
+                    two.db1.ipv4,
+                    "--directory",
+                    str(www),
+                ],
+                stdout=logs[-1],
+                stderr=logs[-1],
+                stdin=subprocess.DEVNULL,
+            )
+        )
 
         tokens_file = workdir / "tokens.json"
         tokens = {name: add_token(tokens_file, name, role) for name, role in PRINCIPALS.items()}
@@ -162,16 +212,35 @@ def control_site(two: TwoHostLab, workdir: Path, policy: Path, ready_timeout: fl
             token_files[name] = workdir / f"{name}.token"
             token_files[name].write_text(token + "\n")
         logs.append(open(workdir / "control.log", "ab"))
-        argv = [sys.executable, "-m", "ngfw", "control", "--listen", f"{two.control_ip}:{two.control_port}",
-                "--store", f"sqlite:///{workdir / 'control.db'}", "--tokens", str(tokens_file),
-                "--insecure-http",  # the lab's management network is a namespace's: nothing else sees it
-                *control_args]
+        argv = [
+            sys.executable,
+            "-m",
+            "ngfw",
+            "control",
+            "--listen",
+            f"{two.control_ip}:{two.control_port}",
+            "--store",
+            f"sqlite:///{workdir / 'control.db'}",
+            "--tokens",
+            str(tokens_file),
+            "--insecure-http",  # the lab's management network is a namespace's: nothing else sees it
+            *control_args,
+        ]
         site = ControlSite(two, workdir, tokens, token_files, control_argv=argv, control_log=logs[-1])
-        site.control_process = run_in(two.mgmt_ns, argv, stdout=logs[-1], stderr=logs[-1], stdin=subprocess.DEVNULL,
-                                      env=dataplane_env(), cwd=str(REPO_ROOT))
+        site.control_process = run_in(
+            two.mgmt_ns,
+            argv,
+            stdout=logs[-1],
+            stderr=logs[-1],
+            stdin=subprocess.DEVNULL,
+            env=dataplane_env(),
+            cwd=str(REPO_ROOT),
+        )
         if not _wait(site._answers, ready_timeout):
-            raise SiteError(f"ngfw control did not answer in {ready_timeout:.0f} s:\n"
-                            + (workdir / "control.log").read_text(errors="replace")[-3000:])
+            raise SiteError(
+                f"ngfw control did not answer in {ready_timeout:.0f} s:\n"
+                + (workdir / "control.log").read_text(errors="replace")[-3000:]
+            )
         for step in (("apply", "-f", str(policy)), ("commit", "-m", f"{policy.name}: two tenants, two hosts")):
             done = site.cli("admin", *step)
             if done.returncode != 0:
@@ -181,8 +250,13 @@ def control_site(two: TwoHostLab, workdir: Path, policy: Path, ready_timeout: fl
             hostdir = workdir / host.name
             hostdir.mkdir(exist_ok=True)
             site.dataplanes[host.name] = dataplane_process.start_dataplane(
-                host.fw_ns, "-", free_tcp_port(host.fw_ns), workdir=hostdir,
-                argv_builder=site_dataplane_argv(site, host), ready_timeout=ready_timeout)
+                host.fw_ns,
+                "-",
+                free_tcp_port(host.fw_ns),
+                workdir=hostdir,
+                argv_builder=site_dataplane_argv(site, host),
+                ready_timeout=ready_timeout,
+            )
         site.wait_realized(1, timeout=ready_timeout)
         yield site
     finally:

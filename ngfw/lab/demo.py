@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from ngfw.lab.fw_vm import FwVm
 
 DEMO_POLICY = "rules/examples/lab.yaml"
-DEMO_RULES = "rules/threats/lab.rules"   # the signatures web-to-server-http inspects with
+DEMO_RULES = "rules/threats/lab.rules"  # the signatures web-to-server-http inspects with
 METRICS_PORT = 9650
 CURL_CONNECT_TIMEOUT = 2
 
@@ -81,8 +81,13 @@ def demo_checks(lab: Lab) -> list[Check]:
         Check("web1", f"ping  {srv}", ("ping", "-c", "3", "-i", "0.2", "-W", "1", srv), "allowed", "ping"),
         Check("web2", f"HTTP  {srv}:8080", curl(f"http://{srv}:8080/"), "denied", "silent drop"),
         Check("web1", f"HTTP  {srv}:8443", curl(f"http://{srv}:8443/"), "rejected", "TCP RST from the dataplane"),
-        Check("web1", f"HTTP  {srv}:80 exploit", curl(f"http://{srv}/cgi-bin/x?exploit=1"), "denied",
-              "signature 9000002 (drop)"),
+        Check(
+            "web1",
+            f"HTTP  {srv}:80 exploit",
+            curl(f"http://{srv}/cgi-bin/x?exploit=1"),
+            "denied",
+            "signature 9000002 (drop)",
+        ),
     ]
 
 
@@ -232,15 +237,23 @@ def _demo(
         image = ensure_vm_image(say=lambda line: say(f"demo: {line}"))
         stack.callback(shutdown_lab_vm, prefix)
         dp = start_fw_vm(lab, image, policy_path, {"lab": repo_path(DEMO_RULES)}, say=lambda line: say(f"demo: {line}"))
-        say(f"demo: the firewall is the ngfw VM (pid {dp.pid}): its two NICs on br-vm and br-up, "
-            f"ngfw-dataplane.service enforcing {dp.boot_seconds:.1f} s after QEMU started")
+        say(
+            f"demo: the firewall is the ngfw VM (pid {dp.pid}): its two NICs on br-vm and br-up, "
+            f"ngfw-dataplane.service enforcing {dp.boot_seconds:.1f} s after QEMU started"
+        )
     elif baseline:
         lab_bridge_fw(lab)
         say("demo: BASELINE mode: a Linux bridge joins fw-vm and fw-up (no policy is enforced)")
     else:
         say(f"demo: starting the dataplane in {lab.fw_ns} with policy {policy_path}")
-        dp = start_dataplane(lab.fw_ns, policy_path, METRICS_PORT, workdir=workdir, argv_builder=argv_builder,
-                             extra_args=["--rules", f"lab={repo_path(DEMO_RULES)}"])
+        dp = start_dataplane(
+            lab.fw_ns,
+            policy_path,
+            METRICS_PORT,
+            workdir=workdir,
+            argv_builder=argv_builder,
+            extra_args=["--rules", f"lab={repo_path(DEMO_RULES)}"],
+        )
         stack.callback(dp.stop)
         say(f"demo: dataplane pid {dp.pid} ready, metrics on {dp.metrics_host}:{dp.metrics_port} (in {lab.fw_ns})")
     say()

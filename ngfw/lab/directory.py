@@ -27,12 +27,15 @@ SLAPD = shutil.which("slapd") or "/usr/sbin/slapd"
 SUFFIX = "dc=lab"
 ADMIN_DN = "cn=admin,dc=lab"
 ADMIN_PASSWORD = "lab-admin"
-READER_DN = "cn=ngfw-reader,dc=lab"   # the account a firewall reads groups as
+READER_DN = "cn=ngfw-reader,dc=lab"  # the account a firewall reads groups as
 READER_PASSWORD = "reader-secret"
 SCHEMAS = ("core", "cosine", "inetorgperson", "nis")
 LAB_USERS = ("alice", "bob", "carol", "dave")
-LAB_GROUPS = {"finance-auditors": ["user:dave"], "finance": ["user:alice", "user:bob", "group:finance-auditors"],
-              "engineering": ["user:carol"]}
+LAB_GROUPS = {
+    "finance-auditors": ["user:dave"],
+    "finance": ["user:alice", "user:bob", "group:finance-auditors"],
+    "engineering": ["user:carol"],
+}
 
 
 def user_dn(name: str) -> str:
@@ -55,8 +58,14 @@ def _free_port() -> int:
 
 
 class Directory:
-    def __init__(self, directory: str | Path, port: int | None = None, netns: str | None = None,
-                 tls: tuple[Path, Path] | None = None, require_bind: bool = False) -> None:
+    def __init__(
+        self,
+        directory: str | Path,
+        port: int | None = None,
+        netns: str | None = None,
+        tls: tuple[Path, Path] | None = None,
+        require_bind: bool = False,
+    ) -> None:
         """`netns`: run slapd (and talk to it) inside that network namespace, on its loopback. `tls`: (certificate,
         key) PEM files: slapd also serves ldaps:// on `ldaps_port`. `require_bind`: anonymous clients may only
         bind (read nothing)."""
@@ -83,18 +92,35 @@ class Directory:
         db = self.dir / "db"
         db.mkdir(parents=True, exist_ok=True)
         conf = self.dir / "slapd.conf"
-        conf.write_text("\n".join(
-            [f"include /etc/ldap/schema/{s}.schema" for s in SCHEMAS]
-            + [f"pidfile {self.dir / 'slapd.pid'}", "modulepath /usr/lib/ldap", "moduleload back_mdb",
-               "database mdb", f'suffix "{SUFFIX}"', f'rootdn "{ADMIN_DN}"', f"rootpw {ADMIN_PASSWORD}",
-               f"directory {db}", "maxsize 104857600"]
-            + (["access to attrs=userPassword by anonymous auth by * none",
-                "access to * by users read by anonymous auth by * none"] if self.require_bind
-               else ["access to * by * read"])) + "\n")
+        conf.write_text(
+            "\n".join(
+                [f"include /etc/ldap/schema/{s}.schema" for s in SCHEMAS]
+                + [
+                    f"pidfile {self.dir / 'slapd.pid'}",
+                    "modulepath /usr/lib/ldap",
+                    "moduleload back_mdb",
+                    "database mdb",
+                    f'suffix "{SUFFIX}"',
+                    f'rootdn "{ADMIN_DN}"',
+                    f"rootpw {ADMIN_PASSWORD}",
+                    f"directory {db}",
+                    "maxsize 104857600",
+                ]
+                + (
+                    [
+                        "access to attrs=userPassword by anonymous auth by * none",
+                        "access to * by users read by anonymous auth by * none",
+                    ]
+                    if self.require_bind
+                    else ["access to * by * read"]
+                )
+            )
+            + "\n"
+        )
         listen = f"{self.url}/"
         if self.tls:
             cert, key = self.tls
-            with conf.open("r+") as f:   # global TLS options go before the first `database`
+            with conf.open("r+") as f:  # global TLS options go before the first `database`
                 text = f.read()
                 f.seek(0)
                 f.write(f"TLSCertificateFile {cert}\nTLSCertificateKeyFile {key}\n" + text)
@@ -110,8 +136,11 @@ class Directory:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"slapd exited: {self.process.stderr.read().decode(errors='replace')[-500:]}"
-                                   if self.process.stderr else "slapd exited")
+                raise RuntimeError(
+                    f"slapd exited: {self.process.stderr.read().decode(errors='replace')[-500:]}"
+                    if self.process.stderr
+                    else "slapd exited"
+                )
             try:
                 with self._here():
                     with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
@@ -154,11 +183,15 @@ class Directory:
     def connect(self) -> Any:
         from ldap3 import Connection, Server
 
-        return Connection(Server("127.0.0.1", port=self.port, connect_timeout=5), user=ADMIN_DN,
-                          password=ADMIN_PASSWORD, auto_bind=True, raise_exceptions=True)
+        return Connection(
+            Server("127.0.0.1", port=self.port, connect_timeout=5),
+            user=ADMIN_DN,
+            password=ADMIN_PASSWORD,
+            auto_bind=True,
+            raise_exceptions=True,
+        )
 
-    def load_lab_tree(self, users: tuple[str, ...] = LAB_USERS,
-                      groups: dict[str, list[str]] | None = None) -> None:
+    def load_lab_tree(self, users: tuple[str, ...] = LAB_USERS, groups: dict[str, list[str]] | None = None) -> None:
         groups = LAB_GROUPS if groups is None else groups
         with self._here():
             conn = self.connect()
@@ -166,8 +199,11 @@ class Directory:
             conn.add(SUFFIX, ["dcObject", "organization"], {"o": "ngfw lab", "dc": "lab"})
             conn.add(f"ou=people,{SUFFIX}", ["organizationalUnit"], {"ou": "people"})
             conn.add(f"ou=groups,{SUFFIX}", ["organizationalUnit"], {"ou": "groups"})
-            conn.add(READER_DN, ["organizationalRole", "simpleSecurityObject"],
-                     {"cn": "ngfw-reader", "userPassword": READER_PASSWORD})
+            conn.add(
+                READER_DN,
+                ["organizationalRole", "simpleSecurityObject"],
+                {"cn": "ngfw-reader", "userPassword": READER_PASSWORD},
+            )
             for name in users:
                 conn.add(user_dn(name), ["inetOrgPerson"], {"uid": name, "cn": name, "sn": name})
             for name, members in groups.items():

@@ -56,14 +56,33 @@ class FloodResult:
 class SynFlood:
     """trafgen flooding `dst:dst_port` with SYNs from `src`'s namespace, for at most `seconds` (start, then stop)."""
 
-    def __init__(self, src: Endpoint, dst: Endpoint, dst_port: int, seconds: float, workdir: Path,
-                 rate_pps: int | None = None, payload: int = 0) -> None:
+    def __init__(
+        self,
+        src: Endpoint,
+        dst: Endpoint,
+        dst_port: int,
+        seconds: float,
+        workdir: Path,
+        rate_pps: int | None = None,
+        payload: int = 0,
+    ) -> None:
         self.src = src
         self.seconds = seconds
         self.config = workdir / f"synflood-{src.name}.trafgen"
         self.config.write_text(render_trafgen_syn(src.mac, dst.mac, src.ipv4, dst.ipv4, dst_port, payload))
-        self.argv = ["trafgen", "--dev", src.ifname, "--conf", str(self.config), "--cpus", "1", "--no-sock-mem",
-                     "--notouch-irq", "--num", str(int(seconds * MAX_FLOOD_PPS))]
+        self.argv = [
+            "trafgen",
+            "--dev",
+            src.ifname,
+            "--conf",
+            str(self.config),
+            "--cpus",
+            "1",
+            "--no-sock-mem",
+            "--notouch-irq",
+            "--num",
+            str(int(seconds * MAX_FLOOD_PPS)),
+        ]
         if rate_pps:
             self.argv += ["--rate", f"{rate_pps}pps"]
         self.proc: subprocess.Popen[str] | None = None
@@ -72,8 +91,15 @@ class SynFlood:
 
     def start(self) -> SynFlood:
         # a session of its own: SIGINT must reach trafgen's worker, which prints the count it sent
-        self.proc = run_in(self.src.ns, self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        self.proc = run_in(
+            self.src.ns,
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         self.started = time.monotonic()
         return self
 
@@ -118,19 +144,33 @@ class KeepAliveDownload:
     url: str
     count: int = 2000
     timeout: float = 120.0
-    limit_bps: int | None = None   # paced by the client (curl --limit-rate): a transfer with room to spare
+    limit_bps: int | None = None  # paced by the client (curl --limit-rate): a transfer with room to spare
     downloads: list[Download] = field(default_factory=list)
     error: str = ""
 
     def start(self) -> KeepAliveDownload:
-        argv = ["curl", "-sS", "--max-time", str(self.timeout), "-w", "%{stderr}%{time_total} %{size_download} %{num_connects}\\n"]
+        argv = [
+            "curl",
+            "-sS",
+            "--max-time",
+            str(self.timeout),
+            "-w",
+            "%{stderr}%{time_total} %{size_download} %{num_connects}\\n",
+        ]
         if self.limit_bps:
             argv += ["--limit-rate", str(self.limit_bps // 8)]
         for _ in range(self.count):
             argv += ["-o", "/dev/null", self.url]
         # the -w lines go to stderr, which curl does not buffer: each arrives when its download ends
-        self._proc = run_in(self.ns, argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, bufsize=1)
+        self._proc = run_in(
+            self.ns,
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         return self
@@ -142,7 +182,7 @@ class KeepAliveDownload:
             try:
                 self.downloads.append(Download(time.monotonic(), float(parts[0]), int(parts[1]), int(parts[2])))
             except (ValueError, IndexError):
-                self.error = line.strip()[-300:]   # curl's own message
+                self.error = line.strip()[-300:]  # curl's own message
 
     def stop(self) -> None:
         if self._proc.poll() is None:
@@ -169,7 +209,9 @@ class KeepAliveDownload:
         return bits / (end - start) if end > start else 0.0
 
 
-def new_connections(ns: str, url: str, count: int, interval: float = 0.2, timeout: float = 10.0) -> list[dict[str, Any]]:
+def new_connections(
+    ns: str, url: str, count: int, interval: float = 0.2, timeout: float = 10.0
+) -> list[dict[str, Any]]:
     """`count` new HTTP connections to `url` from `ns`, started `interval` s apart, each its own curl (a new TCP
     connection, SYN retransmissions and all): their status, how long each took, and curl's error if any."""
     results: list[dict[str, Any]] = [{} for _ in range(count)]
@@ -180,8 +222,12 @@ def new_connections(ns: str, url: str, count: int, interval: float = 0.2, timeou
         try:
             done = call_in(ns, argv, timeout=timeout + 5)
             code, connect = (done.stdout.split() + ["000", "0"])[:2]
-            results[i] = {"status": int(code), "connect_s": float(connect), "seconds": time.monotonic() - started,
-                          "error": done.stderr.strip()[-200:]}
+            results[i] = {
+                "status": int(code),
+                "connect_s": float(connect),
+                "seconds": time.monotonic() - started,
+                "error": done.stderr.strip()[-200:],
+            }
         except subprocess.TimeoutExpired:
             results[i] = {"status": 0, "connect_s": 0.0, "seconds": time.monotonic() - started, "error": "timed out"}
 
@@ -221,8 +267,8 @@ def process_cpu_seconds(pid: int) -> float:
         try:
             fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
-            continue   # the thread ended
-        total += int(fields[11]) + int(fields[12])   # utime, stime
+            continue  # the thread ended
+        total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / ticks
 
 
@@ -251,9 +297,11 @@ class CpuWindow:
         end = self._now()
         wall = end[0] - self.start[0]
         cpus = os.cpu_count() or 1
-        return {"dataplane_cores": round((end[1] - self.start[1]) / wall, 2),
-                "machine_busy": round((end[2] - self.start[2]) / wall / cpus, 2),
-                "steal": round((end[3] - self.start[3]) / wall / cpus, 2)}
+        return {
+            "dataplane_cores": round((end[1] - self.start[1]) / wall, 2),
+            "machine_busy": round((end[2] - self.start[2]) / wall / cpus, 2),
+            "steal": round((end[3] - self.start[3]) / wall / cpus, 2),
+        }
 
 
 def sample_memory(pid: int, files: Sequence[Path] = ()) -> dict[str, int]:
@@ -273,15 +321,15 @@ class FloodReport:
     flood: FloodResult
     unflooded_bps: float
     flooded_bps: float
-    after_bps: float                     # once it resumed after the flood
-    resumed_seconds: float | None        # from the end of the flood to the download's next completed file
-    download_connections: int            # connections the established download made (1: it never broke)
+    after_bps: float  # once it resumed after the flood
+    resumed_seconds: float | None  # from the end of the flood to the download's next completed file
+    download_connections: int  # connections the established download made (1: it never broke)
     legit: list[dict[str, Any]]
-    memory: dict[str, dict[str, int]]    # "idle" (before any traffic), "before", "during", "after" the flood
+    memory: dict[str, dict[str, int]]  # "idle" (before any traffic), "before", "during", "after" the flood
     counters: dict[str, float]
     drops: dict[str, float]
-    settle_seconds: float                # from the end of the flood to the memory given back
-    cpu: dict[str, dict[str, float]]     # "before" and "during" the flood: CpuWindow
+    settle_seconds: float  # from the end of the flood to the memory given back
+    cpu: dict[str, dict[str, float]]  # "before" and "during" the flood: CpuWindow
 
     @property
     def legit_ok(self) -> int:
@@ -292,27 +340,63 @@ class FloodReport:
         return self.flooded_bps / self.unflooded_bps if self.unflooded_bps > 0 else 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"flood_sent": self.flood.sent, "flood_seconds": round(self.flood.seconds, 3),
-                "flood_pps": round(self.flood.pps), "unflooded_bps": round(self.unflooded_bps),
-                "flooded_bps": round(self.flooded_bps), "after_bps": round(self.after_bps),
-                "resumed_seconds": None if self.resumed_seconds is None else round(self.resumed_seconds, 2),
-                "throughput_ratio": round(self.throughput_ratio, 3), "download_connections": self.download_connections,
-                "legit_ok": self.legit_ok, "legit": self.legit, "memory": self.memory, "counters": self.counters,
-                "drops": self.drops, "settle_seconds": round(self.settle_seconds, 1), "cpu": self.cpu}
+        return {
+            "flood_sent": self.flood.sent,
+            "flood_seconds": round(self.flood.seconds, 3),
+            "flood_pps": round(self.flood.pps),
+            "unflooded_bps": round(self.unflooded_bps),
+            "flooded_bps": round(self.flooded_bps),
+            "after_bps": round(self.after_bps),
+            "resumed_seconds": None if self.resumed_seconds is None else round(self.resumed_seconds, 2),
+            "throughput_ratio": round(self.throughput_ratio, 3),
+            "download_connections": self.download_connections,
+            "legit_ok": self.legit_ok,
+            "legit": self.legit,
+            "memory": self.memory,
+            "counters": self.counters,
+            "drops": self.drops,
+            "settle_seconds": round(self.settle_seconds, 1),
+            "cpu": self.cpu,
+        }
 
 
-COUNTERS = ("ngfw_flows_early_dropped_total", "ngfw_flow_insert_failures_total", "ngfw_port_kernel_drops_total",
-            "ngfw_events_lost_total", "ngfw_flows_created_total", "ngfw_flows_active", "ngfw_flow_records_unlogged_total",
-            "ngfw_memory_given_back_bytes_total", "ngfw_flow_table_given_back_bytes", "ngfw_flow_table_bytes",
-            "ngfw_bypass_flows_total", "ngfw_bypass_packets_total", "ngfw_dos_syn_seen_total", "ngfw_dos_dropped_total",
-            "ngfw_dos_syn_protection_enabled")
+COUNTERS = (
+    "ngfw_flows_early_dropped_total",
+    "ngfw_flow_insert_failures_total",
+    "ngfw_port_kernel_drops_total",
+    "ngfw_events_lost_total",
+    "ngfw_flows_created_total",
+    "ngfw_flows_active",
+    "ngfw_flow_records_unlogged_total",
+    "ngfw_memory_given_back_bytes_total",
+    "ngfw_flow_table_given_back_bytes",
+    "ngfw_flow_table_bytes",
+    "ngfw_bypass_flows_total",
+    "ngfw_bypass_packets_total",
+    "ngfw_dos_syn_seen_total",
+    "ngfw_dos_dropped_total",
+    "ngfw_dos_syn_protection_enabled",
+)
 
 
-def run_flood(dataplane: Any, attacker: Endpoint, target: Endpoint, target_port: int, client: Endpoint, url: str,
-              workdir: Path, flood_seconds: float = 8.0, quiet_seconds: float = 3.0, new_connections_count: int = 10,
-              rate_pps: int | None = None, payload: int = 0, state_file: Path | None = None,
-              resume_timeout: float = 30.0, settle_timeout: float = 60.0, download_limit_bps: int | None = None
-              ) -> FloodReport:
+def run_flood(
+    dataplane: Any,
+    attacker: Endpoint,
+    target: Endpoint,
+    target_port: int,
+    client: Endpoint,
+    url: str,
+    workdir: Path,
+    flood_seconds: float = 8.0,
+    quiet_seconds: float = 3.0,
+    new_connections_count: int = 10,
+    rate_pps: int | None = None,
+    payload: int = 0,
+    state_file: Path | None = None,
+    resume_timeout: float = 30.0,
+    settle_timeout: float = 60.0,
+    download_limit_bps: int | None = None,
+) -> FloodReport:
     """`attacker` floods `target:target_port` with SYNs through `dataplane` (a running DataplaneProcess) while
     `client`, over one connection established before, downloads `url` again and again (at most at
     `download_limit_bps`), and opens
@@ -325,7 +409,7 @@ def run_flood(dataplane: Any, attacker: Endpoint, target: Endpoint, target_port:
     memory = {"idle": sample_memory(dataplane.pid, files)}
     download = KeepAliveDownload(client.ns, url, limit_bps=download_limit_bps).start()
     try:
-        time.sleep(0.5)   # connected, slow start over
+        time.sleep(0.5)  # connected, slow start over
         quiet_from = time.monotonic()
         cpu_window = CpuWindow(dataplane.pid)
         time.sleep(quiet_seconds)
@@ -365,9 +449,10 @@ def run_flood(dataplane: Any, attacker: Endpoint, target: Endpoint, target_port:
     deadline = time.monotonic() + settle_timeout
     while time.monotonic() < deadline:
         now = dataplane.metrics()
-        if (metric_sum(now, "ngfw_flows_active") <= 64 and metric_sum(now, "ngfw_flow_table_given_back_bytes")
-                >= 0.9 * metric_sum(now, "ngfw_flow_table_bytes")):
-            time.sleep(1.0)   # the pass over the inspection state, a step per sweep
+        if metric_sum(now, "ngfw_flows_active") <= 64 and metric_sum(
+            now, "ngfw_flow_table_given_back_bytes"
+        ) >= 0.9 * metric_sum(now, "ngfw_flow_table_bytes"):
+            time.sleep(1.0)  # the pass over the inspection state, a step per sweep
             break
         time.sleep(0.5)
     settle = time.monotonic() - flood_end
@@ -375,6 +460,17 @@ def run_flood(dataplane: Any, attacker: Endpoint, target: Endpoint, target_port:
     settled = dataplane.metrics()
     for name in ("ngfw_memory_given_back_bytes_total", "ngfw_flow_table_given_back_bytes", "ngfw_flows_active"):
         counters[f"{name}:after"] = metric_sum(settled, name)
-    return FloodReport(result, download.rate_bps(quiet_from, quiet_to), download.rate_bps(flooded_from, flooded_to),
-                       download.rate_bps(after_from, after_to), resumed, download.connections(), legit, memory,
-                       counters, drops, settle, cpu)
+    return FloodReport(
+        result,
+        download.rate_bps(quiet_from, quiet_to),
+        download.rate_bps(flooded_from, flooded_to),
+        download.rate_bps(after_from, after_to),
+        resumed,
+        download.connections(),
+        legit,
+        memory,
+        counters,
+        drops,
+        settle,
+        cpu,
+    )

@@ -38,14 +38,16 @@ VM_SIDE_MAC = "52:54:00:77:00:01"
 UPLINK_MAC = "52:54:00:77:00:02"
 VM_SIDE_TAP = "fwvm-vm"
 UPLINK_TAP = "fwvm-up"
-METRICS = ("127.0.0.1", 9650)   # inside the VM
+METRICS = ("127.0.0.1", 9650)  # inside the VM
 EVE = "/var/log/ngfw/eve.json"
 UNIT = "ngfw-dataplane.service"
 LAB_FLOW_CAPACITY = 65536
 APPEND = "root=LABEL=ngfw-root ro console=ttyS0,115200n8 quiet"
 # Python in the guest: what reads /metrics there (the image has no curl)
-METRICS_SCRIPT = ("import urllib.request, sys; sys.stdout.write(urllib.request.urlopen("
-                  f"'http://{METRICS[0]}:{METRICS[1]}/metrics', timeout=20).read().decode())")
+METRICS_SCRIPT = (
+    "import urllib.request, sys; sys.stdout.write(urllib.request.urlopen("
+    f"'http://{METRICS[0]}:{METRICS[1]}/metrics', timeout=20).read().decode())"
+)
 
 
 class FwVmError(RuntimeError):
@@ -59,7 +61,7 @@ class FwVm:
     guest: Guest
     agent: QemuGuestAgent
     accel: str
-    boot_seconds: float   # QEMU started -> the unit is active (its READY=1: the policy is enforced)
+    boot_seconds: float  # QEMU started -> the unit is active (its READY=1: the policy is enforced)
     metrics_host: str = METRICS[0]
     metrics_port: int = METRICS[1]
     eve_path: str = f"{EVE} (in the VM)"
@@ -124,12 +126,16 @@ class FwVm:
 
 def lab_seed(lab: Lab, policy: Path, rules: dict[str, Path]) -> Seed:
     """The NoCloud seed of the lab's ngfw VM: the lab's policy and signatures, metrics on the VM's loopback."""
-    return Seed(instance_id=f"{lab.prefix}-fw-{int(time.time())}", hostname=f"{lab.prefix}-fw",
-                vm_side_mac=VM_SIDE_MAC, uplink_mac=UPLINK_MAC,
-                policy={policy.name if policy.suffix in (".yaml", ".yml") else "policy.yaml": policy.read_text()},
-                rules={name: path.read_text() for name, path in rules.items()},
-                # the lab needs few flows; the session table (in the VM's /run) and its start are smaller
-                settings={"metrics": f"{METRICS[0]}:{METRICS[1]}", "flow-capacity": LAB_FLOW_CAPACITY})
+    return Seed(
+        instance_id=f"{lab.prefix}-fw-{int(time.time())}",
+        hostname=f"{lab.prefix}-fw",
+        vm_side_mac=VM_SIDE_MAC,
+        uplink_mac=UPLINK_MAC,
+        policy={policy.name if policy.suffix in (".yaml", ".yml") else "policy.yaml": policy.read_text()},
+        rules={name: path.read_text() for name, path in rules.items()},
+        # the lab needs few flows; the session table (in the VM's /run) and its start are smaller
+        settings={"metrics": f"{METRICS[0]}:{METRICS[1]}", "flow-capacity": LAB_FLOW_CAPACITY},
+    )
 
 
 def _remove_fw_namespace_wire(lab: Lab) -> None:
@@ -141,9 +147,16 @@ def _remove_fw_namespace_wire(lab: Lab) -> None:
                 ipr.link("del", index=index)
 
 
-def start_fw_vm(lab: Lab, image: VmImage, policy: Path | None = None, rules: dict[str, Path] | None = None,
-                boot_timeout: float = 900.0, memory_mb: int = 1024, cpus: int = 2,
-                say: Callable[[str], None] = lambda line: None) -> FwVm:
+def start_fw_vm(
+    lab: Lab,
+    image: VmImage,
+    policy: Path | None = None,
+    rules: dict[str, Path] | None = None,
+    boot_timeout: float = 900.0,
+    memory_mb: int = 1024,
+    cpus: int = 2,
+    say: Callable[[str], None] = lambda line: None,
+) -> FwVm:
     """Boot the ngfw VM in lab `lab` and return once its dataplane unit is active (enforcing)."""
     policy = policy or repo_path("rules/examples/lab.yaml")
     rules = rules if rules is not None else {"lab": repo_path("rules/threats/lab.rules")}
@@ -154,13 +167,23 @@ def start_fw_vm(lab: Lab, image: VmImage, policy: Path | None = None, rules: dic
     accel = select_accelerator(image.kernel, image.initrd)
     agent_socket = run_dir / f"{GUEST}.qga.sock"
     spec = GuestSpec(
-        name=GUEST, netns=lab.host_ns, kernel=image.kernel, initrd=image.initrd, append=APPEND,
-        disk=image.disk, disk_snapshot=True, drives=(Drive(seed_path, readonly=True),),
+        name=GUEST,
+        netns=lab.host_ns,
+        kernel=image.kernel,
+        initrd=image.initrd,
+        append=APPEND,
+        disk=image.disk,
+        disk_snapshot=True,
+        drives=(Drive(seed_path, readonly=True),),
         nics=(Nic(VM_SIDE_MAC, lab.br_vm, VM_SIDE_TAP), Nic(UPLINK_MAC, lab.br_up, UPLINK_TAP)),
-        memory_mb=memory_mb, cpus=cpus, extra_args=qga_qemu_args(agent_socket),
+        memory_mb=memory_mb,
+        cpus=cpus,
+        extra_args=qga_qemu_args(agent_socket),
     )
-    say(f"booting the ngfw VM ({accel}{', slow: minutes' if accel == 'tcg' else ''}; console log "
-        f"{run_dir / (GUEST + '.console.log')})")
+    say(
+        f"booting the ngfw VM ({accel}{', slow: minutes' if accel == 'tcg' else ''}; console log "
+        f"{run_dir / (GUEST + '.console.log')})"
+    )
     started = time.monotonic()
     guest = Guest.start(spec, run_dir, accel=accel)
     agent = QemuGuestAgent(agent_socket)
@@ -177,8 +200,10 @@ def start_fw_vm(lab: Lab, image: VmImage, policy: Path | None = None, rules: dic
                 raise FwVmError(f"{UNIT} failed in the ngfw VM:\n{journal}")
             time.sleep(2.0)
         else:
-            raise FwVmError(f"{UNIT} in the ngfw VM is still {state or 'unknown'} after {boot_timeout:.0f} s; "
-                            f"console: {guest.console_text()[-1500:]}")
+            raise FwVmError(
+                f"{UNIT} in the ngfw VM is still {state or 'unknown'} after {boot_timeout:.0f} s; "
+                f"console: {guest.console_text()[-1500:]}"
+            )
     except BaseException:
         guest.kill()
         raise

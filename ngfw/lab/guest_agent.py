@@ -70,7 +70,7 @@ def parse_reply(buffer: bytes, ident: str) -> GuestResult | None:
     if not end:
         return None
     # the agent prints a newline of its own before the end line: the output is what lies between
-    output = buffer[begin.end():end.start()] if end.start() >= begin.end() else b""
+    output = buffer[begin.end() : end.start()] if end.start() >= begin.end() else b""
     return GuestResult(int(end.group(1)), output.decode(errors="replace"))
 
 
@@ -110,8 +110,9 @@ class GuestAgent:
                     return found
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise GuestAgentError(f"guest did not answer {script[:80]!r} within {timeout:g} s "
-                                          f"(got {buffer[-300:]!r})")
+                    raise GuestAgentError(
+                        f"guest did not answer {script[:80]!r} within {timeout:g} s (got {buffer[-300:]!r})"
+                    )
                 sock.settimeout(remaining)
                 try:
                     chunk = sock.recv(65536)
@@ -139,8 +140,10 @@ class GuestAgent:
     def start(self, script: str, timeout: float = 10.0) -> GuestJob:
         """Start `script` in the background in the guest; `wait` returns its result."""
         job = GuestJob(secrets.token_hex(6), script)
-        body = (f"( {script}\n) > /tmp/job-{job.ident}.out 2>&1 < /dev/null; "
-                f"echo $? > /tmp/job-{job.ident}.rc.tmp; mv /tmp/job-{job.ident}.rc.tmp /tmp/job-{job.ident}.rc")
+        body = (
+            f"( {script}\n) > /tmp/job-{job.ident}.out 2>&1 < /dev/null; "
+            f"echo $? > /tmp/job-{job.ident}.rc.tmp; mv /tmp/job-{job.ident}.rc.tmp /tmp/job-{job.ident}.rc"
+        )
         done = self.run(f"sh -c {shlex.quote(body)} > /dev/null 2>&1 &\necho started", timeout=timeout)
         if done.returncode != 0 or "started" not in done.output:
             raise GuestAgentError(f"guest could not start {script[:80]!r}: {done.output[-300:]}")
@@ -148,8 +151,11 @@ class GuestAgent:
 
     def poll(self, job: GuestJob, timeout: float = 10.0) -> GuestResult | None:
         """The job's result if it has ended, else None."""
-        done = self.run(f"if [ -e /tmp/job-{job.ident}.rc ]; then cat /tmp/job-{job.ident}.rc; "
-                        f"cat /tmp/job-{job.ident}.out; else echo running; fi", timeout=timeout)
+        done = self.run(
+            f"if [ -e /tmp/job-{job.ident}.rc ]; then cat /tmp/job-{job.ident}.rc; "
+            f"cat /tmp/job-{job.ident}.out; else echo running; fi",
+            timeout=timeout,
+        )
         first, _, rest = done.output.partition("\n")
         if first.strip() == "running":
             return None

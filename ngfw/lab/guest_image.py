@@ -200,8 +200,16 @@ def package_versions() -> PackageVersions:
 
 
 def image_key(versions: PackageVersions) -> str:
-    material = json.dumps([BUILDER_VERSION, versions.kernel_package, versions.kernel_version,
-                           versions.busybox_version, INIT_SCRIPT, NIC_MODULES])
+    material = json.dumps(
+        [
+            BUILDER_VERSION,
+            versions.kernel_package,
+            versions.kernel_version,
+            versions.busybox_version,
+            INIT_SCRIPT,
+            NIC_MODULES,
+        ]
+    )
     return hashlib.sha256(material.encode()).hexdigest()[:16]
 
 
@@ -250,6 +258,7 @@ def load_order(wanted: Iterable[str], depends: Callable[[str], list[str]], built
 
 # --- initramfs (cpio "newc") --------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class CpioEntry:
     name: str  # without a leading "/"
@@ -282,14 +291,14 @@ def read_newc(data: bytes) -> list[CpioEntry]:
     entries: list[CpioEntry] = []
     pos = 0
     while True:
-        if data[pos:pos + 6] != b"070701":
+        if data[pos : pos + 6] != b"070701":
             raise ValueError(f"bad cpio header at {pos}")
-        fields = [int(data[pos + 6 + 8 * i:pos + 14 + 8 * i], 16) for i in range(13)]
+        fields = [int(data[pos + 6 + 8 * i : pos + 14 + 8 * i], 16) for i in range(13)]
         namesize, filesize = fields[11], fields[6]
         name_start = pos + 110
-        name = data[name_start:name_start + namesize - 1].decode()
+        name = data[name_start : name_start + namesize - 1].decode()
         data_start = name_start + namesize + (-(110 + namesize) % 4)
-        body = data[data_start:data_start + filesize]
+        body = data[data_start : data_start + filesize]
         pos = data_start + filesize + (-filesize % 4)
         if name == "TRAILER!!!":
             return entries
@@ -299,8 +308,9 @@ def read_newc(data: bytes) -> list[CpioEntry]:
 def initramfs_entries(busybox: bytes, modules: list[tuple[str, bytes]]) -> list[CpioEntry]:
     """The guest's root: busybox, /init, the modules and their load order, /dev/console for early output."""
     d, f = stat.S_IFDIR | 0o755, stat.S_IFREG
-    entries = [CpioEntry(name, d) for name in ("bin", "dev", "etc", "lib", "lib/modules", "proc", "sys", "tmp",
-                                                 "www", "root")]
+    entries = [
+        CpioEntry(name, d) for name in ("bin", "dev", "etc", "lib", "lib/modules", "proc", "sys", "tmp", "www", "root")
+    ]
     entries += [
         CpioEntry("dev/console", stat.S_IFCHR | 0o600, rdev=(5, 1)),
         CpioEntry("bin/busybox", f | 0o755, busybox),
@@ -313,6 +323,7 @@ def initramfs_entries(busybox: bytes, modules: list[tuple[str, bytes]]) -> list[
 
 
 # --- building -------------------------------------------------------------------------------------
+
 
 @contextlib.contextmanager
 def _locked(root: Path) -> Iterator[None]:
@@ -356,8 +367,10 @@ def guest_image(root: Path | None = None, progress: Callable[[str], None] | None
         found = _cached(root, key)
         if found:
             return found
-        say(f"building the lab guest image from {versions.kernel_package} {versions.kernel_version} and "
-            f"{BUSYBOX_PACKAGE} {versions.busybox_version} (once; cached in {root})")
+        say(
+            f"building the lab guest image from {versions.kernel_package} {versions.kernel_version} and "
+            f"{BUSYBOX_PACKAGE} {versions.busybox_version} (once; cached in {root})"
+        )
         try:
             return _build(root, versions, key)
         except KernelDownloadFailed:
@@ -390,8 +403,10 @@ def _build(root: Path, versions: PackageVersions, key: str) -> GuestImage:
             raise GuestImageError(f"{debs[0].name} has no boot/vmlinuz-{release}")
         by_name = {p.name.removesuffix(".ko").replace("-", "_"): p for p in moddir.rglob("*.ko")}
         builtin_list = moddir / "modules.builtin"
-        builtin = {Path(line).name.removesuffix(".ko").replace("-", "_")
-                   for line in (builtin_list.read_text().split() if builtin_list.exists() else [])}
+        builtin = {
+            Path(line).name.removesuffix(".ko").replace("-", "_")
+            for line in (builtin_list.read_text().split() if builtin_list.exists() else [])
+        }
 
         def depends(name: str) -> list[str]:
             if name not in by_name:
@@ -409,9 +424,15 @@ def _build(root: Path, versions: PackageVersions, key: str) -> GuestImage:
             (work / "vmlinux").write_bytes(vmlinux)
         with open(work / "initrd.cpio", "wb") as out:
             write_newc(initramfs_entries(BUSYBOX_PATH.read_bytes(), modules), out)
-        manifest = {"key": key, "kernel_release": release, "kernel_package": versions.kernel_package,
-                    "kernel_version": versions.kernel_version, "busybox_version": versions.busybox_version,
-                    "modules": order, "builder": BUILDER_VERSION}
+        manifest = {
+            "key": key,
+            "kernel_release": release,
+            "kernel_package": versions.kernel_package,
+            "kernel_version": versions.kernel_version,
+            "busybox_version": versions.busybox_version,
+            "modules": order,
+            "builder": BUILDER_VERSION,
+        }
         (work / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         if final.exists():
             shutil.rmtree(final)

@@ -122,10 +122,18 @@ def two_host_plan(prefix: str = "ngfw") -> TwoHostLab:
     lab = lab_plan(prefix)
     plan = TwoHostLab(
         lab=lab,
-        host_a=DataplaneHost("host-a", lab.host_ns, lab.fw_ns, "10.79.0.11", "m-fw1",
-                             host_mgmt_ip="10.79.0.21", host_mgmt_peer="m-host1"),
-        host_b=DataplaneHost("host-b", f"{prefix}-host2", f"{prefix}-fw2", "10.79.0.12", "m-fw2",
-                             host_mgmt_ip="10.79.0.22", host_mgmt_peer="m-host2"),
+        host_a=DataplaneHost(
+            "host-a", lab.host_ns, lab.fw_ns, "10.79.0.11", "m-fw1", host_mgmt_ip="10.79.0.21", host_mgmt_peer="m-host1"
+        ),
+        host_b=DataplaneHost(
+            "host-b",
+            f"{prefix}-host2",
+            f"{prefix}-fw2",
+            "10.79.0.12",
+            "m-fw2",
+            host_mgmt_ip="10.79.0.22",
+            host_mgmt_peer="m-host2",
+        ),
         db1=Endpoint("db1", f"{prefix}-db1", "eth0", "02:00:00:00:03:01", "10.77.0.21", "fd77::21", BR_VM, "vm-db1"),
         mgmt_ns=f"{prefix}-mgmt",
     )
@@ -229,8 +237,10 @@ def _build_host_b(plan: TwoHostLab) -> None:
             _veth(ipr, host.mgmt_peer, MGMT_IF, host.fw_ns, br)
             _veth(ipr, host.host_mgmt_peer, HOST_MGMT_IF, host.host_ns, br)
     for host in plan.hosts:
-        for ns, ifname, address in ((host.fw_ns, MGMT_IF, host.mgmt_ip),
-                                    (host.host_ns, HOST_MGMT_IF, host.host_mgmt_ip)):
+        for ns, ifname, address in (
+            (host.fw_ns, MGMT_IF, host.mgmt_ip),
+            (host.host_ns, HOST_MGMT_IF, host.host_mgmt_ip),
+        ):
             with IPRoute(netns=ns, flags=0) as ipr:
                 idx = ifindex(ipr, ifname)
                 ipr.addr("add", index=idx, address=address, prefixlen=24)

@@ -29,8 +29,9 @@ class ContainerError(RuntimeError):
 
 def root_partition_offset(image: Path) -> int:
     """Byte offset of the root (second) partition of the raw disk image."""
-    table = json.loads(subprocess.run(["sfdisk", "-J", str(image)], check=True, capture_output=True,
-                                      text=True).stdout)["partitiontable"]
+    table = json.loads(subprocess.run(["sfdisk", "-J", str(image)], check=True, capture_output=True, text=True).stdout)[
+        "partitiontable"
+    ]
     sector = int(table.get("sectorsize", 512))
     return int(table["partitions"][1]["start"]) * sector
 
@@ -76,23 +77,47 @@ class ImageContainer:
         # nspawn removes its propagation directory when done and refuses to unless /run is a tmpfs (it is
         # on a booted host; not in every build container)
         NSPAWN_RUN.mkdir(parents=True, exist_ok=True)
-        if subprocess.run(["findmnt", "-n", "-o", "FSTYPE", "--target", str(NSPAWN_RUN)], capture_output=True,
-                          text=True).stdout.strip() != "tmpfs":
+        if (
+            subprocess.run(
+                ["findmnt", "-n", "-o", "FSTYPE", "--target", str(NSPAWN_RUN)], capture_output=True, text=True
+            ).stdout.strip()
+            != "tmpfs"
+        ):
             subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", str(NSPAWN_RUN)], check=True)
         self.mountpoint = Path(tempfile.mkdtemp(prefix=f"{self.name}-root-"))
-        subprocess.run(["mount", "-o", f"loop,ro,offset={root_partition_offset(self.image)}", str(self.image),
-                        str(self.mountpoint)], check=True, capture_output=True)
+        subprocess.run(
+            [
+                "mount",
+                "-o",
+                f"loop,ro,offset={root_partition_offset(self.image)}",
+                str(self.image),
+                str(self.mountpoint),
+            ],
+            check=True,
+            capture_output=True,
+        )
         self.log_path = Path(tempfile.mkstemp(prefix=f"{self.name}-", suffix=".log")[1])
-        argv = ["systemd-nspawn", "--quiet", "-D", str(self.mountpoint), "--volatile=overlay", "-M", self.name,
-                "--register=no", "--keep-unit", "--console=pipe", "--boot",
-                # nspawn drops CAP_NET_ADMIN from a container on a network it was given (the dataplane
-                # configures links), and keeps CAP_BPF and bpf() from every container: a VM's systemd has
-                # both, for the units that ask (the fail-open drop-in)
-                "--capability=CAP_NET_ADMIN,CAP_BPF", "--system-call-filter=bpf"]
+        argv = [
+            "systemd-nspawn",
+            "--quiet",
+            "-D",
+            str(self.mountpoint),
+            "--volatile=overlay",
+            "-M",
+            self.name,
+            "--register=no",
+            "--keep-unit",
+            "--console=pipe",
+            "--boot",
+            # nspawn drops CAP_NET_ADMIN from a container on a network it was given (the dataplane
+            # configures links), and keeps CAP_BPF and bpf() from every container: a VM's systemd has
+            # both, for the units that ask (the fail-open drop-in)
+            "--capability=CAP_NET_ADMIN,CAP_BPF",
+            "--system-call-filter=bpf",
+        ]
         argv += [f"--network-namespace-path=/run/netns/{self.netns}"] if self.netns else ["--private-network"]
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
         deadline = time.monotonic() + self.boot_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -103,8 +128,9 @@ class ImageContainer:
                 if state in ("running", "degraded"):
                     return
             time.sleep(0.2)
-        raise ContainerError(f"the image's systemd did not finish booting within {self.boot_timeout:.0f} s: "
-                             f"{self.log()}")
+        raise ContainerError(
+            f"the image's systemd did not finish booting within {self.boot_timeout:.0f} s: {self.log()}"
+        )
 
     def _leader(self) -> int:
         """The container's PID 1, as the host sees it."""
@@ -118,13 +144,19 @@ class ImageContainer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-3000:] if self.log_path and self.log_path.exists() else ""
 
-    def run(self, argv: list[str] | str, timeout: float = 60.0, check: bool = True,
-            input: str | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, argv: list[str] | str, timeout: float = 60.0, check: bool = True, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """Run a command inside the container (a string goes to /bin/sh -c)."""
         if isinstance(argv, str):
             argv = ["/bin/sh", "-c", argv]
-        done = subprocess.run(["nsenter", "-t", str(self.leader), "-m", "-u", "-i", "-n", "-p", "-C", "--", *argv],
-                              capture_output=True, text=True, timeout=timeout, input=input)
+        done = subprocess.run(
+            ["nsenter", "-t", str(self.leader), "-m", "-u", "-i", "-n", "-p", "-C", "--", *argv],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
+        )
         if check and done.returncode != 0:
             raise ContainerError(f"{' '.join(argv)} exited with {done.returncode}: {done.stdout}{done.stderr}")
         return done
@@ -132,14 +164,33 @@ class ImageContainer:
     def copy_in(self, source: Path, path: str) -> None:
         """A host file into the container (its overlay: the image stays as built)."""
         with open(source, "rb") as data:
-            done = subprocess.run(["nsenter", "-t", str(self.leader), "-m", "-u", "-i", "-n", "-p", "-C", "--",
-                                   "/bin/sh", "-c", f"cat > {path}"], stdin=data, capture_output=True, timeout=120)
+            done = subprocess.run(
+                [
+                    "nsenter",
+                    "-t",
+                    str(self.leader),
+                    "-m",
+                    "-u",
+                    "-i",
+                    "-n",
+                    "-p",
+                    "-C",
+                    "--",
+                    "/bin/sh",
+                    "-c",
+                    f"cat > {path}",
+                ],
+                stdin=data,
+                capture_output=True,
+                timeout=120,
+            )
         if done.returncode != 0:
             raise ContainerError(f"copying {source} to {path}: {done.stderr.decode(errors='replace')}")
 
     def write(self, path: str, text: str, mode: str = "0640", owner: str = "root:ngfw") -> None:
-        self.run(f"mkdir -p \"$(dirname {path})\" && cat > {path} && chown {owner} {path} && chmod {mode} {path}",
-                 input=text)
+        self.run(
+            f'mkdir -p "$(dirname {path})" && cat > {path} && chown {owner} {path} && chmod {mode} {path}', input=text
+        )
 
     def host_pid(self, unit: str) -> int:
         """The MainPID of `unit`, as the host sees it (for signals and ptrace from the host)."""

@@ -58,8 +58,9 @@ def restore_leg(lab: Lab, leg: str, mtu: int | None = None, kind: str = "veth") 
     with IPRoute(netns=lab.fw_ns, flags=0) as ipr:
         inner_index = ipr.link_lookup(ifname=inner)[0]
         if kind == "bridge":
-            ipr.link("add", ifname=fw_if, kind="bridge", br_stp_state=0, br_forward_delay=0, br_mcast_snooping=0,
-                     **sized)
+            ipr.link(
+                "add", ifname=fw_if, kind="bridge", br_stp_state=0, br_forward_delay=0, br_mcast_snooping=0, **sized
+            )
             ipr.link("set", index=inner_index, master=ipr.link_lookup(ifname=fw_if)[0])
             fw_side.append(fw_if)
     disable_offloads(lab.fw_ns, fw_side)

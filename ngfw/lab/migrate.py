@@ -61,14 +61,18 @@ class MoveReport:
         head = f"{self.workload} moved from {self.source} to {self.destination} in {self.seconds:.2f} s"
         if self.stats is not None:
             s = self.stats
-            return (f"{head} (VM, QEMU live migration: total {s.total_time_ms} ms, downtime {s.downtime_ms} ms, "
-                    f"{s.transferred_bytes / 2**20:.1f} MiB sent)")
-        return (f"{head} (namespace: link down {self.link_down_ms:.0f} ms, "
-                f"{self.announcements} announcement frames sent)")
+            return (
+                f"{head} (VM, QEMU live migration: total {s.total_time_ms} ms, downtime {s.downtime_ms} ms, "
+                f"{s.transferred_bytes / 2**20:.1f} MiB sent)"
+            )
+        return (
+            f"{head} (namespace: link down {self.link_down_ms:.0f} ms, {self.announcements} announcement frames sent)"
+        )
 
 
-def check_move(prefix: str, placements: dict[str, Placement], hosts: dict[str, LabHost], workload: str,
-               to: str) -> Placement:
+def check_move(
+    prefix: str, placements: dict[str, Placement], hosts: dict[str, LabHost], workload: str, to: str
+) -> Placement:
     """The workload's current placement if it can move to `to`; MigrateError saying why not (pure)."""
     if "host-b" not in hosts:
         raise MigrateError(f"lab {prefix!r} is not a two-host lab: build it with `ngfw lab up --hosts 2`")
@@ -100,8 +104,15 @@ def migrate_workload(prefix: str, workload: str, to: str, timeout: float = MIGRA
         else:
             down_ms = _move_veth(endpoint, source, dest)
             sent = announce_from(endpoint.ns, endpoint.ifname)
-            report = MoveReport(workload, "netns", source.name, dest.name, time.monotonic() - started,
-                                link_down_ms=down_ms, announcements=sent)
+            report = MoveReport(
+                workload,
+                "netns",
+                source.name,
+                dest.name,
+                time.monotonic() - started,
+                link_down_ms=down_ms,
+                announcements=sent,
+            )
             placements[workload] = Placement(dest.name, "netns")
         save_placements(prefix, placements)
     return report

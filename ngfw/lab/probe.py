@@ -16,11 +16,12 @@ from collections.abc import Iterator
 
 from ngfw.lab.netns import socket_in
 
-MAX_SOCKETS = 600   # bound on probes in flight (a 5 ms interval reaches it after 3 s)
+MAX_SOCKETS = 600  # bound on probes in flight (a 5 ms interval reaches it after 3 s)
 
 
-def time_to_connect(ns: str, address: tuple[str, int], since: float, limit: float = 3.0,
-                    every: float = 0.005) -> float | None:
+def time_to_connect(
+    ns: str, address: tuple[str, int], since: float, limit: float = 3.0, every: float = 0.005
+) -> float | None:
     """Seconds from `since` (time.monotonic()) to the first completed TCP handshake with `address` from
     `ns`, trying a new connection every `every` s until `since + limit`; None if none completed."""
     pending: dict[int, socket.socket] = {}
@@ -46,7 +47,7 @@ def time_to_connect(ns: str, address: tuple[str, int], since: float, limit: floa
                 if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
                     sock.close()
                     return time.monotonic() - since
-                sock.close()   # refused or unreachable: an answer came, but not a connection
+                sock.close()  # refused or unreachable: an answer came, but not a connection
     finally:
         for sock in pending.values():
             sock.close()

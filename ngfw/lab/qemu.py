@@ -76,9 +76,25 @@ from ngfw.lab.netns import in_netns, run_in
 from ngfw.lab.qmp import QmpClient, QmpClosed, QmpError
 
 __all__ = [
-    "Nic", "Drive", "GuestSpec", "RunFiles", "Guest", "MigrationStats", "GuestError", "MigrationFailed", "QmpClient",
-    "QmpError", "qemu_argv", "create_tap", "delete_tap", "kvm_usable", "probe_kvm", "boots_under", "select_accelerator",
-    "cleanup", "QEMU_BINARY",
+    "Nic",
+    "Drive",
+    "GuestSpec",
+    "RunFiles",
+    "Guest",
+    "MigrationStats",
+    "GuestError",
+    "MigrationFailed",
+    "QmpClient",
+    "QmpError",
+    "qemu_argv",
+    "create_tap",
+    "delete_tap",
+    "kvm_usable",
+    "probe_kvm",
+    "boots_under",
+    "select_accelerator",
+    "cleanup",
+    "QEMU_BINARY",
 ]
 
 log = logging.getLogger(__name__)
@@ -154,8 +170,13 @@ class GuestSpec:
         for key in ("kernel", "initrd", "disk"):
             values[key] = Path(values[key]) if values.get(key) else None
         values["nics"] = tuple(
-            Nic(n["mac"], n["bridge"], n["tap"], n.get("model", "virtio-net-pci"),
-                tuple(tuple(p) for p in n.get("properties", ())))
+            Nic(
+                n["mac"],
+                n["bridge"],
+                n["tap"],
+                n.get("model", "virtio-net-pci"),
+                tuple(tuple(p) for p in n.get("properties", ())),
+            )
             for n in values.get("nics", ())
         )
         values["drives"] = tuple(Drive(**{**d, "path": Path(d["path"])}) for d in values.get("drives", ()))
@@ -232,14 +253,32 @@ def qemu_argv(spec: GuestSpec, files: RunFiles, accel: str, binary: str = QEMU_B
         return ["-chardev", ",".join([f"socket,id={ident},path={path},server=on,wait=off", *more])]
 
     argv = [
-        binary, "-name", f"{spec.name},debug-threads=on",
-        "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-        "-machine", spec.machine, "-accel", accel, "-cpu", "max" if accel == "tcg" else "host",
-        "-m", str(spec.memory_mb), "-smp", str(spec.cpus),
-        "-pidfile", str(files.pid),
-        *sock("qmp", files.qmp), "-mon", "chardev=qmp,mode=control",
+        binary,
+        "-name",
+        f"{spec.name},debug-threads=on",
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-no-reboot",
+        "-machine",
+        spec.machine,
+        "-accel",
+        accel,
+        "-cpu",
+        "max" if accel == "tcg" else "host",
+        "-m",
+        str(spec.memory_mb),
+        "-smp",
+        str(spec.cpus),
+        "-pidfile",
+        str(files.pid),
+        *sock("qmp", files.qmp),
+        "-mon",
+        "chardev=qmp,mode=control",
         *sock("console", files.console_sock, f"logfile={files.console_log}", "logappend=on"),
-        "-serial", "chardev:console",
+        "-serial",
+        "chardev:console",
     ]
     for i, serial in enumerate(spec.serial_sockets, start=1):
         argv += [*sock(f"serial{i}", files.serial(serial)), "-serial", f"chardev:serial{i}"]
@@ -254,13 +293,18 @@ def qemu_argv(spec: GuestSpec, files: RunFiles, accel: str, binary: str = QEMU_B
         argv += ["-drive", drive + (",snapshot=on" if spec.disk_snapshot else "")]
     for extra in spec.drives:
         drive = f"file={extra.path},if={extra.interface},format={extra.format}"
-        argv += ["-drive", drive + (",snapshot=on" if extra.snapshot else "") + (",readonly=on" if extra.readonly else "")]
+        argv += [
+            "-drive",
+            drive + (",snapshot=on" if extra.snapshot else "") + (",readonly=on" if extra.readonly else ""),
+        ]
     for i, nic in enumerate(spec.nics):
         props = "".join(f",{k}={v}" for k, v in nic.properties)
         argv += [
-            "-netdev", f"tap,id=net{i},ifname={nic.tap},script=no,downscript=no",
+            "-netdev",
+            f"tap,id=net{i},ifname={nic.tap},script=no,downscript=no",
             # romfile=: no iPXE ROM (we never boot from the network; it would only slow the boot)
-            "-device", f"{nic.model},netdev=net{i},mac={nic.mac},romfile={props}",
+            "-device",
+            f"{nic.model},netdev=net{i},mac={nic.mac},romfile={props}",
         ]
     if spec.incoming:
         argv += ["-incoming", spec.incoming]
@@ -268,6 +312,7 @@ def qemu_argv(spec: GuestSpec, files: RunFiles, accel: str, binary: str = QEMU_B
 
 
 # --- TAPs ----------------------------------------------------------------------------------------
+
 
 @contextlib.contextmanager
 def _netns(ns: str | None) -> Iterator[None]:
@@ -309,6 +354,7 @@ def delete_tap(ns: str | None, name: str) -> bool:
 
 
 # --- processes -----------------------------------------------------------------------------------
+
 
 def _proc_state(pid: int) -> str | None:
     try:
@@ -374,15 +420,21 @@ class MigrationStats:
 
     @classmethod
     def from_query(cls, info: dict[str, Any]) -> MigrationStats:
-        return cls(int(info.get("total-time", 0)), int(info.get("downtime", 0)), int(info.get("setup-time", 0)),
-                   int(info.get("ram", {}).get("transferred", 0)), info)
+        return cls(
+            int(info.get("total-time", 0)),
+            int(info.get("downtime", 0)),
+            int(info.get("setup-time", 0)),
+            int(info.get("ram", {}).get("transferred", 0)),
+            info,
+        )
 
 
 class Guest:
     """One running QEMU instance (started here with `start`, or found with `attach`)."""
 
-    def __init__(self, spec: GuestSpec, files: RunFiles, pid: int, accel: str,
-                 proc: subprocess.Popen[Any] | None = None) -> None:
+    def __init__(
+        self, spec: GuestSpec, files: RunFiles, pid: int, accel: str, proc: subprocess.Popen[Any] | None = None
+    ) -> None:
         self.spec = spec
         self.files = files
         self.pid = pid
@@ -398,8 +450,9 @@ class Guest:
         return self.spec.netns
 
     @classmethod
-    def start(cls, spec: GuestSpec, run_dir: Path, accel: str = "tcg", qmp_timeout: float = 15.0,
-              binary: str = QEMU_BINARY) -> Guest:
+    def start(
+        cls, spec: GuestSpec, run_dir: Path, accel: str = "tcg", qmp_timeout: float = 15.0, binary: str = QEMU_BINARY
+    ) -> Guest:
         """Create the TAPs, start QEMU, return once its QMP socket answers (the guest is then booting).
 
         A previous instance of the same name in `run_dir` is stopped first. On failure nothing is left
@@ -421,8 +474,9 @@ class Guest:
                 made.append(nic.tap)
             _write_meta(files, spec, None, accel, argv)
             with open(files.log, "ab") as err:
-                popen: dict[str, Any] = dict(stdin=subprocess.DEVNULL, stdout=err, stderr=err,
-                                             start_new_session=True)  # outlives us; no terminal signals
+                popen: dict[str, Any] = dict(
+                    stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True
+                )  # outlives us; no terminal signals
                 proc = run_in(spec.netns, argv, **popen) if spec.netns else subprocess.Popen(argv, **popen)
             _write_meta(files, spec, proc.pid, accel, argv)
             guest = cls(spec, files, proc.pid, accel, proc)
@@ -459,8 +513,9 @@ class Guest:
                     return
             except (TimeoutError, QmpClosed, OSError):
                 if time.monotonic() >= deadline:
-                    raise GuestError(f"QEMU {self.name}: no QMP answer within {timeout:.0f} s: "
-                                     f"{self.log_tail()}") from None
+                    raise GuestError(
+                        f"QEMU {self.name}: no QMP answer within {timeout:.0f} s: {self.log_tail()}"
+                    ) from None
 
     def alive(self) -> bool:
         if self._proc is not None:
@@ -509,11 +564,15 @@ class Guest:
             if found:
                 return found.group(0)
             if not self.alive():
-                raise GuestError(f"QEMU {self.name} exited before its console showed {regex.pattern!r}: "
-                                 f"{self.log_tail()}\nconsole: {self.console_text()[-1500:]}")
+                raise GuestError(
+                    f"QEMU {self.name} exited before its console showed {regex.pattern!r}: "
+                    f"{self.log_tail()}\nconsole: {self.console_text()[-1500:]}"
+                )
             if time.monotonic() >= deadline:
-                raise GuestError(f"guest {self.name}: console did not show {regex.pattern!r} within "
-                                 f"{timeout:.0f} s; console: {self.console_text()[-1500:]}")
+                raise GuestError(
+                    f"guest {self.name}: console did not show {regex.pattern!r} within "
+                    f"{timeout:.0f} s; console: {self.console_text()[-1500:]}"
+                )
             time.sleep(0.05)
 
     def serial_path(self, name: str) -> Path:
@@ -522,8 +581,9 @@ class Guest:
             raise ValueError(f"guest {self.name} has no serial port {name!r}: {', '.join(self.spec.serial_sockets)}")
         return self.files.serial(name)
 
-    def migrate(self, uri: str, timeout: float = 120.0, max_bandwidth: int | None = None,
-                downtime_limit_ms: int | None = None) -> MigrationStats:
+    def migrate(
+        self, uri: str, timeout: float = 120.0, max_bandwidth: int | None = None, downtime_limit_ms: int | None = None
+    ) -> MigrationStats:
         """Live-migrate to the QEMU listening at `uri` (started with `incoming=uri`); return when completed.
 
         Cancels the migration on timeout (the source then runs on); raises MigrationFailed either way.
@@ -544,13 +604,16 @@ class Guest:
                 if status == "completed":
                     return MigrationStats.from_query(info)
                 if status in ("failed", "cancelled"):
-                    raise MigrationFailed(f"migration of {self.name} to {uri} {status}: "
-                                          f"{info.get('error-desc', 'no reason given')}")
+                    raise MigrationFailed(
+                        f"migration of {self.name} to {uri} {status}: {info.get('error-desc', 'no reason given')}"
+                    )
                 if time.monotonic() >= deadline:
                     with contextlib.suppress(QmpError):
                         q.execute("migrate_cancel")
-                    raise MigrationFailed(f"migration of {self.name} to {uri} did not complete within "
-                                          f"{timeout:.0f} s (status {status}); cancelled")
+                    raise MigrationFailed(
+                        f"migration of {self.name} to {uri} did not complete within "
+                        f"{timeout:.0f} s (status {status}); cancelled"
+                    )
                 time.sleep(0.05)
 
     def quit(self, timeout: float = 5.0) -> None:
@@ -632,8 +695,10 @@ def cleanup(run_dir: Path) -> list[str]:
     """
     if not run_dir.is_dir():
         return []
-    names = sorted({p.name.removesuffix(".json") for p in run_dir.glob("*.json")} |
-                   {p.name.removesuffix(".pid") for p in run_dir.glob("*.pid")})
+    names = sorted(
+        {p.name.removesuffix(".json") for p in run_dir.glob("*.json")}
+        | {p.name.removesuffix(".pid") for p in run_dir.glob("*.pid")}
+    )
     found = [name for name in names if _cleanup_instance(RunFiles(run_dir, name))]
     for leftover in run_dir.iterdir():
         if leftover.suffix in (".log", ".sock", ".qmp") or leftover.name.startswith("."):
@@ -645,6 +710,7 @@ def cleanup(run_dir: Path) -> list[str]:
 
 # --- accelerator ---------------------------------------------------------------------------------
 
+
 def kvm_usable() -> bool:
     """Whether /dev/kvm can be opened (KVM may still fail to run a guest: see `probe_kvm`)."""
     try:
@@ -655,25 +721,56 @@ def kvm_usable() -> bool:
     return True
 
 
-def probe_kvm(kernel: Path, initrd: Path | None = None, append: str = "console=ttyS0 panic=-1",
-              marker: bytes = DEFAULT_PROBE_MARKER, timeout: float = 5.0, binary: str = QEMU_BINARY) -> bool:
+def probe_kvm(
+    kernel: Path,
+    initrd: Path | None = None,
+    append: str = "console=ttyS0 panic=-1",
+    marker: bytes = DEFAULT_PROBE_MARKER,
+    timeout: float = 5.0,
+    binary: str = QEMU_BINARY,
+) -> bool:
     """Boot `kernel` under KVM without any NIC; True if its console shows `marker` within `timeout` s."""
     if not kvm_usable():
         return False
     return boots_under("kvm", kernel, initrd, append, marker, timeout, binary)
 
 
-def boots_under(accel: str, kernel: Path, initrd: Path | None = None, append: str = "console=ttyS0 panic=-1",
-                marker: bytes = DEFAULT_PROBE_MARKER, timeout: float = 5.0, binary: str = QEMU_BINARY) -> bool:
+def boots_under(
+    accel: str,
+    kernel: Path,
+    initrd: Path | None = None,
+    append: str = "console=ttyS0 panic=-1",
+    marker: bytes = DEFAULT_PROBE_MARKER,
+    timeout: float = 5.0,
+    binary: str = QEMU_BINARY,
+) -> bool:
     """Whether `kernel` booted under `accel`, no NIC, shows `marker` on its console within `timeout` s."""
     if shutil.which(binary) is None:
         return False
     regex = re.compile(marker)
     with tempfile.TemporaryDirectory(prefix="ngfw-kvm-probe-") as tmp:
         console = Path(tmp) / "console.log"
-        argv = [binary, "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-accel", accel,
-                "-cpu", "host" if accel == "kvm" else "max", "-m", "256", "-serial", f"file:{console}", "-kernel", str(kernel),
-                "-append", append, *(["-initrd", str(initrd)] if initrd else [])]
+        argv = [
+            binary,
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-accel",
+            accel,
+            "-cpu",
+            "host" if accel == "kvm" else "max",
+            "-m",
+            "256",
+            "-serial",
+            f"file:{console}",
+            "-kernel",
+            str(kernel),
+            "-append",
+            append,
+            *(["-initrd", str(initrd)] if initrd else []),
+        ]
         with open(Path(tmp) / "qemu.log", "wb") as err:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True)
         try:
@@ -697,9 +794,15 @@ def _qemu_version(binary: str) -> str:
         return "?"
 
 
-def select_accelerator(kernel: Path, initrd: Path | None = None, append: str = "console=ttyS0 panic=-1",
-                       marker: bytes = DEFAULT_PROBE_MARKER, timeout: float = 5.0,
-                       cache: Path | None = ACCEL_CACHE, binary: str = QEMU_BINARY) -> str:
+def select_accelerator(
+    kernel: Path,
+    initrd: Path | None = None,
+    append: str = "console=ttyS0 panic=-1",
+    marker: bytes = DEFAULT_PROBE_MARKER,
+    timeout: float = 5.0,
+    cache: Path | None = ACCEL_CACHE,
+    binary: str = QEMU_BINARY,
+) -> str:
     """ "kvm" if a guest boots under KVM here (probed once per boot of this machine), else "tcg".
 
     `NGFW_QEMU_ACCEL=kvm|tcg` overrides the probe.

@@ -27,9 +27,14 @@ class AgentError(RuntimeError):
 
 def qga_qemu_args(socket_path: Path) -> tuple[str, ...]:
     """QEMU arguments for a guest agent channel on `socket_path` (a unix socket QEMU serves)."""
-    return ("-device", "virtio-serial-pci,id=qga-serial",
-            "-chardev", f"socket,id=qga,path={socket_path},server=on,wait=off",
-            "-device", f"virtserialport,bus=qga-serial.0,chardev=qga,name={AGENT_PORT}")
+    return (
+        "-device",
+        "virtio-serial-pci,id=qga-serial",
+        "-chardev",
+        f"socket,id=qga,path={socket_path},server=on,wait=off",
+        "-device",
+        f"virtserialport,bus=qga-serial.0,chardev=qga,name={AGENT_PORT}",
+    )
 
 
 class QemuGuestAgent:
@@ -54,7 +59,7 @@ class QemuGuestAgent:
                         if json.loads(line).get("return") == sync_id:
                             break
                     except ValueError:
-                        continue   # a fragment an earlier client left
+                        continue  # a fragment an earlier client left
                 request: dict[str, Any] = {"execute": command}
                 if arguments:
                     request["arguments"] = arguments
@@ -80,8 +85,9 @@ class QemuGuestAgent:
                 time.sleep(1.0)
         raise AgentError(f"the guest agent did not answer within {timeout:.0f} s ({last})")
 
-    def run(self, argv: list[str] | str, timeout: float = 60.0, input: str | None = None,
-            check: bool = False) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, argv: list[str] | str, timeout: float = 60.0, input: str | None = None, check: bool = False
+    ) -> subprocess.CompletedProcess[str]:
         """Run a command in the guest (a string goes to /bin/sh -c) and wait for it."""
         if isinstance(argv, str):
             argv = ["/bin/sh", "-c", argv]
@@ -97,9 +103,12 @@ class QemuGuestAgent:
             if time.monotonic() > deadline:
                 raise AgentError(f"{' '.join(argv)} did not finish in the guest within {timeout:.0f} s")
             time.sleep(0.2)
-        done = subprocess.CompletedProcess(argv, int(status.get("exitcode", -1)),
-                                           base64.b64decode(status.get("out-data", "")).decode(errors="replace"),
-                                           base64.b64decode(status.get("err-data", "")).decode(errors="replace"))
+        done = subprocess.CompletedProcess(
+            argv,
+            int(status.get("exitcode", -1)),
+            base64.b64decode(status.get("out-data", "")).decode(errors="replace"),
+            base64.b64decode(status.get("err-data", "")).decode(errors="replace"),
+        )
         if check and done.returncode != 0:
             raise AgentError(f"{' '.join(argv)} exited with {done.returncode} in the guest: {done.stdout}{done.stderr}")
         return done

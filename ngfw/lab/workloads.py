@@ -155,8 +155,9 @@ def vm_spec(endpoint: Endpoint, host: LabHost, image: GuestImage) -> GuestSpec:
         name=f"{endpoint.name}.{host.name}",
         kernel=image.kernel,
         initrd=image.initrd,
-        append=GuestImage.cmdline(endpoint.name, f"{endpoint.ipv4}/{endpoint.prefixlen4}",
-                                  f"{endpoint.ipv6}/{endpoint.prefixlen6}"),
+        append=GuestImage.cmdline(
+            endpoint.name, f"{endpoint.ipv4}/{endpoint.prefixlen4}", f"{endpoint.ipv6}/{endpoint.prefixlen6}"
+        ),
         netns=host.host_ns,
         nics=(Nic(endpoint.mac, BR_VM, endpoint.host_port),),
         memory_mb=VM_MEMORY_MB,
@@ -182,9 +183,12 @@ class BootedVm:
     boot_seconds: float
 
 
-def start_vm_workloads(prefix: str, names: Sequence[str] = VM_WORKLOADS,
-                       progress: Callable[[str], None] | None = None,
-                       boot_timeout: float = VM_BOOT_TIMEOUT) -> list[BootedVm]:
+def start_vm_workloads(
+    prefix: str,
+    names: Sequence[str] = VM_WORKLOADS,
+    progress: Callable[[str], None] | None = None,
+    boot_timeout: float = VM_BOOT_TIMEOUT,
+) -> list[BootedVm]:
     """Turn namespace workloads `names` of lab `prefix` into QEMU guests on the host they are on.
 
     Returns once each guest's agent answers. On failure the guests started are killed and the
@@ -197,8 +201,9 @@ def start_vm_workloads(prefix: str, names: Sequence[str] = VM_WORKLOADS,
         raise WorkloadError(f"unknown workload {unknown[0]!r}: the lab's workloads are {', '.join(endpoints)}")
     image = guest_image(progress=say)
     # the probe guest has no NIC: it is enough that the kernel gets to /init
-    accel = select_accelerator(image.kernel, image.initrd, append=GuestImage.cmdline("kvm-probe"),
-                               marker=BOOT_MARKER.encode())
+    accel = select_accelerator(
+        image.kernel, image.initrd, append=GuestImage.cmdline("kvm-probe"), marker=BOOT_MARKER.encode()
+    )
     hosts = lab_hosts(prefix, is_two_host_lab(prefix))
     with placement_lock(prefix):
         placements = load_placements(prefix)

@@ -24,9 +24,7 @@ def policy_files(path: Path) -> list[Path]:
     files = [
         p
         for p in path.rglob("*")
-        if p.suffix in SUFFIXES
-        and p.is_file()
-        and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        if p.suffix in SUFFIXES and p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
     ]
     if not files:
         # An empty policy denies everything; from a directory that is more likely

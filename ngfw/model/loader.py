@@ -72,9 +72,7 @@ def load_resources(path: str | PathLike[str], *, check_references: bool = True) 
     return loaded
 
 
-def _validate_document(
-    document: Document, file: str
-) -> tuple[LoadedResource | None, list[str], Identity | None]:
+def _validate_document(document: Document, file: str) -> tuple[LoadedResource | None, list[str], Identity | None]:
     """The resource, or the problems and (if it can be told) the identity of the broken resource."""
     data = document.data
     anonymous = f"document {document.index + 1} (line {document.line})"

@@ -45,9 +45,7 @@ Mac = Annotated[
     AfterValidator(syntax.check_mac),
     _schema(pattern=syntax.MAC_PATTERN, description="Unicast MAC address; ':' or '-' separated, any case."),
 ]
-IpAddress = Annotated[
-    str, AfterValidator(syntax.check_ip), _schema(anyOf=[{"format": "ipv4"}, {"format": "ipv6"}])
-]
+IpAddress = Annotated[str, AfterValidator(syntax.check_ip), _schema(anyOf=[{"format": "ipv4"}, {"format": "ipv6"}])]
 Reference = Annotated[
     str,
     AfterValidator(syntax.check_ref),
@@ -62,8 +60,10 @@ UserName = Annotated[
 UserRef = Annotated[
     str,
     AfterValidator(syntax.check_user_ref),
-    _schema(pattern=syntax.USER_REF_PATTERN,
-            description="any, known-user, unknown, group:NAME (a UserGroup of the rule's vsys) or a user name."),
+    _schema(
+        pattern=syntax.USER_REF_PATTERN,
+        description="any, known-user, unknown, group:NAME (a UserGroup of the rule's vsys) or a user name.",
+    ),
 ]
 ServiceName = Annotated[
     str,
@@ -148,8 +148,10 @@ class WorkloadSpec(_Strict):
     interfaces: list[Interface] = Field(min_length=1)
     host: str | None = Field(None, min_length=1, description="Hypervisor host currently running the workload.")
     owner: UserName | None = Field(
-        None, description="The user the workload belongs to (a VDI desktop): its flows are that user's, unless a "
-                          "login or an API mapping of its address says otherwise.")
+        None,
+        description="The user the workload belongs to (a VDI desktop): its flows are that user's, unless a "
+        "login or an API mapping of its address says otherwise.",
+    )
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -200,7 +202,8 @@ class Capture(_Strict):
     """Packet capture of a rule's flows (or a threat profile's alerting flows) to pcap files per vsys."""
 
     packets: int = Field(
-        ge=1, le=MAX_CAPTURE_PACKETS,
+        ge=1,
+        le=MAX_CAPTURE_PACKETS,
         description="Frames of each flow written to the vsys's capture files: the first N (for a threat "
         "profile: kept back, written only if the flow alerts), and every frame a signature alerts on.",
     )
@@ -229,7 +232,7 @@ class Rule(_Strict):
         default_factory=lambda: ["any"],
         min_length=1,
         description="Who must be behind the flow's source (User-ID): user names, group:NAME (a UserGroup of the "
-                    "vsys), known-user (any user), unknown (no user), or [any].",
+        "vsys), known-user (any user), unknown (no user), or [any].",
     )
 
     @field_validator("users")
@@ -289,7 +292,9 @@ class ThreatProfileSpec(_Strict):
         "`drop`: alert signatures block too.",
     )
     depth: int = Field(
-        DEFAULT_INSPECT_DEPTH, ge=0, le=1 << 31,
+        DEFAULT_INSPECT_DEPTH,
+        ge=0,
+        le=1 << 31,
         description="Bytes of each direction of a flow inspected; later bytes pass uninspected (counted).",
     )
     exceptions: list[SignatureException] = Field(
@@ -301,7 +306,8 @@ class ThreatProfileSpec(_Strict):
         description="Suricata threshold.config lines, with Suricata's semantics: suppress, threshold, rate_filter.",
     )
     capture: Capture | None = Field(
-        None, description="Write the frames of flows that alert (the alerting frame and the flow's first ones).")
+        None, description="Write the frames of flows that alert (the alerting frame and the flow's first ones)."
+    )
 
 
 SID_PATTERN = r"^([0-9]+:)?[0-9]+$"
@@ -330,9 +336,15 @@ def parse_sid(canonical: int | str) -> tuple[int, int]:
 SignatureId = Annotated[
     int | str,
     AfterValidator(_check_sid),
-    WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 1, "maximum": 4294967295},
-                              {"type": "string", "pattern": SID_PATTERN}],
-                    "description": "A signature's sid (generator 1), or gid:sid."}),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 1, "maximum": 4294967295},
+                {"type": "string", "pattern": SID_PATTERN},
+            ],
+            "description": "A signature's sid (generator 1), or gid:sid.",
+        }
+    ),
 ]
 ExceptionScope = Annotated[
     list[Reference],
@@ -345,11 +357,12 @@ class SignatureException(_Strict):
 
     sid: SignatureId
     source: ExceptionScope | None = Field(
-        None, description="Only when the alerting packet comes from one of these (vm:, group:, cidr:).")
-    destination: ExceptionScope | None = Field(
-        None, description="Only when the alerting packet goes to one of these.")
+        None, description="Only when the alerting packet comes from one of these (vm:, group:, cidr:)."
+    )
+    destination: ExceptionScope | None = Field(None, description="Only when the alerting packet goes to one of these.")
     endpoints: ExceptionScope | None = Field(
-        None, description="Only when either address of the alerting packet is one of these.")
+        None, description="Only when either address of the alerting packet is one of these."
+    )
     description: str | None = Field(None, description="Why: a ticket, the false positive it silences.")
 
     @field_validator("source", "destination", "endpoints")
@@ -363,16 +376,20 @@ class SignatureException(_Strict):
 def _check_thresholds(value: str | list[str]) -> str | list[str]:
     from ngfw.compiler.threshold_config import parse_threshold_config  # the model needs no rule compiler
 
-    parse_threshold_config(value)   # ThresholdConfigError is a ValueError naming the line
+    parse_threshold_config(value)  # ThresholdConfigError is a ValueError naming the line
     return value
 
 
 ThresholdConfig = Annotated[
     str | list[str],
     AfterValidator(_check_thresholds),
-    WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
-                    "description": "Suricata threshold.config lines (suppress, threshold/event_filter, "
-                                   "rate_filter): one text, or one line per item."}),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
+            "description": "Suricata threshold.config lines (suppress, threshold/event_filter, "
+            "rate_filter): one text, or one line per item.",
+        }
+    ),
 ]
 
 
@@ -389,8 +406,13 @@ SHA256_PATTERN = r"^[0-9a-f]{64}$"
 
 
 class SignatureSetSpec(_Strict):
-    sha256: Annotated[str, Field(pattern=SHA256_PATTERN,
-                                 description="sha256 of the set's archive, as `ngfw rules push` stored it in control.")]
+    sha256: Annotated[
+        str,
+        Field(
+            pattern=SHA256_PATTERN,
+            description="sha256 of the set's archive, as `ngfw rules push` stored it in control.",
+        ),
+    ]
     description: str | None = Field(None, description="Where it came from (suricata-update of a date, ...).")
 
 
@@ -407,7 +429,8 @@ class SignatureSet(_Strict):
 class LdapGroup(_Strict):
     dn: str = Field(min_length=1, max_length=1024, description="The group's distinguished name in the directory.")
     source: Name | None = Field(
-        None, description="The UserSource whose directory holds it (default: the only UserSource with `ldap`).")
+        None, description="The UserSource whose directory holds it (default: the only UserSource with `ldap`)."
+    )
 
 
 class UserGroupSpec(_NeedsOneOf):
@@ -416,7 +439,8 @@ class UserGroupSpec(_NeedsOneOf):
 
     members: list[UserName] | None = Field(None, description="Users named here (static members).")
     ldap: LdapGroup | None = Field(
-        None, description="Members from a directory group (nested groups included), refreshed by control.")
+        None, description="Members from a directory group (nested groups included), refreshed by control."
+    )
 
 
 class UserGroup(_Strict):
@@ -435,16 +459,24 @@ def _check_login_regex(value: str) -> str:
         raise ValueError(f"is not a regular expression: {exc}") from None
     missing = [g for g in ("user", "ip") if g not in compiled.groupindex]
     if missing:
-        raise ValueError("the regex has no named group " + " and no ".join(f"`{g}`" for g in missing)
-                         + " (write (?P<user>...) and (?P<ip>...) around the user name and the address)")
+        raise ValueError(
+            "the regex has no named group "
+            + " and no ".join(f"`{g}`" for g in missing)
+            + " (write (?P<user>...) and (?P<ip>...) around the user name and the address)"
+        )
     return value
 
 
 LoginRegex = Annotated[
     str,
     AfterValidator(_check_login_regex),
-    WithJsonSchema({"type": "string", "description": "A Python regular expression with named groups `user` and "
-                                                     "`ip`, searched in a syslog message."}),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "description": "A Python regular expression with named groups `user` and "
+            "`ip`, searched in a syslog message.",
+        }
+    ),
 ]
 
 
@@ -455,19 +487,25 @@ class SyslogProfile(_Strict):
 
 
 class LdapDirectory(_Strict):
-    url: Annotated[str, Field(pattern=r"^ldaps?://[^\s/]+/?$",
-                              description="ldap://HOST:PORT or ldaps://HOST:PORT")]
+    url: Annotated[str, Field(pattern=r"^ldaps?://[^\s/]+/?$", description="ldap://HOST:PORT or ldaps://HOST:PORT")]
     bind_dn: str | None = Field(None, alias="bindDN", description="Who control binds as (default: anonymous).")
     password_file: str | None = Field(
-        None, alias="passwordFile", description="File on control's host holding the bind password.")
+        None, alias="passwordFile", description="File on control's host holding the bind password."
+    )
     ca_file: str | None = Field(
-        None, alias="caFile", description="ldaps://: PEM file of the CAs the directory's certificate must chain to "
-                                          "(default: the system's); its name must match the URL's host.")
+        None,
+        alias="caFile",
+        description="ldaps://: PEM file of the CAs the directory's certificate must chain to "
+        "(default: the system's); its name must match the URL's host.",
+    )
     refresh: int = Field(300, ge=1, le=86400, description="Seconds between two reads of the groups.")
     timeout: float = Field(5.0, gt=0, le=120, description="Seconds an answer of the directory may take.")
     user_attribute: str = Field(
-        "uid", alias="userAttribute", pattern=r"^[A-Za-z][A-Za-z0-9-]{0,63}$",
-        description="The attribute of a member entry that is its user name (uid; sAMAccountName for AD).")
+        "uid",
+        alias="userAttribute",
+        pattern=r"^[A-Za-z][A-Za-z0-9-]{0,63}$",
+        description="The attribute of a member entry that is its user name (uid; sAMAccountName for AD).",
+    )
 
 
 NetworkText = Annotated[str, AfterValidator(syntax.check_network), _schema(description="An IPv4 or IPv6 prefix.")]
@@ -478,11 +516,14 @@ class UserSourceSpec(_NeedsOneOf):
     needs = "a UserSource needs syslog, ldap or unboundAddresses"
 
     syslog: SyslogProfile | None = Field(
-        None, description="Login/logout lines control's syslog receiver (`ngfw control --syslog`) parses.")
+        None, description="Login/logout lines control's syslog receiver (`ngfw control --syslog`) parses."
+    )
     ldap: LdapDirectory | None = Field(None, description="A directory UserGroups take members from.")
     unbound_addresses: list[NetworkText] | None = Field(
-        None, alias="unboundAddresses",
-        description="Addresses of no workload that user mappings may still name (a VPN pool): off by default.")
+        None,
+        alias="unboundAddresses",
+        description="Addresses of no workload that user mappings may still name (a VPN pool): off by default.",
+    )
 
 
 class UserSource(_Strict):
@@ -495,11 +536,19 @@ class UserSource(_Strict):
     spec: UserSourceSpec
 
 
-Resource = (VirtualSystem | Workload | Group | SecurityPolicy | ThreatProfile | SignatureSet | UserGroup
-            | UserSource)
+Resource = VirtualSystem | Workload | Group | SecurityPolicy | ThreatProfile | SignatureSet | UserGroup | UserSource
 
-KINDS: dict[str, type[VirtualSystem] | type[Workload] | type[Group] | type[SecurityPolicy] | type[ThreatProfile]
-            | type[SignatureSet] | type[UserGroup] | type[UserSource]] = {
+KINDS: dict[
+    str,
+    type[VirtualSystem]
+    | type[Workload]
+    | type[Group]
+    | type[SecurityPolicy]
+    | type[ThreatProfile]
+    | type[SignatureSet]
+    | type[UserGroup]
+    | type[UserSource],
+] = {
     "VirtualSystem": VirtualSystem,
     "Workload": Workload,
     "Group": Group,

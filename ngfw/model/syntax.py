@@ -56,7 +56,9 @@ def check_label_key(value: str) -> str:
 
 def check_label_value(value: str) -> str:
     if not _LABEL_VALUE_RE.match(value):
-        raise ValueError("label value must be empty or 1-63 letters, digits, '.', '_' or '-', starting and ending alphanumeric")
+        raise ValueError(
+            "label value must be empty or 1-63 letters, digits, '.', '_' or '-', starting and ending alphanumeric"
+        )
     return value
 
 
@@ -220,12 +222,15 @@ def parse_service(canonical: str) -> ServiceSpec:
 # A directory's user names: `alice`, `alice@corp.example`, `corp\alice`, a machine account `web01$`.
 # Compared case-insensitively (as LDAP and Active Directory do): the canonical spelling is lower case.
 USER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@\\$-]{0,127}$"
-USER_NAME_HELP = ("must be a user name: 1-128 letters, digits, '.', '_', '@', '\\', '$' or '-', starting with a "
-                  "letter or digit")
+USER_NAME_HELP = (
+    "must be a user name: 1-128 letters, digits, '.', '_', '@', '\\', '$' or '-', starting with a letter or digit"
+)
 _USER_NAME_RE = re.compile(USER_NAME_PATTERN)
 USER_SPECIALS = ("any", "known-user", "unknown")
-USER_REF_PATTERN = (r"^(any|known-user|unknown|group:[A-Za-z0-9][A-Za-z0-9._-]{0,62}|"
-                    r"[A-Za-z0-9][A-Za-z0-9._@\\$-]{0,127})$")
+USER_REF_PATTERN = (
+    r"^(any|known-user|unknown|group:[A-Za-z0-9][A-Za-z0-9._-]{0,62}|"
+    r"[A-Za-z0-9][A-Za-z0-9._@\\$-]{0,127})$"
+)
 
 
 def check_user_name(value: str) -> str:

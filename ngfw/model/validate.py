@@ -59,8 +59,11 @@ class _Checker:
         for kind, vsys, name in list(self.first) + list(broken):
             self.homes.setdefault((kind, name), []).append(vsys)
         # UserSources with a directory, which UserGroups' `ldap` take members from
-        self.directories = sorted(item.resource.metadata.name for item in resources
-                                  if isinstance(item.resource, UserSource) and item.resource.spec.ldap is not None)
+        self.directories = sorted(
+            item.resource.metadata.name
+            for item in resources
+            if isinstance(item.resource, UserSource) and item.resource.spec.ldap is not None
+        )
 
     def exists(self, kind: str, vsys: str, name: str) -> bool:
         key = (kind, vsys, name)
@@ -95,14 +98,22 @@ class _Checker:
         if ldap.source is not None:
             if ldap.source not in self.directories:
                 has = f" (UserSources with one: {', '.join(self.directories)})" if self.directories else ""
-                self.problems.append(loaded.problem("spec.ldap.source", f"UserSource {ldap.source!r} has no "
-                                                                        f"directory (spec.ldap){has}"))
+                self.problems.append(
+                    loaded.problem("spec.ldap.source", f"UserSource {ldap.source!r} has no directory (spec.ldap){has}")
+                )
         elif not self.directories:
-            self.problems.append(loaded.problem("spec.ldap", "no UserSource has a directory (spec.ldap): add one "
-                                                             "to read this group from"))
+            self.problems.append(
+                loaded.problem(
+                    "spec.ldap", "no UserSource has a directory (spec.ldap): add one to read this group from"
+                )
+            )
         elif len(self.directories) > 1:
-            self.problems.append(loaded.problem("spec.ldap.source", "several UserSources have a directory ("
-                                                + ", ".join(self.directories) + "): name one"))
+            self.problems.append(
+                loaded.problem(
+                    "spec.ldap.source",
+                    "several UserSources have a directory (" + ", ".join(self.directories) + "): name one",
+                )
+            )
 
     def _check_unique(self, loaded: LoadedResource) -> None:
         first = self.first[identity(loaded.resource)]

@@ -51,10 +51,12 @@ def decide(
         return int(Action.DENY), NO_RULE, NO_VSYS
     if src_vsys == NO_VSYS:
         # only the destination is a workload: its vsys decides, the source is the outside world
-        return _verdict(policy, dst_vsys, first_match(policy, dst_vsys, -1, sip, dst_wl, dip, proto, dport,
-                                                      user, groups))
-    egress = _verdict(policy, src_vsys, first_match(policy, src_vsys, src_wl, sip, dst_wl, dip, proto, dport,
-                                                    user, groups))
+        return _verdict(
+            policy, dst_vsys, first_match(policy, dst_vsys, -1, sip, dst_wl, dip, proto, dport, user, groups)
+        )
+    egress = _verdict(
+        policy, src_vsys, first_match(policy, src_vsys, src_wl, sip, dst_wl, dip, proto, dport, user, groups)
+    )
     if egress[0] != Action.ALLOW or dst_vsys in (NO_VSYS, src_vsys):
         return egress
     # workloads of two vsys: the destination's vsys must allow it too, and sees the source as

@@ -21,9 +21,9 @@ from typing import Any
 
 import yaml
 
-VM_SIDE = "vmside0"   # the NIC on the VMs' bridge
-UPLINK = "uplink0"    # the NIC on the uplink bridge
-MGMT = "mgmt0"        # optional: a management NIC (control, metrics, ssh)
+VM_SIDE = "vmside0"  # the NIC on the VMs' bridge
+UPLINK = "uplink0"  # the NIC on the uplink bridge
+MGMT = "mgmt0"  # optional: a management NIC (control, metrics, ssh)
 CONFIG_DIR = "/etc/ngfw"
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
@@ -57,10 +57,10 @@ class Seed:
     uplink_mac: str
     hostname: str = "ngfw"
     mgmt_mac: str | None = None
-    mgmt_address: str | None = None          # "10.0.0.5/24"; None with a mgmt NIC: DHCP
+    mgmt_address: str | None = None  # "10.0.0.5/24"; None with a mgmt NIC: DHCP
     mgmt_gateway: str | None = None
-    policy: dict[str, str] = field(default_factory=dict)   # file name -> YAML text (/etc/ngfw/policy/)
-    rules: dict[str, str] = field(default_factory=dict)    # signature set -> rule text (/etc/ngfw/rules/)
+    policy: dict[str, str] = field(default_factory=dict)  # file name -> YAML text (/etc/ngfw/policy/)
+    rules: dict[str, str] = field(default_factory=dict)  # signature set -> rule text (/etc/ngfw/rules/)
     variables: dict[str, str] = field(default_factory=dict)
     control_url: str | None = None
     control_host: str | None = None
@@ -69,8 +69,11 @@ class Seed:
     ssh_authorized_keys: list[str] = field(default_factory=list)
 
     def check(self) -> None:
-        for name, mac in (("vm-side MAC", self.vm_side_mac), ("uplink MAC", self.uplink_mac),
-                          ("management MAC", self.mgmt_mac)):
+        for name, mac in (
+            ("vm-side MAC", self.vm_side_mac),
+            ("uplink MAC", self.uplink_mac),
+            ("management MAC", self.mgmt_mac),
+        ):
             if mac is not None and not _MAC.match(mac):
                 raise SeedError(f"{name} {mac!r} is not a MAC address (aa:bb:cc:dd:ee:ff, lower case)")
         macs = [m for m in (self.vm_side_mac, self.uplink_mac, self.mgmt_mac) if m]
@@ -90,9 +93,15 @@ class Seed:
         if self.policy:
             out["policy"] = f"{CONFIG_DIR}/policy"
         else:
-            out.update({"control": self.control_url, "host": self.control_host,
-                        "token-file": f"{CONFIG_DIR}/dataplane.token", "bundle-cache": "/var/lib/ngfw/bundle.json",
-                        "control-wait": 60})
+            out.update(
+                {
+                    "control": self.control_url,
+                    "host": self.control_host,
+                    "token-file": f"{CONFIG_DIR}/dataplane.token",
+                    "bundle-cache": "/var/lib/ngfw/bundle.json",
+                    "control-wait": 60,
+                }
+            )
         if self.rules:
             out["rules"] = {name: f"{CONFIG_DIR}/rules/{name}.rules" for name in self.rules}
         if self.variables:
@@ -106,8 +115,7 @@ class Seed:
             # the dataplane (user ngfw) reads them, nobody else
             return {"path": path, "owner": "root:ngfw", "permissions": "0640", "content": content}
 
-        files = [private(f"{CONFIG_DIR}/dataplane.yaml",
-                         _dump(self.dataplane_settings()))]
+        files = [private(f"{CONFIG_DIR}/dataplane.yaml", _dump(self.dataplane_settings()))]
         files += [private(f"{CONFIG_DIR}/policy/{name}", text) for name, text in self.policy.items()]
         files += [private(f"{CONFIG_DIR}/rules/{name}.rules", text) for name, text in self.rules.items()]
         if self.control_token:
@@ -157,9 +165,17 @@ class Seed:
             files = self.write_dir(Path(tmp))
             path.unlink(missing_ok=True)
             subprocess.run(["mkfs.vfat", "-n", "CIDATA", "-C", str(path), "1024"], check=True, capture_output=True)
-            subprocess.run(["mcopy", "-i", str(path), *(str(files / n) for n in ("user-data", "meta-data",
-                                                                                 "network-config")), "::/"],
-                           check=True, capture_output=True)
+            subprocess.run(
+                [
+                    "mcopy",
+                    "-i",
+                    str(path),
+                    *(str(files / n) for n in ("user-data", "meta-data", "network-config")),
+                    "::/",
+                ],
+                check=True,
+                capture_output=True,
+            )
         return path
 
 
@@ -192,8 +208,9 @@ def _policy_files(path: str) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ngfw.vm.seed",
-                                     description="Make a NoCloud seed (FAT image labelled CIDATA) for the ngfw VM")
+    parser = argparse.ArgumentParser(
+        prog="python -m ngfw.vm.seed", description="Make a NoCloud seed (FAT image labelled CIDATA) for the ngfw VM"
+    )
     parser.add_argument("--vm-side-mac", required=True, help="MAC of the NIC on the VMs' bridge (named vmside0)")
     parser.add_argument("--uplink-mac", required=True, help="MAC of the NIC on the uplink bridge (named uplink0)")
     parser.add_argument("--mgmt-mac", help="MAC of a management NIC (mgmt0; DHCP unless --mgmt-address)")
@@ -226,12 +243,18 @@ def main(argv: list[str] | None = None) -> int:
                 raise SeedError(f"--var {item!r}: expected NAME=VALUE")
             variables[name] = value
         seed = Seed(
-            instance_id=args.instance_id or args.hostname, hostname=args.hostname,
-            vm_side_mac=args.vm_side_mac.lower(), uplink_mac=args.uplink_mac.lower(),
-            mgmt_mac=args.mgmt_mac.lower() if args.mgmt_mac else None, mgmt_address=args.mgmt_address,
+            instance_id=args.instance_id or args.hostname,
+            hostname=args.hostname,
+            vm_side_mac=args.vm_side_mac.lower(),
+            uplink_mac=args.uplink_mac.lower(),
+            mgmt_mac=args.mgmt_mac.lower() if args.mgmt_mac else None,
+            mgmt_address=args.mgmt_address,
             mgmt_gateway=args.mgmt_gateway,
-            policy=_policy_files(args.policy) if args.policy else {}, rules=rules, variables=variables,
-            control_url=args.control, control_host=args.host,
+            policy=_policy_files(args.policy) if args.policy else {},
+            rules=rules,
+            variables=variables,
+            control_url=args.control,
+            control_host=args.host,
             control_token=_read(args.token_file) if args.token_file else None,
             settings={"metrics": args.metrics} if args.metrics else {},
             ssh_authorized_keys=[_read(k).strip() for k in args.ssh_key],
@@ -242,8 +265,12 @@ def main(argv: list[str] | None = None) -> int:
     except SeedError as exc:
         print(f"ngfw vm seed: {exc}", file=sys.stderr)
         return 2
-    print(f"{args.output}: NoCloud seed for {args.hostname} ({VM_SIDE} {seed.vm_side_mac}, {UPLINK} {seed.uplink_mac}"
-          + (f", {MGMT} {seed.mgmt_mac}" if seed.mgmt_mac else "") + ")", file=sys.stderr)
+    print(
+        f"{args.output}: NoCloud seed for {args.hostname} ({VM_SIDE} {seed.vm_side_mac}, {UPLINK} {seed.uplink_mac}"
+        + (f", {MGMT} {seed.mgmt_mac}" if seed.mgmt_mac else "")
+        + ")",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -20,9 +20,12 @@ DEBUG_DIR = REPO / "build" / "debug"
 MODULES = DEBUG_DIR / "ngfw" / "_fastpath"
 RUNTIME = DEBUG_DIR / "asan_with_fuzzer.so"
 # app_registry.py: the App-ID parser table setup.py generates app_registry.pxi from
-SOURCES = [REPO / "setup.py", REPO / "ngfw" / "_fastpath" / "app_registry.py",
-           *sorted((REPO / "ngfw" / "_fastpath").glob("*.p[yx][xid]")),
-           *sorted((REPO / "ngfw" / "_fastpath").glob("*.h"))]
+SOURCES = [
+    REPO / "setup.py",
+    REPO / "ngfw" / "_fastpath" / "app_registry.py",
+    *sorted((REPO / "ngfw" / "_fastpath").glob("*.p[yx][xid]")),
+    *sorted((REPO / "ngfw" / "_fastpath").glob("*.h")),
+]
 
 
 class BuildError(Exception):
@@ -57,8 +60,13 @@ def build_modules(log: Path | None = None) -> None:
     env = dict(os.environ, NGFW_DEBUG_BUILD="1")
     out = open(log, "w") if log else subprocess.DEVNULL
     try:
-        done = subprocess.run([sys.executable, "setup.py", "build_ext", "-j", "2"], cwd=REPO, env=env,
-                              stdout=out, stderr=subprocess.STDOUT)
+        done = subprocess.run(
+            [sys.executable, "setup.py", "build_ext", "-j", "2"],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     finally:
         if log:
             out.close()
@@ -71,8 +79,9 @@ def build_modules(log: Path | None = None) -> None:
 
 def _clang_runtime_dir() -> Path:
     try:
-        resource = subprocess.run(["clang", "-print-resource-dir"], capture_output=True, text=True,
-                                  check=True).stdout.strip()
+        resource = subprocess.run(
+            ["clang", "-print-resource-dir"], capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError) as exc:
         raise BuildError(f"clang is needed for the debug build (Debian: clang): {exc}") from None
     lib = Path(resource) / "lib" / "linux"
@@ -93,9 +102,25 @@ def build_runtime() -> Path:
         subprocess.run(["ar", "x", str(lib / "libclang_rt.asan-x86_64.a")], cwd=tmp, check=True)
         objects = sorted(str(p) for p in Path(tmp).glob("*.o") if not p.name.startswith("asan_preinit"))
         partial = RUNTIME.with_suffix(".tmp")
-        done = subprocess.run(["clang", "-shared", "-o", str(partial), *objects, "-Wl,--whole-archive",
-                               str(lib / "libclang_rt.fuzzer_no_main-x86_64.a"), "-Wl,--no-whole-archive",
-                               "-lpthread", "-ldl", "-lrt", "-lm", "-lstdc++"], capture_output=True, text=True)
+        done = subprocess.run(
+            [
+                "clang",
+                "-shared",
+                "-o",
+                str(partial),
+                *objects,
+                "-Wl,--whole-archive",
+                str(lib / "libclang_rt.fuzzer_no_main-x86_64.a"),
+                "-Wl,--no-whole-archive",
+                "-lpthread",
+                "-ldl",
+                "-lrt",
+                "-lm",
+                "-lstdc++",
+            ],
+            capture_output=True,
+            text=True,
+        )
         if done.returncode != 0:
             raise BuildError(f"linking the ASan+libFuzzer runtime failed: {done.stderr.strip()[-500:]}")
         partial.rename(RUNTIME)

@@ -19,9 +19,9 @@ from tests.fuzz.targets.inspect import PORTS as INSPECT_PORTS
 
 REPO = Path(__file__).resolve().parents[2]
 SEEDS = REPO / "tests" / "fuzz" / "seeds"
-MAX_CAPTURE = 12_000      # bytes of a capture seed
-MAX_FLOWS = 400           # flows from the App-ID corpus, per flow target
-ET_OPEN_EVERY = 97        # one ET Open rule in this many
+MAX_CAPTURE = 12_000  # bytes of a capture seed
+MAX_FLOWS = 400  # flows from the App-ID corpus, per flow target
+ET_OPEN_EVERY = 97  # one ET Open rule in this many
 
 
 def _write(target: str, data: bytes) -> None:
@@ -48,7 +48,7 @@ def decode_seeds() -> None:
         try:
             with PcapReader(str(path)) as reader:
                 frames = [bytes(p) for _, p in zip(range(6), reader) if p.__class__.__name__ == "Ether"]
-        except Exception:   # scapy reads fewer link types than the fastpath
+        except Exception:  # scapy reads fewer link types than the fastpath
             continue
         if frames:
             _write("decode", records.join([(i & 1, f) for i, f in enumerate(frames)]))
@@ -72,16 +72,25 @@ def flow_seeds() -> None:
 
 
 def rule_seeds() -> None:
-    texts = [p.read_text(errors="replace") for p in [*sorted((REPO / "rules").rglob("*.rules")),
-                                                       *sorted((REPO / "tests" / "fixtures" / "rules").glob("*.rules")),
-                                                       REPO / "tests" / "fuzz" / "inspect.rules",
-                                                       *sorted(corpus("suricata-verify").glob("*/test.rules"))]]
+    texts = [
+        p.read_text(errors="replace")
+        for p in [
+            *sorted((REPO / "rules").rglob("*.rules")),
+            *sorted((REPO / "tests" / "fixtures" / "rules").glob("*.rules")),
+            REPO / "tests" / "fuzz" / "inspect.rules",
+            *sorted(corpus("suricata-verify").glob("*/test.rules")),
+        ]
+    ]
     lines = [line for t in texts for line in t.splitlines() if line.strip() and not line.startswith("#")]
-    et = [line for p in sorted(corpus("et-open").glob("*.rules"))
-          for line in p.read_text(errors="replace").splitlines() if line.startswith(("alert", "drop"))]
+    et = [
+        line
+        for p in sorted(corpus("et-open").glob("*.rules"))
+        for line in p.read_text(errors="replace").splitlines()
+        if line.startswith(("alert", "drop"))
+    ]
     lines += et[::ET_OPEN_EVERY]
     for i in range(0, len(lines), 2):
-        _write("suricata", ("\n".join(lines[i:i + 2]) + "\n").encode())
+        _write("suricata", ("\n".join(lines[i : i + 2]) + "\n").encode())
 
 
 def policy_seeds() -> None:
@@ -89,7 +98,7 @@ def policy_seeds() -> None:
         _write("policy", path.read_bytes())
     documents = (REPO / "rules" / "examples" / "lab.yaml").read_text().split("\n---\n")
     for i in range(len(documents)):
-        _write("policy", "\n---\n".join(documents[:i + 1]).encode())
+        _write("policy", "\n---\n".join(documents[: i + 1]).encode())
 
 
 def control_seeds() -> None:
@@ -105,10 +114,17 @@ def control_seeds() -> None:
         "/identity/workloads/{vsys}/{name}": json.dumps(RUNNING[1]).encode(),
         "/acks": b'{"host": "host-a", "version": 1, "identity": 1, "hash": "00", "status": "applied"}',
     }
-    params = {"/candidate/resources/{kind}/{vsys}/{name}": [b"Group", b"tenant-a", b"web"],
-              "/versions/{number}": [b"1"], "/identity/workloads/{vsys}/{name}": [b"tenant-a", b"web-01"]}
-    queries = {"/versions": b"limit=5", "/diff": b"from=1&to=candidate", "/bundle": b"host=host-a&known=x&version=1",
-               "/audit": b"limit=3"}
+    params = {
+        "/candidate/resources/{kind}/{vsys}/{name}": [b"Group", b"tenant-a", b"web"],
+        "/versions/{number}": [b"1"],
+        "/identity/workloads/{vsys}/{name}": [b"tenant-a", b"web-01"],
+    }
+    queries = {
+        "/versions": b"limit=5",
+        "/diff": b"from=1&to=candidate",
+        "/bundle": b"host=host-a&known=x&version=1",
+        "/audit": b"limit=3",
+    }
     for index, route in enumerate(build_routes_for_seeds()):
         path_values = (params.get(route.path, []) + [b"", b"", b""])[:3]
         for role in (0, ROLES.index("dataplane:host-a")):

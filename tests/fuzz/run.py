@@ -44,15 +44,16 @@ def sanitizer_env(runtime: Path) -> dict[str, str]:
         # libFuzzer's per-input leak check (-detect_leaks) runs LSan when an input left more blocks than it
         # freed; a 64 MB quarantine (of 256) keeps a rule compiler's churn from reading as a 2 GB RSS "oom"
         ASAN_OPTIONS="detect_leaks=1:allocator_may_return_null=1:detect_stack_use_after_return=0:"
-                     "quarantine_size_mb=64:handle_segv=1:handle_abort=1:symbolize=1",
+        "quarantine_size_mb=64:handle_segv=1:handle_abort=1:symbolize=1",
         UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1",
         LSAN_OPTIONS=f"suppressions={REPO / 'tests' / 'fuzz' / 'lsan.supp'}:print_suppressions=0",
     )
     return env
 
 
-def run_target(name: str, seconds: int, log_dir: Path, runtime: Path, keep_going: bool = False,
-               seed: int = 0) -> dict[str, object]:
+def run_target(
+    name: str, seconds: int, log_dir: Path, runtime: Path, keep_going: bool = False, seed: int = 0
+) -> dict[str, object]:
     """Fuzz `name` for `seconds`; with `keep_going`, a finding restarts libFuzzer on the grown corpus until the
     time is used (at most MAX_RESTARTS times), so one long run collects every bug it can reach."""
     target = TARGETS[name]
@@ -73,17 +74,30 @@ def run_target(name: str, seconds: int, log_dir: Path, runtime: Path, keep_going
         left = seconds - round(time.monotonic() - started)
         if left < 5:
             break
-        args = [sys.executable, "-m", "tests.fuzz.harness", name, str(corpus),
-                *(str(d) for d in (seeds, found) if d.is_dir()),
-                f"-max_total_time={left}", f"-timeout={HANG_SECONDS}", "-rss_limit_mb=2048",
-                f"-max_len={target.max_len}", f"-artifact_prefix={artifacts}/", "-print_final_stats=1",
-                f"-detect_leaks={int(target.leak_check)}", *([f"-seed={seed}"] if seed else [])]
+        args = [
+            sys.executable,
+            "-m",
+            "tests.fuzz.harness",
+            name,
+            str(corpus),
+            *(str(d) for d in (seeds, found) if d.is_dir()),
+            f"-max_total_time={left}",
+            f"-timeout={HANG_SECONDS}",
+            "-rss_limit_mb=2048",
+            f"-max_len={target.max_len}",
+            f"-artifact_prefix={artifacts}/",
+            "-print_final_stats=1",
+            f"-detect_leaks={int(target.leak_check)}",
+            *([f"-seed={seed}"] if seed else []),
+        ]
         with open(log, "a") as out:
-            done = subprocess.run(args, cwd=REPO, env=sanitizer_env(runtime), stdout=out, stderr=subprocess.STDOUT,
-                                  timeout=left + 600)
+            done = subprocess.run(
+                args, cwd=REPO, env=sanitizer_env(runtime), stdout=out, stderr=subprocess.STDOUT, timeout=left + 600
+            )
         segment = log.read_text(errors="replace").rsplit("INFO: Running with", 1)[-1]
         ran = re.findall(r"stat::number_of_executed_units:\s+(\d+)", segment) or [
-            m[0] for m in STATUS.findall(segment)[-1:]]
+            m[0] for m in STATUS.findall(segment)[-1:]
+        ]
         executions += int(ran[-1]) if ran else 0
         # libFuzzer's per-input alarm can go off while the interpreter is torn down after a run that ended
         # on time ("Done N runs"): not a hang of any input
@@ -109,11 +123,17 @@ def run_target(name: str, seconds: int, log_dir: Path, runtime: Path, keep_going
     if len(failed_exits) > len(findings):
         findings.append(f"exits {failed_exits} for {len(findings)} artifacts: see {log}")
     record: dict[str, object] = {
-        "target": name, "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "seconds": round(elapsed),
-        "executions": executions, "exec_per_second": round(executions / max(elapsed, 1)),
-        "coverage_edges": int(last[2]) if last else 0, "features": int(last[3]) if last else 0,
-        "corpus": int(last[4]) if last else 0, "peak_rss_mb": max([int(m[6]) for m in status] or [0]),
-        "findings": findings, "log": str(log),
+        "target": name,
+        "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+        "seconds": round(elapsed),
+        "executions": executions,
+        "exec_per_second": round(executions / max(elapsed, 1)),
+        "coverage_edges": int(last[2]) if last else 0,
+        "features": int(last[3]) if last else 0,
+        "corpus": int(last[4]) if last else 0,
+        "peak_rss_mb": max([int(m[6]) for m in status] or [0]),
+        "findings": findings,
+        "log": str(log),
     }
     (work / "last_run.json").write_text(json.dumps(record, indent=1) + "\n")
     with open(OUT / "runs.jsonl", "a") as runs:
@@ -140,9 +160,12 @@ def main(argv: list[str] | None = None) -> int:
     found = False
     for name in names:
         r = run_target(name, args.seconds, OUT, runtime, args.keep_going, args.seed)
-        print(f"fuzz {name}: {r['seconds']} s, {r['executions']} executions ({r['exec_per_second']}/s), "
-              f"{r['coverage_edges']} edges, {r['features']} features, corpus {r['corpus']}, "
-              f"{len(r['findings'])} findings" + "".join(f"\n  {f}" for f in r["findings"]), flush=True)
+        print(
+            f"fuzz {name}: {r['seconds']} s, {r['executions']} executions ({r['exec_per_second']}/s), "
+            f"{r['coverage_edges']} edges, {r['features']} features, corpus {r['corpus']}, "
+            f"{len(r['findings'])} findings" + "".join(f"\n  {f}" for f in r["findings"]),
+            flush=True,
+        )
         found = found or bool(r["findings"])
     return 1 if found else 0
 

@@ -20,10 +20,14 @@ SECONDS_PER_TARGET = int(os.environ.get("NGFW_FUZZ_SECONDS", "6"))
 @pytest.mark.fuzz
 def test_every_target_runs_clean_on_the_sanitizer_build() -> None:
     # a fixed seed: the same mutations on every CI run, so a red run is one anybody can repeat
-    done = subprocess.run([sys.executable, "-m", "tests.fuzz.run", "all", "--seconds", str(SECONDS_PER_TARGET),
-                           "--seed", "1"],
-                          cwd=REPO, capture_output=True, text=True, timeout=900,
-                          env=dict(os.environ, PYTHONPATH=str(REPO)))
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.fuzz.run", "all", "--seconds", str(SECONDS_PER_TARGET), "--seed", "1"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
     assert done.returncode == 0, f"fuzzing found something or could not run:\n{done.stdout}\n{done.stderr[-3000:]}"
     # each target really ran: inputs executed, code covered (a run that imports nothing finds nothing)
     for line in done.stdout.splitlines():

@@ -113,9 +113,20 @@ def _wait_listening(lab, port: int, proc: subprocess.Popen, what: str, timeout: 
 @pytest.fixture(scope="module")
 def banner_server(lab) -> Iterator[int]:
     """A TCP server on srv:2222 that greets with an SSH banner and echoes."""
-    proc = run_in(lab.srv.ns, [sys.executable, "-c", BANNER_SERVER, SSH_BANNER.decode().encode("unicode_escape").decode(),
-                               str(BANNER_PORT), str(SERVER_LIFETIME)],
-                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = run_in(
+        lab.srv.ns,
+        [
+            sys.executable,
+            "-c",
+            BANNER_SERVER,
+            SSH_BANNER.decode().encode("unicode_escape").decode(),
+            str(BANNER_PORT),
+            str(SERVER_LIFETIME),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         _wait_listening(lab, BANNER_PORT, proc, "the SSH banner server")
         yield BANNER_PORT
@@ -128,11 +139,47 @@ def tls_server(lab, tmp_path_factory) -> Iterator[int]:
     """`openssl s_server -www` on srv:443 with a throw-away self-signed certificate."""
     d = tmp_path_factory.mktemp("tls")
     cert, key = d / "cert.pem", d / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=lab", "-days", "1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=30)
-    proc = run_in(lab.srv.ns, ["timeout", str(SERVER_LIFETIME), "openssl", "s_server", "-accept", str(TLS_PORT),
-                               "-cert", str(cert), "-key", str(key), "-www", "-quiet"],
-                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=lab",
+            "-days",
+            "1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    proc = run_in(
+        lab.srv.ns,
+        [
+            "timeout",
+            str(SERVER_LIFETIME),
+            "openssl",
+            "s_server",
+            "-accept",
+            str(TLS_PORT),
+            "-cert",
+            str(cert),
+            "-key",
+            str(key),
+            "-www",
+            "-quiet",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         _wait_listening(lab, TLS_PORT, proc, "openssl s_server")
         yield TLS_PORT
@@ -173,7 +220,12 @@ def test_http_is_identified_and_allowed(lab, lab_services, start_dataplane, app_
     flows = [f for f in records_for(dp, 80) if f["event_type"] == "flow"]
     assert len(flows) == 1, dp.eve_records()
     flow = flows[0]
-    assert (flow["src_ip"], flow["src_vm"], flow["rule"], flow["action"]) == (lab.web1.ipv4, "web-01", "allow-http", "allow")
+    assert (flow["src_ip"], flow["src_vm"], flow["rule"], flow["action"]) == (
+        lab.web1.ipv4,
+        "web-01",
+        "allow-http",
+        "allow",
+    )
     assert (flow["app_proto"], flow["app"], flow["app_host"]) == ("http", "http", SERVER)
     assert flow["app_confidence"] >= 80
     assert flow["flow"]["bytes_toclient"] > 0
@@ -182,7 +234,9 @@ def test_http_is_identified_and_allowed(lab, lab_services, start_dataplane, app_
 def test_http_off_its_default_ports_is_denied(lab, lab_services, start_dataplane, app_policy, ns_run) -> None:
     """`services: [application-default]`: HTTP on 8443 (nginx answers there) is not what allow-http allows."""
     dp = start_dataplane(app_policy)
-    r = ns_run(lab.web1.ns, ["curl", "-sS", "-m", "2", "-o", "/dev/null", "-w", "%{http_code}", f"http://{SERVER}:8443/"])
+    r = ns_run(
+        lab.web1.ns, ["curl", "-sS", "-m", "2", "-o", "/dev/null", "-w", "%{http_code}", f"http://{SERVER}:8443/"]
+    )
     assert (r.returncode, r.stdout) == (28, "000"), r.stderr  # connected, then no answer: timed out
     assert 8443 in listening(lab.srv.ns, "tcp")  # nginx is there: the dataplane kept its answer away
     text = dp.metrics_text()
@@ -221,8 +275,25 @@ def test_ssh_is_denied_on_any_port(lab, lab_services, banner_server, start_datap
     data, how = banner_from(lab, banner_server, timeout=3.0)
     assert data == b"" and how in ("timeout", "reset"), (data, how)
     assert time.monotonic() - started < 5
-    r = ns_run(lab.web1.ns, ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=3", "-o", "StrictHostKeyChecking=no",
-                             "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", SERVER, "true"], timeout=15)
+    r = ns_run(
+        lab.web1.ns,
+        [
+            "ssh",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=3",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            SERVER,
+            "true",
+        ],
+        timeout=15,
+    )
     assert r.returncode == 255, r.stderr
     # it never got as far as authentication (which BatchMode without keys would also fail)
     assert "Permission denied" not in r.stderr and "banner exchange" in r.stderr, r.stderr
@@ -231,23 +302,53 @@ def test_ssh_is_denied_on_any_port(lab, lab_services, banner_server, start_datap
     assert metric(text, "ngfw_drops_total", reason="policy_deny") >= 2, text
     dp.stop()
     for port in (banner_server, 22):
-        denied = [rec for rec in records_for(dp, port)
-                  if rec["event_type"] == "drop" or (rec["event_type"] == "flow" and rec["action"] == "deny")]
+        denied = [
+            rec
+            for rec in records_for(dp, port)
+            if rec["event_type"] == "drop" or (rec["event_type"] == "flow" and rec["action"] == "deny")
+        ]
         assert denied, (port, dp.eve_records())
         assert all(rec["app_proto"] == "ssh" and rec["rule"] == "deny-ssh" for rec in denied), denied
         assert all(rec["src_vm"] == "web-01" for rec in denied), denied
 
 
-def test_tls_allowed_by_sni_and_facebook_rejected(lab, lab_services, tls_server, start_dataplane, app_policy,
-                                                  ns_run) -> None:
+def test_tls_allowed_by_sni_and_facebook_rejected(
+    lab, lab_services, tls_server, start_dataplane, app_policy, ns_run
+) -> None:
     dp = start_dataplane(app_policy)
-    ok = ns_run(lab.web1.ns, ["curl", "-sk", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}",
-                              "--resolve", f"ok.internal:{tls_server}:{SERVER}", "https://ok.internal/"])
+    ok = ns_run(
+        lab.web1.ns,
+        [
+            "curl",
+            "-sk",
+            "-m",
+            "5",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--resolve",
+            f"ok.internal:{tls_server}:{SERVER}",
+            "https://ok.internal/",
+        ],
+    )
     assert (ok.returncode, ok.stdout) == (0, "200"), ok.stderr
 
     started = time.monotonic()
-    fb = ns_run(lab.web1.ns, ["curl", "-sSk", "-m", "5", "-o", "/dev/null",
-                              "--resolve", f"www.facebook.com:{tls_server}:{SERVER}", "https://www.facebook.com/"])
+    fb = ns_run(
+        lab.web1.ns,
+        [
+            "curl",
+            "-sSk",
+            "-m",
+            "5",
+            "-o",
+            "/dev/null",
+            "--resolve",
+            f"www.facebook.com:{tls_server}:{SERVER}",
+            "https://www.facebook.com/",
+        ],
+    )
     elapsed = time.monotonic() - started
     assert fb.returncode in (35, 56), (fb.returncode, fb.stderr)  # SSL connect error / recv failure: a reset
     assert elapsed < 2.0, elapsed  # at once, not curl's 5 s timeout
@@ -262,20 +363,39 @@ def test_tls_allowed_by_sni_and_facebook_rejected(lab, lab_services, tls_server,
     allowed = [rec for rec in records if rec.get("app_host") == "ok.internal"]
     assert [rec["event_type"] for rec in allowed] == ["flow"], records
     assert (allowed[0]["app_proto"], allowed[0]["app"], allowed[0]["rule"], allowed[0]["action"]) == (
-        "tls", "tls", "allow-tls", "allow")
+        "tls",
+        "tls",
+        "allow-tls",
+        "allow",
+    )
     blocked = [rec for rec in records if rec.get("app_host") == "www.facebook.com"]
     assert blocked, records
-    assert all((rec["app_proto"], rec["app"], rec["rule"], rec["action"]) == ("tls", "facebook", "reject-blocked",
-                                                                              "reject") for rec in blocked), blocked
+    assert all(
+        (rec["app_proto"], rec["app"], rec["rule"], rec["action"]) == ("tls", "facebook", "reject-blocked", "reject")
+        for rec in blocked
+    ), blocked
     assert any(rec["event_type"] == "drop" for rec in blocked), blocked
 
 
-def test_rejected_flow_ends_like_a_reset_one(lab, lab_services, tls_server, start_dataplane, app_policy,
-                                             ns_run) -> None:
+def test_rejected_flow_ends_like_a_reset_one(
+    lab, lab_services, tls_server, start_dataplane, app_policy, ns_run
+) -> None:
     """Both endpoints got a RST and forgot the connection: the dataplane's flow ends tcp_closed seconds later."""
     dp = start_dataplane(app_policy, extra_args=["--timeout", "tcp_closed=1", "--timeout", "tcp_closing=1"])
-    fb = ns_run(lab.web1.ns, ["curl", "-sSk", "-m", "5", "-o", "/dev/null",
-                              "--resolve", f"www.facebook.com:{tls_server}:{SERVER}", "https://www.facebook.com/"])
+    fb = ns_run(
+        lab.web1.ns,
+        [
+            "curl",
+            "-sSk",
+            "-m",
+            "5",
+            "-o",
+            "/dev/null",
+            "--resolve",
+            f"www.facebook.com:{tls_server}:{SERVER}",
+            "https://www.facebook.com/",
+        ],
+    )
     assert fb.returncode in (35, 56), fb.stderr
     ended = wait_for(lambda: any(rec["event_type"] == "flow" for rec in records_for(dp, tls_server)), timeout=4.0)
     assert ended, dp.eve_records()

@@ -38,7 +38,7 @@ kind: ThreatProfile
 metadata: {name: shallow, vsys: tenant-a}
 spec: {depth: 65536}
 """
-FRAME_PAYLOAD = 1448          # TCP payload of a 1,500-byte frame with timestamps
+FRAME_PAYLOAD = 1448  # TCP payload of a 1,500-byte frame with timestamps
 
 
 def write_policy(tmp_path: Path, rules: str) -> Path:
@@ -53,8 +53,18 @@ def bypass_dataplane(tmp_path: Path, lab, lab_services, start_dataplane) -> Iter
 
     def start(*extra: str) -> DataplaneProcess:
         policy = write_policy(tmp_path, ALLOW)
-        dp = start_dataplane(policy, extra_args=["--rules", f"lab={tmp_path / 'lab.rules'}", "--timeout",
-                                                 "tcp_closing=1", "--timeout", "tcp_closed=1", *extra])
+        dp = start_dataplane(
+            policy,
+            extra_args=[
+                "--rules",
+                f"lab={tmp_path / 'lab.rules'}",
+                "--timeout",
+                "tcp_closing=1",
+                "--timeout",
+                "tcp_closed=1",
+                *extra,
+            ],
+        )
         assert wait_for(lambda: f"wire {lab.wire}: fail mode" in dp.stderr_text(), timeout=10), dp.stderr_text()
         dp.policy_path = policy
         return dp
@@ -68,8 +78,12 @@ def fw_rx(dp: DataplaneProcess, port: str) -> float:
 
 def download(lab, tmp_path: Path, query: str = "") -> tuple[subprocess.Popen, Path]:
     out = tmp_path / f"download-{time.monotonic_ns()}.bin"
-    proc = run_in(lab.web1.ns, ["curl", "-sS", "-m", "60", "-o", str(out), f"http://{SERVER}/big.bin{query}"],
-                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = run_in(
+        lab.web1.ns,
+        ["curl", "-sS", "-m", "60", "-o", str(out), f"http://{SERVER}/big.bin{query}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     return proc, out
 
 
@@ -77,8 +91,9 @@ def flow_records(dp: DataplaneProcess) -> list[dict]:
     return [r for r in dp.eve_records() if r.get("event_type") == "flow" and r.get("dest_port") == 80]
 
 
-def test_a_download_past_the_inspection_depth_is_forwarded_by_the_kernel_and_counted(lab, bypass_dataplane,
-                                                                                   tmp_path) -> None:
+def test_a_download_past_the_inspection_depth_is_forwarded_by_the_kernel_and_counted(
+    lab, bypass_dataplane, tmp_path
+) -> None:
     dp = bypass_dataplane()
     assert "flow bypass on" in dp.stderr_text(), dp.stderr_text()
     assert metric(dp.metrics_text(), "ngfw_bypass_enabled") == 1
@@ -100,18 +115,24 @@ def test_a_download_past_the_inspection_depth_is_forwarded_by_the_kernel_and_cou
     assert metric(text, "ngfw_bypass_flows_total") >= 1, text
     assert metric(text, "ngfw_bypass_packets_total") >= frames * 0.8, text
     assert metric(text, "ngfw_bypass_bytes_total") >= BIG_FILE_SIZE * 0.8, text
-    assert metric(text, "ngfw_bypass_flows_active") == 0, text     # it ended: its entries went with it
+    assert metric(text, "ngfw_bypass_flows_active") == 0, text  # it ended: its entries went with it
 
 
 def test_a_policy_change_denying_a_bypassed_flow_stops_it_at_once(lab, bypass_dataplane, tmp_path) -> None:
     dp = bypass_dataplane()
-    proc, out = download(lab, tmp_path, "?rate=1m")      # 10 s at 1 MiB/s
+    proc, out = download(lab, tmp_path, "?rate=1m")  # 10 s at 1 MiB/s
     try:
-        assert wait_for(lambda: metric(dp.metrics_text(), "ngfw_bypass_flows_active") == 1, timeout=10), \
+        assert wait_for(lambda: metric(dp.metrics_text(), "ngfw_bypass_flows_active") == 1, timeout=10), (
             dp.metrics_text()
+        )
         # `ngfw sessions` tells a bypassed flow from an inspected one
-        listing = call_in(lab.fw_ns, [*dp.argv[:dp.argv.index("dataplane")], "sessions", "port=80", "--json"],
-                          timeout=20, env=dataplane_process.dataplane_env(), cwd=str(dataplane_process.REPO_ROOT))
+        listing = call_in(
+            lab.fw_ns,
+            [*dp.argv[: dp.argv.index("dataplane")], "sessions", "port=80", "--json"],
+            timeout=20,
+            env=dataplane_process.dataplane_env(),
+            cwd=str(dataplane_process.REPO_ROOT),
+        )
         assert listing.returncode == 0, listing.stderr
         [flow] = [json.loads(line) for line in listing.stdout.splitlines() if line.strip()]
         assert flow["bypass"] is True and flow["inspected"] is True, flow
@@ -119,9 +140,12 @@ def test_a_policy_change_denying_a_bypassed_flow_stops_it_at_once(lab, bypass_da
         dp.policy_path.write_text(lab_policy_with(tmp_path, DENY, "deny.yaml").read_text() + PROFILE)
         dp.reload()
         # acknowledged: the loop runs the new policy, and the kernel forwards nothing of the flow from then on
-        assert wait_for(lambda: metric(dp.metrics_text(), "ngfw_policy_reloads_total", result="success") > loaded,
-                        timeout=10, interval=0.02), dp.stderr_text()
-        time.sleep(0.3)     # what was on the wire at that moment arrives
+        assert wait_for(
+            lambda: metric(dp.metrics_text(), "ngfw_policy_reloads_total", result="success") > loaded,
+            timeout=10,
+            interval=0.02,
+        ), dp.stderr_text()
+        time.sleep(0.3)  # what was on the wire at that moment arrives
         size = out.stat().st_size
         time.sleep(2.0)
         assert out.stat().st_size == size, "the download went on after the policy denying it was in force"
@@ -137,7 +161,7 @@ def test_no_bypass_keeps_every_frame_in_the_packet_loop(lab, bypass_dataplane, t
     dp = bypass_dataplane("--no-bypass")
     assert metric(dp.metrics_text(), "ngfw_bypass_enabled") == 0
     tc = call_in(lab.fw_ns, ["tc", "filter", "show", "dev", lab.fw_vm, "ingress"], timeout=10).stdout
-    assert "ngfw_wire" not in tc          # a closed wire without bypass carries no program
+    assert "ngfw_wire" not in tc  # a closed wire without bypass carries no program
     before = fw_rx(dp, lab.fw_up)
     proc, out = download(lab, tmp_path)
     assert proc.wait(timeout=60) == 0, proc.stderr.read()
@@ -147,18 +171,18 @@ def test_no_bypass_keeps_every_frame_in_the_packet_loop(lab, bypass_dataplane, t
     assert not re.search(r"flow bypass on", dp.stderr_text())
 
 
-def test_a_closed_wire_forwards_no_bypassed_flow_once_the_dataplane_is_killed(lab, bypass_dataplane,
-                                                                              tmp_path) -> None:
+def test_a_closed_wire_forwards_no_bypassed_flow_once_the_dataplane_is_killed(lab, bypass_dataplane, tmp_path) -> None:
     """Bypass rides on the liveness of the packet loop: a closed wire's program stops forwarding bypassed flows
     when the heartbeat goes stale (0.3 s), as it would pass nothing without a program."""
     dp = bypass_dataplane()
     proc, out = download(lab, tmp_path, "?rate=1m")
     try:
-        assert wait_for(lambda: metric(dp.metrics_text(), "ngfw_bypass_flows_active") == 1, timeout=10), \
+        assert wait_for(lambda: metric(dp.metrics_text(), "ngfw_bypass_flows_active") == 1, timeout=10), (
             dp.metrics_text()
+        )
         os.kill(dp.pid, signal.SIGKILL)
         dp.proc.wait(timeout=5)
-        time.sleep(0.6)      # the heartbeat is stale from 0.3 s on
+        time.sleep(0.6)  # the heartbeat is stale from 0.3 s on
         size = out.stat().st_size
         time.sleep(2.0)
         assert out.stat().st_size == size, "the kernel went on forwarding a bypassed flow on a closed wire"

@@ -47,8 +47,13 @@ def with_rule(policy: dict[str, Any], rule: dict[str, Any], before: str = "defau
     return policy
 
 
-TENANT_B_LETS_WEB_IN = {"name": "tenant-a-web-to-db", "from": ["cidr:10.77.0.11/32", "cidr:10.77.0.12/32"],
-                        "to": ["group:db"], "services": [f"tcp/{DB_PORT}"], "action": "allow"}
+TENANT_B_LETS_WEB_IN = {
+    "name": "tenant-a-web-to-db",
+    "from": ["cidr:10.77.0.11/32", "cidr:10.77.0.12/32"],
+    "to": ["group:db"],
+    "services": [f"tcp/{DB_PORT}"],
+    "action": "allow",
+}
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +89,22 @@ def _back_to_baseline(lab: ControlSite) -> None:
 
 
 def curl(lab: ControlSite, ns: str, url: str, *extra: str, timeout: float = 15) -> subprocess.CompletedProcess[str]:
-    return call_in(ns, ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{size_download}",
-                        "--connect-timeout", "1", *extra, url], timeout=timeout)
+    return call_in(
+        ns,
+        [
+            "curl",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{size_download}",
+            "--connect-timeout",
+            "1",
+            *extra,
+            url,
+        ],
+        timeout=timeout,
+    )
 
 
 def ping(ns: str, dest: str, count: int = 2) -> subprocess.CompletedProcess[str]:
@@ -185,8 +204,11 @@ def test_roles_keep_operators_and_tenant_admins_in_their_lanes(cl: ControlSite) 
 
     assert cl.running_version() == before
     assert curl(cl, lab.web1.ns, db_url(cl)).returncode == CURL_TIMEOUT  # still closed on the wire
-    denied = [(e["who"], e["action"]) for e in cl.call("auditor", "GET", "/audit", limit=20)["entries"]
-              if e["outcome"] == "denied"]
+    denied = [
+        (e["who"], e["action"])
+        for e in cl.call("auditor", "GET", "/audit", limit=20)["entries"]
+        if e["outcome"] == "denied"
+    ]
     assert ("ops", "candidate.apply") in denied and ("alice", "candidate.apply") in denied, denied
     assert any(who == "ops" and action == "commit" for who, action in denied), denied
 
@@ -249,32 +271,36 @@ def test_a_tenant_at_its_session_quota_cannot_open_more_and_the_other_tenant_is_
 
 def test_a_tenant_over_its_new_session_rate_is_refused_the_excess(cl: ControlSite) -> None:
     lab = cl.two.lab
-    cl.wait_realized(cl.commit_as("admin", [vsys_with_limits("tenant-a", newSessionsPerSecond=1)],
-                                  "tenant-a: 1 new session per second"))
+    cl.wait_realized(
+        cl.commit_as(
+            "admin", [vsys_with_limits("tenant-a", newSessionsPerSecond=1)], "tenant-a: 1 new session per second"
+        )
+    )
     before = quota_drops(cl, "host-a", "tenant-a", "vsys_rate_limit")
     opened = connections(lab.web1.ns, lab.srv.ipv4, 80, 8, "together")  # 8 SYNs within a millisecond or so
-    assert 1 <= opened <= 2   # one second's burst (1), perhaps one token refilled while they were sent
+    assert 1 <= opened <= 2  # one second's burst (1), perhaps one token refilled while they were sent
     assert quota_drops(cl, "host-a", "tenant-a", "vsys_rate_limit") >= before + 8 - opened
-    assert ping(cl.two.db1.ns, lab.srv.ipv4).returncode == 0   # tenant-b has no rate limit
+    assert ping(cl.two.db1.ns, lab.srv.ipv4).returncode == 0  # tenant-b has no rate limit
 
 
 def test_a_label_change_moves_a_workload_out_of_a_group_on_both_hosts_without_a_commit(cl: ControlSite) -> None:
     lab = cl.two.lab
     version = cl.commit_as("bob", [with_rule(policy_of(BASELINE, "tenant-b"), TENANT_B_LETS_WEB_IN)], "open 8000")
     cl.wait_realized(version)
-    assert curl(cl, lab.web1.ns, db_url(cl)).stdout.startswith("200")   # tenant-b lets web in to group:db
+    assert curl(cl, lab.web1.ns, db_url(cl)).stdout.startswith("200")  # tenant-b lets web in to group:db
 
     # the vm-operator relabels db-01 (tier db -> archive): it leaves group db, no policy commit
-    db = json.loads(json.dumps(next(d for d in BASELINE if d["kind"] == "Workload"
-                                    and d["metadata"]["name"] == "db-01")))
+    db = json.loads(
+        json.dumps(next(d for d in BASELINE if d["kind"] == "Workload" and d["metadata"]["name"] == "db-01"))
+    )
     db["metadata"]["labels"] = {"tier": "archive"}
     path = cl.workdir / "db-01.yaml"
     path.write_text(yaml.safe_dump(db))
     done = cl.cli("ops", "apply", "--identity", "-f", str(path))
     assert done.returncode == 0 and "identity revision" in done.stdout, done.stderr
-    status = cl.wait_realized(version)          # both hosts run the new identity revision of the same version
+    status = cl.wait_realized(version)  # both hosts run the new identity revision of the same version
     assert status["version"] == version and status["realized"] == 2
-    assert curl(cl, lab.web1.ns, db_url(cl)).returncode == CURL_TIMEOUT   # denied on the wire now
+    assert curl(cl, lab.web1.ns, db_url(cl)).returncode == CURL_TIMEOUT  # denied on the wire now
 
     db["metadata"]["labels"] = {"tier": "db"}
     path.write_text(yaml.safe_dump(db))
@@ -289,7 +315,8 @@ def test_twenty_commits_lose_no_packet_of_established_sessions(cl: ControlSite) 
     report = commits_under_load(cl, churn_rules(policy_of(BASELINE, "tenant-a"), policy_b), commits=20)
     assert len(set(report.versions)) == 20
     assert sorted(report.outlived) == sorted(report.loads), (
-        f"the load ended before the 20 commits did ({sum(report.commit_seconds):.1f} s): {report.outlived}")
+        f"the load ended before the 20 commits did ({sum(report.commit_seconds):.1f} s): {report.outlived}"
+    )
     assert report.pings == {"ping web1->srv": (1000, 1000), "ping db1->srv": (1000, 1000)}, report.errors
     assert report.broken_streams == [], (report.streams, report.errors)
 
@@ -313,18 +340,30 @@ def test_a_pushed_rule_set_runs_on_both_hosts_and_an_exception_spares_one_vm(cl:
     done = cl.cli("admin", "rules", "push", "lab", str(rules), "-m", "lab signatures", timeout=60)
     assert done.returncode == 0, done.stderr
     assert f"sha256 {digest} (2 rules" in done.stdout
-    status = cl.wait_realized(int(re.search(r"committed version (\d+)", done.stdout).group(1)),  # type: ignore[union-attr]
-                              timeout=30)
-    assert {h["host"]: h["signatures"] for h in status["hosts"]} == {"host-a": {"lab": digest},
-                                                                     "host-b": {"lab": digest}}
+    status = cl.wait_realized(
+        int(re.search(r"committed version (\d+)", done.stdout).group(1)),  # type: ignore[union-attr]
+        timeout=30,
+    )
+    assert {h["host"]: h["signatures"] for h in status["hosts"]} == {
+        "host-a": {"lab": digest},
+        "host-b": {"lab": digest},
+    }
     shown = cl.cli("auditor", "status").stdout
     assert shown.count(f"signatures lab={digest[:12]}") == 2, shown
     for dp in cl.dataplanes.values():
         assert metric(dp.metrics_text(), "ngfw_signature_set_info", set="lab", sha256=digest) == 1
 
-    profile = {"apiVersion": "ngfw/v1", "kind": "ThreatProfile", "metadata": {"name": "strict", "vsys": "tenant-a"},
-               "spec": {"signatures": ["lab"], "exceptions": [
-                   {"sid": 9100001, "source": ["vm:web-01"], "description": "web-01's CGI scanner is expected"}]}}
+    profile = {
+        "apiVersion": "ngfw/v1",
+        "kind": "ThreatProfile",
+        "metadata": {"name": "strict", "vsys": "tenant-a"},
+        "spec": {
+            "signatures": ["lab"],
+            "exceptions": [
+                {"sid": 9100001, "source": ["vm:web-01"], "description": "web-01's CGI scanner is expected"}
+            ],
+        },
+    }
     policy_a = policy_of(BASELINE, "tenant-a")
     policy_a["spec"]["rules"][0]["inspect"] = "strict"
     try:
@@ -334,13 +373,16 @@ def test_a_pushed_rule_set_runs_on_both_hosts_and_an_exception_spares_one_vm(cl:
         assert "signature 1:9100001 does not run on packets from the client" in explained.stdout, explained.stdout
 
         url = f"http://{lab.srv.ipv4}/cgi-bin/exploit?id=1"
-        assert curl(cl, lab.web1.ns, url, "-m", "3").stdout.startswith("404")     # excepted: nginx answers
-        assert curl(cl, lab.web2.ns, url, "-m", "3").returncode == CURL_TIMEOUT    # web-02: still dropped
+        assert curl(cl, lab.web1.ns, url, "-m", "3").stdout.startswith("404")  # excepted: nginx answers
+        assert curl(cl, lab.web2.ns, url, "-m", "3").returncode == CURL_TIMEOUT  # web-02: still dropped
         host_a = cl.dataplanes["host-a"]
 
         def blocked() -> list[dict[str, Any]]:
-            return [r for r in host_a.eve_records() if r.get("event_type") == "alert"
-                    and r["alert"]["signature_id"] == 9100001]
+            return [
+                r
+                for r in host_a.eve_records()
+                if r.get("event_type") == "alert" and r["alert"]["signature_id"] == 9100001
+            ]
 
         deadline = time.monotonic() + 5
         while not blocked() and time.monotonic() < deadline:
@@ -349,7 +391,7 @@ def test_a_pushed_rule_set_runs_on_both_hosts_and_an_exception_spares_one_vm(cl:
         assert (alert["src_vm"], alert["alert"]["action"]) == ("web-02", "blocked")
         text = host_a.metrics_text()
         assert metric(text, "ngfw_alerts_suppressed_total", vsys="tenant-a", reason="exception") >= 1, text
-    finally:   # the next test starts from the baseline: without the profile and the set
+    finally:  # the next test starts from the baseline: without the profile and the set
         cl.call("alice", "DELETE", "/candidate")
         cl.call("admin", "DELETE", "/candidate")
         cl.call("admin", "POST", "/candidate/apply", {"documents": BASELINE, "sources": ["baseline"] * len(BASELINE)})
@@ -357,7 +399,8 @@ def test_a_pushed_rule_set_runs_on_both_hosts_and_an_exception_spares_one_vm(cl:
             try:
                 cl.call("admin", "DELETE", path)
             except ControlError:
-                pass   # the test stopped before committing it
+                pass  # the test stopped before committing it
         if cl.call("admin", "GET", "/diff", **{"from": "running", "to": "candidate"})["changes"]:
-            cl.wait_realized(int(cl.call("admin", "POST", "/commit", {"message": "no lab signatures"})["version"]),
-                             timeout=30)
+            cl.wait_realized(
+                int(cl.call("admin", "POST", "/commit", {"message": "no lab signatures"})["version"]), timeout=30
+            )

@@ -78,8 +78,9 @@ def metrics(container: ImageContainer) -> str:
     return container.run(["/opt/ngfw/venv/bin/python", "-c", script]).stdout
 
 
-def test_the_demo_passes_through_the_packaged_unit_and_ssh_keeps_running(lab: Lab,
-                                                                        dataplane_unit: ImageContainer) -> None:
+def test_the_demo_passes_through_the_packaged_unit_and_ssh_keeps_running(
+    lab: Lab, dataplane_unit: ImageContainer
+) -> None:
     c = dataplane_unit
     # `systemctl start` returned: the unit sent READY=1, so the policy is already enforced
     assert unit_property(c, "ActiveState") == "active"
@@ -90,7 +91,9 @@ def test_the_demo_passes_through_the_packaged_unit_and_ssh_keeps_running(lab: La
     pid = c.host_pid(UNIT)
     status = Path(f"/proc/{pid}/status").read_text()
     assert re.search(r"^Uid:\s+(\d+)", status, re.M).group(1) != "0"
-    assert re.search(r"^CapEff:\s+(\w+)", status, re.M).group(1) == f"{(1 << 12) | (1 << 13):016x}"  # NET_ADMIN, NET_RAW
+    assert (
+        re.search(r"^CapEff:\s+(\w+)", status, re.M).group(1) == f"{(1 << 12) | (1 << 13):016x}"
+    )  # NET_ADMIN, NET_RAW
     assert c.run("ls /var/cache/ngfw").stdout.count("hs-") >= 1
     # the host's own services are as they were
     assert c.run(["systemctl", "is-enabled", "ssh"]).stdout.strip() == "enabled"
@@ -101,8 +104,13 @@ def ping_replies(lab: Lab, seconds: float) -> subprocess.Popen[str]:
     """Pings web1 -> srv every 50 ms, each reply stamped (-D) with the wall clock."""
     from ngfw.lab.netns import run_in
 
-    return run_in(lab.web1.ns, ["ping", "-D", "-n", "-i", "0.05", "-W", "1", "-w", str(int(seconds)), lab.srv.ipv4],
-                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return run_in(
+        lab.web1.ns,
+        ["ping", "-D", "-n", "-i", "0.05", "-W", "1", "-w", str(int(seconds)), lab.srv.ipv4],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def reply_times(output: str) -> list[float]:
@@ -114,7 +122,7 @@ def test_a_restart_enforces_the_last_policy_again_within_2_s(lab: Lab, dataplane
     process's READY=1, and replies come back (its session adopted from the state file) within 2 s of the
     restart being asked. The median of three, on a machine other tests share."""
     c = dataplane_unit
-    c.run(["systemctl", "restart", UNIT], timeout=120)   # the caches are warm now, as on any running host
+    c.run(["systemctl", "restart", UNIT], timeout=120)  # the caches are warm now, as on any running host
     ready, resumed = [], []
     for _ in range(3):
         ping = ping_replies(lab, 8)
@@ -124,12 +132,14 @@ def test_a_restart_enforces_the_last_policy_again_within_2_s(lab: Lab, dataplane
         ready.append(time.time() - asked)
         output, _ = ping.communicate(timeout=30)
         times = reply_times(output)
-        assert [t for t in times if t > asked + ready[-1]], output    # it forwards after the restart
+        assert [t for t in times if t > asked + ready[-1]], output  # it forwards after the restart
         gaps = [(b - a, b) for a, b in zip(times, times[1:]) if b > asked]
         longest_gap, first_after = max(gaps)
         resumed.append(first_after - asked)
-        print(f"restart: READY after {ready[-1]:.2f} s; longest gap in replies {longest_gap:.2f} s, replies again "
-              f"{resumed[-1]:.2f} s after the restart was asked")
+        print(
+            f"restart: READY after {ready[-1]:.2f} s; longest gap in replies {longest_gap:.2f} s, replies again "
+            f"{resumed[-1]:.2f} s after the restart was asked"
+        )
     assert sorted(ready)[1] < 2.0, ready
     assert sorted(resumed)[1] < 2.0, resumed
     assert "policy version 1" in unit_property(c, "StatusText")
@@ -158,7 +168,7 @@ def stalled_thread(tid: int) -> Iterator[Callable[[], None]]:
         os.waitpid(tid, WALL)
         yield reap
     finally:
-        libc.ptrace(PTRACE_DETACH, tid, None, None)   # ESRCH once the watchdog had it killed
+        libc.ptrace(PTRACE_DETACH, tid, None, None)  # ESRCH once the watchdog had it killed
         reap()
 
 
@@ -196,7 +206,7 @@ def test_a_stalled_packet_loop_is_restarted_by_the_watchdog(lab: Lab, dataplane_
 
 def test_logrotate_reopens_the_eve_file_and_recompiles_nothing(lab: Lab, dataplane_unit: ImageContainer) -> None:
     c = dataplane_unit
-    assert run_check(lab, demo_checks(lab)[2]).observed == "denied"      # a drop record in eve.json
+    assert run_check(lab, demo_checks(lab)[2]).observed == "denied"  # a drop record in eve.json
     time.sleep(0.5)
     version_before = re.search(r"^ngfw_policy_version (\S+)", metrics(c), re.M).group(1)
     since = c.run(["date", "+%Y-%m-%d %H:%M:%S"]).stdout.strip()
@@ -236,21 +246,34 @@ eve: /var/log/ngfw/eve.json
 """
 
 
-@pytest.mark.parametrize(("settings", "line"), [
-    ("wires: [ens9:fw-up]\npolicy: /etc/ngfw/policy.yaml\n",
-     "ngfw dataplane: /etc/ngfw/dataplane.yaml: interface ens9 does not exist (in this network namespace)"),
-    ("wires: [fw-vm:fw-up]\npolicy: /etc/ngfw/broken.yaml\n",
-     "ngfw dataplane: /etc/ngfw/dataplane.yaml: policy /etc/ngfw/broken.yaml refused: /etc/ngfw/broken.yaml: "
-     "SecurityPolicy tenant-a/main: spec.rules[3].action:"),
-    (CONTROL_SETTINGS,
-     "ngfw dataplane: /etc/ngfw/dataplane.yaml: control http://127.0.0.1:9 gave no policy within 3 s "
-     "(unreachable: [Errno 111] Connection refused), and no cached bundle (bundle-cache is not set)"),
-], ids=["missing-interface", "policy-does-not-load", "control-unreachable"])
-def test_bad_settings_fail_the_unit_with_one_line_in_its_status(container: ImageContainer, settings: str,
-                                                                line: str) -> None:
+@pytest.mark.parametrize(
+    ("settings", "line"),
+    [
+        (
+            "wires: [ens9:fw-up]\npolicy: /etc/ngfw/policy.yaml\n",
+            "ngfw dataplane: /etc/ngfw/dataplane.yaml: interface ens9 does not exist (in this network namespace)",
+        ),
+        (
+            "wires: [fw-vm:fw-up]\npolicy: /etc/ngfw/broken.yaml\n",
+            "ngfw dataplane: /etc/ngfw/dataplane.yaml: policy /etc/ngfw/broken.yaml refused: /etc/ngfw/broken.yaml: "
+            "SecurityPolicy tenant-a/main: spec.rules[3].action:",
+        ),
+        (
+            CONTROL_SETTINGS,
+            "ngfw dataplane: /etc/ngfw/dataplane.yaml: control http://127.0.0.1:9 gave no policy within 3 s "
+            "(unreachable: [Errno 111] Connection refused), and no cached bundle (bundle-cache is not set)",
+        ),
+    ],
+    ids=["missing-interface", "policy-does-not-load", "control-unreachable"],
+)
+def test_bad_settings_fail_the_unit_with_one_line_in_its_status(
+    container: ImageContainer, settings: str, line: str
+) -> None:
     c = container
-    c.write("/etc/ngfw/broken.yaml", (REPO / "rules/examples/lab.yaml").read_text().replace("action: reject",
-                                                                                           "action: refuse"))
+    c.write(
+        "/etc/ngfw/broken.yaml",
+        (REPO / "rules/examples/lab.yaml").read_text().replace("action: reject", "action: refuse"),
+    )
     c.write("/etc/ngfw/dataplane.token", "not-a-real-token\n")
     c.write("/etc/ngfw/dataplane.yaml", settings)
     c.run(["systemctl", "reset-failed", UNIT], check=False)
@@ -261,7 +284,7 @@ def test_bad_settings_fail_the_unit_with_one_line_in_its_status(container: Image
         assert unit_property(c, "ActiveState") == "failed"
         deadline = time.monotonic() + 10
         status = ""
-        while time.monotonic() < deadline and line not in status:   # journald may take a moment
+        while time.monotonic() < deadline and line not in status:  # journald may take a moment
             status = c.run(["systemctl", "status", "--no-pager", "-l", UNIT], check=False).stdout
             time.sleep(0.2)
         assert line in status, status
@@ -305,20 +328,26 @@ def test_unreachable_control_with_a_cached_bundle_enforces_the_bundle(lab: Lab, 
 
 
 def test_the_control_unit_is_ready_when_its_api_answers_and_reload_rereads_the_tokens(
-        container: ImageContainer) -> None:
+    container: ImageContainer,
+) -> None:
     c = container
     unit = "ngfw-control.service"
-    c.write("/etc/ngfw/control.yaml", "listen: 127.0.0.1:9660\nstore: sqlite:///var/lib/ngfw/control.db\n"
-                                      "tokens: /etc/ngfw/tokens.json\n")
-    token = c.run(["ngfw", "control", "--config", "/etc/ngfw/control.yaml", "token", "add", "alice",
-                   "security-admin"]).stdout.strip()
+    c.write(
+        "/etc/ngfw/control.yaml",
+        "listen: 127.0.0.1:9660\nstore: sqlite:///var/lib/ngfw/control.db\ntokens: /etc/ngfw/tokens.json\n",
+    )
+    token = c.run(
+        ["ngfw", "control", "--config", "/etc/ngfw/control.yaml", "token", "add", "alice", "security-admin"]
+    ).stdout.strip()
     assert c.run(["stat", "-c", "%U:%G %a", "/etc/ngfw/tokens.json"]).stdout.strip() == "root:ngfw 640"
     try:
         c.run(["systemctl", "start", unit], timeout=120)
         assert unit_property(c, "ActiveState", unit) == "active"
         assert unit_property(c, "StatusText", unit).startswith("serving http://127.0.0.1:9660")
-        script = ("import urllib.request as u, sys; r = u.Request('http://127.0.0.1:9660/running', "
-                  "headers={'Authorization': 'Bearer ' + sys.argv[1]}); print(u.urlopen(r).status)")
+        script = (
+            "import urllib.request as u, sys; r = u.Request('http://127.0.0.1:9660/running', "
+            "headers={'Authorization': 'Bearer ' + sys.argv[1]}); print(u.urlopen(r).status)"
+        )
         assert c.run(["/opt/ngfw/venv/bin/python", "-c", script, token]).stdout.strip() == "200"
         c.run(["systemctl", "reload", unit])
         deadline = time.monotonic() + 10
@@ -343,20 +372,28 @@ def test_installing_the_package_leaves_ssh_enabled_and_running(container: ImageC
     c.run("DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends /tmp/ngfw.deb", timeout=300)
     assert c.run(["systemctl", "is-enabled", "ssh"]).stdout.strip() == "enabled"
     assert c.run(["systemctl", "is-active", "ssh"]).stdout.strip() == "active"
-    assert unit_property(c, "MainPID", "ssh.service") == ssh_pid       # not even restarted
+    assert unit_property(c, "MainPID", "ssh.service") == ssh_pid  # not even restarted
     assert c.run(["systemctl", "is-enabled", UNIT]).stdout.strip() == "enabled"
     assert c.run(["ngfw", "--version"]).stdout.strip() == "ngfw 0.1.0"
-    demo = c.run(["ngfw", "demo"], check=False)       # the lab is not in the runtime package
+    demo = c.run(["ngfw", "demo"], check=False)  # the lab is not in the runtime package
     assert demo.returncode == 2 and "the lab is development tooling" in demo.stderr
     assert c.run(["stat", "-c", "%U:%G %a", "/etc/ngfw/tokens.json"]).stdout.strip() == "root:ngfw 640"
     # nothing that builds or tests came with it
     installed = c.run(["dpkg-query", "-W", "-f", "${Package}\n"]).stdout.split()
-    assert not [p for p in installed if re.match(r"(gcc|cpp|clang|cython|python3-dev|libpython3.*-dev|.*-dev$|"
-                                                  r"build-essential|make)$", p)]
+    assert not [
+        p
+        for p in installed
+        if re.match(
+            r"(gcc|cpp|clang|cython|python3-dev|libpython3.*-dev|.*-dev$|"
+            r"build-essential|make)$",
+            p,
+        )
+    ]
 
 
-def test_a_fail_open_wire_under_the_unit_with_its_drop_in_and_ngfw_sessions(lab: Lab,
-                                                                            container: ImageContainer) -> None:
+def test_a_fail_open_wire_under_the_unit_with_its_drop_in_and_ngfw_sessions(
+    lab: Lab, container: ImageContainer
+) -> None:
     """What main's dataplane features need from the unit: the fail-open drop-in (CAP_BPF, bpf()) lets the
     tc program load, the kernel forwards while the packet loop is stopped and the dataplane takes the wire
     back; `ngfw sessions` (root) finds the socket in /run/ngfw; a restart adopts the sessions from there."""
@@ -365,7 +402,7 @@ def test_a_fail_open_wire_under_the_unit_with_its_drop_in_and_ngfw_sessions(lab:
     c.run(f"mkdir -p {dropins} && cp /usr/share/doc/ngfw/examples/fail-open.conf {dropins}/ && systemctl daemon-reload")
     c.write("/etc/ngfw/dataplane.yaml", GOOD_SETTINGS.replace("wires: [fw-vm:fw-up]", "wires: [fw-vm:fw-up:open]"))
     c.run(["systemctl", "reset-failed", UNIT], check=False)
-    denied = demo_checks(lab)[2]       # web2 -> srv:8080, which the policy drops silently
+    denied = demo_checks(lab)[2]  # web2 -> srv:8080, which the policy drops silently
     try:
         c.run(["systemctl", "start", UNIT], timeout=300)
         assert "wire fw-vm:fw-up: fail mode open: the kernel forwards" in journal(c)
@@ -374,8 +411,9 @@ def test_a_fail_open_wire_under_the_unit_with_its_drop_in_and_ngfw_sessions(lab:
         time.sleep(1.0)
         listed = c.run(["ngfw", "sessions", "--json"])
         flows = [json.loads(line) for line in listed.stdout.splitlines()]
-        assert [(f["src_vm"], f["dest_ip"], f["rule"]) for f in flows if f["proto"].lower() == "icmp"] == \
-            [("web-01", lab.srv.ipv4, "ping")], listed.stdout
+        assert [(f["src_vm"], f["dest_ip"], f["rule"]) for f in flows if f["proto"].lower() == "icmp"] == [
+            ("web-01", lab.srv.ipv4, "ping")
+        ], listed.stdout
         ping.communicate(timeout=30)
         # the packet loop stopped (SIGSTOP: the process is alive, its heartbeat is not): the kernel forwards
         pid = c.host_pid(UNIT)

@@ -23,8 +23,10 @@ from tests.support.netns import lab_policy_with, metric, wait_for
 
 SERVER = "10.77.0.100"
 
-RULES = ('alert http any any -> any any (msg:"LAB admin page"; flow:established,to_server; http.uri; '
-         'content:"/admin"; metadata: former_category WEB, confidence High; sid:9100001; rev:1;)\n')
+RULES = (
+    'alert http any any -> any any (msg:"LAB admin page"; flow:established,to_server; http.uri; '
+    'content:"/admin"; metadata: former_category WEB, confidence High; sid:9100001; rev:1;)\n'
+)
 
 POLICY_RULES = """
 - {name: web-http, from: [group:web], to: [cidr:10.77.0.100/32], services: [tcp/80], action: allow, log: true,
@@ -43,10 +45,27 @@ def eve_dataplane(tmp_path: Path, lab, lab_services, start_dataplane):
     receiver = socket_in(lab.fw_ns, socket.AF_INET, socket.SOCK_DGRAM)
     receiver.bind(("127.0.0.1", 0))
     receiver.settimeout(0.2)
-    dp = start_dataplane(policy, extra_args=[
-        "--rules", f"lab={tmp_path / 'lab.rules'}", "--host", "hv-07", "--eve-stats-interval", "0.5",
-        "--eve", f"syslog://127.0.0.1:{receiver.getsockname()[1]}", "--capture-dir", str(tmp_path / "pcap"),
-        "--timeout", "tcp_closing=1", "--timeout", "tcp_closed=1", "--timeout", "icmp=1"])
+    dp = start_dataplane(
+        policy,
+        extra_args=[
+            "--rules",
+            f"lab={tmp_path / 'lab.rules'}",
+            "--host",
+            "hv-07",
+            "--eve-stats-interval",
+            "0.5",
+            "--eve",
+            f"syslog://127.0.0.1:{receiver.getsockname()[1]}",
+            "--capture-dir",
+            str(tmp_path / "pcap"),
+            "--timeout",
+            "tcp_closing=1",
+            "--timeout",
+            "tcp_closed=1",
+            "--timeout",
+            "icmp=1",
+        ],
+    )
     dp.syslog = receiver
     dp.pcap_dir = tmp_path / "pcap"
     yield dp
@@ -58,7 +77,9 @@ def records(dp, event_type: str) -> list[dict]:
 
 
 def curl(ns_run, lab, path: str) -> tuple[int, str]:
-    r = ns_run(lab.web1.ns, ["curl", "-sS", "-m", "3", "-o", "/dev/null", "-w", "%{http_code}", f"http://{SERVER}{path}"])
+    r = ns_run(
+        lab.web1.ns, ["curl", "-sS", "-m", "3", "-o", "/dev/null", "-w", "%{http_code}", f"http://{SERVER}{path}"]
+    )
     return r.returncode, r.stdout
 
 
@@ -95,9 +116,11 @@ def test_real_traffic_gives_suricatas_fields_to_the_file_and_to_syslog(lab, eve_
 def test_a_spoofed_frame_gives_a_drop_record_naming_the_vm(lab, eve_dataplane, ns_run) -> None:
     dp = eve_dataplane
     # web1 sends from its own MAC with an address that is not its own
-    send = ("from scapy.all import Ether, IP, UDP, sendp; "
-            f"sendp(Ether(src='{lab.web1.mac}', dst='ff:ff:ff:ff:ff:ff') / IP(src='10.77.0.213', dst='{SERVER}') / "
-            f"UDP(sport=5555, dport=53) / b'x', iface='{lab.web1.ifname}', count=3, verbose=False)")
+    send = (
+        "from scapy.all import Ether, IP, UDP, sendp; "
+        f"sendp(Ether(src='{lab.web1.mac}', dst='ff:ff:ff:ff:ff:ff') / IP(src='10.77.0.213', dst='{SERVER}') / "
+        f"UDP(sport=5555, dport=53) / b'x', iface='{lab.web1.ifname}', count=3, verbose=False)"
+    )
     r = ns_run(lab.web1.ns, [sys.executable, "-c", send], timeout=30)
     assert r.returncode == 0, r.stderr
     assert wait_for(lambda: records(dp, "drop"), timeout=5), dp.eve_records()
@@ -111,7 +134,7 @@ def test_a_spoofed_frame_gives_a_drop_record_naming_the_vm(lab, eve_dataplane, n
 def test_capture_of_a_flow_and_of_an_alert(lab, eve_dataplane, ns_run) -> None:
     dp = eve_dataplane
     assert curl(ns_run, lab, "/") == (0, "200")
-    assert curl(ns_run, lab, "/admin/x") == (0, "404")   # alert only: nginx answers
+    assert curl(ns_run, lab, "/admin/x") == (0, "404")  # alert only: nginx answers
     assert wait_for(lambda: len(records(dp, "flow")) == 2 and records(dp, "alert"), timeout=10), dp.eve_records()
     [alert] = records(dp, "alert")
     assert alert["alert"]["metadata"] == {"former_category": ["WEB"], "confidence": ["High"]}
@@ -127,7 +150,7 @@ def test_capture_of_a_flow_and_of_an_alert(lab, eve_dataplane, ns_run) -> None:
         client_port = p["TCP"].sport if p["TCP"].dport == 80 else p["TCP"].dport
         by_port.setdefault(client_port, []).append(p)
     plain = next(f for f in records(dp, "flow") if f["flow_id"] != alert["flow_id"])
-    assert len(by_port[plain["src_port"]]) == 4          # the first 4 frames of the clean flow
+    assert len(by_port[plain["src_port"]]) == 4  # the first 4 frames of the clean flow
     assert by_port[plain["src_port"]][0]["TCP"].flags == "S"
     admin = by_port[alert["src_port"] if alert["dest_port"] == 80 else alert["dest_port"]]
     # the alerting request is the flow's 4th frame: captured once, and the alert record names the same file

@@ -85,7 +85,9 @@ def kill_and_time_open(lab, dp: DataplaneProcess, sig: int) -> float | None:
     return time_to_connect(lab.web1.ns, (SERVER, 80), since=started, limit=3.0)
 
 
-def test_open_wire_forwards_within_a_second_of_kill_and_is_taken_back(lab, wire_dataplane, server_8080, tmp_path) -> None:
+def test_open_wire_forwards_within_a_second_of_kill_and_is_taken_back(
+    lab, wire_dataplane, server_8080, tmp_path
+) -> None:
     policy = lab_policy_with(tmp_path, RULES)
     dp = wire_dataplane(policy, "--fail-mode", "open")
     assert metric(dp.metrics_text(), "ngfw_wire_fail_mode", wire=lab.wire, mode="open") == 1
@@ -161,36 +163,48 @@ def test_open_is_refused_without_bpf_and_closed_needs_none(lab, wire_dataplane, 
     sentence and exit status 1; `closed` runs."""
     policy = lab_policy_with(tmp_path, RULES)
     no_bpf = ["setpriv", "--bounding-set=-sys_admin,-bpf,-perfmon", "--inh-caps=-all"]
-    r = call_in(lab.fw_ns, [*no_bpf, sys.executable, "-m", "ngfw", "dataplane", "--wire", f"{lab.wire}:open",
-                            "--policy", str(policy)], timeout=60, env=dataplane_process.dataplane_env(),
-                cwd=str(dataplane_process.REPO_ROOT))
+    r = call_in(
+        lab.fw_ns,
+        [*no_bpf, sys.executable, "-m", "ngfw", "dataplane", "--wire", f"{lab.wire}:open", "--policy", str(policy)],
+        timeout=60,
+        env=dataplane_process.dataplane_env(),
+        cwd=str(dataplane_process.REPO_ROOT),
+    )
     assert r.returncode == 1, r.stderr
     assert "Traceback" not in r.stderr
-    assert r.stderr.strip().splitlines()[-1] == (f"ngfw dataplane: wire {lab.wire}: fail mode open needs eBPF, and this process may "
-                                "not load BPF programs: run the dataplane as root (or with CAP_BPF and "
-                                "CAP_NET_ADMIN) or use --fail-mode closed")
+    assert r.stderr.strip().splitlines()[-1] == (
+        f"ngfw dataplane: wire {lab.wire}: fail mode open needs eBPF, and this process may "
+        "not load BPF programs: run the dataplane as root (or with CAP_BPF and "
+        "CAP_NET_ADMIN) or use --fail-mode closed"
+    )
 
     lab_unbridge_fw(lab)
 
     def without_bpf(policy_path: str, metrics: str, eve: str) -> list[str]:
         return [*no_bpf, *default_dataplane_argv(policy_path, metrics, eve, wire=lab.wire)]
 
-    dp = dataplane_process.start_dataplane(lab.fw_ns, policy, free_tcp_port(lab.fw_ns), workdir=tmp_path,
-                                           argv_builder=without_bpf)
+    dp = dataplane_process.start_dataplane(
+        lab.fw_ns, policy, free_tcp_port(lab.fw_ns), workdir=tmp_path, argv_builder=without_bpf
+    )
     try:
         assert wait_for(lambda: f"wire {lab.wire}: fail mode closed" in dp.stderr_text()), dp.stderr_text()
         assert connects(lab.web1.ns, (SERVER, 80))
         assert metric(dp.metrics_text(), "ngfw_wire_fail_mode", wire=lab.wire, mode="closed") == 1
         # flow bypass (on by default) needs the same eBPF: said once, and the dataplane forwards every flow
-        assert dp.stderr_text().count(f"wire {lab.wire}: flow bypass needs eBPF, and this process may not load "
-                                      "BPF programs") == 1, dp.stderr_text()
+        assert (
+            dp.stderr_text().count(
+                f"wire {lab.wire}: flow bypass needs eBPF, and this process may not load BPF programs"
+            )
+            == 1
+        ), dp.stderr_text()
         assert metric(dp.metrics_text(), "ngfw_bypass_enabled") == 0
     finally:
         dp.stop()
 
 
-def test_connections_opened_while_the_wire_was_open_are_picked_up_and_decided(lab, wire_dataplane, server_8080,
-                                                                              tmp_path) -> None:
+def test_connections_opened_while_the_wire_was_open_are_picked_up_and_decided(
+    lab, wire_dataplane, server_8080, tmp_path
+) -> None:
     """The successor never saw their handshakes: for a while it starts flows from their mid-stream segments,
     each decided by its policy (no session state here, `--state-dir none`: only the pick-up can help)."""
     from ngfw.lab.netns import socket_in
@@ -203,15 +217,20 @@ def test_connections_opened_while_the_wire_was_open_are_picked_up_and_decided(la
     try:
         allowed.settimeout(3)
         denied.settimeout(3)
-        allowed.connect((SERVER, 80))   # through the kernel, as the 8080 one: no policy while open
+        allowed.connect((SERVER, 80))  # through the kernel, as the 8080 one: no policy while open
         denied.connect((SERVER, 8080))
         successor = wire_dataplane(policy, "--fail-mode", "open", "--state-dir", "none")
         assert "picked up mid-stream" in successor.stderr_text()
         allowed.sendall(b"GET / HTTP/1.1\r\nHost: srv\r\n\r\n")
         assert allowed.recv(64).startswith(b"HTTP/1.1 200")
         denied.sendall(b"payload the policy refuses")
-        assert wait_for(lambda: metric(successor.metrics_text(), "ngfw_drops_total", reason="policy_default_deny")
-                        + metric(successor.metrics_text(), "ngfw_drops_total", reason="policy_deny") >= 1)
+        assert wait_for(
+            lambda: (
+                metric(successor.metrics_text(), "ngfw_drops_total", reason="policy_default_deny")
+                + metric(successor.metrics_text(), "ngfw_drops_total", reason="policy_deny")
+                >= 1
+            )
+        )
         assert metric(successor.metrics_text(), "ngfw_drops_total", reason="tcp_not_syn") == 0
     finally:
         allowed.close()

@@ -37,8 +37,10 @@ def inspected(tmp_path: Path, lab, lab_services, start_dataplane):
 
 
 def curl(ns_run, lab, path: str, *extra: str, timeout: str = "3") -> tuple[int, str, str]:
-    r = ns_run(lab.web1.ns, ["curl", "-sS", "-m", timeout, "-o", "/dev/null", "-w", "%{http_code}", *extra,
-                             f"http://{SERVER}{path}"])
+    r = ns_run(
+        lab.web1.ns,
+        ["curl", "-sS", "-m", timeout, "-o", "/dev/null", "-w", "%{http_code}", *extra, f"http://{SERVER}{path}"],
+    )
     return r.returncode, r.stdout, r.stderr
 
 
@@ -48,12 +50,17 @@ def alerts(dp) -> list[dict]:
 
 def test_clean_request_passes_and_suspicious_one_alerts(lab, inspected, ns_run) -> None:
     assert curl(ns_run, lab, "/")[:2] == (0, "200")
-    assert curl(ns_run, lab, "/admin/x")[:2] == (0, "404")        # alert only: nginx answers
+    assert curl(ns_run, lab, "/admin/x")[:2] == (0, "404")  # alert only: nginx answers
     assert wait_for(lambda: len(alerts(inspected)) == 1, timeout=5), inspected.eve_records()
     [alert] = alerts(inspected)
     assert alert["alert"]["signature_id"] == 9000001 and alert["alert"]["action"] == "allowed"
     assert alert["alert"]["category"] == "Web Application Attack"
-    assert (alert["src_vm"], alert["vsys"], alert["app_proto"], alert["dest_port"]) == ("web-01", "tenant-a", "http", 80)
+    assert (alert["src_vm"], alert["vsys"], alert["app_proto"], alert["dest_port"]) == (
+        "web-01",
+        "tenant-a",
+        "http",
+        80,
+    )
     text = inspected.metrics_text()
     assert metric(text, "ngfw_alerts_total", vsys="tenant-a", severity="1", action="allowed") == 1, text
     assert metric(text, "ngfw_signatures_loaded", set="lab") == 3, text
@@ -61,8 +68,8 @@ def test_clean_request_passes_and_suspicious_one_alerts(lab, inspected, ns_run) 
 
 def test_drop_signature_blocks_the_request(lab, inspected, ns_run) -> None:
     code, status, _ = curl(ns_run, lab, "/cgi-bin/exploit?x=1", timeout="2")
-    assert (code, status) == (28, "000")                         # no answer ever came: timed out
-    assert curl(ns_run, lab, "/")[:2] == (0, "200")               # other connections are untouched
+    assert (code, status) == (28, "000")  # no answer ever came: timed out
+    assert curl(ns_run, lab, "/")[:2] == (0, "200")  # other connections are untouched
     assert wait_for(lambda: any(a["alert"]["signature_id"] == 9000002 for a in alerts(inspected)), timeout=5)
     blocked = [a for a in alerts(inspected) if a["alert"]["signature_id"] == 9000002]
     assert blocked[0]["alert"]["action"] == "blocked"
@@ -73,7 +80,7 @@ def test_drop_signature_blocks_the_request(lab, inspected, ns_run) -> None:
 
 def test_reject_signature_resets_the_connection(lab, inspected, ns_run) -> None:
     code, _, err = curl(ns_run, lab, "/", "-H", "X-Shell: /bin/sh")
-    assert code in (52, 56), err                                  # empty reply / connection reset by peer
+    assert code in (52, 56), err  # empty reply / connection reset by peer
     assert wait_for(lambda: any(a["alert"]["signature_id"] == 9000003 for a in alerts(inspected)), timeout=5)
 
 

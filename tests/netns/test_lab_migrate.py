@@ -90,8 +90,14 @@ def tcp_session(client_ns: str, server_ns: str, server_ip: str) -> Iterator[tupl
 
 
 def ngfw_lab(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ngfw", "lab", *args], capture_output=True, text=True, timeout=120,
-                          stdin=subprocess.DEVNULL, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "ngfw", "lab", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
 
 
 def test_migrate_refuses_what_a_hypervisor_could_not_do(two_host_lab: TwoHostSite, lab: Lab) -> None:
@@ -109,33 +115,54 @@ def test_migrate_refuses_what_a_hypervisor_could_not_do(two_host_lab: TwoHostSit
     # the session's one-host lab has nowhere to move to; a prefix with no lab at all has nothing to move
     done = ngfw_lab("migrate", "web1", "--to", "host-b", "--prefix", lab.prefix)
     assert done.returncode == 1, done
-    assert done.stderr.strip() == (f"ngfw lab migrate: lab {lab.prefix!r} is not a two-host lab: build it with "
-                                   "`ngfw lab up --hosts 2`")
+    assert done.stderr.strip() == (
+        f"ngfw lab migrate: lab {lab.prefix!r} is not a two-host lab: build it with `ngfw lab up --hosts 2`"
+    )
     done = ngfw_lab("migrate", "web1", "--to", "host-b", "--prefix", "nolab")
     assert done.returncode == 1
     assert done.stderr.strip() == "ngfw lab migrate: there is no lab 'nolab': build one with `ngfw lab up --hosts 2`"
 
 
 def test_a_namespace_workload_moves_to_host_b_mid_download_and_keeps_its_sessions(
-        two_host_lab: TwoHostSite, tmp_path: Path) -> None:
+    two_host_lab: TwoHostSite, tmp_path: Path
+) -> None:
     site = two_host_lab
     lab, web1 = site.two.lab, site.two.lab.web1
     out = tmp_path / "big.bin"
     with tcp_session(web1.ns, lab.srv.ns, lab.srv.ipv4) as (client, server):
         talk(client, b"before from web1\n")
         assert hear(server, 17) == b"before from web1\n"
-        curl = run_in(web1.ns, ["curl", "-sS", "--max-time", "60", "-o", str(out), "-w", "%{http_code} %{size_download}",
-                                site.services.big_file_url + PACED], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                      text=True)
+        curl = run_in(
+            web1.ns,
+            [
+                "curl",
+                "-sS",
+                "--max-time",
+                "60",
+                "-o",
+                str(out),
+                "-w",
+                "%{http_code} %{size_download}",
+                site.services.big_file_url + PACED,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
-            assert wait_for(lambda: out.exists() and out.stat().st_size >= 256 << 10, timeout=10), "download not started"
+            assert wait_for(lambda: out.exists() and out.stat().st_size >= 256 << 10, timeout=10), (
+                "download not started"
+            )
             sent_via_b = host_b_fw_sent(site)
             with FrameCapture(site.two.host_b.host_ns, "br-vm") as capture:
                 moved = site.migrate("web1", "host-b")
                 time.sleep(0.3)  # the last announcement round
             assert moved.returncode == 0, moved.stderr
-            assert re.fullmatch(r"web1 moved from host-a to host-b in [\d.]+ s \(namespace: link down \d+ ms, "
-                                r"\d+ announcement frames sent\)\n", moved.stdout), moved.stdout
+            assert re.fullmatch(
+                r"web1 moved from host-a to host-b in [\d.]+ s \(namespace: link down \d+ ms, "
+                r"\d+ announcement frames sent\)\n",
+                moved.stdout,
+            ), moved.stdout
             assert curl.poll() is None, "the download ended before the move: it proves nothing"
             stdout, stderr = curl.communicate(timeout=60)
         finally:
@@ -184,7 +211,8 @@ def guest_uptime(site: TwoHostSite) -> float:
 @pytest.mark.vm
 @pytest.mark.parametrize("vm_workloads", [("web1",)], indirect=True)
 def test_a_vm_workload_live_migrates_to_host_b_mid_download_and_keeps_its_sessions(
-        two_host_lab: TwoHostSite, vm_workloads: dict[str, object]) -> None:
+    two_host_lab: TwoHostSite, vm_workloads: dict[str, object]
+) -> None:
     site = two_host_lab
     lab, web1 = site.two.lab, site.two.lab.web1
     source = site.placement("web1")
@@ -210,8 +238,11 @@ def test_a_vm_workload_live_migrates_to_host_b_mid_download_and_keeps_its_sessio
             moved = site.migrate("web1", "host-b")
             time.sleep(1.0)  # QEMU's announce rounds (50 ms, then every 100 ms more, 5 rounds)
         assert moved.returncode == 0, moved.stderr
-        found = re.fullmatch(r"web1 moved from host-a to host-b in ([\d.]+) s \(VM, QEMU live migration: "
-                             r"total (\d+) ms, downtime (\d+) ms, ([\d.]+) MiB sent\)\n", moved.stdout)
+        found = re.fullmatch(
+            r"web1 moved from host-a to host-b in ([\d.]+) s \(VM, QEMU live migration: "
+            r"total (\d+) ms, downtime (\d+) ms, ([\d.]+) MiB sent\)\n",
+            moved.stdout,
+        )
         assert found, moved.stdout
         agent = site.agent("web1")  # the destination QEMU's agent socket
         assert agent.poll(download) is None, "the download ended before the migration: it proves nothing"
@@ -261,8 +292,7 @@ def test_the_accelerator_probe_sees_the_lab_guest_boot(tmp_path: Path) -> None:
     # KVM cannot run a guest on the project's machines, so the probe's "it booted" answer is checked
     # under TCG: the same boot, console and marker as a KVM probe, only slower
     image = guest_image()
-    assert boots_under("tcg", image.kernel, image.initrd, GuestImage.cmdline("probe"), BOOT_MARKER.encode(),
-                       timeout=60)
+    assert boots_under("tcg", image.kernel, image.initrd, GuestImage.cmdline("probe"), BOOT_MARKER.encode(), timeout=60)
     not_a_kernel = tmp_path / "vmlinux"
     not_a_kernel.write_bytes(b"\x7fELF but nothing more")
     assert not boots_under("tcg", not_a_kernel, None, "console=ttyS0", BOOT_MARKER.encode(), timeout=10)

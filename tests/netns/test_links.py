@@ -34,12 +34,17 @@ def port_up(dp: DataplaneProcess, port: str) -> float:
 
 def events(dp: DataplaneProcess, port: str) -> dict[str, float]:
     text = dp.metrics_text()
-    return {e: metric(text, "ngfw_port_events_total", port=port, event=e) for e in ("down", "up", "removed", "reattached")}
+    return {
+        e: metric(text, "ngfw_port_events_total", port=port, event=e) for e in ("down", "up", "removed", "reattached")
+    }
 
 
 def http_ok(lab) -> bool:
-    r = call_in(lab.web1.ns, ["curl", "-sS", "-m", "2", "-o", "/dev/null", "-w", "%{http_code}",
-                              f"http://{SERVER}/"], timeout=10)
+    r = call_in(
+        lab.web1.ns,
+        ["curl", "-sS", "-m", "2", "-o", "/dev/null", "-w", "%{http_code}", f"http://{SERVER}/"],
+        timeout=10,
+    )
     return r.returncode == 0 and r.stdout == "200"
 
 
@@ -61,7 +66,7 @@ def uplink(lab) -> Iterator[None]:
 
 def test_uplink_deleted_and_created_again_forwards_again(lab, lab_services, start_dataplane, uplink) -> None:
     dp = start_dataplane(LAB_POLICY)
-    assert wait_for(lambda: http_ok(lab), timeout=6)   # (the first request of a session's lab resolves ARP)
+    assert wait_for(lambda: http_ok(lab), timeout=6)  # (the first request of a session's lab resolves ARP)
     assert port_up(dp, lab.fw_up) == 1
 
     remove_leg(lab, "up")
@@ -69,7 +74,7 @@ def test_uplink_deleted_and_created_again_forwards_again(lab, lab_services, star
     assert not http_ok(lab)
     assert not connects(lab.web1.ns, (SERVER, 80), timeout=0.5)
     assert events(dp, lab.fw_up)["removed"] == 1
-    assert metric(dp.metrics_text(), "ngfw_drops_total", reason="port_down") >= 1   # the SYNs above
+    assert metric(dp.metrics_text(), "ngfw_drops_total", reason="port_down") >= 1  # the SYNs above
     assert "port fw-up: interface removed" in dp.stderr_text()
 
     restore_leg(lab, "up")
@@ -171,8 +176,24 @@ def test_a_deleted_tap_is_created_again_and_its_vm_reaches_the_other(tap_host, t
     policy.write_text(textwrap.dedent(TAP_POLICY))
 
     def argv(policy_path: str, metrics: str, eve: str) -> list[str]:
-        return [sys.executable, "-m", "ngfw", "dataplane", "--tap", "tapa", "--tap", "tapb", "--policy", policy_path,
-                "--metrics", metrics, "--eve", eve, "--state-dir", "none"]   # no session table left behind
+        return [
+            sys.executable,
+            "-m",
+            "ngfw",
+            "dataplane",
+            "--tap",
+            "tapa",
+            "--tap",
+            "tapb",
+            "--policy",
+            policy_path,
+            "--metrics",
+            metrics,
+            "--eve",
+            eve,
+            "--state-dir",
+            "none",
+        ]  # no session table left behind
 
     dp = start_in(fw, policy, free_tcp_port(fw), workdir=tmp_path, argv_builder=argv)
     try:
@@ -193,14 +214,14 @@ def test_a_deleted_tap_is_created_again_and_its_vm_reaches_the_other(tap_host, t
         assert "port tapa: TAP device deleted" in stderr
         assert "port tapa: re-attached to its TAP device, created again" in stderr
 
-        move_tap_to_vm(fw, "tapa", tap_host["tapa"])   # the hypervisor plugs the VM in again
+        move_tap_to_vm(fw, "tapa", tap_host["tapa"])  # the hypervisor plugs the VM in again
         assert ping(tap_host["tapa"], "10.88.0.2")
         with contextlib.closing(socket_in(tap_host["tapb"])) as server:
             server.bind(("10.88.0.2", 5432))
             server.listen()
             with contextlib.closing(socket_in(tap_host["tapa"])) as client:
                 client.settimeout(3)
-                client.connect(("10.88.0.2", 5432))   # app-to-db: through the re-created TAP, by the policy
+                client.connect(("10.88.0.2", 5432))  # app-to-db: through the re-created TAP, by the policy
         assert port_up(dp, "tapa") == 1 and port_up(dp, "tapb") == 1
         # three hand-overs to the VMs; a deletion is never taken for one
         assert dp.stderr_text(tail=100_000).count("moved to another network namespace") == 3
@@ -221,4 +242,3 @@ def delete_link(ns: str, name: str) -> None:
 def link_exists(ns: str, name: str) -> bool:
     with IPRoute(netns=ns, flags=0) as ipr:
         return bool(ipr.link_lookup(ifname=name))
-

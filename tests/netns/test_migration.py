@@ -89,15 +89,23 @@ def _newest(site: ControlSite, before: set[str]) -> dict[str, Any]:
 
 
 def _debug(site: ControlSite) -> str:
-    rows = [(m["id"], m["mode"], m["from"], m["to"], m["state"], m["detail"], m["sessions_moved"]) for m in _migrations(site)]
+    rows = [
+        (m["id"], m["mode"], m["from"], m["to"], m["state"], m["detail"], m["sessions_moved"])
+        for m in _migrations(site)
+    ]
     logs = {h: "\n".join(dp.stderr_text().splitlines()[-12:]) for h, dp in site.dataplanes.items()}
     return f"{rows}\n{logs['host-a']}\n---\n{logs['host-b']}"
 
 
 def _download(site: ControlSite, out: str) -> subprocess.Popen[Any]:
-    url = f"http://{SERVER}/big.bin?rate=2m"   # 10 MiB at 2 MiB/s: the move happens inside it
-    return run_in(site.two.lab.web1.ns, ["sh", "-c", f"curl -sS -m 40 '{url}' | sha256sum > {out}"],
-                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://{SERVER}/big.bin?rate=2m"  # 10 MiB at 2 MiB/s: the move happens inside it
+    return run_in(
+        site.two.lab.web1.ns,
+        ["sh", "-c", f"curl -sS -m 40 '{url}' | sha256sum > {out}"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 class KeepAlive:
@@ -117,7 +125,9 @@ class KeepAlive:
                 return False
             data += chunk
         head, _, body = data.partition(b"\r\n\r\n")
-        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+        length = int(
+            next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+        )
         while len(body) < length:
             body += self.sock.recv(4096)
         return head.startswith(b"HTTP/1.1 200")
@@ -157,8 +167,9 @@ def listener_8080(site: ControlSite) -> Iterator[None]:
         yield
 
 
-def test_announced_and_unannounced_moves_keep_the_sessions(web1_home: ControlSite, listener_8080: None,
-                                                           tmp_path: Any) -> None:
+def test_announced_and_unannounced_moves_keep_the_sessions(
+    web1_home: ControlSite, listener_8080: None, tmp_path: Any
+) -> None:
     site = web1_home
     web1 = site.two.lab.web1
     session = KeepAlive(web1.ns)
@@ -178,15 +189,16 @@ def test_announced_and_unannounced_moves_keep_the_sessions(web1_home: ControlSit
         done = _last(site)
         assert (done["mode"], done["from"], done["to"], done["sessions_lost"]) == ("announced", "host-a", "host-b", 0)
         assert done["sessions_moved"] >= 2
-        assert session.exchange()   # the interactive session goes on, now through host-b
+        assert session.exchange()  # the interactive session goes on, now through host-b
         download.wait(timeout=40)
         assert (tmp_path / "one.sha256").read_text().split()[0] == EXPECTED
         # unannounced: the guest moves back and host-a notices by itself
         download = _download(site, str(tmp_path / "two.sha256"))
         time.sleep(0.7)
         migrate_workload(site.two.prefix, "web1", "host-a")
-        assert wait_for(lambda: _last(site)["mode"] == "unannounced" and _last(site)["state"] == "done", timeout=10), \
+        assert wait_for(lambda: _last(site)["mode"] == "unannounced" and _last(site)["state"] == "done", timeout=10), (
             _debug(site)
+        )
         assert _last(site)["sessions_lost"] == 0
         assert session.exchange()
         download.wait(timeout=40)
@@ -211,26 +223,30 @@ def test_a_moved_workload_with_a_new_address_keeps_its_policy(web1_home: Control
     web1 = site.two.lab.web1
     migrate_workload(site.two.prefix, "web1", "host-b")
     new_ip = "10.77.0.111"
-    subprocess.run(["ip", "netns", "exec", web1.ns, "ip", "addr", "add", f"{new_ip}/24", "dev", web1.ifname],
-                   check=True)
+    subprocess.run(
+        ["ip", "netns", "exec", web1.ns, "ip", "addr", "add", f"{new_ip}/24", "dev", web1.ifname], check=True
+    )
     try:
         # not bound yet: a frame from web1's MAC with an address that is not its own is spoofing
         assert not connects(web1.ns, (SERVER, 80), timeout=0.5, source=new_ip)
-        workload = next(d for d in site.call("ops", "GET", "/identity")["workloads"]
-                        if d["metadata"]["name"] == "web-01")
+        workload = next(
+            d for d in site.call("ops", "GET", "/identity")["workloads"] if d["metadata"]["name"] == "web-01"
+        )
         workload["spec"]["interfaces"][0]["ips"] = [new_ip]
         workload["spec"]["host"] = "host-b"
         site.call("ops", "PUT", "/identity/workloads/tenant-a/web-01", workload)
         assert wait_for(lambda: connects(web1.ns, (SERVER, 80), timeout=0.5, source=new_ip), timeout=10)
-        assert not connects(web1.ns, (SERVER, 8080), timeout=0.5, source=new_ip)   # still only what it may
+        assert not connects(web1.ns, (SERVER, 8080), timeout=0.5, source=new_ip)  # still only what it may
     finally:
-        workload = next(d for d in site.call("ops", "GET", "/identity")["workloads"]
-                        if d["metadata"]["name"] == "web-01")
+        workload = next(
+            d for d in site.call("ops", "GET", "/identity")["workloads"] if d["metadata"]["name"] == "web-01"
+        )
         workload["spec"]["interfaces"][0]["ips"] = ["10.77.0.11", "fd77::11"]
         workload["spec"]["host"] = "host-a"
         site.call("ops", "PUT", "/identity/workloads/tenant-a/web-01", workload)
-        subprocess.run(["ip", "netns", "exec", web1.ns, "ip", "addr", "del", f"{new_ip}/24", "dev", web1.ifname],
-                       check=False)
+        subprocess.run(
+            ["ip", "netns", "exec", web1.ns, "ip", "addr", "del", f"{new_ip}/24", "dev", web1.ifname], check=False
+        )
 
 
 def test_a_move_to_a_host_without_a_dataplane_fails_safe(web1_home: ControlSite) -> None:
@@ -261,8 +277,14 @@ def _restart(site: ControlSite, old: Any) -> Any:
     from ngfw.lab.netns import free_tcp_port
 
     host = next(h for h in site.two.hosts if h.name == "host-b")
-    return dataplane_process.start_dataplane(host.fw_ns, "-", free_tcp_port(host.fw_ns), workdir=old.workdir,
-                                             argv_builder=site_dataplane_argv(site, host), ready_timeout=30)
+    return dataplane_process.start_dataplane(
+        host.fw_ns,
+        "-",
+        free_tcp_port(host.fw_ns),
+        workdir=old.workdir,
+        argv_builder=site_dataplane_argv(site, host),
+        ready_timeout=30,
+    )
 
 
 @pytest.mark.vm
@@ -273,7 +295,7 @@ def test_a_vm_live_migrated_mid_download_keeps_its_session_through_ngfw(web1_hom
 
     site = web1_home
     prefix = site.two.prefix
-    start_vm_workloads(prefix, ("web1",))   # the rest of the module is done with the namespace web1
+    start_vm_workloads(prefix, ("web1",))  # the rest of the module is done with the namespace web1
     agent = workload_agent(prefix, "web1")
     job = agent.start(f"set -o pipefail; wget -q -O - 'http://{SERVER}/big.bin?rate=1m' | sha256sum")
     a = site.dataplanes["host-a"]
@@ -283,8 +305,9 @@ def test_a_vm_live_migrated_mid_download_keeps_its_session_through_ngfw(web1_hom
         text = a.metrics_text()
         return metric(text, "ngfw_port_tx_bytes_total", port="fw-vm") + metric(text, "ngfw_bypass_bytes_total")
 
-    assert wait_for(lambda: delivered_to_vm() > 512 << 10,
-                    timeout=60), "the download did not start through host-a"   # a TCG guest on a busy machine
+    assert wait_for(lambda: delivered_to_vm() > 512 << 10, timeout=60), (
+        "the download did not start through host-a"
+    )  # a TCG guest on a busy machine
     before = _known(site)
     moved = migrate_workload(prefix, "web1", "host-b")
     assert moved.kind == "vm"
@@ -292,7 +315,7 @@ def test_a_vm_live_migrated_mid_download_keeps_its_session_through_ngfw(web1_hom
     record = _newest(site, before)
     assert (record["state"], record["mode"], record["to"]) == ("done", "unannounced", "host-b"), _debug(site)
     assert record["sessions_moved"] >= 1 and record["sessions_lost"] == 0
-    agent = workload_agent(prefix, "web1")   # the destination QEMU's
+    agent = workload_agent(prefix, "web1")  # the destination QEMU's
     assert agent.poll(job) is None, "the download ended before the migration: it proves nothing"
     result = agent.wait(job, timeout=60)
     assert result.returncode == 0, result.output

@@ -41,7 +41,7 @@ DEPLOY = REPO_ROOT / "deploy"
 SCRAPE_SECONDS = 1
 # what Grafana puts for its variables with a 1 s scrape interval and a 1 s step
 RATE_INTERVAL = f"{4 * SCRAPE_SECONDS}s"
-CLOSED_PORT = 9    # discard: nothing listens on it in the lab's namespace, a directory there is unreachable
+CLOSED_PORT = 9  # discard: nothing listens on it in the lab's namespace, a directory there is unreachable
 
 
 @dataclass
@@ -64,8 +64,18 @@ class Site:
             return self.api(who).request(method, path, body)[1]
 
     def cli(self, who: str, *args: str) -> subprocess.CompletedProcess[str]:
-        argv = [sys.executable, "-m", "ngfw", *args, "--control", self.control_url, "--ca-file", str(self.ca),
-                "--token-file", str(self.token_files[who])]
+        argv = [
+            sys.executable,
+            "-m",
+            "ngfw",
+            *args,
+            "--control",
+            self.control_url,
+            "--ca-file",
+            str(self.ca),
+            "--token-file",
+            str(self.token_files[who]),
+        ]
         return call_in(self.lab.fw_ns, argv, timeout=30, env=dataplane_env(), cwd=str(REPO_ROOT))
 
     def prometheus(self, path: str, **query: Any) -> Any:
@@ -82,8 +92,9 @@ class Site:
         return float(result[0]["value"][1]) if result else None
 
 
-def _wait_http(ns: str, port: int, path: str, what: str, proc: subprocess.Popen[Any], log: Path,
-               timeout: float = 20) -> None:
+def _wait_http(
+    ns: str, port: int, path: str, what: str, proc: subprocess.Popen[Any], log: Path, timeout: float = 20
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, f"{what} exited:\n{log.read_text(errors='replace')[-3000:]}"
@@ -101,9 +112,17 @@ def _lab_documents() -> list[dict[str, Any]]:
     for document in documents:
         if document["kind"] == "Workload":
             document["spec"]["host"] = "host-a" if document["metadata"]["name"] == "web-01" else "host-b"
-    documents.append({"apiVersion": "ngfw/v1", "kind": "UserSource", "metadata": {"name": "corp"}, "spec": {
-        "syslog": {"login": r"Accepted \S+ for (?P<user>\S+) from (?P<ip>\S+)"},
-        "ldap": {"url": f"ldap://127.0.0.1:{CLOSED_PORT}", "refresh": 1, "timeout": 1}}})
+    documents.append(
+        {
+            "apiVersion": "ngfw/v1",
+            "kind": "UserSource",
+            "metadata": {"name": "corp"},
+            "spec": {
+                "syslog": {"login": r"Accepted \S+ for (?P<user>\S+) from (?P<ip>\S+)"},
+                "ldap": {"url": f"ldap://127.0.0.1:{CLOSED_PORT}", "refresh": 1, "timeout": 1},
+            },
+        }
+    )
     return documents
 
 
@@ -129,8 +148,10 @@ def site(lab: Lab, lab_services: Services, tmp_path_factory: pytest.TempPathFact
     pki = LabCA(workdir / "pki")
     server = pki.issue("control", dns=("localhost",), ips=("127.0.0.1",))
     host_a = pki.issue("host-a", server=False)
-    tokens = {name: add_token(workdir / "tokens.json", name, role)
-              for name, role in (("admin", "security-admin"), ("auditor", "viewer"))}
+    tokens = {
+        name: add_token(workdir / "tokens.json", name, role)
+        for name, role in (("admin", "security-admin"), ("auditor", "viewer"))
+    }
     token_files = {}
     for name, token in tokens.items():
         token_files[name] = workdir / f"{name}.token"
@@ -142,15 +163,48 @@ def site(lab: Lab, lab_services: Services, tmp_path_factory: pytest.TempPathFact
         control_port = free_tcp_port(lab.fw_ns)
         syslog_port = free_tcp_port(lab.fw_ns)
         logs.append(open(workdir / "control.log", "wb"))
-        procs.append(run_in(lab.fw_ns, [
-            sys.executable, "-m", "ngfw", "control", "--listen", f"127.0.0.1:{control_port}",
-            "--store", f"sqlite:///{workdir / 'control.db'}", "--tokens", str(workdir / "tokens.json"),
-            "--tls-cert", str(server.cert), "--tls-key", str(server.key), "--client-ca", str(pki.cert),
-            "--syslog", f"127.0.0.1:{syslog_port}",
-        ], stdout=logs[-1], stderr=logs[-1], stdin=subprocess.DEVNULL, env=dataplane_env(), cwd=str(REPO_ROOT)))
+        procs.append(
+            run_in(
+                lab.fw_ns,
+                [
+                    sys.executable,
+                    "-m",
+                    "ngfw",
+                    "control",
+                    "--listen",
+                    f"127.0.0.1:{control_port}",
+                    "--store",
+                    f"sqlite:///{workdir / 'control.db'}",
+                    "--tokens",
+                    str(workdir / "tokens.json"),
+                    "--tls-cert",
+                    str(server.cert),
+                    "--tls-key",
+                    str(server.key),
+                    "--client-ca",
+                    str(pki.cert),
+                    "--syslog",
+                    f"127.0.0.1:{syslog_port}",
+                ],
+                stdout=logs[-1],
+                stderr=logs[-1],
+                stdin=subprocess.DEVNULL,
+                env=dataplane_env(),
+                cwd=str(REPO_ROOT),
+            )
+        )
         url = f"https://127.0.0.1:{control_port}"
-        site_stub = Site(lab, workdir, pki.cert, url, tokens, token_files, None, 0,  # type: ignore[arg-type]
-                         syslog_port)
+        site_stub = Site(
+            lab,
+            workdir,
+            pki.cert,
+            url,
+            tokens,
+            token_files,
+            None,
+            0,  # type: ignore[arg-type]
+            syslog_port,
+        )
 
         def control_up() -> bool:
             with contextlib.suppress(Exception):
@@ -161,22 +215,52 @@ def site(lab: Lab, lab_services: Services, tmp_path_factory: pytest.TempPathFact
 
         assert wait_for(control_up, 20), (workdir / "control.log").read_text()
         documents = _lab_documents()
-        site_stub.call("admin", "POST", "/candidate/apply", {"documents": documents, "sources": ["lab"] * len(documents)})
+        site_stub.call(
+            "admin", "POST", "/candidate/apply", {"documents": documents, "sources": ["lab"] * len(documents)}
+        )
         assert site_stub.call("admin", "POST", "/commit", {"message": "the lab"})["version"] == 1
 
         lab_unbridge_fw(lab)
 
         def dataplane_argv(policy: str, metrics: str, eve: str) -> list[str]:
             # no --policy and no token: the policy comes from control, the certificate says who this host is
-            return [sys.executable, "-m", "ngfw", "dataplane", "--wire", lab.wire, "--metrics", metrics, "--eve", eve,
-                    "--state-dir", "none", "--rules", f"lab={REPO_ROOT / 'rules' / 'threats' / 'lab.rules'}",
-                    "--control", url, "--host", "host-a", "--ca-file", str(pki.cert),
-                    "--client-cert", str(host_a.cert), "--client-key", str(host_a.key)]
+            return [
+                sys.executable,
+                "-m",
+                "ngfw",
+                "dataplane",
+                "--wire",
+                lab.wire,
+                "--metrics",
+                metrics,
+                "--eve",
+                eve,
+                "--state-dir",
+                "none",
+                "--rules",
+                f"lab={REPO_ROOT / 'rules' / 'threats' / 'lab.rules'}",
+                "--control",
+                url,
+                "--host",
+                "host-a",
+                "--ca-file",
+                str(pki.cert),
+                "--client-cert",
+                str(host_a.cert),
+                "--client-key",
+                str(host_a.key),
+            ]
 
         dataplane_dir = workdir / "dataplane"
         dataplane_dir.mkdir()
-        dataplane = dataplane_process.start_dataplane(lab.fw_ns, "-", free_tcp_port(lab.fw_ns), workdir=dataplane_dir,
-                                                      argv_builder=dataplane_argv, ready_timeout=30)
+        dataplane = dataplane_process.start_dataplane(
+            lab.fw_ns,
+            "-",
+            free_tcp_port(lab.fw_ns),
+            workdir=dataplane_dir,
+            argv_builder=dataplane_argv,
+            ready_timeout=30,
+        )
         site_stub.dataplane = dataplane
 
         def realized() -> bool:
@@ -188,10 +272,21 @@ def site(lab: Lab, lab_services: Services, tmp_path_factory: pytest.TempPathFact
         prometheus_port = free_tcp_port(lab.fw_ns)
         config = _prometheus_config(workdir, dataplane.metrics_port, control_port, pki.cert)
         logs.append(open(workdir / "prometheus.log", "wb"))
-        procs.append(run_in(lab.fw_ns, [
-            prometheus, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{prometheus_port}", "--log.level=warn",
-        ], stdout=logs[-1], stderr=logs[-1], stdin=subprocess.DEVNULL))
+        procs.append(
+            run_in(
+                lab.fw_ns,
+                [
+                    prometheus,
+                    f"--config.file={config}",
+                    f"--storage.tsdb.path={workdir / 'tsdb'}",
+                    f"--web.listen-address=127.0.0.1:{prometheus_port}",
+                    "--log.level=warn",
+                ],
+                stdout=logs[-1],
+                stderr=logs[-1],
+                stdin=subprocess.DEVNULL,
+            )
+        )
         _wait_http(lab.fw_ns, prometheus_port, "/-/ready", "prometheus", procs[-1], workdir / "prometheus.log")
         site_stub.prometheus_port = prometheus_port
         yield site_stub
@@ -205,14 +300,20 @@ def site(lab: Lab, lab_services: Services, tmp_path_factory: pytest.TempPathFact
 
 
 def curl(lab: Lab, ns: str, url: str) -> subprocess.CompletedProcess[str]:
-    return call_in(ns, ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--connect-timeout", "1",
-                        "--max-time", "3", url], timeout=10)
+    return call_in(
+        ns,
+        ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--connect-timeout", "1", "--max-time", "3", url],
+        timeout=10,
+    )
 
 
 def grafana_query(expr: str, range_seconds: int) -> str:
     """A panel's PromQL with Grafana's variables as Grafana sets them for this time range."""
-    return (expr.replace("$__rate_interval", RATE_INTERVAL).replace("$__range", f"{range_seconds}s")
-            .replace("$__interval", f"{SCRAPE_SECONDS}s"))
+    return (
+        expr.replace("$__rate_interval", RATE_INTERVAL)
+        .replace("$__range", f"{range_seconds}s")
+        .replace("$__interval", f"{SCRAPE_SECONDS}s")
+    )
 
 
 def series(result: list[dict[str, Any]]) -> dict[str, float]:
@@ -229,8 +330,7 @@ def test_prometheus_shows_real_traffic_and_every_dashboard_panel_has_data(site: 
     lab = site.lab
     started = time.time()
     # both targets up; the packet counter as Prometheus has it before the traffic
-    assert wait_for(lambda: site.scalar('count(up{job=~"ngfw-.*"} == 1)') == 2, 15), \
-        site.prometheus("/api/v1/targets")
+    assert wait_for(lambda: site.scalar('count(up{job=~"ngfw-.*"} == 1)') == 2, 15), site.prometheus("/api/v1/targets")
     before = site.scalar("sum(ngfw_port_rx_packets_total)")
     assert before is not None
 
@@ -250,8 +350,21 @@ def test_prometheus_shows_real_traffic_and_every_dashboard_panel_has_data(site: 
     moved = site.cli("admin", "migrate", "web-01", "--to", "host-b")
     assert moved.returncode == 1 and "destination host-b has no connected dataplane" in moved.stderr, moved.stderr
     # User-ID: a login line from a jump host's syslog (util-linux logger), mapping web-01's address
-    login = call_in(lab.fw_ns, ["logger", "-n", "127.0.0.1", "-P", str(site.syslog_port), "--udp", "-t", "sshd",
-                                f"Accepted publickey for alice from {lab.web1.ipv4} port 50022 ssh2"], timeout=10)
+    login = call_in(
+        lab.fw_ns,
+        [
+            "logger",
+            "-n",
+            "127.0.0.1",
+            "-P",
+            str(site.syslog_port),
+            "--udp",
+            "-t",
+            "sshd",
+            f"Accepted publickey for alice from {lab.web1.ipv4} port 50022 ssh2",
+        ],
+        timeout=10,
+    )
     assert login.returncode == 0, login.stderr
     assert wait_for(lambda: (site.scalar("max(ngfw_user_mappings)") or 0) >= 1, 10)
 
@@ -272,8 +385,9 @@ def test_prometheus_shows_real_traffic_and_every_dashboard_panel_has_data(site: 
             if target.get("instant"):
                 data = site.prometheus("/api/v1/query", query=expr, time=now)
             else:
-                data = site.prometheus("/api/v1/query_range", query=expr, start=now - span, end=now,
-                                       step=SCRAPE_SECONDS)
+                data = site.prometheus(
+                    "/api/v1/query_range", query=expr, start=now - span, end=now, step=SCRAPE_SECONDS
+                )
             assert data["result"], f"panel {panel['title']!r}: no data for {expr}"
             results.setdefault(panel["title"], []).append(series(data["result"]))
 
@@ -297,9 +411,13 @@ def test_prometheus_shows_real_traffic_and_every_dashboard_panel_has_data(site: 
     lines, changes = results["User-ID: logins and mapping changes"]
     assert lines["result=logins"] > 0 and changes["outcome=mapped"] > 0, results["User-ID: logins and mapping changes"]
     stale, refreshes = results["User-ID: directories"]
-    assert stale == {"source=corp": 1.0} and refreshes["outcome=failed,source=corp"] > 0, results["User-ID: directories"]
+    assert stale == {"source=corp": 1.0} and refreshes["outcome=failed,source=corp"] > 0, results[
+        "User-ID: directories"
+    ]
     updates, writes = results["User-ID: updates to hosts, store writes"]
-    assert "kind=snapshot" in updates and writes.get("result=ok", 0) > 0, results["User-ID: updates to hosts, store writes"]
+    assert "kind=snapshot" in updates and writes.get("result=ok", 0) > 0, results[
+        "User-ID: updates to hosts, store writes"
+    ]
 
 
 def test_promtool_finds_both_expositions_clean(site: Site) -> None:

@@ -18,14 +18,19 @@ from ngfw.lab.services import BIG_FILE_SIZE
 from tests.support.netns import LAB_POLICY, metric, wait_for
 
 EXPECTED_SHA256 = hashlib.sha256(bytes(range(256)) * 4096 * (BIG_FILE_SIZE // (256 * 4096))).hexdigest()
-RATE = "2M"   # bytes/s: the 10 MiB download takes ~5 s, the restart happens inside it
+RATE = "2M"  # bytes/s: the 10 MiB download takes ~5 s, the restart happens inside it
 
 
 def start_download(lab, lab_services, tmp_path: Path) -> subprocess.Popen[str]:
     out = tmp_path / "download.sha256"
-    return run_in(lab.web1.ns, ["sh", "-c", f"curl -sS -m 40 --limit-rate {RATE} {lab_services.big_file_url} "
-                                            f"| sha256sum > {out}"],
-                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return run_in(
+        lab.web1.ns,
+        ["sh", "-c", f"curl -sS -m 40 --limit-rate {RATE} {lab_services.big_file_url} | sha256sum > {out}"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def finished_download(proc: subprocess.Popen[str], tmp_path: Path, timeout: float = 45) -> str:
@@ -33,8 +38,9 @@ def finished_download(proc: subprocess.Popen[str], tmp_path: Path, timeout: floa
     return (tmp_path / "download.sha256").read_text().split()[0]
 
 
-def test_kill_9_then_restart_the_download_completes_byte_exact(lab, lab_services, start_dataplane, state_dir,
-                                                                 tmp_path) -> None:
+def test_kill_9_then_restart_the_download_completes_byte_exact(
+    lab, lab_services, start_dataplane, state_dir, tmp_path
+) -> None:
     args = ["--state-dir", str(state_dir)]
     first = start_dataplane(LAB_POLICY, extra_args=args)
     download = start_download(lab, lab_services, tmp_path)
@@ -51,8 +57,9 @@ def test_kill_9_then_restart_the_download_completes_byte_exact(lab, lab_services
     # the control case below shows the download itself would stall without the table)
 
 
-def test_sigterm_then_start_the_download_completes_from_the_snapshot(lab, lab_services, start_dataplane, state_dir,
-                                                                       tmp_path) -> None:
+def test_sigterm_then_start_the_download_completes_from_the_snapshot(
+    lab, lab_services, start_dataplane, state_dir, tmp_path
+) -> None:
     args = ["--state-dir", str(state_dir)]
     first = start_dataplane(LAB_POLICY, extra_args=args)
     download = start_download(lab, lab_services, tmp_path)
@@ -77,8 +84,9 @@ def test_without_a_state_directory_a_restart_loses_the_session(lab, lab_services
         first.proc.send_signal(signal.SIGKILL)
         first.proc.wait(timeout=5)
         second = start_dataplane(LAB_POLICY, extra_args=["--state-dir", "none"])
-        assert wait_for(lambda: metric(second.metrics_text(), "ngfw_drops_total", reason="tcp_not_syn") >= 1,
-                        timeout=10)
+        assert wait_for(
+            lambda: metric(second.metrics_text(), "ngfw_drops_total", reason="tcp_not_syn") >= 1, timeout=10
+        )
     finally:
         download.kill()
         download.wait()

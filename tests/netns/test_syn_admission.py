@@ -23,7 +23,7 @@ from ngfw.dataplane.failmode import OBJECT_PATH
 
 wirebpf = pytest.importorskip("ngfw._fastpath.wirebpf", reason="the wire program's loader is not built")
 
-LOOPBACK = 1     # the test run's frames arrive on the loopback interface (ifindex 1)
+LOOPBACK = 1  # the test run's frames arrive on the loopback interface (ifindex 1)
 SYN, ACK, RST = 0x02, 0x10, 0x04
 
 
@@ -75,7 +75,7 @@ def test_a_source_over_its_rate_loses_its_syns_and_no_one_else_does(program) -> 
     assert (ok, dropped) == (100 - stats["dropped_source"], stats["dropped_source"])
     # the flooding source's other segments, its established connections, pass: only SYNs are limited
     assert admitted(program, tcp_frame("10.0.0.1", ACK))
-    assert admitted(program, tcp_frame("10.0.0.1", SYN | ACK))     # it answering a connection
+    assert admitted(program, tcp_frame("10.0.0.1", SYN | ACK))  # it answering a connection
     assert admitted(program, tcp_frame("10.0.0.1", RST))
     # other sources open connections as before, IPv6 ones too, each against its own bucket
     assert admitted(program, tcp_frame("10.0.0.2"))
@@ -92,7 +92,7 @@ def test_the_total_limit_holds_a_flood_from_many_addresses(program) -> None:
     """Every address new (as in a spoofed flood): each source is within its own limit, the total is not."""
     configure(program, SynLimits(per_source=Rate(1000, 10), total=Rate(100, 5)))
     verdicts = [admitted(program, tcp_frame(f"10.1.{i // 250}.{i % 250 + 1}")) for i in range(50)]
-    assert 5 <= sum(verdicts) <= 6, verdicts     # the burst, and at most one SYN of refill
+    assert 5 <= sum(verdicts) <= 6, verdicts  # the burst, and at most one SYN of refill
     assert verdicts[:5] == [True] * 5
     stats = program.syn_stats()
     assert stats["dropped_source"] == 0 and stats["dropped_total"] == 50 - sum(verdicts)
@@ -114,8 +114,15 @@ def test_frames_of_interfaces_that_are_not_wire_ports_are_left_alone(program) ->
 def test_the_program_loads_with_cap_bpf_alone_as_the_units_drop_in_grants_it() -> None:
     """The verifier is stricter without CAP_PERFMON (no pointer arithmetic that differs by path): the systemd
     unit with its fail-open drop-in grants CAP_BPF and CAP_NET_ADMIN only, and the whole object must load so."""
-    load = f"import ngfw._fastpath.wirebpf as w; w.WireProgram.load({str(OBJECT_PATH)!r}).set_syn_limits(10, 10, 10, 10)"
+    load = (
+        f"import ngfw._fastpath.wirebpf as w; w.WireProgram.load({str(OBJECT_PATH)!r}).set_syn_limits(10, 10, 10, 10)"
+    )
     env = {**os.environ, "PYTHONPATH": str(OBJECT_PATH.parents[3])}
-    done = subprocess.run(["setpriv", "--bounding-set", "-all,+net_raw,+net_admin,+bpf", sys.executable, "-c", load],
-                          capture_output=True, text=True, timeout=60, env=env)
+    done = subprocess.run(
+        ["setpriv", "--bounding-set", "-all,+net_raw,+net_admin,+bpf", sys.executable, "-c", load],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert done.returncode == 0, done.stderr[-3000:]

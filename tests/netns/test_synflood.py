@@ -27,36 +27,67 @@ FLOOD_SECONDS = 6.0
 MiB = 1 << 20
 
 
-def flood_dataplane(lab, lab_services, start_dataplane, state_dir: Path, tmp_path: Path,
-                    capacity: int, protection: list[str] | None = None) -> DataplaneProcess:
+def flood_dataplane(
+    lab,
+    lab_services,
+    start_dataplane,
+    state_dir: Path,
+    tmp_path: Path,
+    capacity: int,
+    protection: list[str] | None = None,
+) -> DataplaneProcess:
     text, n = re.subn(r"\n    newSessionsPerSecond: \d+", "", repo_path("rules/examples/lab.yaml").read_text())
     assert n == 1
     (tmp_path / "lab-no-rate.yaml").write_text(text)
-    dp = start_dataplane(tmp_path / "lab-no-rate.yaml", extra_args=[
-        "--flow-capacity", str(capacity), "--rules", f"lab={repo_path('rules/threats/lab.rules')}",
-        "--state-dir", str(state_dir), *(["--syn-limit-per-source", "off"] if protection is None else protection)])
+    dp = start_dataplane(
+        tmp_path / "lab-no-rate.yaml",
+        extra_args=[
+            "--flow-capacity",
+            str(capacity),
+            "--rules",
+            f"lab={repo_path('rules/threats/lab.rules')}",
+            "--state-dir",
+            str(state_dir),
+            *(["--syn-limit-per-source", "off"] if protection is None else protection),
+        ],
+    )
     for workload in lab.workloads:
-        call_in(workload.ns, ["curl", "-s", "-o", "/dev/null", "--max-time", "5", lab_services.big_file_url], timeout=10)
+        call_in(
+            workload.ns, ["curl", "-s", "-o", "/dev/null", "--max-time", "5", lab_services.big_file_url], timeout=10
+        )
     return dp
 
 
 def flood(lab, lab_services, dp: DataplaneProcess, state_dir: Path, tmp_path: Path, rate: int | None) -> FloodReport:
-    report = run_flood(dp, lab.web1, lab.srv, 80, lab.web2, lab_services.big_file_url, tmp_path,
-                       flood_seconds=FLOOD_SECONDS, rate_pps=rate, state_file=state_dir / "flows.state")
+    report = run_flood(
+        dp,
+        lab.web1,
+        lab.srv,
+        80,
+        lab.web2,
+        lab_services.big_file_url,
+        tmp_path,
+        flood_seconds=FLOOD_SECONDS,
+        rate_pps=rate,
+        state_file=state_dir / "flows.state",
+    )
     summary = report.as_dict()
     (tmp_path / "flood.json").write_text(json.dumps(summary, indent=2))
-    print(f"\nflood at {rate or 'full rate'}: {report.flood.pps:,.0f} SYN/s sent; new connections during it "
-          f"{report.legit_ok}/{len(report.legit)}; download {report.unflooded_bps / 1e6:.0f} -> "
-          f"{report.flooded_bps / 1e6:.0f} Mbit/s ({report.throughput_ratio:.2f}x), after {report.after_bps / 1e6:.0f} "
-          f"(resumed {report.resumed_seconds} s after the flood); "
-          f"kernel ring drops {report.counters['ngfw_port_kernel_drops_total']:,.0f}; early drops "
-          f"{report.counters['ngfw_flows_early_dropped_total']:,.0f}; CPU before/during {report.cpu}; RSS MiB "
-          + " / ".join(f"{report.memory[p]['rss'] / MiB:.0f}" for p in ("before", "during", "after")))
+    print(
+        f"\nflood at {rate or 'full rate'}: {report.flood.pps:,.0f} SYN/s sent; new connections during it "
+        f"{report.legit_ok}/{len(report.legit)}; download {report.unflooded_bps / 1e6:.0f} -> "
+        f"{report.flooded_bps / 1e6:.0f} Mbit/s ({report.throughput_ratio:.2f}x), after {report.after_bps / 1e6:.0f} "
+        f"(resumed {report.resumed_seconds} s after the flood); "
+        f"kernel ring drops {report.counters['ngfw_port_kernel_drops_total']:,.0f}; early drops "
+        f"{report.counters['ngfw_flows_early_dropped_total']:,.0f}; CPU before/during {report.cpu}; RSS MiB "
+        + " / ".join(f"{report.memory[p]['rss'] / MiB:.0f}" for p in ("before", "during", "after"))
+    )
     return report
 
 
-def test_a_full_rate_syn_flood_leaves_the_table_open_and_gives_its_memory_back(lab, lab_services, start_dataplane,
-                                                                                 state_dir, tmp_path) -> None:
+def test_a_full_rate_syn_flood_leaves_the_table_open_and_gives_its_memory_back(
+    lab, lab_services, start_dataplane, state_dir, tmp_path
+) -> None:
     """A table of 16,384 flows (5.5 MiB of the state file; one address flooding one port makes at most 64,512
     tuples): the flood fills it within a second."""
     capacity = 16_384
@@ -73,8 +104,9 @@ def test_a_full_rate_syn_flood_leaves_the_table_open_and_gives_its_memory_back(l
     assert report.download_connections == 1 and report.resumed_seconds is not None
     # right after the flood, new connections get in at once: the table is not left full of half-open flows
     # until their timeout (30 s)
-    after = new_connections(lab.web2.ns, lab_services.big_file_url.rsplit("/", 1)[0] + "/", 10, interval=0.1,
-                            timeout=5.0)
+    after = new_connections(
+        lab.web2.ns, lab_services.big_file_url.rsplit("/", 1)[0] + "/", 10, interval=0.1, timeout=5.0
+    )
     assert [r["status"] for r in after] == [200] * 10, after
     assert max(r["connect_s"] for r in after) < 0.5, after
     # the memory the flood took goes back once its flows have ended: the state file (where the table lives) to
@@ -87,8 +119,9 @@ def test_a_full_rate_syn_flood_leaves_the_table_open_and_gives_its_memory_back(l
     assert end["rss"] - before["rss"] < 12 * MiB, report.memory
 
 
-def test_new_connections_get_in_during_a_flood_that_turns_the_table_over(lab, lab_services, start_dataplane,
-                                                                          state_dir, tmp_path) -> None:
+def test_new_connections_get_in_during_a_flood_that_turns_the_table_over(
+    lab, lab_services, start_dataplane, state_dir, tmp_path
+) -> None:
     """10,000 SYN/s: a table of 4,096 turns over more than twice a second, at a rate this lab's 2 CPUs forward."""
     capacity = 4096
     dp = flood_dataplane(lab, lab_services, start_dataplane, state_dir, tmp_path, capacity)
@@ -100,7 +133,8 @@ def test_new_connections_get_in_during_a_flood_that_turns_the_table_over(lab, la
 
 
 def test_with_syn_flood_protection_a_full_rate_flood_from_one_address_leaves_room_for_everyone_else(
-        lab, lab_services, start_dataplane, state_dir, tmp_path) -> None:
+    lab, lab_services, start_dataplane, state_dir, tmp_path
+) -> None:
     """The default protection (10,000 SYN/s per source address): web1 floods at the full rate; web2's new
     connections get in and its download carries on, the drop counter moves and the log names web1."""
     capacity = 4096
@@ -120,5 +154,6 @@ def test_with_syn_flood_protection_a_full_rate_flood_from_one_address_leaves_roo
     assert metric_sum(samples, "ngfw_dos_dropped_total", reason="syn_total") == 0
     log = dp.stderr_text(20000)
     assert "SYN flood protection on fw-vm:fw-up: 10,000 SYN/s per source address" in log
-    assert re.search(rf"SYN flood protection: [\d,]+ SYNs dropped in the kernel .*: {re.escape(lab.web1.ipv4)} [\d,]+",
-                     log), log[-2000:]
+    assert re.search(
+        rf"SYN flood protection: [\d,]+ SYNs dropped in the kernel .*: {re.escape(lab.web1.ipv4)} [\d,]+", log
+    ), log[-2000:]

@@ -22,8 +22,24 @@ def test_vm_to_vm_through_taps_is_policed(tap_host: dict[str, str], tmp_path: Pa
     policy.write_text(textwrap.dedent(TAP_POLICY))
 
     def argv(policy_path: str, metrics: str, eve: str) -> list[str]:
-        return [sys.executable, "-m", "ngfw", "dataplane", "--tap", "tapa", "--tap", "tapb", "--policy", policy_path,
-                "--metrics", metrics, "--eve", eve, "--state-dir", "none"]   # a namespace of its own: no leftovers
+        return [
+            sys.executable,
+            "-m",
+            "ngfw",
+            "dataplane",
+            "--tap",
+            "tapa",
+            "--tap",
+            "tapb",
+            "--policy",
+            policy_path,
+            "--metrics",
+            metrics,
+            "--eve",
+            eve,
+            "--state-dir",
+            "none",
+        ]  # a namespace of its own: no leftovers
 
     dp = start_dataplane(tap_host["fw"], policy, free_tcp_port(tap_host["fw"]), workdir=tmp_path, argv_builder=argv)
     try:

@@ -36,8 +36,15 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlSite]:
     prefix, lock = claim_prefix(f"nu{(os.getpid() + i) % 1000}" for i in range(1000))
     try:
         two = two_host_up(prefix)
-        with lab_services(two.lab), control_site(two, tmp_path_factory.mktemp("userid"), POLICY,
-                                                 control_args=("--syslog", f"{two.control_ip}:{SYSLOG_PORT}")) as s:
+        with (
+            lab_services(two.lab),
+            control_site(
+                two,
+                tmp_path_factory.mktemp("userid"),
+                POLICY,
+                control_args=("--syslog", f"{two.control_ip}:{SYSLOG_PORT}"),
+            ) as s,
+        ):
             yield s
     finally:
         lab_down(prefix)
@@ -61,8 +68,23 @@ def _unmap_all(site: ControlSite) -> None:
 
 def web_allowed(site: ControlSite, ns: str) -> bool:
     """Does HTTP from `ns` to the lab server get through (a new connection: a new flow)?"""
-    done = call_in(ns, ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--connect-timeout", "1",
-                        "--max-time", "3", f"http://{site.two.lab.srv.ipv4}/"], timeout=10)
+    done = call_in(
+        ns,
+        [
+            "curl",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--connect-timeout",
+            "1",
+            "--max-time",
+            "3",
+            f"http://{site.two.lab.srv.ipv4}/",
+        ],
+        timeout=10,
+    )
     return done.stdout.startswith("200")
 
 
@@ -78,14 +100,17 @@ def eventually(predicate: Callable[[], bool], timeout: float = 8.0) -> float:
 
 def logger(site: ControlSite, message: str, *options: str) -> None:
     """util-linux `logger` sending to control's syslog receiver, as a jump host's rsyslog would."""
-    done = call_in(site.two.mgmt_ns, ["logger", "-n", site.two.control_ip, "-P", str(SYSLOG_PORT), *options,
-                                      "-t", "sshd", message], timeout=10)
+    done = call_in(
+        site.two.mgmt_ns,
+        ["logger", "-n", site.two.control_ip, "-P", str(SYSLOG_PORT), *options, "-t", "sshd", message],
+        timeout=10,
+    )
     assert done.returncode == 0, done.stderr
 
 
 def test_a_syslog_login_allows_and_the_logout_denies(lab: ControlSite) -> None:
     web1 = lab.two.lab.web1
-    assert not web_allowed(lab, web1.ns)                      # nobody is behind web1
+    assert not web_allowed(lab, web1.ns)  # nobody is behind web1
     logger(lab, f"Accepted publickey for bob from {web1.ipv4} port 50022 ssh2", "--udp", "--rfc3164")
     eventually(lambda: any(m["user"] == "bob" for m in lab.call("admin", "GET", "/identity/users")["mappings"]))
     assert not web_allowed(lab, web1.ns)
@@ -101,21 +126,26 @@ def _sum_metric(site: ControlSite, name: str) -> float:
     return sum(metric(dp.metrics_text(), name) for dp in site.dataplanes.values())
 
 
-def test_a_logout_cuts_a_bypassed_flow_a_users_rule_allowed(lab: ControlSite,
-                                                           tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_a_logout_cuts_a_bypassed_flow_a_users_rule_allowed(
+    lab: ControlSite, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     web1 = lab.two.lab.web1
     lab.call("mapper", "PUT", "/identity/users", {"address": web1.ipv4, "user": "alice"})
     eventually(lambda: web_allowed(lab, web1.ns))
     out = tmp_path_factory.mktemp("bypassed") / "download.bin"
     # paced: 10 s at 1 MiB/s, the kernel forwarding it once its application is decided
-    proc = run_in(web1.ns, ["curl", "-sS", "-m", "60", "-o", str(out), f"http://{lab.two.lab.srv.ipv4}/{BIG_FILE}?rate=1m"],
-                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = run_in(
+        web1.ns,
+        ["curl", "-sS", "-m", "60", "-o", str(out), f"http://{lab.two.lab.srv.ipv4}/{BIG_FILE}?rate=1m"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         eventually(lambda: _sum_metric(lab, "ngfw_bypass_flows_active") >= 1)
         redecided = _sum_metric(lab, "ngfw_flows_user_redecided_total")
         lab.call("mapper", "DELETE", "/identity/users", address=web1.ipv4)
-        eventually(lambda: not web_allowed(lab, web1.ns))     # every host runs a user table without alice
-        time.sleep(0.3)     # what was on the wire at that moment arrives
+        eventually(lambda: not web_allowed(lab, web1.ns))  # every host runs a user table without alice
+        time.sleep(0.3)  # what was on the wire at that moment arrives
         size = out.stat().st_size
         time.sleep(2.0)
         assert out.stat().st_size == size, "the download went on after alice's logout"
@@ -133,7 +163,7 @@ def test_the_identity_api_maps_for_a_lifetime(lab: ControlSite) -> None:
     eventually(lambda: web_allowed(lab, web1.ns))
     listing = lab.cli("auditor", "users", "list")
     assert "10.77.0.11" in listing.stdout and "alice" in listing.stdout
-    eventually(lambda: not web_allowed(lab, web1.ns), timeout=10)   # the lifetime ended
+    eventually(lambda: not web_allowed(lab, web1.ns), timeout=10)  # the lifetime ended
     refused = lab.cli("mapper", "users", "map", "192.0.2.44", "alice")
     assert refused.returncode == 1 and "no workload's" in refused.stderr
 
@@ -151,23 +181,33 @@ def test_a_workload_owner_is_its_user(lab: ControlSite) -> None:
     eventually(lambda: not web_allowed(lab, web2.ns))
 
 
-def test_leaving_a_directory_group_denies_at_the_next_refresh(lab: ControlSite,
-                                                              tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_leaving_a_directory_group_denies_at_the_next_refresh(
+    lab: ControlSite, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     web1 = lab.two.lab.web1
     with Directory(tmp_path_factory.mktemp("slapd"), netns=lab.two.mgmt_ns) as directory:
         directory.load_lab_tree()
         documents = [d for d in BASELINE if d["kind"] != "UserGroup"] + [
-            {"apiVersion": "ngfw/v1", "kind": "UserSource", "metadata": {"name": "corp"},
-             "spec": {"ldap": {"url": directory.url, "refresh": 1, "timeout": 2}}},
-            {"apiVersion": "ngfw/v1", "kind": "UserGroup", "metadata": {"name": "finance", "vsys": "tenant-a"},
-             "spec": {"ldap": {"dn": group_dn("finance")}}}]
+            {
+                "apiVersion": "ngfw/v1",
+                "kind": "UserSource",
+                "metadata": {"name": "corp"},
+                "spec": {"ldap": {"url": directory.url, "refresh": 1, "timeout": 2}},
+            },
+            {
+                "apiVersion": "ngfw/v1",
+                "kind": "UserGroup",
+                "metadata": {"name": "finance", "vsys": "tenant-a"},
+                "spec": {"ldap": {"dn": group_dn("finance")}},
+            },
+        ]
         version = lab.commit_as("admin", documents, "finance from the directory")
         lab.wait_realized(version)
         try:
             lab.call("mapper", "PUT", "/identity/users", {"address": web1.ipv4, "user": "alice"})
-            eventually(lambda: web_allowed(lab, web1.ns))          # alice is in the directory's finance
+            eventually(lambda: web_allowed(lab, web1.ns))  # alice is in the directory's finance
             directory.set_members("finance", ["user:bob", "group:finance-auditors"])
-            eventually(lambda: not web_allowed(lab, web1.ns))      # she left it: the next refresh denies her
+            eventually(lambda: not web_allowed(lab, web1.ns))  # she left it: the next refresh denies her
             status = lab.cli("auditor", "status")
             assert "directory corp" in status.stdout and "tenant-a/finance (2 users)" in status.stdout, status.stdout
         finally:
@@ -208,14 +248,13 @@ def test_users_stay_allowed_across_a_control_restart(lab: ControlSite) -> None:
     try:
         lab.restart_control(down=2.5)
         # both hosts took the restarted control's snapshot (another epoch), then a second more of probes
-        eventually(lambda: _sum_metric_of(lab, "ngfw_user_updates_total", kind="snapshot") >= snapshots + 2,
-                   timeout=30)
+        eventually(lambda: _sum_metric_of(lab, "ngfw_user_updates_total", kind="snapshot") >= snapshots + 2, timeout=30)
         time.sleep(1.0)
     finally:
         stop.set()
         prober.join(timeout=10)
     assert probes >= 10 and not denied, f"{len(denied)} of {probes} connections of alice's web1 denied"
-    assert not web_allowed(lab, web2.ns)                      # logged out before the restart
+    assert not web_allowed(lab, web2.ns)  # logged out before the restart
     listing = lab.call("auditor", "GET", "/identity/users")
     assert [(m["address"], m["user"]) for m in listing["mappings"]] == [(web1.ipv4, "alice")]
     assert (listing["counters"]["restored"], listing["counters"]["restored_expired"]) == (1, 1)

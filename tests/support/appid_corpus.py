@@ -89,8 +89,15 @@ def _read_pcap(path: Path) -> dict[frozenset[str], dict]:
             key = frozenset((src, dst))
             f = flows.get(key)
             if f is None:
-                f = flows[key] = {"client": src, "cport": l4.sport, "sport": l4.dport, "pkts": [], "n": {True: 0, False: 0},
-                                  "next": {}, "syn_seen": False}
+                f = flows[key] = {
+                    "client": src,
+                    "cport": l4.sport,
+                    "sport": l4.dport,
+                    "pkts": [],
+                    "n": {True: 0, False: 0},
+                    "next": {},
+                    "syn_seen": False,
+                }
             tcp = isinstance(l4, TCP)
             if tcp and (int(l4.flags) & 0x12) == 0x02 and not f["syn_seen"]:
                 # the SYN sender is the client, whatever the capture showed first

@@ -33,33 +33,65 @@ def resource_doc(kind: str, metadata: dict[str, Any], spec: dict[str, Any]) -> d
 
 
 def workload(vsys: str, name: str, mac: str, ip: str, **labels: str) -> dict[str, Any]:
-    return resource_doc("Workload", {"name": name, "vsys": vsys, "labels": labels},
-                {"interfaces": [{"mac": mac, "ips": [ip]}], "host": "host-a"})
+    return resource_doc(
+        "Workload",
+        {"name": name, "vsys": vsys, "labels": labels},
+        {"interfaces": [{"mac": mac, "ips": [ip]}], "host": "host-a"},
+    )
 
 
 def two_tenants() -> list[dict[str, Any]]:
     """tenant-a (web, db) may reach tenant-b's range on any TCP port; tenant-b admits tcp/80 only."""
-    return copy.deepcopy([
-        resource_doc("VirtualSystem", {"name": "tenant-a"}, {"limits": {"maxSessions": 1000}}),
-        workload("tenant-a", "web-01", "02:00:00:00:01:01", "10.77.0.11", tier="web"),
-        workload("tenant-a", "db-01", "02:00:00:00:01:21", "10.77.0.21", tier="db"),
-        resource_doc("Group", {"name": "web", "vsys": "tenant-a"}, {"selector": {"tier": "web"}}),
-        resource_doc("Group", {"name": "db", "vsys": "tenant-a"}, {"selector": {"tier": "db"}}),
-        resource_doc("SecurityPolicy", {"name": "main", "vsys": "tenant-a"}, {"rules": [
-            {"name": "web-to-db", "from": ["group:web"], "to": ["group:db"], "services": ["tcp/5432"],
-             "action": "allow"},
-            {"name": "web-to-b", "from": ["group:web"], "to": ["cidr:10.78.0.0/24"], "services": ["tcp"],
-             "action": "allow"},
-            {"name": "default-deny", "from": ["any"], "to": ["any"], "action": "deny"},
-        ]}),
-        resource_doc("VirtualSystem", {"name": "tenant-b"}, {}),
-        workload("tenant-b", "app-01", "02:00:00:00:02:01", "10.78.0.11", tier="app"),
-        resource_doc("Group", {"name": "app", "vsys": "tenant-b"}, {"selector": {"tier": "app"}}),
-        resource_doc("SecurityPolicy", {"name": "main", "vsys": "tenant-b"}, {"rules": [
-            {"name": "a-to-app-http", "from": ["cidr:10.77.0.0/24"], "to": ["group:app"], "services": ["tcp/80"],
-             "action": "allow"},
-        ]}),
-    ])
+    return copy.deepcopy(
+        [
+            resource_doc("VirtualSystem", {"name": "tenant-a"}, {"limits": {"maxSessions": 1000}}),
+            workload("tenant-a", "web-01", "02:00:00:00:01:01", "10.77.0.11", tier="web"),
+            workload("tenant-a", "db-01", "02:00:00:00:01:21", "10.77.0.21", tier="db"),
+            resource_doc("Group", {"name": "web", "vsys": "tenant-a"}, {"selector": {"tier": "web"}}),
+            resource_doc("Group", {"name": "db", "vsys": "tenant-a"}, {"selector": {"tier": "db"}}),
+            resource_doc(
+                "SecurityPolicy",
+                {"name": "main", "vsys": "tenant-a"},
+                {
+                    "rules": [
+                        {
+                            "name": "web-to-db",
+                            "from": ["group:web"],
+                            "to": ["group:db"],
+                            "services": ["tcp/5432"],
+                            "action": "allow",
+                        },
+                        {
+                            "name": "web-to-b",
+                            "from": ["group:web"],
+                            "to": ["cidr:10.78.0.0/24"],
+                            "services": ["tcp"],
+                            "action": "allow",
+                        },
+                        {"name": "default-deny", "from": ["any"], "to": ["any"], "action": "deny"},
+                    ]
+                },
+            ),
+            resource_doc("VirtualSystem", {"name": "tenant-b"}, {}),
+            workload("tenant-b", "app-01", "02:00:00:00:02:01", "10.78.0.11", tier="app"),
+            resource_doc("Group", {"name": "app", "vsys": "tenant-b"}, {"selector": {"tier": "app"}}),
+            resource_doc(
+                "SecurityPolicy",
+                {"name": "main", "vsys": "tenant-b"},
+                {
+                    "rules": [
+                        {
+                            "name": "a-to-app-http",
+                            "from": ["cidr:10.77.0.0/24"],
+                            "to": ["group:app"],
+                            "services": ["tcp/80"],
+                            "action": "allow",
+                        },
+                    ]
+                },
+            ),
+        ]
+    )
 
 
 def find(documents: list[dict[str, Any]], kind: str, name: str, vsys: str | None = None) -> dict[str, Any]:
@@ -79,8 +111,9 @@ def free_port() -> int:
 class RunningControl:
     """`ngfw control` in this process on 127.0.0.1: real HTTP, a real store, one client per role."""
 
-    def __init__(self, store_url: str, tokens_path: Path, port: int = 0,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, store_url: str, tokens_path: Path, port: int = 0, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self.store_url = store_url
         self.tokens_path = tokens_path
         self.ssl_context = ssl_context
@@ -113,7 +146,7 @@ def client(control: RunningControl, tokens: dict[str, str], name: str | None) ->
     return ControlClient(control.url, tokens[name] if name else None, timeout=10)
 
 
-USERS_SERVER_MAC = "02:00:00:00:02:01"   # where the User-ID tests' web-01 -> 10.77.0.100:80 frames go
+USERS_SERVER_MAC = "02:00:00:00:02:01"  # where the User-ID tests' web-01 -> 10.77.0.100:80 frames go
 
 
 def users_policy() -> list[dict[str, Any]]:
@@ -123,12 +156,20 @@ def users_policy() -> list[dict[str, Any]]:
     documents.append(resource_doc("UserGroup", {"name": "finance", "vsys": "tenant-a"}, {"members": ["alice"]}))
     documents.append(resource_doc("UserSource", {"name": "vpn"}, {"unboundAddresses": ["10.99.0.0/24"]}))
     rules = next(d for d in documents if d["kind"] == "SecurityPolicy" and d["metadata"]["vsys"] == "tenant-a")
-    rules["spec"]["rules"].insert(0, {"name": "finance-web", "from": ["vm:web-01"], "to": ["cidr:10.77.0.100/32"],
-                                      "services": ["tcp/80"], "users": ["group:finance"], "action": "allow"})
+    rules["spec"]["rules"].insert(
+        0,
+        {
+            "name": "finance-web",
+            "from": ["vm:web-01"],
+            "to": ["cidr:10.77.0.100/32"],
+            "services": ["tcp/80"],
+            "users": ["group:finance"],
+            "action": "allow",
+        },
+    )
     return documents
 
 
 def put_user_mapping(c: ControlClient, **body: Any) -> dict[str, Any]:
     """PUT /identity/users with `body`; the answer."""
     return c.request("PUT", "/identity/users", body)[1]  # type: ignore[no-any-return]
-

@@ -21,10 +21,18 @@ SRV_MAC, SRV_IP = "02:00:00:00:02:01", "10.77.0.100"
 class Wire:
     """An engine with two memory ports ("vm" and "up") joined as a wire, like `--wire fw-vm:fw-up`."""
 
-    def __init__(self, policy: CompiledPolicy | None = None, flow_capacity: int = 4096, state: object = None,
-                 inspect_slots: int | None = None, **timeouts: float) -> None:
+    def __init__(
+        self,
+        policy: CompiledPolicy | None = None,
+        flow_capacity: int = 4096,
+        state: object = None,
+        inspect_slots: int | None = None,
+        **timeouts: float,
+    ) -> None:
         """`state`: shared memory for the flow table (`fp.state_layout`), as `--state-dir` gives the engine."""
-        self.engine = fp.Engine(flow_capacity=flow_capacity, timeouts=timeouts, state=state, inspect_slots=inspect_slots)
+        self.engine = fp.Engine(
+            flow_capacity=flow_capacity, timeouts=timeouts, state=state, inspect_slots=inspect_slots
+        )
         self.vm = self.engine.add_memory_port("vm", 0)
         self.up = self.engine.add_memory_port("up", 0)
         if policy is not None:
@@ -63,11 +71,35 @@ def tcp(sport: int, dport: int, flags: str, seq: int = 1000, ack: int = 0, paylo
 def syn(sport: int, dport: int) -> bytes:
     """Ethernet/IPv4/TCP SYN web1 -> srv without scapy (tests inject tens of thousands)."""
     segment = struct.pack("!HHIIBBHHH", sport, dport, 100, 0, 5 << 4, 0x02, 65535, 0, 0)
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, 1, 0x4000, 64, 6, 0, socket.inet_aton(WEB1_IP),
-                     socket.inet_aton(SRV_IP))
-    return bytes.fromhex(SRV_MAC.replace(":", "")) + bytes.fromhex(WEB1_MAC.replace(":", "")) + b"\x08\x00" + ip + segment
+    ip = struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, 40, 1, 0x4000, 64, 6, 0, socket.inet_aton(WEB1_IP), socket.inet_aton(SRV_IP)
+    )
+    return (
+        bytes.fromhex(SRV_MAC.replace(":", "")) + bytes.fromhex(WEB1_MAC.replace(":", "")) + b"\x08\x00" + ip + segment
+    )
 
 
 # the lab policy is tests.support.policies'; tests of the engine take it from here with the frames
-__all__ = ["Wire", "lab_policy", "syn", "LAB_POLICY", "REPO", "web1_to_srv", "srv_to_web1", "tcp", "fp", "Ether",
-           "IP", "IPv6", "TCP", "UDP", "ICMP", "WEB1_MAC", "WEB1_IP", "WEB2_MAC", "WEB2_IP", "SRV_MAC", "SRV_IP"]
+__all__ = [
+    "Wire",
+    "lab_policy",
+    "syn",
+    "LAB_POLICY",
+    "REPO",
+    "web1_to_srv",
+    "srv_to_web1",
+    "tcp",
+    "fp",
+    "Ether",
+    "IP",
+    "IPv6",
+    "TCP",
+    "UDP",
+    "ICMP",
+    "WEB1_MAC",
+    "WEB1_IP",
+    "WEB2_MAC",
+    "WEB2_IP",
+    "SRV_MAC",
+    "SRV_IP",
+]

@@ -23,7 +23,10 @@ alert http any any -> any any (msg:"pcre backref"; http.uri; content:"/dup/"; pc
 
 
 def write_policy(tmp_path: Path, inspect: str = "default", profiles: str = "", rule_extra: str = "") -> object:
-    body = lab_resources() + textwrap.dedent(profiles) + textwrap.dedent(f"""
+    body = (
+        lab_resources()
+        + textwrap.dedent(profiles)
+        + textwrap.dedent(f"""
         ---
         apiVersion: ngfw/v1
         kind: SecurityPolicy
@@ -33,6 +36,7 @@ def write_policy(tmp_path: Path, inspect: str = "default", profiles: str = "", r
             - {{name: inspected-http, from: [group:web], to: [any], services: [tcp/80], action: allow, inspect: {inspect}{rule_extra}}}
             - {{name: plain-8080, from: [group:web], to: [any], services: [tcp/8080], action: allow}}
         """)
+    )
     (tmp_path / "policy.yaml").write_text(body)
     return load_policy(tmp_path / "policy.yaml")
 

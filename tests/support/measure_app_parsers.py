@@ -44,8 +44,10 @@ def measure(verbose: bool = False) -> dict[str, dict[str, int]]:
                     if verbose and not host_matches(res["host"], flow.host):
                         print(f"  host {want}: {flow.pcap} {flow.a} {flow.b} want {flow.host!r} got {res['host']!r}")
             elif verbose:
-                print(f"  miss {want}: {flow.pcap} {flow.l4} {flow.a} {flow.b} got {got} need_more={res['need_more']} "
-                      f"{[(d, p[:24]) for d, p in flow.packets[:2]]}")
+                print(
+                    f"  miss {want}: {flow.pcap} {flow.l4} {flow.a} {flow.b} got {got} need_more={res['need_more']} "
+                    f"{[(d, p[:24]) for d, p in flow.packets[:2]]}"
+                )
         if got is not None and got not in flow.accepted:
             stats[got]["wrong"] += 1
             if verbose:

@@ -111,8 +111,14 @@ class FrameCapture:
         """IPv6 targets of neighbour advertisements from `mac` to all nodes with override set, solicited clear."""
         found = []
         for f in self.frames:
-            if (f[6:12] == bytes.fromhex(mac.replace(":", "")) and f[12:14] == b"\x86\xdd" and f[20] == 58
-                    and f[54] == 136 and f[38:54] == ALL_NODES and f[58] & 0x60 == 0x20):
+            if (
+                f[6:12] == bytes.fromhex(mac.replace(":", ""))
+                and f[12:14] == b"\x86\xdd"
+                and f[20] == 58
+                and f[54] == 136
+                and f[38:54] == ALL_NODES
+                and f[58] & 0x60 == 0x20
+            ):
                 found.append(socket.inet_ntop(socket.AF_INET6, f[62:78]))
         return found
 
@@ -131,7 +137,9 @@ class TwoHostSite:
     def migrate(self, workload: str, to: str, timeout: float = 180.0) -> subprocess.CompletedProcess[str]:
         """`ngfw lab migrate WORKLOAD --to HOST`, as a person runs it (exit code and output, never raises)."""
         argv = [sys.executable, "-m", "ngfw", "lab", "migrate", workload, "--to", to, "--prefix", self.prefix]
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
+        return subprocess.run(
+            argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False
+        )
 
     def agent(self, workload: str) -> GuestAgent:
         """The command agent of VM workload `workload`, on whichever host it runs now."""

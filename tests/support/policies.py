@@ -27,8 +27,10 @@ def lab_resources() -> str:
 def security_policy(rules: str, vsys: str = "tenant-a") -> str:
     """The SecurityPolicy of `vsys` whose rules are `rules`: YAML list items (`- {name: ...}`), indented as a
     test's triple-quoted string happens to be."""
-    return (f"apiVersion: ngfw/v1\nkind: SecurityPolicy\nmetadata: {{name: main, vsys: {vsys}}}\nspec:\n  rules:\n"
-            + textwrap.indent(textwrap.dedent(rules).strip() + "\n", "    "))
+    return (
+        f"apiVersion: ngfw/v1\nkind: SecurityPolicy\nmetadata: {{name: main, vsys: {vsys}}}\nspec:\n  rules:\n"
+        + textwrap.indent(textwrap.dedent(rules).strip() + "\n", "    ")
+    )
 
 
 def write_documents(directory: Path, *documents: str, name: str = "policy.yaml") -> Path:

@@ -26,9 +26,17 @@ Q050, T050, T051 = 0x51303530, 0x54303530, 0x54303531
 MVFST_22, MVFST_27, MVFST_EXP = 0xFACEB001, 0xFACEB002, 0xFACEB00E
 
 SALTS = {
-    V1: SALT_V1, V2: SALT_V2, V2_DRAFT: SALT_V2, 0xFF00001D: SALT_DRAFT_29, 0xFF00001B: SALT_DRAFT_23,
-    Q050: SALT_Q050, T050: SALT_T050, T051: SALT_T051,
-    MVFST_22: SALT_DRAFT_22, MVFST_27: SALT_DRAFT_23, MVFST_EXP: SALT_DRAFT_23,
+    V1: SALT_V1,
+    V2: SALT_V2,
+    V2_DRAFT: SALT_V2,
+    0xFF00001D: SALT_DRAFT_29,
+    0xFF00001B: SALT_DRAFT_23,
+    Q050: SALT_Q050,
+    T050: SALT_T050,
+    T051: SALT_T051,
+    MVFST_22: SALT_DRAFT_22,
+    MVFST_27: SALT_DRAFT_23,
+    MVFST_EXP: SALT_DRAFT_23,
 }
 
 
@@ -63,9 +71,19 @@ def tls_client_hello(sni: bytes, alpn: bytes = b"h3") -> bytes:
     alpn_ext = struct.pack("!HB", len(alpn) + 1, len(alpn)) + alpn
     versions = b"\x02\x03\x04"
     params = b"\x01\x04\x80\x00\x75\x30"
-    exts = (struct.pack("!HH", 0, len(sni_ext)) + sni_ext + struct.pack("!HH", 16, len(alpn_ext)) + alpn_ext
-            + struct.pack("!HH", 43, len(versions)) + versions + struct.pack("!HH", 0x39, len(params)) + params)
-    body = b"\x03\x03" + b"\x11" * 32 + b"\x00" + b"\x00\x02\x13\x01" + b"\x01\x00" + struct.pack("!H", len(exts)) + exts
+    exts = (
+        struct.pack("!HH", 0, len(sni_ext))
+        + sni_ext
+        + struct.pack("!HH", 16, len(alpn_ext))
+        + alpn_ext
+        + struct.pack("!HH", 43, len(versions))
+        + versions
+        + struct.pack("!HH", 0x39, len(params))
+        + params
+    )
+    body = (
+        b"\x03\x03" + b"\x11" * 32 + b"\x00" + b"\x00\x02\x13\x01" + b"\x01\x00" + struct.pack("!H", len(exts)) + exts
+    )
     return b"\x01" + len(body).to_bytes(3, "big") + body
 
 
@@ -79,14 +97,20 @@ def gquic_chlo(sni: bytes, version: bytes = b"Q050") -> bytes:
     return b"CHLO" + struct.pack("<HH", len(values), 0) + table + blob
 
 
-def client_initial(version: int, frames: bytes, dcid: bytes = bytes(range(1, 9)), pn: int = 0,
-                   size: int = 1200, salt: bytes | None = None) -> bytes:
+def client_initial(
+    version: int,
+    frames: bytes,
+    dcid: bytes = bytes(range(1, 9)),
+    pn: int = 0,
+    size: int = 1200,
+    salt: bytes | None = None,
+) -> bytes:
     """One client Initial packet of `version`, padded to `size` bytes, protected with the version's keys."""
     secret = _expand_label(_extract(salt or SALTS[version], dcid), b"client in", 32)
     prefix = b"quicv2 " if version in (V2, V2_DRAFT) else b"quic "
     key, iv, hp = (_expand_label(secret, prefix + what, n) for what, n in ((b"key", 16), (b"iv", 12), (b"hp", 16)))
     packet_type = 1 if version in (V2, V2_DRAFT) else 0
-    first = 0xC0 | (packet_type << 4) | 0x03                     # 4-byte packet number
+    first = 0xC0 | (packet_type << 4) | 0x03  # 4-byte packet number
     head = bytes([first]) + struct.pack("!I", version) + bytes([len(dcid)]) + dcid + b"\x00" + varint(0)
     plain_len = size - len(head) - 2 - 4 - 16
     plaintext = frames + bytes(max(0, plain_len - len(frames)))
@@ -94,7 +118,7 @@ def client_initial(version: int, frames: bytes, dcid: bytes = bytes(range(1, 9))
     nonce = iv[:4] + (int.from_bytes(iv[4:], "big") ^ pn).to_bytes(8, "big")
     sealed = AESGCM(key).encrypt(nonce, plaintext, header)
     encryptor = Cipher(algorithms.AES(hp), modes.ECB()).encryptor()
-    mask = encryptor.update(sealed[:16]) + encryptor.finalize()   # sample: 4 bytes after the packet number's start
+    mask = encryptor.update(sealed[:16]) + encryptor.finalize()  # sample: 4 bytes after the packet number's start
     protected = bytearray(header)
     protected[0] ^= mask[0] & 0x0F
     for i in range(4):
@@ -105,6 +129,6 @@ def client_initial(version: int, frames: bytes, dcid: bytes = bytes(range(1, 9))
 def dtls_client_hello(sni: bytes, cookie: bytes = b"", version: int = 0xFEFD) -> bytes:
     """One DTLS record carrying a whole ClientHello (RFC 6347 4.2.2: a cookie after the session id)."""
     tls = tls_client_hello(sni, alpn=b"webrtc")
-    body = struct.pack("!H", version) + tls[6:6 + 32] + b"\x00" + bytes([len(cookie)]) + cookie + tls[6 + 33:]
+    body = struct.pack("!H", version) + tls[6 : 6 + 32] + b"\x00" + bytes([len(cookie)]) + cookie + tls[6 + 33 :]
     handshake = b"\x01" + len(body).to_bytes(3, "big") + b"\x00\x00" + bytes(3) + len(body).to_bytes(3, "big") + body
     return b"\x16" + struct.pack("!H", 0xFEFF) + bytes(8) + struct.pack("!H", len(handshake)) + handshake

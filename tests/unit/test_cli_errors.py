@@ -77,14 +77,25 @@ def test_parser_rejects_bad_timeout() -> None:
         cli.build_parser().parse_args(["dataplane", "--wire", "a:b", "--timeout", "udp=soon"])
 
 
-@pytest.mark.parametrize(("args", "expected"), [
-    (("--eve", "kafka://broker:9092"), "ngfw dataplane: --eve kafka://broker:9092: unknown kind 'kafka'; use a file "
-                                       "path, file://, syslog://, syslog+tcp://, unix:// or unix+dgram://"),
-    (("--eve", "syslog://loghost"), "ngfw dataplane: --eve syslog://loghost: give a host and a port (syslog://HOST:PORT)"),
-    (("--capture-file-size", "0"), "ngfw dataplane: --capture-file-size 0: give a size in MB above 0"),
-    (("--capture-max-size", "1", "--capture-file-size", "2"),
-     "ngfw dataplane: capture space per vsys (1048576 bytes) is smaller than one file (2097152)"),
-])
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ("--eve", "kafka://broker:9092"),
+            "ngfw dataplane: --eve kafka://broker:9092: unknown kind 'kafka'; use a file "
+            "path, file://, syslog://, syslog+tcp://, unix:// or unix+dgram://",
+        ),
+        (
+            ("--eve", "syslog://loghost"),
+            "ngfw dataplane: --eve syslog://loghost: give a host and a port (syslog://HOST:PORT)",
+        ),
+        (("--capture-file-size", "0"), "ngfw dataplane: --capture-file-size 0: give a size in MB above 0"),
+        (
+            ("--capture-max-size", "1", "--capture-file-size", "2"),
+            "ngfw dataplane: capture space per vsys (1048576 bytes) is smaller than one file (2097152)",
+        ),
+    ],
+)
 def test_bad_eve_and_capture_options_are_one_sentence(args: tuple[str, ...], expected: str) -> None:
     r = run_ngfw("dataplane", "--wire", "nosuch0:nosuch1", *args)
     assert (r.returncode, r.stderr.strip()) in ((1, expected), (2, expected)), r.stderr

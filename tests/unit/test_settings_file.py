@@ -30,7 +30,9 @@ def run_ngfw(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_settings_become_the_options_they_name(tmp_path: Path) -> None:
-    path = settings(tmp_path, """
+    path = settings(
+        tmp_path,
+        """
 wires: [vmside0:uplink0]
 policy: /etc/ngfw/policy
 rules: {et: /etc/ngfw/rules/et-open}
@@ -40,7 +42,8 @@ segment: {lan: [tap1, tap2]}
 tx-thread: false
 flow_capacity: 1000
 control-wait: 30
-""")
+""",
+    )
     parser = build_parser()
     args = parser.parse_args(with_config(["dataplane", "--config", str(path)], "dataplane", parser, str(path)))
     assert args.wire == [("vmside0", "uplink0", None)]
@@ -60,20 +63,26 @@ def test_the_command_line_wins_over_the_file(tmp_path: Path) -> None:
     words = ["dataplane", "--config", str(path), "--flow-capacity", "5", "--wire", "c0:d0"]
     args = parser.parse_args(with_config(words, "dataplane", parser, str(path)))
     assert args.flow_capacity == 5
-    assert args.wire == [("a0", "b0", None), ("c0", "d0", None)]   # a repeatable option adds to the file's list
+    assert args.wire == [("a0", "b0", None), ("c0", "d0", None)]  # a repeatable option adds to the file's list
     assert args.policy == "/etc/ngfw/policy"
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("wire: [ens9]\n", "dataplane.yaml: wire: expected IF_A:IF_B[:closed|open] with two different interfaces, got 'ens9'"),
-    ("flow-capacity: lots\n", "dataplane.yaml: flow-capacity: invalid int value: 'lots'"),
-    ("tx-thread: 3\n", "dataplane.yaml: tx-thread: expected true or false, got 3"),
-    ("polcy: /etc/ngfw/policy\n", "dataplane.yaml: unknown setting 'polcy'"),
-    ("policy: [a, b]\n", "dataplane.yaml: policy: expected a single value"),
-    ("- wire\n", "dataplane.yaml: expected a mapping of settings"),
-    ("wire: [a0:b0\n", "dataplane.yaml: invalid YAML at line 2"),
-    ("config: /etc/other.yaml\n", "dataplane.yaml: unknown setting 'config'"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "wire: [ens9]\n",
+            "dataplane.yaml: wire: expected IF_A:IF_B[:closed|open] with two different interfaces, got 'ens9'",
+        ),
+        ("flow-capacity: lots\n", "dataplane.yaml: flow-capacity: invalid int value: 'lots'"),
+        ("tx-thread: 3\n", "dataplane.yaml: tx-thread: expected true or false, got 3"),
+        ("polcy: /etc/ngfw/policy\n", "dataplane.yaml: unknown setting 'polcy'"),
+        ("policy: [a, b]\n", "dataplane.yaml: policy: expected a single value"),
+        ("- wire\n", "dataplane.yaml: expected a mapping of settings"),
+        ("wire: [a0:b0\n", "dataplane.yaml: invalid YAML at line 2"),
+        ("config: /etc/other.yaml\n", "dataplane.yaml: unknown setting 'config'"),
+    ],
+)
 def test_a_bad_setting_is_named_with_its_file(tmp_path: Path, text: str, message: str) -> None:
     path = settings(tmp_path, text)
     with pytest.raises(ConfigError) as caught:
@@ -106,7 +115,10 @@ def test_control_reads_its_settings_file(tmp_path: Path) -> None:
     path.write_text(f"listen: 127.0.0.1:0\nstore: sqlite:///{tmp_path}/c.db\ntokens: {tmp_path}/missing.json\n")
     r = run_ngfw("control", "--config", str(path))
     assert r.returncode == 1
-    assert r.stderr.strip() == f"ngfw control: {tmp_path}/missing.json: no tokens file (create tokens with `ngfw control token add`)"
+    assert (
+        r.stderr.strip()
+        == f"ngfw control: {tmp_path}/missing.json: no tokens file (create tokens with `ngfw control token add`)"
+    )
 
 
 def test_the_shipped_examples_are_valid_settings() -> None:
@@ -114,6 +126,15 @@ def test_the_shipped_examples_are_valid_settings() -> None:
     dataplane = config_argv(str(REPO / "deploy/etc/dataplane.yaml"), subcommand_parser(parser, "dataplane"))
     assert dataplane[:2] == ["--wire", "vmside0:uplink0"] and "--policy" in dataplane
     control = config_argv(str(REPO / "deploy/etc/control.yaml"), subcommand_parser(parser, "control"))
-    assert control == ["--listen", "0.0.0.0:9660", "--tls-cert", "/etc/ngfw/control.crt", "--tls-key",
-                       "/etc/ngfw/control.key", "--store", "sqlite:///var/lib/ngfw/control.db",
-                       "--tokens", "/etc/ngfw/tokens.json"]
+    assert control == [
+        "--listen",
+        "0.0.0.0:9660",
+        "--tls-cert",
+        "/etc/ngfw/control.crt",
+        "--tls-key",
+        "/etc/ngfw/control.key",
+        "--store",
+        "sqlite:///var/lib/ngfw/control.db",
+        "--tokens",
+        "/etc/ngfw/tokens.json",
+    ]

@@ -81,10 +81,10 @@ def test_the_watchdog_is_fed_while_the_loop_turns_and_not_once_it_stalls() -> No
     assert dog.check() and dog.check()
     assert sent == ["WATCHDOG=1", "WATCHDOG=1"]
     loop.stalled_at = time.monotonic_ns()
-    dog.check()                # the last turn is still recent, but the clock did not move since
+    dog.check()  # the last turn is still recent, but the clock did not move since
     assert not dog.check()
     time.sleep(0.25)
-    assert not dog.check()     # stuck for longer than stall_seconds
+    assert not dog.check()  # stuck for longer than stall_seconds
     assert len(sent) <= 3 and dog.stalled
     loop.stalled_at = None
     assert dog.check() and not dog.stalled
@@ -97,7 +97,7 @@ def test_a_loop_that_never_ran_does_not_feed_the_watchdog() -> None:
 
 
 def test_for_unit_feeds_at_half_the_watchdog_timeout(monkeypatch: pytest.MonkeyPatch, manager: socket.socket) -> None:
-    monkeypatch.setenv("WATCHDOG_USEC", "200000")   # 0.2 s
+    monkeypatch.setenv("WATCHDOG_USEC", "200000")  # 0.2 s
     monkeypatch.delenv("WATCHDOG_PID", raising=False)
     loop = Loop()
     dog = systemd.Watchdog.for_unit(loop.progress_ns)

@@ -10,12 +10,23 @@ from ngfw.model import syntax
 
 def test_protocol_numbers_are_the_kernels() -> None:
     assert (wire.PROTO_ICMP, wire.PROTO_TCP, wire.PROTO_UDP, wire.PROTO_ICMPV6) == (
-        socket.IPPROTO_ICMP, socket.IPPROTO_TCP, socket.IPPROTO_UDP, socket.IPPROTO_ICMPV6)
+        socket.IPPROTO_ICMP,
+        socket.IPPROTO_TCP,
+        socket.IPPROTO_UDP,
+        socket.IPPROTO_ICMPV6,
+    )
     assert (wire.PROTO_HOPOPTS, wire.PROTO_ROUTING, wire.PROTO_FRAGMENT, wire.PROTO_AH, wire.PROTO_DSTOPTS) == (
-        socket.IPPROTO_HOPOPTS, socket.IPPROTO_ROUTING, socket.IPPROTO_FRAGMENT, socket.IPPROTO_AH,
-        socket.IPPROTO_DSTOPTS)
+        socket.IPPROTO_HOPOPTS,
+        socket.IPPROTO_ROUTING,
+        socket.IPPROTO_FRAGMENT,
+        socket.IPPROTO_AH,
+        socket.IPPROTO_DSTOPTS,
+    )
     assert (wire.PROTO_GRE, wire.PROTO_ESP, wire.PROTO_SCTP) == (
-        socket.IPPROTO_GRE, socket.IPPROTO_ESP, socket.IPPROTO_SCTP)
+        socket.IPPROTO_GRE,
+        socket.IPPROTO_ESP,
+        socket.IPPROTO_SCTP,
+    )
 
 
 def test_a_policy_service_names_the_protocol_number_the_fastpath_matches() -> None:

@@ -237,7 +237,7 @@ def _address_literal(text: str) -> tuple[tuple[IntRange, ...], tuple[IntRange, .
     if "-" not in text and ":" not in text and (not slash or bits.isdigit() and int(bits) <= 32):
         try:
             value = int.from_bytes(socket.inet_pton(socket.AF_INET, address), "big")
-        except (OSError, ValueError):   # ValueError: a NUL in the text (fuzzing found it); ipaddress says why
+        except (OSError, ValueError):  # ValueError: a NUL in the text (fuzzing found it); ipaddress says why
             value = None
         if value is not None:
             host_bits = 32 - (int(bits) if slash else 32)

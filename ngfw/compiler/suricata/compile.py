@@ -83,8 +83,9 @@ _TCP_FLAG_CHARS = set("FSRPAUCEN012*+!,")
 _SID_TEXT = re.compile(r"\bsid\s*:\s*\d+")
 # Keywords Suricata refuses to see twice in a rule, and keywords that take no value.
 _ONCE = frozenset({"msg", "rev", "gid", "classtype", "priority"})
-_BARE = frozenset({"nocase", "rawbytes", "startswith", "endswith", "noalert",
-                   *STICKY_BUFFERS, *LEGACY_MODIFIERS, *TRANSFORMS})
+_BARE = frozenset(
+    {"nocase", "rawbytes", "startswith", "endswith", "noalert", *STICKY_BUFFERS, *LEGACY_MODIFIERS, *TRANSFORMS}
+)
 
 
 @dataclass
@@ -178,7 +179,11 @@ class _Builder:
 
     def match_keys(self) -> set[Key]:
         """The buffers holding a content or pcre so far (where legacy modifiers put them)."""
-        return {e.key if isinstance(e, _Content) else k for k, e in self.entries if not isinstance(e, (DataAt, ByteTest, ByteJump))}
+        return {
+            e.key if isinstance(e, _Content) else k
+            for k, e in self.entries
+            if not isinstance(e, (DataAt, ByteTest, ByteJump))
+        }
 
     def add(self, key: Key, entry: _Content | PcreMatch | DataAt | ByteTest | ByteJump) -> None:
         self.entries.append((key, entry))
@@ -201,8 +206,9 @@ class _Builder:
                     raise RuleError("conflicting protocol", f"{buffer} in a {self.protocol} rule")
 
 
-def compile_rule(raw: RawRule, resolver: Resolver, classifications: dict[str, tuple[str, int]],
-                 file: str) -> CompiledSignature:
+def compile_rule(
+    raw: RawRule, resolver: Resolver, classifications: dict[str, tuple[str, int]], file: str
+) -> CompiledSignature:
     header, body = split_rule(raw.text)
     if len(header) != 7:
         raise RuleError("malformed rule", f"header needs 7 fields, has {len(header)}: {' '.join(header)[:80]!r}")
@@ -242,8 +248,7 @@ def compile_rule(raw: RawRule, resolver: Resolver, classifications: dict[str, tu
             handler(builder, name, value)
         elif name in STICKY_BUFFERS:
             if builder.transforms and not builder.transforms_consumed:
-                raise RuleError("malformed rule", f"transforms {', '.join(builder.transforms)} not used before "
-                                                  f"{name}")
+                raise RuleError("malformed rule", f"transforms {', '.join(builder.transforms)} not used before {name}")
             builder.sticky = STICKY_BUFFERS[name]
             builder.transforms, builder.transforms_consumed = (), False
             builder.use_buffer(builder.sticky)
@@ -310,8 +315,12 @@ def _validate(builder: _Builder) -> None:
     if builder.dsize is not None:
         largest = _largest(builder.dsize)
         for content in contents:
-            if content.key == PAYLOAD_KEY and not content.negated and largest is not None \
-                    and len(content.pattern) > largest:
+            if (
+                content.key == PAYLOAD_KEY
+                and not content.negated
+                and largest is not None
+                and len(content.pattern) > largest
+            ):
                 raise RuleError("malformed rule", f"content of {len(content.pattern)} bytes exceeds dsize {largest}")
 
 
@@ -338,8 +347,9 @@ def _buffers(builder: _Builder) -> tuple[BufferMatches, ...]:
             grouped.setdefault(key, []).append(entry)
     for key in builder.sizes:
         grouped.setdefault(key, [])
-    return tuple(BufferMatches(key[0], tuple(matches), builder.sizes.get(key), key[1])
-                 for key, matches in grouped.items())
+    return tuple(
+        BufferMatches(key[0], tuple(matches), builder.sizes.get(key), key[1]) for key, matches in grouped.items()
+    )
 
 
 def _fast_pattern(buffers: tuple[BufferMatches, ...]) -> FastPattern | None:
@@ -478,7 +488,9 @@ def _relative(b: _Builder, name: str, value: str | None) -> None:
     else:
         within = _int(name, value, 1)
         if within < len(content.pattern):
-            raise RuleError("malformed rule", f"within:{within} shorter than its content ({len(content.pattern)} bytes)")
+            raise RuleError(
+                "malformed rule", f"within:{within} shorter than its content ({len(content.pattern)} bytes)"
+            )
         content.within = within
 
 
@@ -580,7 +592,7 @@ def _byte_test(b: _Builder, name: str, value: str | None) -> None:
     nbytes = _byte_number(parts[0], name, value)
     op = parts[1].replace(" ", "")
     negated = op.startswith("!")
-    op = op.lstrip("!") or "="          # `!` alone means "not equal"
+    op = op.lstrip("!") or "="  # `!` alone means "not equal"
     if op not in _BYTE_OPS:
         raise RuleError("malformed rule", f"byte_test operator {parts[1]!r}")
     opts = _byte_options(name, value, parts[4:])
@@ -627,8 +639,12 @@ def _pcre(b: _Builder, name: str, value: str | None) -> None:
     if key[0] != PAYLOAD and b.sticky == PAYLOAD:
         # Re-check in block mode: sticky buffers are scanned whole, not streamed.
         parsed = patterns.parse_pcre(value, stream=False)
-    b.add(key, PcreMatch(parsed.source, parsed.hs_expression, parsed.hs_flags, parsed.negated, parsed.relative,
-                             parsed.options))
+    b.add(
+        key,
+        PcreMatch(
+            parsed.source, parsed.hs_expression, parsed.hs_flags, parsed.negated, parsed.relative, parsed.options
+        ),
+    )
 
 
 def _transform(b: _Builder, name: str, value: str | None) -> None:
@@ -702,7 +718,7 @@ def number_check(text: str, keyword: str) -> NumberCheck:
             return NumberCheck("<>", int(low), int(high))
         for op in ("<=", ">=", "<", ">", "!", "="):
             if text.startswith(op):
-                number = _uint32(text[len(op):])
+                number = _uint32(text[len(op) :])
                 return NumberCheck("!=" if op == "!" else op, number)  # type: ignore[arg-type]
         return NumberCheck("=", _uint32(text))
     except ValueError:
@@ -740,9 +756,28 @@ def _icmp(b: _Builder, name: str, value: str | None) -> None:
 
 
 # IP protocol names `ip_proto` takes (Suricata reads /etc/protocols; these are the ones rules use)
-_IP_PROTOCOLS = {"hopopt": 0, "icmp": 1, "igmp": 2, "ipip": 4, "ipencap": 4, "tcp": 6, "udp": 17, "ipv6": 41,
-                 "ipv6-route": 43, "ipv6-frag": 44, "gre": 47, "esp": 50, "ah": 51, "ipv6-icmp": 58,
-                 "ipv6-nonxt": 59, "ipv6-opts": 60, "ospf": 89, "pim": 103, "vrrp": 112, "sctp": 132}
+_IP_PROTOCOLS = {
+    "hopopt": 0,
+    "icmp": 1,
+    "igmp": 2,
+    "ipip": 4,
+    "ipencap": 4,
+    "tcp": 6,
+    "udp": 17,
+    "ipv6": 41,
+    "ipv6-route": 43,
+    "ipv6-frag": 44,
+    "gre": 47,
+    "esp": 50,
+    "ah": 51,
+    "ipv6-icmp": 58,
+    "ipv6-nonxt": 59,
+    "ipv6-opts": 60,
+    "ospf": 89,
+    "pim": 103,
+    "vrrp": 112,
+    "sctp": 132,
+}
 _TRANSPORT_PROTOCOL = {"tcp": 6, "udp": 17, "icmp": 1, "sctp": 132}
 
 
@@ -759,8 +794,12 @@ def _ip_proto(b: _Builder, name: str, value: str | None) -> None:
         if not text.isdigit() or int(text) > 254:
             raise RuleError("malformed rule", f"ip_proto:{text[:40]} is neither a protocol number (0-254) nor a name")
         number = int(text)
-    if b.transport == "tcp/udp" and number not in (6, 17) or \
-            b.transport not in ("ip", "tcp/udp") and _TRANSPORT_PROTOCOL.get(b.transport) != number:
+    if (
+        b.transport == "tcp/udp"
+        and number not in (6, 17)
+        or b.transport not in ("ip", "tcp/udp")
+        and _TRANSPORT_PROTOCOL.get(b.transport) != number
+    ):
         raise RuleError("conflicting protocol", f"ip_proto:{text} in a {b.protocol} rule")
     b.ip_proto = number
 
@@ -784,9 +823,12 @@ def _threshold(b: _Builder, name: str, value: str | None) -> None:
     fields = _threshold_fields(value)
     kind = fields.get("type", "detection_filter" if name == "detection_filter" else "")
     track = fields.get("track", "")
-    if (kind not in ("limit", "threshold", "both", "detection_filter")
-            or track not in ("by_src", "by_dst", "by_rule", "by_both", "by_flow")
-            or not is_decimal(fields.get("count", "")) or not is_decimal(fields.get("seconds", ""))):
+    if (
+        kind not in ("limit", "threshold", "both", "detection_filter")
+        or track not in ("by_src", "by_dst", "by_rule", "by_both", "by_flow")
+        or not is_decimal(fields.get("count", ""))
+        or not is_decimal(fields.get("seconds", ""))
+    ):
         raise RuleError("malformed rule", f"{name}:{(value or '')[:60]}")
     count = _bounded(name, int(fields["count"]), 0, UINT32_MAX)
     seconds = _bounded(name, int(fields["seconds"]), 0, UINT32_MAX)

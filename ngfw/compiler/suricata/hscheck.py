@@ -24,7 +24,7 @@ Verdict = tuple[str | None, bool]
 def _load_expression_info() -> Callable[[bytes, int, bool], Verdict] | None:
     try:
         from ngfw._fastpath.engine import hs_expression_check
-    except ImportError:   # not built (tooling without the extension): compile instead
+    except ImportError:  # not built (tooling without the extension): compile instead
         return None
 
     def check(expression: bytes, flags: int, stream: bool) -> Verdict:

@@ -60,14 +60,27 @@ def load_rules(
             earlier = loaded[earlier_index]
             assert earlier is not None
             if signature.rev > earlier.rev:
-                skipped.append(Skipped(earlier.file, earlier.line, earlier.sid, "duplicate sid",
-                                       f"rev {earlier.rev} replaced by rev {signature.rev} at {file}:{raw.line}"))
+                skipped.append(
+                    Skipped(
+                        earlier.file,
+                        earlier.line,
+                        earlier.sid,
+                        "duplicate sid",
+                        f"rev {earlier.rev} replaced by rev {signature.rev} at {file}:{raw.line}",
+                    )
+                )
                 loaded[earlier_index] = None
                 by_key[key] = len(loaded)
                 loaded.append(signature)
             else:
-                skipped.append(Skipped(file, raw.line, signature.sid, "duplicate sid",
-                                       f"rev {signature.rev}; rev {earlier.rev} already loaded from "
-                                       f"{earlier.file}:{earlier.line}"))
+                skipped.append(
+                    Skipped(
+                        file,
+                        raw.line,
+                        signature.sid,
+                        "duplicate sid",
+                        f"rev {signature.rev}; rev {earlier.rev} already loaded from {earlier.file}:{earlier.line}",
+                    )
+                )
     rules = tuple(s for s in loaded if s is not None)
     return RuleSet(rules, tuple(skipped), time.perf_counter() - started)

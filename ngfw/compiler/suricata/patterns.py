@@ -121,7 +121,7 @@ def parse_pcre(value: str | None, stream: bool) -> ParsedPcre:
             # reports; B (rawbytes) and O (match-limit override) do not apply to Hyperscan.
             pass
         elif flag == "E":
-            pass   # PCRE2_DOLLAR_ENDONLY in the engine
+            pass  # PCRE2_DOLLAR_ENDONLY in the engine
         elif flag in PCRE_BUFFER_FLAGS:
             if buffer is not None and buffer != PCRE_BUFFER_FLAGS[flag]:
                 raise RuleError("bad pcre", f"conflicting buffer flags {flags_text!r}")

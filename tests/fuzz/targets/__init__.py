@@ -31,17 +31,41 @@ class Target:
         return importlib.import_module(f"tests.fuzz.targets.{self.name}")
 
 
-TARGETS = {t.name: t for t in (
-    Target("pcap", "pcap/pcapng reader: Engine.replay_capture over the bytes of a file, App-ID and inspection on",
-           65536),
-    Target("decode", "frames through engine.decode and a whole inline pipeline (App-ID, inspection)", 8192),
-    Target("appid", "every App-ID parser on its own, and the dispatcher, over fuzzed flows", 8192),
-    Target("inspect", "TCP/UDP flows with fuzzed payloads against signatures on every buffer and transform", 16384),
-    Target("suricata", "Suricata rule text -> signatures -> the fastpath's inspection tables", 4096,
-           ("ngfw.compiler.suricata",)),
-    Target("policy", "policy YAML text -> resources -> compiled policy -> fastpath tables", 8192,
-           ("ngfw.model", "ngfw.compiler.policy", "ngfw.compiler.lint", "ngfw.compiler.identity")),
-    Target("control", "the control API's request parsing: path values, query values and bodies", 8192,
-           ("ngfw.control.server", "ngfw.control.service", "ngfw.control.documents", "ngfw.control.validation",
-            "ngfw.control.diff", "ngfw.model.yamldoc")),
-)}
+TARGETS = {
+    t.name: t
+    for t in (
+        Target(
+            "pcap",
+            "pcap/pcapng reader: Engine.replay_capture over the bytes of a file, App-ID and inspection on",
+            65536,
+        ),
+        Target("decode", "frames through engine.decode and a whole inline pipeline (App-ID, inspection)", 8192),
+        Target("appid", "every App-ID parser on its own, and the dispatcher, over fuzzed flows", 8192),
+        Target("inspect", "TCP/UDP flows with fuzzed payloads against signatures on every buffer and transform", 16384),
+        Target(
+            "suricata",
+            "Suricata rule text -> signatures -> the fastpath's inspection tables",
+            4096,
+            ("ngfw.compiler.suricata",),
+        ),
+        Target(
+            "policy",
+            "policy YAML text -> resources -> compiled policy -> fastpath tables",
+            8192,
+            ("ngfw.model", "ngfw.compiler.policy", "ngfw.compiler.lint", "ngfw.compiler.identity"),
+        ),
+        Target(
+            "control",
+            "the control API's request parsing: path values, query values and bodies",
+            8192,
+            (
+                "ngfw.control.server",
+                "ngfw.control.service",
+                "ngfw.control.documents",
+                "ngfw.control.validation",
+                "ngfw.control.diff",
+                "ngfw.model.yamldoc",
+            ),
+        ),
+    )
+}

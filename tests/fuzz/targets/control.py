@@ -31,11 +31,21 @@ def _doc(kind: str, metadata: dict[str, Any], spec: dict[str, Any]) -> dict[str,
 
 RUNNING = [
     _doc("VirtualSystem", {"name": "tenant-a"}, {}),
-    _doc("Workload", {"name": "web-01", "vsys": "tenant-a", "labels": {"tier": "web"}},
-         {"interfaces": [{"mac": "02:00:00:00:01:01", "ips": ["10.77.0.11"]}], "host": "host-a"}),
+    _doc(
+        "Workload",
+        {"name": "web-01", "vsys": "tenant-a", "labels": {"tier": "web"}},
+        {"interfaces": [{"mac": "02:00:00:00:01:01", "ips": ["10.77.0.11"]}], "host": "host-a"},
+    ),
     _doc("Group", {"name": "web", "vsys": "tenant-a"}, {"selector": {"tier": "web"}}),
-    _doc("SecurityPolicy", {"name": "main", "vsys": "tenant-a"}, {"rules": [
-        {"name": "web-out", "from": ["group:web"], "to": ["any"], "services": ["tcp/80"], "action": "allow"}]}),
+    _doc(
+        "SecurityPolicy",
+        {"name": "main", "vsys": "tenant-a"},
+        {
+            "rules": [
+                {"name": "web-out", "from": ["group:web"], "to": ["any"], "services": ["tcp/80"], "action": "allow"}
+            ]
+        },
+    ),
 ]
 
 

@@ -24,12 +24,22 @@ def _ip(proto: int, src: bytes, dst: bytes, l4: bytes) -> bytes:
     return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 1, 0x4000, 64, proto, 0, src, dst) + l4
 
 
-def frame(to_server: bool, l4proto: int, sport: int, dport: int, payload: bytes, seq: int = 0, ack: int = 0,
-          flags: int = PSH_ACK) -> bytes:
+def frame(
+    to_server: bool,
+    l4proto: int,
+    sport: int,
+    dport: int,
+    payload: bytes,
+    seq: int = 0,
+    ack: int = 0,
+    flags: int = PSH_ACK,
+) -> bytes:
     """Ether/IPv4/TCP or UDP from client to server (or back); checksums are not the fastpath's concern."""
     if l4proto == 6:
-        l4 = struct.pack("!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, 5 << 4, flags, 65535,
-                         0, 0) + payload
+        l4 = (
+            struct.pack("!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, 5 << 4, flags, 65535, 0, 0)
+            + payload
+        )
     else:
         l4 = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
     src, dst = (CLIENT_IP, SERVER_IP) if to_server else (SERVER_IP, CLIENT_IP)
@@ -50,20 +60,20 @@ def one_input(data: bytes) -> None:
     l4 = 17 if data[0] & 0x80 else 6
     server_port = PORTS[(data[0] & 0x7F) % len(PORTS)]
     client_port = 40000 + (data[0] & 0x7F)
-    side = (0, 1)   # client on the VM port, server on the uplink
+    side = (0, 1)  # client on the VM port, server on the uplink
     if l4 == 17:
         for flag, payload in records.split(data[1:], limit=16):
             to_server = not flag & 1
             sport, dport = (client_port, server_port) if to_server else (server_port, client_port)
             wire.send(side[not to_server], frame(to_server, 17, sport, dport, payload))
         return
-    nxt = [1001, 5001]          # next sequence number of client, server
+    nxt = [1001, 5001]  # next sequence number of client, server
     last = [b"", b""]
     wire.send(0, frame(True, 6, client_port, server_port, b"", 1000, 0, SYN))
     wire.send(1, frame(False, 6, server_port, client_port, b"", 5000, 1001, SYN | ACK))
     wire.send(0, frame(True, 6, client_port, server_port, b"", 1001, 5001, ACK))
     for flag, payload in records.split(data[1:], limit=24):
-        d = flag & 1             # 0 client, 1 server
+        d = flag & 1  # 0 client, 1 server
         where = (flag >> 1) & 3
         seq = nxt[d]
         if where == 1 and last[d]:

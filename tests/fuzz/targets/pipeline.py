@@ -50,8 +50,9 @@ class ReplayEngine:
         from ngfw.dataplane.replay import Replayer
 
         self.replayer = Replayer(flow_capacity=1024, signatures=signatures())
-        self.engine = engine_module().Engine(flow_capacity=1024, replay=True, unmanaged_vsys=0, appid_slots=1024,
-                                             event_capacity=8192)
+        self.engine = engine_module().Engine(
+            flow_capacity=1024, replay=True, unmanaged_vsys=0, appid_slots=1024, event_capacity=8192
+        )
         self.port = self.engine.add_sink_port("capture", 0)
         self.engine.add_sink_port("discard", 0)
         self.engine.set_tables(self.replayer.tables)
@@ -62,8 +63,11 @@ class ReplayEngine:
         self.engine.end_all_flows()
         events = drain(self.engine)
         self.engine.replay_reset()
-        records = [self.replayer.record(e, "fuzz.pcap") if e["event"] == "flow"
-                   else self.replayer.alert_record(e, "fuzz.pcap") for e in events if e["event"] in ("flow", "alert")]
+        records = [
+            self.replayer.record(e, "fuzz.pcap") if e["event"] == "flow" else self.replayer.alert_record(e, "fuzz.pcap")
+            for e in events
+            if e["event"] in ("flow", "alert")
+        ]
         return result, records
 
 

@@ -13,7 +13,7 @@ from ngfw.compiler.policy import load_policy
 from ngfw.dataplane.fastpath import engine_module
 from ngfw.model.errors import PolicyError
 
-CATALOGUE = load_catalogue()   # the shipped applications rules name; read once, not per input
+CATALOGUE = load_catalogue()  # the shipped applications rules name; read once, not per input
 
 
 @cache

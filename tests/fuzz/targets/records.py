@@ -12,8 +12,8 @@ def split(data: bytes, limit: int = 32) -> list[tuple[int, bytes]]:
     at = 0
     while at < len(data) and len(out) < limit:
         flag = data[at]
-        length = int.from_bytes(data[at + 1:at + 3], "big")
-        out.append((flag, data[at + 3:at + 3 + length]))
+        length = int.from_bytes(data[at + 1 : at + 3], "big")
+        out.append((flag, data[at + 3 : at + 3 + length]))
         at += 3 + length
     return out
 

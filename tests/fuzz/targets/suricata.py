@@ -13,7 +13,7 @@ from ngfw.compiler.suricata.lexer import RuleError, read_rules
 from ngfw.dataplane.fastpath import engine_module
 
 MAX_RULES = 16
-CATALOGUE = load_catalogue()   # app-layer rules name the shipped apps; read once, not per input
+CATALOGUE = load_catalogue()  # app-layer rules name the shipped apps; read once, not per input
 
 
 def one_input(data: bytes) -> None:
@@ -27,7 +27,7 @@ def one_input(data: bytes) -> None:
         try:
             signatures.append(compile_rule(raw, names, CLASSIFICATIONS, "fuzz.rules"))
         except RuleError as exc:
-            assert exc.reason, raw.text   # a skipped rule says why
+            assert exc.reason, raw.text  # a skipped rule says why
     if not signatures:
         return
     try:

@@ -26,14 +26,24 @@ def _load() -> ModuleType:
 acc = _load()
 
 
-def label(pcap: str, l4: str, a: str, b: str, app: str | None, also: list[str] | None = None, host: str | None = None) -> Any:
+def label(
+    pcap: str, l4: str, a: str, b: str, app: str | None, also: list[str] | None = None, host: str | None = None
+) -> Any:
     return acc.Label(pcap, l4, a, b, app, tuple(also or ()), host, "nDPI")
 
 
-def flow(pcap: str, proto: str, src: str, sport: int | None, dst: str, dport: int | None, app: str | None, **extra: Any) -> dict[str, Any]:
+def flow(
+    pcap: str, proto: str, src: str, sport: int | None, dst: str, dport: int | None, app: str | None, **extra: Any
+) -> dict[str, Any]:
     record: dict[str, Any] = {
-        "pcap_file": pcap, "src_ip": src, "dest_ip": dst, "proto": proto, "app_proto": app,
-        "app_host": None, "app_confidence": 100, "app_pkts": 1,
+        "pcap_file": pcap,
+        "src_ip": src,
+        "dest_ip": dst,
+        "proto": proto,
+        "app_proto": app,
+        "app_host": None,
+        "app_confidence": 100,
+        "app_pkts": 1,
     }
     if sport is not None:
         record["src_port"] = sport
@@ -145,8 +155,10 @@ def test_repeated_flow_keeps_the_record_with_most_packets() -> None:
 def test_repeated_flow_tie_is_spoken_for_by_the_latest_record() -> None:
     """A resolver socket reused after the idle timeout: nDPI's one flow per tuple names the last query."""
     labels = [label("d.pcap", "UDP", "1.1.1.1:53", "2.2.2.2:1", "dns", host="later.example")]
-    flows = [flow("d.pcap", "UDP", "2.2.2.2", 1, "1.1.1.1", 53, "dns", app_pkts=1, app_host=name)
-             for name in ("first.example", "later.example")]
+    flows = [
+        flow("d.pcap", "UDP", "2.2.2.2", 1, "1.1.1.1", 53, "dns", app_pkts=1, app_host=name)
+        for name in ("first.example", "later.example")
+    ]
     report = acc.score(labels, flows)
     assert (report.hosts, report.hosts_agree) == (1, 1)
 
@@ -162,7 +174,9 @@ def test_fake_replay_of_the_labels_scores_everything(tmp_path: Path) -> None:
     lines = []
     for lab in labels:
         (sip, sport), (dip, dport) = acc.parse_endpoint(lab.a), acc.parse_endpoint(lab.b)
-        lines.append(json.dumps(flow(lab.pcap, lab.l4, sip, sport, dip, dport, lab.app or "unknown-tcp", app_host=lab.host)))
+        lines.append(
+            json.dumps(flow(lab.pcap, lab.l4, sip, sport, dip, dport, lab.app or "unknown-tcp", app_host=lab.host))
+        )
     lines.append('{"event_type": "stats", "uptime": 1}')
     out = tmp_path / "flows.jsonl"
     out.write_text("\n".join(lines) + "\n")
@@ -170,7 +184,18 @@ def test_fake_replay_of_the_labels_scores_everything(tmp_path: Path) -> None:
     corpus.mkdir()
     (corpus / "labels.jsonl").write_text(
         "\n".join(
-            json.dumps({"pcap": x.pcap, "l4": x.l4, "a": x.a, "b": x.b, "ndpi": x.ndpi, "app": x.app, "also": list(x.also), "host": x.host})
+            json.dumps(
+                {
+                    "pcap": x.pcap,
+                    "l4": x.l4,
+                    "a": x.a,
+                    "b": x.b,
+                    "ndpi": x.ndpi,
+                    "app": x.app,
+                    "also": list(x.also),
+                    "host": x.host,
+                }
+            )
             for x in labels
         )
     )
@@ -183,7 +208,10 @@ def test_fake_replay_of_the_labels_scores_everything(tmp_path: Path) -> None:
 
 
 def test_missing_flows_count_against_the_score() -> None:
-    labels = [label("a.pcap", "TCP", "1.1.1.1:22", "2.2.2.2:1", "ssh"), label("a.pcap", "TCP", "1.1.1.1:22", "2.2.2.2:2", "ssh")]
+    labels = [
+        label("a.pcap", "TCP", "1.1.1.1:22", "2.2.2.2:1", "ssh"),
+        label("a.pcap", "TCP", "1.1.1.1:22", "2.2.2.2:2", "ssh"),
+    ]
     report = acc.score(labels, [flow("a.pcap", "TCP", "2.2.2.2", 1, "1.1.1.1", 22, "ssh")])
     assert report.percent == 50.0 and len(report.missing) == 1
     text = acc.render_markdown(report)

@@ -19,8 +19,16 @@ FIXTURES = REPO / "tests" / "fixtures" / "parity"
 
 
 def eve_alert(src, sport, dst, dport, sid, proto="TCP", msg="", pcap=None, **extra):
-    rec = {"event_type": "alert", "src_ip": src, "src_port": sport, "dest_ip": dst, "dest_port": dport,
-           "proto": proto, "alert": {"signature_id": sid, "gid": 1, "rev": 1, "signature": msg}, **extra}
+    rec = {
+        "event_type": "alert",
+        "src_ip": src,
+        "src_port": sport,
+        "dest_ip": dst,
+        "dest_port": dport,
+        "proto": proto,
+        "alert": {"signature_id": sid, "gid": 1, "rev": 1, "signature": msg},
+        **extra,
+    }
     if pcap:
         rec["pcap_file"] = pcap
     return rec
@@ -48,7 +56,10 @@ def test_icmp_flows_compare_by_address_whatever_ports_each_side_reports():
 
 
 def test_agreement_is_counted_both_ways_and_each_difference_names_its_side():
-    s = [pc.Alert("a.pcap", pc.Flow.of("10.0.0.1", 1, "10.0.0.2", 80, "TCP"), sid, msg=f"rule {sid}") for sid in (1, 2, 3, 4)]
+    s = [
+        pc.Alert("a.pcap", pc.Flow.of("10.0.0.1", 1, "10.0.0.2", 80, "TCP"), sid, msg=f"rule {sid}")
+        for sid in (1, 2, 3, 4)
+    ]
     n = [pc.Alert("a.pcap", pc.Flow.of("10.0.0.2", 80, "10.0.0.1", 1, "TCP"), sid) for sid in (1, 2, 3, 9)]
     c = pc.Comparison().add(s, n)
     assert (len(c.suricata), len(c.ngfw), c.matched) == (4, 4, 3)
@@ -90,8 +101,12 @@ def test_ngfw_records_are_attributed_to_captures_by_pcap_file_and_flow_records_i
 
 def test_suricata_eve_reader_keeps_alerts_and_skips_a_torn_last_line(tmp_path):
     eve = tmp_path / "eve.json"
-    lines = [json.dumps({"event_type": "flow"}), json.dumps(eve_alert("10.0.0.1", 1, "10.0.0.2", 2, 5)),
-             json.dumps({"event_type": "stats"}), '{"event_type": "alert", "src_']
+    lines = [
+        json.dumps({"event_type": "flow"}),
+        json.dumps(eve_alert("10.0.0.1", 1, "10.0.0.2", 2, 5)),
+        json.dumps({"event_type": "stats"}),
+        '{"event_type": "alert", "src_',
+    ]
     eve.write_text("\n".join(lines))
     alerts = suricata_offline.read_eve_alerts(eve)
     assert [a["alert"]["signature_id"] for a in alerts] == [5]
@@ -100,13 +115,21 @@ def test_suricata_eve_reader_keeps_alerts_and_skips_a_torn_last_line(tmp_path):
 
 def test_expected_jsonl_lines_and_rule_messages(tmp_path):
     rules = tmp_path / "r.rules"
-    rules.write_text('alert tcp any any -> any any (msg:"say \\"hi\\""; content:"a"; sid:7;)\n'
-                     '# alert tcp any any -> any any (msg:"off"; sid:8;)\n'
-                     'alert udp any any -> any any (content:"b"; sid:9;)\n')
+    rules.write_text(
+        'alert tcp any any -> any any (msg:"say \\"hi\\""; content:"a"; sid:7;)\n'
+        '# alert tcp any any -> any any (msg:"off"; sid:8;)\n'
+        'alert udp any any -> any any (content:"b"; sid:9;)\n'
+    )
     messages = suricata_parity.rule_messages([rules])
     assert messages == {7: 'say "hi"', 8: "off"}
-    line = {"src_ip": "10.0.0.101", "src_port": 37533, "dest_ip": "8.8.8.8", "dest_port": 53, "proto": "UDP",
-            "signature_id": 7}
+    line = {
+        "src_ip": "10.0.0.101",
+        "src_port": 37533,
+        "dest_ip": "8.8.8.8",
+        "dest_port": 53,
+        "proto": "UDP",
+        "signature_id": 7,
+    }
     (alert,) = suricata_parity.with_messages([pc.alert_from_expected(line, "case")], messages)
     assert alert.msg == 'say "hi"' and str(alert.flow) == "UDP 8.8.8.8:53 <-> 10.0.0.101:37533"
 
@@ -122,8 +145,14 @@ def _case(root: Path, name: str, expected: list[dict]) -> Path:
 
 
 def test_verify_cases_compare_the_expected_alerts_with_what_the_ngfw_runner_returns(tmp_path):
-    hit = {"src_ip": "10.0.0.1", "src_port": 1000, "dest_ip": "10.0.0.2", "dest_port": 53, "proto": "UDP",
-           "signature_id": 1}
+    hit = {
+        "src_ip": "10.0.0.1",
+        "src_port": 1000,
+        "dest_ip": "10.0.0.2",
+        "dest_port": 53,
+        "proto": "UDP",
+        "signature_id": 1,
+    }
     _case(tmp_path, "alerts", [hit])
     _case(tmp_path, "quiet", [])
     asked = []
@@ -147,8 +176,14 @@ def test_verify_cases_compare_the_expected_alerts_with_what_the_ngfw_runner_retu
 
 
 def test_command_line_exit_status_follows_the_agreement_threshold(tmp_path, capsys):
-    hit = {"src_ip": "10.0.0.1", "src_port": 1000, "dest_ip": "10.0.0.2", "dest_port": 53, "proto": "UDP",
-           "signature_id": 1}
+    hit = {
+        "src_ip": "10.0.0.1",
+        "src_port": 1000,
+        "dest_ip": "10.0.0.2",
+        "dest_port": 53,
+        "proto": "UDP",
+        "signature_id": 1,
+    }
     _case(tmp_path / "cases", "one", [hit])
     recorded = tmp_path / "ngfw.jsonl"
     recorded.write_text("")  # ngfw raised nothing
@@ -190,14 +225,19 @@ def test_keyword_captures_are_regenerated_byte_for_byte(tmp_path):
 @pytest.mark.skipif(shutil.which("suricata") is None, reason="Suricata 7 not installed (deploy/install.sh)")
 def test_real_suricata_raises_the_sni_alert_on_the_tls_fixture(tmp_path):
     rules = tmp_path / "sni.rules"
-    rules.write_text('alert tls any any -> any any (msg:"sni"; tls.sni; content:"secure.parity-test.example"; '
-                     "sid:4242; rev:1;)\n")
+    rules.write_text(
+        'alert tls any any -> any any (msg:"sni"; tls.sni; content:"secure.parity-test.example"; sid:4242; rev:1;)\n'
+    )
     pcap = FIXTURES / "tls_sni.pcap"
     result = suricata_offline.run_offline([pcap], [rules], cache=tmp_path / "cache")
     (alert,) = result.alerts[str(pcap)]
     assert alert["alert"]["signature_id"] == 4242
     assert (alert["src_ip"], alert["dest_ip"], alert["dest_port"], alert["app_proto"]) == (
-        "10.0.0.3", "192.0.2.12", 443, "tls")
+        "10.0.0.3",
+        "192.0.2.12",
+        443,
+        "tls",
+    )
     assert result.load is not None and result.load.rules_loaded == 1
     again = suricata_offline.run_offline([pcap], [rules], cache=tmp_path / "cache")
     assert again.cached == 1 and again.alerts == result.alerts

@@ -83,9 +83,7 @@ def test_every_signature_compiles_into_one_block_database(catalogue: Catalogue, 
         assert signature.direction in (0, 1, 2)
 
 
-def _matching(
-    catalogue: Catalogue, database: hyperscan.Database, payload: bytes, l4: int, direction: int
-) -> list[str]:
+def _matching(catalogue: Catalogue, database: hyperscan.Database, payload: bytes, l4: int, direction: int) -> list[str]:
     """Apps whose signatures match `payload`, best priority first (the fastpath's choice, in Python)."""
     hits: list[int] = []
     database.scan(payload, match_event_handler=lambda sid, *_: hits.append(sid))

@@ -52,7 +52,9 @@ def test_bad_pattern_names_file_app_and_field(tmp_path: Path) -> None:
         """,
     )
     assert len(problems) == 1
-    assert problems[0].startswith(f"{tmp_path / 'apps.yaml'}: app backref: signatures[1].pattern: Hyperscan cannot compile")
+    assert problems[0].startswith(
+        f"{tmp_path / 'apps.yaml'}: app backref: signatures[1].pattern: Hyperscan cannot compile"
+    )
     assert "unsupported" in problems[0].lower()
 
 

@@ -65,7 +65,9 @@ def test_narrower_earlier_rules_shadow_nothing_they_do_not_cover(tmp_path: Path)
         "{name: web-range, from: [vm:w], to: [cidr:10.9.0.0/16], services: [tcp/79-81], action: deny}",
         "{name: web-sub, from: [vm:w], to: [cidr:10.9.1.0/24], services: [tcp/80], action: deny}",
     )
-    assert found == ["t: rule 'web-sub' (#3) is shadowed by rule 'web-80', which matches every flow it would (never applies)"]
+    assert found == [
+        "t: rule 'web-sub' (#3) is shadowed by rule 'web-80', which matches every flow it would (never applies)"
+    ]
 
 
 def test_rule_naming_an_empty_group_never_matches(tmp_path: Path) -> None:

@@ -31,7 +31,9 @@ def group(name: str, vsys: str, spec: str) -> str:
 
 def policy(name: str, vsys: str, *rules: str) -> str:
     body = "".join(f"    - {rule}\n" for rule in rules)
-    return f"apiVersion: ngfw/v1\nkind: SecurityPolicy\nmetadata: {{name: {name}, vsys: {vsys}}}\nspec:\n  rules:\n{body}"
+    return (
+        f"apiVersion: ngfw/v1\nkind: SecurityPolicy\nmetadata: {{name: {name}, vsys: {vsys}}}\nspec:\n  rules:\n{body}"
+    )
 
 
 def write(path: Path, *documents: str) -> Path:
@@ -46,16 +48,35 @@ def test_lab_example_compiles_to_the_lab_facts() -> None:
     assert compiled.vsys == ("tenant-a",)
     assert compiled.build.sources == (str(EXAMPLES / "lab.yaml"),)
     web_01, web_02 = compiled.workloads
-    assert (web_01.name, web_01.macs, web_01.ips) == ("web-01", (bytes.fromhex("020000000101"),), (ipaddress.ip_address("10.77.0.11"), ipaddress.ip_address("fd77::11")))
-    assert (web_02.name, web_02.macs, web_02.ips) == ("web-02", (bytes.fromhex("020000000102"),), (ipaddress.ip_address("10.77.0.12"), ipaddress.ip_address("fd77::12")))
+    assert (web_01.name, web_01.macs, web_01.ips) == (
+        "web-01",
+        (bytes.fromhex("020000000101"),),
+        (ipaddress.ip_address("10.77.0.11"), ipaddress.ip_address("fd77::11")),
+    )
+    assert (web_02.name, web_02.macs, web_02.ips) == (
+        "web-02",
+        (bytes.fromhex("020000000102"),),
+        (ipaddress.ip_address("10.77.0.12"), ipaddress.ip_address("fd77::12")),
+    )
     assert web_01.labels == (("env", "prod"), ("tier", "web"))
     assert [r.name for r in compiled.rules] == [
-        "web-to-server-http", "ping", "web-to-server-dns", "reject-8443", "ssh-from-server", "default-deny",
+        "web-to-server-http",
+        "ping",
+        "web-to-server-dns",
+        "reject-8443",
+        "ssh-from-server",
+        "default-deny",
     ]
     server = AddressSet(cidrs=(ipaddress.ip_network("10.77.0.100/32"),))
     web = AddressSet(workloads=frozenset({0, 1}))
     http, ping, dns, reject, ssh, deny = compiled.rules
-    assert (http.src, http.dst, http.services, http.action, http.log) == (web, server, (Service(PROTO_TCP, 80, 80),), Action.ALLOW, True)
+    assert (http.src, http.dst, http.services, http.action, http.log) == (
+        web,
+        server,
+        (Service(PROTO_TCP, 80, 80),),
+        Action.ALLOW,
+        True,
+    )
     assert (ping.src.any, ping.dst.any, ping.services) == (True, True, (Service(PROTO_ICMP),))
     assert (dns.services, dns.action, dns.log) == ((Service(PROTO_UDP, 53, 53),), Action.ALLOW, False)
     assert (reject.src.any, reject.dst, reject.action, reject.log) == (True, server, Action.REJECT, True)
@@ -85,7 +106,9 @@ def test_indexes_follow_sorted_names_and_rules_are_grouped_by_vsys(tmp_path: Pat
 
 
 def test_policies_of_a_vsys_concatenate_in_file_then_document_order(tmp_path: Path) -> None:
-    write(tmp_path / "10-base.yaml", vsys("t"), policy("first", "t", "{name: r1, from: [any], to: [any], action: allow}"))
+    write(
+        tmp_path / "10-base.yaml", vsys("t"), policy("first", "t", "{name: r1, from: [any], to: [any], action: allow}")
+    )
     write(
         tmp_path / "20-more" / "x.yaml",
         policy("second", "t", "{name: r2, from: [any], to: [any], action: deny}"),
@@ -124,7 +147,10 @@ def test_groups_expand_to_workloads_by_all_labels_and_static_members(tmp_path: P
     assert r1.dst.workloads == {index["web-prod"]}
     assert r2.src.workloads == {index["db-prod"], index["web-dev"]}
     assert r2.dst == AddressSet()  # an empty group matches nobody, it does not mean any
-    assert r3.src == AddressSet(workloads=frozenset({index["web-prod"], index["web-dev"], index["db-prod"]}), cidrs=(ipaddress.ip_network("192.0.2.0/24"),))
+    assert r3.src == AddressSet(
+        workloads=frozenset({index["web-prod"], index["web-dev"], index["db-prod"]}),
+        cidrs=(ipaddress.ip_network("192.0.2.0/24"),),
+    )
     assert r3.dst == AddressSet(any=True)
 
 
@@ -142,8 +168,11 @@ def test_services_compile_to_protocols_and_port_ranges(tmp_path: Path) -> None:
     )
     r1, r2, r3 = load_policy(path).rules
     assert r1.services == (
-        Service(PROTO_TCP, 8000, 8080), Service(PROTO_UDP, 53, 53), Service(PROTO_TCP, 0, 65535),
-        Service(PROTO_ICMP), Service(PROTO_ICMPV6),
+        Service(PROTO_TCP, 8000, 8080),
+        Service(PROTO_UDP, 53, 53),
+        Service(PROTO_TCP, 0, 65535),
+        Service(PROTO_ICMP),
+        Service(PROTO_ICMPV6),
     )
     assert r2.services == () and r3.services == ()
 
@@ -190,11 +219,17 @@ def test_compile_accepts_bare_resources(tmp_path: Path) -> None:
     loaded = load_resources(EXAMPLES / "two-tenants.yaml")
     from_files = compile_resources(loaded, version=3)
     bare = compile_resources([r.resource for r in loaded], version=3)
-    assert policy_digest(bare) == policy_digest(from_files) and bare.rules == from_files.rules and bare.workloads == from_files.workloads
+    assert (
+        policy_digest(bare) == policy_digest(from_files)
+        and bare.rules == from_files.rules
+        and bare.workloads == from_files.workloads
+    )
     assert bare.build.sources == ()
 
 
 def test_pinned_port_is_compiled(tmp_path: Path) -> None:
-    doc = workload("w", "t", "02:00:00:00:00:01", "10.0.0.1").replace('ips: ["10.0.0.1"]}', 'ips: ["10.0.0.1"], port: veth-w}')
+    doc = workload("w", "t", "02:00:00:00:00:01", "10.0.0.1").replace(
+        'ips: ["10.0.0.1"]}', 'ips: ["10.0.0.1"], port: veth-w}'
+    )
     (compiled,) = load_policy(write(tmp_path / "p.yaml", vsys("t"), doc)).workloads
     assert compiled.port == "veth-w"

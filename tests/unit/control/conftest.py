@@ -25,11 +25,28 @@ def etcd_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     client_url, peer_url = f"http://127.0.0.1:{client_port}", f"http://127.0.0.1:{peer_port}"
     log = open(data / "etcd.log", "wb")
     process = subprocess.Popen(
-        [binary, "--name", "test", "--data-dir", str(data / "data"), "--listen-client-urls", client_url,
-         "--advertise-client-urls", client_url, "--listen-peer-urls", peer_url,
-         "--initial-advertise-peer-urls", peer_url, "--initial-cluster", f"test={peer_url}",
-         "--log-level", "error"],
-        stdout=log, stderr=subprocess.STDOUT)
+        [
+            binary,
+            "--name",
+            "test",
+            "--data-dir",
+            str(data / "data"),
+            "--listen-client-urls",
+            client_url,
+            "--advertise-client-urls",
+            client_url,
+            "--listen-peer-urls",
+            peer_url,
+            "--initial-advertise-peer-urls",
+            peer_url,
+            "--initial-cluster",
+            f"test={peer_url}",
+            "--log-level",
+            "error",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 20
         while True:

@@ -44,8 +44,15 @@ def agents() -> Iterator[list[Agent]]:
 
 def start_agent(agents: list[Agent], url: str, token: str, host: str, **options: Any) -> tuple[Agent, FakeDataplane]:
     dataplane = FakeDataplane()
-    agent = Agent(ControlClient(url, token, timeout=5), host, dataplane.apply,
-                  apply_identity=dataplane.apply_identity, wait=2.0, retry_interval=0.05, **options)
+    agent = Agent(
+        ControlClient(url, token, timeout=5),
+        host,
+        dataplane.apply,
+        apply_identity=dataplane.apply_identity,
+        wait=2.0,
+        retry_interval=0.05,
+        **options,
+    )
     agent.start()
     agents.append(agent)
     return agent, dataplane
@@ -93,16 +100,18 @@ def test_a_host_token_cannot_speak_for_another_host(control: RunningControl, tok
     assert client(control, tokens, "vera").get("/status")["total"] == 0
 
 
-def test_label_change_reaches_identity_tables_without_commit(control: RunningControl, tokens: dict[str, str],
-                                                             agents: list[Agent]) -> None:
+def test_label_change_reaches_identity_tables_without_commit(
+    control: RunningControl, tokens: dict[str, str], agents: list[Agent]
+) -> None:
     commit(control, tokens, two_tenants(), "two tenants")
     agent, dataplane = start_agent(agents, control.url, tokens["host-a"], "host-a")
     assert agent.wait_for(lambda g: g.current is not None, 20)
     assert agent.policy is not None
     web_to_db = next(r for r in agent.policy.rules if r.name == "web-to-db")
     db_index = next(i for i, w in enumerate(agent.policy.workloads) if w.name == "db-01")
-    assert web_to_db.src.workloads == frozenset({next(i for i, w in enumerate(agent.policy.workloads)
-                                                      if w.name == "web-01")})
+    assert web_to_db.src.workloads == frozenset(
+        {next(i for i, w in enumerate(agent.policy.workloads) if w.name == "web-01")}
+    )
 
     bodies = record_bundles(agent)
     db = find(two_tenants(), "Workload", "db-01")
@@ -115,8 +124,9 @@ def test_label_change_reaches_identity_tables_without_commit(control: RunningCon
     assert dataplane.loaded[-1][0] == "identity"
     # what travelled: the Workloads, not the rules
     assert [sorted(b) for b in bodies] == [["hash", "identity", "version", "workloads"]]
-    assert {w["metadata"]["name"] for w in bodies[0]["workloads"]} == {w["metadata"]["name"] for w in
-                                                                      two_tenants() if w["kind"] == "Workload"}
+    assert {w["metadata"]["name"] for w in bodies[0]["workloads"]} == {
+        w["metadata"]["name"] for w in two_tenants() if w["kind"] == "Workload"
+    }
     web_to_db = next(r for r in agent.policy.rules if r.name == "web-to-db")
     assert db_index in web_to_db.src.workloads
     assert elapsed < 1.0, f"label change took {elapsed:.3f} s to reach the agent"
@@ -138,7 +148,8 @@ def record_bundles(agent: Agent) -> list[dict[str, Any]]:
 
 
 def test_an_identity_update_that_does_not_fit_the_running_policy_is_fetched_whole(
-        tmp_path: Path, tokens: dict[str, str], agents: list[Agent]) -> None:
+    tmp_path: Path, tokens: dict[str, str], agents: list[Agent]
+) -> None:
     # control's store is replaced (restored from elsewhere): its version 1 is another policy than
     # the one the agent verified as version 1, so its Workloads alone cannot be trusted against it
     first = RunningControl(f"sqlite:///{tmp_path}/first.db", tmp_path / "tokens.json")
@@ -156,9 +167,11 @@ def test_an_identity_update_that_does_not_fit_the_running_policy_is_fetched_whol
         running = client(second, tokens, "vera").get("/running")
         assert agent.wait_for(lambda g: g.current is not None and g.current.hash == running["hash"], 5)
         assert not agent.refused
-        assert [sorted(b) for b in bodies] == [["hash", "identity", "version", "workloads"],  # did not verify
-                                               ["documents", "hash", "identity", "version"]]   # so: whole
-        assert dataplane.loaded[-1][0] == "policy"      # compiled whole, not as an identity update
+        assert [sorted(b) for b in bodies] == [
+            ["hash", "identity", "version", "workloads"],  # did not verify
+            ["documents", "hash", "identity", "version"],
+        ]  # so: whole
+        assert dataplane.loaded[-1][0] == "policy"  # compiled whole, not as an identity update
         rule = next(r for r in dataplane.loaded[-1][1].rules if r.vsys == 1)
         assert [s.port_lo for s in rule.services] == [8443]
 
@@ -173,7 +186,8 @@ def test_an_identity_update_that_does_not_fit_the_running_policy_is_fetched_whol
 
 
 def test_a_bundle_whose_hash_does_not_verify_is_refused_and_reported(
-        sqlite_url: str, tmp_path: Path, tokens: dict[str, str], agents: list[Agent]) -> None:
+    sqlite_url: str, tmp_path: Path, tokens: dict[str, str], agents: list[Agent]
+) -> None:
     control = RunningControl(sqlite_url, tmp_path / "tokens.json")
     agent, dataplane = start_agent(agents, control.url, tokens["host-a"], "host-a")
     commit(control, tokens, two_tenants(), "two tenants")
@@ -200,7 +214,7 @@ def test_a_bundle_whose_hash_does_not_verify_is_refused_and_reported(
     db.close()
     control = RunningControl(sqlite_url, tmp_path / "tokens.json", control.port)
     try:
-        assert agent.wait_for(lambda g: g.refused, 15)   # a request in flight when control stopped times out first (5 s)
+        assert agent.wait_for(lambda g: g.refused, 15)  # a request in flight when control stopped times out first (5 s)
         assert agent.current is not None and agent.current.version == 2  # still enforcing the last good one
         assert [p.version for _, p in dataplane.loaded] == [1, 2]
         status = client(control, tokens, "vera").get("/status")
@@ -215,11 +229,11 @@ def test_a_bundle_whose_hash_does_not_verify_is_refused_and_reported(
 
 
 def test_agent_keeps_its_bundle_while_control_is_down_and_resyncs(
-        sqlite_url: str, tmp_path: Path, tokens: dict[str, str], agents: list[Agent]) -> None:
+    sqlite_url: str, tmp_path: Path, tokens: dict[str, str], agents: list[Agent]
+) -> None:
     control = RunningControl(sqlite_url, tmp_path / "tokens.json")
     commit(control, tokens, two_tenants(), "two tenants")
-    agent, dataplane = start_agent(agents, control.url, tokens["host-a"], "host-a",
-                                   cache_path=tmp_path / "bundle.json")
+    agent, dataplane = start_agent(agents, control.url, tokens["host-a"], "host-a", cache_path=tmp_path / "bundle.json")
     assert agent.wait_for(lambda g: g.current is not None, 20)
     # the agent writes its cache after the ack, so after `current` is set: wait for it before control goes
     deadline = time.monotonic() + 5
@@ -233,8 +247,9 @@ def test_agent_keeps_its_bundle_while_control_is_down_and_resyncs(
     assert agent.current is not None and agent.current.version == 1 and len(dataplane.loaded) == 1
 
     # a dataplane restarted while control is down enforces the cached bundle
-    restarted, restarted_dp = start_agent(agents, control.url, tokens["host-a"], "host-a",
-                                          cache_path=tmp_path / "bundle.json")
+    restarted, restarted_dp = start_agent(
+        agents, control.url, tokens["host-a"], "host-a", cache_path=tmp_path / "bundle.json"
+    )
     assert restarted.current is not None and restarted.current.version == 1
     assert policy_digest(restarted_dp.loaded[0][1]) == policy_digest(dataplane.loaded[0][1])
 

@@ -70,7 +70,9 @@ def test_rollback_publishes_the_old_policy_as_a_new_version(control: RunningCont
     result = alice.post("/rollback", {"version": 1, "message": "8080 broke the app"})
     assert result["version"] == 3
     running = alice.get("/running")
-    assert find(running["documents"], "SecurityPolicy", "main", "tenant-b")["spec"]["rules"][0]["services"] == ["tcp/80"]
+    assert find(running["documents"], "SecurityPolicy", "main", "tenant-b")["spec"]["rules"][0]["services"] == [
+        "tcp/80"
+    ]
     assert running["hash"] != v1_hash  # a new version number: a new bundle, which every host must ack
     assert alice.get("/diff", **{"from": "1", "to": "3"})["changes"] == []
     assert alice.get("/versions/3")["rollback_of"] == 1
@@ -81,19 +83,32 @@ def test_diff_between_versions_and_candidate(control: RunningControl, tokens: di
     alice = commit_two_tenants(control, tokens)
     documents = two_tenants()
     find(documents, "Workload", "db-01")["metadata"]["labels"]["tier"] = "db-new"
-    apply(alice, [find(documents, "Workload", "db-01"),
-                  {"apiVersion": "ngfw/v1", "kind": "Group", "metadata": {"name": "new", "vsys": "tenant-a"},
-                   "spec": {"selector": {"tier": "db-new"}}}])
+    apply(
+        alice,
+        [
+            find(documents, "Workload", "db-01"),
+            {
+                "apiVersion": "ngfw/v1",
+                "kind": "Group",
+                "metadata": {"name": "new", "vsys": "tenant-a"},
+                "spec": {"selector": {"tier": "db-new"}},
+            },
+        ],
+    )
     changes = alice.get("/diff")["changes"]  # running vs candidate
     assert {(c["resource"], c["change"]) for c in changes} == {
-        ("Workload tenant-a/db-01", "modified"), ("Group tenant-a/new", "added")}
+        ("Workload tenant-a/db-01", "modified"),
+        ("Group tenant-a/new", "added"),
+    }
     modified = next(c for c in changes if c["change"] == "modified")
     assert "-    tier: db\n" in modified["diff"] and "+    tier: db-new\n" in modified["diff"]
 
     alice.commit("relabel db")
     between = alice.get("/diff", **{"from": "2", "to": "1"})["changes"]
     assert {(c["resource"], c["change"]) for c in between} == {
-        ("Workload tenant-a/db-01", "modified"), ("Group tenant-a/new", "removed")}
+        ("Workload tenant-a/db-01", "modified"),
+        ("Group tenant-a/new", "removed"),
+    }
 
 
 def test_no_token_is_401_and_is_audited(control: RunningControl, tokens: dict[str, str]) -> None:
@@ -101,8 +116,10 @@ def test_no_token_is_401_and_is_audited(control: RunningControl, tokens: dict[st
     assert refused(lambda: ControlClient(control.url, "not-a-token").get("/running")).status == 401
     entries = client(control, tokens, "alice").get("/audit")["entries"]
     assert [e["outcome"] for e in entries[:2]] == ["unauthenticated", "unauthenticated"]
-    assert {e["detail"]["reason"] for e in entries[:2]} == {"unknown token",
-                                                             "no bearer token (Authorization: Bearer TOKEN)"}
+    assert {e["detail"]["reason"] for e in entries[:2]} == {
+        "unknown token",
+        "no bearer token (Authorization: Bearer TOKEN)",
+    }
 
 
 def test_vm_operator_cannot_change_rules_or_commit(control: RunningControl, tokens: dict[str, str]) -> None:
@@ -116,7 +133,10 @@ def test_vm_operator_cannot_change_rules_or_commit(control: RunningControl, toke
     assert refused(lambda: otto.post("/rollback", {"version": 1})).status == 403
     denials = [e for e in client(control, tokens, "alice").get("/audit")["entries"] if e["outcome"] == "denied"]
     assert {(e["who"], e["action"]) for e in denials} == {
-        ("otto", "candidate.apply"), ("otto", "commit"), ("otto", "rollback")}
+        ("otto", "candidate.apply"),
+        ("otto", "commit"),
+        ("otto", "rollback"),
+    }
     assert client(control, tokens, "alice").get("/running")["version"] == 1
 
 
@@ -156,7 +176,8 @@ def test_identity_update_that_breaks_a_reference_is_refused(control: RunningCont
 
 
 def test_identity_update_that_claims_another_workloads_address_is_refused(
-        control: RunningControl, tokens: dict[str, str]) -> None:
+    control: RunningControl, tokens: dict[str, str]
+) -> None:
     alice = commit_two_tenants(control, tokens)
     before = alice.get("/running")
     documents = two_tenants()
@@ -168,7 +189,7 @@ def test_identity_update_that_claims_another_workloads_address_is_refused(
     assert error.problems[0]["resource"] == "Workload tenant-a/db-01"
     assert error.problems[0]["field"] == "spec.interfaces[0].ips[0]"
     assert web_ip in error.problems[0]["message"] and "web-01" in error.problems[0]["message"]
-    assert alice.get("/running")["hash"] == before["hash"]   # nothing changed
+    assert alice.get("/running")["hash"] == before["hash"]  # nothing changed
 
 
 def test_tenant_admin_cannot_touch_another_vsys(control: RunningControl, tokens: dict[str, str]) -> None:
@@ -201,31 +222,40 @@ def test_viewer_reads_but_changes_nothing(control: RunningControl, tokens: dict[
     assert refused(lambda: vera.commit("x")).status == 403
 
 
-def test_bad_input_names_resource_and_field_and_keeps_the_candidate(control: RunningControl,
-                                                                   tokens: dict[str, str]) -> None:
+def test_bad_input_names_resource_and_field_and_keeps_the_candidate(
+    control: RunningControl, tokens: dict[str, str]
+) -> None:
     alice = commit_two_tenants(control, tokens)
     documents = two_tenants()
     find(documents, "Group", "db", "tenant-a")["spec"]["selector"] = {"tier": "database"}
     apply(alice, [find(documents, "Group", "db", "tenant-a")])
     candidate = alice.get("/candidate")
 
-    bad_yaml = refused(lambda: alice.request("POST", "/candidate/apply", raw=b"kind: [unclosed\n",
-                                             content_type="application/yaml"))
+    bad_yaml = refused(
+        lambda: alice.request("POST", "/candidate/apply", raw=b"kind: [unclosed\n", content_type="application/yaml")
+    )
     assert bad_yaml.status == 400 and "invalid YAML" in bad_yaml.body["error"]
 
     schema = two_tenants()
     find(schema, "SecurityPolicy", "main", "tenant-a")["spec"]["rules"][1]["action"] = "permit"
     error = refused(lambda: apply(alice, [find(schema, "SecurityPolicy", "main", "tenant-a")]))
     assert error.status == 422
-    assert error.problems == [{"resource": "SecurityPolicy tenant-a/main", "field": "spec.rules[1].action",
-                               "message": "must be one of allow, deny, reject (got 'permit')"}]
+    assert error.problems == [
+        {
+            "resource": "SecurityPolicy tenant-a/main",
+            "field": "spec.rules[1].action",
+            "message": "must be one of allow, deny, reject (got 'permit')",
+        }
+    ]
 
     dangling = two_tenants()
     find(dangling, "SecurityPolicy", "main", "tenant-a")["spec"]["rules"][0]["to"] = ["group:dbs"]
     error = refused(lambda: apply(alice, [find(dangling, "SecurityPolicy", "main", "tenant-a")]))
     assert error.status == 422
-    assert (error.problems[0]["resource"], error.problems[0]["field"]) == ("SecurityPolicy tenant-a/main",
-                                                                           "spec.rules[0].to[0]")
+    assert (error.problems[0]["resource"], error.problems[0]["field"]) == (
+        "SecurityPolicy tenant-a/main",
+        "spec.rules[0].to[0]",
+    )
     assert "Group 'dbs' does not exist" in error.problems[0]["message"]
 
     twice = [find(two_tenants(), "Group", "web", "tenant-a")] * 2
@@ -233,8 +263,11 @@ def test_bad_input_names_resource_and_field_and_keeps_the_candidate(control: Run
     assert error.status == 400 and error.problems[0]["resource"] == "Group tenant-a/web"
     assert error.problems[0]["field"] == "metadata.name"
 
-    mismatch = refused(lambda: alice.request("PUT", "/candidate/resources/Group/tenant-a/other",
-                                             find(two_tenants(), "Group", "web", "tenant-a")))
+    mismatch = refused(
+        lambda: alice.request(
+            "PUT", "/candidate/resources/Group/tenant-a/other", find(two_tenants(), "Group", "web", "tenant-a")
+        )
+    )
     assert mismatch.status == 422 and mismatch.problems[0]["field"] == "metadata.name"
 
     assert alice.get("/candidate") == candidate  # every refusal left it as it was
@@ -265,8 +298,9 @@ def test_concurrent_commit_gets_a_clear_conflict(control: RunningControl, tokens
     assert find(running, "Group", "web", "tenant-a")["spec"]["selector"] == {"tier": "web", "env": "prod"}
 
 
-def test_two_controllers_racing_for_one_version_one_wins(store_url: str, tmp_path: Path,
-                                                        tokens: dict[str, str]) -> None:
+def test_two_controllers_racing_for_one_version_one_wins(
+    store_url: str, tmp_path: Path, tokens: dict[str, str]
+) -> None:
     first = RunningControl(store_url, tmp_path / "tokens.json")
     second = RunningControl(store_url, tmp_path / "tokens.json")  # another controller on the same store
     try:
@@ -285,8 +319,10 @@ def test_two_controllers_racing_for_one_version_one_wins(store_url: str, tmp_pat
             except ControlError as exc:
                 results[name] = exc.status
 
-        threads = [threading.Thread(target=commit, args=("alice", first, "tcp/81")),
-                   threading.Thread(target=commit, args=("bob", second, "tcp/82"))]
+        threads = [
+            threading.Thread(target=commit, args=("alice", first, "tcp/81")),
+            threading.Thread(target=commit, args=("bob", second, "tcp/82")),
+        ]
         for t in threads:
             t.start()
         for t in threads:

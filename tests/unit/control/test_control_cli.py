@@ -42,8 +42,9 @@ def sqlite_control(sqlite_url: str, tmp_path: Path, tokens: dict[str, str]) -> A
     running.stop()
 
 
-def test_apply_diff_commit_status_rollback(sqlite_control: RunningControl, tokens: dict[str, str], tmp_path: Path,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_apply_diff_commit_status_rollback(
+    sqlite_control: RunningControl, tokens: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     policy = write_policy(tmp_path / "policy", two_tenants())
     alice = tokens["alice"]
     status, out, _ = run(capsys, sqlite_control, alice, "apply", "-f", str(policy))
@@ -77,8 +78,9 @@ def test_apply_diff_commit_status_rollback(sqlite_control: RunningControl, token
     assert [line.split()[0] for line in out.splitlines()] == ["3", "2", "1"]
 
 
-def test_errors_name_file_resource_and_field(sqlite_control: RunningControl, tokens: dict[str, str], tmp_path: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_errors_name_file_resource_and_field(
+    sqlite_control: RunningControl, tokens: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     documents = two_tenants()
     find(documents, "SecurityPolicy", "main", "tenant-a")["spec"]["rules"][0]["to"] = ["group:nope"]
     policy = write_policy(tmp_path / "policy", documents)
@@ -95,52 +97,94 @@ def test_errors_name_file_resource_and_field(sqlite_control: RunningControl, tok
     assert status == 1 and "role vm-operator cannot commit policy (HTTP 403)" in err
 
 
-def test_vm_operator_moves_a_workload_with_apply_identity(sqlite_control: RunningControl, tokens: dict[str, str],
-                                                          tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_vm_operator_moves_a_workload_with_apply_identity(
+    sqlite_control: RunningControl, tokens: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     run(capsys, sqlite_control, tokens["alice"], "apply", "-f", str(write_policy(tmp_path / "p", two_tenants())))
     run(capsys, sqlite_control, tokens["alice"], "commit", "-m", "two tenants")
     web = find(two_tenants(), "Workload", "web-01")
     web["spec"]["host"] = "host-b"
-    status, out, _ = run(capsys, sqlite_control, tokens["otto"], "apply", "--identity", "-f",
-                         str(write_policy(tmp_path / "moved", [web])))
+    status, out, _ = run(
+        capsys,
+        sqlite_control,
+        tokens["otto"],
+        "apply",
+        "--identity",
+        "-f",
+        str(write_policy(tmp_path / "moved", [web])),
+    )
     assert status == 0 and out == "Workload tenant-a/web-01: identity revision 2\n"
     status, out, _ = run(capsys, sqlite_control, tokens["vera"], "history")
     assert len(out.splitlines()) == 1  # still one policy version
 
 
-def test_explain_names_vsys_rule_and_why(sqlite_control: RunningControl, tokens: dict[str, str], tmp_path: Path,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_explain_names_vsys_rule_and_why(
+    sqlite_control: RunningControl, tokens: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     run(capsys, sqlite_control, tokens["alice"], "apply", "-f", str(write_policy(tmp_path / "p", two_tenants())))
     run(capsys, sqlite_control, tokens["alice"], "commit", "-m", "two tenants")
     vera = tokens["vera"]
 
-    status, out, _ = run(capsys, sqlite_control, vera, "explain", "--from", "vm:web-01", "--to", "vm:db-01",
-                         "--service", "tcp/5432")
+    status, out, _ = run(
+        capsys, sqlite_control, vera, "explain", "--from", "vm:web-01", "--to", "vm:db-01", "--service", "tcp/5432"
+    )
     assert status == 0
     assert "verdict: ALLOW by rule 'web-to-db' of vsys tenant-a" in out
 
     # cross-tenant: tenant-a lets it out, tenant-b does not let it in on 8080
-    status, out, _ = run(capsys, sqlite_control, vera, "explain", "--from", "vm:web-01", "--to", "vm:app-01",
-                         "--service", "tcp/8080", "--json")
+    status, out, _ = run(
+        capsys,
+        sqlite_control,
+        vera,
+        "explain",
+        "--from",
+        "vm:web-01",
+        "--to",
+        "vm:app-01",
+        "--service",
+        "tcp/8080",
+        "--json",
+    )
     result = json.loads(out)
     assert (result["verdict"], result["rule"], result["vsys"]) == ("deny", "default-deny", "tenant-b")
     assert [(p["direction"], p["vsys"], p["action"], p["rule"]) for p in result["passes"]] == [
-        ("egress", "tenant-a", "allow", "web-to-b"), ("ingress", "tenant-b", "deny", "default-deny")]
+        ("egress", "tenant-a", "allow", "web-to-b"),
+        ("ingress", "tenant-b", "deny", "default-deny"),
+    ]
     assert result["passes"][1]["skipped"] == ["'a-to-app-http': services ['tcp/80'] do not include it"]
 
     # a 5-tuple's addresses name the workloads; on tcp/80 both tenants allow it
-    status, out, _ = run(capsys, sqlite_control, vera, "explain", "--from", "10.77.0.11", "--to", "10.78.0.11",
-                         "--service", "tcp/80", "--json")
+    status, out, _ = run(
+        capsys,
+        sqlite_control,
+        vera,
+        "explain",
+        "--from",
+        "10.77.0.11",
+        "--to",
+        "10.78.0.11",
+        "--service",
+        "tcp/80",
+        "--json",
+    )
     assert json.loads(out)["verdict"] == "allow"
     assert json.loads(out)["passes"][1]["rule"] == "a-to-app-http"
 
 
-def test_explain_lists_rules_that_wait_for_the_application(tmp_path: Path,
-                                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_explain_lists_rules_that_wait_for_the_application(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     documents = two_tenants()
     rules = find(documents, "SecurityPolicy", "main", "tenant-a")["spec"]["rules"]
-    rules.insert(0, {"name": "web-to-db-pg", "from": ["group:web"], "to": ["group:db"],
-                     "applications": ["postgresql"], "services": ["application-default"], "action": "allow"})
+    rules.insert(
+        0,
+        {
+            "name": "web-to-db-pg",
+            "from": ["group:web"],
+            "to": ["group:db"],
+            "applications": ["postgresql"],
+            "services": ["application-default"],
+            "action": "allow",
+        },
+    )
     rules[1]["action"] = "reject"
     policy = write_policy(tmp_path / "p", documents)
     argv = ["explain", "--policy", str(policy), "--from", "vm:web-01", "--to", "vm:db-01", "--service", "tcp/5432"]
@@ -154,8 +198,9 @@ def test_explain_lists_rules_that_wait_for_the_application(tmp_path: Path,
     assert "verdict: REJECT by rule 'web-to-db'" in capsys.readouterr().out
 
 
-def test_token_add_prints_the_token_once_and_stores_only_its_hash(tmp_path: Path,
-                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_token_add_prints_the_token_once_and_stores_only_its_hash(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "tokens.json"
     assert main(["control", "--tokens", str(path), "token", "add", "carol", "tenant-admin:tenant-b"]) == 0
     token = capsys.readouterr().out.strip()
@@ -167,13 +212,14 @@ def test_token_add_prints_the_token_once_and_stores_only_its_hash(tmp_path: Path
     assert "unknown role 'root'" in capsys.readouterr().err
 
 
-def test_token_add_keeps_the_group_and_mode_the_service_reads_the_file_with(tmp_path: Path,
-                                                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_token_add_keeps_the_group_and_mode_the_service_reads_the_file_with(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     # the .deb makes /etc/ngfw/tokens.json root:ngfw 0640 for ngfw-control.service (user ngfw); an admin's
     # `token add` as root must not turn it into root:root 0600 and lock the service out
     path = tmp_path / "tokens.json"
     path.write_text('{"tokens": []}\n')
-    group = 65534 if os.geteuid() == 0 else os.getegid()   # nogroup: another group than root's
+    group = 65534 if os.geteuid() == 0 else os.getegid()  # nogroup: another group than root's
     os.chown(path, -1, group)
     path.chmod(0o640)
     assert main(["control", "--tokens", str(path), "token", "add", "erin", "viewer"]) == 0
@@ -188,9 +234,21 @@ def test_ngfw_control_daemon_serves_and_stops(tmp_path: Path, capsys: pytest.Cap
     token = capsys.readouterr().out.strip()
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "ngfw", "control", "--listen", f"127.0.0.1:{port}",
-         "--store", f"sqlite:///{tmp_path}/control.db", "--tokens", str(tokens)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "ngfw",
+            "control",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--store",
+            f"sqlite:///{tmp_path}/control.db",
+            "--tokens",
+            str(tokens),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         client = ControlClient(f"http://127.0.0.1:{port}", token, timeout=2)
         deadline = time.monotonic() + 20

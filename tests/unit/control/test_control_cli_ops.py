@@ -37,17 +37,30 @@ def ngfw(capsys: pytest.CaptureFixture[str], control: RunningControl, token: str
     return status, out, err
 
 
-def ack(control: RunningControl, tokens: dict[str, str], host: str, status: str = "applied",
-        version: int | None = None, detail: str = "") -> None:
+def ack(
+    control: RunningControl,
+    tokens: dict[str, str],
+    host: str,
+    status: str = "applied",
+    version: int | None = None,
+    detail: str = "",
+) -> None:
     """`host`'s agent reports: the running bundle applied (or `version` refused/failed)."""
     api = client(control, tokens, host)
     running = api.get("/bundle", host=host)
-    api.ack(host, version or running["version"], running["identity"],
-            running["hash"] if status == "applied" else "f" * 64, status, detail)
+    api.ack(
+        host,
+        version or running["version"],
+        running["identity"],
+        running["hash"] if status == "applied" else "f" * 64,
+        status,
+        detail,
+    )
 
 
-def test_status_wait_gates_on_every_host_running_the_version(site: RunningControl, tokens: dict[str, str],
-                                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_status_wait_gates_on_every_host_running_the_version(
+    site: RunningControl, tokens: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
     vera = tokens["vera"]
     code, _, err = ngfw(capsys, site, vera, "status", "--wait", "1", "--timeout", "0.3")
     assert code == 1 and "no host has reported to control within 0.3 s" in err, err
@@ -79,8 +92,10 @@ def test_status_wait_gates_on_every_host_running_the_version(site: RunningContro
     started = time.monotonic()
     code, _, err = ngfw(capsys, site, vera, "status", "--wait", "2", "--timeout", "20")
     assert code == 1 and time.monotonic() - started < 3
-    assert err == ("ngfw status: version 2 was refused: host-b refused version 2: hash mismatch: the bundle says "
-                   "f..., its documents hash to 0... (it runs version 1)\n")
+    assert err == (
+        "ngfw status: version 2 was refused: host-b refused version 2: hash mismatch: the bundle says "
+        "f..., its documents hash to 0... (it runs version 1)\n"
+    )
     # a version the hosts have left behind counts as run: host-a runs 2, host-b still 1
     assert ngfw(capsys, site, vera, "status", "--wait", "1", "--timeout", "1")[0] == 0
     # a version nobody committed yet: said so at the end
@@ -88,12 +103,15 @@ def test_status_wait_gates_on_every_host_running_the_version(site: RunningContro
     assert code == 1 and "(it is not committed: the running version is 2)" in err
 
 
-def test_get_lists_and_prints_running_resources(site: RunningControl, tokens: dict[str, str],
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_get_lists_and_prints_running_resources(
+    site: RunningControl, tokens: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
     code, out, _ = ngfw(capsys, site, tokens["vera"], "get", "policies")
     assert code == 0
-    assert [line.split() for line in out.splitlines()] == [["SecurityPolicy", "tenant-a/main", "3", "rules"],
-                                                           ["SecurityPolicy", "tenant-b/main", "1", "rules"]]
+    assert [line.split() for line in out.splitlines()] == [
+        ["SecurityPolicy", "tenant-a/main", "3", "rules"],
+        ["SecurityPolicy", "tenant-b/main", "1", "rules"],
+    ]
     code, out, _ = ngfw(capsys, site, tokens["vera"], "get", "SecurityPolicy", "tenant-a/main")
     document = yaml.safe_load(out)  # ready for `ngfw apply -f`
     assert document["kind"] == "SecurityPolicy" and document["metadata"] == {"name": "main", "vsys": "tenant-a"}
@@ -107,18 +125,21 @@ def test_get_lists_and_prints_running_resources(site: RunningControl, tokens: di
     assert code == 0 and "tenant-a/main" in out and "tenant-b" not in out
     # bad input: one sentence each
     code, _, err = ngfw(capsys, site, tokens["vera"], "get", "policy", "tenant-a/nosuch")
-    assert code == 1 and err == ("ngfw get: no SecurityPolicy tenant-a/nosuch in the running configuration "
-                                 "(version 1)\n")
+    assert code == 1 and err == (
+        "ngfw get: no SecurityPolicy tenant-a/nosuch in the running configuration (version 1)\n"
+    )
     code, _, err = ngfw(capsys, site, tokens["vera"], "get", "rules")
     assert code == 1 and err.startswith("ngfw get: unknown kind 'rules': VirtualSystem, Workload")
 
 
-def test_delete_goes_to_the_candidate_like_the_api(site: RunningControl, tokens: dict[str, str],
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_delete_goes_to_the_candidate_like_the_api(
+    site: RunningControl, tokens: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
     alice = tokens["alice"]
     code, _, err = ngfw(capsys, site, alice, "delete", "policy", "main")
-    assert code == 1 and err == ("ngfw delete: SecurityPolicy 'main' exists in vsys tenant-a, tenant-b: name one "
-                                 "(VSYS/main or --vsys)\n")
+    assert code == 1 and err == (
+        "ngfw delete: SecurityPolicy 'main' exists in vsys tenant-a, tenant-b: name one (VSYS/main or --vsys)\n"
+    )
     # a group a rule names cannot go: the candidate is checked as a whole, and stays as it was
     code, _, err = ngfw(capsys, site, alice, "delete", "group", "db", "--vsys", "tenant-a")
     assert code == 1 and "(HTTP 422)" in err and "group:db" in err, err
@@ -135,8 +156,9 @@ def test_delete_goes_to_the_candidate_like_the_api(site: RunningControl, tokens:
     assert code == 1 and "(HTTP 403)" in err
 
 
-def test_delete_identity_removes_a_workload_without_a_commit(site: RunningControl, tokens: dict[str, str],
-                                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_delete_identity_removes_a_workload_without_a_commit(
+    site: RunningControl, tokens: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
     code, out, _ = ngfw(capsys, site, tokens["otto"], "delete", "--identity", "workload", "db-01")
     assert code == 0 and out == "Workload tenant-a/db-01 removed: identity revision 2 (no commit needed)\n"
     running: dict[str, Any] = client(site, tokens, "vera").get("/running")

@@ -33,8 +33,7 @@ QUICK = ServerLimits(idle_timeout=1.0, body_timeout=1.0, send_timeout=5.0)
 class Served:
     """A control server on 127.0.0.1 with `limits`, and raw HTTP to it."""
 
-    def __init__(self, store_url: str, tokens_path: Path, tokens: dict[str, str],
-                 limits: ServerLimits = QUICK) -> None:
+    def __init__(self, store_url: str, tokens_path: Path, tokens: dict[str, str], limits: ServerLimits = QUICK) -> None:
         self.store = open_store(store_url)
         self.control = Control(self.store)
         self.server = ControlServer(self.control, TokenFile(tokens_path), limits=limits)
@@ -45,8 +44,14 @@ class Served:
     def client(self, name: str) -> ControlClient:
         return ControlClient(self.server.url, self.tokens[name], timeout=10)
 
-    def request(self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None,
-                token: str | None = "alice") -> tuple[int, dict[str, str], Any]:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+        token: str | None = "alice",
+    ) -> tuple[int, dict[str, str], Any]:
         head = f"{method} {path} HTTP/1.1\r\nHost: control\r\n"
         if token:
             head += f"Authorization: Bearer {self.tokens[token]}\r\n"
@@ -101,26 +106,51 @@ def still_serving(served: Served) -> None:
 
 # (name, raw request, status, a fragment of the error) - no token: the parser refuses them first
 MALFORMED_HTTP = [
-    ("negative Content-Length", b"POST /commit HTTP/1.1\r\nHost: c\r\nContent-Length: -5\r\n\r\n", 400,
-     "Content-Length: -5"),
-    ("Content-Length beyond 64 bits", b"POST /commit HTTP/1.1\r\nHost: c\r\nContent-Length: 99999999999999999999999"
-     b"\r\n\r\n", 400, "99999999999999999999999"),
-    ("two Content-Lengths", b"POST /commit HTTP/1.1\r\nHost: c\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
-     400, "Content-Length"),
-    ("a chunk size that is no number", b"POST /commit HTTP/1.1\r\nHost: c\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
-     400, "zz"),
+    (
+        "negative Content-Length",
+        b"POST /commit HTTP/1.1\r\nHost: c\r\nContent-Length: -5\r\n\r\n",
+        400,
+        "Content-Length: -5",
+    ),
+    (
+        "Content-Length beyond 64 bits",
+        b"POST /commit HTTP/1.1\r\nHost: c\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+        400,
+        "99999999999999999999999",
+    ),
+    (
+        "two Content-Lengths",
+        b"POST /commit HTTP/1.1\r\nHost: c\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
+        400,
+        "Content-Length",
+    ),
+    (
+        "a chunk size that is no number",
+        b"POST /commit HTTP/1.1\r\nHost: c\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        400,
+        "zz",
+    ),
     ("request line over 64 KiB", b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: c\r\n\r\n", 414, "65536 bytes"),
-    ("a header over 64 KiB", b"GET /status HTTP/1.1\r\nHost: c\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n", 431,
-     "65535 bytes"),
-    ("120 headers", b"GET /status HTTP/1.1\r\nHost: c\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(120))
-     + b"\r\n", 431, "100 headers"),
+    (
+        "a header over 64 KiB",
+        b"GET /status HTTP/1.1\r\nHost: c\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n",
+        431,
+        "65535 bytes",
+    ),
+    (
+        "120 headers",
+        b"GET /status HTTP/1.1\r\nHost: c\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(120)) + b"\r\n",
+        431,
+        "100 headers",
+    ),
     ("not HTTP", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", 400, "HTTPS traffic"),
 ]
 
 
 @pytest.mark.parametrize("name,raw,status,fragment", MALFORMED_HTTP, ids=[m[0] for m in MALFORMED_HTTP])
-def test_malformed_http_gets_a_json_4xx_and_the_server_keeps_serving(served: Served, name: str, raw: bytes,
-                                                                     status: int, fragment: str) -> None:
+def test_malformed_http_gets_a_json_4xx_and_the_server_keeps_serving(
+    served: Served, name: str, raw: bytes, status: int, fragment: str
+) -> None:
     got, headers, body = served.exchange(raw)
     assert (got, headers["content-type"]) == (status, "application/json")
     assert fragment in body["error"] and "Traceback" not in body["error"], body
@@ -128,15 +158,18 @@ def test_malformed_http_gets_a_json_4xx_and_the_server_keeps_serving(served: Ser
 
 
 def test_a_body_over_the_limit_is_refused_before_it_is_read(served: Served) -> None:
-    status, headers, body = served.request("POST", "/commit", headers={
-        "Content-Type": "application/json", "Content-Length": str(MAX_BODY_BYTES + 1)})
+    status, headers, body = served.request(
+        "POST", "/commit", headers={"Content-Type": "application/json", "Content-Length": str(MAX_BODY_BYTES + 1)}
+    )
     assert status == 413 and str(MAX_BODY_BYTES + 1) in body["error"]
     assert headers["connection"] == "close"
     # a chunked body is counted as it comes
     chunk = b"x" * (1 << 20)
     with socket.create_connection(("127.0.0.1", served.port), timeout=10) as s:
-        s.sendall(f"POST /commit HTTP/1.1\r\nHost: c\r\nAuthorization: Bearer {served.tokens['alice']}\r\n"
-                  "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
+        s.sendall(
+            f"POST /commit HTTP/1.1\r\nHost: c\r\nAuthorization: Bearer {served.tokens['alice']}\r\n"
+            "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+        )
         try:
             for _ in range(MAX_BODY_BYTES // len(chunk) + 2):
                 s.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
@@ -148,36 +181,73 @@ def test_a_body_over_the_limit_is_refused_before_it_is_read(served: Served) -> N
 
 
 DEEP = b"[" * 1000 + b"]" * 1000
-YAML_BOMB = ("a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(  # 10**7 values from 7 lines
-    f"{b}: &{b} [{', '.join(['*' + a] * 10)}]\n" for a, b in zip("abcdef", "bcdefg"))).encode()
+YAML_BOMB = (
+    "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+    + "".join(  # 10**7 values from 7 lines
+        f"{b}: &{b} [{', '.join(['*' + a] * 10)}]\n" for a, b in zip("abcdef", "bcdefg")
+    )
+).encode()
 HOSTILE_VALUES = [
     # (name, method, path, body, content type, status, fragment of the error)
     ("JSON nested 1,000 deep", "POST", "/commit", DEEP, "application/json", 400, "1000 deep"),
-    ("JSON nested 1,000,000 deep", "POST", "/candidate/apply", b'{"documents": ' + b"[" * 1_000_000,
-     "application/json", 400, "deep"),
-    ("a version beyond int64", "GET", "/versions/99999999999999999999999", b"", None, 400,
-     "99999999999999999999999"),
+    (
+        "JSON nested 1,000,000 deep",
+        "POST",
+        "/candidate/apply",
+        b'{"documents": ' + b"[" * 1_000_000,
+        "application/json",
+        400,
+        "deep",
+    ),
+    ("a version beyond int64", "GET", "/versions/99999999999999999999999", b"", None, 400, "99999999999999999999999"),
     ("a negative version", "GET", "/versions/-3", b"", None, 400, "'-3'"),
-    ("a diff from a version beyond int64", "GET", "/diff?from=99999999999999999999999&to=running", b"", None, 404,
-     "99999999999999999999999"),
-    ("a rollback to a version beyond int64", "POST", "/rollback", b'{"version": 99999999999999999999999}',
-     "application/json", 400, "99999999999999999999999"),
+    (
+        "a diff from a version beyond int64",
+        "GET",
+        "/diff?from=99999999999999999999999&to=running",
+        b"",
+        None,
+        404,
+        "99999999999999999999999",
+    ),
+    (
+        "a rollback to a version beyond int64",
+        "POST",
+        "/rollback",
+        b'{"version": 99999999999999999999999}',
+        "application/json",
+        400,
+        "99999999999999999999999",
+    ),
     ("a rollback to Infinity", "POST", "/rollback", b'{"version": Infinity}', "application/json", 400, "Infinity"),
     ("a commit based on NaN", "POST", "/commit", b'{"message": "m", "base": NaN}', "application/json", 400, "NaN"),
-    ("a number beyond a float's range", "POST", "/acks", b'{"host": "h", "version": 1e400}', "application/json", 400,
-     "1e400"),
+    (
+        "a number beyond a float's range",
+        "POST",
+        "/acks",
+        b'{"host": "h", "version": 1e400}',
+        "application/json",
+        400,
+        "1e400",
+    ),
     ("a lone UTF-16 surrogate", "POST", "/commit", b'{"message": "\\ud800"}', "application/json", 400, "\\ud800"),
     ("a negative limit", "GET", "/versions?limit=-1", b"", None, 400, "'-1'"),
     ("an absurd limit", "GET", "/audit?limit=1000000000000", b"", None, 400, "'1000000000000'"),
     ("a wait of NaN", "GET", "/bundle?host=h&wait=nan", b"", None, 400, "'nan'"),
     ("a negative wait", "GET", "/bundle?host=h&wait=-1", b"", None, 400, "'-1'"),
     ("a body that is not UTF-8", "POST", "/commit", b'{"message": "caf\xe9"}', "application/json", 400, "0xe9"),
-    ("a YAML body that is not UTF-8", "POST", "/candidate/apply", b"kind: caf\xe9\n", "application/yaml", 400,
-     "0xe9"),
+    ("a YAML body that is not UTF-8", "POST", "/candidate/apply", b"kind: caf\xe9\n", "application/yaml", 400, "0xe9"),
     ("a query that is not UTF-8", "GET", "/bundle?host=%ff", b"", None, 400, "%ff"),
     ("a path that is not UTF-8", "DELETE", "/identity/workloads/%ff/web", b"", None, 400, "%ff"),
-    ("a form instead of JSON", "POST", "/commit", b"message=x", "application/x-www-form-urlencoded", 415,
-     "application/x-www-form-urlencoded"),
+    (
+        "a form instead of JSON",
+        "POST",
+        "/commit",
+        b"message=x",
+        "application/x-www-form-urlencoded",
+        415,
+        "application/x-www-form-urlencoded",
+    ),
     ("a charset other than UTF-8", "POST", "/commit", b"{}", "application/json; charset=latin-1", 415, "latin-1"),
     ("YAML where JSON is expected", "POST", "/commit", b"message: x", "application/yaml", 415, "application/yaml"),
     ("a JSON list where an object is expected", "POST", "/commit", b"[1]", "application/json", 400, "list"),
@@ -186,10 +256,12 @@ HOSTILE_VALUES = [
 ]
 
 
-@pytest.mark.parametrize("name,method,path,body,content_type,status,fragment", HOSTILE_VALUES,
-                         ids=[h[0] for h in HOSTILE_VALUES])
-def test_hostile_values_get_a_4xx_naming_the_value(served: Served, name: str, method: str, path: str, body: bytes,
-                                                   content_type: str | None, status: int, fragment: str) -> None:
+@pytest.mark.parametrize(
+    "name,method,path,body,content_type,status,fragment", HOSTILE_VALUES, ids=[h[0] for h in HOSTILE_VALUES]
+)
+def test_hostile_values_get_a_4xx_naming_the_value(
+    served: Served, name: str, method: str, path: str, body: bytes, content_type: str | None, status: int, fragment: str
+) -> None:
     headers = {"Content-Type": content_type} if content_type else {}
     got, _, answer = served.request(method, path, body, headers)
     assert got == status, answer
@@ -200,8 +272,9 @@ def test_hostile_values_get_a_4xx_naming_the_value(served: Served, name: str, me
 
 
 def test_a_compressed_body_is_refused(served: Served) -> None:
-    status, _, body = served.request("POST", "/commit", b"\x1f\x8b\x08\x00", {
-        "Content-Type": "application/json", "Content-Encoding": "gzip"})
+    status, _, body = served.request(
+        "POST", "/commit", b"\x1f\x8b\x08\x00", {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    )
     assert status == 415 and "'gzip'" in body["error"]
 
 
@@ -213,8 +286,9 @@ def test_unauthenticated_requests_are_refused_before_their_body(served: Served) 
     assert status == 401 and body["error"] == "unknown token"
 
 
-def test_an_unexpected_exception_is_a_500_without_a_traceback(served: Served, monkeypatch: pytest.MonkeyPatch,
-                                                              caplog: pytest.LogCaptureFixture) -> None:
+def test_an_unexpected_exception_is_a_500_without_a_traceback(
+    served: Served, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     def broken(who: Any) -> dict[str, Any]:
         raise RuntimeError("the secret inner detail")
 
@@ -232,8 +306,10 @@ def test_an_unexpected_exception_is_a_500_without_a_traceback(served: Served, mo
 
 def test_a_body_that_stops_coming_gets_408(served: Served) -> None:
     with socket.create_connection(("127.0.0.1", served.port), timeout=10) as s:
-        s.sendall(f"POST /commit HTTP/1.1\r\nHost: c\r\nAuthorization: Bearer {served.tokens['alice']}\r\n"
-                  "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"mess".encode())
+        s.sendall(
+            f"POST /commit HTTP/1.1\r\nHost: c\r\nAuthorization: Bearer {served.tokens['alice']}\r\n"
+            'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"mess'.encode()
+        )
         started = time.monotonic()
         status, headers, body = read_answer(s)
     assert status == 408 and "within 1 s" in body["error"] and headers["connection"] == "close"
@@ -249,15 +325,17 @@ def test_a_request_head_that_stops_coming_is_closed_after_the_idle_timeout(serve
     assert time.monotonic() - started < QUICK.idle_timeout + 2
 
 
-def test_a_client_that_stops_reading_its_answer_is_dropped(sqlite_url: str, tmp_path: Path, tokens: dict[str, str],
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_client_that_stops_reading_its_answer_is_dropped(
+    sqlite_url: str, tmp_path: Path, tokens: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     served = Served(sqlite_url, tmp_path / "tokens.json", tokens, ServerLimits(send_timeout=1.0))
     try:
         # an answer far larger than the sockets' buffers on both sides
         monkeypatch.setattr(served.control, "status", lambda who: {"filler": "x" * (64 << 20)})
         with socket.create_connection(("127.0.0.1", served.port), timeout=10) as s:
-            s.sendall(f"GET /status HTTP/1.1\r\nHost: c\r\nAuthorization: Bearer {served.tokens['vera']}\r\n"
-                      "\r\n".encode())
+            s.sendall(
+                f"GET /status HTTP/1.1\r\nHost: c\r\nAuthorization: Bearer {served.tokens['vera']}\r\n\r\n".encode()
+            )
             deadline = time.monotonic() + 10
             while not served.server.counters["timeouts"] and time.monotonic() < deadline:
                 time.sleep(0.05)  # not reading
@@ -286,7 +364,8 @@ def open_files() -> Iterator[None]:
 
 
 def test_3000_idle_sockets_hold_no_thread_and_are_closed_after_the_idle_timeout(
-        sqlite_url: str, tmp_path: Path, tokens: dict[str, str], open_files: None) -> None:
+    sqlite_url: str, tmp_path: Path, tokens: dict[str, str], open_files: None
+) -> None:
     served = Served(sqlite_url, tmp_path / "tokens.json", tokens, ServerLimits(idle_timeout=3.0))
     idle: list[socket.socket] = []
     try:
@@ -307,7 +386,7 @@ def test_3000_idle_sockets_hold_no_thread_and_are_closed_after_the_idle_timeout(
         while served.server.connections > 0 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert served.server.connections == 0
-        for s in idle[:: 100]:
+        for s in idle[::100]:
             s.settimeout(1)
             assert s.recv(1) == b""  # closed by the server
     finally:
@@ -316,8 +395,9 @@ def test_3000_idle_sockets_hold_no_thread_and_are_closed_after_the_idle_timeout(
         served.stop()
 
 
-def test_connections_over_the_cap_get_503_and_the_rest_are_served(sqlite_url: str, tmp_path: Path,
-                                                                   tokens: dict[str, str]) -> None:
+def test_connections_over_the_cap_get_503_and_the_rest_are_served(
+    sqlite_url: str, tmp_path: Path, tokens: dict[str, str]
+) -> None:
     served = Served(sqlite_url, tmp_path / "tokens.json", tokens, ServerLimits(max_connections=20))
     idle = [socket.create_connection(("127.0.0.1", served.port), timeout=10) for _ in range(20)]
     try:
@@ -369,8 +449,7 @@ def test_200_concurrent_long_polls_all_return_when_a_commit_lands(served: Served
     assert served.server.long_polls_waiting == 0
 
 
-def test_reads_are_served_while_every_change_thread_is_busy(served: Served,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_reads_are_served_while_every_change_thread_is_busy(served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
     release = threading.Event()
     started = threading.Semaphore(0)
 
@@ -405,7 +484,8 @@ def test_a_long_poll_returns_204_after_its_wait(served: Served) -> None:
 
 
 def test_a_long_poll_wakes_for_a_commit_made_through_another_controller(
-        served: Served, sqlite_url: str, tmp_path: Path, tokens: dict[str, str]) -> None:
+    served: Served, sqlite_url: str, tmp_path: Path, tokens: dict[str, str]
+) -> None:
     other = Served(sqlite_url, tmp_path / "tokens.json", tokens)  # a second controller on the same store
     try:
         with ThreadPoolExecutor(1) as pool:

@@ -50,8 +50,9 @@ def promtool() -> str:
 
 
 @pytest.fixture
-def site(sqlite_url: str, tmp_path: Path, tokens: dict[str, str], monkeypatch: pytest.MonkeyPatch
-         ) -> Iterator[RunningControl]:
+def site(
+    sqlite_url: str, tmp_path: Path, tokens: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[RunningControl]:
     monkeypatch.setattr(control_metrics, "HOST_LIVE_SECONDS", 0.3)  # a stopped agent is gone in 0.3 s, not 10
     running = RunningControl(sqlite_url, tmp_path / "tokens.json")
     yield running
@@ -65,8 +66,9 @@ def test_metrics_say_what_each_host_runs_and_what_control_refused(site: RunningC
     assert alice.commit("two tenants")["version"] == 1
     for who, path in (("vera", "/commit"), (None, "/running")):  # a viewer may not commit; no token at all
         with pytest.raises(ControlError):
-            client(site, tokens, who).request("POST" if path == "/commit" else "GET", path,
-                                              {"message": "x"} if path == "/commit" else None)
+            client(site, tokens, who).request(
+                "POST" if path == "/commit" else "GET", path, {"message": "x"} if path == "/commit" else None
+            )
     with pytest.raises(ControlError):
         vera.get("/versions/7")  # 404: the label is the route's template, never the path
     with pytest.raises(ControlError):
@@ -107,8 +109,17 @@ def test_metrics_say_what_each_host_runs_and_what_control_refused(site: RunningC
     assert histogram[(("method", "GET"), ("route", "/versions/{number}"), ("status", "404"))] == 1
     assert histogram[(("method", "other"), ("route", "unmatched"), ("status", "404"))] == 1
     assert (("method", "GET"), ("route", "/bundle"), ("status", "200")) in histogram
-    assert routes <= {"/candidate/apply", "/commit", "/running", "/versions/{number}", "unmatched", "/bundle",
-                      "/acks", "/migrations", "/tasks"}, routes
+    assert routes <= {
+        "/candidate/apply",
+        "/commit",
+        "/running",
+        "/versions/{number}",
+        "unmatched",
+        "/bundle",
+        "/acks",
+        "/migrations",
+        "/tasks",
+    }, routes
     for token in tokens.values():
         assert token not in text
     assert "127.0.0.1" not in text

@@ -68,8 +68,9 @@ def to_app(sport: int, flags: str, seq: int, ack: int = 0, payload: bytes = b"")
 
 
 def from_app(dport: int, flags: str, seq: int, ack: int) -> Ether:
-    return Ether(src=APP, dst=WEB) / IP(src=APP_IP, dst=WEB_IP) / TCP(sport=80, dport=dport, flags=flags, seq=seq,
-                                                                         ack=ack)
+    return (
+        Ether(src=APP, dst=WEB) / IP(src=APP_IP, dst=WEB_IP) / TCP(sport=80, dport=dport, flags=flags, seq=seq, ack=ack)
+    )
 
 
 def connect(host: HostDataplane, sport: int) -> None:
@@ -133,7 +134,7 @@ def test_an_announced_move_takes_the_sessions_along(lab: dict[str, Any]) -> None
     assert (started["from"], started["to"], started["mode"]) == ("host-a", "host-b", "announced")
     precopied = wait_migration(control, tokens, "precopied")
     assert precopied["phases"]["precopy"]["sent"]["count"] == 3
-    deadline = time.monotonic() + 5   # sent is not imported yet: wait for the destination's result
+    deadline = time.monotonic() + 5  # sent is not imported yet: wait for the destination's result
     while "results" not in precopied["phases"]["precopy"] and time.monotonic() < deadline:
         time.sleep(0.01)
         precopied = wait_migration(control, tokens, "precopied")
@@ -164,7 +165,7 @@ def test_an_unannounced_move_is_noticed_and_pulled(lab: dict[str, Any]) -> None:
     control, tokens, a, b = lab["control"], lab["tokens"], lab["host-a"], lab["host-b"]
     connect(a, 41000)
     wait_location(control, "host-a")
-    assert b.from_vm(to_app(41000, "A", 101, 501)) == []   # the guest shows up on host-b, mid-connection
+    assert b.from_vm(to_app(41000, "A", 101, 501)) == []  # the guest shows up on host-b, mid-connection
     done = wait_migration(control, tokens, "done")
     assert (done["mode"], done["from"], done["to"], done["sessions_moved"]) == ("unannounced", "host-a", "host-b", 1)
     assert b.from_vm(to_app(41000, "A", 101, 501))
@@ -184,14 +185,18 @@ def test_a_move_to_a_host_without_a_dataplane_fails_and_is_reported(lab: dict[st
     assert info.value.body["migration"]["state"] == "failed"
 
 
-@pytest.mark.parametrize("body, status, message", [
-    ({"workload": "web-99", "to": "host-b"}, 404, "workload web-99 does not exist"),
-    ({"workload": "web-01", "to": "host-z"}, 404, "host 'host-z' is unknown to control"),
-    ({"workload": "web-01", "to": "host-a"}, 409, "is on host-a already"),
-    ({"to": "host-b"}, 400, "a migration names its workload"),
-])
-def test_bad_migration_requests_are_refused_and_audited(lab: dict[str, Any], body: dict[str, Any], status: int,
-                                                         message: str) -> None:
+@pytest.mark.parametrize(
+    "body, status, message",
+    [
+        ({"workload": "web-99", "to": "host-b"}, 404, "workload web-99 does not exist"),
+        ({"workload": "web-01", "to": "host-z"}, 404, "host 'host-z' is unknown to control"),
+        ({"workload": "web-01", "to": "host-a"}, 409, "is on host-a already"),
+        ({"to": "host-b"}, 400, "a migration names its workload"),
+    ],
+)
+def test_bad_migration_requests_are_refused_and_audited(
+    lab: dict[str, Any], body: dict[str, Any], status: int, message: str
+) -> None:
     control, tokens = lab["control"], lab["tokens"]
     with pytest.raises(ControlError) as info:
         client(control, tokens, "otto").post("/migrations", body)
@@ -218,12 +223,12 @@ def test_a_source_that_dies_mid_transfer_fails_the_migration(lab: dict[str, Any]
     connect(a, 42000)
     wait_location(control, "host-a")
     monkeypatch.setattr("ngfw.control.migrations.SOURCE_TIMEOUT", 0.5)
-    a.migration_agent.handle = lambda task: None   # alive enough to poll, never answers (a wedged exporter)
+    a.migration_agent.handle = lambda task: None  # alive enough to poll, never answers (a wedged exporter)
     b.from_vm(to_app(42000, "A", 101, 501))
     failed = wait_migration(control, tokens, "failed")
     assert "did not send the sessions" in failed["detail"]
-    assert b.from_vm(to_app(42000, "A", 101, 501)) == []   # nothing got in: fresh state, strict TCP
-    deadline = time.monotonic() + 5   # the destination hears of the failure by its next poll
+    assert b.from_vm(to_app(42000, "A", 101, 501)) == []  # nothing got in: fresh state, strict TCP
+    deadline = time.monotonic() + 5  # the destination hears of the failure by its next poll
     while b.migration_agent.migrations != {"failed": 1} and time.monotonic() < deadline:
         time.sleep(0.02)
     assert b.migration_agent.migrations == {"failed": 1}

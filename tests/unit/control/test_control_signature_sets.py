@@ -53,7 +53,7 @@ class CompilingDataplane:
         sources = [(name, str(self.cache.files_of(digest))) for name, digest in policy.signature_sets]
         if sources:
             self.signatures_loaded = load_signature_sets(sources, strict=True).loaded
-            self.hashes = set_hashes(sources, {})   # recomputed from the files, not taken from the bundle
+            self.hashes = set_hashes(sources, {})  # recomputed from the files, not taken from the bundle
         self.loaded.append(policy)
 
     def running(self) -> dict[str, str]:
@@ -68,11 +68,19 @@ def agents() -> Iterator[list[Agent]]:
         agent.stop()
 
 
-def start_agent(agents: list[Agent], control: RunningControl, tokens: dict[str, str], host: str,
-                cache: Path) -> tuple[Agent, CompilingDataplane]:
+def start_agent(
+    agents: list[Agent], control: RunningControl, tokens: dict[str, str], host: str, cache: Path
+) -> tuple[Agent, CompilingDataplane]:
     dataplane = CompilingDataplane(SignatureCache(cache))
-    agent = Agent(ControlClient(control.url, tokens[host], timeout=10), host, dataplane.apply, wait=2.0,
-                  retry_interval=0.05, signature_cache=dataplane.cache, running_signatures=dataplane.running)
+    agent = Agent(
+        ControlClient(control.url, tokens[host], timeout=10),
+        host,
+        dataplane.apply,
+        wait=2.0,
+        retry_interval=0.05,
+        signature_cache=dataplane.cache,
+        running_signatures=dataplane.running,
+    )
     agent.start()
     agents.append(agent)
     return agent, dataplane
@@ -101,13 +109,21 @@ def profile(exceptions: list[dict[str, Any]], signatures: list[str] | None = Non
     spec: dict[str, Any] = {"exceptions": exceptions}
     if signatures is not None:
         spec["signatures"] = signatures
-    return {"apiVersion": "ngfw/v1", "kind": "ThreatProfile", "metadata": {"name": "strict", "vsys": "tenant-a"},
-            "spec": spec}
+    return {
+        "apiVersion": "ngfw/v1",
+        "kind": "ThreatProfile",
+        "metadata": {"name": "strict", "vsys": "tenant-a"},
+        "spec": spec,
+    }
 
 
 def test_a_pushed_set_reaches_every_host_with_the_same_hash(
-        control: RunningControl, tokens: dict[str, str], tmp_path: Path, agents: list[Agent],
-        capsys: pytest.CaptureFixture[str]) -> None:
+    control: RunningControl,
+    tokens: dict[str, str],
+    tmp_path: Path,
+    agents: list[Agent],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     alice = client(control, tokens, "alice")
     alice.apply_documents(two_tenants(), ["test"] * 9)
     alice.commit("two tenants")
@@ -122,9 +138,11 @@ def test_a_pushed_set_reaches_every_host_with_the_same_hash(
 
     report = wait_status(control, tokens, lambda s: s["realized"] == 2 and all(h["signatures"] for h in s["hosts"]))
     assert report["summary"] == "version 2 on 2 of 2 hosts"
-    assert {h["host"]: h["signatures"] for h in report["hosts"]} == {"host-a": {"et": expected},
-                                                                     "host-b": {"et": expected}}
-    assert dp_a.signatures_loaded == dp_b.signatures_loaded == 3      # both compiled what they fetched
+    assert {h["host"]: h["signatures"] for h in report["hosts"]} == {
+        "host-a": {"et": expected},
+        "host-b": {"et": expected},
+    }
+    assert dp_a.signatures_loaded == dp_b.signatures_loaded == 3  # both compiled what they fetched
     assert (tmp_path / "cache-a" / f"{expected}.tar").exists() and (tmp_path / "cache-b" / expected).is_dir()
     status, out, _ = run(capsys, control, tokens["vera"], "status")
     assert f"signatures et={expected[:12]}" in out and out.count(f"et={expected[:12]}") == 2
@@ -132,8 +150,12 @@ def test_a_pushed_set_reaches_every_host_with_the_same_hash(
     # the bundle names the set by name and hash only: its rules are not in any version
     running = alice.get("/running")
     [document] = [d for d in running["documents"] if d["kind"] == "SignatureSet"]
-    assert document == {"apiVersion": "ngfw/v1", "kind": "SignatureSet", "metadata": {"name": "et"},
-                        "spec": {"sha256": expected, "description": None}}
+    assert document == {
+        "apiVersion": "ngfw/v1",
+        "kind": "SignatureSet",
+        "metadata": {"name": "et"},
+        "spec": {"sha256": expected, "description": None},
+    }
     assert "EVIL-PAYLOAD" not in str(running)
 
     # the same files pushed again: nothing stored, nothing to commit
@@ -142,8 +164,8 @@ def test_a_pushed_set_reaches_every_host_with_the_same_hash(
 
 
 def test_a_set_corrupted_in_the_store_is_refused_by_the_host_which_keeps_its_sets(
-        sqlite_url: str, tmp_path: Path, tokens: dict[str, str], agents: list[Agent],
-        capsys: pytest.CaptureFixture[str]) -> None:
+    sqlite_url: str, tmp_path: Path, tokens: dict[str, str], agents: list[Agent], capsys: pytest.CaptureFixture[str]
+) -> None:
     control = RunningControl(sqlite_url, tmp_path / "tokens.json")
     try:
         alice = client(control, tokens, "alice")
@@ -155,7 +177,9 @@ def test_a_set_corrupted_in_the_store_is_refused_by_the_host_which_keeps_its_set
         assert agent.wait_for(lambda g: g.current is not None and g.current.version == 2, 20)
         good = dataplane.running()
 
-        second = rules_dir(tmp_path / "v2", ET + 'alert tcp any any -> any any (msg:"new"; content:"NEW"; sid:2000004;)\n')
+        second = rules_dir(
+            tmp_path / "v2", ET + 'alert tcp any any -> any any (msg:"new"; content:"NEW"; sid:2000004;)\n'
+        )
         digest = sha256(pack_path(second))
         alice.push_signature_set(digest, compress(pack_path(second)))
         # stored fine, then altered behind control's back: one rule's sid is not what was pushed
@@ -164,13 +188,17 @@ def test_a_set_corrupted_in_the_store_is_refused_by_the_host_which_keeps_its_set
         db.execute("UPDATE signature_sets SET data = ? WHERE sha256 = ?", (forged, digest))
         db.commit()
         db.close()
-        document = {"apiVersion": "ngfw/v1", "kind": "SignatureSet", "metadata": {"name": "et"},
-                    "spec": {"sha256": digest}}
+        document = {
+            "apiVersion": "ngfw/v1",
+            "kind": "SignatureSet",
+            "metadata": {"name": "et"},
+            "spec": {"sha256": digest},
+        }
         alice.apply_documents([document], ["test"])
         assert alice.commit("ET v2")["version"] == 3
 
         assert agent.wait_for(lambda g: g.refused, 20)
-        assert agent.current is not None and agent.current.version == 2          # still running v1's set
+        assert agent.current is not None and agent.current.version == 2  # still running v1's set
         assert [p.version for p in dataplane.loaded] == [1, 2] and dataplane.running() == good
         report = wait_status(control, tokens, lambda s: s["hosts"] and s["hosts"][0]["status"] == "refused")
         host = report["hosts"][0]
@@ -185,7 +213,8 @@ def test_a_set_corrupted_in_the_store_is_refused_by_the_host_which_keeps_its_set
 
 
 def test_a_push_is_refused_for_malformed_rules_a_wrong_hash_or_a_role(
-        control: RunningControl, tokens: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    control: RunningControl, tokens: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = rules_dir(tmp_path / "bad", ET + 'alert tcp any any -> any any (msg:"bad"; content:"|4|"; sid:2000009;)\n')
     status, out, err = run(capsys, control, tokens["alice"], "rules", "push", "et", str(bad))
     assert status == 1
@@ -206,28 +235,44 @@ def test_a_push_is_refused_for_malformed_rules_a_wrong_hash_or_a_role(
 
 
 def test_exceptions_are_checked_against_the_pushed_sets_at_commit(
-        control: RunningControl, tokens: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    control: RunningControl, tokens: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     alice = client(control, tokens, "alice")
     alice.apply_documents(two_tenants(), ["test"] * 9)
     alice.commit("two tenants")
-    assert run(capsys, control, tokens["alice"], "rules", "push", "et", str(rules_dir(tmp_path / "et")),
-               "-m", "ET")[0] == 0
+    assert (
+        run(capsys, control, tokens["alice"], "rules", "push", "et", str(rules_dir(tmp_path / "et")), "-m", "ET")[0]
+        == 0
+    )
 
     with pytest.raises(ControlError) as refused:
         alice.apply_documents([profile([{"sid": 2000002, "source": ["vm:web-01"]}, {"sid": 2999999}])], ["p.yaml"])
     assert refused.value.status == 422
-    assert refused.value.problems == [{"resource": "ThreatProfile tenant-a/strict", "field": "spec.exceptions[1].sid",
-                                       "message": "unknown signature 1:2999999 (not in signature sets et)"}]
+    assert refused.value.problems == [
+        {
+            "resource": "ThreatProfile tenant-a/strict",
+            "field": "spec.exceptions[1].sid",
+            "message": "unknown signature 1:2999999 (not in signature sets et)",
+        }
+    ]
 
     result = alice.apply_documents([profile([{"sid": 2000002, "source": ["vm:web-01"]}])], ["p.yaml"])
     assert result["changed"] == ["ThreatProfile tenant-a/strict"] and result["warnings"] == []
 
     # a profile of a set only the hosts have (--rules local=...): checked there, warned about here
     result = alice.apply_documents([profile([{"sid": 12345}], signatures=["local"])], ["p.yaml"])
-    assert any("ThreatProfile tenant-a/strict: the signatures its exceptions name are not checked here: its sets "
-               "local are not distributed by control" in w for w in result["warnings"])
+    assert any(
+        "ThreatProfile tenant-a/strict: the signatures its exceptions name are not checked here: its sets "
+        "local are not distributed by control" in w
+        for w in result["warnings"]
+    )
 
-    missing = {"apiVersion": "ngfw/v1", "kind": "SignatureSet", "metadata": {"name": "et"}, "spec": {"sha256": "a" * 64}}
+    missing = {
+        "apiVersion": "ngfw/v1",
+        "kind": "SignatureSet",
+        "metadata": {"name": "et"},
+        "spec": {"sha256": "a" * 64},
+    }
     with pytest.raises(ControlError) as refused:
         alice.apply_documents([missing], ["set.yaml"])
     assert refused.value.problems[0]["resource"] == "SignatureSet et"
@@ -236,8 +281,8 @@ def test_exceptions_are_checked_against_the_pushed_sets_at_commit(
 
 
 def test_a_restarted_host_runs_its_cached_set_while_control_is_down(
-        sqlite_url: str, tmp_path: Path, tokens: dict[str, str], agents: list[Agent],
-        capsys: pytest.CaptureFixture[str]) -> None:
+    sqlite_url: str, tmp_path: Path, tokens: dict[str, str], agents: list[Agent], capsys: pytest.CaptureFixture[str]
+) -> None:
     control = RunningControl(sqlite_url, tmp_path / "tokens.json")
     alice = client(control, tokens, "alice")
     alice.apply_documents(two_tenants(), ["test"] * 9)
@@ -245,9 +290,16 @@ def test_a_restarted_host_runs_its_cached_set_while_control_is_down(
     source = rules_dir(tmp_path / "et")
     assert run(capsys, control, tokens["alice"], "rules", "push", "et", str(source), "-m", "ET")[0] == 0
     dataplane = CompilingDataplane(SignatureCache(tmp_path / "cache"))
-    agent = Agent(ControlClient(control.url, tokens["host-a"], timeout=5), "host-a", dataplane.apply, wait=1.0,
-                  retry_interval=0.05, cache_path=tmp_path / "bundle.json", signature_cache=dataplane.cache,
-                  running_signatures=dataplane.running)
+    agent = Agent(
+        ControlClient(control.url, tokens["host-a"], timeout=5),
+        "host-a",
+        dataplane.apply,
+        wait=1.0,
+        retry_interval=0.05,
+        cache_path=tmp_path / "bundle.json",
+        signature_cache=dataplane.cache,
+        running_signatures=dataplane.running,
+    )
     agent.start()
     agents.append(agent)
     assert agent.wait_for(lambda g: g.current is not None and g.current.version == 2, 20)
@@ -255,10 +307,17 @@ def test_a_restarted_host_runs_its_cached_set_while_control_is_down(
     control.stop()
 
     restarted = CompilingDataplane(SignatureCache(tmp_path / "cache"))
-    again = Agent(ControlClient(control.url, tokens["host-a"], timeout=1), "host-a", restarted.apply, wait=1.0,
-                  retry_interval=0.05, cache_path=tmp_path / "bundle.json", signature_cache=restarted.cache,
-                  running_signatures=restarted.running)
-    assert again.load_cache()                       # control is down: the cached bundle and set, verified
+    again = Agent(
+        ControlClient(control.url, tokens["host-a"], timeout=1),
+        "host-a",
+        restarted.apply,
+        wait=1.0,
+        retry_interval=0.05,
+        cache_path=tmp_path / "bundle.json",
+        signature_cache=restarted.cache,
+        running_signatures=restarted.running,
+    )
+    assert again.load_cache()  # control is down: the cached bundle and set, verified
     assert restarted.loaded[-1].version == 2 and restarted.signatures_loaded == 3
     assert restarted.running() == {"et": sha256(pack_path(source))}
     # a cached set whose bytes changed on disk no longer counts as held

@@ -47,7 +47,9 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 @pytest.fixture
-def tls_control(sqlite_url: str, tmp_path: Path, tokens: dict[str, str], pki: dict[str, Any]) -> Iterator[RunningControl]:
+def tls_control(
+    sqlite_url: str, tmp_path: Path, tokens: dict[str, str], pki: dict[str, Any]
+) -> Iterator[RunningControl]:
     server = pki["server"]
     context = server_context(str(server.cert), str(server.key), str(pki["ca"].cert))
     running = RunningControl(sqlite_url, tmp_path / "tokens.json", ssl_context=context)
@@ -57,8 +59,14 @@ def tls_control(sqlite_url: str, tmp_path: Path, tokens: dict[str, str], pki: di
 
 def https(control: RunningControl, pki: dict[str, Any], token: str | None, cert: str | None = None) -> ControlClient:
     issued = pki[cert] if cert else None
-    return ControlClient(control.url, token, timeout=10, ca_file=str(pki["ca"].cert),
-                         client_cert=str(issued.cert) if issued else None, client_key=str(issued.key) if issued else None)
+    return ControlClient(
+        control.url,
+        token,
+        timeout=10,
+        ca_file=str(pki["ca"].cert),
+        client_cert=str(issued.cert) if issued else None,
+        client_key=str(issued.key) if issued else None,
+    )
 
 
 def commit_two_tenants(client: ControlClient) -> int:
@@ -68,7 +76,8 @@ def commit_two_tenants(client: ControlClient) -> int:
 
 
 def test_an_agent_with_a_client_certificate_runs_as_its_hosts_dataplane(
-        tls_control: RunningControl, tokens: dict[str, str], pki: dict[str, Any]) -> None:
+    tls_control: RunningControl, tokens: dict[str, str], pki: dict[str, Any]
+) -> None:
     assert tls_control.url.startswith("https://")
     version = commit_two_tenants(https(tls_control, pki, tokens["alice"]))  # bearer tokens work over TLS
     applied: list[Any] = []
@@ -101,8 +110,8 @@ def test_an_agent_with_a_client_certificate_runs_as_its_hosts_dataplane(
 
 
 def test_an_untrusted_control_is_refused_with_one_clear_sentence(
-        sqlite_url: str, tmp_path: Path, tokens: dict[str, str], pki: dict[str, Any],
-        capsys: pytest.CaptureFixture[str]) -> None:
+    sqlite_url: str, tmp_path: Path, tokens: dict[str, str], pki: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
     impostor = pki["impostor"]  # a certificate for the right name, from a CA the hosts do not trust
     context = server_context(str(impostor.cert), str(impostor.key))
     control = RunningControl(sqlite_url, tmp_path / "tokens.json", ssl_context=context)
@@ -111,8 +120,9 @@ def test_an_untrusted_control_is_refused_with_one_clear_sentence(
         with pytest.raises(ControlTlsError) as refused:
             client.get("/status")
         message = str(refused.value)
-        assert message.startswith(f"control at {control.url} is not trusted: its certificate is not signed by a CA "
-                                  f"in {pki['ca'].cert}"), message
+        assert message.startswith(
+            f"control at {control.url} is not trusted: its certificate is not signed by a CA in {pki['ca'].cert}"
+        ), message
         assert "\n" not in message
 
         # the agent keeps what it runs (nothing here), applies nothing from it, and says why
@@ -140,8 +150,9 @@ def test_an_untrusted_control_is_refused_with_one_clear_sentence(
         control.stop()
 
 
-def test_a_client_certificate_from_another_ca_is_refused(tls_control: RunningControl, tokens: dict[str, str],
-                                                         pki: dict[str, Any]) -> None:
+def test_a_client_certificate_from_another_ca_is_refused(
+    tls_control: RunningControl, tokens: dict[str, str], pki: dict[str, Any]
+) -> None:
     forged = https(tls_control, pki, None, "forged-host-a")  # CN host-a, signed by the stranger CA
     with pytest.raises(ControlTlsError) as refused:
         forged.get("/bundle", host="host-a")
@@ -162,12 +173,16 @@ def _plain_http(port: int, request: bytes) -> bytes:
 
 
 def test_plain_http_with_a_token_is_refused_unread_when_tls_is_configured(
-        tls_control: RunningControl, tokens: dict[str, str], pki: dict[str, Any]) -> None:
+    tls_control: RunningControl, tokens: dict[str, str], pki: dict[str, Any]
+) -> None:
     admin = https(tls_control, pki, tokens["alice"])
     version = commit_two_tenants(admin)
     body = b'{"version": 1, "message": "in clear"}'
-    request = (b"POST /rollback HTTP/1.1\r\nHost: ctl\r\nAuthorization: Bearer " + tokens["alice"].encode()
-               + b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    request = (
+        b"POST /rollback HTTP/1.1\r\nHost: ctl\r\nAuthorization: Bearer "
+        + tokens["alice"].encode()
+        + b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
     answer = _plain_http(tls_control.port, request)
     head, _, payload = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 403 "), answer[:200]
@@ -187,15 +202,17 @@ def test_plain_http_with_a_token_is_refused_unread_when_tls_is_configured(
 def test_certificate_names_map_to_hosts() -> None:
     cn_and_san = {"subject": ((("commonName", "host-a"),),), "subjectAltName": (("DNS", "other"),)}
     assert certificate_host(cn_and_san) == "host-a"
-    assert certificate_host({"subject": (), "subjectAltName": (("IP Address", "10.0.0.1"), ("DNS", "host-b"))}) == \
-        "host-b"
+    assert (
+        certificate_host({"subject": (), "subjectAltName": (("IP Address", "10.0.0.1"), ("DNS", "host-b"))}) == "host-b"
+    )
     assert certificate_host({}) is None and certificate_host(None) is None
 
 
 def test_bad_files_are_named_in_one_sentence(pki: dict[str, Any], tmp_path: Path) -> None:
     server, other = pki["server"], pki["host-a"]
-    with pytest.raises(TlsConfigError, match=f"^--tls-key {other.key} is not the private key of --tls-cert "
-                                             f"{server.cert}$"):
+    with pytest.raises(
+        TlsConfigError, match=f"^--tls-key {other.key} is not the private key of --tls-cert {server.cert}$"
+    ):
         server_context(str(server.cert), str(other.key))
     with pytest.raises(TlsConfigError, match=f"^cannot read --client-ca {tmp_path}/missing.pem: No such file"):
         server_context(str(server.cert), str(server.key), str(tmp_path / "missing.pem"))
@@ -215,20 +232,37 @@ def test_bad_files_are_named_in_one_sentence(pki: dict[str, Any], tmp_path: Path
 
 def _control_cli(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, "-m", "ngfw", "control", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=str(REPO))
+    return subprocess.run(
+        [sys.executable, "-m", "ngfw", "control", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=str(REPO),
+    )
 
 
-def test_ngfw_control_refuses_bad_tls_files_and_plain_http_off_loopback(pki: dict[str, Any], tmp_path: Path,
-                                                                         tokens: dict[str, str]) -> None:
+def test_ngfw_control_refuses_bad_tls_files_and_plain_http_off_loopback(
+    pki: dict[str, Any], tmp_path: Path, tokens: dict[str, str]
+) -> None:
     server, other = pki["server"], pki["host-a"]
     common = ["--store", f"sqlite:///{tmp_path}/c.db", "--tokens", str(tmp_path / "tokens.json")]
-    done = _control_cli("--listen", f"127.0.0.1:{free_port()}", *common, "--tls-cert", str(server.cert),
-                        "--tls-key", str(other.key))
+    done = _control_cli(
+        "--listen", f"127.0.0.1:{free_port()}", *common, "--tls-cert", str(server.cert), "--tls-key", str(other.key)
+    )
     assert done.returncode == 1
     assert done.stderr == f"ngfw control: --tls-key {other.key} is not the private key of --tls-cert {server.cert}\n"
-    done = _control_cli("--listen", f"127.0.0.1:{free_port()}", *common, "--tls-cert", str(server.cert),
-                        "--tls-key", str(server.key), "--client-ca", str(tmp_path / "nope.pem"))
+    done = _control_cli(
+        "--listen",
+        f"127.0.0.1:{free_port()}",
+        *common,
+        "--tls-cert",
+        str(server.cert),
+        "--tls-key",
+        str(server.key),
+        "--client-ca",
+        str(tmp_path / "nope.pem"),
+    )
     assert done.returncode == 1
     assert done.stderr == f"ngfw control: cannot read --client-ca {tmp_path}/nope.pem: No such file or directory\n"
     # a network address without TLS: refused unless asked for
@@ -237,18 +271,38 @@ def test_ngfw_control_refuses_bad_tls_files_and_plain_http_off_loopback(pki: dic
     assert done.stderr.count("\n") == 1
 
 
-@pytest.mark.parametrize("listen, extra, where", [
-    ("127.0.0.1", (), "loopback: only this host sees them"),
-    ("0.0.0.0", ("--insecure-http",), "--insecure-http: anyone on the network can read them"),
-])
-def test_plain_http_control_warns_at_start(listen: str, extra: tuple[str, ...], where: str, tmp_path: Path,
-                                           tokens: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    "listen, extra, where",
+    [
+        ("127.0.0.1", (), "loopback: only this host sees them"),
+        ("0.0.0.0", ("--insecure-http",), "--insecure-http: anyone on the network can read them"),
+    ],
+)
+def test_plain_http_control_warns_at_start(
+    listen: str, extra: tuple[str, ...], where: str, tmp_path: Path, tokens: dict[str, str]
+) -> None:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     log = tmp_path / "control.log"
     with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "ngfw", "control", "--listen", f"{listen}:{free_port()}",
-                                    "--store", f"sqlite:///{tmp_path}/c.db", "--tokens", str(tmp_path / "tokens.json"),
-                                    *extra], stdout=out, stderr=out, env=env, cwd=str(REPO))
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "ngfw",
+                "control",
+                "--listen",
+                f"{listen}:{free_port()}",
+                "--store",
+                f"sqlite:///{tmp_path}/c.db",
+                "--tokens",
+                str(tmp_path / "tokens.json"),
+                *extra,
+            ],
+            stdout=out,
+            stderr=out,
+            env=env,
+            cwd=str(REPO),
+        )
         try:
             deadline = time.monotonic() + 20
             while "plain HTTP" not in log.read_text() and process.poll() is None and time.monotonic() < deadline:
@@ -260,12 +314,14 @@ def test_plain_http_control_warns_at_start(listen: str, extra: tuple[str, ...], 
     assert f"WARNING control serves plain HTTP: bearer tokens cross in clear ({where})" in text, text
 
 
-def test_an_https_client_of_a_plain_control_is_told(sqlite_url: str, tmp_path: Path, tokens: dict[str, str],
-                                                   pki: dict[str, Any]) -> None:
+def test_an_https_client_of_a_plain_control_is_told(
+    sqlite_url: str, tmp_path: Path, tokens: dict[str, str], pki: dict[str, Any]
+) -> None:
     control = RunningControl(sqlite_url, tmp_path / "tokens.json")
     try:
-        client = ControlClient(control.url.replace("http://", "https://"), tokens["vera"], timeout=5,
-                               ca_file=str(pki["ca"].cert))
+        client = ControlClient(
+            control.url.replace("http://", "https://"), tokens["vera"], timeout=5, ca_file=str(pki["ca"].cert)
+        )
         with pytest.raises(ControlTlsError, match="does not answer TLS \\(is it serving plain HTTP"):
             client.get("/status")
     finally:
@@ -278,8 +334,13 @@ def test_client_context_verifies_against_the_given_ca_only(pki: dict[str, Any]) 
     assert len(context.get_ca_certs()) == 1  # not the system's CAs besides
 
 
-def test_the_cli_names_an_unreadable_ca_file(tls_control: RunningControl, tokens: dict[str, str], tmp_path: Path,
-                                            capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_cli_names_an_unreadable_ca_file(
+    tls_control: RunningControl,
+    tokens: dict[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("NGFW_TOKEN", tokens["vera"])
     missing = tmp_path / "no-ca.pem"
     assert main(["status", "--control", tls_control.url, "--ca-file", str(missing)]) == 1

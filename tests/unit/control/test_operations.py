@@ -36,8 +36,9 @@ OUTSIDE = ("02:00:00:00:09:99", "10.78.0.99")
 
 def syn(src: tuple[str, str], dst: tuple[str, str], sport: int, dport: int) -> bytes:
     segment = struct.pack("!HHIIBBHHH", sport, dport, 100, 0, 5 << 4, 0x02, 65535, 0, 0)
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, 1, 0x4000, 64, 6, 0, socket.inet_aton(src[1]),
-                     socket.inet_aton(dst[1]))
+    ip = struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, 40, 1, 0x4000, 64, 6, 0, socket.inet_aton(src[1]), socket.inet_aton(dst[1])
+    )
     return bytes.fromhex(dst[0].replace(":", "")) + bytes.fromhex(src[0].replace(":", "")) + b"\x08\x00" + ip + segment
 
 
@@ -64,8 +65,14 @@ class Host:
 def documents() -> list[dict[str, Any]]:
     docs = two_tenants()
     find(docs, "SecurityPolicy", "main", "tenant-b")["spec"]["rules"].append(
-        {"name": "unused-ssh", "from": ["cidr:10.77.0.0/24"], "to": ["group:app"], "services": ["tcp/22"],
-         "action": "allow"})
+        {
+            "name": "unused-ssh",
+            "from": ["cidr:10.77.0.0/24"],
+            "to": ["group:app"],
+            "services": ["tcp/22"],
+            "action": "allow",
+        }
+    )
     return docs
 
 
@@ -80,10 +87,10 @@ def fleet(sqlite_url: str, tmp_path: Any, tokens: dict[str, str]) -> Iterator[di
     hosts = {"host-a": Host("host-a", policy), "host-b": Host("host-b", policy)}
     # User-ID on host-a: alice is behind web-01 there (host-b knows no user)
     hosts["host-a"].engine.set_users(fp.UserTable([(ipaddress.ip_address(WEB[1]), user_principal("alice"))]))
-    hosts["host-a"].open(WEB, APP, 40001, 80)       # tenant-a egress, tenant-b ingress
-    hosts["host-a"].open(WEB, DB, 40002, 5432)      # tenant-a only
+    hosts["host-a"].open(WEB, APP, 40001, 80)  # tenant-a egress, tenant-b ingress
+    hosts["host-a"].open(WEB, DB, 40002, 5432)  # tenant-a only
     hosts["host-b"].open(WEB, DB, 40003, 5432)
-    hosts["host-b"].open(APP, OUTSIDE, 40004, 80)   # tenant-b only (its default deny)
+    hosts["host-b"].open(APP, OUTSIDE, 40004, 80)  # tenant-b only (its default deny)
     for name, host in hosts.items():
         host.agent = OperationsAgent(host, client(control, tokens, name), name, wait=2.0)
         host.agent.start()
@@ -111,8 +118,13 @@ def test_a_viewer_sees_every_hosts_flows_and_a_tenant_admin_only_its_vsys(fleet:
     assert flows(everything) == [("host-a", 40001), ("host-a", 40002), ("host-b", 40003), ("host-b", 40004)]
     assert everything["missing"] == []
     record = next(s for h in everything["hosts"] for s in h["sessions"] if s["src_port"] == 40001)
-    assert (record["host"], record["src_vm"], record["dest_vm"], record["rule"], record["rule_ingress"]) == \
-        ("host-a", "web-01", "app-01", "web-to-b", "a-to-app-http")
+    assert (record["host"], record["src_vm"], record["dest_vm"], record["rule"], record["rule_ingress"]) == (
+        "host-a",
+        "web-01",
+        "app-01",
+        "web-to-b",
+        "a-to-app-http",
+    )
     # tina administers tenant-a: the cross-tenant flow is hers too, app-01's own flow is not
     assert flows(sessions(fleet, "tina")) == [("host-a", 40001), ("host-a", 40002), ("host-b", 40003)]
     assert flows(sessions(fleet, "vera", vm="db-01", host="host-b")) == [("host-b", 40003)]
@@ -137,7 +149,7 @@ def test_the_user_filter_selects_flows_by_the_user_behind_the_client_on_every_ho
 def test_paging_through_control_one_host_at_a_time(fleet: dict[str, Any]) -> None:
     page = sessions(fleet, "vera", limit="1")
     got = flows(page)
-    assert len(got) == 2   # one per host
+    assert len(got) == 2  # one per host
     for entry in page["hosts"]:
         cursor = entry["cursor"]
         while cursor:
@@ -171,10 +183,12 @@ def test_clearing_follows_roles_and_is_audited(fleet: dict[str, Any]) -> None:
 
 
 def test_a_bad_filter_is_one_400_naming_the_value(fleet: dict[str, Any]) -> None:
-    for query, message in (({"port": "http"}, "port=http: a port is a number from 0 to 65535"),
-                           ({"src": "10.0.0.999"}, "src=10.0.0.999: '10.0.0.999' is not an IP address"),
-                           ({"vm": "web-99"}, "vm=web-99: no workload named 'web-99'"),
-                           ({"limit": "0"}, "limit must be an integer from 1 to 5000")):
+    for query, message in (
+        ({"port": "http"}, "port=http: a port is a number from 0 to 65535"),
+        ({"src": "10.0.0.999"}, "src=10.0.0.999: '10.0.0.999' is not an IP address"),
+        ({"vm": "web-99"}, "vm=web-99: no workload named 'web-99'"),
+        ({"limit": "0"}, "limit must be an integer from 1 to 5000"),
+    ):
         with pytest.raises(ControlError) as bad:
             sessions(fleet, "vera", **query)
         assert bad.value.status == 400 and message in bad.value.body["error"]
@@ -190,7 +204,7 @@ def test_rule_hits_add_up_across_hosts_and_unused_names_the_rule_nobody_hit(flee
     assert [(u["vsys"], u["rule"]) for u in unused["unused"]] == [("tenant-b", "unused-ssh")]
     assert unused["hosts"] == ["host-a", "host-b"] and unused["missing"] == []
     mine = client(fleet["control"], fleet["tokens"], "tina").get("/rules/unused", days="30")
-    assert mine["unused"] == []   # tenant-a's rules only, all hit
+    assert mine["unused"] == []  # tenant-a's rules only, all hit
     assert {r["vsys"] for r in sessions_hits(fleet, "tina")["rules"]} == {"tenant-a"}
 
 
@@ -202,7 +216,7 @@ def test_a_host_that_does_not_answer_is_named(fleet: dict[str, Any]) -> None:
     fleet["control"].control.operations.timeout = 1.0
     agent = fleet["host-b"].agent
     agent.stop()
-    time.sleep(2.5)   # its last long-poll ends
+    time.sleep(2.5)  # its last long-poll ends
     answer = sessions(fleet, "vera")
     assert flows(answer) == [("host-a", 40001), ("host-a", 40002)]
     assert answer["missing"] == [{"host": "host-b", "reason": "its dataplane did not answer within 1 s"}]

@@ -17,18 +17,24 @@ LAB = Path(__file__).resolve().parents[3] / "rules" / "examples" / "lab.yaml"
 
 
 def capture_policy(tmp_path: Path, packets: int = 3):
-    text = LAB.read_text().replace("      log: true\n      inspect: default",
-                                   f"      log: true\n      capture: {{packets: {packets}}}\n      inspect: default", 1)
+    text = LAB.read_text().replace(
+        "      log: true\n      inspect: default",
+        f"      log: true\n      capture: {{packets: {packets}}}\n      inspect: default",
+        1,
+    )
     (tmp_path / "p.yaml").write_text(text)
     return load_policy(tmp_path / "p.yaml")
 
 
 def conversation(w: Wire, sport: int) -> list[bytes]:
     """A TCP exchange of 5 frames; the frames as sent."""
-    frames = [web1_to_srv(tcp(sport, 80, "S", seq=1000)), srv_to_web1(tcp(80, sport, "SA", seq=5000, ack=1001)),
-              web1_to_srv(tcp(sport, 80, "A", seq=1001, ack=5001)),
-              web1_to_srv(tcp(sport, 80, "PA", seq=1001, ack=5001, payload=b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")),
-              web1_to_srv(tcp(sport, 80, "FA", seq=1028, ack=5001))]
+    frames = [
+        web1_to_srv(tcp(sport, 80, "S", seq=1000)),
+        srv_to_web1(tcp(80, sport, "SA", seq=5000, ack=1001)),
+        web1_to_srv(tcp(sport, 80, "A", seq=1001, ack=5001)),
+        web1_to_srv(tcp(sport, 80, "PA", seq=1001, ack=5001, payload=b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")),
+        web1_to_srv(tcp(sport, 80, "FA", seq=1028, ack=5001)),
+    ]
     for f in frames:
         (w.from_up if f["IP"].src == SRV_IP else w.from_vm)(f)
     return [bytes(f) for f in frames]
@@ -78,7 +84,7 @@ def test_capture_files_rotate_at_their_size_and_the_oldest_go_beyond_the_cap(tmp
     policy = capture_policy(tmp_path, packets=5)
     w = Wire(policy)
     writer = CaptureWriter(str(tmp_path / "pcap"), file_bytes=4096, vsys_bytes=3 * 4096)
-    for i in range(60):   # 60 flows x 5 frames of ~60-80 bytes: ~24 KB of capture
+    for i in range(60):  # 60 flows x 5 frames of ~60-80 bytes: ~24 KB of capture
         conversation(w, 41000 + i)
         write(w, writer, policy)
     writer.close()
@@ -103,11 +109,11 @@ def test_a_threat_profiles_capture_writes_only_flows_that_alert_with_the_alertin
     w = wire(tmp_path, rules=rules, inspect="forensic", profiles=profile)
     policy = w.engine.tables.policy
     writer = CaptureWriter(str(tmp_path / "pcap"))
-    seq, _ = handshake(w, 46000)          # a flow that never alerts: kept back, never written
+    seq, _ = handshake(w, 46000)  # a flow that never alerts: kept back, never written
     send(w, 46000, seq, b"harmless")
     write(w, writer, policy)
     assert not (tmp_path / "pcap").exists() or not list((tmp_path / "pcap").rglob("*.pcap"))
-    seq, _ = handshake(w, 46001)          # frames 1-3 (handshake), 4 and 5 (the alert) carry payload
+    seq, _ = handshake(w, 46001)  # frames 1-3 (handshake), 4 and 5 (the alert) carry payload
     send(w, 46001, seq, b"nothing yet")
     send(w, 46001, seq + 11, b"xx TRIGGER xx")
     write(w, writer, policy)
@@ -115,7 +121,7 @@ def test_a_threat_profiles_capture_writes_only_flows_that_alert_with_the_alertin
     [file] = (tmp_path / "pcap" / "tenant-a").glob("*.pcap")
     packets = rdpcap(str(file))
     assert [p["TCP"].sport for p in packets if p.haslayer("TCP") and p["IP"].src == WEB1_IP] == [46001] * 4
-    assert len(packets) == 5                        # its first 4 frames, then the alerting one
+    assert len(packets) == 5  # its first 4 frames, then the alerting one
     assert bytes(packets[-1]["TCP"].payload) == b"xx TRIGGER xx"
     assert writer.frames_written == 5
 
@@ -123,20 +129,24 @@ def test_a_threat_profiles_capture_writes_only_flows_that_alert_with_the_alertin
 def test_an_operators_capture_writes_the_flows_it_names_while_it_lasts(tmp_path: Path) -> None:
     from ngfw.dataplane.capture import CaptureRequestError, request_capture
 
-    policy = load_policy(LAB)   # no capture in the policy
+    policy = load_policy(LAB)  # no capture in the policy
     w = Wire(policy)
     request_capture(w.engine, policy, seconds=30, packets=2, vm="tenant-a/web-01", port=80)
     conversation(w, 47000)
-    w.from_vm(web1_to_srv(tcp(47001, 8080, "S")))   # web-01, another port: not named
+    w.from_vm(web1_to_srv(tcp(47001, 8080, "S")))  # web-01, another port: not named
     writer = CaptureWriter(str(tmp_path / "pcap"))
     write(w, writer, policy)
     writer.close()
     [file] = (tmp_path / "pcap" / "tenant-a").glob("*.pcap")
     assert [p["TCP"].sport for p in rdpcap(str(file))] == [47000, 80]
-    request_capture(w.engine, policy, seconds=1e-6, packets=2, vm="web-01")   # over at once
+    request_capture(w.engine, policy, seconds=1e-6, packets=2, vm="web-01")  # over at once
     conversation(w, 47002)
     assert w.engine.drain_captures() == []
-    for bad, words in [(dict(vm="nobody"), "not in the policy"), (dict(network="10.77.0.300"), "not an address"),
-                       (dict(proto="sctp-ish"), "not one of"), (dict(port=70000), "port 70000")]:
+    for bad, words in [
+        (dict(vm="nobody"), "not in the policy"),
+        (dict(network="10.77.0.300"), "not an address"),
+        (dict(proto="sctp-ish"), "not one of"),
+        (dict(port=70000), "port 70000"),
+    ]:
         with pytest.raises(CaptureRequestError, match=words):
             request_capture(w.engine, policy, seconds=5, **bad)

@@ -65,9 +65,13 @@ def test_community_id_is_suricatas(tuple_, expected) -> None:
 
 
 def test_community_id_is_the_same_either_way() -> None:
-    assert fp.community_id_of("10.0.0.1", "127.0.0.1", 6, 1234, 80) == fp.community_id_of("127.0.0.1", "10.0.0.1", 6, 80, 1234)
+    assert fp.community_id_of("10.0.0.1", "127.0.0.1", 6, 1234, 80) == fp.community_id_of(
+        "127.0.0.1", "10.0.0.1", 6, 80, 1234
+    )
     # an echo request and its reply are one flow
-    assert fp.community_id_of("192.168.1.159", "8.8.8.8", 1, icmp_type=8) == fp.community_id_of("8.8.8.8", "192.168.1.159", 1, icmp_type=0)
+    assert fp.community_id_of("192.168.1.159", "8.8.8.8", 1, icmp_type=8) == fp.community_id_of(
+        "8.8.8.8", "192.168.1.159", 1, icmp_type=0
+    )
 
 
 ADDRESSES_V4 = st.ip_addresses(v=4).map(str)
@@ -76,16 +80,22 @@ PORTS = st.integers(0, 65535)
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.one_of(st.tuples(ADDRESSES_V4, ADDRESSES_V4), st.tuples(ADDRESSES_V6, ADDRESSES_V6)), PORTS, PORTS,
-       st.sampled_from([6, 17, 132]))
+@given(
+    st.one_of(st.tuples(ADDRESSES_V4, ADDRESSES_V4), st.tuples(ADDRESSES_V6, ADDRESSES_V6)),
+    PORTS,
+    PORTS,
+    st.sampled_from([6, 17, 132]),
+)
 def test_community_id_agrees_with_the_specs_reference_implementation(addresses, sport, dport, proto) -> None:
     import communityid
 
     src, dst = addresses
     if src == dst:
-        return   # the one place Suricata (and so ngfw) orders differently from the spec
+        return  # the one place Suricata (and so ngfw) orders differently from the spec
     make = {6: communityid.FlowTuple.make_tcp, 17: communityid.FlowTuple.make_udp, 132: communityid.FlowTuple.make_sctp}
-    assert fp.community_id_of(src, dst, proto, sport, dport) == communityid.CommunityID().calc(make[proto](src, dst, sport, dport))
+    assert fp.community_id_of(src, dst, proto, sport, dport) == communityid.CommunityID().calc(
+        make[proto](src, dst, sport, dport)
+    )
 
 
 @pytest.mark.parametrize(("proto", "request_type"), [(1, 8), (1, 13), (58, 128), (58, 135)])
@@ -94,11 +104,13 @@ def test_community_id_of_two_way_icmp_agrees_with_the_spec(proto, request_type) 
 
     src, dst = ("10.1.2.3", "10.9.8.7") if proto == 1 else ("fd00::3", "fd00::7")
     make = communityid.FlowTuple.make_icmp if proto == 1 else communityid.FlowTuple.make_icmp6
-    assert fp.community_id_of(src, dst, proto, icmp_type=request_type) == \
-        communityid.CommunityID().calc(make(src, dst, request_type, 0))
+    assert fp.community_id_of(src, dst, proto, icmp_type=request_type) == communityid.CommunityID().calc(
+        make(src, dst, request_type, 0)
+    )
 
 
 # ---------------------------------------------------------------- records of a memory-port engine
+
 
 def records(w: Wire, policy, host: str = "sensor-1") -> list[dict]:
     out = []
@@ -121,8 +133,8 @@ def test_a_tcp_flow_record_has_suricatas_flags_state_and_community_id() -> None:
     w.from_up(srv_to_web1(tcp(80, 40000, "FA", seq=5001, ack=1031)))
     w.engine.end_all_flows()
     [flow] = [r for r in records(w, policy) if r["event_type"] == "flow"]
-    assert flow["tcp"]["tcp_flags_ts"] == "1b"    # SYN ACK PSH FIN
-    assert flow["tcp"]["tcp_flags_tc"] == "13"    # SYN ACK FIN
+    assert flow["tcp"]["tcp_flags_ts"] == "1b"  # SYN ACK PSH FIN
+    assert flow["tcp"]["tcp_flags_tc"] == "13"  # SYN ACK FIN
     assert flow["tcp"]["tcp_flags"] == "1b"
     assert flow["tcp"]["syn"] and flow["tcp"]["fin"] and flow["tcp"]["psh"] and "rst" not in flow["tcp"]
     assert flow["flow"]["state"] == "closed" and flow["flow"]["alerted"] is False
@@ -140,8 +152,10 @@ def test_an_unanswered_flow_is_new_and_an_answered_one_established(tmp_path: Pat
 
 
 def test_an_icmp_flow_names_its_first_type_and_code(tmp_path: Path) -> None:
-    text = LAB.read_text().replace("      services: [icmp]\n      action: allow\n",
-                                   "      services: [icmp]\n      action: allow\n      log: true\n")
+    text = LAB.read_text().replace(
+        "      services: [icmp]\n      action: allow\n",
+        "      services: [icmp]\n      action: allow\n      log: true\n",
+    )
     (tmp_path / "p.yaml").write_text(text)
     policy = load_policy(tmp_path / "p.yaml")
     w = Wire(policy)
@@ -157,12 +171,15 @@ def test_an_icmp_flow_names_its_first_type_and_code(tmp_path: Path) -> None:
 def test_a_spoofed_frame_is_a_drop_record_naming_the_vm() -> None:
     policy = lab_policy()
     w = Wire(policy)
-    w.from_vm(web1_to_srv(tcp(40002, 80, "S"), src_ip="10.77.0.99"))          # web-01's MAC, a foreign IP
-    w.from_vm(web1_to_srv(tcp(40003, 80, "S"), src_ip=WEB2_IP))               # web-01's MAC, web-02's IP
+    w.from_vm(web1_to_srv(tcp(40002, 80, "S"), src_ip="10.77.0.99"))  # web-01's MAC, a foreign IP
+    w.from_vm(web1_to_srv(tcp(40003, 80, "S"), src_ip=WEB2_IP))  # web-01's MAC, web-02's IP
     w.from_vm(Ether(src="02:00:00:00:09:09", dst=SRV_MAC) / IP(src=WEB2_IP, dst=SRV_IP) / tcp(40004, 80, "S"))
     drops = [r for r in records(w, policy) if r["event_type"] == "drop"]
     assert [(d["drop"]["reason"], d["src_vm"], d["vsys"]) for d in drops] == [
-        ("spoofed_ip", "web-01", "tenant-a"), ("spoofed_ip", "web-01", "tenant-a"), ("spoofed_mac", "web-02", "tenant-a")]
+        ("spoofed_ip", "web-01", "tenant-a"),
+        ("spoofed_ip", "web-01", "tenant-a"),
+        ("spoofed_mac", "web-02", "tenant-a"),
+    ]
     assert all("flow_id" not in d and d["rule"] is None and d["in_iface"] == "vm" for d in drops)
     assert drops[0]["src_ip"] == "10.77.0.99" and drops[0]["tcp"]["syn"]
 
@@ -170,14 +187,14 @@ def test_a_spoofed_frame_is_a_drop_record_naming_the_vm() -> None:
 def test_a_flood_of_spoofed_frames_is_rate_limited_and_says_so() -> None:
     policy = lab_policy()
     w = Wire(policy)
-    start = 10 ** 12
-    for i in range(300):   # one instant: the bucket holds one second's worth (100)
+    start = 10**12
+    for i in range(300):  # one instant: the bucket holds one second's worth (100)
         w.from_vm(web1_to_srv(tcp(41000 + i, 80, "S"), src_ip="10.77.0.99"), now_ns=start)
     first = [r for r in records(w, policy) if r["event_type"] == "drop"]
     assert len(first) == 100
     assert w.engine.stats()["drop_events_suppressed"] == 200
-    assert w.drops()["spoofed_ip"] == 300   # every frame is counted, whatever the log shows
-    w.from_vm(web1_to_srv(tcp(42000, 80, "S"), src_ip="10.77.0.99"), now_ns=start + 2 * 10 ** 9)
+    assert w.drops()["spoofed_ip"] == 300  # every frame is counted, whatever the log shows
+    w.from_vm(web1_to_srv(tcp(42000, 80, "S"), src_ip="10.77.0.99"), now_ns=start + 2 * 10**9)
     [later] = records(w, policy)
     assert later["drop"]["suppressed"] == 200
 
@@ -198,7 +215,7 @@ def test_a_new_flow_the_full_table_refuses_is_a_drop_record() -> None:
     w = Wire(policy, flow_capacity=1)
     w.from_vm(web1_to_srv(tcp(44000, 80, "S")))
     w.from_up(srv_to_web1(tcp(80, 44000, "SA", seq=5000, ack=1001)))
-    w.from_vm(web1_to_srv(tcp(44000, 80, "A", seq=1001, ack=5001)))   # established: nothing to evict
+    w.from_vm(web1_to_srv(tcp(44000, 80, "A", seq=1001, ack=5001)))  # established: nothing to evict
     w.from_vm(web1_to_srv(tcp(44001, 80, "S")))
     drops = [r for r in records(w, policy) if r["event_type"] == "drop"]
     assert [(d["drop"]["reason"], d["src_vm"], d["dest_port"]) for d in drops] == [("flow_table_full", "web-01", 80)]
@@ -207,9 +224,11 @@ def test_a_new_flow_the_full_table_refuses_is_a_drop_record() -> None:
 def test_an_alert_record_carries_the_rules_metadata_and_the_flow_is_alerted(tmp_path: Path) -> None:
     from tests.support.inspection import handshake, send, wire
 
-    rules = ('alert tcp any any -> any any (msg:"meta"; content:"TRIGGER"; '
-             'metadata: former_category POLICY, signature_severity Major, created_at 2024_01_02, '
-             'signature_severity Minor; sid:7001; rev:3;)')
+    rules = (
+        'alert tcp any any -> any any (msg:"meta"; content:"TRIGGER"; '
+        "metadata: former_category POLICY, signature_severity Major, created_at 2024_01_02, "
+        "signature_severity Minor; sid:7001; rev:3;)"
+    )
     w = wire(tmp_path, rules=rules, rule_extra=", log: true")
     seq, _ = handshake(w, 45000)
     send(w, 45000, seq, b"xx TRIGGER xx")
@@ -217,8 +236,11 @@ def test_an_alert_record_carries_the_rules_metadata_and_the_flow_is_alerted(tmp_
     out = [eve_record(e, w.engine.tables.policy) | {"host": "h"} for e in w.engine.drain_events()]
     assert problems(out) == []
     [alert] = [r for r in out if r["event_type"] == "alert"]
-    assert alert["alert"]["metadata"] == {"former_category": ["POLICY"], "signature_severity": ["Major", "Minor"],
-                                          "created_at": ["2024_01_02"]}
+    assert alert["alert"]["metadata"] == {
+        "former_category": ["POLICY"],
+        "signature_severity": ["Major", "Minor"],
+        "created_at": ["2024_01_02"],
+    }
     assert alert["community_id"] == fp.community_id_of(WEB1_IP, SRV_IP, 6, 45000, 80)
     [flow] = [r for r in out if r["event_type"] == "flow"]
     assert flow["flow"]["alerted"] is True
@@ -254,8 +276,11 @@ def test_the_fast_check_refuses_what_jsonschema_refuses(tmp_path: Path) -> None:
 
     from tests.support.inspection import handshake, send, wire
 
-    w = wire(tmp_path, rules='alert tcp any any -> any any (msg:"m"; content:"HIT"; sid:7002; rev:1;)',
-             rule_extra=", log: true")
+    w = wire(
+        tmp_path,
+        rules='alert tcp any any -> any any (msg:"m"; content:"HIT"; sid:7002; rev:1;)',
+        rule_extra=", log: true",
+    )
     seq, _ = handshake(w, 45100)
     send(w, 45100, seq, b"a HIT")
     w.engine.end_all_flows()
@@ -265,7 +290,7 @@ def test_the_fast_check_refuses_what_jsonschema_refuses(tmp_path: Path) -> None:
     mutants = []
     for record in good:
         for key, value in record.items():
-            mutants.append({k: v for k, v in record.items() if k != key})               # a field missing
+            mutants.append({k: v for k, v in record.items() if k != key})  # a field missing
             mutants.append(record | {key: {"wrong": 1} if not isinstance(value, dict) else 7})  # of the wrong type
             if isinstance(value, dict):
                 for inner in value:
@@ -284,6 +309,7 @@ def test_the_schema_refuses_a_record_that_breaks_it() -> None:
 
 # ---------------------------------------------------------------- outputs
 
+
 def test_eve_targets_are_parsed_or_refused_in_one_sentence() -> None:
     assert parse_target("/var/log/ngfw/eve.json").kind == "file"
     t = parse_target("syslog://127.0.0.1:5514")
@@ -292,8 +318,12 @@ def test_eve_targets_are_parsed_or_refused_in_one_sentence() -> None:
     assert parse_target("syslog:///dev/log").transport == "dgram"
     assert parse_target("unix:///run/ngfw/eve.sock").transport == "stream"
     assert parse_target("unix+dgram:///run/ngfw/eve.sock").transport == "dgram"
-    for bad, words in [("syslog://127.0.0.1", "give a host and a port"), ("kafka://x:1", "unknown kind 'kafka'"),
-                       ("syslog://h:99999", "port is not a number"), ("unix://relative", "absolute path")]:
+    for bad, words in [
+        ("syslog://127.0.0.1", "give a host and a port"),
+        ("kafka://x:1", "unknown kind 'kafka'"),
+        ("syslog://h:99999", "port is not a number"),
+        ("unix://relative", "absolute path"),
+    ]:
         with pytest.raises(EveTargetError, match=words):
             parse_target(bad)
 
@@ -309,22 +339,27 @@ def test_records_reach_a_syslog_receiver_as_rfc5424(tmp_path: Path) -> None:
     receiver, port = udp_receiver()
     with receiver:
         writer = EveWriter([str(tmp_path / "eve.json"), f"syslog://127.0.0.1:{port}"], host="sensor-a")
-        writer.write_record({"timestamp": "2026-01-01T00:00:00.000000+0000", "event_type": "stats",
-                             "stats": stats_record(Wire().engine.stats(), 1)["stats"]})
+        writer.write_record(
+            {
+                "timestamp": "2026-01-01T00:00:00.000000+0000",
+                "event_type": "stats",
+                "stats": stats_record(Wire().engine.stats(), 1)["stats"],
+            }
+        )
         message = receiver.recv(65536).decode()
         writer.close()
     # <PRI>1 TIMESTAMP HOST APP PROCID MSGID - MSG: local5.info, from ngfw, the EVE line as the message
     head, _, body = message.partition(" eve - ")
     assert head.startswith("<174>1 ") and " sensor-a ngfw " in head
     assert json.loads(body)["event_type"] == "stats" and json.loads(body)["host"] == "sensor-a"
-    assert json.loads((tmp_path / "eve.json").read_text())["event_type"] == "stats"   # the file too
+    assert json.loads((tmp_path / "eve.json").read_text())["event_type"] == "stats"  # the file too
 
 
 def test_an_unreachable_syslog_host_is_reported_once_and_counted_never_fatal(caplog) -> None:
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))
     port = closed.getsockname()[1]
-    closed.close()   # nothing listens there: TCP connections are refused
+    closed.close()  # nothing listens there: TCP connections are refused
     writer = EveWriter([f"syslog+tcp://127.0.0.1:{port}"], host="h")
     with caplog.at_level(logging.WARNING, logger="ngfw.dataplane.eve"):
         for _ in range(5):
@@ -371,13 +406,13 @@ def test_a_consumer_that_does_not_read_never_blocks_the_writer(tmp_path: Path) -
     path = str(tmp_path / "slow.sock")
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(path)
-    server.listen(1)   # accepted by the kernel, never read
+    server.listen(1)  # accepted by the kernel, never read
     output = UnixSocketOutput(parse_target(f"unix://{path}"), queue_lines=1000)
     line = b"x" * 1000
     started = time.monotonic()
     for _ in range(50):
         output.write([line] * 100)
-    assert time.monotonic() - started < 1.0   # 5,000 lines queued or dropped at once, no wait
+    assert time.monotonic() - started < 1.0  # 5,000 lines queued or dropped at once, no wait
     deadline = time.monotonic() + 3
     while output.dropped == 0 and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -394,11 +429,15 @@ def test_every_record_of_an_eve_file_is_checked(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- the model
 
+
 def test_a_capture_count_out_of_range_is_refused_with_the_resource_and_field(tmp_path: Path) -> None:
     from ngfw.model.errors import PolicyError
 
-    text = LAB.read_text().replace("      log: true\n      inspect: default",
-                                   "      log: true\n      capture: {packets: 0}\n      inspect: default", 1)
+    text = LAB.read_text().replace(
+        "      log: true\n      inspect: default",
+        "      log: true\n      capture: {packets: 0}\n      inspect: default",
+        1,
+    )
     (tmp_path / "p.yaml").write_text(text)
     with pytest.raises(PolicyError) as info:
         load_policy(tmp_path / "p.yaml")

@@ -85,7 +85,7 @@ def test_a_listing_arrives_complete_page_by_page_while_the_loop_runs(served: tup
         hits = client.call({"op": "hits"})
         web = {(e["vsys"], e["rule"]): e for e in hits["rules"]}[("tenant-a", "web-to-server-http")]
         assert web["hits"] == 3000 and web["last"] is not None
-    assert dp.engine.progress_ns() > before   # the loop turned (and served the requests between its bursts)
+    assert dp.engine.progress_ns() > before  # the loop turned (and served the requests between its bursts)
     assert stat.S_IMODE(os.stat(server.path).st_mode) == 0o600
 
 
@@ -118,18 +118,18 @@ def test_a_client_that_stops_reading_holds_nobody(served: tuple[Any, OperationsS
     stuck = socket.socket(socket.AF_UNIX)
     stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     stuck.connect(server.path)
-    stuck.sendall(json.dumps({"op": "sessions", "filter": {}, "limit": 5000}).encode() + b"\n")   # ~3 MB; never read
+    stuck.sendall(json.dumps({"op": "sessions", "filter": {}, "limit": 5000}).encode() + b"\n")  # ~3 MB; never read
     time.sleep(0.1)
     started = time.monotonic()
     progress = dp.engine.progress_ns()
     with OperationsClient(server.path) as other:
         assert len(list(other.sessions({"sport": "2000"}))) == 1
-    assert time.monotonic() - started < 0.4          # answered while the stuck one is still being written to
-    assert dp.engine.progress_ns() > progress        # and the loop kept turning
+    assert time.monotonic() - started < 0.4  # answered while the stuck one is still being written to
+    assert dp.engine.progress_ns() > progress  # and the loop kept turning
     deadline = time.monotonic() + 3
     while server.counters["write_timeouts"] == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert server.counters["write_timeouts"] == 1    # dropped after the write timeout (0.5 s here)
+    assert server.counters["write_timeouts"] == 1  # dropped after the write timeout (0.5 s here)
     stuck.close()
 
 
@@ -138,21 +138,25 @@ def test_only_root_is_served() -> None:
     import tempfile
 
     with LoopingDataplane(10) as dp, tempfile.TemporaryDirectory(prefix="ngfw-opsocket-") as directory:
-        os.chmod(directory, 0o755)                   # another user may reach the socket file ...
+        os.chmod(directory, 0o755)  # another user may reach the socket file ...
         server = OperationsSocket(dp, os.path.join(directory, "ops", "dp.sock"))
         server.start()
         try:
             # the refusal comes before any request is read
-            probe = ("import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); "
-                     "print(s.makefile().readline())")
+            probe = (
+                "import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); "
+                "print(s.makefile().readline())"
+            )
             nobody = {"user": 65534, "group": 65534, "extra_groups": []}
-            denied = subprocess.run(["/usr/bin/python3", "-c", probe, server.path], capture_output=True, text=True,
-                                    timeout=20, **nobody)
-            assert "PermissionError" in denied.stderr   # ... not connect to it: its directory is 0700, it is 0600
+            denied = subprocess.run(
+                ["/usr/bin/python3", "-c", probe, server.path], capture_output=True, text=True, timeout=20, **nobody
+            )
+            assert "PermissionError" in denied.stderr  # ... not connect to it: its directory is 0700, it is 0600
             os.chmod(os.path.dirname(server.path), 0o755)
-            os.chmod(server.path, 0o666)                # and even when the files let anyone connect,
-            refused = subprocess.run(["/usr/bin/python3", "-c", probe, server.path], capture_output=True,
-                                     text=True, timeout=20, **nobody)
+            os.chmod(server.path, 0o666)  # and even when the files let anyone connect,
+            refused = subprocess.run(
+                ["/usr/bin/python3", "-c", probe, server.path], capture_output=True, text=True, timeout=20, **nobody
+            )
             assert "permission denied: the sessions socket serves root only (uid 65534 asked)" in refused.stdout
         finally:
             server.stop()

@@ -36,31 +36,40 @@ def pcapng_one_packet(tsresol: int, units: int, frame: bytes) -> bytes:
 SECOND = 1_700_000_000  # 2023-11-14T22:13:20Z
 # (if_tsresol, timestamp in its units, the time replay must report)
 CASES = [
-    (6, SECOND * 10**6 + 123_456, "2023-11-14T22:13:20.123456+0000"),      # the default, microseconds
+    (6, SECOND * 10**6 + 123_456, "2023-11-14T22:13:20.123456+0000"),  # the default, microseconds
     (9, SECOND * 10**9 + 123_456_000, "2023-11-14T22:13:20.123456+0000"),  # nanoseconds
-    (3, SECOND * 10**3 + 123, "2023-11-14T22:13:20.123000+0000"),          # milliseconds: scaled up
-    (0, SECOND, "2023-11-14T22:13:20.000000+0000"),                        # whole seconds
+    (3, SECOND * 10**3 + 123, "2023-11-14T22:13:20.123000+0000"),  # milliseconds: scaled up
+    (0, SECOND, "2023-11-14T22:13:20.000000+0000"),  # whole seconds
     (12, 10_000_000 * 10**12 + 250 * 10**9, "1970-04-26T17:46:40.250000+0000"),  # picoseconds: scaled down
-    (20, 123_400 * 10**12, "1970-01-01T00:00:00.001234+0000"),             # 10^-20 s (was wrong)
-    (64, 2**64 - 1, "1970-01-01T00:00:00.000000+0000"),                    # 10^-64 s (was SIGFPE)
+    (20, 123_400 * 10**12, "1970-01-01T00:00:00.001234+0000"),  # 10^-20 s (was wrong)
+    (64, 2**64 - 1, "1970-01-01T00:00:00.000000+0000"),  # 10^-64 s (was SIGFPE)
     (127, 2**63, "1970-01-01T00:00:00.000000+0000"),
     (0x80 | 10, SECOND * 1024 + 512, "2023-11-14T22:13:20.500000+0000"),  # 2^-10 s
     (0x80 | 30, SECOND * 2**30 + 2**28, "2023-11-14T22:13:20.250000+0000"),  # 2^-30 s
-    (0x80 | 127, 2**64 - 1, "1970-01-01T00:00:00.000000+0000"),          # 2^-127 s
+    (0x80 | 127, 2**64 - 1, "1970-01-01T00:00:00.000000+0000"),  # 2^-127 s
     (0xFF, 1, "1970-01-01T00:00:00.000000+0000"),
 ]
 
 
 def test_every_timestamp_resolution_gives_the_stated_time(tmp_path: Path) -> None:
-    frame = bytes(Ether() / IP(src="10.0.0.5", dst="10.0.0.53") / UDP(sport=33333, dport=53)
-                  / DNS(qd=DNSQR(qname="tsresol.example")))
+    frame = bytes(
+        Ether()
+        / IP(src="10.0.0.5", dst="10.0.0.53")
+        / UDP(sport=33333, dport=53)
+        / DNS(qd=DNSQR(qname="tsresol.example"))
+    )
     files = []
     for tsresol, units, _ in CASES:
         path = tmp_path / f"tsresol-{tsresol}.pcapng"
         path.write_bytes(pcapng_one_packet(tsresol, units, frame))
         files.append(path.name)
-    done = subprocess.run([sys.executable, "-m", "ngfw", "replay", "--json", *files], capture_output=True,
-                          text=True, timeout=120, cwd=tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "ngfw", "replay", "--json", *files],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     times = {rec["pcap_file"]: rec["timestamp"] for rec in map(json.loads, done.stdout.splitlines())}
     assert times == {f"tsresol-{tsresol}.pcapng": expected for tsresol, _, expected in CASES}

@@ -33,8 +33,9 @@ def alive(*names: str):
 
 
 def wire_links() -> PortLinks:
-    links = PortLinks([PortLink("fw-vm", 0, ifindex=2, mtu=1500, kind="veth"),
-                       PortLink("fw-up", 1, ifindex=3, mtu=1500, kind="veth")])
+    links = PortLinks(
+        [PortLink("fw-vm", 0, ifindex=2, mtu=1500, kind="veth"), PortLink("fw-up", 1, ifindex=3, mtu=1500, kind="veth")]
+    )
     for port in links.ports.values():
         port.up = True
     return links
@@ -56,7 +57,9 @@ def test_a_removed_interface_detaches_its_port_and_a_new_one_of_its_name_is_atta
     links = wire_links()
     actions = links.link_removed("fw-up", 3, alive())
     assert actions == [Detach("fw-up", "interface removed (ifindex 3)")]
-    assert run(links, actions) == ["port fw-up: interface removed (ifindex 3): frames for it are dropped until it is back"]
+    assert run(links, actions) == [
+        "port fw-up: interface removed (ifindex 3): frames for it are dropped until it is back"
+    ]
     assert links.ports["fw-up"].attached is False and links.ports["fw-up"].up is False
     # another interface's removal, or a link of another name, means nothing to the port
     assert links.link_removed("eth7", 9, alive()) == []
@@ -64,7 +67,7 @@ def test_a_removed_interface_detaches_its_port_and_a_new_one_of_its_name_is_atta
     back = link("fw-up", 12, admin_up=False, carrier=False)
     actions = links.link_changed(back, alive())
     assert actions == [Attach("fw-up", back)]
-    lines = run(links, actions, link_now=link("fw-up", 12))   # prepared: up, and its peer is up
+    lines = run(links, actions, link_now=link("fw-up", 12))  # prepared: up, and its peer is up
     assert lines == ["port fw-up: re-attached to interface fw-up (ifindex 12, veth, MTU 1500)", "port fw-up: link up"]
     assert links.events[("fw-up", "removed")] == 1 and links.events[("fw-up", "reattached")] == 1
     assert links.events[("fw-up", "up")] == 1 and links.events[("fw-up", "down")] == 0
@@ -77,7 +80,9 @@ def test_down_and_up_are_counted_once_each_and_say_why() -> None:
     links = wire_links()
     actions = links.link_changed(link("fw-up", 3, admin_up=False, carrier=False), alive())
     assert actions == [SetLink("fw-up", False, "administratively down")]
-    assert run(links, actions) == ["port fw-up: link down (administratively down): frames for it are dropped until it is up"]
+    assert run(links, actions) == [
+        "port fw-up: link down (administratively down): frames for it are dropped until it is up"
+    ]
     assert links.link_changed(link("fw-up", 3, admin_up=False, carrier=False), alive()) == []
     assert run(links, links.link_changed(link("fw-up", 3), alive())) == ["port fw-up: link up"]
     down = links.link_changed(link("fw-up", 3, carrier=False), alive())
@@ -89,7 +94,8 @@ def test_down_and_up_are_counted_once_each_and_say_why() -> None:
 def test_the_first_look_sets_the_state_without_counting_an_event() -> None:
     links = PortLinks([PortLink("fw-up", 1, ifindex=3)])
     assert run(links, links.link_changed(link("fw-up", 3, carrier=False), alive())) == [
-        "port fw-up: link down at start (no carrier (its peer is down or gone)): frames for it are dropped until it is up"]
+        "port fw-up: link down at start (no carrier (its peer is down or gone)): frames for it are dropped until it is up"
+    ]
     assert links.events[("fw-up", "down")] == 0
     links = PortLinks([PortLink("fw-vm", 0, ifindex=2)])
     assert run(links, links.link_changed(link("fw-vm", 2), alive())) == []
@@ -101,14 +107,17 @@ def test_an_mtu_change_gives_the_port_a_ring_of_the_new_size() -> None:
     bigger = link("fw-up", 3, mtu=9000)
     actions = links.link_changed(bigger, alive())
     assert actions == [Attach("fw-up", bigger, "its MTU changed from 1500 to 9000")]
-    assert run(links, actions) == ["port fw-up: re-attached to interface fw-up (ifindex 3, veth, MTU 9000): its MTU "
-                                   "changed from 1500 to 9000"]
+    assert run(links, actions) == [
+        "port fw-up: re-attached to interface fw-up (ifindex 3, veth, MTU 9000): its MTU changed from 1500 to 9000"
+    ]
     # re-created with another MTU and as another kind of Ethernet link: attached, and the log says both
     run(links, links.link_removed("fw-up", 3, alive()))
     other = link("fw-up", 14, mtu=1400, kind="bridge")
     assert run(links, links.link_changed(other, alive())) == [
         "port fw-up: re-attached to interface fw-up (ifindex 14, bridge, MTU 1400); its MTU was 9000; a bridge link "
-        "now, it was veth", "port fw-up: link up"]
+        "now, it was veth",
+        "port fw-up: link up",
+    ]
 
 
 def test_a_link_without_ethernet_framing_is_refused_once() -> None:
@@ -119,7 +128,7 @@ def test_a_link_without_ethernet_framing_is_refused_once() -> None:
     assert [type(a) for a in actions] == [Note]
     assert actions[0].level == logging.WARNING
     assert "without Ethernet framing (link type 65534, ifindex 15)" in run(links, actions)[0]
-    assert links.link_changed(tun, alive()) == []          # said once
+    assert links.link_changed(tun, alive()) == []  # said once
     ether = link("fw-up", 16)
     assert links.link_changed(ether, alive()) == [Attach("fw-up", ether)]
 
@@ -134,7 +143,9 @@ def test_a_new_interface_of_the_name_replaces_one_whose_removal_was_missed() -> 
     links = wire_links()
     fresh = link("fw-up", 20)
     assert links.link_changed(fresh, alive()) == [
-        Detach("fw-up", "interface replaced by a new one of the same name (ifindex 20)"), Attach("fw-up", fresh)]
+        Detach("fw-up", "interface replaced by a new one of the same name (ifindex 20)"),
+        Attach("fw-up", fresh),
+    ]
 
 
 def test_resync_finds_what_changed_while_nobody_listened() -> None:
@@ -147,8 +158,9 @@ def test_resync_finds_what_changed_while_nobody_listened() -> None:
 
 # ---- TAP ports: their descriptor decides
 def tap_links() -> PortLinks:
-    links = PortLinks([PortLink("tapa", 0, tap=True, ifindex=4, kind="tun"),
-                       PortLink("tapb", 1, tap=True, ifindex=5, kind="tun")])
+    links = PortLinks(
+        [PortLink("tapa", 0, tap=True, ifindex=4, kind="tun"), PortLink("tapb", 1, tap=True, ifindex=5, kind="tun")]
+    )
     for port in links.ports.values():
         port.up = True
     return links
@@ -167,9 +179,11 @@ def test_a_deleted_tap_is_created_again() -> None:
     actions = links.link_removed("tapa", 4, alive("tapb"))
     assert actions == [Detach("tapa", "TAP device deleted"), Attach("tapa", None)]
     lines = run(links, actions, link_now=link("tapa", 30, kind="tun"))
-    assert lines == ["port tapa: TAP device deleted: frames for it are dropped until it is back",
-                     "port tapa: re-attached to its TAP device, created again (ifindex 30, tun, MTU 1500)",
-                     "port tapa: link up"]
+    assert lines == [
+        "port tapa: TAP device deleted: frames for it are dropped until it is back",
+        "port tapa: re-attached to its TAP device, created again (ifindex 30, tun, MTU 1500)",
+        "port tapa: link up",
+    ]
     # the deletion's notification read after the device was made again concerns the old device: nothing to do
     assert links.link_removed("tapa", 4, alive("tapa", "tapb")) == []
     # the loop found it gone (its descriptor answers EBADFD): the same, and once only
@@ -180,7 +194,7 @@ def test_a_deleted_tap_is_created_again() -> None:
 
 def test_a_tap_that_could_not_be_made_again_is_retried_when_its_name_is_free() -> None:
     links = tap_links()
-    run(links, [Detach("tapa", "TAP device deleted")])   # and creating it failed: a veth took the name
+    run(links, [Detach("tapa", "TAP device deleted")])  # and creating it failed: a veth took the name
     assert links.link_changed(link("tapa", 31), alive("tapb")) == []
     assert links.link_removed("tapa", 31, alive("tapb")) == [Attach("tapa", None, "the name is free again")]
 
@@ -188,7 +202,8 @@ def test_a_tap_that_could_not_be_made_again_is_retried_when_its_name_is_free() -
 def test_a_tap_s_link_state_is_followed_while_it_is_here() -> None:
     links = tap_links()
     assert links.link_changed(link("tapa", 4, kind="tun", admin_up=False), alive("tapa")) == [
-        SetLink("tapa", False, "administratively down")]
+        SetLink("tapa", False, "administratively down")
+    ]
     # a link of its name that is not its device (the descriptor says it is gone) is not followed
     assert links.link_changed(link("tapa", 4, kind="veth", admin_up=False), alive("tapa")) == []
     assert links.link_changed(link("tapa", 4, kind="tun", admin_up=False), alive()) == []
@@ -207,15 +222,19 @@ def message(event: int, name: str, index: int, flags: int, kind: str, mtu: int =
 
 
 def test_link_notifications_decode_into_link_states() -> None:
-    data = (message(RTM_NEWLINK, "fw-up", 7, 0x11043, "veth", 9000)
-            + message(RTM_NEWLINK, "fw-up", 7, 0x1003, "veth")
-            + message(RTM_DELLINK, "tq", 8, 0x1090, "tun", ifi_type=65534))
+    data = (
+        message(RTM_NEWLINK, "fw-up", 7, 0x11043, "veth", 9000)
+        + message(RTM_NEWLINK, "fw-up", 7, 0x1003, "veth")
+        + message(RTM_DELLINK, "tq", 8, 0x1090, "tun", ifi_type=65534)
+    )
     parsed = [(m["header"]["type"], link_state(m)) for m in MarshalRtnl().parse(data)]
     assert parsed == [
         (RTM_NEWLINK, LinkState("fw-up", 7, admin_up=True, carrier=True, mtu=9000, kind="veth")),
         (RTM_NEWLINK, LinkState("fw-up", 7, admin_up=True, carrier=False, mtu=1500, kind="veth")),
-        (RTM_DELLINK, LinkState("tq", 8, admin_up=False, carrier=False, mtu=1500, kind="tun", ethernet=False,
-                                link_type=65534)),
+        (
+            RTM_DELLINK,
+            LinkState("tq", 8, admin_up=False, carrier=False, mtu=1500, kind="tun", ethernet=False, link_type=65534),
+        ),
     ]
     assert not parsed[1][1].up and parsed[1][1].down_reason.startswith("no carrier")
 
@@ -232,7 +251,9 @@ def test_frames_for_a_port_that_is_down_are_dropped_as_port_down() -> None:
     assert wire.from_vm(arp_from_web1()) == ([], [])
     assert wire.drops() == {"port_down": 1}
     assert [(s["name"], s["attached"], s["down"]) for s in wire.engine.port_states()] == [
-        ("vm", True, False), ("up", True, True)]
+        ("vm", True, False),
+        ("up", True, True),
+    ]
     wire.engine.set_port_down(wire.up, False)
     assert len(wire.from_vm(arp_from_web1())[0]) == 1
     assert "port_down" in wire.engine.drop_reasons
@@ -308,13 +329,13 @@ def test_a_port_gets_a_new_descriptor_while_the_loop_runs(socket_wire: SocketWir
     old_near, old_far = w.near["up"], w.far["up"]
     new_near, _ = w.pair("up")
     returned = w.engine.reattach_tap_port(w.index["up"], new_near.fileno(), 1500)
-    assert returned == old_near.fileno()   # the loop let go of it: the caller closes it
+    assert returned == old_near.fileno()  # the loop let go of it: the caller closes it
     old_near.close()
     old_far.close()
     w.far["vm"].send(bytes(arp_from_web1()))
     assert len(w.far["up"].recv(2048)) == len(bytes(arp_from_web1()))
     up = w.engine.stats()["ports"][w.index["up"]]
-    assert (up["name"], up["tx_packets"]) == ("up", 2)   # one port, its counters kept across the swap
+    assert (up["name"], up["tx_packets"]) == ("up", 2)  # one port, its counters kept across the swap
 
 
 def test_a_detached_port_drops_what_is_sent_to_it_and_comes_back(socket_wire: SocketWire) -> None:

@@ -23,8 +23,18 @@ REPO = Path(__file__).resolve().parents[3]
 FIXTURES = REPO / "tests" / "fixtures" / "replay"
 CAPTURES = ["mullvad_dns.pcap", "punycode-idn.pcap", "cloudflare-warp.pcap", "dlt_ppp.pcap", "quic_cc_ack.pcapng"]
 
-JSON_FIELDS = {"src_ip", "src_port", "dest_ip", "dest_port", "proto", "app_proto", "app_host", "app_confidence",
-               "app_pkts", "pcap_file"}
+JSON_FIELDS = {
+    "src_ip",
+    "src_port",
+    "dest_ip",
+    "dest_port",
+    "proto",
+    "app_proto",
+    "app_host",
+    "app_confidence",
+    "app_pkts",
+    "pcap_file",
+}
 
 # (pcap, l4, client ip:port, server ip:port) -> (app, host), from labels.jsonl (nDPI's answer)
 LABELS = {
@@ -35,7 +45,10 @@ LABELS = {
     ("cloudflare-warp.pcap", "TCP", "10.8.0.1:40214", "157.240.16.32:443"): ("tls", "mqtt-mini.facebook.com"),
     ("cloudflare-warp.pcap", "TCP", "10.8.0.1:45606", "104.18.47.234:443"): ("tls", "api.cloudflareclient.com"),
     ("cloudflare-warp.pcap", "TCP", "10.8.0.1:45610", "104.18.47.234:443"): ("tls", "api.cloudflareclient.com"),
-    ("cloudflare-warp.pcap", "TCP", "10.8.0.1:51296", "142.250.183.163:443"): ("tls", "crashlyticsreports-pa.googleapis.com"),
+    ("cloudflare-warp.pcap", "TCP", "10.8.0.1:51296", "142.250.183.163:443"): (
+        "tls",
+        "crashlyticsreports-pa.googleapis.com",
+    ),
     ("dlt_ppp.pcap", "UDP", "193.167.0.252:44083", "193.167.100.100:443"): ("quic", "server4"),
     ("quic_cc_ack.pcapng", "UDP", "152.14.223.145:57113", "71.98.228.93:443"): ("quic", None),
     ("quic_cc_ack.pcapng", "UDP", "183.23.159.144:37787", "108.140.147.22:443"): ("quic", None),
@@ -43,8 +56,9 @@ LABELS = {
 
 
 def run_replay(*args: str | Path, cwd: Path = FIXTURES) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ngfw", "replay", *map(str, args)], capture_output=True, text=True,
-                          timeout=120, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "ngfw", "replay", *map(str, args)], capture_output=True, text=True, timeout=120, cwd=cwd
+    )
 
 
 def json_lines(stdout: str) -> list[dict]:
@@ -52,7 +66,12 @@ def json_lines(stdout: str) -> list[dict]:
 
 
 def flow_key(rec: dict) -> tuple[str, str, str, str]:
-    return (rec["pcap_file"], rec["proto"], f"{rec['src_ip']}:{rec['src_port']}", f"{rec['dest_ip']}:{rec['dest_port']}")
+    return (
+        rec["pcap_file"],
+        rec["proto"],
+        f"{rec['src_ip']}:{rec['src_port']}",
+        f"{rec['dest_ip']}:{rec['dest_port']}",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +95,7 @@ def test_every_line_is_a_json_flow_record(replayed) -> None:
     # every file contributed, in the order given on the command line
     files = [rec["pcap_file"] for rec in records]
     assert sorted(set(files), key=files.index) == CAPTURES
-    assert problems(records) == []   # docs/eve-schema.json
+    assert problems(records) == []  # docs/eve-schema.json
 
 
 def test_each_flow_has_the_community_id_of_its_tuple(replayed) -> None:
@@ -87,7 +106,7 @@ def test_each_flow_has_the_community_id_of_its_tuple(replayed) -> None:
     for rec in records:
         make = communityid.FlowTuple.make_tcp if rec["proto"] == "TCP" else communityid.FlowTuple.make_udp
         expected = reference.calc(make(rec["src_ip"], rec["dest_ip"], rec["src_port"], rec["dest_port"]))
-        if rec["src_ip"] != rec["dest_ip"]:   # (equal addresses: Suricata's own port order, see community_id.pxi)
+        if rec["src_ip"] != rec["dest_ip"]:  # (equal addresses: Suricata's own port order, see community_id.pxi)
             assert rec["community_id"] == expected, rec
 
 
@@ -226,8 +245,15 @@ def test_a_dns_flows_host_is_the_last_name_asked_before_the_answer(tmp_path: Pat
     asks = [DNS(id=1, rd=1, qd=DNSQR(qname=name)) for name in ("first.example", "Second.Example")]
     answer = DNS(id=1, qr=1, qd=DNSQR(qname="second.example"), an=DNSRR(rrname="second.example", rdata="10.9.9.9"))
     late = DNS(id=2, rd=1, qd=DNSQR(qname="after-the-answer.example"))
-    wrpcap(str(tmp_path / "dns.pcap"), [frame(*client, *resolver, asks[0]), frame(*client, *resolver, asks[1]),
-                                        frame(*resolver, *client, answer), frame(*client, *resolver, late)])
+    wrpcap(
+        str(tmp_path / "dns.pcap"),
+        [
+            frame(*client, *resolver, asks[0]),
+            frame(*client, *resolver, asks[1]),
+            frame(*resolver, *client, answer),
+            frame(*client, *resolver, late),
+        ],
+    )
     done = run_replay("--json", tmp_path / "dns.pcap")
     assert done.returncode == 0, done.stderr
     [flow] = json_lines(done.stdout)
@@ -254,23 +280,28 @@ def test_damaged_dns_is_still_named_by_its_question(tmp_path: Path) -> None:
 
     asked = bytes(DNS(id=7, rd=1, qd=DNSQR(qname="asked.example")))
     answered = bytes(DNS(id=7, qr=1, qd=DNSQR(qname="asked.example")))
-    broken_label = asked[:12] + b"\xdd" + asked[13:]                 # a length byte that is not one
+    broken_label = asked[:12] + b"\xdd" + asked[13:]  # a length byte that is not one
     frames = [
-        frame(40001, 53, broken_label), frame(53, 40001, counts(answered, 1, 0x2573), back=True),
-        frame(53, 40002, counts(answered, 100, 1), back=True),         # a response alone, 100 "questions"
-        frame(40003, 53, counts(asked, 0, 0)),                          # a query that counts no question
-        frame(40004, 53, asked, udp_len=554),                           # UDP length past the datagram
+        frame(40001, 53, broken_label),
+        frame(53, 40001, counts(answered, 1, 0x2573), back=True),
+        frame(53, 40002, counts(answered, 100, 1), back=True),  # a response alone, 100 "questions"
+        frame(40003, 53, counts(asked, 0, 0)),  # a query that counts no question
+        frame(40004, 53, asked, udp_len=554),  # UDP length past the datagram
     ]
     wrpcap(str(tmp_path / "fuzzed-dns.pcap"), frames)
     done = run_replay("--json", tmp_path / "fuzzed-dns.pcap")
     assert done.returncode == 0, done.stderr
-    got = {f["src_port"] if f["dest_port"] == 53 else f["dest_port"]: (f["app_proto"], f["app_host"])
-           for f in json_lines(done.stdout)}
+    got = {
+        f["src_port"] if f["dest_port"] == 53 else f["dest_port"]: (f["app_proto"], f["app_host"])
+        for f in json_lines(done.stdout)
+    }
     assert got == {port: ("dns", "asked.example") for port in (40001, 40002, 40003, 40004)}
     # a TCP header whose data offset points inside itself (a fuzzed capture): a flow by its ports all the same
     from scapy.layers.inet import TCP
-    damaged = bytearray(bytes(Ether() / IP(src="10.0.0.9", dst="10.0.0.53") / TCP(sport=40009, dport=88, flags="PA")
-                              / (b"\x00" * 8)))
+
+    damaged = bytearray(
+        bytes(Ether() / IP(src="10.0.0.9", dst="10.0.0.53") / TCP(sport=40009, dport=88, flags="PA") / (b"\x00" * 8))
+    )
     damaged[14 + 20 + 12] = 0x20
     wrpcap(str(tmp_path / "damaged-tcp.pcap"), [Ether(bytes(damaged))])
     [flow] = json_lines(run_replay("--json", tmp_path / "damaged-tcp.pcap").stdout)
@@ -293,24 +324,34 @@ def test_reordered_segments_are_put_in_place_before_they_are_read(tmp_path: Path
 
     def flow(sport: int, dport: int, pieces: list[tuple[int, bytes]]) -> list[Ether]:
         c, s = "10.2.0.1", "10.2.0.2"
-        frames = [Ether() / IP(src=c, dst=s) / TCP(sport=sport, dport=dport, flags="S", seq=1000),
-                  Ether() / IP(src=s, dst=c) / TCP(sport=dport, dport=sport, flags="SA", seq=5000, ack=1001)]
-        return frames + [Ether() / IP(src=c, dst=s) / TCP(sport=sport, dport=dport, flags="PA", seq=1001 + at, ack=5001)
-                         / data for at, data in pieces]
+        frames = [
+            Ether() / IP(src=c, dst=s) / TCP(sport=sport, dport=dport, flags="S", seq=1000),
+            Ether() / IP(src=s, dst=c) / TCP(sport=dport, dport=sport, flags="SA", seq=5000, ack=1001),
+        ]
+        return frames + [
+            Ether() / IP(src=c, dst=s) / TCP(sport=sport, dport=dport, flags="PA", seq=1001 + at, ack=5001) / data
+            for at, data in pieces
+        ]
 
     hello = qi.tls_client_hello(b"in.order.example")
     record = b"\x16\x03\x01" + struct.pack("!H", len(hello)) + hello
     request = b"GET / HTTP/1.1\r\nHost: reordered.example\r\nUser-Agent: t\r\n\r\n"
-    frames = (flow(41001, 443, [(60, record[60:]), (25, record[25:60]), (0, record[:25])])      # all reversed
-              + flow(41002, 443, [(0, record[:40]), (0, record[:40]), (20, record[20:])])      # retransmitted
-              + flow(41003, 80, [(12, request[12:]), (12, request[12:]), (0, request[:12])])   # ahead, twice
-              + flow(41004, 443, [(0, record[:30]), (90, record[90:])]))                       # a lasting hole
+    frames = (
+        flow(41001, 443, [(60, record[60:]), (25, record[25:60]), (0, record[:25])])  # all reversed
+        + flow(41002, 443, [(0, record[:40]), (0, record[:40]), (20, record[20:])])  # retransmitted
+        + flow(41003, 80, [(12, request[12:]), (12, request[12:]), (0, request[:12])])  # ahead, twice
+        + flow(41004, 443, [(0, record[:30]), (90, record[90:])])
+    )  # a lasting hole
     wrpcap(str(tmp_path / "reordered.pcap"), frames)
     done = run_replay("--json", tmp_path / "reordered.pcap")
     assert done.returncode == 0, done.stderr
     got = {f["src_port"]: (f["app_proto"], f["app_host"]) for f in json_lines(done.stdout)}
-    assert got == {41001: ("tls", "in.order.example"), 41002: ("tls", "in.order.example"),
-                   41003: ("http", "reordered.example"), 41004: ("tls", None)}
+    assert got == {
+        41001: ("tls", "in.order.example"),
+        41002: ("tls", "in.order.example"),
+        41003: ("http", "reordered.example"),
+        41004: ("tls", None),
+    }
 
 
 def test_a_stream_whose_first_segment_the_capture_lost_is_read_from_after_the_hole(tmp_path: Path) -> None:
@@ -321,8 +362,10 @@ def test_a_stream_whose_first_segment_the_capture_lost_is_read_from_after_the_ho
     from scapy.utils import wrpcap
 
     c, s = "10.2.0.1", "10.2.0.2"
-    frames = [Ether() / IP(src=c, dst=s) / TCP(sport=41010, dport=80, flags="S", seq=1000),
-              Ether() / IP(src=s, dst=c) / TCP(sport=80, dport=41010, flags="SA", seq=5000, ack=1001)]
+    frames = [
+        Ether() / IP(src=c, dst=s) / TCP(sport=41010, dport=80, flags="S", seq=1000),
+        Ether() / IP(src=s, dst=c) / TCP(sport=80, dport=41010, flags="SA", seq=5000, ack=1001),
+    ]
     lost = b"GET /lost HTTP/1.1\r\nHost: lost.example\r\n\r\n"
     request = b"GET /next HTTP/1.1\r\nHost: after.loss.example\r\n\r\n"
     seq = 1001 + len(lost)
@@ -345,17 +388,27 @@ def test_a_weak_signature_does_not_outvote_the_port_another_app_owns(tmp_path: P
 
     def exchange(sport: int, dport: int, ask: bytes, answer: bytes | None) -> list[Ether]:
         c, s = "10.2.1.1", "10.2.1.2"
-        frames = [Ether() / IP(src=c, dst=s) / TCP(sport=sport, dport=dport, flags="S", seq=1000),
-                  Ether() / IP(src=s, dst=c) / TCP(sport=dport, dport=sport, flags="SA", seq=5000, ack=1001),
-                  Ether() / IP(src=c, dst=s) / TCP(sport=sport, dport=dport, flags="PA", seq=1001, ack=5001) / ask]
+        frames = [
+            Ether() / IP(src=c, dst=s) / TCP(sport=sport, dport=dport, flags="S", seq=1000),
+            Ether() / IP(src=s, dst=c) / TCP(sport=dport, dport=sport, flags="SA", seq=5000, ack=1001),
+            Ether() / IP(src=c, dst=s) / TCP(sport=sport, dport=dport, flags="PA", seq=1001, ack=5001) / ask,
+        ]
         if answer is not None:
-            frames.append(Ether() / IP(src=s, dst=c) / TCP(sport=dport, dport=sport, flags="PA", seq=5001,
-                                                             ack=1001 + len(ask)) / answer)
+            frames.append(
+                Ether()
+                / IP(src=s, dst=c)
+                / TCP(sport=dport, dport=sport, flags="PA", seq=5001, ack=1001 + len(ask))
+                / answer
+            )
         return frames
 
     zbx = b"ZBXD\x01" + struct.pack("<Q", 1) + b"1"
-    frames = (exchange(42001, 43, b"example.com\r\n", None) + exchange(42002, 47000, b"example.com\r\n", None)
-              + exchange(42003, 10050, b"agent.ping\n", zbx) + exchange(42004, 10050, b"agent.ping\n", None))
+    frames = (
+        exchange(42001, 43, b"example.com\r\n", None)
+        + exchange(42002, 47000, b"example.com\r\n", None)
+        + exchange(42003, 10050, b"agent.ping\n", zbx)
+        + exchange(42004, 10050, b"agent.ping\n", None)
+    )
     wrpcap(str(tmp_path / "weak.pcap"), frames)
     done = run_replay("--json", tmp_path / "weak.pcap")
     assert done.returncode == 0, done.stderr
@@ -375,10 +428,14 @@ def test_a_flow_that_ends_unidentified_is_named_by_its_port_at_port_confidence(t
         ports = (dport, 50000) if back else (50000, dport)
         return Ether() / IP(src=ends[0], dst=ends[1]) / TCP(sport=ports[0], dport=ports[1], flags=flags) / payload
 
-    frames = [segment(22, "S"), segment(22, "SA", back=True),           # a probe of ssh's port, nothing said
-              segment(40123, "S"),                                       # a probe of a port no app owns
-              segment(40124, "S"), segment(40124, "SA", back=True),
-              segment(40124, "PA", b"\x01\x02")]                        # two bytes: nothing to decide from
+    frames = [
+        segment(22, "S"),
+        segment(22, "SA", back=True),  # a probe of ssh's port, nothing said
+        segment(40123, "S"),  # a probe of a port no app owns
+        segment(40124, "S"),
+        segment(40124, "SA", back=True),
+        segment(40124, "PA", b"\x01\x02"),
+    ]  # two bytes: nothing to decide from
     wrpcap(str(tmp_path / "probes.pcap"), frames)
     done = run_replay("--json", tmp_path / "probes.pcap")
     assert done.returncode == 0, done.stderr
@@ -393,8 +450,10 @@ def test_a_port_guess_takes_the_lower_port_when_both_are_some_apps(tmp_path: Pat
     from scapy.layers.l2 import Ether
     from scapy.utils import wrpcap
 
-    wrpcap(str(tmp_path / "ports.pcap"), [Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / TCP(sport=110, dport=179,
-                                                                                             flags="A")])
+    wrpcap(
+        str(tmp_path / "ports.pcap"),
+        [Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / TCP(sport=110, dport=179, flags="A")],
+    )
     [flow] = json_lines(run_replay("--json", tmp_path / "ports.pcap").stdout)
     assert (flow["dest_port"], flow["app_proto"], flow["app_confidence"]) == (179, "pop3", 30)
 
@@ -413,8 +472,15 @@ def test_a_tuple_seen_again_after_its_idle_timeout_is_a_new_flow(tmp_path: Path)
         return frame
 
     noise = [ask(f"n{i}.example", 1_700_000_001 + i, sport=20000 + i) for i in range(200)]
-    wrpcap(str(tmp_path / "idle.pcap"), [ask("first.example", 1_700_000_000), *noise,
-                                         ask("again.example", 1_700_000_600), ask("soon.example", 1_700_000_610)])
+    wrpcap(
+        str(tmp_path / "idle.pcap"),
+        [
+            ask("first.example", 1_700_000_000),
+            *noise,
+            ask("again.example", 1_700_000_600),
+            ask("soon.example", 1_700_000_610),
+        ],
+    )
     done = run_replay("--json", tmp_path / "idle.pcap")
     assert done.returncode == 0, done.stderr
     ours = [f for f in json_lines(done.stdout) if f["src_port"] == 33333]
@@ -428,17 +494,23 @@ def test_replay_reads_what_an_ip_in_ip_tunnel_carries(tmp_path: Path) -> None:
     from scapy.utils import wrpcap
 
     request = b"GET / HTTP/1.1\r\nHost: inner.example\r\nUser-Agent: curl/8\r\n\r\n"
-    inner = [IP(src="192.168.0.1", dst="10.10.10.1") / TCP(sport=40000, dport=80, flags=f, seq=s) / payload
-             for f, s, payload in (("S", 0, b""), ("PA", 1, request))]
-    frames = [Ether() / IPv6(src="2001:db8::1", dst="2001:db8::2") / packet for packet in inner]   # 4in6
+    inner = [
+        IP(src="192.168.0.1", dst="10.10.10.1") / TCP(sport=40000, dport=80, flags=f, seq=s) / payload
+        for f, s, payload in (("S", 0, b""), ("PA", 1, request))
+    ]
+    frames = [Ether() / IPv6(src="2001:db8::1", dst="2001:db8::2") / packet for packet in inner]  # 4in6
     frames += [Ether() / IP(src="198.51.100.1", dst="198.51.100.2") / packet for packet in inner[:1]]  # 4in4
     wrpcap(str(tmp_path / "tunnel.pcap"), frames)
     done = run_replay("--json", tmp_path / "tunnel.pcap")
     assert done.returncode == 0, done.stderr
     # both tunnels carry the same inner flow; each tunnel's outer packets are its own flow (as Suricata's)
     [flow] = [f for f in json_lines(done.stdout) if f["proto"] == "TCP"]
-    assert (flow["src_ip"], flow["dest_ip"], flow["proto"], flow["dest_port"]) == ("192.168.0.1", "10.10.10.1",
-                                                                                   "TCP", 80)
+    assert (flow["src_ip"], flow["dest_ip"], flow["proto"], flow["dest_port"]) == (
+        "192.168.0.1",
+        "10.10.10.1",
+        "TCP",
+        80,
+    )
     assert (flow["app_proto"], flow["app_host"]) == ("http", "inner.example")
     tunnels = {(f["src_ip"], f["dest_ip"], f["proto"]) for f in json_lines(done.stdout) if f["proto"] != "TCP"}
     assert tunnels == {("2001:db8::1", "2001:db8::2", "4"), ("198.51.100.1", "198.51.100.2", "4")}
@@ -451,27 +523,29 @@ def test_replay_reads_the_station_traffic_a_capwap_data_channel_carries(tmp_path
     from scapy.packet import Raw
     from scapy.utils import wrpcap
 
-    header = bytes.fromhex("00204320") + bytes(12)          # CAPWAP: HLEN 16 bytes, WBID 802.11, T set
+    header = bytes.fromhex("00204320") + bytes(12)  # CAPWAP: HLEN 16 bytes, WBID 802.11, T set
     station, ap = bytes.fromhex("1caba7f2139d"), bytes.fromhex("580a20690e20")
-    llc = bytes.fromhex("aaaa030000000800")                 # LLC/SNAP, IPv4
+    llc = bytes.fromhex("aaaa030000000800")  # LLC/SNAP, IPv4
 
-    def dot11(frame_control: bytes) -> bytes:               # 24-byte 802.11 header, to the AP
+    def dot11(frame_control: bytes) -> bytes:  # 24-byte 802.11 header, to the AP
         return frame_control + b"\x2c\x00" + ap + station + b"\xff" * 6 + b"\x00\x00"
 
     def capwap(payload: bytes) -> Ether:
         return Ether() / IP(src="192.168.10.10", dst="192.168.10.9") / UDP(sport=12380, dport=5247) / Raw(payload)
 
     ask = bytes(IP(src="10.1.1.5", dst="10.1.1.1") / UDP(sport=40000, dport=53) / DNS(qd=DNSQR(qname="ap.example")))
-    frames = [capwap(header + dot11(b"\x08\x01") + llc + ask),   # data frame, frame control as the standard has it
-              capwap(header + dot11(b"\x01\x08") + llc + ask),   # ... and high byte first, as some controllers do
-              capwap(header + dot11(b"\x40\x00") + bytes(16))]   # a probe request: no station traffic inside
+    frames = [
+        capwap(header + dot11(b"\x08\x01") + llc + ask),  # data frame, frame control as the standard has it
+        capwap(header + dot11(b"\x01\x08") + llc + ask),  # ... and high byte first, as some controllers do
+        capwap(header + dot11(b"\x40\x00") + bytes(16)),
+    ]  # a probe request: no station traffic inside
     wrpcap(str(tmp_path / "capwap.pcap"), frames)
     done = run_replay("--json", tmp_path / "capwap.pcap")
     assert done.returncode == 0, done.stderr
     flows = {(f["src_ip"], f["dest_port"]): f for f in json_lines(done.stdout)}
     inner = flows[("10.1.1.5", 53)]
     assert (inner["app_proto"], inner["app_host"], inner["pkts_toserver"]) == ("dns", "ap.example", 2)
-    assert flows[("192.168.10.10", 5247)]["pkts_toserver"] == 1   # the management frame stays CAPWAP's
+    assert flows[("192.168.10.10", 5247)]["pkts_toserver"] == 1  # the management frame stays CAPWAP's
 
 
 def test_replay_reads_through_mpls_pppoe_gtp_vxlan_and_tzsp(tmp_path: Path) -> None:
@@ -483,26 +557,30 @@ def test_replay_reads_through_mpls_pppoe_gtp_vxlan_and_tzsp(tmp_path: Path) -> N
     from scapy.utils import wrpcap
 
     def ask(sport: int) -> bytes:
-        return bytes(IP(src="10.1.1.5", dst="10.1.1.1") / UDP(sport=sport, dport=53) / DNS(qd=DNSQR(qname="in.example")))
+        return bytes(
+            IP(src="10.1.1.5", dst="10.1.1.1") / UDP(sport=sport, dport=53) / DNS(qd=DNSQR(qname="in.example"))
+        )
 
     def udp(dport: int, payload: bytes) -> Ether:
         return Ether() / IP(src="192.0.2.1", dst="192.0.2.2") / UDP(sport=30000, dport=dport) / Raw(payload)
 
-    mpls = bytes.fromhex("00012000") + bytes.fromhex("00013140")          # two labels, the second bottom-of-stack
+    mpls = bytes.fromhex("00012000") + bytes.fromhex("00013140")  # two labels, the second bottom-of-stack
     pppoe = bytes.fromhex("11000001") + struct.pack("!H", 2 + 40) + b"\x00\x21"
     gtp = bytes.fromhex("30ff") + struct.pack("!H", 40) + bytes.fromhex("00000001")
     # GTP with sequence number and one PDU-session extension header (length 1 = 4 bytes, next type 0)
-    gtp_ext = bytes.fromhex("34ff") + struct.pack("!H", 48) + bytes.fromhex("00000001" "00000085" "01000900")
+    gtp_ext = bytes.fromhex("34ff") + struct.pack("!H", 48) + bytes.fromhex("000000010000008501000900")
     vxlan = bytes.fromhex("0800000000000100") + b"\x02" * 12 + b"\x08\x00"
     # TZSP: version 1, received frame, Ethernet; an RSSI tag (10, length 1), padding, END; the frame 802.1Q-tagged
-    tzsp = bytes.fromhex("01000001" "0a01c4" "00" "01") + b"\x02" * 12 + bytes.fromhex("81000064") + b"\x08\x00"
-    frames = [Ether(type=0x8847) / Raw(mpls + ask(40001)),
-              Ether(type=0x8864) / Raw(pppoe + ask(40002)),
-              udp(2152, gtp + ask(40003)),
-              udp(2152, gtp_ext + ask(40004)),
-              udp(4789, vxlan + ask(40005)),
-              udp(37008, tzsp + ask(40006)),
-              udp(2152, bytes.fromhex("32010004") + bytes(8))]            # GTP echo request: GTP's own flow
+    tzsp = bytes.fromhex("010000010a01c40001") + b"\x02" * 12 + bytes.fromhex("81000064") + b"\x08\x00"
+    frames = [
+        Ether(type=0x8847) / Raw(mpls + ask(40001)),
+        Ether(type=0x8864) / Raw(pppoe + ask(40002)),
+        udp(2152, gtp + ask(40003)),
+        udp(2152, gtp_ext + ask(40004)),
+        udp(4789, vxlan + ask(40005)),
+        udp(37008, tzsp + ask(40006)),
+        udp(2152, bytes.fromhex("32010004") + bytes(8)),
+    ]  # GTP echo request: GTP's own flow
     wrpcap(str(tmp_path / "tunnels.pcap"), frames)
     done = run_replay("--json", tmp_path / "tunnels.pcap")
     assert done.returncode == 0, done.stderr
@@ -513,13 +591,19 @@ def test_replay_reads_through_mpls_pppoe_gtp_vxlan_and_tzsp(tmp_path: Path) -> N
     assert flows[("192.0.2.1", 30000)]["pkts_toserver"] == 1
 
 
-DOT11_DATA = bytes.fromhex("0801" "0000") + b"\x02" * 18 + b"\x00\x00" + bytes.fromhex("aaaa030000000800")
-LINK_HEADERS = {   # link type -> what comes before the IPv4 packet
-    1: b"\x02" * 12 + b"\x08\x00", 101: b"", 0: struct.pack("<I", 2), 9: bytes.fromhex("ff030021"),
-    50: bytes.fromhex("ff030021"), 104: bytes.fromhex("0f000800"), 113: bytes(14) + b"\x08\x00",
-    276: b"\x08\x00" + bytes(18), 105: DOT11_DATA,
-    127: bytes.fromhex("0000" "0800" "00000000") + DOT11_DATA,                 # radiotap, no fields
-    192: bytes.fromhex("0000" "0800") + struct.pack("<I", 105) + DOT11_DATA,   # PPI over 802.11
+DOT11_DATA = bytes.fromhex("08010000") + b"\x02" * 18 + b"\x00\x00" + bytes.fromhex("aaaa030000000800")
+LINK_HEADERS = {  # link type -> what comes before the IPv4 packet
+    1: b"\x02" * 12 + b"\x08\x00",
+    101: b"",
+    0: struct.pack("<I", 2),
+    9: bytes.fromhex("ff030021"),
+    50: bytes.fromhex("ff030021"),
+    104: bytes.fromhex("0f000800"),
+    113: bytes(14) + b"\x08\x00",
+    276: b"\x08\x00" + bytes(18),
+    105: DOT11_DATA,
+    127: bytes.fromhex("0000080000000000") + DOT11_DATA,  # radiotap, no fields
+    192: bytes.fromhex("00000800") + struct.pack("<I", 105) + DOT11_DATA,  # PPI over 802.11
 }
 
 
@@ -533,8 +617,11 @@ def test_every_link_type_is_read_to_its_ip_packet(tmp_path: Path, link: int) -> 
     ip = bytes(IP(src="10.9.0.1", dst="10.9.0.2") / UDP(sport=40000, dport=53) / DNS(qd=DNSQR(qname="link.example")))
     frame = LINK_HEADERS[link] + ip
     path = tmp_path / f"link{link}.pcap"
-    path.write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, link)
-                     + struct.pack("<IIII", 1_700_000_000, 0, len(frame), len(frame)) + frame)
+    path.write_bytes(
+        struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, link)
+        + struct.pack("<IIII", 1_700_000_000, 0, len(frame), len(frame))
+        + frame
+    )
     done = run_replay("--json", path)
     assert done.returncode == 0, done.stderr
     [flow] = json_lines(done.stdout)
@@ -542,14 +629,17 @@ def test_every_link_type_is_read_to_its_ip_packet(tmp_path: Path, link: int) -> 
 
 
 def test_wireless_frames_that_carry_no_data_are_not_flows(tmp_path: Path) -> None:
-    beacon = bytes.fromhex("8000") + bytes(22) + bytes(40)                      # management
-    protected = bytes.fromhex("0841") + DOT11_DATA[2:] + bytes(40)               # encrypted data
-    bogus_radiotap = bytes.fromhex("0000" "ff7f" "00000000") + DOT11_DATA          # header longer than the frame
+    beacon = bytes.fromhex("8000") + bytes(22) + bytes(40)  # management
+    protected = bytes.fromhex("0841") + DOT11_DATA[2:] + bytes(40)  # encrypted data
+    bogus_radiotap = bytes.fromhex("0000ff7f00000000") + DOT11_DATA  # header longer than the frame
     frames = [(105, beacon), (105, protected), (127, bogus_radiotap), (105, DOT11_DATA[:20])]
     for i, (link, frame) in enumerate(frames):
         path = tmp_path / f"w{i}.pcap"
-        path.write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, link)
-                         + struct.pack("<IIII", 1_700_000_000, 0, len(frame), len(frame)) + frame)
+        path.write_bytes(
+            struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, link)
+            + struct.pack("<IIII", 1_700_000_000, 0, len(frame), len(frame))
+            + frame
+        )
         done = run_replay("--json", path)
         assert done.returncode == 0 and json_lines(done.stdout) == [], (i, done.stderr)
 
@@ -565,21 +655,26 @@ def test_garbage_inside_tunnels_is_counted_never_over_read(tmp_path: Path) -> No
     eth, capwap_hdr = b"\x02" * 12, bytes.fromhex("00204320") + bytes(12)
 
     def ipv4(proto: int, body: bytes) -> bytes:
-        head = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(body), 1, 0, 64, proto, 0, bytes([10, 0, 0, 1]),
-                           bytes([10, 0, 0, 2]))
+        head = struct.pack(
+            "!BBHHHBBH4s4s", 0x45, 0, 20 + len(body), 1, 0, 64, proto, 0, bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
+        )
         return head + body
 
     def garbage() -> bytes:
         body = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 80)))
-        if rng.random() < 0.5:   # something that looks like IPv4 or IPv6, then nonsense
-            body = bytes([rng.choice((0x45, 0x46, 0x4f, 0x60))]) + body
+        if rng.random() < 0.5:  # something that looks like IPv4 or IPv6, then nonsense
+            body = bytes([rng.choice((0x45, 0x46, 0x4F, 0x60))]) + body
         return body
 
     def cut(head: bytes) -> bytes:
         return head[: rng.randrange(len(head) + 1)]
 
-    gtp_heads = (bytes.fromhex("30ff00280000000101"), bytes.fromhex("34ff0030000000010000008501000900"),
-                 bytes.fromhex("34ff0030000000010000008500"), bytes.fromhex("34ff003000000001000000850000"))
+    gtp_heads = (
+        bytes.fromhex("30ff00280000000101"),
+        bytes.fromhex("34ff0030000000010000008501000900"),
+        bytes.fromhex("34ff0030000000010000008500"),
+        bytes.fromhex("34ff003000000001000000850000"),
+    )
     frames = []
     for _ in range(3000):
         inner = garbage()
@@ -589,15 +684,22 @@ def test_garbage_inside_tunnels_is_counted_never_over_read(tmp_path: Path) -> No
         elif kind < 0.45:
             frames.append(eth + b"\x88\x47" + cut(bytes.fromhex("0001200000013140")) + inner)
         elif kind < 0.55:
-            frames.append(eth + b"\x88\x64" + cut(bytes.fromhex("110000010030") + rng.choice((b"\x00\x21", b"\x00\x57")))
-                          + inner)
+            frames.append(
+                eth + b"\x88\x64" + cut(bytes.fromhex("110000010030") + rng.choice((b"\x00\x21", b"\x00\x57"))) + inner
+            )
         elif kind < 0.75:
-            port, head = rng.choice(((2152, cut(rng.choice(gtp_heads))),
-                                     (4789, cut(bytes.fromhex("0800000000000100") + b"\x02" * 12 + b"\x86\xdd")),
-                                     (37008, cut(bytes.fromhex("010000010a01c40001") + b"\x02" * 12 + b"\x08\x00")),
-                                     (37008, bytes.fromhex("01000001") + cut(bytes.fromhex("0aff")))))
+            port, head = rng.choice(
+                (
+                    (2152, cut(rng.choice(gtp_heads))),
+                    (4789, cut(bytes.fromhex("0800000000000100") + b"\x02" * 12 + b"\x86\xdd")),
+                    (37008, cut(bytes.fromhex("010000010a01c40001") + b"\x02" * 12 + b"\x08\x00")),
+                    (37008, bytes.fromhex("01000001") + cut(bytes.fromhex("0aff"))),
+                )
+            )
             payload = head + inner
-            frames.append(eth + b"\x08\x00" + ipv4(17, struct.pack("!HHHH", 30000, port, 8 + len(payload), 0) + payload))
+            frames.append(
+                eth + b"\x08\x00" + ipv4(17, struct.pack("!HHHH", 30000, port, 8 + len(payload), 0) + payload)
+            )
         else:
             dot11 = bytes([rng.choice((0x08, 0x88, 0x01))]) + bytes(rng.randrange(256) for _ in range(23))
             payload = capwap_hdr + dot11 + bytes.fromhex("aaaa03000000") + rng.choice((b"\x08\x00", b"\x86\xdd"))
@@ -613,7 +715,7 @@ def test_garbage_inside_tunnels_is_counted_never_over_read(tmp_path: Path) -> No
     assert replayer.problems == []
     stats = replayer.stats()
     packets = sum(f["pkts_toserver"] + f["pkts_toclient"] for f in flows)
-    assert packets + sum(stats["drops"].values()) >= len(frames)   # every frame is in a flow or a drop count
+    assert packets + sum(stats["drops"].values()) >= len(frames)  # every frame is in a flow or a drop count
 
 
 def test_records_built_in_the_extension_equal_those_built_from_events() -> None:
@@ -660,6 +762,9 @@ def test_json_lines_written_by_the_extension_are_orjsons_bytes(tmp_path: Path) -
         got = sorted(without_flow_id(line) for line in Replayer().replay_file_json(capture).splitlines())
         assert got and got == want, capture
     odd = [json.loads(line) for line in Replayer().replay_file_json(str(odd_capture)).splitlines()]
-    assert {r["app_host"] for r in odd} == {"bücher._http._tcp.local", "bad\ufffd\ufffd._http._tcp.local",
-                                           'q"uote\\x\x01._http._tcp.local'}
+    assert {r["app_host"] for r in odd} == {
+        "bücher._http._tcp.local",
+        "bad\ufffd\ufffd._http._tcp.local",
+        'q"uote\\x\x01._http._tcp.local',
+    }
     assert {r["pcap_file"] for r in odd} == {'odd "names".pcap'}

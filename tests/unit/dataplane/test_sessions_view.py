@@ -78,8 +78,12 @@ spec:
 
 
 def policy(tmp_path: Path, version: int = 1, extra: str = "") -> Any:
-    return compile_documents(tmp_path, POLICY.replace("{extra}", textwrap.indent(extra, "    ")), version=version,
-                             name=f"policy-{version}.yaml")
+    return compile_documents(
+        tmp_path,
+        POLICY.replace("{extra}", textwrap.indent(extra, "    ")),
+        version=version,
+        name=f"policy-{version}.yaml",
+    )
 
 
 def frame(src: tuple[str, str], dst: tuple[str, str], l4: Any) -> Ether:
@@ -102,15 +106,23 @@ class Host:
         self.wire.load(p)
         self.generations[self.wire.engine.tables.generation] = p
 
-    def connect(self, client: tuple[str, str], server: tuple[str, str], sport: int, dport: int,
-                payload: bytes = b"", now: int = 10 * S) -> None:
+    def connect(
+        self,
+        client: tuple[str, str],
+        server: tuple[str, str],
+        sport: int,
+        dport: int,
+        payload: bytes = b"",
+        now: int = 10 * S,
+    ) -> None:
         w = self.wire
         w.engine.inject(w.vm, bytes(frame(client, server, tcp(sport, dport, "S", seq=100))), now)
         w.engine.inject(w.up, bytes(frame(server, client, tcp(dport, sport, "SA", seq=500, ack=101))), now)
         w.engine.inject(w.vm, bytes(frame(client, server, tcp(sport, dport, "A", seq=101, ack=501))), now)
         if payload:
-            w.engine.inject(w.vm, bytes(frame(client, server, tcp(sport, dport, "PA", seq=101, ack=501,
-                                                                  payload=payload))), now)
+            w.engine.inject(
+                w.vm, bytes(frame(client, server, tcp(sport, dport, "PA", seq=101, ack=501, payload=payload))), now
+            )
         w.engine.take_tx(w.vm)
         w.engine.take_tx(w.up)
 
@@ -128,7 +140,7 @@ def host(tmp_path: Path) -> Host:
     h.connect(WEB1, SRV, 41001, 80, b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n")
     h.connect(WEB2, SRV, 41002, 80, b"GET / HTTP/1.1\r\nHost: b.example\r\n\r\n")
     h.connect(WEB1, DB1, 41003, 5432)
-    h.connect(WEB2, SRV, 41004, 22)   # no rule: the implicit default deny (the flow is kept to drop retries)
+    h.connect(WEB2, SRV, 41004, 22)  # no rule: the implicit default deny (the flow is kept to drop retries)
     dns = bytes(frame(WEB1, SRV, UDP(sport=41005, dport=53) / DNS(rd=1, qd=DNSQR(qname="example.org"))))
     h.wire.engine.inject(h.wire.vm, dns, 10 * S)
     h.wire.engine.take_tx(h.wire.up)
@@ -146,7 +158,7 @@ def test_each_filter_field_selects_exactly_its_flows(host: Host) -> None:
     assert ports(host.listing(app="http")) == [41001, 41002]
     assert ports(host.listing(app="dns")) == [41005]
     assert ports(host.listing(rule="web-http")) == [41001, 41002]
-    assert ports(host.listing(rule="db-in")) == [41003]            # the ingress rule of a cross-vsys flow
+    assert ports(host.listing(rule="db-in")) == [41003]  # the ingress rule of a cross-vsys flow
     assert ports(host.listing(rule="default-deny")) == [41004]
     assert ports(host.listing(port="80")) == [41001, 41002]
     assert ports(host.listing(sport="41003")) == [41003]
@@ -162,13 +174,23 @@ def test_each_filter_field_selects_exactly_its_flows(host: Host) -> None:
 
 def test_a_listed_session_says_what_an_operator_asks(host: Host) -> None:
     (web,) = host.listing(sport="41001")
-    assert (web["vsys"], web["src_vm"], web["dest_ip"], web["dest_port"], web["proto"]) == \
-        ("tenant-a", "web-01", SRV_IP, 80, "TCP")
-    assert (web["app_proto"], web["app"], web["app_host"], web["rule"], web["state"]) == \
-        ("http", "http", "a.example", "web-http", "established")
+    assert (web["vsys"], web["src_vm"], web["dest_ip"], web["dest_port"], web["proto"]) == (
+        "tenant-a",
+        "web-01",
+        SRV_IP,
+        80,
+        "TCP",
+    )
+    assert (web["app_proto"], web["app"], web["app_host"], web["rule"], web["state"]) == (
+        "http",
+        "http",
+        "a.example",
+        "web-http",
+        "established",
+    )
     assert web["pkts_toserver"] == 3 and web["pkts_toclient"] == 1 and web["bypass"] is False
     assert web["host"] == "host-a" and web["action"] == "allow" and web["age"] >= 0
-    assert web["inspected"] is False   # its rule names no threat profile
+    assert web["inspected"] is False  # its rule names no threat profile
     (db,) = host.listing(vm="db-01")
     assert (db["dest_vm"], db["rule"], db["rule_ingress"]) == ("db-01", "to-db", "db-in")
     (denied,) = host.listing(action="deny")
@@ -178,7 +200,7 @@ def test_a_listed_session_says_what_an_operator_asks(host: Host) -> None:
 
 
 def test_paging_covers_a_table_larger_than_a_page_in_short_requests(tmp_path: Path) -> None:
-    h = Host(tmp_path, capacity=8192, scan=1000)   # every loop request looks at 1,000 slots at most
+    h = Host(tmp_path, capacity=8192, scan=1000)  # every loop request looks at 1,000 slots at most
     engine = h.wire.engine
     for n in range(3000):
         engine.inject(h.wire.vm, syn(20000 + n, 10000 + n), 10 * S)
@@ -211,7 +233,7 @@ def test_clearing_a_connection_resets_both_ends_and_logs_cleared(host: Host) -> 
     # the record as EveWriter writes it (the writer adds `host`)
     record = eve_record(ended, host.generations[w.engine.tables.generation]) | {"host": "fw-1"}
     assert record["flow"]["reason"] == "cleared" and problems([record]) == []
-    assert ports(host.listing()) == [41002, 41003, 41004, 41005]      # gone for the operator at once
+    assert ports(host.listing()) == [41002, 41003, 41004, 41005]  # gone for the operator at once
     # the client's next segment: a RST back to it, and one onward to the server in its place
     onward, back = w.from_vm(frame(WEB1, SRV, tcp(41001, 80, "PA", seq=140, ack=501, payload=b"more")), 11 * S)
     assert [bytes(f)[47] & 0x04 for f in back] == [0x04] and Ether(back[0])[TCP].dport == 41001
@@ -239,28 +261,34 @@ def test_a_silent_clear_sends_nothing_and_a_new_flow_starts_afresh(host: Host) -
     assert again["flow_id"] != old
 
 
-@pytest.mark.parametrize(("words", "message"), [
-    (["colour=red"], "unknown filter field 'colour'"),
-    (["web-01"], "filter words are FIELD=VALUE"),
-    (["src=10.77.0.300"], "src=10.77.0.300: '10.77.0.300' is not an IP address"),
-    (["port=http"], "port=http: a port is a number from 0 to 65535"),
-    (["port=70000"], "port=70000"),
-    (["proto=tcpp"], "proto=tcpp"),
-    (["state=open"], "state=open"),
-    (["vm=web-01", "vm=web-02"], "'vm' is given twice"),
-    (["id=-4"], "id=-4"),
-])
+@pytest.mark.parametrize(
+    ("words", "message"),
+    [
+        (["colour=red"], "unknown filter field 'colour'"),
+        (["web-01"], "filter words are FIELD=VALUE"),
+        (["src=10.77.0.300"], "src=10.77.0.300: '10.77.0.300' is not an IP address"),
+        (["port=http"], "port=http: a port is a number from 0 to 65535"),
+        (["port=70000"], "port=70000"),
+        (["proto=tcpp"], "proto=tcpp"),
+        (["state=open"], "state=open"),
+        (["vm=web-01", "vm=web-02"], "'vm' is given twice"),
+        (["id=-4"], "id=-4"),
+    ],
+)
 def test_a_malformed_filter_is_one_sentence_naming_the_value(words: list[str], message: str) -> None:
     with pytest.raises(FilterError, match=message.replace("(", r"\(").replace(".", r"\.")):
         SessionFilter.parse(words)
 
 
-@pytest.mark.parametrize(("field", "message"), [
-    ("vm=web-99", "vm=web-99: no workload named 'web-99'"),
-    ("vsys=tenant-z", "vsys=tenant-z: no vsys"),
-    ("rule=web-htp", "rule=web-htp: no rule"),
-    ("app=htttp", "app=htttp: no application"),
-])
+@pytest.mark.parametrize(
+    ("field", "message"),
+    [
+        ("vm=web-99", "vm=web-99: no workload named 'web-99'"),
+        ("vsys=tenant-z", "vsys=tenant-z: no vsys"),
+        ("rule=web-htp", "rule=web-htp: no rule"),
+        ("app=htttp", "app=htttp: no application"),
+    ],
+)
 def test_a_name_the_dataplane_does_not_know_is_refused(host: Host, field: str, message: str) -> None:
     with pytest.raises(FilterError, match=message):
         host.table.page(SessionFilter.parse([field]))
@@ -278,19 +306,28 @@ def test_rule_hits_keep_first_and_last_hit_by_name_across_a_reload_and_a_restart
     # a reload that renumbers rules (one in front) and deletes web-dns
     old = h.wire.engine.tables
     reloaded = policy(tmp_path, 2, extra="- {name: first, from: [any], to: [any], services: [tcp/7], action: allow}\n")
-    reloaded_doc = (tmp_path / "policy-2.yaml").read_text().replace(
-        "    - {name: web-dns, from: [group:web], to: [cidr:10.77.0.100/32], services: [udp/53], action: allow, log: true}\n", "")
+    reloaded_doc = (
+        (tmp_path / "policy-2.yaml")
+        .read_text()
+        .replace(
+            "    - {name: web-dns, from: [group:web], to: [cidr:10.77.0.100/32], services: [udp/53], action: allow, log: true}\n",
+            "",
+        )
+    )
     (tmp_path / "policy-2.yaml").write_text(reloaded_doc)
     reloaded = load_policy(tmp_path / "policy-2.yaml", version=2)
     h.load(reloaded)
-    book.observe(old)                       # the old generation's last counts
-    book.observe(h.wire.engine.tables)      # the new one's rules are the ones in force
+    book.observe(old)  # the old generation's last counts
+    book.observe(h.wire.engine.tables)  # the new one's rules are the ones in force
     clock[0] = 1050.0
     h.connect(WEB2, SRV, 42002, 80)
     book.observe(h.wire.engine.tables)
     hits = {(e["vsys"], e["rule"]): e for e in book.entries()}
-    assert (hits[("tenant-a", "web-http")]["hits"], hits[("tenant-a", "web-http")]["first"],
-            hits[("tenant-a", "web-http")]["last"]) == (2, 1010.0, 1050.0)
+    assert (
+        hits[("tenant-a", "web-http")]["hits"],
+        hits[("tenant-a", "web-http")]["first"],
+        hits[("tenant-a", "web-http")]["last"],
+    ) == (2, 1010.0, 1050.0)
     assert hits[("tenant-a", "first")]["hits"] == 0 and hits[("tenant-a", "first")]["since"] == 1010.0
     # the metric's series: rules in force only; the deleted rule's history stays readable
     assert ("tenant-a", "web-dns") not in book.totals() and book.totals()[("tenant-a", "web-http")] == 2
@@ -327,7 +364,7 @@ def test_a_cleared_connection_is_not_taken_over_by_the_next_process(tmp_path: Pa
     in_force = engine.tables.policy
     table = SessionTable(engine, lambda: {1: in_force})
     assert table.clear(SessionFilter.parse(["sport=43001"])).resets == 1
-    del table, engine   # the process dies before the connection's next segment
+    del table, engine  # the process dies before the connection's next segment
     after = Host(tmp_path)
     assert after.wire.engine.adopt_sessions(memory, layout, now_ns=12 * S)["results"] == {"imported": 1}
     assert ports(after.listing()) == [43002]

@@ -64,11 +64,14 @@ def test_a_table_of_another_build_is_set_aside(state_dir: Path) -> None:
     assert found.table is None and "written by another build of ngfw" in found.refused[0]
 
 
-@pytest.mark.parametrize("damage, reason", [
-    (lambda raw: raw[:100], "shorter than its header"),
-    (lambda raw: b"garbage" + raw[7:], "has no ngfw state header"),
-    (lambda raw: raw[:20] + bytes([raw[20] ^ 0xFF]) + raw[21:], "corrupt header (checksum)"),
-])
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        (lambda raw: raw[:100], "shorter than its header"),
+        (lambda raw: b"garbage" + raw[7:], "has no ngfw state header"),
+        (lambda raw: raw[:20] + bytes([raw[20] ^ 0xFF]) + raw[21:], "corrupt header (checksum)"),
+    ],
+)
 def test_a_damaged_table_is_set_aside(state_dir: Path, damage, reason: str) -> None:
     layout = make_table(state_dir)
     path = state_dir / "flows.state"
@@ -90,7 +93,7 @@ def test_a_snapshot_that_does_not_verify_is_set_aside(state_dir: Path) -> None:
     (state_dir / "sessions.snapshot").write_bytes(bytes(raw))
     found = StateStore(state_dir, "host-a").find_previous(layout["fingerprint"], FORMAT)
     assert found.snapshot is None and "does not verify" in found.refused[0]
-    assert found.table is not None   # the table it belonged to is still there to continue from
+    assert found.table is not None  # the table it belonged to is still there to continue from
     found.table.close()
 
 
@@ -108,14 +111,18 @@ def test_a_state_directory_must_be_memory(tmp_path: Path) -> None:
         StateStore(tmp_path / "state", "host-a")
 
 
-@pytest.mark.parametrize("damage, reason", [
-    (lambda raw: b"NOTABATCH" + raw[9:], "not a session batch"),
-    (lambda raw: raw[:-1] + bytes([raw[-1] ^ 1]), "does not verify"),
-    (lambda raw: raw[:14] + b"}" + raw[15:], "not JSON"),
-])
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        (lambda raw: b"NOTABATCH" + raw[9:], "not a session batch"),
+        (lambda raw: raw[:-1] + bytes([raw[-1] ^ 1]), "does not verify"),
+        (lambda raw: raw[:14] + b"}" + raw[15:], "not JSON"),
+    ],
+)
 def test_a_batch_that_does_not_verify_is_refused_whole(damage, reason: str) -> None:
-    raw = SessionBatch(records=b"\x01" * 80, apps=["", "http"], record_format=FORMAT, count=1,
-                       meta={"workload": "web-01"}).to_bytes()
+    raw = SessionBatch(
+        records=b"\x01" * 80, apps=["", "http"], record_format=FORMAT, count=1, meta={"workload": "web-01"}
+    ).to_bytes()
     assert SessionBatch.from_bytes(raw, FORMAT).meta == {"workload": "web-01"}
     with pytest.raises(StateError, match=reason):
         SessionBatch.from_bytes(damage(raw), FORMAT)

@@ -17,16 +17,33 @@ from ngfw.dataplane.admission import DEFAULT_PER_SOURCE, AdmissionReport, Rate, 
 REPO = Path(__file__).resolve().parents[3]
 
 
-@pytest.mark.parametrize(("text", "rate"), [
-    ("10000/s", Rate(10000, 10000)), ("2500", Rate(2500, 2500)), ("300/s,20", Rate(300, 20)),
-    (" 0.5 / s ", Rate(0.5, 1)), ("off", None), ("0", None), ("OFF", None)])
+@pytest.mark.parametrize(
+    ("text", "rate"),
+    [
+        ("10000/s", Rate(10000, 10000)),
+        ("2500", Rate(2500, 2500)),
+        ("300/s,20", Rate(300, 20)),
+        (" 0.5 / s ", Rate(0.5, 1)),
+        ("off", None),
+        ("0", None),
+        ("OFF", None),
+    ],
+)
 def test_rates_are_read_as_operators_write_them(text: str, rate: Rate | None) -> None:
     assert parse_rate(text) == rate
 
 
-@pytest.mark.parametrize(("text", "says"), [("10k", "is not a rate"), ("-5/s", "is not a rate"),
-                                            ("5/m", "is not a rate"), ("1e12", "is not a rate"),
-                                            ("200000000/s", "at most"), ("10/s,0", "burst must be at least 1")])
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("10k", "is not a rate"),
+        ("-5/s", "is not a rate"),
+        ("5/m", "is not a rate"),
+        ("1e12", "is not a rate"),
+        ("200000000/s", "at most"),
+        ("10/s,0", "burst must be at least 1"),
+    ],
+)
 def test_a_bad_rate_is_refused_in_one_sentence_naming_it(text: str, says: str) -> None:
     with pytest.raises(ValueError) as exc:
         parse_rate(text)
@@ -51,8 +68,13 @@ def test_the_settings_file_takes_the_limits_and_a_bare_off(tmp_path: Path) -> No
 
 
 def test_a_bad_value_on_the_command_line_is_one_line_without_a_traceback() -> None:
-    done = subprocess.run([sys.executable, "-m", "ngfw", "dataplane", "--wire", "a:b", "--syn-limit-per-source",
-                           "lots"], capture_output=True, text=True, cwd=REPO, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "ngfw", "dataplane", "--wire", "a:b", "--syn-limit-per-source", "lots"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert "--syn-limit-per-source: 'lots' is not a rate" in done.stderr.strip().splitlines()[-1]
@@ -82,13 +104,15 @@ def test_the_worst_sources_are_logged_with_what_they_lost_since_the_last_report(
     program = FakeProgram()
     report = AdmissionReport(program, SynLimits(), now=99.0)
     caplog.set_level(logging.WARNING, logger="ngfw.dataplane.admission")
-    assert report.maybe_log(now=100.0) == []          # nothing dropped: no walk of the sources, no line
+    assert report.maybe_log(now=100.0) == []  # nothing dropped: no walk of the sources, no line
     assert program.walks == 0 and not caplog.records
     program.stats["dropped_source"] = 1_500_000
     program.sources = {v4("10.77.0.11"): 1_400_000, v4("10.77.0.12"): 100_000}
     assert report.maybe_log(now=101.0) == [("10.77.0.11", 1_400_000), ("10.77.0.12", 100_000)]
     line = caplog.records[-1].getMessage()
-    assert "1,500,000 SYNs dropped in the kernel in 1.0 s" in line and "10.77.0.11 1,400,000, 10.77.0.12 100,000" in line
+    assert (
+        "1,500,000 SYNs dropped in the kernel in 1.0 s" in line and "10.77.0.11 1,400,000, 10.77.0.12 100,000" in line
+    )
     assert "10,000 SYN/s per source" in line
     # within the interval: no second line, however much more is dropped
     program.stats["dropped_source"] = 2_000_000

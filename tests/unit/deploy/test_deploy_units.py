@@ -17,8 +17,9 @@ UNITS = REPO / "deploy/systemd"
 # loosens the sandbox shows up here
 EXPOSURE = {"ngfw-dataplane.service": 2.0, "ngfw-control.service": 1.2}
 
-needs_systemd = pytest.mark.skipif(shutil.which("systemd-analyze") is None,
-                                   reason="systemd-analyze missing: deploy/install-lab.sh installs systemd")
+needs_systemd = pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None, reason="systemd-analyze missing: deploy/install-lab.sh installs systemd"
+)
 
 
 def ngfw_executable() -> str:
@@ -50,8 +51,9 @@ def test_units_verify(tmp_path: Path) -> None:
 @pytest.mark.parametrize("unit", sorted(EXPOSURE))
 def test_hardening_exposure_does_not_grow(tmp_path: Path, unit: str) -> None:
     path = next(u for u in units_with_this_ngfw(tmp_path) if u.name == unit)
-    done = subprocess.run(["systemd-analyze", "security", "--offline=yes", str(path)], capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", str(path)], capture_output=True, text=True, timeout=60
+    )
     found = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", done.stdout)
     assert found, done.stdout + done.stderr
     assert float(found.group(1)) <= EXPOSURE[unit], done.stdout
@@ -101,13 +103,18 @@ def test_logrotate_rotates_the_eve_file_and_reloads_the_dataplane(tmp_path: Path
     calls = tmp_path / "calls"
     fake = tmp_path / "bin"
     fake.mkdir()
-    (fake / "systemctl").write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\n")
+    (fake / "systemctl").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
     (fake / "systemctl").chmod(0o755)
     conf = (REPO / "deploy/logrotate/ngfw").read_text().replace("/var/log/ngfw", str(logs))
     conf = re.sub(r"\n\s*su ngfw ngfw", "", conf)  # the test runs as whoever runs it
     (tmp_path / "ngfw.conf").write_text(conf)
-    done = subprocess.run(["logrotate", "-f", "-s", str(tmp_path / "state"), str(tmp_path / "ngfw.conf")],
-                          capture_output=True, text=True, timeout=60, env={"PATH": f"{fake}:/usr/sbin:/usr/bin:/bin"})
+    done = subprocess.run(
+        ["logrotate", "-f", "-s", str(tmp_path / "state"), str(tmp_path / "ngfw.conf")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": f"{fake}:/usr/sbin:/usr/bin:/bin"},
+    )
     assert done.returncode == 0, done.stderr
     assert (logs / "eve.json.1").read_text() == '{"event_type":"flow"}\n'
     assert calls.read_text().split() == ["reload", "ngfw-dataplane.service"]

@@ -75,8 +75,15 @@ def test_every_dashboard_panel_queries_prometheus() -> None:
     dashboard = json.loads(DASHBOARD.read_text())
     assert {v["name"] for v in dashboard["templating"]["list"]} == {"datasource"}
     titles = [p["title"] for p in dashboard["panels"]]
-    for wanted in ("Throughput", "Drops by reason", "Sessions per vsys", "Top applications",
-                   "Signature alerts by vsys and severity", "Policy version per host", "Migrations"):
+    for wanted in (
+        "Throughput",
+        "Drops by reason",
+        "Sessions per vsys",
+        "Top applications",
+        "Signature alerts by vsys and severity",
+        "Policy version per host",
+        "Migrations",
+    ):
         assert wanted in titles
     for panel in dashboard["panels"]:
         assert panel["targets"], panel["title"]
@@ -86,7 +93,10 @@ def test_every_dashboard_panel_queries_prometheus() -> None:
 
 
 def documented_metrics() -> set[str]:
-    text = "".join((REPO / "docs" / name).read_text() for name in ("dataplane.md", "inspection.md", "migration.md", "monitoring.md"))
+    text = "".join(
+        (REPO / "docs" / name).read_text()
+        for name in ("dataplane.md", "inspection.md", "migration.md", "monitoring.md")
+    )
     return set(METRIC.findall(text))
 
 

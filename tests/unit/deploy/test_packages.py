@@ -15,8 +15,10 @@ import pytest
 from ngfw.lab.artifacts import ensure_deb
 
 REPO = Path(__file__).resolve().parents[3]
-BUILD_OR_TEST = re.compile(r"^(gcc|g\+\+|cpp|clang|make|build-essential|cython3?|python3-dev|python3-pip|"
-                           r"python3-venv|libpython3[.\d]*-dev|.*-dev|pytest|python3-pytest|scapy|python3-scapy)$")
+BUILD_OR_TEST = re.compile(
+    r"^(gcc|g\+\+|cpp|clang|make|build-essential|cython3?|python3-dev|python3-pip|"
+    r"python3-venv|libpython3[.\d]*-dev|.*-dev|pytest|python3-pytest|scapy|python3-scapy)$"
+)
 
 
 @pytest.fixture(scope="module")
@@ -39,16 +41,21 @@ def test_depends_names_runtime_packages_only(deb: Path) -> None:
 def test_the_package_holds_the_command_units_and_no_build_or_test_tooling(deb: Path) -> None:
     listing = subprocess.run(["dpkg-deb", "-c", str(deb)], capture_output=True, text=True, check=True).stdout
     files = {line.split()[5].lstrip(".") for line in listing.splitlines()}
-    for path in ("/usr/bin/ngfw", "/lib/systemd/system/ngfw-dataplane.service", "/lib/systemd/system/ngfw-control.service",
-                 "/etc/logrotate.d/ngfw", "/usr/share/doc/ngfw/examples/dataplane.yaml",
-                 "/usr/share/doc/ngfw/examples/fail-open.conf"):
+    for path in (
+        "/usr/bin/ngfw",
+        "/lib/systemd/system/ngfw-dataplane.service",
+        "/lib/systemd/system/ngfw-control.service",
+        "/etc/logrotate.d/ngfw",
+        "/usr/share/doc/ngfw/examples/dataplane.yaml",
+        "/usr/share/doc/ngfw/examples/fail-open.conf",
+    ):
         assert path in files, path
     site = "/opt/ngfw/venv/lib/python3.11/site-packages/"
-    top = {p[len(site):].split("/")[0].lower() for p in files if p.startswith(site)}
+    top = {p[len(site) :].split("/")[0].lower() for p in files if p.startswith(site)}
     for absent in ("cython", "scapy", "pytest", "hypothesis", "pip", "setuptools"):
         assert not any(t == absent or t.startswith(absent + "-") for t in top), absent
     assert any(p.startswith(site + "ngfw/_fastpath/engine.cpython-311") for p in files)
-    assert not any(p.startswith(site + "ngfw/lab/") for p in files)   # development tooling
+    assert not any(p.startswith(site + "ngfw/lab/") for p in files)  # development tooling
     assert any(p.startswith(site + "ngfw/_rules/apps/") for p in files)
     assert "/etc/logrotate.d/ngfw" in deb_field_conffiles(deb)
 

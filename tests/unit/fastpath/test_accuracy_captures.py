@@ -21,10 +21,15 @@ from ngfw.dataplane.eve_schema import problems  # noqa: E402
 
 
 def replay(*args: str | Path, cwd: Path) -> list[dict]:
-    out = subprocess.run([sys.executable, "-m", "ngfw", "replay", "--json", *map(str, args)], capture_output=True,
-                         text=True, check=True, cwd=cwd).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "ngfw", "replay", "--json", *map(str, args)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=cwd,
+    ).stdout
     records = [json.loads(line) for line in out.splitlines() if line.strip()]
-    assert problems(records) == []   # replay's records follow docs/eve-schema.json (`ssh` included)
+    assert problems(records) == []  # replay's records follow docs/eve-schema.json (`ssh` included)
     return records
 
 
@@ -61,20 +66,25 @@ def test_ssh_software_versions_go_where_suricata_puts_them_and_app_host_stays_fo
     for client, (client_software, server_software) in expected.items():
         flow = flows[client]
         assert flow["app"] == "ssh" and flow["app_host"] is None
-        assert flow["ssh"] == {"client": {"proto_version": "2.0", "software_version": client_software},
-                               "server": {"proto_version": "2.0", "software_version": server_software}}
+        assert flow["ssh"] == {
+            "client": {"proto_version": "2.0", "software_version": client_software},
+            "server": {"proto_version": "2.0", "software_version": server_software},
+        }
 
 
 def test_http_heads_cut_over_segments_and_flows_caught_mid_stream_name_their_host(tmp_path: Path) -> None:
-    flows = {r["dest_ip"] if r["src_ip"].startswith("192.") else r["src_ip"]: r
-             for r in replay(PCAPS / "http_pickup.pcap", cwd=tmp_path) if r.get("event_type") == "flow"}
+    flows = {
+        r["dest_ip"] if r["src_ip"].startswith("192.") else r["src_ip"]: r
+        for r in replay(PCAPS / "http_pickup.pcap", cwd=tmp_path)
+        if r.get("event_type") == "flow"
+    }
     hosts = {client: (f["app"], f["app_host"]) for client, f in flows.items()}
     assert hosts == {
-        "10.0.0.21": ("http", "www.news-site.example"),     # User-Agent cut
-        "10.0.0.22": ("http", "api.split-host.example"),    # the Host header's name cut
+        "10.0.0.21": ("http", "www.news-site.example"),  # User-Agent cut
+        "10.0.0.22": ("http", "api.split-host.example"),  # the Host header's name cut
         "10.0.0.23": ("http", "static.keepalive.example"),  # no handshake: the second request of a connection
-        "10.0.0.24": ("http", "late-request.example"),      # the response seen first
-        "10.0.0.25": ("http", "cdn.mid-body.example"),      # the middle of a body first
+        "10.0.0.24": ("http", "late-request.example"),  # the response seen first
+        "10.0.0.25": ("http", "cdn.mid-body.example"),  # the middle of a body first
     }
 
 
@@ -84,7 +94,7 @@ def test_file_data_is_the_decoded_body_as_suricata_inspects_it(tmp_path: Path) -
     file.data; the bomb's executable lies past the body limit, as in Suricata (no alert)."""
     records = replay("--rules", ROOT / "rules" / "tests" / "accuracy.rules", PCAPS / "http_bodies.pcap", cwd=tmp_path)
     pairs = alert_pairs(records)
-    downloads = [f"10.0.0.{31 + i}" for i in range(6)]    # plain, chunked, gzip, deflate, raw deflate, gzip+chunked
+    downloads = [f"10.0.0.{31 + i}" for i in range(6)]  # plain, chunked, gzip, deflate, raw deflate, gzip+chunked
     for client in downloads:
         assert {(client, 9100020), (client, 9100021)} <= pairs, client
     assert not {sid for _, sid in pairs} & {9100022, 9100023}
@@ -94,25 +104,41 @@ def test_file_data_is_the_decoded_body_as_suricata_inspects_it(tmp_path: Path) -
 def test_sctp_associations_are_flows_of_their_ports_and_sctp_rules_run_on_their_chunks(tmp_path: Path) -> None:
     """`alert sctp` rules (Suricata 7 runs them): header ports, content over the chunks after the common header,
     flow direction; the alerts are Suricata 7.0.10's on the same capture (docs/parity.md)."""
-    records = replay("--rules", ROOT / "rules" / "tests" / "accuracy.rules", PCAPS / "sctp_associations.pcap",
-                     cwd=tmp_path)
+    records = replay(
+        "--rules", ROOT / "rules" / "tests" / "accuracy.rules", PCAPS / "sctp_associations.pcap", cwd=tmp_path
+    )
     flows = {(r["src_ip"], r["src_port"], r["dest_port"]): r["app"] for r in records if r.get("event_type") == "flow"}
     assert flows == {("10.0.0.51", 45001, 3868): "sctp", ("10.0.0.52", 45002, 36412): "sctp"}
-    assert alert_pairs(records) == {("10.0.0.51", 9100040), ("10.0.0.51", 9100041), ("10.0.0.51", 9100042),
-                                    ("10.0.0.52", 9100042), ("10.0.0.52", 9100044)}
+    assert alert_pairs(records) == {
+        ("10.0.0.51", 9100040),
+        ("10.0.0.51", 9100041),
+        ("10.0.0.51", 9100042),
+        ("10.0.0.52", 9100042),
+        ("10.0.0.52", 9100044),
+    }
 
 
 def test_http2_requests_naming_fields_by_hpack_index_are_inspected_with_their_values(tmp_path: Path) -> None:
     """curl (nghttp2) to nginx and to an `h2` server that shrinks the table: every request after a connection's
     first sends :authority and user-agent by dynamic-table index, through evictions and a size update. The
     alerts are Suricata 7.0.10's on the same capture, and each connection is named by its :authority."""
-    records = replay("--rules", ROOT / "rules" / "tests" / "accuracy.rules", PCAPS / "http2_dynamic_table.pcap",
-                     cwd=tmp_path)
-    assert alert_pairs(records) == {("10.0.0.61", 9100050), ("10.0.0.61", 9100051), ("10.0.0.62", 9100052),
-                                    ("10.0.0.62", 9100053), ("10.0.0.63", 9100054), ("10.0.0.63", 9100055)}
+    records = replay(
+        "--rules", ROOT / "rules" / "tests" / "accuracy.rules", PCAPS / "http2_dynamic_table.pcap", cwd=tmp_path
+    )
+    assert alert_pairs(records) == {
+        ("10.0.0.61", 9100050),
+        ("10.0.0.61", 9100051),
+        ("10.0.0.62", 9100052),
+        ("10.0.0.62", 9100053),
+        ("10.0.0.63", 9100054),
+        ("10.0.0.63", 9100055),
+    }
     hosts = {f["src_ip"]: (f["app"], f["app_host"]) for f in flows_of(records).values()}
-    assert hosts == {"10.0.0.61": ("http2", "www.h2-lab.example"), "10.0.0.62": ("http2", "evict.h2-lab.example"),
-                     "10.0.0.63": ("http2", "small-table.h2-lab.example")}
+    assert hosts == {
+        "10.0.0.61": ("http2", "www.h2-lab.example"),
+        "10.0.0.62": ("http2", "evict.h2-lab.example"),
+        "10.0.0.63": ("http2", "small-table.h2-lab.example"),
+    }
 
 
 def test_ip_in_ip_inner_conversations_are_the_flows_and_the_outer_packets_the_tunnels(tmp_path: Path) -> None:
@@ -124,15 +150,28 @@ def test_ip_in_ip_inner_conversations_are_the_flows_and_the_outer_packets_the_tu
     records = replay("--rules", ROOT / "rules" / "tests" / "accuracy.rules", PCAPS / "ip_tunnels.pcap", cwd=tmp_path)
     flows = {(r["src_ip"], r["proto"]): (r["app"], r["app_host"]) for r in records if r.get("event_type") == "flow"}
     assert flows == {
-        ("2001:db8:71::10", "TCP"): ("http", "six-in-four.example"), ("10.0.0.71", "41"): ("ipv6-in-ip", None),
-        ("10.1.0.72", "TCP"): ("http", "four-in-six.example"), ("2001:db8:72::1", "4"): ("ipip", None),
-        ("10.1.0.73", "TCP"): ("tls", "ipip.example"), ("10.0.0.73", "4"): ("ipip", None),
+        ("2001:db8:71::10", "TCP"): ("http", "six-in-four.example"),
+        ("10.0.0.71", "41"): ("ipv6-in-ip", None),
+        ("10.1.0.72", "TCP"): ("http", "four-in-six.example"),
+        ("2001:db8:72::1", "4"): ("ipip", None),
+        ("10.1.0.73", "TCP"): ("tls", "ipip.example"),
+        ("10.0.0.73", "4"): ("ipip", None),
         ("10.0.0.74", "41"): ("ipv6-in-ip", None),
     }
-    sids = {(r["src_ip"] if r["src_ip"] < r["dest_ip"] else r["dest_ip"], r["alert"]["signature_id"])
-            for r in records if r.get("event_type") == "alert"}
-    assert sids == {("2001:db8:71::10", 9100060), ("2001:db8:71::10", 9100063), ("10.1.0.72", 9100061),
-                    ("10.1.0.72", 9100064), ("10.1.0.73", 9100062), ("10.0.0.71", 9100065), ("10.0.0.74", 9100065)}
+    sids = {
+        (r["src_ip"] if r["src_ip"] < r["dest_ip"] else r["dest_ip"], r["alert"]["signature_id"])
+        for r in records
+        if r.get("event_type") == "alert"
+    }
+    assert sids == {
+        ("2001:db8:71::10", 9100060),
+        ("2001:db8:71::10", 9100063),
+        ("10.1.0.72", 9100061),
+        ("10.1.0.72", 9100064),
+        ("10.1.0.73", 9100062),
+        ("10.0.0.71", 9100065),
+        ("10.0.0.74", 9100065),
+    }
     replayer = Replayer()
     replayer.replay_file(str(PCAPS / "ip_tunnels.pcap"))
     assert {k: v for k, v in replayer.stats()["drops"].items() if v} == {"truncated_ipv6": 1}

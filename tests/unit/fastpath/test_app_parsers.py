@@ -28,9 +28,23 @@ def client_hello(sni: bytes, sni_len: int | None = None, alpn: bytes = b"h2") ->
     sni_ext = struct.pack("!HBH", sni_len + 3, 0, sni_len) + sni
     alpn_ext = struct.pack("!HB", len(alpn) + 1, len(alpn)) + alpn
     versions = b"\x04\x03\x04\x03\x03"
-    exts = (struct.pack("!HH", 0, len(sni_ext)) + sni_ext + struct.pack("!HH", 16, len(alpn_ext)) + alpn_ext
-            + struct.pack("!HH", 43, len(versions)) + versions)
-    body = b"\x03\x03" + b"\x11" * 32 + b"\x00" + b"\x00\x04\x13\x01\x13\x02" + b"\x01\x00" + struct.pack("!H", len(exts)) + exts
+    exts = (
+        struct.pack("!HH", 0, len(sni_ext))
+        + sni_ext
+        + struct.pack("!HH", 16, len(alpn_ext))
+        + alpn_ext
+        + struct.pack("!HH", 43, len(versions))
+        + versions
+    )
+    body = (
+        b"\x03\x03"
+        + b"\x11" * 32
+        + b"\x00"
+        + b"\x00\x04\x13\x01\x13\x02"
+        + b"\x01\x00"
+        + struct.pack("!H", len(exts))
+        + exts
+    )
     hs = b"\x01" + len(body).to_bytes(3, "big") + body
     return b"\x16\x03\x01" + struct.pack("!H", len(hs)) + hs
 
@@ -41,6 +55,7 @@ def test_builtin_names_are_canonical() -> None:
 
 
 # ---- hand-made cases -----------------------------------------------------------------------------------
+
 
 def test_tls_client_hello_fields() -> None:
     r = parsers.parse(TCP, True, 40000, 443, [client_hello(b"Example.COM")])
@@ -65,11 +80,14 @@ def test_tls_client_hello_cut_into_several_records(cuts: tuple[int, ...]) -> Non
     stream = records(handshake, *cuts)
     assert parsers.parse(TCP, True, 40000, 443, [stream])["host"] == "records.example"
     # the same records over two segments: the first asks for more
-    first = parsers.parse(TCP, True, 40000, 443, [stream[:cuts[0] + 5 + 2]])
+    first = parsers.parse(TCP, True, 40000, 443, [stream[: cuts[0] + 5 + 2]])
     assert first["need_more"] or first["app"] == "tls"
-    assert parsers.parse(TCP, True, 40000, 443, [stream[:cuts[0] + 7], stream[cuts[0] + 7:]])["host"] == "records.example"
+    assert (
+        parsers.parse(TCP, True, 40000, 443, [stream[: cuts[0] + 7], stream[cuts[0] + 7 :]])["host"]
+        == "records.example"
+    )
     # an alert record between the pieces ends the hello: TLS, no host read past it
-    broken = records(handshake[:cuts[0]]) + bytes.fromhex("15030100020228") + records(handshake[cuts[0]:])
+    broken = records(handshake[: cuts[0]]) + bytes.fromhex("15030100020228") + records(handshake[cuts[0] :])
     assert parsers.parse(TCP, True, 40000, 443, [broken])["host"] is None
 
 
@@ -95,8 +113,12 @@ def test_http_status_line_and_ssdp() -> None:
     # a response before any request is http, waiting a little for the request and its Host
     status = parsers.parse(TCP, False, 40000, 80, [b"HTTP/1.1 200 OK\r\n\r\n"])
     assert status["need_more"] and status["tentative"] == "http"
-    r = parsers.parse_flow(TCP, 40000, 80, [(False, b"HTTP/1.1 200 OK\r\n\r\n"),
-                                            (True, b"GET /next HTTP/1.1\r\nHost: later.example\r\n\r\n")])
+    r = parsers.parse_flow(
+        TCP,
+        40000,
+        80,
+        [(False, b"HTTP/1.1 200 OK\r\n\r\n"), (True, b"GET /next HTTP/1.1\r\nHost: later.example\r\n\r\n")],
+    )
     assert (r["app"], r["host"]) == ("http", "later.example")
     assert parsers.parse_flow(TCP, 40000, 80, [(False, b"HTTP/1.1 200 OK\r\n\r\n")] * 3)["app"] == "http"
     r = parsers.parse(UDP, True, 40000, 1900, [b"M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\n\r\n"])
@@ -120,8 +142,8 @@ def test_dns_over_tcp_in_two_segments() -> None:
 
 def test_dns_compression_loops_and_wild_pointers_give_no_name() -> None:
     hdr = struct.pack("!HHHHHH", 1, 0x8180, 1, 1, 0, 0)
-    loop = hdr + b"\xc0\x0c" + b"\x00\x01\x00\x01"                    # points at itself
-    wild = hdr + b"\x03www\xc3\xff" + b"\x00\x01\x00\x01"            # points past the end
+    loop = hdr + b"\xc0\x0c" + b"\x00\x01\x00\x01"  # points at itself
+    wild = hdr + b"\x03www\xc3\xff" + b"\x00\x01\x00\x01"  # points past the end
     forward = hdr + b"\xc0\x20" + b"\x00\x01\x00\x01" + b"\x00" * 40  # points forward
     for msg in (loop, wild, forward):
         # on port 53 a plausible header is DNS (as nDPI says), but no name is read from a broken one
@@ -135,14 +157,17 @@ def test_dns_names_are_reported_as_operators_know_them() -> None:
     def query(name: bytes, sport: int = 40000, dport: int = 53) -> dict:
         msg = struct.pack("!HHHHHH", 7, 0x0100, 1, 0, 0, 0) + name + b"\x00\x00\x01\x00\x01"
         return parsers.parse(UDP, True, sport, dport, [msg])
+
     # characters outside [a-z0-9_-]: '_' when printable, '?' when not; letters lower-cased
     assert query(b"\x04a*b=\x02\xf2X\x03com")["host"] == "a_b_.?x.com"
     # a long name is kept by its tail, where its domain is (79 bytes)
     host = query(bytes([63]) + b"x" * 63 + bytes([30]) + b"y" * 30 + b"\x07example\x03com")["host"]
     assert host == "x" * (79 - 43) + "." + "y" * 30 + ".example.com"
     # mDNS service instance names are UTF-8 and kept as they are
-    assert query(b"\x0dluca\xe2\x80\x99s imac\x06_odisk\x04_tcp\x05local", 5353, 5353)["host"] == \
-        "luca\u2019s imac._odisk._tcp.local"
+    assert (
+        query(b"\x0dluca\xe2\x80\x99s imac\x06_odisk\x04_tcp\x05local", 5353, 5353)["host"]
+        == "luca\u2019s imac._odisk._tcp.local"
+    )
 
 
 def test_netbios_name_decoded() -> None:
@@ -159,7 +184,7 @@ def test_netbios_names_with_damage_are_read_up_to_it() -> None:
     scope_garbage = header + b"\x20" + enc + b"\x35\x00\x20\x00\x01"
     r = parsers.parse(UDP, True, 137, 137, [scope_garbage])
     assert r["app"] == "netbios" and r["host"] == "eci_domain"
-    assert parsers.parse(UDP, True, 4000, 4001, [scope_garbage])["app"] is None   # off its port: not NetBIOS
+    assert parsers.parse(UDP, True, 4000, 4001, [scope_garbage])["app"] is None  # off its port: not NetBIOS
     source = b"\x20" + enc[:14] + b"C\xb6" + enc[16:] + b"\x00"
     datagram = struct.pack("!BBHIHHH", 0x11, 0x0E, 0x8527, 0xC0A80102, 138, 187, 0) + source + b"\x20" + enc + b"\x00"
     datagram += bytes(201 - len(datagram))
@@ -170,9 +195,9 @@ def test_netbios_names_with_damage_are_read_up_to_it() -> None:
 def test_websocket_frames_picked_up_mid_stream() -> None:
     """Whole frames from one side, then whole frames masked the other way from the other side: WebSocket
     (clients mask, servers do not). Frames that do not tile the packet, or the same masking both ways, are not."""
-    server = b"\x81\x17" + b"Welcome, 192.168.43.135"                      # text, unmasked, 23 bytes
-    client = b"\x81\x8c" + b"\xe1\x7e\x8e\xb9" + bytes(12)                 # text, masked, 12 bytes
-    two = b"\x89\x00" + b"\x82\x7e\x00\x80" + bytes(128)                    # ping, then binary with a 16-bit length
+    server = b"\x81\x17" + b"Welcome, 192.168.43.135"  # text, unmasked, 23 bytes
+    client = b"\x81\x8c" + b"\xe1\x7e\x8e\xb9" + bytes(12)  # text, masked, 12 bytes
+    two = b"\x89\x00" + b"\x82\x7e\x00\x80" + bytes(128)  # ping, then binary with a 16-bit length
     assert parsers.parse(TCP, False, 40000, 12345, [server])["need_more"]
     assert parsers.parse_flow(TCP, 40000, 12345, [(False, server), (True, client)])["app"] == "websocket"
     assert parsers.parse_flow(TCP, 40000, 12345, [(True, client), (False, two)])["app"] == "websocket"
@@ -196,22 +221,43 @@ def test_ssh_identification_string_is_kept_by_side_and_is_never_a_host() -> None
 
 def test_google_quic_client_hello_in_clear_names_the_host() -> None:
     stream_frame = b"\xa0\x01\x00\x04"
-    q043 = b"\x0d" + b"\x11" * 8 + b"Q043" + b"\x01" + b"\x22" * 12 + stream_frame + qi.gquic_chlo(b"www.google.com", b"Q043")
-    q046 = b"\xc3Q046\x50" + b"\x11" * 8 + b"\x00\x00\x00\x01" + stream_frame + qi.gquic_chlo(b"Www.YouTube.com", b"Q046")
-    assert (parsers.parse(UDP, True, 40000, 443, [q043])["app"], parsers.parse(UDP, True, 40000, 443, [q043])["host"]) \
-        == ("quic", "www.google.com")
+    q043 = (
+        b"\x0d"
+        + b"\x11" * 8
+        + b"Q043"
+        + b"\x01"
+        + b"\x22" * 12
+        + stream_frame
+        + qi.gquic_chlo(b"www.google.com", b"Q043")
+    )
+    q046 = (
+        b"\xc3Q046\x50" + b"\x11" * 8 + b"\x00\x00\x00\x01" + stream_frame + qi.gquic_chlo(b"Www.YouTube.com", b"Q046")
+    )
+    assert (
+        parsers.parse(UDP, True, 40000, 443, [q043])["app"],
+        parsers.parse(UDP, True, 40000, 443, [q043])["host"],
+    ) == ("quic", "www.google.com")
     assert parsers.parse(UDP, True, 40000, 443, [q046])["host"] == "www.youtube.com"
     # an end offset past the packet: still QUIC, no host read from outside it
     broken = b"\x0d" + b"\x11" * 8 + b"Q043\x01CHLO" + struct.pack("<HH", 3, 0) + b"SNI\x00" + struct.pack("<I", 9999)
-    assert (parsers.parse(UDP, True, 40000, 443, [broken])["app"], parsers.parse(UDP, True, 40000, 443, [broken])["host"]) \
-        == ("quic", None)
+    assert (
+        parsers.parse(UDP, True, 40000, 443, [broken])["app"],
+        parsers.parse(UDP, True, 40000, 443, [broken])["host"],
+    ) == ("quic", None)
 
 
-QUIC_VERSIONS = {   # version -> (its crypto frame type, what the frame carries)
-    "v1": (qi.V1, 0x06, "tls"), "v2": (qi.V2, 0x06, "tls"), "v2-draft": (qi.V2_DRAFT, 0x06, "tls"), "draft-29": (0xFF00001D, 0x06, "tls"),
-    "draft-27": (0xFF00001B, 0x06, "tls"), "mvfst-22": (qi.MVFST_22, 0x06, "tls"),
-    "mvfst-27": (qi.MVFST_27, 0x06, "tls"), "mvfst-exp": (qi.MVFST_EXP, 0x06, "tls"),
-    "Q050": (qi.Q050, 0x08, "chlo"), "T050": (qi.T050, 0x08, "tls"), "T051": (qi.T051, 0x08, "tls"),
+QUIC_VERSIONS = {  # version -> (its crypto frame type, what the frame carries)
+    "v1": (qi.V1, 0x06, "tls"),
+    "v2": (qi.V2, 0x06, "tls"),
+    "v2-draft": (qi.V2_DRAFT, 0x06, "tls"),
+    "draft-29": (0xFF00001D, 0x06, "tls"),
+    "draft-27": (0xFF00001B, 0x06, "tls"),
+    "mvfst-22": (qi.MVFST_22, 0x06, "tls"),
+    "mvfst-27": (qi.MVFST_27, 0x06, "tls"),
+    "mvfst-exp": (qi.MVFST_EXP, 0x06, "tls"),
+    "Q050": (qi.Q050, 0x08, "chlo"),
+    "T050": (qi.T050, 0x08, "tls"),
+    "T051": (qi.T051, 0x08, "tls"),
 }
 
 
@@ -221,7 +267,9 @@ def test_quic_initial_of_every_version_names_its_host(name: str) -> None:
     (bench/appid_ndpi_labels.py on captures of them names the same hosts)."""
     version, frame_type, inside = QUIC_VERSIONS[name]
     hello = qi.tls_client_hello(b"Quic.Example.COM") if inside == "tls" else qi.gquic_chlo(b"Quic.Example.COM")
-    r = parsers.parse(UDP, True, 40000, 443, [qi.client_initial(version, qi.crypto_frame(hello, frame_type=frame_type))])
+    r = parsers.parse(
+        UDP, True, 40000, 443, [qi.client_initial(version, qi.crypto_frame(hello, frame_type=frame_type))]
+    )
     assert (r["app"], r["host"]) == ("quic", "quic.example.com")
 
 
@@ -230,8 +278,10 @@ def test_quic_client_hello_split_over_two_initials(name: str) -> None:
     version, frame_type, inside = QUIC_VERSIONS[name]
     hello = qi.tls_client_hello(b"split.example") if inside == "tls" else qi.gquic_chlo(b"split.example")
     first, second = hello[:40], hello[40:]
-    packets = [qi.client_initial(version, qi.crypto_frame(first, 0, frame_type), pn=0),
-               qi.client_initial(version, qi.crypto_frame(second, len(first), frame_type), pn=1)]
+    packets = [
+        qi.client_initial(version, qi.crypto_frame(first, 0, frame_type), pn=0),
+        qi.client_initial(version, qi.crypto_frame(second, len(first), frame_type), pn=1),
+    ]
     assert parsers.parse(UDP, True, 40000, 443, packets[:1])["need_more"]
     assert parsers.parse(UDP, True, 40000, 443, packets)["host"] == "split.example"
 
@@ -242,8 +292,9 @@ def test_quic_initial_of_a_version_reserved_to_force_negotiation_is_quic() -> No
 
 
 def test_quic_initial_under_another_versions_keys_is_quic_without_a_host() -> None:
-    packet = qi.client_initial(qi.T050, qi.crypto_frame(qi.tls_client_hello(b"x.example"), frame_type=0x08),
-                               salt=qi.SALT_T051)
+    packet = qi.client_initial(
+        qi.T050, qi.crypto_frame(qi.tls_client_hello(b"x.example"), frame_type=0x08), salt=qi.SALT_T051
+    )
     r = parsers.parse(UDP, True, 40000, 443, [packet])
     assert (r["app"], r["host"]) == ("quic", None)
 
@@ -251,7 +302,9 @@ def test_quic_initial_under_another_versions_keys_is_quic_without_a_host() -> No
 def test_quic_garbage_long_header_is_not_quic() -> None:
     assert parsers.parse(UDP, True, 40000, 443, [b"\xc3\x12\x34\x56\x78" + b"\x08" * 40])["app"] is None
     # a known version whose Initial does not decrypt is still QUIC, without a host
-    r = parsers.parse(UDP, True, 40000, 443, [b"\xc3\x00\x00\x00\x01\x08" + b"\x01" * 8 + b"\x00\x00\x44\xb0" + b"\x00" * 1200])
+    r = parsers.parse(
+        UDP, True, 40000, 443, [b"\xc3\x00\x00\x00\x01\x08" + b"\x01" * 8 + b"\x00\x00\x44\xb0" + b"\x00" * 1200]
+    )
     assert r["app"] == "quic" and r["host"] is None
 
 
@@ -261,7 +314,9 @@ ports = st.sampled_from([53, 80, 88, 137, 443, 445, 1194, 1433, 1812, 3478, 5060
 
 
 @settings(max_examples=3000, deadline=None)
-@given(st.sampled_from([TCP, UDP]), st.booleans(), ports, ports, st.lists(st.binary(max_size=1600), min_size=1, max_size=3))
+@given(
+    st.sampled_from([TCP, UDP]), st.booleans(), ports, ports, st.lists(st.binary(max_size=1600), min_size=1, max_size=3)
+)
 def test_random_bytes_never_crash(l4: int, to_server: bool, cport: int, sport: int, payloads: list[bytes]) -> None:
     r = parsers.parse(l4, to_server, cport, sport, payloads)
     assert r["app"] is None or r["app"] in parsers.APPS
@@ -290,9 +345,27 @@ def corpus(test: Callable[..., None]) -> Callable[..., None]:
 
 # share of labelled flows (with payload) each parser must recognise from the first <= 3 packets per direction
 MIN_SHARE = {
-    "tls": 0.95, "http": 1.0, "dns": 0.75, "mdns": 1.0, "llmnr": 1.0, "radius": 0.9, "stun": 0.95,
-    "netbios": 0.75, "ssdp": 1.0, "snmp": 1.0, "dhcp": 1.0, "ntp": 1.0, "openvpn": 1.0, "mssql": 1.0,
-    "ldap": 1.0, "smb": 1.0, "quic": 0.6, "sip": 0.65, "kerberos": 0.45, "ssh": 1.0, "dhcpv6": 1.0,
+    "tls": 0.95,
+    "http": 1.0,
+    "dns": 0.75,
+    "mdns": 1.0,
+    "llmnr": 1.0,
+    "radius": 0.9,
+    "stun": 0.95,
+    "netbios": 0.75,
+    "ssdp": 1.0,
+    "snmp": 1.0,
+    "dhcp": 1.0,
+    "ntp": 1.0,
+    "openvpn": 1.0,
+    "mssql": 1.0,
+    "ldap": 1.0,
+    "smb": 1.0,
+    "quic": 0.6,
+    "sip": 0.65,
+    "kerberos": 0.45,
+    "ssh": 1.0,
+    "dhcpv6": 1.0,
 }
 
 
@@ -355,9 +428,9 @@ def stun(msg_type: int, attributes: bytes) -> bytes:
 def test_a_turn_realm_is_the_flows_host() -> None:
     realm = b"turn.l.google.com"
     attr = struct.pack("!HH", 0x0014, len(realm)) + realm + b"\x00" * (-len(realm) % 4)
-    r = parsers.parse(UDP, False, 50000, 3478, [stun(0x0113, attr)])   # allocate error response (401)
+    r = parsers.parse(UDP, False, 50000, 3478, [stun(0x0113, attr)])  # allocate error response (401)
     assert (r["app"], r["host"]) == ("stun", "turn.l.google.com")
-    assert parsers.parse(UDP, True, 50000, 3478, [stun(0x0003, b"")])["host"] is None   # the request has none
+    assert parsers.parse(UDP, True, 50000, 3478, [stun(0x0003, b"")])["host"] is None  # the request has none
 
 
 def test_an_irc_user_command_is_not_ftp() -> None:
@@ -368,8 +441,8 @@ def test_an_irc_user_command_is_not_ftp() -> None:
 
 def test_bittorrent_local_discovery_is_not_ssdp() -> None:
     lsd = b"BT-SEARCH * HTTP/1.1\r\nHost: 239.192.152.143:6771\r\nPort: 6881\r\nInfohash: 0123\r\n\r\n"
-    assert parsers.parse(UDP, True, 6771, 6771, [lsd])["app"] is None     # the catalogue's signature decides
-    ssdp = b"M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nMAN: \"ssdp:discover\"\r\n\r\n"
+    assert parsers.parse(UDP, True, 6771, 6771, [lsd])["app"] is None  # the catalogue's signature decides
+    ssdp = b'M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nMAN: "ssdp:discover"\r\n\r\n'
     assert parsers.parse(UDP, True, 50000, 1900, [ssdp])["app"] == "ssdp"
 
 
@@ -381,13 +454,17 @@ def test_dtls_client_hello_names_its_host(cookie: bytes) -> None:
     # a server's record, or a hello whose body is cut short inside the record: DTLS, no host
     assert parsers.parse(UDP, False, 4433, 40000, [qi.dtls_client_hello(b"x.example")])["host"] is None
     hello = bytearray(qi.dtls_client_hello(b"cut.example", cookie))
-    hello[25 + 34] = 200                     # a session id length past the body
+    hello[25 + 34] = 200  # a session id length past the body
     assert parsers.parse(UDP, True, 40000, 4433, [bytes(hello)])["host"] is None
 
 
 def test_anyconnects_pre_rfc_dtls_is_dtls() -> None:
-    hello = bytes.fromhex("16" "0100" "0000" "000000000000") + struct.pack("!H", 16) + \
-        bytes.fromhex("01" "00000c" "0000" "000000" "00000c") + bytes(4)
+    hello = (
+        bytes.fromhex("1601000000000000000000")
+        + struct.pack("!H", 16)
+        + bytes.fromhex("0100000c000000000000000c")
+        + bytes(4)
+    )
     assert parsers.parse(UDP, True, 54107, 443, [hello])["app"] == "dtls"
 
 

@@ -68,7 +68,7 @@ def _kerberos_as_req() -> bytes:
 
 def _dhcp_discover() -> bytes:
     fixed = bytes([1, 1, 6, 0]) + b"\x12\x34\x56\x78" + bytes(20) + bytes.fromhex("02000000aa01")
-    fixed += bytes(10 + 192)   # the hardware address' padding, server and file names
+    fixed += bytes(10 + 192)  # the hardware address' padding, server and file names
     return fixed + b"\x63\x82\x53\x63" + b"\x35\x01\x01" + b"\x0c\x04host" + b"\xff"
 
 
@@ -83,7 +83,7 @@ def _websocket() -> list[tuple[bool, bytes]]:
     return [(S, b"\x81\x05hello"), (C, b"\x81\x85" + mask + masked)]
 
 
-C, S = True, False   # to the server, to the client
+C, S = True, False  # to the server, to the client
 DNS_QUERY = struct.pack("!HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0) + b"\x08registry\x07example\x00\x00\x01\x00\x01"
 MYSQL_GREETING = (49).to_bytes(3, "little") + b"\x00\x0a8.0.36\x00" + bytes(41)
 QUIC_INITIAL = qi.client_initial(0x00000001, qi.crypto_frame(qi.tls_client_hello(b"registry.example")))
@@ -99,12 +99,15 @@ SAMPLES: dict[str, tuple[int, int, list[tuple[bool, bytes]], str]] = {
     "smb": (TCP, 445, [(C, b"\x00\x00\x00\x44\xfeSMB" + b"\x40\x00" + bytes(62))], "smb"),
     "kerberos": (TCP, 88, [(C, _kerberos_as_req())], "kerberos"),
     "postgresql": (TCP, 5432, [(C, struct.pack("!II", 8, 80877103))], "postgresql"),
-    "mssql": (TCP, 1433, [(C, bytes.fromhex("1201001400000100" "0000060006" "ff" "0f000fa30000"))], "mssql"),
+    "mssql": (TCP, 1433, [(C, bytes.fromhex("12010014000001000000060006ff0f000fa30000"))], "mssql"),
     "ldap": (TCP, 389, [(C, bytes.fromhex("300c020101600702010304008000"))], "ldap"),
-    "netbios": (TCP, 139, [(C, b"\x81\x00\x00\x44" + _netbios_name("fileserver") + _netbios_name("client"))],
-                "netbios"),
-    "bgp": (TCP, 179, [(C, b"\xff" * 16 + struct.pack("!HB", 29, 1) + bytes.fromhex("04fde900b40a0000010000"))],
-            "bgp"),
+    "netbios": (
+        TCP,
+        139,
+        [(C, b"\x81\x00\x00\x44" + _netbios_name("fileserver") + _netbios_name("client"))],
+        "netbios",
+    ),
+    "bgp": (TCP, 179, [(C, b"\xff" * 16 + struct.pack("!HB", 29, 1) + bytes.fromhex("04fde900b40a0000010000"))], "bgp"),
     "telnet": (TCP, 23, [(S, b"\xff\xfb\x01\xff\xfd\x03")], "telnet"),
     "tpkt": (TCP, 3389, [(C, bytes.fromhex("030000130ee000000000000100080003000000"))], "rdp"),
     "socks": (TCP, 1080, [(C, b"\x05\x01\x00")], "socks"),
@@ -112,16 +115,24 @@ SAMPLES: dict[str, tuple[int, int, list[tuple[bool, bytes]], str]] = {
     "stun": (UDP, 3478, [(C, struct.pack("!HHI", 0x0001, 0, 0x2112A442) + b"\x01" * 12)], "stun"),
     "radius": (UDP, 1812, [(C, struct.pack("!BBH", 1, 7, 25) + b"\x22" * 16 + b"\x01\x05bob")], "radius"),
     "dns": (UDP, 53, [(C, DNS_QUERY)], "dns"),
-    "openvpn": (UDP, 1194, [(C, bytes([7 << 3]) + b"\x11\x22\x33\x44\x55\x66\x77\x88" + b"\x00" + bytes(4))],
-                "openvpn"),
+    "openvpn": (
+        UDP,
+        1194,
+        [(C, bytes([7 << 3]) + b"\x11\x22\x33\x44\x55\x66\x77\x88" + b"\x00" + bytes(4))],
+        "openvpn",
+    ),
     "websocket": (TCP, 8080, _websocket(), "websocket"),
     "quic": (UDP, 443, [(C, QUIC_INITIAL)], "quic"),
     "dtls": (UDP, 4433, [(C, qi.dtls_client_hello(b"registry.example"))], "dtls"),
     "dhcp": (UDP, 67, [(C, _dhcp_discover())], "dhcp"),
     "snmp": (UDP, 161, [(C, _snmp_get())], "snmp"),
     "tftp": (UDP, 69, [(C, b"\x00\x01registry.bin\x00octet\x00")], "tftp"),
-    "dhcpv6": (UDP, 547, [(C, b"\x01\xab\xcd\xef" + struct.pack("!HH", 1, 10) + bytes.fromhex("00030001020000000101"))],
-               "dhcpv6"),
+    "dhcpv6": (
+        UDP,
+        547,
+        [(C, b"\x01\xab\xcd\xef" + struct.pack("!HH", 1, 10) + bytes.fromhex("00030001020000000101"))],
+        "dhcpv6",
+    ),
     "ntp": (UDP, 123, [(C, b"\x23" + bytes(47))], "ntp"),
     "rtp": (UDP, 5004, RTP, "rtp"),
 }
@@ -152,7 +163,7 @@ def test_a_parser_is_not_shown_what_its_hints_exclude() -> None:
 def test_a_need_more_answer_counts_only_where_the_registry_says() -> None:
     """Any two bytes are a DNS-over-TCP length: the dispatcher waits for the rest on port 53 only."""
     parsers = pytest.importorskip("ngfw._fastpath.parsers")
-    start = b"\x00\x30\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00"   # 14 bytes of a 48-byte message
+    start = b"\x00\x30\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00"  # 14 bytes of a 48-byte message
     assert parsers.parse(TCP, True, 50000, 53, [start])["need_more"]
     assert not parsers.parse(TCP, True, 50000, 5353, [start])["need_more"]
 
@@ -167,8 +178,10 @@ ROW = REGISTRY[0]
     [
         (dataclasses.replace(ROW, l4="sctp"), "l4 'sctp' must be one of tcp, udp"),
         (dataclasses.replace(ROW, family="nosuch"), "family file app_nosuch.pxi does not exist"),
-        (dataclasses.replace(ROW, name="tlsx"),
-         "app_tls.pxi defines no 'cdef int parse_tlsx(appctx_t *c) noexcept nogil'"),
+        (
+            dataclasses.replace(ROW, name="tlsx"),
+            "app_tls.pxi defines no 'cdef int parse_tlsx(appctx_t *c) noexcept nogil'",
+        ),
         (dataclasses.replace(ROW, answers=()), "answers is empty"),
         (dataclasses.replace(ROW, answers=("TLS",)), "answer 'TLS' must be a catalogue name"),
         (dataclasses.replace(ROW, first=frozenset({256})), "first [256] must be a non-empty set of bytes 0..255"),

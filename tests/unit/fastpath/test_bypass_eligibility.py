@@ -30,10 +30,10 @@ def state(w: Wire, sport: int) -> tuple[str, tuple]:
 def test_an_uninspected_connection_is_eligible_both_ways_once_established_and_its_app_known(tmp_path: Path) -> None:
     w = wire(tmp_path)
     assert w.from_vm(web1_to_srv(tcp(41100, 8080, "S", seq=100)))[0]
-    assert state(w, 41100)[0] == "tcp_state"          # the handshake is the loop's
+    assert state(w, 41100)[0] == "tcp_state"  # the handshake is the loop's
     assert w.from_up(srv_to_web1(tcp(8080, 41100, "SA", seq=500, ack=101)))[0]
     assert w.from_vm(web1_to_srv(tcp(41100, 8080, "A", seq=101, ack=501)))[0]
-    assert state(w, 41100)[0] == "app_pending"        # established, application not known yet
+    assert state(w, 41100)[0] == "app_pending"  # established, application not known yet
     send(w, 41100, 101, REQUEST, dport=8080)
     assert w.from_up(srv_to_web1(tcp(8080, 41100, "PA", seq=501, ack=101 + len(REQUEST), payload=RESPONSE)))[0]
     assert state(w, 41100) == ("eligible", ("all", "all"))
@@ -47,21 +47,26 @@ def test_an_inspected_direction_is_bypassed_whole_only_past_its_depth(tmp_path: 
     seq, _ = handshake(w, 41101)
     send(w, 41101, seq, REQUEST)
     assert w.from_up(srv_to_web1(tcp(80, 41101, "PA", seq=501, ack=seq + len(REQUEST), payload=RESPONSE)))[0]
-    assert state(w, 41101)[0] == "inspecting"         # neither direction has reached its 100 bytes
+    assert state(w, 41101)[0] == "inspecting"  # neither direction has reached its 100 bytes
     # the response goes past the depth: that direction is the kernel's, the request direction's empty
     # segments (ACKs) too, while its payload is still inspected
-    assert w.from_up(srv_to_web1(tcp(80, 41101, "A", seq=501 + len(RESPONSE), ack=seq + len(REQUEST),
-                                     payload=b"x" * 200)))[0]
+    assert w.from_up(
+        srv_to_web1(tcp(80, 41101, "A", seq=501 + len(RESPONSE), ack=seq + len(REQUEST), payload=b"x" * 200))
+    )[0]
     assert w.engine.inspect_stats()["depth_reached"] == 1
     assert state(w, 41101) == ("eligible", ("empty", "all"))
-    send(w, 41101, seq + len(REQUEST), b"y" * 100)    # the request direction past its depth too
+    send(w, 41101, seq + len(REQUEST), b"y" * 100)  # the request direction past its depth too
     assert state(w, 41101) == ("eligible", ("all", "all"))
 
 
 def test_an_inspected_connection_with_header_rules_for_every_segment_stays_in_the_loop(tmp_path: Path) -> None:
     # a rule without content may match any segment, payload or not: nothing of the flow may skip the loop
-    w = wire(tmp_path, rules='alert tcp any any -> any any (msg:"any ack"; flags:A; sid:7001; rev:1;)\n',
-             inspect="shallow", profiles=SHALLOW)
+    w = wire(
+        tmp_path,
+        rules='alert tcp any any -> any any (msg:"any ack"; flags:A; sid:7001; rev:1;)\n',
+        inspect="shallow",
+        profiles=SHALLOW,
+    )
     seq, _ = handshake(w, 41102)
     send(w, 41102, seq, REQUEST)
     assert w.from_up(srv_to_web1(tcp(80, 41102, "PA", seq=501, ack=seq + len(REQUEST), payload=RESPONSE)))[0]
@@ -72,7 +77,7 @@ def test_an_inspected_connection_with_header_rules_for_every_segment_stays_in_th
 
 def test_denied_flows_inspected_udp_and_icmp_are_not_eligible(tmp_path: Path) -> None:
     w = wire(tmp_path, inspect="shallow", profiles=SHALLOW)
-    assert not w.from_vm(web1_to_srv(tcp(41103, 9999, "S", seq=100)))[0]      # no rule allows tcp/9999
+    assert not w.from_vm(web1_to_srv(tcp(41103, 9999, "S", seq=100)))[0]  # no rule allows tcp/9999
     assert state(w, 41103)[0] == "verdict"
     w.from_vm(web1_to_srv(ICMP(type=8, id=77, seq=1)))
     icmp = [f for f in w.engine.flows() if f["proto"] == 1]
@@ -91,16 +96,21 @@ def test_a_flow_decided_again_by_a_policy_that_denies_it_is_not_eligible(tmp_pat
     w.from_up(srv_to_web1(tcp(8080, 41104, "PA", seq=501, ack=101 + len(REQUEST), payload=RESPONSE)))
     assert state(w, 41104)[0] == "eligible"
 
-    w.engine.set_tables(fp.Tables(_without_8080(tmp_path), {"vm": w.vm, "up": w.up}, w.signatures.inspect,
-                                  generation=2))
-    assert not w.from_vm(web1_to_srv(tcp(41104, 8080, "A", seq=101 + len(REQUEST), ack=501 + len(RESPONSE),
-                                         payload=b"more")))[0]
+    w.engine.set_tables(
+        fp.Tables(_without_8080(tmp_path), {"vm": w.vm, "up": w.up}, w.signatures.inspect, generation=2)
+    )
+    assert not w.from_vm(
+        web1_to_srv(tcp(41104, 8080, "A", seq=101 + len(REQUEST), ack=501 + len(RESPONSE), payload=b"more"))
+    )[0]
     assert state(w, 41104)[0] == "verdict"
 
 
 def _without_8080(tmp_path: Path):
-    return lab_with_rules(tmp_path, "- {name: only-http, from: [group:web], to: [any], services: [tcp/80], action: allow}",
-                          name="deny.yaml")
+    return lab_with_rules(
+        tmp_path,
+        "- {name: only-http, from: [group:web], to: [any], services: [tcp/80], action: allow}",
+        name="deny.yaml",
+    )
 
 
 def test_a_replay_engine_bypasses_nothing() -> None:

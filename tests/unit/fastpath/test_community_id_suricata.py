@@ -18,8 +18,9 @@ from bench import community_id_parity
 
 REPO = Path(__file__).resolve().parents[3]
 
-pytestmark = pytest.mark.skipif(shutil.which("suricata") is None,
-                                reason="Suricata 7 not installed (deploy/install.sh installs it)")
+pytestmark = pytest.mark.skipif(
+    shutil.which("suricata") is None, reason="Suricata 7 not installed (deploy/install.sh installs it)"
+)
 
 
 def every_case(path: Path) -> Path:
@@ -31,12 +32,14 @@ def every_case(path: Path) -> Path:
         eth(IP(src=a, dst=b) / TCP(sport=40000, dport=80, flags="S", seq=1)),
         eth(IP(src=b, dst=a) / TCP(sport=80, dport=40000, flags="SA", seq=9, ack=2)),
         eth(IP(src=a, dst=b) / TCP(sport=40000, dport=80, flags="A", seq=2, ack=10)),
-        eth(IP(src=b, dst=a) / UDP(sport=53, dport=33333) / b"answer first"),            # the server speaks first
+        eth(IP(src=b, dst=a) / UDP(sport=53, dport=33333) / b"answer first"),  # the server speaks first
         eth(IP(src=a, dst=b) / ICMP(type=8, id=5, seq=1) / b"ping"),
         eth(IP(src=b, dst=a) / ICMP(type=0, id=5, seq=1) / b"ping"),
-        eth(IP(src="203.0.113.9", dst=a) / ICMP(type=13, id=6)),                           # timestamp request
-        eth(IP(src=a, dst="203.0.113.77") / ICMP(type=3, code=3) / IP(src="203.0.113.77", dst=a) / UDP(sport=1, dport=2)),
-        eth(IP(src=a, dst=b) / GRE() / b"xx"),                                             # no ports
+        eth(IP(src="203.0.113.9", dst=a) / ICMP(type=13, id=6)),  # timestamp request
+        eth(
+            IP(src=a, dst="203.0.113.77") / ICMP(type=3, code=3) / IP(src="203.0.113.77", dst=a) / UDP(sport=1, dport=2)
+        ),
+        eth(IP(src=a, dst=b) / GRE() / b"xx"),  # no ports
         eth(IP(src="127.0.0.1", dst="127.0.0.1") / TCP(sport=46136, dport=9092, flags="S")),
         eth(IP(src="127.0.0.1", dst="127.0.0.1") / UDP(sport=9092, dport=46136) / b"x"),
         eth(IPv6(src="2001:db8::1", dst="2001:db8::2") / TCP(sport=50000, dport=443, flags="S")),
@@ -52,9 +55,13 @@ def every_case(path: Path) -> Path:
 
 
 def test_community_id_equals_suricatas_on_every_shared_flow(tmp_path: Path) -> None:
-    captures = [every_case(tmp_path / "every-case.pcap"),
-                *(REPO / "tests" / "fixtures" / "replay" / name for name in ("cloudflare-warp.pcap", "mullvad_dns.pcap",
-                                                                            "punycode-idn.pcap"))]
+    captures = [
+        every_case(tmp_path / "every-case.pcap"),
+        *(
+            REPO / "tests" / "fixtures" / "replay" / name
+            for name in ("cloudflare-warp.pcap", "mullvad_dns.pcap", "punycode-idn.pcap")
+        ),
+    ]
     theirs = community_id_parity.suricata_flows(captures)
     ours = community_id_parity.ngfw_flows(captures)
     built, fixtures = community_id_parity.Comparison(), community_id_parity.Comparison()

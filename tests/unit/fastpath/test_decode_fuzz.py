@@ -56,8 +56,9 @@ def fuzz_policy() -> CompiledPolicy:
     """Two tenants, allow/deny/reject rules and a default deny, so frames reach every verdict."""
 
     def wl(name: str, vsys: int, mac: str, *ips: str) -> CompiledWorkload:
-        return CompiledWorkload(name, vsys, (bytes.fromhex(mac.replace(":", "")),),
-                                tuple(ipaddress.ip_address(ip) for ip in ips))
+        return CompiledWorkload(
+            name, vsys, (bytes.fromhex(mac.replace(":", "")),), tuple(ipaddress.ip_address(ip) for ip in ips)
+        )
 
     def members(*indexes: int) -> AddressSet:
         return AddressSet(workloads=frozenset(indexes))
@@ -67,12 +68,26 @@ def fuzz_policy() -> CompiledPolicy:
 
     anyone = AddressSet(any=True)
     rules = (
-        CompiledRule("web", 0, anyone, members(1), (Service(PROTO_TCP, 80, 80), Service(PROTO_TCP, 443, 443)),
-                     Action.ALLOW, log=True),
+        CompiledRule(
+            "web",
+            0,
+            anyone,
+            members(1),
+            (Service(PROTO_TCP, 80, 80), Service(PROTO_TCP, 443, 443)),
+            Action.ALLOW,
+            log=True,
+        ),
         CompiledRule("dns", 0, members(0, 1), anyone, (Service(PROTO_UDP, 53, 53),), Action.ALLOW),
         CompiledRule("ping", 0, anyone, anyone, (Service(PROTO_ICMP), Service(PROTO_ICMPV6)), Action.ALLOW),
-        CompiledRule("telnet", 0, anyone, anyone, (Service(PROTO_TCP, 23, 23), Service(PROTO_UDP, 69, 69)),
-                     Action.REJECT, log=True),
+        CompiledRule(
+            "telnet",
+            0,
+            anyone,
+            anyone,
+            (Service(PROTO_TCP, 23, 23), Service(PROTO_UDP, 69, 69)),
+            Action.REJECT,
+            log=True,
+        ),
         CompiledRule("w1-out", 0, members(0), cidr("10.0.1.0/24"), (), Action.ALLOW),
         CompiledRule("smtp", 0, anyone, anyone, (Service(PROTO_TCP, 25, 25),), Action.DENY, log=True),
         CompiledRule("tenant-b-in", 1, cidr("10.0.0.0/24"), anyone, (Service(PROTO_TCP, 1, 1024),), Action.ALLOW),
@@ -86,7 +101,9 @@ def corpus() -> list[bytes]:
     """Valid frames for every path of the engine: flows both ways, fragments, ND, ARP, VLANs."""
     ends4 = [(W1_MAC, W1_V4), (W2_MAC, W2_V4), (W3_MAC, W3_V4), (OUT_MAC, OUT_V4)]
     ends6 = [(W1_MAC, W1_V6), (W2_MAC, W2_V6), (OUT_MAC, OUT_V6)]
-    l4s: list[Packet] = [TCP(sport=40000, dport=p, flags=f) for p in (80, 23, 25, 22, 443) for f in ("S", "SA", "A", "FA", "R")]
+    l4s: list[Packet] = [
+        TCP(sport=40000, dport=p, flags=f) for p in (80, 23, 25, 22, 443) for f in ("S", "SA", "A", "FA", "R")
+    ]
     l4s += [TCP(sport=40001, dport=80, flags="PA", options=[("MSS", 1460), ("NOP", None)]) / Raw(b"GET / HTTP/1.0\r\n")]
     l4s += [UDP(sport=5353, dport=p) / Raw(b"q" * 12) for p in (53, 69, 123)]
     frames: list[Packet] = []
@@ -107,18 +124,37 @@ def corpus() -> list[bytes]:
                 continue
             for l4 in l4s[::3] + [ICMPv6EchoRequest(id=5)]:
                 frames.append(Ether(src=smac, dst=dmac) / IPv6(src=sip, dst=dip) / l4)
-            frames.append(Ether(src=smac, dst=dmac) / IPv6(src=sip, dst=dip) / IPv6ExtHdrHopByHop()
-                          / IPv6ExtHdrDestOpt() / UDP(dport=53))
-            frames.append(Ether(src=smac, dst=dmac) / IPv6(src=sip, dst=dip) / IPv6ExtHdrFragment(m=1, id=3)
-                          / TCP(dport=80, flags="S"))
-            frames.append(Ether(src=smac, dst=dmac) / IPv6(src=sip, dst=dip)
-                          / IPv6ExtHdrFragment(offset=4, id=3, nh=6) / Raw(b"y" * 24))
-        frames.append(Ether(src=smac, dst="33:33:ff:00:00:02") / IPv6(src=sip, dst="ff02::1:ff00:2")
-                      / ICMPv6ND_NS(tgt=W2_V6))
+            frames.append(
+                Ether(src=smac, dst=dmac)
+                / IPv6(src=sip, dst=dip)
+                / IPv6ExtHdrHopByHop()
+                / IPv6ExtHdrDestOpt()
+                / UDP(dport=53)
+            )
+            frames.append(
+                Ether(src=smac, dst=dmac)
+                / IPv6(src=sip, dst=dip)
+                / IPv6ExtHdrFragment(m=1, id=3)
+                / TCP(dport=80, flags="S")
+            )
+            frames.append(
+                Ether(src=smac, dst=dmac)
+                / IPv6(src=sip, dst=dip)
+                / IPv6ExtHdrFragment(offset=4, id=3, nh=6)
+                / Raw(b"y" * 24)
+            )
+        frames.append(
+            Ether(src=smac, dst="33:33:ff:00:00:02") / IPv6(src=sip, dst="ff02::1:ff00:2") / ICMPv6ND_NS(tgt=W2_V6)
+        )
         frames.append(Ether(src=smac, dst="33:33:00:00:00:16") / IPv6(src=sip, dst="ff02::16") / ICMPv6MLReport2())
-    tagged = [Ether(src=W1_MAC, dst=W2_MAC) / Dot1Q(vlan=10) / IP(src=W1_V4, dst=W2_V4) / TCP(dport=80, flags="S"),
-              Ether(src=W1_MAC, dst=W2_MAC, type=0x88A8) / Dot1Q(vlan=20, type=0x8100) / Dot1Q(vlan=30)
-              / IPv6(src=W1_V6, dst=W2_V6) / UDP(dport=53)]
+    tagged = [
+        Ether(src=W1_MAC, dst=W2_MAC) / Dot1Q(vlan=10) / IP(src=W1_V4, dst=W2_V4) / TCP(dport=80, flags="S"),
+        Ether(src=W1_MAC, dst=W2_MAC, type=0x88A8)
+        / Dot1Q(vlan=20, type=0x8100)
+        / Dot1Q(vlan=30)
+        / IPv6(src=W1_V6, dst=W2_V6)
+        / UDP(dport=53),
+    ]
     return [bytes(f) for f in frames + tagged]
 
 
@@ -132,7 +168,7 @@ def mutate(rng: random.Random, frame: bytes, others: list[bytes]) -> bytes:
             pos = min(int(rng.expovariate(1 / 30)), len(data) - 1)
             data[pos] = rng.choice((0, 0xFF, rng.randrange(256), data[pos] ^ (1 << rng.randrange(8))))
     elif op == 3:
-        del data[rng.randrange(len(data) + 1):]
+        del data[rng.randrange(len(data) + 1) :]
     elif op == 4:
         data += rng.randbytes(rng.randint(1, 64))
     elif op == 5:  # a byte inserted or removed shifts every later field

@@ -63,7 +63,9 @@ def test_rejected_app_resets_both_sides(app_wire: Wire) -> None:
     from scapy.layers.tls.all import TLS, TLSClientHello
     from scapy.layers.tls.extensions import ServerName, TLS_Ext_ServerName
 
-    hello = bytes(TLS(msg=[TLSClientHello(ext=[TLS_Ext_ServerName(servernames=[ServerName(servername=b"www.facebook.com")])])]))
+    hello = bytes(
+        TLS(msg=[TLSClientHello(ext=[TLS_Ext_ServerName(servernames=[ServerName(servername=b"www.facebook.com")])])])
+    )
     open_tcp(app_wire, 40003, 443)
     up, back = app_wire.from_vm(web1_to_srv(tcp(40003, 443, "PA", seq=101, ack=501, payload=hello)))
     rst_server = [Ether(f) for f in up]
@@ -80,7 +82,9 @@ def test_reordered_hello_is_read_in_order_and_rejected(app_wire: Wire) -> None:
     from scapy.layers.tls.all import TLS, TLSClientHello
     from scapy.layers.tls.extensions import ServerName, TLS_Ext_ServerName
 
-    hello = bytes(TLS(msg=[TLSClientHello(ext=[TLS_Ext_ServerName(servernames=[ServerName(servername=b"www.facebook.com")])])]))
+    hello = bytes(
+        TLS(msg=[TLSClientHello(ext=[TLS_Ext_ServerName(servernames=[ServerName(servername=b"www.facebook.com")])])])
+    )
     open_tcp(app_wire, 40013, 443)
     up, _ = app_wire.from_vm(web1_to_srv(tcp(40013, 443, "PA", seq=101 + 30, ack=501, payload=hello[30:])))
     assert len(up) == 1 and app_wire.engine.flows()[0]["app_proto"] is None
@@ -134,13 +138,17 @@ def test_stun_that_turns_into_dtls_is_decided_again(tmp_path: Path) -> None:
     import struct
 
     w = Wire(lab_with_rules(tmp_path, STUN_THEN_DTLS_RULES))
-    binding = struct.pack("!HHI", 0x0001, 0, 0x2112A442) + b"\x07" * 12          # STUN binding request
+    binding = struct.pack("!HHI", 0x0001, 0, 0x2112A442) + b"\x07" * 12  # STUN binding request
     assert len(w.from_vm(web1_to_srv(UDP(sport=40100, dport=19305) / binding))[0]) == 1
     (flow,) = w.engine.flows()
     assert (flow["app_proto"], flow["action"]) == ("stun", "allow")
     # WebRTC: the DTLS handshake follows on the same ports; the policy allows STUN, not DTLS
-    hello = bytes.fromhex("16" "fefd" "0000" "000000000000") + struct.pack("!H", 16) + \
-        bytes.fromhex("01" "00000c" "0000" "000000" "00000c") + bytes(4)
+    hello = (
+        bytes.fromhex("16fefd0000000000000000")
+        + struct.pack("!H", 16)
+        + bytes.fromhex("0100000c000000000000000c")
+        + bytes(4)
+    )
     assert w.from_vm(web1_to_srv(UDP(sport=40100, dport=19305) / hello))[0] == []
     (flow,) = w.engine.flows()
     assert (flow["app_proto"], flow["action"], flow["rule"]) == ("dtls", "deny", 1)
@@ -150,12 +158,20 @@ def test_stun_that_turns_into_dtls_is_decided_again(tmp_path: Path) -> None:
 def test_imap_that_upgrades_with_starttls_is_imaps_and_decided_again(tmp_path: Path) -> None:
     from scapy.layers.tls.all import TLS, TLSClientHello
 
-    w = Wire(lab_with_rules(tmp_path, """
+    w = Wire(
+        lab_with_rules(
+            tmp_path,
+            """
 - {name: allow-imap, from: [any], to: [any], applications: [imap], action: allow, log: true}
 - {name: default-deny, from: [any], to: [any], action: deny, log: true}
-"""))
+""",
+        )
+    )
     open_tcp(w, 40200, 143)
-    assert len(w.from_up(srv_to_web1(tcp(143, 40200, "PA", seq=501, ack=101, payload=b"* OK IMAP4rev1 ready\r\n")))[0]) == 1
+    assert (
+        len(w.from_up(srv_to_web1(tcp(143, 40200, "PA", seq=501, ack=101, payload=b"* OK IMAP4rev1 ready\r\n")))[0])
+        == 1
+    )
     assert len(w.from_vm(web1_to_srv(tcp(40200, 143, "PA", seq=101, ack=523, payload=b"a1 STARTTLS\r\n")))[0]) == 1
     assert len(w.from_up(srv_to_web1(tcp(143, 40200, "PA", seq=523, ack=114, payload=b"a1 OK Begin TLS\r\n")))[0]) == 1
     (flow,) = w.engine.flows()

@@ -40,8 +40,8 @@ REPO = Path(__file__).resolve().parents[3]
 WEB1 = (WEB1_MAC, WEB1_IP)
 WEB2 = (WEB2_MAC, WEB2_IP)
 SRV = (SRV_MAC, SRV_IP)
-BACKUP = ("02:00:00:00:02:02", "10.78.0.22")   # two-tenants.yaml: tenant-b
-DB = ("02:00:00:00:02:01", "10.78.0.21")       # tenant-b's database, which tenant-a's web tier may reach
+BACKUP = ("02:00:00:00:02:02", "10.78.0.22")  # two-tenants.yaml: tenant-b
+DB = ("02:00:00:00:02:01", "10.78.0.21")  # tenant-b's database, which tenant-a's web tier may reach
 
 
 def lab_without_rate_limit(tmp_path: Path) -> CompiledPolicy:
@@ -73,8 +73,9 @@ def _mac(text: str) -> bytes:
     return bytes.fromhex(text.replace(":", ""))
 
 
-def syn(src: tuple[str, str], sport: int, dst: tuple[str, str] = SRV, dport: int = 80, seq: int = 1000,
-        flags: int = 0x02) -> bytes:
+def syn(
+    src: tuple[str, str], sport: int, dst: tuple[str, str] = SRV, dport: int = 80, seq: int = 1000, flags: int = 0x02
+) -> bytes:
     """A TCP SYN (or `flags`) frame, built by hand: floods need tens of thousands, faster than scapy makes them."""
     sip, dip = bytes(map(int, src[1].split("."))), bytes(map(int, dst[1].split(".")))
     segment = struct.pack("!HHIIBBHHH", sport, dport, seq, 0, 5 << 4, flags, 64240, 0, 0)
@@ -88,16 +89,30 @@ def syn(src: tuple[str, str], sport: int, dst: tuple[str, str] = SRV, dport: int
 def syns(src: tuple[str, str], first_port: int, count: int, dst: tuple[str, str] = SRV, dport: int = 80):
     """SYNs from source ports first_port, first_port + 1, ...: one template, its checksum updated (RFC 1624)."""
     template = syn(src, 0, dst, 0)
-    unsummed = ~struct.unpack_from("!H", template, 50)[0] & 0xFFFF   # the segment's sum with both ports 0
+    unsummed = ~struct.unpack_from("!H", template, 50)[0] & 0xFFFF  # the segment's sum with both ports 0
     for sport in range(first_port, first_port + count):
         total = unsummed + sport + dport
         total = (total & 0xFFFF) + (total >> 16)
-        yield (template[:34] + struct.pack("!HH", sport, dport) + template[38:50] + struct.pack("!H", ~total & 0xFFFF)
-               + template[52:])
+        yield (
+            template[:34]
+            + struct.pack("!HH", sport, dport)
+            + template[38:50]
+            + struct.pack("!H", ~total & 0xFFFF)
+            + template[52:]
+        )
 
 
-def flood(w: Wire, src: tuple[str, str], first_port: int, count: int, now: int, dst: tuple[str, str] = SRV,
-          dport: int = 80, from_vm: bool = True, step_ns: int = 1000) -> int:
+def flood(
+    w: Wire,
+    src: tuple[str, str],
+    first_port: int,
+    count: int,
+    now: int,
+    dst: tuple[str, str] = SRV,
+    dport: int = 80,
+    from_vm: bool = True,
+    step_ns: int = 1000,
+) -> int:
     """`count` SYNs from `src` (source ports first_port, first_port + 1, ...) `step_ns` apart; returns the clock
     after them."""
     port = w.vm if from_vm else w.up
@@ -105,7 +120,7 @@ def flood(w: Wire, src: tuple[str, str], first_port: int, count: int, now: int, 
         w.engine.inject(port, frame, now)
         now += step_ns
         if i % 1000 == 999 or i == count - 1:
-            w.engine.take_tx(w.vm)   # what went through: forgotten (memory ports keep it until taken)
+            w.engine.take_tx(w.vm)  # what went through: forgotten (memory ports keep it until taken)
             w.engine.take_tx(w.up)
     return now
 
@@ -133,7 +148,7 @@ def test_a_table_full_of_half_open_flows_always_makes_room_and_the_oldest_go(tmp
     ages = sorted(60_000 - (f["src_port"] - 1024) for f in w.engine.flows())
     assert ages[len(ages) // 2] <= 1024 and ages[-1] <= 8 * 1024
     # their flow records (the rule logs): 1,000 a second, so that a flood is no flood of records
-    seconds = math.ceil((60_000 - 1024) * step_ns / 1e9)   # from the first early drop on
+    seconds = math.ceil((60_000 - 1024) * step_ns / 1e9)  # from the first early drop on
     dropped = [e for e in w.engine.drain_events(1 << 16) if e["event"] == "flow"]
     assert len(dropped) == 1000 * seconds and {e["end_reason"] for e in dropped} == {"early_drop"}
     assert stats["records_unlogged"] == 60_000 - 1024 - 1000 * seconds
@@ -233,7 +248,10 @@ HEADER_RULE = 'alert tcp any any -> any 80 (msg:"syn to 80"; flags:S; sid:3001; 
 
 
 def test_a_syn_takes_no_inspection_state_and_its_stream_still_starts_after_it(tmp_path: Path) -> None:
-    w = InspectWire(write_policy(tmp_path), rule_sets(tmp_path, default='alert tcp any any -> any any (msg:"x"; content:"EVIL"; sid:3002; rev:1;)\n'))
+    w = InspectWire(
+        write_policy(tmp_path),
+        rule_sets(tmp_path, default='alert tcp any any -> any any (msg:"x"; content:"EVIL"; sid:3002; rev:1;)\n'),
+    )
     for port in range(41_000, 41_100):
         assert len(w.from_vm(web1_to_srv(tcp(port, 80, "S", seq=100)))[0]) == 1
     assert w.engine.inspect_stats()["state_in_use"] == 0
@@ -270,13 +288,13 @@ def resident_bytes() -> int:
 
 
 def test_the_memory_a_flood_took_goes_back_once_the_table_empties(tmp_path: Path) -> None:
-    w = Wire(lab_without_rate_limit(tmp_path), flow_capacity=131_072)   # 262,144 slots, 44 MB
+    w = Wire(lab_without_rate_limit(tmp_path), flow_capacity=131_072)  # 262,144 slots, 44 MB
     table = w.engine.stats()["flow_table_bytes"]
-    now = flood(w, WEB1, 1024, 60_000, T0)    # flows land on every page of the table
-    w.engine.expire(now + 31 * S)        # the half-open flows time out (tcp_syn: 30 s)...
+    now = flood(w, WEB1, 1024, 60_000, T0)  # flows land on every page of the table
+    w.engine.expire(now + 31 * S)  # the half-open flows time out (tcp_syn: 30 s)...
     assert w.engine.stats()["flows_active"] == 0
     after_flood = resident_bytes()
-    w.engine.expire(now + 32 * S)        # ... and the next sweep gives the empty table back
+    w.engine.expire(now + 32 * S)  # ... and the next sweep gives the empty table back
     stats = w.engine.stats()
     assert stats["flow_table_bytes_released"] > 0.95 * table
     # what went back, counted once: the pages flows had been in
@@ -297,16 +315,16 @@ def test_memory_goes_back_in_steps_as_the_flows_left_by_a_flood_end(tmp_path: Pa
     table = w.engine.stats()["flow_table_bytes"]
     for port in range(62_000, 62_800):
         w.engine.inject(w.vm, syn(WEB1, port), T0)
-        w.engine.inject(w.up, syn(SRV, 80, WEB1, port, flags=0x12), T0)   # SYN-ACK
-        w.engine.inject(w.vm, syn(WEB1, port, flags=0x10), T0)            # ACK: established
+        w.engine.inject(w.up, syn(SRV, 80, WEB1, port, flags=0x12), T0)  # SYN-ACK
+        w.engine.inject(w.vm, syn(WEB1, port, flags=0x10), T0)  # ACK: established
     now = flood(w, WEB1, 1024, 60_000, T0)
     w.engine.expire(now + 11 * S)
     w.engine.expire(now + 12 * S)
     stats = w.engine.stats()
     assert stats["flows_active"] == 800
     held = table - stats["flow_table_bytes_released"]
-    assert held <= 2 * 800 * 4096          # at most the two pages each conversation lies on
-    w.engine.expire(now + 4000 * S)        # tcp_established: 3,600 s
+    assert held <= 2 * 800 * 4096  # at most the two pages each conversation lies on
+    w.engine.expire(now + 4000 * S)  # tcp_established: 3,600 s
     w.engine.expire(now + 4001 * S)
     assert w.engine.stats()["flows_active"] == 0
     # every page goes back but the table's first and last, which the heap shares with its neighbours when a
@@ -350,11 +368,19 @@ def test_a_table_in_a_tmpfs_file_shrinks_after_a_flood_and_stray_packets_do_not_
 
 
 def test_inspection_state_of_a_burst_of_connections_goes_back(tmp_path: Path) -> None:
-    w = InspectWire(write_policy(tmp_path), rule_sets(tmp_path, default='alert http any any -> any any (msg:"admin"; http.uri; content:"/admin"; sid:3004; rev:1;)\n'))
+    w = InspectWire(
+        write_policy(tmp_path),
+        rule_sets(
+            tmp_path,
+            default='alert http any any -> any any (msg:"admin"; http.uri; content:"/admin"; sid:3004; rev:1;)\n',
+        ),
+    )
     for port in range(41_000, 41_300):
         assert w.from_vm(web1_to_srv(tcp(port, 80, "S", seq=100)), T0)[0]
         assert w.from_up(srv_to_web1(tcp(80, port, "SA", seq=500, ack=101)), T0)[0]
-        assert w.from_vm(web1_to_srv(tcp(port, 80, "PA", seq=101, ack=501, payload=b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")), T0)[0]
+        assert w.from_vm(
+            web1_to_srv(tcp(port, 80, "PA", seq=101, ack=501, payload=b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")), T0
+        )[0]
     assert w.engine.inspect_stats()["state_in_use"] == 300
     w.engine.expire(T0 + 4000 * S)
     w.engine.expire(T0 + 4001 * S)
@@ -364,5 +390,7 @@ def test_inspection_state_of_a_burst_of_connections_goes_back(tmp_path: Path) ->
     now = T0 + 4002 * S
     assert w.from_vm(web1_to_srv(tcp(42_000, 80, "S", seq=100)), now)[0]
     assert w.from_up(srv_to_web1(tcp(80, 42_000, "SA", seq=500, ack=101)), now)[0]
-    assert w.from_vm(web1_to_srv(tcp(42_000, 80, "PA", seq=101, ack=501, payload=b"GET /admin HTTP/1.1\r\nHost: a\r\n\r\n")), now)[0]
+    assert w.from_vm(
+        web1_to_srv(tcp(42_000, 80, "PA", seq=101, ack=501, payload=b"GET /admin HTTP/1.1\r\nHost: a\r\n\r\n")), now
+    )[0]
     assert [a["signature"].sid for a in w.alerts()] == [3004]

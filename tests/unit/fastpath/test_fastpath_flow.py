@@ -81,7 +81,7 @@ def test_table_full_of_conversations_drops_new_flows_and_keeps_old_ones() -> Non
         handshake(w, 42000 + port, (10 + port) * S)
     assert w.from_vm(web1_to_srv(tcp(42100, 80, "S")), 20 * S)[0] == []
     assert w.engine.stats()["flow_insert_failures"] == 1
-    assert w.engine.stats()["flows_early_dropped"] == 0   # an established flow never gives way
+    assert w.engine.stats()["flows_early_dropped"] == 0  # an established flow never gives way
     # existing flows go on
     assert len(w.from_up(srv_to_web1(tcp(80, 42000, "A", seq=5001, ack=1001)), 21 * S)[0]) == 1
 
@@ -97,7 +97,7 @@ def test_table_full_of_half_open_flows_makes_room_for_a_new_one() -> None:
     stats = w.engine.stats()
     assert stats["flows_early_dropped"] == 1 and stats["flow_insert_failures"] == 0
     ports = sorted(f["src_port"] for f in w.engine.flows())
-    assert ports == [42001, 42002, 42003, 42100]   # the oldest half-open one (42000) went
+    assert ports == [42001, 42002, 42003, 42100]  # the oldest half-open one (42000) went
     (ended,) = [e for e in w.engine.drain_events() if e["event"] == "flow"]
     assert ended["src_port"] == 42000 and ended["end_reason"] == "early_drop"
 
@@ -112,8 +112,11 @@ def test_flow_table_survives_churn() -> None:
         assert w.engine.stats()["flows_active"] == 60
         # every flow of this round is still found (replies pass as part of the flow)
         for port in range(0, 60, 7):
-            reply = Ether(src=SRV_MAC, dst=WEB1_MAC) / IP(src=SRV_IP, dst=WEB1_IP) / UDP(
-                sport=53, dport=10000 + round_no * 100 + port)
+            reply = (
+                Ether(src=SRV_MAC, dst=WEB1_MAC)
+                / IP(src=SRV_IP, dst=WEB1_IP)
+                / UDP(sport=53, dport=10000 + round_no * 100 + port)
+            )
             assert len(w.from_up(reply, now)[0]) == 1
         now += 5 * S
         w.engine.expire(now)
@@ -146,9 +149,9 @@ def test_tcp_data_offset_inside_or_past_the_segment_is_dropped_inline() -> None:
     """Replay still makes a flow of it, by its ports (test_replay_cli); the receiver would drop it."""
     w = Wire(lab_policy())
     short = bytearray(bytes(web1_to_srv(tcp(40010, 80, "S", seq=100))))
-    short[14 + 20 + 12] = 0x20                       # data offset 2 words: inside the fixed header
+    short[14 + 20 + 12] = 0x20  # data offset 2 words: inside the fixed header
     long = bytearray(short)
-    long[14 + 20 + 12] = 0xF0                        # 15 words: past the segment's end
+    long[14 + 20 + 12] = 0xF0  # 15 words: past the segment's end
     assert w.from_vm(bytes(short))[0] == [] and w.from_vm(bytes(long))[0] == []
     assert w.drops() == {"bad_tcp_header": 2}
 
@@ -214,8 +217,13 @@ def test_icmp_error_must_go_back_to_the_quoted_sender() -> None:
     w = Wire(lab_policy())
     request = web1_to_srv(tcp(44001, 80, "S"))
     w.from_vm(request)
-    smuggled = (Ether(src=WEB1_MAC, dst=SRV_MAC) / IP(src=WEB1_IP, dst="203.0.113.99") /
-                ICMP(type=3, code=3) / bytes(request[IP])[:28] / (b"secret" * 100))
+    smuggled = (
+        Ether(src=WEB1_MAC, dst=SRV_MAC)
+        / IP(src=WEB1_IP, dst="203.0.113.99")
+        / ICMP(type=3, code=3)
+        / bytes(request[IP])[:28]
+        / (b"secret" * 100)
+    )
     assert w.from_vm(smuggled)[0] == []
     assert w.drops() == {"icmp_error_without_flow": 1}
 
@@ -224,9 +232,15 @@ def test_neighbour_discovery_passes_only_as_link_local_control() -> None:
     from scapy.layers.inet6 import ICMPv6ND_NS, IPv6
 
     w = Wire(lab_policy())
-    ns = Ether(src=WEB1_MAC, dst="33:33:ff:00:01:00") / IPv6(src="fe80::1", dst="ff02::1:ff00:100", hlim=255) / \
-        ICMPv6ND_NS(tgt="fd77::100")
+    ns = (
+        Ether(src=WEB1_MAC, dst="33:33:ff:00:01:00")
+        / IPv6(src="fe80::1", dst="ff02::1:ff00:100", hlim=255)
+        / ICMPv6ND_NS(tgt="fd77::100")
+    )
     assert len(w.from_vm(ns)[0]) == 1
-    routed = Ether(src=WEB1_MAC, dst=SRV_MAC) / IPv6(src="fd77::11", dst="2001:db8::1", hlim=64) / \
-        ICMPv6ND_NS(tgt="fd77::100")
+    routed = (
+        Ether(src=WEB1_MAC, dst=SRV_MAC)
+        / IPv6(src="fd77::11", dst="2001:db8::1", hlim=64)
+        / ICMPv6ND_NS(tgt="fd77::100")
+    )
     assert w.from_vm(routed)[0] == []

@@ -75,9 +75,12 @@ def test_rejected_tcp_gets_a_valid_rst() -> None:
 
 
 def test_rejected_udp_gets_icmp_admin_prohibited(tmp_path: Path) -> None:
-    policy = lab_with_rules(tmp_path, """
+    policy = lab_with_rules(
+        tmp_path,
+        """
         - {name: no-udp, from: [any], to: [any], services: [udp/5000-5100], action: reject, log: true}
-    """)
+    """,
+    )
     w = Wire(policy)
     sent = web1_to_srv(UDP(sport=1234, dport=5050) / b"hello")
     _, back = w.from_vm(sent)
@@ -200,11 +203,14 @@ def test_cross_tenant_flow_needs_both_vsys(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- reload
 
+
 def test_reload_keeps_established_sessions_it_still_allows(tmp_path: Path) -> None:
     w = Wire(lab_policy(version=1))
     w.from_vm(web1_to_srv(tcp(40010, 80, "S")))
     w.from_up(srv_to_web1(tcp(80, 40010, "SA", ack=1001)))
-    w.load(lab_with_rules(tmp_path, "- {name: http, from: [any], to: [any], services: [tcp/80], action: allow}", version=2))
+    w.load(
+        lab_with_rules(tmp_path, "- {name: http, from: [any], to: [any], services: [tcp/80], action: allow}", version=2)
+    )
     assert len(w.from_vm(web1_to_srv(tcp(40010, 80, "A", seq=1001)))[0]) == 1
     assert w.engine.stats()["flows_cut"] == 0
 

@@ -55,16 +55,16 @@ def test_reject_resets_both_sides(tmp_path: Path) -> None:
     w = wire(tmp_path)
     seq, _ = handshake(w, 41002)
     out, back = send(w, 41002, seq, b"POST /upload CMD.EXE")
-    assert len(back) == 1 and Ether(back[0])[TCP].flags.R          # to the client
-    assert len(out) == 1 and Ether(out[0])[TCP].flags.R            # onward to the server, in its place
+    assert len(back) == 1 and Ether(back[0])[TCP].flags.R  # to the client
+    assert len(out) == 1 and Ether(out[0])[TCP].flags.R  # onward to the server, in its place
     assert w.alerts()[0]["blocked"]
 
 
 def test_a_pattern_split_across_segments_is_found(tmp_path: Path) -> None:
     w = wire(tmp_path)
     seq, _ = handshake(w, 41003)
-    assert send(w, 41003, seq, b"aaaa EVIL-PAY")[0]                 # the first half passes
-    assert send(w, 41003, seq + 13, b"LOAD-XYZ bbbb")[0] == []      # the second completes it: dropped
+    assert send(w, 41003, seq, b"aaaa EVIL-PAY")[0]  # the first half passes
+    assert send(w, 41003, seq + 13, b"LOAD-XYZ bbbb")[0] == []  # the second completes it: dropped
     assert sids(w.alerts()) == [1002]
 
 
@@ -105,7 +105,9 @@ def test_server_responses_are_inspected_to_client(tmp_path: Path) -> None:
     w = wire(tmp_path)
     seq, srv_seq = handshake(w, 41007)
     send(w, 41007, seq, b"GET / HTTP/1.1\r\n\r\n")
-    w.from_up(srv_to_web1(tcp(80, 41007, "PA", seq=srv_seq, ack=seq + 18, payload=b"HTTP/1.1 200 OK\r\n\r\nSECRET-TOKEN")))
+    w.from_up(
+        srv_to_web1(tcp(80, 41007, "PA", seq=srv_seq, ack=seq + 18, payload=b"HTTP/1.1 200 OK\r\n\r\nSECRET-TOKEN"))
+    )
     [alert] = w.alerts()
     assert alert["signature"].sid == 1005 and alert["pkt_to_client"]
 
@@ -144,8 +146,11 @@ def test_a_profile_uses_only_the_signature_sets_it_names(tmp_path: Path) -> None
         metadata: {name: web-only, vsys: tenant-a}
         spec: {signatures: [web]}
         """
-    sigs = rule_sets(tmp_path, web='alert tcp any any -> any any (msg:"w"; content:"WEBX"; sid:1;)',
-                     mail='alert tcp any any -> any any (msg:"m"; content:"MAILX"; sid:2;)')
+    sigs = rule_sets(
+        tmp_path,
+        web='alert tcp any any -> any any (msg:"w"; content:"WEBX"; sid:1;)',
+        mail='alert tcp any any -> any any (msg:"m"; content:"MAILX"; sid:2;)',
+    )
     w = InspectWire(write_policy(tmp_path, inspect="web-only", profiles=profile), sigs)
     seq, _ = handshake(w, 41011)
     send(w, 41011, seq, b"WEBX MAILX")
@@ -173,7 +178,7 @@ def test_inspection_stops_at_the_profile_depth(tmp_path: Path) -> None:
     w = wire(tmp_path, inspect="shallow", profiles=profile)
     seq, _ = handshake(w, 41013)
     assert send(w, 41013, seq, b"a" * 120)[0]
-    assert send(w, 41013, seq + 120, b"EVIL-PAYLOAD-XYZ")[0]          # past the depth: not inspected
+    assert send(w, 41013, seq + 120, b"EVIL-PAYLOAD-XYZ")[0]  # past the depth: not inspected
     assert w.alerts() == [] and w.engine.inspect_stats()["depth_reached"] == 1
 
 
@@ -189,12 +194,12 @@ def test_past_the_depth_retransmissions_and_holes_pass_and_the_inspected_bytes_s
         """
     w = wire(tmp_path, inspect="shallow", profiles=profile)
     seq, _ = handshake(w, 41016)
-    head = bytes(range(120))                                   # the depth (100 bytes) ends inside it
+    head = bytes(range(120))  # the depth (100 bytes) ends inside it
     assert send(w, 41016, seq, head)[0]
     assert send(w, 41016, seq + 120, b"b" * 500)[0]
-    assert send(w, 41016, seq + 120, b"b" * 500)[0]          # retransmitted: passes
-    assert send(w, 41016, seq, head)[0]                      # the segment the depth ended in, again
-    assert send(w, 41016, seq + 2000, b"d" * 100)[0]         # beyond a hole, past the depth: not held back
+    assert send(w, 41016, seq + 120, b"b" * 500)[0]  # retransmitted: passes
+    assert send(w, 41016, seq, head)[0]  # the segment the depth ended in, again
+    assert send(w, 41016, seq + 2000, b"d" * 100)[0]  # beyond a hole, past the depth: not held back
     # the inspected bytes stay protected: other bytes in their place are dropped
     assert send(w, 41016, seq, b"X" * 50)[0] == []
     assert w.drops() == {"stream_rewrite": 1}
@@ -233,8 +238,9 @@ def test_a_profile_that_does_not_exist_is_a_policy_error_naming_the_field(tmp_pa
 
 
 def test_a_strict_load_refuses_malformed_rules_and_names_them(tmp_path: Path) -> None:
-    (tmp_path / "bad.rules").write_text('alert tcp any any -> any any (content:"ok"; sid:1;)\n'
-                                        'alert tcp any any -> any any (content:"|4|"; sid:2;)\n')
+    (tmp_path / "bad.rules").write_text(
+        'alert tcp any any -> any any (content:"ok"; sid:1;)\nalert tcp any any -> any any (content:"|4|"; sid:2;)\n'
+    )
     assert load_signature_sets([("default", str(tmp_path / "bad.rules"))]).loaded == 1
     with pytest.raises(RulesError, match=r"bad.rules:2: sid 2: bad hex"):
         load_signature_sets([("default", str(tmp_path / "bad.rules"))], strict=True)
@@ -254,20 +260,33 @@ def self_signed_der(common_name: str) -> bytes:
     from cryptography.x509.oid import NameOID
 
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "US"),
-                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Evil Corp"),
-                      x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "US"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Evil Corp"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
     now = datetime.datetime(2026, 1, 1)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(0x1234ABCD).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=30))
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(0x1234ABCD)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .sign(key, hashes.SHA256())
+    )
     return cert.public_bytes(serialization.Encoding.DER)
 
 
 def tls_server_flight(der: bytes) -> bytes:
     """ServerHello and Certificate (TLS 1.2) in one handshake record."""
+
     def handshake(kind: int, body: bytes) -> bytes:
         return bytes([kind]) + len(body).to_bytes(3, "big") + body
+
     hello = handshake(2, b"\x03\x03" + b"\x11" * 32 + b"\x00" + b"\xc0\x2f" + b"\x00")
     entry = len(der).to_bytes(3, "big") + der
     certificate = handshake(11, len(entry).to_bytes(3, "big") + entry)
@@ -286,12 +305,12 @@ alert tls any any -> any any (msg:"raw cert"; tls.certs; content:"Evil Corp"; si
 def test_the_server_certificate_is_read_across_segments(tmp_path: Path) -> None:
     w = InspectWire(write_policy(tmp_path), rule_sets(tmp_path, default=CERT_RULES))
     seq, srv_seq = handshake(w, 41020, dport=80)
-    hello = (b"\x16\x03\x01\x00\x2d\x01\x00\x00\x29\x03\x03" + b"\x22" * 32 + b"\x00\x00\x02\xc0\x2f\x01\x00")
+    hello = b"\x16\x03\x01\x00\x2d\x01\x00\x00\x29\x03\x03" + b"\x22" * 32 + b"\x00\x00\x02\xc0\x2f\x01\x00"
     send(w, 41020, seq, hello)
     flight = tls_server_flight(self_signed_der("bad.example"))
     half = len(flight) // 2
     w.from_up(srv_to_web1(tcp(80, 41020, "A", seq=srv_seq, ack=seq + len(hello), payload=flight[:half])))
-    assert w.alerts() == []                                         # the certificate is not whole yet
+    assert w.alerts() == []  # the certificate is not whole yet
     w.from_up(srv_to_web1(tcp(80, 41020, "PA", seq=srv_seq + half, ack=seq + len(hello), payload=flight[half:])))
     assert sorted(sids(w.alerts())) == [3001, 3002, 3003, 3004]
 
@@ -300,10 +319,10 @@ def test_an_http_head_split_across_segments_fills_its_buffers(tmp_path: Path) ->
     w = wire(tmp_path)
     seq, _ = handshake(w, 41021)
     head = b"POST /upload HTTP/1.1\r\nHost: x\r\nUser-Agent: curl/8.1\r\nContent-Length: 0\r\n\r\n"
-    send(w, 41021, seq, head[:9])                                   # "POST /upl"
+    send(w, 41021, seq, head[:9])  # "POST /upl"
     send(w, 41021, seq + 9, head[9:40])
     send(w, 41021, seq + 40, head[40:])
-    assert sids(w.alerts()) == [1006]                               # http.user_agent + http.method
+    assert sids(w.alerts()) == [1006]  # http.user_agent + http.method
 
 
 SNI_RULES = r"""
@@ -322,13 +341,17 @@ def test_a_client_hello_cut_over_segments_or_records_shows_its_sni(tmp_path: Pat
     seq, _ = handshake(w, 41030)
     handshake_msg = qi.tls_client_hello(b"www.evil.example")
     one_record = b"\x16\x03\x01" + len(handshake_msg).to_bytes(2, "big") + handshake_msg
-    two_records = b"".join(b"\x16\x03\x01" + len(part).to_bytes(2, "big") + part
-                           for part in (handshake_msg[:50], handshake_msg[50:]))
-    pieces = {"segments": [one_record[:40], one_record[40:]], "records": [two_records],
-              "records-and-segments": [two_records[:30], two_records[30:70], two_records[70:]]}[how]
+    two_records = b"".join(
+        b"\x16\x03\x01" + len(part).to_bytes(2, "big") + part for part in (handshake_msg[:50], handshake_msg[50:])
+    )
+    pieces = {
+        "segments": [one_record[:40], one_record[40:]],
+        "records": [two_records],
+        "records-and-segments": [two_records[:30], two_records[30:70], two_records[70:]],
+    }[how]
     for piece in pieces[:-1]:
         out, _ = send(w, 41030, seq, piece)
-        assert len(out) == 1 and w.alerts() == []                   # not whole yet: passes, nothing read
+        assert len(out) == 1 and w.alerts() == []  # not whole yet: passes, nothing read
         seq += len(piece)
     out, _ = send(w, 41030, seq, pieces[-1])
     assert out == [] and sorted(sids(w.alerts())) == [4001, 4002]
@@ -352,20 +375,23 @@ alert tcp any any -> any any (msg:"masked nibble"; content:"NIB"; byte_test:1,=,
 """
 
 
-@pytest.mark.parametrize(("payload", "expected"), [
-    (b"\xffSMB\x05rest", [4001]),
-    (b"\xffSMB\x02rest", []),
-    (b"Length: 1234\r\n", [4002]),
-    (b"Length: 999\r\n", []),
-    (b"Length: x999\r\n", []),
-    (b"LEN\x04\x00abcdEND", [4003]),          # a 4-byte record, then END right after it
-    (b"LEN\x04\x00abEND", []),                # END is inside the record, not after it
-    (b"LEN\xff\x00abcdEND", []),              # the record runs past the packet
-    (b"FLAGS\x7f", [4004]),
-    (b"FLAGS\x80", []),
-    (b"NIB\x5a", [4005]),                     # (0x5a & 0xf0) >> 4 == 5
-    (b"NIB\x6a", []),
-])
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        (b"\xffSMB\x05rest", [4001]),
+        (b"\xffSMB\x02rest", []),
+        (b"Length: 1234\r\n", [4002]),
+        (b"Length: 999\r\n", []),
+        (b"Length: x999\r\n", []),
+        (b"LEN\x04\x00abcdEND", [4003]),  # a 4-byte record, then END right after it
+        (b"LEN\x04\x00abEND", []),  # END is inside the record, not after it
+        (b"LEN\xff\x00abcdEND", []),  # the record runs past the packet
+        (b"FLAGS\x7f", [4004]),
+        (b"FLAGS\x80", []),
+        (b"NIB\x5a", [4005]),  # (0x5a & 0xf0) >> 4 == 5
+        (b"NIB\x6a", []),
+    ],
+)
 def test_byte_test_and_byte_jump(tmp_path: Path, payload: bytes, expected: list[int]) -> None:
     w = wire(tmp_path, rules=BYTE_RULES)
     seq, _ = handshake(w, 41030)
@@ -387,13 +413,16 @@ def test_ja3_and_ja3s_agree_with_suricata(tmp_path: Path) -> None:
     from ngfw.dataplane.replay import Replayer
 
     hashes = sorted({h for pair in SURICATA_JA3.values() for h in pair if h})
-    rules = "\n".join(f'alert tls any any -> any any (msg:"{h}"; {"ja3" if any(p[0] == h for p in SURICATA_JA3.values()) else "ja3s"}.hash; '
-                      f'content:"{h}"; sid:{6000 + i};)' for i, h in enumerate(hashes))
+    rules = "\n".join(
+        f'alert tls any any -> any any (msg:"{h}"; {"ja3" if any(p[0] == h for p in SURICATA_JA3.values()) else "ja3s"}.hash; '
+        f'content:"{h}"; sid:{6000 + i};)'
+        for i, h in enumerate(hashes)
+    )
     capture = Path(__file__).resolve().parents[2] / "fixtures" / "replay" / "cloudflare-warp.pcap"
     records = Replayer(signatures=rule_sets(tmp_path, default=rules)).replay_file(str(capture))
     from ngfw.dataplane.eve_schema import problems
 
-    assert problems(records) == []   # replay's flow and alert records follow docs/eve-schema.json
+    assert problems(records) == []  # replay's flow and alert records follow docs/eve-schema.json
     got: dict[int, set[str]] = {}
     for r in records:
         if r.get("event_type") == "alert":

@@ -16,8 +16,12 @@ alert http any any -> any any (msg:"PE download"; flow:established,to_client; fi
 alert http any any -> any any (msg:"raw chunk framing"; flow:to_client; file_data; content:"|0d 0a|MZ"; sid:2002; rev:1;)
 """
 # an executable whose code does not compress: its coded body spans several segments
-EXE = b"MZ" + bytes(62) + b"This program cannot be run in DOS mode.\r\r\n$" + b"".join(
-    hashlib.sha256(bytes([i])).digest() for i in range(128))
+EXE = (
+    b"MZ"
+    + bytes(62)
+    + b"This program cannot be run in DOS mode.\r\r\n$"
+    + b"".join(hashlib.sha256(bytes([i])).digest() for i in range(128))
+)
 
 
 def download(tmp_path: Path, body: bytes, headers: str, sport: int, segment: int = 1200):
@@ -28,7 +32,7 @@ def download(tmp_path: Path, body: bytes, headers: str, sport: int, segment: int
     send(w, sport, seq, request)
     response = f"HTTP/1.1 200 OK\r\n{headers}\r\n".encode() + body
     for at in range(0, len(response), segment):
-        piece = response[at:at + segment]
+        piece = response[at : at + segment]
         out, _ = w.from_up(srv_to_web1(tcp(80, sport, "PA", seq=srv + at, ack=seq + len(request), payload=piece)))
         assert out, "a response segment was not forwarded"
     return w, w.alerts()
@@ -42,8 +46,14 @@ def test_a_chunked_download_is_inspected_without_its_framing(tmp_path: Path) -> 
 
 def test_gzip_and_deflate_downloads_are_inspected_inflated(tmp_path: Path) -> None:
     raw = zlib.compressobj(9, zlib.DEFLATED, -15)
-    for sport, (body, coding) in enumerate([(gzip.compress(EXE, mtime=0), "gzip"), (zlib.compress(EXE), "deflate"),
-                                             (raw.compress(EXE) + raw.flush(), "deflate")], start=41200):
+    for sport, (body, coding) in enumerate(
+        [
+            (gzip.compress(EXE, mtime=0), "gzip"),
+            (zlib.compress(EXE), "deflate"),
+            (raw.compress(EXE) + raw.flush(), "deflate"),
+        ],
+        start=41200,
+    ):
         assert len(body) > 3 * 1200
         _, alerts = download(tmp_path, body, f"Content-Encoding: {coding}\r\nContent-Length: {len(body)}\r\n", sport)
         assert sids(alerts) == [2001], coding
@@ -53,5 +63,5 @@ def test_a_gzip_bomb_is_counted_and_not_inflated_past_the_body_limit(tmp_path: P
     bomb = gzip.compress(bytes(8 << 20) + EXE, mtime=0)
     w, alerts = download(tmp_path, bomb, f"Content-Encoding: gzip\r\nContent-Length: {len(bomb)}\r\n", 41300)
     stats = w.engine.inspect_stats()
-    assert alerts == []          # the executable lies past the limit: Suricata does not see it either
+    assert alerts == []  # the executable lies past the limit: Suricata does not see it either
     assert stats["decompression_bomb"] == 1 and stats["body_limit"] == 1

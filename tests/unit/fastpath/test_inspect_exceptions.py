@@ -27,13 +27,17 @@ REPO = Path(__file__).resolve().parents[3]
 
 
 def profile(spec: str) -> str:
-    return "---\napiVersion: ngfw/v1\nkind: ThreatProfile\nmetadata: {name: strict, vsys: tenant-a}\nspec:\n" + \
-        textwrap.indent(textwrap.dedent(spec).strip(), "  ") + "\n"
+    return (
+        "---\napiVersion: ngfw/v1\nkind: ThreatProfile\nmetadata: {name: strict, vsys: tenant-a}\nspec:\n"
+        + textwrap.indent(textwrap.dedent(spec).strip(), "  ")
+        + "\n"
+    )
 
 
 def excepting(tmp_path: Path, spec: str, rules: str = RULES) -> InspectWire:
-    return InspectWire(write_policy(tmp_path, inspect="strict", profiles=profile(spec)),
-                       rule_sets(tmp_path, default=rules))
+    return InspectWire(
+        write_policy(tmp_path, inspect="strict", profiles=profile(spec)), rule_sets(tmp_path, default=rules)
+    )
 
 
 def web2(l4) -> Ether:
@@ -61,14 +65,15 @@ def suppressed(w: InspectWire) -> dict[str, int]:
 
 # ---------------------------------------------------------------- exceptions (ngfw's)
 
+
 def test_an_exception_without_endpoints_takes_the_signature_out_of_the_profile(tmp_path: Path) -> None:
     w = excepting(tmp_path, "exceptions: [{sid: 1002, description: 'INC-1 the backup agent sends it'}]")
     seq, _ = handshake(w, 42000)
     out, _ = send(w, 42000, seq, b"xx EVIL-PAYLOAD-XYZ yy")
-    assert len(out) == 1 and w.alerts() == []                 # the drop signature does not run
+    assert len(out) == 1 and w.alerts() == []  # the drop signature does not run
     seq, _ = handshake(w, 42001)
     out, back = send(w, 42001, seq, b"POST cmd.exe")
-    assert len(back) == 1 and sids(w.alerts()) == [1003]      # the others still do
+    assert len(back) == 1 and sids(w.alerts()) == [1003]  # the others still do
     assert suppressed(w) == {"exception": 1}
 
 
@@ -87,7 +92,9 @@ def test_destination_and_gid_sid_spellings_name_the_packet_not_the_flow(tmp_path
     w = excepting(tmp_path, 'exceptions: [{sid: "1:1005", destination: [vm:web-01]}]')
     seq, srv_seq = handshake(w, 42020)
     send(w, 42020, seq, b"GET / HTTP/1.1\r\n\r\n")
-    w.from_up(srv_to_web1(tcp(80, 42020, "PA", seq=srv_seq, ack=seq + 18, payload=b"HTTP/1.1 200 OK\r\n\r\nSECRET-TOKEN")))
+    w.from_up(
+        srv_to_web1(tcp(80, 42020, "PA", seq=srv_seq, ack=seq + 18, payload=b"HTTP/1.1 200 OK\r\n\r\nSECRET-TOKEN"))
+    )
     seq = handshake_web2(w, 42021)
     send_web2(w, 42021, seq, b"GET / HTTP/1.1\r\n\r\n")
     w.from_up(srv_to_web2(tcp(80, 42021, "PA", seq=501, ack=seq + 18, payload=b"HTTP/1.1 200 OK\r\n\r\nSECRET-TOKEN")))
@@ -98,29 +105,39 @@ def test_destination_and_gid_sid_spellings_name_the_packet_not_the_flow(tmp_path
 def test_every_side_given_must_hold(tmp_path: Path) -> None:
     w = excepting(tmp_path, "exceptions: [{sid: 1002, source: [group:web], destination: [cidr:10.77.0.200/32]}]")
     seq, _ = handshake(w, 42030)
-    assert send(w, 42030, seq, b"EVIL-PAYLOAD-XYZ")[0] == []   # to 10.77.0.100: not excepted
+    assert send(w, 42030, seq, b"EVIL-PAYLOAD-XYZ")[0] == []  # to 10.77.0.100: not excepted
     assert sids(w.alerts()) == [1002]
 
 
 def test_an_exception_follows_a_workload_that_changes_address_or_joins_its_group(tmp_path: Path) -> None:
-    w = excepting(tmp_path, "exceptions: [{sid: 1002, endpoints: [group:prod]}]")   # prod: web-01 only
+    w = excepting(tmp_path, "exceptions: [{sid: 1002, endpoints: [group:prod]}]")  # prod: web-01 only
     policy = w.engine.tables.policy
     web01, web02 = policy.build.workload_resources
-    moved = web01.model_copy(update={"spec": web01.spec.model_copy(update={"interfaces": [
-        web01.spec.interfaces[0].model_copy(update={"ips": ["10.77.0.21"]})]})})
-    joined = web02.model_copy(update={"metadata": web02.metadata.model_copy(update={"labels": {"tier": "web",
-                                                                                              "env": "prod"}})})
+    moved = web01.model_copy(
+        update={
+            "spec": web01.spec.model_copy(
+                update={"interfaces": [web01.spec.interfaces[0].model_copy(update={"ips": ["10.77.0.21"]})]}
+            )
+        }
+    )
+    joined = web02.model_copy(
+        update={"metadata": web02.metadata.model_copy(update={"labels": {"tier": "web", "env": "prod"}})}
+    )
     w.load(with_workloads(policy, [moved, joined]))
-    assert w.from_vm(web1_to_srv(tcp(42040, 80, "S", seq=100)))[0] == []   # web-01's old address: not its own
+    assert w.from_vm(web1_to_srv(tcp(42040, 80, "S", seq=100)))[0] == []  # web-01's old address: not its own
     assert w.from_vm(web1_to_srv(tcp(42041, 80, "S", seq=100), src_ip="10.77.0.21"))[0]
-    w.from_up(Ether(src=SRV_MAC, dst="02:00:00:00:01:01") / IP(src=SRV_IP, dst="10.77.0.21") /
-              tcp(80, 42041, "SA", seq=500, ack=101))
+    w.from_up(
+        Ether(src=SRV_MAC, dst="02:00:00:00:01:01")
+        / IP(src=SRV_IP, dst="10.77.0.21")
+        / tcp(80, 42041, "SA", seq=500, ack=101)
+    )
     w.from_vm(web1_to_srv(tcp(42041, 80, "A", seq=101, ack=501), src_ip="10.77.0.21"))
-    out, _ = w.from_vm(web1_to_srv(tcp(42041, 80, "PA", seq=101, ack=501, payload=b"EVIL-PAYLOAD-XYZ"),
-                                   src_ip="10.77.0.21"))
-    assert len(out) == 1                                      # web-01 at its new address: still excepted
+    out, _ = w.from_vm(
+        web1_to_srv(tcp(42041, 80, "PA", seq=101, ack=501, payload=b"EVIL-PAYLOAD-XYZ"), src_ip="10.77.0.21")
+    )
+    assert len(out) == 1  # web-01 at its new address: still excepted
     seq = handshake_web2(w, 42042)
-    assert len(send_web2(w, 42042, seq, b"EVIL-PAYLOAD-XYZ")) == 1   # web-02, relabelled into prod: excepted
+    assert len(send_web2(w, 42042, seq, b"EVIL-PAYLOAD-XYZ")) == 1  # web-02, relabelled into prod: excepted
     assert w.alerts() == [] and suppressed(w) == {"exception": 2}
 
 
@@ -141,8 +158,10 @@ def test_an_excepted_signature_sets_no_flowbits(tmp_path: Path) -> None:
 
 
 def test_an_unknown_sid_is_refused_naming_the_resource_the_field_and_the_sid(tmp_path: Path) -> None:
-    spec = "exceptions: [{sid: 1002}, {sid: 2999999}]\nthresholds: ['suppress gen_id 1, sig_id 1003', " \
-           "'suppress gen_id 1, sig_id 77']"
+    spec = (
+        "exceptions: [{sid: 1002}, {sid: 2999999}]\nthresholds: ['suppress gen_id 1, sig_id 1003', "
+        "'suppress gen_id 1, sig_id 77']"
+    )
     policy = write_policy(tmp_path, inspect="strict", profiles=profile(spec))
     with pytest.raises(ValueError) as refused:
         fp.Tables(policy, {}, rule_sets(tmp_path, default=RULES).inspect)
@@ -154,42 +173,55 @@ def test_an_unknown_sid_is_refused_naming_the_resource_the_field_and_the_sid(tmp
 
 def test_a_signature_that_did_not_load_is_not_unknown(tmp_path: Path) -> None:
     rules = RULES + 'alert tcp any any -> any any (msg:"x"; xbits:isset,a,track ip_src; sid:4444;)\n'
-    w = excepting(tmp_path, "exceptions: [{sid: 4444}]", rules)   # skipped as unsupported: known, not a typo
+    w = excepting(tmp_path, "exceptions: [{sid: 4444}]", rules)  # skipped as unsupported: known, not a typo
     assert w.engine.tables is not None
 
 
-@pytest.mark.parametrize(("spec", "message"), [
-    ("exceptions: [{sid: 0}]", r"spec.exceptions\[0\].sid: gid and sid are numbers from 1 to 4294967295"),
-    ("exceptions: [{sid: 'x12'}]", r"spec.exceptions\[0\].sid: must be a signature id"),
-    ("exceptions: [{sid: 5, source: [any]}]", r"spec.exceptions\[0\].source: `any` is every endpoint"),
-    ("exceptions: [{sid: 5, source: [vm:web-09]}]",
-     r"spec.exceptions\[0\].source\[0\]: vm:web-09: Workload 'web-09' does not exist in vsys 'tenant-a'"),
-    ("thresholds: |\n  # noisy scanners\n  suppress gen_id 1, sig_id 5\n  threshold gen_id 1, sig_id 6, type limit, "
-     "track by_flow, count 1, seconds 9", r"spec.thresholds: line 3: expected `threshold gen_id N, sig_id N.*"
-                                          r"\(got 'threshold gen_id 1, sig_id 6, type limit, track by_flow"),
-    ("thresholds: ['suppress gen_id 0, sig_id 7']", r"spec.thresholds: line 1: sig_id 7 needs its gen_id"),
-    ("thresholds: ['suppress gen_id 1, sig_id 7, track by_src, ip $HOME_NET']",
-     r"spec.thresholds: line 1: address variables"),
-])
-def test_bad_exceptions_and_threshold_lines_are_policy_errors_naming_the_field(tmp_path: Path, spec: str,
-                                                                              message: str) -> None:
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("exceptions: [{sid: 0}]", r"spec.exceptions\[0\].sid: gid and sid are numbers from 1 to 4294967295"),
+        ("exceptions: [{sid: 'x12'}]", r"spec.exceptions\[0\].sid: must be a signature id"),
+        ("exceptions: [{sid: 5, source: [any]}]", r"spec.exceptions\[0\].source: `any` is every endpoint"),
+        (
+            "exceptions: [{sid: 5, source: [vm:web-09]}]",
+            r"spec.exceptions\[0\].source\[0\]: vm:web-09: Workload 'web-09' does not exist in vsys 'tenant-a'",
+        ),
+        (
+            "thresholds: |\n  # noisy scanners\n  suppress gen_id 1, sig_id 5\n  threshold gen_id 1, sig_id 6, type limit, "
+            "track by_flow, count 1, seconds 9",
+            r"spec.thresholds: line 3: expected `threshold gen_id N, sig_id N.*"
+            r"\(got 'threshold gen_id 1, sig_id 6, type limit, track by_flow",
+        ),
+        ("thresholds: ['suppress gen_id 0, sig_id 7']", r"spec.thresholds: line 1: sig_id 7 needs its gen_id"),
+        (
+            "thresholds: ['suppress gen_id 1, sig_id 7, track by_src, ip $HOME_NET']",
+            r"spec.thresholds: line 1: address variables",
+        ),
+    ],
+)
+def test_bad_exceptions_and_threshold_lines_are_policy_errors_naming_the_field(
+    tmp_path: Path, spec: str, message: str
+) -> None:
     with pytest.raises(PolicyError, match=r"ThreatProfile tenant-a/strict: " + message):
         write_policy(tmp_path, inspect="strict", profiles=profile(spec))
 
 
 # ---------------------------------------------------------------- threshold.config (Suricata's)
 
+
 def test_a_suppressed_drop_still_drops_as_in_suricata(tmp_path: Path) -> None:
     w = excepting(tmp_path, "thresholds: 'suppress gen_id 1, sig_id 1002, track by_src, ip 10.77.0.0/28'")
     seq, _ = handshake(w, 42060)
-    assert send(w, 42060, seq, b"EVIL-PAYLOAD-XYZ")[0] == []    # no alert; the action stands
+    assert send(w, 42060, seq, b"EVIL-PAYLOAD-XYZ")[0] == []  # no alert; the action stands
     assert w.alerts() == [] and suppressed(w) == {"suppress": 1}
     assert w.drops()["threat"] == 1
 
 
 def test_a_limit_counts_per_source_across_flows(tmp_path: Path) -> None:
-    w = excepting(tmp_path, "thresholds: 'threshold gen_id 1, sig_id 1004, type limit, track by_src, count 2, "
-                            "seconds 60'")
+    w = excepting(
+        tmp_path, "thresholds: 'threshold gen_id 1, sig_id 1004, type limit, track by_src, count 2, seconds 60'"
+    )
     for sport in range(42070, 42075):
         seq, _ = handshake(w, sport)
         send(w, sport, seq, b"HELLO there")
@@ -229,8 +261,12 @@ def parity_packets() -> list[Ether]:
     for round_ in range(12):
         src = "10.0.0.1" if round_ < 8 else "10.0.0.2"
         for i, content in enumerate(CONTENTS):
-            p = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src=src, dst="10.0.0.9", id=0) / \
-                UDP(sport=20000 + round_ * 20 + i, dport=5000) / (content.encode() + b"payload")
+            p = (
+                Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+                / IP(src=src, dst="10.0.0.9", id=0)
+                / UDP(sport=20000 + round_ * 20 + i, dport=5000)
+                / (content.encode() + b"payload")
+            )
             p.time = 1_700_000_000 + round_ + i / 1000
             packets.append(p)
     return packets
@@ -242,7 +278,9 @@ def ngfw_outcomes(tmp_path: Path, packets: list[Ether]) -> tuple[set[tuple[int, 
     from ngfw.values import replace
 
     policy = allow_all_policy(inspect=True)
-    policy = replace(policy, profiles=(CompiledProfile("default", 0, thresholds=parse_threshold_config(PARITY_THRESHOLDS)),))
+    policy = replace(
+        policy, profiles=(CompiledProfile("default", 0, thresholds=parse_threshold_config(PARITY_THRESHOLDS)),)
+    )
     engine = fp.Engine(flow_capacity=1024, unmanaged_vsys=0)
     a, b = engine.add_memory_port("a", 0), engine.add_memory_port("b", 0)
     engine.set_tables(fp.Tables(policy, {"a": a, "b": b}, rule_sets(tmp_path, default=PARITY_RULES).inspect))
@@ -251,8 +289,11 @@ def ngfw_outcomes(tmp_path: Path, packets: list[Ether]) -> tuple[set[tuple[int, 
         engine.inject(a, bytes(p), int(round(float(p.time) * 1e9)))
         if not engine.take_tx(b):
             dropped.add(p[UDP].sport)
-    alerts = {(e["signature"].sid, e["src_port"], "blocked" if e["blocked"] else "allowed")
-              for e in engine.drain_events() if e["event"] == "alert"}
+    alerts = {
+        (e["signature"].sid, e["src_port"], "blocked" if e["blocked"] else "allowed")
+        for e in engine.drain_events()
+        if e["event"] == "alert"
+    }
     return alerts, dropped
 
 
@@ -266,14 +307,45 @@ def suricata_outcomes(tmp_path: Path, packets: list[Ether]) -> tuple[set[tuple[i
     wrpcap(str(work / "in.pcap"), packets, linktype=1)
     (work / "threshold.config").write_text(PARITY_THRESHOLDS)
     (work / "rules.rules").write_text(PARITY_RULES)
-    eve = {"eve-log": {"enabled": "yes", "filetype": "regular", "filename": "eve.json", "community-id": "no",
-                       "types": [{"alert": {"tagged-packets": "no", "metadata": "no"}}, {"drop": {"alerts": "yes"}}]}}
-    (work / "suricata.yaml").write_text(render({
-        "outputs": [eve], "logging": logging_to_file(), "unix-command.enabled": False, "runmode": "single",
-        "threshold-file": str(work / "threshold.config")}))
-    done = subprocess.run(["suricata", "-c", str(work / "suricata.yaml"), "-S", str(work / "rules.rules"), "-k", "none",
-                           "--simulate-ips", "-r", str(work / "in.pcap"), "-l", str(work)],
-                          capture_output=True, text=True, timeout=120)
+    eve = {
+        "eve-log": {
+            "enabled": "yes",
+            "filetype": "regular",
+            "filename": "eve.json",
+            "community-id": "no",
+            "types": [{"alert": {"tagged-packets": "no", "metadata": "no"}}, {"drop": {"alerts": "yes"}}],
+        }
+    }
+    (work / "suricata.yaml").write_text(
+        render(
+            {
+                "outputs": [eve],
+                "logging": logging_to_file(),
+                "unix-command.enabled": False,
+                "runmode": "single",
+                "threshold-file": str(work / "threshold.config"),
+            }
+        )
+    )
+    done = subprocess.run(
+        [
+            "suricata",
+            "-c",
+            str(work / "suricata.yaml"),
+            "-S",
+            str(work / "rules.rules"),
+            "-k",
+            "none",
+            "--simulate-ips",
+            "-r",
+            str(work / "in.pcap"),
+            "-l",
+            str(work),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     log = (work / "suricata.log").read_text()
     assert "Threshold config parsed: 8 rule(s) found" in log, log[-2000:]
@@ -293,9 +365,11 @@ def by_sid(alerts: set[tuple[int, int, str]], dropped: set[int]) -> dict[int, tu
     for i in range(len(CONTENTS)):
         sid = 201 + i
         rounds = {20000 + r * 20 + i: r for r in range(12)}
-        out[sid] = (sorted(rounds[p] for s, p, _ in alerts if s == sid),
-                    sorted(rounds[p] for s, p, action in alerts if s == sid and action == "blocked"),
-                    sorted(rounds[p] for p in dropped if p in rounds))
+        out[sid] = (
+            sorted(rounds[p] for s, p, _ in alerts if s == sid),
+            sorted(rounds[p] for s, p, action in alerts if s == sid and action == "blocked"),
+            sorted(rounds[p] for p in dropped if p in rounds),
+        )
     return out
 
 
@@ -325,12 +399,13 @@ def test_threshold_config_counts_as_suricata_7_did_packet_by_packet(tmp_path: Pa
 def test_threshold_config_counts_as_the_installed_suricata_does(tmp_path: Path) -> None:
     packets = parity_packets()
     suricata = by_sid(*suricata_outcomes(tmp_path, packets))
-    assert suricata == SURICATA_7           # the recorded answer is this Suricata's
+    assert suricata == SURICATA_7  # the recorded answer is this Suricata's
     assert by_sid(*ngfw_outcomes(tmp_path, packets)) == suricata
 
 
 def test_explain_names_the_profile_and_the_exceptions_that_hold_for_the_flow(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from ngfw.cli import main
 
     spec = "exceptions: [{sid: 1002, source: [vm:web-01]}, {sid: 1003, destination: [vm:web-02]}, {sid: 1004}]"
@@ -341,7 +416,7 @@ def test_explain_names_the_profile_and_the_exceptions_that_hold_for_the_flow(
     assert "inspected by threat profile 'strict' of vsys tenant-a" in out
     assert "exception for this flow: signature 1:1002 does not run on packets from the client" in out
     assert "exception for this flow: signature 1:1004 does not run (spec.exceptions[2])" in out
-    assert "1:1003" not in out                          # web-02 is not in this flow
+    assert "1:1003" not in out  # web-02 is not in this flow
     assert main([*argv, "--from", "vm:web-02"]) == 0
     out = capsys.readouterr().out
     assert "1:1002" not in out and "signature 1:1003 does not run on packets from the server" in out

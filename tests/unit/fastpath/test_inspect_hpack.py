@@ -32,8 +32,14 @@ def headers(stream: int, block: bytes, end_headers: bool = True) -> bytes:
 
 
 def request(path: str, host: str = "h2.lab.example", agent: str = "probe/1", extra=()) -> list[tuple[str, str]]:
-    return [(":method", "GET"), (":path", path), (":scheme", "http"), (":authority", host), ("user-agent", agent),
-            *extra]
+    return [
+        (":method", "GET"),
+        (":path", path),
+        (":scheme", "http"),
+        (":authority", host),
+        ("user-agent", agent),
+        *extra,
+    ]
 
 
 def connection(tmp_path: Path, sport: int, segments: list[bytes]):
@@ -52,7 +58,7 @@ def test_later_requests_name_host_and_agent_by_index_and_are_inspected_with_them
     first = PREFACE + frame(4, 0, 0, b"") + headers(1, enc.encode(request("/first")))
     second = headers(3, enc.encode(request("/second")))
     third = headers(5, enc.encode(request("/third")))
-    assert len(second) < 30 and len(third) < 30      # host and agent travel as indices only
+    assert len(second) < 30 and len(third) < 30  # host and agent travel as indices only
     w, alerts = connection(tmp_path, 41500, [first, second, third])
     assert sorted(alerts) == [3001, 3002]
     assert w.engine.inspect_stats()["hpack_unresolved"] == 0
@@ -72,14 +78,14 @@ def test_evictions_and_a_smaller_table_keep_indices_in_step(tmp_path: Path) -> N
     enc = hpack.Encoder()
     big = [("x-big-0", "0" * 1500)]
     segments = [PREFACE + headers(1, enc.encode(request("/first", extra=big)))]
-    for i in range(1, 4):        # 1.5 KB headers push the oldest entries out of the 4096-byte table
+    for i in range(1, 4):  # 1.5 KB headers push the oldest entries out of the 4096-byte table
         segments.append(headers(1 + 2 * i, enc.encode(request(f"/fill{i}", extra=[(f"x-big-{i}", str(i) * 1500)]))))
     enc.header_table_size = 200  # a size update at the next block's start, then constant eviction
     segments.append(headers(9, enc.encode(request("/second"))))
     segments.append(headers(11, enc.encode(request("/after", host="other.example"))))
     segments.append(headers(13, enc.encode(request("/third"))))
     w, alerts = connection(tmp_path, 41502, segments)
-    assert sorted(alerts) == [3001, 3002, 3003]     # never x-big-0, evicted long before /after
+    assert sorted(alerts) == [3001, 3002, 3003]  # never x-big-0, evicted long before /after
     assert w.engine.inspect_stats()["hpack_malformed"] == 0
 
 
@@ -92,5 +98,5 @@ def test_a_size_update_above_the_allowed_table_is_counted_and_nothing_resolves_w
     w, alerts = connection(tmp_path, 41503, [first, bad, later])
     stats = w.engine.inspect_stats()
     assert stats["hpack_malformed"] == 1
-    assert alerts == [3003]                # only the literal first request: no index resolves after the error
+    assert alerts == [3003]  # only the literal first request: no index resolves after the error
     assert stats["hpack_unresolved"] >= 2  # /third's host and agent were named by index, and skipped

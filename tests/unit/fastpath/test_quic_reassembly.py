@@ -29,8 +29,10 @@ VERSIONS = {"v1": qi.V1, "v2": qi.V2, "draft-29": 0xFF00001D}
 def initials(version: int, sni: str, seed: int, scatter: bool, extra_padding: int = 0) -> list[bytes]:
     rng = random.Random(seed)
     hello = gen.chrome_client_hello(rng, sni, extra_padding=extra_padding)
-    return [qi.client_initial(version, frames, pn=pn, size=gen.INITIAL_SIZE)
-            for pn, frames in enumerate(gen.chaos_packets(rng, hello, scatter))]
+    return [
+        qi.client_initial(version, frames, pn=pn, size=gen.INITIAL_SIZE)
+        for pn, frames in enumerate(gen.chaos_packets(rng, hello, scatter))
+    ]
 
 
 def flow(packets: list[tuple[bool, bytes]]) -> tuple[str | None, str | None, str | None]:
@@ -42,8 +44,9 @@ def flow(packets: list[tuple[bool, bytes]]) -> tuple[str | None, str | None, str
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("scatter", [False, True], ids=["chrome", "scattered"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["in-order", "reordered"])
-def test_a_post_quantum_hello_over_several_initials_names_its_host(version: str, seed: int, scatter: bool,
-                                                                  reverse: bool) -> None:
+def test_a_post_quantum_hello_over_several_initials_names_its_host(
+    version: str, seed: int, scatter: bool, reverse: bool
+) -> None:
     packets = initials(VERSIONS[version], f"host{seed}.example.net", seed, scatter)
     assert len(packets) >= 2
     if reverse:
@@ -81,17 +84,19 @@ def test_coalesced_initials_in_one_datagram_are_both_read() -> None:
 def test_a_rewritten_retransmission_keeps_the_first_copy() -> None:
     hello = qi.tls_client_hello(b"first.example")
     name_at = hello.index(b"first.example")
-    forged = hello[:name_at] + b"forge" + hello[name_at + 5:]
-    packets = [qi.client_initial(qi.V1, qi.crypto_frame(hello[:name_at + 8], 0), pn=0),
-               qi.client_initial(qi.V1, qi.crypto_frame(forged, 0), pn=1)]
+    forged = hello[:name_at] + b"forge" + hello[name_at + 5 :]
+    packets = [
+        qi.client_initial(qi.V1, qi.crypto_frame(hello[: name_at + 8], 0), pn=0),
+        qi.client_initial(qi.V1, qi.crypto_frame(forged, 0), pn=1),
+    ]
     assert flow([(C, p) for p in packets])[:2] == ("quic", "first.example")
 
 
 def test_a_hello_cut_into_more_runs_than_are_tracked_stays_quic_without_a_host() -> None:
     # every other byte first: 200 disjoint runs, more than the bounded range list holds
     hello = qi.tls_client_hello(b"runs.example")
-    frames = b"".join(qi.crypto_frame(hello[i:i + 1], i) for i in range(0, min(len(hello), 400), 2))
-    odd = b"".join(qi.crypto_frame(hello[i:i + 1], i) for i in range(1, len(hello), 2))
+    frames = b"".join(qi.crypto_frame(hello[i : i + 1], i) for i in range(0, min(len(hello), 400), 2))
+    odd = b"".join(qi.crypto_frame(hello[i : i + 1], i) for i in range(1, len(hello), 2))
     packets = [qi.client_initial(qi.V1, frames, pn=0, size=1400), qi.client_initial(qi.V1, odd, pn=1, size=1400)]
     app, host, _ = flow([(C, p) for p in packets])
     assert (app, host) == ("quic", None)
@@ -105,8 +110,13 @@ def test_crypto_offsets_past_the_reassembly_room_are_ignored() -> None:
 def test_the_fixture_capture_replays_with_every_host(tmp_path: Path) -> None:
     """The generated capture, through `ngfw replay` (the whole engine): each flow is quic with its SNI."""
     capture = ROOT / "tests" / "fixtures" / "accuracy" / "pcaps" / "quic_multi_initial.pcap"
-    out = subprocess.run([sys.executable, "-m", "ngfw", "replay", "--json", str(capture)], capture_output=True,
-                         text=True, check=True, cwd=tmp_path).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "ngfw", "replay", "--json", str(capture)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    ).stdout
     records = [json.loads(line) for line in out.splitlines() if line.strip()]
     got = {r["app_host"] for r in records if r.get("event_type", "flow") == "flow" and r.get("app") == "quic"}
     assert got == {f.sni for f in gen.FLOWS}
@@ -119,12 +129,19 @@ def test_quic_sni_rules_see_the_reassembled_hello(tmp_path: Path) -> None:
     rules.write_text(
         'alert quic any any -> any any (msg:"sni youtube"; quic.sni; content:"youtube"; sid:1; rev:1;)\n'
         'alert quic any any -> any any (msg:"sni example"; quic.sni; content:"example."; sid:2; rev:1;)\n'
-        'alert quic any any -> any any (msg:"must not fire"; quic.sni; content:"nothing.invalid"; sid:3; rev:1;)\n')
+        'alert quic any any -> any any (msg:"must not fire"; quic.sni; content:"nothing.invalid"; sid:3; rev:1;)\n'
+    )
     capture = ROOT / "tests" / "fixtures" / "accuracy" / "pcaps" / "quic_multi_initial.pcap"
-    out = subprocess.run([sys.executable, "-m", "ngfw", "replay", "--json", "--rules", str(rules), str(capture)],
-                         capture_output=True, text=True, check=True, cwd=tmp_path).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "ngfw", "replay", "--json", "--rules", str(rules), str(capture)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    ).stdout
     alerts = [json.loads(line) for line in out.splitlines() if '"event_type":"alert"' in line.replace(" ", "")]
     got = sorted((a["src_ip"], a["alert"]["signature_id"]) for a in alerts)
-    expected = sorted([("10.0.0.11", 1)] + [(f"10.0.0.{10 + i}", 2) for i, f in enumerate(gen.FLOWS)
-                                            if "example." in f.sni])
+    expected = sorted(
+        [("10.0.0.11", 1)] + [(f"10.0.0.{10 + i}", 2) for i, f in enumerate(gen.FLOWS) if "example." in f.sni]
+    )
     assert got == expected

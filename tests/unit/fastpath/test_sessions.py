@@ -45,18 +45,23 @@ def test_an_imported_session_goes_on_where_an_unknown_one_is_dropped() -> None:
     out = a.engine.export_sessions(now_ns=12 * S)
     assert out["count"] == 1
     (record,) = fp.decode_records(out["records"])
-    assert (record["src_ip"], record["src_port"], record["dest_ip"], record["dest_port"]) == (WEB1_IP, 43000, SRV_IP, 80)
+    assert (record["src_ip"], record["src_port"], record["dest_ip"], record["dest_port"]) == (
+        WEB1_IP,
+        43000,
+        SRV_IP,
+        80,
+    )
     assert record["tcp_state"] == "established" and record["pkts_toserver"] == 2
 
     other = Wire(lab_policy())
-    assert other.from_vm(data(43000), 11 * S)[0] == []   # strict TCP: mid-stream of nothing known
+    assert other.from_vm(data(43000), 11 * S)[0] == []  # strict TCP: mid-stream of nothing known
     assert other.drops()["tcp_not_syn"] == 1
 
     assert b.engine.import_sessions(out["records"], now_ns=12 * S)["results"] == {"imported": 1}
     assert len(b.from_vm(data(43000), 11 * S)[0]) == 1
     assert len(b.from_up(srv_to_web1(tcp(80, 43000, "A", seq=501, ack=140)), 11 * S)[0]) == 1
     (flow,) = b.engine.flows()
-    assert flow["flow_id"] == record["flow_id"]          # the same flow, not a new one
+    assert flow["flow_id"] == record["flow_id"]  # the same flow, not a new one
     assert flow["pkts_toserver"] == 3 and flow["app_proto"] == "http"
 
 
@@ -74,8 +79,9 @@ def test_the_importers_policy_decides_not_the_record() -> None:
 def _without_rules(policy):
     from ngfw.compiler.tables import CompiledPolicy
 
-    return CompiledPolicy(version=policy.version + 1, vsys=policy.vsys, workloads=policy.workloads, rules=(),
-                          catalogue=policy.catalogue)
+    return CompiledPolicy(
+        version=policy.version + 1, vsys=policy.vsys, workloads=policy.workloads, rules=(), catalogue=policy.catalogue
+    )
 
 
 def test_a_flow_this_host_already_has_is_kept_as_it_is() -> None:
@@ -83,7 +89,9 @@ def test_a_flow_this_host_already_has_is_kept_as_it_is() -> None:
     handshake(a, 43002)
     handshake(b, 43002)
     b.from_vm(data(43002), 11 * S)
-    assert b.engine.import_sessions(a.engine.export_sessions(now_ns=12 * S)["records"], now_ns=12 * S)["results"] == {"present": 1}
+    assert b.engine.import_sessions(a.engine.export_sessions(now_ns=12 * S)["records"], now_ns=12 * S)["results"] == {
+        "present": 1
+    }
     (flow,) = b.engine.flows()
     assert flow["pkts_toserver"] == 3
 
@@ -94,7 +102,7 @@ def test_corrupt_records_are_refused_and_counted_never_trusted() -> None:
         handshake(a, 43100 + port)
     good = a.engine.export_sessions(now_ns=12 * S)["records"]
     b = Wire(lab_policy())
-    assert b.engine.import_sessions(b"\x00" * 40, now_ns=12 * S)["results"] == {}            # shorter than a record
+    assert b.engine.import_sessions(b"\x00" * 40, now_ns=12 * S)["results"] == {}  # shorter than a record
     assert b.engine.import_sessions(b"\xff" * 4096, now_ns=12 * S)["results"] == {"malformed": 1}
     rng = random.Random(7)
     for _ in range(300):
@@ -103,7 +111,7 @@ def test_corrupt_records_are_refused_and_counted_never_trusted() -> None:
             mutated[rng.randrange(len(mutated))] = rng.randrange(256)
         result = b.engine.import_sessions(bytes(mutated), now_ns=12 * S)["results"]
         assert sum(result.values()) <= 5
-        for flow in b.engine.flows():   # whatever got in is a flow the policy allows between real workloads
+        for flow in b.engine.flows():  # whatever got in is a flow the policy allows between real workloads
             assert flow["action"] == "allow" and flow["rule"] >= 0
         b = Wire(lab_policy())
 
@@ -133,24 +141,27 @@ def test_export_of_one_workload_and_a_delta_with_tombstones() -> None:
     a.from_vm(web1_to_srv(tcp(43400, 80, "S"), src_ip=WEB2_IP, src_mac=WEB2_MAC), 10 * S)
     first = a.engine.export_sessions(workload=web1, now_ns=12 * S)
     assert first["count"] == 3 and len(first["keys"]) == 3 * 40
-    assert b.engine.import_sessions(first["records"], migration=True, require_workload=web1, now_ns=12 * S)["results"] == {"imported": 3}
+    assert b.engine.import_sessions(first["records"], migration=True, require_workload=web1, now_ns=12 * S)[
+        "results"
+    ] == {"imported": 3}
     # during the move: one connection gets data, one is reset (ends at the source, logged there)
     a.from_vm(data(43300), 12 * S)
     a.from_vm(web1_to_srv(tcp(43301, 80, "R", seq=101)), 12 * S)
-    a.engine.expire(20 * S)   # the reset one is swept (tcp_closed: 5 s)
+    a.engine.expire(20 * S)  # the reset one is swept (tcp_closed: 5 s)
     delta = a.engine.export_sessions(workload=web1, changed_since=11 * S, hand_over=True, now_ns=12 * S)
     gone = set(_keys(first["keys"])) - set(_keys(delta["keys"]))
     assert delta["count"] == 1 and len(gone) == 1
-    result = b.engine.import_sessions(delta["records"] + fp.tombstones(b"".join(gone)), migration=True, now_ns=12 * S,
-                                      require_workload=web1)["results"]
+    result = b.engine.import_sessions(
+        delta["records"] + fp.tombstones(b"".join(gone)), migration=True, now_ns=12 * S, require_workload=web1
+    )["results"]
     assert result == {"updated": 1, "removed": 1}
     assert sorted(f["src_port"] for f in b.engine.flows()) == [43300, 43302]
     assert [f["pkts_toserver"] for f in b.engine.flows() if f["src_port"] == 43300] == [3]
-    assert [e for e in b.engine.drain_events() if e["event"] == "flow"] == []   # the tombstone is not an end here
+    assert [e for e in b.engine.drain_events() if e["event"] == "flow"] == []  # the tombstone is not an end here
 
 
 def _keys(packed: bytes) -> list[bytes]:
-    return [packed[i:i + 40] for i in range(0, len(packed), 40)]
+    return [packed[i : i + 40] for i in range(0, len(packed), 40)]
 
 
 def test_handed_over_flows_linger_unlogged_unless_the_moved_workload_still_crosses_here() -> None:
@@ -163,7 +174,7 @@ def test_handed_over_flows_linger_unlogged_unless_the_moved_workload_still_cross
     # the server's late segment does not make 43500 ours again; web1's own segment on 43501 does
     a.from_up(srv_to_web1(tcp(80, 43500, "A", seq=501, ack=101)), 11 * S)
     a.from_vm(data(43501), 11 * S)
-    a.engine.expire(25 * S)   # past the hand-over linger (10 s), well before tcp_established (1 h)
+    a.engine.expire(25 * S)  # past the hand-over linger (10 s), well before tcp_established (1 h)
     assert [f["src_port"] for f in a.engine.flows()] == [43501]
     assert a.engine.stats()["flows_handed_over"] == 1
     assert [e for e in a.engine.drain_events() if e["event"] == "flow"] == []
@@ -198,8 +209,8 @@ def test_a_table_in_shared_memory_is_adopted_by_the_next_engine() -> None:
     a.up = a.engine.add_memory_port("up", 0)
     a.load(lab_policy())
     handshake(a, 43700)
-    a.from_vm(data(43700), 11 * S)   # App-ID: http, host a.example
-    del a   # the process is gone; its memory is what it left
+    a.from_vm(data(43700), 11 * S)  # App-ID: http, host a.example
+    del a  # the process is gone; its memory is what it left
     b = Wire(lab_policy())
     assert b.engine.adopt_sessions(memory, layout, now_ns=12 * S)["results"] == {"imported": 1}
     (flow,) = b.engine.flows()
@@ -208,7 +219,9 @@ def test_a_table_in_shared_memory_is_adopted_by_the_next_engine() -> None:
 
 
 def test_a_match_that_spans_the_move_still_alerts(tmp_path: Path) -> None:
-    rules = 'alert tcp any any -> any any (msg:"split"; flow:to_server; content:"SPLIT-ACROSS-HOSTS"; sid:7001; rev:1;)\n'
+    rules = (
+        'alert tcp any any -> any any (msg:"split"; flow:to_server; content:"SPLIT-ACROSS-HOSTS"; sid:7001; rev:1;)\n'
+    )
     policy = write_policy(tmp_path)
     signatures = rule_sets(tmp_path, default=rules)
     a, b = InspectWire(policy, signatures), InspectWire(policy, signatures)
@@ -240,7 +253,7 @@ def test_a_continued_flow_logs_its_past_flags_icmp_type_and_alert(tmp_path: Path
     handshake(a, 44000)
     a.from_vm(data(44000, payload=b"xxALERT-BEFORE-MOVEyy"), 11 * S)
     (before,) = [{k: f[k] for k in EVE_PAST} for f in a.engine.flows()]
-    assert before["alerted"] and (before["tcp_flags_ts"], before["tcp_flags_tc"]) == (0x1a, 0x12)
+    assert before["alerted"] and (before["tcp_flags_ts"], before["tcp_flags_tc"]) == (0x1A, 0x12)
     records = a.engine.export_sessions(now_ns=12 * S)["records"]
     b = InspectWire(policy, signatures)
     assert b.engine.import_sessions(records, now_ns=12 * S)["results"] == {"imported": 1}
@@ -251,13 +264,14 @@ def test_a_continued_flow_logs_its_past_flags_icmp_type_and_alert(tmp_path: Path
     (icmp,) = [{k: f[k] for k in EVE_PAST} for f in ping.engine.flows()]
     assert icmp["icmp_type"] == 13
     pong = Wire(lab_policy())
-    assert pong.engine.import_sessions(ping.engine.export_sessions(now_ns=12 * S)["records"],
-                                       now_ns=12 * S)["results"] == {"imported": 1}
+    assert pong.engine.import_sessions(ping.engine.export_sessions(now_ns=12 * S)["records"], now_ns=12 * S)[
+        "results"
+    ] == {"imported": 1}
     assert [{k: f[k] for k in EVE_PAST} for f in pong.engine.flows()] == [icmp]
 
     # a record from a build before the EVE trailer (the same record, 8 bytes shorter) still imports
     first_len = int.from_bytes(records[:4], "little")
-    old = (first_len - 8).to_bytes(4, "little") + records[4:first_len - 8]
+    old = (first_len - 8).to_bytes(4, "little") + records[4 : first_len - 8]
     c = InspectWire(policy, signatures)
     assert c.engine.import_sessions(old, now_ns=12 * S)["results"] == {"imported": 1}
     (flow,) = c.engine.flows()
@@ -272,7 +286,7 @@ def test_app_ids_are_mapped_by_name() -> None:
     records = a.engine.export_sessions(now_ns=12 * S)["records"]
     http = names.index("http")
     # the exporter's catalogue numbered http one lower: its id means http here only through the name
-    renumbered = names[1:http] + ["http", "decoy"] + names[http + 1:]
+    renumbered = names[1:http] + ["http", "decoy"] + names[http + 1 :]
     b = Wire(lab_policy())
     assert b.engine.import_sessions(records, exporter_apps=names, now_ns=12 * S)["results"] == {"imported": 1}
     assert b.engine.flows()[0]["app_proto"] == "http"
@@ -281,4 +295,4 @@ def test_app_ids_are_mapped_by_name() -> None:
     assert c.engine.flows()[0]["app_proto"] == "decoy" if "decoy" in names else c.engine.flows()[0]["app_proto"] is None
     d = Wire(lab_policy())
     d.engine.import_sessions(records, exporter_apps=["not-an-app-here"] * len(names), now_ns=12 * S)
-    assert d.engine.flows()[0]["app_proto"] is None   # classified again from the next payload
+    assert d.engine.flows()[0]["app_proto"] is None  # classified again from the next payload

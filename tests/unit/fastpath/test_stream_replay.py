@@ -24,13 +24,27 @@ def replay_alerts(tmp_path: Path, frames: list) -> list[int]:
 
     wrpcap(str(tmp_path / "holes.pcap"), frames)
     (tmp_path / "marks.rules").write_text(RULES)
-    done = subprocess.run([sys.executable, "-m", "ngfw", "replay", "--json", "--rules", str(tmp_path / "marks.rules"),
-                           str(tmp_path / "holes.pcap")], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ngfw",
+            "replay",
+            "--json",
+            "--rules",
+            str(tmp_path / "marks.rules"),
+            str(tmp_path / "holes.pcap"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     import json
 
-    return sorted(r["alert"]["signature_id"] for r in map(json.loads, done.stdout.splitlines())
-                  if r["event_type"] == "alert")
+    return sorted(
+        r["alert"]["signature_id"] for r in map(json.loads, done.stdout.splitlines()) if r["event_type"] == "alert"
+    )
 
 
 def connection(sport: int) -> tuple[list, object]:
@@ -42,14 +56,16 @@ def connection(sport: int) -> tuple[list, object]:
     def client(seq: int, data: bytes):
         return Ether() / IP(src=c, dst=s) / TCP(sport=sport, dport=80, flags="PA", seq=seq, ack=5001) / data
 
-    return [Ether() / IP(src=c, dst=s) / TCP(sport=sport, dport=80, flags="S", seq=1000),
-            Ether() / IP(src=s, dst=c) / TCP(sport=80, dport=sport, flags="SA", seq=5000, ack=1001)], client
+    return [
+        Ether() / IP(src=c, dst=s) / TCP(sport=sport, dport=80, flags="S", seq=1000),
+        Ether() / IP(src=s, dst=c) / TCP(sport=80, dport=sport, flags="SA", seq=5000, ack=1001),
+    ], client
 
 
 def test_a_lasting_hole_is_waited_for_eight_segments_then_inspection_goes_on_after_it(tmp_path: Path) -> None:
     frames, client = connection(42001)
-    frames.append(client(1001, b"MARK-FIRST 12345678"))      # inspected: in order
-    seq = 1001 + 19 + 100                                      # the capture lost 100 bytes here
+    frames.append(client(1001, b"MARK-FIRST 12345678"))  # inspected: in order
+    seq = 1001 + 19 + 100  # the capture lost 100 bytes here
     for i in range(9):
         # segments 1-8 beyond the hole pass unread; the 9th gives the hole up and is inspected
         frames.append(client(seq, (b"MARK-AFTER" if i == 8 else b"MARK-WAITED") + b"-%08d" % i))
@@ -60,8 +76,8 @@ def test_a_lasting_hole_is_waited_for_eight_segments_then_inspection_goes_on_aft
 def test_a_hole_that_fills_within_the_wait_is_inspected_in_order(tmp_path: Path) -> None:
     frames, client = connection(42002)
     first, rest = b"GET /x HTTP/1.1\r\nX: MARK-FILLED\r\n", b"Host: a\r\n\r\n"
-    frames.append(client(1001 + len(first), rest))               # reordered: its bytes come before the first's
-    frames.append(client(1001, first))                           # the hole fills: read in order, not dropped
+    frames.append(client(1001 + len(first), rest))  # reordered: its bytes come before the first's
+    frames.append(client(1001, first))  # the hole fills: read in order, not dropped
     assert replay_alerts(tmp_path, frames) == [9004]
 
 
@@ -70,8 +86,7 @@ def test_a_segment_captured_before_the_hole_filled_is_inspected_once_it_did(tmp_
     segments, until the wait ran out)."""
     frames, client = connection(42003)
     first, second, third = b"AAAA MARK-FIRST xx", b"BBBB MARK-WAITED x", b"CCCC MARK-AFTER xx"
-    frames.append(client(1001 + len(first), second))                  # captured before the bytes it follows
-    frames.append(client(1001, first))                                # the hole fills: both are read, in order
-    frames.append(client(1001 + len(first) + len(second), third))     # and the stream goes on
+    frames.append(client(1001 + len(first), second))  # captured before the bytes it follows
+    frames.append(client(1001, first))  # the hole fills: both are read, in order
+    frames.append(client(1001 + len(first) + len(second), third))  # and the stream goes on
     assert replay_alerts(tmp_path, frames) == [9001, 9002, 9003]
-

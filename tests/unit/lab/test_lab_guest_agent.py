@@ -30,7 +30,8 @@ def test_a_reply_is_found_between_its_own_markers_whatever_came_before() -> None
     found = parse_reply(stale + mine, "bbb")
     assert found is not None and found.returncode == 7 and found.output == "line 1\nno newline at the end"
     assert parse_reply(b"\n<<ngfw ccc begin>>\n\n<<ngfw ccc end 0>>\n", "ccc") == parse_reply(
-        b"<<ngfw ccc begin>>\n\n<<ngfw ccc end 0>>", "ccc")
+        b"<<ngfw ccc begin>>\n\n<<ngfw ccc end 0>>", "ccc"
+    )
     assert parse_reply(mine[:-12], "bbb") is None  # the end line has not arrived yet
     assert parse_reply(stale, "bbb") is None
 
@@ -63,9 +64,15 @@ def agent_socket(tmp_path: Path) -> Iterator[Path]:
     tty = os.ttyname(slave)
     script = agent_shell(tty, str(tmp_path)) + AGENT_START
     # the shell plays the guest's PID 1: orphaned processes are reparented to it (a child subreaper)
-    agent = subprocess.Popen([BUSYBOX, "sh", "-c", script], env={"PATH": str(applets)}, stdin=subprocess.DEVNULL,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                             preexec_fn=_become_subreaper)
+    agent = subprocess.Popen(
+        [BUSYBOX, "sh", "-c", script],
+        env={"PATH": str(applets)},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=_become_subreaper,
+    )
     path = tmp_path / "agent.sock"
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(str(path))
@@ -113,8 +120,10 @@ def test_a_command_runs_and_its_output_and_exit_status_come_back_exactly(agent_s
     assert done.output == "out\nerr\nno newline"
     quoted = agent.run("""x='it''s "quoted"'; echo "$x"; printf '%s\\n' a b""", timeout=10)
     assert quoted.output == 'its "quoted"\na\nb\n' and quoted.returncode == 0
-    assert guest_exec(agent_socket, "seq 1 2000 | sha256sum", timeout=10).output.split()[0] == (
-        subprocess.run("seq 1 2000 | sha256sum", shell=True, capture_output=True, text=True).stdout.split()[0])
+    assert (
+        guest_exec(agent_socket, "seq 1 2000 | sha256sum", timeout=10).output.split()[0]
+        == (subprocess.run("seq 1 2000 | sha256sum", shell=True, capture_output=True, text=True).stdout.split()[0])
+    )
 
 
 def test_a_command_past_its_time_is_killed_in_the_guest(agent_socket: Path) -> None:

@@ -44,8 +44,9 @@ def test_the_initramfs_archive_reads_back_and_busybox_cpio_lists_it(tmp_path: Pa
     if busybox:  # a real cpio reader agrees (busybox-static is in deploy/packages-lab.txt)
         archive = tmp_path / "initrd.cpio"
         archive.write_bytes(buffer.getvalue())
-        listed = subprocess.run([busybox, "cpio", "-t"], stdin=archive.open("rb"), capture_output=True, text=True,
-                                check=True).stdout.split()
+        listed = subprocess.run(
+            [busybox, "cpio", "-t"], stdin=archive.open("rb"), capture_output=True, text=True, check=True
+        ).stdout.split()
         assert sorted(listed) == sorted(e.name for e in entries)
 
 
@@ -55,7 +56,7 @@ def test_a_newc_header_is_the_kernel_format() -> None:
     data = buffer.getvalue()
     assert data.startswith(b"070701")
     assert len(data) % 4 == 0
-    assert data[-(len(b"TRAILER!!!\x00") + 3):].startswith(b"TRAILER!!!\x00")
+    assert data[-(len(b"TRAILER!!!\x00") + 3) :].startswith(b"TRAILER!!!\x00")
 
 
 def test_module_dependencies_come_from_modinfo_and_load_in_order() -> None:
@@ -63,9 +64,15 @@ def test_module_dependencies_come_from_modinfo_and_load_in_order() -> None:
     assert modinfo_depends(modinfo) == ["net_failover", "virtio", "virtio_ring"]
     assert modinfo_depends(b"\x00depends=\x00name=failover\x00") == []
     assert modinfo_depends(b"\x00depends=virtio-pci-legacy-dev\x00") == ["virtio_pci_legacy_dev"]
-    deps = {"virtio_net": ["net_failover", "virtio", "virtio_ring"], "net_failover": ["failover"], "failover": [],
-            "virtio": [], "virtio_ring": [], "virtio_pci": ["virtio", "virtio_ring", "virtio_pci_modern_dev"],
-            "virtio_pci_modern_dev": []}
+    deps = {
+        "virtio_net": ["net_failover", "virtio", "virtio_ring"],
+        "net_failover": ["failover"],
+        "failover": [],
+        "virtio": [],
+        "virtio_ring": [],
+        "virtio_pci": ["virtio", "virtio_ring", "virtio_pci_modern_dev"],
+        "virtio_pci_modern_dev": [],
+    }
     order = load_order(["virtio_pci", "virtio_net"], lambda name: deps[name], builtin={"virtio_ring"})
     assert "virtio_ring" not in order  # built into the kernel: nothing to load
     for name, needs in deps.items():
@@ -91,8 +98,11 @@ def test_the_kernel_package_is_what_the_meta_package_depends_on() -> None:
 def test_the_cache_key_follows_every_package_version() -> None:
     base = PackageVersions("linux-image-6.1.0-57-amd64", "6.1.192-3", "1:1.35.0-4+deb12u1+b1")
     assert base.kernel_release == "6.1.0-57-amd64"
-    keys = {image_key(base), image_key(PackageVersions(base.kernel_package, "6.1.192-4", base.busybox_version)),
-            image_key(PackageVersions(base.kernel_package, base.kernel_version, "1:1.36.1-1"))}
+    keys = {
+        image_key(base),
+        image_key(PackageVersions(base.kernel_package, "6.1.192-4", base.busybox_version)),
+        image_key(PackageVersions(base.kernel_package, base.kernel_version, "1:1.36.1-1")),
+    }
     assert len(keys) == 3
     assert image_key(base) == image_key(PackageVersions(*base.__dict__.values()))
 

@@ -16,9 +16,15 @@ KERNEL = Path("/cache/vmlinux")
 
 
 def spec(**changes: object) -> GuestSpec:
-    base = GuestSpec(name="web1.host-a", kernel=KERNEL, initrd=Path("/cache/initrd.cpio"), append="console=ttyS0",
-                     netns="ngfw-host", nics=(Nic("02:00:00:00:01:01", "br-vm", "vm-web1"),),
-                     serial_sockets=("agent",))
+    base = GuestSpec(
+        name="web1.host-a",
+        kernel=KERNEL,
+        initrd=Path("/cache/initrd.cpio"),
+        append="console=ttyS0",
+        netns="ngfw-host",
+        nics=(Nic("02:00:00:00:01:01", "br-vm", "vm-web1"),),
+        serial_sockets=("agent",),
+    )
     return GuestSpec(**{**base.__dict__, **changes})  # type: ignore[arg-type]
 
 
@@ -30,10 +36,14 @@ def test_nics_are_taps_on_the_bridge_with_fixed_macs_and_qemu_gets_no_network_of
     two_nics = spec(nics=(Nic("02:00:00:00:00:a1", "br-vm", "fw-vm"), Nic("02:00:00:00:00:a2", "br-up", "fw-up")))
     argv = qemu_argv(two_nics, RunFiles(tmp_path, "fw"), "tcg")
     assert "-nodefaults" in argv  # no default NIC, monitor or serial port
-    assert option_values(argv, "-netdev") == ["tap,id=net0,ifname=fw-vm,script=no,downscript=no",
-                                              "tap,id=net1,ifname=fw-up,script=no,downscript=no"]
-    assert option_values(argv, "-device") == ["virtio-net-pci,netdev=net0,mac=02:00:00:00:00:a1,romfile=",
-                                              "virtio-net-pci,netdev=net1,mac=02:00:00:00:00:a2,romfile="]
+    assert option_values(argv, "-netdev") == [
+        "tap,id=net0,ifname=fw-vm,script=no,downscript=no",
+        "tap,id=net1,ifname=fw-up,script=no,downscript=no",
+    ]
+    assert option_values(argv, "-device") == [
+        "virtio-net-pci,netdev=net0,mac=02:00:00:00:00:a1,romfile=",
+        "virtio-net-pci,netdev=net1,mac=02:00:00:00:00:a2,romfile=",
+    ]
     assert "-nic" not in argv and "-net" not in argv
 
 
@@ -68,34 +78,54 @@ def test_a_migration_target_has_the_same_command_line_plus_incoming(tmp_path: Pa
 
 
 def test_a_disk_image_boots_with_or_without_a_kernel(tmp_path: Path) -> None:
-    argv = qemu_argv(spec(kernel=None, initrd=None, append="", disk=Path("/img/fw.qcow2"), disk_format="qcow2",
-                          disk_snapshot=True), RunFiles(tmp_path, "fw"), "tcg")
+    argv = qemu_argv(
+        spec(kernel=None, initrd=None, append="", disk=Path("/img/fw.qcow2"), disk_format="qcow2", disk_snapshot=True),
+        RunFiles(tmp_path, "fw"),
+        "tcg",
+    )
     assert option_values(argv, "-drive") == ["file=/img/fw.qcow2,if=virtio,format=qcow2,snapshot=on"]
     assert "-kernel" not in argv
-    seeded = qemu_argv(spec(disk=Path("/img/fw.raw"), drives=(Drive(Path("/img/seed.iso"), readonly=True),)),
-                       RunFiles(tmp_path, "fw"), "tcg")
-    assert option_values(seeded, "-drive") == ["file=/img/fw.raw,if=virtio,format=raw",
-                                               "file=/img/seed.iso,if=virtio,format=raw,readonly=on"]
+    seeded = qemu_argv(
+        spec(disk=Path("/img/fw.raw"), drives=(Drive(Path("/img/seed.iso"), readonly=True),)),
+        RunFiles(tmp_path, "fw"),
+        "tcg",
+    )
+    assert option_values(seeded, "-drive") == [
+        "file=/img/fw.raw,if=virtio,format=raw",
+        "file=/img/seed.iso,if=virtio,format=raw,readonly=on",
+    ]
 
 
-@pytest.mark.parametrize(("changes", "message"), [
-    ({"extra_args": ("-netdev", "user,id=n9")}, "may not add QEMU networking"),
-    ({"extra_args": ("-nic", "tap")}, "may not add QEMU networking"),
-    ({"nics": (Nic("02:00:00:00:01:01", "br-vm", "a-very-long-tap-name"),)}, "'a-very-long-tap-name' is longer than 15"),
-    ({"nics": (Nic("02:00:00:00:01", "br-vm", "vm-web1"),)}, "bad MAC address '02:00:00:00:01'"),
-    ({"kernel": None}, "give a kernel or a disk image"),
-    ({"name": "web 1"}, "bad guest name 'web 1'"),
-    ({"serial_sockets": ("../x",)}, "bad serial port name '../x'"),
-])
-def test_bad_specs_are_refused_with_the_bad_value_named(tmp_path: Path, changes: dict[str, object],
-                                                       message: str) -> None:
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"extra_args": ("-netdev", "user,id=n9")}, "may not add QEMU networking"),
+        ({"extra_args": ("-nic", "tap")}, "may not add QEMU networking"),
+        (
+            {"nics": (Nic("02:00:00:00:01:01", "br-vm", "a-very-long-tap-name"),)},
+            "'a-very-long-tap-name' is longer than 15",
+        ),
+        ({"nics": (Nic("02:00:00:00:01", "br-vm", "vm-web1"),)}, "bad MAC address '02:00:00:00:01'"),
+        ({"kernel": None}, "give a kernel or a disk image"),
+        ({"name": "web 1"}, "bad guest name 'web 1'"),
+        ({"serial_sockets": ("../x",)}, "bad serial port name '../x'"),
+    ],
+)
+def test_bad_specs_are_refused_with_the_bad_value_named(
+    tmp_path: Path, changes: dict[str, object], message: str
+) -> None:
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
         qemu_argv(spec(**changes), RunFiles(tmp_path, "g"), "tcg")
 
 
 def test_a_spec_survives_its_json_record_for_another_process(tmp_path: Path) -> None:
-    original = spec(disk=Path("/img/d.raw"), drives=(Drive(Path("/img/seed.iso"), readonly=True),), nics=(Nic("02:00:00:00:01:01", "br-vm", "vm-web1", properties=(("mq", "on"),)),),
-                    incoming="defer", extra_args=("-rtc", "base=utc"))
+    original = spec(
+        disk=Path("/img/d.raw"),
+        drives=(Drive(Path("/img/seed.iso"), readonly=True),),
+        nics=(Nic("02:00:00:00:01:01", "br-vm", "vm-web1", properties=(("mq", "on"),)),),
+        incoming="defer",
+        extra_args=("-rtc", "base=utc"),
+    )
     again = GuestSpec.from_json(json.loads(json.dumps(original.to_json())))
     assert again == original
 
@@ -104,8 +134,9 @@ def fake_qemu(files: RunFiles) -> subprocess.Popen[bytes]:
     """A process that looks like our QEMU to the bookkeeping: its command line names the pid file."""
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "-pidfile", str(files.pid)])
     files.pid.write_text(f"{proc.pid}\n")
-    files.meta.write_text(json.dumps({"spec": GuestSpec(name=files.name, kernel=KERNEL).to_json(),
-                                      "pid": proc.pid, "accel": "tcg"}))
+    files.meta.write_text(
+        json.dumps({"spec": GuestSpec(name=files.name, kernel=KERNEL).to_json(), "pid": proc.pid, "accel": "tcg"})
+    )
     return proc
 
 
@@ -137,8 +168,9 @@ def test_attach_names_the_instance_that_is_not_there(tmp_path: Path) -> None:
         Guest.attach(tmp_path, "web9.host-a")
 
 
-def test_the_accelerator_can_be_forced_and_a_probe_answer_is_remembered(tmp_path: Path,
-                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_accelerator_can_be_forced_and_a_probe_answer_is_remembered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     kernel = tmp_path / "vmlinux"
     kernel.write_bytes(b"\x7fELF")
     monkeypatch.setenv("NGFW_QEMU_ACCEL", "tcg")

@@ -99,8 +99,10 @@ def test_events_that_arrive_before_an_answer_are_kept_in_order(fake_qemu: Callab
 def test_an_error_answer_raises_with_qemus_class_and_words(fake_qemu: Callable[[Script], Path]) -> None:
     def script(conn: socket.socket, receive: Callable[[], dict]) -> None:  # type: ignore[type-arg]
         request = receive()
-        send(conn, {"error": {"class": "GenericError", "desc": "Failed to connect to '10.79.0.22:4444'"},
-                    "id": request["id"]})
+        send(
+            conn,
+            {"error": {"class": "GenericError", "desc": "Failed to connect to '10.79.0.22:4444'"}, "id": request["id"]},
+        )
 
     with QmpClient.connect(fake_qemu(script), timeout=5) as qmp:
         with pytest.raises(QmpError) as caught:

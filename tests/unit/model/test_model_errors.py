@@ -23,7 +23,9 @@ metadata: {name: tenant-b}
 """
 
 
-def workload(name: str = "web-01", mac: str = "02:00:00:00:01:01", ip: str = "10.77.0.11", vsys: str = "tenant-a") -> str:
+def workload(
+    name: str = "web-01", mac: str = "02:00:00:00:01:01", ip: str = "10.77.0.11", vsys: str = "tenant-a"
+) -> str:
     return f"""\
 apiVersion: ngfw/v1
 kind: Workload
@@ -35,7 +37,9 @@ spec:
 
 def policy(*rules: str, name: str = "main", vsys: str = "tenant-a") -> str:
     body = "".join(f"    - {rule}\n" for rule in rules)
-    return f"apiVersion: ngfw/v1\nkind: SecurityPolicy\nmetadata: {{name: {name}, vsys: {vsys}}}\nspec:\n  rules:\n{body}"
+    return (
+        f"apiVersion: ngfw/v1\nkind: SecurityPolicy\nmetadata: {{name: {name}, vsys: {vsys}}}\nspec:\n  rules:\n{body}"
+    )
 
 
 def problems(tmp_path: Path, *documents: str, name: str = "policy.yaml") -> tuple[str, list[str]]:
@@ -83,8 +87,13 @@ def test_wrong_api_version(tmp_path: Path) -> None:
 
 
 def test_unknown_field_suggests_the_right_one(tmp_path: Path) -> None:
-    file, found = problems(tmp_path, VSYS_A, policy("{name: a, from: [any], to: [any], service: [tcp/80], action: allow}"))
-    assert only(found) == f"{file}: SecurityPolicy tenant-a/main: spec.rules[0].service: unknown field (did you mean 'services'?)"
+    file, found = problems(
+        tmp_path, VSYS_A, policy("{name: a, from: [any], to: [any], service: [tcp/80], action: allow}")
+    )
+    assert (
+        only(found)
+        == f"{file}: SecurityPolicy tenant-a/main: spec.rules[0].service: unknown field (did you mean 'services'?)"
+    )
 
 
 def test_unknown_field_lists_the_allowed_ones(tmp_path: Path) -> None:
@@ -98,7 +107,9 @@ def test_missing_field(tmp_path: Path) -> None:
 
 
 def test_missing_metadata_name_still_names_the_document(tmp_path: Path) -> None:
-    file, found = problems(tmp_path, VSYS_A, "apiVersion: ngfw/v1\nkind: Group\nmetadata: {vsys: tenant-a}\nspec: {selector: {a: b}}\n")
+    file, found = problems(
+        tmp_path, VSYS_A, "apiVersion: ngfw/v1\nkind: Group\nmetadata: {vsys: tenant-a}\nspec: {selector: {a: b}}\n"
+    )
     assert only(found) == f"{file}: Group in document 2 (line 5): metadata.name: required field is missing"
 
 
@@ -106,8 +117,16 @@ def test_missing_metadata_name_still_names_the_document(tmp_path: Path) -> None:
     ("rule", "field", "message"),
     [
         ("{name: a, from: any, to: [any], action: allow}", "spec.rules[0].from", "must be a list (got 'any')"),
-        ("{name: a, from: [any], to: [any], action: allow, log: 'yes'}", "spec.rules[0].log", "must be true or false (got 'yes')"),
-        ("{name: 7, from: [any], to: [any], action: allow}", "spec.rules[0].name", "must be a string (got 7 - quote it in YAML)"),
+        (
+            "{name: a, from: [any], to: [any], action: allow, log: 'yes'}",
+            "spec.rules[0].log",
+            "must be true or false (got 'yes')",
+        ),
+        (
+            "{name: 7, from: [any], to: [any], action: allow}",
+            "spec.rules[0].name",
+            "must be a string (got 7 - quote it in YAML)",
+        ),
     ],
 )
 def test_wrong_types(tmp_path: Path, rule: str, field: str, message: str) -> None:
@@ -133,18 +152,32 @@ def test_limits_must_be_positive_integers(tmp_path: Path) -> None:
     ],
 )
 def test_bad_services(tmp_path: Path, service: str, message: str) -> None:
-    file, found = problems(tmp_path, VSYS_A, policy(f"{{name: a, from: [any], to: [any], services: [icmp, '{service}'], action: allow}}"))
-    assert only(found) == f"{file}: SecurityPolicy tenant-a/main: spec.rules[0].services[1]: {message} (got '{service}')"
+    file, found = problems(
+        tmp_path, VSYS_A, policy(f"{{name: a, from: [any], to: [any], services: [icmp, '{service}'], action: allow}}")
+    )
+    assert (
+        only(found) == f"{file}: SecurityPolicy tenant-a/main: spec.rules[0].services[1]: {message} (got '{service}')"
+    )
 
 
 def test_application_default_stands_alone(tmp_path: Path) -> None:
-    file, found = problems(tmp_path, VSYS_A, policy("{name: a, from: [any], to: [any], services: [icmp, application-default], action: allow}"))
-    assert only(found).startswith(f"{file}: SecurityPolicy tenant-a/main: spec.rules[0].services: application-default stands alone")
+    file, found = problems(
+        tmp_path,
+        VSYS_A,
+        policy("{name: a, from: [any], to: [any], services: [icmp, application-default], action: allow}"),
+    )
+    assert only(found).startswith(
+        f"{file}: SecurityPolicy tenant-a/main: spec.rules[0].services: application-default stands alone"
+    )
 
 
 def test_applications_any_stands_alone(tmp_path: Path) -> None:
-    file, found = problems(tmp_path, VSYS_A, policy("{name: a, from: [any], to: [any], applications: [any, http], action: allow}"))
-    assert only(found).startswith(f"{file}: SecurityPolicy tenant-a/main: spec.rules[0].applications: `any` stands alone")
+    file, found = problems(
+        tmp_path, VSYS_A, policy("{name: a, from: [any], to: [any], applications: [any, http], action: allow}")
+    )
+    assert only(found).startswith(
+        f"{file}: SecurityPolicy tenant-a/main: spec.rules[0].applications: `any` stands alone"
+    )
 
 
 @pytest.mark.parametrize(
@@ -183,7 +216,9 @@ def test_bad_ips(tmp_path: Path, ip: str) -> None:
 
 
 def test_mac_bound_to_two_workloads_names_both(tmp_path: Path) -> None:
-    file, found = problems(tmp_path, VSYS_A, VSYS_B, workload("web-01"), workload("db-01", ip="10.78.0.1", vsys="tenant-b"))
+    file, found = problems(
+        tmp_path, VSYS_A, VSYS_B, workload("web-01"), workload("db-01", ip="10.78.0.1", vsys="tenant-b")
+    )
     assert only(found) == (
         f"{file}: Workload tenant-b/db-01: spec.interfaces[0].mac: MAC 02:00:00:00:01:01 is already bound to "
         f"Workload tenant-a/web-01 ({file}) at spec.interfaces[0].mac"
@@ -199,18 +234,32 @@ def test_ip_bound_to_two_workloads_names_both(tmp_path: Path) -> None:
 
 
 def test_macs_are_compared_after_normalisation(tmp_path: Path) -> None:
-    _, found = problems(tmp_path, VSYS_A, workload("web-01"), workload("web-02", mac="02-00-00-00-01-01", ip="10.77.0.12"))
+    _, found = problems(
+        tmp_path, VSYS_A, workload("web-01"), workload("web-02", mac="02-00-00-00-01-01", ip="10.77.0.12")
+    )
     assert "MAC 02:00:00:00:01:01 is already bound to Workload tenant-a/web-01" in only(found)
 
 
 def test_duplicate_resource_names(tmp_path: Path) -> None:
     file, found = problems(tmp_path, VSYS_A, workload(), VSYS_A)
-    assert only(found) == f"{file}: VirtualSystem tenant-a: metadata.name: duplicate VirtualSystem tenant-a (first defined in {file}, document 1)"
+    assert (
+        only(found)
+        == f"{file}: VirtualSystem tenant-a: metadata.name: duplicate VirtualSystem tenant-a (first defined in {file}, document 1)"
+    )
 
 
 def test_same_name_in_two_vsys_is_not_a_duplicate(tmp_path: Path) -> None:
     path = tmp_path / "p.yaml"
-    path.write_text("---\n".join([VSYS_A, VSYS_B, policy("{name: a, from: [any], to: [any], action: allow}"), policy("{name: a, from: [any], to: [any], action: allow}", vsys="tenant-b")]))
+    path.write_text(
+        "---\n".join(
+            [
+                VSYS_A,
+                VSYS_B,
+                policy("{name: a, from: [any], to: [any], action: allow}"),
+                policy("{name: a, from: [any], to: [any], action: allow}", vsys="tenant-b"),
+            ]
+        )
+    )
     assert len(load_resources(path)) == 4
 
 
@@ -226,7 +275,12 @@ def test_duplicate_rule_names_across_policies_of_a_vsys(tmp_path: Path) -> None:
 
 
 def test_reference_to_a_missing_virtual_system(tmp_path: Path) -> None:
-    file, found = problems(tmp_path, VSYS_A, workload(vsys="shop"), policy("{name: a, from: [any], to: [any], action: allow}", vsys="tenant-aa"))
+    file, found = problems(
+        tmp_path,
+        VSYS_A,
+        workload(vsys="shop"),
+        policy("{name: a, from: [any], to: [any], action: allow}", vsys="tenant-aa"),
+    )
     assert found == [
         f"{file}: Workload shop/web-01: metadata.vsys: VirtualSystem 'shop' does not exist",
         f"{file}: SecurityPolicy tenant-aa/main: metadata.vsys: VirtualSystem 'tenant-aa' does not exist (did you mean 'tenant-a'?)",
@@ -267,14 +321,23 @@ def test_reference_into_another_vsys_is_dangling(tmp_path: Path) -> None:
 
 
 def test_group_needs_selector_or_members(tmp_path: Path) -> None:
-    file, found = problems(tmp_path, VSYS_A, "apiVersion: ngfw/v1\nkind: Group\nmetadata: {name: g, vsys: tenant-a}\nspec: {selector: {}}\n")
+    file, found = problems(
+        tmp_path,
+        VSYS_A,
+        "apiVersion: ngfw/v1\nkind: Group\nmetadata: {name: g, vsys: tenant-a}\nspec: {selector: {}}\n",
+    )
     assert only(found).startswith(f"{file}: Group tenant-a/g: spec: selector must name at least one label")
 
 
 def test_interfaces_of_a_workload_must_share_a_port(tmp_path: Path) -> None:
-    doc = workload().replace('ips: ["10.77.0.11"]}]', 'ips: ["10.77.0.11"], port: veth1}, {mac: "02:00:00:00:01:09", ips: [], port: veth2}]')
+    doc = workload().replace(
+        'ips: ["10.77.0.11"]}]', 'ips: ["10.77.0.11"], port: veth1}, {mac: "02:00:00:00:01:09", ips: [], port: veth2}]'
+    )
     file, found = problems(tmp_path, VSYS_A, doc)
-    assert only(found) == f"{file}: Workload tenant-a/web-01: spec.interfaces: all interfaces of a workload must name the same port (got 'veth1', 'veth2')"
+    assert (
+        only(found)
+        == f"{file}: Workload tenant-a/web-01: spec.interfaces: all interfaces of a workload must name the same port (got 'veth1', 'veth2')"
+    )
 
 
 def test_invalid_yaml_names_file_and_line(tmp_path: Path) -> None:
@@ -295,7 +358,13 @@ def test_document_must_be_a_mapping(tmp_path: Path) -> None:
 
 
 def test_all_problems_of_a_load_are_reported_across_files(tmp_path: Path) -> None:
-    (tmp_path / "a.yaml").write_text(VSYS_A + "---\n" + policy("{name: a, from: [any], to: [any], action: permit}", "{name: b, from: [vm:x], to: [any], action: allow}"))
+    (tmp_path / "a.yaml").write_text(
+        VSYS_A
+        + "---\n"
+        + policy(
+            "{name: a, from: [any], to: [any], action: permit}", "{name: b, from: [vm:x], to: [any], action: allow}"
+        )
+    )
     (tmp_path / "b.yaml").write_text("kind: [\n")
     (tmp_path / "c.yaml").write_text(workload(vsys="nowhere"))
     with pytest.raises(PolicyError) as info:
@@ -325,7 +394,9 @@ def test_failed_load_returns_nothing(tmp_path: Path) -> None:
 
 def test_compile_checks_resources_that_did_not_come_from_files(tmp_path: Path) -> None:
     path = tmp_path / "p.yaml"
-    path.write_text("---\n".join([VSYS_A, workload(), policy("{name: a, from: [vm:web-01], to: [any], action: allow}")]))
+    path.write_text(
+        "---\n".join([VSYS_A, workload(), policy("{name: a, from: [vm:web-01], to: [any], action: allow}")])
+    )
     resources = [r.resource for r in load_resources(path)]
     with pytest.raises(PolicyError) as info:
         compile_resources(resources[1:], version=1)  # the VirtualSystem is gone
@@ -345,5 +416,7 @@ def test_ipv4_mapped_workload_address_is_refused(tmp_path) -> None:
         "apiVersion: ngfw/v1\nkind: Workload\nmetadata: {name: w, vsys: t}\n"
         "spec: {interfaces: [{mac: '02:00:00:00:00:01', ips: ['::ffff:10.0.0.1']}]}\n"
     )
-    with pytest.raises(PolicyError, match=r"mapped.yaml: Workload t/w: spec.interfaces\[0\].ips\[0\]: .*write it as 10.0.0.1"):
+    with pytest.raises(
+        PolicyError, match=r"mapped.yaml: Workload t/w: spec.interfaces\[0\].ips\[0\]: .*write it as 10.0.0.1"
+    ):
         load_policy(path)

@@ -113,7 +113,12 @@ def test_values_are_canonicalised(tmp_path: Path) -> None:
     interface = workload.resource.spec.interfaces[0]
     assert (interface.mac, interface.ips) == ("02:00:00:0a:01:ff", ["fd00::11"])
     rule = policy.resource.spec.rules[0]
-    assert (rule.to, rule.services, rule.applications, rule.log) == (["cidr:fd00::/64"], ["icmp6", "tcp/80"], ["any"], False)
+    assert (rule.to, rule.services, rule.applications, rule.log) == (
+        ["cidr:fd00::/64"],
+        ["icmp6", "tcp/80"],
+        ["any"],
+        False,
+    )
 
 
 def test_unquoted_all_digit_mac_stays_a_mac(tmp_path: Path) -> None:

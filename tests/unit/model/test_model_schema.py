@@ -21,9 +21,19 @@ def test_published_schema_is_current() -> None:
 def test_schema_is_draft_2020_12_with_one_branch_per_kind() -> None:
     schema = json_schema()
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
-    kinds = [schema["$defs"][branch["$ref"].rsplit("/", 1)[1]]["properties"]["kind"]["const"] for branch in schema["oneOf"]]
-    assert kinds == ["VirtualSystem", "Workload", "Group", "SecurityPolicy", "ThreatProfile", "SignatureSet", "UserGroup",
-                     "UserSource"]
+    kinds = [
+        schema["$defs"][branch["$ref"].rsplit("/", 1)[1]]["properties"]["kind"]["const"] for branch in schema["oneOf"]
+    ]
+    assert kinds == [
+        "VirtualSystem",
+        "Workload",
+        "Group",
+        "SecurityPolicy",
+        "ThreatProfile",
+        "SignatureSet",
+        "UserGroup",
+        "UserSource",
+    ]
 
 
 def test_schema_uses_the_names_users_write() -> None:
@@ -35,6 +45,7 @@ def test_schema_uses_the_names_users_write() -> None:
 
 def test_examples_validate_against_the_schema() -> None:
     import jsonschema
+
     validator_class = jsonschema.Draft202012Validator
     validator_class.check_schema(json_schema())
     validator = validator_class(json_schema(), format_checker=validator_class.FORMAT_CHECKER)
@@ -46,9 +57,15 @@ def test_examples_validate_against_the_schema() -> None:
 
 def test_schema_rejects_what_the_loader_rejects_by_shape() -> None:
     import jsonschema
+
     validator = jsonschema.Draft202012Validator(json_schema())
     rule = {"name": "a", "from": ["any"], "to": ["any"], "action": "permit"}
-    document = {"apiVersion": "ngfw/v1", "kind": "SecurityPolicy", "metadata": {"name": "m", "vsys": "t"}, "spec": {"rules": [rule]}}
+    document = {
+        "apiVersion": "ngfw/v1",
+        "kind": "SecurityPolicy",
+        "metadata": {"name": "m", "vsys": "t"},
+        "spec": {"rules": [rule]},
+    }
     assert not validator.is_valid(document)
     rule["action"] = "allow"
     assert validator.is_valid(document)

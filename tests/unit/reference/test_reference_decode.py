@@ -230,7 +230,10 @@ def ipv6_packets(draw: st.DrawFn) -> Packet:
     # next-header numbers are set by hand: scapy does not fill them in for AH or raw payloads
     numbers = [number for number, _ in chain] + [proto]
     packet: Packet = IPv6(
-        src=draw(ipv6s), dst=draw(ipv6s), nh=numbers[0], hlim=draw(st.integers(0, 255)),
+        src=draw(ipv6s),
+        dst=draw(ipv6s),
+        nh=numbers[0],
+        hlim=draw(st.integers(0, 255)),
         plen=draw(sometimes(st.integers(0, 0xFFFF))),
     )
     for (_, header), nh in zip(chain, numbers[1:]):
@@ -273,9 +276,7 @@ ipv6_frames = frames(ipv6_packets().map(lambda p: (0x86DD, p)))
 other_frames = frames(
     st.one_of(
         arp_packets().map(lambda p: (0x0806, p)),
-        st.tuples(
-            st.integers(0, 0xFFFF).filter(lambda t: t not in KNOWN_ETHERTYPES), payloads.map(Raw)
-        ),
+        st.tuples(st.integers(0, 0xFFFF).filter(lambda t: t not in KNOWN_ETHERTYPES), payloads.map(Raw)),
         # the IP EtherTypes carrying the other family's header (or garbage)
         st.tuples(st.sampled_from([0x0800, 0x86DD]), st.one_of(ipv4_packets(), ipv6_packets(), payloads.map(Raw))),
     )
@@ -395,8 +396,12 @@ def test_a_later_fragment_has_no_ports() -> None:
 
 def test_ipv6_extension_headers_are_walked_to_the_transport() -> None:
     packet = (
-        IPv6(src="fd00::1", dst="fd00::2") / IPv6ExtHdrHopByHop() / IPv6ExtHdrRouting() / IPv6ExtHdrDestOpt()
-        / IPv6ExtHdrFragment(m=1, id=9) / TCP(sport=1234, dport=22, flags="S")
+        IPv6(src="fd00::1", dst="fd00::2")
+        / IPv6ExtHdrHopByHop()
+        / IPv6ExtHdrRouting()
+        / IPv6ExtHdrDestOpt()
+        / IPv6ExtHdrFragment(m=1, id=9)
+        / TCP(sport=1234, dport=22, flags="S")
     )
     out = decoded(eth(packet))
     assert out["reason"] is None

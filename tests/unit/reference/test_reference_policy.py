@@ -45,9 +45,22 @@ V4_HOSTS = [f"10.0.0.{i}" for i in range(1, 9)] + [f"10.0.1.{i}" for i in range(
 V6_HOSTS = [f"fd00::{i}" for i in range(1, 9)] + [f"fd00:1::{i}" for i in range(1, 5)] + ["2001:db8::7"]
 # IPv6 prefixes stay out of ::ffff:0:0/96; see test_an_ipv6_prefix_does_not_contain_ipv4_endpoints
 PREFIXES = [
-    "0.0.0.0/0", "10.0.0.0/8", "10.0.0.0/24", "10.0.0.0/29", "10.0.0.4/30", "10.0.0.8/29", "10.0.1.0/24",
-    "10.0.0.3/32", "192.0.2.0/24", "fd00::/16", "fd00::/64", "fd00::/125", "fd00::4/126", "fd00:1::/64",
-    "2000::/3", "2001:db8::7/128",
+    "0.0.0.0/0",
+    "10.0.0.0/8",
+    "10.0.0.0/24",
+    "10.0.0.0/29",
+    "10.0.0.4/30",
+    "10.0.0.8/29",
+    "10.0.1.0/24",
+    "10.0.0.3/32",
+    "192.0.2.0/24",
+    "fd00::/16",
+    "fd00::/64",
+    "fd00::/125",
+    "fd00::4/126",
+    "fd00:1::/64",
+    "2000::/3",
+    "2001:db8::7/128",
 ]
 PORTS = [0, 22, 53, 80, 443, 1024, 8080, 65535]
 
@@ -108,9 +121,12 @@ def user_fields(draw: st.DrawFn) -> dict[str, object]:
             principals.setdefault(group_principal("v", item[6:]), index)
         elif item not in ("known-user", "unknown"):
             principals.setdefault(user_principal(item), index)
-    return {"users": tuple(items), "user_principals": tuple(principals.items()),
-            "users_known": items.index("known-user") if "known-user" in items else -1,
-            "users_unknown": items.index("unknown") if "unknown" in items else -1}
+    return {
+        "users": tuple(items),
+        "user_principals": tuple(principals.items()),
+        "users_known": items.index("known-user") if "known-user" in items else -1,
+        "users_unknown": items.index("unknown") if "unknown" in items else -1,
+    }
 
 
 def service_list(draw: st.DrawFn) -> tuple[Service, ...]:
@@ -162,7 +178,9 @@ def policies(draw: st.DrawFn, min_vsys: int = 1) -> CompiledPolicy:
         )
     rules.sort(key=lambda r: r.vsys)  # stable: keeps each vsys' evaluation order
     return CompiledPolicy(
-        version=1, vsys=tuple(f"v{i}" for i in range(n_vsys)), workloads=tuple(workloads),
+        version=1,
+        vsys=tuple(f"v{i}" for i in range(n_vsys)),
+        workloads=tuple(workloads),
         rules=tuple(rules),
     )
 
@@ -192,9 +210,7 @@ def flows(draw: st.DrawFn, policy: CompiledPolicy, outsiders: bool = True) -> Fl
 
 
 @st.composite
-def policies_and_flows(
-    draw: st.DrawFn, min_vsys: int = 1, outsiders: bool = True
-) -> tuple[CompiledPolicy, list[Flow]]:
+def policies_and_flows(draw: st.DrawFn, min_vsys: int = 1, outsiders: bool = True) -> tuple[CompiledPolicy, list[Flow]]:
     policy = draw(policies(min_vsys))
     return policy, draw(st.lists(flows(policy, outsiders), min_size=1, max_size=4))
 
@@ -243,16 +259,19 @@ def twin_decision(policy: CompiledPolicy, flow: Flow) -> tuple[int, int, int]:
     dport = flow.dport if flow.proto in (PROTO_TCP, PROTO_UDP) else flow.sport
     user = user_principal(flow.user) if flow.user else 0
     groups = frozenset(group_principal("v", g) for g in DIRECTORY[flow.user]) if flow.user else frozenset()
-    return reference.decide(policy, flow.src.wl, flow.src.ip, flow.dst.wl, flow.dst.ip, flow.proto, dport,
-                            user, groups)
+    return reference.decide(policy, flow.src.wl, flow.src.ip, flow.dst.wl, flow.dst.ip, flow.proto, dport, user, groups)
 
 
 def describe(policy: CompiledPolicy) -> str:
     lines = [f"vsys {policy.vsys}"]
-    lines += [f"wl{i}: vsys {wl.vsys} {wl.macs[0].hex(':')} {[str(ip) for ip in wl.ips]} port {wl.port}"
-              for i, wl in enumerate(policy.workloads)]
-    lines += [f"rule {i} {r.name}: vsys {r.vsys} {r.src} -> {r.dst} {r.services} {r.action.name} users {r.users}"
-              for i, r in enumerate(policy.rules)]
+    lines += [
+        f"wl{i}: vsys {wl.vsys} {wl.macs[0].hex(':')} {[str(ip) for ip in wl.ips]} port {wl.port}"
+        for i, wl in enumerate(policy.workloads)
+    ]
+    lines += [
+        f"rule {i} {r.name}: vsys {r.vsys} {r.src} -> {r.dst} {r.services} {r.action.name} users {r.users}"
+        for i, r in enumerate(policy.rules)
+    ]
     return "\n".join(lines)
 
 

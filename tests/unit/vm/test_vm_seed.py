@@ -15,15 +15,21 @@ from ngfw.config import config_argv, subcommand_parser
 from ngfw.vm.seed import Seed, SeedError, main, schema_problems
 
 REPO = Path(__file__).resolve().parents[3]
-needs_cloud_init = pytest.mark.skipif(shutil.which("cloud-init") is None,
-                                      reason="cloud-init missing: deploy/install-lab.sh installs it (packages-vm.txt)")
+needs_cloud_init = pytest.mark.skipif(
+    shutil.which("cloud-init") is None, reason="cloud-init missing: deploy/install-lab.sh installs it (packages-vm.txt)"
+)
 
 
 def lab_seed(**more) -> Seed:
-    values = dict(instance_id="t1", vm_side_mac="52:54:00:00:00:01", uplink_mac="52:54:00:00:00:02",
-                  policy={"lab.yaml": (REPO / "rules/examples/lab.yaml").read_text()},
-                  rules={"lab": (REPO / "rules/threats/lab.rules").read_text()},
-                  variables={"HOME_NET": "[10.77.0.0/24]"}, settings={"metrics": "127.0.0.1:9650"})
+    values = dict(
+        instance_id="t1",
+        vm_side_mac="52:54:00:00:00:01",
+        uplink_mac="52:54:00:00:00:02",
+        policy={"lab.yaml": (REPO / "rules/examples/lab.yaml").read_text()},
+        rules={"lab": (REPO / "rules/threats/lab.rules").read_text()},
+        variables={"HOME_NET": "[10.77.0.0/24]"},
+        settings={"metrics": "127.0.0.1:9650"},
+    )
     values.update(more)
     return Seed(**values)
 
@@ -34,11 +40,22 @@ def written_files(seed: Seed) -> dict[str, dict]:
 
 
 @needs_cloud_init
-@pytest.mark.parametrize("seed", [
-    lab_seed(),
-    lab_seed(policy={}, rules={}, control_url="http://10.0.0.1:9660", control_host="host-a", control_token="abc\n",
-             mgmt_mac="52:54:00:00:00:03", ssh_authorized_keys=["ssh-ed25519 AAAAC3Nza test@example"]),
-], ids=["local-policy", "control"])
+@pytest.mark.parametrize(
+    "seed",
+    [
+        lab_seed(),
+        lab_seed(
+            policy={},
+            rules={},
+            control_url="http://10.0.0.1:9660",
+            control_host="host-a",
+            control_token="abc\n",
+            mgmt_mac="52:54:00:00:00:03",
+            ssh_authorized_keys=["ssh-ed25519 AAAAC3Nza test@example"],
+        ),
+    ],
+    ids=["local-policy", "control"],
+)
 def test_user_data_is_valid_cloud_config(tmp_path: Path, seed: Seed) -> None:
     seed.write_dir(tmp_path)
     assert (tmp_path / "user-data").read_text().startswith("#cloud-config\n")
@@ -76,8 +93,9 @@ def config_argv_of(text: str) -> list[str]:
 
 
 def test_control_mode_writes_the_token_and_waits_for_control() -> None:
-    files = written_files(lab_seed(policy={}, rules={}, control_url="http://10.0.0.1:9660", control_host="host-a",
-                                   control_token="secret"))
+    files = written_files(
+        lab_seed(policy={}, rules={}, control_url="http://10.0.0.1:9660", control_host="host-a", control_token="secret")
+    )
     assert files["/etc/ngfw/dataplane.token"]["content"] == "secret\n"
     assert files["/etc/ngfw/dataplane.token"]["permissions"] == "0640"
     argv = config_argv_of(files["/etc/ngfw/dataplane.yaml"]["content"])
@@ -95,26 +113,45 @@ def test_network_config_names_the_nics_by_mac() -> None:
     assert eth["mgmt0"]["dhcp4"] is True
 
 
-@pytest.mark.parametrize(("changes", "message"), [
-    ({"vm_side_mac": "52:54:00:00:00"}, "vm-side MAC '52:54:00:00:00' is not a MAC address"),
-    ({"uplink_mac": "52:54:00:00:00:01"}, "the NICs need different MAC addresses"),
-    ({"policy": {}, "rules": {}}, "give either a policy or a control URL"),
-    ({"control_url": "http://c:9660"}, "give either a policy or a control URL"),
-    ({"policy": {}, "control_url": "http://c:9660"}, "control http://c:9660 needs the host name"),
-    ({"policy": {"../x.yaml": "a"}}, "file name '../x.yaml' must be a plain name"),
-])
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"vm_side_mac": "52:54:00:00:00"}, "vm-side MAC '52:54:00:00:00' is not a MAC address"),
+        ({"uplink_mac": "52:54:00:00:00:01"}, "the NICs need different MAC addresses"),
+        ({"policy": {}, "rules": {}}, "give either a policy or a control URL"),
+        ({"control_url": "http://c:9660"}, "give either a policy or a control URL"),
+        ({"policy": {}, "control_url": "http://c:9660"}, "control http://c:9660 needs the host name"),
+        ({"policy": {"../x.yaml": "a"}}, "file name '../x.yaml' must be a plain name"),
+    ],
+)
 def test_bad_seeds_are_one_sentence(tmp_path: Path, changes: dict, message: str) -> None:
     with pytest.raises(SeedError, match=message.replace("(", r"\(").replace(")", r"\)")):
         lab_seed(**changes).write_dir(tmp_path)
 
 
-@pytest.mark.skipif(shutil.which("mcopy") is None or shutil.which("mkfs.vfat") is None,
-                    reason="mtools/dosfstools missing: deploy/install-lab.sh installs them (packages-vm.txt)")
-def test_the_seed_image_is_a_cidata_volume_with_the_three_files(tmp_path: Path,
-                                                                capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.skipif(
+    shutil.which("mcopy") is None or shutil.which("mkfs.vfat") is None,
+    reason="mtools/dosfstools missing: deploy/install-lab.sh installs them (packages-vm.txt)",
+)
+def test_the_seed_image_is_a_cidata_volume_with_the_three_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     image = tmp_path / "seed.img"
-    assert main(["--vm-side-mac", "52:54:00:00:00:01", "--uplink-mac", "52:54:00:00:00:02",
-                 "--policy", str(REPO / "rules/examples/lab.yaml"), "-o", str(image)]) == 0
+    assert (
+        main(
+            [
+                "--vm-side-mac",
+                "52:54:00:00:00:01",
+                "--uplink-mac",
+                "52:54:00:00:00:02",
+                "--policy",
+                str(REPO / "rules/examples/lab.yaml"),
+                "-o",
+                str(image),
+            ]
+        )
+        == 0
+    )
     label = subprocess.run(["mlabel", "-i", str(image), "-s", "::"], capture_output=True, text=True).stdout
     assert "CIDATA" in label
     listing = subprocess.run(["mdir", "-b", "-i", str(image), "::/"], capture_output=True, text=True).stdout
@@ -124,6 +161,19 @@ def test_the_seed_image_is_a_cidata_volume_with_the_three_files(tmp_path: Path,
 
 
 def test_the_seed_command_names_a_missing_policy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--vm-side-mac", "52:54:00:00:00:01", "--uplink-mac", "52:54:00:00:00:02",
-                 "--policy", str(tmp_path / "nope.yaml"), "-o", str(tmp_path / "s.img")]) == 2
+    assert (
+        main(
+            [
+                "--vm-side-mac",
+                "52:54:00:00:00:01",
+                "--uplink-mac",
+                "52:54:00:00:00:02",
+                "--policy",
+                str(tmp_path / "nope.yaml"),
+                "-o",
+                str(tmp_path / "s.img"),
+            ]
+        )
+        == 2
+    )
     assert capsys.readouterr().err.strip() == f"ngfw vm seed: {tmp_path}/nope.yaml: No such file or directory"

@@ -40,5 +40,6 @@ def test_loaded_rules_are_resolved(et_open: RuleSet) -> None:
     sids = [r.sid for r in et_open.rules]
     assert len(sids) == len(set(sids))
     with_content = [r for r in et_open.rules if any(b.contents for b in r.buffers)]
-    assert all(r.fast_pattern is not None or all(c.negated for b in r.buffers for c in b.contents)
-               for r in with_content)
+    assert all(
+        r.fast_pattern is not None or all(c.negated for b in r.buffers for c in b.contents) for r in with_content
+    )

@@ -11,8 +11,11 @@ from hypothesis import strategies as st
 from ngfw.compiler.suricata import load_rules
 
 FIXTURES = Path(__file__).resolve().parents[3] / "fixtures" / "rules"
-SEEDS = [line for line in (FIXTURES / "supported.rules").read_text().splitlines()
-         if line and not line.startswith("#") and not line.endswith("\\")]
+SEEDS = [
+    line
+    for line in (FIXTURES / "supported.rules").read_text().splitlines()
+    if line and not line.startswith("#") and not line.endswith("\\")
+]
 # Characters that matter to the grammar, so mutations hit quotes, escapes, lists and hex.
 ALPHABET = st.sampled_from(list(';:"\\|()[]!,$ -><0123456789abcxyzGH/'))
 
@@ -25,7 +28,7 @@ def damaged_rule(draw: st.DrawFn) -> str:
         if draw(st.booleans()):
             rule = rule[:at] + draw(st.text(ALPHABET, min_size=1, max_size=3)) + rule[at:]
         else:
-            rule = rule[:at] + rule[at + draw(st.integers(1, 5)):]
+            rule = rule[:at] + rule[at + draw(st.integers(1, 5)) :]
     return rule
 
 

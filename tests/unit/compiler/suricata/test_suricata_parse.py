@@ -59,19 +59,40 @@ def hs_matches(expression: str, flags: int, data: bytes) -> bool:
 
 # -- header ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("written", "action"), [
-    ("alert", "alert"), ("drop", "drop"), ("pass", "pass"), ("reject", "reject"),
-    ("rejectsrc", "reject"), ("rejectdst", "reject"), ("rejectboth", "reject"),
-])
+
+@pytest.mark.parametrize(
+    ("written", "action"),
+    [
+        ("alert", "alert"),
+        ("drop", "drop"),
+        ("pass", "pass"),
+        ("reject", "reject"),
+        ("rejectsrc", "reject"),
+        ("rejectdst", "reject"),
+        ("rejectboth", "reject"),
+    ],
+)
 def test_actions(tmp_path: Path, written: str, action: str) -> None:
     assert one(tmp_path, "", f"{written} ip any any -> any any").action == action
 
 
-@pytest.mark.parametrize(("protocol", "transport", "app"), [
-    ("ip", "ip", None), ("tcp", "tcp", None), ("udp", "udp", None), ("icmp", "icmp", None),
-    ("tcp-pkt", "tcp", None), ("http", "tcp", "http"), ("tls", "tcp", "tls"), ("dns", "tcp/udp", "dns"),
-    ("ssh", "tcp", "ssh"), ("smb", "tcp", "smb"), ("ftp", "tcp", "ftp"), ("smtp", "tcp", "smtp"),
-])
+@pytest.mark.parametrize(
+    ("protocol", "transport", "app"),
+    [
+        ("ip", "ip", None),
+        ("tcp", "tcp", None),
+        ("udp", "udp", None),
+        ("icmp", "icmp", None),
+        ("tcp-pkt", "tcp", None),
+        ("http", "tcp", "http"),
+        ("tls", "tcp", "tls"),
+        ("dns", "tcp/udp", "dns"),
+        ("ssh", "tcp", "ssh"),
+        ("smb", "tcp", "smb"),
+        ("ftp", "tcp", "ftp"),
+        ("smtp", "tcp", "smtp"),
+    ],
+)
 def test_protocols_record_transport_and_app(tmp_path: Path, protocol: str, transport: str, app: str | None) -> None:
     rule = one(tmp_path, "", f"alert {protocol} any any -> any any")
     assert (rule.protocol, rule.transport, rule.app_proto) == (protocol, transport, app)
@@ -92,12 +113,15 @@ def test_buffer_of_another_app_protocol_is_refused(tmp_path: Path) -> None:
     assert skip_reason(tmp_path, rule) == "conflicting protocol"
 
 
-@pytest.mark.parametrize(("header", "buffer", "transport", "app"), [
-    ("alert ip any any -> any any", "http.uri", "tcp", "http"),
-    ("alert udp any any -> any any", "dns.query", "udp", "dns"),
-    ("alert tcp any any -> any any", "dns.query", "tcp", "dns"),
-    ("alert ip any any -> any any", "dns.query", "tcp/udp", "dns"),
-])
+@pytest.mark.parametrize(
+    ("header", "buffer", "transport", "app"),
+    [
+        ("alert ip any any -> any any", "http.uri", "tcp", "http"),
+        ("alert udp any any -> any any", "dns.query", "udp", "dns"),
+        ("alert tcp any any -> any any", "dns.query", "tcp", "dns"),
+        ("alert ip any any -> any any", "dns.query", "tcp/udp", "dns"),
+    ],
+)
 def test_buffer_narrows_the_transport(tmp_path: Path, header: str, buffer: str, transport: str, app: str) -> None:
     rule = one(tmp_path, f'{buffer}; content:"x";', header)
     assert (rule.transport, rule.app_proto) == (transport, app)
@@ -114,8 +138,11 @@ def test_default_variables_home_and_external_net(tmp_path: Path) -> None:
 
 
 def test_variables_override_defaults(tmp_path: Path) -> None:
-    ruleset = load(tmp_path, "alert tcp $HOME_NET any -> $EXTERNAL_NET $HTTP_PORTS (sid:1;)\n",
-                   {"HOME_NET": "[198.51.100.0/24]", "$HTTP_PORTS": "[80,8080]"})
+    ruleset = load(
+        tmp_path,
+        "alert tcp $HOME_NET any -> $EXTERNAL_NET $HTTP_PORTS (sid:1;)\n",
+        {"HOME_NET": "[198.51.100.0/24]", "$HTTP_PORTS": "[80,8080]"},
+    )
     rule = ruleset.rules[0]
     assert rule.src.matches("198.51.100.7") and not rule.src.matches("10.0.0.1")
     assert rule.dst.matches("10.0.0.1")
@@ -135,16 +162,19 @@ def test_address_lists_negation_and_ranges(tmp_path: Path) -> None:
     assert one(tmp_path, "", "alert ip any any -> [any,!1.1.1.1] any").dst.matches("2001:db8::1")
 
 
-@pytest.mark.parametrize(("ports", "inside", "outside"), [
-    ("1024:", [1024, 65535], [1023]),
-    (":1023", [0, 1023], [1024]),
-    ("[80,443,8000:8080]", [80, 443, 8000, 8080], [81, 7999, 8081]),
-    ("!80", [79, 81], [80]),
-    ("[1:100,!50]", [1, 49, 51, 100], [50, 101]),
-    ("![80,443]", [22], [80, 443]),
-    ("$SHELLCODE_PORTS", [81], [80]),
-    ("[$HTTP_PORTS,8080]", [80, 8080], [443]),
-])
+@pytest.mark.parametrize(
+    ("ports", "inside", "outside"),
+    [
+        ("1024:", [1024, 65535], [1023]),
+        (":1023", [0, 1023], [1024]),
+        ("[80,443,8000:8080]", [80, 443, 8000, 8080], [81, 7999, 8081]),
+        ("!80", [79, 81], [80]),
+        ("[1:100,!50]", [1, 49, 51, 100], [50, 101]),
+        ("![80,443]", [22], [80, 443]),
+        ("$SHELLCODE_PORTS", [81], [80]),
+        ("[$HTTP_PORTS,8080]", [80, 8080], [443]),
+    ],
+)
 def test_port_expressions(tmp_path: Path, ports: str, inside: list[int], outside: list[int]) -> None:
     rule = one(tmp_path, "", f"alert tcp any any -> any {ports}")
     assert all(rule.dst_ports.matches(p) for p in inside)
@@ -156,13 +186,17 @@ def test_bidirectional_rule(tmp_path: Path) -> None:
 
 
 def test_continuation_lines_report_the_first_line(tmp_path: Path) -> None:
-    ruleset = load(tmp_path, '# comment\n\nalert tcp any any -> any 25 (msg:"a"; \\\n   content:"x"; \\\n  sid:7;)\n'
-                   'alert tcp any any -> any any (stream_size:server,>,100; sid:8;)\n')
+    ruleset = load(
+        tmp_path,
+        '# comment\n\nalert tcp any any -> any 25 (msg:"a"; \\\n   content:"x"; \\\n  sid:7;)\n'
+        "alert tcp any any -> any any (stream_size:server,>,100; sid:8;)\n",
+    )
     assert ruleset.rules[0].line == 3 and ruleset.rules[0].sid == 7
     assert (ruleset.skipped[0].line, ruleset.skipped[0].sid) == (6, 8)
 
 
 # -- rule information ---------------------------------------------------------------------------------
+
 
 def test_msg_escapes(tmp_path: Path) -> None:
     rule = one(tmp_path, r'msg:"a\;b \"quoted\" back\\slash (x)";')
@@ -170,8 +204,11 @@ def test_msg_escapes(tmp_path: Path) -> None:
 
 
 def test_sid_rev_gid_metadata_reference_target(tmp_path: Path) -> None:
-    rule = one(tmp_path, 'rev:4; gid:3; metadata: created_at 2020_01_01, former_category MALWARE; '
-                         'reference:url,example.com/a; reference:cve,2021-44228; target:dest_ip;')
+    rule = one(
+        tmp_path,
+        "rev:4; gid:3; metadata: created_at 2020_01_01, former_category MALWARE; "
+        "reference:url,example.com/a; reference:cve,2021-44228; target:dest_ip;",
+    )
     assert (rule.sid, rule.rev, rule.gid, rule.target) == (1, 4, 3, "dest_ip")
     assert rule.metadata == (("created_at", "2020_01_01"), ("former_category", "MALWARE"))
     assert rule.references == (("url", "example.com/a"), ("cve", "2021-44228"))
@@ -189,6 +226,7 @@ def test_unknown_classtype_is_skipped(tmp_path: Path) -> None:
 
 
 # -- content ------------------------------------------------------------------------------------------
+
 
 def test_content_text_hex_and_escapes(tmp_path: Path) -> None:
     rule = one(tmp_path, r'content:"GET|20 2f|a|3B|\;\"\\\:end";')
@@ -214,8 +252,11 @@ def test_negated_content_and_nocase(tmp_path: Path) -> None:
 
 
 def test_position_modifiers(tmp_path: Path) -> None:
-    rule = one(tmp_path, 'content:"a"; offset:2; depth:10; content:"bc"; distance:0; within:5; '
-                         'content:"d"; startswith; content:"e"; endswith; content:"f"; distance:-3;')
+    rule = one(
+        tmp_path,
+        'content:"a"; offset:2; depth:10; content:"bc"; distance:0; within:5; '
+        'content:"d"; startswith; content:"e"; endswith; content:"f"; distance:-3;',
+    )
     a, bc, d, e, f = rule.buffers[0].matches
     assert (a.offset, a.depth, a.relative) == (2, 10, False)  # type: ignore[union-attr]
     assert (bc.distance, bc.within, bc.relative) == (0, 5, True)  # type: ignore[union-attr]
@@ -266,16 +307,25 @@ STICKY_AND_LEGACY = [
 @pytest.mark.parametrize(("sticky", "legacy", "buffer"), STICKY_AND_LEGACY)
 def test_sticky_and_legacy_buffers_agree(tmp_path: Path, sticky: str, legacy: str, buffer: str) -> None:
     as_sticky = one(tmp_path, f'{sticky}; content:"a"; content:"b"; distance:0;', "alert http any any -> any any")
-    as_legacy = one(tmp_path, f'content:"a"; {legacy}; content:"b"; distance:0; {legacy};',
-                    "alert http any any -> any any")
+    as_legacy = one(
+        tmp_path, f'content:"a"; {legacy}; content:"b"; distance:0; {legacy};', "alert http any any -> any any"
+    )
     assert as_sticky.buffers == as_legacy.buffers
     assert [b.buffer for b in as_sticky.buffers] == [buffer]
 
 
-@pytest.mark.parametrize(("keyword", "buffer"), [
-    ("tls.sni", "tls.sni"), ("tls_sni", "tls.sni"), ("tls.cert_subject", "tls.cert_subject"),
-    ("dns.query", "dns.query"), ("dns_query", "dns.query"), ("file_data", "file.data"), ("file.data", "file.data"),
-])
+@pytest.mark.parametrize(
+    ("keyword", "buffer"),
+    [
+        ("tls.sni", "tls.sni"),
+        ("tls_sni", "tls.sni"),
+        ("tls.cert_subject", "tls.cert_subject"),
+        ("dns.query", "dns.query"),
+        ("dns_query", "dns.query"),
+        ("file_data", "file.data"),
+        ("file.data", "file.data"),
+    ],
+)
 def test_other_sticky_buffers(tmp_path: Path, keyword: str, buffer: str) -> None:
     rule = one(tmp_path, f'{keyword}; content:"x";')
     assert [b.buffer for b in rule.buffers] == [buffer]
@@ -284,12 +334,19 @@ def test_other_sticky_buffers(tmp_path: Path, keyword: str, buffer: str) -> None
 def test_payload_then_sticky_then_pkt_data(tmp_path: Path) -> None:
     rule = one(tmp_path, 'content:"p1"; http.uri; content:"u1"; http.host; content:"h1"; pkt_data; content:"p2";')
     assert [(b.buffer, [m.pattern for m in b.contents]) for b in rule.buffers] == [
-        (PAYLOAD, [b"p1", b"p2"]), ("http.uri", [b"u1"]), ("http.host", [b"h1"])]
+        (PAYLOAD, [b"p1", b"p2"]),
+        ("http.uri", [b"u1"]),
+        ("http.host", [b"h1"]),
+    ]
 
 
 def test_transforms_make_a_buffer_of_their_own(tmp_path: Path) -> None:
-    rule = one(tmp_path, 'dns.query; content:"plain"; dns.query; dotprefix; to_lowercase; content:".evil.com"; endswith; '
-                         'pcre:"/\\.evil\\.com$/";', "alert dns any any -> any any")
+    rule = one(
+        tmp_path,
+        'dns.query; content:"plain"; dns.query; dotprefix; to_lowercase; content:".evil.com"; endswith; '
+        'pcre:"/\\.evil\\.com$/";',
+        "alert dns any any -> any any",
+    )
     plain, transformed = rule.buffers
     assert (plain.buffer, plain.transforms) == ("dns.query", ())
     assert (transformed.buffer, transformed.transforms) == ("dns.query", ("dotprefix", "to_lowercase"))
@@ -299,16 +356,24 @@ def test_transforms_make_a_buffer_of_their_own(tmp_path: Path) -> None:
 
 def test_transform_after_a_match_applies_to_the_matches_after_it(tmp_path: Path) -> None:
     # ET Open sid 2044076 is written this way.
-    rule = one(tmp_path, 'dns.query; content:"rs-"; startswith; pcre:"/[a-z]{2}/Ri"; dotprefix; content:".rustdesk.com"; '
-                         'endswith;', "alert dns any any -> any any")
+    rule = one(
+        tmp_path,
+        'dns.query; content:"rs-"; startswith; pcre:"/[a-z]{2}/Ri"; dotprefix; content:".rustdesk.com"; endswith;',
+        "alert dns any any -> any any",
+    )
     assert [(b.buffer, b.transforms, len(b.matches)) for b in rule.buffers] == [
-        ("dns.query", (), 2), ("dns.query", ("dotprefix",), 1)]
+        ("dns.query", (), 2),
+        ("dns.query", ("dotprefix",), 1),
+    ]
 
 
-@pytest.mark.parametrize(("options", "reason"), [
-    ('dotprefix; content:"x";', "malformed rule"),  # no sticky buffer to transform
-    ('dns.query; to_md5; content:"x";', "unsupported keyword: to_md5"),
-])
+@pytest.mark.parametrize(
+    ("options", "reason"),
+    [
+        ('dotprefix; content:"x";', "malformed rule"),  # no sticky buffer to transform
+        ('dns.query; to_md5; content:"x";', "unsupported keyword: to_md5"),
+    ],
+)
 def test_transform_errors(tmp_path: Path, options: str, reason: str) -> None:
     assert skip_reason(tmp_path, f"alert dns any any -> any any ({options} sid:1;)") == reason
 
@@ -328,6 +393,7 @@ def test_legacy_modifier_without_content_is_malformed(tmp_path: Path) -> None:
 
 # -- pcre --------------------------------------------------------------------------------------------
 
+
 def test_pcre_flags_map_to_hyperscan(tmp_path: Path) -> None:
     rule = one(tmp_path, r'pcre:"/^ab.c$/smi";')
     (match,) = rule.buffers[0].matches
@@ -345,7 +411,9 @@ def test_pcre_extended_and_anchored(tmp_path: Path) -> None:
 
 
 def test_pcre_buffer_flags_relative_and_negation(tmp_path: Path) -> None:
-    rule = one(tmp_path, r'content:"/a"; http_uri; pcre:"/\/a\d+/UR"; pcre:!"/evil/H";', "alert http any any -> any any")
+    rule = one(
+        tmp_path, r'content:"/a"; http_uri; pcre:"/\/a\d+/UR"; pcre:!"/evil/H";', "alert http any any -> any any"
+    )
     uri, header = rule.buffer("http.uri"), rule.buffer("http.header")
     assert uri is not None and header is not None
     pcre = uri.matches[1]
@@ -380,8 +448,23 @@ def test_bad_pcre(tmp_path: Path, value: str) -> None:
     assert skip_reason(tmp_path, f"alert tcp any any -> any any (pcre:{value}; sid:1;)") == "bad pcre"
 
 
-@pytest.mark.parametrize("regex", [r"(a)\1", "a(?=b)", "(?<!a)b", "x?", "abc", "a{1,100000}", "a(b", "[z-a]", "a++b",
-                                   "^.*$", r"\d{2,4}\.(?i:exe)", "(?x) a b # c"])
+@pytest.mark.parametrize(
+    "regex",
+    [
+        r"(a)\1",
+        "a(?=b)",
+        "(?<!a)b",
+        "x?",
+        "abc",
+        "a{1,100000}",
+        "a(b",
+        "[z-a]",
+        "a++b",
+        "^.*$",
+        r"\d{2,4}\.(?i:exe)",
+        "(?x) a b # c",
+    ],
+)
 def test_fast_and_compiling_hyperscan_checks_agree(regex: str) -> None:
     fast_error, fast_empty = hscheck.check(regex, 0, True, "expression_info")
     compile_error, _ = hscheck.check(regex, 0, True, "compile")
@@ -406,34 +489,53 @@ def test_pcre_that_can_match_empty_gets_allowempty(tmp_path: Path) -> None:
 
 # -- flow, flowbits, thresholds, sizes -----------------------------------------------------------
 
+
 def test_flow(tmp_path: Path) -> None:
     assert one(tmp_path, "flow:established,to_server;").flow == FlowConstraint("to_server", "established")
     assert one(tmp_path, "flow:from_server, not_established, only_stream;").flow == FlowConstraint(
-        "to_client", "not_established", "only_stream")
+        "to_client", "not_established", "only_stream"
+    )
     assert one(tmp_path, "flow:stateless,no_stream;").flow == FlowConstraint(None, "stateless", "no_stream")
     assert skip_reason(tmp_path, "alert tcp any any -> any any (flow:to_server,to_client; sid:1;)") == "malformed rule"
 
 
 def test_flowbits(tmp_path: Path) -> None:
-    rule = one(tmp_path, "flowbits:set,a; flowbits:isset,b|c; flowbits:isnotset, d ; flowbits:unset,a; "
-                         "flowbits:toggle,e; flowbits:noalert;")
-    assert rule.flowbits == (FlowbitOp("set", ("a",)), FlowbitOp("isset", ("b", "c")), FlowbitOp("isnotset", ("d",)),
-                             FlowbitOp("unset", ("a",)), FlowbitOp("toggle", ("e",)))
+    rule = one(
+        tmp_path,
+        "flowbits:set,a; flowbits:isset,b|c; flowbits:isnotset, d ; flowbits:unset,a; "
+        "flowbits:toggle,e; flowbits:noalert;",
+    )
+    assert rule.flowbits == (
+        FlowbitOp("set", ("a",)),
+        FlowbitOp("isset", ("b", "c")),
+        FlowbitOp("isnotset", ("d",)),
+        FlowbitOp("unset", ("a",)),
+        FlowbitOp("toggle", ("e",)),
+    )
     assert rule.noalert
     assert one(tmp_path, "noalert;").noalert
 
 
-@pytest.mark.parametrize(("text", "check"), [
-    ("300", NumberCheck("=", 300)), ("<10", NumberCheck("<", 10)), (">1", NumberCheck(">", 1)),
-    ("10<>20", NumberCheck("<>", 10, 20)), ("!4", NumberCheck("!=", 4)), (">=3", NumberCheck(">=", 3)),
-])
+@pytest.mark.parametrize(
+    ("text", "check"),
+    [
+        ("300", NumberCheck("=", 300)),
+        ("<10", NumberCheck("<", 10)),
+        (">1", NumberCheck(">", 1)),
+        ("10<>20", NumberCheck("<>", 10, 20)),
+        ("!4", NumberCheck("!=", 4)),
+        (">=3", NumberCheck(">=", 3)),
+    ],
+)
 def test_dsize(tmp_path: Path, text: str, check: NumberCheck) -> None:
     assert one(tmp_path, f"dsize:{text};").dsize == check
 
 
 def test_threshold_and_detection_filter(tmp_path: Path) -> None:
-    rule = one(tmp_path, "threshold: type limit, track by_src, count 1, seconds 60; "
-                         "detection_filter:track by_dst, count 5, seconds 10;")
+    rule = one(
+        tmp_path,
+        "threshold: type limit, track by_src, count 1, seconds 60; detection_filter:track by_dst, count 5, seconds 10;",
+    )
     assert rule.threshold == Threshold("limit", "by_src", 1, 60)
     assert rule.detection_filter == Threshold("detection_filter", "by_dst", 5, 10)
 
@@ -446,8 +548,18 @@ def test_icmp_and_tcp_flags(tmp_path: Path) -> None:
 
 # -- what is skipped, and how it is reported -----------------------------------------------------
 
-@pytest.mark.parametrize("keyword", ["stream_size:server,>,100", "byte_extract:1,0,len", "base64_decode", "lua:x.lua",
-                                     "tls.version:1.2", "xbits:set,a,track ip_src"])
+
+@pytest.mark.parametrize(
+    "keyword",
+    [
+        "stream_size:server,>,100",
+        "byte_extract:1,0,len",
+        "base64_decode",
+        "lua:x.lua",
+        "tls.version:1.2",
+        "xbits:set,a,track ip_src",
+    ],
+)
 def test_unsupported_keyword(tmp_path: Path, keyword: str) -> None:
     name = keyword.split(":")[0]
     rule = f'alert tcp any any -> any any (content:"x"; {keyword}; sid:1;)'
@@ -491,8 +603,10 @@ MALFORMED = [
     ("alert tcp [1.1.1.1,!1.1.1.1] any -> any any (sid:42;)", "bad address"),
     ("alert tcp !any any -> any any (sid:49;)", "bad address"),
     ('alert http any any -> any any (http.uri; compress_whitespace; pkt_data; content:"x"; sid:43;)', "malformed rule"),
-    ('alert http any any -> any any (http.uri; compress_whitespace; content:"a"; to_lowercase; sid:44;)',
-     "malformed rule"),
+    (
+        'alert http any any -> any any (http.uri; compress_whitespace; content:"a"; to_lowercase; sid:44;)',
+        "malformed rule",
+    ),
     ("alert tcp any any -> any any (dsize:500<>100; sid:45;)", "malformed rule"),
     ("alert tcp any any -> any any (flowbits:isset; sid:46;)", "malformed rule"),
     ('alert tcp any any -> any any (content:"abc"; fast_pattern:1,10; sid:47;)', "malformed rule"),
@@ -515,33 +629,47 @@ def test_malformed_rule_reported_with_file_line_sid(tmp_path: Path, rule: str, r
 
 
 def test_duplicate_sid_keeps_the_higher_rev_and_reports_the_other(tmp_path: Path) -> None:
-    ruleset = load(tmp_path, "alert ip any any -> any any (sid:5; rev:1;)\n"
-                             "alert ip any any -> any any (sid:5; rev:3;)\n"
-                             "alert ip any any -> any any (sid:5; rev:2;)\n"
-                             "alert ip any any -> any any (sid:5; gid:2;)\n")
+    ruleset = load(
+        tmp_path,
+        "alert ip any any -> any any (sid:5; rev:1;)\n"
+        "alert ip any any -> any any (sid:5; rev:3;)\n"
+        "alert ip any any -> any any (sid:5; rev:2;)\n"
+        "alert ip any any -> any any (sid:5; gid:2;)\n",
+    )
     assert [(r.gid, r.sid, r.rev, r.line) for r in ruleset.rules] == [(1, 5, 3, 2), (2, 5, 0, 4)]
     assert [(s.line, s.sid, s.reason) for s in ruleset.skipped] == [(1, 5, "duplicate sid"), (3, 5, "duplicate sid")]
     assert "already loaded from" in ruleset.skipped[1].detail
 
 
 def test_counts_by_reason_and_nothing_skipped_silently(tmp_path: Path) -> None:
-    ruleset = load(tmp_path, "\n".join([
-        'alert tcp any any -> any any (content:"a"; sid:1;)',
-        "#alert tcp any any -> any any (stream_size:server,>,100; sid:2;)",  # disabled: not a rule
-        "alert tcp any any -> any any (stream_size:server,>,100; sid:3;)",
-        "alert tcp any any -> any any (stream_size:server,>,100; sid:4;)",
-        "alert tcp any any -> any any (base64_decode; sid:5;)",
-        "alert tcp any any -> any any (sid:6",
-    ]) + "\n")
+    ruleset = load(
+        tmp_path,
+        "\n".join(
+            [
+                'alert tcp any any -> any any (content:"a"; sid:1;)',
+                "#alert tcp any any -> any any (stream_size:server,>,100; sid:2;)",  # disabled: not a rule
+                "alert tcp any any -> any any (stream_size:server,>,100; sid:3;)",
+                "alert tcp any any -> any any (stream_size:server,>,100; sid:4;)",
+                "alert tcp any any -> any any (base64_decode; sid:5;)",
+                "alert tcp any any -> any any (sid:6",
+            ]
+        )
+        + "\n",
+    )
     assert len(ruleset.rules) + len(ruleset.skipped) == 5
-    assert ruleset.counts_by_reason() == {"unsupported keyword: stream_size": 2, "unsupported keyword: base64_decode": 1,
-                                          "malformed rule": 1}
+    assert ruleset.counts_by_reason() == {
+        "unsupported keyword: stream_size": 2,
+        "unsupported keyword: base64_decode": 1,
+        "malformed rule": 1,
+    }
 
 
 def test_byte_order_mark_and_crlf(tmp_path: Path) -> None:
     path = tmp_path / "windows.rules"
-    path.write_bytes(b'\xef\xbb\xbfalert tcp any any -> any any (content:"a"; sid:1;)\r\n'
-                     b'alert tcp any any -> any any (content:"b"; sid:2;)\r\n')
+    path.write_bytes(
+        b'\xef\xbb\xbfalert tcp any any -> any any (content:"a"; sid:1;)\r\n'
+        b'alert tcp any any -> any any (content:"b"; sid:2;)\r\n'
+    )
     ruleset = load_rules([path])
     assert [r.sid for r in ruleset.rules] == [1, 2] and not ruleset.skipped
 
@@ -552,6 +680,7 @@ def test_unreadable_file_is_reported(tmp_path: Path) -> None:
 
 
 # -- the fixture rule file and `rules check` -------------------------------------------------------
+
 
 def test_fixture_exercises_every_supported_keyword() -> None:
     ruleset = load_rules([FIXTURES / "supported.rules"])
@@ -574,21 +703,29 @@ def test_rules_check_json_and_variables(tmp_path: Path) -> None:
     status = rules_check([FIXTURES / "mixed.rules"], as_json=True, variables=["HOME_NET=[10.9.0.0/16]"], out=out)
     summary = json.loads(out.getvalue())
     # the back-reference regex loads: PCRE2 verifies it in the engine
-    assert summary == {"loaded": 4, "skipped": 2, "reasons": {"unsupported keyword: stream_size": 1,
-                                                              "bad hex in content": 1}}
+    assert summary == {
+        "loaded": 4,
+        "skipped": 2,
+        "reasons": {"unsupported keyword: stream_size": 1, "bad hex in content": 1},
+    }
     assert status == 1
 
 
 def test_rules_check_exit_status(tmp_path: Path) -> None:
-    (tmp_path / "ok.rules").write_text('alert tcp any any -> any any (content:"a"; sid:1;)\n'
-                                       "alert tcp any any -> any any (stream_size:server,>,100; sid:2;)\n")
+    (tmp_path / "ok.rules").write_text(
+        'alert tcp any any -> any any (content:"a"; sid:1;)\n'
+        "alert tcp any any -> any any (stream_size:server,>,100; sid:2;)\n"
+    )
     assert rules_check([tmp_path / "ok.rules"], False, None, out=io.StringIO()) == 0
     assert rules_check([tmp_path / "none.rules"], True, None, out=io.StringIO()) == 2
     assert rules_check([tmp_path / "ok.rules"], False, ["HOME_NET"], out=io.StringIO()) == 2  # --var without '='
 
 
 def test_parse_variables() -> None:
-    assert parse_variables(["HOME_NET=[10.0.0.0/8]", "$HTTP_PORTS=80"]) == {"HOME_NET": "[10.0.0.0/8]", "HTTP_PORTS": "80"}
+    assert parse_variables(["HOME_NET=[10.0.0.0/8]", "$HTTP_PORTS=80"]) == {
+        "HOME_NET": "[10.0.0.0/8]",
+        "HTTP_PORTS": "80",
+    }
     with pytest.raises(ValueError):
         parse_variables(["HOME_NET"])
 
@@ -619,20 +756,26 @@ def test_every_pcre_buffer_flag(tmp_path: Path, flag: str, buffer: str) -> None:
 def test_byte_test_and_byte_jump_compile(tmp_path: Path) -> None:
     from ngfw.compiler.suricata.model import ByteJump, ByteTest
 
-    rule = one(tmp_path, 'content:"A"; byte_test:2,!>=,0x10,1,relative,little,bitmask 0x0ff0; '
-                         'byte_jump:4,0,relative,string,hex,multiplier 2,align,post_offset -3; content:"B"; distance:0;')
+    rule = one(
+        tmp_path,
+        'content:"A"; byte_test:2,!>=,0x10,1,relative,little,bitmask 0x0ff0; '
+        'byte_jump:4,0,relative,string,hex,multiplier 2,align,post_offset -3; content:"B"; distance:0;',
+    )
     test, jump = rule.buffers[0].matches[1:3]
     assert test == ByteTest(2, ">=", 16, 1, relative=True, little=True, bitmask=0x0FF0, negated=True)
     assert jump == ByteJump(4, 0, relative=True, string="hex", multiplier=2, align=True, post_offset=-3)
 
 
-@pytest.mark.parametrize(("option", "reason"), [
-    ("byte_test:1,~,2,0", "malformed rule"),
-    ("byte_test:9,>,2,0", "malformed rule"),
-    ("byte_test:1,>,2", "malformed rule"),
-    ("byte_test:1,>,2,0,sideways", "malformed rule"),
-    ("byte_test:1,>,len,0", "unsupported keyword: byte_extract variables"),
-    ("byte_test:4,=,1,0,dce", "unsupported keyword: byte_test dce"),
-])
+@pytest.mark.parametrize(
+    ("option", "reason"),
+    [
+        ("byte_test:1,~,2,0", "malformed rule"),
+        ("byte_test:9,>,2,0", "malformed rule"),
+        ("byte_test:1,>,2", "malformed rule"),
+        ("byte_test:1,>,2,0,sideways", "malformed rule"),
+        ("byte_test:1,>,len,0", "unsupported keyword: byte_extract variables"),
+        ("byte_test:4,=,1,0,dce", "unsupported keyword: byte_test dce"),
+    ],
+)
 def test_bad_byte_options_name_their_problem(tmp_path: Path, option: str, reason: str) -> None:
     assert skip_reason(tmp_path, f'alert tcp any any -> any any (content:"x"; {option}; sid:1;)') == reason

@@ -32,11 +32,16 @@ def test_case_rules_load(case: Path) -> None:
 
 # -- alerts: the engine over each case's capture raises exactly the alerts Suricata 7 raised -------
 
+
 def _flow_sid(record: dict) -> tuple[frozenset, int]:
     import ipaddress
 
-    ends = frozenset({(ipaddress.ip_address(record["src_ip"]), record.get("src_port")),
-                      (ipaddress.ip_address(record["dest_ip"]), record.get("dest_port"))})
+    ends = frozenset(
+        {
+            (ipaddress.ip_address(record["src_ip"]), record.get("src_port")),
+            (ipaddress.ip_address(record["dest_ip"]), record.get("dest_port")),
+        }
+    )
     sid = record["alert"]["signature_id"] if "alert" in record else record["signature_id"]
     return ends, sid
 
@@ -49,13 +54,14 @@ def test_case_alerts_match_suricata(case: Path) -> None:
     expected = {_flow_sid(json.loads(line)) for line in (case / "expected.jsonl").read_text().splitlines() if line}
     try:
         signatures = load_signature_sets([("default", str(case / "test.rules"))])
-    except RulesError:   # nothing Suricata 7 knows either (arp, llmnr): it raised nothing
+    except RulesError:  # nothing Suricata 7 knows either (arp, llmnr): it raised nothing
         assert expected == set()
         return
     capture = next(case.glob("input.pcap*"))
     records = Replayer(signatures=signatures).replay_file(str(capture))
     got = {_flow_sid(r) for r in records if r.get("event_type") == "alert"}
     if all(r.get("proto") in ("ICMP", "IPv6-ICMP") for r in records if r.get("event_type") == "alert") and not any(
-            p for ends, _ in expected for _, p in ends):
+        p for ends, _ in expected for _, p in ends
+    ):
         got = {(frozenset((ip, None) for ip, _ in ends), sid) for ends, sid in got}
     assert got == expected
