@@ -102,7 +102,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         pcaps = [many_copy(Path(copies.name), i, pcaps[i % len(pcaps)]) for i in range(args.many)]
     if shutil.which(args.ndpi) is None:
         raise SystemExit(f"{args.ndpi} not found: apt-get install -y libndpi-bin")
-    ngfw_argv = [*shlex.split(args.ngfw), "--json", *map(str, pcaps)]
+    ngfw_command = shlex.split(args.ngfw)
+    if shutil.which(ngfw_command[0]) is None:
+        raise SystemExit(
+            f"{ngfw_command[0]} not found: activate the project's virtualenv or give --ngfw "
+            f'"{sys.executable} -m ngfw replay"'
+        )
+    ngfw_argv = [*ngfw_command, "--json", *map(str, pcaps)]
 
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as playlist:
         playlist.write("".join(f"{p}\n" for p in pcaps))
