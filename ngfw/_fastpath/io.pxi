@@ -11,6 +11,10 @@ cdef enum:
     MAX_PORTS = 64
     TX_KICK_BATCH = 64
     SCRATCH_LEN = 65536 + 64
+    # a turn's frames for one port are handed to the TX thread from this many bytes (or TX_KICK_BATCH frames)
+    # on; fewer are sent by the loop itself: a hand-over costs a wake-up of the other thread, which a few
+    # small frames (a handshake, a request) do not repay, while a burst of full-size frames (bulk TCP) does
+    TX_HANDOFF_BYTES = 16384
 
 ctypedef struct port_t:
     int kind
@@ -28,6 +32,7 @@ ctypedef struct port_t:
     uint32_t tx_frame_size
     uint32_t tx_head
     uint32_t tx_pending
+    uint32_t tx_pending_bytes  # bytes of those frames (run_loop: the loop sends small turns itself)
     uint64_t rx_packets
     uint64_t rx_bytes
     uint64_t tx_packets
@@ -134,6 +139,7 @@ cdef inline void ring_kick(port_t *port) noexcept nogil:
         if send(port.fd, NULL, 0, MSG_DONTWAIT) < 0 and errno != EAGAIN:
             port.tx_errors += 1
         port.tx_pending = 0
+        port.tx_pending_bytes = 0
 
 cdef bint port_tx(port_t *port, const uint8_t *frame, uint32_t len, const pkt_t *fix) noexcept nogil:
     """Queue one frame; `fix` (not NULL) completes an offloaded checksum in the copy."""
@@ -166,6 +172,7 @@ cdef bint port_tx(port_t *port, const uint8_t *frame, uint32_t len, const pkt_t 
         if port.tx_head == port.tx_frames:
             port.tx_head = 0
         port.tx_pending += 1
+        port.tx_pending_bytes += len
         if port.tx_pending >= TX_KICK_BATCH:
             port_flush(port)
     elif port.kind == PORT_TAP:
@@ -200,6 +207,7 @@ cdef inline void port_flush(port_t *port) noexcept nogil:
         if port.tx_async:
             if port.tx_pending:
                 port.tx_pending = 0
+                port.tx_pending_bytes = 0
                 ngfw_store_u32(&port.tx_wanted, 1)
         else:
             ring_kick(port)

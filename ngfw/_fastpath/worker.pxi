@@ -68,6 +68,7 @@ ctypedef struct engine_t:
     int notify_fd              # eventfd the loop signals when it finds a port's device gone (Python waits on it)
     uint32_t tx_turns          # turns of the TX thread, so a swap knows when that thread let go of an old ring
     uint32_t tx_running
+    uint32_t tx_asleep         # the TX thread sleeps on this word (a futex) until the loop hands it a ring
     uint8_t mode               # MODE_LIVE or MODE_REPLAY (defs.pxi): every difference is listed in docs/dataplane.md
     uint8_t log_all            # every flow and drop is an event, whatever the rule's `log` (replay)
     int32_t unmanaged_vsys     # vsys deciding flows with no workload on either side; -1 drops them
@@ -876,7 +877,7 @@ cdef void run_loop(engine_t *e) noexcept nogil:
     wake = port_pollset(e, fds, fd_port)
     nfds = loop_pollset_wake(e, fds, wake)
     cdef uint64_t last_busy, spin
-    cdef bint sparse
+    cdef bint sparse, saturated
     # frames in the current and the previous 10 ms window: fewer than QUIET_FRAMES is sparse traffic
     cdef uint64_t window_start, window_frames = 0, previous_window_frames = 0
     e.last_sweep = ngfw_now_ns()
@@ -906,11 +907,18 @@ cdef void run_loop(engine_t *e) noexcept nogil:
         sparse = window_frames + previous_window_frames < QUIET_FRAMES
         if sparse != e.sparse:
             ngfw_store_u32(&e.sparse, sparse)   # the TX thread reads it: written when it changes, not per turn
+        # a full burst: the loop is saturated, and its sends go to the TX thread to run beside it
+        saturated = n >= e.burst
         for i in range(e.n_ports):
-            if sparse and e.ports[i].kind == PORT_RING:
+            if e.ports[i].kind == PORT_RING and (sparse or (
+                    not saturated and e.ports[i].tx_pending_bytes < TX_HANDOFF_BYTES
+                    and not ngfw_load_u32(&e.ports[i].tx_wanted))):
+                # sparse traffic, or a few small frames (a handshake, a request) while the TX thread has nothing
+                # of this port's: sent from here at once, that thread's wake-up would cost more than the send
                 ring_kick(&e.ports[i])
             else:
                 port_flush(&e.ports[i])   # with a TX thread (tx_async), that thread flushes
+        tx_thread_wake(e)
         sweep_flows(e, now, e.flows.mask + 1)
         # Waking from poll() costs tens of microseconds on a VM (the bare forwarder in bench/ measures it):
         # while traffic is sparse, keep looking for the next frame (interactive traffic gets the latency of
@@ -932,9 +940,28 @@ cdef void run_loop(engine_t *e) noexcept nogil:
                     read(e.wake_fd, &drained, 8)
                 port_poll_errors(e, fds, fd_port, wake)
 
+cdef enum:
+    TX_SLEEP_MAX_NS = 5000000   # the TX thread looks at `stop` (and counts a turn) at least this often
+
+cdef inline bint tx_work_waiting(engine_t *e) noexcept nogil:
+    cdef uint32_t i
+    for i in range(e.n_ports):
+        if e.ports[i].kind == PORT_RING and ngfw_load_u32(&e.ports[i].tx_wanted):
+            return True
+    return False
+
+cdef inline void tx_thread_wake(engine_t *e) noexcept nogil:
+    """After the loop handed rings over (tx_wanted): wake the TX thread if it sleeps. The fence pairs with
+    the one in run_tx_loop: either the loop sees it asleep, or it sees the work before it sleeps."""
+    ngfw_fence()
+    if ngfw_load_u32(&e.tx_asleep) and tx_work_waiting(e):
+        ngfw_store_u32(&e.tx_asleep, 0)
+        ngfw_futex_wake(&e.tx_asleep)
+
 cdef void run_tx_loop(engine_t *e) noexcept nogil:
     """Flush TX rings for the packet loop: the kernel runs the receiving side's stack inside send(),
-    and that work then overlaps with the loop's instead of stalling it."""
+    and that work then overlaps with the loop's instead of stalling it. Idle, it sleeps until the loop
+    hands it work (tx_thread_wake): polling would take a core from the workloads on a small host."""
     cdef uint32_t i
     cdef bint busy
     cdef uint64_t last_busy = ngfw_now_ns()
@@ -955,9 +982,11 @@ cdef void run_tx_loop(engine_t *e) noexcept nogil:
         now = ngfw_now_ns()
         if busy:
             last_busy = now
-        elif now - last_busy < e.idle_spin_ns + 1000000:
-            sched_yield()
-        elif ngfw_load_u32(&e.sparse):
-            usleep(1000)   # sparse traffic is flushed by the packet loop itself: nothing is waiting here
+        elif now - last_busy < e.idle_spin_ns:
+            sched_yield()   # under load the next hand-over comes within microseconds: no sleep and wake-up
         else:
-            usleep(50)
+            ngfw_store_u32(&e.tx_asleep, 1)
+            ngfw_fence()
+            if not tx_work_waiting(e) and not ngfw_load_u32(&e.stop):
+                ngfw_futex_wait(&e.tx_asleep, 1, TX_SLEEP_MAX_NS)
+            ngfw_store_u32(&e.tx_asleep, 0)
