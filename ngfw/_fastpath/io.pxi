@@ -11,10 +11,11 @@ cdef enum:
     MAX_PORTS = 64
     TX_KICK_BATCH = 64
     SCRATCH_LEN = 65536 + 64
-    # a turn's frames for one port are handed to the TX thread from this many bytes (or TX_KICK_BATCH frames)
-    # on; fewer are sent by the loop itself: a hand-over costs a wake-up of the other thread, which a few
-    # small frames (a handshake, a request) do not repay, while a burst of full-size frames (bulk TCP) does
-    TX_HANDOFF_BYTES = 16384
+    # a turn's frames for one port are handed to the TX thread from this many bytes (a full-size frame; or
+    # TX_KICK_BATCH frames) on; fewer are sent by the loop itself: a hand-over costs a wake-up of the other
+    # thread, which a few small frames (a handshake, a request, an ACK) do not repay, while the receiving
+    # side's work for full-size frames (bulk TCP) does
+    TX_HANDOFF_BYTES = 1200
 
 ctypedef struct port_t:
     int kind
@@ -40,6 +41,7 @@ ctypedef struct port_t:
     uint64_t tx_errors
     uint32_t tx_async       # a separate thread flushes the TX ring (its send() runs the downstream path)
     uint32_t tx_wanted      # set by the loop, taken by that thread
+    uint32_t tx_sending     # that thread is inside send() on this port: a send of the loop's would wait for it
     uint8_t vm_side         # faces the workloads (a wire's first interface, TAPs, segments): arrivals count here
     # links that come and go (ports.pxi): `down` is set by Python from netlink (the link is down: frames for
     # it are dropped as port_down); `detached` is set by the loop (the interface is gone: no I/O at all, the
@@ -157,6 +159,12 @@ cdef bint port_tx(port_t *port, const uint8_t *frame, uint32_t len, const pkt_t 
         if st != TP_STATUS_AVAILABLE:
             if st & TP_STATUS_WRONG_FORMAT:
                 port.tx_errors += 1
+            elif port.tx_async:
+                # the TX thread flushes this ring: remind it, never wait for it (its send() holds the ring
+                # until the kernel took every queued frame, which under a flood is milliseconds of the loop's
+                # receive rings filling up); the frame is dropped if no slot came free meanwhile
+                port_flush(port)
+                st = ngfw_load_u32(&h.tp_status)
             else:
                 ring_kick(port)
                 st = ngfw_load_u32(&h.tp_status)

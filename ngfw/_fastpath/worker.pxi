@@ -877,7 +877,8 @@ cdef void run_loop(engine_t *e) noexcept nogil:
     wake = port_pollset(e, fds, fd_port)
     nfds = loop_pollset_wake(e, fds, wake)
     cdef uint64_t last_busy, spin
-    cdef bint sparse, saturated
+    cdef bint sparse
+    cdef uint64_t bulk_until = 0   # until then every send goes to the TX thread (TX_HANDOFF_BYTES)
     # frames in the current and the previous 10 ms window: fewer than QUIET_FRAMES is sparse traffic
     cdef uint64_t window_start, window_frames = 0, previous_window_frames = 0
     e.last_sweep = ngfw_now_ns()
@@ -907,12 +908,15 @@ cdef void run_loop(engine_t *e) noexcept nogil:
         sparse = window_frames + previous_window_frames < QUIET_FRAMES
         if sparse != e.sparse:
             ngfw_store_u32(&e.sparse, sparse)   # the TX thread reads it: written when it changes, not per turn
-        # a full burst: the loop is saturated, and its sends go to the TX thread to run beside it
-        saturated = n >= e.burst
+        # a full burst (the loop is saturated) or full-size frames (bulk): the sends go to the TX thread to
+        # run beside the loop, all of them (the ACKs of a bulk transfer too) until the bulk has been gone a while
+        for i in range(e.n_ports):
+            if n >= e.burst or e.ports[i].tx_pending_bytes >= TX_HANDOFF_BYTES:
+                bulk_until = now + TX_BULK_HOLD_NS
         for i in range(e.n_ports):
             if e.ports[i].kind == PORT_RING and (sparse or (
-                    not saturated and e.ports[i].tx_pending_bytes < TX_HANDOFF_BYTES
-                    and not ngfw_load_u32(&e.ports[i].tx_wanted))):
+                    now >= bulk_until and not ngfw_load_u32(&e.ports[i].tx_wanted)
+                    and not ngfw_load_u32(&e.ports[i].tx_sending))):
                 # sparse traffic, or a few small frames (a handshake, a request) while the TX thread has nothing
                 # of this port's: sent from here at once, that thread's wake-up would cost more than the send
                 ring_kick(&e.ports[i])
@@ -942,6 +946,7 @@ cdef void run_loop(engine_t *e) noexcept nogil:
 
 cdef enum:
     TX_SLEEP_MAX_NS = 5000000   # the TX thread looks at `stop` (and counts a turn) at least this often
+    TX_BULK_HOLD_NS = 2000000   # after a saturated or bulk turn, the loop hands every send over this long
 
 cdef inline bint tx_work_waiting(engine_t *e) noexcept nogil:
     cdef uint32_t i
@@ -974,9 +979,11 @@ cdef void run_tx_loop(engine_t *e) noexcept nogil:
                 ngfw_store_u32(&e.ports[i].tx_wanted, 0)
                 # a swap may replace the ring meanwhile: the old one stays open until this thread's next turn
                 fd = e.ports[i].fd
+                ngfw_store_u32(&e.ports[i].tx_sending, 1)
                 if fd >= 0 and not ngfw_load_u32(&e.ports[i].detached) \
                         and send(fd, NULL, 0, MSG_DONTWAIT) < 0 and errno != EAGAIN:
                     e.ports[i].tx_errors += 1
+                ngfw_store_u32(&e.ports[i].tx_sending, 0)
                 busy = True
         ngfw_store_u32(&e.tx_turns, e.tx_turns + 1)
         now = ngfw_now_ns()
