@@ -72,7 +72,7 @@ def one(lab: Lab, label: str, tree: Path | None, seconds: int, workdir: Path) ->
         "cpu_us_per_conn": cps_cpu / (cps["conn_per_s"] * seconds) * 1e6,
         "pps_delivered": pps["pps_delivered"],
         "tcp_gbps": tcp,
-        "drops": result.drops[0] if result.drops else {},
+        "drops": {reason: n for reason, n in (result.drops[0] if result.drops else {}).items() if n},
     }
 
 
