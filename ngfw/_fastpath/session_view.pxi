@@ -268,3 +268,62 @@ cdef void session_cleared_frame(engine_t *e, flow_t *f, const pkt_t *p, bint to_
         respond_reset_peer(e, f, p, to_server, in_port)
         f.cut = CUT_CLEARED_DONE
         f.tcp_state = TCP_CLOSED
+
+
+# ---------------------------------------------------------------- session filters (session_view.pxi)
+
+cdef void _cidr_from(object net, cidr_t *c) except *:
+    """An ipaddress network as the fastpath compares addresses (IPv4 mapped into IPv6)."""
+    cdef ip128_t ip = ip_to_c(net.network_address)
+    cdef ip128_t mask
+    plen = net.prefixlen + (96 if net.version == 4 else 0)
+    mask = ip_from_int(((1 << plen) - 1) << (128 - plen) if plen else 0)
+    c.mask_hi = mask.hi
+    c.mask_lo = mask.lo
+    c.net_hi = ip.hi & mask.hi
+    c.net_lo = ip.lo & mask.lo
+    c.v6 = 1 if net.version == 6 else 0
+
+
+cdef void _sfilter_from(dict d, sfilter_t *q) except *:
+    """A filter of ngfw.dataplane.sessions (`SessionFilter.compiled`) as the C struct; ValueError past its limits."""
+    cdef uint32_t i
+    memset(q, 0, sizeof(sfilter_t))
+    workloads = list(d.get("workloads") or ())
+    vsys_pairs = list(d.get("vsys_pairs") or ())
+    rule_pairs = list(d.get("rule_pairs") or ())
+    if len(workloads) > SV_MAX_WL:
+        raise ValueError(f"a filter names at most {SV_MAX_WL} workloads")
+    if len(vsys_pairs) > SV_MAX_PAIRS or len(rule_pairs) > SV_MAX_PAIRS:
+        raise ValueError(f"a filter's vsys or rule resolves to at most {SV_MAX_PAIRS} (generation, index) pairs")
+    q.n_wl = len(workloads)
+    for i in range(q.n_wl):
+        q.wl[i] = workloads[i]
+    q.has_vsys = d.get("has_vsys", False)
+    q.vsys = d.get("vsys", -1)
+    q.n_vsys_pairs = len(vsys_pairs)
+    for i in range(q.n_vsys_pairs):
+        q.vsys_gen[i] = vsys_pairs[i][0]
+        q.vsys_idx[i] = vsys_pairs[i][1]
+    q.has_rule = d.get("has_rule", False)
+    q.n_rule_pairs = len(rule_pairs)
+    for i in range(q.n_rule_pairs):
+        q.rule_gen[i] = rule_pairs[i][0]
+        q.rule_idx[i] = rule_pairs[i][1]
+    app = d.get("app")
+    q.has_app = app is not None
+    q.app = app if app is not None else 0
+    q.proto = d.get("proto") or 0
+    q.action = -1 if d.get("action") is None else d["action"]
+    q.tcp_state = -1 if d.get("tcp_state") is None else d["tcp_state"]
+    q.sport = -1 if d.get("sport") is None else d["sport"]
+    q.dport = -1 if d.get("dport") is None else d["dport"]
+    if d.get("src") is not None:
+        q.has_src = 1
+        _cidr_from(d["src"], &q.src)
+    if d.get("dst") is not None:
+        q.has_dst = 1
+        _cidr_from(d["dst"], &q.dst)
+    q.flow_id = d.get("flow_id") or 0
+    q.user_mode = d.get("user_mode") or 0
+    q.user = d.get("user") or 0
