@@ -62,6 +62,10 @@ cdef int capring_init(capring_t *r, uint32_t size) noexcept nogil:
     r.lost = 0
     return 0 if r.buf != NULL else -1
 
+cdef void capture_free(engine_t *e) noexcept:
+    """The capture ring, if a policy or an operator ever asked for capture (Engine allocates it then)."""
+    free(e.capture.buf)
+
 cdef void capring_put(capring_t *r, const flow_t *f, const uint8_t *data, uint32_t len, uint16_t in_port,
                       uint8_t kind, uint64_t now) noexcept nogil:
     cdef uint32_t caplen = len if len < CAP_SNAP else CAP_SNAP

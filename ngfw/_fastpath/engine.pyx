@@ -90,8 +90,6 @@ cdef enum:
     END_SCAN_AHEAD = 24   # slots end_all_flows asks the memory for ahead of the one it looks at
 
 
-
-
 # ---------------------------------------------------------------- the engine
 
 DEFAULT_TIMEOUTS = {"tcp_syn": 30.0, "tcp_established": 3600.0, "tcp_closing": 30.0, "tcp_closed": 5.0,
@@ -148,19 +146,10 @@ cdef class Engine:
             raise MemoryError("not enough memory for the engine")
         self.e.notify_fd = -1
         self.e.wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
-        self.e.macs = <mac_entry_t *>calloc(MACTABLE_SLOTS, sizeof(mac_entry_t))
-        self.e.frags = <frag_entry_t *>calloc(FRAG_SLOTS, sizeof(frag_entry_t))
-        if self.e.macs == NULL or self.e.frags == NULL:
-            raise MemoryError("not enough memory for the engine")
-        for i in range(MACTABLE_SLOTS):
-            self.e.macs[i].port = -1
-        if flow_capacity < 1:
-            raise ValueError("flow_capacity must be at least 1")
-        if flowtable_init(&self.e.flows, flow_capacity,
-                          <flow_t *>(mem + <size_t>layout["flows_off"]) if mem != NULL else NULL) < 0:
-            raise MemoryError(f"not enough memory for a flow table of {flow_capacity} flows")
-        if evring_init(&self.e.events, event_capacity) < 0:
-            raise MemoryError("not enough memory for the event ring")
+        # each stage allocates its own; __dealloc__ frees them in the reverse order
+        l2_init(self.e)
+        flows_init(self.e, flow_capacity, <flow_t *>state_region(mem, layout, "flows_off"))
+        events_init(self.e, event_capacity)
         # the capture ring is allocated when a policy or an operator first asks for capture: replay makes an
         # engine per capture size, and zeroing megabytes each time was a tenth of replaying the App-ID corpus
         self.capture_bytes = capture_bytes
@@ -170,35 +159,13 @@ cdef class Engine:
             raise ValueError("idle_spin_us and idle_spin_quiet_us must not be negative")
         self.e.idle_spin_ns = <uint64_t>(idle_spin_us * 1000.0)
         self.e.idle_spin_quiet_ns = <uint64_t>(max(idle_spin_quiet_us, idle_spin_us) * 1000.0)
-        if clspool_init(&self.e.cls, appid_slots) < 0 or hostpool_init(
-                &self.e.hostpool, _host_slots(flow_capacity),
-                <char *>(mem + <size_t>layout["host_off"]) if mem != NULL else NULL,
-                mem + <size_t>layout["host_lens_off"] if mem != NULL else NULL) < 0:
-            raise MemoryError("not enough memory for App-ID buffers")
-        if appid_max_pkts < 1 or appid_budget < 1:
-            raise ValueError("appid_max_pkts and appid_budget must be at least 1")
-        self.e.ins = <insws_t *>calloc(1, sizeof(insws_t))
-        if self.e.ins == NULL or inspool_init(
-                &self.e.ins.pool, n_insp,
-                <inspslot_t *>(mem + <size_t>layout["insp_off"]) if mem != NULL else NULL) < 0:
-            raise MemoryError("not enough memory for the inspection state")
-        self.e.ins.md = pcre2_match_data_create(32, NULL)
-        self.e.ins.mctx = pcre2_match_context_create(NULL)
-        self.e.ins.thr = <ithrent_t *>calloc(THR_SLOTS, sizeof(ithrent_t))
-        if (self.e.ins.md == NULL or self.e.ins.mctx == NULL or self.e.ins.thr == NULL
-                or asm_pool_init(&self.e.ins.asm_pool) < 0 or bodydec_init(&self.e.ins.bodydec) < 0
-                or hold_pool_init(&self.e.ins.hold, HOLD_SLOTS if replay else 0) < 0
-                or h2tab_init(&self.e.ins.h2tab) < 0):
-            raise MemoryError("not enough memory for the inspection state")
-        # Suricata's default pcre limits: a hostile payload cannot make a regex run away
-        pcre2_set_match_limit(self.e.ins.mctx, 3500)
-        pcre2_set_depth_limit(self.e.ins.mctx, 1500)
+        appid_state_init(self.e, appid_slots, _host_slots(flow_capacity), <char *>state_region(mem, layout, "host_off"),
+                         state_region(mem, layout, "host_lens_off"), appid_max_pkts, appid_budget)
+        inspect_workspace_init(self.e, n_insp, <inspslot_t *>state_region(mem, layout, "insp_off"), replay)
         self.rulesets = {}
         self.vsys_slots = {}
         import threading
         self.request_lock = threading.Lock()
-        self.e.appid_max_pkts = appid_max_pkts
-        self.e.appid_budget = appid_budget
         # replay: what differs from a live port is keyed on the mode (docs/dataplane.md, "Live and replay")
         self.e.mode = MODE_REPLAY if replay else MODE_LIVE
         self.e.log_all = replay
@@ -229,45 +196,17 @@ cdef class Engine:
             self.e.timeouts_ns[i] = <uint64_t>(merged[name] * 1e9)
 
     def __dealloc__(self):
-        cdef uint32_t i
         if self.e != NULL:
-            for i in range(self.e.n_ports):
-                port_close(&self.e.ports[i])
+            ports_close(self.e)
+            inspect_workspace_free(self.e)
+            capture_free(self.e)
+            appid_state_free(self.e)
+            events_free(self.e)
+            flows_free(self.e)
+            l2_free(self.e)
+            free(self.replay_frame)
             if self.e.wake_fd >= 0:
                 close(self.e.wake_fd)
-            if self.e.ins != NULL:
-                for i in range(self.e.flows.mask + 1 if self.e.flows.slots != NULL else 0):
-                    if not flow_slot_released(&self.e.flows, i) and self.e.flows.slots[i].used:
-                        inspect_flow_end(self.e, &self.e.flows.slots[i])
-                if not self.e.ins.pool.external:
-                    free(self.e.ins.pool.slots)
-                free(self.e.ins.pool.next_free)
-                free(self.e.ins.pool.taken)
-                free(self.e.ins.pool.dirty)
-                free(self.e.ins.thr)
-                free(self.e.ins.asm_pool.buf)
-                free(self.e.ins.bodydec.slots)
-                free(self.e.ins.asm_pool.next_free)
-                free(self.e.ins.hold.slots)
-                free(self.e.ins.h2tab.slots)
-                if self.e.ins.md != NULL:
-                    pcre2_match_data_free(self.e.ins.md)
-                if self.e.ins.mctx != NULL:
-                    pcre2_match_context_free(self.e.ins.mctx)
-                free(self.e.ins)
-            if not self.e.flows.external:
-                free(self.e.flows.slots)
-            free(self.e.flows.released)
-            free(self.e.events.ev)
-            free(self.e.capture.buf)
-            free(self.e.cls.slots)
-            if not self.e.hostpool.external:
-                free(self.e.hostpool.names)
-                free(self.e.hostpool.lens)
-            free(self.e.hostpool.next_free)
-            free(self.e.macs)
-            free(self.e.frags)
-            free(self.replay_frame)
             if self.e.notify_fd >= 0:
                 close(self.e.notify_fd)
             free(self.e)

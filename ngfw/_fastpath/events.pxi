@@ -87,6 +87,14 @@ cdef int evring_init(evring_t *r, uint32_t size) noexcept nogil:
     r.lost = 0
     return 0 if r.ev != NULL else -1
 
+cdef int events_init(engine_t *e, uint32_t capacity) except -1:
+    if evring_init(&e.events, capacity) < 0:
+        raise MemoryError("not enough memory for the event ring")
+    return 0
+
+cdef void events_free(engine_t *e) noexcept:
+    free(e.events.ev)
+
 cdef inline event_t *evring_claim(evring_t *r) noexcept nogil:
     cdef uint32_t head = r.head
     if head - ngfw_load_u32(&r.tail) >= r.size:

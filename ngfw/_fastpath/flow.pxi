@@ -178,6 +178,19 @@ cdef int flowtable_init(flowtable_t *ft, uint32_t capacity, flow_t *memory) noex
     ft.bytes_given_back = 0
     return 0
 
+cdef int flows_init(engine_t *e, uint32_t capacity, flow_t *memory) except -1:
+    """The engine's flow table; `memory`: its place in the state memory (NULL: the heap)."""
+    if capacity < 1:
+        raise ValueError("flow_capacity must be at least 1")
+    if flowtable_init(&e.flows, capacity, memory) < 0:
+        raise MemoryError(f"not enough memory for a flow table of {capacity} flows")
+    return 0
+
+cdef void flows_free(engine_t *e) noexcept:
+    if not e.flows.external:
+        free(e.flows.slots)
+    free(e.flows.released)
+
 cdef inline uint32_t flow_page_of(const flowtable_t *ft, const void *p) noexcept nogil:
     return <uint32_t>((<uintptr_t>p - ft.page0) // mem_page)
 

@@ -138,6 +138,51 @@ cdef void inspect_flow_end(engine_t *e, flow_t *f) noexcept nogil:
     inspool_give(p, f.insp)
     f.insp = -1
 
+cdef int inspect_workspace_init(engine_t *e, uint32_t n_slots, inspslot_t *memory, bint replay) except -1:
+    """The inspection workspace: slots (`memory`: their place in the state memory, NULL: the heap), pcre2
+    match data, thresholds, and the pools of reassembly, body decoders, held segments (replay) and HPACK."""
+    e.ins = <insws_t *>calloc(1, sizeof(insws_t))
+    if e.ins == NULL or inspool_init(&e.ins.pool, n_slots, memory) < 0:
+        raise MemoryError("not enough memory for the inspection state")
+    e.ins.md = pcre2_match_data_create(32, NULL)
+    e.ins.mctx = pcre2_match_context_create(NULL)
+    e.ins.thr = <ithrent_t *>calloc(THR_SLOTS, sizeof(ithrent_t))
+    if (e.ins.md == NULL or e.ins.mctx == NULL or e.ins.thr == NULL
+            or asm_pool_init(&e.ins.asm_pool) < 0 or bodydec_init(&e.ins.bodydec) < 0
+            or hold_pool_init(&e.ins.hold, HOLD_SLOTS if replay else 0) < 0
+            or h2tab_init(&e.ins.h2tab) < 0):
+        raise MemoryError("not enough memory for the inspection state")
+    # Suricata's default pcre limits: a hostile payload cannot make a regex run away
+    pcre2_set_match_limit(e.ins.mctx, 3500)
+    pcre2_set_depth_limit(e.ins.mctx, 1500)
+    return 0
+
+cdef void inspect_workspace_free(engine_t *e) noexcept:
+    """End the inspection of every flow still in the table (streams closed, slots given back), then free."""
+    cdef uint32_t i
+    if e.ins == NULL:
+        return
+    for i in range(e.flows.mask + 1 if e.flows.slots != NULL else 0):
+        if not flow_slot_released(&e.flows, i) and e.flows.slots[i].used:
+            inspect_flow_end(e, &e.flows.slots[i])
+    if not e.ins.pool.external:
+        free(e.ins.pool.slots)
+    free(e.ins.pool.next_free)
+    free(e.ins.pool.taken)
+    free(e.ins.pool.dirty)
+    free(e.ins.thr)
+    free(e.ins.asm_pool.buf)
+    free(e.ins.bodydec.slots)
+    free(e.ins.asm_pool.next_free)
+    free(e.ins.hold.slots)
+    free(e.ins.h2tab.slots)
+    if e.ins.md != NULL:
+        pcre2_match_data_free(e.ins.md)
+    if e.ins.mctx != NULL:
+        pcre2_match_context_free(e.ins.mctx)
+    free(e.ins)
+    e.ins = NULL
+
 # ---------------------------------------------------------------- candidates
 
 ctypedef struct hitctx_t:

@@ -119,3 +119,8 @@ def tombstones(const unsigned char[:] keys) -> bytes:
         r.is_v6 = 0 if v4_mapped(r.key.a_hi, r.key.a_lo) and v4_mapped(r.key.b_hi, r.key.b_lo) else 1
         out += (<char *>&r)[:sizeof(sess_rec_t)]
     return bytes(out)
+
+
+cdef uint8_t *state_region(uint8_t *mem, object layout, str offset_name) except? NULL:
+    """Where a `state_layout` offset lies in the state memory `mem`; NULL without one (the heap)."""
+    return mem + <size_t>layout[offset_name] if mem != NULL else NULL
