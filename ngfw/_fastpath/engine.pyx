@@ -6,6 +6,57 @@ then forwards frames with the GIL released. Python sees counters when it asks (`
 flow/drop events through a ring it drains (`drain_events`).
 """
 
+# The files, in the order they are included (a stage's file owns its code, its part of engine_t and that part's
+# init/free; worker.pxi is the order of the stages and the loop; Engine below only calls them):
+#   defs.pxi             system glue, packet and drop-reason vocabulary
+#   hs.pxd.pxi           the Hyperscan C API
+#   appid_defs.pxi       App-ID vocabulary of the protocol parsers and the App-ID stage
+#   app_parsers.pxi      App-ID protocol parsers (app_*.pxi), by the structure of a flow's first bytes
+#   decode.pxi           stage 1, decode: Ethernet to TCP/UDP/ICMP, bounds-checked
+#   stream.pxi           TCP byte order for every stage that reads a direction as a stream; held segments
+#   idmap.pxi            exact-match maps of MACs and IPs to table indexes
+#   appid_types.pxi      App-ID state: catalogue tables, classification buffers, host names
+#   inspect_defs.pxi     threat inspection vocabulary: compiled signatures, per-flow state, the workspace
+#   stream_assembly.pxi  messages gathered over segments (ClientHello, HTTP heads, certificates)
+#   userid.pxi           stage 2b, User-ID: the user behind a flow's source address
+#   policy.pxi           stage 4, policy: first matching rule per vsys, once per flow
+#   identity.pxi         stage 2, identity: ingress port + source MAC/IP -> workload, anti-spoofing
+#   flow.pxi             stage 3, flow: the flow table, TCP state, timeouts; flows_init/free, end_all_flows
+#   session_defs.pxi     session records: one versioned record per flow (declarations)
+#   tenancy.pxi          stage 3a, tenancy: per-vsys quotas on new flows
+#   events.pxi           the event ring to Python; events_init/free; events as dicts
+#   community_id.pxi     a flow's Community ID
+#   capture.pxi          packet capture ring for forensics; capture_free, capture_matching, drain_captures
+#   respond.pxi          stage 6b, respond: the RST / ICMP a reject sends back
+#   io.pxi               ports: packet rings, TAP devices, memory and sink ports; ports_close
+#   switch.pxi           stage 7, forward: MAC learning per segment; l2_init/free (MAC and fragment tables)
+#   worker.pxi           the packet path: process_frame (the order of the stages) and run_loop
+#   ports.pxi            links that come and go; Engine's add/reattach/detach of ports
+#   appid.pxi            stage 5, App-ID; appid_state_init/free
+#   inspect_match.pxi    candidate verification: content / pcre / isdataat chains
+#   inspect_buffers.pxi  sticky buffers: HTTP, DNS, TLS SNI, SSH banner
+#   inspect_tls.pxi      TLS server certificates for inspection
+#   inspect_body.pxi     HTTP response bodies (dechunked, inflated) for file.data
+#   inspect_http2.pxi    HTTP/2 header blocks (HPACK) for inspection
+#   inspect_ja3.pxi      JA3 / JA3S fingerprints
+#   inspect_exceptions.pxi  a threat profile's exceptions, thresholds and suppressions
+#   inspect.pxi          stage 6, threat inspection; inspect_workspace_init/free, inspect_stats
+#   bypass.pxi           flow bypass through the wire program's map; enable_bypass, attach_ring_filter
+#   session.pxi          session state: flows out as records, records in; export/import/adopt_sessions
+#   session_view.pxi     the operator's view: list_sessions, clear_sessions, flows
+#   source_pcap.pxi      pcap/pcapng replay through the pipeline; replay_capture, replay_reset
+#   inspect_tables.pxi   InspectTables: a rule set's C form, built off the hot path
+#   records_json.pxi     replay's JSON lines written in C (drain_flow_json)
+#   convert.pxi          Python <-> C conversions of addresses and MACs; decode()
+#   state_memory.pxi     shared state memory layout and record helpers (state_layout, decode_records...)
+#   tables.pxi           Tables: a policy generation in C memory; the Hyperscan cache; set_tables
+#   usertable.pxi        UserTable: User-ID tables; set_users
+#   stats.pxi            Engine.stats: every stage's counters in one dict
+
+import json
+import os
+import time
+
 include "defs.pxi"
 include "hs.pxd.pxi"
 include "appid_defs.pxi"
@@ -45,15 +96,11 @@ include "session_view.pxi"
 include "source_pcap.pxi"
 include "inspect_tables.pxi"
 include "records_json.pxi"
-
-import json
-import os
-import time
-
 include "convert.pxi"
 include "state_memory.pxi"
 include "tables.pxi"
 include "usertable.pxi"
+include "stats.pxi"
 
 
 def host_fields(bytes raw):
@@ -80,14 +127,6 @@ flow_hash_key = int.from_bytes(os.urandom(8), "little")
 BUILD_INFO = {"hyperscan": hs_version().decode(), "io": "AF_PACKET TPACKET_V2"}
 # protocols that upgrade to TLS in the same connection (STARTTLS, AUTH TLS), and what they are then called
 STARTTLS_VARIANTS = {"ftp": "ftps", "smtp": "smtps", "pop3": "pop3s", "imap": "imaps"}
-
-
-cdef extern from *:
-    # a hint, never a fault: a page given back stays given back (flow.pxi)
-    void __builtin_prefetch(const void *p) noexcept nogil
-
-cdef enum:
-    END_SCAN_AHEAD = 24   # slots end_all_flows asks the memory for ahead of the one it looks at
 
 
 # ---------------------------------------------------------------- the engine
@@ -213,214 +252,52 @@ cdef class Engine:
             self.e = NULL
 
     # ---- ports
-    cdef port_t *_new_port(self, str name, int32_t segment) except NULL:
-        if self.e.n_ports >= MAX_PORTS:
-            raise ValueError(f"at most {MAX_PORTS} ports per dataplane")
-        if segment < 0 or segment >= MAX_SEGMENTS:
-            raise ValueError(f"segment must be in 0..{MAX_SEGMENTS - 1}")
-        if self.e.segments[segment].n_ports >= MAX_SEGMENT_PORTS:
-            raise ValueError(f"at most {MAX_SEGMENT_PORTS} ports per segment")
-        cdef port_t *p = &self.e.ports[self.e.n_ports]
-        memset(p, 0, sizeof(port_t))
-        p.fd = -1
-        p.segment = segment
-        return p
-
-    cdef int _commit_port(self, str name, int32_t segment):
-        cdef segment_t *s = &self.e.segments[segment]
-        s.ports[s.n_ports] = self.e.n_ports
-        s.n_ports += 1
-        if segment >= self.e.n_segments:
-            self.e.n_segments = segment + 1
-        self.port_names.append(name)
-        self.e.n_ports += 1
-        return self.e.n_ports - 1
-
     def add_ring_port(self, str name, int ifindex, uint32_t mtu, int32_t segment,
                       uint32_t rx_frames=4096, uint32_t tx_frames=4096) -> int:
         """Attach an AF_PACKET TPACKET_V2 ring to link `ifindex`; raises OSError naming the link."""
-        cdef port_t *p = self._new_port(name, segment)
-        cdef int rc = ring_port_open(p, ifindex, rx_frames, tx_frames, mtu)
-        if rc < 0:
-            raise OSError(-rc, f"cannot open a packet ring on {name}: {os.strerror(-rc)}")
-        return self._commit_port(name, segment)
+        return port_add_ring(self, name, ifindex, mtu, segment, rx_frames, tx_frames)
 
     def add_tap_port(self, str name, int fd, uint32_t mtu, int32_t segment) -> int:
         """Use an open, non-blocking TAP descriptor (IFF_TAP | IFF_NO_PI) as a port."""
-        cdef port_t *p = self._new_port(name, segment)
-        p.kind = PORT_TAP
-        p.fd = fd
-        p.mtu = mtu
-        return self._commit_port(name, segment)
+        return port_add_tap(self, name, fd, mtu, segment)
 
     def add_memory_port(self, str name, int32_t segment, uint32_t mtu=1500, uint32_t capacity=1 << 22) -> int:
         """A port whose transmitted frames are kept for `take_tx` (tests, replay)."""
-        cdef port_t *p = self._new_port(name, segment)
-        p.kind = PORT_MEM
-        p.mtu = mtu
-        p.mem_buf = <uint8_t *>malloc(capacity)
-        if p.mem_buf == NULL:
-            raise MemoryError("not enough memory for a memory port")
-        p.mem_cap = capacity
-        return self._commit_port(name, segment)
+        return port_add_memory(self, name, segment, mtu, capacity)
 
     def add_sink_port(self, str name, int32_t segment, uint32_t mtu=65535) -> int:
         """A port that counts and discards what it is given (the far side of a replay)."""
-        cdef port_t *p = self._new_port(name, segment)
-        p.kind = PORT_SINK
-        p.mtu = mtu
-        return self._commit_port(name, segment)
+        return port_add_sink(self, name, segment, mtu)
 
     def replay_capture(self, const unsigned char[:] data, uint16_t port) -> dict:
         """Run every packet of a pcap/pcapng capture held in `data` through the pipeline as if it
         arrived on `port`, on the capture's clock. A damaged file stops at the damage: the result
         names the problem and its byte offset; what came before it was processed."""
-        cdef capture_t cap
-        cdef const uint8_t *frame
-        cdef uint32_t caplen, origlen, link, n
-        cdef uint64_t ts, packets = 0, unsupported = 0
-        cdef int rc = 0
-        cdef uint32_t i
-        cdef uint8_t *buf
-        if port >= self.e.n_ports:
-            raise ValueError(f"no port {port}")
-        if ngfw_load_u32(&self.e.running):
-            raise RuntimeError("replay_capture() while the loop is running")
-        if self.replay_frame == NULL:
-            # kept for the next capture: a replay of many small files paid a malloc of it per file
-            self.replay_frame = <uint8_t *>malloc(REPLAY_FRAME_MAX)
-            if self.replay_frame == NULL:
-                raise MemoryError()
-        buf = self.replay_frame
-        with nogil:
-            if capture_open(&cap, &data[0] if data.shape[0] else NULL, data.shape[0]) == 0:
-                while True:
-                    rc = capture_next(&cap, &frame, &caplen, &origlen, &link, &ts)
-                    if rc <= 0:
-                        break
-                    packets += 1
-                    n = to_ethernet(frame, caplen, link, buf, REPLAY_FRAME_MAX)
-                    if n == 0:
-                        unsupported += 1
-                        continue
-                    # a record cut by the capture's snap length: lengths in its headers run past it
-                    process_frame(self.e, port, buf, n, RX_SNAPPED if origlen > caplen else 0, ts)
-                    sweep_flows(self.e, ts, REPLAY_SWEEP_SLOTS)
-                for i in range(self.e.n_ports):
-                    port_flush(&self.e.ports[i])
-        return {"packets": packets, "unsupported_link": unsupported,
-                "error": cap.error.decode() if cap.error != NULL else None, "error_offset": cap.off}
+        return replay_capture_run(self, data, port)
 
     @property
     def ports(self) -> list:
         return list(self.port_names)
 
     # ---- links that come and go (ports.pxi): a port's interface replaced while the loop runs
-    cdef _port_request(self, port_req_t *q, double timeout):
-        """Have the loop swap `q` into its port between bursts (or swap it here while the loop is stopped);
-        returns once neither the loop nor the TX thread uses what `q` now holds. Raises TimeoutError with
-        `q` untaken."""
-        cdef double deadline
-        cdef uint32_t turns
-        with self.request_lock:
-            if not ngfw_load_u32(&self.e.running):
-                serve_port_request(self.e, q)
-            else:
-                ngfw_store_ptr(<void **>&self.e.port_request, <void *>q)
-                engine_wake(self.e)
-                deadline = time.monotonic() + timeout
-                while not ngfw_load_u32(&q.done):
-                    if not ngfw_load_u32(&self.e.running) and \
-                            ngfw_cas_ptr(<void **>&self.e.port_request, <void *>q, NULL):
-                        serve_port_request(self.e, q)   # the loop ended before it took the request
-                        break
-                    if time.monotonic() > deadline and \
-                            ngfw_cas_ptr(<void **>&self.e.port_request, <void *>q, NULL):
-                        raise TimeoutError("the packet loop did not take the port's new interface")
-                    time.sleep(0.0002)
-        # the TX thread may have read the old descriptor just before the swap: one full turn of it later,
-        # it no longer holds it
-        if ngfw_load_u32(&self.e.tx_running):
-            turns = ngfw_load_u32(&self.e.tx_turns)
-            deadline = time.monotonic() + 1.0
-            while <uint32_t>(ngfw_load_u32(&self.e.tx_turns) - turns) < 2 and ngfw_load_u32(&self.e.tx_running) \
-                    and time.monotonic() < deadline:
-                time.sleep(0.0002)
-
-    cdef port_t *_port_of(self, uint16_t index, int kind) except NULL:
-        if index >= self.e.n_ports:
-            raise ValueError(f"no port {index}")
-        if self.e.ports[index].kind != kind:
-            raise ValueError(f"port {self.port_names[index]} is not a {'ring' if kind == PORT_RING else 'TAP'} port")
-        return &self.e.ports[index]
-
     def reattach_ring_port(self, uint16_t index, int ifindex, uint32_t mtu, uint32_t rx_frames=4096,
                            uint32_t tx_frames=4096, double timeout=2.0) -> None:
         """The port's interface is back (re-created under its name, or its MTU changed): a new AF_PACKET ring on
         link `ifindex` replaces the port's; the old one is unmapped and closed once the loop and the TX thread
         let go of it. The port keeps its index, segment and counters. Raises OSError naming the link (the port
         stays as it was)."""
-        self._port_of(index, PORT_RING)
-        cdef port_req_t *q = <port_req_t *>calloc(1, sizeof(port_req_t))
-        if q == NULL:
-            raise MemoryError()
-        cdef int rc = ring_port_open(&q.io, ifindex, rx_frames, tx_frames, mtu)
-        if rc < 0:
-            free(q)
-            raise OSError(-rc, f"cannot open a packet ring on {self.port_names[index]}: {os.strerror(-rc)}")
-        if self.bypass_filter_fd >= 0:
-            # the new socket must not copy what the kernel forwards for bypassed flows either
-            setsockopt(q.io.fd, SOL_SOCKET, SO_ATTACH_BPF, &self.bypass_filter_fd, sizeof(int))
-        q.index = index
-        try:
-            self._port_request(q, timeout)
-            self._fold_kernel_drops(index, q.io.fd)
-        finally:
-            port_close(&q.io)   # the old ring, or the new one if the loop never took it
-            free(q)
+        port_reattach_ring(self, index, ifindex, mtu, rx_frames, tx_frames, timeout)
 
     def reattach_tap_port(self, uint16_t index, int fd, uint32_t mtu, double timeout=2.0) -> int:
         """A re-created TAP device's descriptor (open, non-blocking, IFF_TAP | IFF_NO_PI) replaces the port's.
         Returns the old descriptor (-1: none), which the caller closes: the loop no longer uses it."""
-        self._port_of(index, PORT_TAP)
-        cdef port_req_t *q = <port_req_t *>calloc(1, sizeof(port_req_t))
-        if q == NULL:
-            raise MemoryError()
-        q.index = index
-        q.io.kind = PORT_TAP
-        q.io.fd = fd
-        q.io.mtu = mtu
-        try:
-            self._port_request(q, timeout)
-            return q.io.fd
-        finally:
-            free(q)
+        return port_reattach_tap(self, index, fd, mtu, timeout)
 
     def detach_port(self, uint16_t index, double timeout=2.0) -> int:
         """The port's interface is gone: the loop lets go of it, and frames for the port are dropped
         (`port_down`) until a reattach. A ring is unmapped and closed here; a TAP descriptor is returned for the
         caller to close (-1 for a ring, or when the port had none)."""
-        if index >= self.e.n_ports:
-            raise ValueError(f"no port {index}")
-        cdef int kind = self.e.ports[index].kind
-        if kind != PORT_RING and kind != PORT_TAP:
-            raise ValueError(f"port {self.port_names[index]} has no interface to lose")
-        cdef port_req_t *q = <port_req_t *>calloc(1, sizeof(port_req_t))
-        if q == NULL:
-            raise MemoryError()
-        q.index = index
-        q.detach = 1
-        q.io.kind = kind
-        q.io.fd = -1
-        try:
-            self._port_request(q, timeout)
-            if kind == PORT_TAP:
-                return q.io.fd
-            self._fold_kernel_drops(index, q.io.fd)
-            port_close(&q.io)
-            return -1
-        finally:
-            free(q)
+        return port_detach(self, index, timeout)
 
     def set_port_down(self, uint16_t index, bint down) -> None:
         """Whether the port's link is down (netlink says so): frames for it are dropped as `port_down`."""
@@ -441,46 +318,9 @@ cdef class Engine:
         return self.e.notify_fd
 
     # ---- policy
-    cdef _capture_ring(self):
-        """Allocate the capture ring (before the loop can see anything that captures)."""
-        if self.e.capture.buf == NULL and capring_init(&self.e.capture, self.capture_bytes) < 0:
-            raise MemoryError(f"not enough memory for a capture ring of {self.capture_bytes} bytes")
-
     def set_tables(self, Tables tables, double timeout=2.0) -> None:
         """Swap in a new policy generation; returns once the loop uses it (or at once when stopped)."""
-        cdef double deadline
-        cdef uint32_t i
-        if any(getattr(r, "capture", 0) for r in tables.policy.rules) or \
-                any(getattr(p, "capture", 0) for p in (getattr(tables.policy, "profiles", ()) or ())):
-            self._capture_ring()
-        if self.current is not None and self.current.t.wl_here != NULL and tables.t.wl_here != NULL:
-            # which workloads this dataplane has seen on its VM side, by name (indexes change)
-            old_policy, new_policy = self.current.policy, tables.policy
-            old_index = {(old_policy.vsys_name(wl.vsys), wl.name): i for i, wl in enumerate(old_policy.workloads)}
-            for i, wl in enumerate(new_policy.workloads):
-                j = old_index.get((new_policy.vsys_name(wl.vsys), wl.name))
-                if j is not None and j < self.current.t.n_wl:
-                    tables.t.wl_here[i] = self.current.t.wl_here[<uint32_t>j]
-        tenancy_bind(self.e.vsys, self.vsys_slots, &tables.t, tuple(tables.policy.vsys),
-                     tuple(self.current.policy.vsys) if self.current is not None else ())
-        self.app_names = tables.app_names
-        for own in ([tables.inspect] if tables.inspect is not None else []) + list(tables.profile_tables or []):
-            self.rulesets.pop(own.id, None)
-            self.rulesets[own.id] = own
-        while len(self.rulesets) > 16:
-            del self.rulesets[next(iter(self.rulesets))]
-        if not ngfw_load_u32(&self.e.running):
-            self.e.tables = &tables.t
-            self.current = tables
-            return
-        ngfw_store_ptr(<void **>&self.e.pending, <void *>&tables.t)
-        engine_wake(self.e)
-        deadline = time.monotonic() + timeout
-        while ngfw_load_ptr(<void **>&self.e.pending) != NULL:
-            if time.monotonic() > deadline:
-                raise TimeoutError("the packet loop did not pick up the new policy")
-            time.sleep(0.0005)
-        self.current = tables
+        tables_swap_in(self, tables, timeout)
 
     @property
     def tables(self):
@@ -490,21 +330,7 @@ cdef class Engine:
     def set_users(self, UserTable users, double timeout=2.0) -> None:
         """Swap in a new user table; returns once the loop uses it (or at once when stopped). Rule tables
         stay as they are; flows a `users:` condition decided look their user up again on their next packet."""
-        cdef double deadline
-        if not ngfw_load_u32(&self.e.running):
-            self.e.users = &users.t
-            self.users_current = users
-            return
-        ngfw_store_ptr(<void **>&self.e.users_pending, <void *>&users.t)
-        engine_wake(self.e)
-        deadline = time.monotonic() + timeout
-        while ngfw_load_ptr(<void **>&self.e.users_pending) != NULL:
-            if time.monotonic() > deadline:
-                if ngfw_cas_ptr(<void **>&self.e.users_pending, <void *>&users.t, NULL):
-                    raise TimeoutError("the packet loop did not pick up the new user table")
-                break   # taken just now
-            time.sleep(0.0002)
-        self.users_current = users
+        users_swap_in(self, users, timeout)
 
     @property
     def users(self):
@@ -589,104 +415,15 @@ cdef class Engine:
 
     def end_all_flows(self) -> None:
         """Emit a `shutdown` flow event for every logged flow and empty the table (after `stop`)."""
-        cdef flowtable_t *ft = &self.e.flows
-        cdef uint32_t s = 0, n = ft.mask + 1, left = ft.count, page
-        cdef uintptr_t used_at, page_end = 0
-        cdef bint check_pages = ft.n_released != 0, page_released = False
-        while s < n and left:   # left: a replay engine sized for a big capture holds a small one's flows
-            # a page given back is not read (flow_slot_released), looked up once per page: a division per slot
-            # was most of this scan over a replay's small captures
-            used_at = <uintptr_t>&ft.slots[s].used
-            if check_pages and used_at >= page_end:
-                page = flow_page_of(ft, <void *>used_at)
-                page_released = flow_page_released(ft, page)
-                page_end = ft.page0 + (<uintptr_t>page + 1) * mem_page
-            if page_released:
-                # on to the first slot whose `used` byte lies on the next page
-                s = <uint32_t>((page_end - <uintptr_t>&ft.slots[0].used + sizeof(flow_t) - 1) // sizeof(flow_t))
-                continue
-            if s + END_SCAN_AHEAD < n:
-                # a slot a cache line (or two): the scan waited on memory
-                __builtin_prefetch(&ft.slots[s + END_SCAN_AHEAD].used)
-            if ft.slots[s].used:
-                flow_end(self.e, &ft.slots[s], END_SHUTDOWN, ngfw_now_ns())
-                ft.slots[s].used = 0
-                left -= 1
-            s += 1
-        ft.count = 0
+        flows_end_all(self)
 
     def replay_reset(self) -> None:
         """Between two captures replayed by one engine, after `end_all_flows`: forget what belonged to the
         last one's packets and clock (fragments, learnt MACs, the sweep clock, quota buckets), so the next
         capture runs as it would on a fresh engine. Flow ids go on counting."""
-        cdef uint32_t i
-        if ngfw_load_u32(&self.e.running):
-            raise RuntimeError("replay_reset() while the loop is running")
-        # the two tables are ~400 KB that most captures never write: cleared only when written
-        if self.e.frags_used:
-            memset(self.e.frags, 0, FRAG_SLOTS * sizeof(frag_entry_t))
-            self.e.frags_used = 0
-        if self._macs_learnt():
-            for i in range(MACTABLE_SLOTS):
-                self.e.macs[i].key = 0
-                self.e.macs[i].ts = 0
-                self.e.macs[i].port = -1   # as a new engine's
-        self.e.last_sweep = 0
-        self.e.flows.sweep_cursor = 0
-        # the table just emptied: not a fall from a flood whose pages to give back, only for the next capture to
-        # fault in again (each file of a replay of many did); its pages are given back as a new engine's would
-        # be, once a capture's own flows fall
-        self.e.flows.peak = 0
-        self.e.flows.give_back_left = 0
-        self.e.flows.empty_from = 0
-        if self.e.flows.count == 0 and not self.e.flows.external:
-            # every page of the emptied table is marked as holding no flow, as a new table's are (flow.pxi), but
-            # stays mapped: the next capture's sweeps and end_all_flows pass over the pages its flows do not use
-            # (reading the whole table for each capture was a tenth of replaying a small one) and those it uses
-            # are not faulted in again
-            memset(self.e.flows.released, 0xff, ((self.e.flows.n_pages + 63) // 64) * sizeof(uint64_t))
-            self.e.flows.n_released = self.e.flows.n_pages
-        for i in range(VSYS_SLOTS):
-            self.e.vsys[i].tokens = 0
-            self.e.vsys[i].refilled_ns = 0
-            self.e.vsys[i].primed = 0
-
-    cdef bint _macs_learnt(self):
-        """Whether a frame may have been switched by MAC learning (worker.pxi forward): a segment other than a
-        wire of two ports."""
-        cdef uint32_t i
-        for i in range(self.e.n_segments):
-            if self.e.segments[i].n_ports != 0 and self.e.segments[i].n_ports != 2:
-                return True
-        return False
+        replay_engine_reset(self)
 
     # ---- session state (session.pxi): requests served on the loop's thread
-    cdef _serve(self, sess_req_t *q, double timeout, object now_ns=None):
-        """Have the loop serve `q` between bursts (or serve it here while the loop is stopped, at `now_ns`:
-        tests that inject on their own clock export and import on it too)."""
-        cdef double deadline
-        cdef uint64_t now = ngfw_now_ns() if now_ns is None else <uint64_t>now_ns
-        with self.request_lock:
-            if not ngfw_load_u32(&self.e.running):
-                with nogil:
-                    serve_request(self.e, q, now)
-                return
-            ngfw_store_ptr(<void **>&self.e.request, <void *>q)
-            engine_wake(self.e)
-            deadline = time.monotonic() + timeout
-            while not ngfw_load_u32(&q.done):
-                if not ngfw_load_u32(&self.e.running) and ngfw_cas_ptr(<void **>&self.e.request, <void *>q, NULL):
-                    with nogil:   # the loop ended before it took the request
-                        serve_request(self.e, q, ngfw_now_ns())
-                    return
-                if time.monotonic() > deadline and ngfw_cas_ptr(<void **>&self.e.request, <void *>q, NULL):
-                    raise TimeoutError("the packet loop did not take the session request")
-                time.sleep(0.0002)
-
-    cdef dict _results(self, sess_req_t *q):
-        return {"results": {name: q.results[i] for i, name in enumerate(SESSION_RESULTS) if q.results[i]},
-                "streams_restored": q.streams_restored}
-
     def export_sessions(self, int workload=-1, uint64_t changed_since=0, bint streams=False, bint hand_over=False,
                         uint32_t cursor=0, uint32_t limit=0, bint only_allowed=True, double timeout=10.0,
                         now_ns=None) -> dict:
@@ -696,29 +433,8 @@ cdef class Engine:
         exported flows are the destination's now (they linger here unlogged). Returns {"records",
         "keys" (every matching flow's key, changed or not), "count", "cursor" (of the next page, 0: done),
         "now" (the engine clock the records were taken at)}."""
-        cdef sess_req_t *q = <sess_req_t *>calloc(1, sizeof(sess_req_t))
-        if q == NULL:
-            raise MemoryError()
-        q.kind = REQ_EXPORT
-        q.workload = workload
-        q.changed_since = changed_since
-        q.cursor = cursor
-        q.limit = limit
-        q.streams = streams
-        q.hand_over = hand_over
-        q.only_allowed = only_allowed
-        now = ngfw_now_ns() if now_ns is None else now_ns
-        try:
-            self._serve(q, timeout, now_ns)
-            if q.error == -2:
-                raise MemoryError("not enough memory to export the sessions")
-            return {"records": (<char *>q.out.p)[:q.out.n] if q.out.n else b"",
-                    "keys": (<char *>q.keys.p)[:q.keys.n] if q.keys.n else b"",
-                    "count": q.exported, "cursor": q.cursor, "now": now}
-        finally:   # _serve returns or raises only once the loop no longer holds q
-            free(q.out.p)
-            free(q.keys.p)
-            free(q)
+        return sessions_export(self, workload, changed_since, streams, hand_over, cursor, limit, only_allowed,
+                               timeout, now_ns)
 
     # ---- the operator's view of the flow table (session_view.pxi): requests served on the loop's thread
     def list_sessions(self, dict flow_filter, uint32_t cursor=0, uint32_t limit=1000, uint32_t max_scan=16384,
@@ -729,86 +445,18 @@ cdef class Engine:
         makes them, plus `inspected`, `threat`, `classifying`, `migrating`, `cut`, `age_ns`, `idle_ns`],
         "cursor" (of the next request; 0: the table's end), "scanned", "now" (engine clock), "loop_ns" (how
         long the request held the loop)}."""
-        cdef sess_req_t *r = <sess_req_t *>calloc(1, sizeof(sess_req_t))
-        cdef sview_req_t *q = <sview_req_t *>calloc(1, sizeof(sview_req_t))
-        cdef const sview_t *v
-        cdef uint32_t i
-        if r == NULL or q == NULL:
-            free(r)
-            free(q)
-            raise MemoryError()
-        try:
-            _sfilter_from(flow_filter, &q.filter)
-            r.kind = REQ_LIST
-            r.view = q
-            q.cursor = cursor
-            q.limit = limit
-            q.max_scan = max_scan
-            self._serve(r, timeout, now_ns)
-            if r.error == -2:
-                raise MemoryError("not enough memory to list the sessions")
-            sessions = []
-            for i in range(q.out.n // sizeof(sview_t)):
-                v = <const sview_t *>(q.out.p + <size_t>i * sizeof(sview_t))
-                d = self._flow_event_dict(<event_t *>&v.ev)
-                d["tcp_state"] = _name(TCP_STATE_NAMES, v.ev.tcp_state)
-                d["inspected"] = bool(v.inspected)
-                d["threat"] = _name(ACTION_NAMES, v.threat) if v.threat else None
-                d["classifying"] = v.app_state != APPST_DONE and v.ev.action == A_ALLOW
-                d["migrating"] = v.mig == MIG_IN
-                d["cut"] = v.cut == CUT_POLICY
-                d["bypass"] = bool(v.bypass)
-                d["age_ns"] = q.now - v.ev.ts_first if q.now > v.ev.ts_first else 0
-                d["idle_ns"] = q.now - v.ev.ts_last if q.now > v.ev.ts_last else 0
-                sessions.append(d)
-            return {"sessions": sessions, "cursor": q.cursor, "scanned": q.scanned, "now": q.now,
-                    "loop_ns": q.took_ns}
-        finally:   # _serve returns or raises only once the loop no longer holds the request
-            free(q.out.p)
-            free(q)
-            free(r)
+        return sessions_list(self, flow_filter, cursor, limit, max_scan, timeout, now_ns)
 
     def clear_sessions(self, dict flow_filter, bint silent=False, uint32_t cursor=0, uint32_t max_scan=16384,
                        double timeout=5.0, now_ns=None) -> dict:
         """End the flows matching `flow_filter` from slot `cursor` on (at most `max_scan` slots looked at): each
         logged one's EVE record says `cleared`; a TCP connection is reset both ways at its next segment unless
         `silent`. Returns {"cleared", "resets" (connections to be reset), "cursor" (0: the end), "scanned"}."""
-        cdef sess_req_t *r = <sess_req_t *>calloc(1, sizeof(sess_req_t))
-        cdef sview_req_t *q = <sview_req_t *>calloc(1, sizeof(sview_req_t))
-        if r == NULL or q == NULL:
-            free(r)
-            free(q)
-            raise MemoryError()
-        try:
-            _sfilter_from(flow_filter, &q.filter)
-            r.kind = REQ_CLEAR
-            r.view = q
-            q.cursor = cursor
-            q.max_scan = max_scan
-            q.silent = silent
-            self._serve(r, timeout, now_ns)
-            return {"cleared": q.matched, "resets": q.resets, "cursor": q.cursor, "scanned": q.scanned,
-                    "loop_ns": q.took_ns}
-        finally:
-            free(q)
-            free(r)
+        return sessions_clear(self, flow_filter, silent, cursor, max_scan, timeout, now_ns)
 
     def table_slots(self) -> int:
         """Slots of the flow table (a listing's cursor runs over 0..table_slots())."""
         return self.e.flows.mask + 1
-
-    cdef uint16_t *_app_map(self, object exporter_apps, uint32_t *n) except? NULL:
-        cdef uint16_t *m
-        cdef uint32_t i
-        here = {name: i for i, name in enumerate(self.app_names)}
-        names = list(exporter_apps) if exporter_apps is not None else list(self.app_names)
-        n[0] = len(names)
-        m = <uint16_t *>calloc(len(names) + 1, sizeof(uint16_t))
-        if m == NULL:
-            raise MemoryError()
-        for i, name in enumerate(names):
-            m[i] = here.get(name, 0) if name else 0
-        return m
 
     def import_sessions(self, const unsigned char[:] records, exporter_apps=None, bint migration=False,
                         int require_workload=-1, double timeout=10.0, now_ns=None) -> dict:
@@ -816,60 +464,13 @@ cdef class Engine:
         the exporter's app names by id (None: this catalogue); `migration`: records of a move (imported
         flows may be updated or removed by a later transfer of it); `require_workload`: every record must
         have that workload (running tables' index) at one end. Returns {"results": {result: count}, ...}."""
-        cdef sess_req_t *q = <sess_req_t *>calloc(1, sizeof(sess_req_t))
-        cdef uint32_t n_map = 0
-        if q == NULL:
-            raise MemoryError()
-        try:
-            q.kind = REQ_IMPORT
-            q.in_p = &records[0] if records.shape[0] else NULL
-            q.in_n = records.shape[0]
-            q.migration = migration
-            q.require_wl = require_workload
-            q.app_map = self._app_map(exporter_apps, &n_map)
-            q.n_app_map = n_map
-            self._serve(q, timeout, now_ns)
-            if q.error == -1:
-                raise RuntimeError("no policy is loaded: sessions cannot be checked against one")
-            return self._results(q)
-        finally:
-            free(<void *>q.app_map)
-            free(q)
+        return sessions_import(self, records, exporter_apps, migration, require_workload, timeout, now_ns)
 
     def adopt_sessions(self, const unsigned char[:] old, dict old_layout, exporter_apps=None,
                        double timeout=30.0, now_ns=None) -> dict:
         """Import every flow of a dead dataplane's state memory `old` (laid out as `old_layout`, which the
         caller checked has this build's fingerprint), each checked and decided again by the running policy."""
-        cdef sess_req_t *q
-        cdef const uint8_t *base
-        cdef uint32_t n_map = 0
-        if old_layout.get("fingerprint") != state_fingerprint():
-            raise ValueError("the state memory was laid out by another build")
-        if old.shape[0] < old_layout["size"]:
-            raise ValueError(f"the state memory holds {old.shape[0]} bytes, its layout says {old_layout['size']}")
-        base = &old[0]
-        q = <sess_req_t *>calloc(1, sizeof(sess_req_t))
-        if q == NULL:
-            raise MemoryError()
-        try:
-            q.kind = REQ_ADOPT
-            q.require_wl = -1
-            q.old_slots = <const flow_t *>(base + <size_t>old_layout["flows_off"])
-            q.old_n_slots = old_layout["slots"]
-            q.old_host_names = <const char *>(base + <size_t>old_layout["host_off"])
-            q.old_host_lens = base + <size_t>old_layout["host_lens_off"]
-            q.old_n_host = old_layout["n_host"]
-            q.old_insp = <const inspslot_t *>(base + <size_t>old_layout["insp_off"])
-            q.old_n_insp = old_layout["inspect_slots"]
-            q.app_map = self._app_map(exporter_apps, &n_map)
-            q.n_app_map = n_map
-            self._serve(q, timeout, now_ns)
-            if q.error == -1:
-                raise RuntimeError("no policy is loaded: sessions cannot be checked against one")
-            return self._results(q)
-        finally:
-            free(<void *>q.app_map)
-            free(q)
+        return sessions_adopt(self, old, old_layout, exporter_apps, timeout, now_ns)
 
     def forget_presence(self, int workload, double timeout=10.0) -> None:
         """The workload (running tables' index) left this host: its next frame here is an arrival again."""
@@ -879,7 +480,7 @@ cdef class Engine:
         try:
             q.kind = REQ_FORGET_PRESENCE
             q.workload = workload
-            self._serve(q, timeout)
+            session_serve(self, q, timeout)
         finally:
             free(q)
 
@@ -906,43 +507,7 @@ cdef class Engine:
         return self.e.events.lost
 
     def stats(self) -> dict:
-        cdef uint32_t i
-        cdef port_t *p
-        ports = []
-        for i in range(self.e.n_ports):
-            p = &self.e.ports[i]
-            ports.append({"name": self.port_names[i], "rx_packets": p.rx_packets, "rx_bytes": p.rx_bytes,
-                          "tx_packets": p.tx_packets, "tx_bytes": p.tx_bytes, "tx_errors": p.tx_errors,
-                          "kernel_drops": self._kernel_drops(i)})
-        return {
-            "ports": ports,
-            "drops": {_name(DROP_REASONS, i): self.e.drops[i] for i in range(1, R_COUNT)},
-            "flows_active": self.e.flows.count,
-            "flows_capacity": self.e.flows.capacity,
-            "flows_created": self.e.flows_created,
-            "flows_expired": self.e.flows_expired,
-            "flows_cut": self.e.flows_cut,
-            "flows_early_dropped": self.e.flows_early_dropped,
-            "records_unlogged": self.e.records_unlogged,
-            "flows_handed_over": self.e.flows_handed_over,
-            "flows_user_redecided": self.e.user_redecided,
-            "arrivals": self.e.arrivals,
-            "flow_insert_failures": self.e.drops[R_FLOW_TABLE_FULL],
-            # memory given back to the system after floods (flow.pxi), and what of the table is given back now
-            "memory_given_back": {"flows": self.e.flows.bytes_given_back,
-                                  "inspect": self.e.ins.pool.bytes_given_back if self.e.ins != NULL else 0},
-            "flow_table_bytes": <uint64_t>(self.e.flows.mask + 1) * sizeof(flow_t),
-            "flow_table_bytes_released": <uint64_t>self.e.flows.n_released * mem_page,
-            "events_lost": self.e.events.lost,
-            "drop_events_suppressed": self.e.pktdrop_suppressed,
-            "capture_frames": self.e.capture.frames,
-            "capture_lost": self.e.capture.lost,
-            "app_cuts": self.e.app_cuts,
-            "appid_buffers_exhausted": self.e.cls.exhausted,
-            "inspect": self.inspect_stats(),
-            "bypass": self.bypass_stats(),
-            "vsys": self.vsys_stats(),
-        }
+        return engine_stats(self)
 
     def vsys_stats(self) -> dict:
         """Per vsys name: {sessions, max_sessions, new_sessions_per_second, drops: {reason: n}} (tenancy.pxi)."""
@@ -953,73 +518,11 @@ cdef class Engine:
     def inspect_stats(self) -> dict:
         """Threat inspection counters; `alerts` is {(vsys index or -1, severity, blocked): count}, `suppressed`
         {(vsys index or -1, reason): matches that raised no alert} (SUPPRESS_REASONS)."""
-        cdef insws_t *ws = self.e.ins
-        cdef uint32_t v, s, b
-        alerts = {}
-        for v in range(1024):
-            for s in range(4):
-                for b in range(2):
-                    if ws.alerts[v][s][b]:
-                        alerts[(<int>v - 1, s + 1, bool(b))] = ws.alerts[v][s][b]
-        suppressed = {}
-        for v in range(1024):
-            for s in range(SUP_COUNT):
-                if ws.suppressed[v][s]:
-                    suppressed[(<int>v - 1, SUPPRESS_REASONS[s])] = ws.suppressed[v][s]
-        return {"alerts": alerts, "suppressed": suppressed,
-                "flows_inspected": ws.flows_inspected, "flows_blocked": ws.blocked_flows,
-                "bytes_inspected": ws.bytes_inspected, "depth_reached": ws.depth_reached,
-                "out_of_order": ws.out_of_order, "overlaps": ws.overlaps, "overlap_mismatch": ws.overlap_mismatch,
-                "fragments_dropped": ws.fragments_dropped, "candidates_overflow": ws.cand_overflow,
-                "state_exhausted": ws.pool.exhausted, "state_in_use": ws.pool.in_use,
-                "decompression_bomb": ws.bombs, "body_limit": ws.body_limit, "decoders_exhausted": ws.bodydec.exhausted,
-                "hpack_tables_exhausted": ws.h2tab.exhausted, "hpack_malformed": ws.h2tab.malformed,
-                "hpack_unresolved": ws.h2tab.unresolved, "hpack_block_too_large": ws.h2tab.lost}
-
-    cdef void _fold_kernel_drops(self, uint32_t i, int fd):
-        """Keep what a ring that is being replaced counted."""
-        cdef tpacket_stats st
-        cdef socklen_t n = sizeof(st)
-        if fd >= 0 and getsockopt(fd, SOL_PACKET, PACKET_STATISTICS, &st, &n) == 0:
-            self.kernel_drops[i] = self.kernel_drops.get(i, 0) + st.tp_drops
-
-    cdef uint64_t _kernel_drops(self, uint32_t i):
-        # PACKET_STATISTICS resets on every read, so the total is kept here
-        cdef tpacket_stats st
-        cdef socklen_t n = sizeof(st)
-        cdef port_t *p = &self.e.ports[i]
-        if p.kind == PORT_RING and p.fd >= 0 and getsockopt(p.fd, SOL_PACKET, PACKET_STATISTICS, &st, &n) == 0:
-            self.kernel_drops[i] = self.kernel_drops.get(i, 0) + st.tp_drops
-        return self.kernel_drops.get(i, 0)
+        return inspect_stats_dict(self)
 
     def flows(self) -> list:
         """The flow table as dicts (debugging and tests; O(capacity))."""
-        cdef uint32_t s
-        cdef event_t ev
-        out = []
-        for s in range(self.e.flows.mask + 1):
-            if not flow_slot_released(&self.e.flows, s) and self.e.flows.slots[s].used:
-                memset(&ev, 0, sizeof(ev))
-                event_from_flow(&ev, &self.e.flows.slots[s], EV_FLOW)
-                event_host(self.e, &ev, &self.e.flows.slots[s])
-                d = self._event_dict(&ev)
-                d["tcp_state"] = _name(TCP_STATE_NAMES, self.e.flows.slots[s].tcp_state)
-                d["cut"] = bool(self.e.flows.slots[s].cut)
-                d["bypass"], d["bypass_ways"] = self._bypass_state(&self.e.flows.slots[s])
-                out.append(d)
-        return out
-
-    cdef tuple _bypass_state(self, flow_t *f):
-        """("kernel", ways) for a flow in bypass, else (why it is not: BYPASS_REASONS, ways it would be), judged
-        as if its ports carried the wire program; ways: what each direction's entry forwards, to server then to
-        client: "all", "empty" (segments without payload) or None."""
-        cdef uint8_t flags[2]
-        cdef int why = bypass_check(self.e, self.e.tables, f, True, flags, NULL, True)
-        ways = tuple("all" if x == BYPASS_ALL else "empty" if x == BYPASS_EMPTY else None for x in flags)
-        if f.bypass == BP_IN:
-            return "kernel", tuple("all" if x == BYPASS_ALL else "empty" if x == BYPASS_EMPTY else None
-                                   for x in f.bp_flags)
-        return _name(BYPASS_REASONS, why), ways
+        return flows_list(self)
 
     # ---- flow bypass (bypass.pxi)
     def enable_bypass(self, int map_fd, int filter_fd, dict ports) -> None:
@@ -1027,29 +530,13 @@ cdef class Engine:
         index) of every port whose interface carries the program. The ring filter `filter_fd` is attached to
         those ports' sockets, so frames the kernel forwards are not copied to the rings. The loop may run:
         the map descriptor is stored last, and the programs look nothing up until the caller turns them on."""
-        for index, (ifindex, peer) in ports.items():
-            if not 0 <= index < self.e.n_ports or not 0 <= peer < self.e.n_ports:
-                raise ValueError(f"no port {index} or {peer}")
-        self.attach_ring_filter(filter_fd, list(ports))
-        for index, (ifindex, peer) in ports.items():
-            self.e.bypass_ifindex[index] = ifindex
-            self.e.bypass_peer[index] = peer
-        self.e.bypass_fd = map_fd
+        bypass_enable(self, map_fd, filter_fd, ports)
 
     def attach_ring_filter(self, int filter_fd, list port_indexes) -> None:
         """Attach the wire program's ring filter `filter_fd` to the sockets of these ring ports (and of the
         rings that replace them later): flow bypass and the SYN admission limits keep frames out of the rings
         with it (bypass.pxi, docs/dataplane.md)."""
-        cdef int fd = filter_fd
-        for index in port_indexes:
-            if not 0 <= index < self.e.n_ports:
-                raise ValueError(f"no port {index}")
-            if self.e.ports[index].kind != PORT_RING:
-                raise ValueError(f"port {self.port_names[index]} is not a packet ring")
-            if setsockopt(self.e.ports[index].fd, SOL_SOCKET, SO_ATTACH_BPF, &fd, sizeof(int)) < 0:
-                raise OSError(errno, f"cannot attach the ring filter to {self.port_names[index]}: "
-                                     f"{os.strerror(errno)}")
-        self.bypass_filter_fd = filter_fd
+        bypass_attach_ring_filter(self, filter_fd, port_indexes)
 
     def set_bypass_ifindex(self, uint16_t index, uint32_t ifindex) -> None:
         """Port `index`'s interface was re-created as `ifindex` (the wire program runs there now); flows
@@ -1065,91 +552,6 @@ cdef class Engine:
                 "bytes": self.e.bypass_bytes, "map_full": self.e.bypass_map_full, "errors": self.e.bypass_errors,
                 "enabled": self.e.bypass_fd >= 0}
 
-    cdef dict _event_dict(self, event_t *ev):
-        if ev.type == EV_ARRIVAL:
-            return {"event": "arrival", "workload": ev.src_wl, "generation": ev.generation,
-                    "in_port": self.port_names[ev.in_port] if ev.in_port < len(self.port_names) else "",
-                    "time": (ev.ts_first / 1e9) + self.wall_offset}
-        d = self._flow_event_dict(ev)
-        if ev.type == EV_ALERT:
-            d["event"] = "alert"
-            d["ruleset"] = ev.ruleset
-            d["sig"] = ev.sig
-            d["blocked"] = bool(ev.alert_blocked)
-            d["pkt_to_client"] = bool(ev.pkt_to_client)
-            ruleset = self.rulesets.get(ev.ruleset)
-            d["signature"] = ruleset.rules[ev.sig] if ruleset is not None and ev.sig < len(ruleset.rules) else None
-        return d
-
-    cdef dict _flow_event_dict(self, event_t *ev):
-        cdef char cid[COMMUNITY_ID_LEN + 2]
-        cdef int cid_len = community_id(cid, &ev.src_ip, &ev.dest_ip, ev.is_v6, ev.proto, ev.src_port, ev.dest_port,
-                                        ev.icmp_type)
-        host, ssh = host_fields((<char *>ev.host)[:ev.host_len])
-        return {
-            "event": "flow" if ev.type == EV_FLOW else "drop",
-            "flow_id": ev.flow_id if not ev.no_flow else None,
-            "community_id": cid[:cid_len].decode("ascii"),
-            "proto": ev.proto,
-            "src_ip": ip_from_c(ev.src_ip, ev.is_v6),
-            "src_port": ev.src_port,
-            "dest_ip": ip_from_c(ev.dest_ip, ev.is_v6),
-            "dest_port": ev.dest_port,
-            "vlan": ev.vlan,
-            "in_port": self.port_names[ev.in_port] if ev.in_port < len(self.port_names) else "",
-            "vsys": ev.vsys,
-            "src_wl": ev.src_wl,
-            "dst_wl": ev.dst_wl,
-            "rule": ev.rule,
-            "rule_ingress": ev.rule_ingress,
-            "generation": ev.generation,
-            "action": _name(ACTION_NAMES, ev.action),
-            "end_reason": _name(END_REASONS, ev.end_reason) if ev.type == EV_FLOW else None,
-            "drop_reason": _name(DROP_REASONS, ev.drop_reason) if ev.type == EV_DROP else None,
-            "tcp_state": _name(TCP_STATE_NAMES, ev.tcp_state),
-            "start": (ev.ts_first / 1e9) + self.wall_offset,
-            "end": (ev.ts_last / 1e9) + self.wall_offset,
-            "pkts_toserver": ev.pkts[0],
-            "pkts_toclient": ev.pkts[1],
-            "bytes_toserver": ev.bytes[0],
-            "bytes_toclient": ev.bytes[1],
-            "app_proto": self.app_names[ev.app] if 0 < ev.app < len(self.app_names) else None,
-            "app_confidence": ev.app_conf if ev.app else None,
-            "app_pkts": ev.app_pkts if ev.app else None,
-            "app_host": host,
-            "ssh": ssh,
-            "tcp_flags_ts": ev.tcp_flags[0],
-            "tcp_flags_tc": ev.tcp_flags[1],
-            "icmp_type": ev.icmp_type if ev.proto == P_ICMP or ev.proto == P_ICMPV6 else None,
-            "icmp_code": ev.icmp_code if ev.proto == P_ICMP or ev.proto == P_ICMPV6 else None,
-            "alerted": bool(ev.alerted),
-            "capture": ev.capture,
-            "suppressed": ev.suppressed,
-            "user": ev.user,
-            "user_via": (ev.user_via[0], ev.user_via[1]),
-        }
-
-    cdef size_t _flow_json_cap(self, tuple names) except 0:
-        """The longest record drain_flow_json can write with these name tables, but for the file's name: worked out
-        once for the tables a replay passes file after file (from every name, twice a file, it was a fifth of
-        replaying a small capture). Tuples of bytes: what is cached cannot change."""
-        cdef tuple last = self.flow_json_names
-        cdef Py_ssize_t i
-        if last is not None:
-            for i in range(len(names)):
-                if last[i] is not names[i]:
-                    break
-            else:
-                return self.flow_json_cap
-        vsys, workloads, rules, apps, protos, actions, default_rule = names
-        cap = 1024 + 6 * HOST_MAX + len(default_rule)
-        cap += max([len(x) for x in apps] or [0]) + max([len(x) for x in vsys] or [0])
-        cap += 2 * max([len(x) for x in workloads] or [0]) + max([len(x) for x in rules] or [0])
-        cap += max([len(x) for x in protos]) + max([len(x) for x in actions])
-        self.flow_json_names = names
-        self.flow_json_cap = cap
-        return cap
-
     def drain_flow_json(self, bytes pcap_file, tuple vsys, tuple workloads, tuple rules, tuple apps,
                         tuple protos, tuple actions, bytes default_rule) -> bytes:
         """Replay's fast path: the flow events in the ring as JSON lines, each the bytes orjson writes for the
@@ -1159,197 +561,26 @@ cdef class Engine:
         `rules` by index (null for an empty name); `apps[app id]` the `"app_proto":...,"app":...` pair;
         `protos[0..255]`; `actions`. Lines are sorted and joined here: a tuple per line sorted in Python was a
         fifth of replaying a small capture."""
-        cdef evring_t *r = &self.e.events
-        cdef uint32_t i, n_lines = 0, pending = evring_pending(r)
-        cdef event_t *ev
-        cdef double start
-        cdef Py_ssize_t n_vsys, n_wl, n_rules, n_apps
-        cdef size_t cap, room
-        cdef jbuf_t b
-        cdef json_line_t *lines
-        cdef char *grown
-        cdef char *at
-        cdef bytes out
-        cdef bytes host
-        cdef bytes ssh
-        cdef int64_t vs, rule
-        if pending == 0:
-            return b""
-        cap = len(pcap_file) + self._flow_json_cap((vsys, workloads, rules, apps, protos, actions, default_rule))
-        n_vsys, n_wl, n_rules, n_apps = len(vsys), len(workloads), len(rules), len(apps)
-        room = cap * (pending if pending < 64 else 64)
-        lines = <json_line_t *>malloc(pending * sizeof(json_line_t))
-        b.p = <char *>malloc(room)
-        b.n = 0
-        b.cap = room
-        if lines == NULL or b.p == NULL:
-            free(lines)
-            free(b.p)
-            raise MemoryError()
-        try:
-            for i in range(pending):
-                ev = evring_peek(r, i)
-                if ev.type != EV_FLOW:
-                    continue
-                if b.cap - b.n < cap:
-                    grown = <char *>realloc(b.p, 2 * b.cap + cap)
-                    if grown == NULL:
-                        raise MemoryError()
-                    b.p = grown
-                    b.cap = 2 * b.cap + cap
-                start = (ev.ts_first / 1e9) + self.wall_offset
-                lines[n_lines].start = start
-                lines[n_lines].flow_id = ev.flow_id
-                lines[n_lines].off = b.n
-                jb_lit(&b, b'{"event_type":"flow","pcap_file":')
-                jb_bytes(&b, pcap_file)
-                jb_lit(&b, b',"flow_id":')
-                jb_u64(&b, ev.flow_id)
-                jb_lit(&b, b',"timestamp":')
-                jb_timestamp(&b, start)
-                jb_lit(&b, b',"src_ip":')
-                jb_ip(&b, ev.src_ip, ev.is_v6)
-                jb_lit(&b, b',"src_port":')
-                jb_u64(&b, ev.src_port)
-                jb_lit(&b, b',"dest_ip":')
-                jb_ip(&b, ev.dest_ip, ev.is_v6)
-                jb_lit(&b, b',"dest_port":')
-                jb_u64(&b, ev.dest_port)
-                jb_lit(&b, b',"proto":')
-                jb_bytes(&b, protos[ev.proto])
-                jb_lit(&b, b',"community_id":"')
-                b.n += community_id(b.p + b.n, &ev.src_ip, &ev.dest_ip, ev.is_v6, ev.proto, ev.src_port,
-                                    ev.dest_port, ev.icmp_type)
-                jb_lit(&b, b'"')
-                if ev.proto == P_ICMP or ev.proto == P_ICMPV6:
-                    jb_lit(&b, b',"icmp_type":')
-                    jb_u64(&b, ev.icmp_type)
-                    jb_lit(&b, b',"icmp_code":')
-                    jb_u64(&b, ev.icmp_code)
-                jb_lit(&b, b',')
-                jb_bytes(&b, apps[ev.app] if 0 < ev.app < n_apps else b'"app_proto":null,"app":null')
-                jb_lit(&b, b',"app_host":')
-                if ev.host_len and ev.host[0] == HOST_SSH_MARK:
-                    # not a name: SSH's identification strings, under "ssh" as Suricata writes them (orjson's bytes)
-                    ssh = json.dumps(host_fields((<char *>ev.host)[:ev.host_len])[1], separators=(",", ":"),
-                                     ensure_ascii=False).encode()
-                    jb_lit(&b, b'null,"ssh":')
-                    jb_bytes(&b, ssh)
-                elif ev.host_len == 0:
-                    jb_lit(&b, b'null')
-                elif utf8_valid(<const uint8_t *>ev.host, ev.host_len):
-                    jb_string(&b, <const uint8_t *>ev.host, ev.host_len)
-                else:
-                    host = (<char *>ev.host)[:ev.host_len].decode("utf-8", "replace").encode("utf-8")
-                    jb_string(&b, <const uint8_t *><const char *>host, len(host))
-                jb_lit(&b, b',"app_confidence":')
-                if ev.app:
-                    jb_u64(&b, ev.app_conf)
-                    jb_lit(&b, b',"app_pkts":')
-                    jb_u64(&b, ev.app_pkts)
-                else:
-                    jb_lit(&b, b'null,"app_pkts":null')
-                vs = ev.vsys
-                rule = ev.rule
-                jb_lit(&b, b',"vsys":')
-                jb_bytes(&b, vsys[vs] if 0 <= vs < n_vsys else b"null")
-                jb_lit(&b, b',"src_vm":')
-                jb_bytes(&b, workloads[ev.src_wl] if 0 <= ev.src_wl < n_wl else b"null")
-                jb_lit(&b, b',"dest_vm":')
-                jb_bytes(&b, workloads[ev.dst_wl] if 0 <= ev.dst_wl < n_wl else b"null")
-                jb_lit(&b, b',"rule":')
-                if vs < 0:
-                    jb_lit(&b, b"null")
-                elif rule < 0:
-                    jb_bytes(&b, default_rule)
-                else:
-                    jb_bytes(&b, rules[rule] if rule < n_rules else b'"default-deny"')
-                jb_lit(&b, b',"action":')
-                jb_bytes(&b, actions[ev.action] if ev.action < len(actions) else b"null")
-                jb_lit(&b, b',"pkts_toserver":')
-                jb_u64(&b, ev.pkts[0])
-                jb_lit(&b, b',"pkts_toclient":')
-                jb_u64(&b, ev.pkts[1])
-                jb_lit(&b, b',"bytes_toserver":')
-                jb_u64(&b, ev.bytes[0])
-                jb_lit(&b, b',"bytes_toclient":')
-                jb_u64(&b, ev.bytes[1])
-                jb_lit(&b, b'}\n')
-                lines[n_lines].len = b.n - lines[n_lines].off
-                n_lines += 1
-            for i in range(n_lines):
-                lines[i].text = b.p + lines[i].off
-            qsort(lines, n_lines, sizeof(json_line_t), json_line_order)
-            out = PyBytes_FromStringAndSize(NULL, b.n)
-            at = <char *>out
-            for i in range(n_lines):
-                memcpy(at, lines[i].text, lines[i].len)
-                at += lines[i].len
-        finally:
-            free(lines)
-            free(b.p)
-        evring_take(r, pending)
-        return out
+        return flow_json_drain(self, pcap_file, vsys, workloads, rules, apps, protos, actions, default_rule)
 
     def capture_matching(self, double seconds, uint32_t packets, int workload=-1, object network=None,
                          int port=0, int proto=0) -> None:
         """For `seconds` from now, flows that match and capture nothing yet copy their next `packets` frames to
         the capture ring (an operator's capture): `workload` (index in the tables in force) at either end,
         an address in `network` (an ipaddress network) at either end, `port` either port, `proto`."""
-        cdef capreq_t *q = &self.e.capreq
-        cdef ip128_t ip, mask
-        if not 0 < packets <= CAP_MAX_PACKETS:
-            raise ValueError(f"packets must be 1 to {CAP_MAX_PACKETS}, got {packets}")
-        self._capture_ring()
-        ngfw_store_u64(&q.until_ns, 0)
-        q.wl = workload
-        q.port = <uint16_t>port
-        q.proto = <uint8_t>proto
-        q.packets = <uint16_t>packets
-        q.has_ip = network is not None
-        if network is not None:
-            ip = ip_to_c(network.network_address)
-            bits = network.prefixlen + (96 if network.version == 4 else 0)
-            mask = ip_from_int(((1 << 128) - 1) ^ ((1 << (128 - bits)) - 1))
-            q.ip = ip
-            q.mask = mask
-        if seconds > 0:
-            ngfw_store_u64(&q.until_ns, ngfw_now_ns() + <uint64_t>(seconds * 1e9))
+        capture_match(self, seconds, packets, workload, network, port, proto)
 
     def drain_captures(self, uint32_t max_frames=4096) -> list:
         """Take up to `max_frames` captured frames from the capture ring (capture.pxi), each
         (flow_id, vsys, generation, kind, mode, time, in_port, origlen, frame): `kind` "frame" or "alert",
         `mode` "flow" (write it) or "alert" (keep it back until the flow alerts)."""
-        cdef capring_t *r = &self.e.capture
-        cdef uint32_t tail = r.tail
-        cdef uint32_t head = ngfw_load_u32(&r.head)
-        cdef uint32_t off, to_end
-        cdef caprec_t *h
-        out = []
-        if r.buf == NULL:
-            return out
-        while tail != head and len(out) < max_frames:
-            off = tail & (r.size - 1)
-            to_end = r.size - off
-            if to_end < sizeof(caprec_t):
-                tail += to_end
-                continue
-            h = <caprec_t *>(r.buf + off)
-            if h.kind == CAPK_PAD:
-                tail += h.rec_len
-                continue
-            out.append((h.flow_id, h.vsys, h.generation, "alert" if h.kind == CAPK_ALERT else "frame",
-                        "alert" if h.mode == CAP_ALERT else "flow", (h.ts_ns / 1e9) + self.wall_offset, h.in_port,
-                        h.origlen, (<char *>r.buf)[off + sizeof(caprec_t):off + sizeof(caprec_t) + h.caplen]))
-            tail += h.rec_len
-        ngfw_store_u32(&r.tail, tail)
-        return out
+        return capture_drain(self, max_frames)
 
     def drain_events(self, uint32_t max_events=4096) -> list:
         """Take up to `max_events` flow/drop events from the ring (Python side of the SPSC ring)."""
         cdef evring_t *r = &self.e.events
         cdef uint32_t i, n = min(evring_pending(r), max_events)
-        out = [self._event_dict(evring_peek(r, i)) for i in range(n)]
+        out = [event_dict(self, evring_peek(r, i)) for i in range(n)]
         evring_take(r, n)
         return out
 

@@ -373,3 +373,41 @@ cdef inline void tcp_track(flow_t *f, uint8_t flags, uint32_t seq, bint to_serve
         f.fin_seen |= 1 if to_server else 2
         if f.tcp_state >= TCP_SYN_RECV:
             f.tcp_state = TCP_CLOSING if f.fin_seen == 3 else TCP_FIN_WAIT
+
+
+# ---------------------------------------------------------------- Engine.end_all_flows
+
+cdef extern from *:
+    # a hint, never a fault: a page given back stays given back
+    void __builtin_prefetch(const void *p) noexcept nogil
+
+cdef enum:
+    END_SCAN_AHEAD = 24   # slots end_all_flows asks the memory for ahead of the one it looks at
+
+
+cdef object flows_end_all(Engine self):
+    cdef flowtable_t *ft = &self.e.flows
+    cdef uint32_t s = 0, n = ft.mask + 1, left = ft.count, page
+    cdef uintptr_t used_at, page_end = 0
+    cdef bint check_pages = ft.n_released != 0, page_released = False
+    while s < n and left:   # left: a replay engine sized for a big capture holds a small one's flows
+        # a page given back is not read (flow_slot_released), looked up once per page: a division per slot
+        # was most of this scan over a replay's small captures
+        used_at = <uintptr_t>&ft.slots[s].used
+        if check_pages and used_at >= page_end:
+            page = flow_page_of(ft, <void *>used_at)
+            page_released = flow_page_released(ft, page)
+            page_end = ft.page0 + (<uintptr_t>page + 1) * mem_page
+        if page_released:
+            # on to the first slot whose `used` byte lies on the next page
+            s = <uint32_t>((page_end - <uintptr_t>&ft.slots[0].used + sizeof(flow_t) - 1) // sizeof(flow_t))
+            continue
+        if s + END_SCAN_AHEAD < n:
+            # a slot a cache line (or two): the scan waited on memory
+            __builtin_prefetch(&ft.slots[s + END_SCAN_AHEAD].used)
+        if ft.slots[s].used:
+            flow_end(self.e, &ft.slots[s], END_SHUTDOWN, ngfw_now_ns())
+            ft.slots[s].used = 0
+            left -= 1
+        s += 1
+    ft.count = 0

@@ -823,3 +823,30 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
         else:
             ws.flows_inspected += 1
     return verdict
+
+
+# ---------------------------------------------------------------- Engine.inspect_stats
+
+cdef object inspect_stats_dict(Engine self):
+    cdef insws_t *ws = self.e.ins
+    cdef uint32_t v, s, b
+    alerts = {}
+    for v in range(1024):
+        for s in range(4):
+            for b in range(2):
+                if ws.alerts[v][s][b]:
+                    alerts[(<int>v - 1, s + 1, bool(b))] = ws.alerts[v][s][b]
+    suppressed = {}
+    for v in range(1024):
+        for s in range(SUP_COUNT):
+            if ws.suppressed[v][s]:
+                suppressed[(<int>v - 1, SUPPRESS_REASONS[s])] = ws.suppressed[v][s]
+    return {"alerts": alerts, "suppressed": suppressed,
+            "flows_inspected": ws.flows_inspected, "flows_blocked": ws.blocked_flows,
+            "bytes_inspected": ws.bytes_inspected, "depth_reached": ws.depth_reached,
+            "out_of_order": ws.out_of_order, "overlaps": ws.overlaps, "overlap_mismatch": ws.overlap_mismatch,
+            "fragments_dropped": ws.fragments_dropped, "candidates_overflow": ws.cand_overflow,
+            "state_exhausted": ws.pool.exhausted, "state_in_use": ws.pool.in_use,
+            "decompression_bomb": ws.bombs, "body_limit": ws.body_limit, "decoders_exhausted": ws.bodydec.exhausted,
+            "hpack_tables_exhausted": ws.h2tab.exhausted, "hpack_malformed": ws.h2tab.malformed,
+            "hpack_unresolved": ws.h2tab.unresolved, "hpack_block_too_large": ws.h2tab.lost}

@@ -327,3 +327,87 @@ cdef void _sfilter_from(dict d, sfilter_t *q) except *:
     q.flow_id = d.get("flow_id") or 0
     q.user_mode = d.get("user_mode") or 0
     q.user = d.get("user") or 0
+
+
+# ---------------------------------------------------------------- Engine.list_sessions, clear_sessions and flows
+
+cdef object sessions_list(Engine self, dict flow_filter, uint32_t cursor, uint32_t limit, uint32_t max_scan,
+                          double timeout, now_ns):
+    cdef sess_req_t *r = <sess_req_t *>calloc(1, sizeof(sess_req_t))
+    cdef sview_req_t *q = <sview_req_t *>calloc(1, sizeof(sview_req_t))
+    cdef const sview_t *v
+    cdef uint32_t i
+    if r == NULL or q == NULL:
+        free(r)
+        free(q)
+        raise MemoryError()
+    try:
+        _sfilter_from(flow_filter, &q.filter)
+        r.kind = REQ_LIST
+        r.view = q
+        q.cursor = cursor
+        q.limit = limit
+        q.max_scan = max_scan
+        session_serve(self, r, timeout, now_ns)
+        if r.error == -2:
+            raise MemoryError("not enough memory to list the sessions")
+        sessions = []
+        for i in range(q.out.n // sizeof(sview_t)):
+            v = <const sview_t *>(q.out.p + <size_t>i * sizeof(sview_t))
+            d = flow_event_dict(self, <event_t *>&v.ev)
+            d["tcp_state"] = _name(TCP_STATE_NAMES, v.ev.tcp_state)
+            d["inspected"] = bool(v.inspected)
+            d["threat"] = _name(ACTION_NAMES, v.threat) if v.threat else None
+            d["classifying"] = v.app_state != APPST_DONE and v.ev.action == A_ALLOW
+            d["migrating"] = v.mig == MIG_IN
+            d["cut"] = v.cut == CUT_POLICY
+            d["bypass"] = bool(v.bypass)
+            d["age_ns"] = q.now - v.ev.ts_first if q.now > v.ev.ts_first else 0
+            d["idle_ns"] = q.now - v.ev.ts_last if q.now > v.ev.ts_last else 0
+            sessions.append(d)
+        return {"sessions": sessions, "cursor": q.cursor, "scanned": q.scanned, "now": q.now,
+                "loop_ns": q.took_ns}
+    finally:   # session_serve returns or raises only once the loop no longer holds the request
+        free(q.out.p)
+        free(q)
+        free(r)
+
+
+cdef object sessions_clear(Engine self, dict flow_filter, bint silent, uint32_t cursor, uint32_t max_scan,
+                           double timeout, now_ns):
+    cdef sess_req_t *r = <sess_req_t *>calloc(1, sizeof(sess_req_t))
+    cdef sview_req_t *q = <sview_req_t *>calloc(1, sizeof(sview_req_t))
+    if r == NULL or q == NULL:
+        free(r)
+        free(q)
+        raise MemoryError()
+    try:
+        _sfilter_from(flow_filter, &q.filter)
+        r.kind = REQ_CLEAR
+        r.view = q
+        q.cursor = cursor
+        q.max_scan = max_scan
+        q.silent = silent
+        session_serve(self, r, timeout, now_ns)
+        return {"cleared": q.matched, "resets": q.resets, "cursor": q.cursor, "scanned": q.scanned,
+                "loop_ns": q.took_ns}
+    finally:
+        free(q)
+        free(r)
+
+
+cdef object flows_list(Engine self):
+    cdef uint32_t s
+    cdef event_t ev
+    out = []
+    for s in range(self.e.flows.mask + 1):
+        if not flow_slot_released(&self.e.flows, s) and self.e.flows.slots[s].used:
+            memset(&ev, 0, sizeof(ev))
+            event_from_flow(&ev, &self.e.flows.slots[s], EV_FLOW)
+            event_host(self.e, &ev, &self.e.flows.slots[s])
+            d = event_dict(self, &ev)
+            d["tcp_state"] = _name(TCP_STATE_NAMES, self.e.flows.slots[s].tcp_state)
+            d["cut"] = bool(self.e.flows.slots[s].cut)
+            d["bypass"], d["bypass_ways"] = bypass_state(self, &self.e.flows.slots[s])
+            out.append(d)
+    return out

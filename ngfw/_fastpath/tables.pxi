@@ -499,3 +499,41 @@ cdef class Tables:
         free(self.t.uprin_item)
         idmap_free(&self.t.wl_by_mac)
         idmap_free(&self.t.wl_by_ip)
+
+
+# ---------------------------------------------------------------- Engine.set_tables
+
+cdef object tables_swap_in(Engine self, Tables tables, double timeout):
+    cdef double deadline
+    cdef uint32_t i
+    if any(getattr(r, "capture", 0) for r in tables.policy.rules) or \
+            any(getattr(p, "capture", 0) for p in (getattr(tables.policy, "profiles", ()) or ())):
+        capture_ring_alloc(self)
+    if self.current is not None and self.current.t.wl_here != NULL and tables.t.wl_here != NULL:
+        # which workloads this dataplane has seen on its VM side, by name (indexes change)
+        old_policy, new_policy = self.current.policy, tables.policy
+        old_index = {(old_policy.vsys_name(wl.vsys), wl.name): i for i, wl in enumerate(old_policy.workloads)}
+        for i, wl in enumerate(new_policy.workloads):
+            j = old_index.get((new_policy.vsys_name(wl.vsys), wl.name))
+            if j is not None and j < self.current.t.n_wl:
+                tables.t.wl_here[i] = self.current.t.wl_here[<uint32_t>j]
+    tenancy_bind(self.e.vsys, self.vsys_slots, &tables.t, tuple(tables.policy.vsys),
+                 tuple(self.current.policy.vsys) if self.current is not None else ())
+    self.app_names = tables.app_names
+    for own in ([tables.inspect] if tables.inspect is not None else []) + list(tables.profile_tables or []):
+        self.rulesets.pop(own.id, None)
+        self.rulesets[own.id] = own
+    while len(self.rulesets) > 16:
+        del self.rulesets[next(iter(self.rulesets))]
+    if not ngfw_load_u32(&self.e.running):
+        self.e.tables = &tables.t
+        self.current = tables
+        return
+    ngfw_store_ptr(<void **>&self.e.pending, <void *>&tables.t)
+    engine_wake(self.e)
+    deadline = time.monotonic() + timeout
+    while ngfw_load_ptr(<void **>&self.e.pending) != NULL:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the packet loop did not pick up the new policy")
+        time.sleep(0.0005)
+    self.current = tables

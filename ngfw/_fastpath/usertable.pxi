@@ -143,3 +143,23 @@ cdef class UserTable:
         if self.groups_owner is None:
             free(self.t.users)
             free(self.t.groups)
+
+
+# ---------------------------------------------------------------- Engine.set_users
+
+cdef object users_swap_in(Engine self, UserTable users, double timeout):
+    cdef double deadline
+    if not ngfw_load_u32(&self.e.running):
+        self.e.users = &users.t
+        self.users_current = users
+        return
+    ngfw_store_ptr(<void **>&self.e.users_pending, <void *>&users.t)
+    engine_wake(self.e)
+    deadline = time.monotonic() + timeout
+    while ngfw_load_ptr(<void **>&self.e.users_pending) != NULL:
+        if time.monotonic() > deadline:
+            if ngfw_cas_ptr(<void **>&self.e.users_pending, <void *>&users.t, NULL):
+                raise TimeoutError("the packet loop did not pick up the new user table")
+            break   # taken just now
+        time.sleep(0.0002)
+    self.users_current = users
