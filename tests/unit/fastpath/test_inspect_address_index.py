@@ -98,6 +98,7 @@ def test_thousands_of_list_rules_on_the_client_side(tmp_path: Path) -> None:
     assert stats["header_only_rules"] == 2001
     assert 0 < stats["bytes"] < 4 << 20
     assert stats["build_seconds"] >= 0
+    assert "address index 2001 rules, " in w.signatures.summary()  # the load's log line
     assert syn_to(w, "100.64.0.5", 40051) == [9000, 10000]
     assert syn_to(w, "100.71.249.10", 40052) == [9000, 11999]
     assert syn_to(w, "100.66.17.3", 40053) == [10000 + 2 * 250 + 17]
