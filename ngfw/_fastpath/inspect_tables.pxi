@@ -5,6 +5,8 @@
 
 
 cdef uint32_t _next_ruleset_id = 1
+# the address index's rule sets (a bitmap each) take at most this much memory (inspect_tables.pxi _build_ipidx)
+ADDRESS_INDEX_SETS_MAX_BYTES = 32 << 20
 
 _SURICATA_APPS = {
     "http": "http", "http2": "http2", "tls": "tls", "ssh": "ssh", "ftp": "ftp", "ftp-data": "ftp-data",
@@ -117,6 +119,7 @@ cdef class InspectTables:
     cdef readonly double compile_seconds
     cdef readonly dict database_patterns
     cdef readonly dict address_index
+    cdef int _widened_sides
     cdef dict _subsets          # tuple of set names -> InspectTables of those sets only
     cdef object _sets           # [(name, [CompiledSignature, ...]), ...] as given
     cdef object _catalogue
@@ -484,6 +487,7 @@ cdef class InspectTables:
                            and all(op.command in ("set", "unset", "toggle") for op in sig.flowbits))
             by_kind[0 if header_only else 1].append(rid)
         stats = {"header_only_rules": len(by_kind[0]), "per_packet_rules": len(by_kind[1])}
+        self._widened_sides = 0
         total_bytes = 0
         for kind in range(2):
             segments, sets, nbytes = self._build_ipidx(&self.T.ipo[kind], by_kind[kind])
@@ -492,6 +496,7 @@ cdef class InspectTables:
             stats[name + "_sets"] = sets
             total_bytes += nbytes
         stats["bytes"] = total_bytes
+        stats["widened_sides"] = self._widened_sides
         stats["build_seconds"] = round(time.perf_counter() - started, 4)
         self.address_index = stats
 
@@ -510,42 +515,26 @@ cdef class InspectTables:
             raise MemoryError("not enough memory for the address index")
         for i, rid in enumerate(rids):
             x.rule[i] = rid
-        set_ids = {0: 0}
-        all_segments = []
         bidir = 0
         for bit, rid in enumerate(rids):
             if self.rules[rid].direction == "<>":
                 bidir |= 1 << bit
-        for which in range(2):
-            for v6 in range(2):
-                edges = {}   # address -> [(bit, +1 | -1)]
-                top = (1 << 128) if v6 else (1 << 32)
-                for bit, rid in enumerate(rids):
-                    sig = self.rules[rid]
-                    matcher = sig.src if which == 0 else sig.dst
-                    for lo, hi in (matcher.v6 if v6 else matcher.v4):
-                        edges.setdefault(lo, []).append((bit, 1))
-                        if hi + 1 < top:
-                            edges.setdefault(hi + 1, []).append((bit, -1))
-                segs = []
-                if edges:
-                    depth = {}
-                    mask = 0
-                    last_set = -1
-                    edges.setdefault(0, [])
-                    for at in sorted(edges):
-                        for bit, step in edges[at]:
-                            held = depth.get(bit, 0) + step
-                            depth[bit] = held
-                            if held:
-                                mask |= 1 << bit
-                            else:
-                                mask &= ~(1 << bit)
-                        set_id = set_ids.setdefault(mask, len(set_ids))
-                        if set_id != last_set:
-                            segs.append((at, set_id))
-                            last_set = set_id
-                all_segments.append((which, v6, segs))
+        sides = [(self.rules[rid].src, self.rules[rid].dst) for rid in rids]
+        # memory bound: past it, the sides with the most ranges are indexed as `any` (their rules become candidates
+        # for more addresses, and rule_header_ok checks the address as before), half of the rest at each step
+        widened = (set(), set())
+        while True:
+            set_ids, all_segments = _address_segments(sides, widened)
+            if len(set_ids) * words * 8 <= ADDRESS_INDEX_SETS_MAX_BYTES:
+                break
+            narrow = sorted(((len(m.v4) + len(m.v6), bit, which) for bit, pair in enumerate(sides)
+                             for which, m in enumerate(pair) if bit not in widened[which] and not m.is_any),
+                            reverse=True)
+            if not narrow:
+                break
+            for _, bit, which in narrow[:max(1, len(narrow) // 2)]:
+                widened[which].add(bit)
+        self._widened_sides += len(widened[0]) + len(widened[1])
         x.sets = <uint64_t *>calloc(<size_t>len(set_ids) * words, sizeof(uint64_t))
         if x.sets == NULL:
             raise MemoryError("not enough memory for the address index")
@@ -690,6 +679,45 @@ cdef class InspectTables:
         for i in range(2):
             _free_ipidx(&T.ipo[i])
         free(T.rule_matches); free(T.stamp)
+
+
+def _address_segments(sides, widened):
+    """Per side and family, the segments of the address space where the set of rules (bits: positions in
+    `sides`, [(source matcher, destination matcher)]) whose side holds the address is constant, as a sweep over
+    the ranges' edges; the sides in `widened` ({bits} per side) count as `any`. ({bitmap: set id}, [(side,
+    is_v6, [(segment start, set id)])])."""
+    set_ids = {0: 0}
+    all_segments = []
+    for which in range(2):
+        for v6 in range(2):
+            edges = {}   # address -> [(bit, +1 | -1)]
+            top = (1 << 128) if v6 else (1 << 32)
+            for bit, pair in enumerate(sides):
+                ranges = ((0, top - 1),) if bit in widened[which] else (pair[which].v6 if v6 else pair[which].v4)
+                for lo, hi in ranges:
+                    edges.setdefault(lo, []).append((bit, 1))
+                    if hi + 1 < top:
+                        edges.setdefault(hi + 1, []).append((bit, -1))
+            segs = []
+            if edges:
+                depth = {}
+                mask = 0
+                last_set = -1
+                edges.setdefault(0, [])
+                for at in sorted(edges):
+                    for bit, step in edges[at]:
+                        held = depth.get(bit, 0) + step
+                        depth[bit] = held
+                        if held:
+                            mask |= 1 << bit
+                        else:
+                            mask &= ~(1 << bit)
+                    set_id = set_ids.setdefault(mask, len(set_ids))
+                    if set_id != last_set:
+                        segs.append((at, set_id))
+                        last_set = set_id
+            all_segments.append((which, v6, segs))
+    return set_ids, all_segments
 
 
 cdef void _free_ipidx(ipidx_t *x) noexcept:

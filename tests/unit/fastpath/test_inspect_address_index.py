@@ -104,3 +104,23 @@ def test_thousands_of_list_rules_on_the_client_side(tmp_path: Path) -> None:
     assert syn_to(w, "100.66.17.3", 40053) == [10000 + 2 * 250 + 17]
     assert syn_to(w, "100.64.0.11", 40054) == []
     assert syn_to(w, "10.77.0.100", 40055) == []
+
+
+def test_past_its_memory_bound_the_index_widens_sides_and_alerts_stay_the_same(tmp_path: Path, monkeypatch) -> None:
+    """Rules whose lists overlap in many ways make many distinct rule sets; past the bound the sides with the
+    most ranges are indexed as `any` and their addresses are checked one by one, as before the index."""
+    from tests.support.fastpath import fp
+
+    monkeypatch.setattr(fp, "ADDRESS_INDEX_SETS_MAX_BYTES", 2048)
+    lines = [
+        f'alert ip $HOME_NET any -> [100.64.{i}.0/24,100.65.{i // 2}.0/24] any (msg:"list {i}"; sid:{10000 + i};)'
+        for i in range(200)
+    ]
+    w = wire(tmp_path, rules="\n".join(lines))
+    stats = w.signatures.inspect.address_index
+    assert stats["widened_sides"] > 0
+    assert stats["header_only_sets"] * 4 * 8 <= 2048  # 200 rules: 4 words a set
+    assert syn_to(w, "100.64.5.9", 40061) == [10005]
+    assert syn_to(w, "100.65.3.1", 40062) == [10006, 10007]
+    assert syn_to(w, "100.66.0.1", 40063) == []
+    assert syn_to(w, "10.77.0.100", 40064) == []
