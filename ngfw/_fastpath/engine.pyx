@@ -1221,10 +1221,18 @@ cdef class Engine:
         return self.e.n_ports - 1
 
     def add_ring_port(self, str name, int ifindex, uint32_t mtu, int32_t segment,
-                      uint32_t rx_frames=4096, uint32_t tx_frames=4096) -> int:
-        """Attach an AF_PACKET TPACKET_V2 ring to link `ifindex`; raises OSError naming the link."""
+                      uint32_t rx_frames=4096, uint32_t tx_frames=4096, int fanout_group=-1,
+                      int fanout_prog_fd=-1) -> int:
+        """Attach an AF_PACKET TPACKET_V2 ring to link `ifindex`; raises OSError naming the link. Workers
+        (io.pxi): `fanout_prog_fd` makes a new fanout group running that program (`fanout_group(index)` tells
+        its id), `fanout_group` joins that group."""
         cdef port_t *p = self._new_port(name, segment)
-        cdef int rc = ring_port_open(p, ifindex, rx_frames, tx_frames, mtu)
+        cdef fanout_t fanout
+        fanout.id = <uint32_t>max(fanout_group, 0)
+        fanout.create = fanout_prog_fd >= 0
+        fanout.prog_fd = fanout_prog_fd
+        cdef int rc = ring_port_open(p, ifindex, rx_frames, tx_frames, mtu,
+                                     &fanout if fanout_group >= 0 or fanout_prog_fd >= 0 else NULL)
         if rc < 0:
             raise OSError(-rc, f"cannot open a packet ring on {name}: {os.strerror(-rc)}")
         return self._commit_port(name, segment)
@@ -1338,8 +1346,19 @@ cdef class Engine:
             raise ValueError(f"port {self.port_names[index]} is not a {'ring' if kind == PORT_RING else 'TAP'} port")
         return &self.e.ports[index]
 
+    def fanout_group(self, uint16_t index) -> int:
+        """The fanout group port `index`'s socket is in (-1: none, or not a ring port)."""
+        cdef int value = 0
+        cdef socklen_t n = sizeof(int)
+        if index >= self.e.n_ports or self.e.ports[index].kind != PORT_RING:
+            return -1
+        if getsockopt(self.e.ports[index].fd, SOL_PACKET, PACKET_FANOUT, &value, &n) < 0 or value == 0:
+            return -1
+        return value & 0xffff
+
     def reattach_ring_port(self, uint16_t index, int ifindex, uint32_t mtu, uint32_t rx_frames=4096,
-                           uint32_t tx_frames=4096, double timeout=2.0) -> None:
+                           uint32_t tx_frames=4096, double timeout=2.0, int fanout_group=-1,
+                           int fanout_prog_fd=-1) -> None:
         """The port's interface is back (re-created under its name, or its MTU changed): a new AF_PACKET ring on
         link `ifindex` replaces the port's; the old one is unmapped and closed once the loop and the TX thread
         let go of it. The port keeps its index, segment and counters. Raises OSError naming the link (the port
@@ -1348,7 +1367,12 @@ cdef class Engine:
         cdef port_req_t *q = <port_req_t *>calloc(1, sizeof(port_req_t))
         if q == NULL:
             raise MemoryError()
-        cdef int rc = ring_port_open(&q.io, ifindex, rx_frames, tx_frames, mtu)
+        cdef fanout_t fanout
+        fanout.id = <uint32_t>max(fanout_group, 0)
+        fanout.create = fanout_prog_fd >= 0
+        fanout.prog_fd = fanout_prog_fd
+        cdef int rc = ring_port_open(&q.io, ifindex, rx_frames, tx_frames, mtu,
+                                     &fanout if fanout_group >= 0 or fanout_prog_fd >= 0 else NULL)
         if rc < 0:
             free(q)
             raise OSError(-rc, f"cannot open a packet ring on {self.port_names[index]}: {os.strerror(-rc)}")
