@@ -302,6 +302,16 @@ def build_parser(with_control: bool = True) -> argparse.ArgumentParser:
         "flood's proportion, so size it to what the packet loop handles",
     )
     dp.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="packet loops, one core each: every interface's frames are spread over N workers by a "
+        "symmetric flow hash in the kernel (PACKET_FANOUT with an eBPF program), each worker with its "
+        "own flow table share (1, the default: one loop, no fanout; wires only; sessions end with "
+        "the process unless --workers 1)",
+    )
+    dp.add_argument(
         "--tx-thread",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -461,7 +471,11 @@ def cmd_dataplane(args: argparse.Namespace) -> int:
     )
     from ngfw.dataplane.state import StateError, auto_state_dir
 
-    state_dir = None if args.state_dir == "none" else (args.state_dir or auto_state_dir(plan))
+    if args.workers > 1:
+        # N flow tables do not live in one state file (yet): an explicit --state-dir is refused (workers.py)
+        state_dir = None if args.state_dir in (None, "none") else args.state_dir
+    else:
+        state_dir = None if args.state_dir == "none" else (args.state_dir or auto_state_dir(plan))
     from ngfw.dataplane.runner import EveOptions
 
     for name in ("capture_file_size", "capture_max_size", "capture_ring"):
@@ -500,6 +514,7 @@ def cmd_dataplane(args: argparse.Namespace) -> int:
             signature_cache=args.signature_cache,
             bypass=args.bypass,
             syn_limits=SynLimits(per_source=args.syn_limit_per_source, total=args.syn_limit_total),
+            workers=args.workers,
         )
         if args.rules:
             from ngfw.compiler.rules_cli import parse_variables

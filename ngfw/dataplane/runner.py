@@ -94,11 +94,16 @@ class Dataplane:
         eve_options: EveOptions | None = None,
         bypass: bool = True,
         syn_limits: SynLimits | None = None,
+        workers: int = 1,
     ) -> None:
         """`state_dir`: a tmpfs directory where the flow table lives, so a restarted dataplane continues its
         sessions (ngfw.dataplane.state); None: the heap (sessions end with the process). `signature_cache`:
         where signature sets named by SignatureSet resources are kept (default: the cache directory's
-        signature-sets/)."""
+        signature-sets/). `workers`: packet loops (ngfw.dataplane.workers); 1 is a single Engine, no fanout."""
+        from ngfw.dataplane.workers import check_workers
+
+        check_workers(workers, plan.taps, plan.segments, state_dir)  # one sentence before anything is opened
+        self.workers = workers
         fp = engine_module()
         self.fp = fp
         from ngfw.dataplane.capture import CaptureWriter
@@ -131,16 +136,32 @@ class Dataplane:
             for problem in self.take_over.refused:
                 log.warning("session state set aside, starting without it: %s", problem)
             state_memory = self.state.create_table(layout, [p for seg in plan.segment_list() for p in seg])
-        self.engine = fp.Engine(
-            flow_capacity=flow_capacity,
-            timeouts=timeouts or {},
-            idle_spin_us=idle_spin_us,
-            idle_spin_quiet_us=idle_spin_quiet_us,
-            inspect_slots=inspect_flows,
-            state=state_memory,
-            capture_bytes=self.eve_options.capture_ring_bytes,
-            **(appid or {}),
-        )
+        self.engine: Any
+        if workers > 1:
+            from ngfw.dataplane.workers import EngineGroup
+
+            self.engine = EngineGroup(
+                fp,
+                workers,
+                flow_capacity,
+                inspect_flows,
+                timeouts=timeouts or {},
+                idle_spin_us=idle_spin_us,
+                idle_spin_quiet_us=idle_spin_quiet_us,
+                capture_bytes=self.eve_options.capture_ring_bytes,
+                **(appid or {}),
+            )
+        else:
+            self.engine = fp.Engine(
+                flow_capacity=flow_capacity,
+                timeouts=timeouts or {},
+                idle_spin_us=idle_spin_us,
+                idle_spin_quiet_us=idle_spin_quiet_us,
+                inspect_slots=inspect_flows,
+                state=state_memory,
+                capture_bytes=self.eve_options.capture_ring_bytes,
+                **(appid or {}),
+            )
         self.signatures: Any = None  # threats.SignatureSets in force
         self.signature_sources: list[tuple[str, str]] = []
         self.local_signature_sources: list[tuple[str, str]] = []  # --rules
@@ -156,7 +177,7 @@ class Dataplane:
         self.rules_reloads_failed = 0
         self.plan = plan
         self.tx_thread = tx_thread  # under load, flush TX rings from a second thread (run_loop, run_tx_loop)
-        self._tx_thread: threading.Thread | None = None
+        self._tx_threads: list[threading.Thread] = []
         self.policy_path = policy_path
         self.policy: CompiledPolicy | None = None
         self.generations: OrderedDict[int, CompiledPolicy] = OrderedDict()  # table generation -> policy
@@ -181,7 +202,7 @@ class Dataplane:
         self.tap_fds: dict[str, int] = {}  # TAP port -> its descriptor (the link watch replaces re-created ones)
         self.port_links: dict[str, Link] = {}  # the interface each port was opened on
         self.link_watch: Any = None  # ngfw.dataplane.linkwatch.LinkWatch, while running
-        self._loop_thread: threading.Thread | None = None
+        self._loop_threads: list[threading.Thread] = []
         self._drain_thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._lock = threading.Lock()
@@ -375,7 +396,10 @@ class Dataplane:
             # and flows must still be decided again (and their workload indexes named by the right tables)
             generation = self._last_generation + 1 if identity_only else max(policy.version, self._last_generation + 1)
             running = self.engine.tables if identity_only else None
-        tables = self.fp.Tables(policy, self.port_index, inspect, generation=generation, apps_from=running)
+        if self.workers > 1:  # one Tables per worker (own counters and scratch), read as one (workers.py)
+            tables = self.engine.build_tables(policy, self.port_index, inspect, generation, running)
+        else:
+            tables = self.fp.Tables(policy, self.port_index, inspect, generation=generation, apps_from=running)
         with self._lock:
             old = self.engine.tables
             self.engine.set_tables(tables)
@@ -578,16 +602,28 @@ class Dataplane:
 
     def start_forwarding(self) -> None:
         """The packet loop and the wires: from its return the policy is enforced."""
-        if self.tx_thread:
-            self.engine.use_tx_thread()
-            self._tx_thread = _named_thread("ngfw-tx", self.engine.run_tx)
-            self._tx_thread.start()
-        self._loop_thread = _named_thread("ngfw-fastpath", self.engine.run)
-        self._loop_thread.start()
+        from ngfw.dataplane.workers import engines_of
+
+        loops = engines_of(self.engine)
+        for k, loop in enumerate(loops):
+            # one worker keeps the names it always had; workers are ngfw-fp0, ngfw-fp1, ... (and ngfw-tx0, ...)
+            suffix = str(k) if len(loops) > 1 else ""
+            if self.tx_thread:
+                loop.use_tx_thread()
+                thread = _named_thread(f"ngfw-tx{suffix}", loop.run_tx)
+                thread.start()
+                self._tx_threads.append(thread)
+            thread = _named_thread(f"ngfw-fp{suffix}" if suffix else "ngfw-fastpath", loop.run)
+            thread.start()
+            self._loop_threads.append(thread)
         self._drain_thread = _named_thread("ngfw-events", self._drain_forever)
         self._drain_thread.start()
         self.fail_modes.start(self.engine)  # after the loop's first turn: take the wires
-        log.info("forwarding on %s", ", ".join(self.port_index))
+        log.info(
+            "forwarding on %s%s",
+            ", ".join(self.port_index),
+            f" with {self.workers} workers" if self.workers > 1 else "",
+        )
 
     def start_watching(self) -> None:
         """After start_forwarding: follow the ports' links (netlink) and check the offloads of links an earlier
@@ -723,10 +759,8 @@ class Dataplane:
         self._stop_link_watch()
         self._stopping.set()
         self.engine.stop()
-        if self._loop_thread is not None:
-            self._loop_thread.join(timeout=5)
-        if self._tx_thread is not None:
-            self._tx_thread.join(timeout=5)
+        for thread in self._loop_threads + self._tx_threads:
+            thread.join(timeout=5)
         if self._drain_thread is not None:
             self._drain_thread.join(timeout=5)
         self.fail_modes.stop(self.engine)
