@@ -1,0 +1,231 @@
+"""`ngfw dataplane --workers 2` (root; see conftest): the kernel's fanout program and the extension agree on every
+frame's worker (BPF_PROG_TEST_RUN, nothing attached), and on the lab's wire two packet loops share the traffic --
+hundreds of connections (wrk against nginx) all answered, both workers carrying flows (ngfw_worker_* metrics), EVE
+records and `ngfw sessions` listing flows of both, and a deny pushed mid-run stopping the flows of every worker.
+
+Which worker a flow is on is known beforehand: curl picks its source port (--local-port), and the hash is ours
+(bpf/shard.h), so the tests choose connections for each worker instead of hoping the hash spreads a few.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from scapy.layers.inet import ICMP, IP, TCP, UDP, fragment
+from scapy.layers.inet6 import ICMPv6DestUnreach, IPv6, IPv6ExtHdrFragment, IPv6ExtHdrHopByHop
+from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
+
+from ngfw.dataplane.workers import FANOUT_OBJECT_PATH, flow_hash
+from ngfw.lab import dataplane_process
+from ngfw.lab.dataplane_process import DataplaneProcess
+from ngfw.lab.netns import call_in, run_in, stop_process
+from tests.support.netns import lab_policy_with, metric, wait_for
+
+wirebpf = pytest.importorskip("ngfw._fastpath.wirebpf", reason="the BPF loader is not built")
+
+SERVER, WEB1 = "10.77.0.100", "10.77.0.11"
+ALLOW = """
+- {name: web-http, from: [group:web], to: [cidr:10.77.0.100/32], services: [tcp/80], action: allow, log: true}
+- {name: default-deny, from: [any], to: [any], action: deny}
+"""
+DENY = """
+- {name: default-deny, from: [any], to: [any], action: deny}
+"""
+
+
+def frames() -> list[bytes]:
+    """Every kind of frame the hash treats apart: TCP and UDP both ways, IPv6 with extension headers, VLAN and
+    QinQ tags, fragments, ICMP errors quoting TCP and UDP, ICMP echo, ARP, truncated headers."""
+    mac = {"src": "02:00:00:00:01:01", "dst": "02:00:00:00:02:01"}
+    out: list[Ether] = []
+    for sport in (1024, 40000, 65535):
+        out += [
+            Ether(**mac) / IP(src=WEB1, dst=SERVER) / TCP(sport=sport, dport=80, flags="S"),
+            Ether(**mac) / IP(src=SERVER, dst=WEB1) / TCP(sport=80, dport=sport, flags="SA"),
+            Ether(**mac) / IP(src=WEB1, dst=SERVER) / UDP(sport=sport, dport=53),
+            Ether(**mac) / IPv6(src="fd77::11", dst="fd77::100") / TCP(sport=sport, dport=443),
+            Ether(**mac) / IPv6(src="fd77::11", dst="fd77::100") / IPv6ExtHdrHopByHop() / TCP(sport=sport, dport=22),
+            Ether(**mac) / Dot1Q(vlan=10) / IP(src=WEB1, dst=SERVER) / TCP(sport=sport, dport=8443),
+            Ether(**mac) / Dot1AD(vlan=20) / Dot1Q(vlan=10) / IP(src=WEB1, dst=SERVER) / TCP(sport=sport, dport=80),
+        ]
+    big = IP(src=WEB1, dst=SERVER) / UDP(sport=5353, dport=53) / (b"q" * 3000)
+    out += [Ether(**mac) / piece for piece in fragment(big, fragsize=1200)]
+    out.append(
+        Ether(**mac)
+        / IPv6(src="fd77::11", dst="fd77::100")
+        / IPv6ExtHdrFragment(id=7, m=1, offset=0, nh=17)
+        / UDP(sport=5353, dport=53)
+    )
+    quoted_tcp = bytes(IP(src=WEB1, dst=SERVER) / TCP(sport=40000, dport=80, flags="S"))[:28]
+    quoted_udp = bytes(IP(src=WEB1, dst=SERVER) / UDP(sport=5353, dport=53))[:28]
+    out += [
+        Ether(**mac) / IP(src="192.0.2.1", dst=WEB1) / ICMP(type=3, code=4) / quoted_tcp,
+        Ether(**mac) / IP(src=SERVER, dst=WEB1) / ICMP(type=3, code=3) / quoted_udp,
+        Ether(**mac) / IP(src=WEB1, dst=SERVER) / ICMP(type=8, id=1, seq=1),
+        Ether(**mac)
+        / IPv6(src="fd77::1", dst="fd77::11")
+        / ICMPv6DestUnreach()
+        / IPv6(src="fd77::11", dst="fd77::100")
+        / TCP(sport=40000, dport=443),
+        Ether(**mac) / ARP(psrc=WEB1, pdst=SERVER),
+    ]
+    raw = [bytes(f) for f in out]
+    # upper-layer headers cut short (the kernel's test run itself refuses a frame whose IP header is cut)
+    raw += [raw[0][: 14 + 20 + 2], raw[3][: 14 + 40 + 1], raw[5][: 14 + 4 + 20 + 3]]
+    return raw
+
+
+def test_the_kernel_and_the_extension_agree_on_every_frames_worker() -> None:
+    program = wirebpf.FanoutProgram.load(str(FANOUT_OBJECT_PATH))
+    try:
+        seen = set()
+        for frame in frames():
+            kernel, ours = program.run(frame), wirebpf.flow_hash_frame(frame)
+            assert kernel == ours, (Ether(frame).summary(), kernel, ours)
+            seen.add(ours)
+        assert len(seen) > 10  # a hash, not a constant
+    finally:
+        program.close()
+
+
+def ports_for_each_worker(count: int, workers: int = 2, start: int = 61000) -> dict[int, list[int]]:
+    """Source ports whose connection web-01 -> server:80 lands on each worker, `count` each: above the ephemeral
+    range (32768-60999), so no earlier connection holds them."""
+    out: dict[int, list[int]] = {k: [] for k in range(workers)}
+    port = start
+    while min(len(v) for v in out.values()) < count:
+        k = flow_hash(WEB1, SERVER, port, 80, 6) % workers
+        if len(out[k]) < count:
+            out[k].append(port)
+        port += 1
+    return out
+
+
+@pytest.fixture
+def workers_dataplane(tmp_path: Path, lab, lab_services, start_dataplane) -> Iterator[DataplaneProcess]:
+    policy = lab_policy_with(tmp_path, ALLOW)
+    dp = start_dataplane(
+        policy,
+        extra_args=["--workers", "2", "--state-dir", "none", "--timeout", "tcp_closing=1", "--timeout", "tcp_closed=1"],
+    )
+    dp.policy_path = policy
+    assert "with 2 workers" in dp.stderr_text(), dp.stderr_text()
+    yield dp
+
+
+def slow_download(lab, tmp_path: Path, port: int) -> tuple[subprocess.Popen, Path]:
+    out = tmp_path / f"slow-{port}.bin"
+    proc = run_in(
+        lab.web1.ns,
+        ["curl", "-sS", "-m", "60", "--local-port", str(port), "-o", str(out), f"http://{SERVER}/big.bin?rate=200k"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    return proc, out
+
+
+def sessions(dp: DataplaneProcess, lab) -> list[dict]:
+    listing = call_in(
+        lab.fw_ns,
+        [*dp.argv[: dp.argv.index("dataplane")], "sessions", "port=80", "--json"],
+        timeout=20,
+        env=dataplane_process.dataplane_env(),
+        cwd=str(dataplane_process.REPO_ROOT),
+    )
+    assert listing.returncode == 0, listing.stderr
+    return [json.loads(line) for line in listing.stdout.splitlines() if line.strip()]
+
+
+def worker_of(record: dict) -> int:
+    return flow_hash(record["src_ip"], record["dest_ip"], record["src_port"], record["dest_port"], 6) % 2
+
+
+def test_two_workers_share_hundreds_of_connections(lab, workers_dataplane, tmp_path) -> None:
+    dp = workers_dataplane
+    # a new connection for every request, for two seconds: hundreds of flows, both directions of each on its worker
+    wrk = call_in(
+        lab.web1.ns,
+        ["wrk", "-t1", "-c8", "-d2s", "-H", "Connection: close", f"http://{SERVER}/"],
+        timeout=30,
+    )
+    assert wrk.returncode == 0, wrk.stderr
+    done = int(re.search(r"(\d+) requests in", wrk.stdout).group(1))
+    assert done >= 200, wrk.stdout
+    assert "Socket errors" not in wrk.stdout and "Non-2xx" not in wrk.stdout, wrk.stdout
+    text = dp.metrics_text()
+    for k in ("0", "1"):
+        assert metric(text, "ngfw_worker_packets_total", worker=k) > done, text
+        assert metric(text, "ngfw_worker_flows_created_total", worker=k) > done / 4, text
+    assert metric(text, "ngfw_flows_created_total") >= done
+    # EVE: flow records of both workers' flows
+    assert wait_for(lambda: len([r for r in dp.eve_records() if r.get("event_type") == "flow"]) >= done / 2, 15)
+    flows = [r for r in dp.eve_records() if r.get("event_type") == "flow" and r.get("dest_port") == 80]
+    assert {worker_of(r) for r in flows} == {0, 1}
+    assert metric(dp.metrics_text(), "ngfw_rule_hits_total", rule="web-http") >= done
+
+
+def test_a_deny_pushed_mid_run_stops_the_flows_of_every_worker(lab, workers_dataplane, tmp_path) -> None:
+    dp = workers_dataplane
+    chosen = ports_for_each_worker(2)
+    downloads = [slow_download(lab, tmp_path, port) for ports in chosen.values() for port in ports]
+    try:
+        started = wait_for(lambda: all(out.exists() and out.stat().st_size > 0 for _, out in downloads), 10)
+        assert started, [proc.stderr.read() if proc.poll() is not None else "running" for proc, _ in downloads]
+        # `ngfw sessions` lists the flows of both workers
+        listed = {r["src_port"]: r for r in sessions(dp, lab)}
+        for k, ports in chosen.items():
+            assert set(ports) <= set(listed), (k, ports, sorted(listed))
+        loaded = metric(dp.metrics_text(), "ngfw_policy_reloads_total", result="success")
+        dp.policy_path.write_text(lab_policy_with(tmp_path, DENY, "deny.yaml").read_text())
+        dp.reload()
+        assert wait_for(
+            lambda: metric(dp.metrics_text(), "ngfw_policy_reloads_total", result="success") > loaded,
+            timeout=10,
+            interval=0.02,
+        ), dp.stderr_text()
+        time.sleep(0.3)  # what was on the wire at that moment arrives
+        sizes = [out.stat().st_size for _, out in downloads]
+        time.sleep(2.0)
+        for (port, (_, out)), size in zip(
+            [(p, d) for p, d in zip([p for ps in chosen.values() for p in ps], downloads, strict=True)],
+            sizes,
+            strict=True,
+        ):
+            worker = flow_hash(WEB1, SERVER, port, 80, 6) % 2
+            assert out.stat().st_size == size, f"the download from port {port} (worker {worker}) went on after the deny"
+        # and a new connection, whichever worker it lands on, gets nowhere
+        for ports in ports_for_each_worker(1, start=63000).values():
+            new = call_in(
+                lab.web1.ns,
+                ["curl", "-sS", "-m", "2", "--local-port", str(ports[0]), "-o", "/dev/null", f"http://{SERVER}/"],
+                timeout=10,
+            )
+            assert new.returncode != 0, new.stdout
+        assert metric(dp.metrics_text(), "ngfw_drops_total", reason="cut_by_policy") >= 1
+    finally:
+        for proc, _ in downloads:
+            stop_process(proc)
+
+
+def test_what_two_workers_do_not_support_is_refused_at_start(lab, tmp_path) -> None:
+    argv = [
+        *dataplane_process.default_dataplane_argv(
+            str(lab_policy_with(tmp_path, ALLOW)), "127.0.0.1:19999", str(tmp_path / "eve.json")
+        ),
+        "--workers",
+        "2",
+        "--state-dir",
+        str(tmp_path / "state"),
+    ]
+    done = call_in(
+        lab.fw_ns, argv, timeout=30, env=dataplane_process.dataplane_env(), cwd=str(dataplane_process.REPO_ROOT)
+    )
+    assert done.returncode != 0
+    assert "--workers 2 does not support --state-dir" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
