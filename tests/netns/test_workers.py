@@ -24,7 +24,9 @@ from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 from ngfw.dataplane.workers import FANOUT_OBJECT_PATH, flow_hash
 from ngfw.lab import dataplane_process
 from ngfw.lab.dataplane_process import DataplaneProcess
+from ngfw.lab.legs import remove_bridge_leg, remove_leg, restore_leg
 from ngfw.lab.netns import call_in, run_in, stop_process
+from ngfw.lab.topology import interface_stats
 from tests.support.netns import lab_policy_with, metric, wait_for
 
 wirebpf = pytest.importorskip("ngfw._fastpath.wirebpf", reason="the BPF loader is not built")
@@ -146,9 +148,9 @@ def worker_of(record: dict) -> int:
     return flow_hash(record["src_ip"], record["dest_ip"], record["src_port"], record["dest_port"], 6) % 2
 
 
-def test_two_workers_share_hundreds_of_connections(lab, workers_dataplane, tmp_path) -> None:
-    dp = workers_dataplane
-    # a new connection for every request, for two seconds: hundreds of flows, both directions of each on its worker
+def many_connections(lab) -> int:
+    """A new connection for every request, for two seconds: hundreds of flows, every one answered (a connection
+    whose two directions reached different workers would not be). Returns how many."""
     wrk = call_in(
         lab.web1.ns,
         ["wrk", "-t1", "-c8", "-d2s", "-H", "Connection: close", f"http://{SERVER}/"],
@@ -158,6 +160,12 @@ def test_two_workers_share_hundreds_of_connections(lab, workers_dataplane, tmp_p
     done = int(re.search(r"(\d+) requests in", wrk.stdout).group(1))
     assert done >= 200, wrk.stdout
     assert "Socket errors" not in wrk.stdout and "Non-2xx" not in wrk.stdout, wrk.stdout
+    return done
+
+
+def test_two_workers_share_hundreds_of_connections(lab, workers_dataplane, tmp_path) -> None:
+    dp = workers_dataplane
+    done = many_connections(lab)
     text = dp.metrics_text()
     for k in ("0", "1"):
         assert metric(text, "ngfw_worker_packets_total", worker=k) > done, text
@@ -229,3 +237,45 @@ def test_what_two_workers_do_not_support_is_refused_at_start(lab, tmp_path) -> N
     assert done.returncode != 0
     assert "--workers 2 does not support --state-dir" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.fixture
+def uplink(lab) -> Iterator[None]:
+    """The lab's uplink leg as every other test expects it afterwards: a veth pair, MTU 1500, up."""
+    yield
+    remove_bridge_leg(lab, "up")
+    restore_leg(lab, "up")
+
+
+def test_a_recreated_uplink_is_shared_as_before(lab, workers_dataplane, uplink) -> None:
+    """The uplink's interface deleted and created again: both workers' new sockets form a new group in the same
+    order, so a flow's frames from the workloads (the old group of fw-vm) and from the server (the new group of
+    fw-up) still meet on one worker, and no frame reaches both."""
+    dp = workers_dataplane
+    remove_leg(lab, "up")
+    assert wait_for(lambda: metric(dp.metrics_text(), "ngfw_port_up", port=lab.fw_up) == 0)
+    restore_leg(lab, "up")
+    assert wait_for(
+        lambda: metric(dp.metrics_text(), "ngfw_port_events_total", port=lab.fw_up, event="reattached") == 1,
+        6,
+    )
+    assert wait_for(
+        lambda: (
+            call_in(
+                lab.web1.ns, ["curl", "-sS", "-m", "2", "-o", "/dev/null", f"http://{SERVER}/"], timeout=10
+            ).returncode
+            == 0
+        ),
+        timeout=6,
+    )
+    text = dp.metrics_text()
+    workers_before = [metric(text, "ngfw_worker_packets_total", worker=k) for k in ("0", "1")]
+    ring_before = metric(text, "ngfw_port_rx_packets_total", port=lab.fw_up)
+    kernel_before = interface_stats(lab.fw_ns, lab.fw_up)["rx_packets"]
+    many_connections(lab)
+    text = dp.metrics_text()
+    moved = [metric(text, "ngfw_worker_packets_total", worker=k) - b for k, b in zip(("0", "1"), workers_before)]
+    assert all(m > 100 for m in moved), moved
+    ring = metric(text, "ngfw_port_rx_packets_total", port=lab.fw_up) - ring_before
+    kernel = interface_stats(lab.fw_ns, lab.fw_up)["rx_packets"] - kernel_before
+    assert ring <= kernel * 1.02 + 10, (ring, kernel)  # each frame to one worker, not to each
