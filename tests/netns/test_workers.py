@@ -1,7 +1,8 @@
 """`ngfw dataplane --workers 2` (root; see conftest): the kernel's fanout program and the extension agree on every
 frame's worker (BPF_PROG_TEST_RUN, nothing attached), and on the lab's wire two packet loops share the traffic --
 hundreds of connections (wrk against nginx) all answered, both workers carrying flows (ngfw_worker_* metrics), EVE
-records and `ngfw sessions` listing flows of both, and a deny pushed mid-run stopping the flows of every worker.
+records and `ngfw sessions` listing flows of both, downloads of both workers bypassed through one map and a deny
+pushed mid-run stopping them all, and a re-created interface shared as before.
 
 Which worker a flow is on is known beforehand: curl picks its source port (--local-port), and the hash is ours
 (bpf/shard.h), so the tests choose connections for each worker instead of hoping the hash spreads a few.
@@ -32,13 +33,28 @@ from tests.support.netns import lab_policy_with, metric, wait_for
 wirebpf = pytest.importorskip("ngfw._fastpath.wirebpf", reason="the BPF loader is not built")
 
 SERVER, WEB1 = "10.77.0.100", "10.77.0.11"
+# inspected by a shallow profile (64 KiB): a download is past it, and bypassed, within a second (flow bypass)
 ALLOW = """
-- {name: web-http, from: [group:web], to: [cidr:10.77.0.100/32], services: [tcp/80], action: allow, log: true}
+- {name: web-http, from: [group:web], to: [cidr:10.77.0.100/32], services: [tcp/80], action: allow, log: true,
+   inspect: shallow}
 - {name: default-deny, from: [any], to: [any], action: deny}
 """
 DENY = """
 - {name: default-deny, from: [any], to: [any], action: deny}
 """
+PROFILE = """---
+apiVersion: ngfw/v1
+kind: ThreatProfile
+metadata: {name: shallow, vsys: tenant-a}
+spec: {depth: 65536}
+"""
+SIGNATURES = 'alert http any any -> any any (msg:"LAB admin page"; http.uri; content:"/admin"; sid:9100001; rev:1;)\n'
+
+
+def write_policy(tmp_path: Path, rules: str, name: str = "policy.yaml") -> Path:
+    path = lab_policy_with(tmp_path, rules, name)
+    path.write_text(path.read_text() + PROFILE)
+    return path
 
 
 def frames() -> list[bytes]:
@@ -111,10 +127,22 @@ def ports_for_each_worker(count: int, workers: int = 2, start: int = 61000) -> d
 
 @pytest.fixture
 def workers_dataplane(tmp_path: Path, lab, lab_services, start_dataplane) -> Iterator[DataplaneProcess]:
-    policy = lab_policy_with(tmp_path, ALLOW)
+    policy = write_policy(tmp_path, ALLOW)
+    (tmp_path / "lab.rules").write_text(SIGNATURES)
     dp = start_dataplane(
         policy,
-        extra_args=["--workers", "2", "--state-dir", "none", "--timeout", "tcp_closing=1", "--timeout", "tcp_closed=1"],
+        extra_args=[
+            "--workers",
+            "2",
+            "--state-dir",
+            "none",
+            "--rules",
+            f"lab={tmp_path / 'lab.rules'}",
+            "--timeout",
+            "tcp_closing=1",
+            "--timeout",
+            "tcp_closed=1",
+        ],
     )
     dp.policy_path = policy
     assert "with 2 workers" in dp.stderr_text(), dp.stderr_text()
@@ -178,7 +206,7 @@ def test_two_workers_share_hundreds_of_connections(lab, workers_dataplane, tmp_p
     assert metric(dp.metrics_text(), "ngfw_rule_hits_total", rule="web-http") >= done
 
 
-def test_a_deny_pushed_mid_run_stops_the_flows_of_every_worker(lab, workers_dataplane, tmp_path) -> None:
+def test_a_deny_pushed_mid_run_stops_the_bypassed_flows_of_every_worker(lab, workers_dataplane, tmp_path) -> None:
     dp = workers_dataplane
     chosen = ports_for_each_worker(2)
     downloads = [slow_download(lab, tmp_path, port) for ports in chosen.values() for port in ports]
@@ -189,8 +217,10 @@ def test_a_deny_pushed_mid_run_stops_the_flows_of_every_worker(lab, workers_data
         listed = {r["src_port"]: r for r in sessions(dp, lab)}
         for k, ports in chosen.items():
             assert set(ports) <= set(listed), (k, ports, sorted(listed))
+        # past the profile's depth, every worker's downloads are forwarded by the kernel (one shared bypass map)
+        assert wait_for(lambda: metric(dp.metrics_text(), "ngfw_bypass_flows_active") == 4, 10), dp.metrics_text()
         loaded = metric(dp.metrics_text(), "ngfw_policy_reloads_total", result="success")
-        dp.policy_path.write_text(lab_policy_with(tmp_path, DENY, "deny.yaml").read_text())
+        dp.policy_path.write_text(write_policy(tmp_path, DENY, "deny.yaml").read_text())
         dp.reload()
         assert wait_for(
             lambda: metric(dp.metrics_text(), "ngfw_policy_reloads_total", result="success") > loaded,
@@ -215,7 +245,9 @@ def test_a_deny_pushed_mid_run_stops_the_flows_of_every_worker(lab, workers_data
                 timeout=10,
             )
             assert new.returncode != 0, new.stdout
-        assert metric(dp.metrics_text(), "ngfw_drops_total", reason="cut_by_policy") >= 1
+        text = dp.metrics_text()
+        assert metric(text, "ngfw_drops_total", reason="cut_by_policy") >= 1, text
+        assert metric(text, "ngfw_bypass_flows_active") == 0, text
     finally:
         for proc, _ in downloads:
             stop_process(proc)
