@@ -204,6 +204,20 @@ def test_two_workers_share_hundreds_of_connections(lab, workers_dataplane, tmp_p
     flows = [r for r in dp.eve_records() if r.get("event_type") == "flow" and r.get("dest_port") == 80]
     assert {worker_of(r) for r in flows} == {0, 1}
     assert metric(dp.metrics_text(), "ngfw_rule_hits_total", rule="web-http") >= done
+    # threat inspection on each worker (its own twin of the rule tables): a request for /admin alerts on both
+    chosen = ports_for_each_worker(1, start=64000)
+    for [port] in chosen.values():
+        asked = call_in(
+            lab.web1.ns,
+            ["curl", "-sS", "-m", "5", "--local-port", str(port), "-o", "/dev/null", f"http://{SERVER}/admin"],
+            timeout=10,
+        )
+        assert asked.returncode == 0, asked.stderr
+
+    def alerted() -> set[int]:
+        return {r["src_port"] for r in dp.eve_records() if r.get("event_type") == "alert"}
+
+    assert wait_for(lambda: {p for [p] in chosen.values()} <= alerted(), 10), alerted()
 
 
 def test_a_deny_pushed_mid_run_stops_the_bypassed_flows_of_every_worker(lab, workers_dataplane, tmp_path) -> None:
