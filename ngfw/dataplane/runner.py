@@ -103,6 +103,8 @@ class Dataplane:
         from ngfw.dataplane.workers import check_workers
 
         check_workers(workers, plan.taps, plan.segments, state_dir)  # one sentence before anything is opened
+        if workers > (os.cpu_count() or 1):
+            log.warning("--workers %d on %d CPUs: packet loops will share cores", workers, os.cpu_count() or 1)
         self.workers = workers
         fp = engine_module()
         self.fp = fp

@@ -121,15 +121,37 @@ def merge_stats(per_worker: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def worker_share(policy: Any, workers: int) -> Any:
+    """`policy` as one of `workers` enforces it: each vsys's quotas (maxSessions, newSessionsPerSecond) divided
+    among the workers, rounded up, so the vsys holds at most its limit (plus the rounding) however its flows
+    spread; a worker whose share is used up refuses new flows of the vsys while another may still have room."""
+    limits = getattr(policy, "vsys_limits", ())
+    if not limits:
+        return policy
+    from ngfw.values import replace
+
+    def share(n: int | None) -> int | None:
+        return -(-n // workers) if n else n
+
+    return replace(
+        policy,
+        vsys_limits=tuple(
+            replace(q, max_sessions=share(q.max_sessions), new_sessions_per_second=share(q.new_sessions_per_second))
+            for q in limits
+        ),
+    )
+
+
 class TablesGroup:
     """One policy generation's Tables, one per worker, read as one: names from the first, counters summed."""
 
-    def __init__(self, members: list[Any]) -> None:
+    def __init__(self, members: list[Any], policy: Any = None) -> None:
         self.members = members
+        self._policy = policy  # the policy as compiled (the members' may carry their share of vsys quotas)
 
     @property
     def policy(self) -> Any:
-        return self.members[0].policy
+        return self._policy if self._policy is not None else self.members[0].policy
 
     @property
     def app_names(self) -> list[str]:
@@ -269,19 +291,22 @@ class EngineGroup:
     def build_tables(
         self, policy: Any, port_index: dict[str, int], inspect: Any, generation: int, running: TablesGroup | None
     ) -> TablesGroup:
-        """One Tables per worker: each its own counters and App-ID scratch, its own InspectTables twin."""
+        """One Tables per worker: each its own counters and App-ID scratch, its own InspectTables twin, its share
+        of the vsys quotas."""
         inspects = [inspect] + self._inspect_twins(inspect)
+        share = worker_share(policy, len(self.workers))
         return TablesGroup(
             [
                 self.fp.Tables(
-                    policy,
+                    share,
                     port_index,
                     inspects[k],
                     generation=generation,
                     apps_from=running.members[k] if running is not None else None,
                 )
                 for k in range(len(self.workers))
-            ]
+            ],
+            policy,
         )
 
     def _inspect_twins(self, inspect: Any) -> list[Any]:

@@ -199,3 +199,30 @@ def test_ipv6_flows_hash_symmetrically() -> None:
     assert wirebpf.flow_hash_frame(bytes(there)) == wirebpf.flow_hash_frame(bytes(back))
     assert wirebpf.flow_hash_frame(bytes(there)) == flow_hash(a, b, 40000, 443, 6)
     assert ipaddress.ip_address(a).version == 6
+
+
+def test_a_vsys_session_limit_holds_across_workers(tmp_path: Path) -> None:
+    """maxSessions 4 with two workers: each enforces half, so the vsys never holds more than 4 flows however its
+    connections hash (a worker may refuse while the other has room: the limit is a ceiling, never exceeded)."""
+    from tests.unit.fastpath.test_fastpath_tenancy import DB, WEB1, tenants
+
+    policy = tenants(tmp_path, a="{maxSessions: 4}")
+    group = EngineGroup(fp, 2, 4096, None)
+    vm, up = group.add_memory_port("vm", 0), group.add_memory_port("up", 0)
+    group.set_tables(group.build_tables(policy, {"vm": vm, "up": up}, None, 1, None))
+    assert group.tables.policy is policy  # names and quotas as compiled, for the dataplane and `ngfw sessions`
+    opened = 0
+    for sport in range(40000, 40040):
+        group.inject(vm, bytes(syn_to(WEB1, DB, sport)), 10 * S)
+        opened += len(group.take_tx(up))
+    assert opened == 4
+    tenant = group.stats()["vsys"]["tenant-a"]
+    assert (tenant["sessions"], tenant["max_sessions"]) == (4, 4)
+    assert tenant["drops"]["vsys_session_limit"] == 36
+
+
+def syn_to(src: tuple[str, str], dst: tuple[str, str], sport: int) -> bytes:
+    from scapy.layers.inet import IP
+    from scapy.layers.l2 import Ether
+
+    return bytes(Ether(src=src[0], dst=dst[0]) / IP(src=src[1], dst=dst[1]) / tcp(sport, 5432, "S"))
