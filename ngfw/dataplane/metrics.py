@@ -45,7 +45,7 @@ class DataplaneCollector(Collector):
             yield family
 
         yield from self._port_links(dp)
-        yield from self._workers(dp)
+        yield from self._workers(dp, stats)
 
         drops = CounterMetricFamily("ngfw_drops_total", "Frames dropped by the dataplane, by reason", labels=["reason"])
         for reason, value in stats["drops"].items():
@@ -300,11 +300,10 @@ class DataplaneCollector(Collector):
         )
 
     @staticmethod
-    def _workers(dp: Dataplane) -> Iterator:
+    def _workers(dp: Dataplane, stats: dict) -> Iterator:
         """Per packet loop (`--workers N`; one series, worker 0, with one loop): how the fanout spreads."""
         per_worker = dp.engine.worker_stats() if hasattr(dp.engine, "worker_stats") else None
         if per_worker is None:
-            stats = dp.engine.stats()
             per_worker = [
                 {
                     "packets": sum(p["rx_packets"] for p in stats["ports"]),
