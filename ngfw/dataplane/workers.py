@@ -19,6 +19,7 @@ With one worker (the default) the dataplane keeps its single Engine: none of thi
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import struct
 from pathlib import Path
@@ -227,11 +228,20 @@ class EngineGroup:
     # ---- ports
     def add_ring_port(self, name: str, ifindex: int, mtu: int, segment: int) -> int:
         first = self.workers[0]
-        index = first.add_ring_port(name, ifindex, mtu, segment, fanout_prog_fd=self.fanout.fd)
-        group = first.fanout_group(index)
-        for worker in self.workers[1:]:
-            if worker.add_ring_port(name, ifindex, mtu, segment, fanout_group=group) != index:
-                raise RuntimeError(f"port {name}: the workers disagree on its index")
+        try:
+            index = first.add_ring_port(name, ifindex, mtu, segment, fanout_prog_fd=self.fanout.fd)
+            group = first.fanout_group(index)
+            for worker in self.workers[1:]:
+                if worker.add_ring_port(name, ifindex, mtu, segment, fanout_group=group) != index:
+                    raise RuntimeError(f"port {name}: the workers disagree on its index")
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            raise WorkersError(
+                f"--workers {len(self.workers)}: this kernel refuses to join the ring sockets of {name} in an eBPF "
+                "fanout group that ignores outgoing frames (PACKET_FANOUT_EBPF with "
+                "PACKET_FANOUT_FLAG_IGNORE_OUTGOING); run with --workers 1"
+            ) from None
         self.fanout_groups[index] = group
         return index
 
