@@ -226,3 +226,15 @@ def syn_to(src: tuple[str, str], dst: tuple[str, str], sport: int) -> bytes:
     from scapy.layers.l2 import Ether
 
     return bytes(Ether(src=src[0], dst=dst[0]) / IP(src=src[1], dst=dst[1]) / tcp(sport, 5432, "S"))
+
+
+def test_clearing_sessions_ends_them_on_every_worker(tmp_path: Path) -> None:
+    g = Group(tmp_path)
+    g.load(ALLOW)
+    for sport in range(44000, 44000 + 24):
+        g.handshake(sport)
+    table = SessionTable(g.engine, lambda: g.generations, "host-a", scan=64)  # several requests per worker
+    done = table.clear(SessionFilter(), silent=True)
+    assert done.cleared == 24
+    assert [w["flows_active"] for w in g.engine.worker_stats()] == [0, 0]
+    assert list(table.iterate(SessionFilter())) == []
