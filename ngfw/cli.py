@@ -474,6 +474,11 @@ def cmd_dataplane(args: argparse.Namespace) -> int:
     if args.workers > 1:
         # N flow tables do not live in one state file (yet): an explicit --state-dir is refused (workers.py)
         state_dir = None if args.state_dir in (None, "none") else args.state_dir
+        if args.state_dir is None:
+            print(
+                f"ngfw dataplane: {where}--workers {args.workers}: no state directory, sessions end with the process",
+                file=sys.stderr,
+            )
     else:
         state_dir = None if args.state_dir == "none" else (args.state_dir or auto_state_dir(plan))
     from ngfw.dataplane.runner import EveOptions
