@@ -308,8 +308,8 @@ def build_parser(with_control: bool = True) -> argparse.ArgumentParser:
         metavar="N",
         help="packet loops, one core each: every interface's frames are spread over N workers by a "
         "symmetric flow hash in the kernel (PACKET_FANOUT with an eBPF program), each worker with its "
-        "own flow table share (1, the default: one loop, no fanout; wires only; sessions end with "
-        "the process unless --workers 1)",
+        "own flow table share, in the state directory's worker-K/ (1, the default: one loop, no fanout; "
+        "wires only)",
     )
     dp.add_argument(
         "--tx-thread",
@@ -471,16 +471,7 @@ def cmd_dataplane(args: argparse.Namespace) -> int:
     )
     from ngfw.dataplane.state import StateError, auto_state_dir
 
-    if args.workers > 1:
-        # N flow tables do not live in one state file (yet): an explicit --state-dir is refused (workers.py)
-        state_dir = None if args.state_dir in (None, "none") else args.state_dir
-        if args.state_dir is None:
-            print(
-                f"ngfw dataplane: {where}--workers {args.workers}: no state directory, sessions end with the process",
-                file=sys.stderr,
-            )
-    else:
-        state_dir = None if args.state_dir == "none" else (args.state_dir or auto_state_dir(plan))
+    state_dir = None if args.state_dir == "none" else (args.state_dir or auto_state_dir(plan))
     from ngfw.dataplane.runner import EveOptions
 
     for name in ("capture_file_size", "capture_max_size", "capture_ring"):

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import logging
+import os
 import struct
 from pathlib import Path
 from typing import Any
@@ -29,13 +31,14 @@ FANOUT_OBJECT_PATH = Path(__file__).resolve().parent.parent / "_fastpath" / "bpf
 MAX_WORKERS = 64
 _REC_LEN = struct.Struct("<I")
 _V4_MAPPED = b"\0" * 10 + b"\xff\xff"
+log = logging.getLogger("ngfw.dataplane")
 
 
 class WorkersError(ValueError):
     """`--workers` cannot be used as asked; the message is one sentence naming the option."""
 
 
-def check_workers(workers: int, taps: list[str], segments: dict[str, list[str]], state_dir: str | None) -> None:
+def check_workers(workers: int, taps: list[str], segments: dict[str, list[str]]) -> None:
     """Refuse, before anything is opened, what N workers do not support (yet), naming the option."""
     if not 1 <= workers <= MAX_WORKERS:
         raise WorkersError(f"--workers {workers}: give 1 to {MAX_WORKERS} packet loops")
@@ -52,11 +55,41 @@ def check_workers(workers: int, taps: list[str], segments: dict[str, list[str]],
             f"--workers {workers} does not support switched segments (--segment {name}) yet: MAC learning would be "
             "split between the workers; run segments with --workers 1"
         )
-    if state_dir:
-        raise WorkersError(
-            f"--workers {workers} does not support --state-dir {state_dir} yet (one flow table per worker); "
-            "give --state-dir none, or run with --workers 1 to keep sessions across restarts"
-        )
+
+
+WORKERS_FILE = "workers"  # in a state directory: how many workers wrote its tables
+
+
+def worker_state_stores(top: Any, workers: int, host: str | None) -> list[Any]:
+    """The state stores of `workers` packet loops in state directory `top` (ngfw.dataplane.state.StateStore): the
+    directory itself for one loop, worker-0/ ... worker-(N-1)/ for N. Tables and snapshots another worker count
+    left are set aside (`.refused`, a warning): their flows hash to other workers."""
+    from ngfw.dataplane.state import StateStore
+
+    marker = top.dir / WORKERS_FILE
+    try:
+        previous = int(marker.read_text())
+    except (OSError, ValueError):
+        previous = 1
+    if previous != workers:
+        old = [top.table_path, top.snapshot_path] + [
+            p for d in sorted(top.dir.glob("worker-*")) for p in (d / top.table_path.name, d / top.snapshot_path.name)
+        ]
+        found = [p for p in old if p.exists()]
+        for path in found:
+            os.replace(path, path.with_name(path.name + ".refused"))
+        if found:
+            log.warning(
+                "session state of a dataplane with %d worker(s) set aside, starting without it: this one runs %d, "
+                "and flows hash to other workers",
+                previous,
+                workers,
+            )
+    if workers == 1:
+        marker.unlink(missing_ok=True)
+        return [top]
+    marker.write_text(f"{workers}\n")
+    return [StateStore(top.dir / f"worker-{k}", host) for k in range(workers)]
 
 
 def flow_hash(src: str, dst: str, sport: int, dport: int, proto: int) -> int:
@@ -190,7 +223,16 @@ class TablesGroup:
 class EngineGroup:
     """N Engines, one packet loop each, behind the Engine API the dataplane uses."""
 
-    def __init__(self, fp: Any, workers: int, flow_capacity: int, inspect_slots: int | None, **engine_kwargs: Any):
+    def __init__(
+        self,
+        fp: Any,
+        workers: int,
+        flow_capacity: int,
+        inspect_slots: int | None,
+        states: list[Any] | None = None,
+        **engine_kwargs: Any,
+    ):
+        """`states`: each worker's state memory (its table file, ngfw.dataplane.state), or None: the heap."""
         if workers < 2:
             raise WorkersError(f"--workers {workers}: a group needs at least two workers")
         self._fanout: Any = None  # loaded with the first ring port (memory ports need none)
@@ -198,8 +240,10 @@ class EngineGroup:
         # the capacities are the dataplane's: each worker holds its share (flows are spread by the hash)
         per_worker = -(-flow_capacity // workers)
         per_inspect = None if inspect_slots is None else max(1, -(-inspect_slots // workers))
+        states = states or [None] * workers
         self.workers = [
-            fp.Engine(flow_capacity=per_worker, inspect_slots=per_inspect, **engine_kwargs) for _ in range(workers)
+            fp.Engine(flow_capacity=per_worker, inspect_slots=per_inspect, state=states[k], **engine_kwargs)
+            for k in range(workers)
         ]
         self.flow_capacity = per_worker * workers
         self._tables: TablesGroup | None = None
@@ -493,9 +537,6 @@ class EngineGroup:
     def forget_presence(self, workload: int, timeout: float = 10.0) -> None:
         for w in self.workers:
             w.forget_presence(workload, timeout)
-
-    def adopt_sessions(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        raise WorkersError("--state-dir is not supported with --workers above 1")
 
 
 def engines_of(engine: Any) -> list[Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -272,17 +273,15 @@ def test_what_two_workers_do_not_support_is_refused_at_start(lab, tmp_path) -> N
         *dataplane_process.default_dataplane_argv(
             str(lab_policy_with(tmp_path, ALLOW)), "127.0.0.1:19999", str(tmp_path / "eve.json")
         ),
-        "--workers",
-        "2",
-        "--state-dir",
-        str(tmp_path / "state"),
+        *("--workers", "2", "--tap", "wtap0", "--state-dir", "none"),
     ]
     done = call_in(
         lab.fw_ns, argv, timeout=30, env=dataplane_process.dataplane_env(), cwd=str(dataplane_process.REPO_ROOT)
     )
     assert done.returncode != 0
-    assert "--workers 2 does not support --state-dir" in done.stderr, done.stderr
+    assert "--workers 2 does not support TAP ports (--tap wtap0)" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+    assert call_in(lab.fw_ns, ["ip", "link", "show", "wtap0"], timeout=10).returncode != 0  # nothing was created
 
 
 @pytest.fixture
@@ -325,3 +324,62 @@ def test_a_recreated_uplink_is_shared_as_before(lab, workers_dataplane, uplink) 
     ring = metric(text, "ngfw_port_rx_packets_total", port=lab.fw_up) - ring_before
     kernel = interface_stats(lab.fw_ns, lab.fw_up)["rx_packets"] - kernel_before
     assert ring <= kernel * 1.02 + 10, (ring, kernel)  # each frame to one worker, not to each
+
+
+def sha256_download(lab, lab_services, tmp_path: Path, port: int) -> tuple[subprocess.Popen, Path]:
+    """The lab's 10 MiB file at 2 MB/s from source port `port` (~5 s: a restart happens inside it)."""
+    out = tmp_path / f"download-{port}.sha256"
+    proc = run_in(
+        lab.web1.ns,
+        [
+            "sh",
+            "-c",
+            f"curl -sS -m 40 --local-port {port} --limit-rate 2M {lab_services.big_file_url} | sha256sum > {out}",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    return proc, out
+
+
+@pytest.mark.parametrize("stop", ["kill -9", "SIGTERM"])
+def test_a_restart_continues_the_downloads_of_both_workers(
+    lab, lab_services, start_dataplane, state_dir, tmp_path, stop
+) -> None:
+    """Each worker's flow table lives in the state directory's worker-K/ (a graceful stop adds a snapshot there):
+    the next dataplane's worker K continues them, the same flows hashing to it. Strict TCP state: a download the
+    new process did not continue would stall (tests/netns/test_restart.py shows the control case)."""
+    from tests.netns.test_restart import EXPECTED_SHA256
+    from tests.support.netns import LAB_POLICY
+
+    args = ["--workers", "2", "--state-dir", str(state_dir)]
+    first = start_dataplane(LAB_POLICY, extra_args=args)
+    downloads = [
+        sha256_download(lab, lab_services, tmp_path, port)
+        for [port] in ports_for_each_worker(1, start=62000 if stop == "kill -9" else 62500).values()
+    ]
+    try:
+        started = wait_for(lambda: metric(first.metrics_text(), "ngfw_flows_active") >= 2, timeout=5)
+        assert started, [proc.stderr.read() if proc.poll() is not None else "running" for proc, _ in downloads]
+        text = first.metrics_text()
+        assert [metric(text, "ngfw_worker_flows_active", worker=k) >= 1 for k in ("0", "1")] == [True, True], text
+        time.sleep(1.0)
+        if stop == "kill -9":
+            first.proc.send_signal(signal.SIGKILL)
+            first.proc.wait(timeout=5)
+        else:
+            assert first.stop() == 0
+            assert first.stderr_text().count("sessions saved for the next dataplane") == 2, first.stderr_text()
+        second = start_dataplane(LAB_POLICY, extra_args=args)
+        for proc, out in downloads:
+            proc.wait(timeout=45)
+            assert out.read_text().split()[0] == EXPECTED_SHA256, proc.stderr.read()
+        source, name = ("table", "flows.state") if stop == "kill -9" else ("snapshot", "sessions.snapshot")
+        continued = f"continued from its {source} {state_dir}/worker-0/{name}, {source} {state_dir}/worker-1/{name}"
+        assert continued in second.stderr_text(), second.stderr_text()
+        assert metric(second.metrics_text(), "ngfw_sessions_continued_total", result="imported") >= 2
+    finally:
+        for proc, _ in downloads:
+            stop_process(proc)

@@ -173,20 +173,20 @@ def test_counters_of_workers_add_up() -> None:
 
 
 @pytest.mark.parametrize(
-    ("workers", "taps", "segments", "state_dir", "named"),
+    ("workers", "taps", "segments", "named"),
     [
-        (2, ["tap0"], {}, None, "--tap tap0"),
-        (2, [], {"lan": ["a", "b"]}, None, "--segment lan"),
-        (2, [], {}, "/run/ngfw/x", "--state-dir /run/ngfw/x"),
-        (0, [], {}, None, "--workers 0"),
+        (2, ["tap0"], {}, "--tap tap0"),
+        (2, [], {"lan": ["a", "b"]}, "--segment lan"),
+        (0, [], {}, "--workers 0"),
     ],
 )
 def test_what_workers_do_not_support_is_refused_by_name(
-    workers: int, taps: list[str], segments: dict[str, list[str]], state_dir: str | None, named: str
+    workers: int, taps: list[str], segments: dict[str, list[str]], named: str
 ) -> None:
-    with pytest.raises(WorkersError, match=named.replace("/", ".")):
-        check_workers(workers, taps, segments, state_dir)
-    check_workers(1, taps, segments, state_dir)  # one worker: everything as before
+    with pytest.raises(WorkersError, match=named):
+        check_workers(workers, taps, segments)
+    if workers:
+        check_workers(1, taps, segments)  # one worker: everything as before
 
 
 def test_ipv6_flows_hash_symmetrically() -> None:
@@ -238,3 +238,45 @@ def test_clearing_sessions_ends_them_on_every_worker(tmp_path: Path) -> None:
     assert done.cleared == 24
     assert [w["flows_active"] for w in g.engine.worker_stats()] == [0, 0]
     assert list(table.iterate(SessionFilter())) == []
+
+
+def test_state_of_another_worker_count_is_set_aside(caplog: pytest.LogCaptureFixture) -> None:
+    """Each worker's table lives in worker-K/ of the state directory; a dataplane with another worker count than
+    the one that wrote them does not continue them (their flows hash to other workers): set aside, said once."""
+    import shutil
+    import tempfile
+
+    from ngfw.dataplane.state import StateStore
+    from ngfw.dataplane.workers import worker_state_stores
+
+    top_dir = Path(tempfile.mkdtemp(prefix="ngfw-state-test-", dir="/dev/shm"))
+    try:
+        layout = fp.state_layout(256, 256)
+
+        def run(workers: int) -> list[bool]:
+            """Start with `workers` loops: which found a table to continue; then leave tables as a crash would."""
+            top = StateStore(top_dir, "host-a")
+            stores = worker_state_stores(top, workers, "host-a")
+            found = [s.find_previous(layout["fingerprint"], fp.record_format()).table is not None for s in stores]
+            for s in stores:
+                s.create_table(layout, ["fw-vm", "fw-up"])
+                s.commit_table()
+                s.close()
+            if stores[0] is not top:
+                top.close()
+            return found
+
+        assert run(2) == [False, False]
+        assert sorted(p.name for p in top_dir.iterdir()) == ["lock", "worker-0", "worker-1", "workers"]
+        caplog.clear()
+        assert run(2) == [True, True]  # the same count: each worker continues its own
+        assert "set aside" not in caplog.text
+        assert run(3) == [False, False, False]
+        assert "dataplane with 2 worker(s) set aside" in caplog.text
+        assert (top_dir / "worker-0" / "flows.state.refused").exists()
+        caplog.clear()
+        assert run(1) == [False]
+        assert "dataplane with 3 worker(s) set aside" in caplog.text
+        assert run(1) == [True]
+    finally:
+        shutil.rmtree(top_dir, ignore_errors=True)
