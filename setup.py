@@ -96,10 +96,10 @@ def write_app_registry() -> None:
         sys.exit(f"ngfw build: {path}: {exc}")
 
 
-def compile_wire_program() -> None:
-    """The wire program (ngfw/_fastpath/bpf/wire.bpf.c, tc ingress) to a BPF object shipped as package data,
-    which ngfw._fastpath.wirebpf loads when a wire fails open."""
-    source, target = "ngfw/_fastpath/bpf/wire.bpf.c", "ngfw/_fastpath/bpf/wire.bpf.o"
+def compile_wire_program(name: str = "wire") -> None:
+    """A BPF program (ngfw/_fastpath/bpf/NAME.bpf.c) to an object shipped as package data, which
+    ngfw._fastpath.wirebpf loads: `wire` (tc ingress, fail-open and bypass), `fanout` (the workers' fanout)."""
+    source, target = f"ngfw/_fastpath/bpf/{name}.bpf.c", f"ngfw/_fastpath/bpf/{name}.bpf.o"
     clang = os.environ.get("CLANG", "clang")
     try:
         multiarch = subprocess.run(
@@ -129,7 +129,7 @@ def compile_wire_program() -> None:
         missing = "bpf/bpf_helpers.h" in done.stderr and "not found" in done.stderr
         hint = "bpf/bpf_helpers.h not found; install libbpf-dev" if missing else f"clang could not compile {source}"
         sys.exit(f"ngfw build: {hint}:\n{done.stderr.strip()}")
-    print(f"ngfw build: wire program {target} (clang, BPF)", file=sys.stderr)
+    print(f"ngfw build: {name} program {target} (clang, BPF)", file=sys.stderr)
 
 
 class DebugBuildExt(build_ext):
@@ -149,7 +149,8 @@ extensions = [
     fastpath_extension("ngfw._fastpath.parsers", "ngfw/_fastpath/parsers.pyx"),
 ]
 if not DEBUG:  # the sanitizer twin is the fastpath's; the loader of the wire program is not fuzzed
-    compile_wire_program()
+    compile_wire_program("wire")
+    compile_wire_program("fanout")
     bpf_libs = pkg_config("--libs", lib="libbpf")
     extensions.append(
         # the wire program's loader: libbpf only (no libhs), its own module so the engine does not link libbpf

@@ -46,7 +46,8 @@ from ngfw.lab.services import lab_services  # noqa: E402
 from ngfw.lab.topology import Lab, interface_stats, lab_bridge_fw, lab_unbridge_fw  # noqa: E402
 
 PREFIX = "nb"
-CONFIGS = ("bridge", "bare", "allow", "rules1000", "etopen", "bypass")
+CONFIGS = ("bridge", "bare", "allow", "rules1000", "etopen", "bypass", "workers2")
+INSPECTED = ("etopen", "bypass", "workers2")  # allow-all with every flow inspected by ET Open
 ALLOW_ALL_POLICY = "rules/examples/allow-all.yaml"
 IDENTITY_RULES = 1000
 IPERF_PORT = 5201
@@ -95,6 +96,7 @@ TITLES = {
     "rules1000": f"ngfw, {IDENTITY_RULES}-rule identity policy",
     "etopen": "ngfw, allow-all with every flow inspected by ET Open",
     "bypass": "ngfw, as etopen with flow bypass: the kernel forwards a flow past its inspection depth",
+    "workers2": "ngfw, as etopen with --workers 2 (two packet loops, PACKET_FANOUT by flow hash)",
     "suricata": "Suricata 7, AF_PACKET IPS (--baseline suricata)",
 }
 
@@ -338,9 +340,11 @@ def configuration(name: str, lab: Lab, workdir: Path, result: ConfigResult) -> I
         return
     # flow bypass is on by default; the other ngfw rows measure the packet loop itself
     extra = list(DATAPLANE_ARGS) + ([] if name == "bypass" else ["--no-bypass"])
+    if name == "workers2":
+        extra += ["--workers", "2"]
     if name == "allow":
         policy = repo_path(ALLOW_ALL_POLICY)
-    elif name in ("etopen", "bypass"):
+    elif name in INSPECTED:
         # the same rules and HOME_NET the Suricata baseline gets; every allowed flow is inspected
         policy = workdir / "allow-all-inspect.yaml"
         policy.write_text(
@@ -359,9 +363,9 @@ def configuration(name: str, lab: Lab, workdir: Path, result: ConfigResult) -> I
         free_tcp_port(lab.fw_ns),
         workdir=dp_dir,
         extra_args=extra,
-        **({"ready_timeout": 120.0} if name in ("etopen", "bypass") else {}),
+        **({"ready_timeout": 120.0} if name in INSPECTED else {}),
     )
-    if name in ("etopen", "bypass"):
+    if name in INSPECTED:
         result.details.append({"ngfw_ready_s": time.monotonic() - started_at})
     try:
         yield dp
@@ -370,6 +374,11 @@ def configuration(name: str, lab: Lab, workdir: Path, result: ConfigResult) -> I
             drops = metric_by_label(samples, "ngfw_drops_total", "reason")
             # frames lost before the dataplane read them (its receive ring was full)
             drops["kernel_ring_full"] = metric_sum(samples, "ngfw_port_kernel_drops_total")
+            if name == "workers2":
+                # how the fanout spread the frames over the two packet loops
+                result.details.append(
+                    {"worker_packets": metric_by_label(samples, "ngfw_worker_packets_total", "worker")}
+                )
             if name == "bypass":
                 # what the kernel forwarded for bypassed flows, against what the packet loop received
                 result.details.append(

@@ -302,6 +302,16 @@ def build_parser(with_control: bool = True) -> argparse.ArgumentParser:
         "flood's proportion, so size it to what the packet loop handles",
     )
     dp.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="packet loops, one core each: every interface's frames are spread over N workers by a "
+        "symmetric flow hash in the kernel (PACKET_FANOUT with an eBPF program), each worker with its "
+        "own flow table share, in the state directory's worker-K/ (1, the default: one loop, no fanout; "
+        "wires only)",
+    )
+    dp.add_argument(
         "--tx-thread",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -500,6 +510,7 @@ def cmd_dataplane(args: argparse.Namespace) -> int:
             signature_cache=args.signature_cache,
             bypass=args.bypass,
             syn_limits=SynLimits(per_source=args.syn_limit_per_source, total=args.syn_limit_total),
+            workers=args.workers,
         )
         if args.rules:
             from ngfw.compiler.rules_cli import parse_variables

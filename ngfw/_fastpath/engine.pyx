@@ -28,7 +28,7 @@ flow/drop events through a ring it drains (`drain_events`).
 #   community_id.pxi     a flow's Community ID
 #   capture.pxi          packet capture ring for forensics; capture_free, capture_matching, drain_captures
 #   respond.pxi          stage 6b, respond: the RST / ICMP a reject sends back
-#   io.pxi               ports: packet rings, TAP devices, memory and sink ports; ports_close
+#   io.pxi               ports: packet rings (in a fanout group with --workers), TAP, memory, sink ports; ports_close
 #   switch.pxi           stage 7, forward: MAC learning per segment; l2_init/free (MAC and fragment tables)
 #   worker.pxi           the packet path: process_frame (the order of the stages) and run_loop
 #   ports.pxi            links that come and go; Engine's add/reattach/detach of ports
@@ -253,9 +253,14 @@ cdef class Engine:
 
     # ---- ports
     def add_ring_port(self, str name, int ifindex, uint32_t mtu, int32_t segment,
-                      uint32_t rx_frames=4096, uint32_t tx_frames=4096) -> int:
-        """Attach an AF_PACKET TPACKET_V2 ring to link `ifindex`; raises OSError naming the link."""
-        return port_add_ring(self, name, ifindex, mtu, segment, rx_frames, tx_frames)
+                      uint32_t rx_frames=4096, uint32_t tx_frames=4096, int fanout_group=-1,
+                      int fanout_prog_fd=-1) -> int:
+        """Attach an AF_PACKET TPACKET_V2 ring to link `ifindex`; raises OSError naming the link. Workers
+        (io.pxi): `fanout_prog_fd` makes a new fanout group running that program (`fanout_group(index)` tells
+        its id), `fanout_group` joins that group."""
+        cdef fanout_t fanout = fanout_of(fanout_group, fanout_prog_fd)
+        return port_add_ring(self, name, ifindex, mtu, segment, rx_frames, tx_frames,
+                             &fanout if fanout_group >= 0 or fanout_prog_fd >= 0 else NULL)
 
     def add_tap_port(self, str name, int fd, uint32_t mtu, int32_t segment) -> int:
         """Use an open, non-blocking TAP descriptor (IFF_TAP | IFF_NO_PI) as a port."""
@@ -280,13 +285,20 @@ cdef class Engine:
         return list(self.port_names)
 
     # ---- links that come and go (ports.pxi): a port's interface replaced while the loop runs
+    def fanout_group(self, uint16_t index) -> int:
+        """The fanout group port `index`'s socket is in (-1: none, or not a ring port)."""
+        return port_fanout_group(self, index)
+
     def reattach_ring_port(self, uint16_t index, int ifindex, uint32_t mtu, uint32_t rx_frames=4096,
-                           uint32_t tx_frames=4096, double timeout=2.0) -> None:
+                           uint32_t tx_frames=4096, double timeout=2.0, int fanout_group=-1,
+                           int fanout_prog_fd=-1) -> None:
         """The port's interface is back (re-created under its name, or its MTU changed): a new AF_PACKET ring on
         link `ifindex` replaces the port's; the old one is unmapped and closed once the loop and the TX thread
         let go of it. The port keeps its index, segment and counters. Raises OSError naming the link (the port
         stays as it was)."""
-        port_reattach_ring(self, index, ifindex, mtu, rx_frames, tx_frames, timeout)
+        cdef fanout_t fanout = fanout_of(fanout_group, fanout_prog_fd)
+        port_reattach_ring(self, index, ifindex, mtu, rx_frames, tx_frames, timeout,
+                           &fanout if fanout_group >= 0 or fanout_prog_fd >= 0 else NULL)
 
     def reattach_tap_port(self, uint16_t index, int fd, uint32_t mtu, double timeout=2.0) -> int:
         """A re-created TAP device's descriptor (open, non-blocking, IFF_TAP | IFF_NO_PI) replaces the port's.

@@ -648,6 +648,14 @@ cdef class InspectTables:
             self._subsets[key] = found
         return found
 
+    def twin(self) -> "InspectTables":
+        """The same rule set again with counters, match state and Hyperscan scratch of its own, for another
+        packet loop (a worker, ngfw.dataplane.workers): two loops never scan with one scratch. The databases
+        come from the Hyperscan cache, so a twin costs the rule tables, not a compile."""
+        found = InspectTables(self._sets, self._catalogue)
+        found.skipped_sids = self.skipped_sids
+        return found
+
     def state_bytes(self) -> dict:
         """Per-flow inspection state: the slot (ngfw's own) and Hyperscan's stream state per direction."""
         cdef size_t n = 0

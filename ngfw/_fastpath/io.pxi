@@ -60,9 +60,55 @@ ctypedef struct port_req_t:
     port_t io             # in: the new descriptor and rings; out: the old ones, for the caller to close
     uint32_t done
 
-cdef int ring_port_open(port_t *port, int ifindex, uint32_t rx_frames, uint32_t tx_frames, uint32_t mtu) noexcept nogil:
-    """Open, size, map and bind an AF_PACKET socket; returns 0 or -errno (the caller names the link)."""
-    cdef int fd, one = 1, version = TPACKET_V2
+# `--workers N`: each worker's ring socket on an interface joins one PACKET_FANOUT_EBPF group, whose program
+# (bpf/fanout.bpf.c) picks the worker of every frame. A socket hears every frame between its bind() and its
+# join, so it opens with a filter that drops everything and lets go of it once it is in the group.
+cdef extern from *:
+    """
+    #include <linux/filter.h>
+    #ifndef PACKET_FANOUT_FLAG_IGNORE_OUTGOING
+    #define PACKET_FANOUT_FLAG_IGNORE_OUTGOING 0x4000
+    #endif
+    static int ngfw_ring_block(int fd) {
+        struct sock_filter drop = BPF_STMT(BPF_RET | BPF_K, 0);
+        struct sock_fprog prog = {1, &drop};
+        return setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog)) < 0 ? -errno : 0;
+    }
+    /* Join group *id (create: a new group, its id written to *id, running prog_fd); our own transmissions
+     * stay out of the group as PACKET_IGNORE_OUTGOING keeps them out of a lone socket. 0 or -errno. */
+    static int ngfw_ring_join_fanout(int fd, uint32_t *id, int create, int prog_fd) {
+        int one = 0, value;
+        socklen_t len = sizeof(value);
+        value = (int)((create ? 0 : (*id & 0xffff)) |
+                      ((PACKET_FANOUT_EBPF | PACKET_FANOUT_FLAG_IGNORE_OUTGOING |
+                        (create ? PACKET_FANOUT_FLAG_UNIQUEID : 0)) << 16));
+        if (setsockopt(fd, SOL_PACKET, PACKET_FANOUT, &value, sizeof(value)) < 0)
+            return -errno;
+        if (create) {
+            if (getsockopt(fd, SOL_PACKET, PACKET_FANOUT, &value, &len) < 0)
+                return -errno;
+            *id = (uint32_t)value & 0xffff;
+            if (setsockopt(fd, SOL_PACKET, PACKET_FANOUT_DATA, &prog_fd, sizeof(prog_fd)) < 0)
+                return -errno;
+        }
+        (void)one;
+        return setsockopt(fd, SOL_SOCKET, SO_DETACH_FILTER, &one, sizeof(one)) < 0 ? -errno : 0;
+    }
+    """
+    int ngfw_ring_block(int fd) nogil
+    int PACKET_FANOUT
+    int ngfw_ring_join_fanout(int fd, uint32_t *id, int create, int prog_fd) nogil
+
+ctypedef struct fanout_t:
+    uint32_t id         # the group (with `create`: written back, the kernel picks a free one)
+    int create          # the first worker's socket: makes the group and gives it the program
+    int prog_fd         # the fanout program (create only)
+
+cdef int ring_port_open(port_t *port, int ifindex, uint32_t rx_frames, uint32_t tx_frames, uint32_t mtu,
+                        fanout_t *fanout=NULL) noexcept nogil:
+    """Open, size, map and bind an AF_PACKET socket (in fanout group `fanout`, when given); returns 0 or -errno
+    (the caller names the link)."""
+    cdef int fd, one = 1, version = TPACKET_V2, rc
     cdef tpacket_req req
     cdef sockaddr_ll sll
     cdef uint32_t frame_size = 2048
@@ -105,10 +151,20 @@ cdef int ring_port_open(port_t *port, int ifindex, uint32_t rx_frames, uint32_t 
     sll.sll_family = AF_PACKET
     sll.sll_protocol = htons(ETH_P_ALL)
     sll.sll_ifindex = ifindex
+    if fanout != NULL and ngfw_ring_block(fd) < 0:
+        munmap(m, rx_len + tx_len)
+        close(fd)
+        return -errno
     if bind(fd, <sockaddr *>&sll, sizeof(sll)) < 0:
         munmap(m, rx_len + tx_len)
         close(fd)
         return -errno
+    if fanout != NULL:
+        rc = ngfw_ring_join_fanout(fd, &fanout.id, fanout.create, fanout.prog_fd)
+        if rc < 0:
+            munmap(m, rx_len + tx_len)
+            close(fd)
+            return rc
     port.kind = PORT_RING
     port.fd = fd
     port.map = <uint8_t *>m

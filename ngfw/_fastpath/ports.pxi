@@ -113,9 +113,9 @@ cdef int port_commit(Engine self, str name, int32_t segment):
 
 
 cdef object port_add_ring(Engine self, str name, int ifindex, uint32_t mtu, int32_t segment, uint32_t rx_frames,
-                          uint32_t tx_frames):
+                          uint32_t tx_frames, fanout_t *fanout=NULL):
     cdef port_t *p = port_new(self, name, segment)
-    cdef int rc = ring_port_open(p, ifindex, rx_frames, tx_frames, mtu)
+    cdef int rc = ring_port_open(p, ifindex, rx_frames, tx_frames, mtu, fanout)
     if rc < 0:
         raise OSError(-rc, f"cannot open a packet ring on {name}: {os.strerror(-rc)}")
     return port_commit(self, name, segment)
@@ -188,12 +188,12 @@ cdef port_t *port_of(Engine self, uint16_t index, int kind) except NULL:
 
 
 cdef object port_reattach_ring(Engine self, uint16_t index, int ifindex, uint32_t mtu, uint32_t rx_frames,
-                               uint32_t tx_frames, double timeout):
+                               uint32_t tx_frames, double timeout, fanout_t *fanout=NULL):
     port_of(self, index, PORT_RING)
     cdef port_req_t *q = <port_req_t *>calloc(1, sizeof(port_req_t))
     if q == NULL:
         raise MemoryError()
-    cdef int rc = ring_port_open(&q.io, ifindex, rx_frames, tx_frames, mtu)
+    cdef int rc = ring_port_open(&q.io, ifindex, rx_frames, tx_frames, mtu, fanout)
     if rc < 0:
         free(q)
         raise OSError(-rc, f"cannot open a packet ring on {self.port_names[index]}: {os.strerror(-rc)}")
@@ -207,6 +207,25 @@ cdef object port_reattach_ring(Engine self, uint16_t index, int ifindex, uint32_
     finally:
         port_close(&q.io)   # the old ring, or the new one if the loop never took it
         free(q)
+
+
+cdef fanout_t fanout_of(int group, int prog_fd):
+    """The fanout group a ring socket joins (workers, io.pxi): `prog_fd` >= 0 makes a new one running it."""
+    cdef fanout_t fanout
+    fanout.id = <uint32_t>max(group, 0)
+    fanout.create = prog_fd >= 0
+    fanout.prog_fd = prog_fd
+    return fanout
+
+
+cdef int port_fanout_group(Engine self, uint16_t index):
+    cdef int value = 0
+    cdef socklen_t n = sizeof(int)
+    if index >= self.e.n_ports or self.e.ports[index].kind != PORT_RING:
+        return -1
+    if getsockopt(self.e.ports[index].fd, SOL_PACKET, PACKET_FANOUT, &value, &n) < 0 or value == 0:
+        return -1
+    return value & 0xffff
 
 
 cdef object port_reattach_tap(Engine self, uint16_t index, int fd, uint32_t mtu, double timeout):

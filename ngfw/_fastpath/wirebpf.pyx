@@ -693,3 +693,83 @@ cdef class WireProgram:
         err = bpf_tc_attach(&hook, &opts)
         if err:
             raise _error(err, f"cannot attach the wire program to interface {ifindex}")
+
+
+# ---------------------------------------------------------------- workers: the fanout program (bpf/fanout.bpf.c)
+
+cdef extern from "bpf/shard_frame.h":
+    uint32_t ngfw_shard_of_frame(const unsigned char *frame, unsigned int len)
+    uint32_t ngfw_shard_tuple(const unsigned char *a, const unsigned char *b, unsigned short pa, unsigned short pb,
+                              unsigned char proto)
+
+FANOUT_PROGRAM_NAME = "ngfw_fanout"
+
+
+def flow_hash_frame(const unsigned char[:] frame) -> int:
+    """The fanout program's hash of an Ethernet frame (bpf/shard.h), computed here: worker = hash % N."""
+    if frame.shape[0] == 0:
+        return 0
+    return ngfw_shard_of_frame(&frame[0], <unsigned int>frame.shape[0])
+
+
+def flow_hash_tuple(bytes a, bytes b, unsigned short port_a, unsigned short port_b, unsigned char proto) -> int:
+    """The hash of a flow's key (16-byte addresses, IPv4 as ::ffff:a.b.c.d), as its frames get it: pass the
+    ports of TCP flows only (others are hashed on their addresses, bpf/shard.h)."""
+    if len(a) != 16 or len(b) != 16:
+        raise ValueError("addresses are 16 bytes (IPv4 as ::ffff:a.b.c.d)")
+    return ngfw_shard_tuple(a, b, port_a, port_b, proto)
+
+
+cdef class FanoutProgram:
+    """The fanout program loaded into the kernel: its fd goes to PACKET_FANOUT_DATA of every fanout group the
+    workers' ring sockets form (ngfw.dataplane.workers). Stays loaded while a group uses it."""
+
+    cdef bpf_object *obj
+    cdef readonly int fd
+
+    def __cinit__(self):
+        self.fd = -1
+
+    def __dealloc__(self):
+        self.close()
+
+    def close(self) -> None:
+        if self.obj != NULL:
+            bpf_object__close(self.obj)
+            self.obj = NULL
+        self.fd = -1
+
+    @staticmethod
+    def load(path: str) -> FanoutProgram:
+        cdef FanoutProgram self = FanoutProgram.__new__(FanoutProgram)
+        cdef bpf_program *prog
+        cdef int err
+        ngfw_libbpf_collect()
+        self.obj = bpf_object__open_file(path.encode(), NULL)
+        if self.obj == NULL:
+            raise _error(errno, f"cannot open {path}")
+        err = bpf_object__load(self.obj)
+        if err:
+            raise _error(err, "the kernel refused the fanout program")
+        prog = bpf_object__find_program_by_name(self.obj, FANOUT_PROGRAM_NAME.encode())
+        if prog == NULL:
+            raise WireBpfError(ENOENT, f"{path} has no program {FANOUT_PROGRAM_NAME}")
+        self.fd = bpf_program__fd(prog)
+        return self
+
+    def run(self, bytes frame) -> int:
+        """The program's result on `frame` (from its Ethernet header), run by the kernel (BPF_PROG_TEST_RUN;
+        root): the kernel strips the Ethernet header (eth_type_trans) as a receiving interface does."""
+        cdef bpf_test_run_opts opts
+        if self.fd < 0:
+            raise ValueError("the fanout program is closed")
+        memset(&opts, 0, sizeof(opts))
+        opts.sz = sizeof(opts)
+        opts.data_in = <const char *>frame
+        opts.data_size_in = len(frame)
+        opts.repeat = 1
+        ngfw_libbpf_collect()
+        cdef int err = bpf_prog_test_run_opts(self.fd, &opts)
+        if err:
+            raise _error(err, "cannot run the fanout program")
+        return opts.retval

@@ -45,6 +45,7 @@ class DataplaneCollector(Collector):
             yield family
 
         yield from self._port_links(dp)
+        yield from self._workers(dp, stats)
 
         drops = CounterMetricFamily("ngfw_drops_total", "Frames dropped by the dataplane, by reason", labels=["reason"])
         for reason, value in stats["drops"].items():
@@ -297,6 +298,31 @@ class DataplaneCollector(Collector):
             "Sessions this host sent to the host their workload moved to",
             value=agent.exported if agent is not None else 0,
         )
+
+    @staticmethod
+    def _workers(dp: Dataplane, stats: dict) -> Iterator:
+        """Per packet loop (`--workers N`; one series, worker 0, with one loop): how the fanout spreads."""
+        per_worker = dp.engine.worker_stats() if hasattr(dp.engine, "worker_stats") else None
+        if per_worker is None:
+            per_worker = [
+                {
+                    "packets": sum(p["rx_packets"] for p in stats["ports"]),
+                    "flows_active": stats["flows_active"],
+                    "flows_created": stats["flows_created"],
+                }
+            ]
+        packets = CounterMetricFamily(
+            "ngfw_worker_packets_total", "Frames a packet loop received, by worker", labels=["worker"]
+        )
+        flows = GaugeMetricFamily("ngfw_worker_flows_active", "Flows in a worker's flow table", labels=["worker"])
+        created = CounterMetricFamily("ngfw_worker_flows_created_total", "Flows a worker created", labels=["worker"])
+        for k, w in enumerate(per_worker):
+            packets.add_metric([str(k)], w["packets"])
+            flows.add_metric([str(k)], w["flows_active"])
+            created.add_metric([str(k)], w["flows_created"])
+        yield packets
+        yield flows
+        yield created
 
     @staticmethod
     def _port_links(dp: Dataplane) -> Iterator:

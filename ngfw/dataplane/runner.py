@@ -94,11 +94,18 @@ class Dataplane:
         eve_options: EveOptions | None = None,
         bypass: bool = True,
         syn_limits: SynLimits | None = None,
+        workers: int = 1,
     ) -> None:
         """`state_dir`: a tmpfs directory where the flow table lives, so a restarted dataplane continues its
         sessions (ngfw.dataplane.state); None: the heap (sessions end with the process). `signature_cache`:
         where signature sets named by SignatureSet resources are kept (default: the cache directory's
-        signature-sets/)."""
+        signature-sets/). `workers`: packet loops (ngfw.dataplane.workers); 1 is a single Engine, no fanout."""
+        from ngfw.dataplane.workers import check_workers
+
+        check_workers(workers, plan.taps, plan.segments)  # one sentence before anything is opened
+        if workers > (os.cpu_count() or 1):
+            log.warning("--workers %d on %d CPUs: packet loops will share cores", workers, os.cpu_count() or 1)
+        self.workers = workers
         fp = engine_module()
         self.fp = fp
         from ngfw.dataplane.capture import CaptureWriter
@@ -116,31 +123,59 @@ class Dataplane:
         self.capture = CaptureWriter(
             self.eve_options.capture_dir, self.eve_options.capture_file_bytes, self.eve_options.capture_vsys_bytes
         )
-        self.state: StateStore | None = None
-        self.take_over: TakeOver | None = None
+        self.state: StateStore | None = None  # the state directory (its lock, the rule hits; one loop's table)
+        self.stores: list[StateStore] = []  # where each packet loop's table lives: the directory, or worker-K/
+        self.take_overs: list[TakeOver] | None = None  # what the last process left, per loop, until a policy
         self.sessions_continued: dict[str, int] = {}  # result -> flows, of the take-over at start
         self.arrival_listeners: list[Any] = []  # (vsys, workload, time) callbacks (ngfw.dataplane.migration)
         self.max_workload_loss = max_workload_loss  # a policy file reload losing a larger share is refused
         self.migration_agent: Any = None  # ngfw.dataplane.migration.MigrationAgent with --control
         self._names_written: list[str] | None = None
-        state_memory = None
+        state_memories: list[Any] = [None] * workers
         if state_dir:
+            from ngfw.dataplane.workers import worker_state_stores
+
             self.state = StateStore(state_dir, host)
-            layout = fp.state_layout(flow_capacity, flow_capacity if inspect_flows is None else inspect_flows)
-            self.take_over = self.state.find_previous(layout["fingerprint"], fp.record_format())
-            for problem in self.take_over.refused:
-                log.warning("session state set aside, starting without it: %s", problem)
-            state_memory = self.state.create_table(layout, [p for seg in plan.segment_list() for p in seg])
-        self.engine = fp.Engine(
-            flow_capacity=flow_capacity,
-            timeouts=timeouts or {},
-            idle_spin_us=idle_spin_us,
-            idle_spin_quiet_us=idle_spin_quiet_us,
-            inspect_slots=inspect_flows,
-            state=state_memory,
-            capture_bytes=self.eve_options.capture_ring_bytes,
-            **(appid or {}),
-        )
+            # with N workers each has its table (and snapshot) in worker-K/; state of another worker count is
+            # set aside (its flows would be on the wrong workers)
+            self.stores = worker_state_stores(self.state, workers, host)
+            per_loop = -(-flow_capacity // workers)
+            inspect_per_loop = per_loop if inspect_flows is None else max(1, -(-inspect_flows // workers))
+            layout = fp.state_layout(per_loop, inspect_per_loop)
+            self.take_overs = []
+            for k, store in enumerate(self.stores):
+                take = store.find_previous(layout["fingerprint"], fp.record_format())
+                for problem in take.refused:
+                    log.warning("session state set aside, starting without it: %s", problem)
+                self.take_overs.append(take)
+                state_memories[k] = store.create_table(layout, [p for seg in plan.segment_list() for p in seg])
+        self.engine: Any
+        if workers > 1:
+            from ngfw.dataplane.workers import EngineGroup
+
+            self.engine = EngineGroup(
+                fp,
+                workers,
+                flow_capacity,
+                inspect_flows,
+                timeouts=timeouts or {},
+                idle_spin_us=idle_spin_us,
+                idle_spin_quiet_us=idle_spin_quiet_us,
+                capture_bytes=self.eve_options.capture_ring_bytes,
+                states=state_memories,
+                **(appid or {}),
+            )
+        else:
+            self.engine = fp.Engine(
+                flow_capacity=flow_capacity,
+                timeouts=timeouts or {},
+                idle_spin_us=idle_spin_us,
+                idle_spin_quiet_us=idle_spin_quiet_us,
+                inspect_slots=inspect_flows,
+                state=state_memories[0],
+                capture_bytes=self.eve_options.capture_ring_bytes,
+                **(appid or {}),
+            )
         self.signatures: Any = None  # threats.SignatureSets in force
         self.signature_sources: list[tuple[str, str]] = []
         self.local_signature_sources: list[tuple[str, str]] = []  # --rules
@@ -156,7 +191,7 @@ class Dataplane:
         self.rules_reloads_failed = 0
         self.plan = plan
         self.tx_thread = tx_thread  # under load, flush TX rings from a second thread (run_loop, run_tx_loop)
-        self._tx_thread: threading.Thread | None = None
+        self._tx_threads: list[threading.Thread] = []
         self.policy_path = policy_path
         self.policy: CompiledPolicy | None = None
         self.generations: OrderedDict[int, CompiledPolicy] = OrderedDict()  # table generation -> policy
@@ -181,7 +216,7 @@ class Dataplane:
         self.tap_fds: dict[str, int] = {}  # TAP port -> its descriptor (the link watch replaces re-created ones)
         self.port_links: dict[str, Link] = {}  # the interface each port was opened on
         self.link_watch: Any = None  # ngfw.dataplane.linkwatch.LinkWatch, while running
-        self._loop_thread: threading.Thread | None = None
+        self._loop_threads: list[threading.Thread] = []
         self._drain_thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._lock = threading.Lock()
@@ -219,8 +254,12 @@ class Dataplane:
                 syn_limits=SynLimits() if syn_limits is None else syn_limits,
             )
         except BaseException:
+            # what the last process left stays for the next attempt
+            for store in self.stores:
+                if store is not self.state:
+                    store.discard_table()
             if self.state is not None:
-                self.state.discard_table()  # what the last process left stays for the next attempt
+                self.state.discard_table()
             raise
 
     # ---- ports
@@ -375,7 +414,10 @@ class Dataplane:
             # and flows must still be decided again (and their workload indexes named by the right tables)
             generation = self._last_generation + 1 if identity_only else max(policy.version, self._last_generation + 1)
             running = self.engine.tables if identity_only else None
-        tables = self.fp.Tables(policy, self.port_index, inspect, generation=generation, apps_from=running)
+        if self.workers > 1:  # one Tables per worker (own counters and scratch), read as one (workers.py)
+            tables = self.engine.build_tables(policy, self.port_index, inspect, generation, running)
+        else:
+            tables = self.fp.Tables(policy, self.port_index, inspect, generation=generation, apps_from=running)
         with self._lock:
             old = self.engine.tables
             self.engine.set_tables(tables)
@@ -388,10 +430,11 @@ class Dataplane:
             while len(self.generations) > GENERATIONS_KEPT:
                 self.generations.popitem(last=False)
         self.users.set_owners(policy)  # workloads' spec.owner: their addresses are their owners'
-        if self.state is not None and tables.app_names != self._names_written:
-            self.state.write_names(list(tables.app_names))
+        if self.stores and tables.app_names != self._names_written:
+            for store in self.stores:
+                store.write_names(list(tables.app_names))
             self._names_written = list(tables.app_names)
-        if self.take_over is not None:
+        if self.take_overs is not None:
             self._continue_sessions()
         self.last_load_seconds = time.perf_counter() - started
         self.last_load_time = time.time()
@@ -399,31 +442,41 @@ class Dataplane:
 
     def _continue_sessions(self) -> None:
         """With the first policy in force: the last process's sessions, each decided again by it."""
-        take, self.take_over = self.take_over, None
-        assert take is not None and self.state is not None
+        from ngfw.dataplane.workers import engines_of
+
+        takes, self.take_overs = self.take_overs, None
+        assert takes is not None
         started = time.perf_counter()
-        result: dict[str, Any] | None = None
-        source = ""
-        try:
-            if take.snapshot is not None:
-                source = f"snapshot {self.state.snapshot_path}"
-                result = self.engine.import_sessions(take.snapshot.records, take.snapshot.apps)
-            elif take.table is not None:
-                source = f"table {self.state.table_path}"
-                result = self.engine.adopt_sessions(take.table.memory, take.table.layout, take.table.apps)
-        except (RuntimeError, ValueError, TimeoutError, MemoryError) as exc:
-            log.error("sessions of the previous dataplane not continued (%s): %s", source, exc)
-        finally:
-            if take.table is not None:
-                take.table.close()
-        self.state.commit_table()
-        if result is not None:
-            self.sessions_continued = dict(result["results"])
+        results: dict[str, int] = {}
+        sources: list[str] = []
+        # each loop continues its own table: the same worker count, so the same flows hash to it
+        for store, take, loop in zip(self.stores, takes, engines_of(self.engine), strict=True):
+            result: dict[str, Any] | None = None
+            source = ""
+            try:
+                if take.snapshot is not None:
+                    source = f"snapshot {store.snapshot_path}"
+                    result = loop.import_sessions(take.snapshot.records, take.snapshot.apps)
+                elif take.table is not None:
+                    source = f"table {store.table_path}"
+                    result = loop.adopt_sessions(take.table.memory, take.table.layout, take.table.apps)
+            except (RuntimeError, ValueError, TimeoutError, MemoryError) as exc:
+                log.error("sessions of the previous dataplane not continued (%s): %s", source, exc)
+            finally:
+                if take.table is not None:
+                    take.table.close()
+            store.commit_table()
+            if result is not None:
+                sources.append(source)
+                for key, n in result["results"].items():
+                    results[key] = results.get(key, 0) + n
+        if sources:
+            self.sessions_continued = results
             log.info(
                 "sessions of the previous dataplane continued from its %s in %.3f s: %s",
-                source,
+                ", ".join(sources),
                 time.perf_counter() - started,
-                ", ".join(f"{n} {k}" for k, n in sorted(result["results"].items())) or "none",
+                ", ".join(f"{n} {k}" for k, n in sorted(results.items())) or "none",
             )
 
     def load_file(self) -> CompiledPolicy:
@@ -578,16 +631,28 @@ class Dataplane:
 
     def start_forwarding(self) -> None:
         """The packet loop and the wires: from its return the policy is enforced."""
-        if self.tx_thread:
-            self.engine.use_tx_thread()
-            self._tx_thread = _named_thread("ngfw-tx", self.engine.run_tx)
-            self._tx_thread.start()
-        self._loop_thread = _named_thread("ngfw-fastpath", self.engine.run)
-        self._loop_thread.start()
+        from ngfw.dataplane.workers import engines_of
+
+        loops = engines_of(self.engine)
+        for k, loop in enumerate(loops):
+            # one worker keeps the names it always had; workers are ngfw-fp0, ngfw-fp1, ... (and ngfw-tx0, ...)
+            suffix = str(k) if len(loops) > 1 else ""
+            if self.tx_thread:
+                loop.use_tx_thread()
+                thread = _named_thread(f"ngfw-tx{suffix}", loop.run_tx)
+                thread.start()
+                self._tx_threads.append(thread)
+            thread = _named_thread(f"ngfw-fp{suffix}" if suffix else "ngfw-fastpath", loop.run)
+            thread.start()
+            self._loop_threads.append(thread)
         self._drain_thread = _named_thread("ngfw-events", self._drain_forever)
         self._drain_thread.start()
         self.fail_modes.start(self.engine)  # after the loop's first turn: take the wires
-        log.info("forwarding on %s", ", ".join(self.port_index))
+        log.info(
+            "forwarding on %s%s",
+            ", ".join(self.port_index),
+            f" with {self.workers} workers" if self.workers > 1 else "",
+        )
 
     def start_watching(self) -> None:
         """After start_forwarding: follow the ports' links (netlink) and check the offloads of links an earlier
@@ -695,27 +760,29 @@ class Dataplane:
     def _save_sessions(self) -> None:
         """A graceful stop with a state directory: every flow (with its inspection streams) for the next
         process, which continues them; none is logged as ended."""
-        assert self.state is not None
-        if self.take_over is not None:
+        from ngfw.dataplane.workers import engines_of
+
+        if self.take_overs is not None:
             return  # never had a policy: what the last process left is still there to continue
-        out = self.engine.export_sessions(streams=True)
         tables = self.engine.tables
-        batch = SessionBatch(
-            records=out["records"],
-            apps=list(tables.app_names) if tables is not None else [],
-            record_format=self.fp.record_format(),
-            count=out["count"],
-            meta={"kind": "snapshot"},
-        )
-        try:
-            self.state.write_snapshot(batch)
-            log.info("%d sessions saved for the next dataplane in %s", out["count"], self.state.snapshot_path)
-        except OSError as exc:
-            log.error(
-                "sessions not saved in %s (%s): the next dataplane continues from the table",
-                self.state.snapshot_path,
-                exc,
+        for store, loop in zip(self.stores, engines_of(self.engine), strict=True):
+            out = loop.export_sessions(streams=True)
+            batch = SessionBatch(
+                records=out["records"],
+                apps=list(tables.app_names) if tables is not None else [],
+                record_format=self.fp.record_format(),
+                count=out["count"],
+                meta={"kind": "snapshot"},
             )
+            try:
+                store.write_snapshot(batch)
+                log.info("%d sessions saved for the next dataplane in %s", out["count"], store.snapshot_path)
+            except OSError as exc:
+                log.error(
+                    "sessions not saved in %s (%s): the next dataplane continues from the table",
+                    store.snapshot_path,
+                    exc,
+                )
 
     def stop(self) -> None:
         """Stop the loop; save every flow for the next process (with a state directory) or log it as ended by
@@ -723,10 +790,8 @@ class Dataplane:
         self._stop_link_watch()
         self._stopping.set()
         self.engine.stop()
-        if self._loop_thread is not None:
-            self._loop_thread.join(timeout=5)
-        if self._tx_thread is not None:
-            self._tx_thread.join(timeout=5)
+        for thread in self._loop_threads + self._tx_threads:
+            thread.join(timeout=5)
         if self._drain_thread is not None:
             self._drain_thread.join(timeout=5)
         self.fail_modes.stop(self.engine)
