@@ -234,7 +234,9 @@ cdef void session_view_serve(engine_t *e, sess_req_t *r, uint64_t now) noexcept 
         stop = s + q.max_scan
     while s < stop:
         if flow_slot_released(ft, s):
-            s = flow_next_slot_to_read(ft, s)   # a page given back holds no flow, and a read would take it back
+            # a page given back holds no flow, and a read would take it back; never past the slots this request
+            # was given (the next one goes on from there)
+            s = flow_next_slot_to_read_before(ft, s, stop)
             continue
         f = &ft.slots[s]
         s += 1

@@ -223,6 +223,26 @@ def test_paging_covers_a_table_larger_than_a_page_in_short_requests(tmp_path: Pa
     assert len(h.listing(sport="20007")) == 1
 
 
+def test_a_request_never_goes_past_its_slots_over_pages_that_hold_no_flow(tmp_path: Path) -> None:
+    """Pages of the table that never held a flow are skipped whole, but not beyond the request's `max_scan`:
+    otherwise `scanned` and the cursor ran past what was asked (seen with 3,000 flows whose hash left a page empty)."""
+    h = Host(tmp_path, capacity=8192, scan=1000)
+    engine = h.wire.engine
+    for n in range(3):
+        engine.inject(h.wire.vm, syn(21000 + n, 11000 + n), 10 * S)
+    engine.take_tx(h.wire.up)
+    cursor, seen, requests = 0, 0, 0
+    while True:
+        out = engine.list_sessions({}, cursor=cursor, limit=10_000, max_scan=1000)
+        assert out["scanned"] <= 1000 and (out["cursor"] == 0 or out["cursor"] - cursor <= 1000), out
+        seen += len(out["sessions"])
+        requests += 1
+        cursor = out["cursor"]
+        if cursor == 0:
+            break
+    assert seen == 3 and requests >= engine.table_slots() // 1000
+
+
 def test_clearing_a_connection_resets_both_ends_and_logs_cleared(host: Host) -> None:
     w = host.wire
     w.engine.drain_events()
