@@ -39,6 +39,7 @@ include "inspect_http2.pxi"
 include "inspect_ja3.pxi"
 include "inspect_exceptions.pxi"
 include "inspect.pxi"
+include "inspect_arp.pxi"
 include "bypass.pxi"
 include "session.pxi"
 include "session_view.pxi"
@@ -422,6 +423,7 @@ cdef class Tables:
             t.profiles[i].set_mask = (1 << len(own.set_names)) - 1
             t.profiles[i].action_override = {"as-written": 0, "alert": 1, "drop": 2}[prof.action]
             t.profiles[i].depth = prof.depth
+            t.profiles[i].vsys = prof.vsys
             vsys_name = policy.vsys_name(prof.vsys)
             if prof.exceptions or prof.thresholds:
                 problems += signature_problems(prof, f"ThreatProfile {vsys_name}/{prof.name}", own,
@@ -2063,6 +2065,8 @@ cdef class Engine:
             d["pkt_to_client"] = bool(ev.pkt_to_client)
             ruleset = self.rulesets.get(ev.ruleset)
             d["signature"] = ruleset.rules[ev.sig] if ruleset is not None and ev.sig < len(ruleset.rules) else None
+            if ev.arp_op:
+                arp_event_fields(d, ev.arp_op, ev.arp_mac)
         return d
 
     cdef dict _flow_event_dict(self, event_t *ev):
