@@ -342,7 +342,9 @@ def _arp_matches(builder: _Builder) -> None:
     """Suricata gives an ARP frame no payload: what an arp rule inspects is `ether.hdr`."""
     keys = builder.match_keys() | set(builder.sizes) | {key for key, _ in builder.entries}
     if any(key[0] != "ether.hdr" for key in keys):
-        raise RuleError("unsupported keyword: payload match in an arp rule", "an ARP frame has no payload; use ether.hdr")
+        raise RuleError(
+            "unsupported keyword: payload match in an arp rule", "an ARP frame has no payload; use ether.hdr"
+        )
 
 
 def _validate(builder: _Builder) -> None:

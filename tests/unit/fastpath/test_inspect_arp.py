@@ -13,7 +13,6 @@ from ngfw.dataplane.eve_schema import problems
 from tests.support.fastpath import SRV_IP, WEB1_IP, WEB1_MAC, WEB2_IP, WEB2_MAC
 from tests.support.inspection import InspectWire, rule_sets, wire, write_policy
 
-
 ARP_RULES = r"""
 alert arp any any -> any any (msg:"ARP seen"; sid:7001; rev:1;)
 drop arp any any -> any any (msg:"quarantined web-02"; ether.hdr; content:"|02 00 00 00 01 02|"; offset:6; depth:6; sid:7002; rev:1; classtype:bad-unknown;)
