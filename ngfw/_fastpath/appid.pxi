@@ -73,6 +73,25 @@ cdef int hostpool_init(hostpool_t *p, uint32_t n, char *names_memory, uint8_t *l
     p.free_head = 0 if n else -1
     return 0
 
+cdef int appid_state_init(engine_t *e, uint32_t slots, uint32_t host_slots, char *host_names, uint8_t *host_lens,
+                          uint32_t max_pkts, uint32_t budget) except -1:
+    """The classification slots and the host-name pool (`host_names`/`host_lens`: their place in the state
+    memory, NULL: the heap), and how many packets and parser calls a flow gets."""
+    if clspool_init(&e.cls, slots) < 0 or hostpool_init(&e.hostpool, host_slots, host_names, host_lens) < 0:
+        raise MemoryError("not enough memory for App-ID buffers")
+    if max_pkts < 1 or budget < 1:
+        raise ValueError("appid_max_pkts and appid_budget must be at least 1")
+    e.appid_max_pkts = max_pkts
+    e.appid_budget = budget
+    return 0
+
+cdef void appid_state_free(engine_t *e) noexcept:
+    free(e.cls.slots)
+    if not e.hostpool.external:
+        free(e.hostpool.names)
+        free(e.hostpool.lens)
+    free(e.hostpool.next_free)
+
 cdef int32_t hostpool_put(hostpool_t *p, const char *name, uint8_t n) noexcept nogil:
     cdef int32_t i = p.free_head
     if i < 0 or n == 0:

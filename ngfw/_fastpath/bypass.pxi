@@ -332,3 +332,42 @@ cdef void bypass_leave_user_changed(engine_t *e, uint64_t now) noexcept nogil:
                 if e.bypass_active == 0:
                     return
         s += 1
+
+
+# -------------------------------- Engine.enable_bypass, attach_ring_filter; a flow's bypass state
+
+cdef tuple bypass_state(Engine self, flow_t *f):
+    """("kernel", ways) for a flow in bypass, else (why it is not: BYPASS_REASONS, ways it would be), judged
+    as if its ports carried the wire program; ways: what each direction's entry forwards, to server then to
+    client: "all", "empty" (segments without payload) or None."""
+    cdef uint8_t flags[2]
+    cdef int why = bypass_check(self.e, self.e.tables, f, True, flags, NULL, True)
+    ways = tuple("all" if x == BYPASS_ALL else "empty" if x == BYPASS_EMPTY else None for x in flags)
+    if f.bypass == BP_IN:
+        return "kernel", tuple("all" if x == BYPASS_ALL else "empty" if x == BYPASS_EMPTY else None
+                               for x in f.bp_flags)
+    return _name(BYPASS_REASONS, why), ways
+
+
+cdef object bypass_enable(Engine self, int map_fd, int filter_fd, dict ports):
+    for index, (ifindex, peer) in ports.items():
+        if not 0 <= index < self.e.n_ports or not 0 <= peer < self.e.n_ports:
+            raise ValueError(f"no port {index} or {peer}")
+    self.attach_ring_filter(filter_fd, list(ports))
+    for index, (ifindex, peer) in ports.items():
+        self.e.bypass_ifindex[index] = ifindex
+        self.e.bypass_peer[index] = peer
+    self.e.bypass_fd = map_fd
+
+
+cdef object bypass_attach_ring_filter(Engine self, int filter_fd, list port_indexes):
+    cdef int fd = filter_fd
+    for index in port_indexes:
+        if not 0 <= index < self.e.n_ports:
+            raise ValueError(f"no port {index}")
+        if self.e.ports[index].kind != PORT_RING:
+            raise ValueError(f"port {self.port_names[index]} is not a packet ring")
+        if setsockopt(self.e.ports[index].fd, SOL_SOCKET, SO_ATTACH_BPF, &fd, sizeof(int)) < 0:
+            raise OSError(errno, f"cannot attach the ring filter to {self.port_names[index]}: "
+                                 f"{os.strerror(errno)}")
+    self.bypass_filter_fd = filter_fd

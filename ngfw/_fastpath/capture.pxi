@@ -62,6 +62,10 @@ cdef int capring_init(capring_t *r, uint32_t size) noexcept nogil:
     r.lost = 0
     return 0 if r.buf != NULL else -1
 
+cdef void capture_free(engine_t *e) noexcept:
+    """The capture ring, if a policy or an operator ever asked for capture (Engine allocates it then)."""
+    free(e.capture.buf)
+
 cdef void capring_put(capring_t *r, const flow_t *f, const uint8_t *data, uint32_t len, uint16_t in_port,
                       uint8_t kind, uint64_t now) noexcept nogil:
     cdef uint32_t caplen = len if len < CAP_SNAP else CAP_SNAP
@@ -119,3 +123,61 @@ cdef inline bint capreq_match(const capreq_t *q, const flow_t *f) noexcept nogil
                 ((f.key.b_hi & q.mask.hi) == q.ip.hi and (f.key.b_lo & q.mask.lo) == q.ip.lo)):
             return False
     return True
+
+
+# -------------------------------- Python's side: Engine.capture_matching and drain_captures
+
+cdef capture_ring_alloc(Engine self):
+    """Allocate the capture ring (before the loop can see anything that captures)."""
+    if self.e.capture.buf == NULL and capring_init(&self.e.capture, self.capture_bytes) < 0:
+        raise MemoryError(f"not enough memory for a capture ring of {self.capture_bytes} bytes")
+
+
+cdef object capture_match(Engine self, double seconds, uint32_t packets, int workload, object network, int port,
+                          int proto):
+    cdef capreq_t *q = &self.e.capreq
+    cdef ip128_t ip, mask
+    if not 0 < packets <= CAP_MAX_PACKETS:
+        raise ValueError(f"packets must be 1 to {CAP_MAX_PACKETS}, got {packets}")
+    capture_ring_alloc(self)
+    ngfw_store_u64(&q.until_ns, 0)
+    q.wl = workload
+    q.port = <uint16_t>port
+    q.proto = <uint8_t>proto
+    q.packets = <uint16_t>packets
+    q.has_ip = network is not None
+    if network is not None:
+        ip = ip_to_c(network.network_address)
+        bits = network.prefixlen + (96 if network.version == 4 else 0)
+        mask = ip_from_int(((1 << 128) - 1) ^ ((1 << (128 - bits)) - 1))
+        q.ip = ip
+        q.mask = mask
+    if seconds > 0:
+        ngfw_store_u64(&q.until_ns, ngfw_now_ns() + <uint64_t>(seconds * 1e9))
+
+
+cdef object capture_drain(Engine self, uint32_t max_frames):
+    cdef capring_t *r = &self.e.capture
+    cdef uint32_t tail = r.tail
+    cdef uint32_t head = ngfw_load_u32(&r.head)
+    cdef uint32_t off, to_end
+    cdef caprec_t *h
+    out = []
+    if r.buf == NULL:
+        return out
+    while tail != head and len(out) < max_frames:
+        off = tail & (r.size - 1)
+        to_end = r.size - off
+        if to_end < sizeof(caprec_t):
+            tail += to_end
+            continue
+        h = <caprec_t *>(r.buf + off)
+        if h.kind == CAPK_PAD:
+            tail += h.rec_len
+            continue
+        out.append((h.flow_id, h.vsys, h.generation, "alert" if h.kind == CAPK_ALERT else "frame",
+                    "alert" if h.mode == CAP_ALERT else "flow", (h.ts_ns / 1e9) + self.wall_offset, h.in_port,
+                    h.origlen, (<char *>r.buf)[off + sizeof(caprec_t):off + sizeof(caprec_t) + h.caplen]))
+        tail += h.rec_len
+    ngfw_store_u32(&r.tail, tail)
+    return out

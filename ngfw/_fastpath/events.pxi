@@ -89,6 +89,14 @@ cdef int evring_init(evring_t *r, uint32_t size) noexcept nogil:
     r.lost = 0
     return 0 if r.ev != NULL else -1
 
+cdef int events_init(engine_t *e, uint32_t capacity) except -1:
+    if evring_init(&e.events, capacity) < 0:
+        raise MemoryError("not enough memory for the event ring")
+    return 0
+
+cdef void events_free(engine_t *e) noexcept:
+    free(e.events.ev)
+
 cdef inline event_t *evring_claim(evring_t *r) noexcept nogil:
     cdef uint32_t head = r.head
     if head - ngfw_load_u32(&r.tail) >= r.size:
@@ -154,3 +162,73 @@ cdef void event_from_flow(event_t *e, const flow_t *f, uint8_t type) noexcept no
     else:
         e.src_ip.hi = f.key.b_hi; e.src_ip.lo = f.key.b_lo; e.src_port = f.key.b_port
         e.dest_ip.hi = f.key.a_hi; e.dest_ip.lo = f.key.a_lo; e.dest_port = f.key.a_port
+
+
+# -------------------------------- events as Python dicts (Engine.drain_events, flows, list_sessions)
+
+cdef dict event_dict(Engine self, event_t *ev):
+    if ev.type == EV_ARRIVAL:
+        return {"event": "arrival", "workload": ev.src_wl, "generation": ev.generation,
+                "in_port": self.port_names[ev.in_port] if ev.in_port < len(self.port_names) else "",
+                "time": (ev.ts_first / 1e9) + self.wall_offset}
+    d = flow_event_dict(self, ev)
+    if ev.type == EV_ALERT:
+        d["event"] = "alert"
+        d["ruleset"] = ev.ruleset
+        d["sig"] = ev.sig
+        d["blocked"] = bool(ev.alert_blocked)
+        d["pkt_to_client"] = bool(ev.pkt_to_client)
+        ruleset = self.rulesets.get(ev.ruleset)
+        d["signature"] = ruleset.rules[ev.sig] if ruleset is not None and ev.sig < len(ruleset.rules) else None
+        if ev.arp_op:
+            arp_event_fields(d, ev.arp_op, ev.arp_mac)
+    return d
+
+
+cdef dict flow_event_dict(Engine self, event_t *ev):
+    cdef char cid[COMMUNITY_ID_LEN + 2]
+    cdef int cid_len = community_id(cid, &ev.src_ip, &ev.dest_ip, ev.is_v6, ev.proto, ev.src_port, ev.dest_port,
+                                    ev.icmp_type)
+    host, ssh = host_fields((<char *>ev.host)[:ev.host_len])
+    return {
+        "event": "flow" if ev.type == EV_FLOW else "drop",
+        "flow_id": ev.flow_id if not ev.no_flow else None,
+        "community_id": cid[:cid_len].decode("ascii"),
+        "proto": ev.proto,
+        "src_ip": ip_from_c(ev.src_ip, ev.is_v6),
+        "src_port": ev.src_port,
+        "dest_ip": ip_from_c(ev.dest_ip, ev.is_v6),
+        "dest_port": ev.dest_port,
+        "vlan": ev.vlan,
+        "in_port": self.port_names[ev.in_port] if ev.in_port < len(self.port_names) else "",
+        "vsys": ev.vsys,
+        "src_wl": ev.src_wl,
+        "dst_wl": ev.dst_wl,
+        "rule": ev.rule,
+        "rule_ingress": ev.rule_ingress,
+        "generation": ev.generation,
+        "action": _name(ACTION_NAMES, ev.action),
+        "end_reason": _name(END_REASONS, ev.end_reason) if ev.type == EV_FLOW else None,
+        "drop_reason": _name(DROP_REASONS, ev.drop_reason) if ev.type == EV_DROP else None,
+        "tcp_state": _name(TCP_STATE_NAMES, ev.tcp_state),
+        "start": (ev.ts_first / 1e9) + self.wall_offset,
+        "end": (ev.ts_last / 1e9) + self.wall_offset,
+        "pkts_toserver": ev.pkts[0],
+        "pkts_toclient": ev.pkts[1],
+        "bytes_toserver": ev.bytes[0],
+        "bytes_toclient": ev.bytes[1],
+        "app_proto": self.app_names[ev.app] if 0 < ev.app < len(self.app_names) else None,
+        "app_confidence": ev.app_conf if ev.app else None,
+        "app_pkts": ev.app_pkts if ev.app else None,
+        "app_host": host,
+        "ssh": ssh,
+        "tcp_flags_ts": ev.tcp_flags[0],
+        "tcp_flags_tc": ev.tcp_flags[1],
+        "icmp_type": ev.icmp_type if ev.proto == P_ICMP or ev.proto == P_ICMPV6 else None,
+        "icmp_code": ev.icmp_code if ev.proto == P_ICMP or ev.proto == P_ICMPV6 else None,
+        "alerted": bool(ev.alerted),
+        "capture": ev.capture,
+        "suppressed": ev.suppressed,
+        "user": ev.user,
+        "user_via": (ev.user_via[0], ev.user_via[1]),
+    }

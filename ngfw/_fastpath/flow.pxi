@@ -178,6 +178,19 @@ cdef int flowtable_init(flowtable_t *ft, uint32_t capacity, flow_t *memory) noex
     ft.bytes_given_back = 0
     return 0
 
+cdef int flows_init(engine_t *e, uint32_t capacity, flow_t *memory) except -1:
+    """The engine's flow table; `memory`: its place in the state memory (NULL: the heap)."""
+    if capacity < 1:
+        raise ValueError("flow_capacity must be at least 1")
+    if flowtable_init(&e.flows, capacity, memory) < 0:
+        raise MemoryError(f"not enough memory for a flow table of {capacity} flows")
+    return 0
+
+cdef void flows_free(engine_t *e) noexcept:
+    if not e.flows.external:
+        free(e.flows.slots)
+    free(e.flows.released)
+
 cdef inline uint32_t flow_page_of(const flowtable_t *ft, const void *p) noexcept nogil:
     return <uint32_t>((<uintptr_t>p - ft.page0) // mem_page)
 
@@ -360,3 +373,41 @@ cdef inline void tcp_track(flow_t *f, uint8_t flags, uint32_t seq, bint to_serve
         f.fin_seen |= 1 if to_server else 2
         if f.tcp_state >= TCP_SYN_RECV:
             f.tcp_state = TCP_CLOSING if f.fin_seen == 3 else TCP_FIN_WAIT
+
+
+# ---------------------------------------------------------------- Engine.end_all_flows
+
+cdef extern from *:
+    # a hint, never a fault: a page given back stays given back
+    void __builtin_prefetch(const void *p) noexcept nogil
+
+cdef enum:
+    END_SCAN_AHEAD = 24   # slots end_all_flows asks the memory for ahead of the one it looks at
+
+
+cdef object flows_end_all(Engine self):
+    cdef flowtable_t *ft = &self.e.flows
+    cdef uint32_t s = 0, n = ft.mask + 1, left = ft.count, page
+    cdef uintptr_t used_at, page_end = 0
+    cdef bint check_pages = ft.n_released != 0, page_released = False
+    while s < n and left:   # left: a replay engine sized for a big capture holds a small one's flows
+        # a page given back is not read (flow_slot_released), looked up once per page: a division per slot
+        # was most of this scan over a replay's small captures
+        used_at = <uintptr_t>&ft.slots[s].used
+        if check_pages and used_at >= page_end:
+            page = flow_page_of(ft, <void *>used_at)
+            page_released = flow_page_released(ft, page)
+            page_end = ft.page0 + (<uintptr_t>page + 1) * mem_page
+        if page_released:
+            # on to the first slot whose `used` byte lies on the next page
+            s = <uint32_t>((page_end - <uintptr_t>&ft.slots[0].used + sizeof(flow_t) - 1) // sizeof(flow_t))
+            continue
+        if s + END_SCAN_AHEAD < n:
+            # a slot a cache line (or two): the scan waited on memory
+            __builtin_prefetch(&ft.slots[s + END_SCAN_AHEAD].used)
+        if ft.slots[s].used:
+            flow_end(self.e, &ft.slots[s], END_SHUTDOWN, ngfw_now_ns())
+            ft.slots[s].used = 0
+            left -= 1
+        s += 1
+    ft.count = 0

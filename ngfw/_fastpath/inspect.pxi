@@ -138,6 +138,51 @@ cdef void inspect_flow_end(engine_t *e, flow_t *f) noexcept nogil:
     inspool_give(p, f.insp)
     f.insp = -1
 
+cdef int inspect_workspace_init(engine_t *e, uint32_t n_slots, inspslot_t *memory, bint replay) except -1:
+    """The inspection workspace: slots (`memory`: their place in the state memory, NULL: the heap), pcre2
+    match data, thresholds, and the pools of reassembly, body decoders, held segments (replay) and HPACK."""
+    e.ins = <insws_t *>calloc(1, sizeof(insws_t))
+    if e.ins == NULL or inspool_init(&e.ins.pool, n_slots, memory) < 0:
+        raise MemoryError("not enough memory for the inspection state")
+    e.ins.md = pcre2_match_data_create(32, NULL)
+    e.ins.mctx = pcre2_match_context_create(NULL)
+    e.ins.thr = <ithrent_t *>calloc(THR_SLOTS, sizeof(ithrent_t))
+    if (e.ins.md == NULL or e.ins.mctx == NULL or e.ins.thr == NULL
+            or asm_pool_init(&e.ins.asm_pool) < 0 or bodydec_init(&e.ins.bodydec) < 0
+            or hold_pool_init(&e.ins.hold, HOLD_SLOTS if replay else 0) < 0
+            or h2tab_init(&e.ins.h2tab) < 0):
+        raise MemoryError("not enough memory for the inspection state")
+    # Suricata's default pcre limits: a hostile payload cannot make a regex run away
+    pcre2_set_match_limit(e.ins.mctx, 3500)
+    pcre2_set_depth_limit(e.ins.mctx, 1500)
+    return 0
+
+cdef void inspect_workspace_free(engine_t *e) noexcept:
+    """End the inspection of every flow still in the table (streams closed, slots given back), then free."""
+    cdef uint32_t i
+    if e.ins == NULL:
+        return
+    for i in range(e.flows.mask + 1 if e.flows.slots != NULL else 0):
+        if not flow_slot_released(&e.flows, i) and e.flows.slots[i].used:
+            inspect_flow_end(e, &e.flows.slots[i])
+    if not e.ins.pool.external:
+        free(e.ins.pool.slots)
+    free(e.ins.pool.next_free)
+    free(e.ins.pool.taken)
+    free(e.ins.pool.dirty)
+    free(e.ins.thr)
+    free(e.ins.asm_pool.buf)
+    free(e.ins.bodydec.slots)
+    free(e.ins.asm_pool.next_free)
+    free(e.ins.hold.slots)
+    free(e.ins.h2tab.slots)
+    if e.ins.md != NULL:
+        pcre2_match_data_free(e.ins.md)
+    if e.ins.mctx != NULL:
+        pcre2_match_context_free(e.ins.mctx)
+    free(e.ins)
+    e.ins = NULL
+
 # ---------------------------------------------------------------- candidates
 
 ctypedef struct hitctx_t:
@@ -795,3 +840,30 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
         else:
             ws.flows_inspected += 1
     return verdict
+
+
+# ---------------------------------------------------------------- Engine.inspect_stats
+
+cdef object inspect_stats_dict(Engine self):
+    cdef insws_t *ws = self.e.ins
+    cdef uint32_t v, s, b
+    alerts = {}
+    for v in range(1024):
+        for s in range(4):
+            for b in range(2):
+                if ws.alerts[v][s][b]:
+                    alerts[(<int>v - 1, s + 1, bool(b))] = ws.alerts[v][s][b]
+    suppressed = {}
+    for v in range(1024):
+        for s in range(SUP_COUNT):
+            if ws.suppressed[v][s]:
+                suppressed[(<int>v - 1, SUPPRESS_REASONS[s])] = ws.suppressed[v][s]
+    return {"alerts": alerts, "suppressed": suppressed,
+            "flows_inspected": ws.flows_inspected, "flows_blocked": ws.blocked_flows,
+            "bytes_inspected": ws.bytes_inspected, "depth_reached": ws.depth_reached,
+            "out_of_order": ws.out_of_order, "overlaps": ws.overlaps, "overlap_mismatch": ws.overlap_mismatch,
+            "fragments_dropped": ws.fragments_dropped, "candidates_overflow": ws.cand_overflow,
+            "state_exhausted": ws.pool.exhausted, "state_in_use": ws.pool.in_use,
+            "decompression_bomb": ws.bombs, "body_limit": ws.body_limit, "decoders_exhausted": ws.bodydec.exhausted,
+            "hpack_tables_exhausted": ws.h2tab.exhausted, "hpack_malformed": ws.h2tab.malformed,
+            "hpack_unresolved": ws.h2tab.unresolved, "hpack_block_too_large": ws.h2tab.lost}

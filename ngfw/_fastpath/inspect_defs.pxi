@@ -1,5 +1,5 @@
 # Threat inspection vocabulary: compiled Suricata signatures in C arrays, the per-flow inspection
-# state and the per-engine workspace. Built by `InspectTables` (engine.pyx) from a RuleSet; read by
+# state and the per-engine workspace. Built by `InspectTables` (inspect_tables.pxi) from a RuleSet; read by
 # the inspect stage (inspect.pxi). Nothing here is a Python object.
 
 cdef extern from "fp_pcre.h" nogil:
@@ -33,7 +33,7 @@ cdef extern from "fp_pcre.h" nogil:
     PCRE2_SIZE *pcre2_get_ovector_pointer(pcre2_match_data *match_data)
     int pcre2_get_error_message(int errorcode, unsigned char *buffer, PCRE2_SIZE bufflen)
 
-# --- buffers the engine fills (the compiler's canonical names, INSPECT_BUFFERS in engine.pyx) ---
+# --- buffers the engine fills (the compiler's canonical names, INSPECT_BUFFERS below) ---
 cdef enum:
     B_PAYLOAD = 0
     B_HTTP_URI = 1

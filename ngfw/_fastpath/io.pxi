@@ -125,6 +125,12 @@ cdef void port_close(port_t *port) noexcept nogil:
     free(port.mem_buf)
     port.mem_buf = NULL
 
+cdef void ports_close(engine_t *e) noexcept:
+    """Close every port of an engine that is going away."""
+    cdef uint32_t i
+    for i in range(e.n_ports):
+        port_close(&e.ports[i])
+
 cdef inline bint port_ready(port_t *port) noexcept nogil:
     """The port has an interface whose link is up: frames may be sent to it."""
     return not port.detached and not ngfw_load_u32(&port.down)

@@ -187,3 +187,162 @@ def json_quote(object text) -> bytes:
     b.cap = len(raw) * 6 + 2
     jb_string(&b, <const uint8_t *><const char *>raw, len(raw))
     return out[:b.n]
+
+
+# ---------------------------------------------------------------- Engine.drain_flow_json
+
+cdef size_t flow_json_cap(Engine self, tuple names) except 0:
+    """The longest record drain_flow_json can write with these name tables, but for the file's name: worked out
+    once for the tables a replay passes file after file (from every name, twice a file, it was a fifth of
+    replaying a small capture). Tuples of bytes: what is cached cannot change."""
+    cdef tuple last = self.flow_json_names
+    cdef Py_ssize_t i
+    if last is not None:
+        for i in range(len(names)):
+            if last[i] is not names[i]:
+                break
+        else:
+            return self.flow_json_cap
+    vsys, workloads, rules, apps, protos, actions, default_rule = names
+    cap = 1024 + 6 * HOST_MAX + len(default_rule)
+    cap += max([len(x) for x in apps] or [0]) + max([len(x) for x in vsys] or [0])
+    cap += 2 * max([len(x) for x in workloads] or [0]) + max([len(x) for x in rules] or [0])
+    cap += max([len(x) for x in protos]) + max([len(x) for x in actions])
+    self.flow_json_names = names
+    self.flow_json_cap = cap
+    return cap
+
+
+cdef object flow_json_drain(Engine self, bytes pcap_file, tuple vsys, tuple workloads, tuple rules, tuple apps,
+                            tuple protos, tuple actions, bytes default_rule):
+    cdef evring_t *r = &self.e.events
+    cdef uint32_t i, n_lines = 0, pending = evring_pending(r)
+    cdef event_t *ev
+    cdef double start
+    cdef Py_ssize_t n_vsys, n_wl, n_rules, n_apps
+    cdef size_t cap, room
+    cdef jbuf_t b
+    cdef json_line_t *lines
+    cdef char *grown
+    cdef char *at
+    cdef bytes out
+    cdef bytes host
+    cdef bytes ssh
+    cdef int64_t vs, rule
+    if pending == 0:
+        return b""
+    cap = len(pcap_file) + flow_json_cap(self, (vsys, workloads, rules, apps, protos, actions, default_rule))
+    n_vsys, n_wl, n_rules, n_apps = len(vsys), len(workloads), len(rules), len(apps)
+    room = cap * (pending if pending < 64 else 64)
+    lines = <json_line_t *>malloc(pending * sizeof(json_line_t))
+    b.p = <char *>malloc(room)
+    b.n = 0
+    b.cap = room
+    if lines == NULL or b.p == NULL:
+        free(lines)
+        free(b.p)
+        raise MemoryError()
+    try:
+        for i in range(pending):
+            ev = evring_peek(r, i)
+            if ev.type != EV_FLOW:
+                continue
+            if b.cap - b.n < cap:
+                grown = <char *>realloc(b.p, 2 * b.cap + cap)
+                if grown == NULL:
+                    raise MemoryError()
+                b.p = grown
+                b.cap = 2 * b.cap + cap
+            start = (ev.ts_first / 1e9) + self.wall_offset
+            lines[n_lines].start = start
+            lines[n_lines].flow_id = ev.flow_id
+            lines[n_lines].off = b.n
+            jb_lit(&b, b'{"event_type":"flow","pcap_file":')
+            jb_bytes(&b, pcap_file)
+            jb_lit(&b, b',"flow_id":')
+            jb_u64(&b, ev.flow_id)
+            jb_lit(&b, b',"timestamp":')
+            jb_timestamp(&b, start)
+            jb_lit(&b, b',"src_ip":')
+            jb_ip(&b, ev.src_ip, ev.is_v6)
+            jb_lit(&b, b',"src_port":')
+            jb_u64(&b, ev.src_port)
+            jb_lit(&b, b',"dest_ip":')
+            jb_ip(&b, ev.dest_ip, ev.is_v6)
+            jb_lit(&b, b',"dest_port":')
+            jb_u64(&b, ev.dest_port)
+            jb_lit(&b, b',"proto":')
+            jb_bytes(&b, protos[ev.proto])
+            jb_lit(&b, b',"community_id":"')
+            b.n += community_id(b.p + b.n, &ev.src_ip, &ev.dest_ip, ev.is_v6, ev.proto, ev.src_port,
+                                ev.dest_port, ev.icmp_type)
+            jb_lit(&b, b'"')
+            if ev.proto == P_ICMP or ev.proto == P_ICMPV6:
+                jb_lit(&b, b',"icmp_type":')
+                jb_u64(&b, ev.icmp_type)
+                jb_lit(&b, b',"icmp_code":')
+                jb_u64(&b, ev.icmp_code)
+            jb_lit(&b, b',')
+            jb_bytes(&b, apps[ev.app] if 0 < ev.app < n_apps else b'"app_proto":null,"app":null')
+            jb_lit(&b, b',"app_host":')
+            if ev.host_len and ev.host[0] == HOST_SSH_MARK:
+                # not a name: SSH's identification strings, under "ssh" as Suricata writes them (orjson's bytes)
+                ssh = json.dumps(host_fields((<char *>ev.host)[:ev.host_len])[1], separators=(",", ":"),
+                                 ensure_ascii=False).encode()
+                jb_lit(&b, b'null,"ssh":')
+                jb_bytes(&b, ssh)
+            elif ev.host_len == 0:
+                jb_lit(&b, b'null')
+            elif utf8_valid(<const uint8_t *>ev.host, ev.host_len):
+                jb_string(&b, <const uint8_t *>ev.host, ev.host_len)
+            else:
+                host = (<char *>ev.host)[:ev.host_len].decode("utf-8", "replace").encode("utf-8")
+                jb_string(&b, <const uint8_t *><const char *>host, len(host))
+            jb_lit(&b, b',"app_confidence":')
+            if ev.app:
+                jb_u64(&b, ev.app_conf)
+                jb_lit(&b, b',"app_pkts":')
+                jb_u64(&b, ev.app_pkts)
+            else:
+                jb_lit(&b, b'null,"app_pkts":null')
+            vs = ev.vsys
+            rule = ev.rule
+            jb_lit(&b, b',"vsys":')
+            jb_bytes(&b, vsys[vs] if 0 <= vs < n_vsys else b"null")
+            jb_lit(&b, b',"src_vm":')
+            jb_bytes(&b, workloads[ev.src_wl] if 0 <= ev.src_wl < n_wl else b"null")
+            jb_lit(&b, b',"dest_vm":')
+            jb_bytes(&b, workloads[ev.dst_wl] if 0 <= ev.dst_wl < n_wl else b"null")
+            jb_lit(&b, b',"rule":')
+            if vs < 0:
+                jb_lit(&b, b"null")
+            elif rule < 0:
+                jb_bytes(&b, default_rule)
+            else:
+                jb_bytes(&b, rules[rule] if rule < n_rules else b'"default-deny"')
+            jb_lit(&b, b',"action":')
+            jb_bytes(&b, actions[ev.action] if ev.action < len(actions) else b"null")
+            jb_lit(&b, b',"pkts_toserver":')
+            jb_u64(&b, ev.pkts[0])
+            jb_lit(&b, b',"pkts_toclient":')
+            jb_u64(&b, ev.pkts[1])
+            jb_lit(&b, b',"bytes_toserver":')
+            jb_u64(&b, ev.bytes[0])
+            jb_lit(&b, b',"bytes_toclient":')
+            jb_u64(&b, ev.bytes[1])
+            jb_lit(&b, b'}\n')
+            lines[n_lines].len = b.n - lines[n_lines].off
+            n_lines += 1
+        for i in range(n_lines):
+            lines[i].text = b.p + lines[i].off
+        qsort(lines, n_lines, sizeof(json_line_t), json_line_order)
+        out = PyBytes_FromStringAndSize(NULL, b.n)
+        at = <char *>out
+        for i in range(n_lines):
+            memcpy(at, lines[i].text, lines[i].len)
+            at += lines[i].len
+    finally:
+        free(lines)
+        free(b.p)
+    evring_take(r, pending)
+    return out

@@ -624,3 +624,131 @@ cdef flow_t *flow_insert_evicting(engine_t *e, const flow_key_t *k, uint32_t h, 
     if f == NULL and flow_early_drop(e, h, charged, now):
         f = flow_insert(&e.flows, k, h)
     return f
+
+
+# -------------------------------- Engine.export_sessions, import_sessions, adopt_sessions
+
+cdef session_serve(Engine self, sess_req_t *q, double timeout, object now_ns=None):
+    """Have the loop serve `q` between bursts (or serve it here while the loop is stopped, at `now_ns`:
+    tests that inject on their own clock export and import on it too)."""
+    cdef double deadline
+    cdef uint64_t now = ngfw_now_ns() if now_ns is None else <uint64_t>now_ns
+    with self.request_lock:
+        if not ngfw_load_u32(&self.e.running):
+            with nogil:
+                serve_request(self.e, q, now)
+            return
+        ngfw_store_ptr(<void **>&self.e.request, <void *>q)
+        engine_wake(self.e)
+        deadline = time.monotonic() + timeout
+        while not ngfw_load_u32(&q.done):
+            if not ngfw_load_u32(&self.e.running) and ngfw_cas_ptr(<void **>&self.e.request, <void *>q, NULL):
+                with nogil:   # the loop ended before it took the request
+                    serve_request(self.e, q, ngfw_now_ns())
+                return
+            if time.monotonic() > deadline and ngfw_cas_ptr(<void **>&self.e.request, <void *>q, NULL):
+                raise TimeoutError("the packet loop did not take the session request")
+            time.sleep(0.0002)
+
+
+cdef dict session_results(Engine self, sess_req_t *q):
+    return {"results": {name: q.results[i] for i, name in enumerate(SESSION_RESULTS) if q.results[i]},
+            "streams_restored": q.streams_restored}
+
+
+cdef object sessions_export(Engine self, int workload, uint64_t changed_since, bint streams, bint hand_over,
+                            uint32_t cursor, uint32_t limit, bint only_allowed, double timeout, now_ns):
+    cdef sess_req_t *q = <sess_req_t *>calloc(1, sizeof(sess_req_t))
+    if q == NULL:
+        raise MemoryError()
+    q.kind = REQ_EXPORT
+    q.workload = workload
+    q.changed_since = changed_since
+    q.cursor = cursor
+    q.limit = limit
+    q.streams = streams
+    q.hand_over = hand_over
+    q.only_allowed = only_allowed
+    now = ngfw_now_ns() if now_ns is None else now_ns
+    try:
+        session_serve(self, q, timeout, now_ns)
+        if q.error == -2:
+            raise MemoryError("not enough memory to export the sessions")
+        return {"records": (<char *>q.out.p)[:q.out.n] if q.out.n else b"",
+                "keys": (<char *>q.keys.p)[:q.keys.n] if q.keys.n else b"",
+                "count": q.exported, "cursor": q.cursor, "now": now}
+    finally:   # session_serve returns or raises only once the loop no longer holds q
+        free(q.out.p)
+        free(q.keys.p)
+        free(q)
+
+
+cdef uint16_t *session_app_map(Engine self, object exporter_apps, uint32_t *n) except? NULL:
+    cdef uint16_t *m
+    cdef uint32_t i
+    here = {name: i for i, name in enumerate(self.app_names)}
+    names = list(exporter_apps) if exporter_apps is not None else list(self.app_names)
+    n[0] = len(names)
+    m = <uint16_t *>calloc(len(names) + 1, sizeof(uint16_t))
+    if m == NULL:
+        raise MemoryError()
+    for i, name in enumerate(names):
+        m[i] = here.get(name, 0) if name else 0
+    return m
+
+
+cdef object sessions_import(Engine self, const unsigned char[:] records, exporter_apps, bint migration,
+                            int require_workload, double timeout, now_ns):
+    cdef sess_req_t *q = <sess_req_t *>calloc(1, sizeof(sess_req_t))
+    cdef uint32_t n_map = 0
+    if q == NULL:
+        raise MemoryError()
+    try:
+        q.kind = REQ_IMPORT
+        q.in_p = &records[0] if records.shape[0] else NULL
+        q.in_n = records.shape[0]
+        q.migration = migration
+        q.require_wl = require_workload
+        q.app_map = session_app_map(self, exporter_apps, &n_map)
+        q.n_app_map = n_map
+        session_serve(self, q, timeout, now_ns)
+        if q.error == -1:
+            raise RuntimeError("no policy is loaded: sessions cannot be checked against one")
+        return session_results(self, q)
+    finally:
+        free(<void *>q.app_map)
+        free(q)
+
+
+cdef object sessions_adopt(Engine self, const unsigned char[:] old, dict old_layout, exporter_apps, double timeout,
+                           now_ns):
+    cdef sess_req_t *q
+    cdef const uint8_t *base
+    cdef uint32_t n_map = 0
+    if old_layout.get("fingerprint") != state_fingerprint():
+        raise ValueError("the state memory was laid out by another build")
+    if old.shape[0] < old_layout["size"]:
+        raise ValueError(f"the state memory holds {old.shape[0]} bytes, its layout says {old_layout['size']}")
+    base = &old[0]
+    q = <sess_req_t *>calloc(1, sizeof(sess_req_t))
+    if q == NULL:
+        raise MemoryError()
+    try:
+        q.kind = REQ_ADOPT
+        q.require_wl = -1
+        q.old_slots = <const flow_t *>(base + <size_t>old_layout["flows_off"])
+        q.old_n_slots = old_layout["slots"]
+        q.old_host_names = <const char *>(base + <size_t>old_layout["host_off"])
+        q.old_host_lens = base + <size_t>old_layout["host_lens_off"]
+        q.old_n_host = old_layout["n_host"]
+        q.old_insp = <const inspslot_t *>(base + <size_t>old_layout["insp_off"])
+        q.old_n_insp = old_layout["inspect_slots"]
+        q.app_map = session_app_map(self, exporter_apps, &n_map)
+        q.n_app_map = n_map
+        session_serve(self, q, timeout, now_ns)
+        if q.error == -1:
+            raise RuntimeError("no policy is loaded: sessions cannot be checked against one")
+        return session_results(self, q)
+    finally:
+        free(<void *>q.app_map)
+        free(q)

@@ -268,3 +268,146 @@ cdef void session_cleared_frame(engine_t *e, flow_t *f, const pkt_t *p, bint to_
         respond_reset_peer(e, f, p, to_server, in_port)
         f.cut = CUT_CLEARED_DONE
         f.tcp_state = TCP_CLOSED
+
+
+# ---------------------------------------------------------------- session filters (session_view.pxi)
+
+cdef void _cidr_from(object net, cidr_t *c) except *:
+    """An ipaddress network as the fastpath compares addresses (IPv4 mapped into IPv6)."""
+    cdef ip128_t ip = ip_to_c(net.network_address)
+    cdef ip128_t mask
+    plen = net.prefixlen + (96 if net.version == 4 else 0)
+    mask = ip_from_int(((1 << plen) - 1) << (128 - plen) if plen else 0)
+    c.mask_hi = mask.hi
+    c.mask_lo = mask.lo
+    c.net_hi = ip.hi & mask.hi
+    c.net_lo = ip.lo & mask.lo
+    c.v6 = 1 if net.version == 6 else 0
+
+
+cdef void _sfilter_from(dict d, sfilter_t *q) except *:
+    """A filter of ngfw.dataplane.sessions (`SessionFilter.compiled`) as the C struct; ValueError past its limits."""
+    cdef uint32_t i
+    memset(q, 0, sizeof(sfilter_t))
+    workloads = list(d.get("workloads") or ())
+    vsys_pairs = list(d.get("vsys_pairs") or ())
+    rule_pairs = list(d.get("rule_pairs") or ())
+    if len(workloads) > SV_MAX_WL:
+        raise ValueError(f"a filter names at most {SV_MAX_WL} workloads")
+    if len(vsys_pairs) > SV_MAX_PAIRS or len(rule_pairs) > SV_MAX_PAIRS:
+        raise ValueError(f"a filter's vsys or rule resolves to at most {SV_MAX_PAIRS} (generation, index) pairs")
+    q.n_wl = len(workloads)
+    for i in range(q.n_wl):
+        q.wl[i] = workloads[i]
+    q.has_vsys = d.get("has_vsys", False)
+    q.vsys = d.get("vsys", -1)
+    q.n_vsys_pairs = len(vsys_pairs)
+    for i in range(q.n_vsys_pairs):
+        q.vsys_gen[i] = vsys_pairs[i][0]
+        q.vsys_idx[i] = vsys_pairs[i][1]
+    q.has_rule = d.get("has_rule", False)
+    q.n_rule_pairs = len(rule_pairs)
+    for i in range(q.n_rule_pairs):
+        q.rule_gen[i] = rule_pairs[i][0]
+        q.rule_idx[i] = rule_pairs[i][1]
+    app = d.get("app")
+    q.has_app = app is not None
+    q.app = app if app is not None else 0
+    q.proto = d.get("proto") or 0
+    q.action = -1 if d.get("action") is None else d["action"]
+    q.tcp_state = -1 if d.get("tcp_state") is None else d["tcp_state"]
+    q.sport = -1 if d.get("sport") is None else d["sport"]
+    q.dport = -1 if d.get("dport") is None else d["dport"]
+    if d.get("src") is not None:
+        q.has_src = 1
+        _cidr_from(d["src"], &q.src)
+    if d.get("dst") is not None:
+        q.has_dst = 1
+        _cidr_from(d["dst"], &q.dst)
+    q.flow_id = d.get("flow_id") or 0
+    q.user_mode = d.get("user_mode") or 0
+    q.user = d.get("user") or 0
+
+
+# ---------------------------------------------------------------- Engine.list_sessions, clear_sessions and flows
+
+cdef object sessions_list(Engine self, dict flow_filter, uint32_t cursor, uint32_t limit, uint32_t max_scan,
+                          double timeout, now_ns):
+    cdef sess_req_t *r = <sess_req_t *>calloc(1, sizeof(sess_req_t))
+    cdef sview_req_t *q = <sview_req_t *>calloc(1, sizeof(sview_req_t))
+    cdef const sview_t *v
+    cdef uint32_t i
+    if r == NULL or q == NULL:
+        free(r)
+        free(q)
+        raise MemoryError()
+    try:
+        _sfilter_from(flow_filter, &q.filter)
+        r.kind = REQ_LIST
+        r.view = q
+        q.cursor = cursor
+        q.limit = limit
+        q.max_scan = max_scan
+        session_serve(self, r, timeout, now_ns)
+        if r.error == -2:
+            raise MemoryError("not enough memory to list the sessions")
+        sessions = []
+        for i in range(q.out.n // sizeof(sview_t)):
+            v = <const sview_t *>(q.out.p + <size_t>i * sizeof(sview_t))
+            d = flow_event_dict(self, <event_t *>&v.ev)
+            d["tcp_state"] = _name(TCP_STATE_NAMES, v.ev.tcp_state)
+            d["inspected"] = bool(v.inspected)
+            d["threat"] = _name(ACTION_NAMES, v.threat) if v.threat else None
+            d["classifying"] = v.app_state != APPST_DONE and v.ev.action == A_ALLOW
+            d["migrating"] = v.mig == MIG_IN
+            d["cut"] = v.cut == CUT_POLICY
+            d["bypass"] = bool(v.bypass)
+            d["age_ns"] = q.now - v.ev.ts_first if q.now > v.ev.ts_first else 0
+            d["idle_ns"] = q.now - v.ev.ts_last if q.now > v.ev.ts_last else 0
+            sessions.append(d)
+        return {"sessions": sessions, "cursor": q.cursor, "scanned": q.scanned, "now": q.now,
+                "loop_ns": q.took_ns}
+    finally:   # session_serve returns or raises only once the loop no longer holds the request
+        free(q.out.p)
+        free(q)
+        free(r)
+
+
+cdef object sessions_clear(Engine self, dict flow_filter, bint silent, uint32_t cursor, uint32_t max_scan,
+                           double timeout, now_ns):
+    cdef sess_req_t *r = <sess_req_t *>calloc(1, sizeof(sess_req_t))
+    cdef sview_req_t *q = <sview_req_t *>calloc(1, sizeof(sview_req_t))
+    if r == NULL or q == NULL:
+        free(r)
+        free(q)
+        raise MemoryError()
+    try:
+        _sfilter_from(flow_filter, &q.filter)
+        r.kind = REQ_CLEAR
+        r.view = q
+        q.cursor = cursor
+        q.max_scan = max_scan
+        q.silent = silent
+        session_serve(self, r, timeout, now_ns)
+        return {"cleared": q.matched, "resets": q.resets, "cursor": q.cursor, "scanned": q.scanned,
+                "loop_ns": q.took_ns}
+    finally:
+        free(q)
+        free(r)
+
+
+cdef object flows_list(Engine self):
+    cdef uint32_t s
+    cdef event_t ev
+    out = []
+    for s in range(self.e.flows.mask + 1):
+        if not flow_slot_released(&self.e.flows, s) and self.e.flows.slots[s].used:
+            memset(&ev, 0, sizeof(ev))
+            event_from_flow(&ev, &self.e.flows.slots[s], EV_FLOW)
+            event_host(self.e, &ev, &self.e.flows.slots[s])
+            d = event_dict(self, &ev)
+            d["tcp_state"] = _name(TCP_STATE_NAMES, self.e.flows.slots[s].tcp_state)
+            d["cut"] = bool(self.e.flows.slots[s].cut)
+            d["bypass"], d["bypass_ways"] = bypass_state(self, &self.e.flows.slots[s])
+            out.append(d)
+    return out

@@ -290,3 +290,87 @@ cdef uint32_t to_ethernet(const uint8_t *frame, uint32_t caplen, uint32_t link, 
     ngfw_put_be16(out + 12, et)
     memcpy(out + 14, frame + skip, caplen - skip)
     return caplen - skip + 14
+
+
+# ---------------------------------------------------------------- Engine.replay_capture and replay_reset
+
+cdef object replay_capture_run(Engine self, const unsigned char[:] data, uint16_t port):
+    cdef capture_t cap
+    cdef const uint8_t *frame
+    cdef uint32_t caplen, origlen, link, n
+    cdef uint64_t ts, packets = 0, unsupported = 0
+    cdef int rc = 0
+    cdef uint32_t i
+    cdef uint8_t *buf
+    if port >= self.e.n_ports:
+        raise ValueError(f"no port {port}")
+    if ngfw_load_u32(&self.e.running):
+        raise RuntimeError("replay_capture() while the loop is running")
+    if self.replay_frame == NULL:
+        # kept for the next capture: a replay of many small files paid a malloc of it per file
+        self.replay_frame = <uint8_t *>malloc(REPLAY_FRAME_MAX)
+        if self.replay_frame == NULL:
+            raise MemoryError()
+    buf = self.replay_frame
+    with nogil:
+        if capture_open(&cap, &data[0] if data.shape[0] else NULL, data.shape[0]) == 0:
+            while True:
+                rc = capture_next(&cap, &frame, &caplen, &origlen, &link, &ts)
+                if rc <= 0:
+                    break
+                packets += 1
+                n = to_ethernet(frame, caplen, link, buf, REPLAY_FRAME_MAX)
+                if n == 0:
+                    unsupported += 1
+                    continue
+                # a record cut by the capture's snap length: lengths in its headers run past it
+                process_frame(self.e, port, buf, n, RX_SNAPPED if origlen > caplen else 0, ts)
+                sweep_flows(self.e, ts, REPLAY_SWEEP_SLOTS)
+            for i in range(self.e.n_ports):
+                port_flush(&self.e.ports[i])
+    return {"packets": packets, "unsupported_link": unsupported,
+            "error": cap.error.decode() if cap.error != NULL else None, "error_offset": cap.off}
+
+
+cdef object replay_engine_reset(Engine self):
+    cdef uint32_t i
+    if ngfw_load_u32(&self.e.running):
+        raise RuntimeError("replay_reset() while the loop is running")
+    # the two tables are ~400 KB that most captures never write: cleared only when written
+    if self.e.frags_used:
+        memset(self.e.frags, 0, FRAG_SLOTS * sizeof(frag_entry_t))
+        self.e.frags_used = 0
+    if replay_macs_learnt(self):
+        for i in range(MACTABLE_SLOTS):
+            self.e.macs[i].key = 0
+            self.e.macs[i].ts = 0
+            self.e.macs[i].port = -1   # as a new engine's
+    self.e.last_sweep = 0
+    self.e.flows.sweep_cursor = 0
+    # the table just emptied: not a fall from a flood whose pages to give back, only for the next capture to
+    # fault in again (each file of a replay of many did); its pages are given back as a new engine's would
+    # be, once a capture's own flows fall
+    self.e.flows.peak = 0
+    self.e.flows.give_back_left = 0
+    self.e.flows.empty_from = 0
+    if self.e.flows.count == 0 and not self.e.flows.external:
+        # every page of the emptied table is marked as holding no flow, as a new table's are (flow.pxi), but
+        # stays mapped: the next capture's sweeps and end_all_flows pass over the pages its flows do not use
+        # (reading the whole table for each capture was a tenth of replaying a small one) and those it uses
+        # are not faulted in again
+        memset(self.e.flows.released, 0xff, ((self.e.flows.n_pages + 63) // 64) * sizeof(uint64_t))
+        self.e.flows.n_released = self.e.flows.n_pages
+    for i in range(VSYS_SLOTS):
+        self.e.vsys[i].tokens = 0
+        self.e.vsys[i].refilled_ns = 0
+        self.e.vsys[i].primed = 0
+
+
+cdef bint replay_macs_learnt(Engine self):
+    """Whether a frame may have been switched by MAC learning (worker.pxi forward): a segment other than a
+    wire of two ports."""
+    cdef uint32_t i
+    for i in range(self.e.n_segments):
+        if self.e.segments[i].n_ports != 0 and self.e.segments[i].n_ports != 2:
+            return True
+    return False

@@ -45,3 +45,20 @@ cdef int32_t mac_lookup(const mac_entry_t *tab, uint64_t key, uint64_t now) noex
             return tab[s].port if now - tab[s].ts < MAC_AGE_NS else -1
         s = (s + 1) & (MACTABLE_SLOTS - 1)
     return -1
+
+
+cdef int l2_init(engine_t *e) except -1:
+    """The MAC table (every entry unlearnt) and the IP fragment table (worker.pxi `frag_find`) of an engine."""
+    cdef uint32_t i
+    e.macs = <mac_entry_t *>calloc(MACTABLE_SLOTS, sizeof(mac_entry_t))
+    e.frags = <frag_entry_t *>calloc(FRAG_SLOTS, sizeof(frag_entry_t))
+    if e.macs == NULL or e.frags == NULL:
+        raise MemoryError("not enough memory for the engine")
+    for i in range(MACTABLE_SLOTS):
+        e.macs[i].port = -1
+    return 0
+
+
+cdef void l2_free(engine_t *e) noexcept:
+    free(e.macs)
+    free(e.frags)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from ngfw.lab.legs import remove_bridge_leg, remove_leg, restore_leg, set_leg_st
 from ngfw.lab.netns import call_in, free_tcp_port, socket_in
 from ngfw.lab.probe import connects, time_to_connect
 from tests.support.netns import LAB_POLICY, SERVER, metric, wait_for
-from tests.support.tap import TAP_POLICY, move_tap_to_vm
+from tests.support.tap import TAP_POLICY, move_tap_to_vm, tap_dataplane_argv
 
 # the target is 2 s from the link being up to forwarding; a busy CI machine gets some slack
 BACK_WITHIN = 2.0
@@ -175,27 +174,7 @@ def test_a_deleted_tap_is_created_again_and_its_vm_reaches_the_other(tap_host, t
     policy = tmp_path / "policy.yaml"
     policy.write_text(textwrap.dedent(TAP_POLICY))
 
-    def argv(policy_path: str, metrics: str, eve: str) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "ngfw",
-            "dataplane",
-            "--tap",
-            "tapa",
-            "--tap",
-            "tapb",
-            "--policy",
-            policy_path,
-            "--metrics",
-            metrics,
-            "--eve",
-            eve,
-            "--state-dir",
-            "none",
-        ]  # no session table left behind
-
-    dp = start_in(fw, policy, free_tcp_port(fw), workdir=tmp_path, argv_builder=argv)
+    dp = start_in(fw, policy, free_tcp_port(fw), workdir=tmp_path, argv_builder=tap_dataplane_argv)
     try:
         for tap in ("tapa", "tapb"):
             move_tap_to_vm(fw, tap, tap_host[tap])

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -14,34 +13,16 @@ import pytest
 
 from ngfw.lab.dataplane_process import start_dataplane
 from ngfw.lab.netns import call_in, free_tcp_port, socket_in
-from tests.support.tap import TAP_POLICY, move_tap_to_vm
+from tests.support.tap import TAP_POLICY, move_tap_to_vm, tap_dataplane_argv
 
 
 def test_vm_to_vm_through_taps_is_policed(tap_host: dict[str, str], tmp_path: Path) -> None:
     policy = tmp_path / "policy.yaml"
     policy.write_text(textwrap.dedent(TAP_POLICY))
 
-    def argv(policy_path: str, metrics: str, eve: str) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "ngfw",
-            "dataplane",
-            "--tap",
-            "tapa",
-            "--tap",
-            "tapb",
-            "--policy",
-            policy_path,
-            "--metrics",
-            metrics,
-            "--eve",
-            eve,
-            "--state-dir",
-            "none",
-        ]  # a namespace of its own: no leftovers
-
-    dp = start_dataplane(tap_host["fw"], policy, free_tcp_port(tap_host["fw"]), workdir=tmp_path, argv_builder=argv)
+    dp = start_dataplane(
+        tap_host["fw"], policy, free_tcp_port(tap_host["fw"]), workdir=tmp_path, argv_builder=tap_dataplane_argv
+    )
     try:
         for tap in ("tapa", "tapb"):
             move_tap_to_vm(tap_host["fw"], tap, tap_host[tap])

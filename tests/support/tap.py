@@ -3,6 +3,8 @@ by the `--tap` namespace tests (the `tap_host` fixture is in tests/netns/conftes
 
 from __future__ import annotations
 
+import sys
+
 from pyroute2 import IPRoute
 
 TAP_POLICY = """
@@ -44,3 +46,17 @@ def move_tap_to_vm(fw_ns: str, tap: str, vm_ns: str) -> None:
         ipr.addr("add", index=index, address=ip, prefixlen=24)
         ipr.link("set", index=index, state="up")
         ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+
+
+def tap_dataplane_argv(policy_path: str, metrics: str, eve: str) -> list[str]:
+    """`ngfw dataplane` on the two TAPs of TAP_VMS, with no session table left behind (a namespace of its own)."""
+    return [sys.executable, "-m", "ngfw", "dataplane", "--tap", "tapa", "--tap", "tapb"] + [
+        "--policy",
+        policy_path,
+        "--metrics",
+        metrics,
+        "--eve",
+        eve,
+        "--state-dir",
+        "none",
+    ]
