@@ -50,8 +50,13 @@ CONFIGS = ("bridge", "bare", "allow", "rules1000", "etopen", "bypass")
 ALLOW_ALL_POLICY = "rules/examples/allow-all.yaml"
 IDENTITY_RULES = 1000
 IPERF_PORT = 5201
-UDP_SINK_PORT = 9
-UDP_FLOWS = 1024
+# The 64-byte UDP test is a flood of new flows: the source port cycles over every port from 1024 and the
+# destination port over UDP_SINK_PORTS sinks at once; 251 is prime, so a 5-tuple comes back only after
+# 64,512 x 251 = 16.2 M frames, more than a run sends (10 s at the ~0.5 Mpps a 2-vCPU machine offers).
+UDP_SINK_PORT = 20000
+UDP_SINK_PORTS = 251
+UDP_FLOWS = 65535 - 1024 + 1
+HOME_NETS = ("client", "both")
 MAX_PPS = 5_000_000  # trafgen's packet-count bound: duration x this
 WRK_CONNECTIONS = 16
 METRICS = ("tcp_gbps", "conn_per_s", "pps_offered", "pps_delivered", "ping_p50_us", "ping_p99_us")
@@ -149,7 +154,9 @@ def measure_cps(lab: Lab, d: Durations) -> dict[str, Any]:
 def measure_pps(lab: Lab, d: Durations, workdir: Path) -> dict[str, Any]:
     cfg = workdir / "udp64.trafgen"
     cfg.write_text(
-        measure.render_trafgen_udp(lab.web1.mac, lab.srv.mac, lab.web1.ipv4, lab.srv.ipv4, UDP_SINK_PORT, UDP_FLOWS)
+        measure.render_trafgen_udp(
+            lab.web1.mac, lab.srv.mac, lab.web1.ipv4, lab.srv.ipv4, UDP_SINK_PORT, UDP_FLOWS, dst_ports=UDP_SINK_PORTS
+        )
     )
     # The bridges learn where srv's MAC lives (else they flood every frame to every port).
     call_in(lab.web1.ns, ["ping", "-c", "1", "-W", "1", lab.srv.ipv4], timeout=5)
@@ -248,6 +255,15 @@ def unavailable(name: str) -> str | None:
 
 DATAPLANE_ARGS: list[str] = []  # extra `ngfw dataplane` options for every ngfw configuration (--dataplane-args)
 SURICATA_RULES: list[Path] = []  # rule files of the Suricata baseline (--suricata-rules)
+HOME_NET = ["client"]  # --home-net
+
+
+def home_net(lab: Lab) -> str:
+    """HOME_NET of the ET Open rows and of Suricata: the protected workloads only (`client`, the usual
+    configuration: the server is $EXTERNAL_NET) or the whole lab subnet (`both`)."""
+    if HOME_NET[0] == "both":
+        return f"[{lab.subnet4},{lab.subnet6}]"
+    return "[" + ",".join(ip for w in lab.workloads for ip in (w.ipv4, w.ipv6)) + "]"
 
 
 @contextlib.contextmanager
@@ -258,7 +274,7 @@ def suricata_baseline(lab: Lab, workdir: Path, result: ConfigResult) -> Iterator
     def ping() -> bool:
         return call_in(lab.web1.ns, ["ping", "-c", "1", "-W", "1", lab.srv.ipv4], timeout=5).returncode == 0
 
-    home = {"HOME_NET": f"[{lab.subnet4},{lab.subnet6}]"}
+    home = {"HOME_NET": home_net(lab)}
     ips_dir = Path(tempfile.mkdtemp(prefix="suricata-", dir=workdir))
     with suricata_ips.running(lab.fw_ns, lab.fw_vm, lab.fw_up, SURICATA_RULES, probe=ping, workdir=ips_dir,
                               variables=home) as ips:  # fmt: skip
@@ -332,7 +348,7 @@ def configuration(name: str, lab: Lab, workdir: Path, result: ConfigResult) -> I
             .read_text()
             .replace("      action: allow", "      action: allow\n      inspect: default")
         )
-        extra += ["--rules", f"et={_et_open()}", "--var", f"HOME_NET=[{lab.subnet4},{lab.subnet6}]"]
+        extra += ["--rules", f"et={_et_open()}", "--var", f"HOME_NET={home_net(lab)}"]
     else:
         policy = identity_policy_file(lab, workdir)
     dp_dir = Path(tempfile.mkdtemp(prefix=f"dp-{name}-", dir=workdir))
@@ -449,6 +465,7 @@ def run(args: argparse.Namespace) -> int:
     import shlex
 
     DATAPLANE_ARGS[:] = shlex.split(args.dataplane_args)
+    HOME_NET[0] = args.home_net
     reps = 1 if args.quick and args.reps is None else (args.reps or 3)
     names = [n.strip() for n in args.only.split(",")] if args.only else list(CONFIGS)
     bad = [n for n in names if n not in CONFIGS]
@@ -468,7 +485,7 @@ def run(args: argparse.Namespace) -> int:
     started = datetime.now(UTC)
     info = machine_info()
     log(f"{len(active)} configuration(s) x {reps} repetition(s) on {info['cpus']} CPUs ({info['cpu_model']}), "
-        f"load {info['loadavg_at_start'][0]:.2f}; the machine is shared: expect noise")  # fmt: skip
+        f"load {info['loadavg_at_start'][0]:.2f}, HOME_NET={args.home_net}; the machine is shared: expect noise")  # fmt: skip
     workdir = Path(tempfile.mkdtemp(prefix="ngfw-bench-"))
 
     def measure_all(lab: Lab) -> int:
@@ -496,7 +513,14 @@ def run(args: argparse.Namespace) -> int:
         "started": started.isoformat(),
         "finished": datetime.now(UTC).isoformat(),
         "machine": info,
-        "options": {"quick": args.quick, "repetitions": reps, "only": names, "durations": durations.__dict__},
+        "options": {
+            "quick": args.quick,
+            "repetitions": reps,
+            "only": names,
+            "durations": durations.__dict__,
+            "home_net": args.home_net,
+        },
+        "load_at_end": list(os.getloadavg()),
         "configurations": {
             r.name: {
                 "title": r.title,
@@ -516,6 +540,8 @@ def run(args: argparse.Namespace) -> int:
 
     print(f"## ngfw benchmark, {started:%Y-%m-%d %H:%M} UTC, {reps} repetition(s), medians\n")
     print(f"{info['cpus']} CPUs ({info['cpu_model']}), kernel {info['kernel']}, shared and noisy machine. "
+          f"HOME_NET = {args.home_net} ({'web1 and web2' if args.home_net == 'client' else 'the lab subnet'}), "
+          f"load {info['loadavg_at_start'][0]:.2f} at the start, {os.getloadavg()[0]:.2f} at the end. "
           f"Ratios to the Linux bridge in parentheses; latency shows µs added to the bridge.\n")  # fmt: skip
     print(table)
     for r in ordered:
@@ -531,14 +557,17 @@ def run(args: argparse.Namespace) -> int:
 
 @contextlib.contextmanager
 def _servers(lab: Lab) -> Iterator[None]:
-    """iperf3 server and a UDP sink in srv (the sink keeps the kernel from answering ICMP port unreachable)."""
+    """iperf3 server and UDP sinks in srv (they keep the kernel from answering ICMP port unreachable)."""
     iperf = run_in(lab.srv.ns, ["iperf3", "-s", "-B", lab.srv.ipv4, "-p", str(IPERF_PORT)],
                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                    start_new_session=True)  # fmt: skip
+    sinks = []
     with in_netns(lab.srv.ns):
-        sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sink.bind((lab.srv.ipv4, UDP_SINK_PORT))
+        for port in range(UDP_SINK_PORT, UDP_SINK_PORT + UDP_SINK_PORTS):
+            sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sinks.append(sink)
+            sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sink.bind((lab.srv.ipv4, port))
     try:
         deadline = time.monotonic() + 10
         while IPERF_PORT not in _tcp_listeners(lab) and time.monotonic() < deadline:
@@ -547,7 +576,8 @@ def _servers(lab: Lab) -> Iterator[None]:
             time.sleep(0.05)
         yield
     finally:
-        sink.close()
+        for sink in sinks:
+            sink.close()
         stop_process(iperf)
 
 
@@ -579,6 +609,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(HERE / "out"), help="directory for the JSON results")
     parser.add_argument("--prefix", default=PREFIX, help="namespace name prefix")
     parser.add_argument("--baseline", choices=("suricata",), help="also measure Suricata 7 inline on the same wire")
+    parser.add_argument(
+        "--home-net",
+        choices=HOME_NETS,
+        default="client",
+        help="HOME_NET of the ET Open rows and Suricata: web1 and web2 only (default; the server is "
+        "$EXTERNAL_NET, the usual perimeter configuration) or the whole lab subnet",
+    )
     parser.add_argument(
         "--suricata-rules",
         type=Path,

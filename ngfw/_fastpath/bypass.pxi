@@ -80,7 +80,7 @@ cdef bint empty_segment_rules(engine_t *e, tables_t *t, const instables_t *T, co
     cdef uint32_t i
     cdef int d
     cdef bint to_server
-    if T.nopf_n == 0 or T.addr_n[1][0] + T.addr_n[1][1] + T.general_n[1] == 0:
+    if T.nopf_n == 0 or T.ipo[1].n_rules == 0:
         return False
     if p == NULL or ws == NULL:
         return True
@@ -99,10 +99,7 @@ cdef bint empty_segment_rules(engine_t *e, tables_t *t, const instables_t *T, co
             inspect_stamp = 1
         ws.stamp_now = inspect_stamp
         ws.n_cand = 0
-        addr_candidates(ws, T, 1, &q.src_ip, q.is_v6)
-        addr_candidates(ws, T, 1, &q.dst_ip, q.is_v6)
-        for i in range(T.general_n[1]):
-            add_candidate(ws, T, T.general[1][i])
+        addr_candidates(ws, T, 1, &q.src_ip, &q.dst_ip, q.is_v6)
         for i in range(ws.n_cand):
             rule = T.rules[ws.cand[i].rule]
             if not ((prof.set_mask >> rule.set_id) & 1):

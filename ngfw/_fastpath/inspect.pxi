@@ -211,34 +211,57 @@ cdef int on_prefilter_hit(unsigned int id, unsigned long long frm, unsigned long
         add_candidate(h.ws, h.T, h.T.pat_rules[h.db.pat_off[id] + i])
     return 0
 
-cdef inline bint _ge128(uint64_t ah, uint64_t al, uint64_t bh, uint64_t bl) noexcept nogil:
-    return ah > bh or (ah == bh and al >= bl)
-
-cdef void addr_candidates(insws_t *ws, const instables_t *T, int kind, const ip128_t *ip, bint v6) noexcept nogil:
-    """Rules of `kind` whose indexed address side holds `ip`."""
-    cdef const iaddr_t *a = T.addr_idx[kind][1 if v6 else 0]
-    cdef uint32_t n = T.addr_n[kind][1 if v6 else 0]
+cdef inline const uint64_t *ipside_set(const ipidx_t *x, int which, const ip128_t *ip, bint v6) noexcept nogil:
+    """The set of rules whose side `which` holds `ip` (NULL: none has a range of its family there)."""
+    cdef const ipside_t *sd = &x.side[which][1 if v6 else 0]
     cdef uint64_t hi = __builtin_bswap64(ip.hi) if v6 else 0
     cdef uint64_t lo = __builtin_bswap64(ip.lo)
-    cdef int64_t lo_i = 0, hi_i, mid, j
+    cdef uint32_t lo_i = 1, hi_i, mid, j = 0
+    if sd.n == 0:
+        return NULL
     if not v6:
         lo &= 0xffffffffull
-    if n == 0:
-        return
-    # the last entry whose lo <= ip
-    hi_i = <int64_t>n - 1
-    j = -1
+    # the last segment starting at or before ip (the first starts at 0)
+    hi_i = sd.n - 1
     while lo_i <= hi_i:
         mid = (lo_i + hi_i) >> 1
-        if _ge128(hi, lo, a[mid].lo_hi, a[mid].lo_lo):
+        if (v6 and (hi > sd.start_hi[mid] or (hi == sd.start_hi[mid] and lo >= sd.start_lo[mid]))) or (
+                not v6 and lo >= sd.start_lo[mid]):
             j = mid
             lo_i = mid + 1
         else:
             hi_i = mid - 1
-    while j >= 0 and _ge128(a[j].max_hi, a[j].max_lo, hi, lo):
-        if _ge128(a[j].hi_hi, a[j].hi_lo, hi, lo):
-            add_candidate(ws, T, a[j].rule)
-        j -= 1
+    return x.sets + <size_t>sd.set_of[j] * x.words
+
+cdef inline void ipidx_add(insws_t *ws, const instables_t *T, const ipidx_t *x, const uint64_t *a, const uint64_t *b,
+                           const uint64_t *c) noexcept nogil:
+    cdef uint32_t w
+    cdef uint64_t bits
+    for w in range(x.words):
+        bits = a[w] & b[w]
+        if c != NULL:
+            bits &= c[w]
+        while bits:
+            add_candidate(ws, T, x.rule[(w << 6) + <uint32_t>__builtin_ctzll(bits)])
+            bits &= bits - 1
+
+cdef void addr_candidates(insws_t *ws, const instables_t *T, int kind, const ip128_t *sip, const ip128_t *dip,
+                          bint v6) noexcept nogil:
+    """Rules of `kind` whose source side holds `sip` and destination side `dip` (either way round for `<>`)."""
+    cdef const ipidx_t *x = &T.ipo[kind]
+    cdef const uint64_t *a
+    cdef const uint64_t *b
+    if x.n_rules == 0:
+        return
+    a = ipside_set(x, 0, sip, v6)
+    b = ipside_set(x, 1, dip, v6)
+    if a != NULL and b != NULL:
+        ipidx_add(ws, T, x, a, b, NULL)
+    if x.bidir != NULL:
+        a = ipside_set(x, 0, dip, v6)
+        b = ipside_set(x, 1, sip, v6)
+        if a != NULL and b != NULL:
+            ipidx_add(ws, T, x, a, b, x.bidir)
 
 cdef inline void scan_block(insws_t *ws, const instables_t *T, const idb_t *db, const uint8_t *d,
                             uint32_t n) noexcept nogil:
@@ -648,7 +671,7 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
     # no payload and no header-only rule due on this packet (a header-only rule is due on the first packet
     # of each direction)
     nothing_due = n == 0 and (T.nopf_n == 0 or (f.pkts[dir] != 1
-                                                and T.addr_n[1][0] + T.addr_n[1][1] + T.general_n[1] == 0))
+                                                and T.ipo[1].n_rules == 0))
     if f.insp < 0:
         if nothing_due and not p.is_frag:
             # no state yet for a packet with nothing to inspect: a flood of SYNs takes no slot of the pool
@@ -767,10 +790,7 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
         for j in range(2):
             if j == 0 and f.pkts[dir] != 1:
                 continue
-            addr_candidates(ws, T, j, &p.src_ip, p.is_v6)
-            addr_candidates(ws, T, j, &p.dst_ip, p.is_v6)
-            for i in range(T.general_n[j]):
-                add_candidate(ws, T, T.general[j][i])
+            addr_candidates(ws, T, j, &p.src_ip, &p.dst_ip, p.is_v6)
     if ws.n_cand > 1:
         insort_candidates(ws)
     vs = f.vsys + 1 if f.vsys >= 0 and f.vsys < 1023 else 0

@@ -279,17 +279,25 @@ ctypedef struct irule_t:
     int32_t dfilter
     uint32_t rank         # evaluation order within a packet (flowbit setters first)
 
-# rules without a fast pattern, indexed by the narrower of their two address sides: entries sorted by
-# `lo`, each with the largest `hi` up to it, so the ranges holding an address are found by a binary
-# search and a short walk back (numbers in host order; IPv4 in the low 32 bits)
-ctypedef struct iaddr_t:
-    uint64_t lo_hi
-    uint64_t lo_lo
-    uint64_t hi_hi
-    uint64_t hi_lo
-    uint64_t max_hi
-    uint64_t max_lo
-    uint32_t rule
+# Rules without a fast pattern, found by address the way Suricata's IP-only engine does: per address side
+# (source, destination) and family, the address space cut into segments where the set of rules whose side
+# holds the address is constant; a segment names its set (a bitmap over the index's rules, sets shared
+# between segments). A packet's candidates are the source set of its source address AND the destination
+# set of its destination address (and, for rules written `<>`, the same with the addresses swapped): two
+# binary searches and a few words of AND, however long the rules' address lists are.
+ctypedef struct ipside_t:
+    uint32_t n            # segments; 0: no rule of the index has a range of this family on this side
+    uint64_t *start_hi    # where each segment starts (host order; IPv4 in start_lo; start_hi NULL for IPv4)
+    uint64_t *start_lo
+    uint32_t *set_of      # segment -> set
+
+ctypedef struct ipidx_t:
+    uint32_t n_rules
+    uint32_t words        # 64-bit words of a set
+    uint32_t *rule        # bit -> rule index
+    uint64_t *sets        # set -> `words` words; set 0 is empty
+    uint64_t *bidir       # rules written `<>` (NULL: none)
+    ipside_t side[2][2]   # [0 source, 1 destination][is_v6]
 
 # a prefilter database and, per pattern id, the rules whose fast pattern it is
 ctypedef struct idb_t:
@@ -324,10 +332,7 @@ ctypedef struct instables_t:
     uint32_t n_slots
     # rules without a fast pattern: [0] header-only ("IP-only", Suricata's term) rules, evaluated on the
     # first packet of each direction of a flow; [1] the others, evaluated on every packet
-    iaddr_t *addr_idx[2][2]   # [kind][is_v6]
-    uint32_t addr_n[2][2]
-    uint32_t *general[2]      # rules whose address sides are both too wide to index
-    uint32_t general_n[2]
+    ipidx_t ipo[2]
     uint32_t nopf_n
     hs_scratch_t *scratch
     uint64_t *rule_matches

@@ -8,6 +8,7 @@ cdef extern from "string.h" nogil:
 
 cdef extern from *:
     uint64_t __builtin_bswap64(uint64_t x) nogil
+    int __builtin_ctzll(unsigned long long x) nogil
 
 cdef enum:
     RECURSION_LIMIT = 3000    # Suricata's inspection-recursion-limit

@@ -5,6 +5,8 @@
 
 
 cdef uint32_t _next_ruleset_id = 1
+# the address index's rule sets (a bitmap each) take at most this much memory (inspect_tables.pxi _build_ipidx)
+ADDRESS_INDEX_SETS_MAX_BYTES = 32 << 20
 
 _SURICATA_APPS = {
     "http": "http", "http2": "http2", "tls": "tls", "ssh": "ssh", "ftp": "ftp", "ftp-data": "ftp-data",
@@ -139,6 +141,7 @@ cdef class InspectTables:
     cdef readonly double compile_seconds
     cdef readonly dict database_patterns
     cdef readonly dict address_index
+    cdef int _widened_sides
     cdef dict _subsets          # tuple of set names -> InspectTables of those sets only
     cdef object _sets           # [(name, [CompiledSignature, ...]), ...] as given
     cdef object _catalogue
@@ -510,47 +513,96 @@ cdef class InspectTables:
         T.digest = _state_digest(groups, flowbit_ids)
 
     def _build_address_index(self, nopf):
-        cdef instables_t *T = &self.T
-        cdef iaddr_t *a
-        cdef uint32_t i
-        entries = {(k, v6): [] for k in range(2) for v6 in range(2)}
-        general = {0: [], 1: []}
+        """Suricata's IP-only engine over the rules without a fast pattern (inspect_defs.pxi, ipidx_t)."""
+        started = time.perf_counter()
+        by_kind = {0: [], 1: []}
         for rid in nopf:
             sig = self.rules[rid]
             # "IP-only": nothing to look at but the header; its answer cannot change within a direction
             header_only = (not sig.buffers and sig.app_proto is None and sig.dsize is None and sig.tcp_flags is None
                            and sig.icmp_type is None and sig.icmp_code is None and sig.flow.state is None
                            and all(op.command in ("set", "unset", "toggle") for op in sig.flowbits))
-            kind = 0 if header_only else 1
-            side = min((sig.src, sig.dst), key=_address_cover)
-            if _address_cover(side) >= 1 << 31:
-                general[kind].append(rid)
-                continue
-            for lo, hi in side.v4:
-                entries[(kind, 0)].append((0, lo, 0, hi, rid))
-            for lo, hi in side.v6:
-                entries[(kind, 1)].append((lo >> 64, lo & 0xffffffffffffffff, hi >> 64, hi & 0xffffffffffffffff, rid))
-        for (kind, v6), items in entries.items():
-            items.sort()
-            a = <iaddr_t *>calloc(max(len(items), 1), sizeof(iaddr_t))
-            if a == NULL:
-                raise MemoryError("not enough memory for the address index")
-            T.addr_idx[kind][v6] = a
-            T.addr_n[kind][v6] = len(items)
-            best = (0, 0)
-            for i, (lo_hi, lo_lo, hi_hi, hi_lo, rid) in enumerate(items):
-                best = max(best, (hi_hi, hi_lo))
-                a[i].lo_hi = lo_hi; a[i].lo_lo = lo_lo; a[i].hi_hi = hi_hi; a[i].hi_lo = hi_lo
-                a[i].max_hi = best[0]; a[i].max_lo = best[1]; a[i].rule = rid
+            by_kind[0 if header_only else 1].append(rid)
+        stats = {"header_only_rules": len(by_kind[0]), "per_packet_rules": len(by_kind[1])}
+        self._widened_sides = 0
+        total_bytes = 0
         for kind in range(2):
-            T.general[kind] = <uint32_t *>calloc(max(len(general[kind]), 1), sizeof(uint32_t))
-            for i, rid in enumerate(general[kind]):
-                T.general[kind][i] = rid
-            T.general_n[kind] = len(general[kind])
-        self.address_index = {"header_only_indexed": len(entries[(0, 0)]) + len(entries[(0, 1)]),
-                              "header_only_general": len(general[0]),
-                              "per_packet_indexed": len(entries[(1, 0)]) + len(entries[(1, 1)]),
-                              "per_packet_general": len(general[1])}
+            segments, sets, nbytes = self._build_ipidx(&self.T.ipo[kind], by_kind[kind])
+            name = "header_only" if kind == 0 else "per_packet"
+            stats[name + "_segments"] = segments
+            stats[name + "_sets"] = sets
+            total_bytes += nbytes
+        stats["bytes"] = total_bytes
+        stats["widened_sides"] = self._widened_sides
+        stats["build_seconds"] = round(time.perf_counter() - started, 4)
+        self.address_index = stats
+
+    cdef tuple _build_ipidx(self, ipidx_t *x, list rids):
+        """Fill `x` for rules `rids`: per side and family, a sweep over the ranges' edges gives the segments
+        and the bitmap of the rules holding each; equal bitmaps are stored once. (segments, sets, bytes)."""
+        cdef uint32_t i, w
+        cdef ipside_t *side
+        cdef uint64_t word_mask = 0xffffffffffffffff
+        n = len(rids)
+        words = max((n + 63) // 64, 1)
+        x.n_rules = n
+        x.words = words
+        x.rule = <uint32_t *>calloc(max(n, 1), sizeof(uint32_t))
+        if x.rule == NULL:
+            raise MemoryError("not enough memory for the address index")
+        for i, rid in enumerate(rids):
+            x.rule[i] = rid
+        bidir = 0
+        for bit, rid in enumerate(rids):
+            if self.rules[rid].direction == "<>":
+                bidir |= 1 << bit
+        sides = [(self.rules[rid].src, self.rules[rid].dst) for rid in rids]
+        # memory bound: past it, the sides with the most ranges are indexed as `any` (their rules become candidates
+        # for more addresses, and rule_header_ok checks the address as before), half of the rest at each step
+        widened = (set(), set())
+        while True:
+            set_ids, all_segments = _address_segments(sides, widened)
+            if len(set_ids) * words * 8 <= ADDRESS_INDEX_SETS_MAX_BYTES:
+                break
+            narrow = sorted(((len(m.v4) + len(m.v6), bit, which) for bit, pair in enumerate(sides)
+                             for which, m in enumerate(pair) if bit not in widened[which] and not m.is_any),
+                            reverse=True)
+            if not narrow:
+                break
+            for _, bit, which in narrow[:max(1, len(narrow) // 2)]:
+                widened[which].add(bit)
+        self._widened_sides += len(widened[0]) + len(widened[1])
+        x.sets = <uint64_t *>calloc(<size_t>len(set_ids) * words, sizeof(uint64_t))
+        if x.sets == NULL:
+            raise MemoryError("not enough memory for the address index")
+        for mask, set_id in set_ids.items():
+            for w in range(words):
+                x.sets[<size_t>set_id * words + w] = (mask >> (64 * w)) & word_mask
+        if bidir:
+            x.bidir = <uint64_t *>calloc(words, sizeof(uint64_t))
+            if x.bidir == NULL:
+                raise MemoryError("not enough memory for the address index")
+            for w in range(words):
+                x.bidir[w] = (bidir >> (64 * w)) & word_mask
+        nbytes = n * 4 + len(set_ids) * words * 8 + (words * 8 if bidir else 0)
+        nsegs = 0
+        for which, v6, segs in all_segments:
+            side = &x.side[which][v6]
+            side.n = len(segs)
+            nsegs += len(segs)
+            side.start_lo = <uint64_t *>calloc(max(len(segs), 1), sizeof(uint64_t))
+            side.set_of = <uint32_t *>calloc(max(len(segs), 1), sizeof(uint32_t))
+            if v6:
+                side.start_hi = <uint64_t *>calloc(max(len(segs), 1), sizeof(uint64_t))
+            if side.start_lo == NULL or side.set_of == NULL or (v6 and side.start_hi == NULL):
+                raise MemoryError("not enough memory for the address index")
+            for i, (at, set_id) in enumerate(segs):
+                side.start_lo[i] = at & word_mask
+                if v6:
+                    side.start_hi[i] = at >> 64
+                side.set_of[i] = set_id
+            nbytes += len(segs) * (20 if v6 else 12)
+        return nsegs, len(set_ids), nbytes
 
     cdef uint32_t _build_db(self, idb_t *db, dict pats, unsigned int mode, uint32_t offset) except? 0xffffffff:
         cdef instables_t *T = &self.T
@@ -662,13 +714,55 @@ cdef class InspectTables:
         free(T.pcres); free(T.nums); free(T.rules); free(T.items); free(T.bufs); free(T.patterns); free(T.ranges)
         free(T.ports); free(T.fbops); free(T.fb_ids); free(T.thresholds); free(T.pat_rules)
         for i in range(2):
-            free(T.addr_idx[i][0]); free(T.addr_idx[i][1]); free(T.general[i])
+            _free_ipidx(&T.ipo[i])
         free(T.rule_matches); free(T.stamp); free(T.arp_rules)
 
 
-def _address_cover(matcher):
-    """How much of the address space a header side covers (IPv6 scaled to IPv4's size)."""
-    return sum(hi - lo + 1 for lo, hi in matcher.v4) + (sum(hi - lo + 1 for lo, hi in matcher.v6) >> 96)
+def _address_segments(sides, widened):
+    """Per side and family, the segments of the address space where the set of rules (bits: positions in
+    `sides`, [(source matcher, destination matcher)]) whose side holds the address is constant, as a sweep over
+    the ranges' edges; the sides in `widened` ({bits} per side) count as `any`. ({bitmap: set id}, [(side,
+    is_v6, [(segment start, set id)])])."""
+    set_ids = {0: 0}
+    all_segments = []
+    for which in range(2):
+        for v6 in range(2):
+            edges = {}   # address -> [(bit, +1 | -1)]
+            top = (1 << 128) if v6 else (1 << 32)
+            for bit, pair in enumerate(sides):
+                ranges = ((0, top - 1),) if bit in widened[which] else (pair[which].v6 if v6 else pair[which].v4)
+                for lo, hi in ranges:
+                    edges.setdefault(lo, []).append((bit, 1))
+                    if hi + 1 < top:
+                        edges.setdefault(hi + 1, []).append((bit, -1))
+            segs = []
+            if edges:
+                depth = {}
+                mask = 0
+                last_set = -1
+                edges.setdefault(0, [])
+                for at in sorted(edges):
+                    for bit, step in edges[at]:
+                        held = depth.get(bit, 0) + step
+                        depth[bit] = held
+                        if held:
+                            mask |= 1 << bit
+                        else:
+                            mask &= ~(1 << bit)
+                    set_id = set_ids.setdefault(mask, len(set_ids))
+                    if set_id != last_set:
+                        segs.append((at, set_id))
+                        last_set = set_id
+            all_segments.append((which, v6, segs))
+    return set_ids, all_segments
+
+
+cdef void _free_ipidx(ipidx_t *x) noexcept:
+    cdef int which, v6
+    free(x.rule); free(x.sets); free(x.bidir)
+    for which in range(2):
+        for v6 in range(2):
+            free(x.side[which][v6].start_hi); free(x.side[which][v6].start_lo); free(x.side[which][v6].set_of)
 
 
 cdef void _free_idb(idb_t *db) noexcept:

@@ -486,6 +486,11 @@ class DataplaneCollector(Collector):
             "Time the rule set in force took to parse and compile",
             value=(sigs.parse_seconds + sigs.compile_seconds) if sigs is not None else 0,
         )
+        yield GaugeMetricFamily(
+            "ngfw_signatures_address_index_bytes",
+            "Memory of the address index of the rules without a fast pattern (Suricata's IP-only engine)",
+            value=sigs.inspect.address_index["bytes"] if sigs is not None else 0,
+        )
         sets = GaugeMetricFamily(
             "ngfw_signature_set_info",
             "Signature sets in force and the sha256 of their rule "

@@ -129,12 +129,21 @@ class SignatureSets:
     def reasons(self) -> dict[str, int]:
         return dict(Counter(s[4] for s in self.skipped).most_common())
 
+    def _address_index(self) -> str:
+        index = getattr(self.inspect, "address_index", None) or {}
+        if not index:
+            return "empty"
+        return (
+            f"{index['header_only_rules'] + index['per_packet_rules']} rules, {index['bytes'] / 1e6:.1f} MB, "
+            f"built in {index['build_seconds']:.2f} s"
+        )
+
     def summary(self) -> str:
         total = self.loaded + len(self.skipped)
         top = ", ".join(f"{n} {reason}" for reason, n in list(self.reasons().items())[:5])
         return (
             f"{self.loaded} of {total} signatures loaded in {self.parse_seconds + self.compile_seconds:.1f} s "
-            f"({', '.join(self.sources)})" + (f"; skipped: {top}" if top else "")
+            f"({', '.join(self.sources)}); address index {self._address_index()}" + (f"; skipped: {top}" if top else "")
         )
 
 

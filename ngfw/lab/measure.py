@@ -21,19 +21,25 @@ def render_trafgen_udp(
     flows: int,
     frame_len: int = MIN_FRAME,
     first_src_port: int = 1024,
+    dst_ports: int = 1,
 ) -> str:
-    """A trafgen config: IPv4/UDP frames of `frame_len` bytes, source port cycling over `flows` values."""
+    """A trafgen config: IPv4/UDP frames of `frame_len` bytes, source port cycling over `flows` values and,
+    with `dst_ports` > 1, the destination port over `dst_ports` values from `dst_port` at the same time (two
+    counters: a 5-tuple comes back after the least common multiple of the two counts)."""
     if not 1 <= flows <= 65535 - first_src_port + 1:
         raise ValueError(f"flows must be 1..{65535 - first_src_port + 1}")
+    if not 1 <= dst_ports <= 65535 - dst_port + 1:
+        raise ValueError(f"dst_ports must be 1..{65535 - dst_port + 1}")
     payload = frame_len - ETH_IPV4_UDP_HEADERS
     if payload < 0:
         raise ValueError(f"frame_len {frame_len} is shorter than the headers ({ETH_IPV4_UDP_HEADERS})")
     sport = f"dinc({first_src_port}, {first_src_port + flows - 1})" if flows > 1 else str(first_src_port)
+    dport = f"dinc({dst_port}, {dst_port + dst_ports - 1})" if dst_ports > 1 else str(dst_port)
     return (
         "{\n"
         f"  eth(da={dst_mac}, sa={src_mac}),\n"
         f"  ipv4(sa={src_ip}, da={dst_ip}, ttl=64),\n"
-        f"  udp(sp={sport}, dp={dst_port}),\n"
+        f"  udp(sp={sport}, dp={dport}),\n"
         f"  fill(0x00, {payload})\n"
         "}\n"
     )

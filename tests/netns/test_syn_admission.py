@@ -63,12 +63,16 @@ def admitted(program, frame: bytes, times: int = 1) -> bool:
 
 
 def test_a_source_over_its_rate_loses_its_syns_and_no_one_else_does(program) -> None:
-    configure(program, SynLimits(per_source=Rate(1000, 10)))
-    # 100 SYNs within far less than a millisecond: its burst of 10 gets in, the rest is dropped
+    # 10 SYNs a second (a token every 100 ms): what the test does between its checks, even on a loaded machine,
+    # takes far less than a token's time, so the counts below are exact
+    configure(program, SynLimits(per_source=Rate(10, 10)))
+    # 100 SYNs back to back in the kernel: its burst of 10 gets in, the rest is dropped
+    started = time.monotonic()
     assert not admitted(program, tcp_frame("10.0.0.1"), 100)
+    refilled = int((time.monotonic() - started) * 10)  # tokens that may have come back meanwhile (0 unless stalled)
     stats = program.syn_stats()
     assert stats["seen"] == 100
-    assert 88 <= stats["dropped_source"] <= 90, stats
+    assert 90 - refilled <= stats["dropped_source"] <= 90, stats
     assert stats["dropped_total"] == 0
     [(raw, ok, dropped, _last)] = program.syn_sources()
     assert ipaddress.IPv6Address(raw).ipv4_mapped == ipaddress.IPv4Address("10.0.0.1")
@@ -83,16 +87,18 @@ def test_a_source_over_its_rate_loses_its_syns_and_no_one_else_does(program) -> 
     assert not admitted(program, tcp_frame("fd00::2"))
     # a tag in the frame does not hide a SYN
     assert not admitted(program, tcp_frame("10.0.0.1", vlan=7))
-    # the bucket fills again at the source's rate: a SYN a millisecond
-    time.sleep(0.02)
-    assert admitted(program, tcp_frame("10.0.0.1"), 5)
+    # the bucket fills again at the source's rate: a SYN every 100 ms
+    time.sleep(0.25)
+    assert admitted(program, tcp_frame("10.0.0.1"), 2)
 
 
 def test_the_total_limit_holds_a_flood_from_many_addresses(program) -> None:
     """Every address new (as in a spoofed flood): each source is within its own limit, the total is not."""
-    configure(program, SynLimits(per_source=Rate(1000, 10), total=Rate(100, 5)))
+    configure(program, SynLimits(per_source=Rate(1000, 10), total=Rate(10, 5)))
+    started = time.monotonic()
     verdicts = [admitted(program, tcp_frame(f"10.1.{i // 250}.{i % 250 + 1}")) for i in range(50)]
-    assert 5 <= sum(verdicts) <= 6, verdicts  # the burst, and at most one SYN of refill
+    refilled = int((time.monotonic() - started) * 10) + 1  # a token every 100 ms, one more for the partial one
+    assert 5 <= sum(verdicts) <= 5 + refilled, verdicts  # the burst, and what came back while the test ran
     assert verdicts[:5] == [True] * 5
     stats = program.syn_stats()
     assert stats["dropped_source"] == 0 and stats["dropped_total"] == 50 - sum(verdicts)

@@ -34,3 +34,23 @@ def test_skipped_configurations_are_not_rows():
     skipped = _result("rules1000")
     skipped.skipped = "not available"
     assert len(bench.markdown_table([_result("bridge"), skipped]).splitlines()) == 3
+
+
+def test_home_net_is_the_workloads_only_unless_both_sides_are_asked_for():
+    from ngfw.lab.topology import lab_plan
+
+    lab = lab_plan("nb")
+    try:
+        bench.HOME_NET[0] = "client"
+        assert bench.home_net(lab) == "[10.77.0.11,fd77::11,10.77.0.12,fd77::12]"  # the server is $EXTERNAL_NET
+        bench.HOME_NET[0] = "both"
+        assert bench.home_net(lab) == "[10.77.0.0/24,fd77::/64]"
+    finally:
+        bench.HOME_NET[0] = "client"
+
+
+def test_the_udp_flood_repeats_no_5_tuple_within_a_run():
+    import math
+
+    period = math.lcm(bench.UDP_FLOWS, bench.UDP_SINK_PORTS)
+    assert period > bench.Durations().pps * 1_000_000  # 10 s at 1 Mpps, twice what this machine offers

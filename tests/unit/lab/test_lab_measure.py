@@ -24,6 +24,13 @@ def test_trafgen_config_builds_64_byte_frames_over_many_source_ports():
     assert "fill(0x00, 18)" in cfg  # 60 - 14 - 20 - 8: 64 bytes on the wire with the FCS
 
 
+def test_trafgen_config_can_cycle_the_destination_port_too():
+    cfg = render_trafgen_udp("a", "b", "1.1.1.1", "2.2.2.2", 20000, 64512, dst_ports=251)
+    assert "udp(sp=dinc(1024, 65535), dp=dinc(20000, 20250))" in cfg
+    with pytest.raises(ValueError, match="dst_ports"):
+        render_trafgen_udp("a", "b", "1.1.1.1", "2.2.2.2", 65535, 1, dst_ports=2)
+
+
 def test_trafgen_single_flow_uses_a_fixed_port():
     assert "udp(sp=1024, dp=9)" in render_trafgen_udp("a", "b", "1.1.1.1", "2.2.2.2", 9, 1)
 
