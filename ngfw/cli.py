@@ -306,8 +306,8 @@ def build_parser(with_control: bool = True) -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="under load, flush the TX rings from a second thread: the kernel's work for the receiving "
-        "side then overlaps with the packet loop (on by default; sparse traffic is flushed by the "
-        "loop itself, without the hand-over's wake-up)",
+        "side then overlaps with the packet loop (on by default; sparse traffic and turns of a few small "
+        "frames are flushed by the loop itself, without the hand-over's wake-up)",
     )
     dp.add_argument(
         "--idle-spin-us",

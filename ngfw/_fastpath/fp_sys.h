@@ -16,6 +16,8 @@
 #include <net/if.h>
 #include <linux/if_packet.h>
 #include <linux/if_ether.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
 
 #ifndef PACKET_QDISC_BYPASS
 #define PACKET_QDISC_BYPASS 20
@@ -34,6 +36,17 @@ static inline void ngfw_store_ptr(void **p, void *v) { __atomic_store_n(p, v, __
 static inline int ngfw_cas_ptr(void **p, void *expected, void *desired) {
     return __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
 }
+
+/* A full fence: a store before it is seen by other threads before any load after it (the TX thread's
+ * sleep hand-shake: "I am going to sleep" / "there is work" must not both be missed). */
+static inline void ngfw_fence(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+
+/* Sleep while *addr holds `expected`, at most `timeout_ns` (or until ngfw_futex_wake); private to the process. */
+static inline void ngfw_futex_wait(uint32_t *addr, uint32_t expected, uint64_t timeout_ns) {
+    struct timespec ts = {(time_t)(timeout_ns / 1000000000ull), (long)(timeout_ns % 1000000000ull)};
+    syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, expected, &ts, NULL, 0);
+}
+static inline void ngfw_futex_wake(uint32_t *addr) { syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0); }
 
 static inline uint64_t ngfw_now_ns(void) {
     struct timespec ts;

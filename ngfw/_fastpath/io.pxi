@@ -11,6 +11,11 @@ cdef enum:
     MAX_PORTS = 64
     TX_KICK_BATCH = 64
     SCRATCH_LEN = 65536 + 64
+    # a turn's frames for one port are handed to the TX thread from this many bytes (a full-size frame; or
+    # TX_KICK_BATCH frames) on; fewer are sent by the loop itself: a hand-over costs a wake-up of the other
+    # thread, which a few small frames (a handshake, a request, an ACK) do not repay, while the receiving
+    # side's work for full-size frames (bulk TCP) does
+    TX_HANDOFF_BYTES = 1200
 
 ctypedef struct port_t:
     int kind
@@ -28,6 +33,7 @@ ctypedef struct port_t:
     uint32_t tx_frame_size
     uint32_t tx_head
     uint32_t tx_pending
+    uint32_t tx_pending_bytes  # bytes of those frames (run_loop: the loop sends small turns itself)
     uint64_t rx_packets
     uint64_t rx_bytes
     uint64_t tx_packets
@@ -35,6 +41,7 @@ ctypedef struct port_t:
     uint64_t tx_errors
     uint32_t tx_async       # a separate thread flushes the TX ring (its send() runs the downstream path)
     uint32_t tx_wanted      # set by the loop, taken by that thread
+    uint32_t tx_sending     # that thread is inside send() on this port: a send of the loop's would wait for it
     uint8_t vm_side         # faces the workloads (a wire's first interface, TAPs, segments): arrivals count here
     # links that come and go (ports.pxi): `down` is set by Python from netlink (the link is down: frames for
     # it are dropped as port_down); `detached` is set by the loop (the interface is gone: no I/O at all, the
@@ -140,6 +147,7 @@ cdef inline void ring_kick(port_t *port) noexcept nogil:
         if send(port.fd, NULL, 0, MSG_DONTWAIT) < 0 and errno != EAGAIN:
             port.tx_errors += 1
         port.tx_pending = 0
+        port.tx_pending_bytes = 0
 
 cdef bint port_tx(port_t *port, const uint8_t *frame, uint32_t len, const pkt_t *fix) noexcept nogil:
     """Queue one frame; `fix` (not NULL) completes an offloaded checksum in the copy."""
@@ -157,6 +165,12 @@ cdef bint port_tx(port_t *port, const uint8_t *frame, uint32_t len, const pkt_t 
         if st != TP_STATUS_AVAILABLE:
             if st & TP_STATUS_WRONG_FORMAT:
                 port.tx_errors += 1
+            elif port.tx_async:
+                # the TX thread flushes this ring: remind it, never wait for it (its send() holds the ring
+                # until the kernel took every queued frame, which under a flood is milliseconds of the loop's
+                # receive rings filling up); the frame is dropped if no slot came free meanwhile
+                port_flush(port)
+                st = ngfw_load_u32(&h.tp_status)
             else:
                 ring_kick(port)
                 st = ngfw_load_u32(&h.tp_status)
@@ -172,6 +186,7 @@ cdef bint port_tx(port_t *port, const uint8_t *frame, uint32_t len, const pkt_t 
         if port.tx_head == port.tx_frames:
             port.tx_head = 0
         port.tx_pending += 1
+        port.tx_pending_bytes += len
         if port.tx_pending >= TX_KICK_BATCH:
             port_flush(port)
     elif port.kind == PORT_TAP:
@@ -206,6 +221,7 @@ cdef inline void port_flush(port_t *port) noexcept nogil:
         if port.tx_async:
             if port.tx_pending:
                 port.tx_pending = 0
+                port.tx_pending_bytes = 0
                 ngfw_store_u32(&port.tx_wanted, 1)
         else:
             ring_kick(port)

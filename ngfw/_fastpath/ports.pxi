@@ -26,6 +26,7 @@ cdef void serve_port_request(engine_t *e, port_req_t *q) noexcept nogil:
         q.io.mtu = p.mtu   # a port without an interface keeps its last MTU
     port_swap_io(p, &q.io)
     p.tx_pending = 0
+    p.tx_pending_bytes = 0
     ngfw_store_u32(&p.tx_wanted, 0)
     ngfw_store_u32(&p.detached, q.detach)
     e.ports_epoch += 1

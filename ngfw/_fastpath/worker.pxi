@@ -68,6 +68,7 @@ ctypedef struct engine_t:
     int notify_fd              # eventfd the loop signals when it finds a port's device gone (Python waits on it)
     uint32_t tx_turns          # turns of the TX thread, so a swap knows when that thread let go of an old ring
     uint32_t tx_running
+    uint32_t tx_asleep         # the TX thread sleeps on this word (a futex) until the loop hands it a ring
     uint8_t mode               # MODE_LIVE or MODE_REPLAY (defs.pxi): every difference is listed in docs/dataplane.md
     uint8_t log_all            # every flow and drop is an event, whatever the rule's `log` (replay)
     int32_t unmanaged_vsys     # vsys deciding flows with no workload on either side; -1 drops them
@@ -880,6 +881,7 @@ cdef void run_loop(engine_t *e) noexcept nogil:
     nfds = loop_pollset_wake(e, fds, wake)
     cdef uint64_t last_busy, spin
     cdef bint sparse
+    cdef uint64_t bulk_until = 0   # until then every send goes to the TX thread (TX_HANDOFF_BYTES)
     # frames in the current and the previous 10 ms window: fewer than QUIET_FRAMES is sparse traffic
     cdef uint64_t window_start, window_frames = 0, previous_window_frames = 0
     e.last_sweep = ngfw_now_ns()
@@ -909,11 +911,21 @@ cdef void run_loop(engine_t *e) noexcept nogil:
         sparse = window_frames + previous_window_frames < QUIET_FRAMES
         if sparse != e.sparse:
             ngfw_store_u32(&e.sparse, sparse)   # the TX thread reads it: written when it changes, not per turn
+        # a full burst (the loop is saturated) or full-size frames (bulk): the sends go to the TX thread to
+        # run beside the loop, all of them (the ACKs of a bulk transfer too) until the bulk has been gone a while
         for i in range(e.n_ports):
-            if sparse and e.ports[i].kind == PORT_RING:
+            if n >= e.burst or e.ports[i].tx_pending_bytes >= TX_HANDOFF_BYTES:
+                bulk_until = now + TX_BULK_HOLD_NS
+        for i in range(e.n_ports):
+            if e.ports[i].kind == PORT_RING and (sparse or (
+                    now >= bulk_until and not ngfw_load_u32(&e.ports[i].tx_wanted)
+                    and not ngfw_load_u32(&e.ports[i].tx_sending))):
+                # sparse traffic, or a few small frames (a handshake, a request) while the TX thread has nothing
+                # of this port's: sent from here at once, that thread's wake-up would cost more than the send
                 ring_kick(&e.ports[i])
             else:
                 port_flush(&e.ports[i])   # with a TX thread (tx_async), that thread flushes
+        tx_thread_wake(e)
         sweep_flows(e, now, e.flows.mask + 1)
         # Waking from poll() costs tens of microseconds on a VM (the bare forwarder in bench/ measures it):
         # while traffic is sparse, keep looking for the next frame (interactive traffic gets the latency of
@@ -935,9 +947,29 @@ cdef void run_loop(engine_t *e) noexcept nogil:
                     read(e.wake_fd, &drained, 8)
                 port_poll_errors(e, fds, fd_port, wake)
 
+cdef enum:
+    TX_SLEEP_MAX_NS = 5000000   # the TX thread looks at `stop` (and counts a turn) at least this often
+    TX_BULK_HOLD_NS = 2000000   # after a saturated or bulk turn, the loop hands every send over this long
+
+cdef inline bint tx_work_waiting(engine_t *e) noexcept nogil:
+    cdef uint32_t i
+    for i in range(e.n_ports):
+        if e.ports[i].kind == PORT_RING and ngfw_load_u32(&e.ports[i].tx_wanted):
+            return True
+    return False
+
+cdef inline void tx_thread_wake(engine_t *e) noexcept nogil:
+    """After the loop handed rings over (tx_wanted): wake the TX thread if it sleeps. The fence pairs with
+    the one in run_tx_loop: either the loop sees it asleep, or it sees the work before it sleeps."""
+    ngfw_fence()
+    if ngfw_load_u32(&e.tx_asleep) and tx_work_waiting(e):
+        ngfw_store_u32(&e.tx_asleep, 0)
+        ngfw_futex_wake(&e.tx_asleep)
+
 cdef void run_tx_loop(engine_t *e) noexcept nogil:
     """Flush TX rings for the packet loop: the kernel runs the receiving side's stack inside send(),
-    and that work then overlaps with the loop's instead of stalling it."""
+    and that work then overlaps with the loop's instead of stalling it. Idle, it sleeps until the loop
+    hands it work (tx_thread_wake): polling would take a core from the workloads on a small host."""
     cdef uint32_t i
     cdef bint busy
     cdef uint64_t last_busy = ngfw_now_ns()
@@ -950,17 +982,21 @@ cdef void run_tx_loop(engine_t *e) noexcept nogil:
                 ngfw_store_u32(&e.ports[i].tx_wanted, 0)
                 # a swap may replace the ring meanwhile: the old one stays open until this thread's next turn
                 fd = e.ports[i].fd
+                ngfw_store_u32(&e.ports[i].tx_sending, 1)
                 if fd >= 0 and not ngfw_load_u32(&e.ports[i].detached) \
                         and send(fd, NULL, 0, MSG_DONTWAIT) < 0 and errno != EAGAIN:
                     e.ports[i].tx_errors += 1
+                ngfw_store_u32(&e.ports[i].tx_sending, 0)
                 busy = True
         ngfw_store_u32(&e.tx_turns, e.tx_turns + 1)
         now = ngfw_now_ns()
         if busy:
             last_busy = now
-        elif now - last_busy < e.idle_spin_ns + 1000000:
-            sched_yield()
-        elif ngfw_load_u32(&e.sparse):
-            usleep(1000)   # sparse traffic is flushed by the packet loop itself: nothing is waiting here
+        elif now - last_busy < e.idle_spin_ns:
+            sched_yield()   # under load the next hand-over comes within microseconds: no sleep and wake-up
         else:
-            usleep(50)
+            ngfw_store_u32(&e.tx_asleep, 1)
+            ngfw_fence()
+            if not tx_work_waiting(e) and not ngfw_load_u32(&e.stop):
+                ngfw_futex_wait(&e.tx_asleep, 1, TX_SLEEP_MAX_NS)
+            ngfw_store_u32(&e.tx_asleep, 0)
