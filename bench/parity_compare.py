@@ -14,7 +14,7 @@ from typing import Any
 
 # by number, as Suricata's EVE names them (upper-cased): ngfw's EVE writes other protocols' numbers
 IP_PROTOCOLS = {1: "ICMP", 4: "IP-IN-IP", 6: "TCP", 17: "UDP", 41: "IPV6", 58: "ICMP", 132: "SCTP", 47: "GRE"}
-PORTLESS = {"ICMP", "GRE"}  # Suricata logs ICMP type/code, not ports: compare those flows by address only
+PORTLESS = {"ICMP", "GRE", "ARP"}  # Suricata logs ICMP type/code, not ports: compare those flows by address only
 
 
 def _proto(value: Any) -> str:
@@ -86,8 +86,12 @@ def alert_from_eve(record: Mapping[str, Any], capture: str) -> Alert | None:
     if record.get("event_type") != "alert":
         return None
     alert = record.get("alert") or {}
-    flow = Flow.of(record.get("src_ip"), record.get("src_port"), record.get("dest_ip"), record.get("dest_port"),
-                   record.get("proto"))  # fmt: skip
+    if "arp" in record:  # an ARP frame's alert (Suricata 8's `arp` rules): the sender and target addresses
+        arp = record["arp"]
+        flow = Flow.of(arp.get("src_ip"), 0, arp.get("dest_ip"), 0, "ARP")
+    else:
+        flow = Flow.of(record.get("src_ip"), record.get("src_port"), record.get("dest_ip"), record.get("dest_port"),
+                       record.get("proto"))  # fmt: skip
     return Alert(capture, flow, int(alert["signature_id"]), int(alert.get("gid", 1)), str(alert.get("signature", "")))
 
 

@@ -156,6 +156,14 @@ class Report:
         return c.agreement_of_suricata >= min_agreement and c.agreement_of_ngfw >= min_agreement
 
 
+# Cases whose rules Suricata 7.0.10 refuses and ngfw loads as Suricata 8.0.5 and later do: the alerts 8.0.5
+# raises there (suricata-verify's own expectation for it), compared in place of 7.0.10's none.
+FOLLOWS_SURICATA_8: dict[str, list[dict[str, Any]]] = {
+    # tests/arp/detect-arp-01: `alert arp any any -> any any`, one alert per ARP frame (one frame)
+    "arp__detect-arp-01": [{"signature_id": 1, "proto": "ARP", "src_ip": "192.168.169.4", "dest_ip": "0.0.0.0"}],
+}
+
+
 def verify_cases(
     root: Path, ngfw: NgfwRunner | None = ngfw_replay, check_suricata: bool = False, only: Sequence[str] = ()
 ) -> Report:
@@ -178,6 +186,9 @@ def verify_cases(
         messages = rule_messages(rules)
         expected = [alert_from_expected(json.loads(line), case.name)
                     for line in (case / "expected.jsonl").read_text().splitlines() if line.strip()]  # fmt: skip
+        if ngfw is not None and case.name in FOLLOWS_SURICATA_8:
+            expected = [alert_from_expected(r, case.name) for r in FOLLOWS_SURICATA_8[case.name]]
+            report.notes.append(f"{case.name}: compared with Suricata 8.0.5's alerts (7.0.10 refuses its rules)")
         expected = with_messages(expected, messages)
         local: list[Alert] = []
         if ngfw is None or report.self_check is not None:

@@ -41,6 +41,7 @@ flow/drop events through a ring it drains (`drain_events`).
 #   inspect_ja3.pxi      JA3 / JA3S fingerprints
 #   inspect_exceptions.pxi  a threat profile's exceptions, thresholds and suppressions
 #   inspect.pxi          stage 6, threat inspection; inspect_workspace_init/free, inspect_stats
+#   inspect_arp.pxi      stage 2a, ARP frames before forwarding: `arp` rules, flowless alerts
 #   bypass.pxi           flow bypass through the wire program's map; enable_bypass, attach_ring_filter
 #   session.pxi          session state: flows out as records, records in; export/import/adopt_sessions
 #   session_view.pxi     the operator's view: list_sessions, clear_sessions, flows
@@ -90,6 +91,7 @@ include "inspect_http2.pxi"
 include "inspect_ja3.pxi"
 include "inspect_exceptions.pxi"
 include "inspect.pxi"
+include "inspect_arp.pxi"
 include "bypass.pxi"
 include "session.pxi"
 include "session_view.pxi"

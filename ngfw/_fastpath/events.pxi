@@ -67,6 +67,8 @@ ctypedef struct event_t:
     uint32_t suppressed     # no_flow drops the rate limit kept from the ring since the last one written
     uint64_t user           # the user behind the initiator's address (a principal), 0: none
     uint8_t user_via[2]     # 1 + the `users:` item the deciding (and the ingress) rule matched, 0: none
+    uint16_t arp_op         # EV_ALERT of an ARP frame (no flow): its opcode, 0 for other alerts
+    uint64_t arp_mac[4]     # ... and its Ethernet source, destination, ARP sender and target hardware addresses
     char host[HOST_MAX]
 
 ctypedef struct evring_t:
@@ -150,6 +152,7 @@ cdef void event_from_flow(event_t *e, const flow_t *f, uint8_t type) noexcept no
     e.capture = f.capture
     e.no_flow = 0
     e.suppressed = 0
+    e.arp_op = 0
     e.user = f.user
     e.user_via[0] = f.user_via[0]
     e.user_via[1] = f.user_via[1]
@@ -177,6 +180,8 @@ cdef dict event_dict(Engine self, event_t *ev):
         d["pkt_to_client"] = bool(ev.pkt_to_client)
         ruleset = self.rulesets.get(ev.ruleset)
         d["signature"] = ruleset.rules[ev.sig] if ruleset is not None and ev.sig < len(ruleset.rules) else None
+        if ev.arp_op:
+            arp_event_fields(d, ev.arp_op, ev.arp_mac)
     return d
 
 

@@ -471,6 +471,18 @@ cdef bint rule_buffers_ok(insws_t *ws, const instables_t *T, const irule_t *r, i
 
 # ---------------------------------------------------------------- the stage
 
+cdef bint file_data_fired(inspslot_t *s, uint32_t rid) noexcept nogil:
+    """Did file.data rule `rid` match this response before? Remembers it if not (the first FD_FIRED
+    rules of a response; a later one may alert again on the tail it matched in)."""
+    cdef uint32_t i
+    for i in range(s.fd_n_fired):
+        if s.fd_fired[i] == rid:
+            return True
+    if s.fd_n_fired < FD_FIRED:
+        s.fd_fired[s.fd_n_fired] = rid
+        s.fd_n_fired += 1
+    return False
+
 cdef void emit_alert(engine_t *e, const instables_t *T, flow_t *f, uint32_t rid, bint to_server,
                      uint8_t blocked, const pkt_t *p, uint64_t now) noexcept nogil:
     cdef event_t *ev
@@ -758,6 +770,7 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
             scan_block(ws, T, &T.pkt_db[dir], d, n)
         ws.bytes_inspected += n
         bs_set(&ws.bs, B_PAYLOAD, d, n)
+        ws.fd_window = T.fd_rules
         fill_app_buffers(ws, t, T, f, s, dir, d, n, tcp)
         if not tcp and dir == 0 and not s.tls_done and f.host >= 0 and f.app_state == APPST_DONE and T.app_quic \
                 and app_descends(&t.apps, f.app, T.app_quic):
@@ -788,12 +801,16 @@ cdef int inspect_packet(engine_t *e, tables_t *t, flow_t *f, const pkt_t *p, bin
             continue
         if not rule_header_ok(e, t, T, r, f, p, to_server, s):
             continue
+        if r.file_data == FD_ANCHORED and not ws.fd_from_start and ws.bs.have[B_FILE_DATA]:
+            continue        # anchored at the body's first byte: looked at while the window held it
         if not rule_buffers_ok(ws, T, r, s, dir, tcp):
             continue
         xr = xrule_of(prof, rid) if prof.n_xrules else NULL
         if xr != NULL and (xr.disabled or rule_excepted(prof, xr, f, p, to_server)):
             ws.suppressed[vs][SUP_EXCEPTION] += 1     # an exception: the rule does not run here
             continue
+        if r.file_data and ws.bs.have[B_FILE_DATA] and file_data_fired(s, rid):
+            continue        # it alerted on this response already (the window repeats the tail it matched in)
         T.rule_matches[rid] += 1
         for j in range(r.fb_n):
             op = &T.fbops[r.fb_off + j]

@@ -164,8 +164,35 @@ cdef bint response_body(insws_t *ws, inspslot_t *s, const uint8_t *p, uint32_t n
     if s.resp_enc == ENC_STOPPED:
         bodydec_give(&ws.bodydec, s)
     if olen:
-        bs_set(&ws.bs, B_FILE_DATA, ws.body_out, olen)
+        file_data_set(ws, s, ws.body_out, olen)
     return True
+
+cdef void file_data_set(insws_t *ws, inspslot_t *s, const uint8_t *p, uint32_t n) noexcept nogil:
+    """This packet's decoded body bytes as file.data. With file.data rules loaded the buffer is a window: the
+    body's last FD_TAIL bytes before them, then them, so a match may span packets (each rule alerts once per
+    response, inspect_packet); `fd_from_start` says whether it begins at the body's first byte (rules anchored
+    there are evaluated only then). The body is never scanned again from its start."""
+    cdef uint32_t keep, total
+    if not ws.fd_window:
+        bs_set(&ws.bs, B_FILE_DATA, p, n)
+        ws.fd_from_start = True
+        return
+    keep = s.fd_tail_len
+    if n > BODY_DECODE_MAX:
+        n = BODY_DECODE_MAX
+    memcpy(ws.fd_win, s.fd_tail, keep)
+    memcpy(ws.fd_win + keep, p, n)
+    total = keep + n
+    ws.fd_from_start = s.fd_seen == keep
+    s.fd_seen += n
+    bs_set(&ws.bs, B_FILE_DATA, ws.fd_win, total)
+    # the window's last bytes are the next packet's tail
+    if total > FD_TAIL:
+        memcpy(s.fd_tail, ws.fd_win + total - FD_TAIL, FD_TAIL)
+        s.fd_tail_len = FD_TAIL
+    else:
+        memcpy(s.fd_tail, ws.fd_win, total)
+        s.fd_tail_len = <uint16_t>total
 
 cdef void response_body_start(insws_t *ws, inspslot_t *s, bint chunked, uint8_t enc) noexcept nogil:
     # a new response head: its body's framing and coding, the previous body's decoder given back
@@ -175,3 +202,6 @@ cdef void response_body_start(insws_t *ws, inspslot_t *s, bint chunked, uint8_t 
     s.resp_chunk_left = 0
     s.resp_decoded = 0
     s.resp_coded = 0
+    s.fd_seen = 0               # file.data starts again: a new body, its rules may alert again
+    s.fd_tail_len = 0
+    s.fd_n_fired = 0

@@ -316,7 +316,7 @@ cdef bint http_response(insws_t *ws, inspslot_t *s, const uint8_t *p, uint32_t n
             s.http_body[1] = 1
             s.body_left[1] = clen - blen
         if blen and not response_body(ws, s, p + body, blen):
-            bs_set(bs, B_FILE_DATA, p + body, blen)
+            file_data_set(ws, s, p + body, blen)
         if not s.http_body[1]:
             bodydec_give(&ws.bodydec, s)
     return True
@@ -331,8 +331,10 @@ cdef void http_body_continues(insws_t *ws, inspslot_t *s, uint8_t dir, const uin
         s.body_left[dir] -= take
         if s.body_left[dir] == 0:
             s.http_body[dir] = 0
-    if dir == 0 or not response_body(ws, s, p, take):
-        bs_set(&ws.bs, B_HTTP_BODY if dir == 0 else B_FILE_DATA, p, take)
+    if dir == 0:
+        bs_set(&ws.bs, B_HTTP_BODY, p, take)
+    elif not response_body(ws, s, p, take):
+        file_data_set(ws, s, p, take)
     if dir == 1 and not s.http_body[1]:
         bodydec_give(&ws.bodydec, s)
 

@@ -77,7 +77,8 @@ cdef enum:
     B_JA3S_HASH = 39
     B_JA3S_STRING = 40
     B_QUIC_SNI = 41
-    B_COUNT = 42
+    B_ETHER_HDR = 42       # an ARP frame's Ethernet header (`arp` rules, inspect_arp.pxi)
+    B_COUNT = 43
 
 INSPECT_BUFFERS = (
     "payload", "http.uri", "http.uri.raw", "http.method", "http.host", "http.host.raw", "http.user_agent",
@@ -87,7 +88,7 @@ INSPECT_BUFFERS = (
     "http.accept_enc", "http.accept_lang", "http.connection", "http.location", "http.server", "tls.sni",
     "dns.query", "ssh.proto", "ssh.software", "tls.certs", "tls.cert_subject", "tls.cert_issuer",
     "tls.cert_serial", "tls.cert_fingerprint", "ja3.hash", "ja3.string", "ja3s.hash", "ja3s.string",
-    "quic.sni",
+    "quic.sni", "ether.hdr",
 )
 
 # transforms, applied in order to a buffer before its matches (compile.py TRANSFORMS)
@@ -105,6 +106,13 @@ cdef enum:
     XF_MAX = 4            # transforms per buffer slot
     SLOT_MAX = 96         # distinct (buffer, transforms) pairs in one rule set
     TAIL_MAX = 256        # bytes of each direction kept for matches that span segments
+    FD_TAIL = 256         # decoded response body bytes kept for file.data matches that span packets
+    FD_FIRED = 8          # file.data rules remembered per response as having alerted
+
+cdef enum:                # irule_t.file_data
+    FD_NONE = 0
+    FD_USES = 1           # the rule inspects file.data
+    FD_ANCHORED = 2       # ... with a match anchored at the buffer's start (offset, depth, startswith, ...)
     FLOWBITS_MAX = 16     # flowbits set at once on one flow
     CAND_MAX = 2048       # candidate rules per packet (more are counted and dropped)
     WIN_MAX = TAIL_MAX + 65536
@@ -242,6 +250,7 @@ ctypedef struct irule_t:
     uint8_t noalert
     uint8_t priority
     uint8_t has_abs       # a payload content is anchored (offset/depth/startswith)
+    uint8_t file_data     # FD_*: the rule inspects file.data (anchored at the body's start)
     uint8_t set_id        # signature set the rule came from (bit in a profile's mask)
     uint8_t flags_mode    # 0 none; 1 exactly; 2 plus others ('+'); 3 any of ('*'); 4 none of ('!')
     uint8_t flags_want
@@ -328,6 +337,9 @@ ctypedef struct instables_t:
     hs_scratch_t *scratch
     uint64_t *rule_matches
     uint32_t *stamp       # per rule: the packet stamp when it last became a candidate (loop thread only)
+    uint8_t fd_rules      # a rule inspects file.data: response bodies are shown through a window (FD_TAIL)
+    uint32_t *arp_rules   # `arp` rules (inspect_arp.pxi): evaluated on ARP frames, never on a flow's packets
+    uint32_t arp_n
     uint16_t app_http
     uint16_t app_tls
     uint16_t app_dns
@@ -398,6 +410,7 @@ ctypedef struct iprofile_t:
     xnet_t *xnets
     irange_t *xranges
     uint16_t capture          # `capture: {packets: N}`: N frames kept back, written if the flow alerts
+    int32_t vsys              # the profile's vsys: ARP frames of its workloads are inspected with it
 
 ctypedef struct inspslot_t:
     hs_stream_t *stream[2]
@@ -424,7 +437,12 @@ ctypedef struct inspslot_t:
     uint32_t asm_len
     uint16_t bits[FLOWBITS_MAX]
     uint32_t ruleset          # InspectTables id the streams belong to
+    uint32_t fd_seen          # decoded response body bytes file.data has shown (this response)
+    uint16_t fd_tail_len
+    uint8_t fd_n_fired
+    uint32_t fd_fired[FD_FIRED]   # file.data rules that alerted on this response: once each (Suricata's per tx)
     uint8_t tail[2][TAIL_MAX]
+    uint8_t fd_tail[FD_TAIL]  # the response body's last bytes: a file.data match may span packets
 
 # Positions of inspected flows. A free slot's memory is never read (the free list lives beside the slots), so
 # the pages of free slots can be given back after a flood (inspool_give_back).
@@ -582,6 +600,8 @@ ctypedef struct insws_t:
     uint32_t win_pkt_off       # where this packet's new bytes start in `win`
     uint8_t win_ready
     uint8_t win_from_start     # the window starts at stream offset 0
+    uint8_t fd_window          # the rule set has file.data rules: show bodies through fd_win
+    uint8_t fd_from_start      # file.data this packet starts at the body's first byte
     uint32_t n_cand
     uint32_t stamp_now
     icand_t cand[CAND_MAX]
@@ -597,6 +617,7 @@ ctypedef struct insws_t:
     uint8_t body_in[65536]     # a packet's body with the chunk framing removed
     uint8_t joined[65536 + HOLD_MAX]   # a segment that filled a hole, with the held bytes it joins (REPLAY)
     uint8_t body_out[BODY_DECODE_MAX]
+    uint8_t fd_win[FD_TAIL + BODY_DECODE_MAX]   # file.data: the body's kept tail, then this packet's bytes
     uint32_t recursion
     # counters
     uint64_t alerts[1024][4][2]    # [vsys + 1][severity 1..4 -> 0..3][0 alerted, 1 blocked]

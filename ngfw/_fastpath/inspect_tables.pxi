@@ -27,6 +27,28 @@ _PCRE_OPTS = {"i": PCRE2_CASELESS, "s": PCRE2_DOTALL, "m": PCRE2_MULTILINE, "x":
               "A": PCRE2_ANCHORED, "E": PCRE2_DOLLAR_ENDONLY, "G": PCRE2_UNGREEDY}
 
 
+def _file_data_kind(sig):
+    """FD_NONE, FD_USES, or FD_ANCHORED when a file.data match is tied to the buffer's start: an absolute
+    position, a first match relative to the start, a non-relative byte_test/byte_jump/isdataat, a pcre
+    anchored with `^` or /A. Such a rule is evaluated while the window holds the body from its first byte."""
+    kind = FD_NONE
+    for group in sig.buffers:
+        if group.buffer != "file.data":
+            continue
+        kind = FD_USES
+        for i, m in enumerate(group.matches):
+            name = type(m).__name__
+            if name == "ContentMatch":
+                if m.offset is not None or m.depth is not None or m.startswith or (i == 0 and m.relative):
+                    return FD_ANCHORED
+            elif name == "PcreMatch":
+                if m.source.startswith("^") or "A" in m.options:
+                    return FD_ANCHORED
+            elif not m.relative:
+                return FD_ANCHORED
+    return kind
+
+
 class EngineSkip(Exception):
     """A rule the compiler loaded but the engine cannot run (a buffer it does not fill, ...)."""
 
@@ -188,6 +210,7 @@ cdef class InspectTables:
         # prefilter groups: key -> {pattern key: [rule ids]}; rules without a fast pattern apart
         groups = {}
         nopf = []
+        arp_rids = []
 
         def add_ranges(matcher):
             start = len(ranges)
@@ -229,6 +252,7 @@ cdef class InspectTables:
                     new_items = []
                     new_pcres = []
                     has_abs = 0
+                    file_data = _file_data_kind(sig)
                     for group in sig.buffers:
                         if group.buffer not in buffer_ids:
                             raise EngineSkip(f"unsupported buffer: {group.buffer}")
@@ -339,7 +363,7 @@ cdef class InspectTables:
                 sp = add_ports(sig.src_ports)
                 dp = add_ports(sig.dst_ports)
                 transport = {"ip": 0, "tcp": P_TCP, "udp": P_UDP, "icmp": P_ICMP, "sctp": P_SCTP,
-                             "tcp/udp": 255}[sig.transport]
+                             "tcp/udp": 255, "arp": 0}[sig.transport]
                 if sig.ip_proto is not None:
                     transport = sig.ip_proto     # `ip_proto:N` narrows an ip (or tcp/udp) rule to one protocol
                 flow = sig.flow
@@ -351,6 +375,7 @@ cdef class InspectTables:
                     frag_mode={"only_frag": 1, "no_frag": 2}.get(flow.fragments, 0),
                     stream_mode=2 if sig.protocol == "tcp-pkt" else (1 if flow.stream == "only_stream" else 0),
                     noalert=sig.noalert, priority=max(1, min(sig.priority, 4)), has_abs=has_abs,
+                    file_data=file_data,
                     set_id=set_index, flags=(flags_mode, flags_want, flags_ignore),
                     src_any=sig.src.is_any, dst_any=sig.dst.is_any,
                     sport_any=sig.src_ports.is_any, dport_any=sig.dst_ports.is_any, app=app,
@@ -362,6 +387,9 @@ cdef class InspectTables:
                 ))
                 self.rules.append(sig)
                 self.rule_sets.append(set_index)
+                if sig.transport == "arp":
+                    arp_rids.append(rid)     # ARP frames only: no prefilter, no address index
+                    continue
                 # prefilter placement
                 fp = sig.fast_pattern
                 if fp is None or (fp.buffer == "payload" and fp.transforms):
@@ -409,6 +437,9 @@ cdef class InspectTables:
             r.transport = d["transport"]; r.both_dirs = d["both_dirs"]; r.flow_dir = d["flow_dir"]
             r.flow_state = d["flow_state"]; r.stream_mode = d["stream_mode"]; r.frag_mode = d["frag_mode"]
             r.noalert = d["noalert"]; r.priority = d["priority"]; r.has_abs = d["has_abs"]; r.set_id = d["set_id"]
+            r.file_data = d["file_data"]
+            if r.file_data:
+                T.fd_rules = 1
             r.flags_mode, r.flags_want, r.flags_ignore = d["flags"]
             r.src_any = d["src_any"]; r.dst_any = d["dst_any"]
             r.sport_any = d["sport_any"]; r.dport_any = d["dport_any"]
@@ -452,6 +483,12 @@ cdef class InspectTables:
             T.slot_base[slot] = buffer_ids[buffer]
             for k, xf in enumerate(transforms):
                 T.slot_xf[slot][k] = transform_ids[xf]
+        T.arp_rules = <uint32_t *>calloc(max(len(arp_rids), 1), sizeof(uint32_t))
+        if T.arp_rules == NULL:
+            raise MemoryError("not enough memory for the rule set")
+        for i, rid in enumerate(arp_rids):
+            T.arp_rules[i] = rid
+        T.arp_n = len(arp_rids)
         # rules without a fast pattern: by address
         T.nopf_n = len(nopf)
         self._build_address_index(nopf)
@@ -686,7 +723,7 @@ cdef class InspectTables:
         free(T.ports); free(T.fbops); free(T.fb_ids); free(T.thresholds); free(T.pat_rules)
         for i in range(2):
             _free_ipidx(&T.ipo[i])
-        free(T.rule_matches); free(T.stamp)
+        free(T.rule_matches); free(T.stamp); free(T.arp_rules)
 
 
 def _address_segments(sides, widened):

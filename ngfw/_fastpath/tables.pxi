@@ -110,9 +110,11 @@ cdef class Tables:
             own = inspect.subset(names)
             self.profile_tables.append(own)
             t.profiles[i].T = &own.T
-            t.profiles[i].set_mask = (1 << len(own.set_names)) - 1
+            # every set of the profile (1 to 64): `1 << n` in C int lost the sets from the 32nd on
+            t.profiles[i].set_mask = (<uint64_t>0xFFFFFFFFFFFFFFFF) >> (64 - len(own.set_names)) if own.set_names else 0
             t.profiles[i].action_override = {"as-written": 0, "alert": 1, "drop": 2}[prof.action]
             t.profiles[i].depth = prof.depth
+            t.profiles[i].vsys = prof.vsys
             vsys_name = policy.vsys_name(prof.vsys)
             if prof.exceptions or prof.thresholds:
                 problems += signature_problems(prof, f"ThreatProfile {vsys_name}/{prof.name}", own,

@@ -505,6 +505,9 @@ cdef void process_frame(engine_t *e, uint16_t in_port, const uint8_t *data, uint
     # address resolution (ARP, IPv6 ND) and multicast listener reports pass, so hosts find each
     # other through the wire
     if p.l3 == L3_ARP or (link_control(&p) and e.mode == MODE_LIVE):
+        if p.l3 == L3_ARP and t.n_profiles and inspect_arp(e, t, &p, in_port, src_wl, dst_wl, now) != A_ALLOW:
+            count_drop(e, R_THREAT)     # a `drop arp` rule (inspect_arp.pxi)
+            return
         forward(e, in_port, data, len, fix, now)
         return
     # non-first fragments carry no ports: they follow their first fragment's verdict

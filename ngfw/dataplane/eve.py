@@ -153,18 +153,21 @@ def eve_record(event: dict[str, Any], policy: CompiledPolicy | None) -> dict[str
     }
     if event["flow_id"] is not None:  # a drop of a frame that made no flow has none
         record["flow_id"] = event["flow_id"]
-    record.update(
-        {
-            "in_iface": event["in_port"],
-            "event_type": event["event"],
-            "src_ip": event[f"{src}_ip"],
-            "src_port": event[f"{src}_port"],
-            "dest_ip": event[f"{dst}_ip"],
-            "dest_port": event[f"{dst}_port"],
-            "proto": proto,
-            "community_id": event["community_id"],
-        }
-    )
+    record.update({"in_iface": event["in_port"], "event_type": event["event"]})
+    if event.get("arp"):
+        # an ARP frame's alert (Suricata 8's `arp` rules): no IP header, no flow; the MACs and the ARP fields
+        record.update({"ether": event["ether"], "arp": event["arp"]})
+    else:
+        record.update(
+            {
+                "src_ip": event[f"{src}_ip"],
+                "src_port": event[f"{src}_port"],
+                "dest_ip": event[f"{dst}_ip"],
+                "dest_port": event[f"{dst}_port"],
+                "proto": proto,
+                "community_id": event["community_id"],
+            }
+        )
     if event.get("icmp_type") is not None:
         record["icmp_type"], record["icmp_code"] = event["icmp_type"], event["icmp_code"]
     if event.get("vlan"):

@@ -105,7 +105,7 @@ class Replayer:
         # flows in order of their first packet, each flow's alerts in order right after it
         first_seen = {e["flow_id"]: e["start"] for e in events if e["event"] == "flow"}
         events.sort(
-            key=lambda e: (first_seen.get(e["flow_id"], e["start"]), e["flow_id"], e["event"] == "alert", e["end"])
+            key=lambda e: (first_seen.get(e["flow_id"], e["start"]), e["flow_id"] or 0, e["event"] == "alert", e["end"])
         )
         return [self.record(e, name) if e["event"] == "flow" else self.alert_record(e, name) for e in events]
 
@@ -239,6 +239,17 @@ class Replayer:
     def alert_record(self, event: dict[str, Any], pcap_file: str) -> dict[str, Any]:
         """An EVE-shaped alert: the packet's own source and destination, the signature, the flow's app."""
         policy = self.policy
+        if event.get("arp"):
+            # an ARP frame's alert: no flow, no IP header (Suricata 8's EVE has none either)
+            return {
+                "event_type": "alert",
+                "pcap_file": pcap_file,
+                "timestamp": eve_timestamp(event["end"]),
+                "ether": event["ether"],
+                "arp": event["arp"],
+                "vsys": policy.vsys_name(event["vsys"]) or None,
+                "alert": alert_fields(event),
+            }
         src, dst = ("dest", "src") if event["pkt_to_client"] else ("src", "dest")
         app_proto, _ = split_app(policy.catalogue, event.get("app_proto"))
         return {

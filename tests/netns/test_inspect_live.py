@@ -93,3 +93,59 @@ def test_a_broken_rule_file_on_reload_keeps_the_running_rules(lab, inspected, ns
     assert curl(ns_run, lab, "/cgi-bin/exploit", timeout="2")[:2] == (28, "000")
     text = inspected.metrics_text()
     assert metric(text, "ngfw_signature_reloads_total", result="failure") == 1, text
+
+
+# -- ARP frames and downloads, inline --------------------------------------------------------------------
+
+
+@pytest.fixture
+def arp_and_download_rules(tmp_path: Path, lab, lab_services, start_dataplane):
+    hexmac = lab.web1.mac.replace(":", " ")
+    rules = (
+        f'drop arp any any -> any any (msg:"LAB quarantined host"; ether.hdr; content:"|{hexmac}|"; offset:6; '
+        f"depth:6; sid:9000010; rev:1;)\n"
+        'drop http any any -> any any (msg:"LAB dropper in a download"; flow:established,to_client; file_data; '
+        'content:"LAB-DROPPER-MARKER"; sid:9000011; rev:1;)\n'
+    )
+    (tmp_path / "lab.rules").write_text(rules)
+    policy = lab_policy_with(tmp_path, POLICY_RULES, "inspect.yaml")
+    return start_dataplane(policy, extra_args=["--rules", f"lab={tmp_path / 'lab.rules'}"])
+
+
+def test_a_drop_arp_rule_keeps_a_host_from_resolving_its_peers(lab, arp_and_download_rules, ns_run) -> None:
+    dp = arp_and_download_rules
+    for ns in (lab.web1.ns, lab.web2.ns, lab.srv.ns):
+        ns_run(ns, ["ip", "neigh", "flush", "all"])
+    code, status, _ = curl(ns_run, lab, "/", timeout="4")
+    assert status == "000" and code in (7, 28)  # web-01's ARP requests never reach the server
+    r = ns_run(lab.web2.ns, ["curl", "-sS", "-m", "3", "-o", "/dev/null", "-w", "%{http_code}", f"http://{SERVER}/"])
+    assert r.stdout == "200"  # web-02 resolves and is served
+    assert wait_for(lambda: any(a.get("arp") for a in alerts(dp)), timeout=5), dp.eve_records()
+    arp_alert = next(a for a in alerts(dp) if a.get("arp"))
+    assert arp_alert["alert"]["signature_id"] == 9000010 and arp_alert["alert"]["action"] == "blocked"
+    assert arp_alert["arp"]["src_ip"] == lab.web1.ipv4 and arp_alert["arp"]["opcode"] == "request"
+    assert arp_alert["src_vm"] == "web-01" and "flow_id" not in arp_alert
+    text = dp.metrics_text()
+    assert metric(text, "ngfw_drops_total", reason="threat") >= 1, text
+
+
+def test_a_file_data_drop_stops_a_download_mid_body(lab, lab_services, arp_and_download_rules, ns_run) -> None:
+    dp = arp_and_download_rules
+    size = 1 << 20
+    body = bytearray(size)
+    body[size // 2 : size // 2 + 18] = b"LAB-DROPPER-MARKER"  # half-way: within the 1 MiB inspected
+    path = lab_services.workdir / "www" / "dropper.bin"
+    path.write_bytes(bytes(body))
+    try:
+        r = ns_run(
+            lab.web2.ns,
+            ["curl", "-sS", "-m", "4", "-o", "/dev/null", "-w", "%{size_download}", f"http://{SERVER}/dropper.bin"],
+        )
+    finally:
+        path.unlink()
+    assert r.returncode == 28, r.stderr  # the transfer stalls once the packet completing the marker is dropped
+    received = int(r.stdout)
+    assert 0 < received < size // 2 + 18, received  # what came before the marker, not the body
+    assert wait_for(lambda: any(a["alert"]["signature_id"] == 9000011 for a in alerts(dp)), timeout=5)
+    blocked = next(a for a in alerts(dp) if a["alert"]["signature_id"] == 9000011)
+    assert blocked["alert"]["action"] == "blocked" and blocked["src_port"] == 80

@@ -11,7 +11,7 @@ from typing import Literal
 
 from ngfw.compiler.suricata.model import PAYLOAD
 
-Transport = Literal["ip", "tcp", "udp", "icmp", "sctp", "tcp/udp"]
+Transport = Literal["ip", "tcp", "udp", "icmp", "sctp", "tcp/udp", "arp"]
 
 # Sticky buffers: the keyword switches the buffer that following content/pcre inspect.
 STICKY_BUFFERS: dict[str, str] = {
@@ -84,6 +84,8 @@ STICKY_BUFFERS: dict[str, str] = {
     "ssh.software": "ssh.software",
     "ssh_software": "ssh.software",
     "quic.sni": "quic.sni",
+    # Suricata 9: the frame's 14-byte Ethernet header (ngfw: in `arp` rules only)
+    "ether.hdr": "ether.hdr",
 }
 
 # Legacy content modifiers: they move the content just before them into the buffer.
@@ -120,7 +122,8 @@ PCRE_BUFFER_FLAGS: dict[str, str] = {
     "Z": "http.host.raw",
 }
 
-# Rule protocols Suricata 7 knows: name -> (transport, app-layer protocol or None).
+# Rule protocols Suricata 7 knows, and `arp` (Suricata 8.0.5 and later: every Ethernet/IPv4 ARP frame):
+# name -> (transport, app-layer protocol or None).
 PROTOCOLS: dict[str, tuple[Transport, str | None]] = {
     "ip": ("ip", None),
     "ipv4": ("ip", None),
@@ -133,6 +136,7 @@ PROTOCOLS: dict[str, tuple[Transport, str | None]] = {
     "icmpv4": ("icmp", None),
     "icmpv6": ("icmp", None),
     "sctp": ("sctp", None),
+    "arp": ("arp", None),
     "http": ("tcp", "http"),
     "http1": ("tcp", "http"),
     "http2": ("tcp", "http2"),

@@ -193,8 +193,12 @@ class _Builder:
     def use_buffer(self, buffer: str) -> None:
         """A buffer of an app protocol makes the rule one of that protocol (Suricata sets
         the rule's app-layer protocol from it), unless it already is another one."""
+        if buffer == "ether.hdr" and self.transport != "arp":
+            raise RuleError("unsupported keyword: ether.hdr outside arp rules", f"ether.hdr in a {self.protocol} rule")
         for prefix, apps in _BUFFER_APPS.items():
             if buffer.startswith(prefix):
+                if self.transport == "arp":
+                    raise RuleError("conflicting protocol", f"{buffer} in an arp rule")
                 if self.app_proto is None:
                     app_transport = PROTOCOLS[apps[0]][0]
                     if self.transport == "ip" or self.transport == app_transport:
@@ -235,8 +239,12 @@ def compile_rule(
         raise RuleError("missing sid")
     src_matcher, dst_matcher = resolver.address(src), resolver.address(dst)
     src_ports, dst_ports = resolver.ports(src_port), resolver.ports(dst_port)
+    if transport == "arp":
+        _arp_header(src_matcher.is_any and dst_matcher.is_any, src_ports.is_any and dst_ports.is_any, header)
     seen: set[str] = set()
     for name, value in options:
+        if transport == "arp" and name in _NOT_IN_ARP:
+            raise RuleError(f"unsupported keyword: {name} in an arp rule", _NOT_IN_ARP[name])
         handler = _HANDLERS.get(name)
         if name in _ONCE:
             if name in seen:
@@ -305,8 +313,44 @@ def compile_rule(
     )
 
 
+# What an ARP frame does not have (Suricata 8/9 give `arp` rules no flow, no payload, no IP header).
+_NOT_IN_ARP: dict[str, str] = {
+    "flow": "an ARP frame belongs to no flow",
+    "flowbits": "an ARP frame belongs to no flow",
+    "dsize": "an ARP frame has no payload",
+    "threshold": "ARP frames are not tracked by address",
+    "detection_filter": "ARP frames are not tracked by address",
+    "flags": "an ARP frame has no TCP header",
+    "itype": "an ARP frame has no ICMP header",
+    "icode": "an ARP frame has no ICMP header",
+    "ip_proto": "an ARP frame has no IP header",
+    "target": "an ARP frame has no IP header",
+    "urilen": "an ARP frame has no HTTP",
+}
+
+
+def _arp_header(any_address: bool, any_port: bool, header: list[str]) -> None:
+    """An `arp` rule matches every ARP frame: its addresses and ports can only be `any`."""
+    if not (any_address and any_port):
+        raise RuleError(
+            "unsupported protocol: arp with addresses or ports",
+            f"{' '.join(header[2:])}: an ARP frame has no IP header; write any any -> any any",
+        )
+
+
+def _arp_matches(builder: _Builder) -> None:
+    """Suricata gives an ARP frame no payload: what an arp rule inspects is `ether.hdr`."""
+    keys = builder.match_keys() | set(builder.sizes) | {key for key, _ in builder.entries}
+    if any(key[0] != "ether.hdr" for key in keys):
+        raise RuleError(
+            "unsupported keyword: payload match in an arp rule", "an ARP frame has no payload; use ether.hdr"
+        )
+
+
 def _validate(builder: _Builder) -> None:
     """Whole-rule checks Suricata makes once every option is read (it refuses these rules)."""
+    if builder.transport == "arp":
+        _arp_matches(builder)
     contents = [entry for _, entry in builder.entries if isinstance(entry, _Content)]
     for content in contents:
         if content.key[0] == "http.host" and not content.nocase and content.pattern.lower() != content.pattern:

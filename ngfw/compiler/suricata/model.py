@@ -265,7 +265,7 @@ class CompiledSignature:
     msg: str
     action: Action
     protocol: str  # as written, e.g. "http", "tcp-pkt"
-    transport: Literal["ip", "tcp", "udp", "icmp", "sctp", "tcp/udp"]
+    transport: Literal["ip", "tcp", "udp", "icmp", "sctp", "tcp/udp", "arp"]
     app_proto: str | None  # "http", "tls", "dns", ... when the protocol is an app-layer one
     src: AddressMatcher
     src_ports: PortMatcher

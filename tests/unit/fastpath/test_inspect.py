@@ -429,3 +429,16 @@ def test_ja3_and_ja3s_agree_with_suricata(tmp_path: Path) -> None:
             client_port = r["src_port"] if r["dest_port"] == 443 else r["dest_port"]
             got.setdefault(client_port, set()).add(r["alert"]["signature"])
     assert got == {port: {h for h in pair if h} for port, pair in SURICATA_JA3.items()}
+
+
+def test_a_profile_of_many_signature_sets_runs_the_rules_of_every_set(tmp_path: Path) -> None:
+    # 40 sets (one a rule file, as `--rules` per ET Open file gives): the rules of the 32nd set and after
+    # used to be left out of the profile (its set mask was computed in a C int)
+    sets = {
+        f"set{i:02d}": f'alert tcp any any -> any any (msg:"set {i}"; content:"MARK-{i:02d}"; sid:{8000 + i};)'
+        for i in range(40)
+    }
+    w = InspectWire(write_policy(tmp_path), rule_sets(tmp_path, **sets))
+    seq, _ = handshake(w, 40999)
+    send(w, 40999, seq, b"MARK-00 MARK-31 MARK-39")
+    assert sorted(sids(w.alerts())) == [8000, 8031, 8039]
