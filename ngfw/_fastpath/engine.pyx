@@ -27,10 +27,14 @@ flow/drop events through a ring it drains (`drain_events`).
 #   events.pxi           the event ring to Python; events_init/free; events as dicts
 #   community_id.pxi     a flow's Community ID
 #   capture.pxi          packet capture ring for forensics; capture_free, capture_matching, drain_captures
-#   respond.pxi          stage 6b, respond: the RST / ICMP a reject sends back
-#   io.pxi               ports: packet rings (in a fanout group with --workers), TAP, memory, sink ports; ports_close
-#   switch.pxi           stage 7, forward: MAC learning per segment; l2_init/free (MAC and fragment tables)
-#   worker.pxi           the packet path: process_frame (the order of the stages) and run_loop
+#   respond.pxi          stage 6b, respond: the RST / ICMP a reject sends back (respond_reject)
+#   io.pxi               ports: packet rings (in a fanout group with --workers), TAP, memory, sink ports; ports_close;
+#                        RX bursts and the TX thread
+#   switch.pxi           stage 7, forward: MAC learning per segment, forward(); l2_init/free (MAC, fragment tables)
+#   fragments.pxi        IP fragments: the first fragment's verdict for those that follow
+#   engine_defs.pxi      engine_t: every stage's part of one packet loop's state; count_drop
+#   worker.pxi           the packet path: process_frame (the order of the stages), flow start/decide/end,
+#                        the flow sweep, and run_loop
 #   ports.pxi            links that come and go; Engine's add/reattach/detach of ports
 #   appid.pxi            stage 5, App-ID; appid_state_init/free
 #   inspect_match.pxi    candidate verification: content / pcre / isdataat chains
@@ -80,6 +84,8 @@ include "capture.pxi"
 include "respond.pxi"
 include "io.pxi"
 include "switch.pxi"
+include "fragments.pxi"
+include "engine_defs.pxi"
 include "worker.pxi"
 include "ports.pxi"
 include "appid.pxi"

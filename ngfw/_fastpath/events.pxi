@@ -232,3 +232,60 @@ cdef dict flow_event_dict(Engine self, event_t *ev):
         "user": ev.user,
         "user_via": (ev.user_via[0], ev.user_via[1]),
     }
+
+cdef void drop_event_packet(engine_t *e, const tables_t *t, const pkt_t *p, uint16_t in_port, int reason,
+                            int32_t src_wl, int32_t dst_wl, int32_t vsys, uint64_t now) noexcept nogil:
+    """An EV_DROP for a frame refused before it made a flow (anti-spoofing, a vsys quota, a full table):
+    at most PKT_DROP_EVENTS_PER_SECOND a second (a burst of as many), the rest counted."""
+    cdef event_t *ev
+    cdef uint64_t cost = 1000000000ull // PKT_DROP_EVENTS_PER_SECOND
+    if e.pktdrop_refilled_ns == 0:
+        e.pktdrop_tokens = 1000000000ull
+    elif now > e.pktdrop_refilled_ns:
+        e.pktdrop_tokens += now - e.pktdrop_refilled_ns
+        if e.pktdrop_tokens > 1000000000ull:
+            e.pktdrop_tokens = 1000000000ull
+    e.pktdrop_refilled_ns = now if now else 1
+    if e.pktdrop_tokens < cost:
+        e.pktdrop_pending += 1
+        e.pktdrop_suppressed += 1
+        return
+    ev = evring_claim(&e.events)
+    if ev == NULL:
+        return   # counted as lost by the ring
+    e.pktdrop_tokens -= cost
+    memset(ev, 0, sizeof(event_t))
+    ev.type = EV_DROP
+    ev.no_flow = 1
+    ev.proto = p.proto
+    ev.action = A_DENY
+    ev.is_v6 = p.is_v6
+    ev.in_port = in_port
+    ev.vlan = p.vlan
+    ev.vsys = vsys
+    ev.src_wl = src_wl
+    ev.dst_wl = dst_wl
+    ev.rule = -1
+    ev.rule_ingress = -1
+    ev.generation = t.generation
+    ev.ts_first = now
+    ev.ts_last = now
+    ev.pkts[0] = 1
+    ev.bytes[0] = p.len
+    ev.src_ip = p.src_ip
+    ev.dest_ip = p.dst_ip
+    ev.src_port = p.sport
+    ev.dest_port = p.dport
+    ev.tcp_flags[0] = p.tcp_flags if p.proto == P_TCP else 0
+    if p.proto == P_ICMP or p.proto == P_ICMPV6:
+        ev.icmp_type = p.icmp_type
+        ev.icmp_code = p.icmp_code
+    ev.drop_reason = <uint8_t>reason
+    ev.suppressed = e.pktdrop_pending
+    e.pktdrop_pending = 0
+    evring_publish(&e.events)
+
+cdef inline void event_host(engine_t *e, event_t *ev, const flow_t *f) noexcept nogil:
+    if f.host >= 0:
+        ev.host_len = e.hostpool.lens[f.host]
+        memcpy(ev.host, e.hostpool.names[f.host], ev.host_len)

@@ -41,3 +41,20 @@ cdef inline void identity_by_ip(const tables_t *t, const pkt_t *p, int32_t *src_
     cdef bint has_ip = p.l3 == L3_IPV4 or p.l3 == L3_IPV6 or p.arp_ipv4
     src_wl[0] = idmap_get(&t.wl_by_ip, p.src_ip.hi, p.src_ip.lo) if has_ip else -1
     dst_wl[0] = idmap_get(&t.wl_by_ip, p.dst_ip.hi, p.dst_ip.lo) if has_ip else -1
+
+cdef void workload_arrived(engine_t *e, tables_t *t, int32_t wl, uint16_t in_port, uint64_t now) noexcept nogil:
+    """A workload's first frame on the VM side of this dataplane: it may have moved here from another host
+    (Python asks control for its sessions; ngfw.dataplane.migration)."""
+    cdef event_t *ev = evring_claim(&e.events)
+    if ev == NULL:
+        return   # counted as lost; the next frame tries again
+    t.wl_here[wl] = 1
+    e.arrivals += 1
+    memset(ev, 0, sizeof(event_t))
+    ev.type = EV_ARRIVAL
+    ev.src_wl = wl
+    ev.in_port = in_port
+    ev.generation = t.generation
+    ev.ts_first = now
+    ev.ts_last = now
+    evring_publish(&e.events)

@@ -281,3 +281,106 @@ cdef inline void port_flush(port_t *port) noexcept nogil:
                 ngfw_store_u32(&port.tx_wanted, 1)
         else:
             ring_kick(port)
+
+cdef uint32_t rx_ring_burst(engine_t *e, uint16_t pi, uint32_t budget, uint64_t now) noexcept nogil:
+    cdef port_t *port = &e.ports[pi]
+    cdef tpacket2_hdr *h
+    cdef uint32_t n = 0, st, snap
+    cdef uint8_t *frame
+    cdef uint16_t tpid
+    while n < budget:
+        h = <tpacket2_hdr *>(port.rx_ring + <size_t>port.rx_head * port.rx_frame_size)
+        st = ngfw_load_u32(&h.tp_status)
+        if not (st & TP_STATUS_USER):
+            break
+        frame = <uint8_t *>h + h.tp_mac
+        snap = h.tp_snaplen
+        if h.tp_len > snap:
+            # larger than a ring frame: a super-frame from an offload, or over the MTU
+            port.rx_packets += 1
+            port.rx_bytes += h.tp_len
+            count_drop(e, R_OVERSIZE)
+        elif (st & TP_STATUS_VLAN_VALID) and snap >= 12 and snap + 4 <= SCRATCH_LEN:
+            # the kernel moved the 802.1Q tag into metadata: put it back so it is decoded and forwarded
+            tpid = h.tp_vlan_tpid if (st & TP_STATUS_VLAN_TPID_VALID) else 0x8100
+            memcpy(e.scratch, frame, 12)
+            ngfw_put_be16(e.scratch + 12, tpid)
+            ngfw_put_be16(e.scratch + 14, h.tp_vlan_tci)
+            memcpy(e.scratch + 16, frame + 12, snap - 12)
+            process_frame(e, pi, e.scratch, snap + 4, st & RX_KERNEL_BITS, now)
+        else:
+            process_frame(e, pi, frame, snap, st & RX_KERNEL_BITS, now)
+        ngfw_store_u32(&h.tp_status, TP_STATUS_KERNEL)
+        port.rx_head += 1
+        if port.rx_head == port.rx_frames:
+            port.rx_head = 0
+        n += 1
+    return n
+
+cdef uint32_t rx_tap_burst(engine_t *e, uint16_t pi, uint32_t budget, uint64_t now) noexcept nogil:
+    cdef port_t *port = &e.ports[pi]
+    cdef uint32_t n = 0
+    cdef ssize_t r
+    while n < budget:
+        r = read(port.fd, e.scratch, SCRATCH_LEN)
+        if r < 0:
+            if errno == EBADFD:
+                port_gone(e, pi)   # the TAP device was deleted: its descriptor is attached to nothing
+            break
+        process_frame(e, pi, e.scratch, <uint32_t>r, 0, now)
+        n += 1
+    return n
+
+cdef enum:
+    TX_SLEEP_MAX_NS = 5000000   # the TX thread looks at `stop` (and counts a turn) at least this often
+    TX_BULK_HOLD_NS = 2000000   # after a saturated or bulk turn, the loop hands every send over this long
+
+cdef inline bint tx_work_waiting(engine_t *e) noexcept nogil:
+    cdef uint32_t i
+    for i in range(e.n_ports):
+        if e.ports[i].kind == PORT_RING and ngfw_load_u32(&e.ports[i].tx_wanted):
+            return True
+    return False
+
+cdef inline void tx_thread_wake(engine_t *e) noexcept nogil:
+    """After the loop handed rings over (tx_wanted): wake the TX thread if it sleeps. The fence pairs with
+    the one in run_tx_loop: either the loop sees it asleep, or it sees the work before it sleeps."""
+    ngfw_fence()
+    if ngfw_load_u32(&e.tx_asleep) and tx_work_waiting(e):
+        ngfw_store_u32(&e.tx_asleep, 0)
+        ngfw_futex_wake(&e.tx_asleep)
+
+cdef void run_tx_loop(engine_t *e) noexcept nogil:
+    """Flush TX rings for the packet loop: the kernel runs the receiving side's stack inside send(),
+    and that work then overlaps with the loop's instead of stalling it. Idle, it sleeps until the loop
+    hands it work (tx_thread_wake): polling would take a core from the workloads on a small host."""
+    cdef uint32_t i
+    cdef bint busy
+    cdef uint64_t last_busy = ngfw_now_ns()
+    cdef uint64_t now
+    cdef int fd
+    while not ngfw_load_u32(&e.stop):
+        busy = False
+        for i in range(e.n_ports):
+            if e.ports[i].kind == PORT_RING and ngfw_load_u32(&e.ports[i].tx_wanted):
+                ngfw_store_u32(&e.ports[i].tx_wanted, 0)
+                # a swap may replace the ring meanwhile: the old one stays open until this thread's next turn
+                fd = e.ports[i].fd
+                ngfw_store_u32(&e.ports[i].tx_sending, 1)
+                if fd >= 0 and not ngfw_load_u32(&e.ports[i].detached) \
+                        and send(fd, NULL, 0, MSG_DONTWAIT) < 0 and errno != EAGAIN:
+                    e.ports[i].tx_errors += 1
+                ngfw_store_u32(&e.ports[i].tx_sending, 0)
+                busy = True
+        ngfw_store_u32(&e.tx_turns, e.tx_turns + 1)
+        now = ngfw_now_ns()
+        if busy:
+            last_busy = now
+        elif now - last_busy < e.idle_spin_ns:
+            sched_yield()   # under load the next hand-over comes within microseconds: no sleep and wake-up
+        else:
+            ngfw_store_u32(&e.tx_asleep, 1)
+            ngfw_fence()
+            if not tx_work_waiting(e) and not ngfw_load_u32(&e.stop):
+                ngfw_futex_wait(&e.tx_asleep, 1, TX_SLEEP_MAX_NS)
+            ngfw_store_u32(&e.tx_asleep, 0)

@@ -153,3 +153,22 @@ cdef uint32_t build_tcp_rst_onward(uint8_t *out, const pkt_t *p) noexcept nogil:
     out[l4 + 13] = TH_RST | TH_ACK
     l4_checksum(out + l3, p.is_v6, P_TCP, out + l4, 20, 16)
     return l4 + 20
+
+cdef void respond_reject(engine_t *e, uint16_t in_port, const pkt_t *p) noexcept nogil:
+    cdef uint32_t n
+    if p.proto == P_TCP:
+        if p.tcp_flags & TH_RST:
+            return
+        n = build_tcp_rst(e.response, p)
+    else:
+        n = build_icmp_unreachable(e.response, p)
+    if n:
+        port_tx(&e.ports[in_port], e.response, n, NULL)
+
+cdef void respond_reset_peer(engine_t *e, flow_t *f, const pkt_t *p, bint to_server, uint16_t in_port) noexcept nogil:
+    """Reset the far side of a cut TCP connection too, in place of the packet that is dropped."""
+    cdef uint32_t n
+    if p.tcp_flags & TH_RST:
+        return
+    n = build_tcp_rst_onward(e.response, p)
+    forward(e, in_port, e.response, n, NULL, e.last_sweep)

@@ -752,3 +752,12 @@ cdef object sessions_adopt(Engine self, const unsigned char[:] old, dict old_lay
     finally:
         free(<void *>q.app_map)
         free(q)
+
+cdef inline void flow_mig_packet(flow_t *f, bint to_server) noexcept nogil:
+    """A packet of a flow in a move: an imported copy is live here from now on; a handed-over one stays
+    (unmarked) only when the moved workload itself sent the packet -- its peer is behind this host, so
+    the flow crosses both hosts now. The far side's packets may be late or misdirected; they change nothing."""
+    if f.mig == MIG_IN:
+        f.mig = MIG_NONE
+    elif (f.mig == MIG_OUT_CLIENT and to_server) or (f.mig == MIG_OUT_SERVER and not to_server):
+        f.mig = MIG_NONE

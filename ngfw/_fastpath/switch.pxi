@@ -62,3 +62,43 @@ cdef int l2_init(engine_t *e) except -1:
 cdef void l2_free(engine_t *e) noexcept:
     free(e.macs)
     free(e.frags)
+
+cdef inline bint mac_is_multicast(uint64_t mac) noexcept nogil:
+    return (mac & 1) != 0   # I/G bit of the first octet (little-endian load)
+
+cdef void forward(engine_t *e, uint16_t in_port, const uint8_t *data, uint32_t len, const pkt_t *fix,
+                  uint64_t now) noexcept nogil:
+    cdef segment_t *seg = &e.segments[e.ports[in_port].segment]
+    cdef uint64_t segkey = <uint64_t>e.ports[in_port].segment << 48
+    cdef int32_t out
+    cdef uint32_t i
+    cdef uint64_t src_mac = ngfw_mac64(data + 6)
+    cdef uint64_t dst_mac = ngfw_mac64(data)
+    cdef bint sent
+    if seg.n_ports == 2:
+        out = seg.ports[0] if seg.ports[1] == in_port else seg.ports[1]
+        if not port_ready(&e.ports[out]):
+            count_drop(e, R_PORT_DOWN)
+        elif not port_tx(&e.ports[out], data, len, fix):
+            count_drop(e, R_TX_FULL)
+        return
+    if not mac_is_multicast(src_mac):
+        mac_learn(e.macs, src_mac | segkey, in_port, now)
+    out = -1 if mac_is_multicast(dst_mac) else mac_lookup(e.macs, dst_mac | segkey, now)
+    if out == in_port:
+        count_drop(e, R_HAIRPIN)
+        return
+    if out >= 0:
+        if not port_ready(&e.ports[out]):
+            count_drop(e, R_PORT_DOWN)
+        elif not port_tx(&e.ports[out], data, len, fix):
+            count_drop(e, R_TX_FULL)
+        return
+    # flooded: a drop only when no other port of the segment could take it
+    sent = False
+    for i in range(seg.n_ports):
+        if seg.ports[i] != in_port and port_ready(&e.ports[seg.ports[i]]):
+            port_tx(&e.ports[seg.ports[i]], data, len, fix)
+            sent = True
+    if not sent:
+        count_drop(e, R_PORT_DOWN)

@@ -539,3 +539,18 @@ cdef object tables_swap_in(Engine self, Tables tables, double timeout):
             raise TimeoutError("the packet loop did not pick up the new policy")
         time.sleep(0.0005)
     self.current = tables
+
+cdef inline void adopt_tables(engine_t *e) noexcept nogil:
+    cdef tables_t *p = <tables_t *>ngfw_load_ptr(<void **>&e.pending)
+    cdef usertab_t *u = <usertab_t *>ngfw_load_ptr(<void **>&e.users_pending)
+    if p != NULL:
+        e.tables = p
+        # bypassed flows come back before the swap is acknowledged: the new policy decides their next frame
+        bypass_leave_all(e, ngfw_now_ns())
+        ngfw_store_ptr(<void **>&e.pending, NULL)
+    if u != NULL:
+        e.users = u
+        if p == NULL:
+            # bypassed flows whose user changed come back before the swap is acknowledged (bypass.pxi)
+            bypass_leave_user_changed(e, ngfw_now_ns())
+        ngfw_store_ptr(<void **>&e.users_pending, NULL)

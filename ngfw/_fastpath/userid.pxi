@@ -106,3 +106,24 @@ cdef inline bint usertab_contains(const uint64_t *groups, uint32_t n, uint64_t p
         if groups[i] == p:
             return True
     return False
+
+cdef inline uint32_t users_gen(const engine_t *e) noexcept nogil:
+    return e.users.gen if e.users != NULL else 0
+
+cdef inline void flow_user_lookup(engine_t *e, flow_t *f) noexcept nogil:
+    """The user behind the flow's initiator, from the user table in force (once per flow and table)."""
+    cdef const ugroups_t *g
+    if f.init_is_a:
+        f.user = usertab_user(e.users, f.key.a_hi, f.key.a_lo)
+    else:
+        f.user = usertab_user(e.users, f.key.b_hi, f.key.b_lo)
+    g = usertab_groups(e.users, f.user)
+    f.user_stamp = g.stamp if g != NULL else 0
+    f.user_gen = users_gen(e)
+
+cdef inline bint flow_user_changed(engine_t *e, flow_t *f) noexcept nogil:
+    """After a swap of the user table: is the flow's user (or are its groups) another now?"""
+    cdef uint64_t user = f.user
+    cdef uint32_t stamp = f.user_stamp
+    flow_user_lookup(e, f)
+    return f.user != user or f.user_stamp != stamp
