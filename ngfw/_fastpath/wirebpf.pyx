@@ -189,6 +189,28 @@ cdef _error(int code, what):
     return WireBpfError(code if code > 0 else -code, what, ngfw_libbpf_collected().decode(errors="replace"))
 
 
+cdef bpf_object *_load_object(str path, str what, const char *prog_name, int *prog_fd) except NULL:
+    """Open and load an object file into the kernel (verifier, JIT) and find its program: the object, owned by
+    the caller, or an error naming `what` with libbpf's own messages."""
+    cdef bpf_object *obj
+    cdef bpf_program *prog
+    cdef int err
+    ngfw_libbpf_collect()
+    obj = bpf_object__open_file(path.encode(), NULL)
+    if obj == NULL:
+        raise _error(errno, f"cannot open {path}")
+    err = bpf_object__load(obj)
+    if err:
+        bpf_object__close(obj)
+        raise _error(err, f"the kernel refused the {what}")
+    prog = bpf_object__find_program_by_name(obj, prog_name)
+    if prog == NULL:
+        bpf_object__close(obj)
+        raise WireBpfError(ENOENT, f"{path} has no program {prog_name.decode()}")
+    prog_fd[0] = bpf_program__fd(prog)
+    return obj
+
+
 def describe_object(path: str) -> dict:
     """The program and maps an object file holds, read without the kernel (no privilege needed)."""
     cdef bpf_object *obj
@@ -331,18 +353,7 @@ cdef class WireProgram:
         cdef WireProgram self = WireProgram.__new__(WireProgram)
         cdef bpf_program *prog
         cdef bpf_map *m
-        cdef int err
-        ngfw_libbpf_collect()
-        self.obj = bpf_object__open_file(path.encode(), NULL)
-        if self.obj == NULL:
-            raise _error(errno, f"cannot open {path}")
-        err = bpf_object__load(self.obj)
-        if err:
-            raise _error(err, "the kernel refused the wire program")
-        prog = bpf_object__find_program_by_name(self.obj, WIRE_PROG_NAME)
-        if prog == NULL:
-            raise WireBpfError(ENOENT, f"{path} has no program {PROGRAM_NAME}")
-        self.prog_fd = bpf_program__fd(prog)
+        self.obj = _load_object(path, "wire program", WIRE_PROG_NAME, &self.prog_fd)
         fds = []
         for name in (WIRE_MAP_PORTS, WIRE_MAP_WIRES, WIRE_MAP_FAILOPEN, WIRE_MAP_LIVENESS):
             m = bpf_object__find_map_by_name(self.obj, name)
@@ -742,19 +753,8 @@ cdef class FanoutProgram:
     @staticmethod
     def load(path: str) -> FanoutProgram:
         cdef FanoutProgram self = FanoutProgram.__new__(FanoutProgram)
-        cdef bpf_program *prog
-        cdef int err
-        ngfw_libbpf_collect()
-        self.obj = bpf_object__open_file(path.encode(), NULL)
-        if self.obj == NULL:
-            raise _error(errno, f"cannot open {path}")
-        err = bpf_object__load(self.obj)
-        if err:
-            raise _error(err, "the kernel refused the fanout program")
-        prog = bpf_object__find_program_by_name(self.obj, FANOUT_PROGRAM_NAME.encode())
-        if prog == NULL:
-            raise WireBpfError(ENOENT, f"{path} has no program {FANOUT_PROGRAM_NAME}")
-        self.fd = bpf_program__fd(prog)
+        name = FANOUT_PROGRAM_NAME.encode()
+        self.obj = _load_object(path, "fanout program", name, &self.fd)
         return self
 
     def run(self, bytes frame) -> int:

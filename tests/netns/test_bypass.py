@@ -20,24 +20,12 @@ from ngfw.lab.dataplane_process import DataplaneProcess
 from ngfw.lab.netns import call_in, run_in, stop_process
 from ngfw.lab.services import BIG_FILE_SIZE
 from tests.support.netns import lab_policy_with, metric, wait_for
+from tests.support.policies import ADMIN_PAGE_SIGNATURE as SIGNATURES
+from tests.support.policies import SHALLOW_ALLOW as ALLOW
+from tests.support.policies import SHALLOW_DENY as DENY
+from tests.support.policies import SHALLOW_PROFILE as PROFILE
 
 SERVER = "10.77.0.100"
-SIGNATURES = 'alert http any any -> any any (msg:"LAB admin page"; http.uri; content:"/admin"; sid:9100001; rev:1;)\n'
-# a 64 KiB depth: the download is past it after a few dozen segments (the default is 1 MiB)
-ALLOW = """
-- {name: web-http, from: [group:web], to: [cidr:10.77.0.100/32], services: [tcp/80], action: allow, log: true,
-   inspect: shallow}
-- {name: default-deny, from: [any], to: [any], action: deny}
-"""
-DENY = """
-- {name: default-deny, from: [any], to: [any], action: deny}
-"""
-PROFILE = """---
-apiVersion: ngfw/v1
-kind: ThreatProfile
-metadata: {name: shallow, vsys: tenant-a}
-spec: {depth: 65536}
-"""
 FRAME_PAYLOAD = 1448  # TCP payload of a 1,500-byte frame with timestamps
 
 

@@ -30,26 +30,14 @@ from ngfw.lab.legs import remove_bridge_leg, remove_leg, restore_leg
 from ngfw.lab.netns import call_in, run_in, stop_process
 from ngfw.lab.topology import interface_stats
 from tests.support.netns import lab_policy_with, metric, wait_for
+from tests.support.policies import ADMIN_PAGE_SIGNATURE as SIGNATURES
+from tests.support.policies import SHALLOW_ALLOW as ALLOW
+from tests.support.policies import SHALLOW_DENY as DENY
+from tests.support.policies import SHALLOW_PROFILE as PROFILE
 
 wirebpf = pytest.importorskip("ngfw._fastpath.wirebpf", reason="the BPF loader is not built")
 
 SERVER, WEB1 = "10.77.0.100", "10.77.0.11"
-# inspected by a shallow profile (64 KiB): a download is past it, and bypassed, within a second (flow bypass)
-ALLOW = """
-- {name: web-http, from: [group:web], to: [cidr:10.77.0.100/32], services: [tcp/80], action: allow, log: true,
-   inspect: shallow}
-- {name: default-deny, from: [any], to: [any], action: deny}
-"""
-DENY = """
-- {name: default-deny, from: [any], to: [any], action: deny}
-"""
-PROFILE = """---
-apiVersion: ngfw/v1
-kind: ThreatProfile
-metadata: {name: shallow, vsys: tenant-a}
-spec: {depth: 65536}
-"""
-SIGNATURES = 'alert http any any -> any any (msg:"LAB admin page"; http.uri; content:"/admin"; sid:9100001; rev:1;)\n'
 
 
 def write_policy(tmp_path: Path, rules: str, name: str = "policy.yaml") -> Path:

@@ -48,3 +48,24 @@ def compile_documents(directory: Path, *documents: str, version: int = 1, name: 
 def lab_with_rules(directory: Path, rules: str, version: int = 1, name: str = "p.yaml") -> CompiledPolicy:
     """The lab's tenant, workloads and groups with `rules` as tenant-a's SecurityPolicy, compiled."""
     return compile_documents(directory, lab_resources(), security_policy(rules), version=version, name=name)
+
+
+# Web to the lab server allowed and inspected by a shallow profile (a 64 KiB depth, the default is 1 MiB): a
+# download is past it, and bypassed, after a few dozen segments (the flow bypass and workers tests)
+SHALLOW_ALLOW = """
+- {name: web-http, from: [group:web], to: [cidr:10.77.0.100/32], services: [tcp/80], action: allow, log: true,
+   inspect: shallow}
+- {name: default-deny, from: [any], to: [any], action: deny}
+"""
+SHALLOW_DENY = """
+- {name: default-deny, from: [any], to: [any], action: deny}
+"""
+SHALLOW_PROFILE = """---
+apiVersion: ngfw/v1
+kind: ThreatProfile
+metadata: {name: shallow, vsys: tenant-a}
+spec: {depth: 65536}
+"""
+ADMIN_PAGE_SIGNATURE = (
+    'alert http any any -> any any (msg:"LAB admin page"; http.uri; content:"/admin"; sid:9100001; rev:1;)\n'
+)
